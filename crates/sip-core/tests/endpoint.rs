@@ -1,0 +1,885 @@
+//! The endpoint against a scripted trunk on a virtual clock: every transaction, CANCEL, forking,
+//! digest retries, in-dialog requests in both directions, and refusals of bad input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dialtone_sip_core::{CallEvent, Credentials, EndReason, EndpointConfig, Party, Transport};
+use md5::{Digest, Md5};
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn ms_list(sent: &[Sent]) -> Vec<u128> {
+    sent.iter().map(|s| s.at.as_millis()).collect()
+}
+
+/// Dials, gets 100/180/200 with a Record-Route and a Contact, and returns the harness.
+fn answered() -> (Harness, dialtone_sip_core::CallHandle) {
+    let mut h = Harness::new();
+    let call = h.dial(Harness::call(Transport::Udp));
+    let invite = h.last_sent();
+    h.reply(&invite, 100, None, "", "");
+    h.reply(
+        &invite,
+        180,
+        Some("callee1"),
+        "Contact: <sip:callee@192.0.2.30:5070>\r\n",
+        "",
+    );
+    h.reply(
+        &invite,
+        200,
+        Some("callee1"),
+        "Contact: <sip:callee@192.0.2.30:5070>\r\nRecord-Route: <sip:p2.example.com;lr>, <sip:192.0.2.40:5080;lr>\r\n",
+        ANSWER_SDP,
+    );
+    (h, call)
+}
+
+#[test]
+fn udp_invite_retransmits_on_timer_a_and_fails_on_timer_b() {
+    let mut h = Harness::new();
+    h.dial(Harness::call(Transport::Udp));
+    h.advance(secs(40.0));
+    let invites = h.sent_requests("INVITE");
+    assert_eq!(
+        ms_list(&invites),
+        vec![0, 500, 1500, 3500, 7500, 15500, 31500]
+    );
+    assert!(invites.iter().all(|i| i.text == invites[0].text));
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: None,
+            reason: EndReason::Timeout
+        }]
+    );
+    assert_eq!(h.ep.call_count(), 0, "the call is forgotten once it ended");
+}
+
+#[test]
+fn tcp_invite_is_sent_once_and_still_times_out() {
+    let mut h = Harness::new();
+    h.dial(Harness::call(Transport::Tcp));
+    h.advance(secs(40.0));
+    assert_eq!(ms_list(&h.sent_requests("INVITE")), vec![0]);
+    assert!(h.sent[0].header("Via").unwrap().starts_with("SIP/2.0/TCP "));
+    assert!(
+        h.sent[0]
+            .header("Contact")
+            .unwrap()
+            .contains(";transport=tcp")
+    );
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: None,
+            reason: EndReason::Timeout
+        }]
+    );
+}
+
+#[test]
+fn invite_carries_the_mandatory_headers_and_the_offer() {
+    let mut h = Harness::new();
+    let mut call = Harness::call(Transport::Udp);
+    call.extra_headers
+        .push(("X-Dialtone-Call".into(), "abc".into()));
+    call.route.push("<sip:proxy.example.com;lr>".into());
+    h.dial(call);
+    let invite = h.last_sent();
+    let req = invite.request();
+    assert_eq!(req.uri.to_string(), "sip:+15551230000@192.0.2.20");
+    assert!(invite.branch().starts_with("z9hG4bK"));
+    let via = invite.header("Via").unwrap();
+    assert!(via.starts_with("SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK"));
+    assert!(via.ends_with(";rport"));
+    assert_eq!(invite.header("Max-Forwards").unwrap(), "70");
+    assert!(invite.header("From").unwrap().contains(";tag="));
+    assert!(!invite.header("To").unwrap().contains(";tag="));
+    assert_eq!(invite.header("CSeq").unwrap(), "1 INVITE");
+    assert_eq!(
+        invite.header("Route").unwrap(),
+        "<sip:proxy.example.com;lr>"
+    );
+    assert_eq!(invite.header("X-Dialtone-Call").unwrap(), "abc");
+    assert_eq!(invite.header("Content-Type").unwrap(), "application/sdp");
+    assert!(invite.body().starts_with("v=0\r\n"));
+    assert_eq!(
+        invite.header("Content-Length").unwrap(),
+        invite.body().len().to_string()
+    );
+}
+
+#[test]
+fn answered_call_is_acked_along_the_route_set_and_hung_up_with_bye() {
+    let (mut h, call) = answered();
+    let events = h.take_events();
+    assert_eq!(events[0], CallEvent::Trying);
+    assert_eq!(events[1], CallEvent::Ringing { status: 180 });
+    assert_eq!(
+        events[2],
+        CallEvent::Answered {
+            sdp: Some(ANSWER_SDP.as_bytes().to_vec())
+        }
+    );
+    let invite = h.sent_requests("INVITE").remove(0);
+    let ack = h.last_sent();
+    assert!(ack.is_request("ACK"));
+    // Request-URI is the remote target; Route is the Record-Route reversed (§12.1.2).
+    assert!(
+        ack.text
+            .starts_with("ACK sip:callee@192.0.2.30:5070 SIP/2.0\r\n")
+    );
+    assert_eq!(
+        ack.headers("Route"),
+        vec!["<sip:192.0.2.40:5080;lr>", "<sip:p2.example.com;lr>"]
+    );
+    assert_eq!(ack.header("CSeq").unwrap(), "1 ACK");
+    assert_ne!(
+        ack.branch(),
+        invite.branch(),
+        "2xx ACK is a new transaction"
+    );
+    assert!(ack.header("To").unwrap().ends_with(";tag=callee1"));
+    // Loose routing: sent to the first route's address.
+    assert_eq!(ack.destination.to_string(), "192.0.2.40:5080");
+
+    // A retransmitted 2xx is ACKed again, identically, and reported once.
+    h.reply(
+        &invite,
+        200,
+        Some("callee1"),
+        "Contact: <sip:callee@192.0.2.30:5070>\r\nRecord-Route: <sip:p2.example.com;lr>, <sip:192.0.2.40:5080;lr>\r\n",
+        ANSWER_SDP,
+    );
+    assert_eq!(h.sent_requests("ACK").len(), 2);
+    assert_eq!(h.sent_requests("ACK")[1].text, ack.text);
+    assert!(h.take_events().is_empty());
+
+    h.ep.hang_up(h.now, call).unwrap();
+    h.collect();
+    let bye = h.last_sent();
+    assert!(
+        bye.text
+            .starts_with("BYE sip:callee@192.0.2.30:5070 SIP/2.0\r\n")
+    );
+    assert_eq!(bye.header("CSeq").unwrap(), "2 BYE");
+    assert_eq!(bye.header("Call-ID"), invite.header("Call-ID"));
+    assert_eq!(
+        bye.headers("Route"),
+        vec!["<sip:192.0.2.40:5080;lr>", "<sip:p2.example.com;lr>"]
+    );
+    h.reply(&bye, 200, None, "", "");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Local,
+            reason: EndReason::Completed
+        }]
+    );
+    assert!(h.ep.hang_up(h.now, call).is_err());
+    // Timer K absorbs a retransmitted 200 to the BYE, then everything is forgotten.
+    h.reply(&bye, 200, None, "", "");
+    assert!(h.take_events().is_empty());
+    assert_eq!(h.ep.stats().stray_responses, 0);
+    h.advance(secs(33.0));
+    assert_eq!(h.ep.call_count(), 0);
+}
+
+#[test]
+fn bye_retransmits_on_timer_e_capped_at_t2_and_ends_on_timer_f() {
+    let (mut h, call) = answered();
+    h.take_events();
+    let before = h.sent.len();
+    let t0 = h.now - h.start;
+    h.ep.hang_up(h.now, call).unwrap();
+    h.collect();
+    h.advance(secs(40.0));
+    let byes: Vec<u128> = h.sent[before..]
+        .iter()
+        .filter(|s| s.is_request("BYE"))
+        .map(|s| (s.at - t0).as_millis())
+        .collect();
+    assert_eq!(
+        byes,
+        vec![
+            0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+        ]
+    );
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Local,
+            reason: EndReason::Completed
+        }]
+    );
+}
+
+#[test]
+fn bye_from_the_far_end_is_answered_and_its_retransmission_gets_the_same_200() {
+    let (mut h, _call) = answered();
+    h.take_events();
+    let invite = h.sent_requests("INVITE").remove(0);
+    let from_tag = invite
+        .header("From")
+        .unwrap()
+        .split(";tag=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let bye = format!(
+        "BYE sip:dialtone@192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.30:5070;branch=z9hG4bKbye1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:+15551230000@192.0.2.20>;tag=callee1\r\nTo: <sip:+15559870000@192.0.2.10>;tag={from_tag}\r\nCall-ID: {}\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n",
+        invite.header("Call-ID").unwrap()
+    );
+    let source = "192.0.2.30:5070".parse().unwrap();
+    h.feed_from(source, Transport::Udp, &bye);
+    let ok = h.last_sent();
+    assert!(ok.is_response(200));
+    assert_eq!(ok.destination, source);
+    assert_eq!(ok.header("CSeq").unwrap(), "9 BYE");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Remote,
+            reason: EndReason::Completed
+        }]
+    );
+    h.feed_from(source, Transport::Udp, &bye);
+    assert_eq!(h.last_sent().text, ok.text);
+    assert_eq!(h.sent.iter().filter(|s| s.is_response(200)).count(), 2);
+    // After Timer J the dialog is gone: a late BYE gets 481.
+    h.advance(secs(33.0));
+    h.feed_from(
+        source,
+        Transport::Udp,
+        &bye.replace("z9hG4bKbye1", "z9hG4bKbye2"),
+    );
+    assert!(h.last_sent().is_response(481));
+}
+
+#[test]
+fn busy_is_acked_by_the_transaction_and_timer_d_absorbs_retransmissions() {
+    let mut h = Harness::new();
+    h.dial(Harness::call(Transport::Udp));
+    let invite = h.last_sent();
+    h.reply(&invite, 486, Some("b1"), "", "");
+    let ack = h.last_sent();
+    assert!(ack.is_request("ACK"));
+    assert_eq!(
+        ack.branch(),
+        invite.branch(),
+        "non-2xx ACK shares the INVITE branch"
+    );
+    assert_eq!(ack.header("CSeq").unwrap(), "1 ACK");
+    assert!(ack.header("To").unwrap().ends_with(";tag=b1"));
+    assert!(
+        ack.text
+            .starts_with("ACK sip:+15551230000@192.0.2.20 SIP/2.0")
+    );
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: Some(486),
+            reason: EndReason::Busy
+        }]
+    );
+    h.advance(secs(5.0));
+    h.reply(&invite, 486, Some("b1"), "", "");
+    assert_eq!(h.sent_requests("ACK").len(), 2);
+    assert!(h.take_events().is_empty());
+    assert_eq!(
+        h.sent_requests("INVITE").len(),
+        1,
+        "no INVITE retransmission after a final response"
+    );
+    h.advance(secs(30.0));
+    assert_eq!(h.ep.call_count(), 0);
+    h.reply(&invite, 486, Some("b1"), "", "");
+    assert_eq!(h.sent_requests("ACK").len(), 2);
+    assert_eq!(h.ep.stats().stray_responses, 1);
+}
+
+#[test]
+fn cancel_waits_for_a_provisional_response_then_487_ends_the_call() {
+    let mut h = Harness::new();
+    let call = h.dial(Harness::call(Transport::Udp));
+    let invite = h.last_sent();
+    h.ep.hang_up(h.now, call).unwrap();
+    h.collect();
+    assert!(
+        h.sent_requests("CANCEL").is_empty(),
+        "§9.1: no CANCEL before a 1xx"
+    );
+    h.reply(&invite, 180, Some("r1"), "", "");
+    let cancel = h.last_sent();
+    assert!(cancel.is_request("CANCEL"));
+    assert_eq!(cancel.branch(), invite.branch());
+    assert_eq!(cancel.header("CSeq").unwrap(), "1 CANCEL");
+    assert!(
+        cancel
+            .text
+            .starts_with("CANCEL sip:+15551230000@192.0.2.20 SIP/2.0")
+    );
+    assert_eq!(cancel.header("To"), invite.header("To"));
+    h.reply(&cancel, 200, Some("r1"), "", "");
+    h.reply(&invite, 487, Some("r1"), "", "");
+    assert!(h.last_sent().is_request("ACK"));
+    assert_eq!(
+        h.take_events(),
+        vec![
+            CallEvent::Ringing { status: 180 },
+            CallEvent::Failed {
+                status: Some(487),
+                reason: EndReason::Canceled
+            }
+        ]
+    );
+}
+
+#[test]
+fn cancel_without_any_final_response_gives_up_after_64_t1() {
+    let mut h = Harness::new();
+    let call = h.dial(Harness::call(Transport::Udp));
+    let invite = h.last_sent();
+    h.reply(&invite, 183, Some("r1"), "", ANSWER_SDP);
+    h.ep.hang_up(h.now, call).unwrap();
+    h.collect();
+    assert!(h.last_sent().is_request("CANCEL"));
+    h.advance(secs(31.0));
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::EarlyMedia {
+            status: 183,
+            sdp: ANSWER_SDP.as_bytes().to_vec()
+        }]
+    );
+    h.advance(secs(2.0));
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: None,
+            reason: EndReason::Canceled
+        }]
+    );
+}
+
+#[test]
+fn a_2xx_crossing_our_cancel_is_acked_and_released_with_bye() {
+    let mut h = Harness::new();
+    let call = h.dial(Harness::call(Transport::Udp));
+    let invite = h.last_sent();
+    h.reply(&invite, 180, Some("r1"), "", "");
+    h.ep.hang_up(h.now, call).unwrap();
+    h.collect();
+    h.reply(
+        &invite,
+        200,
+        Some("r1"),
+        "Contact: <sip:callee@192.0.2.30>\r\n",
+        ANSWER_SDP,
+    );
+    let acks = h.sent_requests("ACK");
+    let byes = h.sent_requests("BYE");
+    assert_eq!((acks.len(), byes.len()), (1, 1));
+    assert_eq!(byes[0].destination.to_string(), "192.0.2.30:5060");
+    let events = h.take_events();
+    assert_eq!(
+        events.last(),
+        Some(&CallEvent::Failed {
+            status: None,
+            reason: EndReason::Canceled
+        })
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Answered { .. }))
+    );
+}
+
+#[test]
+fn forked_2xx_after_the_first_is_acked_and_released() {
+    let mut h = Harness::new();
+    h.dial(Harness::call(Transport::Udp));
+    let invite = h.last_sent();
+    h.reply(
+        &invite,
+        180,
+        Some("forkA"),
+        "Contact: <sip:a@192.0.2.31>\r\n",
+        "",
+    );
+    h.reply(
+        &invite,
+        180,
+        Some("forkB"),
+        "Contact: <sip:b@192.0.2.32>\r\n",
+        "",
+    );
+    h.reply(
+        &invite,
+        200,
+        Some("forkA"),
+        "Contact: <sip:a@192.0.2.31>\r\n",
+        ANSWER_SDP,
+    );
+    h.reply(
+        &invite,
+        200,
+        Some("forkB"),
+        "Contact: <sip:b@192.0.2.32>\r\n",
+        ANSWER_SDP,
+    );
+    let acks = h.sent_requests("ACK");
+    assert_eq!(acks.len(), 2);
+    assert!(acks[0].text.starts_with("ACK sip:a@192.0.2.31 "));
+    assert!(acks[1].text.starts_with("ACK sip:b@192.0.2.32 "));
+    let byes = h.sent_requests("BYE");
+    assert_eq!(byes.len(), 1);
+    assert!(byes[0].text.starts_with("BYE sip:b@192.0.2.32 "));
+    assert!(byes[0].header("To").unwrap().ends_with(";tag=forkB"));
+    assert_eq!(h.ep.stats().forks_released, 1);
+    let answered = h
+        .take_events()
+        .into_iter()
+        .filter(|e| matches!(e, CallEvent::Answered { .. }))
+        .count();
+    assert_eq!(answered, 1, "the first 2xx wins");
+}
+
+fn creds(password: &str) -> Credentials {
+    Credentials {
+        username: "trunkuser".into(),
+        password: password.into(),
+        realm: None,
+    }
+}
+
+fn md5_hex(s: &str) -> String {
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn param(header: &str, name: &str) -> String {
+    let start = header.find(&format!("{name}=")).unwrap() + name.len() + 1;
+    header[start..]
+        .trim_start_matches('"')
+        .split(['"', ','])
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn proxy_challenge_is_answered_with_a_correct_digest_on_a_new_invite() {
+    let mut h = Harness::new();
+    let mut call = Harness::call(Transport::Udp);
+    call.credentials = Some(creds("s3cret"));
+    h.dial(call);
+    let first = h.last_sent();
+    h.reply(
+        &first,
+        407,
+        Some("p1"),
+        "Proxy-Authenticate: Digest realm=\"trunk.example\", nonce=\"abc123\", qop=\"auth\", algorithm=MD5\r\n",
+        "",
+    );
+    let invites = h.sent_requests("INVITE");
+    assert_eq!(invites.len(), 2);
+    let second = &invites[1];
+    assert_ne!(second.branch(), first.branch());
+    assert_eq!(second.header("CSeq").unwrap(), "2 INVITE");
+    assert_eq!(second.header("Call-ID"), first.header("Call-ID"));
+    assert_eq!(second.header("From"), first.header("From"));
+    let auth = second.header("Proxy-Authorization").unwrap();
+    let uri = "sip:+15551230000@192.0.2.20";
+    let ha1 = md5_hex("trunkuser:trunk.example:s3cret");
+    let ha2 = md5_hex(&format!("INVITE:{uri}"));
+    let expected = md5_hex(&format!(
+        "{ha1}:abc123:{}:{}:auth:{ha2}",
+        param(&auth, "nc"),
+        param(&auth, "cnonce")
+    ));
+    assert_eq!(param(&auth, "response"), expected);
+    assert_eq!(param(&auth, "uri"), uri);
+    h.reply(
+        second,
+        200,
+        Some("ok"),
+        "Contact: <sip:c@192.0.2.20>\r\n",
+        ANSWER_SDP,
+    );
+    assert!(matches!(
+        h.take_events().last(),
+        Some(CallEvent::Answered { .. })
+    ));
+    assert_eq!(h.ep.stats().auth_retries, 1);
+}
+
+#[test]
+fn wrong_password_ends_in_auth_failed_after_one_retry() {
+    let mut h = Harness::new();
+    let mut call = Harness::call(Transport::Udp);
+    call.credentials = Some(creds("wrong"));
+    h.dial(call);
+    let challenge = "WWW-Authenticate: Digest realm=\"r\", nonce=\"n1\"\r\n";
+    let first = h.last_sent();
+    h.reply(&first, 401, Some("a"), challenge, "");
+    let second = h.sent_requests("INVITE")[1].clone();
+    assert!(second.header("Authorization").is_some());
+    h.reply(&second, 401, Some("a"), challenge, "");
+    assert_eq!(h.sent_requests("INVITE").len(), 2, "no loop");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: Some(401),
+            reason: EndReason::AuthFailed
+        }]
+    );
+}
+
+#[test]
+fn stale_nonce_earns_one_more_attempt() {
+    let mut h = Harness::new();
+    let mut call = Harness::call(Transport::Udp);
+    call.credentials = Some(creds("pw"));
+    h.dial(call);
+    let first = h.last_sent();
+    h.reply(
+        &first,
+        401,
+        Some("a"),
+        "WWW-Authenticate: Digest realm=\"r\", nonce=\"n1\"\r\n",
+        "",
+    );
+    let second = h.sent_requests("INVITE")[1].clone();
+    h.reply(
+        &second,
+        401,
+        Some("a"),
+        "WWW-Authenticate: Digest realm=\"r\", nonce=\"n2\", stale=true\r\n",
+        "",
+    );
+    let third = h.sent_requests("INVITE")[2].clone();
+    assert_eq!(
+        param(&third.header("Authorization").unwrap(), "nonce"),
+        "n2"
+    );
+    h.reply(
+        &third,
+        401,
+        Some("a"),
+        "WWW-Authenticate: Digest realm=\"r\", nonce=\"n3\", stale=true\r\n",
+        "",
+    );
+    assert_eq!(
+        h.sent_requests("INVITE").len(),
+        3,
+        "bounded by max_auth_attempts"
+    );
+    assert!(matches!(
+        h.take_events().last(),
+        Some(CallEvent::Failed {
+            reason: EndReason::AuthFailed,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn challenge_without_credentials_fails_at_once() {
+    let mut h = Harness::new();
+    h.dial(Harness::call(Transport::Udp));
+    let first = h.last_sent();
+    h.reply(
+        &first,
+        407,
+        Some("a"),
+        "Proxy-Authenticate: Digest realm=\"r\", nonce=\"n\"\r\n",
+        "",
+    );
+    assert_eq!(h.sent_requests("INVITE").len(), 1);
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: Some(407),
+            reason: EndReason::AuthFailed
+        }]
+    );
+}
+
+fn in_dialog_request(
+    h: &Harness,
+    method: &str,
+    branch: &str,
+    cseq: u32,
+    extra: &str,
+    body: &str,
+) -> String {
+    let invite = h.sent_requests("INVITE").remove(0);
+    let from_tag = invite
+        .header("From")
+        .unwrap()
+        .split(";tag=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    format!(
+        "{method} sip:dialtone@192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.30:5070;branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:+15551230000@192.0.2.20>;tag=callee1\r\nTo: <sip:+15559870000@192.0.2.10>;tag={from_tag}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        invite.header("Call-ID").unwrap(),
+        body.len()
+    )
+}
+
+#[test]
+fn reinvite_from_the_far_end_is_answered_and_the_2xx_retransmitted_until_ack() {
+    let (mut h, call) = answered();
+    h.take_events();
+    let offer = ANSWER_SDP.replace("RTP/AVP 0", "RTP/AVP 0\r\na=sendonly");
+    let reinvite = in_dialog_request(
+        &h,
+        "INVITE",
+        "z9hG4bKre1",
+        10,
+        "Contact: <sip:callee@192.0.2.33:5070>\r\nContent-Type: application/sdp\r\n",
+        &offer,
+    );
+    h.feed_from(
+        "192.0.2.30:5070".parse().unwrap(),
+        Transport::Udp,
+        &reinvite,
+    );
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::RemoteOffer {
+            method: rsip::Method::Invite,
+            sdp: Some(offer.as_bytes().to_vec())
+        }]
+    );
+    // A second offer while one is pending is refused with 491.
+    h.feed_from(
+        "192.0.2.30:5070".parse().unwrap(),
+        Transport::Udp,
+        &in_dialog_request(
+            &h,
+            "UPDATE",
+            "z9hG4bKup1",
+            11,
+            "Content-Type: application/sdp\r\n",
+            &offer,
+        ),
+    );
+    assert!(h.last_sent().is_response(491));
+    h.ep.answer_offer(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    let ok = h.last_sent();
+    assert!(ok.is_response(200));
+    assert_eq!(ok.header("CSeq").unwrap(), "10 INVITE");
+    assert!(ok.header("Contact").is_some());
+    assert_eq!(ok.body(), "v=0\r\n");
+    h.advance(secs(1.6));
+    let oks = h.sent.iter().filter(|s| s.text == ok.text).count();
+    assert_eq!(oks, 3, "2xx retransmitted at T1 and 2*T1 until the ACK");
+    let ack = in_dialog_request(&h, "ACK", "z9hG4bKack1", 10, "", "");
+    h.feed_from("192.0.2.30:5070".parse().unwrap(), Transport::Udp, &ack);
+    h.advance(secs(10.0));
+    assert_eq!(h.sent.iter().filter(|s| s.text == ok.text).count(), 3);
+    // The new Contact is the remote target for our BYE.
+    h.ep.hang_up(h.now, call).unwrap();
+    h.collect();
+    assert!(
+        h.last_sent()
+            .text
+            .starts_with("BYE sip:callee@192.0.2.33:5070 ")
+    );
+}
+
+#[test]
+fn info_and_options_in_dialog_are_answered() {
+    let (mut h, _call) = answered();
+    h.take_events();
+    let src = "192.0.2.30:5070".parse().unwrap();
+    h.feed_from(
+        src,
+        Transport::Udp,
+        &in_dialog_request(
+            &h,
+            "INFO",
+            "z9hG4bKi1",
+            5,
+            "Content-Type: application/dtmf-relay\r\n",
+            "Signal=5\r\nDuration=160\r\n",
+        ),
+    );
+    assert!(h.last_sent().is_response(200));
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Info {
+            content_type: Some("application/dtmf-relay".into()),
+            body: b"Signal=5\r\nDuration=160\r\n".to_vec()
+        }]
+    );
+    h.feed_from(
+        src,
+        Transport::Udp,
+        &in_dialog_request(&h, "OPTIONS", "z9hG4bKo1", 6, "", ""),
+    );
+    let ok = h.last_sent();
+    assert!(ok.is_response(200));
+    assert!(ok.header("Allow").unwrap().contains("INVITE"));
+    // CSeq going backwards within the dialog gets 500 (§12.2.2).
+    h.feed_from(
+        src,
+        Transport::Udp,
+        &in_dialog_request(&h, "OPTIONS", "z9hG4bKo2", 4, "", ""),
+    );
+    assert!(h.last_sent().is_response(500));
+}
+
+#[test]
+fn our_info_gets_its_final_status_reported() {
+    let (mut h, call) = answered();
+    h.take_events();
+    h.ep.send_request(
+        h.now,
+        call,
+        rsip::Method::Info,
+        Some((
+            "application/dtmf-relay",
+            b"Signal=1\r\nDuration=100\r\n".to_vec(),
+        )),
+    )
+    .unwrap();
+    h.collect();
+    let info = h.last_sent();
+    assert!(info.is_request("INFO"));
+    assert_eq!(info.header("CSeq").unwrap(), "2 INFO");
+    h.reply(&info, 200, None, "", "");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::RequestCompleted {
+            method: rsip::Method::Info,
+            status: 200,
+            body: Vec::new()
+        }]
+    );
+}
+
+const BASE_REQUEST: &str = "OPTIONS sip:dialtone@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.99:5070;branch=z9hG4bKx1\r\nMax-Forwards: 70\r\nFrom: <sip:probe@192.0.2.99>;tag=p\r\nTo: <sip:dialtone@192.0.2.10>\r\nCall-ID: probe-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+#[test]
+fn out_of_dialog_requests_get_sensible_answers() {
+    let mut h = Harness::new();
+    let src = "192.0.2.99:6000".parse().unwrap();
+    h.feed_from(src, Transport::Udp, BASE_REQUEST);
+    let ok = h.last_sent();
+    assert!(ok.is_response(200));
+    // No rport: the reply goes to the source IP and the Via port (§18.2.2).
+    assert_eq!(ok.destination.to_string(), "192.0.2.99:5070");
+    assert!(ok.header("To").unwrap().contains(";tag="));
+    let with_rport = BASE_REQUEST.replace("z9hG4bKx1", "z9hG4bKx2;rport");
+    h.feed_from(src, Transport::Udp, &with_rport);
+    assert_eq!(h.last_sent().destination, src);
+    let invite = BASE_REQUEST
+        .replace("OPTIONS", "INVITE")
+        .replace("z9hG4bKx1", "z9hG4bKx3");
+    h.feed_from(src, Transport::Udp, &invite);
+    assert!(h.last_sent().is_response(480));
+    let bye = BASE_REQUEST
+        .replace("OPTIONS", "BYE")
+        .replace("z9hG4bKx1", "z9hG4bKx4")
+        .replace(
+            "To: <sip:dialtone@192.0.2.10>",
+            "To: <sip:dialtone@192.0.2.10>;tag=nope",
+        );
+    h.feed_from(src, Transport::Udp, &bye);
+    assert!(h.last_sent().is_response(481));
+    let message = BASE_REQUEST
+        .replace("OPTIONS", "MESSAGE")
+        .replace("z9hG4bKx1", "z9hG4bKx5");
+    h.feed_from(src, Transport::Udp, &message);
+    assert!(h.last_sent().is_response(405));
+}
+
+#[test]
+fn malformed_input_is_answered_or_dropped_and_counted() {
+    let mut h = Harness::new();
+    let src = "192.0.2.99:5070".parse().unwrap();
+    h.feed_from(
+        src,
+        Transport::Udp,
+        &BASE_REQUEST.replace("Call-ID: probe-1\r\n", ""),
+    );
+    let bad = h.last_sent();
+    assert!(
+        bad.text
+            .starts_with("SIP/2.0 400 Bad Request - Missing Call-ID header\r\n")
+    );
+    h.feed_from(
+        src,
+        Transport::Udp,
+        &BASE_REQUEST.replace("OPTIONS", "FROBNICATE"),
+    );
+    assert!(h.last_sent().is_response(501));
+    let sent_before = h.sent.len();
+    h.feed_from(src, Transport::Udp, "\u{0}\u{1}garbage");
+    h.feed_from(src, Transport::Udp, "SIP/2.0 200 OK\r\n\r\n");
+    assert_eq!(h.sent.len(), sent_before);
+    let stats = h.ep.stats();
+    assert_eq!(stats.requests_rejected, 2);
+    assert_eq!(stats.messages_dropped, 2);
+    assert_eq!(stats.messages_received, 4);
+}
+
+#[test]
+fn transport_error_fails_a_call_in_setup() {
+    let mut h = Harness::new();
+    h.dial(Harness::call(Transport::Tcp));
+    h.ep.handle_transport_error(trunk());
+    h.collect();
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: None,
+            reason: EndReason::TransportError
+        }]
+    );
+}
+
+#[test]
+fn bad_dial_arguments_are_refused_with_the_field_named() {
+    let mut h = Harness::new();
+    let mut call = Harness::call(Transport::Udp);
+    call.request_uri = "not a uri".into();
+    let err = h.ep.dial(h.now, call).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("request_uri is not a valid SIP URI")
+    );
+    let mut call = Harness::call(Transport::Udp);
+    call.extra_headers
+        .push(("X-Evil".into(), "a\r\nVia: x".into()));
+    assert!(h.ep.dial(h.now, call).is_err());
+}
+
+#[test]
+fn custom_timers_change_the_schedule() {
+    let mut config = EndpointConfig::new(LOCAL_HOST, 5060);
+    config.timers.t1 = Duration::from_millis(100);
+    let mut h = Harness::with_config(config);
+    h.dial(Harness::call(Transport::Udp));
+    h.advance(secs(10.0));
+    assert_eq!(
+        ms_list(&h.sent_requests("INVITE")),
+        vec![0, 100, 300, 700, 1500, 3100, 6300]
+    );
+}

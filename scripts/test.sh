@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need, then formatting, lints and the whole
+# test suite. Works from a fresh clone on a fresh Debian machine, as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
+scripts/fuzz-smoke.sh
