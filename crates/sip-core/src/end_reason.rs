@@ -25,8 +25,8 @@ pub enum EndReason {
     Unavailable,
     /// 401/407 again after our credentials were sent.
     AuthFailed,
-    /// No final response at all (Timer B / Timer F).
-    Timeout,
+    /// The trunk sent no final response at all (Timer B / Timer F).
+    TrunkTimeout,
     /// We cancelled the call before it was answered (487 after our CANCEL).
     Canceled,
     /// 488, 606, or no codec in common.
@@ -81,7 +81,7 @@ impl EndReason {
             EndReason::InvalidNumber => "invalid_number",
             EndReason::Unavailable => "unavailable",
             EndReason::AuthFailed => "auth_failed",
-            EndReason::Timeout => "timeout",
+            EndReason::TrunkTimeout => "trunk_timeout",
             EndReason::Canceled => "canceled",
             EndReason::IncompatibleMedia => "incompatible_media",
             EndReason::Redirected => "redirected",

@@ -306,6 +306,7 @@ struct Call {
     nonce_count: u32,
     phase: Phase,
     cancel: CancelState,
+    cancel_reason: EndReason,
     got_provisional: bool,
     early: Vec<Dialog>,
     dialog: Option<Dialog>,
@@ -619,6 +620,7 @@ impl Endpoint {
             nonce_count: 0,
             phase: Phase::Calling,
             cancel: CancelState::NotRequested,
+            cancel_reason: EndReason::Canceled,
             got_provisional: false,
             early: Vec::new(),
             dialog: None,
@@ -833,14 +835,26 @@ impl Endpoint {
     }
 
     /// Hangs up: CANCEL before the answer (deferred until a provisional response, §9.1),
-    /// BYE after it.
+    /// BYE after it. A call cancelled this way fails with [`EndReason::Canceled`].
     pub fn hang_up(&mut self, now: Instant, handle: CallHandle) -> Result<(), Error> {
+        self.hang_up_because(now, handle, EndReason::Canceled)
+    }
+
+    /// Like [`Endpoint::hang_up`], but a call still being set up fails with `reason`
+    /// (e.g. [`EndReason::NoAnswer`] when the ring timeout cancels it).
+    pub fn hang_up_because(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        reason: EndReason,
+    ) -> Result<(), Error> {
         let call = self
             .calls
             .get_mut(&handle)
             .ok_or(Error::UnknownCall { call: handle })?;
         match (call.phase, call.cancel) {
             (Phase::Calling | Phase::Early, CancelState::NotRequested) => {
+                call.cancel_reason = reason;
                 if call.got_provisional {
                     self.send_cancel(now, handle);
                 } else {
@@ -1476,7 +1490,7 @@ impl Endpoint {
         let canceled = call.cancel != CancelState::NotRequested;
         call.phase = Phase::Terminated;
         let reason = if canceled && code == 487 {
-            EndReason::Canceled
+            call.cancel_reason
         } else {
             EndReason::from_status(code)
         };
@@ -1554,7 +1568,7 @@ impl Endpoint {
             .and_then(|i| message::cseq(&i.headers))
             .map_or(1, |c| c.0);
         let first = call.dialog.is_none();
-        let canceled = call.cancel != CancelState::NotRequested;
+        let canceled = (call.cancel != CancelState::NotRequested).then_some(call.cancel_reason);
         if first {
             call.dialog = Some(dialog.clone());
             call.early.clear();
@@ -1573,7 +1587,7 @@ impl Endpoint {
             );
             return;
         }
-        if canceled {
+        if let Some(reason) = canceled {
             // The 2xx crossed our CANCEL: the call was asked to end, so end it now.
             if let Some(c) = self.calls.get_mut(&handle) {
                 c.phase = Phase::Terminated;
@@ -1583,7 +1597,7 @@ impl Endpoint {
                 handle,
                 CallEvent::Failed {
                     status: None,
-                    reason: EndReason::Canceled,
+                    reason,
                 },
             );
             return;
@@ -1728,7 +1742,7 @@ impl Endpoint {
                 };
                 if matches!(call.phase, Phase::Calling | Phase::Early) {
                     let reason = if call.cancel != CancelState::NotRequested {
-                        EndReason::Canceled
+                        call.cancel_reason
                     } else {
                         reason
                     };
@@ -1783,7 +1797,7 @@ impl Endpoint {
                         self.send(d, t, b);
                     }
                 }
-                TimerAction::Timeout => self.on_client_timeout(&key, EndReason::Timeout),
+                TimerAction::Timeout => self.on_client_timeout(&key, EndReason::TrunkTimeout),
                 TimerAction::Terminated => {}
             }
         }
@@ -1819,17 +1833,18 @@ impl Endpoint {
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in invite_keys {
-                self.on_client_timeout(&key, EndReason::Canceled);
+                self.on_client_timeout(&key, EndReason::TrunkTimeout);
             }
             if let Some(c) = self.calls.get_mut(&handle)
                 && c.phase != Phase::Terminated
             {
                 c.phase = Phase::Terminated;
+                let reason = c.cancel_reason;
                 self.emit(
                     handle,
                     CallEvent::Failed {
                         status: None,
-                        reason: EndReason::Canceled,
+                        reason,
                     },
                 );
             }

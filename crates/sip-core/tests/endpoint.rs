@@ -57,7 +57,7 @@ fn udp_invite_retransmits_on_timer_a_and_fails_on_timer_b() {
         h.take_events(),
         vec![CallEvent::Failed {
             status: None,
-            reason: EndReason::Timeout
+            reason: EndReason::TrunkTimeout
         }]
     );
     assert_eq!(h.ep.call_count(), 0, "the call is forgotten once it ended");
@@ -80,7 +80,7 @@ fn tcp_invite_is_sent_once_and_still_times_out() {
         h.take_events(),
         vec![CallEvent::Failed {
             status: None,
-            reason: EndReason::Timeout
+            reason: EndReason::TrunkTimeout
         }]
     );
 }
@@ -881,5 +881,25 @@ fn custom_timers_change_the_schedule() {
     assert_eq!(
         ms_list(&h.sent_requests("INVITE")),
         vec![0, 100, 300, 700, 1500, 3100, 6300]
+    );
+}
+
+#[test]
+fn a_cancel_for_a_reason_reports_that_reason() {
+    let mut h = Harness::new();
+    let call = h.dial(Harness::call(Transport::Udp));
+    let invite = h.last_sent();
+    h.reply(&invite, 180, Some("r1"), "", "");
+    h.ep.hang_up_because(h.now, call, EndReason::NoAnswer).unwrap();
+    h.collect();
+    let cancel = h.last_sent();
+    h.reply(&cancel, 200, Some("r1"), "", "");
+    h.reply(&invite, 487, Some("r1"), "", "");
+    assert_eq!(
+        h.take_events().last(),
+        Some(&CallEvent::Failed {
+            status: Some(487),
+            reason: EndReason::NoAnswer
+        })
     );
 }
