@@ -890,7 +890,8 @@ fn a_cancel_for_a_reason_reports_that_reason() {
     let call = h.dial(Harness::call(Transport::Udp));
     let invite = h.last_sent();
     h.reply(&invite, 180, Some("r1"), "", "");
-    h.ep.hang_up_because(h.now, call, EndReason::NoAnswer).unwrap();
+    h.ep.hang_up_because(h.now, call, EndReason::NoAnswer)
+        .unwrap();
     h.collect();
     let cancel = h.last_sent();
     h.reply(&cancel, 200, Some("r1"), "", "");

@@ -1,0 +1,473 @@
+//! The driver task: sockets, the clock and the timer around one sans-IO endpoint.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dialtone_sip_core::{
+    CallEvent, CallHandle, EndReason, Endpoint, EndpointConfig, OutboundCall, Transmit, Transport,
+    should_fail_over,
+};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use crate::tcp::{self, TcpEvent};
+use crate::trunk::{Gates, Trunk};
+use crate::{DialRequest, UaConfig, UaError, UaEvent, UaStats};
+
+/// Commands from the API to the driver.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Dial {
+        request: DialRequest,
+        targets: Vec<(Arc<Trunk>, SocketAddr)>,
+        events: mpsc::UnboundedSender<UaEvent>,
+        permit: Option<OwnedSemaphorePermit>,
+        reply: oneshot::Sender<Result<u64, UaError>>,
+    },
+    HangUp {
+        call: u64,
+    },
+    AnswerOffer {
+        call: u64,
+        sdp: Vec<u8>,
+    },
+    RejectOffer {
+        call: u64,
+        status: u16,
+    },
+    Request {
+        call: u64,
+        method: rsip::Method,
+        body: Option<(String, Vec<u8>)>,
+    },
+    Stats {
+        reply: oneshot::Sender<UaStats>,
+    },
+}
+
+/// One call as its owner sees it, across failover attempts.
+#[derive(Debug)]
+struct Slot {
+    events: mpsc::UnboundedSender<UaEvent>,
+    handle: CallHandle,
+    request: DialRequest,
+    trunk: Arc<Trunk>,
+    remaining: VecDeque<(Arc<Trunk>, SocketAddr)>,
+    ring_deadline: Option<Instant>,
+    setup_deadline: Instant,
+    answered: bool,
+    hangup_requested: bool,
+    /// Room taken on the trunk in use; released when the call ends or moves on.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The core's view of one attempt of `request` through `trunk` at `target`.
+fn attempt(request: &DialRequest, trunk: &Trunk, target: SocketAddr) -> OutboundCall {
+    let host_port = trunk.host_port();
+    let transport_param = match trunk.transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+    };
+    let from_domain = trunk
+        .from_domain
+        .clone()
+        .unwrap_or_else(|| host_port.clone());
+    let mut call = OutboundCall::new(
+        format!("sip:{}@{host_port}{transport_param}", request.to),
+        format!("<sip:{}@{from_domain}>", request.from),
+        format!("<sip:{}@{host_port}>", request.to),
+        target,
+        trunk.transport,
+    );
+    if let Some(proxy) = &trunk.outbound_proxy {
+        call.route
+            .push(format!("<sip:{proxy}{transport_param};lr>"));
+    }
+    call.sdp_offer = request.sdp_offer.clone();
+    call.credentials = trunk.credentials.clone();
+    call.extra_headers = request.extra_headers.clone();
+    if request.assert_identity {
+        call.extra_headers.push((
+            "P-Asserted-Identity".into(),
+            format!("<sip:{}@{from_domain}>", request.from),
+        ));
+    }
+    call
+}
+
+struct Driver {
+    endpoint: Endpoint,
+    udp: UdpSocket,
+    tcp_events: mpsc::UnboundedSender<TcpEvent>,
+    connections: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
+    keepalive: Duration,
+    slots: HashMap<u64, Slot>,
+    by_handle: HashMap<CallHandle, u64>,
+    next_id: u64,
+    gates: Arc<Gates>,
+}
+
+/// Binds the sockets and spawns the driver; returns its command channel and the bound address.
+pub(crate) async fn spawn(
+    config: UaConfig,
+    gates: Arc<Gates>,
+) -> Result<(mpsc::UnboundedSender<Command>, SocketAddr), UaError> {
+    let udp = UdpSocket::bind(config.bind)
+        .await
+        .map_err(|source| UaError::Bind {
+            transport: "UDP",
+            addr: config.bind,
+            source,
+        })?;
+    let local = udp.local_addr().map_err(|source| UaError::Bind {
+        transport: "UDP",
+        addr: config.bind,
+        source,
+    })?;
+    let listener = TcpListener::bind(local)
+        .await
+        .map_err(|source| UaError::Bind {
+            transport: "TCP",
+            addr: local,
+            source,
+        })?;
+    let mut endpoint_config = EndpointConfig::new(
+        config
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| local.ip().to_string()),
+        config.advertised_port.unwrap_or(local.port()),
+    );
+    endpoint_config.timers = config.timers;
+    let seed = config.seed.unwrap_or_else(|| {
+        // RandomState is keyed from the OS's randomness.
+        std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
+    });
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (tcp_events, tcp_rx) = mpsc::unbounded_channel();
+    let accept_events = tcp_events.clone();
+    let keepalive = config.tcp_keepalive;
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            let (writer, outgoing) = mpsc::unbounded_channel();
+            if accept_events
+                .send(TcpEvent::Accepted { peer, writer })
+                .is_err()
+            {
+                break;
+            }
+            tokio::spawn(tcp::run(
+                peer,
+                Some(stream),
+                outgoing,
+                accept_events.clone(),
+                keepalive,
+            ));
+        }
+    });
+    let driver = Driver {
+        endpoint: Endpoint::new(endpoint_config, seed),
+        udp,
+        tcp_events,
+        connections: HashMap::new(),
+        keepalive,
+        slots: HashMap::new(),
+        by_handle: HashMap::new(),
+        next_id: 1,
+        gates,
+    };
+    tokio::spawn(driver.run(commands, tcp_rx));
+    Ok((commands_tx, local))
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut tcp_rx: mpsc::UnboundedReceiver<TcpEvent>,
+    ) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            self.flush().await;
+            let deadline = self
+                .next_deadline()
+                .map_or_else(far_future, tokio::time::Instant::from_std);
+            tokio::select! {
+                received = self.udp.recv_from(&mut buf) => {
+                    if let Ok((n, source)) = received {
+                        let bytes = buf.get(..n).unwrap_or_default();
+                        self.endpoint.handle_message(Instant::now(), source, Transport::Udp, bytes);
+                    }
+                }
+                Some(event) = tcp_rx.recv() => self.on_tcp(event),
+                command = commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => self.on_timeout(),
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let rings = self.slots.values().filter_map(|s| s.ring_deadline);
+        self.endpoint.poll_timeout().into_iter().chain(rings).min()
+    }
+
+    fn on_timeout(&mut self) {
+        let now = Instant::now();
+        self.endpoint.handle_timeout(now);
+        let expired: Vec<CallHandle> = self
+            .slots
+            .values_mut()
+            .filter(|s| s.ring_deadline.is_some_and(|d| d <= now))
+            .map(|s| {
+                s.ring_deadline = None;
+                s.handle
+            })
+            .collect();
+        for handle in expired {
+            tracing::debug!(call = %handle, "ring timeout, cancelling");
+            let _ = self
+                .endpoint
+                .hang_up_because(now, handle, EndReason::NoAnswer);
+        }
+    }
+
+    fn on_tcp(&mut self, event: TcpEvent) {
+        match event {
+            TcpEvent::Accepted { peer, writer } => {
+                self.connections.insert(peer, writer);
+            }
+            TcpEvent::Message { peer, bytes } => {
+                self.endpoint
+                    .handle_message(Instant::now(), peer, Transport::Tcp, &bytes);
+            }
+            TcpEvent::Closed { peer, failed } => {
+                self.connections.remove(&peer);
+                if failed {
+                    self.endpoint.handle_transport_error(peer);
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Dial {
+                request,
+                targets,
+                events,
+                permit,
+                reply,
+            } => {
+                let result = self.dial(now, request, targets, events, permit);
+                let _ = reply.send(result);
+            }
+            Command::HangUp { call } => {
+                if let Some(slot) = self.slots.get_mut(&call) {
+                    slot.hangup_requested = true;
+                    slot.ring_deadline = None;
+                    let _ = self.endpoint.hang_up(now, slot.handle);
+                }
+            }
+            Command::AnswerOffer { call, sdp } => {
+                if let Some(slot) = self.slots.get(&call) {
+                    let _ = self.endpoint.answer_offer(now, slot.handle, sdp);
+                }
+            }
+            Command::RejectOffer { call, status } => {
+                if let Some(slot) = self.slots.get(&call) {
+                    let _ = self.endpoint.reject_offer(now, slot.handle, status);
+                }
+            }
+            Command::Request { call, method, body } => {
+                if let Some(slot) = self.slots.get(&call) {
+                    let body = body.as_ref().map(|(ct, b)| (ct.as_str(), b.clone()));
+                    let _ = self.endpoint.send_request(now, slot.handle, method, body);
+                }
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(UaStats {
+                    endpoint: self.endpoint.stats(),
+                    core_calls: self.endpoint.call_count(),
+                    live_calls: self.slots.len(),
+                    tcp_connections: self.connections.len(),
+                });
+            }
+        }
+    }
+
+    fn dial(
+        &mut self,
+        now: Instant,
+        request: DialRequest,
+        targets: Vec<(Arc<Trunk>, SocketAddr)>,
+        events: mpsc::UnboundedSender<UaEvent>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<u64, UaError> {
+        let mut remaining: VecDeque<(Arc<Trunk>, SocketAddr)> = targets.into();
+        let (trunk, first) = remaining.pop_front().ok_or_else(|| UaError::NoAddress {
+            trunk: request.trunk.name.clone(),
+            host: request.trunk.host.clone(),
+        })?;
+        let handle = self.endpoint.dial(now, attempt(&request, &trunk, first))?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.announce_attempt(&events, handle, first);
+        self.by_handle.insert(handle, id);
+        self.slots.insert(
+            id,
+            Slot {
+                events,
+                handle,
+                ring_deadline: Some(now + request.ring_timeout),
+                setup_deadline: now + request.setup_deadline,
+                request,
+                trunk,
+                remaining,
+                answered: false,
+                hangup_requested: false,
+                permit,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Starts the next failover attempt of `id`; `false` when none is left or allowed.
+    fn fail_over(&mut self, now: Instant, id: u64) -> bool {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return false;
+        };
+        while now < slot.setup_deadline {
+            let Some((trunk, target)) = slot.remaining.pop_front() else {
+                return false;
+            };
+            if !Arc::ptr_eq(&trunk, &slot.trunk) {
+                // Moving to another trunk: its caps apply, checked without waiting.
+                let Some(permit) = self.gates.try_admit(&trunk) else {
+                    tracing::info!(trunk = %trunk.name, "fallback trunk at its cap, skipped");
+                    continue;
+                };
+                slot.permit = permit;
+                slot.trunk = trunk.clone();
+            }
+            let Ok(handle) = self
+                .endpoint
+                .dial(now, attempt(&slot.request, &trunk, target))
+            else {
+                continue;
+            };
+            tracing::info!(call = %handle, trunk = %trunk.name, %target, "failing over");
+            slot.handle = handle;
+            self.by_handle.insert(handle, id);
+            let events = slot.events.clone();
+            self.announce_attempt(&events, handle, target);
+            return true;
+        }
+        false
+    }
+
+    fn announce_attempt(
+        &self,
+        events: &mpsc::UnboundedSender<UaEvent>,
+        handle: CallHandle,
+        target: SocketAddr,
+    ) {
+        if let Some(sip_call_id) = self.endpoint.call_id(handle) {
+            tracing::info!(call = %handle, sip_call_id, %target, "INVITE sent");
+            let _ = events.send(UaEvent::Attempt {
+                sip_call_id: sip_call_id.to_owned(),
+                target,
+            });
+        }
+    }
+
+    /// Sends what the endpoint queued and routes its events to the calls' owners.
+    async fn flush(&mut self) {
+        while let Some(transmit) = self.endpoint.poll_transmit() {
+            self.transmit(transmit).await;
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            self.route(event.call, event.kind);
+        }
+        // Routing may have started a failover attempt whose INVITE is now queued.
+        while let Some(transmit) = self.endpoint.poll_transmit() {
+            self.transmit(transmit).await;
+        }
+    }
+
+    async fn transmit(&mut self, t: Transmit) {
+        match t.transport {
+            Transport::Udp => {
+                if let Err(error) = self.udp.send_to(&t.payload, t.destination).await {
+                    tracing::debug!(destination = %t.destination, %error, "UDP send failed");
+                    self.endpoint.handle_transport_error(t.destination);
+                }
+            }
+            Transport::Tcp => {
+                let writer = self.connections.entry(t.destination).or_insert_with(|| {
+                    let (writer, outgoing) = mpsc::unbounded_channel();
+                    tokio::spawn(tcp::run(
+                        t.destination,
+                        None,
+                        outgoing,
+                        self.tcp_events.clone(),
+                        self.keepalive,
+                    ));
+                    writer
+                });
+                if writer.send(t.payload).is_err() {
+                    self.connections.remove(&t.destination);
+                    self.endpoint.handle_transport_error(t.destination);
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, handle: CallHandle, event: CallEvent) {
+        let Some(&id) = self.by_handle.get(&handle) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let now = Instant::now();
+        match &event {
+            CallEvent::Answered { .. } => {
+                slot.answered = true;
+                slot.ring_deadline = None;
+            }
+            CallEvent::Failed { status, reason } => {
+                let retry = !slot.hangup_requested
+                    && (matches!(reason, EndReason::TrunkTimeout | EndReason::TransportError)
+                        || status.is_some_and(should_fail_over));
+                self.by_handle.remove(&handle);
+                if retry && self.fail_over(now, id) {
+                    return;
+                }
+                if let Some(slot) = self.slots.remove(&id) {
+                    let _ = slot.events.send(UaEvent::Call(event));
+                }
+                return;
+            }
+            CallEvent::Ended { .. } => {
+                self.by_handle.remove(&handle);
+                if let Some(slot) = self.slots.remove(&id) {
+                    let _ = slot.events.send(UaEvent::Call(event));
+                }
+                return;
+            }
+            _ => {}
+        }
+        let _ = slot.events.send(UaEvent::Call(event));
+    }
+}

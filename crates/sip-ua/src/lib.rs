@@ -1,0 +1,365 @@
+//! # dialtone-sip-ua — the SIP user agent that places Dialtone's calls
+//!
+//! A thin tokio driver around the sans-IO [`dialtone_sip_core::Endpoint`]: it owns the UDP
+//! socket, the TCP listener and connections (Content-Length framing, CRLF keep-alives), the
+//! timer, and the clock; every protocol decision stays in the core. On top it adds what a trunk
+//! needs: host resolution with failover across targets, per-trunk concurrency and rate caps,
+//! a ring timeout that cancels with end reason `no_answer`, and caller-ID headers.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dialtone_sip_ua::UaError> {
+//! use std::sync::Arc;
+//! use dialtone_sip_ua::{DialRequest, SipUa, Transport, Trunk, UaConfig, UaEvent};
+//!
+//! let ua = SipUa::start(UaConfig::new("127.0.0.1:5060".parse().unwrap())).await?;
+//! let trunk = Arc::new(Trunk::new("local", "127.0.0.1", Transport::Udp));
+//! let mut call = ua.dial(DialRequest::new(trunk, "+15559870000", "+15551230000")).await?;
+//! while let Some(event) = call.next_event().await {
+//!     println!("{event:?}");
+//!     if matches!(event, UaEvent::Call(dialtone_sip_ua::CallEvent::Answered { .. })) {
+//!         call.hang_up()?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod driver;
+mod tcp;
+mod trunk;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use dialtone_sip_core::{
+    CallEvent, Credentials, EndReason, EndpointStats, Party, TimerConfig, Transport,
+};
+pub use trunk::Trunk;
+
+use driver::Command;
+
+/// Errors from the user agent's API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UaError {
+    /// The SIP socket could not be bound.
+    #[error("cannot bind SIP {transport} on {addr}: {source}")]
+    Bind {
+        /// `UDP` or `TCP`.
+        transport: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The trunk's host name did not resolve.
+    #[error("trunk {trunk}: cannot resolve {host}: {source}")]
+    Resolve {
+        /// Trunk name.
+        trunk: String,
+        /// The host looked up.
+        host: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// The trunk's host resolved to nothing.
+    #[error("trunk {trunk}: {host} resolved to no address")]
+    NoAddress {
+        /// Trunk name.
+        trunk: String,
+        /// The host looked up.
+        host: String,
+    },
+    /// The trunk stayed at its concurrency cap for the whole wait.
+    #[error("trunk {trunk} is at its cap of {max} concurrent calls")]
+    ConcurrencyCap {
+        /// Trunk name.
+        trunk: String,
+        /// The cap.
+        max: u32,
+    },
+    /// The trunk's calls-per-second cap left no slot within the wait.
+    #[error("trunk {trunk} is at its cap of {max} new calls per second")]
+    RateCap {
+        /// Trunk name.
+        trunk: String,
+        /// The cap.
+        max: u32,
+    },
+    /// A number that is not E.164 (`+`, then 2–15 digits, the first not 0).
+    #[error("{field} {value:?} is not an E.164 number")]
+    InvalidNumber {
+        /// `from` or `to`.
+        field: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// The core refused the request (malformed header, call state).
+    #[error(transparent)]
+    Core(#[from] dialtone_sip_core::Error),
+    /// The user agent has shut down.
+    #[error("the SIP user agent has stopped")]
+    Stopped,
+}
+
+/// Configuration of the user agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UaConfig {
+    /// Address for the UDP socket and the TCP listener (port 0 picks one for both).
+    pub bind: SocketAddr,
+    /// Host written in Via/Contact (the public address behind NAT); the bound IP when `None`.
+    pub advertised_host: Option<String>,
+    /// Port written in Via/Contact; the bound port when `None`.
+    pub advertised_port: Option<u16>,
+    /// SIP timers.
+    pub timers: TimerConfig,
+    /// Interval of CRLF keep-alive pings on idle TCP connections.
+    pub tcp_keepalive: Duration,
+    /// Seed for branch/tag/Call-ID generation; from the OS when `None`.
+    pub seed: Option<u64>,
+}
+
+impl UaConfig {
+    /// Defaults bound to `bind`.
+    pub fn new(bind: SocketAddr) -> Self {
+        Self {
+            bind,
+            advertised_host: None,
+            advertised_port: None,
+            timers: TimerConfig::default(),
+            tcp_keepalive: Duration::from_secs(30),
+            seed: None,
+        }
+    }
+}
+
+/// One call to place through a trunk.
+#[derive(Debug, Clone)]
+pub struct DialRequest {
+    /// The trunk to place it through.
+    pub trunk: Arc<Trunk>,
+    /// Trunks to fail over to, in order, when every target of the previous one failed with a
+    /// timeout, a transport error or a 5xx that means "try elsewhere".
+    pub fallback_trunks: Vec<Arc<Trunk>>,
+    /// Caller ID (E.164).
+    pub from: String,
+    /// Destination (E.164).
+    pub to: String,
+    /// Our SDP offer.
+    pub sdp_offer: Option<Vec<u8>>,
+    /// Extra headers (`X-...`).
+    pub extra_headers: Vec<(String, String)>,
+    /// Add `P-Asserted-Identity` with the caller ID.
+    pub assert_identity: bool,
+    /// Cancel with end reason `no_answer` when not answered within this time.
+    pub ring_timeout: Duration,
+    /// Failover to the next target is tried only within this time from the dial.
+    pub setup_deadline: Duration,
+}
+
+impl DialRequest {
+    /// A request with a 30 s ring timeout and a 60 s setup deadline.
+    pub fn new(trunk: Arc<Trunk>, from: impl Into<String>, to: impl Into<String>) -> Self {
+        Self {
+            trunk,
+            fallback_trunks: Vec::new(),
+            from: from.into(),
+            to: to.into(),
+            sdp_offer: None,
+            extra_headers: Vec::new(),
+            assert_identity: false,
+            ring_timeout: Duration::from_secs(30),
+            setup_deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a call reports to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UaEvent {
+    /// An INVITE left for `target` with this SIP Call-ID (once per failover attempt).
+    Attempt {
+        /// The SIP Call-ID of this attempt.
+        sip_call_id: String,
+        /// The address the INVITE went to.
+        target: SocketAddr,
+    },
+    /// A call event from the SIP core.
+    Call(CallEvent),
+}
+
+impl UaEvent {
+    /// Whether this is the call's last event.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            UaEvent::Call(CallEvent::Failed { .. } | CallEvent::Ended { .. })
+        )
+    }
+}
+
+/// Counts for monitoring and leak checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UaStats {
+    /// The core's counters.
+    pub endpoint: EndpointStats,
+    /// Calls the core still tracks (including ones absorbing retransmissions).
+    pub core_calls: usize,
+    /// Calls whose owner has not yet seen the final event.
+    pub live_calls: usize,
+    /// Open TCP connections.
+    pub tcp_connections: usize,
+}
+
+/// A running user agent. Dropping it stops the driver.
+#[derive(Debug)]
+pub struct SipUa {
+    commands: mpsc::UnboundedSender<Command>,
+    local_addr: SocketAddr,
+    gates: Arc<trunk::Gates>,
+}
+
+impl SipUa {
+    /// Binds UDP and TCP on `config.bind` and starts the driver.
+    pub async fn start(config: UaConfig) -> Result<Self, UaError> {
+        let gates = Arc::new(trunk::Gates::default());
+        let (commands, local_addr) = driver::spawn(config, gates.clone()).await?;
+        Ok(Self {
+            commands,
+            local_addr,
+            gates,
+        })
+    }
+
+    /// The bound address (UDP and TCP share the port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Places a call. Waits (bounded by the trunk's `cap_wait`) for the trunk's caps, resolves
+    /// the trunk's targets, sends the INVITE and returns the call handle.
+    pub async fn dial(&self, request: DialRequest) -> Result<Call, UaError> {
+        check_e164("from", &request.from)?;
+        check_e164("to", &request.to)?;
+        let permit = self.gates.admit(&request.trunk).await?;
+        let mut targets = Vec::new();
+        for trunk in std::iter::once(&request.trunk).chain(&request.fallback_trunks) {
+            match trunk.resolve().await {
+                Ok(addrs) => targets.extend(addrs.into_iter().map(|a| (trunk.clone(), a))),
+                // A fallback that does not resolve is skipped; the primary must resolve.
+                Err(e) if Arc::ptr_eq(trunk, &request.trunk) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "skipping fallback trunk"),
+            }
+        }
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (reply, id) = oneshot::channel();
+        self.commands
+            .send(Command::Dial {
+                request,
+                targets,
+                events: events_tx,
+                permit,
+                reply,
+            })
+            .map_err(|_| UaError::Stopped)?;
+        let id = id.await.map_err(|_| UaError::Stopped)??;
+        Ok(Call {
+            id,
+            events,
+            commands: self.commands.clone(),
+            finished: false,
+        })
+    }
+
+    /// Counters and live object counts.
+    pub async fn stats(&self) -> Result<UaStats, UaError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Stats { reply })
+            .map_err(|_| UaError::Stopped)?;
+        rx.await.map_err(|_| UaError::Stopped)
+    }
+}
+
+/// `+` then 2–15 digits, the first not 0.
+fn check_e164(field: &'static str, value: &str) -> Result<(), UaError> {
+    let digits = value.strip_prefix('+').unwrap_or("");
+    let ok = (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if ok {
+        Ok(())
+    } else {
+        Err(UaError::InvalidNumber {
+            field,
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// One outbound call. Dropping it before the call ended hangs up.
+#[derive(Debug)]
+pub struct Call {
+    id: u64,
+    events: mpsc::UnboundedReceiver<UaEvent>,
+    commands: mpsc::UnboundedSender<Command>,
+    finished: bool,
+}
+
+impl Call {
+    /// The next event; `None` after the final one.
+    pub async fn next_event(&mut self) -> Option<UaEvent> {
+        if self.finished {
+            return None;
+        }
+        let event = self.events.recv().await;
+        if event.as_ref().is_none_or(UaEvent::is_final) {
+            self.finished = true;
+        }
+        event
+    }
+
+    fn command(&self, command: Command) -> Result<(), UaError> {
+        self.commands.send(command).map_err(|_| UaError::Stopped)
+    }
+
+    /// Hangs up: CANCEL before the answer, BYE after.
+    pub fn hang_up(&self) -> Result<(), UaError> {
+        self.command(Command::HangUp { call: self.id })
+    }
+
+    /// Answers the far end's re-INVITE/UPDATE offer with our SDP.
+    pub fn answer_offer(&self, sdp: Vec<u8>) -> Result<(), UaError> {
+        self.command(Command::AnswerOffer { call: self.id, sdp })
+    }
+
+    /// Refuses the far end's offer with `status` (e.g. 488).
+    pub fn reject_offer(&self, status: u16) -> Result<(), UaError> {
+        self.command(Command::RejectOffer {
+            call: self.id,
+            status,
+        })
+    }
+
+    /// Sends a DTMF digit as SIP INFO (`application/dtmf-relay`), the fallback when the trunk
+    /// does not take RFC 4733 events.
+    pub fn send_dtmf_info(&self, digit: char, duration: Duration) -> Result<(), UaError> {
+        let body = format!("Signal={digit}\r\nDuration={}\r\n", duration.as_millis());
+        self.command(Command::Request {
+            call: self.id,
+            method: rsip::Method::Info,
+            body: Some(("application/dtmf-relay".into(), body.into_bytes())),
+        })
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.commands.send(Command::HangUp { call: self.id });
+        }
+    }
+}

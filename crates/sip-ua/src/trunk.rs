@@ -1,0 +1,301 @@
+//! Trunks: where calls go, with what credentials, and how many at once.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::{Credentials, Transport, UaError};
+
+/// A SIP trunk (Twilio, Telnyx, Bandwidth style elastic SIP trunking).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trunk {
+    /// Name, for logs and errors.
+    pub name: String,
+    /// Host name or IP literal.
+    pub host: String,
+    /// Port; 5060 when `None`.
+    pub port: Option<u16>,
+    /// Transport to the trunk.
+    pub transport: Transport,
+    /// Digest credentials for 401/407.
+    pub credentials: Option<Credentials>,
+    /// Domain for the From URI; the host when `None`.
+    pub from_domain: Option<String>,
+    /// An outbound proxy (`host[:port]`) every INVITE goes through first.
+    pub outbound_proxy: Option<String>,
+    /// Most simultaneous calls.
+    pub max_concurrent_calls: Option<u32>,
+    /// Most new calls per second.
+    pub max_calls_per_second: Option<u32>,
+    /// How long a new call waits for a cap before it is refused.
+    pub cap_wait: Duration,
+}
+
+impl Trunk {
+    /// A trunk with no credentials, caps or proxy.
+    pub fn new(name: impl Into<String>, host: impl Into<String>, transport: Transport) -> Self {
+        Self {
+            name: name.into(),
+            host: host.into(),
+            port: None,
+            transport,
+            credentials: None,
+            from_domain: None,
+            outbound_proxy: None,
+            max_concurrent_calls: None,
+            max_calls_per_second: None,
+            cap_wait: Duration::from_secs(5),
+        }
+    }
+
+    /// `host[:port]` as written in URIs.
+    pub(crate) fn host_port(&self) -> String {
+        let host = match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+            _ => self.host.clone(),
+        };
+        match self.port {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        }
+    }
+
+    /// The addresses to try, in order: the outbound proxy's if set, else the trunk's
+    /// (A/AAAA records, or the IP literal).
+    pub(crate) async fn resolve(&self) -> Result<Vec<SocketAddr>, UaError> {
+        let (host, port) = match &self.outbound_proxy {
+            Some(proxy) => split_host_port(proxy),
+            None => (self.host.clone(), self.port.unwrap_or(5060)),
+        };
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let found = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|source| UaError::Resolve {
+                trunk: self.name.clone(),
+                host: host.clone(),
+                source,
+            })?;
+        let mut targets: Vec<SocketAddr> = Vec::new();
+        for addr in found {
+            if !targets.contains(&addr) {
+                targets.push(addr);
+            }
+        }
+        if targets.is_empty() {
+            return Err(UaError::NoAddress {
+                trunk: self.name.clone(),
+                host,
+            });
+        }
+        Ok(targets)
+    }
+}
+
+fn split_host_port(value: &str) -> (String, u16) {
+    if let Some(rest) = value.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        let port = after
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(5060);
+        return (host.to_owned(), port);
+    }
+    match value.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_owned(), p.parse().unwrap_or(5060)),
+        _ => (value.to_owned(), 5060),
+    }
+}
+
+#[derive(Debug)]
+struct Gate {
+    concurrency: Option<(Arc<Semaphore>, u32)>,
+    rate: Option<Mutex<TokenBucket>>,
+}
+
+#[derive(Debug)]
+struct TokenBucket {
+    per_second: u32,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    /// Takes a token, or says how long until one is there.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        let cap = f64::from(self.per_second.max(1));
+        self.tokens = (self.tokens + elapsed * cap).min(cap);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / cap))
+        }
+    }
+}
+
+/// The caps of every trunk seen, keyed by trunk name.
+#[derive(Debug, Default)]
+pub(crate) struct Gates {
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
+}
+
+impl Gates {
+    fn gate(&self, trunk: &Trunk) -> Arc<Gate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .entry(trunk.name.clone())
+            .or_insert_with(|| {
+                Arc::new(Gate {
+                    concurrency: trunk
+                        .max_concurrent_calls
+                        .map(|n| (Arc::new(Semaphore::new(n as usize)), n)),
+                    rate: trunk.max_calls_per_second.map(|n| {
+                        Mutex::new(TokenBucket {
+                            per_second: n,
+                            tokens: f64::from(n.max(1)),
+                            updated: Instant::now(),
+                        })
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    /// Takes room for one more call on `trunk` now, or `None` when a cap is reached.
+    /// `Some(None)` means the trunk has no concurrency cap.
+    pub(crate) fn try_admit(&self, trunk: &Trunk) -> Option<Option<OwnedSemaphorePermit>> {
+        let gate = self.gate(trunk);
+        let permit = match &gate.concurrency {
+            Some((semaphore, _)) => Some(semaphore.clone().try_acquire_owned().ok()?),
+            None => None,
+        };
+        if let Some(bucket) = &gate.rate {
+            let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+            b.take(Instant::now()).ok()?;
+        }
+        Some(permit)
+    }
+
+    /// Waits (at most `cap_wait`) until the trunk has room for one more call.
+    pub(crate) async fn admit(
+        &self,
+        trunk: &Trunk,
+    ) -> Result<Option<OwnedSemaphorePermit>, UaError> {
+        let gate = self.gate(trunk);
+        let deadline = tokio::time::Instant::now() + trunk.cap_wait;
+        let permit = match &gate.concurrency {
+            Some((semaphore, max)) => {
+                let acquired =
+                    tokio::time::timeout_at(deadline, semaphore.clone().acquire_owned()).await;
+                match acquired {
+                    Ok(Ok(p)) => Some(p),
+                    _ => {
+                        return Err(UaError::ConcurrencyCap {
+                            trunk: trunk.name.clone(),
+                            max: *max,
+                        });
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some(bucket) = &gate.rate {
+            loop {
+                let wait = {
+                    let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+                    match b.take(Instant::now()) {
+                        Ok(()) => break,
+                        Err(wait) => (wait, b.per_second),
+                    }
+                };
+                if tokio::time::Instant::now() + wait.0 > deadline {
+                    return Err(UaError::RateCap {
+                        trunk: trunk.name.clone(),
+                        max: wait.1,
+                    });
+                }
+                tokio::time::sleep(wait.0).await;
+            }
+        }
+        Ok(permit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            split_host_port("proxy.example.com:5080"),
+            ("proxy.example.com".into(), 5080)
+        );
+        assert_eq!(
+            split_host_port("proxy.example.com"),
+            ("proxy.example.com".into(), 5060)
+        );
+        assert_eq!(
+            split_host_port("[2001:db8::1]:5062"),
+            ("2001:db8::1".into(), 5062)
+        );
+        let mut t = Trunk::new("t", "2001:db8::1", Transport::Udp);
+        t.port = Some(5070);
+        assert_eq!(t.host_port(), "[2001:db8::1]:5070");
+    }
+
+    #[test]
+    fn token_bucket_refills_at_the_rate() {
+        let start = Instant::now();
+        let mut b = TokenBucket {
+            per_second: 2,
+            tokens: 2.0,
+            updated: start,
+        };
+        assert!(b.take(start).is_ok());
+        assert!(b.take(start).is_ok());
+        let wait = b.take(start).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        assert!(b.take(start + Duration::from_millis(500)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn concurrency_cap_refuses_after_the_wait() {
+        let gates = Gates::default();
+        let mut trunk = Trunk::new("capped", "127.0.0.1", Transport::Udp);
+        trunk.max_concurrent_calls = Some(1);
+        trunk.cap_wait = Duration::from_millis(20);
+        let first = gates.admit(&trunk).await.unwrap();
+        assert!(matches!(
+            gates.admit(&trunk).await,
+            Err(UaError::ConcurrencyCap { max: 1, .. })
+        ));
+        drop(first);
+        assert!(gates.admit(&trunk).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn resolves_literals_and_names() {
+        let t = Trunk::new("t", "127.0.0.1", Transport::Udp);
+        assert_eq!(
+            t.resolve().await.unwrap(),
+            vec!["127.0.0.1:5060".parse().unwrap()]
+        );
+        let t = Trunk::new("t", "localhost", Transport::Udp);
+        assert!(
+            t.resolve()
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| a.ip().is_loopback())
+        );
+    }
+}

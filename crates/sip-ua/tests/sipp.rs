@@ -1,0 +1,448 @@
+//! The user agent against SIPp playing the trunk: every call path over real sockets on
+//! loopback. Each test starts its own SIPp on a free port and waits until it is bound.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dialtone_sdp::{LocalMedia, SessionDescription, build_offer, negotiate_answer};
+use dialtone_sip_ua::{
+    CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, TimerConfig, Transport, Trunk,
+    UaConfig, UaEvent,
+};
+
+/// One SIPp process playing a scenario as the trunk.
+struct Sipp {
+    child: Child,
+    port: u16,
+    transport: Transport,
+    dir: tempfile::TempDir,
+}
+
+fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios")
+        .join(name)
+}
+
+fn free_port() -> u16 {
+    // A port free for both UDP and TCP right now.
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Sipp {
+    /// Starts SIPp as a UAS playing scenario `name`, with each `__KEY__` placeholder replaced.
+    fn uas(name: &str, transport: Transport, calls: u32, keys: &[(&str, &str)]) -> Sipp {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = std::fs::read_to_string(scenario(name)).unwrap();
+        for (k, v) in keys {
+            text = text.replace(&format!("__{}__", k.to_uppercase()), v);
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(dir.path())
+            .arg("-sf")
+            .arg(&path)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &calls.to_string()])
+            .args([
+                "-t",
+                if transport == Transport::Tcp {
+                    "t1"
+                } else {
+                    "u1"
+                },
+            ])
+            .args(["-nostdin", "-trace_err", "-timeout", "60", "-timeout_error"])
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.path().join("stdout.log")).unwrap(),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("stderr.log")).unwrap(),
+            ));
+        let child = cmd.spawn().expect("sipp (package sip-tester) is installed");
+        let sipp = Sipp {
+            child,
+            port,
+            transport,
+            dir,
+        };
+        sipp.wait_bound();
+        sipp
+    }
+
+    /// Readiness: the port is taken once SIPp has bound it.
+    fn wait_bound(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let taken = match self.transport {
+                Transport::Udp => UdpSocket::bind(("127.0.0.1", self.port)).is_err(),
+                Transport::Tcp => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            };
+            if taken {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sipp did not bind port {} in time", self.port);
+    }
+
+    fn trunk(&self, name: &str) -> Trunk {
+        let mut trunk = Trunk::new(name, "127.0.0.1", self.transport);
+        trunk.port = Some(self.port);
+        trunk
+    }
+
+    /// Waits for SIPp to finish its calls and asserts it saw every call succeed.
+    fn assert_success(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+                let errors: String = std::fs::read_dir(self.dir.path())
+                    .unwrap()
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().contains("errors"))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect();
+                assert!(status.success(), "sipp failed ({status}): {log}\n{errors}");
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("sipp did not finish");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn local_media() -> LocalMedia {
+    LocalMedia::new("127.0.0.1".parse().unwrap(), 20000)
+}
+
+fn request(trunk: Trunk) -> DialRequest {
+    let mut r = DialRequest::new(Arc::new(trunk), "+15559870000", "+15551230000");
+    r.sdp_offer = Some(build_offer(&local_media(), 1, 1).to_string().into_bytes());
+    r
+}
+
+async fn start_ua(t1: Duration) -> SipUa {
+    let mut config = UaConfig::new("127.0.0.1:0".parse().unwrap());
+    config.timers = TimerConfig {
+        t1,
+        ..TimerConfig::default()
+    };
+    SipUa::start(config).await.unwrap()
+}
+
+/// Collects every event of a call until its final one, answering `on_answer` when answered.
+async fn run_call(ua: &SipUa, request: DialRequest, hang_up_on_answer: bool) -> Vec<UaEvent> {
+    let mut call = ua.dial(request).await.unwrap();
+    let mut events = Vec::new();
+    let result = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(e) = call.next_event().await {
+            if hang_up_on_answer && matches!(e, UaEvent::Call(CallEvent::Answered { .. })) {
+                call.hang_up().unwrap();
+            }
+            events.push(e);
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "call did not end: {events:?}");
+    events
+}
+
+fn calls(events: &[UaEvent]) -> Vec<CallEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            UaEvent::Call(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn attempts(events: &[UaEvent]) -> Vec<SocketAddr> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            UaEvent::Attempt { target, .. } => Some(*target),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answered_sdp(events: &[CallEvent]) -> SessionDescription {
+    let sdp = events
+        .iter()
+        .find_map(|e| match e {
+            CallEvent::Answered { sdp: Some(sdp) } => Some(sdp.clone()),
+            _ => None,
+        })
+        .expect("answered with SDP");
+    SessionDescription::parse(std::str::from_utf8(&sdp).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn answered_then_the_callee_hangs_up() {
+    let sipp = Sipp::uas("answer_then_callee_hangs_up.xml", Transport::Udp, 1, &[]);
+    let ua = start_ua(Duration::from_millis(500)).await;
+    let events = run_call(&ua, request(sipp.trunk("sipp")), false).await;
+    let c = calls(&events);
+    assert_eq!(c[0], CallEvent::Trying);
+    assert_eq!(c[1], CallEvent::Ringing { status: 180 });
+    let negotiated =
+        negotiate_answer(&build_offer(&local_media(), 1, 1), &answered_sdp(&c)).unwrap();
+    assert_eq!(negotiated.codec.name, "PCMU");
+    assert_eq!(negotiated.telephone_event, Some(101));
+    assert_eq!(
+        c.last(),
+        Some(&CallEvent::Ended {
+            by: Party::Remote,
+            reason: EndReason::Completed
+        })
+    );
+    sipp.assert_success();
+}
+
+#[tokio::test]
+async fn answered_then_we_hang_up_over_udp_and_tcp() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let sipp = Sipp::uas("answer_then_we_hang_up.xml", transport, 1, &[]);
+        let ua = start_ua(Duration::from_millis(500)).await;
+        let events = run_call(&ua, request(sipp.trunk("sipp")), true).await;
+        assert_eq!(
+            calls(&events).last(),
+            Some(&CallEvent::Ended {
+                by: Party::Local,
+                reason: EndReason::Completed
+            }),
+            "{transport:?}"
+        );
+        sipp.assert_success();
+    }
+}
+
+#[tokio::test]
+async fn refusals_map_to_typed_end_reasons() {
+    for (status, reason) in [
+        ("486", EndReason::Busy),
+        ("600", EndReason::Busy),
+        ("404", EndReason::NotFound),
+        ("604", EndReason::NotFound),
+        ("603", EndReason::Rejected),
+    ] {
+        let sipp = Sipp::uas("reject.xml", Transport::Udp, 1, &[("status", status)]);
+        let ua = start_ua(Duration::from_millis(500)).await;
+        let events = run_call(&ua, request(sipp.trunk("sipp")), false).await;
+        assert_eq!(
+            calls(&events).last(),
+            Some(&CallEvent::Failed {
+                status: Some(status.parse().unwrap()),
+                reason
+            }),
+            "status {status}"
+        );
+        sipp.assert_success();
+    }
+}
+
+#[tokio::test]
+async fn ring_timeout_cancels_with_no_answer() {
+    let sipp = Sipp::uas("ring_until_cancel.xml", Transport::Udp, 1, &[]);
+    let ua = start_ua(Duration::from_millis(500)).await;
+    let mut r = request(sipp.trunk("sipp"));
+    r.ring_timeout = Duration::from_millis(800);
+    let events = run_call(&ua, r, false).await;
+    assert_eq!(
+        calls(&events),
+        vec![
+            CallEvent::Ringing { status: 180 },
+            CallEvent::Failed {
+                status: Some(487),
+                reason: EndReason::NoAnswer
+            }
+        ]
+    );
+    sipp.assert_success();
+}
+
+#[tokio::test]
+async fn early_media_then_answer() {
+    let sipp = Sipp::uas("early_media_then_answer.xml", Transport::Udp, 1, &[]);
+    let ua = start_ua(Duration::from_millis(500)).await;
+    let events = run_call(&ua, request(sipp.trunk("sipp")), true).await;
+    let c = calls(&events);
+    let CallEvent::EarlyMedia { status: 183, sdp } = &c[0] else {
+        panic!("expected early media first: {c:?}");
+    };
+    let early = SessionDescription::parse(std::str::from_utf8(sdp).unwrap()).unwrap();
+    assert!(negotiate_answer(&build_offer(&local_media(), 1, 1), &early).is_ok());
+    assert!(matches!(c[1], CallEvent::Answered { .. }));
+    sipp.assert_success();
+}
+
+#[tokio::test]
+async fn digest_challenges_are_answered_with_the_right_credentials() {
+    for (code, scenario) in [("401", "challenge.xml"), ("407", "proxy_challenge.xml")] {
+        let sipp = Sipp::uas(scenario, Transport::Udp, 1, &[]);
+        let ua = start_ua(Duration::from_millis(500)).await;
+        let mut trunk = sipp.trunk("sipp");
+        trunk.credentials = Some(Credentials {
+            username: "trunkuser".into(),
+            password: "s3cret".into(),
+            realm: None,
+        });
+        let events = run_call(&ua, request(trunk), true).await;
+        assert_eq!(
+            calls(&events).last(),
+            Some(&CallEvent::Ended {
+                by: Party::Local,
+                reason: EndReason::Completed
+            }),
+            "{code}"
+        );
+        sipp.assert_success();
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_ends_as_auth_failed() {
+    let sipp = Sipp::uas("challenge.xml", Transport::Udp, 1, &[]);
+    let ua = start_ua(Duration::from_millis(500)).await;
+    let mut trunk = sipp.trunk("sipp");
+    trunk.credentials = Some(Credentials {
+        username: "trunkuser".into(),
+        password: "wrong".into(),
+        realm: None,
+    });
+    let events = run_call(&ua, request(trunk), false).await;
+    assert_eq!(
+        calls(&events).last(),
+        Some(&CallEvent::Failed {
+            status: Some(401),
+            reason: EndReason::AuthFailed
+        })
+    );
+    sipp.assert_success();
+}
+
+#[tokio::test]
+async fn a_503_fails_over_to_the_next_trunk() {
+    let failing = Sipp::uas("reject.xml", Transport::Udp, 1, &[("status", "503")]);
+    let working = Sipp::uas("answer_then_we_hang_up.xml", Transport::Udp, 1, &[]);
+    let ua = start_ua(Duration::from_millis(500)).await;
+    let mut r = request(failing.trunk("primary"));
+    r.fallback_trunks.push(Arc::new(working.trunk("backup")));
+    let events = run_call(&ua, r, true).await;
+    assert_eq!(
+        attempts(&events),
+        vec![
+            SocketAddr::from(([127, 0, 0, 1], failing.port)),
+            SocketAddr::from(([127, 0, 0, 1], working.port))
+        ]
+    );
+    assert_eq!(
+        calls(&events).last(),
+        Some(&CallEvent::Ended {
+            by: Party::Local,
+            reason: EndReason::Completed
+        })
+    );
+    failing.assert_success();
+    working.assert_success();
+}
+
+#[tokio::test]
+async fn a_trunk_that_never_answers_times_out_and_nothing_leaks() {
+    // A bound socket that never reads: datagrams vanish, as with a dead trunk.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let ua = start_ua(Duration::from_millis(50)).await;
+    let mut trunk = Trunk::new("dead", "127.0.0.1", Transport::Udp);
+    trunk.port = Some(port);
+    let events = run_call(&ua, request(trunk), false).await;
+    assert_eq!(
+        calls(&events),
+        vec![CallEvent::Failed {
+            status: None,
+            reason: EndReason::TrunkTimeout
+        }]
+    );
+    let stats = ua.stats().await.unwrap();
+    assert_eq!((stats.live_calls, stats.core_calls), (0, 0));
+}
+
+#[tokio::test]
+async fn soak_sequential_and_concurrent_calls_leave_nothing_behind() {
+    const SEQUENTIAL: u32 = 200;
+    const CONCURRENT: u32 = 30;
+    let sipp = Sipp::uas(
+        "answer_then_we_hang_up.xml",
+        Transport::Udp,
+        SEQUENTIAL + CONCURRENT,
+        &[],
+    );
+    let ua = Arc::new(start_ua(Duration::from_millis(50)).await);
+    let trunk = sipp.trunk("sipp");
+    for _ in 0..SEQUENTIAL {
+        let events = run_call(&ua, request(trunk.clone()), true).await;
+        assert!(matches!(
+            calls(&events).last(),
+            Some(CallEvent::Ended {
+                by: Party::Local,
+                ..
+            })
+        ));
+    }
+    let tasks: Vec<_> = (0..CONCURRENT)
+        .map(|_| {
+            let ua = ua.clone();
+            let trunk = trunk.clone();
+            tokio::spawn(async move { run_call(&ua, request(trunk), true).await })
+        })
+        .collect();
+    for t in tasks {
+        let events = t.await.unwrap();
+        assert!(matches!(
+            calls(&events).last(),
+            Some(CallEvent::Ended {
+                by: Party::Local,
+                ..
+            })
+        ));
+    }
+    sipp.assert_success();
+    // Transactions linger for Timer K/M (64*T1 = 3.2 s here), then everything is gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = ua.stats().await.unwrap();
+        if stats.live_calls == 0 && stats.core_calls == 0 {
+            assert_eq!(stats.endpoint.stray_responses, 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "calls left behind: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
