@@ -2,7 +2,8 @@
 //! outbound calls with their early and confirmed dialogs, CANCEL, forking, digest retries and
 //! in-dialog requests in both directions.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -341,15 +342,17 @@ struct ClientTx {
     destination: SocketAddr,
     transport: Transport,
     authenticated: bool,
+    /// The deadline already in the timer queue.
+    scheduled: Option<Instant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct ClientKey {
     branch: String,
     method: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct ServerKey {
     branch: String,
     sent_by: String,
@@ -370,6 +373,17 @@ struct ServerTx {
     destination: SocketAddr,
     transport: Transport,
     call: Option<CallHandle>,
+    /// The deadline already in the timer queue.
+    scheduled: Option<Instant>,
+}
+
+/// Something with a deadline, or whose end may free other state.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Client(ClientKey),
+    Server(ServerKey),
+    /// A call: its CANCEL deadline, and whether it can be forgotten.
+    Call(CallHandle),
 }
 
 /// The sans-IO SIP user agent core. See the crate documentation for the I/O contract.
@@ -388,6 +402,13 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: EndpointStats,
+    /// Deadlines, earliest first; an entry may be stale (its owner moved on), which costs one
+    /// early wake-up, never a missed timer.
+    timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    /// Keys whose state changed since the last [`Endpoint::settle`].
+    touched: Vec<TimerKey>,
+    /// Live transactions per call; a terminated call with none left is forgotten.
+    call_txs: HashMap<CallHandle, usize>,
 }
 
 fn server_key(via: &rsip::typed::Via, req: &rsip::Request) -> ServerKey {
@@ -477,6 +498,9 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
+            timers: BinaryHeap::new(),
+            touched: Vec::new(),
+            call_txs: HashMap::new(),
         }
     }
 
@@ -512,23 +536,14 @@ impl Endpoint {
 
     /// When [`Endpoint::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let clients = self.client_txs.values().filter_map(|t| match &t.machine {
-            ClientMachine::Invite(m) => m.poll_timeout(),
-            ClientMachine::NonInvite(m) => m.poll_timeout(),
-        });
-        let servers = self.server_txs.values().filter_map(|t| match &t.machine {
-            ServerMachine::Invite(m) => m.poll_timeout(),
-            ServerMachine::NonInvite(m) => m.poll_timeout(),
-        });
-        let cancels = self.calls.values().filter_map(|c| match c.cancel {
-            CancelState::Sent { deadline } if c.phase != Phase::Terminated => Some(deadline),
-            _ => None,
-        });
-        clients.chain(servers).chain(cancels).min()
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     fn emit(&mut self, call: CallHandle, kind: CallEvent) {
         tracing::debug!(call = %call, event = ?kind, "sip call event");
+        if matches!(kind, CallEvent::Failed { .. } | CallEvent::Ended { .. }) {
+            self.touched.push(TimerKey::Call(call));
+        }
         self.events.push_back(Event { call, kind });
     }
 
@@ -631,6 +646,7 @@ impl Endpoint {
         self.calls.insert(handle, state);
         self.calls_by_id.insert(call_id, handle);
         self.send_initial_invite(now, handle);
+        self.settle();
         Ok(handle)
     }
 
@@ -700,7 +716,7 @@ impl Endpoint {
             call.next_cseq += 1;
             call.invite = Some(invite.clone());
         }
-        self.client_txs.insert(
+        self.insert_client_tx(
             ClientKey {
                 branch,
                 method: "INVITE".into(),
@@ -718,6 +734,7 @@ impl Endpoint {
                 destination,
                 transport,
                 authenticated,
+                scheduled: None,
             },
         );
         self.send(destination, transport, bytes);
@@ -792,7 +809,7 @@ impl Endpoint {
             branch,
             method: req.method.to_string(),
         };
-        self.client_txs.insert(
+        self.insert_client_tx(
             key,
             ClientTx {
                 machine,
@@ -803,6 +820,7 @@ impl Endpoint {
                 destination,
                 transport,
                 authenticated,
+                scheduled: None,
             },
         );
         self.send(destination, transport, bytes);
@@ -857,6 +875,7 @@ impl Endpoint {
                 call.cancel_reason = reason;
                 if call.got_provisional {
                     self.send_cancel(now, handle);
+                    self.settle();
                 } else {
                     call.cancel = CancelState::Pending;
                 }
@@ -866,6 +885,7 @@ impl Endpoint {
             (Phase::Confirmed, _) => {
                 call.phase = Phase::Ending;
                 self.send_in_dialog(now, handle, None, Method::Bye, Purpose::Bye, None);
+                self.settle();
                 Ok(())
             }
             (Phase::Ending | Phase::Terminated, _) => Err(Error::InvalidCallState {
@@ -885,6 +905,7 @@ impl Endpoint {
         call.cancel = CancelState::Sent {
             deadline: now + self.config.timers.sixty_four_t1(),
         };
+        self.touched.push(TimerKey::Call(handle));
         let (destination, transport) = (call.destination, call.transport);
         let cseq = message::cseq(&invite.headers).map_or(1, |c| c.0);
         let mut headers = Vec::new();
@@ -949,6 +970,7 @@ impl Endpoint {
             call.outgoing_reinvite = true;
         }
         self.send_in_dialog(now, handle, None, method, Purpose::InDialog, body);
+        self.settle();
         Ok(())
     }
 
@@ -983,6 +1005,7 @@ impl Endpoint {
             // Kept so the dialog-level ACK can stop the 2xx retransmissions.
             self.server_ack_wait.insert(handle, key);
         }
+        self.settle();
         Ok(())
     }
 
@@ -1001,6 +1024,7 @@ impl Endpoint {
             .take()
             .ok_or(Error::NoPendingOffer { call: handle })?;
         self.respond(now, &key, status.clamp(300, 699), Vec::new(), None);
+        self.settle();
         Ok(())
     }
 
@@ -1040,6 +1064,7 @@ impl Endpoint {
         }
         tx.last_response = Some(bytes.clone());
         let (destination, transport) = (tx.destination, tx.transport);
+        self.touched.push(TimerKey::Server(key.clone()));
         self.send(destination, transport, bytes);
     }
 
@@ -1055,7 +1080,7 @@ impl Endpoint {
         for key in failed {
             self.on_client_timeout(&key, EndReason::TransportError);
         }
-        self.reap();
+        self.settle();
     }
 
     /// Feeds one framed message received from `source`.
@@ -1067,6 +1092,17 @@ impl Endpoint {
         bytes: &[u8],
     ) {
         self.stats.messages_received += 1;
+        self.dispatch_message(now, source, transport, bytes);
+        self.settle();
+    }
+
+    fn dispatch_message(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        transport: Transport,
+        bytes: &[u8],
+    ) {
         match validate::validate(bytes, &self.reject_tag) {
             Inbound::Request(req) => self.on_request(now, source, transport, req),
             Inbound::Response(resp) => self.on_response(now, resp),
@@ -1110,6 +1146,7 @@ impl Endpoint {
                 self.stats.retransmissions += 1;
                 self.send(d, t, bytes);
             }
+            self.touched.push(TimerKey::Server(key));
             return;
         }
         match req.method {
@@ -1144,6 +1181,10 @@ impl Endpoint {
                 transport.is_reliable(),
             ))
         };
+        if let Some(h) = call {
+            *self.call_txs.entry(h).or_default() += 1;
+        }
+        self.touched.push(TimerKey::Server(key.clone()));
         self.server_txs.insert(
             key.clone(),
             ServerTx {
@@ -1153,8 +1194,15 @@ impl Endpoint {
                 destination,
                 transport,
                 call,
+                scheduled: None,
             },
         );
+    }
+
+    fn insert_client_tx(&mut self, key: ClientKey, tx: ClientTx) {
+        *self.call_txs.entry(tx.call).or_default() += 1;
+        self.touched.push(TimerKey::Client(key.clone()));
+        self.client_txs.insert(key, tx);
     }
 
     fn on_cancel(
@@ -1334,6 +1382,7 @@ impl Endpoint {
                 self.server_txs.get_mut(&key).map(|t| &mut t.machine)
         {
             m.on_request(now, true);
+            self.touched.push(TimerKey::Server(key));
         }
     }
 
@@ -1360,6 +1409,7 @@ impl Endpoint {
             return;
         };
         let (handle, purpose) = (tx.call, tx.purpose);
+        self.touched.push(TimerKey::Client(key.clone()));
         match &mut tx.machine {
             ClientMachine::Invite(m) => match m.on_response(now, code) {
                 InviteClientVerdict::Provisional => {
@@ -1410,7 +1460,6 @@ impl Endpoint {
                 }
             }
         }
-        self.reap();
     }
 
     /// The ACK for a non-2xx final response (§17.1.1.3), built by the transaction.
@@ -1735,6 +1784,7 @@ impl Endpoint {
             ClientMachine::NonInvite(m) => m.terminate(),
         }
         let (handle, purpose, method) = (tx.call, tx.purpose, tx.request.method);
+        self.touched.push(TimerKey::Client(key.clone()));
         match purpose {
             Purpose::Invite => {
                 let Some(call) = self.calls.get_mut(&handle) else {
@@ -1778,112 +1828,186 @@ impl Endpoint {
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut fired: Vec<(ClientKey, TimerAction)> = Vec::new();
-        for (key, tx) in self.client_txs.iter_mut() {
-            let action = match &mut tx.machine {
-                ClientMachine::Invite(m) => m.on_timeout(now),
-                ClientMachine::NonInvite(m) => m.on_timeout(now),
-            };
-            if let Some(action) = action {
-                fired.push((key.clone(), action));
+        while let Some(Reverse((at, key))) = self.timers.peek().cloned() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match key {
+                TimerKey::Client(key) => self.client_timer(now, key),
+                TimerKey::Server(key) => self.server_timer(now, key),
+                TimerKey::Call(handle) => self.cancel_timer(now, handle),
             }
         }
-        for (key, action) in fired {
-            match action {
-                TimerAction::Retransmit => {
-                    if let Some(tx) = self.client_txs.get(&key) {
-                        let (d, t, b) = (tx.destination, tx.transport, tx.bytes.clone());
-                        self.stats.retransmissions += 1;
-                        self.send(d, t, b);
-                    }
-                }
-                TimerAction::Timeout => self.on_client_timeout(&key, EndReason::TrunkTimeout),
-                TimerAction::Terminated => {}
+        self.settle();
+    }
+
+    fn client_timer(&mut self, now: Instant, key: ClientKey) {
+        let Some(tx) = self.client_txs.get_mut(&key) else {
+            return;
+        };
+        let action = match &mut tx.machine {
+            ClientMachine::Invite(m) => m.on_timeout(now),
+            ClientMachine::NonInvite(m) => m.on_timeout(now),
+        };
+        let (d, t, b) = (tx.destination, tx.transport, tx.bytes.clone());
+        self.touched.push(TimerKey::Client(key.clone()));
+        match action {
+            Some(TimerAction::Retransmit) => {
+                self.stats.retransmissions += 1;
+                self.send(d, t, b);
             }
+            Some(TimerAction::Timeout) => self.on_client_timeout(&key, EndReason::TrunkTimeout),
+            Some(TimerAction::Terminated) | None => {}
         }
-        let mut resend: Vec<(SocketAddr, Transport, Vec<u8>)> = Vec::new();
-        for tx in self.server_txs.values_mut() {
-            let action = match &mut tx.machine {
-                ServerMachine::Invite(m) => m.on_timeout(now),
-                ServerMachine::NonInvite(m) => m.on_timeout(now),
-            };
-            if let (Some(TimerAction::Retransmit), Some(bytes)) = (action, &tx.last_response) {
-                resend.push((tx.destination, tx.transport, bytes.clone()));
+    }
+
+    fn server_timer(&mut self, now: Instant, key: ServerKey) {
+        let Some(tx) = self.server_txs.get_mut(&key) else {
+            return;
+        };
+        let action = match &mut tx.machine {
+            ServerMachine::Invite(m) => m.on_timeout(now),
+            ServerMachine::NonInvite(m) => m.on_timeout(now),
+        };
+        let resend = match (action, &tx.last_response) {
+            (Some(TimerAction::Retransmit), Some(bytes)) => {
+                Some((tx.destination, tx.transport, bytes.clone()))
             }
-        }
-        for (d, t, b) in resend {
+            _ => None,
+        };
+        self.touched.push(TimerKey::Server(key));
+        if let Some((d, t, b)) = resend {
             self.stats.retransmissions += 1;
             self.send(d, t, b);
         }
-        let expired: Vec<CallHandle> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| {
-                matches!(c.phase, Phase::Calling | Phase::Early)
-                    && matches!(c.cancel, CancelState::Sent { deadline } if deadline <= now)
-            })
-            .map(|(h, _)| *h)
-            .collect();
-        for handle in expired {
-            // No final response within 64*T1 of the CANCEL: give the call up (§9.1).
-            let invite_keys: Vec<ClientKey> = self
-                .client_txs
-                .iter()
-                .filter(|(_, t)| t.call == handle && t.purpose == Purpose::Invite)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in invite_keys {
-                self.on_client_timeout(&key, EndReason::TrunkTimeout);
-            }
-            if let Some(c) = self.calls.get_mut(&handle)
-                && c.phase != Phase::Terminated
-            {
-                c.phase = Phase::Terminated;
-                let reason = c.cancel_reason;
-                self.emit(
-                    handle,
-                    CallEvent::Failed {
-                        status: None,
-                        reason,
-                    },
-                );
-            }
-        }
-        self.reap();
     }
 
-    /// Forgets finished transactions, and calls that ended and have none left.
-    fn reap(&mut self) {
-        self.client_txs.retain(|_, t| match &t.machine {
-            ClientMachine::Invite(m) => {
-                m.state() != crate::transaction::InviteClientState::Terminated
-            }
-            ClientMachine::NonInvite(m) => {
-                m.state() != crate::transaction::NonInviteClientState::Terminated
-            }
+    /// No final response within 64*T1 of our CANCEL: the call is given up (§9.1).
+    fn cancel_timer(&mut self, now: Instant, handle: CallHandle) {
+        self.touched.push(TimerKey::Call(handle));
+        let expired = self.calls.get(&handle).is_some_and(|c| {
+            matches!(c.phase, Phase::Calling | Phase::Early)
+                && matches!(c.cancel, CancelState::Sent { deadline } if deadline <= now)
         });
-        self.server_txs.retain(|_, t| match &t.machine {
-            ServerMachine::Invite(m) => m.state() != InviteServerState::Terminated,
-            ServerMachine::NonInvite(m) => {
-                m.state() != crate::transaction::NonInviteServerState::Terminated
-            }
-        });
-        let busy: std::collections::HashSet<CallHandle> = self
+        if !expired {
+            return;
+        }
+        let invite_keys: Vec<ClientKey> = self
             .client_txs
-            .values()
-            .map(|t| t.call)
-            .chain(self.server_txs.values().filter_map(|t| t.call))
-            .collect();
-        let done: Vec<CallHandle> = self
-            .calls
             .iter()
-            .filter(|(h, c)| c.phase == Phase::Terminated && !busy.contains(h))
-            .map(|(h, _)| *h)
+            .filter(|(_, t)| t.call == handle && t.purpose == Purpose::Invite)
+            .map(|(k, _)| k.clone())
             .collect();
-        for h in done {
+        for key in invite_keys {
+            self.on_client_timeout(&key, EndReason::TrunkTimeout);
+        }
+        if let Some(c) = self.calls.get_mut(&handle)
+            && c.phase != Phase::Terminated
+        {
+            c.phase = Phase::Terminated;
+            let reason = c.cancel_reason;
+            self.emit(
+                handle,
+                CallEvent::Failed {
+                    status: None,
+                    reason,
+                },
+            );
+        }
+    }
+
+    /// Brings the timer queue up to date with every key touched since the last call, and
+    /// forgets finished transactions and calls that ended with none left.
+    fn settle(&mut self) {
+        while let Some(key) = self.touched.pop() {
+            match key {
+                TimerKey::Client(k) => {
+                    let Some(tx) = self.client_txs.get_mut(&k) else {
+                        continue;
+                    };
+                    let (deadline, done) = match &tx.machine {
+                        ClientMachine::Invite(m) => (
+                            m.poll_timeout(),
+                            m.state() == crate::transaction::InviteClientState::Terminated,
+                        ),
+                        ClientMachine::NonInvite(m) => (
+                            m.poll_timeout(),
+                            m.state() == crate::transaction::NonInviteClientState::Terminated,
+                        ),
+                    };
+                    if done {
+                        if let Some(tx) = self.client_txs.remove(&k) {
+                            self.release_tx(Some(tx.call));
+                        }
+                    } else if deadline != tx.scheduled {
+                        tx.scheduled = deadline;
+                        if let Some(at) = deadline {
+                            self.timers.push(Reverse((at, TimerKey::Client(k))));
+                        }
+                    }
+                }
+                TimerKey::Server(k) => {
+                    let Some(tx) = self.server_txs.get_mut(&k) else {
+                        continue;
+                    };
+                    let (deadline, done) = match &tx.machine {
+                        ServerMachine::Invite(m) => {
+                            (m.poll_timeout(), m.state() == InviteServerState::Terminated)
+                        }
+                        ServerMachine::NonInvite(m) => (
+                            m.poll_timeout(),
+                            m.state() == crate::transaction::NonInviteServerState::Terminated,
+                        ),
+                    };
+                    if done {
+                        if let Some(tx) = self.server_txs.remove(&k) {
+                            self.release_tx(tx.call);
+                        }
+                    } else if deadline != tx.scheduled {
+                        tx.scheduled = deadline;
+                        if let Some(at) = deadline {
+                            self.timers.push(Reverse((at, TimerKey::Server(k))));
+                        }
+                    }
+                }
+                TimerKey::Call(h) => {
+                    let Some(call) = self.calls.get(&h) else {
+                        continue;
+                    };
+                    match (call.phase, call.cancel) {
+                        (Phase::Terminated, _) => self.forget_if_idle(h),
+                        (Phase::Calling | Phase::Early, CancelState::Sent { deadline }) => {
+                            self.timers.push(Reverse((deadline, TimerKey::Call(h))));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn release_tx(&mut self, call: Option<CallHandle>) {
+        let Some(h) = call else {
+            return;
+        };
+        if let Some(n) = self.call_txs.get_mut(&h) {
+            *n = n.saturating_sub(1);
+        }
+        self.forget_if_idle(h);
+    }
+
+    fn forget_if_idle(&mut self, h: CallHandle) {
+        let idle = self.call_txs.get(&h).is_none_or(|n| *n == 0);
+        let ended = self
+            .calls
+            .get(&h)
+            .is_some_and(|c| c.phase == Phase::Terminated);
+        if idle && ended {
             if let Some(c) = self.calls.remove(&h) {
                 self.calls_by_id.remove(&c.call_id);
             }
+            self.call_txs.remove(&h);
             self.server_ack_wait.remove(&h);
         }
     }

@@ -3,9 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,14 +13,7 @@ use dialtone_sip_ua::{
     CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, TimerConfig, Transport, Trunk,
     UaConfig, UaEvent,
 };
-
-/// One SIPp process playing a scenario as the trunk.
-struct Sipp {
-    child: Child,
-    port: u16,
-    transport: Transport,
-    dir: tempfile::TempDir,
-}
+use dialtone_test_support::{SipTransport, Sipp, SippOptions};
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,112 +21,35 @@ fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn free_port() -> u16 {
-    // A port free for both UDP and TCP right now.
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+/// Starts SIPp playing scenario `name` as the trunk.
+fn sipp(name: &str, transport: Transport, calls: u32, keys: &[(&str, &str)]) -> Sipp {
+    let options = SippOptions {
+        calls,
+        replacements: keys
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..SippOptions::default()
+    };
+    let transport = match transport {
+        Transport::Tcp => SipTransport::Tcp,
+        _ => SipTransport::Udp,
+    };
+    Sipp::uas(&scenario(name), transport, &options).unwrap()
 }
 
-impl Sipp {
-    /// Starts SIPp as a UAS playing scenario `name`, with each `__KEY__` placeholder replaced.
-    fn uas(name: &str, transport: Transport, calls: u32, keys: &[(&str, &str)]) -> Sipp {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let mut text = std::fs::read_to_string(scenario(name)).unwrap();
-        for (k, v) in keys {
-            text = text.replace(&format!("__{}__", k.to_uppercase()), v);
-        }
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        let mut cmd = Command::new("sipp");
-        cmd.current_dir(dir.path())
-            .arg("-sf")
-            .arg(&path)
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-m", &calls.to_string()])
-            .args([
-                "-t",
-                if transport == Transport::Tcp {
-                    "t1"
-                } else {
-                    "u1"
-                },
-            ])
-            .args(["-nostdin", "-trace_err", "-timeout", "60", "-timeout_error"])
-            .stdout(Stdio::from(
-                std::fs::File::create(dir.path().join("stdout.log")).unwrap(),
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("stderr.log")).unwrap(),
-            ));
-        let child = cmd.spawn().expect("sipp (package sip-tester) is installed");
-        let sipp = Sipp {
-            child,
-            port,
-            transport,
-            dir,
-        };
-        sipp.wait_bound();
-        sipp
-    }
-
-    /// Readiness: the port is taken once SIPp has bound it.
-    fn wait_bound(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let taken = match self.transport {
-                Transport::Udp => UdpSocket::bind(("127.0.0.1", self.port)).is_err(),
-                Transport::Tcp => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
-            };
-            if taken {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("sipp did not bind port {} in time", self.port);
-    }
-
-    fn trunk(&self, name: &str) -> Trunk {
-        let mut trunk = Trunk::new(name, "127.0.0.1", self.transport);
-        trunk.port = Some(self.port);
-        trunk
-    }
-
-    /// Waits for SIPp to finish its calls and asserts it saw every call succeed.
-    fn assert_success(mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
-                let errors: String = std::fs::read_dir(self.dir.path())
-                    .unwrap()
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().contains("errors"))
-                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-                    .collect();
-                assert!(status.success(), "sipp failed ({status}): {log}\n{errors}");
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("sipp did not finish");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+fn trunk_of(sipp: &Sipp, name: &str) -> Trunk {
+    let transport = match sipp.transport {
+        SipTransport::Tcp => Transport::Tcp,
+        SipTransport::Udp => Transport::Udp,
+    };
+    let mut trunk = Trunk::new(name, "127.0.0.1", transport);
+    trunk.port = Some(sipp.port);
+    trunk
 }
 
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn assert_success(sipp: Sipp) {
+    sipp.finish(Duration::from_secs(30)).unwrap();
 }
 
 fn local_media() -> LocalMedia {
@@ -206,9 +121,9 @@ fn answered_sdp(events: &[CallEvent]) -> SessionDescription {
 
 #[tokio::test]
 async fn answered_then_the_callee_hangs_up() {
-    let sipp = Sipp::uas("answer_then_callee_hangs_up.xml", Transport::Udp, 1, &[]);
+    let peer = sipp("answer_then_callee_hangs_up.xml", Transport::Udp, 1, &[]);
     let ua = start_ua(Duration::from_millis(500)).await;
-    let events = run_call(&ua, request(sipp.trunk("sipp")), false).await;
+    let events = run_call(&ua, request(trunk_of(&peer, "sipp")), false).await;
     let c = calls(&events);
     assert_eq!(c[0], CallEvent::Trying);
     assert_eq!(c[1], CallEvent::Ringing { status: 180 });
@@ -223,15 +138,15 @@ async fn answered_then_the_callee_hangs_up() {
             reason: EndReason::Completed
         })
     );
-    sipp.assert_success();
+    assert_success(peer);
 }
 
 #[tokio::test]
 async fn answered_then_we_hang_up_over_udp_and_tcp() {
     for transport in [Transport::Udp, Transport::Tcp] {
-        let sipp = Sipp::uas("answer_then_we_hang_up.xml", transport, 1, &[]);
+        let peer = sipp("answer_then_we_hang_up.xml", transport, 1, &[]);
         let ua = start_ua(Duration::from_millis(500)).await;
-        let events = run_call(&ua, request(sipp.trunk("sipp")), true).await;
+        let events = run_call(&ua, request(trunk_of(&peer, "sipp")), true).await;
         assert_eq!(
             calls(&events).last(),
             Some(&CallEvent::Ended {
@@ -240,7 +155,7 @@ async fn answered_then_we_hang_up_over_udp_and_tcp() {
             }),
             "{transport:?}"
         );
-        sipp.assert_success();
+        assert_success(peer);
     }
 }
 
@@ -253,9 +168,9 @@ async fn refusals_map_to_typed_end_reasons() {
         ("604", EndReason::NotFound),
         ("603", EndReason::Rejected),
     ] {
-        let sipp = Sipp::uas("reject.xml", Transport::Udp, 1, &[("status", status)]);
+        let peer = sipp("reject.xml", Transport::Udp, 1, &[("status", status)]);
         let ua = start_ua(Duration::from_millis(500)).await;
-        let events = run_call(&ua, request(sipp.trunk("sipp")), false).await;
+        let events = run_call(&ua, request(trunk_of(&peer, "sipp")), false).await;
         assert_eq!(
             calls(&events).last(),
             Some(&CallEvent::Failed {
@@ -264,15 +179,15 @@ async fn refusals_map_to_typed_end_reasons() {
             }),
             "status {status}"
         );
-        sipp.assert_success();
+        assert_success(peer);
     }
 }
 
 #[tokio::test]
 async fn ring_timeout_cancels_with_no_answer() {
-    let sipp = Sipp::uas("ring_until_cancel.xml", Transport::Udp, 1, &[]);
+    let peer = sipp("ring_until_cancel.xml", Transport::Udp, 1, &[]);
     let ua = start_ua(Duration::from_millis(500)).await;
-    let mut r = request(sipp.trunk("sipp"));
+    let mut r = request(trunk_of(&peer, "sipp"));
     r.ring_timeout = Duration::from_millis(800);
     let events = run_call(&ua, r, false).await;
     assert_eq!(
@@ -285,14 +200,14 @@ async fn ring_timeout_cancels_with_no_answer() {
             }
         ]
     );
-    sipp.assert_success();
+    assert_success(peer);
 }
 
 #[tokio::test]
 async fn early_media_then_answer() {
-    let sipp = Sipp::uas("early_media_then_answer.xml", Transport::Udp, 1, &[]);
+    let peer = sipp("early_media_then_answer.xml", Transport::Udp, 1, &[]);
     let ua = start_ua(Duration::from_millis(500)).await;
-    let events = run_call(&ua, request(sipp.trunk("sipp")), true).await;
+    let events = run_call(&ua, request(trunk_of(&peer, "sipp")), true).await;
     let c = calls(&events);
     let CallEvent::EarlyMedia { status: 183, sdp } = &c[0] else {
         panic!("expected early media first: {c:?}");
@@ -300,15 +215,15 @@ async fn early_media_then_answer() {
     let early = SessionDescription::parse(std::str::from_utf8(sdp).unwrap()).unwrap();
     assert!(negotiate_answer(&build_offer(&local_media(), 1, 1), &early).is_ok());
     assert!(matches!(c[1], CallEvent::Answered { .. }));
-    sipp.assert_success();
+    assert_success(peer);
 }
 
 #[tokio::test]
 async fn digest_challenges_are_answered_with_the_right_credentials() {
     for (code, scenario) in [("401", "challenge.xml"), ("407", "proxy_challenge.xml")] {
-        let sipp = Sipp::uas(scenario, Transport::Udp, 1, &[]);
+        let peer = sipp(scenario, Transport::Udp, 1, &[]);
         let ua = start_ua(Duration::from_millis(500)).await;
-        let mut trunk = sipp.trunk("sipp");
+        let mut trunk = trunk_of(&peer, "sipp");
         trunk.credentials = Some(Credentials {
             username: "trunkuser".into(),
             password: "s3cret".into(),
@@ -323,15 +238,15 @@ async fn digest_challenges_are_answered_with_the_right_credentials() {
             }),
             "{code}"
         );
-        sipp.assert_success();
+        assert_success(peer);
     }
 }
 
 #[tokio::test]
 async fn a_wrong_password_ends_as_auth_failed() {
-    let sipp = Sipp::uas("challenge.xml", Transport::Udp, 1, &[]);
+    let peer = sipp("challenge.xml", Transport::Udp, 1, &[]);
     let ua = start_ua(Duration::from_millis(500)).await;
-    let mut trunk = sipp.trunk("sipp");
+    let mut trunk = trunk_of(&peer, "sipp");
     trunk.credentials = Some(Credentials {
         username: "trunkuser".into(),
         password: "wrong".into(),
@@ -345,16 +260,17 @@ async fn a_wrong_password_ends_as_auth_failed() {
             reason: EndReason::AuthFailed
         })
     );
-    sipp.assert_success();
+    assert_success(peer);
 }
 
 #[tokio::test]
 async fn a_503_fails_over_to_the_next_trunk() {
-    let failing = Sipp::uas("reject.xml", Transport::Udp, 1, &[("status", "503")]);
-    let working = Sipp::uas("answer_then_we_hang_up.xml", Transport::Udp, 1, &[]);
+    let failing = sipp("reject.xml", Transport::Udp, 1, &[("status", "503")]);
+    let working = sipp("answer_then_we_hang_up.xml", Transport::Udp, 1, &[]);
     let ua = start_ua(Duration::from_millis(500)).await;
-    let mut r = request(failing.trunk("primary"));
-    r.fallback_trunks.push(Arc::new(working.trunk("backup")));
+    let mut r = request(trunk_of(&failing, "primary"));
+    r.fallback_trunks
+        .push(Arc::new(trunk_of(&working, "backup")));
     let events = run_call(&ua, r, true).await;
     assert_eq!(
         attempts(&events),
@@ -370,8 +286,8 @@ async fn a_503_fails_over_to_the_next_trunk() {
             reason: EndReason::Completed
         })
     );
-    failing.assert_success();
-    working.assert_success();
+    assert_success(failing);
+    assert_success(working);
 }
 
 #[tokio::test]
@@ -398,14 +314,14 @@ async fn a_trunk_that_never_answers_times_out_and_nothing_leaks() {
 async fn soak_sequential_and_concurrent_calls_leave_nothing_behind() {
     const SEQUENTIAL: u32 = 200;
     const CONCURRENT: u32 = 30;
-    let sipp = Sipp::uas(
+    let peer = sipp(
         "answer_then_we_hang_up.xml",
         Transport::Udp,
         SEQUENTIAL + CONCURRENT,
         &[],
     );
     let ua = Arc::new(start_ua(Duration::from_millis(50)).await);
-    let trunk = sipp.trunk("sipp");
+    let trunk = trunk_of(&peer, "sipp");
     for _ in 0..SEQUENTIAL {
         let events = run_call(&ua, request(trunk.clone()), true).await;
         assert!(matches!(
@@ -433,7 +349,7 @@ async fn soak_sequential_and_concurrent_calls_leave_nothing_behind() {
             })
         ));
     }
-    sipp.assert_success();
+    assert_success(peer);
     // Transactions linger for Timer K/M (64*T1 = 3.2 s here), then everything is gone.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
