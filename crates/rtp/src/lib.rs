@@ -1,0 +1,426 @@
+//! # dialtone-rtp — sans-IO RTP for Dialtone
+//!
+//! Packet parsing (zero-copy, through `rtp-rs`) and building into caller-owned buffers, the
+//! sender's sequence/timestamp/SSRC state, and the receiver's per-source state of RFC 3550:
+//! extended sequence numbers across wrap, loss counts, and the interarrival jitter estimate of
+//! Appendix A.8. Nothing here owns a socket or reads a clock: arrival times are arguments.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use dialtone_rtp::{RtpReceiver, RtpSender, parse};
+//!
+//! let mut sender = RtpSender::new(0x1234, 100, 0, 0);
+//! let mut receiver = RtpReceiver::new(8000);
+//! let t0 = Instant::now();
+//! let mut buf = [0u8; 200];
+//! for i in 0..3u32 {
+//!     let n = sender.write(&[0xff; 160], 160, &mut buf).unwrap();
+//!     let packet = parse(&buf[..n]).unwrap();
+//!     receiver.on_packet(t0 + Duration::from_millis(20 * u64::from(i)), &packet);
+//! }
+//! assert_eq!(receiver.stats().packets, 3);
+//! assert_eq!(receiver.stats().lost, 0);
+//! ```
+
+use std::time::Instant;
+
+/// Errors from parsing or building packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RtpError {
+    /// Not an RTP version 2 packet, or its header, CSRC list, extension or padding overruns it.
+    #[error("malformed RTP packet: {reason}")]
+    Malformed {
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// The output buffer is too small.
+    #[error("RTP packet needs {needed} bytes, buffer has {available}")]
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        available: usize,
+    },
+}
+
+/// A parsed RTP packet borrowing its payload from the datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpPacket<'a> {
+    /// Payload type.
+    pub payload_type: u8,
+    /// Marker bit.
+    pub marker: bool,
+    /// Sequence number.
+    pub sequence: u16,
+    /// Media timestamp.
+    pub timestamp: u32,
+    /// Synchronisation source.
+    pub ssrc: u32,
+    /// Payload without padding.
+    pub payload: &'a [u8],
+}
+
+/// Whether a datagram on an rtcp-mux port is RTCP (RFC 5761 §4: packet types 192–223).
+pub fn is_rtcp(datagram: &[u8]) -> bool {
+    datagram.get(1).is_some_and(|pt| (192..=223).contains(pt))
+}
+
+/// Parses an RTP packet; never panics on any input.
+pub fn parse(datagram: &[u8]) -> Result<RtpPacket<'_>, RtpError> {
+    let reader = rtp_rs::RtpReader::new(datagram).map_err(|e| RtpError::Malformed {
+        reason: match e {
+            rtp_rs::RtpReaderError::BufferTooShort(_) => "shorter than its header",
+            rtp_rs::RtpReaderError::UnsupportedVersion(_) => "version is not 2",
+            rtp_rs::RtpReaderError::HeadersTruncated { .. } => "headers truncated",
+            rtp_rs::RtpReaderError::PaddingLengthInvalid(_) => "invalid padding length",
+        },
+    })?;
+    Ok(RtpPacket {
+        payload_type: reader.payload_type(),
+        marker: reader.mark(),
+        sequence: u16::from(reader.sequence_number()),
+        timestamp: reader.timestamp(),
+        ssrc: reader.ssrc(),
+        payload: reader.payload(),
+    })
+}
+
+/// The sending side of one RTP stream.
+#[derive(Debug, Clone)]
+pub struct RtpSender {
+    ssrc: u32,
+    sequence: u16,
+    timestamp: u32,
+    payload_type: u8,
+    marker_next: bool,
+    packets: u64,
+    octets: u64,
+}
+
+impl RtpSender {
+    /// A stream with the given SSRC, first sequence number and timestamp (random in
+    /// production, RFC 3550 §5.1), and payload type.
+    pub fn new(ssrc: u32, sequence: u16, timestamp: u32, payload_type: u8) -> Self {
+        Self {
+            ssrc,
+            sequence,
+            timestamp,
+            payload_type,
+            marker_next: true,
+            packets: 0,
+            octets: 0,
+        }
+    }
+
+    /// Writes the next packet carrying `payload` worth `samples` clock ticks into `out`;
+    /// returns its length. The first packet (and the first after [`RtpSender::talkspurt`])
+    /// carries the marker bit.
+    pub fn write(
+        &mut self,
+        payload: &[u8],
+        samples: u32,
+        out: &mut [u8],
+    ) -> Result<usize, RtpError> {
+        let builder = rtp_rs::RtpPacketBuilder::new()
+            .payload_type(self.payload_type)
+            .ssrc(self.ssrc)
+            .sequence(rtp_rs::Seq::from(self.sequence))
+            .timestamp(self.timestamp)
+            .marked(self.marker_next)
+            .payload(payload);
+        let needed = builder.target_length();
+        let n = builder
+            .build_into(out)
+            .map_err(|_| RtpError::BufferTooSmall {
+                needed,
+                available: out.len(),
+            })?;
+        self.sequence = self.sequence.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(samples);
+        self.marker_next = false;
+        self.packets += 1;
+        self.octets += payload.len() as u64;
+        Ok(n)
+    }
+
+    /// Skips `samples` of media time without sending (silence suppression).
+    pub fn skip(&mut self, samples: u32) {
+        self.timestamp = self.timestamp.wrapping_add(samples);
+    }
+
+    /// Marks the next packet as the start of a talkspurt.
+    pub fn talkspurt(&mut self) {
+        self.marker_next = true;
+    }
+
+    /// Packets sent.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Payload octets sent.
+    pub fn octets(&self) -> u64 {
+        self.octets
+    }
+
+    /// The SSRC.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+}
+
+/// What the receiver made of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// In order or ahead (a gap means loss, possibly recovered by reordering).
+    InOrder {
+        /// The extended (32-bit, wrap-counted) sequence number.
+        extended_sequence: u64,
+    },
+    /// Behind the highest sequence seen: reordered or duplicated.
+    Late,
+    /// A new SSRC, or a jump so large the stream restarted: state was reset.
+    Resync,
+}
+
+/// Receiver statistics (RFC 3550 §6.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ReceiverStats {
+    /// Packets received from the current source.
+    pub packets: u64,
+    /// Packets received from every source of the stream.
+    pub total_packets: u64,
+    /// Payload octets received.
+    pub octets: u64,
+    /// Expected minus received, never negative.
+    pub lost: u64,
+    /// Packets that arrived behind the highest sequence.
+    pub late: u64,
+    /// Times the source changed or jumped.
+    pub resyncs: u64,
+    /// Interarrival jitter in milliseconds.
+    pub jitter_ms: f64,
+}
+
+const MAX_DROPOUT: u16 = 3000;
+const MAX_MISORDER: u16 = 100;
+
+#[derive(Debug, Clone)]
+struct Source {
+    ssrc: u32,
+    base_sequence: u64,
+    max_sequence: u16,
+    cycles: u64,
+    epoch: Instant,
+    transit: Option<f64>,
+    jitter: f64,
+}
+
+/// The receiving side of one RTP stream.
+#[derive(Debug, Clone)]
+pub struct RtpReceiver {
+    clock_rate: u32,
+    source: Option<Source>,
+    stats: ReceiverStats,
+}
+
+impl RtpReceiver {
+    /// A receiver for a stream with `clock_rate` Hz media clock.
+    pub fn new(clock_rate: u32) -> Self {
+        Self {
+            clock_rate: clock_rate.max(1),
+            source: None,
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    /// Accounts for a packet that arrived at `arrival`.
+    pub fn on_packet(&mut self, arrival: Instant, packet: &RtpPacket<'_>) -> Arrival {
+        let rate = f64::from(self.clock_rate);
+        let restart = match &self.source {
+            None => true,
+            Some(s) if s.ssrc != packet.ssrc => true,
+            Some(s) => {
+                let delta = packet.sequence.wrapping_sub(s.max_sequence);
+                (MAX_DROPOUT..=u16::MAX - MAX_MISORDER).contains(&delta)
+            }
+        };
+        if restart {
+            // Loss and jitter are per source: a new source starts them afresh.
+            let resyncs = self.stats.resyncs + u64::from(self.source.is_some());
+            let total_packets = self.stats.total_packets;
+            self.stats = ReceiverStats {
+                resyncs,
+                total_packets,
+                ..ReceiverStats::default()
+            };
+            self.source = Some(Source {
+                ssrc: packet.ssrc,
+                base_sequence: u64::from(packet.sequence),
+                max_sequence: packet.sequence,
+                cycles: 0,
+                epoch: arrival,
+                transit: None,
+                jitter: 0.0,
+            });
+        }
+        let Some(source) = self.source.as_mut() else {
+            return Arrival::Resync;
+        };
+        self.stats.packets += 1;
+        self.stats.total_packets += 1;
+        self.stats.octets += packet.payload.len() as u64;
+        // Interarrival jitter, RFC 3550 A.8, in timestamp units.
+        let arrival_units = arrival
+            .saturating_duration_since(source.epoch)
+            .as_secs_f64()
+            * rate;
+        let transit = arrival_units - f64::from(packet.timestamp);
+        if let Some(previous) = source.transit {
+            let d = (transit - previous).abs();
+            source.jitter += (d - source.jitter) / 16.0;
+        }
+        source.transit = Some(transit);
+        self.stats.jitter_ms = source.jitter / rate * 1000.0;
+
+        let delta = packet.sequence.wrapping_sub(source.max_sequence);
+        let verdict = if restart {
+            Arrival::Resync
+        } else if delta == 0 || delta > u16::MAX - MAX_MISORDER {
+            self.stats.late += 1;
+            Arrival::Late
+        } else {
+            if packet.sequence < source.max_sequence {
+                source.cycles += 1 << 16;
+            }
+            source.max_sequence = packet.sequence;
+            Arrival::InOrder {
+                extended_sequence: source.cycles + u64::from(packet.sequence),
+            }
+        };
+        let extended_max = source.cycles + u64::from(source.max_sequence);
+        let expected = extended_max + 1 - source.base_sequence;
+        // RFC 3550 A.3: late packets fill their gap; duplicates may hide a loss.
+        self.stats.lost = expected.saturating_sub(self.stats.packets);
+        verdict
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> ReceiverStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn packet(seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+        let mut s = RtpSender::new(ssrc, seq, ts, 0);
+        let mut buf = vec![0u8; 200];
+        let n = s.write(&[0xff; 160], 160, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn builds_and_parses() {
+        let mut s = RtpSender::new(7, 65535, 4_294_967_200, 8);
+        let mut buf = [0u8; 64];
+        let n = s.write(&[1, 2, 3], 160, &mut buf).unwrap();
+        let p = parse(&buf[..n]).unwrap();
+        assert_eq!(
+            (p.payload_type, p.marker, p.sequence, p.ssrc),
+            (8, true, 65535, 7)
+        );
+        assert_eq!(p.payload, &[1, 2, 3]);
+        let n = s.write(&[4], 160, &mut buf).unwrap();
+        let p = parse(&buf[..n]).unwrap();
+        assert_eq!((p.sequence, p.marker), (0, false));
+        assert_eq!(p.timestamp, 4_294_967_200u32.wrapping_add(160));
+        assert_eq!(s.packets(), 2);
+        assert!(matches!(
+            s.write(&[0; 100], 160, &mut [0u8; 20]),
+            Err(RtpError::BufferTooSmall { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&[0x80]).is_err());
+        assert!(parse(&[0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        // CSRC count says 15 but the packet has none.
+        assert!(parse(&[0x8f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(is_rtcp(&[0x80, 200, 0, 6]));
+        assert!(!is_rtcp(&[0x80, 0, 0, 6]));
+    }
+
+    #[test]
+    fn counts_loss_across_sequence_wrap() {
+        let mut r = RtpReceiver::new(8000);
+        let t0 = Instant::now();
+        let seqs = [65533u16, 65534, 65535, 0, 2, 3];
+        for (i, seq) in seqs.iter().enumerate() {
+            let p = packet(*seq, 160 * i as u32, 1);
+            r.on_packet(
+                t0 + Duration::from_millis(20 * i as u64),
+                &parse(&p).unwrap(),
+            );
+        }
+        let s = r.stats();
+        assert_eq!(s.packets, 6);
+        assert_eq!(s.lost, 1, "sequence 1 never came");
+        assert_eq!(s.jitter_ms, 0.0);
+    }
+
+    #[test]
+    fn reordered_packets_are_late_and_not_lost() {
+        let mut r = RtpReceiver::new(8000);
+        let t0 = Instant::now();
+        for (i, seq) in [10u16, 12, 11, 13].iter().enumerate() {
+            let p = packet(*seq, 160 * u32::from(*seq), 1);
+            let v = r.on_packet(
+                t0 + Duration::from_millis(20 * i as u64),
+                &parse(&p).unwrap(),
+            );
+            if *seq == 11 {
+                assert_eq!(v, Arrival::Late);
+            }
+        }
+        assert_eq!(r.stats().lost, 0);
+        assert_eq!(r.stats().late, 1);
+    }
+
+    #[test]
+    fn new_ssrc_resyncs() {
+        let mut r = RtpReceiver::new(8000);
+        let t0 = Instant::now();
+        r.on_packet(t0, &parse(&packet(100, 0, 1)).unwrap());
+        let v = r.on_packet(t0, &parse(&packet(9000, 5, 2)).unwrap());
+        assert_eq!(v, Arrival::Resync);
+        let v = r.on_packet(t0, &parse(&packet(9002, 325, 2)).unwrap());
+        assert!(matches!(v, Arrival::InOrder { .. }));
+        let s = r.stats();
+        assert_eq!(
+            (s.resyncs, s.packets, s.total_packets, s.lost),
+            (1, 2, 3, 1)
+        );
+    }
+
+    #[test]
+    fn jitter_follows_uneven_arrival() {
+        let mut r = RtpReceiver::new(8000);
+        let t0 = Instant::now();
+        let mut at = t0;
+        for i in 0..200u32 {
+            // Alternating 10 ms and 30 ms gaps around the 20 ms packet clock.
+            at += Duration::from_millis(if i % 2 == 0 { 10 } else { 30 });
+            r.on_packet(at, &parse(&packet(i as u16, 160 * i, 1)).unwrap());
+        }
+        let j = r.stats().jitter_ms;
+        assert!((9.0..=11.0).contains(&j), "jitter {j} ms");
+    }
+}
