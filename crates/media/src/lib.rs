@@ -196,8 +196,7 @@ pub struct MediaConfig {
 /// A running call's media. Dropping it stops the task.
 #[derive(Debug)]
 pub struct MediaSession {
-    /// Decoded inbound frames.
-    pub inbound: mpsc::Receiver<Frame>,
+    inbound: Option<mpsc::Receiver<Frame>>,
     /// Frames to send; silence goes out when none is queued.
     pub outbound: mpsc::Sender<Frame>,
     stats: watch::Receiver<MediaStats>,
@@ -219,12 +218,17 @@ impl MediaSession {
             port, config, ssrc, sequence, in_tx, out_rx, stats_tx, stop_rx,
         ));
         MediaSession {
-            inbound,
+            inbound: Some(inbound),
             outbound,
             stats,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// The queue of decoded inbound frames, for the one consumer that takes it.
+    pub fn take_inbound(&mut self) -> Option<mpsc::Receiver<Frame>> {
+        self.inbound.take()
     }
 
     /// The latest statistics.
@@ -400,6 +404,7 @@ mod tests {
         };
         let a = MediaSession::start(a_port, config(b_addr), 1, 10);
         let mut b = MediaSession::start(b_port, config(a_addr), 2, 20);
+        let mut b_inbound = b.take_inbound().unwrap();
         let tone: Frame = std::array::from_fn(|i| {
             (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 8000.0).sin()) as i16
         });
@@ -410,7 +415,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while voiced < 20 && tokio::time::Instant::now() < deadline {
             if let Ok(Some(frame)) =
-                tokio::time::timeout(Duration::from_secs(1), b.inbound.recv()).await
+                tokio::time::timeout(Duration::from_secs(1), b_inbound.recv()).await
                 && level_dbfs(&frame) > -20.0
             {
                 voiced += 1;

@@ -1,0 +1,725 @@
+//! # dialtone-control — the HTTP/JSON API
+//!
+//! Routes (all under `Authorization: Bearer <key>`):
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST/GET /v1/trunks`, `GET /v1/trunks/{id}` | SIP trunks (the password is write-only) |
+//! | `POST /v1/numbers`, `GET /v1/numbers/{id}` | numbers on trunks |
+//! | `POST /v1/agents`, `GET /v1/agents/{id}` | agents |
+//! | `POST /v1/calls`, `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
+//! | `GET /healthz`, `GET /readyz` | liveness, readiness (no auth) |
+//!
+//! Every error has one shape: `{"error": {"code", "message", "field"}}` with the status the rule
+//! calls for (400 naming the field, 401, 404, 409, 413, 503). Request bodies are parsed strictly:
+//! a field this API does not know is a 400 naming it, never silently ignored.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dialtone_engine::{DispatchRequest, Engine, EngineError};
+use dialtone_storage::{Call, NewAgent, NewTrunk, StorageError, TrunkTransport};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+/// Most bytes of `instructions`.
+pub const MAX_INSTRUCTIONS_BYTES: usize = 32 * 1024;
+/// Most bytes of `context` or `metadata`, serialised.
+pub const MAX_OBJECT_BYTES: usize = 64 * 1024;
+/// Most bytes of a request body.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// An API error: status, machine code, message, and the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// Human-readable message.
+    pub message: String,
+    /// The request field at fault.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            code: "invalid_request",
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    fn not_found(entity: &str, id: impl std::fmt::Display) -> Self {
+        Self {
+            status: 404,
+            code: "not_found",
+            message: format!("{entity} {id} not found"),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "field": self.field}});
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound { entity, id } => ApiError::not_found(entity, id),
+            StorageError::Conflict { entity, field } => ApiError {
+                status: 409,
+                code: "conflict",
+                message: format!("a {entity} with this {field} already exists"),
+                field: Some(field.to_owned()),
+            },
+            other => {
+                tracing::error!(error = %other, "storage failure");
+                ApiError {
+                    status: 500,
+                    code: "internal",
+                    message: "storage failure".into(),
+                    field: None,
+                }
+            }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let message = e.to_string();
+        match e {
+            EngineError::AgentNotFound { agent_id } => ApiError::not_found("agent", agent_id),
+            EngineError::CallNotFound { call_id } => ApiError::not_found("call", call_id),
+            EngineError::FromNumberNotAttached { .. } => ApiError::invalid("from_number", message),
+            EngineError::NoCallerId { .. } | EngineError::BrainUnavailable { .. } => ApiError {
+                status: 409,
+                code: "failed_precondition",
+                message,
+                field: None,
+            },
+            EngineError::CallEnded { .. } => ApiError {
+                status: 409,
+                code: "call_ended",
+                message,
+                field: None,
+            },
+            EngineError::ShuttingDown => ApiError {
+                status: 503,
+                code: "unavailable",
+                message,
+                field: None,
+            },
+            EngineError::Storage(s) => s.into(),
+            _ => ApiError {
+                status: 500,
+                code: "internal",
+                message,
+                field: None,
+            },
+        }
+    }
+}
+
+/// Shared state of the API.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The engine (and through it, storage).
+    pub engine: Arc<Engine>,
+    /// The bearer key every request must carry.
+    pub api_key: String,
+}
+
+/// The router with every route.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/trunks", post(create_trunk).get(list_trunks))
+        .route("/v1/trunks/{id}", get(get_trunk))
+        .route("/v1/numbers", post(create_number))
+        .route("/v1/numbers/{id}", get(get_number))
+        .route("/v1/agents", post(create_agent))
+        .route("/v1/agents/{id}", get(get_agent))
+        .route("/v1/calls", post(create_call))
+        .route("/v1/calls/{id}", get(get_call))
+        .route("/v1/calls/{id}/hangup", post(hangup_call))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison: the key's length is not secret, its bytes are.
+    let ok = given.is_some_and(|g| {
+        g.len() == state.api_key.len()
+            && g.bytes()
+                .zip(state.api_key.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: 401,
+            code: "unauthenticated",
+            message: "missing or wrong API key (Authorization: Bearer <key>)".into(),
+            field: None,
+        })
+    }
+}
+
+/// Parses a body that must be one JSON object whose keys are all in `allowed`.
+fn object_body(body: &Bytes, allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError {
+            status: 413,
+            code: "too_large",
+            message: format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            field: None,
+        });
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("body is not valid JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::invalid("body", "body must be a JSON object"));
+    };
+    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::invalid(
+            unknown,
+            format!("unknown field `{unknown}`"),
+        ));
+    }
+    Ok(map)
+}
+
+fn opt_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be a string"),
+        )),
+    }
+}
+
+fn req_string(map: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
+    opt_string(map, field)?
+        .ok_or_else(|| ApiError::invalid(field, format!("`{field}` is required")))
+}
+
+fn opt_u32(map: &Map<String, Value>, field: &str) -> Result<Option<u32>, ApiError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid(field, format!("`{field}` must be a non-negative integer"))
+            }),
+    }
+}
+
+fn uuid_field(map: &Map<String, Value>, field: &str) -> Result<Uuid, ApiError> {
+    let s = req_string(map, field)?;
+    Uuid::parse_str(&s).map_err(|_| ApiError::invalid(field, format!("`{field}` must be a UUID")))
+}
+
+/// `+` then 2–15 digits, the first not 0.
+pub fn is_e164(s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or("");
+    (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+fn e164_field(map: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    match opt_string(map, field)? {
+        Some(s) if !is_e164(&s) => Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be an E.164 number: + then 2-15 digits, the first not 0"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn object_field(map: &Map<String, Value>, field: &str) -> Result<Value, ApiError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(v @ Value::Object(_)) => {
+            if v.to_string().len() > MAX_OBJECT_BYTES {
+                return Err(ApiError {
+                    status: 413,
+                    code: "too_large",
+                    message: format!("`{field}` is larger than {MAX_OBJECT_BYTES} bytes"),
+                    field: Some(field.to_owned()),
+                });
+            }
+            Ok(v.clone())
+        }
+        Some(_) => Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be a JSON object"),
+        )),
+    }
+}
+
+fn url_field(map: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    match opt_string(map, field)? {
+        Some(u)
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || u.contains(char::is_whitespace) =>
+        {
+            Err(ApiError::invalid(
+                field,
+                format!("`{field}` must be an http(s) URL"),
+            ))
+        }
+        other => Ok(other),
+    }
+}
+
+fn created(value: Value) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+async fn ready(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
+    state.engine.storage().ping().await?;
+    Ok("ready")
+}
+
+const TRUNK_FIELDS: &[&str] = &[
+    "name",
+    "host",
+    "port",
+    "transport",
+    "username",
+    "password",
+    "realm",
+    "from_domain",
+    "max_concurrent_calls",
+    "max_calls_per_second",
+];
+
+async fn create_trunk(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let map = object_body(&body, TRUNK_FIELDS)?;
+    let port = opt_u32(&map, "port")?.unwrap_or(5060);
+    let transport = match opt_string(&map, "transport")?.as_deref() {
+        None | Some("udp") => TrunkTransport::Udp,
+        Some("tcp") => TrunkTransport::Tcp,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "transport",
+                "`transport` must be \"udp\" or \"tcp\"",
+            ));
+        }
+    };
+    let trunk = state
+        .engine
+        .storage()
+        .create_trunk(NewTrunk {
+            name: req_string(&map, "name")?,
+            host: req_string(&map, "host")?,
+            port: u16::try_from(port)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| ApiError::invalid("port", "`port` must be 1-65535"))?,
+            transport,
+            username: opt_string(&map, "username")?,
+            password: opt_string(&map, "password")?,
+            realm: opt_string(&map, "realm")?,
+            from_domain: opt_string(&map, "from_domain")?,
+            max_concurrent_calls: opt_u32(&map, "max_concurrent_calls")?,
+            max_calls_per_second: opt_u32(&map, "max_calls_per_second")?,
+        })
+        .await?;
+    Ok(created(to_json(&trunk)))
+}
+
+async fn list_trunks(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let trunks = state.engine.storage().list_trunks().await?;
+    Ok(Json(json!({"data": to_json(&trunks), "next_cursor": null})))
+}
+
+fn path_uuid(id: &str, entity: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found(entity, id))
+}
+
+async fn get_trunk(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let trunk = state
+        .engine
+        .storage()
+        .get_trunk(path_uuid(&id, "trunk")?)
+        .await?;
+    Ok(Json(to_json(&trunk)))
+}
+
+async fn create_number(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let map = object_body(&body, &["e164", "trunk_id"])?;
+    let e164 =
+        e164_field(&map, "e164")?.ok_or_else(|| ApiError::invalid("e164", "`e164` is required"))?;
+    let trunk_id = uuid_field(&map, "trunk_id")?;
+    let number = match state.engine.storage().create_number(&e164, trunk_id).await {
+        Err(StorageError::NotFound { .. }) => {
+            return Err(ApiError::invalid(
+                "trunk_id",
+                format!("trunk {trunk_id} does not exist"),
+            ));
+        }
+        other => other?,
+    };
+    Ok(created(to_json(&number)))
+}
+
+async fn get_number(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let number = state
+        .engine
+        .storage()
+        .get_number(path_uuid(&id, "number")?)
+        .await?;
+    Ok(Json(to_json(&number)))
+}
+
+const AGENT_FIELDS: &[&str] = &[
+    "name",
+    "direction",
+    "persona",
+    "voice",
+    "language",
+    "instructions",
+    "returns",
+    "tools",
+    "voicemail_action",
+    "webhook_url",
+    "number_ids",
+    "primary_number_id",
+    "brain",
+    "ring_timeout_seconds",
+    "max_duration_seconds",
+];
+
+async fn create_agent(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let map = object_body(&body, AGENT_FIELDS)?;
+    let name = req_string(&map, "name")?;
+    match opt_string(&map, "direction")?.as_deref() {
+        None | Some("outbound") => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "direction",
+                "`direction` must be \"outbound\"",
+            ));
+        }
+    }
+    url_field(&map, "webhook_url")?;
+    let number_ids = match map.get("number_ids") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                ApiError::invalid("number_ids", "`number_ids` must be a list of UUIDs")
+            })?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "number_ids",
+                "`number_ids` must be a list of UUIDs",
+            ));
+        }
+    };
+    let primary = match map.get("primary_number_id") {
+        None | Some(Value::Null) => number_ids.first().copied(),
+        Some(_) => Some(uuid_field(&map, "primary_number_id")?),
+    };
+    if let Some(p) = primary
+        && !number_ids.contains(&p)
+    {
+        return Err(ApiError::invalid(
+            "primary_number_id",
+            "`primary_number_id` must be one of `number_ids`",
+        ));
+    }
+    let mut config = map.clone();
+    config.remove("name");
+    config.remove("number_ids");
+    config.remove("primary_number_id");
+    let agent = match state
+        .engine
+        .storage()
+        .create_agent(NewAgent {
+            name,
+            config: Value::Object(config),
+            number_ids,
+            primary_number_id: primary,
+        })
+        .await
+    {
+        Err(StorageError::NotFound {
+            entity: "number",
+            id,
+        }) => {
+            return Err(ApiError::invalid(
+                "number_ids",
+                format!("number {id} does not exist"),
+            ));
+        }
+        other => other?,
+    };
+    Ok(created(agent_json(&agent)))
+}
+
+fn agent_json(agent: &dialtone_storage::Agent) -> Value {
+    let mut v = agent.config.clone();
+    if let Value::Object(m) = &mut v {
+        m.insert("id".into(), json!(agent.id));
+        m.insert("name".into(), json!(agent.name));
+        m.insert("number_ids".into(), json!(agent.number_ids));
+        m.insert("primary_number_id".into(), json!(agent.primary_number_id));
+        m.insert("created_at".into(), json!(rfc3339(agent.created_at)));
+    }
+    v
+}
+
+async fn get_agent(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let agent = state
+        .engine
+        .storage()
+        .get_agent(path_uuid(&id, "agent")?)
+        .await?;
+    Ok(Json(agent_json(&agent)))
+}
+
+/// Fields that live on the agent and are refused on a call.
+const AGENT_ONLY_FIELDS: &[&str] = &[
+    "persona",
+    "voice",
+    "language",
+    "returns",
+    "tools",
+    "voicemail_action",
+];
+const CALL_FIELDS: &[&str] = &[
+    "agent_id",
+    "to",
+    "from_number",
+    "instructions",
+    "context",
+    "webhook_url",
+    "metadata",
+];
+
+async fn create_call(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("body", format!("body is not valid JSON: {e}")))?;
+    if let Some(field) = value
+        .as_object()
+        .and_then(|m| AGENT_ONLY_FIELDS.iter().find(|f| m.contains_key(**f)))
+    {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{field}` is not accepted on a call: it is set on the agent"),
+        ));
+    }
+    let map = object_body(&body, CALL_FIELDS)?;
+    let agent_id = uuid_field(&map, "agent_id")?;
+    let to = e164_field(&map, "to")?.ok_or_else(|| ApiError::invalid("to", "`to` is required"))?;
+    let from_number = e164_field(&map, "from_number")?;
+    let instructions = opt_string(&map, "instructions")?;
+    if instructions
+        .as_ref()
+        .is_some_and(|i| i.len() > MAX_INSTRUCTIONS_BYTES)
+    {
+        return Err(ApiError {
+            status: 413,
+            code: "too_large",
+            message: format!("`instructions` is longer than {MAX_INSTRUCTIONS_BYTES} bytes"),
+            field: Some("instructions".into()),
+        });
+    }
+    let request = DispatchRequest {
+        agent_id,
+        to,
+        from_number,
+        instructions,
+        context: object_field(&map, "context")?,
+        webhook_url: url_field(&map, "webhook_url")?,
+        metadata: object_field(&map, "metadata")?,
+    };
+    let call = state.engine.dispatch(request).await?;
+    Ok(created(call_json(&call)))
+}
+
+async fn get_call(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let call = state
+        .engine
+        .storage()
+        .get_call(path_uuid(&id, "call")?)
+        .await?;
+    Ok(Json(call_json(&call)))
+}
+
+async fn hangup_call(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let id = path_uuid(&id, "call")?;
+    state.engine.hangup(id).await?;
+    let call = state.engine.storage().get_call(id).await?;
+    Ok(Json(call_json(&call)))
+}
+
+/// RFC 3339 UTC for a Unix-millisecond time.
+pub fn rfc3339(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// The call object of the API.
+pub fn call_json(c: &Call) -> Value {
+    let ring = match (c.dialed_at, c.answered_at.or(c.ended_at)) {
+        (Some(start), Some(end)) => Some(end - start),
+        _ => None,
+    };
+    let talk = match (c.answered_at, c.ended_at) {
+        (Some(start), Some(end)) => Some(end - start),
+        _ => None,
+    };
+    json!({
+        "id": c.id,
+        "agent_id": c.agent_id,
+        "to": c.to,
+        "from_number": c.from_number,
+        "trunk_id": c.trunk_id,
+        "instructions": c.instructions,
+        "context": c.context,
+        "metadata": c.metadata,
+        "webhook_url": c.webhook_url,
+        "status": c.status.as_str(),
+        "end_reason": c.end_reason.as_ref().map(|code| json!({
+            "code": code,
+            "by": c.ended_by,
+            "sip_status": c.sip_status,
+        })),
+        "answered_by": null,
+        "sip_call_id": c.sip_call_id,
+        "created_at": rfc3339(c.created_at),
+        "dialed_at": c.dialed_at.and_then(rfc3339),
+        "ringing_at": c.ringing_at.and_then(rfc3339),
+        "answered_at": c.answered_at.and_then(rfc3339),
+        "ended_at": c.ended_at.and_then(rfc3339),
+        "ring_duration_ms": ring,
+        "talk_duration_ms": talk,
+        "transcript": c.transcript,
+        "result": c.result,
+        "result_error": null,
+        "media_stats": c.media,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e164_rules() {
+        for ok in ["+15551230000", "+44", "+123456789012345"] {
+            assert!(is_e164(ok), "{ok}");
+        }
+        for bad in [
+            "15551230000",
+            "+0555",
+            "+1",
+            "+1234567890123456",
+            "+1555-123",
+            "",
+        ] {
+            assert!(!is_e164(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn strict_bodies_name_the_unknown_field() {
+        let err = object_body(&Bytes::from_static(b"{\"agent_idd\": 1}"), CALL_FIELDS).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("agent_idd"));
+        assert_eq!(err.status, 400);
+        let err = object_body(&Bytes::from_static(b"[1]"), CALL_FIELDS).unwrap_err();
+        assert_eq!(err.message, "body must be a JSON object");
+    }
+
+    #[test]
+    fn timestamps_render_as_rfc3339() {
+        assert_eq!(rfc3339(0).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(rfc3339(1_500).as_deref(), Some("1970-01-01T00:00:01.5Z"));
+    }
+}

@@ -1,0 +1,216 @@
+//! # dialtone-daemon — `dialtoned`
+//!
+//! Reads the configuration from `DIALTONE_*` environment variables ([`Config::from_env`]),
+//! opens storage, binds SIP (UDP and TCP) and the HTTP API, and runs the engine until a signal.
+//! [`Daemon::start`] does the same for tests, on ports the OS picks.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DIALTONE_HTTP_ADDR` | `127.0.0.1:8080` | HTTP API and health |
+//! | `DIALTONE_SIP_ADDR` | `0.0.0.0:5060` | SIP over UDP and TCP |
+//! | `DIALTONE_SIP_ADVERTISED_ADDR` | the SIP address | `host[:port]` written in Via/Contact and SDP |
+//! | `DIALTONE_RTP_PORTS` | `20000-20999` | RTP port range |
+//! | `DIALTONE_DATA_DIR` | `./dialtone-data` | where the SQLite file lives |
+//! | `DIALTONE_DATABASE_URL` | `sqlite://<data dir>/dialtone.db` | storage |
+//! | `DIALTONE_API_KEY` | (required) | the bearer key of the API |
+//! | `DIALTONE_BRAIN_ADDR` | `builtin:echo` | brain of agents that name none |
+//! | `DIALTONE_LOG` | `info` | log filter |
+//! | `DIALTONE_LOG_FORMAT` | `text` | `text` or `json` |
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_control::{ApiState, router};
+use dialtone_engine::{Engine, EngineConfig};
+use dialtone_sip_ua::{SipUa, UaConfig};
+use dialtone_storage::Storage;
+
+/// Errors starting the daemon; each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// A configuration value is missing or malformed.
+    #[error("{key}: {problem}")]
+    Config {
+        /// The environment variable.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Storage could not be opened.
+    #[error("DIALTONE_DATABASE_URL: {0}")]
+    Storage(#[from] dialtone_storage::StorageError),
+    /// SIP could not be bound.
+    #[error("DIALTONE_SIP_ADDR: {0}")]
+    Sip(#[from] dialtone_sip_ua::UaError),
+    /// The HTTP listener could not be bound.
+    #[error("DIALTONE_HTTP_ADDR: cannot bind {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// The daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// HTTP API address.
+    pub http_addr: SocketAddr,
+    /// SIP address (UDP and TCP).
+    pub sip_addr: SocketAddr,
+    /// Advertised SIP host and port.
+    pub sip_advertised: Option<(String, Option<u16>)>,
+    /// RTP port range.
+    pub rtp_ports: (u16, u16),
+    /// Storage URL.
+    pub database_url: String,
+    /// API key.
+    pub api_key: String,
+    /// Default brain.
+    pub default_brain: String,
+}
+
+fn var(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn addr(key: &'static str, default: &str) -> Result<SocketAddr, DaemonError> {
+    let value = var(key).unwrap_or_else(|| default.to_owned());
+    value.parse().map_err(|_| DaemonError::Config {
+        key,
+        problem: format!("{value:?} is not an address like 127.0.0.1:8080"),
+    })
+}
+
+impl Config {
+    /// Reads `DIALTONE_*` variables.
+    pub fn from_env() -> Result<Self, DaemonError> {
+        let data_dir =
+            PathBuf::from(var("DIALTONE_DATA_DIR").unwrap_or_else(|| "dialtone-data".into()));
+        let rtp = var("DIALTONE_RTP_PORTS").unwrap_or_else(|| "20000-20999".into());
+        let rtp_ports = rtp
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+            .filter(|(a, b): &(u16, u16)| a < b)
+            .ok_or_else(|| DaemonError::Config {
+                key: "DIALTONE_RTP_PORTS",
+                problem: format!("{rtp:?} is not a range like 20000-20999"),
+            })?;
+        let sip_advertised =
+            var("DIALTONE_SIP_ADVERTISED_ADDR").map(|a| match a.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
+                    (h.to_owned(), p.parse().ok())
+                }
+                _ => (a.clone(), None),
+            });
+        let database_url = match var("DIALTONE_DATABASE_URL") {
+            Some(url) => url,
+            None => {
+                std::fs::create_dir_all(&data_dir).map_err(|e| DaemonError::Config {
+                    key: "DIALTONE_DATA_DIR",
+                    problem: format!("cannot create {}: {e}", data_dir.display()),
+                })?;
+                format!("sqlite://{}", data_dir.join("dialtone.db").display())
+            }
+        };
+        Ok(Self {
+            http_addr: addr("DIALTONE_HTTP_ADDR", "127.0.0.1:8080")?,
+            sip_addr: addr("DIALTONE_SIP_ADDR", "0.0.0.0:5060")?,
+            sip_advertised,
+            rtp_ports,
+            database_url,
+            api_key: var("DIALTONE_API_KEY").ok_or(DaemonError::Config {
+                key: "DIALTONE_API_KEY",
+                problem: "is required: the bearer key clients use".into(),
+            })?,
+            default_brain: var("DIALTONE_BRAIN_ADDR").unwrap_or_else(|| "builtin:echo".into()),
+        })
+    }
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// The bound SIP address.
+    pub sip_addr: SocketAddr,
+    engine: Arc<Engine>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Opens storage, binds SIP and HTTP, and serves.
+    pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
+        let storage = Storage::open(&config.database_url).await?;
+        let mut ua_config = UaConfig::new(config.sip_addr);
+        if let Some((host, port)) = &config.sip_advertised {
+            ua_config.advertised_host = Some(host.clone());
+            ua_config.advertised_port = *port;
+        }
+        let ua = Arc::new(SipUa::start(ua_config).await?);
+        let sip_addr = ua.local_addr();
+        let media_ip: IpAddr = config
+            .sip_advertised
+            .as_ref()
+            .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok())
+            .unwrap_or_else(|| {
+                if sip_addr.ip().is_unspecified() {
+                    IpAddr::from([127, 0, 0, 1])
+                } else {
+                    sip_addr.ip()
+                }
+            });
+        let engine = Engine::new(
+            storage,
+            ua,
+            EngineConfig {
+                rtp_bind: sip_addr.ip(),
+                rtp_advertised: media_ip,
+                rtp_first_port: config.rtp_ports.0,
+                rtp_last_port: config.rtp_ports.1,
+                default_brain: config.default_brain.clone(),
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| DaemonError::Http {
+                addr: config.http_addr,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| DaemonError::Http {
+            addr: config.http_addr,
+            source,
+        })?;
+        let app = router(ApiState {
+            engine: engine.clone(),
+            api_key: config.api_key.clone(),
+        });
+        let server = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "HTTP server stopped");
+            }
+        });
+        tracing::info!(%http_addr, %sip_addr, "dialtoned ready");
+        Ok(Daemon {
+            http_addr,
+            sip_addr,
+            engine,
+            server,
+        })
+    }
+
+    /// Stops taking dispatches and waits (at most `drain`) for live calls to end.
+    pub async fn shutdown(self, drain: Duration) {
+        self.engine.stop_accepting();
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.engine.live_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.server.abort();
+    }
+}

@@ -1,0 +1,293 @@
+//! One real call end to end: `POST /v1/calls` on a running daemon → SIP INVITE to SIPp playing
+//! the callee → RTP both ways (the callee speaks a tone, `builtin:echo` sends it back) → the
+//! callee hangs up → the stored call record, read back over HTTP. Plus the API's refusals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dialtone_codec::linear_to_ulaw;
+use dialtone_daemon::{Config, Daemon};
+use dialtone_test_support::{SipTransport, Sipp, SippOptions};
+use serde_json::{Value, json};
+
+const KEY: &str = "test-key-123";
+
+async fn daemon(dir: &std::path::Path) -> Daemon {
+    let base = 30000 + (std::process::id() % 500) as u16 * 40;
+    Daemon::start(Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        sip_addr: "127.0.0.1:0".parse().unwrap(),
+        sip_advertised: None,
+        rtp_ports: (base, base + 39),
+        database_url: format!("sqlite://{}", dir.join("e2e.db").display()),
+        api_key: KEY.into(),
+        default_brain: "builtin:echo".into(),
+    })
+    .await
+    .unwrap()
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+}
+
+/// A 440 Hz tone at -13 dBFS as headerless PCMU, the way SIPp's rtp_stream wants it.
+fn tone_file(dir: &std::path::Path, seconds: u32) -> PathBuf {
+    let samples = 8000 * seconds;
+    let bytes: Vec<u8> = (0..samples)
+        .map(|i| {
+            let s = 10000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin();
+            linear_to_ulaw(s as i16)
+        })
+        .collect();
+    let path = dir.join("tone.ulaw");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+async fn setup_agent(api: &Api, sipp_port: u16) -> (String, String) {
+    let (s, trunk) = api
+        .post(
+            "/v1/trunks",
+            json!({"name": "sipp", "host": "127.0.0.1", "port": sipp_port, "transport": "udp", "password": "hunter2"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{trunk}");
+    assert!(trunk.get("password").is_none(), "password is write-only");
+    let (s, number) = api
+        .post(
+            "/v1/numbers",
+            json!({"e164": "+15559870000", "trunk_id": trunk["id"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{number}");
+    let (s, agent) = api
+        .post(
+            "/v1/agents",
+            json!({
+                "name": "echo", "direction": "outbound", "instructions": "Repeat after the caller.",
+                "brain": "builtin:echo", "number_ids": [number["id"]],
+            }),
+        )
+        .await;
+    assert_eq!(s, 201, "{agent}");
+    (
+        agent["id"].as_str().unwrap().to_owned(),
+        number["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
+    let dir = tempfile_dir();
+    let tone = tone_file(&dir, 3);
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios/callee_speaks_then_hangs_up.xml");
+    let sipp = Sipp::uas(
+        &scenario,
+        SipTransport::Udp,
+        &SippOptions {
+            replacements: vec![
+                ("tone".into(), tone.display().to_string()),
+                ("talk_ms".into(), "2500".into()),
+            ],
+            ..SippOptions::default()
+        },
+    )
+    .unwrap();
+    let d = daemon(&dir).await;
+    let api = Api {
+        base: format!("http://{}", d.http_addr),
+        http: reqwest::Client::new(),
+    };
+    let (agent_id, _) = setup_agent(&api, sipp.port).await;
+
+    let (s, call) = api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000", "context": {"appointment": "tomorrow 10:00"}, "metadata": {"crm_id": "42"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{call}");
+    assert_eq!(call["status"], "queued");
+    assert_eq!(call["instructions"], "Repeat after the caller.");
+    let id = call["id"].as_str().unwrap().to_owned();
+
+    let mut record = Value::Null;
+    for _ in 0..300 {
+        let (s, c) = api.get(&format!("/v1/calls/{id}")).await;
+        assert_eq!(s, 200);
+        let done = ["completed", "busy", "no_answer", "failed", "canceled"]
+            .contains(&c["status"].as_str().unwrap());
+        record = c;
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "completed");
+    assert_eq!(record["end_reason"]["by"], "callee");
+    assert!(
+        record["sip_call_id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert_eq!(record["metadata"], json!({"crm_id": "42"}));
+    assert_eq!(record["context"], json!({"appointment": "tomorrow 10:00"}));
+    assert_eq!(record["from_number"], "+15559870000");
+    for t in [
+        "created_at",
+        "dialed_at",
+        "ringing_at",
+        "answered_at",
+        "ended_at",
+    ] {
+        assert!(record[t].is_string(), "{t} missing: {record:#}");
+    }
+    let talk = record["talk_duration_ms"].as_i64().unwrap();
+    assert!((2000..10000).contains(&talk), "talk {talk} ms");
+    // Audio checked as audio: the callee's tone arrived loud and in most frames, and the
+    // echo brain sent a full stream back.
+    let media = &record["media_stats"];
+    assert!(media["packets_in"].as_u64().unwrap() >= 80, "{media}");
+    assert!(media["voiced_frames_in"].as_u64().unwrap() >= 80, "{media}");
+    let peak = media["peak_level_dbfs"].as_f64().unwrap();
+    assert!((-16.0..-10.0).contains(&peak), "peak {peak} dBFS");
+    assert!(media["packets_out"].as_u64().unwrap() >= 80, "{media}");
+    assert_eq!(media["malformed"], 0);
+    sipp.finish(Duration::from_secs(20)).unwrap();
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_refusals_name_the_field_and_use_the_right_status() {
+    let dir = tempfile_dir();
+    let d = daemon(&dir).await;
+    let api = Api {
+        base: format!("http://{}", d.http_addr),
+        http: reqwest::Client::new(),
+    };
+    let (agent_id, _) = setup_agent(&api, 5060).await;
+    let cases = [
+        (
+            json!({"agent_id": agent_id, "to": "+15551230000", "persona": "x"}),
+            400,
+            Some("persona"),
+        ),
+        (
+            json!({"agent_id": agent_id, "to": "+15551230000", "voicemail_action": "hangup"}),
+            400,
+            Some("voicemail_action"),
+        ),
+        (
+            json!({"agent_id": agent_id, "to": "+15551230000", "contxt": {}}),
+            400,
+            Some("contxt"),
+        ),
+        (
+            json!({"agent_id": agent_id, "to": "5551230000"}),
+            400,
+            Some("to"),
+        ),
+        (
+            json!({"agent_id": "not-a-uuid", "to": "+15551230000"}),
+            400,
+            Some("agent_id"),
+        ),
+        (json!({"to": "+15551230000"}), 400, Some("agent_id")),
+        (
+            json!({"agent_id": agent_id, "to": "+15551230000", "context": [1]}),
+            400,
+            Some("context"),
+        ),
+        (
+            json!({"agent_id": agent_id, "to": "+15551230000", "metadata": "x"}),
+            400,
+            Some("metadata"),
+        ),
+        (
+            json!({"agent_id": agent_id, "to": "+15551230000", "webhook_url": "ftp://x"}),
+            400,
+            Some("webhook_url"),
+        ),
+        (
+            json!({"agent_id": agent_id, "to": "+15551230000", "from_number": "+15550000001"}),
+            400,
+            Some("from_number"),
+        ),
+        (
+            json!({"agent_id": "0190f5a0-0000-7000-8000-000000000000", "to": "+15551230000"}),
+            404,
+            None,
+        ),
+    ];
+    for (body, status, field) in cases {
+        let (s, err) = api.post("/v1/calls", body.clone()).await;
+        assert_eq!(s, status, "{body} -> {err}");
+        assert_eq!(err["error"]["field"].as_str(), field, "{body} -> {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let (_, err) = api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000", "persona": "x"}),
+        )
+        .await;
+    assert!(err["error"]["message"].as_str().unwrap().contains("agent"));
+    let unauthenticated = reqwest::Client::new()
+        .post(format!("{}/v1/calls", api.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+    let (s, _) = api
+        .get("/v1/calls/0190f5a0-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(s, 404);
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "dialtone-e2e-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

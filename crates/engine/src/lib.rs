@@ -1,0 +1,541 @@
+//! # dialtone-engine — one call, end to end
+//!
+//! [`Engine::dispatch`] resolves an agent's caller ID and trunk, writes the call row (status
+//! `queued`) before anything leaves, and starts the call's task: bind an RTP port, offer SDP,
+//! dial through the SIP user agent, follow the call (`dialing` → `ringing` → `in_progress`),
+//! run the media and the agent's brain once answered, and write the outcome (status, end
+//! reason, who ended it, SIP details, media statistics). Each step is committed before the next
+//! is taken; storage refuses steps backwards. Each call runs inside a `tracing` span with its
+//! id and SIP Call-ID.
+//!
+//! Brains available in this build: `builtin:echo` (the caller hears itself, full duplex through
+//! the media pipeline).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dialtone_codec::G711Law;
+use dialtone_media::{MediaConfig, MediaSession, PortPool};
+use dialtone_sdp::{AudioCodec, LocalMedia, SessionDescription, build_offer, negotiate_answer};
+use dialtone_sip_ua::{
+    CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, Transport, Trunk, UaEvent,
+};
+use dialtone_storage::{CallProgress, CallStatus, NewCall, Storage, StorageError, TrunkTransport};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Errors from dispatching or controlling calls.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The agent does not exist.
+    #[error("agent {agent_id} not found")]
+    AgentNotFound {
+        /// The id given.
+        agent_id: Uuid,
+    },
+    /// `from_number` is not one of the agent's numbers.
+    #[error("from_number {number} is not attached to agent {agent_id}")]
+    FromNumberNotAttached {
+        /// The number given.
+        number: String,
+        /// The agent.
+        agent_id: Uuid,
+    },
+    /// The agent has no number to call from.
+    #[error("agent {agent_id} has no primary number to call from")]
+    NoCallerId {
+        /// The agent.
+        agent_id: Uuid,
+    },
+    /// The agent names a brain this build cannot run.
+    #[error("brain {brain:?} is not available (this build runs builtin:echo)")]
+    BrainUnavailable {
+        /// The brain named.
+        brain: String,
+    },
+    /// The call does not exist.
+    #[error("call {call_id} not found")]
+    CallNotFound {
+        /// The id given.
+        call_id: Uuid,
+    },
+    /// The call has already ended.
+    #[error("call {call_id} has already ended")]
+    CallEnded {
+        /// The call.
+        call_id: Uuid,
+    },
+    /// The engine is shutting down.
+    #[error("the engine is not accepting calls")]
+    ShuttingDown,
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(StorageError),
+}
+
+impl From<StorageError> for EngineError {
+    fn from(e: StorageError) -> Self {
+        EngineError::Storage(e)
+    }
+}
+
+/// What a dispatch asks for, already validated for shape by the API layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchRequest {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// Destination, E.164.
+    pub to: String,
+    /// Caller-ID override; must be one of the agent's numbers.
+    pub from_number: Option<String>,
+    /// Replaces the agent's instructions for this call.
+    pub instructions: Option<String>,
+    /// Context object.
+    pub context: Value,
+    /// Per-call webhook URL.
+    pub webhook_url: Option<String>,
+    /// Metadata object.
+    pub metadata: Value,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Address the RTP sockets bind.
+    pub rtp_bind: IpAddr,
+    /// Address written in SDP (the public one behind NAT).
+    pub rtp_advertised: IpAddr,
+    /// First RTP port.
+    pub rtp_first_port: u16,
+    /// Last RTP port.
+    pub rtp_last_port: u16,
+    /// Brain of agents that name none.
+    pub default_brain: String,
+}
+
+/// The engine; share it as `Arc<Engine>`.
+#[derive(Debug)]
+pub struct Engine {
+    storage: Storage,
+    ua: Arc<SipUa>,
+    ports: Arc<PortPool>,
+    config: EngineConfig,
+    live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<()>>>,
+    accepting: std::sync::atomic::AtomicBool,
+}
+
+const SUPPORTED_BRAINS: &[&str] = &["builtin:echo"];
+
+fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
+    let transport = match t.transport {
+        TrunkTransport::Udp => Transport::Udp,
+        TrunkTransport::Tcp => Transport::Tcp,
+    };
+    let mut trunk = Trunk::new(t.name.clone(), t.host.clone(), transport);
+    trunk.port = Some(t.port);
+    trunk.credentials = t.username.clone().map(|username| Credentials {
+        username,
+        password: t.password.clone().unwrap_or_default(),
+        realm: t.realm.clone(),
+    });
+    trunk.from_domain = t.from_domain.clone();
+    trunk.max_concurrent_calls = t.max_concurrent_calls;
+    trunk.max_calls_per_second = t.max_calls_per_second;
+    trunk
+}
+
+fn seconds_setting(config: &Value, key: &str, default: u64) -> Duration {
+    Duration::from_secs(config.get(key).and_then(Value::as_u64).unwrap_or(default))
+}
+
+impl Engine {
+    /// An engine over `storage` placing calls through `ua`.
+    pub fn new(storage: Storage, ua: Arc<SipUa>, config: EngineConfig) -> Arc<Self> {
+        Arc::new(Self {
+            ports: PortPool::new(config.rtp_bind, config.rtp_first_port, config.rtp_last_port),
+            storage,
+            ua,
+            config,
+            live: Mutex::new(HashMap::new()),
+            accepting: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    /// The storage the engine writes to.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Calls whose task is still running.
+    pub fn live_calls(&self) -> usize {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Stops accepting new dispatches.
+    pub fn stop_accepting(&self) {
+        self.accepting
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Accepts a call: writes it (status `queued`) and starts it. Returns the stored record.
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        request: DispatchRequest,
+    ) -> Result<dialtone_storage::Call, EngineError> {
+        if !self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let agent = match self.storage.get_agent(request.agent_id).await {
+            Err(StorageError::NotFound { .. }) => {
+                return Err(EngineError::AgentNotFound {
+                    agent_id: request.agent_id,
+                });
+            }
+            other => other?,
+        };
+        let brain = agent
+            .config
+            .get("brain")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.config.default_brain)
+            .to_owned();
+        if !SUPPORTED_BRAINS.contains(&brain.as_str()) {
+            return Err(EngineError::BrainUnavailable { brain });
+        }
+        let from = match &request.from_number {
+            Some(e164) => {
+                let mut found = None;
+                for id in &agent.number_ids {
+                    let n = self.storage.get_number(*id).await?;
+                    if n.e164 == *e164 {
+                        found = Some(n);
+                    }
+                }
+                found.ok_or_else(|| EngineError::FromNumberNotAttached {
+                    number: e164.clone(),
+                    agent_id: agent.id,
+                })?
+            }
+            None => {
+                let id = agent
+                    .primary_number_id
+                    .or_else(|| agent.number_ids.first().copied())
+                    .ok_or(EngineError::NoCallerId { agent_id: agent.id })?;
+                self.storage.get_number(id).await?
+            }
+        };
+        let trunk = self.storage.get_trunk(from.trunk_id).await?;
+        let instructions = request.instructions.clone().or_else(|| {
+            agent
+                .config
+                .get("instructions")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        let webhook_url = request.webhook_url.clone().or_else(|| {
+            agent
+                .config
+                .get("webhook_url")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        let call = self
+            .storage
+            .insert_call(NewCall {
+                agent_id: agent.id,
+                to: request.to.clone(),
+                from_number: from.e164.clone(),
+                trunk_id: trunk.id,
+                instructions,
+                context: request.context,
+                metadata: request.metadata,
+                webhook_url,
+            })
+            .await?;
+        let (hangup_tx, hangup_rx) = mpsc::unbounded_channel();
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(call.id, hangup_tx);
+        let plan = CallPlan {
+            id: call.id,
+            to: call.to.clone(),
+            from: call.from_number.clone(),
+            trunk: Arc::new(trunk_for_ua(&trunk)),
+            ring_timeout: seconds_setting(&agent.config, "ring_timeout_seconds", 30),
+            max_duration: seconds_setting(&agent.config, "max_duration_seconds", 600),
+        };
+        let engine = self.clone();
+        let span =
+            tracing::info_span!("call", call_id = %call.id, sip_call_id = tracing::field::Empty);
+        tokio::spawn(
+            async move {
+                engine.run(plan, hangup_rx).await;
+                engine
+                    .live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&call.id);
+            }
+            .instrument(span),
+        );
+        Ok(call)
+    }
+
+    /// Asks a live call to hang up (CANCEL before answer, BYE after).
+    pub async fn hangup(&self, call_id: Uuid) -> Result<(), EngineError> {
+        let sender = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&call_id)
+            .cloned();
+        match sender {
+            Some(s) if s.send(()).is_ok() => Ok(()),
+            _ => match self.storage.get_call(call_id).await {
+                Err(StorageError::NotFound { .. }) => Err(EngineError::CallNotFound { call_id }),
+                Ok(_) => Err(EngineError::CallEnded { call_id }),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    async fn advance(&self, id: Uuid, status: CallStatus, progress: CallProgress) {
+        if let Err(error) = self.storage.advance_call(id, status, progress).await {
+            tracing::error!(%error, status = status.as_str(), "could not record call progress");
+        }
+    }
+
+    async fn fail(
+        &self,
+        id: Uuid,
+        status: CallStatus,
+        reason: &str,
+        by: &str,
+        sip_status: Option<u16>,
+    ) {
+        tracing::info!(
+            status = status.as_str(),
+            reason,
+            by,
+            "call ended without an answer"
+        );
+        self.advance(
+            id,
+            status,
+            CallProgress {
+                end_reason: Some(reason.to_owned()),
+                ended_by: Some(by.to_owned()),
+                sip_status,
+                ..CallProgress::default()
+            },
+        )
+        .await;
+    }
+
+    async fn run(&self, plan: CallPlan, mut hangup: mpsc::UnboundedReceiver<()>) {
+        let port = match self.ports.bind() {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::error!(%error, "no RTP port");
+                return self
+                    .fail(
+                        plan.id,
+                        CallStatus::Failed,
+                        "media_unavailable",
+                        "engine",
+                        None,
+                    )
+                    .await;
+            }
+        };
+        let mut local = LocalMedia::new(self.config.rtp_advertised, port.port());
+        local.codecs = vec![AudioCodec::Pcmu, AudioCodec::Pcma];
+        let session_id = u64::from(port.port()) << 32 | u64::from(plan.id.as_u128() as u32);
+        let offer = build_offer(&local, session_id, 1);
+        let mut request = DialRequest::new(plan.trunk.clone(), plan.from.clone(), plan.to.clone());
+        request.sdp_offer = Some(offer.to_string().into_bytes());
+        request.ring_timeout = plan.ring_timeout;
+        request
+            .extra_headers
+            .push(("X-Dialtone-Call-Id".into(), plan.id.to_string()));
+        let mut call = match self.ua.dial(request).await {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(%error, "dial refused");
+                return self
+                    .fail(plan.id, CallStatus::Failed, "dial_refused", "engine", None)
+                    .await;
+            }
+        };
+        let mut port = Some(port);
+        let mut media: Option<MediaSession> = None;
+        let mut brain: Option<tokio::task::JoinHandle<()>> = None;
+        let mut hangup_by_api = false;
+        let max_duration = tokio::time::sleep(Duration::from_secs(86_400));
+        tokio::pin!(max_duration);
+        let mut duration_reason: Option<&'static str> = None;
+        loop {
+            let event = tokio::select! {
+                e = call.next_event() => e,
+                Some(()) = hangup.recv() => {
+                    hangup_by_api = true;
+                    let _ = call.hang_up();
+                    continue;
+                }
+                _ = &mut max_duration, if media.is_some() => {
+                    duration_reason = Some("max_duration");
+                    let _ = call.hang_up();
+                    max_duration.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400));
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
+            match event {
+                UaEvent::Attempt { sip_call_id, .. } => {
+                    tracing::Span::current().record("sip_call_id", sip_call_id.as_str());
+                    self.advance(
+                        plan.id,
+                        CallStatus::Dialing,
+                        CallProgress {
+                            sip_call_id: Some(sip_call_id),
+                            ..CallProgress::default()
+                        },
+                    )
+                    .await;
+                }
+                UaEvent::Call(CallEvent::Ringing { .. } | CallEvent::EarlyMedia { .. }) => {
+                    self.advance(plan.id, CallStatus::Ringing, CallProgress::default())
+                        .await;
+                }
+                UaEvent::Call(CallEvent::Answered { sdp }) => {
+                    let negotiated = sdp
+                        .as_deref()
+                        .and_then(|s| std::str::from_utf8(s).ok())
+                        .and_then(|s| SessionDescription::parse(s).ok())
+                        .ok_or(())
+                        .and_then(|answer| negotiate_answer(&offer, &answer).map_err(|_| ()));
+                    let Ok(session) = negotiated else {
+                        tracing::warn!("answer SDP unusable; hanging up");
+                        duration_reason = Some("incompatible_media");
+                        let _ = call.hang_up();
+                        continue;
+                    };
+                    let law = match session.codec.codec {
+                        AudioCodec::Pcma => G711Law::A,
+                        _ => G711Law::Mu,
+                    };
+                    let Some(bound) = port.take() else { continue };
+                    let mut m = MediaSession::start(
+                        bound,
+                        MediaConfig {
+                            remote: session.remote_rtp,
+                            law,
+                            send_payload_type: session.codec.send_payload_type,
+                            receive_payload_type: session.codec.receive_payload_type,
+                            telephone_event: session.telephone_event,
+                        },
+                        plan.id.as_u128() as u32,
+                        (plan.id.as_u128() >> 32) as u16,
+                    );
+                    brain = start_echo(&mut m);
+                    media = Some(m);
+                    max_duration
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + plan.max_duration);
+                    self.advance(plan.id, CallStatus::InProgress, CallProgress::default())
+                        .await;
+                    tracing::info!(codec = %session.codec.name, "answered");
+                }
+                UaEvent::Call(CallEvent::Failed { status, reason }) => {
+                    let (state, by) = match reason {
+                        _ if hangup_by_api => (CallStatus::Canceled, "api"),
+                        EndReason::Busy => (CallStatus::Busy, "callee"),
+                        EndReason::NoAnswer => (CallStatus::NoAnswer, "engine"),
+                        EndReason::Rejected | EndReason::Unavailable => {
+                            (CallStatus::Failed, "callee")
+                        }
+                        _ => (CallStatus::Failed, "trunk"),
+                    };
+                    let code = if hangup_by_api {
+                        "canceled"
+                    } else {
+                        reason.as_str()
+                    };
+                    self.fail(plan.id, state, duration_reason.unwrap_or(code), by, status)
+                        .await;
+                }
+                UaEvent::Call(CallEvent::Ended { by, reason }) => {
+                    if let Some(b) = brain.take() {
+                        b.abort();
+                    }
+                    let stats = match media.take() {
+                        Some(m) => Some(m.stop().await),
+                        None => None,
+                    };
+                    let ended_by = match (by, hangup_by_api, duration_reason) {
+                        (Party::Remote, ..) => "callee",
+                        (Party::Local, true, _) => "api",
+                        (Party::Local, false, _) => "agent",
+                    };
+                    let media_json = stats.map(|s| {
+                        json!({
+                            "packets_in": s.packets_in,
+                            "packets_out": s.packets_out,
+                            "lost": s.lost,
+                            "jitter_ms": s.jitter_ms,
+                            "malformed": s.malformed,
+                            "foreign": s.foreign,
+                            "voiced_frames_in": s.voiced_frames_in,
+                            "peak_level_dbfs": s.peak_level_dbfs,
+                            "inbound_overflow": s.inbound_overflow,
+                            "outbound_underflow": s.outbound_underflow,
+                        })
+                    });
+                    tracing::info!(ended_by, "call ended");
+                    self.advance(
+                        plan.id,
+                        CallStatus::Completed,
+                        CallProgress {
+                            end_reason: Some(duration_reason.unwrap_or(reason.as_str()).to_owned()),
+                            ended_by: Some(ended_by.to_owned()),
+                            media: media_json,
+                            ..CallProgress::default()
+                        },
+                    )
+                    .await;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The resolved plan of one call.
+#[derive(Debug, Clone)]
+struct CallPlan {
+    id: Uuid,
+    to: String,
+    from: String,
+    trunk: Arc<Trunk>,
+    ring_timeout: Duration,
+    max_duration: Duration,
+}
+
+/// `builtin:echo`: every inbound frame goes straight back out.
+fn start_echo(media: &mut MediaSession) -> Option<tokio::task::JoinHandle<()>> {
+    let mut inbound = media.take_inbound()?;
+    let outbound = media.outbound.clone();
+    Some(tokio::spawn(async move {
+        while let Some(frame) = inbound.recv().await {
+            if outbound.send(frame).await.is_err() {
+                break;
+            }
+        }
+    }))
+}

@@ -1,0 +1,881 @@
+//! # dialtone-storage — Dialtone's durable state
+//!
+//! Trunks, numbers, agents and calls in SQLite, the embedded default (a file in the data
+//! directory, or memory for tests). Every call is written before its INVITE leaves, and every
+//! status change is written before it is announced; status only moves forward, which
+//! [`Storage::advance_call`] enforces in the `UPDATE` itself.
+//!
+//! Times are Unix epoch milliseconds. Free-form JSON (agent configuration, call context,
+//! metadata, transcript, result, media statistics) is stored as text.
+
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, sqlite::SqliteJournalMode};
+use uuid::Uuid;
+
+/// Errors from storage.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the schema failed.
+    #[error("schema migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No row with this id.
+    #[error("{entity} {id} not found")]
+    NotFound {
+        /// `trunk`, `number`, `agent`, `call`.
+        entity: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// A unique value already taken.
+    #[error("{entity} with this {field} already exists")]
+    Conflict {
+        /// The entity.
+        entity: &'static str,
+        /// The unique field.
+        field: &'static str,
+    },
+    /// A stored value could not be read back.
+    #[error("stored {column} is unreadable: {detail}")]
+    Corrupt {
+        /// The column.
+        column: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// SIP transport of a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+impl TrunkTransport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// A SIP trunk. The password is never serialised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Trunk {
+    /// Id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Host name or IP.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Transport.
+    pub transport: TrunkTransport,
+    /// Digest username.
+    pub username: Option<String>,
+    /// Digest password (write-only on the API).
+    #[serde(skip_serializing)]
+    pub password: Option<String>,
+    /// Digest realm.
+    pub realm: Option<String>,
+    /// Domain for the From URI.
+    pub from_domain: Option<String>,
+    /// Concurrency cap.
+    pub max_concurrent_calls: Option<u32>,
+    /// Calls-per-second cap.
+    pub max_calls_per_second: Option<u32>,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change.
+    pub updated_at: i64,
+}
+
+/// Fields of a new trunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTrunk {
+    /// Unique name.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Transport.
+    pub transport: TrunkTransport,
+    /// Digest username.
+    pub username: Option<String>,
+    /// Digest password.
+    pub password: Option<String>,
+    /// Digest realm.
+    pub realm: Option<String>,
+    /// From domain.
+    pub from_domain: Option<String>,
+    /// Concurrency cap.
+    pub max_concurrent_calls: Option<u32>,
+    /// Rate cap.
+    pub max_calls_per_second: Option<u32>,
+}
+
+/// A phone number on a trunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Number {
+    /// Id.
+    pub id: Uuid,
+    /// E.164.
+    pub e164: String,
+    /// The trunk that carries it.
+    pub trunk_id: Uuid,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+/// An agent: its configuration object plus attached numbers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Agent {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Everything else the API accepted (persona, voice, instructions, returns, tools, ...).
+    pub config: Value,
+    /// Attached numbers.
+    pub number_ids: Vec<Uuid>,
+    /// The caller ID used by default.
+    pub primary_number_id: Option<Uuid>,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change.
+    pub updated_at: i64,
+}
+
+/// Fields of a new agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAgent {
+    /// Name.
+    pub name: String,
+    /// Configuration object.
+    pub config: Value,
+    /// Attached numbers.
+    pub number_ids: Vec<Uuid>,
+    /// Default caller ID.
+    pub primary_number_id: Option<Uuid>,
+}
+
+/// Where a call is in its life. Only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    /// Accepted, not yet dialled.
+    Queued,
+    /// INVITE sent.
+    Dialing,
+    /// The callee is ringing (or early media).
+    Ringing,
+    /// Answered; the conversation runs.
+    InProgress,
+    /// Answered and ended.
+    Completed,
+    /// The callee was busy.
+    Busy,
+    /// Nobody answered in time.
+    NoAnswer,
+    /// Ended without an answer for another reason (rejected, error).
+    Failed,
+    /// Cancelled before it was answered.
+    Canceled,
+}
+
+impl CallStatus {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Dialing => "dialing",
+            Self::Ringing => "ringing",
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+            Self::Busy => "busy",
+            Self::NoAnswer => "no_answer",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    /// Whether the call has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Busy | Self::NoAnswer | Self::Failed | Self::Canceled
+        )
+    }
+}
+
+impl FromStr for CallStatus {
+    type Err = StorageError;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "queued" => Self::Queued,
+            "dialing" => Self::Dialing,
+            "ringing" => Self::Ringing,
+            "in_progress" => Self::InProgress,
+            "completed" => Self::Completed,
+            "busy" => Self::Busy,
+            "no_answer" => Self::NoAnswer,
+            "failed" => Self::Failed,
+            "canceled" => Self::Canceled,
+            other => {
+                return Err(StorageError::Corrupt {
+                    column: "calls.status",
+                    detail: format!("unknown status {other:?}"),
+                });
+            }
+        })
+    }
+}
+
+/// A call record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Call {
+    /// Id.
+    pub id: Uuid,
+    /// The agent that runs it.
+    pub agent_id: Uuid,
+    /// Destination, E.164.
+    pub to: String,
+    /// Caller ID, E.164.
+    pub from_number: String,
+    /// Trunk used.
+    pub trunk_id: Uuid,
+    /// Effective instructions (the call's, else the agent's).
+    pub instructions: Option<String>,
+    /// Context object.
+    pub context: Value,
+    /// Metadata object.
+    pub metadata: Value,
+    /// Effective webhook URL.
+    pub webhook_url: Option<String>,
+    /// Status.
+    pub status: CallStatus,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+    /// Who ended it (`local`, `remote`, `api`).
+    pub ended_by: Option<String>,
+    /// SIP Call-ID of the (last) attempt.
+    pub sip_call_id: Option<String>,
+    /// Final SIP status, when one arrived.
+    pub sip_status: Option<u16>,
+    /// Transcript lines.
+    pub transcript: Value,
+    /// Structured result.
+    pub result: Option<Value>,
+    /// Media statistics.
+    pub media: Option<Value>,
+    /// Accepted at.
+    pub created_at: i64,
+    /// INVITE sent at.
+    pub dialed_at: Option<i64>,
+    /// Ringing since.
+    pub ringing_at: Option<i64>,
+    /// Answered at.
+    pub answered_at: Option<i64>,
+    /// Ended at.
+    pub ended_at: Option<i64>,
+    /// Last change.
+    pub updated_at: i64,
+}
+
+/// Fields of a new call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCall {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// Destination.
+    pub to: String,
+    /// Caller ID.
+    pub from_number: String,
+    /// Trunk.
+    pub trunk_id: Uuid,
+    /// Effective instructions.
+    pub instructions: Option<String>,
+    /// Context.
+    pub context: Value,
+    /// Metadata.
+    pub metadata: Value,
+    /// Effective webhook URL.
+    pub webhook_url: Option<String>,
+}
+
+/// What changes with a status step; `None` leaves a column as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallProgress {
+    /// SIP Call-ID.
+    pub sip_call_id: Option<String>,
+    /// Final SIP status.
+    pub sip_status: Option<u16>,
+    /// End reason.
+    pub end_reason: Option<String>,
+    /// Who ended it.
+    pub ended_by: Option<String>,
+    /// Media statistics.
+    pub media: Option<Value>,
+    /// Transcript.
+    pub transcript: Option<Value>,
+}
+
+/// The storage handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pool: SqlitePool,
+}
+
+fn uuid_of(row: &SqliteRow, column: &'static str) -> Result<Uuid> {
+    let text: String = row.try_get(column)?;
+    Uuid::parse_str(&text).map_err(|e| StorageError::Corrupt {
+        column,
+        detail: e.to_string(),
+    })
+}
+
+fn opt_uuid_of(row: &SqliteRow, column: &'static str) -> Result<Option<Uuid>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| {
+        Uuid::parse_str(&t).map_err(|e| StorageError::Corrupt {
+            column,
+            detail: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+fn json_of(row: &SqliteRow, column: &'static str) -> Result<Value> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| StorageError::Corrupt {
+        column,
+        detail: e.to_string(),
+    })
+}
+
+fn opt_json_of(row: &SqliteRow, column: &'static str) -> Result<Option<Value>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StorageError::Corrupt {
+            column,
+            detail: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+fn opt_u32(row: &SqliteRow, column: &'static str) -> Result<Option<u32>> {
+    let v: Option<i64> = row.try_get(column)?;
+    Ok(v.and_then(|v| u32::try_from(v).ok()))
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or
+    /// `sqlite::memory:`) and applies the schema.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        // In-memory databases live per connection: keep exactly one.
+        let max = if url.contains(":memory:") { 1 } else { 8 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Creates a trunk.
+    pub async fn create_trunk(&self, t: NewTrunk) -> Result<Trunk> {
+        let now = now_ms();
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO trunks (id, name, host, port, transport, username, password, realm, \
+             from_domain, max_concurrent_calls, max_calls_per_second, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(&t.name)
+        .bind(&t.host)
+        .bind(i64::from(t.port))
+        .bind(t.transport.as_str())
+        .bind(&t.username)
+        .bind(&t.password)
+        .bind(&t.realm)
+        .bind(&t.from_domain)
+        .bind(t.max_concurrent_calls.map(i64::from))
+        .bind(t.max_calls_per_second.map(i64::from))
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StorageError::Conflict {
+                    entity: "trunk",
+                    field: "name",
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        self.get_trunk(id).await
+    }
+
+    fn trunk_from(row: &SqliteRow) -> Result<Trunk> {
+        let transport: String = row.try_get("transport")?;
+        let port: i64 = row.try_get("port")?;
+        Ok(Trunk {
+            id: uuid_of(row, "id")?,
+            name: row.try_get("name")?,
+            host: row.try_get("host")?,
+            port: u16::try_from(port).map_err(|e| StorageError::Corrupt {
+                column: "trunks.port",
+                detail: e.to_string(),
+            })?,
+            transport: match transport.as_str() {
+                "tcp" => TrunkTransport::Tcp,
+                _ => TrunkTransport::Udp,
+            },
+            username: row.try_get("username")?,
+            password: row.try_get("password")?,
+            realm: row.try_get("realm")?,
+            from_domain: row.try_get("from_domain")?,
+            max_concurrent_calls: opt_u32(row, "max_concurrent_calls")?,
+            max_calls_per_second: opt_u32(row, "max_calls_per_second")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+
+    /// One trunk.
+    pub async fn get_trunk(&self, id: Uuid) -> Result<Trunk> {
+        let row = sqlx::query("SELECT * FROM trunks WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StorageError::NotFound {
+                entity: "trunk",
+                id: id.to_string(),
+            })?;
+        Self::trunk_from(&row)
+    }
+
+    /// Every trunk, oldest first.
+    pub async fn list_trunks(&self) -> Result<Vec<Trunk>> {
+        let rows = sqlx::query("SELECT * FROM trunks ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::trunk_from).collect()
+    }
+
+    /// Creates a number on a trunk.
+    pub async fn create_number(&self, e164: &str, trunk_id: Uuid) -> Result<Number> {
+        self.get_trunk(trunk_id).await?;
+        let n = Number {
+            id: Uuid::now_v7(),
+            e164: e164.to_owned(),
+            trunk_id,
+            created_at: now_ms(),
+        };
+        sqlx::query("INSERT INTO numbers (id, e164, trunk_id, created_at) VALUES (?, ?, ?, ?)")
+            .bind(n.id.to_string())
+            .bind(&n.e164)
+            .bind(trunk_id.to_string())
+            .bind(n.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if unique_violation(&e) {
+                    StorageError::Conflict {
+                        entity: "number",
+                        field: "e164",
+                    }
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(n)
+    }
+
+    /// One number.
+    pub async fn get_number(&self, id: Uuid) -> Result<Number> {
+        let row = sqlx::query("SELECT * FROM numbers WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StorageError::NotFound {
+                entity: "number",
+                id: id.to_string(),
+            })?;
+        Ok(Number {
+            id: uuid_of(&row, "id")?,
+            e164: row.try_get("e164")?,
+            trunk_id: uuid_of(&row, "trunk_id")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    /// Creates an agent with its numbers.
+    pub async fn create_agent(&self, a: NewAgent) -> Result<Agent> {
+        for n in a.number_ids.iter().chain(a.primary_number_id.iter()) {
+            self.get_number(*n).await?;
+        }
+        let now = now_ms();
+        let id = Uuid::now_v7();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO agents (id, name, config, primary_number_id, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(&a.name)
+        .bind(a.config.to_string())
+        .bind(a.primary_number_id.map(|n| n.to_string()))
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for n in &a.number_ids {
+            sqlx::query("INSERT OR IGNORE INTO agent_numbers (agent_id, number_id) VALUES (?, ?)")
+                .bind(id.to_string())
+                .bind(n.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.get_agent(id).await
+    }
+
+    /// One agent.
+    pub async fn get_agent(&self, id: Uuid) -> Result<Agent> {
+        let row = sqlx::query("SELECT * FROM agents WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StorageError::NotFound {
+                entity: "agent",
+                id: id.to_string(),
+            })?;
+        let numbers = sqlx::query(
+            "SELECT number_id FROM agent_numbers WHERE agent_id = ? ORDER BY number_id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Agent {
+            id: uuid_of(&row, "id")?,
+            name: row.try_get("name")?,
+            config: json_of(&row, "config")?,
+            number_ids: numbers
+                .iter()
+                .map(|r| uuid_of(r, "number_id"))
+                .collect::<Result<_>>()?,
+            primary_number_id: opt_uuid_of(&row, "primary_number_id")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+
+    /// Writes a new call in status `queued`.
+    pub async fn insert_call(&self, c: NewCall) -> Result<Call> {
+        let id = Uuid::now_v7();
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO calls (id, agent_id, to_number, from_number, trunk_id, instructions, \
+             context, metadata, webhook_url, status, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(c.agent_id.to_string())
+        .bind(&c.to)
+        .bind(&c.from_number)
+        .bind(c.trunk_id.to_string())
+        .bind(&c.instructions)
+        .bind(c.context.to_string())
+        .bind(c.metadata.to_string())
+        .bind(&c.webhook_url)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.get_call(id).await
+    }
+
+    /// One call.
+    pub async fn get_call(&self, id: Uuid) -> Result<Call> {
+        let row = sqlx::query("SELECT * FROM calls WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StorageError::NotFound {
+                entity: "call",
+                id: id.to_string(),
+            })?;
+        let status: String = row.try_get("status")?;
+        let sip_status: Option<i64> = row.try_get("sip_status")?;
+        Ok(Call {
+            id: uuid_of(&row, "id")?,
+            agent_id: uuid_of(&row, "agent_id")?,
+            to: row.try_get("to_number")?,
+            from_number: row.try_get("from_number")?,
+            trunk_id: uuid_of(&row, "trunk_id")?,
+            instructions: row.try_get("instructions")?,
+            context: json_of(&row, "context")?,
+            metadata: json_of(&row, "metadata")?,
+            webhook_url: row.try_get("webhook_url")?,
+            status: status.parse()?,
+            end_reason: row.try_get("end_reason")?,
+            ended_by: row.try_get("ended_by")?,
+            sip_call_id: row.try_get("sip_call_id")?,
+            sip_status: sip_status.and_then(|s| u16::try_from(s).ok()),
+            transcript: json_of(&row, "transcript")?,
+            result: opt_json_of(&row, "result")?,
+            media: opt_json_of(&row, "media")?,
+            created_at: row.try_get("created_at")?,
+            dialed_at: row.try_get("dialed_at")?,
+            ringing_at: row.try_get("ringing_at")?,
+            answered_at: row.try_get("answered_at")?,
+            ended_at: row.try_get("ended_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+
+    /// Moves a call to `status` with `progress`, only if that is a step forward. Returns
+    /// whether the row changed (a late or repeated step leaves it alone).
+    pub async fn advance_call(
+        &self,
+        id: Uuid,
+        status: CallStatus,
+        progress: CallProgress,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let rank = |s: CallStatus| match s {
+            CallStatus::Queued => 0,
+            CallStatus::Dialing => 1,
+            CallStatus::Ringing => 2,
+            CallStatus::InProgress => 3,
+            CallStatus::Completed
+            | CallStatus::Busy
+            | CallStatus::NoAnswer
+            | CallStatus::Failed
+            | CallStatus::Canceled => 4,
+        };
+        let q = sqlx::query(
+            "UPDATE calls SET status = ?1, updated_at = ?2, \
+             dialed_at = CASE WHEN ?3 = 1 THEN COALESCE(dialed_at, ?2) ELSE dialed_at END, \
+             ringing_at = CASE WHEN ?3 = 2 THEN COALESCE(ringing_at, ?2) ELSE ringing_at END, \
+             answered_at = CASE WHEN ?3 = 3 THEN COALESCE(answered_at, ?2) ELSE answered_at END, \
+             ended_at = CASE WHEN ?3 = 4 THEN COALESCE(ended_at, ?2) ELSE ended_at END, \
+             sip_call_id = COALESCE(?4, sip_call_id), sip_status = COALESCE(?5, sip_status), \
+             end_reason = COALESCE(?6, end_reason), ended_by = COALESCE(?7, ended_by), \
+             media = COALESCE(?8, media), transcript = COALESCE(?9, transcript) \
+             WHERE id = ?10 AND (CASE status WHEN 'queued' THEN 0 WHEN 'dialing' THEN 1 \
+             WHEN 'ringing' THEN 2 WHEN 'in_progress' THEN 3 ELSE 4 END) < ?3",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(rank(status))
+        .bind(progress.sip_call_id)
+        .bind(progress.sip_status.map(i64::from))
+        .bind(progress.end_reason)
+        .bind(progress.ended_by)
+        .bind(progress.media.map(|m| m.to_string()))
+        .bind(progress.transcript.map(|t| t.to_string()))
+        .bind(id.to_string());
+        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn storage() -> Storage {
+        Storage::open("sqlite::memory:").await.unwrap()
+    }
+
+    fn trunk(name: &str) -> NewTrunk {
+        NewTrunk {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port: 5060,
+            transport: TrunkTransport::Udp,
+            username: Some("u".into()),
+            password: Some("secret".into()),
+            realm: None,
+            from_domain: None,
+            max_concurrent_calls: Some(10),
+            max_calls_per_second: None,
+        }
+    }
+
+    async fn call(s: &Storage) -> Call {
+        let t = s.create_trunk(trunk("t")).await.unwrap();
+        let n = s.create_number("+15550001111", t.id).await.unwrap();
+        let a = s
+            .create_agent(NewAgent {
+                name: "a".into(),
+                config: serde_json::json!({"instructions": "hi"}),
+                number_ids: vec![n.id],
+                primary_number_id: Some(n.id),
+            })
+            .await
+            .unwrap();
+        s.insert_call(NewCall {
+            agent_id: a.id,
+            to: "+15551230000".into(),
+            from_number: n.e164.clone(),
+            trunk_id: t.id,
+            instructions: Some("hi".into()),
+            context: serde_json::json!({"k": 1}),
+            metadata: serde_json::json!({}),
+            webhook_url: None,
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn trunks_numbers_agents_round_trip() {
+        let s = storage().await;
+        let t = s.create_trunk(trunk("main")).await.unwrap();
+        assert_eq!(s.get_trunk(t.id).await.unwrap(), t);
+        assert!(!serde_json::to_string(&t).unwrap().contains("secret"));
+        assert!(matches!(
+            s.create_trunk(trunk("main")).await,
+            Err(StorageError::Conflict {
+                entity: "trunk",
+                field: "name"
+            })
+        ));
+        let n = s.create_number("+15550001111", t.id).await.unwrap();
+        assert!(matches!(
+            s.create_number("+15550001111", t.id).await,
+            Err(StorageError::Conflict { .. })
+        ));
+        assert!(matches!(
+            s.create_number("+15550002222", Uuid::now_v7()).await,
+            Err(StorageError::NotFound {
+                entity: "trunk",
+                ..
+            })
+        ));
+        let a = s
+            .create_agent(NewAgent {
+                name: "agent".into(),
+                config: serde_json::json!({"voice": "x"}),
+                number_ids: vec![n.id],
+                primary_number_id: Some(n.id),
+            })
+            .await
+            .unwrap();
+        assert_eq!(a.number_ids, vec![n.id]);
+        assert_eq!(s.get_agent(a.id).await.unwrap(), a);
+    }
+
+    #[tokio::test]
+    async fn call_status_only_moves_forward() {
+        let s = storage().await;
+        let c = call(&s).await;
+        assert_eq!(c.status, CallStatus::Queued);
+        assert!(
+            s.advance_call(
+                c.id,
+                CallStatus::Dialing,
+                CallProgress {
+                    sip_call_id: Some("abc".into()),
+                    ..CallProgress::default()
+                }
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            s.advance_call(c.id, CallStatus::InProgress, CallProgress::default())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.advance_call(c.id, CallStatus::Ringing, CallProgress::default())
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.advance_call(
+                c.id,
+                CallStatus::Completed,
+                CallProgress {
+                    end_reason: Some("completed".into()),
+                    ended_by: Some("remote".into()),
+                    ..CallProgress::default()
+                }
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            !s.advance_call(c.id, CallStatus::Failed, CallProgress::default())
+                .await
+                .unwrap()
+        );
+        let c = s.get_call(c.id).await.unwrap();
+        assert_eq!(c.status, CallStatus::Completed);
+        assert_eq!(c.sip_call_id.as_deref(), Some("abc"));
+        assert_eq!(c.end_reason.as_deref(), Some("completed"));
+        assert!(c.dialed_at.is_some() && c.answered_at.is_some() && c.ended_at.is_some());
+        assert_eq!(c.ringing_at, None);
+        assert_eq!(c.context, serde_json::json!({"k": 1}));
+    }
+
+    #[tokio::test]
+    async fn file_database_survives_reopen() {
+        let dir = std::env::temp_dir().join(format!("dialtone-storage-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("d.db").display());
+        let id = {
+            let s = Storage::open(&url).await.unwrap();
+            call(&s).await.id
+        };
+        let s = Storage::open(&url).await.unwrap();
+        assert_eq!(s.get_call(id).await.unwrap().status, CallStatus::Queued);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
