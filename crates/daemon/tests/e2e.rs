@@ -7,9 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dialtone_codec::linear_to_ulaw;
 use dialtone_daemon::{Config, Daemon};
-use dialtone_test_support::{SipTransport, Sipp, SippOptions};
+use dialtone_test_support::{SipTransport, Sipp, SippOptions, write_ulaw_tone};
 use serde_json::{Value, json};
 
 const KEY: &str = "test-key-123";
@@ -57,20 +56,6 @@ impl Api {
     }
 }
 
-/// A 440 Hz tone at -13 dBFS as headerless PCMU, the way SIPp's rtp_stream wants it.
-fn tone_file(dir: &std::path::Path, seconds: u32) -> PathBuf {
-    let samples = 8000 * seconds;
-    let bytes: Vec<u8> = (0..samples)
-        .map(|i| {
-            let s = 10000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin();
-            linear_to_ulaw(s as i16)
-        })
-        .collect();
-    let path = dir.join("tone.ulaw");
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
 async fn setup_agent(api: &Api, sipp_port: u16) -> (String, String) {
     let (s, trunk) = api
         .post(
@@ -105,8 +90,10 @@ async fn setup_agent(api: &Api, sipp_port: u16) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
-    let dir = tempfile_dir();
-    let tone = tone_file(&dir, 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    // 440 Hz at amplitude 10000: -13.3 dBFS RMS.
+    let tone = write_ulaw_tone(&dir.join("tone.ulaw"), 440.0, 10000.0, 3).unwrap();
     let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/scenarios/callee_speaks_then_hangs_up.xml");
     let sipp = Sipp::uas(
@@ -188,7 +175,8 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatch_refusals_name_the_field_and_use_the_right_status() {
-    let dir = tempfile_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     let d = daemon(&dir).await;
     let api = Api {
         base: format!("http://{}", d.http_addr),
@@ -277,17 +265,4 @@ async fn dispatch_refusals_name_the_field_and_use_the_right_status() {
         .await;
     assert_eq!(s, 404);
     d.shutdown(Duration::from_secs(1)).await;
-}
-
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "dialtone-e2e-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -65,6 +65,24 @@ pub enum SipTransport {
     Tcp,
 }
 
+/// Writes `seconds` of a sine tone at `hz` and `amplitude` as headerless PCMU (µ-law), the
+/// format SIPp's `rtp_stream` plays, and returns its path.
+pub fn write_ulaw_tone(
+    path: &Path,
+    hz: f64,
+    amplitude: f64,
+    seconds: u32,
+) -> Result<PathBuf, PeerError> {
+    let bytes: Vec<u8> = (0..8000 * seconds)
+        .map(|i| {
+            let s = amplitude * (2.0 * std::f64::consts::PI * hz * f64::from(i) / 8000.0).sin();
+            dialtone_codec::linear_to_ulaw(s as i16)
+        })
+        .collect();
+    std::fs::write(path, bytes).map_err(io(format!("writing {}", path.display())))?;
+    Ok(path.to_path_buf())
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1 right now.
 pub fn free_port() -> Result<u16, PeerError> {
     loop {

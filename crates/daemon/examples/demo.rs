@@ -1,0 +1,146 @@
+//! Dialtone's main job on one machine: a daemon on the embedded SQLite storage, SIPp as the
+//! callee's trunk (it answers, speaks a tone for a few seconds and hangs up), a trunk, a number
+//! and an agent created over the HTTP API, one call dispatched with `POST /v1/calls` and
+//! followed live, and the final call record printed.
+//!
+//! `cargo run --release -p dialtone-daemon --example demo` (after `scripts/setup.sh`).
+
+// Indexing a serde_json::Value by key yields Null when absent; it cannot panic.
+#![allow(clippy::indexing_slicing)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use dialtone_daemon::{Config, Daemon};
+use dialtone_test_support::{SipTransport, Sipp, SippOptions, write_ulaw_tone};
+use serde_json::{Value, json};
+
+const KEY: &str = "demo-key";
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
+    let resp = http.post(&url).bearer_auth(KEY).json(&body).send().await?;
+    let status = resp.status();
+    let value: Value = resp.json().await?;
+    if !status.is_success() {
+        bail!("POST {url} → {status}: {value}");
+    }
+    Ok(value)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let work = tmp.path();
+    let tone = write_ulaw_tone(&work.join("callee.ulaw"), 440.0, 10000.0, 4)?;
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios/callee_speaks_then_hangs_up.xml");
+    let callee = Sipp::uas(
+        &scenario,
+        SipTransport::Udp,
+        &SippOptions {
+            replacements: vec![
+                ("tone".into(), tone.display().to_string()),
+                ("talk_ms".into(), "3000".into()),
+            ],
+            ..SippOptions::default()
+        },
+    )
+    .context("starting SIPp (run scripts/setup.sh first)")?;
+    println!(
+        "callee: SIPp on udp 127.0.0.1:{} (answers, speaks a 440 Hz tone, hangs up)",
+        callee.port
+    );
+
+    let daemon = Daemon::start(Config {
+        http_addr: "127.0.0.1:0".parse()?,
+        sip_addr: "127.0.0.1:0".parse()?,
+        sip_advertised: None,
+        rtp_ports: (20000, 20999),
+        database_url: format!("sqlite://{}", work.join("dialtone.db").display()),
+        api_key: KEY.into(),
+        default_brain: "builtin:echo".into(),
+    })
+    .await?;
+    let base = format!("http://{}", daemon.http_addr);
+    println!(
+        "dialtoned: HTTP {base}, SIP udp+tcp {}, SQLite in {}",
+        daemon.sip_addr,
+        work.display()
+    );
+
+    let http = reqwest::Client::new();
+    let trunk = post(
+        &http,
+        format!("{base}/v1/trunks"),
+        json!({
+            "name": "local-sipp", "host": "127.0.0.1", "port": callee.port, "transport": "udp"
+        }),
+    )
+    .await?;
+    let number = post(
+        &http,
+        format!("{base}/v1/numbers"),
+        json!({
+            "e164": "+15559870000", "trunk_id": trunk["id"]
+        }),
+    )
+    .await?;
+    let agent = post(
+        &http,
+        format!("{base}/v1/agents"),
+        json!({
+            "name": "appointment-echo", "direction": "outbound",
+            "instructions": "Confirm tomorrow's appointment.", "brain": "builtin:echo",
+            "number_ids": [number["id"]],
+        }),
+    )
+    .await?;
+    let call = post(
+        &http,
+        format!("{base}/v1/calls"),
+        json!({
+            "agent_id": agent["id"], "to": "+15551230000",
+            "context": {"appointment": "tomorrow 10:00"}, "metadata": {"crm_id": "demo-1"},
+        }),
+    )
+    .await?;
+    let id = call["id"].as_str().context("call id")?.to_owned();
+    println!("POST /v1/calls → 201, call {id}");
+
+    let mut last = String::new();
+    let mut record = Value::Null;
+    for _ in 0..600 {
+        record = http
+            .get(format!("{base}/v1/calls/{id}"))
+            .bearer_auth(KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let status = record["status"].as_str().unwrap_or("?").to_owned();
+        if status != last {
+            println!("  status: {status}");
+            last = status.clone();
+        }
+        if ["completed", "busy", "no_answer", "failed", "canceled"].contains(&status.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "\nfinal call record:\n{}",
+        serde_json::to_string_pretty(&record)?
+    );
+    callee.finish(Duration::from_secs(20))?;
+    daemon.shutdown(Duration::from_secs(2)).await;
+    if record["status"] != "completed" {
+        bail!("the demo call did not complete");
+    }
+    println!(
+        "\nTo call through your own SIP trunk: run `dialtoned` (see README), create a trunk with \
+         your provider's host and credentials (POST /v1/trunks), attach your number \
+         (POST /v1/numbers) to an agent (POST /v1/agents), then POST /v1/calls."
+    );
+    Ok(())
+}
