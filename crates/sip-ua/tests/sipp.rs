@@ -13,7 +13,7 @@ use dialtone_sip_ua::{
     CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, TimerConfig, Transport, Trunk,
     UaConfig, UaEvent,
 };
-use dialtone_test_support::{SipTransport, Sipp, SippOptions};
+use dialtone_test_support::{Kamailio, SipTransport, Sipp, SippOptions};
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -361,4 +361,79 @@ async fn soak_sequential_and_concurrent_calls_leave_nothing_behind() {
         assert!(Instant::now() < deadline, "calls left behind: {stats:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Kamailio as the trunk's proxy, demanding digest auth, in front of a SIPp callee: the auth
+/// path meets an independent implementation, over UDP and over TCP.
+#[tokio::test]
+async fn kamailio_auth_proxy_accepts_our_digest_over_udp_and_tcp() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let callee = sipp("answer_then_we_hang_up.xml", Transport::Udp, 1, &[]);
+        let proxy = Kamailio::start(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/auth-proxy.cfg"),
+            &[
+                ("callee_port", callee.port.to_string()),
+                ("callee_transport", "udp".into()),
+                ("password", "k4m-s3cret".into()),
+            ],
+        )
+        .unwrap();
+        let ua = start_ua(Duration::from_millis(500)).await;
+        let mut trunk = Trunk::new("kamailio", "127.0.0.1", transport);
+        trunk.port = Some(proxy.port);
+        trunk.credentials = Some(Credentials {
+            username: "trunkuser".into(),
+            password: "k4m-s3cret".into(),
+            realm: Some("dialtone.test".into()),
+        });
+        let events = run_call(&ua, request(trunk), true).await;
+        assert_eq!(
+            calls(&events).last(),
+            Some(&CallEvent::Ended {
+                by: Party::Local,
+                reason: EndReason::Completed
+            }),
+            "{transport:?}: {events:?}\n{}",
+            proxy.log()
+        );
+        assert!(
+            proxy.log().contains("authenticated INVITE for trunkuser"),
+            "{}",
+            proxy.log()
+        );
+        assert_eq!(ua.stats().await.unwrap().endpoint.auth_retries, 1);
+        assert_success(callee);
+    }
+}
+
+#[tokio::test]
+async fn kamailio_refuses_a_wrong_password_and_the_call_ends_as_auth_failed() {
+    let callee = sipp("answer_then_we_hang_up.xml", Transport::Udp, 1, &[]);
+    let proxy = Kamailio::start(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/auth-proxy.cfg"),
+        &[
+            ("callee_port", callee.port.to_string()),
+            ("callee_transport", "udp".into()),
+            ("password", "k4m-s3cret".into()),
+        ],
+    )
+    .unwrap();
+    let ua = start_ua(Duration::from_millis(500)).await;
+    let mut trunk = Trunk::new("kamailio", "127.0.0.1", Transport::Udp);
+    trunk.port = Some(proxy.port);
+    trunk.credentials = Some(Credentials {
+        username: "trunkuser".into(),
+        password: "not-it".into(),
+        realm: None,
+    });
+    let events = run_call(&ua, request(trunk), false).await;
+    assert_eq!(
+        calls(&events).last(),
+        Some(&CallEvent::Failed {
+            status: Some(407),
+            reason: EndReason::AuthFailed
+        }),
+        "{}",
+        proxy.log()
+    );
 }

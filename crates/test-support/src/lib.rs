@@ -83,6 +83,87 @@ pub fn write_ulaw_tone(
     Ok(path.to_path_buf())
 }
 
+/// Readiness of a peer: its port on 127.0.0.1 is taken once it has bound it.
+fn wait_port_bound(
+    peer: &'static str,
+    port: u16,
+    transport: SipTransport,
+) -> Result<(), PeerError> {
+    let limit = Duration::from_secs(10);
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let taken = match transport {
+            SipTransport::Udp => UdpSocket::bind(("127.0.0.1", port)).is_err(),
+            SipTransport::Tcp => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
+        if taken {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(PeerError::NotReady {
+        peer,
+        port,
+        seconds: limit.as_secs(),
+    })
+}
+
+/// A Kamailio process run from a configuration template, in the foreground.
+#[derive(Debug)]
+pub struct Kamailio {
+    child: Child,
+    /// The port it listens on (UDP and TCP).
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Kamailio {
+    /// Starts Kamailio with `config`, `__PORT__` set to a free port and every other `__KEY__`
+    /// replaced; waits until it has bound UDP and TCP.
+    pub fn start(config: &Path, replacements: &[(&str, String)]) -> Result<Kamailio, PeerError> {
+        let port = free_port()?;
+        let dir = tempfile::tempdir().map_err(io("creating a work directory"))?;
+        let mut text =
+            std::fs::read_to_string(config).map_err(io(format!("reading {}", config.display())))?;
+        text = text.replace("__PORT__", &port.to_string());
+        for (key, value) in replacements {
+            text = text.replace(&format!("__{}__", key.to_uppercase()), value);
+        }
+        let cfg = dir.path().join("kamailio.cfg");
+        std::fs::write(&cfg, text).map_err(io("writing kamailio.cfg"))?;
+        let log = std::fs::File::create(dir.path().join("kamailio.log"))
+            .map_err(io("creating kamailio.log"))?;
+        let child = Command::new("kamailio")
+            .current_dir(dir.path())
+            .arg("-f")
+            .arg(&cfg)
+            .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
+            .arg(dir.path())
+            .arg("-P")
+            .arg(dir.path().join("kamailio.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(io("starting kamailio (Debian package kamailio)"))?;
+        let k = Kamailio { child, port, dir };
+        wait_port_bound("kamailio", port, SipTransport::Udp)?;
+        wait_port_bound("kamailio", port, SipTransport::Tcp)?;
+        Ok(k)
+    }
+
+    /// Kamailio's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1 right now.
 pub fn free_port() -> Result<u16, PeerError> {
     loop {
@@ -213,25 +294,8 @@ impl Sipp {
         Ok(sipp)
     }
 
-    /// Readiness: the port is taken once SIPp has bound it.
     fn wait_bound(&self) -> Result<(), PeerError> {
-        let limit = Duration::from_secs(10);
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            let taken = match self.transport {
-                SipTransport::Udp => UdpSocket::bind(("127.0.0.1", self.port)).is_err(),
-                SipTransport::Tcp => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
-            };
-            if taken {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(PeerError::NotReady {
-            peer: "sipp",
-            port: self.port,
-            seconds: limit.as_secs(),
-        })
+        wait_port_bound("sipp", self.port, self.transport)
     }
 
     /// SIPp's error traces and stderr, the last 4 KiB of each.
