@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dialtone_daemon::{Config, Daemon};
-use dialtone_test_support::{SipTransport, Sipp, SippOptions, write_ulaw_tone};
+use dialtone_test_support::{SipTransport, Sipp, SippOptions, scenario, write_ulaw_tone};
 use serde_json::{Value, json};
 
 const KEY: &str = "demo-key";
@@ -33,8 +33,7 @@ async fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let work = tmp.path();
     let tone = write_ulaw_tone(&work.join("callee.ulaw"), 440.0, 10000.0, 4)?;
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/scenarios/callee_speaks_then_hangs_up.xml");
+    let scenario = scenario("callee_speaks_then_hangs_up.xml");
     let callee = Sipp::uas(
         &scenario,
         SipTransport::Udp,

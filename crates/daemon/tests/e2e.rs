@@ -4,11 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use dialtone_daemon::{Config, Daemon};
-use dialtone_test_support::{SipTransport, Sipp, SippOptions, write_ulaw_tone};
+use dialtone_test_support::{SipTransport, Sipp, SippOptions, scenario, write_ulaw_tone};
 use serde_json::{Value, json};
 
 const KEY: &str = "test-key-123";
@@ -94,8 +93,7 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
     let dir = tmp.path().to_path_buf();
     // 440 Hz at amplitude 10000: -13.3 dBFS RMS.
     let tone = write_ulaw_tone(&dir.join("tone.ulaw"), 440.0, 10000.0, 3).unwrap();
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/scenarios/callee_speaks_then_hangs_up.xml");
+    let scenario = scenario("callee_speaks_then_hangs_up.xml");
     let sipp = Sipp::uas(
         &scenario,
         SipTransport::Udp,
@@ -264,5 +262,100 @@ async fn dispatch_refusals_name_the_field_and_use_the_right_status() {
         .get("/v1/calls/0190f5a0-0000-7000-8000-000000000000")
         .await;
     assert_eq!(s, 404);
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+async fn wait_final(api: &Api, id: &str) -> Value {
+    for _ in 0..300 {
+        let (_, c) = api.get(&format!("/v1/calls/{id}")).await;
+        if ["completed", "busy", "no_answer", "failed", "canceled"]
+            .contains(&c["status"].as_str().unwrap_or(""))
+        {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("call {id} did not end");
+}
+
+async fn wait_status(api: &Api, id: &str, status: &str) {
+    for _ in 0..300 {
+        let (_, c) = api.get(&format!("/v1/calls/{id}")).await;
+        if c["status"] == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("call {id} never reached {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hangup_while_ringing_cancels_and_the_record_says_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sipp = Sipp::uas(
+        &scenario("ring_until_cancel.xml"),
+        SipTransport::Udp,
+        &SippOptions::default(),
+    )
+    .unwrap();
+    let d = daemon(tmp.path()).await;
+    let api = Api {
+        base: format!("http://{}", d.http_addr),
+        http: reqwest::Client::new(),
+    };
+    let (agent_id, _) = setup_agent(&api, sipp.port).await;
+    let (s, call) = api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let id = call["id"].as_str().unwrap().to_owned();
+    wait_status(&api, &id, "ringing").await;
+    let (s, _) = api.post(&format!("/v1/calls/{id}/hangup"), json!({})).await;
+    assert_eq!(s, 200);
+    let record = wait_final(&api, &id).await;
+    assert_eq!(record["status"], "canceled", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "canceled");
+    assert_eq!(record["end_reason"]["by"], "api");
+    assert_eq!(record["end_reason"]["sip_status"], 487);
+    assert!(record["answered_at"].is_null());
+    let (s, err) = api.post(&format!("/v1/calls/{id}/hangup"), json!({})).await;
+    assert_eq!(s, 409, "{err}");
+    sipp.finish(Duration::from_secs(20)).unwrap();
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_callee_gives_status_busy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sipp = Sipp::uas(
+        &scenario("reject.xml"),
+        SipTransport::Udp,
+        &SippOptions {
+            replacements: vec![("status".into(), "486".into())],
+            ..SippOptions::default()
+        },
+    )
+    .unwrap();
+    let d = daemon(tmp.path()).await;
+    let api = Api {
+        base: format!("http://{}", d.http_addr),
+        http: reqwest::Client::new(),
+    };
+    let (agent_id, _) = setup_agent(&api, sipp.port).await;
+    let (_, call) = api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000"}),
+        )
+        .await;
+    let record = wait_final(&api, call["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "busy", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "busy");
+    assert_eq!(record["end_reason"]["by"], "callee");
+    assert_eq!(record["end_reason"]["sip_status"], 486);
+    sipp.finish(Duration::from_secs(20)).unwrap();
     d.shutdown(Duration::from_secs(1)).await;
 }

@@ -3,18 +3,13 @@
 //!
 //! `cargo run --release -p dialtone-sip-ua --example cps -- [calls] [concurrency]`
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dialtone_sip_ua::{CallEvent, DialRequest, SipUa, Transport, Trunk, UaConfig, UaEvent};
-use dialtone_test_support::{SipTransport, Sipp, SippOptions};
+use dialtone_test_support::{SipTransport, Sipp, SippOptions, scenario};
 
 const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
-
-fn scenario() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/answer_then_we_hang_up.xml")
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,7 +22,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     // Dialtone's UA → SIPp UAS.
-    let uas = Sipp::uas(&scenario(), SipTransport::Udp, &options)?;
+    let uas = Sipp::uas(
+        &scenario("answer_then_we_hang_up.xml"),
+        SipTransport::Udp,
+        &options,
+    )?;
     let ua = Arc::new(SipUa::start(UaConfig::new("127.0.0.1:0".parse()?)).await?);
     let mut trunk = Trunk::new("sipp", "127.0.0.1", Transport::Udp);
     trunk.port = Some(uas.port);
@@ -64,7 +63,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     uas.finish(Duration::from_secs(60))?;
 
     // Reference: SIPp UAC → SIPp UAS, same scenario, same count and concurrency.
-    let reference_uas = Sipp::uas(&scenario(), SipTransport::Udp, &options)?;
+    let reference_uas = Sipp::uas(
+        &scenario("answer_then_we_hang_up.xml"),
+        SipTransport::Udp,
+        &options,
+    )?;
     let start = Instant::now();
     let uac = Sipp::uac(
         &format!("127.0.0.1:{}", reference_uas.port),

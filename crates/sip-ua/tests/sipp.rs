@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,13 +12,7 @@ use dialtone_sip_ua::{
     CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, TimerConfig, Transport, Trunk,
     UaConfig, UaEvent,
 };
-use dialtone_test_support::{Kamailio, SipTransport, Sipp, SippOptions};
-
-fn scenario(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/scenarios")
-        .join(name)
-}
+use dialtone_test_support::{Kamailio, SipTransport, Sipp, SippOptions, scenario};
 
 /// Starts SIPp playing scenario `name` as the trunk.
 fn sipp(name: &str, transport: Transport, calls: u32, keys: &[(&str, &str)]) -> Sipp {
@@ -370,7 +363,7 @@ async fn kamailio_auth_proxy_accepts_our_digest_over_udp_and_tcp() {
     for transport in [Transport::Udp, Transport::Tcp] {
         let callee = sipp("answer_then_we_hang_up.xml", Transport::Udp, 1, &[]);
         let proxy = Kamailio::start(
-            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/auth-proxy.cfg"),
+            &scenario("kamailio-auth-proxy.cfg"),
             &[
                 ("callee_port", callee.port.to_string()),
                 ("callee_transport", "udp".into()),
@@ -410,7 +403,7 @@ async fn kamailio_auth_proxy_accepts_our_digest_over_udp_and_tcp() {
 async fn kamailio_refuses_a_wrong_password_and_the_call_ends_as_auth_failed() {
     let callee = sipp("answer_then_we_hang_up.xml", Transport::Udp, 1, &[]);
     let proxy = Kamailio::start(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/auth-proxy.cfg"),
+        &scenario("kamailio-auth-proxy.cfg"),
         &[
             ("callee_port", callee.port.to_string()),
             ("callee_transport", "udp".into()),

@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The path of a scenario or configuration file shipped in this crate's `scenarios/` folder.
+pub fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+}
+
 /// Errors starting or judging a peer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
