@@ -8,7 +8,6 @@
 // Indexing a serde_json::Value by key yields Null when absent; it cannot panic.
 #![allow(clippy::indexing_slicing)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
