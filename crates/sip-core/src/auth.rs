@@ -251,6 +251,100 @@ impl Challenge {
     }
 }
 
+/// Which header a challenge came in, and so which header answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChallengeKind {
+    /// 401 `WWW-Authenticate`, answered by `Authorization`.
+    Www,
+    /// 407 `Proxy-Authenticate`, answered by `Proxy-Authorization`.
+    Proxy,
+}
+
+/// The digest state of one series of requests (a call's INVITEs and in-dialog requests, or one
+/// registration's REGISTERs): the credentials, the last challenge, and the attempt bound.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuthSession {
+    credentials: Option<Credentials>,
+    challenge: Option<(ChallengeKind, Challenge)>,
+    attempts: u32,
+    nonce_count: u32,
+}
+
+impl AuthSession {
+    pub(crate) fn new(credentials: Option<Credentials>) -> Self {
+        Self {
+            credentials,
+            ..Self::default()
+        }
+    }
+
+    /// Takes the challenge of a 401/407 if it earns another attempt. The first challenge is
+    /// always answered; after that only a `stale=true` one, within `max_attempts`, so a wrong
+    /// password ends in a failure instead of a loop. `authenticated` says whether the
+    /// challenged request already carried credentials.
+    pub(crate) fn accept(
+        &mut self,
+        response: &rsip::Response,
+        authenticated: bool,
+        max_attempts: u32,
+    ) -> bool {
+        let (kind, header) = match response.status_code.code() {
+            401 => (ChallengeKind::Www, "WWW-Authenticate"),
+            407 => (ChallengeKind::Proxy, "Proxy-Authenticate"),
+            _ => return false,
+        };
+        let Some(credentials) = self.credentials.as_ref() else {
+            return false;
+        };
+        let values = crate::message::values(&response.headers, header);
+        let Ok(challenge) = Challenge::pick(values.iter().map(String::as_str)) else {
+            return false;
+        };
+        if credentials
+            .realm
+            .as_ref()
+            .is_some_and(|r| *r != challenge.realm)
+        {
+            return false;
+        }
+        if authenticated && !(challenge.stale && self.attempts < max_attempts) {
+            return false;
+        }
+        self.attempts += 1;
+        self.nonce_count = 0;
+        self.challenge = Some((kind, challenge));
+        true
+    }
+
+    /// The header answering the held challenge for `method` to `uri`, if there is one.
+    pub(crate) fn header(
+        &mut self,
+        method: &rsip::Method,
+        uri: &str,
+        cnonce: &str,
+    ) -> Option<rsip::Header> {
+        use rsip::headers::UntypedHeader;
+        let (kind, challenge) = self.challenge.as_ref()?;
+        let credentials = self.credentials.as_ref()?;
+        self.nonce_count += 1;
+        let value = challenge.respond(
+            credentials,
+            &method.to_string(),
+            uri,
+            cnonce,
+            self.nonce_count,
+        );
+        Some(match kind {
+            ChallengeKind::Www => {
+                rsip::Header::Authorization(rsip::headers::Authorization::new(value))
+            }
+            ChallengeKind::Proxy => {
+                rsip::Header::ProxyAuthorization(rsip::headers::ProxyAuthorization::new(value))
+            }
+        })
+    }
+}
+
 fn quote(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }

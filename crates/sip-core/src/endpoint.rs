@@ -11,7 +11,7 @@ use std::time::Instant;
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Method};
 
-use crate::auth::{Challenge, Credentials};
+use crate::auth::{AuthSession, Credentials};
 use crate::end_reason::EndReason;
 use crate::ids::{IdGenerator, MAGIC_COOKIE};
 use crate::message::{self, request, response_to};
@@ -281,12 +281,6 @@ enum CancelState {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AuthHeader {
-    Www,
-    Proxy,
-}
-
 #[derive(Debug)]
 struct Call {
     call_id: String,
@@ -299,12 +293,9 @@ struct Call {
     route: Vec<String>,
     extra_headers: Vec<(String, String)>,
     sdp_offer: Option<Vec<u8>>,
-    credentials: Option<Credentials>,
     invite: Option<rsip::Request>,
     next_cseq: u32,
-    auth: Option<(AuthHeader, Challenge)>,
-    auth_attempts: u32,
-    nonce_count: u32,
+    auth: AuthSession,
     phase: Phase,
     cancel: CancelState,
     cancel_reason: EndReason,
@@ -627,12 +618,9 @@ impl Endpoint {
             route: call.route,
             extra_headers: call.extra_headers,
             sdp_offer: call.sdp_offer,
-            credentials: call.credentials,
             invite: None,
             next_cseq: 1,
-            auth: None,
-            auth_attempts: 0,
-            nonce_count: 0,
+            auth: AuthSession::new(call.credentials),
             phase: Phase::Calling,
             cancel: CancelState::NotRequested,
             cancel_reason: EndReason::Canceled,
@@ -653,23 +641,10 @@ impl Endpoint {
     /// The authorization header for `method` to `uri` if the call holds a challenge.
     fn authorization(&mut self, handle: CallHandle, method: Method, uri: &str) -> Option<Header> {
         let cnonce = self.ids.cnonce();
-        let call = self.calls.get_mut(&handle)?;
-        let (kind, challenge) = call.auth.as_ref()?;
-        let credentials = call.credentials.as_ref()?;
-        call.nonce_count += 1;
-        let value = challenge.respond(
-            credentials,
-            &method.to_string(),
-            uri,
-            &cnonce,
-            call.nonce_count,
-        );
-        Some(match kind {
-            AuthHeader::Www => Header::Authorization(rsip::headers::Authorization::new(value)),
-            AuthHeader::Proxy => {
-                Header::ProxyAuthorization(rsip::headers::ProxyAuthorization::new(value))
-            }
-        })
+        self.calls
+            .get_mut(&handle)?
+            .auth
+            .header(&method, uri, &cnonce)
     }
 
     fn send_initial_invite(&mut self, now: Instant, handle: CallHandle) {
@@ -1559,43 +1534,11 @@ impl Endpoint {
         resp: &rsip::Response,
         authenticated: bool,
     ) -> bool {
-        let code = resp.status_code.code();
-        let (kind, header) = match code {
-            401 => (AuthHeader::Www, "WWW-Authenticate"),
-            407 => (AuthHeader::Proxy, "Proxy-Authenticate"),
-            _ => return false,
-        };
         let max = self.config.max_auth_attempts;
-        let Some(call) = self.calls.get_mut(&handle) else {
-            return false;
-        };
-        if call.cancel != CancelState::NotRequested {
-            return false;
-        }
-        let Some(credentials) = call.credentials.as_ref() else {
-            return false;
-        };
-        let values = message::values(&resp.headers, header);
-        let Ok(challenge) = Challenge::pick(values.iter().map(String::as_str)) else {
-            return false;
-        };
-        if credentials
-            .realm
-            .as_ref()
-            .is_some_and(|r| *r != challenge.realm)
-        {
-            return false;
-        }
-        // The first challenge is always answered; after that only a stale nonce is retried,
-        // so a wrong password ends in AuthFailed instead of a loop.
-        let allowed = !authenticated || (challenge.stale && call.auth_attempts < max);
-        if !allowed {
-            return false;
-        }
-        call.auth_attempts += 1;
-        call.nonce_count = 0;
-        call.auth = Some((kind, challenge));
-        true
+        self.calls.get_mut(&handle).is_some_and(|call| {
+            call.cancel == CancelState::NotRequested
+                && call.auth.accept(resp, authenticated, max)
+        })
     }
 
     fn on_invite_success(&mut self, now: Instant, handle: CallHandle, resp: &rsip::Response) {
