@@ -67,6 +67,58 @@ impl fmt::Display for CallHandle {
     }
 }
 
+/// Identifies one series of out-of-dialog requests (an OPTIONS probe, a registration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestHandle(u64);
+
+impl fmt::Display for RequestHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request#{}", self.0)
+    }
+}
+
+/// An out-of-dialog request: `OPTIONS` (a trunk keep-alive probe) or `REGISTER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfDialogRequest {
+    /// `OPTIONS` or `REGISTER`.
+    pub method: Method,
+    /// The Request-URI (the trunk, or the registrar's domain).
+    pub request_uri: String,
+    /// The From value as a name-addr (the address of record for REGISTER); the core adds a tag.
+    pub from: String,
+    /// The To value as a name-addr.
+    pub to: String,
+    /// The resolved next hop.
+    pub destination: SocketAddr,
+    /// The transport to it.
+    pub transport: Transport,
+    /// Digest credentials for 401/407.
+    pub credentials: Option<Credentials>,
+    /// REGISTER: the binding's lifetime in seconds (0 removes it).
+    pub expires: Option<u32>,
+}
+
+/// The final answer to an out-of-dialog request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestOutcome {
+    /// Which series.
+    pub request: RequestHandle,
+    /// The final status; 408 when nothing answered, 503 when the transport failed.
+    pub status: u16,
+    /// REGISTER: the lifetime the registrar granted (Expires header or Contact `expires`).
+    pub expires: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Standalone {
+    spec: OutOfDialogRequest,
+    uri: rsip::Uri,
+    call_id: String,
+    from: String,
+    next_cseq: u32,
+    auth: AuthSession,
+}
+
 /// Which side ended a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Party {
@@ -315,6 +367,8 @@ enum Purpose {
     /// A BYE that releases a forked or crossed 2xx; its result is not reported.
     ReleaseBye,
     InDialog,
+    /// An out-of-dialog request (OPTIONS, REGISTER).
+    Standalone,
 }
 
 #[derive(Debug)]
@@ -323,10 +377,26 @@ enum ClientMachine {
     NonInvite(NonInviteClientTx),
 }
 
+/// Who a client transaction works for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Call(CallHandle),
+    Request(RequestHandle),
+}
+
+impl Owner {
+    fn call(self) -> Option<CallHandle> {
+        match self {
+            Owner::Call(h) => Some(h),
+            Owner::Request(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ClientTx {
     machine: ClientMachine,
-    call: CallHandle,
+    owner: Owner,
     purpose: Purpose,
     request: rsip::Request,
     bytes: Vec<u8>,
@@ -400,6 +470,8 @@ pub struct Endpoint {
     touched: Vec<TimerKey>,
     /// Live transactions per call; a terminated call with none left is forgotten.
     call_txs: HashMap<CallHandle, usize>,
+    standalone: HashMap<RequestHandle, Standalone>,
+    outcomes: VecDeque<RequestOutcome>,
 }
 
 fn server_key(via: &rsip::typed::Via, req: &rsip::Request) -> ServerKey {
@@ -492,6 +564,8 @@ impl Endpoint {
             timers: BinaryHeap::new(),
             touched: Vec::new(),
             call_txs: HashMap::new(),
+            standalone: HashMap::new(),
+            outcomes: VecDeque::new(),
         }
     }
 
@@ -523,6 +597,162 @@ impl Endpoint {
     /// The next call event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// The next final answer to an out-of-dialog request.
+    pub fn poll_request_outcome(&mut self) -> Option<RequestOutcome> {
+        self.outcomes.pop_front()
+    }
+
+    /// Starts a series of out-of-dialog requests and sends the first. Later requests of the
+    /// series ([`Endpoint::repeat_request`]) reuse its Call-ID and From tag with a higher CSeq,
+    /// as a registration refresh must (RFC 3261 §10.2).
+    pub fn send_out_of_dialog(
+        &mut self,
+        now: Instant,
+        request: OutOfDialogRequest,
+    ) -> Result<RequestHandle, Error> {
+        if !matches!(request.method, Method::Options | Method::Register) {
+            return Err(Error::UnsupportedMethod {
+                method: request.method.to_string(),
+            });
+        }
+        let uri = rsip::Uri::try_from(request.request_uri.as_str())
+            .ok()
+            .filter(|_| !request.request_uri.contains(char::is_whitespace))
+            .ok_or_else(|| Error::InvalidUri {
+                field: "request_uri",
+                value: request.request_uri.clone(),
+            })?;
+        for (field, value) in [("from", &request.from), ("to", &request.to)] {
+            if message::uri_of_name_addr(value).is_none() || value.contains(['\r', '\n']) {
+                return Err(Error::InvalidUri {
+                    field,
+                    value: value.clone(),
+                });
+            }
+        }
+        let handle = RequestHandle(self.next_handle);
+        self.next_handle += 1;
+        let tag = self.ids.tag();
+        self.standalone.insert(
+            handle,
+            Standalone {
+                from: format!("{};tag={tag}", request.from),
+                call_id: self.ids.call_id(),
+                uri,
+                next_cseq: 1,
+                auth: AuthSession::new(request.credentials.clone()),
+                spec: request,
+            },
+        );
+        self.send_standalone(now, handle);
+        self.settle();
+        Ok(handle)
+    }
+
+    /// Sends the next request of a series (a keep-alive probe, a registration refresh).
+    pub fn repeat_request(&mut self, now: Instant, handle: RequestHandle) -> Result<(), Error> {
+        if !self.standalone.contains_key(&handle) {
+            return Err(Error::UnknownRequest { request: handle });
+        }
+        self.send_standalone(now, handle);
+        self.settle();
+        Ok(())
+    }
+
+    /// Changes a registration's lifetime for the next REGISTER (0 to unregister).
+    pub fn set_expires(&mut self, handle: RequestHandle, expires: u32) -> Result<(), Error> {
+        let s = self
+            .standalone
+            .get_mut(&handle)
+            .ok_or(Error::UnknownRequest { request: handle })?;
+        s.spec.expires = Some(expires);
+        Ok(())
+    }
+
+    /// Forgets a series; answers still in flight are dropped.
+    pub fn forget_request(&mut self, handle: RequestHandle) {
+        self.standalone.remove(&handle);
+    }
+
+    fn send_standalone(&mut self, now: Instant, handle: RequestHandle) {
+        let branch = self.ids.branch();
+        let cnonce = self.ids.cnonce();
+        let contact = self.standalone.get(&handle).map(|s| self.contact(s.spec.transport));
+        let via = self
+            .standalone
+            .get(&handle)
+            .map(|s| self.via(s.spec.transport, &branch));
+        let user_agent = self.config.user_agent.clone();
+        let (Some(s), Some(contact), Some(via)) = (self.standalone.get_mut(&handle), contact, via)
+        else {
+            return;
+        };
+        let cseq = s.next_cseq;
+        s.next_cseq += 1;
+        let method = s.spec.method;
+        let mut headers = vec![
+            via,
+            Header::MaxForwards(rsip::headers::MaxForwards::new("70")),
+            Header::From(rsip::headers::From::new(s.from.clone())),
+            Header::To(rsip::headers::To::new(s.spec.to.clone())),
+            Header::CallId(rsip::headers::CallId::new(s.call_id.clone())),
+            Header::CSeq(rsip::headers::CSeq::new(format!("{cseq} {method}"))),
+            contact,
+            Header::UserAgent(rsip::headers::UserAgent::new(user_agent)),
+        ];
+        if method == Method::Register {
+            let expires = s.spec.expires.unwrap_or(3600);
+            headers.push(Header::Expires(rsip::headers::Expires::new(expires.to_string())));
+        } else {
+            headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+        }
+        headers.extend(s.auth.header(&method, &s.uri.to_string(), &cnonce));
+        let (destination, transport) = (s.spec.destination, s.spec.transport);
+        let req = request(method, s.uri.clone(), headers, None);
+        self.start_client_tx(
+            now,
+            Owner::Request(handle),
+            Purpose::Standalone,
+            branch,
+            req,
+            (destination, transport),
+        );
+    }
+
+    fn on_standalone_final(
+        &mut self,
+        now: Instant,
+        handle: RequestHandle,
+        resp: &rsip::Response,
+        authenticated: bool,
+    ) {
+        let max = self.config.max_auth_attempts;
+        let Some(s) = self.standalone.get_mut(&handle) else {
+            return;
+        };
+        if s.auth.accept(resp, authenticated, max) {
+            self.stats.auth_retries += 1;
+            self.send_standalone(now, handle);
+            return;
+        }
+        let expires = message::first(&resp.headers, "Expires")
+            .and_then(|e| e.trim().parse().ok())
+            .or_else(|| {
+                message::values(&resp.headers, "Contact").iter().find_map(|c| {
+                    c.to_ascii_lowercase()
+                        .split(";expires=")
+                        .nth(1)
+                        .and_then(|rest| rest.split([';', ',', '>']).next())
+                        .and_then(|v| v.trim().parse().ok())
+                })
+            });
+        self.outcomes.push_back(RequestOutcome {
+            request: handle,
+            status: resp.status_code.code(),
+            expires,
+        });
     }
 
     /// When [`Endpoint::handle_timeout`] must next be called.
@@ -702,7 +932,7 @@ impl Endpoint {
                     self.config.timers,
                     transport.is_reliable(),
                 )),
-                call: handle,
+                owner: Owner::Call(handle),
                 purpose: Purpose::Invite,
                 request: invite,
                 bytes: bytes.clone(),
@@ -763,7 +993,7 @@ impl Endpoint {
     fn start_client_tx(
         &mut self,
         now: Instant,
-        handle: CallHandle,
+        owner: Owner,
         purpose: Purpose,
         branch: String,
         req: rsip::Request,
@@ -788,7 +1018,7 @@ impl Endpoint {
             key,
             ClientTx {
                 machine,
-                call: handle,
+                owner,
                 purpose,
                 request: req,
                 bytes: bytes.clone(),
@@ -823,7 +1053,14 @@ impl Endpoint {
         else {
             return false;
         };
-        self.start_client_tx(now, handle, purpose, branch, req, (destination, transport));
+        self.start_client_tx(
+            now,
+            Owner::Call(handle),
+            purpose,
+            branch,
+            req,
+            (destination, transport),
+        );
         true
     }
 
@@ -907,7 +1144,7 @@ impl Endpoint {
         let cancel = request(Method::Cancel, invite.uri.clone(), headers, None);
         self.start_client_tx(
             now,
-            handle,
+            Owner::Call(handle),
             Purpose::Cancel,
             branch,
             cancel,
@@ -1175,7 +1412,9 @@ impl Endpoint {
     }
 
     fn insert_client_tx(&mut self, key: ClientKey, tx: ClientTx) {
-        *self.call_txs.entry(tx.call).or_default() += 1;
+        if let Some(h) = tx.owner.call() {
+            *self.call_txs.entry(h).or_default() += 1;
+        }
         self.touched.push(TimerKey::Client(key.clone()));
         self.client_txs.insert(key, tx);
     }
@@ -1383,7 +1622,22 @@ impl Endpoint {
             self.stats.stray_responses += 1;
             return;
         };
-        let (handle, purpose) = (tx.call, tx.purpose);
+        let purpose = tx.purpose;
+        let handle = match tx.owner {
+            Owner::Call(h) => h,
+            Owner::Request(r) => {
+                let passed_up = match &mut tx.machine {
+                    ClientMachine::NonInvite(m) => m.on_response(now, code),
+                    ClientMachine::Invite(_) => false,
+                };
+                let authenticated = tx.authenticated;
+                self.touched.push(TimerKey::Client(key));
+                if passed_up && code >= 200 {
+                    self.on_standalone_final(now, r, &resp, authenticated);
+                }
+                return;
+            }
+        };
         self.touched.push(TimerKey::Client(key.clone()));
         match &mut tx.machine {
             ClientMachine::Invite(m) => match m.on_response(now, code) {
@@ -1430,7 +1684,10 @@ impl Endpoint {
                         Purpose::Bye | Purpose::InDialog => {
                             self.on_in_dialog_final(now, handle, &request, &resp, authenticated)
                         }
-                        Purpose::Cancel | Purpose::ReleaseBye | Purpose::Invite => {}
+                        Purpose::Cancel
+                        | Purpose::ReleaseBye
+                        | Purpose::Invite
+                        | Purpose::Standalone => {}
                     }
                 }
             }
@@ -1726,8 +1983,21 @@ impl Endpoint {
             ClientMachine::Invite(m) => m.terminate(),
             ClientMachine::NonInvite(m) => m.terminate(),
         }
-        let (handle, purpose, method) = (tx.call, tx.purpose, tx.request.method);
+        let (owner, purpose, method) = (tx.owner, tx.purpose, tx.request.method);
         self.touched.push(TimerKey::Client(key.clone()));
+        let handle = match owner {
+            Owner::Call(h) => h,
+            Owner::Request(request) => {
+                // No answer at all is 408; a transport failure is 503 (RFC 3261 §8.1.3.1).
+                let status = if reason == EndReason::TransportError { 503 } else { 408 };
+                self.outcomes.push_back(RequestOutcome {
+                    request,
+                    status,
+                    expires: None,
+                });
+                return;
+            }
+        };
         match purpose {
             Purpose::Invite => {
                 let Some(call) = self.calls.get_mut(&handle) else {
@@ -1765,7 +2035,7 @@ impl Endpoint {
                     },
                 );
             }
-            Purpose::Cancel | Purpose::ReleaseBye => {}
+            Purpose::Cancel | Purpose::ReleaseBye | Purpose::Standalone => {}
         }
     }
 
@@ -1839,7 +2109,7 @@ impl Endpoint {
         let invite_keys: Vec<ClientKey> = self
             .client_txs
             .iter()
-            .filter(|(_, t)| t.call == handle && t.purpose == Purpose::Invite)
+            .filter(|(_, t)| t.owner == Owner::Call(handle) && t.purpose == Purpose::Invite)
             .map(|(k, _)| k.clone())
             .collect();
         for key in invite_keys {
@@ -1881,7 +2151,7 @@ impl Endpoint {
                     };
                     if done {
                         if let Some(tx) = self.client_txs.remove(&k) {
-                            self.release_tx(Some(tx.call));
+                            self.release_tx(tx.owner.call());
                         }
                     } else if deadline != tx.scheduled {
                         tx.scheduled = deadline;

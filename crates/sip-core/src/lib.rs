@@ -50,8 +50,8 @@ pub mod validate;
 pub use auth::{Challenge, Credentials, DigestAlgorithm};
 pub use end_reason::{EndReason, should_fail_over};
 pub use endpoint::{
-    CallEvent, CallHandle, Endpoint, EndpointConfig, EndpointStats, Event, OutboundCall, Party,
-    Transmit, Transport,
+    CallEvent, CallHandle, Endpoint, EndpointConfig, EndpointStats, Event, OutOfDialogRequest,
+    OutboundCall, Party, RequestHandle, RequestOutcome, Transmit, Transport,
 };
 pub use ids::{IdGenerator, MAGIC_COOKIE};
 pub use transaction::TimerConfig;
@@ -80,6 +80,18 @@ pub enum Error {
     UnknownCall {
         /// The handle given.
         call: CallHandle,
+    },
+    /// A method the out-of-dialog API does not send (only OPTIONS and REGISTER).
+    #[error("{method} cannot be sent outside a dialog here (OPTIONS and REGISTER can)")]
+    UnsupportedMethod {
+        /// The method given.
+        method: String,
+    },
+    /// No out-of-dialog request series with this handle exists.
+    #[error("no request series {request}")]
+    UnknownRequest {
+        /// The handle given.
+        request: RequestHandle,
     },
     /// The call's state does not allow the command.
     #[error("call {call} cannot {action} in its current state")]

@@ -904,3 +904,74 @@ fn a_cancel_for_a_reason_reports_that_reason() {
         })
     );
 }
+
+fn probe(method: rsip::Method, credentials: Option<Credentials>) -> dialtone_sip_core::OutOfDialogRequest {
+    dialtone_sip_core::OutOfDialogRequest {
+        method,
+        request_uri: "sip:192.0.2.20".into(),
+        from: "<sip:trunkuser@192.0.2.20>".into(),
+        to: "<sip:trunkuser@192.0.2.20>".into(),
+        destination: trunk(),
+        transport: Transport::Udp,
+        credentials,
+        expires: Some(300),
+    }
+}
+
+#[test]
+fn options_probe_reports_the_answer_and_repeats_in_the_same_series() {
+    let mut h = Harness::new();
+    let r = h.ep.send_out_of_dialog(h.now, probe(rsip::Method::Options, None)).unwrap();
+    h.collect();
+    let first = h.last_sent();
+    assert!(first.text.starts_with("OPTIONS sip:192.0.2.20 SIP/2.0\r\n"));
+    assert_eq!(first.header("CSeq").unwrap(), "1 OPTIONS");
+    h.reply(&first, 200, Some("t"), "", "");
+    let outcome = h.ep.poll_request_outcome().unwrap();
+    assert_eq!((outcome.request, outcome.status), (r, 200));
+    h.ep.repeat_request(h.now, r).unwrap();
+    h.collect();
+    let second = h.last_sent();
+    assert_eq!(second.header("CSeq").unwrap(), "2 OPTIONS");
+    assert_eq!(second.header("Call-ID"), first.header("Call-ID"));
+    assert_ne!(second.branch(), first.branch());
+    // Nobody answers: retransmitted on Timer E, reported as 408 on Timer F.
+    h.advance(secs(33.0));
+    assert_eq!(h.sent_requests("OPTIONS").len(), 2 + 10);
+    assert_eq!(h.ep.poll_request_outcome().map(|o| o.status), Some(408));
+    assert!(h.ep.poll_request_outcome().is_none());
+    assert!(h.ep.send_out_of_dialog(h.now, probe(rsip::Method::Bye, None)).is_err());
+}
+
+#[test]
+fn register_answers_the_challenge_and_reads_the_granted_lifetime() {
+    let mut h = Harness::new();
+    let r = h
+        .ep
+        .send_out_of_dialog(h.now, probe(rsip::Method::Register, Some(creds("pw"))))
+        .unwrap();
+    h.collect();
+    let first = h.last_sent();
+    assert_eq!(first.header("Expires").unwrap(), "300");
+    assert!(first.header("Contact").is_some());
+    h.reply(&first, 401, Some("r"), "WWW-Authenticate: Digest realm=\"reg\", nonce=\"n1\", qop=\"auth\"\r\n", "");
+    assert!(h.ep.poll_request_outcome().is_none(), "the challenge is answered, not reported");
+    let second = h.last_sent();
+    assert_eq!(second.header("CSeq").unwrap(), "2 REGISTER");
+    let auth = second.header("Authorization").unwrap();
+    assert_eq!(param(&auth, "nonce"), "n1");
+    assert_eq!(param(&auth, "nc"), "00000001");
+    h.reply(&second, 200, Some("r"), "Contact: <sip:dialtone@192.0.2.10:5060>;expires=120\r\n", "");
+    let outcome = h.ep.poll_request_outcome().unwrap();
+    assert_eq!((outcome.request, outcome.status, outcome.expires), (r, 200, Some(120)));
+    // The refresh reuses the series and the challenge, with the next nonce count.
+    h.ep.repeat_request(h.now, r).unwrap();
+    h.collect();
+    let refresh = h.last_sent();
+    assert_eq!(refresh.header("CSeq").unwrap(), "3 REGISTER");
+    assert_eq!(param(&refresh.header("Authorization").unwrap(), "nc"), "00000002");
+    h.ep.set_expires(r, 0).unwrap();
+    h.ep.repeat_request(h.now, r).unwrap();
+    h.collect();
+    assert_eq!(h.last_sent().header("Expires").unwrap(), "0");
+}
