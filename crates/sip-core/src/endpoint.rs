@@ -679,7 +679,10 @@ impl Endpoint {
     fn send_standalone(&mut self, now: Instant, handle: RequestHandle) {
         let branch = self.ids.branch();
         let cnonce = self.ids.cnonce();
-        let contact = self.standalone.get(&handle).map(|s| self.contact(s.spec.transport));
+        let contact = self
+            .standalone
+            .get(&handle)
+            .map(|s| self.contact(s.spec.transport));
         let via = self
             .standalone
             .get(&handle)
@@ -704,7 +707,9 @@ impl Endpoint {
         ];
         if method == Method::Register {
             let expires = s.spec.expires.unwrap_or(3600);
-            headers.push(Header::Expires(rsip::headers::Expires::new(expires.to_string())));
+            headers.push(Header::Expires(rsip::headers::Expires::new(
+                expires.to_string(),
+            )));
         } else {
             headers.push(Header::Other("Accept".into(), "application/sdp".into()));
         }
@@ -740,13 +745,15 @@ impl Endpoint {
         let expires = message::first(&resp.headers, "Expires")
             .and_then(|e| e.trim().parse().ok())
             .or_else(|| {
-                message::values(&resp.headers, "Contact").iter().find_map(|c| {
-                    c.to_ascii_lowercase()
-                        .split(";expires=")
-                        .nth(1)
-                        .and_then(|rest| rest.split([';', ',', '>']).next())
-                        .and_then(|v| v.trim().parse().ok())
-                })
+                message::values(&resp.headers, "Contact")
+                    .iter()
+                    .find_map(|c| {
+                        c.to_ascii_lowercase()
+                            .split(";expires=")
+                            .nth(1)
+                            .and_then(|rest| rest.split([';', ',', '>']).next())
+                            .and_then(|v| v.trim().parse().ok())
+                    })
             });
         self.outcomes.push_back(RequestOutcome {
             request: handle,
@@ -1793,8 +1800,7 @@ impl Endpoint {
     ) -> bool {
         let max = self.config.max_auth_attempts;
         self.calls.get_mut(&handle).is_some_and(|call| {
-            call.cancel == CancelState::NotRequested
-                && call.auth.accept(resp, authenticated, max)
+            call.cancel == CancelState::NotRequested && call.auth.accept(resp, authenticated, max)
         })
     }
 
@@ -1989,7 +1995,11 @@ impl Endpoint {
             Owner::Call(h) => h,
             Owner::Request(request) => {
                 // No answer at all is 408; a transport failure is 503 (RFC 3261 §8.1.3.1).
-                let status = if reason == EndReason::TransportError { 503 } else { 408 };
+                let status = if reason == EndReason::TransportError {
+                    503
+                } else {
+                    408
+                };
                 self.outcomes.push_back(RequestOutcome {
                     request,
                     status,

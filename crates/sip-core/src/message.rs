@@ -20,6 +20,7 @@ fn value_of(h: &Header) -> Option<(&str, String)> {
         Header::ProxyAuthenticate(v) => ("Proxy-Authenticate", v.value().to_owned()),
         Header::Require(v) => ("Require", v.value().to_owned()),
         Header::Supported(v) => ("Supported", v.value().to_owned()),
+        Header::Expires(v) => ("Expires", v.value().to_owned()),
         Header::Other(name, value) => (name.as_str(), value.clone()),
         _ => return None,
     };

@@ -905,7 +905,10 @@ fn a_cancel_for_a_reason_reports_that_reason() {
     );
 }
 
-fn probe(method: rsip::Method, credentials: Option<Credentials>) -> dialtone_sip_core::OutOfDialogRequest {
+fn probe(
+    method: rsip::Method,
+    credentials: Option<Credentials>,
+) -> dialtone_sip_core::OutOfDialogRequest {
     dialtone_sip_core::OutOfDialogRequest {
         method,
         request_uri: "sip:192.0.2.20".into(),
@@ -921,7 +924,9 @@ fn probe(method: rsip::Method, credentials: Option<Credentials>) -> dialtone_sip
 #[test]
 fn options_probe_reports_the_answer_and_repeats_in_the_same_series() {
     let mut h = Harness::new();
-    let r = h.ep.send_out_of_dialog(h.now, probe(rsip::Method::Options, None)).unwrap();
+    let r =
+        h.ep.send_out_of_dialog(h.now, probe(rsip::Method::Options, None))
+            .unwrap();
     h.collect();
     let first = h.last_sent();
     assert!(first.text.starts_with("OPTIONS sip:192.0.2.20 SIP/2.0\r\n"));
@@ -940,36 +945,64 @@ fn options_probe_reports_the_answer_and_repeats_in_the_same_series() {
     assert_eq!(h.sent_requests("OPTIONS").len(), 2 + 10);
     assert_eq!(h.ep.poll_request_outcome().map(|o| o.status), Some(408));
     assert!(h.ep.poll_request_outcome().is_none());
-    assert!(h.ep.send_out_of_dialog(h.now, probe(rsip::Method::Bye, None)).is_err());
+    assert!(
+        h.ep.send_out_of_dialog(h.now, probe(rsip::Method::Bye, None))
+            .is_err()
+    );
 }
 
 #[test]
 fn register_answers_the_challenge_and_reads_the_granted_lifetime() {
     let mut h = Harness::new();
-    let r = h
-        .ep
-        .send_out_of_dialog(h.now, probe(rsip::Method::Register, Some(creds("pw"))))
-        .unwrap();
+    let r =
+        h.ep.send_out_of_dialog(h.now, probe(rsip::Method::Register, Some(creds("pw"))))
+            .unwrap();
     h.collect();
     let first = h.last_sent();
     assert_eq!(first.header("Expires").unwrap(), "300");
     assert!(first.header("Contact").is_some());
-    h.reply(&first, 401, Some("r"), "WWW-Authenticate: Digest realm=\"reg\", nonce=\"n1\", qop=\"auth\"\r\n", "");
-    assert!(h.ep.poll_request_outcome().is_none(), "the challenge is answered, not reported");
+    h.reply(
+        &first,
+        401,
+        Some("r"),
+        "WWW-Authenticate: Digest realm=\"reg\", nonce=\"n1\", qop=\"auth\"\r\n",
+        "",
+    );
+    assert!(
+        h.ep.poll_request_outcome().is_none(),
+        "the challenge is answered, not reported"
+    );
     let second = h.last_sent();
     assert_eq!(second.header("CSeq").unwrap(), "2 REGISTER");
     let auth = second.header("Authorization").unwrap();
     assert_eq!(param(&auth, "nonce"), "n1");
     assert_eq!(param(&auth, "nc"), "00000001");
-    h.reply(&second, 200, Some("r"), "Contact: <sip:dialtone@192.0.2.10:5060>;expires=120\r\n", "");
+    h.reply(
+        &second,
+        200,
+        Some("r"),
+        "Contact: <sip:dialtone@192.0.2.10:5060>;expires=120\r\n",
+        "",
+    );
     let outcome = h.ep.poll_request_outcome().unwrap();
-    assert_eq!((outcome.request, outcome.status, outcome.expires), (r, 200, Some(120)));
+    assert_eq!(
+        (outcome.request, outcome.status, outcome.expires),
+        (r, 200, Some(120))
+    );
     // The refresh reuses the series and the challenge, with the next nonce count.
     h.ep.repeat_request(h.now, r).unwrap();
     h.collect();
     let refresh = h.last_sent();
     assert_eq!(refresh.header("CSeq").unwrap(), "3 REGISTER");
-    assert_eq!(param(&refresh.header("Authorization").unwrap(), "nc"), "00000002");
+    assert_eq!(
+        param(&refresh.header("Authorization").unwrap(), "nc"),
+        "00000002"
+    );
+    h.reply(&refresh, 200, Some("r"), "Expires: 90\r\n", "");
+    assert_eq!(
+        h.ep.poll_request_outcome().and_then(|o| o.expires),
+        Some(90)
+    );
     h.ep.set_expires(r, 0).unwrap();
     h.ep.repeat_request(h.now, r).unwrap();
     h.collect();

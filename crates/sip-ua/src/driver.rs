@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dialtone_sip_core::{
-    CallEvent, CallHandle, EndReason, Endpoint, EndpointConfig, OutboundCall, Transmit, Transport,
-    should_fail_over,
+    CallEvent, CallHandle, EndReason, Endpoint, EndpointConfig, OutOfDialogRequest, OutboundCall,
+    RequestHandle, RequestOutcome, Transmit, Transport, should_fail_over,
 };
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -45,6 +45,17 @@ pub(crate) enum Command {
     },
     Stats {
         reply: oneshot::Sender<UaStats>,
+    },
+    /// Starts a series (`series` is `None`) or sends its next request, with an optional new
+    /// lifetime; the outcome comes on the returned receiver.
+    OutOfDialog {
+        series: Option<RequestHandle>,
+        request: Option<OutOfDialogRequest>,
+        expires: Option<u32>,
+        reply: oneshot::Sender<Result<(RequestHandle, oneshot::Receiver<RequestOutcome>), UaError>>,
+    },
+    ForgetRequest {
+        series: RequestHandle,
     },
 }
 
@@ -108,6 +119,7 @@ struct Driver {
     by_handle: HashMap<CallHandle, u64>,
     next_id: u64,
     gates: Arc<Gates>,
+    outcomes: HashMap<RequestHandle, oneshot::Sender<RequestOutcome>>,
 }
 
 /// Binds the sockets and spawns the driver; returns its command channel and the bound address.
@@ -178,6 +190,7 @@ pub(crate) async fn spawn(
         by_handle: HashMap::new(),
         next_id: 1,
         gates,
+        outcomes: HashMap::new(),
     };
     tokio::spawn(driver.run(commands, tcp_rx));
     Ok((commands_tx, local))
@@ -295,6 +308,32 @@ impl Driver {
                     let _ = self.endpoint.send_request(now, slot.handle, method, body);
                 }
             }
+            Command::OutOfDialog {
+                series,
+                request,
+                expires,
+                reply,
+            } => {
+                let sent = match (series, request) {
+                    (Some(h), _) => expires
+                        .map_or(Ok(()), |e| self.endpoint.set_expires(h, e))
+                        .and_then(|()| self.endpoint.repeat_request(now, h))
+                        .map(|()| h),
+                    (None, Some(r)) => self.endpoint.send_out_of_dialog(now, r),
+                    (None, None) => Err(dialtone_sip_core::Error::UnsupportedMethod {
+                        method: "(none)".into(),
+                    }),
+                };
+                let _ = reply.send(sent.map_err(UaError::from).map(|h| {
+                    let (tx, rx) = oneshot::channel();
+                    self.outcomes.insert(h, tx);
+                    (h, rx)
+                }));
+            }
+            Command::ForgetRequest { series } => {
+                self.endpoint.forget_request(series);
+                self.outcomes.remove(&series);
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(UaStats {
                     endpoint: self.endpoint.stats(),
@@ -398,6 +437,11 @@ impl Driver {
         }
         while let Some(event) = self.endpoint.poll_event() {
             self.route(event.call, event.kind);
+        }
+        while let Some(outcome) = self.endpoint.poll_request_outcome() {
+            if let Some(tx) = self.outcomes.remove(&outcome.request) {
+                let _ = tx.send(outcome);
+            }
         }
         // Routing may have started a failover attempt whose INVITE is now queued.
         while let Some(transmit) = self.endpoint.poll_transmit() {

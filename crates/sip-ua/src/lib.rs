@@ -24,6 +24,7 @@
 //! ```
 
 mod driver;
+mod health;
 mod tcp;
 mod trunk;
 
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use dialtone_sip_core::{
     CallEvent, Credentials, EndReason, EndpointStats, Party, TimerConfig, Transport,
 };
+pub use health::{Registration, RegistrationState, TrunkHealth, TrunkMonitor};
 pub use trunk::Trunk;
 
 use driver::Command;
@@ -214,8 +216,8 @@ pub struct UaStats {
     pub tcp_connections: usize,
 }
 
-/// A running user agent. Dropping it stops the driver.
-#[derive(Debug)]
+/// A running user agent; clones share it. Dropping the last clone stops the driver.
+#[derive(Debug, Clone)]
 pub struct SipUa {
     commands: mpsc::UnboundedSender<Command>,
     local_addr: SocketAddr,
@@ -232,6 +234,10 @@ impl SipUa {
             local_addr,
             gates,
         })
+    }
+
+    fn send(&self, command: Command) -> Result<(), UaError> {
+        self.commands.send(command).map_err(|_| UaError::Stopped)
     }
 
     /// The bound address (UDP and TCP share the port).

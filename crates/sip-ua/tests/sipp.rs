@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use dialtone_sdp::{LocalMedia, SessionDescription, build_offer, negotiate_answer};
 use dialtone_sip_ua::{
-    CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, TimerConfig, Transport, Trunk,
-    UaConfig, UaEvent,
+    CallEvent, Credentials, DialRequest, EndReason, Party, RegistrationState, SipUa, TimerConfig,
+    Transport, Trunk, UaConfig, UaEvent,
 };
 use dialtone_test_support::{Kamailio, SipTransport, Sipp, SippOptions, scenario};
 
@@ -429,4 +429,74 @@ async fn kamailio_refuses_a_wrong_password_and_the_call_ends_as_auth_failed() {
         "{}",
         proxy.log()
     );
+}
+
+#[tokio::test]
+async fn options_keepalive_marks_the_trunk_up_then_down_when_it_goes_quiet() {
+    let peer = sipp("options_ok.xml", Transport::Udp, 1, &[]);
+    let ua = start_ua(Duration::from_millis(50)).await;
+    let trunk = Arc::new(trunk_of(&peer, "monitored"));
+    let mut monitor = ua.monitor(trunk.clone(), Duration::from_millis(300));
+    let first = tokio::time::timeout(Duration::from_secs(10), monitor.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.up, "{first:?}");
+    assert_eq!(first.last_status, Some(200));
+    assert_success(peer);
+    // SIPp has exited: the next probe goes unanswered (Timer F at 64*T1 = 3.2 s here).
+    let down = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let h = monitor.changed().await.unwrap();
+            if !h.up {
+                return h;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(down.last_status, Some(408 | 503)), "{down:?}");
+}
+
+#[tokio::test]
+async fn registration_answers_the_challenge_and_refreshes_before_expiry() {
+    let peer = sipp(
+        "register_challenge.xml",
+        Transport::Udp,
+        1,
+        &[("expires", "2")],
+    );
+    let ua = start_ua(Duration::from_millis(500)).await;
+    let mut trunk = trunk_of(&peer, "registrar");
+    trunk.credentials = Some(Credentials {
+        username: "trunkuser".into(),
+        password: "s3cret".into(),
+        realm: None,
+    });
+    let mut registration = ua.register(Arc::new(trunk), 600);
+    let mut states = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(s) = registration.changed().await {
+            states.push(s);
+            if matches!(s, RegistrationState::Registered { refreshes: 1, .. }) {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        states,
+        vec![
+            RegistrationState::Registered {
+                expires: 2,
+                refreshes: 0
+            },
+            RegistrationState::Registered {
+                expires: 2,
+                refreshes: 1
+            },
+        ]
+    );
+    assert_success(peer);
 }
