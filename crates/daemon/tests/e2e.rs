@@ -359,3 +359,32 @@ async fn a_busy_callee_gives_status_busy() {
     sipp.finish(Duration::from_secs(20)).unwrap();
     d.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callee_can_hold_and_resume_and_we_answer_from_the_media_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sipp = Sipp::uas(
+        &scenario("callee_holds_and_resumes.xml"),
+        SipTransport::Udp,
+        &SippOptions::default(),
+    )
+    .unwrap();
+    let d = daemon(tmp.path()).await;
+    let api = Api {
+        base: format!("http://{}", d.http_addr),
+        http: reqwest::Client::new(),
+    };
+    let (agent_id, _) = setup_agent(&api, sipp.port).await;
+    let (_, call) = api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000"}),
+        )
+        .await;
+    let record = wait_final(&api, call["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["end_reason"]["by"], "callee");
+    // SIPp checked our answers (recvonly while held, sendrecv after) and fails otherwise.
+    sipp.finish(Duration::from_secs(20)).unwrap();
+    d.shutdown(Duration::from_secs(1)).await;
+}

@@ -17,8 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dialtone_codec::G711Law;
-use dialtone_media::{MediaConfig, MediaSession, PortPool};
-use dialtone_sdp::{AudioCodec, LocalMedia, SessionDescription, build_offer, negotiate_answer};
+use dialtone_media::{Direction, MediaConfig, MediaSession, PortPool};
+use dialtone_sdp::{
+    AudioCodec, LocalMedia, NegotiatedSession, SessionDescription, build_offer, negotiate_answer,
+};
 use dialtone_sip_ua::{
     CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, Transport, Trunk, UaEvent,
 };
@@ -358,6 +360,8 @@ impl Engine {
         local.codecs = vec![AudioCodec::Pcmu, AudioCodec::Pcma];
         let session_id = u64::from(port.port()) << 32 | u64::from(plan.id.as_u128() as u32);
         let offer = build_offer(&local, session_id, 1);
+        let mut sdp_version = 1u64;
+        let mut current: Option<NegotiatedSession> = None;
         let mut request = DialRequest::new(plan.trunk.clone(), plan.from.clone(), plan.to.clone());
         request.sdp_offer = Some(offer.to_string().into_bytes());
         request.ring_timeout = plan.ring_timeout;
@@ -445,12 +449,39 @@ impl Engine {
                     );
                     brain = start_echo(&mut m);
                     media = Some(m);
+                    tracing::info!(codec = %session.codec.name, "answered");
+                    current = Some(session);
                     max_duration
                         .as_mut()
                         .reset(tokio::time::Instant::now() + plan.max_duration);
                     self.advance(plan.id, CallStatus::InProgress, CallProgress::default())
                         .await;
-                    tracing::info!(codec = %session.codec.name, "answered");
+                }
+                UaEvent::Call(CallEvent::RemoteOffer { sdp, .. }) => {
+                    sdp_version += 1;
+                    let answered = answer_remote_offer(
+                        sdp.as_deref(),
+                        &local,
+                        current.as_ref(),
+                        (session_id, sdp_version),
+                    );
+                    match answered {
+                        Some((answer, negotiated)) => {
+                            if let Some(m) = &media {
+                                m.redirect(Direction {
+                                    sending: negotiated.direction.sends(),
+                                    remote: negotiated.remote_rtp,
+                                });
+                            }
+                            tracing::info!(hold = negotiated.on_hold, "answered a re-offer");
+                            let _ = call.answer_offer(answer.into_bytes());
+                            current = Some(negotiated);
+                        }
+                        None => {
+                            tracing::warn!("refusing a re-offer we cannot take");
+                            let _ = call.reject_offer(488);
+                        }
+                    }
                 }
                 UaEvent::Call(CallEvent::Failed { status, reason }) => {
                     let (state, by) = match reason {
@@ -525,6 +556,31 @@ struct CallPlan {
     trunk: Arc<Trunk>,
     ring_timeout: Duration,
     max_duration: Duration,
+}
+
+/// Our answer to a re-INVITE/UPDATE offer (hold, resume, refresh, a new address), from the
+/// current session. The media pipeline cannot switch codec mid-call, so an offer that drops the
+/// current codec is refused (`None`, answered 488). An offerless re-INVITE gets our current
+/// description as the offer.
+fn answer_remote_offer(
+    offer: Option<&[u8]>,
+    local: &LocalMedia,
+    current: Option<&NegotiatedSession>,
+    (session_id, version): (u64, u64),
+) -> Option<(String, NegotiatedSession)> {
+    let current = current?;
+    let Some(offer) = offer else {
+        let mut ours = local.clone();
+        ours.codecs = vec![current.codec.codec];
+        return Some((
+            build_offer(&ours, session_id, version).to_string(),
+            current.clone(),
+        ));
+    };
+    let offer = SessionDescription::parse(std::str::from_utf8(offer).ok()?).ok()?;
+    let (answer, negotiated) =
+        dialtone_sdp::answer_offer(&offer, local, Some(current), session_id, version).ok()?;
+    (negotiated.codec.codec == current.codec.codec).then(|| (answer.to_string(), negotiated))
 }
 
 /// `builtin:echo`: every inbound frame goes straight back out.

@@ -178,6 +178,15 @@ pub fn level_dbfs(frame: &[i16]) -> f64 {
     (10.0 * (energy / (32768.0f64 * 32768.0)).log10()).max(-100.0)
 }
 
+/// What the far end agreed to in the latest offer/answer (a re-INVITE can change it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Direction {
+    /// Whether we may send (false while the far end holds the call).
+    pub sending: bool,
+    /// Where to send; `None` keeps the latched address.
+    pub remote: Option<SocketAddr>,
+}
+
 /// How to run one call's media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MediaConfig {
@@ -200,6 +209,7 @@ pub struct MediaSession {
     /// Frames to send; silence goes out when none is queued.
     pub outbound: mpsc::Sender<Frame>,
     stats: watch::Receiver<MediaStats>,
+    control: watch::Sender<Direction>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<MediaStats>>,
 }
@@ -214,13 +224,25 @@ impl MediaSession {
             ..MediaStats::default()
         });
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let (control, control_rx) = watch::channel(Direction {
+            sending: true,
+            remote: config.remote,
+        });
         let task = tokio::spawn(run(
-            port, config, ssrc, sequence, in_tx, out_rx, stats_tx, stop_rx,
+            port,
+            config,
+            (ssrc, sequence),
+            in_tx,
+            out_rx,
+            control_rx,
+            stats_tx,
+            stop_rx,
         ));
         MediaSession {
             inbound: Some(inbound),
             outbound,
             stats,
+            control,
             stop: Some(stop),
             task: Some(task),
         }
@@ -229,6 +251,11 @@ impl MediaSession {
     /// The queue of decoded inbound frames, for the one consumer that takes it.
     pub fn take_inbound(&mut self) -> Option<mpsc::Receiver<Frame>> {
         self.inbound.take()
+    }
+
+    /// Applies a new offer/answer: hold (stop sending), resume, or a new far-end address.
+    pub fn redirect(&self, direction: Direction) {
+        let _ = self.control.send(direction);
     }
 
     /// The latest statistics.
@@ -260,10 +287,10 @@ impl Drop for MediaSession {
 async fn run(
     port: BoundPort,
     config: MediaConfig,
-    ssrc: u32,
-    sequence: u16,
+    (ssrc, sequence): (u32, u16),
     inbound: mpsc::Sender<Frame>,
     mut outbound: mpsc::Receiver<Frame>,
+    mut control: watch::Receiver<Direction>,
     publish: watch::Sender<MediaStats>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> MediaStats {
@@ -284,9 +311,27 @@ async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut last_publish = Instant::now();
+    let mut sending = true;
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            changed = control.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let direction = *control.borrow_and_update();
+                if direction.sending && !sending {
+                    sender.talkspurt();
+                }
+                sending = direction.sending;
+                if let Some(to) = direction.remote
+                    && Some(to) != remote
+                {
+                    // A new address from a re-INVITE: send there and latch afresh.
+                    remote = Some(to);
+                    latched = false;
+                }
+            }
             received = port.socket.recv_from(&mut buf) => {
                 let Ok((n, source)) = received else { continue };
                 let datagram = buf.get(..n).unwrap_or_default();
@@ -331,6 +376,11 @@ async fn run(
                     [0; FRAME_SAMPLES]
                 });
                 let Some(to) = remote else { continue };
+                if !sending {
+                    // On hold: the media clock runs on, nothing is sent.
+                    sender.skip(FRAME_SAMPLES as u32);
+                    continue;
+                }
                 let n = codec.encode(&frame, &mut payload);
                 if let Ok(len) = sender.write(payload.get(..n).unwrap_or_default(), FRAME_SAMPLES as u32, &mut packet)
                     && port.socket.send_to(packet.get(..len).unwrap_or_default(), to).await.is_ok()
@@ -371,6 +421,52 @@ mod tests {
             .collect();
         let l = level_dbfs(&tone);
         assert!((-13.5..=-12.5).contains(&l), "{l}");
+    }
+
+    async fn recv_within(socket: &tokio::net::UdpSocket, buf: &mut [u8]) -> Option<usize> {
+        tokio::time::timeout(Duration::from_millis(300), socket.recv(buf))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    #[tokio::test]
+    async fn hold_stops_sending_and_resume_starts_again() {
+        let pool = PortPool::new("127.0.0.1".parse().unwrap(), 43000, 43999);
+        let port = pool.bind().unwrap();
+        let far = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let session = MediaSession::start(
+            port,
+            MediaConfig {
+                remote: Some(far.local_addr().unwrap()),
+                law: G711Law::A,
+                send_payload_type: 8,
+                receive_payload_type: 8,
+                telephone_event: None,
+            },
+            9,
+            1,
+        );
+        let mut buf = [0u8; 256];
+        let n = recv_within(&far, &mut buf).await.unwrap();
+        let first = parse(&buf[..n]).unwrap();
+        assert_eq!(first.payload_type, 8);
+        let first_timestamp = first.timestamp;
+        session.redirect(Direction {
+            sending: false,
+            remote: None,
+        });
+        // Drain what was in flight; then nothing arrives for a whole timeout while held.
+        while recv_within(&far, &mut buf).await.is_some() {}
+        session.redirect(Direction {
+            sending: true,
+            remote: None,
+        });
+        let n = recv_within(&far, &mut buf).await.unwrap();
+        let resumed = parse(&buf[..n]).unwrap();
+        assert!(resumed.marker, "a resumed stream starts a talkspurt");
+        assert!(resumed.timestamp.wrapping_sub(first_timestamp) >= 160 * 10);
+        session.stop().await;
     }
 
     #[tokio::test]
