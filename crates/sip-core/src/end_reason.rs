@@ -41,6 +41,9 @@ pub enum EndReason {
     Congestion,
     /// The request could not be sent (connection refused, unreachable).
     TransportError,
+    /// The session timer ran out: the peer stopped refreshing, or our refresh was refused
+    /// with 408/481 (RFC 4028 §10).
+    SessionExpired,
     /// Any other 4xx.
     RequestFailed,
 }
@@ -89,6 +92,7 @@ impl EndReason {
             EndReason::PaymentRequired => "payment_required",
             EndReason::Congestion => "congestion",
             EndReason::TransportError => "transport_error",
+            EndReason::SessionExpired => "session_expired",
             EndReason::RequestFailed => "request_failed",
         }
     }

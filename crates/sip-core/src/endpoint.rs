@@ -15,6 +15,7 @@ use crate::auth::{AuthSession, Credentials};
 use crate::end_reason::EndReason;
 use crate::ids::{IdGenerator, MAGIC_COOKIE};
 use crate::message::{self, request, response_to};
+use crate::session_timer::{self, SessionTimer};
 use crate::transaction::{
     InviteClientTx, InviteClientVerdict, InviteServerState, InviteServerTx, InviteServerVerdict,
     NonInviteClientTx, NonInviteServerTx, TimerAction, TimerConfig,
@@ -351,6 +352,13 @@ struct Call {
     phase: Phase,
     cancel: CancelState,
     cancel_reason: EndReason,
+    /// Why our BYE ends the call (Completed, or SessionExpired).
+    bye_reason: EndReason,
+    session_timer: Option<SessionTimer>,
+    /// The peer's Allow lists UPDATE, so session refreshes need no SDP.
+    remote_allows_update: bool,
+    /// Session-Expires to request after a 422 (RFC 4028 §7.4).
+    session_expires_request: Option<u32>,
     got_provisional: bool,
     early: Vec<Dialog>,
     dialog: Option<Dialog>,
@@ -369,6 +377,8 @@ enum Purpose {
     InDialog,
     /// An out-of-dialog request (OPTIONS, REGISTER).
     Standalone,
+    /// A session refresh (RFC 4028) we send; its result restarts or ends the session timer.
+    Refresh,
 }
 
 #[derive(Debug)]
@@ -861,6 +871,10 @@ impl Endpoint {
             phase: Phase::Calling,
             cancel: CancelState::NotRequested,
             cancel_reason: EndReason::Canceled,
+            bye_reason: EndReason::Completed,
+            session_timer: None,
+            remote_allows_update: false,
+            session_expires_request: None,
             got_provisional: false,
             early: Vec::new(),
             dialog: None,
@@ -908,6 +922,10 @@ impl Endpoint {
         );
         headers.push(Header::Allow(rsip::headers::Allow::new(ALLOWED_METHODS)));
         headers.push(Header::Supported(rsip::headers::Supported::new("timer")));
+        if let Some(seconds) = call.session_expires_request {
+            headers.push(Header::Other("Session-Expires".into(), seconds.to_string()));
+            headers.push(Header::Other("Min-SE".into(), seconds.to_string()));
+        }
         headers.push(Header::UserAgent(rsip::headers::UserAgent::new(
             self.config.user_agent.clone(),
         )));
@@ -1211,15 +1229,10 @@ impl Endpoint {
             .server_txs
             .get(&key)
             .map_or(Transport::Udp, |t| t.transport);
-        let contact = self.contact(transport);
+        let mut extra = vec![self.contact(transport)];
+        extra.extend(self.session_headers(handle));
         let is_invite = key.method == "INVITE";
-        self.respond(
-            now,
-            &key,
-            200,
-            vec![contact],
-            Some(("application/sdp", sdp)),
-        );
+        self.respond(now, &key, 200, extra, Some(("application/sdp", sdp)));
         if is_invite {
             // Kept so the dialog-level ACK can stop the 2xx retransmissions.
             self.server_ack_wait.insert(handle, key);
@@ -1487,6 +1500,8 @@ impl Endpoint {
         let content_type = message::first(&req.headers, "Content-Type");
         let body = req.body.clone();
         let contact = message::contact_uri(&req.headers);
+        let session_expires = message::first(&req.headers, "Session-Expires")
+            .and_then(|v| session_timer::parse_session_expires(&v));
         self.new_server_tx(&key, destination, transport, req, call);
         let Some(handle) = call else {
             let code = match method {
@@ -1543,9 +1558,18 @@ impl Endpoint {
                     self.respond(now, &key, 491, Vec::new(), None);
                     return;
                 }
+                if let Some((seconds, refresher)) = session_expires
+                    && let Some(c) = self.calls.get_mut(&handle)
+                {
+                    // The peer sent this request: refresher=uas means we refresh.
+                    let we_refresh = refresher == Some(session_timer::Refresher::Uas);
+                    c.session_timer = Some(SessionTimer::start(now, seconds, we_refresh));
+                    self.touched.push(TimerKey::Call(handle));
+                }
                 if method == Method::Update && body.is_empty() {
-                    let contact = self.contact(transport);
-                    self.respond(now, &key, 200, vec![contact], None);
+                    let mut extra = vec![self.contact(transport)];
+                    extra.extend(self.session_headers(handle));
+                    self.respond(now, &key, 200, extra, None);
                     return;
                 }
                 if let Some(c) = self.calls.get_mut(&handle) {
@@ -1660,10 +1684,12 @@ impl Endpoint {
                     let authenticated = tx.authenticated;
                     let request = tx.request.clone();
                     self.send(d, t, ack);
-                    if purpose == Purpose::Invite {
-                        self.on_invite_failure(now, handle, &resp, authenticated);
-                    } else {
-                        self.on_in_dialog_final(now, handle, &request, &resp, authenticated);
+                    match purpose {
+                        Purpose::Invite => {
+                            self.on_invite_failure(now, handle, &resp, authenticated)
+                        }
+                        Purpose::Refresh => self.on_refresh_result(now, handle, &resp),
+                        _ => self.on_in_dialog_final(now, handle, &request, &resp, authenticated),
                     }
                 }
                 InviteClientVerdict::ResendAck => {
@@ -1675,10 +1701,13 @@ impl Endpoint {
                 }
                 InviteClientVerdict::Success => {
                     let request = tx.request.clone();
-                    if purpose == Purpose::Invite {
-                        self.on_invite_success(now, handle, &resp);
-                    } else {
-                        self.on_reinvite_success(now, handle, &request, &resp);
+                    match purpose {
+                        Purpose::Invite => self.on_invite_success(now, handle, &resp),
+                        Purpose::Refresh => {
+                            self.on_reinvite_success(now, handle, &request, &resp);
+                            self.on_refresh_result(now, handle, &resp);
+                        }
+                        _ => self.on_reinvite_success(now, handle, &request, &resp),
                     }
                 }
                 InviteClientVerdict::Ignore => {}
@@ -1691,6 +1720,7 @@ impl Endpoint {
                         Purpose::Bye | Purpose::InDialog => {
                             self.on_in_dialog_final(now, handle, &request, &resp, authenticated)
                         }
+                        Purpose::Refresh => self.on_refresh_result(now, handle, &resp),
                         Purpose::Cancel
                         | Purpose::ReleaseBye
                         | Purpose::Invite
@@ -1769,6 +1799,19 @@ impl Endpoint {
         let code = resp.status_code.code();
         if self.retry_with_auth(handle, resp, authenticated) {
             self.stats.auth_retries += 1;
+            self.send_initial_invite(now, handle);
+            return;
+        }
+        // 422 Session Interval Too Small: retry once with the interval the peer asks for.
+        let min_se = message::first(&resp.headers, "Min-SE")
+            .and_then(|v| session_timer::parse_session_expires(&v))
+            .map(|(s, _)| s);
+        if code == 422
+            && let Some(min) = min_se
+            && let Some(call) = self.calls.get_mut(&handle)
+            && call.session_expires_request.is_none_or(|asked| asked < min)
+        {
+            call.session_expires_request = Some(min);
             self.send_initial_invite(now, handle);
             return;
         }
@@ -1857,8 +1900,24 @@ impl Endpoint {
             );
             return;
         }
+        let session = message::first(&resp.headers, "Session-Expires")
+            .and_then(|v| session_timer::parse_session_expires(&v));
+        let allows_update = message::values(&resp.headers, "Allow").iter().any(|a| {
+            a.split(',')
+                .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
+        });
         if let Some(c) = self.calls.get_mut(&handle) {
             c.phase = Phase::Confirmed;
+            c.remote_allows_update = allows_update;
+            // We sent the INVITE: refresher=uac (or none given) means we refresh.
+            c.session_timer = session.map(|(seconds, refresher)| {
+                SessionTimer::start(
+                    now,
+                    seconds,
+                    refresher != Some(session_timer::Refresher::Uas),
+                )
+            });
+            self.touched.push(TimerKey::Call(handle));
         }
         self.emit(
             handle,
@@ -1970,11 +2029,12 @@ impl Endpoint {
         };
         if call.phase == Phase::Ending {
             call.phase = Phase::Terminated;
+            let reason = call.bye_reason;
             self.emit(
                 handle,
                 CallEvent::Ended {
                     by: Party::Local,
-                    reason: EndReason::Completed,
+                    reason,
                 },
             );
         }
@@ -2045,6 +2105,7 @@ impl Endpoint {
                     },
                 );
             }
+            Purpose::Refresh => self.end_session_expired(handle),
             Purpose::Cancel | Purpose::ReleaseBye | Purpose::Standalone => {}
         }
     }
@@ -2059,7 +2120,10 @@ impl Endpoint {
             match key {
                 TimerKey::Client(key) => self.client_timer(now, key),
                 TimerKey::Server(key) => self.server_timer(now, key),
-                TimerKey::Call(handle) => self.cancel_timer(now, handle),
+                TimerKey::Call(handle) => {
+                    self.cancel_timer(now, handle);
+                    self.session_timer(now, handle);
+                }
             }
         }
         self.settle();
@@ -2104,6 +2168,116 @@ impl Endpoint {
             self.stats.retransmissions += 1;
             self.send(d, t, b);
         }
+    }
+
+    /// The session timer is due: refresh it, or end the call the peer stopped refreshing.
+    fn session_timer(&mut self, now: Instant, handle: CallHandle) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let Some(timer) = call.session_timer.filter(|t| t.deadline <= now) else {
+            return;
+        };
+        if call.phase != Phase::Confirmed {
+            return;
+        }
+        self.touched.push(TimerKey::Call(handle));
+        if !timer.we_refresh {
+            tracing::info!(call = %handle, "session timer expired without a refresh");
+            call.session_timer = None;
+            call.bye_reason = EndReason::SessionExpired;
+            call.phase = Phase::Ending;
+            self.send_in_dialog(now, handle, None, Method::Bye, Purpose::Bye, None);
+            return;
+        }
+        // Until the refresh is answered, do not refresh again before another half interval.
+        call.session_timer = Some(SessionTimer::start(
+            now,
+            timer.interval.as_secs() as u32,
+            true,
+        ));
+        let (method, body) = if call.remote_allows_update {
+            (Method::Update, None)
+        } else {
+            (Method::Invite, call.sdp_offer.clone())
+        };
+        let cseq = call.next_cseq;
+        call.next_cseq += 1;
+        let expires = timer.header_value(true);
+        let branch = self.ids.branch();
+        let body = body.map(|b| ("application/sdp", b));
+        let Some((mut req, destination, transport)) =
+            self.in_dialog_request(handle, None, method, cseq, &branch, body)
+        else {
+            return;
+        };
+        req.headers
+            .push(Header::Other("Session-Expires".into(), expires));
+        req.headers
+            .push(Header::Supported(rsip::headers::Supported::new("timer")));
+        self.start_client_tx(
+            now,
+            Owner::Call(handle),
+            Purpose::Refresh,
+            branch,
+            req,
+            (destination, transport),
+        );
+    }
+
+    /// The answer to our session refresh restarts the timer, or ends a dialog the peer lost.
+    fn on_refresh_result(&mut self, now: Instant, handle: CallHandle, resp: &rsip::Response) {
+        let code = resp.status_code.code();
+        if matches!(code, 408 | 481) {
+            return self.end_session_expired(handle);
+        }
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let Some(timer) = call.session_timer else {
+            return;
+        };
+        let (seconds, we_refresh) = match message::first(&resp.headers, "Session-Expires")
+            .and_then(|v| session_timer::parse_session_expires(&v))
+        {
+            Some((s, refresher)) if (200..300).contains(&code) => {
+                (s, refresher != Some(session_timer::Refresher::Uas))
+            }
+            _ => (timer.interval.as_secs() as u32, true),
+        };
+        call.session_timer = Some(SessionTimer::start(now, seconds, we_refresh));
+        self.touched.push(TimerKey::Call(handle));
+    }
+
+    /// Our refresh found the dialog gone (408/481/timeout): the call is over (§10).
+    fn end_session_expired(&mut self, handle: CallHandle) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if matches!(call.phase, Phase::Confirmed | Phase::Ending) {
+            call.phase = Phase::Terminated;
+            self.emit(
+                handle,
+                CallEvent::Ended {
+                    by: Party::Local,
+                    reason: EndReason::SessionExpired,
+                },
+            );
+        }
+    }
+
+    /// `Session-Expires`/`Require: timer` for our 2xx to the peer's refresh, when a timer runs.
+    fn session_headers(&self, handle: CallHandle) -> Vec<Header> {
+        self.calls
+            .get(&handle)
+            .and_then(|c| c.session_timer)
+            .map(|t| {
+                vec![
+                    Header::Other("Session-Expires".into(), t.header_value(false)),
+                    Header::Require(rsip::headers::Require::new("timer")),
+                ]
+            })
+            .unwrap_or_default()
     }
 
     /// No final response within 64*T1 of our CANCEL: the call is given up (§9.1).
@@ -2198,10 +2372,14 @@ impl Endpoint {
                     let Some(call) = self.calls.get(&h) else {
                         continue;
                     };
-                    match (call.phase, call.cancel) {
-                        (Phase::Terminated, _) => self.forget_if_idle(h),
-                        (Phase::Calling | Phase::Early, CancelState::Sent { deadline }) => {
+                    match (call.phase, call.cancel, call.session_timer) {
+                        (Phase::Terminated, ..) => self.forget_if_idle(h),
+                        (Phase::Calling | Phase::Early, CancelState::Sent { deadline }, _) => {
                             self.timers.push(Reverse((deadline, TimerKey::Call(h))));
+                        }
+                        (Phase::Confirmed, _, Some(timer)) => {
+                            self.timers
+                                .push(Reverse((timer.deadline, TimerKey::Call(h))));
                         }
                         _ => {}
                     }

@@ -44,6 +44,7 @@ pub mod framing;
 mod ids;
 mod message;
 pub mod scan;
+mod session_timer;
 pub mod transaction;
 pub mod validate;
 

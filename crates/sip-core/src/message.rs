@@ -21,6 +21,7 @@ fn value_of(h: &Header) -> Option<(&str, String)> {
         Header::Require(v) => ("Require", v.value().to_owned()),
         Header::Supported(v) => ("Supported", v.value().to_owned()),
         Header::Expires(v) => ("Expires", v.value().to_owned()),
+        Header::Allow(v) => ("Allow", v.value().to_owned()),
         Header::Other(name, value) => (name.as_str(), value.clone()),
         _ => return None,
     };

@@ -1008,3 +1008,158 @@ fn register_answers_the_challenge_and_reads_the_granted_lifetime() {
     h.collect();
     assert_eq!(h.last_sent().header("Expires").unwrap(), "0");
 }
+
+/// Requests of `method` sent, retransmissions counted once.
+fn distinct(h: &Harness, method: &str) -> Vec<Sent> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for s in h.sent_requests(method) {
+        let cseq = s.header("CSeq").unwrap();
+        if !seen.contains(&cseq) {
+            seen.push(cseq);
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Answers the INVITE with 200 carrying `extra` (Session-Expires, Allow) and returns the harness.
+fn answered_with(extra: &str) -> (Harness, dialtone_sip_core::CallHandle) {
+    let mut h = Harness::new();
+    let call = h.dial(Harness::call(Transport::Udp));
+    let invite = h.last_sent();
+    h.reply(
+        &invite,
+        200,
+        Some("callee1"),
+        &format!("Contact: <sip:callee@192.0.2.30:5070>\r\n{extra}"),
+        ANSWER_SDP,
+    );
+    h.take_events();
+    (h, call)
+}
+
+#[test]
+fn session_timer_we_refresh_with_update_at_half_the_interval() {
+    let (mut h, _call) = answered_with(
+        "Session-Expires: 90;refresher=uac\r\nRequire: timer\r\nAllow: INVITE, ACK, BYE, UPDATE\r\n",
+    );
+    h.advance(secs(44.0));
+    assert!(h.sent_requests("UPDATE").is_empty());
+    h.advance(secs(1.1));
+    let update = h.sent_requests("UPDATE").remove(0);
+    assert_eq!(update.at.as_secs(), 45);
+    assert_eq!(
+        update.header("Session-Expires").unwrap(),
+        "90;refresher=uac"
+    );
+    assert!(update.body().is_empty());
+    h.reply(
+        &update,
+        200,
+        None,
+        "Session-Expires: 120;refresher=uac\r\n",
+        "",
+    );
+    // The answer's interval rules from now on: the next refresh is 60 s later.
+    h.advance(secs(59.0));
+    assert_eq!(distinct(&h, "UPDATE").len(), 1);
+    h.advance(secs(2.0));
+    assert_eq!(distinct(&h, "UPDATE").len(), 2);
+    assert!(h.take_events().is_empty(), "refreshes are not call events");
+}
+
+#[test]
+fn session_timer_without_update_refreshes_with_a_reinvite_carrying_the_offer() {
+    let (mut h, _call) =
+        answered_with("Session-Expires: 90;refresher=uac\r\nAllow: INVITE, ACK, BYE\r\n");
+    h.advance(secs(45.1));
+    let invites = distinct(&h, "INVITE");
+    assert_eq!(invites.len(), 2);
+    let refresh = &invites[1];
+    assert!(refresh.header("To").unwrap().ends_with(";tag=callee1"));
+    assert!(refresh.body().starts_with("v=0"));
+    h.reply(
+        refresh,
+        200,
+        None,
+        "Session-Expires: 90;refresher=uac\r\n",
+        ANSWER_SDP,
+    );
+    assert_eq!(h.last_sent().header("CSeq").unwrap(), "2 ACK");
+}
+
+#[test]
+fn session_timer_ends_the_call_when_the_peer_stops_refreshing() {
+    let (mut h, call) = answered_with("Session-Expires: 90;refresher=uas\r\n");
+    // A refresh from the peer at 40 s restarts the timer; ours echoes the interval.
+    h.advance(secs(40.0));
+    let refresh = in_dialog_request(
+        &h,
+        "UPDATE",
+        "z9hG4bKst1",
+        20,
+        "Session-Expires: 90;refresher=uac\r\n",
+        "",
+    );
+    h.feed_from("192.0.2.30:5070".parse().unwrap(), Transport::Udp, &refresh);
+    let ok = h.last_sent();
+    assert!(ok.is_response(200));
+    assert_eq!(ok.header("Session-Expires").unwrap(), "90;refresher=uac");
+    assert_eq!(ok.header("Require").unwrap(), "timer");
+    h.advance(secs(59.0));
+    assert!(
+        h.sent_requests("BYE").is_empty(),
+        "still within 90 - 30 s of the refresh"
+    );
+    h.advance(secs(2.0));
+    let bye = h.sent_requests("BYE").remove(0);
+    assert_eq!(bye.at.as_secs(), 100);
+    h.reply(&bye, 200, None, "", "");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Local,
+            reason: EndReason::SessionExpired
+        }]
+    );
+    assert!(h.ep.hang_up(h.now, call).is_err());
+}
+
+#[test]
+fn a_422_is_retried_once_with_the_interval_the_peer_asks_for() {
+    let mut h = Harness::new();
+    h.dial(Harness::call(Transport::Udp));
+    let first = h.last_sent();
+    assert!(first.header("Session-Expires").is_none());
+    assert_eq!(first.header("Supported").unwrap(), "timer");
+    h.reply(&first, 422, Some("x"), "Min-SE: 1800\r\n", "");
+    let second = h.sent_requests("INVITE")[1].clone();
+    assert_eq!(second.header("Session-Expires").unwrap(), "1800");
+    assert_eq!(second.header("Min-SE").unwrap(), "1800");
+    assert_eq!(second.header("CSeq").unwrap(), "2 INVITE");
+    h.reply(&second, 422, Some("x"), "Min-SE: 1800\r\n", "");
+    assert_eq!(h.sent_requests("INVITE").len(), 2, "no loop");
+    assert!(matches!(
+        h.take_events().last(),
+        Some(CallEvent::Failed {
+            status: Some(422),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_refresh_answered_481_ends_the_call() {
+    let (mut h, _call) = answered_with("Session-Expires: 90;refresher=uac\r\nAllow: UPDATE\r\n");
+    h.advance(secs(46.0));
+    let update = h.sent_requests("UPDATE").remove(0);
+    h.reply(&update, 481, None, "", "");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Local,
+            reason: EndReason::SessionExpired
+        }]
+    );
+}

@@ -500,3 +500,19 @@ async fn registration_answers_the_challenge_and_refreshes_before_expiry() {
     );
     assert_success(peer);
 }
+
+#[tokio::test]
+async fn a_trunk_session_timer_is_refreshed_with_update() {
+    let peer = sipp("session_timer_refresh.xml", Transport::Udp, 1, &[]);
+    let ua = start_ua(Duration::from_millis(500)).await;
+    let events = run_call(&ua, request(trunk_of(&peer, "timers")), false).await;
+    assert_eq!(
+        calls(&events).last(),
+        Some(&CallEvent::Ended {
+            by: Party::Remote,
+            reason: EndReason::Completed
+        })
+    );
+    // SIPp fails unless the UPDATE came, with our Session-Expires, within the interval.
+    assert_success(peer);
+}
