@@ -144,7 +144,7 @@ impl SipUa {
     /// Sends one OPTIONS to the trunk's first target and returns the final status (408 when
     /// nothing answered).
     pub async fn probe(&self, trunk: &Trunk) -> Result<u16, UaError> {
-        let target = first_target(trunk).await?;
+        let target = first_target(trunk, self.dns_server).await?;
         let request = request_for(trunk, rsip::Method::Options, target, None);
         let (handle, outcome) = exchange(self, None, Some(request), None).await?;
         let _ = self.send(Command::ForgetRequest { series: handle });
@@ -194,7 +194,7 @@ impl SipUa {
             loop {
                 let attempt = match series {
                     Some(h) => exchange(&ua, Some(h), None, None).await,
-                    None => match first_target(&trunk).await {
+                    None => match first_target(&trunk, ua.dns_server).await {
                         Ok(target) => {
                             let r =
                                 request_for(&trunk, rsip::Method::Register, target, Some(expires));
@@ -248,9 +248,12 @@ impl SipUa {
     }
 }
 
-async fn first_target(trunk: &Trunk) -> Result<std::net::SocketAddr, UaError> {
+async fn first_target(
+    trunk: &Trunk,
+    dns: Option<std::net::SocketAddr>,
+) -> Result<std::net::SocketAddr, UaError> {
     trunk
-        .resolve()
+        .resolve(dns)
         .await?
         .into_iter()
         .next()

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod dns;
 mod driver;
 mod health;
 mod tcp;
@@ -121,6 +122,9 @@ pub struct UaConfig {
     pub tcp_keepalive: Duration,
     /// Seed for branch/tag/Call-ID generation; from the OS when `None`.
     pub seed: Option<u64>,
+    /// Name server for SRV lookups (RFC 3263) of trunks named without a port; `None` turns SRV
+    /// off (A/AAAA through the system resolver still work).
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl UaConfig {
@@ -133,6 +137,7 @@ impl UaConfig {
             timers: TimerConfig::default(),
             tcp_keepalive: Duration::from_secs(30),
             seed: None,
+            dns_server: None,
         }
     }
 }
@@ -222,17 +227,20 @@ pub struct SipUa {
     commands: mpsc::UnboundedSender<Command>,
     local_addr: SocketAddr,
     gates: Arc<trunk::Gates>,
+    dns_server: Option<SocketAddr>,
 }
 
 impl SipUa {
     /// Binds UDP and TCP on `config.bind` and starts the driver.
     pub async fn start(config: UaConfig) -> Result<Self, UaError> {
         let gates = Arc::new(trunk::Gates::default());
+        let dns_server = config.dns_server;
         let (commands, local_addr) = driver::spawn(config, gates.clone()).await?;
         Ok(Self {
             commands,
             local_addr,
             gates,
+            dns_server,
         })
     }
 
@@ -253,7 +261,7 @@ impl SipUa {
         let permit = self.gates.admit(&request.trunk).await?;
         let mut targets = Vec::new();
         for trunk in std::iter::once(&request.trunk).chain(&request.fallback_trunks) {
-            match trunk.resolve().await {
+            match trunk.resolve(self.dns_server).await {
                 Ok(addrs) => targets.extend(addrs.into_iter().map(|a| (trunk.clone(), a))),
                 // A fallback that does not resolve is skipped; the primary must resolve.
                 Err(e) if Arc::ptr_eq(trunk, &request.trunk) => return Err(e),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{Credentials, Transport, UaError};
+use crate::{Credentials, Transport, UaError, dns};
 
 /// A SIP trunk (Twilio, Telnyx, Bandwidth style elastic SIP trunking).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,28 +63,55 @@ impl Trunk {
         }
     }
 
-    /// The addresses to try, in order: the outbound proxy's if set, else the trunk's
-    /// (A/AAAA records, or the IP literal).
-    pub(crate) async fn resolve(&self) -> Result<Vec<SocketAddr>, UaError> {
+    /// The addresses to try, in order (RFC 3263 §4): the outbound proxy's if set, else the
+    /// trunk's. An IP literal is used as it is; a name with a port is looked up as A/AAAA; a
+    /// name without one is looked up as SRV (`_sip._udp.` or `_sip._tcp.`) on `dns` when given,
+    /// its targets tried by priority and weight, falling back to A/AAAA on port 5060.
+    pub(crate) async fn resolve(
+        &self,
+        dns: Option<SocketAddr>,
+    ) -> Result<Vec<SocketAddr>, UaError> {
         let (host, port) = match &self.outbound_proxy {
             Some(proxy) => split_host_port(proxy),
-            None => (self.host.clone(), self.port.unwrap_or(5060)),
+            None => (self.host.clone(), self.port),
         };
         if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
+            return Ok(vec![SocketAddr::new(ip, port.unwrap_or(5060))]);
         }
-        let found = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|source| UaError::Resolve {
-                trunk: self.name.clone(),
-                host: host.clone(),
-                source,
-            })?;
         let mut targets: Vec<SocketAddr> = Vec::new();
-        for addr in found {
-            if !targets.contains(&addr) {
-                targets.push(addr);
+        if let (None, Some(server)) = (port, dns) {
+            let service = match self.transport {
+                Transport::Udp => "_sip._udp",
+                Transport::Tcp => "_sip._tcp",
+            };
+            let name = format!("{service}.{host}");
+            match dns::lookup_srv(server, &name, Duration::from_secs(2)).await {
+                Ok(answer) => {
+                    for record in dns::ordered(answer.records) {
+                        let glue: Vec<SocketAddr> = answer
+                            .addresses
+                            .iter()
+                            .filter(|(n, _)| n.eq_ignore_ascii_case(&record.target))
+                            .map(|(_, ip)| SocketAddr::new(*ip, record.port))
+                            .collect();
+                        let found = if glue.is_empty() {
+                            lookup(&self.name, &record.target, record.port)
+                                .await
+                                .unwrap_or_default()
+                        } else {
+                            glue
+                        };
+                        push_new(&mut targets, found);
+                    }
+                }
+                Err(error) => tracing::debug!(%name, %error, "no SRV records; using A/AAAA"),
             }
+        }
+        if targets.is_empty() {
+            push_new(
+                &mut targets,
+                lookup(&self.name, &host, port.unwrap_or(5060)).await?,
+            );
         }
         if targets.is_empty() {
             return Err(UaError::NoAddress {
@@ -96,19 +123,39 @@ impl Trunk {
     }
 }
 
-fn split_host_port(value: &str) -> (String, u16) {
+fn push_new(targets: &mut Vec<SocketAddr>, found: Vec<SocketAddr>) {
+    for addr in found {
+        if !targets.contains(&addr) {
+            targets.push(addr);
+        }
+    }
+}
+
+/// A/AAAA through the system resolver.
+async fn lookup(trunk: &str, host: &str, port: u16) -> Result<Vec<SocketAddr>, UaError> {
+    Ok(tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| UaError::Resolve {
+            trunk: trunk.to_owned(),
+            host: host.to_owned(),
+            source,
+        })?
+        .collect())
+}
+
+/// `host[:port]` or `[v6][:port]`; the port is `None` when absent.
+fn split_host_port(value: &str) -> (String, Option<u16>) {
     if let Some(rest) = value.strip_prefix('[')
         && let Some((host, after)) = rest.split_once(']')
     {
-        let port = after
-            .strip_prefix(':')
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(5060);
-        return (host.to_owned(), port);
+        return (
+            host.to_owned(),
+            after.strip_prefix(':').and_then(|p| p.parse().ok()),
+        );
     }
     match value.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h.to_owned(), p.parse().unwrap_or(5060)),
-        _ => (value.to_owned(), 5060),
+        Some((h, p)) if !h.contains(':') => (h.to_owned(), p.parse().ok()),
+        _ => (value.to_owned(), None),
     }
 }
 
@@ -232,20 +279,21 @@ impl Gates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dialtone_test_support::dns::DnsServer;
 
     #[test]
     fn host_port_forms() {
         assert_eq!(
             split_host_port("proxy.example.com:5080"),
-            ("proxy.example.com".into(), 5080)
+            ("proxy.example.com".into(), Some(5080))
         );
         assert_eq!(
             split_host_port("proxy.example.com"),
-            ("proxy.example.com".into(), 5060)
+            ("proxy.example.com".into(), None)
         );
         assert_eq!(
             split_host_port("[2001:db8::1]:5062"),
-            ("2001:db8::1".into(), 5062)
+            ("2001:db8::1".into(), Some(5062))
         );
         let mut t = Trunk::new("t", "2001:db8::1", Transport::Udp);
         t.port = Some(5070);
@@ -286,16 +334,40 @@ mod tests {
     async fn resolves_literals_and_names() {
         let t = Trunk::new("t", "127.0.0.1", Transport::Udp);
         assert_eq!(
-            t.resolve().await.unwrap(),
+            t.resolve(None).await.unwrap(),
             vec!["127.0.0.1:5060".parse().unwrap()]
         );
         let t = Trunk::new("t", "localhost", Transport::Udp);
         assert!(
-            t.resolve()
+            t.resolve(None)
                 .await
                 .unwrap()
                 .iter()
                 .all(|a| a.ip().is_loopback())
+        );
+    }
+
+    #[tokio::test]
+    async fn srv_targets_come_in_priority_order_with_their_ports() {
+        let server = DnsServer::start(
+            "_sip._udp.trunk.test",
+            vec![
+                (20, 0, 5072, "backup.trunk.test".into()),
+                (10, 0, 5071, "primary.trunk.test".into()),
+            ],
+            vec![
+                ("primary.trunk.test".into(), [127, 0, 0, 11]),
+                ("backup.trunk.test".into(), [127, 0, 0, 12]),
+            ],
+        )
+        .unwrap();
+        let t = Trunk::new("t", "trunk.test", Transport::Udp);
+        assert_eq!(
+            t.resolve(Some(server.addr)).await.unwrap(),
+            vec![
+                "127.0.0.11:5071".parse::<SocketAddr>().unwrap(),
+                "127.0.0.12:5072".parse().unwrap()
+            ]
         );
     }
 }

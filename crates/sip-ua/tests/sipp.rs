@@ -12,6 +12,7 @@ use dialtone_sip_ua::{
     CallEvent, Credentials, DialRequest, EndReason, Party, RegistrationState, SipUa, TimerConfig,
     Transport, Trunk, UaConfig, UaEvent,
 };
+use dialtone_test_support::dns::DnsServer;
 use dialtone_test_support::{Kamailio, SipTransport, Sipp, SippOptions, scenario};
 
 /// Starts SIPp playing scenario `name` as the trunk.
@@ -514,5 +515,137 @@ async fn a_trunk_session_timer_is_refreshed_with_update() {
         })
     );
     // SIPp fails unless the UPDATE came, with our Session-Expires, within the interval.
+    assert_success(peer);
+}
+
+/// RFC 3263: a trunk named without a port is found by SRV; the first target refuses with 503
+/// and the call fails over to the second.
+#[tokio::test]
+async fn srv_targets_are_tried_in_order_with_failover() {
+    let failing = sipp("reject.xml", Transport::Udp, 1, &[("status", "503")]);
+    let working = sipp("answer_then_we_hang_up.xml", Transport::Udp, 1, &[]);
+    let dns = DnsServer::start(
+        "_sip._udp.trunk.test",
+        vec![
+            (10, 0, failing.port, "a.trunk.test".into()),
+            (20, 0, working.port, "b.trunk.test".into()),
+        ],
+        vec![
+            ("a.trunk.test".into(), [127, 0, 0, 1]),
+            ("b.trunk.test".into(), [127, 0, 0, 1]),
+        ],
+    )
+    .unwrap();
+    let mut config = UaConfig::new("127.0.0.1:0".parse().unwrap());
+    config.dns_server = Some(dns.addr);
+    let ua = SipUa::start(config).await.unwrap();
+    let events = run_call(
+        &ua,
+        request(Trunk::new("srv", "trunk.test", Transport::Udp)),
+        true,
+    )
+    .await;
+    assert_eq!(
+        attempts(&events),
+        vec![
+            SocketAddr::from(([127, 0, 0, 1], failing.port)),
+            SocketAddr::from(([127, 0, 0, 1], working.port))
+        ]
+    );
+    assert_eq!(
+        calls(&events).last(),
+        Some(&CallEvent::Ended {
+            by: Party::Local,
+            reason: EndReason::Completed
+        })
+    );
+    assert_success(failing);
+    assert_success(working);
+}
+
+#[tokio::test]
+async fn the_advertised_address_goes_in_via_and_contact() {
+    let peer = sipp(
+        "answer_checks_advertised.xml",
+        Transport::Udp,
+        1,
+        &[("hostport", "127.0.0.2:5099")],
+    );
+    let mut config = UaConfig::new("127.0.0.1:0".parse().unwrap());
+    config.advertised_host = Some("127.0.0.2".into());
+    config.advertised_port = Some(5099);
+    let ua = SipUa::start(config).await.unwrap();
+    let events = run_call(&ua, request(trunk_of(&peer, "nat")), true).await;
+    assert!(
+        matches!(calls(&events).last(), Some(CallEvent::Ended { .. })),
+        "{events:?}"
+    );
+    assert_success(peer);
+}
+
+#[tokio::test]
+async fn dtmf_goes_out_as_sip_info_when_asked() {
+    let peer = sipp("answer_takes_dtmf_info.xml", Transport::Udp, 1, &[]);
+    let ua = start_ua(Duration::from_millis(500)).await;
+    let mut call = ua.dial(request(trunk_of(&peer, "info"))).await.unwrap();
+    let mut completed = None;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = call.next_event().await {
+            match e {
+                UaEvent::Call(CallEvent::Answered { .. }) => {
+                    call.send_dtmf_info('5', Duration::from_millis(160))
+                        .unwrap();
+                }
+                UaEvent::Call(CallEvent::RequestCompleted { method, status, .. }) => {
+                    completed = Some((method, status));
+                    call.hang_up().unwrap();
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(completed, Some((rsip::Method::Info, 200)));
+    assert_success(peer);
+}
+
+#[tokio::test]
+async fn a_trunk_at_its_concurrency_cap_refuses_the_next_call_clearly() {
+    let peer = sipp("ring_until_cancel.xml", Transport::Udp, 2, &[]);
+    let ua = start_ua(Duration::from_millis(500)).await;
+    let mut trunk = trunk_of(&peer, "capped");
+    trunk.max_concurrent_calls = Some(1);
+    trunk.cap_wait = Duration::from_millis(200);
+    let trunk = Arc::new(trunk);
+    let mut first = ua
+        .dial(DialRequest::new(
+            trunk.clone(),
+            "+15559870000",
+            "+15551230000",
+        ))
+        .await
+        .unwrap();
+    let refused = ua
+        .dial(DialRequest::new(
+            trunk.clone(),
+            "+15559870000",
+            "+15551230001",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "trunk capped is at its cap of 1 concurrent calls"
+    );
+    first.hang_up().unwrap();
+    while first.next_event().await.is_some() {}
+    // The slot is free again once the first call has ended.
+    let mut second = ua
+        .dial(DialRequest::new(trunk, "+15559870000", "+15551230002"))
+        .await
+        .unwrap();
+    second.hang_up().unwrap();
+    while second.next_event().await.is_some() {}
     assert_success(peer);
 }

@@ -82,8 +82,8 @@ impl TrunkTransport {
     }
 }
 
-/// A SIP trunk. The password is never serialised.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A SIP trunk. The password is never serialised nor shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct Trunk {
     /// Id.
     pub id: Uuid,
@@ -114,8 +114,8 @@ pub struct Trunk {
     pub updated_at: i64,
 }
 
-/// Fields of a new trunk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Fields of a new trunk. `Debug` does not show the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewTrunk {
     /// Unique name.
     pub name: String,
@@ -137,6 +137,46 @@ pub struct NewTrunk {
     pub max_concurrent_calls: Option<u32>,
     /// Rate cap.
     pub max_calls_per_second: Option<u32>,
+}
+
+/// What `Debug` shows for a password.
+fn redacted(password: &Option<String>) -> &'static str {
+    if password.is_some() {
+        "<redacted>"
+    } else {
+        "None"
+    }
+}
+
+impl std::fmt::Debug for Trunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trunk")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("transport", &self.transport)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("realm", &self.realm)
+            .field("from_domain", &self.from_domain)
+            .field("max_concurrent_calls", &self.max_concurrent_calls)
+            .field("max_calls_per_second", &self.max_calls_per_second)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NewTrunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewTrunk")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("transport", &self.transport)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .finish_non_exhaustive()
+    }
 }
 
 /// A phone number on a trunk.
@@ -779,6 +819,8 @@ mod tests {
         let t = s.create_trunk(trunk("main")).await.unwrap();
         assert_eq!(s.get_trunk(t.id).await.unwrap(), t);
         assert!(!serde_json::to_string(&t).unwrap().contains("secret"));
+        assert!(!format!("{t:?}").contains("secret"));
+        assert!(!format!("{:?}", trunk("x")).contains("secret"));
         assert!(matches!(
             s.create_trunk(trunk("main")).await,
             Err(StorageError::Conflict {

@@ -4,6 +4,8 @@
 //! waits until it has bound its port (readiness, not a fixed sleep), and checks its verdict.
 //! Every peer listens on 127.0.0.1 only and is killed when dropped.
 
+pub mod dns;
+
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
