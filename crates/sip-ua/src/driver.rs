@@ -515,3 +515,41 @@ impl Driver {
         let _ = slot.events.send(UaEvent::Call(event));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_carries_caller_id_identity_proxy_and_transport() {
+        let mut trunk = Trunk::new("t", "sip.example.net", Transport::Tcp);
+        trunk.port = Some(5080);
+        trunk.from_domain = Some("calls.example.com".into());
+        trunk.outbound_proxy = Some("edge.example.net:5061".into());
+        let mut request = DialRequest::new(Arc::new(trunk.clone()), "+15559870000", "+15551230000");
+        request.assert_identity = true;
+        request
+            .extra_headers
+            .push(("X-Campaign".into(), "spring".into()));
+        let call = attempt(&request, &trunk, "192.0.2.9:5061".parse().unwrap());
+        assert_eq!(
+            call.request_uri,
+            "sip:+15551230000@sip.example.net:5080;transport=tcp"
+        );
+        assert_eq!(call.from, "<sip:+15559870000@calls.example.com>");
+        assert_eq!(call.to, "<sip:+15551230000@sip.example.net:5080>");
+        assert_eq!(
+            call.route,
+            vec!["<sip:edge.example.net:5061;transport=tcp;lr>"]
+        );
+        assert_eq!(call.transport, Transport::Tcp);
+        assert!(
+            call.extra_headers
+                .contains(&("X-Campaign".into(), "spring".into()))
+        );
+        assert!(call.extra_headers.contains(&(
+            "P-Asserted-Identity".into(),
+            "<sip:+15559870000@calls.example.com>".into()
+        )));
+    }
+}
