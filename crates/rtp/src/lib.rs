@@ -24,6 +24,10 @@
 
 use std::time::Instant;
 
+pub mod jitter;
+
+pub use jitter::{JitterBuffer, JitterStats, Playout};
+
 /// Errors from parsing or building packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
