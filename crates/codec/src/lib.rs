@@ -152,9 +152,68 @@ impl G711 {
     }
 }
 
+/// Packet-loss concealment for codecs without their own (G.711): a lost frame is the last good
+/// frame again, each repetition quieter, fading to silence after a few, so a loss sounds like a
+/// brief dip rather than a click or a hole.
+#[derive(Debug, Clone)]
+pub struct Concealer {
+    last: Vec<i16>,
+    losses: u32,
+}
+
+impl Concealer {
+    /// A concealer for frames of `samples` samples.
+    pub fn new(samples: usize) -> Self {
+        Self {
+            last: vec![0; samples],
+            losses: 0,
+        }
+    }
+
+    /// Remembers a frame that arrived.
+    pub fn good(&mut self, frame: &[i16]) {
+        for (l, s) in self.last.iter_mut().zip(frame) {
+            *l = *s;
+        }
+        self.losses = 0;
+    }
+
+    /// Writes the stand-in for a lost frame into `out`.
+    pub fn conceal(&mut self, out: &mut [i16]) {
+        self.losses += 1;
+        // Gain 0.7, 0.49, 0.34, ... and silence from the sixth loss on.
+        let gain = if self.losses > 5 {
+            0.0
+        } else {
+            0.7f32.powi(self.losses as i32)
+        };
+        for (o, l) in out.iter_mut().zip(&self.last) {
+            *o = (f32::from(*l) * gain).round() as i16;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concealment_repeats_and_fades_to_silence() {
+        let mut c = Concealer::new(4);
+        c.good(&[1000, -1000, 500, 0]);
+        let mut out = [0i16; 4];
+        c.conceal(&mut out);
+        assert_eq!(out, [700, -700, 350, 0]);
+        c.conceal(&mut out);
+        assert_eq!(out, [490, -490, 245, 0]);
+        for _ in 0..4 {
+            c.conceal(&mut out);
+        }
+        assert_eq!(out, [0; 4]);
+        c.good(&[10, 10, 10, 10]);
+        c.conceal(&mut out);
+        assert_eq!(out, [7; 4]);
+    }
 
     #[test]
     fn known_ulaw_values() {

@@ -526,6 +526,9 @@ impl Engine {
                             "peak_level_dbfs": s.peak_level_dbfs,
                             "inbound_overflow": s.inbound_overflow,
                             "outbound_underflow": s.outbound_underflow,
+                            "concealed_frames": s.concealed_frames,
+                            "late_packets": s.late_packets,
+                            "jitter_buffer_ms": s.jitter_buffer_ms,
                         })
                     });
                     tracing::info!(ended_by, "call ended");

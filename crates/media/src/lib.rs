@@ -3,8 +3,9 @@
 //! Owns the RTP sockets and the 20 ms clock; the protocol work is in `dialtone-rtp` and the
 //! codec work in `dialtone-codec`. A [`PortPool`] hands out even RTP ports from a configured
 //! range; [`MediaSession::start`] runs one call's media: every packet in is parsed, accounted
-//! (RFC 3550 statistics), decoded and passed to the call's inbound frame queue; every 20 ms one
-//! frame from the outbound queue (or silence) is encoded and sent. The far end's address is
+//! (RFC 3550 statistics) and put into the adaptive jitter buffer; every 20 ms one frame comes
+//! out of it (decoded, or concealed when lost) into the call's inbound queue, and one frame
+//! from the outbound queue (or silence) is encoded and sent. The far end's address is
 //! latched from its first valid packet (symmetric RTP), after which packets from elsewhere are
 //! counted and dropped.
 //!
@@ -15,8 +16,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dialtone_codec::{G711, G711Law};
-use dialtone_rtp::{RtpReceiver, RtpSender, is_rtcp, parse};
+use dialtone_codec::{Concealer, G711, G711Law};
+use dialtone_rtp::{Arrival, JitterBuffer, Playout, RtpReceiver, RtpSender, is_rtcp, parse};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -164,6 +165,12 @@ pub struct MediaStats {
     pub voiced_frames_in: u64,
     /// Loudest inbound frame, RMS in dBFS.
     pub peak_level_dbfs: f64,
+    /// Inbound frames the jitter buffer reported lost and the concealer filled in.
+    pub concealed_frames: u64,
+    /// Packets that came after their playout time.
+    pub late_packets: u64,
+    /// The jitter buffer's current target delay in ms.
+    pub jitter_buffer_ms: u32,
 }
 
 /// RMS level of a frame in dBFS (-100 for digital silence).
@@ -302,6 +309,8 @@ async fn run(
         config.send_payload_type,
     );
     let mut receiver = RtpReceiver::new(8000);
+    let mut jitter = JitterBuffer::new(Duration::from_millis(20), 8000, Duration::from_millis(300));
+    let mut concealer = Concealer::new(FRAME_SAMPLES);
     let mut remote = config.remote;
     let mut latched = false;
     let mut stats = *publish.borrow();
@@ -358,19 +367,39 @@ async fn run(
                     remote = Some(source);
                     latched = true;
                 }
-                receiver.on_packet(Instant::now(), &rtp);
-                let mut decoded: Frame = [0; FRAME_SAMPLES];
-                let samples = codec.decode(rtp.payload, &mut decoded);
-                let level = level_dbfs(decoded.get(..samples).unwrap_or_default());
-                if level > -40.0 {
-                    stats.voiced_frames_in += 1;
-                }
-                stats.peak_level_dbfs = stats.peak_level_dbfs.max(level);
-                if inbound.try_send(decoded).is_err() {
-                    stats.inbound_overflow += 1;
-                }
+                let now = Instant::now();
+                let sequence = match receiver.on_packet(now, &rtp) {
+                    Arrival::InOrder { extended_sequence } | Arrival::Late { extended_sequence } => extended_sequence,
+                    Arrival::Resync => {
+                        jitter.reset();
+                        u64::from(rtp.sequence)
+                    }
+                };
+                jitter.push(now, sequence, rtp.timestamp, rtp.payload);
             }
             _ = tick.tick() => {
+                // Inbound: one frame out of the jitter buffer per tick, losses concealed.
+                let mut decoded: Frame = [0; FRAME_SAMPLES];
+                let have = match jitter.pop(Instant::now()) {
+                    Playout::Frame { payload, .. } => {
+                        let samples = codec.decode(payload, &mut decoded);
+                        concealer.good(&decoded);
+                        let level = level_dbfs(decoded.get(..samples).unwrap_or_default());
+                        if level > -40.0 {
+                            stats.voiced_frames_in += 1;
+                        }
+                        stats.peak_level_dbfs = stats.peak_level_dbfs.max(level);
+                        true
+                    }
+                    Playout::Lost => {
+                        concealer.conceal(&mut decoded);
+                        true
+                    }
+                    Playout::Empty => false,
+                };
+                if have && inbound.try_send(decoded).is_err() {
+                    stats.inbound_overflow += 1;
+                }
                 let frame = outbound.try_recv().unwrap_or_else(|_| {
                     stats.outbound_underflow += 1;
                     [0; FRAME_SAMPLES]
@@ -393,6 +422,10 @@ async fn run(
         stats.packets_in = r.total_packets;
         stats.lost = r.lost;
         stats.jitter_ms = r.jitter_ms;
+        let j = jitter.stats();
+        stats.concealed_frames = j.lost;
+        stats.late_packets = j.late;
+        stats.jitter_buffer_ms = j.target_frames * 20;
         if last_publish.elapsed() >= Duration::from_millis(200) {
             last_publish = Instant::now();
             let _ = publish.send(stats);

@@ -163,8 +163,11 @@ impl JitterBuffer {
         slot.sequence = Some(sequence);
         slot.timestamp = timestamp;
         slot.payload.clear();
-        slot.payload
-            .extend_from_slice(payload.get(..SLOT_BYTES.min(payload.len())).unwrap_or_default());
+        slot.payload.extend_from_slice(
+            payload
+                .get(..SLOT_BYTES.min(payload.len()))
+                .unwrap_or_default(),
+        );
         self.highest = Some(self.highest.map_or(sequence, |h| h.max(sequence)));
         if self.next.is_none() {
             self.next = Some(sequence);
@@ -176,7 +179,8 @@ impl JitterBuffer {
     /// RFC 3550 A.8 on arrival times, then the target: about three jitters, in whole frames.
     fn observe_jitter(&mut self, now: Instant, timestamp: u32) {
         let epoch = self.buffering_since.unwrap_or(now);
-        let arrival = now.saturating_duration_since(epoch).as_secs_f64() * f64::from(self.clock_rate);
+        let arrival =
+            now.saturating_duration_since(epoch).as_secs_f64() * f64::from(self.clock_rate);
         let transit = arrival - f64::from(timestamp);
         if let Some(previous) = self.transit {
             let d = (transit - previous).abs();
@@ -187,7 +191,8 @@ impl JitterBuffer {
         }
         self.transit = Some(transit);
         let jitter_frames = self.jitter / f64::from(self.samples_per_frame.max(1));
-        let wanted = ((3.0 * jitter_frames).ceil() as u32 + 1).clamp(self.min_frames, self.max_frames);
+        let wanted =
+            ((3.0 * jitter_frames).ceil() as u32 + 1).clamp(self.min_frames, self.max_frames);
         if wanted > self.target_frames {
             self.target_frames = wanted;
             self.calm_since = None;
@@ -201,6 +206,11 @@ impl JitterBuffer {
             self.calm_since = None;
         }
         self.stats.target_frames = self.target_frames;
+    }
+
+    /// Forgets everything buffered (the source changed): the next packet starts afresh.
+    pub fn reset(&mut self) {
+        self.reset_playout();
     }
 
     fn reset_playout(&mut self) {
@@ -320,7 +330,12 @@ mod tests {
             let now_ms = tick * 20;
             while i < pending.len() && pending[i].0 <= now_ms {
                 let (at, seq) = pending[i];
-                jb.push(t0 + Duration::from_millis(at), seq, (seq * 160) as u32, &[seq as u8; 160]);
+                jb.push(
+                    t0 + Duration::from_millis(at),
+                    seq,
+                    (seq * 160) as u32,
+                    &[seq as u8; 160],
+                );
                 i += 1;
             }
             out.push(match jb.pop(t0 + Duration::from_millis(now_ms)) {
@@ -337,7 +352,11 @@ mod tests {
         let mut jb = buffer();
         let arrivals: Vec<(u64, u64)> = (0..10).map(|s| (s * 20, s)).collect();
         let out = run(&mut jb, &arrivals, 11);
-        assert_eq!(out[..2], ["-", "0"], "playout starts once two frames are in (20 ms)");
+        assert_eq!(
+            out[..2],
+            ["-", "0"],
+            "playout starts once two frames are in (20 ms)"
+        );
         assert_eq!(out[2..11], ["1", "2", "3", "4", "5", "6", "7", "8", "9"]);
         assert_eq!(jb.target_delay(), Duration::from_millis(40));
         assert_eq!(jb.stats().lost, 0);
@@ -346,7 +365,15 @@ mod tests {
     #[test]
     fn reordering_is_fixed_and_loss_reported_once() {
         let mut jb = buffer();
-        let arrivals = [(0, 0), (20, 1), (40, 3), (45, 2), (60, 4), (100, 6), (120, 7)];
+        let arrivals = [
+            (0, 0),
+            (20, 1),
+            (40, 3),
+            (45, 2),
+            (60, 4),
+            (100, 6),
+            (120, 7),
+        ];
         let out = run(&mut jb, &arrivals, 9);
         assert_eq!(out, ["-", "0", "1", "2", "3", "4", "lost", "6", "7"]);
         assert_eq!(jb.stats().lost, 1);
@@ -374,7 +401,10 @@ mod tests {
         let grown = jb.target_delay();
         assert!(grown >= Duration::from_millis(60), "target {grown:?}");
         let lost_late: usize = out[20..].iter().filter(|o| *o == "lost").count();
-        assert_eq!(lost_late, 0, "once adapted, bursts play without loss: {out:?}");
+        assert_eq!(
+            lost_late, 0,
+            "once adapted, bursts play without loss: {out:?}"
+        );
         // Then a clean network for 10 s: the target comes back down.
         let mut jb2 = jb.clone();
         let t0 = Instant::now();
@@ -383,7 +413,11 @@ mod tests {
             jb2.push(now, 200 + s, ((200 + s) * 160) as u32, &[0; 160]);
             let _ = jb2.pop(now);
         }
-        assert!(jb2.target_delay() < grown, "{:?} !< {grown:?}", jb2.target_delay());
+        assert!(
+            jb2.target_delay() < grown,
+            "{:?} !< {grown:?}",
+            jb2.target_delay()
+        );
         assert_eq!(jb2.target_delay(), Duration::from_millis(40));
     }
 
@@ -397,7 +431,12 @@ mod tests {
         for tick in 0..30_000u64 {
             let now = t0 + Duration::from_micros(tick * 20_000);
             while sent * 19_800 <= tick * 20_000 {
-                jb.push(t0 + Duration::from_micros(sent * 19_800), sent, (sent * 160) as u32, &[0; 160]);
+                jb.push(
+                    t0 + Duration::from_micros(sent * 19_800),
+                    sent,
+                    (sent * 160) as u32,
+                    &[0; 160],
+                );
                 sent += 1;
             }
             let _ = jb.pop(now);
@@ -417,7 +456,12 @@ mod tests {
         for tick in 0..30_000u64 {
             let now = t0 + Duration::from_micros(tick * 20_000);
             while sent * 20_200 <= tick * 20_000 {
-                jb.push(t0 + Duration::from_micros(sent * 20_200), sent, (sent * 160) as u32, &[0; 160]);
+                jb.push(
+                    t0 + Duration::from_micros(sent * 20_200),
+                    sent,
+                    (sent * 160) as u32,
+                    &[0; 160],
+                );
                 sent += 1;
             }
             if !matches!(jb.pop(now), Playout::Frame { .. }) {
@@ -425,18 +469,28 @@ mod tests {
             }
         }
         // 1% slow: about 300 frames short over 30 000; each is made up once, not more.
-        assert!((250..=700).contains(&lost_or_empty), "{lost_or_empty} {:?}", jb.stats());
+        assert!(
+            (250..=700).contains(&lost_or_empty),
+            "{lost_or_empty} {:?}",
+            jb.stats()
+        );
         assert!(jb.depth() <= 4);
     }
 
     #[test]
     fn a_stream_that_stops_rebuffers_then_resumes() {
         let mut jb = buffer();
-        let arrivals: Vec<(u64, u64)> = (0..5).map(|s| (s * 20, s)).chain((50..55).map(|s| (s * 20, s))).collect();
+        let arrivals: Vec<(u64, u64)> = (0..5)
+            .map(|s| (s * 20, s))
+            .chain((50..55).map(|s| (s * 20, s)))
+            .collect();
         let out = run(&mut jb, &arrivals, 60);
         // Two frames concealed after each stop, then silence until the stream is back.
         assert_eq!(out.iter().filter(|o| *o == "lost").count(), 4, "{out:?}");
-        assert!(out.contains(&"50".to_string()) && out.contains(&"54".to_string()), "{out:?}");
+        assert!(
+            out.contains(&"50".to_string()) && out.contains(&"54".to_string()),
+            "{out:?}"
+        );
         assert!(jb.stats().rebuffers >= 1);
     }
 }

@@ -183,8 +183,12 @@ pub enum Arrival {
         extended_sequence: u64,
     },
     /// Behind the highest sequence seen: reordered or duplicated.
-    Late,
-    /// A new SSRC, or a jump so large the stream restarted: state was reset.
+    Late {
+        /// Its extended sequence number.
+        extended_sequence: u64,
+    },
+    /// A new SSRC, or a jump so large the stream restarted: state was reset, and this packet
+    /// starts the new count at its own sequence number.
     Resync,
 }
 
@@ -293,7 +297,15 @@ impl RtpReceiver {
             Arrival::Resync
         } else if delta == 0 || delta > u16::MAX - MAX_MISORDER {
             self.stats.late += 1;
-            Arrival::Late
+            // A late packet from before the last wrap belongs to the previous cycle.
+            let cycles = if packet.sequence > source.max_sequence {
+                source.cycles.saturating_sub(1 << 16)
+            } else {
+                source.cycles
+            };
+            Arrival::Late {
+                extended_sequence: cycles + u64::from(packet.sequence),
+            }
         } else {
             if packet.sequence < source.max_sequence {
                 source.cycles += 1 << 16;
@@ -391,7 +403,12 @@ mod tests {
                 &parse(&p).unwrap(),
             );
             if *seq == 11 {
-                assert_eq!(v, Arrival::Late);
+                assert_eq!(
+                    v,
+                    Arrival::Late {
+                        extended_sequence: 11
+                    }
+                );
             }
         }
         assert_eq!(r.stats().lost, 0);
