@@ -87,55 +87,88 @@ async fn setup_agent(api: &Api, sipp_port: u16) -> (String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    // 440 Hz at amplitude 10000: -13.3 dBFS RMS.
-    let tone = write_ulaw_tone(&dir.join("tone.ulaw"), 440.0, 10000.0, 3).unwrap();
-    let scenario = scenario("callee_speaks_then_hangs_up.xml");
-    let sipp = Sipp::uas(
-        &scenario,
-        SipTransport::Udp,
-        &SippOptions {
-            replacements: vec![
-                ("tone".into(), tone.display().to_string()),
-                ("talk_ms".into(), "2500".into()),
-            ],
-            ..SippOptions::default()
-        },
-    )
-    .unwrap();
-    let d = daemon(&dir).await;
+/// A daemon on its own SQLite file, SIPp playing `scenario` as the trunk (a trunk on a port
+/// nobody answers when `None`), and an echo agent calling through it. Scenarios may use
+/// `__TONE__`: three seconds of 440 Hz at amplitude 10000 (-13.3 dBFS RMS), as PCMU.
+struct World {
+    _dir: tempfile::TempDir,
+    sipp: Option<Sipp>,
+    daemon: Daemon,
+    api: Api,
+    agent_id: String,
+}
+
+async fn world(scenario_name: Option<&str>, keys: &[(&str, &str)]) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let tone = write_ulaw_tone(&dir.path().join("tone.ulaw"), 440.0, 10000.0, 3).unwrap();
+    let sipp = scenario_name.map(|name| {
+        let mut replacements: Vec<(String, String)> = keys
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        replacements.push(("tone".into(), tone.display().to_string()));
+        Sipp::uas(
+            &scenario(name),
+            SipTransport::Udp,
+            &SippOptions {
+                replacements,
+                ..SippOptions::default()
+            },
+        )
+        .unwrap()
+    });
+    let daemon = daemon(dir.path()).await;
     let api = Api {
-        base: format!("http://{}", d.http_addr),
+        base: format!("http://{}", daemon.http_addr),
         http: reqwest::Client::new(),
     };
-    let (agent_id, _) = setup_agent(&api, sipp.port).await;
+    let (agent_id, _) = setup_agent(&api, sipp.as_ref().map_or(5060, |s| s.port)).await;
+    World {
+        _dir: dir,
+        sipp,
+        daemon,
+        api,
+        agent_id,
+    }
+}
 
-    let (s, call) = api
+impl World {
+    async fn dispatch(&self, extra: Value) -> String {
+        let mut body = json!({"agent_id": self.agent_id, "to": "+15551230000"});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (s, call) = self.api.post("/v1/calls", body).await;
+        assert_eq!(s, 201, "{call}");
+        call["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn finish(self) {
+        if let Some(sipp) = self.sipp {
+            sipp.finish(Duration::from_secs(20)).unwrap();
+        }
+        self.daemon.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
+    let w = world(
+        Some("callee_speaks_then_hangs_up.xml"),
+        &[("talk_ms", "2500")],
+    )
+    .await;
+    let (s, call) = w
+        .api
         .post(
             "/v1/calls",
-            json!({"agent_id": agent_id, "to": "+15551230000", "context": {"appointment": "tomorrow 10:00"}, "metadata": {"crm_id": "42"}}),
+            json!({"agent_id": w.agent_id, "to": "+15551230000", "context": {"appointment": "tomorrow 10:00"}, "metadata": {"crm_id": "42"}}),
         )
         .await;
     assert_eq!(s, 201, "{call}");
     assert_eq!(call["status"], "queued");
     assert_eq!(call["instructions"], "Repeat after the caller.");
-    let id = call["id"].as_str().unwrap().to_owned();
-
-    let mut record = Value::Null;
-    for _ in 0..300 {
-        let (s, c) = api.get(&format!("/v1/calls/{id}")).await;
-        assert_eq!(s, 200);
-        let done = ["completed", "busy", "no_answer", "failed", "canceled"]
-            .contains(&c["status"].as_str().unwrap());
-        record = c;
-        if done {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let record = wait_final(&w.api, call["id"].as_str().unwrap()).await;
     assert_eq!(record["status"], "completed", "{record:#}");
     assert_eq!(record["end_reason"]["code"], "completed");
     assert_eq!(record["end_reason"]["by"], "callee");
@@ -167,20 +200,14 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
     assert!((-16.0..-10.0).contains(&peak), "peak {peak} dBFS");
     assert!(media["packets_out"].as_u64().unwrap() >= 80, "{media}");
     assert_eq!(media["malformed"], 0);
-    sipp.finish(Duration::from_secs(20)).unwrap();
-    d.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(media["concealed_frames"], 0);
+    w.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatch_refusals_name_the_field_and_use_the_right_status() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let d = daemon(&dir).await;
-    let api = Api {
-        base: format!("http://{}", d.http_addr),
-        http: reqwest::Client::new(),
-    };
-    let (agent_id, _) = setup_agent(&api, 5060).await;
+    let w = world(None, &[]).await;
+    let (api, agent_id) = (&w.api, w.agent_id.clone());
     let cases = [
         (
             json!({"agent_id": agent_id, "to": "+15551230000", "persona": "x"}),
@@ -262,7 +289,7 @@ async fn dispatch_refusals_name_the_field_and_use_the_right_status() {
         .get("/v1/calls/0190f5a0-0000-7000-8000-000000000000")
         .await;
     assert_eq!(s, 404);
-    d.shutdown(Duration::from_secs(1)).await;
+    w.finish().await;
 }
 
 async fn wait_final(api: &Api, id: &str) -> Value {
@@ -291,100 +318,47 @@ async fn wait_status(api: &Api, id: &str, status: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hangup_while_ringing_cancels_and_the_record_says_api() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sipp = Sipp::uas(
-        &scenario("ring_until_cancel.xml"),
-        SipTransport::Udp,
-        &SippOptions::default(),
-    )
-    .unwrap();
-    let d = daemon(tmp.path()).await;
-    let api = Api {
-        base: format!("http://{}", d.http_addr),
-        http: reqwest::Client::new(),
-    };
-    let (agent_id, _) = setup_agent(&api, sipp.port).await;
-    let (s, call) = api
-        .post(
-            "/v1/calls",
-            json!({"agent_id": agent_id, "to": "+15551230000"}),
-        )
+    let w = world(Some("ring_until_cancel.xml"), &[]).await;
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "ringing").await;
+    let (s, _) = w
+        .api
+        .post(&format!("/v1/calls/{id}/hangup"), json!({}))
         .await;
-    assert_eq!(s, 201);
-    let id = call["id"].as_str().unwrap().to_owned();
-    wait_status(&api, &id, "ringing").await;
-    let (s, _) = api.post(&format!("/v1/calls/{id}/hangup"), json!({})).await;
     assert_eq!(s, 200);
-    let record = wait_final(&api, &id).await;
+    let record = wait_final(&w.api, &id).await;
     assert_eq!(record["status"], "canceled", "{record:#}");
     assert_eq!(record["end_reason"]["code"], "canceled");
     assert_eq!(record["end_reason"]["by"], "api");
     assert_eq!(record["end_reason"]["sip_status"], 487);
     assert!(record["answered_at"].is_null());
-    let (s, err) = api.post(&format!("/v1/calls/{id}/hangup"), json!({})).await;
+    let (s, err) = w
+        .api
+        .post(&format!("/v1/calls/{id}/hangup"), json!({}))
+        .await;
     assert_eq!(s, 409, "{err}");
-    sipp.finish(Duration::from_secs(20)).unwrap();
-    d.shutdown(Duration::from_secs(1)).await;
+    w.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_callee_gives_status_busy() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sipp = Sipp::uas(
-        &scenario("reject.xml"),
-        SipTransport::Udp,
-        &SippOptions {
-            replacements: vec![("status".into(), "486".into())],
-            ..SippOptions::default()
-        },
-    )
-    .unwrap();
-    let d = daemon(tmp.path()).await;
-    let api = Api {
-        base: format!("http://{}", d.http_addr),
-        http: reqwest::Client::new(),
-    };
-    let (agent_id, _) = setup_agent(&api, sipp.port).await;
-    let (_, call) = api
-        .post(
-            "/v1/calls",
-            json!({"agent_id": agent_id, "to": "+15551230000"}),
-        )
-        .await;
-    let record = wait_final(&api, call["id"].as_str().unwrap()).await;
+    let w = world(Some("reject.xml"), &[("status", "486")]).await;
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
     assert_eq!(record["status"], "busy", "{record:#}");
     assert_eq!(record["end_reason"]["code"], "busy");
     assert_eq!(record["end_reason"]["by"], "callee");
     assert_eq!(record["end_reason"]["sip_status"], 486);
-    sipp.finish(Duration::from_secs(20)).unwrap();
-    d.shutdown(Duration::from_secs(1)).await;
+    w.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callee_can_hold_and_resume_and_we_answer_from_the_media_state() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sipp = Sipp::uas(
-        &scenario("callee_holds_and_resumes.xml"),
-        SipTransport::Udp,
-        &SippOptions::default(),
-    )
-    .unwrap();
-    let d = daemon(tmp.path()).await;
-    let api = Api {
-        base: format!("http://{}", d.http_addr),
-        http: reqwest::Client::new(),
-    };
-    let (agent_id, _) = setup_agent(&api, sipp.port).await;
-    let (_, call) = api
-        .post(
-            "/v1/calls",
-            json!({"agent_id": agent_id, "to": "+15551230000"}),
-        )
-        .await;
-    let record = wait_final(&api, call["id"].as_str().unwrap()).await;
+    let w = world(Some("callee_holds_and_resumes.xml"), &[]).await;
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
     assert_eq!(record["status"], "completed", "{record:#}");
     assert_eq!(record["end_reason"]["by"], "callee");
     // SIPp checked our answers (recvonly while held, sendrecv after) and fails otherwise.
-    sipp.finish(Duration::from_secs(20)).unwrap();
-    d.shutdown(Duration::from_secs(1)).await;
+    w.finish().await;
 }

@@ -17,8 +17,9 @@ use crate::ids::{IdGenerator, MAGIC_COOKIE};
 use crate::message::{self, request, response_to};
 use crate::session_timer::{self, SessionTimer};
 use crate::transaction::{
-    InviteClientTx, InviteClientVerdict, InviteServerState, InviteServerTx, InviteServerVerdict,
-    NonInviteClientTx, NonInviteServerTx, TimerAction, TimerConfig,
+    InviteClientState, InviteClientTx, InviteClientVerdict, InviteServerState, InviteServerTx,
+    InviteServerVerdict, NonInviteClientState, NonInviteClientTx, NonInviteServerState,
+    NonInviteServerTx, TimerAction, TimerConfig,
 };
 use crate::validate::{self, ALLOWED_METHODS, Inbound, standard_reason};
 use crate::{Error, scan};
@@ -387,6 +388,36 @@ enum ClientMachine {
     NonInvite(NonInviteClientTx),
 }
 
+impl ClientMachine {
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            ClientMachine::Invite(m) => m.poll_timeout(),
+            ClientMachine::NonInvite(m) => m.poll_timeout(),
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) -> Option<TimerAction> {
+        match self {
+            ClientMachine::Invite(m) => m.on_timeout(now),
+            ClientMachine::NonInvite(m) => m.on_timeout(now),
+        }
+    }
+
+    fn terminate(&mut self) {
+        match self {
+            ClientMachine::Invite(m) => m.terminate(),
+            ClientMachine::NonInvite(m) => m.terminate(),
+        }
+    }
+
+    fn is_terminated(&self) -> bool {
+        match self {
+            ClientMachine::Invite(m) => m.state() == InviteClientState::Terminated,
+            ClientMachine::NonInvite(m) => m.state() == NonInviteClientState::Terminated,
+        }
+    }
+}
+
 /// Who a client transaction works for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
@@ -434,6 +465,36 @@ struct ServerKey {
 enum ServerMachine {
     Invite(InviteServerTx),
     NonInvite(NonInviteServerTx),
+}
+
+impl ServerMachine {
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            ServerMachine::Invite(m) => m.poll_timeout(),
+            ServerMachine::NonInvite(m) => m.poll_timeout(),
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) -> Option<TimerAction> {
+        match self {
+            ServerMachine::Invite(m) => m.on_timeout(now),
+            ServerMachine::NonInvite(m) => m.on_timeout(now),
+        }
+    }
+
+    fn on_send_response(&mut self, now: Instant, code: u16) {
+        match self {
+            ServerMachine::Invite(m) => m.on_send_response(now, code),
+            ServerMachine::NonInvite(m) => m.on_send_response(now, code),
+        }
+    }
+
+    fn is_terminated(&self) -> bool {
+        match self {
+            ServerMachine::Invite(m) => m.state() == InviteServerState::Terminated,
+            ServerMachine::NonInvite(m) => m.state() == NonInviteServerState::Terminated,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -1290,10 +1351,7 @@ impl Endpoint {
             body,
         );
         let bytes = response.to_string().into_bytes();
-        match &mut tx.machine {
-            ServerMachine::Invite(m) => m.on_send_response(now, code),
-            ServerMachine::NonInvite(m) => m.on_send_response(now, code),
-        }
+        tx.machine.on_send_response(now, code);
         tx.last_response = Some(bytes.clone());
         let (destination, transport) = (tx.destination, tx.transport);
         self.touched.push(TimerKey::Server(key.clone()));
@@ -2045,10 +2103,7 @@ impl Endpoint {
         let Some(tx) = self.client_txs.get_mut(key) else {
             return;
         };
-        match &mut tx.machine {
-            ClientMachine::Invite(m) => m.terminate(),
-            ClientMachine::NonInvite(m) => m.terminate(),
-        }
+        tx.machine.terminate();
         let (owner, purpose, method) = (tx.owner, tx.purpose, tx.request.method);
         self.touched.push(TimerKey::Client(key.clone()));
         let handle = match owner {
@@ -2133,10 +2188,7 @@ impl Endpoint {
         let Some(tx) = self.client_txs.get_mut(&key) else {
             return;
         };
-        let action = match &mut tx.machine {
-            ClientMachine::Invite(m) => m.on_timeout(now),
-            ClientMachine::NonInvite(m) => m.on_timeout(now),
-        };
+        let action = tx.machine.on_timeout(now);
         let (d, t, b) = (tx.destination, tx.transport, tx.bytes.clone());
         self.touched.push(TimerKey::Client(key.clone()));
         match action {
@@ -2153,10 +2205,7 @@ impl Endpoint {
         let Some(tx) = self.server_txs.get_mut(&key) else {
             return;
         };
-        let action = match &mut tx.machine {
-            ServerMachine::Invite(m) => m.on_timeout(now),
-            ServerMachine::NonInvite(m) => m.on_timeout(now),
-        };
+        let action = tx.machine.on_timeout(now);
         let resend = match (action, &tx.last_response) {
             (Some(TimerAction::Retransmit), Some(bytes)) => {
                 Some((tx.destination, tx.transport, bytes.clone()))
@@ -2323,21 +2372,14 @@ impl Endpoint {
                     let Some(tx) = self.client_txs.get_mut(&k) else {
                         continue;
                     };
-                    let (deadline, done) = match &tx.machine {
-                        ClientMachine::Invite(m) => (
-                            m.poll_timeout(),
-                            m.state() == crate::transaction::InviteClientState::Terminated,
-                        ),
-                        ClientMachine::NonInvite(m) => (
-                            m.poll_timeout(),
-                            m.state() == crate::transaction::NonInviteClientState::Terminated,
-                        ),
-                    };
-                    if done {
+                    if tx.machine.is_terminated() {
                         if let Some(tx) = self.client_txs.remove(&k) {
                             self.release_tx(tx.owner.call());
                         }
-                    } else if deadline != tx.scheduled {
+                        continue;
+                    }
+                    let deadline = tx.machine.poll_timeout();
+                    if deadline != tx.scheduled {
                         tx.scheduled = deadline;
                         if let Some(at) = deadline {
                             self.timers.push(Reverse((at, TimerKey::Client(k))));
@@ -2348,20 +2390,14 @@ impl Endpoint {
                     let Some(tx) = self.server_txs.get_mut(&k) else {
                         continue;
                     };
-                    let (deadline, done) = match &tx.machine {
-                        ServerMachine::Invite(m) => {
-                            (m.poll_timeout(), m.state() == InviteServerState::Terminated)
-                        }
-                        ServerMachine::NonInvite(m) => (
-                            m.poll_timeout(),
-                            m.state() == crate::transaction::NonInviteServerState::Terminated,
-                        ),
-                    };
-                    if done {
+                    if tx.machine.is_terminated() {
                         if let Some(tx) = self.server_txs.remove(&k) {
                             self.release_tx(tx.call);
                         }
-                    } else if deadline != tx.scheduled {
+                        continue;
+                    }
+                    let deadline = tx.machine.poll_timeout();
+                    if deadline != tx.scheduled {
                         tx.scheduled = deadline;
                         if let Some(at) = deadline {
                             self.timers.push(Reverse((at, TimerKey::Server(k))));

@@ -391,42 +391,48 @@ pub struct Storage {
     pool: SqlitePool,
 }
 
-fn uuid_of(row: &SqliteRow, column: &'static str) -> Result<Uuid> {
-    let text: String = row.try_get(column)?;
-    Uuid::parse_str(&text).map_err(|e| StorageError::Corrupt {
-        column,
-        detail: e.to_string(),
+/// Reads a nullable text column and parses it; a value that does not parse is `Corrupt`.
+fn parse_opt<T, E: std::fmt::Display>(
+    row: &SqliteRow,
+    column: &'static str,
+    parse: impl Fn(&str) -> std::result::Result<T, E>,
+) -> Result<Option<T>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| {
+        parse(&t).map_err(|e| StorageError::Corrupt {
+            column,
+            detail: e.to_string(),
+        })
     })
+    .transpose()
+}
+
+/// Like [`parse_opt`] for a column that must not be NULL.
+fn parse_req<T, E: std::fmt::Display>(
+    row: &SqliteRow,
+    column: &'static str,
+    parse: impl Fn(&str) -> std::result::Result<T, E>,
+) -> Result<T> {
+    parse_opt(row, column, parse)?.ok_or_else(|| StorageError::Corrupt {
+        column,
+        detail: "NULL".into(),
+    })
+}
+
+fn uuid_of(row: &SqliteRow, column: &'static str) -> Result<Uuid> {
+    parse_req(row, column, Uuid::parse_str)
 }
 
 fn opt_uuid_of(row: &SqliteRow, column: &'static str) -> Result<Option<Uuid>> {
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|t| {
-        Uuid::parse_str(&t).map_err(|e| StorageError::Corrupt {
-            column,
-            detail: e.to_string(),
-        })
-    })
-    .transpose()
+    parse_opt(row, column, Uuid::parse_str)
 }
 
 fn json_of(row: &SqliteRow, column: &'static str) -> Result<Value> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| StorageError::Corrupt {
-        column,
-        detail: e.to_string(),
-    })
+    parse_req(row, column, |t| serde_json::from_str::<Value>(t))
 }
 
 fn opt_json_of(row: &SqliteRow, column: &'static str) -> Result<Option<Value>> {
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| StorageError::Corrupt {
-            column,
-            detail: e.to_string(),
-        })
-    })
-    .transpose()
+    parse_opt(row, column, |t| serde_json::from_str::<Value>(t))
 }
 
 fn opt_u32(row: &SqliteRow, column: &'static str) -> Result<Option<u32>> {
