@@ -1762,10 +1762,10 @@ impl Endpoint {
                     match purpose {
                         Purpose::Invite => self.on_invite_success(now, handle, &resp),
                         Purpose::Refresh => {
-                            self.on_reinvite_success(now, handle, &request, &resp);
+                            self.on_reinvite_success(handle, &request, &resp);
                             self.on_refresh_result(now, handle, &resp);
                         }
-                        _ => self.on_reinvite_success(now, handle, &request, &resp),
+                        _ => self.on_reinvite_success(handle, &request, &resp),
                     }
                 }
                 InviteClientVerdict::Ignore => {}
@@ -2001,7 +2001,6 @@ impl Endpoint {
 
     fn on_reinvite_success(
         &mut self,
-        _now: Instant,
         handle: CallHandle,
         request: &rsip::Request,
         resp: &rsip::Response,
