@@ -5,24 +5,24 @@ use rsip::{Header, Headers, Method, Param, Version};
 
 use crate::validate::status;
 
-/// The value of a header as printed, for any variant.
-fn value_of(h: &Header) -> Option<(&str, String)> {
+/// The name and value of a header as printed, for the variants read by name.
+fn name_value(h: &Header) -> Option<(&str, &str)> {
     let pair = match h {
-        Header::Via(v) => ("Via", v.value().to_owned()),
-        Header::From(v) => ("From", v.value().to_owned()),
-        Header::To(v) => ("To", v.value().to_owned()),
-        Header::CallId(v) => ("Call-ID", v.value().to_owned()),
-        Header::CSeq(v) => ("CSeq", v.value().to_owned()),
-        Header::Contact(v) => ("Contact", v.value().to_owned()),
-        Header::ContentType(v) => ("Content-Type", v.value().to_owned()),
-        Header::RecordRoute(v) => ("Record-Route", v.value().to_owned()),
-        Header::WwwAuthenticate(v) => ("WWW-Authenticate", v.value().to_owned()),
-        Header::ProxyAuthenticate(v) => ("Proxy-Authenticate", v.value().to_owned()),
-        Header::Require(v) => ("Require", v.value().to_owned()),
-        Header::Supported(v) => ("Supported", v.value().to_owned()),
-        Header::Expires(v) => ("Expires", v.value().to_owned()),
-        Header::Allow(v) => ("Allow", v.value().to_owned()),
-        Header::Other(name, value) => (name.as_str(), value.clone()),
+        Header::Via(v) => ("Via", v.value()),
+        Header::From(v) => ("From", v.value()),
+        Header::To(v) => ("To", v.value()),
+        Header::CallId(v) => ("Call-ID", v.value()),
+        Header::CSeq(v) => ("CSeq", v.value()),
+        Header::Contact(v) => ("Contact", v.value()),
+        Header::ContentType(v) => ("Content-Type", v.value()),
+        Header::RecordRoute(v) => ("Record-Route", v.value()),
+        Header::WwwAuthenticate(v) => ("WWW-Authenticate", v.value()),
+        Header::ProxyAuthenticate(v) => ("Proxy-Authenticate", v.value()),
+        Header::Require(v) => ("Require", v.value()),
+        Header::Supported(v) => ("Supported", v.value()),
+        Header::Expires(v) => ("Expires", v.value()),
+        Header::Allow(v) => ("Allow", v.value()),
+        Header::Other(name, value) => (name.as_str(), value.as_str()),
         _ => return None,
     };
     Some(pair)
@@ -32,15 +32,19 @@ fn value_of(h: &Header) -> Option<(&str, String)> {
 pub(crate) fn values(headers: &Headers, name: &str) -> Vec<String> {
     headers
         .iter()
-        .filter_map(value_of)
+        .filter_map(name_value)
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
+        .map(|(_, v)| v.to_owned())
         .collect()
 }
 
 /// The first value of header `name`.
 pub(crate) fn first(headers: &Headers, name: &str) -> Option<String> {
-    values(headers, name).into_iter().next()
+    headers
+        .iter()
+        .filter_map(name_value)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.to_owned())
 }
 
 /// The top Via, typed.
