@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config libopus-dev protobuf-compiler
   sip-tester baresip kamailio
-  tshark iproute2 sox espeak-ng
+  tshark iproute2 sox espeak-ng openssl
 )
 
 missing=()

@@ -8,6 +8,7 @@
 //! | `POST /v1/numbers`, `GET /v1/numbers/{id}` | numbers on trunks |
 //! | `POST /v1/agents`, `GET /v1/agents/{id}` | agents |
 //! | `POST /v1/calls`, `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
+//! | `GET /v1/calls/{id}/events` | the call's webhook events and their delivery state |
 //! | `GET /healthz`, `GET /readyz` | liveness, readiness (no auth) |
 //!
 //! Every error has one shape: `{"error": {"code", "message", "field"}}` with the status the rule
@@ -23,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dialtone_engine::{DispatchRequest, Engine, EngineError};
-use dialtone_storage::{Call, NewAgent, NewTrunk, StorageError, TrunkTransport};
+use dialtone_storage::{NewAgent, NewTrunk, StorageError, TrunkTransport, rfc3339};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -157,6 +158,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/calls", post(create_call))
         .route("/v1/calls/{id}", get(get_call))
         .route("/v1/calls/{id}/hangup", post(hangup_call))
+        .route("/v1/calls/{id}/events", get(call_events))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(state)
@@ -609,7 +611,7 @@ async fn create_call(
         metadata: object_field(&map, "metadata")?,
     };
     let call = state.engine.dispatch(request).await?;
-    Ok(created(call_json(&call)))
+    Ok(created(call.to_json()))
 }
 
 async fn get_call(
@@ -623,7 +625,19 @@ async fn get_call(
         .storage()
         .get_call(path_uuid(&id, "call")?)
         .await?;
-    Ok(Json(call_json(&call)))
+    Ok(Json(call.to_json()))
+}
+
+async fn call_events(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let id = path_uuid(&id, "call")?;
+    state.engine.storage().get_call(id).await?;
+    let events = state.engine.storage().call_events(id).await?;
+    Ok(Json(json!({"data": events, "next_cursor": null})))
 }
 
 async fn hangup_call(
@@ -635,56 +649,7 @@ async fn hangup_call(
     let id = path_uuid(&id, "call")?;
     state.engine.hangup(id).await?;
     let call = state.engine.storage().get_call(id).await?;
-    Ok(Json(call_json(&call)))
-}
-
-/// RFC 3339 UTC for a Unix-millisecond time.
-pub fn rfc3339(ms: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339)
-        .ok()
-}
-
-/// The call object of the API.
-pub fn call_json(c: &Call) -> Value {
-    let ring = match (c.dialed_at, c.answered_at.or(c.ended_at)) {
-        (Some(start), Some(end)) => Some(end - start),
-        _ => None,
-    };
-    let talk = match (c.answered_at, c.ended_at) {
-        (Some(start), Some(end)) => Some(end - start),
-        _ => None,
-    };
-    json!({
-        "id": c.id,
-        "agent_id": c.agent_id,
-        "to": c.to,
-        "from_number": c.from_number,
-        "trunk_id": c.trunk_id,
-        "instructions": c.instructions,
-        "context": c.context,
-        "metadata": c.metadata,
-        "webhook_url": c.webhook_url,
-        "status": c.status.as_str(),
-        "end_reason": c.end_reason.as_ref().map(|code| json!({
-            "code": code,
-            "by": c.ended_by,
-            "sip_status": c.sip_status,
-        })),
-        "answered_by": null,
-        "sip_call_id": c.sip_call_id,
-        "created_at": rfc3339(c.created_at),
-        "dialed_at": c.dialed_at.and_then(rfc3339),
-        "ringing_at": c.ringing_at.and_then(rfc3339),
-        "answered_at": c.answered_at.and_then(rfc3339),
-        "ended_at": c.ended_at.and_then(rfc3339),
-        "ring_duration_ms": ring,
-        "talk_duration_ms": talk,
-        "transcript": c.transcript,
-        "result": c.result,
-        "result_error": null,
-        "media_stats": c.media,
-    })
+    Ok(Json(call.to_json()))
 }
 
 #[cfg(test)]
@@ -715,11 +680,5 @@ mod tests {
         assert_eq!(err.status, 400);
         let err = object_body(&Bytes::from_static(b"[1]"), CALL_FIELDS).unwrap_err();
         assert_eq!(err.message, "body must be a JSON object");
-    }
-
-    #[test]
-    fn timestamps_render_as_rfc3339() {
-        assert_eq!(rfc3339(0).as_deref(), Some("1970-01-01T00:00:00Z"));
-        assert_eq!(rfc3339(1_500).as_deref(), Some("1970-01-01T00:00:01.5Z"));
     }
 }

@@ -58,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
         database_url: format!("sqlite://{}", work.join("dialtone.db").display()),
         api_key: KEY.into(),
         default_brain: "builtin:echo".into(),
+        webhook_secret: "whsec-test".into(),
+        webhook_allow_private: true,
     })
     .await?;
     let base = format!("http://{}", daemon.http_addr);

@@ -14,6 +14,8 @@
 //! | `DIALTONE_DATABASE_URL` | `sqlite://<data dir>/dialtone.db` | storage |
 //! | `DIALTONE_API_KEY` | (required) | the bearer key of the API |
 //! | `DIALTONE_BRAIN_ADDR` | `builtin:echo` | brain of agents that name none |
+//! | `DIALTONE_WEBHOOK_SECRET` | (required) | HMAC key of the `Dialtone-Signature` header |
+//! | `DIALTONE_WEBHOOK_ALLOW_PRIVATE` | `false` | deliver webhooks to loopback/private addresses |
 //! | `DIALTONE_LOG` | `info` | log filter |
 //! | `DIALTONE_LOG_FORMAT` | `text` | `text` or `json` |
 
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone_control::{ApiState, router};
+use dialtone_engine::webhooks::{WebhookConfig, spawn_delivery};
 use dialtone_engine::{Engine, EngineConfig};
 use dialtone_sip_ua::{SipUa, UaConfig};
 use dialtone_storage::Storage;
@@ -72,6 +75,10 @@ pub struct Config {
     pub api_key: String,
     /// Default brain.
     pub default_brain: String,
+    /// Webhook signing key.
+    pub webhook_secret: String,
+    /// Deliver webhooks to loopback, private and link-local addresses.
+    pub webhook_allow_private: bool,
 }
 
 fn var(key: &str) -> Option<String> {
@@ -128,6 +135,20 @@ impl Config {
                 problem: "is required: the bearer key clients use".into(),
             })?,
             default_brain: var("DIALTONE_BRAIN_ADDR").unwrap_or_else(|| "builtin:echo".into()),
+            webhook_secret: var("DIALTONE_WEBHOOK_SECRET").ok_or(DaemonError::Config {
+                key: "DIALTONE_WEBHOOK_SECRET",
+                problem: "is required: the key webhook receivers verify signatures with".into(),
+            })?,
+            webhook_allow_private: match var("DIALTONE_WEBHOOK_ALLOW_PRIVATE").as_deref() {
+                None | Some("false" | "0") => false,
+                Some("true" | "1") => true,
+                Some(other) => {
+                    return Err(DaemonError::Config {
+                        key: "DIALTONE_WEBHOOK_ALLOW_PRIVATE",
+                        problem: format!("{other:?} is not true or false"),
+                    });
+                }
+            },
         })
     }
 }
@@ -141,12 +162,16 @@ pub struct Daemon {
     pub sip_addr: SocketAddr,
     engine: Arc<Engine>,
     server: tokio::task::JoinHandle<()>,
+    webhooks: tokio::task::JoinHandle<()>,
 }
 
 impl Daemon {
     /// Opens storage, binds SIP and HTTP, and serves.
     pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let storage = Storage::open(&config.database_url).await?;
+        let mut webhook_config = WebhookConfig::new(config.webhook_secret.clone());
+        webhook_config.allow_private = config.webhook_allow_private;
+        let webhooks = spawn_delivery(storage.clone(), webhook_config);
         let mut ua_config = UaConfig::new(config.sip_addr);
         if let Some((host, port)) = &config.sip_advertised {
             ua_config.advertised_host = Some(host.clone());
@@ -201,6 +226,7 @@ impl Daemon {
             sip_addr,
             engine,
             server,
+            webhooks,
         })
     }
 
@@ -212,5 +238,7 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.server.abort();
+        // Undelivered events stay in the outbox; the next start delivers them.
+        self.webhooks.abort();
     }
 }

@@ -22,6 +22,8 @@ async fn daemon(dir: &std::path::Path) -> Daemon {
         database_url: format!("sqlite://{}", dir.join("e2e.db").display()),
         api_key: KEY.into(),
         default_brain: "builtin:echo".into(),
+        webhook_secret: "whsec-test".into(),
+        webhook_allow_private: true,
     })
     .await
     .unwrap()
@@ -360,5 +362,134 @@ async fn the_callee_can_hold_and_resume_and_we_answer_from_the_media_state() {
     assert_eq!(record["status"], "completed", "{record:#}");
     assert_eq!(record["end_reason"]["by"], "callee");
     // SIPp checked our answers (recvonly while held, sendrecv after) and fails otherwise.
+    w.finish().await;
+}
+
+/// What the test's webhook receiver got: signature header, event id, raw body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// A webhook receiver on loopback that answers 503 to its first `fail_first` requests.
+async fn receiver(fail_first: usize) -> (String, Received) {
+    use axum::http::{HeaderMap, StatusCode};
+    let got: Received = Default::default();
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(fail_first));
+    let (g, f) = (got.clone(), failures.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let (g, f) = (g.clone(), f.clone());
+            async move {
+                if f.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    f.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let header = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                g.lock().unwrap().push((
+                    header("dialtone-signature"),
+                    header("dialtone-event-id"),
+                    body,
+                ));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, got)
+}
+
+/// HMAC-SHA256 by openssl: code independent of ours.
+fn openssl_hmac(key: &str, data: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", key, "-r"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_arrive_signed_in_order_once_each_despite_receiver_failures() {
+    let (url, got) = receiver(2).await;
+    let w = world(
+        Some("callee_speaks_then_hangs_up.xml"),
+        &[("talk_ms", "500")],
+    )
+    .await;
+    let id = w.dispatch(json!({"webhook_url": url})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed");
+    let mut events = Vec::new();
+    for _ in 0..300 {
+        events = w.api.get(&format!("/v1/calls/{id}/events")).await.1["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if events.len() == 5 && events.iter().all(|e| e["state"] == "delivered") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "call.queued",
+            "call.dialing",
+            "call.ringing",
+            "call.answered",
+            "call.ended"
+        ]
+    );
+    assert!(
+        events.iter().all(|e| e["state"] == "delivered"),
+        "{events:#?}"
+    );
+    assert_eq!(
+        events[0]["attempts"], 3,
+        "the first event waited out two 503s"
+    );
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 5, "each event once");
+    for (i, (signature, event_id, body)) in got.iter().enumerate() {
+        let event: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(event["sequence"], i as u64 + 1, "in order");
+        assert_eq!(event["id"].as_str().unwrap(), event_id);
+        assert_eq!(event["call_id"], id.as_str());
+        let (t, v1) = signature.split_once(",v1=").unwrap();
+        let t = t.strip_prefix("t=").unwrap();
+        assert_eq!(
+            v1,
+            openssl_hmac("whsec-test", &format!("{t}.{body}")),
+            "signature"
+        );
+    }
+    let ended: Value = serde_json::from_str(&got[4].2).unwrap();
+    assert_eq!(ended["type"], "call.ended");
+    assert_eq!(ended["data"]["call"]["status"], "completed");
+    assert_eq!(ended["data"]["call"]["end_reason"]["by"], "callee");
     w.finish().await;
 }

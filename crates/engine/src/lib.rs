@@ -11,6 +11,8 @@
 //! Brains available in this build: `builtin:echo` (the caller hears itself, full duplex through
 //! the media pipeline).
 
+pub mod webhooks;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};

@@ -13,7 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
 use sqlx::{Row, sqlite::SqliteJournalMode};
 use uuid::Uuid;
 
@@ -660,10 +662,11 @@ impl Storage {
         })
     }
 
-    /// Writes a new call in status `queued`.
+    /// Writes a new call in status `queued` (and its `call.queued` event, in one transaction).
     pub async fn insert_call(&self, c: NewCall) -> Result<Call> {
         let id = Uuid::now_v7();
         let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO calls (id, agent_id, to_number, from_number, trunk_id, instructions, \
              context, metadata, webhook_url, status, created_at, updated_at) \
@@ -680,48 +683,18 @@ impl Storage {
         .bind(&c.webhook_url)
         .bind(now)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        self.get_call(id).await
+        let call = fetch_call(&mut tx, id).await?;
+        enqueue_event(&mut tx, &call).await?;
+        tx.commit().await?;
+        Ok(call)
     }
 
     /// One call.
     pub async fn get_call(&self, id: Uuid) -> Result<Call> {
-        let row = sqlx::query("SELECT * FROM calls WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StorageError::NotFound {
-                entity: "call",
-                id: id.to_string(),
-            })?;
-        let status: String = row.try_get("status")?;
-        let sip_status: Option<i64> = row.try_get("sip_status")?;
-        Ok(Call {
-            id: uuid_of(&row, "id")?,
-            agent_id: uuid_of(&row, "agent_id")?,
-            to: row.try_get("to_number")?,
-            from_number: row.try_get("from_number")?,
-            trunk_id: uuid_of(&row, "trunk_id")?,
-            instructions: row.try_get("instructions")?,
-            context: json_of(&row, "context")?,
-            metadata: json_of(&row, "metadata")?,
-            webhook_url: row.try_get("webhook_url")?,
-            status: status.parse()?,
-            end_reason: row.try_get("end_reason")?,
-            ended_by: row.try_get("ended_by")?,
-            sip_call_id: row.try_get("sip_call_id")?,
-            sip_status: sip_status.and_then(|s| u16::try_from(s).ok()),
-            transcript: json_of(&row, "transcript")?,
-            result: opt_json_of(&row, "result")?,
-            media: opt_json_of(&row, "media")?,
-            created_at: row.try_get("created_at")?,
-            dialed_at: row.try_get("dialed_at")?,
-            ringing_at: row.try_get("ringing_at")?,
-            answered_at: row.try_get("answered_at")?,
-            ended_at: row.try_get("ended_at")?,
-            updated_at: row.try_get("updated_at")?,
-        })
+        let mut conn = self.pool.acquire().await?;
+        fetch_call(&mut conn, id).await
     }
 
     /// Moves a call to `status` with `progress`, only if that is a step forward. Returns
@@ -766,8 +739,281 @@ impl Storage {
         .bind(progress.media.map(|m| m.to_string()))
         .bind(progress.transcript.map(|t| t.to_string()))
         .bind(id.to_string());
-        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
+        let mut tx = self.pool.begin().await?;
+        if q.execute(&mut *tx).await?.rows_affected() != 1 {
+            return Ok(false);
+        }
+        // The event announcing the step commits with the step, or neither does.
+        let call = fetch_call(&mut tx, id).await?;
+        enqueue_event(&mut tx, &call).await?;
+        tx.commit().await?;
+        Ok(true)
     }
+
+    /// Events due for delivery at `now`, oldest first, at most one per call (the lowest
+    /// pending sequence: a call's events go out in order).
+    pub async fn due_webhooks(&self, now: i64, limit: u32) -> Result<Vec<WebhookEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_events e WHERE e.state = 'pending' AND e.next_attempt_at <= ? \
+             AND NOT EXISTS (SELECT 1 FROM webhook_events p WHERE p.call_id = e.call_id \
+             AND p.state = 'pending' AND p.sequence < e.sequence) \
+             ORDER BY e.created_at, e.id LIMIT ?",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let attempts: i64 = row.try_get("attempts")?;
+                Ok(WebhookEvent {
+                    id: uuid_of(row, "id")?,
+                    call_id: uuid_of(row, "call_id")?,
+                    sequence: row.try_get("sequence")?,
+                    kind: row.try_get("type")?,
+                    url: row.try_get("url")?,
+                    body: row.try_get("body")?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a delivery attempt.
+    pub async fn record_delivery(&self, id: Uuid, outcome: Delivery) -> Result<()> {
+        let now = now_ms();
+        let (state, error, next) = match outcome {
+            Delivery::Delivered => ("delivered", None, now),
+            Delivery::Retry { error, at } => ("pending", Some(error), at),
+            Delivery::Dead { error } => ("dead", Some(error), now),
+        };
+        sqlx::query(
+            "UPDATE webhook_events SET state = ?, attempts = attempts + 1, last_error = ?, \
+             next_attempt_at = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE NULL END \
+             WHERE id = ?",
+        )
+        .bind(state)
+        .bind(error)
+        .bind(next)
+        .bind(state)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A call's events with their delivery state: `(type, sequence, state, attempts, last_error)`.
+    pub async fn call_events(&self, call_id: Uuid) -> Result<Vec<Value>> {
+        let rows = sqlx::query(
+            "SELECT id, type, sequence, state, attempts, last_error FROM webhook_events \
+             WHERE call_id = ? ORDER BY sequence",
+        )
+        .bind(call_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let (sequence, attempts): (i64, i64) =
+                    (row.try_get("sequence")?, row.try_get("attempts")?);
+                Ok(serde_json::json!({
+                    "id": row.try_get::<String, _>("id")?,
+                    "type": row.try_get::<String, _>("type")?,
+                    "sequence": sequence,
+                    "state": row.try_get::<String, _>("state")?,
+                    "attempts": attempts,
+                    "last_error": row.try_get::<Option<String>, _>("last_error")?,
+                }))
+            })
+            .collect()
+    }
+}
+
+/// Reads one call on `conn` (a pooled connection or an open transaction).
+async fn fetch_call(conn: &mut SqliteConnection, id: Uuid) -> Result<Call> {
+    let row = sqlx::query("SELECT * FROM calls WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StorageError::NotFound {
+            entity: "call",
+            id: id.to_string(),
+        })?;
+    let status: String = row.try_get("status")?;
+    let sip_status: Option<i64> = row.try_get("sip_status")?;
+    Ok(Call {
+        id: uuid_of(&row, "id")?,
+        agent_id: uuid_of(&row, "agent_id")?,
+        to: row.try_get("to_number")?,
+        from_number: row.try_get("from_number")?,
+        trunk_id: uuid_of(&row, "trunk_id")?,
+        instructions: row.try_get("instructions")?,
+        context: json_of(&row, "context")?,
+        metadata: json_of(&row, "metadata")?,
+        webhook_url: row.try_get("webhook_url")?,
+        status: status.parse()?,
+        end_reason: row.try_get("end_reason")?,
+        ended_by: row.try_get("ended_by")?,
+        sip_call_id: row.try_get("sip_call_id")?,
+        sip_status: sip_status.and_then(|s| u16::try_from(s).ok()),
+        transcript: json_of(&row, "transcript")?,
+        result: opt_json_of(&row, "result")?,
+        media: opt_json_of(&row, "media")?,
+        created_at: row.try_get("created_at")?,
+        dialed_at: row.try_get("dialed_at")?,
+        ringing_at: row.try_get("ringing_at")?,
+        answered_at: row.try_get("answered_at")?,
+        ended_at: row.try_get("ended_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// The webhook event type announcing a step to `status`.
+fn event_type(status: CallStatus) -> &'static str {
+    match status {
+        CallStatus::Queued => "call.queued",
+        CallStatus::Dialing => "call.dialing",
+        CallStatus::Ringing => "call.ringing",
+        CallStatus::InProgress => "call.answered",
+        CallStatus::Completed
+        | CallStatus::Busy
+        | CallStatus::NoAnswer
+        | CallStatus::Failed
+        | CallStatus::Canceled => "call.ended",
+    }
+}
+
+/// Writes the event announcing `call`'s current status into the outbox, on `conn` — the same
+/// transaction as the change it announces. Nothing happens for calls without a webhook URL.
+async fn enqueue_event(conn: &mut SqliteConnection, call: &Call) -> Result<()> {
+    let Some(url) = &call.webhook_url else {
+        return Ok(());
+    };
+    let sequence: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(sequence), 0) + 1 FROM webhook_events WHERE call_id = ?",
+    )
+    .bind(call.id.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
+    let id = Uuid::now_v7();
+    let now = now_ms();
+    let kind = event_type(call.status);
+    let body = serde_json::json!({
+        "id": id,
+        "type": kind,
+        "created_at": rfc3339(now),
+        "call_id": call.id,
+        "sequence": sequence,
+        "data": {"call": call.to_json()},
+    });
+    sqlx::query(
+        "INSERT INTO webhook_events (id, call_id, sequence, type, url, body, created_at, \
+         next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id.to_string())
+    .bind(call.id.to_string())
+    .bind(sequence)
+    .bind(kind)
+    .bind(url)
+    .bind(body.to_string())
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// RFC 3339 UTC for a Unix-millisecond time.
+pub fn rfc3339(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+impl Call {
+    /// The call object of the API (and of webhook payloads).
+    pub fn to_json(&self) -> Value {
+        let ring = match (self.dialed_at, self.answered_at.or(self.ended_at)) {
+            (Some(start), Some(end)) => Some(end - start),
+            _ => None,
+        };
+        let talk = match (self.answered_at, self.ended_at) {
+            (Some(start), Some(end)) => Some(end - start),
+            _ => None,
+        };
+        serde_json::json!({
+            "id": self.id,
+            "agent_id": self.agent_id,
+            "to": self.to,
+            "from_number": self.from_number,
+            "trunk_id": self.trunk_id,
+            "instructions": self.instructions,
+            "context": self.context,
+            "metadata": self.metadata,
+            "webhook_url": self.webhook_url,
+            "status": self.status.as_str(),
+            "end_reason": self.end_reason.as_ref().map(|code| serde_json::json!({
+                "code": code,
+                "by": self.ended_by,
+                "sip_status": self.sip_status,
+            })),
+            "answered_by": null,
+            "sip_call_id": self.sip_call_id,
+            "created_at": rfc3339(self.created_at),
+            "dialed_at": self.dialed_at.and_then(rfc3339),
+            "ringing_at": self.ringing_at.and_then(rfc3339),
+            "answered_at": self.answered_at.and_then(rfc3339),
+            "ended_at": self.ended_at.and_then(rfc3339),
+            "ring_duration_ms": ring,
+            "talk_duration_ms": talk,
+            "transcript": self.transcript,
+            "result": self.result,
+            "result_error": null,
+            "media_stats": self.media,
+        })
+    }
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The receiver took it (2xx).
+    Delivered,
+    /// Failed; try again at `at` (Unix ms).
+    Retry {
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        at: i64,
+    },
+    /// Failed for good (410, or the retry period is over).
+    Dead {
+        /// What went wrong last.
+        error: String,
+    },
+}
+
+/// One webhook event waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// Event id (also in the body, for deduplication).
+    pub id: Uuid,
+    /// The call it announces.
+    pub call_id: Uuid,
+    /// Its place among the call's events.
+    pub sequence: i64,
+    /// `call.queued`, `call.dialing`, ...
+    pub kind: String,
+    /// Where to deliver it.
+    pub url: String,
+    /// The JSON body, exactly as it is signed and sent.
+    pub body: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it was written.
+    pub created_at: i64,
 }
 
 #[cfg(test)]
@@ -911,6 +1157,81 @@ mod tests {
         assert!(c.dialed_at.is_some() && c.answered_at.is_some() && c.ended_at.is_some());
         assert_eq!(c.ringing_at, None);
         assert_eq!(c.context, serde_json::json!({"k": 1}));
+    }
+
+    #[tokio::test]
+    async fn each_step_writes_its_event_in_order_and_delivery_goes_one_per_call() {
+        let s = storage().await;
+        let t = s.create_trunk(trunk("t")).await.unwrap();
+        let n = s.create_number("+15550001111", t.id).await.unwrap();
+        let a = s
+            .create_agent(NewAgent {
+                name: "a".into(),
+                config: serde_json::json!({}),
+                number_ids: vec![n.id],
+                primary_number_id: Some(n.id),
+            })
+            .await
+            .unwrap();
+        let c = s
+            .insert_call(NewCall {
+                agent_id: a.id,
+                to: "+15551230000".into(),
+                from_number: n.e164.clone(),
+                trunk_id: t.id,
+                instructions: None,
+                context: serde_json::json!({}),
+                metadata: serde_json::json!({}),
+                webhook_url: Some("http://127.0.0.1:9/hook".into()),
+            })
+            .await
+            .unwrap();
+        s.advance_call(c.id, CallStatus::Dialing, CallProgress::default())
+            .await
+            .unwrap();
+        // A step backwards writes nothing, event included.
+        assert!(
+            !s.advance_call(c.id, CallStatus::Queued, CallProgress::default())
+                .await
+                .unwrap()
+        );
+        let events = s.call_events(c.id).await.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["call.queued", "call.dialing"]);
+        let due = s.due_webhooks(now_ms(), 10).await.unwrap();
+        assert_eq!(due.len(), 1, "one per call, the lowest pending sequence");
+        assert_eq!(due[0].kind, "call.queued");
+        let body: Value = serde_json::from_str(&due[0].body).unwrap();
+        assert_eq!(body["sequence"], 1);
+        assert_eq!(body["data"]["call"]["status"], "queued");
+        let retry = Delivery::Retry {
+            error: "503".into(),
+            at: now_ms() + 60_000,
+        };
+        s.record_delivery(due[0].id, retry).await.unwrap();
+        assert!(
+            s.due_webhooks(now_ms(), 10).await.unwrap().is_empty(),
+            "retry not yet due"
+        );
+        s.record_delivery(due[0].id, Delivery::Delivered)
+            .await
+            .unwrap();
+        let next = s.due_webhooks(now_ms(), 10).await.unwrap();
+        assert_eq!(next[0].kind, "call.dialing");
+        let gone = Delivery::Dead {
+            error: "410 Gone".into(),
+        };
+        s.record_delivery(next[0].id, gone).await.unwrap();
+        let events = s.call_events(c.id).await.unwrap();
+        assert_eq!(events[0]["state"], "delivered");
+        assert_eq!(events[0]["attempts"], 2);
+        assert_eq!(events[1]["state"], "dead");
+    }
+
+    #[test]
+    fn timestamps_render_as_rfc3339() {
+        assert_eq!(rfc3339(0).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(rfc3339(1_500).as_deref(), Some("1970-01-01T00:00:01.5Z"));
     }
 
     #[tokio::test]
