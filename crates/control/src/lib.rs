@@ -144,6 +144,8 @@ pub struct ApiState {
     pub engine: Arc<Engine>,
     /// The bearer key every request must carry.
     pub api_key: String,
+    /// Accept webhook URLs on loopback, private and link-local addresses.
+    pub allow_private_webhooks: bool,
 }
 
 /// The router with every route.
@@ -299,6 +301,55 @@ fn url_field(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Ap
         }
         other => Ok(other),
     }
+}
+
+/// An http(s) URL whose host is not a loopback, private or link-local address (cloud metadata
+/// endpoints in particular), unless the API was configured to allow those.
+async fn public_url_field(
+    state: &ApiState,
+    map: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ApiError> {
+    let Some(url) = url_field(map, field)? else {
+        return Ok(None);
+    };
+    if state.allow_private_webhooks {
+        return Ok(Some(url));
+    }
+    let host = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default())
+        .unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let (name, port) = match host.strip_prefix('[').and_then(|h| h.split_once(']')) {
+        Some((v6, rest)) => (
+            v6.to_owned(),
+            rest.strip_prefix(':').and_then(|p| p.parse().ok()),
+        ),
+        None => match host.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().ok()),
+            None => (host.to_owned(), None),
+        },
+    };
+    let addresses: Vec<std::net::IpAddr> = match name.parse() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((name.as_str(), port.unwrap_or(443)))
+            .await
+            .map(|found| found.map(|a| a.ip()).collect())
+            .unwrap_or_default(),
+    };
+    if addresses
+        .iter()
+        .any(|ip| dialtone_engine::webhooks::is_private(*ip))
+    {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "`{field}` points at a private or loopback address ({name}); receivers must be public"
+            ),
+        ));
+    }
+    Ok(Some(url))
 }
 
 fn created(value: Value) -> Response {
@@ -607,7 +658,7 @@ async fn create_call(
         from_number,
         instructions,
         context: object_field(&map, "context")?,
-        webhook_url: url_field(&map, "webhook_url")?,
+        webhook_url: public_url_field(&state, &map, "webhook_url").await?,
         metadata: object_field(&map, "metadata")?,
     };
     let call = state.engine.dispatch(request).await?;

@@ -169,6 +169,10 @@ impl Daemon {
     /// Opens storage, binds SIP and HTTP, and serves.
     pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let storage = Storage::open(&config.database_url).await?;
+        let interrupted = storage.close_interrupted_calls().await?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "closed calls left live by the previous run");
+        }
         let mut webhook_config = WebhookConfig::new(config.webhook_secret.clone());
         webhook_config.allow_private = config.webhook_allow_private;
         let webhooks = spawn_delivery(storage.clone(), webhook_config);
@@ -214,6 +218,7 @@ impl Daemon {
         let app = router(ApiState {
             engine: engine.clone(),
             api_key: config.api_key.clone(),
+            allow_private_webhooks: config.webhook_allow_private,
         });
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {

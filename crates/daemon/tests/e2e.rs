@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 const KEY: &str = "test-key-123";
 
-async fn daemon(dir: &std::path::Path) -> Daemon {
+fn config(dir: &std::path::Path) -> Config {
     let base = 30000 + (std::process::id() % 500) as u16 * 40;
-    Daemon::start(Config {
+    Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         sip_addr: "127.0.0.1:0".parse().unwrap(),
         sip_advertised: None,
@@ -24,9 +24,11 @@ async fn daemon(dir: &std::path::Path) -> Daemon {
         default_brain: "builtin:echo".into(),
         webhook_secret: "whsec-test".into(),
         webhook_allow_private: true,
-    })
-    .await
-    .unwrap()
+    }
+}
+
+async fn daemon(dir: &std::path::Path) -> Daemon {
+    Daemon::start(config(dir)).await.unwrap()
 }
 
 struct Api {
@@ -492,4 +494,130 @@ async fn webhooks_arrive_signed_in_order_once_each_despite_receiver_failures() {
     assert_eq!(ended["data"]["call"]["status"], "completed");
     assert_eq!(ended["data"]["call"]["end_reason"]["by"], "callee");
     w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_webhook_urls_are_refused_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = config(tmp.path());
+    config.webhook_allow_private = false;
+    let d = Daemon::start(config).await.unwrap();
+    let api = Api {
+        base: format!("http://{}", d.http_addr),
+        http: reqwest::Client::new(),
+    };
+    let (agent_id, _) = setup_agent(&api, 5060).await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://169.254.169.254/latest",
+        "https://[::1]/x",
+        "http://10.0.0.5/",
+    ] {
+        let (s, err) = api
+            .post(
+                "/v1/calls",
+                json!({"agent_id": agent_id, "to": "+15551230000", "webhook_url": url}),
+            )
+            .await;
+        assert_eq!(s, 400, "{url}: {err}");
+        assert_eq!(err["error"]["field"], "webhook_url");
+    }
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The real binary, killed with SIGKILL while a call rings: the next start closes the call with
+/// `engine_restart` and every event still reaches the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() {
+    let (url, got) = receiver(0).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let sipp = Sipp::uas(
+        &scenario("ring_until_cancel.xml"),
+        SipTransport::Udp,
+        &SippOptions::default(),
+    )
+    .unwrap();
+    let start = |http: u16| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dialtoned"))
+            .env("DIALTONE_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("DIALTONE_SIP_ADDR", "127.0.0.1:0")
+            .env("DIALTONE_RTP_PORTS", "46000-46099")
+            .env("DIALTONE_DATA_DIR", tmp.path())
+            .env("DIALTONE_API_KEY", KEY)
+            .env("DIALTONE_WEBHOOK_SECRET", "whsec-test")
+            .env("DIALTONE_WEBHOOK_ALLOW_PRIVATE", "true")
+            .env("DIALTONE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let http = dialtone_test_support::free_port().unwrap();
+    let api = Api {
+        base: format!("http://127.0.0.1:{http}"),
+        http: reqwest::Client::new(),
+    };
+    let wait_up = |api: &Api| {
+        let base = api.base.clone();
+        async move {
+            for _ in 0..200 {
+                if reqwest::get(format!("{base}/readyz"))
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("dialtoned did not come up");
+        }
+    };
+    let mut first = start(http);
+    wait_up(&api).await;
+    let (agent_id, _) = setup_agent(&api, sipp.port).await;
+    let (_, call) = api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000", "webhook_url": url}),
+        )
+        .await;
+    let id = call["id"].as_str().unwrap().to_owned();
+    wait_status(&api, &id, "ringing").await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = start(http);
+    wait_up(&api).await;
+    let record = wait_final(&api, &id).await;
+    assert_eq!(record["status"], "failed", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "engine_restart");
+    assert_eq!(record["end_reason"]["by"], "engine");
+    let mut kinds = Vec::new();
+    for _ in 0..100 {
+        let mut seen: Vec<(u64, String)> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, body)| {
+                let e: Value = serde_json::from_str(body).unwrap();
+                (
+                    e["sequence"].as_u64().unwrap(),
+                    e["type"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        seen.sort();
+        seen.dedup();
+        kinds = seen.into_iter().map(|(_, k)| k).collect();
+        if kinds.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        kinds,
+        ["call.queued", "call.dialing", "call.ringing", "call.ended"]
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
 }

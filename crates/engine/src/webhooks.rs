@@ -60,7 +60,8 @@ pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
     format!("t={timestamp},v1={hex}")
 }
 
-fn is_private(ip: IpAddr) -> bool {
+/// Whether `ip` is loopback, private, link-local, carrier-grade NAT or unspecified.
+pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             v4.is_loopback()

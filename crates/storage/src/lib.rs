@@ -750,6 +750,29 @@ impl Storage {
         Ok(true)
     }
 
+    /// Ends every call a previous run left unfinished (the process died with them live) with
+    /// status `failed` and end reason `engine_restart`, announcing each; returns how many.
+    pub async fn close_interrupted_calls(&self) -> Result<u64> {
+        let rows = sqlx::query(
+            "SELECT id FROM calls WHERE status IN ('queued', 'dialing', 'ringing', 'in_progress')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut closed = 0;
+        for row in &rows {
+            let id = uuid_of(row, "id")?;
+            let progress = CallProgress {
+                end_reason: Some("engine_restart".into()),
+                ended_by: Some("engine".into()),
+                ..CallProgress::default()
+            };
+            if self.advance_call(id, CallStatus::Failed, progress).await? {
+                closed += 1;
+            }
+        }
+        Ok(closed)
+    }
+
     /// Events due for delivery at `now`, oldest first, at most one per call (the lowest
     /// pending sequence: a call's events go out in order).
     pub async fn due_webhooks(&self, now: i64, limit: u32) -> Result<Vec<WebhookEvent>> {
