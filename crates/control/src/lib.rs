@@ -9,7 +9,7 @@
 //! | `POST /v1/agents`, `GET /v1/agents/{id}` | agents |
 //! | `POST /v1/calls`, `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
 //! | `GET /v1/calls/{id}/events` | the call's webhook events and their delivery state |
-//! | `GET /healthz`, `GET /readyz` | liveness, readiness (no auth) |
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus (no auth) |
 //!
 //! Every error has one shape: `{"error": {"code", "message", "field"}}` with the status the rule
 //! calls for (400 naming the field, 401, 404, 409, 413, 503). Request bodies are parsed strictly:
@@ -138,7 +138,7 @@ impl From<EngineError> for ApiError {
 }
 
 /// Shared state of the API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiState {
     /// The engine (and through it, storage).
     pub engine: Arc<Engine>,
@@ -146,6 +146,17 @@ pub struct ApiState {
     pub api_key: String,
     /// Accept webhook URLs on loopback, private and link-local addresses.
     pub allow_private_webhooks: bool,
+    /// Renders the Prometheus metrics page for `GET /metrics`.
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("allow_private_webhooks", &self.allow_private_webhooks)
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The router with every route.
@@ -163,6 +174,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/calls/{id}/events", get(call_events))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics_page))
         .with_state(state)
 }
 
@@ -358,6 +370,17 @@ fn created(value: Value) -> Response {
 
 fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+async fn metrics_page(State(state): State<ApiState>) -> Response {
+    match &state.metrics {
+        Some(render) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            render(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn ready(State(state): State<ApiState>) -> Result<&'static str, ApiError> {

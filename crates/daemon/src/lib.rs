@@ -153,6 +153,20 @@ impl Config {
     }
 }
 
+/// The process-wide Prometheus recorder, installed on first use.
+fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|error| tracing::warn!(%error, "metrics recorder not installed"))
+                .ok()
+        })
+        .clone()
+}
+
 /// A running daemon.
 #[derive(Debug)]
 pub struct Daemon {
@@ -219,6 +233,11 @@ impl Daemon {
             engine: engine.clone(),
             api_key: config.api_key.clone(),
             allow_private_webhooks: config.webhook_allow_private,
+            metrics: prometheus().map(|handle| {
+                let render: Arc<dyn Fn() -> String + Send + Sync> =
+                    Arc::new(move || handle.render());
+                render
+            }),
         });
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {

@@ -205,6 +205,21 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
     assert!(media["packets_out"].as_u64().unwrap() >= 80, "{media}");
     assert_eq!(media["malformed"], 0);
     assert_eq!(media["concealed_frames"], 0);
+    let metrics = reqwest::get(format!("{}/metrics", w.api.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "dialtone_calls_total{status=\"completed\",end_reason=\"completed\"}",
+        "dialtone_dispatch_to_invite_seconds",
+        "dialtone_setup_seconds",
+        "dialtone_active_calls",
+        "dialtone_jitter_buffer_ms",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
+    }
     w.finish().await;
 }
 

@@ -191,6 +191,7 @@ impl Engine {
         self: &Arc<Self>,
         request: DispatchRequest,
     ) -> Result<dialtone_storage::Call, EngineError> {
+        let dispatched = std::time::Instant::now();
         if !self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);
         }
@@ -262,12 +263,15 @@ impl Engine {
             })
             .await?;
         let (hangup_tx, hangup_rx) = mpsc::unbounded_channel();
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(call.id, hangup_tx);
+        let live = {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.insert(call.id, hangup_tx);
+            live.len()
+        };
+        metrics::gauge!("dialtone_active_calls").set(live as f64);
         let plan = CallPlan {
             id: call.id,
+            dispatched,
             to: call.to.clone(),
             from: call.from_number.clone(),
             trunk: Arc::new(trunk_for_ua(&trunk)),
@@ -280,11 +284,12 @@ impl Engine {
         tokio::spawn(
             async move {
                 engine.run(plan, hangup_rx).await;
-                engine
-                    .live
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&call.id);
+                let live = {
+                    let mut live = engine.live.lock().unwrap_or_else(|e| e.into_inner());
+                    live.remove(&call.id);
+                    live.len()
+                };
+                metrics::gauge!("dialtone_active_calls").set(live as f64);
             }
             .instrument(span),
         );
@@ -329,6 +334,8 @@ impl Engine {
             by,
             "call ended without an answer"
         );
+        metrics::counter!("dialtone_calls_total", "status" => status.as_str(), "end_reason" => reason.to_owned())
+            .increment(1);
         self.advance(
             id,
             status,
@@ -404,6 +411,8 @@ impl Engine {
             let Some(event) = event else { break };
             match event {
                 UaEvent::Attempt { sip_call_id, .. } => {
+                    metrics::histogram!("dialtone_dispatch_to_invite_seconds")
+                        .record(plan.dispatched.elapsed().as_secs_f64());
                     tracing::Span::current().record("sip_call_id", sip_call_id.as_str());
                     self.advance(
                         plan.id,
@@ -452,6 +461,8 @@ impl Engine {
                     brain = start_echo(&mut m);
                     media = Some(m);
                     tracing::info!(codec = %session.codec.name, "answered");
+                    metrics::histogram!("dialtone_setup_seconds")
+                        .record(plan.dispatched.elapsed().as_secs_f64());
                     current = Some(session);
                     max_duration
                         .as_mut()
@@ -534,6 +545,19 @@ impl Engine {
                         })
                     });
                     tracing::info!(ended_by, "call ended");
+                    let code = duration_reason.unwrap_or(reason.as_str()).to_owned();
+                    metrics::counter!("dialtone_calls_total", "status" => "completed", "end_reason" => code)
+                        .increment(1);
+                    if let Some(s) = stats {
+                        metrics::histogram!("dialtone_jitter_buffer_ms")
+                            .record(f64::from(s.jitter_buffer_ms));
+                        metrics::counter!("dialtone_concealed_frames_total")
+                            .increment(s.concealed_frames);
+                        metrics::counter!("dialtone_inbound_ring_overflows_total")
+                            .increment(s.inbound_overflow);
+                        metrics::counter!("dialtone_outbound_ring_underflows_total")
+                            .increment(s.outbound_underflow);
+                    }
                     self.advance(
                         plan.id,
                         CallStatus::Completed,
@@ -556,6 +580,7 @@ impl Engine {
 #[derive(Debug, Clone)]
 struct CallPlan {
     id: Uuid,
+    dispatched: std::time::Instant,
     to: String,
     from: String,
     trunk: Arc<Trunk>,

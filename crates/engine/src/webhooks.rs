@@ -120,6 +120,13 @@ pub fn spawn_delivery(storage: Storage, config: WebhookConfig) -> tokio::task::J
             for event in due {
                 let outcome = deliver(&client, &config, &event).await;
                 tracing::info!(event_id = %event.id, call_id = %event.call_id, kind = %event.kind, ?outcome, "webhook attempt");
+                let label = match &outcome {
+                    Delivery::Delivered => "delivered",
+                    Delivery::Retry { .. } => "retry",
+                    _ => "dead",
+                };
+                metrics::counter!("dialtone_webhook_attempts_total", "outcome" => label)
+                    .increment(1);
                 if let Err(error) = storage.record_delivery(event.id, outcome).await {
                     tracing::error!(%error, "cannot record a webhook attempt");
                 }
