@@ -7,7 +7,7 @@
 //! | `POST/GET /v1/trunks`, `GET /v1/trunks/{id}` | SIP trunks (the password is write-only) |
 //! | `POST /v1/numbers`, `GET /v1/numbers/{id}` | numbers on trunks |
 //! | `POST /v1/agents`, `GET /v1/agents/{id}` | agents |
-//! | `POST /v1/calls`, `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
+//! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
 //! | `GET /v1/calls/{id}/events` | the call's webhook events and their delivery state |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus (no auth) |
 //!
@@ -18,14 +18,15 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use dialtone_engine::{DispatchRequest, Engine, EngineError};
-use dialtone_storage::{NewAgent, NewTrunk, StorageError, TrunkTransport, rfc3339};
+use dialtone_engine::{DispatchRequest, Dispatched, Engine, EngineError};
+use dialtone_storage::{CallFilter, NewAgent, NewTrunk, StorageError, TrunkTransport, rfc3339};
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// Most bytes of `instructions`.
@@ -82,6 +83,16 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::NotFound { entity, id } => ApiError::not_found(entity, id),
+            StorageError::Conflict {
+                entity: "dispatch",
+                field,
+            } => ApiError {
+                status: 409,
+                code: "idempotency_conflict",
+                message: "this Idempotency-Key was already used with a different request body"
+                    .into(),
+                field: Some(field.to_owned()),
+            },
             StorageError::Conflict { entity, field } => ApiError {
                 status: 409,
                 code: "conflict",
@@ -168,7 +179,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/numbers/{id}", get(get_number))
         .route("/v1/agents", post(create_agent))
         .route("/v1/agents/{id}", get(get_agent))
-        .route("/v1/calls", post(create_call))
+        .route("/v1/calls", post(create_call).get(list_calls))
         .route("/v1/calls/{id}", get(get_call))
         .route("/v1/calls/{id}/hangup", post(hangup_call))
         .route("/v1/calls/{id}/events", get(call_events))
@@ -675,6 +686,26 @@ async fn create_call(
             field: Some("instructions".into()),
         });
     }
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "Idempotency-Key",
+                        "the Idempotency-Key header must be 1-255 visible characters",
+                    )
+                })?;
+            // serde_json's maps are sorted, so equal bodies print equally.
+            let canonical = Value::Object(map.clone()).to_string();
+            let digest = Sha256::digest(canonical.as_bytes());
+            let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            Some((key.to_owned(), hash))
+        }
+    };
     let request = DispatchRequest {
         agent_id,
         to,
@@ -683,9 +714,94 @@ async fn create_call(
         context: object_field(&map, "context")?,
         webhook_url: public_url_field(&state, &map, "webhook_url").await?,
         metadata: object_field(&map, "metadata")?,
+        idempotency,
     };
-    let call = state.engine.dispatch(request).await?;
-    Ok(created(call.to_json()))
+    match state.engine.dispatch(request).await? {
+        Dispatched::New(call) => Ok(created(call.to_json())),
+        Dispatched::Replayed(call) => Ok((
+            StatusCode::CREATED,
+            [("idempotent-replayed", "true")],
+            Json(call.to_json()),
+        )
+            .into_response()),
+    }
+}
+
+/// Query parameters of `GET /v1/calls`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    agent_id: Option<String>,
+    status: Option<String>,
+    to: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+fn rfc3339_param(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|v| {
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                .map_err(|_| {
+                    ApiError::invalid(field, format!("`{field}` must be an RFC 3339 time"))
+                })
+        })
+        .transpose()
+}
+
+async fn list_calls(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("limit", "`limit` must be 1-200"));
+    }
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            s.parse()
+                .map_err(|_| ApiError::invalid("status", format!("unknown status {s:?}")))
+        })
+        .transpose()?;
+    let agent_id = q
+        .agent_id
+        .as_deref()
+        .map(|a| {
+            Uuid::parse_str(a)
+                .map_err(|_| ApiError::invalid("agent_id", "`agent_id` must be a UUID"))
+        })
+        .transpose()?;
+    let filter = CallFilter {
+        agent_id,
+        status,
+        to: q.to,
+        created_after: rfc3339_param("created_after", q.created_after.as_deref())?,
+        created_before: rfc3339_param("created_before", q.created_before.as_deref())?,
+    };
+    let (calls, next) = match state
+        .engine
+        .storage()
+        .list_calls(&filter, limit, q.cursor.as_deref())
+        .await
+    {
+        Err(StorageError::InvalidCursor { cursor }) => {
+            return Err(ApiError::invalid(
+                "cursor",
+                format!("cursor {cursor:?} is not valid"),
+            ));
+        }
+        other => other?,
+    };
+    let data: Vec<Value> = calls.iter().map(|c| c.to_json()).collect();
+    Ok(Json(json!({"data": data, "next_cursor": next})))
 }
 
 async fn get_call(

@@ -218,7 +218,10 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
         "dialtone_active_calls",
         "dialtone_jitter_buffer_ms",
     ] {
-        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
     }
     w.finish().await;
 }
@@ -635,4 +638,75 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
     );
     second.kill().unwrap();
     second.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_never_dials_twice_and_calls_list_in_pages() {
+    let w = world(Some("reject.xml"), &[("status", "486")]).await;
+    let body = json!({"agent_id": w.agent_id, "to": "+15551230000", "metadata": {"attempt": 1}});
+    let send = |body: Value| {
+        w.api
+            .http
+            .post(format!("{}/v1/calls", w.api.base))
+            .bearer_auth(KEY)
+            .header("Idempotency-Key", "order-42")
+            .json(&body)
+            .send()
+    };
+    let first = send(body.clone()).await.unwrap();
+    assert_eq!(first.status().as_u16(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = send(body.clone()).await.unwrap();
+    assert_eq!(again.status().as_u16(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"], "the same call, not a second one");
+    let other = send(json!({"agent_id": w.agent_id, "to": "+15551239999"}))
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 409);
+    let record = wait_final(&w.api, first["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "busy");
+    // SIPp serves one call (-m 1): a second INVITE would make it fail.
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_list_newest_first_in_pages_with_filters() {
+    let w = world(None, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(w.dispatch(json!({"to": format!("+1555123000{i}")})).await);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/calls?limit=2".to_owned();
+    loop {
+        let (s, page) = w.api.get(&path).await;
+        assert_eq!(s, 200, "{page}");
+        seen.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/calls?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+    let (_, one) = w.api.get("/v1/calls?to=%2B15551230003").await;
+    assert_eq!(one["data"].as_array().unwrap().len(), 1);
+    for bad in [
+        "/v1/calls?limit=500",
+        "/v1/calls?status=nope",
+        "/v1/calls?cursor=zz",
+        "/v1/calls?colour=red",
+    ] {
+        let (s, err) = w.api.get(bad).await;
+        assert_eq!(s, 400, "{bad}: {err}");
+    }
+    w.finish().await;
 }

@@ -26,7 +26,9 @@ use dialtone_sdp::{
 use dialtone_sip_ua::{
     CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, Transport, Trunk, UaEvent,
 };
-use dialtone_storage::{CallProgress, CallStatus, NewCall, Storage, StorageError, TrunkTransport};
+use dialtone_storage::{
+    CallProgress, CallStatus, Inserted, NewCall, Storage, StorageError, TrunkTransport,
+};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -105,6 +107,17 @@ pub struct DispatchRequest {
     pub webhook_url: Option<String>,
     /// Metadata object.
     pub metadata: Value,
+    /// Idempotency key and a hash of the request body: a repeat gets the first call back.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// What a dispatch did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dispatched {
+    /// A new call was accepted and started.
+    New(dialtone_storage::Call),
+    /// The idempotency key named an earlier call: nothing was dialled again.
+    Replayed(dialtone_storage::Call),
 }
 
 /// Engine settings.
@@ -190,7 +203,7 @@ impl Engine {
     pub async fn dispatch(
         self: &Arc<Self>,
         request: DispatchRequest,
-    ) -> Result<dialtone_storage::Call, EngineError> {
+    ) -> Result<Dispatched, EngineError> {
         let dispatched = std::time::Instant::now();
         if !self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);
@@ -249,19 +262,30 @@ impl Engine {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         });
-        let call = self
+        let key = request
+            .idempotency
+            .as_ref()
+            .map(|(k, h)| (k.as_str(), h.as_str()));
+        let inserted = self
             .storage
-            .insert_call(NewCall {
-                agent_id: agent.id,
-                to: request.to.clone(),
-                from_number: from.e164.clone(),
-                trunk_id: trunk.id,
-                instructions,
-                context: request.context,
-                metadata: request.metadata,
-                webhook_url,
-            })
+            .insert_call_once(
+                NewCall {
+                    agent_id: agent.id,
+                    to: request.to.clone(),
+                    from_number: from.e164.clone(),
+                    trunk_id: trunk.id,
+                    instructions,
+                    context: request.context,
+                    metadata: request.metadata,
+                    webhook_url,
+                },
+                key,
+            )
             .await?;
+        let call = match inserted {
+            Inserted::New(call) => call,
+            Inserted::Existing(call) => return Ok(Dispatched::Replayed(call)),
+        };
         let (hangup_tx, hangup_rx) = mpsc::unbounded_channel();
         let live = {
             let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -293,7 +317,7 @@ impl Engine {
             }
             .instrument(span),
         );
-        Ok(call)
+        Ok(Dispatched::New(call))
     }
 
     /// Asks a live call to hang up (CANCEL before answer, BYE after).

@@ -45,6 +45,12 @@ pub enum StorageError {
         /// The unique field.
         field: &'static str,
     },
+    /// A pagination cursor this storage did not make.
+    #[error("cursor {cursor:?} is not valid")]
+    InvalidCursor {
+        /// The cursor given.
+        cursor: String,
+    },
     /// A stored value could not be read back.
     #[error("stored {column} is unreadable: {detail}")]
     Corrupt {
@@ -664,6 +670,24 @@ impl Storage {
 
     /// Writes a new call in status `queued` (and its `call.queued` event, in one transaction).
     pub async fn insert_call(&self, c: NewCall) -> Result<Call> {
+        match self.insert_call_once(c, None).await? {
+            Inserted::New(call) | Inserted::Existing(call) => Ok(call),
+        }
+    }
+
+    /// Like [`Storage::insert_call`], under an idempotency key: the first request with `key`
+    /// writes the call; a later one with the same `body_hash` gets that call back
+    /// ([`Inserted::Existing`]); one with another body is a [`StorageError::Conflict`].
+    pub async fn insert_call_once(
+        &self,
+        c: NewCall,
+        key: Option<(&str, &str)>,
+    ) -> Result<Inserted> {
+        if let Some((key, hash)) = key
+            && let Some(existing) = self.idempotent_call(key, hash).await?
+        {
+            return Ok(Inserted::Existing(existing));
+        }
         let id = Uuid::now_v7();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -685,10 +709,93 @@ impl Storage {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if let Some((key, hash)) = key {
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (key, body_hash, call_id, created_at) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(key)
+            .bind(hash)
+            .bind(id.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = claimed {
+                // A concurrent request took the key first: ours is rolled back, theirs wins.
+                drop(tx);
+                return match unique_violation(&e) {
+                    true => self
+                        .idempotent_call(key, hash)
+                        .await?
+                        .map(Inserted::Existing)
+                        .ok_or(StorageError::Database(e)),
+                    false => Err(e.into()),
+                };
+            }
+        }
         let call = fetch_call(&mut tx, id).await?;
         enqueue_event(&mut tx, &call).await?;
         tx.commit().await?;
-        Ok(call)
+        Ok(Inserted::New(call))
+    }
+
+    /// The call stored under `key`, if any; a different `hash` is a conflict.
+    async fn idempotent_call(&self, key: &str, hash: &str) -> Result<Option<Call>> {
+        let row = sqlx::query("SELECT body_hash, call_id FROM idempotency_keys WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let stored: String = row.try_get("body_hash")?;
+        if stored != hash {
+            return Err(StorageError::Conflict {
+                entity: "dispatch",
+                field: "Idempotency-Key",
+            });
+        }
+        Ok(Some(self.get_call(uuid_of(&row, "call_id")?).await?))
+    }
+
+    /// Calls newest first, filtered, at most `limit`, after `cursor` (from the previous page).
+    /// Returns the page and the cursor of the next one.
+    pub async fn list_calls(
+        &self,
+        filter: &CallFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Call>, Option<String>)> {
+        let after = cursor.map(parse_cursor).transpose()?;
+        let rows = sqlx::query(
+            "SELECT id FROM calls WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR status = ?2) \
+             AND (?3 IS NULL OR to_number = ?3) AND (?4 IS NULL OR created_at >= ?4) \
+             AND (?5 IS NULL OR created_at < ?5) \
+             AND (?6 IS NULL OR created_at < ?6 OR (created_at = ?6 AND id < ?7)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?8",
+        )
+        .bind(filter.agent_id.map(|a| a.to_string()))
+        .bind(filter.status.map(CallStatus::as_str))
+        .bind(filter.to.as_deref())
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(after.as_ref().map(|(t, _)| *t))
+        .bind(after.as_ref().map(|(_, id)| id.to_string()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut calls = Vec::with_capacity(rows.len());
+        for row in rows.iter().take(limit as usize) {
+            calls.push(self.get_call(uuid_of(row, "id")?).await?);
+        }
+        let next = (rows.len() > limit as usize)
+            .then(|| {
+                calls
+                    .last()
+                    .map(|c| format!("{:x}.{}", c.created_at, c.id.simple()))
+            })
+            .flatten();
+        Ok((calls, next))
     }
 
     /// One call.
@@ -1018,6 +1125,42 @@ pub enum Delivery {
     },
 }
 
+/// What [`Storage::insert_call_once`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// A new call was written.
+    New(Call),
+    /// The idempotency key named an earlier call with the same body.
+    Existing(Call),
+}
+
+/// Filters of [`Storage::list_calls`]; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFilter {
+    /// Only this agent's calls.
+    pub agent_id: Option<Uuid>,
+    /// Only calls in this status.
+    pub status: Option<CallStatus>,
+    /// Only calls to this number.
+    pub to: Option<String>,
+    /// Created at or after (Unix ms).
+    pub created_after: Option<i64>,
+    /// Created before (Unix ms).
+    pub created_before: Option<i64>,
+}
+
+/// Reads a cursor made by [`Storage::list_calls`].
+fn parse_cursor(cursor: &str) -> Result<(i64, Uuid)> {
+    let bad = || StorageError::InvalidCursor {
+        cursor: cursor.to_owned(),
+    };
+    let (t, id) = cursor.split_once('.').ok_or_else(bad)?;
+    Ok((
+        i64::from_str_radix(t, 16).map_err(|_| bad())?,
+        Uuid::parse_str(id).map_err(|_| bad())?,
+    ))
+}
+
 /// One webhook event waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookEvent {
@@ -1249,6 +1392,75 @@ mod tests {
         assert_eq!(events[0]["state"], "delivered");
         assert_eq!(events[0]["attempts"], 2);
         assert_eq!(events[1]["state"], "dead");
+    }
+
+    #[tokio::test]
+    async fn idempotent_inserts_and_pagination() {
+        let s = storage().await;
+        let first = call(&s).await;
+        let new = |to: &str| NewCall {
+            agent_id: first.agent_id,
+            to: to.into(),
+            from_number: first.from_number.clone(),
+            trunk_id: first.trunk_id,
+            instructions: None,
+            context: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+            webhook_url: None,
+        };
+        let Inserted::New(a) = s
+            .insert_call_once(new("+15550000001"), Some(("k1", "h1")))
+            .await
+            .unwrap()
+        else {
+            panic!("first use of a key writes a call");
+        };
+        let again = s
+            .insert_call_once(new("+15550000001"), Some(("k1", "h1")))
+            .await
+            .unwrap();
+        assert_eq!(again, Inserted::Existing(a.clone()));
+        assert!(matches!(
+            s.insert_call_once(new("+15550000002"), Some(("k1", "h2")))
+                .await,
+            Err(StorageError::Conflict {
+                field: "Idempotency-Key",
+                ..
+            })
+        ));
+        for i in 0..5 {
+            s.insert_call(new(&format!("+1555000010{i}")))
+                .await
+                .unwrap();
+        }
+        // 7 calls in all; pages of 3, newest first, no call twice or lost.
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (page, next) = s
+                .list_calls(&CallFilter::default(), 3, cursor.as_deref())
+                .await
+                .unwrap();
+            seen.extend(page.iter().map(|c| c.id));
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 7);
+        let mut sorted = seen.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(seen, sorted, "uuid v7 order is creation order");
+        let filtered = CallFilter {
+            to: Some("+15550000001".into()),
+            ..CallFilter::default()
+        };
+        let (page, next) = s.list_calls(&filtered, 10, None).await.unwrap();
+        assert_eq!((page.len(), next), (1, None));
+        assert!(matches!(
+            s.list_calls(&CallFilter::default(), 3, Some("nope")).await,
+            Err(StorageError::InvalidCursor { .. })
+        ));
     }
 
     #[test]
