@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use dialtone_daemon::{Config, Daemon};
-use dialtone_test_support::{SipTransport, Sipp, SippOptions, scenario, write_ulaw_tone};
+use dialtone_test_support::{
+    SipTransport, Sipp, SippOptions, openssl_hmac_sha256, scenario, write_ulaw_tone,
+};
 use serde_json::{Value, json};
 
 const KEY: &str = "test-key-123";
@@ -427,30 +429,6 @@ async fn receiver(fail_first: usize) -> (String, Received) {
     (url, got)
 }
 
-/// HMAC-SHA256 by openssl: code independent of ours.
-fn openssl_hmac(key: &str, data: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new("openssl")
-        .args(["dgst", "-sha256", "-hmac", key, "-r"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(data.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_arrive_signed_in_order_once_each_despite_receiver_failures() {
     let (url, got) = receiver(2).await;
@@ -503,7 +481,7 @@ async fn webhooks_arrive_signed_in_order_once_each_despite_receiver_failures() {
         let t = t.strip_prefix("t=").unwrap();
         assert_eq!(
             v1,
-            openssl_hmac("whsec-test", &format!("{t}.{body}")),
+            openssl_hmac_sha256("whsec-test", &format!("{t}.{body}")).unwrap(),
             "signature"
         );
     }

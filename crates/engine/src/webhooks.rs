@@ -218,6 +218,7 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dialtone_test_support::openssl_hmac_sha256;
 
     #[test]
     fn signature_is_hmac_sha256_over_timestamp_dot_body() {
@@ -226,32 +227,9 @@ mod tests {
             signature("whsec", 1_700_000_000, "{\"a\":1}"),
             format!(
                 "t=1700000000,v1={}",
-                openssl_hmac("whsec", "1700000000.{\"a\":1}")
+                openssl_hmac_sha256("whsec", "1700000000.{\"a\":1}").unwrap()
             )
         );
-    }
-
-    fn openssl_hmac(key: &str, data: &str) -> String {
-        use std::io::Write;
-        let mut child = std::process::Command::new("openssl")
-            .args(["dgst", "-sha256", "-hmac", key, "-r"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("openssl is installed");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(data.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned()
     }
 
     #[test]

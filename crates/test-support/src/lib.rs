@@ -173,6 +173,31 @@ impl Drop for Kamailio {
     }
 }
 
+/// HMAC-SHA256 of `data` under `key`, hex, computed by the `openssl` program: code that shares
+/// nothing with ours, for checking signatures.
+pub fn openssl_hmac_sha256(key: &str, data: &str) -> Result<String, PeerError> {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", key, "-r"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(io("starting openssl"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(data.as_bytes())
+            .map_err(io("writing to openssl"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(io("waiting for openssl"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1 right now.
 pub fn free_port() -> Result<u16, PeerError> {
     loop {
