@@ -216,6 +216,24 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Parses a body that must be one JSON object whose keys are all in `allowed`.
 fn object_body(body: &Bytes, allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
+    let map = json_object(body)?;
+    only_fields(&map, allowed)?;
+    Ok(map)
+}
+
+/// Refuses the first key not in `allowed`, naming it.
+fn only_fields(map: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
+    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::invalid(
+            unknown,
+            format!("unknown field `{unknown}`"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Parses a body that must be one JSON object within the size limit.
+fn json_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError {
             status: 413,
@@ -229,12 +247,6 @@ fn object_body(body: &Bytes, allowed: &[&str]) -> Result<Map<String, Value>, Api
     let Value::Object(map) = value else {
         return Err(ApiError::invalid("body", "body must be a JSON object"));
     };
-    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            unknown,
-            format!("unknown field `{unknown}`"),
-        ));
-    }
     Ok(map)
 }
 
@@ -659,18 +671,14 @@ async fn create_call(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("body is not valid JSON: {e}")))?;
-    if let Some(field) = value
-        .as_object()
-        .and_then(|m| AGENT_ONLY_FIELDS.iter().find(|f| m.contains_key(**f)))
-    {
+    let map = json_object(&body)?;
+    if let Some(field) = AGENT_ONLY_FIELDS.iter().find(|f| map.contains_key(**f)) {
         return Err(ApiError::invalid(
             field,
             format!("`{field}` is not accepted on a call: it is set on the agent"),
         ));
     }
-    let map = object_body(&body, CALL_FIELDS)?;
+    only_fields(&map, CALL_FIELDS)?;
     let agent_id = uuid_field(&map, "agent_id")?;
     let to = e164_field(&map, "to")?.ok_or_else(|| ApiError::invalid("to", "`to` is required"))?;
     let from_number = e164_field(&map, "from_number")?;

@@ -91,7 +91,8 @@ fn backoff(attempts: u32, seed: u64) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Runs the delivery worker until the storage fails for good.
+/// Starts the delivery worker; it runs until the task is aborted. Events are delivered one
+/// after another (a receiver at its timeout delays the others).
 pub fn spawn_delivery(storage: Storage, config: WebhookConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = match reqwest::Client::builder()
