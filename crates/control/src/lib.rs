@@ -8,7 +8,7 @@
 //! | `POST /v1/numbers`, `GET /v1/numbers/{id}` | numbers on trunks |
 //! | `POST /v1/agents`, `GET /v1/agents/{id}` | agents |
 //! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
-//! | `GET /v1/calls/{id}/events` | the call's webhook events and their delivery state |
+//! | `GET /v1/calls/{id}/events`, `POST /v1/events/{id}/redeliver` | a call's webhook events and their delivery state; queue one again |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus (no auth) |
 //!
 //! Every error has one shape: `{"error": {"code", "message", "field"}}` with the status the rule
@@ -183,6 +183,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/calls/{id}", get(get_call))
         .route("/v1/calls/{id}/hangup", post(hangup_call))
         .route("/v1/calls/{id}/events", get(call_events))
+        .route("/v1/events/{id}/redeliver", post(redeliver_event))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics_page))
@@ -836,6 +837,21 @@ async fn call_events(
     state.engine.storage().get_call(id).await?;
     let events = state.engine.storage().call_events(id).await?;
     Ok(Json(json!({"data": events, "next_cursor": null})))
+}
+
+async fn redeliver_event(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let event_id = path_uuid(&id, "event")?;
+    let call_id = state.engine.storage().redeliver(event_id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": event_id, "call_id": call_id, "state": "pending"})),
+    )
+        .into_response())
 }
 
 async fn hangup_call(

@@ -470,7 +470,8 @@ async fn webhooks_arrive_signed_in_order_once_each_despite_receiver_failures() {
         events[0]["attempts"], 3,
         "the first event waited out two 503s"
     );
-    let got = got.lock().unwrap().clone();
+    let receiver_got = got;
+    let got = receiver_got.lock().unwrap().clone();
     assert_eq!(got.len(), 5, "each event once");
     for (i, (signature, event_id, body)) in got.iter().enumerate() {
         let event: Value = serde_json::from_str(body).unwrap();
@@ -489,6 +490,35 @@ async fn webhooks_arrive_signed_in_order_once_each_despite_receiver_failures() {
     assert_eq!(ended["type"], "call.ended");
     assert_eq!(ended["data"]["call"]["status"], "completed");
     assert_eq!(ended["data"]["call"]["end_reason"]["by"], "callee");
+    // Redelivery on request sends the same event (same id) once more.
+    let first_id = events[0]["id"].as_str().unwrap();
+    let (s, queued) = w
+        .api
+        .post(&format!("/v1/events/{first_id}/redeliver"), json!({}))
+        .await;
+    assert_eq!(s, 202, "{queued}");
+    let (s, _) = w
+        .api
+        .post(
+            "/v1/events/0190f5a0-0000-7000-8000-000000000000/redeliver",
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let mut again = 0;
+    for _ in 0..100 {
+        again = receiver_got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, event_id, _)| event_id == first_id)
+            .count();
+        if again == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(again, 2);
     w.finish().await;
 }
 

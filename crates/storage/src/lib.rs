@@ -934,6 +934,23 @@ impl Storage {
         Ok(())
     }
 
+    /// Queues an event for delivery again, whatever its state. Returns its call's id.
+    pub async fn redeliver(&self, event_id: Uuid) -> Result<Uuid> {
+        let row = sqlx::query(
+            "UPDATE webhook_events SET state = 'pending', next_attempt_at = ?, last_error = NULL \
+             WHERE id = ? RETURNING call_id",
+        )
+        .bind(now_ms())
+        .bind(event_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StorageError::NotFound {
+            entity: "event",
+            id: event_id.to_string(),
+        })?;
+        uuid_of(&row, "call_id")
+    }
+
     /// A call's events with their delivery state: `(type, sequence, state, attempts, last_error)`.
     pub async fn call_events(&self, call_id: Uuid) -> Result<Vec<Value>> {
         let rows = sqlx::query(
@@ -1392,6 +1409,19 @@ mod tests {
         assert_eq!(events[0]["state"], "delivered");
         assert_eq!(events[0]["attempts"], 2);
         assert_eq!(events[1]["state"], "dead");
+        // A dead event can be queued again by hand.
+        assert_eq!(s.redeliver(next[0].id).await.unwrap(), c.id);
+        assert_eq!(
+            s.due_webhooks(now_ms(), 10).await.unwrap()[0].id,
+            next[0].id
+        );
+        assert!(matches!(
+            s.redeliver(Uuid::now_v7()).await,
+            Err(StorageError::NotFound {
+                entity: "event",
+                ..
+            })
+        ));
     }
 
     #[tokio::test]
