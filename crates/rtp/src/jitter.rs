@@ -421,27 +421,33 @@ mod tests {
         assert_eq!(jb2.target_delay(), Duration::from_millis(40));
     }
 
-    #[test]
-    fn a_fast_sender_clock_is_drained_and_the_buffer_stays_bounded() {
-        let mut jb = buffer();
+    /// Ten minutes of a sender whose packets come every `period_us` against the 20 ms playout
+    /// clock; `on_pop` sees each pop's result and the buffer depth after it.
+    fn drift(jb: &mut JitterBuffer, period_us: u64, mut on_pop: impl FnMut(bool, u64)) {
         let t0 = Instant::now();
-        // The sender's clock runs 1% fast: a packet every 19.8 ms, for ten minutes.
-        let mut max_depth = 0;
         let mut sent = 0u64;
         for tick in 0..30_000u64 {
             let now = t0 + Duration::from_micros(tick * 20_000);
-            while sent * 19_800 <= tick * 20_000 {
+            while sent * period_us <= tick * 20_000 {
                 jb.push(
-                    t0 + Duration::from_micros(sent * 19_800),
+                    t0 + Duration::from_micros(sent * period_us),
                     sent,
                     (sent * 160) as u32,
                     &[0; 160],
                 );
                 sent += 1;
             }
-            let _ = jb.pop(now);
-            max_depth = max_depth.max(jb.depth());
+            let played = matches!(jb.pop(now), Playout::Frame { .. });
+            on_pop(played, jb.depth());
         }
+    }
+
+    #[test]
+    fn a_fast_sender_clock_is_drained_and_the_buffer_stays_bounded() {
+        let mut jb = buffer();
+        // The sender's clock runs 1% fast: a packet every 19.8 ms.
+        let mut max_depth = 0;
+        drift(&mut jb, 19_800, |_, depth| max_depth = max_depth.max(depth));
         assert!(max_depth <= 6, "depth grew to {max_depth}");
         assert!(jb.stats().drained >= 250, "{:?}", jb.stats());
         assert_eq!(jb.stats().lost, 0);
@@ -450,24 +456,12 @@ mod tests {
     #[test]
     fn a_slow_sender_clock_conceals_and_rebuffers_without_growing() {
         let mut jb = buffer();
-        let t0 = Instant::now();
-        let mut sent = 0u64;
         let mut lost_or_empty = 0;
-        for tick in 0..30_000u64 {
-            let now = t0 + Duration::from_micros(tick * 20_000);
-            while sent * 20_200 <= tick * 20_000 {
-                jb.push(
-                    t0 + Duration::from_micros(sent * 20_200),
-                    sent,
-                    (sent * 160) as u32,
-                    &[0; 160],
-                );
-                sent += 1;
-            }
-            if !matches!(jb.pop(now), Playout::Frame { .. }) {
+        drift(&mut jb, 20_200, |played, _| {
+            if !played {
                 lost_or_empty += 1;
             }
-        }
+        });
         // 1% slow: about 300 frames short over 30 000; each is made up once, not more.
         assert!(
             (250..=700).contains(&lost_or_empty),

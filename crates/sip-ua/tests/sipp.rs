@@ -102,6 +102,27 @@ fn attempts(events: &[UaEvent]) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// The call went to `failing` first, then to `working`, was answered there and ended by us;
+/// both peers saw their scenario through.
+fn assert_failed_over_and_completed(events: &[UaEvent], failing: Sipp, working: Sipp) {
+    assert_eq!(
+        attempts(events),
+        vec![
+            SocketAddr::from(([127, 0, 0, 1], failing.port)),
+            SocketAddr::from(([127, 0, 0, 1], working.port))
+        ]
+    );
+    assert_eq!(
+        calls(events).last(),
+        Some(&CallEvent::Ended {
+            by: Party::Local,
+            reason: EndReason::Completed
+        })
+    );
+    assert_success(failing);
+    assert_success(working);
+}
+
 fn answered_sdp(events: &[CallEvent]) -> SessionDescription {
     let sdp = events
         .iter()
@@ -266,22 +287,7 @@ async fn a_503_fails_over_to_the_next_trunk() {
     r.fallback_trunks
         .push(Arc::new(trunk_of(&working, "backup")));
     let events = run_call(&ua, r, true).await;
-    assert_eq!(
-        attempts(&events),
-        vec![
-            SocketAddr::from(([127, 0, 0, 1], failing.port)),
-            SocketAddr::from(([127, 0, 0, 1], working.port))
-        ]
-    );
-    assert_eq!(
-        calls(&events).last(),
-        Some(&CallEvent::Ended {
-            by: Party::Local,
-            reason: EndReason::Completed
-        })
-    );
-    assert_success(failing);
-    assert_success(working);
+    assert_failed_over_and_completed(&events, failing, working);
 }
 
 #[tokio::test]
@@ -545,22 +551,7 @@ async fn srv_targets_are_tried_in_order_with_failover() {
         true,
     )
     .await;
-    assert_eq!(
-        attempts(&events),
-        vec![
-            SocketAddr::from(([127, 0, 0, 1], failing.port)),
-            SocketAddr::from(([127, 0, 0, 1], working.port))
-        ]
-    );
-    assert_eq!(
-        calls(&events).last(),
-        Some(&CallEvent::Ended {
-            by: Party::Local,
-            reason: EndReason::Completed
-        })
-    );
-    assert_success(failing);
-    assert_success(working);
+    assert_failed_over_and_completed(&events, failing, working);
 }
 
 #[tokio::test]
