@@ -1,8 +1,15 @@
 //! # dialtone-codec — audio codecs for Dialtone
 //!
-//! G.711 µ-law and A-law (ITU-T G.711), encoding 16-bit linear PCM into caller-owned byte
-//! buffers and back. Decoding uses 256-entry tables built at compile time; encoding is a few
-//! integer operations per sample. Nothing allocates.
+//! * G.711 µ-law and A-law (ITU-T G.711), encoding 16-bit linear PCM into caller-owned byte
+//!   buffers and back. Decoding uses 256-entry tables built at compile time; encoding is a few
+//!   integer operations per sample. A [`Concealer`] stands in for lost G.711 frames.
+//! * Opus ([`OpusEncoder`], [`OpusDecoder`]) through libopus at 8, 16 or 48 kHz, with in-band
+//!   FEC and packet-loss concealment.
+//! * [`Resampler`]: fixed 20 ms frames between 8, 16, 24, 32 and 48 kHz (rubato's FFT
+//!   resampler).
+//!
+//! Everything works on 20 ms mono frames in caller-owned buffers; after construction nothing
+//! allocates per frame.
 //!
 //! ```
 //! use dialtone_codec::{G711, G711Law};
@@ -14,6 +21,62 @@
 //! codec.decode(&encoded, &mut decoded);
 //! assert!((decoded[1] - 1000).abs() < 40);
 //! ```
+
+mod opus;
+mod resample;
+
+pub use opus::{OpusDecoder, OpusEncoder};
+pub use resample::Resampler;
+
+/// Errors of the codecs and resamplers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The codec or resampler does not run at this rate.
+    #[error("{codec} does not support {rate} Hz")]
+    UnsupportedRate {
+        /// Which codec or component.
+        codec: &'static str,
+        /// The rate asked for.
+        rate: u32,
+    },
+    /// A buffer is not one frame long.
+    #[error("frame of {got} samples where {expected} are needed")]
+    FrameSize {
+        /// Samples needed.
+        expected: usize,
+        /// Samples given.
+        got: usize,
+    },
+    /// libopus refused an operation (a corrupt packet, a bad setting).
+    #[error("opus could not {operation}: {source}")]
+    Opus {
+        /// What was being done.
+        operation: &'static str,
+        /// libopus's error.
+        source: audiopus::Error,
+    },
+    /// The resampler could not be built for these rates.
+    #[error("cannot resample {from} Hz to {to} Hz: {source}")]
+    ResamplerSetup {
+        /// Input rate.
+        from: u32,
+        /// Output rate.
+        to: u32,
+        /// rubato's error.
+        source: Box<rubato::ResamplerConstructionError>,
+    },
+    /// Resampling a frame failed.
+    #[error("resampling {from} Hz to {to} Hz failed: {source}")]
+    Resample {
+        /// Input rate.
+        from: u32,
+        /// Output rate.
+        to: u32,
+        /// rubato's error.
+        source: Box<rubato::ResampleError>,
+    },
+}
 
 /// Which G.711 companding law.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

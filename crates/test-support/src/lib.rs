@@ -4,6 +4,7 @@
 //! waits until it has bound its port (readiness, not a fixed sleep), and checks its verdict.
 //! Every peer listens on 127.0.0.1 only and is killed when dropped.
 
+pub mod audio;
 pub mod dns;
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
