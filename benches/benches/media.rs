@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dialtone_codec::{G711, G711Law};
-use dialtone_rtp::{JitterBuffer, Playout, RtpReceiver, RtpSender, parse};
+use dialtone_rtp::{JitterBuffer, Playout, RtpPacket, RtpReceiver, RtpSender, parse};
 
 fn tone() -> [i16; 160] {
     std::array::from_fn(|i| (8000.0 * (i as f64 * 0.345).sin()) as i16)
@@ -40,7 +40,15 @@ fn media(c: &mut Criterion) {
     c.bench_function("rtp/jitter_buffer_push_pop", |b| {
         b.iter(|| {
             let now = t0 + Duration::from_millis(seq * 20);
-            jitter.push(now, seq, (seq * 160) as u32, black_box(&encoded));
+            let packet = RtpPacket {
+                payload_type: 0,
+                marker: false,
+                sequence: seq as u16,
+                timestamp: (seq * 160) as u32,
+                ssrc: 1,
+                payload: black_box(&encoded),
+            };
+            jitter.push(now, seq, &packet);
             seq += 1;
             black_box(matches!(jitter.pop(now), Playout::Frame { .. }));
         })
@@ -61,7 +69,7 @@ fn media(c: &mut Criterion) {
                 dialtone_rtp::Arrival::InOrder { extended_sequence } => extended_sequence,
                 _ => seq,
             };
-            jitter.push(now, ext, rtp.timestamp, rtp.payload);
+            jitter.push(now, ext, &rtp);
             if let Playout::Frame { payload, .. } = jitter.pop(now) {
                 ulaw.decode(payload, &mut decoded);
             }

@@ -7,7 +7,7 @@
 
 use audiopus::coder::{Decoder, Encoder};
 use audiopus::packet::Packet;
-use audiopus::{Application, Bitrate, Channels, MutSignals, SampleRate};
+use audiopus::{Application, Bitrate, Channels, MutSignals, SampleRate, Signal};
 
 use crate::CodecError;
 
@@ -49,6 +49,11 @@ impl OpusEncoder {
         inner
             .set_packet_loss_perc(10)
             .map_err(opus_error("set expected loss"))?;
+        // Telephone audio is speech: keep the encoder in SILK, whose LBRR carries the FEC
+        // (a CELT frame has none).
+        inner
+            .set_signal(Signal::Voice)
+            .map_err(opus_error("set signal type"))?;
         Ok(Self {
             inner,
             frame_samples: rate as usize / 50,

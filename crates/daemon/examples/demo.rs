@@ -60,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
         default_brain: "builtin:echo".into(),
         webhook_secret: "whsec-test".into(),
         webhook_allow_private: true,
+        media_workers: 1,
+        rtp_timeout: std::time::Duration::from_secs(30),
     })
     .await?;
     let base = format!("http://{}", daemon.http_addr);

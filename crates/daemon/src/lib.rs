@@ -18,6 +18,8 @@
 //! | `DIALTONE_WEBHOOK_ALLOW_PRIVATE` | `false` | deliver webhooks to loopback/private addresses |
 //! | `DIALTONE_LOG` | `info` | log filter |
 //! | `DIALTONE_LOG_FORMAT` | `text` | `text` or `json` |
+//! | `DIALTONE_MEDIA_WORKERS` | `0` | media threads; 0 is one per core |
+//! | `DIALTONE_RTP_TIMEOUT_SECONDS` | `30` | end a call whose far end sent no RTP for this long |
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -48,6 +50,9 @@ pub enum DaemonError {
     /// SIP could not be bound.
     #[error("DIALTONE_SIP_ADDR: {0}")]
     Sip(#[from] dialtone_sip_ua::UaError),
+    /// The media worker threads could not be started.
+    #[error("DIALTONE_MEDIA_WORKERS: {0}")]
+    Media(#[from] dialtone_media::MediaError),
     /// The HTTP listener could not be bound.
     #[error("DIALTONE_HTTP_ADDR: cannot bind {addr}: {source}")]
     Http {
@@ -79,6 +84,10 @@ pub struct Config {
     pub webhook_secret: String,
     /// Deliver webhooks to loopback, private and link-local addresses.
     pub webhook_allow_private: bool,
+    /// Media worker threads (0: one per core).
+    pub media_workers: usize,
+    /// A call whose far end sends no RTP for this long is ended.
+    pub rtp_timeout: Duration,
 }
 
 fn var(key: &str) -> Option<String> {
@@ -91,6 +100,20 @@ fn addr(key: &'static str, default: &str) -> Result<SocketAddr, DaemonError> {
         key,
         problem: format!("{value:?} is not an address like 127.0.0.1:8080"),
     })
+}
+
+fn number<T: std::str::FromStr>(
+    key: &'static str,
+    default: T,
+    rule: &str,
+) -> Result<T, DaemonError> {
+    match var(key) {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|_| DaemonError::Config {
+            key,
+            problem: format!("{value:?} is not {rule}"),
+        }),
+    }
 }
 
 impl Config {
@@ -139,6 +162,19 @@ impl Config {
                 key: "DIALTONE_WEBHOOK_SECRET",
                 problem: "is required: the key webhook receivers verify signatures with".into(),
             })?,
+            media_workers: number(
+                "DIALTONE_MEDIA_WORKERS",
+                0,
+                "a count of threads (0: one per core)",
+            )?,
+            rtp_timeout: Duration::from_secs(
+                number(
+                    "DIALTONE_RTP_TIMEOUT_SECONDS",
+                    30u64,
+                    "a whole number of seconds",
+                )?
+                .max(1),
+            ),
             webhook_allow_private: match var("DIALTONE_WEBHOOK_ALLOW_PRIVATE").as_deref() {
                 None | Some("false" | "0") => false,
                 Some("true" | "1") => true,
@@ -208,15 +244,18 @@ impl Daemon {
                     sip_addr.ip()
                 }
             });
+        let media = dialtone_media::MediaEngine::new(config.media_workers)?;
         let engine = Engine::new(
             storage,
             ua,
+            media,
             EngineConfig {
                 rtp_bind: sip_addr.ip(),
                 rtp_advertised: media_ip,
                 rtp_first_port: config.rtp_ports.0,
                 rtp_last_port: config.rtp_ports.1,
                 default_brain: config.default_brain.clone(),
+                rtp_timeout: config.rtp_timeout,
             },
         );
         let listener = tokio::net::TcpListener::bind(config.http_addr)

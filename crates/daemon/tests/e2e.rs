@@ -26,6 +26,8 @@ fn config(dir: &std::path::Path) -> Config {
         default_brain: "builtin:echo".into(),
         webhook_secret: "whsec-test".into(),
         webhook_allow_private: true,
+        media_workers: 1,
+        rtp_timeout: std::time::Duration::from_secs(30),
     }
 }
 

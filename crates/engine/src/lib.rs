@@ -18,8 +18,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dialtone_codec::G711Law;
-use dialtone_media::{Direction, MediaConfig, MediaSession, PortPool};
+use dialtone_media::{
+    Direction, MediaCall, MediaCodec, MediaConfig, MediaEngine, MediaEvent, PortPool,
+};
 use dialtone_sdp::{
     AudioCodec, LocalMedia, NegotiatedSession, SessionDescription, build_offer, negotiate_answer,
 };
@@ -29,7 +30,7 @@ use dialtone_sip_ua::{
 use dialtone_storage::{
     CallProgress, CallStatus, Inserted, NewCall, Storage, StorageError, TrunkTransport,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -133,6 +134,8 @@ pub struct EngineConfig {
     pub rtp_last_port: u16,
     /// Brain of agents that name none.
     pub default_brain: String,
+    /// A call whose far end sends no RTP for this long is ended (`rtp_timeout`).
+    pub rtp_timeout: Duration,
 }
 
 /// The engine; share it as `Arc<Engine>`.
@@ -141,6 +144,7 @@ pub struct Engine {
     storage: Storage,
     ua: Arc<SipUa>,
     ports: Arc<PortPool>,
+    media: Arc<MediaEngine>,
     config: EngineConfig,
     live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<()>>>,
     accepting: std::sync::atomic::AtomicBool,
@@ -171,10 +175,16 @@ fn seconds_setting(config: &Value, key: &str, default: u64) -> Duration {
 }
 
 impl Engine {
-    /// An engine over `storage` placing calls through `ua`.
-    pub fn new(storage: Storage, ua: Arc<SipUa>, config: EngineConfig) -> Arc<Self> {
+    /// An engine over `storage` placing calls through `ua`, their media on `media`'s workers.
+    pub fn new(
+        storage: Storage,
+        ua: Arc<SipUa>,
+        media: Arc<MediaEngine>,
+        config: EngineConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             ports: PortPool::new(config.rtp_bind, config.rtp_first_port, config.rtp_last_port),
+            media,
             storage,
             ua,
             config,
@@ -390,7 +400,7 @@ impl Engine {
             }
         };
         let mut local = LocalMedia::new(self.config.rtp_advertised, port.port());
-        local.codecs = vec![AudioCodec::Pcmu, AudioCodec::Pcma];
+        local.codecs = vec![AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus];
         let session_id = u64::from(port.port()) << 32 | u64::from(plan.id.as_u128() as u32);
         let offer = build_offer(&local, session_id, 1);
         let mut sdp_version = 1u64;
@@ -411,7 +421,7 @@ impl Engine {
             }
         };
         let mut port = Some(port);
-        let mut media: Option<MediaSession> = None;
+        let mut media: Option<MediaCall> = None;
         let mut brain: Option<tokio::task::JoinHandle<()>> = None;
         let mut hangup_by_api = false;
         let max_duration = tokio::time::sleep(Duration::from_secs(86_400));
@@ -423,6 +433,18 @@ impl Engine {
                 Some(()) = hangup.recv() => {
                     hangup_by_api = true;
                     let _ = call.hang_up();
+                    continue;
+                }
+                Some(event) = next_media_event(&mut media) => {
+                    match event {
+                        MediaEvent::RtpTimeout { silent_for } => {
+                            tracing::warn!(?silent_for, "no RTP from the far end; hanging up");
+                            duration_reason = Some("rtp_timeout");
+                            let _ = call.hang_up();
+                        }
+                        MediaEvent::Dtmf { event, .. } => tracing::info!(?event, "DTMF"),
+                        MediaEvent::FarEndBye => tracing::info!("far end sent RTCP BYE"),
+                    }
                     continue;
                 }
                 _ = &mut max_duration, if media.is_some() => {
@@ -465,23 +487,41 @@ impl Engine {
                         let _ = call.hang_up();
                         continue;
                     };
-                    let law = match session.codec.codec {
-                        AudioCodec::Pcma => G711Law::A,
-                        _ => G711Law::Mu,
+                    let codec = match session.codec.codec {
+                        AudioCodec::Pcma => MediaCodec::Pcma,
+                        AudioCodec::Opus => MediaCodec::Opus,
+                        _ => MediaCodec::Pcmu,
                     };
                     let Some(bound) = port.take() else { continue };
-                    let mut m = MediaSession::start(
+                    // The random bits of the v7 id seed SSRC, sequence and timestamp.
+                    let random = plan.id.as_u128();
+                    let started = self.media.start(
                         bound,
                         MediaConfig {
                             remote: session.remote_rtp,
-                            law,
+                            remote_rtcp: session.remote_rtcp,
+                            rtcp_mux: session.rtcp_mux,
+                            codec,
                             send_payload_type: session.codec.send_payload_type,
                             receive_payload_type: session.codec.receive_payload_type,
                             telephone_event: session.telephone_event,
+                            rtp_timeout: self.config.rtp_timeout,
+                            record: None,
+                            ssrc: random as u32,
+                            initial_sequence: (random >> 32) as u16,
+                            initial_timestamp: (random >> 16) as u32,
+                            cname: format!("dialtone-{}", plan.id),
                         },
-                        plan.id.as_u128() as u32,
-                        (plan.id.as_u128() >> 32) as u16,
                     );
+                    let mut m = match started {
+                        Ok(m) => m,
+                        Err(error) => {
+                            tracing::error!(%error, "media did not start; hanging up");
+                            duration_reason = Some("media_unavailable");
+                            let _ = call.hang_up();
+                            continue;
+                        }
+                    };
                     brain = start_echo(&mut m);
                     media = Some(m);
                     tracing::info!(codec = %session.codec.name, "answered");
@@ -507,6 +547,7 @@ impl Engine {
                             if let Some(m) = &media {
                                 m.redirect(Direction {
                                     sending: negotiated.direction.sends(),
+                                    receiving: negotiated.direction.receives(),
                                     remote: negotiated.remote_rtp,
                                 });
                             }
@@ -551,23 +592,7 @@ impl Engine {
                         (Party::Local, true, _) => "api",
                         (Party::Local, false, _) => "agent",
                     };
-                    let media_json = stats.map(|s| {
-                        json!({
-                            "packets_in": s.packets_in,
-                            "packets_out": s.packets_out,
-                            "lost": s.lost,
-                            "jitter_ms": s.jitter_ms,
-                            "malformed": s.malformed,
-                            "foreign": s.foreign,
-                            "voiced_frames_in": s.voiced_frames_in,
-                            "peak_level_dbfs": s.peak_level_dbfs,
-                            "inbound_overflow": s.inbound_overflow,
-                            "outbound_underflow": s.outbound_underflow,
-                            "concealed_frames": s.concealed_frames,
-                            "late_packets": s.late_packets,
-                            "jitter_buffer_ms": s.jitter_buffer_ms,
-                        })
-                    });
+                    let media_json = stats.and_then(|s| serde_json::to_value(s).ok());
                     tracing::info!(ended_by, "call ended");
                     let code = duration_reason.unwrap_or(reason.as_str()).to_owned();
                     metrics::counter!("dialtone_calls_total", "status" => "completed", "end_reason" => code)
@@ -637,15 +662,26 @@ fn answer_remote_offer(
     (negotiated.codec.codec == current.codec.codec).then(|| (answer.to_string(), negotiated))
 }
 
+/// The next event of the call's media; pending while there is none.
+async fn next_media_event(media: &mut Option<MediaCall>) -> Option<MediaEvent> {
+    match media {
+        Some(m) => m.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `builtin:echo`: every inbound frame goes straight back out.
-fn start_echo(media: &mut MediaSession) -> Option<tokio::task::JoinHandle<()>> {
+fn start_echo(media: &mut MediaCall) -> Option<tokio::task::JoinHandle<()>> {
     let mut inbound = media.take_inbound()?;
-    let outbound = media.outbound.clone();
+    let mut outbound = media.take_outbound()?;
     Some(tokio::spawn(async move {
-        while let Some(frame) = inbound.recv().await {
-            if outbound.send(frame).await.is_err() {
+        while let Some(mut frame) = inbound.recv().await {
+            if outbound.is_closed() {
                 break;
             }
+            frame.at = std::time::Instant::now();
+            // A full ring means the wire is behind: the frame is dropped (and counted).
+            let _ = outbound.try_send(frame);
         }
     }))
 }

@@ -1,40 +1,81 @@
 //! # dialtone-media — the media driver
 //!
-//! Owns the RTP sockets and the 20 ms clock; the protocol work is in `dialtone-rtp` and the
-//! codec work in `dialtone-codec`. A [`PortPool`] hands out even RTP ports from a configured
-//! range; [`MediaSession::start`] runs one call's media: every packet in is parsed, accounted
-//! (RFC 3550 statistics) and put into the adaptive jitter buffer; every 20 ms one frame comes
-//! out of it (decoded, or concealed when lost) into the call's inbound queue, and one frame
-//! from the outbound queue (or silence) is encoded and sent. The far end's address is
-//! latched from its first valid packet (symmetric RTP), after which packets from elsewhere are
-//! counted and dropped.
+//! Owns the RTP sockets and the 20 ms clock; protocol work is in `dialtone-rtp`, codec work in
+//! `dialtone-codec`, and one call's step in the sans-IO [`CallMedia`] ([`pipeline`]).
 //!
-//! Frames are 20 ms of 8 kHz mono PCM ([`FRAME_SAMPLES`] samples).
+//! * [`PortPool`] hands out an even RTP port and the odd RTCP port above it from a configured
+//!   range.
+//! * [`MediaEngine`] runs media worker threads (one per core by default), separate from the
+//!   tokio workers; each serves many calls from one epoll and one pacing clock ([`worker`]).
+//! * [`MediaEngine::start`] hands a call to a worker and returns its [`MediaCall`]: a
+//!   [`FrameReceiver`] of 16 kHz frames toward the speech loop and a [`FrameSender`] of agent
+//!   frames back, both lock-free SPSC rings ([`ring`]); [`MediaEvent`]s (DTMF, RTP timeout,
+//!   RTCP BYE); hold/resume/re-address; RFC 4733 digits to send; statistics; optional stereo
+//!   recording ([`MediaConfig::record`]).
+//! * Latency histograms per worker ([`WorkerLatency`]): packet in → frame in the speech ring,
+//!   agent frame → packet out, and the CPU time of each call's tick.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), dialtone_media::MediaError> {
+//! use std::time::Duration;
+//! use dialtone_media::{MediaCodec, MediaConfig, MediaEngine, PortPool};
+//!
+//! let engine = MediaEngine::new(0)?;
+//! let pool = PortPool::new("127.0.0.1".parse().unwrap(), 20000, 20999);
+//! let mut call = engine.start(pool.bind()?, MediaConfig {
+//!     remote: Some("127.0.0.1:30000".parse().unwrap()),
+//!     remote_rtcp: None,
+//!     rtcp_mux: false,
+//!     codec: MediaCodec::Pcmu,
+//!     send_payload_type: 0,
+//!     receive_payload_type: 0,
+//!     telephone_event: Some(101),
+//!     rtp_timeout: Duration::from_secs(30),
+//!     record: None,
+//!     ssrc: 0x1234_5678,
+//!     initial_sequence: 1,
+//!     initial_timestamp: 0,
+//!     cname: "dialtone".into(),
+//! })?;
+//! let mut inbound = call.take_inbound().unwrap();
+//! while let Some(frame) = inbound.recv().await {
+//!     // 320 samples of 16 kHz audio from the caller.
+//! #   let _ = frame;
+//! }
+//! let stats = call.stop().await;
+//! # let _ = stats;
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Instant, SystemTime};
 
-use dialtone_codec::{Concealer, G711, G711Law};
-use dialtone_rtp::{Arrival, JitterBuffer, Playout, RtpReceiver, RtpSender, is_rtcp, parse};
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
-/// Samples in one 20 ms frame at 8 kHz.
-pub const FRAME_SAMPLES: usize = 160;
+mod histogram;
+pub mod pipeline;
+mod recording;
+pub mod ring;
+pub mod worker;
 
-/// One 20 ms frame of 8 kHz mono PCM.
-pub type Frame = [i16; FRAME_SAMPLES];
+pub use histogram::{LatencyHistogram, LatencySnapshot};
+pub use pipeline::{
+    CallMedia, Direction, MediaCodec, MediaConfig, MediaEvent, TickTimes, Transmit,
+};
+pub use ring::{AudioFrame, FRAME_SAMPLES, FrameReceiver, FrameSender};
+pub use worker::WorkerLatency;
 
-/// Frames queued in each direction before the oldest are dropped (one second).
-const QUEUE_FRAMES: usize = 50;
+use worker::{Command, Started, Worker};
 
 /// Errors of the media driver.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MediaError {
-    /// Every port of the range is taken.
+    /// Every port pair of the range is taken.
     #[error("no free RTP port in {first}-{last}")]
     PortsExhausted {
         /// First port of the range.
@@ -50,9 +91,41 @@ pub enum MediaError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A media worker thread could not be started.
+    #[error("cannot start a media worker: {source}")]
+    Worker {
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The codec could not be set up.
+    #[error(transparent)]
+    Codec(#[from] dialtone_codec::CodecError),
+    /// The recording file could not be written.
+    #[error("cannot record to {path}: {source}")]
+    Recording {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A digit to send is not a DTMF digit.
+    #[error("{digit:?} is not a DTMF digit (0-9, *, #, A-D)")]
+    NotDtmf {
+        /// The offending character.
+        digit: char,
+    },
+    /// The far end did not negotiate telephone-event, so digits cannot be sent.
+    #[error("the far end did not negotiate RFC 4733 telephone-event")]
+    NoTelephoneEvent,
+    /// The call's media has stopped.
+    #[error("the call's media has stopped")]
+    Stopped,
+    /// The outbound ring is full: the agent side is more than a second ahead of the wire.
+    #[error("the outbound audio ring is full")]
+    RingFull,
 }
 
-/// Even RTP ports from a range; the odd port above each is left for RTCP.
+/// Even RTP ports from a range, each with the odd RTCP port above it.
 #[derive(Debug)]
 pub struct PortPool {
     ip: IpAddr,
@@ -61,22 +134,22 @@ pub struct PortPool {
     in_use: Mutex<BTreeSet<u16>>,
 }
 
-/// A bound RTP socket whose port returns to the pool when dropped.
+/// A bound RTP socket and its RTCP socket; the ports return to the pool when dropped.
 #[derive(Debug)]
 pub struct BoundPort {
-    socket: UdpSocket,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    lease: PortLease,
+}
+
+/// Holds a port pair out of the pool until dropped.
+#[derive(Debug)]
+pub(crate) struct PortLease {
     port: u16,
     pool: Arc<PortPool>,
 }
 
-impl BoundPort {
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-}
-
-impl Drop for BoundPort {
+impl Drop for PortLease {
     fn drop(&mut self) {
         self.pool
             .in_use
@@ -86,8 +159,15 @@ impl Drop for BoundPort {
     }
 }
 
+impl BoundPort {
+    /// The RTP port (RTCP is the next one).
+    pub fn port(&self) -> u16 {
+        self.lease.port
+    }
+}
+
 impl PortPool {
-    /// A pool of the even ports in `first..=last` on `ip`.
+    /// A pool of the even ports in `first..=last` (with their odd neighbours) on `ip`.
     pub fn new(ip: IpAddr, first: u16, last: u16) -> Arc<Self> {
         Arc::new(Self {
             ip,
@@ -97,43 +177,44 @@ impl PortPool {
         })
     }
 
-    /// Ports currently handed out.
+    /// Port pairs currently handed out.
     pub fn in_use(&self) -> usize {
         self.in_use.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Binds the first free even port (skipping ports other programs hold).
+    fn bind_one(&self, port: u16) -> Result<Option<UdpSocket>, MediaError> {
+        let addr = SocketAddr::new(self.ip, port);
+        match UdpSocket::bind(addr).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+            Ok(socket) => Ok(Some(socket)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+            Err(source) => Err(MediaError::Bind { addr, source }),
+        }
+    }
+
+    /// Binds the first free even port and the odd one above it (skipping ports other programs
+    /// hold).
     pub fn bind(self: &Arc<Self>) -> Result<BoundPort, MediaError> {
         let start = self.first + (self.first % 2);
-        for port in (start..=self.last).step_by(2) {
+        for port in (start..self.last).step_by(2) {
+            if !self
+                .in_use
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(port)
             {
-                let mut used = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
-                if !used.insert(port) {
-                    continue;
-                }
+                continue;
             }
-            let addr = SocketAddr::new(self.ip, port);
-            let bound = std::net::UdpSocket::bind(addr)
-                .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                .and_then(UdpSocket::from_std);
-            match bound {
-                Ok(socket) => {
-                    return Ok(BoundPort {
-                        socket,
-                        port,
-                        pool: self.clone(),
-                    });
-                }
-                Err(e) => {
-                    self.in_use
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&port);
-                    if e.kind() != std::io::ErrorKind::AddrInUse {
-                        return Err(MediaError::Bind { addr, source: e });
-                    }
-                }
-            }
+            let lease = PortLease {
+                port,
+                pool: self.clone(),
+            };
+            let Some(rtp) = self.bind_one(port)? else {
+                continue;
+            };
+            let Some(rtcp) = self.bind_one(port + 1)? else {
+                continue;
+            };
+            return Ok(BoundPort { rtp, rtcp, lease });
         }
         Err(MediaError::PortsExhausted {
             first: self.first,
@@ -142,8 +223,8 @@ impl PortPool {
     }
 }
 
-/// Counters and levels of one call's media.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Counters and levels of one call's media (serialised as-is onto the call record).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct MediaStats {
     /// RTP packets received and accepted.
     pub packets_in: u64,
@@ -153,24 +234,52 @@ pub struct MediaStats {
     pub lost: u64,
     /// Interarrival jitter in ms.
     pub jitter_ms: f64,
-    /// Datagrams that were not RTP, or not of the negotiated payload types.
+    /// Datagrams that were not RTP.
     pub malformed: u64,
+    /// RTP packets of a payload type that was not negotiated (dropped).
+    pub unknown_payload: u64,
     /// Packets from an address other than the latched one.
     pub foreign: u64,
-    /// Inbound frames dropped because the consumer fell behind.
+    /// Inbound frames dropped because the speech loop fell behind.
     pub inbound_overflow: u64,
-    /// Ticks with no outbound frame ready (silence was sent).
+    /// Agent frames refused because the outbound ring was full.
+    pub outbound_overflow: u64,
+    /// Ticks with no agent frame ready (silence was sent).
     pub outbound_underflow: u64,
+    /// Agent frames discarded by a clear (barge-in).
+    pub cleared_frames: u64,
     /// Inbound frames whose level was above -40 dBFS (speech or tone, not silence).
     pub voiced_frames_in: u64,
     /// Loudest inbound frame, RMS in dBFS.
     pub peak_level_dbfs: f64,
-    /// Inbound frames the jitter buffer reported lost and the concealer filled in.
+    /// Inbound frames the jitter buffer reported lost and the codec concealed.
     pub concealed_frames: u64,
+    /// Payloads the codec could not decode (concealed instead).
+    pub undecodable: u64,
+    /// Frames of comfort noise played (RFC 3389).
+    pub comfort_noise_frames: u64,
     /// Packets that came after their playout time.
     pub late_packets: u64,
     /// The jitter buffer's current target delay in ms.
     pub jitter_buffer_ms: u32,
+    /// RFC 4733 digit events received (starts and ends).
+    pub dtmf_events: u64,
+    /// RFC 4733 packets sent.
+    pub dtmf_packets_out: u64,
+    /// RTCP reports sent.
+    pub rtcp_reports_out: u64,
+    /// RTCP reports received about our stream.
+    pub rtcp_reports_in: u64,
+    /// RTCP datagrams that could not be read.
+    pub rtcp_malformed: u64,
+    /// Round-trip time from RTCP, in ms.
+    pub round_trip_ms: Option<f64>,
+    /// Fraction of our packets the far end reported lost in its last interval.
+    pub remote_fraction_lost: f64,
+    /// Recording ticks dropped because the disk fell behind.
+    pub recording_dropped: u64,
+    /// Datagrams the kernel refused to send.
+    pub send_errors: u64,
 }
 
 /// RMS level of a frame in dBFS (-100 for digital silence).
@@ -185,254 +294,235 @@ pub fn level_dbfs(frame: &[i16]) -> f64 {
     (10.0 * (energy / (32768.0f64 * 32768.0)).log10()).max(-100.0)
 }
 
-/// What the far end agreed to in the latest offer/answer (a re-INVITE can change it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Direction {
-    /// Whether we may send (false while the far end holds the call).
-    pub sending: bool,
-    /// Where to send; `None` keeps the latched address.
-    pub remote: Option<SocketAddr>,
+#[derive(Debug, Clone)]
+struct WorkerHandle {
+    commands: mpsc::Sender<Command>,
+    waker: Arc<mio::Waker>,
 }
 
-/// How to run one call's media.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MediaConfig {
-    /// Where the SDP says to send; replaced by the source of the first valid packet.
-    pub remote: Option<SocketAddr>,
-    /// G.711 law of the negotiated codec.
-    pub law: G711Law,
-    /// Payload type we send.
-    pub send_payload_type: u8,
-    /// Payload type we accept.
-    pub receive_payload_type: u8,
-    /// The peer's telephone-event payload type, if any (events are accepted, not decoded yet).
-    pub telephone_event: Option<u8>,
+impl WorkerHandle {
+    fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok() && self.waker.wake().is_ok()
+    }
 }
 
-/// A running call's media. Dropping it stops the task.
+/// The media worker threads.
 #[derive(Debug)]
-pub struct MediaSession {
-    inbound: Option<mpsc::Receiver<Frame>>,
-    /// Frames to send; silence goes out when none is queued.
-    pub outbound: mpsc::Sender<Frame>,
-    stats: watch::Receiver<MediaStats>,
-    control: watch::Sender<Direction>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<MediaStats>>,
+pub struct MediaEngine {
+    workers: Vec<WorkerHandle>,
+    latency: Vec<Arc<WorkerLatency>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    next_worker: AtomicUsize,
+    next_id: AtomicU64,
 }
 
-impl MediaSession {
-    /// Starts the media task on `port` with `config`; `ssrc` and `sequence` seed the sender.
-    pub fn start(port: BoundPort, config: MediaConfig, ssrc: u32, sequence: u16) -> MediaSession {
-        let (in_tx, inbound) = mpsc::channel(QUEUE_FRAMES);
-        let (outbound, out_rx) = mpsc::channel(QUEUE_FRAMES);
-        let (stats_tx, stats) = watch::channel(MediaStats {
-            peak_level_dbfs: -100.0,
-            ..MediaStats::default()
-        });
-        let (stop, stop_rx) = tokio::sync::oneshot::channel();
-        let (control, control_rx) = watch::channel(Direction {
-            sending: true,
-            remote: config.remote,
-        });
-        let task = tokio::spawn(run(
-            port,
-            config,
-            (ssrc, sequence),
-            in_tx,
-            out_rx,
-            control_rx,
-            stats_tx,
-            stop_rx,
-        ));
-        MediaSession {
-            inbound: Some(inbound),
-            outbound,
-            stats,
-            control,
-            stop: Some(stop),
-            task: Some(task),
+/// Latency figures merged over every worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaLatency {
+    /// RTP packet read → frame in the speech ring.
+    pub inbound: LatencySnapshot,
+    /// Agent frame queued → RTP packet sent.
+    pub outbound: LatencySnapshot,
+    /// CPU time of one call's tick.
+    pub step: LatencySnapshot,
+    /// Ticks skipped because a worker fell behind.
+    pub ticks_skipped: u64,
+    /// Calls being served.
+    pub calls: u64,
+}
+
+impl MediaEngine {
+    /// Starts `workers` media threads (0: one per available core).
+    pub fn new(workers: usize) -> Result<Arc<Self>, MediaError> {
+        let count = if workers == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            workers
+        };
+        let mut handles = Vec::with_capacity(count);
+        let mut latency = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for i in 0..count {
+            let figures = Arc::new(WorkerLatency::default());
+            let (worker, waker, commands) =
+                Worker::new(figures.clone()).map_err(|source| MediaError::Worker { source })?;
+            let thread = std::thread::Builder::new()
+                .name(format!("dialtone-media-{i}"))
+                .spawn(move || worker.run())
+                .map_err(|source| MediaError::Worker { source })?;
+            handles.push(WorkerHandle { commands, waker });
+            latency.push(figures);
+            threads.push(thread);
         }
+        Ok(Arc::new(Self {
+            workers: handles,
+            latency,
+            threads: Mutex::new(threads),
+            next_worker: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+        }))
     }
 
-    /// The queue of decoded inbound frames, for the one consumer that takes it.
-    pub fn take_inbound(&mut self) -> Option<mpsc::Receiver<Frame>> {
+    /// Worker threads running.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Each worker's latency histograms.
+    pub fn worker_latency(&self) -> &[Arc<WorkerLatency>] {
+        &self.latency
+    }
+
+    /// Latency merged over the workers.
+    pub fn latency(&self) -> MediaLatency {
+        let mut merged = MediaLatency::default();
+        for w in &self.latency {
+            merged.inbound.merge(&w.inbound.snapshot());
+            merged.outbound.merge(&w.outbound.snapshot());
+            merged.step.merge(&w.step.snapshot());
+            merged.ticks_skipped += w.ticks_skipped.load(Ordering::Relaxed);
+            merged.calls += w.calls.load(Ordering::Relaxed);
+        }
+        merged
+    }
+
+    /// Starts a call's media on `port` (the least recently chosen worker serves it).
+    pub fn start(&self, port: BoundPort, config: MediaConfig) -> Result<MediaCall, MediaError> {
+        let telephone_event = config.telephone_event.is_some();
+        let (mut media, inbound, outbound) =
+            CallMedia::new(config, Instant::now(), SystemTime::now())?;
+        let recording_done = media.take_recording_done();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len().max(1);
+        let worker = self
+            .workers
+            .get(index)
+            .cloned()
+            .ok_or(MediaError::Stopped)?;
+        let (events_tx, events) = tokio_mpsc::unbounded_channel();
+        let shared = Arc::new(Mutex::new(media.stats()));
+        let started = Started {
+            id,
+            media,
+            rtp: port.rtp,
+            rtcp: port.rtcp,
+            lease: port.lease,
+            events: events_tx,
+            shared: shared.clone(),
+        };
+        if !worker.send(Command::Start(Box::new(started))) {
+            return Err(MediaError::Stopped);
+        }
+        Ok(MediaCall {
+            id,
+            worker,
+            inbound: Some(inbound),
+            outbound: Some(outbound),
+            events,
+            stats: shared,
+            telephone_event,
+            recording_done,
+            stopped: false,
+        })
+    }
+}
+
+impl Drop for MediaEngine {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.send(Command::Shutdown);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A running call's media. Dropping it stops the media (without waiting).
+#[derive(Debug)]
+pub struct MediaCall {
+    id: u64,
+    worker: WorkerHandle,
+    inbound: Option<FrameReceiver>,
+    outbound: Option<FrameSender>,
+    events: tokio_mpsc::UnboundedReceiver<MediaEvent>,
+    stats: Arc<Mutex<MediaStats>>,
+    telephone_event: bool,
+    recording_done: Option<oneshot::Receiver<()>>,
+    stopped: bool,
+}
+
+impl MediaCall {
+    /// The caller's audio, 16 kHz frames, for the one consumer that takes it.
+    pub fn take_inbound(&mut self) -> Option<FrameReceiver> {
         self.inbound.take()
     }
 
-    /// Applies a new offer/answer: hold (stop sending), resume, or a new far-end address.
+    /// The agent's audio ring, for the one producer that takes it.
+    pub fn take_outbound(&mut self) -> Option<FrameSender> {
+        self.outbound.take()
+    }
+
+    /// Applies a new offer/answer: hold, resume, or a new far-end address.
     pub fn redirect(&self, direction: Direction) {
-        let _ = self.control.send(direction);
+        self.worker.send(Command::Redirect(self.id, direction));
     }
 
-    /// The latest statistics.
+    /// Sends `digits` as RFC 4733 events (100 ms each, 60 ms apart).
+    pub async fn send_dtmf(&self, digits: &str) -> Result<(), MediaError> {
+        if !self.telephone_event {
+            return Err(MediaError::NoTelephoneEvent);
+        }
+        if let Some(digit) = digits
+            .chars()
+            .find(|d| dialtone_rtp::dtmf::code_of(*d).is_none())
+        {
+            return Err(MediaError::NotDtmf { digit });
+        }
+        let (reply, result) = oneshot::channel();
+        if !self
+            .worker
+            .send(Command::Dtmf(self.id, digits.to_owned(), reply))
+        {
+            return Err(MediaError::Stopped);
+        }
+        result.await.unwrap_or(Err(MediaError::Stopped))
+    }
+
+    /// The next media event; `None` once the media has stopped.
+    pub async fn next_event(&mut self) -> Option<MediaEvent> {
+        self.events.recv().await
+    }
+
+    /// The latest statistics (refreshed every 200 ms).
     pub fn stats(&self) -> MediaStats {
-        *self.stats.borrow()
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stops the task and returns the final statistics.
+    /// Stops the media (sockets closed, ports back in the pool, recording complete) and
+    /// returns the final statistics.
     pub async fn stop(mut self) -> MediaStats {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        self.stopped = true;
+        let (reply, stats) = oneshot::channel();
+        let final_stats = if self.worker.send(Command::Stop(self.id, Some(reply))) {
+            stats.await.unwrap_or_else(|_| self.stats())
+        } else {
+            self.stats()
+        };
+        if let Some(done) = self.recording_done.take() {
+            let _ = done.await;
         }
-        match self.task.take() {
-            Some(task) => task.await.unwrap_or_else(|_| *self.stats.borrow()),
-            None => *self.stats.borrow(),
-        }
+        final_stats
     }
 }
 
-impl Drop for MediaSession {
+impl Drop for MediaCall {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if !self.stopped {
+            self.worker.send(Command::Stop(self.id, None));
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    port: BoundPort,
-    config: MediaConfig,
-    (ssrc, sequence): (u32, u16),
-    inbound: mpsc::Sender<Frame>,
-    mut outbound: mpsc::Receiver<Frame>,
-    mut control: watch::Receiver<Direction>,
-    publish: watch::Sender<MediaStats>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> MediaStats {
-    let codec = G711::new(config.law);
-    let mut sender = RtpSender::new(
-        ssrc,
-        sequence,
-        u32::from(sequence) * 7,
-        config.send_payload_type,
-    );
-    let mut receiver = RtpReceiver::new(8000);
-    let mut jitter = JitterBuffer::new(Duration::from_millis(20), 8000, Duration::from_millis(300));
-    let mut concealer = Concealer::new(FRAME_SAMPLES);
-    let mut remote = config.remote;
-    let mut latched = false;
-    let mut stats = *publish.borrow();
-    let mut buf = vec![0u8; 2048];
-    let mut packet = [0u8; 12 + FRAME_SAMPLES];
-    let mut payload = [0u8; FRAME_SAMPLES];
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut last_publish = Instant::now();
-    let mut sending = true;
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            changed = control.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let direction = *control.borrow_and_update();
-                if direction.sending && !sending {
-                    sender.talkspurt();
-                }
-                sending = direction.sending;
-                if let Some(to) = direction.remote
-                    && Some(to) != remote
-                {
-                    // A new address from a re-INVITE: send there and latch afresh.
-                    remote = Some(to);
-                    latched = false;
-                }
-            }
-            received = port.socket.recv_from(&mut buf) => {
-                let Ok((n, source)) = received else { continue };
-                let datagram = buf.get(..n).unwrap_or_default();
-                if is_rtcp(datagram) {
-                    continue;
-                }
-                if latched && Some(source) != remote {
-                    stats.foreign += 1;
-                    continue;
-                }
-                let Ok(rtp) = parse(datagram) else {
-                    stats.malformed += 1;
-                    continue;
-                };
-                if Some(rtp.payload_type) == config.telephone_event {
-                    continue;
-                }
-                if rtp.payload_type != config.receive_payload_type {
-                    stats.malformed += 1;
-                    continue;
-                }
-                if !latched {
-                    // Symmetric RTP: answer where the media really comes from.
-                    remote = Some(source);
-                    latched = true;
-                }
-                let now = Instant::now();
-                let sequence = match receiver.on_packet(now, &rtp) {
-                    Arrival::InOrder { extended_sequence } | Arrival::Late { extended_sequence } => extended_sequence,
-                    Arrival::Resync => {
-                        jitter.reset();
-                        u64::from(rtp.sequence)
-                    }
-                };
-                jitter.push(now, sequence, rtp.timestamp, rtp.payload);
-            }
-            _ = tick.tick() => {
-                // Inbound: one frame out of the jitter buffer per tick, losses concealed.
-                let mut decoded: Frame = [0; FRAME_SAMPLES];
-                let have = match jitter.pop(Instant::now()) {
-                    Playout::Frame { payload, .. } => {
-                        let samples = codec.decode(payload, &mut decoded);
-                        concealer.good(&decoded);
-                        let level = level_dbfs(decoded.get(..samples).unwrap_or_default());
-                        if level > -40.0 {
-                            stats.voiced_frames_in += 1;
-                        }
-                        stats.peak_level_dbfs = stats.peak_level_dbfs.max(level);
-                        true
-                    }
-                    Playout::Lost => {
-                        concealer.conceal(&mut decoded);
-                        true
-                    }
-                    Playout::Empty => false,
-                };
-                if have && inbound.try_send(decoded).is_err() {
-                    stats.inbound_overflow += 1;
-                }
-                let frame = outbound.try_recv().unwrap_or_else(|_| {
-                    stats.outbound_underflow += 1;
-                    [0; FRAME_SAMPLES]
-                });
-                let Some(to) = remote else { continue };
-                if !sending {
-                    // On hold: the media clock runs on, nothing is sent.
-                    sender.skip(FRAME_SAMPLES as u32);
-                    continue;
-                }
-                let n = codec.encode(&frame, &mut payload);
-                if let Ok(len) = sender.write(payload.get(..n).unwrap_or_default(), FRAME_SAMPLES as u32, &mut packet)
-                    && port.socket.send_to(packet.get(..len).unwrap_or_default(), to).await.is_ok()
-                {
-                    stats.packets_out += 1;
-                }
-            }
-        }
-        let r = receiver.stats();
-        stats.packets_in = r.total_packets;
-        stats.lost = r.lost;
-        stats.jitter_ms = r.jitter_ms;
-        let j = jitter.stats();
-        stats.concealed_frames = j.lost;
-        stats.late_packets = j.late;
-        stats.jitter_buffer_ms = j.target_frames * 20;
-        if last_publish.elapsed() >= Duration::from_millis(200) {
-            last_publish = Instant::now();
-            let _ = publish.send(stats);
-        }
-    }
-    let _ = publish.send(stats);
-    stats
 }
 
 #[cfg(test)]
@@ -456,108 +546,27 @@ mod tests {
         assert!((-13.5..=-12.5).contains(&l), "{l}");
     }
 
-    async fn recv_within(socket: &tokio::net::UdpSocket, buf: &mut [u8]) -> Option<usize> {
-        tokio::time::timeout(Duration::from_millis(300), socket.recv(buf))
-            .await
-            .ok()
-            .and_then(Result::ok)
-    }
-
-    #[tokio::test]
-    async fn hold_stops_sending_and_resume_starts_again() {
-        let pool = PortPool::new("127.0.0.1".parse().unwrap(), 43000, 43999);
-        let port = pool.bind().unwrap();
-        let far = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let session = MediaSession::start(
-            port,
-            MediaConfig {
-                remote: Some(far.local_addr().unwrap()),
-                law: G711Law::A,
-                send_payload_type: 8,
-                receive_payload_type: 8,
-                telephone_event: None,
-            },
-            9,
-            1,
-        );
-        let mut buf = [0u8; 256];
-        let n = recv_within(&far, &mut buf).await.unwrap();
-        let first = parse(&buf[..n]).unwrap();
-        assert_eq!(first.payload_type, 8);
-        let first_timestamp = first.timestamp;
-        session.redirect(Direction {
-            sending: false,
-            remote: None,
-        });
-        // Drain what was in flight; then nothing arrives for a whole timeout while held.
-        while recv_within(&far, &mut buf).await.is_some() {}
-        session.redirect(Direction {
-            sending: true,
-            remote: None,
-        });
-        let n = recv_within(&far, &mut buf).await.unwrap();
-        let resumed = parse(&buf[..n]).unwrap();
-        assert!(resumed.marker, "a resumed stream starts a talkspurt");
-        assert!(resumed.timestamp.wrapping_sub(first_timestamp) >= 160 * 10);
-        session.stop().await;
-    }
-
-    #[tokio::test]
-    async fn pool_hands_out_even_ports_and_takes_them_back() {
-        let pool = PortPool::new("127.0.0.1".parse().unwrap(), 41001, 41007);
+    #[test]
+    fn pool_hands_out_even_ports_with_their_rtcp_neighbour_and_takes_them_back() {
+        let pool = PortPool::new("127.0.0.1".parse().unwrap(), 41001, 41009);
         let a = pool.bind().unwrap();
         let b = pool.bind().unwrap();
         assert_eq!(a.port() % 2, 0);
         assert_ne!(a.port(), b.port());
+        assert_eq!(a.rtcp.local_addr().unwrap().port(), a.port() + 1);
         assert_eq!(pool.in_use(), 2);
         drop(a);
         assert_eq!(pool.in_use(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_tone_goes_out_paced_and_comes_back_measured() {
-        // Two sessions on loopback, each the other's far end.
-        let pool = PortPool::new("127.0.0.1".parse().unwrap(), 42000, 42999);
-        let a_port = pool.bind().unwrap();
-        let b_port = pool.bind().unwrap();
-        let (a_addr, b_addr) = (
-            SocketAddr::from(([127, 0, 0, 1], a_port.port())),
-            SocketAddr::from(([127, 0, 0, 1], b_port.port())),
-        );
-        let config = |remote| MediaConfig {
-            remote: Some(remote),
-            law: G711Law::Mu,
-            send_payload_type: 0,
-            receive_payload_type: 0,
-            telephone_event: Some(101),
-        };
-        let a = MediaSession::start(a_port, config(b_addr), 1, 10);
-        let mut b = MediaSession::start(b_port, config(a_addr), 2, 20);
-        let mut b_inbound = b.take_inbound().unwrap();
-        let tone: Frame = std::array::from_fn(|i| {
-            (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 8000.0).sin()) as i16
-        });
-        for _ in 0..25 {
-            a.outbound.send(tone).await.unwrap();
-        }
-        let mut voiced = 0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while voiced < 20 && tokio::time::Instant::now() < deadline {
-            if let Ok(Some(frame)) =
-                tokio::time::timeout(Duration::from_secs(1), b_inbound.recv()).await
-                && level_dbfs(&frame) > -20.0
-            {
-                voiced += 1;
-            }
-        }
-        assert!(voiced >= 20, "only {voiced} tone frames arrived");
-        let a_stats = a.stop().await;
-        let b_stats = b.stop().await;
-        assert!(a_stats.packets_out >= 20);
-        assert!(b_stats.packets_in >= 20);
-        assert!(b_stats.voiced_frames_in >= 20);
-        // An amplitude-8000 sine is -15.3 dBFS RMS; G.711 keeps it within a fraction of a dB.
-        assert!(b_stats.peak_level_dbfs > -16.5);
-        assert_eq!(b_stats.malformed, 0);
+        // A port another program holds is skipped.
+        let squatter = UdpSocket::bind("127.0.0.1:41006").unwrap();
+        let c = pool.bind().unwrap();
+        let d = pool.bind().unwrap();
+        assert!(c.port() != 41006 && d.port() != 41006);
+        assert!(matches!(
+            pool.bind(),
+            Err(MediaError::PortsExhausted { .. })
+        ));
+        drop(squatter);
+        assert_eq!(pool.bind().unwrap().port(), 41006);
     }
 }

@@ -16,6 +16,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::RtpPacket;
+
 /// What the media clock gets for one frame period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Playout<'a> {
@@ -25,6 +27,10 @@ pub enum Playout<'a> {
         payload: &'a [u8],
         /// Its RTP timestamp.
         timestamp: u32,
+        /// Its payload type (the codec's, or comfort noise).
+        payload_type: u8,
+        /// When its packet arrived.
+        arrival: Instant,
     },
     /// The frame due now never arrived (or arrived too late): conceal it.
     Lost,
@@ -55,6 +61,8 @@ pub struct JitterStats {
 struct Slot {
     sequence: Option<u64>,
     timestamp: u32,
+    payload_type: u8,
+    arrival: Option<Instant>,
     payload: Vec<u8>,
 }
 
@@ -99,6 +107,8 @@ impl JitterBuffer {
                 Slot {
                     sequence: None,
                     timestamp: 0,
+                    payload_type: 0,
+                    arrival: None,
                     payload: Vec::with_capacity(SLOT_BYTES),
                 };
                 capacity
@@ -140,7 +150,8 @@ impl JitterBuffer {
     }
 
     /// Accepts a packet with its extended sequence number (from [`crate::RtpReceiver`]).
-    pub fn push(&mut self, now: Instant, sequence: u64, timestamp: u32, payload: &[u8]) {
+    pub fn push(&mut self, now: Instant, sequence: u64, packet: &RtpPacket<'_>) {
+        let (timestamp, payload) = (packet.timestamp, packet.payload);
         if self.next.is_some_and(|n| sequence < n) {
             self.stats.late += 1;
             return;
@@ -162,6 +173,8 @@ impl JitterBuffer {
         }
         slot.sequence = Some(sequence);
         slot.timestamp = timestamp;
+        slot.payload_type = packet.payload_type;
+        slot.arrival = Some(now);
         slot.payload.clear();
         slot.payload.extend_from_slice(
             payload
@@ -232,6 +245,16 @@ impl JitterBuffer {
         }
     }
 
+    /// The payload of the frame the next [`pop`](Self::pop) plays, if it is here: after a
+    /// [`Playout::Lost`], a codec with forward error correction rebuilds the lost frame from it.
+    pub fn peek_next(&self) -> Option<&[u8]> {
+        let next = self.next?;
+        self.slots
+            .get(self.slot_index(next))
+            .filter(|s| s.sequence == Some(next))
+            .map(|s| s.payload.as_slice())
+    }
+
     /// The frame due at `now` (call once per frame period).
     pub fn pop(&mut self, now: Instant) -> Playout<'_> {
         let Some(next) = self.next else {
@@ -286,6 +309,8 @@ impl JitterBuffer {
             return Playout::Frame {
                 payload: &slot.payload,
                 timestamp: slot.timestamp,
+                payload_type: slot.payload_type,
+                arrival: slot.arrival.unwrap_or(now),
             };
         }
         if self.highest.is_some_and(|h| h > sequence) {
@@ -314,6 +339,17 @@ mod tests {
 
     const FRAME: Duration = Duration::from_millis(20);
 
+    fn frame(timestamp: u32, payload: &[u8]) -> RtpPacket<'_> {
+        RtpPacket {
+            payload_type: 0,
+            marker: false,
+            sequence: 0,
+            timestamp,
+            ssrc: 1,
+            payload,
+        }
+    }
+
     fn buffer() -> JitterBuffer {
         JitterBuffer::new(FRAME, 8000, Duration::from_millis(300))
     }
@@ -333,8 +369,7 @@ mod tests {
                 jb.push(
                     t0 + Duration::from_millis(at),
                     seq,
-                    (seq * 160) as u32,
-                    &[seq as u8; 160],
+                    &frame((seq * 160) as u32, &[seq as u8; 160]),
                 );
                 i += 1;
             }
@@ -383,11 +418,11 @@ mod tests {
     fn duplicates_and_late_packets_are_dropped_and_counted() {
         let mut jb = buffer();
         let t0 = Instant::now();
-        jb.push(t0, 10, 0, &[1]);
-        jb.push(t0, 10, 0, &[1]);
-        jb.push(t0, 11, 160, &[2]);
+        jb.push(t0, 10, &frame(0, &[1]));
+        jb.push(t0, 10, &frame(0, &[1]));
+        jb.push(t0, 11, &frame(160, &[2]));
         assert!(matches!(jb.pop(t0 + FRAME * 2), Playout::Frame { .. }));
-        jb.push(t0 + FRAME * 2, 10, 0, &[1]);
+        jb.push(t0 + FRAME * 2, 10, &frame(0, &[1]));
         assert_eq!(jb.stats().duplicates, 1);
         assert_eq!(jb.stats().late, 1);
     }
@@ -410,7 +445,7 @@ mod tests {
         let t0 = Instant::now();
         for s in 0..500u64 {
             let now = t0 + Duration::from_millis(s * 20);
-            jb2.push(now, 200 + s, ((200 + s) * 160) as u32, &[0; 160]);
+            jb2.push(now, 200 + s, &frame(((200 + s) * 160) as u32, &[0; 160]));
             let _ = jb2.pop(now);
         }
         assert!(
@@ -432,8 +467,7 @@ mod tests {
                 jb.push(
                     t0 + Duration::from_micros(sent * period_us),
                     sent,
-                    (sent * 160) as u32,
-                    &[0; 160],
+                    &frame((sent * 160) as u32, &[0; 160]),
                 );
                 sent += 1;
             }

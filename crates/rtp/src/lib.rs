@@ -24,9 +24,13 @@
 
 use std::time::Instant;
 
+pub mod dtmf;
 pub mod jitter;
+pub mod rtcp;
 
+pub use dtmf::{DtmfEvent, DtmfReceiver, DtmfSender};
 pub use jitter::{JitterBuffer, JitterStats, Playout};
+pub use rtcp::{RemoteReport, ReportBlock, RtcpSession, SenderInfo};
 
 /// Errors from parsing or building packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -148,6 +152,41 @@ impl RtpSender {
         Ok(n)
     }
 
+    /// Writes a packet of another payload type that does not advance the media clock (an RFC
+    /// 4733 event: its packets carry the event's start `timestamp`); returns its length.
+    pub fn write_event(
+        &mut self,
+        payload_type: u8,
+        marker: bool,
+        timestamp: u32,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, RtpError> {
+        let builder = rtp_rs::RtpPacketBuilder::new()
+            .payload_type(payload_type)
+            .ssrc(self.ssrc)
+            .sequence(rtp_rs::Seq::from(self.sequence))
+            .timestamp(timestamp)
+            .marked(marker)
+            .payload(payload);
+        let needed = builder.target_length();
+        let n = builder
+            .build_into(out)
+            .map_err(|_| RtpError::BufferTooSmall {
+                needed,
+                available: out.len(),
+            })?;
+        self.sequence = self.sequence.wrapping_add(1);
+        self.packets += 1;
+        self.octets += payload.len() as u64;
+        Ok(n)
+    }
+
+    /// The timestamp the next audio packet will carry.
+    pub fn timestamp(&self) -> u32 {
+        self.timestamp
+    }
+
     /// Skips `samples` of media time without sending (silence suppression).
     pub fn skip(&mut self, samples: u32) {
         self.timestamp = self.timestamp.wrapping_add(samples);
@@ -223,6 +262,8 @@ struct Source {
     epoch: Instant,
     transit: Option<f64>,
     jitter: f64,
+    expected_prior: u64,
+    received_prior: u64,
 }
 
 /// The receiving side of one RTP stream.
@@ -271,6 +312,8 @@ impl RtpReceiver {
                 epoch: arrival,
                 transit: None,
                 jitter: 0.0,
+                expected_prior: 0,
+                received_prior: 0,
             });
         }
         let Some(source) = self.source.as_mut() else {
@@ -325,6 +368,31 @@ impl RtpReceiver {
     /// Statistics so far.
     pub fn stats(&self) -> ReceiverStats {
         self.stats
+    }
+
+    /// The RTCP reception report block for the current source, with the fraction lost since
+    /// the previous call (RFC 3550 A.3); `None` before the first packet.
+    pub fn report_block(&mut self) -> Option<ReportBlock> {
+        let source = self.source.as_mut()?;
+        let extended_max = source.cycles + u64::from(source.max_sequence);
+        let expected = extended_max + 1 - source.base_sequence;
+        let expected_interval = expected - source.expected_prior.min(expected);
+        let received_interval = self.stats.packets - source.received_prior.min(self.stats.packets);
+        source.expected_prior = expected;
+        source.received_prior = self.stats.packets;
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |f| f.min(255) as u8);
+        Some(ReportBlock {
+            ssrc: source.ssrc,
+            fraction_lost,
+            cumulative_lost: i32::try_from(self.stats.lost).unwrap_or(i32::MAX),
+            highest_sequence: extended_max as u32,
+            jitter: source.jitter as u32,
+            last_sr: 0,
+            delay_since_last_sr: 0,
+        })
     }
 }
 
@@ -429,6 +497,25 @@ mod tests {
             (s.resyncs, s.packets, s.total_packets, s.lost),
             (1, 2, 3, 1)
         );
+    }
+
+    #[test]
+    fn report_blocks_give_the_loss_of_each_interval() {
+        let mut r = RtpReceiver::new(8000);
+        assert_eq!(r.report_block(), None);
+        let t0 = Instant::now();
+        // 0..100 with every fourth packet missing, then 100..200 complete.
+        for seq in (0..200u16).filter(|s| *s >= 100 || s % 4 != 1) {
+            r.on_packet(t0, &parse(&packet(seq, 160 * u32::from(seq), 9)).unwrap());
+            if seq == 99 {
+                let block = r.report_block().unwrap();
+                assert_eq!((block.ssrc, block.fraction_lost), (9, 64));
+                assert_eq!(block.highest_sequence, 99);
+            }
+        }
+        let block = r.report_block().unwrap();
+        assert_eq!(block.fraction_lost, 0);
+        assert_eq!((block.cumulative_lost, block.highest_sequence), (25, 199));
     }
 
     #[test]

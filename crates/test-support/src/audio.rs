@@ -28,3 +28,19 @@ pub fn tone_amplitude(samples: &[i16], rate: u32, hz: f64) -> f64 {
     let power = s1 * s1 + s2 * s2 - coefficient * s1 * s2;
     2.0 * power.max(0.0).sqrt() / n
 }
+
+/// The gain of [`syllabic_sine`] at `seconds` into the tone: between 0.3 and 1.0, swinging at
+/// 3 Hz like syllables.
+pub fn syllabic_gain(seconds: f64) -> f64 {
+    0.65 + 0.35 * (2.0 * std::f64::consts::PI * 3.0 * seconds).sin()
+}
+
+/// Like [`sine`], with the amplitude following [`syllabic_gain`]. Speech codecs treat it as
+/// speech; a steady tone is classed as stationary noise (Opus then sends no FEC for it).
+pub fn syllabic_sine(rate: u32, hz: f64, amplitude: f64, start: usize, out: &mut [i16]) {
+    sine(rate, hz, amplitude, start, out);
+    for (i, o) in out.iter_mut().enumerate() {
+        let t = (start + i) as f64 / f64::from(rate);
+        *o = (f64::from(*o) * syllabic_gain(t)).round() as i16;
+    }
+}

@@ -1,0 +1,703 @@
+//! One call's media step, sans-IO: datagrams in with the time they arrived
+//! ([`CallMedia::receive`]), one 20 ms tick at a time out ([`CallMedia::tick`]), packets to send
+//! handed to a callback. The media worker owns the sockets and the clock; this owns the
+//! protocol and audio state, so it runs on a virtual clock in tests and benches.
+//!
+//! Inbound: RTCP is read (round trip, far-end loss, BYE); RTP from anywhere but the latched
+//! source is counted and dropped; audio and comfort-noise packets go into the jitter buffer,
+//! telephone-events to the RFC 4733 receiver (with a silent placeholder in the jitter buffer,
+//! so a digit is neither heard as a tone nor concealed as loss), unknown payload types are
+//! counted and dropped. Each tick one frame leaves the jitter buffer: decoded, concealed
+//! (G.711 repeat-and-fade, Opus FEC from the next packet or libopus PLC), comfort noise or
+//! silence, resampled to 16 kHz and pushed into the speech ring.
+//!
+//! Outbound: each tick one agent frame is popped (silence on underflow), resampled and encoded,
+//! or replaced by a telephone-event packet while digits are being sent, and packetised; while
+//! held, the media clock advances without sending. RTCP reports go out on the RFC interval.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use dialtone_codec::{Concealer, G711, G711Law, OpusDecoder, OpusEncoder, Resampler};
+use dialtone_rtp::{
+    Arrival, DtmfEvent, DtmfReceiver, DtmfSender, JitterBuffer, Playout, RtcpSession, RtpPacket,
+    RtpReceiver, RtpSender, SenderInfo, is_rtcp, parse,
+};
+use tokio::sync::{Notify, oneshot};
+
+use crate::recording::{Recorder, StereoFrame};
+use crate::ring::{
+    AudioFrame, FRAME_SAMPLES, FrameReceiver, FrameSender, RingCounters, call_rings,
+};
+use crate::{MediaError, MediaStats, level_dbfs};
+
+/// RTP payload type of comfort noise (RFC 3389).
+pub const COMFORT_NOISE: u8 = 13;
+/// The speech loop's sample rate.
+pub const SPEECH_RATE: u32 = 16_000;
+/// Largest datagram handled.
+pub const MAX_DATAGRAM: usize = 1500;
+
+/// The negotiated audio codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaCodec {
+    /// G.711 µ-law, 8 kHz.
+    Pcmu,
+    /// G.711 A-law, 8 kHz.
+    Pcma,
+    /// Opus, 48 kHz RTP clock, coded here at 16 kHz.
+    Opus,
+}
+
+impl MediaCodec {
+    /// The RTP clock rate.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Self::Pcmu | Self::Pcma => 8000,
+            Self::Opus => 48000,
+        }
+    }
+}
+
+/// How to run one call's media.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Where the SDP says to send RTP; replaced by the source of the first valid packet.
+    pub remote: Option<SocketAddr>,
+    /// Where the SDP says to send RTCP (`None`: the RTP address's port + 1, or the RTP address
+    /// itself with rtcp-mux).
+    pub remote_rtcp: Option<SocketAddr>,
+    /// RTP and RTCP share the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+    /// The codec.
+    pub codec: MediaCodec,
+    /// Payload type we send.
+    pub send_payload_type: u8,
+    /// Payload type we accept.
+    pub receive_payload_type: u8,
+    /// The telephone-event payload type, if negotiated.
+    pub telephone_event: Option<u8>,
+    /// The far end is taken as gone after this long without a packet.
+    pub rtp_timeout: Duration,
+    /// Write a stereo WAV of the call here.
+    pub record: Option<PathBuf>,
+    /// Our SSRC (random per call, RFC 3550 §8).
+    pub ssrc: u32,
+    /// The first sequence number (random).
+    pub initial_sequence: u16,
+    /// The first timestamp (random).
+    pub initial_timestamp: u32,
+    /// RTCP CNAME.
+    pub cname: String,
+}
+
+/// What the far end agreed to in the latest offer/answer (a re-INVITE can change it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Direction {
+    /// Whether we may send (false while the far end holds the call).
+    pub sending: bool,
+    /// Whether the far end will send (false while we are held or the stream is inactive;
+    /// the RTP timeout is suspended then).
+    pub receiving: bool,
+    /// Where to send; `None` keeps the latched address.
+    pub remote: Option<SocketAddr>,
+}
+
+/// Something the media layer tells the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// An RFC 4733 digit started or ended (`at`: when the packet arrived).
+    Dtmf {
+        /// The event.
+        event: DtmfEvent,
+        /// When its packet arrived.
+        at: Instant,
+    },
+    /// No RTP for the configured timeout while the far end should be sending.
+    RtpTimeout {
+        /// How long it has been quiet.
+        silent_for: Duration,
+    },
+    /// The far end sent an RTCP BYE.
+    FarEndBye,
+}
+
+/// A packet to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    /// Destination.
+    pub to: SocketAddr,
+    /// From the RTCP socket (false: the RTP socket).
+    pub rtcp: bool,
+    /// The datagram.
+    pub data: &'a [u8],
+}
+
+/// Times the worker turns into latency figures after a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TickTimes {
+    /// Arrival of the packet whose frame went into the speech ring this tick.
+    pub inbound_arrival: Option<Instant>,
+    /// When the agent queued the frame sent this tick.
+    pub outbound_queued: Option<Instant>,
+}
+
+enum Decoder {
+    G711 {
+        codec: G711,
+        concealer: Concealer,
+        upsample: Box<Resampler>,
+        pcm: Box<[i16; 160]>,
+    },
+    Opus(OpusDecoder),
+}
+
+enum Encoder {
+    G711 {
+        codec: G711,
+        downsample: Box<Resampler>,
+        pcm: Box<[i16; 160]>,
+    },
+    Opus(OpusEncoder),
+}
+
+impl Decoder {
+    fn new(codec: MediaCodec) -> Result<Self, MediaError> {
+        Ok(match codec {
+            MediaCodec::Pcmu | MediaCodec::Pcma => Self::G711 {
+                codec: G711::new(if codec == MediaCodec::Pcma {
+                    G711Law::A
+                } else {
+                    G711Law::Mu
+                }),
+                concealer: Concealer::new(160),
+                upsample: Box::new(Resampler::new(8000, SPEECH_RATE)?),
+                pcm: Box::new([0; 160]),
+            },
+            MediaCodec::Opus => Self::Opus(OpusDecoder::new(SPEECH_RATE)?),
+        })
+    }
+
+    /// Decodes a payload into a 16 kHz frame; a corrupt payload is concealed and reported.
+    fn decode(&mut self, payload: &[u8], out: &mut [i16; FRAME_SAMPLES]) -> bool {
+        match self {
+            Self::G711 {
+                codec,
+                concealer,
+                upsample,
+                pcm,
+            } => {
+                let n = codec.decode(payload, &mut pcm[..]);
+                if let Some(rest) = pcm.get_mut(n..) {
+                    rest.fill(0);
+                }
+                concealer.good(&pcm[..]);
+                upsample.process(&pcm[..], out).is_ok()
+            }
+            Self::Opus(decoder) => decoder.decode(payload, out).is_ok(),
+        }
+    }
+
+    fn conceal(&mut self, next: Option<&[u8]>, out: &mut [i16; FRAME_SAMPLES]) {
+        let done = match self {
+            Self::G711 {
+                concealer,
+                upsample,
+                pcm,
+                ..
+            } => {
+                concealer.conceal(&mut pcm[..]);
+                upsample.process(&pcm[..], out).is_ok()
+            }
+            Self::Opus(decoder) => decoder.recover(next, out).is_ok(),
+        };
+        if !done {
+            out.fill(0);
+        }
+    }
+}
+
+impl Encoder {
+    fn new(codec: MediaCodec) -> Result<Self, MediaError> {
+        Ok(match codec {
+            MediaCodec::Pcmu | MediaCodec::Pcma => Self::G711 {
+                codec: G711::new(if codec == MediaCodec::Pcma {
+                    G711Law::A
+                } else {
+                    G711Law::Mu
+                }),
+                downsample: Box::new(Resampler::new(SPEECH_RATE, 8000)?),
+                pcm: Box::new([0; 160]),
+            },
+            MediaCodec::Opus => Self::Opus(OpusEncoder::new(SPEECH_RATE)?),
+        })
+    }
+
+    fn encode(&mut self, frame: &[i16; FRAME_SAMPLES], out: &mut [u8]) -> Option<usize> {
+        match self {
+            Self::G711 {
+                codec,
+                downsample,
+                pcm,
+            } => {
+                downsample.process(frame, &mut pcm[..]).ok()?;
+                Some(codec.encode(&pcm[..], out))
+            }
+            Self::Opus(encoder) => encoder.encode(frame, out).ok(),
+        }
+    }
+}
+
+/// One call's media state.
+pub struct CallMedia {
+    config: MediaConfig,
+    remote: Option<SocketAddr>,
+    remote_rtcp: Option<SocketAddr>,
+    latched: bool,
+    sending: bool,
+    receiving: bool,
+    samples_per_frame: u32,
+    receiver: RtpReceiver,
+    jitter: JitterBuffer,
+    dtmf_in: DtmfReceiver,
+    dtmf_out: DtmfSender,
+    rtcp: RtcpSession,
+    sender: RtpSender,
+    sent_since_report: bool,
+    decoder: Decoder,
+    encoder: Encoder,
+    to_speech: rtrb::Producer<AudioFrame>,
+    from_agent: rtrb::Consumer<AudioFrame>,
+    notify: Arc<Notify>,
+    counters: Arc<RingCounters>,
+    recorder: Option<Recorder>,
+    recording_done: Option<oneshot::Receiver<()>>,
+    events: VecDeque<MediaEvent>,
+    last_arrival: Instant,
+    timed_out: bool,
+    bye_reported: bool,
+    last_audio: Option<(u64, u32)>,
+    noise: u32,
+    stats: MediaStats,
+    packet: [u8; MAX_DATAGRAM],
+    payload: [u8; MAX_DATAGRAM],
+}
+
+impl std::fmt::Debug for CallMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallMedia")
+            .field("ssrc", &self.config.ssrc)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallMedia {
+    /// A call's media starting at `now` (when the wall clock read `wallclock`), with the speech
+    /// loop's ends of its rings. When `config.record` names a file its writer starts now.
+    pub fn new(
+        config: MediaConfig,
+        now: Instant,
+        wallclock: SystemTime,
+    ) -> Result<(Self, FrameReceiver, FrameSender), MediaError> {
+        let ((to_speech, from_agent), (inbound, outbound), notify, counters) = call_rings();
+        let (recorder, recording_done) = match &config.record {
+            Some(path) => {
+                let (recorder, done) = Recorder::start(path)?;
+                (Some(recorder), Some(done))
+            }
+            None => (None, None),
+        };
+        let clock = config.codec.clock_rate();
+        let remote_rtcp = config
+            .remote_rtcp
+            .or_else(|| config.remote.map(|r| rtcp_address(r, config.rtcp_mux)));
+        let media = Self {
+            remote: config.remote,
+            remote_rtcp,
+            latched: false,
+            sending: true,
+            receiving: true,
+            samples_per_frame: clock / 50,
+            receiver: RtpReceiver::new(clock),
+            jitter: JitterBuffer::new(Duration::from_millis(20), clock, Duration::from_millis(300)),
+            dtmf_in: DtmfReceiver::new(clock),
+            dtmf_out: DtmfSender::new(clock, Duration::from_millis(100), Duration::from_millis(60)),
+            rtcp: RtcpSession::new(config.ssrc, &config.cname, now, wallclock),
+            sender: RtpSender::new(
+                config.ssrc,
+                config.initial_sequence,
+                config.initial_timestamp,
+                config.send_payload_type,
+            ),
+            sent_since_report: false,
+            decoder: Decoder::new(config.codec)?,
+            encoder: Encoder::new(config.codec)?,
+            to_speech,
+            from_agent,
+            notify,
+            counters,
+            recorder,
+            recording_done,
+            events: VecDeque::with_capacity(16),
+            last_arrival: now,
+            timed_out: false,
+            bye_reported: false,
+            last_audio: None,
+            noise: config.ssrc | 1,
+            stats: MediaStats {
+                peak_level_dbfs: -100.0,
+                ..MediaStats::default()
+            },
+            packet: [0; MAX_DATAGRAM],
+            payload: [0; MAX_DATAGRAM],
+            config,
+        };
+        Ok((media, inbound, outbound))
+    }
+
+    /// Resolves once the recording file is complete (after this call's media is dropped);
+    /// `None` when not recording or already taken.
+    pub fn take_recording_done(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.recording_done.take()
+    }
+
+    /// Takes in one datagram from `source` that arrived at `now` on the RTP socket (or the
+    /// RTCP socket when `on_rtcp_socket`).
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &[u8],
+        on_rtcp_socket: bool,
+    ) {
+        if on_rtcp_socket || is_rtcp(datagram) {
+            if self.rtcp.handle_packet(now, datagram).is_err() {
+                self.stats.rtcp_malformed += 1;
+            }
+            if self.rtcp.remote().bye && !self.bye_reported {
+                self.bye_reported = true;
+                self.events.push_back(MediaEvent::FarEndBye);
+            }
+            return;
+        }
+        if self.latched && Some(source) != self.remote {
+            self.stats.foreign += 1;
+            return;
+        }
+        let Ok(rtp) = parse(datagram) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let audio = rtp.payload_type == self.config.receive_payload_type;
+        let event = Some(rtp.payload_type) == self.config.telephone_event;
+        let noise = rtp.payload_type == COMFORT_NOISE;
+        if !(audio || event || noise) {
+            self.stats.unknown_payload += 1;
+            return;
+        }
+        if !self.latched {
+            // Symmetric RTP: answer where the media really comes from.
+            self.remote = Some(source);
+            if self.config.remote_rtcp.is_none() {
+                self.remote_rtcp = Some(rtcp_address(source, self.config.rtcp_mux));
+            }
+            self.latched = true;
+        }
+        self.last_arrival = now;
+        self.timed_out = false;
+        let sequence = match self.receiver.on_packet(now, &rtp) {
+            Arrival::InOrder { extended_sequence } | Arrival::Late { extended_sequence } => {
+                extended_sequence
+            }
+            Arrival::Resync => {
+                self.jitter.reset();
+                self.last_audio = None;
+                u64::from(rtp.sequence)
+            }
+        };
+        if event {
+            self.dtmf_in.handle_packet(now, &rtp);
+            while let Some(event) = self.dtmf_in.poll_event() {
+                self.stats.dtmf_events += 1;
+                self.events.push_back(MediaEvent::Dtmf { event, at: now });
+            }
+            // A silent placeholder where the audio would have been, on the audio timeline.
+            if let Some((audio_sequence, audio_timestamp)) = self.last_audio
+                && sequence > audio_sequence
+            {
+                let frames = (sequence - audio_sequence) as u32;
+                let placeholder = RtpPacket {
+                    timestamp: audio_timestamp
+                        .wrapping_add(frames.wrapping_mul(self.samples_per_frame)),
+                    payload: &[],
+                    ..rtp
+                };
+                self.jitter.push(now, sequence, &placeholder);
+            }
+            return;
+        }
+        self.last_audio = Some((sequence, rtp.timestamp));
+        self.jitter.push(now, sequence, &rtp);
+    }
+
+    /// Applies a new offer/answer: hold, resume, or a new far-end address.
+    pub fn redirect(&mut self, direction: Direction) {
+        if direction.sending && !self.sending {
+            self.sender.talkspurt();
+        }
+        self.sending = direction.sending;
+        if direction.receiving && !self.receiving {
+            self.timed_out = false;
+        }
+        self.receiving = direction.receiving;
+        if let Some(to) = direction.remote
+            && Some(to) != self.remote
+        {
+            // A new address from a re-INVITE: send there and latch afresh.
+            self.remote = Some(to);
+            if self.config.remote_rtcp.is_none() {
+                self.remote_rtcp = Some(rtcp_address(to, self.config.rtcp_mux));
+            }
+            self.latched = false;
+        }
+    }
+
+    /// Queues RFC 4733 digits to send.
+    pub fn send_dtmf(&mut self, digits: &str) -> Result<(), MediaError> {
+        if self.config.telephone_event.is_none() {
+            return Err(MediaError::NoTelephoneEvent);
+        }
+        self.dtmf_out
+            .send(digits)
+            .map_err(|digit| MediaError::NotDtmf { digit })
+    }
+
+    /// The next event for the call.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> MediaStats {
+        let mut stats = self.stats;
+        let r = self.receiver.stats();
+        stats.packets_in = r.total_packets;
+        stats.lost = r.lost;
+        stats.jitter_ms = r.jitter_ms;
+        let j = self.jitter.stats();
+        stats.concealed_frames = j.lost;
+        stats.late_packets = j.late;
+        stats.jitter_buffer_ms = j.target_frames * 20;
+        stats.inbound_overflow += self.counters.inbound_overflow.load(Ordering::Relaxed);
+        stats.outbound_overflow = self.counters.outbound_overflow.load(Ordering::Relaxed);
+        let remote = self.rtcp.remote();
+        stats.remote_fraction_lost = remote.fraction_lost;
+        stats.round_trip_ms = remote.round_trip.map(|d| d.as_secs_f64() * 1000.0);
+        stats.rtcp_reports_in = remote.reports;
+        stats.recording_dropped = self.recorder.as_ref().map_or(0, Recorder::dropped);
+        stats
+    }
+
+    fn comfort_noise(&mut self, level: u8, out: &mut [i16; FRAME_SAMPLES]) {
+        // RFC 3389: the level byte is -dBov; uniform noise of that RMS.
+        let rms = 32767.0 * 10f32.powf(-f32::from(level.min(127)) / 20.0);
+        let peak = rms * 3f32.sqrt();
+        for s in out.iter_mut() {
+            self.noise = self
+                .noise
+                .wrapping_mul(1_664_525)
+                .wrapping_add(1_013_904_223);
+            let unit = (self.noise >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
+            *s = (unit * peak) as i16;
+        }
+    }
+
+    /// Runs one 20 ms tick at `now`, handing packets to send to `send`.
+    pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(Transmit<'_>)) -> TickTimes {
+        let mut times = TickTimes::default();
+        self.dtmf_in.handle_timeout(now);
+        while let Some(event) = self.dtmf_in.poll_event() {
+            self.stats.dtmf_events += 1;
+            self.events.push_back(MediaEvent::Dtmf { event, at: now });
+        }
+        let silent_for = now.saturating_duration_since(self.last_arrival);
+        if self.receiving && !self.timed_out && silent_for >= self.config.rtp_timeout {
+            self.timed_out = true;
+            self.events.push_back(MediaEvent::RtpTimeout { silent_for });
+        }
+
+        // Inbound: one frame from the jitter buffer into the speech ring.
+        let mut caller = AudioFrame::silence(now);
+        let mut produced = true;
+        let mut noise_level = None;
+        match self.jitter.pop(now) {
+            Playout::Frame {
+                payload,
+                payload_type,
+                arrival,
+                ..
+            } => {
+                caller.at = arrival;
+                if payload_type == self.config.receive_payload_type {
+                    if !self.decoder.decode(payload, &mut caller.samples) {
+                        self.stats.undecodable += 1;
+                        self.decoder.conceal(None, &mut caller.samples);
+                    }
+                    let level = level_dbfs(&caller.samples);
+                    if level > -40.0 {
+                        self.stats.voiced_frames_in += 1;
+                    }
+                    self.stats.peak_level_dbfs = self.stats.peak_level_dbfs.max(level);
+                } else if payload_type == COMFORT_NOISE {
+                    noise_level = Some(payload.first().copied().unwrap_or(127));
+                }
+            }
+            Playout::Lost => {
+                let next = self.jitter.peek_next();
+                self.decoder.conceal(next, &mut caller.samples);
+            }
+            Playout::Empty => produced = false,
+        }
+        if let Some(level) = noise_level {
+            self.stats.comfort_noise_frames += 1;
+            self.comfort_noise(level, &mut caller.samples);
+        }
+        if produced {
+            if self.to_speech.push(caller).is_ok() {
+                self.notify.notify_one();
+                times.inbound_arrival = Some(caller.at);
+            } else {
+                self.stats.inbound_overflow += 1;
+            }
+        }
+
+        // Outbound: one agent frame (or silence) to the wire.
+        if self.counters.clear_outbound.swap(false, Ordering::AcqRel) {
+            let queued = self.from_agent.slots();
+            if let Ok(chunk) = self.from_agent.read_chunk(queued) {
+                chunk.commit_all();
+            }
+            self.stats.cleared_frames += queued as u64;
+        }
+        let agent = match self.from_agent.pop() {
+            Ok(frame) => {
+                times.outbound_queued = Some(frame.at);
+                frame
+            }
+            Err(_) => {
+                self.stats.outbound_underflow += 1;
+                AudioFrame::silence(now)
+            }
+        };
+        self.send_tick(&agent, send);
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.push(StereoFrame {
+                caller: if produced {
+                    caller.samples
+                } else {
+                    [0; FRAME_SAMPLES]
+                },
+                agent: agent.samples,
+            });
+        }
+
+        if now >= self.rtcp.poll_timeout() {
+            self.send_report(now, send);
+        }
+        times
+    }
+
+    fn send_tick(&mut self, agent: &AudioFrame, send: &mut dyn FnMut(Transmit<'_>)) {
+        let Some(to) = self.remote.filter(|_| self.sending) else {
+            // On hold (or nowhere to send yet): the media clock runs on, nothing is sent.
+            self.sender.skip(self.samples_per_frame);
+            return;
+        };
+        if let (Some(pt), Some(event)) = (
+            self.config.telephone_event,
+            self.dtmf_out.tick(self.sender.timestamp()),
+        ) {
+            if let Ok(n) = self.sender.write_event(
+                pt,
+                event.marker,
+                event.timestamp,
+                &event.payload,
+                &mut self.packet,
+            ) {
+                send(Transmit {
+                    to,
+                    rtcp: false,
+                    data: self.packet.get(..n).unwrap_or_default(),
+                });
+                self.stats.packets_out += 1;
+                self.stats.dtmf_packets_out += 1;
+                self.sent_since_report = true;
+            }
+            self.sender.skip(self.samples_per_frame);
+            return;
+        }
+        let Some(n) = self.encoder.encode(&agent.samples, &mut self.payload) else {
+            self.sender.skip(self.samples_per_frame);
+            return;
+        };
+        let payload = self.payload.get(..n).unwrap_or_default();
+        if let Ok(len) = self
+            .sender
+            .write(payload, self.samples_per_frame, &mut self.packet)
+        {
+            send(Transmit {
+                to,
+                rtcp: false,
+                data: self.packet.get(..len).unwrap_or_default(),
+            });
+            self.stats.packets_out += 1;
+            self.sent_since_report = true;
+        }
+    }
+
+    fn send_report(&mut self, now: Instant, send: &mut dyn FnMut(Transmit<'_>)) {
+        let sender = self.sent_since_report.then(|| SenderInfo {
+            rtp_timestamp: self.sender.timestamp(),
+            packets: self.sender.packets() as u32,
+            octets: self.sender.octets() as u32,
+        });
+        self.sent_since_report = false;
+        let block = self.receiver.report_block();
+        let Ok(n) = self.rtcp.write_report(now, sender, block, &mut self.packet) else {
+            return;
+        };
+        if let Some(to) = self.remote_rtcp {
+            send(Transmit {
+                to,
+                rtcp: !self.config.rtcp_mux,
+                data: self.packet.get(..n).unwrap_or_default(),
+            });
+            self.stats.rtcp_reports_out += 1;
+        }
+    }
+
+    /// Sends an RTCP BYE (the call's media is ending).
+    pub fn bye(&mut self, send: &mut dyn FnMut(Transmit<'_>)) {
+        if let (Some(to), Ok(n)) = (self.remote_rtcp, self.rtcp.write_bye(&mut self.packet)) {
+            send(Transmit {
+                to,
+                rtcp: !self.config.rtcp_mux,
+                data: self.packet.get(..n).unwrap_or_default(),
+            });
+        }
+    }
+}
+
+/// Where RTCP goes when the SDP did not say: the same address with rtcp-mux, else port + 1.
+fn rtcp_address(rtp: SocketAddr, mux: bool) -> SocketAddr {
+    if mux {
+        rtp
+    } else {
+        SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+    }
+}

@@ -1,0 +1,307 @@
+//! A media worker: one OS thread (not a tokio worker) serving many calls.
+//!
+//! The thread waits in one epoll (mio) on every call's RTP and RTCP sockets, bounded by the
+//! next 20 ms tick. Readable sockets are drained until they would block; each datagram goes to
+//! its call's [`CallMedia::receive`] with the time it was read. At each tick every call runs
+//! [`CallMedia::tick`]. Ticks are scheduled on absolute deadlines (`next += 20 ms`), so the
+//! pacing does not drift; a worker that falls more than 100 ms behind (the machine stalled)
+//! skips the missed ticks and counts them rather than sending a burst. Commands (start, stop,
+//! redirect, DTMF) arrive over a channel with a mio `Waker`.
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket as MioSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use crate::histogram::LatencyHistogram;
+use crate::pipeline::{CallMedia, Direction, MAX_DATAGRAM, MediaEvent, Transmit};
+use crate::{MediaStats, PortLease};
+
+const TICK: Duration = Duration::from_millis(20);
+const WAKER: Token = Token(usize::MAX);
+/// How often a call's shared statistics are refreshed, in ticks.
+const PUBLISH_EVERY: u32 = 10;
+
+/// Latency histograms and counters of one worker.
+#[derive(Debug, Default)]
+pub struct WorkerLatency {
+    /// RTP packet read → its 16 kHz frame in the speech ring (includes the jitter buffer's
+    /// delay).
+    pub inbound: LatencyHistogram,
+    /// Agent frame queued → its RTP packet handed to the kernel.
+    pub outbound: LatencyHistogram,
+    /// CPU time of one call's tick (jitter buffer, decode, resample, ring, encode, send).
+    pub step: LatencyHistogram,
+    /// Ticks skipped because the worker fell behind.
+    pub ticks_skipped: AtomicU64,
+    /// Calls being served.
+    pub calls: AtomicU64,
+}
+
+/// A call handed to a worker.
+pub(crate) struct Started {
+    pub(crate) id: u64,
+    pub(crate) media: CallMedia,
+    pub(crate) rtp: UdpSocket,
+    pub(crate) rtcp: UdpSocket,
+    pub(crate) lease: PortLease,
+    pub(crate) events: tokio_mpsc::UnboundedSender<MediaEvent>,
+    pub(crate) shared: Arc<Mutex<MediaStats>>,
+}
+
+/// What a worker is asked to do.
+pub(crate) enum Command {
+    Start(Box<Started>),
+    Redirect(u64, Direction),
+    Dtmf(u64, String, oneshot::Sender<Result<(), crate::MediaError>>),
+    Stop(u64, Option<oneshot::Sender<MediaStats>>),
+    Shutdown,
+}
+
+struct Served {
+    id: u64,
+    media: CallMedia,
+    rtp: MioSocket,
+    rtcp: MioSocket,
+    _lease: PortLease,
+    events: tokio_mpsc::UnboundedSender<MediaEvent>,
+    shared: Arc<Mutex<MediaStats>>,
+    send_errors: u64,
+}
+
+impl Served {
+    fn send(rtp: &MioSocket, rtcp: &MioSocket, errors: &mut u64, t: Transmit<'_>) {
+        let socket = if t.rtcp { rtcp } else { rtp };
+        if socket.send_to(t.data, t.to).is_err() {
+            *errors += 1;
+        }
+    }
+
+    fn forward_events(&mut self) {
+        while let Some(event) = self.media.poll_event() {
+            let _ = self.events.send(event);
+        }
+    }
+
+    fn final_stats(&self) -> MediaStats {
+        let mut stats = self.media.stats();
+        stats.send_errors = self.send_errors;
+        stats
+    }
+
+    fn publish(&self) {
+        if let Ok(mut shared) = self.shared.try_lock() {
+            *shared = self.final_stats();
+        }
+    }
+}
+
+/// The worker thread's state.
+pub(crate) struct Worker {
+    poll: Poll,
+    commands: mpsc::Receiver<Command>,
+    calls: Vec<Option<Served>>,
+    free: Vec<usize>,
+    latency: Arc<WorkerLatency>,
+    buf: Box<[u8; MAX_DATAGRAM]>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        latency: Arc<WorkerLatency>,
+    ) -> std::io::Result<(Self, Arc<Waker>, mpsc::Sender<Command>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, commands) = mpsc::channel();
+        Ok((
+            Self {
+                poll,
+                commands,
+                calls: Vec::new(),
+                free: Vec::new(),
+                latency,
+                buf: Box::new([0; MAX_DATAGRAM]),
+            },
+            waker,
+            tx,
+        ))
+    }
+
+    /// Runs until told to shut down (or every handle is gone).
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        let mut ticks = 0u32;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout))
+                && error.kind() != std::io::ErrorKind::Interrupted
+            {
+                tracing::error!(%error, "media worker poll failed");
+                return;
+            }
+            for event in events.iter() {
+                if event.token() != WAKER {
+                    self.drain_socket(event.token().0);
+                }
+            }
+            if !self.apply_commands() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                let behind = now.saturating_duration_since(next_tick);
+                if behind > 5 * TICK {
+                    let skipped = (behind.as_micros() / TICK.as_micros()) as u64;
+                    self.latency
+                        .ticks_skipped
+                        .fetch_add(skipped, Ordering::Relaxed);
+                    next_tick = now;
+                }
+                ticks = ticks.wrapping_add(1);
+                self.tick(next_tick, ticks.is_multiple_of(PUBLISH_EVERY));
+                next_tick += TICK;
+            }
+        }
+    }
+
+    fn drain_socket(&mut self, token: usize) {
+        let (slot, on_rtcp) = (token / 2, token % 2 == 1);
+        let Some(Some(call)) = self.calls.get_mut(slot) else {
+            return;
+        };
+        let socket = if on_rtcp { &call.rtcp } else { &call.rtp };
+        loop {
+            match socket.recv_from(self.buf.as_mut_slice()) {
+                Ok((n, source)) => {
+                    let now = Instant::now();
+                    call.media
+                        .receive(now, source, self.buf.get(..n).unwrap_or_default(), on_rtcp);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // ICMP port unreachable from an earlier send, and the like: keep reading.
+                Err(_) => {}
+            }
+        }
+        call.forward_events();
+    }
+
+    fn tick(&mut self, now: Instant, publish: bool) {
+        for call in self.calls.iter_mut().flatten() {
+            let started = Instant::now();
+            let (rtp, rtcp, errors) = (&call.rtp, &call.rtcp, &mut call.send_errors);
+            let times = call
+                .media
+                .tick(now, &mut |t| Served::send(rtp, rtcp, errors, t));
+            let done = Instant::now();
+            self.latency.step.record(done - started);
+            if let Some(arrival) = times.inbound_arrival {
+                self.latency
+                    .inbound
+                    .record(done.saturating_duration_since(arrival));
+            }
+            if let Some(queued) = times.outbound_queued {
+                self.latency
+                    .outbound
+                    .record(done.saturating_duration_since(queued));
+            }
+            call.forward_events();
+            if publish {
+                call.publish();
+            }
+        }
+    }
+
+    /// Applies pending commands; false when the worker should stop.
+    fn apply_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Start(started)) => self.start(*started),
+                Ok(Command::Redirect(id, direction)) => {
+                    if let Some(call) = self.find(id) {
+                        call.media.redirect(direction);
+                    }
+                }
+                Ok(Command::Dtmf(id, digits, reply)) => {
+                    let result = match self.find(id) {
+                        Some(call) => call.media.send_dtmf(&digits),
+                        None => Err(crate::MediaError::Stopped),
+                    };
+                    let _ = reply.send(result);
+                }
+                Ok(Command::Stop(id, reply)) => self.stop(id, reply),
+                Ok(Command::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return false,
+                Err(mpsc::TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn find(&mut self, id: u64) -> Option<&mut Served> {
+        self.calls.iter_mut().flatten().find(|c| c.id == id)
+    }
+
+    fn start(&mut self, started: Started) {
+        let slot = self.free.pop().unwrap_or(self.calls.len());
+        let mut rtp = MioSocket::from_std(started.rtp);
+        let mut rtcp = MioSocket::from_std(started.rtcp);
+        let registry = self.poll.registry();
+        let registered = registry
+            .register(&mut rtp, Token(slot * 2), Interest::READABLE)
+            .and_then(|()| registry.register(&mut rtcp, Token(slot * 2 + 1), Interest::READABLE));
+        if let Err(error) = registered {
+            tracing::error!(%error, "cannot watch RTP sockets; the call has no media");
+            self.free.push(slot);
+            return;
+        }
+        let served = Served {
+            id: started.id,
+            media: started.media,
+            rtp,
+            rtcp,
+            _lease: started.lease,
+            events: started.events,
+            shared: started.shared,
+            send_errors: 0,
+        };
+        if slot == self.calls.len() {
+            self.calls.push(Some(served));
+        } else if let Some(entry) = self.calls.get_mut(slot) {
+            *entry = Some(served);
+        }
+        self.latency.calls.fetch_add(1, Ordering::Relaxed);
+        // Packets may have arrived before the registration: read them now.
+        self.drain_socket(slot * 2);
+        self.drain_socket(slot * 2 + 1);
+    }
+
+    fn stop(&mut self, id: u64, reply: Option<oneshot::Sender<MediaStats>>) {
+        let Some(slot) = self
+            .calls
+            .iter()
+            .position(|c| c.as_ref().is_some_and(|c| c.id == id))
+        else {
+            return;
+        };
+        let Some(mut call) = self.calls.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let (rtp, rtcp, errors) = (&call.rtp, &call.rtcp, &mut call.send_errors);
+        call.media.bye(&mut |t| Served::send(rtp, rtcp, errors, t));
+        let registry = self.poll.registry();
+        let _ = registry.deregister(&mut call.rtp);
+        let _ = registry.deregister(&mut call.rtcp);
+        call.forward_events();
+        let stats = call.final_stats();
+        call.publish();
+        if let Some(reply) = reply {
+            let _ = reply.send(stats);
+        }
+        self.free.push(slot);
+        self.latency.calls.fetch_sub(1, Ordering::Relaxed);
+    }
+}

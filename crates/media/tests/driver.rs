@@ -1,0 +1,246 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+//! The media driver on real loopback sockets: worker threads, rings, DTMF, recording, RTP
+//! timeout, and the ports going back to the pool.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dialtone_media::{
+    AudioFrame, FRAME_SAMPLES, FrameReceiver, FrameSender, MediaCall, MediaCodec, MediaConfig,
+    MediaEngine, MediaEvent, PortPool,
+};
+use dialtone_rtp::DtmfEvent;
+use dialtone_test_support::audio::{sine, tone_amplitude};
+
+const AMPLITUDE: f64 = 8000.0;
+
+fn config(codec: MediaCodec, remote: SocketAddr, ssrc: u32) -> MediaConfig {
+    let pt = if codec == MediaCodec::Opus { 111 } else { 0 };
+    MediaConfig {
+        remote: Some(remote),
+        remote_rtcp: None,
+        rtcp_mux: false,
+        codec,
+        send_payload_type: pt,
+        receive_payload_type: pt,
+        telephone_event: Some(101),
+        rtp_timeout: Duration::from_secs(30),
+        record: None,
+        ssrc,
+        initial_sequence: 1000,
+        initial_timestamp: 0,
+        cname: "test".into(),
+    }
+}
+
+/// Keeps `sender` fed with a tone at `hz`, paced by the ring's room, until `stop` is set.
+fn feed_tone(mut sender: FrameSender, hz: f64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut index = 0usize;
+        while !sender.is_closed() {
+            while sender.free() > 40 {
+                let mut frame = AudioFrame::silence(Instant::now());
+                sine(
+                    16000,
+                    hz,
+                    AMPLITUDE,
+                    index * FRAME_SAMPLES,
+                    &mut frame.samples,
+                );
+                index += 1;
+                if sender.try_send(frame).is_err() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+/// Collects `frames` inbound frames (or what came within ten seconds).
+async fn collect(receiver: &mut FrameReceiver, frames: usize) -> Vec<AudioFrame> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while out.len() < frames {
+        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            Ok(Some(f)) => out.push(f),
+            _ => break,
+        }
+    }
+    out
+}
+
+fn joined(frames: &[AudioFrame]) -> Vec<i16> {
+    frames.iter().flat_map(|f| f.samples).collect()
+}
+
+struct Pair {
+    a: MediaCall,
+    b: MediaCall,
+}
+
+fn pair(engine: &Arc<MediaEngine>, pool: &Arc<PortPool>, codec: MediaCodec) -> Pair {
+    let (pa, pb) = (pool.bind().unwrap(), pool.bind().unwrap());
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let (a_addr, b_addr) = (addr(pa.port()), addr(pb.port()));
+    Pair {
+        a: engine.start(pa, config(codec, b_addr, 1)).unwrap(),
+        b: engine.start(pb, config(codec, a_addr, 2)).unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_duplex_tones_through_the_workers_in_every_codec() {
+    let engine = MediaEngine::new(2).unwrap();
+    assert_eq!(engine.workers(), 2);
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45000, 45099);
+    for codec in [MediaCodec::Pcmu, MediaCodec::Pcma, MediaCodec::Opus] {
+        let Pair { mut a, mut b } = pair(&engine, &pool, codec);
+        let feeders = [
+            feed_tone(a.take_outbound().unwrap(), 1000.0),
+            feed_tone(b.take_outbound().unwrap(), 700.0),
+        ];
+        let (mut a_in, mut b_in) = (a.take_inbound().unwrap(), b.take_inbound().unwrap());
+        let (heard_by_b, heard_by_a) = tokio::join!(collect(&mut b_in, 60), collect(&mut a_in, 60));
+        assert_eq!(heard_by_b.len(), 60, "{codec:?}");
+        assert_eq!(heard_by_a.len(), 60, "{codec:?}");
+        for (heard, hz, what) in [(&heard_by_b, 1000.0, "A→B"), (&heard_by_a, 700.0, "B→A")] {
+            let tail = joined(&heard[40..]);
+            let at = tone_amplitude(&tail, 16000, hz);
+            assert!(
+                (at - AMPLITUDE).abs() < AMPLITUDE * 0.15,
+                "{codec:?} {what}: {at:.0}"
+            );
+            assert!(tone_amplitude(&tail, 16000, 1500.0) < AMPLITUDE * 0.05);
+        }
+        let (a_stats, b_stats) = (a.stop().await, b.stop().await);
+        for f in feeders {
+            f.await.unwrap();
+        }
+        assert!(
+            a_stats.packets_out >= 60 && b_stats.packets_in >= 55,
+            "{b_stats:?}"
+        );
+        assert_eq!((b_stats.malformed, b_stats.foreign), (0, 0));
+        assert!(b_stats.voiced_frames_in >= 50);
+    }
+    assert_eq!(pool.in_use(), 0, "every port pair went back to the pool");
+    let latency = engine.latency();
+    assert!(latency.inbound.count >= 300 && latency.outbound.count >= 300);
+    assert!(latency.step.count > 0);
+    assert_eq!(latency.calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digits_sent_by_one_side_arrive_as_events_on_the_other() {
+    let engine = MediaEngine::new(1).unwrap();
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45100, 45199);
+    let Pair { a, mut b } = pair(&engine, &pool, MediaCodec::Pcmu);
+    a.send_dtmf("42*").await.unwrap();
+    assert!(matches!(
+        a.send_dtmf("9z").await,
+        Err(dialtone_media::MediaError::NotDtmf { digit: 'z' })
+    ));
+    let mut digits = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while digits.len() < 3 {
+        match tokio::time::timeout_at(deadline, b.next_event()).await {
+            Ok(Some(MediaEvent::Dtmf {
+                event: DtmfEvent::Ended { digit, duration },
+                ..
+            })) => {
+                assert_eq!(duration, Duration::from_millis(100));
+                digits.push(digit);
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    assert_eq!(digits, "42*");
+    // Five packets a digit and two repeated ends, except the last digit's repeats, which may
+    // still be on their way.
+    assert!(a.stop().await.dtmf_packets_out >= 19);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_has_the_caller_left_and_the_agent_right() {
+    let engine = MediaEngine::new(1).unwrap();
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45200, 45299);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("call.wav");
+    let (pa, pb) = (pool.bind().unwrap(), pool.bind().unwrap());
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let (a_addr, b_addr) = (addr(pa.port()), addr(pb.port()));
+    // A is the caller's side; B is ours, recording.
+    let mut a = engine
+        .start(pa, config(MediaCodec::Pcmu, b_addr, 1))
+        .unwrap();
+    let mut recorded = config(MediaCodec::Pcmu, a_addr, 2);
+    recorded.record = Some(path.clone());
+    let mut b = engine.start(pb, recorded).unwrap();
+    let feeders = [
+        feed_tone(a.take_outbound().unwrap(), 1000.0),
+        feed_tone(b.take_outbound().unwrap(), 700.0),
+    ];
+    let mut b_in = b.take_inbound().unwrap();
+    assert_eq!(collect(&mut b_in, 100).await.len(), 100);
+    let stats = b.stop().await;
+    a.stop().await;
+    for f in feeders {
+        f.await.unwrap();
+    }
+    assert_eq!(stats.recording_dropped, 0);
+    let wav = std::fs::read(&path).unwrap();
+    assert_eq!(&wav[..4], b"RIFF");
+    assert_eq!(&wav[8..16], b"WAVEfmt ");
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2, "stereo");
+    assert_eq!(
+        u32::from_le_bytes([wav[24], wav[25], wav[26], wav[27]]),
+        16000
+    );
+    let data_len = u32::from_le_bytes([wav[40], wav[41], wav[42], wav[43]]) as usize;
+    assert_eq!(data_len, wav.len() - 44, "the header was finished");
+    let samples: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    assert!(samples.len() / 2 >= 100 * FRAME_SAMPLES);
+    let (left, right): (Vec<i16>, Vec<i16>) =
+        samples.chunks_exact(2).map(|lr| (lr[0], lr[1])).unzip();
+    // One second from the middle of each channel.
+    let middle = |c: &[i16]| c[c.len() / 2 - 8000..c.len() / 2 + 8000].to_vec();
+    let (left, right) = (middle(&left), middle(&right));
+    assert!(tone_amplitude(&left, 16000, 1000.0) > AMPLITUDE * 0.8);
+    assert!(tone_amplitude(&left, 16000, 700.0) < AMPLITUDE * 0.05);
+    assert!(tone_amplitude(&right, 16000, 700.0) > AMPLITUDE * 0.8);
+    assert!(tone_amplitude(&right, 16000, 1000.0) < AMPLITUDE * 0.05);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_end_that_never_sends_times_out_once() {
+    let engine = MediaEngine::new(1).unwrap();
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45300, 45399);
+    let silent_peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut quiet = config(MediaCodec::Pcma, silent_peer.local_addr().unwrap(), 3);
+    quiet.rtp_timeout = Duration::from_millis(300);
+    let mut call = engine.start(pool.bind().unwrap(), quiet).unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), call.next_event())
+        .await
+        .unwrap();
+    assert!(matches!(
+        event,
+        Some(MediaEvent::RtpTimeout { silent_for }) if silent_for >= Duration::from_millis(300)
+    ));
+    // Our RTP still went out to it the whole time.
+    let mut buf = [0u8; 300];
+    silent_peer
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let n = silent_peer.recv(&mut buf).unwrap();
+    assert_eq!(dialtone_rtp::parse(&buf[..n]).unwrap().payload_type, 0);
+    let stats = call.stop().await;
+    assert!(stats.packets_out >= 10);
+    assert_eq!(pool.in_use(), 0);
+}
