@@ -280,9 +280,10 @@ async fn baresip_hears_us_and_we_hear_baresip() {
             let mut inbound = media.take_inbound().unwrap();
             let deadline = Instant::now() + talk;
             while Instant::now() < deadline {
-                match tokio::time::timeout(Duration::from_millis(500), inbound.recv()).await {
-                    Ok(Some(f)) => heard.push(f),
-                    _ => {}
+                if let Ok(Some(f)) =
+                    tokio::time::timeout(Duration::from_millis(500), inbound.recv()).await
+                {
+                    heard.push(f);
                 }
             }
             player.await.unwrap();
@@ -324,7 +325,7 @@ async fn baresip_hears_us_and_we_hear_baresip() {
 fn free_even_port() -> u16 {
     loop {
         let port = free_port().unwrap();
-        if port % 2 == 0
+        if port.is_multiple_of(2)
             && port < 65000
             && std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], port + 1))).is_ok()
         {

@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod dns;
+pub mod impair;
 pub mod media;
 
 use std::net::{TcpListener, TcpStream, UdpSocket};

@@ -60,9 +60,7 @@ fn run(command: &mut Command, program: &'static str) -> Result<(), PeerError> {
 pub fn write_rtp_pcap(path: &Path, ulaw: &[u8]) -> Result<(), PeerError> {
     let mut out = Vec::new();
     // Global header: magic, version 2.4, zone, accuracy, snaplen, link type 1 (Ethernet).
-    for word in [0xa1b2_c3d4u32] {
-        out.extend_from_slice(&word.to_le_bytes());
-    }
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     out.extend_from_slice(&0i32.to_le_bytes());
