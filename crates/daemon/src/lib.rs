@@ -203,6 +203,56 @@ fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
         .clone()
 }
 
+/// The media workers' latency histograms and counters in the Prometheus text format.
+fn media_metrics(media: &dialtone_media::MediaEngine) -> String {
+    use std::fmt::Write;
+    let latency = media.latency();
+    let mut out = String::new();
+    for (name, help, snapshot) in [
+        (
+            "dialtone_media_inbound_latency_seconds",
+            "RTP packet read to its 16 kHz frame in the speech ring (includes the jitter buffer delay)",
+            &latency.inbound,
+        ),
+        (
+            "dialtone_media_outbound_latency_seconds",
+            "Agent frame queued to its RTP packet sent",
+            &latency.outbound,
+        ),
+        (
+            "dialtone_media_step_seconds",
+            "CPU time of one call's 20 ms media tick",
+            &latency.step,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (le, count) in snapshot.buckets() {
+            cumulative += count;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", snapshot.count);
+        let _ = writeln!(out, "{name}_sum {}", snapshot.sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", snapshot.count);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP dialtone_media_ticks_skipped_total Media ticks skipped because a worker fell behind\n\
+         # TYPE dialtone_media_ticks_skipped_total counter\n\
+         dialtone_media_ticks_skipped_total {}\n\
+         # HELP dialtone_media_calls Calls whose media the workers are serving\n\
+         # TYPE dialtone_media_calls gauge\n\
+         dialtone_media_calls {}\n\
+         # HELP dialtone_media_workers Media worker threads\n\
+         # TYPE dialtone_media_workers gauge\n\
+         dialtone_media_workers {}",
+        latency.ticks_skipped,
+        latency.calls,
+        media.workers()
+    );
+    out
+}
+
 /// A running daemon.
 #[derive(Debug)]
 pub struct Daemon {
@@ -248,7 +298,7 @@ impl Daemon {
         let engine = Engine::new(
             storage,
             ua,
-            media,
+            media.clone(),
             EngineConfig {
                 rtp_bind: sip_addr.ip(),
                 rtp_advertised: media_ip,
@@ -274,7 +324,7 @@ impl Daemon {
             allow_private_webhooks: config.webhook_allow_private,
             metrics: prometheus().map(|handle| {
                 let render: Arc<dyn Fn() -> String + Send + Sync> =
-                    Arc::new(move || handle.render());
+                    Arc::new(move || handle.render() + &media_metrics(&media));
                 render
             }),
         });

@@ -221,12 +221,22 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
         "dialtone_setup_seconds",
         "dialtone_active_calls",
         "dialtone_jitter_buffer_ms",
+        "dialtone_media_step_seconds_bucket",
+        "dialtone_media_outbound_latency_seconds_sum",
+        "dialtone_media_workers 1",
     ] {
         assert!(
             metrics.contains(series),
             "{series} missing from:\n{metrics}"
         );
     }
+    // Every frame of the call went through the media worker's latency histogram.
+    let inbound_frames: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dialtone_media_inbound_latency_seconds_count "))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(inbound_frames >= 80, "{inbound_frames}");
     w.finish().await;
 }
 
