@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config libopus-dev protobuf-compiler
+  build-essential cmake pkg-config libopus-dev protobuf-compiler libprotobuf-dev
   sip-tester baresip kamailio
   tshark iproute2 sox espeak-ng openssl
 )

@@ -4,9 +4,9 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST/GET /v1/trunks`, `GET /v1/trunks/{id}` | SIP trunks (the password is write-only) |
-//! | `POST /v1/numbers`, `GET /v1/numbers/{id}` | numbers on trunks |
-//! | `POST /v1/agents`, `GET /v1/agents/{id}` | agents |
+//! | `POST/GET /v1/trunks`, `GET/PATCH/DELETE /v1/trunks/{id}` | SIP trunks (the password is write-only) |
+//! | `POST/GET /v1/numbers`, `GET/DELETE /v1/numbers/{id}` | numbers on trunks |
+//! | `POST/GET /v1/agents`, `GET/PATCH/DELETE /v1/agents/{id}` | agents |
 //! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
 //! | `GET /v1/calls/{id}/events`, `POST /v1/events/{id}/redeliver` | a call's webhook events and their delivery state; queue one again |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus (no auth) |
@@ -16,6 +16,9 @@
 //! a field this API does not know is a 400 naming it, never silently ignored.
 
 use std::sync::Arc;
+
+pub mod grpc;
+pub mod proto;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -92,6 +95,12 @@ impl From<StorageError> for ApiError {
                 message: "this Idempotency-Key was already used with a different request body"
                     .into(),
                 field: Some(field.to_owned()),
+            },
+            StorageError::InUse { .. } => ApiError {
+                status: 409,
+                code: "in_use",
+                message: e.to_string(),
+                field: None,
             },
             StorageError::Conflict { entity, field } => ApiError {
                 status: 409,
@@ -174,11 +183,17 @@ impl std::fmt::Debug for ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/trunks", post(create_trunk).get(list_trunks))
-        .route("/v1/trunks/{id}", get(get_trunk))
-        .route("/v1/numbers", post(create_number))
-        .route("/v1/numbers/{id}", get(get_number))
-        .route("/v1/agents", post(create_agent))
-        .route("/v1/agents/{id}", get(get_agent))
+        .route(
+            "/v1/trunks/{id}",
+            get(get_trunk).patch(update_trunk).delete(delete_trunk),
+        )
+        .route("/v1/numbers", post(create_number).get(list_numbers))
+        .route("/v1/numbers/{id}", get(get_number).delete(delete_number))
+        .route("/v1/agents", post(create_agent).get(list_agents))
+        .route(
+            "/v1/agents/{id}",
+            get(get_agent).patch(update_agent).delete(delete_agent),
+        )
         .route("/v1/calls", post(create_call).get(list_calls))
         .route("/v1/calls/{id}", get(get_call))
         .route("/v1/calls/{id}/hangup", post(hangup_call))
@@ -191,10 +206,17 @@ pub fn router(state: ApiState) -> Router {
 }
 
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    check_bearer(
+        state,
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Checks an `Authorization` value (HTTP header or gRPC metadata) against the API key.
+pub(crate) fn check_bearer(state: &ApiState, authorization: Option<&str>) -> Result<(), ApiError> {
+    let given = authorization.and_then(|v| v.strip_prefix("Bearer "));
     // Constant-time comparison: the key's length is not secret, its bytes are.
     let ok = given.is_some_and(|g| {
         g.len() == state.api_key.len()
@@ -213,13 +235,6 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
             field: None,
         })
     }
-}
-
-/// Parses a body that must be one JSON object whose keys are all in `allowed`.
-fn object_body(body: &Bytes, allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    let map = json_object(body)?;
-    only_fields(&map, allowed)?;
-    Ok(map)
 }
 
 /// Refuses the first key not in `allowed`, naming it.
@@ -431,9 +446,35 @@ async fn create_trunk(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let map = object_body(&body, TRUNK_FIELDS)?;
-    let port = opt_u32(&map, "port")?.unwrap_or(5060);
-    let transport = match opt_string(&map, "transport")?.as_deref() {
+    let map = json_object(&body)?;
+    Ok(created(service_create_trunk(&state, &map).await?))
+}
+
+/// A trunk as the API shows it: no password, whether one is set, RFC 3339 times.
+pub(crate) fn trunk_json(trunk: &dialtone_storage::Trunk) -> Value {
+    let mut v = to_json(trunk);
+    if let Value::Object(m) = &mut v {
+        m.insert("has_password".into(), json!(trunk.password.is_some()));
+        m.insert("created_at".into(), json!(rfc3339(trunk.created_at)));
+        m.insert("updated_at".into(), json!(rfc3339(trunk.updated_at)));
+    }
+    v
+}
+
+/// A number as the API shows it.
+pub(crate) fn number_json(number: &dialtone_storage::Number) -> Value {
+    let mut v = to_json(number);
+    if let Value::Object(m) = &mut v {
+        m.insert("created_at".into(), json!(rfc3339(number.created_at)));
+    }
+    v
+}
+
+/// A trunk's fields from a request body (or a stored trunk with a patch laid over it).
+fn trunk_from_map(map: &Map<String, Value>) -> Result<NewTrunk, ApiError> {
+    only_fields(map, TRUNK_FIELDS)?;
+    let port = opt_u32(map, "port")?.unwrap_or(5060);
+    let transport = match opt_string(map, "transport")?.as_deref() {
         None | Some("udp") => TrunkTransport::Udp,
         Some("tcp") => TrunkTransport::Tcp,
         Some(_) => {
@@ -443,26 +484,97 @@ async fn create_trunk(
             ));
         }
     };
+    Ok(NewTrunk {
+        name: req_string(map, "name")?,
+        host: req_string(map, "host")?,
+        port: u16::try_from(port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| ApiError::invalid("port", "`port` must be 1-65535"))?,
+        transport,
+        username: opt_string(map, "username")?,
+        password: opt_string(map, "password")?,
+        realm: opt_string(map, "realm")?,
+        from_domain: opt_string(map, "from_domain")?,
+        max_concurrent_calls: opt_u32(map, "max_concurrent_calls")?,
+        max_calls_per_second: opt_u32(map, "max_calls_per_second")?,
+    })
+}
+
+pub(crate) async fn service_create_trunk(
+    state: &ApiState,
+    map: &Map<String, Value>,
+) -> Result<Value, ApiError> {
     let trunk = state
         .engine
         .storage()
-        .create_trunk(NewTrunk {
-            name: req_string(&map, "name")?,
-            host: req_string(&map, "host")?,
-            port: u16::try_from(port)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| ApiError::invalid("port", "`port` must be 1-65535"))?,
-            transport,
-            username: opt_string(&map, "username")?,
-            password: opt_string(&map, "password")?,
-            realm: opt_string(&map, "realm")?,
-            from_domain: opt_string(&map, "from_domain")?,
-            max_concurrent_calls: opt_u32(&map, "max_concurrent_calls")?,
-            max_calls_per_second: opt_u32(&map, "max_calls_per_second")?,
-        })
+        .create_trunk(trunk_from_map(map)?)
         .await?;
-    Ok(created(to_json(&trunk)))
+    Ok(trunk_json(&trunk))
+}
+
+/// Lays `patch` over `current`: a key present replaces, `null` clears.
+fn patched(mut current: Map<String, Value>, patch: &Map<String, Value>) -> Map<String, Value> {
+    for (k, v) in patch {
+        if v.is_null() {
+            current.remove(k);
+        } else {
+            current.insert(k.clone(), v.clone());
+        }
+    }
+    current
+}
+
+pub(crate) async fn service_update_trunk(
+    state: &ApiState,
+    id: &str,
+    patch: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    only_fields(patch, TRUNK_FIELDS)?;
+    let id = path_uuid(id, "trunk")?;
+    let current = state.engine.storage().get_trunk(id).await?;
+    let Value::Object(mut map) = to_json(&current) else {
+        return Err(ApiError::not_found("trunk", id));
+    };
+    map.retain(|k, _| TRUNK_FIELDS.contains(&k.as_str()));
+    if let Some(p) = &current.password {
+        map.insert("password".into(), json!(p));
+    }
+    let trunk = state
+        .engine
+        .storage()
+        .update_trunk(id, trunk_from_map(&patched(map, patch))?)
+        .await?;
+    Ok(trunk_json(&trunk))
+}
+
+pub(crate) async fn service_delete_trunk(state: &ApiState, id: &str) -> Result<(), ApiError> {
+    Ok(state
+        .engine
+        .storage()
+        .delete_trunk(path_uuid(id, "trunk")?)
+        .await?)
+}
+
+async fn update_trunk(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let patch = json_object(&body)?;
+    Ok(Json(service_update_trunk(&state, &id, &patch).await?))
+}
+
+async fn delete_trunk(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    service_delete_trunk(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_trunks(
@@ -470,8 +582,13 @@ async fn list_trunks(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
+    Ok(Json(service_list_trunks(&state).await?))
+}
+
+pub(crate) async fn service_list_trunks(state: &ApiState) -> Result<Value, ApiError> {
     let trunks = state.engine.storage().list_trunks().await?;
-    Ok(Json(json!({"data": to_json(&trunks), "next_cursor": null})))
+    let data: Vec<Value> = trunks.iter().map(trunk_json).collect();
+    Ok(json!({"data": data, "next_cursor": null}))
 }
 
 fn path_uuid(id: &str, entity: &str) -> Result<Uuid, ApiError> {
@@ -484,12 +601,16 @@ async fn get_trunk(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
+    Ok(Json(service_get_trunk(&state, &id).await?))
+}
+
+pub(crate) async fn service_get_trunk(state: &ApiState, id: &str) -> Result<Value, ApiError> {
     let trunk = state
         .engine
         .storage()
-        .get_trunk(path_uuid(&id, "trunk")?)
+        .get_trunk(path_uuid(id, "trunk")?)
         .await?;
-    Ok(Json(to_json(&trunk)))
+    Ok(trunk_json(&trunk))
 }
 
 async fn create_number(
@@ -498,7 +619,16 @@ async fn create_number(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let map = object_body(&body, &["e164", "trunk_id"])?;
+    let map = json_object(&body)?;
+    Ok(created(service_create_number(&state, &map).await?))
+}
+
+pub(crate) async fn service_create_number(
+    state: &ApiState,
+    map: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    only_fields(map, &["e164", "trunk_id"])?;
+    let map = map.clone();
     let e164 =
         e164_field(&map, "e164")?.ok_or_else(|| ApiError::invalid("e164", "`e164` is required"))?;
     let trunk_id = uuid_field(&map, "trunk_id")?;
@@ -511,7 +641,7 @@ async fn create_number(
         }
         other => other?,
     };
-    Ok(created(to_json(&number)))
+    Ok(number_json(&number))
 }
 
 async fn get_number(
@@ -520,12 +650,48 @@ async fn get_number(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
+    Ok(Json(service_get_number(&state, &id).await?))
+}
+
+pub(crate) async fn service_list_numbers(state: &ApiState) -> Result<Value, ApiError> {
+    let numbers = state.engine.storage().list_numbers().await?;
+    let data: Vec<Value> = numbers.iter().map(number_json).collect();
+    Ok(json!({"data": data, "next_cursor": null}))
+}
+
+pub(crate) async fn service_delete_number(state: &ApiState, id: &str) -> Result<(), ApiError> {
+    Ok(state
+        .engine
+        .storage()
+        .delete_number(path_uuid(id, "number")?)
+        .await?)
+}
+
+async fn list_numbers(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(service_list_numbers(&state).await?))
+}
+
+async fn delete_number(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    service_delete_number(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn service_get_number(state: &ApiState, id: &str) -> Result<Value, ApiError> {
     let number = state
         .engine
         .storage()
-        .get_number(path_uuid(&id, "number")?)
+        .get_number(path_uuid(id, "number")?)
         .await?;
-    Ok(Json(to_json(&number)))
+    Ok(number_json(&number))
 }
 
 const AGENT_FIELDS: &[&str] = &[
@@ -552,9 +718,15 @@ async fn create_agent(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let map = object_body(&body, AGENT_FIELDS)?;
-    let name = req_string(&map, "name")?;
-    match opt_string(&map, "direction")?.as_deref() {
+    let map = json_object(&body)?;
+    Ok(created(service_create_agent(&state, &map).await?))
+}
+
+/// An agent's fields from a request body (or a stored agent with a patch laid over it).
+fn agent_from_map(map: &Map<String, Value>) -> Result<NewAgent, ApiError> {
+    only_fields(map, AGENT_FIELDS)?;
+    let name = req_string(map, "name")?;
+    match opt_string(map, "direction")?.as_deref() {
         None | Some("outbound") => {}
         Some(_) => {
             return Err(ApiError::invalid(
@@ -563,7 +735,7 @@ async fn create_agent(
             ));
         }
     }
-    url_field(&map, "webhook_url")?;
+    url_field(map, "webhook_url")?;
     let number_ids = match map.get("number_ids") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(ids)) => ids
@@ -582,7 +754,7 @@ async fn create_agent(
     };
     let primary = match map.get("primary_number_id") {
         None | Some(Value::Null) => number_ids.first().copied(),
-        Some(_) => Some(uuid_field(&map, "primary_number_id")?),
+        Some(_) => Some(uuid_field(map, "primary_number_id")?),
     };
     if let Some(p) = primary
         && !number_ids.contains(&p)
@@ -596,29 +768,112 @@ async fn create_agent(
     config.remove("name");
     config.remove("number_ids");
     config.remove("primary_number_id");
-    let agent = match state
-        .engine
-        .storage()
-        .create_agent(NewAgent {
-            name,
-            config: Value::Object(config),
-            number_ids,
-            primary_number_id: primary,
-        })
-        .await
-    {
-        Err(StorageError::NotFound {
+    Ok(NewAgent {
+        name,
+        config: Value::Object(config),
+        number_ids,
+        primary_number_id: primary,
+    })
+}
+
+/// A number that does not exist, named as the `number_ids` field's fault.
+fn unknown_number(e: StorageError) -> ApiError {
+    match e {
+        StorageError::NotFound {
             entity: "number",
             id,
-        }) => {
-            return Err(ApiError::invalid(
-                "number_ids",
-                format!("number {id} does not exist"),
-            ));
-        }
-        other => other?,
+        } => ApiError::invalid("number_ids", format!("number {id} does not exist")),
+        other => other.into(),
+    }
+}
+
+pub(crate) async fn service_create_agent(
+    state: &ApiState,
+    map: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let agent = state
+        .engine
+        .storage()
+        .create_agent(agent_from_map(map)?)
+        .await
+        .map_err(unknown_number)?;
+    Ok(agent_json(&agent))
+}
+
+pub(crate) async fn service_update_agent(
+    state: &ApiState,
+    id: &str,
+    patch: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    only_fields(patch, AGENT_FIELDS)?;
+    let id = path_uuid(id, "agent")?;
+    let current = state.engine.storage().get_agent(id).await?;
+    let Value::Object(mut map) = agent_json(&current) else {
+        return Err(ApiError::not_found("agent", id));
     };
-    Ok(created(agent_json(&agent)))
+    map.retain(|k, _| AGENT_FIELDS.contains(&k.as_str()));
+    // New numbers without a new primary: the primary stays if it is still attached.
+    if patch.contains_key("number_ids") && !patch.contains_key("primary_number_id") {
+        let keeps = current.primary_number_id.is_some_and(|p| {
+            patch
+                .get("number_ids")
+                .and_then(Value::as_array)
+                .is_some_and(|ids| ids.iter().any(|v| v.as_str() == Some(&p.to_string())))
+        });
+        if !keeps {
+            map.remove("primary_number_id");
+        }
+    }
+    let agent = state
+        .engine
+        .storage()
+        .update_agent(id, agent_from_map(&patched(map, patch))?)
+        .await
+        .map_err(unknown_number)?;
+    Ok(agent_json(&agent))
+}
+
+pub(crate) async fn service_list_agents(state: &ApiState) -> Result<Value, ApiError> {
+    let agents = state.engine.storage().list_agents().await?;
+    let data: Vec<Value> = agents.iter().map(agent_json).collect();
+    Ok(json!({"data": data, "next_cursor": null}))
+}
+
+pub(crate) async fn service_delete_agent(state: &ApiState, id: &str) -> Result<(), ApiError> {
+    Ok(state
+        .engine
+        .storage()
+        .delete_agent(path_uuid(id, "agent")?)
+        .await?)
+}
+
+async fn list_agents(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(service_list_agents(&state).await?))
+}
+
+async fn update_agent(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let patch = json_object(&body)?;
+    Ok(Json(service_update_agent(&state, &id, &patch).await?))
+}
+
+async fn delete_agent(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    service_delete_agent(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn agent_json(agent: &dialtone_storage::Agent) -> Value {
@@ -639,12 +894,16 @@ async fn get_agent(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
+    Ok(Json(service_get_agent(&state, &id).await?))
+}
+
+pub(crate) async fn service_get_agent(state: &ApiState, id: &str) -> Result<Value, ApiError> {
     let agent = state
         .engine
         .storage()
-        .get_agent(path_uuid(&id, "agent")?)
+        .get_agent(path_uuid(id, "agent")?)
         .await?;
-    Ok(Json(agent_json(&agent)))
+    Ok(agent_json(&agent))
 }
 
 /// Fields that live on the agent and are refused on a call.
@@ -673,6 +932,36 @@ async fn create_call(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let map = json_object(&body)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::invalid(
+                "Idempotency-Key",
+                "the Idempotency-Key header must be 1-255 visible characters",
+            )
+        })?),
+    };
+    let (call, replayed) = service_dispatch(&state, &map, key).await?;
+    if replayed {
+        Ok((
+            StatusCode::CREATED,
+            [("idempotent-replayed", "true")],
+            Json(call),
+        )
+            .into_response())
+    } else {
+        Ok(created(call))
+    }
+}
+
+/// Dispatches a call; the call object and whether an earlier request with the same
+/// idempotency key made it.
+pub(crate) async fn service_dispatch(
+    state: &ApiState,
+    map: &Map<String, Value>,
+    idempotency_key: Option<&str>,
+) -> Result<(Value, bool), ApiError> {
+    let map = map.clone();
     if let Some(field) = AGENT_ONLY_FIELDS.iter().find(|f| map.contains_key(**f)) {
         return Err(ApiError::invalid(
             field,
@@ -695,12 +984,10 @@ async fn create_call(
             field: Some("instructions".into()),
         });
     }
-    let idempotency = match headers.get("idempotency-key") {
+    let idempotency = match idempotency_key {
         None => None,
         Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
+            let key = Some(v)
                 .filter(|k| !k.is_empty() && k.len() <= 255)
                 .ok_or_else(|| {
                     ApiError::invalid(
@@ -721,25 +1008,20 @@ async fn create_call(
         from_number,
         instructions,
         context: object_field(&map, "context")?,
-        webhook_url: public_url_field(&state, &map, "webhook_url").await?,
+        webhook_url: public_url_field(state, &map, "webhook_url").await?,
         metadata: object_field(&map, "metadata")?,
         idempotency,
     };
-    match state.engine.dispatch(request).await? {
-        Dispatched::New(call) => Ok(created(call.to_json())),
-        Dispatched::Replayed(call) => Ok((
-            StatusCode::CREATED,
-            [("idempotent-replayed", "true")],
-            Json(call.to_json()),
-        )
-            .into_response()),
-    }
+    Ok(match state.engine.dispatch(request).await? {
+        Dispatched::New(call) => (call.to_json(), false),
+        Dispatched::Replayed(call) => (call.to_json(), true),
+    })
 }
 
 /// Query parameters of `GET /v1/calls`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     agent_id: Option<String>,
     status: Option<String>,
     to: Option<String>,
@@ -768,6 +1050,10 @@ async fn list_calls(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
     let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    Ok(Json(service_list_calls(&state, q).await?))
+}
+
+pub(crate) async fn service_list_calls(state: &ApiState, q: ListQuery) -> Result<Value, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid("limit", "`limit` must be 1-200"));
@@ -810,7 +1096,7 @@ async fn list_calls(
         other => other?,
     };
     let data: Vec<Value> = calls.iter().map(|c| c.to_json()).collect();
-    Ok(Json(json!({"data": data, "next_cursor": next})))
+    Ok(json!({"data": data, "next_cursor": next}))
 }
 
 async fn get_call(
@@ -819,12 +1105,16 @@ async fn get_call(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
+    Ok(Json(service_get_call(&state, &id).await?))
+}
+
+pub(crate) async fn service_get_call(state: &ApiState, id: &str) -> Result<Value, ApiError> {
     let call = state
         .engine
         .storage()
-        .get_call(path_uuid(&id, "call")?)
+        .get_call(path_uuid(id, "call")?)
         .await?;
-    Ok(Json(call.to_json()))
+    Ok(call.to_json())
 }
 
 async fn call_events(
@@ -860,10 +1150,14 @@ async fn hangup_call(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let id = path_uuid(&id, "call")?;
+    Ok(Json(service_hangup(&state, &id).await?))
+}
+
+pub(crate) async fn service_hangup(state: &ApiState, id: &str) -> Result<Value, ApiError> {
+    let id = path_uuid(id, "call")?;
     state.engine.hangup(id).await?;
     let call = state.engine.storage().get_call(id).await?;
-    Ok(Json(call.to_json()))
+    Ok(call.to_json())
 }
 
 #[cfg(test)]
@@ -889,10 +1183,11 @@ mod tests {
 
     #[test]
     fn strict_bodies_name_the_unknown_field() {
-        let err = object_body(&Bytes::from_static(b"{\"agent_idd\": 1}"), CALL_FIELDS).unwrap_err();
+        let map = json_object(&Bytes::from_static(b"{\"agent_idd\": 1}")).unwrap();
+        let err = only_fields(&map, CALL_FIELDS).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("agent_idd"));
         assert_eq!(err.status, 400);
-        let err = object_body(&Bytes::from_static(b"[1]"), CALL_FIELDS).unwrap_err();
+        let err = json_object(&Bytes::from_static(b"[1]")).unwrap_err();
         assert_eq!(err.message, "body must be a JSON object");
     }
 }

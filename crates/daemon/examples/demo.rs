@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
 
     let daemon = Daemon::start(Config {
         http_addr: "127.0.0.1:0".parse()?,
+        grpc_addr: "127.0.0.1:0".parse()?,
         sip_addr: "127.0.0.1:0".parse()?,
         sip_advertised: None,
         rtp_ports: (20000, 20999),

@@ -7,6 +7,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `DIALTONE_HTTP_ADDR` | `127.0.0.1:8080` | HTTP API and health |
+//! | `DIALTONE_GRPC_ADDR` | `127.0.0.1:9090` | gRPC API, gRPC health and reflection |
 //! | `DIALTONE_SIP_ADDR` | `0.0.0.0:5060` | SIP over UDP and TCP |
 //! | `DIALTONE_SIP_ADVERTISED_ADDR` | the SIP address | `host[:port]` written in Via/Contact and SDP |
 //! | `DIALTONE_RTP_PORTS` | `20000-20999` | RTP port range |
@@ -53,6 +54,14 @@ pub enum DaemonError {
     /// The media worker threads could not be started.
     #[error("DIALTONE_MEDIA_WORKERS: {0}")]
     Media(#[from] dialtone_media::MediaError),
+    /// The gRPC listener could not be bound or set up.
+    #[error("DIALTONE_GRPC_ADDR: cannot serve gRPC on {addr}: {detail}")]
+    Grpc {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        detail: String,
+    },
     /// The HTTP listener could not be bound.
     #[error("DIALTONE_HTTP_ADDR: cannot bind {addr}: {source}")]
     Http {
@@ -68,6 +77,8 @@ pub enum DaemonError {
 pub struct Config {
     /// HTTP API address.
     pub http_addr: SocketAddr,
+    /// gRPC API address.
+    pub grpc_addr: SocketAddr,
     /// SIP address (UDP and TCP).
     pub sip_addr: SocketAddr,
     /// Advertised SIP host and port.
@@ -149,6 +160,7 @@ impl Config {
         };
         Ok(Self {
             http_addr: addr("DIALTONE_HTTP_ADDR", "127.0.0.1:8080")?,
+            grpc_addr: addr("DIALTONE_GRPC_ADDR", "127.0.0.1:9090")?,
             sip_addr: addr("DIALTONE_SIP_ADDR", "0.0.0.0:5060")?,
             sip_advertised,
             rtp_ports,
@@ -258,15 +270,18 @@ fn media_metrics(media: &dialtone_media::MediaEngine) -> String {
 pub struct Daemon {
     /// The bound HTTP address.
     pub http_addr: SocketAddr,
+    /// The bound gRPC address.
+    pub grpc_addr: SocketAddr,
     /// The bound SIP address.
     pub sip_addr: SocketAddr,
     engine: Arc<Engine>,
     server: tokio::task::JoinHandle<()>,
+    grpc: tokio::task::JoinHandle<()>,
     webhooks: tokio::task::JoinHandle<()>,
 }
 
 impl Daemon {
-    /// Opens storage, binds SIP and HTTP, and serves.
+    /// Opens storage, binds SIP, HTTP and gRPC, and serves.
     pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let storage = Storage::open(&config.database_url).await?;
         let interrupted = storage.close_interrupted_calls().await?;
@@ -318,7 +333,7 @@ impl Daemon {
             addr: config.http_addr,
             source,
         })?;
-        let app = router(ApiState {
+        let api = ApiState {
             engine: engine.clone(),
             api_key: config.api_key.clone(),
             allow_private_webhooks: config.webhook_allow_private,
@@ -327,15 +342,42 @@ impl Daemon {
                     Arc::new(move || handle.render() + &media_metrics(&media));
                 render
             }),
+        };
+        let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|e| DaemonError::Grpc {
+                addr: config.grpc_addr,
+                detail: e.to_string(),
+            })?;
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .map_err(|e| DaemonError::Grpc {
+                addr: config.grpc_addr,
+                detail: e.to_string(),
+            })?;
+        let grpc_router = dialtone_control::grpc::services(api.clone())
+            .await
+            .map_err(|e| DaemonError::Grpc {
+                addr: grpc_addr,
+                detail: e.to_string(),
+            })?;
+        let grpc = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+            if let Err(error) = grpc_router.serve_with_incoming(incoming).await {
+                tracing::error!(%error, "gRPC server stopped");
+            }
         });
+        let app = router(api);
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "HTTP server stopped");
             }
         });
-        tracing::info!(%http_addr, %sip_addr, "dialtoned ready");
+        tracing::info!(%http_addr, %grpc_addr, %sip_addr, "dialtoned ready");
         Ok(Daemon {
             http_addr,
+            grpc_addr,
+            grpc,
             sip_addr,
             engine,
             server,
@@ -351,6 +393,7 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.server.abort();
+        self.grpc.abort();
         // Undelivered events stay in the outbox; the next start delivers them.
         self.webhooks.abort();
     }

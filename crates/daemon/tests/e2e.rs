@@ -18,6 +18,7 @@ fn config(dir: &std::path::Path) -> Config {
     let base = 30000 + (std::process::id() % 500) as u16 * 40;
     Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
         sip_addr: "127.0.0.1:0".parse().unwrap(),
         sip_advertised: None,
         rtp_ports: (base, base + 39),
@@ -729,4 +730,339 @@ async fn calls_list_newest_first_in_pages_with_filters() {
         assert_eq!(s, 400, "{bad}: {err}");
     }
     w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunks_numbers_and_agents_are_changed_and_deleted() {
+    let w = world(None, &[]).await;
+    let api = &w.api;
+    let (_, trunks) = api.get("/v1/trunks").await;
+    let trunk_id = trunks["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(trunks["data"][0]["has_password"], true);
+    // PATCH changes what it names and keeps the rest; null clears.
+    let (s, trunk) = api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/trunks/{trunk_id}"),
+            Some(json!({"port": 5080, "transport": "tcp"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{trunk}");
+    assert_eq!((trunk["port"].clone(), trunk["transport"].clone()), (json!(5080), json!("tcp")));
+    assert_eq!(trunk["name"], "sipp");
+    assert_eq!(trunk["has_password"], true, "the password was kept");
+    let (_, trunk) = api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/trunks/{trunk_id}"),
+            Some(json!({"password": null})),
+        )
+        .await;
+    assert_eq!(trunk["has_password"], false);
+    let (s, e) = api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/trunks/{trunk_id}"),
+            Some(json!({"prot": 1})),
+        )
+        .await;
+    assert_eq!((s, e["error"]["field"].clone()), (400, json!("prot")));
+    // A trunk with numbers, a number an agent uses: 409, saying why.
+    let (s, e) = api
+        .send(reqwest::Method::DELETE, &format!("/v1/trunks/{trunk_id}"), None)
+        .await;
+    assert_eq!((s, e["error"]["code"].clone()), (409, json!("in_use")), "{e}");
+    let (_, numbers) = api.get("/v1/numbers").await;
+    let number_id = numbers["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, e) = api
+        .send(reqwest::Method::DELETE, &format!("/v1/numbers/{number_id}"), None)
+        .await;
+    assert_eq!(s, 409, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("agent"));
+    // Detach the number from the agent: it then has no caller ID to dispatch with.
+    let (s, agent) = api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/agents/{}", w.agent_id),
+            Some(json!({"number_ids": []})),
+        )
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    assert_eq!(agent["primary_number_id"], Value::Null);
+    assert_eq!(agent["instructions"], "Repeat after the caller.");
+    let (s, _) = api
+        .post("/v1/calls", json!({"agent_id": w.agent_id, "to": "+15551230000"}))
+        .await;
+    assert_eq!(s, 409);
+    // Now everything can go, in order; names and numbers are free again.
+    for path in [
+        format!("/v1/numbers/{number_id}"),
+        format!("/v1/agents/{}", w.agent_id),
+        format!("/v1/trunks/{trunk_id}"),
+    ] {
+        let (s, _) = api.send(reqwest::Method::DELETE, &path, None).await;
+        assert_eq!(s, 204, "{path}");
+        let (s, _) = api.get(&path).await;
+        assert_eq!(s, 404, "{path}");
+    }
+    let (_, agents) = api.get("/v1/agents").await;
+    assert_eq!(agents["data"], json!([]));
+    let (s, _) = api
+        .post("/v1/trunks", json!({"name": "sipp", "host": "127.0.0.1"}))
+        .await;
+    assert_eq!(s, 201);
+    w.finish().await;
+}
+
+mod grpc {
+    //! The same service over gRPC: a tonic client against the daemon's gRPC port.
+
+    use super::*;
+    use dialtone_control::proto::{
+        self, agent_service_client::AgentServiceClient, call_service_client::CallServiceClient,
+        trunk_service_client::TrunkServiceClient,
+    };
+    use tonic::metadata::MetadataValue;
+    use tonic::transport::Channel;
+
+    async fn channel(daemon: &Daemon) -> Channel {
+        Channel::from_shared(format!("http://{}", daemon.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    fn authed<T>(message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {KEY}")).unwrap(),
+        );
+        r
+    }
+
+    fn dispatch_request(agent_id: &str) -> proto::DispatchCallRequest {
+        proto::DispatchCallRequest {
+            agent_id: agent_id.to_owned(),
+            to: "+15551230000".into(),
+            context: Some(prost_types::Struct {
+                fields: [(
+                    "appointment".to_owned(),
+                    prost_types::Value {
+                        kind: Some(prost_types::value::Kind::StringValue("tomorrow".into())),
+                    },
+                )]
+                .into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_dispatched_over_grpc_is_watched_to_its_end() {
+        let w = world(
+            Some("callee_speaks_then_hangs_up.xml"),
+            &[("talk_ms", "1500")],
+        )
+        .await;
+        let mut calls = CallServiceClient::new(channel(&w.daemon).await);
+        let mut request = dispatch_request(&w.agent_id);
+        request.idempotency_key = Some("grpc-1".into());
+        let dispatched = calls
+            .dispatch_call(authed(request.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!dispatched.replayed);
+        let call = dispatched.call.unwrap();
+        assert_eq!(call.status(), proto::CallStatus::Queued);
+        assert_eq!(call.instructions, "Repeat after the caller.");
+        // Watch it: every state in order, ending with the final one.
+        let mut stream = calls
+            .watch_call(authed(proto::WatchCallRequest {
+                id: call.id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut seen = Vec::new();
+        while let Some(update) = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            seen.push(update.call.unwrap().status());
+        }
+        assert_eq!(seen.last(), Some(&proto::CallStatus::Completed), "{seen:?}");
+        assert!(seen.windows(2).all(|p| p[0] < p[1]), "forward only: {seen:?}");
+        assert!(seen.contains(&proto::CallStatus::InProgress), "{seen:?}");
+        // The same idempotency key replays the same call.
+        let again = calls
+            .dispatch_call(authed(request))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(again.replayed);
+        assert_eq!(again.call.unwrap().id, call.id);
+        let got = calls
+            .get_call(authed(proto::GetCallRequest {
+                id: call.id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .call
+            .unwrap();
+        assert_eq!(got.status(), proto::CallStatus::Completed);
+        assert_eq!(got.end_reason.as_ref().unwrap().by, "callee");
+        assert!(got.talk_duration_ms.unwrap() >= 1000);
+        let context = got.context.unwrap();
+        assert!(context.fields.contains_key("appointment"));
+        let media = got.media_stats.unwrap();
+        assert!(media.fields.contains_key("packets_in"));
+        let listed = calls
+            .list_calls(authed(proto::ListCallsRequest {
+                status: proto::CallStatus::Completed as i32,
+                limit: Some(10),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.calls.len(), 1);
+        assert_eq!(listed.next_cursor, None);
+        w.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grpc_errors_carry_the_right_code_and_name_the_field() {
+        let w = world(None, &[]).await;
+        let channel = channel(&w.daemon).await;
+        let mut calls = CallServiceClient::new(channel.clone());
+        // No key.
+        let e = calls
+            .get_call(proto::GetCallRequest { id: "x".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        // A bad number names `to`.
+        let mut bad = dispatch_request(&w.agent_id);
+        bad.to = "5551230000".into();
+        let e = calls.dispatch_call(authed(bad)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.metadata().get("dialtone-error-field").unwrap(), "to");
+        // An unknown agent.
+        let e = calls
+            .dispatch_call(authed(dispatch_request("01900000-0000-7000-8000-000000000000")))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        // A from_number the agent does not have.
+        let mut other = dispatch_request(&w.agent_id);
+        other.from_number = Some("+15550000000".into());
+        let e = calls.dispatch_call(authed(other)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("from_number"), "{}", e.message());
+        // A trunk whose name is taken.
+        let mut trunks = TrunkServiceClient::new(channel.clone());
+        let e = trunks
+            .create_trunk(authed(proto::CreateTrunkRequest {
+                trunk: Some(proto::TrunkFields {
+                    name: Some("sipp".into()),
+                    host: Some("127.0.0.1".into()),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::AlreadyExists);
+        // A trunk still carrying numbers cannot be deleted.
+        let listed = trunks
+            .list_trunks(authed(proto::ListTrunksRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let trunk = &listed.trunks[0];
+        assert!(trunk.has_password, "the password is set but never shown");
+        let e = trunks
+            .delete_trunk(authed(proto::DeleteTrunkRequest {
+                id: trunk.id.clone(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        // Agents: update keeps what it does not name.
+        let mut agents = AgentServiceClient::new(channel.clone());
+        let updated = agents
+            .update_agent(authed(proto::UpdateAgentRequest {
+                id: w.agent_id.clone(),
+                agent: Some(proto::AgentFields {
+                    persona: Some("A patient receptionist".into()),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .agent
+            .unwrap()
+            .fields
+            .unwrap();
+        assert_eq!(updated.persona.as_deref(), Some("A patient receptionist"));
+        assert_eq!(updated.instructions.as_deref(), Some("Repeat after the caller."));
+        assert_eq!(updated.number_ids.len(), 1);
+        w.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn health_and_reflection_answer() {
+        let w = world(None, &[]).await;
+        let channel = channel(&w.daemon).await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        for service in ["", "dialtone.v1.CallService", "dialtone.v1.AgentService"] {
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            assert_eq!(
+                status,
+                tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            );
+        }
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest,
+            server_reflection_response::MessageResponse,
+        };
+        let mut reflection = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = reflection
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("{response:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for expected in [
+            "dialtone.v1.CallService",
+            "dialtone.v1.AgentService",
+            "dialtone.v1.NumberService",
+            "dialtone.v1.TrunkService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+        }
+        w.finish().await;
+    }
 }

@@ -148,6 +148,7 @@ pub struct Engine {
     config: EngineConfig,
     live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<()>>>,
     accepting: std::sync::atomic::AtomicBool,
+    changes: tokio::sync::broadcast::Sender<Uuid>,
 }
 
 const SUPPORTED_BRAINS: &[&str] = &["builtin:echo"];
@@ -190,6 +191,7 @@ impl Engine {
             config,
             live: Mutex::new(HashMap::new()),
             accepting: std::sync::atomic::AtomicBool::new(true),
+            changes: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
@@ -349,9 +351,21 @@ impl Engine {
     }
 
     async fn advance(&self, id: Uuid, status: CallStatus, progress: CallProgress) {
-        if let Err(error) = self.storage.advance_call(id, status, progress).await {
-            tracing::error!(%error, status = status.as_str(), "could not record call progress");
+        match self.storage.advance_call(id, status, progress).await {
+            // Committed: now it may be announced.
+            Ok(_) => {
+                let _ = self.changes.send(id);
+            }
+            Err(error) => {
+                tracing::error!(%error, status = status.as_str(), "could not record call progress")
+            }
         }
+    }
+
+    /// Ids of calls as their changes are committed, for watchers (a receiver that lags
+    /// misses ids and should re-read what it watches).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
+        self.changes.subscribe()
     }
 
     async fn fail(

@@ -45,6 +45,16 @@ pub enum StorageError {
         /// The unique field.
         field: &'static str,
     },
+    /// The row is still used by others and cannot be deleted.
+    #[error("{entity} {id} is still used by {used_by}")]
+    InUse {
+        /// The entity.
+        entity: &'static str,
+        /// Its id.
+        id: String,
+        /// What uses it.
+        used_by: &'static str,
+    },
     /// A pagination cursor this storage did not make.
     #[error("cursor {cursor:?} is not valid")]
     InvalidCursor {
@@ -541,7 +551,7 @@ impl Storage {
 
     /// One trunk.
     pub async fn get_trunk(&self, id: Uuid) -> Result<Trunk> {
-        let row = sqlx::query("SELECT * FROM trunks WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM trunks WHERE id = ? AND deleted_at IS NULL")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -554,10 +564,72 @@ impl Storage {
 
     /// Every trunk, oldest first.
     pub async fn list_trunks(&self) -> Result<Vec<Trunk>> {
-        let rows = sqlx::query("SELECT * FROM trunks ORDER BY created_at, id")
+        let rows =
+            sqlx::query("SELECT * FROM trunks WHERE deleted_at IS NULL ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(Self::trunk_from).collect()
+    }
+
+    /// Replaces a trunk's fields.
+    pub async fn update_trunk(&self, id: Uuid, t: NewTrunk) -> Result<Trunk> {
+        self.get_trunk(id).await?;
+        sqlx::query(
+            "UPDATE trunks SET name = ?, host = ?, port = ?, transport = ?, username = ?, \
+             password = ?, realm = ?, from_domain = ?, max_concurrent_calls = ?, \
+             max_calls_per_second = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(&t.name)
+        .bind(&t.host)
+        .bind(i64::from(t.port))
+        .bind(t.transport.as_str())
+        .bind(&t.username)
+        .bind(&t.password)
+        .bind(&t.realm)
+        .bind(&t.from_domain)
+        .bind(t.max_concurrent_calls.map(i64::from))
+        .bind(t.max_calls_per_second.map(i64::from))
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StorageError::Conflict {
+                    entity: "trunk",
+                    field: "name",
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        self.get_trunk(id).await
+    }
+
+    /// Deletes a trunk no number uses. Calls placed through it keep their record.
+    pub async fn delete_trunk(&self, id: Uuid) -> Result<()> {
+        self.get_trunk(id).await?;
+        let used = sqlx::query(
+            "SELECT 1 FROM numbers WHERE trunk_id = ? AND deleted_at IS NULL LIMIT 1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        if used.is_some() {
+            return Err(StorageError::InUse {
+                entity: "trunk",
+                id: id.to_string(),
+                used_by: "numbers (delete them first)",
+            });
+        }
+        sqlx::query(
+            "UPDATE trunks SET deleted_at = ?, name = name || '#deleted-' || id WHERE id = ?",
+        )
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Creates a number on a trunk.
@@ -591,7 +663,7 @@ impl Storage {
 
     /// One number.
     pub async fn get_number(&self, id: Uuid) -> Result<Number> {
-        let row = sqlx::query("SELECT * FROM numbers WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM numbers WHERE id = ? AND deleted_at IS NULL")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -599,12 +671,53 @@ impl Storage {
                 entity: "number",
                 id: id.to_string(),
             })?;
+        Self::number_from(&row)
+    }
+
+    fn number_from(row: &SqliteRow) -> Result<Number> {
         Ok(Number {
-            id: uuid_of(&row, "id")?,
+            id: uuid_of(row, "id")?,
             e164: row.try_get("e164")?,
-            trunk_id: uuid_of(&row, "trunk_id")?,
+            trunk_id: uuid_of(row, "trunk_id")?,
             created_at: row.try_get("created_at")?,
         })
+    }
+
+    /// Every number, oldest first.
+    pub async fn list_numbers(&self) -> Result<Vec<Number>> {
+        let rows =
+            sqlx::query("SELECT * FROM numbers WHERE deleted_at IS NULL ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(Self::number_from).collect()
+    }
+
+    /// Deletes a number no agent uses. Calls made from it keep their record.
+    pub async fn delete_number(&self, id: Uuid) -> Result<()> {
+        self.get_number(id).await?;
+        let used = sqlx::query(
+            "SELECT 1 FROM agent_numbers an JOIN agents a ON a.id = an.agent_id \
+             WHERE an.number_id = ? AND a.deleted_at IS NULL LIMIT 1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        if used.is_some() {
+            return Err(StorageError::InUse {
+                entity: "number",
+                id: id.to_string(),
+                used_by: "an agent (detach it from the agent first)",
+            });
+        }
+        // The unique E.164 is freed for a new number; the old row stays for history.
+        sqlx::query(
+            "UPDATE numbers SET deleted_at = ?, e164 = e164 || '#deleted-' || id WHERE id = ?",
+        )
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Creates an agent with its numbers.
@@ -640,7 +753,7 @@ impl Storage {
 
     /// One agent.
     pub async fn get_agent(&self, id: Uuid) -> Result<Agent> {
-        let row = sqlx::query("SELECT * FROM agents WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM agents WHERE id = ? AND deleted_at IS NULL")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -666,6 +779,69 @@ impl Storage {
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
+    }
+
+    /// Every agent, oldest first.
+    pub async fn list_agents(&self) -> Result<Vec<Agent>> {
+        let rows =
+            sqlx::query("SELECT id FROM agents WHERE deleted_at IS NULL ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut agents = Vec::with_capacity(rows.len());
+        for row in &rows {
+            agents.push(self.get_agent(uuid_of(row, "id")?).await?);
+        }
+        Ok(agents)
+    }
+
+    /// Replaces an agent's name, configuration and numbers.
+    pub async fn update_agent(&self, id: Uuid, a: NewAgent) -> Result<Agent> {
+        self.get_agent(id).await?;
+        for n in a.number_ids.iter().chain(a.primary_number_id.iter()) {
+            self.get_number(*n).await?;
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE agents SET name = ?, config = ?, primary_number_id = ?, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(&a.name)
+        .bind(a.config.to_string())
+        .bind(a.primary_number_id.map(|n| n.to_string()))
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM agent_numbers WHERE agent_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        for n in &a.number_ids {
+            sqlx::query("INSERT OR IGNORE INTO agent_numbers (agent_id, number_id) VALUES (?, ?)")
+                .bind(id.to_string())
+                .bind(n.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.get_agent(id).await
+    }
+
+    /// Deletes an agent; its calls keep their record, its numbers are free again.
+    pub async fn delete_agent(&self, id: Uuid) -> Result<()> {
+        self.get_agent(id).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE agents SET deleted_at = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM agent_numbers WHERE agent_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Writes a new call in status `queued` (and its `call.queued` event, in one transaction).
