@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+DIALTONE_PYTHON="$(scripts/python-env.sh)"
+export DIALTONE_PYTHON
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1016,6 +1016,45 @@ mod grpc {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_python_grpcio_client_dispatches_through_the_generated_stubs() {
+        let w = world(
+            Some("callee_speaks_then_hangs_up.xml"),
+            &[("talk_ms", "1000")],
+        )
+        .await;
+        // scripts/test.sh makes a virtualenv with grpcio and grpcio-tools from PyPI and names
+        // its interpreter in DIALTONE_PYTHON.
+        let python = std::env::var("DIALTONE_PYTHON").unwrap_or_else(|_| "python3".into());
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let grpc_addr = w.daemon.grpc_addr.to_string();
+        let agent_id = w.agent_id.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(&python)
+                .arg(root.join("crates/daemon/tests/python/dispatch_call.py"))
+                .arg(root.join("proto"))
+                .args([grpc_addr.as_str(), KEY, agent_id.as_str(), "+15551230000"])
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {python}: {e}"))
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("dispatched"), "{stdout}");
+        assert!(
+            stdout.contains("final CALL_STATUS_COMPLETED completed {'source': 'python'}"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("status CALL_STATUS_IN_PROGRESS"), "{stdout}");
+        assert!(stdout.trim_end().ends_with("unauthenticated"), "{stdout}");
+        w.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn health_and_reflection_answer() {
         let w = world(None, &[]).await;
         let channel = channel(&w.daemon).await;
