@@ -201,7 +201,11 @@ fn agent_fields_map(f: proto::AgentFields) -> Map<String, Value> {
                 let mut tool = Map::new();
                 tool.insert("name".into(), json!(t.name));
                 tool.insert("description".into(), json!(t.description));
-                put(&mut tool, "parameters", t.parameters.as_ref().map(from_struct));
+                put(
+                    &mut tool,
+                    "parameters",
+                    t.parameters.as_ref().map(from_struct),
+                );
                 put(&mut tool, "url", t.url.clone().map(Value::from));
                 Value::Object(tool)
             })
@@ -368,10 +372,7 @@ fn call_message(v: &Value) -> proto::Call {
                     .collect()
             })
             .unwrap_or_default(),
-        result: v
-            .get("result")
-            .filter(|r| !r.is_null())
-            .map(to_proto_value),
+        result: v.get("result").filter(|r| !r.is_null()).map(to_proto_value),
         result_error: text(v, "result_error"),
         media_stats: object(v, "media_stats"),
     }
@@ -731,8 +732,14 @@ pub async fn services(
     Ok(tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(proto::trunk_service_server::TrunkServiceServer::new(grpc.clone()))
-        .add_service(proto::number_service_server::NumberServiceServer::new(grpc.clone()))
-        .add_service(proto::agent_service_server::AgentServiceServer::new(grpc.clone()))
+        .add_service(proto::trunk_service_server::TrunkServiceServer::new(
+            grpc.clone(),
+        ))
+        .add_service(proto::number_service_server::NumberServiceServer::new(
+            grpc.clone(),
+        ))
+        .add_service(proto::agent_service_server::AgentServiceServer::new(
+            grpc.clone(),
+        ))
         .add_service(proto::call_service_server::CallServiceServer::new(grpc)))
 }

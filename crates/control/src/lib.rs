@@ -18,18 +18,22 @@
 use std::sync::Arc;
 
 pub mod grpc;
+pub mod openapi;
 pub mod proto;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use dialtone_engine::{DispatchRequest, Dispatched, Engine, EngineError};
 use dialtone_storage::{CallFilter, NewAgent, NewTrunk, StorageError, TrunkTransport, rfc3339};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 /// Most bytes of `instructions`.
@@ -179,30 +183,34 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// The router with every route.
+/// The router with every route, and the OpenAPI document of the `/v1` routes (built from the
+/// same registrations).
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/trunks", post(create_trunk).get(list_trunks))
-        .route(
-            "/v1/trunks/{id}",
-            get(get_trunk).patch(update_trunk).delete(delete_trunk),
-        )
-        .route("/v1/numbers", post(create_number).get(list_numbers))
-        .route("/v1/numbers/{id}", get(get_number).delete(delete_number))
-        .route("/v1/agents", post(create_agent).get(list_agents))
-        .route(
-            "/v1/agents/{id}",
-            get(get_agent).patch(update_agent).delete(delete_agent),
-        )
-        .route("/v1/calls", post(create_call).get(list_calls))
-        .route("/v1/calls/{id}", get(get_call))
-        .route("/v1/calls/{id}/hangup", post(hangup_call))
-        .route("/v1/calls/{id}/events", get(call_events))
-        .route("/v1/events/{id}/redeliver", post(redeliver_event))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics_page))
-        .with_state(state)
+    let (v1, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(create_trunk, list_trunks))
+        .routes(routes!(get_trunk, update_trunk, delete_trunk))
+        .routes(routes!(create_number, list_numbers))
+        .routes(routes!(get_number, delete_number))
+        .routes(routes!(create_agent, list_agents))
+        .routes(routes!(get_agent, update_agent, delete_agent))
+        .routes(routes!(create_call, list_calls))
+        .routes(routes!(get_call))
+        .routes(routes!(hangup_call))
+        .routes(routes!(call_events))
+        .routes(routes!(redeliver_event))
+        .split_for_parts();
+    let document = Arc::new(document);
+    v1.route(
+        "/v1/openapi.json",
+        get(move || {
+            let document = document.clone();
+            async move { Json(document.as_ref().clone()) }
+        }),
+    )
+    .route("/healthz", get(|| async { "ok" }))
+    .route("/readyz", get(ready))
+    .route("/metrics", get(metrics_page))
+    .with_state(state)
 }
 
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -440,6 +448,7 @@ const TRUNK_FIELDS: &[&str] = &[
     "max_calls_per_second",
 ];
 
+#[utoipa::path(post, path = "/v1/trunks", tag = "trunks", request_body = openapi::TrunkFields, responses((status = 201, body = openapi::Trunk), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
 async fn create_trunk(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -556,6 +565,7 @@ pub(crate) async fn service_delete_trunk(state: &ApiState, id: &str) -> Result<(
         .await?)
 }
 
+#[utoipa::path(patch, path = "/v1/trunks/{id}", tag = "trunks", params(("id" = String, Path, description = "UUID")), request_body = openapi::TrunkFields, responses((status = 200, body = openapi::Trunk), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
 async fn update_trunk(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -567,6 +577,7 @@ async fn update_trunk(
     Ok(Json(service_update_trunk(&state, &id, &patch).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/trunks/{id}", tag = "trunks", params(("id" = String, Path, description = "UUID")), responses((status = 204, description = "deleted"), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
 async fn delete_trunk(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -577,6 +588,7 @@ async fn delete_trunk(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v1/trunks", tag = "trunks", responses((status = 200, body = openapi::TrunkList), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody)))]
 async fn list_trunks(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -595,6 +607,7 @@ fn path_uuid(id: &str, entity: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found(entity, id))
 }
 
+#[utoipa::path(get, path = "/v1/trunks/{id}", tag = "trunks", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = openapi::Trunk), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
 async fn get_trunk(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -613,6 +626,7 @@ pub(crate) async fn service_get_trunk(state: &ApiState, id: &str) -> Result<Valu
     Ok(trunk_json(&trunk))
 }
 
+#[utoipa::path(post, path = "/v1/numbers", tag = "numbers", request_body = openapi::NumberFields, responses((status = 201, body = openapi::Number), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
 async fn create_number(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -644,6 +658,7 @@ pub(crate) async fn service_create_number(
     Ok(number_json(&number))
 }
 
+#[utoipa::path(get, path = "/v1/numbers/{id}", tag = "numbers", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = openapi::Number), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
 async fn get_number(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -667,6 +682,7 @@ pub(crate) async fn service_delete_number(state: &ApiState, id: &str) -> Result<
         .await?)
 }
 
+#[utoipa::path(get, path = "/v1/numbers", tag = "numbers", responses((status = 200, body = openapi::NumberList), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody)))]
 async fn list_numbers(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -675,6 +691,7 @@ async fn list_numbers(
     Ok(Json(service_list_numbers(&state).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/numbers/{id}", tag = "numbers", params(("id" = String, Path, description = "UUID")), responses((status = 204, description = "deleted"), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
 async fn delete_number(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -712,6 +729,7 @@ const AGENT_FIELDS: &[&str] = &[
     "max_duration_seconds",
 ];
 
+#[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = openapi::AgentFields, responses((status = 201, body = openapi::Agent), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody)))]
 async fn create_agent(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -847,6 +865,7 @@ pub(crate) async fn service_delete_agent(state: &ApiState, id: &str) -> Result<(
         .await?)
 }
 
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = openapi::AgentList), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody)))]
 async fn list_agents(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -855,6 +874,7 @@ async fn list_agents(
     Ok(Json(service_list_agents(&state).await?))
 }
 
+#[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "UUID")), request_body = openapi::AgentFields, responses((status = 200, body = openapi::Agent), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
 async fn update_agent(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -866,6 +886,7 @@ async fn update_agent(
     Ok(Json(service_update_agent(&state, &id, &patch).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "UUID")), responses((status = 204, description = "deleted"), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
 async fn delete_agent(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -888,6 +909,7 @@ fn agent_json(agent: &dialtone_storage::Agent) -> Value {
     v
 }
 
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = openapi::Agent), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
 async fn get_agent(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -925,6 +947,7 @@ const CALL_FIELDS: &[&str] = &[
     "metadata",
 ];
 
+#[utoipa::path(post, path = "/v1/calls", tag = "calls", request_body = openapi::DispatchCall, params(("Idempotency-Key" = Option<String>, Header, description = "the same key and body return the same call and place no second one; another body is 409")), responses((status = 201, description = "stored before this answer; `Idempotent-Replayed: true` on a replay", body = openapi::Call), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody), (status = 409, description = "the agent cannot call (no number) or the key was used with another body", body = openapi::ErrorBody), (status = 413, description = "instructions, context or metadata too large", body = openapi::ErrorBody), (status = 503, description = "shutting down", body = openapi::ErrorBody)))]
 async fn create_call(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -1043,6 +1066,7 @@ fn rfc3339_param(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiErr
         .transpose()
 }
 
+#[utoipa::path(get, path = "/v1/calls", tag = "calls", params(("agent_id" = Option<String>, Query, description = "UUID"), ("status" = Option<String>, Query), ("to" = Option<String>, Query, description = "E.164"), ("created_after" = Option<String>, Query, description = "RFC 3339"), ("created_before" = Option<String>, Query, description = "RFC 3339"), ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")), responses((status = 200, body = openapi::CallList), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody)))]
 async fn list_calls(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -1099,6 +1123,7 @@ pub(crate) async fn service_list_calls(state: &ApiState, q: ListQuery) -> Result
     Ok(json!({"data": data, "next_cursor": next}))
 }
 
+#[utoipa::path(get, path = "/v1/calls/{id}", tag = "calls", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = openapi::Call), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
 async fn get_call(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -1117,6 +1142,7 @@ pub(crate) async fn service_get_call(state: &ApiState, id: &str) -> Result<Value
     Ok(call.to_json())
 }
 
+#[utoipa::path(get, path = "/v1/calls/{id}/events", tag = "webhooks", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = openapi::EventList), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
 async fn call_events(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -1129,6 +1155,7 @@ async fn call_events(
     Ok(Json(json!({"data": events, "next_cursor": null})))
 }
 
+#[utoipa::path(post, path = "/v1/events/{id}/redeliver", tag = "webhooks", params(("id" = String, Path, description = "UUID")), responses((status = 202, body = openapi::Redelivery), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
 async fn redeliver_event(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -1144,6 +1171,7 @@ async fn redeliver_event(
         .into_response())
 }
 
+#[utoipa::path(post, path = "/v1/calls/{id}/hangup", tag = "calls", params(("id" = String, Path, description = "UUID")), responses((status = 200, description = "the hang-up is under way", body = openapi::Call), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody), (status = 409, description = "the call has already ended", body = openapi::ErrorBody)))]
 async fn hangup_call(
     State(state): State<ApiState>,
     headers: HeaderMap,

@@ -4,4 +4,5 @@
 tonic::include_proto!("dialtone.v1");
 
 /// The encoded file descriptor set of the protos, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dialtone_v1_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("dialtone_v1_descriptor");

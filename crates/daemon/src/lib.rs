@@ -349,12 +349,10 @@ impl Daemon {
                 addr: config.grpc_addr,
                 detail: e.to_string(),
             })?;
-        let grpc_addr = grpc_listener
-            .local_addr()
-            .map_err(|e| DaemonError::Grpc {
-                addr: config.grpc_addr,
-                detail: e.to_string(),
-            })?;
+        let grpc_addr = grpc_listener.local_addr().map_err(|e| DaemonError::Grpc {
+            addr: config.grpc_addr,
+            detail: e.to_string(),
+        })?;
         let grpc_router = dialtone_control::grpc::services(api.clone())
             .await
             .map_err(|e| DaemonError::Grpc {

@@ -748,7 +748,10 @@ async fn trunks_numbers_and_agents_are_changed_and_deleted() {
         )
         .await;
     assert_eq!(s, 200, "{trunk}");
-    assert_eq!((trunk["port"].clone(), trunk["transport"].clone()), (json!(5080), json!("tcp")));
+    assert_eq!(
+        (trunk["port"].clone(), trunk["transport"].clone()),
+        (json!(5080), json!("tcp"))
+    );
     assert_eq!(trunk["name"], "sipp");
     assert_eq!(trunk["has_password"], true, "the password was kept");
     let (_, trunk) = api
@@ -769,13 +772,25 @@ async fn trunks_numbers_and_agents_are_changed_and_deleted() {
     assert_eq!((s, e["error"]["field"].clone()), (400, json!("prot")));
     // A trunk with numbers, a number an agent uses: 409, saying why.
     let (s, e) = api
-        .send(reqwest::Method::DELETE, &format!("/v1/trunks/{trunk_id}"), None)
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/trunks/{trunk_id}"),
+            None,
+        )
         .await;
-    assert_eq!((s, e["error"]["code"].clone()), (409, json!("in_use")), "{e}");
+    assert_eq!(
+        (s, e["error"]["code"].clone()),
+        (409, json!("in_use")),
+        "{e}"
+    );
     let (_, numbers) = api.get("/v1/numbers").await;
     let number_id = numbers["data"][0]["id"].as_str().unwrap().to_owned();
     let (s, e) = api
-        .send(reqwest::Method::DELETE, &format!("/v1/numbers/{number_id}"), None)
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/numbers/{number_id}"),
+            None,
+        )
         .await;
     assert_eq!(s, 409, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("agent"));
@@ -791,7 +806,10 @@ async fn trunks_numbers_and_agents_are_changed_and_deleted() {
     assert_eq!(agent["primary_number_id"], Value::Null);
     assert_eq!(agent["instructions"], "Repeat after the caller.");
     let (s, _) = api
-        .post("/v1/calls", json!({"agent_id": w.agent_id, "to": "+15551230000"}))
+        .post(
+            "/v1/calls",
+            json!({"agent_id": w.agent_id, "to": "+15551230000"}),
+        )
         .await;
     assert_eq!(s, 409);
     // Now everything can go, in order; names and numbers are free again.
@@ -811,6 +829,97 @@ async fn trunks_numbers_and_agents_are_changed_and_deleted() {
         .post("/v1/trunks", json!({"name": "sipp", "host": "127.0.0.1"}))
         .await;
     assert_eq!(s, 201);
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_routes() {
+    let w = world(None, &[]).await;
+    let http = reqwest::Client::new();
+    let doc: Value = http
+        .get(format!("{}/v1/openapi.json", w.api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            if !["get", "post", "patch", "delete", "put"].contains(&method.as_str()) {
+                continue;
+            }
+            operations.push(format!("{} {path}", method.to_uppercase()));
+            // Every documented operation exists on the server with that method: without a
+            // key it is a 401 (a missing route would be 404, a missing method 405).
+            let url = format!(
+                "{}{}",
+                w.api.base,
+                path.replace("{id}", "01900000-0000-7000-8000-000000000000")
+            );
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let status = http.request(method, &url).send().await.unwrap().status();
+            assert_eq!(status, 401, "{path}");
+            assert!(
+                operation["responses"]["401"].is_object(),
+                "{path} documents 401"
+            );
+        }
+    }
+    operations.sort();
+    assert_eq!(
+        operations,
+        [
+            "DELETE /v1/agents/{id}",
+            "DELETE /v1/numbers/{id}",
+            "DELETE /v1/trunks/{id}",
+            "GET /v1/agents",
+            "GET /v1/agents/{id}",
+            "GET /v1/calls",
+            "GET /v1/calls/{id}",
+            "GET /v1/calls/{id}/events",
+            "GET /v1/numbers",
+            "GET /v1/numbers/{id}",
+            "GET /v1/trunks",
+            "GET /v1/trunks/{id}",
+            "PATCH /v1/agents/{id}",
+            "PATCH /v1/trunks/{id}",
+            "POST /v1/agents",
+            "POST /v1/calls",
+            "POST /v1/calls/{id}/hangup",
+            "POST /v1/events/{id}/redeliver",
+            "POST /v1/numbers",
+            "POST /v1/trunks",
+        ]
+    );
+    // The dispatch body is described with its fields, and the errors with their shape.
+    let schemas = &doc["components"]["schemas"];
+    for field in [
+        "agent_id",
+        "to",
+        "from_number",
+        "instructions",
+        "context",
+        "webhook_url",
+        "metadata",
+    ] {
+        assert!(
+            schemas["DispatchCall"]["properties"][field].is_object(),
+            "{field}"
+        );
+    }
+    assert!(schemas["ErrorBody"]["properties"]["error"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     w.finish().await;
 }
 
@@ -895,7 +1004,10 @@ mod grpc {
             seen.push(update.call.unwrap().status());
         }
         assert_eq!(seen.last(), Some(&proto::CallStatus::Completed), "{seen:?}");
-        assert!(seen.windows(2).all(|p| p[0] < p[1]), "forward only: {seen:?}");
+        assert!(
+            seen.windows(2).all(|p| p[0] < p[1]),
+            "forward only: {seen:?}"
+        );
         assert!(seen.contains(&proto::CallStatus::InProgress), "{seen:?}");
         // The same idempotency key replays the same call.
         let again = calls
@@ -954,7 +1066,9 @@ mod grpc {
         assert_eq!(e.metadata().get("dialtone-error-field").unwrap(), "to");
         // An unknown agent.
         let e = calls
-            .dispatch_call(authed(dispatch_request("01900000-0000-7000-8000-000000000000")))
+            .dispatch_call(authed(dispatch_request(
+                "01900000-0000-7000-8000-000000000000",
+            )))
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
@@ -1010,7 +1124,10 @@ mod grpc {
             .fields
             .unwrap();
         assert_eq!(updated.persona.as_deref(), Some("A patient receptionist"));
-        assert_eq!(updated.instructions.as_deref(), Some("Repeat after the caller."));
+        assert_eq!(
+            updated.instructions.as_deref(),
+            Some("Repeat after the caller.")
+        );
         assert_eq!(updated.number_ids.len(), 1);
         w.finish().await;
     }
@@ -1022,10 +1139,23 @@ mod grpc {
             &[("talk_ms", "1000")],
         )
         .await;
-        // scripts/test.sh makes a virtualenv with grpcio and grpcio-tools from PyPI and names
-        // its interpreter in DIALTONE_PYTHON.
-        let python = std::env::var("DIALTONE_PYTHON").unwrap_or_else(|_| "python3".into());
+        // A virtualenv with grpcio and grpcio-tools from PyPI: scripts/test.sh makes it and names
+        // its interpreter in DIALTONE_PYTHON; otherwise the same script makes it now.
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let python = match std::env::var("DIALTONE_PYTHON") {
+            Ok(p) => p,
+            Err(_) => {
+                let out = std::process::Command::new(root.join("scripts/python-env.sh"))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            }
+        };
         let grpc_addr = w.daemon.grpc_addr.to_string();
         let agent_id = w.agent_id.clone();
         let out = tokio::task::spawn_blocking(move || {
@@ -1049,7 +1179,10 @@ mod grpc {
             stdout.contains("final CALL_STATUS_COMPLETED completed {'source': 'python'}"),
             "{stdout}"
         );
-        assert!(stdout.contains("status CALL_STATUS_IN_PROGRESS"), "{stdout}");
+        assert!(
+            stdout.contains("status CALL_STATUS_IN_PROGRESS"),
+            "{stdout}"
+        );
         assert!(stdout.trim_end().ends_with("unauthenticated"), "{stdout}");
         w.finish().await;
     }
@@ -1075,8 +1208,7 @@ mod grpc {
         }
         use tonic_reflection::pb::v1::{
             ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest,
-            server_reflection_response::MessageResponse,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         };
         let mut reflection = ServerReflectionClient::new(channel);
         let request = ServerReflectionRequest {
@@ -1100,7 +1232,10 @@ mod grpc {
             "dialtone.v1.TrunkService",
             "grpc.health.v1.Health",
         ] {
-            assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
         }
         w.finish().await;
     }

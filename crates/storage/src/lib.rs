@@ -566,8 +566,8 @@ impl Storage {
     pub async fn list_trunks(&self) -> Result<Vec<Trunk>> {
         let rows =
             sqlx::query("SELECT * FROM trunks WHERE deleted_at IS NULL ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(Self::trunk_from).collect()
     }
 
@@ -609,12 +609,11 @@ impl Storage {
     /// Deletes a trunk no number uses. Calls placed through it keep their record.
     pub async fn delete_trunk(&self, id: Uuid) -> Result<()> {
         self.get_trunk(id).await?;
-        let used = sqlx::query(
-            "SELECT 1 FROM numbers WHERE trunk_id = ? AND deleted_at IS NULL LIMIT 1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let used =
+            sqlx::query("SELECT 1 FROM numbers WHERE trunk_id = ? AND deleted_at IS NULL LIMIT 1")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
         if used.is_some() {
             return Err(StorageError::InUse {
                 entity: "trunk",
