@@ -12,7 +12,7 @@
 //! | `DIALTONE_SIP_ADVERTISED_ADDR` | the SIP address | `host[:port]` written in Via/Contact and SDP |
 //! | `DIALTONE_RTP_PORTS` | `20000-20999` | RTP port range |
 //! | `DIALTONE_DATA_DIR` | `./dialtone-data` | where the SQLite file lives |
-//! | `DIALTONE_DATABASE_URL` | `sqlite://<data dir>/dialtone.db` | storage |
+//! | `DIALTONE_DATABASE_URL` | `sqlite://<data dir>/dialtone.db` | storage: `sqlite://…` or `postgres://…` |
 //! | `DIALTONE_API_KEY` | (required) | the bearer key of the API |
 //! | `DIALTONE_BRAIN_ADDR` | `builtin:echo` | brain of agents that name none |
 //! | `DIALTONE_WEBHOOK_SECRET` | (required) | HMAC key of the `Dialtone-Signature` header |

@@ -32,10 +32,6 @@ fn config(dir: &std::path::Path) -> Config {
     }
 }
 
-async fn daemon(dir: &std::path::Path) -> Daemon {
-    Daemon::start(config(dir)).await.unwrap()
-}
-
 struct Api {
     base: String,
     http: reqwest::Client,
@@ -108,6 +104,15 @@ struct World {
 }
 
 async fn world(scenario_name: Option<&str>, keys: &[(&str, &str)]) -> World {
+    world_on(None, scenario_name, keys).await
+}
+
+/// [`world`] with the daemon's storage at `database_url` (default: SQLite in the temp dir).
+async fn world_on(
+    database_url: Option<String>,
+    scenario_name: Option<&str>,
+    keys: &[(&str, &str)],
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let tone = write_ulaw_tone(&dir.path().join("tone.ulaw"), 440.0, 10000.0, 3).unwrap();
     let sipp = scenario_name.map(|name| {
@@ -126,7 +131,11 @@ async fn world(scenario_name: Option<&str>, keys: &[(&str, &str)]) -> World {
         )
         .unwrap()
     });
-    let daemon = daemon(dir.path()).await;
+    let mut config = config(dir.path());
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
+    let daemon = Daemon::start(config).await.unwrap();
     let api = Api {
         base: format!("http://{}", daemon.http_addr),
         http: reqwest::Client::new(),
@@ -920,6 +929,59 @@ async fn the_openapi_document_matches_the_routes() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    w.finish().await;
+}
+
+/// A schema of its own in the test PostgreSQL (`DIALTONE_TEST_POSTGRES_URL`, default the CI
+/// machine's), as a database URL; `None`, saying why, where none answers.
+async fn postgres_url() -> Option<String> {
+    let base = std::env::var("DIALTONE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let out = tokio::process::Command::new("psql")
+        .arg(&base)
+        .args(["-Atc", "SELECT 1"])
+        .output()
+        .await;
+    if !out.as_ref().is_ok_and(|o| o.status.success()) {
+        println!("PostgreSQL half skipped: {base} does not answer psql");
+        return None;
+    }
+    let schema = format!(
+        "dialtone_e2e_{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let created = tokio::process::Command::new("psql")
+        .arg(&base)
+        .args(["-Atqc", &format!("CREATE SCHEMA {schema}")])
+        .output()
+        .await
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_postgresql_goes_through_like_on_sqlite() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let w = world_on(
+        Some(url.clone()),
+        Some("callee_speaks_then_hangs_up.xml"),
+        &[("talk_ms", "1000")],
+    )
+    .await;
+    let id = w.dispatch(json!({"metadata": {"db": "pg"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["metadata"], json!({"db": "pg"}));
+    assert!(record["media_stats"]["packets_in"].as_u64().unwrap() >= 30);
+    let (_, page) = w.api.get("/v1/calls?status=completed&limit=5").await;
+    assert_eq!(page["data"][0]["id"], id.as_str());
     w.finish().await;
 }
 

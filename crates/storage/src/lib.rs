@@ -1,9 +1,16 @@
 //! # dialtone-storage — Dialtone's durable state
 //!
-//! Trunks, numbers, agents and calls in SQLite, the embedded default (a file in the data
-//! directory, or memory for tests). Every call is written before its INVITE leaves, and every
-//! status change is written before it is announced; status only moves forward, which
-//! [`Storage::advance_call`] enforces in the `UPDATE` itself.
+//! Trunks, numbers, agents, calls and the webhook outbox, in SQLite — the embedded default (a
+//! file in the data directory in WAL mode, or memory for tests) — or in PostgreSQL when the URL
+//! is `postgres://…`, so several nodes can share one database. One code path serves both
+//! through sqlx's `Any` driver: portable SQL with `$N` parameters, ids and JSON as text, times
+//! as 64-bit integers; each backend has its own embedded migrations (`migrations/sqlite`,
+//! `migrations/postgres`). The test suite runs every case on both.
+//!
+//! Every call is written before its INVITE leaves, and every status change is written before
+//! it is announced; status only moves forward, which [`Storage::advance_call`] enforces in the
+//! `UPDATE` itself. Deleting a trunk, number or agent hides it (calls keep their references);
+//! deleting one still in use is refused.
 //!
 //! Times are Unix epoch milliseconds. Free-form JSON (agent configuration, call context,
 //! metadata, transcript, result, media statistics) is stored as text.
@@ -13,10 +20,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
-use sqlx::{Row, sqlite::SqliteJournalMode};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use sqlx::pool::PoolOptions;
+use sqlx::{Any, AnyConnection, AnyPool};
 use uuid::Uuid;
 
 /// Errors from storage.
@@ -54,6 +61,12 @@ pub enum StorageError {
         id: String,
         /// What uses it.
         used_by: &'static str,
+    },
+    /// The database URL names no database this storage supports.
+    #[error("unsupported database URL scheme {scheme:?}: use sqlite:// or postgres://")]
+    UnsupportedUrl {
+        /// The scheme given.
+        scheme: String,
     },
     /// A pagination cursor this storage did not make.
     #[error("cursor {cursor:?} is not valid")]
@@ -406,12 +419,23 @@ pub struct CallProgress {
 /// The storage handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Storage {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Which database a [`Storage`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// SQLite, the embedded default (WAL mode, one file).
+    Sqlite,
+    /// PostgreSQL, for several nodes sharing one database.
+    Postgres,
 }
 
 /// Reads a nullable text column and parses it; a value that does not parse is `Corrupt`.
 fn parse_opt<T, E: std::fmt::Display>(
-    row: &SqliteRow,
+    row: &AnyRow,
     column: &'static str,
     parse: impl Fn(&str) -> std::result::Result<T, E>,
 ) -> Result<Option<T>> {
@@ -427,7 +451,7 @@ fn parse_opt<T, E: std::fmt::Display>(
 
 /// Like [`parse_opt`] for a column that must not be NULL.
 fn parse_req<T, E: std::fmt::Display>(
-    row: &SqliteRow,
+    row: &AnyRow,
     column: &'static str,
     parse: impl Fn(&str) -> std::result::Result<T, E>,
 ) -> Result<T> {
@@ -437,23 +461,23 @@ fn parse_req<T, E: std::fmt::Display>(
     })
 }
 
-fn uuid_of(row: &SqliteRow, column: &'static str) -> Result<Uuid> {
+fn uuid_of(row: &AnyRow, column: &'static str) -> Result<Uuid> {
     parse_req(row, column, Uuid::parse_str)
 }
 
-fn opt_uuid_of(row: &SqliteRow, column: &'static str) -> Result<Option<Uuid>> {
+fn opt_uuid_of(row: &AnyRow, column: &'static str) -> Result<Option<Uuid>> {
     parse_opt(row, column, Uuid::parse_str)
 }
 
-fn json_of(row: &SqliteRow, column: &'static str) -> Result<Value> {
+fn json_of(row: &AnyRow, column: &'static str) -> Result<Value> {
     parse_req(row, column, |t| serde_json::from_str::<Value>(t))
 }
 
-fn opt_json_of(row: &SqliteRow, column: &'static str) -> Result<Option<Value>> {
+fn opt_json_of(row: &AnyRow, column: &'static str) -> Result<Option<Value>> {
     parse_opt(row, column, |t| serde_json::from_str::<Value>(t))
 }
 
-fn opt_u32(row: &SqliteRow, column: &'static str) -> Result<Option<u32>> {
+fn opt_u32(row: &AnyRow, column: &'static str) -> Result<Option<u32>> {
     let v: Option<i64> = row.try_get(column)?;
     Ok(v.and_then(|v| u32::try_from(v).ok()))
 }
@@ -466,18 +490,53 @@ impl Storage {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or
     /// `sqlite::memory:`) and applies the schema.
     pub async fn open(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .foreign_keys(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        // In-memory databases live per connection: keep exactly one.
-        let max = if url.contains(":memory:") { 1 } else { 8 };
-        let pool = SqlitePoolOptions::new()
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StorageError::UnsupportedUrl {
+                scheme: url.split(':').next().unwrap_or_default().to_owned(),
+            });
+        };
+        let memory = url.contains(":memory:");
+        let url = if backend == Backend::Sqlite && !memory && !url.contains('?') {
+            // Create the file on first start.
+            format!("{url}?mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        // An in-memory SQLite database lives per connection: keep exactly one.
+        let max = if memory { 1 } else { 8 };
+        let pool = PoolOptions::<Any>::new()
             .max_connections(max)
-            .connect_with(options)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA foreign_keys = ON",
+                            "PRAGMA busy_timeout = 5000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// The database this storage runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Whether the database answers.
@@ -493,7 +552,7 @@ impl Storage {
         sqlx::query(
             "INSERT INTO trunks (id, name, host, port, transport, username, password, realm, \
              from_domain, max_concurrent_calls, max_calls_per_second, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(id.to_string())
         .bind(&t.name)
@@ -523,7 +582,7 @@ impl Storage {
         self.get_trunk(id).await
     }
 
-    fn trunk_from(row: &SqliteRow) -> Result<Trunk> {
+    fn trunk_from(row: &AnyRow) -> Result<Trunk> {
         let transport: String = row.try_get("transport")?;
         let port: i64 = row.try_get("port")?;
         Ok(Trunk {
@@ -551,7 +610,7 @@ impl Storage {
 
     /// One trunk.
     pub async fn get_trunk(&self, id: Uuid) -> Result<Trunk> {
-        let row = sqlx::query("SELECT * FROM trunks WHERE id = ? AND deleted_at IS NULL")
+        let row = sqlx::query("SELECT * FROM trunks WHERE id = $1 AND deleted_at IS NULL")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -575,9 +634,9 @@ impl Storage {
     pub async fn update_trunk(&self, id: Uuid, t: NewTrunk) -> Result<Trunk> {
         self.get_trunk(id).await?;
         sqlx::query(
-            "UPDATE trunks SET name = ?, host = ?, port = ?, transport = ?, username = ?, \
-             password = ?, realm = ?, from_domain = ?, max_concurrent_calls = ?, \
-             max_calls_per_second = ?, updated_at = ? WHERE id = ?",
+            "UPDATE trunks SET name = $1, host = $2, port = $3, transport = $4, username = $5, \
+             password = $6, realm = $7, from_domain = $8, max_concurrent_calls = $9, \
+             max_calls_per_second = $10, updated_at = $11 WHERE id = $12",
         )
         .bind(&t.name)
         .bind(&t.host)
@@ -610,7 +669,7 @@ impl Storage {
     pub async fn delete_trunk(&self, id: Uuid) -> Result<()> {
         self.get_trunk(id).await?;
         let used =
-            sqlx::query("SELECT 1 FROM numbers WHERE trunk_id = ? AND deleted_at IS NULL LIMIT 1")
+            sqlx::query("SELECT 1 FROM numbers WHERE trunk_id = $1 AND deleted_at IS NULL LIMIT 1")
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
@@ -622,7 +681,7 @@ impl Storage {
             });
         }
         sqlx::query(
-            "UPDATE trunks SET deleted_at = ?, name = name || '#deleted-' || id WHERE id = ?",
+            "UPDATE trunks SET deleted_at = $1, name = name || '#deleted-' || id WHERE id = $2",
         )
         .bind(now_ms())
         .bind(id.to_string())
@@ -640,7 +699,7 @@ impl Storage {
             trunk_id,
             created_at: now_ms(),
         };
-        sqlx::query("INSERT INTO numbers (id, e164, trunk_id, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO numbers (id, e164, trunk_id, created_at) VALUES ($1, $2, $3, $4)")
             .bind(n.id.to_string())
             .bind(&n.e164)
             .bind(trunk_id.to_string())
@@ -662,7 +721,7 @@ impl Storage {
 
     /// One number.
     pub async fn get_number(&self, id: Uuid) -> Result<Number> {
-        let row = sqlx::query("SELECT * FROM numbers WHERE id = ? AND deleted_at IS NULL")
+        let row = sqlx::query("SELECT * FROM numbers WHERE id = $1 AND deleted_at IS NULL")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -673,7 +732,7 @@ impl Storage {
         Self::number_from(&row)
     }
 
-    fn number_from(row: &SqliteRow) -> Result<Number> {
+    fn number_from(row: &AnyRow) -> Result<Number> {
         Ok(Number {
             id: uuid_of(row, "id")?,
             e164: row.try_get("e164")?,
@@ -696,7 +755,7 @@ impl Storage {
         self.get_number(id).await?;
         let used = sqlx::query(
             "SELECT 1 FROM agent_numbers an JOIN agents a ON a.id = an.agent_id \
-             WHERE an.number_id = ? AND a.deleted_at IS NULL LIMIT 1",
+             WHERE an.number_id = $1 AND a.deleted_at IS NULL LIMIT 1",
         )
         .bind(id.to_string())
         .fetch_optional(&self.pool)
@@ -710,7 +769,7 @@ impl Storage {
         }
         // The unique E.164 is freed for a new number; the old row stays for history.
         sqlx::query(
-            "UPDATE numbers SET deleted_at = ?, e164 = e164 || '#deleted-' || id WHERE id = ?",
+            "UPDATE numbers SET deleted_at = $1, e164 = e164 || '#deleted-' || id WHERE id = $2",
         )
         .bind(now_ms())
         .bind(id.to_string())
@@ -729,7 +788,7 @@ impl Storage {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO agents (id, name, config, primary_number_id, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id.to_string())
         .bind(&a.name)
@@ -740,7 +799,7 @@ impl Storage {
         .execute(&mut *tx)
         .await?;
         for n in &a.number_ids {
-            sqlx::query("INSERT OR IGNORE INTO agent_numbers (agent_id, number_id) VALUES (?, ?)")
+            sqlx::query("INSERT INTO agent_numbers (agent_id, number_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(id.to_string())
                 .bind(n.to_string())
                 .execute(&mut *tx)
@@ -752,7 +811,7 @@ impl Storage {
 
     /// One agent.
     pub async fn get_agent(&self, id: Uuid) -> Result<Agent> {
-        let row = sqlx::query("SELECT * FROM agents WHERE id = ? AND deleted_at IS NULL")
+        let row = sqlx::query("SELECT * FROM agents WHERE id = $1 AND deleted_at IS NULL")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -761,7 +820,7 @@ impl Storage {
                 id: id.to_string(),
             })?;
         let numbers = sqlx::query(
-            "SELECT number_id FROM agent_numbers WHERE agent_id = ? ORDER BY number_id",
+            "SELECT number_id FROM agent_numbers WHERE agent_id = $1 ORDER BY number_id",
         )
         .bind(id.to_string())
         .fetch_all(&self.pool)
@@ -801,8 +860,8 @@ impl Storage {
         }
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE agents SET name = ?, config = ?, primary_number_id = ?, updated_at = ? \
-             WHERE id = ?",
+            "UPDATE agents SET name = $1, config = $2, primary_number_id = $3, updated_at = $4 \
+             WHERE id = $5",
         )
         .bind(&a.name)
         .bind(a.config.to_string())
@@ -811,12 +870,12 @@ impl Storage {
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM agent_numbers WHERE agent_id = ?")
+        sqlx::query("DELETE FROM agent_numbers WHERE agent_id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
         for n in &a.number_ids {
-            sqlx::query("INSERT OR IGNORE INTO agent_numbers (agent_id, number_id) VALUES (?, ?)")
+            sqlx::query("INSERT INTO agent_numbers (agent_id, number_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(id.to_string())
                 .bind(n.to_string())
                 .execute(&mut *tx)
@@ -830,12 +889,12 @@ impl Storage {
     pub async fn delete_agent(&self, id: Uuid) -> Result<()> {
         self.get_agent(id).await?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE agents SET deleted_at = ? WHERE id = ?")
+        sqlx::query("UPDATE agents SET deleted_at = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM agent_numbers WHERE agent_id = ?")
+        sqlx::query("DELETE FROM agent_numbers WHERE agent_id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -869,7 +928,7 @@ impl Storage {
         sqlx::query(
             "INSERT INTO calls (id, agent_id, to_number, from_number, trunk_id, instructions, \
              context, metadata, webhook_url, status, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11)",
         )
         .bind(id.to_string())
         .bind(c.agent_id.to_string())
@@ -887,7 +946,7 @@ impl Storage {
         if let Some((key, hash)) = key {
             let claimed = sqlx::query(
                 "INSERT INTO idempotency_keys (key, body_hash, call_id, created_at) \
-                 VALUES (?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4)",
             )
             .bind(key)
             .bind(hash)
@@ -916,7 +975,7 @@ impl Storage {
 
     /// The call stored under `key`, if any; a different `hash` is a conflict.
     async fn idempotent_call(&self, key: &str, hash: &str) -> Result<Option<Call>> {
-        let row = sqlx::query("SELECT body_hash, call_id FROM idempotency_keys WHERE key = ?")
+        let row = sqlx::query("SELECT body_hash, call_id FROM idempotency_keys WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
@@ -943,11 +1002,11 @@ impl Storage {
     ) -> Result<(Vec<Call>, Option<String>)> {
         let after = cursor.map(parse_cursor).transpose()?;
         let rows = sqlx::query(
-            "SELECT id FROM calls WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR status = ?2) \
-             AND (?3 IS NULL OR to_number = ?3) AND (?4 IS NULL OR created_at >= ?4) \
-             AND (?5 IS NULL OR created_at < ?5) \
-             AND (?6 IS NULL OR created_at < ?6 OR (created_at = ?6 AND id < ?7)) \
-             ORDER BY created_at DESC, id DESC LIMIT ?8",
+            "SELECT id FROM calls WHERE ($1 IS NULL OR agent_id = $1) AND ($2 IS NULL OR status = $2) \
+             AND ($3 IS NULL OR to_number = $3) AND ($4 IS NULL OR created_at >= $4) \
+             AND ($5 IS NULL OR created_at < $5) \
+             AND ($6 IS NULL OR created_at < $6 OR (created_at = $6 AND id < $7)) \
+             ORDER BY created_at DESC, id DESC LIMIT $8",
         )
         .bind(filter.agent_id.map(|a| a.to_string()))
         .bind(filter.status.map(CallStatus::as_str))
@@ -1000,16 +1059,16 @@ impl Storage {
             | CallStatus::Canceled => 4,
         };
         let q = sqlx::query(
-            "UPDATE calls SET status = ?1, updated_at = ?2, \
-             dialed_at = CASE WHEN ?3 = 1 THEN COALESCE(dialed_at, ?2) ELSE dialed_at END, \
-             ringing_at = CASE WHEN ?3 = 2 THEN COALESCE(ringing_at, ?2) ELSE ringing_at END, \
-             answered_at = CASE WHEN ?3 = 3 THEN COALESCE(answered_at, ?2) ELSE answered_at END, \
-             ended_at = CASE WHEN ?3 = 4 THEN COALESCE(ended_at, ?2) ELSE ended_at END, \
-             sip_call_id = COALESCE(?4, sip_call_id), sip_status = COALESCE(?5, sip_status), \
-             end_reason = COALESCE(?6, end_reason), ended_by = COALESCE(?7, ended_by), \
-             media = COALESCE(?8, media), transcript = COALESCE(?9, transcript) \
-             WHERE id = ?10 AND (CASE status WHEN 'queued' THEN 0 WHEN 'dialing' THEN 1 \
-             WHEN 'ringing' THEN 2 WHEN 'in_progress' THEN 3 ELSE 4 END) < ?3",
+            "UPDATE calls SET status = $1, updated_at = $2, \
+             dialed_at = CASE WHEN $3 = 1 THEN COALESCE(dialed_at, $2) ELSE dialed_at END, \
+             ringing_at = CASE WHEN $3 = 2 THEN COALESCE(ringing_at, $2) ELSE ringing_at END, \
+             answered_at = CASE WHEN $3 = 3 THEN COALESCE(answered_at, $2) ELSE answered_at END, \
+             ended_at = CASE WHEN $3 = 4 THEN COALESCE(ended_at, $2) ELSE ended_at END, \
+             sip_call_id = COALESCE($4, sip_call_id), sip_status = COALESCE($5, sip_status), \
+             end_reason = COALESCE($6, end_reason), ended_by = COALESCE($7, ended_by), \
+             media = COALESCE($8, media), transcript = COALESCE($9, transcript) \
+             WHERE id = $10 AND (CASE status WHEN 'queued' THEN 0 WHEN 'dialing' THEN 1 \
+             WHEN 'ringing' THEN 2 WHEN 'in_progress' THEN 3 ELSE 4 END) < $3",
         )
         .bind(status.as_str())
         .bind(now)
@@ -1059,10 +1118,10 @@ impl Storage {
     /// pending sequence: a call's events go out in order).
     pub async fn due_webhooks(&self, now: i64, limit: u32) -> Result<Vec<WebhookEvent>> {
         let rows = sqlx::query(
-            "SELECT * FROM webhook_events e WHERE e.state = 'pending' AND e.next_attempt_at <= ? \
+            "SELECT * FROM webhook_events e WHERE e.state = 'pending' AND e.next_attempt_at <= $1 \
              AND NOT EXISTS (SELECT 1 FROM webhook_events p WHERE p.call_id = e.call_id \
              AND p.state = 'pending' AND p.sequence < e.sequence) \
-             ORDER BY e.created_at, e.id LIMIT ?",
+             ORDER BY e.created_at, e.id LIMIT $2",
         )
         .bind(now)
         .bind(i64::from(limit))
@@ -1094,9 +1153,9 @@ impl Storage {
             Delivery::Dead { error } => ("dead", Some(error), now),
         };
         sqlx::query(
-            "UPDATE webhook_events SET state = ?, attempts = attempts + 1, last_error = ?, \
-             next_attempt_at = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE NULL END \
-             WHERE id = ?",
+            "UPDATE webhook_events SET state = $1, attempts = attempts + 1, last_error = $2, \
+             next_attempt_at = $3, delivered_at = CASE WHEN $4 = 'delivered' THEN $5 ELSE NULL END \
+             WHERE id = $6",
         )
         .bind(state)
         .bind(error)
@@ -1112,8 +1171,8 @@ impl Storage {
     /// Queues an event for delivery again, whatever its state. Returns its call's id.
     pub async fn redeliver(&self, event_id: Uuid) -> Result<Uuid> {
         let row = sqlx::query(
-            "UPDATE webhook_events SET state = 'pending', next_attempt_at = ?, last_error = NULL \
-             WHERE id = ? RETURNING call_id",
+            "UPDATE webhook_events SET state = 'pending', next_attempt_at = $1, last_error = NULL \
+             WHERE id = $2 RETURNING call_id",
         )
         .bind(now_ms())
         .bind(event_id.to_string())
@@ -1130,7 +1189,7 @@ impl Storage {
     pub async fn call_events(&self, call_id: Uuid) -> Result<Vec<Value>> {
         let rows = sqlx::query(
             "SELECT id, type, sequence, state, attempts, last_error FROM webhook_events \
-             WHERE call_id = ? ORDER BY sequence",
+             WHERE call_id = $1 ORDER BY sequence",
         )
         .bind(call_id.to_string())
         .fetch_all(&self.pool)
@@ -1153,8 +1212,8 @@ impl Storage {
 }
 
 /// Reads one call on `conn` (a pooled connection or an open transaction).
-async fn fetch_call(conn: &mut SqliteConnection, id: Uuid) -> Result<Call> {
-    let row = sqlx::query("SELECT * FROM calls WHERE id = ?")
+async fn fetch_call(conn: &mut AnyConnection, id: Uuid) -> Result<Call> {
+    let row = sqlx::query("SELECT * FROM calls WHERE id = $1")
         .bind(id.to_string())
         .fetch_optional(&mut *conn)
         .await?
@@ -1208,12 +1267,12 @@ fn event_type(status: CallStatus) -> &'static str {
 
 /// Writes the event announcing `call`'s current status into the outbox, on `conn` — the same
 /// transaction as the change it announces. Nothing happens for calls without a webhook URL.
-async fn enqueue_event(conn: &mut SqliteConnection, call: &Call) -> Result<()> {
+async fn enqueue_event(conn: &mut AnyConnection, call: &Call) -> Result<()> {
     let Some(url) = &call.webhook_url else {
         return Ok(());
     };
     let sequence: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(sequence), 0) + 1 FROM webhook_events WHERE call_id = ?",
+        "SELECT COALESCE(MAX(sequence), 0) + 1 FROM webhook_events WHERE call_id = $1",
     )
     .bind(call.id.to_string())
     .fetch_one(&mut *conn)
@@ -1231,7 +1290,7 @@ async fn enqueue_event(conn: &mut SqliteConnection, call: &Call) -> Result<()> {
     });
     sqlx::query(
         "INSERT INTO webhook_events (id, call_id, sequence, type, url, body, created_at, \
-         next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(id.to_string())
     .bind(call.id.to_string())
@@ -1378,8 +1437,59 @@ pub struct WebhookEvent {
 mod tests {
     use super::*;
 
-    async fn storage() -> Storage {
-        Storage::open("sqlite::memory:").await.unwrap()
+    /// PostgreSQL for the tests (`DIALTONE_TEST_POSTGRES_URL`, default the CI machine's
+    /// `postgres://postgres@127.0.0.1:5432/test`), in a schema of its own; `None`, saying why,
+    /// where none answers.
+    async fn postgres() -> Option<(Storage, String)> {
+        use sqlx::Connection;
+        let base = std::env::var("DIALTONE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        sqlx::any::install_default_drivers();
+        let mut admin = match AnyConnection::connect(&base).await {
+            Ok(c) => c,
+            Err(e) => {
+                println!("PostgreSQL half skipped: cannot connect to {base}: {e}");
+                return None;
+            }
+        };
+        let schema = format!("dialtone_test_{}", Uuid::now_v7().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        let storage = Storage::open(&url).await.unwrap();
+        assert_eq!(storage.backend(), Backend::Postgres);
+        Some((storage, schema))
+    }
+
+    /// Drops a test's schema (a failed test leaves its schema behind to look at).
+    async fn drop_schema(storage: &Storage, schema: &str) {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&storage.pool)
+            .await
+            .unwrap();
+    }
+
+    /// Runs a storage test on SQLite (in memory) and on PostgreSQL.
+    macro_rules! on_both {
+        ($name:ident) => {
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(super::Storage::open("sqlite::memory:").await.unwrap()).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    if let Some((storage, schema)) = super::postgres().await {
+                        super::$name(storage.clone()).await;
+                        super::drop_schema(&storage, &schema).await;
+                    }
+                }
+            }
+        };
     }
 
     fn trunk(name: &str) -> NewTrunk {
@@ -1423,9 +1533,8 @@ mod tests {
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn trunks_numbers_agents_round_trip() {
-        let s = storage().await;
+    on_both!(trunks_numbers_agents_round_trip);
+    async fn trunks_numbers_agents_round_trip(s: Storage) {
         let t = s.create_trunk(trunk("main")).await.unwrap();
         assert_eq!(s.get_trunk(t.id).await.unwrap(), t);
         assert!(!serde_json::to_string(&t).unwrap().contains("secret"));
@@ -1463,9 +1572,75 @@ mod tests {
         assert_eq!(s.get_agent(a.id).await.unwrap(), a);
     }
 
-    #[tokio::test]
-    async fn call_status_only_moves_forward() {
-        let s = storage().await;
+    on_both!(changes_and_deletes_keep_history_and_refuse_what_is_in_use);
+    async fn changes_and_deletes_keep_history_and_refuse_what_is_in_use(s: Storage) {
+        let c = call(&s).await;
+        let t = s.get_trunk(c.trunk_id).await.unwrap();
+        let mut changed = trunk("t2");
+        changed.port = 5080;
+        changed.password = None;
+        let t2 = s.update_trunk(t.id, changed).await.unwrap();
+        assert_eq!(
+            (t2.name.as_str(), t2.port, t2.password.as_deref()),
+            ("t2", 5080, None)
+        );
+        assert!(t2.updated_at >= t.updated_at);
+        // In use: the trunk carries a number, the number an agent.
+        assert!(matches!(
+            s.delete_trunk(t.id).await,
+            Err(StorageError::InUse {
+                entity: "trunk",
+                ..
+            })
+        ));
+        let n = s.list_numbers().await.unwrap().remove(0);
+        assert!(matches!(
+            s.delete_number(n.id).await,
+            Err(StorageError::InUse {
+                entity: "number",
+                ..
+            })
+        ));
+        let a = s.list_agents().await.unwrap().remove(0);
+        let mut emptied = NewAgent {
+            name: "renamed".into(),
+            config: serde_json::json!({"persona": "p"}),
+            number_ids: Vec::new(),
+            primary_number_id: None,
+        };
+        let a2 = s.update_agent(a.id, emptied.clone()).await.unwrap();
+        assert_eq!((a2.name.as_str(), a2.number_ids.len()), ("renamed", 0));
+        emptied.number_ids = vec![Uuid::now_v7()];
+        assert!(matches!(
+            s.update_agent(a.id, emptied).await,
+            Err(StorageError::NotFound {
+                entity: "number",
+                ..
+            })
+        ));
+        // Deleted in order; gone from reads and lists, names and numbers free again; the
+        // call keeps its record.
+        s.delete_number(n.id).await.unwrap();
+        s.delete_agent(a.id).await.unwrap();
+        s.delete_trunk(t.id).await.unwrap();
+        assert!(matches!(
+            s.get_trunk(t.id).await,
+            Err(StorageError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.get_agent(a.id).await,
+            Err(StorageError::NotFound { .. })
+        ));
+        assert!(s.list_trunks().await.unwrap().is_empty());
+        assert!(s.list_numbers().await.unwrap().is_empty());
+        assert!(s.list_agents().await.unwrap().is_empty());
+        let again = s.create_trunk(trunk("t2")).await.unwrap();
+        s.create_number(&n.e164, again.id).await.unwrap();
+        assert_eq!(s.get_call(c.id).await.unwrap().trunk_id, t.id);
+    }
+
+    on_both!(call_status_only_moves_forward);
+    async fn call_status_only_moves_forward(s: Storage) {
         let c = call(&s).await;
         assert_eq!(c.status, CallStatus::Queued);
         assert!(
@@ -1517,9 +1692,8 @@ mod tests {
         assert_eq!(c.context, serde_json::json!({"k": 1}));
     }
 
-    #[tokio::test]
-    async fn each_step_writes_its_event_in_order_and_delivery_goes_one_per_call() {
-        let s = storage().await;
+    on_both!(each_step_writes_its_event_in_order_and_delivery_goes_one_per_call);
+    async fn each_step_writes_its_event_in_order_and_delivery_goes_one_per_call(s: Storage) {
         let t = s.create_trunk(trunk("t")).await.unwrap();
         let n = s.create_number("+15550001111", t.id).await.unwrap();
         let a = s
@@ -1599,9 +1773,8 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn idempotent_inserts_and_pagination() {
-        let s = storage().await;
+    on_both!(idempotent_inserts_and_pagination);
+    async fn idempotent_inserts_and_pagination(s: Storage) {
         let first = call(&s).await;
         let new = |to: &str| NewCall {
             agent_id: first.agent_id,
