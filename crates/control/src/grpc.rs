@@ -21,6 +21,7 @@ use crate::proto::{
     number_service_server::NumberService, trunk_service_server::TrunkService,
 };
 use crate::{ApiError, ApiState, ListQuery};
+use dialtone_storage::KeyOwner;
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
@@ -378,13 +379,15 @@ fn call_message(v: &Value) -> proto::Call {
     }
 }
 
-/// The key the request carries, checked.
-fn authorized<T>(state: &ApiState, request: &Request<T>) -> Result<(), Status> {
+/// Who the request's key speaks for.
+async fn authorized<T>(state: &ApiState, request: &Request<T>) -> Result<KeyOwner, Status> {
     let given = request
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    crate::check_bearer(state, given).map_err(Status::from)
+    crate::authenticate(state, given)
+        .await
+        .map_err(Status::from)
 }
 
 /// The gRPC side of the API.
@@ -399,9 +402,10 @@ impl TrunkService for Grpc {
         &self,
         request: Request<proto::CreateTrunkRequest>,
     ) -> Result<Response<proto::CreateTrunkResponse>, Status> {
-        authorized(&self.state, &request)?;
+        let caller = authorized(&self.state, &request).await?;
         let fields = request.into_inner().trunk.unwrap_or_default();
-        let v = crate::service_create_trunk(&self.state, &trunk_fields_map(fields)).await?;
+        let v =
+            crate::service_create_trunk(&self.state, &caller, &trunk_fields_map(fields)).await?;
         Ok(Response::new(proto::CreateTrunkResponse {
             trunk: Some(trunk_message(&v)),
         }))
@@ -411,8 +415,8 @@ impl TrunkService for Grpc {
         &self,
         request: Request<proto::GetTrunkRequest>,
     ) -> Result<Response<proto::GetTrunkResponse>, Status> {
-        authorized(&self.state, &request)?;
-        let v = crate::service_get_trunk(&self.state, &request.into_inner().id).await?;
+        let caller = authorized(&self.state, &request).await?;
+        let v = crate::service_get_trunk(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::GetTrunkResponse {
             trunk: Some(trunk_message(&v)),
         }))
@@ -422,8 +426,8 @@ impl TrunkService for Grpc {
         &self,
         request: Request<proto::ListTrunksRequest>,
     ) -> Result<Response<proto::ListTrunksResponse>, Status> {
-        authorized(&self.state, &request)?;
-        let v = crate::service_list_trunks(&self.state).await?;
+        let caller = authorized(&self.state, &request).await?;
+        let v = crate::service_list_trunks(&self.state, &caller).await?;
         Ok(Response::new(proto::ListTrunksResponse {
             trunks: list(&v).iter().map(trunk_message).collect(),
         }))
@@ -433,10 +437,10 @@ impl TrunkService for Grpc {
         &self,
         request: Request<proto::UpdateTrunkRequest>,
     ) -> Result<Response<proto::UpdateTrunkResponse>, Status> {
-        authorized(&self.state, &request)?;
+        let caller = authorized(&self.state, &request).await?;
         let r = request.into_inner();
         let patch = trunk_fields_map(r.trunk.unwrap_or_default());
-        let v = crate::service_update_trunk(&self.state, &r.id, &patch).await?;
+        let v = crate::service_update_trunk(&self.state, &caller, &r.id, &patch).await?;
         Ok(Response::new(proto::UpdateTrunkResponse {
             trunk: Some(trunk_message(&v)),
         }))
@@ -446,8 +450,8 @@ impl TrunkService for Grpc {
         &self,
         request: Request<proto::DeleteTrunkRequest>,
     ) -> Result<Response<proto::DeleteTrunkResponse>, Status> {
-        authorized(&self.state, &request)?;
-        crate::service_delete_trunk(&self.state, &request.into_inner().id).await?;
+        let caller = authorized(&self.state, &request).await?;
+        crate::service_delete_trunk(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::DeleteTrunkResponse {}))
     }
 }
@@ -466,12 +470,12 @@ impl NumberService for Grpc {
         &self,
         request: Request<proto::CreateNumberRequest>,
     ) -> Result<Response<proto::CreateNumberResponse>, Status> {
-        authorized(&self.state, &request)?;
+        let caller = authorized(&self.state, &request).await?;
         let r = request.into_inner();
         let mut map = Map::new();
         map.insert("e164".into(), json!(r.e164));
         map.insert("trunk_id".into(), json!(r.trunk_id));
-        let v = crate::service_create_number(&self.state, &map).await?;
+        let v = crate::service_create_number(&self.state, &caller, &map).await?;
         Ok(Response::new(proto::CreateNumberResponse {
             number: Some(number_message(&v)),
         }))
@@ -481,8 +485,8 @@ impl NumberService for Grpc {
         &self,
         request: Request<proto::GetNumberRequest>,
     ) -> Result<Response<proto::GetNumberResponse>, Status> {
-        authorized(&self.state, &request)?;
-        let v = crate::service_get_number(&self.state, &request.into_inner().id).await?;
+        let caller = authorized(&self.state, &request).await?;
+        let v = crate::service_get_number(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::GetNumberResponse {
             number: Some(number_message(&v)),
         }))
@@ -492,8 +496,8 @@ impl NumberService for Grpc {
         &self,
         request: Request<proto::ListNumbersRequest>,
     ) -> Result<Response<proto::ListNumbersResponse>, Status> {
-        authorized(&self.state, &request)?;
-        let v = crate::service_list_numbers(&self.state).await?;
+        let caller = authorized(&self.state, &request).await?;
+        let v = crate::service_list_numbers(&self.state, &caller).await?;
         Ok(Response::new(proto::ListNumbersResponse {
             numbers: list(&v).iter().map(number_message).collect(),
         }))
@@ -503,8 +507,8 @@ impl NumberService for Grpc {
         &self,
         request: Request<proto::DeleteNumberRequest>,
     ) -> Result<Response<proto::DeleteNumberResponse>, Status> {
-        authorized(&self.state, &request)?;
-        crate::service_delete_number(&self.state, &request.into_inner().id).await?;
+        let caller = authorized(&self.state, &request).await?;
+        crate::service_delete_number(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::DeleteNumberResponse {}))
     }
 }
@@ -515,9 +519,10 @@ impl AgentService for Grpc {
         &self,
         request: Request<proto::CreateAgentRequest>,
     ) -> Result<Response<proto::CreateAgentResponse>, Status> {
-        authorized(&self.state, &request)?;
+        let caller = authorized(&self.state, &request).await?;
         let fields = request.into_inner().agent.unwrap_or_default();
-        let v = crate::service_create_agent(&self.state, &agent_fields_map(fields)).await?;
+        let v =
+            crate::service_create_agent(&self.state, &caller, &agent_fields_map(fields)).await?;
         Ok(Response::new(proto::CreateAgentResponse {
             agent: Some(agent_message(&v)),
         }))
@@ -527,8 +532,8 @@ impl AgentService for Grpc {
         &self,
         request: Request<proto::GetAgentRequest>,
     ) -> Result<Response<proto::GetAgentResponse>, Status> {
-        authorized(&self.state, &request)?;
-        let v = crate::service_get_agent(&self.state, &request.into_inner().id).await?;
+        let caller = authorized(&self.state, &request).await?;
+        let v = crate::service_get_agent(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::GetAgentResponse {
             agent: Some(agent_message(&v)),
         }))
@@ -538,8 +543,8 @@ impl AgentService for Grpc {
         &self,
         request: Request<proto::ListAgentsRequest>,
     ) -> Result<Response<proto::ListAgentsResponse>, Status> {
-        authorized(&self.state, &request)?;
-        let v = crate::service_list_agents(&self.state).await?;
+        let caller = authorized(&self.state, &request).await?;
+        let v = crate::service_list_agents(&self.state, &caller).await?;
         Ok(Response::new(proto::ListAgentsResponse {
             agents: list(&v).iter().map(agent_message).collect(),
         }))
@@ -549,10 +554,10 @@ impl AgentService for Grpc {
         &self,
         request: Request<proto::UpdateAgentRequest>,
     ) -> Result<Response<proto::UpdateAgentResponse>, Status> {
-        authorized(&self.state, &request)?;
+        let caller = authorized(&self.state, &request).await?;
         let r = request.into_inner();
         let patch = agent_fields_map(r.agent.unwrap_or_default());
-        let v = crate::service_update_agent(&self.state, &r.id, &patch).await?;
+        let v = crate::service_update_agent(&self.state, &caller, &r.id, &patch).await?;
         Ok(Response::new(proto::UpdateAgentResponse {
             agent: Some(agent_message(&v)),
         }))
@@ -562,8 +567,8 @@ impl AgentService for Grpc {
         &self,
         request: Request<proto::DeleteAgentRequest>,
     ) -> Result<Response<proto::DeleteAgentResponse>, Status> {
-        authorized(&self.state, &request)?;
-        crate::service_delete_agent(&self.state, &request.into_inner().id).await?;
+        let caller = authorized(&self.state, &request).await?;
+        crate::service_delete_agent(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::DeleteAgentResponse {}))
     }
 }
@@ -577,7 +582,7 @@ impl CallService for Grpc {
         &self,
         request: Request<proto::DispatchCallRequest>,
     ) -> Result<Response<proto::DispatchCallResponse>, Status> {
-        authorized(&self.state, &request)?;
+        let caller = authorized(&self.state, &request).await?;
         let r = request.into_inner();
         let mut map = Map::new();
         map.insert("agent_id".into(), json!(r.agent_id));
@@ -588,7 +593,8 @@ impl CallService for Grpc {
         put(&mut map, "webhook_url", r.webhook_url.map(Value::from));
         put(&mut map, "metadata", r.metadata.as_ref().map(from_struct));
         let (call, replayed) =
-            crate::service_dispatch(&self.state, &map, r.idempotency_key.as_deref()).await?;
+            crate::service_dispatch(&self.state, &caller, &map, r.idempotency_key.as_deref())
+                .await?;
         Ok(Response::new(proto::DispatchCallResponse {
             call: Some(call_message(&call)),
             replayed,
@@ -599,8 +605,8 @@ impl CallService for Grpc {
         &self,
         request: Request<proto::GetCallRequest>,
     ) -> Result<Response<proto::GetCallResponse>, Status> {
-        authorized(&self.state, &request)?;
-        let v = crate::service_get_call(&self.state, &request.into_inner().id).await?;
+        let caller = authorized(&self.state, &request).await?;
+        let v = crate::service_get_call(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::GetCallResponse {
             call: Some(call_message(&v)),
         }))
@@ -610,7 +616,7 @@ impl CallService for Grpc {
         &self,
         request: Request<proto::ListCallsRequest>,
     ) -> Result<Response<proto::ListCallsResponse>, Status> {
-        authorized(&self.state, &request)?;
+        let caller = authorized(&self.state, &request).await?;
         let r = request.into_inner();
         let status = proto::CallStatus::try_from(r.status)
             .map_err(|_| Status::invalid_argument("`status` is not a CallStatus"))?;
@@ -623,7 +629,7 @@ impl CallService for Grpc {
             limit: r.limit,
             cursor: r.cursor,
         };
-        let v = crate::service_list_calls(&self.state, query).await?;
+        let v = crate::service_list_calls(&self.state, &caller, query).await?;
         Ok(Response::new(proto::ListCallsResponse {
             calls: list(&v).iter().map(call_message).collect(),
             next_cursor: text(&v, "next_cursor"),
@@ -634,8 +640,8 @@ impl CallService for Grpc {
         &self,
         request: Request<proto::HangupCallRequest>,
     ) -> Result<Response<proto::HangupCallResponse>, Status> {
-        authorized(&self.state, &request)?;
-        let v = crate::service_hangup(&self.state, &request.into_inner().id).await?;
+        let caller = authorized(&self.state, &request).await?;
+        let v = crate::service_hangup(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::HangupCallResponse {
             call: Some(call_message(&v)),
         }))
@@ -647,11 +653,11 @@ impl CallService for Grpc {
         &self,
         request: Request<proto::WatchCallRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        authorized(&self.state, &request)?;
+        let caller = authorized(&self.state, &request).await?;
         let id = request.into_inner().id;
         // Subscribe before the first read, so no change between them is missed.
         let mut changes = self.state.engine.changes();
-        let first = crate::service_get_call(&self.state, &id).await?;
+        let first = crate::service_get_call(&self.state, &caller, &id).await?;
         let state = self.state.clone();
         let stream = async_stream(move |tx| async move {
             let mut last = first;
@@ -664,7 +670,7 @@ impl CallService for Grpc {
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
-                let now = match crate::service_get_call(&state, &id).await {
+                let now = match crate::service_get_call(&state, &caller, &id).await {
                     Ok(v) => v,
                     Err(e) => {
                         let _ = tx.send(Err(e.into())).await;

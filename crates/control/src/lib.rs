@@ -1,6 +1,7 @@
 //! # dialtone-control — the HTTP/JSON API
 //!
-//! Routes (all under `Authorization: Bearer <key>`):
+//! Routes (all under `Authorization: Bearer <key>`; a key belongs to one organisation and sees
+//! only its resources — another organisation's are `404` to it):
 //!
 //! | route | what |
 //! |---|---|
@@ -9,6 +10,8 @@
 //! | `POST/GET /v1/agents`, `GET/PATCH/DELETE /v1/agents/{id}` | agents |
 //! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
 //! | `GET /v1/calls/{id}/events`, `POST /v1/events/{id}/redeliver` | a call's webhook events and their delivery state; queue one again |
+//! | `POST/GET /v1/organizations`, `POST /v1/organizations/{id}/keys` | tenants and their API keys (admin keys only) |
+//! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of all of the above (no auth) |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus (no auth) |
 //!
 //! Every error has one shape: `{"error": {"code", "message", "field"}}` with the status the rule
@@ -28,7 +31,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use dialtone_engine::{DispatchRequest, Dispatched, Engine, EngineError};
-use dialtone_storage::{CallFilter, NewAgent, NewTrunk, StorageError, TrunkTransport, rfc3339};
+use dialtone_storage::{
+    CallFilter, KeyOwner, NewAgent, NewTrunk, StorageError, TrunkTransport, rfc3339,
+};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
@@ -55,6 +60,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault.
     pub field: Option<String>,
+    /// Seconds until a retry can succeed (429: sent as `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -64,6 +71,7 @@ impl ApiError {
             code: "invalid_request",
             message: message.into(),
             field: Some(field.to_owned()),
+            retry_after: None,
         }
     }
 
@@ -73,6 +81,7 @@ impl ApiError {
             code: "not_found",
             message: format!("{entity} {id} not found"),
             field: None,
+            retry_after: None,
         }
     }
 }
@@ -82,7 +91,13 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body =
             json!({"error": {"code": self.code, "message": self.message, "field": self.field}});
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after
+            && let Ok(v) = header::HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
     }
 }
 
@@ -99,18 +114,21 @@ impl From<StorageError> for ApiError {
                 message: "this Idempotency-Key was already used with a different request body"
                     .into(),
                 field: Some(field.to_owned()),
+                retry_after: None,
             },
             StorageError::InUse { .. } => ApiError {
                 status: 409,
                 code: "in_use",
                 message: e.to_string(),
                 field: None,
+                retry_after: None,
             },
             StorageError::Conflict { entity, field } => ApiError {
                 status: 409,
                 code: "conflict",
                 message: format!("a {entity} with this {field} already exists"),
                 field: Some(field.to_owned()),
+                retry_after: None,
             },
             other => {
                 tracing::error!(error = %other, "storage failure");
@@ -119,6 +137,7 @@ impl From<StorageError> for ApiError {
                     code: "internal",
                     message: "storage failure".into(),
                     field: None,
+                    retry_after: None,
                 }
             }
         }
@@ -137,18 +156,29 @@ impl From<EngineError> for ApiError {
                 code: "failed_precondition",
                 message,
                 field: None,
+                retry_after: None,
             },
             EngineError::CallEnded { .. } => ApiError {
                 status: 409,
                 code: "call_ended",
                 message,
                 field: None,
+                retry_after: None,
+            },
+            EngineError::RateLimited { retry_after, .. } => ApiError {
+                status: 429,
+                code: "rate_limited",
+                message,
+                field: None,
+                // Whole seconds, rounded up: a client that waits that long gets through.
+                retry_after: Some(retry_after.as_millis().div_ceil(1000).max(1) as u64),
             },
             EngineError::ShuttingDown => ApiError {
                 status: 503,
                 code: "unavailable",
                 message,
                 field: None,
+                retry_after: None,
             },
             EngineError::Storage(s) => s.into(),
             _ => ApiError {
@@ -156,6 +186,7 @@ impl From<EngineError> for ApiError {
                 code: "internal",
                 message,
                 field: None,
+                retry_after: None,
             },
         }
     }
@@ -164,10 +195,8 @@ impl From<EngineError> for ApiError {
 /// Shared state of the API.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The engine (and through it, storage).
+    /// The engine (and through it, storage, where API keys are checked).
     pub engine: Arc<Engine>,
-    /// The bearer key every request must carry.
-    pub api_key: String,
     /// Accept webhook URLs on loopback, private and link-local addresses.
     pub allow_private_webhooks: bool,
     /// Renders the Prometheus metrics page for `GET /metrics`.
@@ -198,6 +227,8 @@ pub fn router(state: ApiState) -> Router {
         .routes(routes!(hangup_call))
         .routes(routes!(call_events))
         .routes(routes!(redeliver_event))
+        .routes(routes!(create_organization, list_organizations))
+        .routes(routes!(issue_key))
         .split_for_parts();
     let document = Arc::new(document);
     v1.route(
@@ -213,35 +244,54 @@ pub fn router(state: ApiState) -> Router {
     .with_state(state)
 }
 
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
-    check_bearer(
+async fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<KeyOwner, ApiError> {
+    authenticate(
         state,
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
     )
+    .await
 }
 
-/// Checks an `Authorization` value (HTTP header or gRPC metadata) against the API key.
-pub(crate) fn check_bearer(state: &ApiState, authorization: Option<&str>) -> Result<(), ApiError> {
-    let given = authorization.and_then(|v| v.strip_prefix("Bearer "));
-    // Constant-time comparison: the key's length is not secret, its bytes are.
-    let ok = given.is_some_and(|g| {
-        g.len() == state.api_key.len()
-            && g.bytes()
-                .zip(state.api_key.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if ok {
-        Ok(())
+/// Who an `Authorization` value (HTTP header or gRPC metadata) speaks for. Keys are looked up
+/// by their SHA-256, so the comparison never touches the secret itself.
+pub(crate) async fn authenticate(
+    state: &ApiState,
+    authorization: Option<&str>,
+) -> Result<KeyOwner, ApiError> {
+    let unauthenticated = || ApiError {
+        status: 401,
+        code: "unauthenticated",
+        message: "missing or wrong API key (Authorization: Bearer <key>)".into(),
+        field: None,
+        retry_after: None,
+    };
+    let key = authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|k| !k.is_empty())
+        .ok_or_else(unauthenticated)?;
+    state
+        .engine
+        .storage()
+        .key_owner(key)
+        .await?
+        .ok_or_else(unauthenticated)
+}
+
+/// `found` when it belongs to the caller's organisation; another organisation's resource is
+/// `404` to it, exactly like one that does not exist.
+fn owned<T>(
+    caller: &KeyOwner,
+    org_id: Uuid,
+    entity: &str,
+    id: impl std::fmt::Display,
+    found: T,
+) -> Result<T, ApiError> {
+    if org_id == caller.org_id {
+        Ok(found)
     } else {
-        Err(ApiError {
-            status: 401,
-            code: "unauthenticated",
-            message: "missing or wrong API key (Authorization: Bearer <key>)".into(),
-            field: None,
-        })
+        Err(ApiError::not_found(entity, id))
     }
 }
 
@@ -264,6 +314,7 @@ fn json_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
             code: "too_large",
             message: format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             field: None,
+            retry_after: None,
         });
     }
     let value: Value = serde_json::from_slice(body)
@@ -336,6 +387,7 @@ fn object_field(map: &Map<String, Value>, field: &str) -> Result<Value, ApiError
                     code: "too_large",
                     message: format!("`{field}` is larger than {MAX_OBJECT_BYTES} bytes"),
                     field: Some(field.to_owned()),
+                    retry_after: None,
                 });
             }
             Ok(v.clone())
@@ -454,9 +506,9 @@ async fn create_trunk(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers).await?;
     let map = json_object(&body)?;
-    Ok(created(service_create_trunk(&state, &map).await?))
+    Ok(created(service_create_trunk(&state, &caller, &map).await?))
 }
 
 /// A trunk as the API shows it: no password, whether one is set, RFC 3339 times.
@@ -512,12 +564,13 @@ fn trunk_from_map(map: &Map<String, Value>) -> Result<NewTrunk, ApiError> {
 
 pub(crate) async fn service_create_trunk(
     state: &ApiState,
+    caller: &KeyOwner,
     map: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
     let trunk = state
         .engine
         .storage()
-        .create_trunk(trunk_from_map(map)?)
+        .create_trunk(caller.org_id, trunk_from_map(map)?)
         .await?;
     Ok(trunk_json(&trunk))
 }
@@ -536,12 +589,13 @@ fn patched(mut current: Map<String, Value>, patch: &Map<String, Value>) -> Map<S
 
 pub(crate) async fn service_update_trunk(
     state: &ApiState,
+    caller: &KeyOwner,
     id: &str,
     patch: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
     only_fields(patch, TRUNK_FIELDS)?;
-    let id = path_uuid(id, "trunk")?;
-    let current = state.engine.storage().get_trunk(id).await?;
+    let current = own_trunk(state, caller, id).await?;
+    let id = current.id;
     let Value::Object(mut map) = to_json(&current) else {
         return Err(ApiError::not_found("trunk", id));
     };
@@ -557,12 +611,13 @@ pub(crate) async fn service_update_trunk(
     Ok(trunk_json(&trunk))
 }
 
-pub(crate) async fn service_delete_trunk(state: &ApiState, id: &str) -> Result<(), ApiError> {
-    Ok(state
-        .engine
-        .storage()
-        .delete_trunk(path_uuid(id, "trunk")?)
-        .await?)
+pub(crate) async fn service_delete_trunk(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<(), ApiError> {
+    let trunk = own_trunk(state, caller, id).await?;
+    Ok(state.engine.storage().delete_trunk(trunk.id).await?)
 }
 
 #[utoipa::path(patch, path = "/v1/trunks/{id}", tag = "trunks", params(("id" = String, Path, description = "UUID")), request_body = openapi::TrunkFields, responses((status = 200, body = openapi::Trunk), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
@@ -572,9 +627,11 @@ async fn update_trunk(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers).await?;
     let patch = json_object(&body)?;
-    Ok(Json(service_update_trunk(&state, &id, &patch).await?))
+    Ok(Json(
+        service_update_trunk(&state, &caller, &id, &patch).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/trunks/{id}", tag = "trunks", params(("id" = String, Path, description = "UUID")), responses((status = 204, description = "deleted"), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
@@ -583,8 +640,8 @@ async fn delete_trunk(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers)?;
-    service_delete_trunk(&state, &id).await?;
+    let caller = authorize(&state, &headers).await?;
+    service_delete_trunk(&state, &caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -593,12 +650,15 @@ async fn list_trunks(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(Json(service_list_trunks(&state).await?))
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(service_list_trunks(&state, &caller).await?))
 }
 
-pub(crate) async fn service_list_trunks(state: &ApiState) -> Result<Value, ApiError> {
-    let trunks = state.engine.storage().list_trunks().await?;
+pub(crate) async fn service_list_trunks(
+    state: &ApiState,
+    caller: &KeyOwner,
+) -> Result<Value, ApiError> {
+    let trunks = state.engine.storage().list_trunks(caller.org_id).await?;
     let data: Vec<Value> = trunks.iter().map(trunk_json).collect();
     Ok(json!({"data": data, "next_cursor": null}))
 }
@@ -607,23 +667,62 @@ fn path_uuid(id: &str, entity: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found(entity, id))
 }
 
+async fn own_trunk(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<dialtone_storage::Trunk, ApiError> {
+    let id = path_uuid(id, "trunk")?;
+    let trunk = state.engine.storage().get_trunk(id).await?;
+    owned(caller, trunk.org_id, "trunk", id, trunk)
+}
+
+async fn own_number(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<dialtone_storage::Number, ApiError> {
+    let id = path_uuid(id, "number")?;
+    let number = state.engine.storage().get_number(id).await?;
+    owned(caller, number.org_id, "number", id, number)
+}
+
+async fn own_agent(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<dialtone_storage::Agent, ApiError> {
+    let id = path_uuid(id, "agent")?;
+    let agent = state.engine.storage().get_agent(id).await?;
+    owned(caller, agent.org_id, "agent", id, agent)
+}
+
+async fn own_call(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<dialtone_storage::Call, ApiError> {
+    let id = path_uuid(id, "call")?;
+    let call = state.engine.storage().get_call(id).await?;
+    owned(caller, call.org_id, "call", id, call)
+}
+
 #[utoipa::path(get, path = "/v1/trunks/{id}", tag = "trunks", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = openapi::Trunk), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
 async fn get_trunk(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(Json(service_get_trunk(&state, &id).await?))
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(service_get_trunk(&state, &caller, &id).await?))
 }
 
-pub(crate) async fn service_get_trunk(state: &ApiState, id: &str) -> Result<Value, ApiError> {
-    let trunk = state
-        .engine
-        .storage()
-        .get_trunk(path_uuid(id, "trunk")?)
-        .await?;
-    Ok(trunk_json(&trunk))
+pub(crate) async fn service_get_trunk(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<Value, ApiError> {
+    Ok(trunk_json(&own_trunk(state, caller, id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/numbers", tag = "numbers", request_body = openapi::NumberFields, responses((status = 201, body = openapi::Number), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
@@ -632,13 +731,14 @@ async fn create_number(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers).await?;
     let map = json_object(&body)?;
-    Ok(created(service_create_number(&state, &map).await?))
+    Ok(created(service_create_number(&state, &caller, &map).await?))
 }
 
 pub(crate) async fn service_create_number(
     state: &ApiState,
+    caller: &KeyOwner,
     map: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
     only_fields(map, &["e164", "trunk_id"])?;
@@ -646,7 +746,12 @@ pub(crate) async fn service_create_number(
     let e164 =
         e164_field(&map, "e164")?.ok_or_else(|| ApiError::invalid("e164", "`e164` is required"))?;
     let trunk_id = uuid_field(&map, "trunk_id")?;
-    let number = match state.engine.storage().create_number(&e164, trunk_id).await {
+    let number = match state
+        .engine
+        .storage()
+        .create_number(caller.org_id, &e164, trunk_id)
+        .await
+    {
         Err(StorageError::NotFound { .. }) => {
             return Err(ApiError::invalid(
                 "trunk_id",
@@ -664,22 +769,26 @@ async fn get_number(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(Json(service_get_number(&state, &id).await?))
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(service_get_number(&state, &caller, &id).await?))
 }
 
-pub(crate) async fn service_list_numbers(state: &ApiState) -> Result<Value, ApiError> {
-    let numbers = state.engine.storage().list_numbers().await?;
+pub(crate) async fn service_list_numbers(
+    state: &ApiState,
+    caller: &KeyOwner,
+) -> Result<Value, ApiError> {
+    let numbers = state.engine.storage().list_numbers(caller.org_id).await?;
     let data: Vec<Value> = numbers.iter().map(number_json).collect();
     Ok(json!({"data": data, "next_cursor": null}))
 }
 
-pub(crate) async fn service_delete_number(state: &ApiState, id: &str) -> Result<(), ApiError> {
-    Ok(state
-        .engine
-        .storage()
-        .delete_number(path_uuid(id, "number")?)
-        .await?)
+pub(crate) async fn service_delete_number(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<(), ApiError> {
+    let number = own_number(state, caller, id).await?;
+    Ok(state.engine.storage().delete_number(number.id).await?)
 }
 
 #[utoipa::path(get, path = "/v1/numbers", tag = "numbers", responses((status = 200, body = openapi::NumberList), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody)))]
@@ -687,8 +796,8 @@ async fn list_numbers(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(Json(service_list_numbers(&state).await?))
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(service_list_numbers(&state, &caller).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/numbers/{id}", tag = "numbers", params(("id" = String, Path, description = "UUID")), responses((status = 204, description = "deleted"), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
@@ -697,18 +806,17 @@ async fn delete_number(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers)?;
-    service_delete_number(&state, &id).await?;
+    let caller = authorize(&state, &headers).await?;
+    service_delete_number(&state, &caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) async fn service_get_number(state: &ApiState, id: &str) -> Result<Value, ApiError> {
-    let number = state
-        .engine
-        .storage()
-        .get_number(path_uuid(id, "number")?)
-        .await?;
-    Ok(number_json(&number))
+pub(crate) async fn service_get_number(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<Value, ApiError> {
+    Ok(number_json(&own_number(state, caller, id).await?))
 }
 
 const AGENT_FIELDS: &[&str] = &[
@@ -735,9 +843,9 @@ async fn create_agent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers).await?;
     let map = json_object(&body)?;
-    Ok(created(service_create_agent(&state, &map).await?))
+    Ok(created(service_create_agent(&state, &caller, &map).await?))
 }
 
 /// An agent's fields from a request body (or a stored agent with a patch laid over it).
@@ -807,12 +915,13 @@ fn unknown_number(e: StorageError) -> ApiError {
 
 pub(crate) async fn service_create_agent(
     state: &ApiState,
+    caller: &KeyOwner,
     map: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
     let agent = state
         .engine
         .storage()
-        .create_agent(agent_from_map(map)?)
+        .create_agent(caller.org_id, agent_from_map(map)?)
         .await
         .map_err(unknown_number)?;
     Ok(agent_json(&agent))
@@ -820,12 +929,13 @@ pub(crate) async fn service_create_agent(
 
 pub(crate) async fn service_update_agent(
     state: &ApiState,
+    caller: &KeyOwner,
     id: &str,
     patch: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
     only_fields(patch, AGENT_FIELDS)?;
-    let id = path_uuid(id, "agent")?;
-    let current = state.engine.storage().get_agent(id).await?;
+    let current = own_agent(state, caller, id).await?;
+    let id = current.id;
     let Value::Object(mut map) = agent_json(&current) else {
         return Err(ApiError::not_found("agent", id));
     };
@@ -851,18 +961,22 @@ pub(crate) async fn service_update_agent(
     Ok(agent_json(&agent))
 }
 
-pub(crate) async fn service_list_agents(state: &ApiState) -> Result<Value, ApiError> {
-    let agents = state.engine.storage().list_agents().await?;
+pub(crate) async fn service_list_agents(
+    state: &ApiState,
+    caller: &KeyOwner,
+) -> Result<Value, ApiError> {
+    let agents = state.engine.storage().list_agents(caller.org_id).await?;
     let data: Vec<Value> = agents.iter().map(agent_json).collect();
     Ok(json!({"data": data, "next_cursor": null}))
 }
 
-pub(crate) async fn service_delete_agent(state: &ApiState, id: &str) -> Result<(), ApiError> {
-    Ok(state
-        .engine
-        .storage()
-        .delete_agent(path_uuid(id, "agent")?)
-        .await?)
+pub(crate) async fn service_delete_agent(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<(), ApiError> {
+    let agent = own_agent(state, caller, id).await?;
+    Ok(state.engine.storage().delete_agent(agent.id).await?)
 }
 
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = openapi::AgentList), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody)))]
@@ -870,8 +984,8 @@ async fn list_agents(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(Json(service_list_agents(&state).await?))
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(service_list_agents(&state, &caller).await?))
 }
 
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "UUID")), request_body = openapi::AgentFields, responses((status = 200, body = openapi::Agent), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
@@ -881,9 +995,11 @@ async fn update_agent(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers).await?;
     let patch = json_object(&body)?;
-    Ok(Json(service_update_agent(&state, &id, &patch).await?))
+    Ok(Json(
+        service_update_agent(&state, &caller, &id, &patch).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "UUID")), responses((status = 204, description = "deleted"), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
@@ -892,8 +1008,8 @@ async fn delete_agent(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers)?;
-    service_delete_agent(&state, &id).await?;
+    let caller = authorize(&state, &headers).await?;
+    service_delete_agent(&state, &caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -915,17 +1031,16 @@ async fn get_agent(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(Json(service_get_agent(&state, &id).await?))
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(service_get_agent(&state, &caller, &id).await?))
 }
 
-pub(crate) async fn service_get_agent(state: &ApiState, id: &str) -> Result<Value, ApiError> {
-    let agent = state
-        .engine
-        .storage()
-        .get_agent(path_uuid(id, "agent")?)
-        .await?;
-    Ok(agent_json(&agent))
+pub(crate) async fn service_get_agent(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<Value, ApiError> {
+    Ok(agent_json(&own_agent(state, caller, id).await?))
 }
 
 /// Fields that live on the agent and are refused on a call.
@@ -953,7 +1068,7 @@ async fn create_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers).await?;
     let map = json_object(&body)?;
     let key = match headers.get("idempotency-key") {
         None => None,
@@ -964,7 +1079,7 @@ async fn create_call(
             )
         })?),
     };
-    let (call, replayed) = service_dispatch(&state, &map, key).await?;
+    let (call, replayed) = service_dispatch(&state, &caller, &map, key).await?;
     if replayed {
         Ok((
             StatusCode::CREATED,
@@ -981,6 +1096,7 @@ async fn create_call(
 /// idempotency key made it.
 pub(crate) async fn service_dispatch(
     state: &ApiState,
+    caller: &KeyOwner,
     map: &Map<String, Value>,
     idempotency_key: Option<&str>,
 ) -> Result<(Value, bool), ApiError> {
@@ -994,7 +1110,17 @@ pub(crate) async fn service_dispatch(
     only_fields(&map, CALL_FIELDS)?;
     let agent_id = uuid_field(&map, "agent_id")?;
     let to = e164_field(&map, "to")?.ok_or_else(|| ApiError::invalid("to", "`to` is required"))?;
-    let from_number = e164_field(&map, "from_number")?;
+    // An E.164 string or the id of one of the agent's numbers.
+    let from_number = match opt_string(&map, "from_number")? {
+        Some(f) if is_e164(&f) || Uuid::parse_str(&f).is_ok() => Some(f),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "from_number",
+                "`from_number` must be an E.164 number (+ then 2-15 digits) or a number id",
+            ));
+        }
+        None => None,
+    };
     let instructions = opt_string(&map, "instructions")?;
     if instructions
         .as_ref()
@@ -1005,6 +1131,7 @@ pub(crate) async fn service_dispatch(
             code: "too_large",
             message: format!("`instructions` is longer than {MAX_INSTRUCTIONS_BYTES} bytes"),
             field: Some("instructions".into()),
+            retry_after: None,
         });
     }
     let idempotency = match idempotency_key {
@@ -1026,6 +1153,7 @@ pub(crate) async fn service_dispatch(
         }
     };
     let request = DispatchRequest {
+        org_id: caller.org_id,
         agent_id,
         to,
         from_number,
@@ -1072,12 +1200,16 @@ async fn list_calls(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers).await?;
     let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    Ok(Json(service_list_calls(&state, q).await?))
+    Ok(Json(service_list_calls(&state, &caller, q).await?))
 }
 
-pub(crate) async fn service_list_calls(state: &ApiState, q: ListQuery) -> Result<Value, ApiError> {
+pub(crate) async fn service_list_calls(
+    state: &ApiState,
+    caller: &KeyOwner,
+    q: ListQuery,
+) -> Result<Value, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid("limit", "`limit` must be 1-200"));
@@ -1099,6 +1231,7 @@ pub(crate) async fn service_list_calls(state: &ApiState, q: ListQuery) -> Result
         })
         .transpose()?;
     let filter = CallFilter {
+        org_id: Some(caller.org_id),
         agent_id,
         status,
         to: q.to,
@@ -1129,17 +1262,16 @@ async fn get_call(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(Json(service_get_call(&state, &id).await?))
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(service_get_call(&state, &caller, &id).await?))
 }
 
-pub(crate) async fn service_get_call(state: &ApiState, id: &str) -> Result<Value, ApiError> {
-    let call = state
-        .engine
-        .storage()
-        .get_call(path_uuid(id, "call")?)
-        .await?;
-    Ok(call.to_json())
+pub(crate) async fn service_get_call(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<Value, ApiError> {
+    Ok(own_call(state, caller, id).await?.to_json())
 }
 
 #[utoipa::path(get, path = "/v1/calls/{id}/events", tag = "webhooks", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = openapi::EventList), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
@@ -1148,10 +1280,9 @@ async fn call_events(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let id = path_uuid(&id, "call")?;
-    state.engine.storage().get_call(id).await?;
-    let events = state.engine.storage().call_events(id).await?;
+    let caller = authorize(&state, &headers).await?;
+    let call = own_call(&state, &caller, &id).await?;
+    let events = state.engine.storage().call_events(call.id).await?;
     Ok(Json(json!({"data": events, "next_cursor": null})))
 }
 
@@ -1161,14 +1292,110 @@ async fn redeliver_event(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers).await?;
     let event_id = path_uuid(&id, "event")?;
-    let call_id = state.engine.storage().redeliver(event_id).await?;
+    // Another organisation's event does not exist for this caller.
+    let call_id = state.engine.storage().event_call(event_id).await?;
+    own_call(&state, &caller, &call_id.to_string())
+        .await
+        .map_err(|_| ApiError::not_found("event", event_id))?;
+    state.engine.storage().redeliver(event_id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": event_id, "call_id": call_id, "state": "pending"})),
     )
         .into_response())
+}
+
+/// Only admin keys manage organisations and keys.
+fn admin_only(caller: &KeyOwner) -> Result<(), ApiError> {
+    if caller.admin {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: 403,
+            code: "forbidden",
+            message: "only an admin key may manage organisations and keys".into(),
+            field: None,
+            retry_after: None,
+        })
+    }
+}
+
+#[utoipa::path(post, path = "/v1/organizations", tag = "organizations", request_body = openapi::OrganizationFields, responses((status = 201, body = openapi::Organization), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 403, description = "not an admin key", body = openapi::ErrorBody)))]
+async fn create_organization(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    admin_only(&caller)?;
+    let map = json_object(&body)?;
+    only_fields(
+        &map,
+        &["name", "max_concurrent_calls", "max_calls_per_second"],
+    )?;
+    let org = state
+        .engine
+        .storage()
+        .create_organization(
+            &req_string(&map, "name")?,
+            opt_u32(&map, "max_concurrent_calls")?,
+            opt_u32(&map, "max_calls_per_second")?,
+        )
+        .await?;
+    Ok(created(organization_json(&org)))
+}
+
+fn organization_json(org: &dialtone_storage::Organization) -> Value {
+    let mut v = to_json(org);
+    if let Value::Object(m) = &mut v {
+        m.insert("created_at".into(), json!(rfc3339(org.created_at)));
+    }
+    v
+}
+
+#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", responses((status = 200, body = openapi::OrganizationList), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 403, description = "not an admin key", body = openapi::ErrorBody)))]
+async fn list_organizations(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    admin_only(&caller)?;
+    let orgs = state.engine.storage().list_organizations().await?;
+    let data: Vec<Value> = orgs.iter().map(organization_json).collect();
+    Ok(Json(json!({"data": data, "next_cursor": null})))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{id}/keys", tag = "organizations", params(("id" = String, Path, description = "UUID")), request_body = openapi::KeyFields, responses((status = 201, description = "the key's secret is shown this once", body = openapi::IssuedKey), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 403, description = "not an admin key", body = openapi::ErrorBody), (status = 404, description = "no such organisation", body = openapi::ErrorBody)))]
+async fn issue_key(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    admin_only(&caller)?;
+    let map = if body.is_empty() {
+        Map::new()
+    } else {
+        json_object(&body)?
+    };
+    only_fields(&map, &["admin"])?;
+    let admin = match map.get("admin") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("admin", "`admin` must be true or false")),
+    };
+    let org = path_uuid(&id, "organization")?;
+    let issued = state.engine.storage().issue_key(org, admin).await?;
+    Ok(created(json!({
+        "id": issued.id,
+        "organization_id": issued.org_id,
+        "key": issued.key,
+        "prefix": issued.prefix,
+        "admin": issued.admin,
+    })))
 }
 
 #[utoipa::path(post, path = "/v1/calls/{id}/hangup", tag = "calls", params(("id" = String, Path, description = "UUID")), responses((status = 200, description = "the hang-up is under way", body = openapi::Call), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody), (status = 409, description = "the call has already ended", body = openapi::ErrorBody)))]
@@ -1177,12 +1404,16 @@ async fn hangup_call(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(Json(service_hangup(&state, &id).await?))
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(service_hangup(&state, &caller, &id).await?))
 }
 
-pub(crate) async fn service_hangup(state: &ApiState, id: &str) -> Result<Value, ApiError> {
-    let id = path_uuid(id, "call")?;
+pub(crate) async fn service_hangup(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<Value, ApiError> {
+    let id = own_call(state, caller, id).await?.id;
     state.engine.hangup(id).await?;
     let call = state.engine.storage().get_call(id).await?;
     Ok(call.to_json())

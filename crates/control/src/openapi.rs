@@ -20,7 +20,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Machine code: `invalid_request`, `unauthenticated`, `not_found`, `conflict`,
     /// `idempotency_conflict`, `in_use`, `failed_precondition`, `call_ended`, `too_large`,
-    /// `rate_limited`, `unavailable`, `internal`.
+    /// `rate_limited`, `forbidden`, `unavailable`, `internal`.
     pub code: String,
     /// For people; names the field and the rule.
     pub message: String,
@@ -346,6 +346,64 @@ pub struct Redelivery {
     pub call_id: String,
     /// `pending`.
     pub state: String,
+}
+
+/// A new organisation.
+#[derive(Debug, ToSchema)]
+pub struct OrganizationFields {
+    /// Name.
+    pub name: String,
+    /// Most calls in progress at once; beyond it calls wait in `queued` (in order, up to the
+    /// queue timeout, then `failed` with `queue_timeout`).
+    pub max_concurrent_calls: Option<u32>,
+    /// Most dispatches per second; beyond it `429` with `Retry-After`.
+    pub max_calls_per_second: Option<u32>,
+}
+
+/// An organisation.
+#[derive(Debug, ToSchema)]
+pub struct Organization {
+    /// UUID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Concurrency cap.
+    pub max_concurrent_calls: Option<u32>,
+    /// Rate cap.
+    pub max_calls_per_second: Option<u32>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// Organisations.
+#[derive(Debug, ToSchema)]
+pub struct OrganizationList {
+    /// Every organisation.
+    pub data: Vec<Organization>,
+    /// Always null.
+    pub next_cursor: Option<String>,
+}
+
+/// A key to issue.
+#[derive(Debug, ToSchema)]
+pub struct KeyFields {
+    /// Whether it may manage organisations and keys (default false).
+    pub admin: Option<bool>,
+}
+
+/// A key just issued. Only its SHA-256 is stored: the secret is shown this once.
+#[derive(Debug, ToSchema)]
+pub struct IssuedKey {
+    /// UUID.
+    pub id: String,
+    /// The organisation.
+    pub organization_id: String,
+    /// The secret, for `Authorization: Bearer <key>`.
+    pub key: String,
+    /// Its first characters, to recognise it by.
+    pub prefix: String,
+    /// Admin or not.
+    pub admin: bool,
 }
 
 /// Adds the bearer-key security scheme.

@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         webhook_allow_private: true,
         media_workers: 1,
         rtp_timeout: std::time::Duration::from_secs(30),
+        queue_timeout: std::time::Duration::from_secs(60),
     })
     .await?;
     let base = format!("http://{}", daemon.http_addr);

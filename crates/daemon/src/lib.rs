@@ -13,7 +13,7 @@
 //! | `DIALTONE_RTP_PORTS` | `20000-20999` | RTP port range |
 //! | `DIALTONE_DATA_DIR` | `./dialtone-data` | where the SQLite file lives |
 //! | `DIALTONE_DATABASE_URL` | `sqlite://<data dir>/dialtone.db` | storage: `sqlite://…` or `postgres://…` |
-//! | `DIALTONE_API_KEY` | (required) | the bearer key of the API |
+//! | `DIALTONE_API_KEY` | (required) | an admin key of the first organisation (stored hashed) |
 //! | `DIALTONE_BRAIN_ADDR` | `builtin:echo` | brain of agents that name none |
 //! | `DIALTONE_WEBHOOK_SECRET` | (required) | HMAC key of the `Dialtone-Signature` header |
 //! | `DIALTONE_WEBHOOK_ALLOW_PRIVATE` | `false` | deliver webhooks to loopback/private addresses |
@@ -21,6 +21,7 @@
 //! | `DIALTONE_LOG_FORMAT` | `text` | `text` or `json` |
 //! | `DIALTONE_MEDIA_WORKERS` | `0` | media threads; 0 is one per core |
 //! | `DIALTONE_RTP_TIMEOUT_SECONDS` | `30` | end a call whose far end sent no RTP for this long |
+//! | `DIALTONE_QUEUE_TIMEOUT_SECONDS` | `60` | how long a call waits in `queued` under its organisation's concurrency cap |
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -99,6 +100,8 @@ pub struct Config {
     pub media_workers: usize,
     /// A call whose far end sends no RTP for this long is ended.
     pub rtp_timeout: Duration,
+    /// How long a call may wait for a slot under its organisation's concurrency cap.
+    pub queue_timeout: Duration,
 }
 
 fn var(key: &str) -> Option<String> {
@@ -187,6 +190,11 @@ impl Config {
                 )?
                 .max(1),
             ),
+            queue_timeout: Duration::from_secs(number(
+                "DIALTONE_QUEUE_TIMEOUT_SECONDS",
+                60u64,
+                "a whole number of seconds",
+            )?),
             webhook_allow_private: match var("DIALTONE_WEBHOOK_ALLOW_PRIVATE").as_deref() {
                 None | Some("false" | "0") => false,
                 Some("true" | "1") => true,
@@ -284,6 +292,8 @@ impl Daemon {
     /// Opens storage, binds SIP, HTTP and gRPC, and serves.
     pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let storage = Storage::open(&config.database_url).await?;
+        let org = storage.bootstrap_admin_key(&config.api_key).await?;
+        tracing::info!(organization = %org.id, "DIALTONE_API_KEY is an admin key");
         let interrupted = storage.close_interrupted_calls().await?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "closed calls left live by the previous run");
@@ -321,6 +331,7 @@ impl Daemon {
                 rtp_last_port: config.rtp_ports.1,
                 default_brain: config.default_brain.clone(),
                 rtp_timeout: config.rtp_timeout,
+                queue_timeout: config.queue_timeout,
             },
         );
         let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -335,7 +346,6 @@ impl Daemon {
         })?;
         let api = ApiState {
             engine: engine.clone(),
-            api_key: config.api_key.clone(),
             allow_private_webhooks: config.webhook_allow_private,
             metrics: prometheus().map(|handle| {
                 let render: Arc<dyn Fn() -> String + Send + Sync> =

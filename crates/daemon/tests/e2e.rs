@@ -29,6 +29,7 @@ fn config(dir: &std::path::Path) -> Config {
         webhook_allow_private: true,
         media_workers: 1,
         rtp_timeout: std::time::Duration::from_secs(30),
+        queue_timeout: std::time::Duration::from_secs(60),
     }
 }
 
@@ -841,6 +842,227 @@ async fn trunks_numbers_and_agents_are_changed_and_deleted() {
     w.finish().await;
 }
 
+impl Api {
+    /// The same API with another key.
+    fn as_key(&self, key: &str) -> KeyedApi<'_> {
+        KeyedApi {
+            api: self,
+            key: key.to_owned(),
+        }
+    }
+}
+
+struct KeyedApi<'a> {
+    api: &'a Api,
+    key: String,
+}
+
+impl KeyedApi<'_> {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .api
+            .http
+            .request(method, format!("{}{path}", self.api.base))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A second organisation with its own (non-admin) key, made by the admin key.
+async fn second_org(api: &Api, caps: Value) -> (String, String) {
+    let mut body = json!({"name": "other"});
+    if let (Some(b), Some(c)) = (body.as_object_mut(), caps.as_object()) {
+        b.extend(c.clone());
+    }
+    let (s, org) = api.post("/v1/organizations", body).await;
+    assert_eq!(s, 201, "{org}");
+    let org_id = org["id"].as_str().unwrap().to_owned();
+    let (s, key) = api
+        .post(&format!("/v1/organizations/{org_id}/keys"), json!({}))
+        .await;
+    assert_eq!(s, 201, "{key}");
+    assert!(key["key"].as_str().unwrap().starts_with("dtk_"));
+    assert_eq!(key["admin"], false);
+    (org_id, key["key"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sees_only_its_own_organisation() {
+    let w = world(None, &[]).await;
+    let (_, other_key) = second_org(&w.api, json!({})).await;
+    let other = w.api.as_key(&other_key);
+    // The first organisation's agent, trunk, number and calls do not exist for the other.
+    let (_, trunks) = w.api.get("/v1/trunks").await;
+    let trunk_id = trunks["data"][0]["id"].as_str().unwrap().to_owned();
+    let (_, numbers) = w.api.get("/v1/numbers").await;
+    let number_id = numbers["data"][0]["id"].as_str().unwrap().to_owned();
+    for path in [
+        format!("/v1/agents/{}", w.agent_id),
+        format!("/v1/trunks/{trunk_id}"),
+        format!("/v1/numbers/{number_id}"),
+    ] {
+        let (s, e) = other.send(reqwest::Method::GET, &path, None).await;
+        assert_eq!(
+            (s, e["error"]["code"].clone()),
+            (404, json!("not_found")),
+            "{path}"
+        );
+        let (s, _) = other.send(reqwest::Method::DELETE, &path, None).await;
+        assert_eq!(s, 404, "{path}");
+    }
+    for path in ["/v1/agents", "/v1/trunks", "/v1/numbers", "/v1/calls"] {
+        let (s, list) = other.send(reqwest::Method::GET, path, None).await;
+        assert_eq!((s, list["data"].clone()), (200, json!([])), "{path}");
+    }
+    let (s, _) = other
+        .send(
+            reqwest::Method::POST,
+            "/v1/calls",
+            Some(json!({"agent_id": w.agent_id, "to": "+15551230000"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    // Nor can it build on them: a number on their trunk, an agent with their number.
+    let (s, e) = other
+        .send(
+            reqwest::Method::POST,
+            "/v1/numbers",
+            Some(json!({"e164": "+15550009999", "trunk_id": trunk_id})),
+        )
+        .await;
+    assert_eq!((s, e["error"]["field"].clone()), (400, json!("trunk_id")));
+    let (s, e) = other
+        .send(
+            reqwest::Method::POST,
+            "/v1/agents",
+            Some(json!({"name": "x", "number_ids": [number_id]})),
+        )
+        .await;
+    assert_eq!((s, e["error"]["field"].clone()), (400, json!("number_ids")));
+    // A non-admin key manages no organisations; a wrong key is 401.
+    let (s, e) = other
+        .send(reqwest::Method::GET, "/v1/organizations", None)
+        .await;
+    assert_eq!((s, e["error"]["code"].clone()), (403, json!("forbidden")));
+    let (s, _) = w
+        .api
+        .as_key("dtk_nope")
+        .send(reqwest::Method::GET, "/v1/calls", None)
+        .await;
+    assert_eq!(s, 401);
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organisation_caps_refuse_past_the_rate_and_queue_past_the_concurrency() {
+    let w = world(None, &[]).await;
+    let (_, key) = second_org(
+        &w.api,
+        json!({"max_calls_per_second": 2, "max_concurrent_calls": 1}),
+    )
+    .await;
+    let org = w.api.as_key(&key);
+    // Its own trunk (to a port nobody answers: a call stays dialing), number, agent.
+    let (_, trunk) = org
+        .send(
+            reqwest::Method::POST,
+            "/v1/trunks",
+            Some(json!({"name": "capped", "host": "127.0.0.1", "port": 9})),
+        )
+        .await;
+    let (_, number) = org
+        .send(
+            reqwest::Method::POST,
+            "/v1/numbers",
+            Some(json!({"e164": "+15550002222", "trunk_id": trunk["id"]})),
+        )
+        .await;
+    let (s, agent) = org
+        .send(
+            reqwest::Method::POST,
+            "/v1/agents",
+            Some(json!({"name": "capped", "brain": "builtin:echo", "number_ids": [number["id"]]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{agent}");
+    let dispatch = json!({"agent_id": agent["id"], "to": "+15551230000"});
+    let (s, first) = org
+        .send(reqwest::Method::POST, "/v1/calls", Some(dispatch.clone()))
+        .await;
+    assert_eq!(s, 201);
+    let (s, second) = org
+        .send(reqwest::Method::POST, "/v1/calls", Some(dispatch.clone()))
+        .await;
+    assert_eq!(s, 201);
+    // The third within the same second is over the rate: 429 with Retry-After.
+    let resp = w
+        .api
+        .http
+        .post(format!("{}/v1/calls", w.api.base))
+        .bearer_auth(&key)
+        .json(&dispatch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1).contains(&retry), "Retry-After {retry}");
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "rate_limited");
+    // One slot: the first call dials, the second waits in `queued`.
+    let path = |c: &Value| format!("/v1/calls/{}", c["id"].as_str().unwrap());
+    let mut first_status = Value::Null;
+    for _ in 0..100 {
+        first_status =
+            org.send(reqwest::Method::GET, &path(&first), None).await.1["status"].clone();
+        if first_status != "queued" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(first_status, "dialing");
+    let (_, waiting) = org.send(reqwest::Method::GET, &path(&second), None).await;
+    assert_eq!(waiting["status"], "queued");
+    // Hung up while queued: canceled, never dialled.
+    let (s, _) = org
+        .send(
+            reqwest::Method::POST,
+            &format!("{}/hangup", path(&second)),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let canceled = wait_final_with(&org, &path(&second)).await;
+    assert_eq!(canceled["status"], "canceled");
+    assert_eq!(canceled["end_reason"]["by"], "api");
+    assert_eq!(canceled["dialed_at"], Value::Null);
+    // (The first keeps dialing a port nobody answers; shutting down ends it.)
+    w.finish().await;
+}
+
+/// Polls `path` with `api` until the call's status is final.
+async fn wait_final_with(api: &KeyedApi<'_>, path: &str) -> Value {
+    for _ in 0..600 {
+        let (_, call) = api.send(reqwest::Method::GET, path, None).await;
+        if ["completed", "busy", "no_answer", "failed", "canceled"]
+            .contains(&call["status"].as_str().unwrap_or_default())
+        {
+            return call;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never ended");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_matches_the_routes() {
     let w = world(None, &[]).await;
@@ -896,6 +1118,7 @@ async fn the_openapi_document_matches_the_routes() {
             "GET /v1/calls/{id}/events",
             "GET /v1/numbers",
             "GET /v1/numbers/{id}",
+            "GET /v1/organizations",
             "GET /v1/trunks",
             "GET /v1/trunks/{id}",
             "PATCH /v1/agents/{id}",
@@ -905,6 +1128,8 @@ async fn the_openapi_document_matches_the_routes() {
             "POST /v1/calls/{id}/hangup",
             "POST /v1/events/{id}/redeliver",
             "POST /v1/numbers",
+            "POST /v1/organizations",
+            "POST /v1/organizations/{id}/keys",
             "POST /v1/trunks",
         ]
     );

@@ -80,6 +80,14 @@ pub enum EngineError {
     /// The engine is shutting down.
     #[error("the engine is not accepting calls")]
     ShuttingDown,
+    /// The organisation's dispatch rate cap is reached.
+    #[error("more than {per_second} dispatches per second; retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// The cap.
+        per_second: u32,
+        /// When a dispatch will be accepted again.
+        retry_after: Duration,
+    },
     /// Storage failed.
     #[error(transparent)]
     Storage(StorageError),
@@ -94,6 +102,8 @@ impl From<StorageError> for EngineError {
 /// What a dispatch asks for, already validated for shape by the API layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DispatchRequest {
+    /// The organisation asking (the agent must be its own).
+    pub org_id: Uuid,
     /// The agent.
     pub agent_id: Uuid,
     /// Destination, E.164.
@@ -136,6 +146,9 @@ pub struct EngineConfig {
     pub default_brain: String,
     /// A call whose far end sends no RTP for this long is ended (`rtp_timeout`).
     pub rtp_timeout: Duration,
+    /// How long a call may wait in `queued` for a slot under its organisation's concurrency
+    /// cap before it fails (`queue_timeout`).
+    pub queue_timeout: Duration,
 }
 
 /// The engine; share it as `Arc<Engine>`.
@@ -149,6 +162,10 @@ pub struct Engine {
     live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<()>>>,
     accepting: std::sync::atomic::AtomicBool,
     changes: tokio::sync::broadcast::Sender<Uuid>,
+    /// Per organisation: its concurrency cap and the slots under it (FIFO).
+    org_slots: Mutex<HashMap<Uuid, (u32, Arc<tokio::sync::Semaphore>)>>,
+    /// Per organisation: tokens left and when they were counted (rate cap).
+    org_rates: Mutex<HashMap<Uuid, (f64, std::time::Instant)>>,
 }
 
 const SUPPORTED_BRAINS: &[&str] = &["builtin:echo"];
@@ -192,6 +209,8 @@ impl Engine {
             live: Mutex::new(HashMap::new()),
             accepting: std::sync::atomic::AtomicBool::new(true),
             changes: tokio::sync::broadcast::channel(1024).0,
+            org_slots: Mutex::new(HashMap::new()),
+            org_rates: Mutex::new(HashMap::new()),
         })
     }
 
@@ -221,13 +240,16 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         let agent = match self.storage.get_agent(request.agent_id).await {
-            Err(StorageError::NotFound { .. }) => {
+            Ok(agent) if agent.org_id == request.org_id => agent,
+            // Another organisation's agent does not exist for this one.
+            Ok(_) | Err(StorageError::NotFound { .. }) => {
                 return Err(EngineError::AgentNotFound {
                     agent_id: request.agent_id,
                 });
             }
-            other => other?,
+            Err(e) => return Err(e.into()),
         };
+        let org = self.storage.get_organization(request.org_id).await?;
         let brain = agent
             .config
             .get("brain")
@@ -239,10 +261,11 @@ impl Engine {
         }
         let from = match &request.from_number {
             Some(e164) => {
+                // An E.164 string or a number's id, either way one of the agent's.
                 let mut found = None;
                 for id in &agent.number_ids {
                     let n = self.storage.get_number(*id).await?;
-                    if n.e164 == *e164 {
+                    if n.e164 == *e164 || n.id.to_string() == *e164 {
                         found = Some(n);
                     }
                 }
@@ -278,10 +301,22 @@ impl Engine {
             .idempotency
             .as_ref()
             .map(|(k, h)| (k.as_str(), h.as_str()));
+        // A replay costs no rate: only a call that will be new is counted.
+        let replay = match key {
+            Some((k, h)) => self.storage.idempotent_replay(org.id, k, h).await?,
+            None => None,
+        };
+        if let Some(call) = replay {
+            return Ok(Dispatched::Replayed(call));
+        }
+        if let Some(per_second) = org.max_calls_per_second {
+            self.take_rate_token(org.id, per_second)?;
+        }
         let inserted = self
             .storage
             .insert_call_once(
                 NewCall {
+                    org_id: org.id,
                     agent_id: agent.id,
                     to: request.to.clone(),
                     from_number: from.e164.clone(),
@@ -307,6 +342,9 @@ impl Engine {
         metrics::gauge!("dialtone_active_calls").set(live as f64);
         let plan = CallPlan {
             id: call.id,
+            org_slots: org
+                .max_concurrent_calls
+                .map(|cap| self.org_slots(org.id, cap)),
             dispatched,
             to: call.to.clone(),
             from: call.from_number.clone(),
@@ -330,6 +368,40 @@ impl Engine {
             .instrument(span),
         );
         Ok(Dispatched::New(call))
+    }
+
+    /// Takes one dispatch from the organisation's token bucket (`per_second` tokens a second,
+    /// as many at most), or says when one will be there.
+    fn take_rate_token(&self, org: Uuid, per_second: u32) -> Result<(), EngineError> {
+        let rate = f64::from(per_second.max(1));
+        let now = std::time::Instant::now();
+        let mut rates = self.org_rates.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, at) = rates.entry(org).or_insert((rate, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(EngineError::RateLimited {
+                per_second,
+                retry_after: Duration::from_secs_f64((1.0 - *tokens) / rate),
+            })
+        }
+    }
+
+    /// The organisation's slots under concurrency cap `cap` (made anew when the cap changed;
+    /// calls holding the old slots keep them until they end).
+    fn org_slots(&self, org: Uuid, cap: u32) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = self.org_slots.lock().unwrap_or_else(|e| e.into_inner());
+        match slots.get(&org) {
+            Some((c, s)) if *c == cap => s.clone(),
+            _ => {
+                let s = Arc::new(tokio::sync::Semaphore::new(cap as usize));
+                slots.insert(org, (cap, s.clone()));
+                s
+            }
+        }
     }
 
     /// Asks a live call to hang up (CANCEL before answer, BYE after).
@@ -398,6 +470,28 @@ impl Engine {
     }
 
     async fn run(&self, plan: CallPlan, mut hangup: mpsc::UnboundedReceiver<()>) {
+        // Under the organisation's concurrency cap the call waits in `queued`, in order, for a
+        // slot it holds until it ends.
+        let _slot = match &plan.org_slots {
+            None => None,
+            Some(slots) => {
+                let waited = tokio::select! {
+                    slot = tokio::time::timeout(self.config.queue_timeout, slots.clone().acquire_owned()) => slot,
+                    _ = hangup.recv() => {
+                        return self.fail(plan.id, CallStatus::Canceled, "canceled", "api", None).await;
+                    }
+                };
+                match waited {
+                    Ok(Ok(slot)) => Some(slot),
+                    _ => {
+                        tracing::warn!("no slot under the organisation's concurrency cap in time");
+                        return self
+                            .fail(plan.id, CallStatus::Failed, "queue_timeout", "engine", None)
+                            .await;
+                    }
+                }
+            }
+        };
         let port = match self.ports.bind() {
             Ok(p) => p,
             Err(error) => {
@@ -643,6 +737,8 @@ impl Engine {
 #[derive(Debug, Clone)]
 struct CallPlan {
     id: Uuid,
+    /// The organisation's concurrency slots, when it has a cap.
+    org_slots: Option<Arc<tokio::sync::Semaphore>>,
     dispatched: std::time::Instant,
     to: String,
     from: String,

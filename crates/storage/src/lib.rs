@@ -118,6 +118,8 @@ impl TrunkTransport {
 pub struct Trunk {
     /// Id.
     pub id: Uuid,
+    /// The organisation it belongs to.
+    pub org_id: Uuid,
     /// Unique name.
     pub name: String,
     /// Host name or IP.
@@ -215,6 +217,8 @@ impl std::fmt::Debug for NewTrunk {
 pub struct Number {
     /// Id.
     pub id: Uuid,
+    /// The organisation it belongs to.
+    pub org_id: Uuid,
     /// E.164.
     pub e164: String,
     /// The trunk that carries it.
@@ -228,6 +232,8 @@ pub struct Number {
 pub struct Agent {
     /// Id.
     pub id: Uuid,
+    /// The organisation it belongs to.
+    pub org_id: Uuid,
     /// Name.
     pub name: String,
     /// Everything else the API accepted (persona, voice, instructions, returns, tools, ...).
@@ -240,6 +246,55 @@ pub struct Agent {
     pub created_at: i64,
     /// Last change.
     pub updated_at: i64,
+}
+
+/// An organisation: the tenant every resource and key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Organization {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Most of its calls in progress at once (beyond: they wait in `queued`).
+    pub max_concurrent_calls: Option<u32>,
+    /// Most dispatches per second (beyond: refused with a retry time).
+    pub max_calls_per_second: Option<u32>,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+/// Who an API key speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyOwner {
+    /// The key's organisation.
+    pub org_id: Uuid,
+    /// Whether it may manage organisations and keys.
+    pub admin: bool,
+}
+
+/// A key just issued: the only time its secret is seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IssuedKey {
+    /// Id.
+    pub id: Uuid,
+    /// The organisation.
+    pub org_id: Uuid,
+    /// The secret (only its SHA-256 is stored).
+    pub key: String,
+    /// Its first characters, to recognise it by.
+    pub prefix: String,
+    /// Whether it may manage organisations and keys.
+    pub admin: bool,
+}
+
+/// The stored form of an API key: SHA-256, hex. Keys are long random tokens, so a fast hash is
+/// the right one (there is nothing to brute-force).
+pub fn hash_key(key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Fields of a new agent.
@@ -332,6 +387,8 @@ impl FromStr for CallStatus {
 pub struct Call {
     /// Id.
     pub id: Uuid,
+    /// The organisation it belongs to.
+    pub org_id: Uuid,
     /// The agent that runs it.
     pub agent_id: Uuid,
     /// Destination, E.164.
@@ -381,6 +438,8 @@ pub struct Call {
 /// Fields of a new call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewCall {
+    /// The organisation.
+    pub org_id: Uuid,
     /// The agent.
     pub agent_id: Uuid,
     /// Destination.
@@ -469,6 +528,12 @@ fn opt_uuid_of(row: &AnyRow, column: &'static str) -> Result<Option<Uuid>> {
     parse_opt(row, column, Uuid::parse_str)
 }
 
+/// The owning organisation; rows from before organisations existed read as the nil id until
+/// [`Storage::bootstrap_admin_key`] gives them one.
+fn org_of(row: &AnyRow) -> Result<Uuid> {
+    Ok(opt_uuid_of(row, "org_id")?.unwrap_or(Uuid::nil()))
+}
+
 fn json_of(row: &AnyRow, column: &'static str) -> Result<Value> {
     parse_req(row, column, |t| serde_json::from_str::<Value>(t))
 }
@@ -539,20 +604,146 @@ impl Storage {
         self.backend
     }
 
+    /// Creates an organisation.
+    pub async fn create_organization(
+        &self,
+        name: &str,
+        max_concurrent_calls: Option<u32>,
+        max_calls_per_second: Option<u32>,
+    ) -> Result<Organization> {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO organizations (id, name, max_concurrent_calls, max_calls_per_second, \
+             created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id.to_string())
+        .bind(name)
+        .bind(max_concurrent_calls.map(i64::from))
+        .bind(max_calls_per_second.map(i64::from))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        self.get_organization(id).await
+    }
+
+    fn organization_from(row: &AnyRow) -> Result<Organization> {
+        Ok(Organization {
+            id: uuid_of(row, "id")?,
+            name: row.try_get("name")?,
+            max_concurrent_calls: opt_u32(row, "max_concurrent_calls")?,
+            max_calls_per_second: opt_u32(row, "max_calls_per_second")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    /// One organisation.
+    pub async fn get_organization(&self, id: Uuid) -> Result<Organization> {
+        let row = sqlx::query("SELECT * FROM organizations WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StorageError::NotFound {
+                entity: "organization",
+                id: id.to_string(),
+            })?;
+        Self::organization_from(&row)
+    }
+
+    /// Every organisation, oldest first.
+    pub async fn list_organizations(&self) -> Result<Vec<Organization>> {
+        let rows = sqlx::query("SELECT * FROM organizations ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::organization_from).collect()
+    }
+
+    async fn store_key(&self, org: Uuid, key: &str, admin: bool) -> Result<IssuedKey> {
+        let id = Uuid::now_v7();
+        let prefix: String = key.chars().take(10).collect();
+        sqlx::query(
+            "INSERT INTO api_keys (id, org_id, key_hash, prefix, admin, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .bind(hash_key(key))
+        .bind(&prefix)
+        .bind(i64::from(admin))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(IssuedKey {
+            id,
+            org_id: org,
+            key: key.to_owned(),
+            prefix,
+            admin,
+        })
+    }
+
+    /// Issues a new random key for `org` (256 random bits, `dtk_` then hex).
+    pub async fn issue_key(&self, org: Uuid, admin: bool) -> Result<IssuedKey> {
+        self.get_organization(org).await?;
+        let key = format!("dtk_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+        self.store_key(org, &key, admin).await
+    }
+
+    /// Who `key` speaks for, if it is a key at all.
+    pub async fn key_owner(&self, key: &str) -> Result<Option<KeyOwner>> {
+        let row = sqlx::query("SELECT org_id, admin FROM api_keys WHERE key_hash = $1")
+            .bind(hash_key(key))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let admin: i64 = r.try_get("admin")?;
+            Ok(KeyOwner {
+                org_id: uuid_of(&r, "org_id")?,
+                admin: admin != 0,
+            })
+        })
+        .transpose()
+    }
+
+    /// Makes `key` (the operator's `DIALTONE_API_KEY`) an admin key: of the first organisation,
+    /// created as `default` on a fresh database. Resources from before organisations existed
+    /// join that organisation. Returns the key's organisation.
+    pub async fn bootstrap_admin_key(&self, key: &str) -> Result<Organization> {
+        if let Some(owner) = self.key_owner(key).await? {
+            return self.get_organization(owner.org_id).await;
+        }
+        let org = match self.list_organizations().await?.into_iter().next() {
+            Some(org) => org,
+            None => self.create_organization("default", None, None).await?,
+        };
+        self.store_key(org.id, key, true).await?;
+        for table in [
+            "UPDATE trunks SET org_id = $1 WHERE org_id IS NULL",
+            "UPDATE numbers SET org_id = $1 WHERE org_id IS NULL",
+            "UPDATE agents SET org_id = $1 WHERE org_id IS NULL",
+            "UPDATE calls SET org_id = $1 WHERE org_id IS NULL",
+        ] {
+            sqlx::query(table)
+                .bind(org.id.to_string())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(org)
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Creates a trunk.
-    pub async fn create_trunk(&self, t: NewTrunk) -> Result<Trunk> {
+    /// Creates a trunk of organisation `org`.
+    pub async fn create_trunk(&self, org: Uuid, t: NewTrunk) -> Result<Trunk> {
         let now = now_ms();
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO trunks (id, name, host, port, transport, username, password, realm, \
-             from_domain, max_concurrent_calls, max_calls_per_second, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             from_domain, max_concurrent_calls, max_calls_per_second, created_at, updated_at, \
+             org_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(id.to_string())
         .bind(&t.name)
@@ -567,6 +758,7 @@ impl Storage {
         .bind(t.max_calls_per_second.map(i64::from))
         .bind(now)
         .bind(now)
+        .bind(org.to_string())
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -587,6 +779,7 @@ impl Storage {
         let port: i64 = row.try_get("port")?;
         Ok(Trunk {
             id: uuid_of(row, "id")?,
+            org_id: org_of(row)?,
             name: row.try_get("name")?,
             host: row.try_get("host")?,
             port: u16::try_from(port).map_err(|e| StorageError::Corrupt {
@@ -621,12 +814,14 @@ impl Storage {
         Self::trunk_from(&row)
     }
 
-    /// Every trunk, oldest first.
-    pub async fn list_trunks(&self) -> Result<Vec<Trunk>> {
-        let rows =
-            sqlx::query("SELECT * FROM trunks WHERE deleted_at IS NULL ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await?;
+    /// Every trunk of organisation `org`, oldest first.
+    pub async fn list_trunks(&self, org: Uuid) -> Result<Vec<Trunk>> {
+        let rows = sqlx::query(
+            "SELECT * FROM trunks WHERE deleted_at IS NULL AND org_id = $1 ORDER BY created_at, id",
+        )
+        .bind(org.to_string())
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(Self::trunk_from).collect()
     }
 
@@ -690,32 +885,42 @@ impl Storage {
         Ok(())
     }
 
-    /// Creates a number on a trunk.
-    pub async fn create_number(&self, e164: &str, trunk_id: Uuid) -> Result<Number> {
-        self.get_trunk(trunk_id).await?;
+    /// Creates a number of organisation `org` on one of its trunks.
+    pub async fn create_number(&self, org: Uuid, e164: &str, trunk_id: Uuid) -> Result<Number> {
+        if self.get_trunk(trunk_id).await?.org_id != org {
+            return Err(StorageError::NotFound {
+                entity: "trunk",
+                id: trunk_id.to_string(),
+            });
+        }
         let n = Number {
             id: Uuid::now_v7(),
+            org_id: org,
             e164: e164.to_owned(),
             trunk_id,
             created_at: now_ms(),
         };
-        sqlx::query("INSERT INTO numbers (id, e164, trunk_id, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(n.id.to_string())
-            .bind(&n.e164)
-            .bind(trunk_id.to_string())
-            .bind(n.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                if unique_violation(&e) {
-                    StorageError::Conflict {
-                        entity: "number",
-                        field: "e164",
-                    }
-                } else {
-                    e.into()
+        sqlx::query(
+            "INSERT INTO numbers (id, e164, trunk_id, created_at, org_id) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(n.id.to_string())
+        .bind(&n.e164)
+        .bind(trunk_id.to_string())
+        .bind(n.created_at)
+        .bind(org.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StorageError::Conflict {
+                    entity: "number",
+                    field: "e164",
                 }
-            })?;
+            } else {
+                e.into()
+            }
+        })?;
         Ok(n)
     }
 
@@ -735,18 +940,22 @@ impl Storage {
     fn number_from(row: &AnyRow) -> Result<Number> {
         Ok(Number {
             id: uuid_of(row, "id")?,
+            org_id: org_of(row)?,
             e164: row.try_get("e164")?,
             trunk_id: uuid_of(row, "trunk_id")?,
             created_at: row.try_get("created_at")?,
         })
     }
 
-    /// Every number, oldest first.
-    pub async fn list_numbers(&self) -> Result<Vec<Number>> {
-        let rows =
-            sqlx::query("SELECT * FROM numbers WHERE deleted_at IS NULL ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await?;
+    /// Every number of organisation `org`, oldest first.
+    pub async fn list_numbers(&self, org: Uuid) -> Result<Vec<Number>> {
+        let rows = sqlx::query(
+            "SELECT * FROM numbers WHERE deleted_at IS NULL AND org_id = $1 \
+             ORDER BY created_at, id",
+        )
+        .bind(org.to_string())
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(Self::number_from).collect()
     }
 
@@ -778,17 +987,28 @@ impl Storage {
         Ok(())
     }
 
-    /// Creates an agent with its numbers.
-    pub async fn create_agent(&self, a: NewAgent) -> Result<Agent> {
+    /// Numbers that are not `org`'s are `NotFound`, like numbers that do not exist.
+    async fn own_numbers(&self, org: Uuid, a: &NewAgent) -> Result<()> {
         for n in a.number_ids.iter().chain(a.primary_number_id.iter()) {
-            self.get_number(*n).await?;
+            if self.get_number(*n).await?.org_id != org {
+                return Err(StorageError::NotFound {
+                    entity: "number",
+                    id: n.to_string(),
+                });
+            }
         }
+        Ok(())
+    }
+
+    /// Creates an agent of organisation `org` with its numbers.
+    pub async fn create_agent(&self, org: Uuid, a: NewAgent) -> Result<Agent> {
+        self.own_numbers(org, &a).await?;
         let now = now_ms();
         let id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO agents (id, name, config, primary_number_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO agents (id, name, config, primary_number_id, created_at, updated_at, \
+             org_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id.to_string())
         .bind(&a.name)
@@ -796,6 +1016,7 @@ impl Storage {
         .bind(a.primary_number_id.map(|n| n.to_string()))
         .bind(now)
         .bind(now)
+        .bind(org.to_string())
         .execute(&mut *tx)
         .await?;
         for n in &a.number_ids {
@@ -827,6 +1048,7 @@ impl Storage {
         .await?;
         Ok(Agent {
             id: uuid_of(&row, "id")?,
+            org_id: org_of(&row)?,
             name: row.try_get("name")?,
             config: json_of(&row, "config")?,
             number_ids: numbers
@@ -839,12 +1061,15 @@ impl Storage {
         })
     }
 
-    /// Every agent, oldest first.
-    pub async fn list_agents(&self) -> Result<Vec<Agent>> {
-        let rows =
-            sqlx::query("SELECT id FROM agents WHERE deleted_at IS NULL ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await?;
+    /// Every agent of organisation `org`, oldest first.
+    pub async fn list_agents(&self, org: Uuid) -> Result<Vec<Agent>> {
+        let rows = sqlx::query(
+            "SELECT id FROM agents WHERE deleted_at IS NULL AND org_id = $1 \
+             ORDER BY created_at, id",
+        )
+        .bind(org.to_string())
+        .fetch_all(&self.pool)
+        .await?;
         let mut agents = Vec::with_capacity(rows.len());
         for row in &rows {
             agents.push(self.get_agent(uuid_of(row, "id")?).await?);
@@ -854,10 +1079,8 @@ impl Storage {
 
     /// Replaces an agent's name, configuration and numbers.
     pub async fn update_agent(&self, id: Uuid, a: NewAgent) -> Result<Agent> {
-        self.get_agent(id).await?;
-        for n in a.number_ids.iter().chain(a.primary_number_id.iter()) {
-            self.get_number(*n).await?;
-        }
+        let org = self.get_agent(id).await?.org_id;
+        self.own_numbers(org, &a).await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE agents SET name = $1, config = $2, primary_number_id = $3, updated_at = $4 \
@@ -918,7 +1141,9 @@ impl Storage {
         key: Option<(&str, &str)>,
     ) -> Result<Inserted> {
         if let Some((key, hash)) = key
-            && let Some(existing) = self.idempotent_call(key, hash).await?
+            && let Some(existing) = self
+                .idempotent_call(&format!("{}:{key}", c.org_id), hash)
+                .await?
         {
             return Ok(Inserted::Existing(existing));
         }
@@ -927,8 +1152,8 @@ impl Storage {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO calls (id, agent_id, to_number, from_number, trunk_id, instructions, \
-             context, metadata, webhook_url, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11)",
+             context, metadata, webhook_url, status, created_at, updated_at, org_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, $12)",
         )
         .bind(id.to_string())
         .bind(c.agent_id.to_string())
@@ -941,8 +1166,12 @@ impl Storage {
         .bind(&c.webhook_url)
         .bind(now)
         .bind(now)
+        .bind(c.org_id.to_string())
         .execute(&mut *tx)
         .await?;
+        // Keys are per organisation.
+        let scoped = key.map(|(k, hash)| (format!("{}:{k}", c.org_id), hash));
+        let key = scoped.as_ref().map(|(k, hash)| (k.as_str(), *hash));
         if let Some((key, hash)) = key {
             let claimed = sqlx::query(
                 "INSERT INTO idempotency_keys (key, body_hash, call_id, created_at) \
@@ -971,6 +1200,17 @@ impl Storage {
         enqueue_event(&mut tx, &call).await?;
         tx.commit().await?;
         Ok(Inserted::New(call))
+    }
+
+    /// The call organisation `org` already dispatched under idempotency `key`, if any; a
+    /// different request `hash` is a conflict.
+    pub async fn idempotent_replay(
+        &self,
+        org: Uuid,
+        key: &str,
+        hash: &str,
+    ) -> Result<Option<Call>> {
+        self.idempotent_call(&format!("{org}:{key}"), hash).await
     }
 
     /// The call stored under `key`, if any; a different `hash` is a conflict.
@@ -1006,6 +1246,7 @@ impl Storage {
              AND ($3 IS NULL OR to_number = $3) AND ($4 IS NULL OR created_at >= $4) \
              AND ($5 IS NULL OR created_at < $5) \
              AND ($6 IS NULL OR created_at < $6 OR (created_at = $6 AND id < $7)) \
+             AND ($9 IS NULL OR org_id = $9) \
              ORDER BY created_at DESC, id DESC LIMIT $8",
         )
         .bind(filter.agent_id.map(|a| a.to_string()))
@@ -1016,6 +1257,7 @@ impl Storage {
         .bind(after.as_ref().map(|(t, _)| *t))
         .bind(after.as_ref().map(|(_, id)| id.to_string()))
         .bind(i64::from(limit) + 1)
+        .bind(filter.org_id.map(|o| o.to_string()))
         .fetch_all(&self.pool)
         .await?;
         let mut calls = Vec::with_capacity(rows.len());
@@ -1168,6 +1410,19 @@ impl Storage {
         Ok(())
     }
 
+    /// The call an event announces.
+    pub async fn event_call(&self, event_id: Uuid) -> Result<Uuid> {
+        let row = sqlx::query("SELECT call_id FROM webhook_events WHERE id = $1")
+            .bind(event_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StorageError::NotFound {
+                entity: "event",
+                id: event_id.to_string(),
+            })?;
+        uuid_of(&row, "call_id")
+    }
+
     /// Queues an event for delivery again, whatever its state. Returns its call's id.
     pub async fn redeliver(&self, event_id: Uuid) -> Result<Uuid> {
         let row = sqlx::query(
@@ -1225,6 +1480,7 @@ async fn fetch_call(conn: &mut AnyConnection, id: Uuid) -> Result<Call> {
     let sip_status: Option<i64> = row.try_get("sip_status")?;
     Ok(Call {
         id: uuid_of(&row, "id")?,
+        org_id: org_of(&row)?,
         agent_id: uuid_of(&row, "agent_id")?,
         to: row.try_get("to_number")?,
         from_number: row.try_get("from_number")?,
@@ -1388,6 +1644,8 @@ pub enum Inserted {
 /// Filters of [`Storage::list_calls`]; `None` matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallFilter {
+    /// Only this organisation's calls.
+    pub org_id: Option<Uuid>,
     /// Only this agent's calls.
     pub agent_id: Option<Uuid>,
     /// Only calls in this status.
@@ -1436,6 +1694,11 @@ pub struct WebhookEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The organisation the tests' resources belong to.
+    async fn org(s: &Storage) -> Uuid {
+        s.bootstrap_admin_key("test-admin-key").await.unwrap().id
+    }
 
     /// PostgreSQL for the tests (`DIALTONE_TEST_POSTGRES_URL`, default the CI machine's
     /// `postgres://postgres@127.0.0.1:5432/test`), in a schema of its own; `None`, saying why,
@@ -1508,18 +1771,25 @@ mod tests {
     }
 
     async fn call(s: &Storage) -> Call {
-        let t = s.create_trunk(trunk("t")).await.unwrap();
-        let n = s.create_number("+15550001111", t.id).await.unwrap();
+        let t = s.create_trunk(org(s).await, trunk("t")).await.unwrap();
+        let n = s
+            .create_number(org(s).await, "+15550001111", t.id)
+            .await
+            .unwrap();
         let a = s
-            .create_agent(NewAgent {
-                name: "a".into(),
-                config: serde_json::json!({"instructions": "hi"}),
-                number_ids: vec![n.id],
-                primary_number_id: Some(n.id),
-            })
+            .create_agent(
+                org(s).await,
+                NewAgent {
+                    name: "a".into(),
+                    config: serde_json::json!({"instructions": "hi"}),
+                    number_ids: vec![n.id],
+                    primary_number_id: Some(n.id),
+                },
+            )
             .await
             .unwrap();
         s.insert_call(NewCall {
+            org_id: org(s).await,
             agent_id: a.id,
             to: "+15551230000".into(),
             from_number: n.e164.clone(),
@@ -1535,37 +1805,44 @@ mod tests {
 
     on_both!(trunks_numbers_agents_round_trip);
     async fn trunks_numbers_agents_round_trip(s: Storage) {
-        let t = s.create_trunk(trunk("main")).await.unwrap();
+        let t = s.create_trunk(org(&s).await, trunk("main")).await.unwrap();
         assert_eq!(s.get_trunk(t.id).await.unwrap(), t);
         assert!(!serde_json::to_string(&t).unwrap().contains("secret"));
         assert!(!format!("{t:?}").contains("secret"));
         assert!(!format!("{:?}", trunk("x")).contains("secret"));
         assert!(matches!(
-            s.create_trunk(trunk("main")).await,
+            s.create_trunk(org(&s).await, trunk("main")).await,
             Err(StorageError::Conflict {
                 entity: "trunk",
                 field: "name"
             })
         ));
-        let n = s.create_number("+15550001111", t.id).await.unwrap();
+        let n = s
+            .create_number(org(&s).await, "+15550001111", t.id)
+            .await
+            .unwrap();
         assert!(matches!(
-            s.create_number("+15550001111", t.id).await,
+            s.create_number(org(&s).await, "+15550001111", t.id).await,
             Err(StorageError::Conflict { .. })
         ));
         assert!(matches!(
-            s.create_number("+15550002222", Uuid::now_v7()).await,
+            s.create_number(org(&s).await, "+15550002222", Uuid::now_v7())
+                .await,
             Err(StorageError::NotFound {
                 entity: "trunk",
                 ..
             })
         ));
         let a = s
-            .create_agent(NewAgent {
-                name: "agent".into(),
-                config: serde_json::json!({"voice": "x"}),
-                number_ids: vec![n.id],
-                primary_number_id: Some(n.id),
-            })
+            .create_agent(
+                org(&s).await,
+                NewAgent {
+                    name: "agent".into(),
+                    config: serde_json::json!({"voice": "x"}),
+                    number_ids: vec![n.id],
+                    primary_number_id: Some(n.id),
+                },
+            )
             .await
             .unwrap();
         assert_eq!(a.number_ids, vec![n.id]);
@@ -1593,7 +1870,7 @@ mod tests {
                 ..
             })
         ));
-        let n = s.list_numbers().await.unwrap().remove(0);
+        let n = s.list_numbers(org(&s).await).await.unwrap().remove(0);
         assert!(matches!(
             s.delete_number(n.id).await,
             Err(StorageError::InUse {
@@ -1601,7 +1878,7 @@ mod tests {
                 ..
             })
         ));
-        let a = s.list_agents().await.unwrap().remove(0);
+        let a = s.list_agents(org(&s).await).await.unwrap().remove(0);
         let mut emptied = NewAgent {
             name: "renamed".into(),
             config: serde_json::json!({"persona": "p"}),
@@ -1631,12 +1908,66 @@ mod tests {
             s.get_agent(a.id).await,
             Err(StorageError::NotFound { .. })
         ));
-        assert!(s.list_trunks().await.unwrap().is_empty());
-        assert!(s.list_numbers().await.unwrap().is_empty());
-        assert!(s.list_agents().await.unwrap().is_empty());
-        let again = s.create_trunk(trunk("t2")).await.unwrap();
-        s.create_number(&n.e164, again.id).await.unwrap();
+        assert!(s.list_trunks(org(&s).await).await.unwrap().is_empty());
+        assert!(s.list_numbers(org(&s).await).await.unwrap().is_empty());
+        assert!(s.list_agents(org(&s).await).await.unwrap().is_empty());
+        let again = s.create_trunk(org(&s).await, trunk("t2")).await.unwrap();
+        s.create_number(org(&s).await, &n.e164, again.id)
+            .await
+            .unwrap();
         assert_eq!(s.get_call(c.id).await.unwrap().trunk_id, t.id);
+    }
+
+    on_both!(keys_are_stored_hashed_and_name_their_organisation);
+    async fn keys_are_stored_hashed_and_name_their_organisation(s: Storage) {
+        let admin_org = s.bootstrap_admin_key("operator-key").await.unwrap();
+        // Bootstrapping again with the same key changes nothing.
+        assert_eq!(
+            s.bootstrap_admin_key("operator-key").await.unwrap(),
+            admin_org
+        );
+        assert_eq!(admin_org.name, "default");
+        let owner = s.key_owner("operator-key").await.unwrap().unwrap();
+        assert_eq!((owner.org_id, owner.admin), (admin_org.id, true));
+        assert_eq!(s.key_owner("operator-kez").await.unwrap(), None);
+        let other = s
+            .create_organization("acme", Some(3), Some(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            (other.max_concurrent_calls, other.max_calls_per_second),
+            (Some(3), Some(5))
+        );
+        let issued = s.issue_key(other.id, false).await.unwrap();
+        assert!(issued.key.starts_with("dtk_") && issued.key.len() == 68);
+        let owner = s.key_owner(&issued.key).await.unwrap().unwrap();
+        assert_eq!((owner.org_id, owner.admin), (other.id, false));
+        // Only the hash is in the database.
+        let stored: Vec<String> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+            .fetch_all(&s.pool)
+            .await
+            .unwrap();
+        assert!(stored.contains(&hash_key(&issued.key)));
+        assert!(!stored.iter().any(|h| h.contains(&issued.key)));
+        assert!(matches!(
+            s.issue_key(Uuid::now_v7(), false).await,
+            Err(StorageError::NotFound {
+                entity: "organization",
+                ..
+            })
+        ));
+        // Resources are per organisation.
+        let t = s.create_trunk(other.id, trunk("acme-trunk")).await.unwrap();
+        assert_eq!(t.org_id, other.id);
+        assert_eq!(s.list_trunks(other.id).await.unwrap().len(), 1);
+        assert!(s.list_trunks(admin_org.id).await.unwrap().is_empty());
+        assert!(matches!(
+            s.create_number(admin_org.id, "+15550003333", t.id).await,
+            Err(StorageError::NotFound {
+                entity: "trunk",
+                ..
+            })
+        ));
     }
 
     on_both!(call_status_only_moves_forward);
@@ -1694,19 +2025,27 @@ mod tests {
 
     on_both!(each_step_writes_its_event_in_order_and_delivery_goes_one_per_call);
     async fn each_step_writes_its_event_in_order_and_delivery_goes_one_per_call(s: Storage) {
-        let t = s.create_trunk(trunk("t")).await.unwrap();
-        let n = s.create_number("+15550001111", t.id).await.unwrap();
-        let a = s
-            .create_agent(NewAgent {
-                name: "a".into(),
-                config: serde_json::json!({}),
-                number_ids: vec![n.id],
-                primary_number_id: Some(n.id),
-            })
+        let t = s.create_trunk(org(&s).await, trunk("t")).await.unwrap();
+        let n = s
+            .create_number(org(&s).await, "+15550001111", t.id)
             .await
             .unwrap();
+        let a = s
+            .create_agent(
+                org(&s).await,
+                NewAgent {
+                    name: "a".into(),
+                    config: serde_json::json!({}),
+                    number_ids: vec![n.id],
+                    primary_number_id: Some(n.id),
+                },
+            )
+            .await
+            .unwrap();
+        let o = org(&s).await;
         let c = s
             .insert_call(NewCall {
+                org_id: o,
                 agent_id: a.id,
                 to: "+15551230000".into(),
                 from_number: n.e164.clone(),
@@ -1777,6 +2116,7 @@ mod tests {
     async fn idempotent_inserts_and_pagination(s: Storage) {
         let first = call(&s).await;
         let new = |to: &str| NewCall {
+            org_id: first.org_id,
             agent_id: first.agent_id,
             to: to.into(),
             from_number: first.from_number.clone(),
