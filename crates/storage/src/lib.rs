@@ -1561,6 +1561,39 @@ async fn enqueue_event(conn: &mut AnyConnection, call: &Call) -> Result<()> {
     Ok(())
 }
 
+/// What an end reason code means, for people reading a call record.
+pub fn end_reason_message(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "completed" => "the call was answered and ended normally",
+        "busy" => "the callee was busy (486/600)",
+        "no_answer" => "nobody answered before the ring timeout",
+        "rejected" => "the callee declined the call (603)",
+        "forbidden" => "the trunk refused the call (403)",
+        "not_found" => "the number does not exist (404)",
+        "invalid_number" => "the trunk found the number malformed (484)",
+        "unavailable" => "the callee is unavailable (480)",
+        "auth_failed" => "the trunk's digest challenge could not be met",
+        "trunk_timeout" => "the trunk did not answer the INVITE (Timer B)",
+        "canceled" => "hung up by the API before it was answered",
+        "incompatible_media" => "no codec in common with the callee",
+        "redirected" => "the callee redirected the call (3xx)",
+        "trunk_error" => "the trunk failed (5xx)",
+        "payment_required" => "the trunk account needs payment (402)",
+        "congestion" => "the network is congested (503)",
+        "transport_error" => "the trunk could not be reached",
+        "session_expired" => "the session timer expired (RFC 4028)",
+        "request_failed" => "the trunk refused the call",
+        "rtp_timeout" => "the far end stopped sending audio",
+        "max_duration" => "the call reached the agent's maximum duration",
+        "queue_timeout" => "no slot under the organisation's concurrency cap in time",
+        "engine_restart" => "the engine restarted while the call was live",
+        "engine_shutdown" => "the engine shut down while the call was live",
+        "media_unavailable" => "no media port was free",
+        "dial_refused" => "the call could not be placed (trunk caps or configuration)",
+        _ => return None,
+    })
+}
+
 /// RFC 3339 UTC for a Unix-millisecond time.
 pub fn rfc3339(ms: i64) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
@@ -1594,6 +1627,7 @@ impl Call {
                 "code": code,
                 "by": self.ended_by,
                 "sip_status": self.sip_status,
+                "message": end_reason_message(code),
             })),
             "answered_by": null,
             "sip_call_id": self.sip_call_id,
@@ -1607,6 +1641,7 @@ impl Call {
             "transcript": self.transcript,
             "result": self.result,
             "result_error": null,
+            "recording": null,
             "media_stats": self.media,
         })
     }
