@@ -100,19 +100,8 @@ fn call_step(c: &mut Criterion) {
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let t0 = Instant::now();
         let config = MediaConfig {
-            remote: Some(peer),
-            remote_rtcp: None,
-            rtcp_mux: false,
-            codec,
-            send_payload_type: pt,
-            receive_payload_type: pt,
-            telephone_event: Some(101),
             rtp_timeout: Duration::from_secs(3600),
-            record: None,
-            ssrc: 7,
-            initial_sequence: 0,
-            initial_timestamp: 0,
-            cname: "bench".into(),
+            ..MediaConfig::new(codec, pt, Some(peer), 7)
         };
         let (mut media, mut inbound, mut outbound) =
             CallMedia::new(config, t0, SystemTime::now()).unwrap();

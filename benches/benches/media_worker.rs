@@ -174,19 +174,13 @@ fn main() {
             .start(
                 port,
                 MediaConfig {
-                    remote: Some(socket.local_addr().unwrap()),
-                    remote_rtcp: None,
-                    rtcp_mux: false,
-                    codec: MediaCodec::Pcmu,
-                    send_payload_type: 0,
-                    receive_payload_type: 0,
-                    telephone_event: Some(101),
                     rtp_timeout: Duration::from_secs(3600),
-                    record: None,
-                    ssrc: i as u32 + 1000,
-                    initial_sequence: 0,
-                    initial_timestamp: 0,
-                    cname: "bench".into(),
+                    ..MediaConfig::new(
+                        MediaCodec::Pcmu,
+                        0,
+                        Some(socket.local_addr().unwrap()),
+                        i as u32 + 1000,
+                    )
                 },
             )
             .unwrap();

@@ -21,23 +21,18 @@ fuzz_target!(|data: &[u8]| {
     let peer: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 40000));
     let t0 = Instant::now();
     let config = MediaConfig {
-        remote: Some(peer),
-        remote_rtcp: None,
         rtcp_mux: selector & 0x80 != 0,
-        codec,
-        send_payload_type: 0,
-        receive_payload_type: match codec {
-            MediaCodec::Pcmu => 0,
-            MediaCodec::Pcma => 8,
-            MediaCodec::Opus => 111,
-        },
-        telephone_event: Some(101),
         rtp_timeout: Duration::from_secs(1),
-        record: None,
-        ssrc: 1,
-        initial_sequence: 0,
-        initial_timestamp: 0,
-        cname: "fuzz".into(),
+        ..MediaConfig::new(
+            codec,
+            match codec {
+                MediaCodec::Pcmu => 0,
+                MediaCodec::Pcma => 8,
+                MediaCodec::Opus => 111,
+            },
+            Some(peer),
+            1,
+        )
     };
     let Ok((mut media, mut inbound, _outbound)) = CallMedia::new(config, t0, SystemTime::now())
     else {

@@ -32,7 +32,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use dialtone_engine::{DispatchRequest, Dispatched, Engine, EngineError};
 use dialtone_storage::{
-    CallFilter, KeyOwner, NewAgent, NewTrunk, StorageError, TrunkTransport, rfc3339,
+    CallFilter, KeyOwner, NewAgent, NewTrunk, OrgOwned, StorageError, TrunkTransport, rfc3339,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -667,14 +667,27 @@ fn path_uuid(id: &str, entity: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found(entity, id))
 }
 
+/// The resource `id` names (`fetch` reads it) when it belongs to the caller's organisation.
+async fn own<T: OrgOwned>(
+    caller: &KeyOwner,
+    entity: &str,
+    id: &str,
+    fetch: impl AsyncFnOnce(Uuid) -> Result<T, StorageError>,
+) -> Result<T, ApiError> {
+    let id = path_uuid(id, entity)?;
+    let found = fetch(id).await?;
+    owned(caller, found.org_id(), entity, id, found)
+}
+
 async fn own_trunk(
     state: &ApiState,
     caller: &KeyOwner,
     id: &str,
 ) -> Result<dialtone_storage::Trunk, ApiError> {
-    let id = path_uuid(id, "trunk")?;
-    let trunk = state.engine.storage().get_trunk(id).await?;
-    owned(caller, trunk.org_id, "trunk", id, trunk)
+    own(caller, "trunk", id, async |id| {
+        state.engine.storage().get_trunk(id).await
+    })
+    .await
 }
 
 async fn own_number(
@@ -682,9 +695,10 @@ async fn own_number(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<dialtone_storage::Number, ApiError> {
-    let id = path_uuid(id, "number")?;
-    let number = state.engine.storage().get_number(id).await?;
-    owned(caller, number.org_id, "number", id, number)
+    own(caller, "number", id, async |id| {
+        state.engine.storage().get_number(id).await
+    })
+    .await
 }
 
 async fn own_agent(
@@ -692,9 +706,10 @@ async fn own_agent(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<dialtone_storage::Agent, ApiError> {
-    let id = path_uuid(id, "agent")?;
-    let agent = state.engine.storage().get_agent(id).await?;
-    owned(caller, agent.org_id, "agent", id, agent)
+    own(caller, "agent", id, async |id| {
+        state.engine.storage().get_agent(id).await
+    })
+    .await
 }
 
 async fn own_call(
@@ -702,9 +717,10 @@ async fn own_call(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<dialtone_storage::Call, ApiError> {
-    let id = path_uuid(id, "call")?;
-    let call = state.engine.storage().get_call(id).await?;
-    owned(caller, call.org_id, "call", id, call)
+    own(caller, "call", id, async |id| {
+        state.engine.storage().get_call(id).await
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/trunks/{id}", tag = "trunks", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = openapi::Trunk), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]

@@ -40,15 +40,22 @@ mod tests {
             assert!(file.name().starts_with("dialtone/v1/"), "{}", file.name());
             let info = file.source_code_info.as_ref().expect("source info kept");
             let commented = |path: &[i32]| {
-                info.location.iter().any(|l| {
-                    l.path == path && !l.leading_comments().trim().is_empty()
-                })
+                info.location
+                    .iter()
+                    .any(|l| l.path == path && !l.leading_comments().trim().is_empty())
             };
             for (si, service) in file.service.iter().enumerate() {
                 assert!(service.name().ends_with("Service"), "{}", service.name());
-                assert!(commented(&[6, si as i32]), "{} needs a comment", service.name());
+                assert!(
+                    commented(&[6, si as i32]),
+                    "{} needs a comment",
+                    service.name()
+                );
                 for (mi, rpc) in service.method.iter().enumerate() {
-                    assert_eq!(rpc.input_type(), format!(".dialtone.v1.{}Request", rpc.name()));
+                    assert_eq!(
+                        rpc.input_type(),
+                        format!(".dialtone.v1.{}Request", rpc.name())
+                    );
                     assert_eq!(
                         rpc.output_type(),
                         format!(".dialtone.v1.{}Response", rpc.name())

@@ -22,21 +22,8 @@
 //!
 //! let engine = MediaEngine::new(0)?;
 //! let pool = PortPool::new("127.0.0.1".parse().unwrap(), 20000, 20999);
-//! let mut call = engine.start(pool.bind()?, MediaConfig {
-//!     remote: Some("127.0.0.1:30000".parse().unwrap()),
-//!     remote_rtcp: None,
-//!     rtcp_mux: false,
-//!     codec: MediaCodec::Pcmu,
-//!     send_payload_type: 0,
-//!     receive_payload_type: 0,
-//!     telephone_event: Some(101),
-//!     rtp_timeout: Duration::from_secs(30),
-//!     record: None,
-//!     ssrc: 0x1234_5678,
-//!     initial_sequence: 1,
-//!     initial_timestamp: 0,
-//!     cname: "dialtone".into(),
-//! })?;
+//! let remote = "127.0.0.1:30000".parse().ok();
+//! let mut call = engine.start(pool.bind()?, MediaConfig::new(MediaCodec::Pcmu, 0, remote, 0x1234))?;
 //! let mut inbound = call.take_inbound().unwrap();
 //! while let Some(frame) = inbound.recv().await {
 //!     // 320 samples of 16 kHz audio from the caller.

@@ -95,6 +95,29 @@ pub struct MediaConfig {
     pub cname: String,
 }
 
+impl MediaConfig {
+    /// A configuration sending to `remote` with `codec` on `payload_type` both ways, SSRC
+    /// `ssrc`, telephone-event on PT 101, a 30 s RTP timeout, no recording; change the rest
+    /// with struct update syntax.
+    pub fn new(codec: MediaCodec, payload_type: u8, remote: Option<SocketAddr>, ssrc: u32) -> Self {
+        Self {
+            remote,
+            remote_rtcp: None,
+            rtcp_mux: false,
+            codec,
+            send_payload_type: payload_type,
+            receive_payload_type: payload_type,
+            telephone_event: Some(101),
+            rtp_timeout: Duration::from_secs(30),
+            record: None,
+            ssrc,
+            initial_sequence: ssrc as u16,
+            initial_timestamp: ssrc.rotate_left(16),
+            cname: format!("dialtone-{ssrc:08x}"),
+        }
+    }
+}
+
 /// What the far end agreed to in the latest offer/answer (a re-INVITE can change it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Direction {
@@ -165,15 +188,20 @@ enum Encoder {
     Opus(OpusEncoder),
 }
 
+/// The G.711 coder of a G.711 codec (µ-law for anything else; never asked then).
+fn g711(codec: MediaCodec) -> G711 {
+    G711::new(if codec == MediaCodec::Pcma {
+        G711Law::A
+    } else {
+        G711Law::Mu
+    })
+}
+
 impl Decoder {
     fn new(codec: MediaCodec) -> Result<Self, MediaError> {
         Ok(match codec {
             MediaCodec::Pcmu | MediaCodec::Pcma => Self::G711 {
-                codec: G711::new(if codec == MediaCodec::Pcma {
-                    G711Law::A
-                } else {
-                    G711Law::Mu
-                }),
+                codec: g711(codec),
                 concealer: Concealer::new(160),
                 upsample: Box::new(Resampler::new(8000, SPEECH_RATE)?),
                 pcm: Box::new([0; 160]),
@@ -225,11 +253,7 @@ impl Encoder {
     fn new(codec: MediaCodec) -> Result<Self, MediaError> {
         Ok(match codec {
             MediaCodec::Pcmu | MediaCodec::Pcma => Self::G711 {
-                codec: G711::new(if codec == MediaCodec::Pcma {
-                    G711Law::A
-                } else {
-                    G711Law::Mu
-                }),
+                codec: g711(codec),
                 downsample: Box::new(Resampler::new(SPEECH_RATE, 8000)?),
                 pcm: Box::new([0; 160]),
             },

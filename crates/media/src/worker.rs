@@ -298,6 +298,8 @@ impl Worker {
         call.forward_events();
         let stats = call.final_stats();
         call.publish();
+        // Sockets closed and ports back in the pool before the caller hears it stopped.
+        drop(call);
         if let Some(reply) = reply {
             let _ = reply.send(stats);
         }

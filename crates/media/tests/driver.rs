@@ -17,21 +17,7 @@ const AMPLITUDE: f64 = 8000.0;
 
 fn config(codec: MediaCodec, remote: SocketAddr, ssrc: u32) -> MediaConfig {
     let pt = if codec == MediaCodec::Opus { 111 } else { 0 };
-    MediaConfig {
-        remote: Some(remote),
-        remote_rtcp: None,
-        rtcp_mux: false,
-        codec,
-        send_payload_type: pt,
-        receive_payload_type: pt,
-        telephone_event: Some(101),
-        rtp_timeout: Duration::from_secs(30),
-        record: None,
-        ssrc,
-        initial_sequence: 1000,
-        initial_timestamp: 0,
-        cname: "test".into(),
-    }
+    MediaConfig::new(codec, pt, Some(remote), ssrc)
 }
 
 /// Keeps `sender` fed with a tone at `hz`, paced by the ring's room, until `stop` is set.

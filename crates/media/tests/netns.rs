@@ -202,19 +202,8 @@ fn probe(far: SocketAddr) {
             .start(
                 pool.bind().unwrap(),
                 MediaConfig {
-                    remote: Some(far),
-                    remote_rtcp: None,
-                    rtcp_mux: false,
-                    codec: MediaCodec::Pcmu,
-                    send_payload_type: 0,
-                    receive_payload_type: 0,
                     telephone_event: None,
-                    rtp_timeout: Duration::from_secs(30),
-                    record: None,
-                    ssrc: 77,
-                    initial_sequence: 1,
-                    initial_timestamp: 0,
-                    cname: "probe".into(),
+                    ..MediaConfig::new(MediaCodec::Pcmu, 0, Some(far), 77)
                 },
             )
             .unwrap();

@@ -31,19 +31,8 @@ fn config(codec: MediaCodec, remote: SocketAddr, ssrc: u32) -> MediaConfig {
         MediaCodec::Opus => 111,
     };
     MediaConfig {
-        remote: Some(remote),
-        remote_rtcp: None,
-        rtcp_mux: false,
-        codec,
-        send_payload_type: pt,
-        receive_payload_type: pt,
-        telephone_event: Some(101),
         rtp_timeout: Duration::from_secs(5),
-        record: None,
-        ssrc,
-        initial_sequence: (ssrc as u16).wrapping_mul(7),
-        initial_timestamp: ssrc.wrapping_mul(13),
-        cname: format!("{ssrc}@test"),
+        ..MediaConfig::new(codec, pt, Some(remote), ssrc)
     }
 }
 

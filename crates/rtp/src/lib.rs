@@ -130,31 +130,20 @@ impl RtpSender {
         samples: u32,
         out: &mut [u8],
     ) -> Result<usize, RtpError> {
-        let builder = rtp_rs::RtpPacketBuilder::new()
-            .payload_type(self.payload_type)
-            .ssrc(self.ssrc)
-            .sequence(rtp_rs::Seq::from(self.sequence))
-            .timestamp(self.timestamp)
-            .marked(self.marker_next)
-            .payload(payload);
-        let needed = builder.target_length();
-        let n = builder
-            .build_into(out)
-            .map_err(|_| RtpError::BufferTooSmall {
-                needed,
-                available: out.len(),
-            })?;
-        self.sequence = self.sequence.wrapping_add(1);
+        let n = self.build(
+            self.payload_type,
+            self.marker_next,
+            self.timestamp,
+            payload,
+            out,
+        )?;
         self.timestamp = self.timestamp.wrapping_add(samples);
         self.marker_next = false;
-        self.packets += 1;
-        self.octets += payload.len() as u64;
         Ok(n)
     }
 
-    /// Writes a packet of another payload type that does not advance the media clock (an RFC
-    /// 4733 event: its packets carry the event's start `timestamp`); returns its length.
-    pub fn write_event(
+    /// Builds one packet with the next sequence number and counts it.
+    fn build(
         &mut self,
         payload_type: u8,
         marker: bool,
@@ -180,6 +169,19 @@ impl RtpSender {
         self.packets += 1;
         self.octets += payload.len() as u64;
         Ok(n)
+    }
+
+    /// Writes a packet of another payload type that does not advance the media clock (an RFC
+    /// 4733 event: its packets carry the event's start `timestamp`); returns its length.
+    pub fn write_event(
+        &mut self,
+        payload_type: u8,
+        marker: bool,
+        timestamp: u32,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, RtpError> {
+        self.build(payload_type, marker, timestamp, payload, out)
     }
 
     /// The timestamp the next audio packet will carry.

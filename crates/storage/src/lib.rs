@@ -248,6 +248,24 @@ pub struct Agent {
     pub updated_at: i64,
 }
 
+/// A resource that belongs to one organisation.
+pub trait OrgOwned {
+    /// The organisation.
+    fn org_id(&self) -> Uuid;
+}
+
+macro_rules! org_owned {
+    ($($t:ty),*) => {
+        $(impl OrgOwned for $t {
+            fn org_id(&self) -> Uuid {
+                self.org_id
+            }
+        })*
+    };
+}
+
+org_owned!(Trunk, Number, Agent, Call);
+
 /// An organisation: the tenant every resource and key belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Organization {
@@ -863,25 +881,40 @@ impl Storage {
     /// Deletes a trunk no number uses. Calls placed through it keep their record.
     pub async fn delete_trunk(&self, id: Uuid) -> Result<()> {
         self.get_trunk(id).await?;
-        let used =
-            sqlx::query("SELECT 1 FROM numbers WHERE trunk_id = $1 AND deleted_at IS NULL LIMIT 1")
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-        if used.is_some() {
-            return Err(StorageError::InUse {
-                entity: "trunk",
-                id: id.to_string(),
-                used_by: "numbers (delete them first)",
-            });
-        }
-        sqlx::query(
+        self.delete_unless_used(
+            id,
+            ("trunk", "numbers (delete them first)"),
+            "SELECT 1 FROM numbers WHERE trunk_id = $1 AND deleted_at IS NULL LIMIT 1",
+            // The unique name is freed for a new trunk; the old row stays for history.
             "UPDATE trunks SET deleted_at = $1, name = name || '#deleted-' || id WHERE id = $2",
         )
-        .bind(now_ms())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// Runs `delete` (binding now, id) unless `in_use` (binding id) finds a row.
+    async fn delete_unless_used(
+        &self,
+        id: Uuid,
+        (entity, used_by): (&'static str, &'static str),
+        in_use: &'static str,
+        delete: &'static str,
+    ) -> Result<()> {
+        let used = sqlx::query(in_use)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        if used.is_some() {
+            return Err(StorageError::InUse {
+                entity,
+                id: id.to_string(),
+                used_by,
+            });
+        }
+        sqlx::query(delete)
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -962,29 +995,15 @@ impl Storage {
     /// Deletes a number no agent uses. Calls made from it keep their record.
     pub async fn delete_number(&self, id: Uuid) -> Result<()> {
         self.get_number(id).await?;
-        let used = sqlx::query(
+        self.delete_unless_used(
+            id,
+            ("number", "an agent (detach it from the agent first)"),
             "SELECT 1 FROM agent_numbers an JOIN agents a ON a.id = an.agent_id \
              WHERE an.number_id = $1 AND a.deleted_at IS NULL LIMIT 1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        if used.is_some() {
-            return Err(StorageError::InUse {
-                entity: "number",
-                id: id.to_string(),
-                used_by: "an agent (detach it from the agent first)",
-            });
-        }
-        // The unique E.164 is freed for a new number; the old row stays for history.
-        sqlx::query(
+            // The unique E.164 is freed for a new number; the old row stays for history.
             "UPDATE numbers SET deleted_at = $1, e164 = e164 || '#deleted-' || id WHERE id = $2",
         )
-        .bind(now_ms())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Numbers that are not `org`'s are `NotFound`, like numbers that do not exist.
