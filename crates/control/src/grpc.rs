@@ -150,6 +150,7 @@ fn trunk_fields_map(f: proto::TrunkFields) -> Map<String, Value> {
         "max_calls_per_second",
         f.max_calls_per_second.map(Value::from),
     );
+    put(&mut m, "register", f.register.map(Value::from));
     m
 }
 
@@ -173,6 +174,11 @@ fn trunk_message(v: &Value) -> proto::Trunk {
             .and_then(Value::as_bool)
             .unwrap_or_default(),
         created_at: text(v, "created_at").unwrap_or_default(),
+        register: v
+            .get("register")
+            .and_then(Value::as_bool)
+            .unwrap_or_default(),
+        registration_state: v.get("registration").and_then(|r| text(r, "state")),
     }
 }
 

@@ -30,7 +30,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use dialtone_engine::{DispatchRequest, Dispatched, Engine, EngineError};
+use dialtone_engine::{DispatchRequest, Dispatched, Engine, EngineError, RegistrationState};
 use dialtone_storage::{
     CallFilter, KeyOwner, NewAgent, NewTrunk, OrgOwned, StorageError, TrunkTransport, rfc3339,
 };
@@ -498,6 +498,7 @@ const TRUNK_FIELDS: &[&str] = &[
     "from_domain",
     "max_concurrent_calls",
     "max_calls_per_second",
+    "register",
 ];
 
 #[utoipa::path(post, path = "/v1/trunks", tag = "trunks", request_body = openapi::TrunkFields, responses((status = 201, body = openapi::Trunk), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
@@ -511,10 +512,21 @@ async fn create_trunk(
     Ok(created(service_create_trunk(&state, &caller, &map).await?))
 }
 
-/// A trunk as the API shows it: no password, whether one is set, RFC 3339 times.
-pub(crate) fn trunk_json(trunk: &dialtone_storage::Trunk) -> Value {
+/// A trunk as the API shows it: no password, whether one is set, RFC 3339 times, and where
+/// its registration stands when it keeps one.
+pub(crate) fn trunk_json(state: &ApiState, trunk: &dialtone_storage::Trunk) -> Value {
     let mut v = to_json(trunk);
     if let Value::Object(m) = &mut v {
+        let registration = state.engine.registration_state(trunk.id).map(|r| match r {
+            RegistrationState::Pending => json!({"state": "pending"}),
+            RegistrationState::Registered { expires, refreshes } => {
+                json!({"state": "registered", "expires": expires, "refreshes": refreshes})
+            }
+            RegistrationState::Failed { status } => {
+                json!({"state": "failed", "sip_status": status})
+            }
+        });
+        m.insert("registration".into(), registration.unwrap_or(Value::Null));
         m.insert("has_password".into(), json!(trunk.password.is_some()));
         m.insert("created_at".into(), json!(rfc3339(trunk.created_at)));
         m.insert("updated_at".into(), json!(rfc3339(trunk.updated_at)));
@@ -559,6 +571,16 @@ fn trunk_from_map(map: &Map<String, Value>) -> Result<NewTrunk, ApiError> {
         from_domain: opt_string(map, "from_domain")?,
         max_concurrent_calls: opt_u32(map, "max_concurrent_calls")?,
         max_calls_per_second: opt_u32(map, "max_calls_per_second")?,
+        register: match map.get("register") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "register",
+                    "`register` must be true or false",
+                ));
+            }
+        },
     })
 }
 
@@ -572,7 +594,8 @@ pub(crate) async fn service_create_trunk(
         .storage()
         .create_trunk(caller.org_id, trunk_from_map(map)?)
         .await?;
-    Ok(trunk_json(&trunk))
+    state.engine.sync_registration(&trunk);
+    Ok(trunk_json(state, &trunk))
 }
 
 /// Lays `patch` over `current`: a key present replaces, `null` clears.
@@ -608,7 +631,8 @@ pub(crate) async fn service_update_trunk(
         .storage()
         .update_trunk(id, trunk_from_map(&patched(map, patch))?)
         .await?;
-    Ok(trunk_json(&trunk))
+    state.engine.sync_registration(&trunk);
+    Ok(trunk_json(state, &trunk))
 }
 
 pub(crate) async fn service_delete_trunk(
@@ -617,7 +641,9 @@ pub(crate) async fn service_delete_trunk(
     id: &str,
 ) -> Result<(), ApiError> {
     let trunk = own_trunk(state, caller, id).await?;
-    Ok(state.engine.storage().delete_trunk(trunk.id).await?)
+    state.engine.storage().delete_trunk(trunk.id).await?;
+    state.engine.stop_registration(trunk.id);
+    Ok(())
 }
 
 #[utoipa::path(patch, path = "/v1/trunks/{id}", tag = "trunks", params(("id" = String, Path, description = "UUID")), request_body = openapi::TrunkFields, responses((status = 200, body = openapi::Trunk), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
@@ -659,7 +685,7 @@ pub(crate) async fn service_list_trunks(
     caller: &KeyOwner,
 ) -> Result<Value, ApiError> {
     let trunks = state.engine.storage().list_trunks(caller.org_id).await?;
-    let data: Vec<Value> = trunks.iter().map(trunk_json).collect();
+    let data: Vec<Value> = trunks.iter().map(|t| trunk_json(state, t)).collect();
     Ok(json!({"data": data, "next_cursor": null}))
 }
 
@@ -738,7 +764,7 @@ pub(crate) async fn service_get_trunk(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<Value, ApiError> {
-    Ok(trunk_json(&own_trunk(state, caller, id).await?))
+    Ok(trunk_json(state, &own_trunk(state, caller, id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/numbers", tag = "numbers", request_body = openapi::NumberFields, responses((status = 201, body = openapi::Number), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
@@ -864,9 +890,158 @@ async fn create_agent(
     Ok(created(service_create_agent(&state, &caller, &map).await?))
 }
 
+/// Checks that `schema` at `field` is a JSON Schema (an object that compiles as one, of a
+/// draft the validator knows: no remote meta-schemas).
+fn json_schema(field: &str, schema: &Value) -> Result<(), ApiError> {
+    if !schema.is_object() {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be a JSON Schema object"),
+        ));
+    }
+    if let Some(dialect) = schema.get("$schema")
+        && !dialect.as_str().is_some_and(|d| {
+            d.starts_with("http://json-schema.org/") || d.starts_with("https://json-schema.org/")
+        })
+    {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{field}`.$schema must name a JSON Schema draft of json-schema.org"),
+        ));
+    }
+    jsonschema::validator_for(schema)
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid(field, format!("`{field}` is not a valid JSON Schema: {e}")))
+}
+
+/// Validates the agent fields whose shape the API fixes (the rest are free text).
+fn check_agent_fields(map: &Map<String, Value>) -> Result<(), ApiError> {
+    for field in ["persona", "voice", "language", "instructions", "brain"] {
+        opt_string(map, field)?;
+    }
+    if opt_string(map, "instructions")?.is_some_and(|i| i.len() > MAX_INSTRUCTIONS_BYTES) {
+        return Err(ApiError::invalid(
+            "instructions",
+            format!("`instructions` is longer than {MAX_INSTRUCTIONS_BYTES} bytes"),
+        ));
+    }
+    if let Some(language) = opt_string(map, "language")? {
+        let mut parts = language.split('-');
+        let primary_ok = parts.next().is_some_and(|p| {
+            (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic())
+        });
+        if !primary_ok
+            || !parts
+                .all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
+            return Err(ApiError::invalid(
+                "language",
+                "`language` must be a BCP 47 tag such as \"en-US\"",
+            ));
+        }
+    }
+    if let Some(brain) = opt_string(map, "brain")? {
+        let known = brain == "builtin:echo"
+            || brain == "builtin:ivr"
+            || brain
+                .strip_prefix("grpc://")
+                .and_then(|a| a.rsplit_once(':'))
+                .is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
+        if !known {
+            return Err(ApiError::invalid(
+                "brain",
+                "`brain` must be \"builtin:echo\", \"builtin:ivr\" or \"grpc://host:port\"",
+            ));
+        }
+    }
+    for (field, max) in [
+        ("ring_timeout_seconds", 300),
+        ("max_duration_seconds", 86_400),
+    ] {
+        if opt_u32(map, field)?.is_some_and(|v| v == 0 || v > max) {
+            return Err(ApiError::invalid(
+                field,
+                format!("`{field}` must be 1-{max}"),
+            ));
+        }
+    }
+    if let Some(returns) = map.get("returns").filter(|v| !v.is_null()) {
+        json_schema("returns", returns)?;
+    }
+    match map.get("voicemail_action") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "hangup" || s == "continue" => {}
+        Some(Value::Object(action)) => {
+            only_fields(action, &["action", "message"])?;
+            let message = action.get("message").and_then(Value::as_str).unwrap_or("");
+            match action.get("action").and_then(Value::as_str) {
+                Some("hangup" | "continue") => {}
+                Some("leave_message") if !message.trim().is_empty() => {}
+                Some("leave_message") => {
+                    return Err(ApiError::invalid(
+                        "voicemail_action",
+                        "`voicemail_action` \"leave_message\" needs the `message` to leave",
+                    ));
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        "voicemail_action",
+                        "`voicemail_action.action` must be \"hangup\", \"leave_message\" or \"continue\"",
+                    ));
+                }
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "voicemail_action",
+                "`voicemail_action` must be \"hangup\", \"continue\" or {\"action\": ..., \"message\": ...}",
+            ));
+        }
+    }
+    match map.get("tools") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(tools)) => {
+            let mut names = std::collections::HashSet::new();
+            for tool in tools {
+                let Value::Object(tool) = tool else {
+                    return Err(ApiError::invalid(
+                        "tools",
+                        "each of `tools` must be an object",
+                    ));
+                };
+                only_fields(tool, &["name", "description", "parameters", "url"])?;
+                let name = tool.get("name").and_then(Value::as_str).unwrap_or("");
+                let name_ok = (1..=64).contains(&name.len())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !name_ok || !names.insert(name.to_owned()) {
+                    return Err(ApiError::invalid(
+                        "tools",
+                        "each tool needs a unique `name` of 1-64 letters, digits, `_` or `-`",
+                    ));
+                }
+                if !tool.get("description").is_some_and(Value::is_string) {
+                    return Err(ApiError::invalid(
+                        "tools",
+                        format!("tool `{name}` needs a `description` string"),
+                    ));
+                }
+                json_schema("tools", tool.get("parameters").unwrap_or(&Value::Null))?;
+                url_field(tool, "url")?;
+            }
+        }
+        Some(_) => return Err(ApiError::invalid("tools", "`tools` must be a list")),
+    }
+    Ok(())
+}
+
 /// An agent's fields from a request body (or a stored agent with a patch laid over it).
 fn agent_from_map(map: &Map<String, Value>) -> Result<NewAgent, ApiError> {
     only_fields(map, AGENT_FIELDS)?;
+    check_agent_fields(map)?;
     let name = req_string(map, "name")?;
     match opt_string(map, "direction")?.as_deref() {
         None | Some("outbound") => {}

@@ -52,6 +52,8 @@ pub struct TrunkFields {
     pub max_concurrent_calls: Option<u32>,
     /// Most new calls per second through the trunk.
     pub max_calls_per_second: Option<u32>,
+    /// Keep a registration with the trunk (REGISTER with the credentials, refreshed).
+    pub register: Option<bool>,
 }
 
 /// A trunk.
@@ -79,6 +81,12 @@ pub struct Trunk {
     pub max_concurrent_calls: Option<u32>,
     /// Rate cap.
     pub max_calls_per_second: Option<u32>,
+    /// Whether Dialtone keeps a registration with the trunk.
+    pub register: bool,
+    /// `{"state": "pending"}`, `{"state": "registered", "expires", "refreshes"}` or
+    /// `{"state": "failed", "sip_status"}`; null without a registration.
+    #[schema(value_type = Object)]
+    pub registration: Option<Value>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.

@@ -344,6 +344,10 @@ impl Daemon {
             addr: config.http_addr,
             source,
         })?;
+        let registering = engine.start_registrations().await?;
+        if registering > 0 {
+            tracing::info!(registering, "registering with trunks");
+        }
         let api = ApiState {
             engine: engine.clone(),
             allow_private_webhooks: config.webhook_allow_private,

@@ -892,6 +892,120 @@ async fn second_org(api: &Api, caps: Value) -> (String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_are_checked_field_by_field() {
+    let w = world(None, &[]).await;
+    let full = json!({
+        "name": "confirmer",
+        "direction": "outbound",
+        "persona": "A friendly receptionist",
+        "voice": "alloy",
+        "language": "en-US",
+        "instructions": "Confirm the appointment.",
+        "returns": {"type": "object", "properties": {"confirmed": {"type": "boolean"}}, "required": ["confirmed"]},
+        "tools": [{"name": "reschedule", "description": "Move the appointment",
+                   "parameters": {"type": "object", "properties": {"when": {"type": "string"}}},
+                   "url": "https://example.com/tools/reschedule"}],
+        "voicemail_action": {"action": "leave_message", "message": "Please call us back."},
+        "brain": "grpc://brain.internal:7000",
+        "ring_timeout_seconds": 25,
+        "max_duration_seconds": 300,
+    });
+    let (s, agent) = w.api.post("/v1/agents", full.clone()).await;
+    assert_eq!(s, 201, "{agent}");
+    for key in [
+        "returns",
+        "tools",
+        "voicemail_action",
+        "persona",
+        "language",
+    ] {
+        assert_eq!(agent[key], full[key], "{key} round-trips");
+    }
+    for (field, value) in [
+        ("returns", json!({"type": "no-such-type"})),
+        ("returns", json!("not a schema")),
+        (
+            "tools",
+            json!([{"name": "bad name!", "description": "x", "parameters": {}}]),
+        ),
+        (
+            "tools",
+            json!([{"name": "t", "description": "x", "parameters": {}}, {"name": "t", "description": "y", "parameters": {}}]),
+        ),
+        ("tools", json!([{"name": "t", "parameters": {}}])),
+        ("voicemail_action", json!({"action": "leave_message"})),
+        ("voicemail_action", json!("shout")),
+        ("language", json!("english please")),
+        ("brain", json!("grpc://nowhere")),
+        ("ring_timeout_seconds", json!(0)),
+        ("max_duration_seconds", json!(90000)),
+    ] {
+        let mut body = full.clone();
+        body[field] = value.clone();
+        let (s, e) = w.api.post("/v1/agents", body).await;
+        assert_eq!(s, 400, "{field}: {value} -> {e}");
+        assert_eq!(e["error"]["field"], field, "{value}: {e}");
+    }
+    // PATCH is checked the same way.
+    let (s, e) = w
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/agents/{}", agent["id"].as_str().unwrap()),
+            Some(json!({"voicemail_action": {"action": "sing"}})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].clone()),
+        (400, json!("voicemail_action"))
+    );
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_that_registers_shows_its_registration() {
+    // SIPp as a registrar: challenges, checks the digest, grants 2 s, expects the refresh.
+    let w = world(Some("register_challenge.xml"), &[("expires", "2")]).await;
+    let (_, trunks) = w.api.get("/v1/trunks").await;
+    let path = format!("/v1/trunks/{}", trunks["data"][0]["id"].as_str().unwrap());
+    assert_eq!(trunks["data"][0]["registration"], Value::Null);
+    let (s, trunk) = w
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"username": "trunkuser", "password": "s3cret", "register": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{trunk}");
+    assert_eq!(trunk["register"], true);
+    let mut registration = Value::Null;
+    for _ in 0..200 {
+        registration = w.api.get(&path).await.1["registration"].clone();
+        if registration["refreshes"].as_u64() >= Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(registration["state"], "registered", "{registration}");
+    assert_eq!(registration["expires"], 2);
+    assert!(
+        registration["refreshes"].as_u64() >= Some(1),
+        "{registration}"
+    );
+    let (_, trunk) = w
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"register": false})),
+        )
+        .await;
+    assert_eq!(trunk["registration"], Value::Null);
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_sees_only_its_own_organisation() {
     let w = world(None, &[]).await;
     let (_, other_key) = second_org(&w.api, json!({})).await;

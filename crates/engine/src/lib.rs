@@ -24,6 +24,7 @@ use dialtone_media::{
 use dialtone_sdp::{
     AudioCodec, LocalMedia, NegotiatedSession, SessionDescription, build_offer, negotiate_answer,
 };
+pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{
     CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, Transport, Trunk, UaEvent,
 };
@@ -166,6 +167,8 @@ pub struct Engine {
     org_slots: Mutex<HashMap<Uuid, (u32, Arc<tokio::sync::Semaphore>)>>,
     /// Per organisation: tokens left and when they were counted (rate cap).
     org_rates: Mutex<HashMap<Uuid, (f64, std::time::Instant)>>,
+    /// Registrations kept with trunks that ask for one.
+    registrations: Mutex<HashMap<Uuid, dialtone_sip_ua::Registration>>,
 }
 
 const SUPPORTED_BRAINS: &[&str] = &["builtin:echo"];
@@ -211,6 +214,7 @@ impl Engine {
             changes: tokio::sync::broadcast::channel(1024).0,
             org_slots: Mutex::new(HashMap::new()),
             org_rates: Mutex::new(HashMap::new()),
+            registrations: Mutex::new(HashMap::new()),
         })
     }
 
@@ -368,6 +372,44 @@ impl Engine {
             .instrument(span),
         );
         Ok(Dispatched::New(call))
+    }
+
+    /// Starts, restarts or stops the trunk's registration (REGISTER with its credentials,
+    /// refreshed before it expires) to match its `register` setting.
+    pub fn sync_registration(&self, trunk: &dialtone_storage::Trunk) {
+        let mut registrations = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
+        // Dropping a registration stops its task.
+        registrations.remove(&trunk.id);
+        if trunk.register {
+            let registration = self.ua.register(Arc::new(trunk_for_ua(trunk)), 3600);
+            registrations.insert(trunk.id, registration);
+        }
+    }
+
+    /// Stops a deleted trunk's registration.
+    pub fn stop_registration(&self, trunk_id: Uuid) {
+        self.registrations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&trunk_id);
+    }
+
+    /// Where the trunk's registration stands, if it keeps one.
+    pub fn registration_state(&self, trunk_id: Uuid) -> Option<RegistrationState> {
+        self.registrations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&trunk_id)
+            .map(dialtone_sip_ua::Registration::state)
+    }
+
+    /// Starts the registrations of every trunk that asks for one; returns how many.
+    pub async fn start_registrations(&self) -> Result<usize, StorageError> {
+        let trunks = self.storage.registering_trunks().await?;
+        for trunk in &trunks {
+            self.sync_registration(trunk);
+        }
+        Ok(trunks.len())
     }
 
     /// Takes one dispatch from the organisation's token bucket (`per_second` tokens a second,

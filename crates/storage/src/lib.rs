@@ -141,6 +141,8 @@ pub struct Trunk {
     pub max_concurrent_calls: Option<u32>,
     /// Calls-per-second cap.
     pub max_calls_per_second: Option<u32>,
+    /// Whether Dialtone keeps a registration with the trunk (REGISTER, refreshed).
+    pub register: bool,
     /// Creation time.
     pub created_at: i64,
     /// Last change.
@@ -170,6 +172,8 @@ pub struct NewTrunk {
     pub max_concurrent_calls: Option<u32>,
     /// Rate cap.
     pub max_calls_per_second: Option<u32>,
+    /// Keep a registration with the trunk.
+    pub register: bool,
 }
 
 /// What `Debug` shows for a password.
@@ -761,7 +765,8 @@ impl Storage {
         sqlx::query(
             "INSERT INTO trunks (id, name, host, port, transport, username, password, realm, \
              from_domain, max_concurrent_calls, max_calls_per_second, created_at, updated_at, \
-             org_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             org_id, register) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(id.to_string())
         .bind(&t.name)
@@ -777,6 +782,7 @@ impl Storage {
         .bind(now)
         .bind(now)
         .bind(org.to_string())
+        .bind(i64::from(t.register))
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -814,9 +820,21 @@ impl Storage {
             from_domain: row.try_get("from_domain")?,
             max_concurrent_calls: opt_u32(row, "max_concurrent_calls")?,
             max_calls_per_second: opt_u32(row, "max_calls_per_second")?,
+            register: row.try_get::<i64, _>("register")? != 0,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
+    }
+
+    /// Every trunk that registers, of every organisation (for the engine at start).
+    pub async fn registering_trunks(&self) -> Result<Vec<Trunk>> {
+        let rows = sqlx::query(
+            "SELECT * FROM trunks WHERE deleted_at IS NULL AND register <> 0 \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::trunk_from).collect()
     }
 
     /// One trunk.
@@ -849,7 +867,7 @@ impl Storage {
         sqlx::query(
             "UPDATE trunks SET name = $1, host = $2, port = $3, transport = $4, username = $5, \
              password = $6, realm = $7, from_domain = $8, max_concurrent_calls = $9, \
-             max_calls_per_second = $10, updated_at = $11 WHERE id = $12",
+             max_calls_per_second = $10, register = $11, updated_at = $12 WHERE id = $13",
         )
         .bind(&t.name)
         .bind(&t.host)
@@ -861,6 +879,7 @@ impl Storage {
         .bind(&t.from_domain)
         .bind(t.max_concurrent_calls.map(i64::from))
         .bind(t.max_calls_per_second.map(i64::from))
+        .bind(i64::from(t.register))
         .bind(now_ms())
         .bind(id.to_string())
         .execute(&self.pool)
@@ -1821,6 +1840,7 @@ mod tests {
             from_domain: None,
             max_concurrent_calls: Some(10),
             max_calls_per_second: None,
+            register: false,
         }
     }
 
