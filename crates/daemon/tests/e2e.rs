@@ -1058,6 +1058,15 @@ async fn a_key_sees_only_its_own_organisation() {
         )
         .await;
     assert_eq!((s, e["error"]["field"].clone()), (400, json!("number_ids")));
+    // Names are the organisation's own: the other may call its trunk "sipp" too.
+    let (s, _) = other
+        .send(
+            reqwest::Method::POST,
+            "/v1/trunks",
+            Some(json!({"name": "sipp", "host": "127.0.0.1"})),
+        )
+        .await;
+    assert_eq!(s, 201);
     // A non-admin key manages no organisations; a wrong key is 401.
     let (s, e) = other
         .send(reqwest::Method::GET, "/v1/organizations", None)

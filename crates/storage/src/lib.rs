@@ -2030,11 +2030,17 @@ mod tests {
                 ..
             })
         ));
-        // Resources are per organisation.
+        // Resources are per organisation; names are unique within one.
+        s.create_trunk(admin_org.id, trunk("shared-name")).await.unwrap();
+        s.create_trunk(other.id, trunk("shared-name")).await.unwrap();
+        assert!(matches!(
+            s.create_trunk(other.id, trunk("shared-name")).await,
+            Err(StorageError::Conflict { entity: "trunk", .. })
+        ));
         let t = s.create_trunk(other.id, trunk("acme-trunk")).await.unwrap();
         assert_eq!(t.org_id, other.id);
-        assert_eq!(s.list_trunks(other.id).await.unwrap().len(), 1);
-        assert!(s.list_trunks(admin_org.id).await.unwrap().is_empty());
+        assert_eq!(s.list_trunks(other.id).await.unwrap().len(), 2);
+        assert_eq!(s.list_trunks(admin_org.id).await.unwrap().len(), 1);
         assert!(matches!(
             s.create_number(admin_org.id, "+15550003333", t.id).await,
             Err(StorageError::NotFound {

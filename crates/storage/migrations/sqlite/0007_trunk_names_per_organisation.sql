@@ -1,0 +1,36 @@
+-- no-transaction
+-- Trunk names are unique within an organisation, not across them. SQLite cannot drop the
+-- column's inline UNIQUE, so the table is rebuilt (SQLite's documented procedure: foreign key
+-- checks off outside the transaction, then back on).
+PRAGMA foreign_keys = OFF;
+BEGIN;
+CREATE TABLE trunks_rebuilt (
+    id                   TEXT PRIMARY KEY,
+    name                 TEXT NOT NULL,
+    host                 TEXT NOT NULL,
+    port                 INTEGER NOT NULL,
+    transport            TEXT NOT NULL CHECK (transport IN ('udp', 'tcp')),
+    username             TEXT,
+    password             TEXT,
+    realm                TEXT,
+    from_domain          TEXT,
+    max_concurrent_calls INTEGER,
+    max_calls_per_second INTEGER,
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL,
+    deleted_at           INTEGER,
+    org_id               TEXT REFERENCES organizations (id),
+    register             INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO trunks_rebuilt (id, name, host, port, transport, username, password, realm,
+    from_domain, max_concurrent_calls, max_calls_per_second, created_at, updated_at,
+    deleted_at, org_id, register)
+SELECT id, name, host, port, transport, username, password, realm, from_domain,
+    max_concurrent_calls, max_calls_per_second, created_at, updated_at, deleted_at, org_id,
+    register
+FROM trunks;
+DROP TABLE trunks;
+ALTER TABLE trunks_rebuilt RENAME TO trunks;
+CREATE UNIQUE INDEX trunks_name_per_organisation ON trunks (org_id, name) WHERE deleted_at IS NULL;
+COMMIT;
+PRAGMA foreign_keys = ON;
