@@ -2031,11 +2031,18 @@ mod tests {
             })
         ));
         // Resources are per organisation; names are unique within one.
-        s.create_trunk(admin_org.id, trunk("shared-name")).await.unwrap();
-        s.create_trunk(other.id, trunk("shared-name")).await.unwrap();
+        s.create_trunk(admin_org.id, trunk("shared-name"))
+            .await
+            .unwrap();
+        s.create_trunk(other.id, trunk("shared-name"))
+            .await
+            .unwrap();
         assert!(matches!(
             s.create_trunk(other.id, trunk("shared-name")).await,
-            Err(StorageError::Conflict { entity: "trunk", .. })
+            Err(StorageError::Conflict {
+                entity: "trunk",
+                ..
+            })
         ));
         let t = s.create_trunk(other.id, trunk("acme-trunk")).await.unwrap();
         assert_eq!(t.org_id, other.id);
