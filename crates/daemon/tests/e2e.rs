@@ -892,6 +892,106 @@ async fn second_org(api: &Api, caps: Value) -> (String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_echo_plays_each_utterance_back_after_it_ends() {
+    use dialtone_test_support::media::{Baresip, speech_ulaw, ulaw_to_wav};
+    let dir = tempfile::tempdir().unwrap();
+    let speech = speech_ulaw(dir.path(), "Hello this is a test of the echo agent").unwrap();
+    let wav = dir.path().join("callee.wav");
+    // baresip ends the call when its file ends: four seconds of silence after the speech
+    // leave time for the echo.
+    let padded: Vec<u8> = speech.iter().copied().chain([0xffu8; 8000 * 4]).collect();
+    ulaw_to_wav(&padded, 8000, &wav).unwrap();
+    let baresip = Baresip::callee(&wav).unwrap();
+    let w = world(None, &[]).await;
+    let (_, trunks) = w.api.get("/v1/trunks").await;
+    let trunk = format!("/v1/trunks/{}", trunks["data"][0]["id"].as_str().unwrap());
+    let (s, _) = w
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &trunk,
+            Some(json!({"port": baresip.port})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let id = w.dispatch(json!({})).await;
+    let path = format!("/v1/calls/{id}");
+    // Answered, then long enough for the speech, the endpointing silence and the echo.
+    let spoken_ms = speech.len() as u64 / 8;
+    for _ in 0..200 {
+        if w.api.get(&path).await.1["status"] == "in_progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2 * spoken_ms + 2000)).await;
+    // baresip may have hung up already (its file ended); otherwise we do.
+    let (s, e) = w.api.post(&format!("{path}/hangup"), json!({})).await;
+    assert!(s == 200 || e["error"]["code"] == "call_ended", "{s} {e}");
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    // What baresip heard is our echo of its own speech: one voiced stretch about as long as
+    // the speech, starting after the speech ended.
+    let recorded = baresip.received_wav(Duration::from_secs(10)).unwrap();
+    let bytes = std::fs::read(&recorded).unwrap();
+    let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]) as usize;
+    let samples: Vec<i16> = bytes[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let frame = rate / 50;
+    let voiced: Vec<usize> = samples
+        .chunks_exact(frame)
+        .enumerate()
+        .filter(|(_, f)| dialtone_media::level_dbfs(f) > -40.0)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        !voiced.is_empty(),
+        "baresip heard nothing back; its log:\n{}",
+        baresip.log()
+    );
+    let (first, last) = (voiced[0], *voiced.last().unwrap());
+    let echo_ms = (last - first + 1) as u64 * 20;
+    let source_voiced_ms = speech
+        .chunks_exact(160)
+        .filter(|f| {
+            let mut pcm = [0i16; 160];
+            dialtone_codec::G711::new(dialtone_codec::G711Law::Mu).decode(f, &mut pcm);
+            dialtone_media::level_dbfs(&pcm) > -40.0
+        })
+        .count() as u64
+        * 20;
+    assert!(
+        echo_ms * 10 >= source_voiced_ms * 8 && echo_ms <= spoken_ms + 200,
+        "echo {echo_ms} ms, speech {source_voiced_ms} ms voiced of {spoken_ms} ms"
+    );
+    assert!(
+        first as u64 * 20 >= source_voiced_ms,
+        "the echo began {} ms into the call, before the {source_voiced_ms} ms of speech ended",
+        first * 20
+    );
+    let decoded: Vec<f64> = speech
+        .chunks_exact(160)
+        .map(|f| {
+            let mut pcm = [0i16; 160];
+            dialtone_codec::G711::new(dialtone_codec::G711Law::Mu).decode(f, &mut pcm);
+            dialtone_media::level_dbfs(&pcm)
+        })
+        .collect();
+    let speech_end_ms = (decoded.iter().rposition(|l| *l > -40.0).unwrap() as u64 + 1) * 20;
+    // Both timelines start about when the call's audio starts, so this is the engine's share of
+    // the voice-to-voice delay beyond the 500 ms endpointing silence (within a frame or two).
+    println!(
+        "echo began {} ms into baresip's recording; the speech ended at {speech_end_ms} ms; \
+         overhead beyond endpointing ≈ {} ms",
+        first * 20,
+        (first as i64 * 20) - speech_end_ms as i64 - 500
+    );
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_are_checked_field_by_field() {
     let w = world(None, &[]).await;
     let full = json!({

@@ -18,8 +18,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dialtone_media::ring::RING_FRAMES;
 use dialtone_media::{
-    Direction, MediaCall, MediaCodec, MediaConfig, MediaEngine, MediaEvent, PortPool,
+    AudioFrame, Direction, MediaCall, MediaCodec, MediaConfig, MediaEngine, MediaEvent, PortPool,
 };
 use dialtone_sdp::{
     AudioCodec, LocalMedia, NegotiatedSession, SessionDescription, build_offer, negotiate_answer,
@@ -28,6 +29,7 @@ pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{
     CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, Transport, Trunk, UaEvent,
 };
+use dialtone_speech::{SpeechConfig, SpeechEvent, SpeechLoop};
 use dialtone_storage::{
     CallProgress, CallStatus, Inserted, NewCall, Storage, StorageError, TrunkTransport,
 };
@@ -822,18 +824,52 @@ async fn next_media_event(media: &mut Option<MediaCall>) -> Option<MediaEvent> {
     }
 }
 
-/// `builtin:echo`: every inbound frame goes straight back out.
+/// `builtin:echo`: after each caller utterance ends, plays it back (VAD, endpointing, playout
+/// and barge-in end to end). The speech loop is stepped by the caller's frames as they arrive
+/// and by a 20 ms clock, and keeps at most two frames of agent audio ahead of the wire so a
+/// barge-in is heard within a tick or two.
 fn start_echo(media: &mut MediaCall) -> Option<tokio::task::JoinHandle<()>> {
     let mut inbound = media.take_inbound()?;
     let mut outbound = media.take_outbound()?;
     Some(tokio::spawn(async move {
-        while let Some(mut frame) = inbound.recv().await {
+        let mut speech = SpeechLoop::new(SpeechConfig::default(), std::time::Instant::now());
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                frame = inbound.recv() => {
+                    let Some(frame) = frame else { break };
+                    speech.handle_caller_frame(std::time::Instant::now(), &frame.samples);
+                }
+                _ = tick.tick() => {}
+            }
+            while let Some(event) = speech.poll_event() {
+                match event {
+                    SpeechEvent::SpeechEnded {
+                        audio, duration, ..
+                    } => {
+                        tracing::debug!(?duration, "echoing an utterance");
+                        speech.play(audio, None);
+                    }
+                    SpeechEvent::BargeIn { cut, .. } => {
+                        tracing::debug!(played = cut.played_samples, "barge-in");
+                        outbound.clear();
+                    }
+                    other => tracing::trace!(?other, "speech event"),
+                }
+            }
+            while speech.agent_speaking() && outbound.free() > RING_FRAMES - 2 {
+                let frame = AudioFrame {
+                    samples: speech.next_agent_frame(),
+                    at: std::time::Instant::now(),
+                };
+                if outbound.try_send(frame).is_err() {
+                    break;
+                }
+            }
             if outbound.is_closed() {
                 break;
             }
-            frame.at = std::time::Instant::now();
-            // A full ring means the wire is behind: the frame is dropped (and counted).
-            let _ = outbound.try_send(frame);
         }
     }))
 }

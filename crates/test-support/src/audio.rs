@@ -44,3 +44,37 @@ pub fn syllabic_sine(rate: u32, hz: f64, amplitude: f64, start: usize, out: &mut
         *o = (f64::from(*o) * syllabic_gain(t)).round() as i16;
     }
 }
+
+/// Fills `out` with the DTMF tone pair of `digit` (each tone at `amplitude` peak), sampled at
+/// `rate`; silence for a character that is not a DTMF digit.
+pub fn dtmf(rate: u32, digit: char, amplitude: f64, out: &mut [i16]) {
+    let (low, high) = match digit {
+        '1' => (697.0, 1209.0),
+        '2' => (697.0, 1336.0),
+        '3' => (697.0, 1477.0),
+        'A' => (697.0, 1633.0),
+        '4' => (770.0, 1209.0),
+        '5' => (770.0, 1336.0),
+        '6' => (770.0, 1477.0),
+        'B' => (770.0, 1633.0),
+        '7' => (852.0, 1209.0),
+        '8' => (852.0, 1336.0),
+        '9' => (852.0, 1477.0),
+        'C' => (852.0, 1633.0),
+        '*' => (941.0, 1209.0),
+        '0' => (941.0, 1336.0),
+        '#' => (941.0, 1477.0),
+        'D' => (941.0, 1633.0),
+        _ => {
+            out.fill(0);
+            return;
+        }
+    };
+    for (i, o) in out.iter_mut().enumerate() {
+        let t = i as f64 / f64::from(rate);
+        let v = amplitude
+            * ((2.0 * std::f64::consts::PI * low * t).sin()
+                + (2.0 * std::f64::consts::PI * high * t).sin());
+        *o = v.round().clamp(-32768.0, 32767.0) as i16;
+    }
+}

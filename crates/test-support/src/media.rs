@@ -210,3 +210,42 @@ impl Drop for Baresip {
         let _ = self.child.wait();
     }
 }
+
+/// Speaks `text` with espeak-ng and returns it as 16 kHz mono PCM16 (sox converts), the
+/// speech loop's format.
+pub fn speech_pcm16k(dir: &Path, text: &str) -> Result<Vec<i16>, PeerError> {
+    let wav = dir.join("speech16k.wav");
+    let raw = dir.join("speech16k.raw");
+    run(
+        Command::new("espeak-ng").arg("-w").arg(&wav).arg(text),
+        "espeak-ng",
+    )?;
+    run(
+        Command::new("sox")
+            .arg(&wav)
+            .args([
+                "-r",
+                "16000",
+                "-c",
+                "1",
+                "-b",
+                "16",
+                "-e",
+                "signed-integer",
+                "-t",
+                "raw",
+            ])
+            .arg(&raw),
+        "sox",
+    )?;
+    let bytes = std::fs::read(&raw).map_err(io("reading the 16 kHz speech"))?;
+    Ok(bytes
+        .chunks_exact(2)
+        .map(|b| {
+            i16::from_le_bytes([
+                b.first().copied().unwrap_or(0),
+                b.get(1).copied().unwrap_or(0),
+            ])
+        })
+        .collect())
+}

@@ -1,0 +1,46 @@
+//! The speech loop's step per 20 ms frame: VAD (earshot + noise floor), endpointing, barge-in
+//! and in-band DTMF on a caller frame, and one agent frame out of playout.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dialtone_speech::{FRAME_SAMPLES, SpeechConfig, SpeechLoop};
+
+fn speech(c: &mut Criterion) {
+    // A voice-like signal: a 150 Hz buzz with formant-ish harmonics, amplitude-modulated.
+    let frames: Vec<[i16; FRAME_SAMPLES]> = (0..250)
+        .map(|f| {
+            std::array::from_fn(|i| {
+                let t = (f * FRAME_SAMPLES + i) as f64 / 16000.0;
+                let envelope = 0.5 + 0.5 * (2.0 * std::f64::consts::PI * 3.0 * t).sin();
+                let v: f64 = [150.0, 450.0, 900.0, 2400.0]
+                    .iter()
+                    .map(|hz| (2.0 * std::f64::consts::PI * hz * t).sin())
+                    .sum();
+                (v * envelope * 3000.0) as i16
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut lp = SpeechLoop::new(SpeechConfig::default(), t0);
+    let mut n = 0usize;
+    c.bench_function("speech/step_per_20ms_frame", |b| {
+        b.iter(|| {
+            let frame = &frames[n % frames.len()];
+            let now = t0 + Duration::from_millis(20 * n as u64);
+            n += 1;
+            if n.is_multiple_of(200) {
+                lp.play(vec![1000; 16000], None);
+            }
+            black_box(lp.handle_caller_frame(now, black_box(frame)));
+            black_box(lp.next_agent_frame());
+            while let Some(e) = lp.poll_event() {
+                black_box(e);
+            }
+        })
+    });
+}
+
+criterion_group!(benches, speech);
+criterion_main!(benches);

@@ -1,0 +1,116 @@
+//! In-band DTMF (digits sent as tones inside the audio, for trunks without RFC 4733): Goertzel
+//! power at the eight DTMF frequencies of each 20 ms frame, with the usual checks so speech does
+//! not trigger it — the two tones must carry most of the frame's energy, stand out from the
+//! other tones of their group, keep the twist within limits, and last at least 40 ms; a digit
+//! is reported once, when confirmed, and again only after a pause.
+
+const LOW: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
+const HIGH: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
+const KEYS: [[char; 4]; 4] = [
+    ['1', '2', '3', 'A'],
+    ['4', '5', '6', 'B'],
+    ['7', '8', '9', 'C'],
+    ['*', '0', '#', 'D'],
+];
+/// The two tones must hold this share of the frame's energy.
+const TONE_SHARE: f32 = 0.75;
+/// Twist limits (high tone relative to low tone), dB.
+const MAX_FORWARD_TWIST_DB: f32 = 8.0;
+const MAX_REVERSE_TWIST_DB: f32 = 4.0;
+/// Frames a digit must last (2 × 20 ms).
+const CONFIRM_FRAMES: u32 = 2;
+/// The weakest tone heard, dBFS (per tone).
+const MIN_TONE_DBFS: f32 = -36.0;
+
+/// Power of `samples` at `hz` (Goertzel), normalised so a full-scale sine gives about 0.5.
+fn power(samples: &[i16], rate: f32, hz: f32) -> f32 {
+    let w = 2.0 * std::f32::consts::PI * hz / rate;
+    let coefficient = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f32, 0.0f32);
+    for x in samples {
+        let s0 = f32::from(*x) / 32768.0 + coefficient * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let n = samples.len().max(1) as f32;
+    (s1 * s1 + s2 * s2 - coefficient * s1 * s2) * 2.0 / (n * n)
+}
+
+/// The strongest tone of a group, its power, and the next strongest's.
+fn strongest(samples: &[i16], rate: f32, group: &[f32; 4]) -> (usize, f32, f32) {
+    let mut powers = [0.0f32; 4];
+    for (p, hz) in powers.iter_mut().zip(group) {
+        *p = power(samples, rate, *hz);
+    }
+    let mut best = 0;
+    for (i, p) in powers.iter().enumerate() {
+        if *p > powers.get(best).copied().unwrap_or(0.0) {
+            best = i;
+        }
+    }
+    let top = powers.get(best).copied().unwrap_or(0.0);
+    let second = powers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != best)
+        .map(|(_, p)| *p)
+        .fold(0.0f32, f32::max);
+    (best, top, second)
+}
+
+fn db(ratio: f32) -> f32 {
+    10.0 * ratio.max(1e-12).log10()
+}
+
+/// The in-band DTMF detector of one stream.
+#[derive(Debug, Clone, Default)]
+pub struct InbandDtmf {
+    candidate: Option<char>,
+    frames: u32,
+    reported: bool,
+}
+
+impl InbandDtmf {
+    /// Which digit, if any, a frame at `rate` Hz holds.
+    pub fn classify(samples: &[i16], rate: u32) -> Option<char> {
+        let rate = rate as f32;
+        let energy = samples
+            .iter()
+            .map(|s| (f32::from(*s) / 32768.0).powi(2))
+            .sum::<f32>()
+            / samples.len().max(1) as f32;
+        if energy <= 0.0 {
+            return None;
+        }
+        let (row, low, low_next) = strongest(samples, rate, &LOW);
+        let (column, high, high_next) = strongest(samples, rate, &HIGH);
+        // A sine of power p has mean square p (with this normalisation): compare to energy.
+        let share = (low + high) / energy;
+        let twist = db(high / low.max(1e-12));
+        let clear = db(low / low_next.max(1e-12)) > 6.0 && db(high / high_next.max(1e-12)) > 6.0;
+        let loud = db(low) > MIN_TONE_DBFS && db(high) > MIN_TONE_DBFS;
+        let twist_ok = (-MAX_REVERSE_TWIST_DB..=MAX_FORWARD_TWIST_DB).contains(&twist);
+        if share >= TONE_SHARE && clear && loud && twist_ok {
+            KEYS.get(row).and_then(|r| r.get(column)).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Takes one 20 ms frame at `rate` Hz; returns a digit once it has lasted long enough.
+    pub fn frame(&mut self, samples: &[i16], rate: u32) -> Option<char> {
+        let digit = Self::classify(samples, rate);
+        if digit.is_some() && digit == self.candidate {
+            self.frames += 1;
+        } else {
+            self.candidate = digit;
+            self.frames = u32::from(digit.is_some());
+            self.reported = false;
+        }
+        if self.frames >= CONFIRM_FRAMES && !self.reported {
+            self.reported = true;
+            return self.candidate;
+        }
+        None
+    }
+}

@@ -1,0 +1,348 @@
+//! # dialtone-speech — the agent's speech loop, sans-IO
+//!
+//! [`SpeechLoop`] sits between a call's media rings and its brain. It is fed the caller's
+//! 16 kHz frames with the time they came ([`SpeechLoop::handle_caller_frame`]) and the agent's
+//! audio ([`SpeechLoop::play`]); it gives back one agent frame per tick
+//! ([`SpeechLoop::next_agent_frame`]) and [`SpeechEvent`]s ([`SpeechLoop::poll_event`]). It never
+//! reads a clock or touches a socket, so every timing below runs on a virtual clock in tests.
+//!
+//! * **VAD** ([`vad`]): earshot's detector on 256-sample chunks, gated by level above an
+//!   adaptive noise floor.
+//! * **Turn-taking**: speech starts after [`SpeechConfig::onset`] of voiced frames and ends after
+//!   [`SpeechConfig::endpointing_silence`] without one; an utterance shorter than
+//!   [`SpeechConfig::min_utterance`] (a click, a cough) is dropped. A finished utterance comes
+//!   with its audio, for a brain to transcribe (or, for `builtin:echo`, to play back).
+//! * **Barge-in** ([`BargeIn`]): caller speech during playout clears it — at onset, after a
+//!   minimum length of speech, or never — and reports what of the cut segment was heard.
+//! * **Playout** ([`playout`]): segments with marks; a mark is reported when its last sample
+//!   leaves.
+//! * **In-band DTMF** ([`dtmf`]): Goertzel detection for trunks that send digits as tones.
+//! * **Silence guard**: no caller speech for [`SpeechConfig::silence_timeout`] raises
+//!   [`SpeechEvent::SilenceTimeout`] once (the engine prompts or hangs up).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+pub mod dtmf;
+pub mod playout;
+pub mod vad;
+
+pub use dtmf::InbandDtmf;
+pub use playout::{Cut, Playout};
+pub use vad::{FrameVoice, VoiceDetector, level_dbfs};
+
+/// Samples in one 20 ms frame at 16 kHz.
+pub const FRAME_SAMPLES: usize = 320;
+/// The speech loop's sample rate.
+pub const SAMPLE_RATE: u32 = 16_000;
+const FRAME: Duration = Duration::from_millis(20);
+/// The longest utterance kept whole (longer ones keep their first minute).
+const MAX_UTTERANCE_SAMPLES: usize = SAMPLE_RATE as usize * 60;
+
+/// When caller speech interrupts the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BargeIn {
+    /// Never: the agent finishes what it says.
+    Off,
+    /// As soon as speech is detected.
+    On,
+    /// Once the caller has spoken this long (ignores short acknowledgements).
+    After(Duration),
+}
+
+/// Settings of the speech loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpeechConfig {
+    /// earshot score from which a frame may be speech.
+    pub vad_threshold: f32,
+    /// How far above the noise floor a speech frame must be, dB.
+    pub noise_margin_db: f32,
+    /// Voiced time before speech counts as started.
+    pub onset: Duration,
+    /// Silence that ends an utterance.
+    pub endpointing_silence: Duration,
+    /// Shorter utterances are ignored.
+    pub min_utterance: Duration,
+    /// Barge-in policy.
+    pub barge_in: BargeIn,
+    /// Caller silence (while the agent is not speaking) that raises a timeout; `None`: never.
+    pub silence_timeout: Option<Duration>,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        Self {
+            vad_threshold: 0.5,
+            noise_margin_db: 6.0,
+            onset: Duration::from_millis(60),
+            endpointing_silence: Duration::from_millis(500),
+            min_utterance: Duration::from_millis(200),
+            barge_in: BargeIn::On,
+            silence_timeout: None,
+        }
+    }
+}
+
+/// What the speech loop tells the call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpeechEvent {
+    /// The caller started speaking (at the first voiced frame of the onset).
+    SpeechStarted {
+        /// When.
+        at: Instant,
+    },
+    /// The caller finished an utterance.
+    SpeechEnded {
+        /// When its last voiced frame came.
+        at: Instant,
+        /// From first to last voiced frame.
+        duration: Duration,
+        /// Its audio, 16 kHz, from onset to the last voiced frame.
+        audio: Vec<i16>,
+    },
+    /// Caller speech cut the agent's playout.
+    BargeIn {
+        /// When the playout was cleared.
+        at: Instant,
+        /// What of the segment under way had been heard.
+        cut: Cut,
+    },
+    /// A playout segment's last sample was played.
+    PlayoutDone {
+        /// Its mark.
+        mark: String,
+    },
+    /// A digit heard in the audio (in-band DTMF).
+    Dtmf {
+        /// The digit.
+        digit: char,
+        /// When it was confirmed.
+        at: Instant,
+    },
+    /// The caller said nothing for the configured time.
+    SilenceTimeout {
+        /// How long.
+        silent_for: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Turn {
+    /// Nobody speaking (or shorter than the onset).
+    Quiet { voiced_since: Option<Instant> },
+    /// The caller is speaking.
+    Speaking {
+        started: Instant,
+        last_voiced: Instant,
+        barged: bool,
+    },
+}
+
+/// The speech loop of one call.
+#[derive(Debug)]
+pub struct SpeechLoop {
+    config: SpeechConfig,
+    vad: VoiceDetector,
+    dtmf: InbandDtmf,
+    playout: Playout,
+    turn: Turn,
+    /// The caller's audio since the onset began (voiced or not).
+    utterance: Vec<i16>,
+    /// Audio of the last voiced frame's end, as an index into `utterance`.
+    utterance_voiced_len: usize,
+    events: VecDeque<SpeechEvent>,
+    done: Vec<Option<String>>,
+    quiet_since: Option<Instant>,
+    silence_reported: bool,
+    frames: u64,
+}
+
+impl SpeechLoop {
+    /// A speech loop with `config`, starting at `now`.
+    pub fn new(config: SpeechConfig, now: Instant) -> Self {
+        Self {
+            vad: VoiceDetector::new(config.vad_threshold, config.noise_margin_db),
+            config,
+            dtmf: InbandDtmf::default(),
+            playout: Playout::default(),
+            turn: Turn::Quiet { voiced_since: None },
+            utterance: Vec::with_capacity(SAMPLE_RATE as usize * 5),
+            utterance_voiced_len: 0,
+            events: VecDeque::with_capacity(8),
+            done: Vec::with_capacity(4),
+            quiet_since: Some(now),
+            silence_reported: false,
+            frames: 0,
+        }
+    }
+
+    /// Frames taken in so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Whether the caller is speaking now.
+    pub fn caller_speaking(&self) -> bool {
+        matches!(self.turn, Turn::Speaking { .. })
+    }
+
+    /// Whether agent audio is queued.
+    pub fn agent_speaking(&self) -> bool {
+        self.playout.is_playing()
+    }
+
+    /// Takes in one 20 ms frame of the caller (16 kHz) that arrived at `now`.
+    pub fn handle_caller_frame(&mut self, now: Instant, frame: &[i16]) -> FrameVoice {
+        self.frames += 1;
+        if let Some(digit) = self.dtmf.frame(frame, SAMPLE_RATE) {
+            self.events.push_back(SpeechEvent::Dtmf { digit, at: now });
+        }
+        let voice = self.vad.frame(frame);
+        match self.turn {
+            Turn::Quiet { voiced_since } => {
+                if voice.voiced {
+                    let since = voiced_since.unwrap_or(now);
+                    if voiced_since.is_none() {
+                        self.utterance.clear();
+                    }
+                    self.keep(frame);
+                    self.utterance_voiced_len = self.utterance.len();
+                    // The onset counts the frame's own 20 ms.
+                    if now.saturating_duration_since(since) + FRAME >= self.config.onset {
+                        self.turn = Turn::Speaking {
+                            started: since,
+                            last_voiced: now,
+                            barged: false,
+                        };
+                        self.quiet_since = None;
+                        self.events
+                            .push_back(SpeechEvent::SpeechStarted { at: since });
+                        self.maybe_barge_in(now);
+                    } else {
+                        self.turn = Turn::Quiet {
+                            voiced_since: Some(since),
+                        };
+                    }
+                } else {
+                    self.turn = Turn::Quiet { voiced_since: None };
+                }
+            }
+            Turn::Speaking {
+                started,
+                last_voiced,
+                barged,
+            } => {
+                self.keep(frame);
+                let last_voiced = if voice.voiced {
+                    self.utterance_voiced_len = self.utterance.len();
+                    now
+                } else {
+                    last_voiced
+                };
+                self.turn = Turn::Speaking {
+                    started,
+                    last_voiced,
+                    barged,
+                };
+                if voice.voiced {
+                    self.maybe_barge_in(now);
+                }
+                if now.saturating_duration_since(last_voiced) >= self.config.endpointing_silence {
+                    self.end_utterance(now, started, last_voiced);
+                }
+            }
+        }
+        self.check_silence(now);
+        voice
+    }
+
+    fn keep(&mut self, frame: &[i16]) {
+        let room = MAX_UTTERANCE_SAMPLES.saturating_sub(self.utterance.len());
+        self.utterance
+            .extend_from_slice(frame.get(..room.min(frame.len())).unwrap_or_default());
+    }
+
+    fn end_utterance(&mut self, now: Instant, started: Instant, last_voiced: Instant) {
+        let duration = last_voiced.saturating_duration_since(started) + FRAME;
+        self.turn = Turn::Quiet { voiced_since: None };
+        self.quiet_since = Some(now);
+        self.silence_reported = false;
+        if duration < self.config.min_utterance {
+            self.utterance.clear();
+            return;
+        }
+        self.utterance.truncate(self.utterance_voiced_len);
+        let audio = std::mem::take(&mut self.utterance);
+        self.events.push_back(SpeechEvent::SpeechEnded {
+            at: last_voiced,
+            duration,
+            audio,
+        });
+    }
+
+    fn maybe_barge_in(&mut self, now: Instant) {
+        let Turn::Speaking {
+            started,
+            last_voiced,
+            barged: false,
+        } = self.turn
+        else {
+            return;
+        };
+        let due = match self.config.barge_in {
+            BargeIn::Off => false,
+            BargeIn::On => true,
+            BargeIn::After(min) => now.saturating_duration_since(started) + FRAME >= min,
+        };
+        if due && let Some(cut) = self.playout.clear() {
+            self.turn = Turn::Speaking {
+                started,
+                last_voiced,
+                barged: true,
+            };
+            self.events.push_back(SpeechEvent::BargeIn { at: now, cut });
+        }
+    }
+
+    fn check_silence(&mut self, now: Instant) {
+        if self.playout.is_playing() {
+            // The agent is talking: the caller's silence is listening, not dead air.
+            self.quiet_since = self.quiet_since.map(|_| now);
+            return;
+        }
+        if let (Some(limit), Some(since)) = (self.config.silence_timeout, self.quiet_since) {
+            let silent_for = now.saturating_duration_since(since);
+            if silent_for >= limit && !self.silence_reported {
+                self.silence_reported = true;
+                self.events
+                    .push_back(SpeechEvent::SilenceTimeout { silent_for });
+            }
+        }
+    }
+
+    /// Queues agent audio (16 kHz); `mark` is reported when its last sample has played.
+    pub fn play(&mut self, audio: Vec<i16>, mark: Option<String>) {
+        self.playout.push(audio, mark);
+    }
+
+    /// Clears the agent's playout (the brain asked); what of it was heard.
+    pub fn clear_playout(&mut self) -> Option<Cut> {
+        self.playout.clear()
+    }
+
+    /// The agent's next 20 ms frame (silence when nothing is queued).
+    pub fn next_agent_frame(&mut self) -> [i16; FRAME_SAMPLES] {
+        let mut frame = [0i16; FRAME_SAMPLES];
+        self.done.clear();
+        self.playout.next_frame(&mut frame, &mut self.done);
+        for mark in self.done.drain(..).flatten() {
+            self.events.push_back(SpeechEvent::PlayoutDone { mark });
+        }
+        frame
+    }
+
+    /// The next event, in order.
+    pub fn poll_event(&mut self) -> Option<SpeechEvent> {
+        self.events.pop_front()
+    }
+}
