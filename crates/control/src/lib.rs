@@ -877,6 +877,7 @@ const AGENT_FIELDS: &[&str] = &[
     "brain",
     "ring_timeout_seconds",
     "max_duration_seconds",
+    "amd",
 ];
 
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = openapi::AgentFields, responses((status = 201, body = openapi::Agent), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody)))]
@@ -997,6 +998,35 @@ fn check_agent_fields(map: &Map<String, Value>) -> Result<(), ApiError> {
             return Err(ApiError::invalid(
                 "voicemail_action",
                 "`voicemail_action` must be \"hangup\", \"continue\" or {\"action\": ..., \"message\": ...}",
+            ));
+        }
+    }
+    match map.get("amd") {
+        None | Some(Value::Null | Value::Bool(_)) => {}
+        Some(Value::Object(o)) => {
+            only_fields(
+                o,
+                &[
+                    "initial_silence_ms",
+                    "greeting_ms",
+                    "after_greeting_silence_ms",
+                    "total_analysis_time_ms",
+                    "maximum_words",
+                ],
+            )?;
+            if o.values()
+                .any(|v| !v.as_u64().is_some_and(|n| (1..=60_000).contains(&n)))
+            {
+                return Err(ApiError::invalid(
+                    "amd",
+                    "`amd` thresholds must be whole numbers from 1 to 60000",
+                ));
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "amd",
+                "`amd` must be true, false or an object of thresholds",
             ));
         }
     }

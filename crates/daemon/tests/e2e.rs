@@ -992,6 +992,31 @@ async fn builtin_echo_plays_each_utterance_back_after_it_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_answer_is_a_machine_and_the_voicemail_action_hangs_up() {
+    // SIPp answers and sends no audio: AMD's initial silence says machine, and the agent's
+    // voicemail action ends the call.
+    let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
+    let (s, agent) = w
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/agents/{}", w.agent_id),
+            Some(json!({"amd": {"initial_silence_ms": 1500}, "voicemail_action": "hangup"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["answered_by"], "machine");
+    assert_eq!(record["end_reason"]["code"], "voicemail");
+    assert_eq!(record["end_reason"]["by"], "agent");
+    let talk = record["talk_duration_ms"].as_i64().unwrap();
+    assert!((1400..6000).contains(&talk), "talked {talk} ms");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_are_checked_field_by_field() {
     let w = world(None, &[]).await;
     let full = json!({

@@ -29,7 +29,9 @@ pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{
     CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, Transport, Trunk, UaEvent,
 };
-use dialtone_speech::{SpeechConfig, SpeechEvent, SpeechLoop};
+use dialtone_speech::{
+    AmdConfig, AnsweredBy, FRAME_SAMPLES, SpeechConfig, SpeechEvent, SpeechLoop,
+};
 use dialtone_storage::{
     CallProgress, CallStatus, Inserted, NewCall, Storage, StorageError, TrunkTransport,
 };
@@ -357,6 +359,12 @@ impl Engine {
             trunk: Arc::new(trunk_for_ua(&trunk)),
             ring_timeout: seconds_setting(&agent.config, "ring_timeout_seconds", 30),
             max_duration: seconds_setting(&agent.config, "max_duration_seconds", 600),
+            amd: amd_setting(&agent.config),
+            hang_up_on_machine: match agent.config.get("voicemail_action") {
+                Some(Value::String(a)) => a == "hangup",
+                Some(Value::Object(o)) => o.get("action").and_then(Value::as_str) == Some("hangup"),
+                _ => false,
+            },
         };
         let engine = self.clone();
         let span =
@@ -576,6 +584,7 @@ impl Engine {
         let mut media: Option<MediaCall> = None;
         let mut brain: Option<tokio::task::JoinHandle<()>> = None;
         let mut hangup_by_api = false;
+        let (brain_tx, mut brain_rx) = mpsc::unbounded_channel();
         let max_duration = tokio::time::sleep(Duration::from_secs(86_400));
         tokio::pin!(max_duration);
         let mut duration_reason: Option<&'static str> = None;
@@ -585,6 +594,16 @@ impl Engine {
                 Some(()) = hangup.recv() => {
                     hangup_by_api = true;
                     let _ = call.hang_up();
+                    continue;
+                }
+                Some(request) = brain_rx.recv() => {
+                    match request {
+                        BrainRequest::HangUp { reason } => {
+                            tracing::info!(reason, "the brain hangs up");
+                            duration_reason = Some(reason);
+                            let _ = call.hang_up();
+                        }
+                    }
                     continue;
                 }
                 Some(event) = next_media_event(&mut media) => {
@@ -674,7 +693,16 @@ impl Engine {
                             continue;
                         }
                     };
-                    brain = start_echo(&mut m);
+                    brain = start_echo(
+                        &mut m,
+                        EchoBrain {
+                            storage: self.storage.clone(),
+                            call_id: plan.id,
+                            amd: plan.amd,
+                            hang_up_on_machine: plan.hang_up_on_machine,
+                            requests: brain_tx.clone(),
+                        },
+                    );
                     media = Some(m);
                     tracing::info!(codec = %session.codec.name, "answered");
                     metrics::histogram!("dialtone_setup_seconds")
@@ -789,6 +817,43 @@ struct CallPlan {
     trunk: Arc<Trunk>,
     ring_timeout: Duration,
     max_duration: Duration,
+    /// Answering-machine detection, when the agent asks for it.
+    amd: Option<AmdConfig>,
+    /// Hang up (end reason `voicemail`) when a machine answers.
+    hang_up_on_machine: bool,
+}
+
+/// The agent's `amd` setting: `true`, or an object of thresholds in ms (`initial_silence_ms`,
+/// `greeting_ms`, `after_greeting_silence_ms`, `total_analysis_time_ms`, `maximum_words`).
+fn amd_setting(config: &Value) -> Option<AmdConfig> {
+    let ms = |o: &serde_json::Map<String, Value>, key: &str, default: Duration| {
+        o.get(key)
+            .and_then(Value::as_u64)
+            .map_or(default, Duration::from_millis)
+    };
+    match config.get("amd")? {
+        Value::Bool(true) => Some(AmdConfig::default()),
+        Value::Object(o) => {
+            let d = AmdConfig::default();
+            Some(AmdConfig {
+                initial_silence: ms(o, "initial_silence_ms", d.initial_silence),
+                greeting: ms(o, "greeting_ms", d.greeting),
+                after_greeting_silence: ms(
+                    o,
+                    "after_greeting_silence_ms",
+                    d.after_greeting_silence,
+                ),
+                total_analysis_time: ms(o, "total_analysis_time_ms", d.total_analysis_time),
+                maximum_words: o
+                    .get("maximum_words")
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(d.maximum_words),
+                ..d
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Our answer to a re-INVITE/UPDATE offer (hold, resume, refresh, a new address), from the
@@ -824,24 +889,57 @@ async fn next_media_event(media: &mut Option<MediaCall>) -> Option<MediaEvent> {
     }
 }
 
+/// What a brain asks of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BrainRequest {
+    /// End the call with this end reason.
+    HangUp {
+        /// The end reason.
+        reason: &'static str,
+    },
+}
+
+/// What the built-in echo brain needs besides the media.
+struct EchoBrain {
+    storage: Storage,
+    call_id: Uuid,
+    amd: Option<AmdConfig>,
+    hang_up_on_machine: bool,
+    requests: mpsc::UnboundedSender<BrainRequest>,
+}
+
 /// `builtin:echo`: after each caller utterance ends, plays it back (VAD, endpointing, playout
 /// and barge-in end to end). The speech loop is stepped by the caller's frames as they arrive
 /// and by a 20 ms clock, and keeps at most two frames of agent audio ahead of the wire so a
-/// barge-in is heard within a tick or two.
-fn start_echo(media: &mut MediaCall) -> Option<tokio::task::JoinHandle<()>> {
+/// barge-in is heard within a tick or two. With answering-machine detection on, the verdict goes
+/// on the call record, and a machine ends the call when the agent's voicemail action says so.
+fn start_echo(media: &mut MediaCall, echo: EchoBrain) -> Option<tokio::task::JoinHandle<()>> {
     let mut inbound = media.take_inbound()?;
     let mut outbound = media.take_outbound()?;
     Some(tokio::spawn(async move {
-        let mut speech = SpeechLoop::new(SpeechConfig::default(), std::time::Instant::now());
+        let config = SpeechConfig {
+            amd: echo.amd,
+            ..SpeechConfig::default()
+        };
+        let mut speech = SpeechLoop::new(config, std::time::Instant::now());
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A tick with no caller frame (no RTP coming) counts as a silent frame, so silence is
+        // heard as silence (AMD, the silence guard) rather than as nothing.
+        let mut heard_since_tick = false;
         loop {
             tokio::select! {
                 frame = inbound.recv() => {
                     let Some(frame) = frame else { break };
                     speech.handle_caller_frame(std::time::Instant::now(), &frame.samples);
+                    heard_since_tick = true;
                 }
-                _ = tick.tick() => {}
+                _ = tick.tick() => {
+                    if !heard_since_tick {
+                        speech.handle_caller_frame(std::time::Instant::now(), &[0; FRAME_SAMPLES]);
+                    }
+                    heard_since_tick = false;
+                }
             }
             while let Some(event) = speech.poll_event() {
                 match event {
@@ -854,6 +952,22 @@ fn start_echo(media: &mut MediaCall) -> Option<tokio::task::JoinHandle<()>> {
                     SpeechEvent::BargeIn { cut, .. } => {
                         tracing::debug!(played = cut.played_samples, "barge-in");
                         outbound.clear();
+                    }
+                    SpeechEvent::AnsweredBy { verdict } => {
+                        let who = verdict.answered_by;
+                        tracing::info!(answered_by = who.as_str(), reason = verdict.reason, "AMD");
+                        if let Err(error) = echo
+                            .storage
+                            .set_answered_by(echo.call_id, who.as_str())
+                            .await
+                        {
+                            tracing::error!(%error, "could not record who answered");
+                        }
+                        if who == AnsweredBy::Machine && echo.hang_up_on_machine {
+                            let _ = echo.requests.send(BrainRequest::HangUp {
+                                reason: "voicemail",
+                            });
+                        }
                     }
                     other => tracing::trace!(?other, "speech event"),
                 }

@@ -22,8 +22,9 @@ const CONFIRM_FRAMES: u32 = 2;
 /// The weakest tone heard, dBFS (per tone).
 const MIN_TONE_DBFS: f32 = -36.0;
 
-/// Power of `samples` at `hz` (Goertzel), normalised so a full-scale sine gives about 0.5.
-fn power(samples: &[i16], rate: f32, hz: f32) -> f32 {
+/// Power of `samples` at `hz` (Goertzel), normalised so a sine's power is its mean square
+/// (a full-scale sine gives 0.5).
+pub(crate) fn tone_power(samples: &[i16], rate: f32, hz: f32) -> f32 {
     let w = 2.0 * std::f32::consts::PI * hz / rate;
     let coefficient = 2.0 * w.cos();
     let (mut s1, mut s2) = (0.0f32, 0.0f32);
@@ -40,7 +41,7 @@ fn power(samples: &[i16], rate: f32, hz: f32) -> f32 {
 fn strongest(samples: &[i16], rate: f32, group: &[f32; 4]) -> (usize, f32, f32) {
     let mut powers = [0.0f32; 4];
     for (p, hz) in powers.iter_mut().zip(group) {
-        *p = power(samples, rate, *hz);
+        *p = tone_power(samples, rate, *hz);
     }
     let mut best = 0;
     for (i, p) in powers.iter().enumerate() {

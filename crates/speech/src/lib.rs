@@ -19,14 +19,19 @@
 //! * **In-band DTMF** ([`dtmf`]): Goertzel detection for trunks that send digits as tones.
 //! * **Silence guard**: no caller speech for [`SpeechConfig::silence_timeout`] raises
 //!   [`SpeechEvent::SilenceTimeout`] once (the engine prompts or hangs up).
+//! * **Answering-machine detection** ([`amd`], when [`SpeechConfig::amd`] is set): a
+//!   [`SpeechEvent::AnsweredBy`] verdict from the first seconds, and the voicemail
+//!   [`SpeechEvent::Beep`] after which a message can be left.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+pub mod amd;
 pub mod dtmf;
 pub mod playout;
 pub mod vad;
 
+pub use amd::{Amd, AmdConfig, AmdVerdict, AnsweredBy, BeepDetector};
 pub use dtmf::InbandDtmf;
 pub use playout::{Cut, Playout};
 pub use vad::{FrameVoice, VoiceDetector, level_dbfs};
@@ -67,6 +72,8 @@ pub struct SpeechConfig {
     pub barge_in: BargeIn,
     /// Caller silence (while the agent is not speaking) that raises a timeout; `None`: never.
     pub silence_timeout: Option<Duration>,
+    /// Answering-machine detection from the start; `None`: off.
+    pub amd: Option<AmdConfig>,
 }
 
 impl Default for SpeechConfig {
@@ -79,6 +86,7 @@ impl Default for SpeechConfig {
             min_utterance: Duration::from_millis(200),
             barge_in: BargeIn::On,
             silence_timeout: None,
+            amd: None,
         }
     }
 }
@@ -119,6 +127,18 @@ pub enum SpeechEvent {
         /// When it was confirmed.
         at: Instant,
     },
+    /// Answering-machine detection's verdict.
+    AnsweredBy {
+        /// The verdict and its reason.
+        verdict: AmdVerdict,
+    },
+    /// A voicemail beep ended the greeting: a message can be left now.
+    Beep {
+        /// Its frequency.
+        hz: f32,
+        /// When it was confirmed.
+        at: Instant,
+    },
     /// The caller said nothing for the configured time.
     SilenceTimeout {
         /// How long.
@@ -144,6 +164,8 @@ pub struct SpeechLoop {
     config: SpeechConfig,
     vad: VoiceDetector,
     dtmf: InbandDtmf,
+    amd: Option<Amd>,
+    beep: Option<BeepDetector>,
     playout: Playout,
     turn: Turn,
     /// The caller's audio since the onset began (voiced or not).
@@ -164,6 +186,8 @@ impl SpeechLoop {
             vad: VoiceDetector::new(config.vad_threshold, config.noise_margin_db),
             config,
             dtmf: InbandDtmf::default(),
+            amd: config.amd.map(Amd::new),
+            beep: config.amd.map(|_| BeepDetector::default()),
             playout: Playout::default(),
             turn: Turn::Quiet { voiced_since: None },
             utterance: Vec::with_capacity(SAMPLE_RATE as usize * 5),
@@ -198,6 +222,14 @@ impl SpeechLoop {
             self.events.push_back(SpeechEvent::Dtmf { digit, at: now });
         }
         let voice = self.vad.frame(frame);
+        if let Some(verdict) = self.amd.as_mut().and_then(|a| a.frame(voice.voiced)) {
+            self.events.push_back(SpeechEvent::AnsweredBy { verdict });
+        }
+        if let Some(hz) = self.beep.as_mut().and_then(|b| b.frame(frame)) {
+            // One beep is all that matters: the detector stops.
+            self.beep = None;
+            self.events.push_back(SpeechEvent::Beep { hz, at: now });
+        }
         match self.turn {
             Turn::Quiet { voiced_since } => {
                 if voice.voiced {

@@ -347,3 +347,73 @@ fn speech_over_steady_background_noise_is_still_one_utterance() {
             .collect::<Vec<_>>()
     );
 }
+
+/// AMD on an opening: the verdict, and the beep's frequency if one came.
+fn amd(audio: &[i16]) -> (Option<dialtone_speech::AmdVerdict>, Option<f32>) {
+    let t0 = Instant::now();
+    let mut lp = SpeechLoop::new(
+        SpeechConfig {
+            amd: Some(dialtone_speech::AmdConfig::default()),
+            ..SpeechConfig::default()
+        },
+        t0,
+    );
+    let (events, _) = run(&mut lp, t0, audio);
+    let verdict = events.iter().find_map(|(_, e)| match e {
+        SpeechEvent::AnsweredBy { verdict } => Some(*verdict),
+        _ => None,
+    });
+    let beep = events.iter().find_map(|(_, e)| match e {
+        SpeechEvent::Beep { hz, .. } => Some(*hz),
+        _ => None,
+    });
+    (verdict, beep)
+}
+
+#[test]
+fn answering_machine_detection_tells_a_hello_from_a_greeting_and_hears_the_beep() {
+    use dialtone_speech::AnsweredBy;
+    // A person: a short "Hello?" half a second in, then waiting.
+    let human = [silence(500), speech("Hello?"), silence(3000)].concat();
+    let (verdict, beep) = amd(&human);
+    let verdict = verdict.unwrap();
+    assert_eq!(
+        (verdict.answered_by, verdict.reason),
+        (AnsweredBy::Human, "after_greeting_silence")
+    );
+    assert!(verdict.after < Duration::from_secs(3), "{verdict:?}");
+    assert_eq!(beep, None);
+
+    // A machine: a long greeting, then the beep.
+    let greeting = speech(
+        "Hi you have reached the voicemail of John Smith I cannot take your call right now \
+         please leave a message after the tone",
+    );
+    let mut tone = vec![0i16; 16000 / 2];
+    sine(16000, 1000.0, 9000.0, 0, &mut tone);
+    let machine = [
+        silence(300),
+        greeting.clone(),
+        silence(300),
+        tone,
+        silence(2000),
+    ]
+    .concat();
+    let (verdict, beep) = amd(&machine);
+    let verdict = verdict.unwrap();
+    assert_eq!(verdict.answered_by, AnsweredBy::Machine, "{verdict:?}");
+    assert!(
+        ["max_words", "long_greeting"].contains(&verdict.reason),
+        "{verdict:?}"
+    );
+    assert!(verdict.after < Duration::from_millis(2500), "{verdict:?}");
+    let hz = beep.expect("the beep");
+    assert!((hz - 1000.0).abs() <= 50.0, "{hz}");
+
+    // Nothing said for the initial-silence time: a machine (or a dead line).
+    let (verdict, _) = amd(&silence(4000));
+    assert_eq!(
+        verdict.map(|v| (v.answered_by, v.reason)),
+        Some((AnsweredBy::Machine, "initial_silence"))
+    );
+}

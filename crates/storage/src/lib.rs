@@ -437,6 +437,8 @@ pub struct Call {
     pub sip_call_id: Option<String>,
     /// Final SIP status, when one arrived.
     pub sip_status: Option<u16>,
+    /// Answering-machine detection's verdict: `human`, `machine` or `unknown`.
+    pub answered_by: Option<String>,
     /// Transcript lines.
     pub transcript: Value,
     /// Structured result.
@@ -1371,6 +1373,17 @@ impl Storage {
         Ok(true)
     }
 
+    /// Records who answered (answering-machine detection). Not a status step: no event.
+    pub async fn set_answered_by(&self, id: Uuid, answered_by: &str) -> Result<()> {
+        sqlx::query("UPDATE calls SET answered_by = $1, updated_at = $2 WHERE id = $3")
+            .bind(answered_by)
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Ends every call a previous run left unfinished (the process died with them live) with
     /// status `failed` and end reason `engine_restart`, announcing each; returns how many.
     pub async fn close_interrupted_calls(&self) -> Result<u64> {
@@ -1531,6 +1544,7 @@ async fn fetch_call(conn: &mut AnyConnection, id: Uuid) -> Result<Call> {
         end_reason: row.try_get("end_reason")?,
         ended_by: row.try_get("ended_by")?,
         sip_call_id: row.try_get("sip_call_id")?,
+        answered_by: row.try_get("answered_by")?,
         sip_status: sip_status.and_then(|s| u16::try_from(s).ok()),
         transcript: json_of(&row, "transcript")?,
         result: opt_json_of(&row, "result")?,
@@ -1622,6 +1636,7 @@ pub fn end_reason_message(code: &str) -> Option<&'static str> {
         "session_expired" => "the session timer expired (RFC 4028)",
         "request_failed" => "the trunk refused the call",
         "rtp_timeout" => "the far end stopped sending audio",
+        "voicemail" => "an answering machine answered and the agent hangs up on those",
         "max_duration" => "the call reached the agent's maximum duration",
         "queue_timeout" => "no slot under the organisation's concurrency cap in time",
         "engine_restart" => "the engine restarted while the call was live",
@@ -1667,7 +1682,7 @@ impl Call {
                 "sip_status": self.sip_status,
                 "message": end_reason_message(code),
             })),
-            "answered_by": null,
+            "answered_by": self.answered_by,
             "sip_call_id": self.sip_call_id,
             "created_at": rfc3339(self.created_at),
             "dialed_at": self.dialed_at.and_then(rfc3339),
