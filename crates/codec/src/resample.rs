@@ -28,10 +28,11 @@ impl std::fmt::Debug for Resampler {
     }
 }
 
-const RATES: [u32; 5] = [8000, 16000, 24000, 32000, 48000];
+const RATES: [u32; 6] = [8000, 16000, 22050, 24000, 32000, 48000];
 
 impl Resampler {
-    /// A resampler of 20 ms frames from `from` Hz to `to` Hz (8, 16, 24, 32 or 48 kHz).
+    /// A resampler of 20 ms frames from `from` Hz to `to` Hz (8, 16, 22.05, 24, 32 or 48 kHz;
+    /// 22.05 kHz is what espeak-ng speaks).
     pub fn new(from: u32, to: u32) -> Result<Self, CodecError> {
         for rate in [from, to] {
             if !RATES.contains(&rate) {

@@ -149,6 +149,7 @@ fn every_resampler_keeps_a_tone() {
         (16000, 48000),
         (24000, 16000),
         (16000, 24000),
+        (22050, 16000),
         (16000, 16000),
     ] {
         let mut resampler = Resampler::new(from, to).unwrap();

@@ -245,6 +245,8 @@ fn agent_fields_map(f: proto::AgentFields) -> Map<String, Value> {
         "max_duration_seconds",
         f.max_duration_seconds.map(Value::from),
     );
+    put(&mut m, "mask_dtmf", f.mask_dtmf.map(Value::from));
+    put(&mut m, "amd", f.amd.as_ref().map(from_proto_value));
     m
 }
 
@@ -301,6 +303,8 @@ fn agent_message(v: &Value) -> proto::Agent {
             brain: text(v, "brain"),
             ring_timeout_seconds: uint(v, "ring_timeout_seconds"),
             max_duration_seconds: uint(v, "max_duration_seconds"),
+            mask_dtmf: v.get("mask_dtmf").and_then(Value::as_bool),
+            amd: v.get("amd").filter(|a| !a.is_null()).map(to_proto_value),
         }),
     }
 }

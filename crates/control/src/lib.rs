@@ -878,6 +878,7 @@ const AGENT_FIELDS: &[&str] = &[
     "ring_timeout_seconds",
     "max_duration_seconds",
     "amd",
+    "mask_dtmf",
 ];
 
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = openapi::AgentFields, responses((status = 201, body = openapi::Agent), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody)))]
@@ -1000,6 +1001,15 @@ fn check_agent_fields(map: &Map<String, Value>) -> Result<(), ApiError> {
                 "`voicemail_action` must be \"hangup\", \"continue\" or {\"action\": ..., \"message\": ...}",
             ));
         }
+    }
+    if map
+        .get("mask_dtmf")
+        .is_some_and(|v| !v.is_boolean() && !v.is_null())
+    {
+        return Err(ApiError::invalid(
+            "mask_dtmf",
+            "`mask_dtmf` must be true or false",
+        ));
     }
     match map.get("amd") {
         None | Some(Value::Null | Value::Bool(_)) => {}

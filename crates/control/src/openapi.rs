@@ -165,6 +165,13 @@ pub struct AgentFields {
     pub ring_timeout_seconds: Option<u32>,
     /// Longest call in seconds (default 600).
     pub max_duration_seconds: Option<u32>,
+    /// Answering-machine detection: `true`, or thresholds in ms (`initial_silence_ms`,
+    /// `greeting_ms`, `after_greeting_silence_ms`, `total_analysis_time_ms`) and
+    /// `maximum_words`.
+    #[schema(value_type = Object)]
+    pub amd: Option<Value>,
+    /// Mask DTMF digits in transcripts and logs (payment collection).
+    pub mask_dtmf: Option<bool>,
 }
 
 /// An agent: its fields, plus these.

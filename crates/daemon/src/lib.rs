@@ -14,7 +14,7 @@
 //! | `DIALTONE_DATA_DIR` | `./dialtone-data` | where the SQLite file lives |
 //! | `DIALTONE_DATABASE_URL` | `sqlite://<data dir>/dialtone.db` | storage: `sqlite://…` or `postgres://…` |
 //! | `DIALTONE_API_KEY` | (required) | an admin key of the first organisation (stored hashed) |
-//! | `DIALTONE_BRAIN_ADDR` | `builtin:echo` | brain of agents that name none |
+//! | `DIALTONE_BRAIN_ADDR` | `builtin:ivr` | brain of agents that name none |
 //! | `DIALTONE_WEBHOOK_SECRET` | (required) | HMAC key of the `Dialtone-Signature` header |
 //! | `DIALTONE_WEBHOOK_ALLOW_PRIVATE` | `false` | deliver webhooks to loopback/private addresses |
 //! | `DIALTONE_LOG` | `info` | log filter |
@@ -172,7 +172,7 @@ impl Config {
                 key: "DIALTONE_API_KEY",
                 problem: "is required: the bearer key clients use".into(),
             })?,
-            default_brain: var("DIALTONE_BRAIN_ADDR").unwrap_or_else(|| "builtin:echo".into()),
+            default_brain: var("DIALTONE_BRAIN_ADDR").unwrap_or_else(|| "builtin:ivr".into()),
             webhook_secret: var("DIALTONE_WEBHOOK_SECRET").ok_or(DaemonError::Config {
                 key: "DIALTONE_WEBHOOK_SECRET",
                 problem: "is required: the key webhook receivers verify signatures with".into(),

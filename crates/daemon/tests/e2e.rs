@@ -349,7 +349,8 @@ async fn wait_final(api: &Api, id: &str) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("call {id} did not end");
+    let (_, c) = api.get(&format!("/v1/calls/{id}")).await;
+    panic!("call {id} did not end: {c:#}");
 }
 
 async fn wait_status(api: &Api, id: &str, status: &str) {
@@ -1013,6 +1014,50 @@ async fn a_silent_answer_is_a_machine_and_the_voicemail_action_hangs_up() {
     assert_eq!(record["end_reason"]["by"], "agent");
     let talk = record["talk_duration_ms"].as_i64().unwrap();
     assert!((1400..6000).contains(&talk), "talked {talk} ms");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_ivr_speaks_collects_rfc4733_digits_and_returns_them() {
+    let captures = dialtone_test_support::media::sipp_dtmf_captures().unwrap();
+    let w = world(
+        Some("callee_presses_digits.xml"),
+        &[
+            ("listen_ms", "1500"),
+            ("pcap_dir", captures.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let (s, agent) = w
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/agents/{}", w.agent_id),
+            Some(json!({
+                "brain": "builtin:ivr",
+                "returns": {"type": "object", "properties": {"digits": {"type": "string", "pattern": "^[0-9]+$"}}, "required": ["digits"]},
+            })),
+        )
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    let id = w
+        .dispatch(json!({"instructions": "Press one for yes, two for no, then the pound key."}))
+        .await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["end_reason"]["by"], "agent", "{record:#}");
+    assert_eq!(record["result"], json!({"digits": "12"}), "{record:#}");
+    assert_eq!(record["result_error"], Value::Null);
+    let transcript = record["transcript"].as_array().unwrap();
+    assert_eq!(transcript[0]["role"], "agent");
+    assert_eq!(
+        transcript[0]["text"],
+        "Press one for yes, two for no, then the pound key."
+    );
+    assert_eq!(transcript[1]["text"], "DTMF 12");
+    assert!(transcript[2]["text"].as_str().unwrap().contains("1 2"));
+    // The prompt and the confirmation were heard: audio went out.
+    assert!(record["media_stats"]["packets_out"].as_u64().unwrap() > 50);
     w.finish().await;
 }
 

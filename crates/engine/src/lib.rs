@@ -11,6 +11,8 @@
 //! Brains available in this build: `builtin:echo` (the caller hears itself, full duplex through
 //! the media pipeline).
 
+mod brains;
+pub mod tts;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -18,9 +20,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dialtone_media::ring::RING_FRAMES;
 use dialtone_media::{
-    AudioFrame, Direction, MediaCall, MediaCodec, MediaConfig, MediaEngine, MediaEvent, PortPool,
+    Direction, MediaCall, MediaCodec, MediaConfig, MediaEngine, MediaEvent, PortPool,
 };
 use dialtone_sdp::{
     AudioCodec, LocalMedia, NegotiatedSession, SessionDescription, build_offer, negotiate_answer,
@@ -29,15 +30,16 @@ pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{
     CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, Transport, Trunk, UaEvent,
 };
-use dialtone_speech::{
-    AmdConfig, AnsweredBy, FRAME_SAMPLES, SpeechConfig, SpeechEvent, SpeechLoop,
-};
+use dialtone_speech::AmdConfig;
+
+use brains::{BrainContext, BrainInput, BrainRequest, Builtin};
 use dialtone_storage::{
     CallProgress, CallStatus, Inserted, NewCall, Storage, StorageError, TrunkTransport,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::Instrument;
+use tts::TextToSpeech;
 use uuid::Uuid;
 
 /// Errors from dispatching or controlling calls.
@@ -65,7 +67,7 @@ pub enum EngineError {
         agent_id: Uuid,
     },
     /// The agent names a brain this build cannot run.
-    #[error("brain {brain:?} is not available (this build runs builtin:echo)")]
+    #[error("brain {brain:?} is not available (this build runs builtin:echo and builtin:ivr)")]
     BrainUnavailable {
         /// The brain named.
         brain: String,
@@ -173,9 +175,11 @@ pub struct Engine {
     org_rates: Mutex<HashMap<Uuid, (f64, std::time::Instant)>>,
     /// Registrations kept with trunks that ask for one.
     registrations: Mutex<HashMap<Uuid, dialtone_sip_ua::Registration>>,
+    /// Text to speech for the built-in brains.
+    tts: Arc<dyn TextToSpeech>,
 }
 
-const SUPPORTED_BRAINS: &[&str] = &["builtin:echo"];
+const SUPPORTED_BRAINS: &[&str] = &["builtin:echo", "builtin:ivr"];
 
 fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
     let transport = match t.transport {
@@ -193,6 +197,10 @@ fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
     trunk.max_concurrent_calls = t.max_concurrent_calls;
     trunk.max_calls_per_second = t.max_calls_per_second;
     trunk
+}
+
+fn text_setting(config: &Value, key: &str) -> Option<String> {
+    config.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
 fn seconds_setting(config: &Value, key: &str, default: u64) -> Duration {
@@ -219,6 +227,7 @@ impl Engine {
             org_slots: Mutex::new(HashMap::new()),
             org_rates: Mutex::new(HashMap::new()),
             registrations: Mutex::new(HashMap::new()),
+            tts: Arc::new(tts::EspeakNg::default()),
         })
     }
 
@@ -360,6 +369,16 @@ impl Engine {
             ring_timeout: seconds_setting(&agent.config, "ring_timeout_seconds", 30),
             max_duration: seconds_setting(&agent.config, "max_duration_seconds", 600),
             amd: amd_setting(&agent.config),
+            brain: brain.clone(),
+            instructions: call.instructions.clone(),
+            voice: text_setting(&agent.config, "voice"),
+            language: text_setting(&agent.config, "language"),
+            returns: agent
+                .config
+                .get("returns")
+                .filter(|r| r.is_object())
+                .cloned(),
+            mask_dtmf: agent.config.get("mask_dtmf").and_then(Value::as_bool) == Some(true),
             hang_up_on_machine: match agent.config.get("voicemail_action") {
                 Some(Value::String(a)) => a == "hangup",
                 Some(Value::Object(o)) => o.get("action").and_then(Value::as_str) == Some("hangup"),
@@ -585,6 +604,8 @@ impl Engine {
         let mut brain: Option<tokio::task::JoinHandle<()>> = None;
         let mut hangup_by_api = false;
         let (brain_tx, mut brain_rx) = mpsc::unbounded_channel();
+        let (brain_inputs, brain_inputs_rx) = mpsc::unbounded_channel::<BrainInput>();
+        let mut brain_inputs_rx = Some(brain_inputs_rx);
         let max_duration = tokio::time::sleep(Duration::from_secs(86_400));
         tokio::pin!(max_duration);
         let mut duration_reason: Option<&'static str> = None;
@@ -613,7 +634,13 @@ impl Engine {
                             duration_reason = Some("rtp_timeout");
                             let _ = call.hang_up();
                         }
-                        MediaEvent::Dtmf { event, .. } => tracing::info!(?event, "DTMF"),
+                        MediaEvent::Dtmf { event, .. } => {
+                            if let dialtone_rtp::DtmfEvent::Ended { digit, .. } = event {
+                                let shown = if plan.mask_dtmf { '*' } else { digit };
+                                tracing::info!(digit = %shown, "DTMF");
+                                let _ = brain_inputs.send(BrainInput::Dtmf(digit));
+                            }
+                        }
                         MediaEvent::FarEndBye => tracing::info!("far end sent RTCP BYE"),
                     }
                     continue;
@@ -693,14 +720,25 @@ impl Engine {
                             continue;
                         }
                     };
-                    brain = start_echo(
+                    let builtin = Builtin::named(&plan.brain).unwrap_or(Builtin::Echo);
+                    brain = brains::start(
+                        builtin,
                         &mut m,
-                        EchoBrain {
+                        BrainContext {
                             storage: self.storage.clone(),
                             call_id: plan.id,
                             amd: plan.amd,
                             hang_up_on_machine: plan.hang_up_on_machine,
                             requests: brain_tx.clone(),
+                            inputs: brain_inputs_rx
+                                .take()
+                                .unwrap_or_else(|| mpsc::unbounded_channel().1),
+                            instructions: plan.instructions.clone(),
+                            voice: plan.voice.clone(),
+                            language: plan.language.clone(),
+                            returns: plan.returns.clone(),
+                            mask_dtmf: plan.mask_dtmf,
+                            tts: self.tts.clone(),
                         },
                     );
                     media = Some(m);
@@ -821,6 +859,17 @@ struct CallPlan {
     amd: Option<AmdConfig>,
     /// Hang up (end reason `voicemail`) when a machine answers.
     hang_up_on_machine: bool,
+    /// The brain that runs the call.
+    brain: String,
+    /// The effective instructions.
+    instructions: Option<String>,
+    /// The agent's voice and language.
+    voice: Option<String>,
+    language: Option<String>,
+    /// The agent's `returns` schema.
+    returns: Option<Value>,
+    /// Mask digits in transcripts and logs.
+    mask_dtmf: bool,
 }
 
 /// The agent's `amd` setting: `true`, or an object of thresholds in ms (`initial_silence_ms`,
@@ -887,103 +936,4 @@ async fn next_media_event(media: &mut Option<MediaCall>) -> Option<MediaEvent> {
         Some(m) => m.next_event().await,
         None => std::future::pending().await,
     }
-}
-
-/// What a brain asks of the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BrainRequest {
-    /// End the call with this end reason.
-    HangUp {
-        /// The end reason.
-        reason: &'static str,
-    },
-}
-
-/// What the built-in echo brain needs besides the media.
-struct EchoBrain {
-    storage: Storage,
-    call_id: Uuid,
-    amd: Option<AmdConfig>,
-    hang_up_on_machine: bool,
-    requests: mpsc::UnboundedSender<BrainRequest>,
-}
-
-/// `builtin:echo`: after each caller utterance ends, plays it back (VAD, endpointing, playout
-/// and barge-in end to end). The speech loop is stepped by the caller's frames as they arrive
-/// and by a 20 ms clock, and keeps at most two frames of agent audio ahead of the wire so a
-/// barge-in is heard within a tick or two. With answering-machine detection on, the verdict goes
-/// on the call record, and a machine ends the call when the agent's voicemail action says so.
-fn start_echo(media: &mut MediaCall, echo: EchoBrain) -> Option<tokio::task::JoinHandle<()>> {
-    let mut inbound = media.take_inbound()?;
-    let mut outbound = media.take_outbound()?;
-    Some(tokio::spawn(async move {
-        let config = SpeechConfig {
-            amd: echo.amd,
-            ..SpeechConfig::default()
-        };
-        let mut speech = SpeechLoop::new(config, std::time::Instant::now());
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A tick with no caller frame (no RTP coming) counts as a silent frame, so silence is
-        // heard as silence (AMD, the silence guard) rather than as nothing.
-        let mut heard_since_tick = false;
-        loop {
-            tokio::select! {
-                frame = inbound.recv() => {
-                    let Some(frame) = frame else { break };
-                    speech.handle_caller_frame(std::time::Instant::now(), &frame.samples);
-                    heard_since_tick = true;
-                }
-                _ = tick.tick() => {
-                    if !heard_since_tick {
-                        speech.handle_caller_frame(std::time::Instant::now(), &[0; FRAME_SAMPLES]);
-                    }
-                    heard_since_tick = false;
-                }
-            }
-            while let Some(event) = speech.poll_event() {
-                match event {
-                    SpeechEvent::SpeechEnded {
-                        audio, duration, ..
-                    } => {
-                        tracing::debug!(?duration, "echoing an utterance");
-                        speech.play(audio, None);
-                    }
-                    SpeechEvent::BargeIn { cut, .. } => {
-                        tracing::debug!(played = cut.played_samples, "barge-in");
-                        outbound.clear();
-                    }
-                    SpeechEvent::AnsweredBy { verdict } => {
-                        let who = verdict.answered_by;
-                        tracing::info!(answered_by = who.as_str(), reason = verdict.reason, "AMD");
-                        if let Err(error) = echo
-                            .storage
-                            .set_answered_by(echo.call_id, who.as_str())
-                            .await
-                        {
-                            tracing::error!(%error, "could not record who answered");
-                        }
-                        if who == AnsweredBy::Machine && echo.hang_up_on_machine {
-                            let _ = echo.requests.send(BrainRequest::HangUp {
-                                reason: "voicemail",
-                            });
-                        }
-                    }
-                    other => tracing::trace!(?other, "speech event"),
-                }
-            }
-            while speech.agent_speaking() && outbound.free() > RING_FRAMES - 2 {
-                let frame = AudioFrame {
-                    samples: speech.next_agent_frame(),
-                    at: std::time::Instant::now(),
-                };
-                if outbound.try_send(frame).is_err() {
-                    break;
-                }
-            }
-            if outbound.is_closed() {
-                break;
-            }
-        }
-    }))
 }

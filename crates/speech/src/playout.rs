@@ -40,9 +40,9 @@ impl Playout {
         });
     }
 
-    /// Whether audio is waiting.
+    /// Whether anything is queued (audio, or a mark still to report).
     pub fn is_playing(&self) -> bool {
-        self.segments.iter().any(|s| s.played < s.samples.len())
+        !self.segments.is_empty()
     }
 
     /// Fills `out` with the next frame (silence past the end) and returns the marks of the
@@ -63,6 +63,16 @@ impl Playout {
             if segment.played >= segment.samples.len()
                 && let Some(finished) = self.segments.pop_front()
             {
+                done.push(finished.mark);
+            }
+        }
+        // Marks queued right after the audio that just ended (empty segments) finish with it.
+        while self
+            .segments
+            .front()
+            .is_some_and(|s| s.played >= s.samples.len())
+        {
+            if let Some(finished) = self.segments.pop_front() {
                 done.push(finished.mark);
             }
         }

@@ -417,3 +417,22 @@ fn answering_machine_detection_tells_a_hello_from_a_greeting_and_hears_the_beep(
         Some((AnsweredBy::Machine, "initial_silence"))
     );
 }
+
+#[test]
+fn a_mark_queued_after_the_audio_is_reported_when_the_audio_has_played() {
+    // A speaker streams audio in chunks and only then knows where it ends: the mark comes as
+    // an empty segment of its own.
+    let t0 = Instant::now();
+    let mut lp = SpeechLoop::new(SpeechConfig::default(), t0);
+    lp.play(vec![500; 640], None);
+    lp.play(Vec::new(), Some("end".into()));
+    assert!(lp.agent_speaking());
+    let (events, _) = run(&mut lp, t0, &silence(100));
+    assert!(
+        events.iter().any(
+            |(i, e)| *i == 1 && matches!(e, SpeechEvent::PlayoutDone { mark } if mark == "end")
+        ),
+        "{events:?}"
+    );
+    assert!(!lp.agent_speaking());
+}

@@ -443,6 +443,8 @@ pub struct Call {
     pub transcript: Value,
     /// Structured result.
     pub result: Option<Value>,
+    /// Why there is no (valid) result.
+    pub result_error: Option<String>,
     /// Media statistics.
     pub media: Option<Value>,
     /// Accepted at.
@@ -1373,6 +1375,38 @@ impl Storage {
         Ok(true)
     }
 
+    /// Records the call's structured result, or why there is none (validated by the caller
+    /// against the agent's `returns`). Not a status step: no event.
+    pub async fn set_result(
+        &self,
+        id: Uuid,
+        result: Option<&Value>,
+        result_error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE calls SET result = COALESCE($1, result), result_error = $2, updated_at = $3 \
+             WHERE id = $4",
+        )
+        .bind(result.map(Value::to_string))
+        .bind(result_error)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces the call's transcript (a list of `{role, text, at}`).
+    pub async fn set_transcript(&self, id: Uuid, transcript: &Value) -> Result<()> {
+        sqlx::query("UPDATE calls SET transcript = $1, updated_at = $2 WHERE id = $3")
+            .bind(transcript.to_string())
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records who answered (answering-machine detection). Not a status step: no event.
     pub async fn set_answered_by(&self, id: Uuid, answered_by: &str) -> Result<()> {
         sqlx::query("UPDATE calls SET answered_by = $1, updated_at = $2 WHERE id = $3")
@@ -1548,6 +1582,7 @@ async fn fetch_call(conn: &mut AnyConnection, id: Uuid) -> Result<Call> {
         sip_status: sip_status.and_then(|s| u16::try_from(s).ok()),
         transcript: json_of(&row, "transcript")?,
         result: opt_json_of(&row, "result")?,
+        result_error: row.try_get("result_error")?,
         media: opt_json_of(&row, "media")?,
         created_at: row.try_get("created_at")?,
         dialed_at: row.try_get("dialed_at")?,
@@ -1693,7 +1728,7 @@ impl Call {
             "talk_duration_ms": talk,
             "transcript": self.transcript,
             "result": self.result,
-            "result_error": null,
+            "result_error": self.result_error,
             "recording": null,
             "media_stats": self.media,
         })

@@ -249,3 +249,21 @@ pub fn speech_pcm16k(dir: &Path, text: &str) -> Result<Vec<i16>, PeerError> {
         })
         .collect())
 }
+
+/// The folder of the RFC 4733 digit captures (`dtmf_2833_<digit>.pcap`) the `sip-tester`
+/// package ships for SIPp's `play_pcap_audio`, found through dpkg.
+pub fn sipp_dtmf_captures() -> Result<PathBuf, PeerError> {
+    let out = Command::new("dpkg")
+        .args(["-L", "sip-tester"])
+        .output()
+        .map_err(io("asking dpkg where sip-tester's files are"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.ends_with("dtmf_2833_1.pcap"))
+        .and_then(|l| Path::new(l).parent().map(Path::to_path_buf))
+        .ok_or_else(|| PeerError::Failed {
+            peer: "dpkg",
+            status: out.status,
+            log: "sip-tester ships no dtmf_2833_1.pcap".into(),
+        })
+}

@@ -1,0 +1,139 @@
+//! Text to speech for "text to speak": a small trait ([`TextToSpeech`]) and espeak-ng run as a
+//! separate program ([`EspeakNg`]; it is GPL, so it is never linked). Audio is streamed: the
+//! program's WAV output is read as it is produced, resampled from 22.05 kHz to 16 kHz in 20 ms
+//! frames, and handed on in chunks, so the first words play before the sentence is done.
+
+use std::process::Stdio;
+
+use dialtone_codec::Resampler;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+/// Longest text spoken at once.
+pub const MAX_TEXT_BYTES: usize = 4096;
+
+/// A speech synthesiser.
+pub trait TextToSpeech: Send + Sync + std::fmt::Debug {
+    /// Starts speaking `text` in `language` (BCP 47) with `voice` where the engine knows it.
+    /// 16 kHz audio arrives on the receiver as it is made; the channel closes at the end (or
+    /// after a failure, which is logged).
+    fn speak(
+        &self,
+        text: &str,
+        voice: Option<&str>,
+        language: Option<&str>,
+    ) -> mpsc::Receiver<Vec<i16>>;
+}
+
+/// espeak-ng (Debian package `espeak-ng`).
+#[derive(Debug, Clone)]
+pub struct EspeakNg {
+    program: String,
+}
+
+impl Default for EspeakNg {
+    fn default() -> Self {
+        Self {
+            program: "espeak-ng".into(),
+        }
+    }
+}
+
+/// Frames of 20 ms sent together (100 ms of audio per chunk).
+const FRAMES_PER_CHUNK: usize = 5;
+
+impl TextToSpeech for EspeakNg {
+    fn speak(
+        &self,
+        text: &str,
+        voice: Option<&str>,
+        language: Option<&str>,
+    ) -> mpsc::Receiver<Vec<i16>> {
+        let (tx, rx) = mpsc::channel(16);
+        let mut text: String = text.chars().filter(|c| !c.is_control()).collect();
+        if text.len() > MAX_TEXT_BYTES {
+            let mut cut = MAX_TEXT_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        // espeak-ng voices are named by language ("en-us"); a voice it does not have falls back.
+        let voice = voice
+            .filter(|v| {
+                v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '+')
+            })
+            .or(language)
+            .unwrap_or("en")
+            .to_ascii_lowercase();
+        let program = self.program.clone();
+        tokio::spawn(async move {
+            if let Err(error) = stream(&program, &voice, &text, &tx).await {
+                tracing::warn!(%error, "text to speech failed");
+            }
+        });
+        rx
+    }
+}
+
+async fn stream(
+    program: &str,
+    voice: &str,
+    text: &str,
+    tx: &mpsc::Sender<Vec<i16>>,
+) -> std::io::Result<()> {
+    let mut child = tokio::process::Command::new(program)
+        .args(["--stdout", "-v", voice, "--", text])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let Some(mut out) = child.stdout.take() else {
+        return Ok(());
+    };
+    let mut header = [0u8; 44];
+    out.read_exact(&mut header).await?;
+    let rate = u32::from_le_bytes([header[24], header[25], header[26], header[27]]);
+    let mut resampler = Resampler::new(rate, 16_000)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let (n_in, n_out) = (resampler.input_samples(), resampler.output_samples());
+    let mut pending: Vec<i16> = Vec::with_capacity(n_in * 2);
+    let mut chunk: Vec<i16> = Vec::with_capacity(n_out * FRAMES_PER_CHUNK);
+    let mut frame_out = vec![0i16; n_out];
+    let mut bytes = vec![0u8; 4096];
+    let mut odd: Option<u8> = None;
+    loop {
+        let n = out.read(&mut bytes).await?;
+        let end = n == 0;
+        for b in bytes.get(..n).unwrap_or_default() {
+            match odd.take() {
+                None => odd = Some(*b),
+                Some(lo) => pending.push(i16::from_le_bytes([lo, *b])),
+            }
+        }
+        if end && !pending.is_empty() {
+            // The last partial frame, padded with silence.
+            pending.resize(pending.len().div_ceil(n_in) * n_in, 0);
+        }
+        while pending.len() >= n_in {
+            let input: Vec<i16> = pending.drain(..n_in).collect();
+            if resampler.process(&input, &mut frame_out).is_ok() {
+                chunk.extend_from_slice(&frame_out);
+            }
+            if chunk.len() >= n_out * FRAMES_PER_CHUNK
+                && tx.send(std::mem::take(&mut chunk)).await.is_err()
+            {
+                return Ok(());
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.send(chunk).await;
+    }
+    let _ = child.wait().await;
+    Ok(())
+}
