@@ -1,7 +1,8 @@
 //! Dialtone's main job on one machine: a daemon on the embedded SQLite storage, SIPp as the
-//! callee's trunk (it answers, speaks a tone for a few seconds and hangs up), a trunk, a number
-//! and an agent created over the HTTP API, one call dispatched with `POST /v1/calls` and
-//! followed live, and the final call record printed.
+//! callee's trunk (it answers, listens to the agent, presses 1 and # as RFC 4733 digits and
+//! waits), a trunk, a number and an appointment-confirmation agent with the `builtin:ivr` brain
+//! created over the HTTP API, one call dispatched with `POST /v1/calls` and followed live, and
+//! the final call record printed: status, durations, transcript and structured result.
 //!
 //! `cargo run --release -p dialtone-daemon --example demo` (after `scripts/setup.sh`).
 
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dialtone_daemon::{Config, Daemon};
-use dialtone_test_support::{SipTransport, Sipp, SippOptions, scenario, write_ulaw_tone};
+use dialtone_test_support::media::{sipp_dtmf_captures, sipp_key_presses};
+use dialtone_test_support::{SipTransport, Sipp, SippOptions, scenario};
 use serde_json::{Value, json};
 
 const KEY: &str = "demo-key";
@@ -31,22 +33,21 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Resul
 async fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let work = tmp.path();
-    let tone = write_ulaw_tone(&work.join("callee.ulaw"), 440.0, 10000.0, 4)?;
-    let scenario = scenario("callee_speaks_then_hangs_up.xml");
+    let captures = sipp_dtmf_captures().context("finding SIPp's DTMF captures")?;
     let callee = Sipp::uas(
-        &scenario,
+        &scenario("callee_presses_digits.xml"),
         SipTransport::Udp,
         &SippOptions {
             replacements: vec![
-                ("tone".into(), tone.display().to_string()),
-                ("talk_ms".into(), "3000".into()),
+                ("listen_ms".into(), "6000".into()),
+                ("presses".into(), sipp_key_presses(&captures, "1#")),
             ],
             ..SippOptions::default()
         },
     )
     .context("starting SIPp (run scripts/setup.sh first)")?;
     println!(
-        "callee: SIPp on udp 127.0.0.1:{} (answers, speaks a 440 Hz tone, hangs up)",
+        "callee: SIPp on udp 127.0.0.1:{} (answers, listens, presses 1 then #)",
         callee.port
     );
 
@@ -94,8 +95,12 @@ async fn main() -> anyhow::Result<()> {
         &http,
         format!("{base}/v1/agents"),
         json!({
-            "name": "appointment-echo", "direction": "outbound",
-            "instructions": "Confirm tomorrow's appointment.", "brain": "builtin:echo",
+            "name": "appointment-confirmation", "direction": "outbound",
+            "language": "en-US", "brain": "builtin:ivr",
+            "instructions": "Hello, this is Dialtone calling about your appointment tomorrow \
+                             at ten. Press 1 to confirm or 2 to cancel, then the pound key.",
+            "returns": {"type": "object", "required": ["digits"],
+                        "properties": {"digits": {"type": "string", "enum": ["1", "2"]}}},
             "number_ids": [number["id"]],
         }),
     )
@@ -140,6 +145,12 @@ async fn main() -> anyhow::Result<()> {
     daemon.shutdown(Duration::from_secs(2)).await;
     if record["status"] != "completed" {
         bail!("the demo call did not complete");
+    }
+    if record["result"] != json!({"digits": "1"}) {
+        bail!(
+            "the demo call's result is not the confirmation: {}",
+            record["result"]
+        );
     }
     println!(
         "\nTo call through your own SIP trunk: run `dialtoned` (see README), create a trunk with \

@@ -1019,13 +1019,11 @@ async fn a_silent_answer_is_a_machine_and_the_voicemail_action_hangs_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtin_ivr_speaks_collects_rfc4733_digits_and_returns_them() {
-    let captures = dialtone_test_support::media::sipp_dtmf_captures().unwrap();
+    use dialtone_test_support::media::{sipp_dtmf_captures, sipp_key_presses};
+    let presses = sipp_key_presses(&sipp_dtmf_captures().unwrap(), "12#");
     let w = world(
         Some("callee_presses_digits.xml"),
-        &[
-            ("listen_ms", "1500"),
-            ("pcap_dir", captures.to_str().unwrap()),
-        ],
+        &[("listen_ms", "1500"), ("presses", presses.as_str())],
     )
     .await;
     let (s, agent) = w

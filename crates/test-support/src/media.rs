@@ -267,3 +267,23 @@ pub fn sipp_dtmf_captures() -> Result<PathBuf, PeerError> {
             log: "sip-tester ships no dtmf_2833_1.pcap".into(),
         })
 }
+
+/// SIPp scenario steps pressing `keys` (0-9, `*`, `#`) 400 ms apart by replaying the RFC 4733
+/// captures of `captures` ([`sipp_dtmf_captures`]); for the `__PRESSES__` of
+/// `callee_presses_digits.xml`.
+pub fn sipp_key_presses(captures: &Path, keys: &str) -> String {
+    keys.chars()
+        .filter_map(|k| match k {
+            '0'..='9' => Some(k.to_string()),
+            '#' => Some("pound".to_owned()),
+            '*' => Some("star".to_owned()),
+            _ => None,
+        })
+        .map(|name| {
+            format!(
+                "  <nop><action><exec play_pcap_audio=\"{}/dtmf_2833_{name}.pcap\"/></action></nop>\n  <pause milliseconds=\"400\"/>\n",
+                captures.display()
+            )
+        })
+        .collect()
+}
