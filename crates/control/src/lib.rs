@@ -32,7 +32,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use dialtone_engine::{DispatchRequest, Dispatched, Engine, EngineError, RegistrationState};
 use dialtone_storage::{
-    CallFilter, KeyOwner, NewAgent, NewTrunk, OrgOwned, StorageError, TrunkTransport, rfc3339,
+    CallFilter, KeyOwner, NewAgent, NewTrunk, StorageError, Stored, TrunkTransport, rfc3339,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -617,7 +617,7 @@ pub(crate) async fn service_update_trunk(
     patch: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
     only_fields(patch, TRUNK_FIELDS)?;
-    let current = own_trunk(state, caller, id).await?;
+    let current = own::<dialtone_storage::Trunk>(state, caller, id).await?;
     let id = current.id;
     let Value::Object(mut map) = to_json(&current) else {
         return Err(ApiError::not_found("trunk", id));
@@ -640,7 +640,7 @@ pub(crate) async fn service_delete_trunk(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<(), ApiError> {
-    let trunk = own_trunk(state, caller, id).await?;
+    let trunk = own::<dialtone_storage::Trunk>(state, caller, id).await?;
     state.engine.storage().delete_trunk(trunk.id).await?;
     state.engine.stop_registration(trunk.id);
     Ok(())
@@ -693,60 +693,11 @@ fn path_uuid(id: &str, entity: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found(entity, id))
 }
 
-/// The resource `id` names (`fetch` reads it) when it belongs to the caller's organisation.
-async fn own<T: OrgOwned>(
-    caller: &KeyOwner,
-    entity: &str,
-    id: &str,
-    fetch: impl AsyncFnOnce(Uuid) -> Result<T, StorageError>,
-) -> Result<T, ApiError> {
-    let id = path_uuid(id, entity)?;
-    let found = fetch(id).await?;
-    owned(caller, found.org_id(), entity, id, found)
-}
-
-async fn own_trunk(
-    state: &ApiState,
-    caller: &KeyOwner,
-    id: &str,
-) -> Result<dialtone_storage::Trunk, ApiError> {
-    own(caller, "trunk", id, async |id| {
-        state.engine.storage().get_trunk(id).await
-    })
-    .await
-}
-
-async fn own_number(
-    state: &ApiState,
-    caller: &KeyOwner,
-    id: &str,
-) -> Result<dialtone_storage::Number, ApiError> {
-    own(caller, "number", id, async |id| {
-        state.engine.storage().get_number(id).await
-    })
-    .await
-}
-
-async fn own_agent(
-    state: &ApiState,
-    caller: &KeyOwner,
-    id: &str,
-) -> Result<dialtone_storage::Agent, ApiError> {
-    own(caller, "agent", id, async |id| {
-        state.engine.storage().get_agent(id).await
-    })
-    .await
-}
-
-async fn own_call(
-    state: &ApiState,
-    caller: &KeyOwner,
-    id: &str,
-) -> Result<dialtone_storage::Call, ApiError> {
-    own(caller, "call", id, async |id| {
-        state.engine.storage().get_call(id).await
-    })
-    .await
+/// The resource `id` names when it belongs to the caller's organisation (else `404`).
+async fn own<T: Stored>(state: &ApiState, caller: &KeyOwner, id: &str) -> Result<T, ApiError> {
+    let id = path_uuid(id, T::ENTITY)?;
+    let found = T::fetch(state.engine.storage(), id).await?;
+    owned(caller, found.org_id(), T::ENTITY, id, found)
 }
 
 #[utoipa::path(get, path = "/v1/trunks/{id}", tag = "trunks", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = openapi::Trunk), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
@@ -764,7 +715,10 @@ pub(crate) async fn service_get_trunk(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<Value, ApiError> {
-    Ok(trunk_json(state, &own_trunk(state, caller, id).await?))
+    Ok(trunk_json(
+        state,
+        &own::<dialtone_storage::Trunk>(state, caller, id).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/numbers", tag = "numbers", request_body = openapi::NumberFields, responses((status = 201, body = openapi::Number), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 409, description = "conflicts with what is stored", body = openapi::ErrorBody)))]
@@ -829,7 +783,7 @@ pub(crate) async fn service_delete_number(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<(), ApiError> {
-    let number = own_number(state, caller, id).await?;
+    let number = own::<dialtone_storage::Number>(state, caller, id).await?;
     Ok(state.engine.storage().delete_number(number.id).await?)
 }
 
@@ -858,7 +812,9 @@ pub(crate) async fn service_get_number(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<Value, ApiError> {
-    Ok(number_json(&own_number(state, caller, id).await?))
+    Ok(number_json(
+        &own::<dialtone_storage::Number>(state, caller, id).await?,
+    ))
 }
 
 const AGENT_FIELDS: &[&str] = &[
@@ -1165,7 +1121,7 @@ pub(crate) async fn service_update_agent(
     patch: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
     only_fields(patch, AGENT_FIELDS)?;
-    let current = own_agent(state, caller, id).await?;
+    let current = own::<dialtone_storage::Agent>(state, caller, id).await?;
     let id = current.id;
     let Value::Object(mut map) = agent_json(&current) else {
         return Err(ApiError::not_found("agent", id));
@@ -1206,7 +1162,7 @@ pub(crate) async fn service_delete_agent(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<(), ApiError> {
-    let agent = own_agent(state, caller, id).await?;
+    let agent = own::<dialtone_storage::Agent>(state, caller, id).await?;
     Ok(state.engine.storage().delete_agent(agent.id).await?)
 }
 
@@ -1271,7 +1227,9 @@ pub(crate) async fn service_get_agent(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<Value, ApiError> {
-    Ok(agent_json(&own_agent(state, caller, id).await?))
+    Ok(agent_json(
+        &own::<dialtone_storage::Agent>(state, caller, id).await?,
+    ))
 }
 
 /// Fields that live on the agent and are refused on a call.
@@ -1502,7 +1460,9 @@ pub(crate) async fn service_get_call(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<Value, ApiError> {
-    Ok(own_call(state, caller, id).await?.to_json())
+    Ok(own::<dialtone_storage::Call>(state, caller, id)
+        .await?
+        .to_json())
 }
 
 #[utoipa::path(get, path = "/v1/calls/{id}/events", tag = "webhooks", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = openapi::EventList), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = openapi::ErrorBody)))]
@@ -1512,7 +1472,7 @@ async fn call_events(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = authorize(&state, &headers).await?;
-    let call = own_call(&state, &caller, &id).await?;
+    let call = own::<dialtone_storage::Call>(&state, &caller, &id).await?;
     let events = state.engine.storage().call_events(call.id).await?;
     Ok(Json(json!({"data": events, "next_cursor": null})))
 }
@@ -1527,7 +1487,7 @@ async fn redeliver_event(
     let event_id = path_uuid(&id, "event")?;
     // Another organisation's event does not exist for this caller.
     let call_id = state.engine.storage().event_call(event_id).await?;
-    own_call(&state, &caller, &call_id.to_string())
+    own::<dialtone_storage::Call>(&state, &caller, &call_id.to_string())
         .await
         .map_err(|_| ApiError::not_found("event", event_id))?;
     state.engine.storage().redeliver(event_id).await?;
@@ -1644,7 +1604,7 @@ pub(crate) async fn service_hangup(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<Value, ApiError> {
-    let id = own_call(state, caller, id).await?.id;
+    let id = own::<dialtone_storage::Call>(state, caller, id).await?.id;
     state.engine.hangup(id).await?;
     let call = state.engine.storage().get_call(id).await?;
     Ok(call.to_json())

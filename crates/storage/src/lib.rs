@@ -270,6 +270,33 @@ macro_rules! org_owned {
 
 org_owned!(Trunk, Number, Agent, Call);
 
+/// A resource read by id (what the API's ownership checks fetch).
+pub trait Stored: OrgOwned + Sized {
+    /// Its name in messages (`trunk`, `number`, `agent`, `call`).
+    const ENTITY: &'static str;
+    /// Reads it.
+    fn fetch(storage: &Storage, id: Uuid)
+    -> impl std::future::Future<Output = Result<Self>> + Send;
+}
+
+macro_rules! stored {
+    ($($t:ty => $entity:literal, $get:ident);*) => {
+        $(impl Stored for $t {
+            const ENTITY: &'static str = $entity;
+            fn fetch(storage: &Storage, id: Uuid) -> impl std::future::Future<Output = Result<Self>> + Send {
+                storage.$get(id)
+            }
+        })*
+    };
+}
+
+stored!(
+    Trunk => "trunk", get_trunk;
+    Number => "number", get_number;
+    Agent => "agent", get_agent;
+    Call => "call", get_call
+);
+
 /// An organisation: the tenant every resource and key belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Organization {
@@ -573,6 +600,18 @@ fn opt_u32(row: &AnyRow, column: &'static str) -> Result<Option<u32>> {
     Ok(v.and_then(|v| u32::try_from(v).ok()))
 }
 
+/// A trunk write that hit the unique name: `Conflict`.
+fn trunk_name_taken(e: sqlx::Error) -> StorageError {
+    if unique_violation(&e) {
+        StorageError::Conflict {
+            entity: "trunk",
+            field: "name",
+        }
+    } else {
+        e.into()
+    }
+}
+
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -789,16 +828,7 @@ impl Storage {
         .bind(i64::from(t.register))
         .execute(&self.pool)
         .await
-        .map_err(|e| {
-            if unique_violation(&e) {
-                StorageError::Conflict {
-                    entity: "trunk",
-                    field: "name",
-                }
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(trunk_name_taken)?;
         self.get_trunk(id).await
     }
 
@@ -888,16 +918,7 @@ impl Storage {
         .bind(id.to_string())
         .execute(&self.pool)
         .await
-        .map_err(|e| {
-            if unique_violation(&e) {
-                StorageError::Conflict {
-                    entity: "trunk",
-                    field: "name",
-                }
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(trunk_name_taken)?;
         self.get_trunk(id).await
     }
 

@@ -7,23 +7,26 @@ use std::time::{Duration, Instant};
 
 use crate::{PeerError, SipTransport, free_port, io, wait_port_bound};
 
-/// Speaks `text` with espeak-ng and returns it as 8 kHz headerless µ-law (sox converts), the
-/// format of a PCMU stream.
-pub fn speech_ulaw(dir: &Path, text: &str) -> Result<Vec<u8>, PeerError> {
+/// Speaks `text` with espeak-ng into a file that sox converts with `format` arguments;
+/// returns the converted bytes.
+fn speak(dir: &Path, text: &str, format: &[&str]) -> Result<Vec<u8>, PeerError> {
     let wav = dir.join("speech.wav");
-    let ulaw = dir.join("speech.ul");
+    let converted = dir.join("speech.converted");
     run(
         Command::new("espeak-ng").arg("-w").arg(&wav).arg(text),
         "espeak-ng",
     )?;
     run(
-        Command::new("sox")
-            .arg(&wav)
-            .args(["-r", "8000", "-c", "1", "-t", "ul"])
-            .arg(&ulaw),
+        Command::new("sox").arg(&wav).args(format).arg(&converted),
         "sox",
     )?;
-    std::fs::read(&ulaw).map_err(io("reading the µ-law speech"))
+    std::fs::read(&converted).map_err(io("reading the converted speech"))
+}
+
+/// Speaks `text` with espeak-ng and returns it as 8 kHz headerless µ-law (sox converts), the
+/// format of a PCMU stream.
+pub fn speech_ulaw(dir: &Path, text: &str) -> Result<Vec<u8>, PeerError> {
+    speak(dir, text, &["-r", "8000", "-c", "1", "-t", "ul"])
 }
 
 /// Converts 8 kHz µ-law to a 16-bit mono WAV file at `rate` (sox), for peers that play WAV.
@@ -214,31 +217,22 @@ impl Drop for Baresip {
 /// Speaks `text` with espeak-ng and returns it as 16 kHz mono PCM16 (sox converts), the
 /// speech loop's format.
 pub fn speech_pcm16k(dir: &Path, text: &str) -> Result<Vec<i16>, PeerError> {
-    let wav = dir.join("speech16k.wav");
-    let raw = dir.join("speech16k.raw");
-    run(
-        Command::new("espeak-ng").arg("-w").arg(&wav).arg(text),
-        "espeak-ng",
+    let bytes = speak(
+        dir,
+        text,
+        &[
+            "-r",
+            "16000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            "-t",
+            "raw",
+        ],
     )?;
-    run(
-        Command::new("sox")
-            .arg(&wav)
-            .args([
-                "-r",
-                "16000",
-                "-c",
-                "1",
-                "-b",
-                "16",
-                "-e",
-                "signed-integer",
-                "-t",
-                "raw",
-            ])
-            .arg(&raw),
-        "sox",
-    )?;
-    let bytes = std::fs::read(&raw).map_err(io("reading the 16 kHz speech"))?;
     Ok(bytes
         .chunks_exact(2)
         .map(|b| {
