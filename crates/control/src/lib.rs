@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 pub mod grpc;
 pub mod openapi;
-pub mod proto;
+
+pub use dialtone_proto as proto;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};

@@ -1059,6 +1059,131 @@ async fn builtin_ivr_speaks_collects_rfc4733_digits_and_returns_them() {
     w.finish().await;
 }
 
+/// The Python interpreter with grpcio (scripts/python-env.sh).
+fn python() -> String {
+    std::env::var("DIALTONE_PYTHON").unwrap_or_else(|_| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = std::process::Command::new(root.join("scripts/python-env.sh"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+}
+
+/// The reference brain (examples/brain) on a free port; killed when dropped.
+struct ReferenceBrain {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl ReferenceBrain {
+    fn start(extra: &[&str]) -> ReferenceBrain {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let port = dialtone_test_support::free_port().unwrap();
+        let child = std::process::Command::new(python())
+            .arg(root.join("examples/brain/appointment_brain.py"))
+            .arg(root.join("proto"))
+            .arg(port.to_string())
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the brain did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ReferenceBrain { child, port }
+    }
+}
+
+impl Drop for ReferenceBrain {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_brain_over_the_agent_bridge_confirms_an_appointment() {
+    use dialtone_test_support::media::{sipp_dtmf_captures, sipp_key_presses};
+    let brain = ReferenceBrain::start(&[]);
+    let presses = sipp_key_presses(&sipp_dtmf_captures().unwrap(), "1");
+    let w = world(
+        Some("callee_presses_digits.xml"),
+        &[("listen_ms", "3500"), ("presses", presses.as_str())],
+    )
+    .await;
+    let (s, agent) = w
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/agents/{}", w.agent_id),
+            Some(json!({
+                "brain": format!("grpc://127.0.0.1:{}", brain.port),
+                "returns": {"type": "object", "properties": {"confirmed": {"type": "boolean"}}, "required": ["confirmed"]},
+            })),
+        )
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    let id = w
+        .dispatch(json!({"context": {"appointment": "tomorrow at ten"}}))
+        .await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["end_reason"]["by"], "agent", "{record:#}");
+    assert_eq!(record["result"], json!({"confirmed": true}), "{record:#}");
+    assert_eq!(record["result_error"], Value::Null);
+    let texts: Vec<&str> = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts[0].contains("appointment tomorrow at ten"),
+        "{texts:?}"
+    );
+    assert!(texts.contains(&"pressed 1"), "{texts:?}");
+    assert!(record["media_stats"]["packets_out"].as_u64().unwrap() > 50);
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brain_that_fails_ends_the_call_as_brain_error_with_an_apology() {
+    let brain = ReferenceBrain::start(&["--crash-after-start"]);
+    let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
+    let (s, _) = w
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/agents/{}", w.agent_id),
+            Some(json!({"brain": format!("grpc://127.0.0.1:{}", brain.port)})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "brain_error", "{record:#}");
+    assert_eq!(record["end_reason"]["by"], "agent");
+    assert_eq!(
+        record["result_error"],
+        "the brain failed before returning a result"
+    );
+    // The caller heard the apology, not dead air.
+    assert!(record["media_stats"]["packets_out"].as_u64().unwrap() > 50);
+    w.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_are_checked_field_by_field() {
     let w = world(None, &[]).await;

@@ -29,13 +29,15 @@ use uuid::Uuid;
 use crate::tts::TextToSpeech;
 
 /// What a brain asks of the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BrainRequest {
     /// End the call with this end reason.
     HangUp {
         /// The end reason.
         reason: &'static str,
     },
+    /// Send these digits (RFC 4733).
+    SendDtmf(String),
 }
 
 /// What the call tells a brain besides the audio.
@@ -43,6 +45,13 @@ pub(crate) enum BrainRequest {
 pub(crate) enum BrainInput {
     /// An RFC 4733 digit ended.
     Dtmf(char),
+    /// The call ended: who ended it, and the end reason.
+    Ended {
+        /// `callee`, `agent`, `api` or `engine`.
+        by: &'static str,
+        /// The end reason code.
+        reason: &'static str,
+    },
 }
 
 /// Which built-in brain.
@@ -293,6 +302,7 @@ async fn run(
             Some(input) = run.context.inputs.recv() => match input {
                 BrainInput::Dtmf(digit) if brain == Builtin::Ivr => run.digit(digit),
                 BrainInput::Dtmf(_) => {}
+                BrainInput::Ended { .. } => break,
             },
             chunk = next_chunk(&mut run.speaking) => match chunk {
                 Some(audio) => run.speech.play(audio, None),
@@ -393,6 +403,430 @@ async fn next_chunk(
 ) -> Option<Vec<i16>> {
     match speaking {
         Some((rx, _)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The call as an external brain is told about it at the start.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub(crate) agent_id: Uuid,
+    pub(crate) to: String,
+    pub(crate) persona: String,
+    pub(crate) context: Value,
+    pub(crate) metadata: Value,
+    pub(crate) tools: Value,
+}
+
+/// JSON object → `google.protobuf.Struct` (anything else: empty).
+fn to_struct(v: &Value) -> prost_types::Struct {
+    use prost_types::value::Kind;
+    fn value(v: &Value) -> prost_types::Value {
+        let kind = match v {
+            Value::Null => Kind::NullValue(0),
+            Value::Bool(b) => Kind::BoolValue(*b),
+            Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+            Value::String(s) => Kind::StringValue(s.clone()),
+            Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+                values: a.iter().map(value).collect(),
+            }),
+            Value::Object(_) => Kind::StructValue(to_struct(v)),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    prost_types::Struct {
+        fields: v
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), value(v))).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// `google.protobuf.Struct` → JSON object (whole numbers as integers).
+fn from_struct(s: &prost_types::Struct) -> Value {
+    use prost_types::value::Kind;
+    fn value(v: &prost_types::Value) -> Value {
+        match &v.kind {
+            None | Some(Kind::NullValue(_)) => Value::Null,
+            Some(Kind::BoolValue(b)) => json!(b),
+            Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+                json!(*n as i64)
+            }
+            Some(Kind::NumberValue(n)) => json!(n),
+            Some(Kind::StringValue(s)) => json!(s),
+            Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value).collect()),
+            Some(Kind::StructValue(s)) => from_struct(s),
+        }
+    }
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value(v)))
+            .collect(),
+    )
+}
+
+/// Starts an external brain at `address` (`grpc://host:port`) on the call's media.
+pub(crate) fn start_remote(
+    address: &str,
+    media: &mut MediaCall,
+    context: BrainContext,
+    session: Session,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let inbound = media.take_inbound()?;
+    let outbound = media.take_outbound()?;
+    let endpoint = format!(
+        "http://{}",
+        address.strip_prefix("grpc://").unwrap_or(address)
+    );
+    Some(tokio::spawn(run_remote(
+        endpoint, inbound, outbound, context, session,
+    )))
+}
+
+/// What the engine says when a brain fails mid-call.
+const APOLOGY: &str = "I'm sorry, something went wrong on our side. Goodbye.";
+
+/// Converts PCM16LE `bytes` at `rate` to 16 kHz (whole 20 ms frames, the last padded).
+fn to_16k(bytes: &[u8], rate: u32) -> Vec<i16> {
+    let samples: Vec<i16> = bytes
+        .chunks_exact(2)
+        .map(|b| {
+            i16::from_le_bytes([
+                b.first().copied().unwrap_or(0),
+                b.get(1).copied().unwrap_or(0),
+            ])
+        })
+        .collect();
+    let rate = if rate == 0 { 16_000 } else { rate };
+    if rate == 16_000 {
+        return samples;
+    }
+    let Ok(mut resampler) = dialtone_codec::Resampler::new(rate, 16_000) else {
+        return Vec::new();
+    };
+    let (n_in, n_out) = (resampler.input_samples(), resampler.output_samples());
+    let mut out = Vec::with_capacity(samples.len() * 16_000 / rate as usize + n_out);
+    let mut frame = vec![0i16; n_out];
+    for chunk in samples.chunks(n_in) {
+        let mut input = chunk.to_vec();
+        input.resize(n_in, 0);
+        if resampler.process(&input, &mut frame).is_ok() {
+            out.extend_from_slice(&frame);
+        }
+    }
+    out
+}
+
+async fn run_remote(
+    endpoint: String,
+    mut inbound: FrameReceiver,
+    outbound: FrameSender,
+    context: BrainContext,
+    session: Session,
+) {
+    use dialtone_proto::agent_bridge_service_client::AgentBridgeServiceClient;
+    use dialtone_proto::converse_request::Event;
+    use dialtone_proto::converse_response::Action;
+    use dialtone_proto::{
+        AudioFormat, CallEnded, CallerAudio, ConverseRequest, DtmfDigit, MachineDetection,
+        PlayoutDone, ResultRejected, SessionStart, SpeechEnded, SpeechStarted,
+    };
+
+    let config = SpeechConfig {
+        amd: context.amd,
+        ..SpeechConfig::default()
+    };
+    let mut run = Run {
+        speech: SpeechLoop::new(config, Instant::now()),
+        outbound,
+        context,
+        transcript: Vec::new(),
+        digits: String::new(),
+        last_digit: None,
+        step: IvrStep::Prompting,
+        speaking: None,
+    };
+    let (to_brain, requests) = mpsc::channel::<ConverseRequest>(256);
+    let send = |event: Event| ConverseRequest { event: Some(event) };
+    let start = SessionStart {
+        call_id: run.context.call_id.to_string(),
+        agent_id: session.agent_id.to_string(),
+        to: session.to.clone(),
+        persona: session.persona.clone(),
+        voice: run.context.voice.clone().unwrap_or_default(),
+        language: run.context.language.clone().unwrap_or_default(),
+        instructions: run.context.instructions.clone().unwrap_or_default(),
+        context: Some(to_struct(&session.context)),
+        metadata: Some(to_struct(&session.metadata)),
+        returns: run.context.returns.as_ref().map(to_struct),
+        tools: session
+            .tools
+            .as_array()
+            .map(|tools| {
+                tools
+                    .iter()
+                    .map(|t| dialtone_proto::Tool {
+                        name: t
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .into(),
+                        description: t
+                            .get("description")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .into(),
+                        parameters: t.get("parameters").map(to_struct),
+                        url: t.get("url").and_then(Value::as_str).map(str::to_owned),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        audio_format: Some(AudioFormat {
+            sample_rate: 16_000,
+            frame_ms: 20,
+            encoding: "pcm16le".into(),
+        }),
+    };
+    let _ = to_brain.try_send(send(Event::Start(start)));
+    let connected = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut client = AgentBridgeServiceClient::connect(endpoint.clone()).await?;
+        let response = client
+            .converse(tokio_stream::wrappers::ReceiverStream::new(requests))
+            .await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(response.into_inner())
+    })
+    .await;
+    let mut replies = match connected {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, %endpoint, "the brain cannot be reached");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%endpoint, "the brain did not answer in time");
+            None
+        }
+    };
+    let mut failed = replies.is_none();
+    let mut got_result = false;
+    let mut speak_queue: std::collections::VecDeque<(String, Option<String>)> =
+        std::collections::VecDeque::new();
+    let mut tts_mark: Option<String> = None;
+    if failed {
+        run.say(APOLOGY, "apology");
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard_since_tick = false;
+    loop {
+        tokio::select! {
+            frame = inbound.recv() => {
+                let Some(frame) = frame else { break };
+                run.speech.handle_caller_frame(Instant::now(), &frame.samples);
+                heard_since_tick = true;
+                if !failed {
+                    let pcm: Vec<u8> = frame.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+                    // A brain that cannot keep up loses audio, never the call.
+                    let _ = to_brain.try_send(send(Event::Audio(CallerAudio { pcm })));
+                }
+            }
+            Some(input) = run.context.inputs.recv() => match input {
+                BrainInput::Dtmf(digit) if !failed => {
+                    let _ = to_brain.try_send(send(Event::Dtmf(DtmfDigit { digit: digit.to_string() })));
+                }
+                BrainInput::Dtmf(_) => {}
+                BrainInput::Ended { by, reason } => {
+                    if !failed {
+                        let _ = to_brain.try_send(send(Event::Ended(CallEnded {
+                            by: by.into(),
+                            reason: reason.into(),
+                        })));
+                    }
+                    break;
+                }
+            },
+            reply = next_reply(&mut replies) => match reply {
+                Ok(Some(message)) => match message.action {
+                    Some(Action::Play(play)) => {
+                        run.speech.play(to_16k(&play.pcm, play.sample_rate), play.mark);
+                    }
+                    Some(Action::Speak(speak)) => {
+                        run.transcript.push(line("agent", &speak.text));
+                        speak_queue.push_back((speak.text, speak.mark));
+                    }
+                    Some(Action::Clear(_)) => {
+                        run.speech.clear_playout();
+                        run.outbound.clear();
+                        speak_queue.clear();
+                        run.speaking = None;
+                    }
+                    Some(Action::SendDtmf(dtmf)) => {
+                        let _ = run.context.requests.send(BrainRequest::SendDtmf(dtmf.digits));
+                    }
+                    Some(Action::HangUp(hang_up)) => {
+                        let reason = match hang_up.reason.as_str() {
+                            "" | "completed" => "completed",
+                            "voicemail" => "voicemail",
+                            _ => "agent_hangup",
+                        };
+                        let _ = run.context.requests.send(BrainRequest::HangUp { reason });
+                    }
+                    Some(Action::Transcript(t)) => {
+                        run.transcript.push(json!({"role": t.role, "text": t.text, "at": t.at}));
+                        run.save_transcript().await;
+                    }
+                    Some(Action::Result(r)) => {
+                        let result = r.result.as_ref().map(from_struct).unwrap_or(Value::Null);
+                        match check_result(run.context.returns.as_ref(), &result) {
+                            Ok(()) => {
+                                got_result = true;
+                                let _ = run.context.storage.set_result(run.context.call_id, Some(&result), None).await;
+                            }
+                            Err(error) => {
+                                let _ = run.context.storage.set_result(run.context.call_id, None, Some(&error)).await;
+                                let _ = to_brain.try_send(send(Event::ResultRejected(ResultRejected { error })));
+                            }
+                        }
+                    }
+                    None => {}
+                },
+                Ok(None) | Err(_) => {
+                    // The brain hung up its end (or broke) while the call is live.
+                    tracing::warn!(error = ?reply.err(), "the brain's stream ended mid-call");
+                    replies = None;
+                    failed = true;
+                    run.speech.clear_playout();
+                    run.outbound.clear();
+                    speak_queue.clear();
+                    run.say(APOLOGY, "apology");
+                }
+            },
+            chunk = next_chunk(&mut run.speaking) => match chunk {
+                Some(audio) => run.speech.play(audio, None),
+                None => {
+                    if run.speaking.take().is_some() {
+                        // The synthesis ended: its mark follows its last sample.
+                        let mark = tts_mark.take().unwrap_or_else(|| "apology".into());
+                        run.speech.play(Vec::new(), Some(mark));
+                    }
+                }
+            },
+            _ = tick.tick() => {
+                if !heard_since_tick {
+                    run.speech.handle_caller_frame(Instant::now(), &[0; FRAME_SAMPLES]);
+                }
+                heard_since_tick = false;
+            }
+        }
+        if run.speaking.is_none()
+            && let Some((text, mark)) = speak_queue.pop_front()
+        {
+            let c = &run.context;
+            run.speaking = Some((
+                c.tts
+                    .speak(&text, c.voice.as_deref(), c.language.as_deref()),
+                "speak",
+            ));
+            // Unmarked speech still ends with an internal mark, which is not reported.
+            tts_mark = Some(mark.unwrap_or_else(|| INTERNAL_MARK.into()));
+        }
+        while let Some(event) = run.speech.poll_event() {
+            let forward = match event {
+                SpeechEvent::SpeechStarted { .. } => Some(Event::SpeechStarted(SpeechStarted {})),
+                SpeechEvent::SpeechEnded { duration, .. } => {
+                    Some(Event::SpeechEnded(SpeechEnded {
+                        duration_ms: duration.as_millis() as u32,
+                    }))
+                }
+                SpeechEvent::BargeIn { cut, .. } => {
+                    run.outbound.clear();
+                    cut.mark.filter(|m| m != INTERNAL_MARK).map(|mark| {
+                        Event::PlayoutDone(PlayoutDone {
+                            mark,
+                            interrupted: true,
+                            played_ms: (cut.played_samples / 16) as u32,
+                        })
+                    })
+                }
+                SpeechEvent::PlayoutDone { mark } if mark == "apology" && failed => {
+                    let _ = run.context.requests.send(BrainRequest::HangUp {
+                        reason: "brain_error",
+                    });
+                    None
+                }
+                SpeechEvent::PlayoutDone { mark } if mark == INTERNAL_MARK => None,
+                SpeechEvent::PlayoutDone { mark } => Some(Event::PlayoutDone(PlayoutDone {
+                    mark,
+                    interrupted: false,
+                    played_ms: 0,
+                })),
+                SpeechEvent::Dtmf { digit, .. } => Some(Event::Dtmf(DtmfDigit {
+                    digit: digit.to_string(),
+                })),
+                SpeechEvent::AnsweredBy { verdict } => {
+                    let who = verdict.answered_by;
+                    let _ = run
+                        .context
+                        .storage
+                        .set_answered_by(run.context.call_id, who.as_str())
+                        .await;
+                    if who == AnsweredBy::Machine && run.context.hang_up_on_machine {
+                        let _ = run.context.requests.send(BrainRequest::HangUp {
+                            reason: "voicemail",
+                        });
+                    }
+                    Some(Event::MachineDetection(MachineDetection {
+                        answered_by: who.as_str().into(),
+                        reason: verdict.reason.into(),
+                    }))
+                }
+                _ => None,
+            };
+            if let Some(event) = forward
+                && !failed
+            {
+                let _ = to_brain.try_send(send(event));
+            }
+        }
+        while run.speech.agent_speaking() && run.outbound.free() > RING_FRAMES - 2 {
+            let frame = AudioFrame {
+                samples: run.speech.next_agent_frame(),
+                at: Instant::now(),
+            };
+            if run.outbound.try_send(frame).is_err() {
+                break;
+            }
+        }
+        if run.outbound.is_closed() {
+            break;
+        }
+    }
+    run.save_transcript().await;
+    if !got_result {
+        let why = if failed {
+            "the brain failed before returning a result"
+        } else {
+            "the call ended without a result"
+        };
+        let _ = run
+            .context
+            .storage
+            .set_result(run.context.call_id, None, Some(why))
+            .await;
+    }
+}
+
+/// The mark the engine puts after unmarked speech (never reported to the brain).
+const INTERNAL_MARK: &str = "\u{0}internal";
+
+/// The brain's next message; pending while there is no stream.
+async fn next_reply(
+    replies: &mut Option<tonic::Streaming<dialtone_proto::ConverseResponse>>,
+) -> Result<Option<dialtone_proto::ConverseResponse>, tonic::Status> {
+    match replies {
+        Some(stream) => stream.message().await,
         None => std::future::pending().await,
     }
 }

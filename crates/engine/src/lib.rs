@@ -67,7 +67,7 @@ pub enum EngineError {
         agent_id: Uuid,
     },
     /// The agent names a brain this build cannot run.
-    #[error("brain {brain:?} is not available (this build runs builtin:echo and builtin:ivr)")]
+    #[error("brain {brain:?} is not available (builtin:echo, builtin:ivr or grpc://host:port)")]
     BrainUnavailable {
         /// The brain named.
         brain: String,
@@ -179,8 +179,6 @@ pub struct Engine {
     tts: Arc<dyn TextToSpeech>,
 }
 
-const SUPPORTED_BRAINS: &[&str] = &["builtin:echo", "builtin:ivr"];
-
 fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
     let transport = match t.transport {
         TrunkTransport::Udp => Transport::Udp,
@@ -273,7 +271,7 @@ impl Engine {
             .and_then(Value::as_str)
             .unwrap_or(&self.config.default_brain)
             .to_owned();
-        if !SUPPORTED_BRAINS.contains(&brain.as_str()) {
+        if Builtin::named(&brain).is_none() && !brain.starts_with("grpc://") {
             return Err(EngineError::BrainUnavailable { brain });
         }
         let from = match &request.from_number {
@@ -379,6 +377,14 @@ impl Engine {
                 .filter(|r| r.is_object())
                 .cloned(),
             mask_dtmf: agent.config.get("mask_dtmf").and_then(Value::as_bool) == Some(true),
+            session: brains::Session {
+                agent_id: agent.id,
+                to: call.to.clone(),
+                persona: text_setting(&agent.config, "persona").unwrap_or_default(),
+                context: call.context.clone(),
+                metadata: call.metadata.clone(),
+                tools: agent.config.get("tools").cloned().unwrap_or(Value::Null),
+            },
             hang_up_on_machine: match agent.config.get("voicemail_action") {
                 Some(Value::String(a)) => a == "hangup",
                 Some(Value::Object(o)) => o.get("action").and_then(Value::as_str) == Some("hangup"),
@@ -624,6 +630,13 @@ impl Engine {
                             duration_reason = Some(reason);
                             let _ = call.hang_up();
                         }
+                        BrainRequest::SendDtmf(digits) => {
+                            if let Some(sent) = media.as_ref().map(|m| m.send_dtmf(&digits))
+                                && let Err(error) = sent.await
+                            {
+                                tracing::warn!(%error, "the brain's digits cannot be sent");
+                            }
+                        }
                     }
                     continue;
                 }
@@ -720,27 +733,28 @@ impl Engine {
                             continue;
                         }
                     };
-                    let builtin = Builtin::named(&plan.brain).unwrap_or(Builtin::Echo);
-                    brain = brains::start(
-                        builtin,
-                        &mut m,
-                        BrainContext {
-                            storage: self.storage.clone(),
-                            call_id: plan.id,
-                            amd: plan.amd,
-                            hang_up_on_machine: plan.hang_up_on_machine,
-                            requests: brain_tx.clone(),
-                            inputs: brain_inputs_rx
-                                .take()
-                                .unwrap_or_else(|| mpsc::unbounded_channel().1),
-                            instructions: plan.instructions.clone(),
-                            voice: plan.voice.clone(),
-                            language: plan.language.clone(),
-                            returns: plan.returns.clone(),
-                            mask_dtmf: plan.mask_dtmf,
-                            tts: self.tts.clone(),
-                        },
-                    );
+                    let context = BrainContext {
+                        storage: self.storage.clone(),
+                        call_id: plan.id,
+                        amd: plan.amd,
+                        hang_up_on_machine: plan.hang_up_on_machine,
+                        requests: brain_tx.clone(),
+                        inputs: brain_inputs_rx
+                            .take()
+                            .unwrap_or_else(|| mpsc::unbounded_channel().1),
+                        instructions: plan.instructions.clone(),
+                        voice: plan.voice.clone(),
+                        language: plan.language.clone(),
+                        returns: plan.returns.clone(),
+                        mask_dtmf: plan.mask_dtmf,
+                        tts: self.tts.clone(),
+                    };
+                    brain = match Builtin::named(&plan.brain) {
+                        Some(builtin) => brains::start(builtin, &mut m, context),
+                        None => {
+                            brains::start_remote(&plan.brain, &mut m, context, plan.session.clone())
+                        }
+                    };
                     media = Some(m);
                     tracing::info!(codec = %session.codec.name, "answered");
                     metrics::histogram!("dialtone_setup_seconds")
@@ -798,8 +812,22 @@ impl Engine {
                         .await;
                 }
                 UaEvent::Call(CallEvent::Ended { by, reason }) => {
-                    if let Some(b) = brain.take() {
-                        b.abort();
+                    if let Some(mut b) = brain.take() {
+                        // The brain hears how the call ended, and has a moment to finish.
+                        let _ = brain_inputs.send(BrainInput::Ended {
+                            by: match (by, hangup_by_api) {
+                                (Party::Remote, _) => "callee",
+                                (Party::Local, true) => "api",
+                                (Party::Local, false) => "agent",
+                            },
+                            reason: duration_reason.unwrap_or(reason.as_str()),
+                        });
+                        if tokio::time::timeout(Duration::from_millis(500), &mut b)
+                            .await
+                            .is_err()
+                        {
+                            b.abort();
+                        }
                     }
                     let stats = match media.take() {
                         Some(m) => Some(m.stop().await),
@@ -870,6 +898,8 @@ struct CallPlan {
     returns: Option<Value>,
     /// Mask digits in transcripts and logs.
     mask_dtmf: bool,
+    /// What an external brain is told at the start.
+    session: brains::Session,
 }
 
 /// The agent's `amd` setting: `true`, or an object of thresholds in ms (`initial_silence_ms`,

@@ -456,25 +456,31 @@ impl MediaCall {
         self.worker.send(Command::Redirect(self.id, direction));
     }
 
-    /// Sends `digits` as RFC 4733 events (100 ms each, 60 ms apart).
-    pub async fn send_dtmf(&self, digits: &str) -> Result<(), MediaError> {
-        if !self.telephone_event {
-            return Err(MediaError::NoTelephoneEvent);
-        }
-        if let Some(digit) = digits
+    /// Sends `digits` as RFC 4733 events (100 ms each, 60 ms apart). The request is made at
+    /// once; the returned future (which borrows nothing) says whether the worker took it.
+    pub fn send_dtmf(
+        &self,
+        digits: &str,
+    ) -> impl std::future::Future<Output = Result<(), MediaError>> + Send + 'static {
+        let checked = if !self.telephone_event {
+            Err(MediaError::NoTelephoneEvent)
+        } else if let Some(digit) = digits
             .chars()
             .find(|d| dialtone_rtp::dtmf::code_of(*d).is_none())
         {
-            return Err(MediaError::NotDtmf { digit });
-        }
-        let (reply, result) = oneshot::channel();
-        if !self
-            .worker
-            .send(Command::Dtmf(self.id, digits.to_owned(), reply))
-        {
-            return Err(MediaError::Stopped);
-        }
-        result.await.unwrap_or(Err(MediaError::Stopped))
+            Err(MediaError::NotDtmf { digit })
+        } else {
+            let (reply, result) = oneshot::channel();
+            if self
+                .worker
+                .send(Command::Dtmf(self.id, digits.to_owned(), reply))
+            {
+                Ok(result)
+            } else {
+                Err(MediaError::Stopped)
+            }
+        };
+        async move { checked?.await.unwrap_or(Err(MediaError::Stopped)) }
     }
 
     /// The next media event; `None` once the media has stopped.

@@ -1693,6 +1693,10 @@ pub fn end_reason_message(code: &str) -> Option<&'static str> {
         "request_failed" => "the trunk refused the call",
         "rtp_timeout" => "the far end stopped sending audio",
         "voicemail" => "an answering machine answered and the agent hangs up on those",
+        "brain_error" => {
+            "the agent's brain failed or could not be reached; the caller heard an apology"
+        }
+        "agent_hangup" => "the agent's brain ended the call",
         "max_duration" => "the call reached the agent's maximum duration",
         "queue_timeout" => "no slot under the organisation's concurrency cap in time",
         "engine_restart" => "the engine restarted while the call was live",

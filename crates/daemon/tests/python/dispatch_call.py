@@ -9,26 +9,16 @@ import pathlib
 import sys
 import tempfile
 
-from grpc_tools import protoc
 import grpc
 
-
-def generate(proto_dir: pathlib.Path, out: pathlib.Path) -> None:
-    include = pathlib.Path(protoc.__file__).parent / "_proto"
-    files = [str(p.relative_to(proto_dir)) for p in sorted(proto_dir.glob("dialtone/v1/*.proto"))]
-    code = protoc.main(
-        ["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}"]
-        + files
-    )
-    if code != 0:
-        sys.exit(f"protoc failed ({code})")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4] / "examples" / "brain"))
+import dialtone_stubs  # noqa: E402
 
 
 def main() -> None:
     proto_dir, addr, key, agent_id, to = sys.argv[1:6]
     with tempfile.TemporaryDirectory() as out:
-        generate(pathlib.Path(proto_dir), pathlib.Path(out))
-        sys.path.insert(0, out)
+        dialtone_stubs.generate(pathlib.Path(proto_dir), pathlib.Path(out))
         from dialtone.v1 import calls_pb2, calls_pb2_grpc  # noqa: E402
 
         auth = [("authorization", f"Bearer {key}")]

@@ -1,4 +1,9 @@
-//! The types and service traits generated from `proto/dialtone/v1` (package `dialtone.v1`).
+//! # dialtone-proto — the gRPC contract
+//!
+//! The messages, service servers and clients generated from `proto/dialtone/v1` (package
+//! `dialtone.v1`): the control-plane services (`TrunkService`, `NumberService`,
+//! `AgentService`, `CallService`) that `dialtone-control` serves, and the `AgentBridge` stream
+//! the engine opens to external brains. [`FILE_DESCRIPTOR_SET`] feeds server reflection.
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
 tonic::include_proto!("dialtone.v1");
@@ -35,7 +40,7 @@ mod tests {
             .iter()
             .filter(|f| f.package() == "dialtone.v1")
             .collect();
-        assert_eq!(ours.len(), 4);
+        assert_eq!(ours.len(), 5);
         for file in ours {
             assert!(file.name().starts_with("dialtone/v1/"), "{}", file.name());
             let info = file.source_code_info.as_ref().expect("source info kept");

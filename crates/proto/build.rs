@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let protos: Vec<PathBuf> = ["trunks", "numbers", "agents", "calls"]
+    let protos: Vec<PathBuf> = ["trunks", "numbers", "agents", "calls", "bridge"]
         .iter()
         .map(|name| root.join(format!("dialtone/v1/{name}.proto")))
         .collect();
