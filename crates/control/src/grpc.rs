@@ -247,6 +247,21 @@ fn agent_fields_map(f: proto::AgentFields) -> Map<String, Value> {
     );
     put(&mut m, "mask_dtmf", f.mask_dtmf.map(Value::from));
     put(&mut m, "amd", f.amd.as_ref().map(from_proto_value));
+    put(
+        &mut m,
+        "barge_in",
+        f.barge_in.as_ref().map(from_proto_value),
+    );
+    put(
+        &mut m,
+        "endpointing_silence_ms",
+        f.endpointing_silence_ms.map(Value::from),
+    );
+    put(
+        &mut m,
+        "silence_timeout_seconds",
+        f.silence_timeout_seconds.map(Value::from),
+    );
     m
 }
 
@@ -305,6 +320,12 @@ fn agent_message(v: &Value) -> proto::Agent {
             max_duration_seconds: uint(v, "max_duration_seconds"),
             mask_dtmf: v.get("mask_dtmf").and_then(Value::as_bool),
             amd: v.get("amd").filter(|a| !a.is_null()).map(to_proto_value),
+            barge_in: v
+                .get("barge_in")
+                .filter(|a| !a.is_null())
+                .map(to_proto_value),
+            endpointing_silence_ms: uint(v, "endpointing_silence_ms"),
+            silence_timeout_seconds: uint(v, "silence_timeout_seconds"),
         }),
     }
 }

@@ -836,6 +836,9 @@ const AGENT_FIELDS: &[&str] = &[
     "max_duration_seconds",
     "amd",
     "mask_dtmf",
+    "barge_in",
+    "endpointing_silence_ms",
+    "silence_timeout_seconds",
 ];
 
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = openapi::AgentFields, responses((status = 201, body = openapi::Agent), (status = 400, description = "a field breaks a rule; `field` names it", body = openapi::ErrorBody), (status = 401, description = "missing or wrong key", body = openapi::ErrorBody)))]

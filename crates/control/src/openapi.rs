@@ -172,6 +172,14 @@ pub struct AgentFields {
     pub amd: Option<Value>,
     /// Mask DTMF digits in transcripts and logs (payment collection).
     pub mask_dtmf: Option<bool>,
+    /// `"on"` (default), `"off"`, or a minimum of caller speech in ms before the agent stops.
+    #[schema(value_type = Object)]
+    pub barge_in: Option<Value>,
+    /// Silence that ends a caller's turn (default 500).
+    pub endpointing_silence_ms: Option<u32>,
+    /// Caller silence before "are you still there?", and as long again before hanging up
+    /// (`silence_timeout`); none by default.
+    pub silence_timeout_seconds: Option<u32>,
 }
 
 /// An agent: its fields, plus these.

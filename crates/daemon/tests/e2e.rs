@@ -1185,6 +1185,98 @@ async fn a_brain_that_fails_ends_the_call_as_brain_error_with_an_apology() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_left_after_the_voicemail_beep() {
+    use dialtone_test_support::media::{speech_ulaw, write_rtp_pcap};
+    // The callee is a voicemail box: a spoken greeting, then a 1 kHz beep, then silence.
+    let dir = tempfile::tempdir().unwrap();
+    let greeting = speech_ulaw(
+        dir.path(),
+        "Hi you have reached the voicemail of Jane Doe please leave a message after the tone",
+    )
+    .unwrap();
+    let beep: Vec<u8> = (0..4000)
+        .map(|i| {
+            let t = f64::from(i) / 8000.0;
+            dialtone_codec::linear_to_ulaw(
+                (9000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16,
+            )
+        })
+        .collect();
+    let audio: Vec<u8> = greeting
+        .iter()
+        .copied()
+        .chain(beep)
+        .chain([0xffu8; 8000 * 8])
+        .collect();
+    let pcap = dir.path().join("voicemail.pcap");
+    write_rtp_pcap(&pcap, &audio).unwrap();
+    let play = format!(
+        "  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n",
+        pcap.display()
+    );
+    let w = world(
+        Some("callee_presses_digits.xml"),
+        &[("listen_ms", "0"), ("presses", play.as_str())],
+    )
+    .await;
+    let message = "Hello, this is Dialtone about your appointment. Please call us back.";
+    let (s, agent) = w
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/agents/{}", w.agent_id),
+            Some(json!({
+                "amd": true,
+                "voicemail_action": {"action": "leave_message", "message": message},
+            })),
+        )
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["answered_by"], "machine", "{record:#}");
+    assert_eq!(
+        record["end_reason"]["code"], "voicemail_message",
+        "{record:#}"
+    );
+    assert_eq!(record["end_reason"]["by"], "agent");
+    assert_eq!(record["transcript"][0]["text"], message, "{record:#}");
+    // The message was spoken after the beep: the call lasted the greeting, the beep and it.
+    let talk = record["talk_duration_ms"].as_u64().unwrap();
+    assert!(
+        talk > greeting.len() as u64 / 8 + 500 + 2000,
+        "talked {talk} ms"
+    );
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_caller_is_asked_once_then_hung_up_on() {
+    let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
+    let (s, _) = w
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/agents/{}", w.agent_id),
+            Some(json!({"silence_timeout_seconds": 2})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        record["end_reason"]["code"], "silence_timeout",
+        "{record:#}"
+    );
+    assert_eq!(record["end_reason"]["by"], "agent");
+    assert_eq!(record["transcript"][0]["text"], "Are you still there?");
+    let talk = record["talk_duration_ms"].as_u64().unwrap();
+    assert!((4000..9000).contains(&talk), "talked {talk} ms");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_are_checked_field_by_field() {
     let w = world(None, &[]).await;
     let full = json!({
@@ -1232,6 +1324,11 @@ async fn agents_are_checked_field_by_field() {
         ("brain", json!("grpc://nowhere")),
         ("ring_timeout_seconds", json!(0)),
         ("max_duration_seconds", json!(90000)),
+        ("barge_in", json!("sometimes")),
+        ("endpointing_silence_ms", json!(50)),
+        ("silence_timeout_seconds", json!(0)),
+        ("amd", json!({"greeting_ms": -1})),
+        ("mask_dtmf", json!("yes")),
     ] {
         let mut body = full.clone();
         body[field] = value.clone();

@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use dialtone_media::ring::RING_FRAMES;
 use dialtone_media::{AudioFrame, FrameReceiver, FrameSender, MediaCall};
-use dialtone_speech::{
-    AmdConfig, AnsweredBy, FRAME_SAMPLES, SpeechConfig, SpeechEvent, SpeechLoop,
-};
+use dialtone_speech::{AnsweredBy, FRAME_SAMPLES, SpeechConfig, SpeechEvent, SpeechLoop};
 use dialtone_storage::{Storage, rfc3339};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -78,8 +76,8 @@ impl Builtin {
 pub(crate) struct BrainContext {
     pub(crate) storage: Storage,
     pub(crate) call_id: Uuid,
-    pub(crate) amd: Option<AmdConfig>,
-    pub(crate) hang_up_on_machine: bool,
+    pub(crate) speech: SpeechConfig,
+    pub(crate) voicemail: Voicemail,
     pub(crate) requests: mpsc::UnboundedSender<BrainRequest>,
     pub(crate) inputs: mpsc::UnboundedReceiver<BrainInput>,
     pub(crate) instructions: Option<String>,
@@ -88,6 +86,116 @@ pub(crate) struct BrainContext {
     pub(crate) returns: Option<Value>,
     pub(crate) mask_dtmf: bool,
     pub(crate) tts: Arc<dyn TextToSpeech>,
+}
+
+/// What to do when a machine answers (the agent's `voicemail_action`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Voicemail {
+    /// Carry on (a brain is told a machine answered).
+    Continue,
+    /// Hang up (end reason `voicemail`).
+    HangUp,
+    /// Wait for the beep, speak this, hang up (end reason `voicemail_message`).
+    LeaveMessage(String),
+}
+
+/// How long to wait for the beep after a machine verdict before leaving the message anyway.
+const BEEP_WAIT: Duration = Duration::from_secs(20);
+/// What the engine asks a silent caller once before hanging up.
+const STILL_THERE: &str = "Are you still there?";
+
+/// The engine's own duties common to every brain: the voicemail action and the silence guard.
+#[derive(Debug, Default)]
+struct Duties {
+    /// A machine answered and a message is to be left: since when the beep has been awaited.
+    awaiting_beep: Option<Instant>,
+    /// The message is being left.
+    leaving_message: bool,
+    /// The silence guard asked "are you still there?" once already.
+    prompted: bool,
+}
+
+impl Run {
+    /// The engine's reaction to a speech event every brain shares; true when it is the
+    /// engine's alone (the brain does not see it).
+    async fn duty(&mut self, duties: &mut Duties, event: &SpeechEvent) -> bool {
+        match event {
+            SpeechEvent::AnsweredBy { verdict } => {
+                let who = verdict.answered_by;
+                tracing::info!(answered_by = who.as_str(), reason = verdict.reason, "AMD");
+                if let Err(error) = self
+                    .context
+                    .storage
+                    .set_answered_by(self.context.call_id, who.as_str())
+                    .await
+                {
+                    tracing::error!(%error, "could not record who answered");
+                }
+                if who == AnsweredBy::Machine {
+                    match &self.context.voicemail {
+                        Voicemail::HangUp => {
+                            let _ = self.context.requests.send(BrainRequest::HangUp {
+                                reason: "voicemail",
+                            });
+                        }
+                        Voicemail::LeaveMessage(_) => {
+                            self.speech.clear_playout();
+                            self.outbound.clear();
+                            self.speaking = None;
+                            duties.awaiting_beep = Some(Instant::now());
+                        }
+                        Voicemail::Continue => {}
+                    }
+                }
+                false
+            }
+            SpeechEvent::Beep { .. } if duties.awaiting_beep.is_some() => {
+                self.leave_message(duties);
+                true
+            }
+            SpeechEvent::PlayoutDone { mark } if mark == "voicemail-message" => {
+                let _ = self.context.requests.send(BrainRequest::HangUp {
+                    reason: "voicemail_message",
+                });
+                true
+            }
+            SpeechEvent::SilenceTimeout { .. } if !duties.leaving_message => {
+                if duties.prompted {
+                    let _ = self.context.requests.send(BrainRequest::HangUp {
+                        reason: "silence_timeout",
+                    });
+                } else {
+                    duties.prompted = true;
+                    self.say(STILL_THERE, "still-there");
+                }
+                true
+            }
+            SpeechEvent::SpeechStarted { .. } => {
+                duties.prompted = false;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn leave_message(&mut self, duties: &mut Duties) {
+        duties.awaiting_beep = None;
+        duties.leaving_message = true;
+        if let Voicemail::LeaveMessage(message) = self.context.voicemail.clone() {
+            self.say(&message, "voicemail-message");
+        }
+    }
+
+    /// The engine's clocks common to every brain.
+    fn duty_timers(&mut self, duties: &mut Duties, now: Instant) {
+        if duties
+            .awaiting_beep
+            .is_some_and(|since| now.saturating_duration_since(since) >= BEEP_WAIT)
+        {
+            tracing::info!("no beep heard: leaving the message anyway");
+            self.leave_message(duties);
+        }
+    }
 }
 
 /// Starts `brain` on the call's media.
@@ -267,12 +375,8 @@ async fn run(
     outbound: FrameSender,
     context: BrainContext,
 ) {
-    let config = SpeechConfig {
-        amd: context.amd,
-        ..SpeechConfig::default()
-    };
     let mut run = Run {
-        speech: SpeechLoop::new(config, Instant::now()),
+        speech: SpeechLoop::new(context.speech, Instant::now()),
         outbound,
         context,
         transcript: Vec::new(),
@@ -281,6 +385,7 @@ async fn run(
         step: IvrStep::Prompting,
         speaking: None,
     };
+    let mut duties = Duties::default();
     if brain == Builtin::Ivr {
         let prompt = run
             .context
@@ -321,13 +426,17 @@ async fn run(
                 if brain == Builtin::Ivr {
                     run.timers(Instant::now());
                 }
+                run.duty_timers(&mut duties, Instant::now());
             }
         }
         while let Some(event) = run.speech.poll_event() {
+            if run.duty(&mut duties, &event).await || duties.leaving_message {
+                continue;
+            }
             match event {
                 SpeechEvent::SpeechEnded {
                     audio, duration, ..
-                } if brain == Builtin::Echo => {
+                } if brain == Builtin::Echo && duties.awaiting_beep.is_none() => {
                     tracing::debug!(?duration, "echoing an utterance");
                     run.speech.play(audio, None);
                 }
@@ -345,23 +454,6 @@ async fn run(
                     "confirmation" => run.finish().await,
                     _ => {}
                 },
-                SpeechEvent::AnsweredBy { verdict } => {
-                    let who = verdict.answered_by;
-                    tracing::info!(answered_by = who.as_str(), reason = verdict.reason, "AMD");
-                    if let Err(error) = run
-                        .context
-                        .storage
-                        .set_answered_by(run.context.call_id, who.as_str())
-                        .await
-                    {
-                        tracing::error!(%error, "could not record who answered");
-                    }
-                    if who == AnsweredBy::Machine && run.context.hang_up_on_machine {
-                        let _ = run.context.requests.send(BrainRequest::HangUp {
-                            reason: "voicemail",
-                        });
-                    }
-                }
                 other => tracing::trace!(?other, "speech event"),
             }
         }
@@ -377,6 +469,10 @@ async fn run(
         if run.outbound.is_closed() {
             break;
         }
+    }
+    if brain == Builtin::Echo && !run.transcript.is_empty() {
+        // What the engine said itself (a voicemail message, a silence prompt).
+        run.save_transcript().await;
     }
     if brain == Builtin::Ivr && run.step != IvrStep::Finished {
         // The call ended mid-script: keep what was said, and say why there is no result.
@@ -533,12 +629,8 @@ async fn run_remote(
         PlayoutDone, ResultRejected, SessionStart, SpeechEnded, SpeechStarted,
     };
 
-    let config = SpeechConfig {
-        amd: context.amd,
-        ..SpeechConfig::default()
-    };
     let mut run = Run {
-        speech: SpeechLoop::new(config, Instant::now()),
+        speech: SpeechLoop::new(context.speech, Instant::now()),
         outbound,
         context,
         transcript: Vec::new(),
@@ -610,6 +702,7 @@ async fn run_remote(
         }
     };
     let mut failed = replies.is_none();
+    let mut duties = Duties::default();
     let mut got_result = false;
     let mut speak_queue: std::collections::VecDeque<(String, Option<String>)> =
         std::collections::VecDeque::new();
@@ -706,9 +799,10 @@ async fn run_remote(
             chunk = next_chunk(&mut run.speaking) => match chunk {
                 Some(audio) => run.speech.play(audio, None),
                 None => {
-                    if run.speaking.take().is_some() {
-                        // The synthesis ended: its mark follows its last sample.
-                        let mark = tts_mark.take().unwrap_or_else(|| "apology".into());
+                    if let Some((_, engine_mark)) = run.speaking.take() {
+                        // The synthesis ended: its mark follows its last sample (the brain's
+                        // mark for its speech, the engine's for its own prompts).
+                        let mark = tts_mark.take().unwrap_or_else(|| engine_mark.to_owned());
                         run.speech.play(Vec::new(), Some(mark));
                     }
                 }
@@ -718,6 +812,7 @@ async fn run_remote(
                     run.speech.handle_caller_frame(Instant::now(), &[0; FRAME_SAMPLES]);
                 }
                 heard_since_tick = false;
+                run.duty_timers(&mut duties, Instant::now());
             }
         }
         if run.speaking.is_none()
@@ -733,6 +828,9 @@ async fn run_remote(
             tts_mark = Some(mark.unwrap_or_else(|| INTERNAL_MARK.into()));
         }
         while let Some(event) = run.speech.poll_event() {
+            if run.duty(&mut duties, &event).await {
+                continue;
+            }
             let forward = match event {
                 SpeechEvent::SpeechStarted { .. } => Some(Event::SpeechStarted(SpeechStarted {})),
                 SpeechEvent::SpeechEnded { duration, .. } => {
@@ -766,19 +864,8 @@ async fn run_remote(
                     digit: digit.to_string(),
                 })),
                 SpeechEvent::AnsweredBy { verdict } => {
-                    let who = verdict.answered_by;
-                    let _ = run
-                        .context
-                        .storage
-                        .set_answered_by(run.context.call_id, who.as_str())
-                        .await;
-                    if who == AnsweredBy::Machine && run.context.hang_up_on_machine {
-                        let _ = run.context.requests.send(BrainRequest::HangUp {
-                            reason: "voicemail",
-                        });
-                    }
                     Some(Event::MachineDetection(MachineDetection {
-                        answered_by: who.as_str().into(),
+                        answered_by: verdict.answered_by.as_str().into(),
                         reason: verdict.reason.into(),
                     }))
                 }

@@ -30,7 +30,7 @@ pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{
     CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, Transport, Trunk, UaEvent,
 };
-use dialtone_speech::AmdConfig;
+use dialtone_speech::{AmdConfig, BargeIn, SpeechConfig};
 
 use brains::{BrainContext, BrainInput, BrainRequest, Builtin};
 use dialtone_storage::{
@@ -366,7 +366,21 @@ impl Engine {
             trunk: Arc::new(trunk_for_ua(&trunk)),
             ring_timeout: seconds_setting(&agent.config, "ring_timeout_seconds", 30),
             max_duration: seconds_setting(&agent.config, "max_duration_seconds", 600),
-            amd: amd_setting(&agent.config),
+            speech: speech_setting(&agent.config),
+            voicemail: match agent.config.get("voicemail_action") {
+                Some(Value::String(a)) if a == "hangup" => brains::Voicemail::HangUp,
+                Some(Value::Object(o)) => match o.get("action").and_then(Value::as_str) {
+                    Some("hangup") => brains::Voicemail::HangUp,
+                    Some("leave_message") => brains::Voicemail::LeaveMessage(
+                        o.get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ),
+                    _ => brains::Voicemail::Continue,
+                },
+                _ => brains::Voicemail::Continue,
+            },
             brain: brain.clone(),
             instructions: call.instructions.clone(),
             voice: text_setting(&agent.config, "voice"),
@@ -384,11 +398,6 @@ impl Engine {
                 context: call.context.clone(),
                 metadata: call.metadata.clone(),
                 tools: agent.config.get("tools").cloned().unwrap_or(Value::Null),
-            },
-            hang_up_on_machine: match agent.config.get("voicemail_action") {
-                Some(Value::String(a)) => a == "hangup",
-                Some(Value::Object(o)) => o.get("action").and_then(Value::as_str) == Some("hangup"),
-                _ => false,
             },
         };
         let engine = self.clone();
@@ -736,8 +745,8 @@ impl Engine {
                     let context = BrainContext {
                         storage: self.storage.clone(),
                         call_id: plan.id,
-                        amd: plan.amd,
-                        hang_up_on_machine: plan.hang_up_on_machine,
+                        speech: plan.speech,
+                        voicemail: plan.voicemail.clone(),
                         requests: brain_tx.clone(),
                         inputs: brain_inputs_rx
                             .take()
@@ -883,10 +892,10 @@ struct CallPlan {
     trunk: Arc<Trunk>,
     ring_timeout: Duration,
     max_duration: Duration,
-    /// Answering-machine detection, when the agent asks for it.
-    amd: Option<AmdConfig>,
-    /// Hang up (end reason `voicemail`) when a machine answers.
-    hang_up_on_machine: bool,
+    /// The speech loop's settings from the agent (AMD, barge-in, endpointing, silence guard).
+    speech: SpeechConfig,
+    /// What to do when a machine answers.
+    voicemail: brains::Voicemail,
     /// The brain that runs the call.
     brain: String,
     /// The effective instructions.
@@ -932,6 +941,32 @@ fn amd_setting(config: &Value) -> Option<AmdConfig> {
             })
         }
         _ => None,
+    }
+}
+
+/// The speech loop's settings from the agent: `amd`, `barge_in` (`"off"`, `"on"` or a minimum
+/// of speech in ms), `endpointing_silence_ms` and `silence_timeout_seconds` (the guard: a
+/// prompt, then a hang-up with `silence_timeout`).
+fn speech_setting(config: &Value) -> SpeechConfig {
+    let d = SpeechConfig::default();
+    SpeechConfig {
+        amd: amd_setting(config),
+        barge_in: match config.get("barge_in") {
+            Some(Value::String(s)) if s == "off" => BargeIn::Off,
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map_or(d.barge_in, |ms| BargeIn::After(Duration::from_millis(ms))),
+            _ => d.barge_in,
+        },
+        endpointing_silence: config
+            .get("endpointing_silence_ms")
+            .and_then(Value::as_u64)
+            .map_or(d.endpointing_silence, Duration::from_millis),
+        silence_timeout: config
+            .get("silence_timeout_seconds")
+            .and_then(Value::as_u64)
+            .map(Duration::from_secs),
+        ..d
     }
 }
 

@@ -338,8 +338,10 @@ impl SpeechLoop {
 
     fn check_silence(&mut self, now: Instant) {
         if self.playout.is_playing() {
-            // The agent is talking: the caller's silence is listening, not dead air.
+            // The agent is talking: the caller's silence is listening, not dead air; after it
+            // has spoken (a prompt), the guard starts again.
             self.quiet_since = self.quiet_since.map(|_| now);
+            self.silence_reported = false;
             return;
         }
         if let (Some(limit), Some(since)) = (self.config.silence_timeout, self.quiet_since) {

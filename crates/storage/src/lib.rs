@@ -1693,6 +1693,12 @@ pub fn end_reason_message(code: &str) -> Option<&'static str> {
         "request_failed" => "the trunk refused the call",
         "rtp_timeout" => "the far end stopped sending audio",
         "voicemail" => "an answering machine answered and the agent hangs up on those",
+        "voicemail_message" => {
+            "an answering machine answered; the agent left its message after the beep"
+        }
+        "silence_timeout" => {
+            "the caller stayed silent, even after being asked if they were still there"
+        }
         "brain_error" => {
             "the agent's brain failed or could not be reached; the caller heard an apology"
         }
