@@ -962,6 +962,28 @@ fn check_agent_fields(map: &Map<String, Value>) -> Result<(), ApiError> {
             ));
         }
     }
+    match map.get("barge_in") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "on" || s == "off" => {}
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|ms| (1..=10_000).contains(&ms)) => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "barge_in",
+                "`barge_in` must be \"on\", \"off\" or a minimum of speech in ms (1-10000)",
+            ));
+        }
+    }
+    for (field, min, max) in [
+        ("endpointing_silence_ms", 100, 5_000),
+        ("silence_timeout_seconds", 1, 3_600),
+    ] {
+        if opt_u32(map, field)?.is_some_and(|v| !(min..=max).contains(&v)) {
+            return Err(ApiError::invalid(
+                field,
+                format!("`{field}` must be {min}-{max}"),
+            ));
+        }
+    }
     if map
         .get("mask_dtmf")
         .is_some_and(|v| !v.is_boolean() && !v.is_null())
