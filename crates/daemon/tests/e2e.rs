@@ -915,6 +915,16 @@ async fn builtin_echo_plays_each_utterance_back_after_it_ends() {
         )
         .await;
     assert_eq!(s, 200);
+    // The agent expects a result this brain never makes: the record says so.
+    let (s, _) = w
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/agents/{}", w.agent_id),
+            Some(json!({"returns": {"type": "object"}})),
+        )
+        .await;
+    assert_eq!(s, 200);
     let id = w.dispatch(json!({})).await;
     let path = format!("/v1/calls/{id}");
     // Answered, then long enough for the speech, the endpointing silence and the echo.
@@ -931,6 +941,10 @@ async fn builtin_echo_plays_each_utterance_back_after_it_ends() {
     assert!(s == 200 || e["error"]["code"] == "call_ended", "{s} {e}");
     let record = wait_final(&w.api, &id).await;
     assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(
+        record["result_error"],
+        "builtin:echo returns no structured result"
+    );
     // What baresip heard is our echo of its own speech: one voiced stretch about as long as
     // the speech, starting after the speech ended.
     let recorded = baresip.received_wav(Duration::from_secs(10)).unwrap();
@@ -1011,6 +1025,7 @@ async fn a_silent_answer_is_a_machine_and_the_voicemail_action_hangs_up() {
     assert_eq!(record["status"], "completed", "{record:#}");
     assert_eq!(record["answered_by"], "machine");
     assert_eq!(record["end_reason"]["code"], "voicemail");
+    assert_eq!(record["result"], Value::Null);
     assert_eq!(record["end_reason"]["by"], "agent");
     let talk = record["talk_duration_ms"].as_i64().unwrap();
     assert!((1400..6000).contains(&talk), "talked {talk} ms");

@@ -470,9 +470,23 @@ async fn run(
             break;
         }
     }
-    if brain == Builtin::Echo && !run.transcript.is_empty() {
-        // What the engine said itself (a voicemail message, a silence prompt).
-        run.save_transcript().await;
+    if brain == Builtin::Echo {
+        if !run.transcript.is_empty() {
+            // What the engine said itself (a voicemail message, a silence prompt).
+            run.save_transcript().await;
+        }
+        if run.context.returns.is_some() {
+            // The agent expects a result; this brain never makes one.
+            let _ = run
+                .context
+                .storage
+                .set_result(
+                    run.context.call_id,
+                    None,
+                    Some("builtin:echo returns no structured result"),
+                )
+                .await;
+        }
     }
     if brain == Builtin::Ivr && run.step != IvrStep::Finished {
         // The call ended mid-script: keep what was said, and say why there is no result.
