@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         media_workers: 1,
         rtp_timeout: std::time::Duration::from_secs(30),
         queue_timeout: std::time::Duration::from_secs(60),
+        sip_t1: std::time::Duration::from_millis(500),
     })
     .await?;
     let base = format!("http://{}", daemon.http_addr);

@@ -21,7 +21,8 @@
 //! | `DIALTONE_LOG_FORMAT` | `text` | `text` or `json` |
 //! | `DIALTONE_MEDIA_WORKERS` | `0` | media threads; 0 is one per core |
 //! | `DIALTONE_RTP_TIMEOUT_SECONDS` | `30` | end a call whose far end sent no RTP for this long |
-//! | `DIALTONE_QUEUE_TIMEOUT_SECONDS` | `60` | how long a call waits in `queued` under its organisation's concurrency cap |
+//! | `DIALTONE_QUEUE_TIMEOUT_SECONDS` | `60` | how long a call waits in `queued` under its organisation's and trunk's caps |
+//! | `DIALTONE_SIP_T1_MS` | `500` | SIP timer T1; an unanswered INVITE times out after 64·T1 |
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -100,8 +101,12 @@ pub struct Config {
     pub media_workers: usize,
     /// A call whose far end sends no RTP for this long is ended.
     pub rtp_timeout: Duration,
-    /// How long a call may wait for a slot under its organisation's concurrency cap.
+    /// How long a call may wait in `queued` for room under its organisation's and its
+    /// trunk's caps.
     pub queue_timeout: Duration,
+    /// SIP timer T1, the round-trip estimate every SIP timer derives from (Timer B, the
+    /// INVITE timeout, is 64·T1).
+    pub sip_t1: Duration,
 }
 
 fn var(key: &str) -> Option<String> {
@@ -195,6 +200,14 @@ impl Config {
                 60u64,
                 "a whole number of seconds",
             )?),
+            sip_t1: Duration::from_millis(
+                number(
+                    "DIALTONE_SIP_T1_MS",
+                    500u64,
+                    "a whole number of milliseconds",
+                )?
+                .max(1),
+            ),
             webhook_allow_private: match var("DIALTONE_WEBHOOK_ALLOW_PRIVATE").as_deref() {
                 None | Some("false" | "0") => false,
                 Some("true" | "1") => true,
@@ -302,6 +315,7 @@ impl Daemon {
         webhook_config.allow_private = config.webhook_allow_private;
         let webhooks = spawn_delivery(storage.clone(), webhook_config);
         let mut ua_config = UaConfig::new(config.sip_addr);
+        ua_config.timers.t1 = config.sip_t1;
         if let Some((host, port)) = &config.sip_advertised {
             ua_config.advertised_host = Some(host.clone());
             ua_config.advertised_port = *port;

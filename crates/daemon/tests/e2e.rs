@@ -30,6 +30,7 @@ fn config(dir: &std::path::Path) -> Config {
         media_workers: 1,
         rtp_timeout: std::time::Duration::from_secs(30),
         queue_timeout: std::time::Duration::from_secs(60),
+        sip_t1: std::time::Duration::from_millis(500),
     }
 }
 
@@ -58,6 +59,10 @@ impl Api {
 
     async fn get(&self, path: &str) -> (u16, Value) {
         self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
     }
 }
 
@@ -93,24 +98,25 @@ async fn setup_agent(api: &Api, sipp_port: u16) -> (String, String) {
     )
 }
 
-/// A daemon on its own SQLite file, SIPp playing `scenario` as the trunk (a trunk on a port
-/// nobody answers when `None`), and an echo agent calling through it. Scenarios may use
+/// A daemon on its own SQLite file, SIPp playing `scenario` as the trunk (when `None`, the trunk
+/// is a UDP socket that never answers), and an echo agent calling through it. Scenarios may use
 /// `__TONE__`: three seconds of 440 Hz at amplitude 10000 (-13.3 dBFS RMS), as PCMU.
 struct World {
     _dir: tempfile::TempDir,
     sipp: Option<Sipp>,
+    _silent_trunk: Option<std::net::UdpSocket>,
     daemon: Daemon,
     api: Api,
     agent_id: String,
 }
 
 async fn world(scenario_name: Option<&str>, keys: &[(&str, &str)]) -> World {
-    world_on(None, scenario_name, keys).await
+    world_on(|_| {}, scenario_name, keys).await
 }
 
-/// [`world`] with the daemon's storage at `database_url` (default: SQLite in the temp dir).
+/// [`world`] with the daemon's configuration changed by `tweak` first.
 async fn world_on(
-    database_url: Option<String>,
+    tweak: impl FnOnce(&mut Config),
     scenario_name: Option<&str>,
     keys: &[(&str, &str)],
 ) -> World {
@@ -132,19 +138,26 @@ async fn world_on(
         )
         .unwrap()
     });
+    let silent_trunk = sipp
+        .is_none()
+        .then(|| std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
     let mut config = config(dir.path());
-    if let Some(url) = database_url {
-        config.database_url = url;
-    }
+    tweak(&mut config);
     let daemon = Daemon::start(config).await.unwrap();
     let api = Api {
         base: format!("http://{}", daemon.http_addr),
         http: reqwest::Client::new(),
     };
-    let (agent_id, _) = setup_agent(&api, sipp.as_ref().map_or(5060, |s| s.port)).await;
+    let trunk_port = match (&sipp, &silent_trunk) {
+        (Some(s), _) => s.port,
+        (None, Some(socket)) => socket.local_addr().unwrap().port(),
+        (None, None) => unreachable!("one of the two is there"),
+    };
+    let (agent_id, _) = setup_agent(&api, trunk_port).await;
     World {
         _dir: dir,
         sipp,
+        _silent_trunk: silent_trunk,
         daemon,
         api,
         agent_id,
@@ -1723,7 +1736,7 @@ async fn a_call_on_postgresql_goes_through_like_on_sqlite() {
         return;
     };
     let w = world_on(
-        Some(url.clone()),
+        |c| c.database_url = url.clone(),
         Some("callee_speaks_then_hangs_up.xml"),
         &[("talk_ms", "1000")],
     )
@@ -1735,6 +1748,223 @@ async fn a_call_on_postgresql_goes_through_like_on_sqlite() {
     assert!(record["media_stats"]["packets_in"].as_u64().unwrap() >= 30);
     let (_, page) = w.api.get("/v1/calls?status=completed&limit=5").await;
     assert_eq!(page["data"][0]["id"], id.as_str());
+    w.finish().await;
+}
+
+impl World {
+    /// Changes the agent's settings.
+    async fn set_agent(&self, settings: Value) {
+        let (s, agent) = self
+            .api
+            .patch(&format!("/v1/agents/{}", self.agent_id), settings)
+            .await;
+        assert_eq!(s, 200, "{agent}");
+    }
+
+    async fn hangup(&self, id: &str) {
+        let (s, body) = self
+            .api
+            .post(&format!("/v1/calls/{id}/hangup"), json!({}))
+            .await;
+        assert_eq!(s, 200, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_nobody_answers_is_canceled_after_the_ring_timeout_as_no_answer() {
+    let w = world(Some("ring_until_cancel.xml"), &[]).await;
+    w.set_agent(json!({"ring_timeout_seconds": 1})).await;
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "no_answer", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "no_answer");
+    assert_eq!(record["end_reason"]["by"], "engine");
+    assert_eq!(record["end_reason"]["sip_status"], 487);
+    let ring = record["ring_duration_ms"].as_i64().unwrap();
+    assert!((900..5000).contains(&ring), "rang {ring} ms");
+    assert!(record["answered_at"].is_null());
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_that_never_answers_fails_the_call_after_timer_b() {
+    // T1 = 20 ms: Timer B fires after 64·T1 = 1.28 s of INVITE retransmissions.
+    let w = world_on(|c| c.sip_t1 = Duration::from_millis(20), None, &[]).await;
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "failed", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "trunk_timeout");
+    assert_eq!(record["end_reason"]["by"], "trunk");
+    assert!(record["end_reason"]["sip_status"].is_null());
+    assert!(record["ringing_at"].is_null());
+    assert!(record["dialed_at"].is_string());
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_up_an_answered_call_by_api_sends_bye_and_completes_it() {
+    let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "in_progress").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.hangup(&id).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["end_reason"]["by"], "api");
+    assert!(record["talk_duration_ms"].as_i64().unwrap() >= 300);
+    // SIPp's scenario fails unless our BYE came.
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_end_that_sends_no_rtp_is_hung_up_as_rtp_timeout() {
+    let w = world_on(
+        |c| c.rtp_timeout = Duration::from_secs(1),
+        Some("answer_then_we_hang_up.xml"),
+        &[],
+    )
+    .await;
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "rtp_timeout");
+    assert_eq!(record["end_reason"]["by"], "engine");
+    assert_eq!(record["media_stats"]["packets_in"], 0);
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_at_the_agents_maximum_duration_is_hung_up() {
+    let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
+    w.set_agent(json!({"max_duration_seconds": 1})).await;
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "max_duration");
+    assert_eq!(record["end_reason"]["by"], "engine");
+    let talk = record["talk_duration_ms"].as_i64().unwrap();
+    assert!((900..5000).contains(&talk), "talked {talk} ms");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_is_heard_before_answer_and_a_2xx_without_sdp_keeps_it() {
+    let w = world(
+        Some("ringback_then_answer_without_sdp.xml"),
+        &[("talk_ms", "1000")],
+    )
+    .await;
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["end_reason"]["by"], "callee");
+    let media = &record["media_stats"];
+    // Three seconds of tone before the answer, heard as audio, none of it left for the brain:
+    // without the early listener it would overflow the 1 s ring to the speech loop.
+    let early = media["early_media_ms"].as_u64().unwrap();
+    let voiced = media["early_media_voiced_ms"].as_u64().unwrap();
+    assert!(early >= 2800, "{media}");
+    assert!(voiced >= 2500, "{media}");
+    assert_eq!(media["inbound_overflow"], 0, "{media}");
+    let ring = record["ring_duration_ms"].as_i64().unwrap();
+    assert!(ring >= 3000, "rang {ring} ms");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_a_trunk_cap_wait_in_queued_until_a_slot_or_the_queue_timeout() {
+    let w = world_on(
+        |c| c.queue_timeout = Duration::from_secs(3),
+        Some("answer_then_we_hang_up.xml"),
+        &[],
+    )
+    .await;
+    let (_, trunks) = w.api.get("/v1/trunks").await;
+    let trunk_id = trunks["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, trunk) = w
+        .api
+        .patch(
+            &format!("/v1/trunks/{trunk_id}"),
+            json!({"max_concurrent_calls": 1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{trunk}");
+    let first = w.dispatch(json!({})).await;
+    wait_status(&w.api, &first, "in_progress").await;
+    let canceled = w.dispatch(json!({})).await;
+    let timed_out = w.dispatch(json!({})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in [&canceled, &timed_out] {
+        let (_, c) = w.api.get(&format!("/v1/calls/{id}")).await;
+        assert_eq!(c["status"], "queued", "{c:#}");
+    }
+    w.hangup(&canceled).await;
+    let record = wait_final(&w.api, &canceled).await;
+    assert_eq!(record["status"], "canceled", "{record:#}");
+    assert_eq!(record["end_reason"]["by"], "api");
+    assert!(record["sip_call_id"].is_null(), "never dialled");
+    let record = wait_final(&w.api, &timed_out).await;
+    assert_eq!(record["status"], "failed", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "queue_timeout");
+    assert!(record["sip_call_id"].is_null(), "never dialled");
+    w.hangup(&first).await;
+    assert_eq!(wait_final(&w.api, &first).await["status"], "completed");
+    let (_, events) = w.api.get(&format!("/v1/calls/{timed_out}/events")).await;
+    let kinds: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(kinds.is_empty(), "no webhook URL, no events: {kinds:?}");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_answering_410_gets_each_event_once_and_no_retries() {
+    use axum::http::StatusCode;
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().route(
+        "/gone",
+        axum::routing::post(move || {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                StatusCode::GONE
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/gone", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let w = world(Some("reject.xml"), &[("status", "486")]).await;
+    let id = w.dispatch(json!({"webhook_url": url})).await;
+    wait_final(&w.api, &id).await;
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = w.api.get(&format!("/v1/calls/{id}/events")).await.1["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if events.last().is_some_and(|e| e["type"] == "call.ended")
+            && events.iter().all(|e| e["state"] == "dead")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        events
+            .iter()
+            .all(|e| e["state"] == "dead" && e["attempts"] == 1 && e["last_error"] == "410 Gone"),
+        "{events:#?}"
+    );
+    // Half a second more: the worker polls every 200 ms, and must not try again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), events.len());
     w.finish().await;
 }
 

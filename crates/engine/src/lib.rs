@@ -1,15 +1,25 @@
 //! # dialtone-engine — one call, end to end
 //!
 //! [`Engine::dispatch`] resolves an agent's caller ID and trunk, writes the call row (status
-//! `queued`) before anything leaves, and starts the call's task: bind an RTP port, offer SDP,
-//! dial through the SIP user agent, follow the call (`dialing` → `ringing` → `in_progress`),
-//! run the media and the agent's brain once answered, and write the outcome (status, end
-//! reason, who ended it, SIP details, media statistics). Each step is committed before the next
-//! is taken; storage refuses steps backwards. Each call runs inside a `tracing` span with its
-//! id and SIP Call-ID.
+//! `queued`) before anything leaves, and starts the call's task:
 //!
-//! Brains available in this build: `builtin:echo` (the caller hears itself, full duplex through
-//! the media pipeline).
+//! 1. wait in `queued`, first come first served, for a slot under the organisation's
+//!    concurrency cap and room under the trunk's concurrency and calls-per-second caps, within
+//!    the queue timeout (`queue_timeout`); a hang-up there ends it `canceled`;
+//! 2. bind an RTP port, offer SDP, dial through the SIP user agent (`dialing` → `ringing`);
+//! 3. on early media (183 with SDP) start the media pipeline and listen: ringback and
+//!    announcements are measured onto the record (`early_media_ms`), not given to the brain;
+//! 4. at answer (a 2xx without SDP keeps the early answer) start the agent's brain on the
+//!    media (`in_progress`), with the agent's maximum duration and the RTP timeout armed;
+//! 5. write the outcome: status, end reason and who ended it (`callee`, `agent`, `engine`,
+//!    `api`, `trunk`), SIP details and media statistics.
+//!
+//! Each step is committed before it is announced (watchers, webhooks, logs); storage refuses
+//! steps backwards. Each call runs inside a `tracing` span with its id and SIP Call-ID.
+//!
+//! Brains: `builtin:echo` (the caller hears itself, full duplex through the media pipeline),
+//! `builtin:ivr` (speaks the instructions, collects digits) and any AgentBridge server
+//! (`grpc://host:port`); see [`tts`] for the engine-side speech.
 
 mod brains;
 pub mod tts;
@@ -21,14 +31,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dialtone_media::{
-    Direction, MediaCall, MediaCodec, MediaConfig, MediaEngine, MediaEvent, PortPool,
+    Direction, FrameReceiver, MediaCall, MediaCodec, MediaConfig, MediaEngine, MediaEvent, PortPool,
 };
 use dialtone_sdp::{
     AudioCodec, LocalMedia, NegotiatedSession, SessionDescription, build_offer, negotiate_answer,
 };
 pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{
-    CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, Transport, Trunk, UaEvent,
+    Admission, CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, Transport, Trunk,
+    UaEvent,
 };
 use dialtone_speech::{AmdConfig, BargeIn, SpeechConfig};
 
@@ -184,7 +195,8 @@ fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
         TrunkTransport::Udp => Transport::Udp,
         TrunkTransport::Tcp => Transport::Tcp,
     };
-    let mut trunk = Trunk::new(t.name.clone(), t.host.clone(), transport);
+    // Names are unique per organisation only; the caps are kept per name.
+    let mut trunk = Trunk::new(format!("{} ({})", t.name, t.id), t.host.clone(), transport);
     trunk.port = Some(t.port);
     trunk.credentials = t.username.clone().map(|username| Credentials {
         username,
@@ -533,13 +545,8 @@ impl Engine {
         reason: &str,
         by: &str,
         sip_status: Option<u16>,
+        media: Option<Value>,
     ) {
-        tracing::info!(
-            status = status.as_str(),
-            reason,
-            by,
-            "call ended without an answer"
-        );
         metrics::counter!("dialtone_calls_total", "status" => status.as_str(), "end_reason" => reason.to_owned())
             .increment(1);
         self.advance(
@@ -549,34 +556,97 @@ impl Engine {
                 end_reason: Some(reason.to_owned()),
                 ended_by: Some(by.to_owned()),
                 sip_status,
+                media,
                 ..CallProgress::default()
             },
         )
         .await;
+        tracing::info!(
+            status = status.as_str(),
+            reason,
+            by,
+            "call ended without an answer"
+        );
+    }
+
+    /// Waits in `queued`, in order, for a slot under the organisation's concurrency cap and
+    /// room under the trunk's caps, both within the queue timeout counted from dispatch.
+    /// `None` when the call ended there (canceled by the API, or `queue_timeout`), recorded.
+    async fn wait_in_queue(
+        &self,
+        plan: &CallPlan,
+        hangup: &mut mpsc::UnboundedReceiver<()>,
+    ) -> Option<(Option<tokio::sync::OwnedSemaphorePermit>, Admission)> {
+        let deadline = tokio::time::Instant::from_std(plan.dispatched) + self.config.queue_timeout;
+        let queued = async {
+            let org_slot = match &plan.org_slots {
+                None => None,
+                Some(slots) => {
+                    match tokio::time::timeout_at(deadline, slots.clone().acquire_owned()).await {
+                        Ok(Ok(slot)) => Some(slot),
+                        _ => {
+                            tracing::warn!(
+                                "no slot under the organisation's concurrency cap in time"
+                            );
+                            return None;
+                        }
+                    }
+                }
+            };
+            let mut trunk = (*plan.trunk).clone();
+            trunk.cap_wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.ua.admit(&trunk).await {
+                Ok(admission) => Some((org_slot, admission)),
+                Err(error) => {
+                    tracing::warn!(%error, "no room under the trunk's caps in time");
+                    None
+                }
+            }
+        };
+        tokio::select! {
+            admitted = queued => {
+                if admitted.is_none() {
+                    self.fail(plan.id, CallStatus::Failed, "queue_timeout", "engine", None, None)
+                        .await;
+                }
+                admitted
+            }
+            _ = hangup.recv() => {
+                self.fail(plan.id, CallStatus::Canceled, "canceled", "api", None, None).await;
+                None
+            }
+        }
+    }
+
+    /// The media settings of a call negotiated as `session`.
+    fn media_config(&self, plan: &CallPlan, session: &NegotiatedSession) -> MediaConfig {
+        // The random bits of the v7 id seed SSRC, sequence and timestamp.
+        let random = plan.id.as_u128();
+        MediaConfig {
+            remote: session.remote_rtp,
+            remote_rtcp: session.remote_rtcp,
+            rtcp_mux: session.rtcp_mux,
+            codec: match session.codec.codec {
+                AudioCodec::Pcma => MediaCodec::Pcma,
+                AudioCodec::Opus => MediaCodec::Opus,
+                _ => MediaCodec::Pcmu,
+            },
+            send_payload_type: session.codec.send_payload_type,
+            receive_payload_type: session.codec.receive_payload_type,
+            telephone_event: session.telephone_event,
+            rtp_timeout: self.config.rtp_timeout,
+            record: None,
+            ssrc: random as u32,
+            initial_sequence: (random >> 32) as u16,
+            initial_timestamp: (random >> 16) as u32,
+            cname: format!("dialtone-{}", plan.id),
+        }
     }
 
     async fn run(&self, plan: CallPlan, mut hangup: mpsc::UnboundedReceiver<()>) {
-        // Under the organisation's concurrency cap the call waits in `queued`, in order, for a
-        // slot it holds until it ends.
-        let _slot = match &plan.org_slots {
-            None => None,
-            Some(slots) => {
-                let waited = tokio::select! {
-                    slot = tokio::time::timeout(self.config.queue_timeout, slots.clone().acquire_owned()) => slot,
-                    _ = hangup.recv() => {
-                        return self.fail(plan.id, CallStatus::Canceled, "canceled", "api", None).await;
-                    }
-                };
-                match waited {
-                    Ok(Ok(slot)) => Some(slot),
-                    _ => {
-                        tracing::warn!("no slot under the organisation's concurrency cap in time");
-                        return self
-                            .fail(plan.id, CallStatus::Failed, "queue_timeout", "engine", None)
-                            .await;
-                    }
-                }
-            }
+        // Both are held until the call ends.
+        let Some((_org_slot, admission)) = self.wait_in_queue(&plan, &mut hangup).await else {
+            return;
         };
         let port = match self.ports.bind() {
             Ok(p) => p,
@@ -588,6 +658,7 @@ impl Engine {
                         CallStatus::Failed,
                         "media_unavailable",
                         "engine",
+                        None,
                         None,
                     )
                     .await;
@@ -605,25 +676,40 @@ impl Engine {
         request
             .extra_headers
             .push(("X-Dialtone-Call-Id".into(), plan.id.to_string()));
-        let mut call = match self.ua.dial(request).await {
+        let mut call = match self.ua.dial_admitted(request, admission).await {
             Ok(c) => c,
             Err(error) => {
                 tracing::warn!(%error, "dial refused");
                 return self
-                    .fail(plan.id, CallStatus::Failed, "dial_refused", "engine", None)
+                    .fail(
+                        plan.id,
+                        CallStatus::Failed,
+                        "dial_refused",
+                        "engine",
+                        None,
+                        None,
+                    )
                     .await;
             }
         };
+        let negotiate = |sdp: &[u8]| {
+            let answer = SessionDescription::parse(std::str::from_utf8(sdp).ok()?).ok()?;
+            negotiate_answer(&offer, &answer).ok()
+        };
         let mut port = Some(port);
         let mut media: Option<MediaCall> = None;
+        let mut early: Option<EarlyListener> = None;
+        let mut early_heard = EarlyHeard::default();
         let mut brain: Option<tokio::task::JoinHandle<()>> = None;
+        let mut answered = false;
         let mut hangup_by_api = false;
         let (brain_tx, mut brain_rx) = mpsc::unbounded_channel();
         let (brain_inputs, brain_inputs_rx) = mpsc::unbounded_channel::<BrainInput>();
         let mut brain_inputs_rx = Some(brain_inputs_rx);
         let max_duration = tokio::time::sleep(Duration::from_secs(86_400));
         tokio::pin!(max_duration);
-        let mut duration_reason: Option<&'static str> = None;
+        // Why and by whom (`agent` or `engine`) we hung up, when it was not the API.
+        let mut local_end: Option<(&'static str, &'static str)> = None;
         loop {
             let event = tokio::select! {
                 e = call.next_event() => e,
@@ -636,7 +722,7 @@ impl Engine {
                     match request {
                         BrainRequest::HangUp { reason } => {
                             tracing::info!(reason, "the brain hangs up");
-                            duration_reason = Some(reason);
+                            local_end = Some((reason, "agent"));
                             let _ = call.hang_up();
                         }
                         BrainRequest::SendDtmf(digits) => {
@@ -651,9 +737,12 @@ impl Engine {
                 }
                 Some(event) = next_media_event(&mut media) => {
                     match event {
+                        // Early media may stop while the phone rings; the ring timeout
+                        // covers that. The RTP timeout counts from the answer.
+                        MediaEvent::RtpTimeout { .. } if !answered => {}
                         MediaEvent::RtpTimeout { silent_for } => {
                             tracing::warn!(?silent_for, "no RTP from the far end; hanging up");
-                            duration_reason = Some("rtp_timeout");
+                            local_end = Some(("rtp_timeout", "engine"));
                             let _ = call.hang_up();
                         }
                         MediaEvent::Dtmf { event, .. } => {
@@ -667,8 +756,8 @@ impl Engine {
                     }
                     continue;
                 }
-                _ = &mut max_duration, if media.is_some() => {
-                    duration_reason = Some("max_duration");
+                _ = &mut max_duration => {
+                    local_end = Some(("max_duration", "engine"));
                     let _ = call.hang_up();
                     max_duration.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400));
                     continue;
@@ -690,58 +779,88 @@ impl Engine {
                     )
                     .await;
                 }
-                UaEvent::Call(CallEvent::Ringing { .. } | CallEvent::EarlyMedia { .. }) => {
+                UaEvent::Call(CallEvent::Ringing { .. }) => {
                     self.advance(plan.id, CallStatus::Ringing, CallProgress::default())
                         .await;
                 }
+                UaEvent::Call(CallEvent::EarlyMedia { sdp, .. }) => {
+                    self.advance(plan.id, CallStatus::Ringing, CallProgress::default())
+                        .await;
+                    // Ringback and announcements flow through the pipeline from here on; the
+                    // conversation (and the brain) starts at answer.
+                    let session = negotiate(&sdp).filter(|_| media.is_none());
+                    if let Some((session, bound)) = session.and_then(|s| Some((s, port.take()?))) {
+                        match self.media.start(bound, self.media_config(&plan, &session)) {
+                            Ok(mut m) => {
+                                tracing::info!(codec = %session.codec.name, "early media");
+                                early = m.take_inbound().map(EarlyListener::start);
+                                media = Some(m);
+                                current = Some(session);
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "early media did not start; hanging up");
+                                local_end = Some(("media_unavailable", "engine"));
+                                let _ = call.hang_up();
+                            }
+                        }
+                    }
+                }
                 UaEvent::Call(CallEvent::Answered { sdp }) => {
-                    let negotiated = sdp
-                        .as_deref()
-                        .and_then(|s| std::str::from_utf8(s).ok())
-                        .and_then(|s| SessionDescription::parse(s).ok())
-                        .ok_or(())
-                        .and_then(|answer| negotiate_answer(&offer, &answer).map_err(|_| ()));
-                    let Ok(session) = negotiated else {
+                    // A 2xx without SDP confirms the early media's answer (RFC 3261 §13.2.1).
+                    let answer = match sdp.as_deref() {
+                        Some(sdp) => negotiate(sdp),
+                        None => current.clone(),
+                    };
+                    let Some(session) = answer else {
                         tracing::warn!("answer SDP unusable; hanging up");
-                        duration_reason = Some("incompatible_media");
+                        local_end = Some(("incompatible_media", "engine"));
                         let _ = call.hang_up();
                         continue;
                     };
-                    let codec = match session.codec.codec {
-                        AudioCodec::Pcma => MediaCodec::Pcma,
-                        AudioCodec::Opus => MediaCodec::Opus,
-                        _ => MediaCodec::Pcmu,
-                    };
-                    let Some(bound) = port.take() else { continue };
-                    // The random bits of the v7 id seed SSRC, sequence and timestamp.
-                    let random = plan.id.as_u128();
-                    let started = self.media.start(
-                        bound,
-                        MediaConfig {
-                            remote: session.remote_rtp,
-                            remote_rtcp: session.remote_rtcp,
-                            rtcp_mux: session.rtcp_mux,
-                            codec,
-                            send_payload_type: session.codec.send_payload_type,
-                            receive_payload_type: session.codec.receive_payload_type,
-                            telephone_event: session.telephone_event,
-                            rtp_timeout: self.config.rtp_timeout,
-                            record: None,
-                            ssrc: random as u32,
-                            initial_sequence: (random >> 32) as u16,
-                            initial_timestamp: (random >> 16) as u32,
-                            cname: format!("dialtone-{}", plan.id),
+                    let started = match (media.take(), &current) {
+                        (Some(m), Some(early_session))
+                            if early_session.codec.codec == session.codec.codec =>
+                        {
+                            if early_session.remote_rtp != session.remote_rtp
+                                || early_session.direction != session.direction
+                            {
+                                m.redirect(Direction {
+                                    sending: session.direction.sends(),
+                                    receiving: session.direction.receives(),
+                                    remote: session.remote_rtp,
+                                });
+                            }
+                            m.answered();
+                            Ok(m)
+                        }
+                        (Some(_), _) => {
+                            tracing::warn!("the answer changed the early media's codec");
+                            Err(("incompatible_media", None))
+                        }
+                        (None, _) => match port.take() {
+                            Some(bound) => self
+                                .media
+                                .start(bound, self.media_config(&plan, &session))
+                                .map_err(|error| ("media_unavailable", Some(error))),
+                            None => Err(("media_unavailable", None)),
                         },
-                    );
+                    };
                     let mut m = match started {
                         Ok(m) => m,
-                        Err(error) => {
-                            tracing::error!(%error, "media did not start; hanging up");
-                            duration_reason = Some("media_unavailable");
+                        Err((code, error)) => {
+                            tracing::error!(?error, code, "media did not start; hanging up");
+                            local_end = Some((code, "engine"));
                             let _ = call.hang_up();
                             continue;
                         }
                     };
+                    if let Some(listener) = early.take() {
+                        let (inbound, heard) = listener.stop().await;
+                        early_heard = heard;
+                        if let Some(inbound) = inbound {
+                            m.restore_inbound(inbound);
+                        }
+                    }
                     let context = BrainContext {
                         storage: self.storage.clone(),
                         call_id: plan.id,
@@ -765,6 +884,7 @@ impl Engine {
                         }
                     };
                     media = Some(m);
+                    answered = true;
                     tracing::info!(codec = %session.codec.name, "answered");
                     metrics::histogram!("dialtone_setup_seconds")
                         .record(plan.dispatched.elapsed().as_secs_f64());
@@ -805,6 +925,7 @@ impl Engine {
                 UaEvent::Call(CallEvent::Failed { status, reason }) => {
                     let (state, by) = match reason {
                         _ if hangup_by_api => (CallStatus::Canceled, "api"),
+                        _ if local_end.is_some() => (CallStatus::Failed, "engine"),
                         EndReason::Busy => (CallStatus::Busy, "callee"),
                         EndReason::NoAnswer => (CallStatus::NoAnswer, "engine"),
                         EndReason::Rejected | EndReason::Unavailable => {
@@ -812,24 +933,31 @@ impl Engine {
                         }
                         _ => (CallStatus::Failed, "trunk"),
                     };
-                    let code = if hangup_by_api {
-                        "canceled"
-                    } else {
-                        reason.as_str()
+                    let code = match local_end {
+                        _ if hangup_by_api => "canceled",
+                        Some((code, _)) => code,
+                        None => reason.as_str(),
                     };
-                    self.fail(plan.id, state, duration_reason.unwrap_or(code), by, status)
+                    // Early media heard before the call failed (an announcement, say).
+                    let media_json = match media.take() {
+                        Some(m) => media_record(m.stop().await, early.take(), early_heard).await,
+                        None => None,
+                    };
+                    self.fail(plan.id, state, code, by, status, media_json)
                         .await;
                 }
                 UaEvent::Call(CallEvent::Ended { by, reason }) => {
+                    let (code, ended_by) = match (by, hangup_by_api, local_end) {
+                        (Party::Remote, ..) => (reason.as_str(), "callee"),
+                        (Party::Local, true, _) => (reason.as_str(), "api"),
+                        (Party::Local, false, Some((code, by))) => (code, by),
+                        (Party::Local, false, None) => (reason.as_str(), "agent"),
+                    };
                     if let Some(mut b) = brain.take() {
                         // The brain hears how the call ended, and has a moment to finish.
                         let _ = brain_inputs.send(BrainInput::Ended {
-                            by: match (by, hangup_by_api) {
-                                (Party::Remote, _) => "callee",
-                                (Party::Local, true) => "api",
-                                (Party::Local, false) => "agent",
-                            },
-                            reason: duration_reason.unwrap_or(reason.as_str()),
+                            by: ended_by,
+                            reason: code,
                         });
                         if tokio::time::timeout(Duration::from_millis(500), &mut b)
                             .await
@@ -842,37 +970,34 @@ impl Engine {
                         Some(m) => Some(m.stop().await),
                         None => None,
                     };
-                    let ended_by = match (by, hangup_by_api, duration_reason) {
-                        (Party::Remote, ..) => "callee",
-                        (Party::Local, true, _) => "api",
-                        (Party::Local, false, _) => "agent",
-                    };
-                    let media_json = stats.and_then(|s| serde_json::to_value(s).ok());
-                    tracing::info!(ended_by, "call ended");
-                    let code = duration_reason.unwrap_or(reason.as_str()).to_owned();
-                    metrics::counter!("dialtone_calls_total", "status" => "completed", "end_reason" => code)
+                    metrics::counter!("dialtone_calls_total", "status" => "completed", "end_reason" => code.to_owned())
                         .increment(1);
-                    if let Some(s) = stats {
-                        metrics::histogram!("dialtone_jitter_buffer_ms")
-                            .record(f64::from(s.jitter_buffer_ms));
-                        metrics::counter!("dialtone_concealed_frames_total")
-                            .increment(s.concealed_frames);
-                        metrics::counter!("dialtone_inbound_ring_overflows_total")
-                            .increment(s.inbound_overflow);
-                        metrics::counter!("dialtone_outbound_ring_underflows_total")
-                            .increment(s.outbound_underflow);
-                    }
+                    let media_json = match stats {
+                        Some(s) => {
+                            metrics::histogram!("dialtone_jitter_buffer_ms")
+                                .record(f64::from(s.jitter_buffer_ms));
+                            metrics::counter!("dialtone_concealed_frames_total")
+                                .increment(s.concealed_frames);
+                            metrics::counter!("dialtone_inbound_ring_overflows_total")
+                                .increment(s.inbound_overflow);
+                            metrics::counter!("dialtone_outbound_ring_underflows_total")
+                                .increment(s.outbound_underflow);
+                            media_record(s, early.take(), early_heard).await
+                        }
+                        None => None,
+                    };
                     self.advance(
                         plan.id,
                         CallStatus::Completed,
                         CallProgress {
-                            end_reason: Some(duration_reason.unwrap_or(reason.as_str()).to_owned()),
+                            end_reason: Some(code.to_owned()),
                             ended_by: Some(ended_by.to_owned()),
                             media: media_json,
                             ..CallProgress::default()
                         },
                     )
                     .await;
+                    tracing::info!(ended_by, code, "call ended");
                 }
                 _ => {}
             }
@@ -993,6 +1118,79 @@ fn answer_remote_offer(
     let (answer, negotiated) =
         dialtone_sdp::answer_offer(&offer, local, Some(current), session_id, version).ok()?;
     (negotiated.codec.codec == current.codec.codec).then(|| (answer.to_string(), negotiated))
+}
+
+/// What the far end played before it answered (ringback, announcements), in 20 ms frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct EarlyHeard {
+    frames: u64,
+    /// Frames above -40 dBFS: tones or speech rather than silence.
+    voiced: u64,
+}
+
+/// Listens to early media until stopped. Its frames are measured, not given to the brain, whose
+/// conversation starts at answer with no stale ringback in its ring.
+#[derive(Debug)]
+struct EarlyListener {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<(FrameReceiver, EarlyHeard)>,
+}
+
+impl EarlyListener {
+    fn start(mut inbound: FrameReceiver) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut heard = EarlyHeard::default();
+            loop {
+                let frame = tokio::select! {
+                    f = inbound.recv() => f,
+                    _ = &mut stopped => None,
+                };
+                let Some(frame) = frame else { break };
+                heard.frames += 1;
+                if dialtone_media::level_dbfs(&frame.samples) > -40.0 {
+                    heard.voiced += 1;
+                }
+            }
+            // What came in since is early media too, not the caller's first words.
+            while let Some(frame) = inbound.try_recv() {
+                heard.frames += 1;
+                if dialtone_media::level_dbfs(&frame.samples) > -40.0 {
+                    heard.voiced += 1;
+                }
+            }
+            (inbound, heard)
+        });
+        Self { stop, task }
+    }
+
+    /// Stops listening; gives back the ring (for the brain) and what was heard.
+    async fn stop(self) -> (Option<FrameReceiver>, EarlyHeard) {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok((inbound, heard)) => (Some(inbound), heard),
+            Err(_) => (None, EarlyHeard::default()),
+        }
+    }
+}
+
+/// The call record's `media_stats`: the media's counters plus the early media heard (from a
+/// listener still running when the call failed before answer, or as counted at answer).
+async fn media_record(
+    stats: dialtone_media::MediaStats,
+    listener: Option<EarlyListener>,
+    heard: EarlyHeard,
+) -> Option<Value> {
+    let heard = match listener {
+        Some(l) => l.stop().await.1,
+        None => heard,
+    };
+    let mut record = serde_json::to_value(stats).ok()?;
+    if let Some(o) = record.as_object_mut() {
+        o.insert("early_media_ms".into(), (heard.frames * 20).into());
+        o.insert("early_media_voiced_ms".into(), (heard.voiced * 20).into());
+    }
+    Some(record)
 }
 
 /// The next event of the call's media; pending while there is none.

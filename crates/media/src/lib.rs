@@ -446,9 +446,21 @@ impl MediaCall {
         self.inbound.take()
     }
 
+    /// Hands back the caller's audio taken by [`MediaCall::take_inbound`], for its next
+    /// consumer (early media is listened to before the brain takes over at answer).
+    pub fn restore_inbound(&mut self, inbound: FrameReceiver) {
+        self.inbound = Some(inbound);
+    }
+
     /// The agent's audio ring, for the one producer that takes it.
     pub fn take_outbound(&mut self) -> Option<FrameSender> {
         self.outbound.take()
+    }
+
+    /// The call was answered: the RTP timeout counts from now (media started with early
+    /// media may have been silent while the phone rang).
+    pub fn answered(&self) {
+        self.worker.send(Command::Answered(self.id));
     }
 
     /// Applies a new offer/answer: hold, resume, or a new far-end address.

@@ -469,6 +469,13 @@ impl CallMedia {
         self.jitter.push(now, sequence, &rtp);
     }
 
+    /// The call was answered at `now`: the RTP timeout counts from here (early media may have
+    /// stopped long before, while the phone rang).
+    pub fn answered(&mut self, now: Instant) {
+        self.last_arrival = now;
+        self.timed_out = false;
+    }
+
     /// Applies a new offer/answer: hold, resume, or a new far-end address.
     pub fn redirect(&mut self, direction: Direction) {
         if direction.sending && !self.sending {

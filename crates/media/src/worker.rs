@@ -57,6 +57,7 @@ pub(crate) struct Started {
 pub(crate) enum Command {
     Start(Box<Started>),
     Redirect(u64, Direction),
+    Answered(u64),
     Dtmf(u64, String, oneshot::Sender<Result<(), crate::MediaError>>),
     Stop(u64, Option<oneshot::Sender<MediaStats>>),
     Shutdown,
@@ -225,6 +226,11 @@ impl Worker {
                 Ok(Command::Redirect(id, direction)) => {
                     if let Some(call) = self.find(id) {
                         call.media.redirect(direction);
+                    }
+                }
+                Ok(Command::Answered(id)) => {
+                    if let Some(call) = self.find(id) {
+                        call.media.answered(Instant::now());
                     }
                 }
                 Ok(Command::Dtmf(id, digits, reply)) => {

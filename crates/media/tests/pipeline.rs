@@ -614,6 +614,33 @@ fn a_silent_far_end_raises_one_rtp_timeout_unless_it_holds_us() {
 }
 
 #[test]
+fn the_rtp_timeout_counts_afresh_from_the_answer() {
+    let timeouts = |wire: &Wire| {
+        wire.b
+            .events
+            .iter()
+            .filter(|e| matches!(e, MediaEvent::RtpTimeout { .. }))
+            .count()
+    };
+    // Early media that fell silent while the phone rang for six seconds.
+    let mut wire = Wire::new(MediaCodec::Pcmu, Impairment::default(), 4);
+    wire.run(20, |_, _, _| {});
+    wire.a_silent = true;
+    wire.run(300, |_, _, _| {});
+    assert_eq!(timeouts(&wire), 1);
+    let answered_at = wire.t0 + Duration::from_millis(20 * wire.b.heard.len() as u64);
+    wire.b.media.answered(answered_at);
+    wire.run(200, |_, _, _| {});
+    assert_eq!(
+        timeouts(&wire),
+        1,
+        "four seconds after the answer is not yet five"
+    );
+    wire.run(100, |_, _, _| {});
+    assert_eq!(timeouts(&wire), 2);
+}
+
+#[test]
 fn the_far_end_is_latched_from_its_first_packet_and_strangers_are_ignored() {
     let t0 = Instant::now();
     // The SDP said 10.255.255.1, which is not where the media comes from (NAT).

@@ -392,11 +392,11 @@ impl Driver {
             };
             if !Arc::ptr_eq(&trunk, &slot.trunk) {
                 // Moving to another trunk: its caps apply, checked without waiting.
-                let Some(permit) = self.gates.try_admit(&trunk) else {
+                let Some(admission) = self.gates.try_admit(&trunk) else {
                     tracing::info!(trunk = %trunk.name, "fallback trunk at its cap, skipped");
                     continue;
                 };
-                slot.permit = permit;
+                slot.permit = admission.permit;
                 slot.trunk = trunk.clone();
             }
             let Ok(handle) = self

@@ -39,7 +39,7 @@ pub use dialtone_sip_core::{
     CallEvent, Credentials, EndReason, EndpointStats, Party, TimerConfig, Transport,
 };
 pub use health::{Registration, RegistrationState, TrunkHealth, TrunkMonitor};
-pub use trunk::Trunk;
+pub use trunk::{Admission, Trunk};
 
 use driver::Command;
 
@@ -258,7 +258,26 @@ impl SipUa {
     pub async fn dial(&self, request: DialRequest) -> Result<Call, UaError> {
         check_e164("from", &request.from)?;
         check_e164("to", &request.to)?;
-        let permit = self.gates.admit(&request.trunk).await?;
+        let admission = self.admit(&request.trunk).await?;
+        self.dial_admitted(request, admission).await
+    }
+
+    /// Waits (bounded by the trunk's `cap_wait`, first come first served) for room under the
+    /// trunk's caps. Dropping the future while it waits leaves the queue; pass the admission to
+    /// [`SipUa::dial_admitted`].
+    pub async fn admit(&self, trunk: &Trunk) -> Result<Admission, UaError> {
+        self.gates.admit(trunk).await
+    }
+
+    /// Places a call with room already taken under its trunk's caps ([`SipUa::admit`]).
+    pub async fn dial_admitted(
+        &self,
+        request: DialRequest,
+        admission: Admission,
+    ) -> Result<Call, UaError> {
+        check_e164("from", &request.from)?;
+        check_e164("to", &request.to)?;
+        let permit = admission.permit;
         let mut targets = Vec::new();
         for trunk in std::iter::once(&request.trunk).chain(&request.fallback_trunks) {
             match trunk.resolve(self.dns_server).await {

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -159,10 +161,15 @@ fn split_host_port(value: &str) -> (String, Option<u16>) {
     }
 }
 
+/// One trunk's caps and what is taken of them. A gate is made anew when the trunk's caps
+/// change; calls holding the old gate's slots keep them until they end.
 #[derive(Debug)]
 struct Gate {
+    caps: (Option<u32>, Option<u32>),
     concurrency: Option<(Arc<Semaphore>, u32)>,
-    rate: Option<Mutex<TokenBucket>>,
+    /// Waiters queue on the async lock in arrival order, so the rate cap is first come, first
+    /// served like the concurrency cap.
+    rate: Option<tokio::sync::Mutex<TokenBucket>>,
 }
 
 #[derive(Debug)]
@@ -188,6 +195,13 @@ impl TokenBucket {
     }
 }
 
+/// Room for one call on a trunk, taken by [`crate::SipUa::admit`]. The call holds it until it
+/// ends; dropping it unused gives the room back.
+#[derive(Debug)]
+pub struct Admission {
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
+
 /// The caps of every trunk seen, keyed by trunk name.
 #[derive(Debug, Default)]
 pub(crate) struct Gates {
@@ -196,48 +210,48 @@ pub(crate) struct Gates {
 
 impl Gates {
     fn gate(&self, trunk: &Trunk) -> Arc<Gate> {
+        let caps = (trunk.max_concurrent_calls, trunk.max_calls_per_second);
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        gates
-            .entry(trunk.name.clone())
-            .or_insert_with(|| {
-                Arc::new(Gate {
+        match gates.get(&trunk.name) {
+            Some(gate) if gate.caps == caps => gate.clone(),
+            _ => {
+                let gate = Arc::new(Gate {
+                    caps,
                     concurrency: trunk
                         .max_concurrent_calls
                         .map(|n| (Arc::new(Semaphore::new(n as usize)), n)),
                     rate: trunk.max_calls_per_second.map(|n| {
-                        Mutex::new(TokenBucket {
+                        tokio::sync::Mutex::new(TokenBucket {
                             per_second: n,
                             tokens: f64::from(n.max(1)),
                             updated: Instant::now(),
                         })
                     }),
-                })
-            })
-            .clone()
+                });
+                gates.insert(trunk.name.clone(), gate.clone());
+                gate
+            }
+        }
     }
 
     /// Takes room for one more call on `trunk` now, or `None` when a cap is reached.
-    /// `Some(None)` means the trunk has no concurrency cap.
-    pub(crate) fn try_admit(&self, trunk: &Trunk) -> Option<Option<OwnedSemaphorePermit>> {
+    pub(crate) fn try_admit(&self, trunk: &Trunk) -> Option<Admission> {
         let gate = self.gate(trunk);
         let permit = match &gate.concurrency {
             Some((semaphore, _)) => Some(semaphore.clone().try_acquire_owned().ok()?),
             None => None,
         };
         if let Some(bucket) = &gate.rate {
-            let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
-            b.take(Instant::now()).ok()?;
+            bucket.try_lock().ok()?.take(Instant::now()).ok()?;
         }
-        Some(permit)
+        Some(Admission { permit })
     }
 
-    /// Waits (at most `cap_wait`) until the trunk has room for one more call.
-    pub(crate) async fn admit(
-        &self,
-        trunk: &Trunk,
-    ) -> Result<Option<OwnedSemaphorePermit>, UaError> {
+    /// Waits (at most `cap_wait`, first come first served) until the trunk has room for one
+    /// more call.
+    pub(crate) async fn admit(&self, trunk: &Trunk) -> Result<Admission, UaError> {
         let gate = self.gate(trunk);
-        let deadline = tokio::time::Instant::now() + trunk.cap_wait;
+        let deadline = Instant::now() + trunk.cap_wait;
         let permit = match &gate.concurrency {
             Some((semaphore, max)) => {
                 let acquired =
@@ -255,24 +269,21 @@ impl Gates {
             None => None,
         };
         if let Some(bucket) = &gate.rate {
-            loop {
-                let wait = {
-                    let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
-                    match b.take(Instant::now()) {
-                        Ok(()) => break,
-                        Err(wait) => (wait, b.per_second),
-                    }
-                };
-                if tokio::time::Instant::now() + wait.0 > deadline {
-                    return Err(UaError::RateCap {
-                        trunk: trunk.name.clone(),
-                        max: wait.1,
-                    });
+            let rate_cap = || UaError::RateCap {
+                trunk: trunk.name.clone(),
+                max: trunk.max_calls_per_second.unwrap_or_default(),
+            };
+            let mut b = tokio::time::timeout_at(deadline, bucket.lock())
+                .await
+                .map_err(|_| rate_cap())?;
+            while let Err(wait) = b.take(Instant::now()) {
+                if Instant::now() + wait > deadline {
+                    return Err(rate_cap());
                 }
-                tokio::time::sleep(wait.0).await;
+                tokio::time::sleep(wait).await;
             }
         }
-        Ok(permit)
+        Ok(Admission { permit })
     }
 }
 
@@ -328,6 +339,63 @@ mod tests {
         ));
         drop(first);
         assert!(gates.admit(&trunk).await.is_ok());
+    }
+
+    /// Three calls queue behind a full trunk; they are admitted in the order they came.
+    async fn admitted_order(trunk: Trunk, first: Option<Admission>, gates: Arc<Gates>) -> Vec<u32> {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for i in 0..3 {
+            let (gates, trunk, order) = (gates.clone(), trunk.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let admission = gates.admit(&trunk).await.unwrap();
+                order.lock().unwrap().push(i);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(admission);
+            }));
+            // Let the waiter join the queue before the next one comes.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(first);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        order.lock().unwrap().clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_for_a_concurrency_cap_are_admitted_in_arrival_order() {
+        let gates = Arc::new(Gates::default());
+        let mut trunk = Trunk::new("fifo", "127.0.0.1", Transport::Udp);
+        trunk.max_concurrent_calls = Some(1);
+        trunk.cap_wait = Duration::from_secs(60);
+        let first = gates.admit(&trunk).await.unwrap();
+        assert_eq!(admitted_order(trunk, Some(first), gates).await, [0, 1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_for_a_rate_cap_are_admitted_in_arrival_order_a_second_apart() {
+        let gates = Arc::new(Gates::default());
+        let mut trunk = Trunk::new("paced", "127.0.0.1", Transport::Udp);
+        trunk.max_calls_per_second = Some(1);
+        trunk.cap_wait = Duration::from_secs(60);
+        gates.admit(&trunk).await.unwrap();
+        let started = Instant::now();
+        assert_eq!(admitted_order(trunk, None, gates).await, [0, 1, 2]);
+        assert!(started.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_changed_cap_applies_to_new_calls_at_once() {
+        let gates = Gates::default();
+        let mut trunk = Trunk::new("grown", "127.0.0.1", Transport::Udp);
+        trunk.max_concurrent_calls = Some(1);
+        trunk.cap_wait = Duration::ZERO;
+        let _held = gates.admit(&trunk).await.unwrap();
+        assert!(gates.try_admit(&trunk).is_none());
+        trunk.max_concurrent_calls = Some(2);
+        let _second = gates.admit(&trunk).await.unwrap();
+        assert!(gates.try_admit(&trunk).is_some());
     }
 
     #[tokio::test]
