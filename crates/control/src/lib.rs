@@ -174,7 +174,7 @@ impl From<EngineError> for ApiError {
                 // Whole seconds, rounded up: a client that waits that long gets through.
                 retry_after: Some(retry_after.as_millis().div_ceil(1000).max(1) as u64),
             },
-            EngineError::ShuttingDown => ApiError {
+            EngineError::ShuttingDown | EngineError::SipStopped => ApiError {
                 status: 503,
                 code: "unavailable",
                 message,
@@ -483,8 +483,15 @@ async fn metrics_page(State(state): State<ApiState>) -> Response {
     }
 }
 
+/// Ready when storage answers, the SIP user agent runs and calls are taken (not draining).
 async fn ready(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
     state.engine.storage().ping().await?;
+    if !state.engine.sip_running().await {
+        return Err(EngineError::SipStopped.into());
+    }
+    if !state.engine.is_accepting() {
+        return Err(EngineError::ShuttingDown.into());
+    }
     Ok("ready")
 }
 

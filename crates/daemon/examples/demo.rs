@@ -51,23 +51,19 @@ async fn main() -> anyhow::Result<()> {
         callee.port
     );
 
-    let daemon = Daemon::start(Config {
-        http_addr: "127.0.0.1:0".parse()?,
-        grpc_addr: "127.0.0.1:0".parse()?,
-        sip_addr: "127.0.0.1:0".parse()?,
-        sip_advertised: None,
-        rtp_ports: (20000, 20999),
-        database_url: format!("sqlite://{}", work.join("dialtone.db").display()),
-        api_key: KEY.into(),
-        default_brain: "builtin:echo".into(),
-        webhook_secret: "whsec-test".into(),
-        webhook_allow_private: true,
-        media_workers: 1,
-        rtp_timeout: std::time::Duration::from_secs(30),
-        queue_timeout: std::time::Duration::from_secs(60),
-        sip_t1: std::time::Duration::from_millis(500),
-    })
-    .await?;
+    let database_url = format!("sqlite://{}", work.join("dialtone.db").display());
+    let env = |key: &str| {
+        let value = match key {
+            "DIALTONE_HTTP_ADDR" | "DIALTONE_GRPC_ADDR" | "DIALTONE_SIP_ADDR" => "127.0.0.1:0",
+            "DIALTONE_DATABASE_URL" => &database_url,
+            "DIALTONE_API_KEY" => KEY,
+            "DIALTONE_WEBHOOK_SECRET" => "whsec-demo",
+            "DIALTONE_MEDIA_WORKERS" => "1",
+            _ => return None,
+        };
+        Some(value.to_owned())
+    };
+    let daemon = Daemon::start(Config::load_from(None, &env)?).await?;
     let base = format!("http://{}", daemon.http_addr);
     println!(
         "dialtoned: HTTP {base}, SIP udp+tcp {}, SQLite in {}",

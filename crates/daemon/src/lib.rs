@@ -1,31 +1,20 @@
-//! # dialtone-daemon — `dialtoned`
+//! # dialtone-daemon — `dialtoned` and the `dialtone` CLI
 //!
-//! Reads the configuration from `DIALTONE_*` environment variables ([`Config::from_env`]),
-//! opens storage, binds SIP (UDP and TCP) and the HTTP API, and runs the engine until a signal.
-//! [`Daemon::start`] does the same for tests, on ports the OS picks.
+//! [`Config::load`] reads the configuration: a TOML file (`dialtoned --config FILE`) whose
+//! every key a `DIALTONE_*` environment variable overrides ([`SETTINGS`] lists them with their
+//! defaults; the file's key is the variable's name without the prefix, in lower case). A bad
+//! value stops start-up with one message naming the variable and the rule.
 //!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `DIALTONE_HTTP_ADDR` | `127.0.0.1:8080` | HTTP API and health |
-//! | `DIALTONE_GRPC_ADDR` | `127.0.0.1:9090` | gRPC API, gRPC health and reflection |
-//! | `DIALTONE_SIP_ADDR` | `0.0.0.0:5060` | SIP over UDP and TCP |
-//! | `DIALTONE_SIP_ADVERTISED_ADDR` | the SIP address | `host[:port]` written in Via/Contact and SDP |
-//! | `DIALTONE_RTP_PORTS` | `20000-20999` | RTP port range |
-//! | `DIALTONE_DATA_DIR` | `./dialtone-data` | where the SQLite file lives |
-//! | `DIALTONE_DATABASE_URL` | `sqlite://<data dir>/dialtone.db` | storage: `sqlite://…` or `postgres://…` |
-//! | `DIALTONE_API_KEY` | (required) | an admin key of the first organisation (stored hashed) |
-//! | `DIALTONE_BRAIN_ADDR` | `builtin:ivr` | brain of agents that name none |
-//! | `DIALTONE_WEBHOOK_SECRET` | (required) | HMAC key of the `Dialtone-Signature` header |
-//! | `DIALTONE_WEBHOOK_ALLOW_PRIVATE` | `false` | deliver webhooks to loopback/private addresses |
-//! | `DIALTONE_LOG` | `info` | log filter |
-//! | `DIALTONE_LOG_FORMAT` | `text` | `text` or `json` |
-//! | `DIALTONE_MEDIA_WORKERS` | `0` | media threads; 0 is one per core |
-//! | `DIALTONE_RTP_TIMEOUT_SECONDS` | `30` | end a call whose far end sent no RTP for this long |
-//! | `DIALTONE_QUEUE_TIMEOUT_SECONDS` | `60` | how long a call waits in `queued` under its organisation's and trunk's caps |
-//! | `DIALTONE_SIP_T1_MS` | `500` | SIP timer T1; an unanswered INVITE times out after 64·T1 |
+//! [`Daemon::start`] opens storage, closes calls a previous run left live (`engine_restart`),
+//! binds SIP (UDP and TCP), the HTTP API (with `/metrics`, `/healthz`, `/readyz`) and the
+//! gRPC API, and starts the webhook delivery worker. [`Daemon::shutdown`] drains: dispatches
+//! are refused at once (503 / `UNAVAILABLE`), live calls go on up to the drain timeout, the
+//! rest are ended with `engine_shutdown`, and their outcomes are in storage before it returns.
+//!
+//! The `dialtone` binary is the command-line client over gRPC, and `dialtone demo` the
+//! one-machine demonstration of a whole call.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,10 +24,21 @@ use dialtone_engine::{Engine, EngineConfig};
 use dialtone_sip_ua::{SipUa, UaConfig};
 use dialtone_storage::Storage;
 
+mod config;
+pub use config::{Config, LogFormat, SETTINGS};
+
 /// Errors starting the daemon; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaemonError {
+    /// The configuration file cannot be used.
+    #[error("{}: {problem}", path.display())]
+    ConfigFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A configuration value is missing or malformed.
     #[error("{key}: {problem}")]
     Config {
@@ -72,154 +72,6 @@ pub enum DaemonError {
         /// The OS error.
         source: std::io::Error,
     },
-}
-
-/// The daemon's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// HTTP API address.
-    pub http_addr: SocketAddr,
-    /// gRPC API address.
-    pub grpc_addr: SocketAddr,
-    /// SIP address (UDP and TCP).
-    pub sip_addr: SocketAddr,
-    /// Advertised SIP host and port.
-    pub sip_advertised: Option<(String, Option<u16>)>,
-    /// RTP port range.
-    pub rtp_ports: (u16, u16),
-    /// Storage URL.
-    pub database_url: String,
-    /// API key.
-    pub api_key: String,
-    /// Default brain.
-    pub default_brain: String,
-    /// Webhook signing key.
-    pub webhook_secret: String,
-    /// Deliver webhooks to loopback, private and link-local addresses.
-    pub webhook_allow_private: bool,
-    /// Media worker threads (0: one per core).
-    pub media_workers: usize,
-    /// A call whose far end sends no RTP for this long is ended.
-    pub rtp_timeout: Duration,
-    /// How long a call may wait in `queued` for room under its organisation's and its
-    /// trunk's caps.
-    pub queue_timeout: Duration,
-    /// SIP timer T1, the round-trip estimate every SIP timer derives from (Timer B, the
-    /// INVITE timeout, is 64·T1).
-    pub sip_t1: Duration,
-}
-
-fn var(key: &str) -> Option<String> {
-    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn addr(key: &'static str, default: &str) -> Result<SocketAddr, DaemonError> {
-    let value = var(key).unwrap_or_else(|| default.to_owned());
-    value.parse().map_err(|_| DaemonError::Config {
-        key,
-        problem: format!("{value:?} is not an address like 127.0.0.1:8080"),
-    })
-}
-
-fn number<T: std::str::FromStr>(
-    key: &'static str,
-    default: T,
-    rule: &str,
-) -> Result<T, DaemonError> {
-    match var(key) {
-        None => Ok(default),
-        Some(value) => value.trim().parse().map_err(|_| DaemonError::Config {
-            key,
-            problem: format!("{value:?} is not {rule}"),
-        }),
-    }
-}
-
-impl Config {
-    /// Reads `DIALTONE_*` variables.
-    pub fn from_env() -> Result<Self, DaemonError> {
-        let data_dir =
-            PathBuf::from(var("DIALTONE_DATA_DIR").unwrap_or_else(|| "dialtone-data".into()));
-        let rtp = var("DIALTONE_RTP_PORTS").unwrap_or_else(|| "20000-20999".into());
-        let rtp_ports = rtp
-            .split_once('-')
-            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
-            .filter(|(a, b): &(u16, u16)| a < b)
-            .ok_or_else(|| DaemonError::Config {
-                key: "DIALTONE_RTP_PORTS",
-                problem: format!("{rtp:?} is not a range like 20000-20999"),
-            })?;
-        let sip_advertised =
-            var("DIALTONE_SIP_ADVERTISED_ADDR").map(|a| match a.rsplit_once(':') {
-                Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
-                    (h.to_owned(), p.parse().ok())
-                }
-                _ => (a.clone(), None),
-            });
-        let database_url = match var("DIALTONE_DATABASE_URL") {
-            Some(url) => url,
-            None => {
-                std::fs::create_dir_all(&data_dir).map_err(|e| DaemonError::Config {
-                    key: "DIALTONE_DATA_DIR",
-                    problem: format!("cannot create {}: {e}", data_dir.display()),
-                })?;
-                format!("sqlite://{}", data_dir.join("dialtone.db").display())
-            }
-        };
-        Ok(Self {
-            http_addr: addr("DIALTONE_HTTP_ADDR", "127.0.0.1:8080")?,
-            grpc_addr: addr("DIALTONE_GRPC_ADDR", "127.0.0.1:9090")?,
-            sip_addr: addr("DIALTONE_SIP_ADDR", "0.0.0.0:5060")?,
-            sip_advertised,
-            rtp_ports,
-            database_url,
-            api_key: var("DIALTONE_API_KEY").ok_or(DaemonError::Config {
-                key: "DIALTONE_API_KEY",
-                problem: "is required: the bearer key clients use".into(),
-            })?,
-            default_brain: var("DIALTONE_BRAIN_ADDR").unwrap_or_else(|| "builtin:ivr".into()),
-            webhook_secret: var("DIALTONE_WEBHOOK_SECRET").ok_or(DaemonError::Config {
-                key: "DIALTONE_WEBHOOK_SECRET",
-                problem: "is required: the key webhook receivers verify signatures with".into(),
-            })?,
-            media_workers: number(
-                "DIALTONE_MEDIA_WORKERS",
-                0,
-                "a count of threads (0: one per core)",
-            )?,
-            rtp_timeout: Duration::from_secs(
-                number(
-                    "DIALTONE_RTP_TIMEOUT_SECONDS",
-                    30u64,
-                    "a whole number of seconds",
-                )?
-                .max(1),
-            ),
-            queue_timeout: Duration::from_secs(number(
-                "DIALTONE_QUEUE_TIMEOUT_SECONDS",
-                60u64,
-                "a whole number of seconds",
-            )?),
-            sip_t1: Duration::from_millis(
-                number(
-                    "DIALTONE_SIP_T1_MS",
-                    500u64,
-                    "a whole number of milliseconds",
-                )?
-                .max(1),
-            ),
-            webhook_allow_private: match var("DIALTONE_WEBHOOK_ALLOW_PRIVATE").as_deref() {
-                None | Some("false" | "0") => false,
-                Some("true" | "1") => true,
-                Some(other) => {
-                    return Err(DaemonError::Config {
-                        key: "DIALTONE_WEBHOOK_ALLOW_PRIVATE",
-                        problem: format!("{other:?} is not true or false"),
-                    });
-                }
-            },
-        })
-    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -411,16 +263,31 @@ impl Daemon {
         })
     }
 
-    /// Stops taking dispatches and waits (at most `drain`) for live calls to end.
-    pub async fn shutdown(self, drain: Duration) {
+    /// Drains and stops: dispatches are refused from now on (503 / `UNAVAILABLE`), live calls
+    /// go on for at most `drain`, then the rest are ended with `engine_shutdown` (BYE, CANCEL,
+    /// or out of the queue) and their outcomes written. Undelivered webhook events stay in the
+    /// outbox for the next start. Returns how many calls had to be ended.
+    pub async fn shutdown(self, drain: Duration) -> usize {
         self.engine.stop_accepting();
-        let deadline = tokio::time::Instant::now() + drain;
-        while self.engine.live_calls() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let wait_until = |deadline: tokio::time::Instant| {
+            let engine = self.engine.clone();
+            async move {
+                while engine.live_calls() > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        wait_until(tokio::time::Instant::now() + drain).await;
+        let ended = self.engine.end_all();
+        if ended > 0 {
+            tracing::warn!(ended, "drain time over: ending the calls still live");
+            // A BYE's transaction and the final writes take a moment (Timer F at most).
+            wait_until(tokio::time::Instant::now() + Duration::from_secs(10)).await;
         }
         self.server.abort();
         self.grpc.abort();
-        // Undelivered events stay in the outbox; the next start delivers them.
         self.webhooks.abort();
+        self.engine.storage().close().await;
+        ended
     }
 }

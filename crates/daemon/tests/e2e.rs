@@ -16,22 +16,23 @@ const KEY: &str = "test-key-123";
 
 fn config(dir: &std::path::Path) -> Config {
     let base = 30000 + (std::process::id() % 500) as u16 * 40;
-    Config {
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        sip_addr: "127.0.0.1:0".parse().unwrap(),
-        sip_advertised: None,
-        rtp_ports: (base, base + 39),
-        database_url: format!("sqlite://{}", dir.join("e2e.db").display()),
-        api_key: KEY.into(),
-        default_brain: "builtin:echo".into(),
-        webhook_secret: "whsec-test".into(),
-        webhook_allow_private: true,
-        media_workers: 1,
-        rtp_timeout: std::time::Duration::from_secs(30),
-        queue_timeout: std::time::Duration::from_secs(60),
-        sip_t1: std::time::Duration::from_millis(500),
-    }
+    let database_url = format!("sqlite://{}", dir.join("e2e.db").display());
+    let rtp_ports = format!("{base}-{}", base + 39);
+    let env = |key: &str| {
+        let value = match key {
+            "DIALTONE_HTTP_ADDR" | "DIALTONE_GRPC_ADDR" | "DIALTONE_SIP_ADDR" => "127.0.0.1:0",
+            "DIALTONE_RTP_PORTS" => &rtp_ports,
+            "DIALTONE_DATABASE_URL" => &database_url,
+            "DIALTONE_API_KEY" => KEY,
+            "DIALTONE_BRAIN_ADDR" => "builtin:echo",
+            "DIALTONE_WEBHOOK_SECRET" => "whsec-test",
+            "DIALTONE_WEBHOOK_ALLOW_PRIVATE" => "true",
+            "DIALTONE_MEDIA_WORKERS" => "1",
+            _ => return None,
+        };
+        Some(value.to_owned())
+    };
+    Config::load_from(None, &env).unwrap()
 }
 
 struct Api {
@@ -588,6 +589,174 @@ async fn private_webhook_urls_are_refused_unless_allowed() {
     d.shutdown(Duration::from_secs(1)).await;
 }
 
+/// The real `dialtoned` binary on loopback, its data in `data_dir`, its log on stderr kept.
+fn dialtoned(
+    data_dir: &std::path::Path,
+    http: u16,
+    rtp_ports: &str,
+    extra: &[(&str, &str)],
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dialtoned"))
+        .env("DIALTONE_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env("DIALTONE_GRPC_ADDR", "127.0.0.1:0")
+        .env("DIALTONE_SIP_ADDR", "127.0.0.1:0")
+        .env("DIALTONE_RTP_PORTS", rtp_ports)
+        .env("DIALTONE_DATA_DIR", data_dir)
+        .env("DIALTONE_API_KEY", KEY)
+        .env("DIALTONE_WEBHOOK_SECRET", "whsec-test")
+        .env("DIALTONE_WEBHOOK_ALLOW_PRIVATE", "true")
+        .env("DIALTONE_LOG", "warn")
+        .envs(extra.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the daemon at `base` is ready.
+async fn wait_up(base: &str) {
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("dialtoned did not come up");
+}
+
+/// The real binary gets SIGTERM during an answered call: from that moment dispatches are
+/// refused (503) and it is not ready; the call goes on for the drain time, is then ended with
+/// `engine_shutdown` (a BYE, which SIPp's scenario waits for), and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_ends_live_calls_as_engine_shutdown_and_exits_0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sipp = Sipp::uas(
+        &scenario("answer_then_we_hang_up.xml"),
+        SipTransport::Udp,
+        &SippOptions::default(),
+    )
+    .unwrap();
+    let http = dialtone_test_support::free_port().unwrap();
+    let api = Api {
+        base: format!("http://127.0.0.1:{http}"),
+        http: reqwest::Client::new(),
+    };
+    let drain = [("DIALTONE_DRAIN_TIMEOUT_SECONDS", "2")];
+    let mut daemon = dialtoned(tmp.path(), http, "46100-46199", &drain);
+    wait_up(&api.base).await;
+    let (agent_id, _) = setup_agent(&api, sipp.port).await;
+    let (_, call) = api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000"}),
+        )
+        .await;
+    let id = call["id"].as_str().unwrap().to_owned();
+    wait_status(&api, &id, "in_progress").await;
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut refused = (0, Value::Null);
+    for _ in 0..50 {
+        refused = api
+            .post(
+                "/v1/calls",
+                json!({"agent_id": agent_id, "to": "+15551230000"}),
+            )
+            .await;
+        if refused.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refused.0, 503, "{}", refused.1);
+    assert_eq!(refused.1["error"]["code"], "unavailable");
+    assert!(
+        refused.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down")
+    );
+    let ready = reqwest::get(format!("{}/readyz", api.base)).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    // Still live while the drain time runs.
+    let (_, c) = api.get(&format!("/v1/calls/{id}")).await;
+    assert_eq!(c["status"], "in_progress");
+    let mut exit = None;
+    for _ in 0..300 {
+        exit = daemon.try_wait().unwrap();
+        if exit.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exit = exit.expect("dialtoned did not exit within 15 s of SIGTERM");
+    assert!(exit.success(), "{exit:?}");
+    sipp.finish(Duration::from_secs(10)).unwrap();
+
+    // What was written before the exit, read by the next start.
+    let mut again = dialtoned(tmp.path(), http, "46100-46199", &[]);
+    wait_up(&api.base).await;
+    let (_, record) = api.get(&format!("/v1/calls/{id}")).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "engine_shutdown");
+    assert_eq!(record["end_reason"]["by"], "engine");
+    let talk = record["talk_duration_ms"].as_i64().unwrap();
+    assert!(
+        talk >= 2000,
+        "the call went on for the drain time: {talk} ms"
+    );
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
+
+#[test]
+fn bad_configuration_stops_start_up_with_one_message_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dialtoned"))
+            .args(args)
+            .env("DIALTONE_DATA_DIR", tmp.path())
+            .env("DIALTONE_HTTP_ADDR", "127.0.0.1:0")
+            .env("DIALTONE_GRPC_ADDR", "127.0.0.1:0")
+            .env("DIALTONE_SIP_ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let keys = [("DIALTONE_API_KEY", "k"), ("DIALTONE_WEBHOOK_SECRET", "s")];
+    let stderr = run(&[], &[keys[1]]);
+    assert!(
+        stderr.contains("invalid configuration: DIALTONE_API_KEY: is required"),
+        "{stderr}"
+    );
+    let mut bad = keys.to_vec();
+    bad.push(("DIALTONE_RTP_PORTS", "20000"));
+    let stderr = run(&[], &bad);
+    assert!(
+        stderr.contains("DIALTONE_RTP_PORTS: \"20000\" is not a range like 20000-20999"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one message: {stderr}");
+    let file = tmp.path().join("dialtone.toml");
+    std::fs::write(&file, "sip_addres = \"127.0.0.1:5060\"\n").unwrap();
+    let stderr = run(&["--config", file.to_str().unwrap()], &keys);
+    assert!(stderr.contains("unknown key `sip_addres`"), "{stderr}");
+    std::fs::write(&file, "log_format = \"yaml\"\n").unwrap();
+    let stderr = run(&["--config", file.to_str().unwrap()], &keys);
+    assert!(
+        stderr.contains("DIALTONE_LOG_FORMAT: \"yaml\" (`log_format` in "),
+        "{stderr}"
+    );
+}
+
 /// The real binary, killed with SIGKILL while a call rings: the next start closes the call with
 /// `engine_restart` and every event still reaches the receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -600,43 +769,14 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
         &SippOptions::default(),
     )
     .unwrap();
-    let start = |http: u16| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_dialtoned"))
-            .env("DIALTONE_HTTP_ADDR", format!("127.0.0.1:{http}"))
-            .env("DIALTONE_SIP_ADDR", "127.0.0.1:0")
-            .env("DIALTONE_RTP_PORTS", "46000-46099")
-            .env("DIALTONE_DATA_DIR", tmp.path())
-            .env("DIALTONE_API_KEY", KEY)
-            .env("DIALTONE_WEBHOOK_SECRET", "whsec-test")
-            .env("DIALTONE_WEBHOOK_ALLOW_PRIVATE", "true")
-            .env("DIALTONE_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let start = |http: u16| dialtoned(tmp.path(), http, "46000-46099", &[]);
     let http = dialtone_test_support::free_port().unwrap();
     let api = Api {
         base: format!("http://127.0.0.1:{http}"),
         http: reqwest::Client::new(),
     };
-    let wait_up = |api: &Api| {
-        let base = api.base.clone();
-        async move {
-            for _ in 0..200 {
-                if reqwest::get(format!("{base}/readyz"))
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("dialtoned did not come up");
-        }
-    };
     let mut first = start(http);
-    wait_up(&api).await;
+    wait_up(&api.base).await;
     let (agent_id, _) = setup_agent(&api, sipp.port).await;
     let (_, call) = api
         .post(
@@ -650,7 +790,7 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
     first.wait().unwrap();
 
     let mut second = start(http);
-    wait_up(&api).await;
+    wait_up(&api.base).await;
     let record = wait_final(&api, &id).await;
     assert_eq!(record["status"], "failed", "{record:#}");
     assert_eq!(record["end_reason"]["code"], "engine_restart");

@@ -96,8 +96,11 @@ pub enum EngineError {
         call_id: Uuid,
     },
     /// The engine is shutting down.
-    #[error("the engine is not accepting calls")]
+    #[error("the daemon is shutting down and takes no new calls; dispatch to another node")]
     ShuttingDown,
+    /// The SIP user agent has stopped.
+    #[error("the SIP user agent has stopped")]
+    SipStopped,
     /// The organisation's dispatch rate cap is reached.
     #[error("more than {per_second} dispatches per second; retry in {} ms", retry_after.as_millis())]
     RateLimited {
@@ -177,7 +180,7 @@ pub struct Engine {
     ports: Arc<PortPool>,
     media: Arc<MediaEngine>,
     config: EngineConfig,
-    live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<()>>>,
+    live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<HangUp>>>,
     accepting: std::sync::atomic::AtomicBool,
     changes: tokio::sync::broadcast::Sender<Uuid>,
     /// Per organisation: its concurrency cap and the slots under it (FIFO).
@@ -249,6 +252,25 @@ impl Engine {
     /// Calls whose task is still running.
     pub fn live_calls(&self) -> usize {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Ends every live call with end reason `engine_shutdown`: queued calls leave the queue,
+    /// ringing ones are canceled, answered ones get a BYE. Returns how many were asked.
+    pub fn end_all(&self) -> usize {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.values()
+            .filter(|s| s.send(HangUp::Shutdown).is_ok())
+            .count()
+    }
+
+    /// Whether dispatches are taken (false once a shutdown began).
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the SIP user agent's driver still runs.
+    pub async fn sip_running(&self) -> bool {
+        self.ua.stats().await.is_ok()
     }
 
     /// Stops accepting new dispatches.
@@ -511,7 +533,7 @@ impl Engine {
             .get(&call_id)
             .cloned();
         match sender {
-            Some(s) if s.send(()).is_ok() => Ok(()),
+            Some(s) if s.send(HangUp::Api).is_ok() => Ok(()),
             _ => match self.storage.get_call(call_id).await {
                 Err(StorageError::NotFound { .. }) => Err(EngineError::CallNotFound { call_id }),
                 Ok(_) => Err(EngineError::CallEnded { call_id }),
@@ -575,7 +597,7 @@ impl Engine {
     async fn wait_in_queue(
         &self,
         plan: &CallPlan,
-        hangup: &mut mpsc::UnboundedReceiver<()>,
+        hangup: &mut mpsc::UnboundedReceiver<HangUp>,
     ) -> Option<(Option<tokio::sync::OwnedSemaphorePermit>, Admission)> {
         let deadline = tokio::time::Instant::from_std(plan.dispatched) + self.config.queue_timeout;
         let queued = async {
@@ -611,8 +633,17 @@ impl Engine {
                 }
                 admitted
             }
-            _ = hangup.recv() => {
-                self.fail(plan.id, CallStatus::Canceled, "canceled", "api", None, None).await;
+            Some(by) = hangup.recv() => {
+                match by {
+                    HangUp::Api => {
+                        self.fail(plan.id, CallStatus::Canceled, "canceled", "api", None, None)
+                            .await;
+                    }
+                    HangUp::Shutdown => {
+                        self.fail(plan.id, CallStatus::Failed, "engine_shutdown", "engine", None, None)
+                            .await;
+                    }
+                }
                 None
             }
         }
@@ -643,7 +674,7 @@ impl Engine {
         }
     }
 
-    async fn run(&self, plan: CallPlan, mut hangup: mpsc::UnboundedReceiver<()>) {
+    async fn run(&self, plan: CallPlan, mut hangup: mpsc::UnboundedReceiver<HangUp>) {
         // Both are held until the call ends.
         let Some((_org_slot, admission)) = self.wait_in_queue(&plan, &mut hangup).await else {
             return;
@@ -713,8 +744,11 @@ impl Engine {
         loop {
             let event = tokio::select! {
                 e = call.next_event() => e,
-                Some(()) = hangup.recv() => {
-                    hangup_by_api = true;
+                Some(by) = hangup.recv() => {
+                    match by {
+                        HangUp::Api => hangup_by_api = true,
+                        HangUp::Shutdown => local_end = Some(("engine_shutdown", "engine")),
+                    }
                     let _ = call.hang_up();
                     continue;
                 }
@@ -1003,6 +1037,15 @@ impl Engine {
             }
         }
     }
+}
+
+/// Who asks a live call to hang up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HangUp {
+    /// `POST /v1/calls/{id}/hangup` or `HangupCall`.
+    Api,
+    /// The daemon is shutting down and the drain time is over.
+    Shutdown,
 }
 
 /// The resolved plan of one call.

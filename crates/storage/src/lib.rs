@@ -795,6 +795,11 @@ impl Storage {
         Ok(org)
     }
 
+    /// Closes the connections once their work is done (SQLite checkpoints its journal).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -1,0 +1,484 @@
+//! The daemon's configuration: a TOML file (`--config`) whose every key an environment
+//! variable overrides. The file's key is the variable's name without `DIALTONE_`, in lower
+//! case (`rtp_ports` ↔ `DIALTONE_RTP_PORTS`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::DaemonError;
+
+/// Every setting: its variable, default (`None`: required or derived) and meaning.
+pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
+    (
+        "DIALTONE_HTTP_ADDR",
+        Some("127.0.0.1:8080"),
+        "HTTP API, metrics and health",
+    ),
+    (
+        "DIALTONE_GRPC_ADDR",
+        Some("127.0.0.1:9090"),
+        "gRPC API, gRPC health and reflection",
+    ),
+    (
+        "DIALTONE_SIP_ADDR",
+        Some("0.0.0.0:5060"),
+        "SIP over UDP and TCP",
+    ),
+    (
+        "DIALTONE_SIP_ADVERTISED_ADDR",
+        None,
+        "`host[:port]` written in Via/Contact and SDP (default: the SIP address)",
+    ),
+    ("DIALTONE_RTP_PORTS", Some("20000-20999"), "RTP port range"),
+    (
+        "DIALTONE_DATA_DIR",
+        Some("dialtone-data"),
+        "where the SQLite file lives",
+    ),
+    (
+        "DIALTONE_DATABASE_URL",
+        None,
+        "`sqlite://…` or `postgres://…` (default: SQLite in the data dir)",
+    ),
+    (
+        "DIALTONE_API_KEY",
+        None,
+        "required: an admin key of the first organisation (stored hashed)",
+    ),
+    (
+        "DIALTONE_WEBHOOK_SECRET",
+        None,
+        "required: HMAC key of the `Dialtone-Signature` header",
+    ),
+    (
+        "DIALTONE_WEBHOOK_ALLOW_PRIVATE",
+        Some("false"),
+        "deliver webhooks to loopback/private addresses",
+    ),
+    (
+        "DIALTONE_BRAIN_ADDR",
+        Some("builtin:ivr"),
+        "brain of agents that name none",
+    ),
+    (
+        "DIALTONE_LOG",
+        Some("info"),
+        "log filter (`tracing` syntax)",
+    ),
+    ("DIALTONE_LOG_FORMAT", Some("text"), "`text` or `json`"),
+    (
+        "DIALTONE_MEDIA_WORKERS",
+        Some("0"),
+        "media threads; 0 is one per core",
+    ),
+    (
+        "DIALTONE_RTP_TIMEOUT_SECONDS",
+        Some("30"),
+        "end an answered call whose far end sent no RTP for this long",
+    ),
+    (
+        "DIALTONE_QUEUE_TIMEOUT_SECONDS",
+        Some("60"),
+        "how long a call waits in `queued` under its organisation's and trunk's caps",
+    ),
+    (
+        "DIALTONE_SIP_T1_MS",
+        Some("500"),
+        "SIP timer T1; an unanswered INVITE times out after 64·T1",
+    ),
+    (
+        "DIALTONE_DRAIN_TIMEOUT_SECONDS",
+        Some("30"),
+        "on SIGTERM/SIGINT, how long live calls may go on before `engine_shutdown` ends them",
+    ),
+];
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// HTTP API address.
+    pub http_addr: SocketAddr,
+    /// gRPC API address.
+    pub grpc_addr: SocketAddr,
+    /// SIP address (UDP and TCP).
+    pub sip_addr: SocketAddr,
+    /// Advertised SIP host and port.
+    pub sip_advertised: Option<(String, Option<u16>)>,
+    /// RTP port range.
+    pub rtp_ports: (u16, u16),
+    /// Storage URL.
+    pub database_url: String,
+    /// API key.
+    pub api_key: String,
+    /// Default brain.
+    pub default_brain: String,
+    /// Webhook signing key.
+    pub webhook_secret: String,
+    /// Deliver webhooks to loopback, private and link-local addresses.
+    pub webhook_allow_private: bool,
+    /// Media worker threads (0: one per core).
+    pub media_workers: usize,
+    /// A call whose far end sends no RTP for this long is ended.
+    pub rtp_timeout: Duration,
+    /// How long a call may wait in `queued` for room under its organisation's and its
+    /// trunk's caps.
+    pub queue_timeout: Duration,
+    /// SIP timer T1, the round-trip estimate every SIP timer derives from (Timer B, the
+    /// INVITE timeout, is 64·T1).
+    pub sip_t1: Duration,
+    /// How long live calls may go on after a shutdown signal.
+    pub drain_timeout: Duration,
+    /// Log filter.
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Where values come from: the environment first, then the file.
+struct Sources<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    file: Option<(PathBuf, BTreeMap<String, String>)>,
+}
+
+impl Sources<'_> {
+    /// The value of `key` and, when it came from the file, a note saying so.
+    fn get(&self, key: &'static str) -> Option<(String, String)> {
+        if let Some(v) = (self.env)(key).filter(|v| !v.trim().is_empty()) {
+            return Some((v, String::new()));
+        }
+        let (path, table) = self.file.as_ref()?;
+        let name = file_key(key);
+        let v = table.get(&name)?.clone();
+        Some((v, format!(" (`{name}` in {})", path.display())))
+    }
+
+    fn or_default(&self, key: &'static str) -> (String, String) {
+        self.get(key).unwrap_or_else(|| {
+            let default = SETTINGS
+                .iter()
+                .find(|(k, ..)| *k == key)
+                .and_then(|(_, d, _)| *d)
+                .unwrap_or_default();
+            (default.to_owned(), String::new())
+        })
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &'static str, rule: &str) -> Result<T, DaemonError> {
+        let (value, from) = self.or_default(key);
+        value.trim().parse().map_err(|_| DaemonError::Config {
+            key,
+            problem: format!("{value:?}{from} is not {rule}"),
+        })
+    }
+
+    fn required(&self, key: &'static str, why: &str) -> Result<String, DaemonError> {
+        self.get(key)
+            .map(|(v, _)| v)
+            .ok_or_else(|| DaemonError::Config {
+                key,
+                problem: format!("is required: {why}"),
+            })
+    }
+
+    fn seconds(&self, key: &'static str) -> Result<Duration, DaemonError> {
+        Ok(Duration::from_secs(
+            self.parse(key, "a whole number of seconds")?,
+        ))
+    }
+}
+
+/// `DIALTONE_RTP_PORTS` → `rtp_ports`.
+fn file_key(key: &str) -> String {
+    key.trim_start_matches("DIALTONE_").to_ascii_lowercase()
+}
+
+/// Reads the TOML file: a flat table of the known keys, values as strings, numbers or booleans.
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, DaemonError> {
+    let problem = |problem: String| DaemonError::ConfigFile {
+        path: path.to_owned(),
+        problem,
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| problem(format!("cannot read it: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| problem(format!("not TOML: {e}")))?;
+    let mut values = BTreeMap::new();
+    for (name, value) in table {
+        if !SETTINGS.iter().any(|(k, ..)| file_key(k) == name) {
+            let known: Vec<String> = SETTINGS.iter().map(|(k, ..)| file_key(k)).collect();
+            return Err(problem(format!(
+                "unknown key `{name}` (known: {})",
+                known.join(", ")
+            )));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(problem(format!(
+                    "`{name}` is a {}, not a string, number or boolean",
+                    other.type_str()
+                )));
+            }
+        };
+        values.insert(name, text);
+    }
+    Ok(values)
+}
+
+impl Config {
+    /// Reads `DIALTONE_*` variables over the TOML file at `file`, if any.
+    pub fn load(file: Option<&Path>) -> Result<Self, DaemonError> {
+        Self::load_from(file, &|key| std::env::var(key).ok())
+    }
+
+    /// [`Config::load`] with the variables from `env` instead of the process environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, DaemonError> {
+        let sources = Sources {
+            env,
+            file: file
+                .map(|p| read_file(p).map(|t| (p.to_owned(), t)))
+                .transpose()?,
+        };
+        let addr =
+            |key: &'static str| sources.parse::<SocketAddr>(key, "an address like 127.0.0.1:8080");
+        let (rtp, from) = sources.or_default("DIALTONE_RTP_PORTS");
+        let rtp_ports = rtp
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+            .filter(|(a, b): &(u16, u16)| a < b && a % 2 == 0)
+            .ok_or_else(|| DaemonError::Config {
+                key: "DIALTONE_RTP_PORTS",
+                problem: format!(
+                    "{rtp:?}{from} is not a range like 20000-20999 (first port even, below the last)"
+                ),
+            })?;
+        let sip_advertised =
+            sources
+                .get("DIALTONE_SIP_ADVERTISED_ADDR")
+                .map(|(a, _)| match a.rsplit_once(':') {
+                    Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
+                        (h.to_owned(), p.parse().ok())
+                    }
+                    _ => (a.clone(), None),
+                });
+        let database_url = match sources.get("DIALTONE_DATABASE_URL") {
+            Some((url, from)) => {
+                if !url.starts_with("sqlite:") && !url.starts_with("postgres") {
+                    return Err(DaemonError::Config {
+                        key: "DIALTONE_DATABASE_URL",
+                        problem: format!("{url:?}{from} is neither sqlite://… nor postgres://…"),
+                    });
+                }
+                url
+            }
+            None => {
+                let (dir, from) = sources.or_default("DIALTONE_DATA_DIR");
+                let data_dir = PathBuf::from(dir);
+                std::fs::create_dir_all(&data_dir).map_err(|e| DaemonError::Config {
+                    key: "DIALTONE_DATA_DIR",
+                    problem: format!("cannot create {}{from}: {e}", data_dir.display()),
+                })?;
+                format!("sqlite://{}", data_dir.join("dialtone.db").display())
+            }
+        };
+        let (format, from) = sources.or_default("DIALTONE_LOG_FORMAT");
+        let log_format = match format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(DaemonError::Config {
+                    key: "DIALTONE_LOG_FORMAT",
+                    problem: format!("{other:?}{from} is not text or json"),
+                });
+            }
+        };
+        let (log, _) = sources.or_default("DIALTONE_LOG");
+        let sip_t1_ms: u64 =
+            sources.parse("DIALTONE_SIP_T1_MS", "a whole number of milliseconds")?;
+        if sip_t1_ms == 0 {
+            return Err(DaemonError::Config {
+                key: "DIALTONE_SIP_T1_MS",
+                problem: "must be at least 1".into(),
+            });
+        }
+        let rtp_timeout = sources.seconds("DIALTONE_RTP_TIMEOUT_SECONDS")?;
+        if rtp_timeout.is_zero() {
+            return Err(DaemonError::Config {
+                key: "DIALTONE_RTP_TIMEOUT_SECONDS",
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            http_addr: addr("DIALTONE_HTTP_ADDR")?,
+            grpc_addr: addr("DIALTONE_GRPC_ADDR")?,
+            sip_addr: addr("DIALTONE_SIP_ADDR")?,
+            sip_advertised,
+            rtp_ports,
+            database_url,
+            api_key: sources.required("DIALTONE_API_KEY", "the bearer key clients use")?,
+            default_brain: sources.or_default("DIALTONE_BRAIN_ADDR").0,
+            webhook_secret: sources.required(
+                "DIALTONE_WEBHOOK_SECRET",
+                "the key webhook receivers verify signatures with",
+            )?,
+            webhook_allow_private: sources
+                .parse("DIALTONE_WEBHOOK_ALLOW_PRIVATE", "true or false")?,
+            media_workers: sources.parse(
+                "DIALTONE_MEDIA_WORKERS",
+                "a count of threads (0: one per core)",
+            )?,
+            rtp_timeout,
+            queue_timeout: sources.seconds("DIALTONE_QUEUE_TIMEOUT_SECONDS")?,
+            sip_t1: Duration::from_millis(sip_t1_ms),
+            drain_timeout: sources.seconds("DIALTONE_DRAIN_TIMEOUT_SECONDS")?,
+            log,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn required() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("DIALTONE_API_KEY", "k"),
+            ("DIALTONE_WEBHOOK_SECRET", "s"),
+            ("DIALTONE_DATABASE_URL", "sqlite::memory:"),
+        ]
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> String {
+        let mut all = required();
+        all.extend_from_slice(pairs);
+        Config::load_from(None, &env(&all)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_hold_when_only_the_required_keys_are_set() {
+        let c = Config::load_from(None, &env(&required())).unwrap();
+        assert_eq!(c.http_addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.rtp_ports, (20000, 20999));
+        assert_eq!(c.sip_t1, Duration::from_millis(500));
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.default_brain, "builtin:ivr");
+    }
+
+    #[test]
+    fn each_bad_value_is_named_with_its_rule() {
+        for (pairs, expected) in [
+            (
+                vec![("DIALTONE_RTP_PORTS", "abc")],
+                "DIALTONE_RTP_PORTS: \"abc\" is not a range",
+            ),
+            (
+                vec![("DIALTONE_RTP_PORTS", "20001-20999")],
+                "first port even",
+            ),
+            (
+                vec![("DIALTONE_HTTP_ADDR", "localhost")],
+                "DIALTONE_HTTP_ADDR: \"localhost\" is not an address",
+            ),
+            (
+                vec![("DIALTONE_LOG_FORMAT", "xml")],
+                "DIALTONE_LOG_FORMAT: \"xml\" is not text or json",
+            ),
+            (
+                vec![("DIALTONE_SIP_T1_MS", "0")],
+                "DIALTONE_SIP_T1_MS: must be at least 1",
+            ),
+            (
+                vec![("DIALTONE_MEDIA_WORKERS", "-1")],
+                "DIALTONE_MEDIA_WORKERS: \"-1\" is not a count",
+            ),
+            (
+                vec![("DIALTONE_WEBHOOK_ALLOW_PRIVATE", "yes")],
+                "DIALTONE_WEBHOOK_ALLOW_PRIVATE: \"yes\" is not true or false",
+            ),
+            (
+                vec![("DIALTONE_DATABASE_URL", "mysql://x")],
+                "DIALTONE_DATABASE_URL: \"mysql://x\" is neither",
+            ),
+        ] {
+            let message = error(&pairs);
+            assert!(message.contains(expected), "{pairs:?}: {message}");
+        }
+        let missing = Config::load_from(None, &env(&[])).unwrap_err().to_string();
+        assert!(
+            missing.starts_with("DIALTONE_API_KEY: is required"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn the_file_gives_values_and_the_environment_overrides_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dialtone.toml");
+        std::fs::write(
+            &path,
+            "http_addr = \"127.0.0.1:8181\"\nrtp_ports = \"30000-30099\"\nmedia_workers = 2\n\
+             webhook_allow_private = true\napi_key = \"from-file\"\nwebhook_secret = \"s\"\n\
+             database_url = \"sqlite::memory:\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&path), &env(&[("DIALTONE_MEDIA_WORKERS", "3")])).unwrap();
+        assert_eq!(c.http_addr, "127.0.0.1:8181".parse().unwrap());
+        assert_eq!(c.rtp_ports, (30000, 30099));
+        assert_eq!(c.media_workers, 3, "the environment wins");
+        assert!(c.webhook_allow_private);
+        assert_eq!(c.api_key, "from-file");
+
+        std::fs::write(
+            &path,
+            "rtp_ports = \"x\"\napi_key = \"k\"\nwebhook_secret = \"s\"\n",
+        )
+        .unwrap();
+        let message = Config::load_from(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("DIALTONE_RTP_PORTS: \"x\" (`rtp_ports` in ")
+                && message.contains("dialtone.toml"),
+            "{message}"
+        );
+
+        std::fs::write(&path, "rtp_port = \"20000-20999\"\n").unwrap();
+        let message = Config::load_from(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("unknown key `rtp_port`"), "{message}");
+
+        std::fs::write(&path, "http_addr = [1]\n").unwrap();
+        let message = Config::load_from(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("`http_addr` is a array"), "{message}");
+    }
+}
