@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo run --release -p dialtone-daemon --example demo
+cargo run --release -q -p dialtone-daemon --bin dialtone -- demo

@@ -12,5 +12,5 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 # The main job, asserted: the demo exits non-zero unless its call completes.
-timeout 300 cargo run --locked -q -p dialtone-daemon --example demo > /dev/null
+timeout 300 cargo run --locked -q -p dialtone-daemon --bin dialtone -- demo > /dev/null
 scripts/fuzz-smoke.sh

@@ -11,7 +11,7 @@
 
 use std::pin::Pin;
 
-use prost_types::value::Kind;
+use dialtone_proto::json::{from_struct, from_value, object_to_struct as to_struct, to_value};
 use serde_json::{Map, Value, json};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -44,57 +44,6 @@ impl From<ApiError> for Status {
         }
         status
     }
-}
-
-/// JSON → `google.protobuf.Value`.
-fn to_proto_value(v: &Value) -> prost_types::Value {
-    let kind = match v {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.iter().map(to_proto_value).collect(),
-        }),
-        Value::Object(o) => Kind::StructValue(to_struct(o)),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-fn to_struct(o: &Map<String, Value>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: o
-            .iter()
-            .map(|(k, v)| (k.clone(), to_proto_value(v)))
-            .collect(),
-    }
-}
-
-/// `google.protobuf.Value` → JSON (whole numbers come back as integers).
-fn from_proto_value(v: &prost_types::Value) -> Value {
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => json!(b),
-        Some(Kind::NumberValue(n)) => {
-            if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                json!(*n as i64)
-            } else {
-                json!(n)
-            }
-        }
-        Some(Kind::StringValue(s)) => json!(s),
-        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(from_proto_value).collect()),
-        Some(Kind::StructValue(s)) => from_struct(s),
-    }
-}
-
-fn from_struct(s: &prost_types::Struct) -> Value {
-    Value::Object(
-        s.fields
-            .iter()
-            .map(|(k, v)| (k.clone(), from_proto_value(v)))
-            .collect(),
-    )
 }
 
 fn text(v: &Value, key: &str) -> Option<String> {
@@ -246,12 +195,8 @@ fn agent_fields_map(f: proto::AgentFields) -> Map<String, Value> {
         f.max_duration_seconds.map(Value::from),
     );
     put(&mut m, "mask_dtmf", f.mask_dtmf.map(Value::from));
-    put(&mut m, "amd", f.amd.as_ref().map(from_proto_value));
-    put(
-        &mut m,
-        "barge_in",
-        f.barge_in.as_ref().map(from_proto_value),
-    );
+    put(&mut m, "amd", f.amd.as_ref().map(from_value));
+    put(&mut m, "barge_in", f.barge_in.as_ref().map(from_value));
     put(
         &mut m,
         "endpointing_silence_ms",
@@ -319,11 +264,8 @@ fn agent_message(v: &Value) -> proto::Agent {
             ring_timeout_seconds: uint(v, "ring_timeout_seconds"),
             max_duration_seconds: uint(v, "max_duration_seconds"),
             mask_dtmf: v.get("mask_dtmf").and_then(Value::as_bool),
-            amd: v.get("amd").filter(|a| !a.is_null()).map(to_proto_value),
-            barge_in: v
-                .get("barge_in")
-                .filter(|a| !a.is_null())
-                .map(to_proto_value),
+            amd: v.get("amd").filter(|a| !a.is_null()).map(to_value),
+            barge_in: v.get("barge_in").filter(|a| !a.is_null()).map(to_value),
             endpointing_silence_ms: uint(v, "endpointing_silence_ms"),
             silence_timeout_seconds: uint(v, "silence_timeout_seconds"),
         }),
@@ -404,7 +346,7 @@ fn call_message(v: &Value) -> proto::Call {
                     .collect()
             })
             .unwrap_or_default(),
-        result: v.get("result").filter(|r| !r.is_null()).map(to_proto_value),
+        result: v.get("result").filter(|r| !r.is_null()).map(to_value),
         result_error: text(v, "result_error"),
         media_stats: object(v, "media_stats"),
     }

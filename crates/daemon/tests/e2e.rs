@@ -2108,6 +2108,121 @@ async fn a_receiver_answering_410_gets_each_event_once_and_no_retries() {
     w.finish().await;
 }
 
+/// Runs the `dialtone` CLI against the world's daemon: exit success, stdout, stderr.
+async fn cli(w: &World, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dialtone"))
+        .args(args)
+        .env("DIALTONE_SERVER", format!("http://{}", w.daemon.grpc_addr))
+        .env("DIALTONE_API_KEY", KEY)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_the_api_and_follows_a_call_over_grpc() {
+    let w = world(
+        Some("callee_speaks_then_hangs_up.xml"),
+        &[("talk_ms", "1000")],
+    )
+    .await;
+    let (ok, out, err) = cli(
+        &w,
+        &[
+            "trunks",
+            "create",
+            "--name",
+            "cli",
+            "--host",
+            "sip.example.net",
+            "--transport",
+            "tcp",
+            "--password",
+            "pw",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let trunk: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(trunk["name"], "cli");
+    assert_eq!(trunk["transport"], "tcp");
+    assert_eq!(trunk["has_password"], true);
+    assert!(trunk.get("password").is_none());
+    let (ok, out, _) = cli(&w, &["trunks", "list"]).await;
+    assert!(ok);
+    assert!(out.starts_with("ID "), "a table: {out}");
+    assert!(
+        out.contains("sip.example.net") && out.contains("sipp"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&w, &["agents", "list", "--json"]).await;
+    assert!(ok);
+    let agents: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(agents[0]["id"], w.agent_id.as_str());
+
+    let (ok, out, err) = cli(
+        &w,
+        &[
+            "call",
+            "--agent",
+            &w.agent_id,
+            "--to",
+            "+15551230000",
+            "--metadata",
+            "{\"crm\": 7}",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("dispatched call "))
+        .unwrap()
+        .to_owned();
+    // Followed live: the statuses in order, then the record.
+    let queued = out.find(" queued").unwrap();
+    let in_progress = out.find(" in_progress").unwrap();
+    let completed = out.find(" completed\n").unwrap();
+    assert!(queued < in_progress && in_progress < completed, "{out}");
+    assert!(out.contains("status       completed"), "{out}");
+    assert!(out.contains("end reason   completed (by callee)"), "{out}");
+    let (ok, out, _) = cli(&w, &["calls", "get", &id, "--json"]).await;
+    assert!(ok);
+    let record: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["status"], "completed");
+    assert_eq!(record["metadata"], json!({"crm": 7}));
+    let (ok, out, _) = cli(&w, &["calls", "list", "--status", "completed"]).await;
+    assert!(ok && out.contains(&id), "{out}");
+
+    // Refusals: exit status 1 and the server's message.
+    let (ok, _, err) = cli(&w, &["call", "--agent", &w.agent_id, "--to", "5551230000"]).await;
+    assert!(!ok);
+    assert!(
+        err.starts_with("dialtone: InvalidArgument:") && err.contains("(field to)"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(
+        &w,
+        &["numbers", "get", "0190f5a0-0000-7000-8000-000000000000"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("NotFound"), "{err}");
+    let (ok, _, err) = cli(&w, &["calls", "list", "--status", "ringing!"]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("--status \"ringing!\" is not a call status"),
+        "{err}"
+    );
+    w.finish().await;
+}
+
 mod grpc {
     //! The same service over gRPC: a tonic client against the daemon's gRPC port.
 

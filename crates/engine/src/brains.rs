@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::tts::TextToSpeech;
+use dialtone_proto::json::{from_struct, to_struct};
 
 /// What a brain asks of the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -526,54 +527,6 @@ pub(crate) struct Session {
     pub(crate) context: Value,
     pub(crate) metadata: Value,
     pub(crate) tools: Value,
-}
-
-/// JSON object → `google.protobuf.Struct` (anything else: empty).
-fn to_struct(v: &Value) -> prost_types::Struct {
-    use prost_types::value::Kind;
-    fn value(v: &Value) -> prost_types::Value {
-        let kind = match v {
-            Value::Null => Kind::NullValue(0),
-            Value::Bool(b) => Kind::BoolValue(*b),
-            Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-            Value::String(s) => Kind::StringValue(s.clone()),
-            Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-                values: a.iter().map(value).collect(),
-            }),
-            Value::Object(_) => Kind::StructValue(to_struct(v)),
-        };
-        prost_types::Value { kind: Some(kind) }
-    }
-    prost_types::Struct {
-        fields: v
-            .as_object()
-            .map(|o| o.iter().map(|(k, v)| (k.clone(), value(v))).collect())
-            .unwrap_or_default(),
-    }
-}
-
-/// `google.protobuf.Struct` → JSON object (whole numbers as integers).
-fn from_struct(s: &prost_types::Struct) -> Value {
-    use prost_types::value::Kind;
-    fn value(v: &prost_types::Value) -> Value {
-        match &v.kind {
-            None | Some(Kind::NullValue(_)) => Value::Null,
-            Some(Kind::BoolValue(b)) => json!(b),
-            Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
-                json!(*n as i64)
-            }
-            Some(Kind::NumberValue(n)) => json!(n),
-            Some(Kind::StringValue(s)) => json!(s),
-            Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value).collect()),
-            Some(Kind::StructValue(s)) => from_struct(s),
-        }
-    }
-    Value::Object(
-        s.fields
-            .iter()
-            .map(|(k, v)| (k.clone(), value(v)))
-            .collect(),
-    )
 }
 
 /// Starts an external brain at `address` (`grpc://host:port`) on the call's media.

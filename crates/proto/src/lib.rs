@@ -3,10 +3,13 @@
 //! The messages, service servers and clients generated from `proto/dialtone/v1` (package
 //! `dialtone.v1`): the control-plane services (`TrunkService`, `NumberService`,
 //! `AgentService`, `CallService`) that `dialtone-control` serves, and the `AgentBridge` stream
-//! the engine opens to external brains. [`FILE_DESCRIPTOR_SET`] feeds server reflection.
+//! the engine opens to external brains. [`FILE_DESCRIPTOR_SET`] feeds server reflection;
+//! [`json`] converts free-form JSON to and from the well-known `Struct` and `Value`.
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
 tonic::include_proto!("dialtone.v1");
+
+pub mod json;
 
 /// The encoded file descriptor set of the protos, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -1,0 +1,712 @@
+//! `dialtone`: the command-line client of a Dialtone daemon, over its gRPC API.
+//!
+//! `dialtone trunks|numbers|agents|calls …` create, list, get and delete; `dialtone call --agent
+//! ID --to +1…` dispatches a call, follows it live (`WatchCall`) until it ends and prints the
+//! record; `dialtone demo` runs a whole call on this machine. Tables by default, `--json` for
+//! scripts; on failure the server's message goes to stderr and the exit status is 1.
+
+mod demo;
+mod render;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dialtone_control::proto;
+use dialtone_proto::json::to_struct;
+use proto::agent_service_client::AgentServiceClient;
+use proto::call_service_client::CallServiceClient;
+use proto::number_service_client::NumberServiceClient;
+use proto::trunk_service_client::TrunkServiceClient;
+use serde_json::Value;
+use tonic::transport::Channel;
+
+/// Command-line client of a Dialtone daemon (gRPC).
+#[derive(Debug, Parser)]
+#[command(name = "dialtone", version)]
+struct Cli {
+    /// The daemon's gRPC endpoint.
+    #[arg(
+        long,
+        env = "DIALTONE_SERVER",
+        default_value = "http://127.0.0.1:9090",
+        global = true
+    )]
+    server: String,
+    /// API key (sent as a bearer token).
+    #[arg(long, env = "DIALTONE_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// SIP trunks.
+    #[command(subcommand)]
+    Trunks(TrunkCommand),
+    /// Phone numbers (caller IDs) on trunks.
+    #[command(subcommand)]
+    Numbers(NumberCommand),
+    /// Agents.
+    #[command(subcommand)]
+    Agents(AgentCommand),
+    /// Calls.
+    #[command(subcommand)]
+    Calls(CallCommand),
+    /// Dispatches a call, follows it live until it ends, and prints its record.
+    Call(DispatchArgs),
+    /// Runs a whole call on this machine: a daemon on SQLite, SIPp as the callee, an
+    /// appointment-confirmation agent on `builtin:ivr`.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum TrunkCommand {
+    /// Lists trunks.
+    List,
+    /// Shows one trunk.
+    Get { id: String },
+    /// Creates a trunk.
+    Create(TrunkArgs),
+    /// Deletes a trunk (refused while numbers use it).
+    Delete { id: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Args)]
+struct TrunkArgs {
+    /// Unique name.
+    #[arg(long)]
+    name: String,
+    /// Host name or IP address of the trunk.
+    #[arg(long)]
+    host: String,
+    /// SIP port.
+    #[arg(long, default_value_t = 5060)]
+    port: u32,
+    /// Transport.
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: TransportArg,
+    /// Digest user name.
+    #[arg(long)]
+    username: Option<String>,
+    /// Digest password (write-only).
+    #[arg(long, env = "DIALTONE_TRUNK_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Digest realm.
+    #[arg(long)]
+    realm: Option<String>,
+    /// Domain of the From URI.
+    #[arg(long)]
+    from_domain: Option<String>,
+    /// Keep a registration with the trunk.
+    #[arg(long)]
+    register: bool,
+    /// Most simultaneous calls.
+    #[arg(long)]
+    max_concurrent_calls: Option<u32>,
+    /// Most new calls per second.
+    #[arg(long)]
+    max_calls_per_second: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+enum NumberCommand {
+    /// Lists numbers.
+    List,
+    /// Shows one number.
+    Get { id: String },
+    /// Adds a number on a trunk.
+    Create {
+        /// The number, E.164.
+        #[arg(long)]
+        e164: String,
+        /// The trunk's id.
+        #[arg(long)]
+        trunk: String,
+    },
+    /// Deletes a number (refused while an agent uses it).
+    Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Lists agents.
+    List,
+    /// Shows one agent.
+    Get { id: String },
+    /// Creates an agent.
+    Create(Box<AgentArgs>),
+    /// Deletes an agent.
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// Name.
+    #[arg(long)]
+    name: String,
+    /// Default instructions of its calls.
+    #[arg(long)]
+    instructions: Option<String>,
+    /// Persona.
+    #[arg(long)]
+    persona: Option<String>,
+    /// Voice.
+    #[arg(long)]
+    voice: Option<String>,
+    /// Language (BCP 47).
+    #[arg(long)]
+    language: Option<String>,
+    /// `builtin:echo`, `builtin:ivr` or `grpc://host:port` (an AgentBridge server).
+    #[arg(long)]
+    brain: Option<String>,
+    /// A number id to call from (repeat for several; the first is the primary one).
+    #[arg(long = "number")]
+    numbers: Vec<String>,
+    /// JSON Schema of the structured result.
+    #[arg(long, value_parser = json_object)]
+    returns: Option<Value>,
+    /// `hangup`, `continue` or `leave_message` (with --voicemail-message).
+    #[arg(long)]
+    voicemail_action: Option<String>,
+    /// The message `leave_message` leaves after the beep.
+    #[arg(long)]
+    voicemail_message: Option<String>,
+    /// Default webhook receiver of its calls.
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// Seconds to let the phone ring.
+    #[arg(long)]
+    ring_timeout_seconds: Option<u32>,
+    /// Longest call, in seconds.
+    #[arg(long)]
+    max_duration_seconds: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CallCommand {
+    /// Lists calls, newest first.
+    List {
+        /// Only this agent's calls.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only calls in this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only calls to this number.
+        #[arg(long)]
+        to: Option<String>,
+        /// Page size (1-200).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The previous page's next cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Shows one call's record.
+    Get { id: String },
+    /// Hangs a live call up.
+    Hangup { id: String },
+}
+
+#[derive(Debug, Args)]
+struct DispatchArgs {
+    /// The agent's id.
+    #[arg(long)]
+    agent: String,
+    /// Destination, E.164.
+    #[arg(long)]
+    to: String,
+    /// Caller-ID override: another number of the agent (E.164 or id).
+    #[arg(long)]
+    from: Option<String>,
+    /// Instructions for this call (replace the agent's).
+    #[arg(long)]
+    instructions: Option<String>,
+    /// Context object (JSON).
+    #[arg(long, value_parser = json_object)]
+    context: Option<Value>,
+    /// Metadata object (JSON).
+    #[arg(long, value_parser = json_object)]
+    metadata: Option<Value>,
+    /// Webhook receiver of this call.
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// Idempotency key: a repeat returns the first call.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Return once dispatched instead of following the call.
+    #[arg(long)]
+    no_follow: bool,
+}
+
+fn json_object(text: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err("not a JSON object".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
+/// A connection to the daemon with its key.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    channel: Channel,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    json: bool,
+}
+
+/// The server's refusal, as the user reads it.
+fn refused(status: tonic::Status) -> anyhow::Error {
+    let field = status
+        .metadata()
+        .get("dialtone-error-field")
+        .and_then(|v| v.to_str().ok())
+        .map(|f| format!(" (field {f})"))
+        .unwrap_or_default();
+    anyhow::anyhow!("{:?}: {}{field}", status.code(), status.message())
+}
+
+impl Client {
+    pub(crate) async fn connect(
+        server: &str,
+        key: Option<&str>,
+        json: bool,
+    ) -> anyhow::Result<Self> {
+        let channel = Channel::from_shared(server.to_owned())
+            .with_context(|| {
+                format!("{server:?} is not a gRPC endpoint like http://127.0.0.1:9090")
+            })?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the daemon at {server}"))?;
+        let authorization = key
+            .map(|k| format!("Bearer {k}").parse())
+            .transpose()
+            .context("the API key has characters a header cannot carry")?;
+        Ok(Self {
+            channel,
+            authorization,
+            json,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(a) = &self.authorization {
+            request.metadata_mut().insert("authorization", a.clone());
+        }
+        request
+    }
+
+    fn show(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        } else {
+            println!("{}", human(value));
+        }
+    }
+
+    fn show_list(&self, rows: Vec<Value>, columns: &[&str]) {
+        if self.json {
+            self.show(&Value::Array(rows), |_| String::new());
+        } else {
+            println!("{}", render::table(&rows, columns));
+        }
+    }
+
+    pub(crate) async fn create_trunk(&self, fields: proto::TrunkFields) -> anyhow::Result<Value> {
+        let r = TrunkServiceClient::new(self.channel.clone())
+            .create_trunk(self.request(proto::CreateTrunkRequest {
+                trunk: Some(fields),
+            }))
+            .await
+            .map_err(refused)?;
+        Ok(r.into_inner()
+            .trunk
+            .as_ref()
+            .map(render::trunk)
+            .unwrap_or_default())
+    }
+
+    pub(crate) async fn create_number(&self, e164: &str, trunk_id: &str) -> anyhow::Result<Value> {
+        let r = NumberServiceClient::new(self.channel.clone())
+            .create_number(self.request(proto::CreateNumberRequest {
+                e164: e164.to_owned(),
+                trunk_id: trunk_id.to_owned(),
+            }))
+            .await
+            .map_err(refused)?;
+        Ok(r.into_inner()
+            .number
+            .as_ref()
+            .map(render::number)
+            .unwrap_or_default())
+    }
+
+    pub(crate) async fn create_agent(&self, fields: proto::AgentFields) -> anyhow::Result<Value> {
+        let r = AgentServiceClient::new(self.channel.clone())
+            .create_agent(self.request(proto::CreateAgentRequest {
+                agent: Some(fields),
+            }))
+            .await
+            .map_err(refused)?;
+        Ok(r.into_inner()
+            .agent
+            .as_ref()
+            .map(render::agent)
+            .unwrap_or_default())
+    }
+
+    /// Dispatches a call; with `follow`, prints its status changes until it ends. Returns the
+    /// last record seen.
+    pub(crate) async fn call(
+        &self,
+        request: proto::DispatchCallRequest,
+        follow: bool,
+    ) -> anyhow::Result<Value> {
+        let mut calls = CallServiceClient::new(self.channel.clone());
+        let dispatched = calls
+            .dispatch_call(self.request(request))
+            .await
+            .map_err(refused)?
+            .into_inner();
+        let call = dispatched.call.context("the daemon returned no call")?;
+        let id = call.id.clone();
+        if !self.json {
+            let note = if dispatched.replayed {
+                " (the idempotency key named an earlier call)"
+            } else {
+                ""
+            };
+            println!("dispatched call {id}{note}");
+        }
+        if !follow {
+            return Ok(render::call(&call));
+        }
+        let mut stream = calls
+            .watch_call(self.request(proto::WatchCallRequest { id: id.clone() }))
+            .await
+            .map_err(refused)?
+            .into_inner();
+        let mut last = render::call(&call);
+        let mut shown = render::status_name(call.status);
+        if !self.json {
+            println!("  {}  {shown}", call.created_at);
+        }
+        while let Some(update) = stream.message().await.map_err(refused)? {
+            let Some(c) = update.call else { continue };
+            last = render::call(&c);
+            let status = render::status_name(c.status);
+            if status != shown && !self.json {
+                let at = [&c.ended_at, &c.answered_at, &c.ringing_at, &c.dialed_at]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .unwrap_or(&c.created_at);
+                println!("  {at}  {status}");
+            }
+            shown = status;
+        }
+        // The stream ends with the final state; read the record once more for the result,
+        // which the brain may write as the call ends.
+        let record = calls
+            .get_call(self.request(proto::GetCallRequest { id }))
+            .await
+            .map_err(refused)?
+            .into_inner()
+            .call
+            .map_or(last, |c| render::call(&c));
+        Ok(record)
+    }
+}
+
+fn trunk_fields(a: TrunkArgs) -> proto::TrunkFields {
+    proto::TrunkFields {
+        name: Some(a.name),
+        host: Some(a.host),
+        port: Some(a.port),
+        transport: match a.transport {
+            TransportArg::Udp => proto::TrunkTransport::Udp,
+            TransportArg::Tcp => proto::TrunkTransport::Tcp,
+        } as i32,
+        username: a.username,
+        password: a.password,
+        realm: a.realm,
+        from_domain: a.from_domain,
+        max_concurrent_calls: a.max_concurrent_calls,
+        max_calls_per_second: a.max_calls_per_second,
+        register: Some(a.register),
+    }
+}
+
+fn agent_fields(a: AgentArgs) -> proto::AgentFields {
+    proto::AgentFields {
+        name: Some(a.name),
+        direction: Some("outbound".into()),
+        persona: a.persona,
+        voice: a.voice,
+        language: a.language,
+        instructions: a.instructions,
+        returns: a.returns.as_ref().map(to_struct),
+        voicemail_action: a.voicemail_action.map(|action| proto::VoicemailAction {
+            action,
+            message: a.voicemail_message,
+        }),
+        webhook_url: a.webhook_url,
+        primary_number_id: a.numbers.first().cloned(),
+        number_ids: a.numbers,
+        brain: a.brain,
+        ring_timeout_seconds: a.ring_timeout_seconds,
+        max_duration_seconds: a.max_duration_seconds,
+        ..proto::AgentFields::default()
+    }
+}
+
+const TRUNK_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "host",
+    "port",
+    "transport",
+    "registration_state",
+];
+const NUMBER_COLUMNS: &[&str] = &["id", "e164", "trunk_id"];
+const AGENT_COLUMNS: &[&str] = &["id", "name", "brain", "primary_number_id"];
+const CALL_COLUMNS: &[&str] = &["id", "to", "status", "created_at", "talk_duration_ms"];
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Demo = cli.command {
+        return demo::run(cli.json).await;
+    }
+    let c = Client::connect(&cli.server, cli.api_key.as_deref(), cli.json).await?;
+    let ch = || c.channel.clone();
+    match cli.command {
+        Command::Demo => unreachable!("handled above"),
+        Command::Trunks(command) => {
+            let mut trunks = TrunkServiceClient::new(ch());
+            match command {
+                TrunkCommand::List => {
+                    let r = trunks
+                        .list_trunks(c.request(proto::ListTrunksRequest {}))
+                        .await
+                        .map_err(refused)?;
+                    c.show_list(
+                        r.into_inner().trunks.iter().map(render::trunk).collect(),
+                        TRUNK_COLUMNS,
+                    );
+                }
+                TrunkCommand::Get { id } => {
+                    let r = trunks
+                        .get_trunk(c.request(proto::GetTrunkRequest { id }))
+                        .await
+                        .map_err(refused)?;
+                    let t = r
+                        .into_inner()
+                        .trunk
+                        .as_ref()
+                        .map(render::trunk)
+                        .unwrap_or_default();
+                    c.show(&t, render::record);
+                }
+                TrunkCommand::Create(args) => {
+                    let t = c.create_trunk(trunk_fields(args)).await?;
+                    c.show(&t, render::record);
+                }
+                TrunkCommand::Delete { id } => {
+                    trunks
+                        .delete_trunk(c.request(proto::DeleteTrunkRequest { id: id.clone() }))
+                        .await
+                        .map_err(refused)?;
+                    c.show(&serde_json::json!({"deleted": id}), render::record);
+                }
+            }
+        }
+        Command::Numbers(command) => {
+            let mut numbers = NumberServiceClient::new(ch());
+            match command {
+                NumberCommand::List => {
+                    let r = numbers
+                        .list_numbers(c.request(proto::ListNumbersRequest {}))
+                        .await
+                        .map_err(refused)?;
+                    c.show_list(
+                        r.into_inner().numbers.iter().map(render::number).collect(),
+                        NUMBER_COLUMNS,
+                    );
+                }
+                NumberCommand::Get { id } => {
+                    let r = numbers
+                        .get_number(c.request(proto::GetNumberRequest { id }))
+                        .await
+                        .map_err(refused)?;
+                    let n = r
+                        .into_inner()
+                        .number
+                        .as_ref()
+                        .map(render::number)
+                        .unwrap_or_default();
+                    c.show(&n, render::record);
+                }
+                NumberCommand::Create { e164, trunk } => {
+                    let n = c.create_number(&e164, &trunk).await?;
+                    c.show(&n, render::record);
+                }
+                NumberCommand::Delete { id } => {
+                    numbers
+                        .delete_number(c.request(proto::DeleteNumberRequest { id: id.clone() }))
+                        .await
+                        .map_err(refused)?;
+                    c.show(&serde_json::json!({"deleted": id}), render::record);
+                }
+            }
+        }
+        Command::Agents(command) => {
+            let mut agents = AgentServiceClient::new(ch());
+            match command {
+                AgentCommand::List => {
+                    let r = agents
+                        .list_agents(c.request(proto::ListAgentsRequest {}))
+                        .await
+                        .map_err(refused)?;
+                    c.show_list(
+                        r.into_inner().agents.iter().map(render::agent).collect(),
+                        AGENT_COLUMNS,
+                    );
+                }
+                AgentCommand::Get { id } => {
+                    let r = agents
+                        .get_agent(c.request(proto::GetAgentRequest { id }))
+                        .await
+                        .map_err(refused)?;
+                    let a = r
+                        .into_inner()
+                        .agent
+                        .as_ref()
+                        .map(render::agent)
+                        .unwrap_or_default();
+                    c.show(&a, render::record);
+                }
+                AgentCommand::Create(args) => {
+                    let a = c.create_agent(agent_fields(*args)).await?;
+                    c.show(&a, render::record);
+                }
+                AgentCommand::Delete { id } => {
+                    agents
+                        .delete_agent(c.request(proto::DeleteAgentRequest { id: id.clone() }))
+                        .await
+                        .map_err(refused)?;
+                    c.show(&serde_json::json!({"deleted": id}), render::record);
+                }
+            }
+        }
+        Command::Calls(command) => {
+            let mut calls = CallServiceClient::new(ch());
+            match command {
+                CallCommand::List {
+                    agent,
+                    status,
+                    to,
+                    limit,
+                    cursor,
+                } => {
+                    let status = match status {
+                        Some(s) => render::status_of(&s)
+                            .with_context(|| format!("--status {s:?} is not a call status (queued, dialing, ringing, in_progress, completed, busy, no_answer, failed, canceled)"))?
+                            as i32,
+                        None => 0,
+                    };
+                    let r = calls
+                        .list_calls(c.request(proto::ListCallsRequest {
+                            agent_id: agent,
+                            status,
+                            to,
+                            limit,
+                            cursor,
+                            ..proto::ListCallsRequest::default()
+                        }))
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    let rows: Vec<Value> = r.calls.iter().map(render::call).collect();
+                    if c.json {
+                        c.show(
+                            &serde_json::json!({"data": rows, "next_cursor": r.next_cursor}),
+                            |_| String::new(),
+                        );
+                    } else {
+                        println!("{}", render::table(&rows, CALL_COLUMNS));
+                        if let Some(next) = r.next_cursor {
+                            println!("next page: --cursor {next}");
+                        }
+                    }
+                }
+                CallCommand::Get { id } => {
+                    let r = calls
+                        .get_call(c.request(proto::GetCallRequest { id }))
+                        .await
+                        .map_err(refused)?;
+                    let v = r
+                        .into_inner()
+                        .call
+                        .as_ref()
+                        .map(render::call)
+                        .unwrap_or_default();
+                    c.show(&v, render::call_record);
+                }
+                CallCommand::Hangup { id } => {
+                    let r = calls
+                        .hangup_call(c.request(proto::HangupCallRequest { id }))
+                        .await
+                        .map_err(refused)?;
+                    let v = r
+                        .into_inner()
+                        .call
+                        .as_ref()
+                        .map(render::call)
+                        .unwrap_or_default();
+                    c.show(&v, render::call_record);
+                }
+            }
+        }
+        Command::Call(args) => {
+            let request = proto::DispatchCallRequest {
+                agent_id: args.agent,
+                to: args.to,
+                from_number: args.from,
+                instructions: args.instructions,
+                context: args.context.as_ref().map(to_struct),
+                webhook_url: args.webhook_url,
+                metadata: args.metadata.as_ref().map(to_struct),
+                idempotency_key: args.idempotency_key,
+            };
+            let record = c.call(request, !args.no_follow).await?;
+            c.show(&record, render::call_record);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("dialtone: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
