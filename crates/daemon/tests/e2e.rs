@@ -241,7 +241,7 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
         .await
         .unwrap();
     for series in [
-        "dialtone_calls_total{status=\"completed\",end_reason=\"completed\"}",
+        "dialtone_calls_total{status=\"completed\",end_reason=\"completed\",trunk=\"sipp\"}",
         "dialtone_dispatch_to_invite_seconds",
         "dialtone_setup_seconds",
         "dialtone_active_calls",
@@ -2105,6 +2105,62 @@ async fn a_receiver_answering_410_gets_each_event_once_and_no_retries() {
     // Half a second more: the worker polls every 200 ms, and must not try again.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), events.len());
+    let metrics = reqwest::get(format!("{}/metrics", w.api.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("dialtone_webhook_attempts_total{outcome=\"dead\"}"),
+        "{metrics}"
+    );
+    w.finish().await;
+}
+
+/// deploy/compose/kamailio.cfg, the cluster's SIP edge, run for real: the node's trunk points at
+/// Kamailio, which relays the INVITE to the carrier (SIPp) with a Record-Route; our BYE follows
+/// the route set back through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_kamailio_edge_relays_a_nodes_call_to_the_carrier() {
+    let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
+    let carrier = w.sipp.as_ref().unwrap().port;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("dispatcher.list");
+    std::fs::write(&list, format!("1 sip:{} 0 0\n", w.daemon.sip_addr)).unwrap();
+    let cfg =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose/kamailio.cfg");
+    let edge = dialtone_test_support::Kamailio::start_defined(
+        &cfg,
+        &[
+            ("CARRIER", format!("127.0.0.1:{carrier}")),
+            ("DISPATCHER_LIST", list.display().to_string()),
+        ],
+    )
+    .unwrap();
+    let (_, trunks) = w.api.get("/v1/trunks").await;
+    let trunk_id = trunks["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = w
+        .api
+        .patch(
+            &format!("/v1/trunks/{trunk_id}"),
+            json!({"port": edge.port}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "in_progress").await;
+    w.hangup(&id).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}\n{}", edge.log());
+    assert_eq!(record["end_reason"]["by"], "api");
+    assert!(
+        edge.log()
+            .contains(&format!("node {} -> carrier", w.daemon.sip_addr)),
+        "{}",
+        edge.log()
+    );
+    // SIPp's scenario fails unless our BYE reached it through the edge.
     w.finish().await;
 }
 

@@ -398,6 +398,7 @@ impl Engine {
             to: call.to.clone(),
             from: call.from_number.clone(),
             trunk: Arc::new(trunk_for_ua(&trunk)),
+            trunk_name: trunk.name.clone(),
             ring_timeout: seconds_setting(&agent.config, "ring_timeout_seconds", 30),
             max_duration: seconds_setting(&agent.config, "max_duration_seconds", 600),
             speech: speech_setting(&agent.config),
@@ -562,17 +563,17 @@ impl Engine {
 
     async fn fail(
         &self,
-        id: Uuid,
+        plan: &CallPlan,
         status: CallStatus,
         reason: &str,
         by: &str,
         sip_status: Option<u16>,
         media: Option<Value>,
     ) {
-        metrics::counter!("dialtone_calls_total", "status" => status.as_str(), "end_reason" => reason.to_owned())
+        metrics::counter!("dialtone_calls_total", "status" => status.as_str(), "end_reason" => reason.to_owned(), "trunk" => plan.trunk_name.clone())
             .increment(1);
         self.advance(
-            id,
+            plan.id,
             status,
             CallProgress {
                 end_reason: Some(reason.to_owned()),
@@ -628,7 +629,7 @@ impl Engine {
         tokio::select! {
             admitted = queued => {
                 if admitted.is_none() {
-                    self.fail(plan.id, CallStatus::Failed, "queue_timeout", "engine", None, None)
+                    self.fail(plan, CallStatus::Failed, "queue_timeout", "engine", None, None)
                         .await;
                 }
                 admitted
@@ -636,11 +637,11 @@ impl Engine {
             Some(by) = hangup.recv() => {
                 match by {
                     HangUp::Api => {
-                        self.fail(plan.id, CallStatus::Canceled, "canceled", "api", None, None)
+                        self.fail(plan, CallStatus::Canceled, "canceled", "api", None, None)
                             .await;
                     }
                     HangUp::Shutdown => {
-                        self.fail(plan.id, CallStatus::Failed, "engine_shutdown", "engine", None, None)
+                        self.fail(plan, CallStatus::Failed, "engine_shutdown", "engine", None, None)
                             .await;
                     }
                 }
@@ -685,7 +686,7 @@ impl Engine {
                 tracing::error!(%error, "no RTP port");
                 return self
                     .fail(
-                        plan.id,
+                        &plan,
                         CallStatus::Failed,
                         "media_unavailable",
                         "engine",
@@ -713,7 +714,7 @@ impl Engine {
                 tracing::warn!(%error, "dial refused");
                 return self
                     .fail(
-                        plan.id,
+                        &plan,
                         CallStatus::Failed,
                         "dial_refused",
                         "engine",
@@ -800,7 +801,7 @@ impl Engine {
             let Some(event) = event else { break };
             match event {
                 UaEvent::Attempt { sip_call_id, .. } => {
-                    metrics::histogram!("dialtone_dispatch_to_invite_seconds")
+                    metrics::histogram!("dialtone_dispatch_to_invite_seconds", "trunk" => plan.trunk_name.clone())
                         .record(plan.dispatched.elapsed().as_secs_f64());
                     tracing::Span::current().record("sip_call_id", sip_call_id.as_str());
                     self.advance(
@@ -920,7 +921,7 @@ impl Engine {
                     media = Some(m);
                     answered = true;
                     tracing::info!(codec = %session.codec.name, "answered");
-                    metrics::histogram!("dialtone_setup_seconds")
+                    metrics::histogram!("dialtone_setup_seconds", "trunk" => plan.trunk_name.clone())
                         .record(plan.dispatched.elapsed().as_secs_f64());
                     current = Some(session);
                     max_duration
@@ -977,8 +978,7 @@ impl Engine {
                         Some(m) => media_record(m.stop().await, early.take(), early_heard).await,
                         None => None,
                     };
-                    self.fail(plan.id, state, code, by, status, media_json)
-                        .await;
+                    self.fail(&plan, state, code, by, status, media_json).await;
                 }
                 UaEvent::Call(CallEvent::Ended { by, reason }) => {
                     let (code, ended_by) = match (by, hangup_by_api, local_end) {
@@ -1004,7 +1004,7 @@ impl Engine {
                         Some(m) => Some(m.stop().await),
                         None => None,
                     };
-                    metrics::counter!("dialtone_calls_total", "status" => "completed", "end_reason" => code.to_owned())
+                    metrics::counter!("dialtone_calls_total", "status" => "completed", "end_reason" => code.to_owned(), "trunk" => plan.trunk_name.clone())
                         .increment(1);
                     let media_json = match stats {
                         Some(s) => {
@@ -1058,6 +1058,8 @@ struct CallPlan {
     to: String,
     from: String,
     trunk: Arc<Trunk>,
+    /// The trunk's name, for metrics labels.
+    trunk_name: String,
     ring_timeout: Duration,
     max_duration: Duration,
     /// The speech loop's settings from the agent (AMD, barge-in, endpointing, silence guard).

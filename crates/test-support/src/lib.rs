@@ -143,12 +143,36 @@ impl Kamailio {
         }
         let cfg = dir.path().join("kamailio.cfg");
         std::fs::write(&cfg, text).map_err(io("writing kamailio.cfg"))?;
+        Self::launch(&cfg, port, dir, &[], true)
+    }
+
+    /// Starts Kamailio with `config` as it is, its `#!define`s overridden with `-A`: `LISTEN`
+    /// set to UDP on a free loopback port, and `defines` (string values, quoted for it).
+    pub fn start_defined(config: &Path, defines: &[(&str, String)]) -> Result<Kamailio, PeerError> {
+        let port = free_port()?;
+        let dir = tempfile::tempdir().map_err(io("creating a work directory"))?;
+        let mut args = vec!["-A".to_owned(), format!("LISTEN=udp:127.0.0.1:{port}")];
+        for (key, value) in defines {
+            args.push("-A".into());
+            args.push(format!("{key}=\"{value}\""));
+        }
+        Self::launch(config, port, dir, &args, false)
+    }
+
+    fn launch(
+        cfg: &Path,
+        port: u16,
+        dir: tempfile::TempDir,
+        args: &[String],
+        tcp: bool,
+    ) -> Result<Kamailio, PeerError> {
         let log = std::fs::File::create(dir.path().join("kamailio.log"))
             .map_err(io("creating kamailio.log"))?;
         let child = Command::new("kamailio")
             .current_dir(dir.path())
             .arg("-f")
-            .arg(&cfg)
+            .arg(cfg)
+            .args(args)
             .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
             .arg(dir.path())
             .arg("-P")
@@ -159,7 +183,9 @@ impl Kamailio {
             .map_err(io("starting kamailio (Debian package kamailio)"))?;
         let k = Kamailio { child, port, dir };
         wait_port_bound("kamailio", port, SipTransport::Udp)?;
-        wait_port_bound("kamailio", port, SipTransport::Tcp)?;
+        if tcp {
+            wait_port_bound("kamailio", port, SipTransport::Tcp)?;
+        }
         Ok(k)
     }
 
