@@ -173,3 +173,19 @@ fn the_systemd_example_and_the_image_name_real_settings_and_binaries() {
         );
     }
 }
+
+#[test]
+fn the_readme_documents_every_setting() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    for (key, default, _) in SETTINGS {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{key}` |")))
+            .unwrap_or_else(|| panic!("README has no row for {key}"));
+        if let Some(default) = default {
+            assert!(row.contains(&format!("`{default}`")), "{key}: {row}");
+        }
+    }
+}
