@@ -43,6 +43,10 @@ mod endpoint;
 pub mod framing;
 mod ids;
 mod message;
+/// Header values by name (case-insensitive) from a parsed message's headers.
+pub mod headers {
+    pub use crate::message::{first, values};
+}
 pub mod scan;
 mod session_timer;
 pub mod transaction;

@@ -29,7 +29,7 @@ fn name_value(h: &Header) -> Option<(&str, &str)> {
 }
 
 /// All values of header `name` (case-insensitive), in order.
-pub(crate) fn values(headers: &Headers, name: &str) -> Vec<String> {
+pub fn values(headers: &Headers, name: &str) -> Vec<String> {
     headers
         .iter()
         .filter_map(name_value)
@@ -39,7 +39,7 @@ pub(crate) fn values(headers: &Headers, name: &str) -> Vec<String> {
 }
 
 /// The first value of header `name`.
-pub(crate) fn first(headers: &Headers, name: &str) -> Option<String> {
+pub fn first(headers: &Headers, name: &str) -> Option<String> {
     headers
         .iter()
         .filter_map(name_value)

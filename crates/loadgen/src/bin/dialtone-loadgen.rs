@@ -1,0 +1,495 @@
+//! `dialtone-loadgen`: the trunk simulator, a load driver, and the capacity bench.
+//!
+//! * `callee`: the simulator alone, answering on `--sip` until Ctrl-C;
+//! * `run`: the simulator plus a load against a running daemon (`--server`, `--api-key`): it
+//!   creates a trunk pointing at the simulator, a number and an agent (`--brain`), then
+//!   dispatches;
+//! * `bench`: starts a `dialtoned` of its own (`builtin:echo`, SQLite, loopback), runs the load
+//!   at each step of `--ramp` until one is not within budget, measures the daemon's CPU and
+//!   memory and reads its media latency histograms, and writes `summary.json` and
+//!   `summary.md` to `--results`.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dialtone_loadgen::callee::{CalleeConfig, OutcomeMix};
+use dialtone_loadgen::load::{self, Control, LoadPlan};
+use dialtone_loadgen::report::{DaemonUsage, Percentiles};
+use dialtone_loadgen::sim::Simulator;
+use dialtone_sdp::AudioCodec;
+use dialtone_sip_core::TimerConfig;
+
+/// Trunk simulator, load driver and capacity bench for Dialtone.
+#[derive(Debug, Parser)]
+#[command(name = "dialtone-loadgen", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Runs the trunk simulator alone until Ctrl-C.
+    Callee(SimArgs),
+    /// Runs a load against a running daemon.
+    Run {
+        /// The daemon's gRPC endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        server: String,
+        /// API key.
+        #[arg(long, env = "DIALTONE_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The brain of the agent the load creates.
+        #[arg(long, default_value = "builtin:echo")]
+        brain: String,
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        sim: SimArgs,
+    },
+    /// The capacity bench: a dialtoned of its own, ramped until a step is out of budget.
+    Bench {
+        /// Concurrency steps; each runs that many calls, all held at once.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "100,250,500,750,1000,1250"
+        )]
+        ramp: Vec<u64>,
+        /// The dialtoned binary (default: next to this one).
+        #[arg(long)]
+        dialtoned: Option<PathBuf>,
+        /// Media worker threads of the daemon (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        media_workers: usize,
+        /// Where summary.json and summary.md go.
+        #[arg(long, default_value = "target/capacity")]
+        results: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        sim: SimArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CodecArg {
+    Pcmu,
+    Pcma,
+    Opus,
+}
+
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// The simulator's SIP address (UDP).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    sip: SocketAddr,
+    /// RTP ports of the simulator.
+    #[arg(long, default_value = "50000-59999", value_parser = port_range)]
+    rtp_ports: (u16, u16),
+    /// The codec the simulator answers with.
+    #[arg(long, value_enum, default_value = "pcmu")]
+    codec: CodecArg,
+    /// Outcome mix in parts: answer,busy,fail,no-answer.
+    #[arg(long, default_value = "1,0,0,0", value_parser = mix)]
+    mix: OutcomeMix,
+    /// From INVITE to 200, ms.
+    #[arg(long, default_value_t = 200)]
+    answer_delay_ms: u64,
+    /// Seconds the simulator holds an answered call before its BYE (0: wait for ours).
+    #[arg(long, default_value_t = 20)]
+    hold_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Calls to dispatch (run) — the bench uses each ramp step instead.
+    #[arg(long, default_value_t = 100)]
+    calls: u64,
+    /// Dispatches per second.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Most calls live at once (run).
+    #[arg(long, default_value_t = 100)]
+    concurrency: u64,
+    /// Destination number.
+    #[arg(long, default_value = "+15551230000")]
+    to: String,
+}
+
+fn port_range(text: &str) -> Result<(u16, u16), String> {
+    text.split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .filter(|(a, b): &(u16, u16)| a < b)
+        .ok_or_else(|| format!("{text:?} is not a range like 50000-59999"))
+}
+
+fn mix(text: &str) -> Result<OutcomeMix, String> {
+    let parts: Vec<u32> = text
+        .split(',')
+        .map(|p| p.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    match parts.as_slice() {
+        [answer, busy, fail, no_answer] if answer + busy + fail + no_answer > 0 => Ok(OutcomeMix {
+            answer: *answer,
+            busy: *busy,
+            fail: *fail,
+            no_answer: *no_answer,
+        }),
+        _ => Err(format!("{text:?} is not four parts like 8,1,1,0")),
+    }
+}
+
+fn callee_config(sim: &SimArgs) -> CalleeConfig {
+    CalleeConfig {
+        sip_addr: sim.sip,
+        media_ip: sim.sip.ip(),
+        codecs: vec![match sim.codec {
+            CodecArg::Pcmu => AudioCodec::Pcmu,
+            CodecArg::Pcma => AudioCodec::Pcma,
+            CodecArg::Opus => AudioCodec::Opus,
+        }],
+        mix: sim.mix,
+        answer_delay: Duration::from_millis(sim.answer_delay_ms),
+        hold: (sim.hold_seconds > 0).then(|| Duration::from_secs(sim.hold_seconds)),
+        timers: TimerConfig::default(),
+    }
+}
+
+fn plan(agent_id: String, load: &LoadArgs, calls: u64, concurrency: u64, hold: u64) -> LoadPlan {
+    let dispatch = calls as f64 / load.rate.max(0.001);
+    LoadPlan {
+        agent_id,
+        to: load.to.clone(),
+        calls,
+        rate: load.rate,
+        max_concurrency: concurrency,
+        deadline: Duration::from_secs_f64(dispatch + hold as f64 * 2.0 + 60.0),
+        progress: true,
+    }
+}
+
+/// A plain HTTP GET on loopback (health and metrics of the daemon we started).
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_owned())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// CPU seconds (user + system) and resident KiB of process `pid`.
+fn usage(pid: u32, ticks_per_second: f64) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(((utime + stime) / ticks_per_second, rss))
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Percentiles (upper bucket bounds, ms) of Prometheus histogram `name` in `text`.
+fn histogram(text: &str, name: &str) -> Percentiles {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((
+                le.parse::<f64>().unwrap_or(f64::INFINITY),
+                count.trim().parse().ok()?,
+            ))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let at = |p: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= p * total)
+            .map_or(0.0, |(le, _)| le * 1000.0)
+    };
+    let max = buckets
+        .windows(2)
+        .filter(|w| w.get(1).map(|b| b.1) > w.first().map(|a| a.1))
+        .filter_map(|w| w.get(1).map(|b| b.0 * 1000.0))
+        .fold(
+            buckets
+                .first()
+                .filter(|b| b.1 > 0.0)
+                .map_or(0.0, |b| b.0 * 1000.0),
+            f64::max,
+        );
+    Percentiles {
+        p50: at(0.5),
+        p99: at(0.99),
+        max,
+        count: total as usize,
+    }
+}
+
+struct Daemon {
+    child: Child,
+    http: SocketAddr,
+    grpc: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_daemon(binary: &Path, media_workers: usize) -> anyhow::Result<Daemon> {
+    let dir = tempfile::tempdir()?;
+    let http: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let grpc: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let child = Command::new(binary)
+        .env("DIALTONE_HTTP_ADDR", http.to_string())
+        .env("DIALTONE_GRPC_ADDR", grpc.to_string())
+        .env("DIALTONE_SIP_ADDR", "127.0.0.1:0")
+        .env("DIALTONE_RTP_PORTS", "30000-39999")
+        .env("DIALTONE_DATA_DIR", dir.path())
+        .env("DIALTONE_API_KEY", "bench-key")
+        .env("DIALTONE_WEBHOOK_SECRET", "bench")
+        .env("DIALTONE_BRAIN_ADDR", "builtin:echo")
+        .env("DIALTONE_MEDIA_WORKERS", media_workers.to_string())
+        .env("DIALTONE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let daemon = Daemon {
+        child,
+        http,
+        grpc,
+        _dir: dir,
+    };
+    let up = Instant::now();
+    while http_get(http, "/readyz").is_none() {
+        if up.elapsed() > Duration::from_secs(20) {
+            bail!("dialtoned did not become ready");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(daemon)
+}
+
+async fn bench(
+    ramp: &[u64],
+    binary: PathBuf,
+    media_workers: usize,
+    results: &Path,
+    load_args: &LoadArgs,
+    sim_args: &SimArgs,
+) -> anyhow::Result<()> {
+    let daemon = start_daemon(&binary, media_workers)?;
+    let pid = daemon.child.id();
+    let ticks = clock_ticks();
+    let control = Control::connect(&format!("http://{}", daemon.grpc), "bench-key").await?;
+    std::fs::create_dir_all(results)?;
+    let mut steps = Vec::new();
+    for &concurrency in ramp {
+        eprintln!("== {concurrency} concurrent calls ==");
+        let sim = Simulator::start(callee_config(sim_args), sim_args.rtp_ports).await?;
+        let agent = control.set_up_agent(sim.sip_addr, "builtin:echo").await?;
+        let (cpu_before, rss_idle) = usage(pid, ticks).context("reading /proc of dialtoned")?;
+        // Sample the daemon's memory while the load runs.
+        let peak = Arc::new(AtomicU64::new(rss_idle));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let (peak, sampling) = (peak.clone(), sampling.clone());
+            std::thread::spawn(move || {
+                while sampling.load(Ordering::Relaxed) {
+                    if let Some((_, rss)) = usage(pid, ticks) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            })
+        };
+        let p = plan(
+            agent,
+            load_args,
+            concurrency,
+            concurrency,
+            sim_args.hold_seconds,
+        );
+        let (mut report, records) = load::run(&control, sim, &p).await?;
+        sampling.store(false, Ordering::Relaxed);
+        let _ = sampler.join();
+        let (cpu_after, _) = usage(pid, ticks).context("reading /proc of dialtoned")?;
+        let metrics = http_get(daemon.http, "/metrics").unwrap_or_default();
+        let call_seconds: f64 = records.iter().map(|r| r.held_ms as f64 / 1000.0).sum();
+        let rss_peak = peak.load(Ordering::Relaxed);
+        let cpu_seconds = cpu_after - cpu_before;
+        // The daemon's histograms count from its start: each step's figures include the
+        // smaller steps before it.
+        report.daemon = Some(DaemonUsage {
+            cpu_seconds,
+            call_seconds,
+            cpu_ms_per_call_second: cpu_seconds * 1000.0 / call_seconds.max(0.001),
+            rss_idle_kib: rss_idle,
+            rss_peak_kib: rss_peak,
+            kib_per_call: rss_peak.saturating_sub(rss_idle) as f64
+                / report.dispatch.max_concurrent.max(1) as f64,
+            inbound_ms: histogram(&metrics, "dialtone_media_inbound_latency_seconds"),
+            outbound_ms: histogram(&metrics, "dialtone_media_outbound_latency_seconds"),
+            step_ms: histogram(&metrics, "dialtone_media_step_seconds"),
+        });
+        report.judge();
+        println!(
+            "\n### {concurrency} concurrent calls\n\n{}",
+            report.markdown()
+        );
+        let within = report.within_budget();
+        steps.push((concurrency, report));
+        if !within {
+            break;
+        }
+    }
+    let held = steps
+        .iter()
+        .filter(|(_, r)| r.within_budget())
+        .map(|(c, _)| *c)
+        .max();
+    let summary = serde_json::json!({
+        "codec": format!("{:?}", sim_args.codec).to_lowercase(),
+        "rate": load_args.rate,
+        "hold_seconds": sim_args.hold_seconds,
+        "max_concurrent_within_budget": held,
+        "steps": steps.iter().map(|(c, r)| serde_json::json!({"concurrency": c, "report": r})).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        results.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    let mut md = format!(
+        "# Capacity bench\n\ncodec {:?}, {} dispatches/s, calls held {} s\n\n**most concurrent calls within budget: {}**\n",
+        sim_args.codec,
+        load_args.rate,
+        sim_args.hold_seconds,
+        held.map_or("none".into(), |h| h.to_string())
+    );
+    for (c, r) in &steps {
+        md.push_str(&format!("\n## {c} concurrent calls\n\n{}", r.markdown()));
+    }
+    std::fs::write(results.join("summary.md"), &md)?;
+    println!(
+        "\nmost concurrent calls within budget: {}; {} and {} written",
+        held.map_or("none".into(), |h| h.to_string()),
+        results.join("summary.json").display(),
+        results.join("summary.md").display()
+    );
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Mode::Callee(sim) => {
+            let simulator = Simulator::start(callee_config(&sim), sim.rtp_ports).await?;
+            eprintln!(
+                "trunk simulator on udp {}; Ctrl-C stops it",
+                simulator.sip_addr
+            );
+            tokio::signal::ctrl_c().await?;
+            let records = simulator.stop().await;
+            eprintln!("{} calls", records.len());
+            println!("{}", serde_json::to_string_pretty(&records)?);
+        }
+        Mode::Run {
+            server,
+            api_key,
+            brain,
+            load: load_args,
+            sim,
+        } => {
+            let control = Control::connect(&server, &api_key).await?;
+            let simulator = Simulator::start(callee_config(&sim), sim.rtp_ports).await?;
+            let agent = control.set_up_agent(simulator.sip_addr, &brain).await?;
+            let p = plan(
+                agent,
+                &load_args,
+                load_args.calls,
+                load_args.concurrency,
+                sim.hold_seconds,
+            );
+            let (report, _) = load::run(&control, simulator, &p).await?;
+            println!("{}", report.markdown());
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Mode::Bench {
+            ramp,
+            dialtoned,
+            media_workers,
+            results,
+            load: load_args,
+            sim,
+        } => {
+            let binary = match dialtoned {
+                Some(b) => b,
+                None => std::env::current_exe()?
+                    .parent()
+                    .context("the loadgen's directory")?
+                    .join("dialtoned"),
+            };
+            if !binary.exists() {
+                bail!(
+                    "{} is missing: cargo build --release -p dialtone-daemon",
+                    binary.display()
+                );
+            }
+            bench(&ramp, binary, media_workers, &results, &load_args, &sim).await?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("dialtone-loadgen: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

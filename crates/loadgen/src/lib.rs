@@ -1,0 +1,75 @@
+//! # dialtone-loadgen — the trunk simulator and load driver behind the capacity bench
+//!
+//! * [`callee`]: a sans-IO SIP trunk simulator for many calls at once (answer, busy, failure
+//!   and ring-no-answer mixes; answer delay; hold time or wait for the caller's BYE).
+//! * [`voice`]: each call's audio, sans-IO: speech-like talkspurts sent on a 20 ms clock, and a
+//!   meter of what comes back (packets, jitter, gaps beyond the clock, late packets, voiced
+//!   audio, talkspurts answered — what an echoing agent does).
+//! * [`sim`]: the driver: one UDP socket for SIP, one per call for RTP, on tokio.
+//! * [`load`]: dispatches calls through Dialtone's gRPC API at a rate, up to a concurrency,
+//!   and gathers what the simulator and Dialtone saw into a [`report::Report`].
+//!
+//! The binary `dialtone-loadgen` runs the simulator alone (`callee`), a load against a daemon
+//! (`run`), or the capacity bench (`bench`: a `dialtoned` it starts, with `builtin:echo`).
+
+pub mod callee;
+pub mod load;
+pub mod report;
+pub mod sim;
+pub mod voice;
+
+/// Errors of the load generator.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadgenError {
+    /// A socket could not be bound or used.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The codec failed.
+    #[error(transparent)]
+    Codec(#[from] dialtone_codec::CodecError),
+    /// An RTP packet could not be written.
+    #[error(transparent)]
+    Rtp(#[from] dialtone_rtp::RtpError),
+    /// The daemon could not be reached or refused a request.
+    #[error("gRPC {call}: {status}")]
+    Grpc {
+        /// The call made.
+        call: &'static str,
+        /// The daemon's answer.
+        status: Box<tonic::Status>,
+    },
+    /// The gRPC endpoint is unusable.
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+}
+
+impl LoadgenError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LoadgenError {
+        let what = what.into();
+        move |source| LoadgenError::Io { what, source }
+    }
+}
+
+/// A percentile (0–100) of `values` (sorted here), or 0 for none.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values
+        .get(rank.min(values.len() - 1))
+        .copied()
+        .unwrap_or_default()
+}

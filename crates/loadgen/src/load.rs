@@ -1,0 +1,300 @@
+//! The load driver: dispatches calls through Dialtone's gRPC API at a rate up to a concurrency,
+//! waits for them to end, and reads back what Dialtone recorded.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use dialtone_proto::call_service_client::CallServiceClient;
+use dialtone_proto::{CallStatus, DispatchCallRequest, GetCallRequest};
+use tonic::transport::Channel;
+
+use crate::LoadgenError;
+use crate::report::{Percentiles, Report};
+use crate::sim::{CallRecord, Simulator};
+
+/// What to dispatch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadPlan {
+    /// The agent to run.
+    pub agent_id: String,
+    /// The destination number.
+    pub to: String,
+    /// How many calls.
+    pub calls: u64,
+    /// Dispatches per second.
+    pub rate: f64,
+    /// Most calls live at once (dispatched and not yet ended at the simulator).
+    pub max_concurrency: u64,
+    /// The whole run ends by then, whatever is left.
+    pub deadline: Duration,
+    /// Print a progress line every second to stderr.
+    pub progress: bool,
+}
+
+/// A gRPC connection with its key.
+#[derive(Debug, Clone)]
+pub struct Control {
+    channel: Channel,
+    calls: CallServiceClient<Channel>,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Control {
+    /// Connects to the daemon's gRPC `endpoint` (`http://host:port`) with `api_key`.
+    pub async fn connect(endpoint: &str, api_key: &str) -> Result<Self, LoadgenError> {
+        let connect = |source| LoadgenError::Connect {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let channel = Channel::from_shared(endpoint.to_owned())
+            .map_err(|e| LoadgenError::Grpc {
+                call: "connect",
+                status: Box::new(tonic::Status::invalid_argument(e.to_string())),
+            })?
+            .connect()
+            .await
+            .map_err(connect)?;
+        Ok(Self {
+            calls: CallServiceClient::new(channel.clone()),
+            channel,
+            authorization: format!("Bearer {api_key}").parse().ok(),
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        if let Some(a) = &self.authorization {
+            r.metadata_mut().insert("authorization", a.clone());
+        }
+        r
+    }
+
+    /// Creates a trunk pointing at the simulator, a number on it, and an agent running `brain`
+    /// from that number; returns the agent's id.
+    pub async fn set_up_agent(
+        &self,
+        simulator: std::net::SocketAddr,
+        brain: &str,
+    ) -> Result<String, LoadgenError> {
+        use dialtone_proto::agent_service_client::AgentServiceClient;
+        use dialtone_proto::number_service_client::NumberServiceClient;
+        use dialtone_proto::trunk_service_client::TrunkServiceClient;
+        let grpc = |call| {
+            move |status| LoadgenError::Grpc {
+                call,
+                status: Box::new(status),
+            }
+        };
+        let trunk = TrunkServiceClient::new(self.channel.clone())
+            .create_trunk(self.request(dialtone_proto::CreateTrunkRequest {
+                trunk: Some(dialtone_proto::TrunkFields {
+                    name: Some(format!("loadgen-{}", simulator.port())),
+                    host: Some(simulator.ip().to_string()),
+                    port: Some(u32::from(simulator.port())),
+                    transport: dialtone_proto::TrunkTransport::Udp as i32,
+                    ..dialtone_proto::TrunkFields::default()
+                }),
+            }))
+            .await
+            .map_err(grpc("CreateTrunk"))?
+            .into_inner()
+            .trunk
+            .unwrap_or_default();
+        let number = NumberServiceClient::new(self.channel.clone())
+            .create_number(self.request(dialtone_proto::CreateNumberRequest {
+                e164: format!("+1555{:07}", simulator.port()),
+                trunk_id: trunk.id,
+            }))
+            .await
+            .map_err(grpc("CreateNumber"))?
+            .into_inner()
+            .number
+            .unwrap_or_default();
+        let agent = AgentServiceClient::new(self.channel.clone())
+            .create_agent(self.request(dialtone_proto::CreateAgentRequest {
+                agent: Some(dialtone_proto::AgentFields {
+                    name: Some("loadgen".into()),
+                    direction: Some("outbound".into()),
+                    brain: Some(brain.to_owned()),
+                    primary_number_id: Some(number.id.clone()),
+                    number_ids: vec![number.id],
+                    ..dialtone_proto::AgentFields::default()
+                }),
+            }))
+            .await
+            .map_err(grpc("CreateAgent"))?
+            .into_inner()
+            .agent
+            .unwrap_or_default();
+        Ok(agent.id)
+    }
+
+    async fn dispatch(&self, agent_id: &str, to: &str) -> Result<String, tonic::Status> {
+        let mut calls = self.calls.clone();
+        let r = calls
+            .dispatch_call(self.request(DispatchCallRequest {
+                agent_id: agent_id.to_owned(),
+                to: to.to_owned(),
+                ..DispatchCallRequest::default()
+            }))
+            .await?;
+        Ok(r.into_inner().call.map(|c| c.id).unwrap_or_default())
+    }
+
+    /// The call's status and end reason code.
+    async fn outcome(&self, id: &str) -> Result<(CallStatus, String), tonic::Status> {
+        let mut calls = self.calls.clone();
+        let call = calls
+            .get_call(self.request(GetCallRequest { id: id.to_owned() }))
+            .await?
+            .into_inner()
+            .call
+            .unwrap_or_default();
+        Ok((
+            CallStatus::try_from(call.status).unwrap_or(CallStatus::Unspecified),
+            call.end_reason.map(|r| r.code).unwrap_or_default(),
+        ))
+    }
+}
+
+fn is_final(status: CallStatus) -> bool {
+    matches!(
+        status,
+        CallStatus::Completed
+            | CallStatus::Busy
+            | CallStatus::NoAnswer
+            | CallStatus::Failed
+            | CallStatus::Canceled
+    )
+}
+
+fn status_name(status: CallStatus) -> String {
+    status
+        .as_str_name()
+        .trim_start_matches("CALL_STATUS_")
+        .to_ascii_lowercase()
+}
+
+/// Runs `plan` against the daemon behind `control`, its trunk pointing at `sim`; stops the
+/// simulator and reports.
+pub async fn run(
+    control: &Control,
+    sim: Simulator,
+    plan: &LoadPlan,
+) -> Result<(Report, Vec<CallRecord>), LoadgenError> {
+    let started = Instant::now();
+    let deadline = started + plan.deadline;
+    let mut dispatches = Vec::new();
+    let mut last_progress = started;
+    let interval = Duration::from_secs_f64(1.0 / plan.rate.max(0.001));
+    for n in 0..plan.calls {
+        let due = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+        // Hold back while the concurrency is reached.
+        loop {
+            let counts = sim.counts();
+            let live = (n).saturating_sub(counts.ended);
+            if live < plan.max_concurrency || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        let c = control.clone();
+        let (agent, to) = (plan.agent_id.clone(), plan.to.clone());
+        dispatches.push(tokio::spawn(async move {
+            let at = Instant::now();
+            (at, c.dispatch(&agent, &to).await)
+        }));
+        if plan.progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            progress(started, &sim, n + 1);
+        }
+    }
+    let dispatch_phase = started.elapsed();
+    let mut ids = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut dispatch_times = Vec::new();
+    for d in dispatches {
+        match d.await {
+            Ok((at, Ok(id))) => {
+                ids.push(id.clone());
+                dispatch_times.push((id, at));
+            }
+            Ok((_, Err(status))) => {
+                *errors.entry(format!("{:?}", status.code())).or_default() += 1;
+            }
+            Err(_) => *errors.entry("task".into()).or_default() += 1,
+        }
+    }
+    // Every accepted call ends at the simulator (or the deadline passes).
+    while sim.counts().ended < ids.len() as u64 && Instant::now() < deadline {
+        if plan.progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            progress(started, &sim, plan.calls);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut latency: Vec<f64> = dispatch_times
+        .iter()
+        .filter_map(|(id, at)| {
+            sim.offered_at(id)
+                .map(|o| o.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    let counts = sim.counts();
+    let records = sim.stop().await;
+    // What Dialtone recorded, once each call has its final status (a moment after the BYE).
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let mut end_reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let settle = Instant::now() + Duration::from_secs(15);
+    for id in &ids {
+        let mut outcome = control.outcome(id).await;
+        while matches!(&outcome, Ok((s, _)) if !is_final(*s)) && Instant::now() < settle {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            outcome = control.outcome(id).await;
+        }
+        match outcome {
+            Ok((status, reason)) => {
+                *statuses.entry(status_name(status)).or_default() += 1;
+                if !reason.is_empty() {
+                    *end_reasons.entry(reason).or_default() += 1;
+                }
+            }
+            Err(status) => {
+                *statuses
+                    .entry(format!("unreadable ({:?})", status.code()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    let report = Report::new(
+        plan,
+        &records,
+        crate::report::Dispatch {
+            dispatched: ids.len() as u64,
+            errors,
+            duration: dispatch_phase,
+            dispatch_to_invite_ms: Percentiles::of(&mut latency),
+            max_concurrent: counts.max_live,
+            media_errors: counts.media_errors,
+            statuses,
+            end_reasons,
+        },
+    );
+    Ok((report, records))
+}
+
+fn progress(started: Instant, sim: &Simulator, dispatched: u64) {
+    let c = sim.counts();
+    let t = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{t:6.1} s  dispatched {dispatched}  offered {}  live {}  ended {}  ({:.1} calls/s)",
+        c.offered,
+        c.live,
+        c.ended,
+        c.offered as f64 / t.max(0.001)
+    );
+}

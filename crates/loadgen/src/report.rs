@@ -1,0 +1,307 @@
+//! What a load run found: a JSON summary and a Markdown table.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::load::LoadPlan;
+use crate::percentile;
+use crate::sim::CallRecord;
+
+/// p50, p99 and the maximum of a sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+    /// Sample size.
+    pub count: usize,
+}
+
+impl Percentiles {
+    /// Of `values`.
+    pub fn of(values: &mut [f64]) -> Self {
+        Self {
+            p50: percentile(values, 50.0),
+            p99: percentile(values, 99.0),
+            max: values.iter().copied().fold(0.0, f64::max),
+            count: values.len(),
+        }
+    }
+}
+
+/// The dispatch side of a run, as the driver saw it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Dispatch {
+    /// Calls Dialtone accepted.
+    pub dispatched: u64,
+    /// Refused dispatches by gRPC code.
+    pub errors: BTreeMap<String, u64>,
+    /// How long dispatching took.
+    #[serde(skip)]
+    pub duration: Duration,
+    /// Dispatch RPC sent → INVITE at the simulator, ms.
+    pub dispatch_to_invite_ms: Percentiles,
+    /// The most calls live at the simulator at once.
+    pub max_concurrent: u64,
+    /// RTP sockets the simulator could not bind.
+    pub media_errors: u64,
+    /// Dialtone's final statuses.
+    pub statuses: BTreeMap<String, u64>,
+    /// Dialtone's end reasons.
+    pub end_reasons: BTreeMap<String, u64>,
+}
+
+/// The audio of the answered calls, as the simulator measured it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct MediaSummary {
+    /// Calls with a measure.
+    pub calls: u64,
+    /// RTP packets the simulator sent.
+    pub packets_out: u64,
+    /// RTP packets it received.
+    pub packets_in: u64,
+    /// Lost on the way in, by sequence numbers.
+    pub lost: u64,
+    /// Arrived behind the highest sequence.
+    pub late: u64,
+    /// Calls with at least one interval between packets over 30 ms.
+    pub calls_with_gaps: u64,
+    /// Such intervals, all calls.
+    pub gaps: u64,
+    /// Per call, the longest interval between packets, ms.
+    pub max_interval_ms: Percentiles,
+    /// Per call, the RFC 3550 interarrival jitter at the end, ms.
+    pub jitter_ms: Percentiles,
+    /// Complete talkspurts sent.
+    pub talkspurts: u64,
+    /// Of those, answered by audio (the echo) in time.
+    pub answered_talkspurts: u64,
+    /// Whose answer window was still open at the end (not counted either way).
+    pub pending_talkspurts: u64,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Report {
+    /// Calls planned.
+    pub planned: u64,
+    /// Target dispatch rate, per second.
+    pub target_rate: f64,
+    /// Target concurrency.
+    pub target_concurrency: u64,
+    /// Achieved dispatch rate, per second.
+    pub achieved_rate: f64,
+    /// The dispatch side.
+    pub dispatch: Dispatch,
+    /// The audio side.
+    pub media: MediaSummary,
+    /// The daemon's resources and internal latencies, when the bench started it.
+    pub daemon: Option<DaemonUsage>,
+    /// Why the run is not within budget (empty: it is).
+    pub failures: Vec<String>,
+}
+
+/// The daemon's own figures over a run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct DaemonUsage {
+    /// CPU seconds (user + system) during the run.
+    pub cpu_seconds: f64,
+    /// Call-seconds held (sum over calls of answered time).
+    pub call_seconds: f64,
+    /// CPU time per call-second, ms.
+    pub cpu_ms_per_call_second: f64,
+    /// Resident memory before the run, KiB.
+    pub rss_idle_kib: u64,
+    /// Resident memory at its highest sample during the run, KiB.
+    pub rss_peak_kib: u64,
+    /// (peak − idle) / most concurrent calls, KiB.
+    pub kib_per_call: f64,
+    /// RTP in → frame in the speech ring, from the daemon's histogram, ms.
+    pub inbound_ms: Percentiles,
+    /// Agent frame → RTP out, ms.
+    pub outbound_ms: Percentiles,
+    /// One call's 20 ms media step, CPU, ms.
+    pub step_ms: Percentiles,
+}
+
+impl Report {
+    /// The report of a run of `plan` whose simulator kept `records`.
+    pub fn new(plan: &LoadPlan, records: &[CallRecord], dispatch: Dispatch) -> Self {
+        let mut media = MediaSummary::default();
+        let mut intervals = Vec::new();
+        let mut jitters = Vec::new();
+        for m in records.iter().filter_map(|r| r.measure.as_ref()) {
+            media.calls += 1;
+            media.packets_out += m.packets_out;
+            media.packets_in += m.packets_in;
+            media.lost += m.lost;
+            media.late += m.late;
+            media.gaps += m.gaps;
+            media.calls_with_gaps += u64::from(m.gaps > 0);
+            media.talkspurts += m.talkspurts;
+            media.answered_talkspurts += m.answered_talkspurts;
+            intervals.push(m.max_interval_ms);
+            jitters.push(m.jitter_ms);
+        }
+        media.pending_talkspurts = records.iter().map(|r| r.pending_talkspurts).sum();
+        media.max_interval_ms = Percentiles::of(&mut intervals);
+        media.jitter_ms = Percentiles::of(&mut jitters);
+        let mut report = Self {
+            planned: plan.calls,
+            target_rate: plan.rate,
+            target_concurrency: plan.max_concurrency,
+            achieved_rate: dispatch.dispatched as f64 / dispatch.duration.as_secs_f64().max(0.001),
+            dispatch,
+            media,
+            daemon: None,
+            failures: Vec::new(),
+        };
+        report.judge();
+        report
+    }
+
+    /// Fills `failures` from the budgets: every planned call dispatched and completed, no
+    /// media gap beyond the 20 ms clock + 10 ms, every talkspurt answered, the daemon's media
+    /// steps within 0.5 ms at p99.
+    pub fn judge(&mut self) {
+        let mut failures = Vec::new();
+        let d = &self.dispatch;
+        if d.dispatched < self.planned {
+            failures.push(format!(
+                "{} of {} calls were not dispatched ({:?})",
+                self.planned - d.dispatched,
+                self.planned,
+                d.errors
+            ));
+        }
+        let completed = d.statuses.get("completed").copied().unwrap_or_default();
+        if completed < d.dispatched {
+            failures.push(format!(
+                "{} of {} calls did not complete: {:?}",
+                d.dispatched - completed,
+                d.dispatched,
+                d.statuses
+            ));
+        }
+        if d.media_errors > 0 {
+            failures.push(format!(
+                "{} calls had no RTP socket at the simulator",
+                d.media_errors
+            ));
+        }
+        let m = &self.media;
+        if m.calls_with_gaps > 0 {
+            failures.push(format!(
+                "{} calls had gaps over 30 ms in the audio they received ({} gaps, worst {:.1} ms)",
+                m.calls_with_gaps, m.gaps, m.max_interval_ms.max
+            ));
+        }
+        let missed = m
+            .talkspurts
+            .saturating_sub(m.answered_talkspurts + m.pending_talkspurts);
+        if missed > 0 {
+            failures.push(format!(
+                "{missed} of {} talkspurts got no audio back in time",
+                m.talkspurts
+            ));
+        }
+        if let Some(daemon) = &self.daemon
+            && daemon.step_ms.p99 > 0.5
+        {
+            failures.push(format!(
+                "the media step's p99 is {:.3} ms (budget 0.5 ms)",
+                daemon.step_ms.p99
+            ));
+        }
+        self.failures = failures;
+    }
+
+    /// Whether the run is within budget.
+    pub fn within_budget(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The report as a Markdown table.
+    pub fn markdown(&self) -> String {
+        let d = &self.dispatch;
+        let m = &self.media;
+        let ms = |p: &Percentiles| {
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                p.p50, p.p99, p.max
+            )
+        };
+        let mut rows = vec![
+            (
+                "calls dispatched / planned".to_owned(),
+                format!("{} / {}", d.dispatched, self.planned),
+            ),
+            ("final statuses".to_owned(), format!("{:?}", d.statuses)),
+            (
+                "most concurrent calls".to_owned(),
+                d.max_concurrent.to_string(),
+            ),
+            (
+                "dispatch rate (target)".to_owned(),
+                format!("{:.1}/s ({:.1}/s)", self.achieved_rate, self.target_rate),
+            ),
+            ("dispatch → INVITE".to_owned(), ms(&d.dispatch_to_invite_ms)),
+            (
+                "RTP received / sent by the simulator".to_owned(),
+                format!(
+                    "{} / {} (lost {}, late {})",
+                    m.packets_in, m.packets_out, m.lost, m.late
+                ),
+            ),
+            (
+                "calls with gaps > 30 ms".to_owned(),
+                format!("{} of {} ({} gaps)", m.calls_with_gaps, m.calls, m.gaps),
+            ),
+            (
+                "longest interval per call".to_owned(),
+                ms(&m.max_interval_ms),
+            ),
+            ("interarrival jitter per call".to_owned(), ms(&m.jitter_ms)),
+            (
+                "talkspurts echoed back".to_owned(),
+                format!(
+                    "{} of {} ({} still open)",
+                    m.answered_talkspurts, m.talkspurts, m.pending_talkspurts
+                ),
+            ),
+        ];
+        if let Some(u) = &self.daemon {
+            rows.push((
+                "daemon CPU per call-second".to_owned(),
+                format!(
+                    "{:.3} ms ({:.1} s CPU over {:.0} call-s)",
+                    u.cpu_ms_per_call_second, u.cpu_seconds, u.call_seconds
+                ),
+            ));
+            rows.push((
+                "daemon memory per call".to_owned(),
+                format!(
+                    "{:.0} KiB (RSS {} → {} KiB)",
+                    u.kib_per_call, u.rss_idle_kib, u.rss_peak_kib
+                ),
+            ));
+            rows.push(("RTP in → speech ring".to_owned(), ms(&u.inbound_ms)));
+            rows.push(("agent frame → RTP out".to_owned(), ms(&u.outbound_ms)));
+            rows.push(("media step per call per 20 ms".to_owned(), ms(&u.step_ms)));
+        }
+        let verdict = if self.within_budget() {
+            "within budget".to_owned()
+        } else {
+            format!("NOT within budget: {}", self.failures.join("; "))
+        };
+        rows.push(("verdict".to_owned(), verdict));
+        let mut out = String::from("| measure | value |\n|---|---|\n");
+        for (k, v) in rows {
+            out.push_str(&format!("| {k} | {v} |\n"));
+        }
+        out
+    }
+}

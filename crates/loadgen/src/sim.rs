@@ -1,0 +1,330 @@
+//! The simulator's driver: the sans-IO [`Callee`] on a UDP socket, and each answered call's
+//! [`CallVoice`] on its own RTP socket and 20 ms clock, on tokio.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::LoadgenError;
+use crate::callee::{Callee, CalleeConfig, CalleeEvent, EndedBy, Outcome};
+use crate::voice::{CallMeasure, CallVoice};
+
+/// Live counts, for progress lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SimCounts {
+    /// INVITEs taken.
+    pub offered: u64,
+    /// Calls answered (ACK received).
+    pub answered: u64,
+    /// Calls over.
+    pub ended: u64,
+    /// Calls live now.
+    pub live: u64,
+    /// The most live at once.
+    pub max_live: u64,
+    /// RTP sockets that could not be bound.
+    pub media_errors: u64,
+}
+
+/// What the simulator saw of one call.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallRecord {
+    /// SIP Call-ID.
+    pub call_id: String,
+    /// Dialtone's call id (`X-Dialtone-Call-Id`).
+    pub dispatch_id: Option<String>,
+    /// What the simulator did with it.
+    pub outcome: String,
+    /// When the INVITE came.
+    #[serde(skip)]
+    pub offered_at: Option<Instant>,
+    /// Whether the ACK of our 200 came.
+    pub answered: bool,
+    /// When it came.
+    #[serde(skip)]
+    pub answered_at: Option<Instant>,
+    /// From the ACK to the end, ms.
+    pub held_ms: u64,
+    /// Who ended it (`caller`, `callee`, `timeout`), if it ended.
+    pub ended_by: Option<String>,
+    /// The audio measure, for answered calls.
+    pub measure: Option<CallMeasure>,
+    /// Talkspurts whose answer window was still open when the call ended.
+    pub pending_talkspurts: u64,
+}
+
+enum Command {
+    Stop(oneshot::Sender<Vec<CallRecord>>),
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct Simulator {
+    /// The SIP address (UDP) to point a trunk at.
+    pub sip_addr: SocketAddr,
+    commands: mpsc::UnboundedSender<Command>,
+    counts: Arc<Mutex<SimCounts>>,
+    offered_at: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl Simulator {
+    /// Binds `config.sip_addr` (port 0 picks one) and starts answering; RTP ports come from
+    /// `rtp_ports`.
+    pub async fn start(
+        mut config: CalleeConfig,
+        rtp_ports: (u16, u16),
+    ) -> Result<Self, LoadgenError> {
+        let socket = UdpSocket::bind(config.sip_addr)
+            .await
+            .map_err(LoadgenError::io(format!(
+                "binding SIP on {}",
+                config.sip_addr
+            )))?;
+        let sip_addr = socket
+            .local_addr()
+            .map_err(LoadgenError::io("reading the SIP address"))?;
+        config.sip_addr = sip_addr;
+        let (commands, rx) = mpsc::unbounded_channel();
+        let counts = Arc::new(Mutex::new(SimCounts::default()));
+        let offered_at = Arc::new(Mutex::new(HashMap::new()));
+        let callee = Callee::new(config, rtp_ports);
+        tokio::spawn(run(socket, callee, rx, counts.clone(), offered_at.clone()));
+        Ok(Self {
+            sip_addr,
+            commands,
+            counts,
+            offered_at,
+        })
+    }
+
+    /// The counts now.
+    pub fn counts(&self) -> SimCounts {
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the INVITE of Dialtone's call `dispatch_id` arrived, if it has.
+    pub fn offered_at(&self, dispatch_id: &str) -> Option<Instant> {
+        self.offered_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(dispatch_id)
+            .copied()
+    }
+
+    /// Stops: live calls' audio stops and every call's record comes back.
+    pub async fn stop(self) -> Vec<CallRecord> {
+        let (reply, records) = oneshot::channel();
+        if self.commands.send(Command::Stop(reply)).is_err() {
+            return Vec::new();
+        }
+        records.await.unwrap_or_default()
+    }
+}
+
+struct Media {
+    stop: oneshot::Sender<()>,
+}
+
+async fn run(
+    socket: UdpSocket,
+    mut callee: Callee,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    counts: Arc<Mutex<SimCounts>>,
+    offered_at: Arc<Mutex<HashMap<String, Instant>>>,
+) {
+    let mut records: HashMap<String, CallRecord> = HashMap::new();
+    let mut media: HashMap<String, Media> = HashMap::new();
+    let (measured_tx, mut measured) = mpsc::unbounded_channel::<(String, CallMeasure, u64)>();
+    let mut buf = vec![0u8; 65_536];
+    let mut ssrc = 0x5157_0000u32;
+    let far = Duration::from_secs(3600);
+    let stop_reply = loop {
+        let wake = callee
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + far);
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                if let Ok((n, source)) = received {
+                    callee.handle_datagram(Instant::now(), source, buf.get(..n).unwrap_or_default());
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => callee.handle_timeout(Instant::now()),
+            Some((id, measure, pending)) = measured.recv() => {
+                if let Some(r) = records.get_mut(&id) {
+                    r.measure = Some(measure);
+                    r.pending_talkspurts = pending;
+                }
+                continue;
+            }
+            command = commands.recv() => match command {
+                Some(Command::Stop(reply)) => break Some(reply),
+                None => break None,
+            },
+        }
+        while let Some(event) = callee.poll_event() {
+            let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+            match event {
+                CalleeEvent::Offered {
+                    call_id,
+                    dispatch_id,
+                    outcome,
+                } => {
+                    c.offered += 1;
+                    c.live += 1;
+                    c.max_live = c.max_live.max(c.live);
+                    let now = Instant::now();
+                    if let Some(id) = &dispatch_id {
+                        offered_at
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id.clone(), now);
+                    }
+                    records.insert(
+                        call_id.clone(),
+                        CallRecord {
+                            call_id,
+                            dispatch_id,
+                            outcome: match outcome {
+                                Outcome::Answer => "answer",
+                                Outcome::Busy => "busy",
+                                Outcome::Fail => "fail",
+                                Outcome::NoAnswer => "no_answer",
+                            }
+                            .into(),
+                            offered_at: Some(now),
+                            answered: false,
+                            answered_at: None,
+                            held_ms: 0,
+                            ended_by: None,
+                            measure: None,
+                            pending_talkspurts: 0,
+                        },
+                    );
+                }
+                CalleeEvent::Answering {
+                    call_id,
+                    rtp_port,
+                    session,
+                } => {
+                    ssrc = ssrc.wrapping_add(1);
+                    let bind = SocketAddr::new(
+                        socket
+                            .local_addr()
+                            .map_or([127, 0, 0, 1].into(), |a| a.ip()),
+                        rtp_port,
+                    );
+                    let started = std::net::UdpSocket::bind(bind)
+                        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                        .and_then(UdpSocket::from_std);
+                    let voice = CallVoice::new(
+                        Instant::now(),
+                        session.codec.codec,
+                        session.codec.send_payload_type,
+                        session.codec.receive_payload_type,
+                        ssrc,
+                    );
+                    match (started, voice) {
+                        (Ok(rtp), Ok(voice)) => {
+                            let (stop, stopped) = oneshot::channel();
+                            let tx = measured_tx.clone();
+                            let id = call_id.clone();
+                            let remote = session.remote_rtp;
+                            tokio::spawn(async move {
+                                let (measure, pending) = stream(rtp, remote, voice, stopped).await;
+                                let _ = tx.send((id, measure, pending));
+                            });
+                            media.insert(call_id, Media { stop });
+                        }
+                        (Err(error), _) => {
+                            c.media_errors += 1;
+                            tracing::warn!(%error, port = rtp_port, "cannot bind an RTP port");
+                        }
+                        (_, Err(error)) => {
+                            c.media_errors += 1;
+                            tracing::warn!(%error, "cannot set up the call's audio");
+                        }
+                    }
+                }
+                CalleeEvent::Confirmed { call_id } => {
+                    c.answered += 1;
+                    if let Some(r) = records.get_mut(&call_id) {
+                        r.answered = true;
+                        r.answered_at = Some(Instant::now());
+                    }
+                }
+                CalleeEvent::Ended { call_id, by } => {
+                    c.ended += 1;
+                    c.live = c.live.saturating_sub(1);
+                    if let Some(r) = records.get_mut(&call_id) {
+                        r.held_ms = r.answered_at.map_or(0, |a| a.elapsed().as_millis() as u64);
+                        r.ended_by = Some(
+                            match by {
+                                EndedBy::Caller => "caller",
+                                EndedBy::Callee => "callee",
+                                EndedBy::Timeout => "timeout",
+                            }
+                            .into(),
+                        );
+                    }
+                    if let Some(m) = media.remove(&call_id) {
+                        let _ = m.stop.send(());
+                    }
+                }
+            }
+        }
+        while let Some((to, bytes)) = callee.poll_transmit() {
+            let _ = socket.send_to(&bytes, to).await;
+        }
+    };
+    // Stop the audio still running; every audio task holds a sender, so the channel closes
+    // once the last measure is in.
+    for (_, m) in media.drain() {
+        let _ = m.stop.send(());
+    }
+    drop(measured_tx);
+    while let Some((id, measure, pending)) = measured.recv().await {
+        if let Some(r) = records.get_mut(&id) {
+            r.measure = Some(measure);
+            r.pending_talkspurts = pending;
+        }
+    }
+    if let Some(reply) = stop_reply {
+        let _ = reply.send(records.into_values().collect());
+    }
+}
+
+/// One call's audio: a packet every 20 ms (the clock does not drift: missed ticks are sent
+/// late, in a burst), and every packet that comes back measured.
+async fn stream(
+    socket: UdpSocket,
+    remote: Option<SocketAddr>,
+    mut voice: CallVoice,
+    mut stop: oneshot::Receiver<()>,
+) -> (CallMeasure, u64) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut out = [0u8; 1500];
+    let mut inbound = [0u8; 1500];
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                if let (Some(to), Ok(n)) = (remote, voice.next_packet(Instant::now(), &mut out)) {
+                    let _ = socket.send_to(out.get(..n).unwrap_or_default(), to).await;
+                }
+            }
+            received = socket.recv_from(&mut inbound) => {
+                if let Ok((n, _)) = received {
+                    voice.receive(Instant::now(), inbound.get(..n).unwrap_or_default());
+                }
+            }
+        }
+    }
+    let now = Instant::now();
+    (voice.measure(), voice.pending_talkspurts(now))
+}

@@ -1,0 +1,331 @@
+//! One simulated callee's audio, sans-IO: speech-like talkspurts sent on a 20 ms clock, and a
+//! meter of what comes back (packets, interarrival jitter, gaps beyond the 20 ms clock, late
+//! packets, voiced audio, and whether each talkspurt was answered by audio — what an echoing
+//! agent must do).
+
+use std::time::{Duration, Instant};
+
+use dialtone_codec::{G711, G711Law, OpusDecoder, OpusEncoder};
+use dialtone_rtp::{Arrival, RtpReceiver, RtpSender};
+use dialtone_sdp::AudioCodec;
+
+use crate::LoadgenError;
+
+/// Samples in 20 ms at 8 kHz, the simulator's audio rate.
+pub const FRAME: usize = 160;
+/// Length of a talkspurt and of the silence after it.
+pub const TALK: Duration = Duration::from_millis(1200);
+/// Silence between talkspurts.
+pub const PAUSE: Duration = Duration::from_millis(2300);
+/// An arrival later than this after the previous one is a gap (20 ms clock + 10 ms).
+pub const GAP: Duration = Duration::from_millis(30);
+/// After a talkspurt ends, audio coming back within this window answers it.
+pub const ANSWER_WINDOW: (Duration, Duration) =
+    (Duration::from_millis(200), Duration::from_millis(2300));
+
+/// Level above which a frame is voiced, dBFS.
+const VOICED_DBFS: f64 = -40.0;
+
+/// The speech-like signal at sample `n` (8 kHz) of a talkspurt: a 140 Hz voice with two
+/// harmonics under a 4 Hz syllable envelope.
+fn voice_sample(n: usize) -> i16 {
+    let t = n as f64 / 8000.0;
+    let tau = std::f64::consts::TAU;
+    let envelope = 0.55 + 0.45 * (tau * 4.0 * t).sin();
+    let wave = 0.6 * (tau * 140.0 * t).sin()
+        + 0.3 * (tau * 280.0 * t).sin()
+        + 0.1 * (tau * 420.0 * t).sin();
+    (9000.0 * envelope * wave) as i16
+}
+
+fn level_dbfs(frame: &[i16]) -> f64 {
+    if frame.is_empty() {
+        return -100.0;
+    }
+    let power: f64 = frame
+        .iter()
+        .map(|s| f64::from(*s) * f64::from(*s))
+        .sum::<f64>()
+        / frame.len() as f64;
+    if power <= 0.0 {
+        -100.0
+    } else {
+        10.0 * (power / (32768.0 * 32768.0)).log10()
+    }
+}
+
+enum Encoder {
+    G711(G711),
+    Opus(Box<OpusEncoder>),
+}
+
+enum Decoder {
+    G711(G711),
+    Opus(Box<OpusDecoder>),
+}
+
+/// What came back on one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct CallMeasure {
+    /// RTP packets sent.
+    pub packets_out: u64,
+    /// RTP packets received.
+    pub packets_in: u64,
+    /// Packets the sender's sequence numbers say were lost.
+    pub lost: u64,
+    /// Packets behind the highest sequence seen.
+    pub late: u64,
+    /// RFC 3550 interarrival jitter at the end, ms.
+    pub jitter_ms: f64,
+    /// Arrivals more than 30 ms after the previous one.
+    pub gaps: u64,
+    /// The longest interval between two arrivals, ms.
+    pub max_interval_ms: f64,
+    /// Received frames above -40 dBFS.
+    pub voiced_in: u64,
+    /// Talkspurts sent (complete ones).
+    pub talkspurts: u64,
+    /// Talkspurts answered by voiced audio within the window after them.
+    pub answered_talkspurts: u64,
+    /// Datagrams that were not RTP of the negotiated payload.
+    pub malformed: u64,
+}
+
+/// One call's audio both ways.
+pub struct CallVoice {
+    sender: RtpSender,
+    encoder: Encoder,
+    decoder: Decoder,
+    receiver: RtpReceiver,
+    timestamp_step: u32,
+    receive_payload_type: u8,
+    started: Instant,
+    sample: usize,
+    last_arrival: Option<Instant>,
+    /// Ends of talkspurts still waiting for an answer.
+    awaiting: Vec<Instant>,
+    measure: CallMeasure,
+    pcm: Vec<i16>,
+}
+
+impl std::fmt::Debug for CallVoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallVoice")
+            .field("measure", &self.measure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallVoice {
+    /// Audio for a call negotiated as `codec` (send and receive payload types), from `now`.
+    pub fn new(
+        now: Instant,
+        codec: AudioCodec,
+        send_payload_type: u8,
+        receive_payload_type: u8,
+        ssrc: u32,
+    ) -> Result<Self, LoadgenError> {
+        let (encoder, decoder, timestamp_step) = match codec {
+            AudioCodec::Opus => (
+                Encoder::Opus(Box::new(OpusEncoder::new(8000)?)),
+                Decoder::Opus(Box::new(OpusDecoder::new(8000)?)),
+                960,
+            ),
+            AudioCodec::Pcma => (
+                Encoder::G711(G711::new(G711Law::A)),
+                Decoder::G711(G711::new(G711Law::A)),
+                160,
+            ),
+            _ => (
+                Encoder::G711(G711::new(G711Law::Mu)),
+                Decoder::G711(G711::new(G711Law::Mu)),
+                160,
+            ),
+        };
+        let clock = if codec == AudioCodec::Opus {
+            48_000
+        } else {
+            8000
+        };
+        Ok(Self {
+            sender: RtpSender::new(ssrc, (ssrc >> 16) as u16, ssrc, send_payload_type),
+            encoder,
+            decoder,
+            receiver: RtpReceiver::new(clock),
+            timestamp_step,
+            receive_payload_type,
+            started: now,
+            sample: 0,
+            last_arrival: None,
+            awaiting: Vec::new(),
+            measure: CallMeasure::default(),
+            pcm: vec![0; FRAME * 6],
+        })
+    }
+
+    /// The next 20 ms packet, written into `out`; returns its length. Call it on a 20 ms clock.
+    pub fn next_packet(&mut self, now: Instant, out: &mut [u8]) -> Result<usize, LoadgenError> {
+        let period = TALK + PAUSE;
+        let at = Duration::from_micros((self.sample as u64 / 8) * 1000);
+        let in_cycle = Duration::from_nanos((at.as_nanos() % period.as_nanos()) as u64);
+        let talking = in_cycle < TALK;
+        let mut frame = [0i16; FRAME];
+        if talking {
+            for (i, s) in frame.iter_mut().enumerate() {
+                *s = voice_sample(self.sample + i);
+            }
+        }
+        let next_in_cycle = in_cycle + Duration::from_millis(20);
+        if talking && next_in_cycle >= TALK {
+            self.measure.talkspurts += 1;
+            self.awaiting.push(now);
+        }
+        self.sample += FRAME;
+        let mut payload = [0u8; 400];
+        let n = match &mut self.encoder {
+            Encoder::G711(g) => g.encode(&frame, &mut payload),
+            Encoder::Opus(o) => o.encode(&frame, &mut payload)?,
+        };
+        let encoded = payload.get(..n).unwrap_or_default();
+        let written = self.sender.write(encoded, self.timestamp_step, out)?;
+        self.measure.packets_out += 1;
+        Ok(written)
+    }
+
+    /// A datagram that arrived at `now`.
+    pub fn receive(&mut self, now: Instant, datagram: &[u8]) {
+        let Ok(packet) = dialtone_rtp::parse(datagram) else {
+            if !dialtone_rtp::is_rtcp(datagram) {
+                self.measure.malformed += 1;
+            }
+            return;
+        };
+        if packet.payload_type != self.receive_payload_type {
+            // Telephone-events and comfort noise are not the audio measured here.
+            return;
+        }
+        if let Some(last) = self.last_arrival {
+            let interval = now.saturating_duration_since(last);
+            if interval > GAP {
+                self.measure.gaps += 1;
+            }
+            let ms = interval.as_secs_f64() * 1000.0;
+            if ms > self.measure.max_interval_ms {
+                self.measure.max_interval_ms = ms;
+            }
+        }
+        self.last_arrival = Some(now);
+        if let Arrival::Late { .. } = self.receiver.on_packet(now, &packet) {
+            return;
+        }
+        let decoded = match &mut self.decoder {
+            Decoder::G711(g) => g.decode(packet.payload, &mut self.pcm),
+            Decoder::Opus(o) => o.decode(packet.payload, &mut self.pcm).unwrap_or(0),
+        };
+        let voiced = level_dbfs(self.pcm.get(..decoded).unwrap_or_default()) > VOICED_DBFS;
+        if voiced {
+            self.measure.voiced_in += 1;
+            let before = self.awaiting.len();
+            self.awaiting.retain(|end| {
+                let since = now.saturating_duration_since(*end);
+                !(since >= ANSWER_WINDOW.0 && since <= ANSWER_WINDOW.1)
+            });
+            self.measure.answered_talkspurts += (before - self.awaiting.len()) as u64;
+        }
+        // Talkspurts whose window has passed stay unanswered.
+        self.awaiting
+            .retain(|end| now.saturating_duration_since(*end) <= ANSWER_WINDOW.1);
+    }
+
+    /// The measure so far.
+    pub fn measure(&self) -> CallMeasure {
+        let stats = self.receiver.stats();
+        CallMeasure {
+            packets_in: stats.packets,
+            lost: stats.lost,
+            late: stats.late,
+            jitter_ms: stats.jitter_ms,
+            ..self.measure
+        }
+    }
+
+    /// Talkspurts whose answer window had not closed by `now` (they are not counted as missed).
+    pub fn pending_talkspurts(&self, now: Instant) -> u64 {
+        self.awaiting
+            .iter()
+            .filter(|end| now.saturating_duration_since(**end) < ANSWER_WINDOW.1)
+            .count() as u64
+    }
+
+    /// When this call's audio started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two voices wired back to back on a virtual clock: B plays back what A sent, 600 ms
+    /// late, like an echoing agent; A's talkspurts are all answered and no gap is seen.
+    #[test]
+    fn an_echo_answers_every_talkspurt_on_a_virtual_clock() {
+        let t0 = Instant::now();
+        let mut a = CallVoice::new(t0, AudioCodec::Pcmu, 0, 0, 11).unwrap();
+        let mut b = CallVoice::new(t0, AudioCodec::Pcmu, 0, 0, 22).unwrap();
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        let mut buf = [0u8; 1500];
+        for tick in 0..500u64 {
+            let now = t0 + Duration::from_millis(20 * tick);
+            let n = a.next_packet(now, &mut buf).unwrap();
+            sent.push(buf[..n].to_vec());
+            // B sends A's packet from 30 ticks ago, re-stamped as its own stream.
+            let n = b.next_packet(now, &mut buf).unwrap();
+            let echo = if tick >= 30 {
+                let old = dialtone_rtp::parse(&sent[(tick - 30) as usize]).unwrap();
+                let mut s = RtpSender::new(22, tick as u16, tick as u32 * 160, 0);
+                let mut out = [0u8; 1500];
+                let m = s.write(old.payload, 160, &mut out).unwrap();
+                out[..m].to_vec()
+            } else {
+                buf[..n].to_vec()
+            };
+            a.receive(now + Duration::from_millis(1), &echo);
+        }
+        let m = a.measure();
+        let end = t0 + Duration::from_millis(20 * 500);
+        assert!(m.talkspurts >= 2, "{m:?}");
+        assert_eq!(
+            m.answered_talkspurts + a.pending_talkspurts(end),
+            m.talkspurts,
+            "{m:?}"
+        );
+        assert_eq!(m.gaps, 0);
+        assert!(m.voiced_in > 100);
+    }
+
+    #[test]
+    fn silence_answers_nothing_and_a_stall_is_a_gap() {
+        let t0 = Instant::now();
+        let mut a = CallVoice::new(t0, AudioCodec::Pcmu, 0, 0, 11).unwrap();
+        let mut quiet = RtpSender::new(5, 0, 0, 0);
+        let mut buf = [0u8; 1500];
+        let mut out = [0u8; 1500];
+        for tick in 0..300u64 {
+            let now = t0 + Duration::from_millis(20 * tick);
+            a.next_packet(now, &mut buf).unwrap();
+            // A stall of 60 ms once.
+            if tick == 100 || tick == 101 {
+                continue;
+            }
+            let m = quiet.write(&[0xff; 160], 160, &mut out).unwrap();
+            a.receive(now, &out[..m]);
+        }
+        let m = a.measure();
+        assert_eq!(m.answered_talkspurts, 0);
+        assert_eq!(m.gaps, 1);
+        assert!((59.0..61.0).contains(&m.max_interval_ms), "{m:?}");
+        assert_eq!(m.voiced_in, 0);
+    }
+}
