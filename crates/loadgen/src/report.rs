@@ -125,6 +125,8 @@ pub struct DaemonUsage {
     pub outbound_ms: Percentiles,
     /// One call's 20 ms media step, CPU, ms.
     pub step_ms: Percentiles,
+    /// CPU seconds the load generator itself used meanwhile (it shares the machine).
+    pub loadgen_cpu_seconds: f64,
 }
 
 impl Report {
@@ -282,14 +284,24 @@ impl Report {
                 ),
             ));
             rows.push((
+                "load generator CPU (same machine)".to_owned(),
+                format!("{:.1} s", u.loadgen_cpu_seconds),
+            ));
+            rows.push((
                 "daemon memory per call".to_owned(),
                 format!(
                     "{:.0} KiB (RSS {} → {} KiB)",
                     u.kib_per_call, u.rss_idle_kib, u.rss_peak_kib
                 ),
             ));
-            rows.push(("RTP in → speech ring".to_owned(), ms(&u.inbound_ms)));
-            rows.push(("agent frame → RTP out".to_owned(), ms(&u.outbound_ms)));
+            rows.push((
+                "RTP in → speech ring, with the jitter buffer's delay".to_owned(),
+                ms(&u.inbound_ms),
+            ));
+            rows.push((
+                "agent frame queued → RTP out".to_owned(),
+                ms(&u.outbound_ms),
+            ));
             rows.push(("media step per call per 20 ms".to_owned(), ms(&u.step_ms)));
         }
         let verdict = if self.within_budget() {

@@ -81,6 +81,8 @@ pub struct CallMeasure {
     pub gaps: u64,
     /// The longest interval between two arrivals, ms.
     pub max_interval_ms: f64,
+    /// When it ended, ms after the call's audio started.
+    pub max_interval_at_ms: f64,
     /// Received frames above -40 dBFS.
     pub voiced_in: u64,
     /// Talkspurts sent (complete ones).
@@ -212,6 +214,8 @@ impl CallVoice {
             let ms = interval.as_secs_f64() * 1000.0;
             if ms > self.measure.max_interval_ms {
                 self.measure.max_interval_ms = ms;
+                self.measure.max_interval_at_ms =
+                    now.saturating_duration_since(self.started).as_secs_f64() * 1000.0;
             }
         }
         self.last_arrival = Some(now);

@@ -80,7 +80,9 @@ impl InbandDtmf {
             .map(|s| (f32::from(*s) / 32768.0).powi(2))
             .sum::<f32>()
             / samples.len().max(1) as f32;
-        if energy <= 0.0 {
+        // A tone's Goertzel power is at most twice the frame's mean square (Cauchy-Schwarz), so
+        // a frame too quiet to hold a tone at MIN_TONE_DBFS needs no filters at all.
+        if energy <= 0.0 || 2.0 * energy < 10f32.powf(MIN_TONE_DBFS / 10.0) {
             return None;
         }
         let (row, low, low_next) = strongest(samples, rate, &LOW);

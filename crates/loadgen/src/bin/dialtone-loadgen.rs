@@ -6,8 +6,8 @@
 //!   dispatches;
 //! * `bench`: starts a `dialtoned` of its own (`builtin:echo`, SQLite, loopback), runs the load
 //!   at each step of `--ramp` until one is not within budget, measures the daemon's CPU and
-//!   memory and reads its media latency histograms, and writes `summary.json` and
-//!   `summary.md` to `--results`.
+//!   memory and reads its media latency histograms, and writes `summary.json`, `summary.md`
+//!   and each step's per-call records (`calls-<step>.json`) to `--results`.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -90,8 +90,8 @@ struct SimArgs {
     /// The simulator's SIP address (UDP).
     #[arg(long, default_value = "127.0.0.1:0")]
     sip: SocketAddr,
-    /// RTP ports of the simulator.
-    #[arg(long, default_value = "50000-59999", value_parser = port_range)]
+    /// RTP ports of the simulator (below the kernel's ephemeral range, which starts at 32768).
+    #[arg(long, default_value = "10000-19999", value_parser = port_range)]
     rtp_ports: (u16, u16),
     /// The codec the simulator answers with.
     #[arg(long, value_enum, default_value = "pcmu")]
@@ -127,7 +127,7 @@ fn port_range(text: &str) -> Result<(u16, u16), String> {
     text.split_once('-')
         .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
         .filter(|(a, b): &(u16, u16)| a < b)
-        .ok_or_else(|| format!("{text:?} is not a range like 50000-59999"))
+        .ok_or_else(|| format!("{text:?} is not a range like 10000-19999"))
 }
 
 fn mix(text: &str) -> Result<OutcomeMix, String> {
@@ -286,7 +286,7 @@ fn start_daemon(binary: &Path, media_workers: usize) -> anyhow::Result<Daemon> {
         .env("DIALTONE_HTTP_ADDR", http.to_string())
         .env("DIALTONE_GRPC_ADDR", grpc.to_string())
         .env("DIALTONE_SIP_ADDR", "127.0.0.1:0")
-        .env("DIALTONE_RTP_PORTS", "30000-39999")
+        .env("DIALTONE_RTP_PORTS", "20000-29999")
         .env("DIALTONE_DATA_DIR", dir.path())
         .env("DIALTONE_API_KEY", "bench-key")
         .env("DIALTONE_WEBHOOK_SECRET", "bench")
@@ -332,6 +332,7 @@ async fn bench(
         let sim = Simulator::start(callee_config(sim_args), sim_args.rtp_ports).await?;
         let agent = control.set_up_agent(sim.sip_addr, "builtin:echo").await?;
         let (cpu_before, rss_idle) = usage(pid, ticks).context("reading /proc of dialtoned")?;
+        let (own_before, _) = usage(std::process::id(), ticks).context("reading /proc/self")?;
         // Sample the daemon's memory while the load runs.
         let peak = Arc::new(AtomicU64::new(rss_idle));
         let sampling = Arc::new(AtomicBool::new(true));
@@ -357,7 +358,12 @@ async fn bench(
         sampling.store(false, Ordering::Relaxed);
         let _ = sampler.join();
         let (cpu_after, _) = usage(pid, ticks).context("reading /proc of dialtoned")?;
+        let (own_after, _) = usage(std::process::id(), ticks).context("reading /proc/self")?;
         let metrics = http_get(daemon.http, "/metrics").unwrap_or_default();
+        std::fs::write(
+            results.join(format!("calls-{concurrency}.json")),
+            serde_json::to_string_pretty(&records)?,
+        )?;
         let call_seconds: f64 = records.iter().map(|r| r.held_ms as f64 / 1000.0).sum();
         let rss_peak = peak.load(Ordering::Relaxed);
         let cpu_seconds = cpu_after - cpu_before;
@@ -374,6 +380,7 @@ async fn bench(
             inbound_ms: histogram(&metrics, "dialtone_media_inbound_latency_seconds"),
             outbound_ms: histogram(&metrics, "dialtone_media_outbound_latency_seconds"),
             step_ms: histogram(&metrics, "dialtone_media_step_seconds"),
+            loadgen_cpu_seconds: own_after - own_before,
         });
         report.judge();
         println!(
