@@ -15,7 +15,11 @@ use serde_json::{Value, json};
 const KEY: &str = "test-key-123";
 
 fn config(dir: &std::path::Path) -> Config {
-    let base = 30000 + (std::process::id() % 500) as u16 * 40;
+    // Each daemon of this run its own 40 ports, so no call ever gets a port another test's
+    // peer may still be sending to; below the kernel's ephemeral ports (32768 and up).
+    static WORLDS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let world = WORLDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 60;
+    let base = 20000 + (std::process::id() % 5) as u16 * 2400 + world * 40;
     let database_url = format!("sqlite://{}", dir.join("e2e.db").display());
     let rtp_ports = format!("{base}-{}", base + 39);
     let env = |key: &str| {
@@ -202,9 +206,7 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
     assert_eq!(call["status"], "queued");
     assert_eq!(call["instructions"], "Repeat after the caller.");
     let record = wait_final(&w.api, call["id"].as_str().unwrap()).await;
-    assert_eq!(record["status"], "completed", "{record:#}");
-    assert_eq!(record["end_reason"]["code"], "completed");
-    assert_eq!(record["end_reason"]["by"], "callee");
+    assert_ended(&record, "completed", "completed", "callee");
     assert!(
         record["sip_call_id"]
             .as_str()
@@ -353,6 +355,19 @@ async fn dispatch_refusals_name_the_field_and_use_the_right_status() {
     w.finish().await;
 }
 
+/// The record's status, end reason code and who ended the call.
+fn assert_ended(record: &Value, status: &str, code: &str, by: &str) {
+    assert_eq!(
+        (
+            record["status"].as_str(),
+            record["end_reason"]["code"].as_str(),
+            record["end_reason"]["by"].as_str()
+        ),
+        (Some(status), Some(code), Some(by)),
+        "{record:#}"
+    );
+}
+
 async fn wait_final(api: &Api, id: &str) -> Value {
     for _ in 0..300 {
         let (_, c) = api.get(&format!("/v1/calls/{id}")).await;
@@ -389,9 +404,7 @@ async fn hangup_while_ringing_cancels_and_the_record_says_api() {
         .await;
     assert_eq!(s, 200);
     let record = wait_final(&w.api, &id).await;
-    assert_eq!(record["status"], "canceled", "{record:#}");
-    assert_eq!(record["end_reason"]["code"], "canceled");
-    assert_eq!(record["end_reason"]["by"], "api");
+    assert_ended(&record, "canceled", "canceled", "api");
     assert_eq!(record["end_reason"]["sip_status"], 487);
     assert!(record["answered_at"].is_null());
     let (s, err) = w
@@ -407,9 +420,7 @@ async fn a_busy_callee_gives_status_busy() {
     let w = world(Some("reject.xml"), &[("status", "486")]).await;
     let id = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &id).await;
-    assert_eq!(record["status"], "busy", "{record:#}");
-    assert_eq!(record["end_reason"]["code"], "busy");
-    assert_eq!(record["end_reason"]["by"], "callee");
+    assert_ended(&record, "busy", "busy", "callee");
     assert_eq!(record["end_reason"]["sip_status"], 486);
     w.finish().await;
 }
@@ -645,7 +656,7 @@ async fn sigterm_drains_then_ends_live_calls_as_engine_shutdown_and_exits_0() {
         http: reqwest::Client::new(),
     };
     let drain = [("DIALTONE_DRAIN_TIMEOUT_SECONDS", "2")];
-    let mut daemon = dialtoned(tmp.path(), http, "46100-46199", &drain);
+    let mut daemon = dialtoned(tmp.path(), http, "32100-32199", &drain);
     wait_up(&api.base).await;
     let (agent_id, _) = setup_agent(&api, sipp.port).await;
     let (_, call) = api
@@ -700,12 +711,10 @@ async fn sigterm_drains_then_ends_live_calls_as_engine_shutdown_and_exits_0() {
     sipp.finish(Duration::from_secs(10)).unwrap();
 
     // What was written before the exit, read by the next start.
-    let mut again = dialtoned(tmp.path(), http, "46100-46199", &[]);
+    let mut again = dialtoned(tmp.path(), http, "32100-32199", &[]);
     wait_up(&api.base).await;
     let (_, record) = api.get(&format!("/v1/calls/{id}")).await;
-    assert_eq!(record["status"], "completed", "{record:#}");
-    assert_eq!(record["end_reason"]["code"], "engine_shutdown");
-    assert_eq!(record["end_reason"]["by"], "engine");
+    assert_ended(&record, "completed", "engine_shutdown", "engine");
     let talk = record["talk_duration_ms"].as_i64().unwrap();
     assert!(
         talk >= 2000,
@@ -769,7 +778,7 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
         &SippOptions::default(),
     )
     .unwrap();
-    let start = |http: u16| dialtoned(tmp.path(), http, "46000-46099", &[]);
+    let start = |http: u16| dialtoned(tmp.path(), http, "32000-32099", &[]);
     let http = dialtone_test_support::free_port().unwrap();
     let api = Api {
         base: format!("http://127.0.0.1:{http}"),
@@ -792,9 +801,7 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
     let mut second = start(http);
     wait_up(&api.base).await;
     let record = wait_final(&api, &id).await;
-    assert_eq!(record["status"], "failed", "{record:#}");
-    assert_eq!(record["end_reason"]["code"], "engine_restart");
-    assert_eq!(record["end_reason"]["by"], "engine");
+    assert_ended(&record, "failed", "engine_restart", "engine");
     let mut kinds = Vec::new();
     for _ in 0..100 {
         let mut seen: Vec<(u64, String)> = got
@@ -1916,9 +1923,7 @@ async fn a_call_nobody_answers_is_canceled_after_the_ring_timeout_as_no_answer()
     w.set_agent(json!({"ring_timeout_seconds": 1})).await;
     let id = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &id).await;
-    assert_eq!(record["status"], "no_answer", "{record:#}");
-    assert_eq!(record["end_reason"]["code"], "no_answer");
-    assert_eq!(record["end_reason"]["by"], "engine");
+    assert_ended(&record, "no_answer", "no_answer", "engine");
     assert_eq!(record["end_reason"]["sip_status"], 487);
     let ring = record["ring_duration_ms"].as_i64().unwrap();
     assert!((900..5000).contains(&ring), "rang {ring} ms");
@@ -1932,9 +1937,7 @@ async fn a_trunk_that_never_answers_fails_the_call_after_timer_b() {
     let w = world_on(|c| c.sip_t1 = Duration::from_millis(20), None, &[]).await;
     let id = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &id).await;
-    assert_eq!(record["status"], "failed", "{record:#}");
-    assert_eq!(record["end_reason"]["code"], "trunk_timeout");
-    assert_eq!(record["end_reason"]["by"], "trunk");
+    assert_ended(&record, "failed", "trunk_timeout", "trunk");
     assert!(record["end_reason"]["sip_status"].is_null());
     assert!(record["ringing_at"].is_null());
     assert!(record["dialed_at"].is_string());
@@ -1966,9 +1969,7 @@ async fn a_far_end_that_sends_no_rtp_is_hung_up_as_rtp_timeout() {
     .await;
     let id = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &id).await;
-    assert_eq!(record["status"], "completed", "{record:#}");
-    assert_eq!(record["end_reason"]["code"], "rtp_timeout");
-    assert_eq!(record["end_reason"]["by"], "engine");
+    assert_ended(&record, "completed", "rtp_timeout", "engine");
     assert_eq!(record["media_stats"]["packets_in"], 0);
     w.finish().await;
 }
@@ -1979,9 +1980,7 @@ async fn a_call_at_the_agents_maximum_duration_is_hung_up() {
     w.set_agent(json!({"max_duration_seconds": 1})).await;
     let id = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &id).await;
-    assert_eq!(record["status"], "completed", "{record:#}");
-    assert_eq!(record["end_reason"]["code"], "max_duration");
-    assert_eq!(record["end_reason"]["by"], "engine");
+    assert_ended(&record, "completed", "max_duration", "engine");
     let talk = record["talk_duration_ms"].as_i64().unwrap();
     assert!((900..5000).contains(&talk), "talked {talk} ms");
     w.finish().await;

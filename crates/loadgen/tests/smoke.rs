@@ -47,16 +47,19 @@ fn callee(mix: OutcomeMix, hold: Duration) -> CalleeConfig {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_echo_calls_complete_and_every_caller_hears_itself_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon(dir.path(), "40000-40199").await;
-    let sim = Simulator::start(
-        callee(OutcomeMix::ALL_ANSWERED, Duration::from_secs(4)),
-        (40400, 40599),
-    )
-    .await
-    .unwrap();
+/// A daemon with its RTP on `rtp`, the simulator (`mix`, calls held `hold`) on `sim_ports`,
+/// and an echo agent calling through it.
+async fn bench(
+    dir: &std::path::Path,
+    rtp: &str,
+    sim_ports: (u16, u16),
+    mix: OutcomeMix,
+    hold: Duration,
+) -> (Daemon, Simulator, Control, String) {
+    let d = daemon(dir, rtp).await;
+    let sim = Simulator::start(callee(mix, hold), sim_ports)
+        .await
+        .unwrap();
     let control = Control::connect(&format!("http://{}", d.grpc_addr), KEY)
         .await
         .unwrap();
@@ -64,6 +67,20 @@ async fn thirty_echo_calls_complete_and_every_caller_hears_itself_back() {
         .set_up_agent(sim.sip_addr, "builtin:echo")
         .await
         .unwrap();
+    (d, sim, control, agent_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_echo_calls_complete_and_every_caller_hears_itself_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, sim, control, agent_id) = bench(
+        dir.path(),
+        "12000-12199",
+        (12400, 12599),
+        OutcomeMix::ALL_ANSWERED,
+        Duration::from_secs(4),
+    )
+    .await;
     let plan = LoadPlan {
         agent_id,
         to: "+15551230000".into(),
@@ -105,23 +122,20 @@ async fn thirty_echo_calls_complete_and_every_caller_hears_itself_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_and_failing_callees_give_their_statuses_in_the_mix() {
     let dir = tempfile::tempdir().unwrap();
-    let d = daemon(dir.path(), "40200-40299").await;
     let mix = OutcomeMix {
         answer: 2,
         busy: 1,
         fail: 1,
         no_answer: 0,
     };
-    let sim = Simulator::start(callee(mix, Duration::from_secs(1)), (40600, 40699))
-        .await
-        .unwrap();
-    let control = Control::connect(&format!("http://{}", d.grpc_addr), KEY)
-        .await
-        .unwrap();
-    let agent_id = control
-        .set_up_agent(sim.sip_addr, "builtin:echo")
-        .await
-        .unwrap();
+    let (d, sim, control, agent_id) = bench(
+        dir.path(),
+        "12200-12299",
+        (12600, 12699),
+        mix,
+        Duration::from_secs(1),
+    )
+    .await;
     let plan = LoadPlan {
         agent_id,
         to: "+15551230000".into(),

@@ -4,7 +4,9 @@
 //! protocol and audio state, so it runs on a virtual clock in tests and benches.
 //!
 //! Inbound: RTCP is read (round trip, far-end loss, BYE); RTP from anywhere but the latched
-//! source is counted and dropped; audio and comfort-noise packets go into the jitter buffer,
+//! source is counted and dropped — except from the address the signalling named, which takes
+//! the latch back from a stray stream (a previous call's far end still sending to a reused
+//! port must not hijack the call); audio and comfort-noise packets go into the jitter buffer,
 //! telephone-events to the RFC 4733 receiver (with a silent placeholder in the jitter buffer,
 //! so a digit is neither heard as a tone nor concealed as loss), unknown payload types are
 //! counted and dropped. Each tick one frame leaves the jitter buffer: decoded, concealed
@@ -282,6 +284,8 @@ pub struct CallMedia {
     remote: Option<SocketAddr>,
     remote_rtcp: Option<SocketAddr>,
     latched: bool,
+    /// The far end's address as the SDP (or the latest re-offer) gave it.
+    signalled: Option<SocketAddr>,
     sending: bool,
     receiving: bool,
     samples_per_frame: u32,
@@ -344,6 +348,7 @@ impl CallMedia {
             remote: config.remote,
             remote_rtcp,
             latched: false,
+            signalled: config.remote,
             sending: true,
             receiving: true,
             samples_per_frame: clock / 50,
@@ -409,7 +414,8 @@ impl CallMedia {
             }
             return;
         }
-        if self.latched && Some(source) != self.remote {
+        let from_signalled = Some(source) == self.signalled;
+        if self.latched && Some(source) != self.remote && !from_signalled {
             self.stats.foreign += 1;
             return;
         }
@@ -424,8 +430,9 @@ impl CallMedia {
             self.stats.unknown_payload += 1;
             return;
         }
-        if !self.latched {
-            // Symmetric RTP: answer where the media really comes from.
+        if !self.latched || Some(source) != self.remote {
+            // Symmetric RTP: answer where the media really comes from (or, once the signalled
+            // address itself sends, there).
             self.remote = Some(source);
             if self.config.remote_rtcp.is_none() {
                 self.remote_rtcp = Some(rtcp_address(source, self.config.rtcp_mux));
@@ -491,6 +498,7 @@ impl CallMedia {
         {
             // A new address from a re-INVITE: send there and latch afresh.
             self.remote = Some(to);
+            self.signalled = Some(to);
             if self.config.remote_rtcp.is_none() {
                 self.remote_rtcp = Some(rtcp_address(to, self.config.rtcp_mux));
             }

@@ -672,6 +672,39 @@ fn the_far_end_is_latched_from_its_first_packet_and_strangers_are_ignored() {
 }
 
 #[test]
+fn the_signalled_peer_takes_the_latch_back_from_a_stray_stream() {
+    let t0 = Instant::now();
+    // The SDP named the real peer; a previous call's far end still sends to this reused port.
+    let real: SocketAddr = "127.0.0.5:7002".parse().unwrap();
+    let stray: SocketAddr = "127.0.0.6:9999".parse().unwrap();
+    let (mut media, _inbound, _outbound) =
+        CallMedia::new(config(MediaCodec::Pcmu, real, 1), t0, SystemTime::now()).unwrap();
+    let mut old = RtpSender::new(9, 100, 0, 0);
+    let mut peer = RtpSender::new(3, 1, 0, 0);
+    let mut buf = [0u8; 200];
+    let n = old.write(&[0xff; 160], 160, &mut buf).unwrap();
+    media.receive(t0, stray, &buf[..n], false);
+    let mut to = Vec::new();
+    media.tick(t0, &mut |p| to.push(p.to));
+    assert_eq!(to, [stray], "latched to the first packet");
+    for i in 1..4u64 {
+        let at = t0 + Duration::from_millis(20 * i);
+        let n = peer.write(&[0xff; 160], 160, &mut buf).unwrap();
+        media.receive(at, real, &buf[..n], false);
+        let n = old.write(&[0xff; 160], 160, &mut buf).unwrap();
+        media.receive(at, stray, &buf[..n], false);
+        to.clear();
+        media.tick(at, &mut |p| to.push(p.to));
+        assert_eq!(to, [real], "the signalled address wins");
+    }
+    assert_eq!(
+        media.stats().foreign,
+        3,
+        "the stray is ignored once the peer speaks"
+    );
+}
+
+#[test]
 fn garbage_datagrams_are_counted_and_the_stream_goes_on() {
     let t0 = Instant::now();
     let (mut media, _inbound, _outbound) =

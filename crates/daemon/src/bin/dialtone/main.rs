@@ -258,6 +258,14 @@ fn json_object(text: &str) -> Result<Value, String> {
     }
 }
 
+/// The kinds of object `list`, `get` and `delete` work on.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Trunk,
+    Number,
+    Agent,
+}
+
 /// A connection to the daemon with its key.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
@@ -326,6 +334,95 @@ impl Client {
         } else {
             println!("{}", render::table(&rows, columns));
         }
+    }
+
+    async fn list(&self, kind: Kind) -> anyhow::Result<Vec<Value>> {
+        let ch = self.channel.clone();
+        Ok(match kind {
+            Kind::Trunk => TrunkServiceClient::new(ch)
+                .list_trunks(self.request(proto::ListTrunksRequest {}))
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .trunks
+                .iter()
+                .map(render::trunk)
+                .collect(),
+            Kind::Number => NumberServiceClient::new(ch)
+                .list_numbers(self.request(proto::ListNumbersRequest {}))
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .numbers
+                .iter()
+                .map(render::number)
+                .collect(),
+            Kind::Agent => AgentServiceClient::new(ch)
+                .list_agents(self.request(proto::ListAgentsRequest {}))
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .agents
+                .iter()
+                .map(render::agent)
+                .collect(),
+        })
+    }
+
+    async fn get(&self, kind: Kind, id: String) -> anyhow::Result<Value> {
+        let ch = self.channel.clone();
+        let found = match kind {
+            Kind::Trunk => TrunkServiceClient::new(ch)
+                .get_trunk(self.request(proto::GetTrunkRequest { id }))
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .trunk
+                .as_ref()
+                .map(render::trunk),
+            Kind::Number => NumberServiceClient::new(ch)
+                .get_number(self.request(proto::GetNumberRequest { id }))
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .number
+                .as_ref()
+                .map(render::number),
+            Kind::Agent => AgentServiceClient::new(ch)
+                .get_agent(self.request(proto::GetAgentRequest { id }))
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .agent
+                .as_ref()
+                .map(render::agent),
+        };
+        found.context("the daemon answered without the object")
+    }
+
+    async fn delete(&self, kind: Kind, id: &str) -> anyhow::Result<()> {
+        let (ch, id) = (self.channel.clone(), id.to_owned());
+        match kind {
+            Kind::Trunk => {
+                TrunkServiceClient::new(ch)
+                    .delete_trunk(self.request(proto::DeleteTrunkRequest { id }))
+                    .await
+            }
+            .map(drop),
+            Kind::Number => {
+                NumberServiceClient::new(ch)
+                    .delete_number(self.request(proto::DeleteNumberRequest { id }))
+                    .await
+            }
+            .map(drop),
+            Kind::Agent => {
+                AgentServiceClient::new(ch)
+                    .delete_agent(self.request(proto::DeleteAgentRequest { id }))
+                    .await
+            }
+            .map(drop),
+        }
+        .map_err(refused)
     }
 
     pub(crate) async fn create_trunk(&self, fields: proto::TrunkFields) -> anyhow::Result<Value> {
@@ -493,128 +590,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return demo::run(cli.json).await;
     }
     let c = Client::connect(&cli.server, cli.api_key.as_deref(), cli.json).await?;
-    let ch = || c.channel.clone();
+    let deleted = |id: String| serde_json::json!({ "deleted": id });
     match cli.command {
         Command::Demo => unreachable!("handled above"),
-        Command::Trunks(command) => {
-            let mut trunks = TrunkServiceClient::new(ch());
-            match command {
-                TrunkCommand::List => {
-                    let r = trunks
-                        .list_trunks(c.request(proto::ListTrunksRequest {}))
-                        .await
-                        .map_err(refused)?;
-                    c.show_list(
-                        r.into_inner().trunks.iter().map(render::trunk).collect(),
-                        TRUNK_COLUMNS,
-                    );
-                }
-                TrunkCommand::Get { id } => {
-                    let r = trunks
-                        .get_trunk(c.request(proto::GetTrunkRequest { id }))
-                        .await
-                        .map_err(refused)?;
-                    let t = r
-                        .into_inner()
-                        .trunk
-                        .as_ref()
-                        .map(render::trunk)
-                        .unwrap_or_default();
-                    c.show(&t, render::record);
-                }
-                TrunkCommand::Create(args) => {
-                    let t = c.create_trunk(trunk_fields(args)).await?;
-                    c.show(&t, render::record);
-                }
-                TrunkCommand::Delete { id } => {
-                    trunks
-                        .delete_trunk(c.request(proto::DeleteTrunkRequest { id: id.clone() }))
-                        .await
-                        .map_err(refused)?;
-                    c.show(&serde_json::json!({"deleted": id}), render::record);
-                }
-            }
+        Command::Trunks(TrunkCommand::List) => {
+            c.show_list(c.list(Kind::Trunk).await?, TRUNK_COLUMNS)
         }
-        Command::Numbers(command) => {
-            let mut numbers = NumberServiceClient::new(ch());
-            match command {
-                NumberCommand::List => {
-                    let r = numbers
-                        .list_numbers(c.request(proto::ListNumbersRequest {}))
-                        .await
-                        .map_err(refused)?;
-                    c.show_list(
-                        r.into_inner().numbers.iter().map(render::number).collect(),
-                        NUMBER_COLUMNS,
-                    );
-                }
-                NumberCommand::Get { id } => {
-                    let r = numbers
-                        .get_number(c.request(proto::GetNumberRequest { id }))
-                        .await
-                        .map_err(refused)?;
-                    let n = r
-                        .into_inner()
-                        .number
-                        .as_ref()
-                        .map(render::number)
-                        .unwrap_or_default();
-                    c.show(&n, render::record);
-                }
-                NumberCommand::Create { e164, trunk } => {
-                    let n = c.create_number(&e164, &trunk).await?;
-                    c.show(&n, render::record);
-                }
-                NumberCommand::Delete { id } => {
-                    numbers
-                        .delete_number(c.request(proto::DeleteNumberRequest { id: id.clone() }))
-                        .await
-                        .map_err(refused)?;
-                    c.show(&serde_json::json!({"deleted": id}), render::record);
-                }
-            }
+        Command::Numbers(NumberCommand::List) => {
+            c.show_list(c.list(Kind::Number).await?, NUMBER_COLUMNS)
         }
-        Command::Agents(command) => {
-            let mut agents = AgentServiceClient::new(ch());
-            match command {
-                AgentCommand::List => {
-                    let r = agents
-                        .list_agents(c.request(proto::ListAgentsRequest {}))
-                        .await
-                        .map_err(refused)?;
-                    c.show_list(
-                        r.into_inner().agents.iter().map(render::agent).collect(),
-                        AGENT_COLUMNS,
-                    );
-                }
-                AgentCommand::Get { id } => {
-                    let r = agents
-                        .get_agent(c.request(proto::GetAgentRequest { id }))
-                        .await
-                        .map_err(refused)?;
-                    let a = r
-                        .into_inner()
-                        .agent
-                        .as_ref()
-                        .map(render::agent)
-                        .unwrap_or_default();
-                    c.show(&a, render::record);
-                }
-                AgentCommand::Create(args) => {
-                    let a = c.create_agent(agent_fields(*args)).await?;
-                    c.show(&a, render::record);
-                }
-                AgentCommand::Delete { id } => {
-                    agents
-                        .delete_agent(c.request(proto::DeleteAgentRequest { id: id.clone() }))
-                        .await
-                        .map_err(refused)?;
-                    c.show(&serde_json::json!({"deleted": id}), render::record);
-                }
-            }
+        Command::Agents(AgentCommand::List) => {
+            c.show_list(c.list(Kind::Agent).await?, AGENT_COLUMNS)
+        }
+        Command::Trunks(TrunkCommand::Get { id }) => {
+            c.show(&c.get(Kind::Trunk, id).await?, render::record)
+        }
+        Command::Numbers(NumberCommand::Get { id }) => {
+            c.show(&c.get(Kind::Number, id).await?, render::record)
+        }
+        Command::Agents(AgentCommand::Get { id }) => {
+            c.show(&c.get(Kind::Agent, id).await?, render::record)
+        }
+        Command::Trunks(TrunkCommand::Delete { id }) => {
+            c.delete(Kind::Trunk, &id).await?;
+            c.show(&deleted(id), render::record);
+        }
+        Command::Numbers(NumberCommand::Delete { id }) => {
+            c.delete(Kind::Number, &id).await?;
+            c.show(&deleted(id), render::record);
+        }
+        Command::Agents(AgentCommand::Delete { id }) => {
+            c.delete(Kind::Agent, &id).await?;
+            c.show(&deleted(id), render::record);
+        }
+        Command::Trunks(TrunkCommand::Create(args)) => {
+            c.show(&c.create_trunk(trunk_fields(args)).await?, render::record);
+        }
+        Command::Numbers(NumberCommand::Create { e164, trunk }) => {
+            c.show(&c.create_number(&e164, &trunk).await?, render::record);
+        }
+        Command::Agents(AgentCommand::Create(args)) => {
+            c.show(&c.create_agent(agent_fields(*args)).await?, render::record);
         }
         Command::Calls(command) => {
-            let mut calls = CallServiceClient::new(ch());
+            let mut calls = CallServiceClient::new(c.channel.clone());
             match command {
                 CallCommand::List {
                     agent,
