@@ -8,12 +8,15 @@
 //! * [`sim`]: the driver: one UDP socket for SIP, one per call for RTP, on tokio.
 //! * [`load`]: dispatches calls through Dialtone's gRPC API at a rate, up to a concurrency,
 //!   and gathers what the simulator and Dialtone saw into a [`report::Report`].
+//! * [`reference`]: a bare UDP reflector driven by the same streams, the bench's physical
+//!   reference.
 //!
 //! The binary `dialtone-loadgen` runs the simulator alone (`callee`), a load against a daemon
 //! (`run`), or the capacity bench (`bench`: a `dialtoned` it starts, with `builtin:echo`).
 
 pub mod callee;
 pub mod load;
+pub mod reference;
 pub mod report;
 pub mod sim;
 pub mod voice;

@@ -300,7 +300,7 @@ async fn run(
 
 /// One call's audio: a packet every 20 ms (the clock does not drift: missed ticks are sent
 /// late, in a burst), and every packet that comes back measured.
-async fn stream(
+pub(crate) async fn stream(
     socket: UdpSocket,
     remote: Option<SocketAddr>,
     mut voice: CallVoice,

@@ -6,8 +6,11 @@
 //!   dispatches;
 //! * `bench`: starts a `dialtoned` of its own (`builtin:echo`, SQLite, loopback), runs the load
 //!   at each step of `--ramp` until one is not within budget, measures the daemon's CPU and
-//!   memory and reads its media latency histograms, and writes `summary.json`, `summary.md`
-//!   and each step's per-call records (`calls-<step>.json`) to `--results`.
+//!   memory and reads its media latency histograms; then runs the two references at the largest
+//!   step within budget (a bare UDP reflector moving the same streams, SIPp's UAC against its
+//!   UAS at the same rate and hold) and divides by them; writes `summary.json`, `summary.md`
+//!   and each step's per-call records (`calls-<step>.json`) to `--results`;
+//! * `reflector`: the bare UDP reflector alone.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -52,6 +55,18 @@ enum Mode {
         load: LoadArgs,
         #[command(flatten)]
         sim: SimArgs,
+    },
+    /// A bare UDP reflector (the bench's physical reference), until killed.
+    Reflector {
+        /// Address of the sockets.
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: std::net::IpAddr,
+        /// The first port (then every second one).
+        #[arg(long, default_value_t = 14000)]
+        first_port: u16,
+        /// How many sockets.
+        #[arg(long, default_value_t = 100)]
+        count: u16,
     },
     /// The capacity bench: a dialtoned of its own, ramped until a step is out of budget.
     Bench {
@@ -398,7 +413,34 @@ async fn bench(
         .filter(|(_, r)| r.within_budget())
         .map(|(c, _)| *c)
         .max();
+    // The references, at the largest step within budget (or the first step).
+    let reference_calls = held.or_else(|| ramp.first().copied()).unwrap_or(100);
+    let daemon_step = steps
+        .iter()
+        .find(|(c, _)| *c == reference_calls)
+        .and_then(|(_, r)| r.daemon.clone());
+    eprintln!("== references at {reference_calls} calls ==");
+    let reflector = reflector_reference(reference_calls, sim_args.hold_seconds, ticks).await?;
+    let sipp = sipp_reference(
+        reference_calls,
+        load_args.rate,
+        sim_args.hold_seconds,
+        ticks,
+    )?;
+    let ratios = daemon_step.map(|d| {
+        serde_json::json!({
+            "daemon_cpu_per_call_second_over_reflector": d.cpu_ms_per_call_second / reflector.cpu_ms_per_call_second.max(1e-9),
+            "daemon_cpu_per_call_over_sipp_pair": (d.cpu_seconds * 1000.0 / reference_calls as f64) / sipp.cpu_ms_per_call.max(1e-9),
+        })
+    });
+    let references = serde_json::json!({
+        "calls": reference_calls,
+        "udp_reflector": reflector,
+        "sipp_uac_to_uas": sipp,
+        "ratios": ratios,
+    });
     let summary = serde_json::json!({
+        "references": references,
         "codec": format!("{:?}", sim_args.codec).to_lowercase(),
         "rate": load_args.rate,
         "hold_seconds": sim_args.hold_seconds,
@@ -419,6 +461,17 @@ async fn bench(
     for (c, r) in &steps {
         md.push_str(&format!("\n## {c} concurrent calls\n\n{}", r.markdown()));
     }
+    md.push_str(&format!(
+        "\n## References at {reference_calls} calls\n\n| reference | figure |\n|---|---|\n\
+         | bare UDP reflector, the same packets | {:.3} ms CPU per call-second ({} streams with gaps > 30 ms) |\n\
+         | SIPp UAC → SIPp UAS, same rate and hold, no media | {:.3} ms CPU per call, both ends ({}) |\n\
+         | ratios | {} |\n",
+        reflector.cpu_ms_per_call_second,
+        reflector.streams_with_gaps,
+        sipp.cpu_ms_per_call,
+        if sipp.all_succeeded { "all calls succeeded" } else { "SIPp reported failed calls" },
+        references.get("ratios").cloned().unwrap_or_default()
+    ));
     std::fs::write(results.join("summary.md"), &md)?;
     println!(
         "\nmost concurrent calls within budget: {}; {} and {} written",
@@ -429,8 +482,158 @@ async fn bench(
     Ok(())
 }
 
+/// The bare UDP reflector's cost for `calls` streams held `hold_seconds`.
+#[derive(Debug, serde::Serialize)]
+struct ReflectorFigures {
+    cpu_seconds: f64,
+    cpu_ms_per_call_second: f64,
+    streams_with_gaps: u64,
+}
+
+async fn reflector_reference(
+    calls: u64,
+    hold_seconds: u64,
+    ticks: f64,
+) -> anyhow::Result<ReflectorFigures> {
+    use std::io::BufRead;
+    let count = u16::try_from(calls).context("too many calls for the reflector")?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "reflector",
+            "--first-port",
+            "14000",
+            "--count",
+            &count.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the reflector")?;
+    let stdout = child.stdout.take().context("the reflector's output")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        bail!("the reflector did not start: {line:?}");
+    }
+    let pid = child.id();
+    let (before, _) = usage(pid, ticks).context("reading /proc of the reflector")?;
+    let targets: Vec<SocketAddr> = (0..count)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], 14000 + i * 2)))
+        .collect();
+    let hold = Duration::from_secs(hold_seconds.max(1));
+    let measures =
+        dialtone_loadgen::reference::drive([127, 0, 0, 1].into(), &targets, hold).await?;
+    let (after, _) = usage(pid, ticks).context("reading /proc of the reflector")?;
+    let _ = child.kill();
+    let _ = child.wait();
+    let cpu_seconds = after - before;
+    Ok(ReflectorFigures {
+        cpu_seconds,
+        cpu_ms_per_call_second: cpu_seconds * 1000.0 / (calls as f64 * hold.as_secs_f64()),
+        streams_with_gaps: measures.iter().filter(|m| m.gaps > 0).count() as u64,
+    })
+}
+
+/// SIPp's built-in UAC against its UAS: `calls` calls at `rate`, each held `hold_seconds`.
+#[derive(Debug, serde::Serialize)]
+struct SippFigures {
+    cpu_seconds: f64,
+    cpu_ms_per_call: f64,
+    elapsed_seconds: f64,
+    all_succeeded: bool,
+}
+
+fn sipp_reference(
+    calls: u64,
+    rate: f64,
+    hold_seconds: u64,
+    ticks: f64,
+) -> anyhow::Result<SippFigures> {
+    let (uas_port, uac_port) = (free_port()?, free_port()?);
+    let quiet = |c: &mut Command| {
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+    };
+    let mut uas = Command::new("sipp");
+    uas.args([
+        "-sn",
+        "uas",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &uas_port.to_string(),
+        "-nostdin",
+    ]);
+    quiet(&mut uas);
+    let mut uas = uas
+        .spawn()
+        .context("starting SIPp (Debian package sip-tester)")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut uac = Command::new("sipp");
+    uac.args([
+        "-sn",
+        "uac",
+        &format!("127.0.0.1:{uas_port}"),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &uac_port.to_string(),
+        "-r",
+        &format!("{}", rate.max(1.0).round() as u64),
+        "-m",
+        &calls.to_string(),
+        "-l",
+        &calls.to_string(),
+        "-d",
+        &(hold_seconds * 1000).to_string(),
+        "-nostdin",
+        "-timeout",
+        &(calls as f64 / rate.max(1.0) + hold_seconds as f64 * 2.0 + 30.0)
+            .round()
+            .to_string(),
+    ]);
+    quiet(&mut uac);
+    let mut uac = uac.spawn().context("starting SIPp")?;
+    let (uas_pid, uac_pid) = (uas.id(), uac.id());
+    // /proc goes away with the process: keep the last reading.
+    let (mut uas_cpu, mut uac_cpu) = (0.0, 0.0);
+    let status = loop {
+        if let Some((cpu, _)) = usage(uas_pid, ticks) {
+            uas_cpu = cpu;
+        }
+        if let Some((cpu, _)) = usage(uac_pid, ticks) {
+            uac_cpu = cpu;
+        }
+        if let Some(status) = uac.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if let Some((cpu, _)) = usage(uas_pid, ticks) {
+        uas_cpu = cpu;
+    }
+    let _ = uas.kill();
+    let _ = uas.wait();
+    let cpu_seconds = uas_cpu + uac_cpu;
+    Ok(SippFigures {
+        cpu_seconds,
+        cpu_ms_per_call: cpu_seconds * 1000.0 / calls.max(1) as f64,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        all_succeeded: status.success(),
+    })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Mode::Reflector {
+            ip,
+            first_port,
+            count,
+        } => {
+            dialtone_loadgen::reference::reflect(ip, first_port, count).await?;
+            println!("ready");
+            tokio::signal::ctrl_c().await?;
+        }
         Mode::Callee(sim) => {
             let simulator = Simulator::start(callee_config(&sim), sim.rtp_ports).await?;
             eprintln!(
