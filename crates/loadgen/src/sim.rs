@@ -57,6 +57,17 @@ pub struct CallRecord {
     pub pending_talkspurts: u64,
 }
 
+/// Reads a running simulator's counts.
+#[derive(Debug, Clone)]
+pub struct SimWatch(Arc<Mutex<SimCounts>>);
+
+impl SimWatch {
+    /// The counts now.
+    pub fn counts(&self) -> SimCounts {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 enum Command {
     Stop(oneshot::Sender<Vec<CallRecord>>),
 }
@@ -104,6 +115,12 @@ impl Simulator {
     /// The counts now.
     pub fn counts(&self) -> SimCounts {
         *self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A handle that reads the counts from elsewhere (a sampling thread) while the simulator
+    /// runs.
+    pub fn watch(&self) -> SimWatch {
+        SimWatch(self.counts.clone())
     }
 
     /// When the INVITE of Dialtone's call `dispatch_id` arrived, if it has.

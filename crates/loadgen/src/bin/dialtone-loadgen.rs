@@ -349,17 +349,29 @@ async fn bench(
         let (cpu_before, rss_idle) = usage(pid, ticks).context("reading /proc of dialtoned")?;
         let (own_before, _) = usage(std::process::id(), ticks).context("reading /proc/self")?;
         // Sample the daemon's memory while the load runs.
+        // Sample the daemon's CPU and memory, and the calls live, while the load runs.
         let peak = Arc::new(AtomicU64::new(rss_idle));
         let sampling = Arc::new(AtomicBool::new(true));
         let sampler = {
-            let (peak, sampling) = (peak.clone(), sampling.clone());
+            let (peak, sampling, watch) = (peak.clone(), sampling.clone(), sim.watch());
             std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut timeline = Vec::new();
+                let mut last_cpu = cpu_before;
                 while sampling.load(Ordering::Relaxed) {
-                    if let Some((_, rss)) = usage(pid, ticks) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    if let Some((cpu, rss)) = usage(pid, ticks) {
                         peak.fetch_max(rss, Ordering::Relaxed);
+                        timeline.push(serde_json::json!({
+                            "t_s": started.elapsed().as_secs_f64(),
+                            "live_calls": watch.counts().live,
+                            "daemon_cpu_percent": (cpu - last_cpu) * 100.0 / 0.5,
+                            "daemon_rss_kib": rss,
+                        }));
+                        last_cpu = cpu;
                     }
-                    std::thread::sleep(Duration::from_millis(250));
                 }
+                timeline
             })
         };
         let p = plan(
@@ -371,7 +383,7 @@ async fn bench(
         );
         let (mut report, records) = load::run(&control, sim, &p).await?;
         sampling.store(false, Ordering::Relaxed);
-        let _ = sampler.join();
+        let timeline = sampler.join().unwrap_or_default();
         let (cpu_after, _) = usage(pid, ticks).context("reading /proc of dialtoned")?;
         let (own_after, _) = usage(std::process::id(), ticks).context("reading /proc/self")?;
         let metrics = http_get(daemon.http, "/metrics").unwrap_or_default();
@@ -403,22 +415,22 @@ async fn bench(
             report.markdown()
         );
         let within = report.within_budget();
-        steps.push((concurrency, report));
+        steps.push((concurrency, report, timeline));
         if !within {
             break;
         }
     }
     let held = steps
         .iter()
-        .filter(|(_, r)| r.within_budget())
-        .map(|(c, _)| *c)
+        .filter(|(_, r, _)| r.within_budget())
+        .map(|(c, _, _)| *c)
         .max();
     // The references, at the largest step within budget (or the first step).
     let reference_calls = held.or_else(|| ramp.first().copied()).unwrap_or(100);
     let daemon_step = steps
         .iter()
-        .find(|(c, _)| *c == reference_calls)
-        .and_then(|(_, r)| r.daemon.clone());
+        .find(|(c, _, _)| *c == reference_calls)
+        .and_then(|(_, r, _)| r.daemon.clone());
     eprintln!("== references at {reference_calls} calls ==");
     let reflector = reflector_reference(reference_calls, sim_args.hold_seconds, ticks).await?;
     let sipp = sipp_reference(
@@ -445,7 +457,7 @@ async fn bench(
         "rate": load_args.rate,
         "hold_seconds": sim_args.hold_seconds,
         "max_concurrent_within_budget": held,
-        "steps": steps.iter().map(|(c, r)| serde_json::json!({"concurrency": c, "report": r})).collect::<Vec<_>>(),
+        "steps": steps.iter().map(|(c, r, t)| serde_json::json!({"concurrency": c, "report": r, "timeline": t})).collect::<Vec<_>>(),
     });
     std::fs::write(
         results.join("summary.json"),
@@ -458,7 +470,7 @@ async fn bench(
         sim_args.hold_seconds,
         held.map_or("none".into(), |h| h.to_string())
     );
-    for (c, r) in &steps {
+    for (c, r, _) in &steps {
         md.push_str(&format!("\n## {c} concurrent calls\n\n{}", r.markdown()));
     }
     md.push_str(&format!(
