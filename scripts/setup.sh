@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config libopus-dev protobuf-compiler libprotobuf-dev
   sip-tester baresip kamailio
   tshark iproute2 sox espeak-ng openssl python3-yaml
+  fontconfig fonts-dejavu-core
 )
 
 missing=()

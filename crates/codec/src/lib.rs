@@ -5,8 +5,8 @@
 //!   integer operations per sample. A [`Concealer`] stands in for lost G.711 frames.
 //! * Opus ([`OpusEncoder`], [`OpusDecoder`]) through libopus at 8, 16 or 48 kHz, with in-band
 //!   FEC and packet-loss concealment.
-//! * [`Resampler`]: fixed 20 ms frames between 8, 16, 24, 32 and 48 kHz (rubato's FFT
-//!   resampler).
+//! * [`Resampler`]: fixed 20 ms frames between 8, 16, 24, 32 and 48 kHz (a half-band FIR of
+//!   our own for 8 k↔16 k, rubato's FFT resampler for the rest).
 //!
 //! Everything works on 20 ms mono frames in caller-owned buffers; after construction nothing
 //! allocates per frame.

@@ -198,3 +198,56 @@ fn resampler_refuses_wrong_frames_and_rates() {
     ));
     assert!(resampler.process(&[0; 160], &mut [0; 100]).is_err());
 }
+
+#[test]
+fn upsampling_leaves_no_image_above_the_lower_rate() {
+    // 1 kHz at 8 kHz, upsampled: its mirror at 7 kHz must be filtered out.
+    let mut resampler = Resampler::new(8000, 16000).unwrap();
+    let mut input = [0i16; 160];
+    let mut output = [0i16; 320];
+    for i in 0..10 {
+        sine(8000, 1000.0, AMPLITUDE, i * 160, &mut input);
+        resampler.process(&input, &mut output).unwrap();
+    }
+    assert_1khz(&output, 16000, "8000->16000");
+    assert!(tone_amplitude(&output, 16000, 7000.0) < AMPLITUDE * 0.002);
+}
+
+#[test]
+fn the_telephone_band_passes_flat_both_ways() {
+    // 300 Hz to 3.4 kHz keep their level through 8 k→16 k→8 k, delayed by the two filters.
+    for hz in [300.0, 1000.0, 2000.0, 3000.0, 3400.0] {
+        let mut up = Resampler::new(8000, 16000).unwrap();
+        let mut down = Resampler::new(16000, 8000).unwrap();
+        let (mut input, mut wide, mut output) = ([0i16; 160], [0i16; 320], [0i16; 160]);
+        for i in 0..10 {
+            sine(8000, hz, AMPLITUDE, i * 160, &mut input);
+            up.process(&input, &mut wide).unwrap();
+            down.process(&wide, &mut output).unwrap();
+        }
+        let level = tone_amplitude(&output, 8000, hz);
+        assert!(
+            (level - AMPLITUDE).abs() < AMPLITUDE * 0.12,
+            "{hz} Hz came back at {level:.0}"
+        );
+    }
+}
+
+#[test]
+fn a_click_comes_out_after_the_stated_delay() {
+    for (from, to) in [(8000, 16000), (16000, 8000)] {
+        let mut resampler = Resampler::new(from, to).unwrap();
+        let mut input = vec![0i16; resampler.input_samples()];
+        let mut output = vec![0i16; resampler.output_samples()];
+        input[0] = 16000;
+        resampler.process(&input, &mut output).unwrap();
+        let peak = (0..output.len())
+            .max_by_key(|&i| output[i].unsigned_abs())
+            .unwrap();
+        assert!(
+            peak.abs_diff(resampler.delay()) <= 1,
+            "{from}->{to}: peak at {peak}, delay says {}",
+            resampler.delay()
+        );
+    }
+}

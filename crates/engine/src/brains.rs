@@ -395,15 +395,19 @@ async fn run(
             .unwrap_or_else(|| "Please enter your digits, then press the pound key.".into());
         run.say(&prompt, "prompt");
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut heard_since_tick = false;
+    let mut clock = SilenceClock::new();
     loop {
         tokio::select! {
+            biased;
             frame = inbound.recv() => {
                 let Some(frame) = frame else { break };
-                run.speech.handle_caller_frame(Instant::now(), &frame.samples);
-                heard_since_tick = true;
+                let now = Instant::now();
+                run.speech.handle_caller_frame(now, &frame.samples);
+                clock.heard(now);
+                if brain == Builtin::Ivr {
+                    run.timers(now);
+                }
+                run.duty_timers(&mut duties, now);
             }
             Some(input) = run.context.inputs.recv() => match input {
                 BrainInput::Dtmf(digit) if brain == Builtin::Ivr => run.digit(digit),
@@ -419,15 +423,12 @@ async fn run(
                     }
                 }
             },
-            _ = tick.tick() => {
-                if !heard_since_tick {
-                    run.speech.handle_caller_frame(Instant::now(), &[0; FRAME_SAMPLES]);
-                }
-                heard_since_tick = false;
+            now = clock.silence() => {
+                run.speech.handle_caller_frame(now, &[0; FRAME_SAMPLES]);
                 if brain == Builtin::Ivr {
-                    run.timers(Instant::now());
+                    run.timers(now);
                 }
-                run.duty_timers(&mut duties, Instant::now());
+                run.duty_timers(&mut duties, now);
             }
         }
         while let Some(event) = run.speech.poll_event() {
@@ -505,6 +506,47 @@ async fn run(
                 Some("the call ended before the digits were confirmed"),
             )
             .await;
+    }
+}
+
+/// The speech loop's clock when the caller's frames stop coming: the media worker delivers a
+/// frame every 20 ms while RTP flows, and those frames drive the loop; once none has come for
+/// [`SILENCE_AFTER`], this stands in with a silent frame every 20 ms (silence is heard as
+/// silence, and the turn-taking and duty timers go on). Each frame moves the deadline rather
+/// than a separate 20 ms timer waking the task, so a flowing call wakes once per frame.
+struct SilenceClock {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// How long without a caller frame before silence stands in (a frame and a half).
+const SILENCE_AFTER: Duration = Duration::from_millis(30);
+/// The speech loop's frame.
+const FRAME: Duration = Duration::from_millis(20);
+
+impl SilenceClock {
+    fn new() -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(SILENCE_AFTER)),
+        }
+    }
+
+    /// A caller frame came at `now`.
+    fn heard(&mut self, now: Instant) {
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(now + SILENCE_AFTER));
+    }
+
+    /// Waits until a silent frame is due; returns when it was due. A task that was held up
+    /// does not catch up in a burst: the next one is due a frame after the one it serves.
+    async fn silence(&mut self) -> Instant {
+        (&mut self.sleep).await;
+        let due = self.sleep.deadline().into_std();
+        let next = (due + FRAME).max(Instant::now());
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(next));
+        due
     }
 }
 
@@ -677,15 +719,16 @@ async fn run_remote(
     if failed {
         run.say(APOLOGY, "apology");
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut heard_since_tick = false;
+    let mut clock = SilenceClock::new();
     loop {
         tokio::select! {
+            biased;
             frame = inbound.recv() => {
                 let Some(frame) = frame else { break };
-                run.speech.handle_caller_frame(Instant::now(), &frame.samples);
-                heard_since_tick = true;
+                let now = Instant::now();
+                run.speech.handle_caller_frame(now, &frame.samples);
+                clock.heard(now);
+                run.duty_timers(&mut duties, now);
                 if !failed {
                     let pcm: Vec<u8> = frame.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
                     // A brain that cannot keep up loses audio, never the call.
@@ -774,12 +817,9 @@ async fn run_remote(
                     }
                 }
             },
-            _ = tick.tick() => {
-                if !heard_since_tick {
-                    run.speech.handle_caller_frame(Instant::now(), &[0; FRAME_SAMPLES]);
-                }
-                heard_since_tick = false;
-                run.duty_timers(&mut duties, Instant::now());
+            now = clock.silence() => {
+                run.speech.handle_caller_frame(now, &[0; FRAME_SAMPLES]);
+                run.duty_timers(&mut duties, now);
             }
         }
         if run.speaking.is_none()

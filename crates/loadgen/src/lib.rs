@@ -10,12 +10,14 @@
 //!   and gathers what the simulator and Dialtone saw into a [`report::Report`].
 //! * [`reference`]: a bare UDP reflector driven by the same streams, the bench's physical
 //!   reference.
+//! * [`plot`]: PNG plots of a bench (calls live and CPU over time; latency percentiles).
 //!
 //! The binary `dialtone-loadgen` runs the simulator alone (`callee`), a load against a daemon
 //! (`run`), or the capacity bench (`bench`: a `dialtoned` it starts, with `builtin:echo`).
 
 pub mod callee;
 pub mod load;
+pub mod plot;
 pub mod reference;
 pub mod report;
 pub mod sim;
@@ -47,6 +49,25 @@ pub enum LoadgenError {
         /// The daemon's answer.
         status: Box<tonic::Status>,
     },
+    /// A plot could not be drawn or written.
+    #[error("cannot plot {file}: {reason}")]
+    Plot {
+        /// The PNG file.
+        file: std::path::PathBuf,
+        /// What the plotting library said.
+        reason: String,
+    },
+    /// A WAV file the callee should play is not one it can read.
+    #[error("{file}: {reason}")]
+    Wav {
+        /// The file.
+        file: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No font to label plots with (fontconfig's `fc-match` found none).
+    #[error("no sans-serif font for the plots (install fontconfig and fonts-dejavu-core)")]
+    NoFont,
     /// The gRPC endpoint is unusable.
     #[error("cannot connect to {endpoint}: {source}")]
     Connect {

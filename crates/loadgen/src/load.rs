@@ -141,8 +141,8 @@ impl Control {
         Ok(r.into_inner().call.map(|c| c.id).unwrap_or_default())
     }
 
-    /// The call's status and end reason code.
-    async fn outcome(&self, id: &str) -> Result<(CallStatus, String), tonic::Status> {
+    /// The call's status, end reason code and the RFC 4733 digits its media heard.
+    async fn outcome(&self, id: &str) -> Result<(CallStatus, String, u64), tonic::Status> {
         let mut calls = self.calls.clone();
         let call = calls
             .get_call(self.request(GetCallRequest { id: id.to_owned() }))
@@ -150,9 +150,19 @@ impl Control {
             .into_inner()
             .call
             .unwrap_or_default();
+        let dtmf = call
+            .media_stats
+            .as_ref()
+            .and_then(|m| m.fields.get("dtmf_digits"))
+            .and_then(|v| match v.kind {
+                Some(prost_types::value::Kind::NumberValue(n)) => Some(n as u64),
+                _ => None,
+            })
+            .unwrap_or(0);
         Ok((
             CallStatus::try_from(call.status).unwrap_or(CallStatus::Unspecified),
             call.end_reason.map(|r| r.code).unwrap_or_default(),
+            dtmf,
         ))
     }
 }
@@ -249,15 +259,17 @@ pub async fn run(
     // What Dialtone recorded, once each call has its final status (a moment after the BYE).
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut end_reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut dtmf_digits_heard = 0;
     let settle = Instant::now() + Duration::from_secs(15);
     for id in &ids {
         let mut outcome = control.outcome(id).await;
-        while matches!(&outcome, Ok((s, _)) if !is_final(*s)) && Instant::now() < settle {
+        while matches!(&outcome, Ok((s, _, _)) if !is_final(*s)) && Instant::now() < settle {
             tokio::time::sleep(Duration::from_millis(50)).await;
             outcome = control.outcome(id).await;
         }
         match outcome {
-            Ok((status, reason)) => {
+            Ok((status, reason, dtmf)) => {
+                dtmf_digits_heard += dtmf;
                 *statuses.entry(status_name(status)).or_default() += 1;
                 if !reason.is_empty() {
                     *end_reasons.entry(reason).or_default() += 1;
@@ -282,6 +294,7 @@ pub async fn run(
             media_errors: counts.media_errors,
             statuses,
             end_reasons,
+            dtmf_digits_heard,
         },
     );
     Ok((report, records))

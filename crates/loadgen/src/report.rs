@@ -52,6 +52,8 @@ pub struct Dispatch {
     pub statuses: BTreeMap<String, u64>,
     /// Dialtone's end reasons.
     pub end_reasons: BTreeMap<String, u64>,
+    /// RFC 4733 digits Dialtone heard whole, over all calls (its records' media statistics).
+    pub dtmf_digits_heard: u64,
 }
 
 /// The audio of the answered calls, as the simulator measured it.
@@ -81,6 +83,8 @@ pub struct MediaSummary {
     pub answered_talkspurts: u64,
     /// Whose answer window was still open at the end (not counted either way).
     pub pending_talkspurts: u64,
+    /// RFC 4733 digits the callees pressed.
+    pub digits_sent: u64,
 }
 
 /// A whole run.
@@ -145,6 +149,7 @@ impl Report {
             media.calls_with_gaps += u64::from(m.gaps > 0);
             media.talkspurts += m.talkspurts;
             media.answered_talkspurts += m.answered_talkspurts;
+            media.digits_sent += m.digits_sent;
             intervals.push(m.max_interval_ms);
             jitters.push(m.jitter_ms);
         }
@@ -208,6 +213,12 @@ impl Report {
             failures.push(format!(
                 "{missed} of {} talkspurts got no audio back in time",
                 m.talkspurts
+            ));
+        }
+        if m.digits_sent > d.dtmf_digits_heard {
+            failures.push(format!(
+                "Dialtone heard {} of the {} RFC 4733 digits the callees pressed",
+                d.dtmf_digits_heard, m.digits_sent
             ));
         }
         if let Some(daemon) = &self.daemon
@@ -275,6 +286,12 @@ impl Report {
                 ),
             ),
         ];
+        if m.digits_sent > 0 {
+            rows.push((
+                "RFC 4733 digits pressed / heard by Dialtone".to_owned(),
+                format!("{} / {}", m.digits_sent, d.dtmf_digits_heard),
+            ));
+        }
         if let Some(u) = &self.daemon {
             rows.push((
                 "daemon CPU per call-second".to_owned(),

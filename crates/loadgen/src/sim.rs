@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::LoadgenError;
 use crate::callee::{Callee, CalleeConfig, CalleeEvent, EndedBy, Outcome};
-use crate::voice::{CallMeasure, CallVoice};
+use crate::voice::{CallMeasure, CallVoice, VoiceScript};
 
 /// Live counts, for progress lines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -84,10 +84,11 @@ pub struct Simulator {
 
 impl Simulator {
     /// Binds `config.sip_addr` (port 0 picks one) and starts answering; RTP ports come from
-    /// `rtp_ports`.
+    /// `rtp_ports`; every answered call plays `script`.
     pub async fn start(
         mut config: CalleeConfig,
         rtp_ports: (u16, u16),
+        script: VoiceScript,
     ) -> Result<Self, LoadgenError> {
         let socket = UdpSocket::bind(config.sip_addr)
             .await
@@ -103,7 +104,14 @@ impl Simulator {
         let counts = Arc::new(Mutex::new(SimCounts::default()));
         let offered_at = Arc::new(Mutex::new(HashMap::new()));
         let callee = Callee::new(config, rtp_ports);
-        tokio::spawn(run(socket, callee, rx, counts.clone(), offered_at.clone()));
+        tokio::spawn(run(
+            socket,
+            callee,
+            script,
+            rx,
+            counts.clone(),
+            offered_at.clone(),
+        ));
         Ok(Self {
             sip_addr,
             commands,
@@ -149,6 +157,7 @@ struct Media {
 async fn run(
     socket: UdpSocket,
     mut callee: Callee,
+    script: VoiceScript,
     mut commands: mpsc::UnboundedReceiver<Command>,
     counts: Arc<Mutex<SimCounts>>,
     offered_at: Arc<Mutex<HashMap<String, Instant>>>,
@@ -244,7 +253,8 @@ async fn run(
                         session.codec.send_payload_type,
                         session.codec.receive_payload_type,
                         ssrc,
-                    );
+                    )
+                    .map(|v| script.apply(v, session.telephone_event));
                     match (started, voice) {
                         (Ok(rtp), Ok(voice)) => {
                             let (stop, stopped) = oneshot::channel();

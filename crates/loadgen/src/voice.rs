@@ -2,10 +2,18 @@
 //! meter of what comes back (packets, interarrival jitter, gaps beyond the 20 ms clock, late
 //! packets, voiced audio, and whether each talkspurt was answered by audio — what an echoing
 //! agent must do).
+//!
+//! The talkspurts are a generated voice (a 140 Hz buzz with harmonics under a syllable
+//! envelope) or, with [`CallVoice::with_source`], consecutive stretches of a recording
+//! ([`read_wav`]). With [`CallVoice::with_digits`] the callee also presses keys as RFC 4733
+//! telephone-events in its first pause.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dialtone_codec::{G711, G711Law, OpusDecoder, OpusEncoder};
+use dialtone_codec::{G711, G711Law, OpusDecoder, OpusEncoder, Resampler};
+use dialtone_rtp::dtmf::DtmfSender;
 use dialtone_rtp::{Arrival, RtpReceiver, RtpSender};
 use dialtone_sdp::AudioCodec;
 
@@ -22,6 +30,9 @@ pub const GAP: Duration = Duration::from_millis(30);
 /// After a talkspurt ends, audio coming back within this window answers it.
 pub const ANSWER_WINDOW: (Duration, Duration) =
     (Duration::from_millis(200), Duration::from_millis(2300));
+
+/// When the digits start: this long into the first pause.
+pub const DIGITS_AFTER_TALK: Duration = Duration::from_millis(300);
 
 /// Level above which a frame is voiced, dBFS.
 const VOICED_DBFS: f64 = -40.0;
@@ -64,6 +75,31 @@ enum Decoder {
     Opus(Box<OpusDecoder>),
 }
 
+/// What every callee plays: the recording its talkspurts come from (generated voice when
+/// none) and the digits it presses.
+#[derive(Debug, Clone, Default)]
+pub struct VoiceScript {
+    /// 8 kHz samples ([`read_wav`]).
+    pub source: Option<Arc<[i16]>>,
+    /// RFC 4733 digits pressed in the first pause (none when empty, or when the call did not
+    /// negotiate telephone-event).
+    pub digits: String,
+}
+
+impl VoiceScript {
+    /// `voice` as this script has it play, on a call whose telephone-event payload type is
+    /// `telephone_event`.
+    pub fn apply(&self, mut voice: CallVoice, telephone_event: Option<u8>) -> CallVoice {
+        if let Some(source) = &self.source {
+            voice = voice.with_source(source.clone());
+        }
+        match telephone_event {
+            Some(pt) => voice.with_digits(&self.digits, pt),
+            None => voice,
+        }
+    }
+}
+
 /// What came back on one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct CallMeasure {
@@ -91,6 +127,8 @@ pub struct CallMeasure {
     pub answered_talkspurts: u64,
     /// Datagrams that were not RTP of the negotiated payload.
     pub malformed: u64,
+    /// RFC 4733 digits sent.
+    pub digits_sent: u64,
 }
 
 /// One call's audio both ways.
@@ -108,6 +146,13 @@ pub struct CallVoice {
     awaiting: Vec<Instant>,
     measure: CallMeasure,
     pcm: Vec<i16>,
+    /// The recording the talkspurts come from (8 kHz), if not generated.
+    source: Option<Arc<[i16]>>,
+    /// Samples of `source` used so far.
+    source_at: usize,
+    /// Digits to press, the telephone-event payload type, and the sender once they started.
+    digits: Option<(String, u8)>,
+    dtmf: Option<(DtmfSender, u8)>,
 }
 
 impl std::fmt::Debug for CallVoice {
@@ -162,7 +207,57 @@ impl CallVoice {
             awaiting: Vec::new(),
             measure: CallMeasure::default(),
             pcm: vec![0; FRAME * 6],
+            source: None,
+            source_at: 0,
+            digits: None,
+            dtmf: None,
         })
+    }
+
+    /// Talkspurts from `samples` (8 kHz, played on from where the last talkspurt stopped, and
+    /// looped) instead of the generated voice.
+    pub fn with_source(mut self, samples: Arc<[i16]>) -> Self {
+        self.source = (!samples.is_empty()).then_some(samples);
+        self
+    }
+
+    /// Presses `digits` as RFC 4733 events on `payload_type` in the first pause.
+    pub fn with_digits(mut self, digits: &str, payload_type: u8) -> Self {
+        self.digits = (!digits.is_empty()).then(|| (digits.to_owned(), payload_type));
+        self
+    }
+
+    /// The next telephone-event packet, once the digits are due; audio pauses meanwhile.
+    fn next_event(&mut self, at: Duration, out: &mut [u8]) -> Option<Result<usize, LoadgenError>> {
+        if at >= TALK + DIGITS_AFTER_TALK
+            && let Some((digits, payload_type)) = self.digits.take()
+        {
+            let mut sender =
+                DtmfSender::new(8000, Duration::from_millis(100), Duration::from_millis(60));
+            if sender.send(&digits).is_ok() {
+                self.measure.digits_sent = digits.chars().count() as u64;
+                self.dtmf = Some((sender, payload_type));
+            }
+        }
+        let (sender, payload_type) = self.dtmf.as_mut()?;
+        let Some(event) = sender.tick(self.sender.timestamp()) else {
+            if sender.is_idle() {
+                self.dtmf = None;
+            }
+            return None;
+        };
+        let written = self
+            .sender
+            .write_event(
+                *payload_type,
+                event.marker,
+                event.timestamp,
+                &event.payload,
+                out,
+            )
+            .map_err(LoadgenError::from);
+        self.sender.skip(self.timestamp_step);
+        Some(written)
     }
 
     /// The next 20 ms packet, written into `out`; returns its length. Call it on a 20 ms clock.
@@ -173,8 +268,21 @@ impl CallVoice {
         let talking = in_cycle < TALK;
         let mut frame = [0i16; FRAME];
         if talking {
-            for (i, s) in frame.iter_mut().enumerate() {
-                *s = voice_sample(self.sample + i);
+            match &self.source {
+                Some(source) => {
+                    for s in frame.iter_mut() {
+                        *s = source
+                            .get(self.source_at % source.len())
+                            .copied()
+                            .unwrap_or(0);
+                        self.source_at += 1;
+                    }
+                }
+                None => {
+                    for (i, s) in frame.iter_mut().enumerate() {
+                        *s = voice_sample(self.sample + i);
+                    }
+                }
             }
         }
         let next_in_cycle = in_cycle + Duration::from_millis(20);
@@ -183,6 +291,10 @@ impl CallVoice {
             self.awaiting.push(now);
         }
         self.sample += FRAME;
+        if let Some(event) = self.next_event(at, out) {
+            self.measure.packets_out += 1;
+            return event;
+        }
         let mut payload = [0u8; 400];
         let n = match &mut self.encoder {
             Encoder::G711(g) => g.encode(&frame, &mut payload),
@@ -265,6 +377,74 @@ impl CallVoice {
     pub fn started(&self) -> Instant {
         self.started
     }
+}
+
+/// Reads a 16-bit PCM WAV file (mono, or the first channel; 8, 16 or 48 kHz) as 8 kHz samples
+/// for [`CallVoice::with_source`].
+pub fn read_wav(path: &Path) -> Result<Vec<i16>, LoadgenError> {
+    let bytes =
+        std::fs::read(path).map_err(LoadgenError::io(format!("reading {}", path.display())))?;
+    let bad = |reason: &'static str| LoadgenError::Wav {
+        file: path.to_path_buf(),
+        reason,
+    };
+    if bytes.get(..4) != Some(b"RIFF") || bytes.get(8..12) != Some(b"WAVE") {
+        return Err(bad("not a RIFF/WAVE file"));
+    }
+    let (mut at, mut format, mut data) = (12usize, None, None);
+    while let Some(header) = bytes.get(at..at + 8) {
+        let (id, size) = header.split_at(4);
+        let size =
+            u32::from_le_bytes(size.try_into().map_err(|_| bad("truncated chunk"))?) as usize;
+        let body = bytes
+            .get(at + 8..at + 8 + size)
+            .ok_or(bad("a chunk runs past the end of the file"))?;
+        match id {
+            b"fmt " => format = Some(body),
+            b"data" => data = Some(body),
+            _ => {}
+        }
+        at += 8 + size + size % 2;
+    }
+    let format = format.ok_or(bad("no fmt chunk"))?;
+    let field = |range: std::ops::Range<usize>| -> Result<u32, LoadgenError> {
+        let b = format.get(range).ok_or(bad("fmt chunk too short"))?;
+        Ok(b.iter()
+            .rev()
+            .fold(0u32, |v, byte| (v << 8) | u32::from(*byte)))
+    };
+    let (encoding, channels, rate, bits) =
+        (field(0..2)?, field(2..4)?, field(4..8)?, field(14..16)?);
+    if encoding != 1 || bits != 16 {
+        return Err(bad("only 16-bit PCM is read"));
+    }
+    let channels = channels.max(1) as usize;
+    let samples: Vec<i16> = data
+        .ok_or(bad("no data chunk"))?
+        .chunks_exact(2 * channels)
+        .filter_map(|frame| Some(i16::from_le_bytes([*frame.first()?, *frame.get(1)?])))
+        .collect();
+    let stages: &[(u32, u32)] = match rate {
+        8000 => &[],
+        16000 => &[(16000, 8000)],
+        48000 => &[(48000, 16000), (16000, 8000)],
+        _ => return Err(bad("the rate must be 8, 16 or 48 kHz")),
+    };
+    let mut pcm = samples;
+    for &(from, to) in stages {
+        let mut resampler = Resampler::new(from, to)?;
+        let (n_in, n_out) = (resampler.input_samples(), resampler.output_samples());
+        let mut out = Vec::with_capacity(pcm.len() * n_out / n_in + n_out);
+        let mut frame = vec![0i16; n_out];
+        for chunk in pcm.chunks(n_in) {
+            let mut input = chunk.to_vec();
+            input.resize(n_in, 0);
+            let n = resampler.process(&input, &mut frame)?;
+            out.extend_from_slice(frame.get(..n).unwrap_or_default());
+        }
+        pcm = out;
+    }
+    Ok(pcm)
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ use std::time::Duration;
 use dialtone_daemon::{Config, Daemon};
 use dialtone_loadgen::callee::{CalleeConfig, OutcomeMix};
 use dialtone_loadgen::load::{self, Control, LoadPlan};
+use dialtone_loadgen::plot::{self, TimelineSample};
 use dialtone_loadgen::sim::Simulator;
+use dialtone_loadgen::voice::{VoiceScript, read_wav};
 use dialtone_sdp::AudioCodec;
 use dialtone_sip_core::TimerConfig;
 
@@ -55,9 +57,10 @@ async fn bench(
     sim_ports: (u16, u16),
     mix: OutcomeMix,
     hold: Duration,
+    script: VoiceScript,
 ) -> (Daemon, Simulator, Control, String) {
     let d = daemon(dir, rtp).await;
-    let sim = Simulator::start(callee(mix, hold), sim_ports)
+    let sim = Simulator::start(callee(mix, hold), sim_ports, script)
         .await
         .unwrap();
     let control = Control::connect(&format!("http://{}", d.grpc_addr), KEY)
@@ -79,6 +82,7 @@ async fn thirty_echo_calls_complete_and_every_caller_hears_itself_back() {
         (12400, 12599),
         OutcomeMix::ALL_ANSWERED,
         Duration::from_secs(4),
+        VoiceScript::default(),
     )
     .await;
     let plan = LoadPlan {
@@ -134,6 +138,7 @@ async fn busy_and_failing_callees_give_their_statuses_in_the_mix() {
         (12600, 12699),
         mix,
         Duration::from_secs(1),
+        VoiceScript::default(),
     )
     .await;
     let plan = LoadPlan {
@@ -159,5 +164,90 @@ async fn busy_and_failing_callees_give_their_statuses_in_the_mix() {
         "{:?}",
         report.failures
     );
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Callees that speak a recording (espeak-ng, as a 16 kHz WAV) and press digits: every digit
+/// reaches Dialtone as RFC 4733, every talkspurt of the recording is echoed, and the bench's
+/// plots draw from the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callees_speak_a_recording_and_press_digits_that_dialtone_hears() {
+    let dir = tempfile::tempdir().unwrap();
+    let ulaw = dialtone_test_support::media::speech_ulaw(
+        dir.path(),
+        "Hello, this is a recorded caller, speaking for the load test.",
+    )
+    .unwrap();
+    let wav = dir.path().join("caller.wav");
+    dialtone_test_support::media::ulaw_to_wav(&ulaw, 16000, &wav).unwrap();
+    let source = read_wav(&wav).unwrap();
+    // 16 kHz read back as 8 kHz: half the samples, and the speech is there.
+    assert!(
+        source.len().abs_diff(ulaw.len()) < 400,
+        "{} vs {}",
+        source.len(),
+        ulaw.len()
+    );
+    assert!(source.iter().any(|s| s.unsigned_abs() > 3000));
+    let script = VoiceScript {
+        source: Some(source.into()),
+        digits: "12#".into(),
+    };
+    let (d, sim, control, agent_id) = bench(
+        dir.path(),
+        "12300-12399",
+        (12700, 12799),
+        OutcomeMix::ALL_ANSWERED,
+        Duration::from_secs(4),
+        script,
+    )
+    .await;
+    let plan = LoadPlan {
+        agent_id,
+        to: "+15551230000".into(),
+        calls: 6,
+        rate: 10.0,
+        max_concurrency: 6,
+        deadline: Duration::from_secs(60),
+        progress: false,
+    };
+    let (report, records) = load::run(&control, sim, &plan).await.unwrap();
+    println!("{}", report.markdown());
+    assert_eq!(
+        report.dispatch.statuses.get("completed"),
+        Some(&6),
+        "{report:#?}"
+    );
+    assert_eq!(report.media.digits_sent, 18, "{report:#?}");
+    assert_eq!(report.dispatch.dtmf_digits_heard, 18, "{report:#?}");
+    for r in &records {
+        let m = r.measure.as_ref().unwrap();
+        assert!(
+            m.answered_talkspurts >= 1,
+            "the recording was not echoed: {r:?}"
+        );
+    }
+    let latency = dir.path().join("latency.png");
+    plot::latencies(&latency, &[(6, &report)]).unwrap();
+    let timeline = dir.path().join("timeline.png");
+    let samples: Vec<TimelineSample> = (0..10u32)
+        .map(|i| TimelineSample {
+            t_s: f64::from(i) * 0.5,
+            live_calls: u64::from(i.min(6)),
+            daemon_cpu_percent: 5.0 * f64::from(i),
+            daemon_rss_kib: 30_000,
+        })
+        .collect();
+    plot::timeline(&timeline, "smoke", &samples).unwrap();
+    for png in [latency, timeline] {
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", png.display());
+        assert!(
+            bytes.len() > 10_000,
+            "{} is {} bytes",
+            png.display(),
+            bytes.len()
+        );
+    }
     d.shutdown(Duration::from_secs(1)).await;
 }

@@ -107,7 +107,7 @@ pub enum MediaError {
     /// The call's media has stopped.
     #[error("the call's media has stopped")]
     Stopped,
-    /// The outbound ring is full: the agent side is more than a second ahead of the wire.
+    /// The outbound ring is full: the agent side is half a second ahead of the wire.
     #[error("the outbound audio ring is full")]
     RingFull,
 }
@@ -251,6 +251,8 @@ pub struct MediaStats {
     pub jitter_buffer_ms: u32,
     /// RFC 4733 digit events received (starts and ends).
     pub dtmf_events: u64,
+    /// RFC 4733 digits received whole (their end came).
+    pub dtmf_digits: u64,
     /// RFC 4733 packets sent.
     pub dtmf_packets_out: u64,
     /// RTCP reports sent.

@@ -453,10 +453,7 @@ impl CallMedia {
         };
         if event {
             self.dtmf_in.handle_packet(now, &rtp);
-            while let Some(event) = self.dtmf_in.poll_event() {
-                self.stats.dtmf_events += 1;
-                self.events.push_back(MediaEvent::Dtmf { event, at: now });
-            }
+            self.take_dtmf_events(now);
             // A silent placeholder where the audio would have been, on the audio timeline.
             if let Some((audio_sequence, audio_timestamp)) = self.last_audio
                 && sequence > audio_sequence
@@ -560,10 +557,7 @@ impl CallMedia {
     pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(Transmit<'_>)) -> TickTimes {
         let mut times = TickTimes::default();
         self.dtmf_in.handle_timeout(now);
-        while let Some(event) = self.dtmf_in.poll_event() {
-            self.stats.dtmf_events += 1;
-            self.events.push_back(MediaEvent::Dtmf { event, at: now });
-        }
+        self.take_dtmf_events(now);
         let silent_for = now.saturating_duration_since(self.last_arrival);
         if self.receiving && !self.timed_out && silent_for >= self.config.rtp_timeout {
             self.timed_out = true;
@@ -649,6 +643,17 @@ impl CallMedia {
             self.send_report(now, send);
         }
         times
+    }
+
+    /// Counts and forwards the RFC 4733 receiver's events.
+    fn take_dtmf_events(&mut self, now: Instant) {
+        while let Some(event) = self.dtmf_in.poll_event() {
+            self.stats.dtmf_events += 1;
+            if matches!(event, DtmfEvent::Ended { .. }) {
+                self.stats.dtmf_digits += 1;
+            }
+            self.events.push_back(MediaEvent::Dtmf { event, at: now });
+        }
     }
 
     fn send_tick(&mut self, agent: &AudioFrame, send: &mut dyn FnMut(Transmit<'_>)) {

@@ -22,8 +22,8 @@ use crate::MediaError;
 /// Samples in one 20 ms frame at 16 kHz, the speech loop's format.
 pub const FRAME_SAMPLES: usize = 320;
 
-/// Frames each ring holds (one second).
-pub const RING_FRAMES: usize = 50;
+/// Frames each ring holds (half a second).
+pub const RING_FRAMES: usize = 25;
 
 /// One 20 ms frame of 16 kHz mono PCM16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dialtone_media::ring::RING_FRAMES;
 use dialtone_media::{
     AudioFrame, FRAME_SAMPLES, FrameReceiver, FrameSender, MediaCall, MediaCodec, MediaConfig,
     MediaEngine, MediaEvent, PortPool,
@@ -25,7 +26,7 @@ fn feed_tone(mut sender: FrameSender, hz: f64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut index = 0usize;
         while !sender.is_closed() {
-            while sender.free() > 40 {
+            while sender.free() > RING_FRAMES - 10 {
                 let mut frame = AudioFrame::silence(Instant::now());
                 sine(
                     16000,

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use dialtone_media::ring::RING_FRAMES;
 use dialtone_media::{AudioFrame, FRAME_SAMPLES, MediaCodec, MediaConfig, MediaEngine, PortPool};
 use dialtone_test_support::audio::{sine, tone_amplitude};
 use dialtone_test_support::impair::{Impairment, reflect};
@@ -213,7 +214,7 @@ fn probe(far: SocketAddr) {
         let mut index = 0usize;
         let mut heard: Vec<AudioFrame> = Vec::new();
         while start.elapsed() < Duration::from_secs(SECONDS - 1) {
-            while outbound.free() > 45 {
+            while outbound.free() > RING_FRAMES - 5 {
                 let mut frame = AudioFrame::silence(Instant::now());
                 sine(
                     8000 * 2,

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dialtone_media::ring::RING_FRAMES;
 use dialtone_media::{
     AudioFrame, FRAME_SAMPLES, FrameSender, MediaCall, MediaCodec, MediaConfig, MediaEngine,
     PortPool, level_dbfs,
@@ -99,7 +100,7 @@ where
 async fn play_tone(mut sender: FrameSender, until: Instant) {
     let mut index = 0usize;
     while Instant::now() < until && !sender.is_closed() {
-        while sender.free() > 45 {
+        while sender.free() > RING_FRAMES - 5 {
             let mut frame = AudioFrame::silence(Instant::now());
             sine(
                 16000,

@@ -440,6 +440,7 @@ fn dtmf_goes_across_as_events_and_is_not_heard() {
     let b = wire.b.media.stats();
     assert_eq!(b.concealed_frames, 0, "events are not losses: {b:?}");
     assert_eq!(b.dtmf_events, 6);
+    assert_eq!(b.dtmf_digits, 3);
     // While digits were on the wire the ring got silence, not the tone.
     let quiet = wire.b.heard[..20]
         .iter()
@@ -553,7 +554,7 @@ fn clear_discards_queued_agent_audio_at_the_next_tick() {
     let t0 = Instant::now();
     let (mut media, _inbound, mut outbound) =
         CallMedia::new(config(MediaCodec::Pcmu, a_addr(), 1), t0, SystemTime::now()).unwrap();
-    for i in 0..30 {
+    for i in 0..20 {
         outbound.try_send(tone_frame(1000.0, i, t0)).unwrap();
     }
     let mut sent = Vec::new();
@@ -569,8 +570,8 @@ fn clear_discards_queued_agent_audio_at_the_next_tick() {
         first.payload.iter().any(|b| *b != 0xff),
         "the tone went out"
     );
-    // The tick after the clear carries only the resampler's last 10 ms of tone (and its
-    // filter's ringing, 40 dB down); then silence.
+    // The tick after the clear carries only what the resampler still held (its 2 ms delay,
+    // and its filter's ringing); then silence.
     let level = |p: &[u8]| {
         let mut pcm = vec![0i16; p.len()];
         dialtone_codec::G711::new(dialtone_codec::G711Law::Mu).decode(p, &mut pcm);
@@ -580,8 +581,8 @@ fn clear_discards_queued_agent_audio_at_the_next_tick() {
     assert!(level(&after[..80]) > -30.0 && level(&after[100..]) < -60.0);
     assert!(level(dialtone_rtp::parse(&sent[2]).unwrap().payload) < -90.0);
     let stats = media.stats();
-    assert_eq!(stats.cleared_frames, 29);
-    assert_eq!(outbound.free(), 50);
+    assert_eq!(stats.cleared_frames, 19);
+    assert_eq!(outbound.free(), dialtone_media::ring::RING_FRAMES);
 }
 
 #[test]

@@ -190,7 +190,7 @@ impl SpeechLoop {
             beep: config.amd.map(|_| BeepDetector::default()),
             playout: Playout::default(),
             turn: Turn::Quiet { voiced_since: None },
-            utterance: Vec::with_capacity(SAMPLE_RATE as usize * 5),
+            utterance: Vec::with_capacity(SAMPLE_RATE as usize),
             utterance_voiced_len: 0,
             events: VecDeque::with_capacity(8),
             done: Vec::with_capacity(4),

@@ -23,8 +23,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dialtone_loadgen::callee::{CalleeConfig, OutcomeMix};
 use dialtone_loadgen::load::{self, Control, LoadPlan};
+use dialtone_loadgen::plot::{self, TimelineSample};
 use dialtone_loadgen::report::{DaemonUsage, Percentiles};
 use dialtone_loadgen::sim::Simulator;
+use dialtone_loadgen::voice::VoiceScript;
 use dialtone_sdp::AudioCodec;
 use dialtone_sip_core::TimerConfig;
 
@@ -120,6 +122,31 @@ struct SimArgs {
     /// Seconds the simulator holds an answered call before its BYE (0: wait for ours).
     #[arg(long, default_value_t = 20)]
     hold_seconds: u64,
+    /// A 16-bit PCM WAV (8, 16 or 48 kHz) the callees' talkspurts come from (default: a
+    /// generated voice).
+    #[arg(long)]
+    wav: Option<PathBuf>,
+    /// Digits each callee presses as RFC 4733 events in its first pause.
+    #[arg(long, default_value = "")]
+    digits: String,
+}
+
+fn voice_script(sim: &SimArgs) -> anyhow::Result<VoiceScript> {
+    let source = match &sim.wav {
+        Some(file) => Some(Arc::from(dialtone_loadgen::voice::read_wav(file)?)),
+        None => None,
+    };
+    if let Some(bad) = sim
+        .digits
+        .chars()
+        .find(|d| dialtone_rtp::dtmf::code_of(*d).is_none())
+    {
+        bail!("--digits: {bad:?} is not a DTMF digit (0-9, *, #, A-D)");
+    }
+    Ok(VoiceScript {
+        source,
+        digits: sim.digits.clone(),
+    })
 }
 
 #[derive(Debug, Args)]
@@ -344,7 +371,12 @@ async fn bench(
     let mut steps = Vec::new();
     for &concurrency in ramp {
         eprintln!("== {concurrency} concurrent calls ==");
-        let sim = Simulator::start(callee_config(sim_args), sim_args.rtp_ports).await?;
+        let sim = Simulator::start(
+            callee_config(sim_args),
+            sim_args.rtp_ports,
+            voice_script(sim_args)?,
+        )
+        .await?;
         let agent = control.set_up_agent(sim.sip_addr, "builtin:echo").await?;
         let (cpu_before, rss_idle) = usage(pid, ticks).context("reading /proc of dialtoned")?;
         let (own_before, _) = usage(std::process::id(), ticks).context("reading /proc/self")?;
@@ -362,12 +394,12 @@ async fn bench(
                     std::thread::sleep(Duration::from_millis(500));
                     if let Some((cpu, rss)) = usage(pid, ticks) {
                         peak.fetch_max(rss, Ordering::Relaxed);
-                        timeline.push(serde_json::json!({
-                            "t_s": started.elapsed().as_secs_f64(),
-                            "live_calls": watch.counts().live,
-                            "daemon_cpu_percent": (cpu - last_cpu) * 100.0 / 0.5,
-                            "daemon_rss_kib": rss,
-                        }));
+                        timeline.push(TimelineSample {
+                            t_s: started.elapsed().as_secs_f64(),
+                            live_calls: watch.counts().live,
+                            daemon_cpu_percent: (cpu - last_cpu) * 100.0 / 0.5,
+                            daemon_rss_kib: rss,
+                        });
                         last_cpu = cpu;
                     }
                 }
@@ -485,6 +517,22 @@ async fn bench(
         references.get("ratios").cloned().unwrap_or_default()
     ));
     std::fs::write(results.join("summary.md"), &md)?;
+    let mut plots = Vec::new();
+    for (c, _, timeline) in &steps {
+        let file = results.join(format!("timeline-{c}.png"));
+        let title = format!("{c} concurrent calls: calls live and daemon CPU");
+        plots.push(plot::timeline(&file, &title, timeline).map(|()| file));
+    }
+    let file = results.join("latency.png");
+    let reports: Vec<(u64, &dialtone_loadgen::report::Report)> =
+        steps.iter().map(|(c, r, _)| (*c, r)).collect();
+    plots.push(plot::latencies(&file, &reports).map(|()| file));
+    for plot in plots {
+        match plot {
+            Ok(file) => eprintln!("plot: {}", file.display()),
+            Err(error) => eprintln!("plot not written: {error}"),
+        }
+    }
     println!(
         "\nmost concurrent calls within budget: {}; {} and {} written",
         held.map_or("none".into(), |h| h.to_string()),
@@ -647,7 +695,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::signal::ctrl_c().await?;
         }
         Mode::Callee(sim) => {
-            let simulator = Simulator::start(callee_config(&sim), sim.rtp_ports).await?;
+            let simulator =
+                Simulator::start(callee_config(&sim), sim.rtp_ports, voice_script(&sim)?).await?;
             eprintln!(
                 "trunk simulator on udp {}; Ctrl-C stops it",
                 simulator.sip_addr
@@ -665,7 +714,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sim,
         } => {
             let control = Control::connect(&server, &api_key).await?;
-            let simulator = Simulator::start(callee_config(&sim), sim.rtp_ports).await?;
+            let simulator =
+                Simulator::start(callee_config(&sim), sim.rtp_ports, voice_script(&sim)?).await?;
             let agent = control.set_up_agent(simulator.sip_addr, &brain).await?;
             let p = plan(
                 agent,
