@@ -74,6 +74,11 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
         "media threads; 0 is one per core",
     ),
     (
+        "DIALTONE_MEDIA_REALTIME",
+        Some("true"),
+        "run media threads under SCHED_FIFO (falls back, with a warning, where not permitted)",
+    ),
+    (
         "DIALTONE_RTP_TIMEOUT_SECONDS",
         Some("30"),
         "end an answered call whose far end sent no RTP for this long",
@@ -129,6 +134,9 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// Media worker threads (0: one per core).
     pub media_workers: usize,
+    /// Media workers ask for real-time scheduling (SCHED_FIFO at the lowest real-time
+    /// priority), so a busy machine's other threads cannot delay a 20 ms tick.
+    pub media_realtime: bool,
     /// A call whose far end sends no RTP for this long is ended.
     pub rtp_timeout: Duration,
     /// How long a call may wait in `queued` for room under its organisation's and its
@@ -344,6 +352,7 @@ impl Config {
                 "DIALTONE_MEDIA_WORKERS",
                 "a count of threads (0: one per core)",
             )?,
+            media_realtime: sources.parse("DIALTONE_MEDIA_REALTIME", "true or false")?,
             rtp_timeout,
             queue_timeout: sources.seconds("DIALTONE_QUEUE_TIMEOUT_SECONDS")?,
             sip_t1: Duration::from_millis(sip_t1_ms),
@@ -389,6 +398,7 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.default_brain, "builtin:ivr");
+        assert!(c.media_realtime);
     }
 
     #[test]

@@ -185,7 +185,14 @@ impl Daemon {
                     sip_addr.ip()
                 }
             });
-        let media = dialtone_media::MediaEngine::new(config.media_workers)?;
+        let media = dialtone_media::MediaEngine::with_scheduling(
+            config.media_workers,
+            if config.media_realtime {
+                dialtone_media::Scheduling::Realtime
+            } else {
+                dialtone_media::Scheduling::Normal
+            },
+        )?;
         let engine = Engine::new(
             storage,
             ua,

@@ -5,7 +5,8 @@
 //! * [`voice`]: each call's audio, sans-IO: speech-like talkspurts sent on a 20 ms clock, and a
 //!   meter of what comes back (packets, jitter, gaps beyond the clock, late packets, voiced
 //!   audio, talkspurts answered — what an echoing agent does).
-//! * [`sim`]: the driver: one UDP socket for SIP, one per call for RTP, on tokio.
+//! * [`sim`]: the driver: one UDP socket for SIP (tokio), one per call for RTP, streamed by
+//!   a few OS threads ([`streams`]) that meter arrivals by the kernel's receive timestamps.
 //! * [`load`]: dispatches calls through Dialtone's gRPC API at a rate, up to a concurrency,
 //!   and gathers what the simulator and Dialtone saw into a [`report::Report`].
 //! * [`reference`]: a bare UDP reflector driven by the same streams, the bench's physical
@@ -21,6 +22,7 @@ pub mod plot;
 pub mod reference;
 pub mod report;
 pub mod sim;
+pub mod streams;
 pub mod voice;
 
 /// Errors of the load generator.
@@ -96,4 +98,34 @@ pub fn percentile(values: &mut [f64], p: f64) -> f64 {
         .get(rank.min(values.len() - 1))
         .copied()
         .unwrap_or_default()
+}
+
+/// CPU seconds (user + system) and resident KiB of process `pid`, from `/proc`;
+/// `ticks_per_second` is [`clock_ticks`].
+pub fn process_usage(pid: u32, ticks_per_second: f64) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(((utime + stime) / ticks_per_second, rss))
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 when it cannot say).
+pub fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }

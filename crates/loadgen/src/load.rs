@@ -29,6 +29,9 @@ pub struct LoadPlan {
     pub deadline: Duration,
     /// Print a progress line every second to stderr.
     pub progress: bool,
+    /// A process whose CPU the progress line shows (the daemon under test), with the
+    /// kernel's clock ticks per second ([`crate::clock_ticks`]).
+    pub watch_cpu: Option<(u32, f64)>,
 }
 
 /// A gRPC connection with its key.
@@ -196,6 +199,8 @@ pub async fn run(
     let deadline = started + plan.deadline;
     let mut dispatches = Vec::new();
     let mut last_progress = started;
+    let live = std::sync::Arc::new(std::sync::Mutex::new(LiveFigures::default()));
+    let mut meter = Progress::new(started, plan.watch_cpu);
     let interval = Duration::from_secs_f64(1.0 / plan.rate.max(0.001));
     for n in 0..plan.calls {
         let due = started + interval.mul_f64(n as f64);
@@ -214,13 +219,20 @@ pub async fn run(
         }
         let c = control.clone();
         let (agent, to) = (plan.agent_id.clone(), plan.to.clone());
+        let figures = live.clone();
         dispatches.push(tokio::spawn(async move {
             let at = Instant::now();
-            (at, c.dispatch(&agent, &to).await)
+            let result = c.dispatch(&agent, &to).await;
+            let mut f = figures.lock().unwrap_or_else(|e| e.into_inner());
+            match &result {
+                Ok(id) => f.unmatched.push((id.clone(), at)),
+                Err(_) => f.refused += 1,
+            }
+            (at, result)
         }));
         if plan.progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
-            progress(started, &sim, n + 1);
+            meter.line(&sim, &live, n + 1);
         }
     }
     let dispatch_phase = started.elapsed();
@@ -243,7 +255,7 @@ pub async fn run(
     while sim.counts().ended < ids.len() as u64 && Instant::now() < deadline {
         if plan.progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
-            progress(started, &sim, plan.calls);
+            meter.line(&sim, &live, plan.calls);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -300,14 +312,85 @@ pub async fn run(
     Ok((report, records))
 }
 
-fn progress(started: Instant, sim: &Simulator, dispatched: u64) {
-    let c = sim.counts();
-    let t = started.elapsed().as_secs_f64();
-    eprintln!(
-        "{t:6.1} s  dispatched {dispatched}  offered {}  live {}  ended {}  ({:.1} calls/s)",
-        c.offered,
-        c.live,
-        c.ended,
-        c.offered as f64 / t.max(0.001)
-    );
+/// What the dispatch tasks report for the progress line.
+#[derive(Debug, Default)]
+struct LiveFigures {
+    /// Accepted dispatches whose INVITE the progress line has not yet timed.
+    unmatched: Vec<(String, Instant)>,
+    /// Dispatches Dialtone refused.
+    refused: u64,
+}
+
+/// The once-a-second progress line: calls dialed, live, ended and failed; offers per second
+/// over the last second; the watched process's CPU; dispatch → INVITE p99 of the last second.
+struct Progress {
+    started: Instant,
+    last: Instant,
+    last_offered: u64,
+    watch_cpu: Option<(u32, f64)>,
+    last_cpu: Option<f64>,
+}
+
+impl Progress {
+    fn new(started: Instant, watch_cpu: Option<(u32, f64)>) -> Self {
+        Self {
+            started,
+            last: started,
+            last_offered: 0,
+            last_cpu: watch_cpu
+                .and_then(|(pid, ticks)| crate::process_usage(pid, ticks))
+                .map(|u| u.0),
+            watch_cpu,
+        }
+    }
+
+    fn line(&mut self, sim: &Simulator, live: &std::sync::Mutex<LiveFigures>, dispatched: u64) {
+        let c = sim.counts();
+        let now = Instant::now();
+        let elapsed = now
+            .saturating_duration_since(self.last)
+            .as_secs_f64()
+            .max(0.001);
+        let cps = c.offered.saturating_sub(self.last_offered) as f64 / elapsed;
+        let cpu = self
+            .watch_cpu
+            .and_then(|(pid, ticks)| crate::process_usage(pid, ticks))
+            .map(|u| u.0);
+        let cpu_text = match (cpu, self.last_cpu) {
+            (Some(now_s), Some(before)) => {
+                format!("  cpu {:.0} %", (now_s - before) * 100.0 / elapsed)
+            }
+            _ => String::new(),
+        };
+        let (mut invite_ms, refused) = {
+            let mut f = live.lock().unwrap_or_else(|e| e.into_inner());
+            let mut timed = Vec::new();
+            f.unmatched.retain(|(id, at)| match sim.offered_at(id) {
+                Some(offered) => {
+                    timed.push(offered.saturating_duration_since(*at).as_secs_f64() * 1000.0);
+                    false
+                }
+                None => true,
+            });
+            (timed, f.refused)
+        };
+        let p99 = if invite_ms.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "  dispatch→INVITE p99 {:.1} ms",
+                crate::percentile(&mut invite_ms, 99.0)
+            )
+        };
+        eprintln!(
+            "{:6.1} s  dialed {dispatched}  live {}  ended {}  failed {}  {cps:.0} calls/s{cpu_text}{p99}",
+            now.saturating_duration_since(self.started).as_secs_f64(),
+            c.live,
+            c.ended,
+            refused + c.media_errors + c.timeouts,
+        );
+        self.last = now;
+        self.last_offered = c.offered;
+        self.last_cpu = cpu;
+    }
 }

@@ -87,6 +87,55 @@ pub struct MediaSummary {
     pub digits_sent: u64,
 }
 
+/// Under a linear ramp: the first thing that went wrong, and how many calls were live then.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FirstTrouble {
+    /// Seconds after the first call was offered.
+    pub at_s: f64,
+    /// Calls answered and not yet ended at that moment.
+    pub live_calls: u64,
+    /// What it was.
+    pub what: String,
+}
+
+/// The earliest trouble in `records`: an interval over 30 ms between received packets, a
+/// talkspurt left unanswered, or an answered-outcome call that was never set up (timed at
+/// its offer); `None` when there was none.
+pub fn first_trouble(records: &[CallRecord]) -> Option<FirstTrouble> {
+    let start = records.iter().filter_map(|r| r.offered_at).min()?;
+    let mut troubles: Vec<(std::time::Instant, String)> = Vec::new();
+    for r in records {
+        if let Some(m) = &r.measure {
+            if let Some(at) = m.first_gap_at {
+                troubles.push((at, format!("a gap of over 30 ms on call {}", r.call_id)));
+            }
+            if let Some(at) = m.first_miss_at {
+                troubles.push((at, format!("an unanswered talkspurt on call {}", r.call_id)));
+            }
+        }
+        if r.outcome == "answer"
+            && !r.answered
+            && let Some(at) = r.offered_at
+        {
+            troubles.push((at, format!("call {} was not set up", r.call_id)));
+        }
+    }
+    let (at, what) = troubles.into_iter().min_by_key(|(at, _)| *at)?;
+    let live_calls = records
+        .iter()
+        .filter(|r| {
+            r.answered_at.is_some_and(|answered| {
+                answered <= at && answered + Duration::from_millis(r.held_ms) > at
+            })
+        })
+        .count() as u64;
+    Some(FirstTrouble {
+        at_s: at.saturating_duration_since(start).as_secs_f64(),
+        live_calls,
+        what,
+    })
+}
+
 /// A whole run.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Report {
@@ -332,5 +381,55 @@ impl Report {
             out.push_str(&format!("| {k} | {v} |\n"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::voice::CallMeasure;
+
+    fn record(n: u64, t0: Instant, measure: CallMeasure) -> CallRecord {
+        // Call n offered at n × 10 ms, answered 200 ms later, held 5 s.
+        let offered = t0 + Duration::from_millis(10 * n);
+        CallRecord {
+            call_id: format!("c{n}"),
+            dispatch_id: None,
+            outcome: "answer".into(),
+            offered_at: Some(offered),
+            answered: true,
+            answered_at: Some(offered + Duration::from_millis(200)),
+            held_ms: 5000,
+            ended_by: Some("callee".into()),
+            measure: Some(measure),
+            pending_talkspurts: 0,
+        }
+    }
+
+    #[test]
+    fn the_first_trouble_is_timed_and_counts_the_calls_live_then() {
+        let t0 = Instant::now();
+        let mut records: Vec<CallRecord> = (0..100)
+            .map(|n| record(n, t0, CallMeasure::default()))
+            .collect();
+        assert_eq!(first_trouble(&records), None);
+        // A gap on call 90 at 1.2 s and a missed talkspurt on call 10 at 1.1 s: the miss is
+        // first; calls 0..=90 were answered by then (answered at n × 10 + 200 ms).
+        records[90].measure.as_mut().unwrap().first_gap_at = Some(t0 + Duration::from_millis(1200));
+        records[10].measure.as_mut().unwrap().first_miss_at =
+            Some(t0 + Duration::from_millis(1100));
+        let trouble = first_trouble(&records).unwrap();
+        assert_eq!(trouble.live_calls, 91);
+        assert!((trouble.at_s - 1.1).abs() < 1e-6);
+        assert!(trouble.what.contains("c10"), "{}", trouble.what);
+        // A call that should have been answered and was not: timed at its offer.
+        records[5].answered = false;
+        records[5].answered_at = None;
+        let trouble = first_trouble(&records).unwrap();
+        assert!((trouble.at_s - 0.05).abs() < 1e-6);
+        assert_eq!(trouble.live_calls, 0);
+        assert!(trouble.what.contains("not set up"));
     }
 }

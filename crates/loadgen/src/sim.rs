@@ -1,5 +1,6 @@
-//! The simulator's driver: the sans-IO [`Callee`] on a UDP socket, and each answered call's
-//! [`CallVoice`] on its own RTP socket and 20 ms clock, on tokio.
+//! The simulator's driver: the sans-IO [`Callee`] on a UDP socket (a tokio task), and each
+//! answered call's [`CallVoice`] on its own RTP socket and 20 ms clock, on the stream threads
+//! ([`crate::streams`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::LoadgenError;
 use crate::callee::{Callee, CalleeConfig, CalleeEvent, EndedBy, Outcome};
+use crate::streams::{Measured, Streams};
 use crate::voice::{CallMeasure, CallVoice, VoiceScript};
 
 /// Live counts, for progress lines.
@@ -28,6 +30,8 @@ pub struct SimCounts {
     pub max_live: u64,
     /// RTP sockets that could not be bound.
     pub media_errors: u64,
+    /// Calls that ended without their handshake: no ACK for our 200, no answer to our BYE.
+    pub timeouts: u64,
 }
 
 /// What the simulator saw of one call.
@@ -84,11 +88,12 @@ pub struct Simulator {
 
 impl Simulator {
     /// Binds `config.sip_addr` (port 0 picks one) and starts answering; RTP ports come from
-    /// `rtp_ports`; every answered call plays `script`.
+    /// `rtp_ports`; every answered call plays `script`, on `stream_threads` threads.
     pub async fn start(
         mut config: CalleeConfig,
         rtp_ports: (u16, u16),
         script: VoiceScript,
+        stream_threads: usize,
     ) -> Result<Self, LoadgenError> {
         let socket = UdpSocket::bind(config.sip_addr)
             .await
@@ -104,10 +109,14 @@ impl Simulator {
         let counts = Arc::new(Mutex::new(SimCounts::default()));
         let offered_at = Arc::new(Mutex::new(HashMap::new()));
         let callee = Callee::new(config, rtp_ports);
+        let (measured_tx, measured) = mpsc::unbounded_channel::<Measured>();
+        let streams = Streams::new(stream_threads, &measured_tx)?;
+        drop(measured_tx);
         tokio::spawn(run(
             socket,
             callee,
             script,
+            (streams, measured),
             rx,
             counts.clone(),
             offered_at.clone(),
@@ -150,21 +159,16 @@ impl Simulator {
     }
 }
 
-struct Media {
-    stop: oneshot::Sender<()>,
-}
-
 async fn run(
     socket: UdpSocket,
     mut callee: Callee,
     script: VoiceScript,
+    (mut streams, mut measured): (Streams, mpsc::UnboundedReceiver<Measured>),
     mut commands: mpsc::UnboundedReceiver<Command>,
     counts: Arc<Mutex<SimCounts>>,
     offered_at: Arc<Mutex<HashMap<String, Instant>>>,
 ) {
     let mut records: HashMap<String, CallRecord> = HashMap::new();
-    let mut media: HashMap<String, Media> = HashMap::new();
-    let (measured_tx, mut measured) = mpsc::unbounded_channel::<(String, CallMeasure, u64)>();
     let mut buf = vec![0u8; 65_536];
     let mut ssrc = 0x5157_0000u32;
     let far = Duration::from_secs(3600);
@@ -245,8 +249,7 @@ async fn run(
                         rtp_port,
                     );
                     let started = std::net::UdpSocket::bind(bind)
-                        .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                        .and_then(UdpSocket::from_std);
+                        .and_then(|s| s.set_nonblocking(true).map(|()| s));
                     let voice = CallVoice::new(
                         Instant::now(),
                         session.codec.codec,
@@ -257,15 +260,7 @@ async fn run(
                     .map(|v| script.apply(v, session.telephone_event));
                     match (started, voice) {
                         (Ok(rtp), Ok(voice)) => {
-                            let (stop, stopped) = oneshot::channel();
-                            let tx = measured_tx.clone();
-                            let id = call_id.clone();
-                            let remote = session.remote_rtp;
-                            tokio::spawn(async move {
-                                let (measure, pending) = stream(rtp, remote, voice, stopped).await;
-                                let _ = tx.send((id, measure, pending));
-                            });
-                            media.insert(call_id, Media { stop });
+                            streams.start(call_id, rtp, session.remote_rtp, voice);
                         }
                         (Err(error), _) => {
                             c.media_errors += 1;
@@ -286,6 +281,9 @@ async fn run(
                 }
                 CalleeEvent::Ended { call_id, by } => {
                     c.ended += 1;
+                    if by == EndedBy::Timeout {
+                        c.timeouts += 1;
+                    }
                     c.live = c.live.saturating_sub(1);
                     if let Some(r) = records.get_mut(&call_id) {
                         r.held_ms = r.answered_at.map_or(0, |a| a.elapsed().as_millis() as u64);
@@ -298,9 +296,7 @@ async fn run(
                             .into(),
                         );
                     }
-                    if let Some(m) = media.remove(&call_id) {
-                        let _ = m.stop.send(());
-                    }
+                    streams.stop(&call_id);
                 }
             }
         }
@@ -308,12 +304,9 @@ async fn run(
             let _ = socket.send_to(&bytes, to).await;
         }
     };
-    // Stop the audio still running; every audio task holds a sender, so the channel closes
-    // once the last measure is in.
-    for (_, m) in media.drain() {
-        let _ = m.stop.send(());
-    }
-    drop(measured_tx);
+    // Stop the audio still running: the stream threads send every call's measure and end,
+    // and the channel closes once the last one is in.
+    drop(streams);
     while let Some((id, measure, pending)) = measured.recv().await {
         if let Some(r) = records.get_mut(&id) {
             r.measure = Some(measure);
@@ -323,35 +316,4 @@ async fn run(
     if let Some(reply) = stop_reply {
         let _ = reply.send(records.into_values().collect());
     }
-}
-
-/// One call's audio: a packet every 20 ms (the clock does not drift: missed ticks are sent
-/// late, in a burst), and every packet that comes back measured.
-pub(crate) async fn stream(
-    socket: UdpSocket,
-    remote: Option<SocketAddr>,
-    mut voice: CallVoice,
-    mut stop: oneshot::Receiver<()>,
-) -> (CallMeasure, u64) {
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut out = [0u8; 1500];
-    let mut inbound = [0u8; 1500];
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = tick.tick() => {
-                if let (Some(to), Ok(n)) = (remote, voice.next_packet(Instant::now(), &mut out)) {
-                    let _ = socket.send_to(out.get(..n).unwrap_or_default(), to).await;
-                }
-            }
-            received = socket.recv_from(&mut inbound) => {
-                if let Ok((n, _)) = received {
-                    voice.receive(Instant::now(), inbound.get(..n).unwrap_or_default());
-                }
-            }
-        }
-    }
-    let now = Instant::now();
-    (voice.measure(), voice.pending_talkspurts(now))
 }

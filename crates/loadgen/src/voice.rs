@@ -37,16 +37,27 @@ pub const DIGITS_AFTER_TALK: Duration = Duration::from_millis(300);
 /// Level above which a frame is voiced, dBFS.
 const VOICED_DBFS: f64 = -40.0;
 
+/// Samples after which the generated voice repeats: 0.25 s, a whole number of cycles of the
+/// envelope (4 Hz) and of every partial (140, 280, 420 Hz).
+const VOICE_PERIOD: usize = 2000;
+
 /// The speech-like signal at sample `n` (8 kHz) of a talkspurt: a 140 Hz voice with two
 /// harmonics under a 4 Hz syllable envelope.
-fn voice_sample(n: usize) -> i16 {
+fn voice_wave(n: usize) -> f64 {
     let t = n as f64 / 8000.0;
     let tau = std::f64::consts::TAU;
     let envelope = 0.55 + 0.45 * (tau * 4.0 * t).sin();
     let wave = 0.6 * (tau * 140.0 * t).sin()
         + 0.3 * (tau * 280.0 * t).sin()
         + 0.1 * (tau * 420.0 * t).sin();
-    (9000.0 * envelope * wave) as i16
+    9000.0 * envelope * wave
+}
+
+/// [`voice_wave`] as samples, computed once for a period; a thousand callees read it.
+fn voice_sample(n: usize) -> i16 {
+    static TABLE: std::sync::OnceLock<Box<[i16]>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| (0..VOICE_PERIOD).map(|n| voice_wave(n) as i16).collect());
+    table.get(n % VOICE_PERIOD).copied().unwrap_or(0)
 }
 
 fn level_dbfs(frame: &[i16]) -> f64 {
@@ -129,6 +140,12 @@ pub struct CallMeasure {
     pub malformed: u64,
     /// RFC 4733 digits sent.
     pub digits_sent: u64,
+    /// When the first gap ended (the packet after it arrived).
+    #[serde(skip)]
+    pub first_gap_at: Option<Instant>,
+    /// When the first talkspurt's answer window closed without an answer.
+    #[serde(skip)]
+    pub first_miss_at: Option<Instant>,
 }
 
 /// One call's audio both ways.
@@ -322,6 +339,7 @@ impl CallVoice {
             let interval = now.saturating_duration_since(last);
             if interval > GAP {
                 self.measure.gaps += 1;
+                self.measure.first_gap_at.get_or_insert(now);
             }
             let ms = interval.as_secs_f64() * 1000.0;
             if ms > self.measure.max_interval_ms {
@@ -349,8 +367,18 @@ impl CallVoice {
             self.measure.answered_talkspurts += (before - self.awaiting.len()) as u64;
         }
         // Talkspurts whose window has passed stay unanswered.
-        self.awaiting
-            .retain(|end| now.saturating_duration_since(*end) <= ANSWER_WINDOW.1);
+        let mut missed = None;
+        self.awaiting.retain(|end| {
+            let open = now.saturating_duration_since(*end) <= ANSWER_WINDOW.1;
+            if !open {
+                let closed = *end + ANSWER_WINDOW.1;
+                missed = Some(missed.map_or(closed, |m: Instant| m.min(closed)));
+            }
+            open
+        });
+        if self.measure.first_miss_at.is_none() {
+            self.measure.first_miss_at = missed;
+        }
     }
 
     /// The measure so far.
@@ -450,6 +478,16 @@ pub fn read_wav(path: &Path) -> Result<Vec<i16>, LoadgenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_generated_voice_repeats_every_quarter_second() {
+        for n in (0..40_000).step_by(7) {
+            assert!(
+                (f64::from(voice_sample(n)) - voice_wave(n)).abs() < 1.001,
+                "sample {n}"
+            );
+        }
+    }
 
     /// Two voices wired back to back on a virtual clock: B plays back what A sent, 600 ms
     /// late, like an echoing agent; A's talkspurts are all answered and no gap is seen.

@@ -60,7 +60,7 @@ async fn bench(
     script: VoiceScript,
 ) -> (Daemon, Simulator, Control, String) {
     let d = daemon(dir, rtp).await;
-    let sim = Simulator::start(callee(mix, hold), sim_ports, script)
+    let sim = Simulator::start(callee(mix, hold), sim_ports, script, 1)
         .await
         .unwrap();
     let control = Control::connect(&format!("http://{}", d.grpc_addr), KEY)
@@ -93,6 +93,7 @@ async fn thirty_echo_calls_complete_and_every_caller_hears_itself_back() {
         max_concurrency: 20,
         deadline: Duration::from_secs(90),
         progress: false,
+        watch_cpu: None,
     };
     let (report, records) = load::run(&control, sim, &plan).await.unwrap();
     println!("{}", report.markdown());
@@ -149,6 +150,7 @@ async fn busy_and_failing_callees_give_their_statuses_in_the_mix() {
         max_concurrency: 8,
         deadline: Duration::from_secs(60),
         progress: false,
+        watch_cpu: None,
     };
     let (report, _) = load::run(&control, sim, &plan).await.unwrap();
     let s = &report.dispatch.statuses;
@@ -210,6 +212,7 @@ async fn callees_speak_a_recording_and_press_digits_that_dialtone_hears() {
         max_concurrency: 6,
         deadline: Duration::from_secs(60),
         progress: false,
+        watch_cpu: None,
     };
     let (report, records) = load::run(&control, sim, &plan).await.unwrap();
     println!("{}", report.markdown());

@@ -43,6 +43,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
+pub mod arrival;
 mod histogram;
 pub mod pipeline;
 mod recording;
@@ -320,9 +321,50 @@ pub struct MediaLatency {
     pub calls: u64,
 }
 
+/// How the media threads are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduling {
+    /// Like every other thread.
+    Normal,
+    /// `SCHED_FIFO` at the lowest real-time priority: a worker whose tick is due runs before
+    /// any ordinary thread (tokio workers, the database, a load generator), so a busy machine
+    /// delays no packet. The kernel's real-time throttling still leaves the rest of the
+    /// machine its share. Where the process may not (no `CAP_SYS_NICE` or `RLIMIT_RTPRIO`), the
+    /// workers run as [`Scheduling::Normal`] and say so once.
+    Realtime,
+}
+
+impl Scheduling {
+    /// Puts the calling thread under this scheduling; false where it may not.
+    pub fn apply_to_this_thread(self) -> bool {
+        use thread_priority::{
+            RealtimeThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        match self {
+            Scheduling::Normal => true,
+            Scheduling::Realtime => set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Min,
+                ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+            )
+            .is_ok(),
+        }
+    }
+}
+
 impl MediaEngine {
-    /// Starts `workers` media threads (0: one per available core).
+    /// Starts `workers` media threads (0: one per available core), scheduled normally.
     pub fn new(workers: usize) -> Result<Arc<Self>, MediaError> {
+        Self::with_scheduling(workers, Scheduling::Normal)
+    }
+
+    /// Starts `workers` media threads (0: one per available core), scheduled as `scheduling`
+    /// says.
+    pub fn with_scheduling(
+        workers: usize,
+        scheduling: Scheduling,
+    ) -> Result<Arc<Self>, MediaError> {
         let count = if workers == 0 {
             std::thread::available_parallelism().map_or(1, usize::from)
         } else {
@@ -337,7 +379,14 @@ impl MediaEngine {
                 Worker::new(figures.clone()).map_err(|source| MediaError::Worker { source })?;
             let thread = std::thread::Builder::new()
                 .name(format!("dialtone-media-{i}"))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    if !scheduling.apply_to_this_thread() && i == 0 {
+                        tracing::warn!(
+                            "media workers run without real-time scheduling (not permitted here)"
+                        );
+                    }
+                    worker.run();
+                })
                 .map_err(|source| MediaError::Worker { source })?;
             handles.push(WorkerHandle { commands, waker });
             latency.push(figures);

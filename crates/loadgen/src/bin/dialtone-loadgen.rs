@@ -24,9 +24,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use dialtone_loadgen::callee::{CalleeConfig, OutcomeMix};
 use dialtone_loadgen::load::{self, Control, LoadPlan};
 use dialtone_loadgen::plot::{self, TimelineSample};
-use dialtone_loadgen::report::{DaemonUsage, Percentiles};
+use dialtone_loadgen::report::{DaemonUsage, Percentiles, first_trouble};
 use dialtone_loadgen::sim::Simulator;
 use dialtone_loadgen::voice::VoiceScript;
+use dialtone_loadgen::{clock_ticks, process_usage};
 use dialtone_sdp::AudioCodec;
 use dialtone_sip_core::TimerConfig;
 
@@ -85,6 +86,12 @@ enum Mode {
         /// Media worker threads of the daemon (0: one per core).
         #[arg(long, default_value_t = 0)]
         media_workers: usize,
+        /// One linear ramp instead of steps: calls dispatched at --rate up to the last --ramp
+        /// value, each held until the top plus --hold-seconds; reports how many calls were
+        /// live when the first trouble (a gap, an unanswered talkspurt, a call not set up)
+        /// came.
+        #[arg(long)]
+        linear: bool,
         /// Where summary.json and summary.md go.
         #[arg(long, default_value = "target/capacity")]
         results: PathBuf,
@@ -102,7 +109,7 @@ enum CodecArg {
     Opus,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct SimArgs {
     /// The simulator's SIP address (UDP).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -129,6 +136,9 @@ struct SimArgs {
     /// Digits each callee presses as RFC 4733 events in its first pause.
     #[arg(long, default_value = "")]
     digits: String,
+    /// Threads streaming the callees' RTP (each wakes every 2 ms for all of its calls).
+    #[arg(long, default_value_t = 1)]
+    stream_threads: usize,
 }
 
 fn voice_script(sim: &SimArgs) -> anyhow::Result<VoiceScript> {
@@ -189,6 +199,16 @@ fn mix(text: &str) -> Result<OutcomeMix, String> {
     }
 }
 
+async fn start_simulator(sim: &SimArgs) -> anyhow::Result<Simulator> {
+    Ok(Simulator::start(
+        callee_config(sim),
+        sim.rtp_ports,
+        voice_script(sim)?,
+        sim.stream_threads,
+    )
+    .await?)
+}
+
 fn callee_config(sim: &SimArgs) -> CalleeConfig {
     CalleeConfig {
         sip_addr: sim.sip,
@@ -215,6 +235,7 @@ fn plan(agent_id: String, load: &LoadArgs, calls: u64, concurrency: u64, hold: u
         max_concurrency: concurrency,
         deadline: Duration::from_secs_f64(dispatch + hold as f64 * 2.0 + 60.0),
         progress: true,
+        watch_cpu: None,
     }
 }
 
@@ -236,34 +257,6 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-/// CPU seconds (user + system) and resident KiB of process `pid`.
-fn usage(pid: u32, ticks_per_second: f64) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(((utime + stime) / ticks_per_second, rss))
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Percentiles (upper bucket bounds, ms) of Prometheus histogram `name` in `text`.
@@ -355,14 +348,35 @@ fn start_daemon(binary: &Path, media_workers: usize) -> anyhow::Result<Daemon> {
     Ok(daemon)
 }
 
+/// How the bench loads the daemon.
+#[derive(Debug)]
+enum Shape {
+    /// Each step holds that many calls at once, until a step is out of budget.
+    Steps(Vec<u64>),
+    /// One ramp at the dispatch rate up to this many calls.
+    Linear(u64),
+}
+
 async fn bench(
-    ramp: &[u64],
+    shape: &Shape,
     binary: PathBuf,
     media_workers: usize,
     results: &Path,
     load_args: &LoadArgs,
     sim_args: &SimArgs,
 ) -> anyhow::Result<()> {
+    let (ramp, sim_args) = match shape {
+        Shape::Steps(ramp) => (ramp.clone(), sim_args.clone()),
+        Shape::Linear(top) => {
+            // Every call stays up until the ramp reaches the top, and a while after.
+            let climb = (*top as f64 / load_args.rate.max(0.001)).ceil() as u64;
+            let mut held = sim_args.clone();
+            held.hold_seconds = climb + sim_args.hold_seconds.max(1);
+            (vec![*top], held)
+        }
+    };
+    let (ramp, sim_args) = (ramp.as_slice(), &sim_args);
+    let mut linear_trouble = None;
     let daemon = start_daemon(&binary, media_workers)?;
     let pid = daemon.child.id();
     let ticks = clock_ticks();
@@ -371,15 +385,12 @@ async fn bench(
     let mut steps = Vec::new();
     for &concurrency in ramp {
         eprintln!("== {concurrency} concurrent calls ==");
-        let sim = Simulator::start(
-            callee_config(sim_args),
-            sim_args.rtp_ports,
-            voice_script(sim_args)?,
-        )
-        .await?;
+        let sim = start_simulator(sim_args).await?;
         let agent = control.set_up_agent(sim.sip_addr, "builtin:echo").await?;
-        let (cpu_before, rss_idle) = usage(pid, ticks).context("reading /proc of dialtoned")?;
-        let (own_before, _) = usage(std::process::id(), ticks).context("reading /proc/self")?;
+        let (cpu_before, rss_idle) =
+            process_usage(pid, ticks).context("reading /proc of dialtoned")?;
+        let (own_before, _) =
+            process_usage(std::process::id(), ticks).context("reading /proc/self")?;
         // Sample the daemon's memory while the load runs.
         // Sample the daemon's CPU and memory, and the calls live, while the load runs.
         let peak = Arc::new(AtomicU64::new(rss_idle));
@@ -392,7 +403,7 @@ async fn bench(
                 let mut last_cpu = cpu_before;
                 while sampling.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(500));
-                    if let Some((cpu, rss)) = usage(pid, ticks) {
+                    if let Some((cpu, rss)) = process_usage(pid, ticks) {
                         peak.fetch_max(rss, Ordering::Relaxed);
                         timeline.push(TimelineSample {
                             t_s: started.elapsed().as_secs_f64(),
@@ -406,18 +417,20 @@ async fn bench(
                 timeline
             })
         };
-        let p = plan(
+        let mut p = plan(
             agent,
             load_args,
             concurrency,
             concurrency,
             sim_args.hold_seconds,
         );
+        p.watch_cpu = Some((pid, ticks));
         let (mut report, records) = load::run(&control, sim, &p).await?;
         sampling.store(false, Ordering::Relaxed);
         let timeline = sampler.join().unwrap_or_default();
-        let (cpu_after, _) = usage(pid, ticks).context("reading /proc of dialtoned")?;
-        let (own_after, _) = usage(std::process::id(), ticks).context("reading /proc/self")?;
+        let (cpu_after, _) = process_usage(pid, ticks).context("reading /proc of dialtoned")?;
+        let (own_after, _) =
+            process_usage(std::process::id(), ticks).context("reading /proc/self")?;
         let metrics = http_get(daemon.http, "/metrics").unwrap_or_default();
         std::fs::write(
             results.join(format!("calls-{concurrency}.json")),
@@ -446,25 +459,48 @@ async fn bench(
             "\n### {concurrency} concurrent calls\n\n{}",
             report.markdown()
         );
+        if matches!(shape, Shape::Linear(_)) {
+            let trouble = first_trouble(&records);
+            match &trouble {
+                Some(t) => println!(
+                    "linear ramp: first trouble at {:.1} s with {} calls live: {}",
+                    t.at_s, t.live_calls, t.what
+                ),
+                None => println!("linear ramp: no trouble up to {concurrency} calls"),
+            }
+            linear_trouble = Some(trouble);
+        }
         let within = report.within_budget();
         steps.push((concurrency, report, timeline));
         if !within {
             break;
         }
     }
-    let held = steps
+    let mut held = steps
         .iter()
         .filter(|(_, r, _)| r.within_budget())
         .map(|(c, _, _)| *c)
         .max();
+    if let Some(Some(trouble)) = &linear_trouble {
+        // The calls live just before the first trouble.
+        held = trouble.live_calls.checked_sub(1).filter(|n| *n > 0);
+    }
     // The references, at the largest step within budget (or the first step).
     let reference_calls = held.or_else(|| ramp.first().copied()).unwrap_or(100);
+    // Per call-second, so the linear ramp's one run compares too.
     let daemon_step = steps
         .iter()
         .find(|(c, _, _)| *c == reference_calls)
+        .or_else(|| steps.last())
         .and_then(|(_, r, _)| r.daemon.clone());
     eprintln!("== references at {reference_calls} calls ==");
-    let reflector = reflector_reference(reference_calls, sim_args.hold_seconds, ticks).await?;
+    let reflector = reflector_reference(
+        reference_calls,
+        sim_args.hold_seconds,
+        sim_args.stream_threads,
+        ticks,
+    )
+    .await?;
     let sipp = sipp_reference(
         reference_calls,
         load_args.rate,
@@ -489,6 +525,7 @@ async fn bench(
         "rate": load_args.rate,
         "hold_seconds": sim_args.hold_seconds,
         "max_concurrent_within_budget": held,
+        "linear_ramp_first_trouble": linear_trouble.clone().flatten(),
         "steps": steps.iter().map(|(c, r, t)| serde_json::json!({"concurrency": c, "report": r, "timeline": t})).collect::<Vec<_>>(),
     });
     std::fs::write(
@@ -502,6 +539,14 @@ async fn bench(
         sim_args.hold_seconds,
         held.map_or("none".into(), |h| h.to_string())
     );
+    match &linear_trouble {
+        Some(Some(t)) => md.push_str(&format!(
+            "\nlinear ramp at {} calls/s: first trouble {:.1} s in, with {} calls live ({})\n",
+            load_args.rate, t.at_s, t.live_calls, t.what
+        )),
+        Some(None) => md.push_str("\nlinear ramp: no trouble on the way up\n"),
+        None => {}
+    }
     for (c, r, _) in &steps {
         md.push_str(&format!("\n## {c} concurrent calls\n\n{}", r.markdown()));
     }
@@ -553,6 +598,7 @@ struct ReflectorFigures {
 async fn reflector_reference(
     calls: u64,
     hold_seconds: u64,
+    stream_threads: usize,
     ticks: f64,
 ) -> anyhow::Result<ReflectorFigures> {
     use std::io::BufRead;
@@ -576,14 +622,15 @@ async fn reflector_reference(
         bail!("the reflector did not start: {line:?}");
     }
     let pid = child.id();
-    let (before, _) = usage(pid, ticks).context("reading /proc of the reflector")?;
+    let (before, _) = process_usage(pid, ticks).context("reading /proc of the reflector")?;
     let targets: Vec<SocketAddr> = (0..count)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], 14000 + i * 2)))
         .collect();
     let hold = Duration::from_secs(hold_seconds.max(1));
     let measures =
-        dialtone_loadgen::reference::drive([127, 0, 0, 1].into(), &targets, hold).await?;
-    let (after, _) = usage(pid, ticks).context("reading /proc of the reflector")?;
+        dialtone_loadgen::reference::drive([127, 0, 0, 1].into(), &targets, hold, stream_threads)
+            .await?;
+    let (after, _) = process_usage(pid, ticks).context("reading /proc of the reflector")?;
     let _ = child.kill();
     let _ = child.wait();
     let cpu_seconds = after - before;
@@ -658,10 +705,10 @@ fn sipp_reference(
     // /proc goes away with the process: keep the last reading.
     let (mut uas_cpu, mut uac_cpu) = (0.0, 0.0);
     let status = loop {
-        if let Some((cpu, _)) = usage(uas_pid, ticks) {
+        if let Some((cpu, _)) = process_usage(uas_pid, ticks) {
             uas_cpu = cpu;
         }
-        if let Some((cpu, _)) = usage(uac_pid, ticks) {
+        if let Some((cpu, _)) = process_usage(uac_pid, ticks) {
             uac_cpu = cpu;
         }
         if let Some(status) = uac.try_wait()? {
@@ -669,7 +716,7 @@ fn sipp_reference(
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    if let Some((cpu, _)) = usage(uas_pid, ticks) {
+    if let Some((cpu, _)) = process_usage(uas_pid, ticks) {
         uas_cpu = cpu;
     }
     let _ = uas.kill();
@@ -690,13 +737,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             first_port,
             count,
         } => {
-            dialtone_loadgen::reference::reflect(ip, first_port, count).await?;
+            dialtone_loadgen::reference::reflect(ip, first_port, count)?;
             println!("ready");
             tokio::signal::ctrl_c().await?;
         }
         Mode::Callee(sim) => {
-            let simulator =
-                Simulator::start(callee_config(&sim), sim.rtp_ports, voice_script(&sim)?).await?;
+            let simulator = start_simulator(&sim).await?;
             eprintln!(
                 "trunk simulator on udp {}; Ctrl-C stops it",
                 simulator.sip_addr
@@ -714,8 +760,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sim,
         } => {
             let control = Control::connect(&server, &api_key).await?;
-            let simulator =
-                Simulator::start(callee_config(&sim), sim.rtp_ports, voice_script(&sim)?).await?;
+            let simulator = start_simulator(&sim).await?;
             let agent = control.set_up_agent(simulator.sip_addr, &brain).await?;
             let p = plan(
                 agent,
@@ -732,6 +777,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ramp,
             dialtoned,
             media_workers,
+            linear,
             results,
             load: load_args,
             sim,
@@ -749,7 +795,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     binary.display()
                 );
             }
-            bench(&ramp, binary, media_workers, &results, &load_args, &sim).await?;
+            let shape = if linear {
+                let top = ramp.iter().copied().max().unwrap_or(1000);
+                Shape::Linear(top)
+            } else {
+                Shape::Steps(ramp)
+            };
+            bench(&shape, binary, media_workers, &results, &load_args, &sim).await?;
         }
     }
     Ok(())

@@ -1,0 +1,188 @@
+//! When a datagram reached the host, not when it was read: UDP reads with the kernel's
+//! receive timestamp (`SO_TIMESTAMPNS`).
+//!
+//! A media worker reads its sockets in batches (once every few milliseconds, not once per
+//! packet), so the time of the read says little about the network. The kernel stamps every
+//! datagram as it queues it on the socket; [`recv_stamped`] returns that stamp as an
+//! [`Instant`], which is what the jitter buffer's interarrival jitter and the loadgen's gap
+//! meter need. The stamp is wall-clock time: [`ArrivalClock`] maps it onto the monotonic clock
+//! from one pair of readings per batch. A datagram without a stamp (the option could not be
+//! set) is timed at the read.
+
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
+use nix::sys::time::TimeSpec;
+
+/// Asks the kernel to stamp every datagram `socket` receives.
+pub fn enable_receive_timestamps(socket: &impl AsFd) -> io::Result<()> {
+    setsockopt(socket, sockopt::ReceiveTimestampns, &true).map_err(io::Error::from)
+}
+
+/// Maps the kernel's wall-clock stamps onto [`Instant`]s: one reading of both clocks, taken
+/// when a batch of reads starts.
+#[derive(Debug, Clone, Copy)]
+pub struct ArrivalClock {
+    now: Instant,
+    wall: SystemTime,
+}
+
+impl ArrivalClock {
+    /// Reads both clocks.
+    pub fn read() -> Self {
+        Self {
+            now: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// The monotonic instant of a wall-clock stamp: never after the reading (a stamp from the
+    /// future is a clock step, timed at the reading), never more than a second before it.
+    pub fn instant_of(&self, stamp: SystemTime) -> Instant {
+        let ago = self
+            .wall
+            .duration_since(stamp)
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(1));
+        self.now.checked_sub(ago).unwrap_or(self.now)
+    }
+}
+
+/// Room for the control message a stamped read carries.
+#[derive(Debug)]
+pub struct StampBuffer(Vec<u8>);
+
+impl Default for StampBuffer {
+    fn default() -> Self {
+        Self(nix::cmsg_space!(TimeSpec))
+    }
+}
+
+/// One datagram read by [`recv_stamped`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    /// Its length in the buffer.
+    pub len: usize,
+    /// Who sent it.
+    pub source: SocketAddr,
+    /// When the kernel queued it on the socket.
+    pub arrived: Instant,
+}
+
+fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = storage.as_sockaddr_in() {
+        return Some(SocketAddrV4::from(*v4).into());
+    }
+    storage
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddrV6::from(*v6).into())
+}
+
+/// Reads one datagram from non-blocking `socket` into `buf` with its arrival stamp.
+/// `WouldBlock` when none is queued.
+pub fn recv_stamped(
+    socket: &impl AsFd,
+    buf: &mut [u8],
+    stamps: &mut StampBuffer,
+    clock: &ArrivalClock,
+) -> io::Result<Datagram> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let message = recvmsg::<SockaddrStorage>(
+        socket.as_fd().as_raw_fd(),
+        &mut iov,
+        Some(stamps.0.as_mut_slice()),
+        MsgFlags::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let stamp = message.cmsgs().ok().and_then(|mut cmsgs| {
+        cmsgs.find_map(|cmsg| match cmsg {
+            ControlMessageOwned::ScmTimestampns(ts) => {
+                let since_epoch = Duration::new(
+                    u64::try_from(ts.tv_sec()).ok()?,
+                    u32::try_from(ts.tv_nsec()).ok()?,
+                );
+                SystemTime::UNIX_EPOCH.checked_add(since_epoch)
+            }
+            _ => None,
+        })
+    });
+    let source = message
+        .address
+        .as_ref()
+        .filter(|a| a.family().is_some())
+        .and_then(socket_addr)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without a source"))?;
+    Ok(Datagram {
+        len: message.bytes,
+        source,
+        arrived: stamp.map_or_else(Instant::now, |s| clock.instant_of(s)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+
+    use super::*;
+
+    #[test]
+    fn a_stamp_maps_onto_the_monotonic_clock_and_is_clamped() {
+        let clock = ArrivalClock::read();
+        let earlier = clock.wall - Duration::from_millis(7);
+        assert_eq!(
+            clock.now.duration_since(clock.instant_of(earlier)),
+            Duration::from_millis(7)
+        );
+        // From the future (the wall clock stepped back): the reading itself.
+        assert_eq!(
+            clock.instant_of(clock.wall + Duration::from_secs(3)),
+            clock.now
+        );
+        // Far in the past (the wall clock stepped forward): at most a second.
+        assert_eq!(
+            clock
+                .now
+                .duration_since(clock.instant_of(clock.wall - Duration::from_secs(3600))),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn a_datagram_read_later_keeps_the_time_it_arrived() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        enable_receive_timestamps(&receiver).unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (mut buf, mut stamps) = ([0u8; 64], StampBuffer::default());
+        let clock = ArrivalClock::read();
+        assert_eq!(
+            recv_stamped(&receiver, &mut buf, &mut stamps, &clock)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::WouldBlock
+        );
+        let sent_at = Instant::now();
+        sender
+            .send_to(b"hello", receiver.local_addr().unwrap())
+            .unwrap();
+        // Read it well after it arrived: the stamp is the arrival, not the read.
+        let mut datagram = None;
+        while datagram.is_none() {
+            std::thread::sleep(Duration::from_millis(30));
+            let clock = ArrivalClock::read();
+            datagram = recv_stamped(&receiver, &mut buf, &mut stamps, &clock).ok();
+            if let Some(d) = datagram {
+                assert!(clock.now.duration_since(d.arrived) >= Duration::from_millis(25));
+            }
+        }
+        let datagram = datagram.unwrap();
+        assert_eq!(&buf[..datagram.len], b"hello");
+        assert_eq!(datagram.source, sender.local_addr().unwrap());
+        assert!(datagram.arrived + Duration::from_millis(5) >= sent_at);
+    }
+}
