@@ -96,7 +96,7 @@ fn media_metrics(media: &dialtone_media::MediaEngine) -> String {
     for (name, help, snapshot) in [
         (
             "dialtone_media_inbound_latency_seconds",
-            "RTP packet read to its 16 kHz frame in the speech ring (includes the jitter buffer delay)",
+            "RTP packet received by the kernel to its 16 kHz frame in the speech ring (includes the jitter buffer delay)",
             &latency.inbound,
         ),
         (
@@ -108,6 +108,11 @@ fn media_metrics(media: &dialtone_media::MediaEngine) -> String {
             "dialtone_media_step_seconds",
             "CPU time of one call's 20 ms media tick",
             &latency.step,
+        ),
+        (
+            "dialtone_media_tick_lateness_seconds",
+            "How late a media worker's 20 ms tick started after its deadline",
+            &latency.tick_lateness,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");

@@ -120,6 +120,18 @@ pub fn process_usage(pid: u32, ticks_per_second: f64) -> Option<(f64, u64)> {
     Some(((utime + stime) / ticks_per_second, rss))
 }
 
+/// CPU seconds the hypervisor has stolen from this machine since boot, all CPUs (`steal` in
+/// `/proc/stat`); 0 where the kernel does not say.
+pub fn host_steal_seconds(ticks_per_second: f64) -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+            line.split_whitespace().nth(8)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |ticks| ticks / ticks_per_second)
+}
+
 /// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 when it cannot say).
 pub fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")

@@ -178,8 +178,14 @@ pub struct DaemonUsage {
     pub outbound_ms: Percentiles,
     /// One call's 20 ms media step, CPU, ms.
     pub step_ms: Percentiles,
+    /// How late the daemon's media ticks started, ms (bucket upper bounds).
+    pub tick_lateness_ms: Percentiles,
     /// CPU seconds the load generator itself used meanwhile (it shares the machine).
     pub loadgen_cpu_seconds: f64,
+    /// CPU time the hypervisor gave to other guests while this machine wanted it (`steal` in
+    /// `/proc/stat`, all CPUs), during the run: a worker stalled that way misses its tick
+    /// whatever Dialtone does.
+    pub host_steal_seconds: f64,
 }
 
 impl Report {
@@ -354,6 +360,10 @@ impl Report {
                 format!("{:.1} s", u.loadgen_cpu_seconds),
             ));
             rows.push((
+                "CPU stolen by the hypervisor during the run".to_owned(),
+                format!("{:.2} s", u.host_steal_seconds),
+            ));
+            rows.push((
                 "daemon memory per call".to_owned(),
                 format!(
                     "{:.0} KiB (RSS {} → {} KiB)",
@@ -369,6 +379,10 @@ impl Report {
                 ms(&u.outbound_ms),
             ));
             rows.push(("media step per call per 20 ms".to_owned(), ms(&u.step_ms)));
+            rows.push((
+                "media tick started behind its deadline".to_owned(),
+                ms(&u.tick_lateness_ms),
+            ));
         }
         let verdict = if self.within_budget() {
             "within budget".to_owned()

@@ -6,7 +6,9 @@
 //! * [`PortPool`] hands out an even RTP port and the odd RTCP port above it from a configured
 //!   range.
 //! * [`MediaEngine`] runs media worker threads (one per core by default), separate from the
-//!   tokio workers; each serves many calls from one epoll and one pacing clock ([`worker`]).
+//!   tokio workers; each serves many calls, reading their sockets every 10 ms with the kernel's
+//!   receive timestamps ([`arrival`]) on one pacing clock ([`worker`]), under `SCHED_FIFO`
+//!   where permitted ([`Scheduling`]).
 //! * [`MediaEngine::start`] hands a call to a worker and returns its [`MediaCall`]: a
 //!   [`FrameReceiver`] of 16 kHz frames toward the speech loop and a [`FrameSender`] of agent
 //!   frames back, both lock-free SPSC rings ([`ring`]); [`MediaEvent`]s (DTMF, RTP timeout,
@@ -309,12 +311,14 @@ pub struct MediaEngine {
 /// Latency figures merged over every worker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MediaLatency {
-    /// RTP packet read → frame in the speech ring.
+    /// RTP packet received by the kernel → frame in the speech ring.
     pub inbound: LatencySnapshot,
     /// Agent frame queued → RTP packet sent.
     pub outbound: LatencySnapshot,
     /// CPU time of one call's tick.
     pub step: LatencySnapshot,
+    /// How late the workers' ticks started.
+    pub tick_lateness: LatencySnapshot,
     /// Ticks skipped because a worker fell behind.
     pub ticks_skipped: u64,
     /// Calls being served.
@@ -418,6 +422,7 @@ impl MediaEngine {
             merged.inbound.merge(&w.inbound.snapshot());
             merged.outbound.merge(&w.outbound.snapshot());
             merged.step.merge(&w.step.snapshot());
+            merged.tick_lateness.merge(&w.tick_lateness.snapshot());
             merged.ticks_skipped += w.ticks_skipped.load(Ordering::Relaxed);
             merged.calls += w.calls.load(Ordering::Relaxed);
         }

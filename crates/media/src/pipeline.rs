@@ -301,6 +301,8 @@ pub struct CallMedia {
     to_speech: rtrb::Producer<AudioFrame>,
     from_agent: rtrb::Consumer<AudioFrame>,
     notify: Arc<Notify>,
+    /// A frame went into the speech ring and the loop has not been woken for it.
+    speech_due: bool,
     counters: Arc<RingCounters>,
     recorder: Option<Recorder>,
     recording_done: Option<oneshot::Receiver<()>>,
@@ -369,6 +371,7 @@ impl CallMedia {
             to_speech,
             from_agent,
             notify,
+            speech_due: false,
             counters,
             recorder,
             recording_done,
@@ -553,8 +556,23 @@ impl CallMedia {
         }
     }
 
-    /// Runs one 20 ms tick at `now`, handing packets to send to `send`.
+    /// Runs one 20 ms tick at `now`, handing packets to send to `send`, and wakes the speech
+    /// loop if a frame went into its ring.
     pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(Transmit<'_>)) -> TickTimes {
+        let times = self.tick_without_waking(now, send);
+        self.wake_speech_loop();
+        times
+    }
+
+    /// [`tick`](Self::tick) without waking the speech loop: a driver serving many calls runs
+    /// every call's tick first, so every packet is out on time, then wakes their speech loops
+    /// ([`wake_speech_loop`](Self::wake_speech_loop)). Waking a task takes locks the tokio
+    /// side also holds; a worker should not wait on them between two calls' packets.
+    pub fn tick_without_waking(
+        &mut self,
+        now: Instant,
+        send: &mut dyn FnMut(Transmit<'_>),
+    ) -> TickTimes {
         let mut times = TickTimes::default();
         self.dtmf_in.handle_timeout(now);
         self.take_dtmf_events(now);
@@ -602,7 +620,7 @@ impl CallMedia {
         }
         if produced {
             if self.to_speech.push(caller).is_ok() {
-                self.notify.notify_one();
+                self.speech_due = true;
                 times.inbound_arrival = Some(caller.at);
             } else {
                 self.stats.inbound_overflow += 1;
@@ -643,6 +661,13 @@ impl CallMedia {
             self.send_report(now, send);
         }
         times
+    }
+
+    /// Wakes the speech loop if a tick put a frame in its ring since the last wake.
+    pub fn wake_speech_loop(&mut self) {
+        if std::mem::take(&mut self.speech_due) {
+            self.notify.notify_one();
+        }
     }
 
     /// Counts and forwards the RFC 4733 receiver's events.

@@ -4,7 +4,9 @@
 //! (mio, with no wait) which of its calls' RTP and RTCP sockets have datagrams, drains them,
 //! and hands each to its call's [`CallMedia::receive`] with the time the kernel received it
 //! ([`crate::arrival`]), so batching the reads costs the jitter buffer nothing; every second
-//! read is followed by the 20 ms tick, where every call runs [`CallMedia::tick`]. At a
+//! read is followed by the 20 ms tick, where every call runs
+//! [`CallMedia::tick_without_waking`] and, once every call's packet is out, their speech loops
+//! are woken. At a
 //! thousand calls that is a hundred wake-ups a second instead of fifty thousand. Reads and
 //! ticks are scheduled on absolute deadlines (`next += 10 ms`), so the pacing does not drift; a
 //! worker that falls more than 100 ms behind (the machine stalled) skips the missed ticks and
@@ -45,6 +47,8 @@ pub struct WorkerLatency {
     pub outbound: LatencyHistogram,
     /// CPU time of one call's tick (jitter buffer, decode, resample, ring, encode, send).
     pub step: LatencyHistogram,
+    /// How late each tick started after its deadline (the thread's wake-up latency).
+    pub tick_lateness: LatencyHistogram,
     /// Ticks skipped because the worker fell behind.
     pub ticks_skipped: AtomicU64,
     /// Calls being served.
@@ -181,6 +185,9 @@ impl Worker {
             reads = reads.wrapping_add(1);
             if reads.is_multiple_of(2) {
                 ticks = ticks.wrapping_add(1);
+                self.latency
+                    .tick_lateness
+                    .record(now.saturating_duration_since(next_read));
                 self.tick(next_read, ticks.is_multiple_of(PUBLISH_EVERY));
             }
             next_read += READ_EVERY;
@@ -235,13 +242,14 @@ impl Worker {
         call.forward_events();
     }
 
+    /// Every call's tick, then (every packet out) their speech loops woken and events passed on.
     fn tick(&mut self, now: Instant, publish: bool) {
         for call in self.calls.iter_mut().flatten() {
             let started = Instant::now();
             let (rtp, rtcp, errors) = (&call.rtp, &call.rtcp, &mut call.send_errors);
             let times = call
                 .media
-                .tick(now, &mut |t| Served::send(rtp, rtcp, errors, t));
+                .tick_without_waking(now, &mut |t| Served::send(rtp, rtcp, errors, t));
             let done = Instant::now();
             self.latency.step.record(done - started);
             if let Some(arrival) = times.inbound_arrival {
@@ -254,6 +262,9 @@ impl Worker {
                     .outbound
                     .record(done.saturating_duration_since(queued));
             }
+        }
+        for call in self.calls.iter_mut().flatten() {
+            call.media.wake_speech_loop();
             call.forward_events();
             if publish {
                 call.publish();

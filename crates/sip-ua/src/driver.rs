@@ -122,30 +122,51 @@ struct Driver {
     outcomes: HashMap<RequestHandle, oneshot::Sender<RequestOutcome>>,
 }
 
+/// Binds UDP on `bind` and TCP on the same address. With port 0 the kernel picks a free UDP
+/// port, which a TCP connection elsewhere may hold: then another UDP port is tried (a few
+/// times), rather than failing a start that a moment later would succeed.
+async fn bind_transports(
+    bind: SocketAddr,
+) -> Result<(UdpSocket, TcpListener, SocketAddr), UaError> {
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = UdpSocket::bind(bind)
+            .await
+            .map_err(|source| UaError::Bind {
+                transport: "UDP",
+                addr: bind,
+                source,
+            })?;
+        let local = udp.local_addr().map_err(|source| UaError::Bind {
+            transport: "UDP",
+            addr: bind,
+            source,
+        })?;
+        match TcpListener::bind(local).await {
+            Ok(listener) => return Ok((udp, listener, local)),
+            Err(source)
+                if bind.port() == 0
+                    && source.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < ATTEMPTS => {}
+            Err(source) => {
+                return Err(UaError::Bind {
+                    transport: "TCP",
+                    addr: local,
+                    source,
+                });
+            }
+        }
+    }
+}
+
 /// Binds the sockets and spawns the driver; returns its command channel and the bound address.
 pub(crate) async fn spawn(
     config: UaConfig,
     gates: Arc<Gates>,
 ) -> Result<(mpsc::UnboundedSender<Command>, SocketAddr), UaError> {
-    let udp = UdpSocket::bind(config.bind)
-        .await
-        .map_err(|source| UaError::Bind {
-            transport: "UDP",
-            addr: config.bind,
-            source,
-        })?;
-    let local = udp.local_addr().map_err(|source| UaError::Bind {
-        transport: "UDP",
-        addr: config.bind,
-        source,
-    })?;
-    let listener = TcpListener::bind(local)
-        .await
-        .map_err(|source| UaError::Bind {
-            transport: "TCP",
-            addr: local,
-            source,
-        })?;
+    let (udp, listener, local) = bind_transports(config.bind).await?;
     let mut endpoint_config = EndpointConfig::new(
         config
             .advertised_host

@@ -27,7 +27,7 @@ use dialtone_loadgen::plot::{self, TimelineSample};
 use dialtone_loadgen::report::{DaemonUsage, Percentiles, first_trouble};
 use dialtone_loadgen::sim::Simulator;
 use dialtone_loadgen::voice::VoiceScript;
-use dialtone_loadgen::{clock_ticks, process_usage};
+use dialtone_loadgen::{clock_ticks, host_steal_seconds, process_usage};
 use dialtone_sdp::AudioCodec;
 use dialtone_sip_core::TimerConfig;
 
@@ -377,6 +377,7 @@ async fn bench(
     };
     let (ramp, sim_args) = (ramp.as_slice(), &sim_args);
     let mut linear_trouble = None;
+    let mut rss_before_calls: Option<u64> = None;
     let daemon = start_daemon(&binary, media_workers)?;
     let pid = daemon.child.id();
     let ticks = clock_ticks();
@@ -387,13 +388,16 @@ async fn bench(
         eprintln!("== {concurrency} concurrent calls ==");
         let sim = start_simulator(sim_args).await?;
         let agent = control.set_up_agent(sim.sip_addr, "builtin:echo").await?;
-        let (cpu_before, rss_idle) =
+        let (cpu_before, rss_now) =
             process_usage(pid, ticks).context("reading /proc of dialtoned")?;
+        // Memory per call counts from the daemon before its first call: the allocator keeps
+        // what an earlier step freed.
+        let rss_idle = *rss_before_calls.get_or_insert(rss_now);
         let (own_before, _) =
             process_usage(std::process::id(), ticks).context("reading /proc/self")?;
-        // Sample the daemon's memory while the load runs.
+        let steal_before = host_steal_seconds(ticks);
         // Sample the daemon's CPU and memory, and the calls live, while the load runs.
-        let peak = Arc::new(AtomicU64::new(rss_idle));
+        let peak = Arc::new(AtomicU64::new(rss_now));
         let sampling = Arc::new(AtomicBool::new(true));
         let sampler = {
             let (peak, sampling, watch) = (peak.clone(), sampling.clone(), sim.watch());
@@ -452,7 +456,9 @@ async fn bench(
             inbound_ms: histogram(&metrics, "dialtone_media_inbound_latency_seconds"),
             outbound_ms: histogram(&metrics, "dialtone_media_outbound_latency_seconds"),
             step_ms: histogram(&metrics, "dialtone_media_step_seconds"),
+            tick_lateness_ms: histogram(&metrics, "dialtone_media_tick_lateness_seconds"),
             loadgen_cpu_seconds: own_after - own_before,
+            host_steal_seconds: host_steal_seconds(ticks) - steal_before,
         });
         report.judge();
         println!(
