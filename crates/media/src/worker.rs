@@ -159,20 +159,27 @@ impl Worker {
         let mut next_read = Instant::now() + READ_EVERY;
         let (mut reads, mut ticks) = (0u32, 0u32);
         loop {
-            let timeout = next_read.saturating_duration_since(Instant::now());
-            if let Err(error) = self.poll.poll(&mut events, Some(timeout))
-                && error.kind() != std::io::ErrorKind::Interrupted
-            {
-                tracing::error!(%error, "media worker poll failed");
-                return;
+            let remaining = next_read.saturating_duration_since(Instant::now());
+            if remaining >= Duration::from_millis(1) {
+                // epoll counts whole milliseconds and rounds up: wait in it for the whole ones
+                // below the deadline (commands wake it), and sleep the rest precisely.
+                let whole = Duration::from_millis(remaining.as_millis() as u64);
+                if let Err(error) = self.poll.poll(&mut events, Some(whole))
+                    && error.kind() != std::io::ErrorKind::Interrupted
+                {
+                    tracing::error!(%error, "media worker poll failed");
+                    return;
+                }
+                if !self.apply_commands() {
+                    return;
+                }
+                continue;
             }
+            std::thread::sleep(remaining);
             if !self.apply_commands() {
                 return;
             }
             let now = Instant::now();
-            if now < next_read {
-                continue;
-            }
             let behind = now.saturating_duration_since(next_read);
             if behind > 5 * TICK {
                 let skipped = (behind.as_micros() / TICK.as_micros()) as u64;
