@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use plotters::chart::SeriesLabelStyle;
+use plotters::coord::CoordTranslate;
 use plotters::prelude::*;
 
 use crate::LoadgenError;
@@ -58,6 +60,17 @@ fn plot_error(file: &Path) -> impl Fn(&dyn std::fmt::Display) -> LoadgenError + 
         file: file.to_path_buf(),
         reason: e.to_string(),
     }
+}
+
+/// Draws a chart's legend, the same on every plot: upper left, on a light box.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    mut labels: SeriesLabelStyle<'a, '_, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    labels
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
 }
 
 /// Writes `file`: calls live (left axis) and the daemon's CPU (right axis) over one step.
@@ -115,13 +128,7 @@ pub fn timeline(file: &Path, title: &str, samples: &[TimelineSample]) -> Result<
         .map_err(|e| fail(&e))?
         .label("daemon CPU %")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| fail(&e))?;
+    legend(chart.configure_series_labels()).map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))
 }
 
@@ -215,12 +222,6 @@ pub fn latencies(file: &Path, steps: &[(u64, &Report)]) -> Result<(), LoadgenErr
             )
             .map_err(|e| fail(&e))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| fail(&e))?;
+    legend(chart.configure_series_labels()).map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))
 }
