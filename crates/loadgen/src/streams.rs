@@ -15,7 +15,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dialtone_media::Scheduling;
-use dialtone_media::arrival::{ArrivalClock, StampBuffer, enable_receive_timestamps, recv_stamped};
+use dialtone_media::arrival::{
+    StampBuffer, drain_stamped, enable_receive_timestamps, for_each_ready,
+};
 use mio::net::UdpSocket as MioSocket;
 use mio::{Events, Interest, Poll, Token};
 use tokio::sync::mpsc as tokio_mpsc;
@@ -29,8 +31,6 @@ const SLOT: Duration = Duration::from_millis(2);
 const PACKET_EVERY: Duration = Duration::from_millis(20);
 /// Readiness events taken per epoll call.
 const EVENTS: usize = 1024;
-/// Reads of one socket per wake at most.
-const MAX_READS: usize = 64;
 
 /// One call's result: its id, what its meter saw, and its talkspurts still awaiting an answer.
 pub type Measured = (String, CallMeasure, u64);
@@ -254,33 +254,17 @@ impl StreamThread {
 
     /// Drains every socket that has datagrams into its meter.
     fn read(&mut self, events: &mut Events, buf: &mut [u8], stamps: &mut StampBuffer) {
-        loop {
-            if self.poll.poll(events, Some(Duration::ZERO)).is_err() {
-                return;
+        let streams = &mut self.streams;
+        let read = for_each_ready(&mut self.poll, events, |token| {
+            if let Some(Some(stream)) = streams.get_mut(token.0) {
+                let voice = &mut stream.voice;
+                drain_stamped(&stream.socket, buf, stamps, |datagram, bytes| {
+                    voice.receive(datagram.arrived, bytes);
+                });
             }
-            let clock = ArrivalClock::read();
-            let mut count = 0;
-            for event in events.iter() {
-                count += 1;
-                let Some(Some(stream)) = self.streams.get_mut(event.token().0) else {
-                    continue;
-                };
-                // Bounded: a socket cannot keep one slot busy.
-                for _ in 0..MAX_READS {
-                    match recv_stamped(&stream.socket, buf, stamps, &clock) {
-                        Ok(datagram) => stream.voice.receive(
-                            datagram.arrived,
-                            buf.get(..datagram.len).unwrap_or_default(),
-                        ),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        // An ICMP error from an earlier send, and the like: keep reading.
-                        Err(_) => {}
-                    }
-                }
-            }
-            if count < EVENTS {
-                return;
-            }
+        });
+        if let Err(error) = read {
+            tracing::warn!(%error, "a stream thread cannot poll its sockets");
         }
     }
 }

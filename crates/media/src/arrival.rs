@@ -8,12 +8,16 @@
 //! meter need. The stamp is wall-clock time: [`ArrivalClock`] maps it onto the monotonic clock
 //! from one pair of readings per batch. A datagram without a stamp (the option could not be
 //! set) is timed at the read.
+//!
+//! [`for_each_ready`] and [`drain_stamped`] are the batch itself: which sockets of an epoll
+//! have datagrams (asked without waiting), and every datagram of one of them with its stamp.
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant, SystemTime};
 
+use mio::{Events, Poll, Token};
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage, recvmsg, setsockopt, sockopt,
 };
@@ -124,6 +128,59 @@ pub fn recv_stamped(
     })
 }
 
+/// Calls `each` with the token of every socket registered in `poll` that has become readable
+/// (edge-triggered, as mio registers), asking without waiting; asks again while a batch fills
+/// `events`, since sockets may be left behind that are still ready.
+pub fn for_each_ready(
+    poll: &mut Poll,
+    events: &mut Events,
+    mut each: impl FnMut(Token),
+) -> io::Result<()> {
+    loop {
+        match poll.poll(events, Some(Duration::ZERO)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let mut count = 0;
+        for event in events.iter() {
+            count += 1;
+            each(event.token());
+        }
+        if count < events.capacity() {
+            return Ok(());
+        }
+    }
+}
+
+/// Errors in a row after which [`drain_stamped`] leaves a socket (an ICMP error from an
+/// earlier send is reported once; one that repeats would keep the reader here for ever).
+const ERRORS_IN_A_ROW: usize = 8;
+
+/// Reads every datagram queued on non-blocking `socket` into `buf`, handing each to `each`
+/// with its arrival stamp, until the socket would block.
+pub fn drain_stamped(
+    socket: &impl AsFd,
+    buf: &mut [u8],
+    stamps: &mut StampBuffer,
+    mut each: impl FnMut(Datagram, &[u8]),
+) {
+    let clock = ArrivalClock::read();
+    let mut errors = 0;
+    while errors < ERRORS_IN_A_ROW {
+        match recv_stamped(socket, buf, stamps, &clock) {
+            Ok(datagram) => {
+                errors = 0;
+                each(datagram, buf.get(..datagram.len).unwrap_or_default());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // ICMP port unreachable from an earlier send, and the like: keep reading.
+            Err(_) => errors += 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::UdpSocket;
@@ -184,5 +241,56 @@ mod tests {
         assert_eq!(&buf[..datagram.len], b"hello");
         assert_eq!(datagram.source, sender.local_addr().unwrap());
         assert!(datagram.arrived + Duration::from_millis(5) >= sent_at);
+    }
+
+    #[test]
+    fn every_ready_socket_is_drained_even_when_a_batch_is_full() {
+        let mut poll = Poll::new().unwrap();
+        // Room for one event a batch: the second socket comes in a second batch.
+        let mut events = Events::with_capacity(1);
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut receivers = Vec::new();
+        for token in 0..2 {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_nonblocking(true).unwrap();
+            enable_receive_timestamps(&socket).unwrap();
+            let mut socket = mio::net::UdpSocket::from_std(socket);
+            poll.registry()
+                .register(&mut socket, Token(token), mio::Interest::READABLE)
+                .unwrap();
+            receivers.push(socket);
+        }
+        for (socket, count) in receivers.iter().zip([3u8, 2]) {
+            for n in 0..count {
+                sender.send_to(&[n], socket.local_addr().unwrap()).unwrap();
+            }
+        }
+        let (mut buf, mut stamps) = ([0u8; 16], StampBuffer::default());
+        let mut read = Vec::new();
+        // Loopback delivers during `send_to`: everything is queued already, and one call
+        // reads it all.
+        for_each_ready(&mut poll, &mut events, |token| {
+            let socket = &receivers[token.0];
+            drain_stamped(socket, &mut buf, &mut stamps, |datagram, bytes| {
+                assert_eq!(datagram.source, sender.local_addr().unwrap());
+                read.push((token.0, bytes.to_vec()));
+            });
+        })
+        .unwrap();
+        read.sort();
+        assert_eq!(
+            read,
+            vec![
+                (0, vec![0]),
+                (0, vec![1]),
+                (0, vec![2]),
+                (1, vec![0]),
+                (1, vec![1])
+            ]
+        );
+        // Drained: nothing is ready any more.
+        let mut more = 0;
+        for_each_ready(&mut poll, &mut events, |_| more += 1).unwrap();
+        assert_eq!(more, 0);
     }
 }

@@ -22,7 +22,7 @@ use mio::net::UdpSocket as MioSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
-use crate::arrival::{ArrivalClock, StampBuffer, enable_receive_timestamps, recv_stamped};
+use crate::arrival::{StampBuffer, drain_stamped, enable_receive_timestamps, for_each_ready};
 use crate::histogram::LatencyHistogram;
 use crate::pipeline::{CallMedia, Direction, MAX_DATAGRAM, MediaEvent, Transmit};
 use crate::{MediaStats, PortLease};
@@ -203,50 +203,20 @@ impl Worker {
 
     /// Drains every socket that has datagrams.
     fn read_sockets(&mut self) {
-        // Taken out while the calls are served (an empty `Events` holds no allocation).
-        let mut ready = std::mem::replace(&mut self.ready, Events::with_capacity(0));
-        loop {
-            if let Err(error) = self.sockets.poll(&mut ready, Some(Duration::ZERO))
-                && error.kind() != std::io::ErrorKind::Interrupted
-            {
-                tracing::error!(%error, "media worker cannot poll its sockets");
-                break;
-            }
-            let mut count = 0;
-            for event in ready.iter() {
-                count += 1;
-                self.drain_socket(event.token().0);
-            }
-            // Edge-triggered: a full batch may leave sockets behind that are still ready.
-            if count < EVENTS {
-                break;
-            }
+        let Self {
+            sockets,
+            ready,
+            calls,
+            buf,
+            stamps,
+            ..
+        } = self;
+        let drained = for_each_ready(sockets, ready, |token| {
+            drain_call(calls, buf.as_mut_slice(), stamps, token.0);
+        });
+        if let Err(error) = drained {
+            tracing::error!(%error, "media worker cannot poll its sockets");
         }
-        self.ready = ready;
-    }
-
-    fn drain_socket(&mut self, token: usize) {
-        let (slot, on_rtcp) = (token / 2, token % 2 == 1);
-        let Some(Some(call)) = self.calls.get_mut(slot) else {
-            return;
-        };
-        let socket = if on_rtcp { &call.rtcp } else { &call.rtp };
-        let clock = ArrivalClock::read();
-        loop {
-            match recv_stamped(socket, self.buf.as_mut_slice(), &mut self.stamps, &clock) {
-                Ok(datagram) => call.media.receive(
-                    datagram.arrived,
-                    datagram.source,
-                    self.buf.get(..datagram.len).unwrap_or_default(),
-                    on_rtcp,
-                ),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                // ICMP port unreachable from an earlier send, and the like: keep reading.
-                Err(_) => {}
-            }
-        }
-        call.forward_events();
     }
 
     /// Every call's tick, then (every packet out) their speech loops woken and events passed on.
@@ -347,8 +317,14 @@ impl Worker {
         }
         self.latency.calls.fetch_add(1, Ordering::Relaxed);
         // Packets may have arrived before the registration: read them now.
-        self.drain_socket(slot * 2);
-        self.drain_socket(slot * 2 + 1);
+        for token in [slot * 2, slot * 2 + 1] {
+            drain_call(
+                &mut self.calls,
+                self.buf.as_mut_slice(),
+                &mut self.stamps,
+                token,
+            );
+        }
     }
 
     fn stop(&mut self, id: u64, reply: Option<oneshot::Sender<MediaStats>>) {
@@ -378,4 +354,24 @@ impl Worker {
         self.free.push(slot);
         self.latency.calls.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Reads every datagram queued on the socket of `token` (a call's slot, RTP even, RTCP odd)
+/// into its call, then passes the call's events on.
+fn drain_call(
+    calls: &mut [Option<Served>],
+    buf: &mut [u8],
+    stamps: &mut StampBuffer,
+    token: usize,
+) {
+    let (slot, on_rtcp) = (token / 2, token % 2 == 1);
+    let Some(Some(call)) = calls.get_mut(slot) else {
+        return;
+    };
+    let socket = if on_rtcp { &call.rtcp } else { &call.rtp };
+    let media = &mut call.media;
+    drain_stamped(socket, buf, stamps, |datagram, bytes| {
+        media.receive(datagram.arrived, datagram.source, bytes, on_rtcp);
+    });
+    call.forward_events();
 }
