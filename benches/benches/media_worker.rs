@@ -155,10 +155,11 @@ fn main() {
 
     // Dialtone: one media worker, N calls.
     let engine = MediaEngine::new(1).unwrap();
+    // Below the kernel's ephemeral range (32768 up), where the far ends' sockets are bound.
     let pool = PortPool::new(
         "127.0.0.1".parse().unwrap(),
-        46000,
-        46000 + 2 * calls as u16 + 10,
+        24000,
+        24000 + 2 * calls as u16 + 10,
     );
     let mut far = FarEnds::new(Vec::new());
     let mut media: Vec<MediaCall> = Vec::new();

@@ -306,6 +306,8 @@ pub struct CallMedia {
     counters: Arc<RingCounters>,
     recorder: Option<Recorder>,
     recording_done: Option<oneshot::Receiver<()>>,
+    /// The agent's frame of this tick, for the recording's second channel.
+    recorded_agent: [i16; FRAME_SAMPLES],
     events: VecDeque<MediaEvent>,
     last_arrival: Instant,
     timed_out: bool,
@@ -375,6 +377,7 @@ impl CallMedia {
             counters,
             recorder,
             recording_done,
+            recorded_agent: [0; FRAME_SAMPLES],
             events: VecDeque::with_capacity(16),
             last_arrival: now,
             timed_out: false,
@@ -559,21 +562,53 @@ impl CallMedia {
     /// Runs one 20 ms tick at `now`, handing packets to send to `send`, and wakes the speech
     /// loop if a frame went into its ring.
     pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(Transmit<'_>)) -> TickTimes {
-        let times = self.tick_without_waking(now, send);
+        let outbound_queued = self.tick_outbound(send);
+        let inbound_arrival = self.tick_inbound(now, send);
         self.wake_speech_loop();
-        times
+        TickTimes {
+            inbound_arrival,
+            outbound_queued,
+        }
     }
 
-    /// [`tick`](Self::tick) without waking the speech loop: a driver serving many calls runs
-    /// every call's tick first, so every packet is out on time, then wakes their speech loops
-    /// ([`wake_speech_loop`](Self::wake_speech_loop)). Waking a task takes locks the tokio
-    /// side also holds; a worker should not wait on them between two calls' packets.
-    pub fn tick_without_waking(
+    /// The outbound half of [`tick`](Self::tick): one agent frame (or silence) to the wire.
+    /// Returns when the agent queued the frame sent. A driver serving many calls sends every
+    /// call's packet first, so how long the reads and the inbound halves take does not move
+    /// the calls' send times from one tick to the next.
+    pub fn tick_outbound(&mut self, send: &mut dyn FnMut(Transmit<'_>)) -> Option<Instant> {
+        if self.counters.clear_outbound.swap(false, Ordering::AcqRel) {
+            let queued = self.from_agent.slots();
+            if let Ok(chunk) = self.from_agent.read_chunk(queued) {
+                chunk.commit_all();
+            }
+            self.stats.cleared_frames += queued as u64;
+        }
+        let (agent, queued) = match self.from_agent.pop() {
+            Ok(frame) => (frame.samples, Some(frame.at)),
+            Err(_) => {
+                self.stats.outbound_underflow += 1;
+                ([0; FRAME_SAMPLES], None)
+            }
+        };
+        self.send_tick(&agent, send);
+        if self.recorder.is_some() {
+            self.recorded_agent = agent;
+        }
+        queued
+    }
+
+    /// The inbound half of [`tick`](Self::tick) at `now`, after the sockets were read: timers,
+    /// one frame from the jitter buffer into the speech ring (its speech loop is woken by
+    /// [`wake_speech_loop`](Self::wake_speech_loop), which a driver serving many calls runs
+    /// once every call's half is done: waking a task takes locks the tokio side also holds),
+    /// the recording, the RTCP report. Returns the arrival of the packet whose frame went
+    /// into the ring.
+    pub fn tick_inbound(
         &mut self,
         now: Instant,
         send: &mut dyn FnMut(Transmit<'_>),
-    ) -> TickTimes {
-        let mut times = TickTimes::default();
+    ) -> Option<Instant> {
+        let mut inbound_arrival = None;
         self.dtmf_in.handle_timeout(now);
         self.take_dtmf_events(now);
         let silent_for = now.saturating_duration_since(self.last_arrival);
@@ -582,7 +617,6 @@ impl CallMedia {
             self.events.push_back(MediaEvent::RtpTimeout { silent_for });
         }
 
-        // Inbound: one frame from the jitter buffer into the speech ring.
         let mut caller = AudioFrame::silence(now);
         let mut produced = true;
         let mut noise_level = None;
@@ -621,31 +655,11 @@ impl CallMedia {
         if produced {
             if self.to_speech.push(caller).is_ok() {
                 self.speech_due = true;
-                times.inbound_arrival = Some(caller.at);
+                inbound_arrival = Some(caller.at);
             } else {
                 self.stats.inbound_overflow += 1;
             }
         }
-
-        // Outbound: one agent frame (or silence) to the wire.
-        if self.counters.clear_outbound.swap(false, Ordering::AcqRel) {
-            let queued = self.from_agent.slots();
-            if let Ok(chunk) = self.from_agent.read_chunk(queued) {
-                chunk.commit_all();
-            }
-            self.stats.cleared_frames += queued as u64;
-        }
-        let agent = match self.from_agent.pop() {
-            Ok(frame) => {
-                times.outbound_queued = Some(frame.at);
-                frame
-            }
-            Err(_) => {
-                self.stats.outbound_underflow += 1;
-                AudioFrame::silence(now)
-            }
-        };
-        self.send_tick(&agent, send);
         if let Some(recorder) = self.recorder.as_mut() {
             recorder.push(StereoFrame {
                 caller: if produced {
@@ -653,14 +667,14 @@ impl CallMedia {
                 } else {
                     [0; FRAME_SAMPLES]
                 },
-                agent: agent.samples,
+                agent: self.recorded_agent,
             });
         }
 
         if now >= self.rtcp.poll_timeout() {
             self.send_report(now, send);
         }
-        times
+        inbound_arrival
     }
 
     /// Wakes the speech loop if a tick put a frame in its ring since the last wake.
@@ -681,7 +695,7 @@ impl CallMedia {
         }
     }
 
-    fn send_tick(&mut self, agent: &AudioFrame, send: &mut dyn FnMut(Transmit<'_>)) {
+    fn send_tick(&mut self, agent: &[i16; FRAME_SAMPLES], send: &mut dyn FnMut(Transmit<'_>)) {
         let Some(to) = self.remote.filter(|_| self.sending) else {
             // On hold (or nowhere to send yet): the media clock runs on, nothing is sent.
             self.sender.skip(self.samples_per_frame);
@@ -710,7 +724,7 @@ impl CallMedia {
             self.sender.skip(self.samples_per_frame);
             return;
         }
-        let Some(n) = self.encoder.encode(&agent.samples, &mut self.payload) else {
+        let Some(n) = self.encoder.encode(agent, &mut self.payload) else {
             self.sender.skip(self.samples_per_frame);
             return;
         };

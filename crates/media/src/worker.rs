@@ -3,10 +3,11 @@
 //! The worker does not wake per packet. Every 10 ms (half a pacing tick) it asks one epoll
 //! (mio, with no wait) which of its calls' RTP and RTCP sockets have datagrams, drains them,
 //! and hands each to its call's [`CallMedia::receive`] with the time the kernel received it
-//! ([`crate::arrival`]), so batching the reads costs the jitter buffer nothing; every second
-//! read is followed by the 20 ms tick, where every call runs
-//! [`CallMedia::tick_without_waking`] and, once every call's packet is out, their speech loops
-//! are woken. At a
+//! ([`crate::arrival`]), so batching the reads costs the jitter buffer nothing. Every second
+//! wake is the 20 ms tick, in three passes: every call's packet out
+//! ([`CallMedia::tick_outbound`]), so a call's send time does not move with how much there
+//! was to read or decode; the sockets read; every call's inbound half
+//! ([`CallMedia::tick_inbound`]: jitter buffer, decode, speech ring), its speech loop woken. At a
 //! thousand calls that is a hundred wake-ups a second instead of fifty thousand. Reads and
 //! ticks are scheduled on absolute deadlines (`next += 10 ms`), so the pacing does not drift; a
 //! worker that falls more than 100 ms behind (the machine stalled) skips the missed ticks and
@@ -85,6 +86,8 @@ struct Served {
     events: tokio_mpsc::UnboundedSender<MediaEvent>,
     shared: Arc<Mutex<MediaStats>>,
     send_errors: u64,
+    /// CPU time of this tick's outbound half, for the step histogram.
+    outbound_step: Duration,
 }
 
 impl Served {
@@ -188,7 +191,6 @@ impl Worker {
                     .fetch_add(skipped, Ordering::Relaxed);
                 next_read = now;
             }
-            self.read_sockets();
             reads = reads.wrapping_add(1);
             if reads.is_multiple_of(2) {
                 ticks = ticks.wrapping_add(1);
@@ -196,6 +198,8 @@ impl Worker {
                     .tick_lateness
                     .record(now.saturating_duration_since(next_read));
                 self.tick(next_read, ticks.is_multiple_of(PUBLISH_EVERY));
+            } else {
+                self.read_sockets();
             }
             next_read += READ_EVERY;
         }
@@ -219,28 +223,39 @@ impl Worker {
         }
     }
 
-    /// Every call's tick, then (every packet out) their speech loops woken and events passed on.
+    /// Every call's tick: first every call's packet out, then the sockets read, then every
+    /// call's inbound half, its speech loop woken and its events passed on.
     fn tick(&mut self, now: Instant, publish: bool) {
         for call in self.calls.iter_mut().flatten() {
             let started = Instant::now();
             let (rtp, rtcp, errors) = (&call.rtp, &call.rtcp, &mut call.send_errors);
-            let times = call
+            let queued = call
                 .media
-                .tick_without_waking(now, &mut |t| Served::send(rtp, rtcp, errors, t));
+                .tick_outbound(&mut |t| Served::send(rtp, rtcp, errors, t));
             let done = Instant::now();
-            self.latency.step.record(done - started);
-            if let Some(arrival) = times.inbound_arrival {
-                self.latency
-                    .inbound
-                    .record(done.saturating_duration_since(arrival));
-            }
-            if let Some(queued) = times.outbound_queued {
+            call.outbound_step = done - started;
+            if let Some(queued) = queued {
                 self.latency
                     .outbound
                     .record(done.saturating_duration_since(queued));
             }
         }
+        self.read_sockets();
         for call in self.calls.iter_mut().flatten() {
+            let started = Instant::now();
+            let (rtp, rtcp, errors) = (&call.rtp, &call.rtcp, &mut call.send_errors);
+            let arrival = call
+                .media
+                .tick_inbound(now, &mut |t| Served::send(rtp, rtcp, errors, t));
+            let done = Instant::now();
+            self.latency
+                .step
+                .record(call.outbound_step + (done - started));
+            if let Some(arrival) = arrival {
+                self.latency
+                    .inbound
+                    .record(done.saturating_duration_since(arrival));
+            }
             call.media.wake_speech_loop();
             call.forward_events();
             if publish {
@@ -309,6 +324,7 @@ impl Worker {
             events: started.events,
             shared: started.shared,
             send_errors: 0,
+            outbound_step: Duration::ZERO,
         };
         if slot == self.calls.len() {
             self.calls.push(Some(served));

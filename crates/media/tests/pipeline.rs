@@ -734,3 +734,59 @@ fn garbage_datagrams_are_counted_and_the_stream_goes_on() {
     assert_eq!(stats.rtcp_malformed, 2);
     assert!(stats.undecodable >= 3, "{stats:?}");
 }
+
+#[test]
+fn the_outbound_half_only_sends_and_the_inbound_half_only_fills_the_speech_ring() {
+    let t0 = Instant::now();
+    let (mut media, mut inbound, mut outbound) =
+        CallMedia::new(config(MediaCodec::Pcmu, a_addr(), 1), t0, SystemTime::now()).unwrap();
+    let mut far = RtpSender::new(9, 0, 0, 0);
+    let mut packet = [0u8; 200];
+    for i in 0..3u64 {
+        let mut pcm = [0i16; 160];
+        for (n, s) in pcm.iter_mut().enumerate() {
+            *s = (AMPLITUDE
+                * (std::f64::consts::TAU * 1000.0 * (i * 160 + n as u64) as f64 / 8000.0).sin())
+                as i16;
+        }
+        let mut payload = [0u8; 160];
+        dialtone_codec::G711::new(dialtone_codec::G711Law::Mu).encode(&pcm, &mut payload);
+        let n = far.write(&payload, 160, &mut packet).unwrap();
+        media.receive(
+            t0 + Duration::from_millis(20 * i),
+            a_addr(),
+            &packet[..n],
+            false,
+        );
+    }
+    outbound.try_send(tone_frame(1000.0, 0, t0)).unwrap();
+    let mut sent = Vec::new();
+    let queued = media.tick_outbound(&mut |p| sent.push((p.rtcp, p.data.to_vec())));
+    assert_eq!(
+        queued,
+        Some(t0),
+        "the agent's frame, with the time it was queued"
+    );
+    assert_eq!(sent.len(), 1);
+    assert!(!sent[0].0 && dialtone_rtp::parse(&sent[0].1).is_ok());
+    assert!(
+        inbound.try_recv().is_none(),
+        "nothing reached the speech loop yet"
+    );
+
+    // The jitter buffer holds its delay: give it the time, then the inbound half plays out.
+    let mut frames = 0;
+    for i in 1..=4 {
+        let now = t0 + Duration::from_millis(20 * i);
+        let arrival = media.tick_inbound(now, &mut |p| {
+            assert!(p.rtcp, "the inbound half sends RTCP at most");
+        });
+        media.wake_speech_loop();
+        if arrival.is_some() {
+            frames += 1;
+            let frame = inbound.try_recv().expect("the frame is in the ring");
+            assert!(level_dbfs(&frame.samples) > -20.0, "the far end's tone");
+        }
+    }
+    assert!(frames >= 2, "{frames} frames played out");
+}
