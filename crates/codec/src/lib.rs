@@ -5,6 +5,7 @@
 //!   integer operations per sample. A [`Concealer`] stands in for lost G.711 frames.
 //! * Opus ([`OpusEncoder`], [`OpusDecoder`]) through libopus at 8, 16 or 48 kHz, with in-band
 //!   FEC and packet-loss concealment.
+//! * [`level_dbfs`] and [`mean_square`]: how loud a frame is.
 //! * [`Resampler`]: fixed 20 ms frames between 8, 16, 24, 32 and 48 kHz (a half-band FIR of
 //!   our own for 8 k↔16 k, rubato's FFT resampler for the rest).
 //!
@@ -22,9 +23,11 @@
 //! assert!((decoded[1] - 1000).abs() < 40);
 //! ```
 
+mod level;
 mod opus;
 mod resample;
 
+pub use level::{level_dbfs, mean_square};
 pub use opus::{OpusDecoder, OpusEncoder};
 pub use resample::Resampler;
 

@@ -60,22 +60,6 @@ fn voice_sample(n: usize) -> i16 {
     table.get(n % VOICE_PERIOD).copied().unwrap_or(0)
 }
 
-fn level_dbfs(frame: &[i16]) -> f64 {
-    if frame.is_empty() {
-        return -100.0;
-    }
-    let power: f64 = frame
-        .iter()
-        .map(|s| f64::from(*s) * f64::from(*s))
-        .sum::<f64>()
-        / frame.len() as f64;
-    if power <= 0.0 {
-        -100.0
-    } else {
-        10.0 * (power / (32768.0 * 32768.0)).log10()
-    }
-}
-
 enum Encoder {
     G711(G711),
     Opus(Box<OpusEncoder>),
@@ -356,7 +340,8 @@ impl CallVoice {
             Decoder::G711(g) => g.decode(packet.payload, &mut self.pcm),
             Decoder::Opus(o) => o.decode(packet.payload, &mut self.pcm).unwrap_or(0),
         };
-        let voiced = level_dbfs(self.pcm.get(..decoded).unwrap_or_default()) > VOICED_DBFS;
+        let voiced =
+            dialtone_codec::level_dbfs(self.pcm.get(..decoded).unwrap_or_default()) > VOICED_DBFS;
         if voiced {
             self.measure.voiced_in += 1;
             let before = self.awaiting.len();

@@ -274,17 +274,7 @@ pub struct MediaStats {
     pub send_errors: u64,
 }
 
-/// RMS level of a frame in dBFS (-100 for digital silence).
-pub fn level_dbfs(frame: &[i16]) -> f64 {
-    if frame.is_empty() {
-        return -100.0;
-    }
-    let energy: f64 = frame.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / frame.len() as f64;
-    if energy <= 0.0 {
-        return -100.0;
-    }
-    (10.0 * (energy / (32768.0f64 * 32768.0)).log10()).max(-100.0)
-}
+pub use dialtone_codec::level_dbfs;
 
 #[derive(Debug, Clone)]
 struct WorkerHandle {
@@ -589,23 +579,6 @@ impl Drop for MediaCall {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn levels() {
-        assert_eq!(level_dbfs(&[0; 160]), -100.0);
-        let full: Vec<i16> = (0..160)
-            .map(|i| if i % 2 == 0 { 32767 } else { -32767 })
-            .collect();
-        assert!(level_dbfs(&full) > -0.01);
-        let tone: Vec<i16> = (0..160)
-            .map(|i| {
-                (10000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin())
-                    as i16
-            })
-            .collect();
-        let l = level_dbfs(&tone);
-        assert!((-13.5..=-12.5).contains(&l), "{l}");
-    }
 
     #[test]
     fn pool_hands_out_even_ports_with_their_rtcp_neighbour_and_takes_them_back() {

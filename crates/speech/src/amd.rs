@@ -181,11 +181,7 @@ const BEEP_FRAMES: u32 = 8;
 impl BeepDetector {
     /// The frequency of a pure tone in a 16 kHz frame, if that is what it is.
     pub fn tone(frame: &[i16]) -> Option<f32> {
-        let energy = frame
-            .iter()
-            .map(|s| (f32::from(*s) / 32768.0).powi(2))
-            .sum::<f32>()
-            / frame.len().max(1) as f32;
+        let energy = dialtone_codec::mean_square(frame) as f32;
         if energy < 1e-4 {
             return None;
         }

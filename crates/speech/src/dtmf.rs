@@ -97,11 +97,7 @@ impl InbandDtmf {
     /// Which digit, if any, a frame at `rate` Hz holds.
     pub fn classify(samples: &[i16], rate: u32) -> Option<char> {
         let rate = rate as f32;
-        let energy = samples
-            .iter()
-            .map(|s| (f32::from(*s) / 32768.0).powi(2))
-            .sum::<f32>()
-            / samples.len().max(1) as f32;
+        let energy = dialtone_codec::mean_square(samples) as f32;
         // A tone's Goertzel power is at most twice the frame's mean square (Cauchy-Schwarz), so
         // a frame too quiet to hold a tone at MIN_TONE_DBFS needs no filters at all.
         if energy <= 0.0 || 2.0 * energy < 10f32.powf(MIN_TONE_DBFS / 10.0) {

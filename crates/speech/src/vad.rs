@@ -38,8 +38,8 @@ pub struct FrameVoice {
 /// The detector of one audio stream.
 pub struct VoiceDetector {
     earshot: Box<earshot::Detector>,
-    pending: VecDeque<i16>,
-    chunk: [i16; CHUNK],
+    /// Samples not yet in a whole chunk (fewer than [`CHUNK`] between frames).
+    pending: Vec<i16>,
     last_score: f32,
     levels: VecDeque<f32>,
     noise_floor: f32,
@@ -67,18 +67,7 @@ impl std::fmt::Debug for VoiceDetector {
 
 /// RMS level of samples in dBFS (-100 for digital silence).
 pub fn level_dbfs(samples: &[i16]) -> f32 {
-    if samples.is_empty() {
-        return -100.0;
-    }
-    let energy = samples
-        .iter()
-        .map(|s| f64::from(*s) * f64::from(*s))
-        .sum::<f64>()
-        / samples.len() as f64;
-    if energy <= 0.0 {
-        return -100.0;
-    }
-    ((10.0 * (energy / (32768.0 * 32768.0)).log10()) as f32).max(-100.0)
+    dialtone_codec::level_dbfs(samples) as f32
 }
 
 impl VoiceDetector {
@@ -87,8 +76,7 @@ impl VoiceDetector {
     pub fn new(threshold: f32, margin_db: f32) -> Self {
         Self {
             earshot: Box::new(earshot::Detector::default()),
-            pending: VecDeque::with_capacity(CHUNK * 3),
-            chunk: [0; CHUNK],
+            pending: Vec::with_capacity(PREROLL + 2 * CHUNK),
             last_score: 0.0,
             levels: VecDeque::with_capacity(FLOOR_WINDOW),
             noise_floor: -100.0,
@@ -146,15 +134,15 @@ impl VoiceDetector {
     /// Runs earshot over the chunks `frame` completes; a frame that completes none keeps the
     /// last score (chunks straddle frames).
     fn score(&mut self, frame: &[i16]) -> f32 {
-        self.pending.extend(frame.iter().copied());
+        self.pending.extend_from_slice(frame);
         let mut score: Option<f32> = None;
-        while self.pending.len() >= CHUNK {
-            for (slot, sample) in self.chunk.iter_mut().zip(self.pending.drain(..CHUNK)) {
-                *slot = sample;
-            }
-            let s = self.earshot.predict_i16(&self.chunk).clamp(0.0, 1.0);
+        let mut scored = 0;
+        while let Some(chunk) = self.pending.get(scored..scored + CHUNK) {
+            let s = self.earshot.predict_i16(chunk).clamp(0.0, 1.0);
             score = Some(score.map_or(s, |m| m.max(s)));
+            scored += CHUNK;
         }
+        self.pending.drain(..scored);
         score.unwrap_or(self.last_score)
     }
 }
