@@ -16,7 +16,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dialtone_media::ring::RING_FRAMES;
 use dialtone_media::{AudioFrame, FrameReceiver, FrameSender, MediaCall};
 use dialtone_speech::{AnsweredBy, FRAME_SAMPLES, SpeechConfig, SpeechEvent, SpeechLoop};
 use dialtone_storage::{Storage, rfc3339};
@@ -459,7 +458,8 @@ async fn run(
                 other => tracing::trace!(?other, "speech event"),
             }
         }
-        while run.speech.agent_speaking() && run.outbound.free() > RING_FRAMES - 2 {
+        let lead = run.outbound.lead(run.speech.agent_speaking());
+        while run.speech.agent_speaking() && run.outbound.queued() < lead {
             let frame = AudioFrame {
                 samples: run.speech.next_agent_frame(),
                 at: Instant::now(),
@@ -884,7 +884,8 @@ async fn run_remote(
                 let _ = to_brain.try_send(send(event));
             }
         }
-        while run.speech.agent_speaking() && run.outbound.free() > RING_FRAMES - 2 {
+        let lead = run.outbound.lead(run.speech.agent_speaking());
+        while run.speech.agent_speaking() && run.outbound.queued() < lead {
             let frame = AudioFrame {
                 samples: run.speech.next_agent_frame(),
                 at: Instant::now(),

@@ -537,6 +537,7 @@ impl CallMedia {
         stats.jitter_buffer_ms = j.target_frames * 20;
         stats.inbound_overflow += self.counters.inbound_overflow.load(Ordering::Relaxed);
         stats.outbound_overflow = self.counters.outbound_overflow.load(Ordering::Relaxed);
+        stats.outbound_underflow = self.counters.outbound_underflow.load(Ordering::Relaxed);
         let remote = self.rtcp.remote();
         stats.remote_fraction_lost = remote.fraction_lost;
         stats.round_trip_ms = remote.round_trip.map(|d| d.as_secs_f64() * 1000.0);
@@ -586,7 +587,9 @@ impl CallMedia {
         let (agent, queued) = match self.from_agent.pop() {
             Ok(frame) => (frame.samples, Some(frame.at)),
             Err(_) => {
-                self.stats.outbound_underflow += 1;
+                self.counters
+                    .outbound_underflow
+                    .fetch_add(1, Ordering::Relaxed);
                 ([0; FRAME_SAMPLES], None)
             }
         };

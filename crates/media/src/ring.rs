@@ -8,8 +8,11 @@
 //! consumer through a [`tokio::sync::Notify`] after each push.
 //!
 //! From the speech loop ([`FrameSender`]): the agent side pushes frames; the worker pops one per
-//! tick and sends silence (counted as underflow) when none is there. [`FrameSender::clear`]
-//! asks the worker to discard everything queued (barge-in).
+//! tick and sends silence (counted as underflow) when none is there. The agent side keeps
+//! [`FrameSender::lead`] frames queued while it speaks: one, so a frame waits at most a tick,
+//! and one more each time the worker found the ring empty in the middle of the agent's speech
+//! (the speech loop ran late), up to [`MAX_LEAD`]. [`FrameSender::clear`] asks the worker to
+//! discard everything queued (barge-in).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +27,9 @@ pub const FRAME_SAMPLES: usize = 320;
 
 /// Frames each ring holds (half a second).
 pub const RING_FRAMES: usize = 25;
+
+/// The most frames [`FrameSender::lead`] keeps queued ahead of the worker (60 ms).
+pub const MAX_LEAD: usize = 3;
 
 /// One 20 ms frame of 16 kHz mono PCM16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +56,8 @@ impl AudioFrame {
 pub(crate) struct RingCounters {
     pub(crate) inbound_overflow: AtomicU64,
     pub(crate) outbound_overflow: AtomicU64,
+    /// Ticks at which the worker found the outbound ring empty.
+    pub(crate) outbound_underflow: AtomicU64,
     pub(crate) clear_outbound: AtomicBool,
 }
 
@@ -110,11 +118,40 @@ impl FrameReceiver {
 pub struct FrameSender {
     ring: rtrb::Producer<AudioFrame>,
     counters: Arc<RingCounters>,
+    lead: usize,
+    /// The worker's underflow count at the last [`lead`](Self::lead).
+    underflows_seen: u64,
+    /// Whether the agent was speaking at the last [`lead`](Self::lead).
+    was_speaking: bool,
 }
 
 impl FrameSender {
     pub(crate) fn new(ring: rtrb::Producer<AudioFrame>, counters: Arc<RingCounters>) -> Self {
-        Self { ring, counters }
+        Self {
+            ring,
+            counters,
+            lead: 1,
+            underflows_seen: 0,
+            was_speaking: false,
+        }
+    }
+
+    /// How many frames to keep queued now, given whether the agent is `speaking`: one, plus
+    /// one for each time so far the worker found the ring empty between two calls that were
+    /// both made while speaking, up to [`MAX_LEAD`]. Call it every time the queue is topped up.
+    pub fn lead(&mut self, speaking: bool) -> usize {
+        let underflows = self.counters.outbound_underflow.load(Ordering::Relaxed);
+        if speaking && self.was_speaking && underflows > self.underflows_seen {
+            self.lead = (self.lead + 1).min(MAX_LEAD);
+        }
+        self.underflows_seen = underflows;
+        self.was_speaking = speaking;
+        self.lead
+    }
+
+    /// Frames queued and not yet taken by the worker.
+    pub fn queued(&self) -> usize {
+        RING_FRAMES.saturating_sub(self.ring.slots())
     }
 
     /// Queues a frame for sending. When the ring is full the frame is dropped and counted as

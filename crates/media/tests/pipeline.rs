@@ -790,3 +790,32 @@ fn the_outbound_half_only_sends_and_the_inbound_half_only_fills_the_speech_ring(
     }
     assert!(frames >= 2, "{frames} frames played out");
 }
+
+#[test]
+fn the_agent_keeps_one_frame_queued_and_one_more_after_each_underflow_while_it_speaks() {
+    let t0 = Instant::now();
+    let (mut media, _inbound, mut outbound) =
+        CallMedia::new(config(MediaCodec::Pcmu, a_addr(), 1), t0, SystemTime::now()).unwrap();
+    let tick = |media: &mut CallMedia| media.tick_outbound(&mut |_| {});
+    // Silence before the agent speaks starves the worker, and costs no lead.
+    tick(&mut media);
+    assert_eq!(outbound.lead(false), 1);
+    assert_eq!(outbound.lead(true), 1, "the first top-up of an utterance");
+    outbound.try_send(tone_frame(1000.0, 0, t0)).unwrap();
+    assert_eq!(outbound.queued(), 1);
+    assert!(tick(&mut media).is_some(), "the frame went out");
+    assert_eq!(outbound.lead(true), 1, "on time: no underflow");
+    // The speech loop is late: the worker finds nothing mid-utterance.
+    assert!(tick(&mut media).is_none());
+    assert_eq!(outbound.lead(true), 2);
+    // Pauses cost nothing; every late top-up while speaking adds one, up to the most.
+    tick(&mut media);
+    assert_eq!(outbound.lead(false), 2);
+    assert_eq!(outbound.lead(true), 2);
+    for _ in 0..3 {
+        tick(&mut media);
+        outbound.lead(true);
+    }
+    assert_eq!(outbound.lead(true), dialtone_media::ring::MAX_LEAD);
+    assert!(media.stats().outbound_underflow >= 6);
+}
