@@ -238,6 +238,20 @@ struct Run {
 }
 
 impl Run {
+    /// Tops the outbound ring up to its lead with the agent's next frames, while it speaks.
+    fn feed_outbound(&mut self) {
+        let lead = self.outbound.lead(self.speech.agent_speaking());
+        while self.speech.agent_speaking() && self.outbound.queued() < lead {
+            let frame = AudioFrame {
+                samples: self.speech.next_agent_frame(),
+                at: Instant::now(),
+            };
+            if self.outbound.try_send(frame).is_err() {
+                break;
+            }
+        }
+    }
+
     fn say(&mut self, text: &str, mark: &'static str) {
         let c = &self.context;
         self.transcript.push(line("agent", text));
@@ -458,16 +472,7 @@ async fn run(
                 other => tracing::trace!(?other, "speech event"),
             }
         }
-        let lead = run.outbound.lead(run.speech.agent_speaking());
-        while run.speech.agent_speaking() && run.outbound.queued() < lead {
-            let frame = AudioFrame {
-                samples: run.speech.next_agent_frame(),
-                at: Instant::now(),
-            };
-            if run.outbound.try_send(frame).is_err() {
-                break;
-            }
-        }
+        run.feed_outbound();
         if run.outbound.is_closed() {
             break;
         }
@@ -884,16 +889,7 @@ async fn run_remote(
                 let _ = to_brain.try_send(send(event));
             }
         }
-        let lead = run.outbound.lead(run.speech.agent_speaking());
-        while run.speech.agent_speaking() && run.outbound.queued() < lead {
-            let frame = AudioFrame {
-                samples: run.speech.next_agent_frame(),
-                at: Instant::now(),
-            };
-            if run.outbound.try_send(frame).is_err() {
-                break;
-            }
-        }
+        run.feed_outbound();
         if run.outbound.is_closed() {
             break;
         }
