@@ -2,8 +2,9 @@
 //!
 //! * 8 k↔16 k, the telephone hot path (every G.711 call, both ways, every 20 ms), runs a
 //!   half-band polyphase FIR of our own ([`HalfBand`]): 32 non-zero taps of a Kaiser-windowed
-//!   sinc (about 70 dB of stopband from 4.55 kHz, flat to 3.4 kHz), so each output sample costs
-//!   32 multiply-adds and every other one of the upsampler's is a plain copy. Measured against
+//!   sinc (about 70 dB of stopband from 4.55 kHz, flat to 3.4 kHz). The filter is symmetric,
+//!   so each output sample costs 16 multiplications (of pairs of inputs added first) and 32
+//!   additions, and every other one of the upsampler's is a plain copy. Measured against
 //!   rubato's FFT resampler on the same frames (`cargo bench -p dialtone-benches --bench media
 //!   resample`), it is several times cheaper and holds a few hundred bytes of state per
 //!   direction instead of FFT plans and scratch.
@@ -150,16 +151,41 @@ impl HalfBand {
     }
 }
 
-/// `out[n] += Σ taps[k] · input[n + k]`, tap by tap over contiguous slices so it vectorises.
+/// Outputs [`convolve`] keeps in registers at once: sixteen lanes, four SSE accumulators, so
+/// the additions of consecutive taps do not wait on each other.
+const BLOCK: usize = 16;
+
+/// `out[n] += Σ taps[k] · input[n + k]`. The filter is symmetric (`taps[k]` equals
+/// `taps[TAPS-1-k]`), so each pair of inputs it weighs alike is added first and multiplied
+/// once: half the multiplications. Each block of [`BLOCK`] outputs is summed in an accumulator
+/// array over all the taps and stored once, rather than `out` being read and written back once
+/// per tap; the fixed-length inner loop vectorises.
 fn convolve(taps: &[f32; TAPS], input: &[f32], out: &mut [f32]) {
-    let len = out.len();
-    for (k, tap) in taps.iter().enumerate() {
-        let Some(window) = input.get(k..k + len) else {
-            return;
-        };
-        for (o, x) in out.iter_mut().zip(window) {
-            *o += tap * x;
+    let window = |at: usize| {
+        input
+            .get(at..at + BLOCK)
+            .and_then(|w| <&[f32; BLOCK]>::try_from(w).ok())
+    };
+    let mut blocks = out.chunks_exact_mut(BLOCK);
+    let mut start = 0;
+    for block in &mut blocks {
+        let mut acc = [0.0f32; BLOCK];
+        for (k, tap) in taps.iter().take(HALF_TAPS).enumerate() {
+            let (Some(near), Some(far)) = (window(start + k), window(start + TAPS - 1 - k)) else {
+                return;
+            };
+            for ((a, x), y) in acc.iter_mut().zip(near).zip(far) {
+                *a += tap * (x + y);
+            }
         }
+        for (o, a) in block.iter_mut().zip(acc) {
+            *o += a;
+        }
+        start += BLOCK;
+    }
+    for (n, o) in blocks.into_remainder().iter_mut().enumerate() {
+        let window = input.get(start + n..).unwrap_or_default();
+        *o += taps.iter().zip(window).map(|(t, x)| t * x).sum::<f32>();
     }
 }
 
@@ -288,5 +314,34 @@ impl Resampler {
             *o = (scaled + 0.5f32.copysign(scaled)) as i16;
         }
         Ok(wanted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_half_band_taps_are_symmetric_as_convolve_assumes() {
+        for up in [true, false] {
+            let filter = HalfBand::new(up, 160);
+            for (near, far) in filter.taps.iter().zip(filter.taps.iter().rev()) {
+                assert_eq!(near.to_bits(), far.to_bits(), "up: {up}");
+            }
+        }
+    }
+
+    #[test]
+    fn convolve_sums_every_tap_in_blocks_and_in_the_remainder() {
+        let taps: [f32; TAPS] = std::array::from_fn(|k| (k.min(TAPS - 1 - k) + 1) as f32);
+        let input: Vec<f32> = (0..(BLOCK + 3) + TAPS - 1)
+            .map(|i| (i % 7) as f32)
+            .collect();
+        let mut out = vec![1.0f32; BLOCK + 3];
+        convolve(&taps, &input, &mut out);
+        for (n, o) in out.iter().enumerate() {
+            let direct: f32 = (0..TAPS).map(|k| taps[k] * input[n + k]).sum();
+            assert_eq!(*o, 1.0 + direct, "output {n}");
+        }
     }
 }

@@ -234,8 +234,8 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
     let peak = media["peak_level_dbfs"].as_f64().unwrap();
     assert!((-16.0..-10.0).contains(&peak), "peak {peak} dBFS");
     assert!(media["packets_out"].as_u64().unwrap() >= 80, "{media}");
-    assert_eq!(media["malformed"], 0);
-    assert_eq!(media["concealed_frames"], 0);
+    assert_eq!(media["malformed"], 0, "{media}");
+    assert_eq!(media["concealed_frames"], 0, "{media}");
     let metrics = reqwest::get(format!("{}/metrics", w.api.base))
         .await
         .unwrap()

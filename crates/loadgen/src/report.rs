@@ -77,6 +77,9 @@ pub struct MediaSummary {
     pub max_interval_ms: Percentiles,
     /// Per call, the RFC 3550 interarrival jitter at the end, ms.
     pub jitter_ms: Percentiles,
+    /// Per call that got audio, the answer → the first RTP packet back, ms: how long the
+    /// daemon took from the 200 OK to start the call's media.
+    pub first_packet_ms: Percentiles,
     /// Complete talkspurts sent.
     pub talkspurts: u64,
     /// Of those, answered by audio (the echo) in time.
@@ -194,6 +197,7 @@ impl Report {
         let mut media = MediaSummary::default();
         let mut intervals = Vec::new();
         let mut jitters = Vec::new();
+        let mut first_packets = Vec::new();
         for m in records.iter().filter_map(|r| r.measure.as_ref()) {
             media.calls += 1;
             media.packets_out += m.packets_out;
@@ -207,10 +211,12 @@ impl Report {
             media.digits_sent += m.digits_sent;
             intervals.push(m.max_interval_ms);
             jitters.push(m.jitter_ms);
+            first_packets.extend(m.first_packet_ms);
         }
         media.pending_talkspurts = records.iter().map(|r| r.pending_talkspurts).sum();
         media.max_interval_ms = Percentiles::of(&mut intervals);
         media.jitter_ms = Percentiles::of(&mut jitters);
+        media.first_packet_ms = Percentiles::of(&mut first_packets);
         let mut report = Self {
             planned: plan.calls,
             target_rate: plan.rate,
@@ -333,6 +339,10 @@ impl Report {
                 ms(&m.max_interval_ms),
             ),
             ("interarrival jitter per call".to_owned(), ms(&m.jitter_ms)),
+            (
+                "answer → first RTP packet back, per call".to_owned(),
+                ms(&m.first_packet_ms),
+            ),
             (
                 "talkspurts echoed back".to_owned(),
                 format!(

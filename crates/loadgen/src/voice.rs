@@ -124,6 +124,9 @@ pub struct CallMeasure {
     pub malformed: u64,
     /// RFC 4733 digits sent.
     pub digits_sent: u64,
+    /// The first RTP packet of the call's audio, ms after the call's audio started (the
+    /// answer): how long the far end took to start its media.
+    pub first_packet_ms: Option<f64>,
     /// When the first gap ended (the packet after it arrived).
     #[serde(skip)]
     pub first_gap_at: Option<Instant>,
@@ -319,6 +322,10 @@ impl CallVoice {
             // Telephone-events and comfort noise are not the audio measured here.
             return;
         }
+        if self.last_arrival.is_none() {
+            self.measure.first_packet_ms =
+                Some(now.saturating_duration_since(self.started).as_secs_f64() * 1000.0);
+        }
         if let Some(last) = self.last_arrival {
             let interval = now.saturating_duration_since(last);
             if interval > GAP {
@@ -510,6 +517,11 @@ mod tests {
         );
         assert_eq!(m.gaps, 0);
         assert!(m.voiced_in > 100);
+        let first = m.first_packet_ms.unwrap_or(f64::NAN);
+        assert!(
+            (first - 1.0).abs() < 1e-6,
+            "the first echo came 1 ms in: {m:?}"
+        );
     }
 
     #[test]

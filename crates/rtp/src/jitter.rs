@@ -10,7 +10,12 @@
 //!   maximum, shrinking back one frame at a time once the network has been calm;
 //! * reports a lost frame as [`Playout::Lost`] so the codec can conceal it;
 //! * handles clock drift: a buffer that stays deeper than its target drops a frame, one that
-//!   runs dry re-buffers, so it neither grows without bound nor starves for long.
+//!   runs dry re-buffers, so it neither grows without bound nor starves for long;
+//! * catches up on a backlog: when more than twice its target plus [`CATCH_UP_SLACK`] is
+//!   buffered — the reader was held up, or a stalled network delivered in one burst — it
+//!   skips to the newest target's worth plus one frame at once, rather than playing every
+//!   later frame that much late for the rest of the call. A smaller excess is left to the
+//!   drift rule, which drains it a frame at a time and keeps it as a cushion meanwhile.
 //!
 //! Slots are allocated once; pushing and popping do not allocate.
 
@@ -92,6 +97,9 @@ pub struct JitterBuffer {
 const SLOT_BYTES: usize = 1500;
 /// How long the network must be calm before the target shrinks by one frame.
 const CALM: Duration = Duration::from_secs(2);
+/// Frames beyond twice the target the buffer may hold before it skips to the newest ones
+/// (160 ms of 20 ms frames).
+pub const CATCH_UP_SLACK: u32 = 8;
 
 impl JitterBuffer {
     /// A buffer for frames of `frame` duration at `clock_rate` Hz, keeping between two frames
@@ -271,8 +279,12 @@ impl JitterBuffer {
                 return Playout::Empty;
             }
         }
+        let depth = self.depth();
+        if depth > u64::from(2 * self.target_frames + CATCH_UP_SLACK) {
+            return self.catch_up(now, next, depth);
+        }
         // Drift and shrink: a buffer persistently deeper than its target drops a frame.
-        if self.depth() > u64::from(self.target_frames) + 1 {
+        if depth > u64::from(self.target_frames) + 1 {
             self.deep_pops += 1;
             if self.deep_pops >= 25 {
                 self.deep_pops = 0;
@@ -290,6 +302,23 @@ impl JitterBuffer {
             self.deep_pops = 0;
         }
         self.pop_at(now, next)
+    }
+
+    /// Drops the frames from `next` up to the newest target's worth plus one of a
+    /// `depth`-frame backlog, and plays the first one kept.
+    fn catch_up(&mut self, now: Instant, next: u64, depth: u64) -> Playout<'_> {
+        let keep = next + depth - u64::from(self.target_frames + 1);
+        for sequence in next..keep {
+            let index = self.slot_index(sequence);
+            if let Some(slot) = self.slots.get_mut(index)
+                && slot.sequence == Some(sequence)
+            {
+                slot.sequence = None;
+                self.stats.drained += 1;
+            }
+        }
+        self.deep_pops = 0;
+        self.pop_at(now, keep)
     }
 
     fn pop_at(&mut self, now: Instant, sequence: u64) -> Playout<'_> {
@@ -503,6 +532,61 @@ mod tests {
             jb.stats()
         );
         assert!(jb.depth() <= 4);
+    }
+
+    #[test]
+    fn a_backlog_from_a_reader_held_up_is_skipped_at_once() {
+        let mut jb = buffer();
+        let t0 = Instant::now();
+        // The reader starts 500 ms late: 25 frames, which arrived 20 ms apart, come in at once.
+        for s in 0..25u64 {
+            jb.push(
+                t0 + FRAME * s as u32,
+                s,
+                &frame((s * 160) as u32, &[s as u8; 160]),
+            );
+        }
+        let mut played = Vec::new();
+        for tick in 0..10u32 {
+            let now = t0 + FRAME * (25 + tick);
+            if tick > 0 {
+                let s = u64::from(24 + tick);
+                jb.push(now, s, &frame((s * 160) as u32, &[s as u8; 160]));
+            }
+            if let Playout::Frame {
+                payload, arrival, ..
+            } = jb.pop(now)
+            {
+                played.push((payload[0], now.saturating_duration_since(arrival)));
+            }
+        }
+        assert_eq!(played.first().map(|p| p.0), Some(22), "{played:?}");
+        assert!(
+            played.iter().all(|(_, late)| *late <= FRAME * 3),
+            "every frame plays within the target and a frame of arriving: {played:?}"
+        );
+        assert_eq!(jb.stats().drained, 22);
+        assert_eq!(jb.stats().lost, 0);
+    }
+
+    #[test]
+    fn a_small_backlog_is_kept_as_a_cushion_and_drained_a_frame_at_a_time() {
+        let mut jb = buffer();
+        let t0 = Instant::now();
+        // The reader starts 160 ms late: eight frames at once, within the catch-up's slack.
+        for s in 0..8u64 {
+            jb.push(
+                t0 + FRAME * s as u32,
+                s,
+                &frame((s * 160) as u32, &[s as u8; 160]),
+            );
+        }
+        let first = match jb.pop(t0 + FRAME * 8) {
+            Playout::Frame { payload, .. } => payload[0],
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(first, 0, "nothing skipped");
+        assert_eq!(jb.stats().drained, 0);
     }
 
     #[test]

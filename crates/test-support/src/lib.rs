@@ -10,6 +10,7 @@ pub mod impair;
 pub mod media;
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -179,6 +180,7 @@ impl Kamailio {
             .arg(dir.path().join("kamailio.pid"))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
+            .process_group(0)
             .spawn()
             .map_err(io("starting kamailio (Debian package kamailio)"))?;
         let k = Kamailio { child, port, dir };
@@ -196,8 +198,18 @@ impl Kamailio {
 }
 
 impl Drop for Kamailio {
+    /// Kills the whole process group: Kamailio's worker processes are its children, and
+    /// killing only the main one would leave them holding the port.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = i32::try_from(self.child.id()).map(nix::unistd::Pid::from_raw);
+        match group {
+            Ok(group) => {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
+            Err(_) => {
+                let _ = self.child.kill();
+            }
+        }
         let _ = self.child.wait();
     }
 }
