@@ -322,21 +322,20 @@ impl CallVoice {
             // Telephone-events and comfort noise are not the audio measured here.
             return;
         }
-        if self.last_arrival.is_none() {
-            self.measure.first_packet_ms =
-                Some(now.saturating_duration_since(self.started).as_secs_f64() * 1000.0);
-        }
-        if let Some(last) = self.last_arrival {
-            let interval = now.saturating_duration_since(last);
-            if interval > GAP {
-                self.measure.gaps += 1;
-                self.measure.first_gap_at.get_or_insert(now);
-            }
-            let ms = interval.as_secs_f64() * 1000.0;
-            if ms > self.measure.max_interval_ms {
-                self.measure.max_interval_ms = ms;
-                self.measure.max_interval_at_ms =
-                    now.saturating_duration_since(self.started).as_secs_f64() * 1000.0;
+        let since_start_ms = now.saturating_duration_since(self.started).as_secs_f64() * 1000.0;
+        match self.last_arrival {
+            None => self.measure.first_packet_ms = Some(since_start_ms),
+            Some(last) => {
+                let interval = now.saturating_duration_since(last);
+                if interval > GAP {
+                    self.measure.gaps += 1;
+                    self.measure.first_gap_at.get_or_insert(now);
+                }
+                let ms = interval.as_secs_f64() * 1000.0;
+                if ms > self.measure.max_interval_ms {
+                    self.measure.max_interval_ms = ms;
+                    self.measure.max_interval_at_ms = since_start_ms;
+                }
             }
         }
         self.last_arrival = Some(now);

@@ -534,24 +534,24 @@ mod tests {
         assert!(jb.depth() <= 4);
     }
 
+    /// Pushes frame `s` (its payload all `s`) as having arrived at `at`.
+    fn push_arrived(jb: &mut JitterBuffer, at: Instant, s: u64) {
+        jb.push(at, s, &frame((s * 160) as u32, &[s as u8; 160]));
+    }
+
     #[test]
     fn a_backlog_from_a_reader_held_up_is_skipped_at_once() {
         let mut jb = buffer();
         let t0 = Instant::now();
         // The reader starts 500 ms late: 25 frames, which arrived 20 ms apart, come in at once.
         for s in 0..25u64 {
-            jb.push(
-                t0 + FRAME * s as u32,
-                s,
-                &frame((s * 160) as u32, &[s as u8; 160]),
-            );
+            push_arrived(&mut jb, t0 + FRAME * s as u32, s);
         }
         let mut played = Vec::new();
         for tick in 0..10u32 {
             let now = t0 + FRAME * (25 + tick);
             if tick > 0 {
-                let s = u64::from(24 + tick);
-                jb.push(now, s, &frame((s * 160) as u32, &[s as u8; 160]));
+                push_arrived(&mut jb, now, u64::from(24 + tick));
             }
             if let Playout::Frame {
                 payload, arrival, ..
@@ -575,11 +575,7 @@ mod tests {
         let t0 = Instant::now();
         // The reader starts 160 ms late: eight frames at once, within the catch-up's slack.
         for s in 0..8u64 {
-            jb.push(
-                t0 + FRAME * s as u32,
-                s,
-                &frame((s * 160) as u32, &[s as u8; 160]),
-            );
+            push_arrived(&mut jb, t0 + FRAME * s as u32, s);
         }
         let first = match jb.pop(t0 + FRAME * 8) {
             Playout::Frame { payload, .. } => payload[0],
