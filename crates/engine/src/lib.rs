@@ -543,26 +543,14 @@ impl Engine {
         }
     }
 
-    async fn advance(&self, id: Uuid, status: CallStatus, progress: CallProgress) {
-        match self.storage.advance_call(id, status, progress).await {
-            // Committed: now it may be announced.
-            Ok(_) => {
-                let _ = self.changes.send(id);
-            }
-            Err(error) => {
-                tracing::error!(%error, status = status.as_str(), "could not record call progress")
-            }
-        }
-    }
-
     /// Ids of calls as their changes are committed, for watchers (a receiver that lags
     /// misses ids and should re-read what it watches).
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
         self.changes.subscribe()
     }
 
-    async fn fail(
-        &self,
+    fn fail(
+        progress: &ProgressLog,
         plan: &CallPlan,
         status: CallStatus,
         reason: &str,
@@ -572,8 +560,7 @@ impl Engine {
     ) {
         metrics::counter!("dialtone_calls_total", "status" => status.as_str(), "end_reason" => reason.to_owned(), "trunk" => plan.trunk_name.clone())
             .increment(1);
-        self.advance(
-            plan.id,
+        progress.record(
             status,
             CallProgress {
                 end_reason: Some(reason.to_owned()),
@@ -582,8 +569,7 @@ impl Engine {
                 media,
                 ..CallProgress::default()
             },
-        )
-        .await;
+        );
         tracing::info!(
             status = status.as_str(),
             reason,
@@ -599,6 +585,7 @@ impl Engine {
         &self,
         plan: &CallPlan,
         hangup: &mut mpsc::UnboundedReceiver<HangUp>,
+        progress: &ProgressLog,
     ) -> Option<(Option<tokio::sync::OwnedSemaphorePermit>, Admission)> {
         let deadline = tokio::time::Instant::from_std(plan.dispatched) + self.config.queue_timeout;
         let queued = async {
@@ -629,20 +616,17 @@ impl Engine {
         tokio::select! {
             admitted = queued => {
                 if admitted.is_none() {
-                    self.fail(plan, CallStatus::Failed, "queue_timeout", "engine", None, None)
-                        .await;
+                    Self::fail(progress, plan, CallStatus::Failed, "queue_timeout", "engine", None, None);
                 }
                 admitted
             }
             Some(by) = hangup.recv() => {
                 match by {
                     HangUp::Api => {
-                        self.fail(plan, CallStatus::Canceled, "canceled", "api", None, None)
-                            .await;
+                        Self::fail(progress, plan, CallStatus::Canceled, "canceled", "api", None, None);
                     }
                     HangUp::Shutdown => {
-                        self.fail(plan, CallStatus::Failed, "engine_shutdown", "engine", None, None)
-                            .await;
+                        Self::fail(progress, plan, CallStatus::Failed, "engine_shutdown", "engine", None, None);
                     }
                 }
                 None
@@ -675,25 +659,37 @@ impl Engine {
         }
     }
 
-    async fn run(&self, plan: CallPlan, mut hangup: mpsc::UnboundedReceiver<HangUp>) {
+    /// Runs one call and waits until all it did is recorded.
+    async fn run(&self, plan: CallPlan, hangup: mpsc::UnboundedReceiver<HangUp>) {
+        let progress = ProgressLog::start(self.storage.clone(), self.changes.clone(), plan.id);
+        self.run_call(plan, hangup, &progress).await;
+        progress.close().await;
+    }
+
+    async fn run_call(
+        &self,
+        plan: CallPlan,
+        mut hangup: mpsc::UnboundedReceiver<HangUp>,
+        progress: &ProgressLog,
+    ) {
         // Both are held until the call ends.
-        let Some((_org_slot, admission)) = self.wait_in_queue(&plan, &mut hangup).await else {
+        let Some((_org_slot, admission)) = self.wait_in_queue(&plan, &mut hangup, progress).await
+        else {
             return;
         };
         let port = match self.ports.bind() {
             Ok(p) => p,
             Err(error) => {
                 tracing::error!(%error, "no RTP port");
-                return self
-                    .fail(
-                        &plan,
-                        CallStatus::Failed,
-                        "media_unavailable",
-                        "engine",
-                        None,
-                        None,
-                    )
-                    .await;
+                return Self::fail(
+                    progress,
+                    &plan,
+                    CallStatus::Failed,
+                    "media_unavailable",
+                    "engine",
+                    None,
+                    None,
+                );
             }
         };
         let mut local = LocalMedia::new(self.config.rtp_advertised, port.port());
@@ -712,16 +708,15 @@ impl Engine {
             Ok(c) => c,
             Err(error) => {
                 tracing::warn!(%error, "dial refused");
-                return self
-                    .fail(
-                        &plan,
-                        CallStatus::Failed,
-                        "dial_refused",
-                        "engine",
-                        None,
-                        None,
-                    )
-                    .await;
+                return Self::fail(
+                    progress,
+                    &plan,
+                    CallStatus::Failed,
+                    "dial_refused",
+                    "engine",
+                    None,
+                    None,
+                );
             }
         };
         let negotiate = |sdp: &[u8]| {
@@ -804,23 +799,19 @@ impl Engine {
                     metrics::histogram!("dialtone_dispatch_to_invite_seconds", "trunk" => plan.trunk_name.clone())
                         .record(plan.dispatched.elapsed().as_secs_f64());
                     tracing::Span::current().record("sip_call_id", sip_call_id.as_str());
-                    self.advance(
-                        plan.id,
+                    progress.record(
                         CallStatus::Dialing,
                         CallProgress {
                             sip_call_id: Some(sip_call_id),
                             ..CallProgress::default()
                         },
-                    )
-                    .await;
+                    );
                 }
                 UaEvent::Call(CallEvent::Ringing { .. }) => {
-                    self.advance(plan.id, CallStatus::Ringing, CallProgress::default())
-                        .await;
+                    progress.record(CallStatus::Ringing, CallProgress::default());
                 }
                 UaEvent::Call(CallEvent::EarlyMedia { sdp, .. }) => {
-                    self.advance(plan.id, CallStatus::Ringing, CallProgress::default())
-                        .await;
+                    progress.record(CallStatus::Ringing, CallProgress::default());
                     // Ringback and announcements flow through the pipeline from here on; the
                     // conversation (and the brain) starts at answer.
                     let session = negotiate(&sdp).filter(|_| media.is_none());
@@ -927,8 +918,7 @@ impl Engine {
                     max_duration
                         .as_mut()
                         .reset(tokio::time::Instant::now() + plan.max_duration);
-                    self.advance(plan.id, CallStatus::InProgress, CallProgress::default())
-                        .await;
+                    progress.record(CallStatus::InProgress, CallProgress::default());
                 }
                 UaEvent::Call(CallEvent::RemoteOffer { sdp, .. }) => {
                     sdp_version += 1;
@@ -978,7 +968,7 @@ impl Engine {
                         Some(m) => media_record(m.stop().await, early.take(), early_heard).await,
                         None => None,
                     };
-                    self.fail(&plan, state, code, by, status, media_json).await;
+                    Self::fail(progress, &plan, state, code, by, status, media_json);
                 }
                 UaEvent::Call(CallEvent::Ended { by, reason }) => {
                     let (code, ended_by) = match (by, hangup_by_api, local_end) {
@@ -1020,8 +1010,7 @@ impl Engine {
                         }
                         None => None,
                     };
-                    self.advance(
-                        plan.id,
+                    progress.record(
                         CallStatus::Completed,
                         CallProgress {
                             end_reason: Some(code.to_owned()),
@@ -1029,12 +1018,61 @@ impl Engine {
                             media: media_json,
                             ..CallProgress::default()
                         },
-                    )
-                    .await;
+                    );
                     tracing::info!(ended_by, code, "call ended");
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// One call's progress, written to the store in the order it happened by a task of its own,
+/// so that the call's signalling and media never wait on a commit: a call answered while
+/// its `dialing` row is still being written starts its media at once. Status only moves
+/// forward, so the writes keep their order; [`ProgressLog::close`] waits for the last one.
+struct ProgressLog {
+    writes: mpsc::UnboundedSender<(CallStatus, CallProgress)>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl ProgressLog {
+    fn start(storage: Storage, changes: tokio::sync::broadcast::Sender<Uuid>, id: Uuid) -> Self {
+        let (writes, mut pending) = mpsc::unbounded_channel::<(CallStatus, CallProgress)>();
+        let writer = tokio::spawn(
+            async move {
+                while let Some((status, progress)) = pending.recv().await {
+                    match storage.advance_call(id, status, progress).await {
+                        // Committed: now it may be announced.
+                        Ok(_) => {
+                            let _ = changes.send(id);
+                        }
+                        Err(error) => tracing::error!(
+                            %error,
+                            status = status.as_str(),
+                            "could not record call progress"
+                        ),
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Self { writes, writer }
+    }
+
+    /// Queues `status` (with what came with it) behind the writes before it.
+    fn record(&self, status: CallStatus, mut progress: CallProgress) {
+        // Stamped now: the step's time is when it happened, not when its write gets its turn.
+        progress.at = Some(dialtone_storage::now_ms());
+        // The writer only stops once `close` drops the sender.
+        let _ = self.writes.send((status, progress));
+    }
+
+    /// Waits until everything recorded is written.
+    async fn close(self) {
+        drop(self.writes);
+        if let Err(error) = self.writer.await {
+            tracing::error!(%error, "the call's progress writer failed");
         }
     }
 }

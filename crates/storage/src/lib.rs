@@ -514,6 +514,8 @@ pub struct NewCall {
 /// What changes with a status step; `None` leaves a column as it is.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallProgress {
+    /// When the step happened, in ms since the Unix epoch (`None`: when it is written).
+    pub at: Option<i64>,
     /// SIP Call-ID.
     pub sip_call_id: Option<String>,
     /// Final SIP status.
@@ -1356,7 +1358,7 @@ impl Storage {
         status: CallStatus,
         progress: CallProgress,
     ) -> Result<bool> {
-        let now = now_ms();
+        let now = progress.at.unwrap_or_else(now_ms);
         let rank = |s: CallStatus| match s {
             CallStatus::Queued => 0,
             CallStatus::Dialing => 1,

@@ -472,7 +472,10 @@ async fn bench(
                     "linear ramp: first trouble at {:.1} s with {} calls live: {}",
                     t.at_s, t.live_calls, t.what
                 ),
-                None => println!("linear ramp: no trouble up to {concurrency} calls"),
+                None => println!(
+                    "linear ramp: no trouble up to {} calls live",
+                    report.dispatch.max_concurrent
+                ),
             }
             linear_trouble = Some(trouble);
         }
@@ -482,10 +485,12 @@ async fn bench(
             break;
         }
     }
+    // What a step held is the most calls live at once: a step whose calls were set up too
+    // slowly to all be live together held fewer than it planned.
     let mut held = steps
         .iter()
         .filter(|(_, r, _)| r.within_budget())
-        .map(|(c, _, _)| *c)
+        .map(|(c, r, _)| (*c).min(r.dispatch.max_concurrent))
         .max();
     if let Some(Some(trouble)) = &linear_trouble {
         // The calls live just before the first trouble.
@@ -496,7 +501,7 @@ async fn bench(
     // Per call-second, so the linear ramp's one run compares too.
     let daemon_step = steps
         .iter()
-        .find(|(c, _, _)| *c == reference_calls)
+        .find(|(c, r, _)| (*c).min(r.dispatch.max_concurrent) == reference_calls)
         .or_else(|| steps.last())
         .and_then(|(_, r, _)| r.daemon.clone());
     eprintln!("== references at {reference_calls} calls ==");
