@@ -2198,6 +2198,26 @@ mod tests {
         assert_eq!(c.context, serde_json::json!({"k": 1}));
     }
 
+    on_both!(a_step_keeps_the_time_it_happened_at);
+    async fn a_step_keeps_the_time_it_happened_at(s: Storage) {
+        let c = call(&s).await;
+        // Written later than they happened, as a call's progress writer may.
+        let (answered, ended) = (now_ms() - 5_000, now_ms() - 1_000);
+        for (status, at) in [
+            (CallStatus::InProgress, answered),
+            (CallStatus::Completed, ended),
+        ] {
+            let step = CallProgress {
+                at: Some(at),
+                ..CallProgress::default()
+            };
+            assert!(s.advance_call(c.id, status, step).await.unwrap());
+        }
+        let c = s.get_call(c.id).await.unwrap();
+        assert_eq!(c.answered_at, Some(answered));
+        assert_eq!(c.ended_at, Some(ended));
+    }
+
     on_both!(each_step_writes_its_event_in_order_and_delivery_goes_one_per_call);
     async fn each_step_writes_its_event_in_order_and_delivery_goes_one_per_call(s: Storage) {
         let t = s.create_trunk(org(&s).await, trunk("t")).await.unwrap();
