@@ -74,6 +74,11 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
         "media threads; 0 is one per core",
     ),
     (
+        "DIALTONE_SPEECH_THREADS",
+        Some("0"),
+        "threads of the speech loops and brains, apart from the API and signalling; 0 is one per core",
+    ),
+    (
         "DIALTONE_MEDIA_REALTIME",
         Some("true"),
         "run media threads under SCHED_FIFO (falls back, with a warning, where not permitted)",
@@ -134,6 +139,8 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// Media worker threads (0: one per core).
     pub media_workers: usize,
+    /// Threads of the calls' speech loops and brains (0: one per core).
+    pub speech_threads: usize,
     /// Media workers ask for real-time scheduling (SCHED_FIFO at the lowest real-time
     /// priority), so a busy machine's other threads cannot delay a 20 ms tick.
     pub media_realtime: bool,
@@ -350,6 +357,10 @@ impl Config {
                 .parse("DIALTONE_WEBHOOK_ALLOW_PRIVATE", "true or false")?,
             media_workers: sources.parse(
                 "DIALTONE_MEDIA_WORKERS",
+                "a count of threads (0: one per core)",
+            )?,
+            speech_threads: sources.parse(
+                "DIALTONE_SPEECH_THREADS",
                 "a count of threads (0: one per core)",
             )?,
             media_realtime: sources.parse("DIALTONE_MEDIA_REALTIME", "true or false")?,

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use dialtone_control::{ApiState, router};
 use dialtone_engine::webhooks::{WebhookConfig, spawn_delivery};
-use dialtone_engine::{Engine, EngineConfig};
+use dialtone_engine::{Engine, EngineConfig, SpeechWorkers};
 use dialtone_sip_ua::{SipUa, UaConfig};
 use dialtone_storage::Storage;
 
@@ -63,6 +63,14 @@ pub enum DaemonError {
         addr: SocketAddr,
         /// What failed.
         detail: String,
+    },
+    /// The speech threads could not be started.
+    #[error("DIALTONE_SPEECH_THREADS: cannot start {threads} threads: {source}")]
+    Speech {
+        /// How many were asked for (0: one per core).
+        threads: usize,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// The HTTP listener could not be bound.
     #[error("DIALTONE_HTTP_ADDR: cannot bind {addr}: {source}")]
@@ -198,10 +206,16 @@ impl Daemon {
                 dialtone_media::Scheduling::Normal
             },
         )?;
+        let speech =
+            SpeechWorkers::new(config.speech_threads).map_err(|source| DaemonError::Speech {
+                threads: config.speech_threads,
+                source,
+            })?;
         let engine = Engine::new(
             storage,
             ua,
             media.clone(),
+            speech,
             EngineConfig {
                 rtp_bind: sip_addr.ip(),
                 rtp_advertised: media_ip,

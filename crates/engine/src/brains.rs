@@ -21,6 +21,7 @@ use dialtone_speech::{AnsweredBy, FRAME_SAMPLES, SpeechConfig, SpeechEvent, Spee
 use dialtone_storage::{Storage, rfc3339};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::tts::TextToSpeech;
@@ -198,15 +199,16 @@ impl Run {
     }
 }
 
-/// Starts `brain` on the call's media.
+/// Starts `brain` on the call's media, on `runtime` (in the call's span).
 pub(crate) fn start(
+    runtime: &tokio::runtime::Handle,
     brain: Builtin,
     media: &mut MediaCall,
     context: BrainContext,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let inbound = media.take_inbound()?;
     let outbound = media.take_outbound()?;
-    Some(tokio::spawn(run(brain, inbound, outbound, context)))
+    Some(runtime.spawn(run(brain, inbound, outbound, context).in_current_span()))
 }
 
 /// Where the IVR is in its script.
@@ -576,8 +578,10 @@ pub(crate) struct Session {
     pub(crate) tools: Value,
 }
 
-/// Starts an external brain at `address` (`grpc://host:port`) on the call's media.
+/// Starts an external brain at `address` (`grpc://host:port`) on the call's media, on
+/// `runtime` (in the call's span).
 pub(crate) fn start_remote(
+    runtime: &tokio::runtime::Handle,
     address: &str,
     media: &mut MediaCall,
     context: BrainContext,
@@ -589,9 +593,7 @@ pub(crate) fn start_remote(
         "http://{}",
         address.strip_prefix("grpc://").unwrap_or(address)
     );
-    Some(tokio::spawn(run_remote(
-        endpoint, inbound, outbound, context, session,
-    )))
+    Some(runtime.spawn(run_remote(endpoint, inbound, outbound, context, session).in_current_span()))
 }
 
 /// What the engine says when a brain fails mid-call.

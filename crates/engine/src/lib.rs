@@ -19,7 +19,9 @@
 //!
 //! Brains: `builtin:echo` (the caller hears itself, full duplex through the media pipeline),
 //! `builtin:ivr` (speaks the instructions, collects digits) and any AgentBridge server
-//! (`grpc://host:port`); see [`tts`] for the engine-side speech.
+//! (`grpc://host:port`); see [`tts`] for the engine-side speech. Brains and their speech loops
+//! run on [`SpeechWorkers`], a runtime of their own, so that the API, signalling and storage
+//! stay prompt on a node busy with conversations.
 
 mod brains;
 pub mod tts;
@@ -172,6 +174,45 @@ pub struct EngineConfig {
     pub queue_timeout: Duration,
 }
 
+/// The threads the calls' speech loops and brains run on: a runtime of their own, so that a
+/// node busy with hundreds of conversations still answers its API, writes its records and
+/// places new calls at once (the operating system shares the cores between the two runtimes'
+/// threads; the mostly idle control side's are served as soon as they wake).
+#[derive(Debug)]
+pub struct SpeechWorkers {
+    handle: tokio::runtime::Handle,
+    /// Taken when dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl SpeechWorkers {
+    /// Starts `threads` speech threads (0: one per core).
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("dialtone-speech")
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+}
+
+impl Drop for SpeechWorkers {
+    fn drop(&mut self) {
+        // The engine may be dropped on a runtime thread, where waiting is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The engine; share it as `Arc<Engine>`.
 #[derive(Debug)]
 pub struct Engine {
@@ -191,6 +232,8 @@ pub struct Engine {
     registrations: Mutex<HashMap<Uuid, dialtone_sip_ua::Registration>>,
     /// Text to speech for the built-in brains.
     tts: Arc<dyn TextToSpeech>,
+    /// Where the brains run.
+    speech: SpeechWorkers,
 }
 
 fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
@@ -221,11 +264,13 @@ fn seconds_setting(config: &Value, key: &str, default: u64) -> Duration {
 }
 
 impl Engine {
-    /// An engine over `storage` placing calls through `ua`, their media on `media`'s workers.
+    /// An engine over `storage` placing calls through `ua`, their media on `media`'s workers
+    /// and their brains on `speech`.
     pub fn new(
         storage: Storage,
         ua: Arc<SipUa>,
         media: Arc<MediaEngine>,
+        speech: SpeechWorkers,
         config: EngineConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -241,6 +286,7 @@ impl Engine {
             org_rates: Mutex::new(HashMap::new()),
             registrations: Mutex::new(HashMap::new()),
             tts: Arc::new(tts::EspeakNg::default()),
+            speech,
         })
     }
 
@@ -903,11 +949,16 @@ impl Engine {
                         mask_dtmf: plan.mask_dtmf,
                         tts: self.tts.clone(),
                     };
+                    let speech = &self.speech.handle;
                     brain = match Builtin::named(&plan.brain) {
-                        Some(builtin) => brains::start(builtin, &mut m, context),
-                        None => {
-                            brains::start_remote(&plan.brain, &mut m, context, plan.session.clone())
-                        }
+                        Some(builtin) => brains::start(speech, builtin, &mut m, context),
+                        None => brains::start_remote(
+                            speech,
+                            &plan.brain,
+                            &mut m,
+                            context,
+                            plan.session.clone(),
+                        ),
                     };
                     media = Some(m);
                     answered = true;

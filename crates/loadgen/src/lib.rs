@@ -12,6 +12,8 @@
 //! * [`reference`]: a bare UDP reflector driven by the same streams, the bench's physical
 //!   reference.
 //! * [`plot`]: PNG plots of a bench (calls live and CPU over time; latency percentiles).
+//! * [`stalls`]: a real-time watch thread pinned to each CPU, so a report tells the machine's
+//!   stalls (a vCPU the hypervisor stopped) from Dialtone's own.
 //!
 //! The binary `dialtone-loadgen` runs the simulator alone (`callee`), a load against a daemon
 //! (`run`), or the capacity bench (`bench`: a `dialtoned` it starts, with `builtin:echo`).
@@ -22,6 +24,7 @@ pub mod plot;
 pub mod reference;
 pub mod report;
 pub mod sim;
+pub mod stalls;
 pub mod streams;
 pub mod voice;
 

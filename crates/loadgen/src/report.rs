@@ -1,11 +1,17 @@
 //! What a load run found: a JSON summary and a Markdown table.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::load::LoadPlan;
 use crate::percentile;
 use crate::sim::CallRecord;
+use crate::stalls::Stall;
+
+/// Calls whose first gaps came within this long of a burst's first are one burst.
+const BURST: Duration = Duration::from_millis(100);
+/// Bursts and stalls listed in the Markdown table, the largest first.
+const LISTED: usize = 5;
 
 /// p50, p99 and the maximum of a sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -88,6 +94,29 @@ pub struct MediaSummary {
     pub pending_talkspurts: u64,
     /// RFC 4733 digits the callees pressed.
     pub digits_sent: u64,
+    /// The calls' first gaps, grouped into bursts: many calls hit at once is one stall (of a
+    /// media worker, or of the machine), gaps spread over time are load.
+    pub gap_bursts: Vec<GapBurst>,
+}
+
+/// Calls whose first gap over 30 ms came together.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct GapBurst {
+    /// When the burst's first gap ended, seconds after the first call was offered.
+    pub at_s: f64,
+    /// Calls whose first gap ended within 100 ms of that.
+    pub calls: u64,
+}
+
+/// A stall of one of the machine's CPUs the load generator's stall watch saw during a run.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct MachineStall {
+    /// Which CPU.
+    pub cpu: usize,
+    /// When it began, seconds after the first call was offered.
+    pub at_s: f64,
+    /// How long the watch overslept, ms.
+    pub ms: f64,
 }
 
 /// Under a linear ramp: the first thing that went wrong, and how many calls were live then.
@@ -139,6 +168,23 @@ pub fn first_trouble(records: &[CallRecord]) -> Option<FirstTrouble> {
     })
 }
 
+/// The most concurrent calls a bench held within budget: of its steps within budget, the one
+/// that held the most ([`Report::held`]); for a linear ramp (`linear`: its first trouble, if
+/// any) that had trouble, the calls live just before it.
+pub fn most_held_within_budget<'a>(
+    steps: impl IntoIterator<Item = &'a Report>,
+    linear: Option<Option<&FirstTrouble>>,
+) -> Option<u64> {
+    match linear {
+        Some(Some(trouble)) => trouble.live_calls.checked_sub(1).filter(|n| *n > 0),
+        _ => steps
+            .into_iter()
+            .filter(|r| r.within_budget())
+            .map(Report::held)
+            .max(),
+    }
+}
+
 /// A whole run.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Report {
@@ -156,8 +202,13 @@ pub struct Report {
     pub media: MediaSummary,
     /// The daemon's resources and internal latencies, when the bench started it.
     pub daemon: Option<DaemonUsage>,
+    /// Stalls of the machine's CPUs during the run ([`crate::stalls`]), when watched.
+    pub machine_stalls: Option<Vec<MachineStall>>,
     /// Why the run is not within budget (empty: it is).
     pub failures: Vec<String>,
+    /// When the first call was offered: what the times in the report count from.
+    #[serde(skip)]
+    epoch: Option<Instant>,
 }
 
 /// The daemon's own figures over a run.
@@ -183,6 +234,8 @@ pub struct DaemonUsage {
     pub step_ms: Percentiles,
     /// How late the daemon's media ticks started, ms (bucket upper bounds).
     pub tick_lateness_ms: Percentiles,
+    /// Ticks its media workers skipped, having fallen over 100 ms behind (since it started).
+    pub ticks_skipped: u64,
     /// CPU seconds the load generator itself used meanwhile (it shares the machine).
     pub loadgen_cpu_seconds: f64,
     /// CPU time the hypervisor gave to other guests while this machine wanted it (`steal` in
@@ -217,6 +270,14 @@ impl Report {
         media.max_interval_ms = Percentiles::of(&mut intervals);
         media.jitter_ms = Percentiles::of(&mut jitters);
         media.first_packet_ms = Percentiles::of(&mut first_packets);
+        let epoch = records.iter().filter_map(|r| r.offered_at).min();
+        if let Some(epoch) = epoch {
+            let gaps: Vec<Instant> = records
+                .iter()
+                .filter_map(|r| r.measure.as_ref()?.first_gap_at)
+                .collect();
+            media.gap_bursts = bursts(epoch, gaps);
+        }
         let mut report = Self {
             planned: plan.calls,
             target_rate: plan.rate,
@@ -225,10 +286,30 @@ impl Report {
             dispatch,
             media,
             daemon: None,
+            machine_stalls: None,
             failures: Vec::new(),
+            epoch,
         };
         report.judge();
         report
+    }
+
+    /// Notes the stalls of the machine a watch saw during the run.
+    pub fn note_machine_stalls(&mut self, stalls: &[Stall]) {
+        let Some(epoch) = self.epoch else {
+            self.machine_stalls = Some(Vec::new());
+            return;
+        };
+        self.machine_stalls = Some(
+            stalls
+                .iter()
+                .map(|s| MachineStall {
+                    cpu: s.cpu,
+                    at_s: signed_seconds(epoch, s.from),
+                    ms: s.late.as_secs_f64() * 1000.0,
+                })
+                .collect(),
+        );
     }
 
     /// Fills `failures` from the budgets: every planned call dispatched and completed, no
@@ -298,6 +379,13 @@ impl Report {
         self.failures.is_empty()
     }
 
+    /// The calls the run really had live at once: at most the planned ones, fewer when they
+    /// were set up too slowly to all be live together (the early ones ended before the late
+    /// ones started).
+    pub fn held(&self) -> u64 {
+        self.planned.min(self.dispatch.max_concurrent)
+    }
+
     /// The report as a Markdown table.
     pub fn markdown(&self) -> String {
         let d = &self.dispatch;
@@ -330,10 +418,7 @@ impl Report {
                     m.packets_in, m.packets_out, m.lost, m.late
                 ),
             ),
-            (
-                "calls with gaps > 30 ms".to_owned(),
-                format!("{} of {} ({} gaps)", m.calls_with_gaps, m.calls, m.gaps),
-            ),
+            ("calls with gaps > 30 ms".to_owned(), gaps_row(m)),
             (
                 "longest interval per call".to_owned(),
                 ms(&m.max_interval_ms),
@@ -393,6 +478,17 @@ impl Report {
                 "media tick started behind its deadline".to_owned(),
                 ms(&u.tick_lateness_ms),
             ));
+            rows.push((
+                "media ticks skipped (a worker over 100 ms behind), since the daemon started"
+                    .to_owned(),
+                u.ticks_skipped.to_string(),
+            ));
+        }
+        if let Some(stalls) = &self.machine_stalls {
+            rows.push((
+                "stalls of a CPU (a real-time thread pinned to it woke over 20 ms late)".to_owned(),
+                stalls_row(stalls),
+            ));
         }
         let verdict = if self.within_budget() {
             "within budget".to_owned()
@@ -408,10 +504,73 @@ impl Report {
     }
 }
 
+/// `at` in seconds after `epoch`, negative when before it.
+fn signed_seconds(epoch: Instant, at: Instant) -> f64 {
+    match at.checked_duration_since(epoch) {
+        Some(after) => after.as_secs_f64(),
+        None => -epoch.saturating_duration_since(at).as_secs_f64(),
+    }
+}
+
+/// `gaps` (when calls' first gaps ended) grouped into bursts, in time order.
+fn bursts(epoch: Instant, mut gaps: Vec<Instant>) -> Vec<GapBurst> {
+    gaps.sort_unstable();
+    let mut bursts: Vec<(Instant, GapBurst)> = Vec::new();
+    for at in gaps {
+        match bursts.last_mut() {
+            Some((first, burst)) if at.saturating_duration_since(*first) <= BURST => {
+                burst.calls += 1;
+            }
+            _ => bursts.push((
+                at,
+                GapBurst {
+                    at_s: signed_seconds(epoch, at),
+                    calls: 1,
+                },
+            )),
+        }
+    }
+    bursts.into_iter().map(|(_, burst)| burst).collect()
+}
+
+/// The gaps' row: how many calls, and the largest bursts.
+fn gaps_row(m: &MediaSummary) -> String {
+    let mut row = format!("{} of {} ({} gaps)", m.calls_with_gaps, m.calls, m.gaps);
+    if !m.gap_bursts.is_empty() {
+        let mut largest = m.gap_bursts.clone();
+        largest.sort_by_key(|b| std::cmp::Reverse(b.calls));
+        let listed: Vec<String> = largest
+            .iter()
+            .take(LISTED)
+            .map(|b| format!("{} at {:.1} s", b.calls, b.at_s))
+            .collect();
+        let bursts = m.gap_bursts.len();
+        row.push_str(&format!(
+            "; {bursts} {} of calls hit within 100 ms, the largest: {}",
+            if bursts == 1 { "burst" } else { "bursts" },
+            listed.join(", ")
+        ));
+    }
+    row
+}
+
+/// The machine stalls' row: how many, and the longest.
+fn stalls_row(stalls: &[MachineStall]) -> String {
+    if stalls.is_empty() {
+        return "none".to_owned();
+    }
+    let mut longest = stalls.to_vec();
+    longest.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    let listed: Vec<String> = longest
+        .iter()
+        .take(LISTED)
+        .map(|s| format!("{:.0} ms on CPU {} from {:.1} s", s.ms, s.cpu, s.at_s))
+        .collect();
+    format!("{}, the longest: {}", stalls.len(), listed.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
     use crate::voice::CallMeasure;
 
@@ -455,5 +614,107 @@ mod tests {
         assert!((trouble.at_s - 0.05).abs() < 1e-6);
         assert_eq!(trouble.live_calls, 0);
         assert!(trouble.what.contains("not set up"));
+    }
+
+    #[test]
+    fn gaps_that_come_together_are_one_burst_and_stalls_are_timed_from_the_first_offer() {
+        let t0 = Instant::now();
+        let mut records: Vec<CallRecord> = (0..100)
+            .map(|n| record(n, t0, CallMeasure::default()))
+            .collect();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // 40 calls' first gaps end within 100 ms of 8.4 s (one stall), 2 more at 12 s and
+        // 12.5 s (apart: two bursts).
+        for (n, r) in records.iter_mut().enumerate().take(40) {
+            r.measure.as_mut().unwrap().first_gap_at = Some(ms(8400 + 2 * n as u64));
+        }
+        records[50].measure.as_mut().unwrap().first_gap_at = Some(ms(12_000));
+        records[60].measure.as_mut().unwrap().first_gap_at = Some(ms(12_500));
+        let plan = LoadPlan {
+            agent_id: "a".into(),
+            to: "+15550000000".into(),
+            calls: 100,
+            rate: 100.0,
+            max_concurrency: 100,
+            deadline: Duration::from_secs(60),
+            progress: false,
+            watch_cpu: None,
+        };
+        let mut report = Report::new(&plan, &records, Dispatch::default());
+        let at: Vec<(u64, f64)> = report
+            .media
+            .gap_bursts
+            .iter()
+            .map(|b| (b.calls, (b.at_s * 10.0).round() / 10.0))
+            .collect();
+        assert_eq!(at, [(40, 8.4), (1, 12.0), (1, 12.5)]);
+        assert!(
+            report
+                .markdown()
+                .contains("3 bursts of calls hit within 100 ms, the largest: 40 at 8.4 s")
+        );
+        report.note_machine_stalls(&[Stall {
+            cpu: 1,
+            from: ms(8260),
+            late: Duration::from_millis(158),
+        }]);
+        let stalls = report.machine_stalls.clone().unwrap();
+        assert_eq!(stalls.len(), 1);
+        assert!((stalls[0].at_s - 8.26).abs() < 1e-6 && (stalls[0].ms - 158.0).abs() < 1e-6);
+        assert!(
+            report
+                .markdown()
+                .contains("1, the longest: 158 ms on CPU 1 from 8.3 s")
+        );
+        report.note_machine_stalls(&[]);
+        assert!(report.markdown().contains("| none |"));
+    }
+
+    fn step(planned: u64, live_at_once: u64, failures: &[&str]) -> Report {
+        Report {
+            planned,
+            dispatch: Dispatch {
+                max_concurrent: live_at_once,
+                ..Dispatch::default()
+            },
+            failures: failures.iter().map(|f| (*f).to_owned()).collect(),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn a_step_counts_for_the_calls_it_had_live_at_once() {
+        // 1000 planned, but set up so slowly that only 630 were ever live together.
+        let steps = [step(500, 500, &[]), step(1000, 630, &[])];
+        assert_eq!(most_held_within_budget(&steps, None), Some(630));
+        // A step out of budget counts for nothing, however many it held.
+        let steps = [step(250, 250, &[]), step(500, 500, &["gaps"])];
+        assert_eq!(most_held_within_budget(&steps, None), Some(250));
+        assert_eq!(
+            most_held_within_budget(&[step(100, 100, &["gaps"])], None),
+            None
+        );
+    }
+
+    #[test]
+    fn a_linear_ramp_counts_the_calls_live_before_its_first_trouble() {
+        let ramp = [step(1000, 1000, &["unechoed talkspurts"])];
+        let trouble = FirstTrouble {
+            at_s: 9.5,
+            live_calls: 957,
+            what: "an unanswered talkspurt on call c1".into(),
+        };
+        assert_eq!(
+            most_held_within_budget(&ramp, Some(Some(&trouble))),
+            Some(956)
+        );
+        // No trouble on the way up: what the ramp held, if it was within budget.
+        let clean = [step(1000, 962, &[])];
+        assert_eq!(most_held_within_budget(&clean, Some(None)), Some(962));
+        let first = FirstTrouble {
+            live_calls: 1,
+            ..trouble
+        };
+        assert_eq!(most_held_within_budget(&ramp, Some(Some(&first))), None);
     }
 }

@@ -262,7 +262,8 @@ struct Source {
     max_sequence: u16,
     cycles: u64,
     epoch: Instant,
-    transit: Option<f64>,
+    /// The last packet's arrival (in timestamp units since `epoch`) and RTP timestamp.
+    last: Option<(f64, u32)>,
     jitter: f64,
     expected_prior: u64,
     received_prior: u64,
@@ -312,7 +313,7 @@ impl RtpReceiver {
                 max_sequence: packet.sequence,
                 cycles: 0,
                 epoch: arrival,
-                transit: None,
+                last: None,
                 jitter: 0.0,
                 expected_prior: 0,
                 received_prior: 0,
@@ -329,12 +330,19 @@ impl RtpReceiver {
             .saturating_duration_since(source.epoch)
             .as_secs_f64()
             * rate;
-        let transit = arrival_units - f64::from(packet.timestamp);
-        if let Some(previous) = source.transit {
-            let d = (transit - previous).abs();
+        if let Some((previous_arrival, previous_timestamp)) = source.last {
+            // The transit times' difference; the timestamps' in modular arithmetic, so a
+            // timestamp wrapping past 2^32 mid-stream is one step like any other.
+            let sent = f64::from(
+                packet
+                    .timestamp
+                    .wrapping_sub(previous_timestamp)
+                    .cast_signed(),
+            );
+            let d = (arrival_units - previous_arrival - sent).abs();
             source.jitter += (d - source.jitter) / 16.0;
         }
-        source.transit = Some(transit);
+        source.last = Some((arrival_units, packet.timestamp));
         self.stats.jitter_ms = source.jitter / rate * 1000.0;
 
         let delta = packet.sequence.wrapping_sub(source.max_sequence);
@@ -532,5 +540,20 @@ mod tests {
         }
         let j = r.stats().jitter_ms;
         assert!((9.0..=11.0).contains(&j), "jitter {j} ms");
+    }
+
+    #[test]
+    fn a_timestamp_wrapping_past_its_32_bits_is_no_jitter() {
+        let mut r = RtpReceiver::new(8000);
+        let mut at = Instant::now();
+        let first = u32::MAX - 160 * 50;
+        for i in 0..100u32 {
+            at += Duration::from_millis(20);
+            let timestamp = first.wrapping_add(160 * i);
+            r.on_packet(at, &parse(&packet(i as u16, timestamp, 1)).unwrap());
+        }
+        // Steady 20 ms packets: nothing but the arrival times' rounding.
+        let j = r.stats().jitter_ms;
+        assert!(j < 0.001, "jitter {j} ms");
     }
 }

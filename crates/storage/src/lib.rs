@@ -12,9 +12,17 @@
 //! `UPDATE` itself. Deleting a trunk, number or agent hides it (calls keep their references);
 //! deleting one still in use is refused.
 //!
+//! The call path's writes — new calls, status steps, transcripts, results and the outbox events
+//! they announce — go through one writer thread with a connection of its own, which commits
+//! whatever queued up since its last commit as one transaction of set-based statements (see
+//! `writer.rs`): one `fsync` and a few round trips for many calls, and SQLite's single write
+//! lock never waits on the busy async runtime. Reads and the rarer writes (agents, trunks,
+//! numbers, keys, deliveries) use the pool.
+//!
 //! Times are Unix epoch milliseconds. Free-form JSON (agent configuration, call context,
 //! metadata, transcript, result, media statistics) is stored as text.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,6 +33,10 @@ use sqlx::any::AnyRow;
 use sqlx::pool::PoolOptions;
 use sqlx::{Any, AnyConnection, AnyPool};
 use uuid::Uuid;
+
+mod writer;
+
+use writer::{Pending, Write, Writer};
 
 /// Errors from storage.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +85,15 @@ pub enum StorageError {
     InvalidCursor {
         /// The cursor given.
         cursor: String,
+    },
+    /// The storage was closed (or its writer stopped) before the write was committed.
+    #[error("storage is closed")]
+    Closed,
+    /// The writer's thread could not be started.
+    #[error("cannot start the storage writer thread: {source}")]
+    WriterThread {
+        /// Why.
+        source: std::io::Error,
     },
     /// A stored value could not be read back.
     #[error("stored {column} is unreadable: {detail}")]
@@ -535,6 +556,8 @@ pub struct CallProgress {
 pub struct Storage {
     pool: AnyPool,
     backend: Backend,
+    /// The call path's writes (calls, their steps and details, their events) go through it.
+    writer: Writer,
 }
 
 /// Which database a [`Storage`] runs on.
@@ -618,6 +641,24 @@ fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// What every connection does first. On SQLite: write-ahead logging (readers never wait for
+/// the writer), foreign keys, and up to 5 s of waiting for the write lock.
+async fn prepare_connection(
+    conn: &mut AnyConnection,
+    backend: Backend,
+) -> std::result::Result<(), sqlx::Error> {
+    if backend == Backend::Sqlite {
+        for pragma in [
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA foreign_keys = ON",
+            "PRAGMA busy_timeout = 5000",
+        ] {
+            sqlx::query(pragma).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
 impl Storage {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or
     /// `sqlite::memory:`) and applies the schema.
@@ -643,27 +684,19 @@ impl Storage {
         let max = if memory { 1 } else { 8 };
         let pool = PoolOptions::<Any>::new()
             .max_connections(max)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        for pragma in [
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA foreign_keys = ON",
-                            "PRAGMA busy_timeout = 5000",
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
+            .after_connect(move |conn, _| Box::pin(prepare_connection(conn, backend)))
             .connect(&url)
             .await?;
         match backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        let writer = Writer::start(url, backend, memory.then(|| pool.clone())).await?;
+        Ok(Self {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     /// The database this storage runs on.
@@ -797,8 +830,10 @@ impl Storage {
         Ok(org)
     }
 
-    /// Closes the connections once their work is done (SQLite checkpoints its journal).
+    /// Closes the connections once their work is done (SQLite checkpoints its journal): the
+    /// writes already queued are committed first.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -1210,66 +1245,21 @@ impl Storage {
         c: NewCall,
         key: Option<(&str, &str)>,
     ) -> Result<Inserted> {
-        if let Some((key, hash)) = key
-            && let Some(existing) = self
-                .idempotent_call(&format!("{}:{key}", c.org_id), hash)
-                .await?
+        // Keys are per organisation.
+        let key = key.map(|(k, hash)| (format!("{}:{k}", c.org_id), hash.to_owned()));
+        if let Some((key, hash)) = &key
+            && let Some(existing) = self.idempotent_call(key, hash).await?
         {
             return Ok(Inserted::Existing(existing));
         }
-        let id = Uuid::now_v7();
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO calls (id, agent_id, to_number, from_number, trunk_id, instructions, \
-             context, metadata, webhook_url, status, created_at, updated_at, org_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, $12)",
-        )
-        .bind(id.to_string())
-        .bind(c.agent_id.to_string())
-        .bind(&c.to)
-        .bind(&c.from_number)
-        .bind(c.trunk_id.to_string())
-        .bind(&c.instructions)
-        .bind(c.context.to_string())
-        .bind(c.metadata.to_string())
-        .bind(&c.webhook_url)
-        .bind(now)
-        .bind(now)
-        .bind(c.org_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        // Keys are per organisation.
-        let scoped = key.map(|(k, hash)| (format!("{}:{k}", c.org_id), hash));
-        let key = scoped.as_ref().map(|(k, hash)| (k.as_str(), *hash));
-        if let Some((key, hash)) = key {
-            let claimed = sqlx::query(
-                "INSERT INTO idempotency_keys (key, body_hash, call_id, created_at) \
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(key)
-            .bind(hash)
-            .bind(id.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            if let Err(e) = claimed {
-                // A concurrent request took the key first: ours is rolled back, theirs wins.
-                drop(tx);
-                return match unique_violation(&e) {
-                    true => self
-                        .idempotent_call(key, hash)
-                        .await?
-                        .map(Inserted::Existing)
-                        .ok_or(StorageError::Database(e)),
-                    false => Err(e.into()),
-                };
-            }
-        }
-        let call = fetch_call(&mut tx, id).await?;
-        enqueue_event(&mut tx, &call).await?;
-        tx.commit().await?;
-        Ok(Inserted::New(call))
+        self.writer
+            .write(InsertCall {
+                id: Uuid::now_v7(),
+                now: now_ms(),
+                call: c,
+                key,
+            })
+            .await
     }
 
     /// The call organisation `org` already dispatched under idempotency `key`, if any; a
@@ -1285,21 +1275,8 @@ impl Storage {
 
     /// The call stored under `key`, if any; a different `hash` is a conflict.
     async fn idempotent_call(&self, key: &str, hash: &str) -> Result<Option<Call>> {
-        let row = sqlx::query("SELECT body_hash, call_id FROM idempotency_keys WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let stored: String = row.try_get("body_hash")?;
-        if stored != hash {
-            return Err(StorageError::Conflict {
-                entity: "dispatch",
-                field: "Idempotency-Key",
-            });
-        }
-        Ok(Some(self.get_call(uuid_of(&row, "call_id")?).await?))
+        let mut conn = self.pool.acquire().await?;
+        idempotent_call_on(&mut conn, key, hash).await
     }
 
     /// Calls newest first, filtered, at most `limit`, after `cursor` (from the previous page).
@@ -1358,49 +1335,13 @@ impl Storage {
         status: CallStatus,
         progress: CallProgress,
     ) -> Result<bool> {
-        let now = progress.at.unwrap_or_else(now_ms);
-        let rank = |s: CallStatus| match s {
-            CallStatus::Queued => 0,
-            CallStatus::Dialing => 1,
-            CallStatus::Ringing => 2,
-            CallStatus::InProgress => 3,
-            CallStatus::Completed
-            | CallStatus::Busy
-            | CallStatus::NoAnswer
-            | CallStatus::Failed
-            | CallStatus::Canceled => 4,
-        };
-        let q = sqlx::query(
-            "UPDATE calls SET status = $1, updated_at = $2, \
-             dialed_at = CASE WHEN $3 = 1 THEN COALESCE(dialed_at, $2) ELSE dialed_at END, \
-             ringing_at = CASE WHEN $3 = 2 THEN COALESCE(ringing_at, $2) ELSE ringing_at END, \
-             answered_at = CASE WHEN $3 = 3 THEN COALESCE(answered_at, $2) ELSE answered_at END, \
-             ended_at = CASE WHEN $3 = 4 THEN COALESCE(ended_at, $2) ELSE ended_at END, \
-             sip_call_id = COALESCE($4, sip_call_id), sip_status = COALESCE($5, sip_status), \
-             end_reason = COALESCE($6, end_reason), ended_by = COALESCE($7, ended_by), \
-             media = COALESCE($8, media), transcript = COALESCE($9, transcript) \
-             WHERE id = $10 AND (CASE status WHEN 'queued' THEN 0 WHEN 'dialing' THEN 1 \
-             WHEN 'ringing' THEN 2 WHEN 'in_progress' THEN 3 ELSE 4 END) < $3",
-        )
-        .bind(status.as_str())
-        .bind(now)
-        .bind(rank(status))
-        .bind(progress.sip_call_id)
-        .bind(progress.sip_status.map(i64::from))
-        .bind(progress.end_reason)
-        .bind(progress.ended_by)
-        .bind(progress.media.map(|m| m.to_string()))
-        .bind(progress.transcript.map(|t| t.to_string()))
-        .bind(id.to_string());
-        let mut tx = self.pool.begin().await?;
-        if q.execute(&mut *tx).await?.rows_affected() != 1 {
-            return Ok(false);
-        }
-        // The event announcing the step commits with the step, or neither does.
-        let call = fetch_call(&mut tx, id).await?;
-        enqueue_event(&mut tx, &call).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.writer
+            .write(AdvanceCall {
+                id,
+                status,
+                progress,
+            })
+            .await
     }
 
     /// Records the call's structured result, or why there is none (validated by the caller
@@ -1411,39 +1352,33 @@ impl Storage {
         result: Option<&Value>,
         result_error: Option<&str>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE calls SET result = COALESCE($1, result), result_error = $2, updated_at = $3 \
-             WHERE id = $4",
-        )
-        .bind(result.map(Value::to_string))
-        .bind(result_error)
-        .bind(now_ms())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let detail = CallDetail::Result {
+            result: result.map(Value::to_string),
+            error: result_error.map(str::to_owned),
+        };
+        self.set_detail(id, detail).await
     }
 
     /// Replaces the call's transcript (a list of `{role, text, at}`).
     pub async fn set_transcript(&self, id: Uuid, transcript: &Value) -> Result<()> {
-        sqlx::query("UPDATE calls SET transcript = $1, updated_at = $2 WHERE id = $3")
-            .bind(transcript.to_string())
-            .bind(now_ms())
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.set_detail(id, CallDetail::Transcript(transcript.to_string()))
+            .await
     }
 
     /// Records who answered (answering-machine detection). Not a status step: no event.
     pub async fn set_answered_by(&self, id: Uuid, answered_by: &str) -> Result<()> {
-        sqlx::query("UPDATE calls SET answered_by = $1, updated_at = $2 WHERE id = $3")
-            .bind(answered_by)
-            .bind(now_ms())
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.set_detail(id, CallDetail::AnsweredBy(answered_by.to_owned()))
+            .await
+    }
+
+    async fn set_detail(&self, id: Uuid, detail: CallDetail) -> Result<()> {
+        self.writer
+            .write(SetDetail {
+                id,
+                now: now_ms(),
+                detail,
+            })
+            .await
     }
 
     /// Ends every call a previous run left unfinished (the process died with them live) with
@@ -1589,18 +1524,23 @@ async fn fetch_call(conn: &mut AnyConnection, id: Uuid) -> Result<Call> {
             entity: "call",
             id: id.to_string(),
         })?;
+    call_from(&row)
+}
+
+/// A call from its row (`SELECT *` or `RETURNING *`).
+fn call_from(row: &AnyRow) -> Result<Call> {
     let status: String = row.try_get("status")?;
     let sip_status: Option<i64> = row.try_get("sip_status")?;
     Ok(Call {
-        id: uuid_of(&row, "id")?,
-        org_id: org_of(&row)?,
-        agent_id: uuid_of(&row, "agent_id")?,
+        id: uuid_of(row, "id")?,
+        org_id: org_of(row)?,
+        agent_id: uuid_of(row, "agent_id")?,
         to: row.try_get("to_number")?,
         from_number: row.try_get("from_number")?,
-        trunk_id: uuid_of(&row, "trunk_id")?,
+        trunk_id: uuid_of(row, "trunk_id")?,
         instructions: row.try_get("instructions")?,
-        context: json_of(&row, "context")?,
-        metadata: json_of(&row, "metadata")?,
+        context: json_of(row, "context")?,
+        metadata: json_of(row, "metadata")?,
         webhook_url: row.try_get("webhook_url")?,
         status: status.parse()?,
         end_reason: row.try_get("end_reason")?,
@@ -1608,10 +1548,10 @@ async fn fetch_call(conn: &mut AnyConnection, id: Uuid) -> Result<Call> {
         sip_call_id: row.try_get("sip_call_id")?,
         answered_by: row.try_get("answered_by")?,
         sip_status: sip_status.and_then(|s| u16::try_from(s).ok()),
-        transcript: json_of(&row, "transcript")?,
-        result: opt_json_of(&row, "result")?,
+        transcript: json_of(row, "transcript")?,
+        result: opt_json_of(row, "result")?,
         result_error: row.try_get("result_error")?,
-        media: opt_json_of(&row, "media")?,
+        media: opt_json_of(row, "media")?,
         created_at: row.try_get("created_at")?,
         dialed_at: row.try_get("dialed_at")?,
         ringing_at: row.try_get("ringing_at")?,
@@ -1619,6 +1559,298 @@ async fn fetch_call(conn: &mut AnyConnection, id: Uuid) -> Result<Call> {
         ended_at: row.try_get("ended_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// The call stored under the idempotency `key` (scoped to its organisation), if any; a
+/// different request `hash` is a conflict.
+async fn idempotent_call_on(
+    conn: &mut AnyConnection,
+    key: &str,
+    hash: &str,
+) -> Result<Option<Call>> {
+    let row = sqlx::query("SELECT body_hash, call_id FROM idempotency_keys WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let stored: String = row.try_get("body_hash")?;
+    if stored != hash {
+        return Err(StorageError::Conflict {
+            entity: "dispatch",
+            field: "Idempotency-Key",
+        });
+    }
+    Ok(Some(fetch_call(conn, uuid_of(&row, "call_id")?).await?))
+}
+
+/// `($1, $2, …), ($n+1, …)`: the placeholders of `rows` rows of `columns` values each.
+fn values(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * columns + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// A new call (`queued`), its idempotency key if it has one, and the event announcing it.
+struct InsertCall {
+    id: Uuid,
+    now: i64,
+    call: NewCall,
+    /// The key scoped to the organisation, and the request's hash.
+    key: Option<(String, String)>,
+}
+
+impl Write for InsertCall {
+    type Output = Inserted;
+
+    fn call_id(&self) -> Uuid {
+        self.id
+    }
+
+    fn apply_all<'c>(
+        conn: &'c mut AnyConnection,
+        writes: &'c [&'c Self],
+    ) -> Pending<'c, Vec<Inserted>> {
+        Box::pin(async move {
+            let sql = format!(
+                "INSERT INTO calls (id, agent_id, to_number, from_number, trunk_id, instructions, \
+                 context, metadata, webhook_url, status, created_at, updated_at, org_id) \
+                 VALUES {} RETURNING *",
+                values(writes.len(), 13)
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for w in writes {
+                let c = &w.call;
+                insert = insert
+                    .bind(w.id.to_string())
+                    .bind(c.agent_id.to_string())
+                    .bind(c.to.as_str())
+                    .bind(c.from_number.as_str())
+                    .bind(c.trunk_id.to_string())
+                    .bind(c.instructions.as_deref())
+                    .bind(c.context.to_string())
+                    .bind(c.metadata.to_string())
+                    .bind(c.webhook_url.as_deref())
+                    .bind(CallStatus::Queued.as_str())
+                    .bind(w.now)
+                    .bind(w.now)
+                    .bind(c.org_id.to_string());
+            }
+            let mut written = HashMap::new();
+            for row in insert.fetch_all(&mut *conn).await? {
+                let call = call_from(&row)?;
+                written.insert(call.id, call);
+            }
+            let keyed: Vec<_> = writes
+                .iter()
+                .filter_map(|w| w.key.as_ref().map(|key| (w, key)))
+                .collect();
+            if !keyed.is_empty() {
+                let sql = format!(
+                    "INSERT INTO idempotency_keys (key, body_hash, call_id, created_at) VALUES {}",
+                    values(keyed.len(), 4)
+                );
+                let mut claim = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (w, (key, hash)) in keyed {
+                    claim = claim
+                        .bind(key.as_str())
+                        .bind(hash.as_str())
+                        .bind(w.id.to_string())
+                        .bind(w.now);
+                }
+                claim.execute(&mut *conn).await?;
+            }
+            let calls = writes
+                .iter()
+                .map(|w| {
+                    written.remove(&w.id).ok_or_else(|| StorageError::NotFound {
+                        entity: "call",
+                        id: w.id.to_string(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            enqueue_events(conn, calls.iter()).await?;
+            Ok(calls.into_iter().map(Inserted::New).collect())
+        })
+    }
+
+    /// A concurrent request took the key first: ours is rolled back, theirs wins.
+    fn recover<'c>(
+        &'c self,
+        conn: &'c mut AnyConnection,
+        error: StorageError,
+    ) -> Pending<'c, Inserted> {
+        Box::pin(async move {
+            match (&self.key, &error) {
+                (Some((key, hash)), StorageError::Database(e)) if unique_violation(e) => {
+                    idempotent_call_on(conn, key, hash)
+                        .await?
+                        .map(Inserted::Existing)
+                        .ok_or(error)
+                }
+                _ => Err(error),
+            }
+        })
+    }
+}
+
+/// A status step, only if it moves the call forward, with the event announcing it.
+struct AdvanceCall {
+    id: Uuid,
+    status: CallStatus,
+    progress: CallProgress,
+}
+
+/// A status's place in a call's life: a step only ever goes to a higher one.
+fn rank(status: CallStatus) -> i64 {
+    match status {
+        CallStatus::Queued => 0,
+        CallStatus::Dialing => 1,
+        CallStatus::Ringing => 2,
+        CallStatus::InProgress => 3,
+        CallStatus::Completed
+        | CallStatus::Busy
+        | CallStatus::NoAnswer
+        | CallStatus::Failed
+        | CallStatus::Canceled => 4,
+    }
+}
+
+impl Write for AdvanceCall {
+    /// Whether the row changed.
+    type Output = bool;
+
+    fn call_id(&self) -> Uuid {
+        self.id
+    }
+
+    fn apply_all<'c>(
+        conn: &'c mut AnyConnection,
+        writes: &'c [&'c Self],
+    ) -> Pending<'c, Vec<bool>> {
+        Box::pin(async move {
+            // The steps as a table; its columns are prefixed so that PostgreSQL's `RETURNING *`
+            // (every table of the statement) does not repeat the calls' column names.
+            let sql = format!(
+                "WITH step (step_id, step_status, step_rank, step_at, step_sip_call_id, \
+                 step_sip_status, step_end_reason, step_ended_by, step_media, step_transcript) \
+                 AS (VALUES {}) \
+                 UPDATE calls SET status = step.step_status, updated_at = step.step_at, \
+                 dialed_at = CASE WHEN step.step_rank = 1 \
+                   THEN COALESCE(calls.dialed_at, step.step_at) ELSE calls.dialed_at END, \
+                 ringing_at = CASE WHEN step.step_rank = 2 \
+                   THEN COALESCE(calls.ringing_at, step.step_at) ELSE calls.ringing_at END, \
+                 answered_at = CASE WHEN step.step_rank = 3 \
+                   THEN COALESCE(calls.answered_at, step.step_at) ELSE calls.answered_at END, \
+                 ended_at = CASE WHEN step.step_rank = 4 \
+                   THEN COALESCE(calls.ended_at, step.step_at) ELSE calls.ended_at END, \
+                 sip_call_id = COALESCE(step.step_sip_call_id, calls.sip_call_id), \
+                 sip_status = COALESCE(step.step_sip_status, calls.sip_status), \
+                 end_reason = COALESCE(step.step_end_reason, calls.end_reason), \
+                 ended_by = COALESCE(step.step_ended_by, calls.ended_by), \
+                 media = COALESCE(step.step_media, calls.media), \
+                 transcript = COALESCE(step.step_transcript, calls.transcript) \
+                 FROM step WHERE calls.id = step.step_id AND (CASE calls.status \
+                 WHEN 'queued' THEN 0 WHEN 'dialing' THEN 1 WHEN 'ringing' THEN 2 \
+                 WHEN 'in_progress' THEN 3 ELSE 4 END) < step.step_rank RETURNING *",
+                values(writes.len(), 10)
+            );
+            let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for w in writes {
+                let progress = &w.progress;
+                update = update
+                    .bind(w.id.to_string())
+                    .bind(w.status.as_str())
+                    .bind(rank(w.status))
+                    .bind(progress.at.unwrap_or_else(now_ms))
+                    .bind(progress.sip_call_id.as_deref())
+                    .bind(progress.sip_status.map(i64::from))
+                    .bind(progress.end_reason.as_deref())
+                    .bind(progress.ended_by.as_deref())
+                    .bind(progress.media.as_ref().map(Value::to_string))
+                    .bind(progress.transcript.as_ref().map(Value::to_string));
+            }
+            let mut advanced = HashMap::new();
+            for row in update.fetch_all(&mut *conn).await? {
+                let call = call_from(&row)?;
+                advanced.insert(call.id, call);
+            }
+            // The events announcing the steps commit with them, or neither does.
+            enqueue_events(conn, writes.iter().filter_map(|w| advanced.get(&w.id))).await?;
+            Ok(writes
+                .iter()
+                .map(|w| advanced.contains_key(&w.id))
+                .collect())
+        })
+    }
+}
+
+/// A detail of a call that is not a status step (no event).
+enum CallDetail {
+    /// The structured result (JSON text; `None` keeps the one stored) and why there is none.
+    Result {
+        result: Option<String>,
+        error: Option<String>,
+    },
+    /// The whole transcript, JSON text.
+    Transcript(String),
+    /// Who answered.
+    AnsweredBy(String),
+}
+
+/// Writes a [`CallDetail`].
+struct SetDetail {
+    id: Uuid,
+    now: i64,
+    detail: CallDetail,
+}
+
+impl Write for SetDetail {
+    type Output = ();
+
+    fn call_id(&self) -> Uuid {
+        self.id
+    }
+
+    /// One statement each: details are written a few times in a call's life, not per step.
+    fn apply_all<'c>(conn: &'c mut AnyConnection, writes: &'c [&'c Self]) -> Pending<'c, Vec<()>> {
+        Box::pin(async move {
+            for w in writes {
+                let query = match &w.detail {
+                    CallDetail::Result { result, error } => sqlx::query(
+                        "UPDATE calls SET result = COALESCE($1, result), result_error = $2, \
+                         updated_at = $3 WHERE id = $4",
+                    )
+                    .bind(result.as_deref())
+                    .bind(error.as_deref()),
+                    CallDetail::Transcript(transcript) => sqlx::query(
+                        "UPDATE calls SET transcript = $1, updated_at = $2 WHERE id = $3",
+                    )
+                    .bind(transcript.as_str()),
+                    CallDetail::AnsweredBy(who) => sqlx::query(
+                        "UPDATE calls SET answered_by = $1, updated_at = $2 WHERE id = $3",
+                    )
+                    .bind(who.as_str()),
+                };
+                query
+                    .bind(w.now)
+                    .bind(w.id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(vec![(); writes.len()])
+        })
+    }
 }
 
 /// The webhook event type announcing a step to `status`.
@@ -1636,43 +1868,66 @@ fn event_type(status: CallStatus) -> &'static str {
     }
 }
 
-/// Writes the event announcing `call`'s current status into the outbox, on `conn` — the same
-/// transaction as the change it announces. Nothing happens for calls without a webhook URL.
-async fn enqueue_event(conn: &mut AnyConnection, call: &Call) -> Result<()> {
-    let Some(url) = &call.webhook_url else {
+/// Writes the events announcing `calls`' current statuses (each call once) into the outbox, on
+/// `conn` — the same transaction as the changes they announce. Calls without a webhook URL have
+/// none.
+async fn enqueue_events<'a>(
+    conn: &mut AnyConnection,
+    calls: impl Iterator<Item = &'a Call>,
+) -> Result<()> {
+    let hooked: Vec<(&Call, &str)> = calls
+        .filter_map(|call| call.webhook_url.as_deref().map(|url| (call, url)))
+        .collect();
+    if hooked.is_empty() {
         return Ok(());
-    };
-    let sequence: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(sequence), 0) + 1 FROM webhook_events WHERE call_id = $1",
-    )
-    .bind(call.id.to_string())
-    .fetch_one(&mut *conn)
-    .await?;
-    let id = Uuid::now_v7();
-    let now = now_ms();
-    let kind = event_type(call.status);
-    let body = serde_json::json!({
-        "id": id,
-        "type": kind,
-        "created_at": rfc3339(now),
-        "call_id": call.id,
-        "sequence": sequence,
-        "data": {"call": call.to_json()},
-    });
-    sqlx::query(
+    }
+    // Each call's events are numbered in order.
+    let sql = format!(
+        "SELECT call_id, MAX(sequence) AS last FROM webhook_events WHERE call_id IN ({}) \
+         GROUP BY call_id",
+        (1..=hooked.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut last = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (call, _) in &hooked {
+        last = last.bind(call.id.to_string());
+    }
+    let mut sequences = HashMap::new();
+    for row in last.fetch_all(&mut *conn).await? {
+        sequences.insert(uuid_of(&row, "call_id")?, row.try_get::<i64, _>("last")?);
+    }
+    let sql = format!(
         "INSERT INTO webhook_events (id, call_id, sequence, type, url, body, created_at, \
-         next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(id.to_string())
-    .bind(call.id.to_string())
-    .bind(sequence)
-    .bind(kind)
-    .bind(url)
-    .bind(body.to_string())
-    .bind(now)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+         next_attempt_at) VALUES {}",
+        values(hooked.len(), 8)
+    );
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let now = now_ms();
+    for (call, url) in hooked {
+        let id = Uuid::now_v7();
+        let sequence = sequences.get(&call.id).copied().unwrap_or(0) + 1;
+        let kind = event_type(call.status);
+        let body = serde_json::json!({
+            "id": id,
+            "type": kind,
+            "created_at": rfc3339(now),
+            "call_id": call.id,
+            "sequence": sequence,
+            "data": {"call": call.to_json()},
+        });
+        insert = insert
+            .bind(id.to_string())
+            .bind(call.id.to_string())
+            .bind(sequence)
+            .bind(kind)
+            .bind(url)
+            .bind(body.to_string())
+            .bind(now)
+            .bind(now);
+    }
+    insert.execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -1929,6 +2184,21 @@ mod tests {
             max_concurrent_calls: Some(10),
             max_calls_per_second: None,
             register: false,
+        }
+    }
+
+    /// A new call of `first`'s agent, number and trunk, to `to`, with `webhook_url`.
+    fn another(first: &Call, to: &str, webhook_url: Option<&str>) -> NewCall {
+        NewCall {
+            org_id: first.org_id,
+            agent_id: first.agent_id,
+            to: to.into(),
+            from_number: first.from_number.clone(),
+            trunk_id: first.trunk_id,
+            instructions: None,
+            context: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+            webhook_url: webhook_url.map(str::to_owned),
         }
     }
 
@@ -2308,19 +2578,188 @@ mod tests {
     }
 
     on_both!(idempotent_inserts_and_pagination);
+
+    /// What queued up together is committed together; a write that fails in the group is
+    /// answered alone and the others still commit, each caller told its own outcome.
+    async fn a_group_with_a_failing_write_commits_the_rest(s: Storage) {
+        let first = call(&s).await;
+        let insert = |to: &str, key: Option<(&str, &str)>| InsertCall {
+            id: Uuid::now_v7(),
+            now: now_ms(),
+            call: another(&first, to, Some("https://example.com/hook")),
+            key: key.map(|(k, h)| (k.to_owned(), h.to_owned())),
+        };
+        let mut conn = s.pool.acquire().await.unwrap();
+        let told = writer::commit_together(
+            &mut conn,
+            vec![
+                insert("+15550000001", Some(("k", "h"))),
+                // The same key and request: the first one's call.
+                insert("+15550000001", Some(("k", "h"))),
+                // The same key, another request: refused.
+                insert("+15550000002", Some(("k", "other"))),
+                insert("+15550000003", None),
+            ],
+        )
+        .await;
+        drop(conn);
+        let [a, b, c, d] = <[_; 4]>::try_from(told).unwrap();
+        let Inserted::New(a) = a.unwrap() else {
+            panic!("the key's first use writes a call");
+        };
+        assert_eq!(b.unwrap(), Inserted::Existing(a.clone()));
+        assert!(matches!(
+            c,
+            Err(StorageError::Conflict {
+                field: "Idempotency-Key",
+                ..
+            })
+        ));
+        let Inserted::New(d) = d.unwrap() else {
+            panic!("a call without a key is new");
+        };
+        for written in [&a, &d] {
+            assert_eq!(s.get_call(written.id).await.unwrap(), *written);
+            // Its `call.queued` event committed with it.
+            assert_eq!(s.call_events(written.id).await.unwrap().len(), 1);
+        }
+        let (all, _) = s
+            .list_calls(&CallFilter::default(), 10, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            all.len(),
+            3,
+            "the first call, a and d; nothing of the refused one"
+        );
+    }
+
+    on_both!(a_group_with_a_failing_write_commits_the_rest);
+
+    /// Steps of several calls in one group are one statement; two steps of one call in the
+    /// same group still apply in their order (rounds), a step backwards changes nothing, and the
+    /// events are numbered per call in the order of the steps.
+    async fn a_group_of_steps_keeps_each_calls_order(s: Storage) {
+        let first = call(&s).await;
+        let hooked = |to: &str| another(&first, to, Some("https://example.com/hook"));
+        let a = s.insert_call(hooked("+15550000001")).await.unwrap();
+        let b = s.insert_call(hooked("+15550000002")).await.unwrap();
+        let step = |id: Uuid, status: CallStatus, at: i64| AdvanceCall {
+            id,
+            status,
+            progress: CallProgress {
+                at: Some(at),
+                sip_call_id: Some(format!("sip-{id}")),
+                ..CallProgress::default()
+            },
+        };
+        let mut conn = s.pool.acquire().await.unwrap();
+        let told = writer::commit_together(
+            &mut conn,
+            vec![
+                step(a.id, CallStatus::Dialing, 1_000),
+                step(b.id, CallStatus::Ringing, 1_100),
+                step(a.id, CallStatus::InProgress, 1_200),
+                // Behind `ringing` already in this group: refused.
+                step(b.id, CallStatus::Dialing, 1_300),
+                step(a.id, CallStatus::Completed, 1_400),
+            ],
+        )
+        .await;
+        drop(conn);
+        let told: Vec<bool> = told.into_iter().map(Result::unwrap).collect();
+        assert_eq!(told, [true, true, true, false, true]);
+        let a = s.get_call(a.id).await.unwrap();
+        assert_eq!(a.status, CallStatus::Completed);
+        assert_eq!(
+            (a.dialed_at, a.answered_at, a.ended_at),
+            (Some(1_000), Some(1_200), Some(1_400))
+        );
+        assert_eq!(a.sip_call_id, Some(format!("sip-{}", a.id)));
+        let b = s.get_call(b.id).await.unwrap();
+        assert_eq!(
+            (b.status, b.ringing_at, b.dialed_at),
+            (CallStatus::Ringing, Some(1_100), None)
+        );
+        let kinds = |events: Vec<Value>| -> Vec<(i64, String)> {
+            events
+                .iter()
+                .map(|e| {
+                    (
+                        e["sequence"].as_i64().unwrap(),
+                        e["type"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            kinds(s.call_events(a.id).await.unwrap()),
+            [
+                (1, "call.queued".to_owned()),
+                (2, "call.dialing".to_owned()),
+                (3, "call.answered".to_owned()),
+                (4, "call.ended".to_owned())
+            ]
+        );
+        assert_eq!(
+            kinds(s.call_events(b.id).await.unwrap()),
+            [
+                (1, "call.queued".to_owned()),
+                (2, "call.ringing".to_owned())
+            ]
+        );
+    }
+
+    on_both!(a_group_of_steps_keeps_each_calls_order);
+
+    /// Writes from many callers at once all commit and each gets its own answer; after
+    /// `close`, what was queued is in and later writes are refused.
+    async fn concurrent_writes_all_commit_and_close_refuses_later_ones(s: Storage) {
+        let first = call(&s).await;
+        let mut steps = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let (s, first) = (s.clone(), first.clone());
+            steps.spawn(async move {
+                let call = s
+                    .insert_call(another(&first, &format!("+155500002{i:02}"), None))
+                    .await
+                    .unwrap();
+                let advanced = s
+                    .advance_call(call.id, CallStatus::Dialing, CallProgress::default())
+                    .await
+                    .unwrap();
+                let repeated = s
+                    .advance_call(call.id, CallStatus::Dialing, CallProgress::default())
+                    .await
+                    .unwrap();
+                s.set_transcript(call.id, &serde_json::json!([{"role": "agent", "text": i}]))
+                    .await
+                    .unwrap();
+                (call.id, advanced, repeated)
+            });
+        }
+        for (id, advanced, repeated) in steps.join_all().await {
+            assert!(
+                advanced && !repeated,
+                "one step forward, the repeat refused"
+            );
+            let call = s.get_call(id).await.unwrap();
+            assert_eq!(call.status, CallStatus::Dialing);
+            assert_eq!(call.transcript.as_array().map(Vec::len), Some(1));
+        }
+        let queued = s.set_answered_by(first.id, "human");
+        let (queued, ()) = tokio::join!(queued, s.writer.close());
+        queued.unwrap();
+        assert!(matches!(
+            s.set_answered_by(first.id, "machine").await,
+            Err(StorageError::Closed)
+        ));
+    }
+
+    on_both!(concurrent_writes_all_commit_and_close_refuses_later_ones);
     async fn idempotent_inserts_and_pagination(s: Storage) {
         let first = call(&s).await;
-        let new = |to: &str| NewCall {
-            org_id: first.org_id,
-            agent_id: first.agent_id,
-            to: to.into(),
-            from_number: first.from_number.clone(),
-            trunk_id: first.trunk_id,
-            instructions: None,
-            context: serde_json::json!({}),
-            metadata: serde_json::json!({}),
-            webhook_url: None,
-        };
+        let new = |to: &str| another(&first, to, None);
         let Inserted::New(a) = s
             .insert_call_once(new("+15550000001"), Some(("k1", "h1")))
             .await

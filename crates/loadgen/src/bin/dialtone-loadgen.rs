@@ -24,8 +24,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use dialtone_loadgen::callee::{CalleeConfig, OutcomeMix};
 use dialtone_loadgen::load::{self, Control, LoadPlan};
 use dialtone_loadgen::plot::{self, TimelineSample};
-use dialtone_loadgen::report::{DaemonUsage, Percentiles, first_trouble};
+use dialtone_loadgen::report::{DaemonUsage, Percentiles, first_trouble, most_held_within_budget};
 use dialtone_loadgen::sim::Simulator;
+use dialtone_loadgen::stalls::StallWatch;
 use dialtone_loadgen::voice::VoiceScript;
 use dialtone_loadgen::{clock_ticks, host_steal_seconds, process_usage};
 use dialtone_sdp::AudioCodec;
@@ -259,6 +260,14 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The value of Prometheus counter `name` (no labels) in `text`; 0 when absent.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Percentiles (upper bucket bounds, ms) of Prometheus histogram `name` in `text`.
 fn histogram(text: &str, name: &str) -> Percentiles {
     let prefix = format!("{name}_bucket{{le=\"");
@@ -429,7 +438,15 @@ async fn bench(
             sim_args.hold_seconds,
         );
         p.watch_cpu = Some((pid, ticks));
+        let stalls = StallWatch::start()?;
+        if !stalls.realtime() {
+            eprintln!(
+                "the stall watch runs without real-time scheduling or pinning: a busy machine's \
+                 threads delay it too, and it reports that as stalls"
+            );
+        }
         let (mut report, records) = load::run(&control, sim, &p).await?;
+        report.note_machine_stalls(&stalls.finish());
         sampling.store(false, Ordering::Relaxed);
         let timeline = sampler.join().unwrap_or_default();
         let (cpu_after, _) = process_usage(pid, ticks).context("reading /proc of dialtoned")?;
@@ -457,6 +474,7 @@ async fn bench(
             outbound_ms: histogram(&metrics, "dialtone_media_outbound_latency_seconds"),
             step_ms: histogram(&metrics, "dialtone_media_step_seconds"),
             tick_lateness_ms: histogram(&metrics, "dialtone_media_tick_lateness_seconds"),
+            ticks_skipped: counter(&metrics, "dialtone_media_ticks_skipped_total"),
             loadgen_cpu_seconds: own_after - own_before,
             host_steal_seconds: host_steal_seconds(ticks) - steal_before,
         });
@@ -485,23 +503,16 @@ async fn bench(
             break;
         }
     }
-    // What a step held is the most calls live at once: a step whose calls were set up too
-    // slowly to all be live together held fewer than it planned.
-    let mut held = steps
-        .iter()
-        .filter(|(_, r, _)| r.within_budget())
-        .map(|(c, r, _)| (*c).min(r.dispatch.max_concurrent))
-        .max();
-    if let Some(Some(trouble)) = &linear_trouble {
-        // The calls live just before the first trouble.
-        held = trouble.live_calls.checked_sub(1).filter(|n| *n > 0);
-    }
+    let held = most_held_within_budget(
+        steps.iter().map(|(_, r, _)| r),
+        linear_trouble.as_ref().map(Option::as_ref),
+    );
     // The references, at the largest step within budget (or the first step).
     let reference_calls = held.or_else(|| ramp.first().copied()).unwrap_or(100);
     // Per call-second, so the linear ramp's one run compares too.
     let daemon_step = steps
         .iter()
-        .find(|(c, r, _)| (*c).min(r.dispatch.max_concurrent) == reference_calls)
+        .find(|(_, r, _)| r.held() == reference_calls)
         .or_else(|| steps.last())
         .and_then(|(_, r, _)| r.daemon.clone());
     eprintln!("== references at {reference_calls} calls ==");
@@ -561,13 +572,25 @@ async fn bench(
     for (c, r, _) in &steps {
         md.push_str(&format!("\n## {c} concurrent calls\n\n{}", r.markdown()));
     }
+    let reflector_stalls = match reflector.machine_stalls_ms.as_slice() {
+        [] => "none".to_owned(),
+        stalls => {
+            let longest: Vec<String> = stalls
+                .iter()
+                .take(5)
+                .map(|ms| format!("{ms:.0} ms"))
+                .collect();
+            format!("{}, the longest {}", stalls.len(), longest.join(", "))
+        }
+    };
     md.push_str(&format!(
         "\n## References at {reference_calls} calls\n\n| reference | figure |\n|---|---|\n\
-         | bare UDP reflector, the same packets | {:.3} ms CPU per call-second ({} streams with gaps > 30 ms) |\n\
+         | bare UDP reflector, the same packets | {:.3} ms CPU per call-second ({} streams with gaps > 30 ms; stalls of a CPU meanwhile: {}) |\n\
          | SIPp UAC → SIPp UAS, same rate and hold, no media | {:.3} ms CPU per call, both ends ({}) |\n\
          | ratios | {} |\n",
         reflector.cpu_ms_per_call_second,
         reflector.streams_with_gaps,
+        reflector_stalls,
         sipp.cpu_ms_per_call,
         if sipp.all_succeeded { "all calls succeeded" } else { "SIPp reported failed calls" },
         references.get("ratios").cloned().unwrap_or_default()
@@ -604,6 +627,8 @@ struct ReflectorFigures {
     cpu_seconds: f64,
     cpu_ms_per_call_second: f64,
     streams_with_gaps: u64,
+    /// Stalls of the machine's CPUs meanwhile, the longest first, ms ([`StallWatch`]).
+    machine_stalls_ms: Vec<f64>,
 }
 
 async fn reflector_reference(
@@ -638,9 +663,16 @@ async fn reflector_reference(
         .map(|i| SocketAddr::from(([127, 0, 0, 1], 14000 + i * 2)))
         .collect();
     let hold = Duration::from_secs(hold_seconds.max(1));
+    let stalls = StallWatch::start()?;
     let measures =
         dialtone_loadgen::reference::drive([127, 0, 0, 1].into(), &targets, hold, stream_threads)
             .await?;
+    let mut machine_stalls_ms: Vec<f64> = stalls
+        .finish()
+        .iter()
+        .map(|s| s.late.as_secs_f64() * 1000.0)
+        .collect();
+    machine_stalls_ms.sort_by(|a, b| b.total_cmp(a));
     let (after, _) = process_usage(pid, ticks).context("reading /proc of the reflector")?;
     let _ = child.kill();
     let _ = child.wait();
@@ -649,6 +681,7 @@ async fn reflector_reference(
         cpu_seconds,
         cpu_ms_per_call_second: cpu_seconds * 1000.0 / (calls as f64 * hold.as_secs_f64()),
         streams_with_gaps: measures.iter().filter(|m| m.gaps > 0).count() as u64,
+        machine_stalls_ms,
     })
 }
 
@@ -826,5 +859,19 @@ async fn main() -> std::process::ExitCode {
             eprintln!("dialtone-loadgen: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_is_read_by_its_whole_name() {
+        let metrics = "# TYPE dialtone_media_ticks_skipped_total counter\n\
+                       dialtone_media_ticks_skipped_total_other 9\n\
+                       dialtone_media_ticks_skipped_total 12\n";
+        assert_eq!(counter(metrics, "dialtone_media_ticks_skipped_total"), 12);
+        assert_eq!(counter(metrics, "dialtone_media_calls"), 0);
     }
 }
