@@ -119,6 +119,20 @@ pub struct MachineStall {
     pub ms: f64,
 }
 
+impl MachineStall {
+    /// `stalls` a watch saw, timed from `epoch`.
+    pub fn timed(epoch: Instant, stalls: &[Stall]) -> Vec<Self> {
+        stalls
+            .iter()
+            .map(|s| Self {
+                cpu: s.cpu,
+                at_s: signed_seconds(epoch, s.from),
+                ms: s.late.as_secs_f64() * 1000.0,
+            })
+            .collect()
+    }
+}
+
 /// Under a linear ramp: the first thing that went wrong, and how many calls were live then.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FirstTrouble {
@@ -296,19 +310,9 @@ impl Report {
 
     /// Notes the stalls of the machine a watch saw during the run.
     pub fn note_machine_stalls(&mut self, stalls: &[Stall]) {
-        let Some(epoch) = self.epoch else {
-            self.machine_stalls = Some(Vec::new());
-            return;
-        };
         self.machine_stalls = Some(
-            stalls
-                .iter()
-                .map(|s| MachineStall {
-                    cpu: s.cpu,
-                    at_s: signed_seconds(epoch, s.from),
-                    ms: s.late.as_secs_f64() * 1000.0,
-                })
-                .collect(),
+            self.epoch
+                .map_or_else(Vec::new, |epoch| MachineStall::timed(epoch, stalls)),
         );
     }
 
@@ -487,7 +491,7 @@ impl Report {
         if let Some(stalls) = &self.machine_stalls {
             rows.push((
                 "stalls of a CPU (a real-time thread pinned to it woke over 20 ms late)".to_owned(),
-                stalls_row(stalls),
+                describe_stalls(stalls),
             ));
         }
         let verdict = if self.within_budget() {
@@ -554,8 +558,8 @@ fn gaps_row(m: &MediaSummary) -> String {
     row
 }
 
-/// The machine stalls' row: how many, and the longest.
-fn stalls_row(stalls: &[MachineStall]) -> String {
+/// Stalls of the machine's CPUs in a few words: how many, and the longest.
+pub fn describe_stalls(stalls: &[MachineStall]) -> String {
     if stalls.is_empty() {
         return "none".to_owned();
     }

@@ -1339,6 +1339,7 @@ impl Storage {
             .write(AdvanceCall {
                 id,
                 status,
+                at: progress.at.unwrap_or_else(now_ms),
                 progress,
             })
             .await
@@ -1708,6 +1709,8 @@ impl Write for InsertCall {
 struct AdvanceCall {
     id: Uuid,
     status: CallStatus,
+    /// When the step happened: the progress's time, or when it was asked for.
+    at: i64,
     progress: CallProgress,
 }
 
@@ -1772,7 +1775,7 @@ impl Write for AdvanceCall {
                     .bind(w.id.to_string())
                     .bind(w.status.as_str())
                     .bind(rank(w.status))
-                    .bind(progress.at.unwrap_or_else(now_ms))
+                    .bind(w.at)
                     .bind(progress.sip_call_id.as_deref())
                     .bind(progress.sip_status.map(i64::from))
                     .bind(progress.end_reason.as_deref())
@@ -1883,12 +1886,9 @@ async fn enqueue_events<'a>(
     }
     // Each call's events are numbered in order.
     let sql = format!(
-        "SELECT call_id, MAX(sequence) AS last FROM webhook_events WHERE call_id IN ({}) \
+        "SELECT call_id, MAX(sequence) AS last FROM webhook_events WHERE call_id IN {} \
          GROUP BY call_id",
-        (1..=hooked.len())
-            .map(|n| format!("${n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        values(1, hooked.len())
     );
     let mut last = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (call, _) in &hooked {
@@ -2647,6 +2647,7 @@ mod tests {
         let step = |id: Uuid, status: CallStatus, at: i64| AdvanceCall {
             id,
             status,
+            at,
             progress: CallProgress {
                 at: Some(at),
                 sip_call_id: Some(format!("sip-{id}")),

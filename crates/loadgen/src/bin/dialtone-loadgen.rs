@@ -24,7 +24,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use dialtone_loadgen::callee::{CalleeConfig, OutcomeMix};
 use dialtone_loadgen::load::{self, Control, LoadPlan};
 use dialtone_loadgen::plot::{self, TimelineSample};
-use dialtone_loadgen::report::{DaemonUsage, Percentiles, first_trouble, most_held_within_budget};
+use dialtone_loadgen::report::{
+    DaemonUsage, MachineStall, Percentiles, describe_stalls, first_trouble, most_held_within_budget,
+};
 use dialtone_loadgen::sim::Simulator;
 use dialtone_loadgen::stalls::StallWatch;
 use dialtone_loadgen::voice::VoiceScript;
@@ -572,17 +574,6 @@ async fn bench(
     for (c, r, _) in &steps {
         md.push_str(&format!("\n## {c} concurrent calls\n\n{}", r.markdown()));
     }
-    let reflector_stalls = match reflector.machine_stalls_ms.as_slice() {
-        [] => "none".to_owned(),
-        stalls => {
-            let longest: Vec<String> = stalls
-                .iter()
-                .take(5)
-                .map(|ms| format!("{ms:.0} ms"))
-                .collect();
-            format!("{}, the longest {}", stalls.len(), longest.join(", "))
-        }
-    };
     md.push_str(&format!(
         "\n## References at {reference_calls} calls\n\n| reference | figure |\n|---|---|\n\
          | bare UDP reflector, the same packets | {:.3} ms CPU per call-second ({} streams with gaps > 30 ms; stalls of a CPU meanwhile: {}) |\n\
@@ -590,7 +581,7 @@ async fn bench(
          | ratios | {} |\n",
         reflector.cpu_ms_per_call_second,
         reflector.streams_with_gaps,
-        reflector_stalls,
+        describe_stalls(&reflector.machine_stalls),
         sipp.cpu_ms_per_call,
         if sipp.all_succeeded { "all calls succeeded" } else { "SIPp reported failed calls" },
         references.get("ratios").cloned().unwrap_or_default()
@@ -627,8 +618,8 @@ struct ReflectorFigures {
     cpu_seconds: f64,
     cpu_ms_per_call_second: f64,
     streams_with_gaps: u64,
-    /// Stalls of the machine's CPUs meanwhile, the longest first, ms ([`StallWatch`]).
-    machine_stalls_ms: Vec<f64>,
+    /// Stalls of the machine's CPUs meanwhile, timed from the reflector's start ([`StallWatch`]).
+    machine_stalls: Vec<MachineStall>,
 }
 
 async fn reflector_reference(
@@ -663,16 +654,11 @@ async fn reflector_reference(
         .map(|i| SocketAddr::from(([127, 0, 0, 1], 14000 + i * 2)))
         .collect();
     let hold = Duration::from_secs(hold_seconds.max(1));
-    let stalls = StallWatch::start()?;
+    let (started, stalls) = (Instant::now(), StallWatch::start()?);
     let measures =
         dialtone_loadgen::reference::drive([127, 0, 0, 1].into(), &targets, hold, stream_threads)
             .await?;
-    let mut machine_stalls_ms: Vec<f64> = stalls
-        .finish()
-        .iter()
-        .map(|s| s.late.as_secs_f64() * 1000.0)
-        .collect();
-    machine_stalls_ms.sort_by(|a, b| b.total_cmp(a));
+    let machine_stalls = MachineStall::timed(started, &stalls.finish());
     let (after, _) = process_usage(pid, ticks).context("reading /proc of the reflector")?;
     let _ = child.kill();
     let _ = child.wait();
@@ -681,7 +667,7 @@ async fn reflector_reference(
         cpu_seconds,
         cpu_ms_per_call_second: cpu_seconds * 1000.0 / (calls as f64 * hold.as_secs_f64()),
         streams_with_gaps: measures.iter().filter(|m| m.gaps > 0).count() as u64,
-        machine_stalls_ms,
+        machine_stalls,
     })
 }
 
