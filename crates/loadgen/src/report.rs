@@ -422,7 +422,10 @@ impl Report {
                     m.packets_in, m.packets_out, m.lost, m.late
                 ),
             ),
-            ("calls with gaps > 30 ms".to_owned(), gaps_row(m)),
+            (
+                "calls with gaps > 30 ms".to_owned(),
+                gaps_row(m, self.machine_stalls.as_deref()),
+            ),
             (
                 "longest interval per call".to_owned(),
                 ms(&m.max_interval_ms),
@@ -490,7 +493,10 @@ impl Report {
         }
         if let Some(stalls) = &self.machine_stalls {
             rows.push((
-                "stalls of a CPU (a real-time thread pinned to it woke over 20 ms late)".to_owned(),
+                format!(
+                    "stalls of a CPU (a real-time thread pinned to it woke over {} ms late)",
+                    crate::stalls::STALL.as_millis()
+                ),
                 describe_stalls(stalls),
             ));
         }
@@ -537,8 +543,20 @@ fn bursts(epoch: Instant, mut gaps: Vec<Instant>) -> Vec<GapBurst> {
     bursts.into_iter().map(|(_, burst)| burst).collect()
 }
 
-/// The gaps' row: how many calls, and the largest bursts.
-fn gaps_row(m: &MediaSummary) -> String {
+/// The stall of a CPU that can explain `burst`: one that overlaps the 50 ms before the
+/// burst's first gap ended (a gap over 30 ms begins at most that long before it ends, at the
+/// sizes these are).
+fn stall_behind(burst: &GapBurst, stalls: &[MachineStall]) -> Option<MachineStall> {
+    stalls
+        .iter()
+        .filter(|s| s.at_s <= burst.at_s && s.at_s + s.ms / 1000.0 >= burst.at_s - 0.05)
+        .max_by(|a, b| a.ms.total_cmp(&b.ms))
+        .copied()
+}
+
+/// The gaps' row: how many calls, and the largest bursts, each with the stall of a CPU
+/// behind it when the watch saw one.
+fn gaps_row(m: &MediaSummary, stalls: Option<&[MachineStall]>) -> String {
     let mut row = format!("{} of {} ({} gaps)", m.calls_with_gaps, m.calls, m.gaps);
     if !m.gap_bursts.is_empty() {
         let mut largest = m.gap_bursts.clone();
@@ -546,7 +564,16 @@ fn gaps_row(m: &MediaSummary) -> String {
         let listed: Vec<String> = largest
             .iter()
             .take(LISTED)
-            .map(|b| format!("{} at {:.1} s", b.calls, b.at_s))
+            .map(|b| {
+                let mut burst = format!("{} at {:.1} s", b.calls, b.at_s);
+                if let Some(s) = stalls.and_then(|stalls| stall_behind(b, stalls)) {
+                    burst.push_str(&format!(
+                        " (CPU {} stalled {:.0} ms from {:.2} s)",
+                        s.cpu, s.ms, s.at_s
+                    ));
+                }
+                burst
+            })
             .collect();
         let bursts = m.gap_bursts.len();
         row.push_str(&format!(
@@ -665,11 +692,12 @@ mod tests {
         let stalls = report.machine_stalls.clone().unwrap();
         assert_eq!(stalls.len(), 1);
         assert!((stalls[0].at_s - 8.26).abs() < 1e-6 && (stalls[0].ms - 158.0).abs() < 1e-6);
-        assert!(
-            report
-                .markdown()
-                .contains("1, the longest: 158 ms on CPU 1 from 8.3 s")
-        );
+        let markdown = report.markdown();
+        assert!(markdown.contains("1, the longest: 158 ms on CPU 1 from 8.3 s"));
+        // The burst the stall explains says so; the later ones, apart from it, do not.
+        assert!(markdown.contains(
+            "the largest: 40 at 8.4 s (CPU 1 stalled 158 ms from 8.26 s), 1 at 12.0 s, 1 at 12.5 s"
+        ));
         report.note_machine_stalls(&[]);
         assert!(report.markdown().contains("| none |"));
     }

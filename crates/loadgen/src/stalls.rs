@@ -2,8 +2,9 @@
 //!
 //! On a virtual machine the hypervisor can stop a vCPU for tens of milliseconds; every thread
 //! on it stops too, and the calls a media worker there serves all see a gap, whatever the
-//! daemon does. One thread pinned to each CPU sleeps 10 ms at a time and notes each time it
-//! woke more than [`STALL`] late. It runs under `SCHED_FIFO` one priority above the media
+//! daemon does; a stop of 10 ms is enough to push a worker's calls over the 30 ms a gap is
+//! counted at. One thread pinned to each CPU sleeps 2 ms at a time and notes each time it woke
+//! more than [`STALL`] late. It runs under `SCHED_FIFO` one priority above the media
 //! workers (where permitted), so no thread of the machine — not even a media worker's long
 //! tick — can hold it up: only the kernel or the hypervisor.
 
@@ -21,12 +22,13 @@ use thread_priority::{
 
 use crate::LoadgenError;
 
-/// A wake-up this much later than asked for is a stall.
-pub const STALL: Duration = Duration::from_millis(20);
-/// How long a watch thread sleeps between looks at the clock: seldom enough that waking a
-/// hundred times a second above the media workers (preempting one, which the kernel may then
-/// move to the other CPU) does not disturb what it watches, often enough to see every stall.
-const NAP: Duration = Duration::from_millis(10);
+/// A wake-up this much later than asked for is a stall: half the 10 ms by which a gap exceeds
+/// the pacing clock, so every stall that can cause a gap is seen.
+pub const STALL: Duration = Duration::from_millis(5);
+/// How long a watch thread sleeps between looks at the clock: short enough that a stall of
+/// 10 ms is seen as one of at least 8 ms wherever it falls, long enough that a wake-up (a few
+/// microseconds above the media workers) costs what it watches a fraction of a percent.
+const NAP: Duration = Duration::from_millis(2);
 /// The watch threads' real-time priority: above the media workers' (the lowest, 1).
 const PRIORITY: u8 = 2;
 

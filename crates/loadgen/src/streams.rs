@@ -8,6 +8,11 @@
 //! audio; then it sends the packets that are due. Each call keeps its own 20 ms clock from
 //! when it was answered (missed ticks are sent late, in a burst, as before), so the calls'
 //! packets spread over the 20 ms like a trunk's.
+//!
+//! The threads run at the daemon's media workers' real-time priority, and under `SCHED_FIFO` a
+//! thread holds its CPU from an equal one until it sleeps. So a stream thread gives way
+//! ([`GiveWay`]) every half millisecond of work: on a machine it shares with the daemon, a
+//! media worker whose tick is due waits at most that long for the load generator.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -31,6 +36,37 @@ const SLOT: Duration = Duration::from_millis(2);
 const PACKET_EVERY: Duration = Duration::from_millis(20);
 /// Readiness events taken per epoll call.
 const EVENTS: usize = 1024;
+/// The longest a stream thread works before it lets an equal real-time thread run.
+const GIVE_WAY_AFTER: Duration = Duration::from_micros(500);
+
+/// When a thread that runs long stretches should let the other threads of its priority run.
+#[derive(Debug, Clone, Copy)]
+struct GiveWay {
+    since: Instant,
+}
+
+impl GiveWay {
+    fn from(now: Instant) -> Self {
+        Self { since: now }
+    }
+
+    /// True (and the stretch starts again) when `now` is `GIVE_WAY_AFTER` past its start.
+    fn due(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.since) < GIVE_WAY_AFTER {
+            return false;
+        }
+        self.since = now;
+        true
+    }
+
+    /// Yields the CPU if due (`sched_yield`: the thread goes behind the others of its priority
+    /// that are waiting for this CPU).
+    fn yield_if_due(&mut self) {
+        if self.due(Instant::now()) {
+            std::thread::yield_now();
+        }
+    }
+}
 
 /// One call's result: its id, what its meter saw, and its talkspurts still awaiting an answer.
 pub type Measured = (String, CallMeasure, u64);
@@ -154,9 +190,13 @@ impl StreamThread {
             if !self.apply_commands() {
                 break;
             }
-            self.read(&mut events, &mut buf, &mut stamps);
+            let mut give_way = GiveWay::from(Instant::now());
+            self.read(&mut events, &mut buf, &mut stamps, &mut give_way);
             let now = Instant::now();
             for stream in self.streams.iter_mut().flatten() {
+                if stream.next_send <= now {
+                    give_way.yield_if_due();
+                }
                 while stream.next_send <= now {
                     if let (Some(to), Ok(n)) =
                         (stream.remote, stream.voice.next_packet(now, &mut out))
@@ -253,9 +293,16 @@ impl StreamThread {
     }
 
     /// Drains every socket that has datagrams into its meter.
-    fn read(&mut self, events: &mut Events, buf: &mut [u8], stamps: &mut StampBuffer) {
+    fn read(
+        &mut self,
+        events: &mut Events,
+        buf: &mut [u8],
+        stamps: &mut StampBuffer,
+        give_way: &mut GiveWay,
+    ) {
         let streams = &mut self.streams;
         let read = for_each_ready(&mut self.poll, events, |token| {
+            give_way.yield_if_due();
             if let Some(Some(stream)) = streams.get_mut(token.0) {
                 let voice = &mut stream.voice;
                 drain_stamped(&stream.socket, buf, stamps, |datagram, bytes| {
@@ -266,5 +313,21 @@ impl StreamThread {
         if let Err(error) = read {
             tracing::warn!(%error, "a stream thread cannot poll its sockets");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_thread_gives_way_after_each_half_millisecond_of_work() {
+        let start = Instant::now();
+        let mut give_way = GiveWay::from(start);
+        assert!(!give_way.due(start + Duration::from_micros(499)));
+        assert!(give_way.due(start + Duration::from_micros(500)));
+        // The next stretch counts from the yield.
+        assert!(!give_way.due(start + Duration::from_micros(900)));
+        assert!(give_way.due(start + Duration::from_micros(1000)));
     }
 }

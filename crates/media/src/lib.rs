@@ -46,6 +46,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 pub mod arrival;
+mod handoff;
 mod histogram;
 pub mod pipeline;
 mod recording;
@@ -59,7 +60,7 @@ pub use pipeline::{
 pub use ring::{AudioFrame, FRAME_SAMPLES, FrameReceiver, FrameSender};
 pub use worker::WorkerLatency;
 
-use worker::{Command, Started, Worker};
+use worker::{Command, Served, Worker};
 
 /// Errors of the media driver.
 #[derive(Debug, thiserror::Error)]
@@ -288,7 +289,7 @@ impl WorkerHandle {
     }
 }
 
-/// The media worker threads.
+/// The media worker threads and their companions ([`handoff`]).
 #[derive(Debug)]
 pub struct MediaEngine {
     workers: Vec<WorkerHandle>,
@@ -366,11 +367,13 @@ impl MediaEngine {
         };
         let mut handles = Vec::with_capacity(count);
         let mut latency = Vec::with_capacity(count);
-        let mut threads = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count * 2);
         for i in 0..count {
             let figures = Arc::new(WorkerLatency::default());
-            let (worker, waker, commands) =
-                Worker::new(figures.clone()).map_err(|source| MediaError::Worker { source })?;
+            let (handoff, companion) = handoff::spawn_companion(format!("dialtone-handoff-{i}"))
+                .map_err(|source| MediaError::Worker { source })?;
+            let (worker, waker, commands) = Worker::new(figures.clone(), handoff)
+                .map_err(|source| MediaError::Worker { source })?;
             let thread = std::thread::Builder::new()
                 .name(format!("dialtone-media-{i}"))
                 .spawn(move || {
@@ -384,7 +387,9 @@ impl MediaEngine {
                 .map_err(|source| MediaError::Worker { source })?;
             handles.push(WorkerHandle { commands, waker });
             latency.push(figures);
+            // Joined after its worker, whose end of the handoff ring it waits to see dropped.
             threads.push(thread);
+            threads.push(companion);
         }
         Ok(Arc::new(Self {
             workers: handles,
@@ -434,16 +439,8 @@ impl MediaEngine {
             .ok_or(MediaError::Stopped)?;
         let (events_tx, events) = tokio_mpsc::unbounded_channel();
         let shared = Arc::new(Mutex::new(media.stats()));
-        let started = Started {
-            id,
-            media,
-            rtp: port.rtp,
-            rtcp: port.rtcp,
-            lease: port.lease,
-            events: events_tx,
-            shared: shared.clone(),
-        };
-        if !worker.send(Command::Start(Box::new(started))) {
+        let call = Served::new(id, media, port, events_tx, shared.clone());
+        if !worker.send(Command::Start(call)) {
             return Err(MediaError::Stopped);
         }
         Ok(MediaCall {

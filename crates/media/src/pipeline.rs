@@ -602,8 +602,8 @@ impl CallMedia {
 
     /// The inbound half of [`tick`](Self::tick) at `now`, after the sockets were read: timers,
     /// one frame from the jitter buffer into the speech ring (its speech loop is woken by
-    /// [`wake_speech_loop`](Self::wake_speech_loop), which a driver serving many calls runs
-    /// once every call's half is done: waking a task takes locks the tokio side also holds),
+    /// [`wake_speech_loop`](Self::wake_speech_loop), which a driver serving many calls leaves
+    /// to another thread: waking a task takes locks the tokio side also holds),
     /// the recording, the RTCP report. Returns the arrival of the packet whose frame went
     /// into the ring.
     pub fn tick_inbound(
@@ -682,9 +682,15 @@ impl CallMedia {
 
     /// Wakes the speech loop if a tick put a frame in its ring since the last wake.
     pub fn wake_speech_loop(&mut self) {
-        if std::mem::take(&mut self.speech_due) {
-            self.notify.notify_one();
+        if let Some(notify) = self.take_speech_due() {
+            notify.notify_one();
         }
+    }
+
+    /// What to wake if a tick put a frame in the speech ring since the last wake, for a driver
+    /// that wakes it from another thread ([`crate::handoff`]).
+    pub(crate) fn take_speech_due(&mut self) -> Option<&Arc<Notify>> {
+        std::mem::take(&mut self.speech_due).then_some(&self.notify)
     }
 
     /// Counts and forwards the RFC 4733 receiver's events.

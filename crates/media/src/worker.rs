@@ -7,14 +7,15 @@
 //! wake is the 20 ms tick, in three passes: every call's packet out
 //! ([`CallMedia::tick_outbound`]), so a call's send time does not move with how much there
 //! was to read or decode; the sockets read; every call's inbound half
-//! ([`CallMedia::tick_inbound`]: jitter buffer, decode, speech ring), its speech loop woken. At a
-//! thousand calls that is a hundred wake-ups a second instead of fifty thousand. Reads and
-//! ticks are scheduled on absolute deadlines (`next += 10 ms`), so the pacing does not drift; a
-//! worker that falls more than 100 ms behind (the machine stalled) skips the missed ticks and
-//! counts them rather than sending a burst. Commands (start, stop, redirect, DTMF) arrive over
-//! a channel with a mio `Waker` on a second epoll, the one the worker sleeps in.
+//! ([`CallMedia::tick_inbound`]: jitter buffer, decode, speech ring). At a thousand calls that
+//! is a hundred wake-ups a second instead of fifty thousand. Reads and ticks are scheduled on
+//! absolute deadlines (`next += 10 ms`), so the pacing does not drift; a worker that falls more
+//! than 100 ms behind (the machine stalled) skips the missed ticks and counts them rather than
+//! sending a burst. Commands (start, stop, redirect, DTMF) arrive over a channel with a mio
+//! `Waker` on a second epoll, the one the worker sleeps in. Waking the speech loops, passing
+//! events on and releasing stopped calls is left to a companion thread ([`crate::handoff`]),
+//! so the worker takes no lock a tokio thread holds.
 
-use std::net::UdpSocket;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -24,9 +25,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::arrival::{StampBuffer, drain_stamped, enable_receive_timestamps, for_each_ready};
+use crate::handoff::{Handoff, HandoffQueue, Release};
 use crate::histogram::LatencyHistogram;
 use crate::pipeline::{CallMedia, Direction, MAX_DATAGRAM, MediaEvent, Transmit};
-use crate::{MediaStats, PortLease};
+use crate::{BoundPort, MediaStats, PortLease};
 
 const TICK: Duration = Duration::from_millis(20);
 /// How often the sockets are read: twice per tick, so an RFC 4733 digit's end reaches the
@@ -35,6 +37,9 @@ const READ_EVERY: Duration = Duration::from_millis(10);
 const WAKER: Token = Token(usize::MAX);
 /// Readiness events taken per epoll call; more ready sockets take more calls.
 const EVENTS: usize = 1024;
+/// Call slots a worker reserves up front, so serving up to this many calls never grows its
+/// tables (a growth that moves a large block takes the process's memory-map lock).
+const CALL_SLOTS: usize = 1024;
 /// How often a call's shared statistics are refreshed, in ticks.
 const PUBLISH_EVERY: u32 = 10;
 
@@ -56,20 +61,9 @@ pub struct WorkerLatency {
     pub calls: AtomicU64,
 }
 
-/// A call handed to a worker.
-pub(crate) struct Started {
-    pub(crate) id: u64,
-    pub(crate) media: CallMedia,
-    pub(crate) rtp: UdpSocket,
-    pub(crate) rtcp: UdpSocket,
-    pub(crate) lease: PortLease,
-    pub(crate) events: tokio_mpsc::UnboundedSender<MediaEvent>,
-    pub(crate) shared: Arc<Mutex<MediaStats>>,
-}
-
 /// What a worker is asked to do.
 pub(crate) enum Command {
-    Start(Box<Started>),
+    Start(Box<Served>),
     Redirect(u64, Direction),
     Answered(u64),
     Dtmf(u64, String, oneshot::Sender<Result<(), crate::MediaError>>),
@@ -77,7 +71,9 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-struct Served {
+/// A call as a worker serves it, built (and boxed) by the thread that starts it, so the worker
+/// neither allocates nor frees for its calls.
+pub(crate) struct Served {
     id: u64,
     media: CallMedia,
     rtp: MioSocket,
@@ -88,9 +84,40 @@ struct Served {
     send_errors: u64,
     /// CPU time of this tick's outbound half, for the step histogram.
     outbound_step: Duration,
+    /// Who hears the final statistics once the call is released.
+    stopped: Option<oneshot::Sender<MediaStats>>,
 }
 
 impl Served {
+    /// Call `id` on `port` (its sockets switched to kernel receive timestamps here, off the
+    /// worker).
+    pub(crate) fn new(
+        id: u64,
+        media: CallMedia,
+        port: BoundPort,
+        events: tokio_mpsc::UnboundedSender<MediaEvent>,
+        shared: Arc<Mutex<MediaStats>>,
+    ) -> Box<Self> {
+        let BoundPort { rtp, rtcp, lease } = port;
+        for socket in [&rtp, &rtcp] {
+            if let Err(error) = enable_receive_timestamps(socket) {
+                tracing::warn!(%error, "no kernel receive timestamps: packets are timed when read");
+            }
+        }
+        Box::new(Self {
+            id,
+            media,
+            rtp: MioSocket::from_std(rtp),
+            rtcp: MioSocket::from_std(rtcp),
+            _lease: lease,
+            events,
+            shared,
+            send_errors: 0,
+            outbound_step: Duration::ZERO,
+            stopped: None,
+        })
+    }
+
     fn send(rtp: &MioSocket, rtcp: &MioSocket, errors: &mut u64, t: Transmit<'_>) {
         let socket = if t.rtcp { rtcp } else { rtp };
         if socket.send_to(t.data, t.to).is_err() {
@@ -98,9 +125,14 @@ impl Served {
         }
     }
 
-    fn forward_events(&mut self) {
+    /// Hands the call's media events, and its speech loop's wake-up when a frame went into its
+    /// ring, to the companion thread.
+    fn hand_off(&mut self, handoff: &mut HandoffQueue) {
+        if let Some(notify) = self.media.take_speech_due() {
+            handoff.push(Handoff::WakeSpeechLoop(notify.clone()));
+        }
         while let Some(event) = self.media.poll_event() {
-            let _ = self.events.send(event);
+            handoff.push(Handoff::Event(self.events.clone(), event));
         }
     }
 
@@ -117,6 +149,21 @@ impl Served {
     }
 }
 
+impl Release for Served {
+    fn release(mut self: Box<Self>) {
+        let stats = self.final_stats();
+        if let Ok(mut shared) = self.shared.lock() {
+            *shared = stats;
+        }
+        let stopped = self.stopped.take();
+        // Sockets closed and ports back in the pool before the owner hears it stopped.
+        drop(self);
+        if let Some(stopped) = stopped {
+            let _ = stopped.send(stats);
+        }
+    }
+}
+
 /// The worker thread's state.
 pub(crate) struct Worker {
     /// Where the worker sleeps: the command waker only.
@@ -126,15 +173,19 @@ pub(crate) struct Worker {
     ready: Events,
     stamps: StampBuffer,
     commands: mpsc::Receiver<Command>,
-    calls: Vec<Option<Served>>,
+    calls: Vec<Option<Box<Served>>>,
     free: Vec<usize>,
     latency: Arc<WorkerLatency>,
     buf: Box<[u8; MAX_DATAGRAM]>,
+    handoff: HandoffQueue,
 }
 
 impl Worker {
+    /// A worker that leaves waking and releasing to `handoff`'s companion thread
+    /// ([`crate::handoff`]).
     pub(crate) fn new(
         latency: Arc<WorkerLatency>,
+        handoff: HandoffQueue,
     ) -> std::io::Result<(Self, Arc<Waker>, mpsc::Sender<Command>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -146,10 +197,11 @@ impl Worker {
                 ready: Events::with_capacity(EVENTS),
                 stamps: StampBuffer::default(),
                 commands,
-                calls: Vec::new(),
-                free: Vec::new(),
+                calls: Vec::with_capacity(CALL_SLOTS),
+                free: Vec::with_capacity(CALL_SLOTS),
                 latency,
                 buf: Box::new([0; MAX_DATAGRAM]),
+                handoff,
             },
             waker,
             tx,
@@ -213,18 +265,20 @@ impl Worker {
             calls,
             buf,
             stamps,
+            handoff,
             ..
         } = self;
         let drained = for_each_ready(sockets, ready, |token| {
-            drain_call(calls, buf.as_mut_slice(), stamps, token.0);
+            drain_call(calls, buf.as_mut_slice(), stamps, handoff, token.0);
         });
         if let Err(error) = drained {
             tracing::error!(%error, "media worker cannot poll its sockets");
         }
+        handoff.unpark();
     }
 
     /// Every call's tick: first every call's packet out, then the sockets read, then every
-    /// call's inbound half, its speech loop woken and its events passed on.
+    /// call's inbound half, its speech loop's wake-up and its events handed off.
     fn tick(&mut self, now: Instant, publish: bool) {
         for call in self.calls.iter_mut().flatten() {
             let started = Instant::now();
@@ -256,19 +310,19 @@ impl Worker {
                     .inbound
                     .record(done.saturating_duration_since(arrival));
             }
-            call.media.wake_speech_loop();
-            call.forward_events();
+            call.hand_off(&mut self.handoff);
             if publish {
                 call.publish();
             }
         }
+        self.handoff.unpark();
     }
 
     /// Applies pending commands; false when the worker should stop.
     fn apply_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Start(started)) => self.start(*started),
+                Ok(Command::Start(call)) => self.start(call),
                 Ok(Command::Redirect(id, direction)) => {
                     if let Some(call) = self.find(id) {
                         call.media.redirect(direction);
@@ -294,42 +348,33 @@ impl Worker {
     }
 
     fn find(&mut self, id: u64) -> Option<&mut Served> {
-        self.calls.iter_mut().flatten().find(|c| c.id == id)
+        self.calls
+            .iter_mut()
+            .flatten()
+            .find(|c| c.id == id)
+            .map(|c| &mut **c)
     }
 
-    fn start(&mut self, started: Started) {
+    fn start(&mut self, mut call: Box<Served>) {
         let slot = self.free.pop().unwrap_or(self.calls.len());
-        for socket in [&started.rtp, &started.rtcp] {
-            if let Err(error) = enable_receive_timestamps(socket) {
-                tracing::warn!(%error, "no kernel receive timestamps: packets are timed when read");
-            }
-        }
-        let mut rtp = MioSocket::from_std(started.rtp);
-        let mut rtcp = MioSocket::from_std(started.rtcp);
         let registry = self.sockets.registry();
         let registered = registry
-            .register(&mut rtp, Token(slot * 2), Interest::READABLE)
-            .and_then(|()| registry.register(&mut rtcp, Token(slot * 2 + 1), Interest::READABLE));
+            .register(&mut call.rtp, Token(slot * 2), Interest::READABLE)
+            .and_then(|()| {
+                registry.register(&mut call.rtcp, Token(slot * 2 + 1), Interest::READABLE)
+            });
         if let Err(error) = registered {
             tracing::error!(%error, "cannot watch RTP sockets; the call has no media");
+            let _ = registry.deregister(&mut call.rtp);
             self.free.push(slot);
+            self.handoff.push(Handoff::Release(call));
+            self.handoff.unpark();
             return;
         }
-        let served = Served {
-            id: started.id,
-            media: started.media,
-            rtp,
-            rtcp,
-            _lease: started.lease,
-            events: started.events,
-            shared: started.shared,
-            send_errors: 0,
-            outbound_step: Duration::ZERO,
-        };
         if slot == self.calls.len() {
-            self.calls.push(Some(served));
+            self.calls.push(Some(call));
         } else if let Some(entry) = self.calls.get_mut(slot) {
-            *entry = Some(served);
+            *entry = Some(call);
         }
         self.latency.calls.fetch_add(1, Ordering::Relaxed);
         // Packets may have arrived before the registration: read them now.
@@ -338,9 +383,11 @@ impl Worker {
                 &mut self.calls,
                 self.buf.as_mut_slice(),
                 &mut self.stamps,
+                &mut self.handoff,
                 token,
             );
         }
+        self.handoff.unpark();
     }
 
     fn stop(&mut self, id: u64, reply: Option<oneshot::Sender<MediaStats>>) {
@@ -359,25 +406,22 @@ impl Worker {
         let registry = self.sockets.registry();
         let _ = registry.deregister(&mut call.rtp);
         let _ = registry.deregister(&mut call.rtcp);
-        call.forward_events();
-        let stats = call.final_stats();
-        call.publish();
-        // Sockets closed and ports back in the pool before the caller hears it stopped.
-        drop(call);
-        if let Some(reply) = reply {
-            let _ = reply.send(stats);
-        }
+        call.hand_off(&mut self.handoff);
+        call.stopped = reply;
+        self.handoff.push(Handoff::Release(call));
+        self.handoff.unpark();
         self.free.push(slot);
         self.latency.calls.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Reads every datagram queued on the socket of `token` (a call's slot, RTP even, RTCP odd)
-/// into its call, then passes the call's events on.
+/// into its call, then hands the call's events off.
 fn drain_call(
-    calls: &mut [Option<Served>],
+    calls: &mut [Option<Box<Served>>],
     buf: &mut [u8],
     stamps: &mut StampBuffer,
+    handoff: &mut HandoffQueue,
     token: usize,
 ) {
     let (slot, on_rtcp) = (token / 2, token % 2 == 1);
@@ -389,5 +433,5 @@ fn drain_call(
     drain_stamped(socket, buf, stamps, |datagram, bytes| {
         media.receive(datagram.arrived, datagram.source, bytes, on_rtcp);
     });
-    call.forward_events();
+    call.hand_off(handoff);
 }
