@@ -382,7 +382,7 @@ impl MediaEngine {
                             "media workers run without real-time scheduling (not permitted here)"
                         );
                     }
-                    worker.run();
+                    worker.run(worker::phase(i, count));
                 })
                 .map_err(|source| MediaError::Worker { source })?;
             handles.push(WorkerHandle { commands, waker });

@@ -208,10 +208,11 @@ impl Worker {
         ))
     }
 
-    /// Runs until told to shut down (or every handle is gone).
-    pub(crate) fn run(mut self) {
+    /// Runs until told to shut down (or every handle is gone), its ticks `phase` after those
+    /// of a worker started at the same time with none ([`phase`]).
+    pub(crate) fn run(mut self, phase: Duration) {
         let mut events = Events::with_capacity(8);
-        let mut next_read = Instant::now() + READ_EVERY;
+        let mut next_read = Instant::now() + READ_EVERY + phase;
         let (mut reads, mut ticks) = (0u32, 0u32);
         loop {
             let remaining = next_read.saturating_duration_since(Instant::now());
@@ -415,6 +416,15 @@ impl Worker {
     }
 }
 
+/// Where worker `index` of `workers` puts its ticks within the 20 ms: evenly apart, so the
+/// workers' busiest moments do not meet, each one's CPU is free for the rest of the machine
+/// while another ticks, and a worker is not kept waiting by an equal one's whole tick.
+pub(crate) fn phase(index: usize, workers: usize) -> Duration {
+    let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+    let index = u32::try_from(index).unwrap_or(0) % workers;
+    TICK * index / workers
+}
+
 /// Reads every datagram queued on the socket of `token` (a call's slot, RTP even, RTCP odd)
 /// into its call, then hands the call's events off.
 fn drain_call(
@@ -434,4 +444,22 @@ fn drain_call(
         media.receive(datagram.arrived, datagram.source, bytes, on_rtcp);
     });
     call.hand_off(handoff);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_tick_evenly_apart_within_the_pacing_tick() {
+        let ms = Duration::from_millis;
+        assert_eq!(phase(0, 1), Duration::ZERO);
+        assert_eq!([phase(0, 2), phase(1, 2)], [ms(0), ms(10)]);
+        assert_eq!(
+            (0..4).map(|i| phase(i, 4)).collect::<Vec<_>>(),
+            [ms(0), ms(5), ms(10), ms(15)]
+        );
+        // Every phase stays inside one tick, whatever it is asked.
+        assert!(phase(7, 4) < TICK && phase(3, 0) < TICK);
+    }
 }
