@@ -238,11 +238,13 @@ impl Worker {
             let now = Instant::now();
             let behind = now.saturating_duration_since(next_read);
             if behind > 5 * TICK {
-                let skipped = (behind.as_micros() / TICK.as_micros()) as u64;
+                let skipped =
+                    u32::try_from(behind.as_micros() / TICK.as_micros()).unwrap_or(u32::MAX);
                 self.latency
                     .ticks_skipped
-                    .fetch_add(skipped, Ordering::Relaxed);
-                next_read = now;
+                    .fetch_add(u64::from(skipped), Ordering::Relaxed);
+                // Whole ticks skipped, so the worker keeps its place in the 20 ms.
+                next_read += TICK * skipped;
             }
             reads = reads.wrapping_add(1);
             if reads.is_multiple_of(2) {
