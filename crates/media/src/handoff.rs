@@ -17,7 +17,7 @@ use tokio::sync::{Notify, mpsc as tokio_mpsc};
 use crate::pipeline::MediaEvent;
 
 /// Items the ring holds: two ticks of wake-ups for the most calls a worker serves in practice.
-pub(crate) const HANDOFF_SLOTS: usize = 4096;
+const HANDOFF_SLOTS: usize = 4096;
 
 /// How many items the worker queues before it unparks the companion mid-pass, so the first
 /// calls' speech loops do not wait for the last call's tick.
