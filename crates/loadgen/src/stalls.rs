@@ -23,7 +23,7 @@ use thread_priority::{
 use crate::LoadgenError;
 
 /// A wake-up this much later than asked for is a stall: half the 10 ms by which a gap exceeds
-/// the pacing clock, so every stall that can cause a gap is seen.
+/// the pacing clock, so a stop long enough to cause a gap on its own is always seen.
 pub const STALL: Duration = Duration::from_millis(5);
 /// How long a watch thread sleeps between looks at the clock: short enough that a stall of
 /// 10 ms is seen as one of at least 8 ms wherever it falls, long enough that a wake-up (a few
