@@ -84,6 +84,17 @@ pub(crate) struct Queued<W: Write> {
 }
 
 impl<W: Write> Queued<W> {
+    /// `write`, queued, and where its caller hears the outcome.
+    fn new(write: W) -> (Self, oneshot::Receiver<Result<W::Output>>) {
+        let (reply, outcome) = oneshot::channel();
+        let queued = Self {
+            write,
+            applied: None,
+            reply,
+        };
+        (queued, outcome)
+    }
+
     /// Tells the caller: what the write did once `outcome` (its commit) is `Ok`.
     fn finish(self, outcome: Result<()>) {
         // Every write of a group that applied has its outcome recorded.
@@ -234,14 +245,9 @@ impl Writer {
 
     /// Queues `write` and waits until it is committed (or why it is not).
     pub(crate) async fn write<W: Kind>(&self, write: W) -> Result<W::Output> {
-        let (reply, outcome) = oneshot::channel();
-        let job = W::job(Queued {
-            write,
-            applied: None,
-            reply,
-        });
+        let (queued, outcome) = Queued::new(write);
         self.queue
-            .send(Message::Write(job))
+            .send(Message::Write(W::job(queued)))
             .map_err(|_| StorageError::Closed)?;
         outcome.await.map_err(|_| StorageError::Closed)?
     }
@@ -266,7 +272,8 @@ async fn open(url: &str, backend: Backend) -> Result<AnyConnection> {
 async fn serve(mut source: Source, mut messages: mpsc::UnboundedReceiver<Message>) {
     let mut received = Vec::with_capacity(MAX_GROUP);
     let mut group = Vec::with_capacity(MAX_GROUP);
-    while messages.recv_many(&mut received, MAX_GROUP).await > 0 {
+    let mut closed_by = None;
+    while closed_by.is_none() && messages.recv_many(&mut received, MAX_GROUP).await > 0 {
         let mut close = None;
         for message in received.drain(..) {
             match message {
@@ -285,17 +292,16 @@ async fn serve(mut source: Source, mut messages: mpsc::UnboundedReceiver<Message
                 },
             }
         }
-        if let Some(done) = close {
+        if close.is_some() {
             messages.close();
-            if let Source::Own(conn) = source {
-                let _ = conn.close().await;
-            }
-            let _ = done.send(());
-            return;
+            closed_by = close;
         }
     }
     if let Source::Own(conn) = source {
         let _ = conn.close().await;
+    }
+    if let Some(done) = closed_by {
+        let _ = done.send(());
     }
 }
 
@@ -395,12 +401,8 @@ pub(crate) async fn commit_together<W: Kind>(
     let mut told = Vec::new();
     let mut group = Vec::new();
     for write in writes {
-        let (reply, outcome) = oneshot::channel();
-        group.push(W::job(Queued {
-            write,
-            applied: None,
-            reply,
-        }));
+        let (queued, outcome) = Queued::new(write);
+        group.push(W::job(queued));
         told.push(outcome);
     }
     commit_group(conn, &mut group).await;
