@@ -236,15 +236,11 @@ impl Worker {
                 return;
             }
             let now = Instant::now();
-            let behind = now.saturating_duration_since(next_read);
-            if behind > 5 * TICK {
-                let skipped =
-                    u32::try_from(behind.as_micros() / TICK.as_micros()).unwrap_or(u32::MAX);
+            let skipped = skip_missed_ticks(&mut next_read, now);
+            if skipped > 0 {
                 self.latency
                     .ticks_skipped
                     .fetch_add(u64::from(skipped), Ordering::Relaxed);
-                // Whole ticks skipped, so the worker keeps its place in the 20 ms.
-                next_read += TICK * skipped;
             }
             reads = reads.wrapping_add(1);
             if reads.is_multiple_of(2) {
@@ -418,6 +414,19 @@ impl Worker {
     }
 }
 
+/// For a worker more than five ticks behind `next_read` at `now` (the machine stalled): moves
+/// it on by the whole ticks missed, so it keeps its place in the 20 ms rather than sending
+/// them in a burst, and returns how many.
+fn skip_missed_ticks(next_read: &mut Instant, now: Instant) -> u32 {
+    let behind = now.saturating_duration_since(*next_read);
+    if behind <= 5 * TICK {
+        return 0;
+    }
+    let skipped = u32::try_from(behind.as_micros() / TICK.as_micros()).unwrap_or(u32::MAX);
+    *next_read += TICK * skipped;
+    skipped
+}
+
 /// Where worker `index` of `workers` puts its ticks within the 20 ms: evenly apart, so the
 /// workers' busiest moments do not meet, each one's CPU is free for the rest of the machine
 /// while another ticks, and a worker is not kept waiting by an equal one's whole tick.
@@ -463,5 +472,18 @@ mod tests {
         );
         // Every phase stays inside one tick, whatever it is asked.
         assert!(phase(7, 4) < TICK && phase(3, 0) < TICK);
+    }
+
+    #[test]
+    fn a_worker_far_behind_skips_whole_ticks_and_keeps_its_place() {
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        let mut next_read = start + ms(10);
+        // Up to five ticks late it catches up read by read.
+        assert_eq!(skip_missed_ticks(&mut next_read, start + ms(110)), 0);
+        assert_eq!(next_read, start + ms(10));
+        // 137 ms late: six whole ticks skipped, in the same place in the 20 ms (10 + 6 × 20).
+        assert_eq!(skip_missed_ticks(&mut next_read, start + ms(147)), 6);
+        assert_eq!(next_read, start + ms(130));
     }
 }
