@@ -250,6 +250,9 @@ pub struct DaemonUsage {
     pub tick_lateness_ms: Percentiles,
     /// Ticks its media workers skipped, having fallen over 100 ms behind (since it started).
     pub ticks_skipped: u64,
+    /// Media steps one worker took for another whose thread had not run 3 ms past their
+    /// deadline (a stopped CPU), since it started.
+    pub steps_stood_in: u64,
     /// CPU seconds the load generator itself used meanwhile (it shares the machine).
     pub loadgen_cpu_seconds: f64,
     /// CPU time the hypervisor gave to other guests while this machine wanted it (`steal` in
@@ -489,6 +492,12 @@ impl Report {
                 "media ticks skipped (a worker over 100 ms behind), since the daemon started"
                     .to_owned(),
                 u.ticks_skipped.to_string(),
+            ));
+            rows.push((
+                "media steps taken by a stand-in (a worker's thread not run 3 ms past its \
+                 deadline), since the daemon started"
+                    .to_owned(),
+                u.steps_stood_in.to_string(),
             ));
         }
         if let Some(stalls) = &self.machine_stalls {

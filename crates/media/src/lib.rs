@@ -292,6 +292,7 @@ impl WorkerHandle {
 /// The media worker threads and their companions ([`handoff`]).
 #[derive(Debug)]
 pub struct MediaEngine {
+    /// Where each worker's commands go.
     workers: Vec<WorkerHandle>,
     latency: Vec<Arc<WorkerLatency>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -312,6 +313,8 @@ pub struct MediaLatency {
     pub tick_lateness: LatencySnapshot,
     /// Ticks skipped because a worker fell behind.
     pub ticks_skipped: u64,
+    /// Steps one worker took for another whose thread had not run past their deadline.
+    pub steps_stood_in: u64,
     /// Calls being served.
     pub calls: u64,
 }
@@ -367,13 +370,25 @@ impl MediaEngine {
         };
         let mut handles = Vec::with_capacity(count);
         let mut latency = Vec::with_capacity(count);
-        let mut threads = Vec::with_capacity(count * 2);
+        let mut workers = Vec::with_capacity(count);
+        let mut companions = Vec::with_capacity(count);
+        let start = Instant::now() + worker::READ_EVERY;
         for i in 0..count {
             let figures = Arc::new(WorkerLatency::default());
             let (handoff, companion) = handoff::spawn_companion(format!("dialtone-handoff-{i}"))
                 .map_err(|source| MediaError::Worker { source })?;
-            let (worker, waker, commands) = Worker::new(figures.clone(), handoff)
-                .map_err(|source| MediaError::Worker { source })?;
+            companions.push(companion);
+            let (worker, waker, commands) =
+                Worker::new(figures.clone(), handoff, start + worker::phase(i, count))
+                    .map_err(|source| MediaError::Worker { source })?;
+            handles.push(WorkerHandle { commands, waker });
+            latency.push(figures);
+            workers.push(worker);
+        }
+        let every_shard: Vec<_> = workers.iter().map(Worker::shard).collect();
+        let mut threads = Vec::with_capacity(count * 2);
+        for (i, mut worker) in workers.into_iter().enumerate() {
+            worker.stand_in_for(every_shard.iter().cloned());
             let thread = std::thread::Builder::new()
                 .name(format!("dialtone-media-{i}"))
                 .spawn(move || {
@@ -382,15 +397,15 @@ impl MediaEngine {
                             "media workers run without real-time scheduling (not permitted here)"
                         );
                     }
-                    worker.run(worker::phase(i, count));
+                    worker.run();
                 })
                 .map_err(|source| MediaError::Worker { source })?;
-            handles.push(WorkerHandle { commands, waker });
-            latency.push(figures);
-            // Joined after its worker, whose end of the handoff ring it waits to see dropped.
             threads.push(thread);
-            threads.push(companion);
         }
+        drop(every_shard);
+        // Joined after the workers: a companion ends once its worker's shard, which every
+        // worker holds, is dropped with its handoff ring.
+        threads.extend(companions);
         Ok(Arc::new(Self {
             workers: handles,
             latency,
@@ -419,6 +434,7 @@ impl MediaEngine {
             merged.step.merge(&w.step.snapshot());
             merged.tick_lateness.merge(&w.tick_lateness.snapshot());
             merged.ticks_skipped += w.ticks_skipped.load(Ordering::Relaxed);
+            merged.steps_stood_in += w.steps_stood_in.load(Ordering::Relaxed);
             merged.calls += w.calls.load(Ordering::Relaxed);
         }
         merged

@@ -15,9 +15,16 @@
 //! `Waker` on a second epoll, the one the worker sleeps in. Waking the speech loops, passing
 //! events on and releasing stopped calls is left to a companion thread ([`crate::handoff`]),
 //! so the worker takes no lock a tokio thread holds.
+//!
+//! A worker's calls and schedule are its [`Shard`], behind a lock its own thread takes for
+//! each step. The hypervisor stops a virtual CPU for 10 ms now and then, and a worker whose
+//! CPU stopped (its timer with it) would send its calls' packets that much late, past the
+//! budget. So each worker also wakes [`STAND_IN_AFTER`] past every other worker's deadline,
+//! and takes any step still untaken there (`try_lock`: never one its owner is in), counted in
+//! [`WorkerLatency::steps_stood_in`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, mpsc};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket as MioSocket;
@@ -33,7 +40,7 @@ use crate::{BoundPort, MediaStats, PortLease};
 const TICK: Duration = Duration::from_millis(20);
 /// How often the sockets are read: twice per tick, so an RFC 4733 digit's end reaches the
 /// speech loop within 10 ms of arriving.
-const READ_EVERY: Duration = Duration::from_millis(10);
+pub(crate) const READ_EVERY: Duration = Duration::from_millis(10);
 const WAKER: Token = Token(usize::MAX);
 /// Readiness events taken per epoll call; more ready sockets take more calls.
 const EVENTS: usize = 1024;
@@ -57,6 +64,9 @@ pub struct WorkerLatency {
     pub tick_lateness: LatencyHistogram,
     /// Ticks skipped because the worker fell behind.
     pub ticks_skipped: AtomicU64,
+    /// Steps (reads and ticks) another worker took because this one's thread had not run
+    /// [`STAND_IN_AFTER`] past their deadline.
+    pub steps_stood_in: AtomicU64,
     /// Calls being served.
     pub calls: AtomicU64,
 }
@@ -164,10 +174,10 @@ impl Release for Served {
     }
 }
 
-/// The worker thread's state.
-pub(crate) struct Worker {
-    /// Where the worker sleeps: the command waker only.
-    poll: Poll,
+/// What a worker serves: its calls and their sockets, and the schedule of its reads and
+/// ticks. Its own thread takes its steps; another worker stands in for a step its thread has
+/// left [`STAND_IN_AFTER`] overdue ([`SharedShard::stand_in`]).
+pub(crate) struct Shard {
     /// Every call's sockets, asked without waiting at each read.
     sockets: Poll,
     ready: Events,
@@ -178,44 +188,157 @@ pub(crate) struct Worker {
     latency: Arc<WorkerLatency>,
     buf: Box<[u8; MAX_DATAGRAM]>,
     handoff: HandoffQueue,
+    /// When the next step (a read; every second one also the tick) is due.
+    next_read: Instant,
+    reads: u32,
+    ticks: u32,
+    /// Told to shut down, or every handle to it is gone.
+    closed: bool,
+}
+
+/// A shard as every worker sees it: locked by whichever thread takes its step, its next
+/// deadline readable without the lock.
+pub(crate) struct SharedShard {
+    shard: Mutex<Shard>,
+    /// The shard's `next_read` in nanoseconds after `epoch`; `u64::MAX` once closed.
+    due: AtomicU64,
+    epoch: Instant,
+}
+
+/// How long past its deadline a step waits for its own worker before another stands in: over
+/// the tick lateness of a busy machine (p99 under 1.5 ms), well under the 10 ms a call may
+/// lose before a packet is a gap.
+pub(crate) const STAND_IN_AFTER: Duration = Duration::from_millis(3);
+
+/// How long a worker leaves a shard whose lock another thread holds before it asks again.
+const LOCKED_BACKOFF: Duration = Duration::from_millis(1);
+
+impl SharedShard {
+    fn lock(&self) -> MutexGuard<'_, Shard> {
+        self.shard.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// When the shard's next step is due (far in the future once it is closed).
+    fn due(&self) -> Instant {
+        let nanos = self.due.load(Ordering::Acquire);
+        self.epoch
+            .checked_add(Duration::from_nanos(nanos))
+            .unwrap_or_else(|| self.epoch + Duration::from_secs(u64::from(u32::MAX)))
+    }
+
+    fn publish_due(&self, shard: &Shard) {
+        let nanos = if shard.closed {
+            u64::MAX
+        } else {
+            u64::try_from(
+                shard
+                    .next_read
+                    .saturating_duration_since(self.epoch)
+                    .as_nanos(),
+            )
+            .unwrap_or(u64::MAX)
+        };
+        self.due.store(nanos, Ordering::Release);
+    }
+
+    /// Takes, for a worker whose thread has not, the step due [`STAND_IN_AFTER`] before `now`
+    /// (a stopped CPU holds that thread and its timer). False when the shard's own thread (or
+    /// another stand-in) holds it.
+    fn stand_in(&self, now: Instant) -> bool {
+        let mut shard = match self.shard.try_lock() {
+            Ok(shard) => shard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        if !shard.closed && now >= shard.next_read + STAND_IN_AFTER {
+            shard.apply_commands();
+            if !shard.closed {
+                shard.latency.steps_stood_in.fetch_add(1, Ordering::Relaxed);
+                shard.step(now);
+            }
+            self.publish_due(&shard);
+        }
+        true
+    }
+}
+
+/// A worker thread: sleeps until its own shard's next step or another worker's overdue one.
+pub(crate) struct Worker {
+    /// Where the worker sleeps: the command waker only.
+    poll: Poll,
+    own: Arc<SharedShard>,
+    /// The other workers' shards, each with when to look at it again after finding it locked.
+    others: Vec<(Arc<SharedShard>, Instant)>,
 }
 
 impl Worker {
-    /// A worker that leaves waking and releasing to `handoff`'s companion thread
-    /// ([`crate::handoff`]).
+    /// A worker whose first read is at `first_read` and that leaves waking and releasing to
+    /// `handoff`'s companion thread ([`crate::handoff`]).
     pub(crate) fn new(
         latency: Arc<WorkerLatency>,
         handoff: HandoffQueue,
+        first_read: Instant,
     ) -> std::io::Result<(Self, Arc<Waker>, mpsc::Sender<Command>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, commands) = mpsc::channel();
+        let shard = Shard {
+            sockets: Poll::new()?,
+            ready: Events::with_capacity(EVENTS),
+            stamps: StampBuffer::default(),
+            commands,
+            calls: Vec::with_capacity(CALL_SLOTS),
+            free: Vec::with_capacity(CALL_SLOTS),
+            latency,
+            buf: Box::new([0; MAX_DATAGRAM]),
+            handoff,
+            next_read: first_read,
+            reads: 0,
+            ticks: 0,
+            closed: false,
+        };
+        let own = Arc::new(SharedShard {
+            shard: Mutex::new(shard),
+            due: AtomicU64::new(0),
+            epoch: first_read,
+        });
         Ok((
             Self {
                 poll,
-                sockets: Poll::new()?,
-                ready: Events::with_capacity(EVENTS),
-                stamps: StampBuffer::default(),
-                commands,
-                calls: Vec::with_capacity(CALL_SLOTS),
-                free: Vec::with_capacity(CALL_SLOTS),
-                latency,
-                buf: Box::new([0; MAX_DATAGRAM]),
-                handoff,
+                own,
+                others: Vec::new(),
             },
             waker,
             tx,
         ))
     }
 
-    /// Runs until told to shut down (or every handle is gone), its ticks `phase` after those
-    /// of a worker started at the same time with none ([`phase`]).
-    pub(crate) fn run(mut self, phase: Duration) {
+    /// The shard this worker's thread serves.
+    pub(crate) fn shard(&self) -> Arc<SharedShard> {
+        self.own.clone()
+    }
+
+    /// Has this worker stand in for the steps of those of `shards` not its own that their
+    /// threads leave overdue.
+    pub(crate) fn stand_in_for(&mut self, shards: impl IntoIterator<Item = Arc<SharedShard>>) {
+        let now = Instant::now();
+        self.others = shards
+            .into_iter()
+            .filter(|shard| !Arc::ptr_eq(shard, &self.own))
+            .map(|shard| (shard, now))
+            .collect();
+    }
+
+    /// Runs until its shard is told to shut down (or every handle to it is gone).
+    pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(8);
-        let mut next_read = Instant::now() + READ_EVERY + phase;
-        let (mut reads, mut ticks) = (0u32, 0u32);
         loop {
-            let remaining = next_read.saturating_duration_since(Instant::now());
+            let wake = self
+                .others
+                .iter()
+                .map(|(other, retry)| (other.due() + STAND_IN_AFTER).max(*retry))
+                .fold(self.own.due(), Instant::min);
+            let remaining = wake.saturating_duration_since(Instant::now());
             if remaining >= Duration::from_millis(1) {
                 // epoll counts whole milliseconds and rounds up: wait in it for the whole ones
                 // below the deadline (commands wake it), and sleep the rest precisely.
@@ -226,34 +349,61 @@ impl Worker {
                     tracing::error!(%error, "media worker poll failed");
                     return;
                 }
-                if !self.apply_commands() {
+                if !self.serve_own(None) {
                     return;
                 }
                 continue;
             }
             std::thread::sleep(remaining);
-            if !self.apply_commands() {
+            let now = Instant::now();
+            if !self.serve_own(Some(now)) {
                 return;
             }
-            let now = Instant::now();
-            let skipped = skip_missed_ticks(&mut next_read, now);
-            if skipped > 0 {
-                self.latency
-                    .ticks_skipped
-                    .fetch_add(u64::from(skipped), Ordering::Relaxed);
+            for (other, retry) in &mut self.others {
+                if now >= *retry && now >= other.due() + STAND_IN_AFTER && !other.stand_in(now) {
+                    *retry = now + LOCKED_BACKOFF;
+                }
             }
-            reads = reads.wrapping_add(1);
-            if reads.is_multiple_of(2) {
-                ticks = ticks.wrapping_add(1);
-                self.latency
-                    .tick_lateness
-                    .record(now.saturating_duration_since(next_read));
-                self.tick(next_read, ticks.is_multiple_of(PUBLISH_EVERY));
-            } else {
-                self.read_sockets();
-            }
-            next_read += READ_EVERY;
         }
+    }
+
+    /// Applies the own shard's commands and, at `now`, takes its step if due; false once it is
+    /// closed.
+    fn serve_own(&self, now: Option<Instant>) -> bool {
+        let mut shard = self.own.lock();
+        shard.apply_commands();
+        if let Some(now) = now
+            && !shard.closed
+            && now >= shard.next_read
+        {
+            shard.step(now);
+        }
+        self.own.publish_due(&shard);
+        !shard.closed
+    }
+}
+
+impl Shard {
+    /// The step due: a read, or every second one the tick; a shard far behind first skips
+    /// the ticks it missed.
+    fn step(&mut self, now: Instant) {
+        let skipped = skip_missed_ticks(&mut self.next_read, now);
+        if skipped > 0 {
+            self.latency
+                .ticks_skipped
+                .fetch_add(u64::from(skipped), Ordering::Relaxed);
+        }
+        self.reads = self.reads.wrapping_add(1);
+        if self.reads.is_multiple_of(2) {
+            self.ticks = self.ticks.wrapping_add(1);
+            self.latency
+                .tick_lateness
+                .record(now.saturating_duration_since(self.next_read));
+            self.tick(self.next_read, self.ticks.is_multiple_of(PUBLISH_EVERY));
+        } else {
+            self.read_sockets();
+        }
+        self.next_read += READ_EVERY;
     }
 
     /// Drains every socket that has datagrams.
@@ -317,9 +467,9 @@ impl Worker {
         self.handoff.unpark();
     }
 
-    /// Applies pending commands; false when the worker should stop.
-    fn apply_commands(&mut self) -> bool {
-        loop {
+    /// Applies pending commands; one to shut down (or every handle gone) closes the shard.
+    fn apply_commands(&mut self) {
+        while !self.closed {
             match self.commands.try_recv() {
                 Ok(Command::Start(call)) => self.start(call),
                 Ok(Command::Redirect(id, direction)) => {
@@ -340,8 +490,8 @@ impl Worker {
                     let _ = reply.send(result);
                 }
                 Ok(Command::Stop(id, reply)) => self.stop(id, reply),
-                Ok(Command::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return false,
-                Err(mpsc::TryRecvError::Empty) => return true,
+                Ok(Command::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => self.closed = true,
+                Err(mpsc::TryRecvError::Empty) => return,
             }
         }
     }
@@ -460,6 +610,109 @@ fn drain_call(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::RING_FRAMES;
+    use crate::{AudioFrame, FRAME_SAMPLES, MediaCodec, MediaConfig, PortPool};
+    use dialtone_test_support::audio::{sine, tone_amplitude};
+
+    /// Two workers' shards, of which only the second's thread runs (the first's CPU might as
+    /// well have stopped for good): a call on each, sending each other tones.
+    #[test]
+    fn a_worker_serves_the_calls_of_one_whose_thread_does_not_run() {
+        const AMPLITUDE: f64 = 8000.0;
+        let start = Instant::now() + READ_EVERY;
+        let (mut workers, mut companions, mut handles, mut figures) =
+            (vec![], vec![], vec![], vec![]);
+        for i in 0..2 {
+            let latency = Arc::new(WorkerLatency::default());
+            let (handoff, companion) =
+                crate::handoff::spawn_companion(format!("test-handoff-{i}")).unwrap();
+            let (worker, waker, commands) =
+                Worker::new(latency.clone(), handoff, start + phase(i, 2)).unwrap();
+            workers.push(worker);
+            companions.push(companion);
+            handles.push((commands, waker));
+            figures.push(latency);
+        }
+        let shards: Vec<_> = workers.iter().map(Worker::shard).collect();
+        let mut running = workers.pop().unwrap();
+        running.stand_in_for(shards.iter().cloned());
+        drop((workers, shards));
+        let thread = std::thread::spawn(move || running.run());
+
+        let pool = PortPool::new("127.0.0.1".parse().unwrap(), 46100, 46119);
+        let ports = [pool.bind().unwrap(), pool.bind().unwrap()];
+        let addresses: Vec<_> = ports
+            .iter()
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p.port())))
+            .collect();
+        let mut ends = Vec::new();
+        for (i, port) in ports.into_iter().enumerate() {
+            let config = MediaConfig::new(MediaCodec::Pcmu, 0, Some(addresses[1 - i]), i as u32);
+            let (media, inbound, outbound) =
+                CallMedia::new(config, Instant::now(), std::time::SystemTime::now()).unwrap();
+            let (events, _) = tokio_mpsc::unbounded_channel();
+            let shared = Arc::new(Mutex::new(media.stats()));
+            let call = Served::new(i as u64, media, port, events, shared);
+            let (commands, waker) = &handles[i];
+            commands.send(Command::Start(call)).unwrap();
+            waker.wake().unwrap();
+            ends.push((inbound, outbound, Vec::new()));
+        }
+
+        let tones = [1000.0, 700.0];
+        let mut sent = [0usize; 2];
+        for _ in 0..500 {
+            for (i, (inbound, outbound, heard)) in ends.iter_mut().enumerate() {
+                while outbound.free() > RING_FRAMES - 10 {
+                    let mut frame = AudioFrame::silence(Instant::now());
+                    sine(
+                        16000,
+                        tones[i],
+                        AMPLITUDE,
+                        sent[i] * FRAME_SAMPLES,
+                        &mut frame.samples,
+                    );
+                    sent[i] += 1;
+                    outbound.try_send(frame).unwrap();
+                }
+                while let Some(frame) = inbound.try_recv() {
+                    heard.push(frame);
+                }
+            }
+            if ends.iter().all(|(_, _, heard)| heard.len() >= 60) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (i, (_, _, heard)) in ends.iter().enumerate() {
+            assert!(heard.len() >= 60, "call {i} heard {} frames", heard.len());
+            let tail: Vec<i16> = heard[40..60].iter().flat_map(|f| f.samples).collect();
+            // Each call hears the other's tone: the stalled worker's call both sent and read.
+            let at = tone_amplitude(&tail, 16000, tones[1 - i]);
+            assert!(
+                (at - AMPLITUDE).abs() < AMPLITUDE * 0.15,
+                "call {i}: {at:.0}"
+            );
+        }
+        let stalled = &figures[0];
+        assert!(stalled.steps_stood_in.load(Ordering::Relaxed) > 0);
+        assert!(stalled.tick_lateness.snapshot().count > 0);
+        assert_eq!(figures[1].steps_stood_in.load(Ordering::Relaxed), 0);
+
+        for (commands, waker) in &handles {
+            commands.send(Command::Shutdown).unwrap();
+            waker.wake().unwrap();
+        }
+        thread.join().unwrap();
+        for companion in companions {
+            companion.join().unwrap();
+        }
+        assert_eq!(
+            pool.in_use(),
+            0,
+            "both calls' ports went back with their shards"
+        );
+    }
 
     #[test]
     fn workers_tick_evenly_apart_within_the_pacing_tick() {
