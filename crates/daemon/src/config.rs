@@ -142,7 +142,8 @@ pub struct Config {
     /// Threads of the calls' speech loops and brains (0: one per core).
     pub speech_threads: usize,
     /// Media workers ask for real-time scheduling (SCHED_FIFO at the lowest real-time
-    /// priority), so a busy machine's other threads cannot delay a 20 ms tick.
+    /// priority), so a busy machine's other threads cannot delay a 20 ms tick; and the speech
+    /// threads for nice −10, so they keep up with the audio ahead of signalling and storage.
     pub media_realtime: bool,
     /// A call whose far end sends no RTP for this long is ended.
     pub rtp_timeout: Duration,

@@ -210,11 +210,18 @@ impl Daemon {
                 dialtone_media::Scheduling::Normal
             },
         )?;
-        let speech =
-            SpeechWorkers::new(config.speech_threads).map_err(|source| DaemonError::Speech {
-                threads: config.speech_threads,
-                source,
-            })?;
+        let speech = SpeechWorkers::new(
+            config.speech_threads,
+            if config.media_realtime {
+                dialtone_media::Scheduling::Favoured
+            } else {
+                dialtone_media::Scheduling::Normal
+            },
+        )
+        .map_err(|source| DaemonError::Speech {
+            threads: config.speech_threads,
+            source,
+        })?;
         let engine = Engine::new(
             storage,
             ua,

@@ -251,6 +251,9 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
         "dialtone_media_step_seconds_bucket",
         "dialtone_media_outbound_latency_seconds_sum",
         "dialtone_media_workers 1",
+        // The speech loop took every frame in time; one worker has no other to stand in for.
+        "dialtone_inbound_ring_overflows_total 0",
+        "dialtone_media_steps_stood_in_total 0",
     ] {
         assert!(
             metrics.contains(series),

@@ -33,7 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dialtone_media::{
-    Direction, FrameReceiver, MediaCall, MediaCodec, MediaConfig, MediaEngine, MediaEvent, PortPool,
+    Direction, FrameReceiver, MediaCall, MediaCodec, MediaConfig, MediaEngine, MediaEvent,
+    PortPool, Scheduling,
 };
 use dialtone_sdp::{
     AudioCodec, LocalMedia, NegotiatedSession, SessionDescription, build_offer, negotiate_answer,
@@ -186,14 +187,27 @@ pub struct SpeechWorkers {
 }
 
 impl SpeechWorkers {
-    /// Starts `threads` speech threads (0: one per core).
-    pub fn new(threads: usize) -> std::io::Result<Self> {
+    /// Starts `threads` speech threads (0: one per core), scheduled as `scheduling` says
+    /// ([`Scheduling::Favoured`]: ahead of the control side's threads for the CPU, so a busy
+    /// machine delays new calls' setup rather than the audio of those in progress).
+    pub fn new(threads: usize, scheduling: Scheduling) -> std::io::Result<Self> {
         let threads = match threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
+        let warned = std::sync::atomic::AtomicBool::new(false);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
+            .on_thread_start(move || {
+                if !scheduling.apply_to_this_thread()
+                    && !warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        ?scheduling,
+                        "speech threads run at their usual priority (not permitted here)"
+                    );
+                }
+            })
             .thread_name("dialtone-speech")
             .enable_all()
             .build()?;

@@ -253,6 +253,10 @@ pub struct DaemonUsage {
     /// Media steps one worker took for another whose thread had not run 3 ms past their
     /// deadline (a stopped CPU), since it started.
     pub steps_stood_in: u64,
+    /// Caller frames dropped because a call's speech loop fell over a quarter of a second
+    /// behind them (the oldest are dropped, so it hears the present), over the calls ended
+    /// since the daemon started.
+    pub speech_ring_overflows: u64,
     /// CPU seconds the load generator itself used meanwhile (it shares the machine).
     pub loadgen_cpu_seconds: f64,
     /// CPU time the hypervisor gave to other guests while this machine wanted it (`steal` in
@@ -498,6 +502,12 @@ impl Report {
                  deadline), since the daemon started"
                     .to_owned(),
                 u.steps_stood_in.to_string(),
+            ));
+            rows.push((
+                "caller frames dropped, a speech loop over 0.25 s behind them, over the calls \
+                 ended since the daemon started"
+                    .to_owned(),
+                u.speech_ring_overflows.to_string(),
             ));
         }
         if let Some(stalls) = &self.machine_stalls {

@@ -478,6 +478,7 @@ async fn bench(
             tick_lateness_ms: histogram(&metrics, "dialtone_media_tick_lateness_seconds"),
             ticks_skipped: counter(&metrics, "dialtone_media_ticks_skipped_total"),
             steps_stood_in: counter(&metrics, "dialtone_media_steps_stood_in_total"),
+            speech_ring_overflows: counter(&metrics, "dialtone_inbound_ring_overflows_total"),
             loadgen_cpu_seconds: own_after - own_before,
             host_steal_seconds: host_steal_seconds(ticks) - steal_before,
         });
