@@ -138,7 +138,7 @@ fn media_metrics(media: &dialtone_media::MediaEngine) -> String {
         "# HELP dialtone_media_ticks_skipped_total Media ticks skipped because a worker fell behind\n\
          # TYPE dialtone_media_ticks_skipped_total counter\n\
          dialtone_media_ticks_skipped_total {}\n\
-         # HELP dialtone_media_steps_stood_in_total Media steps a worker took for another whose thread had not run past their deadline\n\
+         # HELP dialtone_media_steps_stood_in_total Media steps (or a tick's packets) a worker took for another whose thread had not done them past their deadline\n\
          # TYPE dialtone_media_steps_stood_in_total counter\n\
          dialtone_media_steps_stood_in_total {}\n\
          # HELP dialtone_media_calls Calls whose media the workers are serving\n\

@@ -250,8 +250,8 @@ pub struct DaemonUsage {
     pub tick_lateness_ms: Percentiles,
     /// Ticks its media workers skipped, having fallen over 100 ms behind (since it started).
     pub ticks_skipped: u64,
-    /// Media steps one worker took for another whose thread had not run 3 ms past their
-    /// deadline (a stopped CPU), since it started.
+    /// Media steps (or a tick's packets) one worker took for another whose thread had not
+    /// done them 3 ms past their deadline (a stopped CPU), since it started.
     pub steps_stood_in: u64,
     /// Caller frames dropped because a call's speech loop fell over a quarter of a second
     /// behind them (the oldest are dropped, so it hears the present), over the calls ended
@@ -498,8 +498,8 @@ impl Report {
                 u.ticks_skipped.to_string(),
             ));
             rows.push((
-                "media steps taken by a stand-in (a worker's thread not run 3 ms past its \
-                 deadline), since the daemon started"
+                "media steps (or a tick's packets) taken by a stand-in (a worker's thread \
+                 not done 3 ms past the deadline), since the daemon started"
                     .to_owned(),
                 u.steps_stood_in.to_string(),
             ));

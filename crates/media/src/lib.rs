@@ -313,7 +313,8 @@ pub struct MediaLatency {
     pub tick_lateness: LatencySnapshot,
     /// Ticks skipped because a worker fell behind.
     pub ticks_skipped: u64,
-    /// Steps one worker took for another whose thread had not run past their deadline.
+    /// Steps (or a tick's packets) one worker took for another whose thread had not done them
+    /// past their deadline.
     pub steps_stood_in: u64,
     /// Calls being served.
     pub calls: u64,

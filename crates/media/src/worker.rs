@@ -21,10 +21,14 @@
 //! CPU stopped (its timer with it) would send its calls' packets that much late, past the
 //! budget. So each worker also wakes [`STAND_IN_AFTER`] past every other worker's deadline,
 //! and takes any step still untaken there (`try_lock`: never one its owner is in), counted in
-//! [`WorkerLatency::steps_stood_in`].
+//! [`WorkerLatency::steps_stood_in`]. A worker serving hundreds of calls spends much of each
+//! tick inside its step, so its CPU often stops there, holding the shard: each call is
+//! therefore also behind a lock of its own, and a stand-in that finds the shard held sends the
+//! overdue tick's packet of every call the owner has not reached
+//! ([`SharedShard::send_overdue_packets`]); only the call the owner stopped in waits for it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, TryLockError, mpsc};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket as MioSocket;
@@ -64,8 +68,9 @@ pub struct WorkerLatency {
     pub tick_lateness: LatencyHistogram,
     /// Ticks skipped because the worker fell behind.
     pub ticks_skipped: AtomicU64,
-    /// Steps (reads and ticks) another worker took because this one's thread had not run
-    /// [`STAND_IN_AFTER`] past their deadline.
+    /// Steps (reads, ticks, or a tick's packets while this worker held its shard) another
+    /// worker took because this one's thread had not done them [`STAND_IN_AFTER`] past their
+    /// deadline.
     pub steps_stood_in: AtomicU64,
     /// Calls being served.
     pub calls: AtomicU64,
@@ -94,6 +99,8 @@ pub(crate) struct Served {
     send_errors: u64,
     /// CPU time of this tick's outbound half, for the step histogram.
     outbound_step: Duration,
+    /// The deadline of the last tick whose packet went out, by whichever worker sent it.
+    sent_for: Option<Instant>,
     /// Who hears the final statistics once the call is released.
     stopped: Option<oneshot::Sender<MediaStats>>,
 }
@@ -124,6 +131,7 @@ impl Served {
             shared,
             send_errors: 0,
             outbound_step: Duration::ZERO,
+            sent_for: None,
             stopped: None,
         })
     }
@@ -132,6 +140,26 @@ impl Served {
         let socket = if t.rtcp { rtcp } else { rtp };
         if socket.send_to(t.data, t.to).is_err() {
             *errors += 1;
+        }
+    }
+
+    /// The call's packet of the tick due at `deadline`, unless it went out already.
+    fn send_packet(&mut self, deadline: Instant, latency: &WorkerLatency) {
+        if self.sent_for.is_some_and(|sent| sent >= deadline) {
+            return;
+        }
+        let started = Instant::now();
+        let (rtp, rtcp, errors) = (&self.rtp, &self.rtcp, &mut self.send_errors);
+        let queued = self
+            .media
+            .tick_outbound(&mut |t| Served::send(rtp, rtcp, errors, t));
+        let done = Instant::now();
+        self.outbound_step = done - started;
+        self.sent_for = Some(deadline);
+        if let Some(queued) = queued {
+            latency
+                .outbound
+                .record(done.saturating_duration_since(queued));
         }
     }
 
@@ -174,6 +202,21 @@ impl Release for Served {
     }
 }
 
+/// A call slot: the call served there, if any, behind a lock of its own.
+type CallSlot = Mutex<Option<Box<Served>>>;
+
+/// A shard's call slots. Only a step that holds the shard adds slots (under the write lock);
+/// a stand-in reads them while the owner holds the shard.
+type CallSlots = RwLock<Vec<CallSlot>>;
+
+fn lock_slot(slot: &CallSlot) -> MutexGuard<'_, Option<Box<Served>>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read_slots(slots: &CallSlots) -> RwLockReadGuard<'_, Vec<CallSlot>> {
+    slots.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// What a worker serves: its calls and their sockets, and the schedule of its reads and
 /// ticks. Its own thread takes its steps; another worker stands in for a step its thread has
 /// left [`STAND_IN_AFTER`] overdue ([`SharedShard::stand_in`]).
@@ -183,7 +226,7 @@ pub(crate) struct Shard {
     ready: Events,
     stamps: StampBuffer,
     commands: mpsc::Receiver<Command>,
-    calls: Vec<Option<Box<Served>>>,
+    calls: Arc<CallSlots>,
     free: Vec<usize>,
     latency: Arc<WorkerLatency>,
     buf: Box<[u8; MAX_DATAGRAM]>,
@@ -202,7 +245,12 @@ pub(crate) struct SharedShard {
     shard: Mutex<Shard>,
     /// The shard's `next_read` in nanoseconds after `epoch`; `u64::MAX` once closed.
     due: AtomicU64,
+    /// The deadline of the shard's next tick not yet taken, the same way.
+    tick_due: AtomicU64,
     epoch: Instant,
+    /// The shard's call slots, for [`Self::send_overdue_packets`].
+    calls: Arc<CallSlots>,
+    latency: Arc<WorkerLatency>,
 }
 
 /// How long past its deadline a step waits for its own worker before another stands in: over
@@ -213,6 +261,10 @@ pub(crate) const STAND_IN_AFTER: Duration = Duration::from_millis(3);
 /// How long a worker leaves a shard whose lock another thread holds before it asks again.
 const LOCKED_BACKOFF: Duration = Duration::from_millis(1);
 
+/// The most ticks of packets a stand-in sends a call at once for a held shard: a stand-in
+/// that was itself stopped longer skips the rest, as [`skip_missed_ticks`] does.
+const MOST_TICKS_SENT_AT_ONCE: u32 = 5;
+
 impl SharedShard {
     fn lock(&self) -> MutexGuard<'_, Shard> {
         self.shard.lock().unwrap_or_else(PoisonError::into_inner)
@@ -220,25 +272,33 @@ impl SharedShard {
 
     /// When the shard's next step is due (far in the future once it is closed).
     fn due(&self) -> Instant {
-        let nanos = self.due.load(Ordering::Acquire);
+        self.instant(&self.due)
+    }
+
+    /// `nanos` after the epoch (far in the future for `u64::MAX`).
+    fn instant(&self, nanos: &AtomicU64) -> Instant {
         self.epoch
-            .checked_add(Duration::from_nanos(nanos))
+            .checked_add(Duration::from_nanos(nanos.load(Ordering::Acquire)))
             .unwrap_or_else(|| self.epoch + Duration::from_secs(u64::from(u32::MAX)))
     }
 
     fn publish_due(&self, shard: &Shard) {
-        let nanos = if shard.closed {
-            u64::MAX
-        } else {
-            u64::try_from(
-                shard
-                    .next_read
-                    .saturating_duration_since(self.epoch)
-                    .as_nanos(),
-            )
-            .unwrap_or(u64::MAX)
+        let nanos = |at: Instant| {
+            if shard.closed {
+                u64::MAX
+            } else {
+                u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
+                    .unwrap_or(u64::MAX)
+            }
         };
-        self.due.store(nanos, Ordering::Release);
+        // Every second step is a tick: the next one is, after an odd count of steps.
+        let next_tick = if shard.reads % 2 == 1 {
+            shard.next_read
+        } else {
+            shard.next_read + READ_EVERY
+        };
+        self.due.store(nanos(shard.next_read), Ordering::Release);
+        self.tick_due.store(nanos(next_tick), Ordering::Release);
     }
 
     /// Takes, for a worker whose thread has not, the step due [`STAND_IN_AFTER`] before `now`
@@ -260,6 +320,55 @@ impl SharedShard {
         }
         true
     }
+
+    /// For a shard another thread holds (its owner in its step, perhaps on a stopped CPU):
+    /// sends the packet of every call not itself held for each tick due [`STAND_IN_AFTER`]
+    /// before `now` and after `sent_for`, the last tick this stand-in sent for, which it
+    /// moves on.
+    fn send_overdue_packets(&self, now: Instant, sent_for: &mut Instant) {
+        let slots = match self.calls.try_read() {
+            Ok(slots) => slots,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        let mut deadline = self.instant(&self.tick_due);
+        while deadline <= *sent_for {
+            deadline += TICK;
+        }
+        let mut sent = false;
+        for _ in 0..MOST_TICKS_SENT_AT_ONCE {
+            if deadline + STAND_IN_AFTER > now {
+                break;
+            }
+            for slot in slots.iter() {
+                let mut call = match slot.try_lock() {
+                    Ok(call) => call,
+                    Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                    Err(TryLockError::WouldBlock) => continue,
+                };
+                if let Some(call) = call.as_mut()
+                    && call.sent_for.is_none_or(|s| s < deadline)
+                {
+                    call.send_packet(deadline, &self.latency);
+                    sent = true;
+                }
+            }
+            *sent_for = deadline;
+            deadline += TICK;
+        }
+        if sent {
+            self.latency.steps_stood_in.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Another worker's shard as a worker watches it.
+struct Watched {
+    shard: Arc<SharedShard>,
+    /// When to look at it again after finding it held.
+    retry: Instant,
+    /// The last tick whose packets this worker sent for the shard's owner.
+    sent_for: Instant,
 }
 
 /// A worker thread: sleeps until its own shard's next step or another worker's overdue one.
@@ -267,8 +376,7 @@ pub(crate) struct Worker {
     /// Where the worker sleeps: the command waker only.
     poll: Poll,
     own: Arc<SharedShard>,
-    /// The other workers' shards, each with when to look at it again after finding it locked.
-    others: Vec<(Arc<SharedShard>, Instant)>,
+    others: Vec<Watched>,
 }
 
 impl Worker {
@@ -282,14 +390,15 @@ impl Worker {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, commands) = mpsc::channel();
+        let calls = Arc::new(RwLock::new(Vec::with_capacity(CALL_SLOTS)));
         let shard = Shard {
             sockets: Poll::new()?,
             ready: Events::with_capacity(EVENTS),
             stamps: StampBuffer::default(),
             commands,
-            calls: Vec::with_capacity(CALL_SLOTS),
+            calls: calls.clone(),
             free: Vec::with_capacity(CALL_SLOTS),
-            latency,
+            latency: latency.clone(),
             buf: Box::new([0; MAX_DATAGRAM]),
             handoff,
             next_read: first_read,
@@ -300,7 +409,10 @@ impl Worker {
         let own = Arc::new(SharedShard {
             shard: Mutex::new(shard),
             due: AtomicU64::new(0),
+            tick_due: AtomicU64::new(READ_EVERY.as_nanos() as u64),
             epoch: first_read,
+            calls,
+            latency,
         });
         Ok((
             Self {
@@ -325,7 +437,11 @@ impl Worker {
         self.others = shards
             .into_iter()
             .filter(|shard| !Arc::ptr_eq(shard, &self.own))
-            .map(|shard| (shard, now))
+            .map(|shard| Watched {
+                sent_for: shard.epoch,
+                shard,
+                retry: now,
+            })
             .collect();
     }
 
@@ -336,7 +452,7 @@ impl Worker {
             let wake = self
                 .others
                 .iter()
-                .map(|(other, retry)| (other.due() + STAND_IN_AFTER).max(*retry))
+                .map(|other| (other.shard.due() + STAND_IN_AFTER).max(other.retry))
                 .fold(self.own.due(), Instant::min);
             let remaining = wake.saturating_duration_since(Instant::now());
             if remaining >= Duration::from_millis(1) {
@@ -359,9 +475,13 @@ impl Worker {
             if !self.serve_own(Some(now)) {
                 return;
             }
-            for (other, retry) in &mut self.others {
-                if now >= *retry && now >= other.due() + STAND_IN_AFTER && !other.stand_in(now) {
-                    *retry = now + LOCKED_BACKOFF;
+            for other in &mut self.others {
+                if now >= other.retry
+                    && now >= other.shard.due() + STAND_IN_AFTER
+                    && !other.shard.stand_in(now)
+                {
+                    other.retry = now + LOCKED_BACKOFF;
+                    other.shard.send_overdue_packets(now, &mut other.sent_for);
                 }
             }
         }
@@ -417,8 +537,9 @@ impl Shard {
             handoff,
             ..
         } = self;
+        let calls = read_slots(calls);
         let drained = for_each_ready(sockets, ready, |token| {
-            drain_call(calls, buf.as_mut_slice(), stamps, handoff, token.0);
+            drain_call(&calls, buf.as_mut_slice(), stamps, handoff, token.0);
         });
         if let Err(error) = drained {
             tracing::error!(%error, "media worker cannot poll its sockets");
@@ -429,22 +550,17 @@ impl Shard {
     /// Every call's tick: first every call's packet out, then the sockets read, then every
     /// call's inbound half, its speech loop's wake-up and its events handed off.
     fn tick(&mut self, now: Instant, publish: bool) {
-        for call in self.calls.iter_mut().flatten() {
-            let started = Instant::now();
-            let (rtp, rtcp, errors) = (&call.rtp, &call.rtcp, &mut call.send_errors);
-            let queued = call
-                .media
-                .tick_outbound(&mut |t| Served::send(rtp, rtcp, errors, t));
-            let done = Instant::now();
-            call.outbound_step = done - started;
-            if let Some(queued) = queued {
-                self.latency
-                    .outbound
-                    .record(done.saturating_duration_since(queued));
+        for slot in read_slots(&self.calls).iter() {
+            if let Some(call) = lock_slot(slot).as_mut() {
+                call.send_packet(now, &self.latency);
             }
         }
         self.read_sockets();
-        for call in self.calls.iter_mut().flatten() {
+        for slot in read_slots(&self.calls).iter() {
+            let mut call = lock_slot(slot);
+            let Some(call) = call.as_mut() else {
+                continue;
+            };
             let started = Instant::now();
             let (rtp, rtcp, errors) = (&call.rtp, &call.rtcp, &mut call.send_errors);
             let arrival = call
@@ -473,20 +589,15 @@ impl Shard {
             match self.commands.try_recv() {
                 Ok(Command::Start(call)) => self.start(call),
                 Ok(Command::Redirect(id, direction)) => {
-                    if let Some(call) = self.find(id) {
-                        call.media.redirect(direction);
-                    }
+                    self.with_call(id, |call| call.media.redirect(direction));
                 }
                 Ok(Command::Answered(id)) => {
-                    if let Some(call) = self.find(id) {
-                        call.media.answered(Instant::now());
-                    }
+                    self.with_call(id, |call| call.media.answered(Instant::now()));
                 }
                 Ok(Command::Dtmf(id, digits, reply)) => {
-                    let result = match self.find(id) {
-                        Some(call) => call.media.send_dtmf(&digits),
-                        None => Err(crate::MediaError::Stopped),
-                    };
+                    let result = self
+                        .with_call(id, |call| call.media.send_dtmf(&digits))
+                        .unwrap_or(Err(crate::MediaError::Stopped));
                     let _ = reply.send(result);
                 }
                 Ok(Command::Stop(id, reply)) => self.stop(id, reply),
@@ -496,16 +607,19 @@ impl Shard {
         }
     }
 
-    fn find(&mut self, id: u64) -> Option<&mut Served> {
-        self.calls
-            .iter_mut()
-            .flatten()
-            .find(|c| c.id == id)
-            .map(|c| &mut **c)
+    /// Runs `f` on call `id`, if the shard serves it.
+    fn with_call<T>(&self, id: u64, f: impl FnOnce(&mut Served) -> T) -> Option<T> {
+        let slots = read_slots(&self.calls);
+        let mut call = slots
+            .iter()
+            .map(lock_slot)
+            .find(|call| call.as_ref().is_some_and(|c| c.id == id))?;
+        call.as_mut().map(|c| f(c))
     }
 
     fn start(&mut self, mut call: Box<Served>) {
-        let slot = self.free.pop().unwrap_or(self.calls.len());
+        let used = read_slots(&self.calls).len();
+        let slot = self.free.pop().unwrap_or(used);
         let registry = self.sockets.registry();
         let registered = registry
             .register(&mut call.rtp, Token(slot * 2), Interest::READABLE)
@@ -520,16 +634,19 @@ impl Shard {
             self.handoff.unpark();
             return;
         }
-        if slot == self.calls.len() {
-            self.calls.push(Some(call));
-        } else if let Some(entry) = self.calls.get_mut(slot) {
-            *entry = Some(call);
+        if slot == used {
+            self.calls
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Mutex::new(Some(call)));
+        } else if let Some(entry) = read_slots(&self.calls).get(slot) {
+            *lock_slot(entry) = Some(call);
         }
         self.latency.calls.fetch_add(1, Ordering::Relaxed);
         // Packets may have arrived before the registration: read them now.
         for token in [slot * 2, slot * 2 + 1] {
             drain_call(
-                &mut self.calls,
+                &read_slots(&self.calls),
                 self.buf.as_mut_slice(),
                 &mut self.stamps,
                 &mut self.handoff,
@@ -540,14 +657,20 @@ impl Shard {
     }
 
     fn stop(&mut self, id: u64, reply: Option<oneshot::Sender<MediaStats>>) {
-        let Some(slot) = self
-            .calls
-            .iter()
-            .position(|c| c.as_ref().is_some_and(|c| c.id == id))
+        let Some((slot, mut call)) =
+            read_slots(&self.calls)
+                .iter()
+                .enumerate()
+                .find_map(|(slot, entry)| {
+                    let mut entry = lock_slot(entry);
+                    entry
+                        .as_ref()
+                        .is_some_and(|c| c.id == id)
+                        .then(|| entry.take())
+                        .flatten()
+                        .map(|call| (slot, call))
+                })
         else {
-            return;
-        };
-        let Some(mut call) = self.calls.get_mut(slot).and_then(Option::take) else {
             return;
         };
         let (rtp, rtcp, errors) = (&call.rtp, &call.rtcp, &mut call.send_errors);
@@ -589,14 +712,17 @@ pub(crate) fn phase(index: usize, workers: usize) -> Duration {
 /// Reads every datagram queued on the socket of `token` (a call's slot, RTP even, RTCP odd)
 /// into its call, then hands the call's events off.
 fn drain_call(
-    calls: &mut [Option<Box<Served>>],
+    calls: &[CallSlot],
     buf: &mut [u8],
     stamps: &mut StampBuffer,
     handoff: &mut HandoffQueue,
     token: usize,
 ) {
     let (slot, on_rtcp) = (token / 2, token % 2 == 1);
-    let Some(Some(call)) = calls.get_mut(slot) else {
+    let Some(mut call) = calls.get(slot).map(lock_slot) else {
+        return;
+    };
+    let Some(call) = call.as_mut() else {
         return;
     };
     let socket = if on_rtcp { &call.rtcp } else { &call.rtp };
@@ -614,104 +740,195 @@ mod tests {
     use crate::{AudioFrame, FRAME_SAMPLES, MediaCodec, MediaConfig, PortPool};
     use dialtone_test_support::audio::{sine, tone_amplitude};
 
+    const AMPLITUDE: f64 = 8000.0;
+    /// The tone each of the two calls sends the other.
+    const TONES: [f64; 2] = [1000.0, 700.0];
+
     /// Two workers' shards, of which only the second's thread runs (the first's CPU might as
     /// well have stopped for good): a call on each, sending each other tones.
+    struct StalledPair {
+        shards: Vec<Arc<SharedShard>>,
+        handles: Vec<(mpsc::Sender<Command>, Arc<Waker>)>,
+        figures: Vec<Arc<WorkerLatency>>,
+        companions: Vec<std::thread::JoinHandle<()>>,
+        thread: std::thread::JoinHandle<()>,
+        pool: Arc<PortPool>,
+        /// Each call's speech rings and the frames its speech side heard.
+        ends: Vec<(
+            crate::ring::FrameReceiver,
+            crate::ring::FrameSender,
+            Vec<AudioFrame>,
+        )>,
+        sent: [usize; 2],
+    }
+
+    impl StalledPair {
+        fn start(first_port: u16) -> Self {
+            let start = Instant::now() + READ_EVERY;
+            let (mut workers, mut companions, mut handles, mut figures) =
+                (vec![], vec![], vec![], vec![]);
+            for i in 0..2 {
+                let latency = Arc::new(WorkerLatency::default());
+                let (handoff, companion) =
+                    crate::handoff::spawn_companion(format!("test-handoff-{i}")).unwrap();
+                let (worker, waker, commands) =
+                    Worker::new(latency.clone(), handoff, start + phase(i, 2)).unwrap();
+                workers.push(worker);
+                companions.push(companion);
+                handles.push((commands, waker));
+                figures.push(latency);
+            }
+            let shards: Vec<_> = workers.iter().map(Worker::shard).collect();
+            let mut running = workers.pop().unwrap();
+            running.stand_in_for(shards.iter().cloned());
+            drop(workers);
+            let thread = std::thread::spawn(move || running.run());
+
+            let pool = PortPool::new("127.0.0.1".parse().unwrap(), first_port, first_port + 19);
+            let ports = [pool.bind().unwrap(), pool.bind().unwrap()];
+            let addresses: Vec<_> = ports
+                .iter()
+                .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p.port())))
+                .collect();
+            let mut ends = Vec::new();
+            for (i, port) in ports.into_iter().enumerate() {
+                let config =
+                    MediaConfig::new(MediaCodec::Pcmu, 0, Some(addresses[1 - i]), i as u32);
+                let (media, inbound, outbound) =
+                    CallMedia::new(config, Instant::now(), std::time::SystemTime::now()).unwrap();
+                let (events, _) = tokio_mpsc::unbounded_channel();
+                let shared = Arc::new(Mutex::new(media.stats()));
+                let call = Served::new(i as u64, media, port, events, shared);
+                let (commands, waker) = &handles[i];
+                commands.send(Command::Start(call)).unwrap();
+                waker.wake().unwrap();
+                ends.push((inbound, outbound, Vec::new()));
+            }
+            Self {
+                shards,
+                handles,
+                figures,
+                companions,
+                thread,
+                pool,
+                ends,
+                sent: [0; 2],
+            }
+        }
+
+        /// Keeps both calls' agents talking and their callers' frames collected until call
+        /// `i` has heard `frames[i]` in all, each (or ten seconds went by).
+        fn exchange_until(&mut self, frames: [usize; 2]) {
+            for _ in 0..500 {
+                for (i, (inbound, outbound, heard)) in self.ends.iter_mut().enumerate() {
+                    while outbound.free() > RING_FRAMES - 10 {
+                        let mut frame = AudioFrame::silence(Instant::now());
+                        sine(
+                            16000,
+                            TONES[i],
+                            AMPLITUDE,
+                            self.sent[i] * FRAME_SAMPLES,
+                            &mut frame.samples,
+                        );
+                        self.sent[i] += 1;
+                        outbound.try_send(frame).unwrap();
+                    }
+                    while let Some(frame) = inbound.try_recv() {
+                        heard.push(frame);
+                    }
+                }
+                if self
+                    .ends
+                    .iter()
+                    .zip(frames)
+                    .all(|((_, _, heard), frames)| heard.len() >= frames)
+                {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        /// How loud call `i` heard the other's tone in its frames `from..from + 20`.
+        fn heard_tone(&self, i: usize, from: usize) -> f64 {
+            let heard = &self.ends[i].2;
+            assert!(
+                heard.len() >= from + 20,
+                "call {i} heard {} frames",
+                heard.len()
+            );
+            let tail: Vec<i16> = heard[from..from + 20]
+                .iter()
+                .flat_map(|f| f.samples)
+                .collect();
+            tone_amplitude(&tail, 16000, TONES[1 - i])
+        }
+
+        fn stood_in(&self, worker: usize) -> u64 {
+            self.figures[worker].steps_stood_in.load(Ordering::Relaxed)
+        }
+
+        fn shut_down(self) {
+            for (commands, waker) in &self.handles {
+                commands.send(Command::Shutdown).unwrap();
+                waker.wake().unwrap();
+            }
+            self.thread.join().unwrap();
+            // A companion ends once its shard is gone.
+            drop(self.shards);
+            for companion in self.companions {
+                companion.join().unwrap();
+            }
+            assert_eq!(
+                self.pool.in_use(),
+                0,
+                "both calls' ports went back with their shards"
+            );
+        }
+    }
+
     #[test]
     fn a_worker_serves_the_calls_of_one_whose_thread_does_not_run() {
-        const AMPLITUDE: f64 = 8000.0;
-        let start = Instant::now() + READ_EVERY;
-        let (mut workers, mut companions, mut handles, mut figures) =
-            (vec![], vec![], vec![], vec![]);
+        let mut pair = StalledPair::start(46100);
+        pair.exchange_until([60, 60]);
         for i in 0..2 {
-            let latency = Arc::new(WorkerLatency::default());
-            let (handoff, companion) =
-                crate::handoff::spawn_companion(format!("test-handoff-{i}")).unwrap();
-            let (worker, waker, commands) =
-                Worker::new(latency.clone(), handoff, start + phase(i, 2)).unwrap();
-            workers.push(worker);
-            companions.push(companion);
-            handles.push((commands, waker));
-            figures.push(latency);
-        }
-        let shards: Vec<_> = workers.iter().map(Worker::shard).collect();
-        let mut running = workers.pop().unwrap();
-        running.stand_in_for(shards.iter().cloned());
-        drop((workers, shards));
-        let thread = std::thread::spawn(move || running.run());
-
-        let pool = PortPool::new("127.0.0.1".parse().unwrap(), 46100, 46119);
-        let ports = [pool.bind().unwrap(), pool.bind().unwrap()];
-        let addresses: Vec<_> = ports
-            .iter()
-            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p.port())))
-            .collect();
-        let mut ends = Vec::new();
-        for (i, port) in ports.into_iter().enumerate() {
-            let config = MediaConfig::new(MediaCodec::Pcmu, 0, Some(addresses[1 - i]), i as u32);
-            let (media, inbound, outbound) =
-                CallMedia::new(config, Instant::now(), std::time::SystemTime::now()).unwrap();
-            let (events, _) = tokio_mpsc::unbounded_channel();
-            let shared = Arc::new(Mutex::new(media.stats()));
-            let call = Served::new(i as u64, media, port, events, shared);
-            let (commands, waker) = &handles[i];
-            commands.send(Command::Start(call)).unwrap();
-            waker.wake().unwrap();
-            ends.push((inbound, outbound, Vec::new()));
-        }
-
-        let tones = [1000.0, 700.0];
-        let mut sent = [0usize; 2];
-        for _ in 0..500 {
-            for (i, (inbound, outbound, heard)) in ends.iter_mut().enumerate() {
-                while outbound.free() > RING_FRAMES - 10 {
-                    let mut frame = AudioFrame::silence(Instant::now());
-                    sine(
-                        16000,
-                        tones[i],
-                        AMPLITUDE,
-                        sent[i] * FRAME_SAMPLES,
-                        &mut frame.samples,
-                    );
-                    sent[i] += 1;
-                    outbound.try_send(frame).unwrap();
-                }
-                while let Some(frame) = inbound.try_recv() {
-                    heard.push(frame);
-                }
-            }
-            if ends.iter().all(|(_, _, heard)| heard.len() >= 60) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for (i, (_, _, heard)) in ends.iter().enumerate() {
-            assert!(heard.len() >= 60, "call {i} heard {} frames", heard.len());
-            let tail: Vec<i16> = heard[40..60].iter().flat_map(|f| f.samples).collect();
             // Each call hears the other's tone: the stalled worker's call both sent and read.
-            let at = tone_amplitude(&tail, 16000, tones[1 - i]);
+            let at = pair.heard_tone(i, 40);
             assert!(
                 (at - AMPLITUDE).abs() < AMPLITUDE * 0.15,
                 "call {i}: {at:.0}"
             );
         }
-        let stalled = &figures[0];
-        assert!(stalled.steps_stood_in.load(Ordering::Relaxed) > 0);
-        assert!(stalled.tick_lateness.snapshot().count > 0);
-        assert_eq!(figures[1].steps_stood_in.load(Ordering::Relaxed), 0);
+        assert!(pair.stood_in(0) > 0);
+        assert!(pair.figures[0].tick_lateness.snapshot().count > 0);
+        assert_eq!(pair.stood_in(1), 0);
+        pair.shut_down();
+    }
 
-        for (commands, waker) in &handles {
-            commands.send(Command::Shutdown).unwrap();
-            waker.wake().unwrap();
-        }
-        thread.join().unwrap();
-        for companion in companions {
-            companion.join().unwrap();
-        }
-        assert_eq!(
-            pool.in_use(),
-            0,
-            "both calls' ports went back with their shards"
+    /// The stalled worker's thread stopped inside its step, holding its shard (as a virtual
+    /// CPU stops wherever its thread is): its call's packets still go out.
+    #[test]
+    fn a_worker_sends_the_packets_of_calls_whose_owner_stopped_inside_its_step() {
+        let mut pair = StalledPair::start(46120);
+        pair.exchange_until([20, 20]);
+        let stalled = pair.shards[0].clone();
+        let held = stalled.lock();
+        let heard = |pair: &StalledPair, i: usize| pair.ends[i].2.len();
+        let (before, stalled_heard, stood_in) =
+            (heard(&pair, 1), heard(&pair, 0), pair.stood_in(0));
+        pair.exchange_until([0, before + 60]);
+        // Call 1 (the running worker's) goes on hearing call 0's tone from the held shard.
+        let at = pair.heard_tone(1, before + 30);
+        assert!(
+            (at - AMPLITUDE).abs() < AMPLITUDE * 0.15,
+            "call 1 heard the held shard's call at {at:.0}"
         );
+        assert!(pair.stood_in(0) > stood_in);
+        // What call 0 receives waits for its shard.
+        assert!(heard(&pair, 0) < stalled_heard + 10);
+        drop(held);
+        drop(stalled);
+        pair.shut_down();
     }
 
     #[test]
