@@ -340,7 +340,9 @@ impl SharedShard {
             if deadline + STAND_IN_AFTER > now {
                 break;
             }
-            for slot in slots.iter() {
+            // From the last call back, so an owner that is only late, going forwards, and
+            // this stand-in meet in the middle rather than queue on the same calls.
+            for slot in slots.iter().rev() {
                 let mut call = match slot.try_lock() {
                     Ok(call) => call,
                     Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
