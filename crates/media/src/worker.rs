@@ -143,10 +143,11 @@ impl Served {
         }
     }
 
-    /// The call's packet of the tick due at `deadline`, unless it went out already.
-    fn send_packet(&mut self, deadline: Instant, latency: &WorkerLatency) {
+    /// The call's packet of the tick due at `deadline`, unless it went out already; whether
+    /// it went now.
+    fn send_packet(&mut self, deadline: Instant, latency: &WorkerLatency) -> bool {
         if self.sent_for.is_some_and(|sent| sent >= deadline) {
-            return;
+            return false;
         }
         let started = Instant::now();
         let (rtp, rtcp, errors) = (&self.rtp, &self.rtcp, &mut self.send_errors);
@@ -161,6 +162,7 @@ impl Served {
                 .outbound
                 .record(done.saturating_duration_since(queued));
         }
+        true
     }
 
     /// Hands the call's media events, and its speech loop's wake-up when a frame went into its
@@ -348,11 +350,8 @@ impl SharedShard {
                     Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
                     Err(TryLockError::WouldBlock) => continue,
                 };
-                if let Some(call) = call.as_mut()
-                    && call.sent_for.is_none_or(|s| s < deadline)
-                {
-                    call.send_packet(deadline, &self.latency);
-                    sent = true;
+                if let Some(call) = call.as_mut() {
+                    sent |= call.send_packet(deadline, &self.latency);
                 }
             }
             *sent_for = deadline;
