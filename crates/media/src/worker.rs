@@ -215,6 +215,15 @@ fn lock_slot(slot: &CallSlot) -> MutexGuard<'_, Option<Box<Served>>> {
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The slot's lock if no other thread holds it.
+fn try_lock_slot(slot: &CallSlot) -> Option<MutexGuard<'_, Option<Box<Served>>>> {
+    match slot.try_lock() {
+        Ok(call) => Some(call),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
 fn read_slots(slots: &CallSlots) -> RwLockReadGuard<'_, Vec<CallSlot>> {
     slots.read().unwrap_or_else(PoisonError::into_inner)
 }
@@ -345,12 +354,7 @@ impl SharedShard {
             // From the last call back, so an owner that is only late, going forwards, and
             // this stand-in meet in the middle rather than queue on the same calls.
             for slot in slots.iter().rev() {
-                let mut call = match slot.try_lock() {
-                    Ok(call) => call,
-                    Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                    Err(TryLockError::WouldBlock) => continue,
-                };
-                if let Some(call) = call.as_mut() {
+                if let Some(call) = try_lock_slot(slot).as_mut().and_then(|c| c.as_mut()) {
                     sent |= call.send_packet(deadline, &self.latency);
                 }
             }
@@ -552,7 +556,8 @@ impl Shard {
     /// call's inbound half, its speech loop's wake-up and its events handed off.
     fn tick(&mut self, now: Instant, publish: bool) {
         for slot in read_slots(&self.calls).iter() {
-            if let Some(call) = lock_slot(slot).as_mut() {
+            // A call held by another worker is having this tick's packet sent by it.
+            if let Some(call) = try_lock_slot(slot).as_mut().and_then(|c| c.as_mut()) {
                 call.send_packet(now, &self.latency);
             }
         }
