@@ -28,7 +28,9 @@
 //! ([`SharedShard::send_overdue_packets`]); only the call the owner stopped in waits for it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, TryLockError, mpsc};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, TryLockError, TryLockResult, mpsc,
+};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket as MioSocket;
@@ -215,10 +217,11 @@ fn lock_slot(slot: &CallSlot) -> MutexGuard<'_, Option<Box<Served>>> {
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The slot's lock if no other thread holds it.
-fn try_lock_slot(slot: &CallSlot) -> Option<MutexGuard<'_, Option<Box<Served>>>> {
-    match slot.try_lock() {
-        Ok(call) => Some(call),
+/// The guard of a lock `attempt` tried, unless another thread holds it (a lock poisoned by a
+/// panic is taken as it is, like every lock here).
+fn untaken<G>(attempt: TryLockResult<G>) -> Option<G> {
+    match attempt {
+        Ok(guard) => Some(guard),
         Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
         Err(TryLockError::WouldBlock) => None,
     }
@@ -303,7 +306,7 @@ impl SharedShard {
             }
         };
         // Every second step is a tick: the next one is, after an odd count of steps.
-        let next_tick = if shard.reads % 2 == 1 {
+        let next_tick = if !shard.reads.is_multiple_of(2) {
             shard.next_read
         } else {
             shard.next_read + READ_EVERY
@@ -316,10 +319,8 @@ impl SharedShard {
     /// (a stopped CPU holds that thread and its timer). False when the shard's own thread (or
     /// another stand-in) holds it.
     fn stand_in(&self, now: Instant) -> bool {
-        let mut shard = match self.shard.try_lock() {
-            Ok(shard) => shard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return false,
+        let Some(mut shard) = untaken(self.shard.try_lock()) else {
+            return false;
         };
         if !shard.closed && now >= shard.next_read + STAND_IN_AFTER {
             shard.apply_commands();
@@ -337,10 +338,8 @@ impl SharedShard {
     /// before `now` and after `sent_for`, the last tick this stand-in sent for, which it
     /// moves on.
     fn send_overdue_packets(&self, now: Instant, sent_for: &mut Instant) {
-        let slots = match self.calls.try_read() {
-            Ok(slots) => slots,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return,
+        let Some(slots) = untaken(self.calls.try_read()) else {
+            return;
         };
         let mut deadline = self.instant(&self.tick_due);
         while deadline <= *sent_for {
@@ -354,7 +353,7 @@ impl SharedShard {
             // From the last call back, so an owner that is only late, going forwards, and
             // this stand-in meet in the middle rather than queue on the same calls.
             for slot in slots.iter().rev() {
-                if let Some(call) = try_lock_slot(slot).as_mut().and_then(|c| c.as_mut()) {
+                if let Some(call) = untaken(slot.try_lock()).as_mut().and_then(|c| c.as_mut()) {
                     sent |= call.send_packet(deadline, &self.latency);
                 }
             }
@@ -557,7 +556,7 @@ impl Shard {
     fn tick(&mut self, now: Instant, publish: bool) {
         for slot in read_slots(&self.calls).iter() {
             // A call held by another worker is having this tick's packet sent by it.
-            if let Some(call) = try_lock_slot(slot).as_mut().and_then(|c| c.as_mut()) {
+            if let Some(call) = untaken(slot.try_lock()).as_mut().and_then(|c| c.as_mut()) {
                 call.send_packet(now, &self.latency);
             }
         }
