@@ -7,6 +7,10 @@
 //! more than [`STALL`] late. It runs under `SCHED_FIFO` one priority above the media
 //! workers (where permitted), so no thread of the machine — not even a media worker's long
 //! tick — can hold it up: only the kernel or the hypervisor.
+//!
+//! Where every CPU stalled at once ([`freezes`]), the whole machine stood still: no thread
+//! ran, so no process could have sent a packet then. A bench reports its figures twice: as
+//! measured, and leaving out the gaps such a freeze explains.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,6 +94,11 @@ impl StallWatch {
         self.realtime
     }
 
+    /// How many CPUs it watches (one thread each).
+    pub fn cpus(&self) -> usize {
+        self.threads.len()
+    }
+
     /// Stops the watch; the stalls it saw, in time order.
     pub fn finish(self) -> Vec<Stall> {
         self.running.store(false, Ordering::Relaxed);
@@ -141,9 +150,113 @@ fn stall(cpu: usize, due: Instant, woke: Instant) -> Option<Stall> {
     })
 }
 
+/// A time when every watched CPU was stalled: the whole machine stood still.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freeze {
+    /// When the last of the CPUs stopped.
+    pub from: Instant,
+    /// When the first of them ran again.
+    pub until: Instant,
+}
+
+impl Freeze {
+    /// How much of the span `from..until` the freeze covers.
+    pub fn overlap(&self, from: Instant, until: Instant) -> Duration {
+        self.until
+            .min(until)
+            .saturating_duration_since(self.from.max(from))
+    }
+}
+
+/// The freezes in `stalls` of a watch over `cpus` CPUs: the times every one of them was
+/// stalled, in time order. A stall counts from when its watch should have woken; the stop
+/// may have begun up to one nap earlier, so a freeze is never longer than the machine's.
+pub fn freezes(stalls: &[Stall], cpus: usize) -> Vec<Freeze> {
+    let cpu_ids: std::collections::BTreeSet<usize> = stalls.iter().map(|s| s.cpu).collect();
+    if cpus == 0 || cpu_ids.len() < cpus {
+        return Vec::new();
+    }
+    let mut frozen: Option<Vec<Freeze>> = None;
+    for cpu in cpu_ids {
+        let spans: Vec<Freeze> = stalls
+            .iter()
+            .filter(|s| s.cpu == cpu)
+            .map(|s| Freeze {
+                from: s.from,
+                until: s.from + s.late,
+            })
+            .collect();
+        frozen = Some(match frozen {
+            None => spans,
+            Some(so_far) => intersect(&so_far, &spans),
+        });
+    }
+    frozen.unwrap_or_default()
+}
+
+/// The times both lists of spans cover; each list is in time order and its spans do not
+/// overlap (a watch thread's stalls follow one another), and so is the result.
+fn intersect(a: &[Freeze], b: &[Freeze]) -> Vec<Freeze> {
+    let mut both = Vec::new();
+    let (mut x, mut y) = (a.iter().peekable(), b.iter().peekable());
+    while let (Some(p), Some(q)) = (x.peek(), y.peek()) {
+        let (from, until) = (p.from.max(q.from), p.until.min(q.until));
+        if from < until {
+            both.push(Freeze { from, until });
+        }
+        if p.until <= q.until {
+            x.next();
+        } else {
+            y.next();
+        }
+    }
+    both
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stall_at(cpu: usize, t0: Instant, from_ms: u64, late_ms: u64) -> Stall {
+        Stall {
+            cpu,
+            from: t0 + Duration::from_millis(from_ms),
+            late: Duration::from_millis(late_ms),
+        }
+    }
+
+    #[test]
+    fn a_freeze_is_where_every_cpu_stalled_at_once() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let stalls = [
+            stall_at(0, t0, 100, 60),
+            stall_at(1, t0, 130, 50),
+            // CPU 1 alone: the other ran, so the machine did not stand still.
+            stall_at(1, t0, 400, 30),
+            stall_at(0, t0, 700, 10),
+            stall_at(1, t0, 705, 20),
+        ];
+        assert_eq!(
+            freezes(&stalls, 2),
+            vec![
+                Freeze {
+                    from: ms(130),
+                    until: ms(160)
+                },
+                Freeze {
+                    from: ms(705),
+                    until: ms(710)
+                },
+            ]
+        );
+        // A third CPU that never stalled: no freeze at all.
+        assert_eq!(freezes(&stalls, 3), Vec::new());
+        assert_eq!(freezes(&[], 2), Vec::new());
+        let freeze = freezes(&stalls, 2)[0];
+        assert_eq!(freeze.overlap(ms(120), ms(150)), Duration::from_millis(20));
+        assert_eq!(freeze.overlap(ms(170), ms(200)), Duration::ZERO);
+    }
 
     #[test]
     fn only_a_wake_up_over_the_threshold_late_is_a_stall() {

@@ -27,6 +27,9 @@ pub const TALK: Duration = Duration::from_millis(1200);
 pub const PAUSE: Duration = Duration::from_millis(2300);
 /// An arrival later than this after the previous one is a gap (20 ms clock + 10 ms).
 pub const GAP: Duration = Duration::from_millis(30);
+
+/// Gaps a call keeps the times of; a call with more is judged by these and the count.
+pub const GAP_SPANS_KEPT: usize = 16;
 /// After a talkspurt ends, audio coming back within this window answers it.
 pub const ANSWER_WINDOW: (Duration, Duration) =
     (Duration::from_millis(200), Duration::from_millis(2300));
@@ -96,7 +99,7 @@ impl VoiceScript {
 }
 
 /// What came back on one call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct CallMeasure {
     /// RTP packets sent.
     pub packets_out: u64,
@@ -127,9 +130,10 @@ pub struct CallMeasure {
     /// The first RTP packet of the call's audio, ms after the call's audio started (the
     /// answer): how long the far end took to start its media.
     pub first_packet_ms: Option<f64>,
-    /// When the first gap ended (the packet after it arrived).
+    /// The first [`GAP_SPANS_KEPT`] gaps: when the packet before each arrived, and the one
+    /// after it.
     #[serde(skip)]
-    pub first_gap_at: Option<Instant>,
+    pub gap_spans: Vec<(Instant, Instant)>,
     /// When the first talkspurt's answer window closed without an answer.
     #[serde(skip)]
     pub first_miss_at: Option<Instant>,
@@ -329,7 +333,9 @@ impl CallVoice {
                 let interval = now.saturating_duration_since(last);
                 if interval > GAP {
                     self.measure.gaps += 1;
-                    self.measure.first_gap_at.get_or_insert(now);
+                    if self.measure.gap_spans.len() < GAP_SPANS_KEPT {
+                        self.measure.gap_spans.push((last, now));
+                    }
                 }
                 let ms = interval.as_secs_f64() * 1000.0;
                 if ms > self.measure.max_interval_ms {
@@ -380,7 +386,7 @@ impl CallVoice {
             lost: stats.lost,
             late: stats.late,
             jitter_ms: stats.jitter_ms,
-            ..self.measure
+            ..self.measure.clone()
         }
     }
 

@@ -28,7 +28,7 @@ use dialtone_loadgen::report::{
     DaemonUsage, MachineStall, Percentiles, describe_stalls, first_trouble, most_held_within_budget,
 };
 use dialtone_loadgen::sim::Simulator;
-use dialtone_loadgen::stalls::StallWatch;
+use dialtone_loadgen::stalls::{StallWatch, freezes};
 use dialtone_loadgen::voice::VoiceScript;
 use dialtone_loadgen::{clock_ticks, host_steal_seconds, process_usage};
 use dialtone_sdp::AudioCodec;
@@ -73,6 +73,14 @@ enum Mode {
         /// How many sockets.
         #[arg(long, default_value_t = 100)]
         count: u16,
+    },
+    /// Watches the machine's CPUs (one real-time thread pinned to each) with nothing else of
+    /// ours running, and reports their stalls and the freezes of the whole machine: how quiet
+    /// the host is before it carries calls.
+    Watch {
+        /// How long to watch.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
     },
     /// The capacity bench: a dialtoned of its own, ramped until a step is out of budget.
     Bench {
@@ -226,6 +234,50 @@ fn callee_config(sim: &SimArgs) -> CalleeConfig {
         hold: (sim.hold_seconds > 0).then(|| Duration::from_secs(sim.hold_seconds)),
         timers: TimerConfig::default(),
     }
+}
+
+/// `dialtone-loadgen watch`: the stalls and freezes of the machine over `period`.
+fn watch_machine(period: Duration) -> anyhow::Result<()> {
+    let ticks = clock_ticks();
+    let steal_before = host_steal_seconds(ticks);
+    let watch = StallWatch::start()?;
+    if !watch.realtime() {
+        eprintln!(
+            "the stall watch runs without real-time scheduling or pinning: the machine's other \
+             threads delay it too, and it reports that as stalls"
+        );
+    }
+    let (cpus, started) = (watch.cpus(), Instant::now());
+    std::thread::sleep(period);
+    let stalls = watch.finish();
+    let frozen = freezes(&stalls, cpus);
+    let at = |t: Instant| t.saturating_duration_since(started).as_secs_f64();
+    for s in &stalls {
+        println!(
+            "stall: CPU {} from {:.3} s, {:.1} ms",
+            s.cpu,
+            at(s.from),
+            s.late.as_secs_f64() * 1000.0
+        );
+    }
+    for f in &frozen {
+        println!(
+            "freeze of every CPU: from {:.3} s, {:.1} ms",
+            at(f.from),
+            f.until.saturating_duration_since(f.from).as_secs_f64() * 1000.0
+        );
+    }
+    println!(
+        "{} CPUs watched for {} s: {} stalls over {} ms, {} freezes of the whole machine, {:.2} s \
+         stolen by the hypervisor",
+        cpus,
+        period.as_secs(),
+        stalls.len(),
+        dialtone_loadgen::stalls::STALL.as_millis(),
+        frozen.len(),
+        host_steal_seconds(ticks) - steal_before
+    );
+    Ok(())
 }
 
 fn plan(agent_id: String, load: &LoadArgs, calls: u64, concurrency: u64, hold: u64) -> LoadPlan {
@@ -447,8 +499,11 @@ async fn bench(
                  threads delay it too, and it reports that as stalls"
             );
         }
+        let cpus = stalls.cpus();
         let (mut report, records) = load::run(&control, sim, &p).await?;
-        report.note_machine_stalls(&stalls.finish());
+        let stalls = stalls.finish();
+        let freezes = freezes(&stalls, cpus);
+        report.note_machine_stalls(&stalls, &freezes, &records);
         sampling.store(false, Ordering::Relaxed);
         let timeline = sampler.join().unwrap_or_default();
         let (cpu_after, _) = process_usage(pid, ticks).context("reading /proc of dialtoned")?;
@@ -488,31 +543,48 @@ async fn bench(
             report.markdown()
         );
         if matches!(shape, Shape::Linear(_)) {
-            let trouble = first_trouble(&records);
-            match &trouble {
-                Some(t) => println!(
-                    "linear ramp: first trouble at {:.1} s with {} calls live: {}",
-                    t.at_s, t.live_calls, t.what
-                ),
-                None => println!(
-                    "linear ramp: no trouble up to {} calls live",
-                    report.dispatch.max_concurrent
-                ),
+            let trouble = first_trouble(&records, &[]);
+            let apart = first_trouble(&records, &freezes);
+            for (what, t) in [
+                ("", &trouble),
+                (", leaving out freezes of the machine", &apart),
+            ] {
+                match t {
+                    Some(t) => println!(
+                        "linear ramp{what}: first trouble at {:.1} s with {} calls live: {}",
+                        t.at_s, t.live_calls, t.what
+                    ),
+                    None => println!(
+                        "linear ramp{what}: no trouble up to {} calls live",
+                        report.dispatch.max_concurrent
+                    ),
+                }
             }
-            linear_trouble = Some(trouble);
+            linear_trouble = Some((trouble, apart));
         }
-        let within = report.within_budget();
+        // A step the machine's freezes alone kept out of budget does not end the ramp.
+        let go_on = report.within_budget_apart_from_freezes();
         steps.push((concurrency, report, timeline));
-        if !within {
+        if !go_on {
             break;
         }
     }
     let held = most_held_within_budget(
         steps.iter().map(|(_, r, _)| r),
-        linear_trouble.as_ref().map(Option::as_ref),
+        linear_trouble.as_ref().map(|(strict, _)| strict.as_ref()),
+        false,
     );
-    // The references, at the largest step within budget (or the first step).
-    let reference_calls = held.or_else(|| ramp.first().copied()).unwrap_or(100);
+    let held_apart_from_freezes = most_held_within_budget(
+        steps.iter().map(|(_, r, _)| r),
+        linear_trouble.as_ref().map(|(_, apart)| apart.as_ref()),
+        true,
+    );
+    // The references, at the largest step within budget leaving out the machine's freezes
+    // (or the first step).
+    let reference_calls = held_apart_from_freezes
+        .or(held)
+        .or_else(|| ramp.first().copied())
+        .unwrap_or(100);
     // Per call-second, so the linear ramp's one run compares too.
     let daemon_step = steps
         .iter()
@@ -551,27 +623,38 @@ async fn bench(
         "rate": load_args.rate,
         "hold_seconds": sim_args.hold_seconds,
         "max_concurrent_within_budget": held,
-        "linear_ramp_first_trouble": linear_trouble.clone().flatten(),
+        "max_concurrent_within_budget_apart_from_machine_freezes": held_apart_from_freezes,
+        "linear_ramp_first_trouble": linear_trouble.as_ref().and_then(|(strict, _)| strict.clone()),
+        "linear_ramp_first_trouble_apart_from_machine_freezes": linear_trouble.as_ref().and_then(|(_, apart)| apart.clone()),
         "steps": steps.iter().map(|(c, r, t)| serde_json::json!({"concurrency": c, "report": r, "timeline": t})).collect::<Vec<_>>(),
     });
     std::fs::write(
         results.join("summary.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
+    let count = |n: Option<u64>| n.map_or("none".into(), |h| h.to_string());
     let mut md = format!(
-        "# Capacity bench\n\ncodec {:?}, {} dispatches/s, calls held {} s\n\n**most concurrent calls within budget: {}**\n",
+        "# Capacity bench\n\ncodec {:?}, {} dispatches/s, calls held {} s\n\n**most concurrent calls within budget: {}**\n\n\
+         leaving out the gaps that freezes of the whole machine (every CPU stalled at once) explain: {}\n",
         sim_args.codec,
         load_args.rate,
         sim_args.hold_seconds,
-        held.map_or("none".into(), |h| h.to_string())
+        count(held),
+        count(held_apart_from_freezes),
     );
-    match &linear_trouble {
-        Some(Some(t)) => md.push_str(&format!(
-            "\nlinear ramp at {} calls/s: first trouble {:.1} s in, with {} calls live ({})\n",
-            load_args.rate, t.at_s, t.live_calls, t.what
-        )),
-        Some(None) => md.push_str("\nlinear ramp: no trouble on the way up\n"),
-        None => {}
+    if let Some((strict, apart)) = &linear_trouble {
+        for (what, t) in [
+            ("", strict),
+            (", leaving out freezes of the machine", apart),
+        ] {
+            md.push_str(&match t {
+                Some(t) => format!(
+                    "\nlinear ramp at {} calls/s{what}: first trouble {:.1} s in, with {} calls live ({})\n",
+                    load_args.rate, t.at_s, t.live_calls, t.what
+                ),
+                None => format!("\nlinear ramp{what}: no trouble on the way up\n"),
+            });
+        }
     }
     for (c, r, _) in &steps {
         md.push_str(&format!("\n## {c} concurrent calls\n\n{}", r.markdown()));
@@ -773,6 +856,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("ready");
             tokio::signal::ctrl_c().await?;
         }
+        Mode::Watch { seconds } => watch_machine(Duration::from_secs(seconds))?,
         Mode::Callee(sim) => {
             let simulator = start_simulator(&sim).await?;
             eprintln!(
