@@ -1729,6 +1729,23 @@ fn rank(status: CallStatus) -> i64 {
     }
 }
 
+/// [`rank`] in SQL, of the status in `column`: the statuses before the end by name, every
+/// final one past them.
+fn rank_in_sql(column: &str) -> String {
+    let before_the_end = [
+        CallStatus::Queued,
+        CallStatus::Dialing,
+        CallStatus::Ringing,
+        CallStatus::InProgress,
+    ]
+    .map(|status| format!("WHEN '{}' THEN {}", status.as_str(), rank(status)))
+    .join(" ");
+    format!(
+        "(CASE {column} {before_the_end} ELSE {} END)",
+        rank(CallStatus::Completed)
+    )
+}
+
 impl Write for AdvanceCall {
     /// Whether the row changed.
     type Output = bool;
@@ -1747,15 +1764,15 @@ impl Write for AdvanceCall {
             let sql = format!(
                 "WITH step (step_id, step_status, step_rank, step_at, step_sip_call_id, \
                  step_sip_status, step_end_reason, step_ended_by, step_media, step_transcript) \
-                 AS (VALUES {}) \
+                 AS (VALUES {values}) \
                  UPDATE calls SET status = step.step_status, updated_at = step.step_at, \
-                 dialed_at = CASE WHEN step.step_rank = 1 \
+                 dialed_at = CASE WHEN step.step_rank = {dialing} \
                    THEN COALESCE(calls.dialed_at, step.step_at) ELSE calls.dialed_at END, \
-                 ringing_at = CASE WHEN step.step_rank = 2 \
+                 ringing_at = CASE WHEN step.step_rank = {ringing} \
                    THEN COALESCE(calls.ringing_at, step.step_at) ELSE calls.ringing_at END, \
-                 answered_at = CASE WHEN step.step_rank = 3 \
+                 answered_at = CASE WHEN step.step_rank = {answered} \
                    THEN COALESCE(calls.answered_at, step.step_at) ELSE calls.answered_at END, \
-                 ended_at = CASE WHEN step.step_rank = 4 \
+                 ended_at = CASE WHEN step.step_rank = {ended} \
                    THEN COALESCE(calls.ended_at, step.step_at) ELSE calls.ended_at END, \
                  sip_call_id = COALESCE(step.step_sip_call_id, calls.sip_call_id), \
                  sip_status = COALESCE(step.step_sip_status, calls.sip_status), \
@@ -1763,10 +1780,14 @@ impl Write for AdvanceCall {
                  ended_by = COALESCE(step.step_ended_by, calls.ended_by), \
                  media = COALESCE(step.step_media, calls.media), \
                  transcript = COALESCE(step.step_transcript, calls.transcript) \
-                 FROM step WHERE calls.id = step.step_id AND (CASE calls.status \
-                 WHEN 'queued' THEN 0 WHEN 'dialing' THEN 1 WHEN 'ringing' THEN 2 \
-                 WHEN 'in_progress' THEN 3 ELSE 4 END) < step.step_rank RETURNING *",
-                values(writes.len(), 10)
+                 FROM step WHERE calls.id = step.step_id \
+                 AND {current} < step.step_rank RETURNING *",
+                values = values(writes.len(), 10),
+                dialing = rank(CallStatus::Dialing),
+                ringing = rank(CallStatus::Ringing),
+                answered = rank(CallStatus::InProgress),
+                ended = rank(CallStatus::Completed),
+                current = rank_in_sql("calls.status"),
             );
             let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
             for w in writes {
@@ -2416,6 +2437,34 @@ mod tests {
     }
 
     on_both!(call_status_only_moves_forward);
+
+    /// The rank the database computes for a stored status is the one `rank` gives it.
+    async fn the_sql_rank_of_every_status_is_its_rank(s: Storage) {
+        use sqlx::Row;
+        for status in [
+            CallStatus::Queued,
+            CallStatus::Dialing,
+            CallStatus::Ringing,
+            CallStatus::InProgress,
+            CallStatus::Completed,
+            CallStatus::Busy,
+            CallStatus::NoAnswer,
+            CallStatus::Failed,
+            CallStatus::Canceled,
+        ] {
+            let sql = format!(
+                "SELECT {} AS r",
+                rank_in_sql(&format!("'{}'", status.as_str()))
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&s.pool)
+                .await
+                .unwrap();
+            let in_sql: i64 = row.try_get("r").unwrap();
+            assert_eq!(in_sql, rank(status), "{status:?}");
+        }
+    }
+    on_both!(the_sql_rank_of_every_status_is_its_rank);
     async fn call_status_only_moves_forward(s: Storage) {
         let c = call(&s).await;
         assert_eq!(c.status, CallStatus::Queued);
