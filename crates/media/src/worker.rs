@@ -231,6 +231,15 @@ fn read_slots(slots: &CallSlots) -> RwLockReadGuard<'_, Vec<CallSlot>> {
     slots.read().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The slot serving call `id`, and its call locked, if any does.
+fn find_slot(slots: &[CallSlot], id: u64) -> Option<(usize, MutexGuard<'_, Option<Box<Served>>>)> {
+    slots
+        .iter()
+        .map(lock_slot)
+        .enumerate()
+        .find(|(_, call)| call.as_ref().is_some_and(|c| c.id == id))
+}
+
 /// What a worker serves: its calls and their sockets, and the schedule of its reads and
 /// ticks. Its own thread takes its steps; another worker stands in for a step its thread has
 /// left [`STAND_IN_AFTER`] overdue ([`SharedShard::stand_in`]).
@@ -615,10 +624,7 @@ impl Shard {
     /// Runs `f` on call `id`, if the shard serves it.
     fn with_call<T>(&self, id: u64, f: impl FnOnce(&mut Served) -> T) -> Option<T> {
         let slots = read_slots(&self.calls);
-        let mut call = slots
-            .iter()
-            .map(lock_slot)
-            .find(|call| call.as_ref().is_some_and(|c| c.id == id))?;
+        let (_, mut call) = find_slot(&slots, id)?;
         call.as_mut().map(|c| f(c))
     }
 
@@ -662,22 +668,13 @@ impl Shard {
     }
 
     fn stop(&mut self, id: u64, reply: Option<oneshot::Sender<MediaStats>>) {
+        let slots = read_slots(&self.calls);
         let Some((slot, mut call)) =
-            read_slots(&self.calls)
-                .iter()
-                .enumerate()
-                .find_map(|(slot, entry)| {
-                    let mut entry = lock_slot(entry);
-                    entry
-                        .as_ref()
-                        .is_some_and(|c| c.id == id)
-                        .then(|| entry.take())
-                        .flatten()
-                        .map(|call| (slot, call))
-                })
+            find_slot(&slots, id).and_then(|(slot, mut entry)| Some((slot, entry.take()?)))
         else {
             return;
         };
+        drop(slots);
         let (rtp, rtcp, errors) = (&call.rtp, &call.rtcp, &mut call.send_errors);
         call.media.bye(&mut |t| Served::send(rtp, rtcp, errors, t));
         let registry = self.sockets.registry();
