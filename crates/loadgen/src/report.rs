@@ -410,7 +410,7 @@ impl Report {
                     .iter()
                     .map(|f| MachineFreeze {
                         at_s: signed_seconds(epoch, f.from),
-                        ms: f.until.saturating_duration_since(f.from).as_secs_f64() * 1000.0,
+                        ms: f.length().as_secs_f64() * 1000.0,
                     })
                     .collect()
             }),
@@ -741,20 +741,28 @@ fn describe_freezes(f: &Freezes) -> String {
     if f.freezes.is_empty() {
         return "none".to_owned();
     }
-    let mut longest = f.freezes.clone();
-    longest.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-    let listed: Vec<String> = longest
-        .iter()
-        .take(LISTED)
-        .map(|s| format!("{:.0} ms from {:.2} s", s.ms, s.at_s))
-        .collect();
     format!(
-        "{}, the longest: {}; gaps they explain: {}; calls with a gap they do not: {}",
-        f.freezes.len(),
-        listed.join(", "),
+        "{}; gaps they explain: {}; calls with a gap they do not: {}",
+        the_longest(
+            &f.freezes,
+            |s| s.ms,
+            |s| format!("{:.0} ms from {:.2} s", s.ms, s.at_s)
+        ),
         f.gaps_explained,
         f.calls_with_unexplained_gaps
     )
+}
+
+/// How many `items` there are, and the [`LISTED`] longest by `ms`, each as `describe` puts it.
+fn the_longest<T: Clone>(
+    items: &[T],
+    ms: impl Fn(&T) -> f64,
+    describe: impl Fn(&T) -> String,
+) -> String {
+    let mut longest = items.to_vec();
+    longest.sort_by(|a, b| ms(b).total_cmp(&ms(a)));
+    let listed: Vec<String> = longest.iter().take(LISTED).map(describe).collect();
+    format!("{}, the longest: {}", items.len(), listed.join(", "))
 }
 
 /// Stalls of the machine's CPUs in a few words: how many, and the longest.
@@ -762,14 +770,11 @@ pub fn describe_stalls(stalls: &[MachineStall]) -> String {
     if stalls.is_empty() {
         return "none".to_owned();
     }
-    let mut longest = stalls.to_vec();
-    longest.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-    let listed: Vec<String> = longest
-        .iter()
-        .take(LISTED)
-        .map(|s| format!("{:.0} ms on CPU {} from {:.1} s", s.ms, s.cpu, s.at_s))
-        .collect();
-    format!("{}, the longest: {}", stalls.len(), listed.join(", "))
+    the_longest(
+        stalls,
+        |s| s.ms,
+        |s| format!("{:.0} ms on CPU {} from {:.1} s", s.ms, s.cpu, s.at_s),
+    )
 }
 
 #[cfg(test)]

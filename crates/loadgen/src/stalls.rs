@@ -160,6 +160,11 @@ pub struct Freeze {
 }
 
 impl Freeze {
+    /// How long the machine stood still.
+    pub fn length(&self) -> Duration {
+        self.until.saturating_duration_since(self.from)
+    }
+
     /// How much of the span `from..until` the freeze covers.
     pub fn overlap(&self, from: Instant, until: Instant) -> Duration {
         self.until

@@ -264,7 +264,7 @@ fn watch_machine(period: Duration) -> anyhow::Result<()> {
         println!(
             "freeze of every CPU: from {:.3} s, {:.1} ms",
             at(f.from),
-            f.until.saturating_duration_since(f.from).as_secs_f64() * 1000.0
+            f.length().as_secs_f64() * 1000.0
         );
     }
     println!(
