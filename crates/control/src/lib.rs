@@ -32,8 +32,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use dialtone_engine::{DispatchRequest, Dispatched, Engine, EngineError, RegistrationState};
+use dialtone_model::time::rfc3339;
 use dialtone_storage::{
-    CallFilter, KeyOwner, NewAgent, NewTrunk, StorageError, Stored, TrunkTransport, rfc3339,
+    CallFilter, KeyOwner, NewAgent, NewTrunk, StorageError, Stored, TrunkTransport,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};

@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dialtone_media::{AudioFrame, FrameReceiver, FrameSender, MediaCall};
+use dialtone_model::time::rfc3339;
 use dialtone_speech::{AnsweredBy, FRAME_SAMPLES, SpeechConfig, SpeechEvent, SpeechLoop};
-use dialtone_storage::{Storage, rfc3339};
+use dialtone_storage::{EndReason, EndedBy, Storage};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -33,7 +34,7 @@ pub(crate) enum BrainRequest {
     /// End the call with this end reason.
     HangUp {
         /// The end reason.
-        reason: &'static str,
+        reason: EndReason,
     },
     /// Send these digits (RFC 4733).
     SendDtmf(String),
@@ -46,10 +47,10 @@ pub(crate) enum BrainInput {
     Dtmf(char),
     /// The call ended: who ended it, and the end reason.
     Ended {
-        /// `callee`, `agent`, `api` or `engine`.
-        by: &'static str,
-        /// The end reason code.
-        reason: &'static str,
+        /// Who ended it.
+        by: EndedBy,
+        /// The end reason.
+        reason: EndReason,
     },
 }
 
@@ -127,7 +128,7 @@ impl Run {
                 if let Err(error) = self
                     .context
                     .storage
-                    .set_answered_by(self.context.call_id, who.as_str())
+                    .set_answered_by(self.context.call_id, who)
                     .await
                 {
                     tracing::error!(%error, "could not record who answered");
@@ -136,7 +137,7 @@ impl Run {
                     match &self.context.voicemail {
                         Voicemail::HangUp => {
                             let _ = self.context.requests.send(BrainRequest::HangUp {
-                                reason: "voicemail",
+                                reason: EndReason::Voicemail,
                             });
                         }
                         Voicemail::LeaveMessage(_) => {
@@ -156,14 +157,14 @@ impl Run {
             }
             SpeechEvent::PlayoutDone { mark } if mark == "voicemail-message" => {
                 let _ = self.context.requests.send(BrainRequest::HangUp {
-                    reason: "voicemail_message",
+                    reason: EndReason::VoicemailMessage,
                 });
                 true
             }
             SpeechEvent::SilenceTimeout { .. } if !duties.leaving_message => {
                 if duties.prompted {
                     let _ = self.context.requests.send(BrainRequest::HangUp {
-                        reason: "silence_timeout",
+                        reason: EndReason::SilenceTimeout,
                     });
                 } else {
                     duties.prompted = true;
@@ -341,7 +342,7 @@ impl Run {
             tracing::error!(error = %e, "could not record the result");
         }
         let _ = self.context.requests.send(BrainRequest::HangUp {
-            reason: "completed",
+            reason: EndReason::Completed,
         });
     }
 
@@ -750,8 +751,8 @@ async fn run_remote(
                 BrainInput::Ended { by, reason } => {
                     if !failed {
                         let _ = to_brain.try_send(send(Event::Ended(CallEnded {
-                            by: by.into(),
-                            reason: reason.into(),
+                            by: by.as_str().into(),
+                            reason: reason.as_str().into(),
                         })));
                     }
                     break;
@@ -777,9 +778,9 @@ async fn run_remote(
                     }
                     Some(Action::HangUp(hang_up)) => {
                         let reason = match hang_up.reason.as_str() {
-                            "" | "completed" => "completed",
-                            "voicemail" => "voicemail",
-                            _ => "agent_hangup",
+                            "" | "completed" => EndReason::Completed,
+                            "voicemail" => EndReason::Voicemail,
+                            _ => EndReason::AgentHangup,
                         };
                         let _ = run.context.requests.send(BrainRequest::HangUp { reason });
                     }
@@ -864,7 +865,7 @@ async fn run_remote(
                 }
                 SpeechEvent::PlayoutDone { mark } if mark == "apology" && failed => {
                     let _ = run.context.requests.send(BrainRequest::HangUp {
-                        reason: "brain_error",
+                        reason: EndReason::BrainError,
                     });
                     None
                 }

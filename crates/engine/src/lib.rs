@@ -41,14 +41,15 @@ use dialtone_sdp::{
 };
 pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{
-    Admission, CallEvent, Credentials, DialRequest, EndReason, Party, SipUa, Transport, Trunk,
-    UaEvent,
+    Admission, CallEvent, Credentials, DialRequest, EndReason as SipEndReason, Party, SipUa,
+    Transport, Trunk, UaEvent,
 };
 use dialtone_speech::{AmdConfig, BargeIn, SpeechConfig};
 
 use brains::{BrainContext, BrainInput, BrainRequest, Builtin};
 use dialtone_storage::{
-    CallProgress, CallStatus, Inserted, NewCall, Storage, StorageError, TrunkTransport,
+    CallProgress, CallStatus, EndReason, EndedBy, Inserted, NewCall, Storage, StorageError,
+    TrunkTransport,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -613,18 +614,18 @@ impl Engine {
         progress: &ProgressLog,
         plan: &CallPlan,
         status: CallStatus,
-        reason: &str,
-        by: &str,
+        reason: EndReason,
+        by: EndedBy,
         sip_status: Option<u16>,
         media: Option<Value>,
     ) {
-        metrics::counter!("dialtone_calls_total", "status" => status.as_str(), "end_reason" => reason.to_owned(), "trunk" => plan.trunk_name.clone())
+        metrics::counter!("dialtone_calls_total", "status" => status.as_str(), "end_reason" => reason.as_str(), "trunk" => plan.trunk_name.clone())
             .increment(1);
         progress.record(
             status,
             CallProgress {
-                end_reason: Some(reason.to_owned()),
-                ended_by: Some(by.to_owned()),
+                end_reason: Some(reason),
+                ended_by: Some(by),
                 sip_status,
                 media,
                 ..CallProgress::default()
@@ -632,8 +633,8 @@ impl Engine {
         );
         tracing::info!(
             status = status.as_str(),
-            reason,
-            by,
+            reason = reason.as_str(),
+            by = by.as_str(),
             "call ended without an answer"
         );
     }
@@ -676,17 +677,17 @@ impl Engine {
         tokio::select! {
             admitted = queued => {
                 if admitted.is_none() {
-                    Self::fail(progress, plan, CallStatus::Failed, "queue_timeout", "engine", None, None);
+                    Self::fail(progress, plan, CallStatus::Failed, EndReason::QueueTimeout, EndedBy::Engine, None, None);
                 }
                 admitted
             }
             Some(by) = hangup.recv() => {
                 match by {
                     HangUp::Api => {
-                        Self::fail(progress, plan, CallStatus::Canceled, "canceled", "api", None, None);
+                        Self::fail(progress, plan, CallStatus::Canceled, EndReason::Canceled, EndedBy::Api, None, None);
                     }
                     HangUp::Shutdown => {
-                        Self::fail(progress, plan, CallStatus::Failed, "engine_shutdown", "engine", None, None);
+                        Self::fail(progress, plan, CallStatus::Failed, EndReason::EngineShutdown, EndedBy::Engine, None, None);
                     }
                 }
                 None
@@ -745,8 +746,8 @@ impl Engine {
                     progress,
                     &plan,
                     CallStatus::Failed,
-                    "media_unavailable",
-                    "engine",
+                    EndReason::MediaUnavailable,
+                    EndedBy::Engine,
                     None,
                     None,
                 );
@@ -772,8 +773,8 @@ impl Engine {
                     progress,
                     &plan,
                     CallStatus::Failed,
-                    "dial_refused",
-                    "engine",
+                    EndReason::DialRefused,
+                    EndedBy::Engine,
                     None,
                     None,
                 );
@@ -796,14 +797,14 @@ impl Engine {
         let max_duration = tokio::time::sleep(Duration::from_secs(86_400));
         tokio::pin!(max_duration);
         // Why and by whom (`agent` or `engine`) we hung up, when it was not the API.
-        let mut local_end: Option<(&'static str, &'static str)> = None;
+        let mut local_end: Option<(EndReason, EndedBy)> = None;
         loop {
             let event = tokio::select! {
                 e = call.next_event() => e,
                 Some(by) = hangup.recv() => {
                     match by {
                         HangUp::Api => hangup_by_api = true,
-                        HangUp::Shutdown => local_end = Some(("engine_shutdown", "engine")),
+                        HangUp::Shutdown => local_end = Some((EndReason::EngineShutdown, EndedBy::Engine)),
                     }
                     let _ = call.hang_up();
                     continue;
@@ -811,8 +812,8 @@ impl Engine {
                 Some(request) = brain_rx.recv() => {
                     match request {
                         BrainRequest::HangUp { reason } => {
-                            tracing::info!(reason, "the brain hangs up");
-                            local_end = Some((reason, "agent"));
+                            tracing::info!(reason = reason.as_str(), "the brain hangs up");
+                            local_end = Some((reason, EndedBy::Agent));
                             let _ = call.hang_up();
                         }
                         BrainRequest::SendDtmf(digits) => {
@@ -832,7 +833,7 @@ impl Engine {
                         MediaEvent::RtpTimeout { .. } if !answered => {}
                         MediaEvent::RtpTimeout { silent_for } => {
                             tracing::warn!(?silent_for, "no RTP from the far end; hanging up");
-                            local_end = Some(("rtp_timeout", "engine"));
+                            local_end = Some((EndReason::RtpTimeout, EndedBy::Engine));
                             let _ = call.hang_up();
                         }
                         MediaEvent::Dtmf { event, .. } => {
@@ -847,7 +848,7 @@ impl Engine {
                     continue;
                 }
                 _ = &mut max_duration => {
-                    local_end = Some(("max_duration", "engine"));
+                    local_end = Some((EndReason::MaxDuration, EndedBy::Engine));
                     let _ = call.hang_up();
                     max_duration.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400));
                     continue;
@@ -885,7 +886,7 @@ impl Engine {
                             }
                             Err(error) => {
                                 tracing::error!(%error, "early media did not start; hanging up");
-                                local_end = Some(("media_unavailable", "engine"));
+                                local_end = Some((EndReason::MediaUnavailable, EndedBy::Engine));
                                 let _ = call.hang_up();
                             }
                         }
@@ -899,7 +900,7 @@ impl Engine {
                     };
                     let Some(session) = answer else {
                         tracing::warn!("answer SDP unusable; hanging up");
-                        local_end = Some(("incompatible_media", "engine"));
+                        local_end = Some((EndReason::IncompatibleMedia, EndedBy::Engine));
                         let _ = call.hang_up();
                         continue;
                     };
@@ -921,21 +922,25 @@ impl Engine {
                         }
                         (Some(_), _) => {
                             tracing::warn!("the answer changed the early media's codec");
-                            Err(("incompatible_media", None))
+                            Err((EndReason::IncompatibleMedia, None))
                         }
                         (None, _) => match port.take() {
                             Some(bound) => self
                                 .media
                                 .start(bound, self.media_config(&plan, &session))
-                                .map_err(|error| ("media_unavailable", Some(error))),
-                            None => Err(("media_unavailable", None)),
+                                .map_err(|error| (EndReason::MediaUnavailable, Some(error))),
+                            None => Err((EndReason::MediaUnavailable, None)),
                         },
                     };
                     let mut m = match started {
                         Ok(m) => m,
                         Err((code, error)) => {
-                            tracing::error!(?error, code, "media did not start; hanging up");
-                            local_end = Some((code, "engine"));
+                            tracing::error!(
+                                ?error,
+                                code = code.as_str(),
+                                "media did not start; hanging up"
+                            );
+                            local_end = Some((code, EndedBy::Engine));
                             let _ = call.hang_up();
                             continue;
                         }
@@ -1014,19 +1019,19 @@ impl Engine {
                 }
                 UaEvent::Call(CallEvent::Failed { status, reason }) => {
                     let (state, by) = match reason {
-                        _ if hangup_by_api => (CallStatus::Canceled, "api"),
-                        _ if local_end.is_some() => (CallStatus::Failed, "engine"),
-                        EndReason::Busy => (CallStatus::Busy, "callee"),
-                        EndReason::NoAnswer => (CallStatus::NoAnswer, "engine"),
-                        EndReason::Rejected | EndReason::Unavailable => {
-                            (CallStatus::Failed, "callee")
+                        _ if hangup_by_api => (CallStatus::Canceled, EndedBy::Api),
+                        _ if local_end.is_some() => (CallStatus::Failed, EndedBy::Engine),
+                        SipEndReason::Busy => (CallStatus::Busy, EndedBy::Callee),
+                        SipEndReason::NoAnswer => (CallStatus::NoAnswer, EndedBy::Engine),
+                        SipEndReason::Rejected | SipEndReason::Unavailable => {
+                            (CallStatus::Failed, EndedBy::Callee)
                         }
-                        _ => (CallStatus::Failed, "trunk"),
+                        _ => (CallStatus::Failed, EndedBy::Trunk),
                     };
                     let code = match local_end {
-                        _ if hangup_by_api => "canceled",
+                        _ if hangup_by_api => EndReason::Canceled,
                         Some((code, _)) => code,
-                        None => reason.as_str(),
+                        None => end_reason_of(reason),
                     };
                     // Early media heard before the call failed (an announcement, say).
                     let media_json = match media.take() {
@@ -1037,10 +1042,10 @@ impl Engine {
                 }
                 UaEvent::Call(CallEvent::Ended { by, reason }) => {
                     let (code, ended_by) = match (by, hangup_by_api, local_end) {
-                        (Party::Remote, ..) => (reason.as_str(), "callee"),
-                        (Party::Local, true, _) => (reason.as_str(), "api"),
+                        (Party::Remote, ..) => (end_reason_of(reason), EndedBy::Callee),
+                        (Party::Local, true, _) => (end_reason_of(reason), EndedBy::Api),
                         (Party::Local, false, Some((code, by))) => (code, by),
-                        (Party::Local, false, None) => (reason.as_str(), "agent"),
+                        (Party::Local, false, None) => (end_reason_of(reason), EndedBy::Agent),
                     };
                     if let Some(mut b) = brain.take() {
                         // The brain hears how the call ended, and has a moment to finish.
@@ -1059,7 +1064,7 @@ impl Engine {
                         Some(m) => Some(m.stop().await),
                         None => None,
                     };
-                    metrics::counter!("dialtone_calls_total", "status" => "completed", "end_reason" => code.to_owned(), "trunk" => plan.trunk_name.clone())
+                    metrics::counter!("dialtone_calls_total", "status" => "completed", "end_reason" => code.as_str(), "trunk" => plan.trunk_name.clone())
                         .increment(1);
                     let media_json = match stats {
                         Some(s) => {
@@ -1078,13 +1083,17 @@ impl Engine {
                     progress.record(
                         CallStatus::Completed,
                         CallProgress {
-                            end_reason: Some(code.to_owned()),
-                            ended_by: Some(ended_by.to_owned()),
+                            end_reason: Some(code),
+                            ended_by: Some(ended_by),
                             media: media_json,
                             ..CallProgress::default()
                         },
                     );
-                    tracing::info!(ended_by, code, "call ended");
+                    tracing::info!(
+                        ended_by = ended_by.as_str(),
+                        code = code.as_str(),
+                        "call ended"
+                    );
                 }
                 _ => {}
             }
@@ -1268,6 +1277,13 @@ fn answer_remote_offer(
     (negotiated.codec.codec == current.codec.codec).then(|| (answer.to_string(), negotiated))
 }
 
+/// The call record's end reason for one the SIP stack gave: the same code, since the model's
+/// reasons are a superset of the SIP stack's (a test walks them); a reason the model did not
+/// know would be recorded as `request_failed`.
+fn end_reason_of(sip: SipEndReason) -> EndReason {
+    sip.as_str().parse().unwrap_or(EndReason::RequestFailed)
+}
+
 /// What the far end played before it answered (ringback, announcements), in 20 ms frames.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct EarlyHeard {
@@ -1346,5 +1362,26 @@ async fn next_media_event(media: &mut Option<MediaCall>) -> Option<MediaEvent> {
     match media {
         Some(m) => m.next_event().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every end reason the SIP stack gives (from every final status, and those no status
+    /// gives) keeps its code on the call record.
+    #[test]
+    fn the_sip_stacks_end_reasons_keep_their_codes() {
+        let from_statuses = (300..700).map(SipEndReason::from_status);
+        let others = [
+            SipEndReason::Completed,
+            SipEndReason::TrunkTimeout,
+            SipEndReason::TransportError,
+            SipEndReason::SessionExpired,
+        ];
+        for sip in from_statuses.chain(others) {
+            assert_eq!(end_reason_of(sip).as_str(), sip.as_str());
+        }
     }
 }

@@ -7,27 +7,8 @@ use std::time::Duration;
 
 const FRAME: Duration = Duration::from_millis(20);
 
-/// Who answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnsweredBy {
-    /// A person.
-    Human,
-    /// An answering machine or voicemail.
-    Machine,
-    /// The analysis could not tell in time.
-    Unknown,
-}
-
-impl AnsweredBy {
-    /// The name used on the call record.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Human => "human",
-            Self::Machine => "machine",
-            Self::Unknown => "unknown",
-        }
-    }
-}
+/// Who answered: the call record's verdict, named once in the model.
+pub use dialtone_model::AnsweredBy;
 
 /// AMD settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

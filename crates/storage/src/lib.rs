@@ -23,7 +23,6 @@
 //! metadata, transcript, result, media statistics) is stored as text.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +36,8 @@ use uuid::Uuid;
 mod writer;
 
 use writer::{Pending, Write, Writer};
+
+pub use dialtone_model::{AnsweredBy, Call, CallStatus, EndReason, EndedBy};
 
 /// Errors from storage.
 #[derive(Debug, thiserror::Error)]
@@ -380,135 +381,6 @@ pub struct NewAgent {
     pub primary_number_id: Option<Uuid>,
 }
 
-/// Where a call is in its life. Only moves forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallStatus {
-    /// Accepted, not yet dialled.
-    Queued,
-    /// INVITE sent.
-    Dialing,
-    /// The callee is ringing (or early media).
-    Ringing,
-    /// Answered; the conversation runs.
-    InProgress,
-    /// Answered and ended.
-    Completed,
-    /// The callee was busy.
-    Busy,
-    /// Nobody answered in time.
-    NoAnswer,
-    /// Ended without an answer for another reason (rejected, error).
-    Failed,
-    /// Cancelled before it was answered.
-    Canceled,
-}
-
-impl CallStatus {
-    /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Dialing => "dialing",
-            Self::Ringing => "ringing",
-            Self::InProgress => "in_progress",
-            Self::Completed => "completed",
-            Self::Busy => "busy",
-            Self::NoAnswer => "no_answer",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-        }
-    }
-
-    /// Whether the call has ended.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Completed | Self::Busy | Self::NoAnswer | Self::Failed | Self::Canceled
-        )
-    }
-}
-
-impl FromStr for CallStatus {
-    type Err = StorageError;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "queued" => Self::Queued,
-            "dialing" => Self::Dialing,
-            "ringing" => Self::Ringing,
-            "in_progress" => Self::InProgress,
-            "completed" => Self::Completed,
-            "busy" => Self::Busy,
-            "no_answer" => Self::NoAnswer,
-            "failed" => Self::Failed,
-            "canceled" => Self::Canceled,
-            other => {
-                return Err(StorageError::Corrupt {
-                    column: "calls.status",
-                    detail: format!("unknown status {other:?}"),
-                });
-            }
-        })
-    }
-}
-
-/// A call record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Call {
-    /// Id.
-    pub id: Uuid,
-    /// The organisation it belongs to.
-    pub org_id: Uuid,
-    /// The agent that runs it.
-    pub agent_id: Uuid,
-    /// Destination, E.164.
-    pub to: String,
-    /// Caller ID, E.164.
-    pub from_number: String,
-    /// Trunk used.
-    pub trunk_id: Uuid,
-    /// Effective instructions (the call's, else the agent's).
-    pub instructions: Option<String>,
-    /// Context object.
-    pub context: Value,
-    /// Metadata object.
-    pub metadata: Value,
-    /// Effective webhook URL.
-    pub webhook_url: Option<String>,
-    /// Status.
-    pub status: CallStatus,
-    /// Why it ended.
-    pub end_reason: Option<String>,
-    /// Who ended it (`local`, `remote`, `api`).
-    pub ended_by: Option<String>,
-    /// SIP Call-ID of the (last) attempt.
-    pub sip_call_id: Option<String>,
-    /// Final SIP status, when one arrived.
-    pub sip_status: Option<u16>,
-    /// Answering-machine detection's verdict: `human`, `machine` or `unknown`.
-    pub answered_by: Option<String>,
-    /// Transcript lines.
-    pub transcript: Value,
-    /// Structured result.
-    pub result: Option<Value>,
-    /// Why there is no (valid) result.
-    pub result_error: Option<String>,
-    /// Media statistics.
-    pub media: Option<Value>,
-    /// Accepted at.
-    pub created_at: i64,
-    /// INVITE sent at.
-    pub dialed_at: Option<i64>,
-    /// Ringing since.
-    pub ringing_at: Option<i64>,
-    /// Answered at.
-    pub answered_at: Option<i64>,
-    /// Ended at.
-    pub ended_at: Option<i64>,
-    /// Last change.
-    pub updated_at: i64,
-}
-
 /// Fields of a new call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewCall {
@@ -542,9 +414,9 @@ pub struct CallProgress {
     /// Final SIP status.
     pub sip_status: Option<u16>,
     /// End reason.
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
     /// Who ended it.
-    pub ended_by: Option<String>,
+    pub ended_by: Option<EndedBy>,
     /// Media statistics.
     pub media: Option<Value>,
     /// Transcript.
@@ -1367,8 +1239,8 @@ impl Storage {
     }
 
     /// Records who answered (answering-machine detection). Not a status step: no event.
-    pub async fn set_answered_by(&self, id: Uuid, answered_by: &str) -> Result<()> {
-        self.set_detail(id, CallDetail::AnsweredBy(answered_by.to_owned()))
+    pub async fn set_answered_by(&self, id: Uuid, answered_by: AnsweredBy) -> Result<()> {
+        self.set_detail(id, CallDetail::AnsweredBy(answered_by))
             .await
     }
 
@@ -1394,8 +1266,8 @@ impl Storage {
         for row in &rows {
             let id = uuid_of(row, "id")?;
             let progress = CallProgress {
-                end_reason: Some("engine_restart".into()),
-                ended_by: Some("engine".into()),
+                end_reason: Some(EndReason::EngineRestart),
+                ended_by: Some(EndedBy::Engine),
                 ..CallProgress::default()
             };
             if self.advance_call(id, CallStatus::Failed, progress).await? {
@@ -1530,7 +1402,6 @@ async fn fetch_call(conn: &mut AnyConnection, id: Uuid) -> Result<Call> {
 
 /// A call from its row (`SELECT *` or `RETURNING *`).
 fn call_from(row: &AnyRow) -> Result<Call> {
-    let status: String = row.try_get("status")?;
     let sip_status: Option<i64> = row.try_get("sip_status")?;
     Ok(Call {
         id: uuid_of(row, "id")?,
@@ -1543,11 +1414,11 @@ fn call_from(row: &AnyRow) -> Result<Call> {
         context: json_of(row, "context")?,
         metadata: json_of(row, "metadata")?,
         webhook_url: row.try_get("webhook_url")?,
-        status: status.parse()?,
-        end_reason: row.try_get("end_reason")?,
-        ended_by: row.try_get("ended_by")?,
+        status: parse_req(row, "status", str::parse)?,
+        end_reason: parse_opt(row, "end_reason", str::parse)?,
+        ended_by: parse_opt(row, "ended_by", str::parse)?,
         sip_call_id: row.try_get("sip_call_id")?,
-        answered_by: row.try_get("answered_by")?,
+        answered_by: parse_opt(row, "answered_by", str::parse)?,
         sip_status: sip_status.and_then(|s| u16::try_from(s).ok()),
         transcript: json_of(row, "transcript")?,
         result: opt_json_of(row, "result")?,
@@ -1714,19 +1585,10 @@ struct AdvanceCall {
     progress: CallProgress,
 }
 
-/// A status's place in a call's life: a step only ever goes to a higher one.
+/// A status's place in a call's life ([`CallStatus::rank`]): a step only ever goes to a
+/// higher one.
 fn rank(status: CallStatus) -> i64 {
-    match status {
-        CallStatus::Queued => 0,
-        CallStatus::Dialing => 1,
-        CallStatus::Ringing => 2,
-        CallStatus::InProgress => 3,
-        CallStatus::Completed
-        | CallStatus::Busy
-        | CallStatus::NoAnswer
-        | CallStatus::Failed
-        | CallStatus::Canceled => 4,
-    }
+    i64::from(status.rank())
 }
 
 /// [`rank`] in SQL, of the status in `column`: the statuses before the end by name, every
@@ -1799,8 +1661,8 @@ impl Write for AdvanceCall {
                     .bind(w.at)
                     .bind(progress.sip_call_id.as_deref())
                     .bind(progress.sip_status.map(i64::from))
-                    .bind(progress.end_reason.as_deref())
-                    .bind(progress.ended_by.as_deref())
+                    .bind(progress.end_reason.map(EndReason::as_str))
+                    .bind(progress.ended_by.map(EndedBy::as_str))
                     .bind(progress.media.as_ref().map(Value::to_string))
                     .bind(progress.transcript.as_ref().map(Value::to_string));
             }
@@ -1829,7 +1691,7 @@ enum CallDetail {
     /// The whole transcript, JSON text.
     Transcript(String),
     /// Who answered.
-    AnsweredBy(String),
+    AnsweredBy(AnsweredBy),
 }
 
 /// Writes a [`CallDetail`].
@@ -1933,7 +1795,7 @@ async fn enqueue_events<'a>(
         let body = serde_json::json!({
             "id": id,
             "type": kind,
-            "created_at": rfc3339(now),
+            "created_at": dialtone_model::time::rfc3339(now),
             "call_id": call.id,
             "sequence": sequence,
             "data": {"call": call.to_json()},
@@ -1950,103 +1812,6 @@ async fn enqueue_events<'a>(
     }
     insert.execute(&mut *conn).await?;
     Ok(())
-}
-
-/// What an end reason code means, for people reading a call record.
-pub fn end_reason_message(code: &str) -> Option<&'static str> {
-    Some(match code {
-        "completed" => "the call was answered and ended normally",
-        "busy" => "the callee was busy (486/600)",
-        "no_answer" => "nobody answered before the ring timeout",
-        "rejected" => "the callee declined the call (603)",
-        "forbidden" => "the trunk refused the call (403)",
-        "not_found" => "the number does not exist (404)",
-        "invalid_number" => "the trunk found the number malformed (484)",
-        "unavailable" => "the callee is unavailable (480)",
-        "auth_failed" => "the trunk's digest challenge could not be met",
-        "trunk_timeout" => "the trunk did not answer the INVITE (Timer B)",
-        "canceled" => "hung up by the API before it was answered",
-        "incompatible_media" => "no codec in common with the callee",
-        "redirected" => "the callee redirected the call (3xx)",
-        "trunk_error" => "the trunk failed (5xx)",
-        "payment_required" => "the trunk account needs payment (402)",
-        "congestion" => "the network is congested (503)",
-        "transport_error" => "the trunk could not be reached",
-        "session_expired" => "the session timer expired (RFC 4028)",
-        "request_failed" => "the trunk refused the call",
-        "rtp_timeout" => "the far end stopped sending audio",
-        "voicemail" => "an answering machine answered and the agent hangs up on those",
-        "voicemail_message" => {
-            "an answering machine answered; the agent left its message after the beep"
-        }
-        "silence_timeout" => {
-            "the caller stayed silent, even after being asked if they were still there"
-        }
-        "brain_error" => {
-            "the agent's brain failed or could not be reached; the caller heard an apology"
-        }
-        "agent_hangup" => "the agent's brain ended the call",
-        "max_duration" => "the call reached the agent's maximum duration",
-        "queue_timeout" => "no slot under the organisation's concurrency cap in time",
-        "engine_restart" => "the engine restarted while the call was live",
-        "engine_shutdown" => "the engine shut down while the call was live",
-        "media_unavailable" => "no media port was free",
-        "dial_refused" => "the call could not be placed (trunk caps or configuration)",
-        _ => return None,
-    })
-}
-
-/// RFC 3339 UTC for a Unix-millisecond time.
-pub fn rfc3339(ms: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339)
-        .ok()
-}
-
-impl Call {
-    /// The call object of the API (and of webhook payloads).
-    pub fn to_json(&self) -> Value {
-        let ring = match (self.dialed_at, self.answered_at.or(self.ended_at)) {
-            (Some(start), Some(end)) => Some(end - start),
-            _ => None,
-        };
-        let talk = match (self.answered_at, self.ended_at) {
-            (Some(start), Some(end)) => Some(end - start),
-            _ => None,
-        };
-        serde_json::json!({
-            "id": self.id,
-            "agent_id": self.agent_id,
-            "to": self.to,
-            "from_number": self.from_number,
-            "trunk_id": self.trunk_id,
-            "instructions": self.instructions,
-            "context": self.context,
-            "metadata": self.metadata,
-            "webhook_url": self.webhook_url,
-            "status": self.status.as_str(),
-            "end_reason": self.end_reason.as_ref().map(|code| serde_json::json!({
-                "code": code,
-                "by": self.ended_by,
-                "sip_status": self.sip_status,
-                "message": end_reason_message(code),
-            })),
-            "answered_by": self.answered_by,
-            "sip_call_id": self.sip_call_id,
-            "created_at": rfc3339(self.created_at),
-            "dialed_at": self.dialed_at.and_then(rfc3339),
-            "ringing_at": self.ringing_at.and_then(rfc3339),
-            "answered_at": self.answered_at.and_then(rfc3339),
-            "ended_at": self.ended_at.and_then(rfc3339),
-            "ring_duration_ms": ring,
-            "talk_duration_ms": talk,
-            "transcript": self.transcript,
-            "result": self.result,
-            "result_error": self.result_error,
-            "recording": null,
-            "media_stats": self.media,
-        })
-    }
 }
 
 /// The outcome of one delivery attempt.
@@ -2441,17 +2206,7 @@ mod tests {
     /// The rank the database computes for a stored status is the one `rank` gives it.
     async fn the_sql_rank_of_every_status_is_its_rank(s: Storage) {
         use sqlx::Row;
-        for status in [
-            CallStatus::Queued,
-            CallStatus::Dialing,
-            CallStatus::Ringing,
-            CallStatus::InProgress,
-            CallStatus::Completed,
-            CallStatus::Busy,
-            CallStatus::NoAnswer,
-            CallStatus::Failed,
-            CallStatus::Canceled,
-        ] {
+        for &status in CallStatus::ALL {
             let sql = format!(
                 "SELECT {} AS r",
                 rank_in_sql(&format!("'{}'", status.as_str()))
@@ -2495,8 +2250,8 @@ mod tests {
                 c.id,
                 CallStatus::Completed,
                 CallProgress {
-                    end_reason: Some("completed".into()),
-                    ended_by: Some("remote".into()),
+                    end_reason: Some(EndReason::Completed),
+                    ended_by: Some(EndedBy::Callee),
                     ..CallProgress::default()
                 }
             )
@@ -2511,7 +2266,7 @@ mod tests {
         let c = s.get_call(c.id).await.unwrap();
         assert_eq!(c.status, CallStatus::Completed);
         assert_eq!(c.sip_call_id.as_deref(), Some("abc"));
-        assert_eq!(c.end_reason.as_deref(), Some("completed"));
+        assert_eq!(c.end_reason, Some(EndReason::Completed));
         assert!(c.dialed_at.is_some() && c.answered_at.is_some() && c.ended_at.is_some());
         assert_eq!(c.ringing_at, None);
         assert_eq!(c.context, serde_json::json!({"k": 1}));
@@ -2797,11 +2552,11 @@ mod tests {
             assert_eq!(call.status, CallStatus::Dialing);
             assert_eq!(call.transcript.as_array().map(Vec::len), Some(1));
         }
-        let queued = s.set_answered_by(first.id, "human");
+        let queued = s.set_answered_by(first.id, AnsweredBy::Human);
         let (queued, ()) = tokio::join!(queued, s.writer.close());
         queued.unwrap();
         assert!(matches!(
-            s.set_answered_by(first.id, "machine").await,
+            s.set_answered_by(first.id, AnsweredBy::Machine).await,
             Err(StorageError::Closed)
         ));
     }
@@ -2863,12 +2618,6 @@ mod tests {
             s.list_calls(&CallFilter::default(), 3, Some("nope")).await,
             Err(StorageError::InvalidCursor { .. })
         ));
-    }
-
-    #[test]
-    fn timestamps_render_as_rfc3339() {
-        assert_eq!(rfc3339(0).as_deref(), Some("1970-01-01T00:00:00Z"));
-        assert_eq!(rfc3339(1_500).as_deref(), Some("1970-01-01T00:00:01.5Z"));
     }
 
     #[tokio::test]

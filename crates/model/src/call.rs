@@ -1,0 +1,262 @@
+//! A call: the record as stored ([`Call`]) and the call object of the API and the webhooks
+//! ([`CallView`]), which is the only place the call object's fields are named.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::time::rfc3339;
+use crate::{AnsweredBy, CallStatus, EndReason, EndedBy};
+
+/// A call record as stored; times are Unix epoch milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// Id (UUID v7).
+    pub id: Uuid,
+    /// The organisation it belongs to.
+    pub org_id: Uuid,
+    /// The agent that runs it.
+    pub agent_id: Uuid,
+    /// Destination, E.164.
+    pub to: String,
+    /// Caller ID, E.164.
+    pub from_number: String,
+    /// Trunk used.
+    pub trunk_id: Uuid,
+    /// Effective instructions (the call's, else the agent's).
+    pub instructions: Option<String>,
+    /// Context object.
+    pub context: Value,
+    /// Metadata object.
+    pub metadata: Value,
+    /// Effective webhook URL.
+    pub webhook_url: Option<String>,
+    /// Status.
+    pub status: CallStatus,
+    /// Why it ended.
+    pub end_reason: Option<EndReason>,
+    /// Who ended it.
+    pub ended_by: Option<EndedBy>,
+    /// SIP Call-ID of the (last) attempt.
+    pub sip_call_id: Option<String>,
+    /// Final SIP status, when one arrived.
+    pub sip_status: Option<u16>,
+    /// Answering-machine detection's verdict.
+    pub answered_by: Option<AnsweredBy>,
+    /// Transcript lines.
+    pub transcript: Value,
+    /// Structured result.
+    pub result: Option<Value>,
+    /// Why there is no (valid) result.
+    pub result_error: Option<String>,
+    /// Media statistics.
+    pub media: Option<Value>,
+    /// Accepted at.
+    pub created_at: i64,
+    /// INVITE sent at.
+    pub dialed_at: Option<i64>,
+    /// Ringing since.
+    pub ringing_at: Option<i64>,
+    /// Answered at.
+    pub answered_at: Option<i64>,
+    /// Ended at.
+    pub ended_at: Option<i64>,
+    /// Last change.
+    pub updated_at: i64,
+}
+
+/// Why a call ended, as the call object shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EndReasonView {
+    /// The end reason's code.
+    pub code: EndReason,
+    /// Who ended the call.
+    pub by: Option<EndedBy>,
+    /// The SIP status that ended it, when one did.
+    pub sip_status: Option<u16>,
+    /// What the code means, for people.
+    pub message: String,
+}
+
+/// One line of the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TranscriptLine {
+    /// `agent`, `caller` or `tool`.
+    pub role: String,
+    /// What was said.
+    pub text: String,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// The call object: `GET /v1/calls/{id}`, list pages, dispatch answers, gRPC `Call` and every
+/// webhook's `data.call` serialise this one type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Call)]
+pub struct CallView {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The agent.
+    pub agent_id: Uuid,
+    /// Who was called (E.164).
+    pub to: String,
+    /// Caller ID used (E.164).
+    pub from_number: String,
+    /// Trunk used.
+    pub trunk_id: Uuid,
+    /// The effective instructions.
+    pub instructions: Option<String>,
+    /// Context.
+    #[schema(value_type = Object)]
+    pub context: Value,
+    /// Metadata.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// The effective webhook receiver.
+    pub webhook_url: Option<String>,
+    /// Where the call is in its life.
+    pub status: CallStatus,
+    /// Why it ended.
+    pub end_reason: Option<EndReasonView>,
+    /// Answering-machine detection's verdict.
+    pub answered_by: Option<AnsweredBy>,
+    /// SIP Call-ID.
+    pub sip_call_id: Option<String>,
+    /// When it was accepted (RFC 3339).
+    pub created_at: Option<String>,
+    /// When the INVITE left.
+    pub dialed_at: Option<String>,
+    /// When it rang.
+    pub ringing_at: Option<String>,
+    /// When it was answered.
+    pub answered_at: Option<String>,
+    /// When it ended.
+    pub ended_at: Option<String>,
+    /// Ringing time: from the INVITE to the answer (or the end).
+    pub ring_duration_ms: Option<i64>,
+    /// Talk time: from the answer to the end.
+    pub talk_duration_ms: Option<i64>,
+    /// The conversation.
+    #[schema(value_type = Vec<TranscriptLine>)]
+    pub transcript: Value,
+    /// The structured result, checked against the agent's `returns`.
+    #[schema(value_type = Object)]
+    pub result: Option<Value>,
+    /// Why the result is missing or invalid.
+    pub result_error: Option<String>,
+    /// The call's recording (none yet).
+    #[schema(value_type = Object)]
+    pub recording: Option<Value>,
+    /// Media statistics.
+    #[schema(value_type = Object)]
+    pub media_stats: Option<Value>,
+}
+
+impl From<&Call> for CallView {
+    fn from(call: &Call) -> Self {
+        let ring = match (call.dialed_at, call.answered_at.or(call.ended_at)) {
+            (Some(start), Some(end)) => Some(end - start),
+            _ => None,
+        };
+        let talk = match (call.answered_at, call.ended_at) {
+            (Some(start), Some(end)) => Some(end - start),
+            _ => None,
+        };
+        Self {
+            id: call.id,
+            agent_id: call.agent_id,
+            to: call.to.clone(),
+            from_number: call.from_number.clone(),
+            trunk_id: call.trunk_id,
+            instructions: call.instructions.clone(),
+            context: call.context.clone(),
+            metadata: call.metadata.clone(),
+            webhook_url: call.webhook_url.clone(),
+            status: call.status,
+            end_reason: call.end_reason.map(|code| EndReasonView {
+                code,
+                by: call.ended_by,
+                sip_status: call.sip_status,
+                message: code.message().to_owned(),
+            }),
+            answered_by: call.answered_by,
+            sip_call_id: call.sip_call_id.clone(),
+            created_at: rfc3339(call.created_at),
+            dialed_at: call.dialed_at.and_then(rfc3339),
+            ringing_at: call.ringing_at.and_then(rfc3339),
+            answered_at: call.answered_at.and_then(rfc3339),
+            ended_at: call.ended_at.and_then(rfc3339),
+            ring_duration_ms: ring,
+            talk_duration_ms: talk,
+            transcript: call.transcript.clone(),
+            result: call.result.clone(),
+            result_error: call.result_error.clone(),
+            recording: None,
+            media_stats: call.media.clone(),
+        }
+    }
+}
+
+impl Call {
+    /// The call object of the API and the webhooks, as JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(CallView::from(self)).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended_call() -> Call {
+        Call {
+            id: Uuid::nil(),
+            org_id: Uuid::nil(),
+            agent_id: Uuid::nil(),
+            to: "+15551230000".into(),
+            from_number: "+15551239999".into(),
+            trunk_id: Uuid::nil(),
+            instructions: None,
+            context: serde_json::json!({}),
+            metadata: serde_json::json!({"crm": "42"}),
+            webhook_url: None,
+            status: CallStatus::Completed,
+            end_reason: Some(EndReason::RtpTimeout),
+            ended_by: Some(EndedBy::Engine),
+            sip_call_id: Some("abc".into()),
+            sip_status: None,
+            answered_by: Some(AnsweredBy::Human),
+            transcript: serde_json::json!([]),
+            result: None,
+            result_error: None,
+            media: None,
+            created_at: 1_000,
+            dialed_at: Some(1_010),
+            ringing_at: Some(1_100),
+            answered_at: Some(3_010),
+            ended_at: Some(10_010),
+            updated_at: 10_010,
+        }
+    }
+
+    #[test]
+    fn the_view_shows_codes_messages_times_and_durations() {
+        let json = ended_call().to_json();
+        assert_eq!(json["status"], "completed");
+        assert_eq!(json["end_reason"]["code"], "rtp_timeout");
+        assert_eq!(json["end_reason"]["by"], "engine");
+        assert_eq!(
+            json["end_reason"]["message"],
+            "the far end stopped sending audio"
+        );
+        assert_eq!(json["answered_by"], "human");
+        assert_eq!(json["ring_duration_ms"], 2_000);
+        assert_eq!(json["talk_duration_ms"], 7_000);
+        assert_eq!(json["created_at"], "1970-01-01T00:00:01Z");
+        assert_eq!(json["recording"], Value::Null);
+        assert_eq!(json["metadata"]["crm"], "42");
+        let back: CallView = serde_json::from_value(json).unwrap();
+        assert_eq!(back, CallView::from(&ended_call()));
+    }
+}
