@@ -111,10 +111,20 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// A core with the given configuration; `seed` drives branch, tag and Call-ID generation
-    /// (the driver passes OS randomness, tests a constant).
+    /// A core for production: branches, tags, Call-IDs and cnonces come from a CSPRNG keyed
+    /// from the operating system's randomness, so no peer can guess them (RFC 3261 §19.3).
+    pub fn with_os_rng(config: EndpointConfig) -> Self {
+        Self::with_ids(config, IdGenerator::from_os_rng())
+    }
+
+    /// A core whose identifiers come from the same CSPRNG keyed with `seed`, so that a test
+    /// sees the same messages on every run. They are only as unguessable as the 64-bit seed:
+    /// production uses [`Endpoint::with_os_rng`].
     pub fn new(config: EndpointConfig, seed: u64) -> Self {
-        let mut ids = IdGenerator::new(seed);
+        Self::with_ids(config, IdGenerator::new(seed))
+    }
+
+    fn with_ids(config: EndpointConfig, mut ids: IdGenerator) -> Self {
         let reject_tag = ids.tag();
         Self {
             config,
@@ -206,5 +216,36 @@ impl Endpoint {
             self.config.contact_user,
             self.config.sent_by()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn first_invite(mut ep: Endpoint) -> Vec<u8> {
+        let call = OutboundCall::new(
+            "sip:+15551230000@192.0.2.20",
+            "<sip:+15559870000@192.0.2.10>",
+            "<sip:+15551230000@192.0.2.20>",
+            "192.0.2.20:5060".parse().unwrap(),
+            Transport::Udp,
+        );
+        ep.dial(Instant::now(), call).unwrap();
+        ep.poll_transmit().unwrap().payload
+    }
+
+    #[test]
+    fn a_seed_repeats_the_ids_and_the_os_does_not() {
+        let config = || EndpointConfig::new("192.0.2.10", 5060);
+        let seeded = first_invite(Endpoint::new(config(), 7));
+        assert_eq!(seeded, first_invite(Endpoint::new(config(), 7)));
+        assert_ne!(seeded, first_invite(Endpoint::new(config(), 8)));
+        assert_ne!(
+            first_invite(Endpoint::with_os_rng(config())),
+            first_invite(Endpoint::with_os_rng(config()))
+        );
     }
 }
