@@ -16,11 +16,15 @@
 //! (`400` with a reason naming the fault, `416`, `420`, `483`, `501`, `505`). Stream transports
 //! cut messages out of the byte stream with [`framing::StreamFramer`].
 //!
+//! Branches, tags and Call-IDs come from a CSPRNG keyed once, when the core is built: from the
+//! operating system by [`Endpoint::with_os_rng`] in production, from a seed by [`Endpoint::new`]
+//! where a test wants the same messages on every run.
+//!
 //! ```
 //! use std::time::Instant;
 //! use dialtone_sip_core::{Endpoint, EndpointConfig, OutboundCall, Transport};
 //!
-//! let mut ep = Endpoint::new(EndpointConfig::new("192.0.2.10", 5060), 42);
+//! let mut ep = Endpoint::with_os_rng(EndpointConfig::new("192.0.2.10", 5060));
 //! let now = Instant::now();
 //! let call = ep
 //!     .dial(now, OutboundCall::new(
