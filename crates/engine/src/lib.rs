@@ -24,6 +24,7 @@
 //! stay prompt on a node busy with conversations.
 
 mod brains;
+pub mod outbound;
 pub mod tts;
 pub mod webhooks;
 

@@ -9,14 +9,19 @@
 //! `Dialtone-Event-Id` and `Dialtone-Event-Type`. A receiver verifies the HMAC over the raw body
 //! with the shared secret and refuses timestamps older than its tolerance (five minutes is usual)
 //! to stop replays; the event id deduplicates retried deliveries.
+//!
+//! Receivers are reached through [`outbound::Client`]: a receiver on a private, loopback or
+//! reserved address (by IP literal or by name, checked at the connection) is dead at once
+//! unless `allow_private`; redirects are not followed, so a 3xx is dead like other statuses.
 
 use std::hash::BuildHasher;
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dialtone_storage::{Delivery, Storage, WebhookEvent, now_ms};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+
+use crate::outbound::{self, OutboundError};
 
 /// Webhook delivery settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +32,8 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// How long an event is retried before it is declared dead.
     pub retry_for: Duration,
-    /// Deliver to loopback, private and link-local addresses (tests, on-premise receivers).
+    /// Deliver to loopback, private, link-local and other addresses
+    /// [`outbound::is_private`] refuses (tests, on-premise receivers).
     pub allow_private: bool,
     /// How often the outbox is polled when idle.
     pub poll: Duration,
@@ -60,29 +66,8 @@ pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
     format!("t={timestamp},v1={hex}")
 }
 
-/// Whether `ip` is loopback, private, link-local, carrier-grade NAT or unspecified.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                // 100.64.0.0/10, carrier-grade NAT.
-                || (v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments().first().is_some_and(|s| s & 0xfe00 == 0xfc00))
-                || (v6.segments().first().is_some_and(|s| s & 0xffc0 == 0xfe80))
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
-        }
-    }
-}
+// The address policy lives in `outbound`; this path stays for the API's URL checks.
+pub use crate::outbound::is_private;
 
 /// Back-off before attempt `attempts + 1`: 1 s doubling to 1 h, times a jitter in [0.5, 1).
 fn backoff(attempts: u32, seed: u64) -> Duration {
@@ -95,11 +80,7 @@ fn backoff(attempts: u32, seed: u64) -> Duration {
 /// after another (a receiver at its timeout delays the others).
 pub fn spawn_delivery(storage: Storage, config: WebhookConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = match reqwest::Client::builder()
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-        {
+        let client = match outbound::Client::new(config.allow_private, config.timeout) {
             Ok(c) => c,
             Err(error) => {
                 tracing::error!(%error, "cannot build the webhook HTTP client");
@@ -137,7 +118,7 @@ pub fn spawn_delivery(storage: Storage, config: WebhookConfig) -> tokio::task::J
 }
 
 async fn deliver(
-    client: &reqwest::Client,
+    client: &outbound::Client,
     config: &WebhookConfig,
     event: &WebhookEvent,
 ) -> Delivery {
@@ -159,38 +140,22 @@ async fn deliver(
             Delivery::Retry { error, at }
         }
     };
-    let Ok(url) = reqwest::Url::parse(&event.url) else {
-        return Delivery::Dead {
-            error: format!("invalid URL {:?}", event.url),
-        };
+    let refused = |error: &OutboundError| Delivery::Dead {
+        error: match error {
+            OutboundError::Private { .. } => {
+                format!("{error} (DIALTONE_WEBHOOK_ALLOW_PRIVATE=true allows it)")
+            }
+            _ => error.to_string(),
+        },
     };
-    if !config.allow_private {
-        let host = url
-            .host_str()
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_owned();
-        let port = url.port_or_known_default().unwrap_or(443);
-        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
-                Ok(found) => found.map(|a| a.ip()).collect(),
-                Err(error) => return retry_or_dead(format!("cannot resolve {host}: {error}")),
-            },
-        };
-        if addresses.iter().any(|ip| is_private(*ip)) {
-            return Delivery::Dead {
-                error: format!(
-                    "{host} is a private address (DIALTONE_WEBHOOK_ALLOW_PRIVATE=true allows it)"
-                ),
-            };
-        }
-    }
+    let request = match client.request(reqwest::Method::POST, &event.url) {
+        Ok(r) => r,
+        Err(error) => return refused(&error),
+    };
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let sent = client
-        .post(url)
+    let sent = request
         .header("Content-Type", "application/json")
         .header(
             "Dialtone-Signature",
@@ -212,7 +177,11 @@ async fn deliver(
         Ok(r) => Delivery::Dead {
             error: format!("HTTP {}", r.status().as_u16()),
         },
-        Err(error) => retry_or_dead(format!("request failed: {error}")),
+        Err(error) => match outbound::cause_of(&error) {
+            Some(private @ OutboundError::Private { .. }) => refused(private),
+            Some(other) => retry_or_dead(other.to_string()),
+            None => retry_or_dead(format!("request failed: {error}")),
+        },
     }
 }
 
@@ -220,6 +189,143 @@ async fn deliver(
 mod tests {
     use super::*;
     use dialtone_test_support::openssl_hmac_sha256;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn event(url: String) -> WebhookEvent {
+        WebhookEvent {
+            id: uuid::Uuid::new_v4(),
+            call_id: uuid::Uuid::new_v4(),
+            sequence: 1,
+            kind: "call.completed".into(),
+            url,
+            body: "{\"type\":\"call.completed\"}".into(),
+            attempts: 0,
+            created_at: now_ms(),
+        }
+    }
+
+    fn config(allow_private: bool) -> (outbound::Client, WebhookConfig) {
+        let mut config = WebhookConfig::new("whsec");
+        config.timeout = Duration::from_secs(5);
+        config.allow_private = allow_private;
+        let client = outbound::Client::new(allow_private, config.timeout).unwrap();
+        (client, config)
+    }
+
+    /// Takes one request on `listener`, answers it with `response`, returns the request.
+    async fn answer(listener: &TcpListener, response: String) -> String {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            request.extend_from_slice(chunk.get(..n).unwrap());
+            let text = String::from_utf8_lossy(&request).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    break;
+                }
+            }
+        }
+        stream.write_all(response.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        String::from_utf8(request).unwrap()
+    }
+
+    /// No connection reaches `listener` within a moment (a connection the client made would
+    /// already be queued: the kernel completes it without an accept).
+    async fn untouched(listener: &TcpListener) -> bool {
+        tokio::time::timeout(Duration::from_millis(200), listener.accept())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn private_receivers_are_refused_without_a_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (client, config) = config(false);
+        for url in [
+            format!("http://127.0.0.1:{port}/hook"),
+            format!("http://localhost:{port}/hook"),
+        ] {
+            match deliver(&client, &config, &event(url.clone())).await {
+                Delivery::Dead { error } => {
+                    assert!(
+                        error.contains("DIALTONE_WEBHOOK_ALLOW_PRIVATE"),
+                        "{url}: {error}"
+                    )
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        assert!(untouched(&listener).await);
+    }
+
+    #[tokio::test]
+    async fn private_receivers_are_delivered_to_when_allowed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (client, config) = config(true);
+        for url in [
+            format!("http://127.0.0.1:{port}/hook"),
+            format!("http://localhost:{port}/hook"),
+        ] {
+            let event = event(url.clone());
+            let (outcome, request) = tokio::join!(
+                deliver(&client, &config, &event),
+                answer(
+                    &listener,
+                    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+                )
+            );
+            assert_eq!(outcome, Delivery::Delivered, "{url}");
+            assert!(request.starts_with("POST /hook HTTP/1.1\r\n"), "{request}");
+            assert!(
+                request
+                    .to_ascii_lowercase()
+                    .contains(&format!("dialtone-event-id: {}", event.id)),
+                "{request}"
+            );
+            assert!(request.ends_with(&event.body), "{request}");
+        }
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let receiver = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (client, config) = config(true);
+        let event = event(format!("http://{}/hook", receiver.local_addr().unwrap()));
+        let (outcome, _) = tokio::join!(
+            deliver(&client, &config, &event),
+            answer(
+                &receiver,
+                format!(
+                    "HTTP/1.1 302 Found\r\nLocation: http://{}/hook\r\nContent-Length: 0\r\n\
+                     Connection: close\r\n\r\n",
+                    target.local_addr().unwrap()
+                )
+            )
+        );
+        assert_eq!(
+            outcome,
+            Delivery::Dead {
+                error: "HTTP 302".into()
+            }
+        );
+        assert!(untouched(&target).await);
+    }
 
     #[test]
     fn signature_is_hmac_sha256_over_timestamp_dot_body() {
@@ -249,7 +355,7 @@ mod tests {
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["203.0.113.9", "2001:db8::1"] {
+        for ip in ["8.8.8.8", "2606:4700:4700::1111"] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }

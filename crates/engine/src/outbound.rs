@@ -1,0 +1,488 @@
+//! Where Dialtone's outbound HTTP may go: webhooks today, tool calls and provider base URLs
+//! next. A URL someone else supplied must not reach the node's own network (loopback, private
+//! and link-local ranges, the cloud metadata endpoint at 169.254.169.254, …) unless the
+//! operator allows it.
+//!
+//! - [`is_private`] is the policy: the one place that says which addresses are refused.
+//! - [`vet_url`] applies it to a URL ahead of time (the API checks URLs when they are created):
+//!   the scheme must be http(s), an IP-literal host is checked, a name is resolved and every
+//!   address it resolves to is checked.
+//! - [`Client`] applies it at every request, with no gap between the check and the connection
+//!   for DNS rebinding to use: [`Client::request`] checks the URL's IP-literal host (reqwest
+//!   connects to literals without resolving), and the client's resolver resolves each name
+//!   once, refuses it if any of its addresses is refused, and hands reqwest exactly the
+//!   addresses it checked, so reqwest connects to those and no others. Redirects are never
+//!   followed (a public receiver could otherwise send the request on to a private one) and no
+//!   proxy is used (a proxy would resolve and connect to the target itself, unchecked).
+//! - [`cause_of`] finds this module's error (a refusal, a name that did not resolve) inside a
+//!   failed request's error, to tell it from a network failure.
+//!
+//! With `allow_private` (tests, on-premise receivers) every address is accepted; the rest is
+//! the same.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+/// Why an outbound URL or request was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboundError {
+    /// Not an absolute http(s) URL with a host.
+    #[error("{url:?} is not an http(s) URL with a host")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+    },
+    /// The host is, or resolves to, an address the policy refuses ([`is_private`]).
+    #[error("{host} is or resolves to {address}, a private, loopback or reserved address")]
+    Private {
+        /// The URL's host.
+        host: String,
+        /// The refused address.
+        address: IpAddr,
+    },
+    /// The host's name did not resolve to any address.
+    #[error("cannot resolve {host}: {source}")]
+    Unresolved {
+        /// The URL's host.
+        host: String,
+        /// What the resolver said.
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// IPv4 ranges refused as destinations: (network, prefix length).
+const REFUSED_V4: [(Ipv4Addr, u8); 13] = [
+    (Ipv4Addr::new(0, 0, 0, 0), 8), // "this network", with the unspecified address
+    (Ipv4Addr::new(10, 0, 0, 0), 8), // private
+    (Ipv4Addr::new(100, 64, 0, 0), 10), // carrier-grade NAT
+    (Ipv4Addr::new(127, 0, 0, 0), 8), // loopback
+    (Ipv4Addr::new(169, 254, 0, 0), 16), // link-local, cloud metadata
+    (Ipv4Addr::new(172, 16, 0, 0), 12), // private
+    (Ipv4Addr::new(192, 0, 0, 0), 24), // IETF protocol assignments
+    (Ipv4Addr::new(192, 0, 2, 0), 24), // documentation (TEST-NET-1)
+    (Ipv4Addr::new(192, 168, 0, 0), 16), // private
+    (Ipv4Addr::new(198, 18, 0, 0), 15), // benchmarking
+    (Ipv4Addr::new(198, 51, 100, 0), 24), // documentation (TEST-NET-2)
+    (Ipv4Addr::new(203, 0, 113, 0), 24), // documentation (TEST-NET-3)
+    (Ipv4Addr::new(224, 0, 0, 0), 3), // multicast 224/4, reserved 240/4, broadcast
+];
+
+/// IPv6 ranges refused as destinations: (network, prefix length). Forms that carry an IPv4
+/// address are judged by that address (see [`embedded_v4`]).
+const REFUSED_V6: [(Ipv6Addr, u8); 10] = [
+    (Ipv6Addr::UNSPECIFIED, 128),
+    (Ipv6Addr::LOCALHOST, 128),
+    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48), // NAT64 for local use
+    (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),     // discard-only
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32), // documentation
+    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20),    // documentation
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),     // unique local
+    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),    // link-local
+    (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10),    // site-local (deprecated)
+    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),     // multicast
+];
+
+/// Whether outbound requests to `ip` are refused: loopback, private, link-local, carrier-grade
+/// NAT, unspecified, broadcast, documentation, benchmarking, multicast and reserved addresses,
+/// in IPv4 and IPv6, and the IPv6 forms of such IPv4 addresses (IPv4-mapped, IPv4-compatible,
+/// NAT64 `64:ff9b::/96`, 6to4 `2002::/16`).
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => REFUSED_V4
+            .iter()
+            .any(|(net, len)| same_prefix(u32::from(v4).into(), u32::from(*net).into(), 32, *len)),
+        IpAddr::V6(v6) => {
+            embedded_v4(v6).is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                || REFUSED_V6
+                    .iter()
+                    .any(|(net, len)| same_prefix(u128::from(v6), u128::from(*net), 128, *len))
+        }
+    }
+}
+
+/// Whether the first `len` of the `width` low bits of `a` and `b` agree.
+fn same_prefix(a: u128, b: u128, width: u32, len: u8) -> bool {
+    (a ^ b).checked_shr(width - u32::from(len)).unwrap_or(0) == 0
+}
+
+/// The IPv4 address an IPv6 address stands for: IPv4-mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) or 6to4 (`2002:aabb:ccdd::/48`).
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let bits = u128::from(ip);
+    let low = Ipv4Addr::from((bits & 0xffff_ffff) as u32);
+    let mapped = 0xffff_u128 << 32;
+    let nat64 = 0x0064_ff9b_u128 << 96;
+    if bits >> 32 == mapped >> 32 || bits >> 32 == 0 || bits >> 32 == nat64 >> 32 {
+        Some(low)
+    } else if bits >> 112 == 0x2002 {
+        Some(Ipv4Addr::from(((bits >> 80) & 0xffff_ffff) as u32))
+    } else {
+        None
+    }
+}
+
+/// Parses `url` and checks what can be checked without resolving: an http(s) scheme, a host,
+/// and an IP-literal host against the policy.
+fn check(url: &str, allow_private: bool) -> Result<reqwest::Url, OutboundError> {
+    let invalid = || OutboundError::InvalidUrl {
+        url: url.to_owned(),
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|_| invalid())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(invalid());
+    }
+    if let Some(address) = literal(&parsed).filter(|ip| !allow_private && is_private(*ip)) {
+        return Err(OutboundError::Private {
+            host: address.to_string(),
+            address,
+        });
+    }
+    Ok(parsed)
+}
+
+/// The URL's host if it is an IP literal. The URL parser writes IPv4 literals in dotted form
+/// whatever form they were given in (`2130706433`, `0x7f.1`, `127.1`), IPv6 ones in brackets.
+fn literal(url: &reqwest::Url) -> Option<IpAddr> {
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// Resolves `host` (a name) and refuses it if any of its addresses is refused.
+async fn resolve(host: &str, allow_private: bool) -> Result<Vec<SocketAddr>, OutboundError> {
+    let unresolved = |source| OutboundError::Unresolved {
+        host: host.to_owned(),
+        source,
+    };
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(unresolved)?
+        .collect();
+    if found.is_empty() {
+        return Err(unresolved(std::io::ErrorKind::NotFound.into()));
+    }
+    if let Some(refused) = found.iter().find(|a| !allow_private && is_private(a.ip())) {
+        return Err(OutboundError::Private {
+            host: host.to_owned(),
+            address: refused.ip(),
+        });
+    }
+    Ok(found)
+}
+
+/// Checks `url` as a destination: an http(s) URL whose host is not, and (a name) does not
+/// resolve to, an address [`is_private`] refuses. With `allow_private` only the URL's shape is
+/// checked and nothing is resolved.
+pub async fn vet_url(url: &str, allow_private: bool) -> Result<(), OutboundError> {
+    let parsed = check(url, allow_private)?;
+    match parsed.host_str() {
+        Some(name) if !allow_private && literal(&parsed).is_none() => {
+            resolve(name, false).await.map(drop)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The resolver of [`Client`]: resolves a name and gives reqwest only checked addresses.
+#[derive(Debug, Clone, Copy)]
+struct VettingResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for VettingResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found = resolve(&host, allow_private).await?;
+            let addresses: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addresses)
+        })
+    }
+}
+
+/// An HTTP client for URLs someone else supplied: every request goes only to addresses the
+/// policy accepts, redirects are not followed, no proxy is used.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    allow_private: bool,
+}
+
+impl Client {
+    /// A client whose requests time out after `timeout` (resolution, connection, response);
+    /// with `allow_private` every address is accepted.
+    pub fn new(allow_private: bool, timeout: Duration) -> Result<Client, OutboundError> {
+        let http = reqwest::Client::builder()
+            .dns_resolver(VettingResolver { allow_private })
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(timeout)
+            .build()
+            .map_err(OutboundError::Client)?;
+        Ok(Client {
+            http,
+            allow_private,
+        })
+    }
+
+    /// A `method` request to `url`, refused at once if `url` is not http(s) or its host is a
+    /// refused IP literal; a name is resolved and checked when the request is sent.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, OutboundError> {
+        let url = check(url, self.allow_private)?;
+        Ok(self.http.request(method, url))
+    }
+}
+
+/// Why a request from [`Client`] failed, if its resolver failed it: the host's name resolved to
+/// a refused address ([`OutboundError::Private`]) or did not resolve.
+pub fn cause_of(error: &reqwest::Error) -> Option<&OutboundError> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(refused) = e.downcast_ref::<OutboundError>() {
+            return Some(refused);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn refused(addresses: &[&str]) {
+        for a in addresses {
+            assert!(is_private(a.parse().unwrap()), "{a} should be refused");
+        }
+    }
+
+    fn accepted(addresses: &[&str]) {
+        for a in addresses {
+            assert!(!is_private(a.parse().unwrap()), "{a} should be accepted");
+        }
+    }
+
+    #[test]
+    fn public_addresses_are_accepted() {
+        accepted(&[
+            "1.1.1.1",
+            "8.8.8.8",
+            "9.255.255.255",
+            "11.0.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "223.255.255.255",
+            "2606:4700:4700::1111",
+            "2001:4860:4860::8888",
+            "::ffff:8.8.8.8",
+            "::8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ]);
+    }
+
+    #[test]
+    fn ipv4_private_ranges_are_refused() {
+        refused(&["10.0.0.0", "10.255.255.255", "172.16.0.1", "172.31.255.255"]);
+        refused(&["192.168.0.1", "192.168.255.255"]);
+        accepted(&[
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.167.255.255",
+            "192.169.0.0",
+        ]);
+    }
+
+    #[test]
+    fn ipv4_loopback_link_local_and_unspecified_are_refused() {
+        refused(&[
+            "127.0.0.1",
+            "127.255.255.254",
+            "169.254.169.254",
+            "169.254.0.1",
+        ]);
+        refused(&["0.0.0.0", "0.1.2.3"]);
+        accepted(&["169.253.255.255", "169.255.0.0"]);
+    }
+
+    #[test]
+    fn ipv4_carrier_grade_nat_is_refused() {
+        refused(&["100.64.0.0", "100.100.100.200", "100.127.255.255"]);
+        accepted(&["100.63.255.255", "100.128.0.0"]);
+    }
+
+    #[test]
+    fn ipv4_documentation_and_benchmarking_ranges_are_refused() {
+        refused(&["192.0.2.1", "198.51.100.7", "203.0.113.9"]);
+        refused(&["198.18.0.1", "198.19.255.255"]);
+        accepted(&["198.17.255.255", "198.20.0.0", "203.0.114.1"]);
+    }
+
+    #[test]
+    fn ipv4_multicast_reserved_and_broadcast_are_refused() {
+        refused(&[
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+        ]);
+        refused(&["192.0.0.8", "192.0.0.170"]);
+    }
+
+    #[test]
+    fn ipv6_loopback_unspecified_and_local_ranges_are_refused() {
+        refused(&[
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+        ]);
+        accepted(&["fbff:ffff::1", "fe7f::1"]);
+    }
+
+    #[test]
+    fn ipv6_multicast_documentation_and_special_ranges_are_refused() {
+        refused(&[
+            "ff02::1",
+            "ff0e::1",
+            "2001:db8::1",
+            "3fff::1",
+            "100::1",
+            "64:ff9b:1::1",
+        ]);
+        accepted(&["2001:db9::1", "3fff:1000::1"]);
+    }
+
+    #[test]
+    fn ipv6_forms_of_refused_ipv4_addresses_are_refused() {
+        refused(&[
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:0.0.0.0",
+            "::127.0.0.1",
+            "::192.168.1.1",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:a00:1::",
+        ]);
+    }
+
+    #[tokio::test]
+    async fn vet_url_checks_scheme_literals_and_names() {
+        for url in ["ftp://8.8.8.8/", "not a url", "http://", "mailto:a@b.c"] {
+            assert!(
+                matches!(
+                    vet_url(url, true).await,
+                    Err(OutboundError::InvalidUrl { .. })
+                ),
+                "{url}"
+            );
+        }
+        for url in [
+            "http://127.0.0.1:9/hook",
+            "http://169.254.169.254/latest",
+            "https://[::1]/x",
+            "https://[::ffff:7f00:1]/x",
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://127.1/",
+            "http://user:pw@10.0.0.5:8080/",
+            "http://localhost:9/hook",
+            "http://LocalHost:9/hook",
+        ] {
+            assert!(
+                matches!(
+                    vet_url(url, false).await,
+                    Err(OutboundError::Private { .. })
+                ),
+                "{url}"
+            );
+            vet_url(url, true).await.unwrap();
+        }
+        vet_url("https://8.8.8.8/hook", false).await.unwrap();
+        vet_url("http://[2606:4700:4700::1111]:8080/", false)
+            .await
+            .unwrap();
+    }
+
+    /// No connection reaches `listener` within a moment (a connection the client made would
+    /// already be queued: the kernel completes it without an accept).
+    async fn untouched(listener: &TcpListener) -> bool {
+        tokio::time::timeout(Duration::from_millis(200), listener.accept())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn refused_hosts_are_never_connected() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = Client::new(false, Duration::from_secs(5)).unwrap();
+        let literal = client.request(reqwest::Method::GET, &format!("http://127.0.0.1:{port}/"));
+        assert!(matches!(literal, Err(OutboundError::Private { .. })));
+        let named = client
+            .request(reqwest::Method::GET, &format!("http://localhost:{port}/"))
+            .unwrap()
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(cause_of(&named), Some(OutboundError::Private { host, .. }) if host == "localhost"),
+            "{named:?}"
+        );
+        assert!(untouched(&listener).await);
+    }
+
+    #[tokio::test]
+    async fn allowed_private_hosts_are_connected() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = Client::new(true, Duration::from_secs(5)).unwrap();
+        for url in [
+            format!("http://127.0.0.1:{port}/"),
+            format!("http://localhost:{port}/"),
+        ] {
+            let sent = tokio::spawn(client.request(reqwest::Method::GET, &url).unwrap().send());
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(
+                &mut stream,
+                b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            assert_eq!(sent.await.unwrap().unwrap().status(), 204, "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_that_are_not_refusals_are_told_apart() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let client = Client::new(true, Duration::from_secs(5)).unwrap();
+        let error = client
+            .request(reqwest::Method::GET, &format!("http://127.0.0.1:{port}/"))
+            .unwrap()
+            .send()
+            .await
+            .unwrap_err();
+        assert!(cause_of(&error).is_none(), "{error:?}");
+    }
+}
