@@ -31,6 +31,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use dialtone_engine::outbound::{self, OutboundError};
 use dialtone_engine::{DispatchRequest, Dispatched, Engine, EngineError, RegistrationState};
 use dialtone_model::time::rfc3339;
 use dialtone_storage::{
@@ -426,41 +427,18 @@ async fn public_url_field(
     let Some(url) = url_field(map, field)? else {
         return Ok(None);
     };
-    if state.allow_private_webhooks {
-        return Ok(Some(url));
-    }
-    let host = url
-        .split_once("://")
-        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default())
-        .unwrap_or_default();
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    let (name, port) = match host.strip_prefix('[').and_then(|h| h.split_once(']')) {
-        Some((v6, rest)) => (
-            v6.to_owned(),
-            rest.strip_prefix(':').and_then(|p| p.parse().ok()),
-        ),
-        None => match host.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().ok()),
-            None => (host.to_owned(), None),
-        },
-    };
-    let addresses: Vec<std::net::IpAddr> = match name.parse() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((name.as_str(), port.unwrap_or(443)))
-            .await
-            .map(|found| found.map(|a| a.ip()).collect())
-            .unwrap_or_default(),
-    };
-    if addresses
-        .iter()
-        .any(|ip| dialtone_engine::webhooks::is_private(*ip))
-    {
-        return Err(ApiError::invalid(
-            field,
-            format!(
-                "`{field}` points at a private or loopback address ({name}); receivers must be public"
-            ),
-        ));
+    match outbound::vet_url(&url, state.allow_private_webhooks).await {
+        // A name that does not resolve now may later; delivery vets it again.
+        Ok(()) | Err(OutboundError::Unresolved { .. }) => {}
+        Err(OutboundError::Private { host, .. }) => {
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "`{field}` points at a private or loopback address ({host}); receivers must be public"
+                ),
+            ));
+        }
+        Err(e) => return Err(ApiError::invalid(field, format!("`{field}`: {e}"))),
     }
     Ok(Some(url))
 }

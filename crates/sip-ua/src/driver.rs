@@ -1,7 +1,6 @@
 //! The driver task: sockets, the clock and the timer around one sans-IO endpoint.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -175,10 +174,10 @@ pub(crate) async fn spawn(
         config.advertised_port.unwrap_or(local.port()),
     );
     endpoint_config.timers = config.timers;
-    let seed = config.seed.unwrap_or_else(|| {
-        // RandomState is keyed from the OS's randomness.
-        std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
-    });
+    let endpoint = match config.seed {
+        Some(seed) => Endpoint::new(endpoint_config, seed),
+        None => Endpoint::with_os_rng(endpoint_config),
+    };
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (tcp_events, tcp_rx) = mpsc::unbounded_channel();
     let accept_events = tcp_events.clone();
@@ -202,7 +201,7 @@ pub(crate) async fn spawn(
         }
     });
     let driver = Driver {
-        endpoint: Endpoint::new(endpoint_config, seed),
+        endpoint,
         udp,
         tcp_events,
         connections: HashMap::new(),

@@ -120,7 +120,8 @@ pub struct UaConfig {
     pub timers: TimerConfig,
     /// Interval of CRLF keep-alive pings on idle TCP connections.
     pub tcp_keepalive: Duration,
-    /// Seed for branch/tag/Call-ID generation; from the OS when `None`.
+    /// Reproducible branches, tags and Call-IDs from this seed, for tests; `None` (the
+    /// default, and what production uses) draws them from a CSPRNG keyed by the OS.
     pub seed: Option<u64>,
     /// Name server for SRV lookups (RFC 3263) of trunks named without a port; `None` turns SRV
     /// off (A/AAAA through the system resolver still work).
