@@ -1,41 +1,63 @@
-//! DNS SRV lookups for RFC 3263 trunk resolution: the wire format (sans-IO, never panics on any
-//! answer) and one UDP exchange with a name server.
+//! DNS for RFC 3263 trunk resolution, through hickory-resolver.
+//!
+//! A [`Resolver`] asks the system's name servers (`/etc/resolv.conf`, with its options and search
+//! list), or one given server, for SRV and A/AAAA records. Hickory caches answers for their TTL
+//! (negative answers too), retries a truncated UDP answer over TCP, answers `localhost` itself
+//! (RFC 6761) and reads the hosts file first. [`ordered`] puts SRV records in the order RFC 2782
+//! tries them: by priority, then weighted random within a priority.
+//!
+//! NAPTR (RFC 3263 §4.1) is not looked up: a trunk always names its transport, and with a
+//! transport given RFC 3263 goes straight to the SRV records of that transport.
 
 use std::hash::BuildHasher;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig,
+};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
 
 /// Why a lookup produced nothing usable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DnsError {
-    /// The answer is not a well-formed DNS message for our question.
-    #[error("malformed DNS answer: {reason}")]
-    Malformed {
-        /// What was wrong.
-        reason: &'static str,
+    /// The name does not exist (NXDOMAIN), or has no records of the type asked for.
+    #[error("no such records")]
+    NotFound,
+    /// No usable answer: the name servers timed out, refused or failed, an answer was
+    /// malformed, or the name is not a valid domain name.
+    #[error("DNS lookup failed: {reason}")]
+    Failed {
+        /// What went wrong, as the resolver tells it.
+        reason: String,
     },
-    /// The server answered with an error code (3 = no such name).
-    #[error("DNS error code {rcode}")]
-    Rcode {
-        /// The RCODE.
-        rcode: u8,
-    },
-    /// No answer within the timeout, or the socket failed.
-    #[error("no DNS answer")]
-    NoAnswer,
 }
 
-/// One SRV record, with the addresses the answer carried for its target.
+impl From<NetError> for DnsError {
+    fn from(error: NetError) -> Self {
+        if error.is_no_records_found() {
+            DnsError::NotFound
+        } else {
+            DnsError::Failed {
+                reason: error.to_string(),
+            }
+        }
+    }
+}
+
+/// One SRV record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrvRecord {
     /// Lower is tried first.
     pub priority: u16,
-    /// Among equal priorities, higher is preferred.
+    /// Among equal priorities, the relative chance of being tried first.
     pub weight: u16,
     /// The port.
     pub port: u16,
-    /// The target host.
+    /// The target host, absolute (with its final dot).
     pub target: String,
 }
 
@@ -44,300 +66,290 @@ pub struct SrvRecord {
 pub struct SrvAnswer {
     /// SRV records in the answer section.
     pub records: Vec<SrvRecord>,
-    /// A/AAAA records from any section: name and address.
+    /// A/AAAA records of the additional section (the targets' glue): name and address.
     pub addresses: Vec<(String, IpAddr)>,
 }
 
-const TYPE_A: u16 = 1;
-const TYPE_AAAA: u16 = 28;
-const TYPE_SRV: u16 = 33;
-const CLASS_IN: u16 = 1;
-
-/// A recursive query for the SRV records of `name`.
-pub fn srv_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = Vec::with_capacity(32 + name.len());
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00]); // RD
-    q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // one question
-    write_name(&mut q, name);
-    q.extend_from_slice(&TYPE_SRV.to_be_bytes());
-    q.extend_from_slice(&CLASS_IN.to_be_bytes());
-    q
+impl SrvAnswer {
+    /// The glue addresses of `target`.
+    pub fn glue<'a>(&'a self, target: &'a str) -> impl Iterator<Item = IpAddr> + 'a {
+        self.addresses
+            .iter()
+            .filter(move |(name, _)| name.eq_ignore_ascii_case(target))
+            .map(|(_, ip)| *ip)
+    }
 }
 
-/// Appends `name` in wire form (labels longer than 63 bytes are cut).
-pub fn write_name(out: &mut Vec<u8>, name: &str) {
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        let bytes = label.as_bytes();
-        let len = bytes.len().min(63);
-        out.push(len as u8);
-        out.extend_from_slice(bytes.get(..len).unwrap_or_default());
-    }
-    out.push(0);
+/// A caching DNS stub resolver; clones share the cache.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    inner: TokioResolver,
 }
 
-struct Reader<'a> {
-    msg: &'a [u8],
-    at: usize,
-}
-
-fn malformed(reason: &'static str) -> DnsError {
-    DnsError::Malformed { reason }
-}
-
-impl Reader<'_> {
-    fn u8(&mut self) -> Result<u8, DnsError> {
-        let b = *self.msg.get(self.at).ok_or(malformed("truncated"))?;
-        self.at += 1;
-        Ok(b)
-    }
-
-    fn u16(&mut self) -> Result<u16, DnsError> {
-        Ok(u16::from_be_bytes([self.u8()?, self.u8()?]))
-    }
-
-    fn skip(&mut self, n: usize) -> Result<(), DnsError> {
-        if self.at + n > self.msg.len() {
-            return Err(malformed("truncated"));
-        }
-        self.at += n;
-        Ok(())
-    }
-
-    /// Reads a possibly compressed name; pointers are followed at most 32 times.
-    fn name(&mut self) -> Result<String, DnsError> {
-        let mut labels: Vec<String> = Vec::new();
-        let mut at = self.at;
-        let mut jumped = false;
-        for _ in 0..128 {
-            let len = *self.msg.get(at).ok_or(malformed("truncated name"))?;
-            match len {
-                0 => {
-                    if !jumped {
-                        self.at = at + 1;
-                    }
-                    return Ok(labels.join("."));
-                }
-                l if l & 0xc0 == 0xc0 => {
-                    let low = *self.msg.get(at + 1).ok_or(malformed("truncated pointer"))?;
-                    let target = (usize::from(l & 0x3f) << 8) | usize::from(low);
-                    if target >= at {
-                        return Err(malformed("forward name pointer"));
-                    }
-                    if !jumped {
-                        self.at = at + 2;
-                    }
-                    jumped = true;
-                    at = target;
-                }
-                l if l & 0xc0 != 0 => return Err(malformed("reserved label type")),
-                l => {
-                    let end = at + 1 + usize::from(l);
-                    let label = self
-                        .msg
-                        .get(at + 1..end)
-                        .ok_or(malformed("truncated label"))?;
-                    labels.push(String::from_utf8_lossy(label).into_owned());
-                    at = end;
-                }
+impl Resolver {
+    /// Asks only `server` (UDP, and TCP on the same port for truncated answers) when given;
+    /// otherwise the system's name servers and options. Without a usable `/etc/resolv.conf`
+    /// only the hosts file and `localhost` resolve. A/AAAA lookups ask for both families and
+    /// list IPv4 addresses first.
+    pub fn new(server: Option<SocketAddr>) -> Result<Self, DnsError> {
+        let mut builder = match server {
+            Some(server) => {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = server.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = server.port();
+                let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+                    server.ip(),
+                    true,
+                    vec![udp, tcp],
+                )]);
+                TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             }
+            None => TokioResolver::builder_tokio().unwrap_or_else(|error| {
+                tracing::warn!(%error, "no system DNS configuration; only the hosts file resolves");
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(Vec::new()),
+                    TokioRuntimeProvider::default(),
+                )
+            }),
+        };
+        builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        Ok(Self {
+            inner: builder.build()?,
+        })
+    }
+
+    /// The SRV records of `name` (`_sip._udp.example.com`), with the glue the answer carried.
+    pub async fn lookup_srv(&self, name: &str) -> Result<SrvAnswer, DnsError> {
+        let lookup = self.inner.srv_lookup(name).await?;
+        let records = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(srv) => Some(SrvRecord {
+                    priority: srv.priority,
+                    weight: srv.weight,
+                    port: srv.port,
+                    target: srv.target.to_ascii(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let addresses = lookup
+            .additionals()
+            .iter()
+            .filter_map(|r| Some((r.name.to_ascii(), r.data.ip_addr()?)))
+            .collect();
+        Ok(SrvAnswer { records, addresses })
+    }
+
+    /// The addresses of `host` (A and AAAA, IPv4 first); an IP literal is its own address.
+    pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let found: Vec<IpAddr> = self.inner.lookup_ip(host).await?.iter().collect();
+        if found.is_empty() {
+            return Err(DnsError::NotFound);
         }
-        Err(malformed("name too long"))
+        Ok(found)
     }
 }
 
-/// Parses the answer to [`srv_query`] with the same `id`.
-pub fn parse_srv_answer(id: u16, msg: &[u8]) -> Result<SrvAnswer, DnsError> {
-    let mut r = Reader { msg, at: 0 };
-    if r.u16()? != id {
-        return Err(malformed("answer to another query"));
-    }
-    let flags = r.u16()?;
-    if flags & 0x8000 == 0 {
-        return Err(malformed("not a response"));
-    }
-    let rcode = (flags & 0x000f) as u8;
-    if rcode != 0 {
-        return Err(DnsError::Rcode { rcode });
-    }
-    let questions = r.u16()?;
-    let answers = r.u16()?;
-    let authority = r.u16()?;
-    let additional = r.u16()?;
-    for _ in 0..questions {
-        r.name()?;
-        r.skip(4)?;
-    }
-    let mut out = SrvAnswer::default();
-    let total = u32::from(answers) + u32::from(authority) + u32::from(additional);
-    for i in 0..total {
-        let name = r.name()?;
-        let rtype = r.u16()?;
-        let class = r.u16()?;
-        r.skip(4)?; // TTL
-        let len = usize::from(r.u16()?);
-        let start = r.at;
-        if start + len > msg.len() {
-            return Err(malformed("record overruns the message"));
-        }
-        match (rtype, class) {
-            (TYPE_SRV, CLASS_IN) if i < u32::from(answers) => {
-                let priority = r.u16()?;
-                let weight = r.u16()?;
-                let port = r.u16()?;
-                let target = r.name()?;
-                out.records.push(SrvRecord {
-                    priority,
-                    weight,
-                    port,
-                    target,
-                });
-            }
-            (TYPE_A, CLASS_IN) if len == 4 => {
-                let b = msg.get(start..start + 4).ok_or(malformed("truncated A"))?;
-                let ip = Ipv4Addr::new(
-                    *b.first().unwrap_or(&0),
-                    *b.get(1).unwrap_or(&0),
-                    *b.get(2).unwrap_or(&0),
-                    *b.get(3).unwrap_or(&0),
-                );
-                out.addresses.push((name, IpAddr::V4(ip)));
-            }
-            (TYPE_AAAA, CLASS_IN) if len == 16 => {
-                let b: [u8; 16] = msg
-                    .get(start..start + 16)
-                    .and_then(|s| s.try_into().ok())
-                    .ok_or(malformed("truncated AAAA"))?;
-                out.addresses.push((name, IpAddr::V6(Ipv6Addr::from(b))));
-            }
-            _ => {}
-        }
-        r.at = start + len;
-    }
-    Ok(out)
+/// The SRV records in the order RFC 2782 tries them: priority ascending; within a priority,
+/// each next record drawn at random with a chance proportional to its weight, where the records
+/// of weight 0 together have a chance of one in the weights' sum plus one.
+pub fn ordered(records: Vec<SrvRecord>) -> Vec<SrvRecord> {
+    let hasher = std::collections::hash_map::RandomState::new();
+    let mut draws = 0u64;
+    ordered_by(records, |sum| {
+        draws += 1;
+        // RandomState is keyed from the OS's randomness.
+        hasher.hash_one(draws) % (sum + 1)
+    })
 }
 
-/// The SRV records in the order RFC 2782 tries them: priority ascending, then weight
-/// descending (a deterministic stand-in for the weighted random order).
-pub fn ordered(mut records: Vec<SrvRecord>) -> Vec<SrvRecord> {
-    records.sort_by(|a, b| a.priority.cmp(&b.priority).then(b.weight.cmp(&a.weight)));
-    records
-}
-
-/// Asks `server` for the SRV records of `name` over UDP.
-pub async fn lookup_srv(
-    server: SocketAddr,
-    name: &str,
-    timeout: Duration,
-) -> Result<SrvAnswer, DnsError> {
-    let bind: SocketAddr = if server.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = tokio::net::UdpSocket::bind(bind)
-        .await
-        .map_err(|_| DnsError::NoAnswer)?;
-    let id = std::collections::hash_map::RandomState::new().hash_one(name) as u16;
-    socket
-        .send_to(&srv_query(id, name), server)
-        .await
-        .map_err(|_| DnsError::NoAnswer)?;
-    let mut buf = vec![0u8; 4096];
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let (n, from) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf))
-            .await
-            .map_err(|_| DnsError::NoAnswer)?
-            .map_err(|_| DnsError::NoAnswer)?;
-        if from != server {
-            continue;
-        }
-        match parse_srv_answer(id, buf.get(..n).unwrap_or_default()) {
-            Err(DnsError::Malformed {
-                reason: "answer to another query",
-            }) => continue,
-            other => return other,
+/// [`ordered`] with `draw(sum)` giving a uniform number in `0..=sum`.
+fn ordered_by(mut records: Vec<SrvRecord>, mut draw: impl FnMut(u64) -> u64) -> Vec<SrvRecord> {
+    // Stable: within a priority, weight 0 first (RFC 2782), the rest in answer order.
+    records.sort_by_key(|r| (r.priority, r.weight != 0));
+    let mut out = Vec::with_capacity(records.len());
+    while let Some(priority) = records.first().map(|r| r.priority) {
+        let same = records
+            .iter()
+            .take_while(|r| r.priority == priority)
+            .count();
+        let mut group: Vec<SrvRecord> = records.drain(..same).collect();
+        while !group.is_empty() {
+            let sum = group.iter().map(|r| u64::from(r.weight)).sum();
+            let pick = draw(sum);
+            let mut running = 0;
+            let chosen = group
+                .iter()
+                .position(|r| {
+                    running += u64::from(r.weight);
+                    running >= pick
+                })
+                .unwrap_or(0);
+            out.push(group.remove(chosen));
         }
     }
-}
-
-/// The first `nameserver` of a resolv.conf text.
-pub fn nameserver_from_resolv_conf(text: &str) -> Option<SocketAddr> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .find_map(|rest| rest.trim().parse::<IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, 53))
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dialtone_test_support::dns::srv_response;
+    use dialtone_test_support::dns::{Asked, DnsServer, Zone};
+
+    fn srv(priority: u16, weight: u16, target: &str) -> SrvRecord {
+        SrvRecord {
+            priority,
+            weight,
+            port: 5060,
+            target: target.into(),
+        }
+    }
+
+    fn targets(records: &[SrvRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.target.as_str()).collect()
+    }
 
     #[test]
-    fn parses_records_and_glue() {
-        let name = "_sip._udp.trunk.example";
-        let msg = srv_response(
-            7,
-            name,
-            &[(20, 5, 5070, "b.example"), (10, 1, 5060, "a.example")],
-            &[("a.example", [192, 0, 2, 1])],
+    fn priorities_come_in_order_and_the_draw_picks_by_running_weight_sum() {
+        let records = vec![
+            srv(20, 0, "backup"),
+            srv(10, 3, "heavy"),
+            srv(10, 0, "zero"),
+            srv(10, 1, "light"),
+        ];
+        // Running sums in the selection order zero, heavy, light: 0, 3, 4.
+        let mut draws = vec![];
+        let lowest = ordered_by(records.clone(), |sum| {
+            draws.push(sum);
+            0
+        });
+        assert_eq!(targets(&lowest), ["zero", "heavy", "light", "backup"]);
+        assert_eq!(draws, [4, 4, 1, 0]);
+        let highest = ordered_by(records.clone(), |sum| sum);
+        assert_eq!(targets(&highest), ["light", "heavy", "zero", "backup"]);
+        let middle = ordered_by(records, |sum| if sum == 4 { 2 } else { 0 });
+        assert_eq!(targets(&middle), ["heavy", "zero", "light", "backup"]);
+        assert!(ordered(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn weights_set_the_share_of_first_places() {
+        let records = vec![srv(1, 1, "a"), srv(1, 3, "b"), srv(1, 0, "c")];
+        let mut first = std::collections::HashMap::<String, u32>::new();
+        for _ in 0..4000 {
+            let order = ordered(records.clone());
+            assert_eq!(order.len(), 3);
+            *first.entry(order[0].target.clone()).or_default() += 1;
+        }
+        // Draws of 0..=4: c takes 0, a takes 1, b takes 2..=4.
+        let share = |t: &str| f64::from(first.get(t).copied().unwrap_or(0)) / 4000.0;
+        assert!((share("b") - 0.6).abs() < 0.06, "{first:?}");
+        assert!((share("a") - 0.2).abs() < 0.06, "{first:?}");
+        assert!((share("c") - 0.2).abs() < 0.06, "{first:?}");
+    }
+
+    fn zone() -> Zone {
+        let mut zone = Zone::new(
+            "_sip._udp.trunk.test",
+            vec![
+                (20, 0, 5072, "backup.trunk.test".into()),
+                (10, 0, 5071, "primary.trunk.test".into()),
+            ],
         );
-        let answer = parse_srv_answer(7, &msg).unwrap();
+        zone.hosts = vec![
+            ("primary.trunk.test".into(), IpAddr::from([127, 0, 0, 11])),
+            ("backup.trunk.test".into(), IpAddr::from([127, 0, 0, 12])),
+            ("backup.trunk.test".into(), "::1".parse().unwrap()),
+        ];
+        zone
+    }
+
+    #[tokio::test]
+    async fn srv_answers_carry_records_and_glue() {
+        let server = DnsServer::serve(zone()).unwrap();
+        let dns = Resolver::new(Some(server.addr)).unwrap();
+        let answer = dns.lookup_srv("_sip._udp.trunk.test").await.unwrap();
+        assert_eq!(
+            targets(&ordered(answer.records.clone())),
+            ["primary.trunk.test.", "backup.trunk.test."]
+        );
+        assert_eq!(
+            answer.glue("BACKUP.trunk.test.").collect::<Vec<_>>(),
+            [IpAddr::from([127, 0, 0, 12]), "::1".parse().unwrap()]
+        );
+        assert_eq!(
+            dns.lookup_srv("_sip._tcp.trunk.test").await,
+            Err(DnsError::NotFound)
+        );
+    }
+
+    #[tokio::test]
+    async fn addresses_come_ipv4_first_and_literals_need_no_query() {
+        let server = DnsServer::serve(zone()).unwrap();
+        let dns = Resolver::new(Some(server.addr)).unwrap();
+        assert_eq!(
+            dns.lookup_ip("backup.trunk.test").await.unwrap(),
+            [IpAddr::from([127, 0, 0, 12]), "::1".parse().unwrap()]
+        );
+        let asked = server.queries().len();
+        assert_eq!(asked, 2, "{:?}", server.queries());
+        assert_eq!(
+            dns.lookup_ip("127.0.0.7").await.unwrap(),
+            [IpAddr::from([127, 0, 0, 7])]
+        );
+        assert_eq!(
+            dns.lookup_ip("localhost").await.unwrap()[0],
+            IpAddr::from([127, 0, 0, 1])
+        );
+        assert_eq!(server.queries().len(), asked);
+        assert_eq!(
+            dns.lookup_ip("nowhere.trunk.test").await,
+            Err(DnsError::NotFound)
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_are_cached_for_their_ttl() {
+        let mut zone = zone();
+        zone.ttl = 1;
+        let server = DnsServer::serve(zone).unwrap();
+        let dns = Resolver::new(Some(server.addr)).unwrap();
+        let first = dns.lookup_srv("_sip._udp.trunk.test").await.unwrap();
+        assert_eq!(server.queries().len(), 1);
+        assert_eq!(dns.lookup_srv("_sip._udp.trunk.test").await.unwrap(), first);
+        assert_eq!(
+            dns.clone()
+                .lookup_srv("_sip._udp.trunk.test")
+                .await
+                .unwrap(),
+            first
+        );
+        assert_eq!(server.queries().len(), 1, "served from the cache");
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert_eq!(dns.lookup_srv("_sip._udp.trunk.test").await.unwrap(), first);
+        assert_eq!(
+            server.queries().len(),
+            2,
+            "asked again once the TTL ran out"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_truncated_udp_answer_is_asked_again_over_tcp() {
+        let mut zone = zone();
+        zone.truncate_udp = true;
+        let server = DnsServer::serve(zone).unwrap();
+        let dns = Resolver::new(Some(server.addr)).unwrap();
+        let answer = dns.lookup_srv("_sip._udp.trunk.test").await.unwrap();
         assert_eq!(answer.records.len(), 2);
-        let ordered = ordered(answer.records);
-        assert_eq!(ordered[0].target, "a.example");
-        assert_eq!(ordered[1].port, 5070);
-        assert_eq!(
-            answer.addresses,
-            vec![("a.example".to_owned(), IpAddr::from([192, 0, 2, 1]))]
-        );
-        assert_eq!(
-            srv_query(7, name).get(12..),
-            Some(&msg[12..12 + name.len() + 6])
-        );
-    }
-
-    #[test]
-    fn errors_never_panic() {
-        assert!(parse_srv_answer(1, &[]).is_err());
-        let msg = srv_response(7, "x.example", &[(1, 1, 1, "t")], &[]);
-        assert!(matches!(
-            parse_srv_answer(8, &msg),
-            Err(DnsError::Malformed { .. })
-        ));
-        for cut in 0..msg.len() {
-            let _ = parse_srv_answer(7, &msg[..cut]);
-        }
-        let mut nx = msg.clone();
-        nx[3] = 0x83;
-        assert_eq!(parse_srv_answer(7, &nx), Err(DnsError::Rcode { rcode: 3 }));
-        // A pointer to itself must not loop.
-        let mut looped = msg.clone();
-        let at = 12 + "x.example".len() + 2 + 4;
-        looped[at] = 0xc0;
-        looped[at + 1] = at as u8;
-        assert!(parse_srv_answer(7, &looped).is_err());
-        for i in 0..msg.len() {
-            let mut m = msg.clone();
-            m[i] ^= 0xff;
-            let _ = parse_srv_answer(7, &m);
-        }
-    }
-
-    #[test]
-    fn reads_the_nameserver() {
-        assert_eq!(
-            nameserver_from_resolv_conf(
-                "# x\nsearch a\nnameserver 127.0.0.53\nnameserver 1.1.1.1\n"
-            ),
-            Some("127.0.0.53:53".parse().unwrap())
-        );
-        assert_eq!(nameserver_from_resolv_conf("search a\n"), None);
+        let asked = |tcp| Asked {
+            name: "_sip._udp.trunk.test".into(),
+            qtype: 33,
+            tcp,
+        };
+        assert_eq!(server.queries(), [asked(false), asked(true)]);
     }
 }

@@ -144,7 +144,7 @@ impl SipUa {
     /// Sends one OPTIONS to the trunk's first target and returns the final status (408 when
     /// nothing answered).
     pub async fn probe(&self, trunk: &Trunk) -> Result<u16, UaError> {
-        let target = first_target(trunk, self.dns_server).await?;
+        let target = first_target(trunk, &self.dns).await?;
         let request = request_for(trunk, rsip::Method::Options, target, None);
         let (handle, outcome) = exchange(self, None, Some(request), None).await?;
         let _ = self.send(Command::ForgetRequest { series: handle });
@@ -194,7 +194,7 @@ impl SipUa {
             loop {
                 let attempt = match series {
                     Some(h) => exchange(&ua, Some(h), None, None).await,
-                    None => match first_target(&trunk, ua.dns_server).await {
+                    None => match first_target(&trunk, &ua.dns).await {
                         Ok(target) => {
                             let r =
                                 request_for(&trunk, rsip::Method::Register, target, Some(expires));
@@ -250,7 +250,7 @@ impl SipUa {
 
 async fn first_target(
     trunk: &Trunk,
-    dns: Option<std::net::SocketAddr>,
+    dns: &crate::dns::Resolver,
 ) -> Result<std::net::SocketAddr, UaError> {
     trunk
         .resolve(dns)

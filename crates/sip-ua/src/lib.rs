@@ -3,8 +3,9 @@
 //! A thin tokio driver around the sans-IO [`dialtone_sip_core::Endpoint`]: it owns the UDP
 //! socket, the TCP listener and connections (Content-Length framing, CRLF keep-alives), the
 //! timer, and the clock; every protocol decision stays in the core. On top it adds what a trunk
-//! needs: host resolution with failover across targets, per-trunk concurrency and rate caps,
-//! a ring timeout that cancels with end reason `no_answer`, and caller-ID headers.
+//! needs: host resolution (SRV and A/AAAA through a caching resolver, [`dns`]) with failover
+//! across targets, per-trunk concurrency and rate caps, a ring timeout that cancels with end
+//! reason `no_answer`, and caller-ID headers.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dialtone_sip_ua::UaError> {
@@ -65,7 +66,13 @@ pub enum UaError {
         /// The host looked up.
         host: String,
         /// The resolver's error.
-        source: std::io::Error,
+        source: dns::DnsError,
+    },
+    /// The DNS resolver could not be set up.
+    #[error("cannot set up DNS: {source}")]
+    Dns {
+        /// Why.
+        source: dns::DnsError,
     },
     /// The trunk's host resolved to nothing.
     #[error("trunk {trunk}: {host} resolved to no address")]
@@ -123,8 +130,8 @@ pub struct UaConfig {
     /// Reproducible branches, tags and Call-IDs from this seed, for tests; `None` (the
     /// default, and what production uses) draws them from a CSPRNG keyed by the OS.
     pub seed: Option<u64>,
-    /// Name server for SRV lookups (RFC 3263) of trunks named without a port; `None` turns SRV
-    /// off (A/AAAA through the system resolver still work).
+    /// The one name server to ask for trunks' SRV (RFC 3263) and A/AAAA records, over UDP and
+    /// TCP on its port; the system's (`/etc/resolv.conf`) when `None`.
     pub dns_server: Option<SocketAddr>,
 }
 
@@ -228,20 +235,21 @@ pub struct SipUa {
     commands: mpsc::UnboundedSender<Command>,
     local_addr: SocketAddr,
     gates: Arc<trunk::Gates>,
-    dns_server: Option<SocketAddr>,
+    dns: dns::Resolver,
 }
 
 impl SipUa {
     /// Binds UDP and TCP on `config.bind` and starts the driver.
     pub async fn start(config: UaConfig) -> Result<Self, UaError> {
         let gates = Arc::new(trunk::Gates::default());
-        let dns_server = config.dns_server;
+        let dns =
+            dns::Resolver::new(config.dns_server).map_err(|source| UaError::Dns { source })?;
         let (commands, local_addr) = driver::spawn(config, gates.clone()).await?;
         Ok(Self {
             commands,
             local_addr,
             gates,
-            dns_server,
+            dns,
         })
     }
 
@@ -281,7 +289,7 @@ impl SipUa {
         let permit = admission.permit;
         let mut targets = Vec::new();
         for trunk in std::iter::once(&request.trunk).chain(&request.fallback_trunks) {
-            match trunk.resolve(self.dns_server).await {
+            match trunk.resolve(&self.dns).await {
                 Ok(addrs) => targets.extend(addrs.into_iter().map(|a| (trunk.clone(), a))),
                 // A fallback that does not resolve is skipped; the primary must resolve.
                 Err(e) if Arc::ptr_eq(trunk, &request.trunk) => return Err(e),

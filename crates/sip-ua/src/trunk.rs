@@ -67,12 +67,9 @@ impl Trunk {
 
     /// The addresses to try, in order (RFC 3263 §4): the outbound proxy's if set, else the
     /// trunk's. An IP literal is used as it is; a name with a port is looked up as A/AAAA; a
-    /// name without one is looked up as SRV (`_sip._udp.` or `_sip._tcp.`) on `dns` when given,
-    /// its targets tried by priority and weight, falling back to A/AAAA on port 5060.
-    pub(crate) async fn resolve(
-        &self,
-        dns: Option<SocketAddr>,
-    ) -> Result<Vec<SocketAddr>, UaError> {
+    /// name without one is looked up as SRV (`_sip._udp.` or `_sip._tcp.`), its targets tried
+    /// by priority and weight (RFC 2782), falling back to A/AAAA on port 5060 when it has none.
+    pub(crate) async fn resolve(&self, dns: &dns::Resolver) -> Result<Vec<SocketAddr>, UaError> {
         let (host, port) = match &self.outbound_proxy {
             Some(proxy) => split_host_port(proxy),
             None => (self.host.clone(), self.port),
@@ -81,68 +78,56 @@ impl Trunk {
             return Ok(vec![SocketAddr::new(ip, port.unwrap_or(5060))]);
         }
         let mut targets: Vec<SocketAddr> = Vec::new();
-        if let (None, Some(server)) = (port, dns) {
+        if port.is_none() {
             let service = match self.transport {
                 Transport::Udp => "_sip._udp",
                 Transport::Tcp => "_sip._tcp",
             };
             let name = format!("{service}.{host}");
-            match dns::lookup_srv(server, &name, Duration::from_secs(2)).await {
-                Ok(answer) => {
-                    for record in dns::ordered(answer.records) {
-                        let glue: Vec<SocketAddr> = answer
-                            .addresses
-                            .iter()
-                            .filter(|(n, _)| n.eq_ignore_ascii_case(&record.target))
-                            .map(|(_, ip)| SocketAddr::new(*ip, record.port))
-                            .collect();
-                        let found = if glue.is_empty() {
-                            lookup(&self.name, &record.target, record.port)
-                                .await
-                                .unwrap_or_default()
-                        } else {
-                            glue
-                        };
-                        push_new(&mut targets, found);
+            match dns.lookup_srv(&name).await {
+                Ok(mut answer) => {
+                    for record in dns::ordered(std::mem::take(&mut answer.records)) {
+                        let mut found: Vec<IpAddr> = answer.glue(&record.target).collect();
+                        if found.is_empty() {
+                            found = dns.lookup_ip(&record.target).await.unwrap_or_else(|error| {
+                                tracing::debug!(srv_target = %record.target, %error, "does not resolve");
+                                Vec::new()
+                            });
+                        }
+                        push_new(
+                            &mut targets,
+                            found.into_iter().map(|ip| SocketAddr::new(ip, record.port)),
+                        );
                     }
                 }
                 Err(error) => tracing::debug!(%name, %error, "no SRV records; using A/AAAA"),
             }
         }
         if targets.is_empty() {
+            let found = dns
+                .lookup_ip(&host)
+                .await
+                .map_err(|source| UaError::Resolve {
+                    trunk: self.name.clone(),
+                    host: host.clone(),
+                    source,
+                })?;
+            let port = port.unwrap_or(5060);
             push_new(
                 &mut targets,
-                lookup(&self.name, &host, port.unwrap_or(5060)).await?,
+                found.into_iter().map(|ip| SocketAddr::new(ip, port)),
             );
-        }
-        if targets.is_empty() {
-            return Err(UaError::NoAddress {
-                trunk: self.name.clone(),
-                host,
-            });
         }
         Ok(targets)
     }
 }
 
-fn push_new(targets: &mut Vec<SocketAddr>, found: Vec<SocketAddr>) {
+fn push_new(targets: &mut Vec<SocketAddr>, found: impl IntoIterator<Item = SocketAddr>) {
     for addr in found {
         if !targets.contains(&addr) {
             targets.push(addr);
         }
     }
-}
-
-/// A/AAAA through the system resolver.
-async fn lookup(trunk: &str, host: &str, port: u16) -> Result<Vec<SocketAddr>, UaError> {
-    Ok(tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|source| UaError::Resolve {
-            trunk: trunk.to_owned(),
-            host: host.to_owned(),
-            source,
-        })?
-        .collect())
 }
 
 /// `host[:port]` or `[v6][:port]`; the port is `None` when absent.
@@ -290,7 +275,7 @@ impl Gates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dialtone_test_support::dns::DnsServer;
+    use dialtone_test_support::dns::{DnsServer, Zone};
 
     #[test]
     fn host_port_forms() {
@@ -398,44 +383,104 @@ mod tests {
         assert!(gates.try_admit(&trunk).is_some());
     }
 
-    #[tokio::test]
-    async fn resolves_literals_and_names() {
-        let t = Trunk::new("t", "127.0.0.1", Transport::Udp);
-        assert_eq!(
-            t.resolve(None).await.unwrap(),
-            vec!["127.0.0.1:5060".parse().unwrap()]
-        );
-        let t = Trunk::new("t", "localhost", Transport::Udp);
-        assert!(
-            t.resolve(None)
-                .await
-                .unwrap()
-                .iter()
-                .all(|a| a.ip().is_loopback())
-        );
-    }
-
-    #[tokio::test]
-    async fn srv_targets_come_in_priority_order_with_their_ports() {
-        let server = DnsServer::start(
+    fn srv_zone() -> Zone {
+        let mut zone = Zone::new(
             "_sip._udp.trunk.test",
             vec![
                 (20, 0, 5072, "backup.trunk.test".into()),
                 (10, 0, 5071, "primary.trunk.test".into()),
             ],
-            vec![
-                ("primary.trunk.test".into(), [127, 0, 0, 11]),
-                ("backup.trunk.test".into(), [127, 0, 0, 12]),
-            ],
-        )
-        .unwrap();
-        let t = Trunk::new("t", "trunk.test", Transport::Udp);
-        assert_eq!(
-            t.resolve(Some(server.addr)).await.unwrap(),
-            vec![
-                "127.0.0.11:5071".parse::<SocketAddr>().unwrap(),
-                "127.0.0.12:5072".parse().unwrap()
-            ]
         );
+        zone.hosts = vec![
+            ("primary.trunk.test".into(), IpAddr::from([127, 0, 0, 11])),
+            ("backup.trunk.test".into(), IpAddr::from([127, 0, 0, 12])),
+            ("plain.test".into(), IpAddr::from([127, 0, 0, 13])),
+        ];
+        zone
+    }
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn literals_and_localhost_need_no_query() {
+        let server = DnsServer::serve(srv_zone()).unwrap();
+        let dns = dns::Resolver::new(Some(server.addr)).unwrap();
+        let t = Trunk::new("t", "127.0.0.1", Transport::Udp);
+        assert_eq!(t.resolve(&dns).await.unwrap(), addrs(&["127.0.0.1:5060"]));
+        let mut t = Trunk::new("t", "::1", Transport::Udp);
+        t.port = Some(5070);
+        assert_eq!(t.resolve(&dns).await.unwrap(), addrs(&["[::1]:5070"]));
+        let t = Trunk::new("t", "localhost", Transport::Udp);
+        let found = t.resolve(&dns).await.unwrap();
+        assert!(!found.is_empty());
+        assert!(
+            found
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 5060)
+        );
+        assert_eq!(server.queries(), []);
+    }
+
+    #[tokio::test]
+    async fn srv_targets_come_in_priority_order_with_their_ports() {
+        let server = DnsServer::serve(srv_zone()).unwrap();
+        let dns = dns::Resolver::new(Some(server.addr)).unwrap();
+        let t = Trunk::new("t", "trunk.test", Transport::Udp);
+        let expected = addrs(&["127.0.0.11:5071", "127.0.0.12:5072"]);
+        assert_eq!(t.resolve(&dns).await.unwrap(), expected);
+        // The glue answered for the targets: one query in all, and none the second time.
+        assert_eq!(server.queries().len(), 1, "{:?}", server.queries());
+        assert_eq!(t.resolve(&dns).await.unwrap(), expected);
+        assert_eq!(server.queries().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn srv_targets_without_glue_are_looked_up() {
+        let mut zone = srv_zone();
+        zone.glue = false;
+        let server = DnsServer::serve(zone).unwrap();
+        let dns = dns::Resolver::new(Some(server.addr)).unwrap();
+        let mut t = Trunk::new("t", "trunk.test", Transport::Udp);
+        t.outbound_proxy = Some("trunk.test".into());
+        t.host = "elsewhere.test".into();
+        assert_eq!(
+            t.resolve(&dns).await.unwrap(),
+            addrs(&["127.0.0.11:5071", "127.0.0.12:5072"])
+        );
+        let asked: Vec<(String, u16)> = server
+            .queries()
+            .into_iter()
+            .map(|q| (q.name, q.qtype))
+            .collect();
+        assert_eq!(asked.len(), 5, "{asked:?}");
+        assert!(asked.contains(&("primary.trunk.test".into(), 1)));
+        assert!(asked.contains(&("backup.trunk.test".into(), 28)));
+    }
+
+    #[tokio::test]
+    async fn a_name_without_srv_records_or_with_a_port_is_looked_up_as_a_and_aaaa() {
+        let server = DnsServer::serve(srv_zone()).unwrap();
+        let dns = dns::Resolver::new(Some(server.addr)).unwrap();
+        let t = Trunk::new("t", "plain.test", Transport::Tcp);
+        assert_eq!(t.resolve(&dns).await.unwrap(), addrs(&["127.0.0.13:5060"]));
+        let srv_asked =
+            |server: &DnsServer| server.queries().iter().filter(|q| q.qtype == 33).count();
+        assert_eq!(srv_asked(&server), 1);
+        // With a port, no SRV lookup (RFC 3263 §4.2).
+        let mut t = Trunk::new("t", "trunk.test", Transport::Udp);
+        t.port = Some(5999);
+        t.host = "primary.trunk.test".into();
+        assert_eq!(t.resolve(&dns).await.unwrap(), addrs(&["127.0.0.11:5999"]));
+        assert_eq!(srv_asked(&server), 1);
+        let t = Trunk::new("t", "nowhere.test", Transport::Udp);
+        assert!(matches!(
+            t.resolve(&dns).await,
+            Err(UaError::Resolve {
+                source: dns::DnsError::NotFound,
+                ..
+            })
+        ));
     }
 }
