@@ -7,19 +7,43 @@
 //! - [`status`]: [`CallStatus`] (forward-only, with its rank) and [`Direction`];
 //! - [`end_reason`]: [`EndReason`] (the code and its message), [`EndedBy`], [`AnsweredBy`];
 //! - [`call`]: the stored [`Call`] record and [`CallView`], the call object the API and the
-//!   webhooks serialise.
+//!   webhooks serialise;
+//! - [`dispatch`], [`agent`], [`trunk`], [`number`], [`organization`]: what requests set
+//!   (strict: an unknown field is an error) and what the API shows; [`page`] for lists;
+//! - [`parse`]: reading a body into these types with the field at fault named.
 //!
 //! Everything here is plain data with serde and `utoipa::ToSchema`; no I/O.
 
+pub mod agent;
 pub mod call;
+pub mod dispatch;
 pub mod end_reason;
 mod names;
+pub mod number;
+pub mod organization;
+pub mod page;
+pub mod parse;
 pub mod status;
 pub mod time;
+pub mod trunk;
 
+pub use agent::{AgentFields, Amd, AmdThresholds, BargeIn, Tool, VoicemailAction};
 pub use call::{Call, CallView, EndReasonView, TranscriptLine};
+pub use dispatch::DispatchCall;
+pub use number::{NumberFields, NumberView};
+pub use organization::{IssuedKeyView, KeyFields, OrganizationFields, OrganizationView};
+pub use page::Page;
+pub use parse::FieldError;
+pub use trunk::{RegistrationView, TrunkFields, TrunkTransport, TrunkView};
 pub use end_reason::{AnsweredBy, EndReason, EndedBy};
 pub use status::{CallStatus, Direction};
+
+/// Most bytes of `instructions`.
+pub const MAX_INSTRUCTIONS_BYTES: usize = 32 * 1024;
+/// Most bytes of `context` or `metadata`, serialised.
+pub const MAX_OBJECT_BYTES: usize = 64 * 1024;
+/// Most bytes of a request body.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// A name on the wire that is not one of an enum's values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,445 @@
+//! Agents: every setting typed, once. [`AgentFields`] is both what a request sets and what
+//! the engine reads back from the stored agent (its `config`: the fields other than `name`,
+//! `number_ids` and `primary_number_id`, which have columns of their own).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::MAX_INSTRUCTIONS_BYTES;
+use crate::dispatch::check_http_url;
+use crate::parse::FieldError;
+use crate::status::Direction;
+
+/// An agent's fields. On create `name` is required; a PATCH is laid over the stored fields
+/// first (`null` clears one).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFields {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `outbound` (the default; inbound calls come later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Who the agent is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persona: Option<String>,
+    /// TTS voice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    /// BCP 47 language.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Default instructions (a call's own replace them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// JSON Schema of the structured result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub returns: Option<Value>,
+    /// Tools the brain may call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    /// What to do when a machine answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub voicemail_action: Option<VoicemailAction>,
+    /// Default webhook receiver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// The numbers it may call from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number_ids: Option<Vec<Uuid>>,
+    /// The default caller ID, one of `number_ids` (default: the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_number_id: Option<Uuid>,
+    /// `builtin:echo`, `builtin:ivr` or `grpc://host:port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brain: Option<String>,
+    /// Seconds to ring (1-300, default 30).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ring_timeout_seconds: Option<u32>,
+    /// Longest call in seconds (1-86400, default 600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_duration_seconds: Option<u32>,
+    /// Answering-machine detection: `true`, `false`, or thresholds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub amd: Option<Amd>,
+    /// Mask DTMF digits in transcripts and logs (payment collection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_dtmf: Option<bool>,
+    /// `"on"` (default), `"off"`, or a minimum of caller speech in ms before the agent stops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub barge_in: Option<BargeIn>,
+    /// Silence that ends a caller's turn, ms (100-5000, default 500).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpointing_silence_ms: Option<u32>,
+    /// Caller silence before "are you still there?", and as long again before hanging up
+    /// (`silence_timeout`), seconds (1-3600); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silence_timeout_seconds: Option<u32>,
+}
+
+/// A tool the agent's brain may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    /// Name: 1-64 letters, digits, `_` or `-`, unique within the agent.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// JSON Schema of its arguments.
+    #[schema(value_type = Object)]
+    pub parameters: Value,
+    /// Where it is served, when Dialtone calls it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// What to do when a machine answers: `"hangup"`, `"continue"`, or `{"action": "hangup" |
+/// "leave_message" | "continue", "message": "..."}` (`message` required to leave one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoicemailAction {
+    /// Hang up (end reason `voicemail`).
+    HangUp,
+    /// Wait for the beep, say `message`, hang up (`voicemail_message`).
+    LeaveMessage(String),
+    /// Carry on as with a person.
+    Continue,
+}
+
+/// Answering-machine detection: off, or on with thresholds (each in ms, 1-60000; absent =
+/// the detector's default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Amd {
+    /// `false`: no detection.
+    Off,
+    /// `true` or an object of thresholds.
+    On(AmdThresholds),
+}
+
+/// AMD's thresholds; `None` keeps the detector's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmdThresholds {
+    /// Silence before any word that means a machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_silence_ms: Option<u32>,
+    /// Longest greeting of a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub greeting_ms: Option<u32>,
+    /// Silence after a greeting that means a person waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_greeting_silence_ms: Option<u32>,
+    /// Longest analysis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_analysis_time_ms: Option<u32>,
+    /// Most words of a person's greeting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum_words: Option<u32>,
+}
+
+/// Barge-in: whether the caller's speech stops the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BargeIn {
+    /// `"off"`: the agent always finishes.
+    Off,
+    /// `"on"`: at the onset of speech.
+    On,
+    /// A number: after this much speech, ms (1-10000).
+    AfterMs(u32),
+}
+
+impl AgentFields {
+    /// The rules serde does not check, in the API's words.
+    pub fn check(&self) -> Result<(), FieldError> {
+        if self.name.is_none() {
+            return Err(FieldError::invalid("name", "`name` is required"));
+        }
+        if self
+            .instructions
+            .as_ref()
+            .is_some_and(|i| i.len() > MAX_INSTRUCTIONS_BYTES)
+        {
+            return Err(FieldError::invalid(
+                "instructions",
+                format!("`instructions` is longer than {MAX_INSTRUCTIONS_BYTES} bytes"),
+            ));
+        }
+        if let Some(language) = &self.language
+            && !is_bcp47(language)
+        {
+            return Err(FieldError::invalid(
+                "language",
+                "`language` must be a BCP 47 tag such as \"en-US\"",
+            ));
+        }
+        if let Some(brain) = &self.brain
+            && !is_brain(brain)
+        {
+            return Err(FieldError::invalid(
+                "brain",
+                "`brain` must be \"builtin:echo\", \"builtin:ivr\" or \"grpc://host:port\"",
+            ));
+        }
+        if self.direction == Some(Direction::Inbound) {
+            return Err(FieldError::invalid(
+                "direction",
+                "`direction` must be \"outbound\"",
+            ));
+        }
+        for (field, value, min, max) in [
+            ("ring_timeout_seconds", self.ring_timeout_seconds, 1, 300),
+            ("max_duration_seconds", self.max_duration_seconds, 1, 86_400),
+            ("endpointing_silence_ms", self.endpointing_silence_ms, 100, 5_000),
+            ("silence_timeout_seconds", self.silence_timeout_seconds, 1, 3_600),
+        ] {
+            if value.is_some_and(|v| !(min..=max).contains(&v)) {
+                return Err(FieldError::invalid(
+                    field,
+                    format!("`{field}` must be {min}-{max}"),
+                ));
+            }
+        }
+        if let Some(url) = &self.webhook_url {
+            check_http_url("webhook_url", url)?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for tool in self.tools.iter().flatten() {
+            let name_ok = (1..=64).contains(&tool.name.len())
+                && tool
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !name_ok || !names.insert(tool.name.as_str()) {
+                return Err(FieldError::invalid(
+                    "tools",
+                    "each tool needs a unique `name` of 1-64 letters, digits, `_` or `-`",
+                ));
+            }
+            if let Some(url) = &tool.url {
+                check_http_url("url", url)?;
+            }
+        }
+        if let Some(primary) = self.primary_number_id
+            && !self.number_ids.iter().flatten().any(|id| *id == primary)
+        {
+            return Err(FieldError::invalid(
+                "primary_number_id",
+                "`primary_number_id` must be one of `number_ids`",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The caller ID used by default: the primary number, else the first attached.
+    pub fn primary_or_first(&self) -> Option<Uuid> {
+        self.primary_number_id
+            .or_else(|| self.number_ids.as_ref()?.first().copied())
+    }
+
+    /// The ring timeout (default 30 s).
+    pub fn ring_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.ring_timeout_seconds.unwrap_or(30).into())
+    }
+
+    /// The longest call (default 600 s).
+    pub fn max_duration(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.max_duration_seconds.unwrap_or(600).into())
+    }
+
+    /// What to do when a machine answers (default: carry on).
+    pub fn voicemail(&self) -> VoicemailAction {
+        self.voicemail_action
+            .clone()
+            .unwrap_or(VoicemailAction::Continue)
+    }
+}
+
+/// A BCP 47 tag's shape: a 2-3 letter language, then subtags of 1-8 letters or digits.
+fn is_bcp47(tag: &str) -> bool {
+    let mut parts = tag.split('-');
+    let primary_ok = parts
+        .next()
+        .is_some_and(|p| (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()));
+    primary_ok
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// A brain this build can run: a built-in one or an AgentBridge address.
+fn is_brain(brain: &str) -> bool {
+    brain == "builtin:echo"
+        || brain == "builtin:ivr"
+        || brain
+            .strip_prefix("grpc://")
+            .and_then(|a| a.rsplit_once(':'))
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+impl Serialize for VoicemailAction {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::HangUp => s.serialize_str("hangup"),
+            Self::Continue => s.serialize_str("continue"),
+            Self::LeaveMessage(message) => {
+                serde_json::json!({"action": "leave_message", "message": message}).serialize(s)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for VoicemailAction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let shape = || {
+            serde::de::Error::custom(
+                "`voicemail_action` must be \"hangup\", \"continue\" or {\"action\": ..., \"message\": ...}",
+            )
+        };
+        let action = |name: &str, message: &str| match name {
+            "hangup" => Ok(Self::HangUp),
+            "continue" => Ok(Self::Continue),
+            "leave_message" if !message.trim().is_empty() => {
+                Ok(Self::LeaveMessage(message.to_owned()))
+            }
+            "leave_message" => Err(serde::de::Error::custom(
+                "`voicemail_action` \"leave_message\" needs the `message` to leave",
+            )),
+            _ => Err(serde::de::Error::custom(
+                "`voicemail_action.action` must be \"hangup\", \"leave_message\" or \"continue\"",
+            )),
+        };
+        match Value::deserialize(d)? {
+            Value::String(s) if s == "hangup" || s == "continue" => action(&s, ""),
+            Value::Object(o) => {
+                if let Some(unknown) = o.keys().find(|k| *k != "action" && *k != "message") {
+                    return Err(serde::de::Error::custom(format!("unknown field `{unknown}`")));
+                }
+                let message = o.get("message").and_then(Value::as_str).unwrap_or("");
+                action(
+                    o.get("action").and_then(Value::as_str).unwrap_or(""),
+                    message,
+                )
+            }
+            _ => Err(shape()),
+        }
+    }
+}
+
+impl Serialize for Amd {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Off => s.serialize_bool(false),
+            Self::On(t) if *t == AmdThresholds::default() => s.serialize_bool(true),
+            Self::On(t) => t.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amd {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(false) => Ok(Self::Off),
+            Value::Bool(true) => Ok(Self::On(AmdThresholds::default())),
+            Value::Object(o) => {
+                let in_range = o
+                    .values()
+                    .all(|v| v.as_u64().is_some_and(|n| (1..=60_000).contains(&n)));
+                let thresholds = serde_json::from_value::<AmdThresholds>(Value::Object(o))
+                    .map_err(|e| serde::de::Error::custom(format!("`amd`: {e}")))?;
+                if in_range {
+                    Ok(Self::On(thresholds))
+                } else {
+                    Err(serde::de::Error::custom(
+                        "`amd` thresholds must be whole numbers from 1 to 60000",
+                    ))
+                }
+            }
+            _ => Err(serde::de::Error::custom(
+                "`amd` must be true, false or an object of thresholds",
+            )),
+        }
+    }
+}
+
+impl Serialize for BargeIn {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Off => s.serialize_str("off"),
+            Self::On => s.serialize_str("on"),
+            Self::AfterMs(ms) => s.serialize_u32(*ms),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BargeIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) if s == "on" => Ok(Self::On),
+            Value::String(s) if s == "off" => Ok(Self::Off),
+            Value::Number(n) if n.as_u64().is_some_and(|ms| (1..=10_000).contains(&ms)) => Ok(
+                Self::AfterMs(n.as_u64().and_then(|ms| u32::try_from(ms).ok()).unwrap_or(1)),
+            ),
+            _ => Err(serde::de::Error::custom(
+                "`barge_in` must be \"on\", \"off\" or a minimum of speech in ms (1-10000)",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::from_value;
+    use serde_json::json;
+
+    fn refused(body: Value) -> FieldError {
+        match from_value::<AgentFields>(body) {
+            Ok(fields) => fields.check().unwrap_err(),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn settings_read_back_as_they_were_written() {
+        let body = json!({
+            "name": "a", "voicemail_action": {"action": "leave_message", "message": "hi"},
+            "amd": {"greeting_ms": 1500}, "barge_in": 300, "tools": [{"name": "t",
+            "description": "d", "parameters": {"type": "object"}}], "direction": "outbound"
+        });
+        let fields: AgentFields = from_value(body.clone()).unwrap();
+        fields.check().unwrap();
+        assert_eq!(fields.voicemail(), VoicemailAction::LeaveMessage("hi".into()));
+        assert_eq!(fields.barge_in, Some(BargeIn::AfterMs(300)));
+        assert_eq!(serde_json::to_value(&fields).unwrap(), body);
+        let plain: AgentFields =
+            from_value(json!({"name": "b", "voicemail_action": "hangup", "amd": true})).unwrap();
+        assert_eq!(plain.voicemail(), VoicemailAction::HangUp);
+        assert_eq!(plain.amd, Some(Amd::On(AmdThresholds::default())));
+    }
+
+    #[test]
+    fn each_rule_names_its_field_in_the_apis_words() {
+        for (body, field, message) in [
+            (json!({}), "name", "`name` is required"),
+            (json!({"name": "a", "language": "english!"}), "language", "`language` must be a BCP 47 tag such as \"en-US\""),
+            (json!({"name": "a", "brain": "http://x"}), "brain", "`brain` must be \"builtin:echo\", \"builtin:ivr\" or \"grpc://host:port\""),
+            (json!({"name": "a", "ring_timeout_seconds": 0}), "ring_timeout_seconds", "`ring_timeout_seconds` must be 1-300"),
+            (json!({"name": "a", "voicemail_action": {"action": "leave_message"}}), "voicemail_action", "`voicemail_action` \"leave_message\" needs the `message` to leave"),
+            (json!({"name": "a", "voicemail_action": 3}), "voicemail_action", "`voicemail_action` must be \"hangup\", \"continue\" or {\"action\": ..., \"message\": ...}"),
+            (json!({"name": "a", "barge_in": 0}), "barge_in", "`barge_in` must be \"on\", \"off\" or a minimum of speech in ms (1-10000)"),
+            (json!({"name": "a", "amd": {"greeting_ms": 0}}), "amd", "`amd` thresholds must be whole numbers from 1 to 60000"),
+            (json!({"name": "a", "amd": "yes"}), "amd", "`amd` must be true, false or an object of thresholds"),
+            (json!({"name": "a", "mask_dtmf": "yes"}), "mask_dtmf", "`mask_dtmf` must be true or false"),
+            (json!({"name": "a", "tools": [{"name": "a b", "description": "d", "parameters": {}}]}), "tools", "each tool needs a unique `name` of 1-64 letters, digits, `_` or `-`"),
+            (json!({"name": "a", "persona": 3}), "persona", "`persona` must be a string"),
+            (json!({"name": "a", "nonsense": 3}), "nonsense", "unknown field `nonsense`"),
+        ] {
+            let e = refused(body.clone());
+            assert_eq!((e.field.as_str(), e.message.as_str()), (field, message), "{body}");
+        }
+    }
+}
