@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+scripts/postgres.sh
 DIALTONE_PYTHON="$(scripts/python-env.sh)"
 export DIALTONE_PYTHON
 
