@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Installs the system packages Dialtone's build and tests need on a Debian machine, as root.
+# Installs the system packages Dialtone's build and tests need on a Debian machine, as root,
+# and any packages named as arguments (scripts/postgres.sh adds the PostgreSQL server).
 # Packages already present are left alone; nothing is installed when everything is there.
 set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config libopus-dev protobuf-compiler libprotobuf-dev
   sip-tester baresip kamailio
-  tshark iproute2 sox espeak-ng openssl python3-yaml
+  tshark iproute2 sox espeak-ng openssl python3-yaml postgresql-client
   fontconfig fonts-dejavu-core
+  "$@"
 )
 
 missing=()

@@ -1849,20 +1849,10 @@ async fn the_openapi_document_matches_the_routes() {
     w.finish().await;
 }
 
-/// A schema of its own in the test PostgreSQL (`DIALTONE_TEST_POSTGRES_URL`, default the CI
-/// machine's), as a database URL; `None`, saying why, where none answers.
+/// A schema of its own in the test PostgreSQL (`dialtone_test_support::postgres_test_url`), as
+/// a database URL; `None`, saying why, where none answers (outside CI).
 async fn postgres_url() -> Option<String> {
-    let base = std::env::var("DIALTONE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let out = tokio::process::Command::new("psql")
-        .arg(&base)
-        .args(["-Atc", "SELECT 1"])
-        .output()
-        .await;
-    if !out.as_ref().is_ok_and(|o| o.status.success()) {
-        println!("PostgreSQL half skipped: {base} does not answer psql");
-        return None;
-    }
+    let base = dialtone_test_support::postgres_test_url()?;
     let schema = format!(
         "dialtone_e2e_{}",
         std::time::SystemTime::now()

@@ -125,9 +125,10 @@ fn noise_tones_clicks_and_silence_are_not_speech() {
         let mut lp = SpeechLoop::new(SpeechConfig::default(), t0);
         let (events, _) = run(&mut lp, t0, &audio);
         assert!(
-            !events
-                .iter()
-                .any(|(_, e)| matches!(e, SpeechEvent::SpeechEnded { .. })),
+            !events.iter().any(|(_, e)| matches!(
+                e,
+                SpeechEvent::SpeechStarted { .. } | SpeechEvent::SpeechEnded { .. }
+            )),
             "{what}: {events:?}"
         );
     }

@@ -1902,21 +1902,13 @@ mod tests {
         s.bootstrap_admin_key("test-admin-key").await.unwrap().id
     }
 
-    /// PostgreSQL for the tests (`DIALTONE_TEST_POSTGRES_URL`, default the CI machine's
-    /// `postgres://postgres@127.0.0.1:5432/test`), in a schema of its own; `None`, saying why,
-    /// where none answers.
+    /// PostgreSQL for the tests (`dialtone_test_support::postgres_test_url`), in a schema of its
+    /// own; `None`, saying why, where none answers (outside CI).
     async fn postgres() -> Option<(Storage, String)> {
         use sqlx::Connection;
-        let base = std::env::var("DIALTONE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let base = dialtone_test_support::postgres_test_url()?;
         sqlx::any::install_default_drivers();
-        let mut admin = match AnyConnection::connect(&base).await {
-            Ok(c) => c,
-            Err(e) => {
-                println!("PostgreSQL half skipped: cannot connect to {base}: {e}");
-                return None;
-            }
-        };
+        let mut admin = AnyConnection::connect(&base).await.unwrap();
         let schema = format!("dialtone_test_{}", Uuid::now_v7().simple());
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(&mut admin)

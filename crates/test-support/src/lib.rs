@@ -2,7 +2,8 @@
 //!
 //! Starts SIPp (Debian package `sip-tester`) on a free loopback port with a scenario file,
 //! waits until it has bound its port (readiness, not a fixed sleep), and checks its verdict.
-//! Every peer listens on 127.0.0.1 only and is killed when dropped.
+//! Every peer listens on 127.0.0.1 only and is killed when dropped. Finds the tests' PostgreSQL
+//! database ([`postgres_test_url`]).
 
 pub mod audio;
 pub mod dns;
@@ -237,6 +238,39 @@ pub fn openssl_hmac_sha256(key: &str, data: &str) -> Result<String, PeerError> {
         .next()
         .unwrap_or_default()
         .to_owned())
+}
+
+/// The PostgreSQL database the tests use: `DIALTONE_TEST_POSTGRES_URL`, by default
+/// `postgres://postgres@127.0.0.1:5432/test` (what scripts/postgres.sh sets up), once `psql`
+/// (Debian package postgresql-client) has run a query in it. Where it cannot: under CI (`CI`
+/// set and not empty), where scripts/test.sh has set the database up, a panic saying why;
+/// elsewhere `None`, the reason on stderr, and the caller skips its PostgreSQL half.
+pub fn postgres_test_url() -> Option<String> {
+    use std::io::Write;
+    let url = std::env::var("DIALTONE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let reason = match Command::new("psql")
+        .arg(&url)
+        .args(["-Atqc", "SELECT 1"])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+    {
+        Ok(out) if out.status.success() => return Some(url),
+        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        Err(e) => format!("cannot run psql (Debian package postgresql-client): {e}"),
+    };
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    assert!(
+        !ci,
+        "PostgreSQL at {url} does not answer, and under CI the PostgreSQL tests must run \
+         (scripts/postgres.sh sets it up): {reason}"
+    );
+    // Straight to stderr, past the test harness's capture: the skip shows in a passing run.
+    let _ = writeln!(
+        std::io::stderr(),
+        "PostgreSQL half skipped (CI is not set): {url} does not answer: {reason}"
+    );
+    None
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1 right now.
