@@ -27,9 +27,8 @@ use sqlx::{AnyConnection, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::{
-    AdvanceCall, Backend, InsertCall, Result, SetDetail, StorageError, prepare_connection,
-};
+use crate::call_writes::{AdvanceCall, InsertCall, SetDetail};
+use crate::{Backend, Result, StorageError, prepare_connection};
 
 /// Most writes one transaction takes.
 const MAX_GROUP: usize = 256;

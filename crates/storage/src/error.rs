@@ -1,0 +1,71 @@
+//! What goes wrong: [`StorageError`], and the crate's [`Result`].
+
+/// Errors from storage.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the schema failed.
+    #[error("schema migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No row with this id.
+    #[error("{entity} {id} not found")]
+    NotFound {
+        /// `trunk`, `number`, `agent`, `call`.
+        entity: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// A unique value already taken.
+    #[error("{entity} with this {field} already exists")]
+    Conflict {
+        /// The entity.
+        entity: &'static str,
+        /// The unique field.
+        field: &'static str,
+    },
+    /// The row is still used by others and cannot be deleted.
+    #[error("{entity} {id} is still used by {used_by}")]
+    InUse {
+        /// The entity.
+        entity: &'static str,
+        /// Its id.
+        id: String,
+        /// What uses it.
+        used_by: &'static str,
+    },
+    /// The database URL names no database this storage supports.
+    #[error("unsupported database URL scheme {scheme:?}: use sqlite:// or postgres://")]
+    UnsupportedUrl {
+        /// The scheme given.
+        scheme: String,
+    },
+    /// A pagination cursor this storage did not make.
+    #[error("cursor {cursor:?} is not valid")]
+    InvalidCursor {
+        /// The cursor given.
+        cursor: String,
+    },
+    /// The storage was closed (or its writer stopped) before the write was committed.
+    #[error("storage is closed")]
+    Closed,
+    /// The writer's thread could not be started.
+    #[error("cannot start the storage writer thread: {source}")]
+    WriterThread {
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A stored value could not be read back.
+    #[error("stored {column} is unreadable: {detail}")]
+    Corrupt {
+        /// The column.
+        column: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, StorageError>;

@@ -1,0 +1,336 @@
+//! The webhook outbox: the events announcing each call's steps, written in the same
+//! transaction as the steps (`enqueue_events`), numbered per call and delivered in that order,
+//! one event per call at a time ([`Storage::due_webhooks`]); each attempt is recorded, and an
+//! event can be queued again by hand.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use crate::rows::{uuid_of, values};
+use crate::{Call, CallStatus, Result, Storage, StorageError, now_ms};
+
+/// One webhook event waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// Event id (also in the body, for deduplication).
+    pub id: Uuid,
+    /// The call it announces.
+    pub call_id: Uuid,
+    /// Its place among the call's events.
+    pub sequence: i64,
+    /// `call.queued`, `call.dialing`, ...
+    pub kind: String,
+    /// Where to deliver it.
+    pub url: String,
+    /// The JSON body, exactly as it is signed and sent.
+    pub body: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it was written.
+    pub created_at: i64,
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The receiver took it (2xx).
+    Delivered,
+    /// Failed; try again at `at` (Unix ms).
+    Retry {
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        at: i64,
+    },
+    /// Failed for good (410, or the retry period is over).
+    Dead {
+        /// What went wrong last.
+        error: String,
+    },
+}
+
+/// The webhook event type announcing a step to `status`.
+fn event_type(status: CallStatus) -> &'static str {
+    match status {
+        CallStatus::Queued => "call.queued",
+        CallStatus::Dialing => "call.dialing",
+        CallStatus::Ringing => "call.ringing",
+        CallStatus::InProgress => "call.answered",
+        CallStatus::Completed
+        | CallStatus::Busy
+        | CallStatus::NoAnswer
+        | CallStatus::Failed
+        | CallStatus::Canceled => "call.ended",
+    }
+}
+
+/// Writes the events announcing `calls`' current statuses (each call once) into the outbox, on
+/// `conn` — the same transaction as the changes they announce. Calls without a webhook URL have
+/// none.
+pub(crate) async fn enqueue_events<'a>(
+    conn: &mut AnyConnection,
+    calls: impl Iterator<Item = &'a Call>,
+) -> Result<()> {
+    let hooked: Vec<(&Call, &str)> = calls
+        .filter_map(|call| call.webhook_url.as_deref().map(|url| (call, url)))
+        .collect();
+    if hooked.is_empty() {
+        return Ok(());
+    }
+    // Each call's events are numbered in order.
+    let sql = format!(
+        "SELECT call_id, MAX(sequence) AS last FROM webhook_events WHERE call_id IN {} \
+         GROUP BY call_id",
+        values(1, hooked.len())
+    );
+    let mut last = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (call, _) in &hooked {
+        last = last.bind(call.id.to_string());
+    }
+    let mut sequences = HashMap::new();
+    for row in last.fetch_all(&mut *conn).await? {
+        sequences.insert(uuid_of(&row, "call_id")?, row.try_get::<i64, _>("last")?);
+    }
+    let sql = format!(
+        "INSERT INTO webhook_events (id, call_id, sequence, type, url, body, created_at, \
+         next_attempt_at) VALUES {}",
+        values(hooked.len(), 8)
+    );
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let now = now_ms();
+    for (call, url) in hooked {
+        let id = Uuid::now_v7();
+        let sequence = sequences.get(&call.id).copied().unwrap_or(0) + 1;
+        let kind = event_type(call.status);
+        let body = serde_json::json!({
+            "id": id,
+            "type": kind,
+            "created_at": dialtone_model::time::rfc3339(now),
+            "call_id": call.id,
+            "sequence": sequence,
+            "data": {"call": call.to_json()},
+        });
+        insert = insert
+            .bind(id.to_string())
+            .bind(call.id.to_string())
+            .bind(sequence)
+            .bind(kind)
+            .bind(url)
+            .bind(body.to_string())
+            .bind(now)
+            .bind(now);
+    }
+    insert.execute(&mut *conn).await?;
+    Ok(())
+}
+
+impl Storage {
+    /// Events due for delivery at `now`, oldest first, at most one per call (the lowest
+    /// pending sequence: a call's events go out in order).
+    pub async fn due_webhooks(&self, now: i64, limit: u32) -> Result<Vec<WebhookEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_events e WHERE e.state = 'pending' AND e.next_attempt_at <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM webhook_events p WHERE p.call_id = e.call_id \
+             AND p.state = 'pending' AND p.sequence < e.sequence) \
+             ORDER BY e.created_at, e.id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let attempts: i64 = row.try_get("attempts")?;
+                Ok(WebhookEvent {
+                    id: uuid_of(row, "id")?,
+                    call_id: uuid_of(row, "call_id")?,
+                    sequence: row.try_get("sequence")?,
+                    kind: row.try_get("type")?,
+                    url: row.try_get("url")?,
+                    body: row.try_get("body")?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a delivery attempt.
+    pub async fn record_delivery(&self, id: Uuid, outcome: Delivery) -> Result<()> {
+        let now = now_ms();
+        let (state, error, next) = match outcome {
+            Delivery::Delivered => ("delivered", None, now),
+            Delivery::Retry { error, at } => ("pending", Some(error), at),
+            Delivery::Dead { error } => ("dead", Some(error), now),
+        };
+        sqlx::query(
+            "UPDATE webhook_events SET state = $1, attempts = attempts + 1, last_error = $2, \
+             next_attempt_at = $3, delivered_at = CASE WHEN $4 = 'delivered' THEN $5 ELSE NULL END \
+             WHERE id = $6",
+        )
+        .bind(state)
+        .bind(error)
+        .bind(next)
+        .bind(state)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The call an event announces.
+    pub async fn event_call(&self, event_id: Uuid) -> Result<Uuid> {
+        let row = sqlx::query("SELECT call_id FROM webhook_events WHERE id = $1")
+            .bind(event_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StorageError::NotFound {
+                entity: "event",
+                id: event_id.to_string(),
+            })?;
+        uuid_of(&row, "call_id")
+    }
+
+    /// Queues an event for delivery again, whatever its state. Returns its call's id.
+    pub async fn redeliver(&self, event_id: Uuid) -> Result<Uuid> {
+        let row = sqlx::query(
+            "UPDATE webhook_events SET state = 'pending', next_attempt_at = $1, last_error = NULL \
+             WHERE id = $2 RETURNING call_id",
+        )
+        .bind(now_ms())
+        .bind(event_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StorageError::NotFound {
+            entity: "event",
+            id: event_id.to_string(),
+        })?;
+        uuid_of(&row, "call_id")
+    }
+
+    /// A call's events with their delivery state: `(type, sequence, state, attempts, last_error)`.
+    pub async fn call_events(&self, call_id: Uuid) -> Result<Vec<Value>> {
+        let rows = sqlx::query(
+            "SELECT id, type, sequence, state, attempts, last_error FROM webhook_events \
+             WHERE call_id = $1 ORDER BY sequence",
+        )
+        .bind(call_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let (sequence, attempts): (i64, i64) =
+                    (row.try_get("sequence")?, row.try_get("attempts")?);
+                Ok(serde_json::json!({
+                    "id": row.try_get::<String, _>("id")?,
+                    "type": row.try_get::<String, _>("type")?,
+                    "sequence": sequence,
+                    "state": row.try_get::<String, _>("state")?,
+                    "attempts": attempts,
+                    "last_error": row.try_get::<Option<String>, _>("last_error")?,
+                }))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{on_both, org, trunk};
+    use crate::{CallProgress, NewAgent, NewCall};
+
+    on_both!(each_step_writes_its_event_in_order_and_delivery_goes_one_per_call);
+    async fn each_step_writes_its_event_in_order_and_delivery_goes_one_per_call(s: Storage) {
+        let t = s.create_trunk(org(&s).await, trunk("t")).await.unwrap();
+        let n = s
+            .create_number(org(&s).await, "+15550001111", t.id)
+            .await
+            .unwrap();
+        let a = s
+            .create_agent(
+                org(&s).await,
+                NewAgent {
+                    name: "a".into(),
+                    config: serde_json::json!({}),
+                    number_ids: vec![n.id],
+                    primary_number_id: Some(n.id),
+                },
+            )
+            .await
+            .unwrap();
+        let o = org(&s).await;
+        let c = s
+            .insert_call(NewCall {
+                org_id: o,
+                agent_id: a.id,
+                to: "+15551230000".into(),
+                from_number: n.e164.clone(),
+                trunk_id: t.id,
+                instructions: None,
+                context: serde_json::json!({}),
+                metadata: serde_json::json!({}),
+                webhook_url: Some("http://127.0.0.1:9/hook".into()),
+            })
+            .await
+            .unwrap();
+        s.advance_call(c.id, CallStatus::Dialing, CallProgress::default())
+            .await
+            .unwrap();
+        // A step backwards writes nothing, event included.
+        assert!(
+            !s.advance_call(c.id, CallStatus::Queued, CallProgress::default())
+                .await
+                .unwrap()
+        );
+        let events = s.call_events(c.id).await.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["call.queued", "call.dialing"]);
+        let due = s.due_webhooks(now_ms(), 10).await.unwrap();
+        assert_eq!(due.len(), 1, "one per call, the lowest pending sequence");
+        assert_eq!(due[0].kind, "call.queued");
+        let body: Value = serde_json::from_str(&due[0].body).unwrap();
+        assert_eq!(body["sequence"], 1);
+        assert_eq!(body["data"]["call"]["status"], "queued");
+        let retry = Delivery::Retry {
+            error: "503".into(),
+            at: now_ms() + 60_000,
+        };
+        s.record_delivery(due[0].id, retry).await.unwrap();
+        assert!(
+            s.due_webhooks(now_ms(), 10).await.unwrap().is_empty(),
+            "retry not yet due"
+        );
+        s.record_delivery(due[0].id, Delivery::Delivered)
+            .await
+            .unwrap();
+        let next = s.due_webhooks(now_ms(), 10).await.unwrap();
+        assert_eq!(next[0].kind, "call.dialing");
+        let gone = Delivery::Dead {
+            error: "410 Gone".into(),
+        };
+        s.record_delivery(next[0].id, gone).await.unwrap();
+        let events = s.call_events(c.id).await.unwrap();
+        assert_eq!(events[0]["state"], "delivered");
+        assert_eq!(events[0]["attempts"], 2);
+        assert_eq!(events[1]["state"], "dead");
+        // A dead event can be queued again by hand.
+        assert_eq!(s.redeliver(next[0].id).await.unwrap(), c.id);
+        assert_eq!(
+            s.due_webhooks(now_ms(), 10).await.unwrap()[0].id,
+            next[0].id
+        );
+        assert!(matches!(
+            s.redeliver(Uuid::now_v7()).await,
+            Err(StorageError::NotFound {
+                entity: "event",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,140 @@
+//! What the tests of every part share: `on_both!`, which runs a case on SQLite (in memory) and
+//! on PostgreSQL (in a schema of its own), and the fixtures they build on. The test of
+//! [`Storage::open`] itself is here too.
+
+use sqlx::AnyConnection;
+use uuid::Uuid;
+
+use crate::{Backend, Call, CallStatus, NewAgent, NewCall, NewTrunk, Storage, TrunkTransport};
+
+/// The organisation the tests' resources belong to.
+pub(crate) async fn org(s: &Storage) -> Uuid {
+    s.bootstrap_admin_key("test-admin-key").await.unwrap().id
+}
+
+/// PostgreSQL for the tests (`dialtone_test_support::postgres_test_url`), in a schema of its
+/// own; `None`, saying why, where none answers (outside CI).
+pub(crate) async fn postgres() -> Option<(Storage, String)> {
+    use sqlx::Connection;
+    let base = dialtone_test_support::postgres_test_url()?;
+    sqlx::any::install_default_drivers();
+    let mut admin = AnyConnection::connect(&base).await.unwrap();
+    let schema = format!("dialtone_test_{}", Uuid::now_v7().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let storage = Storage::open(&url).await.unwrap();
+    assert_eq!(storage.backend(), Backend::Postgres);
+    Some((storage, schema))
+}
+
+/// Drops a test's schema (a failed test leaves its schema behind to look at).
+pub(crate) async fn drop_schema(storage: &Storage, schema: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&storage.pool)
+        .await
+        .unwrap();
+}
+
+/// Runs a storage test on SQLite (in memory) and on PostgreSQL.
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::Storage::open("sqlite::memory:").await.unwrap()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some((storage, schema)) = $crate::tests::postgres().await {
+                    super::$name(storage.clone()).await;
+                    $crate::tests::drop_schema(&storage, &schema).await;
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use on_both;
+
+pub(crate) fn trunk(name: &str) -> NewTrunk {
+    NewTrunk {
+        name: name.into(),
+        host: "127.0.0.1".into(),
+        port: 5060,
+        transport: TrunkTransport::Udp,
+        username: Some("u".into()),
+        password: Some("secret".into()),
+        realm: None,
+        from_domain: None,
+        max_concurrent_calls: Some(10),
+        max_calls_per_second: None,
+        register: false,
+    }
+}
+
+/// A new call of `first`'s agent, number and trunk, to `to`, with `webhook_url`.
+pub(crate) fn another(first: &Call, to: &str, webhook_url: Option<&str>) -> NewCall {
+    NewCall {
+        org_id: first.org_id,
+        agent_id: first.agent_id,
+        to: to.into(),
+        from_number: first.from_number.clone(),
+        trunk_id: first.trunk_id,
+        instructions: None,
+        context: serde_json::json!({}),
+        metadata: serde_json::json!({}),
+        webhook_url: webhook_url.map(str::to_owned),
+    }
+}
+
+pub(crate) async fn call(s: &Storage) -> Call {
+    let t = s.create_trunk(org(s).await, trunk("t")).await.unwrap();
+    let n = s
+        .create_number(org(s).await, "+15550001111", t.id)
+        .await
+        .unwrap();
+    let a = s
+        .create_agent(
+            org(s).await,
+            NewAgent {
+                name: "a".into(),
+                config: serde_json::json!({"instructions": "hi"}),
+                number_ids: vec![n.id],
+                primary_number_id: Some(n.id),
+            },
+        )
+        .await
+        .unwrap();
+    s.insert_call(NewCall {
+        org_id: org(s).await,
+        agent_id: a.id,
+        to: "+15551230000".into(),
+        from_number: n.e164.clone(),
+        trunk_id: t.id,
+        instructions: Some("hi".into()),
+        context: serde_json::json!({"k": 1}),
+        metadata: serde_json::json!({}),
+        webhook_url: None,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn file_database_survives_reopen() {
+    let dir = std::env::temp_dir().join(format!("dialtone-storage-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("d.db").display());
+    let id = {
+        let s = Storage::open(&url).await.unwrap();
+        call(&s).await.id
+    };
+    let s = Storage::open(&url).await.unwrap();
+    assert_eq!(s.get_call(id).await.unwrap().status, CallStatus::Queued);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,281 @@
+//! SIP trunks: what calls go out through. The digest password is stored but never serialised
+//! nor shown by `Debug`; a name is unique within its organisation; a trunk a number still uses
+//! cannot be deleted. Tested with numbers and agents, in `agents.rs`.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use crate::rows::{opt_u32, org_of, unique_violation, uuid_of};
+use crate::{Result, Storage, StorageError, now_ms};
+
+/// SIP transport of a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+impl TrunkTransport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// A SIP trunk. The password is never serialised nor shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct Trunk {
+    /// Id.
+    pub id: Uuid,
+    /// The organisation it belongs to.
+    pub org_id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Host name or IP.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Transport.
+    pub transport: TrunkTransport,
+    /// Digest username.
+    pub username: Option<String>,
+    /// Digest password (write-only on the API).
+    #[serde(skip_serializing)]
+    pub password: Option<String>,
+    /// Digest realm.
+    pub realm: Option<String>,
+    /// Domain for the From URI.
+    pub from_domain: Option<String>,
+    /// Concurrency cap.
+    pub max_concurrent_calls: Option<u32>,
+    /// Calls-per-second cap.
+    pub max_calls_per_second: Option<u32>,
+    /// Whether Dialtone keeps a registration with the trunk (REGISTER, refreshed).
+    pub register: bool,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change.
+    pub updated_at: i64,
+}
+
+/// Fields of a new trunk. `Debug` does not show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewTrunk {
+    /// Unique name.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Transport.
+    pub transport: TrunkTransport,
+    /// Digest username.
+    pub username: Option<String>,
+    /// Digest password.
+    pub password: Option<String>,
+    /// Digest realm.
+    pub realm: Option<String>,
+    /// From domain.
+    pub from_domain: Option<String>,
+    /// Concurrency cap.
+    pub max_concurrent_calls: Option<u32>,
+    /// Rate cap.
+    pub max_calls_per_second: Option<u32>,
+    /// Keep a registration with the trunk.
+    pub register: bool,
+}
+
+/// What `Debug` shows for a password.
+fn redacted(password: &Option<String>) -> &'static str {
+    if password.is_some() {
+        "<redacted>"
+    } else {
+        "None"
+    }
+}
+
+impl std::fmt::Debug for Trunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trunk")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("transport", &self.transport)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("realm", &self.realm)
+            .field("from_domain", &self.from_domain)
+            .field("max_concurrent_calls", &self.max_concurrent_calls)
+            .field("max_calls_per_second", &self.max_calls_per_second)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NewTrunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewTrunk")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("transport", &self.transport)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A trunk write that hit the unique name: `Conflict`.
+fn trunk_name_taken(e: sqlx::Error) -> StorageError {
+    if unique_violation(&e) {
+        StorageError::Conflict {
+            entity: "trunk",
+            field: "name",
+        }
+    } else {
+        e.into()
+    }
+}
+
+impl Storage {
+    /// Creates a trunk of organisation `org`.
+    pub async fn create_trunk(&self, org: Uuid, t: NewTrunk) -> Result<Trunk> {
+        let now = now_ms();
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO trunks (id, name, host, port, transport, username, password, realm, \
+             from_domain, max_concurrent_calls, max_calls_per_second, created_at, updated_at, \
+             org_id, register) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(id.to_string())
+        .bind(&t.name)
+        .bind(&t.host)
+        .bind(i64::from(t.port))
+        .bind(t.transport.as_str())
+        .bind(&t.username)
+        .bind(&t.password)
+        .bind(&t.realm)
+        .bind(&t.from_domain)
+        .bind(t.max_concurrent_calls.map(i64::from))
+        .bind(t.max_calls_per_second.map(i64::from))
+        .bind(now)
+        .bind(now)
+        .bind(org.to_string())
+        .bind(i64::from(t.register))
+        .execute(&self.pool)
+        .await
+        .map_err(trunk_name_taken)?;
+        self.get_trunk(id).await
+    }
+
+    fn trunk_from(row: &AnyRow) -> Result<Trunk> {
+        let transport: String = row.try_get("transport")?;
+        let port: i64 = row.try_get("port")?;
+        Ok(Trunk {
+            id: uuid_of(row, "id")?,
+            org_id: org_of(row)?,
+            name: row.try_get("name")?,
+            host: row.try_get("host")?,
+            port: u16::try_from(port).map_err(|e| StorageError::Corrupt {
+                column: "trunks.port",
+                detail: e.to_string(),
+            })?,
+            transport: match transport.as_str() {
+                "tcp" => TrunkTransport::Tcp,
+                _ => TrunkTransport::Udp,
+            },
+            username: row.try_get("username")?,
+            password: row.try_get("password")?,
+            realm: row.try_get("realm")?,
+            from_domain: row.try_get("from_domain")?,
+            max_concurrent_calls: opt_u32(row, "max_concurrent_calls")?,
+            max_calls_per_second: opt_u32(row, "max_calls_per_second")?,
+            register: row.try_get::<i64, _>("register")? != 0,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+
+    /// Every trunk that registers, of every organisation (for the engine at start).
+    pub async fn registering_trunks(&self) -> Result<Vec<Trunk>> {
+        let rows = sqlx::query(
+            "SELECT * FROM trunks WHERE deleted_at IS NULL AND register <> 0 \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::trunk_from).collect()
+    }
+
+    /// One trunk.
+    pub async fn get_trunk(&self, id: Uuid) -> Result<Trunk> {
+        let row = sqlx::query("SELECT * FROM trunks WHERE id = $1 AND deleted_at IS NULL")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StorageError::NotFound {
+                entity: "trunk",
+                id: id.to_string(),
+            })?;
+        Self::trunk_from(&row)
+    }
+
+    /// Every trunk of organisation `org`, oldest first.
+    pub async fn list_trunks(&self, org: Uuid) -> Result<Vec<Trunk>> {
+        let rows = sqlx::query(
+            "SELECT * FROM trunks WHERE deleted_at IS NULL AND org_id = $1 ORDER BY created_at, id",
+        )
+        .bind(org.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::trunk_from).collect()
+    }
+
+    /// Replaces a trunk's fields.
+    pub async fn update_trunk(&self, id: Uuid, t: NewTrunk) -> Result<Trunk> {
+        self.get_trunk(id).await?;
+        sqlx::query(
+            "UPDATE trunks SET name = $1, host = $2, port = $3, transport = $4, username = $5, \
+             password = $6, realm = $7, from_domain = $8, max_concurrent_calls = $9, \
+             max_calls_per_second = $10, register = $11, updated_at = $12 WHERE id = $13",
+        )
+        .bind(&t.name)
+        .bind(&t.host)
+        .bind(i64::from(t.port))
+        .bind(t.transport.as_str())
+        .bind(&t.username)
+        .bind(&t.password)
+        .bind(&t.realm)
+        .bind(&t.from_domain)
+        .bind(t.max_concurrent_calls.map(i64::from))
+        .bind(t.max_calls_per_second.map(i64::from))
+        .bind(i64::from(t.register))
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(trunk_name_taken)?;
+        self.get_trunk(id).await
+    }
+
+    /// Deletes a trunk no number uses. Calls placed through it keep their record.
+    pub async fn delete_trunk(&self, id: Uuid) -> Result<()> {
+        self.get_trunk(id).await?;
+        self.delete_unless_used(
+            id,
+            ("trunk", "numbers (delete them first)"),
+            "SELECT 1 FROM numbers WHERE trunk_id = $1 AND deleted_at IS NULL LIMIT 1",
+            // The unique name is freed for a new trunk; the old row stays for history.
+            "UPDATE trunks SET deleted_at = $1, name = name || '#deleted-' || id WHERE id = $2",
+        )
+        .await
+    }
+}
