@@ -1,27 +1,29 @@
 //! The gRPC services (`dialtone.v1`), over the same service functions as the HTTP API: a
-//! request message becomes the JSON object the HTTP API would take, goes through the same
-//! validation and storage, and the JSON answer becomes the response message. Errors keep
-//! their meaning: a 400 is `INVALID_ARGUMENT`, 401 `UNAUTHENTICATED`, 404 `NOT_FOUND`, 409
-//! `FAILED_PRECONDITION` (`ALREADY_EXISTS` for a taken name), 413 `INVALID_ARGUMENT`, 429
-//! `RESOURCE_EXHAUSTED`, 503 `UNAVAILABLE`; the message is the HTTP error's message, and the
-//! metadata `dialtone-error-code` / `dialtone-error-field` carry its code and field.
+//! request message becomes the model's request type (`dialtone_proto::convert`, field by
+//! field, with the model's rules and messages), goes through the same service function, and
+//! the model's view becomes the response message. Errors keep their meaning: a 400 is
+//! `INVALID_ARGUMENT`, 401 `UNAUTHENTICATED`, 404 `NOT_FOUND`, 409 `FAILED_PRECONDITION`
+//! (`ALREADY_EXISTS` for a taken name), 413 `INVALID_ARGUMENT`, 429 `RESOURCE_EXHAUSTED`, 503
+//! `UNAVAILABLE`; the message is the HTTP error's message, and the metadata
+//! `dialtone-error-code` / `dialtone-error-field` carry its code and field.
 //!
 //! [`services`] builds the router with the four services, the standard health service and
 //! server reflection; every call must carry `authorization: Bearer <key>`.
 
 use std::pin::Pin;
 
-use dialtone_proto::json::{from_struct, from_value, object_to_struct as to_struct, to_value};
-use serde_json::{Map, Value, json};
+use dialtone_model::{AgentFields, CallView, DispatchCall, FieldError, TrunkFields};
+use dialtone_storage::KeyOwner;
+use serde_json::{Map, Value};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::calls::ListQuery;
 use crate::proto::{
     self, agent_service_server::AgentService, call_service_server::CallService,
     number_service_server::NumberService, trunk_service_server::TrunkService,
 };
-use crate::{ApiError, ApiState, ListQuery};
-use dialtone_storage::KeyOwner;
+use crate::{ApiError, ApiState, agents, calls, numbers, trunks};
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
@@ -46,309 +48,11 @@ impl From<ApiError> for Status {
     }
 }
 
-fn text(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-fn int(v: &Value, key: &str) -> Option<i64> {
-    v.get(key).and_then(Value::as_i64)
-}
-
-fn uint(v: &Value, key: &str) -> Option<u32> {
-    v.get(key)
-        .and_then(Value::as_u64)
-        .and_then(|n| u32::try_from(n).ok())
-}
-
-fn object(v: &Value, key: &str) -> Option<prost_types::Struct> {
-    v.get(key).and_then(Value::as_object).map(to_struct)
-}
-
-/// Puts `value` under `key` when it is set.
-fn put(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-    if let Some(v) = value {
-        map.insert(key.to_owned(), v);
-    }
-}
-
-fn transport_name(t: i32) -> Option<Value> {
-    match proto::TrunkTransport::try_from(t) {
-        Ok(proto::TrunkTransport::Udp) => Some(json!("udp")),
-        Ok(proto::TrunkTransport::Tcp) => Some(json!("tcp")),
-        _ => None,
-    }
-}
-
-fn trunk_fields_map(f: proto::TrunkFields) -> Map<String, Value> {
-    let mut m = Map::new();
-    put(&mut m, "name", f.name.map(Value::from));
-    put(&mut m, "host", f.host.map(Value::from));
-    put(&mut m, "port", f.port.map(Value::from));
-    put(&mut m, "transport", transport_name(f.transport));
-    put(&mut m, "username", f.username.map(Value::from));
-    put(&mut m, "password", f.password.map(Value::from));
-    put(&mut m, "realm", f.realm.map(Value::from));
-    put(&mut m, "from_domain", f.from_domain.map(Value::from));
-    put(
-        &mut m,
-        "max_concurrent_calls",
-        f.max_concurrent_calls.map(Value::from),
-    );
-    put(
-        &mut m,
-        "max_calls_per_second",
-        f.max_calls_per_second.map(Value::from),
-    );
-    put(&mut m, "register", f.register.map(Value::from));
-    m
-}
-
-fn trunk_message(v: &Value) -> proto::Trunk {
-    proto::Trunk {
-        id: text(v, "id").unwrap_or_default(),
-        name: text(v, "name").unwrap_or_default(),
-        host: text(v, "host").unwrap_or_default(),
-        port: uint(v, "port").unwrap_or_default(),
-        transport: match text(v, "transport").as_deref() {
-            Some("tcp") => proto::TrunkTransport::Tcp,
-            _ => proto::TrunkTransport::Udp,
-        } as i32,
-        username: text(v, "username"),
-        realm: text(v, "realm"),
-        from_domain: text(v, "from_domain"),
-        max_concurrent_calls: uint(v, "max_concurrent_calls"),
-        max_calls_per_second: uint(v, "max_calls_per_second"),
-        has_password: v
-            .get("has_password")
-            .and_then(Value::as_bool)
-            .unwrap_or_default(),
-        created_at: text(v, "created_at").unwrap_or_default(),
-        register: v
-            .get("register")
-            .and_then(Value::as_bool)
-            .unwrap_or_default(),
-        registration_state: v.get("registration").and_then(|r| text(r, "state")),
-    }
-}
-
-fn number_message(v: &Value) -> proto::Number {
-    proto::Number {
-        id: text(v, "id").unwrap_or_default(),
-        e164: text(v, "e164").unwrap_or_default(),
-        trunk_id: text(v, "trunk_id").unwrap_or_default(),
-        created_at: text(v, "created_at").unwrap_or_default(),
-    }
-}
-
-fn agent_fields_map(f: proto::AgentFields) -> Map<String, Value> {
-    let mut m = Map::new();
-    put(&mut m, "name", f.name.map(Value::from));
-    put(&mut m, "direction", f.direction.map(Value::from));
-    put(&mut m, "persona", f.persona.map(Value::from));
-    put(&mut m, "voice", f.voice.map(Value::from));
-    put(&mut m, "language", f.language.map(Value::from));
-    put(&mut m, "instructions", f.instructions.map(Value::from));
-    put(&mut m, "returns", f.returns.as_ref().map(from_struct));
-    if !f.tools.is_empty() {
-        let tools: Vec<Value> = f
-            .tools
-            .iter()
-            .map(|t| {
-                let mut tool = Map::new();
-                tool.insert("name".into(), json!(t.name));
-                tool.insert("description".into(), json!(t.description));
-                put(
-                    &mut tool,
-                    "parameters",
-                    t.parameters.as_ref().map(from_struct),
-                );
-                put(&mut tool, "url", t.url.clone().map(Value::from));
-                Value::Object(tool)
-            })
-            .collect();
-        m.insert("tools".into(), Value::Array(tools));
-    }
-    if let Some(v) = f.voicemail_action {
-        let mut action = Map::new();
-        action.insert("action".into(), json!(v.action));
-        put(&mut action, "message", v.message.map(Value::from));
-        m.insert("voicemail_action".into(), Value::Object(action));
-    }
-    put(&mut m, "webhook_url", f.webhook_url.map(Value::from));
-    if !f.number_ids.is_empty() {
-        m.insert("number_ids".into(), json!(f.number_ids));
-    }
-    put(
-        &mut m,
-        "primary_number_id",
-        f.primary_number_id.map(Value::from),
-    );
-    put(&mut m, "brain", f.brain.map(Value::from));
-    put(
-        &mut m,
-        "ring_timeout_seconds",
-        f.ring_timeout_seconds.map(Value::from),
-    );
-    put(
-        &mut m,
-        "max_duration_seconds",
-        f.max_duration_seconds.map(Value::from),
-    );
-    put(&mut m, "mask_dtmf", f.mask_dtmf.map(Value::from));
-    put(&mut m, "amd", f.amd.as_ref().map(from_value));
-    put(&mut m, "barge_in", f.barge_in.as_ref().map(from_value));
-    put(
-        &mut m,
-        "endpointing_silence_ms",
-        f.endpointing_silence_ms.map(Value::from),
-    );
-    put(
-        &mut m,
-        "silence_timeout_seconds",
-        f.silence_timeout_seconds.map(Value::from),
-    );
-    m
-}
-
-fn agent_message(v: &Value) -> proto::Agent {
-    let tools = v
-        .get("tools")
-        .and_then(Value::as_array)
-        .map(|tools| {
-            tools
-                .iter()
-                .map(|t| proto::Tool {
-                    name: text(t, "name").unwrap_or_default(),
-                    description: text(t, "description").unwrap_or_default(),
-                    parameters: object(t, "parameters"),
-                    url: text(t, "url"),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let voicemail_action = v.get("voicemail_action").map(|a| match a {
-        Value::String(s) => proto::VoicemailAction {
-            action: s.clone(),
-            message: None,
-        },
-        other => proto::VoicemailAction {
-            action: text(other, "action").unwrap_or_default(),
-            message: text(other, "message"),
-        },
-    });
-    proto::Agent {
-        id: text(v, "id").unwrap_or_default(),
-        created_at: text(v, "created_at").unwrap_or_default(),
-        fields: Some(proto::AgentFields {
-            name: text(v, "name"),
-            direction: text(v, "direction"),
-            persona: text(v, "persona"),
-            voice: text(v, "voice"),
-            language: text(v, "language"),
-            instructions: text(v, "instructions"),
-            returns: object(v, "returns"),
-            tools,
-            voicemail_action,
-            webhook_url: text(v, "webhook_url"),
-            number_ids: v
-                .get("number_ids")
-                .and_then(Value::as_array)
-                .map(|ids| {
-                    ids.iter()
-                        .filter_map(|i| i.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            primary_number_id: text(v, "primary_number_id"),
-            brain: text(v, "brain"),
-            ring_timeout_seconds: uint(v, "ring_timeout_seconds"),
-            max_duration_seconds: uint(v, "max_duration_seconds"),
-            mask_dtmf: v.get("mask_dtmf").and_then(Value::as_bool),
-            amd: v.get("amd").filter(|a| !a.is_null()).map(to_value),
-            barge_in: v.get("barge_in").filter(|a| !a.is_null()).map(to_value),
-            endpointing_silence_ms: uint(v, "endpointing_silence_ms"),
-            silence_timeout_seconds: uint(v, "silence_timeout_seconds"),
-        }),
-    }
-}
-
-fn status_of(name: &str) -> proto::CallStatus {
-    match name {
-        "queued" => proto::CallStatus::Queued,
-        "dialing" => proto::CallStatus::Dialing,
-        "ringing" => proto::CallStatus::Ringing,
-        "in_progress" => proto::CallStatus::InProgress,
-        "completed" => proto::CallStatus::Completed,
-        "busy" => proto::CallStatus::Busy,
-        "no_answer" => proto::CallStatus::NoAnswer,
-        "failed" => proto::CallStatus::Failed,
-        "canceled" => proto::CallStatus::Canceled,
-        _ => proto::CallStatus::Unspecified,
-    }
-}
-
-fn status_name(status: proto::CallStatus) -> Option<&'static str> {
-    Some(match status {
-        proto::CallStatus::Unspecified => return None,
-        proto::CallStatus::Queued => "queued",
-        proto::CallStatus::Dialing => "dialing",
-        proto::CallStatus::Ringing => "ringing",
-        proto::CallStatus::InProgress => "in_progress",
-        proto::CallStatus::Completed => "completed",
-        proto::CallStatus::Busy => "busy",
-        proto::CallStatus::NoAnswer => "no_answer",
-        proto::CallStatus::Failed => "failed",
-        proto::CallStatus::Canceled => "canceled",
-    })
-}
-
-fn call_message(v: &Value) -> proto::Call {
-    proto::Call {
-        id: text(v, "id").unwrap_or_default(),
-        agent_id: text(v, "agent_id").unwrap_or_default(),
-        to: text(v, "to").unwrap_or_default(),
-        from_number: text(v, "from_number").unwrap_or_default(),
-        instructions: text(v, "instructions").unwrap_or_default(),
-        context: object(v, "context"),
-        metadata: object(v, "metadata"),
-        webhook_url: text(v, "webhook_url"),
-        status: status_of(&text(v, "status").unwrap_or_default()) as i32,
-        end_reason: v
-            .get("end_reason")
-            .filter(|r| r.is_object())
-            .map(|r| proto::EndReason {
-                code: text(r, "code").unwrap_or_default(),
-                by: text(r, "by").unwrap_or_default(),
-                sip_status: uint(r, "sip_status"),
-                message: text(r, "message"),
-            }),
-        answered_by: text(v, "answered_by"),
-        sip_call_id: text(v, "sip_call_id"),
-        trunk_id: text(v, "trunk_id"),
-        created_at: text(v, "created_at").unwrap_or_default(),
-        dialed_at: text(v, "dialed_at"),
-        ringing_at: text(v, "ringing_at"),
-        answered_at: text(v, "answered_at"),
-        ended_at: text(v, "ended_at"),
-        ring_duration_ms: int(v, "ring_duration_ms"),
-        talk_duration_ms: int(v, "talk_duration_ms"),
-        transcript: v
-            .get("transcript")
-            .and_then(Value::as_array)
-            .map(|lines| {
-                lines
-                    .iter()
-                    .map(|l| proto::TranscriptLine {
-                        role: text(l, "role").unwrap_or_default(),
-                        text: text(l, "text").unwrap_or_default(),
-                        at: text(l, "at").unwrap_or_default(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        result: v.get("result").filter(|r| !r.is_null()).map(to_value),
-        result_error: text(v, "result_error"),
-        media_stats: object(v, "media_stats"),
+/// The fields a message sets, as a merge patch (what is absent stays as it is).
+fn merge_patch<T: serde::Serialize>(fields: &T) -> Map<String, Value> {
+    match serde_json::to_value(fields) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
     }
 }
 
@@ -358,7 +62,7 @@ async fn authorized<T>(state: &ApiState, request: &Request<T>) -> Result<KeyOwne
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    crate::authenticate(state, given)
+    crate::auth::authenticate(state, given)
         .await
         .map_err(Status::from)
 }
@@ -376,11 +80,11 @@ impl TrunkService for Grpc {
         request: Request<proto::CreateTrunkRequest>,
     ) -> Result<Response<proto::CreateTrunkResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        let fields = request.into_inner().trunk.unwrap_or_default();
-        let v =
-            crate::service_create_trunk(&self.state, &caller, &trunk_fields_map(fields)).await?;
+        let fields = TrunkFields::try_from(request.into_inner().trunk.unwrap_or_default())
+            .map_err(ApiError::from)?;
+        let trunk = trunks::create(&self.state, &caller, fields).await?;
         Ok(Response::new(proto::CreateTrunkResponse {
-            trunk: Some(trunk_message(&v)),
+            trunk: Some((&trunk).into()),
         }))
     }
 
@@ -389,9 +93,9 @@ impl TrunkService for Grpc {
         request: Request<proto::GetTrunkRequest>,
     ) -> Result<Response<proto::GetTrunkResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        let v = crate::service_get_trunk(&self.state, &caller, &request.into_inner().id).await?;
+        let trunk = trunks::get(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::GetTrunkResponse {
-            trunk: Some(trunk_message(&v)),
+            trunk: Some((&trunk).into()),
         }))
     }
 
@@ -400,9 +104,9 @@ impl TrunkService for Grpc {
         request: Request<proto::ListTrunksRequest>,
     ) -> Result<Response<proto::ListTrunksResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        let v = crate::service_list_trunks(&self.state, &caller).await?;
+        let page = trunks::list(&self.state, &caller).await?;
         Ok(Response::new(proto::ListTrunksResponse {
-            trunks: list(&v).iter().map(trunk_message).collect(),
+            trunks: page.data.iter().map(Into::into).collect(),
         }))
     }
 
@@ -412,10 +116,10 @@ impl TrunkService for Grpc {
     ) -> Result<Response<proto::UpdateTrunkResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
         let r = request.into_inner();
-        let patch = trunk_fields_map(r.trunk.unwrap_or_default());
-        let v = crate::service_update_trunk(&self.state, &caller, &r.id, &patch).await?;
+        let fields = TrunkFields::try_from(r.trunk.unwrap_or_default()).map_err(ApiError::from)?;
+        let trunk = trunks::update(&self.state, &caller, &r.id, merge_patch(&fields)).await?;
         Ok(Response::new(proto::UpdateTrunkResponse {
-            trunk: Some(trunk_message(&v)),
+            trunk: Some((&trunk).into()),
         }))
     }
 
@@ -424,17 +128,9 @@ impl TrunkService for Grpc {
         request: Request<proto::DeleteTrunkRequest>,
     ) -> Result<Response<proto::DeleteTrunkResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        crate::service_delete_trunk(&self.state, &caller, &request.into_inner().id).await?;
+        trunks::delete(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::DeleteTrunkResponse {}))
     }
-}
-
-/// The `data` list of a list answer.
-fn list(v: &Value) -> Vec<Value> {
-    v.get("data")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -445,12 +141,15 @@ impl NumberService for Grpc {
     ) -> Result<Response<proto::CreateNumberResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
         let r = request.into_inner();
-        let mut map = Map::new();
-        map.insert("e164".into(), json!(r.e164));
-        map.insert("trunk_id".into(), json!(r.trunk_id));
-        let v = crate::service_create_number(&self.state, &caller, &map).await?;
+        let fields = dialtone_model::NumberFields {
+            e164: r.e164,
+            trunk_id: uuid::Uuid::parse_str(&r.trunk_id).map_err(|_| {
+                ApiError::from(FieldError::invalid("trunk_id", "`trunk_id` must be a UUID"))
+            })?,
+        };
+        let number = numbers::create(&self.state, &caller, fields).await?;
         Ok(Response::new(proto::CreateNumberResponse {
-            number: Some(number_message(&v)),
+            number: Some((&number).into()),
         }))
     }
 
@@ -459,9 +158,9 @@ impl NumberService for Grpc {
         request: Request<proto::GetNumberRequest>,
     ) -> Result<Response<proto::GetNumberResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        let v = crate::service_get_number(&self.state, &caller, &request.into_inner().id).await?;
+        let number = numbers::get(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::GetNumberResponse {
-            number: Some(number_message(&v)),
+            number: Some((&number).into()),
         }))
     }
 
@@ -470,9 +169,9 @@ impl NumberService for Grpc {
         request: Request<proto::ListNumbersRequest>,
     ) -> Result<Response<proto::ListNumbersResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        let v = crate::service_list_numbers(&self.state, &caller).await?;
+        let page = numbers::list(&self.state, &caller).await?;
         Ok(Response::new(proto::ListNumbersResponse {
-            numbers: list(&v).iter().map(number_message).collect(),
+            numbers: page.data.iter().map(Into::into).collect(),
         }))
     }
 
@@ -481,7 +180,7 @@ impl NumberService for Grpc {
         request: Request<proto::DeleteNumberRequest>,
     ) -> Result<Response<proto::DeleteNumberResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        crate::service_delete_number(&self.state, &caller, &request.into_inner().id).await?;
+        numbers::delete(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::DeleteNumberResponse {}))
     }
 }
@@ -493,11 +192,11 @@ impl AgentService for Grpc {
         request: Request<proto::CreateAgentRequest>,
     ) -> Result<Response<proto::CreateAgentResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        let fields = request.into_inner().agent.unwrap_or_default();
-        let v =
-            crate::service_create_agent(&self.state, &caller, &agent_fields_map(fields)).await?;
+        let fields = AgentFields::try_from(request.into_inner().agent.unwrap_or_default())
+            .map_err(ApiError::from)?;
+        let agent = agents::create(&self.state, &caller, fields).await?;
         Ok(Response::new(proto::CreateAgentResponse {
-            agent: Some(agent_message(&v)),
+            agent: Some((&agent).into()),
         }))
     }
 
@@ -506,9 +205,9 @@ impl AgentService for Grpc {
         request: Request<proto::GetAgentRequest>,
     ) -> Result<Response<proto::GetAgentResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        let v = crate::service_get_agent(&self.state, &caller, &request.into_inner().id).await?;
+        let agent = agents::get(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::GetAgentResponse {
-            agent: Some(agent_message(&v)),
+            agent: Some((&agent).into()),
         }))
     }
 
@@ -517,9 +216,9 @@ impl AgentService for Grpc {
         request: Request<proto::ListAgentsRequest>,
     ) -> Result<Response<proto::ListAgentsResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        let v = crate::service_list_agents(&self.state, &caller).await?;
+        let page = agents::list(&self.state, &caller).await?;
         Ok(Response::new(proto::ListAgentsResponse {
-            agents: list(&v).iter().map(agent_message).collect(),
+            agents: page.data.iter().map(Into::into).collect(),
         }))
     }
 
@@ -529,10 +228,10 @@ impl AgentService for Grpc {
     ) -> Result<Response<proto::UpdateAgentResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
         let r = request.into_inner();
-        let patch = agent_fields_map(r.agent.unwrap_or_default());
-        let v = crate::service_update_agent(&self.state, &caller, &r.id, &patch).await?;
+        let fields = AgentFields::try_from(r.agent.unwrap_or_default()).map_err(ApiError::from)?;
+        let agent = agents::update(&self.state, &caller, &r.id, merge_patch(&fields)).await?;
         Ok(Response::new(proto::UpdateAgentResponse {
-            agent: Some(agent_message(&v)),
+            agent: Some((&agent).into()),
         }))
     }
 
@@ -541,7 +240,7 @@ impl AgentService for Grpc {
         request: Request<proto::DeleteAgentRequest>,
     ) -> Result<Response<proto::DeleteAgentResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        crate::service_delete_agent(&self.state, &caller, &request.into_inner().id).await?;
+        agents::delete(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::DeleteAgentResponse {}))
     }
 }
@@ -556,20 +255,12 @@ impl CallService for Grpc {
         request: Request<proto::DispatchCallRequest>,
     ) -> Result<Response<proto::DispatchCallResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        let r = request.into_inner();
-        let mut map = Map::new();
-        map.insert("agent_id".into(), json!(r.agent_id));
-        map.insert("to".into(), json!(r.to));
-        put(&mut map, "from_number", r.from_number.map(Value::from));
-        put(&mut map, "instructions", r.instructions.map(Value::from));
-        put(&mut map, "context", r.context.as_ref().map(from_struct));
-        put(&mut map, "webhook_url", r.webhook_url.map(Value::from));
-        put(&mut map, "metadata", r.metadata.as_ref().map(from_struct));
-        let (call, replayed) =
-            crate::service_dispatch(&self.state, &caller, &map, r.idempotency_key.as_deref())
-                .await?;
+        let mut r = request.into_inner();
+        let key = r.idempotency_key.take();
+        let call = DispatchCall::try_from(r).map_err(ApiError::from)?;
+        let (call, replayed) = calls::dispatch(&self.state, &caller, call, key.as_deref()).await?;
         Ok(Response::new(proto::DispatchCallResponse {
-            call: Some(call_message(&call)),
+            call: Some((&call).into()),
             replayed,
         }))
     }
@@ -579,9 +270,9 @@ impl CallService for Grpc {
         request: Request<proto::GetCallRequest>,
     ) -> Result<Response<proto::GetCallResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        let v = crate::service_get_call(&self.state, &caller, &request.into_inner().id).await?;
+        let call = calls::get(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::GetCallResponse {
-            call: Some(call_message(&v)),
+            call: Some((&call).into()),
         }))
     }
 
@@ -595,17 +286,17 @@ impl CallService for Grpc {
             .map_err(|_| Status::invalid_argument("`status` is not a CallStatus"))?;
         let query = ListQuery {
             agent_id: r.agent_id,
-            status: status_name(status).map(str::to_owned),
+            status: status.to_model().map(|s| s.as_str().to_owned()),
             to: r.to,
             created_after: r.created_after,
             created_before: r.created_before,
             limit: r.limit,
             cursor: r.cursor,
         };
-        let v = crate::service_list_calls(&self.state, &caller, query).await?;
+        let page = calls::list(&self.state, &caller, query).await?;
         Ok(Response::new(proto::ListCallsResponse {
-            calls: list(&v).iter().map(call_message).collect(),
-            next_cursor: text(&v, "next_cursor"),
+            calls: page.data.iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
         }))
     }
 
@@ -614,9 +305,9 @@ impl CallService for Grpc {
         request: Request<proto::HangupCallRequest>,
     ) -> Result<Response<proto::HangupCallResponse>, Status> {
         let caller = authorized(&self.state, &request).await?;
-        let v = crate::service_hangup(&self.state, &caller, &request.into_inner().id).await?;
+        let call = calls::hang_up(&self.state, &caller, &request.into_inner().id).await?;
         Ok(Response::new(proto::HangupCallResponse {
-            call: Some(call_message(&v)),
+            call: Some((&call).into()),
         }))
     }
 
@@ -630,20 +321,20 @@ impl CallService for Grpc {
         let id = request.into_inner().id;
         // Subscribe before the first read, so no change between them is missed.
         let mut changes = self.state.engine.changes();
-        let first = crate::service_get_call(&self.state, &caller, &id).await?;
+        let first = calls::get(&self.state, &caller, &id).await?;
         let state = self.state.clone();
         let stream = async_stream(move |tx| async move {
             let mut last = first;
             if tx.send(Ok(watched(&last))).await.is_err() {
                 return;
             }
-            while !is_final(&last) {
+            while !last.status.is_final() {
                 match changes.recv().await {
-                    Ok(changed) if changed.to_string() != id => continue,
+                    Ok(changed) if changed != last.id => continue,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
-                let now = match crate::service_get_call(&state, &caller, &id).await {
+                let now = match calls::get(&state, &caller, &id).await {
                     Ok(v) => v,
                     Err(e) => {
                         let _ = tx.send(Err(e.into())).await;
@@ -662,17 +353,10 @@ impl CallService for Grpc {
     }
 }
 
-fn watched(call: &Value) -> proto::WatchCallResponse {
+fn watched(call: &CallView) -> proto::WatchCallResponse {
     proto::WatchCallResponse {
-        call: Some(call_message(call)),
+        call: Some(call.into()),
     }
-}
-
-fn is_final(call: &Value) -> bool {
-    matches!(
-        text(call, "status").as_deref(),
-        Some("completed" | "busy" | "no_answer" | "failed" | "canceled")
-    )
 }
 
 /// A stream fed by a task through a bounded channel.

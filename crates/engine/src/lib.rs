@@ -37,6 +37,7 @@ use dialtone_media::{
     Direction, FrameReceiver, MediaCall, MediaCodec, MediaConfig, MediaEngine, MediaEvent,
     PortPool, Scheduling,
 };
+use dialtone_model::{AgentFields, Amd, BargeIn as ModelBargeIn, VoicemailAction};
 use dialtone_sdp::{
     AudioCodec, LocalMedia, NegotiatedSession, SessionDescription, build_offer, negotiate_answer,
 };
@@ -271,14 +272,6 @@ fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
     trunk
 }
 
-fn text_setting(config: &Value, key: &str) -> Option<String> {
-    config.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-fn seconds_setting(config: &Value, key: &str, default: u64) -> Duration {
-    Duration::from_secs(config.get(key).and_then(Value::as_u64).unwrap_or(default))
-}
-
 impl Engine {
     /// An engine over `storage` placing calls through `ua`, their media on `media`'s workers
     /// and their brains on `speech`.
@@ -361,12 +354,11 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let org = self.storage.get_organization(request.org_id).await?;
-        let brain = agent
-            .config
-            .get("brain")
-            .and_then(Value::as_str)
-            .unwrap_or(&self.config.default_brain)
-            .to_owned();
+        let settings = &agent.config;
+        let brain = settings
+            .brain
+            .clone()
+            .unwrap_or_else(|| self.config.default_brain.clone());
         if Builtin::named(&brain).is_none() && !brain.starts_with("grpc://") {
             return Err(EngineError::BrainUnavailable { brain });
         }
@@ -394,20 +386,14 @@ impl Engine {
             }
         };
         let trunk = self.storage.get_trunk(from.trunk_id).await?;
-        let instructions = request.instructions.clone().or_else(|| {
-            agent
-                .config
-                .get("instructions")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
-        let webhook_url = request.webhook_url.clone().or_else(|| {
-            agent
-                .config
-                .get("webhook_url")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
+        let instructions = request
+            .instructions
+            .clone()
+            .or_else(|| settings.instructions.clone());
+        let webhook_url = request
+            .webhook_url
+            .clone()
+            .or_else(|| settings.webhook_url.clone());
         let key = request
             .idempotency
             .as_ref()
@@ -461,40 +447,31 @@ impl Engine {
             from: call.from_number.clone(),
             trunk: Arc::new(trunk_for_ua(&trunk)),
             trunk_name: trunk.name.clone(),
-            ring_timeout: seconds_setting(&agent.config, "ring_timeout_seconds", 30),
-            max_duration: seconds_setting(&agent.config, "max_duration_seconds", 600),
-            speech: speech_setting(&agent.config),
-            voicemail: match agent.config.get("voicemail_action") {
-                Some(Value::String(a)) if a == "hangup" => brains::Voicemail::HangUp,
-                Some(Value::Object(o)) => match o.get("action").and_then(Value::as_str) {
-                    Some("hangup") => brains::Voicemail::HangUp,
-                    Some("leave_message") => brains::Voicemail::LeaveMessage(
-                        o.get("message")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                    ),
-                    _ => brains::Voicemail::Continue,
-                },
-                _ => brains::Voicemail::Continue,
+            ring_timeout: settings.ring_timeout(),
+            max_duration: settings.max_duration(),
+            speech: speech_setting(settings),
+            voicemail: match settings.voicemail() {
+                VoicemailAction::HangUp => brains::Voicemail::HangUp,
+                VoicemailAction::LeaveMessage(message) => brains::Voicemail::LeaveMessage(message),
+                VoicemailAction::Continue => brains::Voicemail::Continue,
             },
             brain: brain.clone(),
             instructions: call.instructions.clone(),
-            voice: text_setting(&agent.config, "voice"),
-            language: text_setting(&agent.config, "language"),
-            returns: agent
-                .config
-                .get("returns")
-                .filter(|r| r.is_object())
-                .cloned(),
-            mask_dtmf: agent.config.get("mask_dtmf").and_then(Value::as_bool) == Some(true),
+            voice: settings.voice.clone(),
+            language: settings.language.clone(),
+            returns: settings.returns.clone().filter(Value::is_object),
+            mask_dtmf: settings.mask_dtmf == Some(true),
             session: brains::Session {
                 agent_id: agent.id,
                 to: call.to.clone(),
-                persona: text_setting(&agent.config, "persona").unwrap_or_default(),
+                persona: settings.persona.clone().unwrap_or_default(),
                 context: call.context.clone(),
                 metadata: call.metadata.clone(),
-                tools: agent.config.get("tools").cloned().unwrap_or(Value::Null),
+                tools: settings
+                    .tools
+                    .as_ref()
+                    .and_then(|tools| serde_json::to_value(tools).ok())
+                    .unwrap_or(Value::Null),
             },
         };
         let engine = self.clone();
@@ -1194,61 +1171,43 @@ struct CallPlan {
     session: brains::Session,
 }
 
-/// The agent's `amd` setting: `true`, or an object of thresholds in ms (`initial_silence_ms`,
-/// `greeting_ms`, `after_greeting_silence_ms`, `total_analysis_time_ms`, `maximum_words`).
-fn amd_setting(config: &Value) -> Option<AmdConfig> {
-    let ms = |o: &serde_json::Map<String, Value>, key: &str, default: Duration| {
-        o.get(key)
-            .and_then(Value::as_u64)
-            .map_or(default, Duration::from_millis)
-    };
-    match config.get("amd")? {
-        Value::Bool(true) => Some(AmdConfig::default()),
-        Value::Object(o) => {
-            let d = AmdConfig::default();
-            Some(AmdConfig {
-                initial_silence: ms(o, "initial_silence_ms", d.initial_silence),
-                greeting: ms(o, "greeting_ms", d.greeting),
-                after_greeting_silence: ms(
-                    o,
-                    "after_greeting_silence_ms",
-                    d.after_greeting_silence,
-                ),
-                total_analysis_time: ms(o, "total_analysis_time_ms", d.total_analysis_time),
-                maximum_words: o
-                    .get("maximum_words")
-                    .and_then(Value::as_u64)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .unwrap_or(d.maximum_words),
-                ..d
-            })
-        }
-        _ => None,
-    }
-}
-
-/// The speech loop's settings from the agent: `amd`, `barge_in` (`"off"`, `"on"` or a minimum
-/// of speech in ms), `endpointing_silence_ms` and `silence_timeout_seconds` (the guard: a
-/// prompt, then a hang-up with `silence_timeout`).
-fn speech_setting(config: &Value) -> SpeechConfig {
+/// The speech loop's settings from the agent's: `amd` (thresholds left out keep the
+/// detector's defaults), `barge_in`, `endpointing_silence_ms` and `silence_timeout_seconds`
+/// (the guard: a prompt, then a hang-up with `silence_timeout`).
+fn speech_setting(settings: &AgentFields) -> SpeechConfig {
     let d = SpeechConfig::default();
+    let ms = |v: Option<u32>, default: Duration| {
+        v.map_or(default, |ms| Duration::from_millis(ms.into()))
+    };
     SpeechConfig {
-        amd: amd_setting(config),
-        barge_in: match config.get("barge_in") {
-            Some(Value::String(s)) if s == "off" => BargeIn::Off,
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .map_or(d.barge_in, |ms| BargeIn::After(Duration::from_millis(ms))),
-            _ => d.barge_in,
+        amd: match settings.amd {
+            None | Some(Amd::Off) => None,
+            Some(Amd::On(t)) => {
+                let a = AmdConfig::default();
+                Some(AmdConfig {
+                    initial_silence: ms(t.initial_silence_ms, a.initial_silence),
+                    greeting: ms(t.greeting_ms, a.greeting),
+                    after_greeting_silence: ms(
+                        t.after_greeting_silence_ms,
+                        a.after_greeting_silence,
+                    ),
+                    total_analysis_time: ms(t.total_analysis_time_ms, a.total_analysis_time),
+                    maximum_words: t.maximum_words.unwrap_or(a.maximum_words),
+                    ..a
+                })
+            }
         },
-        endpointing_silence: config
-            .get("endpointing_silence_ms")
-            .and_then(Value::as_u64)
-            .map_or(d.endpointing_silence, Duration::from_millis),
-        silence_timeout: config
-            .get("silence_timeout_seconds")
-            .and_then(Value::as_u64)
-            .map(Duration::from_secs),
+        barge_in: match settings.barge_in {
+            Some(ModelBargeIn::Off) => BargeIn::Off,
+            Some(ModelBargeIn::AfterMs(after)) => {
+                BargeIn::After(Duration::from_millis(after.into()))
+            }
+            Some(ModelBargeIn::On) | None => d.barge_in,
+        },
+        endpointing_silence: ms(settings.endpointing_silence_ms, d.endpointing_silence),
+        silence_timeout: settings
+            .silence_timeout_seconds
+            .map(|s| Duration::from_secs(s.into())),
         ..d
     }
 }

@@ -84,6 +84,26 @@ pub struct AgentFields {
     pub silence_timeout_seconds: Option<u32>,
 }
 
+/// An agent as the API shows it: its settings, its numbers, its id and creation time.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = Agent)]
+pub struct AgentView {
+    /// UUID.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// The numbers it may call from.
+    pub number_ids: Vec<Uuid>,
+    /// The default caller ID.
+    pub primary_number_id: Option<Uuid>,
+    /// Every other setting that is set (`name`, `number_ids` and `primary_number_id` are
+    /// above).
+    #[serde(flatten)]
+    pub settings: AgentFields,
+    /// RFC 3339.
+    pub created_at: Option<String>,
+}
+
 /// A tool the agent's brain may call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -195,8 +215,18 @@ impl AgentFields {
         for (field, value, min, max) in [
             ("ring_timeout_seconds", self.ring_timeout_seconds, 1, 300),
             ("max_duration_seconds", self.max_duration_seconds, 1, 86_400),
-            ("endpointing_silence_ms", self.endpointing_silence_ms, 100, 5_000),
-            ("silence_timeout_seconds", self.silence_timeout_seconds, 1, 3_600),
+            (
+                "endpointing_silence_ms",
+                self.endpointing_silence_ms,
+                100,
+                5_000,
+            ),
+            (
+                "silence_timeout_seconds",
+                self.silence_timeout_seconds,
+                1,
+                3_600,
+            ),
         ] {
             if value.is_some_and(|v| !(min..=max).contains(&v)) {
                 return Err(FieldError::invalid(
@@ -277,7 +307,9 @@ fn is_brain(brain: &str) -> bool {
         || brain
             .strip_prefix("grpc://")
             .and_then(|a| a.rsplit_once(':'))
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+            .is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            })
 }
 
 impl Serialize for VoicemailAction {
@@ -316,7 +348,9 @@ impl<'de> Deserialize<'de> for VoicemailAction {
             Value::String(s) if s == "hangup" || s == "continue" => action(&s, ""),
             Value::Object(o) => {
                 if let Some(unknown) = o.keys().find(|k| *k != "action" && *k != "message") {
-                    return Err(serde::de::Error::custom(format!("unknown field `{unknown}`")));
+                    return Err(serde::de::Error::custom(format!(
+                        "unknown field `{unknown}`"
+                    )));
                 }
                 let message = o.get("message").and_then(Value::as_str).unwrap_or("");
                 action(
@@ -380,9 +414,13 @@ impl<'de> Deserialize<'de> for BargeIn {
         match Value::deserialize(d)? {
             Value::String(s) if s == "on" => Ok(Self::On),
             Value::String(s) if s == "off" => Ok(Self::Off),
-            Value::Number(n) if n.as_u64().is_some_and(|ms| (1..=10_000).contains(&ms)) => Ok(
-                Self::AfterMs(n.as_u64().and_then(|ms| u32::try_from(ms).ok()).unwrap_or(1)),
-            ),
+            Value::Number(n) if n.as_u64().is_some_and(|ms| (1..=10_000).contains(&ms)) => {
+                Ok(Self::AfterMs(
+                    n.as_u64()
+                        .and_then(|ms| u32::try_from(ms).ok())
+                        .unwrap_or(1),
+                ))
+            }
             _ => Err(serde::de::Error::custom(
                 "`barge_in` must be \"on\", \"off\" or a minimum of speech in ms (1-10000)",
             )),
@@ -412,7 +450,10 @@ mod tests {
         });
         let fields: AgentFields = from_value(body.clone()).unwrap();
         fields.check().unwrap();
-        assert_eq!(fields.voicemail(), VoicemailAction::LeaveMessage("hi".into()));
+        assert_eq!(
+            fields.voicemail(),
+            VoicemailAction::LeaveMessage("hi".into())
+        );
         assert_eq!(fields.barge_in, Some(BargeIn::AfterMs(300)));
         assert_eq!(serde_json::to_value(&fields).unwrap(), body);
         let plain: AgentFields =
@@ -425,21 +466,73 @@ mod tests {
     fn each_rule_names_its_field_in_the_apis_words() {
         for (body, field, message) in [
             (json!({}), "name", "`name` is required"),
-            (json!({"name": "a", "language": "english!"}), "language", "`language` must be a BCP 47 tag such as \"en-US\""),
-            (json!({"name": "a", "brain": "http://x"}), "brain", "`brain` must be \"builtin:echo\", \"builtin:ivr\" or \"grpc://host:port\""),
-            (json!({"name": "a", "ring_timeout_seconds": 0}), "ring_timeout_seconds", "`ring_timeout_seconds` must be 1-300"),
-            (json!({"name": "a", "voicemail_action": {"action": "leave_message"}}), "voicemail_action", "`voicemail_action` \"leave_message\" needs the `message` to leave"),
-            (json!({"name": "a", "voicemail_action": 3}), "voicemail_action", "`voicemail_action` must be \"hangup\", \"continue\" or {\"action\": ..., \"message\": ...}"),
-            (json!({"name": "a", "barge_in": 0}), "barge_in", "`barge_in` must be \"on\", \"off\" or a minimum of speech in ms (1-10000)"),
-            (json!({"name": "a", "amd": {"greeting_ms": 0}}), "amd", "`amd` thresholds must be whole numbers from 1 to 60000"),
-            (json!({"name": "a", "amd": "yes"}), "amd", "`amd` must be true, false or an object of thresholds"),
-            (json!({"name": "a", "mask_dtmf": "yes"}), "mask_dtmf", "`mask_dtmf` must be true or false"),
-            (json!({"name": "a", "tools": [{"name": "a b", "description": "d", "parameters": {}}]}), "tools", "each tool needs a unique `name` of 1-64 letters, digits, `_` or `-`"),
-            (json!({"name": "a", "persona": 3}), "persona", "`persona` must be a string"),
-            (json!({"name": "a", "nonsense": 3}), "nonsense", "unknown field `nonsense`"),
+            (
+                json!({"name": "a", "language": "english!"}),
+                "language",
+                "`language` must be a BCP 47 tag such as \"en-US\"",
+            ),
+            (
+                json!({"name": "a", "brain": "http://x"}),
+                "brain",
+                "`brain` must be \"builtin:echo\", \"builtin:ivr\" or \"grpc://host:port\"",
+            ),
+            (
+                json!({"name": "a", "ring_timeout_seconds": 0}),
+                "ring_timeout_seconds",
+                "`ring_timeout_seconds` must be 1-300",
+            ),
+            (
+                json!({"name": "a", "voicemail_action": {"action": "leave_message"}}),
+                "voicemail_action",
+                "`voicemail_action` \"leave_message\" needs the `message` to leave",
+            ),
+            (
+                json!({"name": "a", "voicemail_action": 3}),
+                "voicemail_action",
+                "`voicemail_action` must be \"hangup\", \"continue\" or {\"action\": ..., \"message\": ...}",
+            ),
+            (
+                json!({"name": "a", "barge_in": 0}),
+                "barge_in",
+                "`barge_in` must be \"on\", \"off\" or a minimum of speech in ms (1-10000)",
+            ),
+            (
+                json!({"name": "a", "amd": {"greeting_ms": 0}}),
+                "amd",
+                "`amd` thresholds must be whole numbers from 1 to 60000",
+            ),
+            (
+                json!({"name": "a", "amd": "yes"}),
+                "amd",
+                "`amd` must be true, false or an object of thresholds",
+            ),
+            (
+                json!({"name": "a", "mask_dtmf": "yes"}),
+                "mask_dtmf",
+                "`mask_dtmf` must be true or false",
+            ),
+            (
+                json!({"name": "a", "tools": [{"name": "a b", "description": "d", "parameters": {}}]}),
+                "tools",
+                "each tool needs a unique `name` of 1-64 letters, digits, `_` or `-`",
+            ),
+            (
+                json!({"name": "a", "persona": 3}),
+                "persona",
+                "`persona` must be a string",
+            ),
+            (
+                json!({"name": "a", "nonsense": 3}),
+                "nonsense",
+                "unknown field `nonsense`",
+            ),
         ] {
             let e = refused(body.clone());
-            assert_eq!((e.field.as_str(), e.message.as_str()), (field, message), "{body}");
+            assert_eq!(
+                (e.field.as_str(), e.message.as_str()),
+                (field, message),
+                "{body}"
+            );
         }
     }
 }

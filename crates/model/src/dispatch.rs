@@ -109,9 +109,12 @@ impl DispatchCall {
 pub fn check_object(field: &str, value: Option<&Value>) -> Result<(), FieldError> {
     match value {
         None | Some(Value::Null) => Ok(()),
-        Some(v @ Value::Object(_)) if v.to_string().len() > MAX_OBJECT_BYTES => Err(
-            FieldError::too_large(field, format!("`{field}` is larger than {MAX_OBJECT_BYTES} bytes")),
-        ),
+        Some(v @ Value::Object(_)) if v.to_string().len() > MAX_OBJECT_BYTES => {
+            Err(FieldError::too_large(
+                field,
+                format!("`{field}` is larger than {MAX_OBJECT_BYTES} bytes"),
+            ))
+        }
         Some(Value::Object(_)) => Ok(()),
         Some(_) => Err(FieldError::invalid(
             field,
@@ -159,11 +162,26 @@ mod tests {
             (json!({"to": "+15551230000"}), "agent_id"),
             (json!({"agent_id": "x", "to": "+15551230000"}), "agent_id"),
             (json!({"agent_id": agent, "to": "555"}), "to"),
-            (json!({"agent_id": agent, "to": "+15551230000", "context": [1]}), "context"),
-            (json!({"agent_id": agent, "to": "+15551230000", "metadata": "x"}), "metadata"),
-            (json!({"agent_id": agent, "to": "+15551230000", "webhook_url": "ftp://x"}), "webhook_url"),
-            (json!({"agent_id": agent, "to": "+15551230000", "from_number": "me"}), "from_number"),
-            (json!({"agent_id": agent, "to": "+15551230000", "agent_idd": 1}), "agent_idd"),
+            (
+                json!({"agent_id": agent, "to": "+15551230000", "context": [1]}),
+                "context",
+            ),
+            (
+                json!({"agent_id": agent, "to": "+15551230000", "metadata": "x"}),
+                "metadata",
+            ),
+            (
+                json!({"agent_id": agent, "to": "+15551230000", "webhook_url": "ftp://x"}),
+                "webhook_url",
+            ),
+            (
+                json!({"agent_id": agent, "to": "+15551230000", "from_number": "me"}),
+                "from_number",
+            ),
+            (
+                json!({"agent_id": agent, "to": "+15551230000", "agent_idd": 1}),
+                "agent_idd",
+            ),
         ] {
             assert_eq!(refused(body.clone()).field, field, "{body}");
         }

@@ -27,16 +27,16 @@ pub mod status;
 pub mod time;
 pub mod trunk;
 
-pub use agent::{AgentFields, Amd, AmdThresholds, BargeIn, Tool, VoicemailAction};
+pub use agent::{AgentFields, AgentView, Amd, AmdThresholds, BargeIn, Tool, VoicemailAction};
 pub use call::{Call, CallView, EndReasonView, TranscriptLine};
 pub use dispatch::DispatchCall;
+pub use end_reason::{AnsweredBy, EndReason, EndedBy};
 pub use number::{NumberFields, NumberView};
 pub use organization::{IssuedKeyView, KeyFields, OrganizationFields, OrganizationView};
 pub use page::Page;
 pub use parse::FieldError;
-pub use trunk::{RegistrationView, TrunkFields, TrunkTransport, TrunkView};
-pub use end_reason::{AnsweredBy, EndReason, EndedBy};
 pub use status::{CallStatus, Direction};
+pub use trunk::{RegistrationView, TrunkFields, TrunkTransport, TrunkView};
 
 /// Most bytes of `instructions`.
 pub const MAX_INSTRUCTIONS_BYTES: usize = 32 * 1024;

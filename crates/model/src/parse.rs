@@ -50,7 +50,11 @@ fn described(path: &str, serde_message: &str) -> FieldError {
     if let Some(rest) = serde_message.strip_prefix("unknown field ") {
         // The path already ends at the unknown key.
         let name = quoted(rest).unwrap_or_default();
-        let field = if path == "." { name.clone() } else { path.to_owned() };
+        let field = if path == "." {
+            name.clone()
+        } else {
+            path.to_owned()
+        };
         return FieldError::invalid(&field, format!("unknown field `{name}`"));
     }
     if let Some(rest) = serde_message.strip_prefix("missing field ") {
@@ -128,7 +132,10 @@ mod tests {
         );
         assert_eq!(
             error(json!({"name": "x", "port": "a"})),
-            ("port".into(), "`port` must be a non-negative integer".into())
+            (
+                "port".into(),
+                "`port` must be a non-negative integer".into()
+            )
         );
         assert_eq!(
             error(json!({"name": "x", "port": 70000})).0,

@@ -22,27 +22,39 @@ wire_enum! {
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkFields {
-    /// Unique name (per organisation).
-    pub name: String,
-    /// Host name or address (SRV records are followed for names without a port).
-    pub host: String,
+    /// Unique name (per organisation); required on create.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Host name or address (SRV records are followed for names without a port); required on
+    /// create.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// SIP port, default 5060.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
     /// `udp` (default) or `tcp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<TrunkTransport>,
     /// Digest user name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Digest password: write-only, never returned nor logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// Digest realm.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
     /// Domain of the From header.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from_domain: Option<String>,
     /// Most calls in progress through the trunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_calls: Option<u32>,
     /// Most new calls per second through the trunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_calls_per_second: Option<u32>,
     /// Keep a registration with the trunk (REGISTER with the credentials, refreshed).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub register: Option<bool>,
 }
 
@@ -60,6 +72,16 @@ impl std::fmt::Debug for TrunkFields {
 }
 
 impl TrunkFields {
+    /// The rules serde does not check: `name` and `host` are there, the port is one.
+    pub fn check(&self) -> Result<(), FieldError> {
+        for (field, value) in [("name", &self.name), ("host", &self.host)] {
+            if value.is_none() {
+                return Err(FieldError::invalid(field, format!("`{field}` is required")));
+            }
+        }
+        self.checked_port().map(|_| ())
+    }
+
     /// The port, checked (default 5060).
     pub fn checked_port(&self) -> Result<u16, FieldError> {
         u16::try_from(self.port.unwrap_or(5060))

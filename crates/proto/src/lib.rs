@@ -4,11 +4,13 @@
 //! `dialtone.v1`): the control-plane services (`TrunkService`, `NumberService`,
 //! `AgentService`, `CallService`) that `dialtone-control` serves, and the `AgentBridge` stream
 //! the engine opens to external brains. [`FILE_DESCRIPTOR_SET`] feeds server reflection;
-//! [`json`] converts free-form JSON to and from the well-known `Struct` and `Value`.
+//! [`json`] converts free-form JSON to and from the well-known `Struct` and `Value`; [`convert`]
+//! maps the messages to and from the model's types.
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
 tonic::include_proto!("dialtone.v1");
 
+pub mod convert;
 pub mod json;
 
 /// The encoded file descriptor set of the protos, for server reflection.

@@ -1,9 +1,10 @@
-//! Agents: a name, a free-form configuration (persona, voice, instructions, returns, tools, …)
+//! Agents: a name, their settings (persona, voice, instructions, returns, tools, …: the model's
+//! `AgentFields`, stored as JSON)
 //! and the numbers they call from, which must be their organisation's own. The tests here
 //! cover trunks and numbers too, since an agent needs a number and a number a trunk.
 
+use dialtone_model::AgentFields;
 use serde::Serialize;
-use serde_json::Value;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -20,7 +21,7 @@ pub struct Agent {
     /// Name.
     pub name: String,
     /// Everything else the API accepted (persona, voice, instructions, returns, tools, ...).
-    pub config: Value,
+    pub config: AgentFields,
     /// Attached numbers.
     pub number_ids: Vec<Uuid>,
     /// The caller ID used by default.
@@ -37,7 +38,7 @@ pub struct NewAgent {
     /// Name.
     pub name: String,
     /// Configuration object.
-    pub config: Value,
+    pub config: AgentFields,
     /// Attached numbers.
     pub number_ids: Vec<Uuid>,
     /// Default caller ID.
@@ -70,7 +71,7 @@ impl Storage {
         )
         .bind(id.to_string())
         .bind(&a.name)
-        .bind(a.config.to_string())
+        .bind(serde_json::to_string(&a.config).unwrap_or_else(|_| "{}".into()))
         .bind(a.primary_number_id.map(|n| n.to_string()))
         .bind(now)
         .bind(now)
@@ -108,7 +109,12 @@ impl Storage {
             id: uuid_of(&row, "id")?,
             org_id: org_of(&row)?,
             name: row.try_get("name")?,
-            config: json_of(&row, "config")?,
+            config: serde_json::from_value(json_of(&row, "config")?).map_err(|e| {
+                StorageError::Corrupt {
+                    column: "agents.config",
+                    detail: e.to_string(),
+                }
+            })?,
             number_ids: numbers
                 .iter()
                 .map(|r| uuid_of(r, "number_id"))
@@ -145,7 +151,7 @@ impl Storage {
              WHERE id = $5",
         )
         .bind(&a.name)
-        .bind(a.config.to_string())
+        .bind(serde_json::to_string(&a.config).unwrap_or_else(|_| "{}".into()))
         .bind(a.primary_number_id.map(|n| n.to_string()))
         .bind(now_ms())
         .bind(id.to_string())
@@ -224,7 +230,10 @@ mod tests {
                 org(&s).await,
                 NewAgent {
                     name: "agent".into(),
-                    config: serde_json::json!({"voice": "x"}),
+                    config: AgentFields {
+                        voice: Some("x".into()),
+                        ..AgentFields::default()
+                    },
                     number_ids: vec![n.id],
                     primary_number_id: Some(n.id),
                 },
@@ -267,7 +276,10 @@ mod tests {
         let a = s.list_agents(org(&s).await).await.unwrap().remove(0);
         let mut emptied = NewAgent {
             name: "renamed".into(),
-            config: serde_json::json!({"persona": "p"}),
+            config: AgentFields {
+                persona: Some("p".into()),
+                ..AgentFields::default()
+            },
             number_ids: Vec::new(),
             primary_number_id: None,
         };

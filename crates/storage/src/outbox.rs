@@ -257,7 +257,7 @@ mod tests {
                 org(&s).await,
                 NewAgent {
                     name: "a".into(),
-                    config: serde_json::json!({}),
+                    config: dialtone_model::AgentFields::default(),
                     number_ids: vec![n.id],
                     primary_number_id: Some(n.id),
                 },

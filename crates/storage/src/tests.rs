@@ -103,7 +103,10 @@ pub(crate) async fn call(s: &Storage) -> Call {
             org(s).await,
             NewAgent {
                 name: "a".into(),
-                config: serde_json::json!({"instructions": "hi"}),
+                config: dialtone_model::AgentFields {
+                    instructions: Some("hi".into()),
+                    ..dialtone_model::AgentFields::default()
+                },
                 number_ids: vec![n.id],
                 primary_number_id: Some(n.id),
             },

@@ -2,7 +2,7 @@
 //! nor shown by `Debug`; a name is unique within its organisation; a trunk a number still uses
 //! cannot be deleted. Tested with numbers and agents, in `agents.rs`.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
@@ -10,24 +10,7 @@ use uuid::Uuid;
 use crate::rows::{opt_u32, org_of, unique_violation, uuid_of};
 use crate::{Result, Storage, StorageError, now_ms};
 
-/// SIP transport of a trunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TrunkTransport {
-    /// UDP.
-    Udp,
-    /// TCP.
-    Tcp,
-}
-
-impl TrunkTransport {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Udp => "udp",
-            Self::Tcp => "tcp",
-        }
-    }
-}
+pub use dialtone_model::TrunkTransport;
 
 /// A SIP trunk. The password is never serialised nor shown by `Debug`.
 #[derive(Clone, PartialEq, Eq, Serialize)]
@@ -188,10 +171,12 @@ impl Storage {
                 column: "trunks.port",
                 detail: e.to_string(),
             })?,
-            transport: match transport.as_str() {
-                "tcp" => TrunkTransport::Tcp,
-                _ => TrunkTransport::Udp,
-            },
+            transport: transport
+                .parse()
+                .map_err(|e: dialtone_model::UnknownName| StorageError::Corrupt {
+                    column: "trunks.transport",
+                    detail: e.to_string(),
+                })?,
             username: row.try_get("username")?,
             password: row.try_get("password")?,
             realm: row.try_get("realm")?,

@@ -1,0 +1,192 @@
+//! `/v1/agents` and gRPC `AgentService`. The settings are the model's `AgentFields`; what
+//! serde cannot check (JSON Schemas that must compile, webhook receivers that must be public)
+//! is checked here.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use dialtone_model::agent::AgentView;
+use dialtone_model::{AgentFields, Page};
+use dialtone_storage::{Agent, KeyOwner, NewAgent, StorageError};
+use serde_json::{Map, Value};
+
+use crate::auth::{authorize, own};
+use crate::body::{json_object, parse, patched};
+use crate::openapi::ErrorBody;
+use crate::views::agent_view;
+use crate::{ApiError, ApiState, created};
+
+/// Checks that `schema` at `field` is a JSON Schema (an object that compiles as one, of a
+/// draft the validator knows: no remote meta-schemas).
+pub(crate) fn json_schema(field: &str, schema: &Value) -> Result<(), ApiError> {
+    if !schema.is_object() {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be a JSON Schema object"),
+        ));
+    }
+    if let Some(dialect) = schema.get("$schema")
+        && !dialect.as_str().is_some_and(|d| {
+            d.starts_with("http://json-schema.org/") || d.starts_with("https://json-schema.org/")
+        })
+    {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{field}`.$schema must name a JSON Schema draft of json-schema.org"),
+        ));
+    }
+    jsonschema::validator_for(schema)
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid(field, format!("`{field}` is not a valid JSON Schema: {e}")))
+}
+
+/// What storage keeps of checked agent fields: the settings, and the numbers apart.
+fn new_agent(mut fields: AgentFields) -> Result<NewAgent, ApiError> {
+    fields.check()?;
+    if let Some(returns) = &fields.returns {
+        json_schema("returns", returns)?;
+    }
+    for tool in fields.tools.iter().flatten() {
+        json_schema("tools", &tool.parameters)?;
+    }
+    let primary_number_id = fields.primary_or_first();
+    let number_ids = fields.number_ids.take().unwrap_or_default();
+    fields.primary_number_id = None;
+    Ok(NewAgent {
+        name: fields.name.take().unwrap_or_default(),
+        config: fields,
+        number_ids,
+        primary_number_id,
+    })
+}
+
+/// A number that does not exist, named as the `number_ids` field's fault.
+fn unknown_number(e: StorageError) -> ApiError {
+    match e {
+        StorageError::NotFound {
+            entity: "number",
+            id,
+        } => ApiError::invalid("number_ids", format!("number {id} does not exist")),
+        other => other.into(),
+    }
+}
+
+pub(crate) async fn create(
+    state: &ApiState,
+    caller: &KeyOwner,
+    fields: AgentFields,
+) -> Result<AgentView, ApiError> {
+    let agent = state
+        .engine
+        .storage()
+        .create_agent(caller.org_id, new_agent(fields)?)
+        .await
+        .map_err(unknown_number)?;
+    Ok(agent_view(&agent))
+}
+
+pub(crate) async fn get(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<AgentView, ApiError> {
+    Ok(agent_view(&own::<Agent>(state, caller, id).await?))
+}
+
+pub(crate) async fn list(state: &ApiState, caller: &KeyOwner) -> Result<Page<AgentView>, ApiError> {
+    let agents = state.engine.storage().list_agents(caller.org_id).await?;
+    Ok(Page::all(agents.iter().map(agent_view).collect()))
+}
+
+/// Lays `patch` (a JSON merge patch of [`AgentFields`]) over the stored agent. New numbers
+/// without a new primary keep the primary when it is still attached.
+pub(crate) async fn update(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+    patch: Map<String, Value>,
+) -> Result<AgentView, ApiError> {
+    let current = own::<Agent>(state, caller, id).await?;
+    let mut fields = current.config.clone();
+    fields.name = Some(current.name.clone());
+    fields.number_ids = Some(current.number_ids.clone());
+    fields.primary_number_id = current.primary_number_id;
+    if patch.contains_key("number_ids") && !patch.contains_key("primary_number_id") {
+        let keeps = current.primary_number_id.is_some_and(|p| {
+            patch
+                .get("number_ids")
+                .and_then(Value::as_array)
+                .is_some_and(|ids| ids.iter().any(|v| v.as_str() == Some(&p.to_string())))
+        });
+        if !keeps {
+            fields.primary_number_id = None;
+        }
+    }
+    let fields = patched(&fields, patch)?;
+    let agent = state
+        .engine
+        .storage()
+        .update_agent(current.id, new_agent(fields)?)
+        .await
+        .map_err(unknown_number)?;
+    Ok(agent_view(&agent))
+}
+
+pub(crate) async fn delete(state: &ApiState, caller: &KeyOwner, id: &str) -> Result<(), ApiError> {
+    let agent = own::<Agent>(state, caller, id).await?;
+    Ok(state.engine.storage().delete_agent(agent.id).await?)
+}
+
+#[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = AgentFields, responses((status = 201, body = AgentView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing or wrong key", body = ErrorBody)))]
+pub(crate) async fn create_agent(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    Ok(created(create(&state, &caller, parse(&body)?).await?))
+}
+
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = Page<AgentView>), (status = 401, description = "missing or wrong key", body = ErrorBody)))]
+pub(crate) async fn list_agents(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Page<AgentView>>, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(list(&state, &caller).await?))
+}
+
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = AgentView), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = ErrorBody)))]
+pub(crate) async fn get_agent(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(get(&state, &caller, &id).await?))
+}
+
+#[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "UUID")), request_body = AgentFields, responses((status = 200, body = AgentView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = ErrorBody)))]
+pub(crate) async fn update_agent(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<AgentView>, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    let patch = json_object(&body)?;
+    Ok(Json(update(&state, &caller, &id, patch).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "UUID")), responses((status = 204, description = "deleted"), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = ErrorBody), (status = 409, description = "still used by calls", body = ErrorBody)))]
+pub(crate) async fn delete_agent(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    delete(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,72 @@
+//! The stored records as the API shows them (the model's views): no secrets, RFC 3339 times,
+//! the trunk's registration as the engine sees it.
+
+use dialtone_engine::{Engine, RegistrationState};
+use dialtone_model::agent::AgentView;
+use dialtone_model::time::rfc3339;
+use dialtone_model::{NumberView, OrganizationView, RegistrationView, TrunkView};
+use dialtone_storage::{Agent, Number, Organization, Trunk};
+
+/// A trunk as the API shows it, with where its registration stands.
+pub(crate) fn trunk_view(engine: &Engine, trunk: &Trunk) -> TrunkView {
+    TrunkView {
+        id: trunk.id,
+        org_id: trunk.org_id,
+        name: trunk.name.clone(),
+        host: trunk.host.clone(),
+        port: trunk.port,
+        transport: trunk.transport,
+        username: trunk.username.clone(),
+        has_password: trunk.password.is_some(),
+        realm: trunk.realm.clone(),
+        from_domain: trunk.from_domain.clone(),
+        max_concurrent_calls: trunk.max_concurrent_calls,
+        max_calls_per_second: trunk.max_calls_per_second,
+        register: trunk.register,
+        registration: engine.registration_state(trunk.id).map(|r| match r {
+            RegistrationState::Pending => RegistrationView::Pending,
+            RegistrationState::Registered { expires, refreshes } => {
+                RegistrationView::Registered { expires, refreshes }
+            }
+            RegistrationState::Failed { status } => RegistrationView::Failed {
+                sip_status: Some(status),
+            },
+        }),
+        created_at: rfc3339(trunk.created_at),
+        updated_at: rfc3339(trunk.updated_at),
+    }
+}
+
+/// A number as the API shows it.
+pub(crate) fn number_view(number: &Number) -> NumberView {
+    NumberView {
+        id: number.id,
+        org_id: number.org_id,
+        e164: number.e164.clone(),
+        trunk_id: number.trunk_id,
+        created_at: rfc3339(number.created_at),
+    }
+}
+
+/// An agent as the API shows it.
+pub(crate) fn agent_view(agent: &Agent) -> AgentView {
+    AgentView {
+        id: agent.id,
+        name: agent.name.clone(),
+        number_ids: agent.number_ids.clone(),
+        primary_number_id: agent.primary_number_id,
+        settings: agent.config.clone(),
+        created_at: rfc3339(agent.created_at),
+    }
+}
+
+/// An organisation as the API shows it.
+pub(crate) fn organization_view(org: &Organization) -> OrganizationView {
+    OrganizationView {
+        id: org.id,
+        name: org.name.clone(),
+        max_concurrent_calls: org.max_concurrent_calls,
+        max_calls_per_second: org.max_calls_per_second,
+        created_at: rfc3339(org.created_at),
+    }
+}

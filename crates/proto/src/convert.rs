@@ -1,0 +1,385 @@
+//! The gRPC messages to and from the model's types (`dialtone-model`), field by field with
+//! no JSON in between (only the proto fields that are free-form JSON — context, metadata,
+//! result, schemas, AMD and barge-in settings — pass through `serde_json::Value`). A request
+//! message that breaks a rule gives the model's [`FieldError`], naming the field, exactly as
+//! the HTTP API would.
+#![warn(missing_docs, clippy::all)]
+
+use dialtone_model::agent::{AgentView, Tool as ModelTool, VoicemailAction as ModelVoicemail};
+use dialtone_model::parse::from_value as parse_value;
+use dialtone_model::{
+    AgentFields as ModelAgentFields, CallStatus as ModelCallStatus, CallView, DispatchCall,
+    FieldError, NumberView, RegistrationView, TrunkFields as ModelTrunkFields,
+    TrunkTransport as ModelTransport, TrunkView,
+};
+use uuid::Uuid;
+
+use crate::json::{from_struct, from_value, to_struct, to_value};
+use crate::*;
+
+/// `text` as a UUID, or the error naming `field`.
+fn uuid(field: &str, text: &str) -> Result<Uuid, FieldError> {
+    Uuid::parse_str(text)
+        .map_err(|_| FieldError::invalid(field, format!("`{field}` must be a UUID")))
+}
+
+impl From<ModelCallStatus> for CallStatus {
+    fn from(status: ModelCallStatus) -> Self {
+        match status {
+            ModelCallStatus::Queued => Self::Queued,
+            ModelCallStatus::Dialing => Self::Dialing,
+            ModelCallStatus::Ringing => Self::Ringing,
+            ModelCallStatus::InProgress => Self::InProgress,
+            ModelCallStatus::Completed => Self::Completed,
+            ModelCallStatus::Busy => Self::Busy,
+            ModelCallStatus::NoAnswer => Self::NoAnswer,
+            ModelCallStatus::Failed => Self::Failed,
+            ModelCallStatus::Canceled => Self::Canceled,
+        }
+    }
+}
+
+impl CallStatus {
+    /// The model's status; `None` for `CALL_STATUS_UNSPECIFIED`.
+    pub fn to_model(self) -> Option<ModelCallStatus> {
+        ModelCallStatus::ALL
+            .iter()
+            .copied()
+            .find(|s| CallStatus::from(*s) == self)
+    }
+}
+
+impl From<&CallView> for Call {
+    fn from(call: &CallView) -> Self {
+        Self {
+            id: call.id.to_string(),
+            agent_id: call.agent_id.to_string(),
+            to: call.to.clone(),
+            from_number: call.from_number.clone(),
+            instructions: call.instructions.clone().unwrap_or_default(),
+            context: call.context.as_object().map(|_| to_struct(&call.context)),
+            metadata: call.metadata.as_object().map(|_| to_struct(&call.metadata)),
+            webhook_url: call.webhook_url.clone(),
+            status: CallStatus::from(call.status) as i32,
+            end_reason: call.end_reason.as_ref().map(|r| EndReason {
+                code: r.code.as_str().to_owned(),
+                by: r.by.map(|b| b.as_str().to_owned()).unwrap_or_default(),
+                sip_status: r.sip_status.map(u32::from),
+                message: Some(r.message.clone()),
+            }),
+            answered_by: call.answered_by.map(|a| a.as_str().to_owned()),
+            sip_call_id: call.sip_call_id.clone(),
+            trunk_id: Some(call.trunk_id.to_string()),
+            created_at: call.created_at.clone().unwrap_or_default(),
+            dialed_at: call.dialed_at.clone(),
+            ringing_at: call.ringing_at.clone(),
+            answered_at: call.answered_at.clone(),
+            ended_at: call.ended_at.clone(),
+            ring_duration_ms: call.ring_duration_ms,
+            talk_duration_ms: call.talk_duration_ms,
+            transcript: call
+                .transcript
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|line| {
+                    let text = |key: &str| {
+                        line.get(key)
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    TranscriptLine {
+                        role: text("role"),
+                        text: text("text"),
+                        at: text("at"),
+                    }
+                })
+                .collect(),
+            result: call.result.as_ref().filter(|r| !r.is_null()).map(to_value),
+            result_error: call.result_error.clone(),
+            media_stats: call
+                .media_stats
+                .as_ref()
+                .filter(|m| m.is_object())
+                .map(to_struct),
+        }
+    }
+}
+
+impl TryFrom<DispatchCallRequest> for DispatchCall {
+    type Error = FieldError;
+
+    fn try_from(r: DispatchCallRequest) -> Result<Self, FieldError> {
+        let call = Self {
+            agent_id: uuid("agent_id", &r.agent_id)?,
+            to: r.to,
+            from_number: r.from_number,
+            instructions: r.instructions,
+            context: r.context.as_ref().map(from_struct),
+            webhook_url: r.webhook_url,
+            metadata: r.metadata.as_ref().map(from_struct),
+        };
+        call.check()?;
+        Ok(call)
+    }
+}
+
+impl From<ModelTransport> for TrunkTransport {
+    fn from(t: ModelTransport) -> Self {
+        match t {
+            ModelTransport::Udp => Self::Udp,
+            ModelTransport::Tcp => Self::Tcp,
+        }
+    }
+}
+
+impl From<&TrunkView> for Trunk {
+    fn from(t: &TrunkView) -> Self {
+        Self {
+            id: t.id.to_string(),
+            name: t.name.clone(),
+            host: t.host.clone(),
+            port: u32::from(t.port),
+            transport: TrunkTransport::from(t.transport) as i32,
+            username: t.username.clone(),
+            realm: t.realm.clone(),
+            from_domain: t.from_domain.clone(),
+            max_concurrent_calls: t.max_concurrent_calls,
+            max_calls_per_second: t.max_calls_per_second,
+            has_password: t.has_password,
+            created_at: t.created_at.clone().unwrap_or_default(),
+            register: t.register,
+            registration_state: t.registration.as_ref().map(|r| {
+                match r {
+                    RegistrationView::Pending => "pending",
+                    RegistrationView::Registered { .. } => "registered",
+                    RegistrationView::Failed { .. } => "failed",
+                }
+                .to_owned()
+            }),
+        }
+    }
+}
+
+impl TryFrom<TrunkFields> for ModelTrunkFields {
+    type Error = FieldError;
+
+    fn try_from(f: TrunkFields) -> Result<Self, FieldError> {
+        let transport = match TrunkTransport::try_from(f.transport) {
+            Ok(TrunkTransport::Unspecified) => None,
+            Ok(TrunkTransport::Udp) => Some(ModelTransport::Udp),
+            Ok(TrunkTransport::Tcp) => Some(ModelTransport::Tcp),
+            Err(_) => {
+                return Err(FieldError::invalid(
+                    "transport",
+                    "`transport` must be \"udp\" or \"tcp\"",
+                ));
+            }
+        };
+        Ok(Self {
+            name: f.name,
+            host: f.host,
+            port: f.port,
+            transport,
+            username: f.username,
+            password: f.password,
+            realm: f.realm,
+            from_domain: f.from_domain,
+            max_concurrent_calls: f.max_concurrent_calls,
+            max_calls_per_second: f.max_calls_per_second,
+            register: f.register,
+        })
+    }
+}
+
+impl From<&NumberView> for Number {
+    fn from(n: &NumberView) -> Self {
+        Self {
+            id: n.id.to_string(),
+            e164: n.e164.clone(),
+            trunk_id: n.trunk_id.to_string(),
+            created_at: n.created_at.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<AgentFields> for ModelAgentFields {
+    type Error = FieldError;
+
+    fn try_from(f: AgentFields) -> Result<Self, FieldError> {
+        let json = |field: &str, v: Option<&prost_types::Value>| -> Result<_, FieldError> {
+            v.map(|v| {
+                let mut one = serde_json::Map::new();
+                one.insert(field.to_owned(), from_value(v));
+                parse_value::<ModelAgentFields>(serde_json::Value::Object(one))
+            })
+            .transpose()
+        };
+        let voicemail_action = match f.voicemail_action {
+            None => None,
+            Some(v) => {
+                let mut action = serde_json::Map::new();
+                action.insert("action".into(), v.action.into());
+                if let Some(message) = v.message {
+                    action.insert("message".into(), message.into());
+                }
+                let mut one = serde_json::Map::new();
+                one.insert("voicemail_action".into(), serde_json::Value::Object(action));
+                parse_value::<ModelAgentFields>(serde_json::Value::Object(one))?.voicemail_action
+            }
+        };
+        let number_ids = match f.number_ids.as_slice() {
+            [] => None,
+            ids => Some(
+                ids.iter()
+                    .map(|id| uuid("number_ids", id))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(Self {
+            name: f.name,
+            direction: f
+                .direction
+                .map(|d| {
+                    d.parse().map_err(|_| {
+                        FieldError::invalid("direction", "`direction` must be \"outbound\"")
+                    })
+                })
+                .transpose()?,
+            persona: f.persona,
+            voice: f.voice,
+            language: f.language,
+            instructions: f.instructions,
+            returns: f.returns.as_ref().map(from_struct),
+            tools: match f.tools.as_slice() {
+                [] => None,
+                tools => Some(
+                    tools
+                        .iter()
+                        .map(|t| ModelTool {
+                            name: t.name.clone(),
+                            description: t.description.clone(),
+                            parameters: t
+                                .parameters
+                                .as_ref()
+                                .map_or(serde_json::Value::Null, from_struct),
+                            url: t.url.clone(),
+                        })
+                        .collect(),
+                ),
+            },
+            voicemail_action,
+            webhook_url: f.webhook_url,
+            number_ids,
+            primary_number_id: f
+                .primary_number_id
+                .as_deref()
+                .map(|id| uuid("primary_number_id", id))
+                .transpose()?,
+            brain: f.brain,
+            ring_timeout_seconds: f.ring_timeout_seconds,
+            max_duration_seconds: f.max_duration_seconds,
+            amd: json("amd", f.amd.as_ref())?.and_then(|a| a.amd),
+            mask_dtmf: f.mask_dtmf,
+            barge_in: json("barge_in", f.barge_in.as_ref())?.and_then(|a| a.barge_in),
+            endpointing_silence_ms: f.endpointing_silence_ms,
+            silence_timeout_seconds: f.silence_timeout_seconds,
+        })
+    }
+}
+
+impl From<&AgentView> for Agent {
+    fn from(a: &AgentView) -> Self {
+        let s = &a.settings;
+        let value = |v: serde_json::Value| to_value(&v);
+        Self {
+            id: a.id.to_string(),
+            created_at: a.created_at.clone().unwrap_or_default(),
+            fields: Some(AgentFields {
+                name: Some(a.name.clone()),
+                direction: s.direction.map(|d| d.as_str().to_owned()),
+                persona: s.persona.clone(),
+                voice: s.voice.clone(),
+                language: s.language.clone(),
+                instructions: s.instructions.clone(),
+                returns: s.returns.as_ref().filter(|r| r.is_object()).map(to_struct),
+                tools: s
+                    .tools
+                    .iter()
+                    .flatten()
+                    .map(|t| Tool {
+                        name: t.name.clone(),
+                        description: t.description.clone(),
+                        parameters: Some(t.parameters.clone())
+                            .filter(serde_json::Value::is_object)
+                            .as_ref()
+                            .map(to_struct),
+                        url: t.url.clone(),
+                    })
+                    .collect(),
+                voicemail_action: s.voicemail_action.as_ref().map(|v| match v {
+                    ModelVoicemail::HangUp => VoicemailAction {
+                        action: "hangup".into(),
+                        message: None,
+                    },
+                    ModelVoicemail::Continue => VoicemailAction {
+                        action: "continue".into(),
+                        message: None,
+                    },
+                    ModelVoicemail::LeaveMessage(message) => VoicemailAction {
+                        action: "leave_message".into(),
+                        message: Some(message.clone()),
+                    },
+                }),
+                webhook_url: s.webhook_url.clone(),
+                number_ids: a.number_ids.iter().map(Uuid::to_string).collect(),
+                primary_number_id: a.primary_number_id.map(|id| id.to_string()),
+                brain: s.brain.clone(),
+                ring_timeout_seconds: s.ring_timeout_seconds,
+                max_duration_seconds: s.max_duration_seconds,
+                mask_dtmf: s.mask_dtmf,
+                amd: s
+                    .amd
+                    .as_ref()
+                    .and_then(|amd| serde_json::to_value(amd).ok())
+                    .map(value),
+                barge_in: s
+                    .barge_in
+                    .and_then(|b| serde_json::to_value(b).ok())
+                    .map(value),
+                endpointing_silence_ms: s.endpointing_silence_ms,
+                silence_timeout_seconds: s.silence_timeout_seconds,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_maps_both_ways() {
+        for status in ModelCallStatus::ALL {
+            assert_eq!(CallStatus::from(*status).to_model(), Some(*status));
+        }
+        assert_eq!(CallStatus::Unspecified.to_model(), None);
+    }
+
+    #[test]
+    fn a_bad_request_names_its_field_like_http() {
+        let bad = DispatchCallRequest {
+            agent_id: "nope".into(),
+            to: "+15551230000".into(),
+            ..DispatchCallRequest::default()
+        };
+        assert_eq!(DispatchCall::try_from(bad).unwrap_err().field, "agent_id");
+        let fields = AgentFields {
+            barge_in: Some(to_value(&serde_json::json!(0))),
+            ..AgentFields::default()
+        };
+        let e = ModelAgentFields::try_from(fields).unwrap_err();
+        assert_eq!(e.field, "barge_in");
+    }
+}
