@@ -4,23 +4,24 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use dialtone_model::{EventView, Page};
 use dialtone_storage::Call;
-use serde_json::{Value, json};
 
 use crate::auth::{authorize, own, path_uuid};
-use crate::openapi::{ErrorBody, EventList, Redelivery};
+use crate::openapi::{ErrorBody, Redelivery};
 use crate::{ApiError, ApiState};
 
-#[utoipa::path(get, path = "/v1/calls/{id}/events", tag = "webhooks", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = EventList), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/calls/{id}/events", tag = "webhooks", params(("id" = String, Path, description = "UUID")), responses((status = 200, body = Page<EventView>), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = ErrorBody)))]
 pub(crate) async fn call_events(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<EventView>>, ApiError> {
     let caller = authorize(&state, &headers).await?;
     let call = own::<Call>(&state, &caller, &id).await?;
-    let events = state.engine.storage().call_events(call.id).await?;
-    Ok(Json(json!({"data": events, "next_cursor": null})))
+    Ok(Json(Page::all(
+        state.engine.storage().call_events(call.id).await?,
+    )))
 }
 
 #[utoipa::path(post, path = "/v1/events/{id}/redeliver", tag = "webhooks", params(("id" = String, Path, description = "UUID")), responses((status = 202, body = Redelivery), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = ErrorBody)))]

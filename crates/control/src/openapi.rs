@@ -2,7 +2,8 @@
 //! registrations that build the router (`utoipa-axum`), so a route cannot exist without being
 //! documented, nor the reverse; the bodies' schemas are the model's own types (the ones the
 //! handlers parse and answer with), so no shape is declared twice. This file keeps only what
-//! belongs to the HTTP face alone: the error body, the events list and the security scheme.
+//! belongs to the HTTP face alone: the error body, the redelivery answer and the security
+//! scheme.
 
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -27,33 +28,6 @@ pub struct ErrorDetail {
     pub message: String,
     /// The request field at fault.
     pub field: Option<String>,
-}
-
-/// A webhook event of a call with its delivery state.
-#[derive(Debug, ToSchema)]
-pub struct Event {
-    /// UUID.
-    pub id: String,
-    /// `call.queued`, `call.dialing`, `call.ringing`, `call.answered`, `call.ended`.
-    #[schema(rename = "type")]
-    pub kind: String,
-    /// Per-call order.
-    pub sequence: i64,
-    /// `pending`, `delivered` or `dead`.
-    pub state: String,
-    /// Delivery attempts so far.
-    pub attempts: i64,
-    /// The last failure.
-    pub last_error: Option<String>,
-}
-
-/// A call's events.
-#[derive(Debug, ToSchema)]
-pub struct EventList {
-    /// The events in order.
-    pub data: Vec<Event>,
-    /// Always null.
-    pub next_cursor: Option<String>,
 }
 
 /// An event queued for delivery again.

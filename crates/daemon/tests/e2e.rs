@@ -2317,6 +2317,68 @@ mod grpc {
         }
     }
 
+    /// The call object HTTP shows and the message gRPC sends for the same call agree, field by
+    /// field.
+    fn same_call(http: &Value, grpc: &proto::Call) {
+        use dialtone_control::proto::json::{from_struct, from_value};
+        let text = |key: &str| http[key].as_str().map(str::to_owned);
+        assert_eq!(text("id").unwrap(), grpc.id);
+        assert_eq!(text("agent_id").unwrap(), grpc.agent_id);
+        assert_eq!(text("to").unwrap(), grpc.to);
+        assert_eq!(text("from_number").unwrap(), grpc.from_number);
+        assert_eq!(text("instructions").unwrap_or_default(), grpc.instructions);
+        assert_eq!(
+            http["context"],
+            grpc.context.as_ref().map_or(Value::Null, from_struct)
+        );
+        assert_eq!(
+            http["metadata"],
+            grpc.metadata.as_ref().map_or(Value::Null, from_struct)
+        );
+        assert_eq!(text("webhook_url"), grpc.webhook_url);
+        assert_eq!(
+            text("status"),
+            grpc.status().to_model().map(|s| s.as_str().to_owned())
+        );
+        let reason = grpc.end_reason.as_ref().unwrap();
+        assert_eq!(http["end_reason"]["code"], reason.code.as_str());
+        assert_eq!(http["end_reason"]["by"], reason.by.as_str());
+        assert_eq!(
+            http["end_reason"]["sip_status"].as_u64(),
+            reason.sip_status.map(u64::from)
+        );
+        assert_eq!(
+            http["end_reason"]["message"].as_str(),
+            reason.message.as_deref()
+        );
+        assert_eq!(text("answered_by"), grpc.answered_by);
+        assert_eq!(text("sip_call_id"), grpc.sip_call_id);
+        assert_eq!(text("trunk_id"), grpc.trunk_id);
+        assert_eq!(text("created_at").unwrap(), grpc.created_at);
+        assert_eq!(text("dialed_at"), grpc.dialed_at);
+        assert_eq!(text("ringing_at"), grpc.ringing_at);
+        assert_eq!(text("answered_at"), grpc.answered_at);
+        assert_eq!(text("ended_at"), grpc.ended_at);
+        assert_eq!(http["ring_duration_ms"].as_i64(), grpc.ring_duration_ms);
+        assert_eq!(http["talk_duration_ms"].as_i64(), grpc.talk_duration_ms);
+        let lines = http["transcript"].as_array().unwrap();
+        assert_eq!(lines.len(), grpc.transcript.len());
+        for (line, message) in lines.iter().zip(&grpc.transcript) {
+            assert_eq!(line["role"], message.role.as_str());
+            assert_eq!(line["text"], message.text.as_str());
+            assert_eq!(line["at"], message.at.as_str());
+        }
+        assert_eq!(
+            http["result"],
+            grpc.result.as_ref().map_or(Value::Null, from_value)
+        );
+        assert_eq!(text("result_error"), grpc.result_error);
+        assert_eq!(
+            http["media_stats"],
+            grpc.media_stats.as_ref().map_or(Value::Null, from_struct)
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_dispatched_over_grpc_is_watched_to_its_end() {
         let w = world(
@@ -2376,6 +2438,9 @@ mod grpc {
             .call
             .unwrap();
         assert_eq!(got.status(), proto::CallStatus::Completed);
+        let (status, http) = w.api.get(&format!("/v1/calls/{}", call.id)).await;
+        assert_eq!(status, 200, "{http}");
+        same_call(&http, &got);
         assert_eq!(got.end_reason.as_ref().unwrap().by, "callee");
         assert!(got.talk_duration_ms.unwrap() >= 1000);
         let context = got.context.unwrap();

@@ -10,6 +10,7 @@
 //!   webhooks serialise;
 //! - [`dispatch`], [`agent`], [`trunk`], [`number`], [`organization`]: what requests set
 //!   (strict: an unknown field is an error) and what the API shows; [`page`] for lists;
+//! - [`webhook`]: the webhook body and a call's events;
 //! - [`parse`]: reading a body into these types with the field at fault named.
 //!
 //! Everything here is plain data with serde and `utoipa::ToSchema`; no I/O.
@@ -26,6 +27,7 @@ pub mod parse;
 pub mod status;
 pub mod time;
 pub mod trunk;
+pub mod webhook;
 
 pub use agent::{AgentFields, AgentView, Amd, AmdThresholds, BargeIn, Tool, VoicemailAction};
 pub use call::{Call, CallView, EndReasonView, TranscriptLine};
@@ -37,6 +39,7 @@ pub use page::Page;
 pub use parse::FieldError;
 pub use status::{CallStatus, Direction};
 pub use trunk::{RegistrationView, TrunkFields, TrunkTransport, TrunkView};
+pub use webhook::{DeliveryState, EventType, EventView, WebhookBody, WebhookData};
 
 /// Most bytes of `instructions`.
 pub const MAX_INSTRUCTIONS_BYTES: usize = 32 * 1024;

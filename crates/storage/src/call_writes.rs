@@ -648,15 +648,10 @@ mod tests {
             (b.status, b.ringing_at, b.dialed_at),
             (CallStatus::Ringing, Some(1_100), None)
         );
-        let kinds = |events: Vec<Value>| -> Vec<(i64, String)> {
+        let kinds = |events: Vec<dialtone_model::EventView>| -> Vec<(i64, String)> {
             events
                 .iter()
-                .map(|e| {
-                    (
-                        e["sequence"].as_i64().unwrap(),
-                        e["type"].as_str().unwrap().to_owned(),
-                    )
-                })
+                .map(|e| (e.sequence, e.kind.as_str().to_owned()))
                 .collect()
         };
         assert_eq!(

@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use crate::rows::{uuid_of, values};
-use crate::{Call, CallStatus, Result, Storage, StorageError, now_ms};
+use dialtone_model::{CallView, EventType, EventView, WebhookBody, WebhookData};
+
+use crate::rows::{parse_req, uuid_of, values};
+use crate::{Call, Result, Storage, StorageError, now_ms};
 
 /// One webhook event waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,21 +54,6 @@ pub enum Delivery {
     },
 }
 
-/// The webhook event type announcing a step to `status`.
-fn event_type(status: CallStatus) -> &'static str {
-    match status {
-        CallStatus::Queued => "call.queued",
-        CallStatus::Dialing => "call.dialing",
-        CallStatus::Ringing => "call.ringing",
-        CallStatus::InProgress => "call.answered",
-        CallStatus::Completed
-        | CallStatus::Busy
-        | CallStatus::NoAnswer
-        | CallStatus::Failed
-        | CallStatus::Canceled => "call.ended",
-    }
-}
-
 /// Writes the events announcing `calls`' current statuses (each call once) into the outbox, on
 /// `conn` — the same transaction as the changes they announce. Calls without a webhook URL have
 /// none.
@@ -105,22 +91,24 @@ pub(crate) async fn enqueue_events<'a>(
     for (call, url) in hooked {
         let id = Uuid::now_v7();
         let sequence = sequences.get(&call.id).copied().unwrap_or(0) + 1;
-        let kind = event_type(call.status);
-        let body = serde_json::json!({
-            "id": id,
-            "type": kind,
-            "created_at": dialtone_model::time::rfc3339(now),
-            "call_id": call.id,
-            "sequence": sequence,
-            "data": {"call": call.to_json()},
-        });
+        let kind = EventType::announcing(call.status);
+        let body = WebhookBody {
+            id,
+            kind,
+            created_at: dialtone_model::time::rfc3339(now),
+            call_id: call.id,
+            sequence,
+            data: WebhookData {
+                call: CallView::from(call),
+            },
+        };
         insert = insert
             .bind(id.to_string())
             .bind(call.id.to_string())
             .bind(sequence)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(url)
-            .bind(body.to_string())
+            .bind(serde_json::to_string(&body).unwrap_or_default())
             .bind(now)
             .bind(now);
     }
@@ -214,7 +202,7 @@ impl Storage {
     }
 
     /// A call's events with their delivery state: `(type, sequence, state, attempts, last_error)`.
-    pub async fn call_events(&self, call_id: Uuid) -> Result<Vec<Value>> {
+    pub async fn call_events(&self, call_id: Uuid) -> Result<Vec<EventView>> {
         let rows = sqlx::query(
             "SELECT id, type, sequence, state, attempts, last_error FROM webhook_events \
              WHERE call_id = $1 ORDER BY sequence",
@@ -226,14 +214,14 @@ impl Storage {
             .map(|row| {
                 let (sequence, attempts): (i64, i64) =
                     (row.try_get("sequence")?, row.try_get("attempts")?);
-                Ok(serde_json::json!({
-                    "id": row.try_get::<String, _>("id")?,
-                    "type": row.try_get::<String, _>("type")?,
-                    "sequence": sequence,
-                    "state": row.try_get::<String, _>("state")?,
-                    "attempts": attempts,
-                    "last_error": row.try_get::<Option<String>, _>("last_error")?,
-                }))
+                Ok(EventView {
+                    id: uuid_of(row, "id")?,
+                    kind: parse_req(row, "type", str::parse)?,
+                    sequence,
+                    state: parse_req(row, "state", str::parse)?,
+                    attempts,
+                    last_error: row.try_get("last_error")?,
+                })
             })
             .collect()
     }
@@ -243,7 +231,9 @@ impl Storage {
 mod tests {
     use super::*;
     use crate::tests::{on_both, org, trunk};
-    use crate::{CallProgress, NewAgent, NewCall};
+    use crate::{CallProgress, CallStatus, NewAgent, NewCall};
+    use dialtone_model::DeliveryState;
+    use serde_json::Value;
 
     on_both!(each_step_writes_its_event_in_order_and_delivery_goes_one_per_call);
     async fn each_step_writes_its_event_in_order_and_delivery_goes_one_per_call(s: Storage) {
@@ -289,7 +279,7 @@ mod tests {
                 .unwrap()
         );
         let events = s.call_events(c.id).await.unwrap();
-        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["call.queued", "call.dialing"]);
         let due = s.due_webhooks(now_ms(), 10).await.unwrap();
         assert_eq!(due.len(), 1, "one per call, the lowest pending sequence");
@@ -316,9 +306,9 @@ mod tests {
         };
         s.record_delivery(next[0].id, gone).await.unwrap();
         let events = s.call_events(c.id).await.unwrap();
-        assert_eq!(events[0]["state"], "delivered");
-        assert_eq!(events[0]["attempts"], 2);
-        assert_eq!(events[1]["state"], "dead");
+        assert_eq!(events[0].state, DeliveryState::Delivered);
+        assert_eq!(events[0].attempts, 2);
+        assert_eq!(events[1].state, DeliveryState::Dead);
         // A dead event can be queued again by hand.
         assert_eq!(s.redeliver(next[0].id).await.unwrap(), c.id);
         assert_eq!(
