@@ -1,4 +1,5 @@
-//! Reading request bodies into the model's types, with the field at fault named: serde through
+//! Reading request bodies into the model's types, with the field at fault named (the request's
+//! own field; the message gives the whole path, `tools[0].description`): serde through
 //! `serde_path_to_error`, its messages put in the API's words (`` `port` must be a
 //! non-negative integer``, `` unknown field `x` ``, `` `name` is required``).
 
@@ -40,7 +41,12 @@ impl FieldError {
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        described(&path, &e.into_inner().to_string())
+        let mut error = described(&path, &e.into_inner().to_string());
+        // The request field at fault; the message keeps the whole path inside it.
+        if let Some(top) = error.field.split(['.', '[']).next() {
+            error.field = top.to_owned();
+        }
+        error
     })
 }
 
@@ -147,11 +153,11 @@ mod tests {
         );
         assert_eq!(
             error(json!({"name": "x", "inner": {"off": true}})),
-            ("inner.off".into(), "unknown field `off`".into())
+            ("inner".into(), "unknown field `off`".into())
         );
         assert_eq!(
             error(json!({"name": "x", "inner": {"on": 3}})),
-            ("inner.on".into(), "`inner.on` must be true or false".into())
+            ("inner".into(), "`inner.on` must be true or false".into())
         );
         assert_eq!(error(json!("text")).0, "body".to_owned());
     }
