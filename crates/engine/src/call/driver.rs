@@ -1,0 +1,480 @@
+//! The task that drives one call, kept thin: it waits for whatever can happen next — admission,
+//! the user agent's events, the media's events, the brain's requests, a hang-up, the machine's
+//! deadline — hands it to the [`CallMachine`] with the time, and performs the actions that
+//! come back: the I/O (dial, media, brain, SIP) and the writes. What an outcome means is the
+//! machine's to decide; the driver only reports how its I/O went.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use dialtone_media::{BoundPort, Direction, MediaCall, MediaStats};
+use dialtone_sip_ua::{Admission, Call, DialRequest, UaEvent};
+use dialtone_storage::CallProgress;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use super::action::{Action, End, Measure, Step};
+use super::input::{HangUp, Input, MediaOutcome, PlaceFailure};
+use super::machine::{CallMachine, CallSettings};
+use super::media::{
+    EarlyHeard, EarlyListener, measure_media_health, media_config, media_record, next_media_event,
+};
+use super::progress::ProgressLog;
+use super::sdp::SdpSession;
+use crate::brains::{self, BrainContext, BrainInput, BrainRequest, Builtin};
+use crate::{CallPlan, Engine};
+
+/// How long a brain has to finish once told the call ended.
+const BRAIN_GRACE: Duration = Duration::from_millis(500);
+
+impl Engine {
+    /// Runs one call and waits until all it did is recorded.
+    pub(crate) async fn run(&self, plan: CallPlan, hangup: mpsc::UnboundedReceiver<HangUp>) {
+        let progress = ProgressLog::start(self.storage.clone(), self.changes.clone(), plan.id);
+        CallDriver::new(self, plan, &progress).run(hangup).await;
+        progress.close().await;
+    }
+}
+
+/// The brain's side of the call: its task and the channels both ways.
+struct BrainLink {
+    task: Option<tokio::task::JoinHandle<()>>,
+    requests_tx: mpsc::UnboundedSender<BrainRequest>,
+    requests: mpsc::UnboundedReceiver<BrainRequest>,
+    inputs: mpsc::UnboundedSender<BrainInput>,
+    /// Handed to the brain when it starts (digits pressed before wait there for it).
+    inputs_rx: Option<mpsc::UnboundedReceiver<BrainInput>>,
+}
+
+impl BrainLink {
+    fn new() -> Self {
+        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let (inputs, inputs_rx) = mpsc::unbounded_channel();
+        Self {
+            task: None,
+            requests_tx,
+            requests,
+            inputs,
+            inputs_rx: Some(inputs_rx),
+        }
+    }
+
+    /// Tells a running brain how the call ended and gives it [`BRAIN_GRACE`] to finish.
+    async fn end(&mut self, end: End) {
+        if let Some(mut task) = self.task.take() {
+            let _ = self.inputs.send(BrainInput::Ended {
+                by: end.by,
+                reason: end.reason,
+            });
+            if tokio::time::timeout(BRAIN_GRACE, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// One call's I/O around its machine.
+struct CallDriver<'a> {
+    engine: &'a Engine,
+    plan: CallPlan,
+    progress: &'a ProgressLog,
+    machine: CallMachine,
+    /// The slot under the organisation's cap, held until the call ends.
+    org_slot: Option<OwnedSemaphorePermit>,
+    /// Room under the trunk's caps, until it is dialled with.
+    admission: Option<Admission>,
+    /// The RTP port, until the media starts on it.
+    port: Option<BoundPort>,
+    sdp: Option<SdpSession>,
+    call: Option<Call>,
+    media: Option<MediaCall>,
+    early: Option<EarlyListener>,
+    early_heard: EarlyHeard,
+    /// The stopped media's statistics, and the record made of them for the final step.
+    stopped: Option<MediaStats>,
+    media_record: Option<Value>,
+    brain: BrainLink,
+}
+
+impl<'a> CallDriver<'a> {
+    fn new(engine: &'a Engine, plan: CallPlan, progress: &'a ProgressLog) -> Self {
+        let machine = CallMachine::new(CallSettings {
+            dispatched: plan.dispatched,
+            queue_timeout: engine.config.queue_timeout,
+            max_duration: plan.max_duration,
+            mask_dtmf: plan.mask_dtmf,
+        });
+        Self {
+            engine,
+            plan,
+            progress,
+            machine,
+            org_slot: None,
+            admission: None,
+            port: None,
+            sdp: None,
+            call: None,
+            media: None,
+            early: None,
+            early_heard: EarlyHeard::default(),
+            stopped: None,
+            media_record: None,
+            brain: BrainLink::new(),
+        }
+    }
+
+    /// Feeds the machine until the call's final step is out.
+    async fn run(mut self, mut hangup: mpsc::UnboundedReceiver<HangUp>) {
+        let admission = admit(self.engine, &self.plan);
+        tokio::pin!(admission);
+        let mut queued = true;
+        loop {
+            while let Some(action) = self.machine.poll_action() {
+                self.perform(action).await;
+            }
+            if self.machine.is_over() {
+                return;
+            }
+            let deadline = self.machine.poll_timeout();
+            let input = tokio::select! {
+                admitted = &mut admission, if queued => {
+                    queued = false;
+                    match admitted {
+                        Some((org_slot, admission)) => {
+                            self.org_slot = org_slot;
+                            self.admission = Some(admission);
+                            Input::Admitted
+                        }
+                        None => Input::NotAdmitted,
+                    }
+                }
+                event = next_ua_event(&mut self.call) => match event {
+                    Some(event) => match Input::from_ua(event) {
+                        Some(input) => input,
+                        None => continue,
+                    },
+                    // The user agent stopped without a final event: nothing more will happen.
+                    None => return,
+                },
+                Some(by) = hangup.recv() => Input::HangUp(by),
+                Some(request) = self.brain.requests.recv() => Input::Brain(request),
+                Some(event) = next_media_event(&mut self.media) => match Input::from_media(event) {
+                    Some(input) => input,
+                    None => continue,
+                },
+                () = sleep_until(deadline) => {
+                    self.machine.handle_timeout(Instant::now());
+                    continue;
+                }
+            };
+            self.machine.handle(Instant::now(), input);
+        }
+    }
+
+    async fn perform(&mut self, action: Action) {
+        match action {
+            Action::Dial => {
+                let placed = self.dial().await;
+                self.machine.handle(Instant::now(), placed);
+            }
+            Action::StartEarlyMedia { sdp } => {
+                let outcome = self.start_early_media(&sdp);
+                self.machine.handle(Instant::now(), Input::Media(outcome));
+            }
+            Action::ConnectMedia { sdp } => {
+                let outcome = self.connect_media(sdp.as_deref()).await;
+                self.machine.handle(Instant::now(), Input::Media(outcome));
+            }
+            Action::StartBrain => self.start_brain(),
+            Action::AnswerRemoteOffer { sdp } => self.answer_remote_offer(sdp.as_deref()),
+            Action::SendDtmf(digits) => {
+                if let Some(sent) = self.media.as_ref().map(|m| m.send_dtmf(&digits))
+                    && let Err(error) = sent.await
+                {
+                    tracing::warn!(%error, "the brain's digits cannot be sent");
+                }
+            }
+            Action::TellBrainDtmf(digit) => {
+                let _ = self.brain.inputs.send(BrainInput::Dtmf(digit));
+            }
+            Action::HangUp => {
+                if let Some(call) = &self.call {
+                    let _ = call.hang_up();
+                }
+            }
+            Action::TellBrainEnded(end) => self.brain.end(end).await,
+            Action::StopMedia => self.stop_media().await,
+            Action::Record(step) => self.record(step),
+            Action::Measure(measure) => self.measure(measure),
+        }
+    }
+
+    /// Binds a port, offers SDP on it and dials with the call's admission.
+    async fn dial(&mut self) -> Input {
+        let Some(admission) = self.admission.take() else {
+            return Input::NotPlaced(PlaceFailure::Refused);
+        };
+        let port = match self.engine.ports.bind() {
+            Ok(port) => port,
+            Err(error) => {
+                tracing::error!(%error, "no RTP port");
+                return Input::NotPlaced(PlaceFailure::NoPort);
+            }
+        };
+        let sdp = SdpSession::offer(self.engine.config.rtp_advertised, port.port(), self.plan.id);
+        let plan = &self.plan;
+        let mut request = DialRequest::new(plan.trunk.clone(), plan.from.clone(), plan.to.clone());
+        request.sdp_offer = Some(sdp.offer_bytes());
+        request.ring_timeout = plan.ring_timeout;
+        request
+            .extra_headers
+            .push(("X-Dialtone-Call-Id".into(), plan.id.to_string()));
+        match self.engine.ua.dial_admitted(request, admission).await {
+            Ok(call) => {
+                self.call = Some(call);
+                self.port = Some(port);
+                self.sdp = Some(sdp);
+                Input::Placed
+            }
+            Err(error) => {
+                tracing::warn!(%error, "dial refused");
+                Input::NotPlaced(PlaceFailure::Refused)
+            }
+        }
+    }
+
+    /// Starts the media on the early answer `sdp`, listening to what the far end plays.
+    fn start_early_media(&mut self, sdp: &[u8]) -> MediaOutcome {
+        let Some(session) = self.sdp.as_ref().and_then(|s| s.negotiate(sdp)) else {
+            return MediaOutcome::Unusable;
+        };
+        let Some(port) = self.port.take() else {
+            return MediaOutcome::Unavailable;
+        };
+        let config = media_config(self.plan.id, self.engine.config.rtp_timeout, &session);
+        match self.engine.media.start(port, config) {
+            Ok(mut media) => {
+                tracing::info!(codec = %session.codec.name, "early media");
+                self.early = media.take_inbound().map(EarlyListener::start);
+                self.media = Some(media);
+                if let Some(sdp) = &mut self.sdp {
+                    sdp.agree(session);
+                }
+                MediaOutcome::Started
+            }
+            Err(error) => {
+                tracing::error!(%error, "early media did not start");
+                MediaOutcome::Unavailable
+            }
+        }
+    }
+
+    /// Connects the media to the answer: the early media moves over (redirected if the answer
+    /// moved it), or the media starts now.
+    async fn connect_media(&mut self, sdp: Option<&[u8]>) -> MediaOutcome {
+        let Some(negotiated) = self.sdp.as_mut() else {
+            return MediaOutcome::Unavailable;
+        };
+        // A 2xx without SDP confirms the early media's answer (RFC 3261 §13.2.1).
+        let answer = match sdp {
+            Some(sdp) => negotiated.negotiate(sdp),
+            None => negotiated.current().cloned(),
+        };
+        let Some(session) = answer else {
+            tracing::warn!("answer SDP unusable");
+            return MediaOutcome::Unusable;
+        };
+        let mut media = match (self.media.take(), negotiated.current()) {
+            (Some(media), Some(early)) if early.codec.codec == session.codec.codec => {
+                if early.remote_rtp != session.remote_rtp || early.direction != session.direction {
+                    media.redirect(Direction {
+                        sending: session.direction.sends(),
+                        receiving: session.direction.receives(),
+                        remote: session.remote_rtp,
+                    });
+                }
+                media.answered();
+                media
+            }
+            (Some(_), _) => {
+                tracing::warn!("the answer changed the early media's codec");
+                return MediaOutcome::Unusable;
+            }
+            (None, _) => {
+                let Some(port) = self.port.take() else {
+                    return MediaOutcome::Unavailable;
+                };
+                let config = media_config(self.plan.id, self.engine.config.rtp_timeout, &session);
+                match self.engine.media.start(port, config) {
+                    Ok(media) => media,
+                    Err(error) => {
+                        tracing::error!(%error, "media did not start");
+                        return MediaOutcome::Unavailable;
+                    }
+                }
+            }
+        };
+        if let Some(listener) = self.early.take() {
+            let (inbound, heard) = listener.stop().await;
+            self.early_heard = heard;
+            if let Some(inbound) = inbound {
+                media.restore_inbound(inbound);
+            }
+        }
+        tracing::info!(codec = %session.codec.name, "answered");
+        negotiated.agree(session);
+        self.media = Some(media);
+        MediaOutcome::Started
+    }
+
+    /// Starts the agent's brain on the connected media.
+    fn start_brain(&mut self) {
+        let Some(media) = self.media.as_mut() else {
+            return;
+        };
+        let plan = &self.plan;
+        let context = BrainContext {
+            storage: self.engine.storage.clone(),
+            call_id: plan.id,
+            speech: plan.speech,
+            voicemail: plan.voicemail.clone(),
+            requests: self.brain.requests_tx.clone(),
+            inputs: self
+                .brain
+                .inputs_rx
+                .take()
+                .unwrap_or_else(|| mpsc::unbounded_channel().1),
+            instructions: plan.instructions.clone(),
+            voice: plan.voice.clone(),
+            language: plan.language.clone(),
+            returns: plan.returns.clone(),
+            mask_dtmf: plan.mask_dtmf,
+            tts: self.engine.tts.clone(),
+        };
+        let speech = &self.engine.speech.handle;
+        self.brain.task = match Builtin::named(&plan.brain) {
+            Some(builtin) => brains::start(speech, builtin, media, context),
+            None => brains::start_remote(speech, &plan.brain, media, context, plan.session.clone()),
+        };
+    }
+
+    /// Answers the far end's re-offer from the current session, or refuses it with 488.
+    fn answer_remote_offer(&mut self, offer: Option<&[u8]>) {
+        let (Some(call), Some(sdp)) = (&self.call, self.sdp.as_mut()) else {
+            return;
+        };
+        match sdp.answer_remote_offer(offer) {
+            Some((answer, negotiated)) => {
+                if let Some(media) = &self.media {
+                    media.redirect(Direction {
+                        sending: negotiated.direction.sends(),
+                        receiving: negotiated.direction.receives(),
+                        remote: negotiated.remote_rtp,
+                    });
+                }
+                tracing::info!(hold = negotiated.on_hold, "answered a re-offer");
+                let _ = call.answer_offer(answer.into_bytes());
+            }
+            None => {
+                tracing::warn!("refusing a re-offer we cannot take");
+                let _ = call.reject_offer(488);
+            }
+        }
+    }
+
+    /// Stops the media, keeping its statistics (with the early media heard) for the record.
+    async fn stop_media(&mut self) {
+        let Some(media) = self.media.take() else {
+            return;
+        };
+        let stats = media.stop().await;
+        self.media_record = media_record(stats, self.early.take(), self.early_heard).await;
+        self.stopped = Some(stats);
+    }
+
+    /// Queues the step's write; a final step carries the stopped media's record.
+    fn record(&mut self, step: Step) {
+        let media = match step.status.is_final() {
+            true => self.media_record.take(),
+            false => None,
+        };
+        self.progress.record(
+            step.status,
+            CallProgress {
+                sip_call_id: step.sip_call_id,
+                sip_status: step.sip_status,
+                end_reason: step.end.map(|end| end.reason),
+                ended_by: step.end.map(|end| end.by),
+                media,
+                ..CallProgress::default()
+            },
+        );
+    }
+
+    fn measure(&self, measure: Measure) {
+        let trunk = self.plan.trunk_name.clone();
+        match measure {
+            Measure::DispatchToInvite(waited) => {
+                metrics::histogram!("dialtone_dispatch_to_invite_seconds", "trunk" => trunk)
+                    .record(waited.as_secs_f64());
+            }
+            Measure::Setup(took) => {
+                metrics::histogram!("dialtone_setup_seconds", "trunk" => trunk)
+                    .record(took.as_secs_f64());
+            }
+            Measure::Ended { status, reason } => {
+                metrics::counter!("dialtone_calls_total", "status" => status.as_str(), "end_reason" => reason.as_str(), "trunk" => trunk)
+                    .increment(1);
+            }
+            Measure::MediaHealth => {
+                if let Some(stats) = &self.stopped {
+                    measure_media_health(stats);
+                }
+            }
+        }
+    }
+}
+
+/// Waits, first come first served, for a slot under the organisation's concurrency cap and
+/// room under the trunk's caps, the latter no longer than the queue timeout (the machine ends
+/// the call at the queue timeout in any case); `None` when the trunk had no room in time.
+fn admit(
+    engine: &Engine,
+    plan: &CallPlan,
+) -> impl Future<Output = Option<(Option<OwnedSemaphorePermit>, Admission)>> + use<> {
+    let slots = plan.org_slots.clone();
+    let until = plan.dispatched + engine.config.queue_timeout;
+    let mut trunk = (*plan.trunk).clone();
+    let ua = engine.ua.clone();
+    async move {
+        let org_slot = match slots {
+            Some(slots) => Some(slots.acquire_owned().await.ok()?),
+            None => None,
+        };
+        trunk.cap_wait = until.saturating_duration_since(Instant::now());
+        match ua.admit(&trunk).await {
+            Ok(admission) => Some((org_slot, admission)),
+            Err(error) => {
+                tracing::warn!(%error, "no room under the trunk's caps in time");
+                None
+            }
+        }
+    }
+}
+
+/// The call's next event from the user agent; pending until it is placed, `None` once the
+/// user agent has no more.
+async fn next_ua_event(call: &mut Option<Call>) -> Option<UaEvent> {
+    match call {
+        Some(call) => call.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,147 @@
+//! What the call machine is told: everything that can happen to a call, from the queue, the
+//! SIP user agent, the media, the brain, the API and the daemon, in the machine's own terms.
+//! The driver turns the UA's and the media's events into these ([`Input::from_ua`],
+//! [`Input::from_media`]) and reports the outcome of the I/O the machine asked for
+//! ([`Input::Placed`], [`Input::NotPlaced`], [`Input::Media`]).
+
+use std::time::Duration;
+
+use dialtone_media::MediaEvent;
+use dialtone_sip_ua::{CallEvent, EndReason as SipEndReason, Party, UaEvent};
+
+use crate::brains::BrainRequest;
+
+/// Who asks a live call to hang up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HangUp {
+    /// `POST /v1/calls/{id}/hangup` or `HangupCall`.
+    Api,
+    /// The daemon is shutting down and the drain time is over.
+    Shutdown,
+}
+
+/// Why the driver could not place an admitted call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlaceFailure {
+    /// No RTP port was free.
+    NoPort,
+    /// The user agent refused the dial request.
+    Refused,
+}
+
+/// How starting or connecting the call's media went ([`Action::StartEarlyMedia`],
+/// [`Action::ConnectMedia`]).
+///
+/// [`Action::StartEarlyMedia`]: super::Action::StartEarlyMedia
+/// [`Action::ConnectMedia`]: super::Action::ConnectMedia
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MediaOutcome {
+    /// The media runs.
+    Started,
+    /// The far end's SDP could not be used: it does not parse, has no codec in common with
+    /// our offer, or (at answer) changes the early media's codec.
+    Unusable,
+    /// The media pipeline could not start (or the call's port is gone).
+    Unavailable,
+}
+
+/// Something that happened to the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// The call got its slot under the organisation's concurrency cap and room under the
+    /// trunk's caps.
+    Admitted,
+    /// The trunk's caps had no room for the call in time.
+    NotAdmitted,
+    /// The user agent took the call; its INVITE is on its way.
+    Placed,
+    /// The call could not be placed.
+    NotPlaced(PlaceFailure),
+    /// An INVITE left with this SIP Call-ID (once per failover attempt).
+    Attempt {
+        /// The attempt's SIP Call-ID.
+        sip_call_id: String,
+    },
+    /// A provisional response without SDP: the callee's phone rings.
+    Ringing,
+    /// A provisional response with SDP: early media (ringback, announcements).
+    EarlyMedia {
+        /// The far end's SDP answer for the early media.
+        sdp: Vec<u8>,
+    },
+    /// The callee answered (a 2xx, ACKed).
+    Answered {
+        /// The SDP answer, when the 2xx carried one (without, the early media's stands).
+        sdp: Option<Vec<u8>>,
+    },
+    /// The far end sent a re-INVITE or UPDATE (hold, resume, a new address, a refresh).
+    RemoteOffer {
+        /// The offer (a re-INVITE may come without one).
+        sdp: Option<Vec<u8>>,
+    },
+    /// The call ended before it was answered.
+    Failed {
+        /// The final SIP status, if one arrived.
+        sip_status: Option<u16>,
+        /// The SIP stack's reason.
+        reason: SipEndReason,
+    },
+    /// The answered call ended.
+    Ended {
+        /// Which side hung up.
+        by: Party,
+        /// The SIP stack's reason.
+        reason: SipEndReason,
+    },
+    /// How the media the machine asked for started.
+    Media(MediaOutcome),
+    /// No RTP from the far end for the engine's RTP timeout.
+    RtpTimeout {
+        /// How long it has been quiet.
+        silent_for: Duration,
+    },
+    /// An RFC 4733 digit ended.
+    Dtmf(char),
+    /// The far end sent an RTCP BYE.
+    FarEndBye,
+    /// The brain asks something of the call.
+    Brain(BrainRequest),
+    /// The API or the daemon asks the call to hang up.
+    HangUp(HangUp),
+}
+
+impl Input {
+    /// The machine's input for an event of the SIP user agent; `None` for those that concern
+    /// the SIP stack alone (`100 Trying`, INFO, in-dialog request outcomes).
+    pub(crate) fn from_ua(event: UaEvent) -> Option<Self> {
+        let input = match event {
+            UaEvent::Attempt { sip_call_id, .. } => Self::Attempt { sip_call_id },
+            UaEvent::Call(CallEvent::Ringing { .. }) => Self::Ringing,
+            UaEvent::Call(CallEvent::EarlyMedia { sdp, .. }) => Self::EarlyMedia { sdp },
+            UaEvent::Call(CallEvent::Answered { sdp }) => Self::Answered { sdp },
+            UaEvent::Call(CallEvent::RemoteOffer { sdp, .. }) => Self::RemoteOffer { sdp },
+            UaEvent::Call(CallEvent::Failed { status, reason }) => Self::Failed {
+                sip_status: status,
+                reason,
+            },
+            UaEvent::Call(CallEvent::Ended { by, reason }) => Self::Ended { by, reason },
+            // 100 Trying, INFO, in-dialog request outcomes (and what the SIP stack may add).
+            _ => return None,
+        };
+        Some(input)
+    }
+
+    /// The machine's input for an event of the call's media; `None` for a digit going down
+    /// (a digit counts once it ends).
+    pub(crate) fn from_media(event: MediaEvent) -> Option<Self> {
+        match event {
+            MediaEvent::RtpTimeout { silent_for } => Some(Self::RtpTimeout { silent_for }),
+            MediaEvent::Dtmf {
+                event: dialtone_rtp::DtmfEvent::Ended { digit, .. },
+                ..
+            } => Some(Self::Dtmf(digit)),
+            MediaEvent::Dtmf { .. } => None,
+            MediaEvent::FarEndBye => Some(Self::FarEndBye),
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The call machine: one outbound call's decisions, without I/O. It is told what happened with
+//! [`CallMachine::handle`] and [`CallMachine::handle_timeout`], each with the time it happened,
+//! and answers with [`Action`]s ([`CallMachine::poll_action`]) and its next deadline
+//! ([`CallMachine::poll_timeout`]). It never reads a clock.
+//!
+//! What it decides:
+//!
+//! * the status steps, forward only (`queued` → `dialing` → `ringing` → `in_progress` → a final
+//!   one), each recorded once — a late `180` after the answer records nothing;
+//! * the end: status, end reason and who ended it, from the SIP outcome and why we hung up
+//!   (the API's hang-up wins; then the last local cause: the engine's or the brain's);
+//! * the order of the end: the brain hears it, the media stops, then the final step (with the
+//!   media's statistics) is written;
+//! * the clocks it owns: the queue timeout (from dispatch) and the agent's maximum duration
+//!   (from the answer). The ring timeout belongs to the user agent (`DialRequest::ring_timeout`),
+//!   the RTP timeout to the media; both come in as inputs.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use dialtone_sip_ua::{EndReason as SipEndReason, Party};
+use dialtone_storage::{CallStatus, EndReason, EndedBy};
+
+use super::action::{Action, End, Measure, Step};
+use super::input::{HangUp, Input, MediaOutcome, PlaceFailure};
+use crate::brains::BrainRequest;
+
+/// The settings the machine works with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CallSettings {
+    /// When the call was accepted.
+    pub(crate) dispatched: Instant,
+    /// How long it may wait in `queued` from then.
+    pub(crate) queue_timeout: Duration,
+    /// The agent's maximum duration, from the answer.
+    pub(crate) max_duration: Duration,
+    /// Digits are masked in the logs.
+    pub(crate) mask_dtmf: bool,
+}
+
+/// Where the call is, as far as the machine's own work goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for admission until the queue timeout.
+    Queued {
+        /// The queue timeout's deadline.
+        until: Instant,
+    },
+    /// Admitted; the driver dials.
+    Placing,
+    /// The user agent has the call.
+    Placed,
+    /// The final step is out; nothing more happens.
+    Over,
+}
+
+/// The call's media, as the machine knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// None yet; the port is free.
+    None,
+    /// Early media runs (ringback, announcements).
+    Early,
+    /// The conversation's media runs: the call is answered.
+    Connected,
+    /// It could not start; the port is gone.
+    Lost,
+}
+
+/// Which media the driver was asked to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaRequest {
+    /// [`Action::StartEarlyMedia`].
+    Early,
+    /// [`Action::ConnectMedia`].
+    Answer,
+}
+
+/// One call's decisions; see the module's documentation.
+#[derive(Debug)]
+pub(crate) struct CallMachine {
+    settings: CallSettings,
+    stage: Stage,
+    /// The last status recorded.
+    recorded: CallStatus,
+    media: Media,
+    /// The media start the driver is to report on.
+    media_request: Option<MediaRequest>,
+    brain_started: bool,
+    /// The API asked for the hang-up.
+    hung_up_by_api: bool,
+    /// Why and by whom (`agent` or `engine`) we hang up, when it is not the API.
+    local_end: Option<End>,
+    /// The maximum duration's deadline, armed at the answer.
+    max_duration_at: Option<Instant>,
+    actions: VecDeque<Action>,
+}
+
+impl CallMachine {
+    /// A call just written as `queued`, waiting for admission.
+    pub(crate) fn new(settings: CallSettings) -> Self {
+        Self {
+            stage: Stage::Queued {
+                until: settings.dispatched + settings.queue_timeout,
+            },
+            settings,
+            recorded: CallStatus::Queued,
+            media: Media::None,
+            media_request: None,
+            brain_started: false,
+            hung_up_by_api: false,
+            local_end: None,
+            max_duration_at: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The next thing to do, in order.
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`CallMachine::handle_timeout`] is next due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match self.stage {
+            Stage::Queued { until } => Some(until),
+            Stage::Placed => self.max_duration_at,
+            Stage::Placing | Stage::Over => None,
+        }
+    }
+
+    /// Whether the call's final step is out (the driver stops once its actions are done).
+    pub(crate) fn is_over(&self) -> bool {
+        self.stage == Stage::Over
+    }
+
+    /// Runs the clocks the machine owns up to `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        match self.stage {
+            Stage::Queued { until } if now >= until => {
+                tracing::warn!("no room under the organisation's or the trunk's caps in time");
+                self.end_unplaced(End::new(EndReason::QueueTimeout, EndedBy::Engine));
+            }
+            Stage::Placed if self.max_duration_at.is_some_and(|at| now >= at) => {
+                self.max_duration_at = None;
+                tracing::info!("the agent's maximum duration is reached; hanging up");
+                self.hang_up_locally(End::new(EndReason::MaxDuration, EndedBy::Engine));
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes in what happened at `now`.
+    pub(crate) fn handle(&mut self, now: Instant, input: Input) {
+        if self.stage == Stage::Over {
+            return;
+        }
+        match input {
+            Input::Admitted => {
+                if matches!(self.stage, Stage::Queued { .. }) {
+                    self.stage = Stage::Placing;
+                    self.actions.push_back(Action::Dial);
+                }
+            }
+            Input::NotAdmitted => {
+                if matches!(self.stage, Stage::Queued { .. }) {
+                    tracing::warn!("no room under the trunk's caps in time");
+                    self.end_unplaced(End::new(EndReason::QueueTimeout, EndedBy::Engine));
+                }
+            }
+            Input::Placed => self.placed(),
+            Input::NotPlaced(failure) => {
+                if self.stage == Stage::Placing {
+                    let reason = match failure {
+                        PlaceFailure::NoPort => EndReason::MediaUnavailable,
+                        PlaceFailure::Refused => EndReason::DialRefused,
+                    };
+                    self.end_unplaced(End::new(reason, EndedBy::Engine));
+                }
+            }
+            Input::Attempt { sip_call_id } => {
+                let waited = now.saturating_duration_since(self.settings.dispatched);
+                self.actions
+                    .push_back(Action::Measure(Measure::DispatchToInvite(waited)));
+                tracing::Span::current().record("sip_call_id", sip_call_id.as_str());
+                self.record(Step {
+                    sip_call_id: Some(sip_call_id),
+                    ..Step::to(CallStatus::Dialing)
+                });
+            }
+            Input::Ringing => self.record(Step::to(CallStatus::Ringing)),
+            Input::EarlyMedia { sdp } => {
+                self.record(Step::to(CallStatus::Ringing));
+                // Ringback and announcements flow through the media from here on; the
+                // conversation (and the brain) starts at the answer.
+                if self.media == Media::None {
+                    self.media_request = Some(MediaRequest::Early);
+                    self.actions.push_back(Action::StartEarlyMedia { sdp });
+                }
+            }
+            Input::Answered { sdp } => {
+                self.media_request = Some(MediaRequest::Answer);
+                self.actions.push_back(Action::ConnectMedia { sdp });
+            }
+            Input::RemoteOffer { sdp } => {
+                self.actions.push_back(Action::AnswerRemoteOffer { sdp });
+            }
+            Input::Failed { sip_status, reason } => self.failed(sip_status, reason),
+            Input::Ended { by, reason } => self.ended(by, reason),
+            Input::Media(outcome) => self.media_started(now, outcome),
+            Input::RtpTimeout { silent_for } => {
+                // Early media may stop while the phone rings; the ring timeout covers that.
+                // The RTP timeout counts from the answer.
+                if self.media == Media::Connected {
+                    tracing::warn!(?silent_for, "no RTP from the far end; hanging up");
+                    self.hang_up_locally(End::new(EndReason::RtpTimeout, EndedBy::Engine));
+                }
+            }
+            Input::Dtmf(digit) => {
+                let shown = if self.settings.mask_dtmf { '*' } else { digit };
+                tracing::info!(digit = %shown, "DTMF");
+                self.actions.push_back(Action::TellBrainDtmf(digit));
+            }
+            Input::FarEndBye => tracing::info!("far end sent RTCP BYE"),
+            Input::Brain(BrainRequest::HangUp { reason }) => {
+                tracing::info!(reason = reason.as_str(), "the brain hangs up");
+                self.hang_up_locally(End::new(reason, EndedBy::Agent));
+            }
+            Input::Brain(BrainRequest::SendDtmf(digits)) => {
+                self.actions.push_back(Action::SendDtmf(digits));
+            }
+            Input::HangUp(HangUp::Api) => match self.stage {
+                Stage::Queued { .. } => {
+                    self.end_unplaced(End::new(EndReason::Canceled, EndedBy::Api));
+                }
+                _ => {
+                    self.hung_up_by_api = true;
+                    self.send_hang_up();
+                }
+            },
+            Input::HangUp(HangUp::Shutdown) => {
+                let end = End::new(EndReason::EngineShutdown, EndedBy::Engine);
+                match self.stage {
+                    Stage::Queued { .. } => self.end_unplaced(end),
+                    _ => self.hang_up_locally(end),
+                }
+            }
+        }
+    }
+
+    /// The user agent took the call: a hang-up asked for while it was being placed goes out.
+    fn placed(&mut self) {
+        if self.stage == Stage::Placing {
+            self.stage = Stage::Placed;
+            if self.hung_up_by_api || self.local_end.is_some() {
+                self.send_hang_up();
+            }
+        }
+    }
+
+    /// What the media the driver was asked to start came to.
+    fn media_started(&mut self, now: Instant, outcome: MediaOutcome) {
+        let Some(request) = self.media_request.take() else {
+            return;
+        };
+        match (request, outcome) {
+            (MediaRequest::Early, MediaOutcome::Started) => self.media = Media::Early,
+            // Unusable early SDP is ignored; the next provisional response may do better.
+            (MediaRequest::Early, MediaOutcome::Unusable) => {}
+            (MediaRequest::Early, MediaOutcome::Unavailable) => {
+                self.media = Media::Lost;
+                tracing::error!("early media did not start; hanging up");
+                self.hang_up_locally(End::new(EndReason::MediaUnavailable, EndedBy::Engine));
+            }
+            (MediaRequest::Answer, MediaOutcome::Started) => {
+                self.media = Media::Connected;
+                self.brain_started = true;
+                self.actions.push_back(Action::StartBrain);
+                let setup = now.saturating_duration_since(self.settings.dispatched);
+                self.actions
+                    .push_back(Action::Measure(Measure::Setup(setup)));
+                self.max_duration_at = Some(now + self.settings.max_duration);
+                self.record(Step::to(CallStatus::InProgress));
+            }
+            (MediaRequest::Answer, MediaOutcome::Unusable) => {
+                tracing::warn!("the answer's media is unusable; hanging up");
+                self.hang_up_locally(End::new(EndReason::IncompatibleMedia, EndedBy::Engine));
+            }
+            (MediaRequest::Answer, MediaOutcome::Unavailable) => {
+                self.media = Media::Lost;
+                tracing::error!("media did not start; hanging up");
+                self.hang_up_locally(End::new(EndReason::MediaUnavailable, EndedBy::Engine));
+            }
+        }
+    }
+
+    /// We hang up for `end` (the engine's or the brain's reason); the last such cause is the
+    /// one recorded.
+    fn hang_up_locally(&mut self, end: End) {
+        self.local_end = Some(end);
+        self.send_hang_up();
+    }
+
+    /// CANCEL or BYE, once the user agent has the call (before, [`CallMachine::placed`]
+    /// sends it).
+    fn send_hang_up(&mut self) {
+        if self.stage == Stage::Placed {
+            self.actions.push_back(Action::HangUp);
+        }
+    }
+
+    /// The call ended before it was answered.
+    fn failed(&mut self, sip_status: Option<u16>, reason: SipEndReason) {
+        let (status, by) = match reason {
+            _ if self.hung_up_by_api => (CallStatus::Canceled, EndedBy::Api),
+            _ if self.local_end.is_some() => (CallStatus::Failed, EndedBy::Engine),
+            SipEndReason::Busy => (CallStatus::Busy, EndedBy::Callee),
+            SipEndReason::NoAnswer => (CallStatus::NoAnswer, EndedBy::Engine),
+            SipEndReason::Rejected | SipEndReason::Unavailable => {
+                (CallStatus::Failed, EndedBy::Callee)
+            }
+            _ => (CallStatus::Failed, EndedBy::Trunk),
+        };
+        let code = match self.local_end {
+            _ if self.hung_up_by_api => EndReason::Canceled,
+            Some(end) => end.reason,
+            None => end_reason_of(reason),
+        };
+        self.stage = Stage::Over;
+        // Early media heard before the call failed (an announcement, say) goes on the record.
+        self.actions.push_back(Action::StopMedia);
+        self.actions.push_back(Action::Measure(Measure::Ended {
+            status,
+            reason: code,
+        }));
+        self.record(Step::ended(status, End::new(code, by)).with_sip_status(sip_status));
+        tracing::info!(
+            status = status.as_str(),
+            reason = code.as_str(),
+            by = by.as_str(),
+            "call ended without an answer"
+        );
+    }
+
+    /// The answered call ended.
+    fn ended(&mut self, by: Party, reason: SipEndReason) {
+        let end = match (by, self.hung_up_by_api, self.local_end) {
+            (Party::Remote, ..) => End::new(end_reason_of(reason), EndedBy::Callee),
+            (Party::Local, true, _) => End::new(end_reason_of(reason), EndedBy::Api),
+            (Party::Local, false, Some(end)) => end,
+            (Party::Local, false, None) => End::new(end_reason_of(reason), EndedBy::Agent),
+        };
+        self.stage = Stage::Over;
+        if self.brain_started {
+            // The brain hears how the call ended, and has a moment to finish.
+            self.actions.push_back(Action::TellBrainEnded(end));
+        }
+        self.actions.push_back(Action::StopMedia);
+        self.actions.push_back(Action::Measure(Measure::Ended {
+            status: CallStatus::Completed,
+            reason: end.reason,
+        }));
+        self.actions
+            .push_back(Action::Measure(Measure::MediaHealth));
+        self.record(Step::ended(CallStatus::Completed, end));
+        tracing::info!(
+            ended_by = end.by.as_str(),
+            code = end.reason.as_str(),
+            "call ended"
+        );
+    }
+
+    /// The call ended before the user agent had it (in the queue, or not placed).
+    fn end_unplaced(&mut self, end: End) {
+        let status = match end.reason {
+            EndReason::Canceled => CallStatus::Canceled,
+            _ => CallStatus::Failed,
+        };
+        self.stage = Stage::Over;
+        self.actions.push_back(Action::Measure(Measure::Ended {
+            status,
+            reason: end.reason,
+        }));
+        self.record(Step::ended(status, end));
+        tracing::info!(
+            status = status.as_str(),
+            reason = end.reason.as_str(),
+            by = end.by.as_str(),
+            "call ended without an answer"
+        );
+    }
+
+    /// Records `step` if it moves the call forward (storage would refuse it otherwise).
+    fn record(&mut self, step: Step) {
+        if self.recorded.may_become(step.status) {
+            self.recorded = step.status;
+            self.actions.push_back(Action::Record(step));
+        }
+    }
+}
+
+/// The call record's end reason for one the SIP stack gave: the same code, since the model's
+/// reasons are a superset of the SIP stack's (a test walks them); a reason the model did not
+/// know would be recorded as `request_failed`.
+pub(crate) fn end_reason_of(sip: SipEndReason) -> EndReason {
+    sip.as_str().parse().unwrap_or(EndReason::RequestFailed)
+}
