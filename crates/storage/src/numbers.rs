@@ -1,7 +1,6 @@
 //! Phone numbers: an E.164 number, unique, on one of its organisation's trunks; a number an
 //! agent still uses cannot be deleted. Tested with trunks and agents, in `agents.rs`.
 
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
@@ -10,7 +9,7 @@ use crate::rows::{org_of, unique_violation, uuid_of};
 use crate::{Result, Storage, StorageError, now_ms};
 
 /// A phone number on a trunk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Number {
     /// Id.
     pub id: Uuid,

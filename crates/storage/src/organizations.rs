@@ -2,7 +2,6 @@
 //! which only the SHA-256 is stored ([`hash_key`]). [`Storage::bootstrap_admin_key`] makes the
 //! operator's key an admin key of the first organisation.
 
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
@@ -11,7 +10,7 @@ use crate::rows::{opt_u32, uuid_of};
 use crate::{Result, Storage, StorageError, now_ms};
 
 /// An organisation: the tenant every resource and key belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Organization {
     /// Id.
     pub id: Uuid,
@@ -35,7 +34,7 @@ pub struct KeyOwner {
 }
 
 /// A key just issued: the only time its secret is seen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedKey {
     /// Id.
     pub id: Uuid,

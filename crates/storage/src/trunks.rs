@@ -1,8 +1,7 @@
-//! SIP trunks: what calls go out through. The digest password is stored but never serialised
-//! nor shown by `Debug`; a name is unique within its organisation; a trunk a number still uses
+//! SIP trunks: what calls go out through. The digest password is stored but shown neither by
+//! `Debug` nor by the API (whose view has no such field); a name is unique within its organisation; a trunk a number still uses
 //! cannot be deleted. Tested with numbers and agents, in `agents.rs`.
 
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
@@ -12,8 +11,8 @@ use crate::{Result, Storage, StorageError, now_ms};
 
 pub use dialtone_model::TrunkTransport;
 
-/// A SIP trunk. The password is never serialised nor shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, Serialize)]
+/// A SIP trunk. The password is not shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Trunk {
     /// Id.
     pub id: Uuid,
@@ -29,8 +28,7 @@ pub struct Trunk {
     pub transport: TrunkTransport,
     /// Digest username.
     pub username: Option<String>,
-    /// Digest password (write-only on the API).
-    #[serde(skip_serializing)]
+    /// Digest password (write-only on the API: its view has no such field).
     pub password: Option<String>,
     /// Digest realm.
     pub realm: Option<String>,
