@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dialtone_media::{AudioFrame, FrameReceiver, FrameSender, MediaCall};
+use dialtone_model::TranscriptLine;
 use dialtone_model::time::rfc3339;
 use dialtone_speech::{AnsweredBy, FRAME_SAMPLES, SpeechConfig, SpeechEvent, SpeechLoop};
 use dialtone_storage::{EndReason, EndedBy, Storage};
@@ -233,7 +234,7 @@ struct Run {
     speech: SpeechLoop,
     outbound: FrameSender,
     context: BrainContext,
-    transcript: Vec<Value>,
+    transcript: Vec<TranscriptLine>,
     digits: String,
     last_digit: Option<Instant>,
     step: IvrStep,
@@ -273,7 +274,7 @@ impl Run {
     }
 
     async fn save_transcript(&mut self) {
-        let transcript = Value::Array(self.transcript.clone());
+        let transcript = serde_json::to_value(&self.transcript).unwrap_or(Value::Null);
         if let Err(error) = self
             .context
             .storage
@@ -363,11 +364,15 @@ impl Run {
 }
 
 /// A transcript line now.
-fn line(role: &str, text: &str) -> Value {
+fn line(role: &str, text: &str) -> TranscriptLine {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    json!({"role": role, "text": text, "at": rfc3339(now)})
+    TranscriptLine {
+        role: role.to_owned(),
+        text: text.to_owned(),
+        at: rfc3339(now).unwrap_or_default(),
+    }
 }
 
 /// Whether `result` satisfies the `returns` JSON Schema (none: anything goes).
@@ -785,7 +790,7 @@ async fn run_remote(
                         let _ = run.context.requests.send(BrainRequest::HangUp { reason });
                     }
                     Some(Action::Transcript(t)) => {
-                        run.transcript.push(json!({"role": t.role, "text": t.text, "at": t.at}));
+                        run.transcript.push(TranscriptLine { role: t.role, text: t.text, at: t.at });
                         run.save_transcript().await;
                     }
                     Some(Action::Result(r)) => {
