@@ -22,6 +22,7 @@ pub(crate) async fn create_organization(
     let caller = authorize(&state, &headers).await?;
     admin_only(&caller)?;
     let fields: OrganizationFields = parse(&body)?;
+    fields.check()?;
     let org = state
         .engine
         .storage()

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::MAX_INSTRUCTIONS_BYTES;
 use crate::dispatch::check_http_url;
+use crate::grammar::check_name;
 use crate::parse::FieldError;
 use crate::status::Direction;
 
@@ -177,8 +178,9 @@ pub enum BargeIn {
 impl AgentFields {
     /// The rules serde does not check, in the API's words.
     pub fn check(&self) -> Result<(), FieldError> {
-        if self.name.is_none() {
-            return Err(FieldError::invalid("name", "`name` is required"));
+        match &self.name {
+            None => return Err(FieldError::invalid("name", "`name` is required")),
+            Some(name) => check_name("name", name)?,
         }
         if self
             .instructions

@@ -19,6 +19,7 @@ pub mod agent;
 pub mod call;
 pub mod dispatch;
 pub mod end_reason;
+pub mod grammar;
 mod names;
 pub mod number;
 pub mod organization;

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::grammar::check_name;
+use crate::parse::FieldError;
+
 /// A new organisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +18,13 @@ pub struct OrganizationFields {
     pub max_concurrent_calls: Option<u32>,
     /// Most dispatches per second; beyond it `429` with `Retry-After`.
     pub max_calls_per_second: Option<u32>,
+}
+
+impl OrganizationFields {
+    /// The rules serde does not check.
+    pub fn check(&self) -> Result<(), FieldError> {
+        check_name("name", &self.name)
+    }
 }
 
 /// An organisation as the API shows it.

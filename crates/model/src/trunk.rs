@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::grammar::{check_name, is_host, is_quoted_text, is_sip_user};
 use crate::names::wire_enum;
 use crate::parse::FieldError;
 
@@ -73,11 +74,47 @@ impl std::fmt::Debug for TrunkFields {
 
 impl TrunkFields {
     /// The rules serde does not check: `name` and `host` are there, the port is one.
+    /// Every string is checked against the grammar it will be printed in (RFC 3261 §25.1),
+    /// so none can inject a header or break a message.
     pub fn check(&self) -> Result<(), FieldError> {
         for (field, value) in [("name", &self.name), ("host", &self.host)] {
             if value.is_none() {
                 return Err(FieldError::invalid(field, format!("`{field}` is required")));
             }
+        }
+        if let Some(name) = &self.name {
+            check_name("name", name)?;
+        }
+        for (field, host) in [("host", &self.host), ("from_domain", &self.from_domain)] {
+            if host.as_deref().is_some_and(|h| !is_host(h)) {
+                return Err(FieldError::invalid(
+                    field,
+                    format!("`{field}` must be a host name or an IP address (RFC 3261 host)"),
+                ));
+            }
+        }
+        if self.username.as_deref().is_some_and(|u| !is_sip_user(u)) {
+            return Err(FieldError::invalid(
+                "username",
+                "`username` must be 1-128 characters of a SIP user part (letters, digits, \
+                 -_.!~*'()&=+$,;?/ and %HH escapes)",
+            ));
+        }
+        if self.realm.as_deref().is_some_and(|r| !is_quoted_text(r)) {
+            return Err(FieldError::invalid(
+                "realm",
+                "`realm` must be at most 256 printable characters without `\"` or `\\`",
+            ));
+        }
+        if self
+            .password
+            .as_deref()
+            .is_some_and(|p| p.is_empty() || p.len() > 256 || p.chars().any(char::is_control))
+        {
+            return Err(FieldError::invalid(
+                "password",
+                "`password` must be 1-256 characters without control characters",
+            ));
         }
         self.checked_port().map(|_| ())
     }
@@ -147,4 +184,43 @@ pub struct TrunkView {
     pub created_at: Option<String>,
     /// RFC 3339.
     pub updated_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(change: impl FnOnce(&mut TrunkFields)) -> String {
+        let mut fields = TrunkFields {
+            name: Some("main".into()),
+            host: Some("sip.example.com".into()),
+            ..TrunkFields::default()
+        };
+        change(&mut fields);
+        fields.check().err().map(|e| e.field).unwrap_or_default()
+    }
+
+    #[test]
+    fn strings_that_would_break_a_sip_message_are_refused_naming_the_field() {
+        assert_eq!(refused(|_| {}), "");
+        assert_eq!(
+            refused(|f| f.username = Some("u\r\nX-Injected: yes".into())),
+            "username"
+        );
+        assert_eq!(
+            refused(|f| f.from_domain = Some("evil.com>;tag=1".into())),
+            "from_domain"
+        );
+        for host in ["", "a b", "h\r\nVia: x", &"h".repeat(5000)] {
+            assert_eq!(
+                refused(|f| f.host = Some(host.to_owned())),
+                "host",
+                "{host:?}"
+            );
+        }
+        assert_eq!(refused(|f| f.realm = Some("r\"\r\n".into())), "realm");
+        assert_eq!(refused(|f| f.password = Some("p\nq".into())), "password");
+        assert_eq!(refused(|f| f.name = Some("n".repeat(201))), "name");
+        assert_eq!(refused(|f| f.port = Some(70_000)), "port");
+    }
 }
