@@ -19,6 +19,6 @@ if why=$(ip netns add "$netns_probe" 2>&1 && ip netns del "$netns_probe" 2>&1); 
 else
   echo "test: NOT RUN: the network-namespace tests (crates/media/tests/netns.rs): this machine cannot create a network namespace: $why"
 fi
-# The main job, asserted: the demo exits non-zero unless its call completes.
+# The main job, asserted: the demo exits non-zero unless its record is a healthy call's.
 timeout 300 cargo run --locked -q -p dialtone-daemon --bin dialtone -- demo > /dev/null
 scripts/fuzz-smoke.sh

@@ -356,7 +356,7 @@ impl CallMedia {
             sending: true,
             receiving: true,
             samples_per_frame: clock / 50,
-            receiver: RtpReceiver::new(clock),
+            receiver: RtpReceiver::new(clock).with_telephone_event(config.telephone_event),
             jitter: JitterBuffer::new(Duration::from_millis(20), clock, Duration::from_millis(300)),
             dtmf_in: DtmfReceiver::new(clock),
             dtmf_out: DtmfSender::new(clock, Duration::from_millis(100), Duration::from_millis(60)),

@@ -205,8 +205,8 @@ impl JitterBuffer {
         let transit = arrival - f64::from(timestamp);
         if let Some(previous) = self.transit {
             let d = (transit - previous).abs();
-            // A timestamp jump (new talkspurt, resync) is not jitter.
-            if d < f64::from(self.clock_rate) {
+            // A jump of the sender's timeline (a resync, a clock stopped) is not jitter.
+            if !crate::timeline_jump(d, self.clock_rate) {
                 self.jitter += (d - self.jitter) / 16.0;
             }
         }

@@ -5,6 +5,28 @@
 //! extended sequence numbers across wrap, loss counts, and the interarrival jitter estimate of
 //! Appendix A.8. Nothing here owns a socket or reads a clock: arrival times are arguments.
 //!
+//! What the receiver counts, and what it does not:
+//!
+//! * **Silence suppression and talkspurts** (marker bit) cost nothing: a sender that stops
+//!   sending in a pause keeps its sequence numbers consecutive (RFC 3550 §5.1, one per packet
+//!   *sent*) and its timestamps on the media clock, so the next talkspurt shows no gap to count
+//!   and no change in transit time to call jitter. A marker bit forgives nothing: packets lost
+//!   at the end of a talkspurt are lost.
+//! * **RFC 4733 events** (once [`RtpReceiver::with_telephone_event`] names their payload type)
+//!   share the stream's sequence numbers, so they count for loss like audio; but every packet
+//!   of an event carries the event's *start* as its timestamp (RFC 4733 §2.2.1), not the instant
+//!   it was sent, so they take no part in the jitter estimate, which A.8 defines on sampling
+//!   timestamps. Where an event has got to is its timestamp plus its duration field (§2.3.5).
+//! * **A timeline jump** — a change of a second or more in transit time between two packets —
+//!   is the sender's doing, not the network's, and is no jitter sample.
+//!   When the sender's media clock jumps *ahead* across a sequence gap (a stream spliced from
+//!   captures, a media relay switching sources on one SSRC), the missing sequence numbers cover
+//!   more media time than has passed: they were never sent in real time, so they are not
+//!   expected and not lost ([`ReceiverStats::skipped`]). A real loss, however long, leaves a
+//!   gap in arrival time as wide as the gap in media time, and is counted in full.
+//! * **A new SSRC, or a jump of the sequence number by 3000 or more** (A.1's `MAX_DROPOUT`),
+//!   restarts the count (RFC 3550 A.1's resynchronisation).
+//!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use dialtone_rtp::{RtpReceiver, RtpSender, parse};
@@ -28,6 +50,7 @@ pub mod dtmf;
 pub mod jitter;
 pub mod rtcp;
 
+use dtmf::EventPayload;
 pub use dtmf::{DtmfEvent, DtmfReceiver, DtmfSender};
 pub use jitter::{JitterBuffer, JitterStats, Playout};
 pub use rtcp::{RemoteReport, ReportBlock, RtcpSession, SenderInfo};
@@ -215,6 +238,14 @@ impl RtpSender {
     }
 }
 
+/// Whether a change of `d` media clock ticks in transit time (arrival minus timestamp) from one
+/// packet to the next is a jump of the sender's timeline rather than network jitter: a second
+/// (`clock_rate` ticks) or more, either way. Neither jitter estimate here (the receiver's RFC
+/// 3550 A.8 and the jitter buffer's) takes such a jump as a sample.
+pub(crate) fn timeline_jump(d: f64, clock_rate: u32) -> bool {
+    d.abs() >= f64::from(clock_rate)
+}
+
 /// What the receiver made of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arrival {
@@ -248,11 +279,16 @@ pub struct ReceiverStats {
     pub late: u64,
     /// Times the source changed or jumped.
     pub resyncs: u64,
+    /// Sequence numbers the current source skipped while its media clock jumped ahead of the
+    /// arrival clock: never sent in real time, so neither expected nor lost.
+    pub skipped: u64,
     /// Interarrival jitter in milliseconds.
     pub jitter_ms: f64,
 }
 
+/// A forward jump of the sequence number this large restarts the count (RFC 3550 A.1).
 const MAX_DROPOUT: u16 = 3000;
+/// A packet up to this far behind the highest sequence number is late, not a restart (A.1).
 const MAX_MISORDER: u16 = 100;
 
 #[derive(Debug, Clone)]
@@ -262,17 +298,37 @@ struct Source {
     max_sequence: u16,
     cycles: u64,
     epoch: Instant,
-    /// The last packet's arrival (in timestamp units since `epoch`) and RTP timestamp.
-    last: Option<(f64, u32)>,
+    /// The last sampled (non-event) packet's arrival (in timestamp units since `epoch`) and
+    /// RTP timestamp, for the jitter estimate.
+    last_sampled: Option<(f64, u32)>,
+    /// The last in-order packet's arrival and the media time it reached, for telling a jump
+    /// of the sender's timeline from a loss.
+    last_reach: Option<(f64, u32)>,
     jitter: f64,
     expected_prior: u64,
     received_prior: u64,
+    /// Sequence numbers skipped at timeline jumps.
+    skipped: u64,
+}
+
+impl Source {
+    fn extended_max(&self) -> u64 {
+        self.cycles + u64::from(self.max_sequence)
+    }
+
+    /// Packets expected so far (RFC 3550 A.3), less those skipped at timeline jumps.
+    fn expected(&self) -> u64 {
+        (self.extended_max() + 1)
+            .saturating_sub(self.base_sequence)
+            .saturating_sub(self.skipped)
+    }
 }
 
 /// The receiving side of one RTP stream.
 #[derive(Debug, Clone)]
 pub struct RtpReceiver {
     clock_rate: u32,
+    telephone_event: Option<u8>,
     source: Option<Source>,
     stats: ReceiverStats,
 }
@@ -282,9 +338,17 @@ impl RtpReceiver {
     pub fn new(clock_rate: u32) -> Self {
         Self {
             clock_rate: clock_rate.max(1),
+            telephone_event: None,
             source: None,
             stats: ReceiverStats::default(),
         }
+    }
+
+    /// Takes packets of `payload_type` (when one was negotiated) as RFC 4733 events: they count
+    /// for loss, but not for jitter, and an event reaches its start plus its duration so far.
+    pub fn with_telephone_event(mut self, payload_type: Option<u8>) -> Self {
+        self.telephone_event = payload_type;
+        self
     }
 
     /// Accounts for a packet that arrived at `arrival`.
@@ -313,10 +377,12 @@ impl RtpReceiver {
                 max_sequence: packet.sequence,
                 cycles: 0,
                 epoch: arrival,
-                last: None,
+                last_sampled: None,
+                last_reach: None,
                 jitter: 0.0,
                 expected_prior: 0,
                 received_prior: 0,
+                skipped: 0,
             });
         }
         let Some(source) = self.source.as_mut() else {
@@ -325,28 +391,39 @@ impl RtpReceiver {
         self.stats.packets += 1;
         self.stats.total_packets += 1;
         self.stats.octets += packet.payload.len() as u64;
-        // Interarrival jitter, RFC 3550 A.8, in timestamp units.
         let arrival_units = arrival
             .saturating_duration_since(source.epoch)
             .as_secs_f64()
             * rate;
-        if let Some((previous_arrival, previous_timestamp)) = source.last {
-            // The transit times' difference; the timestamps' in modular arithmetic, so a
-            // timestamp wrapping past 2^32 mid-stream is one step like any other.
-            let sent = f64::from(
-                packet
-                    .timestamp
-                    .wrapping_sub(previous_timestamp)
-                    .cast_signed(),
-            );
-            let d = (arrival_units - previous_arrival - sent).abs();
-            source.jitter += (d - source.jitter) / 16.0;
+        // The change in transit time since an earlier packet, in timestamp units; the
+        // timestamps' difference in modular arithmetic, so a timestamp wrapping past 2^32
+        // mid-stream is one step like any other.
+        let transit_change = |(earlier_arrival, earlier_timestamp): (f64, u32), timestamp: u32| {
+            let sent = f64::from(timestamp.wrapping_sub(earlier_timestamp).cast_signed());
+            arrival_units - earlier_arrival - sent
+        };
+        let event = self
+            .telephone_event
+            .is_some_and(|pt| pt == packet.payload_type);
+        let reach = match event.then(|| EventPayload::parse(packet.payload)).flatten() {
+            Some(e) => packet.timestamp.wrapping_add(u32::from(e.duration)),
+            None => packet.timestamp,
+        };
+        if !event {
+            // Interarrival jitter, RFC 3550 A.8, in timestamp units.
+            if let Some(earlier) = source.last_sampled {
+                let d = transit_change(earlier, packet.timestamp).abs();
+                if !timeline_jump(d, self.clock_rate) {
+                    source.jitter += (d - source.jitter) / 16.0;
+                }
+            }
+            source.last_sampled = Some((arrival_units, packet.timestamp));
+            self.stats.jitter_ms = source.jitter / rate * 1000.0;
         }
-        source.last = Some((arrival_units, packet.timestamp));
-        self.stats.jitter_ms = source.jitter / rate * 1000.0;
 
         let delta = packet.sequence.wrapping_sub(source.max_sequence);
         let verdict = if restart {
+            source.last_reach = Some((arrival_units, reach));
             Arrival::Resync
         } else if delta == 0 || delta > u16::MAX - MAX_MISORDER {
             self.stats.late += 1;
@@ -360,18 +437,27 @@ impl RtpReceiver {
                 extended_sequence: cycles + u64::from(packet.sequence),
             }
         } else {
+            if delta > 1
+                && let Some(earlier) = source.last_reach
+            {
+                let d = transit_change(earlier, reach);
+                if timeline_jump(d, self.clock_rate) && d < 0.0 {
+                    // The media clock ran ahead of the arrival clock across the gap.
+                    source.skipped += u64::from(delta - 1);
+                    self.stats.skipped += u64::from(delta - 1);
+                }
+            }
+            source.last_reach = Some((arrival_units, reach));
             if packet.sequence < source.max_sequence {
                 source.cycles += 1 << 16;
             }
             source.max_sequence = packet.sequence;
             Arrival::InOrder {
-                extended_sequence: source.cycles + u64::from(packet.sequence),
+                extended_sequence: source.extended_max(),
             }
         };
-        let extended_max = source.cycles + u64::from(source.max_sequence);
-        let expected = extended_max + 1 - source.base_sequence;
         // RFC 3550 A.3: late packets fill their gap; duplicates may hide a loss.
-        self.stats.lost = expected.saturating_sub(self.stats.packets);
+        self.stats.lost = source.expected().saturating_sub(self.stats.packets);
         verdict
     }
 
@@ -384,8 +470,7 @@ impl RtpReceiver {
     /// the previous call (RFC 3550 A.3); `None` before the first packet.
     pub fn report_block(&mut self) -> Option<ReportBlock> {
         let source = self.source.as_mut()?;
-        let extended_max = source.cycles + u64::from(source.max_sequence);
-        let expected = extended_max + 1 - source.base_sequence;
+        let expected = source.expected();
         let expected_interval = expected - source.expected_prior.min(expected);
         let received_interval = self.stats.packets - source.received_prior.min(self.stats.packets);
         source.expected_prior = expected;
@@ -398,7 +483,7 @@ impl RtpReceiver {
             ssrc: source.ssrc,
             fraction_lost,
             cumulative_lost: i32::try_from(self.stats.lost).unwrap_or(i32::MAX),
-            highest_sequence: extended_max as u32,
+            highest_sequence: source.extended_max() as u32,
             jitter: source.jitter as u32,
             last_sr: 0,
             delay_since_last_sr: 0,
@@ -540,6 +625,175 @@ mod tests {
         }
         let j = r.stats().jitter_ms;
         assert!((9.0..=11.0).contains(&j), "jitter {j} ms");
+    }
+
+    const EVENT: u8 = 101;
+
+    /// A stream on a virtual clock: packets go in at `at` (ms since the start).
+    struct Wire {
+        receiver: RtpReceiver,
+        t0: Instant,
+    }
+
+    impl Wire {
+        fn new() -> Self {
+            Self {
+                receiver: RtpReceiver::new(8000).with_telephone_event(Some(EVENT)),
+                t0: Instant::now(),
+            }
+        }
+
+        fn send(&mut self, at_ms: f64, pt: u8, marker: bool, seq: u16, ts: u32, payload: &[u8]) {
+            let packet = RtpPacket {
+                payload_type: pt,
+                marker,
+                sequence: seq,
+                timestamp: ts,
+                ssrc: 0x0e05_384e,
+                payload,
+            };
+            let at = self.t0 + Duration::from_secs_f64(at_ms / 1000.0);
+            self.receiver.on_packet(at, &packet);
+        }
+
+        /// 20 ms audio packets `seqs`, the first sent at `at_ms` with timestamp `ts`.
+        fn talk(&mut self, at_ms: f64, seqs: std::ops::Range<u16>, ts: u32, marker: bool) {
+            for (i, seq) in (0u32..).zip(seqs) {
+                let at = at_ms + 20.0 * f64::from(i);
+                self.send(at, 0, marker && i == 0, seq, ts + 160 * i, &[0xff; 160]);
+            }
+        }
+
+        /// A key press as telephones send it (and SIPp's captures hold it): `updates` packets
+        /// 20 ms apart from `at_ms`, all with the event's start timestamp `ts`, then the end
+        /// sent three times; sequence numbers from `seq`. Returns the next sequence number.
+        fn press(&mut self, at_ms: f64, seq: u16, ts: u32, updates: u16) -> u16 {
+            let mut seq = seq;
+            for i in 0..updates + 3 {
+                let end = i >= updates;
+                let duration = 160 * (i.min(updates) + 1);
+                let payload = EventPayload {
+                    code: 1,
+                    end,
+                    volume: 10,
+                    duration,
+                }
+                .to_bytes();
+                let at = at_ms + 20.0 * f64::from(i.min(updates));
+                self.send(at, EVENT, i == 0, seq, ts, &payload);
+                seq = seq.wrapping_add(1);
+            }
+            seq
+        }
+
+        fn stats(&self) -> ReceiverStats {
+            self.receiver.stats()
+        }
+    }
+
+    #[test]
+    fn silence_suppression_is_neither_loss_nor_jitter() {
+        let mut w = Wire::new();
+        // A second of speech, two seconds of silence sent as nothing, a talkspurt (marker bit)
+        // on the next sequence number with the timestamp of its real time.
+        w.talk(0.0, 1000..1050, 0, true);
+        w.talk(3000.0, 1050..1100, 24_000, true);
+        let s = w.stats();
+        assert_eq!((s.packets, s.lost, s.skipped, s.resyncs), (100, 0, 0, 0));
+        assert!(s.jitter_ms < 0.01, "{s:?}");
+    }
+
+    #[test]
+    fn a_marker_bit_forgives_no_loss() {
+        let mut w = Wire::new();
+        // The last three packets of a talkspurt are lost; the next talkspurt starts after a
+        // pause, marked, its sequence number three past the last one received.
+        w.talk(0.0, 0..47, 0, true);
+        w.talk(1500.0, 50..100, 12_000, true);
+        let s = w.stats();
+        assert_eq!((s.lost, s.skipped), (3, 0), "{s:?}");
+    }
+
+    #[test]
+    fn rfc4733_events_in_the_stream_count_for_loss_but_are_no_jitter() {
+        let stream = |receiver: RtpReceiver| {
+            let mut w = Wire {
+                receiver,
+                t0: Instant::now(),
+            };
+            // Audio, a 160 ms key press in its place (7 updates, the end three times), audio
+            // again on the media clock that ran on, twice over.
+            w.talk(0.0, 0..50, 0, true);
+            let next = w.press(1000.0, 50, 8000, 7);
+            w.talk(1160.0, next..next + 20, 9280, false);
+            let next = next + 20;
+            let next = w.press(1560.0, next, 12_480, 7);
+            w.talk(1720.0, next..next + 10, 13_760, false);
+            w.stats()
+        };
+        let s = stream(RtpReceiver::new(8000).with_telephone_event(Some(EVENT)));
+        assert_eq!((s.packets, s.lost, s.skipped), (100, 0, 0), "{s:?}");
+        assert!(s.jitter_ms < 0.01, "{s:?}");
+        // Taken as audio, the events' fixed timestamps would read as 5-20 ms of jitter.
+        let s = stream(RtpReceiver::new(8000));
+        assert!(s.jitter_ms > 5.0, "{s:?}");
+    }
+
+    #[test]
+    fn key_presses_spliced_from_captures_are_no_loss_and_no_jitter() {
+        // What `dialtone demo` received while its callee replayed SIPp's captures of 1 and #,
+        // 400 ms apart: one SSRC, but sequence numbers and timestamps from the recorded call,
+        // ten seconds of it between the two presses.
+        let mut w = Wire::new();
+        let next = w.press(0.0, 7984, 13_280, 7);
+        assert_eq!(next, 7994);
+        w.press(400.0, 8436, 92_640, 7);
+        let s = w.stats();
+        assert_eq!(
+            (s.packets, s.lost, s.skipped, s.resyncs),
+            (20, 0, 442, 0),
+            "{s:?}"
+        );
+        assert_eq!(s.jitter_ms, 0.0);
+    }
+
+    #[test]
+    fn a_long_outage_is_loss_however_long() {
+        // 440 packets lost: 8.8 s pass on the arrival clock as on the media clock.
+        let mut w = Wire::new();
+        w.talk(0.0, 0..50, 0, true);
+        w.talk(1000.0 + 8800.0, 490..540, 160 * 490, false);
+        let s = w.stats();
+        assert_eq!((s.lost, s.skipped), (440, 0), "{s:?}");
+        assert!(s.jitter_ms < 0.01, "{s:?}");
+        let block = w.receiver.report_block().unwrap();
+        assert_eq!(block.cumulative_lost, 440);
+    }
+
+    #[test]
+    fn a_spliced_gap_leaves_the_report_blocks_clean() {
+        let mut w = Wire::new();
+        w.talk(0.0, 0..50, 0, true);
+        assert_eq!(w.receiver.report_block().unwrap().fraction_lost, 0);
+        // The next 20 ms slot carries a packet 300 sequence numbers and a minute of media time
+        // on: a relay switched its source without a new SSRC.
+        w.talk(1000.0, 350..400, 480_000, true);
+        let block = w.receiver.report_block().unwrap();
+        assert_eq!((block.fraction_lost, block.cumulative_lost), (0, 0));
+        assert_eq!(block.highest_sequence, 399);
+        assert_eq!(w.stats().skipped, 300);
+    }
+
+    #[test]
+    fn a_sender_that_stops_its_clock_is_no_jitter() {
+        // A hold whose silence does not advance the timestamp: three seconds on the arrival
+        // clock, twenty milliseconds on the media clock, no gap in the sequence numbers.
+        let mut w = Wire::new();
+        w.talk(0.0, 0..50, 0, true);
+        w.talk(4000.0, 50..100, 8000, true);
+        let s = w.stats();
+        assert_eq!((s.lost, s.skipped), (0, 0), "{s:?}");
+        assert!(s.jitter_ms < 0.01, "{s:?}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::{PeerError, io};
+use crate::PeerError;
 
 /// The impairment model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,7 +77,8 @@ pub fn reflect(
     model: Impairment,
     length: Duration,
 ) -> Result<Reflected, PeerError> {
-    let socket = UdpSocket::bind(bind).map_err(io(format!("binding the reflector on {bind}")))?;
+    let socket =
+        UdpSocket::bind(bind).map_err(PeerError::io(format!("binding the reflector on {bind}")))?;
     let mut rng = model.seed | 1;
     let mut next = move || {
         rng ^= rng << 13;
@@ -108,7 +109,7 @@ pub fn reflect(
             .clamp(Duration::from_micros(200), Duration::from_millis(5));
         socket
             .set_read_timeout(Some(wait))
-            .map_err(io("setting the reflector's timeout"))?;
+            .map_err(PeerError::io("setting the reflector's timeout"))?;
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
             continue;
         };

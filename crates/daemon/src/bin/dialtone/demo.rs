@@ -1,26 +1,33 @@
 //! `dialtone demo`: Dialtone's main job on one machine. A daemon on the embedded SQLite
-//! storage, SIPp as the callee's trunk (it answers, listens to the agent, presses 1 and # as
-//! RFC 4733 digits and waits for our BYE), a trunk, a number and an appointment-confirmation
-//! agent on the `builtin:ivr` brain created over gRPC, one call dispatched and followed live,
-//! and the final record printed. Fails (exit status 1) unless the call completes with the
-//! confirmation as its result.
+//! storage in a work directory of its own, SIPp as the callee's trunk ([`callee`]: it answers,
+//! streams a quiet line, presses 1 and # as RFC 4733 events in that stream and waits for our
+//! BYE), a trunk, a number and an appointment-confirmation agent on the `builtin:ivr` brain
+//! created over gRPC, one call dispatched and followed live, and the final record printed.
+//! Fails (exit status 1) unless the record is a healthy call's ([`check`]): completed, the
+//! prompt, digit and confirmation in its transcript, the confirmation as its result, and the
+//! media statistics of a clean line.
 
 // Indexing a serde_json::Value by key yields Null when the key is absent: it cannot panic.
 #![allow(clippy::indexing_slicing)]
+
+mod callee;
+mod check;
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dialtone_control::proto;
 use dialtone_daemon::{Config, Daemon};
+use dialtone_peers::WorkDir;
 use dialtone_proto::json::to_struct;
-use dialtone_test_support::media::{sipp_dtmf_captures, sipp_key_presses};
-use dialtone_test_support::{SipTransport, Sipp, SippOptions, scenario};
 use serde_json::json;
 
 use crate::{Client, render};
 
 const KEY: &str = "demo-key";
+/// What the agent says first.
+const INSTRUCTIONS: &str = "Hello, this is Dialtone calling about your appointment tomorrow at \
+                            ten. Press 1 to confirm or 2 to cancel, then the pound key.";
 
 pub(crate) async fn run(json_output: bool) -> anyhow::Result<()> {
     let say = |line: String| {
@@ -28,24 +35,12 @@ pub(crate) async fn run(json_output: bool) -> anyhow::Result<()> {
             println!("{line}");
         }
     };
-    let tmp = tempfile::tempdir()?;
-    let captures =
-        sipp_dtmf_captures().context("finding SIPp's DTMF captures (install sip-tester)")?;
-    let callee = Sipp::uas(
-        &scenario("callee_presses_digits.xml"),
-        SipTransport::Udp,
-        &SippOptions {
-            replacements: vec![
-                ("listen_ms".into(), "6000".into()),
-                ("presses".into(), sipp_key_presses(&captures, "1#")),
-            ],
-            ..SippOptions::default()
-        },
-    )
-    .context("starting SIPp as the callee (install sip-tester)")?;
+    let tmp = WorkDir::new("dialtone-demo").context("creating the demo's work directory")?;
+    let callee = callee::Callee::start()?;
     say(format!(
-        "callee:    SIPp on udp 127.0.0.1:{} (answers, listens, presses 1 then #)",
-        callee.port
+        "callee:    SIPp on udp 127.0.0.1:{} (answers, streams a quiet line, presses {} in it)",
+        callee.port(),
+        callee::KEYS.map(String::from).join(" then ")
     ));
 
     let database_url = format!("sqlite://{}", tmp.path().join("dialtone.db").display());
@@ -79,7 +74,7 @@ pub(crate) async fn run(json_output: bool) -> anyhow::Result<()> {
         .create_trunk(proto::TrunkFields {
             name: Some("local-sipp".into()),
             host: Some("127.0.0.1".into()),
-            port: Some(u32::from(callee.port)),
+            port: Some(u32::from(callee.port())),
             transport: proto::TrunkTransport::Udp as i32,
             ..proto::TrunkFields::default()
         })
@@ -93,11 +88,7 @@ pub(crate) async fn run(json_output: bool) -> anyhow::Result<()> {
             direction: Some("outbound".into()),
             language: Some("en-US".into()),
             brain: Some("builtin:ivr".into()),
-            instructions: Some(
-                "Hello, this is Dialtone calling about your appointment tomorrow at ten. \
-                 Press 1 to confirm or 2 to cancel, then the pound key."
-                    .into(),
-            ),
+            instructions: Some(INSTRUCTIONS.into()),
             returns: Some(to_struct(&json!({
                 "type": "object", "required": ["digits"],
                 "properties": {"digits": {"type": "string", "enum": ["1", "2"]}}
@@ -131,13 +122,11 @@ pub(crate) async fn run(json_output: bool) -> anyhow::Result<()> {
     }
     callee.finish(Duration::from_secs(20))?;
     daemon.shutdown(Duration::from_secs(2)).await;
-    if record["status"] != "completed" {
-        bail!("the demo call did not complete: {}", record["status"]);
-    }
-    if record["result"] != json!({"digits": "1"}) {
+    let wrong = check::shortcomings(&record, INSTRUCTIONS);
+    if !wrong.is_empty() {
         bail!(
-            "the demo call's result is not the confirmation: {}",
-            record["result"]
+            "the demo call's record is not a healthy call's:\n  {}",
+            wrong.join("\n  ")
         );
     }
     say(
