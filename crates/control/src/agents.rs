@@ -16,7 +16,7 @@ use crate::auth::{authorize, own};
 use crate::body::{json_object, parse, patched};
 use crate::openapi::ErrorBody;
 use crate::views::agent_view;
-use crate::{ApiError, ApiState, created};
+use crate::{ApiError, ApiState, created, public_url};
 
 /// Checks that `schema` at `field` is a JSON Schema (an object that compiles as one, of a
 /// draft the validator knows: no remote meta-schemas).
@@ -43,8 +43,17 @@ pub(crate) fn json_schema(field: &str, schema: &Value) -> Result<(), ApiError> {
 }
 
 /// What storage keeps of checked agent fields: the settings, and the numbers apart.
-fn new_agent(mut fields: AgentFields) -> Result<NewAgent, ApiError> {
+async fn new_agent(state: &ApiState, mut fields: AgentFields) -> Result<NewAgent, ApiError> {
     fields.check()?;
+    // What the daemon will connect to is checked like every tenant-given destination.
+    public_url(state, "webhook_url", fields.webhook_url.as_deref()).await?;
+    if let Some(address) = fields
+        .brain
+        .as_deref()
+        .and_then(|b| b.strip_prefix("grpc://"))
+    {
+        public_url(state, "brain", Some(&format!("http://{address}"))).await?;
+    }
     if let Some(returns) = &fields.returns {
         json_schema("returns", returns)?;
     }
@@ -81,7 +90,7 @@ pub(crate) async fn create(
     let agent = state
         .engine
         .storage()
-        .create_agent(caller.org_id, new_agent(fields)?)
+        .create_agent(caller.org_id, new_agent(state, fields).await?)
         .await
         .map_err(unknown_number)?;
     Ok(agent_view(&agent))
@@ -128,7 +137,7 @@ pub(crate) async fn update(
     let agent = state
         .engine
         .storage()
-        .update_agent(current.id, new_agent(fields)?)
+        .update_agent(current.id, new_agent(state, fields).await?)
         .await
         .map_err(unknown_number)?;
     Ok(agent_view(&agent))

@@ -114,6 +114,7 @@ pub fn router(state: ApiState) -> Router {
     .route("/healthz", get(|| async { "ok" }))
     .route("/readyz", get(health::ready))
     .route("/metrics", get(health::metrics_page))
+    .fallback(|uri: axum::http::Uri| async move { ApiError::not_found("route", uri.path()) })
     .with_state(state)
 }
 

@@ -591,7 +591,94 @@ async fn private_webhook_urls_are_refused_unless_allowed() {
         assert_eq!(s, 400, "{url}: {err}");
         assert_eq!(err["error"]["field"], "webhook_url");
     }
+    // One parser for the check and the connection: a backslash ends the authority, so this
+    // host is the loopback address, not the public one after the `@`.
+    let (s, err) = api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000",
+                   "webhook_url": "http://127.0.0.1:28991\\@93.184.216.34/"}),
+        )
+        .await;
+    assert_eq!(
+        (s, err["error"]["field"].clone()),
+        (400, json!("webhook_url")),
+        "{err}"
+    );
+    // What an agent points the daemon at follows the same policy, at creation and PATCH.
+    let agent = format!("/v1/agents/{agent_id}");
+    for (field, value) in [
+        ("webhook_url", "http://127.0.0.1:9/hook"),
+        ("brain", "grpc://127.0.0.1:7000"),
+        ("brain", "grpc://[::ffff:10.0.0.1]:7000"),
+        ("brain", "grpc://localhost:7000"),
+    ] {
+        let (s, err) = api.patch(&agent, json!({ field: value })).await;
+        assert_eq!(
+            (s, err["error"]["field"].clone()),
+            (400, json!(field)),
+            "{value}: {err}"
+        );
+        let (s, err) = api
+            .post("/v1/agents", json!({"name": "x", field: value}))
+            .await;
+        assert_eq!(
+            (s, err["error"]["field"].clone()),
+            (400, json!(field)),
+            "{value}: {err}"
+        );
+    }
     d.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Every tenant string that reaches a SIP message is checked against the grammar it is
+/// printed in, at creation and PATCH (a line break would inject a header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_strings_that_would_break_a_sip_message_are_refused() {
+    let w = world(None, &[]).await;
+    let long = "h".repeat(5000);
+    for (field, value) in [
+        ("username", "trunkuser\r\nX-Injected: yes"),
+        ("from_domain", "evil.example>;tag=1"),
+        ("host", ""),
+        ("host", "a b"),
+        ("host", "sip.example.com\r\nVia: x"),
+        ("host", long.as_str()),
+        ("realm", "r\"\r\n"),
+        ("name", ""),
+    ] {
+        let mut body = json!({"name": "t-injected", "host": "sip.example.com"});
+        body[field] = json!(value);
+        let (s, err) = w.api.post("/v1/trunks", body).await;
+        assert_eq!(
+            (s, err["error"]["field"].clone()),
+            (400, json!(field)),
+            "{value:?}: {err}"
+        );
+    }
+    let (s, trunks) = w.api.get("/v1/trunks").await;
+    assert_eq!(s, 200);
+    let id = trunks["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, err) = w
+        .api
+        .patch(
+            &format!("/v1/trunks/{id}"),
+            json!({"username": "u\nX-Injected: 1"}),
+        )
+        .await;
+    assert_eq!(
+        (s, err["error"]["field"].clone()),
+        (400, json!("username")),
+        "{err}"
+    );
+    // An unknown route answers in the API's one error shape.
+    let (s, err) = w.api.get("/v1/no-such-route").await;
+    assert_eq!(
+        (s, err["error"]["code"].clone()),
+        (404, json!("not_found")),
+        "{err}"
+    );
+    w.finish().await;
 }
 
 /// The real `dialtoned` binary on loopback, its data in `data_dir`, its log on stderr kept.

@@ -345,8 +345,15 @@ impl AuthSession {
     }
 }
 
+/// `s` as the inside of a quoted string (RFC 3261 §25.1): `\` and `"` escaped, and control
+/// characters — which no quoted-pair may carry (CR and LF above all: they would end the header
+/// and start another) — left out, whatever a trunk's configuration or a challenge holds.
 fn quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+    s.chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
 }
 
 #[cfg(test)]
@@ -432,6 +439,19 @@ mod tests {
     fn quoted_values_with_commas_and_escapes() {
         let c = Challenge::parse("Digest realm=\"a, \\\"b\\\"\", nonce=\"x\"").unwrap();
         assert_eq!(c.realm, "a, \"b\"");
+    }
+
+    #[test]
+    fn no_configured_or_received_value_can_break_the_header_line() {
+        let c = Challenge::parse("Digest realm=\"r\", nonce=\"x\"").unwrap();
+        let credentials = Credentials {
+            username: "u\r\nX-Injected: 1".into(),
+            password: "p".into(),
+            realm: None,
+        };
+        let value = c.respond(&credentials, "INVITE", "sip:a@b", "c", 1);
+        assert!(!value.contains(['\r', '\n']), "{value}");
+        assert!(value.contains("username=\"uX-Injected: 1\""), "{value}");
     }
 
     #[test]
