@@ -235,6 +235,7 @@ impl Daemon {
                 default_brain: config.default_brain.clone(),
                 rtp_timeout: config.rtp_timeout,
                 queue_timeout: config.queue_timeout,
+                allow_private_destinations: config.webhook_allow_private,
             },
         );
         let listener = tokio::net::TcpListener::bind(config.http_addr)

@@ -586,9 +586,13 @@ pub(crate) struct Session {
 
 /// Starts an external brain at `address` (`grpc://host:port`) on the call's media, on
 /// `runtime` (in the call's span).
+/// `vet` is `Some(allow_private)` for an address a tenant gave (the agent's `brain`): it is
+/// resolved once and checked by the outbound-address policy before the connection, which goes
+/// to the vetted address; `None` for the operator's own default brain.
 pub(crate) fn start_remote(
     runtime: &tokio::runtime::Handle,
     address: &str,
+    vet: Option<bool>,
     media: &mut MediaCall,
     context: BrainContext,
     session: Session,
@@ -599,7 +603,11 @@ pub(crate) fn start_remote(
         "http://{}",
         address.strip_prefix("grpc://").unwrap_or(address)
     );
-    Some(runtime.spawn(run_remote(endpoint, inbound, outbound, context, session).in_current_span()))
+    Some(
+        runtime.spawn(
+            run_remote(endpoint, vet, inbound, outbound, context, session).in_current_span(),
+        ),
+    )
 }
 
 /// What the engine says when a brain fails mid-call.
@@ -638,6 +646,7 @@ fn to_16k(bytes: &[u8], rate: u32) -> Vec<i16> {
 
 async fn run_remote(
     endpoint: String,
+    vet: Option<bool>,
     mut inbound: FrameReceiver,
     outbound: FrameSender,
     context: BrainContext,
@@ -705,7 +714,13 @@ async fn run_remote(
     };
     let _ = to_brain.try_send(send(Event::Start(start)));
     let connected = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut client = AgentBridgeServiceClient::connect(endpoint.clone()).await?;
+        let target = match vet {
+            Some(allow_private) => {
+                crate::outbound::vetted_endpoint(&endpoint, allow_private).await?
+            }
+            None => endpoint.clone(),
+        };
+        let mut client = AgentBridgeServiceClient::connect(target).await?;
         let response = client
             .converse(tokio_stream::wrappers::ReceiverStream::new(requests))
             .await?;

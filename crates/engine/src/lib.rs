@@ -170,6 +170,10 @@ pub struct EngineConfig {
     /// How long a call may wait in `queued` for a slot under its organisation's concurrency
     /// cap before it fails (`queue_timeout`).
     pub queue_timeout: Duration,
+    /// Let tenants point the daemon at loopback, private and link-local addresses (brains
+    /// named by agents; webhooks have the same setting of their own): for tests and closed
+    /// networks only.
+    pub allow_private_destinations: bool,
 }
 
 /// The threads the calls' speech loops and brains run on: a runtime of their own, so that a
@@ -450,6 +454,7 @@ impl Engine {
                 VoicemailAction::Continue => brains::Voicemail::Continue,
             },
             brain: brain.clone(),
+            brain_is_agents: settings.brain.is_some(),
             instructions: call.instructions.clone(),
             voice: settings.voice.clone(),
             language: settings.language.clone(),
@@ -603,6 +608,9 @@ struct CallPlan {
     voicemail: brains::Voicemail,
     /// The brain that runs the call.
     brain: String,
+    /// Whether the agent named it (a tenant's address, vetted when connecting) rather than
+    /// the daemon's default.
+    brain_is_agents: bool,
     /// The effective instructions.
     instructions: Option<String>,
     /// The agent's voice and language.

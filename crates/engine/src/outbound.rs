@@ -189,6 +189,34 @@ pub async fn vet_url(url: &str, allow_private: bool) -> Result<(), OutboundError
     }
 }
 
+/// `url` (http, as a gRPC client takes it) with its host replaced by an address the policy
+/// accepts, resolved once here: connect to what this returns and nothing can re-resolve the
+/// name to another address between the check and the connection.
+pub async fn vetted_endpoint(url: &str, allow_private: bool) -> Result<String, OutboundError> {
+    let parsed = check(url, allow_private)?;
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let address = match (literal(&parsed), parsed.host_str()) {
+        (Some(ip), _) => ip,
+        (None, Some(name)) => resolve(name, allow_private)
+            .await?
+            .first()
+            .map(SocketAddr::ip)
+            .ok_or_else(|| OutboundError::InvalidUrl {
+                url: url.to_owned(),
+            })?,
+        (None, None) => {
+            return Err(OutboundError::InvalidUrl {
+                url: url.to_owned(),
+            });
+        }
+    };
+    Ok(format!(
+        "{}://{}",
+        parsed.scheme(),
+        SocketAddr::new(address, port)
+    ))
+}
+
 /// The resolver of [`Client`]: resolves a name and gives reqwest only checked addresses.
 #[derive(Debug, Clone, Copy)]
 struct VettingResolver {
@@ -448,6 +476,30 @@ mod tests {
             "{named:?}"
         );
         assert!(untouched(&listener).await);
+    }
+
+    /// A gRPC brain's address is resolved once and handed on as the vetted address itself.
+    #[tokio::test]
+    async fn an_endpoint_is_vetted_and_pinned_to_its_address() {
+        assert!(matches!(
+            vetted_endpoint("http://localhost:7000", false).await,
+            Err(OutboundError::Private { .. })
+        ));
+        assert!(matches!(
+            vetted_endpoint("http://[::ffff:10.1.2.3]:7000", false).await,
+            Err(OutboundError::Private { .. })
+        ));
+        let pinned = vetted_endpoint("http://localhost:7000", true)
+            .await
+            .unwrap();
+        assert!(
+            pinned == "http://127.0.0.1:7000" || pinned == "http://[::1]:7000",
+            "{pinned}"
+        );
+        assert_eq!(
+            vetted_endpoint("http://8.8.8.8:7000", false).await.unwrap(),
+            "http://8.8.8.8:7000"
+        );
     }
 
     #[tokio::test]

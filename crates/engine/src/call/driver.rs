@@ -354,7 +354,15 @@ impl<'a> CallDriver<'a> {
         let speech = &self.engine.speech.handle;
         self.brain.task = match Builtin::named(&plan.brain) {
             Some(builtin) => brains::start(speech, builtin, media, context),
-            None => brains::start_remote(speech, &plan.brain, media, context, plan.session.clone()),
+            None => brains::start_remote(
+                speech,
+                &plan.brain,
+                plan.brain_is_agents
+                    .then_some(self.engine.config.allow_private_destinations),
+                media,
+                context,
+                plan.session.clone(),
+            ),
         };
     }
 
