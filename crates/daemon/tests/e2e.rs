@@ -1421,6 +1421,30 @@ async fn an_external_brain_over_the_agent_bridge_confirms_an_appointment() {
     w.finish().await;
 }
 
+/// A brain that cannot be reached at all (nothing listens at its address) ends the call as
+/// documented: an apology, then `brain_error` — not silence until the callee gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_brain_ends_the_call_as_brain_error_with_an_apology() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
+    let (s, _) = w
+        .api
+        .patch(
+            &format!("/v1/agents/{}", w.agent_id),
+            json!({"brain": format!("grpc://127.0.0.1:{port}")}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["end_reason"]["code"], "brain_error", "{record:#}");
+    assert_eq!(record["end_reason"]["by"], "agent");
+    assert!(record["media_stats"]["packets_out"].as_u64().unwrap() > 50);
+    w.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brain_that_fails_ends_the_call_as_brain_error_with_an_apology() {
     let brain = ReferenceBrain::start(&["--crash-after-start"]);
