@@ -28,6 +28,7 @@ mod auth;
 mod body;
 mod calls;
 pub mod error;
+mod error_shape;
 mod events;
 pub mod grpc;
 mod health;
@@ -115,6 +116,7 @@ pub fn router(state: ApiState) -> Router {
     .route("/readyz", get(health::ready))
     .route("/metrics", get(health::metrics_page))
     .fallback(|uri: axum::http::Uri| async move { ApiError::not_found("route", uri.path()) })
+    .layer(axum::middleware::map_response(error_shape::json_errors))
     .with_state(state)
 }
 
