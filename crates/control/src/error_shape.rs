@@ -3,7 +3,7 @@
 //! response that is an error but not JSON is rewritten into `{"error": {"code", "message",
 //! "field"}}` with its status kept.
 
-use axum::body::{Body, to_bytes};
+use axum::body::to_bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -64,6 +64,7 @@ fn code_of(status: StatusCode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
 
     #[tokio::test]
     async fn a_plain_refusal_becomes_the_error_shape_and_keeps_its_headers() {
