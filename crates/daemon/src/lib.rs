@@ -25,6 +25,7 @@ use dialtone_sip_ua::{SipUa, UaConfig};
 use dialtone_storage::Storage;
 
 mod config;
+pub mod http;
 pub use config::{Config, LogFormat, SETTINGS};
 
 /// Errors starting the daemon; each names the setting at fault.
@@ -285,9 +286,7 @@ impl Daemon {
         });
         let app = router(api);
         let server = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!(%error, "HTTP server stopped");
-            }
+            http::serve(listener, app, http::HttpTimeouts::default()).await;
         });
         tracing::info!(%http_addr, %grpc_addr, %sip_addr, "dialtoned ready");
         Ok(Daemon {
