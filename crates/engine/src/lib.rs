@@ -444,7 +444,7 @@ impl Engine {
             to: call.to.clone(),
             from: call.from_number.clone(),
             trunk: Arc::new(trunk_for_ua(&trunk)),
-            trunk_name: trunk.name.clone(),
+            trunk_label: trunk.id.to_string(),
             ring_timeout: settings.ring_timeout(),
             max_duration: settings.max_duration(),
             speech: speech_setting(settings),
@@ -598,8 +598,9 @@ struct CallPlan {
     to: String,
     from: String,
     trunk: Arc<Trunk>,
-    /// The trunk's name, for metrics labels.
-    trunk_name: String,
+    /// The trunk's id, for metrics labels: its name is the tenant's and would show one
+    /// organisation's names to whoever reads the metrics.
+    trunk_label: String,
     ring_timeout: Duration,
     max_duration: Duration,
     /// The speech loop's settings from the agent (AMD, barge-in, endpointing, silence guard).

@@ -420,7 +420,7 @@ impl<'a> CallDriver<'a> {
     }
 
     fn measure(&self, measure: Measure) {
-        let trunk = self.plan.trunk_name.clone();
+        let trunk = self.plan.trunk_label.clone();
         match measure {
             Measure::DispatchToInvite(waited) => {
                 metrics::histogram!("dialtone_dispatch_to_invite_seconds", "trunk" => trunk)
