@@ -94,6 +94,11 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
         "how long a call waits in `queued` under its organisation's and trunk's caps",
     ),
     (
+        "DIALTONE_ORG_MAX_CONCURRENT_CALLS",
+        Some("0"),
+        "concurrency cap of organisations that set none (0: none)",
+    ),
+    (
         "DIALTONE_SIP_T1_MS",
         Some("500"),
         "SIP timer T1; an unanswered INVITE times out after 64·T1",
@@ -150,6 +155,8 @@ pub struct Config {
     /// How long a call may wait in `queued` for room under its organisation's and its
     /// trunk's caps.
     pub queue_timeout: Duration,
+    /// The concurrency cap of organisations that set none.
+    pub default_org_max_concurrent_calls: Option<u32>,
     /// SIP timer T1, the round-trip estimate every SIP timer derives from (Timer B, the
     /// INVITE timeout, is 64·T1).
     pub sip_t1: Duration,
@@ -367,6 +374,11 @@ impl Config {
             media_realtime: sources.parse("DIALTONE_MEDIA_REALTIME", "true or false")?,
             rtp_timeout,
             queue_timeout: sources.seconds("DIALTONE_QUEUE_TIMEOUT_SECONDS")?,
+            default_org_max_concurrent_calls: Some(sources.parse::<u32>(
+                "DIALTONE_ORG_MAX_CONCURRENT_CALLS",
+                "a whole number of calls (0: no cap)",
+            )?)
+            .filter(|cap| *cap > 0),
             sip_t1: Duration::from_millis(sip_t1_ms),
             drain_timeout: sources.seconds("DIALTONE_DRAIN_TIMEOUT_SECONDS")?,
             log,
@@ -411,6 +423,11 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.default_brain, "builtin:ivr");
         assert!(c.media_realtime);
+        assert_eq!(c.default_org_max_concurrent_calls, None);
+        let mut capped = required();
+        capped.push(("DIALTONE_ORG_MAX_CONCURRENT_CALLS", "25"));
+        let c = Config::load_from(None, &env(&capped)).unwrap();
+        assert_eq!(c.default_org_max_concurrent_calls, Some(25));
     }
 
     #[test]

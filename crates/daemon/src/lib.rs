@@ -237,6 +237,7 @@ impl Daemon {
                 rtp_timeout: config.rtp_timeout,
                 queue_timeout: config.queue_timeout,
                 allow_private_destinations: config.webhook_allow_private,
+                default_org_max_concurrent_calls: config.default_org_max_concurrent_calls,
             },
         );
         let listener = tokio::net::TcpListener::bind(config.http_addr)

@@ -30,6 +30,7 @@
 mod brains;
 mod call;
 pub mod outbound;
+mod port_share;
 pub mod tts;
 pub mod webhooks;
 
@@ -174,6 +175,8 @@ pub struct EngineConfig {
     /// named by agents; webhooks have the same setting of their own): for tests and closed
     /// networks only.
     pub allow_private_destinations: bool,
+    /// The concurrency cap of organisations that set none of their own.
+    pub default_org_max_concurrent_calls: Option<u32>,
 }
 
 /// The threads the calls' speech loops and brains run on: a runtime of their own, so that a
@@ -234,6 +237,8 @@ pub struct Engine {
     storage: Storage,
     ua: Arc<SipUa>,
     ports: Arc<PortPool>,
+    /// The ports' fair use between organisations.
+    port_shares: Arc<port_share::PortShares>,
     media: Arc<MediaEngine>,
     config: EngineConfig,
     live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<HangUp>>>,
@@ -282,6 +287,10 @@ impl Engine {
     ) -> Arc<Self> {
         Arc::new(Self {
             ports: PortPool::new(config.rtp_bind, config.rtp_first_port, config.rtp_last_port),
+            // Each call takes an even port and the odd one above it.
+            port_shares: port_share::PortShares::new(
+                usize::from(config.rtp_last_port.saturating_sub(config.rtp_first_port)) / 2 + 1,
+            ),
             media,
             storage,
             ua,
@@ -437,8 +446,10 @@ impl Engine {
         metrics::gauge!("dialtone_active_calls").set(live as f64);
         let plan = CallPlan {
             id: call.id,
+            org_id: org.id,
             org_slots: org
                 .max_concurrent_calls
+                .or(self.config.default_org_max_concurrent_calls)
                 .map(|cap| self.org_slots(org.id, cap)),
             dispatched,
             to: call.to.clone(),
@@ -592,6 +603,8 @@ impl Engine {
 #[derive(Debug, Clone)]
 struct CallPlan {
     id: Uuid,
+    /// The organisation it belongs to.
+    org_id: Uuid,
     /// The organisation's concurrency slots, when it has a cap.
     org_slots: Option<Arc<tokio::sync::Semaphore>>,
     dispatched: std::time::Instant,

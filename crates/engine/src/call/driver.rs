@@ -22,6 +22,7 @@ use super::media::{
 use super::progress::ProgressLog;
 use super::sdp::SdpSession;
 use crate::brains::{self, BrainContext, BrainInput, BrainRequest, Builtin};
+use crate::port_share::PortShare;
 use crate::{CallPlan, Engine};
 
 /// How long a brain has to finish once told the call ended.
@@ -94,6 +95,8 @@ struct CallDriver<'a> {
     stopped: Option<MediaStats>,
     media_record: Option<Value>,
     brain: BrainLink,
+    /// The call's share of the media ports, held until it ends.
+    port_share: Option<PortShare>,
 }
 
 impl<'a> CallDriver<'a> {
@@ -120,6 +123,7 @@ impl<'a> CallDriver<'a> {
             stopped: None,
             media_record: None,
             brain: BrainLink::new(),
+            port_share: None,
         }
     }
 
@@ -214,13 +218,18 @@ impl<'a> CallDriver<'a> {
         let Some(admission) = self.admission.take() else {
             return Input::NotPlaced(PlaceFailure::Refused);
         };
+        let Some(share) = self.engine.port_shares.take(self.plan.org_id) else {
+            return Input::NotPlaced(PlaceFailure::NoPort);
+        };
         let port = match self.engine.ports.bind() {
             Ok(port) => port,
             Err(error) => {
-                tracing::error!(%error, "no RTP port");
+                metrics::counter!("dialtone_media_ports_refused_total").increment(1);
+                tracing::error!(%error, organization = %self.plan.org_id, "no RTP port");
                 return Input::NotPlaced(PlaceFailure::NoPort);
             }
         };
+        self.port_share = Some(share);
         let sdp = SdpSession::offer(self.engine.config.rtp_advertised, port.port(), self.plan.id);
         let plan = &self.plan;
         let mut request = DialRequest::new(plan.trunk.clone(), plan.from.clone(), plan.to.clone());
