@@ -1,13 +1,28 @@
-//! Liveness, readiness and the Prometheus page (no auth).
+//! Liveness and readiness (no auth), and the Prometheus page: on the API for admin keys, and
+//! without a key on the metrics address when the operator asks for one.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dialtone_engine::EngineError;
 
+use crate::auth::{admin_only, authorize};
 use crate::{ApiError, ApiState};
 
-pub(crate) async fn metrics_page(State(state): State<ApiState>) -> Response {
+/// `GET /metrics` on the API: an admin key's only (the metrics describe every organisation).
+pub(crate) async fn metrics_page(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let caller = match authorize(&state, &headers).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused.into_response(),
+    };
+    if let Err(refused) = admin_only(&caller) {
+        return refused.into_response();
+    }
+    open_metrics_page(State(state)).await
+}
+
+/// `GET /metrics` on the metrics address: no key (that address is for a private network).
+pub(crate) async fn open_metrics_page(State(state): State<ApiState>) -> Response {
     match &state.metrics {
         Some(render) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

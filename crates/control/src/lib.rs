@@ -12,7 +12,7 @@
 //! | `GET /v1/calls/{id}/events`, `POST /v1/events/{id}/redeliver` | a call's webhook events and their delivery state; queue one again |
 //! | `POST/GET /v1/organizations`, `POST /v1/organizations/{id}/keys` | tenants and their API keys (admin keys only) |
 //! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of all of the above (no auth) |
-//! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus (no auth) |
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness (no auth), Prometheus (admin key; or without one on `DIALTONE_METRICS_ADDR`) |
 //!
 //! Parts: [`error`] (the one error shape), `auth` (keys, ownership, admin scope), `body`
 //! (bodies read into the model's types), one module per resource — each holds the service
@@ -118,6 +118,13 @@ pub fn router(state: ApiState) -> Router {
     .fallback(|uri: axum::http::Uri| async move { ApiError::not_found("route", uri.path()) })
     .layer(axum::middleware::map_response(error_shape::json_errors))
     .with_state(state)
+}
+
+/// The metrics address's router: `GET /metrics` without a key, nothing else.
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::open_metrics_page))
+        .with_state(state)
 }
 
 /// `201 Created` with `body`.

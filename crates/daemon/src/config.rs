@@ -14,7 +14,12 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
     (
         "DIALTONE_HTTP_ADDR",
         Some("127.0.0.1:8080"),
-        "HTTP API, metrics and health",
+        "HTTP API, metrics (admin key) and health",
+    ),
+    (
+        "DIALTONE_METRICS_ADDR",
+        None,
+        "also serve `/metrics` here without a key, for Prometheus on a private network (empty: not)",
     ),
     (
         "DIALTONE_GRPC_ADDR",
@@ -124,6 +129,8 @@ pub enum LogFormat {
 pub struct Config {
     /// HTTP API address.
     pub http_addr: SocketAddr,
+    /// Where `/metrics` is also served, without a key (a private network's scraper).
+    pub metrics_addr: Option<SocketAddr>,
     /// gRPC API address.
     pub grpc_addr: SocketAddr,
     /// SIP address (UDP and TCP).
@@ -350,6 +357,10 @@ impl Config {
         }
         Ok(Self {
             http_addr: addr("DIALTONE_HTTP_ADDR")?,
+            metrics_addr: match sources.or_default("DIALTONE_METRICS_ADDR").0.trim() {
+                "" => None,
+                _ => Some(addr("DIALTONE_METRICS_ADDR")?),
+            },
             grpc_addr: addr("DIALTONE_GRPC_ADDR")?,
             sip_addr: addr("DIALTONE_SIP_ADDR")?,
             sip_advertised,

@@ -161,12 +161,15 @@ fn media_metrics(media: &dialtone_media::MediaEngine) -> String {
 pub struct Daemon {
     /// The bound HTTP address.
     pub http_addr: SocketAddr,
+    /// The bound metrics address, when one was asked for.
+    pub metrics_addr: Option<SocketAddr>,
     /// The bound gRPC address.
     pub grpc_addr: SocketAddr,
     /// The bound SIP address.
     pub sip_addr: SocketAddr,
     engine: Arc<Engine>,
     server: tokio::task::JoinHandle<()>,
+    metrics_server: Option<tokio::task::JoinHandle<()>>,
     grpc: tokio::task::JoinHandle<()>,
     webhooks: tokio::task::JoinHandle<()>,
 }
@@ -285,6 +288,22 @@ impl Daemon {
                 tracing::error!(%error, "gRPC server stopped");
             }
         });
+        let (metrics_addr, metrics_server) = match config.metrics_addr {
+            None => (None, None),
+            Some(addr) => {
+                let metrics_listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| DaemonError::Http { addr, source })?;
+                let bound = metrics_listener
+                    .local_addr()
+                    .map_err(|source| DaemonError::Http { addr, source })?;
+                let app = dialtone_control::metrics_router(api.clone());
+                let served = tokio::spawn(async move {
+                    http::serve(metrics_listener, app, http::HttpTimeouts::default()).await;
+                });
+                (Some(bound), Some(served))
+            }
+        };
         let app = router(api);
         let server = tokio::spawn(async move {
             http::serve(listener, app, http::HttpTimeouts::default()).await;
@@ -292,6 +311,8 @@ impl Daemon {
         tracing::info!(%http_addr, %grpc_addr, %sip_addr, "dialtoned ready");
         Ok(Daemon {
             http_addr,
+            metrics_addr,
+            metrics_server,
             grpc_addr,
             grpc,
             sip_addr,
@@ -323,6 +344,9 @@ impl Daemon {
             wait_until(tokio::time::Instant::now() + Duration::from_secs(10)).await;
         }
         self.server.abort();
+        if let Some(metrics) = &self.metrics_server {
+            metrics.abort();
+        }
         self.grpc.abort();
         self.webhooks.abort();
         self.engine.storage().close().await;

@@ -236,7 +236,12 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
     assert!(media["packets_out"].as_u64().unwrap() >= 80, "{media}");
     assert_eq!(media["malformed"], 0, "{media}");
     assert_eq!(media["concealed_frames"], 0, "{media}");
-    let metrics = reqwest::get(format!("{}/metrics", w.api.base))
+    let metrics = w
+        .api
+        .http
+        .get(format!("{}/metrics", w.api.base))
+        .bearer_auth(KEY)
+        .send()
         .await
         .unwrap()
         .text()
@@ -2209,7 +2214,12 @@ async fn a_receiver_answering_410_gets_each_event_once_and_no_retries() {
     // Half a second more: the worker polls every 200 ms, and must not try again.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), events.len());
-    let metrics = reqwest::get(format!("{}/metrics", w.api.base))
+    let metrics = w
+        .api
+        .http
+        .get(format!("{}/metrics", w.api.base))
+        .bearer_auth(KEY)
+        .send()
         .await
         .unwrap()
         .text()
@@ -2772,4 +2782,45 @@ mod grpc {
         }
         w.finish().await;
     }
+}
+
+/// The metrics describe every organisation: on the API they take an admin key; a private
+/// network's scraper reads them without one on `DIALTONE_METRICS_ADDR`, which serves nothing
+/// else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_an_admin_key_on_the_api_and_none_on_their_own_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = config(tmp.path());
+    config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let d = Daemon::start(config).await.unwrap();
+    let api = Api {
+        base: format!("http://{}", d.http_addr),
+        http: reqwest::Client::new(),
+    };
+    let page = |url: String, key: Option<String>| {
+        let http = api.http.clone();
+        async move {
+            let mut request = http.get(url);
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let on_api = format!("{}/metrics", api.base);
+    let (s, body) = page(on_api.clone(), None).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("\"unauthenticated\""), "{body}");
+    let (_, tenant_key) = second_org(&api, json!({})).await;
+    assert_eq!(page(on_api.clone(), Some(tenant_key)).await.0, 403);
+    let (s, body) = page(on_api, Some(KEY.to_owned())).await;
+    assert_eq!(s, 200);
+    assert!(body.contains("dialtone_media_"), "{body}");
+    let own = d.metrics_addr.unwrap();
+    let (s, body) = page(format!("http://{own}/metrics"), None).await;
+    assert_eq!(s, 200);
+    assert!(body.contains("dialtone_media_"), "{body}");
+    assert_eq!(page(format!("http://{own}/v1/calls"), None).await.0, 404);
+    d.shutdown(Duration::from_secs(1)).await;
 }
