@@ -45,7 +45,7 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
     (
         "DIALTONE_API_KEY",
         None,
-        "required: an admin key of the first organisation (stored hashed)",
+        "required: the operator key (manages every organisation; stored hashed)",
     ),
     (
         "DIALTONE_WEBHOOK_SECRET",
