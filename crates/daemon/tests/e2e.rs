@@ -3166,6 +3166,34 @@ mod grpc {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disabled_organisations_dispatch_is_permission_denied() {
+        let w = world(None, &[]).await;
+        let (_, orgs) = w.api.get("/v1/organizations").await;
+        let home = orgs["data"][0]["id"].as_str().unwrap().to_owned();
+        let patch = format!("/v1/organizations/{home}");
+        let (s, _) = w.api.patch(&patch, json!({"disabled": true})).await;
+        assert_eq!(s, 200);
+        let mut calls = CallServiceClient::new(channel(&w.daemon).await);
+        let e = calls
+            .dispatch_call(authed(dispatch_request(&w.agent_id)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            e.metadata().get("dialtone-error-code").unwrap(),
+            "organization_disabled"
+        );
+        assert!(e.message().contains(&home), "{}", e.message());
+        let (s, _) = w.api.patch(&patch, json!({"disabled": false})).await;
+        assert_eq!(s, 200);
+        calls
+            .dispatch_call(authed(dispatch_request(&w.agent_id)))
+            .await
+            .unwrap();
+        w.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn grpc_errors_carry_the_right_code_and_name_the_field() {
         let w = world(None, &[]).await;
         let channel = channel(&w.daemon).await;
