@@ -1,8 +1,12 @@
-//! Who a request speaks for, and what it may touch: API keys (looked up by their SHA-256),
-//! resources owned by the caller's organisation (another's are `404`, exactly like one that
-//! does not exist), and the admin scope.
+//! Who a request speaks for, and what it may touch: API keys (looked up by their SHA-256, in
+//! the database on every request, so an expired or revoked key is `401` at once on every
+//! node), resources owned by the caller's organisation (another's are `404`, exactly like one
+//! that does not exist), and the scopes above `standard`: [`operator_only`] for managing
+//! organisations, [`manages_keys_of`] for an organisation's keys. A scope refusal is `403`
+//! naming the scope needed.
 
 use axum::http::{HeaderMap, header};
+use dialtone_model::KeyScope;
 use dialtone_storage::{KeyOwner, Stored};
 use uuid::Uuid;
 
@@ -28,7 +32,7 @@ pub(crate) async fn authenticate(
     let unauthenticated = || ApiError {
         status: 401,
         code: "unauthenticated",
-        message: "missing or wrong API key (Authorization: Bearer <key>)".into(),
+        message: "missing, wrong, expired or revoked API key (Authorization: Bearer <key>)".into(),
         field: None,
         retry_after: None,
     };
@@ -64,17 +68,47 @@ pub(crate) async fn own<T: Stored>(
     }
 }
 
-/// Only admin keys manage organisations and keys.
-pub(crate) fn admin_only(caller: &KeyOwner) -> Result<(), ApiError> {
-    if caller.admin {
+/// A `403` naming what was asked and the scope it needs.
+pub(crate) fn forbidden(message: String, field: Option<&str>) -> ApiError {
+    ApiError {
+        status: 403,
+        code: "forbidden",
+        message,
+        field: field.map(str::to_owned),
+        retry_after: None,
+    }
+}
+
+/// Only `operator` keys do `what` (manage organisations, issue or revoke operator keys).
+pub(crate) fn operator_only(caller: &KeyOwner, what: &str) -> Result<(), ApiError> {
+    if caller.scope == KeyScope::Operator {
         Ok(())
     } else {
-        Err(ApiError {
-            status: 403,
-            code: "forbidden",
-            message: "only an admin key may manage organisations and keys".into(),
-            field: None,
-            retry_after: None,
-        })
+        Err(forbidden(
+            format!(
+                "{what} needs an `{}` key; this key's scope is `{}`",
+                KeyScope::Operator,
+                caller.scope
+            ),
+            None,
+        ))
+    }
+}
+
+/// The keys of `org` are managed by an `operator` key, or an `admin` key of `org` itself.
+pub(crate) fn manages_keys_of(caller: &KeyOwner, org: Uuid) -> Result<(), ApiError> {
+    match caller.scope {
+        KeyScope::Operator => Ok(()),
+        KeyScope::Admin if caller.org_id == org => Ok(()),
+        scope => Err(forbidden(
+            format!(
+                "managing the keys of organization {org} needs an `{}` key of that \
+                 organization or an `{}` key; this key is `{scope}` in organization {}",
+                KeyScope::Admin,
+                KeyScope::Operator,
+                caller.org_id
+            ),
+            None,
+        )),
     }
 }

@@ -125,6 +125,13 @@ impl From<EngineError> for ApiError {
                 field: None,
                 retry_after: None,
             },
+            EngineError::OrganizationDisabled { .. } => ApiError {
+                status: 403,
+                code: "organization_disabled",
+                message,
+                field: None,
+                retry_after: None,
+            },
             EngineError::CallEnded { .. } => ApiError {
                 status: 409,
                 code: "call_ended",

@@ -2,10 +2,10 @@
 //! request message becomes the model's request type (`dialtone_proto::convert`, field by
 //! field, with the model's rules and messages), goes through the same service function, and
 //! the model's view becomes the response message. Errors keep their meaning: a 400 is
-//! `INVALID_ARGUMENT`, 401 `UNAUTHENTICATED`, 404 `NOT_FOUND`, 409 `FAILED_PRECONDITION`
-//! (`ALREADY_EXISTS` for a taken name), 413 `INVALID_ARGUMENT`, 429 `RESOURCE_EXHAUSTED`, 503
-//! `UNAVAILABLE`; the message is the HTTP error's message, and the metadata
-//! `dialtone-error-code` / `dialtone-error-field` carry its code and field.
+//! `INVALID_ARGUMENT`, 401 `UNAUTHENTICATED`, 403 `PERMISSION_DENIED`, 404 `NOT_FOUND`, 409
+//! `FAILED_PRECONDITION` (`ALREADY_EXISTS` for a taken name), 413 `INVALID_ARGUMENT`, 429
+//! `RESOURCE_EXHAUSTED`, 503 `UNAVAILABLE`; the message is the HTTP error's message, and the
+//! metadata `dialtone-error-code` / `dialtone-error-field` carry its code and field.
 //!
 //! [`services`] builds the router with the four services, the standard health service and
 //! server reflection; every call must carry `authorization: Bearer <key>`.
@@ -30,6 +30,7 @@ impl From<ApiError> for Status {
         let code = match (e.status, e.code) {
             (400 | 413, _) => tonic::Code::InvalidArgument,
             (401, _) => tonic::Code::Unauthenticated,
+            (403, _) => tonic::Code::PermissionDenied,
             (404, _) => tonic::Code::NotFound,
             (409, "conflict") => tonic::Code::AlreadyExists,
             (409, _) => tonic::Code::FailedPrecondition,

@@ -1,4 +1,4 @@
-//! Liveness and readiness (no auth), and the Prometheus page: on the API for admin keys, and
+//! Liveness and readiness (no auth), and the Prometheus page: on the API for operator keys, and
 //! without a key on the metrics address when the operator asks for one.
 
 use axum::extract::State;
@@ -6,16 +6,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dialtone_engine::EngineError;
 
-use crate::auth::{admin_only, authorize};
+use crate::auth::{authorize, operator_only};
 use crate::{ApiError, ApiState};
 
-/// `GET /metrics` on the API: an admin key's only (the metrics describe every organisation).
+/// `GET /metrics` on the API: an operator key's only (the metrics describe every organisation).
 pub(crate) async fn metrics_page(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let caller = match authorize(&state, &headers).await {
         Ok(caller) => caller,
         Err(refused) => return refused.into_response(),
     };
-    if let Err(refused) = admin_only(&caller) {
+    if let Err(refused) = operator_only(&caller, "reading the metrics") {
         return refused.into_response();
     }
     open_metrics_page(State(state)).await

@@ -1,7 +1,9 @@
 //! # dialtone-control — the HTTP/JSON API
 //!
 //! Routes (all under `Authorization: Bearer <key>`; a key belongs to one organisation and sees
-//! only its resources — another organisation's are `404` to it):
+//! only its resources — another organisation's are `404` to it; its scope, `standard`, `admin`
+//! or `operator`, adds key and organisation management, and every operation of the OpenAPI
+//! document states the scope it needs, in its description and as `x-dialtone-scope`):
 //!
 //! | route | what |
 //! |---|---|
@@ -10,17 +12,18 @@
 //! | `POST/GET /v1/agents`, `GET/PATCH/DELETE /v1/agents/{id}` | agents |
 //! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
 //! | `GET /v1/calls/{id}/events`, `POST /v1/events/{id}/redeliver` | a call's webhook events and their delivery state; queue one again |
-//! | `POST/GET /v1/organizations`, `POST /v1/organizations/{id}/keys` | tenants and their API keys (admin keys only) |
+//! | `POST/GET /v1/organizations`, `PATCH /v1/organizations/{id}` (`disabled`) | tenants (`operator` keys only) |
+//! | `POST/GET /v1/organizations/{id}/keys`, `DELETE /v1/organizations/{id}/keys/{key_id}` | an organisation's API keys: issue (scope, expiry), list, revoke (`operator` keys, or the organisation's `admin` keys) |
 //! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of all of the above (no auth) |
-//! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness (no auth), Prometheus (admin key; or without one on `DIALTONE_METRICS_ADDR`) |
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness (no auth), Prometheus (operator key; or without one on `DIALTONE_METRICS_ADDR`) |
 //!
-//! Parts: [`error`] (the one error shape), `auth` (keys, ownership, admin scope), `body`
+//! Parts: [`error`] (the one error shape), `auth` (keys, ownership, scopes), `body`
 //! (bodies read into the model's types), one module per resource — each holds the service
 //! functions that both faces call and the HTTP handlers over them — and [`grpc`], the same
 //! service functions behind the gRPC services.
 //!
 //! Every error has one shape: `{"error": {"code", "message", "field"}}` with the status the rule
-//! calls for (400 naming the field, 401, 404, 409, 413, 503). Request bodies are parsed strictly:
+//! calls for (400 naming the field, 401, 403 naming the scope needed, 404, 409, 413, 503). Request bodies are parsed strictly:
 //! a field this API does not know is a 400 naming it, never silently ignored.
 
 mod agents;
@@ -102,9 +105,11 @@ pub fn router(state: ApiState) -> Router {
             organizations::create_organization,
             organizations::list_organizations
         ))
-        .routes(routes!(organizations::issue_key))
+        .routes(routes!(organizations::update_organization))
+        .routes(routes!(organizations::issue_key, organizations::list_keys))
+        .routes(routes!(organizations::revoke_key))
         .split_for_parts();
-    let document = Arc::new(document);
+    let document = Arc::new(openapi::with_scopes(document));
     v1.route(
         "/v1/openapi.json",
         get(move || {

@@ -1,26 +1,37 @@
-//! `/v1/organizations`: tenants and their API keys (admin keys only).
+//! `/v1/organizations`: tenants (managed by `operator` keys only: create, list, disable) and
+//! their API keys (issued, listed and revoked by an `operator` key for any organisation, or by
+//! an `admin` key for its own). Each handler declares its scope in the OpenAPI document
+//! (`x-dialtone-scope`); the routes without one need any key (`standard`).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use dialtone_model::{IssuedKeyView, KeyFields, OrganizationFields, OrganizationView, Page};
+use dialtone_model::time::{parse_rfc3339, rfc3339};
+use dialtone_model::{
+    IssuedKeyView, KeyFields, KeyScope, KeyView, OrganizationFields, OrganizationPatch,
+    OrganizationView, Page,
+};
+use dialtone_storage::now_ms;
 
-use crate::auth::{admin_only, authorize, path_uuid};
+use crate::auth::{authorize, forbidden, manages_keys_of, operator_only, path_uuid};
 use crate::body::parse;
 use crate::openapi::ErrorBody;
-use crate::views::organization_view;
+use crate::views::{key_view, organization_view};
 use crate::{ApiError, ApiState, created};
 
-#[utoipa::path(post, path = "/v1/organizations", tag = "organizations", request_body = OrganizationFields, responses((status = 201, body = OrganizationView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 403, description = "not an admin key", body = ErrorBody)))]
+/// What `operator_only` says is being done.
+const MANAGING_ORGANIZATIONS: &str = "managing organizations";
+
+#[utoipa::path(post, path = "/v1/organizations", tag = "organizations", request_body = OrganizationFields, extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 201, body = OrganizationView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody)))]
 pub(crate) async fn create_organization(
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let caller = authorize(&state, &headers).await?;
-    admin_only(&caller)?;
+    operator_only(&caller, MANAGING_ORGANIZATIONS)?;
     let fields: OrganizationFields = parse(&body)?;
     fields.check()?;
     let org = state
@@ -35,20 +46,39 @@ pub(crate) async fn create_organization(
     Ok(created(organization_view(&org)))
 }
 
-#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", responses((status = 200, body = Page<OrganizationView>), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 403, description = "not an admin key", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 200, body = Page<OrganizationView>), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody)))]
 pub(crate) async fn list_organizations(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<Page<OrganizationView>>, ApiError> {
     let caller = authorize(&state, &headers).await?;
-    admin_only(&caller)?;
+    operator_only(&caller, MANAGING_ORGANIZATIONS)?;
     let orgs = state.engine.storage().list_organizations().await?;
     Ok(Json(Page::all(
         orgs.iter().map(organization_view).collect(),
     )))
 }
 
-#[utoipa::path(post, path = "/v1/organizations/{id}/keys", tag = "organizations", params(("id" = String, Path, description = "UUID")), request_body = KeyFields, responses((status = 201, description = "the key's secret is shown this once", body = IssuedKeyView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 403, description = "not an admin key", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path, description = "UUID")), request_body = OrganizationPatch, extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 200, body = OrganizationView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]
+pub(crate) async fn update_organization(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<OrganizationView>, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    operator_only(&caller, MANAGING_ORGANIZATIONS)?;
+    let id = path_uuid(&id, "organization")?;
+    let patch: OrganizationPatch = parse(&body)?;
+    let storage = state.engine.storage();
+    let org = match patch.disabled {
+        Some(disabled) => storage.set_organization_disabled(id, disabled).await?,
+        None => storage.get_organization(id).await?,
+    };
+    Ok(Json(organization_view(&org)))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{id}/keys", tag = "organizations", params(("id" = String, Path, description = "UUID")), request_body = KeyFields, extensions(("x-dialtone-scope" = json!(KeyScope::Admin))), responses((status = 201, description = "the key's secret is shown this once", body = IssuedKeyView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "neither an `admin` key of this organisation nor an `operator` key (only those issue `operator` keys)", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]
 pub(crate) async fn issue_key(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -56,19 +86,102 @@ pub(crate) async fn issue_key(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let caller = authorize(&state, &headers).await?;
-    admin_only(&caller)?;
-    let fields: KeyFields = parse(&body)?;
     let org = path_uuid(&id, "organization")?;
+    manages_keys_of(&caller, org)?;
+    let fields: KeyFields = parse(&body)?;
+    let scope = fields.requested_scope()?;
+    if scope == KeyScope::Operator && caller.scope != KeyScope::Operator {
+        return Err(forbidden(
+            format!(
+                "issuing an `{}` key needs an `{}` key; this key's scope is `{}`",
+                KeyScope::Operator,
+                KeyScope::Operator,
+                caller.scope
+            ),
+            Some("scope"),
+        ));
+    }
+    let expires_at = match fields.expires_at.as_deref() {
+        None => None,
+        Some(text) => Some(future_time("expires_at", text)?),
+    };
     let issued = state
         .engine
         .storage()
-        .issue_key(org, fields.admin.unwrap_or(false))
+        .issue_key(org, scope, expires_at)
         .await?;
+    let stored = issued.stored;
     Ok(created(IssuedKeyView {
-        id: issued.id,
-        organization_id: issued.org_id,
+        id: stored.id,
+        organization_id: stored.org_id,
         key: issued.key,
-        prefix: issued.prefix,
-        admin: issued.admin,
+        prefix: stored.prefix,
+        scope: stored.scope,
+        admin: stored.scope.manages_keys(),
+        expires_at: stored.expires_at.and_then(rfc3339),
     }))
+}
+
+/// `text` as Unix milliseconds, when it is an RFC 3339 time in the future.
+fn future_time(field: &str, text: &str) -> Result<i64, ApiError> {
+    let at = parse_rfc3339(text).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            format!("`{field}` must be an RFC 3339 time, like 2030-01-31T12:00:00Z"),
+        )
+    })?;
+    if at <= now_ms() {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be in the future"),
+        ));
+    }
+    Ok(at)
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{id}/keys", tag = "organizations", params(("id" = String, Path, description = "UUID")), extensions(("x-dialtone-scope" = json!(KeyScope::Admin))), responses((status = 200, description = "the keys not revoked, oldest first, never their secrets; an `admin` key does not see `operator` keys", body = Page<KeyView>), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "neither an `admin` key of this organisation nor an `operator` key", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]
+pub(crate) async fn list_keys(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Page<KeyView>>, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    let org = path_uuid(&id, "organization")?;
+    manages_keys_of(&caller, org)?;
+    let storage = state.engine.storage();
+    storage.get_organization(org).await?;
+    let keys = storage.list_keys(org).await?;
+    Ok(Json(Page::all(
+        keys.iter()
+            .filter(|k| caller.scope == KeyScope::Operator || k.scope != KeyScope::Operator)
+            .map(key_view)
+            .collect(),
+    )))
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{id}/keys/{key_id}", tag = "organizations", params(("id" = String, Path, description = "UUID of the organisation"), ("key_id" = String, Path, description = "UUID of the key")), extensions(("x-dialtone-scope" = json!(KeyScope::Admin))), responses((status = 204, description = "revoked: from the next request on, on every node, the key is `401`"), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "neither an `admin` key of this organisation nor an `operator` key (only those revoke `operator` keys)", body = ErrorBody), (status = 404, description = "no such key in this organisation", body = ErrorBody)))]
+pub(crate) async fn revoke_key(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    let org = path_uuid(&id, "organization")?;
+    manages_keys_of(&caller, org)?;
+    let key_id = path_uuid(&key_id, "key")?;
+    let storage = state.engine.storage();
+    let key = storage.get_key(org, key_id).await?;
+    if key.scope == KeyScope::Operator && caller.scope != KeyScope::Operator {
+        return Err(forbidden(
+            format!(
+                "revoking an `{}` key needs an `{}` key; this key's scope is `{}`",
+                KeyScope::Operator,
+                KeyScope::Operator,
+                caller.scope
+            ),
+            None,
+        ));
+    }
+    storage.revoke_key(org, key.id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,11 +1,12 @@
-//! The stored records as the API shows them (the model's views): no secrets, RFC 3339 times,
+//! The stored records as the API shows them (the model's views): no secrets (a key shows its
+//! prefix only), RFC 3339 times,
 //! the trunk's registration as the engine sees it.
 
 use dialtone_engine::{Engine, RegistrationState};
 use dialtone_model::agent::AgentView;
 use dialtone_model::time::rfc3339;
-use dialtone_model::{NumberView, OrganizationView, RegistrationView, TrunkView};
-use dialtone_storage::{Agent, Number, Organization, Trunk};
+use dialtone_model::{KeyView, NumberView, OrganizationView, RegistrationView, TrunkView};
+use dialtone_storage::{Agent, ApiKey, Number, Organization, Trunk};
 
 /// A trunk as the API shows it, with where its registration stands.
 pub(crate) fn trunk_view(engine: &Engine, trunk: &Trunk) -> TrunkView {
@@ -67,6 +68,21 @@ pub(crate) fn organization_view(org: &Organization) -> OrganizationView {
         name: org.name.clone(),
         max_concurrent_calls: org.max_concurrent_calls,
         max_calls_per_second: org.max_calls_per_second,
+        disabled: org.disabled_at.is_some(),
+        disabled_at: org.disabled_at.and_then(rfc3339),
         created_at: rfc3339(org.created_at),
+    }
+}
+
+/// An API key as the API lists it (never its secret).
+pub(crate) fn key_view(key: &ApiKey) -> KeyView {
+    KeyView {
+        id: key.id,
+        organization_id: key.org_id,
+        prefix: key.prefix.clone(),
+        scope: key.scope,
+        created_at: rfc3339(key.created_at),
+        expires_at: key.expires_at.and_then(rfc3339),
+        last_used_at: key.last_used_at.and_then(rfc3339),
     }
 }

@@ -14,7 +14,7 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
     (
         "DIALTONE_HTTP_ADDR",
         Some("127.0.0.1:8080"),
-        "HTTP API, metrics (admin key) and health",
+        "HTTP API, metrics (operator key) and health",
     ),
     (
         "DIALTONE_METRICS_ADDR",
@@ -50,7 +50,7 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
     (
         "DIALTONE_API_KEY",
         None,
-        "required: an admin key of the first organisation (stored hashed)",
+        "required: the operator key (manages every organisation; stored hashed)",
     ),
     (
         "DIALTONE_WEBHOOK_SECRET",

@@ -178,8 +178,17 @@ impl Daemon {
     /// Opens storage, binds SIP, HTTP and gRPC, and serves.
     pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let storage = Storage::open(&config.database_url).await?;
-        let org = storage.bootstrap_admin_key(&config.api_key).await?;
-        tracing::info!(organization = %org.id, "DIALTONE_API_KEY is an admin key");
+        let org = storage
+            .bootstrap_operator_key(&config.api_key)
+            .await
+            .map_err(|e| match e {
+                dialtone_storage::StorageError::KeyRevoked { .. } => DaemonError::Config {
+                    key: "DIALTONE_API_KEY",
+                    problem: e.to_string(),
+                },
+                other => other.into(),
+            })?;
+        tracing::info!(organization = %org.id, "DIALTONE_API_KEY is an operator key");
         let interrupted = storage.close_interrupted_calls().await?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "closed calls left live by the previous run");

@@ -1901,6 +1901,7 @@ async fn the_openapi_document_matches_the_routes() {
                 "{}{}",
                 w.api.base,
                 path.replace("{id}", "01900000-0000-7000-8000-000000000000")
+                    .replace("{key_id}", "01900000-0000-7000-8000-000000000001")
             );
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let status = http.request(method, &url).send().await.unwrap().status();
@@ -1917,6 +1918,7 @@ async fn the_openapi_document_matches_the_routes() {
         [
             "DELETE /v1/agents/{id}",
             "DELETE /v1/numbers/{id}",
+            "DELETE /v1/organizations/{id}/keys/{key_id}",
             "DELETE /v1/trunks/{id}",
             "GET /v1/agents",
             "GET /v1/agents/{id}",
@@ -1926,9 +1928,11 @@ async fn the_openapi_document_matches_the_routes() {
             "GET /v1/numbers",
             "GET /v1/numbers/{id}",
             "GET /v1/organizations",
+            "GET /v1/organizations/{id}/keys",
             "GET /v1/trunks",
             "GET /v1/trunks/{id}",
             "PATCH /v1/agents/{id}",
+            "PATCH /v1/organizations/{id}",
             "PATCH /v1/trunks/{id}",
             "POST /v1/agents",
             "POST /v1/calls",
@@ -1961,6 +1965,698 @@ async fn the_openapi_document_matches_the_routes() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    w.finish().await;
+}
+
+/// A new organisation made by the operator key, and a key of it issued with `key_fields`: the
+/// organisation's id and the key's secret.
+async fn org_with_key(api: &Api, name: &str, key_fields: Value) -> (String, String) {
+    let (s, org) = api.post("/v1/organizations", json!({"name": name})).await;
+    assert_eq!(s, 201, "{org}");
+    let org_id = org["id"].as_str().unwrap().to_owned();
+    let key = issue_key(&api.as_key(KEY), &org_id, key_fields).await;
+    (org_id, key["key"].as_str().unwrap().to_owned())
+}
+
+/// A key of `org` issued by `by` with `fields`: the issued key as the API shows it.
+async fn issue_key(by: &KeyedApi<'_>, org: &str, fields: Value) -> Value {
+    let (s, key) = by
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/organizations/{org}/keys"),
+            Some(fields),
+        )
+        .await;
+    assert_eq!(s, 201, "{key}");
+    key
+}
+
+/// What a caller gets from a route in the scope walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Past authorisation: the route did its work (or refused the request's content).
+    Allowed,
+    /// `403` naming the scope needed.
+    Forbidden,
+    /// `404`: another organisation's resource.
+    NotFound,
+}
+
+/// The resources of organisation A that the scope walk's paths name.
+struct WalkFixtures<'a> {
+    a: KeyedApi<'a>,
+    org: String,
+    trunk: String,
+    number: String,
+    agent: String,
+    call: String,
+    event: String,
+    fresh: std::sync::atomic::AtomicU32,
+}
+
+impl WalkFixtures<'_> {
+    async fn create(&self, path: &str, body: Value) -> String {
+        let (s, made) = self.a.send(reqwest::Method::POST, path, Some(body)).await;
+        assert_eq!(s, 201, "{path}: {made}");
+        made["id"].as_str().unwrap().to_owned()
+    }
+
+    /// `template` with its parameters filled in: A's resources, and a new one for what a
+    /// `DELETE` removes, so every caller finds one to try.
+    async fn path(&self, method: &str, template: &str) -> String {
+        let n = self
+            .fresh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let delete = method == "DELETE";
+        let id = match template.split('/').nth(2).unwrap() {
+            "trunks" if delete => {
+                self.create(
+                    "/v1/trunks",
+                    json!({"name": format!("walk-{n}"), "host": "127.0.0.1"}),
+                )
+                .await
+            }
+            "trunks" => self.trunk.clone(),
+            "numbers" if delete => {
+                self.create(
+                    "/v1/numbers",
+                    json!({"e164": format!("+1555070{n:04}"), "trunk_id": self.trunk}),
+                )
+                .await
+            }
+            "numbers" => self.number.clone(),
+            "agents" if delete => {
+                self.create("/v1/agents", json!({"name": format!("walk-{n}")}))
+                    .await
+            }
+            "agents" => self.agent.clone(),
+            "calls" => self.call.clone(),
+            "events" => self.event.clone(),
+            "organizations" => self.org.clone(),
+            other => panic!("the scope walk has no fixture for /v1/{other}: add one"),
+        };
+        let mut path = template.replace("{id}", &id);
+        if path.contains("{key_id}") {
+            let key = issue_key(&self.a, &self.org, json!({})).await;
+            path = path.replace("{key_id}", key["id"].as_str().unwrap());
+        }
+        assert!(!path.contains('{'), "the scope walk cannot fill {template}");
+        path
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_every_scope_as_its_openapi_scope_says() {
+    let w = world(None, &[]).await;
+    // The operator's key lives in the first organisation; A has an admin and a plain key, B an
+    // admin key (issued with the older `"admin": true`).
+    let (org_a, a_admin) = org_with_key(&w.api, "a", json!({"scope": "admin"})).await;
+    let a_plain = issue_key(&w.api.as_key(&a_admin), &org_a, json!({})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, b_admin) = org_with_key(&w.api, "b", json!({"admin": true})).await;
+    let a = w.api.as_key(&a_admin);
+    let mut fixtures = WalkFixtures {
+        a,
+        org: org_a.clone(),
+        trunk: String::new(),
+        number: String::new(),
+        agent: String::new(),
+        call: String::new(),
+        event: String::new(),
+        fresh: std::sync::atomic::AtomicU32::new(0),
+    };
+    fixtures.trunk = fixtures
+        .create(
+            "/v1/trunks",
+            json!({"name": "walk", "host": "127.0.0.1", "port": 9}),
+        )
+        .await;
+    fixtures.number = fixtures
+        .create(
+            "/v1/numbers",
+            json!({"e164": "+15550704444", "trunk_id": fixtures.trunk}),
+        )
+        .await;
+    fixtures.agent = fixtures
+        .create(
+            "/v1/agents",
+            json!({"name": "walk", "brain": "builtin:echo", "number_ids": [fixtures.number]}),
+        )
+        .await;
+    fixtures.call = fixtures
+        .create(
+            "/v1/calls",
+            json!({"agent_id": fixtures.agent, "to": "+15551230000",
+                   "webhook_url": "http://127.0.0.1:9/hook"}),
+        )
+        .await;
+    let (s, events) = fixtures
+        .a
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/calls/{}/events", fixtures.call),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{events}");
+    fixtures.event = events["data"][0]["id"].as_str().unwrap().to_owned();
+
+    let doc: Value = reqwest::get(format!("{}/v1/openapi.json", w.api.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let callers = [
+        ("operator", KEY.to_owned()),
+        ("admin of A", a_admin.clone()),
+        ("plain key of A", a_plain.clone()),
+        ("admin of B", b_admin.clone()),
+    ];
+    let mut declared = Vec::new();
+    let mut walked = 0;
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if !["get", "post", "patch", "delete", "put"].contains(&method.as_str()) {
+                continue;
+            }
+            let method = method.to_uppercase();
+            let route = format!("{method} {template}");
+            let scope = operation["x-dialtone-scope"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{route} states no scope"))
+                .to_owned();
+            assert!(
+                operation["description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(&format!("Scope: `{scope}`")),
+                "{route}: its description states its scope"
+            );
+            if scope != "standard" {
+                assert!(
+                    operation["responses"]["403"].is_object(),
+                    "{route} documents 403"
+                );
+                declared.push(format!("{scope}: {route}"));
+            }
+            for (caller, key) in &callers {
+                let expected = match (scope.as_str(), *caller) {
+                    ("operator", "operator") => Outcome::Allowed,
+                    ("operator", _) => Outcome::Forbidden,
+                    ("admin", "operator" | "admin of A") => Outcome::Allowed,
+                    ("admin", _) => Outcome::Forbidden,
+                    // A's resources are A's keys' own; the others' keys find none.
+                    ("standard", "admin of A" | "plain key of A") => Outcome::Allowed,
+                    ("standard", _) if template.contains('{') => Outcome::NotFound,
+                    ("standard", _) => Outcome::Allowed,
+                    (other, _) => panic!("{route}: unknown scope {other}"),
+                };
+                let path = fixtures.path(&method, template).await;
+                let body = (method != "GET" && method != "DELETE").then(|| json!({}));
+                let (status, answer) = w
+                    .api
+                    .as_key(key)
+                    .send(
+                        reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                        &path,
+                        body,
+                    )
+                    .await;
+                let got = match status {
+                    403 => Outcome::Forbidden,
+                    404 => Outcome::NotFound,
+                    401 | 405 | 500.. => panic!("{route} as {caller}: {status} {answer}"),
+                    _ => Outcome::Allowed,
+                };
+                assert_eq!(got, expected, "{route} as {caller}: {status} {answer}");
+                if got == Outcome::Forbidden {
+                    assert_eq!(answer["error"]["code"], "forbidden", "{route} as {caller}");
+                    let message = answer["error"]["message"].as_str().unwrap();
+                    assert!(
+                        message.contains(&format!("needs an `{scope}` key")),
+                        "{route} as {caller}: {message}"
+                    );
+                }
+                walked += 1;
+            }
+        }
+    }
+    declared.sort();
+    assert_eq!(
+        declared,
+        [
+            "admin: DELETE /v1/organizations/{id}/keys/{key_id}",
+            "admin: GET /v1/organizations/{id}/keys",
+            "admin: POST /v1/organizations/{id}/keys",
+            "operator: GET /v1/organizations",
+            "operator: PATCH /v1/organizations/{id}",
+            "operator: POST /v1/organizations",
+        ]
+    );
+    assert!(walked >= 4 * 26, "walked {walked}");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organisation_admin_manages_its_own_keys_and_nothing_else() {
+    let w = world(None, &[]).await;
+    let operator = w.api.as_key(KEY);
+    let (_, orgs) = w.api.get("/v1/organizations").await;
+    let home = orgs["data"][0]["id"].as_str().unwrap().to_owned();
+    // `"admin": true` still makes an organisation admin, shown with its scope.
+    let (s, org) = w.api.post("/v1/organizations", json!({"name": "c"})).await;
+    assert_eq!(s, 201);
+    let c = org["id"].as_str().unwrap().to_owned();
+    let issued = issue_key(&operator, &c, json!({"admin": true})).await;
+    assert_eq!(
+        (&issued["scope"], &issued["admin"]),
+        (&json!("admin"), &json!(true))
+    );
+    assert_eq!(issued["expires_at"], Value::Null);
+    let admin = w.api.as_key(issued["key"].as_str().unwrap());
+    // It neither sees nor makes organisations, nor issues keys elsewhere — the first
+    // organisation's included — nor makes an operator key anywhere.
+    for (method, path, body) in [
+        (reqwest::Method::GET, "/v1/organizations".to_owned(), None),
+        (
+            reqwest::Method::POST,
+            "/v1/organizations".to_owned(),
+            Some(json!({"name": "mine"})),
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/organizations/{c}"),
+            Some(json!({"disabled": false})),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/organizations/{home}/keys"),
+            Some(json!({"admin": true})),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/organizations/{home}/keys"),
+            None,
+        ),
+    ] {
+        let (s, e) = admin.send(method.clone(), &path, body).await;
+        assert_eq!(
+            (s, &e["error"]["code"]),
+            (403, &json!("forbidden")),
+            "{method} {path}"
+        );
+    }
+    let (s, e) = admin
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/organizations/{c}/keys"),
+            Some(json!({"scope": "operator"})),
+        )
+        .await;
+    assert_eq!((s, &e["error"]["field"]), (403, &json!("scope")), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`operator`")
+    );
+    // A key says its scope one way: `scope` and `admin` that disagree are a 400 naming `admin`.
+    let (s, e) = admin
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/organizations/{c}/keys"),
+            Some(json!({"scope": "standard", "admin": true})),
+        )
+        .await;
+    assert_eq!((s, &e["error"]["field"]), (400, &json!("admin")), "{e}");
+    // In its own organisation it issues admin and plain keys.
+    let second_admin = issue_key(&admin, &c, json!({"scope": "admin"})).await;
+    assert_eq!(second_admin["scope"], "admin");
+    let plain = issue_key(&admin, &c, json!({})).await;
+    assert_eq!(
+        (&plain["scope"], &plain["admin"]),
+        (&json!("standard"), &json!(false))
+    );
+    // A plain key manages no keys, not even its own organisation's.
+    let (s, e) = w
+        .api
+        .as_key(plain["key"].as_str().unwrap())
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/organizations/{c}/keys"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("`admin`"),
+        "{e}"
+    );
+    // The operator issues operator keys; one of those manages organisations.
+    let second_operator = issue_key(&operator, &home, json!({"scope": "operator"})).await;
+    assert_eq!(second_operator["scope"], "operator");
+    let (s, _) = w
+        .api
+        .as_key(second_operator["key"].as_str().unwrap())
+        .send(
+            reqwest::Method::POST,
+            "/v1/organizations",
+            Some(json!({"name": "by-the-second-operator"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    // An admin of the first organisation sees none of the operator keys living there, and
+    // cannot revoke one.
+    let home_admin = issue_key(&operator, &home, json!({"scope": "admin"})).await;
+    let home_admin_api = w.api.as_key(home_admin["key"].as_str().unwrap());
+    let keys_of_home = format!("/v1/organizations/{home}/keys");
+    let (s, listed) = home_admin_api
+        .send(reqwest::Method::GET, &keys_of_home, None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["data"][0]["scope"], "admin");
+    let (_, all) = operator
+        .send(reqwest::Method::GET, &keys_of_home, None)
+        .await;
+    let scopes: Vec<&str> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["scope"].as_str().unwrap())
+        .collect();
+    assert_eq!(scopes, ["operator", "operator", "admin"]);
+    // The bootstrapped key shows 4 of its characters, no more.
+    assert_eq!(all["data"][0]["prefix"], KEY.get(..4).unwrap());
+    let (s, e) = home_admin_api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{keys_of_home}/{}", second_operator["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 403, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`operator`")
+    );
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_listed_without_secrets_expire_and_are_revoked_at_once_on_every_node() {
+    let w = world(None, &[]).await;
+    // A second node on the same database.
+    let node2 = Daemon::start(config(w._dir.path())).await.unwrap();
+    let api2 = Api {
+        base: format!("http://{}", node2.http_addr),
+        http: reqwest::Client::new(),
+    };
+    let (org, admin_key) = org_with_key(&w.api, "acme", json!({"scope": "admin"})).await;
+    let admin = w.api.as_key(&admin_key);
+    let keys = format!("/v1/organizations/{org}/keys");
+    let plain = issue_key(&admin, &org, json!({"expires_at": "2099-01-31T12:00:00Z"})).await;
+    assert_eq!(plain["expires_at"], "2099-01-31T12:00:00Z");
+    let secret = plain["key"].as_str().unwrap().to_owned();
+    // An expiry must be an RFC 3339 time, in the future.
+    for bad in ["tomorrow", "2001-01-01T00:00:00Z"] {
+        let (s, e) = admin
+            .send(
+                reqwest::Method::POST,
+                &keys,
+                Some(json!({"expires_at": bad})),
+            )
+            .await;
+        assert_eq!(
+            (s, &e["error"]["field"]),
+            (400, &json!("expires_at")),
+            "{e}"
+        );
+    }
+    let expiry = dialtone_storage::now_ms() + 1500;
+    let short = issue_key(
+        &admin,
+        &org,
+        json!({"expires_at": dialtone_model::time::rfc3339(expiry).unwrap()}),
+    )
+    .await;
+    let short_secret = short["key"].as_str().unwrap().to_owned();
+    let (s, _) = w
+        .api
+        .as_key(&short_secret)
+        .send(reqwest::Method::GET, "/v1/trunks", None)
+        .await;
+    assert_eq!(s, 200);
+    // The plain key works on both nodes; the list shows it with its last use, never a secret.
+    for api in [&w.api, &api2] {
+        let (s, _) = api
+            .as_key(&secret)
+            .send(reqwest::Method::GET, "/v1/agents", None)
+            .await;
+        assert_eq!(s, 200);
+    }
+    let (s, listed) = admin.send(reqwest::Method::GET, &keys, None).await;
+    assert_eq!(s, 200, "{listed}");
+    let text = listed.to_string();
+    assert!(!text.contains(&secret) && !text.contains(&admin_key) && !text.contains(&short_secret));
+    let data = listed["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3, "{listed}");
+    let listed_plain = data.iter().find(|k| k["id"] == plain["id"]).unwrap();
+    let mut fields: Vec<&str> = listed_plain
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "created_at",
+            "expires_at",
+            "id",
+            "last_used_at",
+            "organization_id",
+            "prefix",
+            "scope"
+        ]
+    );
+    assert_eq!(listed_plain["prefix"], plain["prefix"]);
+    assert!(secret.starts_with(listed_plain["prefix"].as_str().unwrap()));
+    assert_eq!(listed_plain["scope"], "standard");
+    assert!(listed_plain["last_used_at"].is_string(), "{listed_plain}");
+    // Revoked on the first node: the very next request is 401 on both.
+    let (s, _) = admin
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{keys}/{}", plain["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    for api in [&api2, &w.api] {
+        let (s, e) = api
+            .as_key(&secret)
+            .send(reqwest::Method::GET, "/v1/agents", None)
+            .await;
+        assert_eq!((s, &e["error"]["code"]), (401, &json!("unauthenticated")));
+    }
+    let (_, listed) = admin.send(reqwest::Method::GET, &keys, None).await;
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["id"] != plain["id"])
+    );
+    let (s, _) = admin
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{keys}/{}", plain["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    // Another organisation's key is not this one's to revoke.
+    let (s, _) = w
+        .api
+        .as_key(KEY)
+        .send(
+            reqwest::Method::DELETE,
+            &format!(
+                "/v1/organizations/{}/keys/{}",
+                w.api.get("/v1/organizations").await.1["data"][0]["id"]
+                    .as_str()
+                    .unwrap(),
+                short["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    // Past its expiry the short key is 401 like a wrong one.
+    while dialtone_storage::now_ms() <= expiry + 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, _) = api2
+        .as_key(&short_secret)
+        .send(reqwest::Method::GET, "/v1/trunks", None)
+        .await;
+    assert_eq!(s, 401);
+    // The operator revokes the admin key itself.
+    let (_, listed) = admin.send(reqwest::Method::GET, &keys, None).await;
+    let admin_id = listed["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = w
+        .api
+        .as_key(KEY)
+        .send(reqwest::Method::DELETE, &format!("{keys}/{admin_id}"), None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = admin.send(reqwest::Method::GET, &keys, None).await;
+    assert_eq!(s, 401);
+    // Even the bootstrapped operator key can be revoked (by an operator key) ...
+    let (_, orgs) = w.api.get("/v1/organizations").await;
+    let home_keys = format!(
+        "/v1/organizations/{}/keys",
+        orgs["data"][0]["id"].as_str().unwrap()
+    );
+    let (_, listed) = w.api.get(&home_keys).await;
+    let bootstrapped = listed["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = w
+        .api
+        .as_key(KEY)
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{home_keys}/{bootstrapped}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = api2.get("/v1/organizations").await;
+    assert_eq!(s, 401);
+    node2.shutdown(Duration::from_secs(1)).await;
+    // ... and it stays revoked: a node configured with it refuses to start, naming the key.
+    let e = Daemon::start(config(w._dir.path())).await.err().unwrap();
+    let message = e.to_string();
+    assert!(
+        message.starts_with("DIALTONE_API_KEY:") && message.contains("revoked"),
+        "{message}"
+    );
+    w.finish().await;
+}
+
+/// The status of the call at `path`, as `api` reads it.
+async fn call_status(api: &KeyedApi<'_>, path: &str) -> String {
+    api.send(reqwest::Method::GET, path, None).await.1["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_organisation_dispatches_nothing_and_ends_nothing_live() {
+    let w = world(None, &[]).await;
+    let (org, admin_key) = org_with_key(&w.api, "acme", json!({"scope": "admin"})).await;
+    let a = w.api.as_key(&admin_key);
+    // A trunk that never answers: a call stays `dialing`.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (_, trunk) = a
+        .send(
+            reqwest::Method::POST,
+            "/v1/trunks",
+            Some(json!({"name": "silent", "host": "127.0.0.1", "port": port})),
+        )
+        .await;
+    let (_, number) = a
+        .send(
+            reqwest::Method::POST,
+            "/v1/numbers",
+            Some(json!({"e164": "+15550705555", "trunk_id": trunk["id"]})),
+        )
+        .await;
+    let (s, agent) = a
+        .send(
+            reqwest::Method::POST,
+            "/v1/agents",
+            Some(json!({"name": "a", "brain": "builtin:echo", "number_ids": [number["id"]]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{agent}");
+    let dispatch = json!({"agent_id": agent["id"], "to": "+15551230000"});
+    let (s, live) = a
+        .send(reqwest::Method::POST, "/v1/calls", Some(dispatch.clone()))
+        .await;
+    assert_eq!(s, 201, "{live}");
+    let live_path = format!("/v1/calls/{}", live["id"].as_str().unwrap());
+    for _ in 0..100 {
+        if call_status(&a, &live_path).await == "dialing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(call_status(&a, &live_path).await, "dialing");
+    // Only the operator disables an organisation.
+    let patch = format!("/v1/organizations/{org}");
+    let (s, _) = a
+        .send(
+            reqwest::Method::PATCH,
+            &patch,
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, e) = w.api.patch(&patch, json!({"disabled": "yes"})).await;
+    assert_eq!((s, &e["error"]["field"]), (400, &json!("disabled")), "{e}");
+    let (s, disabled) = w.api.patch(&patch, json!({"disabled": true})).await;
+    assert_eq!(s, 200, "{disabled}");
+    assert_eq!(disabled["disabled"], true);
+    assert!(disabled["disabled_at"].is_string());
+    // Its dispatches are refused, naming the organisation and its state ...
+    let (s, e) = a
+        .send(reqwest::Method::POST, "/v1/calls", Some(dispatch.clone()))
+        .await;
+    assert_eq!(
+        (s, &e["error"]["code"]),
+        (403, &json!("organization_disabled")),
+        "{e}"
+    );
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&org) && message.contains("disabled"),
+        "{message}"
+    );
+    // ... while the call already live goes on, and the rest of the API works.
+    assert_eq!(call_status(&a, &live_path).await, "dialing");
+    let (s, _) = a.send(reqwest::Method::GET, "/v1/agents", None).await;
+    assert_eq!(s, 200);
+    let (_, orgs) = w.api.get("/v1/organizations").await;
+    let listed = orgs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == org.as_str())
+        .unwrap();
+    assert_eq!(listed["disabled"], true);
+    // Other organisations dispatch as before.
+    w.dispatch(json!({})).await;
+    // Enabled again, it dispatches.
+    let (s, enabled) = w.api.patch(&patch, json!({"disabled": false})).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (&enabled["disabled"], &enabled["disabled_at"]),
+        (&json!(false), &Value::Null)
+    );
+    let (s, _) = a
+        .send(reqwest::Method::POST, "/v1/calls", Some(dispatch))
+        .await;
+    assert_eq!(s, 201);
+    drop(silent);
     w.finish().await;
 }
 
@@ -2591,6 +3287,34 @@ mod grpc {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disabled_organisations_dispatch_is_permission_denied() {
+        let w = world(None, &[]).await;
+        let (_, orgs) = w.api.get("/v1/organizations").await;
+        let home = orgs["data"][0]["id"].as_str().unwrap().to_owned();
+        let patch = format!("/v1/organizations/{home}");
+        let (s, _) = w.api.patch(&patch, json!({"disabled": true})).await;
+        assert_eq!(s, 200);
+        let mut calls = CallServiceClient::new(channel(&w.daemon).await);
+        let e = calls
+            .dispatch_call(authed(dispatch_request(&w.agent_id)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            e.metadata().get("dialtone-error-code").unwrap(),
+            "organization_disabled"
+        );
+        assert!(e.message().contains(&home), "{}", e.message());
+        let (s, _) = w.api.patch(&patch, json!({"disabled": false})).await;
+        assert_eq!(s, 200);
+        calls
+            .dispatch_call(authed(dispatch_request(&w.agent_id)))
+            .await
+            .unwrap();
+        w.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn grpc_errors_carry_the_right_code_and_name_the_field() {
         let w = world(None, &[]).await;
         let channel = channel(&w.daemon).await;
@@ -2784,11 +3508,11 @@ mod grpc {
     }
 }
 
-/// The metrics describe every organisation: on the API they take an admin key; a private
+/// The metrics describe every organisation: on the API they take an operator key; a private
 /// network's scraper reads them without one on `DIALTONE_METRICS_ADDR`, which serves nothing
 /// else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_need_an_admin_key_on_the_api_and_none_on_their_own_address() {
+async fn metrics_need_an_operator_key_on_the_api_and_none_on_their_own_address() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = config(tmp.path());
     config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());

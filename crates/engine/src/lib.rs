@@ -110,6 +110,15 @@ pub enum EngineError {
         /// When a dispatch will be accepted again.
         retry_after: Duration,
     },
+    /// The organisation is disabled: it places no new calls.
+    #[error(
+        "organization {org_id} is disabled and places no new calls (an operator can enable it \
+         again); calls already live go on"
+    )]
+    OrganizationDisabled {
+        /// The organisation.
+        org_id: Uuid,
+    },
     /// Storage failed.
     #[error(transparent)]
     Storage(StorageError),
@@ -361,6 +370,9 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let org = self.storage.get_organization(request.org_id).await?;
+        if org.disabled_at.is_some() {
+            return Err(EngineError::OrganizationDisabled { org_id: org.id });
+        }
         let settings = &agent.config;
         let brain = settings
             .brain

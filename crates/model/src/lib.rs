@@ -10,6 +10,7 @@
 //!   webhooks serialise;
 //! - [`dispatch`], [`agent`], [`trunk`], [`number`], [`organization`]: what requests set
 //!   (strict: an unknown field is an error) and what the API shows; [`page`] for lists;
+//!   [`KeyScope`]: what an API key may do (`operator`, `admin`, `standard`);
 //! - [`webhook`]: the webhook body and a call's events;
 //! - [`parse`]: reading a body into these types with the field at fault named.
 //!
@@ -35,7 +36,10 @@ pub use call::{Call, CallView, EndReasonView, TranscriptLine};
 pub use dispatch::DispatchCall;
 pub use end_reason::{AnsweredBy, EndReason, EndedBy};
 pub use number::{NumberFields, NumberView};
-pub use organization::{IssuedKeyView, KeyFields, OrganizationFields, OrganizationView};
+pub use organization::{
+    IssuedKeyView, KeyFields, KeyScope, KeyView, OrganizationFields, OrganizationPatch,
+    OrganizationView,
+};
 pub use page::Page;
 pub use parse::FieldError;
 pub use status::{CallStatus, Direction};

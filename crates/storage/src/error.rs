@@ -13,7 +13,7 @@ pub enum StorageError {
     /// No row with this id.
     #[error("{entity} {id} not found")]
     NotFound {
-        /// `trunk`, `number`, `agent`, `call`.
+        /// `trunk`, `number`, `agent`, `call`, `organization`, `key`.
         entity: &'static str,
         /// The id asked for.
         id: String,
@@ -35,6 +35,12 @@ pub enum StorageError {
         id: String,
         /// What uses it.
         used_by: &'static str,
+    },
+    /// The key to bootstrap as the operator's was revoked; it stays revoked.
+    #[error("the operator key to bootstrap (key {id}) was revoked; configure a new one")]
+    KeyRevoked {
+        /// The revoked key.
+        id: String,
     },
     /// The database URL names no database this storage supports.
     #[error("unsupported database URL scheme {scheme:?}: use sqlite:// or postgres://")]

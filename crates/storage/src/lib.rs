@@ -31,7 +31,8 @@
 //! - `error.rs` — [`StorageError`] and [`Result`];
 //! - `rows.rs` — reading columns back into values, and the placeholders of multi-row statements;
 //! - `resource.rs` — [`OrgOwned`] and [`Stored`], what the API's ownership checks use;
-//! - `organizations.rs` — organisations and their API keys;
+//! - `organizations.rs` — organisations and their API keys (scopes, expiry, revocation, last
+//!   use);
 //! - `trunks.rs`, `numbers.rs`, `agents.rs` — what calls are placed with;
 //! - `calls.rs` — reading calls: one, a page of them, the one an idempotency key names;
 //! - `call_writes.rs` — the call path's writes (new calls, status steps, details) and how the
@@ -68,7 +69,9 @@ pub use calls::CallFilter;
 pub use dialtone_model::{AnsweredBy, Call, CallStatus, EndReason, EndedBy};
 pub use error::{Result, StorageError};
 pub use numbers::Number;
-pub use organizations::{IssuedKey, KeyOwner, Organization, hash_key};
+pub use organizations::{
+    ApiKey, IssuedKey, KeyOwner, LAST_USED_RESOLUTION_MS, Organization, hash_key,
+};
 pub use outbox::{Delivery, WebhookEvent};
 pub use resource::{OrgOwned, Stored};
 pub use trunks::{NewTrunk, Trunk, TrunkTransport};

@@ -46,7 +46,7 @@ pub(crate) fn opt_uuid_of(row: &AnyRow, column: &'static str) -> Result<Option<U
 }
 
 /// The owning organisation; rows from before organisations existed read as the nil id until
-/// [`Storage::bootstrap_admin_key`](crate::Storage::bootstrap_admin_key) gives them one.
+/// [`Storage::bootstrap_operator_key`](crate::Storage::bootstrap_operator_key) gives them one.
 pub(crate) fn org_of(row: &AnyRow) -> Result<Uuid> {
     Ok(opt_uuid_of(row, "org_id")?.unwrap_or(Uuid::nil()))
 }

@@ -9,12 +9,20 @@ use crate::{Backend, Call, CallStatus, NewAgent, NewCall, NewTrunk, Storage, Tru
 
 /// The organisation the tests' resources belong to.
 pub(crate) async fn org(s: &Storage) -> Uuid {
-    s.bootstrap_admin_key("test-admin-key").await.unwrap().id
+    s.bootstrap_operator_key("test-admin-key").await.unwrap().id
 }
 
 /// PostgreSQL for the tests (`dialtone_test_support::postgres_test_url`), in a schema of its
 /// own; `None`, saying why, where none answers (outside CI).
 pub(crate) async fn postgres() -> Option<(Storage, String)> {
+    let (url, schema) = postgres_schema().await?;
+    let storage = Storage::open(&url).await.unwrap();
+    assert_eq!(storage.backend(), Backend::Postgres);
+    Some((storage, schema))
+}
+
+/// A new, empty schema in the test PostgreSQL: the URL that works in it, and its name.
+pub(crate) async fn postgres_schema() -> Option<(String, String)> {
     use sqlx::Connection;
     let base = dialtone_test_support::postgres_test_url()?;
     sqlx::any::install_default_drivers();
@@ -25,10 +33,10 @@ pub(crate) async fn postgres() -> Option<(Storage, String)> {
         .await
         .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let storage = Storage::open(&url).await.unwrap();
-    assert_eq!(storage.backend(), Backend::Postgres);
-    Some((storage, schema))
+    Some((
+        format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+        schema,
+    ))
 }
 
 /// Drops a test's schema (a failed test leaves its schema behind to look at).
