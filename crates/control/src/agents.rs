@@ -127,13 +127,17 @@ pub(crate) async fn update(
             patch
                 .get("number_ids")
                 .and_then(Value::as_array)
-                .is_some_and(|ids| ids.iter().any(|v| v.as_str() == Some(&p.to_string())))
+                .is_some_and(|ids| {
+                    ids.iter()
+                        .filter_map(|v| v.as_str().and_then(|s| uuid::Uuid::parse_str(s).ok()))
+                        .any(|id| id == p)
+                })
         });
         if !keeps {
             fields.primary_number_id = None;
         }
     }
-    let fields = patched(&fields, patch)?;
+    let fields = patched(&fields, AgentFields::FIELDS, patch)?;
     let agent = state
         .engine
         .storage()

@@ -1,6 +1,6 @@
 //! Request bodies: one JSON object within the size limit, read into the model's types (the
-//! field at fault named), and PATCH as a JSON merge patch (RFC 7396: a key present replaces,
-//! `null` clears) laid over the stored fields before they are read again.
+//! field at fault named), and PATCH as a merge patch of the top-level fields (a key present
+//! replaces, `null` clears) laid over the stored fields before they are read again.
 
 use axum::body::Bytes;
 use dialtone_model::MAX_BODY_BYTES;
@@ -40,11 +40,19 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     Ok(from_value(Value::Object(map))?)
 }
 
-/// `current` with `patch` laid over it, read back as `T`.
+/// `current` with `patch` laid over it (top-level keys; a key given `null` is cleared), read
+/// back as `T`, whose fields are `fields` (a key that is not one is refused, `null` or not).
 pub(crate) fn patched<T: Serialize + DeserializeOwned>(
     current: &T,
+    fields: &[&str],
     patch: Map<String, Value>,
 ) -> Result<T, ApiError> {
+    if let Some(unknown) = patch.keys().find(|k| !fields.contains(&k.as_str())) {
+        return Err(ApiError::invalid(
+            unknown,
+            format!("unknown field `{unknown}`"),
+        ));
+    }
     let mut fields = match serde_json::to_value(current) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
@@ -84,9 +92,13 @@ mod tests {
         let mut patch = Map::new();
         patch.insert("host".into(), "h2".into());
         patch.insert("realm".into(), Value::Null);
-        let after = patched(&current, patch).unwrap();
+        let after = patched(&current, dialtone_model::TrunkFields::FIELDS, patch).unwrap();
         assert_eq!(after.host.as_deref(), Some("h2"));
         assert_eq!(after.realm, None);
         assert_eq!(after.name.as_deref(), Some("t"));
+        let mut unknown = Map::new();
+        unknown.insert("bogus".into(), Value::Null);
+        let refused = patched(&current, dialtone_model::TrunkFields::FIELDS, unknown);
+        assert_eq!(refused.unwrap_err().field.as_deref(), Some("bogus"));
     }
 }

@@ -35,8 +35,11 @@ pub(crate) async fn dispatch(
             if key.is_empty() || key.len() > 255 {
                 return Err(ApiError::invalid("Idempotency-Key", IDEMPOTENCY_KEY_RULE));
             }
-            // The typed request prints the same for the same request, whichever face sent it.
-            let canonical = serde_json::to_string(&call).unwrap_or_default();
+            // The typed request prints the same for the same request, whichever face sent it
+            // (absent fields left out, so a field added later changes no earlier hash).
+            let canonical = serde_json::to_value(&call)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
             let digest = Sha256::digest(canonical.as_bytes());
             let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
             Some((key.to_owned(), hash))

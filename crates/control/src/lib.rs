@@ -53,8 +53,6 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use dialtone_model::number::is_e164;
-pub use dialtone_model::{MAX_BODY_BYTES, MAX_INSTRUCTIONS_BYTES, MAX_OBJECT_BYTES};
 pub use dialtone_proto as proto;
 pub use error::ApiError;
 

@@ -94,7 +94,7 @@ pub(crate) async fn update(
     patch: serde_json::Map<String, serde_json::Value>,
 ) -> Result<TrunkView, ApiError> {
     let current = own::<Trunk>(state, caller, id).await?;
-    let fields = patched(&fields_of(&current), patch)?;
+    let fields = patched(&fields_of(&current), TrunkFields::FIELDS, patch)?;
     let trunk = state
         .engine
         .storage()

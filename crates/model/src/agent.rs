@@ -98,8 +98,9 @@ pub struct AgentView {
     /// The default caller ID.
     pub primary_number_id: Option<Uuid>,
     /// Every other setting that is set (`name`, `number_ids` and `primary_number_id` are
-    /// above).
+    /// above): the fields of `AgentFields`.
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub settings: AgentFields,
     /// RFC 3339.
     pub created_at: Option<String>,
@@ -176,6 +177,37 @@ pub enum BargeIn {
 }
 
 impl AgentFields {
+    /// Every field's name (a test checks the list against the type).
+    pub const FIELDS: &'static [&'static str] = &[
+        "name",
+        "direction",
+        "persona",
+        "voice",
+        "language",
+        "instructions",
+        "returns",
+        "tools",
+        "voicemail_action",
+        "webhook_url",
+        "number_ids",
+        "primary_number_id",
+        "brain",
+        "ring_timeout_seconds",
+        "max_duration_seconds",
+        "amd",
+        "mask_dtmf",
+        "barge_in",
+        "endpointing_silence_ms",
+        "silence_timeout_seconds",
+    ];
+
+    /// Stored settings read leniently: a key this build does not know (written by a newer
+    /// node, say) is left out rather than making the agent unreadable.
+    pub fn from_stored(mut config: serde_json::Map<String, Value>) -> Result<Self, FieldError> {
+        config.retain(|key, _| Self::FIELDS.contains(&key.as_str()));
+        crate::parse::from_value(Value::Object(config))
+    }
+
     /// The rules serde does not check, in the API's words.
     pub fn check(&self) -> Result<(), FieldError> {
         match &self.name {
@@ -241,7 +273,7 @@ impl AgentFields {
             check_http_url("webhook_url", url)?;
         }
         let mut names = std::collections::HashSet::new();
-        for tool in self.tools.iter().flatten() {
+        for (i, tool) in self.tools.iter().flatten().enumerate() {
             let name_ok = (1..=64).contains(&tool.name.len())
                 && tool
                     .name
@@ -254,7 +286,10 @@ impl AgentFields {
                 ));
             }
             if let Some(url) = &tool.url {
-                check_http_url("url", url)?;
+                check_http_url(&format!("tools[{i}].url"), url).map_err(|e| FieldError {
+                    field: "tools".into(),
+                    ..e
+                })?;
             }
         }
         if let Some(primary) = self.primary_number_id
@@ -462,6 +497,34 @@ mod tests {
             from_value(json!({"name": "b", "voicemail_action": "hangup", "amd": true})).unwrap();
         assert_eq!(plain.voicemail(), VoicemailAction::HangUp);
         assert_eq!(plain.amd, Some(Amd::On(AmdThresholds::default())));
+    }
+
+    #[test]
+    fn the_field_list_is_the_types_and_unknown_stored_keys_are_left_out() {
+        let every = json!({
+            "name": "a", "direction": "outbound", "persona": "p", "voice": "v",
+            "language": "en", "instructions": "i", "returns": {}, "tools": [],
+            "voicemail_action": "hangup", "webhook_url": "https://x", "number_ids": [],
+            "primary_number_id": "0190f5a0-0000-7000-8000-000000000000", "brain": "builtin:echo",
+            "ring_timeout_seconds": 1, "max_duration_seconds": 1, "amd": true,
+            "mask_dtmf": true, "barge_in": "on", "endpointing_silence_ms": 100,
+            "silence_timeout_seconds": 1
+        });
+        let fields: AgentFields = from_value(every).unwrap();
+        let written = serde_json::to_value(&fields).unwrap();
+        let mut keys: Vec<&str> = written
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut listed = AgentFields::FIELDS.to_vec();
+        keys.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(keys, listed);
+        let stored = json!({"voice": "v", "from_a_newer_node": 1});
+        let read = AgentFields::from_stored(stored.as_object().unwrap().clone()).unwrap();
+        assert_eq!(read.voice.as_deref(), Some("v"));
     }
 
     #[test]

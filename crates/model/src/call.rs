@@ -198,13 +198,6 @@ impl From<&Call> for CallView {
     }
 }
 
-impl Call {
-    /// The call object of the API and the webhooks, as JSON.
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(CallView::from(self)).unwrap_or(Value::Null)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,7 +235,7 @@ mod tests {
 
     #[test]
     fn the_view_shows_codes_messages_times_and_durations() {
-        let json = ended_call().to_json();
+        let json = serde_json::to_value(CallView::from(&ended_call())).unwrap();
         assert_eq!(json["status"], "completed");
         assert_eq!(json["end_reason"]["code"], "rtp_timeout");
         assert_eq!(json["end_reason"]["by"], "engine");

@@ -32,16 +32,21 @@ pub struct DispatchCall {
     pub to: String,
     /// Caller ID: another number of the same agent, as E.164 or its UUID (default: the
     /// agent's primary number).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from_number: Option<String>,
     /// Replaces the agent's instructions for this call (at most 32 KiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
     /// A JSON object the agent can reference (default `{}`, at most 64 KiB).
     #[schema(value_type = Object)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
     /// This call's webhook receiver (http or https; not private unless allowed).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Key/values returned on the call (default `{}`, at most 64 KiB).
     #[schema(value_type = Object)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
 }
 

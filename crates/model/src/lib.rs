@@ -12,6 +12,8 @@
 //!   (strict: an unknown field is an error) and what the API shows; [`page`] for lists;
 //!   [`KeyScope`]: what an API key may do (`operator`, `admin`, `standard`);
 //! - [`webhook`]: the webhook body and a call's events;
+//! - [`grammar`]: the grammars tenant strings are printed in (SIP host, user, quoted text, names);
+//! - [`time`]: Unix milliseconds shown as RFC 3339;
 //! - [`parse`]: reading a body into these types with the field at fault named.
 //!
 //! Everything here is plain data with serde and `utoipa::ToSchema`; no I/O.

@@ -1,5 +1,6 @@
 //! Reading request bodies into the model's types, with the field at fault named (the request's
-//! own field; the message gives the whole path, `tools[0].description`): serde through
+//! own field; the message gives the whole path, `tools[0].description`, or for a key the
+//! type does not know the key itself): serde through
 //! `serde_path_to_error`, its messages put in the API's words (`` `port` must be a
 //! non-negative integer``, `` unknown field `x` ``, `` `name` is required``).
 

@@ -73,6 +73,21 @@ impl std::fmt::Debug for TrunkFields {
 }
 
 impl TrunkFields {
+    /// Every field's name (a test checks the list against the type).
+    pub const FIELDS: &'static [&'static str] = &[
+        "name",
+        "host",
+        "port",
+        "transport",
+        "username",
+        "password",
+        "realm",
+        "from_domain",
+        "max_concurrent_calls",
+        "max_calls_per_second",
+        "register",
+    ];
+
     /// The rules serde does not check: `name` and `host` are there, the port is one.
     /// Every string is checked against the grammar it will be printed in (RFC 3261 §25.1),
     /// so none can inject a header or break a message.
@@ -198,6 +213,34 @@ mod tests {
         };
         change(&mut fields);
         fields.check().err().map(|e| e.field).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_field_list_is_the_types() {
+        let every = TrunkFields {
+            name: Some("n".into()),
+            host: Some("h".into()),
+            port: Some(5060),
+            transport: Some(TrunkTransport::Udp),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            realm: Some("r".into()),
+            from_domain: Some("d".into()),
+            max_concurrent_calls: Some(1),
+            max_calls_per_second: Some(1),
+            register: Some(true),
+        };
+        let written = serde_json::to_value(&every).unwrap();
+        let mut keys: Vec<&str> = written
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut listed = TrunkFields::FIELDS.to_vec();
+        keys.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(keys, listed);
     }
 
     #[test]

@@ -108,11 +108,13 @@ impl Storage {
             id: uuid_of(&row, "id")?,
             org_id: org_of(&row)?,
             name: row.try_get("name")?,
-            config: serde_json::from_value(json_of(&row, "config")?).map_err(|e| {
-                StorageError::Corrupt {
-                    column: "agents.config",
-                    detail: e.to_string(),
-                }
+            config: match json_of(&row, "config")? {
+                serde_json::Value::Object(config) => AgentFields::from_stored(config),
+                _ => AgentFields::from_stored(serde_json::Map::new()),
+            }
+            .map_err(|e| StorageError::Corrupt {
+                column: "agents.config",
+                detail: format!("the setting `{}` is unreadable", e.field),
             })?,
             number_ids: numbers
                 .iter()
