@@ -8,12 +8,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use dialtone_engine::EngineError;
 use dialtone_model::time::{parse_rfc3339, rfc3339};
 use dialtone_model::{
-    IssuedKeyView, KeyFields, KeyScope, KeyView, OrganizationFields, OrganizationPatch,
+    CallStatus, IssuedKeyView, KeyFields, KeyScope, KeyView, OrganizationFields, OrganizationPatch,
     OrganizationView, Page,
 };
-use dialtone_storage::now_ms;
+use dialtone_storage::{CallFilter, now_ms};
 
 use crate::auth::{authorize, forbidden, manages_keys_of, operator_only, path_uuid};
 use crate::body::parse;
@@ -70,12 +71,53 @@ pub(crate) async fn update_organization(
     operator_only(&caller, MANAGING_ORGANIZATIONS)?;
     let id = path_uuid(&id, "organization")?;
     let patch: OrganizationPatch = parse(&body)?;
+    let end_live_calls = patch.end_live_calls == Some(true);
+    if end_live_calls && patch.disabled != Some(true) {
+        return Err(ApiError::invalid(
+            "end_live_calls",
+            "`end_live_calls` goes with `\"disabled\": true`",
+        ));
+    }
     let storage = state.engine.storage();
     let org = match patch.disabled {
         Some(disabled) => storage.set_organization_disabled(id, disabled).await?,
         None => storage.get_organization(id).await?,
     };
+    if end_live_calls {
+        let ended = end_live_calls_of(&state, org.id).await?;
+        tracing::info!(organization = %org.id, ended, "disabled; its live calls hung up");
+    }
     Ok(Json(organization_view(&org)))
+}
+
+/// Hangs up every live call of `org` as the API's hang-up does; how many were asked.
+async fn end_live_calls_of(state: &ApiState, org: uuid::Uuid) -> Result<usize, ApiError> {
+    let storage = state.engine.storage();
+    let mut asked = 0;
+    for status in CallStatus::ALL.iter().filter(|s| !s.is_final()) {
+        let filter = CallFilter {
+            org_id: Some(org),
+            status: Some(*status),
+            ..CallFilter::default()
+        };
+        let mut cursor: Option<String> = None;
+        loop {
+            let (calls, next) = storage.list_calls(&filter, 200, cursor.as_deref()).await?;
+            for call in &calls {
+                match state.engine.hangup(call.id).await {
+                    Ok(()) => asked += 1,
+                    // Ended meanwhile.
+                    Err(EngineError::CallEnded { .. } | EngineError::CallNotFound { .. }) => {}
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(asked)
 }
 
 #[utoipa::path(post, path = "/v1/organizations/{id}/keys", tag = "organizations", params(("id" = String, Path, description = "UUID")), request_body = KeyFields, extensions(("x-dialtone-scope" = json!(KeyScope::Admin))), responses((status = 201, description = "the key's secret is shown this once", body = IssuedKeyView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "neither an `admin` key of this organisation nor an `operator` key (only those issue `operator` keys)", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]

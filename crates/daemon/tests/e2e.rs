@@ -430,6 +430,34 @@ async fn hangup_while_ringing_cancels_and_the_record_says_api() {
     w.finish().await;
 }
 
+/// Disabling an organisation with `end_live_calls` hangs its live calls up as the API's
+/// hang-up does (here: a CANCEL to a ringing callee), and asks for `disabled: true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_an_organisation_can_end_its_live_calls() {
+    let w = world(Some("ring_until_cancel.xml"), &[]).await;
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "ringing").await;
+    let (_, orgs) = w.api.get("/v1/organizations").await;
+    let org = orgs["data"][0]["id"].as_str().unwrap().to_owned();
+    let patch = format!("/v1/organizations/{org}");
+    let (s, err) = w.api.patch(&patch, json!({"end_live_calls": true})).await;
+    assert_eq!(
+        (s, err["error"]["field"].clone()),
+        (400, json!("end_live_calls")),
+        "{err}"
+    );
+    let (s, disabled) = w
+        .api
+        .patch(&patch, json!({"disabled": true, "end_live_calls": true}))
+        .await;
+    assert_eq!(s, 200, "{disabled}");
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "canceled", "canceled", "api");
+    let (s, _) = w.api.patch(&patch, json!({"disabled": false})).await;
+    assert_eq!(s, 200);
+    w.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callee_can_hold_and_resume_and_we_answer_from_the_media_state() {
     let w = world(Some("callee_holds_and_resumes.xml"), &[]).await;

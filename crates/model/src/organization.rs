@@ -58,6 +58,9 @@ pub struct OrganizationPatch {
     /// A disabled organisation's dispatches are refused (`403 organization_disabled`); its
     /// calls already live go on, and everything else works as before. `false` enables it again.
     pub disabled: Option<bool>,
+    /// With `"disabled": true`: also hang up the organisation's live calls, as the API's
+    /// hang-up does (out of the queue, CANCEL while ringing, BYE once answered).
+    pub end_live_calls: Option<bool>,
 }
 
 /// An organisation as the API shows it.
