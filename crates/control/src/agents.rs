@@ -59,6 +59,7 @@ async fn new_agent(state: &ApiState, mut fields: AgentFields) -> Result<NewAgent
     }
     for tool in fields.tools.iter().flatten() {
         json_schema("tools", &tool.parameters)?;
+        public_url(state, "tools", tool.url.as_deref()).await?;
     }
     let primary_number_id = fields.primary_or_first();
     let number_ids = fields.number_ids.take().unwrap_or_default();

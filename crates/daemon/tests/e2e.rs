@@ -646,6 +646,14 @@ async fn private_webhook_urls_are_refused_unless_allowed() {
     );
     // What an agent points the daemon at follows the same policy, at creation and PATCH.
     let agent = format!("/v1/agents/{agent_id}");
+    let tool = json!([{"name": "t", "description": "d", "parameters": {"type": "object"},
+                       "url": "http://169.254.169.254/latest"}]);
+    let (s, err) = api.patch(&agent, json!({ "tools": tool })).await;
+    assert_eq!(
+        (s, err["error"]["field"].clone()),
+        (400, json!("tools")),
+        "{err}"
+    );
     for (field, value) in [
         ("webhook_url", "http://127.0.0.1:9/hook"),
         ("brain", "grpc://127.0.0.1:7000"),
