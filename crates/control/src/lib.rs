@@ -61,8 +61,8 @@ pub use error::ApiError;
 pub struct ApiState {
     /// The engine (and through it, storage, where API keys are checked).
     pub engine: Arc<Engine>,
-    /// Accept webhook URLs on loopback, private and link-local addresses.
-    pub allow_private_webhooks: bool,
+    /// Which loopback, private and link-local addresses tenants' URLs may point at.
+    pub private_destinations: outbound::PrivateDestinations,
     /// Renders the Prometheus metrics page for `GET /metrics`.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
@@ -70,7 +70,7 @@ pub struct ApiState {
 impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiState")
-            .field("allow_private_webhooks", &self.allow_private_webhooks)
+            .field("private_destinations", &self.private_destinations)
             .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
@@ -141,7 +141,7 @@ async fn public_url(state: &ApiState, field: &str, url: Option<&str>) -> Result<
     let Some(url) = url else {
         return Ok(());
     };
-    match outbound::vet_url(url, state.allow_private_webhooks).await {
+    match outbound::vet_url(url, &state.private_destinations).await {
         // A name that does not resolve now may later; delivery vets it again.
         Ok(()) | Err(OutboundError::Unresolved { .. }) => Ok(()),
         Err(OutboundError::Private { host, .. }) => Err(ApiError::invalid(

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dialtone_engine::outbound::PrivateDestinations;
+
 use crate::DaemonError;
 
 /// Every setting: its variable, default (`None`: required or derived) and meaning.
@@ -60,7 +62,12 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
     (
         "DIALTONE_WEBHOOK_ALLOW_PRIVATE",
         Some("false"),
-        "deliver webhooks to loopback/private addresses",
+        "let tenants point the daemon at every loopback/private address (the older, all-or-nothing form of DIALTONE_PRIVATE_DESTINATIONS)",
+    ),
+    (
+        "DIALTONE_PRIVATE_DESTINATIONS",
+        None,
+        "the private networks tenants' webhooks, tools and brains may reach: `all`, or a comma list like `10.1.0.0/16,127.0.0.1` (empty: none)",
     ),
     (
         "DIALTONE_BRAIN_ADDR",
@@ -148,7 +155,7 @@ pub struct Config {
     /// Webhook signing key.
     pub webhook_secret: String,
     /// Deliver webhooks to loopback, private and link-local addresses.
-    pub webhook_allow_private: bool,
+    pub private_destinations: PrivateDestinations,
     /// Media worker threads (0: one per core).
     pub media_workers: usize,
     /// Threads of the calls' speech loops and brains (0: one per core).
@@ -225,6 +232,27 @@ impl Sources<'_> {
         Ok(Duration::from_secs(
             self.parse(key, "a whole number of seconds")?,
         ))
+    }
+}
+
+/// `DIALTONE_PRIVATE_DESTINATIONS`, or everything when `DIALTONE_WEBHOOK_ALLOW_PRIVATE` is true.
+fn private_destinations(sources: &Sources<'_>) -> Result<PrivateDestinations, DaemonError> {
+    if sources.parse::<bool>("DIALTONE_WEBHOOK_ALLOW_PRIVATE", "true or false")? {
+        return Ok(PrivateDestinations::All);
+    }
+    let (list, from) = sources.or_default("DIALTONE_PRIVATE_DESTINATIONS");
+    match list.trim() {
+        "" => Ok(PrivateDestinations::None),
+        "all" => Ok(PrivateDestinations::All),
+        list => list
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<_>, String>>()
+            .map(PrivateDestinations::Only)
+            .map_err(|problem| DaemonError::Config {
+                key: "DIALTONE_PRIVATE_DESTINATIONS",
+                problem: format!("{problem}{from}"),
+            }),
     }
 }
 
@@ -372,8 +400,7 @@ impl Config {
                 "DIALTONE_WEBHOOK_SECRET",
                 "the key webhook receivers verify signatures with",
             )?,
-            webhook_allow_private: sources
-                .parse("DIALTONE_WEBHOOK_ALLOW_PRIVATE", "true or false")?,
+            private_destinations: private_destinations(&sources)?,
             media_workers: sources.parse(
                 "DIALTONE_MEDIA_WORKERS",
                 "a count of threads (0: one per core)",
@@ -442,6 +469,25 @@ mod tests {
     }
 
     #[test]
+    fn private_destinations_are_none_all_or_listed_networks() {
+        let c = Config::load_from(None, &env(&required())).unwrap();
+        assert_eq!(c.private_destinations, PrivateDestinations::None);
+        let mut listed = required();
+        listed.push(("DIALTONE_PRIVATE_DESTINATIONS", "10.1.0.0/16, 127.0.0.1"));
+        let c = Config::load_from(None, &env(&listed)).unwrap();
+        let PrivateDestinations::Only(networks) = &c.private_destinations else {
+            panic!("a list: {:?}", c.private_destinations)
+        };
+        assert_eq!(networks.len(), 2);
+        assert!(!c.private_destinations.refuses("10.1.2.3".parse().unwrap()));
+        assert!(c.private_destinations.refuses("10.2.0.1".parse().unwrap()));
+        assert!(
+            error(&[("DIALTONE_PRIVATE_DESTINATIONS", "10.0.0.0/40")])
+                .starts_with("DIALTONE_PRIVATE_DESTINATIONS: ")
+        );
+    }
+
+    #[test]
     fn each_bad_value_is_named_with_its_rule() {
         for (pairs, expected) in [
             (
@@ -502,7 +548,7 @@ mod tests {
         assert_eq!(c.http_addr, "127.0.0.1:8181".parse().unwrap());
         assert_eq!(c.rtp_ports, (30000, 30099));
         assert_eq!(c.media_workers, 3, "the environment wins");
-        assert!(c.webhook_allow_private);
+        assert_eq!(c.private_destinations, PrivateDestinations::All);
         assert_eq!(c.api_key, "from-file");
 
         std::fs::write(

@@ -194,7 +194,7 @@ impl Daemon {
             tracing::warn!(interrupted, "closed calls left live by the previous run");
         }
         let mut webhook_config = WebhookConfig::new(config.webhook_secret.clone());
-        webhook_config.allow_private = config.webhook_allow_private;
+        webhook_config.private = config.private_destinations.clone();
         let webhooks = spawn_delivery(storage.clone(), webhook_config);
         let mut ua_config = UaConfig::new(config.sip_addr);
         ua_config.timers.t1 = config.sip_t1;
@@ -248,7 +248,7 @@ impl Daemon {
                 default_brain: config.default_brain.clone(),
                 rtp_timeout: config.rtp_timeout,
                 queue_timeout: config.queue_timeout,
-                allow_private_destinations: config.webhook_allow_private,
+                private_destinations: config.private_destinations.clone(),
                 default_org_max_concurrent_calls: config.default_org_max_concurrent_calls,
             },
         );
@@ -268,7 +268,7 @@ impl Daemon {
         }
         let api = ApiState {
             engine: engine.clone(),
-            allow_private_webhooks: config.webhook_allow_private,
+            private_destinations: config.private_destinations.clone(),
             metrics: prometheus().map(|handle| {
                 let render: Arc<dyn Fn() -> String + Send + Sync> =
                     Arc::new(move || handle.render() + &media_metrics(&media));

@@ -608,7 +608,7 @@ async fn webhooks_arrive_signed_in_order_once_each_despite_receiver_failures() {
 async fn private_webhook_urls_are_refused_unless_allowed() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = config(tmp.path());
-    config.webhook_allow_private = false;
+    config.private_destinations = dialtone_engine::outbound::PrivateDestinations::None;
     let d = Daemon::start(config).await.unwrap();
     let api = Api {
         base: format!("http://{}", d.http_addr),

@@ -586,13 +586,13 @@ pub(crate) struct Session {
 
 /// Starts an external brain at `address` (`grpc://host:port`) on the call's media, on
 /// `runtime` (in the call's span).
-/// `vet` is `Some(allow_private)` for an address a tenant gave (the agent's `brain`): it is
+/// `vet` is `Some(policy)` for an address a tenant gave (the agent's `brain`): it is
 /// resolved once and checked by the outbound-address policy before the connection, which goes
 /// to the vetted address; `None` for the operator's own default brain.
 pub(crate) fn start_remote(
     runtime: &tokio::runtime::Handle,
     address: &str,
-    vet: Option<bool>,
+    vet: Option<crate::outbound::PrivateDestinations>,
     media: &mut MediaCall,
     context: BrainContext,
     session: Session,
@@ -646,7 +646,7 @@ fn to_16k(bytes: &[u8], rate: u32) -> Vec<i16> {
 
 async fn run_remote(
     endpoint: String,
-    vet: Option<bool>,
+    vet: Option<crate::outbound::PrivateDestinations>,
     mut inbound: FrameReceiver,
     outbound: FrameSender,
     context: BrainContext,
@@ -714,10 +714,8 @@ async fn run_remote(
     };
     let _ = to_brain.try_send(send(Event::Start(start)));
     let connected = tokio::time::timeout(Duration::from_secs(5), async {
-        let target = match vet {
-            Some(allow_private) => {
-                crate::outbound::vetted_endpoint(&endpoint, allow_private).await?
-            }
+        let target = match &vet {
+            Some(policy) => crate::outbound::vetted_endpoint(&endpoint, policy).await?,
             None => endpoint.clone(),
         };
         let mut client = AgentBridgeServiceClient::connect(target).await?;

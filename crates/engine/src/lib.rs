@@ -180,10 +180,9 @@ pub struct EngineConfig {
     /// How long a call may wait in `queued` for a slot under its organisation's concurrency
     /// cap before it fails (`queue_timeout`).
     pub queue_timeout: Duration,
-    /// Let tenants point the daemon at loopback, private and link-local addresses (brains
-    /// named by agents; webhooks have the same setting of their own): for tests and closed
-    /// networks only.
-    pub allow_private_destinations: bool,
+    /// Which loopback, private and link-local addresses tenants may point the daemon at
+    /// (brains named by agents; webhooks have the same setting of their own).
+    pub private_destinations: outbound::PrivateDestinations,
     /// The concurrency cap of organisations that set none of their own.
     pub default_org_max_concurrent_calls: Option<u32>,
 }

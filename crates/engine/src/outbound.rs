@@ -17,7 +17,8 @@
 //! - [`cause_of`] finds this module's error (a refusal, a name that did not resolve) inside a
 //!   failed request's error, to tell it from a network failure.
 //!
-//! With `allow_private` (tests, on-premise receivers) every address is accepted; the rest is
+//! [`PrivateDestinations`] is the operator's allow-list: none (the default), every private
+//! address (tests, closed networks), or some networks (an in-house LLM server, say); the rest is
 //! the same.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -52,6 +53,75 @@ pub enum OutboundError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+}
+
+/// The private destinations the operator lets tenants point the daemon at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PrivateDestinations {
+    /// None: every address [`is_private`] names is refused.
+    #[default]
+    None,
+    /// All of them (tests, closed networks).
+    All,
+    /// These networks, and no other private address.
+    Only(Vec<Network>),
+}
+
+/// An IP network: an address and how many of its leading bits count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    /// `10.0.0.0/8`, `fd00::/8`, or one address (`10.1.2.3`, the whole of it).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a network like 10.0.0.0/8 or an address");
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (text.trim(), None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| bad())?;
+        let width = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(width);
+        if prefix > width {
+            return Err(bad());
+        }
+        Ok(Self { address, prefix })
+    }
+}
+
+impl Network {
+    /// Whether `ip` is in this network.
+    fn contains(self, ip: IpAddr) -> bool {
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => same_prefix(
+                u128::from(u32::from(ip)),
+                u128::from(u32::from(net)),
+                32,
+                self.prefix,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                same_prefix(u128::from(ip), u128::from(net), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl PrivateDestinations {
+    /// Whether a connection to `ip` is refused: a private address the operator did not allow.
+    pub fn refuses(&self, ip: IpAddr) -> bool {
+        is_private(ip)
+            && match self {
+                Self::None => true,
+                Self::All => false,
+                Self::Only(networks) => !networks.iter().any(|n| n.contains(ip)),
+            }
+    }
 }
 
 /// IPv4 ranges refused as destinations: (network, prefix length).
@@ -127,7 +197,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 
 /// Parses `url` and checks what can be checked without resolving: an http(s) scheme, a host,
 /// and an IP-literal host against the policy.
-fn check(url: &str, allow_private: bool) -> Result<reqwest::Url, OutboundError> {
+fn check(url: &str, policy: &PrivateDestinations) -> Result<reqwest::Url, OutboundError> {
     let invalid = || OutboundError::InvalidUrl {
         url: url.to_owned(),
     };
@@ -135,7 +205,7 @@ fn check(url: &str, allow_private: bool) -> Result<reqwest::Url, OutboundError> 
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(invalid());
     }
-    if let Some(address) = literal(&parsed).filter(|ip| !allow_private && is_private(*ip)) {
+    if let Some(address) = literal(&parsed).filter(|ip| policy.refuses(*ip)) {
         return Err(OutboundError::Private {
             host: address.to_string(),
             address,
@@ -155,7 +225,10 @@ fn literal(url: &reqwest::Url) -> Option<IpAddr> {
 }
 
 /// Resolves `host` (a name) and refuses it if any of its addresses is refused.
-async fn resolve(host: &str, allow_private: bool) -> Result<Vec<SocketAddr>, OutboundError> {
+async fn resolve(
+    host: &str,
+    policy: &PrivateDestinations,
+) -> Result<Vec<SocketAddr>, OutboundError> {
     let unresolved = |source| OutboundError::Unresolved {
         host: host.to_owned(),
         source,
@@ -167,7 +240,7 @@ async fn resolve(host: &str, allow_private: bool) -> Result<Vec<SocketAddr>, Out
     if found.is_empty() {
         return Err(unresolved(std::io::ErrorKind::NotFound.into()));
     }
-    if let Some(refused) = found.iter().find(|a| !allow_private && is_private(a.ip())) {
+    if let Some(refused) = found.iter().find(|a| policy.refuses(a.ip())) {
         return Err(OutboundError::Private {
             host: host.to_owned(),
             address: refused.ip(),
@@ -177,13 +250,13 @@ async fn resolve(host: &str, allow_private: bool) -> Result<Vec<SocketAddr>, Out
 }
 
 /// Checks `url` as a destination: an http(s) URL whose host is not, and (a name) does not
-/// resolve to, an address [`is_private`] refuses. With `allow_private` only the URL's shape is
-/// checked and nothing is resolved.
-pub async fn vet_url(url: &str, allow_private: bool) -> Result<(), OutboundError> {
-    let parsed = check(url, allow_private)?;
+/// resolve to, an address the policy refuses. With every private destination allowed only the
+/// URL's shape is checked and nothing is resolved.
+pub async fn vet_url(url: &str, policy: &PrivateDestinations) -> Result<(), OutboundError> {
+    let parsed = check(url, policy)?;
     match parsed.host_str() {
-        Some(name) if !allow_private && literal(&parsed).is_none() => {
-            resolve(name, false).await.map(drop)
+        Some(name) if *policy != PrivateDestinations::All && literal(&parsed).is_none() => {
+            resolve(name, policy).await.map(drop)
         }
         _ => Ok(()),
     }
@@ -192,12 +265,15 @@ pub async fn vet_url(url: &str, allow_private: bool) -> Result<(), OutboundError
 /// `url` (http, as a gRPC client takes it) with its host replaced by an address the policy
 /// accepts, resolved once here: connect to what this returns and nothing can re-resolve the
 /// name to another address between the check and the connection.
-pub async fn vetted_endpoint(url: &str, allow_private: bool) -> Result<String, OutboundError> {
-    let parsed = check(url, allow_private)?;
+pub async fn vetted_endpoint(
+    url: &str,
+    policy: &PrivateDestinations,
+) -> Result<String, OutboundError> {
+    let parsed = check(url, policy)?;
     let port = parsed.port_or_known_default().unwrap_or(80);
     let address = match (literal(&parsed), parsed.host_str()) {
         (Some(ip), _) => ip,
-        (None, Some(name)) => resolve(name, allow_private)
+        (None, Some(name)) => resolve(name, policy)
             .await?
             .first()
             .map(SocketAddr::ip)
@@ -218,17 +294,17 @@ pub async fn vetted_endpoint(url: &str, allow_private: bool) -> Result<String, O
 }
 
 /// The resolver of [`Client`]: resolves a name and gives reqwest only checked addresses.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct VettingResolver {
-    allow_private: bool,
+    policy: std::sync::Arc<PrivateDestinations>,
 }
 
 impl reqwest::dns::Resolve for VettingResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
+        let policy = self.policy.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found = resolve(&host, allow_private).await?;
+            let found = resolve(&host, &policy).await?;
             let addresses: reqwest::dns::Addrs = Box::new(found.into_iter());
             Ok(addresses)
         })
@@ -240,24 +316,24 @@ impl reqwest::dns::Resolve for VettingResolver {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    allow_private: bool,
+    policy: std::sync::Arc<PrivateDestinations>,
 }
 
 impl Client {
-    /// A client whose requests time out after `timeout` (resolution, connection, response);
-    /// with `allow_private` every address is accepted.
-    pub fn new(allow_private: bool, timeout: Duration) -> Result<Client, OutboundError> {
+    /// A client whose requests time out after `timeout` (resolution, connection, response)
+    /// and reach private addresses only as `policy` allows.
+    pub fn new(policy: PrivateDestinations, timeout: Duration) -> Result<Client, OutboundError> {
+        let policy = std::sync::Arc::new(policy);
         let http = reqwest::Client::builder()
-            .dns_resolver(VettingResolver { allow_private })
+            .dns_resolver(VettingResolver {
+                policy: policy.clone(),
+            })
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(timeout)
             .build()
             .map_err(OutboundError::Client)?;
-        Ok(Client {
-            http,
-            allow_private,
-        })
+        Ok(Client { http, policy })
     }
 
     /// A `method` request to `url`, refused at once if `url` is not http(s) or its host is a
@@ -267,7 +343,7 @@ impl Client {
         method: reqwest::Method,
         url: &str,
     ) -> Result<reqwest::RequestBuilder, OutboundError> {
-        let url = check(url, self.allow_private)?;
+        let url = check(url, &self.policy)?;
         Ok(self.http.request(method, url))
     }
 }
@@ -417,7 +493,7 @@ mod tests {
         for url in ["ftp://8.8.8.8/", "not a url", "http://", "mailto:a@b.c"] {
             assert!(
                 matches!(
-                    vet_url(url, true).await,
+                    vet_url(url, &PrivateDestinations::All).await,
                     Err(OutboundError::InvalidUrl { .. })
                 ),
                 "{url}"
@@ -437,17 +513,22 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    vet_url(url, false).await,
+                    vet_url(url, &PrivateDestinations::None).await,
                     Err(OutboundError::Private { .. })
                 ),
                 "{url}"
             );
-            vet_url(url, true).await.unwrap();
+            vet_url(url, &PrivateDestinations::All).await.unwrap();
         }
-        vet_url("https://8.8.8.8/hook", false).await.unwrap();
-        vet_url("http://[2606:4700:4700::1111]:8080/", false)
+        vet_url("https://8.8.8.8/hook", &PrivateDestinations::None)
             .await
             .unwrap();
+        vet_url(
+            "http://[2606:4700:4700::1111]:8080/",
+            &PrivateDestinations::None,
+        )
+        .await
+        .unwrap();
     }
 
     /// No connection reaches `listener` within a moment (a connection the client made would
@@ -462,7 +543,7 @@ mod tests {
     async fn refused_hosts_are_never_connected() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let client = Client::new(false, Duration::from_secs(5)).unwrap();
+        let client = Client::new(PrivateDestinations::None, Duration::from_secs(5)).unwrap();
         let literal = client.request(reqwest::Method::GET, &format!("http://127.0.0.1:{port}/"));
         assert!(matches!(literal, Err(OutboundError::Private { .. })));
         let named = client
@@ -478,18 +559,41 @@ mod tests {
         assert!(untouched(&listener).await);
     }
 
+    /// An operator may allow some private networks and no others.
+    #[tokio::test]
+    async fn an_allow_list_opens_only_its_networks() {
+        let only = PrivateDestinations::Only(vec![
+            "10.1.0.0/16".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        ]);
+        assert!(!only.refuses("10.1.2.3".parse().unwrap()));
+        assert!(only.refuses("10.2.0.1".parse().unwrap()));
+        assert!(!only.refuses("127.0.0.1".parse().unwrap()));
+        assert!(only.refuses("127.0.0.2".parse().unwrap()));
+        assert!(only.refuses("169.254.169.254".parse().unwrap()));
+        assert!(!only.refuses("8.8.8.8".parse().unwrap()));
+        vet_url("http://10.1.9.9:8000/v1", &only).await.unwrap();
+        assert!(matches!(
+            vet_url("http://10.3.0.1:8000/v1", &only).await,
+            Err(OutboundError::Private { .. })
+        ));
+        for bad in ["10.0.0.0/33", "ten", "fd00::/129"] {
+            assert!(bad.parse::<Network>().is_err(), "{bad}");
+        }
+    }
+
     /// A gRPC brain's address is resolved once and handed on as the vetted address itself.
     #[tokio::test]
     async fn an_endpoint_is_vetted_and_pinned_to_its_address() {
         assert!(matches!(
-            vetted_endpoint("http://localhost:7000", false).await,
+            vetted_endpoint("http://localhost:7000", &PrivateDestinations::None).await,
             Err(OutboundError::Private { .. })
         ));
         assert!(matches!(
-            vetted_endpoint("http://[::ffff:10.1.2.3]:7000", false).await,
+            vetted_endpoint("http://[::ffff:10.1.2.3]:7000", &PrivateDestinations::None).await,
             Err(OutboundError::Private { .. })
         ));
-        let pinned = vetted_endpoint("http://localhost:7000", true)
+        let pinned = vetted_endpoint("http://localhost:7000", &PrivateDestinations::All)
             .await
             .unwrap();
         assert!(
@@ -497,7 +601,9 @@ mod tests {
             "{pinned}"
         );
         assert_eq!(
-            vetted_endpoint("http://8.8.8.8:7000", false).await.unwrap(),
+            vetted_endpoint("http://8.8.8.8:7000", &PrivateDestinations::None)
+                .await
+                .unwrap(),
             "http://8.8.8.8:7000"
         );
     }
@@ -506,7 +612,7 @@ mod tests {
     async fn allowed_private_hosts_are_connected() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let client = Client::new(true, Duration::from_secs(5)).unwrap();
+        let client = Client::new(PrivateDestinations::All, Duration::from_secs(5)).unwrap();
         for url in [
             format!("http://127.0.0.1:{port}/"),
             format!("http://localhost:{port}/"),
@@ -528,7 +634,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let client = Client::new(true, Duration::from_secs(5)).unwrap();
+        let client = Client::new(PrivateDestinations::All, Duration::from_secs(5)).unwrap();
         let error = client
             .request(reqwest::Method::GET, &format!("http://127.0.0.1:{port}/"))
             .unwrap()

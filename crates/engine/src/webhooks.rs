@@ -12,7 +12,7 @@
 //!
 //! Receivers are reached through [`outbound::Client`]: a receiver on a private, loopback or
 //! reserved address (by IP literal or by name, checked at the connection) is dead at once
-//! unless `allow_private`; redirects are not followed, so a 3xx is dead like other statuses.
+//! unless the operator allows them (`private`); redirects are not followed, so a 3xx is dead like other statuses.
 
 use std::hash::BuildHasher;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,9 +32,9 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// How long an event is retried before it is declared dead.
     pub retry_for: Duration,
-    /// Deliver to loopback, private, link-local and other addresses
-    /// [`outbound::is_private`] refuses (tests, on-premise receivers).
-    pub allow_private: bool,
+    /// Which loopback, private, link-local and other addresses [`outbound::is_private`] names
+    /// may be delivered to (tests, on-premise receivers).
+    pub private: outbound::PrivateDestinations,
     /// How often the outbox is polled when idle.
     pub poll: Duration,
 }
@@ -46,7 +46,7 @@ impl WebhookConfig {
             secret: secret.into(),
             timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(24 * 3600),
-            allow_private: false,
+            private: outbound::PrivateDestinations::None,
             poll: Duration::from_millis(200),
         }
     }
@@ -80,7 +80,7 @@ fn backoff(attempts: u32, seed: u64) -> Duration {
 /// after another (a receiver at its timeout delays the others).
 pub fn spawn_delivery(storage: Storage, config: WebhookConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = match outbound::Client::new(config.allow_private, config.timeout) {
+        let client = match outbound::Client::new(config.private.clone(), config.timeout) {
             Ok(c) => c,
             Err(error) => {
                 tracing::error!(%error, "cannot build the webhook HTTP client");
@@ -208,8 +208,12 @@ mod tests {
     fn config(allow_private: bool) -> (outbound::Client, WebhookConfig) {
         let mut config = WebhookConfig::new("whsec");
         config.timeout = Duration::from_secs(5);
-        config.allow_private = allow_private;
-        let client = outbound::Client::new(allow_private, config.timeout).unwrap();
+        config.private = if allow_private {
+            outbound::PrivateDestinations::All
+        } else {
+            outbound::PrivateDestinations::None
+        };
+        let client = outbound::Client::new(config.private.clone(), config.timeout).unwrap();
         (client, config)
     }
 

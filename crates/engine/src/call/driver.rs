@@ -367,7 +367,7 @@ impl<'a> CallDriver<'a> {
                 speech,
                 &plan.brain,
                 plan.brain_is_agents
-                    .then_some(self.engine.config.allow_private_destinations),
+                    .then(|| self.engine.config.private_destinations.clone()),
                 media,
                 context,
                 plan.session.clone(),
