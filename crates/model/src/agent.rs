@@ -511,17 +511,7 @@ mod tests {
             "silence_timeout_seconds": 1
         });
         let fields: AgentFields = from_value(every).unwrap();
-        let written = serde_json::to_value(&fields).unwrap();
-        let mut keys: Vec<&str> = written
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        let mut listed = AgentFields::FIELDS.to_vec();
-        keys.sort_unstable();
-        listed.sort_unstable();
-        assert_eq!(keys, listed);
+        crate::parse::tests::assert_lists_every_key(&fields, AgentFields::FIELDS);
         let stored = json!({"voice": "v", "from_a_newer_node": 1});
         let read = AgentFields::from_stored(stored.as_object().unwrap().clone()).unwrap();
         assert_eq!(read.voice.as_deref(), Some("v"));

@@ -100,8 +100,23 @@ fn described(path: &str, serde_message: &str) -> FieldError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// `value`, with every field set, serialises to exactly the keys `listed` names.
+    pub(crate) fn assert_lists_every_key<T: serde::Serialize>(value: &T, listed: &[&str]) {
+        let written = serde_json::to_value(value).unwrap();
+        let mut keys: Vec<&str> = written
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut listed = listed.to_vec();
+        keys.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(keys, listed);
+    }
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]

@@ -230,17 +230,7 @@ mod tests {
             max_calls_per_second: Some(1),
             register: Some(true),
         };
-        let written = serde_json::to_value(&every).unwrap();
-        let mut keys: Vec<&str> = written
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        let mut listed = TrunkFields::FIELDS.to_vec();
-        keys.sort_unstable();
-        listed.sort_unstable();
-        assert_eq!(keys, listed);
+        crate::parse::tests::assert_lists_every_key(&every, TrunkFields::FIELDS);
     }
 
     #[test]
