@@ -3590,3 +3590,73 @@ async fn metrics_need_an_operator_key_on_the_api_and_none_on_their_own_address()
     assert_eq!(page(format!("http://{own}/v1/calls"), None).await.0, 404);
     d.shutdown(Duration::from_secs(1)).await;
 }
+
+/// One organisation cannot take every media port: with 20 calls' worth of ports and 18 held by
+/// a greedy tenant (calls to a trunk that never answers hold theirs while `dialing`), a newcomer
+/// still gets one, and the greedy tenant's next call is the one refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greedy_tenant_cannot_take_every_media_port() {
+    let w = world(None, &[]).await;
+    let mut greedy = Vec::new();
+    for _ in 0..18 {
+        greedy.push(w.dispatch(json!({})).await);
+    }
+    for id in &greedy {
+        wait_status(&w.api, id, "dialing").await;
+    }
+    let trunk_port = w
+        ._silent_trunk
+        .as_ref()
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_, key) = org_with_key(&w.api, "newcomer", json!({"scope": "admin"})).await;
+    let newcomer = w.api.as_key(&key);
+    let (_, trunk) = newcomer
+        .send(
+            reqwest::Method::POST,
+            "/v1/trunks",
+            Some(json!({"name": "t", "host": "127.0.0.1", "port": trunk_port})),
+        )
+        .await;
+    let (_, number) = newcomer
+        .send(
+            reqwest::Method::POST,
+            "/v1/numbers",
+            Some(json!({"e164": "+15550809999", "trunk_id": trunk["id"]})),
+        )
+        .await;
+    let (s, agent) = newcomer
+        .send(
+            reqwest::Method::POST,
+            "/v1/agents",
+            Some(json!({"name": "n", "brain": "builtin:echo", "number_ids": [number["id"]]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{agent}");
+    let (s, call) = newcomer
+        .send(
+            reqwest::Method::POST,
+            "/v1/calls",
+            Some(json!({"agent_id": agent["id"], "to": "+15551230000"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{call}");
+    let path = format!("/v1/calls/{}", call["id"].as_str().unwrap());
+    for _ in 0..300 {
+        if call_status(&newcomer, &path).await == "dialing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        call_status(&newcomer, &path).await,
+        "dialing",
+        "the newcomer got a port"
+    );
+    let over = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &over).await;
+    assert_ended(&record, "failed", "media_unavailable", "engine");
+    w.finish().await;
+}
