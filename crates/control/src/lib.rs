@@ -23,8 +23,9 @@
 //! service functions behind the gRPC services.
 //!
 //! Every error has one shape: `{"error": {"code", "message", "field"}}` with the status the rule
-//! calls for (400 naming the field, 401, 403 naming the scope needed, 404, 409, 413, 503). Request bodies are parsed strictly:
-//! a field this API does not know is a 400 naming it, never silently ignored.
+//! calls for (400 naming the field, 401, 403 naming the scope needed, 404, 409, 413, 503).
+//! Request bodies are parsed strictly: a field this API does not know is a 400 naming it, never
+//! silently ignored.
 
 mod agents;
 mod auth;
@@ -135,8 +136,9 @@ fn created<T: serde::Serialize>(body: T) -> Response {
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-/// Refuses a receiver URL at `field` on a loopback, private or link-local address (cloud
-/// metadata included) unless private receivers are allowed: the engine's outbound policy.
+/// Refuses a URL a tenant gives at `field` (a webhook receiver, a tool, a brain) on a loopback,
+/// private or link-local address (cloud metadata included) the operator did not allow: the
+/// engine's outbound policy.
 async fn public_url(state: &ApiState, field: &str, url: Option<&str>) -> Result<(), ApiError> {
     let Some(url) = url else {
         return Ok(());
@@ -147,7 +149,7 @@ async fn public_url(state: &ApiState, field: &str, url: Option<&str>) -> Result<
         Err(OutboundError::Private { host, .. }) => Err(ApiError::invalid(
             field,
             format!(
-                "`{field}` points at a private or loopback address ({host}); receivers must be public"
+                "`{field}` points at a private or loopback address ({host}); destinations must be public unless the operator allows them"
             ),
         )),
         Err(e) => Err(ApiError::invalid(field, format!("`{field}`: {e}"))),

@@ -2600,6 +2600,34 @@ async fn call_status(api: &KeyedApi<'_>, path: &str) -> String {
         .to_owned()
 }
 
+/// An echo agent of `api`'s organisation calling from `e164` through a trunk at
+/// 127.0.0.1:`trunk_port`; its id.
+async fn echo_agent(api: &KeyedApi<'_>, trunk_port: u16, e164: &str) -> Value {
+    let (_, trunk) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/trunks",
+            Some(json!({"name": "t", "host": "127.0.0.1", "port": trunk_port})),
+        )
+        .await;
+    let (_, number) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/numbers",
+            Some(json!({"e164": e164, "trunk_id": trunk["id"]})),
+        )
+        .await;
+    let (s, agent) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/agents",
+            Some(json!({"name": "a", "brain": "builtin:echo", "number_ids": [number["id"]]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{agent}");
+    agent["id"].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_organisation_dispatches_nothing_and_ends_nothing_live() {
     let w = world(None, &[]).await;
@@ -2608,29 +2636,8 @@ async fn a_disabled_organisation_dispatches_nothing_and_ends_nothing_live() {
     // A trunk that never answers: a call stays `dialing`.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let (_, trunk) = a
-        .send(
-            reqwest::Method::POST,
-            "/v1/trunks",
-            Some(json!({"name": "silent", "host": "127.0.0.1", "port": port})),
-        )
-        .await;
-    let (_, number) = a
-        .send(
-            reqwest::Method::POST,
-            "/v1/numbers",
-            Some(json!({"e164": "+15550705555", "trunk_id": trunk["id"]})),
-        )
-        .await;
-    let (s, agent) = a
-        .send(
-            reqwest::Method::POST,
-            "/v1/agents",
-            Some(json!({"name": "a", "brain": "builtin:echo", "number_ids": [number["id"]]})),
-        )
-        .await;
-    assert_eq!(s, 201, "{agent}");
-    let dispatch = json!({"agent_id": agent["id"], "to": "+15551230000"});
+    let agent = echo_agent(&a, port, "+15550705555").await;
+    let dispatch = json!({"agent_id": agent, "to": "+15551230000"});
     let (s, live) = a
         .send(reqwest::Method::POST, "/v1/calls", Some(dispatch.clone()))
         .await;
@@ -3613,33 +3620,12 @@ async fn a_greedy_tenant_cannot_take_every_media_port() {
         .port();
     let (_, key) = org_with_key(&w.api, "newcomer", json!({"scope": "admin"})).await;
     let newcomer = w.api.as_key(&key);
-    let (_, trunk) = newcomer
-        .send(
-            reqwest::Method::POST,
-            "/v1/trunks",
-            Some(json!({"name": "t", "host": "127.0.0.1", "port": trunk_port})),
-        )
-        .await;
-    let (_, number) = newcomer
-        .send(
-            reqwest::Method::POST,
-            "/v1/numbers",
-            Some(json!({"e164": "+15550809999", "trunk_id": trunk["id"]})),
-        )
-        .await;
-    let (s, agent) = newcomer
-        .send(
-            reqwest::Method::POST,
-            "/v1/agents",
-            Some(json!({"name": "n", "brain": "builtin:echo", "number_ids": [number["id"]]})),
-        )
-        .await;
-    assert_eq!(s, 201, "{agent}");
+    let agent = echo_agent(&newcomer, trunk_port, "+15550809999").await;
     let (s, call) = newcomer
         .send(
             reqwest::Method::POST,
             "/v1/calls",
-            Some(json!({"agent_id": agent["id"], "to": "+15551230000"})),
+            Some(json!({"agent_id": agent, "to": "+15551230000"})),
         )
         .await;
     assert_eq!(s, 201, "{call}");
