@@ -104,7 +104,10 @@ pub fn router(state: ApiState) -> Router {
             organizations::create_organization,
             organizations::list_organizations
         ))
-        .routes(routes!(organizations::update_organization))
+        .routes(routes!(
+            organizations::update_organization,
+            organizations::delete_organization
+        ))
         .routes(routes!(organizations::issue_key, organizations::list_keys))
         .routes(routes!(organizations::revoke_key))
         .split_for_parts();

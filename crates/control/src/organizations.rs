@@ -90,6 +90,19 @@ pub(crate) async fn update_organization(
     Ok(Json(organization_view(&org)))
 }
 
+#[utoipa::path(delete, path = "/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path, description = "UUID")), extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 204, description = "removed: its keys revoked at once, the organisation no longer shown; its calls stay on record"), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody), (status = 409, description = "it has live calls (disable it with `end_live_calls` first) or holds operator keys", body = ErrorBody)))]
+pub(crate) async fn delete_organization(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    operator_only(&caller, MANAGING_ORGANIZATIONS)?;
+    let id = path_uuid(&id, "organization")?;
+    state.engine.storage().delete_organization(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Hangs up every live call of `org` as the API's hang-up does; how many were asked.
 async fn end_live_calls_of(state: &ApiState, org: uuid::Uuid) -> Result<usize, ApiError> {
     let storage = state.engine.storage();

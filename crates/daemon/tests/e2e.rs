@@ -1960,6 +1960,7 @@ async fn the_openapi_document_matches_the_routes() {
         [
             "DELETE /v1/agents/{id}",
             "DELETE /v1/numbers/{id}",
+            "DELETE /v1/organizations/{id}",
             "DELETE /v1/organizations/{id}/keys/{key_id}",
             "DELETE /v1/trunks/{id}",
             "GET /v1/agents",
@@ -2094,6 +2095,21 @@ impl WalkFixtures<'_> {
             "agents" => self.agent.clone(),
             "calls" => self.call.clone(),
             "events" => self.event.clone(),
+            // The operator removes a new organisation, so A stays for the rest of the walk.
+            "organizations" if delete && !template.contains("{key_id}") => {
+                let (s, made) = self
+                    .a
+                    .api
+                    .as_key(KEY)
+                    .send(
+                        reqwest::Method::POST,
+                        "/v1/organizations",
+                        Some(json!({"name": format!("walk-{n}")})),
+                    )
+                    .await;
+                assert_eq!(s, 201, "{made}");
+                made["id"].as_str().unwrap().to_owned()
+            }
             "organizations" => self.org.clone(),
             other => panic!("the scope walk has no fixture for /v1/{other}: add one"),
         };
@@ -2253,6 +2269,7 @@ async fn every_route_answers_every_scope_as_its_openapi_scope_says() {
             "admin: DELETE /v1/organizations/{id}/keys/{key_id}",
             "admin: GET /v1/organizations/{id}/keys",
             "admin: POST /v1/organizations/{id}/keys",
+            "operator: DELETE /v1/organizations/{id}",
             "operator: GET /v1/organizations",
             "operator: PATCH /v1/organizations/{id}",
             "operator: POST /v1/organizations",
@@ -3644,5 +3661,80 @@ async fn a_greedy_tenant_cannot_take_every_media_port() {
     let over = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &over).await;
     assert_ended(&record, "failed", "media_unavailable", "engine");
+    w.finish().await;
+}
+
+/// An operator removes an organisation: refused while it has live calls, then its keys stop
+/// working at once and it is no longer shown; its calls stay on record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_organisation_loses_its_keys_and_keeps_its_calls() {
+    let w = world(None, &[]).await;
+    // No call of it ever leaves the queue: a live call that a hang-up ends at once.
+    let (s, made) = w
+        .api
+        .post(
+            "/v1/organizations",
+            json!({"name": "gone", "max_concurrent_calls": 0}),
+        )
+        .await;
+    assert_eq!(s, 201, "{made}");
+    let org = made["id"].as_str().unwrap().to_owned();
+    let key = issue_key(&w.api.as_key(KEY), &org, json!({"scope": "admin"})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gone = w.api.as_key(&key);
+    let trunk_port = w
+        ._silent_trunk
+        .as_ref()
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let agent = echo_agent(&gone, trunk_port, "+15550801111").await;
+    let (s, call) = gone
+        .send(
+            reqwest::Method::POST,
+            "/v1/calls",
+            Some(json!({"agent_id": agent, "to": "+15551230000"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{call}");
+    let call_id = call["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/organizations/{org}");
+    let (s, err) = w.api.send(reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(
+        (s, err["error"]["code"].clone()),
+        (409, json!("in_use")),
+        "{err}"
+    );
+    let (s, _) = w
+        .api
+        .patch(&path, json!({"disabled": true, "end_live_calls": true}))
+        .await;
+    assert_eq!(s, 200);
+    let call_path = format!("/v1/calls/{call_id}");
+    for _ in 0..300 {
+        if call_status(&gone, &call_path).await == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(call_status(&gone, &call_path).await, "canceled");
+    let (s, _) = w.api.send(reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(s, 204);
+    let (s, _) = gone.send(reqwest::Method::GET, "/v1/agents", None).await;
+    assert_eq!(s, 401, "the removed organisation's key no longer works");
+    let (_, orgs) = w.api.get("/v1/organizations").await;
+    assert!(
+        orgs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["id"] != org.as_str()),
+        "{orgs}"
+    );
+    let (s, _) = w.api.send(reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(s, 404);
     w.finish().await;
 }

@@ -6,7 +6,7 @@
 //! on every request. [`Storage::bootstrap_operator_key`] makes the operator's key an `operator`
 //! key of the first organisation.
 
-use dialtone_model::KeyScope;
+use dialtone_model::{CallStatus, KeyScope};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
@@ -127,7 +127,7 @@ impl Storage {
 
     /// One organisation.
     pub async fn get_organization(&self, id: Uuid) -> Result<Organization> {
-        let row = sqlx::query("SELECT * FROM organizations WHERE id = $1")
+        let row = sqlx::query("SELECT * FROM organizations WHERE id = $1 AND deleted_at IS NULL")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -140,9 +140,11 @@ impl Storage {
 
     /// Every organisation, oldest first.
     pub async fn list_organizations(&self) -> Result<Vec<Organization>> {
-        let rows = sqlx::query("SELECT * FROM organizations ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM organizations WHERE deleted_at IS NULL ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(Self::organization_from).collect()
     }
 
@@ -163,6 +165,63 @@ impl Storage {
         };
         change.bind(id.to_string()).execute(&self.pool).await?;
         self.get_organization(id).await
+    }
+
+    /// Removes an organisation: its keys are revoked at once, it is disabled and no longer
+    /// shown; its calls stay on record. Refused while it has live calls, or holds operator
+    /// keys (removing those would lock the platform out).
+    pub async fn delete_organization(&self, id: Uuid) -> Result<()> {
+        self.get_organization(id).await?;
+        let live_statuses = CallStatus::ALL
+            .iter()
+            .filter(|s| !s.is_final())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let in_use = |used_by| StorageError::InUse {
+            entity: "organization",
+            id: id.to_string(),
+            used_by,
+        };
+        let live: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM calls WHERE org_id = $1 AND status IN ({live_statuses})"
+        )))
+        .bind(id.to_string())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        if live > 0 {
+            return Err(in_use("live calls"));
+        }
+        let operators: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM api_keys \
+             WHERE org_id = $1 AND scope = $2 AND revoked_at IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(KeyScope::Operator.as_str())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        if operators > 0 {
+            return Err(in_use("operator keys"));
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE org_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE organizations SET deleted_at = $1, \
+             disabled_at = COALESCE(disabled_at, $1) WHERE id = $2",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     fn key_from(row: &AnyRow) -> Result<ApiKey> {
@@ -664,6 +723,33 @@ mod tests {
                 entity: "organization",
                 ..
             })
+        ));
+    }
+
+    on_both!(a_removed_organisation_loses_its_keys_and_disappears);
+    async fn a_removed_organisation_loses_its_keys_and_disappears(s: Storage) {
+        let home = s.bootstrap_operator_key("test-operator-key").await.unwrap();
+        assert!(matches!(
+            s.delete_organization(home.id).await,
+            Err(StorageError::InUse {
+                used_by: "operator keys",
+                ..
+            })
+        ));
+        let acme = s.create_organization("acme", None, None).await.unwrap();
+        let issued = s.issue_key(acme.id, KeyScope::Admin, None).await.unwrap();
+        assert!(s.key_owner(&issued.key).await.unwrap().is_some());
+        s.delete_organization(acme.id).await.unwrap();
+        assert!(s.key_owner(&issued.key).await.unwrap_or(None).is_none());
+        assert!(matches!(
+            s.get_organization(acme.id).await,
+            Err(StorageError::NotFound { .. })
+        ));
+        let listed = s.list_organizations().await.unwrap();
+        assert!(listed.iter().all(|o| o.id != acme.id));
+        assert!(matches!(
+            s.delete_organization(acme.id).await,
+            Err(StorageError::NotFound { .. })
         ));
     }
 }
