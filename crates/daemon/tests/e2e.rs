@@ -2617,6 +2617,17 @@ async fn call_status(api: &KeyedApi<'_>, path: &str) -> String {
         .to_owned()
 }
 
+/// Waits (bounded) until the call at `path`, as `api` reads it, is in `status`.
+async fn wait_call_status(api: &KeyedApi<'_>, path: &str, status: &str) {
+    for _ in 0..300 {
+        if call_status(api, path).await == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(call_status(api, path).await, status, "{path}");
+}
+
 /// An echo agent of `api`'s organisation calling from `e164` through a trunk at
 /// 127.0.0.1:`trunk_port`; its id.
 async fn echo_agent(api: &KeyedApi<'_>, trunk_port: u16, e164: &str) -> Value {
@@ -2660,13 +2671,7 @@ async fn a_disabled_organisation_dispatches_nothing_and_ends_nothing_live() {
         .await;
     assert_eq!(s, 201, "{live}");
     let live_path = format!("/v1/calls/{}", live["id"].as_str().unwrap());
-    for _ in 0..100 {
-        if call_status(&a, &live_path).await == "dialing" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(call_status(&a, &live_path).await, "dialing");
+    wait_call_status(&a, &live_path, "dialing").await;
     // Only the operator disables an organisation.
     let patch = format!("/v1/organizations/{org}");
     let (s, _) = a
@@ -3647,17 +3652,8 @@ async fn a_greedy_tenant_cannot_take_every_media_port() {
         .await;
     assert_eq!(s, 201, "{call}");
     let path = format!("/v1/calls/{}", call["id"].as_str().unwrap());
-    for _ in 0..300 {
-        if call_status(&newcomer, &path).await == "dialing" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        call_status(&newcomer, &path).await,
-        "dialing",
-        "the newcomer got a port"
-    );
+    // The newcomer got a port.
+    wait_call_status(&newcomer, &path, "dialing").await;
     let over = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &over).await;
     assert_ended(&record, "failed", "media_unavailable", "engine");
@@ -3714,13 +3710,7 @@ async fn a_removed_organisation_loses_its_keys_and_keeps_its_calls() {
         .await;
     assert_eq!(s, 200);
     let call_path = format!("/v1/calls/{call_id}");
-    for _ in 0..300 {
-        if call_status(&gone, &call_path).await == "canceled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(call_status(&gone, &call_path).await, "canceled");
+    wait_call_status(&gone, &call_path, "canceled").await;
     let (s, _) = w.api.send(reqwest::Method::DELETE, &path, None).await;
     assert_eq!(s, 204);
     let (s, _) = gone.send(reqwest::Method::GET, "/v1/agents", None).await;
