@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::tts::TextToSpeech;
+use dialtone_agent::{AgentError, TextToSpeech};
 use dialtone_proto::json::{from_struct, to_struct};
 
 /// What a brain asks of the call.
@@ -238,7 +238,7 @@ struct Run {
     digits: String,
     last_digit: Option<Instant>,
     step: IvrStep,
-    speaking: Option<(mpsc::Receiver<Vec<i16>>, &'static str)>,
+    speaking: Option<(mpsc::Receiver<Result<Vec<i16>, AgentError>>, &'static str)>,
 }
 
 impl Run {
@@ -372,6 +372,7 @@ fn line(role: &str, text: &str) -> TranscriptLine {
         role: role.to_owned(),
         text: text.to_owned(),
         at: rfc3339(now).unwrap_or_default(),
+        ..TranscriptLine::default()
     }
 }
 
@@ -564,11 +565,19 @@ impl SilenceClock {
 }
 
 /// The next chunk of speech being synthesised; pending while nothing is.
+/// The next chunk of the synthesis under way; `None` when it ended (a failure ends it too,
+/// after a warning: the engine's own prompts have no better voice to fall back on).
 async fn next_chunk(
-    speaking: &mut Option<(mpsc::Receiver<Vec<i16>>, &'static str)>,
+    speaking: &mut Option<(mpsc::Receiver<Result<Vec<i16>, AgentError>>, &'static str)>,
 ) -> Option<Vec<i16>> {
     match speaking {
-        Some((rx, _)) => rx.recv().await,
+        Some((rx, _)) => match rx.recv().await? {
+            Ok(audio) => Some(audio),
+            Err(error) => {
+                tracing::warn!(%error, "speech synthesis failed");
+                None
+            }
+        },
         None => std::future::pending().await,
     }
 }
@@ -803,7 +812,7 @@ async fn run_remote(
                         let _ = run.context.requests.send(BrainRequest::HangUp { reason });
                     }
                     Some(Action::Transcript(t)) => {
-                        run.transcript.push(TranscriptLine { role: t.role, text: t.text, at: t.at });
+                        run.transcript.push(TranscriptLine { role: t.role, text: t.text, at: t.at, ..TranscriptLine::default() });
                         run.save_transcript().await;
                     }
                     Some(Action::Result(r)) => {

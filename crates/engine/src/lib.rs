@@ -23,7 +23,7 @@
 //!
 //! Brains: `builtin:echo` (the caller hears itself, full duplex through the media pipeline),
 //! `builtin:ivr` (speaks the instructions, collects digits) and any AgentBridge server
-//! (`grpc://host:port`); see [`tts`] for the engine-side speech. Brains and their speech loops
+//! (`grpc://host:port`); `dialtone_agent` holds the speech synthesis. Brains and their speech loops
 //! run on [`SpeechWorkers`], a runtime of their own, so that the API, signalling and storage
 //! stay prompt on a node busy with conversations.
 
@@ -31,7 +31,6 @@ mod brains;
 mod call;
 pub mod outbound;
 mod port_share;
-pub mod tts;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -47,11 +46,11 @@ use dialtone_speech::{AmdConfig, BargeIn, SpeechConfig};
 
 use brains::Builtin;
 use call::HangUp;
+use dialtone_agent::TextToSpeech;
 use dialtone_storage::{Inserted, NewCall, Storage, StorageError, TrunkTransport};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use tts::TextToSpeech;
 use uuid::Uuid;
 
 /// Errors from dispatching or controlling calls.
@@ -309,7 +308,7 @@ impl Engine {
             org_slots: Mutex::new(HashMap::new()),
             org_rates: Mutex::new(HashMap::new()),
             registrations: Mutex::new(HashMap::new()),
-            tts: Arc::new(tts::EspeakNg::default()),
+            tts: Arc::new(dialtone_agent::EspeakNg::default()),
             speech,
         })
     }

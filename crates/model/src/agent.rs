@@ -83,6 +83,90 @@ pub struct AgentFields {
     /// (`silence_timeout`), seconds (1-3600); none by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub silence_timeout_seconds: Option<u32>,
+    /// `builtin:agent`: the language model (required with that brain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSetting>,
+    /// `builtin:agent`: speech recognition (required with that brain); the language is the
+    /// agent's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stt: Option<SttSetting>,
+    /// `builtin:agent`: speech synthesis (default `builtin:espeak`); the voice is the agent's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tts: Option<TtsSetting>,
+    /// What the agent says first once a person answers; absent: the language model opens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_message: Option<String>,
+    /// Where the agent may hand the caller (the `transfer_call` tool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_destinations: Option<Vec<TransferDestination>>,
+}
+
+/// The brain that holds the conversation inside the engine.
+pub const BUILTIN_AGENT: &str = "builtin:agent";
+/// The local speech synthesiser (espeak-ng), needing no provider.
+pub const BUILTIN_ESPEAK: &str = "builtin:espeak";
+
+/// `llm`: which provider and model answer the caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSetting {
+    /// A provider's name or id.
+    pub provider: String,
+    /// The model, as the provider names it.
+    pub model: String,
+    /// Sampling temperature (0-2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Most tokens per answer (1-32768).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+/// `stt`: which provider and model transcribe the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SttSetting {
+    /// A provider's name or id.
+    pub provider: String,
+    /// The model, as the provider names it.
+    pub model: String,
+}
+
+/// `tts`: which provider speaks for the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TtsSetting {
+    /// A provider's name or id, or `builtin:espeak`.
+    pub provider: String,
+    /// The model, as the provider names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// A place the agent may transfer the caller to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferDestination {
+    /// What the agent calls it (unique within the agent).
+    pub name: String,
+    /// `+E164` or a `sip:` URI.
+    pub to: String,
+    /// When to use it, for the language model.
+    #[serde(default)]
+    pub description: String,
+    /// `refer` (default) or `bridge`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TransferMode>,
+}
+
+crate::names::wire_enum! {
+    /// How a call is handed on.
+    pub enum TransferMode ("transfer mode") {
+        /// REFER (RFC 3515): the far end places the new call.
+        Refer = "refer",
+        /// A second leg through the same trunk, audio relayed between the legs.
+        Bridge = "bridge",
+    }
 }
 
 /// An agent as the API shows it: its settings, its numbers, its id and creation time.
@@ -199,6 +283,11 @@ impl AgentFields {
         "barge_in",
         "endpointing_silence_ms",
         "silence_timeout_seconds",
+        "llm",
+        "stt",
+        "tts",
+        "first_message",
+        "transfer_destinations",
     ];
 
     /// Stored settings read leniently: a key this build does not know (written by a newer
@@ -237,7 +326,7 @@ impl AgentFields {
         {
             return Err(FieldError::invalid(
                 "brain",
-                "`brain` must be \"builtin:echo\", \"builtin:ivr\" or \"grpc://host:port\"",
+                "`brain` must be \"builtin:echo\", \"builtin:ivr\", \"builtin:agent\" or \"grpc://host:port\"",
             ));
         }
         if self.direction == Some(Direction::Inbound) {
@@ -292,6 +381,7 @@ impl AgentFields {
                 })?;
             }
         }
+        self.check_agent_brain()?;
         if let Some(primary) = self.primary_number_id
             && !self.number_ids.iter().flatten().any(|id| *id == primary)
         {
@@ -299,6 +389,76 @@ impl AgentFields {
                 "primary_number_id",
                 "`primary_number_id` must be one of `number_ids`",
             ));
+        }
+        Ok(())
+    }
+
+    /// The rules of the `builtin:agent` settings that need no lookup: `llm` and `stt` are
+    /// required with that brain, numbers in range, `first_message` bounded, destinations
+    /// named once and dialable. (Whether the named providers exist is the control plane's
+    /// check: it needs the organisation's providers.)
+    fn check_agent_brain(&self) -> Result<(), FieldError> {
+        if self.brain.as_deref() == Some(BUILTIN_AGENT) {
+            if self.llm.is_none() {
+                return Err(FieldError::invalid(
+                    "llm",
+                    "`llm` is required with the brain \"builtin:agent\"",
+                ));
+            }
+            if self.stt.is_none() {
+                return Err(FieldError::invalid(
+                    "stt",
+                    "`stt` is required with the brain \"builtin:agent\"",
+                ));
+            }
+        }
+        if let Some(llm) = &self.llm {
+            check_model_choice("llm", &llm.provider, Some(&llm.model))?;
+            if llm.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+                return Err(FieldError::invalid("llm", "`llm.temperature` must be 0-2"));
+            }
+            if llm.max_tokens.is_some_and(|t| !(1..=32_768).contains(&t)) {
+                return Err(FieldError::invalid(
+                    "llm",
+                    "`llm.max_tokens` must be 1-32768",
+                ));
+            }
+        }
+        if let Some(stt) = &self.stt {
+            check_model_choice("stt", &stt.provider, Some(&stt.model))?;
+        }
+        if let Some(tts) = &self.tts {
+            check_model_choice("tts", &tts.provider, tts.model.as_deref())?;
+        }
+        if self
+            .first_message
+            .as_ref()
+            .is_some_and(|m| m.is_empty() || m.len() > MAX_INSTRUCTIONS_BYTES)
+        {
+            return Err(FieldError::invalid(
+                "first_message",
+                format!("`first_message` must be 1-{MAX_INSTRUCTIONS_BYTES} bytes"),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for destination in self.transfer_destinations.iter().flatten() {
+            let name_ok = (1..=64).contains(&destination.name.len())
+                && destination
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ' ');
+            if !name_ok || !names.insert(destination.name.as_str()) {
+                return Err(FieldError::invalid(
+                    "transfer_destinations",
+                    "each destination needs a unique `name` of 1-64 letters, digits, spaces, `_` or `-`",
+                ));
+            }
+            if !crate::number::is_e164(&destination.to) && !destination.to.starts_with("sip:") {
+                return Err(FieldError::invalid(
+                    "transfer_destinations",
+                    "a destination's `to` must be E.164 (\"+14155550100\") or a `sip:` URI",
+                ));
+            }
         }
         Ok(())
     }
@@ -327,6 +487,23 @@ impl AgentFields {
     }
 }
 
+/// A provider reference and model name: both non-empty and at most 200 characters.
+fn check_model_choice(field: &str, provider: &str, model: Option<&str>) -> Result<(), FieldError> {
+    if provider.is_empty() || provider.chars().count() > 200 {
+        return Err(FieldError::invalid(
+            field,
+            format!("`{field}.provider` must be a provider's name or id"),
+        ));
+    }
+    if model.is_some_and(|m| m.is_empty() || m.chars().count() > 200) {
+        return Err(FieldError::invalid(
+            field,
+            format!("`{field}.model` must be 1-200 characters"),
+        ));
+    }
+    Ok(())
+}
+
 /// A BCP 47 tag's shape: a 2-3 letter language, then subtags of 1-8 letters or digits.
 fn is_bcp47(tag: &str) -> bool {
     let mut parts = tag.split('-');
@@ -341,6 +518,7 @@ fn is_bcp47(tag: &str) -> bool {
 fn is_brain(brain: &str) -> bool {
     brain == "builtin:echo"
         || brain == "builtin:ivr"
+        || brain == BUILTIN_AGENT
         || brain
             .strip_prefix("grpc://")
             .and_then(|a| a.rsplit_once(':'))
@@ -529,7 +707,7 @@ mod tests {
             (
                 json!({"name": "a", "brain": "http://x"}),
                 "brain",
-                "`brain` must be \"builtin:echo\", \"builtin:ivr\" or \"grpc://host:port\"",
+                "`brain` must be \"builtin:echo\", \"builtin:ivr\", \"builtin:agent\" or \"grpc://host:port\"",
             ),
             (
                 json!({"name": "a", "ring_timeout_seconds": 0}),

@@ -52,6 +52,10 @@ pub struct Call {
     pub result_error: Option<String>,
     /// Media statistics.
     pub media: Option<Value>,
+    /// The built-in agent's figures (turns, latencies, interruptions, tool calls).
+    pub agent_stats: Option<Value>,
+    /// A one-paragraph summary of the conversation, when the agent wrote one.
+    pub summary: Option<String>,
     /// Accepted at.
     pub created_at: i64,
     /// INVITE sent at.
@@ -80,7 +84,7 @@ pub struct EndReasonView {
 }
 
 /// One line of the conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TranscriptLine {
     /// `agent`, `caller` or `tool`.
     pub role: String,
@@ -88,6 +92,20 @@ pub struct TranscriptLine {
     pub text: String,
     /// RFC 3339.
     pub at: String,
+    /// The agent's line was cut by the caller: `text` is what was heard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<bool>,
+    /// A tool line: the tool's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A tool line: the arguments it was called with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub arguments: Option<Value>,
+    /// A tool line: what it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub result: Option<Value>,
 }
 
 /// The call object: `GET /v1/calls/{id}`, list pages, dispatch answers, gRPC `Call` and every
@@ -151,6 +169,14 @@ pub struct CallView {
     /// Media statistics.
     #[schema(value_type = Object)]
     pub media_stats: Option<Value>,
+    /// The built-in agent's figures: `turns`, `interruptions`, `tool_calls`, and p50/max of
+    /// `voice_to_voice_ms`, `stt_ms`, `llm_first_token_ms`, `tts_first_audio_ms`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub agent_stats: Option<Value>,
+    /// A one-paragraph summary of the conversation (the built-in agent).
+    #[serde(default)]
+    pub summary: Option<String>,
 }
 
 impl From<&Call> for CallView {
@@ -194,6 +220,8 @@ impl From<&Call> for CallView {
             result_error: call.result_error.clone(),
             recording: None,
             media_stats: call.media.clone(),
+            agent_stats: call.agent_stats.clone(),
+            summary: call.summary.clone(),
         }
     }
 }
@@ -224,6 +252,8 @@ mod tests {
             result: None,
             result_error: None,
             media: None,
+            agent_stats: None,
+            summary: None,
             created_at: 1_000,
             dialed_at: Some(1_010),
             ringing_at: Some(1_100),

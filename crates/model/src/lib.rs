@@ -33,7 +33,10 @@ pub mod time;
 pub mod trunk;
 pub mod webhook;
 
-pub use agent::{AgentFields, AgentView, Amd, AmdThresholds, BargeIn, Tool, VoicemailAction};
+pub use agent::{
+    AgentFields, AgentView, Amd, AmdThresholds, BUILTIN_AGENT, BUILTIN_ESPEAK, BargeIn, LlmSetting,
+    SttSetting, Tool, TransferDestination, TransferMode, TtsSetting, VoicemailAction,
+};
 pub use call::{Call, CallView, EndReasonView, TranscriptLine};
 pub use dispatch::DispatchCall;
 pub use end_reason::{AnsweredBy, EndReason, EndedBy};

@@ -93,6 +93,13 @@ impl From<&CallView> for Call {
                         role: text("role"),
                         text: text("text"),
                         at: text("at"),
+                        interrupted: line.get("interrupted").and_then(serde_json::Value::as_bool),
+                        name: line
+                            .get("name")
+                            .and_then(serde_json::Value::as_str)
+                            .map(str::to_owned),
+                        arguments: line.get("arguments").map(to_value),
+                        result: line.get("result").map(to_value),
                     }
                 })
                 .collect(),
@@ -103,6 +110,12 @@ impl From<&CallView> for Call {
                 .as_ref()
                 .filter(|m| m.is_object())
                 .map(to_struct),
+            agent_stats: call
+                .agent_stats
+                .as_ref()
+                .filter(|m| m.is_object())
+                .map(to_struct),
+            summary: call.summary.clone(),
         }
     }
 }
@@ -285,8 +298,68 @@ impl TryFrom<AgentFields> for ModelAgentFields {
             barge_in: json("barge_in", f.barge_in.as_ref())?.and_then(|a| a.barge_in),
             endpointing_silence_ms: f.endpointing_silence_ms,
             silence_timeout_seconds: f.silence_timeout_seconds,
+            llm: f
+                .llm
+                .map(|l| {
+                    let mut llm = serde_json::json!({"provider": l.provider, "model": l.model});
+                    if let Some(t) = l.temperature {
+                        llm["temperature"] = t.into();
+                    }
+                    if let Some(t) = l.max_tokens {
+                        llm["max_tokens"] = t.into();
+                    }
+                    one_field("llm", llm).map(|a| a.llm)
+                })
+                .transpose()?
+                .flatten(),
+            stt: f
+                .stt
+                .map(|s| one_field("stt", speech_json(s)).map(|a| a.stt))
+                .transpose()?
+                .flatten(),
+            tts: f
+                .tts
+                .map(|s| one_field("tts", speech_json(s)).map(|a| a.tts))
+                .transpose()?
+                .flatten(),
+            first_message: f.first_message,
+            transfer_destinations: match f.transfer_destinations.as_slice() {
+                [] => None,
+                destinations => {
+                    let list: Vec<serde_json::Value> = destinations
+                        .iter()
+                        .map(|d| {
+                            let mut one = serde_json::json!({
+                                "name": d.name, "to": d.to, "description": d.description,
+                            });
+                            if let Some(mode) = &d.mode {
+                                one["mode"] = mode.as_str().into();
+                            }
+                            one
+                        })
+                        .collect();
+                    one_field("transfer_destinations", list.into())?.transfer_destinations
+                }
+            },
         })
     }
+}
+
+/// The agent fields holding only `field` = `value`, read as the HTTP API reads it (the same
+/// rules and messages).
+fn one_field(field: &str, value: serde_json::Value) -> Result<ModelAgentFields, FieldError> {
+    let mut one = serde_json::Map::new();
+    one.insert(field.to_owned(), value);
+    parse_value::<ModelAgentFields>(serde_json::Value::Object(one))
+}
+
+/// An `stt`/`tts` setting as JSON.
+fn speech_json(s: SpeechSetting) -> serde_json::Value {
+    let mut one = serde_json::json!({"provider": s.provider});
+    if let Some(model) = s.model {
+        one["model"] = model.into();
+    }
+    one
 }
 
 impl From<&AgentView> for Agent {
@@ -350,6 +423,32 @@ impl From<&AgentView> for Agent {
                     .map(value),
                 endpointing_silence_ms: s.endpointing_silence_ms,
                 silence_timeout_seconds: s.silence_timeout_seconds,
+                llm: s.llm.as_ref().map(|l| LlmSetting {
+                    provider: l.provider.clone(),
+                    model: l.model.clone(),
+                    temperature: l.temperature,
+                    max_tokens: l.max_tokens,
+                }),
+                stt: s.stt.as_ref().map(|t| SpeechSetting {
+                    provider: t.provider.clone(),
+                    model: Some(t.model.clone()),
+                }),
+                tts: s.tts.as_ref().map(|t| SpeechSetting {
+                    provider: t.provider.clone(),
+                    model: t.model.clone(),
+                }),
+                first_message: s.first_message.clone(),
+                transfer_destinations: s
+                    .transfer_destinations
+                    .iter()
+                    .flatten()
+                    .map(|d| TransferDestination {
+                        name: d.name.clone(),
+                        to: d.to.clone(),
+                        description: d.description.clone(),
+                        mode: d.mode.map(|m| m.as_str().to_owned()),
+                    })
+                    .collect(),
             }),
         }
     }

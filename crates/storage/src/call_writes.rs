@@ -142,6 +142,20 @@ impl Storage {
             .await
     }
 
+    /// Records the built-in agent's figures and its summary of the conversation.
+    pub async fn set_agent_outcome(
+        &self,
+        id: Uuid,
+        agent_stats: &Value,
+        summary: Option<&str>,
+    ) -> Result<()> {
+        let detail = CallDetail::AgentOutcome {
+            agent_stats: agent_stats.to_string(),
+            summary: summary.map(str::to_owned),
+        };
+        self.set_detail(id, detail).await
+    }
+
     /// Records who answered (answering-machine detection). Not a status step: no event.
     pub async fn set_answered_by(&self, id: Uuid, answered_by: AnsweredBy) -> Result<()> {
         self.set_detail(id, CallDetail::AnsweredBy(answered_by))
@@ -401,6 +415,11 @@ enum CallDetail {
     Transcript(String),
     /// Who answered.
     AnsweredBy(AnsweredBy),
+    /// The built-in agent's figures (JSON text) and summary.
+    AgentOutcome {
+        agent_stats: String,
+        summary: Option<String>,
+    },
 }
 
 /// Writes a [`CallDetail`].
@@ -436,6 +455,15 @@ impl Write for SetDetail {
                         "UPDATE calls SET answered_by = $1, updated_at = $2 WHERE id = $3",
                     )
                     .bind(who.as_str()),
+                    CallDetail::AgentOutcome {
+                        agent_stats,
+                        summary,
+                    } => sqlx::query(
+                        "UPDATE calls SET agent_stats = $1, summary = COALESCE($2, summary), \
+                         updated_at = $3 WHERE id = $4",
+                    )
+                    .bind(agent_stats.as_str())
+                    .bind(summary.as_deref()),
                 };
                 query
                     .bind(w.now)

@@ -142,6 +142,8 @@ pub(crate) fn call_from(row: &AnyRow) -> Result<Call> {
         result: opt_json_of(row, "result")?,
         result_error: row.try_get("result_error")?,
         media: opt_json_of(row, "media")?,
+        agent_stats: opt_json_of(row, "agent_stats")?,
+        summary: row.try_get("summary")?,
         created_at: row.try_get("created_at")?,
         dialed_at: row.try_get("dialed_at")?,
         ringing_at: row.try_get("ringing_at")?,

@@ -1,29 +1,20 @@
-//! Text to speech for "text to speak": a small trait ([`TextToSpeech`]) and espeak-ng run as a
-//! separate program ([`EspeakNg`]; it is GPL, so it is never linked). Audio is streamed: the
-//! program's WAV output is read as it is produced, resampled from 22.05 kHz to 16 kHz in 20 ms
-//! frames, and handed on in chunks, so the first words play before the sentence is done.
+//! `builtin:espeak`: espeak-ng run as a separate program ([`EspeakNg`]; it is GPL, so it is
+//! never linked). Audio is streamed: the program's WAV output is read as it is produced,
+//! resampled from 22.05 kHz to 16 kHz in 20 ms frames, and handed on in chunks, so the first
+//! words play before the sentence is done.
 
 use std::process::Stdio;
 
 use dialtone_codec::Resampler;
+use dialtone_model::BUILTIN_ESPEAK;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
+use crate::error::AgentError;
+use crate::provider::TextToSpeech;
+
 /// Longest text spoken at once.
 pub const MAX_TEXT_BYTES: usize = 4096;
-
-/// A speech synthesiser.
-pub trait TextToSpeech: Send + Sync + std::fmt::Debug {
-    /// Starts speaking `text` in `language` (BCP 47) with `voice` where the engine knows it.
-    /// 16 kHz audio arrives on the receiver as it is made; the channel closes at the end (or
-    /// after a failure, which is logged).
-    fn speak(
-        &self,
-        text: &str,
-        voice: Option<&str>,
-        language: Option<&str>,
-    ) -> mpsc::Receiver<Vec<i16>>;
-}
 
 /// espeak-ng (Debian package `espeak-ng`).
 #[derive(Debug, Clone)]
@@ -48,7 +39,7 @@ impl TextToSpeech for EspeakNg {
         text: &str,
         voice: Option<&str>,
         language: Option<&str>,
-    ) -> mpsc::Receiver<Vec<i16>> {
+    ) -> mpsc::Receiver<Result<Vec<i16>, AgentError>> {
         let (tx, rx) = mpsc::channel(16);
         let mut text: String = text.chars().filter(|c| !c.is_control()).collect();
         if text.len() > MAX_TEXT_BYTES {
@@ -71,6 +62,12 @@ impl TextToSpeech for EspeakNg {
         tokio::spawn(async move {
             if let Err(error) = stream(&program, &voice, &text, &tx).await {
                 tracing::warn!(%error, "text to speech failed");
+                let _ = tx
+                    .send(Err(AgentError::Unreachable {
+                        provider: BUILTIN_ESPEAK.into(),
+                        detail: error.to_string(),
+                    }))
+                    .await;
             }
         });
         rx
@@ -81,7 +78,7 @@ async fn stream(
     program: &str,
     voice: &str,
     text: &str,
-    tx: &mpsc::Sender<Vec<i16>>,
+    tx: &mpsc::Sender<Result<Vec<i16>, AgentError>>,
 ) -> std::io::Result<()> {
     let mut child = tokio::process::Command::new(program)
         .args(["--stdout", "-v", voice, "--", text])
@@ -122,7 +119,7 @@ async fn stream(
                 chunk.extend_from_slice(&frame_out);
             }
             if chunk.len() >= n_out * FRAMES_PER_CHUNK
-                && tx.send(std::mem::take(&mut chunk)).await.is_err()
+                && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err()
             {
                 return Ok(());
             }
@@ -132,7 +129,7 @@ async fn stream(
         }
     }
     if !chunk.is_empty() {
-        let _ = tx.send(chunk).await;
+        let _ = tx.send(Ok(chunk)).await;
     }
     let _ = child.wait().await;
     Ok(())

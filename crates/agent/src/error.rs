@@ -1,0 +1,66 @@
+//! [`AgentError`]: how a provider failed. Every variant names the provider (its name as the
+//! organisation gave it, or `builtin:espeak`), so the call record's `brain_error` message says
+//! which service broke and how; none carries an API key.
+
+use std::time::Duration;
+
+/// A provider's failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    /// It answered with an HTTP error status.
+    #[error("{provider} answered HTTP {status}: {detail}")]
+    Status {
+        /// The provider.
+        provider: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of its error body.
+        detail: String,
+    },
+    /// It did not answer (or send the first token, or the next chunk) in time.
+    #[error("{provider} did not answer within {} ms", after.as_millis())]
+    Timeout {
+        /// The provider.
+        provider: String,
+        /// How long was waited.
+        after: Duration,
+    },
+    /// It could not be reached (connection refused, reset, DNS, TLS).
+    #[error("{provider} could not be reached: {detail}")]
+    Unreachable {
+        /// The provider.
+        provider: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// It answered with something that does not follow its protocol.
+    #[error("{provider} sent an answer that could not be read: {detail}")]
+    Protocol {
+        /// The provider.
+        provider: String,
+        /// What was wrong with it.
+        detail: String,
+    },
+}
+
+impl AgentError {
+    /// Whether asking again may help: a timeout, no connection, 408, 429 or a 5xx. A 4xx says
+    /// the request itself is wrong (a bad key, an unknown model) and is not retried.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            Self::Timeout { .. } | Self::Unreachable { .. } => true,
+            Self::Protocol { .. } => false,
+        }
+    }
+
+    /// The provider that failed.
+    pub fn provider(&self) -> &str {
+        match self {
+            Self::Status { provider, .. }
+            | Self::Timeout { provider, .. }
+            | Self::Unreachable { provider, .. }
+            | Self::Protocol { provider, .. } => provider,
+        }
+    }
+}
