@@ -6,15 +6,25 @@
 //!   16 kHz audio). The engine holds them as trait objects, one per call.
 //! * [`chat`] — the chat vocabulary shared by every client: messages, tool specs, tool calls,
 //!   the events of a streamed answer.
+//! * [`conversation`] — the sans-IO conversation machine: turns, pieces of speech, tool rounds,
+//!   barge-in cuts, retries; the engine's driver performs its [`Action`]s.
+//! * [`clause`] — streamed model text cut into speakable pieces, markdown stripped.
+//! * [`tools`] — the functions offered to the model (the agent's HTTP tools and the built-ins).
+//! * [`stats`] — `agent_stats`: counts and latencies of the conversation.
 //! * [`espeak`] — the local synthesiser (`builtin:espeak`), espeak-ng run as a program.
 //! * [`error`] — [`AgentError`]: a provider's failure, naming the provider and what it said.
 
 pub mod chat;
+pub mod clause;
+pub mod conversation;
 pub mod error;
 pub mod espeak;
 pub mod provider;
+pub mod stats;
+pub mod tools;
 
 pub use chat::{ChatEvent, ChatMessage, ChatRequest, Role, ToolCall, ToolSpec, Usage};
+pub use conversation::{Action, Conversation, ConversationConfig, Line};
 pub use error::AgentError;
 pub use espeak::EspeakNg;
 pub use provider::{BoxFuture, ChatModel, SpeechToText, TextToSpeech};

@@ -28,6 +28,7 @@ pub mod number;
 pub mod organization;
 pub mod page;
 pub mod parse;
+pub mod placeholder;
 pub mod status;
 pub mod time;
 pub mod trunk;

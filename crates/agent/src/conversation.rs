@@ -1,0 +1,956 @@
+//! The conversation machine: sans-IO, in the manner of the engine's call machine. It holds the
+//! chat history, the transcript and the turn under way, and decides what happens next; the
+//! engine's driver performs what it asks ([`Action`]: transcribe, ask the model, speak, run a
+//! tool, hang up…) and reports back through the `handle_*` methods, each taking `now`.
+//!
+//! A turn: the caller's utterance ends → it is transcribed → the model is asked with the
+//! history → its text is cut into pieces ([`ClauseSplitter`]) and each piece is spoken as it
+//! completes, so the first audio leaves before the model has finished → tool calls run after
+//! the text (at most [`MAX_TOOL_ROUNDS`] rounds a turn; a filler phrase is said when a tool
+//! takes over [`FILLER_AFTER`]) → the model is asked again with the tools' answers.
+//!
+//! Barge-in cancels the model and the synthesis and cuts the agent's line to what was played
+//! (`interrupted`); the caller's new utterance then starts the next turn. An utterance that
+//! comes while the agent speaks and did not barge in (shorter than the agent's minimum) is a
+//! backchannel: it is kept in the transcript and the history but starts no turn.
+//!
+//! Failure is never dead air: a provider error is retried once where nothing has been said
+//! of the answer yet and the error may pass, else [`Action::Fail`] (the driver apologises with
+//! the local synthesiser and ends the call with `brain_error`).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use dialtone_model::{EndReason, TransferDestination};
+use serde_json::{Value, json};
+
+use crate::chat::{ChatEvent, ChatMessage, ChatRequest, ToolCall};
+use crate::clause::ClauseSplitter;
+use crate::error::AgentError;
+use crate::stats::AgentStats;
+use crate::tools::{ToolKind, Toolbox};
+
+/// Most rounds of tool calls in one turn; the round after the last is asked without tools.
+pub const MAX_TOOL_ROUNDS: u32 = 3;
+/// A tool running longer than this gets a filler phrase, once a round.
+pub const FILLER_AFTER: Duration = Duration::from_millis(1500);
+/// The filler phrase.
+pub const FILLER: &str = "One moment, please.";
+
+/// What a conversation is set up with.
+#[derive(Debug, Clone)]
+pub struct ConversationConfig {
+    /// The system message (persona, instructions and context, placeholders filled).
+    pub system_prompt: String,
+    /// What the agent says first once a person answers (placeholders filled); `None`: the
+    /// model opens.
+    pub first_message: Option<String>,
+    /// The functions offered.
+    pub toolbox: Toolbox,
+    /// Where `transfer_call` may go.
+    pub destinations: Vec<TransferDestination>,
+    /// Barge-in is off: an utterance during the agent's speech is answered once it finishes
+    /// (with barge-in on, such an utterance was too short to interrupt: a backchannel).
+    pub barge_in_off: bool,
+}
+
+/// What the driver is asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Transcribe this utterance (16 kHz) and report with [`Conversation::handle_transcript`].
+    Transcribe {
+        /// The utterance's id.
+        utterance: u64,
+        /// Its audio.
+        audio: Vec<i16>,
+    },
+    /// Ask the model; report events with [`Conversation::handle_chat`]. Replaces any request
+    /// under way (whose events are then ignored).
+    Chat {
+        /// The request's id.
+        request_id: u64,
+        /// The request.
+        request: ChatRequest,
+    },
+    /// Stop the model's answer under way.
+    CancelChat,
+    /// Synthesise `text` after the pieces before it, and play it marked with `segment`;
+    /// report audio with [`Conversation::handle_speech_audio`], the synthesis' end with
+    /// [`Conversation::handle_speech_done`], the last sample played with
+    /// [`Conversation::handle_played`].
+    Speak {
+        /// The piece's id.
+        segment: u64,
+        /// What to say.
+        text: String,
+    },
+    /// Drop every piece not yet synthesised or played, and stop the synthesis under way
+    /// (the speech loop's playout is cleared by the driver).
+    StopSpeaking,
+    /// POST a tool call; report with [`Conversation::handle_tool_answer`].
+    CallTool {
+        /// The model's id for the call.
+        id: String,
+        /// The tool.
+        name: String,
+        /// Where it is served.
+        url: String,
+        /// Its arguments.
+        arguments: Value,
+    },
+    /// Send these digits (RFC 4733); report with [`Conversation::handle_tool_answer`].
+    SendDtmf {
+        /// The model's id for the call.
+        id: String,
+        /// The digits.
+        digits: String,
+    },
+    /// Transfer the caller; report with [`Conversation::handle_tool_answer`].
+    Transfer {
+        /// The model's id for the call.
+        id: String,
+        /// Where.
+        destination: TransferDestination,
+    },
+    /// End the call (everything queued has been heard).
+    HangUp {
+        /// The end reason.
+        reason: EndReason,
+    },
+    /// A provider failed for good: apologise and end the call with `brain_error`.
+    Fail {
+        /// What failed.
+        error: AgentError,
+    },
+}
+
+/// A transcript line as the machine keeps it (its time an [`Instant`]; the driver turns it
+/// into wall-clock time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// `agent`, `caller` or `tool`.
+    pub role: &'static str,
+    /// What was said (for an agent line cut short: what was heard).
+    pub text: String,
+    /// When.
+    pub at: Instant,
+    /// The caller cut the line short.
+    pub interrupted: bool,
+    /// A tool line: the tool.
+    pub name: Option<String>,
+    /// A tool line: its arguments.
+    pub arguments: Option<Value>,
+    /// A tool line: its answer.
+    pub result: Option<Value>,
+}
+
+impl Line {
+    fn said(role: &'static str, text: String, at: Instant) -> Self {
+        Self {
+            role,
+            text,
+            at,
+            interrupted: false,
+            name: None,
+            arguments: None,
+            result: None,
+        }
+    }
+}
+
+/// A piece of agent speech.
+#[derive(Debug)]
+struct Segment {
+    id: u64,
+    text: String,
+    /// The transcript line and history message it belongs to.
+    line: usize,
+    message: usize,
+    /// When synthesis was asked.
+    asked: Instant,
+    /// Samples synthesised so far, and whether that is all.
+    samples: usize,
+    synthesised: bool,
+    /// Whether its last sample was played.
+    played: bool,
+    /// Whether the synthesis was retried once already.
+    retried: bool,
+}
+
+/// A model request under way.
+#[derive(Debug)]
+struct Request {
+    id: u64,
+    asked: Instant,
+    request: ChatRequest,
+    first_token: bool,
+    splitter: ClauseSplitter,
+    /// The transcript line and history message of its text, once it has some.
+    line: Option<(usize, usize)>,
+    calls: Vec<ToolCall>,
+    retried: bool,
+}
+
+/// Tool calls of a round awaiting their answers.
+#[derive(Debug)]
+struct ToolRound {
+    waiting: Vec<String>,
+    started: Instant,
+    filler_said: bool,
+}
+
+/// The turn under way.
+#[derive(Debug, Default)]
+struct Turn {
+    /// When the caller's utterance that started it ended (none for the opening).
+    speech_end: Option<Instant>,
+    /// Whether its first audio has been counted.
+    answered: bool,
+    request: Option<Request>,
+    tools: Option<ToolRound>,
+    rounds: u32,
+    /// Caller messages that came while tool calls were out: they join the history after the
+    /// tools' answers (the model's wire wants those right after its calls).
+    deferred: Vec<String>,
+}
+
+/// An utterance out for transcription.
+#[derive(Debug)]
+struct Utterance {
+    id: u64,
+    ended: Instant,
+    audio: Vec<i16>,
+    retried: bool,
+    /// It came while the agent spoke.
+    over_agent: bool,
+}
+
+/// One call's conversation.
+#[derive(Debug)]
+pub struct Conversation {
+    config: ConversationConfig,
+    history: Vec<ChatMessage>,
+    lines: Vec<Line>,
+    actions: VecDeque<Action>,
+    next_id: u64,
+    utterances: Vec<Utterance>,
+    turn: Turn,
+    segments: VecDeque<Segment>,
+    /// Tool calls not yet answered, and their transcript lines.
+    tool_lines: Vec<(String, usize)>,
+    /// Answer the caller once the agent's speech has been heard (barge-in off).
+    reply_after_speech: bool,
+    hang_up_after_speech: Option<EndReason>,
+    stats: AgentStats,
+    over: bool,
+}
+
+impl Conversation {
+    /// A conversation about to start (the call is not answered yet).
+    pub fn new(config: ConversationConfig) -> Self {
+        let system = ChatMessage::system(config.system_prompt.clone());
+        Self {
+            config,
+            history: vec![system],
+            lines: Vec::new(),
+            actions: VecDeque::new(),
+            next_id: 1,
+            utterances: Vec::new(),
+            turn: Turn::default(),
+            segments: VecDeque::new(),
+            tool_lines: Vec::new(),
+            reply_after_speech: false,
+            hang_up_after_speech: None,
+            stats: AgentStats::default(),
+            over: false,
+        }
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Conversation::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let round = self.turn.tools.as_ref()?;
+        (!round.filler_said).then_some(round.started + FILLER_AFTER)
+    }
+
+    /// The transcript so far.
+    pub fn transcript(&self) -> impl Iterator<Item = &Line> {
+        // An agent line nothing of which was heard is left out.
+        self.lines
+            .iter()
+            .filter(|l| !(l.role == "agent" && l.interrupted && l.text.is_empty()))
+    }
+
+    /// The chat history so far (system message first).
+    pub fn history(&self) -> &[ChatMessage] {
+        &self.history
+    }
+
+    /// The figures so far.
+    pub fn stats(&self) -> &AgentStats {
+        &self.stats
+    }
+
+    /// Whether the agent has speech queued, being synthesised or playing.
+    pub fn agent_speaking(&self) -> bool {
+        self.segments.iter().any(|s| !s.played)
+    }
+
+    /// A person is on the line (answered, or AMD said human): the agent opens, with its first
+    /// message or by asking the model.
+    pub fn handle_answered(&mut self, now: Instant) {
+        if self.over {
+            return;
+        }
+        self.stats.turns += 1;
+        match self.config.first_message.clone() {
+            Some(text) => {
+                let (line, message) = self.agent_line(now);
+                self.speak(now, text, line, message);
+            }
+            None => self.ask(now),
+        }
+    }
+
+    /// The caller finished an utterance (its audio at 16 kHz); `over_agent` when the agent
+    /// was speaking at the time and was not interrupted.
+    pub fn handle_utterance(&mut self, now: Instant, audio: Vec<i16>, over_agent: bool) {
+        if self.over {
+            return;
+        }
+        let id = self.id();
+        self.actions.push_back(Action::Transcribe {
+            utterance: id,
+            audio: audio.clone(),
+        });
+        self.utterances.push(Utterance {
+            id,
+            ended: now,
+            audio,
+            retried: false,
+            over_agent,
+        });
+    }
+
+    /// Speech recognition's answer for `utterance`.
+    pub fn handle_transcript(
+        &mut self,
+        now: Instant,
+        utterance: u64,
+        text: Result<String, AgentError>,
+    ) {
+        let Some(index) = self.utterances.iter().position(|u| u.id == utterance) else {
+            return;
+        };
+        if self.over {
+            return;
+        }
+        let text = match text {
+            Ok(text) => text,
+            Err(error) => {
+                let u = self.utterances.get_mut(index);
+                if let Some(u) = u.filter(|u| error.is_retryable() && !u.retried) {
+                    u.retried = true;
+                    self.actions.push_back(Action::Transcribe {
+                        utterance,
+                        audio: u.audio.clone(),
+                    });
+                } else {
+                    self.fail(error);
+                }
+                return;
+            }
+        };
+        let u = self.utterances.remove(index);
+        self.stats.stt.add(now.saturating_duration_since(u.ended));
+        let text = text.trim().to_owned();
+        if text.is_empty() {
+            return;
+        }
+        self.lines.push(Line::said("caller", text.clone(), u.ended));
+        let backchannel = u.over_agent && !self.config.barge_in_off;
+        if self.turn.tools.is_some() {
+            self.turn.deferred.push(text);
+            return;
+        }
+        self.history.push(ChatMessage::user(text));
+        if backchannel && self.agent_speaking() {
+            return;
+        }
+        if self.agent_speaking() || self.hang_up_after_speech.is_some() {
+            // Barge-in off: the agent finishes, then answers.
+            self.reply_after_speech = self.hang_up_after_speech.is_none();
+            return;
+        }
+        if let Some(request) = &self.turn.request
+            && request.line.is_none()
+        {
+            // The model had not said anything of its answer yet: ask again with this too.
+            self.actions.push_back(Action::CancelChat);
+        }
+        self.start_turn(now, Some(u.ended));
+    }
+
+    /// An event of the model's answer to `request_id`.
+    pub fn handle_chat(
+        &mut self,
+        now: Instant,
+        request_id: u64,
+        event: Result<ChatEvent, AgentError>,
+    ) {
+        if self.over
+            || self
+                .turn
+                .request
+                .as_ref()
+                .is_none_or(|r| r.id != request_id)
+        {
+            return;
+        }
+        match event {
+            Ok(ChatEvent::TextDelta(delta)) => {
+                let pieces = match self.turn.request.as_mut() {
+                    Some(r) => {
+                        if !r.first_token {
+                            r.first_token = true;
+                            self.stats
+                                .llm_first_token
+                                .add(now.saturating_duration_since(r.asked));
+                        }
+                        r.splitter.push(&delta)
+                    }
+                    None => Vec::new(),
+                };
+                for piece in pieces {
+                    self.speak_answer(now, piece);
+                }
+            }
+            Ok(ChatEvent::ToolCalls(calls)) => {
+                if let Some(r) = self.turn.request.as_mut() {
+                    if !r.first_token {
+                        r.first_token = true;
+                        self.stats
+                            .llm_first_token
+                            .add(now.saturating_duration_since(r.asked));
+                    }
+                    r.calls.extend(calls);
+                }
+            }
+            Ok(ChatEvent::Finished { .. }) => self.finish_request(now),
+            Err(error) => {
+                let retry = self.turn.request.as_mut().filter(|r| {
+                    error.is_retryable() && !r.retried && r.line.is_none() && r.calls.is_empty()
+                });
+                match retry {
+                    Some(r) => {
+                        r.retried = true;
+                        r.asked = now;
+                        r.first_token = false;
+                        self.actions.push_back(Action::Chat {
+                            request_id: r.id,
+                            request: r.request.clone(),
+                        });
+                    }
+                    None => self.fail(error),
+                }
+            }
+        }
+    }
+
+    /// Audio of `segment` arrived from the synthesiser (`samples` long) and was queued.
+    pub fn handle_speech_audio(&mut self, now: Instant, segment: u64, samples: usize) {
+        let Some(s) = self.segments.iter_mut().find(|s| s.id == segment) else {
+            return;
+        };
+        if s.samples == 0 && samples > 0 {
+            self.stats
+                .tts_first_audio
+                .add(now.saturating_duration_since(s.asked));
+            if !self.turn.answered {
+                self.turn.answered = true;
+                if let Some(end) = self.turn.speech_end {
+                    self.stats
+                        .voice_to_voice
+                        .add(now.saturating_duration_since(end));
+                }
+            }
+        }
+        s.samples += samples;
+    }
+
+    /// The synthesis of `segment` ended: all its audio is queued, or it failed.
+    pub fn handle_speech_done(
+        &mut self,
+        now: Instant,
+        segment: u64,
+        outcome: Result<(), AgentError>,
+    ) {
+        let Some(s) = self.segments.iter_mut().find(|s| s.id == segment) else {
+            return;
+        };
+        match outcome {
+            Ok(()) => s.synthesised = true,
+            Err(error) if error.is_retryable() && !s.retried && s.samples == 0 => {
+                s.retried = true;
+                s.asked = now;
+                let text = s.text.clone();
+                self.actions.push_back(Action::Speak { segment, text });
+            }
+            Err(error) => self.fail(error),
+        }
+    }
+
+    /// The last sample of `segment` was played.
+    pub fn handle_played(&mut self, now: Instant, segment: u64) {
+        if let Some(s) = self.segments.iter_mut().find(|s| s.id == segment) {
+            s.played = true;
+        }
+        while self.segments.front().is_some_and(|s| s.played) {
+            self.segments.pop_front();
+        }
+        self.after_speech(now);
+    }
+
+    /// The caller cut the agent off: `segment` (if one was playing) had `played` samples
+    /// heard. Everything later is dropped; the lines are cut to what was heard.
+    pub fn handle_barge_in(&mut self, now: Instant, segment: Option<u64>, played: usize) {
+        if self.over || !self.agent_speaking() && self.turn.request.is_none() {
+            return;
+        }
+        self.stats.interruptions += 1;
+        if self.turn.request.take().is_some() {
+            self.actions.push_back(Action::CancelChat);
+        }
+        self.actions.push_back(Action::StopSpeaking);
+        // What each affected line keeps: what it said before the queued segments (played and
+        // gone), the segments played whole, and the heard part of the one cut.
+        let mut affected: Vec<(usize, usize, Vec<String>, Vec<String>)> = Vec::new();
+        for s in self.segments.drain(..) {
+            let heard = if s.played {
+                s.text.clone()
+            } else if Some(s.id) == segment {
+                heard_part(&s.text, played, s.samples, s.synthesised)
+            } else {
+                String::new()
+            };
+            match affected.iter_mut().find(|(line, ..)| *line == s.line) {
+                Some((_, _, queued, parts)) => {
+                    queued.push(s.text);
+                    parts.push(heard);
+                }
+                None => affected.push((s.line, s.message, vec![s.text], vec![heard])),
+            }
+        }
+        for (line, message, queued, parts) in affected {
+            let queued = queued.join(" ");
+            let cut = |said: &str| {
+                let before = said
+                    .get(..said.len().saturating_sub(queued.len()))
+                    .unwrap_or_default()
+                    .trim_end();
+                std::iter::once(before)
+                    .chain(parts.iter().map(String::as_str))
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            if let Some(l) = self.lines.get_mut(line) {
+                l.text = cut(&l.text);
+                l.interrupted = true;
+            }
+            if let Some(m) = self.history.get_mut(message) {
+                m.content = m.content.as_deref().map(cut).filter(|t| !t.is_empty());
+            }
+        }
+        // Calls still out are answered for the model: its wire wants every call answered.
+        let waiting = self
+            .turn
+            .tools
+            .take()
+            .map(|r| r.waiting)
+            .unwrap_or_default();
+        for id in waiting {
+            let result = json!({"error": "the caller interrupted before the answer came"});
+            self.record_tool_result(&id, &result);
+            self.history.push(ChatMessage::tool(id, result.to_string()));
+        }
+        for text in std::mem::take(&mut self.turn.deferred) {
+            self.history.push(ChatMessage::user(text));
+        }
+        self.history
+            .retain(|m| m.content.is_some() || !m.tool_calls.is_empty() || m.role_is_tool());
+        // Indices into the history may have moved: nothing refers to them past this point.
+        self.turn = Turn {
+            speech_end: Some(now),
+            ..Turn::default()
+        };
+        self.reply_after_speech = false;
+        self.hang_up_after_speech = None;
+    }
+
+    /// A tool call's answer: its JSON result, or why it failed (the model hears either).
+    pub fn handle_tool_answer(&mut self, now: Instant, id: &str, answer: Result<Value, String>) {
+        let Some(round) = self.turn.tools.as_mut() else {
+            return;
+        };
+        let Some(at) = round.waiting.iter().position(|w| w == id) else {
+            return;
+        };
+        round.waiting.remove(at);
+        let result = match answer {
+            Ok(value) => value,
+            Err(error) => json!({"error": error}),
+        };
+        self.record_tool_result(id, &result);
+        self.history.push(ChatMessage::tool(id, result.to_string()));
+        self.after_tools(now);
+    }
+
+    /// Timers: the filler phrase of a slow tool.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due = self
+            .turn
+            .tools
+            .as_ref()
+            .is_some_and(|r| !r.filler_said && now >= r.started + FILLER_AFTER);
+        if due && !self.agent_speaking() {
+            if let Some(r) = self.turn.tools.as_mut() {
+                r.filler_said = true;
+            }
+            let (line, message) = self.agent_line(now);
+            self.speak(now, FILLER.to_owned(), line, message);
+        } else if due && let Some(r) = self.turn.tools.as_mut() {
+            // Something is being said already: no filler this round.
+            r.filler_said = true;
+        }
+    }
+
+    /// The call ended: nothing more is asked.
+    pub fn handle_ended(&mut self) {
+        self.over = true;
+        self.actions.clear();
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn fail(&mut self, error: AgentError) {
+        if self.over {
+            return;
+        }
+        self.over = true;
+        self.actions.clear();
+        self.actions.push_back(Action::CancelChat);
+        self.actions.push_back(Action::StopSpeaking);
+        self.actions.push_back(Action::Fail { error });
+    }
+
+    fn start_turn(&mut self, now: Instant, speech_end: Option<Instant>) {
+        self.turn = Turn {
+            speech_end,
+            ..Turn::default()
+        };
+        self.stats.turns += 1;
+        self.ask(now);
+    }
+
+    /// Asks the model with the history (tools offered while rounds remain).
+    fn ask(&mut self, now: Instant) {
+        let id = self.id();
+        let request = ChatRequest {
+            messages: self.history.clone(),
+            tools: if self.turn.rounds < MAX_TOOL_ROUNDS {
+                self.config.toolbox.specs().to_vec()
+            } else {
+                Vec::new()
+            },
+        };
+        self.actions.push_back(Action::Chat {
+            request_id: id,
+            request: request.clone(),
+        });
+        self.turn.request = Some(Request {
+            id,
+            asked: now,
+            request,
+            first_token: false,
+            splitter: ClauseSplitter::new(),
+            line: None,
+            calls: Vec::new(),
+            retried: false,
+        });
+    }
+
+    /// A new agent line and assistant message; their indices.
+    fn agent_line(&mut self, now: Instant) -> (usize, usize) {
+        self.lines.push(Line::said("agent", String::new(), now));
+        self.history.push(ChatMessage::assistant(String::new()));
+        (self.lines.len() - 1, self.history.len() - 1)
+    }
+
+    /// Speaks a piece of the model's answer, on the answer's line.
+    fn speak_answer(&mut self, now: Instant, piece: String) {
+        let existing = self.turn.request.as_ref().and_then(|r| r.line);
+        let (line, message) = match existing {
+            Some(at) => at,
+            None => {
+                let at = self.agent_line(now);
+                if let Some(r) = self.turn.request.as_mut() {
+                    r.line = Some(at);
+                }
+                at
+            }
+        };
+        self.speak(now, piece, line, message);
+    }
+
+    fn speak(&mut self, now: Instant, text: String, line: usize, message: usize) {
+        if let Some(l) = self.lines.get_mut(line) {
+            append(&mut l.text, &text);
+        }
+        if let Some(m) = self.history.get_mut(message) {
+            append(m.content.get_or_insert_with(String::new), &text);
+        }
+        let segment = self.id();
+        self.segments.push_back(Segment {
+            id: segment,
+            text: text.clone(),
+            line,
+            message,
+            asked: now,
+            samples: 0,
+            synthesised: false,
+            played: false,
+            retried: false,
+        });
+        self.actions.push_back(Action::Speak { segment, text });
+    }
+
+    /// The model's answer is complete: speak the rest, then run its tool calls.
+    fn finish_request(&mut self, now: Instant) {
+        let Some(mut request) = self.turn.request.take() else {
+            return;
+        };
+        if let Some(rest) = request.splitter.finish() {
+            self.turn.request = Some(request);
+            self.speak_answer(now, rest);
+            let Some(r) = self.turn.request.take() else {
+                return;
+            };
+            request = r;
+        }
+        let calls = std::mem::take(&mut request.calls);
+        if calls.is_empty() {
+            if request.line.is_none() {
+                // The model said nothing at all: nothing to hear, nothing to record.
+                tracing::debug!("the model's answer was empty");
+            }
+            self.after_speech(now);
+            return;
+        }
+        // The calls belong to the answer's message (or a message of their own).
+        match request.line.map(|(_, message)| message) {
+            Some(message) => {
+                if let Some(m) = self.history.get_mut(message) {
+                    m.tool_calls.clone_from(&calls);
+                }
+            }
+            None => self
+                .history
+                .push(ChatMessage::assistant_calls(None, calls.clone())),
+        }
+        self.stats.tool_calls += calls.len() as u32;
+        self.turn.rounds += 1;
+        let mut round = ToolRound {
+            waiting: Vec::new(),
+            started: now,
+            filler_said: false,
+        };
+        let mut answers: Vec<(String, Value)> = Vec::new();
+        for call in calls {
+            let arguments = if call.arguments.trim().is_empty() {
+                Ok(json!({}))
+            } else {
+                serde_json::from_str::<Value>(&call.arguments)
+            };
+            let mut line = Line::said("tool", String::new(), now);
+            line.name = Some(call.name.clone());
+            let arguments = match arguments {
+                Ok(value) if value.is_object() => value,
+                _ => {
+                    line.arguments = Some(Value::String(call.arguments.clone()));
+                    self.lines.push(line);
+                    self.tool_lines
+                        .push((call.id.clone(), self.lines.len() - 1));
+                    answers.push((
+                        call.id,
+                        json!({"error": "the arguments are not a JSON object"}),
+                    ));
+                    continue;
+                }
+            };
+            line.arguments = Some(arguments.clone());
+            self.lines.push(line);
+            self.tool_lines
+                .push((call.id.clone(), self.lines.len() - 1));
+            match self.config.toolbox.kind(&call.name).cloned() {
+                Some(ToolKind::Http(url)) => {
+                    round.waiting.push(call.id.clone());
+                    self.actions.push_back(Action::CallTool {
+                        id: call.id,
+                        name: call.name,
+                        url,
+                        arguments,
+                    });
+                }
+                Some(ToolKind::EndCall) => {
+                    self.hang_up_after_speech = Some(EndReason::Completed);
+                    answers.push((call.id, json!({"ok": true})));
+                }
+                Some(ToolKind::SendDtmf) => {
+                    let digits = arguments
+                        .get("digits")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    if !digits.is_empty()
+                        && digits
+                            .chars()
+                            .all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D'))
+                    {
+                        round.waiting.push(call.id.clone());
+                        self.actions.push_back(Action::SendDtmf {
+                            id: call.id,
+                            digits,
+                        });
+                    } else {
+                        answers.push((
+                            call.id,
+                            json!({"error": "`digits` must be keys 0-9, *, #, A-D"}),
+                        ));
+                    }
+                }
+                Some(ToolKind::TransferCall) => {
+                    let name = arguments.get("destination").and_then(Value::as_str);
+                    match self
+                        .config
+                        .destinations
+                        .iter()
+                        .find(|d| Some(d.name.as_str()) == name)
+                    {
+                        Some(destination) => {
+                            round.waiting.push(call.id.clone());
+                            self.actions.push_back(Action::Transfer {
+                                id: call.id,
+                                destination: destination.clone(),
+                            });
+                        }
+                        None => answers.push((call.id, json!({"error": "no such destination"}))),
+                    }
+                }
+                None => answers.push((call.id, json!({"error": "no such tool"}))),
+            }
+        }
+        self.turn.tools = Some(round);
+        for (id, result) in answers {
+            self.record_tool_result(&id, &result);
+            self.history.push(ChatMessage::tool(id, result.to_string()));
+        }
+        self.after_tools(now);
+    }
+
+    /// Puts a tool's answer on its transcript line.
+    fn record_tool_result(&mut self, id: &str, result: &Value) {
+        let line = self
+            .tool_lines
+            .iter()
+            .position(|(call, _)| call == id)
+            .map(|at| self.tool_lines.swap_remove(at).1);
+        if let Some(line) = line.and_then(|at| self.lines.get_mut(at)) {
+            line.result = Some(result.clone());
+        }
+    }
+
+    /// Once every tool of the round has answered: hang up after the goodbye, or ask again.
+    fn after_tools(&mut self, now: Instant) {
+        if self
+            .turn
+            .tools
+            .as_ref()
+            .is_some_and(|r| !r.waiting.is_empty())
+        {
+            return;
+        }
+        self.turn.tools = None;
+        for text in std::mem::take(&mut self.turn.deferred) {
+            self.history.push(ChatMessage::user(text));
+        }
+        if self.hang_up_after_speech.is_some() {
+            self.after_speech(now);
+            return;
+        }
+        self.ask(now);
+    }
+
+    /// When nothing more is to be said: hang up if asked, or answer a caller who spoke
+    /// while the agent did.
+    fn after_speech(&mut self, now: Instant) {
+        if self.agent_speaking() || self.turn.request.is_some() || self.turn.tools.is_some() {
+            return;
+        }
+        if let Some(reason) = self.hang_up_after_speech.take() {
+            self.over = true;
+            self.actions.push_back(Action::HangUp { reason });
+            return;
+        }
+        if std::mem::take(&mut self.reply_after_speech) {
+            self.start_turn(now, None);
+        }
+    }
+}
+
+impl ChatMessage {
+    fn role_is_tool(&self) -> bool {
+        self.role == crate::chat::Role::Tool
+    }
+}
+
+/// Adds `piece` to `text` with a space between.
+fn append(text: &mut String, piece: &str) {
+    if !text.is_empty() {
+        text.push(' ');
+    }
+    text.push_str(piece);
+}
+
+/// The words of `text` heard when `played` of its `samples` were played (all synthesised, or
+/// `samples` so far): the whole words within the played share of its characters.
+fn heard_part(text: &str, played: usize, samples: usize, synthesised: bool) -> String {
+    if samples == 0 || played == 0 {
+        return String::new();
+    }
+    if synthesised && played >= samples {
+        return text.to_owned();
+    }
+    let chars = text.chars().count();
+    let heard = (chars as u128 * played.min(samples) as u128 / samples as u128) as usize;
+    let mut out = String::new();
+    let mut count = 0;
+    for word in text.split_inclusive(' ') {
+        count += word.chars().count();
+        if count > heard + 1 {
+            break;
+        }
+        out.push_str(word);
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,623 @@
+//! The conversation machine on a virtual clock: every decision of a turn, no I/O, no sleeps.
+
+use std::time::{Duration, Instant};
+
+use dialtone_model::{EndReason, Tool, TransferDestination};
+use serde_json::json;
+
+use super::*;
+use crate::chat::{ChatEvent, Role, ToolCall};
+use crate::tools::{END_CALL, SEND_DTMF, Toolbox};
+
+fn config(first_message: Option<&str>) -> ConversationConfig {
+    ConversationConfig {
+        system_prompt: "You are Ava.".into(),
+        first_message: first_message.map(str::to_owned),
+        toolbox: Toolbox::new(
+            &[Tool {
+                name: "lookup".into(),
+                description: "Looks up an order".into(),
+                parameters: json!({"type": "object"}),
+                url: Some("https://tools.example/lookup".into()),
+            }],
+            &[TransferDestination {
+                name: "sales".into(),
+                to: "+14155550100".into(),
+                description: "buying".into(),
+                mode: None,
+            }],
+        ),
+        destinations: vec![TransferDestination {
+            name: "sales".into(),
+            to: "+14155550100".into(),
+            description: "buying".into(),
+            mode: None,
+        }],
+        barge_in_off: false,
+    }
+}
+
+fn drain(c: &mut Conversation) -> Vec<Action> {
+    std::iter::from_fn(|| c.poll_action()).collect()
+}
+
+fn ms(start: Instant, ms: u64) -> Instant {
+    start + Duration::from_millis(ms)
+}
+
+/// The id of the one `Chat` action among `actions`, and its request.
+fn chat_of(actions: &[Action]) -> (u64, ChatRequest) {
+    let chats: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Chat {
+                request_id,
+                request,
+            } => Some((*request_id, request.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(chats.len(), 1, "one chat request in {actions:?}");
+    chats.into_iter().next().unwrap()
+}
+
+fn spoken(actions: &[Action]) -> Vec<(u64, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Speak { segment, text } => Some((*segment, text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Plays every segment of `actions` whole (each `samples` long), as the driver reports it.
+fn play_all(c: &mut Conversation, at: Instant, actions: &[Action], samples: usize) {
+    for (segment, _) in spoken(actions) {
+        c.handle_speech_audio(at, segment, samples);
+        c.handle_speech_done(at, segment, Ok(()));
+        c.handle_played(at, segment);
+    }
+}
+
+/// A caller's utterance at `at`, transcribed as `text` at `heard`.
+fn caller_says(c: &mut Conversation, at: Instant, heard: Instant, text: &str) -> Vec<Action> {
+    c.handle_utterance(at, vec![100; 3200], false);
+    let actions = drain(c);
+    let Some(Action::Transcribe { utterance, audio }) = actions.first() else {
+        panic!("expected a transcription, got {actions:?}");
+    };
+    assert_eq!(audio.len(), 3200);
+    c.handle_transcript(heard, *utterance, Ok(text.into()));
+    drain(c)
+}
+
+fn server_error(status: u16) -> AgentError {
+    AgentError::Status {
+        provider: "llm".into(),
+        status,
+        detail: "x".into(),
+    }
+}
+
+#[test]
+fn a_turn_streams_the_answer_into_speech_at_clause_boundaries() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Hi, this is Ava from Acme.")));
+    c.handle_answered(t0);
+    let opening = drain(&mut c);
+    assert_eq!(
+        spoken(&opening),
+        [(2, "Hi, this is Ava from Acme.".to_owned())]
+    );
+    play_all(&mut c, ms(t0, 100), &opening, 16_000);
+    assert!(drain(&mut c).is_empty(), "the model waits for the caller");
+
+    let actions = caller_says(&mut c, ms(t0, 3000), ms(t0, 3200), "I'd like a quote.");
+    let (id, request) = chat_of(&actions);
+    let roles: Vec<Role> = request.messages.iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::System, Role::Assistant, Role::User]);
+    assert_eq!(
+        request.messages[1].content.as_deref(),
+        Some("Hi, this is Ava from Acme.")
+    );
+    assert!(request.tools.iter().any(|t| t.name == "lookup"));
+
+    c.handle_chat(
+        ms(t0, 3400),
+        id,
+        Ok(ChatEvent::TextDelta("Sure thing, ".into())),
+    );
+    assert!(
+        spoken(&drain(&mut c)).is_empty(),
+        "two words are not a clause yet"
+    );
+    c.handle_chat(
+        ms(t0, 3410),
+        id,
+        Ok(ChatEvent::TextDelta("happy to help you. What".into())),
+    );
+    let first = drain(&mut c);
+    assert_eq!(
+        spoken(&first),
+        [(5, "Sure thing, happy to help you.".to_owned())]
+    );
+    c.handle_speech_audio(ms(t0, 3450), 5, 1600);
+    c.handle_chat(ms(t0, 3500), id, Ok(ChatEvent::TextDelta(" size?".into())));
+    c.handle_chat(
+        ms(t0, 3510),
+        id,
+        Ok(ChatEvent::Finished {
+            reason: Some("stop".into()),
+            usage: None,
+        }),
+    );
+    let rest = drain(&mut c);
+    assert_eq!(spoken(&rest), [(6, "What size?".to_owned())]);
+
+    let stats = c.stats().to_json();
+    assert_eq!(stats["turns"], 2);
+    assert_eq!(stats["voice_to_voice_ms"]["max"], 450);
+    assert_eq!(stats["stt_ms"]["max"], 200);
+    assert_eq!(stats["llm_first_token_ms"]["max"], 200);
+    let lines: Vec<(&str, &str)> = c.transcript().map(|l| (l.role, l.text.as_str())).collect();
+    assert_eq!(
+        lines,
+        [
+            ("agent", "Hi, this is Ava from Acme."),
+            ("caller", "I'd like a quote."),
+            ("agent", "Sure thing, happy to help you. What size?"),
+        ]
+    );
+}
+
+#[test]
+fn without_a_first_message_the_model_opens() {
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(Instant::now());
+    let (_, request) = chat_of(&drain(&mut c));
+    assert_eq!(request.messages.len(), 1);
+}
+
+#[test]
+fn a_tool_round_trip_feeds_the_answer_back_and_rounds_are_capped() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (mut id, _) = chat_of(&drain(&mut c));
+    for round in 0..MAX_TOOL_ROUNDS {
+        let call = ToolCall {
+            id: format!("call_{round}"),
+            name: "lookup".into(),
+            arguments: r#"{"order": 42}"#.into(),
+        };
+        c.handle_chat(t0, id, Ok(ChatEvent::ToolCalls(vec![call])));
+        c.handle_chat(
+            t0,
+            id,
+            Ok(ChatEvent::Finished {
+                reason: None,
+                usage: None,
+            }),
+        );
+        let actions = drain(&mut c);
+        assert_eq!(
+            actions,
+            [Action::CallTool {
+                id: format!("call_{round}"),
+                name: "lookup".into(),
+                url: "https://tools.example/lookup".into(),
+                arguments: json!({"order": 42}),
+            }]
+        );
+        c.handle_tool_answer(
+            t0,
+            &format!("call_{round}"),
+            Ok(json!({"status": "shipped"})),
+        );
+        let (next, request) = chat_of(&drain(&mut c));
+        let last = request.messages.last().unwrap();
+        assert_eq!(last.role, Role::Tool);
+        assert_eq!(
+            last.tool_call_id.as_deref(),
+            Some(format!("call_{round}").as_str())
+        );
+        assert_eq!(last.content.as_deref(), Some(r#"{"status":"shipped"}"#));
+        assert_eq!(
+            request.tools.is_empty(),
+            round + 1 == MAX_TOOL_ROUNDS,
+            "tools are offered while rounds remain"
+        );
+        id = next;
+    }
+    let tool_lines: Vec<_> = c.transcript().filter(|l| l.role == "tool").collect();
+    assert_eq!(tool_lines.len(), 3);
+    assert_eq!(tool_lines[0].name.as_deref(), Some("lookup"));
+    assert_eq!(tool_lines[0].arguments, Some(json!({"order": 42})));
+    assert_eq!(tool_lines[0].result, Some(json!({"status": "shipped"})));
+    assert_eq!(c.stats().tool_calls, 3);
+}
+
+#[test]
+fn arguments_that_are_not_json_go_back_as_an_error_without_a_call() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    let call = ToolCall {
+        id: "c1".into(),
+        name: "lookup".into(),
+        arguments: "{not json".into(),
+    };
+    c.handle_chat(t0, id, Ok(ChatEvent::ToolCalls(vec![call])));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::Finished {
+            reason: None,
+            usage: None,
+        }),
+    );
+    let actions = drain(&mut c);
+    assert!(!actions.iter().any(|a| matches!(a, Action::CallTool { .. })));
+    let (_, request) = chat_of(&actions);
+    assert!(
+        request
+            .messages
+            .last()
+            .unwrap()
+            .content
+            .as_deref()
+            .unwrap()
+            .contains("not a JSON object")
+    );
+}
+
+#[test]
+fn end_call_hangs_up_after_the_goodbye_is_heard() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    c.handle_chat(t0, id, Ok(ChatEvent::TextDelta("Thanks, goodbye!".into())));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::ToolCalls(vec![ToolCall {
+            id: "e".into(),
+            name: END_CALL.into(),
+            arguments: String::new(),
+        }])),
+    );
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::Finished {
+            reason: None,
+            usage: None,
+        }),
+    );
+    let actions = drain(&mut c);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::HangUp { .. } | Action::Chat { .. }))
+    );
+    let goodbye = spoken(&actions);
+    assert_eq!(goodbye.len(), 1);
+    c.handle_speech_audio(t0, goodbye[0].0, 8000);
+    c.handle_speech_done(t0, goodbye[0].0, Ok(()));
+    assert!(drain(&mut c).is_empty(), "not before it is heard");
+    c.handle_played(ms(t0, 500), goodbye[0].0);
+    assert_eq!(
+        drain(&mut c),
+        [Action::HangUp {
+            reason: EndReason::Completed
+        }]
+    );
+}
+
+#[test]
+fn send_dtmf_asks_the_driver_and_checks_the_digits() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    let calls = vec![
+        ToolCall {
+            id: "d1".into(),
+            name: SEND_DTMF.into(),
+            arguments: r#"{"digits": "12#"}"#.into(),
+        },
+        ToolCall {
+            id: "d2".into(),
+            name: SEND_DTMF.into(),
+            arguments: r#"{"digits": "1x"}"#.into(),
+        },
+    ];
+    c.handle_chat(t0, id, Ok(ChatEvent::ToolCalls(calls)));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::Finished {
+            reason: None,
+            usage: None,
+        }),
+    );
+    assert_eq!(
+        drain(&mut c),
+        [Action::SendDtmf {
+            id: "d1".into(),
+            digits: "12#".into()
+        }]
+    );
+    c.handle_tool_answer(t0, "d1", Ok(json!({"sent": "12#"})));
+    let (_, request) = chat_of(&drain(&mut c));
+    let answers: Vec<_> = request
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::Tool)
+        .map(|m| (m.tool_call_id.clone().unwrap(), m.content.clone().unwrap()))
+        .collect();
+    assert_eq!(answers.len(), 2);
+    assert!(
+        answers
+            .iter()
+            .any(|(id, a)| id == "d2" && a.contains("0-9"))
+    );
+}
+
+#[test]
+fn barge_in_cuts_the_line_to_what_was_heard_and_cancels_the_rest() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::TextDelta(
+            "Our plans start at ten dollars. The gold plan has every feature you".into(),
+        )),
+    );
+    let pieces = spoken(&drain(&mut c));
+    assert_eq!(pieces.len(), 1);
+    c.handle_speech_audio(t0, pieces[0].0, 10_000);
+    c.handle_speech_done(t0, pieces[0].0, Ok(()));
+    c.handle_played(ms(t0, 600), pieces[0].0);
+    c.handle_chat(
+        ms(t0, 610),
+        id,
+        Ok(ChatEvent::TextDelta(" could want. Anything else?".into())),
+    );
+    let second = spoken(&drain(&mut c));
+    assert_eq!(
+        second[0].1,
+        "The gold plan has every feature you could want."
+    );
+    // 46 characters; half its audio was heard.
+    c.handle_speech_audio(ms(t0, 620), second[0].0, 46_000);
+    c.handle_speech_done(ms(t0, 620), second[0].0, Ok(()));
+    c.handle_barge_in(ms(t0, 1800), Some(second[0].0), 23_000);
+    let actions = drain(&mut c);
+    assert_eq!(actions, [Action::CancelChat, Action::StopSpeaking]);
+    let agent = c.transcript().find(|l| l.role == "agent").unwrap();
+    assert_eq!(
+        agent.text,
+        "Our plans start at ten dollars. The gold plan has every"
+    );
+    assert!(agent.interrupted);
+    assert_eq!(
+        c.history().last().unwrap().content.as_deref(),
+        Some("Our plans start at ten dollars. The gold plan has every")
+    );
+    assert_eq!(c.stats().interruptions, 1);
+    // The caller's interrupting utterance starts the next turn.
+    let next = caller_says(&mut c, ms(t0, 2500), ms(t0, 2600), "How much is gold?");
+    let (_, request) = chat_of(&next);
+    assert_eq!(
+        request.messages.last().unwrap().content.as_deref(),
+        Some("How much is gold?")
+    );
+}
+
+#[test]
+fn a_backchannel_under_the_barge_in_minimum_starts_no_turn() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Let me tell you about our plans today.")));
+    c.handle_answered(t0);
+    let opening = spoken(&drain(&mut c));
+    c.handle_speech_audio(t0, opening[0].0, 32_000);
+    c.handle_utterance(ms(t0, 800), vec![0; 4000], true);
+    let Some(Action::Transcribe { utterance, .. }) = c.poll_action() else {
+        panic!("transcribed")
+    };
+    c.handle_transcript(ms(t0, 900), utterance, Ok("uh-huh".into()));
+    assert!(drain(&mut c).is_empty());
+    assert!(
+        c.transcript()
+            .any(|l| l.role == "caller" && l.text == "uh-huh")
+    );
+}
+
+#[test]
+fn with_barge_in_off_the_agent_answers_after_it_finishes() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(ConversationConfig {
+        barge_in_off: true,
+        ..config(Some("Let me tell you about our plans."))
+    });
+    c.handle_answered(t0);
+    let opening = spoken(&drain(&mut c));
+    c.handle_speech_audio(t0, opening[0].0, 32_000);
+    c.handle_speech_done(t0, opening[0].0, Ok(()));
+    c.handle_utterance(ms(t0, 800), vec![0; 4000], true);
+    let Some(Action::Transcribe { utterance, .. }) = c.poll_action() else {
+        panic!("transcribed")
+    };
+    c.handle_transcript(ms(t0, 900), utterance, Ok("What about prices?".into()));
+    assert!(drain(&mut c).is_empty(), "the agent is still speaking");
+    c.handle_played(ms(t0, 2000), opening[0].0);
+    chat_of(&drain(&mut c));
+}
+
+#[test]
+fn a_server_error_before_any_word_is_retried_once_then_fails() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (id, first) = chat_of(&drain(&mut c));
+    c.handle_chat(t0, id, Err(server_error(503)));
+    let (again, retried) = chat_of(&drain(&mut c));
+    assert_eq!((again, &retried), (id, &first));
+    c.handle_chat(t0, id, Err(server_error(503)));
+    let actions = drain(&mut c);
+    assert!(
+        matches!(actions.last(), Some(Action::Fail { error }) if error.to_string().contains("503"))
+    );
+    c.handle_answered(t0);
+    assert!(drain(&mut c).is_empty(), "nothing after a failure");
+}
+
+#[test]
+fn a_refused_request_is_not_retried() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    c.handle_chat(t0, id, Err(server_error(401)));
+    assert!(matches!(drain(&mut c).last(), Some(Action::Fail { .. })));
+}
+
+#[test]
+fn speech_recognition_and_synthesis_failures_are_retried_once() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Hello there.")));
+    c.handle_answered(t0);
+    let opening = spoken(&drain(&mut c));
+    c.handle_speech_done(t0, opening[0].0, Err(server_error(500)));
+    assert_eq!(spoken(&drain(&mut c)), opening, "synthesis asked again");
+    c.handle_speech_audio(t0, opening[0].0, 100);
+    c.handle_speech_done(t0, opening[0].0, Ok(()));
+    c.handle_played(t0, opening[0].0);
+    c.handle_utterance(t0, vec![0; 320], false);
+    let Some(Action::Transcribe { utterance, .. }) = c.poll_action() else {
+        panic!("transcribed")
+    };
+    let timeout = AgentError::Timeout {
+        provider: "stt".into(),
+        after: Duration::from_secs(15),
+    };
+    c.handle_transcript(t0, utterance, Err(timeout.clone()));
+    assert!(matches!(
+        drain(&mut c).as_slice(),
+        [Action::Transcribe { .. }]
+    ));
+    c.handle_transcript(t0, utterance, Err(timeout));
+    assert!(matches!(drain(&mut c).last(), Some(Action::Fail { .. })));
+}
+
+#[test]
+fn a_slow_tool_gets_one_filler_phrase() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::ToolCalls(vec![ToolCall {
+            id: "slow".into(),
+            name: "lookup".into(),
+            arguments: "{}".into(),
+        }])),
+    );
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::Finished {
+            reason: None,
+            usage: None,
+        }),
+    );
+    drain(&mut c);
+    assert_eq!(c.poll_timeout(), Some(t0 + FILLER_AFTER));
+    c.handle_timeout(ms(t0, 1000));
+    assert!(drain(&mut c).is_empty());
+    c.handle_timeout(t0 + FILLER_AFTER);
+    assert_eq!(spoken(&drain(&mut c))[0].1, FILLER);
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn words_while_tools_run_join_the_history_after_the_answers() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::ToolCalls(vec![ToolCall {
+            id: "t".into(),
+            name: "lookup".into(),
+            arguments: "{}".into(),
+        }])),
+    );
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::Finished {
+            reason: None,
+            usage: None,
+        }),
+    );
+    drain(&mut c);
+    assert!(caller_says(&mut c, ms(t0, 500), ms(t0, 600), "Also my address changed.").is_empty());
+    c.handle_tool_answer(ms(t0, 700), "t", Ok(json!({})));
+    let (_, request) = chat_of(&drain(&mut c));
+    let roles: Vec<Role> = request.messages.iter().map(|m| m.role).collect();
+    assert_eq!(
+        roles,
+        [Role::System, Role::Assistant, Role::Tool, Role::User]
+    );
+}
+
+#[test]
+fn a_transfer_goes_to_the_named_destination() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::ToolCalls(vec![ToolCall {
+            id: "x".into(),
+            name: crate::tools::TRANSFER_CALL.into(),
+            arguments: r#"{"destination": "sales"}"#.into(),
+        }])),
+    );
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::Finished {
+            reason: None,
+            usage: None,
+        }),
+    );
+    assert!(matches!(
+        drain(&mut c).as_slice(),
+        [Action::Transfer { destination, .. }] if destination.to == "+14155550100"
+    ));
+}
+
+#[test]
+fn what_was_heard_is_whole_words_in_proportion() {
+    assert_eq!(heard_part("one two three four", 9, 18, true), "one two");
+    assert_eq!(
+        heard_part("one two three four", 18, 18, true),
+        "one two three four"
+    );
+    assert_eq!(heard_part("one two", 0, 10, true), "");
+}
