@@ -10,6 +10,8 @@
 //!   barge-in cuts, retries; the engine's driver performs its [`Action`]s.
 //! * [`clause`] — streamed model text cut into speakable pieces, markdown stripped.
 //! * [`tools`] — the functions offered to the model (the agent's HTTP tools and the built-ins).
+//! * [`extract`] — after the call: the structured result against `returns`, and a summary.
+//! * [`prompt`] — the system message: persona, instructions, phone manners, context.
 //! * [`stats`] — `agent_stats`: counts and latencies of the conversation.
 //! * [`espeak`] — the local synthesiser (`builtin:espeak`), espeak-ng run as a program.
 //! * [`error`] — [`AgentError`]: a provider's failure, naming the provider and what it said.
@@ -19,6 +21,8 @@ pub mod clause;
 pub mod conversation;
 pub mod error;
 pub mod espeak;
+pub mod extract;
+pub mod prompt;
 pub mod provider;
 pub mod stats;
 pub mod tools;

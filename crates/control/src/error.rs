@@ -118,6 +118,14 @@ impl From<EngineError> for ApiError {
             EngineError::AgentNotFound { agent_id } => ApiError::not_found("agent", agent_id),
             EngineError::CallNotFound { call_id } => ApiError::not_found("call", call_id),
             EngineError::FromNumberNotAttached { .. } => ApiError::invalid("from_number", message),
+            EngineError::MissingContextKey { .. } => ApiError::invalid("context", message),
+            EngineError::AgentProvider { field, .. } => ApiError {
+                status: 409,
+                code: "failed_precondition",
+                field: Some(field.clone()),
+                message,
+                retry_after: None,
+            },
             EngineError::NoCallerId { .. } | EngineError::BrainUnavailable { .. } => ApiError {
                 status: 409,
                 code: "failed_precondition",

@@ -250,6 +250,7 @@ impl Daemon {
                 queue_timeout: config.queue_timeout,
                 private_destinations: config.private_destinations.clone(),
                 default_org_max_concurrent_calls: config.default_org_max_concurrent_calls,
+                signing_secret: config.webhook_secret.clone(),
             },
         );
         let listener = tokio::net::TcpListener::bind(config.http_addr)

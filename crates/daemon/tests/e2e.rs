@@ -3160,6 +3160,8 @@ async fn the_cli_manages_the_api_and_follows_a_call_over_grpc() {
     w.finish().await;
 }
 
+mod agent;
+
 mod grpc {
     //! The same service over gRPC: a tonic client against the daemon's gRPC port.
 

@@ -27,6 +27,7 @@
 //! run on [`SpeechWorkers`], a runtime of their own, so that the API, signalling and storage
 //! stay prompt on a node busy with conversations.
 
+mod agent_setup;
 mod brains;
 mod call;
 pub mod outbound;
@@ -39,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dialtone_media::{MediaEngine, PortPool, Scheduling};
-use dialtone_model::{AgentFields, Amd, BargeIn as ModelBargeIn, VoicemailAction};
+use dialtone_model::{AgentFields, Amd, BargeIn as ModelBargeIn, VoicemailAction, placeholder};
 pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{Credentials, SipUa, Transport, Trunk};
 use dialtone_speech::{AmdConfig, BargeIn, SpeechConfig};
@@ -108,6 +109,24 @@ pub enum EngineError {
         per_second: u32,
         /// When a dispatch will be accepted again.
         retry_after: Duration,
+    },
+    /// A `{{context.KEY}}` placeholder of the instructions or the first message names a key
+    /// the call's context lacks.
+    #[error(
+        "`context` has no key \"{key}\", which the instructions or the agent's first_message \
+         use as {{{{context.{key}}}}}"
+    )]
+    MissingContextKey {
+        /// The key.
+        key: String,
+    },
+    /// The agent's `builtin:agent` settings name a provider that cannot be used.
+    #[error("the agent's `{field}` cannot be used: {detail}")]
+    AgentProvider {
+        /// The agent field (`llm.provider`, `stt.provider`, `tts.provider`).
+        field: String,
+        /// Why.
+        detail: String,
     },
     /// The organisation is disabled: it places no new calls.
     #[error(
@@ -184,6 +203,8 @@ pub struct EngineConfig {
     pub private_destinations: outbound::PrivateDestinations,
     /// The concurrency cap of organisations that set none of their own.
     pub default_org_max_concurrent_calls: Option<u32>,
+    /// The secret tool calls are signed with (`Dialtone-Signature`, as webhooks are).
+    pub signing_secret: String,
 }
 
 /// The threads the calls' speech loops and brains run on: a runtime of their own, so that a
@@ -259,6 +280,8 @@ pub struct Engine {
     registrations: Mutex<HashMap<Uuid, dialtone_sip_ua::Registration>>,
     /// Text to speech for the built-in brains.
     tts: Arc<dyn TextToSpeech>,
+    /// The HTTP client of `builtin:agent`'s provider requests (made on first use).
+    provider_http: std::sync::OnceLock<reqwest::Client>,
     /// Where the brains run.
     speech: SpeechWorkers,
 }
@@ -309,6 +332,7 @@ impl Engine {
             org_rates: Mutex::new(HashMap::new()),
             registrations: Mutex::new(HashMap::new()),
             tts: Arc::new(dialtone_agent::EspeakNg::default()),
+            provider_http: std::sync::OnceLock::new(),
             speech,
         })
     }
@@ -403,10 +427,24 @@ impl Engine {
             }
         };
         let trunk = self.storage.get_trunk(from.trunk_id).await?;
+
         let instructions = request
             .instructions
             .clone()
             .or_else(|| settings.instructions.clone());
+        let context = request.context.clone();
+        for text in [instructions.as_deref(), settings.first_message.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(key) = placeholder::missing_key(text, &context) {
+                return Err(EngineError::MissingContextKey { key });
+            }
+        }
+        let instructions = instructions.map(|i| placeholder::fill(&i, &context));
+        let agent_setup = self
+            .agent_setup(org.id, settings, instructions.as_deref(), &context)
+            .await?;
         let webhook_url = request
             .webhook_url
             .clone()
@@ -436,7 +474,7 @@ impl Engine {
                     from_number: from.e164.clone(),
                     trunk_id: trunk.id,
                     instructions,
-                    context: request.context,
+                    context,
                     metadata: request.metadata,
                     webhook_url,
                 },
@@ -493,6 +531,7 @@ impl Engine {
                     .and_then(|tools| serde_json::to_value(tools).ok())
                     .unwrap_or(Value::Null),
             },
+            agent: agent_setup,
         };
         let engine = self.clone();
         let span =
@@ -646,6 +685,8 @@ struct CallPlan {
     mask_dtmf: bool,
     /// What an external brain is told at the start.
     session: brains::Session,
+    /// `builtin:agent`'s conversation, models and tools.
+    agent: Option<brains::agent::AgentSetup>,
 }
 
 /// The speech loop's settings from the agent's: `amd` (thresholds left out keep the

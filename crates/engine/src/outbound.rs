@@ -324,12 +324,7 @@ impl Client {
     /// and reach private addresses only as `policy` allows.
     pub fn new(policy: PrivateDestinations, timeout: Duration) -> Result<Client, OutboundError> {
         let policy = std::sync::Arc::new(policy);
-        let http = reqwest::Client::builder()
-            .dns_resolver(VettingResolver {
-                policy: policy.clone(),
-            })
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
+        let http = builder(policy.clone())
             .timeout(timeout)
             .build()
             .map_err(OutboundError::Client)?;
@@ -346,6 +341,24 @@ impl Client {
         let url = check(url, &self.policy)?;
         Ok(self.http.request(method, url))
     }
+}
+
+/// A plain HTTP client that reaches only addresses `policy` allows (names are resolved and
+/// checked as requests are sent; an IP literal in a URL must be checked with [`vet_url`]
+/// first), follows no redirect and uses no proxy; connections are kept for reuse. For
+/// streamed requests to services, which set their own timeouts.
+pub fn http_client(policy: PrivateDestinations) -> Result<reqwest::Client, OutboundError> {
+    builder(std::sync::Arc::new(policy))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(OutboundError::Client)
+}
+
+fn builder(policy: std::sync::Arc<PrivateDestinations>) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .dns_resolver(VettingResolver { policy })
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
 }
 
 /// Why a request from [`Client`] failed, if its resolver failed it: the host's name resolved to

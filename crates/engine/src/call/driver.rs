@@ -27,6 +27,9 @@ use crate::{CallPlan, Engine};
 
 /// How long a brain has to finish once told the call ended.
 const BRAIN_GRACE: Duration = Duration::from_millis(500);
+/// How long `builtin:agent` has: the result extraction and the summary are written before the
+/// call's final status (bounded by [`brains::agent::AFTER_CALL`]).
+const AGENT_GRACE: Duration = Duration::from_secs(31);
 
 impl Engine {
     /// Runs one call and waits until all it did is recorded.
@@ -40,6 +43,8 @@ impl Engine {
 /// The brain's side of the call: its task and the channels both ways.
 struct BrainLink {
     task: Option<tokio::task::JoinHandle<()>>,
+    /// How long it has to finish once told the call ended.
+    grace: Duration,
     requests_tx: mpsc::UnboundedSender<BrainRequest>,
     requests: mpsc::UnboundedReceiver<BrainRequest>,
     inputs: mpsc::UnboundedSender<BrainInput>,
@@ -53,6 +58,7 @@ impl BrainLink {
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
         Self {
             task: None,
+            grace: BRAIN_GRACE,
             requests_tx,
             requests,
             inputs,
@@ -60,14 +66,14 @@ impl BrainLink {
         }
     }
 
-    /// Tells a running brain how the call ended and gives it [`BRAIN_GRACE`] to finish.
+    /// Tells a running brain how the call ended and gives it its grace to finish.
     async fn end(&mut self, end: End) {
         if let Some(mut task) = self.task.take() {
             let _ = self.inputs.send(BrainInput::Ended {
                 by: end.by,
                 reason: end.reason,
             });
-            if tokio::time::timeout(BRAIN_GRACE, &mut task).await.is_err() {
+            if tokio::time::timeout(self.grace, &mut task).await.is_err() {
                 task.abort();
             }
         }
@@ -361,6 +367,11 @@ impl<'a> CallDriver<'a> {
             tts: self.engine.tts.clone(),
         };
         let speech = &self.engine.speech.handle;
+        if let Some(setup) = plan.agent.clone() {
+            self.brain.grace = AGENT_GRACE;
+            self.brain.task = brains::agent::start(speech, media, context, setup);
+            return;
+        }
         self.brain.task = match Builtin::named(&plan.brain) {
             Some(builtin) => brains::start(speech, builtin, media, context),
             None => brains::start_remote(

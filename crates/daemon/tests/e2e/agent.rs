@@ -1,0 +1,402 @@
+//! `builtin:agent` end to end: a real daemon dials baresip, which plays espeak-ng speech as
+//! the callee and records what it hears; the agent's providers are a scripted
+//! OpenAI-compatible server (`dialtone_test_support::openai`: real HTTP and SSE on loopback,
+//! standing in for services that would need the internet), its tool a loopback HTTP server
+//! that checks the signature.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dialtone_test_support::media::{Baresip, speech_ulaw, ulaw_to_wav};
+use dialtone_test_support::openai::{
+    ChatReply, SPEECH_MS_PER_CHAR, SPEECH_TONE_HZ, ScriptedCall, ScriptedOpenAi, TranscriptReply,
+};
+use serde_json::{Value, json};
+
+use super::{Api, World, wait_final, world};
+
+/// The tool's requests: signature header and body.
+type ToolCalls = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A tool on loopback answering `answer` to every POST, recording each.
+async fn tool_server(answer: Value) -> (String, ToolCalls) {
+    use axum::http::HeaderMap;
+    let got: ToolCalls = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/tool",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let (g, answer) = (g.clone(), answer.clone());
+            async move {
+                let signature = headers
+                    .get("dialtone-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                g.lock().unwrap().push((signature, body));
+                axum::Json(answer)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/tool", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, got)
+}
+
+/// Points the world's trunk at `port` (baresip).
+async fn trunk_to(api: &Api, port: u16) {
+    let (_, trunks) = api.get("/v1/trunks").await;
+    let trunk = format!("/v1/trunks/{}", trunks["data"][0]["id"].as_str().unwrap());
+    let (s, t) = api.patch(&trunk, json!({"port": port})).await;
+    assert_eq!(s, 200, "{t}");
+}
+
+/// A provider named "local" at `base_url` and the world's agent turned into a `builtin:agent`
+/// with `settings` laid over.
+async fn make_agent(w: &World, base_url: &str, settings: Value) {
+    let (s, provider) = w
+        .api
+        .post(
+            "/v1/providers",
+            json!({"name": "local", "kind": "openai", "base_url": base_url, "api_key": "sk-test-secret"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{provider}");
+    assert_eq!(provider["has_api_key"], true);
+    let mut agent = json!({
+        "brain": "builtin:agent",
+        "persona": "You are Ava, a friendly sales assistant at Acme.",
+        "instructions": "Find out whether {{context.name}} is interested and their budget.",
+        "llm": {"provider": "local", "model": "gpt-test"},
+        "stt": {"provider": "local", "model": "whisper-test"},
+        "tts": {"provider": "local", "model": "tts-test"},
+        "voice": "alloy",
+        "language": "en-US",
+    });
+    if let (Some(a), Some(extra)) = (agent.as_object_mut(), settings.as_object()) {
+        a.extend(extra.clone());
+    }
+    let (s, a) = w
+        .api
+        .patch(&format!("/v1/agents/{}", w.agent_id), agent)
+        .await;
+    assert_eq!(s, 200, "{a}");
+}
+
+/// baresip as the callee playing `parts`: silence (ms) and espeak-ng phrases, in order.
+fn callee(dir: &std::path::Path, parts: &[Result<u64, &str>]) -> Baresip {
+    let mut ulaw: Vec<u8> = Vec::new();
+    for part in parts {
+        match part {
+            Ok(ms) => ulaw.extend(std::iter::repeat_n(0xffu8, (*ms * 8) as usize)),
+            Err(text) => ulaw.extend(speech_ulaw(dir, text).unwrap()),
+        }
+    }
+    let wav = dir.join("callee.wav");
+    ulaw_to_wav(&ulaw, 8000, &wav).unwrap();
+    Baresip::callee(&wav).unwrap()
+}
+
+/// The 440 Hz share of what baresip heard, per 20 ms frame: how many frames carried the
+/// scripted synthesiser's tone.
+fn tone_frames(baresip: &Baresip) -> usize {
+    let recorded = baresip.received_wav(Duration::from_secs(10)).unwrap();
+    let bytes = std::fs::read(&recorded).unwrap();
+    let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
+    let samples: Vec<i16> = bytes[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    samples
+        .chunks_exact(rate as usize / 50)
+        .filter(|f| dialtone_test_support::audio::tone_amplitude(f, rate, SPEECH_TONE_HZ) > 2000.0)
+        .count()
+}
+
+/// The lead-qualification pattern by configuration alone: the first message (its placeholder
+/// filled from the context) is played when the callee answers; the caller's words are
+/// transcribed and answered; the model's tool call is POSTed, signed, and its answer goes back
+/// to the model; the goodbye is heard before `end_call` hangs up; the result is extracted
+/// against `returns` and a summary written, both on the record before `call.ended`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_qualifies_a_lead_by_configuration_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let (tool_url, tool_calls) = tool_server(json!({"free_slots": ["Monday 10:00"]})).await;
+    // The callee waits for the greeting (40 characters: 2.4 s of tone), answers, and listens.
+    let baresip = callee(
+        dir.path(),
+        &[
+            Ok(3500),
+            Err("Yes I am interested, my budget is five hundred dollars."),
+            Ok(9000),
+        ],
+    );
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    make_agent(
+        &w,
+        &format!("{}/v1", openai.base_url()),
+        json!({
+            "first_message": "Hi {{context.name}}, this is Ava from Acme.",
+            "returns": {
+                "type": "object",
+                "properties": {"interested": {"type": "boolean"}, "budget": {"type": "number"}},
+                "required": ["interested", "budget"]
+            },
+            "tools": [{
+                "name": "check_calendar", "description": "Free slots for a call back",
+                "parameters": {"type": "object", "properties": {"day": {"type": "string"}}},
+                "url": tool_url,
+            }],
+        }),
+    )
+    .await;
+    openai.push_transcript(TranscriptReply::Text(
+        "Yes, I am interested. My budget is five hundred dollars.".into(),
+    ));
+    openai.push_chat(ChatReply::ToolCalls {
+        text: None,
+        calls: vec![ScriptedCall::new(
+            "call_1",
+            "check_calendar",
+            r#"{"day": "monday"}"#,
+        )],
+        fragment: 4,
+        reuse_index: false,
+    });
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("Great, I booked Monday at ten. Goodbye!".into()),
+        calls: vec![ScriptedCall::new("call_2", "end_call", "{}")],
+        fragment: 3,
+        reuse_index: false,
+    });
+    // After the call: the summary (streamed), then the result (JSON schema).
+    openai.push_chat(ChatReply::text(
+        "Sam is interested, with a budget of 500 dollars.",
+    ));
+    openai.push_chat(ChatReply::text(r#"{"interested": true, "budget": 500}"#));
+
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        (
+            record["status"].as_str(),
+            record["end_reason"]["code"].as_str(),
+            record["end_reason"]["by"].as_str()
+        ),
+        (Some("completed"), Some("completed"), Some("agent")),
+        "{record:#}"
+    );
+    assert_eq!(
+        record["result"],
+        json!({"interested": true, "budget": 500}),
+        "{record:#}"
+    );
+    assert_eq!(record["result_error"], Value::Null);
+    assert_eq!(
+        record["summary"],
+        "Sam is interested, with a budget of 500 dollars."
+    );
+    let transcript = record["transcript"].as_array().unwrap();
+    let said: Vec<(&str, &str)> = transcript
+        .iter()
+        .map(|l| (l["role"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("agent", "Hi Sam, this is Ava from Acme."),
+            (
+                "caller",
+                "Yes, I am interested. My budget is five hundred dollars."
+            ),
+            ("tool", ""),
+            ("agent", "Great, I booked Monday at ten. Goodbye!"),
+            ("tool", ""),
+        ],
+        "{record:#}"
+    );
+    assert_eq!(transcript[2]["name"], "check_calendar");
+    assert_eq!(transcript[2]["arguments"], json!({"day": "monday"}));
+    assert_eq!(
+        transcript[2]["result"],
+        json!({"free_slots": ["Monday 10:00"]})
+    );
+    let stats = &record["agent_stats"];
+    assert_eq!(stats["turns"], 2, "{stats}");
+    assert_eq!(stats["tool_calls"], 2, "{stats}");
+    assert!(
+        stats["voice_to_voice_ms"]["max"].as_u64().is_some(),
+        "{stats}"
+    );
+
+    // The tool got a signed POST with the call, the tool and the arguments as an object.
+    let calls = tool_calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1);
+    let (signature, body) = &calls[0];
+    let parts: Vec<&str> = signature.split(',').collect();
+    let t = parts[0].strip_prefix("t=").unwrap();
+    let expected = dialtone_test_support::openssl_hmac_sha256("whsec-test", &format!("{t}.{body}"));
+    assert_eq!(parts[1], format!("v1={expected}"));
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        body,
+        json!({"call_id": id, "tool": "check_calendar", "arguments": {"day": "monday"}})
+    );
+
+    // What the model was asked: the persona, the filled instructions and the context in the
+    // system message; the tools with the built-ins; the tool's answer in the second request.
+    let requests = openai.requests();
+    let chats: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .filter_map(|r| r.json.as_ref())
+        .collect();
+    assert_eq!(chats.len(), 4, "{chats:#?}");
+    let system = chats[0]["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("You are Ava"), "{system}");
+    assert!(
+        system.contains("Find out whether Sam is interested"),
+        "{system}"
+    );
+    assert!(system.contains(r#""name":"Sam""#), "{system}");
+    let tools: Vec<&str> = chats[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["check_calendar", "end_call", "send_dtmf"]);
+    assert_eq!(chats[0]["model"], "gpt-test");
+    assert_eq!(chats[0]["stream"], true);
+    let last = chats[1]["messages"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["role"], "tool");
+    assert_eq!(last["tool_call_id"], "call_1");
+    assert_eq!(chats[3]["response_format"]["type"], "json_schema");
+    let auth = requests[0].header("authorization").unwrap();
+    assert_eq!(auth, "Bearer sk-test-secret");
+    // The caller's utterance went to speech recognition as a WAV of about its length.
+    let stt = requests
+        .iter()
+        .find(|r| r.path == "/v1/audio/transcriptions")
+        .unwrap();
+    assert_eq!(stt.field("language").as_deref(), Some("en"));
+    let heard = stt.wav.as_ref().unwrap().duration();
+    assert!(
+        (Duration::from_millis(2000)..Duration::from_millis(6000)).contains(&heard),
+        "{heard:?}"
+    );
+    // The callee heard both of the agent's lines as audio: the scripted synthesiser's tone,
+    // as long as their characters (60 ms each), within a few frames.
+    let tone_ms = tone_frames(&baresip) as u64 * 20;
+    let expected_ms = (30 + 39) * SPEECH_MS_PER_CHAR;
+    assert!(
+        tone_ms + 400 >= expected_ms && tone_ms <= expected_ms + 400,
+        "heard {tone_ms} ms of the agent's speech, expected about {expected_ms} ms; baresip: {}",
+        baresip.log()
+    );
+    w.finish().await;
+}
+
+/// A provider that cannot be reached is never dead air: the engine apologises with the local
+/// synthesiser and ends the call with `brain_error`, the record saying which provider failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_is_down_ends_the_call_with_an_apology_and_brain_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base_url = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    let baresip = callee(dir.path(), &[Ok(15000)]);
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    make_agent(
+        &w,
+        &base_url,
+        json!({"returns": {"type": "object"}, "tts": {"provider": "builtin:espeak"}}),
+    )
+    .await;
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        (
+            record["end_reason"]["code"].as_str(),
+            record["end_reason"]["by"].as_str()
+        ),
+        (Some("brain_error"), Some("agent")),
+        "{record:#}"
+    );
+    let why = record["result_error"].as_str().unwrap();
+    assert!(why.contains("local could not be reached"), "{why}");
+    assert!(
+        record["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["text"].as_str().unwrap().contains("I'm sorry")),
+        "{record:#}"
+    );
+    // The apology was heard: speech energy reached the callee.
+    let recorded = baresip.received_wav(Duration::from_secs(10)).unwrap();
+    let bytes = std::fs::read(&recorded).unwrap();
+    let samples: Vec<i16> = bytes[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let voiced = samples
+        .chunks_exact(160)
+        .filter(|f| dialtone_media::level_dbfs(f) > -40.0)
+        .count();
+    assert!(
+        voiced >= 25,
+        "only {voiced} voiced frames: {}",
+        baresip.log()
+    );
+    w.finish().await;
+}
+
+/// Placeholders name keys the context must have: the dispatch is refused naming `context`;
+/// an agent whose provider does not exist is refused at creation naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholders_and_providers_are_checked_before_any_call() {
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let w = world(None, &[]).await;
+    make_agent(
+        &w,
+        &format!("{}/v1", openai.base_url()),
+        json!({"first_message": "Hello {{context.name}} about order {{context.order.id}}."}),
+    )
+    .await;
+    let (s, e) = w
+        .api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": w.agent_id, "to": "+15551230000", "context": {"name": "Sam"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (400, Some("context")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("order.id"),
+        "{e}"
+    );
+    let (s, e) = w
+        .api
+        .patch(
+            &format!("/v1/agents/{}", w.agent_id),
+            json!({"llm": {"provider": "nobody", "model": "m"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (400, Some("llm.provider")),
+        "{e}"
+    );
+    w.finish().await;
+}

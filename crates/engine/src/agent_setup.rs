@@ -1,0 +1,163 @@
+//! `builtin:agent` at dispatch: the agent's `llm`, `stt` and `tts` resolved to the
+//! organisation's providers and made into clients, the system prompt and first message built
+//! (placeholders filled), the tools offered. Done before the call is written, so a provider
+//! that cannot be used (deleted, of a kind this build cannot speak, on an address the policy
+//! refuses) refuses the dispatch rather than failing the call once someone answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_agent::openai::{OpenAiChat, OpenAiProvider, OpenAiSpeech, OpenAiTranscriber};
+use dialtone_agent::prompt::system_prompt;
+use dialtone_agent::tools::Toolbox;
+use dialtone_agent::{ChatModel, ConversationConfig, SpeechToText, TextToSpeech};
+use dialtone_model::provider::{Provider, ProviderKind};
+use dialtone_model::{AgentFields, Amd, BUILTIN_AGENT, BUILTIN_ESPEAK, BargeIn, placeholder};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::brains::agent::{AgentSetup, ToolRunner};
+use crate::{Engine, EngineError, outbound};
+
+/// How long a tool call may take, connection included.
+const TOOL_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Engine {
+    /// The conversation, clients and tools of a `builtin:agent` call; `None` for other brains.
+    pub(crate) async fn agent_setup(
+        &self,
+        org_id: Uuid,
+        settings: &AgentFields,
+        instructions: Option<&str>,
+        context: &Value,
+    ) -> Result<Option<AgentSetup>, EngineError> {
+        if settings.brain.as_deref() != Some(BUILTIN_AGENT) {
+            return Ok(None);
+        }
+        let unusable = |field: &str, detail: String| EngineError::AgentProvider {
+            field: field.to_owned(),
+            detail,
+        };
+        let (Some(llm), Some(stt)) = (&settings.llm, &settings.stt) else {
+            return Err(unusable(
+                "llm",
+                "builtin:agent needs `llm` and `stt`".into(),
+            ));
+        };
+        let llm_provider = self.openai_provider(org_id, "llm", &llm.provider).await?;
+        let stt_provider = self.openai_provider(org_id, "stt", &stt.provider).await?;
+        let chat = OpenAiChat::new(llm_provider.clone(), llm.model.clone())
+            .with_temperature(llm.temperature.map(f64::from))
+            .with_max_tokens(llm.max_tokens);
+        let transcriber = OpenAiTranscriber::new(stt_provider.clone(), stt.model.clone());
+        let tts: (Arc<dyn TextToSpeech>, String) = match &settings.tts {
+            Some(tts) if tts.provider != BUILTIN_ESPEAK => {
+                let provider = self.openai_provider(org_id, "tts", &tts.provider).await?;
+                let name = provider.name().to_owned();
+                let mut speech = OpenAiSpeech::new(provider);
+                if let Some(model) = &tts.model {
+                    speech = speech.with_model(model.clone());
+                }
+                (Arc::new(speech), name)
+            }
+            _ => (self.tts.clone(), BUILTIN_ESPEAK.to_owned()),
+        };
+        let first_message = settings
+            .first_message
+            .as_deref()
+            .map(|m| placeholder::fill(m, context));
+        let destinations = settings.transfer_destinations.clone().unwrap_or_default();
+        let tools = settings.tools.clone().unwrap_or_default();
+        let client = outbound::Client::new(
+            self.config.private_destinations.clone(),
+            TOOL_CLIENT_TIMEOUT,
+        )
+        .map_err(|e| unusable("tools", e.to_string()))?;
+        Ok(Some(AgentSetup {
+            conversation: ConversationConfig {
+                system_prompt: system_prompt(
+                    settings.persona.as_deref(),
+                    instructions,
+                    settings.language.as_deref(),
+                    context,
+                ),
+                first_message,
+                toolbox: Toolbox::new(&tools, &destinations),
+                destinations,
+                barge_in_off: settings.barge_in == Some(BargeIn::Off),
+            },
+            llm: (
+                Arc::new(chat) as Arc<dyn ChatModel>,
+                llm_provider.name().to_owned(),
+            ),
+            stt: (
+                Arc::new(transcriber) as Arc<dyn SpeechToText>,
+                stt_provider.name().to_owned(),
+            ),
+            tts,
+            tools: ToolRunner {
+                client,
+                secret: Arc::from(self.config.signing_secret.as_str()),
+            },
+            amd: matches!(settings.amd, Some(Amd::On(_))),
+        }))
+    }
+
+    /// The organisation's provider `reference` (a name or an id) as an OpenAI-compatible
+    /// client, its base URL checked by the outbound-address policy.
+    async fn openai_provider(
+        &self,
+        org_id: Uuid,
+        field: &str,
+        reference: &str,
+    ) -> Result<OpenAiProvider, EngineError> {
+        let provider: Provider = self
+            .storage
+            .find_provider(org_id, reference)
+            .await?
+            .ok_or_else(|| EngineError::AgentProvider {
+                field: format!("{field}.provider"),
+                detail: format!("the organisation has no provider \"{reference}\""),
+            })?;
+        if provider.kind != ProviderKind::Openai {
+            return Err(EngineError::AgentProvider {
+                field: format!("{field}.provider"),
+                detail: format!(
+                    "provider \"{}\" is of kind {}, which this build cannot use for `{field}` yet \
+                     (openai can)",
+                    provider.name,
+                    provider.kind.as_str()
+                ),
+            });
+        }
+        outbound::vet_url(&provider.base_url, &self.config.private_destinations)
+            .await
+            .map_err(|e| EngineError::AgentProvider {
+                field: format!("{field}.provider"),
+                detail: format!("provider \"{}\": {e}", provider.name),
+            })?;
+        let http = self.provider_http()?;
+        Ok(OpenAiProvider::with_client(
+            provider.name,
+            provider.base_url,
+            provider.api_key,
+            http,
+        ))
+    }
+
+    /// The HTTP client of every provider request (one connection pool for all calls), which
+    /// reaches only addresses the outbound policy allows.
+    fn provider_http(&self) -> Result<reqwest::Client, EngineError> {
+        if let Some(http) = self.provider_http.get() {
+            return Ok(http.clone());
+        }
+        let http =
+            outbound::http_client(self.config.private_destinations.clone()).map_err(|e| {
+                EngineError::AgentProvider {
+                    field: "llm.provider".into(),
+                    detail: e.to_string(),
+                }
+            })?;
+        Ok(self.provider_http.get_or_init(|| http).clone())
+    }
+}

@@ -1,0 +1,625 @@
+//! `builtin:agent`: the conversation inside the engine. A thin driver around
+//! [`dialtone_agent::Conversation`]: it steps the speech loop with the caller's frames, hands
+//! the machine what happened (utterances, transcripts, the model's stream, synthesised audio,
+//! playout marks, barge-ins, tool answers) and performs what the machine asks — speech
+//! recognition and tool calls as tasks whose answers come back on a channel, the model's stream
+//! and one synthesis at a time polled here, playout through the speech loop.
+//!
+//! A person is on the line when the call is answered, or — with answering-machine detection —
+//! when the verdict is human (or a machine with `voicemail_action` `continue`); only then does
+//! the agent open. When a provider fails for good the engine apologises with the local
+//! synthesiser and ends the call with `brain_error`, the record keeping everything so far.
+//! After the call the transcript, `agent_stats`, the structured result (when the agent has
+//! `returns`) and a summary are written before the call's final status is committed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dialtone_agent::{
+    Action, AgentError, ChatEvent, ChatModel, Conversation, ConversationConfig, Line, SpeechToText,
+    TextToSpeech, extract,
+};
+use dialtone_media::{FrameReceiver, FrameSender, MediaCall};
+use dialtone_model::TranscriptLine;
+use dialtone_model::time::rfc3339;
+use dialtone_speech::{AnsweredBy, FRAME_SAMPLES, SpeechEvent, SpeechLoop};
+use dialtone_storage::EndReason;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::{
+    APOLOGY, BrainContext, BrainInput, BrainRequest, Duties, IvrStep, Run, SilenceClock, Voicemail,
+};
+use crate::outbound;
+use crate::webhooks::signature;
+
+/// How long the result extraction and the summary may take after the call.
+pub(crate) const AFTER_CALL: Duration = Duration::from_secs(30);
+/// How long a tool has to answer.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest tool answer passed to the model.
+const MAX_TOOL_ANSWER: usize = 64 * 1024;
+/// The playout mark of a piece of the agent's speech: this prefix and the piece's id.
+const SEGMENT_MARK: &str = "segment:";
+
+/// Everything `builtin:agent` needs besides the media and the common brain context.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentSetup {
+    /// The conversation's settings.
+    pub(crate) conversation: ConversationConfig,
+    /// The language model, speech recognition and synthesis, with their providers' names.
+    pub(crate) llm: (Arc<dyn ChatModel>, String),
+    pub(crate) stt: (Arc<dyn SpeechToText>, String),
+    pub(crate) tts: (Arc<dyn TextToSpeech>, String),
+    /// Runs the agent's HTTP tools.
+    pub(crate) tools: ToolRunner,
+    /// Answering-machine detection is on: the agent opens on the verdict.
+    pub(crate) amd: bool,
+}
+
+/// POSTs tool calls: `{"call_id", "tool", "arguments"}`, signed like webhooks, to addresses the
+/// outbound policy allows.
+#[derive(Debug, Clone)]
+pub(crate) struct ToolRunner {
+    pub(crate) client: outbound::Client,
+    pub(crate) secret: Arc<str>,
+}
+
+impl ToolRunner {
+    /// The tool's JSON answer, or why there is none (which the model hears).
+    async fn call(
+        &self,
+        call_id: uuid::Uuid,
+        name: &str,
+        url: &str,
+        arguments: Value,
+    ) -> Result<Value, String> {
+        let body = json!({"call_id": call_id, "tool": name, "arguments": arguments}).to_string();
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let request = self
+            .client
+            .request(reqwest::Method::POST, url)
+            .map_err(|e| format!("the tool cannot be reached: {e}"))?
+            .header("Content-Type", "application/json")
+            .header(
+                "Dialtone-Signature",
+                signature(&self.secret, timestamp, &body),
+            )
+            .timeout(TOOL_TIMEOUT)
+            .body(body);
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Err(format!(
+                    "the tool did not answer within {} s",
+                    TOOL_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => {
+                let why = outbound::cause_of(&e).map_or_else(|| e.to_string(), ToString::to_string);
+                return Err(format!("the tool cannot be reached: {why}"));
+            }
+        };
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("the tool's answer was cut off: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("the tool answered HTTP {}", status.as_u16()));
+        }
+        if bytes.len() > MAX_TOOL_ANSWER {
+            return Err(format!(
+                "the tool's answer is longer than {MAX_TOOL_ANSWER} bytes"
+            ));
+        }
+        serde_json::from_slice(&bytes).map_err(|_| "the tool's answer is not JSON".to_owned())
+    }
+}
+
+/// What a task reports back to the driver.
+enum Outcome {
+    Transcript {
+        utterance: u64,
+        text: Result<String, AgentError>,
+    },
+    Tool {
+        id: String,
+        answer: Result<Value, String>,
+    },
+}
+
+/// Starts `builtin:agent` on the call's media, on `runtime` (in the call's span).
+pub(crate) fn start(
+    runtime: &tokio::runtime::Handle,
+    media: &mut MediaCall,
+    context: BrainContext,
+    setup: AgentSetup,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let inbound = media.take_inbound()?;
+    let outbound = media.take_outbound()?;
+    Some(runtime.spawn(run(inbound, outbound, context, setup).in_current_span()))
+}
+
+/// The speech under way: the piece, and its synthesis.
+struct Speaking {
+    segment: u64,
+    audio: mpsc::Receiver<Result<Vec<i16>, AgentError>>,
+}
+
+struct Driver {
+    run: Run,
+    conversation: Conversation,
+    setup: AgentSetup,
+    chat: Option<(u64, mpsc::Receiver<Result<ChatEvent, AgentError>>)>,
+    speaking: Option<Speaking>,
+    to_speak: VecDeque<(u64, String)>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    /// A person is on the line and the agent has opened.
+    opened: bool,
+    /// The caller's utterance under way cut the agent off.
+    barged: bool,
+    /// Why the conversation failed, when it did.
+    failure: Option<AgentError>,
+    /// The wall clock at the start, to date transcript lines.
+    started: (Instant, SystemTime),
+}
+
+impl Driver {
+    /// The agent opens, once, when a person is on the line.
+    fn open(&mut self, now: Instant) {
+        if !self.opened && self.failure.is_none() {
+            self.opened = true;
+            self.conversation.handle_answered(now);
+        }
+    }
+
+    /// Everything the conversation asks for now.
+    fn perform(&mut self, now: Instant) {
+        while let Some(action) = self.conversation.poll_action() {
+            match action {
+                Action::Transcribe { utterance, audio } => {
+                    let stt = self.setup.stt.0.clone();
+                    let language = self.run.context.language.clone();
+                    let outcomes = self.outcomes.clone();
+                    tokio::spawn(
+                        async move {
+                            let text = stt.transcribe(audio, language).await;
+                            let _ = outcomes.send(Outcome::Transcript { utterance, text });
+                        }
+                        .in_current_span(),
+                    );
+                }
+                Action::Chat {
+                    request_id,
+                    request,
+                } => {
+                    self.chat = Some((request_id, self.setup.llm.0.stream(request)));
+                }
+                Action::CancelChat => self.chat = None,
+                Action::Speak { segment, text } => self.to_speak.push_back((segment, text)),
+                Action::StopSpeaking => {
+                    self.speaking = None;
+                    self.to_speak.clear();
+                    self.run.speech.clear_playout();
+                    self.run.outbound.clear();
+                }
+                Action::CallTool {
+                    id,
+                    name,
+                    url,
+                    arguments,
+                } => {
+                    let tools = self.setup.tools.clone();
+                    let call_id = self.run.context.call_id;
+                    let outcomes = self.outcomes.clone();
+                    tokio::spawn(
+                        async move {
+                            let answer = tools.call(call_id, &name, &url, arguments).await;
+                            let _ = outcomes.send(Outcome::Tool { id, answer });
+                        }
+                        .in_current_span(),
+                    );
+                }
+                Action::SendDtmf { id, digits } => {
+                    let _ = self
+                        .run
+                        .context
+                        .requests
+                        .send(BrainRequest::SendDtmf(digits.clone()));
+                    self.conversation
+                        .handle_tool_answer(now, &id, Ok(json!({"sent": digits})));
+                }
+                Action::Transfer { id, destination } => {
+                    // Transfers (REFER and bridged) come with inbound calls; until then the
+                    // model hears that this one cannot be made, and the caller stays.
+                    tracing::warn!(to = %destination.to, "transfer asked; not available yet");
+                    self.conversation.handle_tool_answer(
+                        now,
+                        &id,
+                        Err(
+                            "transferring calls is not available yet: tell the caller and \
+                             offer to help otherwise"
+                                .into(),
+                        ),
+                    );
+                }
+                Action::HangUp { reason } => {
+                    let _ = self
+                        .run
+                        .context
+                        .requests
+                        .send(BrainRequest::HangUp { reason });
+                }
+                Action::Fail { error } => self.fail(error),
+            }
+        }
+        self.next_speech(now);
+    }
+
+    /// Starts synthesising the next piece once the one before is done.
+    fn next_speech(&mut self, _now: Instant) {
+        if self.speaking.is_some() {
+            return;
+        }
+        if let Some((segment, text)) = self.to_speak.pop_front() {
+            let c = &self.run.context;
+            let audio = self
+                .setup
+                .tts
+                .0
+                .speak(&text, c.voice.as_deref(), c.language.as_deref());
+            self.speaking = Some(Speaking { segment, audio });
+        }
+    }
+
+    /// A provider failed for good: say sorry with the local synthesiser, then hang up.
+    fn fail(&mut self, error: AgentError) {
+        tracing::warn!(%error, "the conversation failed");
+        metrics::counter!("dialtone_agent_failures_total", "provider" => error.provider().to_owned())
+            .increment(1);
+        self.failure = Some(error);
+        self.chat = None;
+        self.speaking = None;
+        self.to_speak.clear();
+        self.run.speech.clear_playout();
+        self.run.outbound.clear();
+        self.run.say(APOLOGY, "apology");
+    }
+
+    /// A speech event the engine's duties left to the brain.
+    fn speech_event(&mut self, now: Instant, event: SpeechEvent) {
+        match event {
+            SpeechEvent::AnsweredBy { verdict } => {
+                let person = verdict.answered_by != AnsweredBy::Machine
+                    || self.run.context.voicemail == Voicemail::Continue;
+                if person {
+                    self.open(now);
+                }
+            }
+            SpeechEvent::SpeechStarted { .. } => self.barged = false,
+            SpeechEvent::SpeechEnded { audio, .. } if self.opened => {
+                let over_agent = self.conversation.agent_speaking() && !self.barged;
+                self.conversation.handle_utterance(now, audio, over_agent);
+            }
+            SpeechEvent::BargeIn { cut, .. } => {
+                let segment = cut
+                    .mark
+                    .as_deref()
+                    .and_then(|m| m.strip_prefix(SEGMENT_MARK))
+                    .and_then(|id| id.parse().ok())
+                    .or_else(|| self.speaking.as_ref().map(|s| s.segment));
+                self.barged = true;
+                self.run.outbound.clear();
+                self.speaking = None;
+                self.to_speak.clear();
+                self.conversation
+                    .handle_barge_in(now, segment, cut.played_samples);
+            }
+            SpeechEvent::PlayoutDone { mark } => {
+                if mark == "apology" && self.failure.is_some() {
+                    let _ = self.run.context.requests.send(BrainRequest::HangUp {
+                        reason: EndReason::BrainError,
+                    });
+                } else if let Some(segment) = mark
+                    .strip_prefix(SEGMENT_MARK)
+                    .and_then(|id| id.parse().ok())
+                {
+                    self.conversation.handle_played(now, segment);
+                }
+            }
+            other => tracing::trace!(?other, "speech event"),
+        }
+    }
+
+    /// Audio of the piece under way arrived, or its synthesis ended.
+    fn speech_chunk(&mut self, now: Instant, chunk: Option<Result<Vec<i16>, AgentError>>) {
+        let Some(speaking) = &self.speaking else {
+            return;
+        };
+        let segment = speaking.segment;
+        match chunk {
+            Some(Ok(audio)) => {
+                self.conversation
+                    .handle_speech_audio(now, segment, audio.len());
+                self.run.speech.play(audio, None);
+            }
+            Some(Err(error)) => {
+                self.speaking = None;
+                self.conversation
+                    .handle_speech_done(now, segment, Err(error));
+            }
+            None => {
+                self.speaking = None;
+                self.run
+                    .speech
+                    .play(Vec::new(), Some(format!("{SEGMENT_MARK}{segment}")));
+                self.conversation.handle_speech_done(now, segment, Ok(()));
+            }
+        }
+    }
+
+    /// A transcript line with wall-clock time.
+    fn transcript_line(&self, line: &Line) -> TranscriptLine {
+        let (instant, wall) = self.started;
+        let at = if line.at >= instant {
+            wall + (line.at - instant)
+        } else {
+            wall - (instant - line.at)
+        };
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        TranscriptLine {
+            role: line.role.to_owned(),
+            text: line.text.clone(),
+            at: rfc3339(ms).unwrap_or_default(),
+            interrupted: line.interrupted.then_some(true),
+            name: line.name.clone(),
+            arguments: line.arguments.clone(),
+            result: line.result.clone(),
+        }
+    }
+
+    /// The record after the call: transcript, figures, result and summary.
+    async fn finish(mut self) {
+        self.conversation.handle_ended();
+        let mut lines: Vec<TranscriptLine> = self
+            .conversation
+            .transcript()
+            .map(|l| self.transcript_line(l))
+            .collect();
+        // What the engine said itself (a voicemail message, an apology) goes on the record too.
+        lines.extend(self.run.transcript.drain(..));
+        lines.sort_by(|a, b| a.at.cmp(&b.at));
+        let storage = self.run.context.storage.clone();
+        let call_id = self.run.context.call_id;
+        let transcript = serde_json::to_value(&lines).unwrap_or(Value::Null);
+        if let Err(error) = storage.set_transcript(call_id, &transcript).await {
+            tracing::error!(%error, "could not record the transcript");
+        }
+        let stats = self.conversation.stats().clone();
+        record_metrics(&stats, &self.setup);
+        let said: Vec<(&str, &str)> = lines
+            .iter()
+            .filter(|l| l.role != "tool")
+            .map(|l| (l.role.as_str(), l.text.as_str()))
+            .collect();
+        let text = extract::transcript_text(said);
+        let has_caller = lines.iter().any(|l| l.role == "caller");
+        let llm = self.setup.llm.0.clone();
+        let after = async {
+            let summary = match has_caller {
+                true => extract::summarise(llm.as_ref(), &text).await,
+                false => None,
+            };
+            let result = match &self.run.context.returns {
+                None => None,
+                Some(_) if self.failure.is_some() && !has_caller => Some(Err(format!(
+                    "the conversation failed before the caller said anything: {}",
+                    self.failure
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ))),
+                Some(_) if !has_caller => Some(Err(
+                    "the caller said nothing to take a result from".to_owned(),
+                )),
+                Some(returns) => Some(extract::extract(llm.as_ref(), &text, returns).await),
+            };
+            (summary, result)
+        };
+        let (summary, result) = match tokio::time::timeout(AFTER_CALL, after).await {
+            Ok(done) => done,
+            Err(_) => (
+                None,
+                self.run.context.returns.as_ref().map(|_| {
+                    Err(format!(
+                        "the result extraction took longer than {} s",
+                        AFTER_CALL.as_secs()
+                    ))
+                }),
+            ),
+        };
+        if let Err(error) = storage
+            .set_agent_outcome(call_id, &stats.to_json(), summary.as_deref())
+            .await
+        {
+            tracing::error!(%error, "could not record the agent's figures");
+        }
+        let written = match result {
+            Some(Ok(value)) => storage.set_result(call_id, Some(&value), None).await,
+            Some(Err(why)) => storage.set_result(call_id, None, Some(&why)).await,
+            None => Ok(()),
+        };
+        if let Err(error) = written {
+            tracing::error!(%error, "could not record the result");
+        }
+    }
+}
+
+/// The conversation's latencies as Prometheus histograms, labelled by provider.
+fn record_metrics(stats: &dialtone_agent::stats::AgentStats, setup: &AgentSetup) {
+    let samples = [
+        (
+            "dialtone_agent_voice_to_voice_seconds",
+            &setup.llm.1,
+            &stats.voice_to_voice,
+        ),
+        ("dialtone_agent_stt_seconds", &setup.stt.1, &stats.stt),
+        (
+            "dialtone_agent_llm_first_token_seconds",
+            &setup.llm.1,
+            &stats.llm_first_token,
+        ),
+        (
+            "dialtone_agent_tts_first_audio_seconds",
+            &setup.tts.1,
+            &stats.tts_first_audio,
+        ),
+    ];
+    for (name, provider, samples) in samples {
+        let histogram = metrics::histogram!(name, "provider" => provider.clone());
+        for sample in samples.all() {
+            histogram.record(sample.as_secs_f64());
+        }
+    }
+}
+
+async fn next_chat(
+    chat: &mut Option<(u64, mpsc::Receiver<Result<ChatEvent, AgentError>>)>,
+) -> (u64, Option<Result<ChatEvent, AgentError>>) {
+    match chat {
+        Some((id, events)) => (*id, events.recv().await),
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_audio(speaking: &mut Option<Speaking>) -> Option<Result<Vec<i16>, AgentError>> {
+    match speaking {
+        Some(s) => s.audio.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(
+    mut inbound: FrameReceiver,
+    outbound: FrameSender,
+    context: BrainContext,
+    setup: AgentSetup,
+) {
+    let (outcomes, mut outcomes_rx) = mpsc::unbounded_channel();
+    let now = Instant::now();
+    let amd = setup.amd;
+    let mut d = Driver {
+        run: Run {
+            speech: SpeechLoop::new(context.speech, now),
+            outbound,
+            context,
+            transcript: Vec::new(),
+            digits: String::new(),
+            last_digit: None,
+            step: IvrStep::Finished,
+            speaking: None,
+        },
+        conversation: Conversation::new(setup.conversation.clone()),
+        setup,
+        chat: None,
+        speaking: None,
+        to_speak: VecDeque::new(),
+        outcomes,
+        opened: false,
+        barged: false,
+        failure: None,
+        started: (now, SystemTime::now()),
+    };
+    let mut duties = Duties::default();
+    if !amd {
+        d.open(now);
+    }
+    let mut clock = SilenceClock::new();
+    loop {
+        d.perform(Instant::now());
+        tokio::select! {
+            biased;
+            frame = inbound.recv() => {
+                let Some(frame) = frame else { break };
+                let now = Instant::now();
+                d.run.speech.handle_caller_frame(now, &frame.samples);
+                clock.heard(now);
+                d.run.duty_timers(&mut duties, now);
+            }
+            Some(input) = d.run.context.inputs.recv() => match input {
+                BrainInput::Dtmf(_) => {}
+                BrainInput::Ended { .. } => break,
+            },
+            chunk = next_audio(&mut d.speaking) => d.speech_chunk(Instant::now(), chunk),
+            (id, event) = next_chat(&mut d.chat) => {
+                let now = Instant::now();
+                match event {
+                    Some(event) => d.conversation.handle_chat(now, id, event),
+                    None => {
+                        // The stream closed without its end (a client reports failures
+                        // before closing): what came is the answer.
+                        d.chat = None;
+                        d.conversation.handle_chat(
+                            now,
+                            id,
+                            Ok(ChatEvent::Finished { reason: None, usage: None }),
+                        );
+                    }
+                }
+            }
+            Some(outcome) = outcomes_rx.recv() => {
+                let now = Instant::now();
+                match outcome {
+                    Outcome::Transcript { utterance, text } => {
+                        d.conversation.handle_transcript(now, utterance, text);
+                    }
+                    Outcome::Tool { id, answer } => {
+                        d.conversation.handle_tool_answer(now, &id, answer);
+                    }
+                }
+            }
+            () = until(d.conversation.poll_timeout()) => {
+                d.conversation.handle_timeout(Instant::now());
+            }
+            chunk = super::next_chunk(&mut d.run.speaking) => match chunk {
+                // The engine's own speech (an apology, a voicemail message, a prompt).
+                Some(audio) => d.run.speech.play(audio, None),
+                None => {
+                    if let Some((_, mark)) = d.run.speaking.take() {
+                        d.run.speech.play(Vec::new(), Some(mark.to_owned()));
+                    }
+                }
+            },
+            now = clock.silence() => {
+                d.run.speech.handle_caller_frame(now, &[0; FRAME_SAMPLES]);
+                d.run.duty_timers(&mut duties, now);
+            }
+        }
+        let now = Instant::now();
+        while let Some(event) = d.run.speech.poll_event() {
+            if d.run.duty(&mut duties, &event).await || duties.leaving_message {
+                continue;
+            }
+            d.speech_event(now, event);
+        }
+        d.run.feed_outbound();
+        if d.run.outbound.is_closed() {
+            break;
+        }
+    }
+    d.finish().await;
+}
