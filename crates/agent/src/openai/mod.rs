@@ -113,14 +113,15 @@ impl OpenAiProvider {
         }
     }
 
-    /// A transport failure as an [`AgentError`].
+    /// A transport failure as an [`AgentError`]: a connection lost mid-answer is
+    /// [`AgentError::Unreachable`] (asking again may help), an undecodable body a protocol error.
     fn transport_error(&self, error: &reqwest::Error, waited: Duration) -> AgentError {
         if error.is_timeout() {
             AgentError::Timeout {
                 provider: self.name.clone(),
                 after: waited,
             }
-        } else if error.is_decode() || error.is_body() {
+        } else if error.is_decode() {
             self.protocol(describe(error))
         } else {
             AgentError::Unreachable {
