@@ -267,6 +267,23 @@ async fn a_closed_port_is_unreachable() {
 }
 
 #[tokio::test]
+async fn a_stream_cut_before_its_end_is_a_protocol_error_after_the_text() {
+    let server = ScriptedOpenAi::start().await.unwrap();
+    server.push_chat(ChatReply::Cut(vec!["Your order".into(), " is".into()]));
+    let chat = OpenAiChat::new(provider(&server), "gpt-test");
+    let (events, error) = collect(chat.stream(request())).await;
+    assert_eq!(
+        events,
+        [
+            ChatEvent::TextDelta("Your order".into()),
+            ChatEvent::TextDelta(" is".into())
+        ]
+    );
+    let error = error.unwrap();
+    assert!(matches!(error, AgentError::Protocol { .. }), "{error:?}");
+}
+
+#[tokio::test]
 async fn complete_json_asks_for_strict_json_schema_output() {
     let server = ScriptedOpenAi::start().await.unwrap();
     server.push_chat(ChatReply::text(r#"{"booked": true}"#));

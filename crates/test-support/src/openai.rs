@@ -7,9 +7,10 @@
 //!   scripted [`ChatReply`] (text in chunks with a delay between them; tool calls whose
 //!   arguments are split across chunks, optionally all at index 0 told apart only by their ids,
 //!   as some servers do; an HTTP error with an OpenAI-style JSON error body; a hang that never
-//!   sends the first token), then a usage chunk when `stream_options.include_usage` asks for
-//!   it, then `data: [DONE]`. With `stream` false or absent, the same reply as one JSON
-//!   completion. With nothing scripted it answers [`DEFAULT_CHAT_TEXT`].
+//!   sends the first token; a stream cut short), then a usage chunk when
+//!   `stream_options.include_usage` asks for it, then `data: [DONE]`. With `stream` false or
+//!   absent, the same reply as one JSON completion. With nothing scripted it answers
+//!   [`DEFAULT_CHAT_TEXT`].
 //! * `POST /v1/audio/transcriptions` — reads the multipart upload (the WAV's sample rate and
 //!   duration are recorded with the `model` and `language` fields) and answers
 //!   `{"text": …}` from the scripted transcripts (by default an empty string).
@@ -108,6 +109,8 @@ pub enum ChatReply {
     },
     /// A 200 with the event-stream headers, and then nothing, until the client goes away.
     Hang,
+    /// These text chunks, then the connection closes: no finish reason, no `[DONE]`.
+    Cut(Vec<String>),
 }
 
 impl ChatReply {
@@ -142,6 +145,7 @@ impl ChatReply {
         match self {
             Self::Text { chunks, .. } => Some(chunks.concat()),
             Self::ToolCalls { text, .. } => text.clone(),
+            Self::Cut(chunks) => Some(chunks.concat()),
             Self::Error { .. } | Self::Hang => None,
         }
     }
@@ -448,6 +452,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             let (tx, body) = channel_body();
             tokio::spawn(async move {
                 let chunks = stream_chunks(&reply, &model, messages, include_usage);
+                let cut = matches!(reply, ChatReply::Cut(_));
                 for (delay, chunk) in chunks {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
@@ -457,7 +462,9 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
                         return;
                     }
                 }
-                let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                if !cut {
+                    let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                }
             });
             event_stream(body)
         }
@@ -497,10 +504,14 @@ fn stream_chunks(
     let (texts, delay) = match reply {
         ChatReply::Text { chunks, delay } => (chunks.clone(), *delay),
         ChatReply::ToolCalls { text, .. } => (text.iter().cloned().collect(), Duration::ZERO),
+        ChatReply::Cut(chunks) => (chunks.clone(), Duration::ZERO),
         ChatReply::Error { .. } | ChatReply::Hang => (Vec::new(), Duration::ZERO),
     };
     for text in &texts {
         out.push((delay, chunk(json!({"content": text}), None)));
+    }
+    if matches!(reply, ChatReply::Cut(_)) {
+        return out;
     }
     let mut finish = "stop";
     if let ChatReply::ToolCalls {
