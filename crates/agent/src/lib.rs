@@ -14,6 +14,9 @@
 //! * [`prompt`] — the system message: persona, instructions, phone manners, context.
 //! * [`stats`] — `agent_stats`: counts and latencies of the conversation.
 //! * [`espeak`] — the local synthesiser (`builtin:espeak`), espeak-ng run as a program.
+//! * [`openai`] — clients of OpenAI-compatible servers: chat completions streamed as
+//!   Server-Sent Events ([`sse`], [`tool_calls`]), transcription of a WAV upload ([`wav`]),
+//!   speech streamed as 24 kHz PCM ([`pcm`]).
 //! * [`error`] — [`AgentError`]: a provider's failure, naming the provider and what it said.
 
 pub mod chat;
@@ -22,13 +25,19 @@ pub mod conversation;
 pub mod error;
 pub mod espeak;
 pub mod extract;
+pub mod openai;
+pub mod pcm;
 pub mod prompt;
 pub mod provider;
+pub mod sse;
 pub mod stats;
+pub mod tool_calls;
 pub mod tools;
+pub mod wav;
 
 pub use chat::{ChatEvent, ChatMessage, ChatRequest, Role, ToolCall, ToolSpec, Usage};
 pub use conversation::{Action, Conversation, ConversationConfig, Line};
 pub use error::AgentError;
 pub use espeak::EspeakNg;
+pub use openai::{OpenAiChat, OpenAiProvider, OpenAiSpeech, OpenAiTranscriber};
 pub use provider::{BoxFuture, ChatModel, SpeechToText, TextToSpeech};

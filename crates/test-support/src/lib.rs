@@ -6,12 +6,15 @@
 //! a fixed sleep) and killed when dropped; espeak-ng speech ([`media`]); tones and their
 //! measurement ([`audio`]); a DNS server ([`dns`]); a seeded impairing UDP reflector
 //! ([`impair`]); signatures checked by `openssl`; the tests' PostgreSQL database
-//! ([`postgres_test_url`]).
+//! ([`postgres_test_url`]); with the `openai` feature, a scripted OpenAI-compatible server
+//! (`openai::ScriptedOpenAi`).
 
 pub mod audio;
 pub mod dns;
 pub mod impair;
 pub mod media;
+#[cfg(feature = "openai")]
+pub mod openai;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
