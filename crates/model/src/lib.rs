@@ -8,8 +8,9 @@
 //! - [`end_reason`]: [`EndReason`] (the code and its message), [`EndedBy`], [`AnsweredBy`];
 //! - [`call`]: the stored [`Call`] record and [`CallView`], the call object the API and the
 //!   webhooks serialise;
-//! - [`dispatch`], [`agent`], [`trunk`], [`number`], [`organization`]: what requests set
-//!   (strict: an unknown field is an error) and what the API shows; [`page`] for lists;
+//! - [`dispatch`], [`agent`], [`trunk`], [`number`], [`organization`], [`provider`]: what
+//!   requests set (strict: an unknown field is an error) and what the API shows; [`page`] for
+//!   lists;
 //!   [`KeyScope`]: what an API key may do (`operator`, `admin`, `standard`);
 //! - [`webhook`]: the webhook body and a call's events;
 //! - [`grammar`]: the grammars tenant strings are printed in (SIP host, user, quoted text, names);
@@ -29,6 +30,7 @@ pub mod organization;
 pub mod page;
 pub mod parse;
 pub mod placeholder;
+pub mod provider;
 pub mod status;
 pub mod time;
 pub mod trunk;
@@ -48,6 +50,7 @@ pub use organization::{
 };
 pub use page::Page;
 pub use parse::FieldError;
+pub use provider::{Provider, ProviderFields, ProviderKind, ProviderView};
 pub use status::{CallStatus, Direction};
 pub use trunk::{RegistrationView, TrunkFields, TrunkTransport, TrunkView};
 pub use webhook::{DeliveryState, EventType, EventView, WebhookBody, WebhookData};

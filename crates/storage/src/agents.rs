@@ -5,6 +5,7 @@
 
 use dialtone_model::AgentFields;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use crate::rows::{json_of, opt_uuid_of, org_of, uuid_of};
@@ -42,6 +43,18 @@ pub struct NewAgent {
     pub number_ids: Vec<Uuid>,
     /// Default caller ID.
     pub primary_number_id: Option<Uuid>,
+}
+
+/// The settings of an agent's row (its `config` column).
+pub(crate) fn agent_config(row: &AnyRow) -> Result<AgentFields> {
+    match json_of(row, "config")? {
+        serde_json::Value::Object(config) => AgentFields::from_stored(config),
+        _ => AgentFields::from_stored(serde_json::Map::new()),
+    }
+    .map_err(|e| StorageError::Corrupt {
+        column: "agents.config",
+        detail: format!("the setting `{}` is unreadable", e.field),
+    })
 }
 
 impl Storage {
@@ -108,14 +121,7 @@ impl Storage {
             id: uuid_of(&row, "id")?,
             org_id: org_of(&row)?,
             name: row.try_get("name")?,
-            config: match json_of(&row, "config")? {
-                serde_json::Value::Object(config) => AgentFields::from_stored(config),
-                _ => AgentFields::from_stored(serde_json::Map::new()),
-            }
-            .map_err(|e| StorageError::Corrupt {
-                column: "agents.config",
-                detail: format!("the setting `{}` is unreadable", e.field),
-            })?,
+            config: agent_config(&row)?,
             number_ids: numbers
                 .iter()
                 .map(|r| uuid_of(r, "number_id"))

@@ -36,6 +36,20 @@ pub enum StorageError {
         /// What uses it.
         used_by: &'static str,
     },
+    /// A provider that agents name (in their `llm`, `stt` or `tts` settings) cannot be deleted,
+    /// nor renamed while they name it by its name.
+    #[error(
+        "provider {provider:?} cannot be {action}: the agents {} name it in their llm, stt or tts settings",
+        quoted(agents)
+    )]
+    ProviderInUse {
+        /// The provider's name.
+        provider: String,
+        /// `deleted` or `renamed`.
+        action: &'static str,
+        /// The names of the agents that name it.
+        agents: Vec<String>,
+    },
     /// The key to bootstrap as the operator's was revoked; it stays revoked.
     #[error("the operator key to bootstrap (key {id}) was revoked; configure a new one")]
     KeyRevoked {
@@ -71,6 +85,15 @@ pub enum StorageError {
         /// What was wrong.
         detail: String,
     },
+}
+
+/// `names` quoted and joined with commas.
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Result alias.

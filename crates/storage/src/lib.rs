@@ -1,6 +1,6 @@
 //! # dialtone-storage — Dialtone's durable state
 //!
-//! Trunks, numbers, agents, calls and the webhook outbox, in SQLite — the embedded default (a
+//! Trunks, numbers, agents, providers, calls and the webhook outbox, in SQLite — the embedded default (a
 //! file in the data directory in WAL mode, or memory for tests) — or in PostgreSQL when the URL
 //! is `postgres://…`, so several nodes can share one database. One code path serves both
 //! through sqlx's `Any` driver: portable SQL with `$N` parameters, ids and JSON as text, times
@@ -34,6 +34,8 @@
 //! - `organizations.rs` — organisations and their API keys (scopes, expiry, revocation, last
 //!   use);
 //! - `trunks.rs`, `numbers.rs`, `agents.rs` — what calls are placed with;
+//! - `providers.rs` — the language and speech services agents name (refused deletion or
+//!   rename while agents name them);
 //! - `calls.rs` — reading calls: one, a page of them, the one an idempotency key names;
 //! - `call_writes.rs` — the call path's writes (new calls, status steps, details) and how the
 //!   writer applies each kind to a whole group;
@@ -54,6 +56,7 @@ mod error;
 mod numbers;
 mod organizations;
 mod outbox;
+mod providers;
 mod resource;
 mod rows;
 #[cfg(test)]
@@ -66,13 +69,16 @@ use writer::Writer;
 pub use agents::{Agent, NewAgent};
 pub use call_writes::{CallProgress, Inserted, NewCall};
 pub use calls::CallFilter;
-pub use dialtone_model::{AnsweredBy, Call, CallStatus, EndReason, EndedBy};
+pub use dialtone_model::{
+    AnsweredBy, Call, CallStatus, EndReason, EndedBy, Provider, ProviderKind,
+};
 pub use error::{Result, StorageError};
 pub use numbers::Number;
 pub use organizations::{
     ApiKey, IssuedKey, KeyOwner, LAST_USED_RESOLUTION_MS, Organization, hash_key,
 };
 pub use outbox::{Delivery, WebhookEvent};
+pub use providers::NewProvider;
 pub use resource::{OrgOwned, Stored};
 pub use trunks::{NewTrunk, Trunk, TrunkTransport};
 

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::{Agent, Call, Number, Result, Storage, Trunk};
+use crate::{Agent, Call, Number, Provider, Result, Storage, Trunk};
 
 /// A resource that belongs to one organisation.
 pub trait OrgOwned {
@@ -21,11 +21,11 @@ macro_rules! org_owned {
     };
 }
 
-org_owned!(Trunk, Number, Agent, Call);
+org_owned!(Trunk, Number, Agent, Call, Provider);
 
 /// A resource read by id (what the API's ownership checks fetch).
 pub trait Stored: OrgOwned + Sized {
-    /// Its name in messages (`trunk`, `number`, `agent`, `call`).
+    /// Its name in messages (`trunk`, `number`, `agent`, `call`, `provider`).
     const ENTITY: &'static str;
     /// Reads it.
     fn fetch(storage: &Storage, id: Uuid)
@@ -47,5 +47,6 @@ stored!(
     Trunk => "trunk", get_trunk;
     Number => "number", get_number;
     Agent => "agent", get_agent;
-    Call => "call", get_call
+    Call => "call", get_call;
+    Provider => "provider", get_provider
 );
