@@ -3160,6 +3160,7 @@ async fn the_cli_manages_the_api_and_follows_a_call_over_grpc() {
     w.finish().await;
 }
 
+#[path = "e2e/agent.rs"]
 mod agent;
 
 mod grpc {

@@ -119,7 +119,7 @@ impl Engine {
                 field: format!("{field}.provider"),
                 detail: format!("the organisation has no provider \"{reference}\""),
             })?;
-        if provider.kind != ProviderKind::Openai {
+        if provider.kind != ProviderKind::OpenAi {
             return Err(EngineError::AgentProvider {
                 field: format!("{field}.provider"),
                 detail: format!(

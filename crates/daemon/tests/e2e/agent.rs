@@ -240,7 +240,8 @@ async fn an_agent_qualifies_a_lead_by_configuration_alone() {
     let (signature, body) = &calls[0];
     let parts: Vec<&str> = signature.split(',').collect();
     let t = parts[0].strip_prefix("t=").unwrap();
-    let expected = dialtone_test_support::openssl_hmac_sha256("whsec-test", &format!("{t}.{body}"));
+    let expected =
+        dialtone_test_support::openssl_hmac_sha256("whsec-test", &format!("{t}.{body}")).unwrap();
     assert_eq!(parts[1], format!("v1={expected}"));
     let body: Value = serde_json::from_str(body).unwrap();
     assert_eq!(
