@@ -176,7 +176,7 @@ mod tests {
             extract(&model, "caller: no", &schema()).await,
             Ok(serde_json::json!({"interested": false}))
         );
-        let retry = &model.asked.lock().unwrap()[1];
+        let retry = model.asked.lock().unwrap()[1].clone();
         assert!(
             retry
                 .messages

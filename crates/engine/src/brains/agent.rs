@@ -394,7 +394,7 @@ impl Driver {
             .map(|l| self.transcript_line(l))
             .collect();
         // What the engine said itself (a voicemail message, an apology) goes on the record too.
-        lines.extend(self.run.transcript.drain(..));
+        lines.append(&mut self.run.transcript);
         lines.sort_by(|a, b| a.at.cmp(&b.at));
         let storage = self.run.context.storage.clone();
         let call_id = self.run.context.call_id;

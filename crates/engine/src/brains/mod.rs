@@ -112,6 +112,9 @@ pub(crate) enum Voicemail {
 
 /// How long to wait for the beep after a machine verdict before leaving the message anyway.
 const BEEP_WAIT: Duration = Duration::from_secs(20);
+/// Speech being synthesised: 16 kHz audio as it is made, or the synthesiser's failure.
+type Synthesis = mpsc::Receiver<Result<Vec<i16>, AgentError>>;
+
 /// What the engine says when a brain fails mid-call.
 const APOLOGY: &str = "I'm sorry, something went wrong on our side. Goodbye.";
 /// What the engine asks a silent caller once before hanging up.
@@ -248,7 +251,7 @@ struct Run {
     digits: String,
     last_digit: Option<Instant>,
     step: IvrStep,
-    speaking: Option<(mpsc::Receiver<Result<Vec<i16>, AgentError>>, &'static str)>,
+    speaking: Option<(Synthesis, &'static str)>,
 }
 
 impl Run {
@@ -576,9 +579,7 @@ impl SilenceClock {
 
 /// The next chunk of the synthesis under way; `None` when it ended (a failure ends it too,
 /// after a warning: the engine's own prompts have no better voice to fall back on).
-async fn next_chunk(
-    speaking: &mut Option<(mpsc::Receiver<Result<Vec<i16>, AgentError>>, &'static str)>,
-) -> Option<Vec<i16>> {
+async fn next_chunk(speaking: &mut Option<(Synthesis, &'static str)>) -> Option<Vec<i16>> {
     match speaking {
         Some((rx, _)) => match rx.recv().await? {
             Ok(audio) => Some(audio),
