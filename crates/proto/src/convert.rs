@@ -354,14 +354,16 @@ impl TryFrom<AgentFields> for ModelAgentFields {
             llm: f
                 .llm
                 .map(|l| {
-                    let mut llm = serde_json::json!({"provider": l.provider, "model": l.model});
+                    let mut llm = serde_json::Map::new();
+                    llm.insert("provider".into(), l.provider.into());
+                    llm.insert("model".into(), l.model.into());
                     if let Some(t) = l.temperature {
-                        llm["temperature"] = t.into();
+                        llm.insert("temperature".into(), t.into());
                     }
                     if let Some(t) = l.max_tokens {
-                        llm["max_tokens"] = t.into();
+                        llm.insert("max_tokens".into(), t.into());
                     }
-                    one_field("llm", llm).map(|a| a.llm)
+                    one_field("llm", llm.into()).map(|a| a.llm)
                 })
                 .transpose()?
                 .flatten(),
@@ -382,13 +384,14 @@ impl TryFrom<AgentFields> for ModelAgentFields {
                     let list: Vec<serde_json::Value> = destinations
                         .iter()
                         .map(|d| {
-                            let mut one = serde_json::json!({
-                                "name": d.name, "to": d.to, "description": d.description,
-                            });
+                            let mut one = serde_json::Map::new();
+                            one.insert("name".into(), d.name.as_str().into());
+                            one.insert("to".into(), d.to.as_str().into());
+                            one.insert("description".into(), d.description.as_str().into());
                             if let Some(mode) = &d.mode {
-                                one["mode"] = mode.as_str().into();
+                                one.insert("mode".into(), mode.as_str().into());
                             }
-                            one
+                            serde_json::Value::Object(one)
                         })
                         .collect();
                     one_field("transfer_destinations", list.into())?.transfer_destinations
@@ -408,11 +411,12 @@ fn one_field(field: &str, value: serde_json::Value) -> Result<ModelAgentFields, 
 
 /// An `stt`/`tts` setting as JSON.
 fn speech_json(s: SpeechSetting) -> serde_json::Value {
-    let mut one = serde_json::json!({"provider": s.provider});
+    let mut one = serde_json::Map::new();
+    one.insert("provider".into(), s.provider.into());
     if let Some(model) = s.model {
-        one["model"] = model.into();
+        one.insert("model".into(), model.into());
     }
-    one
+    one.into()
 }
 
 impl From<&AgentView> for Agent {
