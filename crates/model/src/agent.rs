@@ -686,7 +686,10 @@ mod tests {
             "primary_number_id": "0190f5a0-0000-7000-8000-000000000000", "brain": "builtin:echo",
             "ring_timeout_seconds": 1, "max_duration_seconds": 1, "amd": true,
             "mask_dtmf": true, "barge_in": "on", "endpointing_silence_ms": 100,
-            "silence_timeout_seconds": 1
+            "silence_timeout_seconds": 1,
+            "llm": {"provider": "p", "model": "m"}, "stt": {"provider": "p", "model": "m"},
+            "tts": {"provider": "builtin:espeak"}, "first_message": "Hi",
+            "transfer_destinations": [{"name": "sales", "to": "+14155550100"}]
         });
         let fields: AgentFields = from_value(every).unwrap();
         crate::parse::tests::assert_lists_every_key(&fields, AgentFields::FIELDS);
