@@ -1,6 +1,7 @@
 //! `/v1/agents` and gRPC `AgentService`. The settings are the model's `AgentFields`; what
-//! serde cannot check (JSON Schemas that must compile, webhook receivers that must be public)
-//! is checked here.
+//! serde cannot check (JSON Schemas that must compile, webhook receivers that must be public,
+//! the providers `llm`, `stt` and `tts` name, which must be the organisation's and of a kind
+//! that does the job) is checked here.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -8,9 +9,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use dialtone_model::agent::AgentView;
-use dialtone_model::{AgentFields, Page};
+use dialtone_model::{AgentFields, BUILTIN_ESPEAK, Page, ProviderKind};
 use dialtone_storage::{Agent, KeyOwner, NewAgent, StorageError};
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use crate::auth::{authorize, own};
 use crate::body::{json_object, parse, patched};
@@ -42,9 +44,89 @@ pub(crate) fn json_schema(field: &str, schema: &Value) -> Result<(), ApiError> {
         .map_err(|e| ApiError::invalid(field, format!("`{field}` is not a valid JSON Schema: {e}")))
 }
 
-/// What storage keeps of checked agent fields: the settings, and the numbers apart.
-async fn new_agent(state: &ApiState, mut fields: AgentFields) -> Result<NewAgent, ApiError> {
+/// The provider kinds that do each job, by setting: `llm` (chat completions), `stt` (speech
+/// recognition), `tts` (speech synthesis; `builtin:espeak` needs no provider).
+const PROVIDER_JOBS: [(&str, &str, &[ProviderKind]); 3] = [
+    ("llm", "the language model", &[ProviderKind::OpenAi]),
+    (
+        "stt",
+        "speech recognition",
+        &[ProviderKind::OpenAi, ProviderKind::Deepgram],
+    ),
+    (
+        "tts",
+        "speech synthesis",
+        &[
+            ProviderKind::OpenAi,
+            ProviderKind::Cartesia,
+            ProviderKind::ElevenLabs,
+        ],
+    ),
+];
+
+/// Each provider the agent's `llm`, `stt` and `tts` settings name is one of organisation
+/// `org`'s (by name or id) and of a kind that does that job; else a 400 naming
+/// `llm.provider` (or `stt.provider`, `tts.provider`).
+async fn check_providers(
+    state: &ApiState,
+    org: Uuid,
+    fields: &AgentFields,
+) -> Result<(), ApiError> {
+    let references = [
+        fields.llm.as_ref().map(|s| s.provider.as_str()),
+        fields.stt.as_ref().map(|s| s.provider.as_str()),
+        fields.tts.as_ref().map(|s| s.provider.as_str()),
+    ];
+    for ((setting, job, kinds), reference) in PROVIDER_JOBS.iter().zip(references) {
+        let Some(reference) = reference else {
+            continue;
+        };
+        if *setting == "tts" && reference == BUILTIN_ESPEAK {
+            continue;
+        }
+        let field = format!("{setting}.provider");
+        let Some(provider) = state.engine.storage().find_provider(org, reference).await? else {
+            return Err(ApiError::invalid(
+                &field,
+                format!(
+                    "`{field}` {reference:?} is neither the name nor the id of one of this \
+                     organization's providers"
+                ),
+            ));
+        };
+        if !kinds.contains(&provider.kind) {
+            let names: Vec<String> = kinds.iter().map(|k| format!("{:?}", k.as_str())).collect();
+            let fit = match names.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                _ => names.join(""),
+            };
+            let espeak = if *setting == "tts" {
+                format!(", or {BUILTIN_ESPEAK:?}")
+            } else {
+                String::new()
+            };
+            return Err(ApiError::invalid(
+                &field,
+                format!(
+                    "`{field}` {reference:?} is a {} provider; {job} takes a provider of kind \
+                     {fit}{espeak}",
+                    provider.kind
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What storage keeps of checked agent fields of organisation `org`: the settings, and the
+/// numbers apart.
+async fn new_agent(
+    state: &ApiState,
+    org: Uuid,
+    mut fields: AgentFields,
+) -> Result<NewAgent, ApiError> {
     fields.check()?;
+    check_providers(state, org, &fields).await?;
     // What the daemon will connect to is checked like every tenant-given destination.
     public_url(state, "webhook_url", fields.webhook_url.as_deref()).await?;
     if let Some(address) = fields
@@ -91,7 +173,10 @@ pub(crate) async fn create(
     let agent = state
         .engine
         .storage()
-        .create_agent(caller.org_id, new_agent(state, fields).await?)
+        .create_agent(
+            caller.org_id,
+            new_agent(state, caller.org_id, fields).await?,
+        )
         .await
         .map_err(unknown_number)?;
     Ok(agent_view(&agent))
@@ -142,7 +227,7 @@ pub(crate) async fn update(
     let agent = state
         .engine
         .storage()
-        .update_agent(current.id, new_agent(state, fields).await?)
+        .update_agent(current.id, new_agent(state, current.org_id, fields).await?)
         .await
         .map_err(unknown_number)?;
     Ok(agent_view(&agent))

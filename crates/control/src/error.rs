@@ -90,6 +90,13 @@ impl From<StorageError> for ApiError {
                 field: None,
                 retry_after: None,
             },
+            StorageError::ProviderInUse { action, .. } => ApiError {
+                status: 409,
+                code: "in_use",
+                message: e.to_string(),
+                field: (action == "renamed").then(|| "name".to_owned()),
+                retry_after: None,
+            },
             StorageError::Conflict { entity, field } => ApiError {
                 status: 409,
                 code: "conflict",

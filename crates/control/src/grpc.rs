@@ -7,12 +7,14 @@
 //! `RESOURCE_EXHAUSTED`, 503 `UNAVAILABLE`; the message is the HTTP error's message, and the
 //! metadata `dialtone-error-code` / `dialtone-error-field` carry its code and field.
 //!
-//! [`services`] builds the router with the four services, the standard health service and
+//! [`services`] builds the router with the five services, the standard health service and
 //! server reflection; every call must carry `authorization: Bearer <key>`.
 
 use std::pin::Pin;
 
-use dialtone_model::{AgentFields, CallView, DispatchCall, FieldError, TrunkFields};
+use dialtone_model::{
+    AgentFields, CallView, DispatchCall, FieldError, ProviderFields, TrunkFields,
+};
 use dialtone_storage::KeyOwner;
 use serde_json::{Map, Value};
 use tokio_stream::Stream;
@@ -21,9 +23,10 @@ use tonic::{Request, Response, Status};
 use crate::calls::ListQuery;
 use crate::proto::{
     self, agent_service_server::AgentService, call_service_server::CallService,
-    number_service_server::NumberService, trunk_service_server::TrunkService,
+    number_service_server::NumberService, provider_service_server::ProviderService,
+    trunk_service_server::TrunkService,
 };
-use crate::{ApiError, ApiState, agents, calls, numbers, trunks};
+use crate::{ApiError, ApiState, agents, calls, numbers, providers, trunks};
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
@@ -246,6 +249,67 @@ impl AgentService for Grpc {
     }
 }
 
+#[tonic::async_trait]
+impl ProviderService for Grpc {
+    async fn create_provider(
+        &self,
+        request: Request<proto::CreateProviderRequest>,
+    ) -> Result<Response<proto::CreateProviderResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let fields = ProviderFields::try_from(request.into_inner().provider.unwrap_or_default())
+            .map_err(ApiError::from)?;
+        let provider = providers::create(&self.state, &caller, fields).await?;
+        Ok(Response::new(proto::CreateProviderResponse {
+            provider: Some((&provider).into()),
+        }))
+    }
+
+    async fn get_provider(
+        &self,
+        request: Request<proto::GetProviderRequest>,
+    ) -> Result<Response<proto::GetProviderResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let provider = providers::get(&self.state, &caller, &request.into_inner().id).await?;
+        Ok(Response::new(proto::GetProviderResponse {
+            provider: Some((&provider).into()),
+        }))
+    }
+
+    async fn list_providers(
+        &self,
+        request: Request<proto::ListProvidersRequest>,
+    ) -> Result<Response<proto::ListProvidersResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let page = providers::list(&self.state, &caller).await?;
+        Ok(Response::new(proto::ListProvidersResponse {
+            providers: page.data.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn update_provider(
+        &self,
+        request: Request<proto::UpdateProviderRequest>,
+    ) -> Result<Response<proto::UpdateProviderResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let r = request.into_inner();
+        let fields =
+            ProviderFields::try_from(r.provider.unwrap_or_default()).map_err(ApiError::from)?;
+        let provider = providers::update(&self.state, &caller, &r.id, merge_patch(&fields)).await?;
+        Ok(Response::new(proto::UpdateProviderResponse {
+            provider: Some((&provider).into()),
+        }))
+    }
+
+    async fn delete_provider(
+        &self,
+        request: Request<proto::DeleteProviderRequest>,
+    ) -> Result<Response<proto::DeleteProviderResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        providers::delete(&self.state, &caller, &request.into_inner().id).await?;
+        Ok(Response::new(proto::DeleteProviderResponse {}))
+    }
+}
+
 /// The stream WatchCall answers with.
 type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchCallResponse, Status>> + Send>>;
 
@@ -371,7 +435,7 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// The gRPC router: the four services, health (`grpc.health.v1`, every service serving) and
+/// The gRPC router: the five services, health (`grpc.health.v1`, every service serving) and
 /// reflection.
 pub async fn services(
     state: ApiState,
@@ -382,6 +446,7 @@ pub async fn services(
         "dialtone.v1.TrunkService",
         "dialtone.v1.NumberService",
         "dialtone.v1.AgentService",
+        "dialtone.v1.ProviderService",
         "dialtone.v1.CallService",
         "",
     ] {
@@ -403,6 +468,9 @@ pub async fn services(
             grpc.clone(),
         ))
         .add_service(proto::agent_service_server::AgentServiceServer::new(
+            grpc.clone(),
+        ))
+        .add_service(proto::provider_service_server::ProviderServiceServer::new(
             grpc.clone(),
         ))
         .add_service(proto::call_service_server::CallServiceServer::new(grpc)))

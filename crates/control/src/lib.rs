@@ -9,7 +9,8 @@
 //! |---|---|
 //! | `POST/GET /v1/trunks`, `GET/PATCH/DELETE /v1/trunks/{id}` | SIP trunks (the password is write-only) |
 //! | `POST/GET /v1/numbers`, `GET/DELETE /v1/numbers/{id}` | numbers on trunks |
-//! | `POST/GET /v1/agents`, `GET/PATCH/DELETE /v1/agents/{id}` | agents |
+//! | `POST/GET /v1/agents`, `GET/PATCH/DELETE /v1/agents/{id}` | agents (the providers their `llm`, `stt`, `tts` name must be the organisation's, of a kind that fits) |
+//! | `POST/GET /v1/providers`, `GET/PATCH/DELETE /v1/providers/{id}` | language and speech providers (the API key is write-only) |
 //! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
 //! | `GET /v1/calls/{id}/events`, `POST /v1/events/{id}/redeliver` | a call's webhook events and their delivery state; queue one again |
 //! | `POST/GET /v1/organizations`, `PATCH /v1/organizations/{id}` (`disabled`) | tenants (`operator` keys only) |
@@ -39,6 +40,7 @@ mod health;
 mod numbers;
 pub mod openapi;
 mod organizations;
+mod providers;
 mod trunks;
 mod views;
 
@@ -95,6 +97,15 @@ pub fn router(state: ApiState) -> Router {
             agents::update_agent,
             agents::delete_agent
         ))
+        .routes(routes!(
+            providers::create_provider,
+            providers::list_providers
+        ))
+        .routes(routes!(
+            providers::get_provider,
+            providers::update_provider,
+            providers::delete_provider
+        ))
         .routes(routes!(calls::create_call, calls::list_calls))
         .routes(routes!(calls::get_call))
         .routes(routes!(calls::hangup_call))
@@ -139,7 +150,8 @@ fn created<T: serde::Serialize>(body: T) -> Response {
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-/// Refuses a URL a tenant gives at `field` (a webhook receiver, a tool, a brain) on a loopback,
+/// Refuses a URL a tenant gives at `field` (a webhook receiver, a tool, a brain, a provider's
+/// base URL) on a loopback,
 /// private or link-local address (cloud metadata included) the operator did not allow: the
 /// engine's outbound policy.
 async fn public_url(state: &ApiState, field: &str, url: Option<&str>) -> Result<(), ApiError> {

@@ -111,10 +111,10 @@ fn state_scope(operation: &mut Operation) {
 #[openapi(
     info(
         title = "Dialtone",
-        description = "Outbound AI voice calls: trunks, numbers, agents and calls. Every route \
-                       needs `Authorization: Bearer <key>` and states the key scope it needs \
-                       (`standard`, `admin` or `operator`; `x-dialtone-scope`); errors have one \
-                       shape, `ErrorBody`.",
+        description = "Outbound AI voice calls: trunks, numbers, agents, providers and calls. \
+                       Every route needs `Authorization: Bearer <key>` and states the key scope \
+                       it needs (`standard`, `admin` or `operator`; `x-dialtone-scope`); errors \
+                       have one shape, `ErrorBody`.",
     ),
     modifiers(&BearerKey),
     security(("bearer" = [])),

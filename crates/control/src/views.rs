@@ -5,8 +5,10 @@
 use dialtone_engine::{Engine, RegistrationState};
 use dialtone_model::agent::AgentView;
 use dialtone_model::time::rfc3339;
-use dialtone_model::{KeyView, NumberView, OrganizationView, RegistrationView, TrunkView};
-use dialtone_storage::{Agent, ApiKey, Number, Organization, Trunk};
+use dialtone_model::{
+    KeyView, NumberView, OrganizationView, ProviderView, RegistrationView, TrunkView,
+};
+use dialtone_storage::{Agent, ApiKey, Number, Organization, Provider, Trunk};
 
 /// A trunk as the API shows it, with where its registration stands.
 pub(crate) fn trunk_view(engine: &Engine, trunk: &Trunk) -> TrunkView {
@@ -58,6 +60,18 @@ pub(crate) fn agent_view(agent: &Agent) -> AgentView {
         primary_number_id: agent.primary_number_id,
         settings: agent.config.clone(),
         created_at: rfc3339(agent.created_at),
+    }
+}
+
+/// A provider as the API shows it (never its API key).
+pub(crate) fn provider_view(provider: &Provider) -> ProviderView {
+    ProviderView {
+        id: provider.id,
+        name: provider.name.clone(),
+        kind: provider.kind,
+        base_url: provider.base_url.clone(),
+        has_api_key: provider.api_key.is_some(),
+        created_at: rfc3339(provider.created_at),
     }
 }
 

@@ -1962,6 +1962,7 @@ async fn the_openapi_document_matches_the_routes() {
             "DELETE /v1/numbers/{id}",
             "DELETE /v1/organizations/{id}",
             "DELETE /v1/organizations/{id}/keys/{key_id}",
+            "DELETE /v1/providers/{id}",
             "DELETE /v1/trunks/{id}",
             "GET /v1/agents",
             "GET /v1/agents/{id}",
@@ -1972,10 +1973,13 @@ async fn the_openapi_document_matches_the_routes() {
             "GET /v1/numbers/{id}",
             "GET /v1/organizations",
             "GET /v1/organizations/{id}/keys",
+            "GET /v1/providers",
+            "GET /v1/providers/{id}",
             "GET /v1/trunks",
             "GET /v1/trunks/{id}",
             "PATCH /v1/agents/{id}",
             "PATCH /v1/organizations/{id}",
+            "PATCH /v1/providers/{id}",
             "PATCH /v1/trunks/{id}",
             "POST /v1/agents",
             "POST /v1/calls",
@@ -1984,6 +1988,7 @@ async fn the_openapi_document_matches_the_routes() {
             "POST /v1/numbers",
             "POST /v1/organizations",
             "POST /v1/organizations/{id}/keys",
+            "POST /v1/providers",
             "POST /v1/trunks",
         ]
     );
@@ -2052,6 +2057,7 @@ struct WalkFixtures<'a> {
     trunk: String,
     number: String,
     agent: String,
+    provider: String,
     call: String,
     event: String,
     fresh: std::sync::atomic::AtomicU32,
@@ -2093,6 +2099,14 @@ impl WalkFixtures<'_> {
                     .await
             }
             "agents" => self.agent.clone(),
+            "providers" if delete => {
+                self.create(
+                    "/v1/providers",
+                    json!({"name": format!("walk-{n}"), "kind": "openai"}),
+                )
+                .await
+            }
+            "providers" => self.provider.clone(),
             "calls" => self.call.clone(),
             "events" => self.event.clone(),
             // The operator removes a new organisation, so A stays for the rest of the walk.
@@ -2141,6 +2155,7 @@ async fn every_route_answers_every_scope_as_its_openapi_scope_says() {
         trunk: String::new(),
         number: String::new(),
         agent: String::new(),
+        provider: String::new(),
         call: String::new(),
         event: String::new(),
         fresh: std::sync::atomic::AtomicU32::new(0),
@@ -2161,6 +2176,12 @@ async fn every_route_answers_every_scope_as_its_openapi_scope_says() {
         .create(
             "/v1/agents",
             json!({"name": "walk", "brain": "builtin:echo", "number_ids": [fixtures.number]}),
+        )
+        .await;
+    fixtures.provider = fixtures
+        .create(
+            "/v1/providers",
+            json!({"name": "walk", "kind": "deepgram", "api_key": "dg-key"}),
         )
         .await;
     fixtures.call = fixtures
@@ -2275,7 +2296,7 @@ async fn every_route_answers_every_scope_as_its_openapi_scope_says() {
             "operator: POST /v1/organizations",
         ]
     );
-    assert!(walked >= 4 * 26, "walked {walked}");
+    assert!(walked >= 4 * 31, "walked {walked}");
     w.finish().await;
 }
 
@@ -3160,6 +3181,408 @@ async fn the_cli_manages_the_api_and_follows_a_call_over_grpc() {
     w.finish().await;
 }
 
+/// A provider's API key goes in and never comes out: not in a creation's answer, a read, a
+/// list or a PATCH's answer (nor over gRPC, whose message has no such field).
+fn assert_keyless(provider: &Value) {
+    assert!(provider.get("api_key").is_none(), "{provider}");
+    assert!(
+        !provider.to_string().contains("sk-provider-secret"),
+        "{provider}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_keep_their_key_write_only_and_refuse_what_breaks_a_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = config(tmp.path());
+    config.private_destinations = dialtone_engine::outbound::PrivateDestinations::None;
+    let d = Daemon::start(config).await.unwrap();
+    let api = Api {
+        base: format!("http://{}", d.http_addr),
+        http: reqwest::Client::new(),
+    };
+    let (s, provider) = api
+        .post(
+            "/v1/providers",
+            json!({"name": "openai", "kind": "openai", "api_key": "sk-provider-secret"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{provider}");
+    assert_keyless(&provider);
+    assert_eq!(provider["has_api_key"], true);
+    assert_eq!(provider["base_url"], "https://api.openai.com/v1");
+    let id = provider["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/providers/{id}");
+    let (s, read) = api.get(&path).await;
+    assert_eq!(s, 200);
+    assert_keyless(&read);
+    assert_eq!(read, provider);
+    let (_, list) = api.get("/v1/providers").await;
+    assert_eq!(list["data"], json!([provider]));
+    assert_eq!(list["next_cursor"], Value::Null);
+    // PATCH changes what it names and keeps the key; a new kind brings its default base URL.
+    let (s, changed) = api.patch(&path, json!({"kind": "deepgram"})).await;
+    assert_eq!(s, 200, "{changed}");
+    assert_keyless(&changed);
+    assert_eq!(
+        (changed["kind"].clone(), changed["base_url"].clone()),
+        (json!("deepgram"), json!("https://api.deepgram.com/v1"))
+    );
+    assert_eq!(changed["has_api_key"], true, "the key was kept");
+    let (s, changed) = api
+        .patch(
+            &path,
+            json!({"kind": "openai", "base_url": "https://api.groq.com/openai/v1"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{changed}");
+    assert_eq!(changed["base_url"], "https://api.groq.com/openai/v1");
+    let (_, cleared) = api.patch(&path, json!({"api_key": null})).await;
+    assert_eq!(cleared["has_api_key"], false);
+    let (_, keyed) = api
+        .patch(&path, json!({"api_key": "sk-provider-secret"}))
+        .await;
+    assert_keyless(&keyed);
+    assert_eq!(keyed["has_api_key"], true);
+    // Each rule names its field; the same at creation and PATCH.
+    for (body, field) in [
+        (json!({"kind": "openai"}), "name"),
+        (json!({"name": "x"}), "kind"),
+        (json!({"name": "x", "kind": "gpt"}), "kind"),
+        (
+            json!({"name": "x", "kind": "openai", "base_url": "ftp://x"}),
+            "base_url",
+        ),
+        (
+            json!({"name": "x", "kind": "openai", "api_key": "a\nb"}),
+            "api_key",
+        ),
+        (
+            json!({"name": "x", "kind": "openai", "apikey": "k"}),
+            "apikey",
+        ),
+        (json!({"name": "openai", "kind": "openai"}), "name"),
+    ] {
+        let (s, e) = api.post("/v1/providers", body.clone()).await;
+        assert!(s == 400 || s == 409, "{body}: {s} {e}");
+        assert_eq!(e["error"]["field"], field, "{body}: {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(field),
+            "{body}: {e}"
+        );
+    }
+    let (s, e) = api.patch(&path, json!({"base_url": "gopher://x"})).await;
+    assert_eq!((s, e["error"]["field"].clone()), (400, json!("base_url")));
+    // A base URL on a private or loopback address follows the webhook URLs' policy.
+    for url in [
+        "http://127.0.0.1:8000/v1",
+        "http://169.254.169.254/latest",
+        "http://10.0.0.5/v1",
+    ] {
+        let (s, e) = api
+            .post(
+                "/v1/providers",
+                json!({"name": "local", "kind": "openai", "base_url": url}),
+            )
+            .await;
+        assert_eq!(
+            (s, e["error"]["field"].clone()),
+            (400, json!("base_url")),
+            "{url}: {e}"
+        );
+        let (s, e) = api.patch(&path, json!({ "base_url": url })).await;
+        assert_eq!(
+            (s, e["error"]["field"].clone()),
+            (400, json!("base_url")),
+            "{url}: {e}"
+        );
+    }
+    // Another organisation's key finds none of it.
+    let (_, other_key) = second_org(&api, json!({})).await;
+    let other = api.as_key(&other_key);
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PATCH,
+        reqwest::Method::DELETE,
+    ] {
+        let body = (method == reqwest::Method::PATCH).then(|| json!({"name": "mine"}));
+        let (s, e) = other.send(method.clone(), &path, body).await;
+        assert_eq!(
+            (s, e["error"]["code"].clone()),
+            (404, json!("not_found")),
+            "{method}"
+        );
+    }
+    let (_, theirs) = other
+        .send(reqwest::Method::GET, "/v1/providers", None)
+        .await;
+    assert_eq!(theirs["data"], json!([]));
+    // The same name is free in another organisation.
+    let (s, _) = other
+        .send(
+            reqwest::Method::POST,
+            "/v1/providers",
+            Some(json!({"name": "openai", "kind": "openai"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    // An agent naming it: deleting it, or renaming it away from the name the agent uses, is
+    // 409 in_use naming the agent.
+    let (s, agent) = api
+        .post(
+            "/v1/agents",
+            json!({"name": "closer", "brain": "builtin:agent",
+                   "llm": {"provider": "openai", "model": "gpt-4o-mini"},
+                   "stt": {"provider": id, "model": "whisper-1"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{agent}");
+    let (s, e) = api.send(reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(
+        (s, e["error"]["code"].clone()),
+        (409, json!("in_use")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"closer\""),
+        "{e}"
+    );
+    let (s, e) = api.patch(&path, json!({"name": "renamed"})).await;
+    assert_eq!(
+        (s, e["error"]["code"].clone()),
+        (409, json!("in_use")),
+        "{e}"
+    );
+    assert_eq!(e["error"]["field"], "name");
+    // Pointed at the id everywhere, the provider can be renamed; it is still in use.
+    let agent_path = format!("/v1/agents/{}", agent["id"].as_str().unwrap());
+    let (s, _) = api
+        .patch(
+            &agent_path,
+            json!({"llm": {"provider": id, "model": "gpt-4o-mini"}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, renamed) = api.patch(&path, json!({"name": "renamed"})).await;
+    assert_eq!(
+        (s, renamed["name"].clone()),
+        (200, json!("renamed")),
+        "{renamed}"
+    );
+    let (s, _) = api.send(reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(s, 409);
+    let (s, _) = api.send(reqwest::Method::DELETE, &agent_path, None).await;
+    assert_eq!(s, 204);
+    let (s, _) = api.send(reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(s, 204);
+    let (s, _) = api.get(&path).await;
+    assert_eq!(s, 404);
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_name_providers_of_their_organisation_of_a_kind_that_fits() {
+    let w = world(None, &[]).await;
+    let mut ids = std::collections::HashMap::new();
+    for (name, kind) in [
+        ("chat", "openai"),
+        ("ears", "deepgram"),
+        ("voice", "cartesia"),
+    ] {
+        // Private base URLs are allowed on this daemon (DIALTONE_WEBHOOK_ALLOW_PRIVATE).
+        let (s, p) = w
+            .api
+            .post(
+                "/v1/providers",
+                json!({"name": name, "kind": kind, "base_url": "http://127.0.0.1:9/v1"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{p}");
+        ids.insert(name, p["id"].as_str().unwrap().to_owned());
+    }
+    let (_, other_key) = second_org(&w.api, json!({})).await;
+    let (s, theirs) = w
+        .api
+        .as_key(&other_key)
+        .send(
+            reqwest::Method::POST,
+            "/v1/providers",
+            Some(json!({"name": "theirs", "kind": "openai"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let agent = |llm: &str, stt: &str, tts: Option<&str>| {
+        let mut body = json!({"name": "talker", "brain": "builtin:agent",
+                              "llm": {"provider": llm, "model": "m"},
+                              "stt": {"provider": stt, "model": "m"}});
+        if let Some(tts) = tts {
+            body["tts"] = json!({ "provider": tts });
+        }
+        body
+    };
+    for (body, field, words) in [
+        (agent("nobody", "ears", None), "llm.provider", "\"nobody\""),
+        (
+            agent(theirs["id"].as_str().unwrap(), "ears", None),
+            "llm.provider",
+            "neither the name nor the id",
+        ),
+        (
+            agent("ears", "ears", None),
+            "llm.provider",
+            "kind \"openai\"",
+        ),
+        (
+            agent("chat", "voice", None),
+            "stt.provider",
+            "kind \"openai\" or \"deepgram\"",
+        ),
+        (agent("chat", "nobody", None), "stt.provider", "\"nobody\""),
+        (
+            agent("chat", "ears", Some("ears")),
+            "tts.provider",
+            "\"openai\", \"cartesia\" or \"elevenlabs\", or \"builtin:espeak\"",
+        ),
+        (
+            agent("chat", "ears", Some("builtin:festival")),
+            "tts.provider",
+            "\"builtin:festival\"",
+        ),
+    ] {
+        let (s, e) = w.api.post("/v1/agents", body.clone()).await;
+        assert_eq!(
+            (s, e["error"]["field"].clone()),
+            (400, json!(field)),
+            "{body}: {e}"
+        );
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(field) && message.contains(words),
+            "{body}: {message}"
+        );
+    }
+    // Names and ids both resolve; `builtin:espeak` needs no provider.
+    for body in [
+        agent("chat", "ears", None),
+        agent(&ids["chat"], &ids["chat"], Some("builtin:espeak")),
+        agent("chat", "ears", Some(&ids["voice"])),
+        agent("chat", "ears", Some("chat")),
+    ] {
+        let (s, a) = w.api.post("/v1/agents", body.clone()).await;
+        assert_eq!(s, 201, "{body}: {a}");
+    }
+    // PATCH checks the resulting agent the same way.
+    let path = format!("/v1/agents/{}", w.agent_id);
+    let (s, e) = w
+        .api
+        .patch(&path, json!({"tts": {"provider": "chat-typo"}}))
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].clone()),
+        (400, json!("tts.provider")),
+        "{e}"
+    );
+    let (s, e) = w
+        .api
+        .patch(&path, json!({"tts": {"provider": "ears"}}))
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].clone()),
+        (400, json!("tts.provider")),
+        "{e}"
+    );
+    let (s, a) = w
+        .api
+        .patch(
+            &path,
+            json!({"tts": {"provider": "voice", "model": "sonic-2"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_providers_with_the_key_from_the_environment() {
+    let w = world(None, &[]).await;
+    let run = |args: &[&str], key: Option<&str>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dialtone"));
+        command
+            .args(args)
+            .env("DIALTONE_SERVER", format!("http://{}", w.daemon.grpc_addr))
+            .env("DIALTONE_API_KEY", KEY)
+            .env_remove("DIALTONE_PROVIDER_API_KEY");
+        if let Some(key) = key {
+            command.env("DIALTONE_PROVIDER_API_KEY", key);
+        }
+        async move {
+            let out = command.output().await.unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!stdout.contains("sk-provider-secret"), "{stdout}");
+            (out.status.success(), stdout, stderr)
+        }
+    };
+    let (ok, out, err) = run(
+        &[
+            "providers",
+            "create",
+            "--name",
+            "groq",
+            "--kind",
+            "openai",
+            "--base-url",
+            "https://api.groq.com/openai/v1",
+            "--json",
+        ],
+        Some("sk-provider-secret"),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let provider: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            provider["name"].clone(),
+            provider["kind"].clone(),
+            provider["has_api_key"].clone()
+        ),
+        (json!("groq"), json!("openai"), json!(true))
+    );
+    let id = provider["id"].as_str().unwrap();
+    let (ok, out, _) = run(&["providers", "list"], None).await;
+    assert!(
+        ok && out.starts_with("ID ") && out.contains("api.groq.com"),
+        "{out}"
+    );
+    let (ok, out, err) = run(
+        &["providers", "update", id, "--kind", "deepgram", "--json"],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let changed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(changed["kind"], "deepgram");
+    assert_eq!(changed["base_url"], "https://api.groq.com/openai/v1");
+    assert_eq!(changed["has_api_key"], true);
+    let (ok, out, _) = run(&["providers", "get", id, "--json"], None).await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), changed);
+    let (ok, _, err) = run(
+        &["providers", "create", "--name", "groq", "--kind", "openai"],
+        None,
+    )
+    .await;
+    assert!(!ok && err.contains("AlreadyExists"), "{err}");
+    let (ok, _, _) = run(&["providers", "delete", id], None).await;
+    assert!(ok);
+    let (ok, _, err) = run(&["providers", "get", id], None).await;
+    assert!(!ok && err.contains("NotFound"), "{err}");
+    w.finish().await;
+}
+
 #[path = "e2e/agent.rs"]
 mod agent;
 
@@ -3529,6 +3952,99 @@ mod grpc {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn providers_over_grpc_never_send_the_key_back() {
+        use dialtone_control::proto::provider_service_client::ProviderServiceClient;
+        let w = world(None, &[]).await;
+        let mut providers = ProviderServiceClient::new(channel(&w.daemon).await);
+        let made = providers
+            .create_provider(authed(proto::CreateProviderRequest {
+                provider: Some(proto::ProviderFields {
+                    name: Some("speech".into()),
+                    kind: proto::ProviderKind::Elevenlabs as i32,
+                    api_key: Some("sk-provider-secret".into()),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .provider
+            .unwrap();
+        assert!(made.has_api_key);
+        assert_eq!(made.base_url, "https://api.elevenlabs.io/v1");
+        assert!(!format!("{made:?}").contains("sk-provider-secret"));
+        // The same provider over HTTP.
+        let (_, http) = w.api.get(&format!("/v1/providers/{}", made.id)).await;
+        assert_eq!(http["kind"], "elevenlabs");
+        assert_eq!(http["created_at"], made.created_at.as_str());
+        // Update keeps what it does not set, the key included.
+        let updated = providers
+            .update_provider(authed(proto::UpdateProviderRequest {
+                id: made.id.clone(),
+                provider: Some(proto::ProviderFields {
+                    name: Some("voice".into()),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .provider
+            .unwrap();
+        assert_eq!(
+            (updated.name.as_str(), updated.has_api_key),
+            ("voice", true)
+        );
+        assert_eq!(updated.kind, proto::ProviderKind::Elevenlabs as i32);
+        let listed = providers
+            .list_providers(authed(proto::ListProvidersRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .providers;
+        assert_eq!(listed, vec![updated.clone()]);
+        let got = providers
+            .get_provider(authed(proto::GetProviderRequest {
+                id: made.id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .provider
+            .unwrap();
+        assert_eq!(got, updated);
+        // A missing kind names the field; an agent's provider cannot be deleted.
+        let e = providers
+            .create_provider(authed(proto::CreateProviderRequest {
+                provider: Some(proto::ProviderFields {
+                    name: Some("x".into()),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.metadata().get("dialtone-error-field").unwrap(), "kind");
+        let (s, _) = w
+            .api
+            .patch(
+                &format!("/v1/agents/{}", w.agent_id),
+                json!({"tts": {"provider": "voice"}}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let e = providers
+            .delete_provider(authed(proto::DeleteProviderRequest {
+                id: made.id.clone(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(e.metadata().get("dialtone-error-code").unwrap(), "in_use");
+        w.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn health_and_reflection_answer() {
         let w = world(None, &[]).await;
         let channel = channel(&w.daemon).await;
@@ -3570,6 +4086,7 @@ mod grpc {
             "dialtone.v1.CallService",
             "dialtone.v1.AgentService",
             "dialtone.v1.NumberService",
+            "dialtone.v1.ProviderService",
             "dialtone.v1.TrunkService",
             "grpc.health.v1.Health",
         ] {

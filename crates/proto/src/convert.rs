@@ -9,7 +9,8 @@ use dialtone_model::agent::{AgentView, Tool as ModelTool, VoicemailAction as Mod
 use dialtone_model::parse::from_value as parse_value;
 use dialtone_model::{
     AgentFields as ModelAgentFields, CallStatus as ModelCallStatus, CallView, DispatchCall,
-    FieldError, NumberView, RegistrationView, TrunkFields as ModelTrunkFields,
+    FieldError, NumberView, ProviderFields as ModelProviderFields, ProviderKind as ModelKind,
+    ProviderView, RegistrationView, TrunkFields as ModelTrunkFields,
     TrunkTransport as ModelTransport, TrunkView,
 };
 use uuid::Uuid;
@@ -202,6 +203,58 @@ impl TryFrom<TrunkFields> for ModelTrunkFields {
             max_concurrent_calls: f.max_concurrent_calls,
             max_calls_per_second: f.max_calls_per_second,
             register: f.register,
+        })
+    }
+}
+
+impl From<ModelKind> for ProviderKind {
+    fn from(kind: ModelKind) -> Self {
+        match kind {
+            ModelKind::OpenAi => Self::Openai,
+            ModelKind::Deepgram => Self::Deepgram,
+            ModelKind::Cartesia => Self::Cartesia,
+            ModelKind::ElevenLabs => Self::Elevenlabs,
+        }
+    }
+}
+
+impl From<&ProviderView> for Provider {
+    fn from(p: &ProviderView) -> Self {
+        Self {
+            id: p.id.to_string(),
+            name: p.name.clone(),
+            kind: ProviderKind::from(p.kind) as i32,
+            base_url: p.base_url.clone(),
+            has_api_key: p.has_api_key,
+            created_at: p.created_at.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<ProviderFields> for ModelProviderFields {
+    type Error = FieldError;
+
+    /// `PROVIDER_KIND_UNSPECIFIED` leaves the kind unset (kept by an update, refused on
+    /// create). The API key is only ever written.
+    fn try_from(f: ProviderFields) -> Result<Self, FieldError> {
+        let kind = match ProviderKind::try_from(f.kind) {
+            Ok(ProviderKind::Unspecified) => None,
+            Ok(kind) => ModelKind::ALL
+                .iter()
+                .copied()
+                .find(|k| ProviderKind::from(*k) == kind),
+            Err(_) => {
+                return Err(FieldError::invalid(
+                    "kind",
+                    "`kind` must be \"openai\", \"deepgram\", \"cartesia\" or \"elevenlabs\"",
+                ));
+            }
+        };
+        Ok(Self {
+            name: f.name,
+            kind,
+            base_url: f.base_url,
+            api_key: f.api_key,
         })
     }
 }
@@ -468,6 +521,30 @@ mod tests {
             assert_eq!(CallStatus::from(*status).to_model(), Some(*status));
         }
         assert_eq!(CallStatus::Unspecified.to_model(), None);
+    }
+
+    #[test]
+    fn every_provider_kind_maps_both_ways() {
+        for kind in ModelKind::ALL {
+            let fields = ProviderFields {
+                kind: ProviderKind::from(*kind) as i32,
+                ..ProviderFields::default()
+            };
+            assert_eq!(
+                ModelProviderFields::try_from(fields).unwrap().kind,
+                Some(*kind)
+            );
+        }
+        let unset = ModelProviderFields::try_from(ProviderFields::default()).unwrap();
+        assert_eq!(unset.kind, None);
+        let bad = ProviderFields {
+            kind: 99,
+            ..ProviderFields::default()
+        };
+        assert_eq!(
+            ModelProviderFields::try_from(bad).unwrap_err().field,
+            "kind"
+        );
     }
 
     #[test]

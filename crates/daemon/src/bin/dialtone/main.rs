@@ -1,6 +1,7 @@
 //! `dialtone`: the command-line client of a Dialtone daemon, over its gRPC API.
 //!
-//! `dialtone trunks|numbers|agents|calls …` create, list, get and delete; `dialtone call --agent
+//! `dialtone trunks|numbers|agents|providers|calls …` create, list, get and delete (`providers
+//! update` too); `dialtone call --agent
 //! ID --to +1…` dispatches a call, follows it live (`WatchCall`) until it ends and prints the
 //! record; `dialtone demo` runs a whole call on this machine. Tables by default, `--json` for
 //! scripts; on failure the server's message goes to stderr and the exit status is 1.
@@ -17,6 +18,7 @@ use dialtone_proto::json::to_struct;
 use proto::agent_service_client::AgentServiceClient;
 use proto::call_service_client::CallServiceClient;
 use proto::number_service_client::NumberServiceClient;
+use proto::provider_service_client::ProviderServiceClient;
 use proto::trunk_service_client::TrunkServiceClient;
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -54,6 +56,9 @@ enum Command {
     /// Agents.
     #[command(subcommand)]
     Agents(AgentCommand),
+    /// Language and speech providers that agents name.
+    #[command(subcommand)]
+    Providers(ProviderCommand),
     /// Calls.
     #[command(subcommand)]
     Calls(CallCommand),
@@ -194,6 +199,77 @@ struct AgentArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum ProviderCommand {
+    /// Lists providers.
+    List,
+    /// Shows one provider.
+    Get { id: String },
+    /// Creates a provider.
+    Create(ProviderArgs),
+    /// Changes the fields given, keeps the others (a rename is refused while agents name the
+    /// provider by its name).
+    Update {
+        id: String,
+        #[command(flatten)]
+        fields: ProviderUpdateArgs,
+    },
+    /// Deletes a provider (refused while agents name it).
+    Delete { id: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProviderKindArg {
+    Openai,
+    Deepgram,
+    Cartesia,
+    Elevenlabs,
+}
+
+impl From<ProviderKindArg> for proto::ProviderKind {
+    fn from(kind: ProviderKindArg) -> Self {
+        match kind {
+            ProviderKindArg::Openai => Self::Openai,
+            ProviderKindArg::Deepgram => Self::Deepgram,
+            ProviderKindArg::Cartesia => Self::Cartesia,
+            ProviderKindArg::Elevenlabs => Self::Elevenlabs,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ProviderArgs {
+    /// Unique name (agents name the provider by it or by its id).
+    #[arg(long)]
+    name: String,
+    /// The protocol it speaks.
+    #[arg(long, value_enum)]
+    kind: ProviderKindArg,
+    /// The service's base URL (default: the kind's public service).
+    #[arg(long)]
+    base_url: Option<String>,
+    /// The service's API key (write-only); best given through the environment. (`--api-key`
+    /// is the Dialtone key the command runs with.)
+    #[arg(long, env = "DIALTONE_PROVIDER_API_KEY", hide_env_values = true)]
+    provider_api_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ProviderUpdateArgs {
+    /// New name.
+    #[arg(long)]
+    name: Option<String>,
+    /// New kind.
+    #[arg(long, value_enum)]
+    kind: Option<ProviderKindArg>,
+    /// New base URL.
+    #[arg(long)]
+    base_url: Option<String>,
+    /// New API key of the service (write-only); best given through the environment.
+    #[arg(long, env = "DIALTONE_PROVIDER_API_KEY", hide_env_values = true)]
+    provider_api_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
 enum CallCommand {
     /// Lists calls, newest first.
     List {
@@ -264,6 +340,7 @@ enum Kind {
     Trunk,
     Number,
     Agent,
+    Provider,
 }
 
 /// A connection to the daemon with its key.
@@ -366,6 +443,15 @@ impl Client {
                 .iter()
                 .map(render::agent)
                 .collect(),
+            Kind::Provider => ProviderServiceClient::new(ch)
+                .list_providers(self.request(proto::ListProvidersRequest {}))
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .providers
+                .iter()
+                .map(render::provider)
+                .collect(),
         })
     }
 
@@ -396,6 +482,14 @@ impl Client {
                 .agent
                 .as_ref()
                 .map(render::agent),
+            Kind::Provider => ProviderServiceClient::new(ch)
+                .get_provider(self.request(proto::GetProviderRequest { id }))
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .provider
+                .as_ref()
+                .map(render::provider),
         };
         found.context("the daemon answered without the object")
     }
@@ -418,6 +512,12 @@ impl Client {
             Kind::Agent => {
                 AgentServiceClient::new(ch)
                     .delete_agent(self.request(proto::DeleteAgentRequest { id }))
+                    .await
+            }
+            .map(drop),
+            Kind::Provider => {
+                ProviderServiceClient::new(ch)
+                    .delete_provider(self.request(proto::DeleteProviderRequest { id }))
                     .await
             }
             .map(drop),
@@ -466,6 +566,42 @@ impl Client {
             .as_ref()
             .map(render::agent)
             .unwrap_or_default())
+    }
+
+    /// Creates a provider (`id` `None`) or changes the fields `fields` sets.
+    async fn save_provider(
+        &self,
+        id: Option<String>,
+        fields: proto::ProviderFields,
+    ) -> anyhow::Result<Value> {
+        let mut providers = ProviderServiceClient::new(self.channel.clone());
+        let saved = match id {
+            None => {
+                providers
+                    .create_provider(self.request(proto::CreateProviderRequest {
+                        provider: Some(fields),
+                    }))
+                    .await
+                    .map_err(refused)?
+                    .into_inner()
+                    .provider
+            }
+            Some(id) => {
+                providers
+                    .update_provider(self.request(proto::UpdateProviderRequest {
+                        id,
+                        provider: Some(fields),
+                    }))
+                    .await
+                    .map_err(refused)?
+                    .into_inner()
+                    .provider
+            }
+        };
+        saved
+            .as_ref()
+            .map(render::provider)
+            .context("the daemon answered without the provider")
     }
 
     /// Dispatches a call; with `follow`, prints its status changes until it ends. Returns the
@@ -583,6 +719,7 @@ const TRUNK_COLUMNS: &[&str] = &[
 ];
 const NUMBER_COLUMNS: &[&str] = &["id", "e164", "trunk_id"];
 const AGENT_COLUMNS: &[&str] = &["id", "name", "brain", "primary_number_id"];
+const PROVIDER_COLUMNS: &[&str] = &["id", "name", "kind", "base_url", "has_api_key"];
 const CALL_COLUMNS: &[&str] = &["id", "to", "status", "created_at", "talk_duration_ms"];
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -631,6 +768,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Agents(AgentCommand::Create(args)) => {
             c.show(&c.create_agent(agent_fields(*args)).await?, render::record);
+        }
+        Command::Providers(ProviderCommand::List) => {
+            c.show_list(c.list(Kind::Provider).await?, PROVIDER_COLUMNS)
+        }
+        Command::Providers(ProviderCommand::Get { id }) => {
+            c.show(&c.get(Kind::Provider, id).await?, render::record)
+        }
+        Command::Providers(ProviderCommand::Delete { id }) => {
+            c.delete(Kind::Provider, &id).await?;
+            c.show(&deleted(id), render::record);
+        }
+        Command::Providers(ProviderCommand::Create(a)) => {
+            let fields = proto::ProviderFields {
+                name: Some(a.name),
+                kind: proto::ProviderKind::from(a.kind) as i32,
+                base_url: a.base_url,
+                api_key: a.provider_api_key,
+            };
+            c.show(&c.save_provider(None, fields).await?, render::record);
+        }
+        Command::Providers(ProviderCommand::Update { id, fields: a }) => {
+            let fields = proto::ProviderFields {
+                name: a.name,
+                kind: a.kind.map_or(proto::ProviderKind::Unspecified, Into::into) as i32,
+                base_url: a.base_url,
+                api_key: a.provider_api_key,
+            };
+            c.show(&c.save_provider(Some(id), fields).await?, render::record);
         }
         Command::Calls(command) => {
             let mut calls = CallServiceClient::new(c.channel.clone());

@@ -53,6 +53,17 @@ pub(crate) fn trunk(t: &proto::Trunk) -> Value {
     Value::Object(o)
 }
 
+/// A provider (its API key is never sent back, only whether one is set).
+pub(crate) fn provider(p: &proto::Provider) -> Value {
+    let kind = proto::ProviderKind::try_from(p.kind)
+        .unwrap_or(proto::ProviderKind::Unspecified)
+        .as_str_name()
+        .trim_start_matches("PROVIDER_KIND_")
+        .to_ascii_lowercase();
+    json!({"id": p.id, "name": p.name, "kind": kind, "base_url": p.base_url,
+           "has_api_key": p.has_api_key, "created_at": p.created_at})
+}
+
 pub(crate) fn number(n: &proto::Number) -> Value {
     json!({"id": n.id, "e164": n.e164, "trunk_id": n.trunk_id, "created_at": n.created_at})
 }
