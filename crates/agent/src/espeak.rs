@@ -30,6 +30,49 @@ impl Default for EspeakNg {
     }
 }
 
+impl EspeakNg {
+    /// Whether espeak-ng has `voice`: a language ("en-us"), a voice name ("English_(America)")
+    /// or file ("gmw/en-US") from its `--voices` list, optionally with a variant ("en-us+f3").
+    pub fn has_voice(&self, voice: &str) -> bool {
+        let base = voice
+            .split('+')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        !base.is_empty() && self.voices().iter().any(|known| *known == base)
+    }
+
+    /// Every name espeak-ng answers to, lowercase, read once from `--voices`.
+    fn voices(&self) -> &'static [String] {
+        static VOICES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        VOICES.get_or_init(|| {
+            let listed = std::process::Command::new(&self.program)
+                .arg("--voices")
+                .stderr(Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            listed
+                .lines()
+                .skip(1)
+                .flat_map(|line| {
+                    // Pty, Language, Age/Gender, VoiceName, File, Other languages…
+                    let columns: Vec<&str> = line.split_whitespace().collect();
+                    let file = columns.get(4).copied().unwrap_or_default();
+                    [
+                        columns.get(1).copied().unwrap_or_default(),
+                        columns.get(3).copied().unwrap_or_default(),
+                        file,
+                        file.rsplit('/').next().unwrap_or_default(),
+                    ]
+                    .map(str::to_ascii_lowercase)
+                })
+                .filter(|name| !name.is_empty())
+                .collect()
+        })
+    }
+}
+
 /// Frames of 20 ms sent together (100 ms of audio per chunk).
 const FRAMES_PER_CHUNK: usize = 5;
 
@@ -49,13 +92,13 @@ impl TextToSpeech for EspeakNg {
             }
             text.truncate(cut);
         }
-        // espeak-ng voices are named by language ("en-us"); a voice it does not have falls back.
-        let voice = voice
-            .filter(|v| {
-                v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '+')
-            })
-            .or(language)
+        // espeak-ng voices are named by language ("en-us"); a voice it does not have (one of
+        // another synthesiser's, say) falls back to the language, then to English: espeak-ng
+        // itself gives no audio for an unknown voice.
+        let voice = [voice, language]
+            .into_iter()
+            .flatten()
+            .find(|v| self.has_voice(v))
             .unwrap_or("en")
             .to_ascii_lowercase();
         let program = self.program.clone();
@@ -133,4 +176,39 @@ async fn stream(
     }
     let _ = child.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs espeak-ng (Debian package `espeak-ng`, installed by `scripts/setup.sh`).
+    #[test]
+    fn voices_are_espeaks_languages_names_and_files() {
+        let espeak = EspeakNg::default();
+        for voice in [
+            "en-us",
+            "en-US",
+            "English_(America)",
+            "gmw/en-US",
+            "en-us+f3",
+            "fr",
+        ] {
+            assert!(espeak.has_voice(voice), "{voice}");
+        }
+        for voice in ["alloy", "", "+f3", "xx-nope"] {
+            assert!(!espeak.has_voice(voice), "{voice}");
+        }
+    }
+
+    /// A voice espeak-ng lacks falls back to the language: audio still comes.
+    #[tokio::test]
+    async fn an_unknown_voice_falls_back_to_the_language() {
+        let mut audio = EspeakNg::default().speak("Hello there.", Some("alloy"), Some("en-US"));
+        let mut samples = 0;
+        while let Some(chunk) = audio.recv().await {
+            samples += chunk.unwrap().len();
+        }
+        assert!(samples > 8000, "{samples} samples");
+    }
 }

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use dialtone_model::agent::AgentView;
-use dialtone_model::{AgentFields, BUILTIN_ESPEAK, Page, ProviderKind};
+use dialtone_model::{AgentFields, BUILTIN_AGENT, BUILTIN_ESPEAK, Page, ProviderKind};
 use dialtone_storage::{Agent, KeyOwner, NewAgent, StorageError};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -44,24 +44,14 @@ pub(crate) fn json_schema(field: &str, schema: &Value) -> Result<(), ApiError> {
         .map_err(|e| ApiError::invalid(field, format!("`{field}` is not a valid JSON Schema: {e}")))
 }
 
-/// The provider kinds that do each job, by setting: `llm` (chat completions), `stt` (speech
-/// recognition), `tts` (speech synthesis; `builtin:espeak` needs no provider).
+/// The provider kinds that do each job in this build, by setting: `llm` (chat completions),
+/// `stt` (speech recognition), `tts` (speech synthesis; `builtin:espeak` needs no provider).
+/// Deepgram, Cartesia and ElevenLabs providers can be stored but no agent can use them yet:
+/// refusing them here beats accepting an agent whose every call would be refused.
 const PROVIDER_JOBS: [(&str, &str, &[ProviderKind]); 3] = [
     ("llm", "the language model", &[ProviderKind::OpenAi]),
-    (
-        "stt",
-        "speech recognition",
-        &[ProviderKind::OpenAi, ProviderKind::Deepgram],
-    ),
-    (
-        "tts",
-        "speech synthesis",
-        &[
-            ProviderKind::OpenAi,
-            ProviderKind::Cartesia,
-            ProviderKind::ElevenLabs,
-        ],
-    ),
+    ("stt", "speech recognition", &[ProviderKind::OpenAi]),
+    ("tts", "speech synthesis", &[ProviderKind::OpenAi]),
 ];
 
 /// Each provider the agent's `llm`, `stt` and `tts` settings name is one of organisation
@@ -109,11 +99,28 @@ async fn check_providers(
                 &field,
                 format!(
                     "`{field}` {reference:?} is a {} provider; {job} takes a provider of kind \
-                     {fit}{espeak}",
+                     {fit}{espeak} in this version",
                     provider.kind
                 ),
             ));
         }
+    }
+    let local_tts = fields
+        .tts
+        .as_ref()
+        .is_none_or(|t| t.provider == BUILTIN_ESPEAK);
+    if fields.brain.as_deref() == Some(BUILTIN_AGENT)
+        && local_tts
+        && let Some(voice) = &fields.voice
+        && !dialtone_agent::EspeakNg::default().has_voice(voice)
+    {
+        return Err(ApiError::invalid(
+            "voice",
+            format!(
+                "`voice` {voice:?} is not a voice of {BUILTIN_ESPEAK} (`espeak-ng --voices` lists \
+                 them, e.g. \"en-us\"); set `tts` to a provider to use its voices"
+            ),
+        ));
     }
     Ok(())
 }

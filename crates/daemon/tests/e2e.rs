@@ -3423,31 +3423,32 @@ async fn agents_name_providers_of_their_organisation_of_a_kind_that_fits() {
         }
         body
     };
+    // Deepgram and Cartesia providers are stored, but no agent of this version can use them.
     for (body, field, words) in [
-        (agent("nobody", "ears", None), "llm.provider", "\"nobody\""),
+        (agent("nobody", "chat", None), "llm.provider", "\"nobody\""),
         (
-            agent(theirs["id"].as_str().unwrap(), "ears", None),
+            agent(theirs["id"].as_str().unwrap(), "chat", None),
             "llm.provider",
             "neither the name nor the id",
         ),
         (
-            agent("ears", "ears", None),
+            agent("ears", "chat", None),
             "llm.provider",
-            "kind \"openai\"",
+            "kind \"openai\" in this version",
         ),
         (
-            agent("chat", "voice", None),
+            agent("chat", "ears", None),
             "stt.provider",
-            "kind \"openai\" or \"deepgram\"",
+            "kind \"openai\" in this version",
         ),
         (agent("chat", "nobody", None), "stt.provider", "\"nobody\""),
         (
-            agent("chat", "ears", Some("ears")),
+            agent("chat", "chat", Some("voice")),
             "tts.provider",
-            "\"openai\", \"cartesia\" or \"elevenlabs\", or \"builtin:espeak\"",
+            "kind \"openai\", or \"builtin:espeak\" in this version",
         ),
         (
-            agent("chat", "ears", Some("builtin:festival")),
+            agent("chat", "chat", Some("builtin:festival")),
             "tts.provider",
             "\"builtin:festival\"",
         ),
@@ -3464,16 +3465,27 @@ async fn agents_name_providers_of_their_organisation_of_a_kind_that_fits() {
             "{body}: {message}"
         );
     }
-    // Names and ids both resolve; `builtin:espeak` needs no provider.
+    // Names and ids both resolve; `builtin:espeak` needs no provider, but then the voice must
+    // be one of its own.
     for body in [
-        agent("chat", "ears", None),
+        agent("chat", "chat", None),
         agent(&ids["chat"], &ids["chat"], Some("builtin:espeak")),
-        agent("chat", "ears", Some(&ids["voice"])),
-        agent("chat", "ears", Some("chat")),
+        agent("chat", "chat", Some("chat")),
     ] {
         let (s, a) = w.api.post("/v1/agents", body.clone()).await;
         assert_eq!(s, 201, "{body}: {a}");
     }
+    let mut alloy = agent("chat", "chat", None);
+    alloy["voice"] = json!("alloy");
+    let (s, e) = w.api.post("/v1/agents", alloy.clone()).await;
+    assert_eq!(
+        (s, e["error"]["field"].clone()),
+        (400, json!("voice")),
+        "{e}"
+    );
+    alloy["tts"] = json!({"provider": "chat"});
+    let (s, a) = w.api.post("/v1/agents", alloy).await;
+    assert_eq!(s, 201, "{a}");
     // PATCH checks the resulting agent the same way.
     let path = format!("/v1/agents/{}", w.agent_id);
     let (s, e) = w
@@ -3498,7 +3510,7 @@ async fn agents_name_providers_of_their_organisation_of_a_kind_that_fits() {
         .api
         .patch(
             &path,
-            json!({"tts": {"provider": "voice", "model": "sonic-2"}}),
+            json!({"tts": {"provider": "chat", "model": "tts-1"}}),
         )
         .await;
     assert_eq!(s, 200, "{a}");
@@ -3960,7 +3972,7 @@ mod grpc {
             .create_provider(authed(proto::CreateProviderRequest {
                 provider: Some(proto::ProviderFields {
                     name: Some("speech".into()),
-                    kind: proto::ProviderKind::Elevenlabs as i32,
+                    kind: proto::ProviderKind::Openai as i32,
                     api_key: Some("sk-provider-secret".into()),
                     ..Default::default()
                 }),
@@ -3971,11 +3983,11 @@ mod grpc {
             .provider
             .unwrap();
         assert!(made.has_api_key);
-        assert_eq!(made.base_url, "https://api.elevenlabs.io/v1");
+        assert_eq!(made.base_url, "https://api.openai.com/v1");
         assert!(!format!("{made:?}").contains("sk-provider-secret"));
         // The same provider over HTTP.
         let (_, http) = w.api.get(&format!("/v1/providers/{}", made.id)).await;
-        assert_eq!(http["kind"], "elevenlabs");
+        assert_eq!(http["kind"], "openai");
         assert_eq!(http["created_at"], made.created_at.as_str());
         // Update keeps what it does not set, the key included.
         let updated = providers
@@ -3995,7 +4007,7 @@ mod grpc {
             (updated.name.as_str(), updated.has_api_key),
             ("voice", true)
         );
-        assert_eq!(updated.kind, proto::ProviderKind::Elevenlabs as i32);
+        assert_eq!(updated.kind, proto::ProviderKind::Openai as i32);
         let listed = providers
             .list_providers(authed(proto::ListProvidersRequest {}))
             .await

@@ -79,7 +79,10 @@ pub enum EngineError {
         agent_id: Uuid,
     },
     /// The agent names a brain this build cannot run.
-    #[error("brain {brain:?} is not available (builtin:echo, builtin:ivr or grpc://host:port)")]
+    #[error(
+        "brain {brain:?} is not available (builtin:echo, builtin:ivr, builtin:agent or \
+         grpc://host:port)"
+    )]
     BrainUnavailable {
         /// The brain named.
         brain: String,
@@ -400,7 +403,10 @@ impl Engine {
             .brain
             .clone()
             .unwrap_or_else(|| self.config.default_brain.clone());
-        if Builtin::named(&brain).is_none() && !brain.starts_with("grpc://") {
+        if Builtin::named(&brain).is_none()
+            && brain != dialtone_model::BUILTIN_AGENT
+            && !brain.starts_with("grpc://")
+        {
             return Err(EngineError::BrainUnavailable { brain });
         }
         let from = match &request.from_number {

@@ -139,7 +139,7 @@ async fn an_agent_qualifies_a_lead_by_configuration_alone() {
     trunk_to(&w.api, baresip.port).await;
     make_agent(
         &w,
-        &format!("{}/v1", openai.base_url()),
+        &openai.base_url(),
         json!({
             "first_message": "Hi {{context.name}}, this is Ava from Acme.",
             "returns": {
@@ -317,7 +317,7 @@ async fn a_provider_that_is_down_ends_the_call_with_an_apology_and_brain_error()
     make_agent(
         &w,
         &base_url,
-        json!({"returns": {"type": "object"}, "tts": {"provider": "builtin:espeak"}}),
+        json!({"returns": {"type": "object"}, "tts": {"provider": "builtin:espeak"}, "voice": "en-us"}),
     )
     .await;
     let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
@@ -341,7 +341,9 @@ async fn a_provider_that_is_down_ends_the_call_with_an_apology_and_brain_error()
         "{record:#}"
     );
     // The apology was heard: speech energy reached the callee.
-    let recorded = baresip.received_wav(Duration::from_secs(10)).unwrap();
+    let recorded = baresip
+        .received_wav(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{record:#}", baresip.log()));
     let bytes = std::fs::read(&recorded).unwrap();
     let samples: Vec<i16> = bytes[44..]
         .chunks_exact(2)
@@ -367,7 +369,7 @@ async fn placeholders_and_providers_are_checked_before_any_call() {
     let w = world(None, &[]).await;
     make_agent(
         &w,
-        &format!("{}/v1", openai.base_url()),
+        &openai.base_url(),
         json!({"first_message": "Hello {{context.name}} about order {{context.order.id}}."}),
     )
     .await;
