@@ -39,7 +39,7 @@ impl EspeakNg {
             .next()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        !base.is_empty() && self.voices().iter().any(|known| *known == base)
+        !base.is_empty() && self.voices().contains(&base)
     }
 
     /// Every name espeak-ng answers to, lowercase, read once from `--voices`.
