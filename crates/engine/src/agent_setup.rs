@@ -16,8 +16,24 @@ use dialtone_model::{AgentFields, Amd, BUILTIN_AGENT, BUILTIN_ESPEAK, BargeIn, p
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::brains::agent::{AgentSetup, ToolRunner};
+use crate::brains::agent::{AgentSetup, FirstAudio, ToolRunner};
 use crate::{Engine, EngineError, outbound};
+
+/// Starts synthesising the agent's first message (while the phone rings), so it plays the
+/// moment a person answers.
+pub(crate) fn synthesise_first_message(
+    setup: &mut AgentSetup,
+    voice: Option<&str>,
+    language: Option<&str>,
+) {
+    if let Some(text) = setup.conversation.first_message.clone() {
+        let audio = setup.tts.0.speak(&text, voice, language);
+        setup.first_audio = Some(Arc::new(std::sync::Mutex::new(Some(FirstAudio {
+            text,
+            audio,
+        }))));
+    }
+}
 
 /// How long a tool call may take, connection included.
 const TOOL_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +116,7 @@ impl Engine {
                 secret: Arc::from(self.config.signing_secret.as_str()),
             },
             amd: matches!(settings.amd, Some(Amd::On(_))),
+            first_audio: None,
         }))
     }
 

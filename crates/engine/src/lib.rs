@@ -491,6 +491,14 @@ impl Engine {
             Inserted::New(call) => call,
             Inserted::Existing(call) => return Ok(Dispatched::Replayed(call)),
         };
+        let mut agent_setup = agent_setup;
+        if let Some(setup) = agent_setup.as_mut() {
+            agent_setup::synthesise_first_message(
+                setup,
+                settings.voice.as_deref(),
+                settings.language.as_deref(),
+            );
+        }
         let (hangup_tx, hangup_rx) = mpsc::unbounded_channel();
         let live = {
             let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());

@@ -403,3 +403,80 @@ async fn placeholders_and_providers_are_checked_before_any_call() {
     );
     w.finish().await;
 }
+
+/// The caller talks over the agent: its speech stops within a few frames, its line is cut to
+/// what was heard (`interrupted`), the model is asked with the cut line and the caller's words,
+/// and a result the model cannot get right after one retry is refused with `result_error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    // The greeting is 100 characters: 6 s of tone. The callee cuts in after 2 s.
+    let greeting = "Hello Sam, this is Ava calling from Acme about the quote you asked for last week on our website.";
+    let baresip = callee(
+        dir.path(),
+        &[Ok(2000), Err("Sorry, how much does it cost?"), Ok(5000)],
+    );
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    make_agent(
+        &w,
+        &openai.base_url(),
+        json!({
+            "first_message": greeting,
+            "returns": {
+                "type": "object",
+                "properties": {"price_asked": {"type": "boolean"}},
+                "required": ["price_asked"]
+            },
+        }),
+    )
+    .await;
+    openai.push_transcript(TranscriptReply::Text(
+        "Sorry, how much does it cost?".into(),
+    ));
+    openai.push_chat(ChatReply::text("It costs ten dollars a month."));
+    openai.push_chat(ChatReply::text("Sam asked about the price."));
+    openai.push_chat(ChatReply::text(r#"{"price_asked": "yes"}"#));
+    openai.push_chat(ChatReply::text(r#"{"asked": true}"#));
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    let transcript = record["transcript"].as_array().unwrap();
+    let first = &transcript[0];
+    assert_eq!(first["role"], "agent", "{record:#}");
+    assert_eq!(first["interrupted"], true, "{record:#}");
+    let heard = first["text"].as_str().unwrap();
+    assert!(
+        greeting.starts_with(heard) && (10..80).contains(&heard.len()),
+        "heard {heard:?}"
+    );
+    assert_eq!(transcript[1]["text"], "Sorry, how much does it cost?");
+    assert_eq!(transcript[2]["text"], "It costs ten dollars a month.");
+    assert_eq!(record["agent_stats"]["interruptions"], 1, "{record:#}");
+    // The model was told what was heard, not what was meant to be said.
+    let chats: Vec<Value> = openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .filter_map(|r| r.json)
+        .collect();
+    let messages = chats[0]["messages"].as_array().unwrap();
+    assert_eq!(messages[1]["role"], "assistant");
+    assert_eq!(messages[1]["content"], heard);
+    assert_eq!(messages[2]["content"], "Sorry, how much does it cost?");
+    // The extraction's two answers did not fit `returns`: no result, and why.
+    assert_eq!(record["result"], Value::Null);
+    let why = record["result_error"].as_str().unwrap();
+    assert!(why.contains("price_asked"), "{why}");
+    assert_eq!(chats.len(), 4, "the answer, the summary, two extractions");
+    // On the wire: the callee heard the greeting's tone for about as long as the heard text
+    // (60 ms a character) plus the answer's, and not the whole greeting.
+    let tone_ms = tone_frames(&baresip) as u64 * 20;
+    let expected_ms = (heard.len() as u64 + 29) * SPEECH_MS_PER_CHAR;
+    assert!(
+        tone_ms + 500 >= expected_ms && tone_ms <= expected_ms + 500,
+        "heard {tone_ms} ms of tone; the cut line and the answer are {expected_ms} ms"
+    );
+    w.finish().await;
+}

@@ -57,6 +57,16 @@ pub(crate) struct AgentSetup {
     pub(crate) tools: ToolRunner,
     /// Answering-machine detection is on: the agent opens on the verdict.
     pub(crate) amd: bool,
+    /// The first message's synthesis, started while the phone rings (taken by the first
+    /// piece that says it).
+    pub(crate) first_audio: Option<Arc<std::sync::Mutex<Option<FirstAudio>>>>,
+}
+
+/// The first message and its synthesis under way.
+#[derive(Debug)]
+pub(crate) struct FirstAudio {
+    pub(crate) text: String,
+    pub(crate) audio: mpsc::Receiver<Result<Vec<i16>, AgentError>>,
 }
 
 /// POSTs tool calls: `{"call_id", "tool", "arguments"}`, signed like webhooks, to addresses the
@@ -158,6 +168,10 @@ struct Driver {
     chat: Option<(u64, mpsc::Receiver<Result<ChatEvent, AgentError>>)>,
     speaking: Option<Speaking>,
     to_speak: VecDeque<(u64, String)>,
+    /// Pieces whose audio is in the playout, in order, with the samples queued of each: a
+    /// barge-in's cut reports what was dropped, and this tells which piece that cut and how
+    /// much of it was heard.
+    queued: VecDeque<(u64, usize)>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     /// A person is on the line and the agent has opened.
     opened: bool,
@@ -205,6 +219,7 @@ impl Driver {
                 Action::StopSpeaking => {
                     self.speaking = None;
                     self.to_speak.clear();
+                    self.queued.clear();
                     self.run.speech.clear_playout();
                     self.run.outbound.clear();
                 }
@@ -258,21 +273,30 @@ impl Driver {
                 Action::Fail { error } => self.fail(error),
             }
         }
-        self.next_speech(now);
+        self.next_speech();
     }
 
     /// Starts synthesising the next piece once the one before is done.
-    fn next_speech(&mut self, _now: Instant) {
+    fn next_speech(&mut self) {
         if self.speaking.is_some() {
             return;
         }
         if let Some((segment, text)) = self.to_speak.pop_front() {
-            let c = &self.run.context;
-            let audio = self
-                .setup
-                .tts
-                .0
-                .speak(&text, c.voice.as_deref(), c.language.as_deref());
+            // The first message's synthesis began while the phone rang.
+            let early = self.setup.first_audio.take().and_then(|cached| {
+                let mut cached = cached.lock().unwrap_or_else(|e| e.into_inner());
+                cached.take().filter(|first| first.text == text)
+            });
+            let audio = match early {
+                Some(first) => first.audio,
+                None => {
+                    let c = &self.run.context;
+                    self.setup
+                        .tts
+                        .0
+                        .speak(&text, c.voice.as_deref(), c.language.as_deref())
+                }
+            };
             self.speaking = Some(Speaking { segment, audio });
         }
     }
@@ -286,6 +310,7 @@ impl Driver {
         self.chat = None;
         self.speaking = None;
         self.to_speak.clear();
+        self.queued.clear();
         self.run.speech.clear_playout();
         self.run.outbound.clear();
         self.run.say(APOLOGY, "apology");
@@ -307,18 +332,23 @@ impl Driver {
                 self.conversation.handle_utterance(now, audio, over_agent);
             }
             SpeechEvent::BargeIn { cut, .. } => {
-                let segment = cut
-                    .mark
-                    .as_deref()
-                    .and_then(|m| m.strip_prefix(SEGMENT_MARK))
-                    .and_then(|id| id.parse().ok())
-                    .or_else(|| self.speaking.as_ref().map(|s| s.segment));
+                // The samples still queued were dropped; the rest of the pieces' audio played.
+                let queued: usize = self.queued.iter().map(|(_, n)| n).sum();
+                let mut played = queued.saturating_sub(cut.dropped_samples);
+                let mut cut_piece = None;
+                for (segment, samples) in self.queued.drain(..) {
+                    if played < samples {
+                        cut_piece = Some((segment, played));
+                        break;
+                    }
+                    played -= samples;
+                }
                 self.barged = true;
                 self.run.outbound.clear();
                 self.speaking = None;
                 self.to_speak.clear();
-                self.conversation
-                    .handle_barge_in(now, segment, cut.played_samples);
+                let (segment, played) = cut_piece.map_or((None, 0), |(s, p)| (Some(s), p));
+                self.conversation.handle_barge_in(now, segment, played);
             }
             SpeechEvent::PlayoutDone { mark } => {
                 if mark == "apology" && self.failure.is_some() {
@@ -327,8 +357,9 @@ impl Driver {
                     });
                 } else if let Some(segment) = mark
                     .strip_prefix(SEGMENT_MARK)
-                    .and_then(|id| id.parse().ok())
+                    .and_then(|id| id.parse::<u64>().ok())
                 {
+                    self.queued.retain(|(s, _)| *s != segment);
                     self.conversation.handle_played(now, segment);
                 }
             }
@@ -346,6 +377,10 @@ impl Driver {
             Some(Ok(audio)) => {
                 self.conversation
                     .handle_speech_audio(now, segment, audio.len());
+                match self.queued.back_mut() {
+                    Some((last, samples)) if *last == segment => *samples += audio.len(),
+                    _ => self.queued.push_back((segment, audio.len())),
+                }
                 self.run.speech.play(audio, None);
             }
             Some(Err(error)) => {
@@ -538,6 +573,7 @@ async fn run(
         chat: None,
         speaking: None,
         to_speak: VecDeque::new(),
+        queued: VecDeque::new(),
         outcomes,
         opened: false,
         barged: false,
