@@ -23,7 +23,7 @@ use dialtone_agent::{
 use dialtone_media::{FrameReceiver, FrameSender, MediaCall};
 use dialtone_model::TranscriptLine;
 use dialtone_model::time::rfc3339;
-use dialtone_speech::{AnsweredBy, FRAME_SAMPLES, SpeechEvent, SpeechLoop};
+use dialtone_speech::{AnsweredBy, FRAME_SAMPLES, SpeechEvent};
 use dialtone_storage::EndReason;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -558,16 +558,7 @@ async fn run(
     let now = Instant::now();
     let amd = setup.amd;
     let mut d = Driver {
-        run: Run {
-            speech: SpeechLoop::new(context.speech, now),
-            outbound,
-            context,
-            transcript: Vec::new(),
-            digits: String::new(),
-            last_digit: None,
-            step: IvrStep::Finished,
-            speaking: None,
-        },
+        run: Run::new(context, outbound, now, IvrStep::Finished),
         conversation: Conversation::new(setup.conversation.clone()),
         setup,
         chat: None,

@@ -255,6 +255,20 @@ struct Run {
 }
 
 impl Run {
+    /// A brain's run on `context`'s call from `now`, its IVR script at `step`.
+    fn new(context: BrainContext, outbound: FrameSender, now: Instant, step: IvrStep) -> Self {
+        Self {
+            speech: SpeechLoop::new(context.speech, now),
+            outbound,
+            context,
+            transcript: Vec::new(),
+            digits: String::new(),
+            last_digit: None,
+            step,
+            speaking: None,
+        }
+    }
+
     /// Tops the outbound ring up to its lead with the agent's next frames, while it speaks.
     fn feed_outbound(&mut self) {
         let lead = self.outbound.lead(self.speech.agent_speaking());
@@ -411,16 +425,7 @@ async fn run(
     outbound: FrameSender,
     context: BrainContext,
 ) {
-    let mut run = Run {
-        speech: SpeechLoop::new(context.speech, Instant::now()),
-        outbound,
-        context,
-        transcript: Vec::new(),
-        digits: String::new(),
-        last_digit: None,
-        step: IvrStep::Prompting,
-        speaking: None,
-    };
+    let mut run = Run::new(context, outbound, Instant::now(), IvrStep::Prompting);
     let mut duties = Duties::default();
     if brain == Builtin::Ivr {
         let prompt = run

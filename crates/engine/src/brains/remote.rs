@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use dialtone_media::{FrameReceiver, FrameSender, MediaCall};
 use dialtone_model::TranscriptLine;
 use dialtone_proto::json::{from_struct, to_struct};
-use dialtone_speech::{FRAME_SAMPLES, SpeechEvent, SpeechLoop};
+use dialtone_speech::{FRAME_SAMPLES, SpeechEvent};
 use dialtone_storage::EndReason;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -103,16 +103,7 @@ async fn run_remote(
         PlayoutDone, ResultRejected, SessionStart, SpeechEnded, SpeechStarted,
     };
 
-    let mut run = Run {
-        speech: SpeechLoop::new(context.speech, Instant::now()),
-        outbound,
-        context,
-        transcript: Vec::new(),
-        digits: String::new(),
-        last_digit: None,
-        step: IvrStep::Prompting,
-        speaking: None,
-    };
+    let mut run = Run::new(context, outbound, Instant::now(), IvrStep::Prompting);
     let (to_brain, requests) = mpsc::channel::<ConverseRequest>(256);
     let send = |event: Event| ConverseRequest { event: Some(event) };
     let start = SessionStart {
