@@ -8,7 +8,7 @@ packages=(
   build-essential cmake pkg-config libopus-dev protobuf-compiler libprotobuf-dev
   sip-tester baresip kamailio
   tshark iproute2 sox espeak-ng openssl python3-yaml postgresql-client
-  fontconfig fonts-dejavu-core
+  fontconfig fonts-dejavu-core pocketsphinx pocketsphinx-en-us
   "$@"
 )
 

@@ -3597,6 +3597,8 @@ async fn the_cli_manages_providers_with_the_key_from_the_environment() {
 
 #[path = "e2e/agent.rs"]
 mod agent;
+#[path = "e2e/agent_speech.rs"]
+mod agent_speech;
 
 mod grpc {
     //! The same service over gRPC: a tonic client against the daemon's gRPC port.

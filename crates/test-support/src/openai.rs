@@ -13,7 +13,9 @@
 //!   [`DEFAULT_CHAT_TEXT`].
 //! * `POST /v1/audio/transcriptions` — reads the multipart upload (the WAV's sample rate and
 //!   duration are recorded with the `model` and `language` fields) and answers
-//!   `{"text": …}` from the scripted transcripts (by default an empty string).
+//!   `{"text": …}` from the scripted transcripts (by default an empty string), or, for a
+//!   [`TranscriptReply::Recognise`], with what PocketSphinx recognises in the uploaded audio:
+//!   real local speech recognition behind the OpenAI wire, no network.
 //! * `POST /v1/audio/speech` — answers [`SPEECH_RATE`] Hz 16-bit little-endian mono PCM,
 //!   streamed in odd-sized chunks: a pure [`SPEECH_TONE_HZ`] tone, [`SPEECH_MS_PER_CHAR`] ms
 //!   per character of `input`, so a test can tell how much text was heard from how much audio
@@ -38,6 +40,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::WorkDir;
+
 /// What the chat endpoint says when nothing is scripted.
 pub const DEFAULT_CHAT_TEXT: &str = "Hello from the scripted model.";
 
@@ -55,6 +59,14 @@ pub const SPEECH_AMPLITUDE: f64 = 8000.0;
 
 /// Bytes per chunk of speech streamed (odd, so samples straddle chunks).
 pub const SPEECH_CHUNK_BYTES: usize = 4801;
+
+/// Where Debian's `pocketsphinx-en-us` package puts the US English model: the acoustic model
+/// in `en-us`, the pronouncing dictionary in `cmudict-en-us.dict`.
+pub const SPHINX_MODEL_DIR: &str = "/usr/share/pocketsphinx/model/en-us";
+
+/// The sample rate PocketSphinx's US English model takes, the only one
+/// [`TranscriptReply::Recognise`] accepts.
+pub const SPHINX_RATE: u32 = 16_000;
 
 /// One scripted tool call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +175,29 @@ pub enum TranscriptReply {
         /// The error's message.
         message: String,
     },
+    /// Real local speech recognition, no network: PocketSphinx (`pocketsphinx_batch`, Debian
+    /// packages `pocketsphinx` and `pocketsphinx-en-us`) decodes the uploaded WAV (16 kHz mono
+    /// 16-bit) against a grammar allowing exactly one of `phrases`, and the answer is
+    /// `{"text": …}` with the phrase it heard, lowercase words separated by single spaces.
+    /// A grammar makes recognition deterministic where open dictation of synthetic speech
+    /// over a telephone band would not be. The utterance is decoded whole, its cepstral mean
+    /// taken over all of it (PocketSphinx's live estimate starts from wideband speech, far
+    /// from a telephone band's, and loses the first words). Anything short of a phrase —
+    /// PocketSphinx or its model missing or failing, an upload it cannot take, audio matching
+    /// none of the phrases — answers HTTP 500 saying why, never an empty text.
+    Recognise {
+        /// The phrases the grammar allows: words in the model's dictionary.
+        phrases: Vec<String>,
+    },
+}
+
+impl TranscriptReply {
+    /// Recognition by PocketSphinx against `phrases` (see [`TranscriptReply::Recognise`]).
+    pub fn recognise(phrases: &[&str]) -> Self {
+        Self::Recognise {
+            phrases: phrases.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
 }
 
 /// One scripted answer of the speech endpoint.
@@ -590,26 +625,135 @@ async fn transcription(
             Err(e) => return error_response(400, &format!("not multipart: {e}")),
         }
     }
-    let wav = fields
+    let upload = fields
         .iter()
         .find(|f| f.name == "file")
-        .and_then(|f| read_wav(&f.bytes));
+        .map(|f| f.bytes.clone())
+        .unwrap_or_default();
     shared.record(RecordedRequest {
         path: "/v1/audio/transcriptions".into(),
         headers: header_map(&headers),
         json: None,
         fields,
-        wav,
+        wav: read_wav(&upload),
     });
-    match shared.lock().transcripts.pop_front() {
+    let reply = shared.lock().transcripts.pop_front();
+    match reply {
         Some(TranscriptReply::Error { status, message }) => error_response(status, &message),
         Some(TranscriptReply::Text(text)) => axum::Json(json!({"text": text})).into_response(),
+        Some(TranscriptReply::Recognise { phrases }) => match recognise(&upload, &phrases).await {
+            Ok(text) => axum::Json(json!({"text": text})).into_response(),
+            Err(reason) => error_response(500, &reason),
+        },
         None => axum::Json(json!({"text": ""})).into_response(),
     }
 }
 
+/// The JSGF grammar allowing exactly one of `phrases`, each lowercase, words separated by
+/// single spaces.
+fn phrase_grammar(phrases: &[String]) -> String {
+    let alternatives: Vec<String> = phrases
+        .iter()
+        .map(|p| {
+            p.split_whitespace()
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    format!(
+        "#JSGF V1.0;\ngrammar phrases;\npublic <phrase> = {};\n",
+        alternatives.join(" | ")
+    )
+}
+
+/// What PocketSphinx recognises in `upload` (a 16 kHz mono 16-bit WAV) against a grammar of
+/// `phrases`; the reason when it recognises none of them or cannot run.
+async fn recognise(upload: &[u8], phrases: &[String]) -> Result<String, String> {
+    let (info, pcm) = wav_data(upload).ok_or("the upload is not a WAV file")?;
+    if (info.sample_rate, info.channels, info.bits) != (SPHINX_RATE, 1, 16) {
+        return Err(format!(
+            "PocketSphinx takes {SPHINX_RATE} Hz mono 16-bit audio, the upload is {} Hz, {} \
+             channel(s), {} bits",
+            info.sample_rate, info.channels, info.bits
+        ));
+    }
+    let dir = WorkDir::for_peer("pocketsphinx").map_err(|e| e.to_string())?;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.path().join(name), bytes).map_err(|e| format!("writing {name}: {e}"))
+    };
+    write("utterance.raw", pcm)?;
+    write("phrases.gram", phrase_grammar(phrases).as_bytes())?;
+    write("utterances.ctl", b"utterance\n")?;
+    let model = std::path::Path::new(SPHINX_MODEL_DIR);
+    let status = tokio::process::Command::new("pocketsphinx_batch")
+        .arg("-hmm")
+        .arg(model.join("en-us"))
+        .arg("-dict")
+        .arg(model.join("cmudict-en-us.dict"))
+        .args([
+            "-jsgf",
+            "phrases.gram",
+            "-ctl",
+            "utterances.ctl",
+            "-adcin",
+            "yes",
+        ])
+        .args([
+            "-cepdir",
+            ".",
+            "-cepext",
+            ".raw",
+            "-samprate",
+            &SPHINX_RATE.to_string(),
+        ])
+        .args(["-hyp", "hypothesis.txt", "-logfn", "pocketsphinx.log"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot run pocketsphinx_batch (Debian packages pocketsphinx and \
+                 pocketsphinx-en-us; scripts/setup.sh installs them): {e}"
+            )
+        })?;
+    let log = std::fs::read_to_string(dir.path().join("pocketsphinx.log")).unwrap_or_default();
+    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("ERROR")).collect();
+    if !status.success() {
+        return Err(format!(
+            "pocketsphinx_batch failed ({status}): {}",
+            errors.join("; ")
+        ));
+    }
+    let hypothesis = std::fs::read_to_string(dir.path().join("hypothesis.txt"))
+        .map_err(|e| format!("reading PocketSphinx's hypothesis: {e}"))?;
+    // One line per utterance: the words, then ` (utterance <score>)`.
+    let words = hypothesis
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit_once(" (utterance "))
+        .map_or("", |(words, _)| words.trim());
+    if words.is_empty() {
+        return Err(format!(
+            "PocketSphinx recognised none of {phrases:?} in {:.2} s of audio: {}",
+            info.duration().as_secs_f64(),
+            errors.join("; ")
+        ));
+    }
+    Ok(words.to_owned())
+}
+
 /// The format and length of a RIFF/WAVE file, read independently of any encoder under test.
 fn read_wav(bytes: &[u8]) -> Option<WavInfo> {
+    wav_data(bytes).map(|(info, _)| info)
+}
+
+/// The format of a RIFF/WAVE file and the samples of its data chunk (as many as are present).
+fn wav_data(bytes: &[u8]) -> Option<(WavInfo, &[u8])> {
     let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
     let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
     if bytes.get(0..4)? != b"RIFF" || bytes.get(8..12)? != b"WAVE" {
@@ -627,12 +771,13 @@ fn read_wav(bytes: &[u8]) -> Option<WavInfo> {
             let (channels, sample_rate, bits) = format?;
             let frame = usize::from(channels) * usize::from(bits / 8);
             let present = len.min(bytes.len().saturating_sub(body));
-            return Some(WavInfo {
+            let info = WavInfo {
                 sample_rate,
                 channels,
                 bits,
                 samples: (present / frame.max(1)) as u64,
-            });
+            };
+            return Some((info, bytes.get(body..body + present)?));
         }
         at = body + len + (len & 1);
     }
@@ -717,6 +862,81 @@ mod tests {
             .collect();
         assert_eq!(arguments, "{\"x\":1}{}");
         assert!(chunks.last().unwrap().1.get("usage").is_some());
+    }
+
+    /// A 16-bit mono WAV of `samples` at `rate`.
+    fn wav(samples: &[i16], rate: u32) -> Vec<u8> {
+        let data = u32::try_from(samples.len() * 2).unwrap();
+        let mut wav = Vec::new();
+        wav.extend_from_slice(b"RIFF");
+        wav.extend_from_slice(&(36 + data).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&[1, 0, 1, 0]);
+        wav.extend_from_slice(&rate.to_le_bytes());
+        wav.extend_from_slice(&(rate * 2).to_le_bytes());
+        wav.extend_from_slice(&[2, 0, 16, 0]);
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&data.to_le_bytes());
+        for s in samples {
+            wav.extend_from_slice(&s.to_le_bytes());
+        }
+        wav
+    }
+
+    const PHRASES: [&str; 4] = [
+        "yes I am interested",
+        "no thank you",
+        "call me back later",
+        "my budget is five hundred dollars",
+    ];
+
+    fn phrases() -> Vec<String> {
+        PHRASES.iter().map(|p| (*p).to_owned()).collect()
+    }
+
+    /// espeak-ng speech is recognised, as it was synthesised (16 kHz) and as it reaches the
+    /// engine over a call: through 8 kHz µ-law and back up to 16 kHz.
+    #[tokio::test]
+    async fn pocketsphinx_recognises_espeak_speech_wideband_and_over_a_telephone_band() {
+        let dir = WorkDir::for_peer("espeak-ng").unwrap();
+        for (phrase, expected) in [
+            ("No, thank you.", "no thank you"),
+            ("Yes, I am interested.", "yes i am interested"),
+        ] {
+            let pcm = crate::media::speech_pcm16k(dir.path(), phrase).unwrap();
+            let heard = recognise(&wav(&pcm, SPHINX_RATE), &phrases()).await;
+            assert_eq!(heard.as_deref(), Ok(expected), "wideband {phrase:?}");
+
+            let ulaw = crate::media::speech_ulaw(dir.path(), phrase).unwrap();
+            let path = dir.path().join("telephone.wav");
+            crate::media::ulaw_to_wav(&ulaw, SPHINX_RATE, &path).unwrap();
+            let heard = recognise(&std::fs::read(&path).unwrap(), &phrases()).await;
+            assert_eq!(heard.as_deref(), Ok(expected), "telephone band {phrase:?}");
+        }
+    }
+
+    /// Audio that is none of the phrases, or that the model cannot take, is an error saying
+    /// why, never an empty text.
+    #[tokio::test]
+    async fn recognising_nothing_is_an_error_not_an_empty_text() {
+        let silence = wav(&[0; 16_000], SPHINX_RATE);
+        let why = recognise(&silence, &phrases()).await.unwrap_err();
+        assert!(why.contains("recognised none of"), "{why}");
+        let narrow = wav(&[0; 8000], 8000);
+        let why = recognise(&narrow, &phrases()).await.unwrap_err();
+        assert!(why.contains("8000 Hz"), "{why}");
+        let why = recognise(b"not a wav", &phrases()).await.unwrap_err();
+        assert!(why.contains("not a WAV"), "{why}");
+    }
+
+    #[test]
+    fn the_grammar_allows_each_phrase_in_lowercase_words() {
+        let grammar = phrase_grammar(&["Yes  I am".into(), "no".into()]);
+        assert!(
+            grammar.ends_with("public <phrase> = yes i am | no;\n"),
+            "{grammar}"
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ async fn tool_server(answer: Value) -> (String, ToolCalls) {
 }
 
 /// Points the world's trunk at `port` (baresip).
-async fn trunk_to(api: &Api, port: u16) {
+pub(super) async fn trunk_to(api: &Api, port: u16) {
     let (_, trunks) = api.get("/v1/trunks").await;
     let trunk = format!("/v1/trunks/{}", trunks["data"][0]["id"].as_str().unwrap());
     let (s, t) = api.patch(&trunk, json!({"port": port})).await;
@@ -56,7 +56,7 @@ async fn trunk_to(api: &Api, port: u16) {
 
 /// A provider named "local" at `base_url` and the world's agent turned into a `builtin:agent`
 /// with `settings` laid over.
-async fn make_agent(w: &World, base_url: &str, settings: Value) {
+pub(super) async fn make_agent(w: &World, base_url: &str, settings: Value) {
     let (s, provider) = w
         .api
         .post(
@@ -87,7 +87,7 @@ async fn make_agent(w: &World, base_url: &str, settings: Value) {
 }
 
 /// baresip as the callee playing `parts`: silence (ms) and espeak-ng phrases, in order.
-fn callee(dir: &std::path::Path, parts: &[Result<u64, &str>]) -> Baresip {
+pub(super) fn callee(dir: &std::path::Path, parts: &[Result<u64, &str>]) -> Baresip {
     let mut ulaw: Vec<u8> = Vec::new();
     for part in parts {
         match part {
