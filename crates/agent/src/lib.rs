@@ -17,11 +17,17 @@
 //! * [`openai`] — clients of OpenAI-compatible servers: chat completions streamed as
 //!   Server-Sent Events ([`sse`], [`tool_calls`]), transcription of a WAV upload ([`wav`]),
 //!   speech streamed as 24 kHz PCM ([`pcm`]).
+//! * [`deepgram`], [`cartesia`], [`elevenlabs`] — clients of the streaming speech services over
+//!   websockets ([`ws`]: one [`StreamingProvider`] for where the service is and its key):
+//!   Deepgram's recognition of each endpointed utterance, Cartesia's and ElevenLabs' synthesis.
 //! * [`error`] — [`AgentError`]: a provider's failure, naming the provider and what it said.
 
+pub mod cartesia;
 pub mod chat;
 pub mod clause;
 pub mod conversation;
+pub mod deepgram;
+pub mod elevenlabs;
 pub mod error;
 pub mod espeak;
 pub mod extract;
@@ -34,10 +40,15 @@ pub mod stats;
 pub mod tool_calls;
 pub mod tools;
 pub mod wav;
+pub mod ws;
 
+pub use cartesia::CartesiaSpeech;
 pub use chat::{ChatEvent, ChatMessage, ChatRequest, Role, ToolCall, ToolSpec, Usage};
 pub use conversation::{Action, Conversation, ConversationConfig, Line};
+pub use deepgram::DeepgramTranscriber;
+pub use elevenlabs::ElevenLabsSpeech;
 pub use error::AgentError;
 pub use espeak::EspeakNg;
 pub use openai::{OpenAiChat, OpenAiProvider, OpenAiSpeech, OpenAiTranscriber};
 pub use provider::{BoxFuture, ChatModel, SpeechToText, TextToSpeech};
+pub use ws::StreamingProvider;

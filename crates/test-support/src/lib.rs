@@ -7,14 +7,24 @@
 //! measurement ([`audio`]); a DNS server ([`dns`]); a seeded impairing UDP reflector
 //! ([`impair`]); signatures checked by `openssl`; the tests' PostgreSQL database
 //! ([`postgres_test_url`]); with the `openai` feature, a scripted OpenAI-compatible server
-//! (`openai::ScriptedOpenAi`).
+//! (`openai::ScriptedOpenAi`); with the `deepgram`, `cartesia` and `elevenlabs` features,
+//! scripted websocket peers of those streaming speech services (`deepgram::ScriptedDeepgram`,
+//! `cartesia::ScriptedCartesia`, `elevenlabs::ScriptedElevenLabs`, sharing `websocket`).
 
 pub mod audio;
+#[cfg(feature = "cartesia")]
+pub mod cartesia;
+#[cfg(feature = "deepgram")]
+pub mod deepgram;
 pub mod dns;
+#[cfg(feature = "elevenlabs")]
+pub mod elevenlabs;
 pub mod impair;
 pub mod media;
 #[cfg(feature = "openai")]
 pub mod openai;
+#[cfg(any(feature = "deepgram", feature = "cartesia", feature = "elevenlabs"))]
+pub mod websocket;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,288 @@
+//! A scripted peer speaking Deepgram's real streaming wire protocol (`/v1/listen` over a
+//! websocket) on 127.0.0.1, used in tests where the real service would need the internet.
+//!
+//! Each connection takes the next scripted [`DeepgramReply`] (by default a transcript of no
+//! words): it records the upgrade ([`Handshake`]), every binary frame of audio and every
+//! control message (`Finalize`, `CloseStream`, `KeepAlive`) in a [`DeepgramSession`]. On
+//! `Finalize` it answers `Results` messages: for each scripted segment an interim result
+//! (`is_final: false`, the segment's first word), then the final one (`is_final: true`), the
+//! last with `from_finalize: true`. On `CloseStream` it sends `Metadata` and closes normally.
+//! Scripted failures: a refused upgrade (Deepgram's JSON error body), a close frame with an
+//! error code, a peer that never answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::websocket::{Handshake, Recorder, Socket, Upgrade, listen};
+
+/// One scripted answer to a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeepgramReply {
+    /// Final results with these transcripts once `Finalize` comes, the last `from_finalize`
+    /// (none: one final result with an empty transcript).
+    Transcript(Vec<String>),
+    /// The final results only when `CloseStream` comes, none `from_finalize` (as when the
+    /// finalisation's answer is lost), then `Metadata` and the close.
+    OnClose(Vec<String>),
+    /// The upgrade refused with this status and `{"err_code", "err_msg"}`.
+    Refuse {
+        /// The HTTP status.
+        status: u16,
+        /// The `err_msg`.
+        message: String,
+    },
+    /// A close frame with this code and reason once the first audio comes.
+    Close {
+        /// The close code.
+        code: u16,
+        /// The reason.
+        reason: String,
+    },
+    /// Accepts, reads everything, never answers.
+    Hang,
+}
+
+/// What the peer saw of one connection.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeepgramSession {
+    /// The upgrade request.
+    pub handshake: Handshake,
+    /// Whether the upgrade was accepted.
+    pub accepted: bool,
+    /// The audio received (the binary frames' bytes, in order).
+    pub audio: Vec<u8>,
+    /// How many binary frames came.
+    pub frames: usize,
+    /// The control messages received, in order.
+    pub messages: Vec<Value>,
+    /// Bytes of audio received when `Finalize` came.
+    pub audio_at_finalize: Option<usize>,
+    /// Whether the client sent a close frame.
+    pub client_closed: bool,
+    /// Whether the connection has ended.
+    pub ended: bool,
+}
+
+impl DeepgramSession {
+    /// The audio received, as 16-bit little-endian samples.
+    pub fn samples(&self) -> Vec<i16> {
+        self.audio
+            .chunks_exact(2)
+            .filter_map(|b| Some(i16::from_le_bytes(b.try_into().ok()?)))
+            .collect()
+    }
+
+    /// The `type`s of the control messages received, in order.
+    pub fn message_types(&self) -> Vec<String> {
+        self.messages
+            .iter()
+            .map(|m| {
+                m.get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Script {
+    replies: std::collections::VecDeque<DeepgramReply>,
+    sessions: Vec<DeepgramSession>,
+}
+
+/// The scripted Deepgram peer; see the [module documentation](self). It runs on the tokio
+/// runtime it was started on and stops when dropped.
+#[derive(Debug)]
+pub struct ScriptedDeepgram {
+    addr: std::net::SocketAddr,
+    record: Arc<Recorder<Script>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ScriptedDeepgram {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptedDeepgram {
+    /// Starts the peer on 127.0.0.1 on a free port.
+    pub async fn start() -> std::io::Result<Self> {
+        let record = Arc::new(Recorder::<Script>::default());
+        let decide = {
+            let record = Arc::clone(&record);
+            move |handshake: Handshake| {
+                record.update(|script| {
+                    let reply = script
+                        .replies
+                        .pop_front()
+                        .unwrap_or(DeepgramReply::Transcript(Vec::new()));
+                    let index = script.sessions.len();
+                    let refused = matches!(reply, DeepgramReply::Refuse { .. });
+                    script.sessions.push(DeepgramSession {
+                        handshake,
+                        accepted: !refused,
+                        ended: refused,
+                        ..DeepgramSession::default()
+                    });
+                    match reply {
+                        DeepgramReply::Refuse { status, message } => Upgrade::Refuse(
+                            status,
+                            json!({"err_code": "SCRIPTED", "err_msg": message,
+                                   "request_id": "scripted"})
+                            .to_string(),
+                        ),
+                        reply => Upgrade::Accept((index, reply)),
+                    }
+                })
+            }
+        };
+        let session = {
+            let record = Arc::clone(&record);
+            move |(index, reply): (usize, DeepgramReply), socket: Socket| {
+                let record = Arc::clone(&record);
+                async move {
+                    run(&record, index, reply, socket).await;
+                    record.update(|script| {
+                        if let Some(session) = script.sessions.get_mut(index) {
+                            session.ended = true;
+                        }
+                    });
+                }
+            }
+        };
+        let (addr, task) = listen(decide, session).await?;
+        Ok(Self { addr, record, task })
+    }
+
+    /// The base URL a client is given: `http://127.0.0.1:<port>/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Queues the answer to the next connection.
+    pub fn push(&self, reply: DeepgramReply) {
+        self.record.update(|script| script.replies.push_back(reply));
+    }
+
+    /// Every connection so far, in the order they came.
+    pub fn sessions(&self) -> Vec<DeepgramSession> {
+        self.record.lock().sessions.clone()
+    }
+
+    /// Waits (at most `timeout`) until the `n`th connection (from 0) has ended, and returns it.
+    pub async fn ended(&self, n: usize, timeout: Duration) -> Option<DeepgramSession> {
+        self.record
+            .wait(timeout, |script| {
+                script.sessions.get(n).filter(|s| s.ended).cloned()
+            })
+            .await
+    }
+}
+
+async fn run(record: &Recorder<Script>, index: usize, reply: DeepgramReply, mut socket: Socket) {
+    let session = |change: &dyn Fn(&mut DeepgramSession)| {
+        record.update(|script| {
+            if let Some(session) = script.sessions.get_mut(index) {
+                change(session);
+            }
+        });
+    };
+    let mut received = 0usize;
+    while let Some(Ok(message)) = socket.next().await {
+        match message {
+            Message::Binary(bytes) => {
+                received += bytes.len();
+                session(&|s| {
+                    s.audio.extend_from_slice(&bytes);
+                    s.frames += 1;
+                });
+                if let DeepgramReply::Close { code, reason } = &reply {
+                    let frame = CloseFrame {
+                        code: CloseCode::from(*code),
+                        reason: reason.as_str().into(),
+                    };
+                    let _ = socket.close(Some(frame)).await;
+                }
+            }
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                let kind = value.get("type").and_then(Value::as_str).map(str::to_owned);
+                session(&|s| {
+                    if kind.as_deref() == Some("Finalize") {
+                        s.audio_at_finalize = Some(received);
+                    }
+                    s.messages.push(value.clone());
+                });
+                let seconds = received as f64 / 32_000.0;
+                let answers = match (kind.as_deref(), &reply) {
+                    (Some("Finalize"), DeepgramReply::Transcript(segments)) => {
+                        results(segments, seconds, true)
+                    }
+                    (Some("CloseStream"), DeepgramReply::OnClose(segments)) => {
+                        results(segments, seconds, false)
+                    }
+                    _ => Vec::new(),
+                };
+                for answer in answers {
+                    if socket
+                        .send(Message::text(answer.to_string()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if kind.as_deref() == Some("CloseStream") && reply != DeepgramReply::Hang {
+                    let metadata = json!({"type": "Metadata", "request_id": "scripted",
+                                          "duration": seconds, "channels": 1});
+                    let _ = socket.send(Message::text(metadata.to_string())).await;
+                    let _ = socket.close(None).await;
+                }
+            }
+            Message::Close(_) => {
+                session(&|s| s.client_closed = true);
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+}
+
+/// The `Results` messages for `segments` over `seconds` of audio: an interim then a final
+/// result for each, the last final one `from_finalize` when `finalize`.
+fn results(segments: &[String], seconds: f64, finalize: bool) -> Vec<Value> {
+    let result = |transcript: &str, is_final: bool, last: bool| {
+        json!({
+            "type": "Results",
+            "channel_index": [0, 1],
+            "duration": seconds,
+            "start": 0.0,
+            "is_final": is_final,
+            "speech_final": is_final && last,
+            "from_finalize": is_final && last && finalize,
+            "channel": {"alternatives": [{"transcript": transcript, "confidence": 0.98,
+                                          "words": []}]},
+            "metadata": {"request_id": "scripted"},
+        })
+    };
+    if segments.is_empty() {
+        return vec![result("", true, true)];
+    }
+    let mut out = Vec::new();
+    for (n, segment) in segments.iter().enumerate() {
+        let last = n + 1 == segments.len();
+        let first_word = segment.split(' ').next().unwrap_or_default();
+        out.push(result(first_word, false, last));
+        out.push(result(segment, true, last));
+    }
+    out
+}

@@ -1,0 +1,277 @@
+//! A scripted peer speaking ElevenLabs' real streaming wire protocol (the
+//! `/v1/text-to-speech/{voice_id}/stream-input` websocket) on 127.0.0.1, used in tests where
+//! the real service would need the internet.
+//!
+//! Each connection takes the next scripted [`ElevenLabsReply`] (by default the tone): it
+//! records the upgrade ([`Handshake`]: the voice in the path, `model_id` and `output_format` in
+//! the query, the `xi-api-key` header) and every message in an [`ElevenLabsSession`]. Text is
+//! buffered; a message with `flush: true`, and the empty text that ends the input, make it
+//! answer `{"audio": base64, "isFinal": null, …}` messages (16-bit PCM of the tone at the rate
+//! of `output_format`, `pcm_<rate>`, [`MS_PER_CHAR`](crate::websocket::MS_PER_CHAR) ms per
+//! character of the buffered text, trimmed, `delay` before each); after the end of the input,
+//! `{"isFinal": true}` and a normal close. Scripted failures: an error message then a close
+//! 1008 (as for a bad voice or key), a refused upgrade.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::websocket::{
+    AUDIO_MESSAGE_BYTES, Handshake, Recorder, Socket, Upgrade, listen, tone_pcm,
+};
+
+/// One scripted answer to a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElevenLabsReply {
+    /// The tone for the text, `delay` before each audio message.
+    Tone {
+        /// The wait before each audio message.
+        delay: Duration,
+    },
+    /// On the first text after the opening one: `{"message", "error", "code": 1008}`, then a
+    /// close 1008 with `message` as the reason.
+    Error {
+        /// The message.
+        message: String,
+    },
+    /// The upgrade refused with this status and `{"detail": {"status", "message"}}`.
+    Refuse {
+        /// The HTTP status.
+        status: u16,
+        /// The message.
+        message: String,
+    },
+}
+
+/// What the peer saw of one connection.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ElevenLabsSession {
+    /// The upgrade request.
+    pub handshake: Handshake,
+    /// The messages received, in order.
+    pub messages: Vec<Value>,
+    /// How many audio messages were sent.
+    pub audio_sent: usize,
+    /// Whether the client sent a close frame.
+    pub client_closed: bool,
+    /// Whether the connection has ended.
+    pub ended: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Script {
+    replies: VecDeque<ElevenLabsReply>,
+    sessions: Vec<ElevenLabsSession>,
+}
+
+/// The scripted ElevenLabs peer; see the [module documentation](self). It runs on the tokio
+/// runtime it was started on and stops when dropped.
+#[derive(Debug)]
+pub struct ScriptedElevenLabs {
+    addr: std::net::SocketAddr,
+    record: Arc<Recorder<Script>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ScriptedElevenLabs {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptedElevenLabs {
+    /// Starts the peer on 127.0.0.1 on a free port.
+    pub async fn start() -> std::io::Result<Self> {
+        let record = Arc::new(Recorder::<Script>::default());
+        let decide = {
+            let record = Arc::clone(&record);
+            move |handshake: Handshake| {
+                record.update(|script| {
+                    let reply = script.replies.pop_front().unwrap_or(ElevenLabsReply::Tone {
+                        delay: Duration::ZERO,
+                    });
+                    let index = script.sessions.len();
+                    let refused = matches!(reply, ElevenLabsReply::Refuse { .. });
+                    script.sessions.push(ElevenLabsSession {
+                        handshake,
+                        ended: refused,
+                        ..ElevenLabsSession::default()
+                    });
+                    match reply {
+                        ElevenLabsReply::Refuse { status, message } => Upgrade::Refuse(
+                            status,
+                            json!({"detail": {"status": "scripted", "message": message}})
+                                .to_string(),
+                        ),
+                        reply => Upgrade::Accept((index, reply)),
+                    }
+                })
+            }
+        };
+        let session = {
+            let record = Arc::clone(&record);
+            move |(index, reply): (usize, ElevenLabsReply), socket: Socket| {
+                let record = Arc::clone(&record);
+                async move {
+                    run(&record, index, reply, socket).await;
+                    record.update(|script| {
+                        if let Some(session) = script.sessions.get_mut(index) {
+                            session.ended = true;
+                        }
+                    });
+                }
+            }
+        };
+        let (addr, task) = listen(decide, session).await?;
+        Ok(Self { addr, record, task })
+    }
+
+    /// The base URL a client is given: `http://127.0.0.1:<port>/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Queues the answer to the next connection.
+    pub fn push(&self, reply: ElevenLabsReply) {
+        self.record.update(|script| script.replies.push_back(reply));
+    }
+
+    /// Every connection so far, in the order they came.
+    pub fn sessions(&self) -> Vec<ElevenLabsSession> {
+        self.record.lock().sessions.clone()
+    }
+
+    /// Waits (at most `timeout`) until the `n`th connection (from 0) has ended, and returns it.
+    pub async fn ended(&self, n: usize, timeout: Duration) -> Option<ElevenLabsSession> {
+        self.record
+            .wait(timeout, |script| {
+                script.sessions.get(n).filter(|s| s.ended).cloned()
+            })
+            .await
+    }
+}
+
+/// What goes out next.
+enum Out {
+    Message(Value),
+    Close(CloseFrame),
+}
+
+async fn run(record: &Recorder<Script>, index: usize, reply: ElevenLabsReply, mut socket: Socket) {
+    let session = |change: &dyn Fn(&mut ElevenLabsSession)| {
+        record.update(|script| {
+            if let Some(session) = script.sessions.get_mut(index) {
+                change(session);
+            }
+        });
+    };
+    let delay = match &reply {
+        ElevenLabsReply::Tone { delay } => *delay,
+        ElevenLabsReply::Error { .. } | ElevenLabsReply::Refuse { .. } => Duration::ZERO,
+    };
+    let rate = socket_rate(record, index);
+    let mut buffered = String::new();
+    let mut texts = 0usize;
+    let mut pending: VecDeque<Out> = VecDeque::new();
+    loop {
+        tokio::select! {
+            biased;
+            incoming = socket.next() => match incoming {
+                None | Some(Err(_)) => return,
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                    session(&|s| s.messages.push(value.clone()));
+                    let Some(piece) = value.get("text").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    texts += 1;
+                    if let ElevenLabsReply::Error { message } = &reply {
+                        if texts == 2 {
+                            pending.push_back(Out::Message(json!({
+                                "message": message, "error": "scripted_error", "code": 1008,
+                            })));
+                            pending.push_back(Out::Close(CloseFrame {
+                                code: CloseCode::Policy,
+                                reason: message.as_str().into(),
+                            }));
+                        }
+                        continue;
+                    }
+                    let end = piece.is_empty();
+                    if texts > 1 {
+                        buffered.push_str(piece);
+                    }
+                    if end || value.get("flush").and_then(Value::as_bool) == Some(true) {
+                        let text = std::mem::take(&mut buffered);
+                        pending.extend(audio(text.trim(), rate).into_iter().map(Out::Message));
+                    }
+                    if end {
+                        pending.push_back(Out::Message(json!({"isFinal": true})));
+                        pending.push_back(Out::Close(CloseFrame {
+                            code: CloseCode::Normal,
+                            reason: "".into(),
+                        }));
+                    }
+                }
+                Some(Ok(Message::Close(_))) => session(&|s| s.client_closed = true),
+                Some(Ok(_)) => {}
+            },
+            () = tokio::time::sleep(delay), if !pending.is_empty() => {
+                match pending.pop_front() {
+                    Some(Out::Message(next)) => {
+                        let is_audio = next.get("audio").is_some();
+                        if socket.send(Message::text(next.to_string())).await.is_err() {
+                            return;
+                        }
+                        if is_audio {
+                            session(&|s| s.audio_sent += 1);
+                        }
+                    }
+                    Some(Out::Close(frame)) => {
+                        let _ = socket.close(Some(frame)).await;
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+/// The rate of the connection's `output_format` (`pcm_<rate>`; 16 kHz otherwise).
+fn socket_rate(record: &Recorder<Script>, index: usize) -> u32 {
+    record
+        .lock()
+        .sessions
+        .get(index)
+        .and_then(|s| {
+            s.handshake
+                .param("output_format")?
+                .strip_prefix("pcm_")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(16_000)
+}
+
+/// The audio messages for `text`.
+fn audio(text: &str, rate: u32) -> Vec<Value> {
+    tone_pcm(text, rate)
+        .chunks(AUDIO_MESSAGE_BYTES)
+        .map(|piece| {
+            json!({
+                "audio": base64::engine::general_purpose::STANDARD.encode(piece),
+                "isFinal": null,
+                "normalizedAlignment": null,
+                "alignment": null,
+            })
+        })
+        .collect()
+}
