@@ -44,14 +44,24 @@ pub(crate) fn json_schema(field: &str, schema: &Value) -> Result<(), ApiError> {
         .map_err(|e| ApiError::invalid(field, format!("`{field}` is not a valid JSON Schema: {e}")))
 }
 
-/// The provider kinds that do each job in this build, by setting: `llm` (chat completions),
-/// `stt` (speech recognition), `tts` (speech synthesis; `builtin:espeak` needs no provider).
-/// Deepgram, Cartesia and ElevenLabs providers can be stored but no agent can use them yet:
-/// refusing them here beats accepting an agent whose every call would be refused.
+/// The provider kinds that do each job, by setting: `llm` (chat completions), `stt` (speech
+/// recognition), `tts` (speech synthesis; `builtin:espeak` needs no provider).
 const PROVIDER_JOBS: [(&str, &str, &[ProviderKind]); 3] = [
     ("llm", "the language model", &[ProviderKind::OpenAi]),
-    ("stt", "speech recognition", &[ProviderKind::OpenAi]),
-    ("tts", "speech synthesis", &[ProviderKind::OpenAi]),
+    (
+        "stt",
+        "speech recognition",
+        &[ProviderKind::OpenAi, ProviderKind::Deepgram],
+    ),
+    (
+        "tts",
+        "speech synthesis",
+        &[
+            ProviderKind::OpenAi,
+            ProviderKind::Cartesia,
+            ProviderKind::ElevenLabs,
+        ],
+    ),
 ];
 
 /// Each provider the agent's `llm`, `stt` and `tts` settings name is one of organisation
@@ -99,7 +109,7 @@ async fn check_providers(
                 &field,
                 format!(
                     "`{field}` {reference:?} is a {} provider; {job} takes a provider of kind \
-                     {fit}{espeak} in this version",
+                     {fit}{espeak}",
                     provider.kind
                 ),
             ));

@@ -3423,32 +3423,31 @@ async fn agents_name_providers_of_their_organisation_of_a_kind_that_fits() {
         }
         body
     };
-    // Deepgram and Cartesia providers are stored, but no agent of this version can use them.
     for (body, field, words) in [
-        (agent("nobody", "chat", None), "llm.provider", "\"nobody\""),
+        (agent("nobody", "ears", None), "llm.provider", "\"nobody\""),
         (
-            agent(theirs["id"].as_str().unwrap(), "chat", None),
+            agent(theirs["id"].as_str().unwrap(), "ears", None),
             "llm.provider",
             "neither the name nor the id",
         ),
         (
-            agent("ears", "chat", None),
+            agent("ears", "ears", None),
             "llm.provider",
-            "kind \"openai\" in this version",
+            "kind \"openai\"",
         ),
         (
-            agent("chat", "ears", None),
+            agent("chat", "voice", None),
             "stt.provider",
-            "kind \"openai\" in this version",
+            "kind \"openai\" or \"deepgram\"",
         ),
         (agent("chat", "nobody", None), "stt.provider", "\"nobody\""),
         (
-            agent("chat", "chat", Some("voice")),
+            agent("chat", "ears", Some("ears")),
             "tts.provider",
-            "kind \"openai\", or \"builtin:espeak\" in this version",
+            "\"openai\", \"cartesia\" or \"elevenlabs\", or \"builtin:espeak\"",
         ),
         (
-            agent("chat", "chat", Some("builtin:festival")),
+            agent("chat", "ears", Some("builtin:festival")),
             "tts.provider",
             "\"builtin:festival\"",
         ),
@@ -3465,17 +3464,18 @@ async fn agents_name_providers_of_their_organisation_of_a_kind_that_fits() {
             "{body}: {message}"
         );
     }
-    // Names and ids both resolve; `builtin:espeak` needs no provider, but then the voice must
-    // be one of its own.
+    // Names and ids both resolve; `builtin:espeak` needs no provider.
     for body in [
-        agent("chat", "chat", None),
+        agent("chat", "ears", None),
         agent(&ids["chat"], &ids["chat"], Some("builtin:espeak")),
-        agent("chat", "chat", Some("chat")),
+        agent("chat", "ears", Some(&ids["voice"])),
+        agent("chat", "ears", Some("chat")),
     ] {
         let (s, a) = w.api.post("/v1/agents", body.clone()).await;
         assert_eq!(s, 201, "{body}: {a}");
     }
-    let mut alloy = agent("chat", "chat", None);
+    // An agent speaking through espeak-ng names one of its voices.
+    let mut alloy = agent("chat", "ears", None);
     alloy["voice"] = json!("alloy");
     let (s, e) = w.api.post("/v1/agents", alloy.clone()).await;
     assert_eq!(
@@ -3483,7 +3483,7 @@ async fn agents_name_providers_of_their_organisation_of_a_kind_that_fits() {
         (400, json!("voice")),
         "{e}"
     );
-    alloy["tts"] = json!({"provider": "chat"});
+    alloy["tts"] = json!({"provider": "voice"});
     let (s, a) = w.api.post("/v1/agents", alloy).await;
     assert_eq!(s, 201, "{a}");
     // PATCH checks the resulting agent the same way.
@@ -3510,7 +3510,7 @@ async fn agents_name_providers_of_their_organisation_of_a_kind_that_fits() {
         .api
         .patch(
             &path,
-            json!({"tts": {"provider": "chat", "model": "tts-1"}}),
+            json!({"tts": {"provider": "voice", "model": "sonic-2"}}),
         )
         .await;
     assert_eq!(s, 200, "{a}");

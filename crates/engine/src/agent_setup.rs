@@ -10,6 +10,7 @@ use std::time::Duration;
 use dialtone_agent::openai::{OpenAiChat, OpenAiProvider, OpenAiSpeech, OpenAiTranscriber};
 use dialtone_agent::prompt::system_prompt;
 use dialtone_agent::tools::Toolbox;
+use dialtone_agent::{CartesiaSpeech, DeepgramTranscriber, ElevenLabsSpeech, StreamingProvider};
 use dialtone_agent::{ChatModel, ConversationConfig, SpeechToText, TextToSpeech};
 use dialtone_model::provider::{Provider, ProviderKind};
 use dialtone_model::{AgentFields, Amd, BUILTIN_AGENT, BUILTIN_ESPEAK, BargeIn, placeholder};
@@ -32,6 +33,22 @@ pub(crate) fn synthesise_first_message(
             text,
             audio,
         }))));
+    }
+}
+
+/// A websocket provider's client (Deepgram, Cartesia, ElevenLabs).
+fn streaming(provider: Provider) -> StreamingProvider {
+    StreamingProvider::new(provider.name, provider.base_url, provider.api_key)
+}
+
+/// A provider of a kind that cannot do the agent's `field`'s job.
+fn unfit(field: &str, name: &str, kind: ProviderKind) -> EngineError {
+    EngineError::AgentProvider {
+        field: format!("{field}.provider"),
+        detail: format!(
+            "provider \"{name}\" is of kind {}, which cannot do this",
+            kind.as_str()
+        ),
     }
 }
 
@@ -60,21 +77,57 @@ impl Engine {
                 "builtin:agent needs `llm` and `stt`".into(),
             ));
         };
-        let llm_provider = self.openai_provider(org_id, "llm", &llm.provider).await?;
-        let stt_provider = self.openai_provider(org_id, "stt", &stt.provider).await?;
-        let chat = OpenAiChat::new(llm_provider.clone(), llm.model.clone())
-            .with_temperature(llm.temperature.map(f64::from))
-            .with_max_tokens(llm.max_tokens);
-        let transcriber = OpenAiTranscriber::new(stt_provider.clone(), stt.model.clone());
+        let llm_provider = self.provider(org_id, "llm", &llm.provider).await?;
+        let llm_name = llm_provider.name.clone();
+        let chat = match llm_provider.kind {
+            ProviderKind::OpenAi => OpenAiChat::new(self.openai(llm_provider)?, llm.model.clone())
+                .with_temperature(llm.temperature.map(f64::from))
+                .with_max_tokens(llm.max_tokens),
+            other => return Err(unfit("llm", &llm_name, other)),
+        };
+        let stt_provider = self.provider(org_id, "stt", &stt.provider).await?;
+        let stt_name = stt_provider.name.clone();
+        let transcriber: Arc<dyn SpeechToText> = match stt_provider.kind {
+            ProviderKind::OpenAi => Arc::new(OpenAiTranscriber::new(
+                self.openai(stt_provider)?,
+                stt.model.clone(),
+            )),
+            ProviderKind::Deepgram => Arc::new(DeepgramTranscriber::new(
+                streaming(stt_provider),
+                stt.model.clone(),
+            )),
+            other => return Err(unfit("stt", &stt_name, other)),
+        };
         let tts: (Arc<dyn TextToSpeech>, String) = match &settings.tts {
             Some(tts) if tts.provider != BUILTIN_ESPEAK => {
-                let provider = self.openai_provider(org_id, "tts", &tts.provider).await?;
-                let name = provider.name().to_owned();
-                let mut speech = OpenAiSpeech::new(provider);
-                if let Some(model) = &tts.model {
-                    speech = speech.with_model(model.clone());
-                }
-                (Arc::new(speech), name)
+                let provider = self.provider(org_id, "tts", &tts.provider).await?;
+                let name = provider.name.clone();
+                let model = tts.model.clone();
+                let speech: Arc<dyn TextToSpeech> = match provider.kind {
+                    ProviderKind::OpenAi => {
+                        let speech = OpenAiSpeech::new(self.openai(provider)?);
+                        Arc::new(match model {
+                            Some(model) => speech.with_model(model),
+                            None => speech,
+                        })
+                    }
+                    ProviderKind::Cartesia => {
+                        let speech = CartesiaSpeech::new(streaming(provider));
+                        Arc::new(match model {
+                            Some(model) => speech.with_model(model),
+                            None => speech,
+                        })
+                    }
+                    ProviderKind::ElevenLabs => {
+                        let speech = ElevenLabsSpeech::new(streaming(provider));
+                        Arc::new(match model {
+                            Some(model) => speech.with_model(model),
+                            None => speech,
+                        })
+                    }
+                    other => return Err(unfit("tts", &name, other)),
+                };
+                (speech, name)
             }
             _ => (self.tts.clone(), BUILTIN_ESPEAK.to_owned()),
         };
@@ -102,14 +155,8 @@ impl Engine {
                 destinations,
                 barge_in_off: settings.barge_in == Some(BargeIn::Off),
             },
-            llm: (
-                Arc::new(chat) as Arc<dyn ChatModel>,
-                llm_provider.name().to_owned(),
-            ),
-            stt: (
-                Arc::new(transcriber) as Arc<dyn SpeechToText>,
-                stt_provider.name().to_owned(),
-            ),
+            llm: (Arc::new(chat) as Arc<dyn ChatModel>, llm_name),
+            stt: (transcriber, stt_name),
             tts,
             tools: ToolRunner {
                 client,
@@ -120,15 +167,15 @@ impl Engine {
         }))
     }
 
-    /// The organisation's provider `reference` (a name or an id) as an OpenAI-compatible
-    /// client, its base URL checked by the outbound-address policy.
-    async fn openai_provider(
+    /// The organisation's provider `reference` (a name or an id) for the agent's `field`, its
+    /// base URL checked by the outbound-address policy.
+    async fn provider(
         &self,
         org_id: Uuid,
         field: &str,
         reference: &str,
-    ) -> Result<OpenAiProvider, EngineError> {
-        let provider: Provider = self
+    ) -> Result<Provider, EngineError> {
+        let provider = self
             .storage
             .find_provider(org_id, reference)
             .await?
@@ -136,29 +183,22 @@ impl Engine {
                 field: format!("{field}.provider"),
                 detail: format!("the organisation has no provider \"{reference}\""),
             })?;
-        if provider.kind != ProviderKind::OpenAi {
-            return Err(EngineError::AgentProvider {
-                field: format!("{field}.provider"),
-                detail: format!(
-                    "provider \"{}\" is of kind {}, which this build cannot use for `{field}` yet \
-                     (openai can)",
-                    provider.name,
-                    provider.kind.as_str()
-                ),
-            });
-        }
         outbound::vet_url(&provider.base_url, &self.config.private_destinations)
             .await
             .map_err(|e| EngineError::AgentProvider {
                 field: format!("{field}.provider"),
                 detail: format!("provider \"{}\": {e}", provider.name),
             })?;
-        let http = self.provider_http()?;
+        Ok(provider)
+    }
+
+    /// An OpenAI-compatible provider's client, on the shared connection pool.
+    fn openai(&self, provider: Provider) -> Result<OpenAiProvider, EngineError> {
         Ok(OpenAiProvider::with_client(
             provider.name,
             provider.base_url,
             provider.api_key,
-            http,
+            self.provider_http()?,
         ))
     }
 

@@ -480,3 +480,103 @@ async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
     );
     w.finish().await;
 }
+
+/// The streaming services end to end: Deepgram hears the caller (the utterance streamed over
+/// its websocket, then `Finalize`), Cartesia speaks for the agent (its audio resampled into the
+/// call); scripted peers speaking their real websocket protocols on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_hears_through_deepgram_and_speaks_through_cartesia() {
+    use dialtone_test_support::cartesia::{CartesiaReply, ScriptedCartesia};
+    use dialtone_test_support::deepgram::{DeepgramReply, ScriptedDeepgram};
+    let dir = tempfile::tempdir().unwrap();
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let deepgram = ScriptedDeepgram::start().await.unwrap();
+    let cartesia = ScriptedCartesia::start().await.unwrap();
+    let baresip = callee(
+        dir.path(),
+        &[Ok(2500), Err("Yes I am interested."), Ok(6000)],
+    );
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    for (name, kind, base_url) in [
+        ("ears", "deepgram", deepgram.base_url()),
+        ("mouth", "cartesia", cartesia.base_url()),
+    ] {
+        let (s, p) = w
+            .api
+            .post(
+                "/v1/providers",
+                json!({"name": name, "kind": kind, "base_url": base_url, "api_key": "k-secret"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{p}");
+    }
+    make_agent(
+        &w,
+        &openai.base_url(),
+        json!({
+            "first_message": "Hi, this is Ava.",
+            "stt": {"provider": "ears", "model": "nova-3"},
+            "tts": {"provider": "mouth", "model": "sonic-2"},
+            "voice": "a0e99841-438c-4a64-b679-ae501e7d6091",
+        }),
+    )
+    .await;
+    deepgram.push(DeepgramReply::Transcript(vec![
+        "Yes, I am interested.".into(),
+    ]));
+    for _ in 0..2 {
+        cartesia.push(CartesiaReply::Tone {
+            delay: Duration::ZERO,
+        });
+    }
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("Wonderful, goodbye!".into()),
+        calls: vec![ScriptedCall::new("c1", "end_call", "{}")],
+        fragment: 2,
+        reuse_index: false,
+    });
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        (
+            record["end_reason"]["code"].as_str(),
+            record["end_reason"]["by"].as_str()
+        ),
+        (Some("completed"), Some("agent")),
+        "{record:#}"
+    );
+    let said: Vec<(&str, &str)> = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"] != "tool")
+        .map(|l| (l["role"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("agent", "Hi, this is Ava."),
+            ("caller", "Yes, I am interested."),
+            ("agent", "Wonderful, goodbye!"),
+        ],
+        "{record:#}"
+    );
+    // Deepgram got the utterance (about its length at 16 kHz), then Finalize.
+    let heard = deepgram.ended(0, Duration::from_secs(5)).await.unwrap();
+    let seconds = heard.samples().len() as f64 / 16_000.0;
+    assert!((0.8..4.0).contains(&seconds), "{seconds} s");
+    assert!(
+        heard.message_types().iter().any(|t| t == "Finalize"),
+        "{heard:?}"
+    );
+    // Cartesia spoke both lines; the callee heard them as the tone.
+    assert_eq!(cartesia.sessions().len(), 2);
+    let tone_ms = tone_frames(&baresip) as u64 * 20;
+    let expected_ms = (16 + 19) * SPEECH_MS_PER_CHAR;
+    assert!(
+        tone_ms + 400 >= expected_ms && tone_ms <= expected_ms + 400,
+        "heard {tone_ms} ms of tone, expected about {expected_ms} ms"
+    );
+    w.finish().await;
+}
