@@ -781,7 +781,8 @@ fn print_turns(
     let endpointing = load::ENDPOINTING.as_secs_f64() * 1000.0;
     if m.turn_ms.count > 0 {
         println!(
-            "turns on the wire (talkspurt end → first voiced packet back), less the {endpointing:.0} ms              endpointing silence: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} turns",
+            "turns on the wire (talkspurt end → first voiced packet back), less the {endpointing:.0} ms \
+             endpointing silence: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} turns",
             m.turn_ms.p50 - endpointing,
             m.turn_ms.p99 - endpointing,
             m.turn_ms.max - endpointing,
@@ -790,7 +791,8 @@ fn print_turns(
     }
     if m.barge_in_ms.count > 0 {
         println!(
-            "barge-ins on the wire (talkspurt start over the agent → first silent packet back):              p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} ({} not silenced)",
+            "barge-ins on the wire (talkspurt start over the agent → first silent packet back): \
+             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} ({} not silenced)",
             m.barge_in_ms.p50,
             m.barge_in_ms.p99,
             m.barge_in_ms.max,
