@@ -266,10 +266,10 @@ async fn callees_speak_a_recording_and_press_digits_that_dialtone_hears() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_calls_take_turns_and_are_barged_in_on_the_wire() {
     let dir = tempfile::tempdir().unwrap();
-    let d = daemon(dir.path(), "12300-12399").await;
+    let d = daemon(dir.path(), "12800-12899").await;
     let sim = Simulator::start(
         callee(OutcomeMix::ALL_ANSWERED, Duration::from_secs(8)),
-        (12700, 12799),
+        (12900, 12999),
         VoiceScript::default(),
         1,
     )
