@@ -14,15 +14,19 @@
 //! * [`plot`]: PNG plots of a bench (calls live and CPU over time; latency percentiles).
 //! * [`stalls`]: a real-time watch thread pinned to each CPU, so a report tells the machine's
 //!   stalls (a vCPU the hypervisor stopped) from Dialtone's own.
+//! * [`scripted`]: a zero-latency OpenAI-compatible responder on loopback, the scripted peer
+//!   standing in for a `builtin:agent`'s model, speech recognition and synthesis.
 //!
 //! The binary `dialtone-loadgen` runs the simulator alone (`callee`), a load against a daemon
-//! (`run`), or the capacity bench (`bench`: a `dialtoned` it starts, with `builtin:echo`).
+//! (`run`), or the capacity bench (`bench`: a `dialtoned` it starts, with `builtin:echo`, or
+//! with `--brain builtin:agent` against the scripted responder).
 
 pub mod callee;
 pub mod load;
 pub mod plot;
 pub mod reference;
 pub mod report;
+pub mod scripted;
 pub mod sim;
 pub mod stalls;
 pub mod streams;

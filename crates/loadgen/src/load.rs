@@ -12,6 +12,14 @@ use crate::LoadgenError;
 use crate::report::{Percentiles, Report};
 use crate::sim::{CallRecord, Simulator};
 
+/// The endpointing silence of the agents the load creates: the silence after a callee's
+/// talkspurt before the daemon takes it as the end of a turn.
+pub const ENDPOINTING: Duration = Duration::from_millis(500);
+
+/// The `builtin:agent` brain, whose model, speech recognition and synthesis the load points at
+/// an `openai` provider (the scripted one of [`crate::scripted`] in the bench).
+pub const BUILTIN_AGENT: &str = "builtin:agent";
+
 /// What to dispatch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadPlan {
@@ -72,12 +80,39 @@ impl Control {
         r
     }
 
+    /// Creates an `openai` provider `name` at `base_url`, for a [`BUILTIN_AGENT`] load.
+    pub async fn create_openai_provider(
+        &self,
+        name: &str,
+        base_url: &str,
+    ) -> Result<(), LoadgenError> {
+        use dialtone_proto::provider_service_client::ProviderServiceClient;
+        ProviderServiceClient::new(self.channel.clone())
+            .create_provider(self.request(dialtone_proto::CreateProviderRequest {
+                provider: Some(dialtone_proto::ProviderFields {
+                    name: Some(name.to_owned()),
+                    kind: dialtone_proto::ProviderKind::Openai as i32,
+                    base_url: Some(base_url.to_owned()),
+                    api_key: Some("sk-loadgen".into()),
+                }),
+            }))
+            .await
+            .map_err(|status| LoadgenError::Grpc {
+                call: "CreateProvider",
+                status: Box::new(status),
+            })?;
+        Ok(())
+    }
+
     /// Creates a trunk pointing at the simulator, a number on it, and an agent running `brain`
-    /// from that number; returns the agent's id.
+    /// from that number, its endpointing silence [`ENDPOINTING`]; a [`BUILTIN_AGENT`] takes
+    /// its model, speech recognition and synthesis from `provider` (a provider's name).
+    /// Returns the agent's id.
     pub async fn set_up_agent(
         &self,
         simulator: std::net::SocketAddr,
         brain: &str,
+        provider: Option<&str>,
     ) -> Result<String, LoadgenError> {
         use dialtone_proto::agent_service_client::AgentServiceClient;
         use dialtone_proto::number_service_client::NumberServiceClient;
@@ -121,6 +156,20 @@ impl Control {
                     brain: Some(brain.to_owned()),
                     primary_number_id: Some(number.id.clone()),
                     number_ids: vec![number.id],
+                    endpointing_silence_ms: u32::try_from(ENDPOINTING.as_millis()).ok(),
+                    llm: provider.map(|p| dialtone_proto::LlmSetting {
+                        provider: p.to_owned(),
+                        model: "scripted".into(),
+                        ..dialtone_proto::LlmSetting::default()
+                    }),
+                    stt: provider.map(|p| dialtone_proto::SpeechSetting {
+                        provider: p.to_owned(),
+                        model: Some("scripted".into()),
+                    }),
+                    tts: provider.map(|p| dialtone_proto::SpeechSetting {
+                        provider: p.to_owned(),
+                        model: Some("scripted".into()),
+                    }),
                     ..dialtone_proto::AgentFields::default()
                 }),
             }))

@@ -93,6 +93,16 @@ pub struct MediaSummary {
     pub answered_talkspurts: u64,
     /// Whose answer window was still open at the end (not counted either way).
     pub pending_talkspurts: u64,
+    /// Per talkspurt that ended with the far end silent, its last packet sent → the first
+    /// voiced packet back, ms (the far end's endpointing silence included).
+    pub turn_ms: Percentiles,
+    /// Talkspurts that ended while the far end was still speaking.
+    pub turns_talked_over: u64,
+    /// Per talkspurt that started while the far end was speaking, its first packet sent →
+    /// the first silent packet back, ms.
+    pub barge_in_ms: Percentiles,
+    /// Such talkspurts that did not silence the far end before they ended.
+    pub barge_ins_missed: u64,
     /// RFC 4733 digits the callees pressed.
     pub digits_sent: u64,
     /// The calls' first gaps, grouped into bursts: many calls hit at once is one stall (of a
@@ -335,6 +345,7 @@ impl Report {
         let mut intervals = Vec::new();
         let mut jitters = Vec::new();
         let mut first_packets = Vec::new();
+        let (mut turns, mut barge_ins) = (Vec::new(), Vec::new());
         for m in records.iter().filter_map(|r| r.measure.as_ref()) {
             media.calls += 1;
             media.packets_out += m.packets_out;
@@ -349,7 +360,13 @@ impl Report {
             intervals.push(m.max_interval_ms);
             jitters.push(m.jitter_ms);
             first_packets.extend(m.first_packet_ms);
+            turns.extend_from_slice(&m.turn_ms);
+            barge_ins.extend_from_slice(&m.barge_in_ms);
+            media.turns_talked_over += m.turns_talked_over;
+            media.barge_ins_missed += m.barge_ins_missed;
         }
+        media.turn_ms = Percentiles::of(&mut turns);
+        media.barge_in_ms = Percentiles::of(&mut barge_ins);
         media.pending_talkspurts = records.iter().map(|r| r.pending_talkspurts).sum();
         media.max_interval_ms = Percentiles::of(&mut intervals);
         media.jitter_ms = Percentiles::of(&mut jitters);
@@ -570,6 +587,28 @@ impl Report {
                 ),
             ),
         ];
+        if m.turn_ms.count > 0 {
+            rows.push((
+                "talkspurt end → first voiced packet back (endpointing included)".to_owned(),
+                format!(
+                    "{} over {} turns ({} talkspurts ended over the far end's speech)",
+                    ms(&m.turn_ms),
+                    m.turn_ms.count,
+                    m.turns_talked_over
+                ),
+            ));
+        }
+        if m.barge_in_ms.count + m.barge_ins_missed as usize > 0 {
+            rows.push((
+                "talkspurt start over the far end's speech → first silent packet back".to_owned(),
+                format!(
+                    "{} over {} barge-ins ({} not silenced)",
+                    ms(&m.barge_in_ms),
+                    m.barge_in_ms.count,
+                    m.barge_ins_missed
+                ),
+            ));
+        }
         if m.digits_sent > 0 {
             rows.push((
                 "RFC 4733 digits pressed / heard by Dialtone".to_owned(),

@@ -3,6 +3,11 @@
 //! packets, voiced audio, and whether each talkspurt was answered by audio — what an echoing
 //! agent must do).
 //!
+//! The meter also times turns on the wire: from the end of each talkspurt (the send time of its
+//! last packet) to the first voiced packet back, when the far end was silent as the talkspurt
+//! ended; and barge-ins: from the start of a talkspurt (the send time of its first packet) that
+//! began while the far end was speaking, to the first silent packet back.
+//!
 //! The talkspurts are a generated voice (a 140 Hz buzz with harmonics under a syllable
 //! envelope) or, with [`CallVoice::with_source`], consecutive stretches of a recording
 //! ([`read_wav`]). With [`CallVoice::with_digits`] the callee also presses keys as RFC 4733
@@ -39,6 +44,12 @@ pub const DIGITS_AFTER_TALK: Duration = Duration::from_millis(300);
 
 /// Level above which a frame is voiced, dBFS.
 const VOICED_DBFS: f64 = -40.0;
+
+/// The far end is speaking at an instant when its last voiced packet came within this.
+const SPEAKING_WITHIN: Duration = Duration::from_millis(40);
+
+/// Turns and barge-ins a call keeps the times of.
+pub const TIMINGS_KEPT: usize = 64;
 
 /// Samples after which the generated voice repeats: 0.25 s, a whole number of cycles of the
 /// envelope (4 Hz) and of every partial (140, 280, 420 Hz).
@@ -130,6 +141,18 @@ pub struct CallMeasure {
     /// The first RTP packet of the call's audio, ms after the call's audio started (the
     /// answer): how long the far end took to start its media.
     pub first_packet_ms: Option<f64>,
+    /// Per talkspurt that ended with the far end silent and was answered within the answer
+    /// window: its last packet sent → the first voiced packet back, ms (the first
+    /// [`TIMINGS_KEPT`]).
+    pub turn_ms: Vec<f64>,
+    /// Talkspurts that ended while the far end was still speaking (not timed as turns).
+    pub turns_talked_over: u64,
+    /// Per talkspurt that started while the far end was speaking: its first packet sent → the
+    /// first silent packet back, ms (the first [`TIMINGS_KEPT`]).
+    pub barge_in_ms: Vec<f64>,
+    /// Talkspurts that started while the far end was speaking and did not silence it before
+    /// they ended.
+    pub barge_ins_missed: u64,
     /// The first [`GAP_SPANS_KEPT`] gaps: when the packet before each arrived, and the one
     /// after it.
     #[serde(skip)]
@@ -152,6 +175,12 @@ pub struct CallVoice {
     last_arrival: Option<Instant>,
     /// Ends of talkspurts still waiting for an answer.
     awaiting: Vec<Instant>,
+    /// The end of the last talkspurt, while its turn waits for voiced audio.
+    turn_from: Option<Instant>,
+    /// The start of a talkspurt that began over the far end's speech, until it goes silent.
+    barge_from: Option<Instant>,
+    /// When the last voiced packet came.
+    last_voiced: Option<Instant>,
     measure: CallMeasure,
     pcm: Vec<i16>,
     /// The recording the talkspurts come from (8 kHz), if not generated.
@@ -213,6 +242,9 @@ impl CallVoice {
             sample: 0,
             last_arrival: None,
             awaiting: Vec::new(),
+            turn_from: None,
+            barge_from: None,
+            last_voiced: None,
             measure: CallMeasure::default(),
             pcm: vec![0; FRAME * 6],
             source: None,
@@ -294,9 +326,13 @@ impl CallVoice {
             }
         }
         let next_in_cycle = in_cycle + Duration::from_millis(20);
+        if talking && in_cycle < Duration::from_millis(20) {
+            self.talkspurt_starts(now);
+        }
         if talking && next_in_cycle >= TALK {
             self.measure.talkspurts += 1;
             self.awaiting.push(now);
+            self.talkspurt_ends(now);
         }
         self.sample += FRAME;
         if let Some(event) = self.next_event(at, out) {
@@ -312,6 +348,57 @@ impl CallVoice {
         let written = self.sender.write(encoded, self.timestamp_step, out)?;
         self.measure.packets_out += 1;
         Ok(written)
+    }
+
+    /// Whether the far end was speaking at `now`.
+    fn far_end_speaking(&self, now: Instant) -> bool {
+        self.last_voiced
+            .is_some_and(|v| now.saturating_duration_since(v) <= SPEAKING_WITHIN)
+    }
+
+    /// The first packet of a talkspurt is sent at `now`: over the far end's speech, a barge-in.
+    fn talkspurt_starts(&mut self, now: Instant) {
+        if self.barge_from.take().is_some() {
+            self.measure.barge_ins_missed += 1;
+        }
+        if self.far_end_speaking(now) {
+            self.barge_from = Some(now);
+        }
+    }
+
+    /// The last packet of a talkspurt is sent at `now`: a turn, if the far end is silent.
+    fn talkspurt_ends(&mut self, now: Instant) {
+        if self.barge_from.take().is_some() {
+            self.measure.barge_ins_missed += 1;
+        }
+        if self.far_end_speaking(now) {
+            self.measure.turns_talked_over += 1;
+            self.turn_from = None;
+        } else {
+            self.turn_from = Some(now);
+        }
+    }
+
+    /// Times the turn or the barge-in under way with a packet of audio that arrived at `now`.
+    fn time_turns(&mut self, now: Instant, voiced: bool) {
+        let ms = |from: Instant| now.saturating_duration_since(from).as_secs_f64() * 1000.0;
+        if voiced && let Some(from) = self.turn_from.take() {
+            let m = &mut self.measure;
+            if now.saturating_duration_since(from) <= ANSWER_WINDOW.1
+                && m.turn_ms.len() < TIMINGS_KEPT
+            {
+                m.turn_ms.push(ms(from));
+            }
+        }
+        if !voiced && let Some(from) = self.barge_from.take() {
+            let m = &mut self.measure;
+            if m.barge_in_ms.len() < TIMINGS_KEPT {
+                m.barge_in_ms.push(ms(from));
+            }
+        }
+        if voiced {
+            self.last_voiced = Some(now);
+        }
     }
 
     /// A datagram that arrived at `now`.
@@ -354,6 +441,7 @@ impl CallVoice {
         };
         let voiced =
             dialtone_codec::level_dbfs(self.pcm.get(..decoded).unwrap_or_default()) > VOICED_DBFS;
+        self.time_turns(now, voiced);
         if voiced {
             self.measure.voiced_in += 1;
             let before = self.awaiting.len();
@@ -527,6 +615,48 @@ mod tests {
             (first - 1.0).abs() < 1e-6,
             "the first echo came 1 ms in: {m:?}"
         );
+    }
+
+    /// A far end like an agent on a virtual clock: it speaks 3 s starting 600 ms after each
+    /// talkspurt ends and goes silent 120 ms after a talkspurt starts over it. Every turn and
+    /// every barge-in is timed to the tick.
+    #[test]
+    fn turns_and_barge_ins_are_timed_on_a_virtual_clock() {
+        let t0 = Instant::now();
+        let mut a = CallVoice::new(t0, AudioCodec::Pcmu, 0, 0, 11).unwrap();
+        let mut agent = RtpSender::new(22, 0, 0, 0);
+        let mut tone = [0u8; FRAME];
+        let mut loud = [0i16; FRAME];
+        for (n, s) in loud.iter_mut().enumerate() {
+            *s = ((n as f64 * 0.3).sin() * 8000.0) as i16;
+        }
+        G711::new(G711Law::Mu).encode(&loud, &mut tone);
+        let (mut buf, mut out) = ([0u8; 1500], [0u8; 1500]);
+        let (talk, cycle) = (60u64, 175u64); // ticks: 1.2 s talking, 3.5 s a cycle
+        for tick in 0..700u64 {
+            let now = t0 + Duration::from_millis(20 * tick);
+            a.next_packet(now, &mut buf).unwrap();
+            let in_cycle = tick % cycle;
+            // Speaking from 30 ticks after the talkspurt's last packet (tick talk - 1) for 150
+            // ticks, cut 6 ticks into the next talkspurt.
+            let since_end = (tick + cycle - (talk - 1)) % cycle;
+            let speaking = tick >= talk - 1 + 30 && (30..150).contains(&since_end) && {
+                let next_start = in_cycle < talk;
+                !(next_start && in_cycle >= 6)
+            };
+            let payload = if speaking { tone } else { [0xff; FRAME] };
+            let m = agent.write(&payload, 160, &mut out).unwrap();
+            a.receive(now + Duration::from_millis(1), &out[..m]);
+        }
+        let m = a.measure();
+        assert_eq!(m.turn_ms.len(), 4, "{m:?}");
+        assert!(m.turn_ms.iter().all(|t| (t - 601.0).abs() < 1e-6), "{m:?}");
+        assert_eq!(m.barge_in_ms.len(), 3, "{m:?}");
+        assert!(
+            m.barge_in_ms.iter().all(|t| (t - 121.0).abs() < 1e-6),
+            "{m:?}"
+        );
+        assert_eq!((m.barge_ins_missed, m.turns_talked_over), (0, 0), "{m:?}");
     }
 
     #[test]

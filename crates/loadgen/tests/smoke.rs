@@ -1,6 +1,7 @@
 //! The capacity bench in small: a real daemon (`builtin:echo`, G.711) on loopback, the trunk
-//! simulator as its trunk, a few dozen calls dispatched over gRPC. It keeps the bench working;
-//! speed is measured by the bench itself, not asserted here.
+//! simulator as its trunk, a few dozen calls dispatched over gRPC; and a few `builtin:agent`
+//! calls against the scripted responder. It keeps the bench working; speed is measured by the
+//! bench itself, not asserted here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -11,6 +12,7 @@ use dialtone_daemon::{Config, Daemon};
 use dialtone_loadgen::callee::{CalleeConfig, OutcomeMix};
 use dialtone_loadgen::load::{self, Control, LoadPlan};
 use dialtone_loadgen::plot::{self, TimelineSample};
+use dialtone_loadgen::scripted::ScriptedProvider;
 use dialtone_loadgen::sim::Simulator;
 use dialtone_loadgen::voice::{VoiceScript, read_wav};
 use dialtone_sdp::AudioCodec;
@@ -28,6 +30,8 @@ async fn daemon(dir: &std::path::Path, rtp: &str) -> Daemon {
             "DIALTONE_API_KEY" => KEY,
             "DIALTONE_WEBHOOK_SECRET" => "whsec",
             "DIALTONE_MEDIA_WORKERS" => "1",
+            // The scripted responder of the builtin:agent calls.
+            "DIALTONE_PRIVATE_DESTINATIONS" => "127.0.0.1",
             _ => return None,
         };
         Some(value.to_owned())
@@ -67,7 +71,7 @@ async fn bench(
         .await
         .unwrap();
     let agent_id = control
-        .set_up_agent(sim.sip_addr, "builtin:echo")
+        .set_up_agent(sim.sip_addr, "builtin:echo", None)
         .await
         .unwrap();
     (d, sim, control, agent_id)
@@ -252,5 +256,75 @@ async fn callees_speak_a_recording_and_press_digits_that_dialtone_hears() {
             bytes.len()
         );
     }
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+/// `builtin:agent` against the scripted responder: each callee's talkspurt is a turn (it is
+/// transcribed, answered and spoken back after the endpointing silence), and the next
+/// talkspurt starts while the agent still speaks, cutting it (barge-in); both are timed on
+/// the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_calls_take_turns_and_are_barged_in_on_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(dir.path(), "12800-12899").await;
+    let sim = Simulator::start(
+        callee(OutcomeMix::ALL_ANSWERED, Duration::from_secs(8)),
+        (12900, 12999),
+        VoiceScript::default(),
+        1,
+    )
+    .await
+    .unwrap();
+    let control = Control::connect(&format!("http://{}", d.grpc_addr), KEY)
+        .await
+        .unwrap();
+    let scripted = ScriptedProvider::start().await.unwrap();
+    control
+        .create_openai_provider("scripted", &scripted.base_url())
+        .await
+        .unwrap();
+    let agent_id = control
+        .set_up_agent(sim.sip_addr, load::BUILTIN_AGENT, Some("scripted"))
+        .await
+        .unwrap();
+    let plan = LoadPlan {
+        agent_id,
+        to: "+15551230000".into(),
+        calls: 4,
+        rate: 4.0,
+        max_concurrency: 4,
+        deadline: Duration::from_secs(60),
+        progress: false,
+        watch_cpu: None,
+    };
+    let (report, records) = load::run(&control, sim, &plan).await.unwrap();
+    println!("{}", report.markdown());
+    println!("{:?}", scripted.requests());
+    assert_eq!(
+        report.dispatch.statuses.get("completed"),
+        Some(&4),
+        "{report:#?}"
+    );
+    let endpointing = load::ENDPOINTING.as_secs_f64() * 1000.0;
+    for r in &records {
+        let m = r
+            .measure
+            .as_ref()
+            .expect("every answered call was measured");
+        // Talkspurts end at 1.2 s and 4.7 s and start over the agent at 3.5 s and 7 s.
+        assert!(m.turn_ms.len() >= 2, "{m:?}");
+        assert!(
+            m.turn_ms
+                .iter()
+                .all(|t| *t > endpointing - 100.0 && *t < 2300.0),
+            "{m:?}"
+        );
+        assert!(!m.barge_in_ms.is_empty(), "{m:?}");
+        assert!(m.barge_in_ms.iter().all(|t| *t < 1200.0), "{m:?}");
+        assert_eq!(m.barge_ins_missed, 0, "{m:?}");
+    }
+    let requests = scripted.requests();
+    assert!(requests.transcriptions >= 8, "{requests:?}");
+    assert!(requests.speech >= 8, "{requests:?}");
     d.shutdown(Duration::from_secs(1)).await;
 }

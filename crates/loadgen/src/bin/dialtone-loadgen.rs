@@ -9,7 +9,10 @@
 //!   memory and reads its media latency histograms; then runs the two references at the largest
 //!   step within budget (a bare UDP reflector moving the same streams, SIPp's UAC against its
 //!   UAS at the same rate and hold) and divides by them; writes `summary.json`, `summary.md`
-//!   and each step's per-call records (`calls-<step>.json`) to `--results`;
+//!   and each step's per-call records (`calls-<step>.json`) to `--results`. With `--brain
+//!   builtin:agent` the calls run the conversation inside the engine, its model, speech
+//!   recognition and synthesis a zero-latency scripted responder in this process
+//!   (`dialtone_loadgen::scripted`), and the report times each turn and barge-in on the wire;
 //! * `reflector`: the bare UDP reflector alone.
 
 use std::net::{SocketAddr, TcpStream};
@@ -27,6 +30,7 @@ use dialtone_loadgen::plot::{self, TimelineSample};
 use dialtone_loadgen::report::{
     DaemonUsage, MachineStall, Percentiles, describe_stalls, first_trouble, most_held_within_budget,
 };
+use dialtone_loadgen::scripted::ScriptedProvider;
 use dialtone_loadgen::sim::Simulator;
 use dialtone_loadgen::stalls::{StallWatch, freezes};
 use dialtone_loadgen::voice::VoiceScript;
@@ -54,7 +58,9 @@ enum Mode {
         /// API key.
         #[arg(long, env = "DIALTONE_API_KEY", hide_env_values = true)]
         api_key: String,
-        /// The brain of the agent the load creates.
+        /// The brain of the agent the load creates (`builtin:agent` runs against a scripted
+        /// responder in this process, which the daemon must be allowed to reach on 127.0.0.1:
+        /// DIALTONE_PRIVATE_DESTINATIONS=127.0.0.1).
         #[arg(long, default_value = "builtin:echo")]
         brain: String,
         #[command(flatten)]
@@ -106,11 +112,51 @@ enum Mode {
         /// Where summary.json and summary.md go.
         #[arg(long, default_value = "target/capacity")]
         results: PathBuf,
+        /// The brain of the calls: builtin:echo, or builtin:agent against a zero-latency
+        /// scripted OpenAI-compatible responder in this process.
+        #[arg(long, value_enum, default_value = "builtin:echo")]
+        brain: BenchBrain,
         #[command(flatten)]
         load: LoadArgs,
         #[command(flatten)]
         sim: SimArgs,
     },
+}
+
+/// The brains the bench can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchBrain {
+    #[value(name = "builtin:echo")]
+    Echo,
+    #[value(name = "builtin:agent")]
+    Agent,
+}
+
+impl BenchBrain {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Echo => "builtin:echo",
+            Self::Agent => load::BUILTIN_AGENT,
+        }
+    }
+}
+
+/// The name of the provider the load's `builtin:agent` calls use.
+const SCRIPTED_PROVIDER: &str = "scripted";
+
+/// For a `builtin:agent` load: the scripted responder, and an `openai` provider pointing at it.
+async fn scripted_provider(
+    control: &Control,
+    brain: &str,
+) -> anyhow::Result<Option<ScriptedProvider>> {
+    if brain != load::BUILTIN_AGENT {
+        return Ok(None);
+    }
+    let scripted = ScriptedProvider::start().await?;
+    control
+        .create_openai_provider(SCRIPTED_PROVIDER, &scripted.base_url())
+        .await?;
+    Ok(Some(scripted))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -376,7 +422,7 @@ impl Drop for Daemon {
     }
 }
 
-fn start_daemon(binary: &Path, media_workers: usize) -> anyhow::Result<Daemon> {
+fn start_daemon(binary: &Path, media_workers: usize, brain: BenchBrain) -> anyhow::Result<Daemon> {
     let dir = tempfile::tempdir()?;
     let http: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let grpc: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
@@ -391,6 +437,15 @@ fn start_daemon(binary: &Path, media_workers: usize) -> anyhow::Result<Daemon> {
         .env("DIALTONE_BRAIN_ADDR", "builtin:echo")
         .env("DIALTONE_MEDIA_WORKERS", media_workers.to_string())
         .env("DIALTONE_LOG", "warn")
+        // The scripted responder of a builtin:agent bench listens on 127.0.0.1.
+        .env(
+            "DIALTONE_PRIVATE_DESTINATIONS",
+            if brain == BenchBrain::Agent {
+                "127.0.0.1"
+            } else {
+                ""
+            },
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -420,10 +475,16 @@ enum Shape {
     Linear(u64),
 }
 
-async fn bench(
-    shape: &Shape,
+/// What the bench runs.
+struct BenchTarget {
     binary: PathBuf,
     media_workers: usize,
+    brain: BenchBrain,
+}
+
+async fn bench(
+    shape: &Shape,
+    target: BenchTarget,
     results: &Path,
     load_args: &LoadArgs,
     sim_args: &SimArgs,
@@ -441,16 +502,25 @@ async fn bench(
     let (ramp, sim_args) = (ramp.as_slice(), &sim_args);
     let mut linear_trouble = None;
     let mut rss_before_calls: Option<u64> = None;
-    let daemon = start_daemon(&binary, media_workers)?;
+    let daemon = start_daemon(&target.binary, target.media_workers, target.brain)?;
     let pid = daemon.child.id();
     let ticks = clock_ticks();
     let control = Control::connect(&format!("http://{}", daemon.grpc), "bench-key").await?;
+    let brain = target.brain.name();
+    let scripted = scripted_provider(&control, brain).await?;
     std::fs::create_dir_all(results)?;
     let mut steps = Vec::new();
     for &concurrency in ramp {
         eprintln!("== {concurrency} concurrent calls ==");
         let sim = start_simulator(sim_args).await?;
-        let agent = control.set_up_agent(sim.sip_addr, "builtin:echo").await?;
+        let agent = control
+            .set_up_agent(
+                sim.sip_addr,
+                brain,
+                scripted.as_ref().map(|_| SCRIPTED_PROVIDER),
+            )
+            .await?;
+        let requests_before = scripted.as_ref().map(ScriptedProvider::requests);
         let (cpu_before, rss_now) =
             process_usage(pid, ticks).context("reading /proc of dialtoned")?;
         // Memory per call counts from the daemon before its first call: the allocator keeps
@@ -539,9 +609,10 @@ async fn bench(
         });
         report.judge();
         println!(
-            "\n### {concurrency} concurrent calls\n\n{}",
+            "\n### {concurrency} concurrent calls ({brain})\n\n{}",
             report.markdown()
         );
+        print_turns(&report, requests_before, scripted.as_ref());
         if matches!(shape, Shape::Linear(_)) {
             let trouble = first_trouble(&records, &[]);
             let apart = first_trouble(&records, &freezes);
@@ -620,6 +691,7 @@ async fn bench(
     let summary = serde_json::json!({
         "references": references,
         "codec": format!("{:?}", sim_args.codec).to_lowercase(),
+        "brain": brain,
         "rate": load_args.rate,
         "hold_seconds": sim_args.hold_seconds,
         "max_concurrent_within_budget": held,
@@ -634,7 +706,7 @@ async fn bench(
     )?;
     let count = |n: Option<u64>| n.map_or("none".into(), |h| h.to_string());
     let mut md = format!(
-        "# Capacity bench\n\ncodec {:?}, {} dispatches/s, calls held {} s\n\n**most concurrent calls within budget: {}**\n\n\
+        "# Capacity bench\n\n{brain}, codec {:?}, {} dispatches/s, calls held {} s\n\n**most concurrent calls within budget: {}**\n\n\
          leaving out the gaps that freezes of the whole machine (every CPU stalled at once) explain: {}\n",
         sim_args.codec,
         load_args.rate,
@@ -695,6 +767,48 @@ async fn bench(
         results.join("summary.md").display()
     );
     Ok(())
+}
+
+/// The turns and barge-ins of a step on the wire, less what the daemon waits for by design:
+/// the endpointing silence after a talkspurt, before it answers. With the scripted responder,
+/// the requests it answered during the step.
+fn print_turns(
+    report: &dialtone_loadgen::report::Report,
+    before: Option<dialtone_loadgen::scripted::ProviderRequests>,
+    scripted: Option<&ScriptedProvider>,
+) {
+    let m = &report.media;
+    let endpointing = load::ENDPOINTING.as_secs_f64() * 1000.0;
+    if m.turn_ms.count > 0 {
+        println!(
+            "turns on the wire (talkspurt end → first voiced packet back), less the {endpointing:.0} ms \
+             endpointing silence: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} turns",
+            m.turn_ms.p50 - endpointing,
+            m.turn_ms.p99 - endpointing,
+            m.turn_ms.max - endpointing,
+            m.turn_ms.count
+        );
+    }
+    if m.barge_in_ms.count > 0 {
+        println!(
+            "barge-ins on the wire (talkspurt start over the agent → first silent packet back): \
+             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} ({} not silenced)",
+            m.barge_in_ms.p50,
+            m.barge_in_ms.p99,
+            m.barge_in_ms.max,
+            m.barge_in_ms.count,
+            m.barge_ins_missed
+        );
+    }
+    if let (Some(before), Some(scripted)) = (before, scripted) {
+        let now = scripted.requests();
+        println!(
+            "scripted provider: {} chat completions, {} transcriptions, {} syntheses",
+            now.chat - before.chat,
+            now.transcriptions - before.transcriptions,
+            now.speech - before.speech
+        );
+    }
 }
 
 /// The bare UDP reflector's cost for `calls` streams held `hold_seconds`.
@@ -877,7 +991,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let control = Control::connect(&server, &api_key).await?;
             let simulator = start_simulator(&sim).await?;
-            let agent = control.set_up_agent(simulator.sip_addr, &brain).await?;
+            let scripted = scripted_provider(&control, &brain).await?;
+            let agent = control
+                .set_up_agent(
+                    simulator.sip_addr,
+                    &brain,
+                    scripted.as_ref().map(|_| SCRIPTED_PROVIDER),
+                )
+                .await?;
             let p = plan(
                 agent,
                 &load_args,
@@ -887,6 +1008,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let (report, _) = load::run(&control, simulator, &p).await?;
             println!("{}", report.markdown());
+            print_turns(
+                &report,
+                scripted.as_ref().map(|_| Default::default()),
+                scripted.as_ref(),
+            );
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Mode::Bench {
@@ -895,6 +1021,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             media_workers,
             linear,
             results,
+            brain,
             load: load_args,
             sim,
         } => {
@@ -917,7 +1044,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 Shape::Steps(ramp)
             };
-            bench(&shape, binary, media_workers, &results, &load_args, &sim).await?;
+            let target = BenchTarget {
+                binary,
+                media_workers,
+                brain,
+            };
+            bench(&shape, target, &results, &load_args, &sim).await?;
         }
     }
     Ok(())
