@@ -340,12 +340,19 @@ fn plan(agent_id: String, load: &LoadArgs, calls: u64, concurrency: u64, hold: u
     }
 }
 
-/// A plain HTTP GET on loopback (health and metrics of the daemon we started).
+/// The API key of the daemon the bench starts (an operator key: `/metrics` needs one).
+const BENCH_KEY: &str = "bench-key";
+
+/// A plain HTTP GET on loopback (health and metrics of the daemon we started), with its key.
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {BENCH_KEY}\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
@@ -432,7 +439,7 @@ fn start_daemon(binary: &Path, media_workers: usize, brain: BenchBrain) -> anyho
         .env("DIALTONE_SIP_ADDR", "127.0.0.1:0")
         .env("DIALTONE_RTP_PORTS", "20000-29999")
         .env("DIALTONE_DATA_DIR", dir.path())
-        .env("DIALTONE_API_KEY", "bench-key")
+        .env("DIALTONE_API_KEY", BENCH_KEY)
         .env("DIALTONE_WEBHOOK_SECRET", "bench")
         .env("DIALTONE_BRAIN_ADDR", "builtin:echo")
         .env("DIALTONE_MEDIA_WORKERS", media_workers.to_string())
@@ -505,7 +512,7 @@ async fn bench(
     let daemon = start_daemon(&target.binary, target.media_workers, target.brain)?;
     let pid = daemon.child.id();
     let ticks = clock_ticks();
-    let control = Control::connect(&format!("http://{}", daemon.grpc), "bench-key").await?;
+    let control = Control::connect(&format!("http://{}", daemon.grpc), BENCH_KEY).await?;
     let brain = target.brain.name();
     let scripted = scripted_provider(&control, brain).await?;
     std::fs::create_dir_all(results)?;
