@@ -56,15 +56,17 @@ fn unfit(field: &str, name: &str, kind: ProviderKind) -> EngineError {
 const TOOL_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Engine {
-    /// The conversation, clients and tools of a `builtin:agent` call; `None` for other brains.
+    /// The conversation, clients and tools of a call whose `brain` (the agent's, else the
+    /// daemon's default) is `builtin:agent`; `None` for other brains.
     pub(crate) async fn agent_setup(
         &self,
         org_id: Uuid,
+        brain: &str,
         settings: &AgentFields,
         instructions: Option<&str>,
         context: &Value,
     ) -> Result<Option<AgentSetup>, EngineError> {
-        if settings.brain.as_deref() != Some(BUILTIN_AGENT) {
+        if brain != BUILTIN_AGENT {
             return Ok(None);
         }
         let unusable = |field: &str, detail: String| EngineError::AgentProvider {

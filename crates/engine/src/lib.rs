@@ -433,7 +433,6 @@ impl Engine {
             }
         };
         let trunk = self.storage.get_trunk(from.trunk_id).await?;
-
         let instructions = request
             .instructions
             .clone()
@@ -449,7 +448,7 @@ impl Engine {
         }
         let instructions = instructions.map(|i| placeholder::fill(&i, &context));
         let agent_setup = self
-            .agent_setup(org.id, settings, instructions.as_deref(), &context)
+            .agent_setup(org.id, &brain, settings, instructions.as_deref(), &context)
             .await?;
         let webhook_url = request
             .webhook_url
