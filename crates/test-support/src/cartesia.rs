@@ -16,11 +16,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::websocket::{
-    AUDIO_MESSAGE_BYTES, Handshake, Recorder, Socket, Upgrade, listen, tone_pcm,
+    AUDIO_MESSAGE_BYTES, Handshake, PeerSession, Recorder, ScriptedPeer, Socket, Upgrade, tone_pcm,
 };
 
 /// One scripted answer to a connection.
@@ -64,98 +63,59 @@ pub struct CartesiaSession {
     pub ended: bool,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Script {
-    replies: VecDeque<CartesiaReply>,
-    sessions: Vec<CartesiaSession>,
-}
+/// What the peer keeps.
+type Script = crate::websocket::Script<CartesiaReply, CartesiaSession>;
 
-/// The scripted Cartesia peer; see the [module documentation](self). It runs on the tokio
-/// runtime it was started on and stops when dropped.
-#[derive(Debug)]
-pub struct ScriptedCartesia {
-    addr: std::net::SocketAddr,
-    record: Arc<Recorder<Script>>,
-    task: JoinHandle<()>,
-}
+impl PeerSession for CartesiaSession {
+    fn is_ended(&self) -> bool {
+        self.ended
+    }
 
-impl Drop for ScriptedCartesia {
-    fn drop(&mut self) {
-        self.task.abort();
+    fn set_ended(&mut self) {
+        self.ended = true;
     }
 }
+
+/// The scripted Cartesia peer; see the [module documentation](self).
+pub type ScriptedCartesia = ScriptedPeer<CartesiaReply, CartesiaSession>;
 
 impl ScriptedCartesia {
     /// Starts the peer on 127.0.0.1 on a free port.
     pub async fn start() -> std::io::Result<Self> {
-        let record = Arc::new(Recorder::<Script>::default());
-        let decide = {
-            let record = Arc::clone(&record);
-            move |handshake: Handshake| {
-                record.update(|script| {
-                    let reply = script.replies.pop_front().unwrap_or(CartesiaReply::Tone {
-                        delay: Duration::ZERO,
-                    });
-                    let index = script.sessions.len();
-                    let refused = matches!(reply, CartesiaReply::Refuse { .. });
-                    script.sessions.push(CartesiaSession {
-                        handshake,
-                        ended: refused,
-                        ..CartesiaSession::default()
-                    });
-                    match reply {
-                        CartesiaReply::Refuse { status, message } => {
-                            Upgrade::Refuse(status, message)
-                        }
-                        reply => Upgrade::Accept((index, reply)),
-                    }
-                })
-            }
-        };
-        let session = {
-            let record = Arc::clone(&record);
-            move |(index, reply): (usize, CartesiaReply), socket: Socket| {
-                let record = Arc::clone(&record);
-                async move {
-                    run(&record, index, reply, socket).await;
-                    record.update(|script| {
-                        if let Some(session) = script.sessions.get_mut(index) {
-                            session.ended = true;
-                        }
-                    });
-                }
-            }
-        };
-        let (addr, task) = listen(decide, session).await?;
-        Ok(Self { addr, record, task })
+        ScriptedPeer::serve(
+            || CartesiaReply::Tone {
+                delay: Duration::ZERO,
+            },
+            |handshake, reply| {
+                let refused = matches!(reply, CartesiaReply::Refuse { .. });
+                let session = CartesiaSession {
+                    handshake,
+                    ended: refused,
+                    ..CartesiaSession::default()
+                };
+                let upgrade = match reply {
+                    CartesiaReply::Refuse { status, message } => Upgrade::Refuse(status, message),
+                    reply => Upgrade::Accept(reply),
+                };
+                (session, upgrade)
+            },
+            run,
+        )
+        .await
     }
 
     /// The base URL a client is given: `http://127.0.0.1:<port>`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Queues the answer to the next connection.
-    pub fn push(&self, reply: CartesiaReply) {
-        self.record.update(|script| script.replies.push_back(reply));
-    }
-
-    /// Every connection so far, in the order they came.
-    pub fn sessions(&self) -> Vec<CartesiaSession> {
-        self.record.lock().sessions.clone()
-    }
-
-    /// Waits (at most `timeout`) until the `n`th connection (from 0) has ended, and returns it.
-    pub async fn ended(&self, n: usize, timeout: Duration) -> Option<CartesiaSession> {
-        self.record
-            .wait(timeout, |script| {
-                script.sessions.get(n).filter(|s| s.ended).cloned()
-            })
-            .await
+        format!("http://{}", self.addr())
     }
 }
 
-async fn run(record: &Recorder<Script>, index: usize, reply: CartesiaReply, mut socket: Socket) {
+async fn run(
+    record: Arc<Recorder<Script>>,
+    index: usize,
+    reply: CartesiaReply,
+    mut socket: Socket,
+) {
     let session = |change: &dyn Fn(&mut CartesiaSession)| {
         record.update(|script| {
             if let Some(session) = script.sessions.get_mut(index) {

@@ -11,16 +11,14 @@
 //! error code, a peer that never answers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::websocket::{Handshake, Recorder, Socket, Upgrade, listen};
+use crate::websocket::{Handshake, PeerSession, Recorder, ScriptedPeer, Socket, Upgrade};
 
 /// One scripted answer to a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,103 +91,62 @@ impl DeepgramSession {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-struct Script {
-    replies: std::collections::VecDeque<DeepgramReply>,
-    sessions: Vec<DeepgramSession>,
-}
+/// What the peer keeps.
+type Script = crate::websocket::Script<DeepgramReply, DeepgramSession>;
 
-/// The scripted Deepgram peer; see the [module documentation](self). It runs on the tokio
-/// runtime it was started on and stops when dropped.
-#[derive(Debug)]
-pub struct ScriptedDeepgram {
-    addr: std::net::SocketAddr,
-    record: Arc<Recorder<Script>>,
-    task: JoinHandle<()>,
-}
+impl PeerSession for DeepgramSession {
+    fn is_ended(&self) -> bool {
+        self.ended
+    }
 
-impl Drop for ScriptedDeepgram {
-    fn drop(&mut self) {
-        self.task.abort();
+    fn set_ended(&mut self) {
+        self.ended = true;
     }
 }
+
+/// The scripted Deepgram peer; see the [module documentation](self).
+pub type ScriptedDeepgram = ScriptedPeer<DeepgramReply, DeepgramSession>;
 
 impl ScriptedDeepgram {
     /// Starts the peer on 127.0.0.1 on a free port.
     pub async fn start() -> std::io::Result<Self> {
-        let record = Arc::new(Recorder::<Script>::default());
-        let decide = {
-            let record = Arc::clone(&record);
-            move |handshake: Handshake| {
-                record.update(|script| {
-                    let reply = script
-                        .replies
-                        .pop_front()
-                        .unwrap_or(DeepgramReply::Transcript(Vec::new()));
-                    let index = script.sessions.len();
-                    let refused = matches!(reply, DeepgramReply::Refuse { .. });
-                    script.sessions.push(DeepgramSession {
-                        handshake,
-                        accepted: !refused,
-                        ended: refused,
-                        ..DeepgramSession::default()
-                    });
-                    match reply {
-                        DeepgramReply::Refuse { status, message } => Upgrade::Refuse(
-                            status,
-                            json!({"err_code": "SCRIPTED", "err_msg": message,
-                                   "request_id": "scripted"})
+        ScriptedPeer::serve(
+            || DeepgramReply::Transcript(Vec::new()),
+            |handshake, reply| {
+                let refused = matches!(reply, DeepgramReply::Refuse { .. });
+                let session = DeepgramSession {
+                    handshake,
+                    accepted: !refused,
+                    ended: refused,
+                    ..DeepgramSession::default()
+                };
+                let upgrade = match reply {
+                    DeepgramReply::Refuse { status, message } => Upgrade::Refuse(
+                        status,
+                        json!({"err_code": "SCRIPTED", "err_msg": message, "request_id": "scripted"})
                             .to_string(),
-                        ),
-                        reply => Upgrade::Accept((index, reply)),
-                    }
-                })
-            }
-        };
-        let session = {
-            let record = Arc::clone(&record);
-            move |(index, reply): (usize, DeepgramReply), socket: Socket| {
-                let record = Arc::clone(&record);
-                async move {
-                    run(&record, index, reply, socket).await;
-                    record.update(|script| {
-                        if let Some(session) = script.sessions.get_mut(index) {
-                            session.ended = true;
-                        }
-                    });
-                }
-            }
-        };
-        let (addr, task) = listen(decide, session).await?;
-        Ok(Self { addr, record, task })
+                    ),
+                    reply => Upgrade::Accept(reply),
+                };
+                (session, upgrade)
+            },
+            run,
+        )
+        .await
     }
 
     /// The base URL a client is given: `http://127.0.0.1:<port>/v1`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
-    }
-
-    /// Queues the answer to the next connection.
-    pub fn push(&self, reply: DeepgramReply) {
-        self.record.update(|script| script.replies.push_back(reply));
-    }
-
-    /// Every connection so far, in the order they came.
-    pub fn sessions(&self) -> Vec<DeepgramSession> {
-        self.record.lock().sessions.clone()
-    }
-
-    /// Waits (at most `timeout`) until the `n`th connection (from 0) has ended, and returns it.
-    pub async fn ended(&self, n: usize, timeout: Duration) -> Option<DeepgramSession> {
-        self.record
-            .wait(timeout, |script| {
-                script.sessions.get(n).filter(|s| s.ended).cloned()
-            })
-            .await
+        format!("http://{}/v1", self.addr())
     }
 }
 
-async fn run(record: &Recorder<Script>, index: usize, reply: DeepgramReply, mut socket: Socket) {
+async fn run(
+    record: Arc<Recorder<Script>>,
+    index: usize,
+    reply: DeepgramReply,
+    mut socket: Socket,
+) {
     let session = |change: &dyn Fn(&mut DeepgramSession)| {
         record.update(|script| {
             if let Some(session) = script.sessions.get_mut(index) {

@@ -19,13 +19,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::websocket::{
-    AUDIO_MESSAGE_BYTES, Handshake, Recorder, Socket, Upgrade, listen, tone_pcm,
+    AUDIO_MESSAGE_BYTES, Handshake, PeerSession, Recorder, ScriptedPeer, Socket, Upgrade, tone_pcm,
 };
 
 /// One scripted answer to a connection.
@@ -66,96 +65,53 @@ pub struct ElevenLabsSession {
     pub ended: bool,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Script {
-    replies: VecDeque<ElevenLabsReply>,
-    sessions: Vec<ElevenLabsSession>,
-}
+/// What the peer keeps.
+type Script = crate::websocket::Script<ElevenLabsReply, ElevenLabsSession>;
 
-/// The scripted ElevenLabs peer; see the [module documentation](self). It runs on the tokio
-/// runtime it was started on and stops when dropped.
-#[derive(Debug)]
-pub struct ScriptedElevenLabs {
-    addr: std::net::SocketAddr,
-    record: Arc<Recorder<Script>>,
-    task: JoinHandle<()>,
-}
+impl PeerSession for ElevenLabsSession {
+    fn is_ended(&self) -> bool {
+        self.ended
+    }
 
-impl Drop for ScriptedElevenLabs {
-    fn drop(&mut self) {
-        self.task.abort();
+    fn set_ended(&mut self) {
+        self.ended = true;
     }
 }
+
+/// The scripted ElevenLabs peer; see the [module documentation](self).
+pub type ScriptedElevenLabs = ScriptedPeer<ElevenLabsReply, ElevenLabsSession>;
 
 impl ScriptedElevenLabs {
     /// Starts the peer on 127.0.0.1 on a free port.
     pub async fn start() -> std::io::Result<Self> {
-        let record = Arc::new(Recorder::<Script>::default());
-        let decide = {
-            let record = Arc::clone(&record);
-            move |handshake: Handshake| {
-                record.update(|script| {
-                    let reply = script.replies.pop_front().unwrap_or(ElevenLabsReply::Tone {
-                        delay: Duration::ZERO,
-                    });
-                    let index = script.sessions.len();
-                    let refused = matches!(reply, ElevenLabsReply::Refuse { .. });
-                    script.sessions.push(ElevenLabsSession {
-                        handshake,
-                        ended: refused,
-                        ..ElevenLabsSession::default()
-                    });
-                    match reply {
-                        ElevenLabsReply::Refuse { status, message } => Upgrade::Refuse(
-                            status,
-                            json!({"detail": {"status": "scripted", "message": message}})
-                                .to_string(),
-                        ),
-                        reply => Upgrade::Accept((index, reply)),
-                    }
-                })
-            }
-        };
-        let session = {
-            let record = Arc::clone(&record);
-            move |(index, reply): (usize, ElevenLabsReply), socket: Socket| {
-                let record = Arc::clone(&record);
-                async move {
-                    run(&record, index, reply, socket).await;
-                    record.update(|script| {
-                        if let Some(session) = script.sessions.get_mut(index) {
-                            session.ended = true;
-                        }
-                    });
-                }
-            }
-        };
-        let (addr, task) = listen(decide, session).await?;
-        Ok(Self { addr, record, task })
+        ScriptedPeer::serve(
+            || ElevenLabsReply::Tone {
+                delay: Duration::ZERO,
+            },
+            |handshake, reply| {
+                let refused = matches!(reply, ElevenLabsReply::Refuse { .. });
+                let session = ElevenLabsSession {
+                    handshake,
+                    ended: refused,
+                    ..ElevenLabsSession::default()
+                };
+                let upgrade = match reply {
+                    ElevenLabsReply::Refuse { status, message } => Upgrade::Refuse(
+                        status,
+                        json!({"detail": {"status": "scripted", "message": message}}).to_string(),
+                    ),
+                    reply => Upgrade::Accept(reply),
+                };
+                (session, upgrade)
+            },
+            run,
+        )
+        .await
     }
 
     /// The base URL a client is given: `http://127.0.0.1:<port>/v1`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
-    }
-
-    /// Queues the answer to the next connection.
-    pub fn push(&self, reply: ElevenLabsReply) {
-        self.record.update(|script| script.replies.push_back(reply));
-    }
-
-    /// Every connection so far, in the order they came.
-    pub fn sessions(&self) -> Vec<ElevenLabsSession> {
-        self.record.lock().sessions.clone()
-    }
-
-    /// Waits (at most `timeout`) until the `n`th connection (from 0) has ended, and returns it.
-    pub async fn ended(&self, n: usize, timeout: Duration) -> Option<ElevenLabsSession> {
-        self.record
-            .wait(timeout, |script| {
-                script.sessions.get(n).filter(|s| s.ended).cloned()
-            })
-            .await
+        format!("http://{}/v1", self.addr())
     }
 }
 
@@ -165,7 +121,12 @@ enum Out {
     Close(CloseFrame),
 }
 
-async fn run(record: &Recorder<Script>, index: usize, reply: ElevenLabsReply, mut socket: Socket) {
+async fn run(
+    record: Arc<Recorder<Script>>,
+    index: usize,
+    reply: ElevenLabsReply,
+    mut socket: Socket,
+) {
     let session = |change: &dyn Fn(&mut ElevenLabsSession)| {
         record.update(|script| {
             if let Some(session) = script.sessions.get_mut(index) {
@@ -177,7 +138,7 @@ async fn run(record: &Recorder<Script>, index: usize, reply: ElevenLabsReply, mu
         ElevenLabsReply::Tone { delay } => *delay,
         ElevenLabsReply::Error { .. } | ElevenLabsReply::Refuse { .. } => Duration::ZERO,
     };
-    let rate = socket_rate(record, index);
+    let rate = socket_rate(&record, index);
     let mut buffered = String::new();
     let mut texts = 0usize;
     let mut pending: VecDeque<Out> = VecDeque::new();

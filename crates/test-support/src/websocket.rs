@@ -176,6 +176,121 @@ where
     Ok((addr, task))
 }
 
+/// What a scripted peer keeps: the replies still to give, in order, and what each connection
+/// showed.
+#[derive(Debug, Clone)]
+pub struct Script<R, S> {
+    pub(crate) replies: std::collections::VecDeque<R>,
+    pub(crate) sessions: Vec<S>,
+}
+
+impl<R, S> Default for Script<R, S> {
+    fn default() -> Self {
+        Self {
+            replies: std::collections::VecDeque::new(),
+            sessions: Vec::new(),
+        }
+    }
+}
+
+/// What a scripted peer records of one connection, which knows whether it has ended.
+pub trait PeerSession: Clone + Send + 'static {
+    /// Whether the connection has ended.
+    fn is_ended(&self) -> bool;
+    /// Marks the connection ended.
+    fn set_ended(&mut self);
+}
+
+/// A scripted websocket peer on 127.0.0.1: each connection takes the next queued reply `R`
+/// (or the peer's default) and is recorded as an `S`. It runs on the tokio runtime it was
+/// started on and stops when dropped.
+#[derive(Debug)]
+pub struct ScriptedPeer<R, S> {
+    addr: SocketAddr,
+    record: Arc<Recorder<Script<R, S>>>,
+    task: JoinHandle<()>,
+}
+
+impl<R, S> Drop for ScriptedPeer<R, S> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<R: Clone + Send + 'static, S: PeerSession> ScriptedPeer<R, S> {
+    /// Listens on a free port: `open` makes each upgrade request and its reply (`default()`
+    /// when none is queued) into the connection's record and the answer to the upgrade; `run`
+    /// then serves an accepted connection (its index among the records, its reply).
+    pub(crate) async fn serve<O, F, Fut>(
+        default: fn() -> R,
+        open: O,
+        run: F,
+    ) -> std::io::Result<Self>
+    where
+        O: Fn(Handshake, R) -> (S, Upgrade<R>) + Send + Sync + 'static,
+        F: Fn(Arc<Recorder<Script<R, S>>>, usize, R, Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let record = Arc::new(Recorder::<Script<R, S>>::default());
+        let decide = {
+            let record = Arc::clone(&record);
+            move |handshake: Handshake| {
+                record.update(|script| {
+                    let reply = script.replies.pop_front().unwrap_or_else(default);
+                    let index = script.sessions.len();
+                    let (session, upgrade) = open(handshake, reply);
+                    script.sessions.push(session);
+                    match upgrade {
+                        Upgrade::Accept(reply) => Upgrade::Accept((index, reply)),
+                        Upgrade::Refuse(status, body) => Upgrade::Refuse(status, body),
+                    }
+                })
+            }
+        };
+        let run = Arc::new(run);
+        let session = {
+            let record = Arc::clone(&record);
+            move |(index, reply): (usize, R), socket: Socket| {
+                let (record, run) = (Arc::clone(&record), Arc::clone(&run));
+                async move {
+                    run(Arc::clone(&record), index, reply, socket).await;
+                    record.update(|script| {
+                        if let Some(session) = script.sessions.get_mut(index) {
+                            session.set_ended();
+                        }
+                    });
+                }
+            }
+        };
+        let (addr, task) = listen(decide, session).await?;
+        Ok(Self { addr, record, task })
+    }
+
+    /// Where it listens.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queues the answer to the next connection.
+    pub fn push(&self, reply: R) {
+        self.record.update(|script| script.replies.push_back(reply));
+    }
+
+    /// Every connection so far, in the order they came.
+    pub fn sessions(&self) -> Vec<S> {
+        self.record.lock().sessions.clone()
+    }
+
+    /// Waits (at most `timeout`) until the `n`th connection (from 0) has ended, and returns it.
+    pub async fn ended(&self, n: usize, timeout: Duration) -> Option<S> {
+        self.record
+            .wait(timeout, |script| {
+                script.sessions.get(n).filter(|s| s.is_ended()).cloned()
+            })
+            .await
+    }
+}
+
 /// A record the sessions update and the tests read, with a wait for it to change.
 #[derive(Debug, Default)]
 pub struct Recorder<T> {
