@@ -163,9 +163,10 @@ impl Line {
 struct Segment {
     id: u64,
     text: String,
-    /// The transcript line and history message it belongs to.
+    /// The transcript line and history message it belongs to (the filler has no message: the
+    /// model's wire wants tool answers right after their calls).
     line: usize,
-    message: usize,
+    message: Option<usize>,
     /// When synthesis was asked.
     asked: Instant,
     /// Samples synthesised so far, and whether that is all.
@@ -175,6 +176,15 @@ struct Segment {
     played: bool,
     /// Whether the synthesis was retried once already.
     retried: bool,
+}
+
+/// A line a barge-in cut: its pieces still queued and what was heard of each.
+#[derive(Debug)]
+struct CutLine {
+    line: usize,
+    message: Option<usize>,
+    queued: Vec<String>,
+    heard: Vec<String>,
 }
 
 /// A model request under way.
@@ -240,6 +250,9 @@ pub struct Conversation {
     tool_lines: Vec<(String, usize)>,
     /// Answer the caller once the agent's speech has been heard (barge-in off).
     reply_after_speech: bool,
+    /// The caller cut the agent off and their words are not transcribed yet: if they turn out
+    /// to be none, the agent goes on rather than waiting in silence.
+    resume_after_barge_in: bool,
     hang_up_after_speech: Option<EndReason>,
     stats: AgentStats,
     over: bool,
@@ -260,6 +273,7 @@ impl Conversation {
             segments: VecDeque::new(),
             tool_lines: Vec::new(),
             reply_after_speech: false,
+            resume_after_barge_in: false,
             hang_up_after_speech: None,
             stats: AgentStats::default(),
             over: false,
@@ -310,7 +324,7 @@ impl Conversation {
         match self.config.first_message.clone() {
             Some(text) => {
                 let (line, message) = self.agent_line(now);
-                self.speak(now, text, line, message);
+                self.speak(now, text, line, Some(message));
             }
             None => self.ask(now),
         }
@@ -369,16 +383,32 @@ impl Conversation {
         self.stats.stt.add(now.saturating_duration_since(u.ended));
         let text = text.trim().to_owned();
         if text.is_empty() {
+            if std::mem::take(&mut self.resume_after_barge_in) {
+                // What cut the agent off was no words (a cough, noise): it goes on.
+                self.start_turn(now, None);
+            }
             return;
         }
         self.lines.push(Line::said("caller", text.clone(), u.ended));
+        self.resume_after_barge_in = false;
         let backchannel = u.over_agent && !self.config.barge_in_off;
-        if self.turn.tools.is_some() {
+        let answering = self.turn.tools.is_some()
+            || self
+                .turn
+                .request
+                .as_ref()
+                .is_some_and(|r| r.line.is_some() || !r.calls.is_empty());
+        if answering {
+            // The answer's message (and its tool calls and their answers) come first in the
+            // history; these words join it after them.
             self.turn.deferred.push(text);
+            if !backchannel && self.hang_up_after_speech.is_none() {
+                self.reply_after_speech = true;
+            }
             return;
         }
         self.history.push(ChatMessage::user(text));
-        if backchannel && self.agent_speaking() {
+        if backchannel {
             return;
         }
         if self.agent_speaking() || self.hang_up_after_speech.is_some() {
@@ -450,6 +480,7 @@ impl Conversation {
                         r.retried = true;
                         r.asked = now;
                         r.first_token = false;
+                        r.splitter = ClauseSplitter::new();
                         self.actions.push_back(Action::Chat {
                             request_id: r.id,
                             request: r.request.clone(),
@@ -522,13 +553,14 @@ impl Conversation {
             return;
         }
         self.stats.interruptions += 1;
+        self.resume_after_barge_in = true;
         if self.turn.request.take().is_some() {
             self.actions.push_back(Action::CancelChat);
         }
         self.actions.push_back(Action::StopSpeaking);
         // What each affected line keeps: what it said before the queued segments (played and
         // gone), the segments played whole, and the heard part of the one cut.
-        let mut affected: Vec<(usize, usize, Vec<String>, Vec<String>)> = Vec::new();
+        let mut affected: Vec<CutLine> = Vec::new();
         for s in self.segments.drain(..) {
             let heard = if s.played {
                 s.text.clone()
@@ -537,15 +569,26 @@ impl Conversation {
             } else {
                 String::new()
             };
-            match affected.iter_mut().find(|(line, ..)| *line == s.line) {
-                Some((_, _, queued, parts)) => {
-                    queued.push(s.text);
-                    parts.push(heard);
+            match affected.iter_mut().find(|a| a.line == s.line) {
+                Some(a) => {
+                    a.queued.push(s.text);
+                    a.heard.push(heard);
                 }
-                None => affected.push((s.line, s.message, vec![s.text], vec![heard])),
+                None => affected.push(CutLine {
+                    line: s.line,
+                    message: s.message,
+                    queued: vec![s.text],
+                    heard: vec![heard],
+                }),
             }
         }
-        for (line, message, queued, parts) in affected {
+        for CutLine {
+            line,
+            message,
+            queued,
+            heard,
+        } in affected
+        {
             let queued = queued.join(" ");
             let cut = |said: &str| {
                 let before = said
@@ -553,7 +596,7 @@ impl Conversation {
                     .unwrap_or_default()
                     .trim_end();
                 std::iter::once(before)
-                    .chain(parts.iter().map(String::as_str))
+                    .chain(heard.iter().map(String::as_str))
                     .filter(|p| !p.is_empty())
                     .collect::<Vec<_>>()
                     .join(" ")
@@ -562,7 +605,7 @@ impl Conversation {
                 l.text = cut(&l.text);
                 l.interrupted = true;
             }
-            if let Some(m) = self.history.get_mut(message) {
+            if let Some(m) = message.and_then(|m| self.history.get_mut(m)) {
                 m.content = m.content.as_deref().map(cut).filter(|t| !t.is_empty());
             }
         }
@@ -578,9 +621,7 @@ impl Conversation {
             self.record_tool_result(&id, &result);
             self.history.push(ChatMessage::tool(id, result.to_string()));
         }
-        for text in std::mem::take(&mut self.turn.deferred) {
-            self.history.push(ChatMessage::user(text));
-        }
+        self.flush_deferred();
         self.history
             .retain(|m| m.content.is_some() || !m.tool_calls.is_empty() || m.role_is_tool());
         // Indices into the history may have moved: nothing refers to them past this point.
@@ -621,8 +662,9 @@ impl Conversation {
             if let Some(r) = self.turn.tools.as_mut() {
                 r.filler_said = true;
             }
-            let (line, message) = self.agent_line(now);
-            self.speak(now, FILLER.to_owned(), line, message);
+            self.lines.push(Line::said("agent", String::new(), now));
+            let line = self.lines.len() - 1;
+            self.speak(now, FILLER.to_owned(), line, None);
         } else if due && let Some(r) = self.turn.tools.as_mut() {
             // Something is being said already: no filler this round.
             r.filler_said = true;
@@ -707,14 +749,14 @@ impl Conversation {
                 at
             }
         };
-        self.speak(now, piece, line, message);
+        self.speak(now, piece, line, Some(message));
     }
 
-    fn speak(&mut self, now: Instant, text: String, line: usize, message: usize) {
+    fn speak(&mut self, now: Instant, text: String, line: usize, message: Option<usize>) {
         if let Some(l) = self.lines.get_mut(line) {
             append(&mut l.text, &text);
         }
-        if let Some(m) = self.history.get_mut(message) {
+        if let Some(m) = message.and_then(|m| self.history.get_mut(m)) {
             append(m.content.get_or_insert_with(String::new), &text);
         }
         let segment = self.id();
@@ -751,6 +793,7 @@ impl Conversation {
                 // The model said nothing at all: nothing to hear, nothing to record.
                 tracing::debug!("the model's answer was empty");
             }
+            self.flush_deferred();
             self.after_speech(now);
             return;
         }
@@ -865,6 +908,13 @@ impl Conversation {
         self.after_tools(now);
     }
 
+    /// The caller's words held back while an answer was under way join the history.
+    fn flush_deferred(&mut self) {
+        for text in std::mem::take(&mut self.turn.deferred) {
+            self.history.push(ChatMessage::user(text));
+        }
+    }
+
     /// Puts a tool's answer on its transcript line.
     fn record_tool_result(&mut self, id: &str, result: &Value) {
         let line = self
@@ -888,9 +938,7 @@ impl Conversation {
             return;
         }
         self.turn.tools = None;
-        for text in std::mem::take(&mut self.turn.deferred) {
-            self.history.push(ChatMessage::user(text));
-        }
+        self.flush_deferred();
         if self.hang_up_after_speech.is_some() {
             self.after_speech(now);
             return;

@@ -36,13 +36,16 @@ fn placeholders(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, &st
         loop {
             let open = from + text.get(from..)?.find("{{")?;
             let close = open + text.get(open..)?.find("}}")?;
-            from = close + 2;
             let inner = text.get(open + 2..close)?.trim();
             if let Some(key) = inner.strip_prefix("context.")
                 && !key.is_empty()
+                && !key.contains("{{")
             {
+                from = close + 2;
                 return Some((open..close + 2, key));
             }
+            // Not a placeholder: one may still start inside it ("{{ {{context.x}}").
+            from = open + 2;
         }
     })
 }
@@ -78,5 +81,9 @@ mod tests {
             Some("order.id")
         );
         assert_eq!(missing_key("unclosed {{context.x", &context), None);
+        assert_eq!(
+            missing_key("stray {{ {{context.order}}", &context).as_deref(),
+            Some("order")
+        );
     }
 }

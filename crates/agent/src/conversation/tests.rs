@@ -621,3 +621,136 @@ fn what_was_heard_is_whole_words_in_proportion() {
     );
     assert_eq!(heard_part("one two", 0, 10, true), "");
 }
+
+#[test]
+fn the_filler_is_heard_but_kept_out_of_the_models_history() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::ToolCalls(vec![ToolCall {
+            id: "slow".into(),
+            name: "lookup".into(),
+            arguments: "{}".into(),
+        }])),
+    );
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::Finished {
+            reason: None,
+            usage: None,
+        }),
+    );
+    drain(&mut c);
+    c.handle_timeout(t0 + FILLER_AFTER);
+    assert_eq!(spoken(&drain(&mut c))[0].1, FILLER);
+    c.handle_tool_answer(ms(t0, 2000), "slow", Ok(json!({})));
+    let (_, request) = chat_of(&drain(&mut c));
+    let roles: Vec<Role> = request.messages.iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::System, Role::Assistant, Role::Tool]);
+    assert!(
+        c.transcript()
+            .any(|l| l.role == "agent" && l.text == FILLER)
+    );
+}
+
+#[test]
+fn a_retried_answer_does_not_repeat_what_the_failed_one_began() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(None));
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    c.handle_chat(t0, id, Ok(ChatEvent::TextDelta("Sure, I".into())));
+    let lost = AgentError::Unreachable {
+        provider: "llm".into(),
+        detail: "reset".into(),
+    };
+    c.handle_chat(t0, id, Err(lost));
+    chat_of(&drain(&mut c));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::TextDelta(
+            "Sure, I can help you with that.".into(),
+        )),
+    );
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::Finished {
+            reason: None,
+            usage: None,
+        }),
+    );
+    let said: Vec<String> = spoken(&drain(&mut c)).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(said.join(" "), "Sure, I can help you with that.");
+}
+
+#[test]
+fn an_interruption_that_was_no_words_lets_the_agent_go_on() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Let me tell you about our plans today.")));
+    c.handle_answered(t0);
+    let opening = spoken(&drain(&mut c));
+    c.handle_speech_audio(t0, opening[0].0, 32_000);
+    c.handle_barge_in(ms(t0, 500), Some(opening[0].0), 8000);
+    drain(&mut c);
+    c.handle_utterance(ms(t0, 900), vec![0; 3200], false);
+    let Some(Action::Transcribe { utterance, .. }) = c.poll_action() else {
+        panic!("transcribed")
+    };
+    c.handle_transcript(ms(t0, 1000), utterance, Ok(String::new()));
+    chat_of(&drain(&mut c));
+}
+
+#[test]
+fn words_while_the_answer_streams_join_the_history_after_it() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(ConversationConfig {
+        barge_in_off: true,
+        ..config(None)
+    });
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::TextDelta("Let me check that for you. ".into())),
+    );
+    let pieces = spoken(&drain(&mut c));
+    c.handle_speech_audio(t0, pieces[0].0, 1600);
+    c.handle_utterance(ms(t0, 300), vec![0; 3200], true);
+    let Some(Action::Transcribe { utterance, .. }) = c.poll_action() else {
+        panic!("transcribed")
+    };
+    c.handle_transcript(ms(t0, 400), utterance, Ok("It's order 42.".into()));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::ToolCalls(vec![ToolCall {
+            id: "t".into(),
+            name: "lookup".into(),
+            arguments: "{}".into(),
+        }])),
+    );
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::Finished {
+            reason: None,
+            usage: None,
+        }),
+    );
+    drain(&mut c);
+    c.handle_tool_answer(ms(t0, 600), "t", Ok(json!({})));
+    let (_, request) = chat_of(&drain(&mut c));
+    let roles: Vec<Role> = request.messages.iter().map(|m| m.role).collect();
+    assert_eq!(
+        roles,
+        [Role::System, Role::Assistant, Role::Tool, Role::User]
+    );
+}

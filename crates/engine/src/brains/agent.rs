@@ -35,8 +35,12 @@ use super::{
 use crate::outbound;
 use crate::webhooks::signature;
 
-/// How long the result extraction and the summary may take after the call.
-pub(crate) const AFTER_CALL: Duration = Duration::from_secs(30);
+/// How long the summary may take after the call.
+const SUMMARY_TIME: Duration = Duration::from_secs(10);
+/// How long the result extraction (both tries) may take after the call.
+const EXTRACTION_TIME: Duration = Duration::from_secs(20);
+/// How long the work after the call may take: the summary, the extraction and the writes.
+pub(crate) const AFTER_CALL: Duration = Duration::from_secs(35);
 /// How long a tool has to answer.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest tool answer passed to the model.
@@ -215,7 +219,15 @@ impl Driver {
                     self.chat = Some((request_id, self.setup.llm.0.stream(request)));
                 }
                 Action::CancelChat => self.chat = None,
-                Action::Speak { segment, text } => self.to_speak.push_back((segment, text)),
+                Action::Speak { segment, text } => {
+                    // A piece asked again (its synthesis failed) keeps its place.
+                    let at = self
+                        .to_speak
+                        .iter()
+                        .position(|(later, _)| *later > segment)
+                        .unwrap_or(self.to_speak.len());
+                    self.to_speak.insert(at, (segment, text));
+                }
                 Action::StopSpeaking => {
                     self.speaking = None;
                     self.to_speak.clear();
@@ -330,6 +342,12 @@ impl Driver {
             SpeechEvent::SpeechEnded { audio, .. } if self.opened => {
                 let over_agent = self.conversation.agent_speaking() && !self.barged;
                 self.conversation.handle_utterance(now, audio, over_agent);
+            }
+            SpeechEvent::BargeIn { .. } if self.failure.is_some() => {
+                // The caller talked over the apology (whose mark the cut dropped): end now.
+                let _ = self.run.context.requests.send(BrainRequest::HangUp {
+                    reason: EndReason::BrainError,
+                });
             }
             SpeechEvent::BargeIn { cut, .. } => {
                 // The samples still queued were dropped; the rest of the pieces' audio played.
@@ -447,35 +465,37 @@ impl Driver {
         let text = extract::transcript_text(said);
         let has_caller = lines.iter().any(|l| l.role == "caller");
         let llm = self.setup.llm.0.clone();
-        let after = async {
-            let summary = match has_caller {
-                true => extract::summarise(llm.as_ref(), &text).await,
-                false => None,
-            };
-            let result = match &self.run.context.returns {
-                None => None,
-                Some(_) if self.failure.is_some() && !has_caller => Some(Err(format!(
-                    "the conversation failed before the caller said anything: {}",
-                    self.failure
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                ))),
-                Some(_) if !has_caller => Some(Err(
-                    "the caller said nothing to take a result from".to_owned(),
-                )),
-                Some(returns) => Some(extract::extract(llm.as_ref(), &text, returns).await),
-            };
-            (summary, result)
+        let summary = match has_caller {
+            true => tokio::time::timeout(SUMMARY_TIME, extract::summarise(llm.as_ref(), &text))
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!("the summary took too long");
+                    None
+                }),
+            false => None,
         };
-        let (summary, result) = match tokio::time::timeout(AFTER_CALL, after).await {
-            Ok(done) => done,
-            Err(_) => (
-                None,
-                self.run.context.returns.as_ref().map(|_| {
+        let result = match &self.run.context.returns {
+            None => None,
+            Some(_) if self.failure.is_some() && !has_caller => Some(Err(format!(
+                "the conversation failed before the caller said anything: {}",
+                self.failure
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ))),
+            Some(_) if !has_caller => Some(Err(
+                "the caller said nothing to take a result from".to_owned()
+            )),
+            Some(returns) => Some(
+                tokio::time::timeout(
+                    EXTRACTION_TIME,
+                    extract::extract(llm.as_ref(), &text, returns),
+                )
+                .await
+                .unwrap_or_else(|_| {
                     Err(format!(
                         "the result extraction took longer than {} s",
-                        AFTER_CALL.as_secs()
+                        EXTRACTION_TIME.as_secs()
                     ))
                 }),
             ),

@@ -305,6 +305,13 @@ async fn run_remote(
                         duration_ms: duration.as_millis() as u32,
                     }))
                 }
+                SpeechEvent::BargeIn { .. } if failed => {
+                    // The caller talked over the apology (whose mark the cut dropped): end now.
+                    let _ = run.context.requests.send(BrainRequest::HangUp {
+                        reason: EndReason::BrainError,
+                    });
+                    None
+                }
                 SpeechEvent::BargeIn { cut, .. } => {
                     run.outbound.clear();
                     cut.mark.filter(|m| m != INTERNAL_MARK).map(|mark| {

@@ -28,8 +28,8 @@ use crate::{CallPlan, Engine};
 /// How long a brain has to finish once told the call ended.
 const BRAIN_GRACE: Duration = Duration::from_millis(500);
 /// How long `builtin:agent` has: the result extraction and the summary are written before the
-/// call's final status (bounded by [`brains::agent::AFTER_CALL`]).
-const AGENT_GRACE: Duration = Duration::from_secs(31);
+/// call's final status.
+const AGENT_GRACE: Duration = brains::agent::AFTER_CALL;
 
 impl Engine {
     /// Runs one call and waits until all it did is recorded.
