@@ -119,7 +119,11 @@ async fn check_providers(
         .tts
         .as_ref()
         .is_none_or(|t| t.provider == BUILTIN_ESPEAK);
-    if fields.brain.as_deref() == Some(BUILTIN_AGENT)
+    let brain = fields
+        .brain
+        .as_deref()
+        .unwrap_or_else(|| state.engine.default_brain());
+    if brain == BUILTIN_AGENT
         && local_tts
         && let Some(voice) = &fields.voice
         && !dialtone_agent::EspeakNg::default().has_voice(voice)

@@ -345,6 +345,11 @@ impl Engine {
         &self.storage
     }
 
+    /// The brain of agents that name none.
+    pub fn default_brain(&self) -> &str {
+        &self.config.default_brain
+    }
+
     /// Calls whose task is still running.
     pub fn live_calls(&self) -> usize {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
