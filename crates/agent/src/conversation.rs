@@ -201,6 +201,15 @@ struct Request {
     retried: bool,
 }
 
+impl Request {
+    /// How long the model took to its first token, the first time something of its answer
+    /// comes (`None` after that).
+    fn first_token_after(&mut self, now: Instant) -> Option<Duration> {
+        (!std::mem::replace(&mut self.first_token, true))
+            .then(|| now.saturating_duration_since(self.asked))
+    }
+}
+
 /// Tool calls of a round awaiting their answers.
 #[derive(Debug)]
 struct ToolRound {
@@ -445,11 +454,8 @@ impl Conversation {
             Ok(ChatEvent::TextDelta(delta)) => {
                 let pieces = match self.turn.request.as_mut() {
                     Some(r) => {
-                        if !r.first_token {
-                            r.first_token = true;
-                            self.stats
-                                .llm_first_token
-                                .add(now.saturating_duration_since(r.asked));
+                        if let Some(waited) = r.first_token_after(now) {
+                            self.stats.llm_first_token.add(waited);
                         }
                         r.splitter.push(&delta)
                     }
@@ -461,11 +467,8 @@ impl Conversation {
             }
             Ok(ChatEvent::ToolCalls(calls)) => {
                 if let Some(r) = self.turn.request.as_mut() {
-                    if !r.first_token {
-                        r.first_token = true;
-                        self.stats
-                            .llm_first_token
-                            .add(now.saturating_duration_since(r.asked));
+                    if let Some(waited) = r.first_token_after(now) {
+                        self.stats.llm_first_token.add(waited);
                     }
                     r.calls.extend(calls);
                 }

@@ -1243,14 +1243,8 @@ async fn builtin_echo_plays_each_utterance_back_after_it_ends() {
     );
     // What baresip heard is our echo of its own speech: one voiced stretch about as long as
     // the speech, starting after the speech ended.
-    let recorded = baresip.received_wav(Duration::from_secs(10)).unwrap();
-    let bytes = std::fs::read(&recorded).unwrap();
-    let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]) as usize;
-    let samples: Vec<i16> = bytes[44..]
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect();
-    let frame = rate / 50;
+    let (rate, samples) = baresip.received_pcm(Duration::from_secs(10)).unwrap();
+    let frame = rate as usize / 50;
     let voiced: Vec<usize> = samples
         .chunks_exact(frame)
         .enumerate()

@@ -144,6 +144,25 @@ impl Baresip {
         std::fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
     }
 
+    /// What baresip received and decoded in its last call, once written (waiting at most
+    /// `limit`): its sample rate and 16-bit mono samples.
+    pub fn received_pcm(&self, limit: Duration) -> Result<(u32, Vec<i16>), PeerError> {
+        let path = self.received_wav(limit)?;
+        let bytes = std::fs::read(&path).map_err(PeerError::io("reading baresip's recording"))?;
+        let rate = bytes
+            .get(24..28)
+            .and_then(|r| <[u8; 4]>::try_from(r).ok())
+            .map_or(0, u32::from_le_bytes);
+        let samples = bytes
+            .get(44..)
+            .unwrap_or_default()
+            .chunks_exact(2)
+            .filter_map(|b| <[u8; 2]>::try_from(b).ok())
+            .map(i16::from_le_bytes)
+            .collect();
+        Ok((rate, samples))
+    }
+
     /// The WAV file of what baresip received and decoded in its last call, once it is
     /// written (after the call ended), waiting at most `limit`.
     pub fn received_wav(&self, limit: Duration) -> Result<PathBuf, PeerError> {

@@ -103,13 +103,7 @@ pub(super) fn callee(dir: &std::path::Path, parts: &[Result<u64, &str>]) -> Bare
 /// The 440 Hz share of what baresip heard, per 20 ms frame: how many frames carried the
 /// scripted synthesiser's tone.
 fn tone_frames(baresip: &Baresip) -> usize {
-    let recorded = baresip.received_wav(Duration::from_secs(10)).unwrap();
-    let bytes = std::fs::read(&recorded).unwrap();
-    let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
-    let samples: Vec<i16> = bytes[44..]
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect();
+    let (rate, samples) = baresip.received_pcm(Duration::from_secs(10)).unwrap();
     samples
         .chunks_exact(rate as usize / 50)
         .filter(|f| dialtone_test_support::audio::tone_amplitude(f, rate, SPEECH_TONE_HZ) > 2000.0)
@@ -341,14 +335,9 @@ async fn a_provider_that_is_down_ends_the_call_with_an_apology_and_brain_error()
         "{record:#}"
     );
     // The apology was heard: speech energy reached the callee.
-    let recorded = baresip
-        .received_wav(Duration::from_secs(10))
+    let (_, samples) = baresip
+        .received_pcm(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}: {}\n{record:#}", baresip.log()));
-    let bytes = std::fs::read(&recorded).unwrap();
-    let samples: Vec<i16> = bytes[44..]
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect();
     let voiced = samples
         .chunks_exact(160)
         .filter(|f| dialtone_media::level_dbfs(f) > -40.0)
