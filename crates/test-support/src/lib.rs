@@ -9,8 +9,11 @@
 //! ([`postgres_test_url`]); with the `openai` feature, a scripted OpenAI-compatible server
 //! (`openai::ScriptedOpenAi`); with the `deepgram`, `cartesia` and `elevenlabs` features,
 //! scripted websocket peers of those streaming speech services (`deepgram::ScriptedDeepgram`,
-//! `cartesia::ScriptedCartesia`, `elevenlabs::ScriptedElevenLabs`, sharing `websocket`).
+//! `cartesia::ScriptedCartesia`, `elevenlabs::ScriptedElevenLabs`, sharing `websocket`); a
+//! labelled set of answering-machine-detection clips, person pick-ups and machine greetings
+//! sent down a telephone line, generated at test time ([`amd_set`]).
 
+pub mod amd_set;
 pub mod audio;
 #[cfg(feature = "cartesia")]
 pub mod cartesia;

@@ -11,17 +11,34 @@ pub use dialtone_peers::dtmf::{sipp_dtmf_captures, sipp_key_presses};
 
 use crate::{PeerError, SipTransport, WorkDir, free_port, wait_port_bound};
 
-/// Speaks `text` with espeak-ng into a file that sox converts with `format` arguments;
-/// returns the converted bytes.
-fn speak(dir: &Path, text: &str, format: &[&str]) -> Result<Vec<u8>, PeerError> {
+/// Speaks `text` with espeak-ng (`espeak_args` before it: voice, rate, pitch) into a file that
+/// sox converts with `format` arguments and then `effects`; returns the converted bytes. The
+/// files are `dir`'s `speech.wav` and `speech.converted`, so concurrent callers need their own
+/// `dir`. sox runs repeatably (`-R`: the same dither on every run).
+fn speak(
+    dir: &Path,
+    text: &str,
+    espeak_args: &[&str],
+    format: &[&str],
+    effects: &[&str],
+) -> Result<Vec<u8>, PeerError> {
     let wav = dir.join("speech.wav");
     let converted = dir.join("speech.converted");
     run(
-        Command::new("espeak-ng").arg("-w").arg(&wav).arg(text),
+        Command::new("espeak-ng")
+            .args(espeak_args)
+            .arg("-w")
+            .arg(&wav)
+            .arg(text),
         "espeak-ng",
     )?;
     run(
-        Command::new("sox").arg(&wav).args(format).arg(&converted),
+        Command::new("sox")
+            .arg("-R")
+            .arg(&wav)
+            .args(format)
+            .arg(&converted)
+            .args(effects),
         "sox",
     )?;
     std::fs::read(&converted).map_err(PeerError::io("reading the converted speech"))
@@ -30,7 +47,7 @@ fn speak(dir: &Path, text: &str, format: &[&str]) -> Result<Vec<u8>, PeerError> 
 /// Speaks `text` with espeak-ng and returns it as 8 kHz headerless µ-law (sox converts), the
 /// format of a PCMU stream.
 pub fn speech_ulaw(dir: &Path, text: &str) -> Result<Vec<u8>, PeerError> {
-    speak(dir, text, &["-r", "8000", "-c", "1", "-t", "ul"])
+    speak(dir, text, &[], &["-r", "8000", "-c", "1", "-t", "ul"], &[])
 }
 
 /// Converts 8 kHz µ-law to a 16-bit mono WAV file at `rate` (sox), for peers that play WAV.
@@ -47,7 +64,8 @@ pub fn ulaw_to_wav(ulaw: &[u8], rate: u32, path: &Path) -> Result<(), PeerError>
     )
 }
 
-fn run(command: &mut Command, program: &'static str) -> Result<(), PeerError> {
+/// Runs `command` to completion; its stderr is the error when it fails.
+pub(crate) fn run(command: &mut Command, program: &'static str) -> Result<(), PeerError> {
     let out = command
         .output()
         .map_err(PeerError::io(format!("starting {program}")))?;
@@ -199,9 +217,29 @@ impl Drop for Baresip {
 /// Speaks `text` with espeak-ng and returns it as 16 kHz mono PCM16 (sox converts), the
 /// speech loop's format.
 pub fn speech_pcm16k(dir: &Path, text: &str) -> Result<Vec<i16>, PeerError> {
+    speech_pcm16k_voiced(dir, text, &[], false)
+}
+
+/// Like [`speech_pcm16k`], with `espeak_args` for espeak-ng before the text (e.g. `["-v",
+/// "en-us+f3", "-s", "170", "-p", "60"]`) and, when `trim`, espeak-ng's leading and trailing
+/// silence cut (sox `silence` at −60 dBFS), so the samples' length is the speech's.
+pub fn speech_pcm16k_voiced(
+    dir: &Path,
+    text: &str,
+    espeak_args: &[&str],
+    trim: bool,
+) -> Result<Vec<i16>, PeerError> {
+    let effects: &[&str] = if trim {
+        &[
+            "silence", "1", "0.002", "0.1%", "reverse", "silence", "1", "0.002", "0.1%", "reverse",
+        ]
+    } else {
+        &[]
+    };
     let bytes = speak(
         dir,
         text,
+        espeak_args,
         &[
             "-r",
             "16000",
@@ -214,6 +252,7 @@ pub fn speech_pcm16k(dir: &Path, text: &str) -> Result<Vec<i16>, PeerError> {
             "-t",
             "raw",
         ],
+        effects,
     )?;
     Ok(bytes
         .chunks_exact(2)
