@@ -28,7 +28,7 @@
 //! phrase, then waits: the clip is padded with line noise or silence to 6–8 s, and about a third
 //! of them say "Hello?" (or the like) again after 2–4 s. A machine starts 0.1–0.9 s after the
 //! answer and speaks its sentences with 200–900 ms between them (each sentence synthesised on
-//! its own, so the pauses are real and known); about two thirds end with a beep 200–1000 ms
+//! its own, so the pauses are real and known); about 70 % end with a beep 200–1000 ms
 //! after the greeting (400–2000 Hz, 150 ms–2 s, pure, with harmonics, with a ±30 Hz chirp, or
 //! two steps), and every machine clip ends with 3–5 s of silence or line noise where the
 //! caller's message would go. Some machine greetings carry the hiss of their own recording
@@ -48,9 +48,10 @@
 //!    pieces laid end to end (exact to the sample; the filters below add no delay).
 //! 2. Each sentence gets ±1.5 dB of level jitter; the whole speech is scaled to the clip's
 //!    active speech level (−8 to −24 dBFS, quiet talkers −27 to −33 dBFS).
-//! 3. The beep is added (peak −3 to +9 dB from the speech level, at most −3 dBFS, 5 ms ramps), then noise: background noise at the
-//!    clip's SNR (relative to the active speech level), idle-line hiss at −50 to −68 dBFS, or
-//!    nothing (digital silence), all from a seeded generator of our own.
+//! 3. The beep is added (its peak −3 to +9 dB from the speech level, at most −3 dBFS, with
+//!    5 ms ramps), then noise: background noise at the clip's SNR (relative to the active
+//!    speech level), idle-line hiss at −50 to −68 dBFS, or nothing (digital silence), all from
+//!    a seeded generator of our own.
 //! 4. sox band-limits to the telephone band (a linear-phase `sinc` of 200–350 Hz to
 //!    3200–3500 Hz, varied per clip) and resamples to 8 kHz.
 //! 5. G.711 µ-law round trip (`dialtone_codec`), then up to 16 kHz with the engine's own
@@ -270,20 +271,27 @@ pub fn generate(dir: &Path, pool: Pool) -> Result<Vec<AmdClip>, PeerError> {
 // ---------------------------------------------------------------------------------------------
 // Randomness
 
-/// splitmix64: small, seeded, good enough for picking phrases and making noise.
+/// xorshift64: small, seeded, good enough for picking phrases and making noise, and cheap in
+/// unoptimised test builds (shifts and exclusive-ors only).
 struct Rng(u64);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        Rng(seed)
+        // Spread the seed's bits; xorshift must not start at zero.
+        let mut z = seed ^ 0x9E37_79B9_7F4A_7C15;
+        z ^= z << 29;
+        z ^= z >> 31;
+        z ^= z << 11;
+        Rng(z | 1)
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
     }
 
     /// Uniform in [0, 1).
@@ -313,9 +321,10 @@ impl Rng {
         table[self.below(table.len())]
     }
 
-    /// About normal, unit variance (sum of four uniforms).
-    fn gauss(&mut self) -> f32 {
-        (self.unit() + self.unit() + self.unit() + self.unit() - 2.0) * 1.732
+    /// Zero mean, unit variance: uniform, which the telephone band's filtering makes about
+    /// normal anyway.
+    fn noise(&mut self) -> f32 {
+        (self.unit() - 0.5) * 3.464
     }
 }
 
@@ -1004,8 +1013,13 @@ fn machine_plan(rng: &mut Rng, t: &Tables, style: &'static str, i: usize) -> Pla
         }
         segs.push(Seg::Say(text, v));
     }
-    let beep_odds = if style == "ivr" { 0.3 } else { 0.72 };
-    if rng.chance(beep_odds) {
+    // Three in four end with a beep; an IVR waits for digits, so only one in three of those.
+    let beeps = if style == "ivr" {
+        i % 3 == 1
+    } else {
+        i % 4 != 2
+    };
+    if beeps {
         segs.push(Seg::Gap(rng.ms(200, 1000)));
         segs.push(Seg::Beep(beep_plan(rng)));
     }
@@ -1114,12 +1128,12 @@ fn babble_bank(dir: &Path, t: &Tables) -> Result<Vec<Vec<f32>>, PeerError> {
 fn noise(rng: &mut Rng, kind: NoiseKind, len: usize, babble: &[Vec<f32>]) -> Vec<f32> {
     let mut x = vec![0.0f32; len];
     match kind {
-        NoiseKind::White => x.iter_mut().for_each(|v| *v = rng.gauss()),
+        NoiseKind::White => x.iter_mut().for_each(|v| *v = rng.noise()),
         NoiseKind::Pink => {
             // Paul Kellet's economy pink filter.
             let (mut b0, mut b1, mut b2) = (0.0f32, 0.0f32, 0.0f32);
             for v in &mut x {
-                let w = rng.gauss();
+                let w = rng.noise();
                 b0 = 0.99765 * b0 + w * 0.0990460;
                 b1 = 0.96300 * b1 + w * 0.2965164;
                 b2 = 0.57000 * b2 + w * 1.0526913;
@@ -1129,7 +1143,7 @@ fn noise(rng: &mut Rng, kind: NoiseKind, len: usize, babble: &[Vec<f32>]) -> Vec
         NoiseKind::Brown => {
             let mut b = 0.0f32;
             for v in &mut x {
-                b = 0.995 * b + 0.1 * rng.gauss();
+                b = 0.995 * b + 0.1 * rng.noise();
                 *v = b;
             }
         }
@@ -1143,9 +1157,10 @@ fn noise(rng: &mut Rng, kind: NoiseKind, len: usize, babble: &[Vec<f32>]) -> Vec
                     continue;
                 }
                 let gain = rng.range(0.5, 1.0);
-                let offset = rng.below(voice.len());
-                for (v, s) in x.iter_mut().zip(voice.iter().cycle().skip(offset)) {
-                    *v += gain * s;
+                let mut at = rng.below(voice.len());
+                for v in &mut x {
+                    at = if at + 1 < voice.len() { at + 1 } else { 0 };
+                    *v += gain * voice.get(at).copied().unwrap_or(0.0);
                 }
             }
         }
@@ -1280,10 +1295,10 @@ fn render(dir: &Path, plan: &Plan, babble: &[Vec<f32>]) -> Result<AmdClip, PeerE
 fn telephone(dir: &Path, mix: &[f32], band: (u32, u32)) -> Result<Vec<i16>, PeerError> {
     let wide = dir.join("clip16k.raw");
     let narrow = dir.join("clip8k.raw");
-    let bytes: Vec<u8> = mix
-        .iter()
-        .flat_map(|v| (v.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes())
-        .collect();
+    let mut bytes = Vec::with_capacity(2 * mix.len());
+    for v in mix {
+        bytes.extend_from_slice(&(v.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes());
+    }
     std::fs::write(&wide, bytes).map_err(PeerError::io("writing an AMD clip for sox"))?;
     let raw = |rate: &'static str| {
         [
