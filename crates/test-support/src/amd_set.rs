@@ -563,7 +563,7 @@ static HOLDOUT: Tables = Tables {
         "Hello there, yes?",
     ],
     intro: &[
-        "Good morning, Oakwood veterinary clinic, Emma speaking, how can I help?",
+        "Good morning, Oakwood vet clinic, Emma speaking.",
         "Hello, Baker household, this is Lucy.",
         "Thanks for calling Summit roofing, Carlos here, what can I do for you?",
         "Hi, this is Nina at the front office, how can I help you?",

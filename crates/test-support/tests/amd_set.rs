@@ -146,9 +146,16 @@ fn check(pool: Pool, clips: &[AmdClip]) {
         let secs = |f: &dyn Fn(&AmdClip) -> u32| {
             f64::from(group.iter().map(|c| f(c)).sum::<u32>()) / n as f64 / 1000.0
         };
+        let first: Vec<u32> = group
+            .iter()
+            .map(|c| c.speech[0].1 - c.speech[0].0)
+            .collect();
         println!(
-            "{pool:?} {truth:7} {style:18} {n:3} clips, {:4.1} s long, greeting/first phrase ends at {:4.1} s on average, {} beeps, {} noisy",
+            "{pool:?} {truth:7} {style:18} {n:3} clips, {:4.1} s long, first phrase {:.1}–{:.1} s, \
+             greeting/first phrase ends at {:4.1} s on average, {} beeps, {} noisy",
             secs(&|c| c.duration_ms()),
+            f64::from(*first.iter().min().unwrap()) / 1000.0,
+            f64::from(*first.iter().max().unwrap()) / 1000.0,
             secs(&|c| c.speech_end_ms.unwrap_or(c.greeting_end_ms)),
             group.iter().filter(|c| c.beep.is_some()).count(),
             group.iter().filter(|c| c.snr_db.is_some()).count(),
