@@ -1,13 +1,15 @@
 //! The speech loop's step per 20 ms frame: VAD (earshot + noise floor), endpointing, barge-in
 //! and in-band DTMF on a caller frame, and one agent frame out of playout. Once for a caller
 //! who never stops talking (the worst case), once for one who talks 1.2 s and pauses 2.3 s
-//! (the capacity bench's callee; the VAD idles in the pauses).
+//! (the capacity bench's callee; the VAD idles in the pauses). And answering-machine
+//! detection's own share per frame (on top of the VAD): its word and pause tracking and the
+//! beep detector, on speech (every frame a tone candidate) and on a beep.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dialtone_speech::{FRAME_SAMPLES, SpeechConfig, SpeechLoop};
+use dialtone_speech::{Amd, AmdConfig, FRAME_SAMPLES, SpeechConfig, SpeechLoop};
 
 fn speech(c: &mut Criterion) {
     // A voice-like signal: a 150 Hz buzz with formant-ish harmonics, amplitude-modulated.
@@ -59,5 +61,46 @@ fn speech(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, speech);
+fn amd(c: &mut Criterion) {
+    let voice: Vec<[i16; FRAME_SAMPLES]> = (0..250)
+        .map(|f| {
+            std::array::from_fn(|i| {
+                let t = (f * FRAME_SAMPLES + i) as f64 / 16000.0;
+                let v: f64 = [150.0, 450.0, 900.0, 2400.0]
+                    .iter()
+                    .map(|hz| (2.0 * std::f64::consts::PI * hz * t).sin())
+                    .sum();
+                (v * 3000.0) as i16
+            })
+        })
+        .collect();
+    let beep: Vec<[i16; FRAME_SAMPLES]> = (0..250)
+        .map(|f| {
+            std::array::from_fn(|i| {
+                let t = (f * FRAME_SAMPLES + i) as f64 / 16000.0;
+                (8000.0 * (2.0 * std::f64::consts::PI * 1033.0 * t).sin()) as i16
+            })
+        })
+        .collect();
+    for (name, frames) in [
+        ("speech/amd_per_20ms_frame_voice", &voice),
+        ("speech/amd_per_20ms_frame_beep", &beep),
+    ] {
+        let mut detector = Amd::new(AmdConfig::default());
+        let mut n = 0usize;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                // A fresh detector every 10 s of audio: it stops listening once it has decided.
+                if n.is_multiple_of(500) {
+                    detector = Amd::new(AmdConfig::default());
+                }
+                let frame = &frames[n % frames.len()];
+                n += 1;
+                black_box(detector.frame(black_box(frame), true));
+            })
+        });
+    }
+}
+
+criterion_group!(benches, speech, amd);
 criterion_main!(benches);

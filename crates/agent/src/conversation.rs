@@ -982,7 +982,7 @@ fn append(text: &mut String, piece: &str) {
 
 /// The words of `text` heard when `played` of its `samples` were played (all synthesised, or
 /// `samples` so far): the whole words within the played share of its characters.
-fn heard_part(text: &str, played: usize, samples: usize, synthesised: bool) -> String {
+pub fn heard_part(text: &str, played: usize, samples: usize, synthesised: bool) -> String {
     if samples == 0 || played == 0 {
         return String::new();
     }

@@ -44,7 +44,7 @@ pub mod ws;
 
 pub use cartesia::CartesiaSpeech;
 pub use chat::{ChatEvent, ChatMessage, ChatRequest, Role, ToolCall, ToolSpec, Usage};
-pub use conversation::{Action, Conversation, ConversationConfig, Line};
+pub use conversation::{Action, Conversation, ConversationConfig, Line, heard_part};
 pub use deepgram::DeepgramTranscriber;
 pub use elevenlabs::ElevenLabsSpeech;
 pub use error::AgentError;

@@ -1297,28 +1297,31 @@ async fn builtin_echo_plays_each_utterance_back_after_it_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_answer_is_a_machine_and_the_voicemail_action_hangs_up() {
-    // SIPp answers and sends no audio: AMD's initial silence says machine, and the agent's
-    // voicemail action ends the call.
+async fn a_silent_answer_is_unknown_and_never_hung_up_on_as_a_machine() {
+    // SIPp answers and sends no audio: someone may be listening, so AMD says `unknown` (the
+    // agent speaks) and the voicemail action's hang-up does not apply; the call runs until its
+    // maximum duration.
     let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
     let (s, agent) = w
         .api
         .send(
             reqwest::Method::PATCH,
             &format!("/v1/agents/{}", w.agent_id),
-            Some(json!({"amd": {"initial_silence_ms": 1500}, "voicemail_action": "hangup"})),
+            Some(json!({
+                "amd": {"initial_silence_ms": 1500},
+                "voicemail_action": "hangup",
+                "max_duration_seconds": 4,
+            })),
         )
         .await;
     assert_eq!(s, 200, "{agent}");
     let id = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &id).await;
     assert_eq!(record["status"], "completed", "{record:#}");
-    assert_eq!(record["answered_by"], "machine");
-    assert_eq!(record["end_reason"]["code"], "voicemail");
-    assert_eq!(record["result"], Value::Null);
-    assert_eq!(record["end_reason"]["by"], "agent");
-    let talk = record["talk_duration_ms"].as_i64().unwrap();
-    assert!((1400..6000).contains(&talk), "talked {talk} ms");
+    assert_eq!(record["answered_by"], "unknown");
+    assert_eq!(record["answered_by_reason"]["code"], "initial_silence");
+    assert_eq!(record["answered_by_reason"]["after_ms"], 1500);
+    assert_eq!(record["end_reason"]["code"], "max_duration", "{record:#}");
     w.finish().await;
 }
 
@@ -1571,6 +1574,10 @@ async fn a_message_is_left_after_the_voicemail_beep() {
     );
     assert_eq!(record["end_reason"]["by"], "agent");
     assert_eq!(record["transcript"][0]["text"], message, "{record:#}");
+    assert_eq!(
+        record["answered_by_reason"]["message_after"], "beep",
+        "{record:#}"
+    );
     // The message was spoken after the beep: the call lasted the greeting, the beep and it.
     let talk = record["talk_duration_ms"].as_u64().unwrap();
     assert!(
@@ -3593,6 +3600,8 @@ async fn the_cli_manages_providers_with_the_key_from_the_environment() {
 mod agent;
 #[path = "e2e/agent_speech.rs"]
 mod agent_speech;
+#[path = "e2e/amd.rs"]
+mod amd;
 
 mod grpc {
     //! The same service over gRPC: a tonic client against the daemon's gRPC port.

@@ -40,7 +40,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dialtone_media::{MediaEngine, PortPool, Scheduling};
-use dialtone_model::{AgentFields, Amd, BargeIn as ModelBargeIn, VoicemailAction, placeholder};
+use dialtone_model::{
+    AgentFields, Amd, AmdMode, BargeIn as ModelBargeIn, VoicemailAction, placeholder,
+};
 pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{Credentials, SipUa, Transport, Trunk};
 use dialtone_speech::{AmdConfig, BargeIn, SpeechConfig};
@@ -719,7 +721,7 @@ fn speech_setting(settings: &AgentFields) -> SpeechConfig {
         amd: match settings.amd {
             None | Some(Amd::Off) => None,
             Some(Amd::On(t)) => {
-                let a = AmdConfig::default();
+                let a = AmdConfig::for_mode(t.mode.unwrap_or(AmdMode::Fast));
                 Some(AmdConfig {
                     initial_silence: ms(t.initial_silence_ms, a.initial_silence),
                     greeting: ms(t.greeting_ms, a.greeting),
@@ -729,6 +731,7 @@ fn speech_setting(settings: &AgentFields) -> SpeechConfig {
                     ),
                     total_analysis_time: ms(t.total_analysis_time_ms, a.total_analysis_time),
                     maximum_words: t.maximum_words.unwrap_or(a.maximum_words),
+                    final_silence: ms(t.final_silence_ms, a.final_silence),
                     ..a
                 })
             }

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::MAX_INSTRUCTIONS_BYTES;
+use crate::amd::AmdMode;
 use crate::dispatch::check_http_url;
 use crate::grammar::check_name;
 use crate::parse::FieldError;
@@ -232,21 +233,28 @@ pub enum Amd {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmdThresholds {
-    /// Silence before any word that means a machine.
+    /// `fast` (the default: a verdict soon, biased to "person") or `accurate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<AmdMode>,
+    /// Silence before any word after which the agent speaks (verdict `unknown`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_silence_ms: Option<u32>,
-    /// Longest greeting of a person.
+    /// Longest greeting of a person: speech running on longer without a person's pause is a
+    /// machine's (in `accurate` mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub greeting_ms: Option<u32>,
-    /// Silence after a greeting that means a person waits.
+    /// Silence after a short greeting that means a person waits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_greeting_silence_ms: Option<u32>,
     /// Longest analysis.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_analysis_time_ms: Option<u32>,
-    /// Most words of a person's greeting.
+    /// Most phrases (speech between pauses) of a person's greeting, in `accurate` mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maximum_words: Option<u32>,
+    /// After a machine's greeting with no beep, the silence after which the message starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_silence_ms: Option<u32>,
 }
 
 /// Barge-in: whether the caller's speech stops the agent.
@@ -595,8 +603,9 @@ impl<'de> Deserialize<'de> for Amd {
             Value::Bool(true) => Ok(Self::On(AmdThresholds::default())),
             Value::Object(o) => {
                 let in_range = o
-                    .values()
-                    .all(|v| v.as_u64().is_some_and(|n| (1..=60_000).contains(&n)));
+                    .iter()
+                    .filter(|(key, _)| *key != "mode")
+                    .all(|(_, v)| v.as_u64().is_some_and(|n| (1..=60_000).contains(&n)));
                 let thresholds = serde_json::from_value::<AmdThresholds>(Value::Object(o))
                     .map_err(|e| serde::de::Error::custom(format!("`amd`: {e}")))?;
                 if in_range {

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::time::rfc3339;
-use crate::{AnsweredBy, CallStatus, EndReason, EndedBy};
+use crate::{AmdExplanation, AnsweredBy, CallStatus, EndReason, EndedBy};
 
 /// A call record as stored; times are Unix epoch milliseconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +44,8 @@ pub struct Call {
     pub sip_status: Option<u16>,
     /// Answering-machine detection's verdict.
     pub answered_by: Option<AnsweredBy>,
+    /// Why: the rule and the timings it used.
+    pub answered_by_reason: Option<AmdExplanation>,
     /// Transcript lines.
     pub transcript: Value,
     /// Structured result.
@@ -139,6 +141,10 @@ pub struct CallView {
     pub end_reason: Option<EndReasonView>,
     /// Answering-machine detection's verdict.
     pub answered_by: Option<AnsweredBy>,
+    /// Why answering-machine detection said so: the rule, the timings it used, and what a
+    /// voicemail message waited for.
+    #[serde(default)]
+    pub answered_by_reason: Option<AmdExplanation>,
     /// SIP Call-ID.
     pub sip_call_id: Option<String>,
     /// When it was accepted (RFC 3339).
@@ -207,6 +213,7 @@ impl From<&Call> for CallView {
                 message: code.message().to_owned(),
             }),
             answered_by: call.answered_by,
+            answered_by_reason: call.answered_by_reason.clone(),
             sip_call_id: call.sip_call_id.clone(),
             created_at: rfc3339(call.created_at),
             dialed_at: call.dialed_at.and_then(rfc3339),
@@ -248,6 +255,20 @@ mod tests {
             sip_call_id: Some("abc".into()),
             sip_status: None,
             answered_by: Some(AnsweredBy::Human),
+            answered_by_reason: Some(AmdExplanation {
+                code: crate::AmdReason::AfterGreetingSilence,
+                after_ms: 1320,
+                initial_silence_ms: Some(400),
+                greeting_ms: Some(220),
+                pause_ms: Some(700),
+                phrases: Some(1),
+                replaced: None,
+                beep_hz: None,
+                beep_ms: None,
+                phrase: None,
+                message_after: None,
+                message_at_ms: None,
+            }),
             transcript: serde_json::json!([]),
             result: None,
             result_error: None,
@@ -274,6 +295,11 @@ mod tests {
             "the far end stopped sending audio"
         );
         assert_eq!(json["answered_by"], "human");
+        assert_eq!(
+            json["answered_by_reason"],
+            serde_json::json!({"code": "after_greeting_silence", "after_ms": 1320,
+                "initial_silence_ms": 400, "greeting_ms": 220, "pause_ms": 700, "phrases": 1})
+        );
         assert_eq!(json["ring_duration_ms"], 2_000);
         assert_eq!(json["talk_duration_ms"], 7_000);
         assert_eq!(json["created_at"], "1970-01-01T00:00:01Z");

@@ -6,6 +6,7 @@
 //!
 //! - [`status`]: [`CallStatus`] (forward-only, with its rank) and [`Direction`];
 //! - [`end_reason`]: [`EndReason`] (the code and its message), [`EndedBy`], [`AnsweredBy`];
+//! - [`amd`]: answering-machine detection's mode and the record's explanation of a verdict;
 //! - [`call`]: the stored [`Call`] record and [`CallView`], the call object the API and the
 //!   webhooks serialise;
 //! - [`dispatch`], [`agent`], [`trunk`], [`number`], [`organization`], [`provider`]: what
@@ -20,6 +21,7 @@
 //! Everything here is plain data with serde and `utoipa::ToSchema`; no I/O.
 
 pub mod agent;
+pub mod amd;
 pub mod call;
 pub mod dispatch;
 pub mod end_reason;
@@ -40,6 +42,7 @@ pub use agent::{
     AgentFields, AgentView, Amd, AmdThresholds, BUILTIN_AGENT, BUILTIN_ESPEAK, BargeIn, LlmSetting,
     SttSetting, Tool, TransferDestination, TransferMode, TtsSetting, VoicemailAction,
 };
+pub use amd::{AmdExplanation, AmdMode, AmdReason, MessageCue};
 pub use call::{Call, CallView, EndReasonView, TranscriptLine};
 pub use dispatch::DispatchCall;
 pub use end_reason::{AnsweredBy, EndReason, EndedBy};

@@ -117,6 +117,11 @@ impl From<&CallView> for Call {
                 .filter(|m| m.is_object())
                 .map(to_struct),
             summary: call.summary.clone(),
+            answered_by_reason: call
+                .answered_by_reason
+                .as_ref()
+                .and_then(|r| serde_json::to_value(r).ok())
+                .map(|r| to_struct(&r)),
         }
     }
 }

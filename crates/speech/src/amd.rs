@@ -1,72 +1,203 @@
 //! Answering-machine detection from the first seconds of a call, on the VAD's per-frame
-//! verdicts, with the classic parameters (those of Asterisk's AMD): a human says something short
-//! ("Hello?") and waits; a machine plays a long greeting of many words, or says nothing at first.
-//! And the voicemail beep: one pure tone held for a while, after which a message can be left.
+//! verdicts and the caller's audio, never reading a clock: one [`Amd::frame`] per 20 ms.
+//!
+//! **What tells a person from a machine.** Not the length of the first phrase alone ("Good
+//! afternoon, Miller residence, Karen speaking." is a person): a person says something and then
+//! *stops and waits* for the caller, while a greeting runs on, its pauses between sentences short.
+//! So the verdict comes from the pause after the greeting:
+//!
+//! * a pause of [`AmdConfig::after_greeting_silence`] after a short greeting, or of
+//!   [`AmdConfig::after_long_greeting_silence`] after a longer one: a **person**
+//!   (`after_greeting_silence`) — about 0.7 s after a "Hello?", so the agent greets at once;
+//! * speech running on past [`AmdConfig::greeting`] without such a pause: in `accurate` mode a
+//!   **machine** (`long_greeting`), in `fast` mode **unknown** (the agent speaks, and listens on);
+//! * in `accurate` mode, more than [`AmdConfig::maximum_words`] phrases without a person's pause:
+//!   a **machine** (`long_greeting`);
+//! * nothing said for [`AmdConfig::initial_silence`], or no rule by
+//!   [`AmdConfig::total_analysis_time`]: **unknown** — treated as a person, never hung up on.
+//!
+//! Words shorter than [`AmdConfig::min_word_length`] (a click, a burst of line noise) neither
+//! start a greeting nor break a pause, so a noisy line is not a person before anyone spoke.
+//!
+//! **Listening on.** After a `human` or `unknown` verdict the detector keeps listening for
+//! [`AmdConfig::listen_after_verdict`]: a voicemail beep, or voicemail words the caller of
+//! [`Amd::heard_words`] found in a transcript ([`voicemail_phrase`]), turn the verdict into
+//! `machine` (a greeting that opens with "Hello?" and a pause, then a recorded message). A
+//! `machine` verdict is never taken back.
+//!
+//! **When to leave the message.** After a `machine` verdict, [`AmdEvent::Beep`] comes when a
+//! beep *ends* ([`BeepDetector`]); with no beep, [`AmdEvent::GreetingEnded`] once the greeting
+//! has been silent for [`AmdConfig::final_silence`]. A beep that comes later still is reported
+//! too (the engine starts its message again after it).
 
 use std::time::Duration;
 
-const FRAME: Duration = Duration::from_millis(20);
+pub use dialtone_model::{AmdExplanation, AmdMode, AmdReason, AnsweredBy};
 
-/// Who answered: the call record's verdict, named once in the model.
-pub use dialtone_model::AnsweredBy;
+use crate::dtmf::tone_powers;
+
+const FRAME: Duration = Duration::from_millis(20);
+/// How far below the loudest voiced frame the answerer's own speech may be; quieter voiced
+/// frames are voices behind them.
+const LOUD_RANGE_DB: f32 = 15.0;
 
 /// AMD settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AmdConfig {
-    /// Silence before any speech longer than this: a machine.
+    /// `fast` or `accurate`: what a greeting running past [`AmdConfig::greeting`] means.
+    pub mode: AmdMode,
+    /// Silence before any word this long: `unknown` (the agent speaks).
     pub initial_silence: Duration,
-    /// A greeting (first speech to last, before the pause after it) longer than this: a machine.
+    /// A person's greeting is at most this long: speech running on longer without a person's
+    /// pause is a machine's.
     pub greeting: Duration,
-    /// Silence after a short greeting longer than this: a human waiting for an answer.
+    /// Speech running on this long without a verdict: `unknown` (the agent speaks; the rules
+    /// go on, and a greeting reaching [`AmdConfig::greeting`] is still a machine's).
+    pub decide_within: Duration,
+    /// A greeting up to this long is short: [`AmdConfig::after_greeting_silence`] after it is
+    /// a person.
+    pub short_greeting: Duration,
+    /// The pause after a short greeting that means a person waits.
     pub after_greeting_silence: Duration,
-    /// No verdict by then: unknown.
+    /// The pause after a longer greeting that means a person waits.
+    pub after_long_greeting_silence: Duration,
+    /// No verdict by then: `unknown`.
     pub total_analysis_time: Duration,
+    /// Speech resuming this soon after a `human` verdict (before the agent's greeting could
+    /// have been answered) is watched as the rest of a greeting.
+    pub resume_within: Duration,
+    /// Speech resumed that soon running on this long without a person's pause: a machine.
+    pub resumed_greeting: Duration,
     /// Voiced stretches shorter than this are not words.
     pub min_word_length: Duration,
-    /// Silence that separates words.
+    /// A pause at least this long separates phrases.
     pub between_words_silence: Duration,
-    /// This many words in the greeting: a machine.
+    /// More phrases than this in a greeting of at least
+    /// [`AmdConfig::many_phrases_greeting`] without a person's pause: a machine.
     pub maximum_words: u32,
+    /// How long a greeting of more than [`AmdConfig::maximum_words`] phrases must be to be a
+    /// machine's.
+    pub many_phrases_greeting: Duration,
+    /// After a machine's greeting with no beep, the silence that ends it.
+    pub final_silence: Duration,
+    /// How long a `human` or `unknown` verdict keeps listening for a beep or voicemail words.
+    pub listen_after_verdict: Duration,
 }
 
-impl Default for AmdConfig {
-    fn default() -> Self {
+impl AmdConfig {
+    /// The defaults of `mode`.
+    pub fn for_mode(mode: AmdMode) -> Self {
+        let fast = mode == AmdMode::Fast;
         Self {
-            initial_silence: Duration::from_millis(2500),
-            greeting: Duration::from_millis(1500),
-            after_greeting_silence: Duration::from_millis(800),
-            total_analysis_time: Duration::from_millis(5000),
+            mode,
+            initial_silence: Duration::from_millis(if fast { 2500 } else { 3500 }),
+            greeting: Duration::from_millis(if fast { 5500 } else { 6500 }),
+            decide_within: Duration::from_millis(if fast { 2500 } else { 60_000 }),
+            short_greeting: Duration::from_millis(1200),
+            after_greeting_silence: Duration::from_millis(700),
+            after_long_greeting_silence: Duration::from_millis(if fast { 1100 } else { 1200 }),
+            total_analysis_time: Duration::from_millis(if fast { 5000 } else { 9000 }),
+            resume_within: Duration::from_millis(1500),
+            resumed_greeting: Duration::from_millis(3500),
             min_word_length: Duration::from_millis(100),
-            between_words_silence: Duration::from_millis(50),
-            maximum_words: 3,
+            between_words_silence: Duration::from_millis(350),
+            maximum_words: 2,
+            many_phrases_greeting: Duration::from_millis(3400),
+            final_silence: Duration::from_millis(1500),
+            listen_after_verdict: Duration::from_secs(30),
         }
     }
 }
 
-/// A verdict and the rule that gave it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl Default for AmdConfig {
+    fn default() -> Self {
+        Self::for_mode(AmdMode::Fast)
+    }
+}
+
+/// A verdict, the rule that gave it and the timings it used.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmdVerdict {
     /// Who answered.
     pub answered_by: AnsweredBy,
-    /// `initial_silence`, `long_greeting`, `max_words`, `after_greeting_silence` or
-    /// `max_analysis_time`.
-    pub reason: &'static str,
-    /// Time from the start of the analysis.
-    pub after: Duration,
+    /// Why, with the timings (from the answer).
+    pub explanation: AmdExplanation,
 }
+
+impl AmdVerdict {
+    /// The rule that decided.
+    pub fn reason(&self) -> AmdReason {
+        self.explanation.code
+    }
+
+    /// When it was given, from the answer.
+    pub fn after(&self) -> Duration {
+        Duration::from_millis(self.explanation.after_ms.into())
+    }
+}
+
+/// What the detector says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AmdEvent {
+    /// A verdict (a later one may turn `human` or `unknown` into `machine`).
+    Verdict(AmdVerdict),
+    /// A voicemail beep ended (whatever the verdict: after a `human` verdict one comes with
+    /// a `machine` verdict before it).
+    Beep {
+        /// Its frequency.
+        hz: f32,
+        /// How long it lasted.
+        duration: Duration,
+    },
+    /// After a `machine` verdict and no beep, the greeting fell silent for
+    /// [`AmdConfig::final_silence`].
+    GreetingEnded {
+        /// How long it has been silent.
+        silent_for: Duration,
+    },
+}
+
+/// A run of speech frames (a word, once long enough).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// Its first frame's start.
+    start: Duration,
+    /// Its last speech frame's end.
+    last: Duration,
+    /// Speech in it.
+    speech: Duration,
+}
+
+/// The longest dip inside a word (between syllables), from its last loud frame.
+const WORD_GAP: Duration = Duration::from_millis(160);
 
 /// The detector of one call.
 #[derive(Debug, Clone)]
 pub struct Amd {
     config: AmdConfig,
+    beep: BeepDetector,
     elapsed: Duration,
+    /// The first word's start.
     greeting_start: Option<Duration>,
-    last_voiced: Option<Duration>,
-    voiced_run: Duration,
-    silence_run: Duration,
-    words: u32,
-    in_word: bool,
+    /// The last word's end (a word: a voiced stretch of at least `min_word_length`).
+    last_word_end: Option<Duration>,
+    /// The run of speech under way.
+    run: Option<Run>,
+    phrases: u32,
+    longest_pause: Duration,
     verdict: Option<AmdVerdict>,
+    /// The rules have had their say (a `human` verdict stood): only a beep or voicemail
+    /// words change the verdict now.
+    settled: bool,
+    /// After a `human` verdict, speech resuming before this is watched as a greeting.
+    resume_until: Duration,
+    /// The loudest voiced frame so far, dBFS.
+    loudest: f32,
+    beep_heard: bool,
+    greeting_ended: bool,
+    /// Silence since the machine verdict (or the last sound after it).
+    quiet_after_machine: Duration,
+    events: Vec<AmdEvent>,
 }
 
 impl Amd {
@@ -74,129 +205,684 @@ impl Amd {
     pub fn new(config: AmdConfig) -> Self {
         Self {
             config,
+            beep: BeepDetector::default(),
             elapsed: Duration::ZERO,
             greeting_start: None,
-            last_voiced: None,
-            voiced_run: Duration::ZERO,
-            silence_run: Duration::ZERO,
-            words: 0,
-            in_word: false,
+            last_word_end: None,
+            run: None,
+            phrases: 0,
+            longest_pause: Duration::ZERO,
             verdict: None,
+            settled: false,
+            resume_until: Duration::ZERO,
+            loudest: -100.0,
+            beep_heard: false,
+            greeting_ended: false,
+            quiet_after_machine: Duration::ZERO,
+            events: Vec::with_capacity(2),
         }
     }
 
-    /// The verdict, once given.
-    pub fn verdict(&self) -> Option<AmdVerdict> {
-        self.verdict
+    /// The verdict so far.
+    pub fn verdict(&self) -> Option<&AmdVerdict> {
+        self.verdict.as_ref()
     }
 
-    fn decide(&mut self, answered_by: AnsweredBy, reason: &'static str) -> Option<AmdVerdict> {
+    fn ms(d: Duration) -> u32 {
+        u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether it still listens: before a verdict, and for
+    /// [`AmdConfig::listen_after_verdict`] after the last one (for a beep after a `machine`
+    /// verdict, or for a beep or voicemail words overturning a `human` or `unknown` one).
+    fn listening(&self) -> bool {
+        self.verdict
+            .as_ref()
+            .is_none_or(|v| self.elapsed < v.after() + self.config.listen_after_verdict)
+    }
+
+    fn explanation(&self, code: AmdReason) -> AmdExplanation {
+        let greeting = self
+            .greeting_start
+            .zip(self.last_word_end)
+            .map(|(start, end)| Self::ms(end.saturating_sub(start)));
+        AmdExplanation {
+            code,
+            after_ms: Self::ms(self.elapsed),
+            initial_silence_ms: Some(Self::ms(self.greeting_start.unwrap_or(self.elapsed))),
+            greeting_ms: greeting,
+            pause_ms: self
+                .last_word_end
+                .map(|end| Self::ms(self.elapsed.saturating_sub(end).max(self.longest_pause))),
+            phrases: self.greeting_start.map(|_| self.phrases),
+            replaced: None,
+            beep_hz: None,
+            beep_ms: None,
+            phrase: None,
+            message_after: None,
+            message_at_ms: None,
+        }
+    }
+
+    fn decide(&mut self, answered_by: AnsweredBy, explanation: AmdExplanation) {
+        let replaced = self.verdict.as_ref().map(|v| v.answered_by);
         let verdict = AmdVerdict {
             answered_by,
-            reason,
-            after: self.elapsed,
+            explanation: AmdExplanation {
+                replaced,
+                ..explanation
+            },
         };
-        self.verdict = Some(verdict);
-        Some(verdict)
+        self.verdict = Some(verdict.clone());
+        self.quiet_after_machine = Duration::ZERO;
+        self.events.push(AmdEvent::Verdict(verdict));
     }
 
-    /// Takes one 20 ms frame's voice verdict; returns the AMD verdict when it is reached.
-    pub fn frame(&mut self, voiced: bool) -> Option<AmdVerdict> {
-        if self.verdict.is_some() {
-            return None;
+    /// Whether a verdict may become `machine`: none yet, or a `human`/`unknown` one still
+    /// listening.
+    fn may_become_machine(&self) -> bool {
+        self.verdict
+            .as_ref()
+            .is_none_or(|v| v.answered_by != AnsweredBy::Machine && self.listening())
+    }
+
+    /// Voicemail words found in what the caller said (a transcript of the first seconds):
+    /// before a verdict, or while a `human`/`unknown` one listens, the verdict becomes
+    /// `machine` (`voicemail_phrase`). Returns what it says.
+    pub fn heard_words(&mut self, text: &str) -> Vec<AmdEvent> {
+        if self.may_become_machine()
+            && let Some(phrase) = voicemail_phrase(text)
+        {
+            let explanation = AmdExplanation {
+                phrase: Some(phrase.to_owned()),
+                ..self.explanation(AmdReason::VoicemailPhrase)
+            };
+            self.decide(AnsweredBy::Machine, explanation);
+        }
+        std::mem::take(&mut self.events)
+    }
+
+    /// Takes one 20 ms frame (16 kHz) and the VAD's verdict on it; returns what it says.
+    pub fn frame(&mut self, samples: &[i16], voiced: bool) -> Vec<AmdEvent> {
+        if !self.listening() {
+            return Vec::new();
         }
         self.elapsed += FRAME;
+        let tone = self.beep.frame(samples);
+        let tonal = self.beep.in_tone();
+        let voiced = voiced && !tonal;
+        let loud = voiced && self.loud_enough(samples);
+        self.words(voiced, loud);
+        if let Some((hz, duration)) = tone {
+            self.beep_heard = true;
+            if self.may_become_machine() {
+                let explanation = AmdExplanation {
+                    beep_hz: Some(hz.round() as u32),
+                    beep_ms: Some(Self::ms(duration)),
+                    ..self.explanation(AmdReason::Beep)
+                };
+                self.decide(AnsweredBy::Machine, explanation);
+            }
+            self.events.push(AmdEvent::Beep { hz, duration });
+        }
+        match self.verdict.as_ref().map(|v| v.answered_by) {
+            Some(AnsweredBy::Machine) => self.await_message_cue(voiced || tonal),
+            _ if !self.settled => self.rules(),
+            _ => {}
+        }
+        std::mem::take(&mut self.events)
+    }
+
+    /// Whether a voiced frame is the answerer's own speech rather than voices behind them
+    /// (a television, an office): within [`LOUD_RANGE_DB`] of the loudest voiced frame so far.
+    fn loud_enough(&mut self, samples: &[i16]) -> bool {
+        let level = crate::level_dbfs(samples);
+        self.loudest = self.loudest.max(level);
+        level >= self.loudest - LOUD_RANGE_DB
+    }
+
+    /// Tracks words, phrases and pauses. A word is a run of the answerer's speech (`loud`
+    /// voiced frames; quieter voiced frames between them count, dips of up to [`WORD_GAP`]
+    /// are bridged) holding [`AmdConfig::min_word_length`] of voice; it ends at its last loud
+    /// frame, so voices behind the answerer neither start a word nor stretch one.
+    fn words(&mut self, voiced: bool, loud: bool) {
         let c = self.config;
-        if voiced {
-            self.greeting_start.get_or_insert(self.elapsed - FRAME);
-            self.last_voiced = Some(self.elapsed);
-            self.silence_run = Duration::ZERO;
-            self.voiced_run += FRAME;
-            if !self.in_word && self.voiced_run >= c.min_word_length {
-                self.in_word = true;
-                self.words += 1;
-                if self.words >= c.maximum_words {
-                    return self.decide(AnsweredBy::Machine, "max_words");
-                }
+        if let Some(run) = self.run
+            && self.elapsed - run.last > WORD_GAP
+        {
+            self.run = None;
+        }
+        if !voiced {
+            return;
+        }
+        let start = self.elapsed - FRAME;
+        let Some(run) = (match (&mut self.run, loud) {
+            (Some(run), _) => Some(run),
+            (None, true) => Some(self.run.insert(Run {
+                start,
+                last: start,
+                speech: Duration::ZERO,
+            })),
+            (None, false) => None,
+        }) else {
+            return;
+        };
+        run.speech += FRAME;
+        if loud {
+            run.last = self.elapsed;
+        }
+        let Run {
+            start,
+            speech,
+            last,
+        } = *run;
+        if speech < c.min_word_length {
+            return;
+        }
+        if self.greeting_start.is_none() {
+            self.greeting_start = Some(start);
+            self.phrases = 1;
+        } else if let Some(end) = self.last_word_end
+            && end < start
+        {
+            // A new word after a pause.
+            let pause = start - end;
+            if pause >= c.between_words_silence {
+                self.phrases += 1;
             }
-            if let Some(start) = self.greeting_start
-                && self.elapsed - start > c.greeting
-            {
-                return self.decide(AnsweredBy::Machine, "long_greeting");
-            }
-        } else {
-            self.silence_run += FRAME;
-            if self.silence_run >= c.between_words_silence {
-                self.in_word = false;
-                self.voiced_run = Duration::ZERO;
-            }
-            match self.greeting_start {
+            self.longest_pause = self.longest_pause.max(pause);
+        }
+        self.last_word_end = Some(last);
+    }
+
+    /// The rules, before a verdict and while a `human` or `unknown` one may still change: an
+    /// `unknown` one becomes `human` when the greeting ends as a person's; speech resuming at
+    /// once after a `human` verdict and running on as a recording does makes it `machine`.
+    fn rules(&mut self) {
+        let c = self.config;
+        let verdict = self.verdict.as_ref().map(|v| v.answered_by);
+        let Some(start) = self.greeting_start else {
+            match verdict {
                 None if self.elapsed >= c.initial_silence => {
-                    return self.decide(AnsweredBy::Machine, "initial_silence");
+                    let explanation = self.explanation(AmdReason::InitialSilence);
+                    self.decide(AnsweredBy::Unknown, explanation);
                 }
-                Some(_) if self.words > 0 && self.silence_run >= c.after_greeting_silence => {
-                    return self.decide(AnsweredBy::Human, "after_greeting_silence");
+                Some(AnsweredBy::Human) if self.elapsed > self.resume_until => {
+                    self.settled = true;
                 }
                 _ => {}
             }
+            return;
+        };
+        if verdict == Some(AnsweredBy::Human) && start > self.resume_until {
+            // The person spoke again, after the agent had its turn: a conversation.
+            self.settled = true;
+            return;
         }
-        if self.elapsed >= c.total_analysis_time {
-            return self.decide(AnsweredBy::Unknown, "max_analysis_time");
+        let end = self.last_word_end.unwrap_or(start);
+        let length = end - start;
+        let pause = self.elapsed - end;
+        let waits = if length <= c.short_greeting {
+            c.after_greeting_silence
+        } else {
+            c.after_long_greeting_silence
+        };
+        if self.phrases > c.maximum_words && length >= c.many_phrases_greeting {
+            // Sentence after sentence with short pauses between: read out, not said.
+            let explanation = self.explanation(AmdReason::LongGreeting);
+            self.decide(AnsweredBy::Machine, explanation);
+        } else if pause >= waits {
+            if verdict == Some(AnsweredBy::Human) {
+                // What followed the first words ended as a person's does too.
+                self.settled = true;
+            } else {
+                let explanation = self.explanation(AmdReason::AfterGreetingSilence);
+                self.decide(AnsweredBy::Human, explanation);
+                // Watch what comes next: a recording goes on at once.
+                self.resume_until = self.elapsed + c.resume_within;
+                self.greeting_start = None;
+                self.last_word_end = None;
+            }
+        } else if length >= c.greeting
+            || (verdict == Some(AnsweredBy::Human) && length >= c.resumed_greeting)
+        {
+            let explanation = self.explanation(AmdReason::LongGreeting);
+            self.decide(AnsweredBy::Machine, explanation);
+        } else if verdict.is_none()
+            && (self.elapsed - start >= c.decide_within || self.elapsed >= c.total_analysis_time)
+        {
+            let explanation = self.explanation(AmdReason::MaxAnalysisTime);
+            self.decide(AnsweredBy::Unknown, explanation);
         }
-        None
+    }
+
+    /// After a `machine` verdict: the greeting's final silence, when no beep came.
+    fn await_message_cue(&mut self, sound: bool) {
+        if self.beep_heard || self.greeting_ended {
+            return;
+        }
+        self.quiet_after_machine = if sound {
+            Duration::ZERO
+        } else {
+            self.quiet_after_machine + FRAME
+        };
+        if self.quiet_after_machine >= self.config.final_silence {
+            self.greeting_ended = true;
+            self.events.push(AmdEvent::GreetingEnded {
+                silent_for: self.quiet_after_machine,
+            });
+        }
     }
 }
 
-/// Detects the voicemail beep: one pure tone between 400 and 2500 Hz, at least -40 dBFS,
-/// holding most of the frame's energy, steady (within 50 Hz) for 160 ms or more.
+/// Phrases of voicemail greetings, in the languages agents speak (lower case, matched on words
+/// with punctuation ignored).
+const VOICEMAIL_PHRASES: &[&str] = &[
+    // English
+    "leave a message",
+    "leave your message",
+    "leave me a message",
+    "leave a voicemail",
+    "leave your name",
+    "record your message",
+    "after the tone",
+    "after the beep",
+    "at the tone",
+    "at the beep",
+    "not available",
+    "unavailable",
+    "can't take your call",
+    "cannot take your call",
+    "can't come to the phone",
+    "cannot come to the phone",
+    "voicemail",
+    "voice mail",
+    "mailbox",
+    "you have reached",
+    "you've reached",
+    "please record",
+    "when you have finished recording",
+    "when you are finished recording",
+    "i'll call you back",
+    "i will call you back",
+    "get back to you",
+    "return your call",
+    // Spanish
+    "deje su mensaje",
+    "deje un mensaje",
+    "después del tono",
+    "buzón de voz",
+    "no está disponible",
+    // French
+    "laissez un message",
+    "laissez votre message",
+    "après le bip",
+    "messagerie",
+    "n'est pas disponible",
+    // German
+    "hinterlassen sie",
+    "nach dem signalton",
+    "nach dem piepton",
+    "mailbox",
+    "nicht erreichbar",
+    // Portuguese, Italian
+    "deixe sua mensagem",
+    "deixe uma mensagem",
+    "caixa postal",
+    "lasci un messaggio",
+    "segreteria telefonica",
+];
+
+/// The voicemail phrase in `text`, if it has one ("leave a message", "after the tone",
+/// "not available", "mailbox"…, in English and a few other languages).
+pub fn voicemail_phrase(text: &str) -> Option<&'static str> {
+    let words: String = text
+        .to_lowercase()
+        .chars()
+        .map(|c| match c {
+            '’' => '\'',
+            c if c.is_alphanumeric() || c == '\'' => c,
+            _ => ' ',
+        })
+        .collect();
+    let normalised = format!(
+        " {} ",
+        words.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    VOICEMAIL_PHRASES
+        .iter()
+        .find(|phrase| normalised.contains(&format!(" {phrase} ")))
+        .copied()
+}
+
+/// Detects a voicemail beep and reports it when it *ends*: one tone between 400 and 2,000 Hz
+/// (its harmonics allowed, a slight chirp or a step to another tone allowed) holding most of
+/// the frame's energy, at least -45 dBFS, lasting 140 ms or more. Speech is refused by its
+/// sub-harmonic (a voice's fundamental lies below the tone the search finds) and its changing
+/// pitch; DTMF by its second tone.
 #[derive(Debug, Clone, Default)]
 pub struct BeepDetector {
-    hz: Option<f32>,
-    frames: u32,
-    reported: bool,
+    /// The tone under way: its first frequency and how many frames it has lasted.
+    tone: Option<(f32, u32)>,
+    /// The last tonal frame's frequency.
+    last_hz: f32,
+    /// Non-tonal frames since the last tonal one inside a tone (one is forgiven).
+    gap: u32,
 }
 
-/// Frames a beep must last.
-const BEEP_FRAMES: u32 = 8;
+/// Frames a beep must last (140 ms).
+const BEEP_MIN_FRAMES: u32 = 7;
+/// The lowest and highest beep frequency searched.
+const BEEP_LOW_HZ: f32 = 380.0;
+const BEEP_HIGH_HZ: f32 = 2100.0;
+/// The quietest beep, dBFS.
+const BEEP_MIN_DBFS: f64 = -45.0;
+/// How far a beep's frequency may move from one frame to the next and still be the same tone
+/// (a chirp); a larger step starts a new tone but keeps the beep's length.
+const BEEP_GLIDE_HZ: f32 = 60.0;
 
 impl BeepDetector {
-    /// The frequency of a pure tone in a 16 kHz frame, if that is what it is.
+    /// The frequency of a tone in a 16 kHz frame, if that is what it is.
     pub fn tone(frame: &[i16]) -> Option<f32> {
-        let energy = dialtone_codec::mean_square(frame) as f32;
-        if energy < 1e-4 {
+        if dialtone_codec::level_dbfs(frame) < BEEP_MIN_DBFS {
             return None;
         }
-        let mut best = (0.0f32, 0.0f32);
-        let mut hz = 400.0f32;
-        while hz <= 2500.0 {
-            let p = crate::dtmf::tone_power(frame, 16000.0, hz);
-            if p > best.1 {
-                best = (hz, p);
-            }
-            hz += 50.0;
+        let energy = dialtone_codec::mean_square(frame) as f32;
+        let estimate = zero_crossing_hz(frame)?;
+        if !(BEEP_LOW_HZ - 100.0..=BEEP_HIGH_HZ + 100.0).contains(&estimate) {
+            return None;
         }
-        (best.1 / energy >= 0.8).then_some(best.0)
+        // Refine around the estimate in 10 Hz steps (the 20 ms window's bins are 50 Hz wide:
+        // a tone between bins would lose half its power to a coarse grid), all in one pass.
+        let low = (estimate - 80.0).clamp(BEEP_LOW_HZ, BEEP_HIGH_HZ - 160.0);
+        let grid: [f32; 17] = std::array::from_fn(|i| low + 10.0 * i as f32);
+        let powers = tone_powers(frame, 16000.0, &grid);
+        let (hz, fundamental) = grid
+            .iter()
+            .zip(powers)
+            .fold(
+                (0.0f32, 0.0f32),
+                |best, (hz, p)| if p > best.1 { (*hz, p) } else { best },
+            );
+        if fundamental < 0.35 * energy {
+            return None;
+        }
+        // Its harmonics, and the sub-harmonics a voice's fundamental would be at.
+        let [second, third, half, a_third] =
+            tone_powers(frame, 16000.0, &[2.0 * hz, 3.0 * hz, hz / 2.0, hz / 3.0]);
+        let harmonics = fundamental + second + if 3.0 * hz < 7800.0 { third } else { 0.0 };
+        (harmonics >= 0.75 * energy && half + a_third <= 0.05 * energy).then_some(hz)
     }
 
-    /// Takes one frame; returns the beep's frequency once it has lasted long enough.
-    pub fn frame(&mut self, frame: &[i16]) -> Option<f32> {
-        let tone = Self::tone(frame);
-        match (tone, self.hz) {
-            (Some(t), Some(h)) if (t - h).abs() <= 50.0 => self.frames += 1,
-            (Some(t), _) => {
-                self.hz = Some(t);
-                self.frames = 1;
-                self.reported = false;
+    /// Whether a tone is under way.
+    pub fn in_tone(&self) -> bool {
+        self.tone.is_some()
+    }
+
+    /// Takes one frame; returns the beep's frequency and length when it ends.
+    pub fn frame(&mut self, frame: &[i16]) -> Option<(f32, Duration)> {
+        match (Self::tone(frame), self.tone) {
+            (Some(hz), Some((first, frames))) => {
+                if (hz - self.last_hz).abs() > BEEP_GLIDE_HZ && frames < BEEP_MIN_FRAMES {
+                    // Not one tone yet: start again from this one.
+                    self.tone = Some((hz, 1));
+                } else {
+                    self.tone = Some((first, frames + 1 + self.gap));
+                }
+                self.last_hz = hz;
+                self.gap = 0;
+                None
             }
-            (None, _) => {
-                self.hz = None;
-                self.frames = 0;
+            (Some(hz), None) => {
+                self.tone = Some((hz, 1));
+                self.last_hz = hz;
+                self.gap = 0;
+                None
+            }
+            (None, Some((first, frames))) => {
+                if self.gap == 0 && frames >= BEEP_MIN_FRAMES {
+                    // One frame's dropout is forgiven inside a beep.
+                    self.gap = 1;
+                    return None;
+                }
+                self.tone = None;
+                self.gap = 0;
+                (frames >= BEEP_MIN_FRAMES).then(|| (first, FRAME * frames))
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// A frequency estimate from the zero crossings of a frame (a tone crosses twice a period; its
+/// harmonics, weaker, rarely add crossings), refined by Goertzel afterwards.
+fn zero_crossing_hz(frame: &[i16]) -> Option<f32> {
+    let crossings = frame
+        .windows(2)
+        .filter(|w| matches!(w, [a, b] if (*a < 0) != (*b < 0)))
+        .count();
+    (frame.len() > 1).then(|| crossings as f32 * 16000.0 / (2.0 * (frame.len() - 1) as f32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(hz: f32, ms: usize, amplitude: f32) -> Vec<i16> {
+        (0..ms * 16)
+            .map(|n| (amplitude * (std::f32::consts::TAU * hz * n as f32 / 16000.0).sin()) as i16)
+            .collect()
+    }
+
+    fn beeps(audio: &[i16]) -> Vec<(f32, Duration)> {
+        let mut d = BeepDetector::default();
+        audio.chunks(320).filter_map(|f| d.frame(f)).collect()
+    }
+
+    #[test]
+    fn a_beep_is_reported_when_it_ends_at_any_frequency_between_the_grid() {
+        for hz in [425.0, 1000.0, 1033.0, 1400.0, 1975.0] {
+            let audio = [sine(hz, 500, 8000.0), vec![0; 3200]].concat();
+            let found = beeps(&audio);
+            assert_eq!(found.len(), 1, "{hz} Hz: {found:?}");
+            let (f, d) = found[0];
+            assert!((f - hz).abs() <= 15.0, "{hz} Hz heard as {f}");
+            assert!(d.abs_diff(Duration::from_millis(500)) <= FRAME, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn a_blip_dtmf_and_a_two_tone_are_not_beeps() {
+        assert!(beeps(&[sine(1000.0, 100, 8000.0), vec![0; 3200]].concat()).is_empty());
+        let dtmf: Vec<i16> = sine(770.0, 400, 6000.0)
+            .iter()
+            .zip(sine(1336.0, 400, 6000.0))
+            .map(|(a, b)| a + b)
+            .collect();
+        assert!(beeps(&[dtmf, vec![0; 3200]].concat()).is_empty());
+    }
+
+    #[test]
+    fn harmonics_and_a_chirp_are_still_a_beep_and_a_voice_is_not() {
+        let rich: Vec<i16> = sine(800.0, 400, 6000.0)
+            .iter()
+            .zip(sine(1600.0, 400, 2500.0))
+            .map(|(a, b)| a + b)
+            .collect();
+        assert_eq!(beeps(&[rich, vec![0; 3200]].concat()).len(), 1);
+        let chirp: Vec<i16> = (0..16 * 600)
+            .map(|n| {
+                let t = n as f32 / 16000.0;
+                (8000.0 * (std::f32::consts::TAU * (1000.0 * t + 25.0 * t * t)).sin()) as i16
+            })
+            .collect();
+        assert_eq!(beeps(&[chirp, vec![0; 3200]].concat()).len(), 1);
+        // A vowel: 200 Hz with its harmonics; the strongest in the beep band is the 2nd.
+        let vowel: Vec<i16> = (0..16 * 600)
+            .map(|n| {
+                let t = n as f32 / 16000.0;
+                let tau = std::f32::consts::TAU;
+                (4000.0 * (tau * 200.0 * t).sin()
+                    + 5000.0 * (tau * 400.0 * t).sin()
+                    + 2000.0 * (tau * 600.0 * t).sin()) as i16
+            })
+            .collect();
+        assert!(beeps(&[vowel, vec![0; 3200]].concat()).is_empty());
+    }
+
+    /// Drives a detector with `(ms, kind)` stretches: `'v'` the answerer's voice, `'q'` a
+    /// voice 26 dB quieter behind them, `'.'` silence; every verdict with its time.
+    fn drive(amd: &mut Amd, script: &[(u64, char)]) -> Vec<(AnsweredBy, AmdReason, u32)> {
+        let mut seed = 1u32;
+        let mut out = Vec::new();
+        for (ms, kind) in script {
+            for _ in 0..ms / 20 {
+                let amplitude = match kind {
+                    'v' => 8000,
+                    'q' => 400,
+                    _ => 0,
+                };
+                let frame: Vec<i16> = (0..320)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                        ((seed >> 16) as i32 % amplitude.max(1)) as i16
+                    })
+                    .collect();
+                for event in amd.frame(&frame, *kind != '.') {
+                    if let AmdEvent::Verdict(v) = event {
+                        out.push((v.answered_by, v.reason(), v.explanation.after_ms));
+                    }
+                }
             }
         }
-        if self.frames >= BEEP_FRAMES && !self.reported {
-            self.reported = true;
-            return self.hz;
+        out
+    }
+
+    #[test]
+    fn a_long_introduction_then_waiting_is_a_person_and_sentences_read_out_a_machine() {
+        let mut amd = Amd::new(AmdConfig::default());
+        let verdicts = drive(&mut amd, &[(400, '.'), (4200, 'v'), (3000, '.')]);
+        assert_eq!(
+            verdicts,
+            [
+                (AnsweredBy::Unknown, AmdReason::MaxAnalysisTime, 2900),
+                (AnsweredBy::Human, AmdReason::AfterGreetingSilence, 5700)
+            ]
+        );
+        let mut amd = Amd::new(AmdConfig::for_mode(AmdMode::Accurate));
+        let greeting = [
+            (300, '.'),
+            (1400, 'v'),
+            (500, '.'),
+            (1200, 'v'),
+            (600, '.'),
+            (1500, 'v'),
+            (3000, '.'),
+        ];
+        let verdicts = drive(&mut amd, &greeting);
+        assert_eq!(
+            verdicts,
+            [(AnsweredBy::Machine, AmdReason::LongGreeting, 4100)]
+        );
+    }
+
+    #[test]
+    fn voices_behind_a_person_neither_lengthen_nor_end_their_pause() {
+        let mut amd = Amd::new(AmdConfig::default());
+        let verdicts = drive(&mut amd, &[(300, '.'), (500, 'v'), (6000, 'q')]);
+        assert_eq!(
+            verdicts,
+            [(AnsweredBy::Human, AmdReason::AfterGreetingSilence, 1500)]
+        );
+    }
+
+    #[test]
+    fn a_recording_resuming_after_its_hello_turns_the_verdict_and_words_do_too() {
+        let mut amd = Amd::new(AmdConfig::default());
+        let verdicts = drive(
+            &mut amd,
+            &[(300, '.'), (500, 'v'), (900, '.'), (3800, 'v'), (1000, '.')],
+        );
+        let turned: Vec<_> = verdicts.iter().map(|v| (v.0, v.1)).collect();
+        assert_eq!(
+            turned,
+            [
+                (AnsweredBy::Human, AmdReason::AfterGreetingSilence),
+                (AnsweredBy::Machine, AmdReason::LongGreeting)
+            ]
+        );
+        assert_eq!(
+            amd.verdict().unwrap().explanation.replaced,
+            Some(AnsweredBy::Human)
+        );
+        // A person who said "Hello?" and then talks with the agent stays a person.
+        let mut amd = Amd::new(AmdConfig::default());
+        let verdicts = drive(
+            &mut amd,
+            &[
+                (300, '.'),
+                (500, 'v'),
+                (3000, '.'),
+                (6000, 'v'),
+                (1000, '.'),
+            ],
+        );
+        assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+        // Voicemail words overturn a person verdict while it listens.
+        let events = amd.heard_words("Sorry, please leave a message after the tone");
+        let Some(AmdEvent::Verdict(v)) = events.first() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (v.answered_by, v.reason(), v.explanation.phrase.as_deref()),
+            (
+                AnsweredBy::Machine,
+                AmdReason::VoicemailPhrase,
+                Some("leave a message")
+            )
+        );
+    }
+
+    #[test]
+    fn after_a_machine_verdict_the_greetings_final_silence_is_the_cue_without_a_beep() {
+        let mut amd = Amd::new(AmdConfig::for_mode(AmdMode::Accurate));
+        let mut cue = None;
+        let mut elapsed = 0;
+        for (ms, voiced) in [
+            (300, false),
+            (7000, true),
+            (700, false),
+            (1000, true),
+            (3000, false),
+        ] {
+            for _ in 0..ms / 20 {
+                elapsed += 20;
+                let frame = [if voiced { 3000i16 } else { 0 }; 320];
+                for event in amd.frame(&frame, voiced) {
+                    if let AmdEvent::GreetingEnded { silent_for } = event {
+                        cue = Some((elapsed, silent_for));
+                    }
+                }
+            }
         }
-        None
+        // The pause within the greeting was not its end; 1.5 s after its last word was.
+        assert_eq!(
+            cue,
+            Some((300 + 7000 + 700 + 1000 + 1500, Duration::from_millis(1500)))
+        );
+    }
+
+    #[test]
+    fn voicemail_phrases_are_found_in_words_not_inside_them() {
+        assert_eq!(
+            voicemail_phrase("Hi, you've reached Sam. Please leave a message!"),
+            Some("leave a message")
+        );
+        assert_eq!(
+            voicemail_phrase("I’ll call you back"),
+            Some("i'll call you back")
+        );
+        assert_eq!(voicemail_phrase("Hello? Who is this?"), None);
+        assert_eq!(voicemail_phrase("my mailboxes"), None);
     }
 }

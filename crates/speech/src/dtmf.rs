@@ -22,9 +22,11 @@ const CONFIRM_FRAMES: u32 = 2;
 /// The weakest tone heard, dBFS (per tone).
 const MIN_TONE_DBFS: f32 = -36.0;
 
-/// Power of `samples` at `hz` (Goertzel), normalised so a sine's power is its mean square
-/// (a full-scale sine gives 0.5).
-pub(crate) fn tone_power(samples: &[i16], rate: f32, hz: f32) -> f32 {
+/// Power of `samples` at `hz` (Goertzel, one filter alone: the reference the side-by-side
+/// filters are checked against), normalised so a sine's power is its mean square (a
+/// full-scale sine gives 0.5).
+#[cfg(test)]
+fn tone_power(samples: &[i16], rate: f32, hz: f32) -> f32 {
     let w = 2.0 * std::f32::consts::PI * hz / rate;
     let coefficient = 2.0 * w.cos();
     let (mut s1, mut s2) = (0.0f32, 0.0f32);
@@ -37,15 +39,12 @@ pub(crate) fn tone_power(samples: &[i16], rate: f32, hz: f32) -> f32 {
     (s1 * s1 + s2 * s2 - coefficient * s1 * s2) * 2.0 / (n * n)
 }
 
-/// Goertzel powers of the four tones of each group, all eight filters run side by side in one
-/// pass over the samples (independent recurrences: the loop vectorises and does not wait on
-/// one filter's chain), normalised as [`tone_power`].
-fn group_powers(samples: &[i16], rate: f32) -> ([f32; 4], [f32; 4]) {
-    let mut coefficients = [0.0f32; 8];
-    for (c, hz) in coefficients.iter_mut().zip(LOW.iter().chain(&HIGH)) {
-        *c = 2.0 * (2.0 * std::f32::consts::PI * hz / rate).cos();
-    }
-    let (mut s1, mut s2) = ([0.0f32; 8], [0.0f32; 8]);
+/// Goertzel powers of `samples` at each of `hz`, the `N` filters run side by side in one pass
+/// over the samples (independent recurrences: the loop vectorises and does not wait on one
+/// filter's chain), normalised as [`tone_power`].
+pub(crate) fn tone_powers<const N: usize>(samples: &[i16], rate: f32, hz: &[f32; N]) -> [f32; N] {
+    let coefficients = hz.map(|hz| 2.0 * (2.0 * std::f32::consts::PI * hz / rate).cos());
+    let (mut s1, mut s2) = ([0.0f32; N], [0.0f32; N]);
     for x in samples {
         let x = f32::from(*x) / 32768.0;
         for ((a, b), c) in s1.iter_mut().zip(s2.iter_mut()).zip(&coefficients) {
@@ -55,11 +54,22 @@ fn group_powers(samples: &[i16], rate: f32) -> ([f32; 4], [f32; 4]) {
         }
     }
     let n = samples.len().max(1) as f32;
-    let mut powers = [0.0f32; 8];
+    let mut powers = [0.0f32; N];
     for (((p, a), b), c) in powers.iter_mut().zip(&s1).zip(&s2).zip(&coefficients) {
         *p = (a * a + b * b - c * a * b) * 2.0 / (n * n);
     }
-    let [l0, l1, l2, l3, h0, h1, h2, h3] = powers;
+    powers
+}
+
+/// Goertzel powers of the four tones of each group, in one pass.
+fn group_powers(samples: &[i16], rate: f32) -> ([f32; 4], [f32; 4]) {
+    let [l0, l1, l2, l3, h0, h1, h2, h3] = tone_powers(
+        samples,
+        rate,
+        &[
+            LOW[0], LOW[1], LOW[2], LOW[3], HIGH[0], HIGH[1], HIGH[2], HIGH[3],
+        ],
+    );
     ([l0, l1, l2, l3], [h0, h1, h2, h3])
 }
 

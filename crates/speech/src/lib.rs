@@ -20,8 +20,10 @@
 //! * **Silence guard**: no caller speech for [`SpeechConfig::silence_timeout`] raises
 //!   [`SpeechEvent::SilenceTimeout`] once (the engine prompts or hangs up).
 //! * **Answering-machine detection** ([`amd`], when [`SpeechConfig::amd`] is set): a
-//!   [`SpeechEvent::AnsweredBy`] verdict from the first seconds, and the voicemail
-//!   [`SpeechEvent::Beep`] after which a message can be left.
+//!   [`SpeechEvent::AnsweredBy`] verdict from the first seconds (and a later `machine` one when
+//!   a beep or voicemail words, [`SpeechLoop::heard_words`], overturn a `human` or `unknown`
+//!   one); then the end of the voicemail [`SpeechEvent::Beep`], or with no beep the greeting's
+//!   final silence ([`SpeechEvent::GreetingEnded`]), after which a message can be left.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -31,7 +33,10 @@ pub mod dtmf;
 pub mod playout;
 pub mod vad;
 
-pub use amd::{Amd, AmdConfig, AmdVerdict, AnsweredBy, BeepDetector};
+pub use amd::{
+    Amd, AmdConfig, AmdEvent, AmdExplanation, AmdMode, AmdReason, AmdVerdict, AnsweredBy,
+    BeepDetector, voicemail_phrase,
+};
 pub use dtmf::InbandDtmf;
 pub use playout::{Cut, Playout};
 pub use vad::{FrameVoice, VoiceDetector, level_dbfs};
@@ -132,12 +137,21 @@ pub enum SpeechEvent {
         /// The verdict and its reason.
         verdict: AmdVerdict,
     },
-    /// A voicemail beep ended the greeting: a message can be left now.
+    /// A voicemail beep ended: a message can be left now.
     Beep {
         /// Its frequency.
         hz: f32,
-        /// When it was confirmed.
+        /// How long it lasted.
+        duration: Duration,
+        /// When its end was heard.
         at: Instant,
+    },
+    /// After a `machine` verdict and no beep, the greeting fell silent: a message can be left.
+    GreetingEnded {
+        /// When.
+        at: Instant,
+        /// How long it has been silent.
+        silent_for: Duration,
     },
     /// The caller said nothing for the configured time.
     SilenceTimeout {
@@ -165,7 +179,6 @@ pub struct SpeechLoop {
     vad: VoiceDetector,
     dtmf: InbandDtmf,
     amd: Option<Amd>,
-    beep: Option<BeepDetector>,
     playout: Playout,
     turn: Turn,
     /// The caller's audio since the onset began (voiced or not).
@@ -187,7 +200,6 @@ impl SpeechLoop {
             config,
             dtmf: InbandDtmf::default(),
             amd: config.amd.map(Amd::new),
-            beep: config.amd.map(|_| BeepDetector::default()),
             playout: Playout::default(),
             turn: Turn::Quiet { voiced_since: None },
             utterance: Vec::with_capacity(SAMPLE_RATE as usize),
@@ -222,13 +234,9 @@ impl SpeechLoop {
             self.events.push_back(SpeechEvent::Dtmf { digit, at: now });
         }
         let voice = self.vad.frame(frame);
-        if let Some(verdict) = self.amd.as_mut().and_then(|a| a.frame(voice.voiced)) {
-            self.events.push_back(SpeechEvent::AnsweredBy { verdict });
-        }
-        if let Some(hz) = self.beep.as_mut().and_then(|b| b.frame(frame)) {
-            // One beep is all that matters: the detector stops.
-            self.beep = None;
-            self.events.push_back(SpeechEvent::Beep { hz, at: now });
+        if let Some(amd) = self.amd.as_mut() {
+            let heard = amd.frame(frame, voice.voiced);
+            self.amd_events(now, heard);
         }
         match self.turn {
             Turn::Quiet { voiced_since } => {
@@ -352,6 +360,38 @@ impl SpeechLoop {
                     .push_back(SpeechEvent::SilenceTimeout { silent_for });
             }
         }
+    }
+
+    fn amd_events(&mut self, now: Instant, heard: Vec<AmdEvent>) {
+        for event in heard {
+            self.events.push_back(match event {
+                AmdEvent::Verdict(verdict) => SpeechEvent::AnsweredBy { verdict },
+                AmdEvent::Beep { hz, duration } => SpeechEvent::Beep {
+                    hz,
+                    duration,
+                    at: now,
+                },
+                AmdEvent::GreetingEnded { silent_for } => SpeechEvent::GreetingEnded {
+                    at: now,
+                    silent_for,
+                },
+            });
+        }
+    }
+
+    /// What the caller said, transcribed, for answering-machine detection: voicemail words
+    /// make the verdict `machine` (before a verdict, or while a `human` or `unknown` one still
+    /// listens).
+    pub fn heard_words(&mut self, now: Instant, text: &str) {
+        if let Some(amd) = self.amd.as_mut() {
+            let heard = amd.heard_words(text);
+            self.amd_events(now, heard);
+        }
+    }
+
+    /// Changes the barge-in policy (off while a voicemail message is left).
+    pub fn set_barge_in(&mut self, barge_in: BargeIn) {
+        self.config.barge_in = barge_in;
     }
 
     /// Queues agent audio (16 kHz); `mark` is reported when its last sample has played.

@@ -349,46 +349,59 @@ fn speech_over_steady_background_noise_is_still_one_utterance() {
     );
 }
 
-/// AMD on an opening: the verdict, and the beep's frequency if one came.
-fn amd(audio: &[i16]) -> (Option<dialtone_speech::AmdVerdict>, Option<f32>) {
+/// AMD on an opening in `mode`: every verdict in order, and the beeps (frequency, length).
+fn amd(
+    audio: &[i16],
+    mode: dialtone_speech::AmdMode,
+) -> (Vec<dialtone_speech::AmdVerdict>, Vec<(f32, Duration)>) {
     let t0 = Instant::now();
     let mut lp = SpeechLoop::new(
         SpeechConfig {
-            amd: Some(dialtone_speech::AmdConfig::default()),
+            amd: Some(dialtone_speech::AmdConfig::for_mode(mode)),
             ..SpeechConfig::default()
         },
         t0,
     );
     let (events, _) = run(&mut lp, t0, audio);
-    let verdict = events.iter().find_map(|(_, e)| match e {
-        SpeechEvent::AnsweredBy { verdict } => Some(*verdict),
-        _ => None,
-    });
-    let beep = events.iter().find_map(|(_, e)| match e {
-        SpeechEvent::Beep { hz, .. } => Some(*hz),
-        _ => None,
-    });
-    (verdict, beep)
+    let verdicts = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            SpeechEvent::AnsweredBy { verdict } => Some(verdict.clone()),
+            _ => None,
+        })
+        .collect();
+    let beeps = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            SpeechEvent::Beep { hz, duration, .. } => Some((*hz, *duration)),
+            _ => None,
+        })
+        .collect();
+    (verdicts, beeps)
 }
 
 #[test]
 fn answering_machine_detection_tells_a_hello_from_a_greeting_and_hears_the_beep() {
-    use dialtone_speech::AnsweredBy;
+    use dialtone_speech::{AmdMode, AmdReason, AnsweredBy};
     // A person: a short "Hello?" half a second in, then waiting.
     let human = [silence(500), speech("Hello?"), silence(3000)].concat();
-    let (verdict, beep) = amd(&human);
-    let verdict = verdict.unwrap();
-    assert_eq!(
-        (verdict.answered_by, verdict.reason),
-        (AnsweredBy::Human, "after_greeting_silence")
-    );
-    assert!(verdict.after < Duration::from_secs(3), "{verdict:?}");
-    assert_eq!(beep, None);
+    for mode in AmdMode::ALL {
+        let (verdicts, beeps) = amd(&human, *mode);
+        let [verdict] = verdicts.as_slice() else {
+            panic!("{mode}: {verdicts:?}")
+        };
+        assert_eq!(
+            (verdict.answered_by, verdict.reason()),
+            (AnsweredBy::Human, AmdReason::AfterGreetingSilence)
+        );
+        assert!(verdict.after() < Duration::from_secs(2), "{verdict:?}");
+        assert!(beeps.is_empty());
+    }
 
     // A machine: a long greeting, then the beep.
     let greeting = speech(
-        "Hi you have reached the voicemail of John Smith I cannot take your call right now \
-         please leave a message after the tone",
+        "Hi, you have reached the voicemail of John Smith. I cannot take your call right now. \
+         Please leave a message after the tone.",
     );
     let mut tone = vec![0i16; 16000 / 2];
     sine(16000, 1000.0, 9000.0, 0, &mut tone);
@@ -400,22 +413,70 @@ fn answering_machine_detection_tells_a_hello_from_a_greeting_and_hears_the_beep(
         silence(2000),
     ]
     .concat();
-    let (verdict, beep) = amd(&machine);
-    let verdict = verdict.unwrap();
-    assert_eq!(verdict.answered_by, AnsweredBy::Machine, "{verdict:?}");
-    assert!(
-        ["max_words", "long_greeting"].contains(&verdict.reason),
-        "{verdict:?}"
-    );
-    assert!(verdict.after < Duration::from_millis(2500), "{verdict:?}");
-    let hz = beep.expect("the beep");
-    assert!((hz - 1000.0).abs() <= 50.0, "{hz}");
-
-    // Nothing said for the initial-silence time: a machine (or a dead line).
-    let (verdict, _) = amd(&silence(4000));
+    let (verdicts, beeps) = amd(&machine, AmdMode::Accurate);
+    assert_eq!(verdicts.len(), 1, "{verdicts:?}");
     assert_eq!(
-        verdict.map(|v| (v.answered_by, v.reason)),
-        Some((AnsweredBy::Machine, "initial_silence"))
+        (verdicts[0].answered_by, verdicts[0].reason()),
+        (AnsweredBy::Machine, AmdReason::LongGreeting)
+    );
+    let [(hz, length)] = beeps.as_slice() else {
+        panic!("{beeps:?}")
+    };
+    assert!((hz - 1000.0).abs() <= 15.0, "{hz}");
+    assert!(length.abs_diff(Duration::from_millis(500)) <= Duration::from_millis(20));
+    // Fast: unsure while the first sentence runs on (the agent may speak), then the greeting's
+    // sentences decide.
+    let (verdicts, beeps) = amd(&machine, AmdMode::Fast);
+    let answers: Vec<_> = verdicts
+        .iter()
+        .map(|v| (v.answered_by, v.reason()))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (AnsweredBy::Unknown, AmdReason::MaxAnalysisTime),
+            (AnsweredBy::Machine, AmdReason::LongGreeting)
+        ]
+    );
+    assert_eq!(verdicts[1].explanation.replaced, Some(AnsweredBy::Unknown));
+    assert_eq!(beeps.len(), 1);
+
+    // A greeting that opens like a person ("Hello?", a pause), then its beep: the beep
+    // turns the verdict.
+    let mut tone = vec![0i16; 16000 / 4];
+    sine(16000, 850.0, 9000.0, 0, &mut tone);
+    let opening = [
+        silence(400),
+        speech("Hello?"),
+        silence(1200),
+        tone,
+        silence(1500),
+    ]
+    .concat();
+    let (verdicts, _) = amd(&opening, AmdMode::Fast);
+    let answers: Vec<_> = verdicts
+        .iter()
+        .map(|v| (v.answered_by, v.reason()))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (AnsweredBy::Human, AmdReason::AfterGreetingSilence),
+            (AnsweredBy::Machine, AmdReason::Beep)
+        ]
+    );
+    let heard = verdicts[1].explanation.beep_hz.unwrap();
+    assert!(heard.abs_diff(850) <= 15, "{heard} Hz");
+    assert_eq!(verdicts[1].explanation.replaced, Some(AnsweredBy::Human));
+
+    // Nothing said: unknown — the agent speaks, and no one is hung up on.
+    let (verdicts, _) = amd(&silence(4000), AmdMode::Fast);
+    assert_eq!(
+        verdicts
+            .iter()
+            .map(|v| (v.answered_by, v.reason()))
+            .collect::<Vec<_>>(),
+        [(AnsweredBy::Unknown, AmdReason::InitialSilence)]
     );
 }
 

@@ -16,7 +16,8 @@ use crate::outbox::enqueue_events;
 use crate::rows::{unique_violation, uuid_of, values};
 use crate::writer::{Pending, Write};
 use crate::{
-    AnsweredBy, Call, CallStatus, EndReason, EndedBy, Result, Storage, StorageError, now_ms,
+    AmdExplanation, AnsweredBy, Call, CallStatus, EndReason, EndedBy, Result, Storage,
+    StorageError, now_ms,
 };
 
 /// Fields of a new call.
@@ -156,9 +157,19 @@ impl Storage {
         self.set_detail(id, detail).await
     }
 
-    /// Records who answered (answering-machine detection). Not a status step: no event.
-    pub async fn set_answered_by(&self, id: Uuid, answered_by: AnsweredBy) -> Result<()> {
-        self.set_detail(id, CallDetail::AnsweredBy(answered_by))
+    /// Records who answered (answering-machine detection) and why. Not a status step: no
+    /// event.
+    pub async fn set_answered_by(
+        &self,
+        id: Uuid,
+        answered_by: AnsweredBy,
+        reason: &AmdExplanation,
+    ) -> Result<()> {
+        let reason = serde_json::to_string(reason).map_err(|e| StorageError::Corrupt {
+            column: "answered_by_reason",
+            detail: e.to_string(),
+        })?;
+        self.set_detail(id, CallDetail::AnsweredBy(answered_by, reason))
             .await
     }
 
@@ -413,8 +424,8 @@ enum CallDetail {
     },
     /// The whole transcript, JSON text.
     Transcript(String),
-    /// Who answered.
-    AnsweredBy(AnsweredBy),
+    /// Who answered, and why (JSON text).
+    AnsweredBy(AnsweredBy, String),
     /// The built-in agent's figures (JSON text) and summary.
     AgentOutcome {
         agent_stats: String,
@@ -451,10 +462,12 @@ impl Write for SetDetail {
                         "UPDATE calls SET transcript = $1, updated_at = $2 WHERE id = $3",
                     )
                     .bind(transcript.as_str()),
-                    CallDetail::AnsweredBy(who) => sqlx::query(
-                        "UPDATE calls SET answered_by = $1, updated_at = $2 WHERE id = $3",
+                    CallDetail::AnsweredBy(who, reason) => sqlx::query(
+                        "UPDATE calls SET answered_by = $1, answered_by_reason = $2, \
+                         updated_at = $3 WHERE id = $4",
                     )
-                    .bind(who.as_str()),
+                    .bind(who.as_str())
+                    .bind(reason.as_str()),
                     CallDetail::AgentOutcome {
                         agent_stats,
                         summary,
@@ -736,11 +749,26 @@ mod tests {
             assert_eq!(call.status, CallStatus::Dialing);
             assert_eq!(call.transcript.as_array().map(Vec::len), Some(1));
         }
-        let queued = s.set_answered_by(first.id, AnsweredBy::Human);
+        let reason = AmdExplanation {
+            code: dialtone_model::AmdReason::AfterGreetingSilence,
+            after_ms: 1400,
+            initial_silence_ms: Some(300),
+            greeting_ms: Some(400),
+            pause_ms: Some(700),
+            phrases: Some(1),
+            replaced: None,
+            beep_hz: None,
+            beep_ms: None,
+            phrase: None,
+            message_after: None,
+            message_at_ms: None,
+        };
+        let queued = s.set_answered_by(first.id, AnsweredBy::Human, &reason);
         let (queued, ()) = tokio::join!(queued, s.writer.close());
         queued.unwrap();
         assert!(matches!(
-            s.set_answered_by(first.id, AnsweredBy::Machine).await,
+            s.set_answered_by(first.id, AnsweredBy::Machine, &reason)
+                .await,
             Err(StorageError::Closed)
         ));
     }

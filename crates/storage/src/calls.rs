@@ -137,6 +137,9 @@ pub(crate) fn call_from(row: &AnyRow) -> Result<Call> {
         ended_by: parse_opt(row, "ended_by", str::parse)?,
         sip_call_id: row.try_get("sip_call_id")?,
         answered_by: parse_opt(row, "answered_by", str::parse)?,
+        answered_by_reason: parse_opt(row, "answered_by_reason", |t| {
+            serde_json::from_str::<dialtone_model::AmdExplanation>(t)
+        })?,
         sip_status: sip_status.and_then(|s| u16::try_from(s).ok()),
         transcript: json_of(row, "transcript")?,
         result: opt_json_of(row, "result")?,

@@ -70,7 +70,7 @@ pub use agents::{Agent, NewAgent};
 pub use call_writes::{CallProgress, Inserted, NewCall};
 pub use calls::CallFilter;
 pub use dialtone_model::{
-    AnsweredBy, Call, CallStatus, EndReason, EndedBy, Provider, ProviderKind,
+    AmdExplanation, AnsweredBy, Call, CallStatus, EndReason, EndedBy, Provider, ProviderKind,
 };
 pub use error::{Result, StorageError};
 pub use numbers::Number;

@@ -141,6 +141,9 @@ enum Outcome {
         utterance: u64,
         text: Result<String, AgentError>,
     },
+    /// What the caller said before the agent opened (answering-machine detection is still
+    /// listening): voicemail words make it a machine.
+    Heard(Result<String, AgentError>),
     Tool {
         id: String,
         answer: Result<Value, String>,
@@ -177,6 +180,10 @@ struct Driver {
     /// much of it was heard.
     queued: VecDeque<(u64, usize)>,
     outcomes: mpsc::UnboundedSender<Outcome>,
+    /// Answering-machine detection is on.
+    amd: bool,
+    /// A machine answered and the engine leaves the message: the agent is silent.
+    voicemail: bool,
     /// A person is on the line and the agent has opened.
     opened: bool,
     /// The caller's utterance under way cut the agent off.
@@ -198,6 +205,11 @@ impl Driver {
 
     /// Everything the conversation asks for now.
     fn perform(&mut self, now: Instant) {
+        if self.voicemail {
+            // A machine answered and the engine leaves the message: the agent is silent.
+            while self.conversation.poll_action().is_some() {}
+            return;
+        }
         while let Some(action) = self.conversation.poll_action() {
             match action {
                 Action::Transcribe { utterance, audio } => {
@@ -328,6 +340,30 @@ impl Driver {
         self.run.say(APOLOGY, "apology");
     }
 
+    /// The engine leaves a voicemail message: the agent stops talking and thinking.
+    fn hush(&mut self) {
+        self.voicemail = true;
+        self.chat = None;
+        self.speaking = None;
+        self.to_speak.clear();
+        self.queued.clear();
+    }
+
+    /// Transcribes an utterance heard before the agent opened, for answering-machine
+    /// detection's words (the conversation has not begun, so it is not the model's).
+    fn listen_for_voicemail_words(&self, audio: Vec<i16>) {
+        let stt = self.setup.stt.0.clone();
+        let language = self.run.context.language.clone();
+        let outcomes = self.outcomes.clone();
+        tokio::spawn(
+            async move {
+                let text = stt.transcribe(audio, language).await;
+                let _ = outcomes.send(Outcome::Heard(text));
+            }
+            .in_current_span(),
+        );
+    }
+
     /// A speech event the engine's duties left to the brain.
     fn speech_event(&mut self, now: Instant, event: SpeechEvent) {
         match event {
@@ -337,6 +373,9 @@ impl Driver {
                 if person {
                     self.open(now);
                 }
+            }
+            SpeechEvent::SpeechEnded { audio, .. } if !self.opened && self.amd => {
+                self.listen_for_voicemail_words(audio);
             }
             SpeechEvent::SpeechStarted { .. } => self.barged = false,
             SpeechEvent::SpeechEnded { audio, .. } if self.opened => {
@@ -578,6 +617,8 @@ async fn run(
     let now = Instant::now();
     let amd = setup.amd;
     let mut d = Driver {
+        amd,
+        voicemail: false,
         run: Run::new(context, outbound, now, IvrStep::Finished),
         conversation: Conversation::new(setup.conversation.clone()),
         setup,
@@ -591,7 +632,8 @@ async fn run(
         failure: None,
         started: (now, SystemTime::now()),
     };
-    let mut duties = Duties::default();
+    let mut duties = Duties::new(now, &d.run.context);
+    duties.speak_messages_with(d.setup.tts.0.clone());
     if !amd {
         d.open(now);
     }
@@ -632,8 +674,15 @@ async fn run(
                 let now = Instant::now();
                 match outcome {
                     Outcome::Transcript { utterance, text } => {
+                        if let Ok(words) = &text {
+                            d.run.speech.heard_words(now, words);
+                        }
                         d.conversation.handle_transcript(now, utterance, text);
                     }
+                    Outcome::Heard(text) => match text {
+                        Ok(words) => d.run.speech.heard_words(now, &words),
+                        Err(error) => tracing::debug!(%error, "no words for AMD"),
+                    },
                     Outcome::Tool { id, answer } => {
                         d.conversation.handle_tool_answer(now, &id, answer);
                     }
@@ -642,15 +691,9 @@ async fn run(
             () = until(d.conversation.poll_timeout()) => {
                 d.conversation.handle_timeout(Instant::now());
             }
-            chunk = super::next_chunk(&mut d.run.speaking) => match chunk {
-                // The engine's own speech (an apology, a voicemail message, a prompt).
-                Some(audio) => d.run.speech.play(audio, None),
-                None => {
-                    if let Some((_, mark)) = d.run.speaking.take() {
-                        d.run.speech.play(Vec::new(), Some(mark.to_owned()));
-                    }
-                }
-            },
+            // The engine's own speech (an apology, a prompt).
+            chunk = super::next_chunk(&mut d.run.speaking) => d.run.engine_speech(chunk),
+            chunk = duties.next_message_chunk() => d.run.message_chunk(&mut duties, chunk),
             now = clock.silence() => {
                 d.run.speech.handle_caller_frame(now, &[0; FRAME_SAMPLES]);
                 d.run.duty_timers(&mut duties, now);
@@ -658,15 +701,19 @@ async fn run(
         }
         let now = Instant::now();
         while let Some(event) = d.run.speech.poll_event() {
-            if d.run.duty(&mut duties, &event).await || duties.leaving_message {
-                continue;
+            let engines = d.run.duty(&mut duties, &event);
+            if duties.voicemail() && !d.voicemail {
+                d.hush();
             }
-            d.speech_event(now, event);
+            if !engines {
+                d.speech_event(now, event);
+            }
         }
         d.run.feed_outbound();
         if d.run.outbound.is_closed() {
             break;
         }
     }
+    d.run.finish_duties(duties).await;
     d.finish().await;
 }

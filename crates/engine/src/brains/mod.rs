@@ -14,11 +14,15 @@
 //! All run the [`SpeechLoop`] against the call's media rings: stepped by the caller's frames
 //! as they arrive and by a 20 ms clock (a tick with no frame is a silent frame, so silence is
 //! heard as silence), keeping at most two frames of agent audio ahead of the wire so a barge-in
-//! is heard within a tick or two. With answering-machine detection on, the verdict goes on the
-//! call record, and a machine ends the call when the agent's voicemail action says so.
+//! is heard within a tick or two. Module `duties` holds what the engine does whatever the brain:
+//! answering-machine detection's verdicts on the record, the voicemail action (hang up, or leave
+//! the message after the beep), and the silence guard.
 
 pub(crate) mod agent;
+mod duties;
 mod remote;
+
+use duties::Duties;
 
 pub(crate) use remote::{Session, start_remote};
 
@@ -28,7 +32,7 @@ use std::time::{Duration, Instant};
 use dialtone_media::{AudioFrame, FrameReceiver, FrameSender, MediaCall};
 use dialtone_model::TranscriptLine;
 use dialtone_model::time::rfc3339;
-use dialtone_speech::{AnsweredBy, FRAME_SAMPLES, SpeechConfig, SpeechEvent, SpeechLoop};
+use dialtone_speech::{FRAME_SAMPLES, SpeechConfig, SpeechEvent, SpeechLoop};
 use dialtone_storage::{EndReason, EndedBy, Storage};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -110,8 +114,6 @@ pub(crate) enum Voicemail {
     LeaveMessage(String),
 }
 
-/// How long to wait for the beep after a machine verdict before leaving the message anyway.
-const BEEP_WAIT: Duration = Duration::from_secs(20);
 /// Speech being synthesised: 16 kHz audio as it is made, or the synthesiser's failure.
 type Synthesis = mpsc::Receiver<Result<Vec<i16>, AgentError>>;
 
@@ -119,100 +121,6 @@ type Synthesis = mpsc::Receiver<Result<Vec<i16>, AgentError>>;
 const APOLOGY: &str = "I'm sorry, something went wrong on our side. Goodbye.";
 /// What the engine asks a silent caller once before hanging up.
 const STILL_THERE: &str = "Are you still there?";
-
-/// The engine's own duties common to every brain: the voicemail action and the silence guard.
-#[derive(Debug, Default)]
-struct Duties {
-    /// A machine answered and a message is to be left: since when the beep has been awaited.
-    awaiting_beep: Option<Instant>,
-    /// The message is being left.
-    leaving_message: bool,
-    /// The silence guard asked "are you still there?" once already.
-    prompted: bool,
-}
-
-impl Run {
-    /// The engine's reaction to a speech event every brain shares; true when it is the
-    /// engine's alone (the brain does not see it).
-    async fn duty(&mut self, duties: &mut Duties, event: &SpeechEvent) -> bool {
-        match event {
-            SpeechEvent::AnsweredBy { verdict } => {
-                let who = verdict.answered_by;
-                tracing::info!(answered_by = who.as_str(), reason = verdict.reason, "AMD");
-                if let Err(error) = self
-                    .context
-                    .storage
-                    .set_answered_by(self.context.call_id, who)
-                    .await
-                {
-                    tracing::error!(%error, "could not record who answered");
-                }
-                if who == AnsweredBy::Machine {
-                    match &self.context.voicemail {
-                        Voicemail::HangUp => {
-                            let _ = self.context.requests.send(BrainRequest::HangUp {
-                                reason: EndReason::Voicemail,
-                            });
-                        }
-                        Voicemail::LeaveMessage(_) => {
-                            self.speech.clear_playout();
-                            self.outbound.clear();
-                            self.speaking = None;
-                            duties.awaiting_beep = Some(Instant::now());
-                        }
-                        Voicemail::Continue => {}
-                    }
-                }
-                false
-            }
-            SpeechEvent::Beep { .. } if duties.awaiting_beep.is_some() => {
-                self.leave_message(duties);
-                true
-            }
-            SpeechEvent::PlayoutDone { mark } if mark == "voicemail-message" => {
-                let _ = self.context.requests.send(BrainRequest::HangUp {
-                    reason: EndReason::VoicemailMessage,
-                });
-                true
-            }
-            SpeechEvent::SilenceTimeout { .. } if !duties.leaving_message => {
-                if duties.prompted {
-                    let _ = self.context.requests.send(BrainRequest::HangUp {
-                        reason: EndReason::SilenceTimeout,
-                    });
-                } else {
-                    duties.prompted = true;
-                    self.say(STILL_THERE, "still-there");
-                }
-                true
-            }
-            SpeechEvent::SpeechStarted { .. } => {
-                duties.prompted = false;
-                false
-            }
-            _ => false,
-        }
-    }
-
-    fn leave_message(&mut self, duties: &mut Duties) {
-        duties.awaiting_beep = None;
-        duties.leaving_message = true;
-        if let Voicemail::LeaveMessage(message) = self.context.voicemail.clone() {
-            self.say(&message, "voicemail-message");
-        }
-    }
-
-    /// The engine's clocks common to every brain.
-    fn duty_timers(&mut self, duties: &mut Duties, now: Instant) {
-        if duties
-            .awaiting_beep
-            .is_some_and(|since| now.saturating_duration_since(since) >= BEEP_WAIT)
-        {
-            tracing::info!("no beep heard: leaving the message anyway");
-            self.leave_message(duties);
-        }
-    }
-}
 
 /// Starts `brain` on the call's media, on `runtime` (in the call's span).
 pub(crate) fn start(
@@ -279,6 +187,19 @@ impl Run {
             };
             if self.outbound.try_send(frame).is_err() {
                 break;
+            }
+        }
+    }
+
+    /// Audio of the engine's own speech under way, or its end (its mark follows its last
+    /// sample).
+    fn engine_speech(&mut self, chunk: Option<Vec<i16>>) {
+        match chunk {
+            Some(audio) => self.speech.play(audio, None),
+            None => {
+                if let Some((_, mark)) = self.speaking.take() {
+                    self.speech.play(Vec::new(), Some(mark.to_owned()));
+                }
             }
         }
     }
@@ -425,8 +346,9 @@ async fn run(
     outbound: FrameSender,
     context: BrainContext,
 ) {
-    let mut run = Run::new(context, outbound, Instant::now(), IvrStep::Prompting);
-    let mut duties = Duties::default();
+    let now = Instant::now();
+    let mut run = Run::new(context, outbound, now, IvrStep::Prompting);
+    let mut duties = Duties::new(now, &run.context);
     if brain == Builtin::Ivr {
         let prompt = run
             .context
@@ -444,7 +366,7 @@ async fn run(
                 let now = Instant::now();
                 run.speech.handle_caller_frame(now, &frame.samples);
                 clock.heard(now);
-                if brain == Builtin::Ivr {
+                if brain == Builtin::Ivr && !duties.voicemail() {
                     run.timers(now);
                 }
                 run.duty_timers(&mut duties, now);
@@ -454,31 +376,24 @@ async fn run(
                 BrainInput::Dtmf(_) => {}
                 BrainInput::Ended { .. } => break,
             },
-            chunk = next_chunk(&mut run.speaking) => match chunk {
-                Some(audio) => run.speech.play(audio, None),
-                None => {
-                    // The synthesis ended: the mark follows its last sample.
-                    if let Some((_, mark)) = run.speaking.take() {
-                        run.speech.play(Vec::new(), Some(mark.to_owned()));
-                    }
-                }
-            },
+            chunk = next_chunk(&mut run.speaking) => run.engine_speech(chunk),
+            chunk = duties.next_message_chunk() => run.message_chunk(&mut duties, chunk),
             now = clock.silence() => {
                 run.speech.handle_caller_frame(now, &[0; FRAME_SAMPLES]);
-                if brain == Builtin::Ivr {
+                if brain == Builtin::Ivr && !duties.voicemail() {
                     run.timers(now);
                 }
                 run.duty_timers(&mut duties, now);
             }
         }
         while let Some(event) = run.speech.poll_event() {
-            if run.duty(&mut duties, &event).await || duties.leaving_message {
+            if run.duty(&mut duties, &event) {
                 continue;
             }
             match event {
                 SpeechEvent::SpeechEnded {
                     audio, duration, ..
-                } if brain == Builtin::Echo && duties.awaiting_beep.is_none() => {
+                } if brain == Builtin::Echo => {
                     tracing::debug!(?duration, "echoing an utterance");
                     run.speech.play(audio, None);
                 }
@@ -504,6 +419,7 @@ async fn run(
             break;
         }
     }
+    run.finish_duties(duties).await;
     if brain == Builtin::Echo {
         if !run.transcript.is_empty() {
             // What the engine said itself (a voicemail message, a silence prompt).

@@ -99,11 +99,12 @@ async fn run_remote(
     use dialtone_proto::converse_request::Event;
     use dialtone_proto::converse_response::Action;
     use dialtone_proto::{
-        AudioFormat, CallEnded, CallerAudio, ConverseRequest, DtmfDigit, MachineDetection,
-        PlayoutDone, ResultRejected, SessionStart, SpeechEnded, SpeechStarted,
+        AudioFormat, Beep, CallEnded, CallerAudio, ConverseRequest, DtmfDigit, GreetingEnded,
+        MachineDetection, PlayoutDone, ResultRejected, SessionStart, SpeechEnded, SpeechStarted,
     };
 
-    let mut run = Run::new(context, outbound, Instant::now(), IvrStep::Prompting);
+    let answered = Instant::now();
+    let mut run = Run::new(context, outbound, answered, IvrStep::Prompting);
     let (to_brain, requests) = mpsc::channel::<ConverseRequest>(256);
     let send = |event: Event| ConverseRequest { event: Some(event) };
     let start = SessionStart {
@@ -171,7 +172,7 @@ async fn run_remote(
         }
     };
     let mut failed = replies.is_none();
-    let mut duties = Duties::default();
+    let mut duties = Duties::new(answered, &run.context);
     let mut got_result = false;
     let mut speak_queue: std::collections::VecDeque<(String, Option<String>)> =
         std::collections::VecDeque::new();
@@ -212,6 +213,9 @@ async fn run_remote(
             },
             reply = next_reply(&mut replies) => match reply {
                 Ok(Some(message)) => match message.action {
+                    Some(Action::Play(_) | Action::Speak(_)) if duties.voicemail() => {
+                        tracing::debug!("the brain's speech is dropped: the engine leaves the voicemail message");
+                    }
                     Some(Action::Play(play)) => {
                         run.speech.play(to_16k(&play.pcm, play.sample_rate), play.mark);
                     }
@@ -277,10 +281,14 @@ async fn run_remote(
                     }
                 }
             },
+            chunk = duties.next_message_chunk() => run.message_chunk(&mut duties, chunk),
             now = clock.silence() => {
                 run.speech.handle_caller_frame(now, &[0; FRAME_SAMPLES]);
                 run.duty_timers(&mut duties, now);
             }
+        }
+        if duties.voicemail() {
+            speak_queue.clear();
         }
         if run.speaking.is_none()
             && let Some((text, mark)) = speak_queue.pop_front()
@@ -295,7 +303,7 @@ async fn run_remote(
             tts_mark = Some(mark.unwrap_or_else(|| INTERNAL_MARK.into()));
         }
         while let Some(event) = run.speech.poll_event() {
-            if run.duty(&mut duties, &event).await {
+            if run.duty(&mut duties, &event) {
                 continue;
             }
             let forward = match event {
@@ -340,7 +348,16 @@ async fn run_remote(
                 SpeechEvent::AnsweredBy { verdict } => {
                     Some(Event::MachineDetection(MachineDetection {
                         answered_by: verdict.answered_by.as_str().into(),
-                        reason: verdict.reason.into(),
+                        reason: verdict.reason().as_str().into(),
+                    }))
+                }
+                SpeechEvent::Beep { hz, duration, .. } => Some(Event::Beep(Beep {
+                    hz: hz.round() as u32,
+                    duration_ms: duration.as_millis() as u32,
+                })),
+                SpeechEvent::GreetingEnded { silent_for, .. } => {
+                    Some(Event::GreetingEnded(GreetingEnded {
+                        silent_ms: silent_for.as_millis() as u32,
                     }))
                 }
                 _ => None,
@@ -356,6 +373,7 @@ async fn run_remote(
             break;
         }
     }
+    run.finish_duties(duties).await;
     run.save_transcript().await;
     if !got_result {
         let why = if failed {

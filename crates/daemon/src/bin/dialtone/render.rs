@@ -128,6 +128,11 @@ pub(crate) fn call(c: &proto::Call) -> Value {
         }),
     );
     put(&mut o, "answered_by", c.answered_by.clone());
+    put(
+        &mut o,
+        "answered_by_reason",
+        c.answered_by_reason.as_ref().map(from_struct),
+    );
     put(&mut o, "instructions", c.instructions.clone());
     put(&mut o, "context", c.context.as_ref().map(from_struct));
     put(&mut o, "metadata", c.metadata.as_ref().map(from_struct));
@@ -235,7 +240,17 @@ pub(crate) fn call_record(v: &Value) -> String {
         ));
     }
     if !v["answered_by"].is_null() {
-        out.push(format!("answered by  {}", cell(&v["answered_by"])));
+        let why = &v["answered_by_reason"];
+        let because = if why["code"].is_null() {
+            String::new()
+        } else {
+            format!(
+                " ({} after {} ms)",
+                cell(&why["code"]),
+                cell(&why["after_ms"])
+            )
+        };
+        out.push(format!("answered by  {}{because}", cell(&v["answered_by"])));
     }
     let seconds = |ms: &Value| {
         ms.as_i64()

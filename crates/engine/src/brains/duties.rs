@@ -1,0 +1,369 @@
+//! The engine's duties every brain shares, whatever brain runs the call:
+//!
+//! * **Answering-machine detection's verdicts** go on the record with their explanation
+//!   (`answered_by`, `answered_by_reason`); a later `machine` verdict (a beep or voicemail words
+//!   after a person-like "Hello?") replaces an earlier one.
+//! * **The voicemail action** once a machine answered: `hangup` ends the call (`voicemail`);
+//!   `leave_message` silences the brain, turns barge-in off (the greeting and its beep must
+//!   never cut the message), synthesises the message at once (in the agent's own voice for
+//!   `builtin:agent`, else the engine's espeak-ng), and plays it when its cue comes —
+//!   the end of the beep, else the greeting's final silence, else a time limit — with
+//!   [`MESSAGE_LEAD`] of silence before it; a beep heard while a message started on silence
+//!   plays starts the message again after it (once). The call hangs up when the message has
+//!   played (`voicemail_message`); the transcript holds what was actually played.
+//! * **The silence guard**: "Are you still there?" once, then a hang-up (`silence_timeout`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dialtone_agent::{TextToSpeech, heard_part};
+use dialtone_model::{AmdExplanation, MessageCue};
+use dialtone_speech::{AnsweredBy, BargeIn, SpeechEvent};
+use dialtone_storage::EndReason;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::{BrainContext, BrainRequest, Run, STILL_THERE, Synthesis, Voicemail, line};
+
+/// Silence before a voicemail message (after the beep's end the recording has begun: a short
+/// breath, so the first word is whole on every system).
+const MESSAGE_LEAD: Duration = Duration::from_millis(250);
+/// How long a message waits for its cue (a beep, or the greeting's final silence) before it
+/// starts anyway: greetings that never pause (an IVR menu) do not keep the call forever.
+const CUE_WAIT: Duration = Duration::from_secs(30);
+/// The mark after a voicemail message.
+const MESSAGE_MARK: &str = "voicemail-message";
+/// Samples per millisecond at 16 kHz.
+const SAMPLES_PER_MS: usize = 16;
+
+/// Where the voicemail message is.
+#[derive(Debug, Default)]
+enum Message {
+    /// No machine to leave one to (yet).
+    #[default]
+    None,
+    /// A machine answered: the message is synthesised and waits for its cue.
+    AwaitingCue {
+        /// Since when.
+        since: Instant,
+    },
+    /// The message is playing.
+    Playing {
+        /// What it waited for.
+        cue: MessageCue,
+        /// Whether it was started again after a late beep.
+        restarted: bool,
+    },
+}
+
+/// The message's audio as it is synthesised, kept whole for a second start.
+#[derive(Debug, Default)]
+struct MessageAudio {
+    /// Its synthesis, while under way.
+    synthesis: Option<Synthesis>,
+    /// The audio so far.
+    samples: Vec<i16>,
+    /// Whether the synthesis has ended.
+    complete: bool,
+    /// Samples queued to the playout (the lead included), since the last start.
+    queued: usize,
+}
+
+/// Writes a call's verdicts in order, off the speech path (a commit must not hold up the
+/// audio); the last one is on the record before the brain's task ends.
+#[derive(Debug)]
+struct VerdictRecorder {
+    verdicts: mpsc::UnboundedSender<(AnsweredBy, AmdExplanation)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl VerdictRecorder {
+    fn start(context: &BrainContext) -> Self {
+        let (verdicts, mut rx) = mpsc::unbounded_channel::<(AnsweredBy, AmdExplanation)>();
+        let (storage, call_id) = (context.storage.clone(), context.call_id);
+        let task = tokio::spawn(
+            async move {
+                while let Some((who, why)) = rx.recv().await {
+                    if let Err(error) = storage.set_answered_by(call_id, who, &why).await {
+                        tracing::error!(%error, "could not record who answered");
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Self { verdicts, task }
+    }
+}
+
+/// The engine's duties of one call.
+#[derive(Debug)]
+pub(super) struct Duties {
+    /// When the call was answered (the detector's zero).
+    answered: Instant,
+    recorder: VerdictRecorder,
+    /// The last verdict and its explanation, as recorded.
+    verdict: Option<(AnsweredBy, AmdExplanation)>,
+    message: Message,
+    audio: MessageAudio,
+    /// The silence guard asked "are you still there?" once already.
+    prompted: bool,
+    /// The voice of the voicemail message: the agent's own, when it has one (`builtin:agent`);
+    /// else the engine's.
+    message_voice: Option<Arc<dyn TextToSpeech>>,
+}
+
+impl Duties {
+    /// The duties of `context`'s call, answered at `answered`.
+    pub(super) fn new(answered: Instant, context: &BrainContext) -> Self {
+        Self {
+            answered,
+            recorder: VerdictRecorder::start(context),
+            verdict: None,
+            message: Message::None,
+            audio: MessageAudio::default(),
+            prompted: false,
+            message_voice: None,
+        }
+    }
+
+    /// Leaves voicemail messages in `voice` (the agent's synthesiser) rather than the engine's.
+    pub(super) fn speak_messages_with(&mut self, voice: Arc<dyn TextToSpeech>) {
+        self.message_voice = Some(voice);
+    }
+
+    /// Whether the engine is leaving a voicemail message (waiting for its cue or playing it):
+    /// the brain is silent meanwhile.
+    pub(super) fn voicemail(&self) -> bool {
+        !matches!(self.message, Message::None)
+    }
+
+    /// The message's next chunk of audio; `None` when its synthesis ended; pending while none
+    /// is under way.
+    pub(super) async fn next_message_chunk(&mut self) -> Option<Vec<i16>> {
+        match &mut self.audio.synthesis {
+            Some(rx) => match rx.recv().await? {
+                Ok(audio) => Some(audio),
+                Err(error) => {
+                    tracing::warn!(%error, "the voicemail message's synthesis failed");
+                    None
+                }
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Puts the verdict on the record (in order, without waiting for the commit).
+    fn record_verdict(&self) {
+        if let Some(verdict) = &self.verdict {
+            let _ = self.recorder.verdicts.send(verdict.clone());
+        }
+    }
+
+    fn ms_since_answer(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.answered).as_millis()).unwrap_or(u32::MAX)
+    }
+}
+
+impl Run {
+    /// The engine's reaction to a speech event every brain shares; true when it is the
+    /// engine's alone (the brain does not see it).
+    pub(super) fn duty(&mut self, duties: &mut Duties, event: &SpeechEvent) -> bool {
+        match event {
+            SpeechEvent::AnsweredBy { verdict } => {
+                let who = verdict.answered_by;
+                let why = &verdict.explanation;
+                tracing::info!(
+                    answered_by = who.as_str(),
+                    reason = why.code.as_str(),
+                    after_ms = why.after_ms,
+                    greeting_ms = why.greeting_ms,
+                    pause_ms = why.pause_ms,
+                    "AMD"
+                );
+                duties.verdict = Some((who, why.clone()));
+                duties.record_verdict();
+                if who == AnsweredBy::Machine {
+                    match &self.context.voicemail {
+                        Voicemail::HangUp => {
+                            let _ = self.context.requests.send(BrainRequest::HangUp {
+                                reason: EndReason::Voicemail,
+                            });
+                        }
+                        Voicemail::LeaveMessage(message) => {
+                            let message = message.clone();
+                            self.await_cue(duties, &message);
+                        }
+                        Voicemail::Continue => {}
+                    }
+                }
+                false
+            }
+            SpeechEvent::Beep { at, .. } => {
+                match duties.message {
+                    Message::AwaitingCue { .. } => {
+                        self.start_message(duties, MessageCue::Beep, *at);
+                    }
+                    Message::Playing {
+                        cue: MessageCue::Silence | MessageCue::Timeout,
+                        restarted: false,
+                    } => {
+                        // The beep came after the message began: what went before it was
+                        // not recorded. Say it again, after the beep.
+                        tracing::info!("a beep during the voicemail message: starting it again");
+                        self.cut_message(duties);
+                        duties.message = Message::AwaitingCue { since: *at };
+                        self.start_message(duties, MessageCue::Beep, *at);
+                        duties.message = Message::Playing {
+                            cue: MessageCue::Beep,
+                            restarted: true,
+                        };
+                    }
+                    _ => {}
+                }
+                false
+            }
+            SpeechEvent::GreetingEnded { at, .. } => {
+                if matches!(duties.message, Message::AwaitingCue { .. }) {
+                    self.start_message(duties, MessageCue::Silence, *at);
+                }
+                false
+            }
+            SpeechEvent::PlayoutDone { mark } if mark == MESSAGE_MARK => {
+                let _ = self.context.requests.send(BrainRequest::HangUp {
+                    reason: EndReason::VoicemailMessage,
+                });
+                true
+            }
+            SpeechEvent::SilenceTimeout { .. } if duties.voicemail() => true,
+            SpeechEvent::SilenceTimeout { .. } => {
+                if duties.prompted {
+                    let _ = self.context.requests.send(BrainRequest::HangUp {
+                        reason: EndReason::SilenceTimeout,
+                    });
+                } else {
+                    duties.prompted = true;
+                    self.say(STILL_THERE, "still-there");
+                }
+                true
+            }
+            SpeechEvent::SpeechStarted { .. } => {
+                duties.prompted = false;
+                duties.voicemail()
+            }
+            _ => duties.voicemail(),
+        }
+    }
+
+    /// A machine answered and a message is to be left: the brain falls silent, barge-in goes
+    /// off, and the message is synthesised while the greeting plays.
+    fn await_cue(&mut self, duties: &mut Duties, message: &str) {
+        if duties.voicemail() {
+            return;
+        }
+        self.speech.clear_playout();
+        self.outbound.clear();
+        self.speaking = None;
+        self.speech.set_barge_in(BargeIn::Off);
+        let c = &self.context;
+        let tts = duties.message_voice.as_ref().unwrap_or(&c.tts);
+        duties.audio = MessageAudio {
+            synthesis: Some(tts.speak(message, c.voice.as_deref(), c.language.as_deref())),
+            ..MessageAudio::default()
+        };
+        duties.message = Message::AwaitingCue {
+            since: Instant::now(),
+        };
+    }
+
+    /// The cue came: the message plays (what is synthesised so far at once, the rest as it
+    /// comes), and the record says what it waited for.
+    fn start_message(&mut self, duties: &mut Duties, cue: MessageCue, at: Instant) {
+        let Voicemail::LeaveMessage(message) = self.context.voicemail.clone() else {
+            return;
+        };
+        tracing::info!(cue = cue.as_str(), "leaving the voicemail message");
+        duties.message = Message::Playing {
+            cue,
+            restarted: false,
+        };
+        let mut audio = vec![0i16; MESSAGE_LEAD.as_millis() as usize * SAMPLES_PER_MS];
+        audio.extend_from_slice(&duties.audio.samples);
+        duties.audio.queued = audio.len();
+        self.speech.play(audio, None);
+        if duties.audio.complete {
+            self.speech.play(Vec::new(), Some(MESSAGE_MARK.into()));
+        }
+        self.transcript.push(line("agent", &message));
+        let at_ms = duties.ms_since_answer(at);
+        if let Some((_, why)) = duties.verdict.as_mut() {
+            why.message_after = Some(cue);
+            why.message_at_ms = Some(at_ms);
+        }
+        duties.record_verdict();
+    }
+
+    /// Audio of the message arrived, or its synthesis ended.
+    pub(super) fn message_chunk(&mut self, duties: &mut Duties, chunk: Option<Vec<i16>>) {
+        let playing = matches!(duties.message, Message::Playing { .. });
+        match chunk {
+            Some(audio) => {
+                duties.audio.samples.extend_from_slice(&audio);
+                if playing {
+                    duties.audio.queued += audio.len();
+                    self.speech.play(audio, None);
+                }
+            }
+            None => {
+                duties.audio.synthesis = None;
+                duties.audio.complete = true;
+                if playing {
+                    self.speech.play(Vec::new(), Some(MESSAGE_MARK.into()));
+                }
+            }
+        }
+    }
+
+    /// Stops the message under way; its transcript line keeps what was played.
+    fn cut_message(&mut self, duties: &mut Duties) {
+        let dropped = self
+            .speech
+            .clear_playout()
+            .map_or(0, |cut| cut.dropped_samples);
+        self.outbound.clear();
+        let lead = MESSAGE_LEAD.as_millis() as usize * SAMPLES_PER_MS;
+        let played = duties
+            .audio
+            .queued
+            .saturating_sub(dropped)
+            .saturating_sub(lead);
+        let total = duties.audio.samples.len();
+        if let Some(last) = self.transcript.last_mut()
+            && (played < total || !duties.audio.complete)
+        {
+            last.text = heard_part(&last.text, played, total, duties.audio.complete);
+            last.interrupted = Some(true);
+        }
+    }
+
+    /// The engine's clocks common to every brain.
+    pub(super) fn duty_timers(&mut self, duties: &mut Duties, now: Instant) {
+        if let Message::AwaitingCue { since } = duties.message
+            && now.saturating_duration_since(since) >= CUE_WAIT
+        {
+            tracing::info!("no beep and no end of the greeting heard: leaving the message anyway");
+            self.start_message(duties, MessageCue::Timeout, now);
+        }
+    }
+
+    /// At the end of the call: a message cut short by the hang-up keeps what was played, and
+    /// the verdicts are on the record.
+    pub(super) async fn finish_duties(&mut self, duties: Duties) {
+        let mut duties = duties;
+        if matches!(duties.message, Message::Playing { .. }) && self.speech.agent_speaking() {
+            self.cut_message(&mut duties);
+        }
+        let VerdictRecorder { verdicts, task } = duties.recorder;
+        drop(verdicts);
+        let _ = task.await;
+    }
+}
