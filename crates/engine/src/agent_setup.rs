@@ -13,7 +13,9 @@ use dialtone_agent::tools::Toolbox;
 use dialtone_agent::{CartesiaSpeech, DeepgramTranscriber, ElevenLabsSpeech, StreamingProvider};
 use dialtone_agent::{ChatModel, ConversationConfig, SpeechToText, TextToSpeech};
 use dialtone_model::provider::{Provider, ProviderKind};
-use dialtone_model::{AgentFields, Amd, BUILTIN_AGENT, BUILTIN_ESPEAK, BargeIn, placeholder};
+use dialtone_model::{
+    AgentFields, Amd, BUILTIN_AGENT, BUILTIN_ESPEAK, BargeIn, SttSetting, placeholder,
+};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -87,19 +89,7 @@ impl Engine {
                 .with_max_tokens(llm.max_tokens),
             other => return Err(unfit("llm", &llm_name, other)),
         };
-        let stt_provider = self.provider(org_id, "stt", &stt.provider).await?;
-        let stt_name = stt_provider.name.clone();
-        let transcriber: Arc<dyn SpeechToText> = match stt_provider.kind {
-            ProviderKind::OpenAi => Arc::new(OpenAiTranscriber::new(
-                self.openai(stt_provider)?,
-                stt.model.clone(),
-            )),
-            ProviderKind::Deepgram => Arc::new(DeepgramTranscriber::new(
-                streaming(stt_provider),
-                stt.model.clone(),
-            )),
-            other => return Err(unfit("stt", &stt_name, other)),
-        };
+        let (transcriber, stt_name) = self.transcriber(org_id, stt).await?;
         let tts: (Arc<dyn TextToSpeech>, String) = match &settings.tts {
             Some(tts) if tts.provider != BUILTIN_ESPEAK => {
                 let provider = self.provider(org_id, "tts", &tts.provider).await?;
@@ -167,6 +157,44 @@ impl Engine {
             amd: matches!(settings.amd, Some(Amd::On(_))),
             first_audio: None,
         }))
+    }
+
+    /// The speech recogniser answering-machine detection listens with when the brain is not
+    /// `builtin:agent` (which has its own): the agent's `stt`, when it sets one and `amd` is on.
+    pub(crate) async fn amd_listener(
+        &self,
+        org_id: Uuid,
+        brain: &str,
+        settings: &AgentFields,
+    ) -> Result<Option<Arc<dyn SpeechToText>>, EngineError> {
+        match (&settings.stt, &settings.amd) {
+            (Some(stt), Some(Amd::On(_))) if brain != BUILTIN_AGENT => {
+                Ok(Some(self.transcriber(org_id, stt).await?.0))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The recogniser of the agent's `stt` setting, and its provider's name.
+    async fn transcriber(
+        &self,
+        org_id: Uuid,
+        stt: &SttSetting,
+    ) -> Result<(Arc<dyn SpeechToText>, String), EngineError> {
+        let provider = self.provider(org_id, "stt", &stt.provider).await?;
+        let name = provider.name.clone();
+        let transcriber: Arc<dyn SpeechToText> = match provider.kind {
+            ProviderKind::OpenAi => Arc::new(OpenAiTranscriber::new(
+                self.openai(provider)?,
+                stt.model.clone(),
+            )),
+            ProviderKind::Deepgram => Arc::new(DeepgramTranscriber::new(
+                streaming(provider),
+                stt.model.clone(),
+            )),
+            other => return Err(unfit("stt", &name, other)),
+        };
+        Ok((transcriber, name))
     }
 
     /// The organisation's provider `reference` (a name or an id) for the agent's `field`, its

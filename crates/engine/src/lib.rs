@@ -457,6 +457,7 @@ impl Engine {
         let agent_setup = self
             .agent_setup(org.id, &brain, settings, instructions.as_deref(), &context)
             .await?;
+        let amd_listener = self.amd_listener(org.id, &brain, settings).await?;
         let webhook_url = request
             .webhook_url
             .clone()
@@ -552,6 +553,7 @@ impl Engine {
                     .unwrap_or(Value::Null),
             },
             agent: agent_setup,
+            amd_listener,
         };
         let engine = self.clone();
         let span =
@@ -707,6 +709,8 @@ struct CallPlan {
     session: brains::Session,
     /// `builtin:agent`'s conversation, models and tools.
     agent: Option<brains::agent::AgentSetup>,
+    /// What answering-machine detection listens for voicemail words with (other brains).
+    amd_listener: Option<Arc<dyn dialtone_agent::SpeechToText>>,
 }
 
 /// The speech loop's settings from the agent's: `amd` (thresholds left out keep the

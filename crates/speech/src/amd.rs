@@ -235,7 +235,7 @@ impl Amd {
     /// Whether it still listens: before a verdict, and for
     /// [`AmdConfig::listen_after_verdict`] after the last one (for a beep after a `machine`
     /// verdict, or for a beep or voicemail words overturning a `human` or `unknown` one).
-    fn listening(&self) -> bool {
+    pub fn listening(&self) -> bool {
         self.verdict
             .as_ref()
             .is_none_or(|v| self.elapsed < v.after() + self.config.listen_after_verdict)

@@ -389,6 +389,12 @@ impl SpeechLoop {
         }
     }
 
+    /// Whether answering-machine detection still listens (a transcript of what the callee says
+    /// may still change its verdict: [`SpeechLoop::heard_words`]).
+    pub fn amd_listening(&self) -> bool {
+        self.amd.as_ref().is_some_and(Amd::listening)
+    }
+
     /// Changes the barge-in policy (off while a voicemail message is left).
     pub fn set_barge_in(&mut self, barge_in: BargeIn) {
         self.config.barge_in = barge_in;

@@ -272,3 +272,62 @@ async fn a_machine_is_hung_up_on_when_the_agent_says_so() {
     assert_eq!(record["end_reason"]["by"], "agent");
     w.finish().await;
 }
+
+/// An agent whose brain is not `builtin:agent` but which sets an `stt` for answering-machine
+/// detection alone: the words of a greeting that opened like a person's make it a machine, and
+/// the `hangup` action ends the call (`voicemail`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_stt_set_for_amd_alone_hears_the_voicemail_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let words = "Sorry I missed you, leave a message.";
+    let (baresip, _) = callee(
+        dir.path(),
+        &[
+            Part::Silence(400),
+            Part::Say("Hello?"),
+            Part::Silence(1100),
+            Part::Say(words),
+            Part::Silence(8000),
+        ],
+    );
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    let (s, provider) = w
+        .api
+        .post(
+            "/v1/providers",
+            json!({"name": "local", "kind": "openai", "base_url": openai.base_url(), "api_key": "sk-test"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{provider}");
+    let (s, agent) = w
+        .api
+        .patch(
+            &format!("/v1/agents/{}", w.agent_id),
+            json!({
+                "brain": "builtin:echo",
+                "amd": true,
+                "voicemail_action": "hangup",
+                "stt": {"provider": "local", "model": "whisper-test"},
+            }),
+        )
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    openai.push_transcript(TranscriptReply::Text("Hello?".into()));
+    openai.push_transcript(TranscriptReply::Text(words.into()));
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["answered_by"], "machine", "{record:#}");
+    let why = &record["answered_by_reason"];
+    assert_eq!(why["code"], "voicemail_phrase", "{record:#}");
+    assert_eq!(why["replaced"], "human", "{record:#}");
+    assert_eq!(record["end_reason"]["code"], "voicemail", "{record:#}");
+    let uploads = openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/audio/transcriptions")
+        .count();
+    assert_eq!(uploads, 2, "each utterance transcribed once");
+    w.finish().await;
+}

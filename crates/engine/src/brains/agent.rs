@@ -693,7 +693,7 @@ async fn run(
             }
             // The engine's own speech (an apology, a prompt).
             chunk = super::next_chunk(&mut d.run.speaking) => d.run.engine_speech(chunk),
-            chunk = duties.next_message_chunk() => d.run.message_chunk(&mut duties, chunk),
+            input = duties.next_input() => d.run.duty_input(&mut duties, input),
             now = clock.silence() => {
                 d.run.speech.handle_caller_frame(now, &[0; FRAME_SAMPLES]);
                 d.run.duty_timers(&mut duties, now);

@@ -11,6 +11,9 @@
 //!   [`MESSAGE_LEAD`] of silence before it; a beep heard while a message started on silence
 //!   plays starts the message again after it (once). The call hangs up when the message has
 //!   played (`voicemail_message`); the transcript holds what was actually played.
+//! * **Voicemail words**: with an `stt` on an agent whose brain is not `builtin:agent`, what
+//!   the callee says while the detector listens is transcribed and its voicemail words given
+//!   to it (`builtin:agent` does this with its own recogniser).
 //! * **The silence guard**: "Are you still there?" once, then a hang-up (`silence_timeout`).
 
 use std::sync::Arc;
@@ -35,6 +38,15 @@ const CUE_WAIT: Duration = Duration::from_secs(30);
 const MESSAGE_MARK: &str = "voicemail-message";
 /// Samples per millisecond at 16 kHz.
 const SAMPLES_PER_MS: usize = 16;
+
+/// What the duties waited for.
+#[derive(Debug)]
+pub(super) enum DutyInput {
+    /// A chunk of the voicemail message's audio, or the end of its synthesis.
+    MessageAudio(Option<Vec<i16>>),
+    /// A transcript of what the callee said, for answering-machine detection.
+    Heard(String),
+}
 
 /// Where the voicemail message is.
 #[derive(Debug, Default)]
@@ -110,6 +122,12 @@ pub(super) struct Duties {
     /// The voice of the voicemail message: the agent's own, when it has one (`builtin:agent`);
     /// else the engine's.
     message_voice: Option<Arc<dyn TextToSpeech>>,
+    /// Transcripts of what the callee said while answering-machine detection listens, for its
+    /// voicemail words (brains other than `builtin:agent`, which hears for itself).
+    heard: (
+        mpsc::UnboundedSender<String>,
+        mpsc::UnboundedReceiver<String>,
+    ),
 }
 
 impl Duties {
@@ -123,6 +141,7 @@ impl Duties {
             audio: MessageAudio::default(),
             prompted: false,
             message_voice: None,
+            heard: mpsc::unbounded_channel(),
         }
     }
 
@@ -137,18 +156,26 @@ impl Duties {
         !matches!(self.message, Message::None)
     }
 
-    /// The message's next chunk of audio; `None` when its synthesis ended; pending while none
-    /// is under way.
-    pub(super) async fn next_message_chunk(&mut self) -> Option<Vec<i16>> {
-        match &mut self.audio.synthesis {
-            Some(rx) => match rx.recv().await? {
-                Ok(audio) => Some(audio),
-                Err(error) => {
-                    tracing::warn!(%error, "the voicemail message's synthesis failed");
-                    None
-                }
-            },
-            None => std::future::pending().await,
+    /// The next thing the duties wait for: a chunk of the message's audio (`None` when its
+    /// synthesis ended) or a transcript of the callee; pending while neither can come.
+    pub(super) async fn next_input(&mut self) -> DutyInput {
+        let message = async {
+            match &mut self.audio.synthesis {
+                Some(rx) => match rx.recv().await {
+                    Some(Ok(audio)) => Some(audio),
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "the voicemail message's synthesis failed");
+                        None
+                    }
+                    None => None,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            chunk = message => DutyInput::MessageAudio(chunk),
+            // The sender lives in `self`: the channel never closes while this is polled.
+            Some(words) = self.heard.1.recv() => DutyInput::Heard(words),
         }
     }
 
@@ -250,6 +277,26 @@ impl Run {
                 duties.prompted = false;
                 duties.voicemail()
             }
+            SpeechEvent::SpeechEnded { audio, .. } => {
+                if self.speech.amd_listening()
+                    && let Some(stt) = self.context.amd_listener.clone()
+                {
+                    let (words, audio) = (duties.heard.0.clone(), audio.clone());
+                    let language = self.context.language.clone();
+                    tokio::spawn(
+                        async move {
+                            match stt.transcribe(audio, language).await {
+                                Ok(text) => {
+                                    let _ = words.send(text);
+                                }
+                                Err(error) => tracing::debug!(%error, "no words for AMD"),
+                            }
+                        }
+                        .in_current_span(),
+                    );
+                }
+                duties.voicemail()
+            }
             _ => duties.voicemail(),
         }
     }
@@ -302,8 +349,16 @@ impl Run {
         duties.record_verdict();
     }
 
+    /// What the duties waited for came.
+    pub(super) fn duty_input(&mut self, duties: &mut Duties, input: DutyInput) {
+        match input {
+            DutyInput::MessageAudio(chunk) => self.message_chunk(duties, chunk),
+            DutyInput::Heard(words) => self.speech.heard_words(Instant::now(), &words),
+        }
+    }
+
     /// Audio of the message arrived, or its synthesis ended.
-    pub(super) fn message_chunk(&mut self, duties: &mut Duties, chunk: Option<Vec<i16>>) {
+    fn message_chunk(&mut self, duties: &mut Duties, chunk: Option<Vec<i16>>) {
         let playing = matches!(duties.message, Message::Playing { .. });
         match chunk {
             Some(audio) => {

@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use dialtone_agent::{AgentError, TextToSpeech};
+use dialtone_agent::{AgentError, SpeechToText, TextToSpeech};
 
 /// What a brain asks of the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +101,9 @@ pub(crate) struct BrainContext {
     pub(crate) returns: Option<Value>,
     pub(crate) mask_dtmf: bool,
     pub(crate) tts: Arc<dyn TextToSpeech>,
+    /// What answering-machine detection transcribes the callee with, for voicemail words
+    /// (brains other than `builtin:agent`, when the agent sets `stt`).
+    pub(crate) amd_listener: Option<Arc<dyn SpeechToText>>,
 }
 
 /// What to do when a machine answers (the agent's `voicemail_action`).
@@ -377,7 +380,7 @@ async fn run(
                 BrainInput::Ended { .. } => break,
             },
             chunk = next_chunk(&mut run.speaking) => run.engine_speech(chunk),
-            chunk = duties.next_message_chunk() => run.message_chunk(&mut duties, chunk),
+            input = duties.next_input() => run.duty_input(&mut duties, input),
             now = clock.silence() => {
                 run.speech.handle_caller_frame(now, &[0; FRAME_SAMPLES]);
                 if brain == Builtin::Ivr && !duties.voicemail() {

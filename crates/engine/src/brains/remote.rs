@@ -281,7 +281,7 @@ async fn run_remote(
                     }
                 }
             },
-            chunk = duties.next_message_chunk() => run.message_chunk(&mut duties, chunk),
+            input = duties.next_input() => run.duty_input(&mut duties, input),
             now = clock.silence() => {
                 run.speech.handle_caller_frame(now, &[0; FRAME_SAMPLES]);
                 run.duty_timers(&mut duties, now);

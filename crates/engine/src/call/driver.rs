@@ -365,6 +365,7 @@ impl<'a> CallDriver<'a> {
             returns: plan.returns.clone(),
             mask_dtmf: plan.mask_dtmf,
             tts: self.engine.tts.clone(),
+            amd_listener: plan.amd_listener.clone(),
         };
         let speech = &self.engine.speech.handle;
         if let Some(setup) = plan.agent.clone() {
