@@ -96,7 +96,7 @@ fn amd(c: &mut Criterion) {
                 }
                 let frame = &frames[n % frames.len()];
                 n += 1;
-                black_box(detector.frame(black_box(frame), true));
+                black_box(detector.frame(black_box(frame), true, false));
             })
         });
     }

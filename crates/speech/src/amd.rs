@@ -9,21 +9,29 @@
 //! * a pause of [`AmdConfig::after_greeting_silence`] after a short greeting, or of
 //!   [`AmdConfig::after_long_greeting_silence`] after a longer one: a **person**
 //!   (`after_greeting_silence`) — about 0.7 s after a "Hello?", so the agent greets at once;
-//! * speech running on past [`AmdConfig::greeting`] without such a pause: in `accurate` mode a
-//!   **machine** (`long_greeting`), in `fast` mode **unknown** (the agent speaks, and listens on);
-//! * in `accurate` mode, more than [`AmdConfig::maximum_words`] phrases without a person's pause:
-//!   a **machine** (`long_greeting`);
+//! * speech running on past [`AmdConfig::greeting`] without such a pause, or more than
+//!   [`AmdConfig::maximum_words`] phrases over [`AmdConfig::many_phrases_greeting`] without one
+//!   (sentence after sentence, read out): a **machine** (`long_greeting`);
+//! * in `fast` mode, a greeting still running after [`AmdConfig::decide_within`]: **unknown**
+//!   (the agent speaks; the rules above go on until the greeting ends);
 //! * nothing said for [`AmdConfig::initial_silence`], or no rule by
 //!   [`AmdConfig::total_analysis_time`]: **unknown** — treated as a person, never hung up on.
+//!
+//! Once the agent speaks after an `unknown` verdict, or a `human` verdict stands, the rules are
+//! *settled*: what the callee says next is a conversation, never judged by its length.
 //!
 //! Words shorter than [`AmdConfig::min_word_length`] (a click, a burst of line noise) neither
 //! start a greeting nor break a pause, so a noisy line is not a person before anyone spoke.
 //!
 //! **Listening on.** After a `human` or `unknown` verdict the detector keeps listening for
-//! [`AmdConfig::listen_after_verdict`]: a voicemail beep, or voicemail words the caller of
-//! [`Amd::heard_words`] found in a transcript ([`voicemail_phrase`]), turn the verdict into
-//! `machine` (a greeting that opens with "Hello?" and a pause, then a recorded message). A
-//! `machine` verdict is never taken back.
+//! [`AmdConfig::listen_after_verdict`]: a voicemail beep turns the verdict into `machine` (a
+//! greeting that opens with "Hello?" and a pause, then a recorded message and its beep); so do
+//! voicemail words the caller of [`Amd::heard_words`] found in a transcript
+//! ([`voicemail_phrase`]: only what greetings say and people do not — "leave a message", "after
+//! the tone") until the rules have settled and [`WORDS_GRACE`] after (a transcript comes a while
+//! after its words); and speech resuming at once after a `human` verdict (before the agent's
+//! greeting could have been answered) and running on as a recording does. A `machine` verdict
+//! is never taken back, and its detector listens on for [`MACHINE_LISTENING`] (for the beep).
 //!
 //! **When to leave the message.** After a `machine` verdict, [`AmdEvent::Beep`] comes when a
 //! beep *ends* ([`BeepDetector`]); with no beep, [`AmdEvent::GreetingEnded`] once the greeting
@@ -40,6 +48,12 @@ const FRAME: Duration = Duration::from_millis(20);
 /// How far below the loudest voiced frame the answerer's own speech may be; quieter voiced
 /// frames are voices behind them.
 const LOUD_RANGE_DB: f32 = 15.0;
+/// How long after the rules settled a transcript's voicemail words still count (the
+/// transcript of the last words before them comes after them).
+pub const WORDS_GRACE: Duration = Duration::from_secs(3);
+/// How long a `machine` verdict listens on, for the beep (a message that started on the
+/// greeting's silence, or on a time limit, starts again after a late beep).
+pub const MACHINE_LISTENING: Duration = Duration::from_secs(45);
 
 /// AMD settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +118,7 @@ impl AmdConfig {
             maximum_words: 2,
             many_phrases_greeting: Duration::from_millis(3400),
             final_silence: Duration::from_millis(1500),
-            listen_after_verdict: Duration::from_secs(30),
+            listen_after_verdict: Duration::from_secs(15),
         }
     }
 }
@@ -177,8 +191,11 @@ pub struct Amd {
     config: AmdConfig,
     beep: BeepDetector,
     elapsed: Duration,
-    /// The first word's start.
+    /// The first word's start (of the greeting, or of speech resuming after a `human`
+    /// verdict).
     greeting_start: Option<Duration>,
+    /// The very first word's start.
+    first_word: Option<Duration>,
     /// The last word's end (a word: a voiced stretch of at least `min_word_length`).
     last_word_end: Option<Duration>,
     /// The run of speech under way.
@@ -186,9 +203,9 @@ pub struct Amd {
     phrases: u32,
     longest_pause: Duration,
     verdict: Option<AmdVerdict>,
-    /// The rules have had their say (a `human` verdict stood): only a beep or voicemail
-    /// words change the verdict now.
-    settled: bool,
+    /// When the rules had their say (a `human` verdict stood, or the agent spoke after an
+    /// `unknown` one): only a beep, or voicemail words soon after, change the verdict now.
+    settled: Option<Duration>,
     /// After a `human` verdict, speech resuming before this is watched as a greeting.
     resume_until: Duration,
     /// The loudest voiced frame so far, dBFS.
@@ -208,12 +225,13 @@ impl Amd {
             beep: BeepDetector::default(),
             elapsed: Duration::ZERO,
             greeting_start: None,
+            first_word: None,
             last_word_end: None,
             run: None,
             phrases: 0,
             longest_pause: Duration::ZERO,
             verdict: None,
-            settled: false,
+            settled: None,
             resume_until: Duration::ZERO,
             loudest: -100.0,
             beep_heard: false,
@@ -236,9 +254,18 @@ impl Amd {
     /// [`AmdConfig::listen_after_verdict`] after the last one (for a beep after a `machine`
     /// verdict, or for a beep or voicemail words overturning a `human` or `unknown` one).
     pub fn listening(&self) -> bool {
-        self.verdict
-            .as_ref()
-            .is_none_or(|v| self.elapsed < v.after() + self.config.listen_after_verdict)
+        self.verdict.as_ref().is_none_or(|v| {
+            let window = if v.answered_by == AnsweredBy::Machine {
+                MACHINE_LISTENING
+            } else {
+                self.config.listen_after_verdict
+            };
+            self.elapsed < v.after() + window
+        })
+    }
+
+    fn settle(&mut self) {
+        self.settled.get_or_insert(self.elapsed);
     }
 
     fn explanation(&self, code: AmdReason) -> AmdExplanation {
@@ -249,7 +276,7 @@ impl Amd {
         AmdExplanation {
             code,
             after_ms: Self::ms(self.elapsed),
-            initial_silence_ms: Some(Self::ms(self.greeting_start.unwrap_or(self.elapsed))),
+            initial_silence_ms: Some(Self::ms(self.first_word.unwrap_or(self.elapsed))),
             greeting_ms: greeting,
             pause_ms: self
                 .last_word_end
@@ -290,7 +317,11 @@ impl Amd {
     /// before a verdict, or while a `human`/`unknown` one listens, the verdict becomes
     /// `machine` (`voicemail_phrase`). Returns what it says.
     pub fn heard_words(&mut self, text: &str) -> Vec<AmdEvent> {
+        let in_time = self
+            .settled
+            .is_none_or(|at| self.elapsed < at + WORDS_GRACE);
         if self.may_become_machine()
+            && in_time
             && let Some(phrase) = voicemail_phrase(text)
         {
             let explanation = AmdExplanation {
@@ -302,8 +333,9 @@ impl Amd {
         std::mem::take(&mut self.events)
     }
 
-    /// Takes one 20 ms frame (16 kHz) and the VAD's verdict on it; returns what it says.
-    pub fn frame(&mut self, samples: &[i16], voiced: bool) -> Vec<AmdEvent> {
+    /// Takes one 20 ms frame (16 kHz), the VAD's verdict on it and whether the agent is
+    /// speaking; returns what it says.
+    pub fn frame(&mut self, samples: &[i16], voiced: bool, agent_speaking: bool) -> Vec<AmdEvent> {
         if !self.listening() {
             return Vec::new();
         }
@@ -325,9 +357,19 @@ impl Amd {
             }
             self.events.push(AmdEvent::Beep { hz, duration });
         }
-        match self.verdict.as_ref().map(|v| v.answered_by) {
-            Some(AnsweredBy::Machine) => self.await_message_cue(voiced || tonal),
-            _ if !self.settled => self.rules(),
+        let verdict = self.verdict.as_ref().map(|v| (v.answered_by, v.reason()));
+        if agent_speaking
+            && matches!(
+                verdict,
+                Some((AnsweredBy::Unknown, AmdReason::InitialSilence))
+            )
+        {
+            // The agent speaks to a callee who said nothing: what they answer is a reply.
+            self.settle();
+        }
+        match verdict {
+            Some((AnsweredBy::Machine, _)) => self.await_message_cue(voiced || tonal),
+            _ if self.settled.is_none() => self.rules(),
             _ => {}
         }
         std::mem::take(&mut self.events)
@@ -381,6 +423,7 @@ impl Amd {
         }
         if self.greeting_start.is_none() {
             self.greeting_start = Some(start);
+            self.first_word.get_or_insert(start);
             self.phrases = 1;
         } else if let Some(end) = self.last_word_end
             && end < start
@@ -407,16 +450,14 @@ impl Amd {
                     let explanation = self.explanation(AmdReason::InitialSilence);
                     self.decide(AnsweredBy::Unknown, explanation);
                 }
-                Some(AnsweredBy::Human) if self.elapsed > self.resume_until => {
-                    self.settled = true;
-                }
+                Some(AnsweredBy::Human) if self.elapsed > self.resume_until => self.settle(),
                 _ => {}
             }
             return;
         };
         if verdict == Some(AnsweredBy::Human) && start > self.resume_until {
             // The person spoke again, after the agent had its turn: a conversation.
-            self.settled = true;
+            self.settle();
             return;
         }
         let end = self.last_word_end.unwrap_or(start);
@@ -434,11 +475,12 @@ impl Amd {
         } else if pause >= waits {
             if verdict == Some(AnsweredBy::Human) {
                 // What followed the first words ended as a person's does too.
-                self.settled = true;
+                self.settle();
             } else {
                 let explanation = self.explanation(AmdReason::AfterGreetingSilence);
                 self.decide(AnsweredBy::Human, explanation);
-                // Watch what comes next: a recording goes on at once.
+                // Watch what comes next: a recording goes on at once. (After a silent answer
+                // the agent spoke first, and the rules settled when it did.)
                 self.resume_until = self.elapsed + c.resume_within;
                 self.greeting_start = None;
                 self.last_word_end = None;
@@ -475,8 +517,9 @@ impl Amd {
     }
 }
 
-/// Phrases of voicemail greetings, in the languages agents speak (lower case, matched on words
-/// with punctuation ignored).
+/// Phrases of voicemail greetings that people do not say to a caller (so "he's not available"
+/// or "I'll call you back" are not among them), in the languages agents speak (lower case,
+/// matched on words with punctuation ignored).
 const VOICEMAIL_PHRASES: &[&str] = &[
     // English
     "leave a message",
@@ -489,42 +532,26 @@ const VOICEMAIL_PHRASES: &[&str] = &[
     "after the beep",
     "at the tone",
     "at the beep",
-    "not available",
-    "unavailable",
-    "can't take your call",
-    "cannot take your call",
-    "can't come to the phone",
-    "cannot come to the phone",
-    "voicemail",
-    "voice mail",
-    "mailbox",
-    "you have reached",
-    "you've reached",
     "please record",
     "when you have finished recording",
     "when you are finished recording",
-    "i'll call you back",
-    "i will call you back",
-    "get back to you",
-    "return your call",
+    "voice mailbox",
+    "voicemail box",
+    "mailbox is full",
     // Spanish
     "deje su mensaje",
     "deje un mensaje",
     "después del tono",
     "buzón de voz",
-    "no está disponible",
     // French
     "laissez un message",
     "laissez votre message",
     "après le bip",
-    "messagerie",
-    "n'est pas disponible",
+    "messagerie vocale",
     // German
-    "hinterlassen sie",
+    "hinterlassen sie eine nachricht",
     "nach dem signalton",
     "nach dem piepton",
-    "mailbox",
-    "nicht erreichbar",
     // Portuguese, Italian
     "deixe sua mensagem",
     "deixe uma mensagem",
@@ -534,7 +561,7 @@ const VOICEMAIL_PHRASES: &[&str] = &[
 ];
 
 /// The voicemail phrase in `text`, if it has one ("leave a message", "after the tone",
-/// "not available", "mailbox"…, in English and a few other languages).
+/// "record your message"…, in English and a few other languages).
 pub fn voicemail_phrase(text: &str) -> Option<&'static str> {
     let words: String = text
         .to_lowercase()
@@ -557,7 +584,7 @@ pub fn voicemail_phrase(text: &str) -> Option<&'static str> {
 
 /// Detects a voicemail beep and reports it when it *ends*: one tone between 400 and 2,000 Hz
 /// (its harmonics allowed, a slight chirp or a step to another tone allowed) holding most of
-/// the frame's energy, at least -45 dBFS, lasting 140 ms or more. Speech is refused by its
+/// the frame's energy, at least -45 dBFS, lasting 140 ms to 2.5 s. Speech is refused by its
 /// sub-harmonic (a voice's fundamental lies below the tone the search finds) and its changing
 /// pitch; DTMF by its second tone.
 #[derive(Debug, Clone, Default)]
@@ -572,6 +599,8 @@ pub struct BeepDetector {
 
 /// Frames a beep must last (140 ms).
 const BEEP_MIN_FRAMES: u32 = 7;
+/// Frames a beep may last (2.5 s): a longer tone is something else (a fax's answer tone).
+const BEEP_MAX_FRAMES: u32 = 125;
 /// The lowest and highest beep frequency searched.
 const BEEP_LOW_HZ: f32 = 380.0;
 const BEEP_HIGH_HZ: f32 = 2100.0;
@@ -647,7 +676,9 @@ impl BeepDetector {
                 }
                 self.tone = None;
                 self.gap = 0;
-                (frames >= BEEP_MIN_FRAMES).then(|| (first, FRAME * frames))
+                (BEEP_MIN_FRAMES..=BEEP_MAX_FRAMES)
+                    .contains(&frames)
+                    .then(|| (first, FRAME * frames))
             }
             (None, None) => None,
         }
@@ -748,7 +779,7 @@ mod tests {
                         ((seed >> 16) as i32 % amplitude.max(1)) as i16
                     })
                     .collect();
-                for event in amd.frame(&frame, *kind != '.') {
+                for event in amd.frame(&frame, *kind != '.', false) {
                     if let AmdEvent::Verdict(v) = event {
                         out.push((v.answered_by, v.reason(), v.explanation.after_ms));
                     }
@@ -815,7 +846,8 @@ mod tests {
             amd.verdict().unwrap().explanation.replaced,
             Some(AnsweredBy::Human)
         );
-        // A person who said "Hello?" and then talks with the agent stays a person.
+        // A person who said "Hello?" and then talks with the agent stays a person, whatever
+        // their words a while later.
         let mut amd = Amd::new(AmdConfig::default());
         let verdicts = drive(
             &mut amd,
@@ -824,11 +856,18 @@ mod tests {
                 (500, 'v'),
                 (3000, '.'),
                 (6000, 'v'),
-                (1000, '.'),
+                (4000, '.'),
             ],
         );
         assert_eq!(verdicts.len(), 1, "{verdicts:?}");
-        // Voicemail words overturn a person verdict while it listens.
+        assert!(
+            amd.heard_words("you can leave a message with me")
+                .is_empty()
+        );
+        // Voicemail words soon after a person verdict (the transcript of what followed the
+        // "Hello?") overturn it.
+        let mut amd = Amd::new(AmdConfig::default());
+        drive(&mut amd, &[(300, '.'), (500, 'v'), (900, '.')]);
         let events = amd.heard_words("Sorry, please leave a message after the tone");
         let Some(AmdEvent::Verdict(v)) = events.first() else {
             panic!("{events:?}")
@@ -840,6 +879,32 @@ mod tests {
                 AmdReason::VoicemailPhrase,
                 Some("leave a message")
             )
+        );
+    }
+
+    #[test]
+    fn a_silent_answer_is_unknown_and_the_reply_to_the_agent_is_never_judged() {
+        let mut amd = Amd::new(AmdConfig::default());
+        let mut verdicts = drive(&mut amd, &[(3000, '.')]);
+        // The agent speaks; the callee answers at length, sentence after sentence.
+        let frame = [0i16; 320];
+        for _ in 0..50 {
+            assert!(amd.frame(&frame, false, true).is_empty());
+        }
+        verdicts.extend(drive(
+            &mut amd,
+            &[
+                (2000, 'v'),
+                (500, '.'),
+                (2000, 'v'),
+                (500, '.'),
+                (3000, 'v'),
+                (2000, '.'),
+            ],
+        ));
+        assert_eq!(
+            verdicts,
+            [(AnsweredBy::Unknown, AmdReason::InitialSilence, 2500)]
         );
     }
 
@@ -858,7 +923,7 @@ mod tests {
             for _ in 0..ms / 20 {
                 elapsed += 20;
                 let frame = [if voiced { 3000i16 } else { 0 }; 320];
-                for event in amd.frame(&frame, voiced) {
+                for event in amd.frame(&frame, voiced, false) {
                     if let AmdEvent::GreetingEnded { silent_for } = event {
                         cue = Some((elapsed, silent_for));
                     }
@@ -879,10 +944,14 @@ mod tests {
             Some("leave a message")
         );
         assert_eq!(
-            voicemail_phrase("I’ll call you back"),
-            Some("i'll call you back")
+            voicemail_phrase("He’s not available, I’ll call you back"),
+            None
+        );
+        assert_eq!(
+            voicemail_phrase("Please record your message."),
+            Some("record your message")
         );
         assert_eq!(voicemail_phrase("Hello? Who is this?"), None);
-        assert_eq!(voicemail_phrase("my mailboxes"), None);
+        assert_eq!(voicemail_phrase("the voice mailboxes"), None);
     }
 }

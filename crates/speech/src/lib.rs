@@ -234,8 +234,9 @@ impl SpeechLoop {
             self.events.push_back(SpeechEvent::Dtmf { digit, at: now });
         }
         let voice = self.vad.frame(frame);
+        let agent_speaking = self.playout.is_playing();
         if let Some(amd) = self.amd.as_mut() {
-            let heard = amd.frame(frame, voice.voiced);
+            let heard = amd.frame(frame, voice.voiced, agent_speaking);
             self.amd_events(now, heard);
         }
         match self.turn {

@@ -331,3 +331,63 @@ async fn an_stt_set_for_amd_alone_hears_the_voicemail_words() {
     assert_eq!(uploads, 2, "each utterance transcribed once");
     w.finish().await;
 }
+
+/// A greeting that falls silent before its beep: the message starts on the silence, the late
+/// beep cuts it, and it starts again after the beep; the transcript keeps the cut first try
+/// (`interrupted`) and the whole second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_beep_starts_the_message_again_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let (baresip, ends) = callee(
+        dir.path(),
+        &[
+            Part::Silence(300),
+            Part::Say("Hi, you have reached Sam Jones."),
+            Part::Silence(450),
+            Part::Say("I can't take your call right now."),
+            Part::Silence(500),
+            Part::Say("Please leave your name and number."),
+            Part::Silence(2600),
+            Part::Beep(1400.0, 400),
+            Part::Silence(9000),
+        ],
+    );
+    let beep_end = ends[7];
+    let message = "Hi Sam, this is Ava from Acme. Please call us back about your order.";
+    let w = agent_world(
+        &openai,
+        &baresip,
+        json!({
+            "amd": {"mode": "accurate"},
+            "voicemail_action": {"action": "leave_message", "message": message},
+        }),
+    )
+    .await;
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["answered_by"], "machine", "{record:#}");
+    let why = &record["answered_by_reason"];
+    assert_eq!(why["message_after"], "beep", "{record:#}");
+    assert_eq!(
+        record["end_reason"]["code"], "voicemail_message",
+        "{record:#}"
+    );
+    let lines = record["transcript"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{record:#}");
+    assert_eq!(lines[0]["interrupted"], true, "{record:#}");
+    let first = lines[0]["text"].as_str().unwrap();
+    assert!(
+        message.starts_with(first) && first.len() < message.len(),
+        "the first try was cut to what played: {first:?}"
+    );
+    assert_eq!(lines[1]["text"], message);
+    assert_eq!(lines[1]["interrupted"], Value::Null);
+    let at = why["message_at_ms"].as_i64().unwrap();
+    assert!(
+        (beep_end as i64..beep_end as i64 + 200).contains(&at),
+        "started again {} ms after the beep's end",
+        at - beep_end as i64
+    );
+    w.finish().await;
+}

@@ -632,7 +632,7 @@ async fn run(
         failure: None,
         started: (now, SystemTime::now()),
     };
-    let mut duties = Duties::new(now, &d.run.context);
+    let mut duties = Duties::new(now);
     duties.speak_messages_with(d.setup.tts.0.clone());
     if !amd {
         d.open(now);

@@ -65,7 +65,11 @@ enum Message {
         cue: MessageCue,
         /// Whether it was started again after a late beep.
         restarted: bool,
+        /// Its line in the transcript.
+        line: usize,
     },
+    /// The message has played; the call hangs up.
+    Done,
 }
 
 /// The message's audio as it is synthesised, kept whole for a second start.
@@ -77,16 +81,26 @@ struct MessageAudio {
     samples: Vec<i16>,
     /// Whether the synthesis has ended.
     complete: bool,
+    /// Whether it ended by failing (what came is all there is).
+    failed: bool,
     /// Samples queued to the playout (the lead included), since the last start.
     queued: usize,
 }
 
 /// Writes a call's verdicts in order, off the speech path (a commit must not hold up the
-/// audio); the last one is on the record before the brain's task ends.
+/// audio); the last one is on the record before the brain's task ends ([`Run::finish_duties`]
+/// waits for it), and a brain task cut short by the call's end takes its writer down with it
+/// (no verdict is written after the call's final status).
 #[derive(Debug)]
 struct VerdictRecorder {
     verdicts: mpsc::UnboundedSender<(AnsweredBy, AmdExplanation)>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for VerdictRecorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl VerdictRecorder {
@@ -112,7 +126,8 @@ impl VerdictRecorder {
 pub(super) struct Duties {
     /// When the call was answered (the detector's zero).
     answered: Instant,
-    recorder: VerdictRecorder,
+    /// Started with the first verdict.
+    recorder: Option<VerdictRecorder>,
     /// The last verdict and its explanation, as recorded.
     verdict: Option<(AnsweredBy, AmdExplanation)>,
     message: Message,
@@ -131,11 +146,11 @@ pub(super) struct Duties {
 }
 
 impl Duties {
-    /// The duties of `context`'s call, answered at `answered`.
-    pub(super) fn new(answered: Instant, context: &BrainContext) -> Self {
+    /// The duties of a call answered at `answered`.
+    pub(super) fn new(answered: Instant) -> Self {
         Self {
             answered,
-            recorder: VerdictRecorder::start(context),
+            recorder: None,
             verdict: None,
             message: Message::None,
             audio: MessageAudio::default(),
@@ -165,6 +180,7 @@ impl Duties {
                     Some(Ok(audio)) => Some(audio),
                     Some(Err(error)) => {
                         tracing::warn!(%error, "the voicemail message's synthesis failed");
+                        self.audio.failed = true;
                         None
                     }
                     None => None,
@@ -180,9 +196,12 @@ impl Duties {
     }
 
     /// Puts the verdict on the record (in order, without waiting for the commit).
-    fn record_verdict(&self) {
+    fn record_verdict(&mut self, context: &BrainContext) {
         if let Some(verdict) = &self.verdict {
-            let _ = self.recorder.verdicts.send(verdict.clone());
+            let recorder = self
+                .recorder
+                .get_or_insert_with(|| VerdictRecorder::start(context));
+            let _ = recorder.verdicts.send(verdict.clone());
         }
     }
 
@@ -208,7 +227,7 @@ impl Run {
                     "AMD"
                 );
                 duties.verdict = Some((who, why.clone()));
-                duties.record_verdict();
+                duties.record_verdict(&self.context);
                 if who == AnsweredBy::Machine {
                     match &self.context.voicemail {
                         Voicemail::HangUp => {
@@ -233,17 +252,16 @@ impl Run {
                     Message::Playing {
                         cue: MessageCue::Silence | MessageCue::Timeout,
                         restarted: false,
+                        line,
                     } => {
                         // The beep came after the message began: what went before it was
                         // not recorded. Say it again, after the beep.
                         tracing::info!("a beep during the voicemail message: starting it again");
-                        self.cut_message(duties);
-                        duties.message = Message::AwaitingCue { since: *at };
+                        self.cut_message(duties, line);
                         self.start_message(duties, MessageCue::Beep, *at);
-                        duties.message = Message::Playing {
-                            cue: MessageCue::Beep,
-                            restarted: true,
-                        };
+                        if let Message::Playing { restarted, .. } = &mut duties.message {
+                            *restarted = true;
+                        }
                     }
                     _ => {}
                 }
@@ -256,6 +274,15 @@ impl Run {
                 false
             }
             SpeechEvent::PlayoutDone { mark } if mark == MESSAGE_MARK => {
+                if let Message::Playing { line, .. } = duties.message
+                    && duties.audio.failed
+                {
+                    // Its synthesis failed part way: the line says it was not all said.
+                    if let Some(said) = self.transcript.get_mut(line) {
+                        said.interrupted = Some(true);
+                    }
+                }
+                duties.message = Message::Done;
                 let _ = self.context.requests.send(BrainRequest::HangUp {
                     reason: EndReason::VoicemailMessage,
                 });
@@ -332,6 +359,7 @@ impl Run {
         duties.message = Message::Playing {
             cue,
             restarted: false,
+            line: self.transcript.len(),
         };
         let mut audio = vec![0i16; MESSAGE_LEAD.as_millis() as usize * SAMPLES_PER_MS];
         audio.extend_from_slice(&duties.audio.samples);
@@ -346,7 +374,7 @@ impl Run {
             why.message_after = Some(cue);
             why.message_at_ms = Some(at_ms);
         }
-        duties.record_verdict();
+        duties.record_verdict(&self.context);
     }
 
     /// What the duties waited for came.
@@ -379,7 +407,7 @@ impl Run {
     }
 
     /// Stops the message under way; its transcript line keeps what was played.
-    fn cut_message(&mut self, duties: &mut Duties) {
+    fn cut_message(&mut self, duties: &mut Duties, line: usize) {
         let dropped = self
             .speech
             .clear_playout()
@@ -392,11 +420,12 @@ impl Run {
             .saturating_sub(dropped)
             .saturating_sub(lead);
         let total = duties.audio.samples.len();
-        if let Some(last) = self.transcript.last_mut()
-            && (played < total || !duties.audio.complete)
+        if let Some(said) = self.transcript.get_mut(line)
+            && (played < total || !duties.audio.complete || duties.audio.failed)
         {
-            last.text = heard_part(&last.text, played, total, duties.audio.complete);
-            last.interrupted = Some(true);
+            let whole = duties.audio.complete && !duties.audio.failed;
+            said.text = heard_part(&said.text, played, total, whole);
+            said.interrupted = Some(true);
         }
     }
 
@@ -414,11 +443,16 @@ impl Run {
     /// the verdicts are on the record.
     pub(super) async fn finish_duties(&mut self, duties: Duties) {
         let mut duties = duties;
-        if matches!(duties.message, Message::Playing { .. }) && self.speech.agent_speaking() {
-            self.cut_message(&mut duties);
+        if let Message::Playing { line, .. } = duties.message
+            && (self.speech.agent_speaking() || !duties.audio.complete)
+        {
+            self.cut_message(&mut duties, line);
         }
-        let VerdictRecorder { verdicts, task } = duties.recorder;
-        drop(verdicts);
-        let _ = task.await;
+        if let Some(mut recorder) = duties.recorder.take() {
+            // Closing the channel ends the writer once the verdicts queued are written.
+            let (closed, _) = mpsc::unbounded_channel();
+            recorder.verdicts = closed;
+            let _ = (&mut recorder.task).await;
+        }
     }
 }

@@ -351,7 +351,7 @@ async fn run(
 ) {
     let now = Instant::now();
     let mut run = Run::new(context, outbound, now, IvrStep::Prompting);
-    let mut duties = Duties::new(now, &run.context);
+    let mut duties = Duties::new(now);
     if brain == Builtin::Ivr {
         let prompt = run
             .context
@@ -375,7 +375,9 @@ async fn run(
                 run.duty_timers(&mut duties, now);
             }
             Some(input) = run.context.inputs.recv() => match input {
-                BrainInput::Dtmf(digit) if brain == Builtin::Ivr => run.digit(digit),
+                BrainInput::Dtmf(digit) if brain == Builtin::Ivr && !duties.voicemail() => {
+                    run.digit(digit);
+                }
                 BrainInput::Dtmf(_) => {}
                 BrainInput::Ended { .. } => break,
             },

@@ -172,7 +172,7 @@ async fn run_remote(
         }
     };
     let mut failed = replies.is_none();
-    let mut duties = Duties::new(answered, &run.context);
+    let mut duties = Duties::new(answered);
     let mut got_result = false;
     let mut speak_queue: std::collections::VecDeque<(String, Option<String>)> =
         std::collections::VecDeque::new();
@@ -213,7 +213,7 @@ async fn run_remote(
             },
             reply = next_reply(&mut replies) => match reply {
                 Ok(Some(message)) => match message.action {
-                    Some(Action::Play(_) | Action::Speak(_)) if duties.voicemail() => {
+                    Some(Action::Play(_) | Action::Speak(_) | Action::Clear(_)) if duties.voicemail() => {
                         tracing::debug!("the brain's speech is dropped: the engine leaves the voicemail message");
                     }
                     Some(Action::Play(play)) => {
@@ -236,6 +236,7 @@ async fn run_remote(
                         let reason = match hang_up.reason.as_str() {
                             "" | "completed" => EndReason::Completed,
                             "voicemail" => EndReason::Voicemail,
+                            "voicemail_message" => EndReason::VoicemailMessage,
                             _ => EndReason::AgentHangup,
                         };
                         let _ = run.context.requests.send(BrainRequest::HangUp { reason });
@@ -264,10 +265,13 @@ async fn run_remote(
                     tracing::warn!(error = ?reply.err(), "the brain's stream ended mid-call");
                     replies = None;
                     failed = true;
-                    run.speech.clear_playout();
-                    run.outbound.clear();
                     speak_queue.clear();
-                    run.say(APOLOGY, "apology");
+                    if !duties.voicemail() {
+                        // (A voicemail message under way is the engine's: it plays on.)
+                        run.speech.clear_playout();
+                        run.outbound.clear();
+                        run.say(APOLOGY, "apology");
+                    }
                 }
             },
             chunk = next_chunk(&mut run.speaking) => match chunk {
