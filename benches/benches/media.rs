@@ -1,14 +1,16 @@
-//! Media hot paths, per 20 ms frame: G.711 and Opus encode/decode, each resampler, RTP write
-//! and parse, the jitter buffer push+pop, and one call's whole media step (a packet in, one
-//! tick: jitter buffer, decode, resample, speech ring, agent ring, resample, encode, packet
-//! out) for G.711 and Opus.
+//! Media hot paths, per 20 ms frame: G.711, G.722 and Opus encode/decode, each resampler, RTP
+//! write and parse, the jitter buffer push+pop, and one call's whole media step (a packet in,
+//! one tick: jitter buffer, decode, resample, speech ring, agent ring, resample, encode, packet
+//! out) for G.711, G.722 and Opus.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dialtone_codec::{G711, G711Law, OpusDecoder, OpusEncoder, Resampler};
+use dialtone_codec::{
+    G711, G711Law, G722Decoder, G722Encoder, OpusDecoder, OpusEncoder, Resampler,
+};
 use dialtone_media::{AudioFrame, CallMedia, MediaCodec, MediaConfig};
 use dialtone_rtp::{JitterBuffer, Playout, RtpPacket, RtpSender, parse};
 
@@ -32,6 +34,20 @@ fn codecs(c: &mut Criterion) {
     });
 
     let wide: [i16; 320] = tone(16000.0);
+    let mut g722_encoder = G722Encoder::default();
+    let mut g722_decoder = G722Decoder::default();
+    let mut g722 = [0u8; 160];
+    let mut g722_out = [0i16; 320];
+    c.bench_function("codec/g722_encode_20ms", |b| {
+        b.iter(|| g722_encoder.encode(black_box(&wide), &mut g722).unwrap())
+    });
+    c.bench_function("codec/g722_decode_20ms", |b| {
+        b.iter(|| {
+            g722_decoder
+                .decode(black_box(&g722), &mut g722_out)
+                .unwrap()
+        })
+    });
     let mut opus_encoder = OpusEncoder::new(16000).unwrap();
     let mut opus_decoder = OpusDecoder::new(16000).unwrap();
     let mut packet = [0u8; 1500];
@@ -95,6 +111,7 @@ fn rtp(c: &mut Criterion) {
 fn call_step(c: &mut Criterion) {
     for (codec, pt, name) in [
         (MediaCodec::Pcmu, 0u8, "g711"),
+        (MediaCodec::G722, 9, "g722"),
         (MediaCodec::Opus, 111, "opus"),
     ] {
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
@@ -114,6 +131,13 @@ fn call_step(c: &mut Criterion) {
                 let mut p = [0u8; 1500];
                 let n = e.encode(&tone::<320>(16000.0), &mut p).unwrap();
                 p[..n].to_vec()
+            }
+            MediaCodec::G722 => {
+                let mut p = [0u8; 160];
+                G722Encoder::default()
+                    .encode(&tone::<320>(16000.0), &mut p)
+                    .unwrap();
+                p.to_vec()
             }
             _ => {
                 let mut p = [0u8; 160];

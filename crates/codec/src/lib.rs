@@ -3,6 +3,8 @@
 //! * G.711 µ-law and A-law (ITU-T G.711), encoding 16-bit linear PCM into caller-owned byte
 //!   buffers and back. Decoding uses 256-entry tables built at compile time; encoding is a few
 //!   integer operations per sample. A [`Concealer`] stands in for lost G.711 frames.
+//! * G.722 ([`G722Encoder`], [`G722Decoder`]): wideband, 16 kHz in 64 kbit/s, through the
+//!   `audio-codec` crate.
 //! * Opus ([`OpusEncoder`], [`OpusDecoder`]) through libopus at 8, 16 or 48 kHz, with in-band
 //!   FEC and packet-loss concealment.
 //! * [`level_dbfs`] and [`mean_square`]: how loud a frame is.
@@ -23,10 +25,12 @@
 //! assert!((decoded[1] - 1000).abs() < 40);
 //! ```
 
+mod g722;
 mod level;
 mod opus;
 mod resample;
 
+pub use g722::{G722_FRAME_BYTES, G722_FRAME_SAMPLES, G722Decoder, G722Encoder};
 pub use level::{level_dbfs, mean_square};
 pub use opus::{OpusDecoder, OpusEncoder};
 pub use resample::Resampler;
@@ -50,6 +54,14 @@ pub enum CodecError {
         expected: usize,
         /// Samples given.
         got: usize,
+    },
+    /// The G.722 coder refused a frame (a buffer too small, a payload it cannot take).
+    #[error("G.722 could not {operation}: {detail}")]
+    G722 {
+        /// What was being done.
+        operation: &'static str,
+        /// Its error.
+        detail: String,
     },
     /// libopus refused an operation (a corrupt packet, a bad setting).
     #[error("opus could not {operation}: {source}")]

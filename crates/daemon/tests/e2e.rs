@@ -3602,6 +3602,8 @@ mod agent;
 mod agent_speech;
 #[path = "e2e/amd.rs"]
 mod amd;
+#[path = "e2e/codecs.rs"]
+mod codecs;
 
 mod grpc {
     //! The same service over gRPC: a tonic client against the daemon's gRPC port.

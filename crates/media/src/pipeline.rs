@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use dialtone_codec::{Concealer, G711, G711Law, OpusDecoder, OpusEncoder, Resampler};
+use dialtone_codec::{
+    Concealer, G711, G711Law, G722Decoder, G722Encoder, OpusDecoder, OpusEncoder, Resampler,
+};
 use dialtone_rtp::{
     Arrival, DtmfEvent, DtmfReceiver, DtmfSender, JitterBuffer, Playout, RtcpSession, RtpPacket,
     RtpReceiver, RtpSender, SenderInfo, is_rtcp, parse,
@@ -53,13 +55,15 @@ pub enum MediaCodec {
     Pcma,
     /// Opus, 48 kHz RTP clock, coded here at 16 kHz.
     Opus,
+    /// G.722, 16 kHz audio on an 8 kHz RTP clock (RFC 3551): no resampling either way.
+    G722,
 }
 
 impl MediaCodec {
     /// The RTP clock rate.
     pub fn clock_rate(self) -> u32 {
         match self {
-            Self::Pcmu | Self::Pcma => 8000,
+            Self::Pcmu | Self::Pcma | Self::G722 => 8000,
             Self::Opus => 48000,
         }
     }
@@ -179,6 +183,10 @@ enum Decoder {
         pcm: Box<[i16; 160]>,
     },
     Opus(OpusDecoder),
+    G722 {
+        codec: Box<G722Decoder>,
+        concealer: Concealer,
+    },
 }
 
 enum Encoder {
@@ -188,6 +196,7 @@ enum Encoder {
         pcm: Box<[i16; 160]>,
     },
     Opus(OpusEncoder),
+    G722(Box<G722Encoder>),
 }
 
 /// The G.711 coder of a G.711 codec (µ-law for anything else; never asked then).
@@ -209,6 +218,10 @@ impl Decoder {
                 pcm: Box::new([0; 160]),
             },
             MediaCodec::Opus => Self::Opus(OpusDecoder::new(SPEECH_RATE)?),
+            MediaCodec::G722 => Self::G722 {
+                codec: Box::default(),
+                concealer: Concealer::new(FRAME_SAMPLES),
+            },
         })
     }
 
@@ -229,6 +242,14 @@ impl Decoder {
                 upsample.process(&pcm[..], out).is_ok()
             }
             Self::Opus(decoder) => decoder.decode(payload, out).is_ok(),
+            Self::G722 { codec, concealer } => {
+                let decoded = codec.decode(payload, out);
+                if let Some(rest) = out.get_mut(decoded.as_ref().map_or(0, |n| *n)..) {
+                    rest.fill(0);
+                }
+                concealer.good(&out[..]);
+                decoded.is_ok()
+            }
         }
     }
 
@@ -244,6 +265,10 @@ impl Decoder {
                 upsample.process(&pcm[..], out).is_ok()
             }
             Self::Opus(decoder) => decoder.recover(next, out).is_ok(),
+            Self::G722 { concealer, .. } => {
+                concealer.conceal(&mut out[..]);
+                true
+            }
         };
         if !done {
             out.fill(0);
@@ -260,6 +285,7 @@ impl Encoder {
                 pcm: Box::new([0; 160]),
             },
             MediaCodec::Opus => Self::Opus(OpusEncoder::new(SPEECH_RATE)?),
+            MediaCodec::G722 => Self::G722(Box::default()),
         })
     }
 
@@ -274,6 +300,7 @@ impl Encoder {
                 Some(codec.encode(&pcm[..], out))
             }
             Self::Opus(encoder) => encoder.encode(frame, out).ok(),
+            Self::G722(encoder) => encoder.encode(frame, out).ok(),
         }
     }
 }

@@ -17,7 +17,11 @@ use dialtone_test_support::audio::{sine, tone_amplitude};
 const AMPLITUDE: f64 = 8000.0;
 
 fn config(codec: MediaCodec, remote: SocketAddr, ssrc: u32) -> MediaConfig {
-    let pt = if codec == MediaCodec::Opus { 111 } else { 0 };
+    let pt = match codec {
+        MediaCodec::Opus => 111,
+        MediaCodec::G722 => 9,
+        _ => 0,
+    };
     MediaConfig::new(codec, pt, Some(remote), ssrc)
 }
 
@@ -82,7 +86,12 @@ async fn full_duplex_tones_through_the_workers_in_every_codec() {
     let engine = MediaEngine::new(2).unwrap();
     assert_eq!(engine.workers(), 2);
     let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45000, 45099);
-    for codec in [MediaCodec::Pcmu, MediaCodec::Pcma, MediaCodec::Opus] {
+    for codec in [
+        MediaCodec::Pcmu,
+        MediaCodec::Pcma,
+        MediaCodec::Opus,
+        MediaCodec::G722,
+    ] {
         let Pair { mut a, mut b } = pair(&engine, &pool, codec);
         let feeders = [
             feed_tone(a.take_outbound().unwrap(), 1000.0),
@@ -114,7 +123,7 @@ async fn full_duplex_tones_through_the_workers_in_every_codec() {
     }
     assert_eq!(pool.in_use(), 0, "every port pair went back to the pool");
     let latency = engine.latency();
-    assert!(latency.inbound.count >= 300 && latency.outbound.count >= 300);
+    assert!(latency.inbound.count >= 400 && latency.outbound.count >= 400);
     assert!(latency.step.count > 0);
     assert_eq!(latency.calls, 0);
 }

@@ -29,6 +29,7 @@ fn config(codec: MediaCodec, remote: SocketAddr, ssrc: u32) -> MediaConfig {
         MediaCodec::Pcmu => 0,
         MediaCodec::Pcma => 8,
         MediaCodec::Opus => 111,
+        MediaCodec::G722 => 9,
     };
     MediaConfig {
         rtp_timeout: Duration::from_secs(5),
@@ -272,7 +273,12 @@ fn assert_tone(samples: &[i16], hz: f64, what: &str) {
 
 #[test]
 fn tones_cross_both_ways_in_every_codec() {
-    for codec in [MediaCodec::Pcmu, MediaCodec::Pcma, MediaCodec::Opus] {
+    for codec in [
+        MediaCodec::Pcmu,
+        MediaCodec::Pcma,
+        MediaCodec::Opus,
+        MediaCodec::G722,
+    ] {
         let mut wire = Wire::new(
             codec,
             Impairment {

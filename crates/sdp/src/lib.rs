@@ -4,7 +4,8 @@
 //!
 //! * [`SessionDescription`]: parse (RFC 4566 / RFC 8866 line grammar) and print, preserving
 //!   attributes it does not interpret, so a parsed description prints back as it came.
-//! * [`build_offer`]: our INVITE offer — one audio m-line with PCMU, PCMA, Opus (48000/2 with
+//! * [`build_offer`]: our INVITE offer — one audio m-line with the local codecs (PCMU, PCMA,
+//!   G.722 as static PT 9 on its 8000 Hz clock, Opus 48000/2 with
 //!   fmtp) and telephone-event (0-16), `ptime:20`, a direction, and the advertised address.
 //! * [`negotiate_answer`]: read the answer to our offer (RFC 3264 §6/§7): the codec chosen,
 //!   payload-type mapping, telephone-event, the remote RTP address, direction and hold, and port
@@ -494,6 +495,9 @@ pub enum AudioCodec {
     Pcma,
     /// Opus, dynamic PT, 48000/2.
     Opus,
+    /// G.722, static PT 9, `G722/8000` (its RTP clock is 8000 Hz though it samples at 16 kHz,
+    /// RFC 3551 §4.5.2).
+    G722,
 }
 
 impl AudioCodec {
@@ -502,6 +506,7 @@ impl AudioCodec {
             Self::Pcmu => "PCMU",
             Self::Pcma => "PCMA",
             Self::Opus => "opus",
+            Self::G722 => "G722",
         }
     }
 }
@@ -561,6 +566,12 @@ impl LocalMedia {
                 encoding: "opus".into(),
                 clock_rate: 48000,
                 channels: 2,
+            },
+            AudioCodec::G722 => RtpMap {
+                payload_type: 9,
+                encoding: "G722".into(),
+                clock_rate: 8000,
+                channels: 1,
             },
         }
     }
@@ -677,11 +688,12 @@ fn codec_of(r: &RtpMap) -> Option<AudioCodec> {
         ("pcmu", 8000) => Some(AudioCodec::Pcmu),
         ("pcma", 8000) => Some(AudioCodec::Pcma),
         ("opus", 48000) => Some(AudioCodec::Opus),
+        ("g722", 8000) => Some(AudioCodec::G722),
         _ => None,
     }
 }
 
-/// The rtpmap for a format, with the static PTs 0 and 8 implied (RFC 3551).
+/// The rtpmap for a format, with the static PTs 0, 8 and 9 implied (RFC 3551).
 fn rtpmap_for(m: &MediaDescription, format: &str) -> Option<RtpMap> {
     let pt: u8 = format.parse().ok()?;
     if let Some(r) = m.rtpmaps.iter().find(|r| r.payload_type == pt) {
@@ -690,6 +702,7 @@ fn rtpmap_for(m: &MediaDescription, format: &str) -> Option<RtpMap> {
     let (encoding, clock_rate) = match pt {
         0 => ("PCMU", 8000),
         8 => ("PCMA", 8000),
+        9 => ("G722", 8000),
         _ => return None,
     };
     Some(RtpMap {

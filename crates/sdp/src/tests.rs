@@ -22,6 +22,32 @@ fn offer_has_every_codec_dtmf_ptime_direction_and_address() {
 }
 
 #[test]
+fn g722_is_offered_as_static_9_on_an_8000_clock_and_answered_with_or_without_rtpmap() {
+    let mut with_g722 = local();
+    with_g722.codecs.push(AudioCodec::G722);
+    let offer = build_offer(&with_g722, 1, 1);
+    let text = offer.to_string();
+    assert!(text.contains("m=audio 20000 RTP/AVP 0 8 111 9 101\r\n"), "{text}");
+    assert!(text.contains("a=rtpmap:9 G722/8000\r\n"), "{text}");
+    for answer in [
+        ANSWER_PCMU
+            .replace("RTP/AVP 0 101", "RTP/AVP 9 101")
+            .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:9 G722/8000"),
+        // The static payload type alone (RFC 3551).
+        ANSWER_PCMU
+            .replace("RTP/AVP 0 101", "RTP/AVP 9 101")
+            .replace("a=rtpmap:0 PCMU/8000\r\n", ""),
+    ] {
+        let s = negotiate_answer(&offer, &SessionDescription::parse(&answer).unwrap()).unwrap();
+        assert_eq!(s.codec.codec, AudioCodec::G722, "{answer}");
+        assert_eq!(
+            (s.codec.send_payload_type, s.codec.receive_payload_type),
+            (9, 9)
+        );
+    }
+}
+
+#[test]
 fn ipv6_offer() {
     let offer = build_offer(
         &LocalMedia::new("2001:db8::5".parse().unwrap(), 20002),

@@ -192,24 +192,7 @@ pub fn normalise(phrase: &str) -> String {
 impl AmdClip {
     /// Writes the clip as a 16 kHz mono 16-bit WAV file (for baresip to play).
     pub fn write_wav(&self, path: &Path) -> Result<(), PeerError> {
-        let data = (self.samples.len() * 2) as u32;
-        let mut out = Vec::with_capacity(44 + data as usize);
-        out.extend_from_slice(b"RIFF");
-        out.extend_from_slice(&(36 + data).to_le_bytes());
-        out.extend_from_slice(b"WAVEfmt ");
-        out.extend_from_slice(&16u32.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-        out.extend_from_slice(&1u16.to_le_bytes()); // mono
-        out.extend_from_slice(&RATE.to_le_bytes());
-        out.extend_from_slice(&(RATE * 2).to_le_bytes());
-        out.extend_from_slice(&2u16.to_le_bytes());
-        out.extend_from_slice(&16u16.to_le_bytes());
-        out.extend_from_slice(b"data");
-        out.extend_from_slice(&data.to_le_bytes());
-        for s in &self.samples {
-            out.extend_from_slice(&s.to_le_bytes());
-        }
-        std::fs::write(path, out).map_err(PeerError::io(format!("writing {}", path.display())))
+        crate::media::write_wav(path, RATE, &self.samples)
     }
 
     /// The clip's length in milliseconds.

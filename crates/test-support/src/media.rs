@@ -50,6 +50,28 @@ pub fn speech_ulaw(dir: &Path, text: &str) -> Result<Vec<u8>, PeerError> {
     speak(dir, text, &[], &["-r", "8000", "-c", "1", "-t", "ul"], &[])
 }
 
+/// Writes `samples` as a 16-bit mono WAV file at `rate`.
+pub fn write_wav(path: &Path, rate: u32, samples: &[i16]) -> Result<(), PeerError> {
+    let data = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + data as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, out).map_err(PeerError::io(format!("writing {}", path.display())))
+}
+
 /// Converts 8 kHz µ-law to a 16-bit mono WAV file at `rate` (sox), for peers that play WAV.
 pub fn ulaw_to_wav(ulaw: &[u8], rate: u32, path: &Path) -> Result<(), PeerError> {
     let raw = path.with_extension("ul");
@@ -110,6 +132,12 @@ impl Baresip {
     /// Starts baresip on a free loopback port as `+15551230000`, answering every call and
     /// playing `source` (a 16-bit mono WAV). Media stays on the loopback interface.
     pub fn callee(source: &Path) -> Result<Baresip, PeerError> {
+        Self::callee_with_codec(source, "g711")
+    }
+
+    /// [`Baresip::callee`] with one audio codec module: `g711`, or `g722` (wideband: baresip
+    /// then offers and answers G.722 alone).
+    pub fn callee_with_codec(source: &Path, codec: &str) -> Result<Baresip, PeerError> {
         let port = free_port()?;
         let dir = WorkDir::for_peer("baresip")?;
         let config = format!(
@@ -120,7 +148,7 @@ impl Baresip {
              audio_alert aubridge,nil\n\
              rtp_ports 47000-47999\n\
              module_path {modules}\n\
-             module g711.so\n\
+             module {codec}.so\n\
              module aufile.so\n\
              module aubridge.so\n\
              module sndfile.so\n\

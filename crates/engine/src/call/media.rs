@@ -21,9 +21,10 @@ pub(super) fn media_config(
         remote_rtcp: session.remote_rtcp,
         rtcp_mux: session.rtcp_mux,
         codec: match session.codec.codec {
+            AudioCodec::Pcmu => MediaCodec::Pcmu,
             AudioCodec::Pcma => MediaCodec::Pcma,
             AudioCodec::Opus => MediaCodec::Opus,
-            _ => MediaCodec::Pcmu,
+            AudioCodec::G722 => MediaCodec::G722,
         },
         send_payload_type: session.codec.send_payload_type,
         receive_payload_type: session.codec.receive_payload_type,

@@ -21,10 +21,17 @@ pub(super) struct SdpSession {
 }
 
 impl SdpSession {
-    /// Our offer for media at `address:port` (PCMU, PCMA, Opus) for call `call_id`.
+    /// Our offer for media at `address:port` for call `call_id`: PCMU, PCMA, Opus and G.722,
+    /// in that order (G.711 first: the cheapest to run, and what every trunk takes; a far end
+    /// that prefers wideband picks Opus or G.722 from the list).
     pub(super) fn offer(address: IpAddr, port: u16, call_id: Uuid) -> Self {
         let mut local = LocalMedia::new(address, port);
-        local.codecs = vec![AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus];
+        local.codecs = vec![
+            AudioCodec::Pcmu,
+            AudioCodec::Pcma,
+            AudioCodec::Opus,
+            AudioCodec::G722,
+        ];
         let session_id = u64::from(port) << 32 | u64::from(call_id.as_u128() as u32);
         let offer = build_offer(&local, session_id, 1);
         Self {
