@@ -139,7 +139,8 @@ pub struct CallView {
     pub status: CallStatus,
     /// Why it ended.
     pub end_reason: Option<EndReasonView>,
-    /// Answering-machine detection's verdict.
+    /// Answering-machine detection's verdict; `unknown` for an answered call it did not judge
+    /// (detection off), null for a call never answered.
     pub answered_by: Option<AnsweredBy>,
     /// Why answering-machine detection said so: the rule, the timings it used, and what a
     /// voicemail message waited for.
@@ -212,7 +213,11 @@ impl From<&Call> for CallView {
                 sip_status: call.sip_status,
                 message: code.message().to_owned(),
             }),
-            answered_by: call.answered_by,
+            // An answered call without a verdict (detection off, or not reached) was answered
+            // by someone: `unknown`, never null.
+            answered_by: call
+                .answered_by
+                .or(call.answered_at.map(|_| AnsweredBy::Unknown)),
             answered_by_reason: call.answered_by_reason.clone(),
             sip_call_id: call.sip_call_id.clone(),
             created_at: rfc3339(call.created_at),
@@ -282,6 +287,17 @@ mod tests {
             ended_at: Some(10_010),
             updated_at: 10_010,
         }
+    }
+
+    #[test]
+    fn an_answered_call_without_a_verdict_was_answered_by_unknown() {
+        let mut call = ended_call();
+        call.answered_by = None;
+        call.answered_by_reason = None;
+        call.answered_at = Some(call.created_at + 1000);
+        assert_eq!(CallView::from(&call).answered_by, Some(AnsweredBy::Unknown));
+        call.answered_at = None;
+        assert_eq!(CallView::from(&call).answered_by, None);
     }
 
     #[test]
