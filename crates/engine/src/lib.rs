@@ -726,13 +726,13 @@ fn speech_setting(settings: &AgentFields) -> SpeechConfig {
             None | Some(Amd::Off) => None,
             Some(Amd::On(t)) => {
                 let a = AmdConfig::for_mode(t.mode.unwrap_or(AmdMode::Fast));
+                let after_greeting = ms(t.after_greeting_silence_ms, a.after_greeting_silence);
                 Some(AmdConfig {
                     initial_silence: ms(t.initial_silence_ms, a.initial_silence),
                     greeting: ms(t.greeting_ms, a.greeting),
-                    after_greeting_silence: ms(
-                        t.after_greeting_silence_ms,
-                        a.after_greeting_silence,
-                    ),
+                    after_greeting_silence: after_greeting,
+                    // A longer greeting never waits less than a short one.
+                    after_long_greeting_silence: a.after_long_greeting_silence.max(after_greeting),
                     total_analysis_time: ms(t.total_analysis_time_ms, a.total_analysis_time),
                     maximum_words: t.maximum_words.unwrap_or(a.maximum_words),
                     final_silence: ms(t.final_silence_ms, a.final_silence),

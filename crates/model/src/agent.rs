@@ -240,16 +240,18 @@ pub struct AmdThresholds {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_silence_ms: Option<u32>,
     /// Longest greeting of a person: speech running on longer without a person's pause is a
-    /// machine's (in `accurate` mode).
+    /// machine's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub greeting_ms: Option<u32>,
-    /// Silence after a short greeting that means a person waits.
+    /// Silence after a short greeting that means a person waits (the pause after a longer one
+    /// is the mode's: 1.1 s `fast`, 1.2 s `accurate`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_greeting_silence_ms: Option<u32>,
     /// Longest analysis.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_analysis_time_ms: Option<u32>,
-    /// Most phrases (speech between pauses) of a person's greeting, in `accurate` mode.
+    /// Most phrases (speech between pauses of 350 ms or more) of a person's greeting, once it
+    /// has run 3.4 s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maximum_words: Option<u32>,
     /// After a machine's greeting with no beep, the silence after which the message starts.

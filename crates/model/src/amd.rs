@@ -10,11 +10,12 @@ use crate::names::wire_enum;
 wire_enum! {
     /// How the detector trades speed for evidence.
     pub enum AmdMode ("AMD mode") {
-        /// A verdict within about 1.5 s of the first words, biased to "person": when unsure it
-        /// says `unknown`, the agent speaks, and it keeps listening for a beep or voicemail words.
+        /// A verdict soon, biased to "person": a greeting still running 2.5 s after its first
+        /// word is `unknown` (the agent speaks) while the rules go on, and a person is greeted
+        /// 0.7 s after a short greeting, 1.1 s after a longer one.
         Fast = "fast",
-        /// Waits for more evidence (a longer pause after a long greeting) before saying "person",
-        /// and also calls a greeting that runs on a machine's.
+        /// Waits for more evidence: 1.2 s of pause after a long greeting before saying "person",
+        /// 3.5 s of silence before `unknown`, and no `unknown` while a greeting runs.
         Accurate = "accurate",
     }
 }
@@ -67,7 +68,7 @@ pub struct AmdExplanation {
     /// The pause after the greeting that decided (person), or the longest within it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_ms: Option<u32>,
-    /// Phrases (speech between pauses of 200 ms or more) in the greeting.
+    /// Phrases (speech between pauses of 350 ms or more) in the greeting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phrases: Option<u32>,
     /// The verdict this one replaced (a person or unknown verdict a beep or voicemail words

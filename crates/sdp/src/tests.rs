@@ -27,7 +27,10 @@ fn g722_is_offered_as_static_9_on_an_8000_clock_and_answered_with_or_without_rtp
     with_g722.codecs.push(AudioCodec::G722);
     let offer = build_offer(&with_g722, 1, 1);
     let text = offer.to_string();
-    assert!(text.contains("m=audio 20000 RTP/AVP 0 8 111 9 101\r\n"), "{text}");
+    assert!(
+        text.contains("m=audio 20000 RTP/AVP 0 8 111 9 101\r\n"),
+        "{text}"
+    );
     assert!(text.contains("a=rtpmap:9 G722/8000\r\n"), "{text}");
     for answer in [
         ANSWER_PCMU

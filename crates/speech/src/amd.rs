@@ -58,8 +58,6 @@ pub const MACHINE_LISTENING: Duration = Duration::from_secs(45);
 /// AMD settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AmdConfig {
-    /// `fast` or `accurate`: what a greeting running past [`AmdConfig::greeting`] means.
-    pub mode: AmdMode,
     /// Silence before any word this long: `unknown` (the agent speaks).
     pub initial_silence: Duration,
     /// A person's greeting is at most this long: speech running on longer without a person's
@@ -103,7 +101,6 @@ impl AmdConfig {
     pub fn for_mode(mode: AmdMode) -> Self {
         let fast = mode == AmdMode::Fast;
         Self {
-            mode,
             initial_silence: Duration::from_millis(if fast { 2500 } else { 3500 }),
             greeting: Duration::from_millis(if fast { 5500 } else { 6500 }),
             decide_within: Duration::from_millis(if fast { 2500 } else { 60_000 }),
