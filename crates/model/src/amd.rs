@@ -71,6 +71,9 @@ pub struct AmdExplanation {
     /// Phrases (speech between pauses of 350 ms or more) in the greeting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phrases: Option<u32>,
+    /// Syllables in the greeting (how much was said, whatever the rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syllables: Option<u32>,
     /// The verdict this one replaced (a person or unknown verdict a beep or voicemail words
     /// overturned).
     #[serde(default, skip_serializing_if = "Option::is_none")]

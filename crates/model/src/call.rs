@@ -267,6 +267,7 @@ mod tests {
                 greeting_ms: Some(220),
                 pause_ms: Some(700),
                 phrases: Some(1),
+                syllables: None,
                 replaced: None,
                 beep_hz: None,
                 beep_ms: None,

@@ -9,7 +9,8 @@
 //! * a pause of [`AmdConfig::after_greeting_silence`] after a short greeting, or of
 //!   [`AmdConfig::after_long_greeting_silence`] after a longer one: a **person**
 //!   (`after_greeting_silence`) — about 0.7 s after a "Hello?", so the agent greets at once;
-//! * speech running on past [`AmdConfig::greeting`] without such a pause, or more than
+//! * speech running on past [`AmdConfig::greeting`], or saying [`AmdConfig::greeting_syllables`]
+//!   syllables (how much was said, whatever the speech rate), without such a pause, or more than
 //!   [`AmdConfig::maximum_words`] phrases over [`AmdConfig::many_phrases_greeting`] without one
 //!   (sentence after sentence, read out): a **machine** (`long_greeting`);
 //! * in `fast` mode, a greeting still running after [`AmdConfig::decide_within`]: **unknown**
@@ -63,6 +64,9 @@ pub struct AmdConfig {
     /// A person's greeting is at most this long: speech running on longer without a person's
     /// pause is a machine's.
     pub greeting: Duration,
+    /// A person's greeting says fewer syllables than this (whatever their rate): more without
+    /// a person's pause is a machine's.
+    pub greeting_syllables: u32,
     /// Speech running on this long without a verdict: `unknown` (the agent speaks; the rules
     /// go on, and a greeting reaching [`AmdConfig::greeting`] is still a machine's).
     pub decide_within: Duration,
@@ -104,6 +108,7 @@ impl AmdConfig {
             initial_silence: Duration::from_millis(if fast { 2500 } else { 3500 }),
             greeting: Duration::from_millis(if fast { 5500 } else { 6500 }),
             decide_within: Duration::from_millis(if fast { 2500 } else { 60_000 }),
+            greeting_syllables: 24,
             short_greeting: Duration::from_millis(1200),
             after_greeting_silence: Duration::from_millis(700),
             after_long_greeting_silence: Duration::from_millis(if fast { 1100 } else { 1200 }),
@@ -168,6 +173,50 @@ pub enum AmdEvent {
     },
 }
 
+/// Finds syllables in the answerer's speech: peaks of its frame loudness standing
+/// [`SYLLABLE_PROMINENCE_DB`] above the dips on either side (a vowel between consonants or
+/// pauses), one every 150–300 ms in speech at any rate.
+#[derive(Debug, Clone, Copy)]
+struct SyllableTracker {
+    /// The highest level since the last dip, and the dip before it.
+    peak: f32,
+    dip: f32,
+}
+
+/// How far a syllable's peak stands above the dips around it.
+const SYLLABLE_PROMINENCE_DB: f32 = 4.0;
+
+impl Default for SyllableTracker {
+    fn default() -> Self {
+        Self {
+            peak: -100.0,
+            dip: -100.0,
+        }
+    }
+}
+
+impl SyllableTracker {
+    /// Takes a frame's level when it is the answerer's speech (`None` otherwise); true when a
+    /// syllable's peak has just been passed.
+    fn frame(&mut self, level: Option<f32>) -> bool {
+        let level = level.unwrap_or(-100.0);
+        if level > self.peak {
+            self.peak = level;
+            return false;
+        }
+        if self.peak - level >= SYLLABLE_PROMINENCE_DB {
+            // Down from a peak: a syllable if it stood out from the dip before it; the next
+            // rise starts from here.
+            let syllable = self.peak - self.dip >= SYLLABLE_PROMINENCE_DB;
+            self.peak = level;
+            self.dip = level;
+            return syllable;
+        }
+        self.dip = self.dip.min(level);
+        false
+    }
+}
+
 /// A run of speech frames (a word, once long enough).
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -198,6 +247,9 @@ pub struct Amd {
     /// The run of speech under way.
     run: Option<Run>,
     phrases: u32,
+    /// Syllables of the greeting (peaks of its loudness), and the tracker finding them.
+    syllables: u32,
+    syllable: SyllableTracker,
     longest_pause: Duration,
     verdict: Option<AmdVerdict>,
     /// When the rules had their say (a `human` verdict stood, or the agent spoke after an
@@ -226,6 +278,8 @@ impl Amd {
             last_word_end: None,
             run: None,
             phrases: 0,
+            syllables: 0,
+            syllable: SyllableTracker::default(),
             longest_pause: Duration::ZERO,
             verdict: None,
             settled: None,
@@ -279,6 +333,7 @@ impl Amd {
                 .last_word_end
                 .map(|end| Self::ms(self.elapsed.saturating_sub(end).max(self.longest_pause))),
             phrases: self.greeting_start.map(|_| self.phrases),
+            syllables: self.greeting_start.map(|_| self.syllables),
             replaced: None,
             beep_hz: None,
             beep_ms: None,
@@ -340,8 +395,12 @@ impl Amd {
         let tone = self.beep.frame(samples);
         let tonal = self.beep.in_tone();
         let voiced = voiced && !tonal;
-        let loud = voiced && self.loud_enough(samples);
+        let level = crate::level_dbfs(samples);
+        let loud = voiced && self.loud_enough(level);
         self.words(voiced, loud);
+        if self.syllable.frame(loud.then_some(level)) && self.greeting_start.is_some() {
+            self.syllables += 1;
+        }
         if let Some((hz, duration)) = tone {
             self.beep_heard = true;
             if self.may_become_machine() {
@@ -374,8 +433,7 @@ impl Amd {
 
     /// Whether a voiced frame is the answerer's own speech rather than voices behind them
     /// (a television, an office): within [`LOUD_RANGE_DB`] of the loudest voiced frame so far.
-    fn loud_enough(&mut self, samples: &[i16]) -> bool {
-        let level = crate::level_dbfs(samples);
+    fn loud_enough(&mut self, level: f32) -> bool {
         self.loudest = self.loudest.max(level);
         level >= self.loudest - LOUD_RANGE_DB
     }
@@ -422,6 +480,7 @@ impl Amd {
             self.greeting_start = Some(start);
             self.first_word.get_or_insert(start);
             self.phrases = 1;
+            self.syllables = 0;
         } else if let Some(end) = self.last_word_end
             && end < start
         {
@@ -483,6 +542,7 @@ impl Amd {
                 self.last_word_end = None;
             }
         } else if length >= c.greeting
+            || self.syllables >= c.greeting_syllables
             || (verdict == Some(AnsweredBy::Human) && length >= c.resumed_greeting)
         {
             let explanation = self.explanation(AmdReason::LongGreeting);
@@ -932,6 +992,28 @@ mod tests {
             cue,
             Some((300 + 7000 + 700 + 1000 + 1500, Duration::from_millis(1500)))
         );
+    }
+
+    #[test]
+    fn syllables_are_the_peaks_of_loudness_at_any_rate() {
+        for (per_second, seconds) in [(3.0f32, 3.0f32), (6.0, 2.0)] {
+            let mut tracker = SyllableTracker::default();
+            let frames = (seconds * 50.0) as usize;
+            let found = (0..frames + 10)
+                .filter(|i| {
+                    // Loudness swinging 12 dB per syllable; then silence.
+                    let t = *i as f32 / 50.0;
+                    let level = (*i < frames)
+                        .then(|| -30.0 + 6.0 * (std::f32::consts::TAU * per_second * t).cos());
+                    tracker.frame(level)
+                })
+                .count();
+            let expected = (per_second * seconds) as usize;
+            assert!(
+                found.abs_diff(expected) <= 1,
+                "{found} syllables, {expected} spoken"
+            );
+        }
     }
 
     #[test]
