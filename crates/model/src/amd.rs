@@ -94,3 +94,24 @@ pub struct AmdExplanation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_at_ms: Option<u32>,
 }
+
+impl AmdExplanation {
+    /// The explanation of a verdict by `code` at `after_ms`, with no timings yet.
+    pub fn new(code: AmdReason, after_ms: u32) -> Self {
+        Self {
+            code,
+            after_ms,
+            initial_silence_ms: None,
+            greeting_ms: None,
+            pause_ms: None,
+            phrases: None,
+            syllables: None,
+            replaced: None,
+            beep_hz: None,
+            beep_ms: None,
+            phrase: None,
+            message_after: None,
+            message_at_ms: None,
+        }
+    }
+}

@@ -325,8 +325,6 @@ impl Amd {
             .zip(self.last_word_end)
             .map(|(start, end)| Self::ms(end.saturating_sub(start)));
         AmdExplanation {
-            code,
-            after_ms: Self::ms(self.elapsed),
             initial_silence_ms: Some(Self::ms(self.first_word.unwrap_or(self.elapsed))),
             greeting_ms: greeting,
             pause_ms: self
@@ -334,12 +332,7 @@ impl Amd {
                 .map(|end| Self::ms(self.elapsed.saturating_sub(end).max(self.longest_pause))),
             phrases: self.greeting_start.map(|_| self.phrases),
             syllables: self.greeting_start.map(|_| self.syllables),
-            replaced: None,
-            beep_hz: None,
-            beep_ms: None,
-            phrase: None,
-            message_after: None,
-            message_at_ms: None,
+            ..AmdExplanation::new(code, Self::ms(self.elapsed))
         }
     }
 

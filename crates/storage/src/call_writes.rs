@@ -749,21 +749,7 @@ mod tests {
             assert_eq!(call.status, CallStatus::Dialing);
             assert_eq!(call.transcript.as_array().map(Vec::len), Some(1));
         }
-        let reason = AmdExplanation {
-            code: dialtone_model::AmdReason::AfterGreetingSilence,
-            after_ms: 1400,
-            initial_silence_ms: Some(300),
-            greeting_ms: Some(400),
-            pause_ms: Some(700),
-            phrases: Some(1),
-            syllables: None,
-            replaced: None,
-            beep_hz: None,
-            beep_ms: None,
-            phrase: None,
-            message_after: None,
-            message_at_ms: None,
-        };
+        let reason = AmdExplanation::new(dialtone_model::AmdReason::AfterGreetingSilence, 1400);
         let queued = s.set_answered_by(first.id, AnsweredBy::Human, &reason);
         let (queued, ()) = tokio::join!(queued, s.writer.close());
         queued.unwrap();
