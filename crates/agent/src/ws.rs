@@ -142,20 +142,23 @@ impl StreamingProvider {
             .map_err(|e| self.ws_error(e))
     }
 
-    /// The next message that carries data, within `limit`: pings and pongs are skipped (the
-    /// pong goes back by itself), a close from the service is [`Incoming::Closed`] (an error
-    /// when its code says something went wrong).
+    /// The next message that carries data, within `limit` (see [`StreamingProvider::receive`]).
     pub(crate) async fn next(
         &self,
         socket: &mut Socket,
         limit: Duration,
     ) -> Result<Incoming, AgentError> {
-        let deadline = tokio::time::Instant::now() + limit;
+        tokio::time::timeout(limit, self.receive(socket))
+            .await
+            .map_err(|_| self.timeout(limit))?
+    }
+
+    /// The next message that carries data: pings and pongs are skipped (the pong goes back by
+    /// itself), a close from the service is [`Incoming::Closed`] (an error when its code says
+    /// something went wrong).
+    pub(crate) async fn receive(&self, socket: &mut Socket) -> Result<Incoming, AgentError> {
         loop {
-            let message = tokio::time::timeout_at(deadline, socket.next())
-                .await
-                .map_err(|_| self.timeout(limit))?;
-            match message {
+            match socket.next().await {
                 None | Some(Err(tungstenite::Error::ConnectionClosed)) => {
                     return Ok(Incoming::Closed);
                 }

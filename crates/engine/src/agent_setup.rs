@@ -11,7 +11,9 @@ use dialtone_agent::openai::{OpenAiChat, OpenAiProvider, OpenAiSpeech, OpenAiTra
 use dialtone_agent::prompt::system_prompt;
 use dialtone_agent::tools::Toolbox;
 use dialtone_agent::{CartesiaSpeech, DeepgramTranscriber, ElevenLabsSpeech, StreamingProvider};
-use dialtone_agent::{ChatModel, ConversationConfig, SpeechToText, TextToSpeech};
+use dialtone_agent::{
+    ChatModel, ConversationConfig, SpeechToText, StreamingSpeechToText, TextToSpeech,
+};
 use dialtone_model::provider::{Provider, ProviderKind};
 use dialtone_model::{AgentFields, Amd, BUILTIN_AGENT, BUILTIN_ESPEAK, BargeIn, placeholder};
 use serde_json::Value;
@@ -89,15 +91,22 @@ impl Engine {
         };
         let stt_provider = self.provider(org_id, "stt", &stt.provider).await?;
         let stt_name = stt_provider.name.clone();
-        let transcriber: Arc<dyn SpeechToText> = match stt_provider.kind {
-            ProviderKind::OpenAi => Arc::new(OpenAiTranscriber::new(
-                self.openai(stt_provider)?,
-                stt.model.clone(),
-            )),
-            ProviderKind::Deepgram => Arc::new(DeepgramTranscriber::new(
-                streaming(stt_provider),
-                stt.model.clone(),
-            )),
+        let (transcriber, live_stt): (Arc<dyn SpeechToText>, _) = match stt_provider.kind {
+            ProviderKind::OpenAi => (
+                Arc::new(OpenAiTranscriber::new(
+                    self.openai(stt_provider)?,
+                    stt.model.clone(),
+                )),
+                None,
+            ),
+            ProviderKind::Deepgram => {
+                let deepgram = Arc::new(DeepgramTranscriber::new(
+                    streaming(stt_provider),
+                    stt.model.clone(),
+                ));
+                let live: Arc<dyn StreamingSpeechToText> = deepgram.clone();
+                (deepgram, Some(live))
+            }
             other => return Err(unfit("stt", &stt_name, other)),
         };
         let tts: (Arc<dyn TextToSpeech>, String) = match &settings.tts {
@@ -159,6 +168,7 @@ impl Engine {
             },
             llm: (Arc::new(chat) as Arc<dyn ChatModel>, llm_name),
             stt: (transcriber, stt_name),
+            live_stt,
             tts,
             tools: ToolRunner {
                 client,

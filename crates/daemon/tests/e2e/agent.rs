@@ -470,8 +470,9 @@ async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
     w.finish().await;
 }
 
-/// The streaming services end to end: Deepgram hears the caller (the utterance streamed over
-/// its websocket, then `Finalize`), Cartesia speaks for the agent (its audio resampled into the
+/// The streaming services end to end: Deepgram hears the caller (one websocket for the call,
+/// the utterance streamed as it is spoken, then `Finalize` when the engine's VAD ends it),
+/// Cartesia speaks for the agent (its audio resampled into the
 /// call); scripted peers speaking their real websocket protocols on loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_hears_through_deepgram_and_speaks_through_cartesia() {
@@ -551,13 +552,36 @@ async fn an_agent_hears_through_deepgram_and_speaks_through_cartesia() {
         ],
         "{record:#}"
     );
-    // Deepgram got the utterance (about its length at 16 kHz), then Finalize.
+    // Deepgram got the utterance (about its length at 16 kHz) as it was spoken, on the
+    // call's one socket: its audio began well before the VAD ended it with Finalize.
     let heard = deepgram.ended(0, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(deepgram.sessions().len(), 1, "one socket for the call");
     let seconds = heard.samples().len() as f64 / 16_000.0;
     assert!((0.8..4.0).contains(&seconds), "{seconds} s");
-    assert!(
-        heard.message_types().iter().any(|t| t == "Finalize"),
+    assert_eq!(
+        heard
+            .message_types()
+            .iter()
+            .filter(|t| *t == "Finalize")
+            .count(),
+        1,
         "{heard:?}"
+    );
+    let (finalized, bytes) = heard.finalized[0];
+    let first_audio = heard.first_audio_at.unwrap();
+    let streamed_ahead = finalized.duration_since(first_audio);
+    assert!(
+        streamed_ahead >= Duration::from_millis(500),
+        "the audio came {streamed_ahead:?} before Finalize"
+    );
+    assert!(bytes >= 16_000, "{bytes} bytes before Finalize");
+    assert_eq!(
+        heard.live_interims, 1,
+        "an interim result while the caller spoke"
+    );
+    println!(
+        "deepgram live: audio streamed from {streamed_ahead:?} before Finalize; stt_ms {}",
+        record["agent_stats"]["stt_ms"]
     );
     // Cartesia spoke both lines; the callee heard them as the tone.
     assert_eq!(cartesia.sessions().len(), 2);
