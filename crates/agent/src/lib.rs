@@ -20,7 +20,8 @@
 //!   Server-Sent Events ([`sse`], [`tool_calls`]), transcription of a WAV upload ([`wav`]),
 //!   speech streamed as 24 kHz PCM ([`pcm`]).
 //! * [`deepgram`], [`cartesia`], [`elevenlabs`] — clients of the streaming speech services over
-//!   websockets ([`ws`]: one [`StreamingProvider`] for where the service is and its key):
+//!   websockets ([`ws`]: one [`StreamingProvider`] for where the service is and its key,
+//!   connected only at the addresses its [`ResolveAddresses`] allows):
 //!   Deepgram's live recognition (one socket a call, `Finalize` at each utterance's end),
 //!   Cartesia's and ElevenLabs' synthesis.
 //! * [`error`] — [`AgentError`]: a provider's failure, naming the provider and what it said.
@@ -56,4 +57,4 @@ pub use openai::{OpenAiChat, OpenAiProvider, OpenAiSpeech, OpenAiTranscriber};
 pub use provider::{
     BoxFuture, ChatModel, Heard, Listening, SpeechToText, StreamingSpeechToText, TextToSpeech,
 };
-pub use ws::StreamingProvider;
+pub use ws::{ResolveAddresses, StreamingProvider};

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use dialtone_agent::{
-    AgentError, CartesiaSpeech, DeepgramTranscriber, ElevenLabsSpeech, SpeechToText,
-    StreamingProvider, StreamingSpeechToText, TextToSpeech,
+    AgentError, BoxFuture, CartesiaSpeech, DeepgramTranscriber, ElevenLabsSpeech, ResolveAddresses,
+    SpeechToText, StreamingProvider, StreamingSpeechToText, TextToSpeech,
 };
 use dialtone_test_support::audio::tone_amplitude;
 use dialtone_test_support::cartesia::{CartesiaReply, ScriptedCartesia};
@@ -228,6 +228,66 @@ async fn deepgram_latency_of_an_upload_and_of_a_live_stream() {
     );
     println!("  upload after the end: {upload:?}");
     println!("  live stream:          {live:?}");
+}
+
+/// A resolver with fixed answers: the address for one name, a refusal for the rest.
+#[derive(Debug)]
+struct Pinned(std::net::SocketAddr);
+
+impl ResolveAddresses for Pinned {
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> BoxFuture<'static, Result<Vec<std::net::SocketAddr>, String>> {
+        let answer = match host {
+            "speech.invalid" => Ok(vec![std::net::SocketAddr::new(self.0.ip(), port)]),
+            other => Err(format!("{other} is refused")),
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+#[tokio::test]
+async fn websockets_connect_to_the_resolvers_address_under_the_services_name() {
+    let peer = ScriptedDeepgram::start().await.unwrap();
+    let port: u16 = peer
+        .base_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/v1")
+        .parse()
+        .unwrap();
+    let pinned = std::sync::Arc::new(Pinned(format!("127.0.0.1:{port}").parse().unwrap()));
+    // A name no DNS knows: only the resolver's answer can reach the peer.
+    let named = StreamingProvider::new("dg", format!("http://speech.invalid:{port}/v1"), None)
+        .with_resolver(pinned.clone());
+    peer.push(DeepgramReply::Transcript(vec!["Hello.".into()]));
+    let text = DeepgramTranscriber::new(named, "nova-3")
+        .transcribe(utterance(1600), None)
+        .await
+        .unwrap();
+    assert_eq!(text, "Hello.");
+    let session = peer.ended(0, WAIT).await.unwrap();
+    assert_eq!(
+        session.handshake.header("host"),
+        Some(format!("speech.invalid:{port}").as_str())
+    );
+
+    let refused = StreamingProvider::new("dg", peer.base_url(), None).with_resolver(pinned);
+    let error = DeepgramTranscriber::new(refused, "nova-3")
+        .transcribe(utterance(1600), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        AgentError::Refused {
+            provider: "dg".into(),
+            detail: "127.0.0.1 is refused".into()
+        }
+    );
+    assert_eq!(peer.sessions().len(), 1, "never connected");
 }
 
 #[tokio::test]

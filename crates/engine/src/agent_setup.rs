@@ -38,9 +38,11 @@ pub(crate) fn synthesise_first_message(
     }
 }
 
-/// A websocket provider's client (Deepgram, Cartesia, ElevenLabs).
-fn streaming(provider: Provider) -> StreamingProvider {
+/// A websocket provider's client (Deepgram, Cartesia, ElevenLabs), which connects only to
+/// addresses `policy` allows, resolved as it connects.
+fn streaming(provider: Provider, policy: &outbound::PrivateDestinations) -> StreamingProvider {
     StreamingProvider::new(provider.name, provider.base_url, provider.api_key)
+        .with_resolver(Arc::new(outbound::PolicyResolver::new(policy.clone())))
 }
 
 /// A provider of a kind that cannot do the agent's `field`'s job.
@@ -101,7 +103,7 @@ impl Engine {
             ),
             ProviderKind::Deepgram => {
                 let deepgram = Arc::new(DeepgramTranscriber::new(
-                    streaming(stt_provider),
+                    streaming(stt_provider, &self.config.private_destinations),
                     stt.model.clone(),
                 ));
                 let live: Arc<dyn StreamingSpeechToText> = deepgram.clone();
@@ -123,14 +125,20 @@ impl Engine {
                         })
                     }
                     ProviderKind::Cartesia => {
-                        let speech = CartesiaSpeech::new(streaming(provider));
+                        let speech = CartesiaSpeech::new(streaming(
+                            provider,
+                            &self.config.private_destinations,
+                        ));
                         Arc::new(match model {
                             Some(model) => speech.with_model(model),
                             None => speech,
                         })
                     }
                     ProviderKind::ElevenLabs => {
-                        let speech = ElevenLabsSpeech::new(streaming(provider));
+                        let speech = ElevenLabsSpeech::new(streaming(
+                            provider,
+                            &self.config.private_destinations,
+                        ));
                         Arc::new(match model {
                             Some(model) => speech.with_model(model),
                             None => speech,
