@@ -14,6 +14,11 @@
 //! comes while the agent speaks and did not barge in (shorter than the agent's minimum) is a
 //! backchannel: it is kept in the transcript and the history but starts no turn.
 //!
+//! The caller's key presses (DTMF) are caller input too: digits pressed with no pause of
+//! [`KEYS_PAUSE`] between them (or ended by `#`) become one caller message, `[the caller
+//! pressed 1 2 3]`, which the model answers like words (so "press 1 to confirm" works); with
+//! `mask_dtmf` the transcript line shows `****` instead (the model still hears the keys).
+//!
 //! Failure is never dead air: a provider error is retried once where nothing has been said
 //! of the answer yet and the error may pass, else [`Action::Fail`] (the driver apologises with
 //! the local synthesiser and ends the call with `brain_error`).
@@ -36,6 +41,8 @@ pub const MAX_TOOL_ROUNDS: u32 = 3;
 pub const FILLER_AFTER: Duration = Duration::from_millis(1500);
 /// The filler phrase.
 pub const FILLER: &str = "One moment, please.";
+/// The pause after the caller's last key press that ends the keys they meant.
+pub const KEYS_PAUSE: Duration = Duration::from_millis(1200);
 
 /// What a conversation is set up with.
 #[derive(Debug, Clone)]
@@ -52,6 +59,8 @@ pub struct ConversationConfig {
     /// Barge-in is off: an utterance during the agent's speech is answered once it finishes
     /// (with barge-in on, such an utterance was too short to interrupt: a backchannel).
     pub barge_in_off: bool,
+    /// The caller's key presses are shown as `****` in the transcript.
+    pub mask_dtmf: bool,
 }
 
 /// What the driver is asked to do.
@@ -263,6 +272,8 @@ pub struct Conversation {
     /// to be none, the agent goes on rather than waiting in silence.
     resume_after_barge_in: bool,
     hang_up_after_speech: Option<EndReason>,
+    /// The caller's key presses not yet passed on, and when the last came.
+    keys: Option<(String, Instant)>,
     stats: AgentStats,
     over: bool,
 }
@@ -284,6 +295,7 @@ impl Conversation {
             reply_after_speech: false,
             resume_after_barge_in: false,
             hang_up_after_speech: None,
+            keys: None,
             stats: AgentStats::default(),
             over: false,
         }
@@ -296,8 +308,17 @@ impl Conversation {
 
     /// When [`Conversation::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let round = self.turn.tools.as_ref()?;
-        (!round.filler_said).then_some(round.started + FILLER_AFTER)
+        let filler = self
+            .turn
+            .tools
+            .as_ref()
+            .filter(|round| !round.filler_said)
+            .map(|round| round.started + FILLER_AFTER);
+        let keys = self.keys.as_ref().map(|(_, last)| *last + KEYS_PAUSE);
+        match (filler, keys) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The transcript so far.
@@ -398,9 +419,49 @@ impl Conversation {
             }
             return;
         }
-        self.lines.push(Line::said("caller", text.clone(), u.ended));
+        self.caller_said(now, text.clone(), text, u.ended, u.over_agent);
+    }
+
+    /// The caller pressed `digit` (RFC 4733 or in-band).
+    pub fn handle_dtmf(&mut self, now: Instant, digit: char) {
+        if self.over {
+            return;
+        }
+        let keys = self.keys.get_or_insert_with(|| (String::new(), now));
+        keys.0.push(digit);
+        keys.1 = now;
+        if digit == '#' {
+            self.pass_keys(now);
+        }
+    }
+
+    /// The keys pressed so far go to the model as the caller's message.
+    fn pass_keys(&mut self, now: Instant) {
+        let Some((digits, _)) = self.keys.take() else {
+            return;
+        };
+        let spaced: Vec<String> = digits.chars().map(String::from).collect();
+        let said = format!("[the caller pressed {}]", spaced.join(" "));
+        let shown = match self.config.mask_dtmf {
+            true => "[the caller pressed ****]".to_owned(),
+            false => said.clone(),
+        };
+        self.caller_said(now, said, shown, now, false);
+    }
+
+    /// The caller said `text` (shown as `shown` in the transcript) at `at`; `over_agent` when
+    /// it came while the agent spoke and did not cut it off.
+    fn caller_said(
+        &mut self,
+        now: Instant,
+        text: String,
+        shown: String,
+        at: Instant,
+        over_agent: bool,
+    ) {
+        self.lines.push(Line::said("caller", shown, at));
         self.resume_after_barge_in = false;
-        let backchannel = u.over_agent && !self.config.barge_in_off;
+        let backchannel = over_agent && !self.config.barge_in_off;
         let answering = self.turn.tools.is_some()
             || self
                 .turn
@@ -431,7 +492,7 @@ impl Conversation {
             // The model had not said anything of its answer yet: ask again with this too.
             self.actions.push_back(Action::CancelChat);
         }
-        self.start_turn(now, Some(u.ended));
+        self.start_turn(now, Some(at));
     }
 
     /// An event of the model's answer to `request_id`.
@@ -654,8 +715,15 @@ impl Conversation {
         self.after_tools(now);
     }
 
-    /// Timers: the filler phrase of a slow tool.
+    /// Timers: the caller's keys after their pause, the filler phrase of a slow tool.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self
+            .keys
+            .as_ref()
+            .is_some_and(|(_, last)| now >= *last + KEYS_PAUSE)
+        {
+            self.pass_keys(now);
+        }
         let due = self
             .turn
             .tools

@@ -173,6 +173,7 @@ impl Engine {
                 toolbox: Toolbox::new(&tools, &destinations),
                 destinations,
                 barge_in_off: settings.barge_in == Some(BargeIn::Off),
+                mask_dtmf: settings.mask_dtmf == Some(true),
             },
             llm: (Arc::new(chat) as Arc<dyn ChatModel>, llm_name),
             stt: (transcriber, stt_name),

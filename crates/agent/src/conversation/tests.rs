@@ -34,6 +34,7 @@ fn config(first_message: Option<&str>) -> ConversationConfig {
             mode: None,
         }],
         barge_in_off: false,
+        mask_dtmf: false,
     }
 }
 
@@ -752,5 +753,75 @@ fn words_while_the_answer_streams_join_the_history_after_it() {
     assert_eq!(
         roles,
         [Role::System, Role::Assistant, Role::Tool, Role::User]
+    );
+}
+
+/// The opening said and heard: the conversation waits for the caller.
+fn opened(c: &mut Conversation, t0: Instant) {
+    c.handle_answered(t0);
+    let opening = drain(c);
+    play_all(c, t0, &opening, 16_000);
+    assert!(!c.agent_speaking());
+}
+
+#[test]
+fn key_presses_go_to_the_model_after_a_pause_as_the_callers_message() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Press 1 to confirm.")));
+    opened(&mut c, t0);
+    c.handle_dtmf(ms(t0, 3000), '1');
+    c.handle_dtmf(ms(t0, 3400), '2');
+    assert_eq!(c.poll_timeout(), Some(ms(t0, 3400) + KEYS_PAUSE));
+    c.handle_timeout(ms(t0, 3400) + KEYS_PAUSE - Duration::from_millis(1));
+    assert!(drain(&mut c).is_empty(), "the caller may press more");
+    c.handle_timeout(ms(t0, 3400) + KEYS_PAUSE);
+    let (_, request) = chat_of(&drain(&mut c));
+    let last = request.messages.last().unwrap();
+    assert_eq!(last.role, Role::User);
+    assert_eq!(last.content.as_deref(), Some("[the caller pressed 1 2]"));
+    let caller: Vec<_> = c.transcript().filter(|l| l.role == "caller").collect();
+    assert_eq!(caller.len(), 1);
+    assert_eq!(caller[0].text, "[the caller pressed 1 2]");
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn a_hash_ends_the_keys_at_once_and_masking_hides_them_from_the_transcript_only() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(ConversationConfig {
+        mask_dtmf: true,
+        ..config(Some("Your PIN, then the hash key."))
+    });
+    opened(&mut c, t0);
+    for (n, digit) in "42#".chars().enumerate() {
+        c.handle_dtmf(ms(t0, 2000 + 200 * n as u64), digit);
+    }
+    let (_, request) = chat_of(&drain(&mut c));
+    assert_eq!(
+        request.messages.last().unwrap().content.as_deref(),
+        Some("[the caller pressed 4 2 #]")
+    );
+    let caller: Vec<_> = c.transcript().filter(|l| l.role == "caller").collect();
+    assert_eq!(caller[0].text, "[the caller pressed ****]");
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn keys_pressed_while_the_agent_speaks_are_answered_once_it_finishes() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Press 1 for sales, 2 for support.")));
+    c.handle_answered(t0);
+    let opening = drain(&mut c);
+    c.handle_dtmf(ms(t0, 500), '2');
+    c.handle_timeout(ms(t0, 500) + KEYS_PAUSE);
+    assert!(
+        drain(&mut c).is_empty(),
+        "no answer over the agent's own speech"
+    );
+    play_all(&mut c, ms(t0, 2500), &opening, 16_000);
+    let (_, request) = chat_of(&drain(&mut c));
+    assert_eq!(
+        request.messages.last().unwrap().content.as_deref(),
+        Some("[the caller pressed 2]")
     );
 }

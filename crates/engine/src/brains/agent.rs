@@ -15,8 +15,9 @@
 //! when the verdict is human (or a machine with `voicemail_action` `continue`); only then does
 //! the agent open. When a provider fails for good the engine apologises with the local
 //! synthesiser and ends the call with `brain_error`, the record keeping everything so far.
-//! After the call the transcript, `agent_stats`, the structured result (when the agent has
-//! `returns`) and a summary are written before the call's final status is committed.
+//! The caller's key presses (RFC 4733 events and in-band tones) go to the conversation as
+//! caller input. After the call the transcript, `agent_stats`, the structured result (when the
+//! agent has `returns`) and a summary are written before the call's final status is committed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -414,6 +415,13 @@ impl Driver {
         );
     }
 
+    /// The caller pressed a key (RFC 4733 or in-band): caller input, once the agent opened.
+    fn key(&mut self, now: Instant, digit: char) {
+        if self.opened && !self.voicemail {
+            self.conversation.handle_dtmf(now, digit);
+        }
+    }
+
     /// A speech event the engine's duties left to the brain.
     fn speech_event(&mut self, now: Instant, event: SpeechEvent) {
         match event {
@@ -446,6 +454,7 @@ impl Driver {
                 let over_agent = self.conversation.agent_speaking() && !self.barged;
                 self.conversation.handle_utterance(now, audio, over_agent);
             }
+            SpeechEvent::Dtmf { digit, .. } => self.key(now, digit),
             SpeechEvent::BargeIn { .. } if self.failure.is_some() => {
                 // The caller talked over the apology (whose mark the cut dropped): end now.
                 let _ = self.run.context.requests.send(BrainRequest::HangUp {
@@ -726,7 +735,7 @@ async fn run(
                 d.run.duty_timers(&mut duties, now);
             }
             Some(input) = d.run.context.inputs.recv() => match input {
-                BrainInput::Dtmf(_) => {}
+                BrainInput::Dtmf(digit) => d.key(Instant::now(), digit),
                 BrainInput::Ended { .. } => break,
             },
             chunk = next_audio(&mut d.speaking) => d.speech_chunk(Instant::now(), chunk),
