@@ -593,3 +593,65 @@ async fn an_agent_hears_through_deepgram_and_speaks_through_cartesia() {
     );
     w.finish().await;
 }
+
+/// The caller's key presses reach the model: SIPp presses 1 then # (RFC 4733) after the first
+/// message; the model hears "[the caller pressed 1 #]" as the caller's message, answers and
+/// hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_hears_the_callers_key_presses() {
+    use dialtone_test_support::media::{sipp_dtmf_captures, sipp_key_presses};
+    let presses = sipp_key_presses(&sipp_dtmf_captures().unwrap(), "1#");
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let w = world(
+        Some("callee_presses_digits.xml"),
+        &[("listen_ms", "1500"), ("presses", presses.as_str())],
+    )
+    .await;
+    make_agent(
+        &w,
+        &openai.base_url(),
+        json!({
+            "first_message": "Press 1 to confirm.",
+            "tts": {"provider": "builtin:espeak"},
+            "voice": "en-us",
+        }),
+    )
+    .await;
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("Confirmed, goodbye!".into()),
+        calls: vec![ScriptedCall::new("c1", "end_call", "{}")],
+        fragment: 2,
+        reuse_index: false,
+    });
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        (
+            record["end_reason"]["code"].as_str(),
+            record["end_reason"]["by"].as_str()
+        ),
+        (Some("completed"), Some("agent")),
+        "{record:#}"
+    );
+    let caller: Vec<&str> = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"] == "caller")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(caller, ["[the caller pressed 1 #]"], "{record:#}");
+    let asked = openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+        .find_map(|r| r.json)
+        .unwrap();
+    let messages = asked["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.last().unwrap(),
+        &json!({"role": "user", "content": "[the caller pressed 1 #]"}),
+        "{asked:#}"
+    );
+    w.finish().await;
+}
