@@ -8,7 +8,7 @@
 //! activity detection hears; when it ends the utterance, `{"type": "Finalize"}` flushes
 //! Deepgram and the utterance's transcript is the `Results` with `is_final: true` since the
 //! previous one, up to the one with `from_finalize: true`. Interim results (`is_final: false`)
-//! are passed on as they come. While no audio goes (the agent speaks, the line is quiet)
+//! are passed on as they come, after the utterance's final results so far. While no audio goes (the agent speaks, the line is quiet)
 //! `{"type": "KeepAlive"}` is sent every [`DEFAULT_KEEP_ALIVE`], so Deepgram does not close a
 //! quiet call; at the end, `{"type": "CloseStream"}` and a close frame. A failed session answers
 //! every later utterance with its error.
@@ -286,8 +286,11 @@ impl DeepgramTranscriber {
                             }
                         }
                         Ok(Said::Interim(text)) => {
+                            // Interim results cover what follows the last final one.
                             if !text.is_empty() {
-                                let _ = interim.send(text);
+                                let so_far: Vec<&str> =
+                                    finals.iter().map(String::as_str).chain([text.as_str()]).collect();
+                                let _ = interim.send(so_far.join(" "));
                             }
                         }
                         Ok(Said::Metadata | Said::Other) => {}

@@ -110,7 +110,8 @@ impl Listening {
         })
     }
 
-    /// The next interim transcript of the utterance under way (`None` once the session ended).
+    /// The next interim transcript of the utterance under way, all of it so far (`None` once
+    /// the session ended).
     pub async fn interim(&mut self) -> Option<String> {
         self.interim.recv().await
     }

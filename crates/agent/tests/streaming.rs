@@ -116,7 +116,7 @@ async fn deepgram_listens_live_on_one_socket_finalizing_each_utterance_and_keepi
     let interim = tokio::time::timeout(WAIT, listening.interim())
         .await
         .unwrap();
-    assert_eq!(interim.as_deref(), Some("I'd"));
+    assert_eq!(interim.as_deref(), Some("I'd like to book a table."));
     let text = tokio::time::timeout(WAIT, listening.finish())
         .await
         .unwrap();

@@ -6,7 +6,7 @@
 //! control message (`Finalize`, `CloseStream`, `KeepAlive`) in a [`DeepgramSession`], with
 //! when the first audio and each `Finalize` came (so a test sees audio streamed before the
 //! utterance ended). Once half a second of an utterance's audio has come it sends an interim
-//! result (the first word of what it will say). On `Finalize` it answers `Results` messages:
+//! result (all of what it will say, so a client may start on it). On `Finalize` it answers `Results` messages:
 //! for each scripted segment an interim result (`is_final: false`, the segment's first word),
 //! then the final one (`is_final: true`), the last with `from_finalize: true`; one connection
 //! can carry several utterances, each ended by its `Finalize`. On `CloseStream` it sends
@@ -200,15 +200,16 @@ async fn run(
                 }
                 // Half a second into an utterance: what it has heard so far.
                 let upcoming = segments_for(finalizes);
-                if !interim_sent
-                    && received - finalized_at >= 16_000
-                    && let Some(first) = upcoming.first()
-                {
+                if !interim_sent && received - finalized_at >= 16_000 && !upcoming.is_empty() {
                     interim_sent = true;
                     session(&|s| s.live_interims += 1);
-                    let word = first.split(' ').next().unwrap_or_default();
-                    let interim =
-                        result(word, false, false, false, seconds(finalized_at, received));
+                    let interim = result(
+                        &upcoming.join(" "),
+                        false,
+                        false,
+                        false,
+                        seconds(finalized_at, received),
+                    );
                     if socket
                         .send(Message::text(interim.to_string()))
                         .await

@@ -512,9 +512,11 @@ async fn an_agent_hears_through_deepgram_and_speaks_through_cartesia() {
         }),
     )
     .await;
-    deepgram.push(DeepgramReply::Transcript(vec![
+    // The call's one socket: its first utterance has the words (should the VAD split it under
+    // load, the rest has none).
+    deepgram.push(DeepgramReply::Utterances(vec![vec![
         "Yes, I am interested.".into(),
-    ]));
+    ]]));
     for _ in 0..2 {
         cartesia.push(CartesiaReply::Tone {
             delay: Duration::ZERO,
@@ -558,16 +560,11 @@ async fn an_agent_hears_through_deepgram_and_speaks_through_cartesia() {
     assert_eq!(deepgram.sessions().len(), 1, "one socket for the call");
     let seconds = heard.samples().len() as f64 / 16_000.0;
     assert!((0.8..4.0).contains(&seconds), "{seconds} s");
-    assert_eq!(
-        heard
-            .message_types()
-            .iter()
-            .filter(|t| *t == "Finalize")
-            .count(),
-        1,
+    assert!(
+        heard.message_types().iter().any(|t| t == "Finalize"),
         "{heard:?}"
     );
-    let (finalized, bytes) = heard.finalized[0];
+    let (finalized, bytes) = *heard.finalized.last().unwrap();
     let first_audio = heard.first_audio_at.unwrap();
     let streamed_ahead = finalized.duration_since(first_audio);
     assert!(
@@ -575,14 +572,23 @@ async fn an_agent_hears_through_deepgram_and_speaks_through_cartesia() {
         "the audio came {streamed_ahead:?} before Finalize"
     );
     assert!(bytes >= 16_000, "{bytes} bytes before Finalize");
-    assert_eq!(
-        heard.live_interims, 1,
-        "an interim result while the caller spoke"
-    );
     println!(
-        "deepgram live: audio streamed from {streamed_ahead:?} before Finalize; stt_ms {}",
-        record["agent_stats"]["stt_ms"]
+        "deepgram live: audio streamed from {streamed_ahead:?} before Finalize; {} interim \
+         result(s) while the caller spoke; stt_ms {}",
+        heard.live_interims, record["agent_stats"]["stt_ms"]
     );
+    // The model was asked once on the caller's words: on the interim ones as the utterance
+    // ended, that request kept when the final words matched.
+    let asked = openai
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.json)
+        .filter(|body| {
+            body["messages"].as_array().and_then(|m| m.last())
+                == Some(&json!({"role": "user", "content": "Yes, I am interested."}))
+        })
+        .count();
+    assert_eq!(asked, 1);
     // Cartesia spoke both lines; the callee heard them as the tone.
     assert_eq!(cartesia.sessions().len(), 2);
     let tone_ms = tone_frames(&baresip) as u64 * 20;

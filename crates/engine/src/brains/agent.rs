@@ -8,8 +8,10 @@
 //! With a live speech recogniser (Deepgram) the driver opens one session when the agent opens
 //! and streams the caller's audio into it from the start of each utterance the speech loop
 //! hears (the onset's frames kept back for it) to its end; the utterance's transcript is then
-//! the session's answer to `finish`, so recognition has kept up while the caller spoke. An
-//! utterance asked again (after a failure) is sent whole to the per-utterance recogniser.
+//! the session's answer to `finish`, so recognition has kept up while the caller spoke, and
+//! the last interim words are handed to the conversation as the utterance ends (the model may
+//! start on them; the final transcript decides). An utterance asked again (after a failure) is
+//! sent whole to the per-utterance recogniser.
 //!
 //! A person is on the line when the call is answered, or — with answering-machine detection —
 //! when the verdict is human (or a machine with `voicemail_action` `continue`); only then does
@@ -210,6 +212,8 @@ struct Driver {
     streaming: bool,
     /// The transcript of the utterance just ended, from the live session.
     finishing: Option<BoxFuture<'static, Result<String, AgentError>>>,
+    /// The live session's interim words of the utterance under way.
+    heard_so_far: Option<String>,
     /// The wall clock at the start, to date transcript lines.
     started: (Instant, SystemTime),
 }
@@ -441,6 +445,7 @@ impl Driver {
                     // From the onset's first frame (a start too short to be an utterance
                     // leaves the stream running into the next one).
                     self.streaming = true;
+                    self.heard_so_far = None;
                     for (_, frame) in self.recent.iter().filter(|(t, _)| *t >= at) {
                         listening.push_audio(frame);
                     }
@@ -453,6 +458,10 @@ impl Driver {
                 }
                 let over_agent = self.conversation.agent_speaking() && !self.barged;
                 self.conversation.handle_utterance(now, audio, over_agent);
+                // Preemptive generation: the model may start on the interim words.
+                if let Some(words) = self.heard_so_far.take() {
+                    self.conversation.handle_early_words(now, &words);
+                }
             }
             SpeechEvent::Dtmf { digit, .. } => self.key(now, digit),
             SpeechEvent::BargeIn { .. } if self.failure.is_some() => {
@@ -714,6 +723,7 @@ async fn run(
         recent: VecDeque::with_capacity(ONSET_FRAMES),
         streaming: false,
         finishing: None,
+        heard_so_far: None,
         started: (now, SystemTime::now()),
     };
     let mut duties = Duties::new(now, &d.run.context);
@@ -741,6 +751,9 @@ async fn run(
             chunk = next_audio(&mut d.speaking) => d.speech_chunk(Instant::now(), chunk),
             Some(words) = next_interim(&mut d.listening) => {
                 tracing::debug!(%words, "interim transcript");
+                if d.streaming {
+                    d.heard_so_far = Some(words);
+                }
             }
             (id, event) = next_chat(&mut d.chat) => {
                 let now = Instant::now();
