@@ -23,6 +23,9 @@ pub struct ClauseSplitter {
     at_line_start: bool,
     /// Backticks opening the current line (three open or close a fence).
     line_ticks: usize,
+    /// A `-`, `*` or `+` opening the current line, held until the next character shows
+    /// whether it is a bullet (a space follows) or part of the text (`-5 degrees`, `+1 555`).
+    marker: Option<char>,
 }
 
 impl ClauseSplitter {
@@ -54,6 +57,7 @@ impl ClauseSplitter {
     pub fn finish(&mut self) -> Option<String> {
         let rest = std::mem::take(&mut self.pending);
         self.in_fence = false;
+        self.marker = None;
         self.at_line_start = true;
         let piece = speakable(&rest)?;
         self.pieces += 1;
@@ -62,6 +66,15 @@ impl ClauseSplitter {
 
     /// Adds one character, dropping markdown syntax on the way.
     fn take(&mut self, c: char) {
+        if let Some(marker) = self.marker.take()
+            && !c.is_whitespace()
+        {
+            // Not a bullet: the sign is said (emphasis stars are dropped below).
+            self.at_line_start = false;
+            if !self.in_fence && marker != '*' {
+                self.pending.push(marker);
+            }
+        }
         if c == '\n' {
             self.at_line_start = true;
             self.line_ticks = 0;
@@ -84,6 +97,7 @@ impl ClauseSplitter {
                 return;
             }
             if matches!(c, '-' | '*' | '+') && self.line_so_far().trim().is_empty() {
+                self.marker = Some(c);
                 return;
             }
             if !c.is_whitespace() {
@@ -235,6 +249,25 @@ mod tests {
                 "# Options\n- **Gold** plan\n- `Silver` plan\nSee [our site](https://x.example).\n"
             ]),
             ["Options", "Gold plan", "Silver plan", "See our site."]
+        );
+    }
+
+    #[test]
+    fn only_a_sign_followed_by_a_space_is_a_bullet() {
+        assert_eq!(
+            split(&[
+                "It is -5 degrees.\n",
+                "-5 at night.\n+1 555 0100 is the number.\n"
+            ]),
+            [
+                "It is -5 degrees.",
+                "-5 at night.",
+                "+1 555 0100 is the number."
+            ]
+        );
+        assert_eq!(
+            split(&["-", "4 here.\n+", " one bullet\n*", "*Bold** text.\n-\n"]),
+            ["-4 here.", "one bullet", "Bold text."]
         );
     }
 

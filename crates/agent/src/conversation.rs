@@ -14,6 +14,17 @@
 //! comes while the agent speaks and did not barge in (shorter than the agent's minimum) is a
 //! backchannel: it is kept in the transcript and the history but starts no turn.
 //!
+//! Preemptive generation: with a live recogniser the driver passes the words recognised so far
+//! when the utterance ends ([`Conversation::handle_early_words`]); when nothing else is under
+//! way the model is asked on them at once, its answer held back. The final transcript decides:
+//! the same words (case and punctuation aside) and the held answer is the turn's (the time of
+//! recognition saved), otherwise it is cancelled and the model asked on the final words.
+//!
+//! The caller's key presses (DTMF) are caller input too: digits pressed with no pause of
+//! [`KEYS_PAUSE`] between them (or ended by `#`) become one caller message, `[the caller
+//! pressed 1 2 3]`, which the model answers like words (so "press 1 to confirm" works); with
+//! `mask_dtmf` the transcript line shows `****` instead (the model still hears the keys).
+//!
 //! Failure is never dead air: a provider error is retried once where nothing has been said
 //! of the answer yet and the error may pass, else [`Action::Fail`] (the driver apologises with
 //! the local synthesiser and ends the call with `brain_error`).
@@ -36,6 +47,8 @@ pub const MAX_TOOL_ROUNDS: u32 = 3;
 pub const FILLER_AFTER: Duration = Duration::from_millis(1500);
 /// The filler phrase.
 pub const FILLER: &str = "One moment, please.";
+/// The pause after the caller's last key press that ends the keys they meant.
+pub const KEYS_PAUSE: Duration = Duration::from_millis(1200);
 
 /// What a conversation is set up with.
 #[derive(Debug, Clone)]
@@ -52,6 +65,8 @@ pub struct ConversationConfig {
     /// Barge-in is off: an utterance during the agent's speech is answered once it finishes
     /// (with barge-in on, such an utterance was too short to interrupt: a backchannel).
     pub barge_in_off: bool,
+    /// The caller's key presses are shown as `****` in the transcript.
+    pub mask_dtmf: bool,
 }
 
 /// What the driver is asked to do.
@@ -210,6 +225,18 @@ impl Request {
     }
 }
 
+/// A model request asked on an utterance's interim words, before its final transcript.
+#[derive(Debug)]
+struct Early {
+    utterance: u64,
+    guess: String,
+    id: u64,
+    asked: Instant,
+    request: ChatRequest,
+    /// Its events so far, held until the final transcript decides.
+    held: Vec<(Instant, Result<ChatEvent, AgentError>)>,
+}
+
 /// Tool calls of a round awaiting their answers.
 #[derive(Debug)]
 struct ToolRound {
@@ -263,6 +290,11 @@ pub struct Conversation {
     /// to be none, the agent goes on rather than waiting in silence.
     resume_after_barge_in: bool,
     hang_up_after_speech: Option<EndReason>,
+    /// The caller's key presses not yet passed on, and when the last came.
+    keys: Option<(String, Instant)>,
+    /// A request asked on interim words; once the final words matched, the one to adopt.
+    early: Option<Early>,
+    adopting: Option<Early>,
     stats: AgentStats,
     over: bool,
 }
@@ -284,6 +316,9 @@ impl Conversation {
             reply_after_speech: false,
             resume_after_barge_in: false,
             hang_up_after_speech: None,
+            keys: None,
+            early: None,
+            adopting: None,
             stats: AgentStats::default(),
             over: false,
         }
@@ -296,8 +331,17 @@ impl Conversation {
 
     /// When [`Conversation::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let round = self.turn.tools.as_ref()?;
-        (!round.filler_said).then_some(round.started + FILLER_AFTER)
+        let filler = self
+            .turn
+            .tools
+            .as_ref()
+            .filter(|round| !round.filler_said)
+            .map(|round| round.started + FILLER_AFTER);
+        let keys = self.keys.as_ref().map(|(_, last)| *last + KEYS_PAUSE);
+        match (filler, keys) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The transcript so far.
@@ -391,6 +435,14 @@ impl Conversation {
         let u = self.utterances.remove(index);
         self.stats.stt.add(now.saturating_duration_since(u.ended));
         let text = text.trim().to_owned();
+        if let Some(early) = self.early.take() {
+            // The final words decide the request asked on the interim ones.
+            if early.utterance == u.id && same_words(&early.guess, &text) {
+                self.adopting = Some(early);
+            } else {
+                self.actions.push_back(Action::CancelChat);
+            }
+        }
         if text.is_empty() {
             if std::mem::take(&mut self.resume_after_barge_in) {
                 // What cut the agent off was no words (a cough, noise): it goes on.
@@ -398,9 +450,94 @@ impl Conversation {
             }
             return;
         }
-        self.lines.push(Line::said("caller", text.clone(), u.ended));
+        self.caller_said(now, text.clone(), text, u.ended, u.over_agent);
+        if self.adopting.take().is_some() {
+            // The words matched but no turn started on them (the conversation moved on).
+            self.actions.push_back(Action::CancelChat);
+        }
+    }
+
+    /// The words recognised so far of the utterance just ended (its last interim transcript),
+    /// before the final transcript: when nothing else is under way the model is asked on them
+    /// now and its answer held until the final transcript decides.
+    pub fn handle_early_words(&mut self, now: Instant, text: &str) {
+        let text = text.trim();
+        let idle = !self.over
+            && self.early.is_none()
+            && self.utterances.len() == 1
+            && self.turn.request.is_none()
+            && self.turn.tools.is_none()
+            && !self.agent_speaking()
+            && self.hang_up_after_speech.is_none()
+            && !self.reply_after_speech;
+        let Some(u) = self.utterances.first().filter(|u| idle && !u.over_agent) else {
+            return;
+        };
+        if same_words(text, "") {
+            return;
+        }
+        let mut messages = self.history.clone();
+        messages.push(ChatMessage::user(text));
+        let request = ChatRequest {
+            messages,
+            tools: self.config.toolbox.specs().to_vec(),
+        };
+        let utterance = u.id;
+        let id = self.id();
+        self.actions.push_back(Action::Chat {
+            request_id: id,
+            request: request.clone(),
+        });
+        self.early = Some(Early {
+            utterance,
+            guess: text.to_owned(),
+            id,
+            asked: now,
+            request,
+            held: Vec::new(),
+        });
+    }
+
+    /// The caller pressed `digit` (RFC 4733 or in-band).
+    pub fn handle_dtmf(&mut self, now: Instant, digit: char) {
+        if self.over {
+            return;
+        }
+        let keys = self.keys.get_or_insert_with(|| (String::new(), now));
+        keys.0.push(digit);
+        keys.1 = now;
+        if digit == '#' {
+            self.pass_keys(now);
+        }
+    }
+
+    /// The keys pressed so far go to the model as the caller's message.
+    fn pass_keys(&mut self, now: Instant) {
+        let Some((digits, _)) = self.keys.take() else {
+            return;
+        };
+        let spaced: Vec<String> = digits.chars().map(String::from).collect();
+        let said = format!("[the caller pressed {}]", spaced.join(" "));
+        let shown = match self.config.mask_dtmf {
+            true => "[the caller pressed ****]".to_owned(),
+            false => said.clone(),
+        };
+        self.caller_said(now, said, shown, now, false);
+    }
+
+    /// The caller said `text` (shown as `shown` in the transcript) at `at`; `over_agent` when
+    /// it came while the agent spoke and did not cut it off.
+    fn caller_said(
+        &mut self,
+        now: Instant,
+        text: String,
+        shown: String,
+        at: Instant,
+        over_agent: bool,
+    ) {
+        self.lines.push(Line::said("caller", shown, at));
         self.resume_after_barge_in = false;
-        let backchannel = u.over_agent && !self.config.barge_in_off;
+        let backchannel = over_agent && !self.config.barge_in_off;
         let answering = self.turn.tools.is_some()
             || self
                 .turn
@@ -431,7 +568,7 @@ impl Conversation {
             // The model had not said anything of its answer yet: ask again with this too.
             self.actions.push_back(Action::CancelChat);
         }
-        self.start_turn(now, Some(u.ended));
+        self.start_turn(now, Some(at));
     }
 
     /// An event of the model's answer to `request_id`.
@@ -441,6 +578,10 @@ impl Conversation {
         request_id: u64,
         event: Result<ChatEvent, AgentError>,
     ) {
+        if let Some(early) = self.early.as_mut().filter(|e| e.id == request_id) {
+            early.held.push((now, event));
+            return;
+        }
         if self.over
             || self
                 .turn
@@ -654,8 +795,15 @@ impl Conversation {
         self.after_tools(now);
     }
 
-    /// Timers: the filler phrase of a slow tool.
+    /// Timers: the caller's keys after their pause, the filler phrase of a slow tool.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self
+            .keys
+            .as_ref()
+            .is_some_and(|(_, last)| now >= *last + KEYS_PAUSE)
+        {
+            self.pass_keys(now);
+        }
         let due = self
             .turn
             .tools
@@ -707,6 +855,17 @@ impl Conversation {
 
     /// Asks the model with the history (tools offered while rounds remain).
     fn ask(&mut self, now: Instant) {
+        if let Some(early) = self.adopting.take() {
+            let n = self.history.len();
+            if self.turn.rounds == 0
+                && early.request.messages.len() == n
+                && early.request.messages.get(..n - 1) == self.history.get(..n - 1)
+            {
+                self.adopt(early);
+                return;
+            }
+            self.actions.push_back(Action::CancelChat);
+        }
         let id = self.id();
         let request = ChatRequest {
             messages: self.history.clone(),
@@ -730,6 +889,24 @@ impl Conversation {
             calls: Vec::new(),
             retried: false,
         });
+    }
+
+    /// The request asked on the interim words is the turn's: what it said meanwhile is
+    /// taken in as if it came now.
+    fn adopt(&mut self, early: Early) {
+        self.turn.request = Some(Request {
+            id: early.id,
+            asked: early.asked,
+            request: early.request,
+            first_token: false,
+            splitter: ClauseSplitter::new(),
+            line: None,
+            calls: Vec::new(),
+            retried: false,
+        });
+        for (at, event) in early.held {
+            self.handle_chat(at, early.id, event);
+        }
     }
 
     /// A new agent line and assistant message; their indices.
@@ -973,6 +1150,22 @@ impl ChatMessage {
 }
 
 /// Adds `piece` to `text` with a space between.
+/// Whether two transcripts have the same words, case and punctuation aside.
+fn same_words(a: &str, b: &str) -> bool {
+    let words = |text: &str| -> Vec<String> {
+        text.split_whitespace()
+            .map(|w| {
+                w.chars()
+                    .filter(|c| c.is_alphanumeric())
+                    .flat_map(char::to_lowercase)
+                    .collect::<String>()
+            })
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    words(a) == words(b)
+}
+
 fn append(text: &mut String, piece: &str) {
     if !text.is_empty() {
         text.push(' ');

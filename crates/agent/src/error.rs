@@ -33,6 +33,15 @@ pub enum AgentError {
         /// What went wrong.
         detail: String,
     },
+    /// Its address is one the outbound-address policy refuses (checked as the connection is
+    /// made, so a name that re-resolves to a private address is caught).
+    #[error("{provider} is on an address that is refused: {detail}")]
+    Refused {
+        /// The provider.
+        provider: String,
+        /// Why.
+        detail: String,
+    },
     /// It answered with something that does not follow its protocol.
     #[error("{provider} sent an answer that could not be read: {detail}")]
     Protocol {
@@ -50,7 +59,7 @@ impl AgentError {
         match self {
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
             Self::Timeout { .. } | Self::Unreachable { .. } => true,
-            Self::Protocol { .. } => false,
+            Self::Protocol { .. } | Self::Refused { .. } => false,
         }
     }
 
@@ -60,6 +69,7 @@ impl AgentError {
             Self::Status { provider, .. }
             | Self::Timeout { provider, .. }
             | Self::Unreachable { provider, .. }
+            | Self::Refused { provider, .. }
             | Self::Protocol { provider, .. } => provider,
         }
     }

@@ -1,9 +1,11 @@
 //! `builtin:agent`: the conversational brain inside the engine.
 //!
-//! * [`provider`] — what the conversation needs of its services, as three small traits:
+//! * [`provider`] — what the conversation needs of its services, as small traits:
 //!   [`ChatModel`] (streamed chat completions with tools, and JSON-schema answers),
-//!   [`SpeechToText`] (one endpointed utterance at a time) and [`TextToSpeech`] (streamed
-//!   16 kHz audio). The engine holds them as trait objects, one per call.
+//!   [`SpeechToText`] (one endpointed utterance at a time), [`StreamingSpeechToText`] (a
+//!   [`Listening`] session fed the caller's audio live, asked for each utterance's words when it
+//!   ends) and [`TextToSpeech`] (streamed 16 kHz audio). The engine holds them as trait
+//!   objects, one per call.
 //! * [`chat`] — the chat vocabulary shared by every client: messages, tool specs, tool calls,
 //!   the events of a streamed answer.
 //! * [`conversation`] — the sans-IO conversation machine: turns, pieces of speech, tool rounds,
@@ -18,8 +20,10 @@
 //!   Server-Sent Events ([`sse`], [`tool_calls`]), transcription of a WAV upload ([`wav`]),
 //!   speech streamed as 24 kHz PCM ([`pcm`]).
 //! * [`deepgram`], [`cartesia`], [`elevenlabs`] — clients of the streaming speech services over
-//!   websockets ([`ws`]: one [`StreamingProvider`] for where the service is and its key):
-//!   Deepgram's recognition of each endpointed utterance, Cartesia's and ElevenLabs' synthesis.
+//!   websockets ([`ws`]: one [`StreamingProvider`] for where the service is and its key,
+//!   connected only at the addresses its [`ResolveAddresses`] allows):
+//!   Deepgram's live recognition (one socket a call, `Finalize` at each utterance's end),
+//!   Cartesia's and ElevenLabs' synthesis.
 //! * [`error`] — [`AgentError`]: a provider's failure, naming the provider and what it said.
 
 pub mod cartesia;
@@ -50,5 +54,7 @@ pub use elevenlabs::ElevenLabsSpeech;
 pub use error::AgentError;
 pub use espeak::EspeakNg;
 pub use openai::{OpenAiChat, OpenAiProvider, OpenAiSpeech, OpenAiTranscriber};
-pub use provider::{BoxFuture, ChatModel, SpeechToText, TextToSpeech};
-pub use ws::StreamingProvider;
+pub use provider::{
+    BoxFuture, ChatModel, Heard, Listening, SpeechToText, StreamingSpeechToText, TextToSpeech,
+};
+pub use ws::{ResolveAddresses, StreamingProvider};

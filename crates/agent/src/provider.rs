@@ -2,12 +2,16 @@
 //! one client per call from the agent's `llm`, `stt` and `tts` settings and the organisation's
 //! providers, and holds it as `Arc<dyn …>`. Cancelling is dropping: a dropped receiver or
 //! future stops the request (barge-in cancels the answer and the speech under way this way).
+//!
+//! Speech recognition comes two ways: [`SpeechToText`] takes an utterance once it has ended,
+//! [`StreamingSpeechToText`] a [`Listening`] session fed the caller's audio as it arrives,
+//! asked for each utterance's transcript when the engine's voice activity detection ends it.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::chat::{ChatEvent, ChatRequest};
 use crate::error::AgentError;
@@ -42,6 +46,75 @@ pub trait SpeechToText: Send + Sync + std::fmt::Debug {
         audio: Vec<i16>,
         language: Option<String>,
     ) -> BoxFuture<'static, Result<String, AgentError>>;
+}
+
+/// Speech recognition fed live: one [`Listening`] session a call, kept open between the
+/// caller's utterances.
+pub trait StreamingSpeechToText: Send + Sync + std::fmt::Debug {
+    /// Opens a session in `language` (BCP 47) when known; it connects in the background (audio
+    /// pushed meanwhile waits). Dropping the session closes it.
+    fn listen(&self, language: Option<String>) -> Listening;
+}
+
+/// What a [`Listening`] session is told.
+#[derive(Debug)]
+pub enum Heard {
+    /// The caller's audio (16 kHz mono PCM), in order.
+    Audio(Vec<i16>),
+    /// The utterance ended: the words since the previous one go to this sender (an empty
+    /// string for none), or the session's failure.
+    Finish(oneshot::Sender<Result<String, AgentError>>),
+}
+
+/// A live speech recognition session: the caller's audio goes in as it arrives, an
+/// utterance's transcript comes back when [`Listening::finish`] says it ended, interim
+/// (unstable) transcripts come as they are recognised.
+#[derive(Debug)]
+pub struct Listening {
+    input: mpsc::UnboundedSender<Heard>,
+    interim: mpsc::UnboundedReceiver<String>,
+}
+
+impl Listening {
+    /// A session, and the ends its client serves: what it is told, and where interim
+    /// transcripts go.
+    pub fn new() -> (
+        Self,
+        mpsc::UnboundedReceiver<Heard>,
+        mpsc::UnboundedSender<String>,
+    ) {
+        let (input, told) = mpsc::unbounded_channel();
+        let (interim_tx, interim) = mpsc::unbounded_channel();
+        (Self { input, interim }, told, interim_tx)
+    }
+
+    /// More of the caller's audio. Whether the session still takes it.
+    pub fn push_audio(&self, audio: &[i16]) -> bool {
+        self.input.send(Heard::Audio(audio.to_vec())).is_ok()
+    }
+
+    /// The utterance ended: its transcript, once the service has it (an error when the
+    /// session has failed or ended).
+    pub fn finish(&self) -> BoxFuture<'static, Result<String, AgentError>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.input.send(Heard::Finish(tx)).is_ok();
+        Box::pin(async move {
+            let ended = || AgentError::Unreachable {
+                provider: "speech recognition".into(),
+                detail: "the session has ended".into(),
+            };
+            if !sent {
+                return Err(ended());
+            }
+            rx.await.unwrap_or_else(|_| Err(ended()))
+        })
+    }
+
+    /// The next interim transcript of the utterance under way, all of it so far (`None` once
+    /// the session ended).
+    pub async fn interim(&mut self) -> Option<String> {
+        self.interim.recv().await
+    }
 }
 
 /// A speech synthesiser.

@@ -4,9 +4,19 @@
 //! `https` → `wss`, TLS by rustls with the system's roots), the connection's messages, and how
 //! a websocket's failures map to [`AgentError`].
 //!
+//! The connection is made here, not by name inside the websocket library: the service's host is
+//! resolved once, by the provider's [`ResolveAddresses`] when it has one (the engine's
+//! outbound-address policy, which refuses private addresses unless allowed), and the TCP stream
+//! goes to an address that came back, the URL's name kept for TLS (SNI, certificate) and the
+//! `Host` header. Nothing re-resolves the name between the check and the connection, so a name
+//! that rebinds to a private address is refused. Small control messages are not held back
+//! (`TCP_NODELAY`).
+//!
 //! The key is never logged, never shown by `Debug`, and scrubbed from any error text (a
 //! service that takes it in the URL's query may see it echoed in a URL error).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -20,6 +30,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::AgentError;
+use crate::provider::BoxFuture;
 
 /// How much of an error body or close reason is kept in an [`AgentError`].
 const ERROR_DETAIL_CHARS: usize = 300;
@@ -30,12 +41,21 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A connected websocket.
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The addresses a streaming service's host may be connected at.
+pub trait ResolveAddresses: Send + Sync + std::fmt::Debug {
+    /// The addresses (with `port`) of `host` (a name or an IP literal, without brackets) that
+    /// may be connected to, or why none may.
+    fn resolve(&self, host: &str, port: u16)
+    -> BoxFuture<'static, Result<Vec<SocketAddr>, String>>;
+}
+
 /// Where a streaming speech service is and how to authenticate to it.
 #[derive(Clone)]
 pub struct StreamingProvider {
     name: String,
     base_url: String,
     api_key: Option<String>,
+    resolver: Option<Arc<dyn ResolveAddresses>>,
 }
 
 impl std::fmt::Debug for StreamingProvider {
@@ -44,6 +64,7 @@ impl std::fmt::Debug for StreamingProvider {
             .field("name", &self.name)
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("resolver", &self.resolver)
             .finish()
     }
 }
@@ -61,7 +82,16 @@ impl StreamingProvider {
             name: name.into(),
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             api_key: api_key.filter(|k| !k.is_empty()),
+            resolver: None,
         }
+    }
+
+    /// Connects only to the addresses `resolver` gives (without one, to whatever the system
+    /// resolves the host to).
+    #[must_use]
+    pub fn with_resolver(mut self, resolver: Arc<dyn ResolveAddresses>) -> Self {
+        self.resolver = Some(resolver);
+        self
     }
 
     /// The provider's name.
@@ -123,11 +153,58 @@ impl StreamingProvider {
                 .map_err(|_| self.protocol(format!("the {name} header cannot be sent")))?;
             request.headers_mut().insert(*name, value);
         }
-        let (socket, _) = tokio::time::timeout(limit, tokio_tungstenite::connect_async(request))
+        let connect = async {
+            let stream = self.tcp(url).await?;
+            tokio_tungstenite::client_async_tls_with_config(request, stream, None, None)
+                .await
+                .map_err(|e| self.ws_error(e))
+        };
+        let (socket, _) = tokio::time::timeout(limit, connect)
             .await
-            .map_err(|_| self.timeout(limit))?
-            .map_err(|e| self.ws_error(e))?;
+            .map_err(|_| self.timeout(limit))??;
         Ok(socket)
+    }
+
+    /// A TCP stream to the first address of `url`'s host that answers, the addresses resolved
+    /// once (by the resolver, when there is one).
+    async fn tcp(&self, url: &Url) -> Result<TcpStream, AgentError> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| self.protocol("the base URL has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = url.port_or_known_default().unwrap_or(80);
+        let unreachable = |detail: String| AgentError::Unreachable {
+            provider: self.name.clone(),
+            detail,
+        };
+        let addresses: Vec<SocketAddr> = match &self.resolver {
+            Some(resolver) => {
+                resolver
+                    .resolve(host, port)
+                    .await
+                    .map_err(|detail| AgentError::Refused {
+                        provider: self.name.clone(),
+                        detail,
+                    })?
+            }
+            None => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| unreachable(format!("cannot resolve {host}: {e}")))?
+                .collect(),
+        };
+        let mut last = format!("{host} has no address");
+        for address in addresses {
+            match TcpStream::connect(address).await {
+                Ok(stream) => {
+                    // Failing to set it only costs latency.
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = format!("{address}: {e}"),
+            }
+        }
+        Err(unreachable(last))
     }
 
     /// Sends `value` as a text message.
@@ -142,20 +219,23 @@ impl StreamingProvider {
             .map_err(|e| self.ws_error(e))
     }
 
-    /// The next message that carries data, within `limit`: pings and pongs are skipped (the
-    /// pong goes back by itself), a close from the service is [`Incoming::Closed`] (an error
-    /// when its code says something went wrong).
+    /// The next message that carries data, within `limit` (see [`StreamingProvider::receive`]).
     pub(crate) async fn next(
         &self,
         socket: &mut Socket,
         limit: Duration,
     ) -> Result<Incoming, AgentError> {
-        let deadline = tokio::time::Instant::now() + limit;
+        tokio::time::timeout(limit, self.receive(socket))
+            .await
+            .map_err(|_| self.timeout(limit))?
+    }
+
+    /// The next message that carries data: pings and pongs are skipped (the pong goes back by
+    /// itself), a close from the service is [`Incoming::Closed`] (an error when its code says
+    /// something went wrong).
+    pub(crate) async fn receive(&self, socket: &mut Socket) -> Result<Incoming, AgentError> {
         loop {
-            let message = tokio::time::timeout_at(deadline, socket.next())
-                .await
-                .map_err(|_| self.timeout(limit))?;
-            match message {
+            match socket.next().await {
                 None | Some(Err(tungstenite::Error::ConnectionClosed)) => {
                     return Ok(Incoming::Closed);
                 }

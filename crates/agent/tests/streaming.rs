@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use dialtone_agent::{
-    AgentError, CartesiaSpeech, DeepgramTranscriber, ElevenLabsSpeech, SpeechToText,
-    StreamingProvider, TextToSpeech,
+    AgentError, BoxFuture, CartesiaSpeech, DeepgramTranscriber, ElevenLabsSpeech, ResolveAddresses,
+    SpeechToText, StreamingProvider, StreamingSpeechToText, TextToSpeech,
 };
 use dialtone_test_support::audio::tone_amplitude;
 use dialtone_test_support::cartesia::{CartesiaReply, ScriptedCartesia};
@@ -96,6 +96,198 @@ async fn deepgram_silence_is_an_empty_transcript_and_a_lost_finalize_ends_at_the
     stt.transcribe(vec![0; 1600], None).await.unwrap();
     let session = peer.ended(2, WAIT).await.unwrap();
     assert_eq!(session.handshake.header("authorization"), None);
+}
+
+#[tokio::test]
+async fn deepgram_listens_live_on_one_socket_finalizing_each_utterance_and_keeping_alive() {
+    let peer = ScriptedDeepgram::start().await.unwrap();
+    peer.push(DeepgramReply::Utterances(vec![
+        vec!["I'd like to book".into(), "a table.".into()],
+        vec!["For two.".into()],
+    ]));
+    let stt = DeepgramTranscriber::new(provider(peer.base_url()), "nova-3")
+        .with_keep_alive(Duration::from_millis(100));
+    let mut listening = stt.listen(Some("en-US".into()));
+    let first = utterance(16_000);
+    for frame in first.chunks(320) {
+        assert!(listening.push_audio(frame));
+    }
+    // Deepgram's interim result comes while the utterance goes on.
+    let interim = tokio::time::timeout(WAIT, listening.interim())
+        .await
+        .unwrap();
+    assert_eq!(interim.as_deref(), Some("I'd like to book a table."));
+    let text = tokio::time::timeout(WAIT, listening.finish())
+        .await
+        .unwrap();
+    assert_eq!(text.unwrap(), "I'd like to book a table.");
+    // A quiet spell: KeepAlive, not audio.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let second = utterance(6400);
+    for frame in second.chunks(320) {
+        listening.push_audio(frame);
+    }
+    let text = tokio::time::timeout(WAIT, listening.finish())
+        .await
+        .unwrap();
+    assert_eq!(text.unwrap(), "For two.");
+    drop(listening);
+
+    let session = peer.ended(0, WAIT).await.expect("the connection ends");
+    assert_eq!(peer.sessions().len(), 1, "one socket for both utterances");
+    assert_eq!(session.samples(), [first.clone(), second].concat());
+    assert_eq!(session.audio_at_finalize, Some(first.len() * 2));
+    let types = session.message_types();
+    assert_eq!(
+        types.first().map(String::as_str),
+        Some("Finalize"),
+        "{types:?}"
+    );
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("CloseStream"),
+        "{types:?}"
+    );
+    let keep_alives = types.iter().filter(|t| *t == "KeepAlive").count();
+    assert!(keep_alives >= 2, "{types:?}");
+    assert_eq!(types.iter().filter(|t| *t == "Finalize").count(), 2);
+    assert_eq!(
+        session.live_interims, 1,
+        "the second utterance is too short"
+    );
+    assert!(session.client_closed);
+    assert_eq!(session.handshake.param("interim_results"), Some("true"));
+    assert_eq!(session.handshake.param("language"), Some("en-US"));
+}
+
+#[tokio::test]
+async fn a_failed_deepgram_session_answers_each_utterance_with_its_failure() {
+    let peer = ScriptedDeepgram::start().await.unwrap();
+    peer.push(DeepgramReply::Refuse {
+        status: 401,
+        message: "Invalid credentials.".into(),
+    });
+    let stt = DeepgramTranscriber::new(provider(peer.base_url()), "nova-3");
+    let listening = stt.listen(None);
+    listening.push_audio(&utterance(1600));
+    for _ in 0..2 {
+        let error = tokio::time::timeout(WAIT, listening.finish())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(error, AgentError::Status { status: 401, .. }),
+            "{error:?}"
+        );
+    }
+
+    peer.push(DeepgramReply::Hang);
+    let stt = stt.with_timeout(Duration::from_millis(300));
+    let listening = stt.listen(None);
+    listening.push_audio(&utterance(1600));
+    let error = listening.finish().await.unwrap_err();
+    assert!(matches!(error, AgentError::Timeout { .. }), "{error:?}");
+}
+
+/// Speech recognition's latency, utterance end → final transcript, of an utterance uploaded
+/// once it ended against one streamed as it was spoken (1.5 s of audio paced in real time,
+/// loopback). Prints the figures (`cargo test -p dialtone-agent --test streaming --
+/// deepgram_latency --nocapture`); timings are not asserted.
+#[tokio::test]
+async fn deepgram_latency_of_an_upload_and_of_a_live_stream() {
+    let peer = ScriptedDeepgram::start().await.unwrap();
+    let stt = DeepgramTranscriber::new(provider(peer.base_url()), "nova-3");
+    let audio = utterance(24_000);
+    let mut upload = Vec::new();
+    let mut live = Vec::new();
+    for _ in 0..3 {
+        peer.push(DeepgramReply::Transcript(vec!["Hello there.".into()]));
+        let mut pace = tokio::time::interval(Duration::from_millis(20));
+        for _ in audio.chunks(320) {
+            pace.tick().await;
+        }
+        let ended = std::time::Instant::now();
+        let text = stt.transcribe(audio.clone(), None).await.unwrap();
+        upload.push(ended.elapsed());
+        assert_eq!(text, "Hello there.");
+
+        peer.push(DeepgramReply::Transcript(vec!["Hello there.".into()]));
+        let listening = stt.listen(None);
+        let mut pace = tokio::time::interval(Duration::from_millis(20));
+        for frame in audio.chunks(320) {
+            pace.tick().await;
+            listening.push_audio(frame);
+        }
+        let ended = std::time::Instant::now();
+        let text = listening.finish().await.unwrap();
+        live.push(ended.elapsed());
+        assert_eq!(text, "Hello there.");
+    }
+    println!(
+        "deepgram stt latency (utterance end -> final transcript), 1.5 s utterance, loopback:"
+    );
+    println!("  upload after the end: {upload:?}");
+    println!("  live stream:          {live:?}");
+}
+
+/// A resolver with fixed answers: the address for one name, a refusal for the rest.
+#[derive(Debug)]
+struct Pinned(std::net::SocketAddr);
+
+impl ResolveAddresses for Pinned {
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> BoxFuture<'static, Result<Vec<std::net::SocketAddr>, String>> {
+        let answer = match host {
+            "speech.invalid" => Ok(vec![std::net::SocketAddr::new(self.0.ip(), port)]),
+            other => Err(format!("{other} is refused")),
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+#[tokio::test]
+async fn websockets_connect_to_the_resolvers_address_under_the_services_name() {
+    let peer = ScriptedDeepgram::start().await.unwrap();
+    let port: u16 = peer
+        .base_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/v1")
+        .parse()
+        .unwrap();
+    let pinned = std::sync::Arc::new(Pinned(format!("127.0.0.1:{port}").parse().unwrap()));
+    // A name no DNS knows: only the resolver's answer can reach the peer.
+    let named = StreamingProvider::new("dg", format!("http://speech.invalid:{port}/v1"), None)
+        .with_resolver(pinned.clone());
+    peer.push(DeepgramReply::Transcript(vec!["Hello.".into()]));
+    let text = DeepgramTranscriber::new(named, "nova-3")
+        .transcribe(utterance(1600), None)
+        .await
+        .unwrap();
+    assert_eq!(text, "Hello.");
+    let session = peer.ended(0, WAIT).await.unwrap();
+    assert_eq!(
+        session.handshake.header("host"),
+        Some(format!("speech.invalid:{port}").as_str())
+    );
+
+    let refused = StreamingProvider::new("dg", peer.base_url(), None).with_resolver(pinned);
+    let error = DeepgramTranscriber::new(refused, "nova-3")
+        .transcribe(utterance(1600), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        AgentError::Refused {
+            provider: "dg".into(),
+            detail: "127.0.0.1 is refused".into()
+        }
+    );
+    assert_eq!(peer.sessions().len(), 1, "never connected");
 }
 
 #[tokio::test]

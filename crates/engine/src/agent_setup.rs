@@ -11,7 +11,9 @@ use dialtone_agent::openai::{OpenAiChat, OpenAiProvider, OpenAiSpeech, OpenAiTra
 use dialtone_agent::prompt::system_prompt;
 use dialtone_agent::tools::Toolbox;
 use dialtone_agent::{CartesiaSpeech, DeepgramTranscriber, ElevenLabsSpeech, StreamingProvider};
-use dialtone_agent::{ChatModel, ConversationConfig, SpeechToText, TextToSpeech};
+use dialtone_agent::{
+    ChatModel, ConversationConfig, SpeechToText, StreamingSpeechToText, TextToSpeech,
+};
 use dialtone_model::provider::{Provider, ProviderKind};
 use dialtone_model::{
     AgentFields, Amd, BUILTIN_AGENT, BUILTIN_ESPEAK, BargeIn, SttSetting, placeholder,
@@ -38,9 +40,11 @@ pub(crate) fn synthesise_first_message(
     }
 }
 
-/// A websocket provider's client (Deepgram, Cartesia, ElevenLabs).
-fn streaming(provider: Provider) -> StreamingProvider {
+/// A websocket provider's client (Deepgram, Cartesia, ElevenLabs), which connects only to
+/// addresses `policy` allows, resolved as it connects.
+fn streaming(provider: Provider, policy: &outbound::PrivateDestinations) -> StreamingProvider {
     StreamingProvider::new(provider.name, provider.base_url, provider.api_key)
+        .with_resolver(Arc::new(outbound::PolicyResolver::new(policy.clone())))
 }
 
 /// A provider of a kind that cannot do the agent's `field`'s job.
@@ -89,7 +93,7 @@ impl Engine {
                 .with_max_tokens(llm.max_tokens),
             other => return Err(unfit("llm", &llm_name, other)),
         };
-        let (transcriber, stt_name) = self.transcriber(org_id, stt).await?;
+        let (transcriber, live_stt, stt_name) = self.transcriber(org_id, stt).await?;
         let tts: (Arc<dyn TextToSpeech>, String) = match &settings.tts {
             Some(tts) if tts.provider != BUILTIN_ESPEAK => {
                 let provider = self.provider(org_id, "tts", &tts.provider).await?;
@@ -104,14 +108,20 @@ impl Engine {
                         })
                     }
                     ProviderKind::Cartesia => {
-                        let speech = CartesiaSpeech::new(streaming(provider));
+                        let speech = CartesiaSpeech::new(streaming(
+                            provider,
+                            &self.config.private_destinations,
+                        ));
                         Arc::new(match model {
                             Some(model) => speech.with_model(model),
                             None => speech,
                         })
                     }
                     ProviderKind::ElevenLabs => {
-                        let speech = ElevenLabsSpeech::new(streaming(provider));
+                        let speech = ElevenLabsSpeech::new(streaming(
+                            provider,
+                            &self.config.private_destinations,
+                        ));
                         Arc::new(match model {
                             Some(model) => speech.with_model(model),
                             None => speech,
@@ -146,9 +156,11 @@ impl Engine {
                 toolbox: Toolbox::new(&tools, &destinations),
                 destinations,
                 barge_in_off: settings.barge_in == Some(BargeIn::Off),
+                mask_dtmf: settings.mask_dtmf == Some(true),
             },
             llm: (Arc::new(chat) as Arc<dyn ChatModel>, llm_name),
             stt: (transcriber, stt_name),
+            live_stt,
             tts,
             tools: ToolRunner {
                 client,
@@ -175,26 +187,41 @@ impl Engine {
         }
     }
 
-    /// The recogniser of the agent's `stt` setting, and its provider's name.
+    /// The recogniser of the agent's `stt` setting (per utterance, and streaming when the
+    /// provider streams), and its provider's name.
     async fn transcriber(
         &self,
         org_id: Uuid,
         stt: &SttSetting,
-    ) -> Result<(Arc<dyn SpeechToText>, String), EngineError> {
+    ) -> Result<
+        (
+            Arc<dyn SpeechToText>,
+            Option<Arc<dyn StreamingSpeechToText>>,
+            String,
+        ),
+        EngineError,
+    > {
         let provider = self.provider(org_id, "stt", &stt.provider).await?;
         let name = provider.name.clone();
-        let transcriber: Arc<dyn SpeechToText> = match provider.kind {
-            ProviderKind::OpenAi => Arc::new(OpenAiTranscriber::new(
-                self.openai(provider)?,
-                stt.model.clone(),
+        match provider.kind {
+            ProviderKind::OpenAi => Ok((
+                Arc::new(OpenAiTranscriber::new(
+                    self.openai(provider)?,
+                    stt.model.clone(),
+                )),
+                None,
+                name,
             )),
-            ProviderKind::Deepgram => Arc::new(DeepgramTranscriber::new(
-                streaming(provider),
-                stt.model.clone(),
-            )),
-            other => return Err(unfit("stt", &name, other)),
-        };
-        Ok((transcriber, name))
+            ProviderKind::Deepgram => {
+                let deepgram = Arc::new(DeepgramTranscriber::new(
+                    streaming(provider, &self.config.private_destinations),
+                    stt.model.clone(),
+                ));
+                let live: Arc<dyn StreamingSpeechToText> = deepgram.clone();
+                Ok((deepgram, Some(live), name))
+            }
+            other => Err(unfit("stt", &name, other)),
+        }
     }
 
     /// The organisation's provider `reference` (a name or an id) for the agent's `field`, its

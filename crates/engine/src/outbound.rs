@@ -14,6 +14,9 @@
 //!   addresses it checked, so reqwest connects to those and no others. Redirects are never
 //!   followed (a public receiver could otherwise send the request on to a private one) and no
 //!   proxy is used (a proxy would resolve and connect to the target itself, unchecked).
+//! - [`PolicyResolver`] does the same for the websocket providers (Deepgram, Cartesia,
+//!   ElevenLabs): their client resolves the host through it once, as it connects, and connects
+//!   the TCP stream to an address it returned (the name kept for TLS and `Host`).
 //! - [`cause_of`] finds this module's error (a refusal, a name that did not resolve) inside a
 //!   failed request's error, to tell it from a network failure.
 //!
@@ -293,6 +296,46 @@ pub async fn vetted_endpoint(
     ))
 }
 
+/// The addresses a websocket provider's client may connect to: an IP literal the policy
+/// accepts, or every address of a name none of whose addresses the policy refuses.
+#[derive(Debug, Clone)]
+pub struct PolicyResolver {
+    policy: std::sync::Arc<PrivateDestinations>,
+}
+
+impl PolicyResolver {
+    /// A resolver applying `policy`.
+    pub fn new(policy: PrivateDestinations) -> Self {
+        Self {
+            policy: std::sync::Arc::new(policy),
+        }
+    }
+}
+
+impl dialtone_agent::ResolveAddresses for PolicyResolver {
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> dialtone_agent::BoxFuture<'static, Result<Vec<SocketAddr>, String>> {
+        let policy = self.policy.clone();
+        let host = host.to_owned();
+        Box::pin(async move {
+            let found = match host.parse::<IpAddr>() {
+                Ok(address) if policy.refuses(address) => {
+                    return Err(OutboundError::Private { host, address }.to_string());
+                }
+                Ok(address) => vec![SocketAddr::new(address, port)],
+                Err(_) => resolve(&host, &policy).await.map_err(|e| e.to_string())?,
+            };
+            Ok(found
+                .into_iter()
+                .map(|a| SocketAddr::new(a.ip(), port))
+                .collect())
+        })
+    }
+}
+
 /// The resolver of [`Client`]: resolves a name and gives reqwest only checked addresses.
 #[derive(Debug, Clone)]
 struct VettingResolver {
@@ -570,6 +613,45 @@ mod tests {
             "{named:?}"
         );
         assert!(untouched(&listener).await);
+    }
+
+    /// A websocket provider is resolved as its client connects: a name that resolves to a
+    /// private address then (whatever it resolved to when the agent was dispatched) is refused
+    /// and never connected; allowed, it is connected at the address resolved.
+    #[tokio::test]
+    async fn websocket_providers_connect_only_to_vetted_addresses() {
+        use dialtone_agent::{AgentError, DeepgramTranscriber, SpeechToText, StreamingProvider};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for base_url in [
+            format!("http://localhost:{port}/v1"),
+            format!("http://127.0.0.1:{port}/v1"),
+        ] {
+            let provider = StreamingProvider::new("ears", base_url, None).with_resolver(
+                std::sync::Arc::new(PolicyResolver::new(PrivateDestinations::None)),
+            );
+            let error = DeepgramTranscriber::new(provider, "nova-3")
+                .transcribe(vec![0; 320], None)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&error, AgentError::Refused { detail, .. } if detail.contains("127.0.0.1")),
+                "{error:?}"
+            );
+            assert!(!error.is_retryable());
+        }
+        assert!(untouched(&listener).await);
+
+        let allowed = PolicyResolver::new(PrivateDestinations::All);
+        let found = dialtone_agent::ResolveAddresses::resolve(&allowed, "localhost", port)
+            .await
+            .unwrap();
+        assert!(
+            found
+                .iter()
+                .all(|a| a.port() == port && a.ip().is_loopback()),
+            "{found:?}"
+        );
     }
 
     /// An operator may allow some private networks and no others.

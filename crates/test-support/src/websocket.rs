@@ -142,6 +142,8 @@ where
     let task = tokio::spawn(async move {
         let mut sessions = tokio::task::JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
+            // Its answers are small messages in a row: none held back for an ACK.
+            let _ = stream.set_nodelay(true);
             let decide = Arc::clone(&decide);
             let session = Arc::clone(&session);
             sessions.spawn(async move {

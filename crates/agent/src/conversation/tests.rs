@@ -34,6 +34,7 @@ fn config(first_message: Option<&str>) -> ConversationConfig {
             mode: None,
         }],
         barge_in_off: false,
+        mask_dtmf: false,
     }
 }
 
@@ -753,4 +754,164 @@ fn words_while_the_answer_streams_join_the_history_after_it() {
         roles,
         [Role::System, Role::Assistant, Role::Tool, Role::User]
     );
+}
+
+/// The opening said and heard: the conversation waits for the caller.
+fn opened(c: &mut Conversation, t0: Instant) {
+    c.handle_answered(t0);
+    let opening = drain(c);
+    play_all(c, t0, &opening, 16_000);
+    assert!(!c.agent_speaking());
+}
+
+#[test]
+fn key_presses_go_to_the_model_after_a_pause_as_the_callers_message() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Press 1 to confirm.")));
+    opened(&mut c, t0);
+    c.handle_dtmf(ms(t0, 3000), '1');
+    c.handle_dtmf(ms(t0, 3400), '2');
+    assert_eq!(c.poll_timeout(), Some(ms(t0, 3400) + KEYS_PAUSE));
+    c.handle_timeout(ms(t0, 3400) + KEYS_PAUSE - Duration::from_millis(1));
+    assert!(drain(&mut c).is_empty(), "the caller may press more");
+    c.handle_timeout(ms(t0, 3400) + KEYS_PAUSE);
+    let (_, request) = chat_of(&drain(&mut c));
+    let last = request.messages.last().unwrap();
+    assert_eq!(last.role, Role::User);
+    assert_eq!(last.content.as_deref(), Some("[the caller pressed 1 2]"));
+    let caller: Vec<_> = c.transcript().filter(|l| l.role == "caller").collect();
+    assert_eq!(caller.len(), 1);
+    assert_eq!(caller[0].text, "[the caller pressed 1 2]");
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn a_hash_ends_the_keys_at_once_and_masking_hides_them_from_the_transcript_only() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(ConversationConfig {
+        mask_dtmf: true,
+        ..config(Some("Your PIN, then the hash key."))
+    });
+    opened(&mut c, t0);
+    for (n, digit) in "42#".chars().enumerate() {
+        c.handle_dtmf(ms(t0, 2000 + 200 * n as u64), digit);
+    }
+    let (_, request) = chat_of(&drain(&mut c));
+    assert_eq!(
+        request.messages.last().unwrap().content.as_deref(),
+        Some("[the caller pressed 4 2 #]")
+    );
+    let caller: Vec<_> = c.transcript().filter(|l| l.role == "caller").collect();
+    assert_eq!(caller[0].text, "[the caller pressed ****]");
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn keys_pressed_while_the_agent_speaks_are_answered_once_it_finishes() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Press 1 for sales, 2 for support.")));
+    c.handle_answered(t0);
+    let opening = drain(&mut c);
+    c.handle_dtmf(ms(t0, 500), '2');
+    c.handle_timeout(ms(t0, 500) + KEYS_PAUSE);
+    assert!(
+        drain(&mut c).is_empty(),
+        "no answer over the agent's own speech"
+    );
+    play_all(&mut c, ms(t0, 2500), &opening, 16_000);
+    let (_, request) = chat_of(&drain(&mut c));
+    assert_eq!(
+        request.messages.last().unwrap().content.as_deref(),
+        Some("[the caller pressed 2]")
+    );
+}
+
+/// The caller's utterance out for transcription, with the model asked on its interim words.
+fn early_guess(c: &mut Conversation, at: Instant, guess: &str) -> (u64, u64) {
+    c.handle_utterance(at, vec![100; 3200], false);
+    let actions = drain(c);
+    let Some(Action::Transcribe { utterance, .. }) = actions.first() else {
+        panic!("expected a transcription, got {actions:?}");
+    };
+    c.handle_early_words(at, guess);
+    let (id, request) = chat_of(&drain(c));
+    assert_eq!(
+        request.messages.last().unwrap().content.as_deref(),
+        Some(guess)
+    );
+    (*utterance, id)
+}
+
+#[test]
+fn an_answer_asked_on_interim_words_is_kept_when_the_final_words_match() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Hi, this is Ava.")));
+    opened(&mut c, t0);
+    let (utterance, id) = early_guess(&mut c, ms(t0, 3000), "i'd like a table");
+    c.handle_chat(ms(t0, 3100), id, Ok(ChatEvent::TextDelta("Sure. ".into())));
+    assert!(drain(&mut c).is_empty(), "held until the final words");
+    c.handle_transcript(ms(t0, 3300), utterance, Ok("I'd like a table.".into()));
+    let actions = drain(&mut c);
+    assert_eq!(spoken(&actions).len(), 1, "{actions:?}");
+    assert_eq!(spoken(&actions)[0].1, "Sure.");
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Chat { .. } | Action::CancelChat)),
+        "{actions:?}"
+    );
+    // The history has the final words; the first token counts from the early ask.
+    assert!(
+        c.history()
+            .iter()
+            .any(|m| m.content.as_deref() == Some("I'd like a table."))
+    );
+    assert_eq!(
+        c.stats().llm_first_token.all(),
+        [Duration::from_millis(100)]
+    );
+    c.handle_chat(
+        ms(t0, 3400),
+        id,
+        Ok(ChatEvent::TextDelta("For how many?".into())),
+    );
+    c.handle_chat(
+        ms(t0, 3500),
+        id,
+        Ok(ChatEvent::Finished {
+            reason: None,
+            usage: None,
+        }),
+    );
+    assert_eq!(spoken(&drain(&mut c))[0].1, "For how many?");
+}
+
+#[test]
+fn an_answer_asked_on_interim_words_is_dropped_when_the_final_words_differ() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Hi, this is Ava.")));
+    opened(&mut c, t0);
+    let (utterance, early) = early_guess(&mut c, ms(t0, 3000), "I'd like");
+    c.handle_chat(
+        ms(t0, 3100),
+        early,
+        Ok(ChatEvent::TextDelta("Sure. ".into())),
+    );
+    c.handle_transcript(ms(t0, 3300), utterance, Ok("I'd like to cancel.".into()));
+    let actions = drain(&mut c);
+    assert_eq!(actions.first(), Some(&Action::CancelChat), "{actions:?}");
+    let (id, request) = chat_of(&actions);
+    assert_ne!(id, early);
+    assert_eq!(
+        request.messages.last().unwrap().content.as_deref(),
+        Some("I'd like to cancel.")
+    );
+    assert!(spoken(&actions).is_empty());
+    // What the dropped request still sends is ignored.
+    c.handle_chat(
+        ms(t0, 3400),
+        early,
+        Ok(ChatEvent::TextDelta("Great. ".into())),
+    );
+    assert!(drain(&mut c).is_empty());
 }

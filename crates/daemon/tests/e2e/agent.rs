@@ -470,8 +470,9 @@ async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
     w.finish().await;
 }
 
-/// The streaming services end to end: Deepgram hears the caller (the utterance streamed over
-/// its websocket, then `Finalize`), Cartesia speaks for the agent (its audio resampled into the
+/// The streaming services end to end: Deepgram hears the caller (one websocket for the call,
+/// the utterance streamed as it is spoken, then `Finalize` when the engine's VAD ends it),
+/// Cartesia speaks for the agent (its audio resampled into the
 /// call); scripted peers speaking their real websocket protocols on loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_hears_through_deepgram_and_speaks_through_cartesia() {
@@ -511,9 +512,11 @@ async fn an_agent_hears_through_deepgram_and_speaks_through_cartesia() {
         }),
     )
     .await;
-    deepgram.push(DeepgramReply::Transcript(vec![
+    // The call's one socket: its first utterance has the words (should the VAD split it under
+    // load, the rest has none).
+    deepgram.push(DeepgramReply::Utterances(vec![vec![
         "Yes, I am interested.".into(),
-    ]));
+    ]]));
     for _ in 0..2 {
         cartesia.push(CartesiaReply::Tone {
             delay: Duration::ZERO,
@@ -551,14 +554,41 @@ async fn an_agent_hears_through_deepgram_and_speaks_through_cartesia() {
         ],
         "{record:#}"
     );
-    // Deepgram got the utterance (about its length at 16 kHz), then Finalize.
+    // Deepgram got the utterance (about its length at 16 kHz) as it was spoken, on the
+    // call's one socket: its audio began well before the VAD ended it with Finalize.
     let heard = deepgram.ended(0, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(deepgram.sessions().len(), 1, "one socket for the call");
     let seconds = heard.samples().len() as f64 / 16_000.0;
     assert!((0.8..4.0).contains(&seconds), "{seconds} s");
     assert!(
         heard.message_types().iter().any(|t| t == "Finalize"),
         "{heard:?}"
     );
+    let (finalized, bytes) = *heard.finalized.last().unwrap();
+    let first_audio = heard.first_audio_at.unwrap();
+    let streamed_ahead = finalized.duration_since(first_audio);
+    assert!(
+        streamed_ahead >= Duration::from_millis(500),
+        "the audio came {streamed_ahead:?} before Finalize"
+    );
+    assert!(bytes >= 16_000, "{bytes} bytes before Finalize");
+    println!(
+        "deepgram live: audio streamed from {streamed_ahead:?} before Finalize; {} interim \
+         result(s) while the caller spoke; stt_ms {}",
+        heard.live_interims, record["agent_stats"]["stt_ms"]
+    );
+    // The model was asked once on the caller's words: on the interim ones as the utterance
+    // ended, that request kept when the final words matched.
+    let asked = openai
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.json)
+        .filter(|body| {
+            body["messages"].as_array().and_then(|m| m.last())
+                == Some(&json!({"role": "user", "content": "Yes, I am interested."}))
+        })
+        .count();
+    assert_eq!(asked, 1);
     // Cartesia spoke both lines; the callee heard them as the tone.
     assert_eq!(cartesia.sessions().len(), 2);
     let tone_ms = tone_frames(&baresip) as u64 * 20;
@@ -566,6 +596,68 @@ async fn an_agent_hears_through_deepgram_and_speaks_through_cartesia() {
     assert!(
         tone_ms + 400 >= expected_ms && tone_ms <= expected_ms + 400,
         "heard {tone_ms} ms of tone, expected about {expected_ms} ms"
+    );
+    w.finish().await;
+}
+
+/// The caller's key presses reach the model: SIPp presses 1 then # (RFC 4733) after the first
+/// message; the model hears "[the caller pressed 1 #]" as the caller's message, answers and
+/// hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_hears_the_callers_key_presses() {
+    use dialtone_test_support::media::{sipp_dtmf_captures, sipp_key_presses};
+    let presses = sipp_key_presses(&sipp_dtmf_captures().unwrap(), "1#");
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let w = world(
+        Some("callee_presses_digits.xml"),
+        &[("listen_ms", "1500"), ("presses", presses.as_str())],
+    )
+    .await;
+    make_agent(
+        &w,
+        &openai.base_url(),
+        json!({
+            "first_message": "Press 1 to confirm.",
+            "tts": {"provider": "builtin:espeak"},
+            "voice": "en-us",
+        }),
+    )
+    .await;
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("Confirmed, goodbye!".into()),
+        calls: vec![ScriptedCall::new("c1", "end_call", "{}")],
+        fragment: 2,
+        reuse_index: false,
+    });
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        (
+            record["end_reason"]["code"].as_str(),
+            record["end_reason"]["by"].as_str()
+        ),
+        (Some("completed"), Some("agent")),
+        "{record:#}"
+    );
+    let caller: Vec<&str> = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"] == "caller")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(caller, ["[the caller pressed 1 #]"], "{record:#}");
+    let asked = openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+        .find_map(|r| r.json)
+        .unwrap();
+    let messages = asked["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.last().unwrap(),
+        &json!({"role": "user", "content": "[the caller pressed 1 #]"}),
+        "{asked:#}"
     );
     w.finish().await;
 }

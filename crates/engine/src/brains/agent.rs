@@ -5,20 +5,29 @@
 //! recognition and tool calls as tasks whose answers come back on a channel, the model's stream
 //! and one synthesis at a time polled here, playout through the speech loop.
 //!
+//! With a live speech recogniser (Deepgram) the driver opens one session when the agent opens
+//! and streams the caller's audio into it from the start of each utterance the speech loop
+//! hears (the onset's frames kept back for it) to its end; the utterance's transcript is then
+//! the session's answer to `finish`, so recognition has kept up while the caller spoke, and
+//! the last interim words are handed to the conversation as the utterance ends (the model may
+//! start on them; the final transcript decides). An utterance asked again (after a failure) is
+//! sent whole to the per-utterance recogniser.
+//!
 //! A person is on the line when the call is answered, or — with answering-machine detection —
 //! when the verdict is human (or a machine with `voicemail_action` `continue`); only then does
 //! the agent open. When a provider fails for good the engine apologises with the local
 //! synthesiser and ends the call with `brain_error`, the record keeping everything so far.
-//! After the call the transcript, `agent_stats`, the structured result (when the agent has
-//! `returns`) and a summary are written before the call's final status is committed.
+//! The caller's key presses (RFC 4733 events and in-band tones) go to the conversation as
+//! caller input. After the call the transcript, `agent_stats`, the structured result (when the
+//! agent has `returns`) and a summary are written before the call's final status is committed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dialtone_agent::{
-    Action, AgentError, ChatEvent, ChatModel, Conversation, ConversationConfig, Line, SpeechToText,
-    TextToSpeech, extract,
+    Action, AgentError, BoxFuture, ChatEvent, ChatModel, Conversation, ConversationConfig, Line,
+    Listening, SpeechToText, StreamingSpeechToText, TextToSpeech, extract,
 };
 use dialtone_media::{FrameReceiver, FrameSender, MediaCall};
 use dialtone_model::TranscriptLine;
@@ -47,6 +56,9 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TOOL_ANSWER: usize = 64 * 1024;
 /// The playout mark of a piece of the agent's speech: this prefix and the piece's id.
 const SEGMENT_MARK: &str = "segment:";
+/// The caller's most recent frames kept for a live recogniser: an utterance's onset is heard
+/// before the speech loop says it started.
+const ONSET_FRAMES: usize = 25;
 
 /// Everything `builtin:agent` needs besides the media and the common brain context.
 #[derive(Debug, Clone)]
@@ -56,6 +68,8 @@ pub(crate) struct AgentSetup {
     /// The language model, speech recognition and synthesis, with their providers' names.
     pub(crate) llm: (Arc<dyn ChatModel>, String),
     pub(crate) stt: (Arc<dyn SpeechToText>, String),
+    /// The same recogniser fed live, when it can be.
+    pub(crate) live_stt: Option<Arc<dyn StreamingSpeechToText>>,
     pub(crate) tts: (Arc<dyn TextToSpeech>, String),
     /// Runs the agent's HTTP tools.
     pub(crate) tools: ToolRunner,
@@ -141,9 +155,6 @@ enum Outcome {
         utterance: u64,
         text: Result<String, AgentError>,
     },
-    /// What the caller said before the agent opened (answering-machine detection is still
-    /// listening): voicemail words make it a machine.
-    Heard(Result<String, AgentError>),
     Tool {
         id: String,
         answer: Result<Value, String>,
@@ -180,8 +191,6 @@ struct Driver {
     /// much of it was heard.
     queued: VecDeque<(u64, usize)>,
     outcomes: mpsc::UnboundedSender<Outcome>,
-    /// Answering-machine detection is on.
-    amd: bool,
     /// A machine answered and the engine leaves the message: the agent is silent.
     voicemail: bool,
     /// A person is on the line and the agent has opened.
@@ -190,6 +199,16 @@ struct Driver {
     barged: bool,
     /// Why the conversation failed, when it did.
     failure: Option<AgentError>,
+    /// The live recognition session, once the agent opened (with a live recogniser).
+    listening: Option<Listening>,
+    /// The caller's last frames, for an utterance's onset.
+    recent: VecDeque<(Instant, Vec<i16>)>,
+    /// The caller's audio is going to the live session (an utterance is under way).
+    streaming: bool,
+    /// The transcript of the utterance just ended, from the live session.
+    finishing: Option<BoxFuture<'static, Result<String, AgentError>>>,
+    /// The live session's interim words of the utterance under way.
+    heard_so_far: Option<String>,
     /// The wall clock at the start, to date transcript lines.
     started: (Instant, SystemTime),
 }
@@ -199,7 +218,32 @@ impl Driver {
     fn open(&mut self, now: Instant) {
         if !self.opened && self.failure.is_none() {
             self.opened = true;
+            self.listen();
             self.conversation.handle_answered(now);
+        }
+    }
+
+    /// Opens a live recognition session, with a live recogniser.
+    fn listen(&mut self) {
+        self.streaming = false;
+        self.listening = self
+            .setup
+            .live_stt
+            .as_ref()
+            .map(|stt| stt.listen(self.run.context.language.clone()));
+    }
+
+    /// A frame of the caller: kept for an onset, and streamed during an utterance.
+    fn caller_frame(&mut self, now: Instant, samples: &[i16]) {
+        if self.listening.is_none() {
+            return;
+        }
+        if self.recent.len() == ONSET_FRAMES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, samples.to_vec()));
+        if let (true, Some(listening)) = (self.streaming, &self.listening) {
+            listening.push_audio(samples);
         }
     }
 
@@ -213,12 +257,16 @@ impl Driver {
         while let Some(action) = self.conversation.poll_action() {
             match action {
                 Action::Transcribe { utterance, audio } => {
-                    let stt = self.setup.stt.0.clone();
-                    let language = self.run.context.language.clone();
+                    // The utterance just ended was streamed live; one asked again is sent whole.
+                    let text = self.finishing.take().unwrap_or_else(|| {
+                        let stt = self.setup.stt.0.clone();
+                        let language = self.run.context.language.clone();
+                        Box::pin(async move { stt.transcribe(audio, language).await })
+                    });
                     let outcomes = self.outcomes.clone();
                     tokio::spawn(
                         async move {
-                            let text = stt.transcribe(audio, language).await;
+                            let text = text.await;
                             let _ = outcomes.send(Outcome::Transcript { utterance, text });
                         }
                         .in_current_span(),
@@ -347,21 +395,15 @@ impl Driver {
         self.speaking = None;
         self.to_speak.clear();
         self.queued.clear();
+        self.listening = None;
+        self.streaming = false;
     }
 
-    /// Transcribes an utterance heard before the agent opened, for answering-machine
-    /// detection's words (the conversation has not begun, so it is not the model's).
-    fn listen_for_voicemail_words(&self, audio: Vec<i16>) {
-        let stt = self.setup.stt.0.clone();
-        let language = self.run.context.language.clone();
-        let outcomes = self.outcomes.clone();
-        tokio::spawn(
-            async move {
-                let text = stt.transcribe(audio, language).await;
-                let _ = outcomes.send(Outcome::Heard(text));
-            }
-            .in_current_span(),
-        );
+    /// The caller pressed a key (RFC 4733 or in-band): caller input, once the agent opened.
+    fn key(&mut self, now: Instant, digit: char) {
+        if self.opened && !self.voicemail {
+            self.conversation.handle_dtmf(now, digit);
+        }
     }
 
     /// A speech event the engine's duties left to the brain.
@@ -374,14 +416,31 @@ impl Driver {
                     self.open(now);
                 }
             }
-            SpeechEvent::SpeechEnded { audio, .. } if !self.opened && self.amd => {
-                self.listen_for_voicemail_words(audio);
+            SpeechEvent::SpeechStarted { at } => {
+                self.barged = false;
+                if let (false, Some(listening)) = (self.streaming, &self.listening) {
+                    // From the onset's first frame (a start too short to be an utterance
+                    // leaves the stream running into the next one).
+                    self.streaming = true;
+                    self.heard_so_far = None;
+                    for (_, frame) in self.recent.iter().filter(|(t, _)| *t >= at) {
+                        listening.push_audio(frame);
+                    }
+                }
             }
-            SpeechEvent::SpeechStarted { .. } => self.barged = false,
             SpeechEvent::SpeechEnded { audio, .. } if self.opened => {
+                if let (true, Some(listening)) = (self.streaming, &self.listening) {
+                    self.streaming = false;
+                    self.finishing = Some(listening.finish());
+                }
                 let over_agent = self.conversation.agent_speaking() && !self.barged;
                 self.conversation.handle_utterance(now, audio, over_agent);
+                // Preemptive generation: the model may start on the interim words.
+                if let Some(words) = self.heard_so_far.take() {
+                    self.conversation.handle_early_words(now, &words);
+                }
             }
+            SpeechEvent::Dtmf { digit, .. } => self.key(now, digit),
             SpeechEvent::BargeIn { .. } if self.failure.is_some() => {
                 // The caller talked over the apology (whose mark the cut dropped): end now.
                 let _ = self.run.context.requests.send(BrainRequest::HangUp {
@@ -593,6 +652,13 @@ async fn next_chat(
     }
 }
 
+async fn next_interim(listening: &mut Option<Listening>) -> Option<String> {
+    match listening {
+        Some(l) => l.interim().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_audio(speaking: &mut Option<Speaking>) -> Option<Result<Vec<i16>, AgentError>> {
     match speaking {
         Some(s) => s.audio.recv().await,
@@ -617,7 +683,6 @@ async fn run(
     let now = Instant::now();
     let amd = setup.amd;
     let mut d = Driver {
-        amd,
         voicemail: false,
         run: Run::new(context, outbound, now, IvrStep::Finished),
         conversation: Conversation::new(setup.conversation.clone()),
@@ -630,10 +695,18 @@ async fn run(
         opened: false,
         barged: false,
         failure: None,
+        listening: None,
+        recent: VecDeque::with_capacity(ONSET_FRAMES),
+        streaming: false,
+        finishing: None,
+        heard_so_far: None,
         started: (now, SystemTime::now()),
     };
     let mut duties = Duties::new(now);
     duties.speak_messages_with(d.setup.tts.0.clone());
+    // What the callee says before the agent opens is transcribed for answering-machine
+    // detection's words by the duties; once it has opened, the conversation's transcripts are.
+    duties.listen_with(d.setup.stt.0.clone());
     if !amd {
         d.open(now);
     }
@@ -646,14 +719,21 @@ async fn run(
                 let Some(frame) = frame else { break };
                 let now = Instant::now();
                 d.run.speech.handle_caller_frame(now, &frame.samples);
+                d.caller_frame(now, &frame.samples);
                 clock.heard(now);
                 d.run.duty_timers(&mut duties, now);
             }
             Some(input) = d.run.context.inputs.recv() => match input {
-                BrainInput::Dtmf(_) => {}
+                BrainInput::Dtmf(digit) => d.key(Instant::now(), digit),
                 BrainInput::Ended { .. } => break,
             },
             chunk = next_audio(&mut d.speaking) => d.speech_chunk(Instant::now(), chunk),
+            Some(words) = next_interim(&mut d.listening) => {
+                tracing::debug!(%words, "interim transcript");
+                if d.streaming {
+                    d.heard_so_far = Some(words);
+                }
+            }
             (id, event) = next_chat(&mut d.chat) => {
                 let now = Instant::now();
                 match event {
@@ -674,15 +754,14 @@ async fn run(
                 let now = Instant::now();
                 match outcome {
                     Outcome::Transcript { utterance, text } => {
-                        if let Ok(words) = &text {
-                            d.run.speech.heard_words(now, words);
+                        match &text {
+                            Ok(words) => d.run.speech.heard_words(now, words),
+                            // The live session failed: a new one for what comes next.
+                            Err(_) if d.listening.is_some() && !d.voicemail => d.listen(),
+                            Err(_) => {}
                         }
                         d.conversation.handle_transcript(now, utterance, text);
                     }
-                    Outcome::Heard(text) => match text {
-                        Ok(words) => d.run.speech.heard_words(now, &words),
-                        Err(error) => tracing::debug!(%error, "no words for AMD"),
-                    },
                     Outcome::Tool { id, answer } => {
                         d.conversation.handle_tool_answer(now, &id, answer);
                     }
@@ -707,6 +786,9 @@ async fn run(
             }
             if !engines {
                 d.speech_event(now, event);
+            }
+            if d.opened {
+                duties.words_from_the_conversation();
             }
         }
         d.run.feed_outbound();

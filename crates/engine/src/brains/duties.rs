@@ -11,15 +11,15 @@
 //!   [`MESSAGE_LEAD`] of silence before it; a beep heard while a message started on silence
 //!   plays starts the message again after it (once). The call hangs up when the message has
 //!   played (`voicemail_message`); the transcript holds what was actually played.
-//! * **Voicemail words**: with an `stt` on an agent whose brain is not `builtin:agent`, what
-//!   the callee says while the detector listens is transcribed and its voicemail words given
-//!   to it (`builtin:agent` does this with its own recogniser).
+//! * **Voicemail words**: what the callee says while the detector listens is transcribed and
+//!   its voicemail words given to it — with `builtin:agent`'s own recogniser until its
+//!   conversation takes over, or with an `stt` set on an agent of another brain.
 //! * **The silence guard**: "Are you still there?" once, then a hang-up (`silence_timeout`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dialtone_agent::{TextToSpeech, heard_part};
+use dialtone_agent::{SpeechToText, TextToSpeech, heard_part};
 use dialtone_model::{AmdExplanation, MessageCue};
 use dialtone_speech::{AnsweredBy, BargeIn, SpeechEvent};
 use dialtone_storage::EndReason;
@@ -137,8 +137,14 @@ pub(super) struct Duties {
     /// The voice of the voicemail message: the agent's own, when it has one (`builtin:agent`);
     /// else the engine's.
     message_voice: Option<Arc<dyn TextToSpeech>>,
+    /// The recogniser the brain brings for answering-machine detection's words (`builtin:agent`'s
+    /// own); else the context's `amd_listener`.
+    listener: Option<Arc<dyn SpeechToText>>,
+    /// The brain's conversation transcribes what the callee says now, and hands its words to
+    /// the detector itself (`builtin:agent` once it has opened).
+    words_elsewhere: bool,
     /// Transcripts of what the callee said while answering-machine detection listens, for its
-    /// voicemail words (brains other than `builtin:agent`, which hears for itself).
+    /// voicemail words.
     heard: (
         mpsc::UnboundedSender<String>,
         mpsc::UnboundedReceiver<String>,
@@ -156,8 +162,22 @@ impl Duties {
             audio: MessageAudio::default(),
             prompted: false,
             message_voice: None,
+            listener: None,
+            words_elsewhere: false,
             heard: mpsc::unbounded_channel(),
         }
+    }
+
+    /// Transcribes what the callee says, for answering-machine detection's words, with `stt`
+    /// (the brain's own recogniser).
+    pub(super) fn listen_with(&mut self, stt: Arc<dyn SpeechToText>) {
+        self.listener = Some(stt);
+    }
+
+    /// From now on the brain's conversation transcribes the callee and gives the detector its
+    /// words: no second transcription here.
+    pub(super) fn words_from_the_conversation(&mut self) {
+        self.words_elsewhere = true;
     }
 
     /// Leaves voicemail messages in `voice` (the agent's synthesiser) rather than the engine's.
@@ -305,8 +325,13 @@ impl Run {
                 duties.voicemail()
             }
             SpeechEvent::SpeechEnded { audio, .. } => {
+                let listener = duties
+                    .listener
+                    .clone()
+                    .or_else(|| self.context.amd_listener.clone());
                 if self.speech.amd_listening()
-                    && let Some(stt) = self.context.amd_listener.clone()
+                    && !duties.words_elsewhere
+                    && let Some(stt) = listener
                 {
                     let (words, audio) = (duties.heard.0.clone(), audio.clone());
                     let language = self.context.language.clone();
