@@ -1973,6 +1973,7 @@ async fn the_openapi_document_matches_the_routes() {
             "GET /v1/numbers",
             "GET /v1/numbers/{id}",
             "GET /v1/organizations",
+            "GET /v1/organizations/{id}",
             "GET /v1/organizations/{id}/keys",
             "GET /v1/providers",
             "GET /v1/providers/{id}",
@@ -2293,11 +2294,12 @@ async fn every_route_answers_every_scope_as_its_openapi_scope_says() {
             "admin: POST /v1/organizations/{id}/keys",
             "operator: DELETE /v1/organizations/{id}",
             "operator: GET /v1/organizations",
+            "operator: GET /v1/organizations/{id}",
             "operator: PATCH /v1/organizations/{id}",
             "operator: POST /v1/organizations",
         ]
     );
-    assert!(walked >= 4 * 31, "walked {walked}");
+    assert!(walked >= 4 * 32, "walked {walked}");
     w.finish().await;
 }
 
@@ -4061,6 +4063,236 @@ mod grpc {
         w.finish().await;
     }
 
+    fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {key}")).unwrap(),
+        );
+        r
+    }
+
+    /// The organisation HTTP shows and the message gRPC sends agree, field by field.
+    fn same_organization(http: &Value, grpc: &proto::Organization) {
+        let text = |key: &str| http[key].as_str().map(str::to_owned);
+        let number = |key: &str| http[key].as_u64().map(|n| u32::try_from(n).unwrap());
+        assert_eq!(text("id").unwrap(), grpc.id);
+        assert_eq!(text("name").unwrap(), grpc.name);
+        assert_eq!(number("max_concurrent_calls"), grpc.max_concurrent_calls);
+        assert_eq!(number("max_calls_per_second"), grpc.max_calls_per_second);
+        assert_eq!(http["disabled"].as_bool().unwrap(), grpc.disabled);
+        assert_eq!(text("disabled_at"), grpc.disabled_at);
+        assert_eq!(text("created_at").unwrap(), grpc.created_at);
+        assert_eq!(http.as_object().unwrap().len(), 7, "{http}");
+    }
+
+    /// The key HTTP lists and the message gRPC sends agree, field by field.
+    fn same_key(http: &Value, grpc: &proto::Key) {
+        let text = |key: &str| http[key].as_str().map(str::to_owned);
+        assert_eq!(text("id").unwrap(), grpc.id);
+        assert_eq!(text("organization_id").unwrap(), grpc.organization_id);
+        assert_eq!(text("prefix").unwrap(), grpc.prefix);
+        assert_eq!(
+            text("scope").unwrap(),
+            format!("{:?}", grpc.scope()).to_lowercase()
+        );
+        assert_eq!(text("created_at").unwrap(), grpc.created_at);
+        assert_eq!(text("expires_at"), grpc.expires_at);
+        assert_eq!(text("last_used_at"), grpc.last_used_at);
+        assert_eq!(http.as_object().unwrap().len(), 7, "{http}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn organisations_and_keys_over_grpc_agree_with_http_and_keep_their_scopes() {
+        use dialtone_control::proto::organization_service_client::OrganizationServiceClient;
+        let w = world(None, &[]).await;
+        let mut orgs = OrganizationServiceClient::new(channel(&w.daemon).await);
+        let made = orgs
+            .create_organization(authed(proto::CreateOrganizationRequest {
+                organization: Some(proto::OrganizationFields {
+                    name: "acme".into(),
+                    max_concurrent_calls: Some(3),
+                    max_calls_per_second: None,
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap();
+        let path = format!("/v1/organizations/{}", made.id);
+        let (s, http) = w.api.get(&path).await;
+        assert_eq!(s, 200, "{http}");
+        same_organization(&http, &made);
+        assert_eq!(made.max_concurrent_calls, Some(3));
+        // Disabled over gRPC, the same over HTTP and in the gRPC read and list.
+        let disabled = orgs
+            .update_organization(authed(proto::UpdateOrganizationRequest {
+                id: made.id.clone(),
+                disabled: Some(true),
+                end_live_calls: None,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap();
+        assert!(disabled.disabled && disabled.disabled_at.is_some());
+        let (_, http) = w.api.get(&path).await;
+        same_organization(&http, &disabled);
+        let got = orgs
+            .get_organization(authed(proto::GetOrganizationRequest {
+                id: made.id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap();
+        assert_eq!(got, disabled);
+        let listed = orgs
+            .list_organizations(authed(proto::ListOrganizationsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .organizations;
+        let (_, http_list) = w.api.get("/v1/organizations").await;
+        let http_list = http_list["data"].as_array().unwrap();
+        assert_eq!(listed.len(), http_list.len());
+        for (h, g) in http_list.iter().zip(&listed) {
+            same_organization(h, g);
+        }
+        // The same rule as HTTP, naming the field.
+        let e = orgs
+            .update_organization(authed(proto::UpdateOrganizationRequest {
+                id: made.id.clone(),
+                disabled: None,
+                end_live_calls: Some(true),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            e.metadata().get("dialtone-error-field").unwrap(),
+            "end_live_calls"
+        );
+        // Keys: an admin key issued over gRPC, listed the same on both faces.
+        let issued = orgs
+            .issue_key(authed(proto::IssueKeyRequest {
+                organization_id: made.id.clone(),
+                scope: proto::KeyScope::Admin as i32,
+                expires_at: Some("2099-01-01T00:00:00Z".into()),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap();
+        assert!(issued.key.starts_with(&issued.prefix), "{issued:?}");
+        assert_eq!(issued.organization_id, made.id);
+        assert_eq!(issued.scope(), proto::KeyScope::Admin);
+        let keys = orgs
+            .list_keys(authed(proto::ListKeysRequest {
+                organization_id: made.id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .keys;
+        let (s, http_keys) = w.api.get(&format!("{path}/keys")).await;
+        assert_eq!(s, 200, "{http_keys}");
+        let http_keys = http_keys["data"].as_array().unwrap();
+        assert_eq!((keys.len(), http_keys.len()), (1, 1));
+        same_key(&http_keys[0], &keys[0]);
+        assert_eq!(keys[0].id, issued.id);
+        assert_eq!(keys[0].expires_at, issued.expires_at);
+        assert!(
+            !format!("{keys:?}").contains(&issued.key),
+            "no secret listed"
+        );
+        // Scopes: the admin key manages its own keys but not organisations, nor operator keys.
+        let admin = issued.key.clone();
+        let e = orgs
+            .list_organizations(with_key(proto::ListOrganizationsRequest {}, &admin))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("`operator`"), "{}", e.message());
+        let e = orgs
+            .issue_key(with_key(
+                proto::IssueKeyRequest {
+                    organization_id: made.id.clone(),
+                    scope: proto::KeyScope::Operator as i32,
+                    expires_at: None,
+                },
+                &admin,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert_eq!(e.metadata().get("dialtone-error-field").unwrap(), "scope");
+        let plain = orgs
+            .issue_key(with_key(
+                proto::IssueKeyRequest {
+                    organization_id: made.id.clone(),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap();
+        assert_eq!(plain.scope(), proto::KeyScope::Standard);
+        let e = orgs
+            .list_keys(with_key(
+                proto::ListKeysRequest {
+                    organization_id: made.id.clone(),
+                },
+                &plain.key,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        // Revoked over gRPC: gone from HTTP's list, the key unauthenticated at once.
+        orgs.revoke_key(with_key(
+            proto::RevokeKeyRequest {
+                organization_id: made.id.clone(),
+                id: plain.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+        let (_, http_keys) = w.api.get(&format!("{path}/keys")).await;
+        assert_eq!(http_keys["data"].as_array().unwrap().len(), 1);
+        let e = orgs
+            .list_keys(with_key(
+                proto::ListKeysRequest {
+                    organization_id: made.id.clone(),
+                },
+                &plain.key,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        // Deleted over gRPC: not found on both faces.
+        orgs.delete_organization(authed(proto::DeleteOrganizationRequest {
+            id: made.id.clone(),
+        }))
+        .await
+        .unwrap();
+        let (s, _) = w.api.get(&path).await;
+        assert_eq!(s, 404);
+        let e = orgs
+            .get_organization(authed(proto::GetOrganizationRequest { id: made.id }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        w.finish().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn health_and_reflection_answer() {
         let w = world(None, &[]).await;
@@ -4104,6 +4336,7 @@ mod grpc {
             "dialtone.v1.AgentService",
             "dialtone.v1.NumberService",
             "dialtone.v1.ProviderService",
+            "dialtone.v1.OrganizationService",
             "dialtone.v1.TrunkService",
             "grpc.health.v1.Health",
         ] {
