@@ -977,6 +977,81 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
     second.wait().unwrap();
 }
 
+/// The real binary, killed with SIGKILL during an answered call: the next start sends the BYE
+/// SIPp's scenario waits for, from the dialog kept in storage at answer, before it closes the
+/// call with `engine_restart`, and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkill_the_next_start_sends_the_bye_of_an_answered_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sipp = Sipp::uas(
+        &scenario("answer_then_we_hang_up.xml"),
+        SipTransport::Udp,
+        &SippOptions::default(),
+    )
+    .unwrap();
+    // The next start listens where the first did, as a restarted daemon does (SIPp answers
+    // the BYE at the address it has for the call).
+    let sip = format!("127.0.0.1:{}", dialtone_test_support::free_port().unwrap());
+    let start = |http: u16| {
+        dialtoned(
+            tmp.path(),
+            http,
+            "32200-32299",
+            &[("DIALTONE_SIP_ADDR", sip.as_str())],
+        )
+    };
+    let http = dialtone_test_support::free_port().unwrap();
+    let api = Api {
+        base: format!("http://127.0.0.1:{http}"),
+        http: reqwest::Client::new(),
+    };
+    let mut first = start(http);
+    wait_up(&api.base).await;
+    let (agent_id, _) = setup_agent(&api, sipp.port).await;
+    let (_, call) = api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000"}),
+        )
+        .await;
+    let id = call["id"].as_str().unwrap().to_owned();
+    wait_status(&api, &id, "in_progress").await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = start(http);
+    wait_up(&api.base).await;
+    let record = wait_final(&api, &id).await;
+    assert_ended(&record, "failed", "engine_restart", "engine");
+    // SIPp got the BYE (in the dialog it answered: its scenario matches the Call-ID) and
+    // answered it; without it the scenario never ends.
+    tokio::task::spawn_blocking(move || sipp.finish(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("dialtone_leftover_hangups_total")
+                && l.contains(r#"request="bye""#)
+                && l.contains(r#"outcome="answered""#)
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_never_dials_twice_and_calls_list_in_pages() {
     let w = world(Some("reject.xml"), &[("status", "486")]).await;
