@@ -911,8 +911,9 @@ fn bad_configuration_stops_start_up_with_one_message_naming_the_key() {
     );
 }
 
-/// The real binary, killed with SIGKILL while a call rings: the next start closes the call with
-/// `engine_restart` and every event still reaches the receiver.
+/// The real binary, killed with SIGKILL while a call rings: the next start sends the CANCEL
+/// SIPp's scenario waits for (and acknowledges its 487), closes the call with `engine_restart`,
+/// and every event still reaches the receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() {
     let (url, got) = receiver(0).await;
@@ -923,7 +924,16 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
         &SippOptions::default(),
     )
     .unwrap();
-    let start = |http: u16| dialtoned(tmp.path(), http, "32000-32099", &[]);
+    // The next start listens where the first did, as a restarted daemon does.
+    let sip = format!("127.0.0.1:{}", dialtone_test_support::free_port().unwrap());
+    let start = |http: u16| {
+        dialtoned(
+            tmp.path(),
+            http,
+            "32000-32099",
+            &[("DIALTONE_SIP_ADDR", sip.as_str())],
+        )
+    };
     let http = dialtone_test_support::free_port().unwrap();
     let api = Api {
         base: format!("http://127.0.0.1:{http}"),
@@ -973,6 +983,11 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
         kinds,
         ["call.queued", "call.dialing", "call.ringing", "call.ended"]
     );
+    // SIPp got the CANCEL and the ACK of its 487; without them the scenario never ends.
+    tokio::task::spawn_blocking(move || sipp.finish(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
     second.kill().unwrap();
     second.wait().unwrap();
 }

@@ -1239,4 +1239,19 @@ fn a_leftover_invite_is_cancelled_by_another_endpoint() {
                 .as_str()
         )
     );
+    // The CANCEL's 200, then the INVITE's 487: acknowledged with the INVITE's branch, and the
+    // call over.
+    next.reply(&cancel, 200, Some("callee1"), "", "");
+    next.reply(&invite, 487, Some("callee1"), "", "");
+    let ack = next.last_sent();
+    assert!(ack.is_request("ACK"), "{}", ack.text);
+    assert_eq!(ack.branch(), invite.branch());
+    assert_eq!(ack.header("CSeq").unwrap(), "1 ACK");
+    assert_eq!(
+        next.take_events(),
+        vec![CallEvent::Failed {
+            status: Some(487),
+            reason: EndReason::Canceled
+        }]
+    );
 }

@@ -1,7 +1,8 @@
 //! A call's dialog as data ([`Leftover`]), taken when the call is answered or its INVITE
 //! leaves, so that another process — the next start after a crash — can end it on the wire:
 //! a BYE in the answered dialog (RFC 3261 §15.1.1), a CANCEL of the INVITE still pending
-//! (§9.1). The new call exists only to end: it reports [`CallEvent::Ended`] or
+//! (§9.1), whose final response (487) the adopted INVITE transaction acknowledges. The new
+//! call exists only to end: it reports [`CallEvent::Ended`] or
 //! [`CallEvent::Failed`](super::CallEvent::Failed) like any other.
 
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use rsip::Method;
 use serde::{Deserialize, Serialize};
 
 use super::call::{Call, CancelState, Dialog, Phase};
-use super::transactions::Purpose;
+use super::transactions::{Owner, Purpose};
 use super::{CallHandle, Endpoint, Transport};
 use crate::Error;
 use crate::auth::AuthSession;
@@ -136,8 +137,18 @@ impl Endpoint {
                 call.transport = *transport;
                 call.phase = Phase::Early;
                 call.got_provisional = true;
-                call.invite = Some(request);
+                call.invite = Some(request.clone());
                 self.adopt(handle, call);
+                let branch = message::top_via(&request.headers)
+                    .and_then(|via| message::branch(&via))
+                    .ok_or_else(|| invalid("invite", invite))?;
+                self.adopt_invite_tx(
+                    now,
+                    Owner::Call(handle),
+                    branch,
+                    request,
+                    (*destination, *transport),
+                );
                 self.hang_up(now, handle)?;
             }
         }
