@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "calls",
         "bridge",
         "providers",
+        "organizations",
     ]
     .iter()
     .map(|name| root.join(format!("dialtone/v1/{name}.proto")))

@@ -7,13 +7,14 @@
 //! `RESOURCE_EXHAUSTED`, 503 `UNAVAILABLE`; the message is the HTTP error's message, and the
 //! metadata `dialtone-error-code` / `dialtone-error-field` carry its code and field.
 //!
-//! [`services`] builds the router with the five services, the standard health service and
+//! [`services`] builds the router with the six services, the standard health service and
 //! server reflection; every call must carry `authorization: Bearer <key>`.
 
 use std::pin::Pin;
 
 use dialtone_model::{
-    AgentFields, CallView, DispatchCall, FieldError, ProviderFields, TrunkFields,
+    AgentFields, CallView, DispatchCall, FieldError, KeyFields, OrganizationFields,
+    OrganizationPatch, ProviderFields, TrunkFields,
 };
 use dialtone_storage::KeyOwner;
 use serde_json::{Map, Value};
@@ -23,10 +24,10 @@ use tonic::{Request, Response, Status};
 use crate::calls::ListQuery;
 use crate::proto::{
     self, agent_service_server::AgentService, call_service_server::CallService,
-    number_service_server::NumberService, provider_service_server::ProviderService,
-    trunk_service_server::TrunkService,
+    number_service_server::NumberService, organization_service_server::OrganizationService,
+    provider_service_server::ProviderService, trunk_service_server::TrunkService,
 };
-use crate::{ApiError, ApiState, agents, calls, numbers, providers, trunks};
+use crate::{ApiError, ApiState, agents, calls, numbers, organizations, providers, trunks};
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
@@ -310,6 +311,101 @@ impl ProviderService for Grpc {
     }
 }
 
+#[tonic::async_trait]
+impl OrganizationService for Grpc {
+    async fn create_organization(
+        &self,
+        request: Request<proto::CreateOrganizationRequest>,
+    ) -> Result<Response<proto::CreateOrganizationResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let fields = request.into_inner().organization.unwrap_or_default();
+        let org =
+            organizations::create(&self.state, &caller, OrganizationFields::from(fields)).await?;
+        Ok(Response::new(proto::CreateOrganizationResponse {
+            organization: Some((&org).into()),
+        }))
+    }
+
+    async fn get_organization(
+        &self,
+        request: Request<proto::GetOrganizationRequest>,
+    ) -> Result<Response<proto::GetOrganizationResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let org = organizations::get(&self.state, &caller, &request.into_inner().id).await?;
+        Ok(Response::new(proto::GetOrganizationResponse {
+            organization: Some((&org).into()),
+        }))
+    }
+
+    async fn list_organizations(
+        &self,
+        request: Request<proto::ListOrganizationsRequest>,
+    ) -> Result<Response<proto::ListOrganizationsResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let page = organizations::list(&self.state, &caller).await?;
+        Ok(Response::new(proto::ListOrganizationsResponse {
+            organizations: page.data.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn update_organization(
+        &self,
+        request: Request<proto::UpdateOrganizationRequest>,
+    ) -> Result<Response<proto::UpdateOrganizationResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let r = request.into_inner();
+        let org =
+            organizations::update(&self.state, &caller, &r.id, OrganizationPatch::from(&r)).await?;
+        Ok(Response::new(proto::UpdateOrganizationResponse {
+            organization: Some((&org).into()),
+        }))
+    }
+
+    async fn delete_organization(
+        &self,
+        request: Request<proto::DeleteOrganizationRequest>,
+    ) -> Result<Response<proto::DeleteOrganizationResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        organizations::delete(&self.state, &caller, &request.into_inner().id).await?;
+        Ok(Response::new(proto::DeleteOrganizationResponse {}))
+    }
+
+    async fn issue_key(
+        &self,
+        request: Request<proto::IssueKeyRequest>,
+    ) -> Result<Response<proto::IssueKeyResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let r = request.into_inner();
+        let fields = KeyFields::try_from(&r).map_err(ApiError::from)?;
+        let key = organizations::issue(&self.state, &caller, &r.organization_id, fields).await?;
+        Ok(Response::new(proto::IssueKeyResponse {
+            key: Some((&key).into()),
+        }))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<proto::ListKeysRequest>,
+    ) -> Result<Response<proto::ListKeysResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let org = request.into_inner().organization_id;
+        let page = organizations::keys(&self.state, &caller, &org).await?;
+        Ok(Response::new(proto::ListKeysResponse {
+            keys: page.data.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn revoke_key(
+        &self,
+        request: Request<proto::RevokeKeyRequest>,
+    ) -> Result<Response<proto::RevokeKeyResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let r = request.into_inner();
+        organizations::revoke(&self.state, &caller, &r.organization_id, &r.id).await?;
+        Ok(Response::new(proto::RevokeKeyResponse {}))
+    }
+}
+
 /// The stream WatchCall answers with.
 type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchCallResponse, Status>> + Send>>;
 
@@ -435,7 +531,7 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// The gRPC router: the five services, health (`grpc.health.v1`, every service serving) and
+/// The gRPC router: the six services, health (`grpc.health.v1`, every service serving) and
 /// reflection.
 pub async fn services(
     state: ApiState,
@@ -447,6 +543,7 @@ pub async fn services(
         "dialtone.v1.NumberService",
         "dialtone.v1.AgentService",
         "dialtone.v1.ProviderService",
+        "dialtone.v1.OrganizationService",
         "dialtone.v1.CallService",
         "",
     ] {
@@ -473,5 +570,8 @@ pub async fn services(
         .add_service(proto::provider_service_server::ProviderServiceServer::new(
             grpc.clone(),
         ))
+        .add_service(
+            proto::organization_service_server::OrganizationServiceServer::new(grpc.clone()),
+        )
         .add_service(proto::call_service_server::CallServiceServer::new(grpc)))
 }

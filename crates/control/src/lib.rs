@@ -13,7 +13,7 @@
 //! | `POST/GET /v1/providers`, `GET/PATCH/DELETE /v1/providers/{id}` | language and speech providers (the API key is write-only) |
 //! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
 //! | `GET /v1/calls/{id}/events`, `POST /v1/events/{id}/redeliver` | a call's webhook events and their delivery state; queue one again |
-//! | `POST/GET /v1/organizations`, `PATCH /v1/organizations/{id}` (`disabled`) | tenants (`operator` keys only) |
+//! | `POST/GET /v1/organizations`, `GET/PATCH/DELETE /v1/organizations/{id}` (`disabled`) | tenants (`operator` keys only) |
 //! | `POST/GET /v1/organizations/{id}/keys`, `DELETE /v1/organizations/{id}/keys/{key_id}` | an organisation's API keys: issue (scope, expiry), list, revoke (`operator` keys, or the organisation's `admin` keys) |
 //! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of all of the above (no auth) |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness (no auth), Prometheus (operator key; or without one on `DIALTONE_METRICS_ADDR`) |
@@ -116,6 +116,7 @@ pub fn router(state: ApiState) -> Router {
             organizations::list_organizations
         ))
         .routes(routes!(
+            organizations::get_organization,
             organizations::update_organization,
             organizations::delete_organization
         ))

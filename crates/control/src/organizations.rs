@@ -1,7 +1,9 @@
-//! `/v1/organizations`: tenants (managed by `operator` keys only: create, list, disable) and
-//! their API keys (issued, listed and revoked by an `operator` key for any organisation, or by
-//! an `admin` key for its own). Each handler declares its scope in the OpenAPI document
-//! (`x-dialtone-scope`); the routes without one need any key (`standard`).
+//! `/v1/organizations` and gRPC `OrganizationService`: tenants (managed by `operator` keys
+//! only: create, list, read, disable, remove) and their API keys (issued, listed and revoked
+//! by an `operator` key for any organisation, or by an `admin` key for its own). One service
+//! function per operation, both faces over it, the scope checked inside it. Each handler
+//! declares its scope in the OpenAPI document (`x-dialtone-scope`); the routes without one
+//! need any key (`standard`).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,7 +16,7 @@ use dialtone_model::{
     CallStatus, IssuedKeyView, KeyFields, KeyScope, KeyView, OrganizationFields, OrganizationPatch,
     OrganizationView, Page,
 };
-use dialtone_storage::{CallFilter, now_ms};
+use dialtone_storage::{CallFilter, KeyOwner, now_ms};
 
 use crate::auth::{authorize, forbidden, manages_keys_of, operator_only, path_uuid};
 use crate::body::parse;
@@ -25,15 +27,12 @@ use crate::{ApiError, ApiState, created};
 /// What `operator_only` says is being done.
 const MANAGING_ORGANIZATIONS: &str = "managing organizations";
 
-#[utoipa::path(post, path = "/v1/organizations", tag = "organizations", request_body = OrganizationFields, extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 201, body = OrganizationView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody)))]
-pub(crate) async fn create_organization(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &headers).await?;
-    operator_only(&caller, MANAGING_ORGANIZATIONS)?;
-    let fields: OrganizationFields = parse(&body)?;
+pub(crate) async fn create(
+    state: &ApiState,
+    caller: &KeyOwner,
+    fields: OrganizationFields,
+) -> Result<OrganizationView, ApiError> {
+    operator_only(caller, MANAGING_ORGANIZATIONS)?;
     fields.check()?;
     let org = state
         .engine
@@ -44,33 +43,38 @@ pub(crate) async fn create_organization(
             fields.max_calls_per_second,
         )
         .await?;
-    Ok(created(organization_view(&org)))
+    Ok(organization_view(&org))
 }
 
-#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 200, body = Page<OrganizationView>), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody)))]
-pub(crate) async fn list_organizations(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-) -> Result<Json<Page<OrganizationView>>, ApiError> {
-    let caller = authorize(&state, &headers).await?;
-    operator_only(&caller, MANAGING_ORGANIZATIONS)?;
+pub(crate) async fn list(
+    state: &ApiState,
+    caller: &KeyOwner,
+) -> Result<Page<OrganizationView>, ApiError> {
+    operator_only(caller, MANAGING_ORGANIZATIONS)?;
     let orgs = state.engine.storage().list_organizations().await?;
-    Ok(Json(Page::all(
-        orgs.iter().map(organization_view).collect(),
-    )))
+    Ok(Page::all(orgs.iter().map(organization_view).collect()))
 }
 
-#[utoipa::path(patch, path = "/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path, description = "UUID")), request_body = OrganizationPatch, extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 200, body = OrganizationView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]
-pub(crate) async fn update_organization(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<OrganizationView>, ApiError> {
-    let caller = authorize(&state, &headers).await?;
-    operator_only(&caller, MANAGING_ORGANIZATIONS)?;
-    let id = path_uuid(&id, "organization")?;
-    let patch: OrganizationPatch = parse(&body)?;
+pub(crate) async fn get(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+) -> Result<OrganizationView, ApiError> {
+    operator_only(caller, MANAGING_ORGANIZATIONS)?;
+    let id = path_uuid(id, "organization")?;
+    let org = state.engine.storage().get_organization(id).await?;
+    Ok(organization_view(&org))
+}
+
+/// Disables or enables the organisation (and with `end_live_calls` hangs up its live calls).
+pub(crate) async fn update(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+    patch: OrganizationPatch,
+) -> Result<OrganizationView, ApiError> {
+    operator_only(caller, MANAGING_ORGANIZATIONS)?;
+    let id = path_uuid(id, "organization")?;
     let end_live_calls = patch.end_live_calls == Some(true);
     if end_live_calls && patch.disabled != Some(true) {
         return Err(ApiError::invalid(
@@ -84,23 +88,16 @@ pub(crate) async fn update_organization(
         None => storage.get_organization(id).await?,
     };
     if end_live_calls {
-        let ended = end_live_calls_of(&state, org.id).await?;
+        let ended = end_live_calls_of(state, org.id).await?;
         tracing::info!(organization = %org.id, ended, "disabled; its live calls hung up");
     }
-    Ok(Json(organization_view(&org)))
+    Ok(organization_view(&org))
 }
 
-#[utoipa::path(delete, path = "/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path, description = "UUID")), extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 204, description = "removed: its keys revoked at once, the organisation no longer shown; its calls stay on record"), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody), (status = 409, description = "it has live calls (disable it with `end_live_calls` first) or holds operator keys", body = ErrorBody)))]
-pub(crate) async fn delete_organization(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let caller = authorize(&state, &headers).await?;
-    operator_only(&caller, MANAGING_ORGANIZATIONS)?;
-    let id = path_uuid(&id, "organization")?;
-    state.engine.storage().delete_organization(id).await?;
-    Ok(StatusCode::NO_CONTENT)
+pub(crate) async fn delete(state: &ApiState, caller: &KeyOwner, id: &str) -> Result<(), ApiError> {
+    operator_only(caller, MANAGING_ORGANIZATIONS)?;
+    let id = path_uuid(id, "organization")?;
+    Ok(state.engine.storage().delete_organization(id).await?)
 }
 
 /// Hangs up every live call of `org` as the API's hang-up does; how many were asked.
@@ -133,17 +130,15 @@ async fn end_live_calls_of(state: &ApiState, org: uuid::Uuid) -> Result<usize, A
     Ok(asked)
 }
 
-#[utoipa::path(post, path = "/v1/organizations/{id}/keys", tag = "organizations", params(("id" = String, Path, description = "UUID")), request_body = KeyFields, extensions(("x-dialtone-scope" = json!(KeyScope::Admin))), responses((status = 201, description = "the key's secret is shown this once", body = IssuedKeyView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "neither an `admin` key of this organisation nor an `operator` key (only those issue `operator` keys)", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]
-pub(crate) async fn issue_key(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &headers).await?;
-    let org = path_uuid(&id, "organization")?;
-    manages_keys_of(&caller, org)?;
-    let fields: KeyFields = parse(&body)?;
+/// Issues a key of organisation `org`; its secret is in the answer, this once.
+pub(crate) async fn issue(
+    state: &ApiState,
+    caller: &KeyOwner,
+    org: &str,
+    fields: KeyFields,
+) -> Result<IssuedKeyView, ApiError> {
+    let org = path_uuid(org, "organization")?;
+    manages_keys_of(caller, org)?;
     let scope = fields.requested_scope()?;
     if scope == KeyScope::Operator && caller.scope != KeyScope::Operator {
         return Err(forbidden(
@@ -166,7 +161,7 @@ pub(crate) async fn issue_key(
         .issue_key(org, scope, expires_at)
         .await?;
     let stored = issued.stored;
-    Ok(created(IssuedKeyView {
+    Ok(IssuedKeyView {
         id: stored.id,
         organization_id: stored.org_id,
         key: issued.key,
@@ -174,7 +169,7 @@ pub(crate) async fn issue_key(
         scope: stored.scope,
         admin: stored.scope.manages_keys(),
         expires_at: stored.expires_at.and_then(rfc3339),
-    }))
+    })
 }
 
 /// `text` as Unix milliseconds, when it is an RFC 3339 time in the future.
@@ -194,36 +189,34 @@ fn future_time(field: &str, text: &str) -> Result<i64, ApiError> {
     Ok(at)
 }
 
-#[utoipa::path(get, path = "/v1/organizations/{id}/keys", tag = "organizations", params(("id" = String, Path, description = "UUID")), extensions(("x-dialtone-scope" = json!(KeyScope::Admin))), responses((status = 200, description = "the keys not revoked, oldest first, never their secrets; an `admin` key does not see `operator` keys", body = Page<KeyView>), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "neither an `admin` key of this organisation nor an `operator` key", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]
-pub(crate) async fn list_keys(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Page<KeyView>>, ApiError> {
-    let caller = authorize(&state, &headers).await?;
-    let org = path_uuid(&id, "organization")?;
-    manages_keys_of(&caller, org)?;
+/// The keys of `org` not revoked, oldest first; an `admin` caller does not see `operator` ones.
+pub(crate) async fn keys(
+    state: &ApiState,
+    caller: &KeyOwner,
+    org: &str,
+) -> Result<Page<KeyView>, ApiError> {
+    let org = path_uuid(org, "organization")?;
+    manages_keys_of(caller, org)?;
     let storage = state.engine.storage();
     storage.get_organization(org).await?;
     let keys = storage.list_keys(org).await?;
-    Ok(Json(Page::all(
+    Ok(Page::all(
         keys.iter()
             .filter(|k| caller.scope == KeyScope::Operator || k.scope != KeyScope::Operator)
             .map(key_view)
             .collect(),
-    )))
+    ))
 }
 
-#[utoipa::path(delete, path = "/v1/organizations/{id}/keys/{key_id}", tag = "organizations", params(("id" = String, Path, description = "UUID of the organisation"), ("key_id" = String, Path, description = "UUID of the key")), extensions(("x-dialtone-scope" = json!(KeyScope::Admin))), responses((status = 204, description = "revoked: from the next request on, on every node, the key is `401`"), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "neither an `admin` key of this organisation nor an `operator` key (only those revoke `operator` keys)", body = ErrorBody), (status = 404, description = "no such key in this organisation", body = ErrorBody)))]
-pub(crate) async fn revoke_key(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path((id, key_id)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    let caller = authorize(&state, &headers).await?;
-    let org = path_uuid(&id, "organization")?;
-    manages_keys_of(&caller, org)?;
-    let key_id = path_uuid(&key_id, "key")?;
+pub(crate) async fn revoke(
+    state: &ApiState,
+    caller: &KeyOwner,
+    org: &str,
+    key_id: &str,
+) -> Result<(), ApiError> {
+    let org = path_uuid(org, "organization")?;
+    manages_keys_of(caller, org)?;
+    let key_id = path_uuid(key_id, "key")?;
     let storage = state.engine.storage();
     let key = storage.get_key(org, key_id).await?;
     if key.scope == KeyScope::Operator && caller.scope != KeyScope::Operator {
@@ -237,6 +230,93 @@ pub(crate) async fn revoke_key(
             None,
         ));
     }
-    storage.revoke_key(org, key.id).await?;
+    Ok(storage.revoke_key(org, key.id).await?)
+}
+
+#[utoipa::path(post, path = "/v1/organizations", tag = "organizations", request_body = OrganizationFields, extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 201, body = OrganizationView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody)))]
+pub(crate) async fn create_organization(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    // The scope before the body: a caller without it learns nothing of the rules.
+    operator_only(&caller, MANAGING_ORGANIZATIONS)?;
+    Ok(created(create(&state, &caller, parse(&body)?).await?))
+}
+
+#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 200, body = Page<OrganizationView>), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody)))]
+pub(crate) async fn list_organizations(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Page<OrganizationView>>, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(list(&state, &caller).await?))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path, description = "UUID")), extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 200, body = OrganizationView), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]
+pub(crate) async fn get_organization(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<OrganizationView>, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(get(&state, &caller, &id).await?))
+}
+
+#[utoipa::path(patch, path = "/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path, description = "UUID")), request_body = OrganizationPatch, extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 200, body = OrganizationView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]
+pub(crate) async fn update_organization(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<OrganizationView>, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    operator_only(&caller, MANAGING_ORGANIZATIONS)?;
+    Ok(Json(update(&state, &caller, &id, parse(&body)?).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path, description = "UUID")), extensions(("x-dialtone-scope" = json!(KeyScope::Operator))), responses((status = 204, description = "removed: its keys revoked at once, the organisation no longer shown; its calls stay on record"), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "not an `operator` key", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody), (status = 409, description = "it has live calls (disable it with `end_live_calls` first) or holds operator keys", body = ErrorBody)))]
+pub(crate) async fn delete_organization(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    delete(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{id}/keys", tag = "organizations", params(("id" = String, Path, description = "UUID")), request_body = KeyFields, extensions(("x-dialtone-scope" = json!(KeyScope::Admin))), responses((status = 201, description = "the key's secret is shown this once", body = IssuedKeyView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "neither an `admin` key of this organisation nor an `operator` key (only those issue `operator` keys)", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]
+pub(crate) async fn issue_key(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    // The scope before the body: a caller without it learns nothing of the rules.
+    manages_keys_of(&caller, path_uuid(&id, "organization")?)?;
+    Ok(created(issue(&state, &caller, &id, parse(&body)?).await?))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{id}/keys", tag = "organizations", params(("id" = String, Path, description = "UUID")), extensions(("x-dialtone-scope" = json!(KeyScope::Admin))), responses((status = 200, description = "the keys not revoked, oldest first, never their secrets; an `admin` key does not see `operator` keys", body = Page<KeyView>), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "neither an `admin` key of this organisation nor an `operator` key", body = ErrorBody), (status = 404, description = "no such organisation", body = ErrorBody)))]
+pub(crate) async fn list_keys(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Page<KeyView>>, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    Ok(Json(keys(&state, &caller, &id).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{id}/keys/{key_id}", tag = "organizations", params(("id" = String, Path, description = "UUID of the organisation"), ("key_id" = String, Path, description = "UUID of the key")), extensions(("x-dialtone-scope" = json!(KeyScope::Admin))), responses((status = 204, description = "revoked: from the next request on, on every node, the key is `401`"), (status = 401, description = "missing, wrong, expired or revoked key", body = ErrorBody), (status = 403, description = "neither an `admin` key of this organisation nor an `operator` key (only those revoke `operator` keys)", body = ErrorBody), (status = 404, description = "no such key in this organisation", body = ErrorBody)))]
+pub(crate) async fn revoke_key(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    revoke(&state, &caller, &id, &key_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

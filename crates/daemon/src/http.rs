@@ -2,13 +2,25 @@
 //! timeouts a server facing untrusted clients needs — a request's headers must arrive within
 //! [`HttpTimeouts::header`] (slow-header clients and idle keep-alive connections are cut), and
 //! an HTTP/2 connection that stops answering pings is closed.
+//!
+//! Hyper answers a request it cannot read itself, before the router sees it: `400` for a
+//! request line or header it cannot parse, `414` for a URI over its limit (65534 bytes, fixed
+//! in hyper), `431` for a head larger than its buffer — bare, with no body. [`Shaped`] sits
+//! between hyper and the socket and turns exactly those automatic answers (a 4xx head with
+//! `content-length: 0`, which the API itself never sends: its refusals all carry the JSON
+//! body) into the API's one error shape, `{"error": {"code", "message", "field"}}`.
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use dialtone_control::openapi::{ErrorBody, ErrorDetail};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 /// How long the HTTP server waits on a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +66,146 @@ pub async fn serve(listener: TcpListener, app: axum::Router, timeouts: HttpTimeo
                 .keep_alive_interval(timeouts.ping)
                 .keep_alive_timeout(timeouts.ping);
             if let Err(error) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(Shaped::new(stream)), service)
                 .await
             {
                 tracing::debug!(%error, "HTTP connection ended with an error");
             }
         });
+    }
+}
+
+/// The API's error body for one of hyper's automatic answers (`status`), or `None` for any
+/// other status.
+fn refusal_body(status: u16) -> Option<Vec<u8>> {
+    let (code, message) = match status {
+        400 => (
+            "invalid_request",
+            "the request could not be read as HTTP (its request line or a header is malformed)",
+        ),
+        414 => (
+            "uri_too_long",
+            "the request URI is longer than this server reads (65534 bytes)",
+        ),
+        431 => (
+            "headers_too_large",
+            "the request's head (request line and headers) is larger than this server reads",
+        ),
+        _ => return None,
+    };
+    serde_json::to_vec(&ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            field: None,
+        },
+    })
+    .ok()
+}
+
+/// When `written` is one of hyper's automatic answers — a whole `HTTP/1.1 4xx` head with
+/// `content-length: 0` and nothing after it — the same answer with the API's JSON body.
+fn shaped_refusal(written: &[u8]) -> Option<Vec<u8>> {
+    let head = std::str::from_utf8(written).ok()?;
+    let head = head.strip_suffix("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let status: u16 = status_line
+        .strip_prefix("HTTP/1.1 ")?
+        .get(..3)?
+        .parse()
+        .ok()?;
+    let headers: Vec<&str> = lines.collect();
+    if !headers
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case("content-length: 0"))
+    {
+        return None;
+    }
+    let body = refusal_body(status)?;
+    let mut out = format!("{status_line}\r\n");
+    for header in headers
+        .iter()
+        .filter(|h| !h.eq_ignore_ascii_case("content-length: 0"))
+    {
+        out.push_str(header);
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!(
+        "content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
+/// The connection's socket, with hyper's automatic bare refusals rewritten in the API's error
+/// shape (see the module's guide). Writes are not vectored, so each of hyper's writes is one
+/// buffer: a response head with no body is whole in one write.
+struct Shaped {
+    stream: TcpStream,
+    /// A rewritten refusal not yet all on the socket.
+    pending: Vec<u8>,
+}
+
+impl Shaped {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Writes what is pending; ready once none is left.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Shaped {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Shaped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.drain(cx))?;
+        if let Some(rewritten) = shaped_refusal(buf) {
+            self.pending = rewritten;
+            // Counted as written; flush and shutdown put it on the socket.
+            return match self.drain(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) | Poll::Pending => Poll::Ready(Ok(buf.len())),
+            };
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.drain(cx))?;
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.drain(cx))?;
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -78,6 +224,80 @@ mod tests {
         };
         tokio::spawn(serve(listener, app, timeouts));
         addr
+    }
+
+    /// What the server answers to `request`, whole.
+    async fn answer_to(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The server may answer and close before it has read it all.
+        let _ = client.write_all(request).await;
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// The JSON body of an answer, after its head.
+    fn body(answer: &str) -> serde_json::Value {
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
+    }
+
+    /// What hyper refuses before any router sees it is in the API's error shape: a URI over
+    /// hyper's limit (414), a head over its buffer (431), a request line it cannot parse (400).
+    #[tokio::test]
+    async fn hypers_own_refusals_are_in_the_json_error_shape() {
+        let addr = server(Duration::from_secs(10)).await;
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+        let answer = answer_to(addr, long.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 414 "), "{answer}");
+        assert!(
+            answer.contains("content-type: application/json\r\n"),
+            "{answer}"
+        );
+        assert_eq!(body(&answer)["error"]["code"], "uri_too_long");
+        assert!(
+            body(&answer)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("URI")
+        );
+
+        let huge = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(600_000)
+        );
+        let answer = answer_to(addr, huge.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        assert_eq!(body(&answer)["error"]["code"], "headers_too_large");
+
+        let answer = answer_to(addr, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert_eq!(body(&answer)["error"]["code"], "invalid_request");
+
+        // What the router answers passes unchanged.
+        let answer = answer_to(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+    }
+
+    #[test]
+    fn only_bare_4xx_heads_are_rewritten() {
+        assert!(
+            shaped_refusal(b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n").is_some()
+        );
+        // A head with a body, another status, or more than a head passes unchanged.
+        assert!(
+            shaped_refusal(b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 2\r\n\r\n").is_none()
+        );
+        assert!(shaped_refusal(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(shaped_refusal(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(
+            shaped_refusal(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n{}").is_none()
+        );
     }
 
     /// A client that sends half a header and stops is cut off; one that completes its request

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone_control::{ApiState, router};
+use dialtone_engine::leftovers::{LEFTOVER_WAIT, hang_up_leftovers};
 use dialtone_engine::webhooks::{WebhookConfig, spawn_delivery};
 use dialtone_engine::{Engine, EngineConfig, SpeechWorkers};
 use dialtone_sip_ua::{SipUa, UaConfig};
@@ -177,6 +178,8 @@ pub struct Daemon {
 impl Daemon {
     /// Opens storage, binds SIP, HTTP and gRPC, and serves.
     pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
+        // Before anything counts: the start's own work (leftover hang-ups) is in the metrics.
+        let recorder = prometheus();
         let storage = Storage::open(&config.database_url).await?;
         let org = storage
             .bootstrap_operator_key(&config.api_key)
@@ -189,10 +192,6 @@ impl Daemon {
                 other => other.into(),
             })?;
         tracing::info!(organization = %org.id, "DIALTONE_API_KEY is an operator key");
-        let interrupted = storage.close_interrupted_calls().await?;
-        if interrupted > 0 {
-            tracing::warn!(interrupted, "closed calls left live by the previous run");
-        }
         let mut webhook_config = WebhookConfig::new(config.webhook_secret.clone());
         webhook_config.private = config.private_destinations.clone();
         let webhooks = spawn_delivery(storage.clone(), webhook_config);
@@ -203,6 +202,17 @@ impl Daemon {
             ua_config.advertised_port = *port;
         }
         let ua = Arc::new(SipUa::start(ua_config).await?);
+        // The calls a killed run left live: their far ends hung up on the wire (from the
+        // dialogs kept in storage), then their records closed.
+        let hung_up = hang_up_leftovers(&storage, &ua, LEFTOVER_WAIT).await?;
+        let interrupted = storage.close_interrupted_calls().await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                hung_up,
+                "closed calls left live by the previous run"
+            );
+        }
         let sip_addr = ua.local_addr();
         let media_ip: IpAddr = config
             .sip_advertised
@@ -270,7 +280,7 @@ impl Daemon {
         let api = ApiState {
             engine: engine.clone(),
             private_destinations: config.private_destinations.clone(),
-            metrics: prometheus().map(|handle| {
+            metrics: recorder.map(|handle| {
                 let render: Arc<dyn Fn() -> String + Send + Sync> =
                     Arc::new(move || handle.render() + &media_metrics(&media));
                 render

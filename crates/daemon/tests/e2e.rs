@@ -725,6 +725,23 @@ async fn trunk_strings_that_would_break_a_sip_message_are_refused() {
         (404, json!("not_found")),
         "{err}"
     );
+    // So does a URI longer than hyper reads, refused before any router sees it (sent by hand:
+    // HTTP clients refuse to build such a URI).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = w.api.base.trim_start_matches("http://");
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/calls?to={} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\r\n",
+        "1".repeat(70_000)
+    );
+    let _ = client.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = client.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 414 "), "{head}");
+    let err: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(err["error"]["code"], "uri_too_long", "{err}");
     w.finish().await;
 }
 
@@ -894,8 +911,9 @@ fn bad_configuration_stops_start_up_with_one_message_naming_the_key() {
     );
 }
 
-/// The real binary, killed with SIGKILL while a call rings: the next start closes the call with
-/// `engine_restart` and every event still reaches the receiver.
+/// The real binary, killed with SIGKILL while a call rings: the next start sends the CANCEL
+/// SIPp's scenario waits for (and acknowledges its 487), closes the call with `engine_restart`,
+/// and every event still reaches the receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() {
     let (url, got) = receiver(0).await;
@@ -906,7 +924,16 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
         &SippOptions::default(),
     )
     .unwrap();
-    let start = |http: u16| dialtoned(tmp.path(), http, "32000-32099", &[]);
+    // The next start listens where the first did, as a restarted daemon does.
+    let sip = format!("127.0.0.1:{}", dialtone_test_support::free_port().unwrap());
+    let start = |http: u16| {
+        dialtoned(
+            tmp.path(),
+            http,
+            "32000-32099",
+            &[("DIALTONE_SIP_ADDR", sip.as_str())],
+        )
+    };
     let http = dialtone_test_support::free_port().unwrap();
     let api = Api {
         base: format!("http://127.0.0.1:{http}"),
@@ -955,6 +982,86 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
     assert_eq!(
         kinds,
         ["call.queued", "call.dialing", "call.ringing", "call.ended"]
+    );
+    // SIPp got the CANCEL and the ACK of its 487; without them the scenario never ends.
+    tokio::task::spawn_blocking(move || sipp.finish(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+/// The real binary, killed with SIGKILL during an answered call: the next start sends the BYE
+/// SIPp's scenario waits for, from the dialog kept in storage at answer, before it closes the
+/// call with `engine_restart`, and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkill_the_next_start_sends_the_bye_of_an_answered_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sipp = Sipp::uas(
+        &scenario("answer_then_we_hang_up.xml"),
+        SipTransport::Udp,
+        &SippOptions::default(),
+    )
+    .unwrap();
+    // The next start listens where the first did, as a restarted daemon does (SIPp answers
+    // the BYE at the address it has for the call).
+    let sip = format!("127.0.0.1:{}", dialtone_test_support::free_port().unwrap());
+    let start = |http: u16| {
+        dialtoned(
+            tmp.path(),
+            http,
+            "32200-32299",
+            &[("DIALTONE_SIP_ADDR", sip.as_str())],
+        )
+    };
+    let http = dialtone_test_support::free_port().unwrap();
+    let api = Api {
+        base: format!("http://127.0.0.1:{http}"),
+        http: reqwest::Client::new(),
+    };
+    let mut first = start(http);
+    wait_up(&api.base).await;
+    let (agent_id, _) = setup_agent(&api, sipp.port).await;
+    let (_, call) = api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000"}),
+        )
+        .await;
+    let id = call["id"].as_str().unwrap().to_owned();
+    wait_status(&api, &id, "in_progress").await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = start(http);
+    wait_up(&api.base).await;
+    let record = wait_final(&api, &id).await;
+    assert_ended(&record, "failed", "engine_restart", "engine");
+    // SIPp got the BYE (in the dialog it answered: its scenario matches the Call-ID) and
+    // answered it; without it the scenario never ends.
+    tokio::task::spawn_blocking(move || sipp.finish(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("dialtone_leftover_hangups_total")
+                && l.contains(r#"request="bye""#)
+                && l.contains(r#"outcome="answered""#)
+                && l.ends_with(" 1")),
+        "{metrics}"
     );
     second.kill().unwrap();
     second.wait().unwrap();
@@ -1973,6 +2080,7 @@ async fn the_openapi_document_matches_the_routes() {
             "GET /v1/numbers",
             "GET /v1/numbers/{id}",
             "GET /v1/organizations",
+            "GET /v1/organizations/{id}",
             "GET /v1/organizations/{id}/keys",
             "GET /v1/providers",
             "GET /v1/providers/{id}",
@@ -2293,11 +2401,12 @@ async fn every_route_answers_every_scope_as_its_openapi_scope_says() {
             "admin: POST /v1/organizations/{id}/keys",
             "operator: DELETE /v1/organizations/{id}",
             "operator: GET /v1/organizations",
+            "operator: GET /v1/organizations/{id}",
             "operator: PATCH /v1/organizations/{id}",
             "operator: POST /v1/organizations",
         ]
     );
-    assert!(walked >= 4 * 31, "walked {walked}");
+    assert!(walked >= 4 * 32, "walked {walked}");
     w.finish().await;
 }
 
@@ -4063,6 +4172,236 @@ mod grpc {
         w.finish().await;
     }
 
+    fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {key}")).unwrap(),
+        );
+        r
+    }
+
+    /// The organisation HTTP shows and the message gRPC sends agree, field by field.
+    fn same_organization(http: &Value, grpc: &proto::Organization) {
+        let text = |key: &str| http[key].as_str().map(str::to_owned);
+        let number = |key: &str| http[key].as_u64().map(|n| u32::try_from(n).unwrap());
+        assert_eq!(text("id").unwrap(), grpc.id);
+        assert_eq!(text("name").unwrap(), grpc.name);
+        assert_eq!(number("max_concurrent_calls"), grpc.max_concurrent_calls);
+        assert_eq!(number("max_calls_per_second"), grpc.max_calls_per_second);
+        assert_eq!(http["disabled"].as_bool().unwrap(), grpc.disabled);
+        assert_eq!(text("disabled_at"), grpc.disabled_at);
+        assert_eq!(text("created_at").unwrap(), grpc.created_at);
+        assert_eq!(http.as_object().unwrap().len(), 7, "{http}");
+    }
+
+    /// The key HTTP lists and the message gRPC sends agree, field by field.
+    fn same_key(http: &Value, grpc: &proto::Key) {
+        let text = |key: &str| http[key].as_str().map(str::to_owned);
+        assert_eq!(text("id").unwrap(), grpc.id);
+        assert_eq!(text("organization_id").unwrap(), grpc.organization_id);
+        assert_eq!(text("prefix").unwrap(), grpc.prefix);
+        assert_eq!(
+            text("scope").unwrap(),
+            format!("{:?}", grpc.scope()).to_lowercase()
+        );
+        assert_eq!(text("created_at").unwrap(), grpc.created_at);
+        assert_eq!(text("expires_at"), grpc.expires_at);
+        assert_eq!(text("last_used_at"), grpc.last_used_at);
+        assert_eq!(http.as_object().unwrap().len(), 7, "{http}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn organisations_and_keys_over_grpc_agree_with_http_and_keep_their_scopes() {
+        use dialtone_control::proto::organization_service_client::OrganizationServiceClient;
+        let w = world(None, &[]).await;
+        let mut orgs = OrganizationServiceClient::new(channel(&w.daemon).await);
+        let made = orgs
+            .create_organization(authed(proto::CreateOrganizationRequest {
+                organization: Some(proto::OrganizationFields {
+                    name: "acme".into(),
+                    max_concurrent_calls: Some(3),
+                    max_calls_per_second: None,
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap();
+        let path = format!("/v1/organizations/{}", made.id);
+        let (s, http) = w.api.get(&path).await;
+        assert_eq!(s, 200, "{http}");
+        same_organization(&http, &made);
+        assert_eq!(made.max_concurrent_calls, Some(3));
+        // Disabled over gRPC, the same over HTTP and in the gRPC read and list.
+        let disabled = orgs
+            .update_organization(authed(proto::UpdateOrganizationRequest {
+                id: made.id.clone(),
+                disabled: Some(true),
+                end_live_calls: None,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap();
+        assert!(disabled.disabled && disabled.disabled_at.is_some());
+        let (_, http) = w.api.get(&path).await;
+        same_organization(&http, &disabled);
+        let got = orgs
+            .get_organization(authed(proto::GetOrganizationRequest {
+                id: made.id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap();
+        assert_eq!(got, disabled);
+        let listed = orgs
+            .list_organizations(authed(proto::ListOrganizationsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .organizations;
+        let (_, http_list) = w.api.get("/v1/organizations").await;
+        let http_list = http_list["data"].as_array().unwrap();
+        assert_eq!(listed.len(), http_list.len());
+        for (h, g) in http_list.iter().zip(&listed) {
+            same_organization(h, g);
+        }
+        // The same rule as HTTP, naming the field.
+        let e = orgs
+            .update_organization(authed(proto::UpdateOrganizationRequest {
+                id: made.id.clone(),
+                disabled: None,
+                end_live_calls: Some(true),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            e.metadata().get("dialtone-error-field").unwrap(),
+            "end_live_calls"
+        );
+        // Keys: an admin key issued over gRPC, listed the same on both faces.
+        let issued = orgs
+            .issue_key(authed(proto::IssueKeyRequest {
+                organization_id: made.id.clone(),
+                scope: proto::KeyScope::Admin as i32,
+                expires_at: Some("2099-01-01T00:00:00Z".into()),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap();
+        assert!(issued.key.starts_with(&issued.prefix), "{issued:?}");
+        assert_eq!(issued.organization_id, made.id);
+        assert_eq!(issued.scope(), proto::KeyScope::Admin);
+        let keys = orgs
+            .list_keys(authed(proto::ListKeysRequest {
+                organization_id: made.id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .keys;
+        let (s, http_keys) = w.api.get(&format!("{path}/keys")).await;
+        assert_eq!(s, 200, "{http_keys}");
+        let http_keys = http_keys["data"].as_array().unwrap();
+        assert_eq!((keys.len(), http_keys.len()), (1, 1));
+        same_key(&http_keys[0], &keys[0]);
+        assert_eq!(keys[0].id, issued.id);
+        assert_eq!(keys[0].expires_at, issued.expires_at);
+        assert!(
+            !format!("{keys:?}").contains(&issued.key),
+            "no secret listed"
+        );
+        // Scopes: the admin key manages its own keys but not organisations, nor operator keys.
+        let admin = issued.key.clone();
+        let e = orgs
+            .list_organizations(with_key(proto::ListOrganizationsRequest {}, &admin))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("`operator`"), "{}", e.message());
+        let e = orgs
+            .issue_key(with_key(
+                proto::IssueKeyRequest {
+                    organization_id: made.id.clone(),
+                    scope: proto::KeyScope::Operator as i32,
+                    expires_at: None,
+                },
+                &admin,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert_eq!(e.metadata().get("dialtone-error-field").unwrap(), "scope");
+        let plain = orgs
+            .issue_key(with_key(
+                proto::IssueKeyRequest {
+                    organization_id: made.id.clone(),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap();
+        assert_eq!(plain.scope(), proto::KeyScope::Standard);
+        let e = orgs
+            .list_keys(with_key(
+                proto::ListKeysRequest {
+                    organization_id: made.id.clone(),
+                },
+                &plain.key,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        // Revoked over gRPC: gone from HTTP's list, the key unauthenticated at once.
+        orgs.revoke_key(with_key(
+            proto::RevokeKeyRequest {
+                organization_id: made.id.clone(),
+                id: plain.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+        let (_, http_keys) = w.api.get(&format!("{path}/keys")).await;
+        assert_eq!(http_keys["data"].as_array().unwrap().len(), 1);
+        let e = orgs
+            .list_keys(with_key(
+                proto::ListKeysRequest {
+                    organization_id: made.id.clone(),
+                },
+                &plain.key,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        // Deleted over gRPC: not found on both faces.
+        orgs.delete_organization(authed(proto::DeleteOrganizationRequest {
+            id: made.id.clone(),
+        }))
+        .await
+        .unwrap();
+        let (s, _) = w.api.get(&path).await;
+        assert_eq!(s, 404);
+        let e = orgs
+            .get_organization(authed(proto::GetOrganizationRequest { id: made.id }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        w.finish().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn health_and_reflection_answer() {
         let w = world(None, &[]).await;
@@ -4106,6 +4445,7 @@ mod grpc {
             "dialtone.v1.AgentService",
             "dialtone.v1.NumberService",
             "dialtone.v1.ProviderService",
+            "dialtone.v1.OrganizationService",
             "dialtone.v1.TrunkService",
             "grpc.health.v1.Health",
         ] {

@@ -30,6 +30,7 @@
 mod agent_setup;
 mod brains;
 mod call;
+pub mod leftovers;
 pub mod outbound;
 mod port_share;
 pub mod webhooks;

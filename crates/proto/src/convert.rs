@@ -9,9 +9,10 @@ use dialtone_model::agent::{AgentView, Tool as ModelTool, VoicemailAction as Mod
 use dialtone_model::parse::from_value as parse_value;
 use dialtone_model::{
     AgentFields as ModelAgentFields, CallStatus as ModelCallStatus, CallView, DispatchCall,
-    FieldError, NumberView, ProviderFields as ModelProviderFields, ProviderKind as ModelKind,
-    ProviderView, RegistrationView, TrunkFields as ModelTrunkFields,
-    TrunkTransport as ModelTransport, TrunkView,
+    FieldError, IssuedKeyView, KeyFields, KeyScope as ModelScope, KeyView, NumberView,
+    OrganizationFields as ModelOrganizationFields, OrganizationPatch, OrganizationView,
+    ProviderFields as ModelProviderFields, ProviderKind as ModelKind, ProviderView,
+    RegistrationView, TrunkFields as ModelTrunkFields, TrunkTransport as ModelTransport, TrunkView,
 };
 use uuid::Uuid;
 
@@ -260,6 +261,102 @@ impl TryFrom<ProviderFields> for ModelProviderFields {
             kind,
             base_url: f.base_url,
             api_key: f.api_key,
+        })
+    }
+}
+
+impl From<&OrganizationView> for Organization {
+    fn from(o: &OrganizationView) -> Self {
+        Self {
+            id: o.id.to_string(),
+            name: o.name.clone(),
+            max_concurrent_calls: o.max_concurrent_calls,
+            max_calls_per_second: o.max_calls_per_second,
+            disabled: o.disabled,
+            disabled_at: o.disabled_at.clone(),
+            created_at: o.created_at.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<OrganizationFields> for ModelOrganizationFields {
+    fn from(f: OrganizationFields) -> Self {
+        Self {
+            name: f.name,
+            max_concurrent_calls: f.max_concurrent_calls,
+            max_calls_per_second: f.max_calls_per_second,
+        }
+    }
+}
+
+impl From<&UpdateOrganizationRequest> for OrganizationPatch {
+    fn from(r: &UpdateOrganizationRequest) -> Self {
+        Self {
+            disabled: r.disabled,
+            end_live_calls: r.end_live_calls,
+        }
+    }
+}
+
+impl From<ModelScope> for KeyScope {
+    fn from(scope: ModelScope) -> Self {
+        match scope {
+            ModelScope::Operator => Self::Operator,
+            ModelScope::Admin => Self::Admin,
+            ModelScope::Standard => Self::Standard,
+        }
+    }
+}
+
+impl From<&KeyView> for Key {
+    fn from(k: &KeyView) -> Self {
+        Self {
+            id: k.id.to_string(),
+            organization_id: k.organization_id.to_string(),
+            prefix: k.prefix.clone(),
+            scope: KeyScope::from(k.scope) as i32,
+            created_at: k.created_at.clone().unwrap_or_default(),
+            expires_at: k.expires_at.clone(),
+            last_used_at: k.last_used_at.clone(),
+        }
+    }
+}
+
+impl From<&IssuedKeyView> for IssuedKey {
+    fn from(k: &IssuedKeyView) -> Self {
+        Self {
+            id: k.id.to_string(),
+            organization_id: k.organization_id.to_string(),
+            key: k.key.clone(),
+            prefix: k.prefix.clone(),
+            scope: KeyScope::from(k.scope) as i32,
+            expires_at: k.expires_at.clone(),
+        }
+    }
+}
+
+impl TryFrom<&IssueKeyRequest> for KeyFields {
+    type Error = FieldError;
+
+    /// `KEY_SCOPE_UNSPECIFIED` leaves the scope to its default (`standard`).
+    fn try_from(r: &IssueKeyRequest) -> Result<Self, FieldError> {
+        let scope = match KeyScope::try_from(r.scope) {
+            Ok(KeyScope::Unspecified) => None,
+            Ok(scope) => ModelScope::ALL
+                .iter()
+                .copied()
+                .find(|s| KeyScope::from(*s) == scope),
+            Err(_) => {
+                return Err(FieldError::invalid(
+                    "scope",
+                    "`scope` must be \"operator\", \"admin\" or \"standard\"",
+                ));
+            }
+        };
+        Ok(Self {
+            scope,
+            admin: None,
+            expires_at: r.expires_at.clone(),
         })
     }
 }
@@ -550,6 +647,25 @@ mod tests {
             ModelProviderFields::try_from(bad).unwrap_err().field,
             "kind"
         );
+    }
+
+    #[test]
+    fn every_key_scope_maps_both_ways() {
+        for scope in ModelScope::ALL {
+            let request = IssueKeyRequest {
+                scope: KeyScope::from(*scope) as i32,
+                ..IssueKeyRequest::default()
+            };
+            let fields = KeyFields::try_from(&request).unwrap();
+            assert_eq!(fields.requested_scope(), Ok(*scope));
+        }
+        let unset = KeyFields::try_from(&IssueKeyRequest::default()).unwrap();
+        assert_eq!(unset.requested_scope(), Ok(ModelScope::Standard));
+        let bad = IssueKeyRequest {
+            scope: 99,
+            ..IssueKeyRequest::default()
+        };
+        assert_eq!(KeyFields::try_from(&bad).unwrap_err().field, "scope");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! The messages, service servers and clients generated from `proto/dialtone/v1` (package
 //! `dialtone.v1`): the control-plane services (`TrunkService`, `NumberService`,
-//! `AgentService`, `ProviderService`, `CallService`) that `dialtone-control` serves, and the
+//! `AgentService`, `ProviderService`, `OrganizationService`, `CallService`) that `dialtone-control` serves, and the
 //! `AgentBridge` stream the engine opens to external brains. [`FILE_DESCRIPTOR_SET`] feeds server reflection;
 //! [`json`] converts free-form JSON to and from the well-known `Struct` and `Value`; [`convert`]
 //! maps the messages to and from the model's types.
@@ -45,7 +45,7 @@ mod tests {
             .iter()
             .filter(|f| f.package() == "dialtone.v1")
             .collect();
-        assert_eq!(ours.len(), 6);
+        assert_eq!(ours.len(), 7);
         for file in ours {
             assert!(file.name().starts_with("dialtone/v1/"), "{}", file.name());
             let info = file.source_code_info.as_ref().expect("source info kept");

@@ -59,8 +59,8 @@ pub mod validate;
 pub use auth::{Challenge, Credentials, DigestAlgorithm};
 pub use end_reason::{EndReason, should_fail_over};
 pub use endpoint::{
-    CallEvent, CallHandle, Endpoint, EndpointConfig, EndpointStats, Event, OutOfDialogRequest,
-    OutboundCall, Party, RequestHandle, RequestOutcome, Transmit, Transport,
+    CallEvent, CallHandle, Endpoint, EndpointConfig, EndpointStats, Event, Leftover,
+    OutOfDialogRequest, OutboundCall, Party, RequestHandle, RequestOutcome, Transmit, Transport,
 };
 pub use ids::{IdGenerator, MAGIC_COOKIE};
 pub use transaction::TimerConfig;

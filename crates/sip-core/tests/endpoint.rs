@@ -1163,3 +1163,95 @@ fn a_refresh_answered_481_ends_the_call() {
         }]
     );
 }
+
+/// An answered call's dialog, taken as data and handed to another endpoint (the next process
+/// after a crash), is ended there with the BYE the first would have sent.
+#[test]
+fn a_leftover_dialog_is_ended_by_another_endpoint_with_the_same_bye() {
+    let (mut h, call) = answered();
+    h.take_events();
+    let leftover = h.ep.leftover(call).unwrap();
+    let stored = serde_json::to_string(&leftover).unwrap();
+    assert!(stored.contains(r#""state":"dialog""#), "{stored}");
+    let leftover: dialtone_sip_core::Leftover = serde_json::from_str(&stored).unwrap();
+    // What the first endpoint would send.
+    h.ep.hang_up(h.now, call).unwrap();
+    h.collect();
+    let expected = h.last_sent();
+
+    let mut next = Harness::new();
+    next.ep.end_leftover(next.now, &leftover).unwrap();
+    next.collect();
+    let bye = next.last_sent();
+    assert!(bye.is_request("BYE"), "{}", bye.text);
+    assert_eq!(bye.destination, expected.destination);
+    for name in ["From", "To", "Call-ID", "CSeq"] {
+        assert_eq!(bye.header(name), expected.header(name), "{name}");
+    }
+    assert_eq!(bye.headers("Route"), expected.headers("Route"));
+    assert_eq!(
+        bye.text.lines().next(),
+        expected.text.lines().next(),
+        "the same Request-URI"
+    );
+    next.reply(&bye, 200, None, "", "");
+    assert_eq!(
+        next.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Local,
+            reason: EndReason::Completed
+        }]
+    );
+    // Once ending, there is nothing left to hand over.
+    assert_eq!(h.ep.leftover(call), None);
+}
+
+/// A call still ringing is handed over as its INVITE, and cancelled with that INVITE's branch.
+#[test]
+fn a_leftover_invite_is_cancelled_by_another_endpoint() {
+    let mut h = Harness::new();
+    let call = h.dial(Harness::call(Transport::Udp));
+    let invite = h.last_sent();
+    h.reply(&invite, 180, Some("callee1"), "", "");
+    let leftover = h.ep.leftover(call).unwrap();
+    let leftover: dialtone_sip_core::Leftover =
+        serde_json::from_str(&serde_json::to_string(&leftover).unwrap()).unwrap();
+
+    let mut next = Harness::new();
+    next.ep.end_leftover(next.now, &leftover).unwrap();
+    next.collect();
+    let cancel = next.last_sent();
+    assert!(cancel.is_request("CANCEL"), "{}", cancel.text);
+    assert_eq!(cancel.branch(), invite.branch());
+    assert_eq!(cancel.header("CSeq").unwrap(), "1 CANCEL");
+    for name in ["From", "To", "Call-ID"] {
+        assert_eq!(cancel.header(name), invite.header(name), "{name}");
+    }
+    assert_eq!(cancel.destination, invite.destination);
+    assert!(
+        cancel.text.starts_with(
+            invite
+                .text
+                .lines()
+                .next()
+                .unwrap()
+                .replace("INVITE", "CANCEL")
+                .as_str()
+        )
+    );
+    // The CANCEL's 200, then the INVITE's 487: acknowledged with the INVITE's branch, and the
+    // call over.
+    next.reply(&cancel, 200, Some("callee1"), "", "");
+    next.reply(&invite, 487, Some("callee1"), "", "");
+    let ack = next.last_sent();
+    assert!(ack.is_request("ACK"), "{}", ack.text);
+    assert_eq!(ack.branch(), invite.branch());
+    assert_eq!(ack.header("CSeq").unwrap(), "1 ACK");
+    assert_eq!(
+        next.take_events(),
+        vec![CallEvent::Failed {
+            status: Some(487),
+            reason: EndReason::Canceled
+        }]
+    );
+}

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dialtone_sip_core::{
-    CallEvent, CallHandle, EndReason, Endpoint, EndpointConfig, OutOfDialogRequest, OutboundCall,
-    RequestHandle, RequestOutcome, Transmit, Transport, should_fail_over,
+    CallEvent, CallHandle, EndReason, Endpoint, EndpointConfig, Leftover, OutOfDialogRequest,
+    OutboundCall, RequestHandle, RequestOutcome, Transmit, Transport, should_fail_over,
 };
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -55,6 +55,11 @@ pub(crate) enum Command {
     },
     ForgetRequest {
         series: RequestHandle,
+    },
+    /// Ends a call another process left ([`Leftover`]); its final event comes on `reply`.
+    EndLeftover {
+        leftover: Box<Leftover>,
+        reply: oneshot::Sender<Result<CallEvent, UaError>>,
     },
 }
 
@@ -119,6 +124,8 @@ struct Driver {
     next_id: u64,
     gates: Arc<Gates>,
     outcomes: HashMap<RequestHandle, oneshot::Sender<RequestOutcome>>,
+    /// Leftover calls being ended, and who waits for their final event.
+    endings: HashMap<CallHandle, oneshot::Sender<Result<CallEvent, UaError>>>,
 }
 
 /// Binds UDP on `bind` and TCP on the same address. With port 0 the kernel picks a free UDP
@@ -211,6 +218,7 @@ pub(crate) async fn spawn(
         next_id: 1,
         gates,
         outcomes: HashMap::new(),
+        endings: HashMap::new(),
     };
     tokio::spawn(driver.run(commands, tcp_rx));
     Ok((commands_tx, local))
@@ -353,6 +361,16 @@ impl Driver {
             Command::ForgetRequest { series } => {
                 self.endpoint.forget_request(series);
                 self.outcomes.remove(&series);
+            }
+            Command::EndLeftover { leftover, reply } => {
+                match self.endpoint.end_leftover(now, &leftover) {
+                    Ok(handle) => {
+                        self.endings.insert(handle, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
             }
             Command::Stats { reply } => {
                 let _ = reply.send(UaStats {
@@ -499,6 +517,11 @@ impl Driver {
 
     fn route(&mut self, handle: CallHandle, event: CallEvent) {
         let Some(&id) = self.by_handle.get(&handle) else {
+            if matches!(event, CallEvent::Failed { .. } | CallEvent::Ended { .. })
+                && let Some(reply) = self.endings.remove(&handle)
+            {
+                let _ = reply.send(Ok(event));
+            }
             return;
         };
         let Some(slot) = self.slots.get_mut(&id) else {
@@ -509,6 +532,15 @@ impl Driver {
             CallEvent::Answered { .. } => {
                 slot.answered = true;
                 slot.ring_deadline = None;
+                // What another process needs to end the call, before the answer is announced.
+                if let Some(leftover) = self.endpoint.leftover(handle) {
+                    let _ = slot.events.send(UaEvent::Leftover(Box::new(leftover)));
+                }
+            }
+            CallEvent::Ringing { .. } | CallEvent::EarlyMedia { .. } => {
+                if let Some(leftover) = self.endpoint.leftover(handle) {
+                    let _ = slot.events.send(UaEvent::Leftover(Box::new(leftover)));
+                }
             }
             CallEvent::Failed { status, reason } => {
                 let retry = !slot.hangup_requested

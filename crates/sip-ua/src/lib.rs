@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use dialtone_sip_core::{
-    CallEvent, Credentials, EndReason, EndpointStats, Party, TimerConfig, Transport,
+    CallEvent, Credentials, EndReason, EndpointStats, Leftover, Party, TimerConfig, Transport,
 };
 pub use health::{Registration, RegistrationState, TrunkHealth, TrunkMonitor};
 pub use trunk::{Admission, Trunk};
@@ -202,6 +202,10 @@ pub enum UaEvent {
         /// The address the INVITE went to.
         target: SocketAddr,
     },
+    /// What ending the call from another process needs: sent before a provisional response
+    /// or the answer is announced, for the owner to keep (a crash then leaves a call that the
+    /// next start can still hang up, [`SipUa::end_leftover`]).
+    Leftover(Box<Leftover>),
     /// A call event from the SIP core.
     Call(CallEvent),
 }
@@ -314,6 +318,18 @@ impl SipUa {
             commands: self.commands.clone(),
             finished: false,
         })
+    }
+
+    /// Ends a call another process left, from what it kept ([`UaEvent::Leftover`]): a BYE in
+    /// its dialog, or a CANCEL of its INVITE. Returns the call's final event (the BYE's
+    /// answer, or a timeout after 64·T1); the caller bounds how long it waits.
+    pub async fn end_leftover(&self, leftover: Leftover) -> Result<CallEvent, UaError> {
+        let (reply, ended) = oneshot::channel();
+        self.send(Command::EndLeftover {
+            leftover: Box::new(leftover),
+            reply,
+        })?;
+        ended.await.map_err(|_| UaError::Stopped)?
     }
 
     /// Counters and live object counts.

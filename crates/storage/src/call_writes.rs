@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::calls::{call_from, idempotent_call_on};
@@ -181,6 +181,36 @@ impl Storage {
                 detail,
             })
             .await
+    }
+
+    /// Keeps what ending the call on the wire needs (JSON text, the SIP user agent's
+    /// leftover), for the next start should this process die with the call live. Not a
+    /// status step: no event.
+    pub async fn set_sip_dialog(&self, id: Uuid, dialog: &str) -> Result<()> {
+        self.set_detail(id, CallDetail::SipDialog(dialog.to_owned()))
+            .await
+    }
+
+    /// The calls a previous run left unfinished that kept a SIP dialog: id and dialog (JSON
+    /// text), to be ended on the wire before [`Storage::close_interrupted_calls`] closes them.
+    pub async fn interrupted_dialogs(&self) -> Result<Vec<(Uuid, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, sip_dialog FROM calls WHERE status IN ('dialing', 'ringing', \
+             'in_progress') AND sip_dialog IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let dialog: String =
+                    row.try_get("sip_dialog")
+                        .map_err(|e| StorageError::Corrupt {
+                            column: "sip_dialog",
+                            detail: e.to_string(),
+                        })?;
+                Ok((uuid_of(row, "id")?, dialog))
+            })
+            .collect()
     }
 
     /// Ends every call a previous run left unfinished (the process died with them live) with
@@ -431,6 +461,8 @@ enum CallDetail {
         agent_stats: String,
         summary: Option<String>,
     },
+    /// What ending the call on the wire needs (JSON text).
+    SipDialog(String),
 }
 
 /// Writes a [`CallDetail`].
@@ -477,6 +509,10 @@ impl Write for SetDetail {
                     )
                     .bind(agent_stats.as_str())
                     .bind(summary.as_deref()),
+                    CallDetail::SipDialog(dialog) => sqlx::query(
+                        "UPDATE calls SET sip_dialog = $1, updated_at = $2 WHERE id = $3",
+                    )
+                    .bind(dialog.as_str()),
                 };
                 query
                     .bind(w.now)
@@ -494,6 +530,29 @@ mod tests {
     use super::*;
     use crate::tests::{another, call, on_both};
     use crate::{CallFilter, writer};
+
+    on_both!(a_kept_sip_dialog_waits_for_the_next_start_while_the_call_is_live);
+    async fn a_kept_sip_dialog_waits_for_the_next_start_while_the_call_is_live(s: Storage) {
+        let kept = call(&s).await;
+        let without = s
+            .insert_call(another(&kept, "+15550000299", None))
+            .await
+            .unwrap();
+        for c in [&kept, &without] {
+            s.advance_call(c.id, CallStatus::InProgress, CallProgress::default())
+                .await
+                .unwrap();
+        }
+        s.set_sip_dialog(kept.id, r#"{"state":"dialog"}"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.interrupted_dialogs().await.unwrap(),
+            vec![(kept.id, r#"{"state":"dialog"}"#.to_owned())]
+        );
+        assert_eq!(s.close_interrupted_calls().await.unwrap(), 2);
+        assert!(s.interrupted_dialogs().await.unwrap().is_empty());
+    }
 
     on_both!(call_status_only_moves_forward);
     async fn call_status_only_moves_forward(s: Storage) {

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use dialtone_media::{BoundPort, Direction, MediaCall, MediaStats};
-use dialtone_sip_ua::{Admission, Call, DialRequest, UaEvent};
+use dialtone_sip_ua::{Admission, Call, DialRequest, Leftover, UaEvent};
 use dialtone_storage::CallProgress;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -159,6 +159,10 @@ impl<'a> CallDriver<'a> {
                     }
                 }
                 event = next_ua_event(&mut self.call) => match event {
+                    Some(UaEvent::Leftover(leftover)) => {
+                        keep_dialog(self.engine, self.plan.id, &leftover).await;
+                        continue;
+                    }
                     Some(event) => match Input::from_ua(event) {
                         Some(input) => input,
                         None => continue,
@@ -488,6 +492,21 @@ fn admit(
                 None
             }
         }
+    }
+}
+
+/// Keeps what ending the call on the wire needs, before the response that brought it is
+/// announced, so that the next start can hang up a call this process dies with.
+async fn keep_dialog(engine: &Engine, id: uuid::Uuid, leftover: &Leftover) {
+    let kept = match serde_json::to_string(leftover) {
+        Ok(text) => engine.storage().set_sip_dialog(id, &text).await,
+        Err(error) => {
+            tracing::warn!(%error, "the SIP dialog cannot be written out");
+            return;
+        }
+    };
+    if let Err(error) = kept {
+        tracing::warn!(%error, "the SIP dialog is not kept; a crash now leaves the far end up");
     }
 }
 

@@ -12,6 +12,7 @@
 //! * `dispatch`: incoming messages, validated, and routed to a transaction or a handler;
 //! * `uac`: placing a call (INVITE, CANCEL, its responses, the 2xx ACK, forks);
 //! * `in_dialog`: requests we send in an answered call (BYE, INFO, UPDATE, re-INVITE);
+//! * `leftover`: a call's dialog as data ([`Leftover`]), for another process to end it;
 //! * `uas`: requests the peer sends, and our responses to them;
 //! * `out_of_dialog`: OPTIONS probes and REGISTER series;
 //! * `session_refresh`: RFC 4028 session timers, refreshed or expired;
@@ -22,6 +23,7 @@ mod config;
 mod dispatch;
 mod events;
 mod in_dialog;
+mod leftover;
 mod out_of_dialog;
 mod session_refresh;
 mod timers;
@@ -43,13 +45,15 @@ use self::call::Call;
 pub use self::call::{CallHandle, OutboundCall};
 pub use self::config::EndpointConfig;
 pub use self::events::{CallEvent, EndpointStats, Event, Party};
+pub use self::leftover::Leftover;
 use self::out_of_dialog::Standalone;
 pub use self::out_of_dialog::{OutOfDialogRequest, RequestHandle, RequestOutcome};
 use self::timers::TimerKey;
 use self::transactions::{ClientKey, ClientTx, ServerKey, ServerTx};
 
 /// A SIP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// Unreliable datagrams: the core retransmits.
     Udp,

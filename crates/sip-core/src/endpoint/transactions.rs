@@ -194,6 +194,40 @@ pub(super) fn response_destination(
 }
 
 impl Endpoint {
+    /// Takes over an INVITE client transaction another endpoint started and got a provisional
+    /// response on (a leftover being cancelled): nothing is sent, but the INVITE's final
+    /// response is matched, and a non-2xx one acknowledged (§17.1.1.3).
+    pub(super) fn adopt_invite_tx(
+        &mut self,
+        now: Instant,
+        owner: Owner,
+        branch: String,
+        req: rsip::Request,
+        (destination, transport): (SocketAddr, Transport),
+    ) {
+        let mut machine = InviteClientTx::new(now, self.config.timers, transport.is_reliable());
+        machine.on_response(now, 180);
+        let bytes = req.to_string().into_bytes();
+        let key = ClientKey {
+            branch,
+            method: req.method.to_string(),
+        };
+        self.insert_client_tx(
+            key,
+            ClientTx {
+                machine: ClientMachine::Invite(machine),
+                owner,
+                purpose: Purpose::Invite,
+                request: req,
+                bytes,
+                destination,
+                transport,
+                authenticated: false,
+                scheduled: None,
+            },
+        );
+    }
+
     pub(super) fn start_client_tx(
         &mut self,
         now: Instant,
