@@ -31,7 +31,7 @@ use dialtone_agent::{
 };
 use dialtone_media::{FrameReceiver, FrameSender, MediaCall};
 use dialtone_model::TranscriptLine;
-use dialtone_model::time::rfc3339;
+use dialtone_model::time::{parse_rfc3339, rfc3339};
 use dialtone_speech::{AnsweredBy, FRAME_SAMPLES, SpeechEvent};
 use dialtone_storage::EndReason;
 use serde_json::{Value, json};
@@ -546,7 +546,9 @@ impl Driver {
             .collect();
         // What the engine said itself (a voicemail message, an apology) goes on the record too.
         lines.append(&mut self.run.transcript);
-        lines.sort_by(|a, b| a.at.cmp(&b.at));
+        // By time, not by text: RFC 3339 drops a fraction's trailing zeros ("….85Z" is later
+        // than "….854Z" as text), and equal times keep the conversation's order.
+        lines.sort_by_key(|l| parse_rfc3339(&l.at));
         let storage = self.run.context.storage.clone();
         let call_id = self.run.context.call_id;
         let transcript = serde_json::to_value(&lines).unwrap_or(Value::Null);
