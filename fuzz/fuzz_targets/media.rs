@@ -1,5 +1,5 @@
 //! Datagrams as a call's media step takes them from the RTP and RTCP sockets: RTP of every
-//! payload type (audio decoded by G.711 or Opus, comfort noise, telephone-events), RTCP, and
+//! payload type (audio decoded by G.711, G.722 or Opus, comfort noise, telephone-events), RTCP, and
 //! garbage, with a 20 ms tick after each.
 #![no_main]
 
@@ -13,9 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, mut rest)) = data.split_first() else {
         return;
     };
-    let codec = match selector % 3 {
+    let codec = match selector % 4 {
         0 => MediaCodec::Pcmu,
         1 => MediaCodec::Pcma,
+        2 => MediaCodec::G722,
         _ => MediaCodec::Opus,
     };
     let peer: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 40000));
@@ -28,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             match codec {
                 MediaCodec::Pcmu => 0,
                 MediaCodec::Pcma => 8,
+                MediaCodec::G722 => 9,
                 MediaCodec::Opus => 111,
             },
             Some(peer),

@@ -911,26 +911,38 @@ fn bad_configuration_stops_start_up_with_one_message_naming_the_key() {
     );
 }
 
-/// The real binary, killed with SIGKILL while a call rings: the next start sends the CANCEL
-/// SIPp's scenario waits for (and acknowledges its 487), closes the call with `engine_restart`,
-/// and every event still reaches the receiver.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() {
-    let (url, got) = receiver(0).await;
-    let tmp = tempfile::tempdir().unwrap();
+/// A daemon killed with SIGKILL during a call, and started again.
+struct Killed {
+    api: Api,
+    sipp: Sipp,
+    second: std::process::Child,
+    /// The daemon's data directory, kept for the second start.
+    _data: tempfile::TempDir,
+}
+
+/// Runs SIPp's `scenario` as the callee of a real `dialtoned` (RTP ports `rtp_ports`,
+/// webhooks to `webhook` if given), kills it with SIGKILL once the call is `status`, starts it
+/// again on the same SIP address (as a restarted daemon listens, and where SIPp answers), and
+/// checks the call was closed as `engine_restart`.
+async fn killed_mid_call(
+    scenario_name: &str,
+    rtp_ports: &str,
+    status: &str,
+    webhook: Option<&str>,
+) -> Killed {
+    let data = tempfile::tempdir().unwrap();
     let sipp = Sipp::uas(
-        &scenario("ring_until_cancel.xml"),
+        &scenario(scenario_name),
         SipTransport::Udp,
         &SippOptions::default(),
     )
     .unwrap();
-    // The next start listens where the first did, as a restarted daemon does.
     let sip = format!("127.0.0.1:{}", dialtone_test_support::free_port().unwrap());
     let start = |http: u16| {
         dialtoned(
-            tmp.path(),
+            data.path(),
             http,
-            "32000-32099",
+            rtp_ports,
             &[("DIALTONE_SIP_ADDR", sip.as_str())],
         )
     };
@@ -942,21 +954,43 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
     let mut first = start(http);
     wait_up(&api.base).await;
     let (agent_id, _) = setup_agent(&api, sipp.port).await;
-    let (_, call) = api
-        .post(
-            "/v1/calls",
-            json!({"agent_id": agent_id, "to": "+15551230000", "webhook_url": url}),
-        )
-        .await;
+    let mut request = json!({"agent_id": agent_id, "to": "+15551230000"});
+    if let Some(url) = webhook {
+        request["webhook_url"] = json!(url);
+    }
+    let (_, call) = api.post("/v1/calls", request).await;
     let id = call["id"].as_str().unwrap().to_owned();
-    wait_status(&api, &id, "ringing").await;
+    wait_status(&api, &id, status).await;
     first.kill().unwrap();
     first.wait().unwrap();
 
-    let mut second = start(http);
+    let second = start(http);
     wait_up(&api.base).await;
     let record = wait_final(&api, &id).await;
     assert_ended(&record, "failed", "engine_restart", "engine");
+    Killed {
+        api,
+        sipp,
+        second,
+        _data: data,
+    }
+}
+
+/// The real binary, killed with SIGKILL while a call rings: the next start sends the CANCEL
+/// SIPp's scenario waits for (and acknowledges its 487), closes the call with `engine_restart`,
+/// and every event still reaches the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() {
+    let (url, got) = receiver(0).await;
+    let Killed {
+        sipp, mut second, ..
+    } = killed_mid_call(
+        "ring_until_cancel.xml",
+        "32000-32099",
+        "ringing",
+        Some(&url),
+    )
+    .await;
     let mut kinds = Vec::new();
     for _ in 0..100 {
         let mut seen: Vec<(u64, String)> = got
@@ -997,47 +1031,18 @@ async fn after_sigkill_the_next_start_closes_the_call_and_delivers_its_events() 
 /// call with `engine_restart`, and counts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sigkill_the_next_start_sends_the_bye_of_an_answered_call() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sipp = Sipp::uas(
-        &scenario("answer_then_we_hang_up.xml"),
-        SipTransport::Udp,
-        &SippOptions::default(),
+    let Killed {
+        api,
+        sipp,
+        mut second,
+        ..
+    } = killed_mid_call(
+        "answer_then_we_hang_up.xml",
+        "32200-32299",
+        "in_progress",
+        None,
     )
-    .unwrap();
-    // The next start listens where the first did, as a restarted daemon does (SIPp answers
-    // the BYE at the address it has for the call).
-    let sip = format!("127.0.0.1:{}", dialtone_test_support::free_port().unwrap());
-    let start = |http: u16| {
-        dialtoned(
-            tmp.path(),
-            http,
-            "32200-32299",
-            &[("DIALTONE_SIP_ADDR", sip.as_str())],
-        )
-    };
-    let http = dialtone_test_support::free_port().unwrap();
-    let api = Api {
-        base: format!("http://127.0.0.1:{http}"),
-        http: reqwest::Client::new(),
-    };
-    let mut first = start(http);
-    wait_up(&api.base).await;
-    let (agent_id, _) = setup_agent(&api, sipp.port).await;
-    let (_, call) = api
-        .post(
-            "/v1/calls",
-            json!({"agent_id": agent_id, "to": "+15551230000"}),
-        )
-        .await;
-    let id = call["id"].as_str().unwrap().to_owned();
-    wait_status(&api, &id, "in_progress").await;
-    first.kill().unwrap();
-    first.wait().unwrap();
-
-    let mut second = start(http);
-    wait_up(&api.base).await;
-    let record = wait_final(&api, &id).await;
-    assert_ended(&record, "failed", "engine_restart", "engine");
+    .await;
     // SIPp got the BYE (in the dialog it answered: its scenario matches the Call-ID) and
     // answered it; without it the scenario never ends.
     tokio::task::spawn_blocking(move || sipp.finish(Duration::from_secs(10)))

@@ -129,6 +129,50 @@ pub(super) struct Call {
     pub(super) outgoing_reinvite: bool,
 }
 
+impl Call {
+    /// A call about to send its INVITE (or rebuilt to be ended) from `from` (with its tag) to
+    /// `to` at `request_uri` through `destination`: no route, extra headers, offer or
+    /// credentials yet, nothing sent, nothing heard.
+    pub(super) fn calling(
+        call_id: String,
+        local_tag: String,
+        from: String,
+        to: String,
+        request_uri: rsip::Uri,
+        destination: SocketAddr,
+        transport: Transport,
+    ) -> Self {
+        Self {
+            call_id,
+            local_tag,
+            from,
+            to,
+            request_uri,
+            destination,
+            transport,
+            route: Vec::new(),
+            extra_headers: Vec::new(),
+            sdp_offer: None,
+            invite: None,
+            next_cseq: 1,
+            auth: AuthSession::new(None),
+            phase: Phase::Calling,
+            cancel: CancelState::NotRequested,
+            cancel_reason: EndReason::Canceled,
+            bye_reason: EndReason::Completed,
+            session_timer: None,
+            remote_allows_update: false,
+            session_expires_request: None,
+            got_provisional: false,
+            early: Vec::new(),
+            dialog: None,
+            acks: Vec::new(),
+            pending_offer: None,
+            outgoing_reinvite: false,
+        }
+    }
+}
+
 /// The address to send an in-dialog request to: the first route, else the remote target,
 /// when it names an IP literal; otherwise the address the call was placed through.
 pub(super) fn next_hop(dialog: &Dialog, fallback: SocketAddr) -> SocketAddr {

@@ -11,12 +11,10 @@ use std::time::Instant;
 use rsip::Method;
 use serde::{Deserialize, Serialize};
 
-use super::call::{Call, CancelState, Dialog, Phase};
+use super::call::{Call, Dialog, Phase};
 use super::transactions::{Owner, Purpose};
 use super::{CallHandle, Endpoint, Transport};
 use crate::Error;
-use crate::auth::AuthSession;
-use crate::end_reason::EndReason;
 use crate::message;
 
 /// What ending a call needs once the process that placed it is gone.
@@ -171,35 +169,15 @@ fn ending_call(
     request_uri: rsip::Uri,
     destination: SocketAddr,
 ) -> Call {
-    Call {
-        call_id: call_id.to_owned(),
-        local_tag: from
-            .split_once(";tag=")
+    Call::calling(
+        call_id.to_owned(),
+        from.split_once(";tag=")
             .map(|(_, tag)| tag.split(';').next().unwrap_or(tag).to_owned())
             .unwrap_or_default(),
-        from: from.to_owned(),
-        to: to.to_owned(),
+        from.to_owned(),
+        to.to_owned(),
         request_uri,
         destination,
-        transport: Transport::Udp,
-        route: Vec::new(),
-        extra_headers: Vec::new(),
-        sdp_offer: None,
-        invite: None,
-        next_cseq: 1,
-        auth: AuthSession::new(None),
-        phase: Phase::Calling,
-        cancel: CancelState::NotRequested,
-        cancel_reason: EndReason::Canceled,
-        bye_reason: EndReason::Completed,
-        session_timer: None,
-        remote_allows_update: false,
-        session_expires_request: None,
-        got_provisional: false,
-        early: Vec::new(),
-        dialog: None,
-        acks: Vec::new(),
-        pending_offer: None,
-        outgoing_reinvite: false,
-    }
+        Transport::Udp,
+    )
 }

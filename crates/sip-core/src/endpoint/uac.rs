@@ -60,33 +60,21 @@ impl Endpoint {
         self.next_handle += 1;
         let local_tag = self.ids.tag();
         let call_id = self.ids.call_id();
+        let from = format!("{};tag={local_tag}", call.from);
         let state = Call {
-            call_id: call_id.clone(),
-            from: format!("{};tag={local_tag}", call.from),
-            local_tag,
-            to: call.to,
-            request_uri,
-            destination: call.destination,
-            transport: call.transport,
             route: call.route,
             extra_headers: call.extra_headers,
             sdp_offer: call.sdp_offer,
-            invite: None,
-            next_cseq: 1,
             auth: AuthSession::new(call.credentials),
-            phase: Phase::Calling,
-            cancel: CancelState::NotRequested,
-            cancel_reason: EndReason::Canceled,
-            bye_reason: EndReason::Completed,
-            session_timer: None,
-            remote_allows_update: false,
-            session_expires_request: None,
-            got_provisional: false,
-            early: Vec::new(),
-            dialog: None,
-            acks: Vec::new(),
-            pending_offer: None,
-            outgoing_reinvite: false,
+            ..Call::calling(
+                call_id.clone(),
+                local_tag,
+                from,
+                call.to,
+                request_uri,
+                call.destination,
+                call.transport,
+            )
         };
         self.calls.insert(handle, state);
         self.calls_by_id.insert(call_id, handle);
