@@ -9,7 +9,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dialtone_speech::{Amd, AmdConfig, FRAME_SAMPLES, SpeechConfig, SpeechLoop};
+use dialtone_speech::{
+    Amd, AmdConfig, FRAME_SAMPLES, FrameVoice, SpeechConfig, SpeechLoop, level_dbfs,
+};
 
 fn speech(c: &mut Criterion) {
     // A voice-like signal: a 150 Hz buzz with formant-ish harmonics, amplitude-modulated.
@@ -96,7 +98,13 @@ fn amd(c: &mut Criterion) {
                 }
                 let frame = &frames[n % frames.len()];
                 n += 1;
-                black_box(detector.frame(black_box(frame), true, false));
+                let voice = FrameVoice {
+                    voiced: true,
+                    score: 1.0,
+                    level_dbfs: level_dbfs(frame),
+                    noise_floor_dbfs: -60.0,
+                };
+                black_box(detector.frame(black_box(frame), voice, false));
             })
         });
     }

@@ -44,6 +44,7 @@ use std::time::Duration;
 pub use dialtone_model::{AmdExplanation, AmdMode, AmdReason, AnsweredBy};
 
 use crate::dtmf::tone_powers;
+use crate::vad::FrameVoice;
 
 const FRAME: Duration = Duration::from_millis(20);
 /// How far below the loudest voiced frame the answerer's own speech may be; quieter voiced
@@ -378,17 +379,22 @@ impl Amd {
         std::mem::take(&mut self.events)
     }
 
-    /// Takes one 20 ms frame (16 kHz), the VAD's verdict on it and whether the agent is
-    /// speaking; returns what it says.
-    pub fn frame(&mut self, samples: &[i16], voiced: bool, agent_speaking: bool) -> Vec<AmdEvent> {
+    /// Takes one 20 ms frame (16 kHz), the VAD's reading of it (whether voiced, and its level)
+    /// and whether the agent is speaking; returns what it says.
+    pub fn frame(
+        &mut self,
+        samples: &[i16],
+        voice: FrameVoice,
+        agent_speaking: bool,
+    ) -> Vec<AmdEvent> {
         if !self.listening() {
             return Vec::new();
         }
         self.elapsed += FRAME;
         let tone = self.beep.frame(samples);
         let tonal = self.beep.in_tone();
-        let voiced = voiced && !tonal;
-        let level = crate::level_dbfs(samples);
+        let voiced = voice.voiced && !tonal;
+        let level = voice.level_dbfs;
         let loud = voiced && self.loud_enough(level);
         self.words(voiced, loud);
         if self.syllable.frame(loud.then_some(level)) && self.greeting_start.is_some() {
@@ -655,7 +661,7 @@ const BEEP_MAX_FRAMES: u32 = 125;
 const BEEP_LOW_HZ: f32 = 380.0;
 const BEEP_HIGH_HZ: f32 = 2100.0;
 /// The quietest beep, dBFS.
-const BEEP_MIN_DBFS: f64 = -45.0;
+const BEEP_MIN_DBFS: f32 = -45.0;
 /// How far a beep's frequency may move from one frame to the next and still be the same tone
 /// (a chirp); a larger step starts a new tone but keeps the beep's length.
 const BEEP_GLIDE_HZ: f32 = 60.0;
@@ -663,10 +669,10 @@ const BEEP_GLIDE_HZ: f32 = 60.0;
 impl BeepDetector {
     /// The frequency of a tone in a 16 kHz frame, if that is what it is.
     pub fn tone(frame: &[i16]) -> Option<f32> {
-        if dialtone_codec::level_dbfs(frame) < BEEP_MIN_DBFS {
+        let energy = dialtone_codec::mean_square(frame) as f32;
+        if 10.0 * energy.max(1e-10).log10() < BEEP_MIN_DBFS {
             return None;
         }
-        let energy = dialtone_codec::mean_square(frame) as f32;
         let estimate = zero_crossing_hz(frame)?;
         if !(BEEP_LOW_HZ - 100.0..=BEEP_HIGH_HZ + 100.0).contains(&estimate) {
             return None;
@@ -749,6 +755,16 @@ fn zero_crossing_hz(frame: &[i16]) -> Option<f32> {
 mod tests {
     use super::*;
 
+    /// What the VAD would say of `frame`: `voiced`, at the frame's level.
+    fn heard(frame: &[i16], voiced: bool) -> FrameVoice {
+        FrameVoice {
+            voiced,
+            score: if voiced { 1.0 } else { 0.0 },
+            level_dbfs: crate::level_dbfs(frame),
+            noise_floor_dbfs: -100.0,
+        }
+    }
+
     fn sine(hz: f32, ms: usize, amplitude: f32) -> Vec<i16> {
         (0..ms * 16)
             .map(|n| (amplitude * (std::f32::consts::TAU * hz * n as f32 / 16000.0).sin()) as i16)
@@ -829,7 +845,7 @@ mod tests {
                         ((seed >> 16) as i32 % amplitude.max(1)) as i16
                     })
                     .collect();
-                for event in amd.frame(&frame, *kind != '.', false) {
+                for event in amd.frame(&frame, heard(&frame, *kind != '.'), false) {
                     if let AmdEvent::Verdict(v) = event {
                         out.push((v.answered_by, v.reason(), v.explanation.after_ms));
                     }
@@ -939,7 +955,7 @@ mod tests {
         // The agent speaks; the callee answers at length, sentence after sentence.
         let frame = [0i16; 320];
         for _ in 0..50 {
-            assert!(amd.frame(&frame, false, true).is_empty());
+            assert!(amd.frame(&frame, heard(&frame, false), true).is_empty());
         }
         verdicts.extend(drive(
             &mut amd,
@@ -973,7 +989,7 @@ mod tests {
             for _ in 0..ms / 20 {
                 elapsed += 20;
                 let frame = [if voiced { 3000i16 } else { 0 }; 320];
-                for event in amd.frame(&frame, voiced, false) {
+                for event in amd.frame(&frame, heard(&frame, voiced), false) {
                     if let AmdEvent::GreetingEnded { silent_for } = event {
                         cue = Some((elapsed, silent_for));
                     }

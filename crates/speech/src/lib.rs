@@ -236,7 +236,7 @@ impl SpeechLoop {
         let voice = self.vad.frame(frame);
         let agent_speaking = self.playout.is_playing();
         if let Some(amd) = self.amd.as_mut() {
-            let heard = amd.frame(frame, voice.voiced, agent_speaking);
+            let heard = amd.frame(frame, voice, agent_speaking);
             self.amd_events(now, heard);
         }
         match self.turn {
