@@ -43,6 +43,12 @@ wire_enum! {
         Congestion = "congestion",
         /// The request could not be sent.
         TransportError = "transport_error",
+        /// Every trunk target refused the connection or was unreachable (ICMP).
+        TrunkUnreachable = "trunk_unreachable",
+        /// The TLS connection to the trunk failed (certificate, host name or handshake).
+        TlsFailed = "tls_failed",
+        /// The trunk requires SRTP and the answer carried no usable key.
+        SrtpUnavailable = "srtp_unavailable",
         /// The RFC 4028 session timer ran out.
         SessionExpired = "session_expired",
         /// Any other 4xx.
@@ -99,6 +105,17 @@ impl EndReason {
             Self::PaymentRequired => "the trunk account needs payment (402)",
             Self::Congestion => "the network is congested (503)",
             Self::TransportError => "the trunk could not be reached",
+            Self::TrunkUnreachable => {
+                "no trunk target could be reached (connection refused or ICMP unreachable)"
+            }
+            Self::TlsFailed => {
+                "the TLS connection to the trunk failed (untrusted certificate, wrong host name or \
+                 handshake)"
+            }
+            Self::SrtpUnavailable => {
+                "the trunk requires SRTP and the answer carried no usable key; nothing was sent \
+                 in clear"
+            }
             Self::SessionExpired => "the session timer expired (RFC 4028)",
             Self::RequestFailed => "the trunk refused the call",
             Self::RtpTimeout => "the far end stopped sending audio",

@@ -18,6 +18,18 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// Media encryption on a trunk: SRTP with SDES keys (RFC 4568), which travel only over TLS.
+    pub enum SrtpMode ("srtp") {
+        /// Plain RTP.
+        Off = "off",
+        /// Offer SRTP keys; take a plain answer too.
+        Optional = "optional",
+        /// SRTP or no call: an answer without a usable key ends the call, nothing is sent in clear.
+        Required = "required",
+    }
+}
+
 /// A trunk's writable fields. On create `name` and `host` are required; a PATCH is laid over
 /// the stored fields first (`null` clears an optional one). `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]

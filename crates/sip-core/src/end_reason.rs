@@ -41,6 +41,11 @@ pub enum EndReason {
     Congestion,
     /// The request could not be sent (connection refused, unreachable).
     TransportError,
+    /// Every target of the trunk refused the connection or was unreachable (ICMP).
+    TrunkUnreachable,
+    /// The TLS connection to the trunk failed: untrusted certificate, wrong host name, or
+    /// handshake.
+    TlsFailed,
     /// The session timer ran out: the peer stopped refreshing, or our refresh was refused
     /// with 408/481 (RFC 4028 §10).
     SessionExpired,
@@ -92,6 +97,8 @@ impl EndReason {
             EndReason::PaymentRequired => "payment_required",
             EndReason::Congestion => "congestion",
             EndReason::TransportError => "transport_error",
+            EndReason::TrunkUnreachable => "trunk_unreachable",
+            EndReason::TlsFailed => "tls_failed",
             EndReason::SessionExpired => "session_expired",
             EndReason::RequestFailed => "request_failed",
         }
