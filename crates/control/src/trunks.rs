@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use dialtone_model::{Page, TrunkFields, TrunkView};
-use dialtone_storage::{KeyOwner, NewTrunk, Trunk, TrunkTransport};
+use dialtone_storage::{KeyOwner, NewTrunk, SrtpMode, Trunk, TrunkSecurity, TrunkTransport};
 
 use crate::auth::{authorize, own};
 use crate::body::{json_object, parse, patched};
@@ -31,6 +31,13 @@ fn new_trunk(fields: TrunkFields) -> Result<NewTrunk, ApiError> {
         max_concurrent_calls: fields.max_concurrent_calls,
         max_calls_per_second: fields.max_calls_per_second,
         register: fields.register.unwrap_or(false),
+        security: TrunkSecurity {
+            tls_ca_pem: fields.tls_ca_pem,
+            tls_verify: fields.tls_verify.unwrap_or(true),
+            tls_client_cert_pem: fields.tls_client_cert_pem,
+            tls_client_key_pem: fields.tls_client_key_pem,
+            srtp: fields.srtp.unwrap_or(SrtpMode::Off),
+        },
     })
 }
 
@@ -48,6 +55,13 @@ fn fields_of(trunk: &Trunk) -> TrunkFields {
         max_concurrent_calls: trunk.max_concurrent_calls,
         max_calls_per_second: trunk.max_calls_per_second,
         register: Some(trunk.register),
+        tls_ca_pem: trunk.security.tls_ca_pem.clone(),
+        // Kept only where it says something: a patch moving a trunk off TLS must not trip
+        // over a default it never set.
+        tls_verify: (!trunk.security.tls_verify).then_some(false),
+        tls_client_cert_pem: trunk.security.tls_client_cert_pem.clone(),
+        tls_client_key_pem: trunk.security.tls_client_key_pem.clone(),
+        srtp: (trunk.security.srtp != SrtpMode::Off).then_some(trunk.security.srtp),
     }
 }
 

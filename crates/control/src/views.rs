@@ -26,6 +26,11 @@ pub(crate) fn trunk_view(engine: &Engine, trunk: &Trunk) -> TrunkView {
         max_concurrent_calls: trunk.max_concurrent_calls,
         max_calls_per_second: trunk.max_calls_per_second,
         register: trunk.register,
+        tls_ca_pem: trunk.security.tls_ca_pem.clone(),
+        tls_verify: trunk.security.tls_verify,
+        tls_client_cert_pem: trunk.security.tls_client_cert_pem.clone(),
+        has_tls_client_key: trunk.security.tls_client_key_pem.is_some(),
+        srtp: trunk.security.srtp,
         registration: engine.registration_state(trunk.id).map(|r| match r {
             RegistrationState::Pending => RegistrationView::Pending,
             RegistrationState::Registered { expires, refreshes } => {

@@ -38,6 +38,21 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
         None,
         "`host[:port]` written in Via/Contact and SDP (default: the SIP address)",
     ),
+    (
+        "DIALTONE_SIP_TLS_ADDR",
+        None,
+        "SIP over TLS listener, for requests TLS trunks send us (empty: none; TLS trunks then answer only over the connections Dialtone opens)",
+    ),
+    (
+        "DIALTONE_SIP_TLS_CERT",
+        None,
+        "PEM file of the TLS listener's certificate chain (with DIALTONE_SIP_TLS_ADDR)",
+    ),
+    (
+        "DIALTONE_SIP_TLS_KEY",
+        None,
+        "PEM file of the TLS listener's private key (with DIALTONE_SIP_TLS_ADDR)",
+    ),
     ("DIALTONE_RTP_PORTS", Some("20000-20999"), "RTP port range"),
     (
         "DIALTONE_DATA_DIR",
@@ -122,6 +137,17 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
     ),
 ];
 
+/// The SIP over TLS listener: where, and the PEM files of its certificate chain and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipTls {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -144,6 +170,8 @@ pub struct Config {
     pub sip_addr: SocketAddr,
     /// Advertised SIP host and port.
     pub sip_advertised: Option<(String, Option<u16>)>,
+    /// The SIP over TLS listener, when configured.
+    pub sip_tls: Option<SipTls>,
     /// RTP port range.
     pub rtp_ports: (u16, u16),
     /// Storage URL.
@@ -383,6 +411,18 @@ impl Config {
                 problem: "must be at least 1".into(),
             });
         }
+        let sip_tls = match sources.or_default("DIALTONE_SIP_TLS_ADDR").0.trim() {
+            "" => None,
+            _ => Some(SipTls {
+                addr: addr("DIALTONE_SIP_TLS_ADDR")?,
+                cert: sources
+                    .required("DIALTONE_SIP_TLS_CERT", "the TLS listener presents it")?
+                    .into(),
+                key: sources
+                    .required("DIALTONE_SIP_TLS_KEY", "the TLS listener's private key")?
+                    .into(),
+            }),
+        };
         Ok(Self {
             http_addr: addr("DIALTONE_HTTP_ADDR")?,
             metrics_addr: match sources.or_default("DIALTONE_METRICS_ADDR").0.trim() {
@@ -392,6 +432,7 @@ impl Config {
             grpc_addr: addr("DIALTONE_GRPC_ADDR")?,
             sip_addr: addr("DIALTONE_SIP_ADDR")?,
             sip_advertised,
+            sip_tls,
             rtp_ports,
             database_url,
             api_key: sources.required("DIALTONE_API_KEY", "the bearer key clients use")?,

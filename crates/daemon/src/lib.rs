@@ -22,7 +22,7 @@ use dialtone_control::{ApiState, router};
 use dialtone_engine::leftovers::{LEFTOVER_WAIT, hang_up_leftovers};
 use dialtone_engine::webhooks::{WebhookConfig, spawn_delivery};
 use dialtone_engine::{Engine, EngineConfig, SpeechWorkers};
-use dialtone_sip_ua::{SipUa, UaConfig};
+use dialtone_sip_ua::{SipUa, TlsListen, UaConfig};
 use dialtone_storage::Storage;
 
 mod config;
@@ -200,6 +200,19 @@ impl Daemon {
         if let Some((host, port)) = &config.sip_advertised {
             ua_config.advertised_host = Some(host.clone());
             ua_config.advertised_port = *port;
+        }
+        if let Some(tls) = &config.sip_tls {
+            let read = |key: &'static str, path: &std::path::Path| {
+                std::fs::read_to_string(path).map_err(|e| DaemonError::Config {
+                    key,
+                    problem: format!("cannot read {}: {e}", path.display()),
+                })
+            };
+            ua_config.tls = Some(TlsListen {
+                bind: tls.addr,
+                cert_chain_pem: read("DIALTONE_SIP_TLS_CERT", &tls.cert)?,
+                key_pem: read("DIALTONE_SIP_TLS_KEY", &tls.key)?,
+            });
         }
         let ua = Arc::new(SipUa::start(ua_config).await?);
         // The calls a killed run left live: their far ends hung up on the wire (from the

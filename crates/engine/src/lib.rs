@@ -45,7 +45,7 @@ use dialtone_model::{
     AgentFields, Amd, AmdMode, BargeIn as ModelBargeIn, VoicemailAction, placeholder,
 };
 pub use dialtone_sip_ua::RegistrationState;
-use dialtone_sip_ua::{Credentials, SipUa, Transport, Trunk};
+use dialtone_sip_ua::{Credentials, SipUa, Transport, Trunk, TrunkTls};
 use dialtone_speech::{AmdConfig, BargeIn, SpeechConfig};
 
 use brains::Builtin;
@@ -296,6 +296,7 @@ fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
     let transport = match t.transport {
         TrunkTransport::Udp => Transport::Udp,
         TrunkTransport::Tcp => Transport::Tcp,
+        TrunkTransport::Tls => Transport::Tls,
     };
     // Names are unique per organisation only; the caps are kept per name.
     let mut trunk = Trunk::new(format!("{} ({})", t.name, t.id), t.host.clone(), transport);
@@ -308,6 +309,12 @@ fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
     trunk.from_domain = t.from_domain.clone();
     trunk.max_concurrent_calls = t.max_concurrent_calls;
     trunk.max_calls_per_second = t.max_calls_per_second;
+    trunk.tls = TrunkTls {
+        ca_pem: t.security.tls_ca_pem.clone(),
+        verify: t.security.tls_verify,
+        client_cert_pem: t.security.tls_client_cert_pem.clone(),
+        client_key_pem: t.security.tls_client_key_pem.clone(),
+    };
     trunk
 }
 

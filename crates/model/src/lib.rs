@@ -31,6 +31,7 @@ pub mod number;
 pub mod organization;
 pub mod page;
 pub mod parse;
+mod pem;
 pub mod placeholder;
 pub mod provider;
 pub mod status;

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::grammar::{check_name, is_host, is_quoted_text, is_sip_user};
 use crate::names::wire_enum;
 use crate::parse::FieldError;
+use crate::pem;
 
 wire_enum! {
     /// SIP transport of a trunk.
@@ -15,6 +16,18 @@ wire_enum! {
         Udp = "udp",
         /// TCP.
         Tcp = "tcp",
+        /// TLS over TCP (`sips:`), default port 5061.
+        Tls = "tls",
+    }
+}
+
+impl TrunkTransport {
+    /// The port a trunk without one uses.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Udp | Self::Tcp => 5060,
+            Self::Tls => 5061,
+        }
     }
 }
 
@@ -42,10 +55,10 @@ pub struct TrunkFields {
     /// create.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// SIP port, default 5060.
+    /// SIP port, default 5060 (5061 for `tls`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
-    /// `udp` (default) or `tcp`.
+    /// `udp` (default), `tcp` or `tls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<TrunkTransport>,
     /// Digest user name.
@@ -69,6 +82,23 @@ pub struct TrunkFields {
     /// Keep a registration with the trunk (REGISTER with the credentials, refreshed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub register: Option<bool>,
+    /// With `tls`: PEM certificates to trust instead of the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_pem: Option<String>,
+    /// With `tls`: verify the trunk's certificate and host name (default true; `false` is for
+    /// tests only and is logged loudly).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    /// With `tls`: a PEM client certificate chain for mutual TLS (with `tls_client_key_pem`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_cert_pem: Option<String>,
+    /// With `tls`: the client certificate's PEM private key; write-only, never returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_key_pem: Option<String>,
+    /// Media encryption: `off` (default), `optional` or `required` (SDES keys, RFC 4568);
+    /// anything but `off` needs transport `tls`, since the keys travel in the SDP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srtp: Option<SrtpMode>,
 }
 
 impl std::fmt::Debug for TrunkFields {
@@ -80,6 +110,11 @@ impl std::fmt::Debug for TrunkFields {
             .field("transport", &self.transport)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "tls_client_key_pem",
+                &self.tls_client_key_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .field("srtp", &self.srtp)
             .finish_non_exhaustive()
     }
 }
@@ -98,6 +133,11 @@ impl TrunkFields {
         "max_concurrent_calls",
         "max_calls_per_second",
         "register",
+        "tls_ca_pem",
+        "tls_verify",
+        "tls_client_cert_pem",
+        "tls_client_key_pem",
+        "srtp",
     ];
 
     /// The rules serde does not check: `name` and `host` are there, the port is one.
@@ -143,12 +183,61 @@ impl TrunkFields {
                 "`password` must be 1-256 characters without control characters",
             ));
         }
+        self.check_security()?;
         self.checked_port().map(|_| ())
     }
 
-    /// The port, checked (default 5060).
+    /// TLS settings only on a TLS trunk, each PEM what it claims to be; SRTP only over TLS.
+    fn check_security(&self) -> Result<(), FieldError> {
+        let tls = self.transport == Some(TrunkTransport::Tls);
+        let tls_fields = [
+            ("tls_ca_pem", self.tls_ca_pem.is_some()),
+            ("tls_verify", self.tls_verify.is_some()),
+            ("tls_client_cert_pem", self.tls_client_cert_pem.is_some()),
+            ("tls_client_key_pem", self.tls_client_key_pem.is_some()),
+        ];
+        if let Some((field, _)) = tls_fields.iter().find(|(_, set)| *set && !tls) {
+            return Err(FieldError::invalid(
+                field,
+                format!("`{field}` applies only to a trunk with transport `tls`"),
+            ));
+        }
+        if self.srtp.is_some_and(|m| m != SrtpMode::Off) && !tls {
+            return Err(FieldError::invalid(
+                "srtp",
+                "`srtp` needs transport `tls`: SDES keys (RFC 4568) travel in the SDP, which \
+                 anyone on the path reads over `udp` or `tcp`",
+            ));
+        }
+        if let Some(pem) = &self.tls_ca_pem {
+            pem::certificates("tls_ca_pem", pem)?;
+        }
+        match (&self.tls_client_cert_pem, &self.tls_client_key_pem) {
+            (Some(cert), Some(key)) => {
+                pem::certificates("tls_client_cert_pem", cert)?;
+                pem::private_key("tls_client_key_pem", key)?;
+            }
+            (Some(_), None) => {
+                return Err(FieldError::invalid(
+                    "tls_client_key_pem",
+                    "`tls_client_cert_pem` needs its private key in `tls_client_key_pem`",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(FieldError::invalid(
+                    "tls_client_cert_pem",
+                    "`tls_client_key_pem` needs its certificate in `tls_client_cert_pem`",
+                ));
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The port, checked (default 5060, 5061 for TLS).
     pub fn checked_port(&self) -> Result<u16, FieldError> {
-        u16::try_from(self.port.unwrap_or(5060))
+        let default = self.transport.unwrap_or(TrunkTransport::Udp).default_port();
+        u16::try_from(self.port.unwrap_or(u32::from(default)))
             .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| FieldError::invalid("port", "`port` must be 1-65535"))
@@ -205,6 +294,16 @@ pub struct TrunkView {
     pub max_calls_per_second: Option<u32>,
     /// Whether Dialtone keeps a registration with the trunk.
     pub register: bool,
+    /// PEM certificates trusted instead of the system's roots (TLS).
+    pub tls_ca_pem: Option<String>,
+    /// Whether the trunk's certificate is verified (TLS).
+    pub tls_verify: bool,
+    /// PEM client certificate for mutual TLS.
+    pub tls_client_cert_pem: Option<String>,
+    /// Whether a client private key is set (it is never shown).
+    pub has_tls_client_key: bool,
+    /// Media encryption.
+    pub srtp: SrtpMode,
     /// Where the registration stands; null without one.
     pub registration: Option<RegistrationView>,
     /// RFC 3339.
@@ -241,6 +340,11 @@ mod tests {
             max_concurrent_calls: Some(1),
             max_calls_per_second: Some(1),
             register: Some(true),
+            tls_ca_pem: Some("c".into()),
+            tls_verify: Some(true),
+            tls_client_cert_pem: Some("c".into()),
+            tls_client_key_pem: Some("k".into()),
+            srtp: Some(SrtpMode::Off),
         };
         crate::parse::tests::assert_lists_every_key(&every, TrunkFields::FIELDS);
     }

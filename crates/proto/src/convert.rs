@@ -12,7 +12,8 @@ use dialtone_model::{
     FieldError, IssuedKeyView, KeyFields, KeyScope as ModelScope, KeyView, NumberView,
     OrganizationFields as ModelOrganizationFields, OrganizationPatch, OrganizationView,
     ProviderFields as ModelProviderFields, ProviderKind as ModelKind, ProviderView,
-    RegistrationView, TrunkFields as ModelTrunkFields, TrunkTransport as ModelTransport, TrunkView,
+    RegistrationView, SrtpMode as ModelSrtp, TrunkFields as ModelTrunkFields,
+    TrunkTransport as ModelTransport, TrunkView,
 };
 use uuid::Uuid;
 
@@ -150,6 +151,17 @@ impl From<ModelTransport> for TrunkTransport {
         match t {
             ModelTransport::Udp => Self::Udp,
             ModelTransport::Tcp => Self::Tcp,
+            ModelTransport::Tls => Self::Tls,
+        }
+    }
+}
+
+impl From<ModelSrtp> for SrtpMode {
+    fn from(m: ModelSrtp) -> Self {
+        match m {
+            ModelSrtp::Off => Self::Off,
+            ModelSrtp::Optional => Self::Optional,
+            ModelSrtp::Required => Self::Required,
         }
     }
 }
@@ -178,6 +190,11 @@ impl From<&TrunkView> for Trunk {
                 }
                 .to_owned()
             }),
+            tls_ca_pem: t.tls_ca_pem.clone(),
+            tls_verify: t.tls_verify,
+            tls_client_cert_pem: t.tls_client_cert_pem.clone(),
+            has_tls_client_key: t.has_tls_client_key,
+            srtp: SrtpMode::from(t.srtp) as i32,
         }
     }
 }
@@ -190,10 +207,23 @@ impl TryFrom<TrunkFields> for ModelTrunkFields {
             Ok(TrunkTransport::Unspecified) => None,
             Ok(TrunkTransport::Udp) => Some(ModelTransport::Udp),
             Ok(TrunkTransport::Tcp) => Some(ModelTransport::Tcp),
+            Ok(TrunkTransport::Tls) => Some(ModelTransport::Tls),
             Err(_) => {
                 return Err(FieldError::invalid(
                     "transport",
-                    "`transport` must be \"udp\" or \"tcp\"",
+                    "`transport` must be \"udp\", \"tcp\" or \"tls\"",
+                ));
+            }
+        };
+        let srtp = match SrtpMode::try_from(f.srtp) {
+            Ok(SrtpMode::Unspecified) => None,
+            Ok(SrtpMode::Off) => Some(ModelSrtp::Off),
+            Ok(SrtpMode::Optional) => Some(ModelSrtp::Optional),
+            Ok(SrtpMode::Required) => Some(ModelSrtp::Required),
+            Err(_) => {
+                return Err(FieldError::invalid(
+                    "srtp",
+                    "`srtp` must be \"off\", \"optional\" or \"required\"",
                 ));
             }
         };
@@ -209,6 +239,11 @@ impl TryFrom<TrunkFields> for ModelTrunkFields {
             max_concurrent_calls: f.max_concurrent_calls,
             max_calls_per_second: f.max_calls_per_second,
             register: f.register,
+            tls_ca_pem: f.tls_ca_pem,
+            tls_verify: f.tls_verify,
+            tls_client_cert_pem: f.tls_client_cert_pem,
+            tls_client_key_pem: f.tls_client_key_pem,
+            srtp,
         })
     }
 }

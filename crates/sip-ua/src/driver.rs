@@ -12,7 +12,8 @@ use dialtone_sip_core::{
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use crate::tcp::{self, TcpEvent};
+use crate::tcp::{self, Link, TcpEvent};
+use crate::tls::{self, TlsRoute};
 use crate::trunk::{Gates, Trunk};
 use crate::{DialRequest, UaConfig, UaError, UaEvent, UaStats};
 
@@ -51,6 +52,8 @@ pub(crate) enum Command {
         series: Option<RequestHandle>,
         request: Option<OutOfDialogRequest>,
         expires: Option<u32>,
+        /// How to reach the request's destination over TLS, for a TLS trunk.
+        tls: Option<TlsRoute>,
         reply: oneshot::Sender<Result<(RequestHandle, oneshot::Receiver<RequestOutcome>), UaError>>,
     },
     ForgetRequest {
@@ -82,24 +85,22 @@ struct Slot {
 /// The core's view of one attempt of `request` through `trunk` at `target`.
 fn attempt(request: &DialRequest, trunk: &Trunk, target: SocketAddr) -> OutboundCall {
     let host_port = trunk.host_port();
-    let transport_param = match trunk.transport {
-        Transport::Udp => "",
-        Transport::Tcp => ";transport=tcp",
-    };
+    let scheme = trunk.transport.scheme();
+    let transport_param = trunk.transport.uri_param();
     let from_domain = trunk
         .from_domain
         .clone()
         .unwrap_or_else(|| host_port.clone());
     let mut call = OutboundCall::new(
-        format!("sip:{}@{host_port}{transport_param}", request.to),
-        format!("<sip:{}@{from_domain}>", request.from),
-        format!("<sip:{}@{host_port}>", request.to),
+        format!("{scheme}:{}@{host_port}{transport_param}", request.to),
+        format!("<{scheme}:{}@{from_domain}>", request.from),
+        format!("<{scheme}:{}@{host_port}>", request.to),
         target,
         trunk.transport,
     );
     if let Some(proxy) = &trunk.outbound_proxy {
         call.route
-            .push(format!("<sip:{proxy}{transport_param};lr>"));
+            .push(format!("<{scheme}:{proxy}{transport_param};lr>"));
     }
     call.sdp_offer = request.sdp_offer.clone();
     call.credentials = trunk.credentials.clone();
@@ -118,6 +119,8 @@ struct Driver {
     udp: UdpSocket,
     tcp_events: mpsc::UnboundedSender<TcpEvent>,
     connections: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
+    /// How to open a TLS connection to each TLS trunk target seen.
+    tls_routes: HashMap<SocketAddr, TlsRoute>,
     keepalive: Duration,
     slots: HashMap<u64, Slot>,
     by_handle: HashMap<CallHandle, u64>,
@@ -168,11 +171,28 @@ async fn bind_transports(
 }
 
 /// Binds the sockets and spawns the driver; returns its command channel and the bound address.
-pub(crate) async fn spawn(
-    config: UaConfig,
-    gates: Arc<Gates>,
-) -> Result<(mpsc::UnboundedSender<Command>, SocketAddr), UaError> {
+pub(crate) async fn spawn(config: UaConfig, gates: Arc<Gates>) -> Result<Bound, UaError> {
     let (udp, listener, local) = bind_transports(config.bind).await?;
+    let tls_listener = match &config.tls {
+        Some(listen) => {
+            let acceptor = tls::acceptor(listen)?;
+            let bound = TcpListener::bind(listen.bind)
+                .await
+                .map_err(|source| UaError::Bind {
+                    transport: "TLS",
+                    addr: listen.bind,
+                    source,
+                })?;
+            let addr = bound.local_addr().map_err(|source| UaError::Bind {
+                transport: "TLS",
+                addr: listen.bind,
+                source,
+            })?;
+            Some((bound, acceptor, addr))
+        }
+        None => None,
+    };
+    let tls_local = tls_listener.as_ref().map(|(_, _, addr)| *addr);
     let mut endpoint_config = EndpointConfig::new(
         config
             .advertised_host
@@ -181,6 +201,8 @@ pub(crate) async fn spawn(
         config.advertised_port.unwrap_or(local.port()),
     );
     endpoint_config.timers = config.timers;
+    endpoint_config.advertised_tls_port =
+        config.advertised_tls_port.or(tls_local.map(|a| a.port()));
     let endpoint = match config.seed {
         Some(seed) => Endpoint::new(endpoint_config, seed),
         None => Endpoint::with_os_rng(endpoint_config),
@@ -189,29 +211,16 @@ pub(crate) async fn spawn(
     let (tcp_events, tcp_rx) = mpsc::unbounded_channel();
     let accept_events = tcp_events.clone();
     let keepalive = config.tcp_keepalive;
-    tokio::spawn(async move {
-        while let Ok((stream, peer)) = listener.accept().await {
-            let (writer, outgoing) = mpsc::unbounded_channel();
-            if accept_events
-                .send(TcpEvent::Accepted { peer, writer })
-                .is_err()
-            {
-                break;
-            }
-            tokio::spawn(tcp::run(
-                peer,
-                Some(stream),
-                outgoing,
-                accept_events.clone(),
-                keepalive,
-            ));
-        }
-    });
+    tokio::spawn(accept(listener, None, accept_events.clone(), keepalive));
+    if let Some((listener, acceptor, _)) = tls_listener {
+        tokio::spawn(accept(listener, Some(acceptor), accept_events, keepalive));
+    }
     let driver = Driver {
         endpoint,
         udp,
         tcp_events,
         connections: HashMap::new(),
+        tls_routes: HashMap::new(),
         keepalive,
         slots: HashMap::new(),
         by_handle: HashMap::new(),
@@ -221,7 +230,39 @@ pub(crate) async fn spawn(
         endings: HashMap::new(),
     };
     tokio::spawn(driver.run(commands, tcp_rx));
-    Ok((commands_tx, local))
+    Ok(Bound {
+        commands: commands_tx,
+        local,
+        tls_local,
+    })
+}
+
+/// What [`spawn`] started: the driver's command channel and the bound addresses.
+pub(crate) struct Bound {
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) local: SocketAddr,
+    pub(crate) tls_local: Option<SocketAddr>,
+}
+
+/// Accepts connections on a TCP listener, or a TLS one with `acceptor`, each run by its task.
+async fn accept(
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    events: mpsc::UnboundedSender<TcpEvent>,
+    keepalive: Duration,
+) {
+    while let Ok((stream, peer)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        let (writer, outgoing) = mpsc::unbounded_channel();
+        if events.send(TcpEvent::Accepted { peer, writer }).is_err() {
+            break;
+        }
+        let link = match &acceptor {
+            Some(acceptor) => Link::AcceptedTls(stream, acceptor.clone()),
+            None => Link::Accepted(stream),
+        };
+        tokio::spawn(tcp::run(peer, link, outgoing, events.clone(), keepalive));
+    }
 }
 
 fn far_future() -> tokio::time::Instant {
@@ -287,13 +328,23 @@ impl Driver {
             TcpEvent::Accepted { peer, writer } => {
                 self.connections.insert(peer, writer);
             }
-            TcpEvent::Message { peer, bytes } => {
+            TcpEvent::Message {
+                peer,
+                transport,
+                bytes,
+            } => {
                 self.endpoint
-                    .handle_message(Instant::now(), peer, Transport::Tcp, &bytes);
+                    .handle_message(Instant::now(), peer, transport, &bytes);
             }
-            TcpEvent::Closed { peer, failed } => {
+            TcpEvent::Closed {
+                peer,
+                failed,
+                tls_failed,
+            } => {
                 self.connections.remove(&peer);
-                if failed {
+                if tls_failed {
+                    self.endpoint.handle_tls_failure(peer);
+                } else if failed {
                     self.endpoint.handle_transport_error(peer);
                 }
             }
@@ -340,8 +391,12 @@ impl Driver {
                 series,
                 request,
                 expires,
+                tls,
                 reply,
             } => {
+                if let (Some(route), Some(r)) = (tls, &request) {
+                    self.tls_routes.insert(r.destination, route);
+                }
                 let sent = match (series, request) {
                     (Some(h), _) => expires
                         .map_or(Ok(()), |e| self.endpoint.set_expires(h, e))
@@ -396,6 +451,7 @@ impl Driver {
             trunk: request.trunk.name.clone(),
             host: request.trunk.host.clone(),
         })?;
+        self.learn_route(&trunk, first)?;
         let handle = self.endpoint.dial(now, attempt(&request, &trunk, first))?;
         let id = self.next_id;
         self.next_id += 1;
@@ -419,6 +475,14 @@ impl Driver {
         Ok(id)
     }
 
+    /// Keeps how to open a TLS connection to `target` of a TLS trunk.
+    fn learn_route(&mut self, trunk: &Trunk, target: SocketAddr) -> Result<(), UaError> {
+        if trunk.transport == Transport::Tls {
+            self.tls_routes.insert(target, tls::route(trunk)?);
+        }
+        Ok(())
+    }
+
     /// Starts the next failover attempt of `id`; `false` when none is left or allowed.
     fn fail_over(&mut self, now: Instant, id: u64) -> bool {
         let Some(slot) = self.slots.get_mut(&id) else {
@@ -436,6 +500,17 @@ impl Driver {
                 };
                 slot.permit = admission.permit;
                 slot.trunk = trunk.clone();
+            }
+            if trunk.transport == Transport::Tls {
+                match tls::route(&trunk) {
+                    Ok(route) => {
+                        self.tls_routes.insert(target, route);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "fallback trunk skipped");
+                        continue;
+                    }
+                }
             }
             let Ok(handle) = self
                 .endpoint
@@ -495,18 +570,33 @@ impl Driver {
                     self.endpoint.handle_transport_error(t.destination);
                 }
             }
-            Transport::Tcp => {
-                let writer = self.connections.entry(t.destination).or_insert_with(|| {
+            Transport::Tcp | Transport::Tls => {
+                if !self.connections.contains_key(&t.destination) {
+                    let link = if t.transport == Transport::Tls {
+                        match self.tls_routes.get(&t.destination) {
+                            Some(route) => Link::ConnectTls(route.clone()),
+                            None => {
+                                tracing::warn!(destination = %t.destination, "no TLS settings for this destination");
+                                self.endpoint.handle_transport_error(t.destination);
+                                return;
+                            }
+                        }
+                    } else {
+                        Link::Connect
+                    };
                     let (writer, outgoing) = mpsc::unbounded_channel();
                     tokio::spawn(tcp::run(
                         t.destination,
-                        None,
+                        link,
                         outgoing,
                         self.tcp_events.clone(),
                         self.keepalive,
                     ));
-                    writer
-                });
+                    self.connections.insert(t.destination, writer);
+                }
+                let Some(writer) = self.connections.get(&t.destination) else {
+                    return;
+                };
                 if writer.send(t.payload).is_err() {
                     self.connections.remove(&t.destination);
                     self.endpoint.handle_transport_error(t.destination);
@@ -544,8 +634,10 @@ impl Driver {
             }
             CallEvent::Failed { status, reason } => {
                 let retry = !slot.hangup_requested
-                    && (matches!(reason, EndReason::TrunkTimeout | EndReason::TransportError)
-                        || status.is_some_and(should_fail_over));
+                    && (matches!(
+                        reason,
+                        EndReason::TrunkTimeout | EndReason::TransportError | EndReason::TlsFailed
+                    ) || status.is_some_and(should_fail_over));
                 self.by_handle.remove(&handle);
                 if retry && self.fail_over(now, id) {
                     return;

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dialtone_sip_core::{OutOfDialogRequest, RequestHandle, RequestOutcome};
+use dialtone_sip_core::{OutOfDialogRequest, RequestHandle, RequestOutcome, Transport};
 use tokio::sync::{oneshot, watch};
 
 use crate::driver::Command;
+use crate::tls;
 use crate::trunk::Trunk;
 use crate::{SipUa, UaError};
 
@@ -97,14 +98,25 @@ impl Drop for Registration {
 async fn exchange(
     ua: &SipUa,
     series: Option<RequestHandle>,
-    request: Option<OutOfDialogRequest>,
+    first: Option<(&Trunk, OutOfDialogRequest)>,
     expires: Option<u32>,
 ) -> Result<(RequestHandle, RequestOutcome), UaError> {
     let (reply, rx) = oneshot::channel();
+    let (request, tls) = match first {
+        Some((trunk, request)) => {
+            let tls = match trunk.transport {
+                Transport::Tls => Some(tls::route(trunk)?),
+                Transport::Udp | Transport::Tcp => None,
+            };
+            (Some(request), tls)
+        }
+        None => (None, None),
+    };
     ua.send(Command::OutOfDialog {
         series,
         request,
         expires,
+        tls,
         reply,
     })?;
     let (handle, outcome) = rx.await.map_err(|_| UaError::Stopped)??;
@@ -127,10 +139,11 @@ fn request_for(
         .from_domain
         .clone()
         .unwrap_or_else(|| host_port.clone());
-    let aor = format!("<sip:{user}@{domain}>");
+    let scheme = trunk.transport.scheme();
+    let aor = format!("<{scheme}:{user}@{domain}>");
     OutOfDialogRequest {
         method,
-        request_uri: format!("sip:{host_port}"),
+        request_uri: format!("{scheme}:{host_port}"),
         from: aor.clone(),
         to: aor,
         destination: target,
@@ -146,7 +159,7 @@ impl SipUa {
     pub async fn probe(&self, trunk: &Trunk) -> Result<u16, UaError> {
         let target = first_target(trunk, &self.dns).await?;
         let request = request_for(trunk, rsip::Method::Options, target, None);
-        let (handle, outcome) = exchange(self, None, Some(request), None).await?;
+        let (handle, outcome) = exchange(self, None, Some((trunk, request)), None).await?;
         let _ = self.send(Command::ForgetRequest { series: handle });
         Ok(outcome.status)
     }
@@ -198,7 +211,7 @@ impl SipUa {
                         Ok(target) => {
                             let r =
                                 request_for(&trunk, rsip::Method::Register, target, Some(expires));
-                            exchange(&ua, None, Some(r), None).await
+                            exchange(&ua, None, Some((&trunk, r)), None).await
                         }
                         Err(e) => Err(e),
                     },

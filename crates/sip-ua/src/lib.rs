@@ -1,8 +1,8 @@
 //! # dialtone-sip-ua — the SIP user agent that places Dialtone's calls
 //!
 //! A thin tokio driver around the sans-IO [`dialtone_sip_core::Endpoint`]: it owns the UDP
-//! socket, the TCP listener and connections (Content-Length framing, CRLF keep-alives), the
-//! timer, and the clock; every protocol decision stays in the core. On top it adds what a trunk
+//! socket, the TCP and TLS listeners and connections (Content-Length framing, CRLF
+//! keep-alives; rustls, [`TrunkTls`]), the timer, and the clock; every protocol decision stays in the core. On top it adds what a trunk
 //! needs: host resolution (SRV and A/AAAA through a caching resolver, [`dns`]) with failover
 //! across targets, per-trunk concurrency and rate caps, a ring timeout that cancels with end
 //! reason `no_answer`, and caller-ID headers.
@@ -28,6 +28,7 @@ pub mod dns;
 mod driver;
 mod health;
 mod tcp;
+mod tls;
 mod trunk;
 
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ pub use dialtone_sip_core::{
     CallEvent, Credentials, EndReason, EndpointStats, Leftover, Party, TimerConfig, Transport,
 };
 pub use health::{Registration, RegistrationState, TrunkHealth, TrunkMonitor};
+pub use tls::{TlsListen, TrunkTls};
 pub use trunk::{Admission, Trunk};
 
 use driver::Command;
@@ -106,6 +108,20 @@ pub enum UaError {
         /// The value given.
         value: String,
     },
+    /// A trunk's TLS settings cannot be used (a broken PEM, a host that is no TLS name).
+    #[error("trunk {trunk}: TLS: {reason}")]
+    Tls {
+        /// Trunk name.
+        trunk: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Our TLS listener's certificate or key cannot be used.
+    #[error("SIP TLS listener: {reason}")]
+    TlsListener {
+        /// What is wrong.
+        reason: String,
+    },
     /// The core refused the request (malformed header, call state).
     #[error(transparent)]
     Core(#[from] dialtone_sip_core::Error),
@@ -123,6 +139,11 @@ pub struct UaConfig {
     pub advertised_host: Option<String>,
     /// Port written in Via/Contact; the bound port when `None`.
     pub advertised_port: Option<u16>,
+    /// A TLS listener for requests trunks send us over TLS (a BYE in a TLS call's dialog);
+    /// without one, TLS trunks reach us only over the connections we open.
+    pub tls: Option<TlsListen>,
+    /// Port written in Via/Contact over TLS; the TLS listener's bound port when `None`.
+    pub advertised_tls_port: Option<u16>,
     /// SIP timers.
     pub timers: TimerConfig,
     /// Interval of CRLF keep-alive pings on idle TCP connections.
@@ -142,6 +163,8 @@ impl UaConfig {
             bind,
             advertised_host: None,
             advertised_port: None,
+            tls: None,
+            advertised_tls_port: None,
             timers: TimerConfig::default(),
             tcp_keepalive: Duration::from_secs(30),
             seed: None,
@@ -229,7 +252,7 @@ pub struct UaStats {
     pub core_calls: usize,
     /// Calls whose owner has not yet seen the final event.
     pub live_calls: usize,
-    /// Open TCP connections.
+    /// Open TCP and TLS connections.
     pub tcp_connections: usize,
 }
 
@@ -238,6 +261,7 @@ pub struct UaStats {
 pub struct SipUa {
     commands: mpsc::UnboundedSender<Command>,
     local_addr: SocketAddr,
+    tls_local_addr: Option<SocketAddr>,
     gates: Arc<trunk::Gates>,
     dns: dns::Resolver,
 }
@@ -248,10 +272,11 @@ impl SipUa {
         let gates = Arc::new(trunk::Gates::default());
         let dns =
             dns::Resolver::new(config.dns_server).map_err(|source| UaError::Dns { source })?;
-        let (commands, local_addr) = driver::spawn(config, gates.clone()).await?;
+        let bound = driver::spawn(config, gates.clone()).await?;
         Ok(Self {
-            commands,
-            local_addr,
+            commands: bound.commands,
+            local_addr: bound.local,
+            tls_local_addr: bound.tls_local,
             gates,
             dns,
         })
@@ -264,6 +289,11 @@ impl SipUa {
     /// The bound address (UDP and TCP share the port).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TLS listener's bound address, when there is one.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
     }
 
     /// Places a call. Waits (bounded by the trunk's `cap_wait`) for the trunk's caps, resolves

@@ -1,98 +1,194 @@
-//! TCP connections: one task per connection that writes what the driver queues, frames what it
-//! reads, answers keep-alive pings and sends its own on an idle connection.
+//! Stream connections (TCP, and TLS over it): one task per connection that writes what the
+//! driver queues, frames what it reads, answers keep-alive pings and sends its own on an idle
+//! connection.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use dialtone_sip_core::Transport;
 use dialtone_sip_core::framing::{Frame, StreamFramer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::TlsRoute;
 
 /// What a connection task tells the driver.
 #[derive(Debug)]
 pub(crate) enum TcpEvent {
-    /// A peer connected to our listener.
+    /// A peer connected to one of our listeners.
     Accepted {
         peer: SocketAddr,
         writer: mpsc::UnboundedSender<Vec<u8>>,
     },
     /// One framed message.
-    Message { peer: SocketAddr, bytes: Vec<u8> },
-    /// The connection ended; `failed` when it never came up or broke with an error.
-    Closed { peer: SocketAddr, failed: bool },
+    Message {
+        peer: SocketAddr,
+        transport: Transport,
+        bytes: Vec<u8>,
+    },
+    /// The connection ended; `failed` when it never came up or broke with an error,
+    /// `tls_failed` when it was the TLS handshake that failed.
+    Closed {
+        peer: SocketAddr,
+        failed: bool,
+        tls_failed: bool,
+    },
 }
 
-/// How long an outbound connect may take.
+/// How a connection comes about.
+pub(crate) enum Link {
+    /// Our TCP listener accepted it.
+    Accepted(TcpStream),
+    /// Our TLS listener accepted it; the handshake runs in the task.
+    AcceptedTls(TcpStream, TlsAcceptor),
+    /// We connect to the peer.
+    Connect,
+    /// We connect to the peer and run TLS as its client.
+    ConnectTls(TlsRoute),
+}
+
+/// How long an outbound connect may take, and a TLS handshake after it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs one connection to `peer`: connects first when `stream` is `None`.
+/// Runs one connection to `peer` until either side closes it.
 pub(crate) async fn run(
     peer: SocketAddr,
-    stream: Option<TcpStream>,
-    mut outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
+    link: Link,
+    outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
     events: mpsc::UnboundedSender<TcpEvent>,
     keepalive: Duration,
 ) {
-    let stream = match stream {
-        Some(s) => s,
-        None => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
-            Ok(Ok(s)) => s,
-            _ => {
-                let _ = events.send(TcpEvent::Closed { peer, failed: true });
-                return;
-            }
-        },
+    let closed = |failed, tls_failed| {
+        let _ = events.send(TcpEvent::Closed {
+            peer,
+            failed,
+            tls_failed,
+        });
     };
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let mut framer = StreamFramer::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut ping = tokio::time::interval(keepalive);
-    ping.reset();
-    let failed = loop {
-        tokio::select! {
-            out = outgoing.recv() => match out {
-                Some(bytes) => {
-                    if writer.write_all(&bytes).await.is_err() {
-                        break true;
-                    }
-                    ping.reset();
+    let connection = Connection {
+        peer,
+        outgoing,
+        events: events.clone(),
+        keepalive,
+    };
+    match link {
+        Link::Accepted(stream) => connection.serve(Transport::Tcp, stream).await,
+        Link::Connect => match connect(peer).await {
+            Some(stream) => connection.serve(Transport::Tcp, stream).await,
+            None => closed(true, false),
+        },
+        Link::AcceptedTls(stream, acceptor) => {
+            match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => connection.serve(Transport::Tls, tls).await,
+                Ok(Err(error)) => {
+                    tracing::info!(%peer, %error, "TLS handshake with a client failed");
+                    closed(true, true);
                 }
-                None => break false,
-            },
-            read = reader.read(&mut buf) => match read {
-                Ok(0) => break false,
-                Ok(n) => {
-                    framer.push(buf.get(..n).unwrap_or_default());
-                    loop {
-                        match framer.next_frame() {
-                            Ok(Some(Frame::Message(bytes))) => {
-                                let _ = events.send(TcpEvent::Message { peer, bytes });
-                            }
-                            Ok(Some(Frame::KeepAlivePing)) => {
-                                // RFC 5626 §4.4.1: answer a double-CRLF ping with a CRLF pong.
-                                if writer.write_all(b"\r\n").await.is_err() {
-                                    break;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(error) => {
-                                tracing::warn!(%peer, %error, "closing unframeable SIP stream");
-                                let _ = events.send(TcpEvent::Closed { peer, failed: true });
-                                return;
-                            }
-                        }
-                    }
+                Err(_) => closed(true, true),
+            }
+        }
+        Link::ConnectTls(route) => {
+            let Some(stream) = connect(peer).await else {
+                return closed(true, false);
+            };
+            let handshake = route.connector.connect(route.server_name.clone(), stream);
+            match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+                Ok(Ok(tls)) => connection.serve(Transport::Tls, tls).await,
+                Ok(Err(error)) => {
+                    tracing::warn!(%peer, server = ?route.server_name, %error, "TLS handshake with the trunk failed");
+                    closed(true, true);
                 }
-                Err(_) => break true,
-            },
-            _ = ping.tick() => {
-                if writer.write_all(b"\r\n\r\n").await.is_err() {
-                    break true;
+                Err(_) => {
+                    tracing::warn!(%peer, "TLS handshake with the trunk timed out");
+                    closed(true, true);
                 }
             }
         }
-    };
-    let _ = events.send(TcpEvent::Closed { peer, failed });
+    }
+}
+
+async fn connect(peer: SocketAddr) -> Option<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = stream.set_nodelay(true);
+    Some(stream)
+}
+
+/// One established connection's ends towards the driver.
+struct Connection {
+    peer: SocketAddr,
+    outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
+    events: mpsc::UnboundedSender<TcpEvent>,
+    keepalive: Duration,
+}
+
+impl Connection {
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut self, transport: Transport, stream: S) {
+        let peer = self.peer;
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let mut framer = StreamFramer::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut ping = tokio::time::interval(self.keepalive);
+        ping.reset();
+        let failed = loop {
+            tokio::select! {
+                out = self.outgoing.recv() => match out {
+                    Some(bytes) => {
+                        if send(&mut writer, &bytes).await.is_err() {
+                            break true;
+                        }
+                        ping.reset();
+                    }
+                    None => break false,
+                },
+                read = reader.read(&mut buf) => match read {
+                    Ok(0) => break false,
+                    Ok(n) => {
+                        framer.push(buf.get(..n).unwrap_or_default());
+                        loop {
+                            match framer.next_frame() {
+                                Ok(Some(Frame::Message(bytes))) => {
+                                    let _ = self.events.send(TcpEvent::Message { peer, transport, bytes });
+                                }
+                                Ok(Some(Frame::KeepAlivePing)) => {
+                                    // RFC 5626 §4.4.1: answer a double-CRLF ping with a CRLF pong.
+                                    if send(&mut writer, b"\r\n").await.is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(error) => {
+                                    tracing::warn!(%peer, %error, "closing unframeable SIP stream");
+                                    let _ = self.events.send(TcpEvent::Closed { peer, failed: true, tls_failed: false });
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    Err(_) => break true,
+                },
+                _ = ping.tick() => {
+                    if send(&mut writer, b"\r\n\r\n").await.is_err() {
+                        break true;
+                    }
+                }
+            }
+        };
+        let _ = writer.shutdown().await;
+        let _ = self.events.send(TcpEvent::Closed {
+            peer,
+            failed,
+            tls_failed: false,
+        });
+    }
+}
+
+/// Writes `bytes` and flushes them: TLS holds written records until flushed.
+async fn send<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
 }

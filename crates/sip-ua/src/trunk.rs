@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{Credentials, Transport, UaError, dns};
+use crate::{Credentials, Transport, TrunkTls, UaError, dns};
 
 /// A SIP trunk (Twilio, Telnyx, Bandwidth style elastic SIP trunking).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,10 +18,12 @@ pub struct Trunk {
     pub name: String,
     /// Host name or IP literal.
     pub host: String,
-    /// Port; 5060 when `None`.
+    /// Port; the transport's default (5060, 5061 for TLS) when `None`.
     pub port: Option<u16>,
     /// Transport to the trunk.
     pub transport: Transport,
+    /// Certificates and checks for `transport` TLS.
+    pub tls: TrunkTls,
     /// Digest credentials for 401/407.
     pub credentials: Option<Credentials>,
     /// Domain for the From URI; the host when `None`.
@@ -44,6 +46,7 @@ impl Trunk {
             host: host.into(),
             port: None,
             transport,
+            tls: TrunkTls::default(),
             credentials: None,
             from_domain: None,
             outbound_proxy: None,
@@ -65,6 +68,15 @@ impl Trunk {
         }
     }
 
+    /// The host we connect to: the outbound proxy's when set, else the trunk's (the name a TLS
+    /// certificate must carry).
+    pub(crate) fn connection_host(&self) -> String {
+        match &self.outbound_proxy {
+            Some(proxy) => split_host_port(proxy).0,
+            None => self.host.clone(),
+        }
+    }
+
     /// The addresses to try, in order (RFC 3263 §4): the outbound proxy's if set, else the
     /// trunk's. An IP literal is used as it is; a name with a port is looked up as A/AAAA; a
     /// name without one is looked up as SRV (`_sip._udp.` or `_sip._tcp.`), its targets tried
@@ -75,13 +87,17 @@ impl Trunk {
             None => (self.host.clone(), self.port),
         };
         if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port.unwrap_or(5060))]);
+            return Ok(vec![SocketAddr::new(
+                ip,
+                port.unwrap_or(self.transport.default_port()),
+            )]);
         }
         let mut targets: Vec<SocketAddr> = Vec::new();
         if port.is_none() {
             let service = match self.transport {
                 Transport::Udp => "_sip._udp",
                 Transport::Tcp => "_sip._tcp",
+                Transport::Tls => "_sips._tcp",
             };
             let name = format!("{service}.{host}");
             match dns.lookup_srv(&name).await {
@@ -112,7 +128,7 @@ impl Trunk {
                     host: host.clone(),
                     source,
                 })?;
-            let port = port.unwrap_or(5060);
+            let port = port.unwrap_or(self.transport.default_port());
             push_new(
                 &mut targets,
                 found.into_iter().map(|ip| SocketAddr::new(ip, port)),

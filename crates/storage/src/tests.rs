@@ -5,7 +5,9 @@
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::{Backend, Call, CallStatus, NewAgent, NewCall, NewTrunk, Storage, TrunkTransport};
+use crate::{
+    Backend, Call, CallStatus, NewAgent, NewCall, NewTrunk, Storage, TrunkSecurity, TrunkTransport,
+};
 
 /// The organisation the tests' resources belong to.
 pub(crate) async fn org(s: &Storage) -> Uuid {
@@ -82,6 +84,7 @@ pub(crate) fn trunk(name: &str) -> NewTrunk {
         max_concurrent_calls: Some(10),
         max_calls_per_second: None,
         register: false,
+        security: TrunkSecurity::default(),
     }
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::rows::{opt_u32, org_of, unique_violation, uuid_of};
 use crate::{Result, Storage, StorageError, now_ms};
 
-pub use dialtone_model::TrunkTransport;
+pub use dialtone_model::{SrtpMode, TrunkTransport};
 
 /// A SIP trunk. The password is not shown by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub struct Trunk {
     pub max_calls_per_second: Option<u32>,
     /// Whether Dialtone keeps a registration with the trunk (REGISTER, refreshed).
     pub register: bool,
+    /// TLS and SRTP.
+    pub security: TrunkSecurity,
     /// Creation time.
     pub created_at: i64,
     /// Last change.
@@ -71,6 +73,47 @@ pub struct NewTrunk {
     pub max_calls_per_second: Option<u32>,
     /// Keep a registration with the trunk.
     pub register: bool,
+    /// TLS and SRTP.
+    pub security: TrunkSecurity,
+}
+
+/// A trunk's TLS and SRTP settings. `Debug` hides the private key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TrunkSecurity {
+    /// PEM certificates trusted instead of the system's roots.
+    pub tls_ca_pem: Option<String>,
+    /// Whether the trunk's certificate is verified (`false` only for tests).
+    pub tls_verify: bool,
+    /// PEM client certificate chain (mutual TLS).
+    pub tls_client_cert_pem: Option<String>,
+    /// PEM private key of the client certificate (write-only on the API).
+    pub tls_client_key_pem: Option<String>,
+    /// Media encryption.
+    pub srtp: SrtpMode,
+}
+
+impl Default for TrunkSecurity {
+    fn default() -> Self {
+        Self {
+            tls_ca_pem: None,
+            tls_verify: true,
+            tls_client_cert_pem: None,
+            tls_client_key_pem: None,
+            srtp: SrtpMode::Off,
+        }
+    }
+}
+
+impl std::fmt::Debug for TrunkSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrunkSecurity")
+            .field("tls_ca_pem", &self.tls_ca_pem.is_some())
+            .field("tls_verify", &self.tls_verify)
+            .field("tls_client_cert_pem", &self.tls_client_cert_pem.is_some())
+            .field("tls_client_key_pem", &redacted(&self.tls_client_key_pem))
+            .field("srtp", &self.srtp)
+            .finish()
+    }
 }
 
 /// What `Debug` shows for a password.
@@ -96,6 +139,7 @@ impl std::fmt::Debug for Trunk {
             .field("from_domain", &self.from_domain)
             .field("max_concurrent_calls", &self.max_concurrent_calls)
             .field("max_calls_per_second", &self.max_calls_per_second)
+            .field("security", &self.security)
             .finish()
     }
 }
@@ -133,8 +177,10 @@ impl Storage {
         sqlx::query(
             "INSERT INTO trunks (id, name, host, port, transport, username, password, realm, \
              from_domain, max_concurrent_calls, max_calls_per_second, created_at, updated_at, \
-             org_id, register) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             org_id, register, tls_ca_pem, tls_verify, tls_client_cert_pem, tls_client_key_pem, \
+             srtp) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20)",
         )
         .bind(id.to_string())
         .bind(&t.name)
@@ -151,6 +197,11 @@ impl Storage {
         .bind(now)
         .bind(org.to_string())
         .bind(i64::from(t.register))
+        .bind(&t.security.tls_ca_pem)
+        .bind(i64::from(t.security.tls_verify))
+        .bind(&t.security.tls_client_cert_pem)
+        .bind(&t.security.tls_client_key_pem)
+        .bind(t.security.srtp.as_str())
         .execute(&self.pool)
         .await
         .map_err(trunk_name_taken)?;
@@ -159,6 +210,7 @@ impl Storage {
 
     fn trunk_from(row: &AnyRow) -> Result<Trunk> {
         let transport: String = row.try_get("transport")?;
+        let srtp: String = row.try_get("srtp")?;
         let port: i64 = row.try_get("port")?;
         Ok(Trunk {
             id: uuid_of(row, "id")?,
@@ -182,6 +234,18 @@ impl Storage {
             max_concurrent_calls: opt_u32(row, "max_concurrent_calls")?,
             max_calls_per_second: opt_u32(row, "max_calls_per_second")?,
             register: row.try_get::<i64, _>("register")? != 0,
+            security: TrunkSecurity {
+                tls_ca_pem: row.try_get("tls_ca_pem")?,
+                tls_verify: row.try_get::<i64, _>("tls_verify")? != 0,
+                tls_client_cert_pem: row.try_get("tls_client_cert_pem")?,
+                tls_client_key_pem: row.try_get("tls_client_key_pem")?,
+                srtp: srtp.parse().map_err(|e: dialtone_model::UnknownName| {
+                    StorageError::Corrupt {
+                        column: "trunks.srtp",
+                        detail: e.to_string(),
+                    }
+                })?,
+            },
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -228,7 +292,9 @@ impl Storage {
         sqlx::query(
             "UPDATE trunks SET name = $1, host = $2, port = $3, transport = $4, username = $5, \
              password = $6, realm = $7, from_domain = $8, max_concurrent_calls = $9, \
-             max_calls_per_second = $10, register = $11, updated_at = $12 WHERE id = $13",
+             max_calls_per_second = $10, register = $11, updated_at = $12, tls_ca_pem = $13, \
+             tls_verify = $14, tls_client_cert_pem = $15, tls_client_key_pem = $16, srtp = $17 \
+             WHERE id = $18",
         )
         .bind(&t.name)
         .bind(&t.host)
@@ -242,6 +308,11 @@ impl Storage {
         .bind(t.max_calls_per_second.map(i64::from))
         .bind(i64::from(t.register))
         .bind(now_ms())
+        .bind(&t.security.tls_ca_pem)
+        .bind(i64::from(t.security.tls_verify))
+        .bind(&t.security.tls_client_cert_pem)
+        .bind(&t.security.tls_client_key_pem)
+        .bind(t.security.srtp.as_str())
         .bind(id.to_string())
         .execute(&self.pool)
         .await

@@ -11,7 +11,8 @@
 //! scripted websocket peers of those streaming speech services (`deepgram::ScriptedDeepgram`,
 //! `cartesia::ScriptedCartesia`, `elevenlabs::ScriptedElevenLabs`, sharing `websocket`); a
 //! labelled set of answering-machine-detection clips, person pick-ups and machine greetings
-//! sent down a telephone line, generated at test time ([`amd_set`]).
+//! sent down a telephone line, generated at test time ([`amd_set`]); a throw-away certificate
+//! authority for TLS peers ([`pki`]).
 
 pub mod amd_set;
 pub mod audio;
@@ -26,6 +27,7 @@ pub mod impair;
 pub mod media;
 #[cfg(feature = "openai")]
 pub mod openai;
+pub mod pki;
 #[cfg(any(feature = "deepgram", feature = "cartesia", feature = "elevenlabs"))]
 pub mod websocket;
 

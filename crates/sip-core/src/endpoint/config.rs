@@ -1,5 +1,6 @@
 //! The static configuration of an [`Endpoint`](super::Endpoint): [`EndpointConfig`].
 
+use super::Transport;
 use crate::transaction::TimerConfig;
 
 /// Static configuration of an [`Endpoint`](super::Endpoint).
@@ -7,8 +8,11 @@ use crate::transaction::TimerConfig;
 pub struct EndpointConfig {
     /// Host written in Via sent-by and Contact (the advertised, public address behind NAT).
     pub advertised_host: String,
-    /// Port written in Via sent-by and Contact.
+    /// Port written in Via sent-by and Contact (UDP and TCP).
     pub advertised_port: u16,
+    /// Port of the TLS listener written in Via sent-by and Contact for TLS; the UDP/TCP port
+    /// when `None` (no TLS listener: peers answer over the connection we opened).
+    pub advertised_tls_port: Option<u16>,
     /// User part of our Contact URI.
     pub contact_user: String,
     /// The User-Agent header value.
@@ -26,6 +30,7 @@ impl EndpointConfig {
         Self {
             advertised_host: host.into(),
             advertised_port: port,
+            advertised_tls_port: None,
             contact_user: "dialtone".into(),
             user_agent: concat!("Dialtone/", env!("CARGO_PKG_VERSION")).into(),
             timers: TimerConfig::default(),
@@ -33,11 +38,16 @@ impl EndpointConfig {
         }
     }
 
-    pub(super) fn sent_by(&self) -> String {
+    /// `host:port` of Via sent-by and Contact for `transport`.
+    pub(super) fn sent_by(&self, transport: Transport) -> String {
+        let port = match transport {
+            Transport::Tls => self.advertised_tls_port.unwrap_or(self.advertised_port),
+            Transport::Udp | Transport::Tcp => self.advertised_port,
+        };
         if self.advertised_host.contains(':') && !self.advertised_host.starts_with('[') {
-            format!("[{}]:{}", self.advertised_host, self.advertised_port)
+            format!("[{}]:{port}", self.advertised_host)
         } else {
-            format!("{}:{}", self.advertised_host, self.advertised_port)
+            format!("{}:{port}", self.advertised_host)
         }
     }
 }

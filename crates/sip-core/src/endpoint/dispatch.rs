@@ -199,6 +199,17 @@ impl Endpoint {
     /// Reports that sending to `destination` failed (ICMP unreachable, connection refused):
     /// every client transaction to it ends (§17.1.4), failing calls still being set up.
     pub fn handle_transport_error(&mut self, destination: SocketAddr) {
+        self.fail_transactions_to(destination, EndReason::TransportError);
+    }
+
+    /// Reports that the TLS connection to `destination` failed (an untrusted certificate, a
+    /// name not in it, a refused handshake): like [`Endpoint::handle_transport_error`], with
+    /// end reason `tls_failed`.
+    pub fn handle_tls_failure(&mut self, destination: SocketAddr) {
+        self.fail_transactions_to(destination, EndReason::TlsFailed);
+    }
+
+    fn fail_transactions_to(&mut self, destination: SocketAddr, reason: EndReason) {
         let failed: Vec<ClientKey> = self
             .client_txs
             .iter()
@@ -206,7 +217,7 @@ impl Endpoint {
             .map(|(k, _)| k.clone())
             .collect();
         for key in failed {
-            self.on_client_timeout(&key, EndReason::TransportError);
+            self.on_client_timeout(&key, reason);
         }
         self.settle();
     }

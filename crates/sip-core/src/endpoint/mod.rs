@@ -59,12 +59,14 @@ pub enum Transport {
     Udp,
     /// A reliable stream: no retransmissions, messages framed by Content-Length.
     Tcp,
+    /// TCP under TLS (RFC 3261 §26.2): reliable like TCP, `sips:` URIs.
+    Tls,
 }
 
 impl Transport {
     /// Whether the transport is reliable (RFC 3261 §17).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 
     /// The Via transport token.
@@ -72,6 +74,32 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// The URI scheme a request over this transport uses: `sips` over TLS (RFC 3261 §19.1).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Transport::Udp | Transport::Tcp => "sip",
+            Transport::Tls => "sips",
+        }
+    }
+
+    /// The `;transport=` URI parameter that selects this transport, empty for UDP (the
+    /// default) and for TLS (implied by `sips:`).
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp | Transport::Tls => "",
+            Transport::Tcp => ";transport=tcp",
+        }
+    }
+
+    /// The port a URI without one means (RFC 3261 §19.1.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Udp | Transport::Tcp => 5060,
+            Transport::Tls => 5061,
         }
     }
 }
@@ -206,19 +234,17 @@ impl Endpoint {
         Header::Via(rsip::headers::Via::new(format!(
             "SIP/2.0/{} {};branch={branch};rport",
             transport.as_str(),
-            self.config.sent_by()
+            self.config.sent_by(transport)
         )))
     }
 
     fn contact(&self, transport: Transport) -> Header {
-        let transport_param = match transport {
-            Transport::Udp => "",
-            Transport::Tcp => ";transport=tcp",
-        };
         Header::Contact(rsip::headers::Contact::new(format!(
-            "<sip:{}@{}{transport_param}>",
+            "<{}:{}@{}{}>",
+            transport.scheme(),
             self.config.contact_user,
-            self.config.sent_by()
+            self.config.sent_by(transport),
+            transport.uri_param()
         )))
     }
 }

@@ -93,10 +93,10 @@ impl Endpoint {
             Owner::Call(h) => h,
             Owner::Request(request) => {
                 // No answer at all is 408; a transport failure is 503 (RFC 3261 §8.1.3.1).
-                let status = if reason == EndReason::TransportError {
-                    503
-                } else {
+                let status = if reason == EndReason::TrunkTimeout {
                     408
+                } else {
+                    503
                 };
                 self.outcomes.push_back(RequestOutcome {
                     request,

@@ -85,6 +85,14 @@ enum TrunkCommand {
 enum TransportArg {
     Udp,
     Tcp,
+    Tls,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SrtpArg {
+    Off,
+    Optional,
+    Required,
 }
 
 #[derive(Debug, Args)]
@@ -95,9 +103,9 @@ struct TrunkArgs {
     /// Host name or IP address of the trunk.
     #[arg(long)]
     host: String,
-    /// SIP port.
-    #[arg(long, default_value_t = 5060)]
-    port: u32,
+    /// SIP port (default 5060, 5061 for TLS).
+    #[arg(long)]
+    port: Option<u32>,
     /// Transport.
     #[arg(long, value_enum, default_value = "udp")]
     transport: TransportArg,
@@ -122,6 +130,21 @@ struct TrunkArgs {
     /// Most new calls per second.
     #[arg(long)]
     max_calls_per_second: Option<u32>,
+    /// TLS: a PEM file of the certificates to trust instead of the system's roots.
+    #[arg(long)]
+    tls_ca_file: Option<std::path::PathBuf>,
+    /// TLS: do not verify the trunk's certificate (tests only).
+    #[arg(long)]
+    tls_no_verify: bool,
+    /// TLS: a PEM file of the client certificate chain (mutual TLS).
+    #[arg(long, requires = "tls_client_key_file")]
+    tls_client_cert_file: Option<std::path::PathBuf>,
+    /// TLS: a PEM file of the client certificate's private key.
+    #[arg(long, requires = "tls_client_cert_file")]
+    tls_client_key_file: Option<std::path::PathBuf>,
+    /// Media encryption (SRTP, SDES keys; needs --transport tls).
+    #[arg(long, value_enum)]
+    srtp: Option<SrtpArg>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -667,14 +690,21 @@ impl Client {
     }
 }
 
-fn trunk_fields(a: TrunkArgs) -> proto::TrunkFields {
-    proto::TrunkFields {
+fn trunk_fields(a: TrunkArgs) -> anyhow::Result<proto::TrunkFields> {
+    let read = |path: Option<std::path::PathBuf>| -> anyhow::Result<Option<String>> {
+        path.map(|p| {
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+        })
+        .transpose()
+    };
+    Ok(proto::TrunkFields {
         name: Some(a.name),
         host: Some(a.host),
-        port: Some(a.port),
+        port: a.port,
         transport: match a.transport {
             TransportArg::Udp => proto::TrunkTransport::Udp,
             TransportArg::Tcp => proto::TrunkTransport::Tcp,
+            TransportArg::Tls => proto::TrunkTransport::Tls,
         } as i32,
         username: a.username,
         password: a.password,
@@ -683,7 +713,17 @@ fn trunk_fields(a: TrunkArgs) -> proto::TrunkFields {
         max_concurrent_calls: a.max_concurrent_calls,
         max_calls_per_second: a.max_calls_per_second,
         register: Some(a.register),
-    }
+        tls_ca_pem: read(a.tls_ca_file)?,
+        tls_verify: a.tls_no_verify.then_some(false),
+        tls_client_cert_pem: read(a.tls_client_cert_file)?,
+        tls_client_key_pem: read(a.tls_client_key_file)?,
+        srtp: match a.srtp {
+            None => proto::SrtpMode::Unspecified,
+            Some(SrtpArg::Off) => proto::SrtpMode::Off,
+            Some(SrtpArg::Optional) => proto::SrtpMode::Optional,
+            Some(SrtpArg::Required) => proto::SrtpMode::Required,
+        } as i32,
+    })
 }
 
 fn agent_fields(a: AgentArgs) -> proto::AgentFields {
@@ -761,7 +801,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.show(&deleted(id), render::record);
         }
         Command::Trunks(TrunkCommand::Create(args)) => {
-            c.show(&c.create_trunk(trunk_fields(args)).await?, render::record);
+            c.show(&c.create_trunk(trunk_fields(args)?).await?, render::record);
         }
         Command::Numbers(NumberCommand::Create { e164, trunk }) => {
             c.show(&c.create_number(&e164, &trunk).await?, render::record);

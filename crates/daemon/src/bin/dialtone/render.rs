@@ -38,6 +38,7 @@ pub(crate) fn trunk(t: &proto::Trunk) -> Value {
     put(&mut o, "port", t.port);
     let transport = match proto::TrunkTransport::try_from(t.transport) {
         Ok(proto::TrunkTransport::Tcp) => "tcp",
+        Ok(proto::TrunkTransport::Tls) => "tls",
         _ => "udp",
     };
     put(&mut o, "transport", transport);
@@ -49,6 +50,15 @@ pub(crate) fn trunk(t: &proto::Trunk) -> Value {
     put(&mut o, "has_password", t.has_password);
     put(&mut o, "register", t.register);
     put(&mut o, "registration_state", t.registration_state.clone());
+    put(&mut o, "tls_verify", t.tls_verify);
+    put(&mut o, "has_tls_ca", t.tls_ca_pem.is_some());
+    put(&mut o, "has_tls_client_key", t.has_tls_client_key);
+    let srtp = match proto::SrtpMode::try_from(t.srtp) {
+        Ok(proto::SrtpMode::Optional) => "optional",
+        Ok(proto::SrtpMode::Required) => "required",
+        _ => "off",
+    };
+    put(&mut o, "srtp", srtp);
     put(&mut o, "created_at", t.created_at.clone());
     Value::Object(o)
 }

@@ -1,0 +1,7 @@
+-- Secure trunks: TLS trust and client certificate (PEM; the private key is write-only on the
+-- API), whether the certificate is verified, and media encryption (SRTP with SDES keys).
+ALTER TABLE trunks ADD COLUMN tls_ca_pem TEXT;
+ALTER TABLE trunks ADD COLUMN tls_verify BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE trunks ADD COLUMN tls_client_cert_pem TEXT;
+ALTER TABLE trunks ADD COLUMN tls_client_key_pem TEXT;
+ALTER TABLE trunks ADD COLUMN srtp TEXT NOT NULL DEFAULT 'off';
