@@ -27,7 +27,7 @@ use dialtone_storage::Storage;
 
 mod config;
 pub mod http;
-pub use config::{Config, LogFormat, SETTINGS};
+pub use config::{Config, LogFormat, SETTINGS, SipTls};
 
 /// Errors starting the daemon; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]

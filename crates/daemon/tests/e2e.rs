@@ -3718,6 +3718,8 @@ mod agent_speech;
 mod amd;
 #[path = "e2e/codecs.rs"]
 mod codecs;
+#[path = "e2e/secure.rs"]
+mod secure;
 
 mod grpc {
     //! The same service over gRPC: a tonic client against the daemon's gRPC port.

@@ -257,11 +257,21 @@ mod tests {
         let mut changed = trunk("t2");
         changed.port = 5080;
         changed.password = None;
-        let t2 = s.update_trunk(t.id, changed).await.unwrap();
+        changed.transport = crate::TrunkTransport::Tls;
+        changed.security = crate::TrunkSecurity {
+            tls_ca_pem: Some("ca".into()),
+            tls_verify: false,
+            tls_client_cert_pem: Some("cert".into()),
+            tls_client_key_pem: Some("key".into()),
+            srtp: crate::SrtpMode::Required,
+        };
+        let t2 = s.update_trunk(t.id, changed.clone()).await.unwrap();
         assert_eq!(
             (t2.name.as_str(), t2.port, t2.password.as_deref()),
             ("t2", 5080, None)
         );
+        assert_eq!(t2.transport, changed.transport);
+        assert_eq!(t2.security, changed.security);
         assert!(t2.updated_at >= t.updated_at);
         // In use: the trunk carries a number, the number an agent.
         assert!(matches!(

@@ -118,6 +118,36 @@ fn baresip_modules() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/baresip/modules"))
 }
 
+/// How a [`Baresip`] callee is set up.
+#[derive(Debug, Clone)]
+pub struct CalleeSetup<'a> {
+    /// Its one audio codec module (`g711`, `g722`).
+    pub codec: &'a str,
+    /// SIP over TLS too, on the port above its UDP/TCP one.
+    pub tls: Option<BaresipTls>,
+    /// Media encryption of its account (`srtp`, `srtp-mand`, …; loads the `srtp` module).
+    pub mediaenc: Option<&'a str>,
+}
+
+impl Default for CalleeSetup<'_> {
+    fn default() -> Self {
+        Self {
+            codec: "g711",
+            tls: None,
+            mediaenc: None,
+        }
+    }
+}
+
+/// baresip's TLS files.
+#[derive(Debug, Clone)]
+pub struct BaresipTls {
+    /// Its certificate and private key in one PEM file.
+    pub certificate: PathBuf,
+    /// The CA it trusts.
+    pub ca: PathBuf,
+}
+
 /// A baresip process answering calls automatically: it plays a WAV file into each call and
 /// dumps what it receives (decoded) to WAV files.
 #[derive(Debug)]
@@ -138,9 +168,24 @@ impl Baresip {
     /// [`Baresip::callee`] with one audio codec module: `g711`, or `g722` (wideband: baresip
     /// then offers and answers G.722 alone).
     pub fn callee_with_codec(source: &Path, codec: &str) -> Result<Baresip, PeerError> {
-        let port = free_port()?;
+        Self::callee_with(
+            source,
+            &CalleeSetup {
+                codec,
+                ..CalleeSetup::default()
+            },
+        )
+    }
+
+    /// [`Baresip::callee`] set up as `setup` says: its codec, SIP over TLS, media encryption.
+    pub fn callee_with(source: &Path, setup: &CalleeSetup<'_>) -> Result<Baresip, PeerError> {
+        let mut port = free_port()?;
+        // Its TLS listener takes the port above: that one must be free too.
+        while setup.tls.is_some() && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_err() {
+            port = free_port()?;
+        }
         let dir = WorkDir::for_peer("baresip")?;
-        let config = format!(
+        let mut config = format!(
             "sip_listen 127.0.0.1:{port}\n\
              net_interface 127.0.0.1\n\
              audio_player aubridge,nil\n\
@@ -157,14 +202,24 @@ impl Baresip {
             source = source.display(),
             dumps = dir.path().display(),
             modules = baresip_modules().display(),
+            codec = setup.codec,
         );
+        if let Some(tls) = &setup.tls {
+            config.push_str(&format!(
+                "sip_certificate {}\nsip_cafile {}\n",
+                tls.certificate.display(),
+                tls.ca.display()
+            ));
+        }
+        let mut account = "<sip:+15551230000@127.0.0.1>;regint=0;answermode=auto".to_owned();
+        if let Some(mediaenc) = setup.mediaenc {
+            config.push_str("module srtp.so\n");
+            account.push_str(&format!(";mediaenc={mediaenc}"));
+        }
         std::fs::write(dir.path().join("config"), config)
             .map_err(PeerError::io("writing baresip config"))?;
-        std::fs::write(
-            dir.path().join("accounts"),
-            "<sip:+15551230000@127.0.0.1>;regint=0;answermode=auto\n",
-        )
-        .map_err(PeerError::io("writing baresip accounts"))?;
+        std::fs::write(dir.path().join("accounts"), format!("{account}\n"))
+            .map_err(PeerError::io("writing baresip accounts"))?;
         let log = std::fs::File::create(dir.path().join("baresip.log"))
             .map_err(PeerError::io("creating baresip.log"))?;
         let child = Command::new("baresip")
@@ -182,7 +237,15 @@ impl Baresip {
             .map_err(PeerError::io("starting baresip (Debian package baresip)"))?;
         let b = Baresip { child, port, dir };
         wait_port_bound("baresip", port, SipTransport::Udp)?;
+        if setup.tls.is_some() {
+            wait_port_bound("baresip", b.tls_port(), SipTransport::Tcp)?;
+        }
         Ok(b)
+    }
+
+    /// The port of its SIP over TLS listener (baresip takes the one above `port`).
+    pub fn tls_port(&self) -> u16 {
+        self.port + 1
     }
 
     /// baresip's output so far.

@@ -175,7 +175,9 @@ impl Call {
 
 /// The address to send an in-dialog request to: the first route, else the remote target,
 /// when it names an IP literal; otherwise the address the call was placed through.
-pub(super) fn next_hop(dialog: &Dialog, fallback: SocketAddr) -> SocketAddr {
+/// Where in-dialog requests go: the first route, else the remote target; a URI without a port
+/// means the transport's default one.
+pub(super) fn next_hop(dialog: &Dialog, fallback: SocketAddr, transport: Transport) -> SocketAddr {
     let uri = dialog
         .route_set
         .first()
@@ -183,7 +185,11 @@ pub(super) fn next_hop(dialog: &Dialog, fallback: SocketAddr) -> SocketAddr {
         .unwrap_or_else(|| dialog.remote_target.clone());
     match uri.host_with_port.host {
         rsip::Host::IpAddr(ip) => {
-            SocketAddr::new(ip, uri.host_with_port.port.map_or(5060, |p| *p.value()))
+            let port = uri
+                .host_with_port
+                .port
+                .map_or(transport.default_port(), |p| *p.value());
+            SocketAddr::new(ip, port)
         }
         rsip::Host::Domain(_) => fallback,
     }

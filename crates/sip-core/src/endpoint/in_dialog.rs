@@ -95,7 +95,7 @@ impl Endpoint {
         let call = self.calls.get(&handle)?;
         let dialog = dialog.or(call.dialog.as_ref())?.clone();
         let transport = call.transport;
-        let destination = next_hop(&dialog, call.destination);
+        let destination = next_hop(&dialog, call.destination, transport);
         let mut headers = vec![
             self.via(transport, branch),
             Header::MaxForwards(rsip::headers::MaxForwards::new("70")),

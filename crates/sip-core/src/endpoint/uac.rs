@@ -365,7 +365,7 @@ impl Endpoint {
             // A retransmitted 2xx: the ACK is sent again by the dialog layer (§13.2.2.4).
             let (d, t, ack) = (call.destination, call.transport, ack.clone());
             self.stats.retransmissions += 1;
-            self.send(next_hop(&dialog, d), t, ack);
+            self.send(next_hop(&dialog, d, t), t, ack);
             return;
         }
         let invite_cseq = call
