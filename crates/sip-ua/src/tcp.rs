@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use dialtone_sip_core::TransportFailure;
 use dialtone_sip_core::framing::{Frame, StreamFramer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,6 +22,8 @@ pub(crate) enum TcpEvent {
     Message { peer: SocketAddr, bytes: Vec<u8> },
     /// The connection ended; `failed` when it never came up or broke with an error.
     Closed { peer: SocketAddr, failed: bool },
+    /// The connection could not be opened: the peer refused it, or there is no route to it.
+    Unreachable { peer: SocketAddr },
 }
 
 /// How long an outbound connect may take.
@@ -38,6 +41,13 @@ pub(crate) async fn run(
         Some(s) => s,
         None => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
             Ok(Ok(s)) => s,
+            Ok(Err(error))
+                if TransportFailure::of_error_kind(error.kind())
+                    == TransportFailure::Unreachable =>
+            {
+                let _ = events.send(TcpEvent::Unreachable { peer });
+                return;
+            }
             _ => {
                 let _ = events.send(TcpEvent::Closed { peer, failed: true });
                 return;

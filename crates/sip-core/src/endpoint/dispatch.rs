@@ -10,8 +10,7 @@ use super::timers::TimerKey;
 use super::transactions::{
     ClientKey, ClientMachine, Owner, Purpose, ServerMachine, response_destination, server_key,
 };
-use super::{Endpoint, Transport};
-use crate::end_reason::EndReason;
+use super::{Endpoint, Transport, TransportFailure};
 use crate::message;
 use crate::transaction::{InviteClientVerdict, InviteServerVerdict};
 use crate::validate::{self, Inbound};
@@ -196,9 +195,10 @@ impl Endpoint {
         }
     }
 
-    /// Reports that sending to `destination` failed (ICMP unreachable, connection refused):
-    /// every client transaction to it ends (§17.1.4), failing calls still being set up.
-    pub fn handle_transport_error(&mut self, destination: SocketAddr) {
+    /// Reports that sending to `destination` failed, and how: every client transaction to it
+    /// ends (§17.1.4), failing a call still being set up with the failure's end reason
+    /// ([`TransportFailure::end_reason`]) and an out-of-dialog request with 503 (§8.1.3.1).
+    pub fn handle_transport_error(&mut self, destination: SocketAddr, failure: TransportFailure) {
         let failed: Vec<ClientKey> = self
             .client_txs
             .iter()
@@ -206,7 +206,7 @@ impl Endpoint {
             .map(|(k, _)| k.clone())
             .collect();
         for key in failed {
-            self.on_client_timeout(&key, EndReason::TransportError);
+            self.on_client_timeout(&key, failure.end_reason());
         }
         self.settle();
     }

@@ -39,6 +39,7 @@ use std::time::Instant;
 use rsip::Header;
 use rsip::headers::UntypedHeader;
 
+use crate::end_reason::EndReason;
 use crate::ids::IdGenerator;
 
 use self::call::Call;
@@ -85,6 +86,38 @@ pub struct Transmit {
     pub transport: Transport,
     /// One complete SIP message.
     pub payload: Vec<u8>,
+}
+
+/// Why a message could not reach its destination: what the driver learnt from the network
+/// (RFC 3261 §17.1.4), told to the core with [`Endpoint::handle_transport_error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportFailure {
+    /// Nothing takes SIP there: an ICMP port, host or network unreachable, a refused connection.
+    Unreachable,
+    /// The message could not be sent for another reason: a local send error, a connection
+    /// that timed out or broke.
+    Other,
+}
+
+impl TransportFailure {
+    /// What an I/O error from sending or connecting (or an ICMP error's errno) says.
+    pub fn of_error_kind(kind: std::io::ErrorKind) -> Self {
+        use std::io::ErrorKind;
+        match kind {
+            ErrorKind::ConnectionRefused
+            | ErrorKind::HostUnreachable
+            | ErrorKind::NetworkUnreachable => TransportFailure::Unreachable,
+            _ => TransportFailure::Other,
+        }
+    }
+
+    /// The end reason of a call still being set up that the failure ends.
+    pub fn end_reason(self) -> EndReason {
+        match self {
+            TransportFailure::Unreachable => EndReason::TrunkUnreachable,
+            TransportFailure::Other => EndReason::TransportError,
+        }
+    }
 }
 
 /// The sans-IO SIP user agent core. See the crate documentation for the I/O contract.
