@@ -56,6 +56,7 @@ fn closed_tcp_port() -> u16 {
 
 /// Every event of a call until its final one, within `limit`; hangs up once answered.
 async fn run_call(ua: &SipUa, request: DialRequest, limit: Duration) -> Vec<UaEvent> {
+    let dialled = std::time::Instant::now();
     let mut call = ua.dial(request).await.unwrap();
     let mut events = Vec::new();
     let ended = tokio::time::timeout(limit, async {
@@ -71,6 +72,7 @@ async fn run_call(ua: &SipUa, request: DialRequest, limit: Duration) -> Vec<UaEv
         ended.is_ok(),
         "the call did not end within {limit:?}: {events:?}"
     );
+    println!("ended {:?} after the dial", dialled.elapsed());
     events
 }
 

@@ -4,7 +4,8 @@
 //!
 //! [`Endpoint`] is one struct whose `impl` is spread over this module's files, one concern each:
 //!
-//! * `mod.rs`: the struct, its constructor, accessors and output queues;
+//! * `mod.rs`: the struct, its constructor, accessors and output queues, and the transport
+//!   types ([`Transport`], [`Transmit`], [`TransportFailure`]);
 //! * `config`: [`EndpointConfig`];
 //! * `events`: what the core reports ([`CallEvent`], [`Event`], [`Party`], [`EndpointStats`]);
 //! * `call`: a call's state ([`CallHandle`], [`OutboundCall`], its dialogs and phase);
