@@ -207,6 +207,8 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
     assert_eq!(call["instructions"], "Repeat after the caller.");
     let record = wait_final(&w.api, call["id"].as_str().unwrap()).await;
     assert_ended(&record, "completed", "completed", "callee");
+    // Answering-machine detection is off: an answered call was answered by someone unknown.
+    assert_eq!(record["answered_by"], "unknown", "{record:#}");
     assert!(
         record["sip_call_id"]
             .as_str()
@@ -3718,6 +3720,8 @@ mod agent_speech;
 mod amd;
 #[path = "e2e/codecs.rs"]
 mod codecs;
+#[path = "e2e/failures.rs"]
+mod failures;
 #[path = "e2e/secure.rs"]
 mod secure;
 

@@ -61,6 +61,7 @@ pub use end_reason::{EndReason, should_fail_over};
 pub use endpoint::{
     CallEvent, CallHandle, Endpoint, EndpointConfig, EndpointStats, Event, Leftover,
     OutOfDialogRequest, OutboundCall, Party, RequestHandle, RequestOutcome, Transmit, Transport,
+    TransportFailure,
 };
 pub use ids::{IdGenerator, MAGIC_COOKIE};
 pub use transaction::TimerConfig;

@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dialtone_sip_core::{CallEvent, Credentials, EndReason, EndpointConfig, Party, Transport};
+use dialtone_sip_core::{
+    CallEvent, Credentials, EndReason, EndpointConfig, Party, Transport, TransportFailure,
+};
 use md5::{Digest, Md5};
 
 fn secs(s: f64) -> Duration {
@@ -841,10 +843,34 @@ fn malformed_input_is_answered_or_dropped_and_counted() {
 }
 
 #[test]
-fn transport_error_fails_a_call_in_setup() {
+fn an_unreachable_trunk_fails_the_call_at_once_and_stops_the_retransmissions() {
+    let mut h = Harness::new();
+    h.dial(Harness::call(Transport::Udp));
+    h.advance(secs(0.1));
+    h.ep.handle_transport_error(trunk(), TransportFailure::Unreachable);
+    h.collect();
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: None,
+            reason: EndReason::TrunkUnreachable
+        }]
+    );
+    h.advance(secs(40.0));
+    assert_eq!(
+        h.sent_requests("INVITE").len(),
+        1,
+        "no Timer A after the failure"
+    );
+    assert!(h.take_events().is_empty());
+    assert_eq!(h.ep.call_count(), 0, "the call is forgotten once it ended");
+}
+
+#[test]
+fn a_transport_failure_of_another_kind_is_a_transport_error() {
     let mut h = Harness::new();
     h.dial(Harness::call(Transport::Tcp));
-    h.ep.handle_transport_error(trunk());
+    h.ep.handle_transport_error(trunk(), TransportFailure::Other);
     h.collect();
     assert_eq!(
         h.take_events(),
@@ -852,6 +878,110 @@ fn transport_error_fails_a_call_in_setup() {
             status: None,
             reason: EndReason::TransportError
         }]
+    );
+}
+
+#[test]
+fn a_failure_at_another_address_leaves_the_call_alone() {
+    let mut h = Harness::new();
+    h.dial(Harness::call(Transport::Udp));
+    h.ep.handle_transport_error(
+        "192.0.2.99:5060".parse().unwrap(),
+        TransportFailure::Unreachable,
+    );
+    h.collect();
+    assert!(h.take_events().is_empty());
+    let invite = h.last_sent();
+    h.reply(&invite, 180, Some("r1"), "", "");
+    assert_eq!(h.take_events(), vec![CallEvent::Ringing { status: 180 }]);
+}
+
+#[test]
+fn an_unreachable_trunk_after_our_hang_up_ends_the_call_as_we_asked() {
+    // Hung up before any provisional: the CANCEL waits (§9.1), and the failure that ends the
+    // INVITE reports the hang-up's reason, as Timer B would.
+    let mut h = Harness::new();
+    let call = h.dial(Harness::call(Transport::Udp));
+    h.ep.hang_up(h.now, call).unwrap();
+    h.ep.handle_transport_error(trunk(), TransportFailure::Unreachable);
+    h.collect();
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: None,
+            reason: EndReason::Canceled
+        }]
+    );
+    assert!(h.sent_requests("CANCEL").is_empty());
+}
+
+#[test]
+fn a_trunk_that_answers_100_then_nothing_waits_for_the_hang_up_not_timer_b() {
+    // Timer B stops with the first provisional (§17.1.1.2): the owner's ring timeout ends such
+    // a call, as `no_answer`, and a CANCEL nobody answers gives up after 64·T1 (§9.1).
+    let mut h = Harness::new();
+    let call = h.dial(Harness::call(Transport::Udp));
+    let invite = h.last_sent();
+    h.reply(&invite, 100, None, "", "");
+    h.advance(secs(120.0));
+    assert_eq!(h.take_events(), vec![CallEvent::Trying]);
+    h.ep.hang_up_because(h.now, call, EndReason::NoAnswer)
+        .unwrap();
+    h.collect();
+    assert!(h.last_sent().is_request("CANCEL"));
+    h.advance(secs(33.0));
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: None,
+            reason: EndReason::NoAnswer
+        }]
+    );
+}
+
+#[test]
+fn an_options_probe_to_an_unreachable_target_is_503() {
+    let mut h = Harness::new();
+    let r =
+        h.ep.send_out_of_dialog(h.now, probe(rsip::Method::Options, None))
+            .unwrap();
+    h.collect();
+    h.ep.handle_transport_error(trunk(), TransportFailure::Unreachable);
+    let outcome = h.ep.poll_request_outcome().unwrap();
+    assert_eq!((outcome.request, outcome.status), (r, 503));
+}
+
+#[test]
+fn io_errors_say_unreachable_only_for_refusals_and_missing_routes() {
+    use std::io::ErrorKind;
+    for kind in [
+        ErrorKind::ConnectionRefused,
+        ErrorKind::HostUnreachable,
+        ErrorKind::NetworkUnreachable,
+    ] {
+        assert_eq!(
+            TransportFailure::of_error_kind(kind),
+            TransportFailure::Unreachable
+        );
+    }
+    for kind in [
+        ErrorKind::TimedOut,
+        ErrorKind::PermissionDenied,
+        ErrorKind::ConnectionReset,
+        ErrorKind::BrokenPipe,
+    ] {
+        assert_eq!(
+            TransportFailure::of_error_kind(kind),
+            TransportFailure::Other
+        );
+    }
+    assert_eq!(
+        TransportFailure::Unreachable.end_reason(),
+        EndReason::TrunkUnreachable
+    );
+    assert_eq!(
+        TransportFailure::Other.end_reason(),
+        EndReason::TransportError
     );
 }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use dialtone_sip_core::{
     CallEvent, CallHandle, EndReason, Endpoint, EndpointConfig, Leftover, OutOfDialogRequest,
-    OutboundCall, RequestHandle, RequestOutcome, Transmit, Transport, should_fail_over,
+    OutboundCall, RequestHandle, RequestOutcome, Transmit, Transport, TransportFailure,
+    should_fail_over,
 };
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -15,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use crate::tcp::{self, Link, TcpEvent};
 use crate::tls::{self, TlsRoute};
 use crate::trunk::{Gates, Trunk};
+use crate::udp::SipSocket;
 use crate::{DialRequest, UaConfig, UaError, UaEvent, UaStats};
 
 /// Commands from the API to the driver.
@@ -74,12 +76,43 @@ struct Slot {
     request: DialRequest,
     trunk: Arc<Trunk>,
     remaining: VecDeque<(Arc<Trunk>, SocketAddr)>,
-    ring_deadline: Option<Instant>,
+    ring: Ring,
     setup_deadline: Instant,
     answered: bool,
     hangup_requested: bool,
     /// Room taken on the trunk in use; released when the call ends or moves on.
     permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The ring timeout of a call's current attempt. It counts from the attempt's first
+/// provisional response: before one, nothing says the callee's phone rings (the INVITE's
+/// Timer B ends a trunk that never answers, as `trunk_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ring {
+    /// No provisional response yet.
+    NotYet,
+    /// Cancelled with `no_answer` if not answered by then.
+    Until(Instant),
+    /// Answered, hung up, or timed out: the ring timeout has nothing more to do.
+    Over,
+}
+
+impl Ring {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Ring::Until(at) => Some(at),
+            Ring::NotYet | Ring::Over => None,
+        }
+    }
+}
+
+impl Slot {
+    /// The attempt got a provisional response at `now`: the ring timeout starts, once.
+    fn start_ringing(&mut self, now: Instant) {
+        if self.ring == Ring::NotYet {
+            self.ring = Ring::Until(now + self.request.ring_timeout);
+        }
+    }
 }
 
 /// The core's view of one attempt of `request` through `trunk` at `target`.
@@ -116,7 +149,7 @@ fn attempt(request: &DialRequest, trunk: &Trunk, target: SocketAddr) -> Outbound
 
 struct Driver {
     endpoint: Endpoint,
-    udp: UdpSocket,
+    udp: SipSocket,
     tcp_events: mpsc::UnboundedSender<TcpEvent>,
     connections: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
     /// How to open a TLS connection to each TLS trunk target seen.
@@ -173,6 +206,11 @@ async fn bind_transports(
 /// Binds the sockets and spawns the driver; returns its command channel and the bound address.
 pub(crate) async fn spawn(config: UaConfig, gates: Arc<Gates>) -> Result<Bound, UaError> {
     let (udp, listener, local) = bind_transports(config.bind).await?;
+    let udp = SipSocket::new(udp).map_err(|source| UaError::Bind {
+        transport: "UDP",
+        addr: local,
+        source,
+    })?;
     let tls_listener = match &config.tls {
         Some(listen) => {
             let acceptor = tls::acceptor(listen)?;
@@ -282,10 +320,9 @@ impl Driver {
                 .next_deadline()
                 .map_or_else(far_future, tokio::time::Instant::from_std);
             tokio::select! {
-                received = self.udp.recv_from(&mut buf) => {
-                    if let Ok((n, source)) = received {
-                        let bytes = buf.get(..n).unwrap_or_default();
-                        self.endpoint.handle_message(Instant::now(), source, Transport::Udp, bytes);
+                ready = self.udp.ready() => {
+                    if let Ok(ready) = ready {
+                        self.on_udp_ready(ready, &mut buf);
                     }
                 }
                 Some(event) = tcp_rx.recv() => self.on_tcp(event),
@@ -298,8 +335,26 @@ impl Driver {
         }
     }
 
+    /// Feeds the core a datagram, and the destinations ICMP says nothing listens at.
+    fn on_udp_ready(&mut self, ready: tokio::io::Ready, buf: &mut [u8]) {
+        if ready.is_readable()
+            && let Some((n, source)) = self.udp.try_recv(buf)
+        {
+            let bytes = buf.get(..n).unwrap_or_default();
+            self.endpoint
+                .handle_message(Instant::now(), source, Transport::Udp, bytes);
+        }
+        if ready.is_error() {
+            while let Some(destination) = self.udp.next_unreachable() {
+                tracing::info!(%destination, "ICMP: unreachable");
+                self.endpoint
+                    .handle_transport_error(destination, TransportFailure::Unreachable);
+            }
+        }
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
-        let rings = self.slots.values().filter_map(|s| s.ring_deadline);
+        let rings = self.slots.values().filter_map(|s| s.ring.deadline());
         self.endpoint.poll_timeout().into_iter().chain(rings).min()
     }
 
@@ -309,9 +364,9 @@ impl Driver {
         let expired: Vec<CallHandle> = self
             .slots
             .values_mut()
-            .filter(|s| s.ring_deadline.is_some_and(|d| d <= now))
+            .filter(|s| s.ring.deadline().is_some_and(|d| d <= now))
             .map(|s| {
-                s.ring_deadline = None;
+                s.ring = Ring::Over;
                 s.handle
             })
             .collect();
@@ -336,16 +391,10 @@ impl Driver {
                 self.endpoint
                     .handle_message(Instant::now(), peer, transport, &bytes);
             }
-            TcpEvent::Closed {
-                peer,
-                failed,
-                tls_failed,
-            } => {
+            TcpEvent::Closed { peer, failure } => {
                 self.connections.remove(&peer);
-                if tls_failed {
-                    self.endpoint.handle_tls_failure(peer);
-                } else if failed {
-                    self.endpoint.handle_transport_error(peer);
+                if let Some(failure) = failure {
+                    self.endpoint.handle_transport_error(peer, failure);
                 }
             }
         }
@@ -367,7 +416,7 @@ impl Driver {
             Command::HangUp { call } => {
                 if let Some(slot) = self.slots.get_mut(&call) {
                     slot.hangup_requested = true;
-                    slot.ring_deadline = None;
+                    slot.ring = Ring::Over;
                     let _ = self.endpoint.hang_up(now, slot.handle);
                 }
             }
@@ -462,7 +511,7 @@ impl Driver {
             Slot {
                 events,
                 handle,
-                ring_deadline: Some(now + request.ring_timeout),
+                ring: Ring::NotYet,
                 setup_deadline: now + request.setup_deadline,
                 request,
                 trunk,
@@ -520,6 +569,7 @@ impl Driver {
             };
             tracing::info!(call = %handle, trunk = %trunk.name, %target, "failing over");
             slot.handle = handle;
+            slot.ring = Ring::NotYet;
             self.by_handle.insert(handle, id);
             let events = slot.events.clone();
             self.announce_attempt(&events, handle, target);
@@ -565,9 +615,8 @@ impl Driver {
     async fn transmit(&mut self, t: Transmit) {
         match t.transport {
             Transport::Udp => {
-                if let Err(error) = self.udp.send_to(&t.payload, t.destination).await {
-                    tracing::debug!(destination = %t.destination, %error, "UDP send failed");
-                    self.endpoint.handle_transport_error(t.destination);
+                if let Err(failure) = self.udp.send_to(&t.payload, t.destination).await {
+                    self.endpoint.handle_transport_error(t.destination, failure);
                 }
             }
             Transport::Tcp | Transport::Tls => {
@@ -577,7 +626,8 @@ impl Driver {
                             Some(route) => Link::ConnectTls(route.clone()),
                             None => {
                                 tracing::warn!(destination = %t.destination, "no TLS settings for this destination");
-                                self.endpoint.handle_transport_error(t.destination);
+                                self.endpoint
+                                    .handle_transport_error(t.destination, TransportFailure::Tls);
                                 return;
                             }
                         }
@@ -599,7 +649,8 @@ impl Driver {
                 };
                 if writer.send(t.payload).is_err() {
                     self.connections.remove(&t.destination);
-                    self.endpoint.handle_transport_error(t.destination);
+                    self.endpoint
+                        .handle_transport_error(t.destination, TransportFailure::Other);
                 }
             }
         }
@@ -621,13 +672,15 @@ impl Driver {
         match &event {
             CallEvent::Answered { .. } => {
                 slot.answered = true;
-                slot.ring_deadline = None;
+                slot.ring = Ring::Over;
                 // What another process needs to end the call, before the answer is announced.
                 if let Some(leftover) = self.endpoint.leftover(handle) {
                     let _ = slot.events.send(UaEvent::Leftover(Box::new(leftover)));
                 }
             }
+            CallEvent::Trying => slot.start_ringing(now),
             CallEvent::Ringing { .. } | CallEvent::EarlyMedia { .. } => {
+                slot.start_ringing(now);
                 if let Some(leftover) = self.endpoint.leftover(handle) {
                     let _ = slot.events.send(UaEvent::Leftover(Box::new(leftover)));
                 }
@@ -636,7 +689,10 @@ impl Driver {
                 let retry = !slot.hangup_requested
                     && (matches!(
                         reason,
-                        EndReason::TrunkTimeout | EndReason::TransportError | EndReason::TlsFailed
+                        EndReason::TrunkTimeout
+                            | EndReason::TrunkUnreachable
+                            | EndReason::TransportError
+                            | EndReason::TlsFailed
                     ) || status.is_some_and(should_fail_over));
                 self.by_handle.remove(&handle);
                 if retry && self.fail_over(now, id) {

@@ -7,6 +7,14 @@
 //! across targets, per-trunk concurrency and rate caps, a ring timeout that cancels with end
 //! reason `no_answer`, and caller-ID headers.
 //!
+//! Failures say what happened. A target nothing listens on — an ICMP port or host unreachable
+//! for a datagram (read from the UDP socket's error queue), a refused TCP connection — fails
+//! the attempt at once with `trunk_unreachable` and the next target is tried; a trunk that
+//! never answers fails by Timer B with `trunk_timeout`. The ring timeout counts from the first
+//! provisional response (`100 Trying` included), so only a call that reached the trunk ends as
+//! `no_answer`. `transport_error` is left for a message that could not be sent otherwise (a
+//! local send error, a TCP connect that timed out, a connection that broke).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), dialtone_sip_ua::UaError> {
 //! use std::sync::Arc;
@@ -30,6 +38,7 @@ mod health;
 mod tcp;
 mod tls;
 mod trunk;
+mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -191,7 +200,8 @@ pub struct DialRequest {
     pub extra_headers: Vec<(String, String)>,
     /// Add `P-Asserted-Identity` with the caller ID.
     pub assert_identity: bool,
-    /// Cancel with end reason `no_answer` when not answered within this time.
+    /// Cancel with end reason `no_answer` when not answered within this time of the first
+    /// provisional response (any 1xx); without one, the INVITE's Timer B ends the attempt.
     pub ring_timeout: Duration,
     /// Failover to the next target is tried only within this time from the dial.
     pub setup_deadline: Duration,

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dialtone_sip_core::Transport;
 use dialtone_sip_core::framing::{Frame, StreamFramer};
+use dialtone_sip_core::{Transport, TransportFailure};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -28,12 +28,11 @@ pub(crate) enum TcpEvent {
         transport: Transport,
         bytes: Vec<u8>,
     },
-    /// The connection ended; `failed` when it never came up or broke with an error,
-    /// `tls_failed` when it was the TLS handshake that failed.
+    /// The connection ended: cleanly (`None`), or failed and how (it never came up, the TLS
+    /// handshake failed, it broke).
     Closed {
         peer: SocketAddr,
-        failed: bool,
-        tls_failed: bool,
+        failure: Option<TransportFailure>,
     },
 }
 
@@ -60,11 +59,10 @@ pub(crate) async fn run(
     events: mpsc::UnboundedSender<TcpEvent>,
     keepalive: Duration,
 ) {
-    let closed = |failed, tls_failed| {
+    let failed = |failure| {
         let _ = events.send(TcpEvent::Closed {
             peer,
-            failed,
-            tls_failed,
+            failure: Some(failure),
         });
     };
     let connection = Connection {
@@ -76,46 +74,50 @@ pub(crate) async fn run(
     match link {
         Link::Accepted(stream) => connection.serve(Transport::Tcp, stream).await,
         Link::Connect => match connect(peer).await {
-            Some(stream) => connection.serve(Transport::Tcp, stream).await,
-            None => closed(true, false),
+            Ok(stream) => connection.serve(Transport::Tcp, stream).await,
+            Err(failure) => failed(failure),
         },
         Link::AcceptedTls(stream, acceptor) => {
             match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => connection.serve(Transport::Tls, tls).await,
                 Ok(Err(error)) => {
                     tracing::info!(%peer, %error, "TLS handshake with a client failed");
-                    closed(true, true);
+                    failed(TransportFailure::Tls);
                 }
-                Err(_) => closed(true, true),
+                Err(_) => failed(TransportFailure::Tls),
             }
         }
         Link::ConnectTls(route) => {
-            let Some(stream) = connect(peer).await else {
-                return closed(true, false);
+            let stream = match connect(peer).await {
+                Ok(stream) => stream,
+                Err(failure) => return failed(failure),
             };
             let handshake = route.connector.connect(route.server_name.clone(), stream);
             match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
                 Ok(Ok(tls)) => connection.serve(Transport::Tls, tls).await,
                 Ok(Err(error)) => {
                     tracing::warn!(%peer, server = ?route.server_name, %error, "TLS handshake with the trunk failed");
-                    closed(true, true);
+                    failed(TransportFailure::Tls);
                 }
                 Err(_) => {
                     tracing::warn!(%peer, "TLS handshake with the trunk timed out");
-                    closed(true, true);
+                    failed(TransportFailure::Tls);
                 }
             }
         }
     }
 }
 
-async fn connect(peer: SocketAddr) -> Option<TcpStream> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer))
-        .await
-        .ok()?
-        .ok()?;
+/// Opens a TCP connection to `peer`: a refusal or no route is `Unreachable`, a timeout or
+/// another error `Other`.
+async fn connect(peer: SocketAddr) -> Result<TcpStream, TransportFailure> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Err(TransportFailure::of_error_kind(error.kind())),
+        Err(_) => return Err(TransportFailure::Other),
+    };
     let _ = stream.set_nodelay(true);
-    Some(stream)
+    Ok(stream)
 }
 
 /// One established connection's ends towards the driver.
@@ -163,7 +165,7 @@ impl Connection {
                                 Ok(None) => break,
                                 Err(error) => {
                                     tracing::warn!(%peer, %error, "closing unframeable SIP stream");
-                                    let _ = self.events.send(TcpEvent::Closed { peer, failed: true, tls_failed: false });
+                                    let _ = self.events.send(TcpEvent::Closed { peer, failure: Some(TransportFailure::Other) });
                                     return;
                                 }
                             }
@@ -181,8 +183,7 @@ impl Connection {
         let _ = writer.shutdown().await;
         let _ = self.events.send(TcpEvent::Closed {
             peer,
-            failed,
-            tls_failed: false,
+            failure: failed.then_some(TransportFailure::Other),
         });
     }
 }

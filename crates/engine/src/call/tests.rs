@@ -276,6 +276,13 @@ fn sip_failures_map_to_status_end_reason_and_who_ended_it() {
             CallStatus::Failed,
             EndedBy::Trunk,
         ),
+        // Every target refused or ICMP-unreachable.
+        (
+            None,
+            Sip::TrunkUnreachable,
+            CallStatus::Failed,
+            EndedBy::Trunk,
+        ),
     ];
     for (sip_status, reason, status, by) in cases {
         let mut call = Call::ringing();
@@ -291,6 +298,19 @@ fn sip_failures_map_to_status_end_reason_and_who_ended_it() {
     assert_eq!(end_reason_of(Sip::Busy), EndReason::Busy);
     assert_eq!(end_reason_of(Sip::NoAnswer), EndReason::NoAnswer);
     assert_eq!(end_reason_of(Sip::TrunkTimeout), EndReason::TrunkTimeout);
+}
+
+#[test]
+fn an_unreachable_trunk_fails_from_dialing_as_trunk_unreachable_by_the_trunk() {
+    let mut call = Call::dialing();
+    assert_eq!(
+        call.feed(failed(None, SipEndReason::TrunkUnreachable)),
+        unanswered_end(
+            CallStatus::Failed,
+            end(EndReason::TrunkUnreachable, EndedBy::Trunk),
+            None
+        )
+    );
 }
 
 #[test]
@@ -315,6 +335,7 @@ fn the_sip_stacks_end_reasons_keep_their_codes() {
         SipEndReason::Completed,
         SipEndReason::TrunkTimeout,
         SipEndReason::TransportError,
+        SipEndReason::TrunkUnreachable,
         SipEndReason::SessionExpired,
     ];
     for sip in from_statuses.chain(others) {

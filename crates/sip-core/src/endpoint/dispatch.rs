@@ -10,8 +10,7 @@ use super::timers::TimerKey;
 use super::transactions::{
     ClientKey, ClientMachine, Owner, Purpose, ServerMachine, response_destination, server_key,
 };
-use super::{Endpoint, Transport};
-use crate::end_reason::EndReason;
+use super::{Endpoint, Transport, TransportFailure};
 use crate::message;
 use crate::transaction::{InviteClientVerdict, InviteServerVerdict};
 use crate::validate::{self, Inbound};
@@ -196,20 +195,10 @@ impl Endpoint {
         }
     }
 
-    /// Reports that sending to `destination` failed (ICMP unreachable, connection refused):
-    /// every client transaction to it ends (§17.1.4), failing calls still being set up.
-    pub fn handle_transport_error(&mut self, destination: SocketAddr) {
-        self.fail_transactions_to(destination, EndReason::TransportError);
-    }
-
-    /// Reports that the TLS connection to `destination` failed (an untrusted certificate, a
-    /// name not in it, a refused handshake): like [`Endpoint::handle_transport_error`], with
-    /// end reason `tls_failed`.
-    pub fn handle_tls_failure(&mut self, destination: SocketAddr) {
-        self.fail_transactions_to(destination, EndReason::TlsFailed);
-    }
-
-    fn fail_transactions_to(&mut self, destination: SocketAddr, reason: EndReason) {
+    /// Reports that sending to `destination` failed, and how: every client transaction to it
+    /// ends (§17.1.4), failing a call still being set up with the failure's end reason
+    /// ([`TransportFailure::end_reason`]) and an out-of-dialog request with 503 (§8.1.3.1).
+    pub fn handle_transport_error(&mut self, destination: SocketAddr, failure: TransportFailure) {
         let failed: Vec<ClientKey> = self
             .client_txs
             .iter()
@@ -217,7 +206,7 @@ impl Endpoint {
             .map(|(k, _)| k.clone())
             .collect();
         for key in failed {
-            self.on_client_timeout(&key, reason);
+            self.on_client_timeout(&key, failure.end_reason());
         }
         self.settle();
     }

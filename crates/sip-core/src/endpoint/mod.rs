@@ -4,7 +4,8 @@
 //!
 //! [`Endpoint`] is one struct whose `impl` is spread over this module's files, one concern each:
 //!
-//! * `mod.rs`: the struct, its constructor, accessors and output queues;
+//! * `mod.rs`: the struct, its constructor, accessors and output queues, and the transport
+//!   types ([`Transport`], [`Transmit`], [`TransportFailure`]);
 //! * `config`: [`EndpointConfig`];
 //! * `events`: what the core reports ([`CallEvent`], [`Event`], [`Party`], [`EndpointStats`]);
 //! * `call`: a call's state ([`CallHandle`], [`OutboundCall`], its dialogs and phase);
@@ -39,6 +40,7 @@ use std::time::Instant;
 use rsip::Header;
 use rsip::headers::UntypedHeader;
 
+use crate::end_reason::EndReason;
 use crate::ids::IdGenerator;
 
 use self::call::Call;
@@ -113,6 +115,42 @@ pub struct Transmit {
     pub transport: Transport,
     /// One complete SIP message.
     pub payload: Vec<u8>,
+}
+
+/// Why a message could not reach its destination: what the driver learnt from the network
+/// (RFC 3261 §17.1.4), told to the core with [`Endpoint::handle_transport_error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportFailure {
+    /// Nothing takes SIP there: an ICMP port, host or network unreachable, a refused connection.
+    Unreachable,
+    /// The message could not be sent for another reason: a local send error, a connection
+    /// that timed out or broke.
+    Other,
+    /// The TLS connection failed: an untrusted certificate, a name not in it, a refused
+    /// handshake.
+    Tls,
+}
+
+impl TransportFailure {
+    /// What an I/O error from sending or connecting (or an ICMP error's errno) says.
+    pub fn of_error_kind(kind: std::io::ErrorKind) -> Self {
+        use std::io::ErrorKind;
+        match kind {
+            ErrorKind::ConnectionRefused
+            | ErrorKind::HostUnreachable
+            | ErrorKind::NetworkUnreachable => TransportFailure::Unreachable,
+            _ => TransportFailure::Other,
+        }
+    }
+
+    /// The end reason of a call still being set up that the failure ends.
+    pub fn end_reason(self) -> EndReason {
+        match self {
+            TransportFailure::Unreachable => EndReason::TrunkUnreachable,
+            TransportFailure::Other => EndReason::TransportError,
+            TransportFailure::Tls => EndReason::TlsFailed,
+        }
+    }
 }
 
 /// The sans-IO SIP user agent core. See the crate documentation for the I/O contract.

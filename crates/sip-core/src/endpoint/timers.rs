@@ -81,7 +81,7 @@ impl Endpoint {
         }
     }
 
-    /// A client transaction ended without a final response (Timer B/F, transport error).
+    /// A client transaction ended without a final response (Timer B/F, a transport failure).
     pub(super) fn on_client_timeout(&mut self, key: &ClientKey, reason: EndReason) {
         let Some(tx) = self.client_txs.get_mut(key) else {
             return;
@@ -93,10 +93,11 @@ impl Endpoint {
             Owner::Call(h) => h,
             Owner::Request(request) => {
                 // No answer at all is 408; a transport failure is 503 (RFC 3261 §8.1.3.1).
-                let status = if reason == EndReason::TrunkTimeout {
-                    408
-                } else {
-                    503
+                let status = match reason {
+                    EndReason::TransportError
+                    | EndReason::TrunkUnreachable
+                    | EndReason::TlsFailed => 503,
+                    _ => 408,
                 };
                 self.outcomes.push_back(RequestOutcome {
                     request,
