@@ -60,7 +60,7 @@ pub struct AgentFields {
     /// `builtin:echo`, `builtin:ivr` or `grpc://host:port`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brain: Option<String>,
-    /// Seconds to ring (1-300, default 30).
+    /// Seconds to ring (1-300, default 30), counted from the trunk's first provisional response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ring_timeout_seconds: Option<u32>,
     /// Longest call in seconds (1-86400, default 600).

@@ -156,9 +156,34 @@ async fn a_call_and_a_probe_through_a_tls_proxy_demanding_digest_auth() {
         ClientCerts::NotAsked,
         "answer_then_we_hang_up.xml",
     );
-    let ua = start_ua(None).await;
+    // The first OPTIONS opens the connection: TCP connect (+ TLS handshake) + the
+    // transaction, side by side over TCP and TLS to the same proxy, each on a fresh UA, twice
+    // (the first round also warms the proxy up).
+    let tcp_trunk = Trunk {
+        transport: Transport::Tcp,
+        port: Some(proxy.kamailio.port),
+        ..tls_trunk("127.0.0.1", 0, TrunkTls::default())
+    };
     let trunk = tls_trunk("127.0.0.1", proxy.tls_port, trusting(&ca));
-    assert_eq!(ua.probe(&trunk).await.unwrap(), 200);
+    let mut ua = start_ua(None).await;
+    for round in 1..=2 {
+        let mut first = Vec::new();
+        for trunk in [&tcp_trunk, &trunk] {
+            ua = start_ua(None).await;
+            let started = std::time::Instant::now();
+            assert_eq!(ua.probe(trunk).await.unwrap(), 200);
+            first.push(started.elapsed());
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(ua.probe(&trunk).await.unwrap(), 200);
+        println!(
+            "round {round}: first OPTIONS over TCP {:?}, over TLS with the handshake {:?}; \
+             again over the open TLS connection {:?}",
+            first[0],
+            first[1],
+            started.elapsed()
+        );
+    }
     let events = run_call(&ua, trunk, true).await;
     let log = proxy.kamailio.log();
     assert_eq!(

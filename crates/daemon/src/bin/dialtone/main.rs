@@ -76,7 +76,7 @@ enum TrunkCommand {
     /// Shows one trunk.
     Get { id: String },
     /// Creates a trunk.
-    Create(TrunkArgs),
+    Create(Box<TrunkArgs>),
     /// Deletes a trunk (refused while numbers use it).
     Delete { id: String },
 }
@@ -801,7 +801,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.show(&deleted(id), render::record);
         }
         Command::Trunks(TrunkCommand::Create(args)) => {
-            c.show(&c.create_trunk(trunk_fields(args)?).await?, render::record);
+            c.show(&c.create_trunk(trunk_fields(*args)?).await?, render::record);
         }
         Command::Numbers(NumberCommand::Create { e164, trunk }) => {
             c.show(&c.create_number(&e164, &trunk).await?, render::record);
