@@ -253,7 +253,9 @@ pub fn scan(bytes: &[u8]) -> Result<ScannedMessage, ScanFailure> {
 
     let mut content_length: Option<usize> = None;
     for h in headers.iter().filter(|h| h.name == "Content-Length") {
-        match h.value.parse::<usize>() {
+        // `1*DIGIT`: Rust's parser would also take a leading `+`.
+        let digits = !h.value.is_empty() && h.value.bytes().all(|b| b.is_ascii_digit());
+        match h.value.parse::<usize>().ok().filter(|_| digits).ok_or(()) {
             Ok(n) if content_length.is_some_and(|c| c != n) => {
                 defect = defect.or(Some(Defect::ContentLengthConflict));
             }
@@ -417,6 +419,8 @@ mod tests {
         let s = scan(b"MESSAGE sip:a@b SIP/2.0\r\nl: 3\r\nContent-Length: 4\r\n\r\nabcd").unwrap();
         assert_eq!(s.defect, Some(Defect::ContentLengthConflict));
         let s = scan(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n").unwrap();
+        assert_eq!(s.defect, Some(Defect::ContentLengthInvalid));
+        let s = scan(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: +1\r\n\r\na").unwrap();
         assert_eq!(s.defect, Some(Defect::ContentLengthInvalid));
     }
 

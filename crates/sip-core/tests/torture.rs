@@ -1432,6 +1432,49 @@ fn cases() -> Vec<(&'static str, String, Expect)> {
             Expect::Accept,
         ),
         (
+            "IPv6 references in the Request-URI, Via and Contact (RFC 5118 kind)",
+            req(
+                "OPTIONS sip:[2001:db8::10]:5070 SIP/2.0",
+                &format!("Via: SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bKas3-111;rport\r\n{REST}Contact: \"Caller\" <sip:caller@[2001:db8::9:1]:5060;transport=udp>\r\n"),
+                "",
+            ),
+            Expect::Accept,
+        ),
+        (
+            "an IPv6 address without brackets is no host (RFC 5118 kind)",
+            req("OPTIONS sip:2001:db8::10 SIP/2.0", &format!("{VIA}{REST}"), ""),
+            Expect::Refuse(400, "Bad Request - Malformed Request-URI"),
+        ),
+        (
+            "tel: Request-URI and To (RFC 3966)",
+            req(
+                "OPTIONS tel:+1-201-555-0123 SIP/2.0",
+                &format!("{VIA}{}", REST.replace("To: <sip:bob@example.com>", "To: <tel:+1-201-555-0123>")),
+                "",
+            ),
+            Expect::Accept,
+        ),
+        (
+            "a local tel: number without phone-context",
+            req("OPTIONS tel:7042 SIP/2.0", &format!("{VIA}{REST}"), ""),
+            Expect::Refuse(400, "Bad Request - Malformed Request-URI"),
+        ),
+        (
+            "Max-Forwards above 255",
+            req("OPTIONS sip:bob@example.com SIP/2.0", &format!("{VIA}{}", REST.replace("Max-Forwards: 70", "Max-Forwards: 256")), ""),
+            Expect::Refuse(400, "Bad Request - Malformed Max-Forwards header"),
+        ),
+        (
+            "Route that is not a name-addr",
+            req("OPTIONS sip:bob@example.com SIP/2.0", &format!("{VIA}{REST}Route: sip:proxy.example.com;lr\r\n"), ""),
+            Expect::Refuse(400, "Bad Request - Malformed Route header"),
+        ),
+        (
+            "Call-ID with whitespace",
+            req("OPTIONS sip:bob@example.com SIP/2.0", &format!("{VIA}{}", REST.replace("Call-ID: 3848276298220188511@example.com", "Call-ID: two words")), ""),
+            Expect::Refuse(400, "Bad Request - Malformed Call-ID header"),
+        ),
+        (
             "missing Call-ID",
             req("OPTIONS sip:bob@example.com SIP/2.0", &format!("{VIA}{}", REST.replace("Call-ID: 3848276298220188511@example.com\r\n", "")), ""),
             Expect::Refuse(400, "Bad Request - Missing Call-ID header"),
