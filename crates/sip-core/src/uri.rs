@@ -84,7 +84,7 @@ impl Param {
 }
 
 /// RFC 3261 `alphanum` and `mark`.
-pub(crate) fn is_unreserved(b: u8) -> bool {
+fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)
 }
 
@@ -255,14 +255,6 @@ impl SipUri {
             headers,
         })
     }
-
-    /// The value of URI parameter `name` (case-insensitive); `Some(None)` for a flag.
-    pub fn param(&self, name: &str) -> Option<Option<&str>> {
-        self.params
-            .iter()
-            .find(|p| p.name.eq_ignore_ascii_case(name))
-            .map(|p| p.value.as_deref())
-    }
 }
 
 impl TelUri {
@@ -306,7 +298,7 @@ impl TelUri {
 }
 
 /// RFC 3261 `scheme`: a letter, then letters, digits, `+`, `-`, `.`.
-pub(crate) fn is_scheme(s: &str) -> bool {
+fn is_scheme(s: &str) -> bool {
     let b = s.as_bytes();
     b.first().is_some_and(u8::is_ascii_alphabetic)
         && b.iter()
