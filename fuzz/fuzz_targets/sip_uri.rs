@@ -7,7 +7,10 @@ use dialtone_sip_core::uri::Uri;
 use libfuzzer_sys::fuzz_target;
 
 fn printed<T: ToString>(list: &[T]) -> String {
-    list.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fuzz_target!(|data: &[u8]| {
