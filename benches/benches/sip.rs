@@ -1,11 +1,12 @@
-//! SIP hot paths: parse+validate an INVITE with SDP, one full UAC call through the sans-IO core,
-//! and stream framing.
+//! SIP hot paths: parse+validate an INVITE with SDP (a plain one and RFC 4475's tortuous one),
+//! the URI grammar, one full UAC call through the sans-IO core, and stream framing.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dialtone_sip_core::framing::StreamFramer;
+use dialtone_sip_core::uri::Uri;
 use dialtone_sip_core::validate::{Inbound, validate};
 use dialtone_sip_core::{CallEvent, Endpoint, EndpointConfig, OutboundCall, Transport};
 
@@ -17,6 +18,19 @@ fn invite() -> String {
         SDP.len()
     )
 }
+
+/// RFC 4475 §3.1.1.1 (`wsinv`): folding, LWS around every separator, compact and odd-case
+/// names, a three-value Via. Answered `481` (its To has a tag), so it must parse fully.
+const WSINV: &str = "INVITE sip:vivekg@chair-dnrc.example.com;unknownparam SIP/2.0\r\nTO :\r\n sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n\r\nfrom   : \"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8\r\nMaX-fOrWaRdS: 0068\r\nCall-ID: wsinv.ndaksdj@192.0.2.1\r\nContent-Length   : 150\r\ncseq: 0009\r\n  INVITE\r\nVia  : SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw\r\ns :\r\nNewFangledHeader:   newfangled value\r\n continued newfangled value\r\nUnknownHeaderWithUnusualValue: ;;,,;;,;\r\nContent-Type: application/sdp\r\nRoute:\r\n <sip:services.example.com;lr;unknownwith=value;unknown-no-value>\r\nv:  SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8  ,\r\n SIP  /    2.0   / UDP  192.168.255.111   ; branch=\r\n z9hG4bK30239\r\nm:\"Quoted string \\\"\\\"\" <sip:jdrosen@example.com> ; newparam =\r\n      newvalue ;\r\n  secondparam ; q = 0.33\r\n\r\nv=0\r\no=mhandley 29739 7272939 IN IP4 192.0.2.3\r\ns=-\r\nc=IN IP4 192.0.2.4\r\nt=0 0\r\nm=audio 49217 RTP/AVP 0 12\r\nm=video 3227 RTP/AVP 31\r\na=rtpmap:31 LPC\r\n";
+
+/// URIs of every shape the grammar reads.
+const URIS: &[&str] = &[
+    "sip:+15551230000@192.0.2.20:5060;user=phone",
+    "sips:alice:secret@[2001:db8::10]:5061;transport=tls;lr?Subject=hi",
+    "sip:user;par=u%40example.net@example.com",
+    "tel:+1-201-555-0123;ext=7",
+    "urn:service:sos",
+];
 
 fn header<'a>(text: &'a str, name: &str) -> &'a str {
     text.lines()
@@ -49,6 +63,21 @@ fn parse(c: &mut Criterion) {
         b.iter(|| match validate(black_box(message.as_bytes()), "t") {
             Inbound::Request(r) => black_box(r),
             other => panic!("{other:?}"),
+        })
+    });
+    group.throughput(Throughput::Bytes(WSINV.len() as u64));
+    group.bench_function("parse_validate_rfc4475_wsinv", |b| {
+        b.iter(|| match validate(black_box(WSINV.as_bytes()), "t") {
+            Inbound::Request(r) => black_box(r),
+            other => panic!("{other:?}"),
+        })
+    });
+    group.throughput(Throughput::Elements(URIS.len() as u64));
+    group.bench_function("parse_uris", |b| {
+        b.iter(|| {
+            for u in URIS {
+                black_box(Uri::parse(black_box(u)).expect("valid"));
+            }
         })
     });
     let stream: Vec<u8> = message.repeat(10).into_bytes();

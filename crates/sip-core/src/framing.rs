@@ -28,6 +28,10 @@ pub enum StreamError {
     /// `Content-Length` is not a number.
     #[error("Content-Length is not a number")]
     InvalidContentLength,
+    /// Two `Content-Length` values that disagree: the body's extent is unknown (RFC 4475
+    /// §3.3.9).
+    #[error("conflicting Content-Length values")]
+    ConflictingContentLength,
     /// The header section grew past the limit without ending.
     #[error("header section exceeds {MAX_HEADER_BYTES} bytes")]
     HeadersTooLarge,
@@ -104,6 +108,7 @@ impl StreamFramer {
 }
 
 fn content_length(head: &[u8]) -> Result<usize, StreamError> {
+    let mut found = None;
     for line in head.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|b| *b == b':') else {
@@ -113,13 +118,18 @@ fn content_length(head: &[u8]) -> Result<usize, StreamError> {
         let name = name.trim_ascii();
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
             let value = value.get(1..).unwrap_or_default().trim_ascii();
-            return std::str::from_utf8(value)
+            let length: usize = std::str::from_utf8(value)
                 .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse().ok())
-                .ok_or(StreamError::InvalidContentLength);
+                .ok_or(StreamError::InvalidContentLength)?;
+            if found.is_some_and(|f| f != length) {
+                return Err(StreamError::ConflictingContentLength);
+            }
+            found = Some(length);
         }
     }
-    Err(StreamError::MissingContentLength)
+    found.ok_or(StreamError::MissingContentLength)
 }
 
 #[cfg(test)]
@@ -169,6 +179,12 @@ mod tests {
         assert_eq!(f.next_frame(), Err(StreamError::MissingContentLength));
         let mut f = StreamFramer::new();
         f.push(b"OPTIONS sip:a@b SIP/2.0\r\nl: x1\r\n\r\n");
+        assert_eq!(f.next_frame(), Err(StreamError::InvalidContentLength));
+        let mut f = StreamFramer::new();
+        f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 13\r\nl: 5\r\n\r\nabcde");
+        assert_eq!(f.next_frame(), Err(StreamError::ConflictingContentLength));
+        let mut f = StreamFramer::new();
+        f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: +5\r\n\r\nabcde");
         assert_eq!(f.next_frame(), Err(StreamError::InvalidContentLength));
         let mut f = StreamFramer::new();
         f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 99999999\r\n\r\n");

@@ -11,10 +11,11 @@
 //! * output: [`Endpoint::poll_transmit`] (bytes for an address), [`Endpoint::poll_timeout`]
 //!   (when to call `handle_timeout` next) and [`Endpoint::poll_event`] (what happened to a call).
 //!
-//! Messages are parsed and printed with `rsip`; [`scan`] and [`validate`] form the layer in front
-//! of it that unfolds lines, frames by `Content-Length`, and answers what `rsip` cannot parse
-//! (`400` with a reason naming the fault, `416`, `420`, `483`, `501`, `505`). Stream transports
-//! cut messages out of the byte stream with [`framing::StreamFramer`].
+//! Messages are carried as `rsip` types; [`scan`] and [`validate`] form the layer in front of
+//! it that unfolds lines, frames by `Content-Length`, reads every URI ([`uri`]) and structured
+//! header ([`fields`]) with the RFC 3261 grammar, and answers what is wrong (`400` with a
+//! reason naming the fault, `416`, `420`, `501`, `505`). Stream transports cut messages out of
+//! the byte stream with [`framing::StreamFramer`].
 //!
 //! Branches, tags and Call-IDs come from a CSPRNG keyed once, when the core is built: from the
 //! operating system by [`Endpoint::with_os_rng`] in production, from a seed by [`Endpoint::new`]
@@ -44,6 +45,7 @@
 pub mod auth;
 pub mod end_reason;
 mod endpoint;
+pub mod fields;
 pub mod framing;
 mod ids;
 mod message;
@@ -54,6 +56,7 @@ pub mod headers {
 pub mod scan;
 mod session_timer;
 pub mod transaction;
+pub mod uri;
 pub mod validate;
 
 pub use auth::{Challenge, Credentials, DigestAlgorithm};

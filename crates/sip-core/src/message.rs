@@ -3,7 +3,40 @@
 use rsip::headers::{ToTypedHeader, UntypedHeader};
 use rsip::{Header, Headers, Method, Param, Version};
 
-use crate::validate::status;
+use crate::fields::{NameAddr, Via};
+use crate::validate::{routable_top_via, status};
+
+/// The `rsip` header for a header read by [`crate::scan`] (canonical name, unfolded value):
+/// the typed variants the core matches on, everything else by name.
+pub(crate) fn header(name: String, value: String) -> Header {
+    use rsip::headers as h;
+    match name.as_str() {
+        "Via" => Header::Via(h::Via::new(value)),
+        "From" => Header::From(h::From::new(value)),
+        "To" => Header::To(h::To::new(value)),
+        "Call-ID" => Header::CallId(h::CallId::new(value)),
+        "CSeq" => Header::CSeq(h::CSeq::new(value)),
+        "Contact" => Header::Contact(h::Contact::new(value)),
+        "Content-Type" => Header::ContentType(h::ContentType::new(value)),
+        "Content-Length" => Header::ContentLength(h::ContentLength::new(value)),
+        "Max-Forwards" => Header::MaxForwards(h::MaxForwards::new(value)),
+        "Record-Route" => Header::RecordRoute(h::RecordRoute::new(value)),
+        "Route" => Header::Route(h::Route::new(value)),
+        "Require" => Header::Require(h::Require::new(value)),
+        "Proxy-Require" => Header::ProxyRequire(h::ProxyRequire::new(value)),
+        "Supported" => Header::Supported(h::Supported::new(value)),
+        "Unsupported" => Header::Unsupported(h::Unsupported::new(value)),
+        "Expires" => Header::Expires(h::Expires::new(value)),
+        "Allow" => Header::Allow(h::Allow::new(value)),
+        "WWW-Authenticate" => Header::WwwAuthenticate(h::WwwAuthenticate::new(value)),
+        "Proxy-Authenticate" => Header::ProxyAuthenticate(h::ProxyAuthenticate::new(value)),
+        "Authorization" => Header::Authorization(h::Authorization::new(value)),
+        "Proxy-Authorization" => Header::ProxyAuthorization(h::ProxyAuthorization::new(value)),
+        "User-Agent" => Header::UserAgent(h::UserAgent::new(value)),
+        "Server" => Header::Server(h::Server::new(value)),
+        _ => Header::Other(name, value),
+    }
+}
 
 /// The name and value of a header as printed, for the variants read by name.
 fn name_value(h: &Header) -> Option<(&str, &str)> {
@@ -47,11 +80,45 @@ pub fn first(headers: &Headers, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// The top Via, typed.
-pub(crate) fn top_via(headers: &Headers) -> Option<rsip::typed::Via> {
+/// The top Via value, read with the core's grammar ([`routable_top_via`]).
+fn top_via_value(headers: &Headers) -> Option<Via> {
     headers.iter().find_map(|h| match h {
-        Header::Via(v) => v.typed().ok(),
+        Header::Via(v) => Some(routable_top_via(v.value())),
         _ => None,
+    })?
+}
+
+/// The top Via in `rsip`'s typed form. Only what routing reads is carried over: sent-by and
+/// parameters; the protocol version is not (a request that is not SIP/2.0 is answered `505`
+/// before it reaches a transaction), and a transport `rsip` does not know gives `None`.
+pub(crate) fn top_via(headers: &Headers) -> Option<rsip::typed::Via> {
+    let via = top_via_value(headers)?;
+    let transport = rsip::Transport::all()
+        .into_iter()
+        .find(|t| t.to_string().eq_ignore_ascii_case(&via.transport))?;
+    let host = match &via.host {
+        crate::uri::Host::Name(n) => rsip::Host::Domain(n.clone().into()),
+        crate::uri::Host::Ip(ip) => rsip::Host::IpAddr(*ip),
+    };
+    Some(rsip::typed::Via {
+        version: Version::V2,
+        transport,
+        uri: rsip::Uri {
+            host_with_port: rsip::HostWithPort {
+                host,
+                port: via.port.map(Into::into),
+            },
+            ..Default::default()
+        },
+        params: via
+            .params
+            .iter()
+            .map(|p| {
+                Param::try_from((p.name.as_str(), p.value.as_deref())).unwrap_or_else(|_| {
+                    Param::Other(p.name.clone().into(), p.value.clone().map(Into::into))
+                })
+            })
+            .collect(),
     })
 }
 
@@ -83,28 +150,25 @@ pub(crate) fn call_id(headers: &Headers) -> Option<String> {
     })
 }
 
+/// The value of the first header `name` parsed as a name-addr.
+fn name_addr(headers: &Headers, name: &str) -> Option<NameAddr> {
+    NameAddr::parse(&first(headers, name)?)
+}
+
 /// The tag of the From header.
 pub(crate) fn from_tag(headers: &Headers) -> Option<String> {
-    headers.iter().find_map(|h| match h {
-        Header::From(v) => v.typed().ok()?.tag().map(|t| t.to_string()),
-        _ => None,
-    })
+    name_addr(headers, "From")?.tag().map(str::to_owned)
 }
 
 /// The tag of the To header.
 pub(crate) fn to_tag(headers: &Headers) -> Option<String> {
-    headers.iter().find_map(|h| match h {
-        Header::To(v) => v.typed().ok()?.tag().map(|t| t.to_string()),
-        _ => None,
-    })
+    name_addr(headers, "To")?.tag().map(str::to_owned)
 }
 
 /// The URI of the first Contact.
 pub(crate) fn contact_uri(headers: &Headers) -> Option<rsip::Uri> {
-    headers.iter().find_map(|h| match h {
-        Header::Contact(v) => v.typed().ok().map(|c| c.uri),
-        _ => None,
-    })
+    let contacts = NameAddr::parse_list(&first(headers, "Contact")?)?;
+    contacts.first().map(|c| rsip::Uri::from(&c.uri))
 }
 
 /// Splits a header value on commas that are outside `<...>` and quotes.
@@ -142,11 +206,7 @@ pub(crate) fn record_route(headers: &Headers) -> Vec<String> {
 
 /// The URI inside a name-addr (`<sip:...>;params`) or a bare addr-spec.
 pub(crate) fn uri_of_name_addr(value: &str) -> Option<rsip::Uri> {
-    let inner = match (value.find('<'), value.find('>')) {
-        (Some(a), Some(b)) if a < b => value.get(a + 1..b)?,
-        _ => value.split(';').next()?,
-    };
-    rsip::Uri::try_from(inner.trim()).ok()
+    NameAddr::parse(value).map(|a| rsip::Uri::from(&a.uri))
 }
 
 /// Appends `Content-Length` (and `Content-Type` when there is a body) and assembles a request.

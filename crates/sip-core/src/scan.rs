@@ -70,6 +70,9 @@ pub enum Defect {
     ContentLengthConflict,
     /// A header line without a colon or with an invalid name.
     MalformedHeaderLine,
+    /// A request line with other than single spaces between its three elements, or a
+    /// Request-URI holding whitespace (RFC 4475 §3.1.2.8-10).
+    MalformedRequestLine,
 }
 
 impl Defect {
@@ -80,6 +83,7 @@ impl Defect {
             Defect::ContentLengthTooLarge => "Bad Request - Content-Length exceeds body",
             Defect::ContentLengthConflict => "Bad Request - Conflicting Content-Length",
             Defect::MalformedHeaderLine => "Bad Request - Malformed header line",
+            Defect::MalformedRequestLine => "Bad Request - Malformed Request-Line",
         }
     }
 }
@@ -194,6 +198,9 @@ pub fn scan(bytes: &[u8]) -> Result<ScannedMessage, ScanFailure> {
     let (head_len, body_start) = match find_header_end(bytes) {
         Some(v) => v,
         None if bytes.len() > MAX_HEADER_BYTES => return Err(ScanFailure::HeadersTooLarge),
+        // A datagram is a whole message: one whose last header line is complete but lacks the
+        // blank line after it has its headers end with the datagram (RFC 4475 §3.1.2.15 is one).
+        None if bytes.ends_with(b"\n") => (bytes.len(), bytes.len()),
         None => return Err(ScanFailure::NoHeaderEnd),
     };
     if head_len > MAX_HEADER_BYTES {
@@ -208,9 +215,8 @@ pub fn scan(bytes: &[u8]) -> Result<ScannedMessage, ScanFailure> {
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .filter(|l| !l.is_empty());
     let start_line = lines.next().ok_or(ScanFailure::MalformedStartLine)?;
-    let start = parse_start_line(start_line)?;
+    let (start, mut defect) = parse_start_line(start_line)?;
 
-    let mut defect = None;
     let mut headers: Vec<RawHeader> = Vec::new();
     let mut current: Option<(String, String)> = None;
     let push = |cur: Option<(String, String)>, headers: &mut Vec<RawHeader>| {
@@ -247,7 +253,9 @@ pub fn scan(bytes: &[u8]) -> Result<ScannedMessage, ScanFailure> {
 
     let mut content_length: Option<usize> = None;
     for h in headers.iter().filter(|h| h.name == "Content-Length") {
-        match h.value.parse::<usize>() {
+        // `1*DIGIT`: Rust's parser would also take a leading `+`.
+        let digits = !h.value.is_empty() && h.value.bytes().all(|b| b.is_ascii_digit());
+        match h.value.parse::<usize>().ok().filter(|_| digits).ok_or(()) {
             Ok(n) if content_length.is_some_and(|c| c != n) => {
                 defect = defect.or(Some(Defect::ContentLengthConflict));
             }
@@ -271,11 +279,14 @@ pub fn scan(bytes: &[u8]) -> Result<ScannedMessage, ScanFailure> {
     })
 }
 
-fn parse_start_line(line: &str) -> Result<StartLine, ScanFailure> {
+/// Reads the start line. A request line that is not exactly `Method SP Request-URI SP
+/// SIP-Version` but starts with a method and a space is still read (its parts split on
+/// whitespace), with a defect, so the request can be answered `400`.
+fn parse_start_line(line: &str) -> Result<(StartLine, Option<Defect>), ScanFailure> {
     let mut parts = line.splitn(3, ' ');
     let first = parts.next().unwrap_or_default();
     let second = parts.next().ok_or(ScanFailure::MalformedStartLine)?;
-    let third = parts.next().ok_or(ScanFailure::MalformedStartLine)?;
+    let third = parts.next();
     if first.len() >= 4
         && first
             .get(..4)
@@ -287,20 +298,39 @@ fn parse_start_line(line: &str) -> Result<StartLine, ScanFailure> {
         if second.len() != 3 || !(100..=699).contains(&code) {
             return Err(ScanFailure::MalformedStartLine);
         }
-        return Ok(StartLine::Response {
+        let reason = third.ok_or(ScanFailure::MalformedStartLine)?;
+        let start = StartLine::Response {
             version: first.to_owned(),
             code,
-            reason: third.to_owned(),
-        });
+            reason: reason.to_owned(),
+        };
+        return Ok((start, None));
     }
-    if first.is_empty() || second.is_empty() || third.contains(' ') || third.is_empty() {
+    if first.is_empty() {
         return Err(ScanFailure::MalformedStartLine);
     }
-    Ok(StartLine::Request {
-        method: first.to_owned(),
-        uri: second.to_owned(),
-        version: third.to_owned(),
-    })
+    let exact = match third {
+        Some(version) => !second.is_empty() && !version.is_empty() && !version.contains(' '),
+        None => false,
+    };
+    if exact {
+        let start = StartLine::Request {
+            method: first.to_owned(),
+            uri: second.to_owned(),
+            version: third.unwrap_or_default().to_owned(),
+        };
+        return Ok((start, None));
+    }
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or_default().to_owned();
+    let mut rest: Vec<&str> = words.collect();
+    let version = rest.pop().unwrap_or_default().to_owned();
+    let start = StartLine::Request {
+        method,
+        uri: rest.join(" "),
+        version,
+    };
+    Ok((start, Some(Defect::MalformedRequestLine)))
 }
 
 impl ScannedMessage {
@@ -320,9 +350,9 @@ impl ScannedMessage {
             .map(|h| h.value.as_str())
     }
 
-    /// Prints the message in the normal form `rsip` parses: one header per line, long names,
-    /// a single `Content-Length` that matches the body.
-    pub fn to_normalized_bytes(&self) -> Vec<u8> {
+    /// Prints the message in the normal form `rsip` parses: the start line, `headers` one per
+    /// line, and a single `Content-Length` that matches the body.
+    pub fn to_normalized_bytes(&self, headers: &[(String, String)]) -> Vec<u8> {
         let mut out = String::with_capacity(512);
         match &self.start {
             StartLine::Request {
@@ -349,10 +379,10 @@ impl ScannedMessage {
             }
         }
         out.push_str("\r\n");
-        for h in self.headers.iter().filter(|h| h.name != "Content-Length") {
-            out.push_str(&h.name);
+        for (name, value) in headers.iter().filter(|h| h.0 != "Content-Length") {
+            out.push_str(name);
             out.push_str(": ");
-            out.push_str(&h.value);
+            out.push_str(value);
             out.push_str("\r\n");
         }
         out.push_str("Content-Length: ");
@@ -390,6 +420,8 @@ mod tests {
         assert_eq!(s.defect, Some(Defect::ContentLengthConflict));
         let s = scan(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n").unwrap();
         assert_eq!(s.defect, Some(Defect::ContentLengthInvalid));
+        let s = scan(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: +1\r\n\r\na").unwrap();
+        assert_eq!(s.defect, Some(Defect::ContentLengthInvalid));
     }
 
     #[test]
@@ -409,6 +441,20 @@ mod tests {
         );
         let s = scan(b"\r\n\r\nSIP/2.0 180 Ringing\r\n\r\n").unwrap();
         assert!(matches!(s.start, StartLine::Response { code: 180, .. }));
+    }
+
+    #[test]
+    fn loose_request_lines_are_read_with_a_defect() {
+        for line in [
+            "INVITE sip:user@example.com; lr SIP/2.0",
+            "INVITE  sip:user@example.com  SIP/2.0",
+            "OPTIONS sip:remote-target@example.com SIP/2.0  ",
+            "INVITE sip:user@example.com",
+        ] {
+            let s = scan(format!("{line}\r\nVia: SIP/2.0/UDP h\r\n\r\n").as_bytes()).unwrap();
+            assert_eq!(s.defect, Some(Defect::MalformedRequestLine), "{line}");
+            assert!(matches!(s.start, StartLine::Request { ref method, .. } if method.len() >= 6));
+        }
     }
 
     #[test]

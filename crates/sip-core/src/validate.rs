@@ -1,14 +1,26 @@
-//! Validation of incoming messages before they reach a transaction (RFC 3261 §8.2, §16.3, §18).
+//! Validation of incoming messages before they reach a transaction (RFC 3261 §8.2, §18).
 //!
-//! [`validate`] turns raw bytes into one of: a request or response `rsip` has parsed and whose
-//! mandatory headers were checked eagerly; a request to be refused with a ready response
-//! (`400` with a reason that says what is wrong, `416`, `420`, `483`, `501`, `505`); or a drop
-//! with its reason, for what cannot be answered.
+//! [`validate`] turns raw bytes into one of: a request or response whose every structured
+//! header was checked eagerly against the grammar ([`crate::uri`], [`crate::fields`]); a request
+//! to be refused with a ready response (`400` with a reason that names the fault, `416`, `420`,
+//! `501`, `505`); or a drop with its reason, for what cannot be answered.
+//!
+//! Requests are assembled into `rsip` types from the scanned headers directly (`rsip`'s own
+//! parser refuses valid URIs such as a user part holding `;`); responses still go through
+//! `rsip`'s parser after the same checks. Via values are split one per line and printed
+//! without their optional whitespace, CSeq and Max-Forwards without leading zeros.
+//!
+//! The order of the checks follows RFC 3261 §8.2: syntax (`400`, `505`) first, then the
+//! method (`501`), then the header inspection (`416`, `420`). A user agent does not answer
+//! `483`: Max-Forwards only limits forwarding (RFC 4475 §3.3.11).
 
-use rsip::headers::{ToTypedHeader, UntypedHeader};
+use rsip::headers::UntypedHeader;
 use rsip::{Header, Headers, Method, StatusCode, Version};
 
-use crate::scan::{self, ScanFailure, ScannedMessage, StartLine, is_token};
+use crate::fields::{NameAddr, Via};
+use crate::ids::MAGIC_COOKIE;
+use crate::scan::{self, Defect, ScanFailure, ScannedMessage, StartLine, is_token};
+use crate::uri::Uri;
 
 /// Option tags this core supports in `Require` (anything else gets `420`).
 pub const SUPPORTED_EXTENSIONS: &[&str] = &["timer"];
@@ -44,8 +56,6 @@ pub enum RejectReason {
     UnsupportedUriScheme,
     /// `420`: `Require` names an extension this core lacks.
     BadExtension,
-    /// `483`: Max-Forwards reached zero.
-    TooManyHops,
     /// `501`: a method this core does not know.
     NotImplemented,
     /// `505`: not SIP/2.0.
@@ -64,9 +74,62 @@ pub enum DropReason {
     MalformedResponse,
 }
 
-const MANDATORY_REQUEST: &[&str] = &["Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards"];
-const MANDATORY_RESPONSE: &[&str] = &["Via", "From", "To", "Call-ID", "CSeq"];
+/// What makes a message malformed; its `400` reason phrase names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fault {
+    Defect(Defect),
+    Method,
+    Missing(Vec<&'static str>),
+    Multiple(&'static str),
+    Malformed(&'static str),
+    EmptyBranch,
+    CSeqMismatch,
+}
+
+impl Fault {
+    fn reason(&self) -> String {
+        match self {
+            Fault::Defect(d) => d.reason().to_owned(),
+            Fault::Method => "Bad Request - Malformed method".to_owned(),
+            Fault::Missing(names) if names.len() == 1 => {
+                format!("Bad Request - Missing {} header", names.join(""))
+            }
+            Fault::Missing(names) => format!("Bad Request - Missing {} headers", names.join(", ")),
+            Fault::Multiple(name) => format!("Bad Request - Multiple {name} headers"),
+            Fault::Malformed("Request-URI") => "Bad Request - Malformed Request-URI".to_owned(),
+            Fault::Malformed(name) => format!("Bad Request - Malformed {name} header"),
+            Fault::EmptyBranch => "Bad Request - Via branch lacks a transaction id".to_owned(),
+            Fault::CSeqMismatch => {
+                "Bad Request - CSeq method does not match request method".to_owned()
+            }
+        }
+    }
+}
+
 const SINGLE_VALUED: &[&str] = &["From", "To", "Call-ID", "CSeq", "Max-Forwards"];
+
+/// The headers whose values are checked against their grammar, in the order faults are named.
+const ADDRESSES: &[(&str, AddressKind)] = &[
+    ("From", AddressKind::One),
+    ("To", AddressKind::One),
+    ("Contact", AddressKind::Contact),
+    ("Route", AddressKind::Route),
+    ("Record-Route", AddressKind::Route),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum AddressKind {
+    One,
+    Contact,
+    Route,
+}
+
+/// The parts of a message validation reads and normalises.
+struct Checked {
+    vias: Vec<Via>,
+    cseq: (u32, String),
+    max_forwards: Option<u32>,
+}
 
 /// Parses and checks one message. `local_tag` is the To tag used if a refusal needs one.
 pub fn validate(bytes: &[u8], local_tag: &str) -> Inbound {
@@ -80,28 +143,147 @@ pub fn validate(bytes: &[u8], local_tag: &str) -> Inbound {
     }
 }
 
+/// The top Via enough to route an answer: the whole value, or failing that its sent-protocol
+/// and sent-by alone (a refusal must still reach a peer whose Via parameters are garbled).
+pub(crate) fn routable_top_via(value: &str) -> Option<Via> {
+    if let Some(mut vias) = Via::parse_list(value) {
+        return (!vias.is_empty()).then(|| vias.swap_remove(0));
+    }
+    let end = value.find([';', ',']).unwrap_or(value.len());
+    let mut vias = Via::parse_list(value.get(..end)?)?;
+    (!vias.is_empty()).then(|| vias.swap_remove(0))
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-.!%*_+`'~()<>:\\\"/[]?{}".contains(c)
+}
+
+/// `callid = word [ "@" word ]`.
+fn is_call_id(v: &str) -> bool {
+    let word = |w: &str| !w.is_empty() && w.chars().all(is_word_char);
+    match v.split_once('@') {
+        Some((a, b)) => word(a) && word(b),
+        None => word(v),
+    }
+}
+
+fn parse_cseq(value: &str) -> Option<(u32, String)> {
+    let (num, method) = value.split_once([' ', '\t'])?;
+    let method = method.trim_start();
+    let num: u32 = num
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| num.parse().ok())??;
+    (num < 1 << 31 && is_token(method)).then(|| (num, method.to_owned()))
+}
+
+fn parse_max_forwards(value: &str) -> Option<u32> {
+    let n: u32 = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| value.parse().ok())??;
+    (n <= 255).then_some(n)
+}
+
+/// The syntax checks shared by requests and responses, in the order faults are named.
+fn check_syntax(s: &ScannedMessage, mandatory: &[&'static str]) -> Result<Checked, Fault> {
+    let missing: Vec<&'static str> = mandatory
+        .iter()
+        .copied()
+        .filter(|h| s.first(h).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Fault::Missing(missing));
+    }
+    if let Some(name) = SINGLE_VALUED
+        .iter()
+        .find(|name| s.values(name).nth(1).is_some())
+    {
+        return Err(Fault::Multiple(name));
+    }
+    let mut vias = Vec::new();
+    for value in s.values("Via") {
+        vias.extend(Via::parse_list(value).ok_or(Fault::Malformed("Via"))?);
+    }
+    if vias
+        .first()
+        .and_then(Via::branch)
+        .is_some_and(|b| b.eq_ignore_ascii_case(MAGIC_COOKIE))
+    {
+        return Err(Fault::EmptyBranch);
+    }
+    let cseq = parse_cseq(s.first("CSeq").unwrap_or_default()).ok_or(Fault::Malformed("CSeq"))?;
+    let max_forwards = match s.first("Max-Forwards") {
+        Some(v) => Some(parse_max_forwards(v).ok_or(Fault::Malformed("Max-Forwards"))?),
+        None => None,
+    };
+    for (name, kind) in ADDRESSES {
+        for value in s.values(name) {
+            let ok = match kind {
+                AddressKind::One => NameAddr::parse(value).is_some(),
+                AddressKind::Contact => value == "*" || NameAddr::parse_list(value).is_some(),
+                AddressKind::Route => {
+                    NameAddr::parse_list(value).is_some_and(|l| l.iter().all(|a| a.bracketed))
+                }
+            };
+            if !ok {
+                return Err(Fault::Malformed(name));
+            }
+        }
+    }
+    if s.first("Call-ID").is_some_and(|v| !is_call_id(v)) {
+        return Err(Fault::Malformed("Call-ID"));
+    }
+    Ok(Checked {
+        vias,
+        cseq,
+        max_forwards,
+    })
+}
+
 fn validate_response(s: &ScannedMessage) -> Inbound {
     let StartLine::Response { version, .. } = &s.start else {
         return Inbound::Drop(DropReason::MalformedResponse);
     };
-    if version != "SIP/2.0"
-        || s.defect.is_some()
-        || MANDATORY_RESPONSE.iter().any(|h| s.first(h).is_none())
-        || cseq_parts(s).is_none()
-    {
+    if !version.eq_ignore_ascii_case("SIP/2.0") || s.defect.is_some() {
         return Inbound::Drop(DropReason::MalformedResponse);
     }
-    match rsip::Response::try_from(s.to_normalized_bytes()) {
-        Ok(r) if typed_headers_ok(&r.headers) => Inbound::Response(r),
-        _ => Inbound::Drop(DropReason::MalformedResponse),
+    let Ok(checked) = check_syntax(s, &["Via", "From", "To", "Call-ID", "CSeq"]) else {
+        return Inbound::Drop(DropReason::MalformedResponse);
+    };
+    match rsip::Response::try_from(s.to_normalized_bytes(&normalized_headers(s, &checked))) {
+        Ok(r) => Inbound::Response(r),
+        Err(_) => Inbound::Drop(DropReason::MalformedResponse),
     }
 }
 
-fn cseq_parts(s: &ScannedMessage) -> Option<(u32, &str)> {
-    let (num, method) = s.first("CSeq")?.split_once([' ', '\t'])?;
-    let num: u32 = num.parse().ok()?;
-    let method = method.trim();
-    (num < 1 << 31 && is_token(method)).then_some((num, method))
+/// The header list handed on: each Via value on its own line in canonical form, CSeq and
+/// Max-Forwards without leading zeros, everything else as scanned (unfolded).
+fn normalized_headers(s: &ScannedMessage, checked: &Checked) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(s.headers.len() + checked.vias.len());
+    let mut vias_done = false;
+    for h in &s.headers {
+        match h.name.as_ref() {
+            "Via" if !vias_done => {
+                vias_done = true;
+                out.extend(
+                    checked
+                        .vias
+                        .iter()
+                        .map(|v| ("Via".to_owned(), v.to_string())),
+                );
+            }
+            "Via" | "Content-Length" => {}
+            "CSeq" => out.push((
+                "CSeq".to_owned(),
+                format!("{} {}", checked.cseq.0, checked.cseq.1),
+            )),
+            "Max-Forwards" => out.push((
+                "Max-Forwards".to_owned(),
+                checked.max_forwards.unwrap_or_default().to_string(),
+            )),
+            name => out.push((name.to_owned(), h.value.clone())),
+        }
+    }
+    out
 }
 
 fn validate_request(s: &ScannedMessage, local_tag: &str) -> Inbound {
@@ -114,13 +296,9 @@ fn validate_request(s: &ScannedMessage, local_tag: &str) -> Inbound {
         return Inbound::Drop(DropReason::UnanswerableRequest);
     };
     // Without a readable top Via there is nowhere to send an answer.
-    let via_ok = s
-        .first("Via")
-        .map(|v| rsip::headers::Via::new(v).typed().is_ok())
-        .unwrap_or(false);
-    if !via_ok {
+    let Some(top_via) = s.first("Via").and_then(routable_top_via) else {
         return Inbound::Drop(DropReason::UnanswerableRequest);
-    }
+    };
     let is_ack = method == "ACK";
     let reject = |code: u16, reason: String, why: RejectReason| {
         if is_ack {
@@ -138,8 +316,12 @@ fn validate_request(s: &ScannedMessage, local_tag: &str) -> Inbound {
             reason: why,
         }
     };
+    let bad = |fault: Fault| reject(400, fault.reason(), RejectReason::BadRequest);
 
-    if version != "SIP/2.0" {
+    if s.defect == Some(Defect::MalformedRequestLine) {
+        return bad(Fault::Defect(Defect::MalformedRequestLine));
+    }
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
         return reject(
             505,
             "Version Not Supported".into(),
@@ -147,84 +329,44 @@ fn validate_request(s: &ScannedMessage, local_tag: &str) -> Inbound {
         );
     }
     if let Some(defect) = s.defect {
-        return reject(400, defect.reason().into(), RejectReason::BadRequest);
+        return bad(Fault::Defect(defect));
     }
     if !is_token(method) {
-        return reject(
-            400,
-            "Bad Request - Malformed method".into(),
-            RejectReason::BadRequest,
-        );
+        return bad(Fault::Method);
     }
-    for name in MANDATORY_REQUEST {
-        if s.first(name).is_none() {
-            return reject(
-                400,
-                format!("Bad Request - Missing {name} header"),
-                RejectReason::BadRequest,
-            );
-        }
-    }
-    for name in SINGLE_VALUED {
-        if s.values(name).nth(1).is_some() {
-            return reject(
-                400,
-                format!("Bad Request - Multiple {name} headers"),
-                RejectReason::BadRequest,
-            );
-        }
-    }
-    let Some((_, cseq_method)) = cseq_parts(s) else {
-        return reject(
-            400,
-            "Bad Request - Malformed CSeq header".into(),
-            RejectReason::BadRequest,
-        );
+    // RFC 2543 peers (no magic cookie in the branch) may omit Max-Forwards (RFC 4475 §3.4.1).
+    let rfc2543 = !top_via
+        .branch()
+        .is_some_and(|b| b.starts_with(MAGIC_COOKIE));
+    let mandatory: &[&'static str] = if rfc2543 {
+        &["From", "To", "Call-ID", "CSeq"]
+    } else {
+        &["From", "To", "Call-ID", "CSeq", "Max-Forwards"]
     };
-    if cseq_method != method {
-        return reject(
-            400,
-            "Bad Request - CSeq method does not match request method".into(),
-            RejectReason::BadRequest,
-        );
-    }
-    let max_forwards = s
-        .first("Max-Forwards")
-        .and_then(|v| v.parse::<u8>().ok().filter(|_| v.len() <= 3));
-    match max_forwards {
-        None => {
-            return reject(
-                400,
-                "Bad Request - Malformed Max-Forwards header".into(),
-                RejectReason::BadRequest,
-            );
+    let checked = match check_syntax(s, mandatory) {
+        Ok(c) => c,
+        Err(fault) => return bad(fault),
+    };
+    let request_uri = match Uri::parse(uri) {
+        Some(Uri::Sip(sip)) if !sip.headers.is_empty() => {
+            // Headers are not allowed in a Request-URI (RFC 3261 §19.1.1, RFC 4475 §3.1.2.11).
+            return bad(Fault::Malformed("Request-URI"));
         }
-        Some(0) if method != "OPTIONS" => {
-            return reject(483, "Too Many Hops".into(), RejectReason::TooManyHops);
-        }
-        Some(_) => {}
-    }
-    let scheme = uri.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
-    match scheme.as_deref() {
-        Some("sip" | "sips" | "tel") => {}
-        Some(s) if is_token(s) => {
-            return reject(
-                416,
-                "Unsupported URI Scheme".into(),
-                RejectReason::UnsupportedUriScheme,
-            );
-        }
-        _ => {
-            return reject(
-                400,
-                "Bad Request - Malformed Request-URI".into(),
-                RejectReason::BadRequest,
-            );
-        }
-    }
-    let known = Method::all().iter().any(|m| m.to_string() == *method);
-    if !known {
+        Some(u) => u,
+        None => return bad(Fault::Malformed("Request-URI")),
+    };
+    let Some(rsip_method) = Method::all().into_iter().find(|m| m.to_string() == *method) else {
         return reject(501, "Not Implemented".into(), RejectReason::NotImplemented);
+    };
+    if checked.cseq.1 != *method {
+        return bad(Fault::CSeqMismatch);
+    }
+    if let Uri::Other { .. } = request_uri {
+        return reject(
+            416,
+            "Unsupported URI Scheme".into(),
+            RejectReason::UnsupportedUriScheme,
+        );
     }
     if method != "CANCEL" && !is_ack {
         let unsupported: Vec<&str> = s
@@ -246,48 +388,20 @@ fn validate_request(s: &ScannedMessage, local_tag: &str) -> Inbound {
             };
         }
     }
-    let request = match rsip::Request::try_from(s.to_normalized_bytes()) {
-        Ok(r) => r,
-        Err(_) => {
-            return reject(
-                400,
-                "Bad Request - Malformed message".into(),
-                RejectReason::BadRequest,
-            );
-        }
-    };
-    if let Some(bad) = first_bad_typed_header(&request.headers) {
-        return reject(
-            400,
-            format!("Bad Request - Malformed {bad} header"),
-            RejectReason::BadRequest,
-        );
-    }
-    Inbound::Request(request)
-}
-
-fn typed_headers_ok(headers: &Headers) -> bool {
-    first_bad_typed_header(headers).is_none()
-}
-
-/// `rsip` parses typed headers lazily; check the ones every layer above relies on now.
-fn first_bad_typed_header(headers: &Headers) -> Option<&'static str> {
-    for h in headers.iter() {
-        let bad = match h {
-            Header::Via(v) => v.typed().is_err().then_some("Via"),
-            Header::From(v) => v.typed().is_err().then_some("From"),
-            Header::To(v) => v.typed().is_err().then_some("To"),
-            Header::CSeq(v) => v.typed().is_err().then_some("CSeq"),
-            Header::Contact(v) => v.typed().is_err().then_some("Contact"),
-            Header::RecordRoute(v) => v.typed().is_err().then_some("Record-Route"),
-            Header::Route(v) => v.typed().is_err().then_some("Route"),
-            _ => None,
-        };
-        if bad.is_some() {
-            return bad;
-        }
-    }
-    None
+    let mut headers: Vec<Header> = normalized_headers(s, &checked)
+        .into_iter()
+        .map(|(name, value)| crate::message::header(name, value))
+        .collect();
+    headers.push(Header::ContentLength(rsip::headers::ContentLength::new(
+        s.body.len().to_string(),
+    )));
+    Inbound::Request(rsip::Request {
+        method: rsip_method,
+        uri: rsip::Uri::from(&request_uri),
+        version: Version::V2,
+        headers: headers.into(),
+        body: s.body.clone(),
+    })
 }
 
 /// A status code carrying our own reason phrase (rsip prints identifiers like `BusyHere`).
@@ -305,7 +419,9 @@ pub fn standard_reason(code: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         408 => "Request Timeout",
+        415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
         480 => "Temporarily Unavailable",
@@ -354,17 +470,11 @@ fn response_from_scanned(
     }
 }
 
-/// Adds `;tag=` to a To value that lacks one (a crude check is enough for a refusal).
+/// Adds `;tag=` to a To value that lacks one.
 pub(crate) fn to_with_tag(value: &str, tag: &str) -> String {
-    let lower = value.to_ascii_lowercase();
-    let params = match lower.rfind('>') {
-        Some(gt) => lower.get(gt..).unwrap_or_default(),
-        None => lower.as_str(),
-    };
-    if params.contains(";tag=") {
-        value.to_owned()
-    } else {
-        format!("{value};tag={tag}")
+    match NameAddr::parse(value) {
+        Some(to) if to.tag().is_some() => value.to_owned(),
+        _ => format!("{value};tag={tag}"),
     }
 }
 
@@ -436,7 +546,7 @@ mod tests {
     }
 
     #[test]
-    fn version_scheme_method_and_hops() {
+    fn version_scheme_method_and_max_forwards_zero() {
         let bytes = String::from_utf8(request(GOOD))
             .unwrap()
             .replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia");
@@ -456,8 +566,12 @@ mod tests {
         let bytes = String::from_utf8(request(GOOD))
             .unwrap()
             .replacen("OPTIONS", "INFO", 2);
+        // A user agent is where the request ends: Max-Forwards 0 is no reason to refuse it.
         let bytes = bytes.replace("Max-Forwards: 70", "Max-Forwards: 0");
-        assert_eq!(rejected(bytes.as_bytes()).0, 483);
+        assert!(matches!(
+            validate(bytes.as_bytes(), "t"),
+            Inbound::Request(_)
+        ));
     }
 
     #[test]

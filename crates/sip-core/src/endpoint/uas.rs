@@ -18,6 +18,45 @@ use crate::session_timer::{self, SessionTimer};
 use crate::transaction::InviteServerState;
 use crate::validate::{ALLOWED_METHODS, standard_reason};
 
+/// The one body type the core reads and writes.
+const SDP: &str = "application/sdp";
+
+/// The media type of a Content-Type or Accept entry, parameters dropped, lower-cased.
+fn media_type(value: &str) -> String {
+    value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// RFC 3261 §8.2.3 for the requests that carry an offer or an answer (INVITE, UPDATE): a body
+/// that is not SDP gets `415`, and an Accept that rules SDP out gets `406`, since every answer
+/// we could give would carry SDP (RFC 4475 §3.3.6, §3.3.15). Both list SDP in Accept.
+fn media_refusal(
+    method: Method,
+    content_type: Option<&str>,
+    accept: Option<&str>,
+    body: &[u8],
+) -> Option<u16> {
+    if !matches!(method, Method::Invite | Method::Update) {
+        return None;
+    }
+    if !body.is_empty() && content_type.is_none_or(|t| media_type(t) != SDP) {
+        return Some(415);
+    }
+    let accepts_sdp = |list: &str| {
+        list.split(',')
+            .map(media_type)
+            .any(|m| m == SDP || m == "application/*" || m == "*/*")
+    };
+    match accept {
+        Some(list) if !list.trim().is_empty() && !accepts_sdp(list) => Some(406),
+        _ => None,
+    }
+}
+
 impl Endpoint {
     /// Answers the pending re-INVITE or UPDATE offer with `200 OK` carrying `sdp`.
     pub fn answer_offer(
@@ -81,11 +120,18 @@ impl Endpoint {
         let method = req.method;
         let cseq = message::cseq(&req.headers).map_or(0, |c| c.0);
         let content_type = message::first(&req.headers, "Content-Type");
+        let accept = message::first(&req.headers, "Accept");
         let body = req.body.clone();
         let contact = message::contact_uri(&req.headers);
         let session_expires = message::first(&req.headers, "Session-Expires")
             .and_then(|v| session_timer::parse_session_expires(&v));
         self.new_server_tx(&key, destination, transport, req, call);
+        if let Some(code) = media_refusal(method, content_type.as_deref(), accept.as_deref(), &body)
+        {
+            let accept = Header::Other("Accept".into(), SDP.into());
+            self.respond(now, &key, code, vec![accept], None);
+            return;
+        }
         let Some(handle) = call else {
             let code = match method {
                 _ if has_to_tag => 481,
