@@ -13,7 +13,8 @@
 //!   [`FrameReceiver`] of 16 kHz frames toward the speech loop and a [`FrameSender`] of agent
 //!   frames back, both lock-free SPSC rings ([`ring`]); [`MediaEvent`]s (DTMF, RTP timeout,
 //!   RTCP BYE); hold/resume/re-address; RFC 4733 digits to send; statistics; optional stereo
-//!   recording ([`MediaConfig::record`]).
+//!   recording ([`MediaConfig::record`]); SRTP and SRTCP with the call's SDES keys
+//!   ([`MediaConfig::srtp`]).
 //! * Latency histograms per worker ([`WorkerLatency`]): packet in → frame in the speech ring,
 //!   agent frame → packet out, and the CPU time of each call's tick.
 //!
@@ -273,6 +274,12 @@ pub struct MediaStats {
     pub recording_dropped: u64,
     /// Datagrams the kernel refused to send.
     pub send_errors: u64,
+    /// SRTP and SRTCP packets whose authentication failed (dropped).
+    pub srtp_unauthenticated: u64,
+    /// SRTP and SRTCP packets replayed or older than the replay window (dropped).
+    pub srtp_replayed: u64,
+    /// Packets that could not be protected, and so were not sent.
+    pub srtp_unsent: u64,
 }
 
 pub use dialtone_codec::level_dbfs;

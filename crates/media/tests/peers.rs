@@ -80,6 +80,7 @@ where
                 initial_sequence: 4242,
                 initial_timestamp: 0,
                 cname: "peers-test".into(),
+                srtp: None,
             },
         )
         .unwrap();
