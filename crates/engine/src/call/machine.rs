@@ -266,7 +266,7 @@ impl CallMachine {
         match (request, outcome) {
             (MediaRequest::Early, MediaOutcome::Started) => self.media = Media::Early,
             // Unusable early SDP is ignored; the next provisional response may do better.
-            (MediaRequest::Early, MediaOutcome::Unusable) => {}
+            (MediaRequest::Early, MediaOutcome::Unusable | MediaOutcome::NoKey) => {}
             (MediaRequest::Early, MediaOutcome::Unavailable) => {
                 self.media = Media::Lost;
                 tracing::error!("early media did not start; hanging up");
@@ -285,6 +285,10 @@ impl CallMachine {
             (MediaRequest::Answer, MediaOutcome::Unusable) => {
                 tracing::warn!("the answer's media is unusable; hanging up");
                 self.hang_up_locally(End::new(EndReason::IncompatibleMedia, EndedBy::Engine));
+            }
+            (MediaRequest::Answer, MediaOutcome::NoKey) => {
+                tracing::warn!("the answer carries no usable SRTP key; hanging up");
+                self.hang_up_locally(End::new(EndReason::SrtpUnavailable, EndedBy::Engine));
             }
             (MediaRequest::Answer, MediaOutcome::Unavailable) => {
                 self.media = Media::Lost;

@@ -515,6 +515,46 @@ fn an_unusable_answer_hangs_up_as_incompatible_media_and_starts_no_brain() {
     );
 }
 
+/// `srtp: required` and an answer without a usable key: the engine hangs up (BYE after the
+/// ACK) as `srtp_unavailable`; no media ran, no brain started.
+#[test]
+fn an_answer_without_a_required_srtp_key_hangs_up_as_srtp_unavailable() {
+    let mut call = Call::ringing();
+    call.feed(Input::Answered {
+        sdp: Some(SDP.to_vec()),
+    });
+    assert_eq!(
+        call.feed(Input::Media(MediaOutcome::NoKey)),
+        [Action::HangUp]
+    );
+    assert_eq!(call.machine.poll_timeout(), None);
+    assert_eq!(
+        call.feed(ended(Party::Local, SipEndReason::Completed)),
+        brainless_end(end(EndReason::SrtpUnavailable, EndedBy::Engine))
+    );
+}
+
+/// Early media without a required key is not started, and waits for the answer.
+#[test]
+fn early_sdp_without_a_required_srtp_key_starts_nothing() {
+    let mut call = Call::dialing();
+    call.feed(Input::EarlyMedia { sdp: SDP.to_vec() });
+    assert_eq!(call.feed(Input::Media(MediaOutcome::NoKey)), []);
+    // A 2xx without SDP after it refuses the same way.
+    assert_eq!(
+        call.feed(Input::Answered { sdp: None }),
+        [Action::ConnectMedia { sdp: None }]
+    );
+    assert_eq!(
+        call.feed(Input::Media(MediaOutcome::NoKey)),
+        [Action::HangUp]
+    );
+    assert_eq!(
+        call.feed(ended(Party::Local, SipEndReason::Completed)),
+        brainless_end(end(EndReason::SrtpUnavailable, EndedBy::Engine))
+    );
+}
+
 #[test]
 fn unusable_early_sdp_is_ignored_and_the_next_183_tries_again() {
     let mut call = Call::dialing();
