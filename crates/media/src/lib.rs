@@ -264,7 +264,8 @@ pub struct MediaStats {
     pub rtcp_reports_out: u64,
     /// RTCP reports received about our stream.
     pub rtcp_reports_in: u64,
-    /// RTCP datagrams that could not be read.
+    /// RTCP datagrams that could not be read (on an SRTP call, also SRTCP that failed
+    /// authentication or was replayed, and RTCP in clear).
     pub rtcp_malformed: u64,
     /// Round-trip time from RTCP, in ms.
     pub round_trip_ms: Option<f64>,
@@ -274,9 +275,9 @@ pub struct MediaStats {
     pub recording_dropped: u64,
     /// Datagrams the kernel refused to send.
     pub send_errors: u64,
-    /// SRTP and SRTCP packets whose authentication failed (dropped).
+    /// SRTP packets whose authentication failed, RTP in clear among them (dropped).
     pub srtp_unauthenticated: u64,
-    /// SRTP and SRTCP packets replayed or older than the replay window (dropped).
+    /// SRTP packets replayed or older than the replay window (dropped).
     pub srtp_replayed: u64,
     /// Packets that could not be protected, and so were not sent.
     pub srtp_unsent: u64,

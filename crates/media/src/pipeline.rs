@@ -477,9 +477,9 @@ impl CallMedia {
                 let clear = buf.get(..len).unwrap_or_default();
                 self.receive_clear(now, source, clear, rtcp);
             }
+            Err(_) if rtcp => self.stats.rtcp_malformed += 1,
             Err(RtpError::Replayed) => self.stats.srtp_replayed += 1,
             Err(RtpError::Unauthenticated) => self.stats.srtp_unauthenticated += 1,
-            Err(_) if rtcp => self.stats.rtcp_malformed += 1,
             Err(_) => self.stats.malformed += 1,
         }
     }

@@ -138,6 +138,19 @@ impl Baresip {
     /// [`Baresip::callee`] with one audio codec module: `g711`, or `g722` (wideband: baresip
     /// then offers and answers G.722 alone).
     pub fn callee_with_codec(source: &Path, codec: &str) -> Result<Baresip, PeerError> {
+        Self::start(source, codec, None)
+    }
+
+    /// [`Baresip::callee`] that takes encrypted media only: SDES SRTP (RFC 4568, baresip's
+    /// `srtp` module) with `mediaenc=srtp-mand` on its account, so it answers with its own
+    /// `a=crypto` key and sends and receives SRTP alone.
+    pub fn srtp_callee(source: &Path) -> Result<Baresip, PeerError> {
+        Self::start(source, "g711", Some("srtp-mand"))
+    }
+
+    /// Starts baresip with `codec`'s module and, with `mediaenc`, the `srtp` module and that
+    /// media encryption on its account.
+    fn start(source: &Path, codec: &str, mediaenc: Option<&str>) -> Result<Baresip, PeerError> {
         let port = free_port()?;
         let dir = WorkDir::for_peer("baresip")?;
         let config = format!(
@@ -153,16 +166,23 @@ impl Baresip {
              module aubridge.so\n\
              module sndfile.so\n\
              module_tmp account.so\n\
-             snd_path {dumps}\n",
+             snd_path {dumps}\n\
+             {srtp}",
             source = source.display(),
             dumps = dir.path().display(),
             modules = baresip_modules().display(),
+            srtp = if mediaenc.is_some() {
+                "module srtp.so\n"
+            } else {
+                ""
+            },
         );
         std::fs::write(dir.path().join("config"), config)
             .map_err(PeerError::io("writing baresip config"))?;
+        let mediaenc = mediaenc.map_or(String::new(), |m| format!(";mediaenc={m}"));
         std::fs::write(
             dir.path().join("accounts"),
-            "<sip:+15551230000@127.0.0.1>;regint=0;answermode=auto\n",
+            format!("<sip:+15551230000@127.0.0.1>;regint=0;answermode=auto{mediaenc}\n"),
         )
         .map_err(PeerError::io("writing baresip accounts"))?;
         let log = std::fs::File::create(dir.path().join("baresip.log"))

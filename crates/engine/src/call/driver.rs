@@ -112,6 +112,7 @@ impl<'a> CallDriver<'a> {
             queue_timeout: engine.config.queue_timeout,
             max_duration: plan.max_duration,
             mask_dtmf: plan.mask_dtmf,
+            srtp_required: plan.srtp == dialtone_model::SrtpMode::Required,
         });
         Self {
             engine,

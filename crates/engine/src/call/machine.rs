@@ -36,6 +36,9 @@ pub(crate) struct CallSettings {
     pub(crate) max_duration: Duration,
     /// Digits are masked in the logs.
     pub(crate) mask_dtmf: bool,
+    /// The trunk requires SRTP: a 488 or 606 to our `RTP/SAVP` offer ends the call as
+    /// `srtp_unavailable`.
+    pub(crate) srtp_required: bool,
 }
 
 /// Where the call is, as far as the machine's own work goes.
@@ -328,6 +331,9 @@ impl CallMachine {
         let code = match self.local_end {
             _ if self.hung_up_by_api => EndReason::Canceled,
             Some(end) => end.reason,
+            None if self.settings.srtp_required && reason == SipEndReason::IncompatibleMedia => {
+                EndReason::SrtpUnavailable
+            }
             None => end_reason_of(reason),
         };
         self.stage = Stage::Over;

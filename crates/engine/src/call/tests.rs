@@ -33,6 +33,7 @@ impl Call {
                 queue_timeout: QUEUE_TIMEOUT,
                 max_duration: MAX_DURATION,
                 mask_dtmf: false,
+                srtp_required: false,
             }),
             dispatched,
             now: dispatched,
@@ -532,6 +533,32 @@ fn an_answer_without_a_required_srtp_key_hangs_up_as_srtp_unavailable() {
         call.feed(ended(Party::Local, SipEndReason::Completed)),
         brainless_end(end(EndReason::SrtpUnavailable, EndedBy::Engine))
     );
+}
+
+/// `srtp: required`, and the far end refuses our `RTP/SAVP` offer (488, as a callee without
+/// SRTP does): `srtp_unavailable`, by the trunk (as any 488), with the SIP status.
+#[test]
+fn a_refused_savp_offer_under_required_srtp_fails_as_srtp_unavailable() {
+    for (required, reason) in [
+        (true, EndReason::SrtpUnavailable),
+        (false, EndReason::IncompatibleMedia),
+    ] {
+        let mut call = Call::queued();
+        call.machine = CallMachine::new(CallSettings {
+            dispatched: call.dispatched,
+            queue_timeout: QUEUE_TIMEOUT,
+            max_duration: MAX_DURATION,
+            mask_dtmf: false,
+            srtp_required: required,
+        });
+        call.feed(Input::Admitted);
+        call.feed(Input::Placed);
+        call.feed(attempt("first@sip"));
+        assert_eq!(
+            call.feed(failed(Some(488), SipEndReason::IncompatibleMedia)),
+            unanswered_end(CallStatus::Failed, end(reason, EndedBy::Trunk), Some(488))
+        );
+    }
 }
 
 /// Early media without a required key is not started, and waits for the answer.
