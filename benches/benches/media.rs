@@ -1,7 +1,9 @@
 //! Media hot paths, per 20 ms frame: G.711, G.722 and Opus encode/decode, each resampler, RTP
-//! write and parse, the jitter buffer push+pop, and one call's whole media step (a packet in,
-//! one tick: jitter buffer, decode, resample, speech ring, agent ring, resample, encode, packet
-//! out) for G.711, G.722 and Opus.
+//! write and parse, SRTP protect and unprotect (both suites), the jitter buffer push+pop, and
+//! one call's whole media step (a packet in, one tick: jitter buffer, decode, resample, speech
+//! ring, agent ring, resample, encode, packet out) for G.711, G.722 and Opus, and for G.711 in
+//! clear and under SRTP side by side (`media/call_step_g711/{clear,srtp}`; the SRTP one also
+//! protects the far end's packet, one `srtp/protect` more than the call itself does).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use dialtone_codec::{
     G711, G711Law, G722Decoder, G722Encoder, OpusDecoder, OpusEncoder, Resampler,
 };
 use dialtone_media::{AudioFrame, CallMedia, MediaCodec, MediaConfig};
+use dialtone_rtp::srtp::{MasterKey, SrtpKeys, SrtpProfile, SrtpSession};
 use dialtone_rtp::{JitterBuffer, Playout, RtpPacket, RtpSender, parse};
 
 fn tone<const N: usize>(rate: f64) -> [i16; N] {
@@ -107,6 +110,44 @@ fn rtp(c: &mut Criterion) {
     });
 }
 
+fn srtp_keys(profile: SrtpProfile) -> (SrtpKeys, SrtpKeys) {
+    let ours = MasterKey::new([1; 16], [2; 14]);
+    let theirs = MasterKey::new([3; 16], [4; 14]);
+    (
+        SrtpKeys::new(profile, ours.clone(), theirs.clone()),
+        SrtpKeys::new(profile, theirs, ours),
+    )
+}
+
+/// SRTP per G.711 packet (12-byte header, 160 bytes of payload): protect alone, and protect
+/// then unprotect (each iteration writes a new packet: a sequence number is protected once).
+fn srtp(c: &mut Criterion) {
+    for (profile, name) in [
+        (SrtpProfile::Aes128CmHmacSha1_80, "80"),
+        (SrtpProfile::Aes128CmHmacSha1_32, "32"),
+    ] {
+        let (ours, theirs) = srtp_keys(profile);
+        let (mut us, mut them) = (SrtpSession::new(&ours), SrtpSession::new(&theirs));
+        let mut sender = RtpSender::new(1, 0, 0, 0);
+        let payload = [0xd5u8; 160];
+        let mut packet = [0u8; 200];
+        c.bench_function(&format!("srtp/protect_g711_{name}"), |b| {
+            b.iter(|| {
+                let n = sender.write(black_box(&payload), 160, &mut packet).unwrap();
+                black_box(us.protect_rtp(&mut packet, n).unwrap())
+            })
+        });
+        let mut sender = RtpSender::new(2, 0, 0, 0);
+        c.bench_function(&format!("srtp/protect_and_unprotect_g711_{name}"), |b| {
+            b.iter(|| {
+                let n = sender.write(black_box(&payload), 160, &mut packet).unwrap();
+                let n = us.protect_rtp(&mut packet, n).unwrap();
+                black_box(them.unprotect_rtp(&mut packet[..n]).unwrap())
+            })
+        });
+    }
+}
+
 /// One call's full-duplex step: a packet in, one tick, the agent's frame back out.
 fn call_step(c: &mut Criterion) {
     for (codec, pt, name) in [
@@ -167,5 +208,51 @@ fn call_step(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, codecs, rtp, call_step);
+/// The G.711 call step in clear and under SRTP (`AES_CM_128_HMAC_SHA1_80`), side by side.
+fn call_step_srtp(c: &mut Criterion) {
+    let mut group = c.benchmark_group("media/call_step_g711");
+    for secure in [false, true] {
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let t0 = Instant::now();
+        let (ours, theirs) = srtp_keys(SrtpProfile::Aes128CmHmacSha1_80);
+        let config = MediaConfig {
+            rtp_timeout: Duration::from_secs(3600),
+            srtp: secure.then_some(ours),
+            ..MediaConfig::new(MediaCodec::Pcmu, 0, Some(peer), 7)
+        };
+        let (mut media, mut inbound, mut outbound) =
+            CallMedia::new(config, t0, SystemTime::now()).unwrap();
+        let mut far_end = RtpSender::new(9, 0, 0, 0);
+        let mut far_srtp = secure.then(|| SrtpSession::new(&theirs));
+        let mut payload = [0u8; 160];
+        G711::new(G711Law::Mu).encode(&tone::<160>(8000.0), &mut payload);
+        let mut datagram = [0u8; 1500];
+        let agent = AudioFrame {
+            samples: tone(16000.0),
+            at: t0,
+        };
+        let mut tick = 0u64;
+        group.bench_function(if secure { "srtp" } else { "clear" }, |b| {
+            b.iter(|| {
+                let now = t0 + Duration::from_millis(tick * 20);
+                tick += 1;
+                let mut n = far_end.write(&payload, 160, &mut datagram).unwrap();
+                if let Some(s) = far_srtp.as_mut() {
+                    n = s.protect_rtp(&mut datagram, n).unwrap();
+                }
+                media.receive(now, peer, &datagram[..n], false);
+                let _ = outbound.try_send(agent);
+                media.tick(now, &mut |t| {
+                    black_box(t.data.len());
+                });
+                black_box(inbound.try_recv());
+            })
+        });
+        let stats = media.stats();
+        assert_eq!((stats.srtp_unauthenticated, stats.srtp_replayed), (0, 0));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, codecs, rtp, srtp, call_step, call_step_srtp);
 criterion_main!(benches);

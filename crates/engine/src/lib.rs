@@ -562,6 +562,7 @@ impl Engine {
             },
             agent: agent_setup,
             amd_listener,
+            srtp: trunk.security.srtp,
         };
         let engine = self.clone();
         let span =
@@ -719,6 +720,8 @@ struct CallPlan {
     agent: Option<brains::agent::AgentSetup>,
     /// What answering-machine detection listens for voicemail words with (other brains).
     amd_listener: Option<Arc<dyn dialtone_agent::SpeechToText>>,
+    /// The trunk's SRTP: what the offer carries and what an answer must bring.
+    srtp: dialtone_model::SrtpMode,
 }
 
 /// The speech loop's settings from the agent's: `amd` (thresholds left out keep the

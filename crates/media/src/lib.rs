@@ -13,7 +13,8 @@
 //!   [`FrameReceiver`] of 16 kHz frames toward the speech loop and a [`FrameSender`] of agent
 //!   frames back, both lock-free SPSC rings ([`ring`]); [`MediaEvent`]s (DTMF, RTP timeout,
 //!   RTCP BYE); hold/resume/re-address; RFC 4733 digits to send; statistics; optional stereo
-//!   recording ([`MediaConfig::record`]).
+//!   recording ([`MediaConfig::record`]); SRTP and SRTCP with the call's SDES keys
+//!   ([`MediaConfig::srtp`]).
 //! * Latency histograms per worker ([`WorkerLatency`]): packet in → frame in the speech ring,
 //!   agent frame → packet out, and the CPU time of each call's tick.
 //!
@@ -263,7 +264,8 @@ pub struct MediaStats {
     pub rtcp_reports_out: u64,
     /// RTCP reports received about our stream.
     pub rtcp_reports_in: u64,
-    /// RTCP datagrams that could not be read.
+    /// RTCP datagrams that could not be read (on an SRTP call, also SRTCP that failed
+    /// authentication or was replayed, and RTCP in clear).
     pub rtcp_malformed: u64,
     /// Round-trip time from RTCP, in ms.
     pub round_trip_ms: Option<f64>,
@@ -273,6 +275,12 @@ pub struct MediaStats {
     pub recording_dropped: u64,
     /// Datagrams the kernel refused to send.
     pub send_errors: u64,
+    /// SRTP packets whose authentication failed, RTP in clear among them (dropped).
+    pub srtp_unauthenticated: u64,
+    /// SRTP packets replayed or older than the replay window (dropped).
+    pub srtp_replayed: u64,
+    /// Packets that could not be protected, and so were not sent.
+    pub srtp_unsent: u64,
 }
 
 pub use dialtone_codec::level_dbfs;

@@ -16,6 +16,12 @@
 //! Outbound: each tick one agent frame is popped (silence on underflow), resampled and encoded,
 //! or replaced by a telephone-event packet while digits are being sent, and packetised; while
 //! held, the media clock advances without sending. RTCP reports go out on the RFC interval.
+//!
+//! SRTP ([`MediaConfig::srtp`]): every datagram in is authenticated and decrypted (SRTP or
+//! SRTCP, RFC 3711) before anything else reads it — a packet that fails is counted and
+//! dropped, and latches nothing; every packet out is protected in place in the packet buffer
+//! just before it is handed over, and one that cannot be is not sent: nothing leaves in clear.
+//! Neither direction allocates.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -27,9 +33,10 @@ use std::time::{Duration, Instant, SystemTime};
 use dialtone_codec::{
     Concealer, G711, G711Law, G722Decoder, G722Encoder, OpusDecoder, OpusEncoder, Resampler,
 };
+use dialtone_rtp::srtp::{MAX_OVERHEAD, SrtpKeys, SrtpSession};
 use dialtone_rtp::{
-    Arrival, DtmfEvent, DtmfReceiver, DtmfSender, JitterBuffer, Playout, RtcpSession, RtpPacket,
-    RtpReceiver, RtpSender, SenderInfo, is_rtcp, parse,
+    Arrival, DtmfEvent, DtmfReceiver, DtmfSender, JitterBuffer, Playout, RtcpSession, RtpError,
+    RtpPacket, RtpReceiver, RtpSender, SenderInfo, is_rtcp, parse,
 };
 use tokio::sync::{Notify, oneshot};
 
@@ -99,6 +106,8 @@ pub struct MediaConfig {
     pub initial_timestamp: u32,
     /// RTCP CNAME.
     pub cname: String,
+    /// SRTP keys: the call's media is SRTP and SRTCP, both ways. `Debug` hides them.
+    pub srtp: Option<SrtpKeys>,
 }
 
 impl MediaConfig {
@@ -120,6 +129,7 @@ impl MediaConfig {
             initial_sequence: ssrc as u16,
             initial_timestamp: ssrc.rotate_left(16),
             cname: format!("dialtone-{ssrc:08x}"),
+            srtp: None,
         }
     }
 }
@@ -316,6 +326,8 @@ pub struct CallMedia {
     sending: bool,
     receiving: bool,
     samples_per_frame: u32,
+    /// The call's SRTP contexts, when it is SRTP.
+    srtp: Option<SrtpSession>,
     receiver: RtpReceiver,
     jitter: JitterBuffer,
     dtmf_in: DtmfReceiver,
@@ -383,6 +395,7 @@ impl CallMedia {
             sending: true,
             receiving: true,
             samples_per_frame: clock / 50,
+            srtp: config.srtp.as_ref().map(SrtpSession::new),
             receiver: RtpReceiver::new(clock).with_telephone_event(config.telephone_event),
             jitter: JitterBuffer::new(Duration::from_millis(20), clock, Duration::from_millis(300)),
             dtmf_in: DtmfReceiver::new(clock),
@@ -429,7 +442,8 @@ impl CallMedia {
     }
 
     /// Takes in one datagram from `source` that arrived at `now` on the RTP socket (or the
-    /// RTCP socket when `on_rtcp_socket`).
+    /// RTCP socket when `on_rtcp_socket`); on an SRTP call, once it is authenticated and
+    /// decrypted.
     pub fn receive(
         &mut self,
         now: Instant,
@@ -437,7 +451,42 @@ impl CallMedia {
         datagram: &[u8],
         on_rtcp_socket: bool,
     ) {
-        if on_rtcp_socket || is_rtcp(datagram) {
+        let rtcp = on_rtcp_socket || is_rtcp(datagram);
+        if self.srtp.is_some() && !rtcp && self.is_foreign(source) {
+            // Dropped before the crypto, as cheaply as in clear.
+            self.stats.foreign += 1;
+            return;
+        }
+        let Some(srtp) = self.srtp.as_mut() else {
+            self.receive_clear(now, source, datagram, rtcp);
+            return;
+        };
+        let mut clear = [0u8; MAX_DATAGRAM];
+        let Some(buf) = clear.get_mut(..datagram.len()) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        buf.copy_from_slice(datagram);
+        let opened = if rtcp {
+            srtp.unprotect_rtcp(buf)
+        } else {
+            srtp.unprotect_rtp(buf)
+        };
+        match opened {
+            Ok(len) => {
+                let clear = buf.get(..len).unwrap_or_default();
+                self.receive_clear(now, source, clear, rtcp);
+            }
+            Err(_) if rtcp => self.stats.rtcp_malformed += 1,
+            Err(RtpError::Replayed) => self.stats.srtp_replayed += 1,
+            Err(RtpError::Unauthenticated) => self.stats.srtp_unauthenticated += 1,
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    /// [`receive`](Self::receive) for a datagram in clear: RTCP (`rtcp`) or RTP.
+    fn receive_clear(&mut self, now: Instant, source: SocketAddr, datagram: &[u8], rtcp: bool) {
+        if rtcp {
             if self.rtcp.handle_packet(now, datagram).is_err() {
                 self.stats.rtcp_malformed += 1;
             }
@@ -447,8 +496,7 @@ impl CallMedia {
             }
             return;
         }
-        let from_signalled = Some(source) == self.signalled;
-        if self.latched && Some(source) != self.remote && !from_signalled {
+        if self.is_foreign(source) {
             self.stats.foreign += 1;
             return;
         }
@@ -504,6 +552,12 @@ impl CallMedia {
         }
         self.last_audio = Some((sequence, rtp.timestamp));
         self.jitter.push(now, sequence, &rtp);
+    }
+
+    /// Whether RTP from `source` is someone else's: the call latched another source, and
+    /// `source` is not the address the signalling named.
+    fn is_foreign(&self, source: SocketAddr) -> bool {
+        self.latched && Some(source) != self.remote && Some(source) != self.signalled
     }
 
     /// The call was answered at `now`: the RTP timeout counts from here (early media may have
@@ -746,13 +800,9 @@ impl CallMedia {
                 event.marker,
                 event.timestamp,
                 &event.payload,
-                &mut self.packet,
-            ) {
-                send(Transmit {
-                    to,
-                    rtcp: false,
-                    data: self.packet.get(..n).unwrap_or_default(),
-                });
+                room(&mut self.packet, self.srtp.is_some()),
+            ) && self.transmit(n, to, false, send)
+            {
                 self.stats.packets_out += 1;
                 self.stats.dtmf_packets_out += 1;
                 self.sent_since_report = true;
@@ -765,15 +815,12 @@ impl CallMedia {
             return;
         };
         let payload = self.payload.get(..n).unwrap_or_default();
-        if let Ok(len) = self
-            .sender
-            .write(payload, self.samples_per_frame, &mut self.packet)
+        if let Ok(len) = self.sender.write(
+            payload,
+            self.samples_per_frame,
+            room(&mut self.packet, self.srtp.is_some()),
+        ) && self.transmit(len, to, false, send)
         {
-            send(Transmit {
-                to,
-                rtcp: false,
-                data: self.packet.get(..len).unwrap_or_default(),
-            });
             self.stats.packets_out += 1;
             self.sent_since_report = true;
         }
@@ -787,29 +834,75 @@ impl CallMedia {
         });
         self.sent_since_report = false;
         let block = self.receiver.report_block();
-        let Ok(n) = self.rtcp.write_report(now, sender, block, &mut self.packet) else {
+        let Ok(n) = self.rtcp.write_report(
+            now,
+            sender,
+            block,
+            room(&mut self.packet, self.srtp.is_some()),
+        ) else {
             return;
         };
-        if let Some(to) = self.remote_rtcp {
-            send(Transmit {
-                to,
-                rtcp: !self.config.rtcp_mux,
-                data: self.packet.get(..n).unwrap_or_default(),
-            });
+        if let Some(to) = self.remote_rtcp
+            && self.transmit(n, to, true, send)
+        {
             self.stats.rtcp_reports_out += 1;
         }
     }
 
     /// Sends an RTCP BYE (the call's media is ending).
     pub fn bye(&mut self, send: &mut dyn FnMut(Transmit<'_>)) {
-        if let (Some(to), Ok(n)) = (self.remote_rtcp, self.rtcp.write_bye(&mut self.packet)) {
-            send(Transmit {
-                to,
-                rtcp: !self.config.rtcp_mux,
-                data: self.packet.get(..n).unwrap_or_default(),
-            });
+        if let Some(to) = self.remote_rtcp
+            && let Ok(n) = self
+                .rtcp
+                .write_bye(room(&mut self.packet, self.srtp.is_some()))
+        {
+            self.transmit(n, to, true, send);
         }
     }
+
+    /// Sends the RTP (or, `rtcp`, RTCP) packet in the packet buffer's first `len` bytes to
+    /// `to`, protected on an SRTP call; whether it went. A packet that cannot be protected is
+    /// counted and not sent.
+    fn transmit(
+        &mut self,
+        len: usize,
+        to: SocketAddr,
+        rtcp: bool,
+        send: &mut dyn FnMut(Transmit<'_>),
+    ) -> bool {
+        let len = match self.srtp.as_mut() {
+            None => len,
+            Some(srtp) => {
+                let sealed = if rtcp {
+                    srtp.protect_rtcp(&mut self.packet, len)
+                } else {
+                    srtp.protect_rtp(&mut self.packet, len)
+                };
+                match sealed {
+                    Ok(len) => len,
+                    Err(_) => {
+                        self.stats.srtp_unsent += 1;
+                        return false;
+                    }
+                }
+            }
+        };
+        send(Transmit {
+            to,
+            rtcp: rtcp && !self.config.rtcp_mux,
+            data: self.packet.get(..len).unwrap_or_default(),
+        });
+        true
+    }
+}
+
+/// The part of `packet` a packet may take: all of it, or on an SRTP call (`srtp`) all but
+/// the room protecting adds.
+fn room(packet: &mut [u8], srtp: bool) -> &mut [u8] {
+    let room = packet
+        .len()
+        .saturating_sub(if srtp { MAX_OVERHEAD } else { 0 });
+    packet.get_mut(..room).unwrap_or_default()
 }
 
 /// Where RTCP goes when the SDP did not say: the same address with rtcp-mux, else port + 1.

@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 //! The media pipeline against real peers, over SIP calls placed by our user agent on loopback:
 //! SIPp replaying a PCMU speech capture into the call, SIPp echoing our RTP back, and baresip
-//! answering, playing a WAV file and recording what it heard. Audio is checked as audio: the
-//! right tone or the speech's length and level, in both directions.
+//! answering, playing a WAV file and recording what it heard — in clear, and with mandatory
+//! SDES SRTP. Audio is checked as audio: the right tone or the speech's length and level, in
+//! both directions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +14,11 @@ use dialtone_media::{
     AudioFrame, FRAME_SAMPLES, FrameSender, MediaCall, MediaCodec, MediaConfig, MediaEngine,
     PortPool, level_dbfs,
 };
-use dialtone_sdp::{AudioCodec, LocalMedia, SessionDescription, build_offer, negotiate_answer};
+use dialtone_rtp::srtp::{MasterKey, SrtpKeys, SrtpProfile};
+use dialtone_sdp::{
+    AudioCodec, CryptoSuite, LocalMedia, OfferedKey, SdesKey, SdesOffer, SessionDescription,
+    build_offer, negotiate_answer,
+};
 use dialtone_sip_ua::{CallEvent, DialRequest, SipUa, Transport, Trunk, UaConfig, UaEvent};
 use dialtone_test_support::audio::{sine, tone_amplitude};
 use dialtone_test_support::media::{Baresip, speech_ulaw, ulaw_to_wav, write_rtp_pcap};
@@ -21,11 +26,16 @@ use dialtone_test_support::{SipTransport, Sipp, SippOptions, free_port, scenario
 
 const AMPLITUDE: f64 = 8000.0;
 
-/// A call placed to `port` on 127.0.0.1 whose media runs on `engine`; `on_media` gets the
-/// call's media once answered and returns when the test is done with it (the far end hangs
-/// up, or we do when it returns `true`).
-async fn call<F, Fut>(engine: &Arc<MediaEngine>, port: u16, ports: (u16, u16), on_media: F)
-where
+/// A call placed to `port` on 127.0.0.1 whose media runs on `engine`, offering `sdes`'s keys
+/// if any; `on_media` gets the call's media once answered and returns when the test is done
+/// with it (the far end hangs up, or we do when it returns `true`).
+async fn call<F, Fut>(
+    engine: &Arc<MediaEngine>,
+    port: u16,
+    ports: (u16, u16),
+    sdes: Option<SdesOffer>,
+    on_media: F,
+) where
     F: FnOnce(MediaCall) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
@@ -36,6 +46,7 @@ where
     let bound = pool.bind().unwrap();
     let mut local = LocalMedia::new("127.0.0.1".parse().unwrap(), bound.port());
     local.codecs = vec![AudioCodec::Pcmu];
+    local.sdes = sdes;
     let offer = build_offer(&local, 1, 1);
     let mut trunk = Trunk::new("peer", "127.0.0.1", Transport::Udp);
     trunk.port = Some(port);
@@ -58,6 +69,7 @@ where
     let answer = SessionDescription::parse(std::str::from_utf8(&answer).unwrap()).unwrap();
     let session = negotiate_answer(&offer, &answer).unwrap();
     assert_eq!(session.codec.codec, AudioCodec::Pcmu);
+    assert_eq!(session.srtp.is_some(), local.sdes.is_some(), "{answer}");
     assert!(
         session.remote_rtp.unwrap().ip().is_loopback(),
         "media must stay on loopback: {:?}",
@@ -80,6 +92,13 @@ where
                 initial_sequence: 4242,
                 initial_timestamp: 0,
                 cname: "peers-test".into(),
+                srtp: session.srtp.as_ref().map(|s| {
+                    SrtpKeys::new(
+                        SrtpProfile::Aes128CmHmacSha1_80,
+                        MasterKey::new(s.local.key, s.local.salt),
+                        MasterKey::new(s.remote.key, s.remote.salt),
+                    )
+                }),
             },
         )
         .unwrap();
@@ -168,7 +187,7 @@ async fn sipp_plays_a_speech_recording_that_arrives_whole() {
     .unwrap();
     let engine = MediaEngine::new(1).unwrap();
     let mut heard = Vec::new();
-    call(&engine, sipp.port, (45400, 45499), |mut media| {
+    call(&engine, sipp.port, (45400, 45499), None, |mut media| {
         let heard = &mut heard;
         async move {
             let mut inbound = media.take_inbound().unwrap();
@@ -224,7 +243,7 @@ async fn sipp_echoes_our_tone_back_at_its_frequency_and_level() {
     .unwrap();
     let engine = MediaEngine::new(1).unwrap();
     let mut heard = Vec::new();
-    call(&engine, sipp.port, (45500, 45599), |mut media| {
+    call(&engine, sipp.port, (45500, 45599), None, |mut media| {
         let heard = &mut heard;
         async move {
             let player = tokio::spawn(play_tone(
@@ -258,6 +277,30 @@ async fn sipp_echoes_our_tone_back_at_its_frequency_and_level() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_hears_us_and_we_hear_baresip() {
+    baresip_exchange(false).await;
+}
+
+/// baresip with `mediaenc=srtp-mand` takes our `RTP/SAVP` offer's `_80` key and answers with
+/// its own: the whole exchange is SRTP (every packet we took authenticated, none refused),
+/// and each side hears the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_with_mandatory_srtp_hears_us_and_we_hear_baresip() {
+    baresip_exchange(true).await;
+}
+
+/// Our offer under `srtp: required`: `RTP/SAVP` with a key for `AES_CM_128_HMAC_SHA1_80`.
+fn required_sdes() -> SdesOffer {
+    SdesOffer {
+        savp: true,
+        keys: vec![OfferedKey {
+            tag: 1,
+            suite: CryptoSuite::AesCm128HmacSha1_80,
+            key: SdesKey::new([0x42; 16], [0x24; 14]),
+        }],
+    }
+}
+
+async fn baresip_exchange(srtp: bool) {
     let dir = tempfile::tempdir().unwrap();
     let speech = speech_ulaw(
         dir.path(),
@@ -267,11 +310,20 @@ async fn baresip_hears_us_and_we_hear_baresip() {
     let wav = dir.path().join("callee.wav");
     ulaw_to_wav(&speech, 8000, &wav).unwrap();
     let (sent_voiced, _) = ulaw_profile(&speech);
-    let baresip = Baresip::callee(&wav).unwrap();
+    let baresip = if srtp {
+        Baresip::srtp_callee(&wav).unwrap()
+    } else {
+        Baresip::callee(&wav).unwrap()
+    };
     let engine = MediaEngine::new(1).unwrap();
     let mut heard = Vec::new();
     let talk = Duration::from_millis(speech.len() as u64 / 8 + 1000);
-    call(&engine, baresip.port, (45600, 45699), |mut media| {
+    let (ports, sdes) = if srtp {
+        ((45700, 45799), Some(required_sdes()))
+    } else {
+        ((45600, 45699), None)
+    };
+    call(&engine, baresip.port, ports, sdes, |mut media| {
         let heard = &mut heard;
         async move {
             let player = tokio::spawn(play_tone(
@@ -290,6 +342,19 @@ async fn baresip_hears_us_and_we_hear_baresip() {
             player.await.unwrap();
             let stats = media.stop().await;
             assert!(stats.packets_in >= 50, "{stats:?}");
+            // Every RTP packet authenticated. (baresip sends two RTCP packets in clear even
+            // with mandatory SRTP — its first, an APP "PINGPONG" opening the path, and its
+            // BYE when it hangs up — which are dropped as RTCP that cannot be read.)
+            assert_eq!(
+                (
+                    stats.srtp_unauthenticated,
+                    stats.srtp_replayed,
+                    stats.malformed
+                ),
+                (0, 0, 0),
+                "{stats:?}"
+            );
+            assert!(stats.rtcp_malformed <= 2, "{stats:?}");
             true
         }
     })
@@ -333,4 +398,47 @@ fn free_even_port() -> u16 {
             return port;
         }
     }
+}
+
+/// A callee without SRTP (baresip with no `srtp` module) and our `RTP/SAVP` offer (`srtp:
+/// required`): it refuses the offer with 488, and no media ever starts. (The engine records
+/// that as `srtp_unavailable`; an answer without a key would be refused the same way, by us.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_without_srtp_refuses_a_required_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("callee.wav");
+    dialtone_test_support::media::write_wav(&wav, 8000, &[0; 8000]).unwrap();
+    let baresip = Baresip::callee(&wav).unwrap();
+    let ua = SipUa::start(UaConfig::new("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let mut local = LocalMedia::new("127.0.0.1".parse().unwrap(), 45800);
+    local.codecs = vec![AudioCodec::Pcmu];
+    local.sdes = Some(required_sdes());
+    let offer = build_offer(&local, 1, 1);
+    let mut trunk = Trunk::new("peer", "127.0.0.1", Transport::Udp);
+    trunk.port = Some(baresip.port);
+    let mut request = DialRequest::new(Arc::new(trunk), "+15559870000", "+15551230000");
+    request.sdp_offer = Some(offer.to_string().into_bytes());
+    let mut sip = ua.dial(request).await.unwrap();
+    let failed = loop {
+        match tokio::time::timeout(Duration::from_secs(20), sip.next_event())
+            .await
+            .unwrap()
+        {
+            Some(UaEvent::Call(CallEvent::Answered { sdp })) => {
+                let text = String::from_utf8(sdp.unwrap_or_default()).unwrap();
+                panic!("answered: {text}");
+            }
+            Some(UaEvent::Call(CallEvent::Failed { status, reason })) => break (status, reason),
+            Some(_) => {}
+            None => panic!("call ended before a final response"),
+        }
+    };
+    assert_eq!(
+        failed,
+        (Some(488), dialtone_sip_ua::EndReason::IncompatibleMedia),
+        "baresip log:\n{}",
+        baresip.log()
+    );
 }

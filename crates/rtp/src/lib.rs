@@ -4,6 +4,8 @@
 //! sender's sequence/timestamp/SSRC state, and the receiver's per-source state of RFC 3550:
 //! extended sequence numbers across wrap, loss counts, and the interarrival jitter estimate of
 //! Appendix A.8. Nothing here owns a socket or reads a clock: arrival times are arguments.
+//! SRTP and SRTCP (RFC 3711, the SDES suites of RFC 4568) protect and unprotect packets in
+//! place in [`srtp`].
 //!
 //! What the receiver counts, and what it does not:
 //!
@@ -49,6 +51,7 @@ use std::time::Instant;
 pub mod dtmf;
 pub mod jitter;
 pub mod rtcp;
+pub mod srtp;
 
 use dtmf::EventPayload;
 pub use dtmf::{DtmfEvent, DtmfReceiver, DtmfSender};
@@ -65,6 +68,17 @@ pub enum RtpError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// An SRTP or SRTCP packet whose authentication tag does not match (forged, corrupted,
+    /// or under another key).
+    #[error("SRTP authentication failed")]
+    Unauthenticated,
+    /// An SRTP or SRTCP packet received before, or older than the replay window (for
+    /// protecting: a packet index already used).
+    #[error("SRTP packet replayed or too old")]
+    Replayed,
+    /// The master key protected all the packets it may (2^48 SRTP, 2^31 SRTCP).
+    #[error("SRTP master key exhausted")]
+    KeyExhausted,
     /// The output buffer is too small.
     #[error("RTP packet needs {needed} bytes, buffer has {available}")]
     BufferTooSmall {

@@ -12,6 +12,9 @@
 //!   0 as a rejected stream. No common codec is a typed error.
 //! * [`answer_offer`]: answer a re-INVITE or UPDATE offer (hold, unhold, refresh) from the
 //!   current session.
+//! * SDES (RFC 4568, [`crypto`]): an offer may carry `a=crypto` keys ([`SdesOffer`]), on
+//!   `RTP/SAVP` or, best effort, on `RTP/AVP`; the answer's key for one of our tags becomes the
+//!   session's [`NegotiatedSrtp`]. Keys never show in `Debug`.
 //!
 //! ```
 //! use dialtone_sdp::{build_offer, negotiate_answer, LocalMedia, SessionDescription};
@@ -31,6 +34,15 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+
+pub mod crypto;
+
+pub use crypto::{CryptoAttribute, CryptoSuite, Mki, SdesKey};
+
+/// The RTP profile of plain audio.
+pub const RTP_AVP: &str = "RTP/AVP";
+/// The secure RTP profile (RFC 3711).
+pub const RTP_SAVP: &str = "RTP/SAVP";
 
 /// Errors from parsing or negotiating SDP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +85,11 @@ pub enum SdpError {
     /// The audio stream has no usable connection address.
     #[error("the audio stream has no connection address")]
     NoConnectionAddress,
+    /// SRTP keys were offered and the answer's are missing or unusable (an unknown tag or
+    /// suite, a malformed key, an `RTP/SAVP` answer without one), or a re-offer changes keys
+    /// or drops SRTP.
+    #[error("no usable SRTP key")]
+    NoUsableKey,
 }
 
 /// Media direction (RFC 3264 §5.1, §6.1).
@@ -194,6 +211,8 @@ pub struct MediaDescription {
     pub rtcp_mux: bool,
     /// `a=rtcp:<port>`.
     pub rtcp_port: Option<u16>,
+    /// `a=crypto` attributes (RFC 4568), in order.
+    pub crypto: Vec<CryptoAttribute>,
     /// Every other attribute, in order: name and optional value.
     pub other_attributes: Vec<(String, Option<String>)>,
 }
@@ -348,6 +367,7 @@ fn parse_media_line(value: &str, line: usize) -> Result<MediaDescription, SdpErr
         direction: None,
         rtcp_mux: false,
         rtcp_port: None,
+        crypto: Vec::new(),
         other_attributes: Vec::new(),
     })
 }
@@ -395,6 +415,13 @@ fn apply_media_attribute(
             })?);
         }
         ("rtcp-mux", None) => m.rtcp_mux = true,
+        ("crypto", Some(v)) => {
+            m.crypto
+                .push(CryptoAttribute::parse(&v).ok_or(SdpError::MalformedField {
+                    line,
+                    field: "crypto",
+                })?)
+        }
         ("rtcp", Some(v)) => {
             m.rtcp_port = v.split_whitespace().next().and_then(|p| p.parse().ok());
             if m.rtcp_port.is_none() {
@@ -478,6 +505,9 @@ impl fmt::Display for SessionDescription {
             if let Some(d) = m.direction {
                 write!(f, "a={}\r\n", d.as_str())?;
             }
+            for c in &m.crypto {
+                write!(f, "a=crypto:{c}\r\n")?;
+            }
             for (n, v) in &m.other_attributes {
                 write_attribute(f, n, v)?;
             }
@@ -530,6 +560,29 @@ pub struct LocalMedia {
     pub direction: Direction,
     /// Offer `a=rtcp-mux`.
     pub rtcp_mux: bool,
+    /// SRTP keys to offer (none: plain RTP/AVP).
+    pub sdes: Option<SdesOffer>,
+}
+
+/// The SRTP keys an offer carries, and on which profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdesOffer {
+    /// `RTP/SAVP` (SRTP or nothing), or `RTP/AVP` carrying the keys (best effort: a far end
+    /// that does not know `a=crypto` ignores it and answers plain RTP).
+    pub savp: bool,
+    /// The keys, in preference order, each under its tag.
+    pub keys: Vec<OfferedKey>,
+}
+
+/// One key of an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedKey {
+    /// The `a=crypto` tag.
+    pub tag: u32,
+    /// The suite.
+    pub suite: CryptoSuite,
+    /// Our key: what we would protect with.
+    pub key: SdesKey,
 }
 
 impl LocalMedia {
@@ -544,6 +597,7 @@ impl LocalMedia {
             ptime: 20,
             direction: Direction::SendRecv,
             rtcp_mux: false,
+            sdes: None,
         }
     }
 
@@ -587,7 +641,12 @@ fn address_string(addr: IpAddr) -> String {
     format!("IN {kind} {addr}")
 }
 
-fn audio_section(local: &LocalMedia, codecs: &[RtpMap], te_pt: Option<u8>) -> MediaDescription {
+fn audio_section(
+    local: &LocalMedia,
+    codecs: &[RtpMap],
+    te_pt: Option<u8>,
+    (protocol, crypto): (&str, Vec<CryptoAttribute>),
+) -> MediaDescription {
     let mut rtpmaps: Vec<RtpMap> = codecs.to_vec();
     let mut fmtps = Vec::new();
     for r in codecs {
@@ -607,7 +666,7 @@ fn audio_section(local: &LocalMedia, codecs: &[RtpMap], te_pt: Option<u8>) -> Me
     MediaDescription {
         media: "audio".into(),
         port: local.port,
-        protocol: "RTP/AVP".into(),
+        protocol: protocol.into(),
         formats: rtpmaps.iter().map(|r| r.payload_type.to_string()).collect(),
         connection: None,
         rtpmaps,
@@ -616,7 +675,22 @@ fn audio_section(local: &LocalMedia, codecs: &[RtpMap], te_pt: Option<u8>) -> Me
         direction: Some(local.direction),
         rtcp_mux: local.rtcp_mux,
         rtcp_port: None,
+        crypto,
         other_attributes: Vec::new(),
+    }
+}
+
+/// The profile and `a=crypto` attributes of our offer.
+fn offered_crypto(local: &LocalMedia) -> (&'static str, Vec<CryptoAttribute>) {
+    match &local.sdes {
+        None => (RTP_AVP, Vec::new()),
+        Some(sdes) => (
+            if sdes.savp { RTP_SAVP } else { RTP_AVP },
+            sdes.keys
+                .iter()
+                .map(|k| CryptoAttribute::new(k.tag, k.suite, &k.key))
+                .collect(),
+        ),
     }
 }
 
@@ -639,6 +713,7 @@ pub fn build_offer(local: &LocalMedia, session_id: u64, version: u64) -> Session
             local,
             &codecs,
             Some(local.telephone_event_payload_type),
+            offered_crypto(local),
         )],
     }
 }
@@ -681,6 +756,87 @@ pub struct NegotiatedSession {
     pub ptime: Option<u32>,
     /// RTP and RTCP share one port.
     pub rtcp_mux: bool,
+    /// The SRTP keys agreed, if the media is SRTP.
+    pub srtp: Option<NegotiatedSrtp>,
+}
+
+/// SRTP as an offer/answer agreed it: one suite, a key each way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegotiatedSrtp {
+    /// The tag of the agreed `a=crypto` (the offer's).
+    pub tag: u32,
+    /// The suite.
+    pub suite: CryptoSuite,
+    /// Ours: what we protect with.
+    pub local: SdesKey,
+    /// The far end's: what it protects with.
+    pub remote: SdesKey,
+}
+
+/// The SRTP an answer `theirs` agrees to for our offer `ours` (RFC 4568 §7.1.3): its first
+/// usable key under one of our tags with that tag's suite. A plain `RTP/AVP` answer without
+/// `a=crypto` declines SRTP (`None`); anything else without a usable key is an error.
+fn answered_srtp(
+    ours: &MediaDescription,
+    theirs: &MediaDescription,
+) -> Result<Option<NegotiatedSrtp>, SdpError> {
+    if ours.crypto.is_empty() {
+        return Ok(None);
+    }
+    let agreed = theirs.crypto.iter().find_map(|answered| {
+        let (suite, remote) = answered.usable_key()?;
+        let (offered_suite, local) = ours
+            .crypto
+            .iter()
+            .find(|o| o.tag == answered.tag)?
+            .usable_key()?;
+        (offered_suite == suite).then_some(NegotiatedSrtp {
+            tag: answered.tag,
+            suite,
+            local,
+            remote,
+        })
+    });
+    match agreed {
+        Some(srtp) => Ok(Some(srtp)),
+        None if theirs.crypto.is_empty() && theirs.protocol == RTP_AVP => Ok(None),
+        None => Err(SdpError::NoUsableKey),
+    }
+}
+
+/// For a re-offer `theirs` during a call whose SRTP is `current`: our answer's profile and
+/// `a=crypto`, and the SRTP that stays. The keys cannot change mid-call (the media keeps its
+/// contexts), so an SRTP call needs its far end's key again under our suite; a plain call
+/// cannot turn to `RTP/SAVP`; `a=crypto` on a plain call's `RTP/AVP` re-offer is declined by
+/// answering without it.
+fn reoffered_srtp(
+    theirs: &MediaDescription,
+    current: Option<&NegotiatedSrtp>,
+) -> Result<(String, Vec<CryptoAttribute>, Option<NegotiatedSrtp>), SdpError> {
+    let Some(current) = current else {
+        if theirs.protocol == RTP_SAVP {
+            return Err(SdpError::NoUsableKey);
+        }
+        return Ok((RTP_AVP.to_owned(), Vec::new(), None));
+    };
+    let tag = theirs
+        .crypto
+        .iter()
+        .find(|c| {
+            c.usable_key()
+                .is_some_and(|(suite, key)| suite == current.suite && key == current.remote)
+        })
+        .map(|c| c.tag)
+        .ok_or(SdpError::NoUsableKey)?;
+    let answer = CryptoAttribute::new(tag, current.suite, &current.local);
+    Ok((
+        theirs.protocol.clone(),
+        vec![answer],
+        Some(NegotiatedSrtp {
+            tag,
+            ..current.clone()
+        }),
+    ))
 }
 
 fn codec_of(r: &RtpMap) -> Option<AudioCodec> {
@@ -794,6 +950,7 @@ pub fn negotiate_answer(
         offered: format_names(ours),
         answered: format_names(theirs),
     })?;
+    let srtp = answered_srtp(ours, theirs)?;
     let (remote_rtp, remote_rtcp) = remote_addresses(answer, theirs)?;
     let their_direction = theirs
         .direction
@@ -813,6 +970,7 @@ pub fn negotiate_answer(
         direction,
         ptime: theirs.ptime,
         rtcp_mux: theirs.rtcp_mux && ours.rtcp_mux,
+        srtp,
     })
 }
 
@@ -852,6 +1010,7 @@ pub fn answer_offer(
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
+    let (protocol, crypto, srtp) = reoffered_srtp(theirs, current.and_then(|c| c.srtp.as_ref()))?;
     let (remote_rtp, remote_rtcp) = remote_addresses(offer, theirs)?;
     let their_direction = theirs
         .direction
@@ -867,12 +1026,18 @@ pub fn answer_offer(
     let direction = offered_direction.answer_to(local.direction);
     let te = telephone_event_pt(theirs);
     let mut answer_local = local.clone();
+    answer_local.sdes = None;
     answer_local.direction = direction;
     answer_local.rtcp_mux = local.rtcp_mux && theirs.rtcp_mux;
     let mut media = Vec::with_capacity(offer.media.len());
     for (i, m) in offer.media.iter().enumerate() {
         if i == audio_index {
-            media.push(audio_section(&answer_local, std::slice::from_ref(&map), te));
+            media.push(audio_section(
+                &answer_local,
+                std::slice::from_ref(&map),
+                te,
+                (protocol.as_str(), crypto.clone()),
+            ));
         } else {
             media.push(MediaDescription {
                 port: 0,
@@ -883,6 +1048,7 @@ pub fn answer_offer(
                 direction: None,
                 rtcp_mux: false,
                 rtcp_port: None,
+                crypto: Vec::new(),
                 other_attributes: Vec::new(),
                 ..m.clone()
             });
@@ -923,6 +1089,7 @@ pub fn answer_offer(
         direction,
         ptime: theirs.ptime,
         rtcp_mux: answer_local.rtcp_mux,
+        srtp,
     };
     Ok((answer, negotiated))
 }

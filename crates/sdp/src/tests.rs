@@ -301,9 +301,18 @@ fn arb_media() -> impl Strategy<Value = MediaDescription> {
             ),
             0..3,
         ),
+        proptest::collection::vec(
+            (
+                0u32..1_000_000_000,
+                "[A-Z0-9_]{1,24}",
+                "inline:[A-Za-z0-9+/=|:^]{1,50}",
+                proptest::collection::vec("[A-Z_]{1,8}(=[0-9]{1,3})?", 0..2),
+            ),
+            0..3,
+        ),
     )
         .prop_map(
-            |(media, port, maps, conn, ptime, direction, rtcp_mux, attrs)| {
+            |(media, port, maps, conn, ptime, direction, rtcp_mux, attrs, crypto)| {
                 let rtpmaps: Vec<RtpMap> = maps
                     .into_iter()
                     .map(|(pt, enc, clock, ch)| RtpMap {
@@ -325,11 +334,20 @@ fn arb_media() -> impl Strategy<Value = MediaDescription> {
                     direction,
                     rtcp_mux,
                     rtcp_port: None,
+                    crypto: crypto
+                        .into_iter()
+                        .map(|(tag, suite, key_params, session_params)| CryptoAttribute {
+                            tag,
+                            suite,
+                            key_params,
+                            session_params,
+                        })
+                        .collect(),
                     other_attributes: attrs
                         .into_iter()
                         .filter(|(n, _)| {
                             Direction::parse(n).is_none()
-                                && !["rtpmap", "fmtp", "ptime", "rtcp", "rtcp-mux"]
+                                && !["rtpmap", "fmtp", "ptime", "rtcp", "rtcp-mux", "crypto"]
                                     .contains(&n.as_str())
                         })
                         .map(|(n, v)| (n, v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())))
@@ -376,4 +394,270 @@ proptest! {
             let _ = answer_offer(&sd, &local(), None, 1, 2);
         }
     }
+}
+
+// SDES (RFC 4568).
+
+const KEY_80: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+fn sdes_local(savp: bool) -> LocalMedia {
+    let mut l = local();
+    l.sdes = Some(SdesOffer {
+        savp,
+        keys: vec![
+            OfferedKey {
+                tag: 1,
+                suite: CryptoSuite::AesCm128HmacSha1_80,
+                key: SdesKey::new([1; 16], [2; 14]),
+            },
+            OfferedKey {
+                tag: 2,
+                suite: CryptoSuite::AesCm128HmacSha1_32,
+                key: SdesKey::new([3; 16], [4; 14]),
+            },
+        ],
+    });
+    l
+}
+
+fn answer_with(protocol: &str, crypto: &[&str]) -> SessionDescription {
+    let mut text = ANSWER_PCMU.replace("RTP/AVP", protocol);
+    for c in crypto {
+        text.push_str(&format!("a=crypto:{c}\r\n"));
+    }
+    SessionDescription::parse(&text).unwrap()
+}
+
+#[test]
+fn crypto_attributes_parse_and_print_as_written() {
+    for value in [
+        format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}"),
+        format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}|2^20|1:4"),
+        format!("42 AES_CM_128_HMAC_SHA1_32 inline:{KEY_80}|1066:2 KDR=0 WSH=64"),
+        "7 F8_128_HMAC_SHA1_80 inline:MTIzNDU2Nzg5QUJDREUwMTIzNDU2Nzg5QUJjZGVm|2^20|1:4;inline:QUJjZGVmMTIzNDU2Nzg5QUJDREUwMTIzNDU2Nzg5|2^20|2:4 FEC_ORDER=FEC_SRTP".to_owned(),
+    ] {
+        let attribute = CryptoAttribute::parse(&value).unwrap();
+        assert_eq!(attribute.to_string(), value);
+    }
+    let a = CryptoAttribute::parse(&format!(
+        "42 AES_CM_128_HMAC_SHA1_32 inline:{KEY_80}|2^31|1066:2 WSH=64"
+    ))
+    .unwrap();
+    assert_eq!(a.tag, 42);
+    let (suite, key) = a.usable_key().unwrap();
+    assert_eq!(suite, CryptoSuite::AesCm128HmacSha1_32);
+    assert_eq!(
+        key.mki,
+        Some(Mki {
+            value: 1066,
+            length: 2
+        })
+    );
+    assert_eq!(&key.key[..4], b"YS__");
+    // Our own keys print as inline base64 of key || salt and read back.
+    let ours = CryptoAttribute::new(
+        3,
+        CryptoSuite::AesCm128HmacSha1_80,
+        &SdesKey::new([7; 16], [9; 14]),
+    );
+    assert_eq!(
+        ours.to_string(),
+        "3 AES_CM_128_HMAC_SHA1_80 inline:BwcHBwcHBwcHBwcHBwcHBwkJCQkJCQkJCQkJCQkJ"
+    );
+    assert_eq!(ours.usable_key().unwrap().1, SdesKey::new([7; 16], [9; 14]));
+}
+
+#[test]
+fn crypto_attributes_breaking_the_grammar_are_errors_and_unusable_keys_are_told_apart() {
+    for bad in [
+        "",
+        "1",
+        "x AES_CM_128_HMAC_SHA1_80 inline:abc",
+        "1234567890 AES_CM_128_HMAC_SHA1_80 inline:abc",
+        "1 AES-CM inline:abc",
+        "1 AES_CM_128_HMAC_SHA1_80 nokeymethod",
+    ] {
+        assert!(CryptoAttribute::parse(bad).is_none(), "{bad:?}");
+        let text = ANSWER_PCMU.to_owned() + &format!("a=crypto:{bad}\r\n");
+        assert!(matches!(
+            SessionDescription::parse(&text),
+            Err(SdpError::MalformedField {
+                field: "crypto",
+                ..
+            })
+        ));
+    }
+    for unusable in [
+        // Unknown suite, short key, bad base64, a key method other than inline.
+        format!("1 AES_256_CM_HMAC_SHA1_80 inline:{KEY_80}"),
+        "1 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ=".to_owned(),
+        "1 AES_CM_128_HMAC_SHA1_80 inline:!!!!".to_owned(),
+        format!("1 AES_CM_128_HMAC_SHA1_80 uri:{KEY_80}"),
+        // An MKI over 4 bytes, a session parameter that changes the transform.
+        format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}|1:5"),
+        format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80} UNENCRYPTED_SRTP"),
+        format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80} KDR=10"),
+    ] {
+        assert!(
+            CryptoAttribute::parse(&unusable)
+                .unwrap()
+                .usable_key()
+                .is_none(),
+            "{unusable}"
+        );
+    }
+}
+
+#[test]
+fn keys_never_show_in_debug() {
+    let offer = build_offer(&sdes_local(true), 1, 1);
+    let answer = answer_with(
+        "RTP/SAVP",
+        &[&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}")],
+    );
+    let session = negotiate_answer(&offer, &answer).unwrap();
+    let shown = format!("{offer:?} {answer:?} {session:?} {:?}", sdes_local(true));
+    assert!(
+        !shown.contains(KEY_80) && !shown.contains("inline"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("[1, 1,") && !shown.contains("key: ["),
+        "{shown}"
+    );
+}
+
+#[test]
+fn an_srtp_offer_carries_its_keys_on_savp_or_best_effort_on_avp() {
+    let text = build_offer(&sdes_local(true), 1, 1).to_string();
+    assert!(
+        text.contains("m=audio 20000 RTP/SAVP 0 8 111 101\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "a=sendrecv\r\n\
+         a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AQEBAQEBAQEBAQEBAQEBAQICAgICAgICAgICAgIC\r\n\
+         a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:AwMDAwMDAwMDAwMDAwMDAwQEBAQEBAQEBAQEBAQE\r\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(SessionDescription::parse(&text).unwrap().to_string(), text);
+    let best_effort = build_offer(&sdes_local(false), 1, 1).to_string();
+    assert!(best_effort.contains("m=audio 20000 RTP/AVP 0 8 111 101\r\n"));
+    assert_eq!(best_effort.matches("a=crypto:").count(), 2);
+}
+
+#[test]
+fn the_answer_picks_one_of_our_tags_and_its_key_is_theirs() {
+    let offer = build_offer(&sdes_local(true), 1, 1);
+    let answer = answer_with(
+        "RTP/SAVP",
+        &[
+            // An unknown suite is passed over, then our tag 2 with its suite is taken.
+            &format!("1 AES_256_CM_HMAC_SHA1_80 inline:{KEY_80}"),
+            &format!("2 AES_CM_128_HMAC_SHA1_32 inline:{KEY_80}"),
+        ],
+    );
+    let srtp = negotiate_answer(&offer, &answer).unwrap().srtp.unwrap();
+    assert_eq!(srtp.tag, 2);
+    assert_eq!(srtp.suite, CryptoSuite::AesCm128HmacSha1_32);
+    assert_eq!(srtp.local, SdesKey::new([3; 16], [4; 14]));
+    assert_eq!(&srtp.remote.key[..4], b"YS__");
+}
+
+#[test]
+fn an_answer_without_a_usable_key_is_refused_unless_it_declines_srtp_on_avp() {
+    let offer = build_offer(&sdes_local(false), 1, 1);
+    // Plain RTP/AVP without a=crypto: SRTP declined, the session is plain.
+    let plain = negotiate_answer(&offer, &answer_with("RTP/AVP", &[])).unwrap();
+    assert_eq!(plain.srtp, None);
+    for answer in [
+        answer_with("RTP/SAVP", &[]),
+        // A tag we did not offer, our tag with the other suite, an unusable key.
+        answer_with(
+            "RTP/SAVP",
+            &[&format!("9 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}")],
+        ),
+        answer_with(
+            "RTP/AVP",
+            &[&format!("1 AES_CM_128_HMAC_SHA1_32 inline:{KEY_80}")],
+        ),
+        answer_with("RTP/AVP", &["1 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ="]),
+    ] {
+        assert_eq!(
+            negotiate_answer(&offer, &answer),
+            Err(SdpError::NoUsableKey),
+            "{answer}"
+        );
+    }
+    // Without keys in our offer, an answer's are none of our business.
+    let no_sdes = build_offer(&local(), 1, 1);
+    let answer = answer_with(
+        "RTP/SAVP",
+        &[&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}")],
+    );
+    assert_eq!(negotiate_answer(&no_sdes, &answer).unwrap().srtp, None);
+}
+
+#[test]
+fn a_reoffer_keeps_the_keys_or_is_refused() {
+    let offer = build_offer(&sdes_local(true), 1, 1);
+    let answer = answer_with(
+        "RTP/SAVP",
+        &[&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}")],
+    );
+    let current = negotiate_answer(&offer, &answer).unwrap();
+    // A hold with the same key under another tag: answered with our key under that tag.
+    let hold = answer_with(
+        "RTP/SAVP",
+        &[&format!("5 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}")],
+    )
+    .to_string()
+    .replace("a=sendrecv", "a=sendonly");
+    let hold = SessionDescription::parse(&hold).unwrap();
+    let (ours, negotiated) = answer_offer(&hold, &local(), Some(&current), 1, 2).unwrap();
+    let text = ours.to_string();
+    assert!(text.contains("m=audio 20000 RTP/SAVP 0 101\r\n"), "{text}");
+    assert!(
+        text.contains(
+            "a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:AQEBAQEBAQEBAQEBAQEBAQICAgICAgICAgICAgIC\r\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(negotiated.srtp.as_ref().map(|s| s.tag), Some(5));
+    assert_eq!(
+        negotiated.srtp.unwrap().remote,
+        current.srtp.clone().unwrap().remote
+    );
+    // New keys, or no keys: refused.
+    for reoffer in [
+        answer_with(
+            "RTP/SAVP",
+            &["1 AES_CM_128_HMAC_SHA1_80 inline:AwMDAwMDAwMDAwMDAwMDAwQEBAQEBAQEBAQEBAQE"],
+        ),
+        answer_with("RTP/AVP", &[]),
+    ] {
+        assert_eq!(
+            answer_offer(&reoffer, &local(), Some(&current), 1, 3).err(),
+            Some(SdpError::NoUsableKey)
+        );
+    }
+    // A plain call takes no SAVP re-offer, and answers an AVP one with keys plainly.
+    let plain =
+        negotiate_answer(&build_offer(&local(), 1, 1), &answer_with("RTP/AVP", &[])).unwrap();
+    let savp = answer_with(
+        "RTP/SAVP",
+        &[&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}")],
+    );
+    assert_eq!(
+        answer_offer(&savp, &local(), Some(&plain), 1, 2).err(),
+        Some(SdpError::NoUsableKey)
+    );
+    let avp = answer_with(
+        "RTP/AVP",
+        &[&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}")],
+    );
+    let (ours, negotiated) = answer_offer(&avp, &local(), Some(&plain), 1, 2).unwrap();
+    assert!(!ours.to_string().contains("crypto") && negotiated.srtp.is_none());
 }

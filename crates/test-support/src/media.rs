@@ -177,6 +177,19 @@ impl Baresip {
         )
     }
 
+    /// [`Baresip::callee`] that takes encrypted media only: SDES SRTP (RFC 4568, baresip's
+    /// `srtp` module) with `mediaenc=srtp-mand` on its account, so it answers with its own
+    /// `a=crypto` key and sends and receives SRTP alone.
+    pub fn srtp_callee(source: &Path) -> Result<Baresip, PeerError> {
+        Self::callee_with(
+            source,
+            &CalleeSetup {
+                mediaenc: Some("srtp-mand"),
+                ..CalleeSetup::default()
+            },
+        )
+    }
+
     /// [`Baresip::callee`] set up as `setup` says: its codec, SIP over TLS, media encryption.
     pub fn callee_with(source: &Path, setup: &CalleeSetup<'_>) -> Result<Baresip, PeerError> {
         let mut port = free_port()?;

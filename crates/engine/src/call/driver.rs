@@ -20,7 +20,7 @@ use super::media::{
     EarlyHeard, EarlyListener, measure_media_health, media_config, media_record, next_media_event,
 };
 use super::progress::ProgressLog;
-use super::sdp::SdpSession;
+use super::sdp::{Refusal, SdpSession};
 use crate::brains::{self, BrainContext, BrainInput, BrainRequest, Builtin};
 use crate::port_share::PortShare;
 use crate::{CallPlan, Engine};
@@ -112,6 +112,7 @@ impl<'a> CallDriver<'a> {
             queue_timeout: engine.config.queue_timeout,
             max_duration: plan.max_duration,
             mask_dtmf: plan.mask_dtmf,
+            srtp_required: plan.srtp == dialtone_model::SrtpMode::Required,
         });
         Self {
             engine,
@@ -240,7 +241,12 @@ impl<'a> CallDriver<'a> {
             }
         };
         self.port_share = Some(share);
-        let sdp = SdpSession::offer(self.engine.config.rtp_advertised, port.port(), self.plan.id);
+        let sdp = SdpSession::offer(
+            self.engine.config.rtp_advertised,
+            port.port(),
+            self.plan.id,
+            self.plan.srtp,
+        );
         let plan = &self.plan;
         let mut request = DialRequest::new(plan.trunk.clone(), plan.from.clone(), plan.to.clone());
         request.sdp_offer = Some(sdp.offer_bytes());
@@ -264,8 +270,10 @@ impl<'a> CallDriver<'a> {
 
     /// Starts the media on the early answer `sdp`, listening to what the far end plays.
     fn start_early_media(&mut self, sdp: &[u8]) -> MediaOutcome {
-        let Some(session) = self.sdp.as_ref().and_then(|s| s.negotiate(sdp)) else {
-            return MediaOutcome::Unusable;
+        let session = match self.sdp.as_mut().map(|s| s.negotiate(sdp)) {
+            Some(Ok(session)) => session,
+            Some(Err(refusal)) => return refused(refusal),
+            None => return MediaOutcome::Unusable,
         };
         let Some(port) = self.port.take() else {
             return MediaOutcome::Unavailable;
@@ -273,7 +281,11 @@ impl<'a> CallDriver<'a> {
         let config = media_config(self.plan.id, self.engine.config.rtp_timeout, &session);
         match self.engine.media.start(port, config) {
             Ok(mut media) => {
-                tracing::info!(codec = %session.codec.name, "early media");
+                tracing::info!(
+                    codec = %session.codec.name,
+                    srtp = session.srtp.as_ref().map(|s| s.suite.as_str()),
+                    "early media"
+                );
                 self.early = media.take_inbound().map(EarlyListener::start);
                 self.media = Some(media);
                 if let Some(sdp) = &mut self.sdp {
@@ -294,17 +306,26 @@ impl<'a> CallDriver<'a> {
         let Some(negotiated) = self.sdp.as_mut() else {
             return MediaOutcome::Unavailable;
         };
-        // A 2xx without SDP confirms the early media's answer (RFC 3261 §13.2.1).
+        // A 2xx without SDP confirms the early media's answer (RFC 3261 §13.2.1), or the
+        // refusal of the last one.
         let answer = match sdp {
             Some(sdp) => negotiated.negotiate(sdp),
-            None => negotiated.current().cloned(),
+            None => negotiated
+                .current()
+                .cloned()
+                .ok_or(negotiated.refused().unwrap_or(Refusal::Unusable)),
         };
-        let Some(session) = answer else {
-            tracing::warn!("answer SDP unusable");
-            return MediaOutcome::Unusable;
+        let session = match answer {
+            Ok(session) => session,
+            Err(refusal) => {
+                tracing::warn!(?refusal, "answer SDP unusable");
+                return refused(refusal);
+            }
         };
         let mut media = match (self.media.take(), negotiated.current()) {
-            (Some(media), Some(early)) if early.codec.codec == session.codec.codec => {
+            (Some(media), Some(early))
+                if early.codec.codec == session.codec.codec && early.srtp == session.srtp =>
+            {
                 if early.remote_rtp != session.remote_rtp || early.direction != session.direction {
                     media.redirect(Direction {
                         sending: session.direction.sends(),
@@ -316,7 +337,7 @@ impl<'a> CallDriver<'a> {
                 media
             }
             (Some(_), _) => {
-                tracing::warn!("the answer changed the early media's codec");
+                tracing::warn!("the answer changed the early media's codec or SRTP keys");
                 return MediaOutcome::Unusable;
             }
             (None, _) => {
@@ -340,7 +361,11 @@ impl<'a> CallDriver<'a> {
                 media.restore_inbound(inbound);
             }
         }
-        tracing::info!(codec = %session.codec.name, "answered");
+        tracing::info!(
+            codec = %session.codec.name,
+            srtp = session.srtp.as_ref().map(|s| s.suite.as_str()),
+            "answered"
+        );
         negotiated.agree(session);
         self.media = Some(media);
         MediaOutcome::Started
@@ -507,6 +532,14 @@ async fn keep_dialog(engine: &Engine, id: uuid::Uuid, leftover: &Leftover) {
     };
     if let Err(error) = kept {
         tracing::warn!(%error, "the SIP dialog is not kept; a crash now leaves the far end up");
+    }
+}
+
+/// The media outcome of an answer refused for `refusal`.
+fn refused(refusal: Refusal) -> MediaOutcome {
+    match refusal {
+        Refusal::Unusable => MediaOutcome::Unusable,
+        Refusal::NoKey => MediaOutcome::NoKey,
     }
 }
 

@@ -39,8 +39,11 @@ pub(crate) enum MediaOutcome {
     /// The media runs.
     Started,
     /// The far end's SDP could not be used: it does not parse, has no codec in common with
-    /// our offer, or (at answer) changes the early media's codec.
+    /// our offer, or (at answer) changes the early media's codec or SRTP keys.
     Unusable,
+    /// The trunk requires SRTP and the far end's SDP has no usable key (or it brought keys we
+    /// cannot use): no media started, nothing was sent in clear.
+    NoKey,
     /// The media pipeline could not start (or the call's port is gone).
     Unavailable,
 }

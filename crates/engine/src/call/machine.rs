@@ -36,6 +36,9 @@ pub(crate) struct CallSettings {
     pub(crate) max_duration: Duration,
     /// Digits are masked in the logs.
     pub(crate) mask_dtmf: bool,
+    /// The trunk requires SRTP: a 488 or 606 to our `RTP/SAVP` offer ends the call as
+    /// `srtp_unavailable`.
+    pub(crate) srtp_required: bool,
 }
 
 /// Where the call is, as far as the machine's own work goes.
@@ -266,7 +269,7 @@ impl CallMachine {
         match (request, outcome) {
             (MediaRequest::Early, MediaOutcome::Started) => self.media = Media::Early,
             // Unusable early SDP is ignored; the next provisional response may do better.
-            (MediaRequest::Early, MediaOutcome::Unusable) => {}
+            (MediaRequest::Early, MediaOutcome::Unusable | MediaOutcome::NoKey) => {}
             (MediaRequest::Early, MediaOutcome::Unavailable) => {
                 self.media = Media::Lost;
                 tracing::error!("early media did not start; hanging up");
@@ -285,6 +288,10 @@ impl CallMachine {
             (MediaRequest::Answer, MediaOutcome::Unusable) => {
                 tracing::warn!("the answer's media is unusable; hanging up");
                 self.hang_up_locally(End::new(EndReason::IncompatibleMedia, EndedBy::Engine));
+            }
+            (MediaRequest::Answer, MediaOutcome::NoKey) => {
+                tracing::warn!("the answer carries no usable SRTP key; hanging up");
+                self.hang_up_locally(End::new(EndReason::SrtpUnavailable, EndedBy::Engine));
             }
             (MediaRequest::Answer, MediaOutcome::Unavailable) => {
                 self.media = Media::Lost;
@@ -324,6 +331,9 @@ impl CallMachine {
         let code = match self.local_end {
             _ if self.hung_up_by_api => EndReason::Canceled,
             Some(end) => end.reason,
+            None if self.settings.srtp_required && reason == SipEndReason::IncompatibleMedia => {
+                EndReason::SrtpUnavailable
+            }
             None => end_reason_of(reason),
         };
         self.stage = Stage::Over;

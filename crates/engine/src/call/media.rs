@@ -1,10 +1,12 @@
 //! The call's media as the driver handles it: the early-media listener, the media settings of a
-//! negotiated session, and the media statistics that go on the call record.
+//! negotiated session (SRTP keys included), and the media statistics that go on the call
+//! record.
 
 use std::time::Duration;
 
 use dialtone_media::{FrameReceiver, MediaCall, MediaCodec, MediaConfig, MediaEvent, MediaStats};
-use dialtone_sdp::{AudioCodec, NegotiatedSession};
+use dialtone_rtp::srtp::{MasterKey, SrtpKeys, SrtpProfile};
+use dialtone_sdp::{AudioCodec, CryptoSuite, NegotiatedSession, NegotiatedSrtp};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -35,6 +37,20 @@ pub(super) fn media_config(
         initial_sequence: (random >> 32) as u16,
         initial_timestamp: (random >> 16) as u32,
         cname: format!("dialtone-{call_id}"),
+        srtp: session.srtp.as_ref().map(srtp_keys),
+    }
+}
+
+/// The media's SRTP keys for the SRTP an offer/answer agreed.
+fn srtp_keys(srtp: &NegotiatedSrtp) -> SrtpKeys {
+    SrtpKeys {
+        profile: match srtp.suite {
+            CryptoSuite::AesCm128HmacSha1_80 => SrtpProfile::Aes128CmHmacSha1_80,
+            CryptoSuite::AesCm128HmacSha1_32 => SrtpProfile::Aes128CmHmacSha1_32,
+        },
+        local: MasterKey::new(srtp.local.key, srtp.local.salt),
+        remote: MasterKey::new(srtp.remote.key, srtp.remote.salt),
+        remote_mki_len: srtp.remote.mki.map_or(0, |m| usize::from(m.length)),
     }
 }
 

@@ -20,8 +20,9 @@
 //! each only once committed.
 //!
 //! Files: `input.rs` (what the machine is told), `action.rs` (what it asks), `machine.rs` (the
-//! decisions), `driver.rs` (the task), `sdp.rs` (our offer and answers), `media.rs` (early media
-//! listener, media settings and statistics), `progress.rs` (the ordered writes).
+//! decisions), `driver.rs` (the task), `sdp.rs` (our offer and answers, and the trunk's SRTP
+//! policy), `media.rs` (early media listener, media settings and statistics), `progress.rs`
+//! (the ordered writes).
 
 mod action;
 mod driver;

@@ -1,30 +1,105 @@
 //! The call's SDP: our offer, what the far end agreed to, and our answers to its re-offers.
+//!
+//! SRTP follows the trunk's [`SrtpMode`] (SDES keys, RFC 4568, which travel only over TLS):
+//!
+//! * `off`: today's offer, byte for byte; keys in an answer are ignored.
+//! * `optional`: best-effort SRTP — our `RTP/AVP` offer carries `a=crypto` keys (both suites,
+//!   `_80` first). A far end that knows SDES answers with its key and the media is SRTP; one
+//!   that does not ignores the unknown attribute (RFC 4566) and answers plain RTP, which is
+//!   taken. This is what carriers and PBXs do for optional encryption (Asterisk's
+//!   optimistic encryption, FreeSWITCH's optional SRTP, baresip's `srtp`): an `RTP/SAVP`
+//!   offer would be refused outright (488, or the stream at port 0) by the many trunks that
+//!   do not run SRTP, and falling back would cost a second INVITE, and a second ring.
+//! * `required`: `RTP/SAVP` with the same keys; an answer without a usable key ends the call
+//!   ([`Refusal::NoKey`] → `srtp_unavailable`), and its media never starts, so nothing is sent
+//!   in clear.
+//!
+//! [`srtp_policy`] is the one place that decides.
 
 use std::net::IpAddr;
 
+use dialtone_model::SrtpMode;
 use dialtone_sdp::{
-    AudioCodec, LocalMedia, NegotiatedSession, SessionDescription, build_offer, negotiate_answer,
+    AudioCodec, CryptoSuite, LocalMedia, NegotiatedSession, OfferedKey, SdesKey, SdesOffer,
+    SdpError, SessionDescription, build_offer, negotiate_answer,
 };
+use rand::Rng;
 use uuid::Uuid;
+
+/// Why an answer's SDP cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// It does not parse, or has no codec or address we can use.
+    Unusable,
+    /// SRTP is required and it brings no usable key, or it brings keys we cannot use.
+    NoKey,
+}
 
 /// Our side of the call's offer/answer exchanges.
 #[derive(Debug)]
 pub(super) struct SdpSession {
     local: LocalMedia,
     offer: SessionDescription,
+    srtp: SrtpMode,
     /// The `o=` line's session id.
     session_id: u64,
     /// The `o=` line's version, bumped with each description we send.
     version: u64,
     /// What was agreed last (early answer, answer, re-offer).
     current: Option<NegotiatedSession>,
+    /// Why the last answer was refused, for a 2xx without SDP after it.
+    refused: Option<Refusal>,
+}
+
+/// Fresh SDES keys for our offer: one per suite we run, `_80` first, each drawn from the
+/// operating system's randomness.
+fn fresh_keys() -> Vec<OfferedKey> {
+    let mut rng: rand::rngs::StdRng = rand::make_rng();
+    [
+        CryptoSuite::AesCm128HmacSha1_80,
+        CryptoSuite::AesCm128HmacSha1_32,
+    ]
+    .into_iter()
+    .zip(1..)
+    .map(|(suite, tag)| {
+        let mut key = SdesKey::new([0; 16], [0; 14]);
+        rng.fill_bytes(&mut key.key);
+        rng.fill_bytes(&mut key.salt);
+        OfferedKey { tag, suite, key }
+    })
+    .collect()
+}
+
+/// The SRTP `srtp` makes our offer carry.
+fn sdes_offer(srtp: SrtpMode) -> Option<SdesOffer> {
+    match srtp {
+        SrtpMode::Off => None,
+        SrtpMode::Optional | SrtpMode::Required => Some(SdesOffer {
+            savp: srtp == SrtpMode::Required,
+            keys: fresh_keys(),
+        }),
+    }
+}
+
+/// Whether the session an answer makes may be used under `srtp`: SRTP when it brings our
+/// suite's key, plain only when SRTP is not required.
+pub(super) fn srtp_policy(
+    srtp: SrtpMode,
+    negotiated: Result<NegotiatedSession, SdpError>,
+) -> Result<NegotiatedSession, Refusal> {
+    match negotiated {
+        Err(SdpError::NoUsableKey) => Err(Refusal::NoKey),
+        Err(_) => Err(Refusal::Unusable),
+        Ok(session) if session.srtp.is_none() && srtp == SrtpMode::Required => Err(Refusal::NoKey),
+        Ok(session) => Ok(session),
+    }
 }
 
 impl SdpSession {
-    /// Our offer for media at `address:port` for call `call_id`: PCMU, PCMA, Opus and G.722,
-    /// in that order (G.711 first: the cheapest to run, and what every trunk takes; a far end
-    /// that prefers wideband picks Opus or G.722 from the list).
-    pub(super) fn offer(address: IpAddr, port: u16, call_id: Uuid) -> Self {
+    /// Our offer for media at `address:port` for call `call_id`, with SRTP as `srtp` says:
+    /// PCMU, PCMA, Opus and G.722, in that order (G.711 first: the cheapest to run, and what
+    /// every trunk takes; a far end that prefers wideband picks Opus or G.722 from the list).
+    pub(super) fn offer(address: IpAddr, port: u16, call_id: Uuid, srtp: SrtpMode) -> Self {
         let mut local = LocalMedia::new(address, port);
         local.codecs = vec![
             AudioCodec::Pcmu,
@@ -32,14 +107,17 @@ impl SdpSession {
             AudioCodec::Opus,
             AudioCodec::G722,
         ];
+        local.sdes = sdes_offer(srtp);
         let session_id = u64::from(port) << 32 | u64::from(call_id.as_u128() as u32);
         let offer = build_offer(&local, session_id, 1);
         Self {
             local,
             offer,
+            srtp,
             session_id,
             version: 1,
             current: None,
+            refused: None,
         }
     }
 
@@ -48,15 +126,26 @@ impl SdpSession {
         self.offer.to_string().into_bytes()
     }
 
-    /// The session the far end's answer `sdp` to our offer makes, if it makes one.
-    pub(super) fn negotiate(&self, sdp: &[u8]) -> Option<NegotiatedSession> {
-        let answer = SessionDescription::parse(std::str::from_utf8(sdp).ok()?).ok()?;
-        negotiate_answer(&self.offer, &answer).ok()
+    /// The session the far end's answer `sdp` to our offer makes, if the trunk's SRTP mode
+    /// lets it be used.
+    pub(super) fn negotiate(&mut self, sdp: &[u8]) -> Result<NegotiatedSession, Refusal> {
+        let negotiated = std::str::from_utf8(sdp)
+            .map_err(|_| SdpError::NoAudio)
+            .and_then(SessionDescription::parse)
+            .and_then(|answer| negotiate_answer(&self.offer, &answer));
+        let session = srtp_policy(self.srtp, negotiated);
+        self.refused = session.as_ref().err().copied();
+        session
     }
 
     /// What was agreed last.
     pub(super) fn current(&self) -> Option<&NegotiatedSession> {
         self.current.as_ref()
+    }
+
+    /// Why the last answer was refused, if it was.
+    pub(super) fn refused(&self) -> Option<Refusal> {
+        self.refused
     }
 
     /// Makes `session` the agreed one.
@@ -65,9 +154,10 @@ impl SdpSession {
     }
 
     /// Our answer to a re-INVITE/UPDATE offer (hold, resume, refresh, a new address), from the
-    /// current session, which it replaces. The media pipeline cannot switch codec mid-call, so
-    /// an offer that drops the current codec is refused (`None`, to be answered 488). An
-    /// offerless re-INVITE gets our current description as the offer.
+    /// current session, which it replaces. The media pipeline cannot switch codec or SRTP keys
+    /// mid-call, so an offer that drops the current codec, changes the keys or drops SRTP is
+    /// refused (`None`, to be answered 488). An offerless re-INVITE gets our current
+    /// description as the offer.
     pub(super) fn answer_remote_offer(
         &mut self,
         offer: Option<&[u8]>,
@@ -94,6 +184,14 @@ fn answer_remote_offer(
     let Some(offer) = offer else {
         let mut ours = local.clone();
         ours.codecs = vec![current.codec.codec];
+        ours.sdes = current.srtp.as_ref().map(|srtp| SdesOffer {
+            savp: local.sdes.as_ref().is_some_and(|s| s.savp),
+            keys: vec![OfferedKey {
+                tag: srtp.tag,
+                suite: srtp.suite,
+                key: srtp.local.clone(),
+            }],
+        });
         return Some((
             build_offer(&ours, session_id, version).to_string(),
             current.clone(),
@@ -103,4 +201,118 @@ fn answer_remote_offer(
     let (answer, negotiated) =
         dialtone_sdp::answer_offer(&offer, local, Some(current), session_id, version).ok()?;
     (negotiated.codec.codec == current.codec.codec).then(|| (answer.to_string(), negotiated))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    const ANSWER: &str = "v=0\r\no=- 5 7 IN IP4 198.51.100.7\r\ns=call\r\nc=IN IP4 198.51.100.7\r\n\
+         t=0 0\r\nm=audio 30000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+    const THEIR_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+    fn session(srtp: SrtpMode) -> SdpSession {
+        SdpSession::offer("203.0.113.5".parse().unwrap(), 20000, Uuid::nil(), srtp)
+    }
+
+    fn answer(protocol: &str, crypto: Option<&str>) -> Vec<u8> {
+        let mut text = ANSWER.replace("RTP/AVP", protocol);
+        if let Some(c) = crypto {
+            text.push_str(&format!("a=crypto:{c}\r\n"));
+        }
+        text.into_bytes()
+    }
+
+    #[test]
+    fn off_offers_plain_rtp_without_keys() {
+        let text = String::from_utf8(session(SrtpMode::Off).offer_bytes()).unwrap();
+        assert!(
+            text.contains("m=audio 20000 RTP/AVP 0 8 111 9 101\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("crypto"));
+        // Keys in an answer to a plain offer change nothing.
+        let keyed = answer(
+            "RTP/AVP",
+            Some(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{THEIR_KEY}")),
+        );
+        assert_eq!(session(SrtpMode::Off).negotiate(&keyed).unwrap().srtp, None);
+    }
+
+    #[test]
+    fn optional_offers_keys_on_avp_and_takes_a_plain_answer_or_a_keyed_one() {
+        let mut optional = session(SrtpMode::Optional);
+        let text = String::from_utf8(optional.offer_bytes()).unwrap();
+        assert!(text.contains("m=audio 20000 RTP/AVP "), "{text}");
+        assert!(text.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"));
+        assert!(text.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:"));
+        assert_eq!(
+            optional.negotiate(&answer("RTP/AVP", None)).unwrap().srtp,
+            None
+        );
+        let keyed = answer(
+            "RTP/AVP",
+            Some(&format!("2 AES_CM_128_HMAC_SHA1_32 inline:{THEIR_KEY}")),
+        );
+        let srtp = optional.negotiate(&keyed).unwrap().srtp.unwrap();
+        assert_eq!(srtp.suite, CryptoSuite::AesCm128HmacSha1_32);
+        // Keys the answer brings but we cannot use are no plain answer: refused.
+        let wrong_tag = answer(
+            "RTP/AVP",
+            Some(&format!("7 AES_CM_128_HMAC_SHA1_80 inline:{THEIR_KEY}")),
+        );
+        assert_eq!(optional.negotiate(&wrong_tag).err(), Some(Refusal::NoKey));
+    }
+
+    #[test]
+    fn required_offers_savp_and_refuses_an_answer_without_a_usable_key() {
+        let mut required = session(SrtpMode::Required);
+        let text = String::from_utf8(required.offer_bytes()).unwrap();
+        assert!(text.contains("m=audio 20000 RTP/SAVP "), "{text}");
+        for refused in [
+            answer("RTP/AVP", None),
+            answer("RTP/SAVP", None),
+            answer(
+                "RTP/SAVP",
+                Some(&format!("1 AES_256_CM_HMAC_SHA1_80 inline:{THEIR_KEY}")),
+            ),
+        ] {
+            assert_eq!(required.negotiate(&refused).err(), Some(Refusal::NoKey));
+            assert_eq!(required.refused(), Some(Refusal::NoKey));
+        }
+        assert_eq!(
+            required.negotiate(b"garbage").err(),
+            Some(Refusal::Unusable)
+        );
+        let keyed = answer(
+            "RTP/SAVP",
+            Some(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{THEIR_KEY}")),
+        );
+        assert!(required.negotiate(&keyed).unwrap().srtp.is_some());
+        assert_eq!(required.refused(), None);
+    }
+
+    #[test]
+    fn every_offer_draws_fresh_keys_and_an_offerless_reinvite_offers_the_agreed_one() {
+        let a = String::from_utf8(session(SrtpMode::Required).offer_bytes()).unwrap();
+        let b = String::from_utf8(session(SrtpMode::Required).offer_bytes()).unwrap();
+        assert_ne!(a, b);
+        let mut s = session(SrtpMode::Required);
+        let keyed = answer(
+            "RTP/SAVP",
+            Some(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{THEIR_KEY}")),
+        );
+        let agreed = s.negotiate(&keyed).unwrap();
+        s.agree(agreed);
+        let (ours, _) = s.answer_remote_offer(None).unwrap();
+        assert!(ours.contains("m=audio 20000 RTP/SAVP 0 101\r\n"), "{ours}");
+        assert_eq!(
+            ours.matches("a=crypto:1 AES_CM_128_HMAC_SHA1_80").count(),
+            1
+        );
+        assert!(!ours.contains("a=crypto:2"));
+    }
 }

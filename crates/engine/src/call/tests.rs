@@ -33,6 +33,7 @@ impl Call {
                 queue_timeout: QUEUE_TIMEOUT,
                 max_duration: MAX_DURATION,
                 mask_dtmf: false,
+                srtp_required: false,
             }),
             dispatched,
             now: dispatched,
@@ -533,6 +534,72 @@ fn an_unusable_answer_hangs_up_as_incompatible_media_and_starts_no_brain() {
     assert_eq!(
         call.feed(ended(Party::Local, SipEndReason::Completed)),
         brainless_end(end(EndReason::IncompatibleMedia, EndedBy::Engine))
+    );
+}
+
+/// `srtp: required` and an answer without a usable key: the engine hangs up (BYE after the
+/// ACK) as `srtp_unavailable`; no media ran, no brain started.
+#[test]
+fn an_answer_without_a_required_srtp_key_hangs_up_as_srtp_unavailable() {
+    let mut call = Call::ringing();
+    call.feed(Input::Answered {
+        sdp: Some(SDP.to_vec()),
+    });
+    assert_eq!(
+        call.feed(Input::Media(MediaOutcome::NoKey)),
+        [Action::HangUp]
+    );
+    assert_eq!(call.machine.poll_timeout(), None);
+    assert_eq!(
+        call.feed(ended(Party::Local, SipEndReason::Completed)),
+        brainless_end(end(EndReason::SrtpUnavailable, EndedBy::Engine))
+    );
+}
+
+/// `srtp: required`, and the far end refuses our `RTP/SAVP` offer (488, as a callee without
+/// SRTP does): `srtp_unavailable`, by the trunk (as any 488), with the SIP status.
+#[test]
+fn a_refused_savp_offer_under_required_srtp_fails_as_srtp_unavailable() {
+    for (required, reason) in [
+        (true, EndReason::SrtpUnavailable),
+        (false, EndReason::IncompatibleMedia),
+    ] {
+        let mut call = Call::queued();
+        call.machine = CallMachine::new(CallSettings {
+            dispatched: call.dispatched,
+            queue_timeout: QUEUE_TIMEOUT,
+            max_duration: MAX_DURATION,
+            mask_dtmf: false,
+            srtp_required: required,
+        });
+        call.feed(Input::Admitted);
+        call.feed(Input::Placed);
+        call.feed(attempt("first@sip"));
+        assert_eq!(
+            call.feed(failed(Some(488), SipEndReason::IncompatibleMedia)),
+            unanswered_end(CallStatus::Failed, end(reason, EndedBy::Trunk), Some(488))
+        );
+    }
+}
+
+/// Early media without a required key is not started, and waits for the answer.
+#[test]
+fn early_sdp_without_a_required_srtp_key_starts_nothing() {
+    let mut call = Call::dialing();
+    call.feed(Input::EarlyMedia { sdp: SDP.to_vec() });
+    assert_eq!(call.feed(Input::Media(MediaOutcome::NoKey)), []);
+    // A 2xx without SDP after it refuses the same way.
+    assert_eq!(
+        call.feed(Input::Answered { sdp: None }),
+        [Action::ConnectMedia { sdp: None }]
+    );
+    assert_eq!(
+        call.feed(Input::Media(MediaOutcome::NoKey)),
+        [Action::HangUp]
+    );
+    assert_eq!(
+        call.feed(ended(Party::Local, SipEndReason::Completed)),
+        brainless_end(end(EndReason::SrtpUnavailable, EndedBy::Engine))
     );
 }
 
