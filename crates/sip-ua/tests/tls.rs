@@ -14,9 +14,7 @@ use dialtone_sip_ua::{
     Transport, Trunk, TrunkTls, UaConfig, UaEvent,
 };
 use dialtone_test_support::pki::{Issued, TestCa};
-use dialtone_test_support::{
-    Kamailio, SipTransport, Sipp, SippOptions, free_port, scenario, wait_port_bound,
-};
+use dialtone_test_support::{Kamailio, SipTransport, Sipp, SippOptions, scenario};
 
 const PASSWORD: &str = "tls-s3cret";
 
@@ -48,35 +46,17 @@ fn tls_proxy(
         &SippOptions::default(),
     )
     .unwrap();
-    let tls_port = free_port().unwrap();
-    let (verify, require) = match clients {
-        ClientCerts::NotAsked => ("no", "no"),
-        ClientCerts::Required => ("yes", "yes"),
-    };
-    let tls_cfg = ca.dir().join(format!("kamailio-tls-{tls_port}.cfg"));
-    std::fs::write(
-        &tls_cfg,
-        format!(
-            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = {verify}\n\
-             require_certificate = {require}\nprivate_key = {}\ncertificate = {}\nca_list = {}\n\n\
-             [client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
-            server.key_path.display(),
-            server.cert_path.display(),
-            ca.ca.cert_path.display(),
-        ),
-    )
-    .unwrap();
-    let kamailio = Kamailio::start(
+    let (kamailio, tls_port) = Kamailio::start_tls(
         &scenario("kamailio-tls-auth-proxy.cfg"),
         &[
-            ("tls_port", tls_port.to_string()),
-            ("tls_cfg", tls_cfg.display().to_string()),
             ("callee_port", callee.port.to_string()),
             ("password", PASSWORD.into()),
         ],
+        ca,
+        server,
+        clients == ClientCerts::Required,
     )
     .unwrap();
-    wait_port_bound("kamailio", tls_port, SipTransport::Tcp).unwrap();
     TlsProxy {
         kamailio,
         tls_port,

@@ -12,7 +12,8 @@
 //! `cartesia::ScriptedCartesia`, `elevenlabs::ScriptedElevenLabs`, sharing `websocket`); a
 //! labelled set of answering-machine-detection clips, person pick-ups and machine greetings
 //! sent down a telephone line, generated at test time ([`amd_set`]); a throw-away certificate
-//! authority for TLS peers ([`pki`]).
+//! authority for TLS peers ([`pki`]); a loopback capture of UDP datagrams with tshark
+//! ([`sniff`]).
 
 pub mod amd_set;
 pub mod audio;
@@ -28,6 +29,7 @@ pub mod media;
 #[cfg(feature = "openai")]
 pub mod openai;
 pub mod pki;
+pub mod sniff;
 #[cfg(any(feature = "deepgram", feature = "cartesia", feature = "elevenlabs"))]
 pub mod websocket;
 
@@ -82,6 +84,41 @@ impl Kamailio {
         let cfg = dir.path().join("kamailio.cfg");
         std::fs::write(&cfg, text).map_err(PeerError::io("writing kamailio.cfg"))?;
         Self::launch(&cfg, port, dir, &[], true)
+    }
+
+    /// Starts Kamailio with `config` (a template like `kamailio-tls-auth-proxy.cfg`) and its TLS
+    /// module presenting `server` (issued by `ca`) on a free port, `__TLS_PORT__`, with
+    /// `__TLS_CFG__` the module's settings; with `client_certificates`, only clients with a
+    /// certificate from `ca` get through (mutual TLS). Returns it and its TLS port.
+    pub fn start_tls(
+        config: &Path,
+        replacements: &[(&str, String)],
+        ca: &pki::TestCa,
+        server: &pki::Issued,
+        client_certificates: bool,
+    ) -> Result<(Kamailio, u16), PeerError> {
+        let tls_port = free_port()?;
+        let ask = if client_certificates { "yes" } else { "no" };
+        let tls_cfg = ca.dir().join(format!("kamailio-tls-{tls_port}.cfg"));
+        std::fs::write(
+            &tls_cfg,
+            format!(
+                "[server:default]\nmethod = TLSv1.2+\nverify_certificate = {ask}\n\
+                 require_certificate = {ask}\nprivate_key = {}\ncertificate = {}\nca_list = {}\n\n\
+                 [client:default]\nmethod = TLSv1.2+\nverify_certificate = no\n\
+                 require_certificate = no\n",
+                server.key_path.display(),
+                server.cert_path.display(),
+                ca.ca.cert_path.display(),
+            ),
+        )
+        .map_err(PeerError::io("writing Kamailio's TLS settings"))?;
+        let mut all = replacements.to_vec();
+        all.push(("tls_port", tls_port.to_string()));
+        all.push(("tls_cfg", tls_cfg.display().to_string()));
+        let kamailio = Self::start(config, &all)?;
+        wait_port_bound("kamailio", tls_port, SipTransport::Tcp)?;
+        Ok((kamailio, tls_port))
     }
 
     /// Starts Kamailio with `config` as it is, its `#!define`s overridden with `-A`: `LISTEN`

@@ -1,7 +1,9 @@
-//! Secure trunks end to end: a call over SIP over TLS to baresip, answering with its own
-//! certificate from a CA the test makes, with audio checked both ways; the daemon's own TLS
-//! listener takes baresip's requests in the dialog.
+//! Secure trunks end to end against baresip, answering over SIP over TLS with its own
+//! certificate from a CA the test makes: audio checked both ways in clear RTP and in SRTP (with
+//! a capture showing nothing left in clear), and `srtp: required` refused by a callee without
+//! SRTP.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dialtone_daemon::SipTls;
@@ -11,24 +13,44 @@ use serde_json::json;
 
 use super::{wait_final, world_on};
 
-/// baresip over TLS with `builtin:echo`: its speech comes back to it (energy where it spoke),
-/// the call completes, and the trunk shows TLS.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_over_tls_carries_audio_both_ways() {
-    let ca = TestCa::new("Dialtone e2e CA").unwrap();
-    let callee_cert = ca.issue("baresip", &["127.0.0.1"]).unwrap();
-    let daemon_cert = ca.issue("daemon", &["127.0.0.1"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // baresip's G.711 wants its source at 8 kHz.
-    let speech: Vec<i16> = speech_ulaw(dir.path(), "Secure trunks carry the same voice.")
+/// espeak-ng saying `text` at 8 kHz (baresip's G.711 wants its source so), then five seconds
+/// of silence, as baresip's source file; and the speech alone.
+fn speech_wav(dir: &Path, text: &str) -> (Vec<i16>, PathBuf) {
+    let speech: Vec<i16> = speech_ulaw(dir, text)
         .unwrap()
         .into_iter()
         .map(dialtone_codec::ulaw_to_linear)
         .collect();
     let mut audio = speech.clone();
     audio.extend(std::iter::repeat_n(0i16, 8000 * 5));
-    let wav = dir.path().join("callee.wav");
+    let wav = dir.join("callee.wav");
     write_wav(&wav, 8000, &audio).unwrap();
+    (speech, wav)
+}
+
+/// baresip heard (decoded, and decrypted where it must) its own speech come back from
+/// `builtin:echo`: loud frames for at least half the speech's length.
+fn assert_heard_back(baresip: &Baresip, speech: &[i16]) {
+    let (_, heard) = baresip.received_pcm(Duration::from_secs(10)).unwrap();
+    let loud = heard
+        .chunks_exact(160)
+        .filter(|f| dialtone_codec::level_dbfs(f) > -40.0)
+        .count();
+    assert!(
+        loud * 160 > speech.len() / 2,
+        "baresip heard its speech echoed: {loud} loud frames\n{}",
+        baresip.log()
+    );
+}
+
+/// baresip over TLS with `builtin:echo`: its speech comes back to it (energy where it spoke),
+/// the call completes, and the trunk shows TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_tls_carries_audio_both_ways() {
+    let ca = TestCa::new("Dialtone e2e CA").unwrap();
+    let callee_cert = ca.issue("baresip", &["127.0.0.1"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (speech, wav) = speech_wav(dir.path(), "Secure trunks carry the same voice.");
     let baresip = Baresip::callee_with(
         &wav,
         &CalleeSetup {
@@ -40,12 +62,33 @@ async fn a_call_over_tls_carries_audio_both_ways() {
         },
     )
     .unwrap();
+    let (w, _) = secure_world(&ca, baresip.tls_port(), "off").await;
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        record["status"],
+        "completed",
+        "{record:#}\n{}",
+        baresip.log()
+    );
+    assert_eq!(record["end_reason"]["code"], "max_duration", "{record:#}");
+    assert_heard_back(&baresip, &speech);
+    w.finish().await;
+}
+
+/// A daemon whose TLS listener has a certificate from `ca`, its trunk turned to `transport
+/// tls` towards baresip at `port` with `srtp`; and a capture filter for what its RTP ports send
+/// to baresip's.
+async fn secure_world(ca: &TestCa, port: u16, srtp: &str) -> (super::World, String) {
+    let cert = ca.issue("daemon", &["127.0.0.1"]).unwrap();
+    let mut ours = (0, 0);
     let w = world_on(
         |c| {
+            ours = c.rtp_ports;
             c.sip_tls = Some(SipTls {
                 addr: "127.0.0.1:0".parse().unwrap(),
-                cert: daemon_cert.cert_path.clone(),
-                key: daemon_cert.key_path.clone(),
+                cert: cert.cert_path.clone(),
+                key: cert.key_path.clone(),
             });
         },
         None,
@@ -58,13 +101,13 @@ async fn a_call_over_tls_carries_audio_both_ways() {
         .api
         .patch(
             &trunk,
-            json!({"transport": "tls", "port": baresip.tls_port(), "tls_ca_pem": ca.ca.cert_pem}),
+            json!({"transport": "tls", "port": port, "tls_ca_pem": ca.ca.cert_pem, "srtp": srtp}),
         )
         .await;
     assert_eq!(s, 200, "{t}");
+    assert_eq!(t["srtp"], srtp);
     assert_eq!(t["transport"], "tls");
     assert_eq!(t["tls_verify"], true);
-    // The agent ends the call (our BYE over TLS) once the speech has come and gone.
     let (s, agent) = w
         .api
         .patch(
@@ -73,24 +116,165 @@ async fn a_call_over_tls_carries_audio_both_ways() {
         )
         .await;
     assert_eq!(s, 200, "{agent}");
+    let filter = format!(
+        "udp src portrange {}-{} and dst portrange 47000-47999",
+        ours.0, ours.1
+    );
+    (w, filter)
+}
+
+/// baresip over TLS with mandatory SRTP (SDES keys in the TLS-protected SDP), `srtp:
+/// required` on the trunk: its speech comes back through `builtin:echo`, and every datagram we
+/// sent it was SRTP — an 80-bit tag on each 20 ms PCMU packet and payload bytes as random as
+/// ciphertext, not µ-law.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_tls_and_srtp_carries_audio_and_nothing_in_clear() {
+    use dialtone_test_support::sniff::{UdpSniffer, entropy_bits_per_byte};
+    let ca = TestCa::new("Dialtone e2e CA").unwrap();
+    let callee_cert = ca.issue("baresip", &["127.0.0.1"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (speech, wav) = speech_wav(dir.path(), "Nobody on the path hears this.");
+    let baresip = Baresip::callee_with(
+        &wav,
+        &CalleeSetup {
+            tls: Some(BaresipTls {
+                certificate: callee_cert.combined_path().unwrap(),
+                ca: ca.ca.cert_path.clone(),
+            }),
+            mediaenc: Some("srtp-mand"),
+            ..CalleeSetup::default()
+        },
+    )
+    .unwrap();
+    let (w, ours_to_baresip) = secure_world(&ca, baresip.tls_port(), "required").await;
+    // What our RTP ports send to baresip's (even: RTP; RTCP goes to the odd one above).
+    let sniffer = UdpSniffer::start(&ours_to_baresip).unwrap();
     let id = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &id).await;
+    let datagrams = sniffer.stop().unwrap();
     assert_eq!(
         record["status"],
         "completed",
         "{record:#}\n{}",
         baresip.log()
     );
-    assert_eq!(record["end_reason"]["code"], "max_duration", "{record:#}");
-    let (_, heard) = baresip.received_pcm(Duration::from_secs(10)).unwrap();
-    let loud = heard
-        .chunks_exact(160)
-        .filter(|f| dialtone_codec::level_dbfs(f) > -40.0)
-        .count();
+    assert_heard_back(&baresip, &speech);
+    let rtp: Vec<&[u8]> = datagrams
+        .iter()
+        .filter(|d| d.dst_port % 2 == 0)
+        .map(|d| d.payload.as_slice())
+        .collect();
+    assert!(rtp.len() > 100, "{} RTP datagrams captured", rtp.len());
     assert!(
-        loud * 160 > speech.len() / 2,
-        "baresip heard its speech echoed: {loud} loud frames\n{}",
+        rtp.iter().all(|p| p.len() == 12 + 160 + 10),
+        "every packet is a PCMU frame with its 80-bit SRTP tag: {:?}",
+        rtp.iter()
+            .map(|p| p.len())
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    let payload: Vec<u8> = rtp
+        .iter()
+        .flat_map(|p| p.get(12..172).unwrap_or_default().iter().copied())
+        .collect();
+    let entropy = entropy_bits_per_byte(&payload);
+    println!("SRTP payload entropy: {entropy:.2} bits per byte");
+    assert!(
+        entropy > 7.9,
+        "payloads look like ciphertext: {entropy:.2} bits/byte"
+    );
+    w.finish().await;
+}
+
+/// `srtp: required` towards a callee with no SRTP: it refuses our RTP/SAVP offer and the call
+/// ends `srtp_unavailable`; nothing was ever sent to it in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_required_to_a_callee_without_it_is_refused() {
+    use dialtone_test_support::sniff::UdpSniffer;
+    let ca = TestCa::new("Dialtone e2e CA").unwrap();
+    let callee_cert = ca.issue("baresip", &["127.0.0.1"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("callee.wav");
+    write_wav(&wav, 8000, &[1000i16; 8000 * 3]).unwrap();
+    let baresip = Baresip::callee_with(
+        &wav,
+        &CalleeSetup {
+            tls: Some(BaresipTls {
+                certificate: callee_cert.combined_path().unwrap(),
+                ca: ca.ca.cert_path.clone(),
+            }),
+            ..CalleeSetup::default()
+        },
+    )
+    .unwrap();
+    let (w, ours_to_baresip) = secure_world(&ca, baresip.tls_port(), "required").await;
+    let sniffer = UdpSniffer::start(&ours_to_baresip).unwrap();
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    let datagrams = sniffer.stop().unwrap();
+    assert_eq!(record["status"], "failed", "{record:#}\n{}", baresip.log());
+    assert_eq!(
+        record["end_reason"]["code"], "srtp_unavailable",
+        "{record:#}"
+    );
+    assert!(datagrams.is_empty(), "sent to the callee: {datagrams:?}");
+    w.finish().await;
+}
+
+/// The whole secure path through a proxy: Kamailio with its TLS module demanding digest
+/// authentication in front of baresip with mandatory SRTP (Kamailio relays to it over UDP; the
+/// keys ride in the SDP it relays). The call completes and baresip hears its speech echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_a_tls_proxy_demanding_digest_auth_to_an_srtp_callee() {
+    let ca = TestCa::new("Dialtone e2e CA").unwrap();
+    let proxy_cert = ca.issue("kamailio", &["127.0.0.1"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (speech, wav) = speech_wav(dir.path(), "Through the proxy and still private.");
+    let baresip = Baresip::callee_with(
+        &wav,
+        &CalleeSetup {
+            mediaenc: Some("srtp-mand"),
+            ..CalleeSetup::default()
+        },
+    )
+    .unwrap();
+    let (kamailio, tls_port) = dialtone_test_support::Kamailio::start_tls(
+        &dialtone_test_support::scenario("kamailio-tls-auth-proxy.cfg"),
+        &[
+            ("callee_port", baresip.port.to_string()),
+            ("password", "hunter2".into()),
+        ],
+        &ca,
+        &proxy_cert,
+        false,
+    )
+    .unwrap();
+    let (w, _) = secure_world(&ca, tls_port, "required").await;
+    let (_, trunks) = w.api.get("/v1/trunks").await;
+    let trunk = format!("/v1/trunks/{}", trunks["data"][0]["id"].as_str().unwrap());
+    let (s, t) = w
+        .api
+        .patch(
+            &trunk,
+            json!({"username": "trunkuser", "realm": "dialtone.test"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        record["status"],
+        "completed",
+        "{record:#}\n{}\n{}",
+        kamailio.log(),
         baresip.log()
     );
+    assert!(
+        kamailio
+            .log()
+            .contains("authenticated INVITE over tls for trunkuser"),
+        "{}",
+        kamailio.log()
+    );
+    assert_heard_back(&baresip, &speech);
     w.finish().await;
 }
