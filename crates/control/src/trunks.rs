@@ -56,8 +56,7 @@ fn fields_of(trunk: &Trunk) -> TrunkFields {
         max_calls_per_second: trunk.max_calls_per_second,
         register: Some(trunk.register),
         tls_ca_pem: trunk.security.tls_ca_pem.clone(),
-        // Kept only where it says something: a patch moving a trunk off TLS must not trip
-        // over a default it never set.
+        // Kept only where it says something (the default is true).
         tls_verify: (!trunk.security.tls_verify).then_some(false),
         tls_client_cert_pem: trunk.security.tls_client_cert_pem.clone(),
         tls_client_key_pem: trunk.security.tls_client_key_pem.clone(),
@@ -108,7 +107,23 @@ pub(crate) async fn update(
     patch: serde_json::Map<String, serde_json::Value>,
 ) -> Result<TrunkView, ApiError> {
     let current = own::<Trunk>(state, caller, id).await?;
-    let fields = patched(&fields_of(&current), TrunkFields::FIELDS, patch)?;
+    let mut stored = fields_of(&current);
+    if let Some(transport) = patch.get("transport").and_then(|t| t.as_str())
+        && transport != current.transport.as_str()
+    {
+        // A new transport brings its own default port, and leaving TLS its settings, unless
+        // the patch sets them.
+        if !patch.contains_key("port") {
+            stored.port = None;
+        }
+        if transport != TrunkTransport::Tls.as_str() {
+            stored.tls_ca_pem = None;
+            stored.tls_verify = None;
+            stored.tls_client_cert_pem = None;
+            stored.tls_client_key_pem = None;
+        }
+    }
+    let fields = patched(&stored, TrunkFields::FIELDS, patch)?;
     let trunk = state
         .engine
         .storage()

@@ -1931,12 +1931,15 @@ async fn organisation_caps_refuse_past_the_rate_and_queue_past_the_concurrency()
     )
     .await;
     let org = w.api.as_key(&key);
-    // Its own trunk (to a port nobody answers: a call stays dialing), number, agent.
+    // Its own trunk (to a socket that never answers: a call stays dialing; a closed port
+    // would fail it at once as trunk_unreachable), number, agent.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
     let (_, trunk) = org
         .send(
             reqwest::Method::POST,
             "/v1/trunks",
-            Some(json!({"name": "capped", "host": "127.0.0.1", "port": 9})),
+            Some(json!({"name": "capped", "host": "127.0.0.1", "port": silent_port})),
         )
         .await;
     let (_, number) = org

@@ -192,7 +192,8 @@ impl TrunkFields {
         let tls = self.transport == Some(TrunkTransport::Tls);
         let tls_fields = [
             ("tls_ca_pem", self.tls_ca_pem.is_some()),
-            ("tls_verify", self.tls_verify.is_some()),
+            // `true` is every trunk's default, so it is said harmlessly of any.
+            ("tls_verify", self.tls_verify == Some(false)),
             ("tls_client_cert_pem", self.tls_client_cert_pem.is_some()),
             ("tls_client_key_pem", self.tls_client_key_pem.is_some()),
         ];
@@ -371,5 +372,43 @@ mod tests {
         assert_eq!(refused(|f| f.password = Some("p\nq".into())), "password");
         assert_eq!(refused(|f| f.name = Some("n".repeat(201))), "name");
         assert_eq!(refused(|f| f.port = Some(70_000)), "port");
+    }
+
+    #[test]
+    fn tls_settings_only_on_tls_trunks_and_srtp_only_over_tls() {
+        assert_eq!(refused(|f| f.tls_ca_pem = Some("x".into())), "tls_ca_pem");
+        assert_eq!(refused(|f| f.tls_verify = Some(false)), "tls_verify");
+        assert_eq!(refused(|f| f.tls_verify = Some(true)), "");
+        assert_eq!(refused(|f| f.srtp = Some(SrtpMode::Required)), "srtp");
+        assert_eq!(refused(|f| f.srtp = Some(SrtpMode::Off)), "");
+        let tls = |f: &mut TrunkFields| f.transport = Some(TrunkTransport::Tls);
+        assert_eq!(
+            refused(|f| {
+                tls(f);
+                f.srtp = Some(SrtpMode::Required);
+            }),
+            ""
+        );
+        assert_eq!(
+            refused(|f| {
+                tls(f);
+                f.tls_ca_pem = Some("not a certificate".into());
+            }),
+            "tls_ca_pem"
+        );
+        assert_eq!(
+            refused(|f| {
+                tls(f);
+                f.tls_client_cert_pem = Some("x".into());
+            }),
+            "tls_client_key_pem"
+        );
+        let mut fields = TrunkFields {
+            transport: Some(TrunkTransport::Tls),
+            ..TrunkFields::default()
+        };
+        assert_eq!(fields.checked_port().unwrap(), 5061);
+        fields.transport = Some(TrunkTransport::Udp);
+        assert_eq!(fields.checked_port().unwrap(), 5060);
     }
 }

@@ -127,18 +127,17 @@ fn is_header_chars(s: &str) -> bool {
 }
 
 /// `hostname` of RFC 3261: dot-separated labels of alphanumerics and inner hyphens, the last
-/// starting with a letter, an optional trailing dot.
+/// starting with a letter, an optional trailing dot. Underscores are taken too, anywhere in a
+/// label: container and cluster host names carry them, and refusing a trunk's Contact for one
+/// would drop its answers.
 fn is_hostname(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
     let mut labels = s.split('.').peekable();
     while let Some(label) = labels.next() {
         let b = label.as_bytes();
+        let edge = |c: &u8| c.is_ascii_alphanumeric() || *c == b'_';
         let ok = match (b.first(), b.last()) {
-            (Some(f), Some(l)) => {
-                f.is_ascii_alphanumeric()
-                    && l.is_ascii_alphanumeric()
-                    && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
-            }
+            (Some(f), Some(l)) => edge(f) && edge(l) && b.iter().all(|c| edge(c) || *c == b'-'),
             _ => false,
         };
         let top = labels.peek().is_none();
@@ -479,6 +478,9 @@ mod tests {
         round_trip("sips:alice@192.0.2.4");
         round_trip("sip:example.com.");
         round_trip("sip:user@example.com?Route=%3Csip:example.com%3E");
+        // Container and cluster names (`sip_proxy_1`, `_sip-edge`) are taken.
+        round_trip("sip:callee@sip_proxy_1.pbx-ns.svc;transport=tls");
+        round_trip("sips:_sip-edge.example.net:5061");
         for bad in [
             "sip:user@",
             "sip:user@exa mple.com",

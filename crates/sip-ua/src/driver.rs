@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::tcp::{self, Link, TcpEvent};
-use crate::tls::{self, TlsRoute};
+use crate::tls::{self, Learned, TlsTargets};
 use crate::trunk::{Gates, Trunk};
 use crate::udp::SipSocket;
 use crate::{DialRequest, UaConfig, UaError, UaEvent, UaStats};
@@ -54,8 +54,8 @@ pub(crate) enum Command {
         series: Option<RequestHandle>,
         request: Option<OutOfDialogRequest>,
         expires: Option<u32>,
-        /// How to reach the request's destination over TLS, for a TLS trunk.
-        tls: Option<TlsRoute>,
+        /// The TLS trunk the request goes to, whose settings reach its destination.
+        tls: Option<Box<Trunk>>,
         reply: oneshot::Sender<Result<(RequestHandle, oneshot::Receiver<RequestOutcome>), UaError>>,
     },
     ForgetRequest {
@@ -151,9 +151,10 @@ struct Driver {
     endpoint: Endpoint,
     udp: SipSocket,
     tcp_events: mpsc::UnboundedSender<TcpEvent>,
-    connections: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
-    /// How to open a TLS connection to each TLS trunk target seen.
-    tls_routes: HashMap<SocketAddr, TlsRoute>,
+    /// Open stream connections by peer and transport: a TLS message never takes a TCP one.
+    connections: HashMap<(SocketAddr, Transport), mpsc::UnboundedSender<Vec<u8>>>,
+    /// How to open a TLS connection to each TLS target seen.
+    tls_targets: TlsTargets,
     keepalive: Duration,
     slots: HashMap<u64, Slot>,
     by_handle: HashMap<CallHandle, u64>,
@@ -258,7 +259,7 @@ pub(crate) async fn spawn(config: UaConfig, gates: Arc<Gates>) -> Result<Bound, 
         udp,
         tcp_events,
         connections: HashMap::new(),
-        tls_routes: HashMap::new(),
+        tls_targets: TlsTargets::default(),
         keepalive,
         slots: HashMap::new(),
         by_handle: HashMap::new(),
@@ -292,13 +293,18 @@ async fn accept(
     while let Ok((stream, peer)) = listener.accept().await {
         let _ = stream.set_nodelay(true);
         let (writer, outgoing) = mpsc::unbounded_channel();
-        if events.send(TcpEvent::Accepted { peer, writer }).is_err() {
-            break;
-        }
         let link = match &acceptor {
             Some(acceptor) => Link::AcceptedTls(stream, acceptor.clone()),
             None => Link::Accepted(stream),
         };
+        let accepted = TcpEvent::Accepted {
+            peer,
+            transport: link.transport(),
+            writer,
+        };
+        if events.send(accepted).is_err() {
+            break;
+        }
         tokio::spawn(tcp::run(peer, link, outgoing, events.clone(), keepalive));
     }
 }
@@ -380,8 +386,12 @@ impl Driver {
 
     fn on_tcp(&mut self, event: TcpEvent) {
         match event {
-            TcpEvent::Accepted { peer, writer } => {
-                self.connections.insert(peer, writer);
+            TcpEvent::Accepted {
+                peer,
+                transport,
+                writer,
+            } => {
+                self.connections.insert((peer, transport), writer);
             }
             TcpEvent::Message {
                 peer,
@@ -391,8 +401,12 @@ impl Driver {
                 self.endpoint
                     .handle_message(Instant::now(), peer, transport, &bytes);
             }
-            TcpEvent::Closed { peer, failure } => {
-                self.connections.remove(&peer);
+            TcpEvent::Closed {
+                peer,
+                transport,
+                failure,
+            } => {
+                self.connections.remove(&(peer, transport));
                 if let Some(failure) = failure {
                     self.endpoint.handle_transport_error(peer, failure);
                 }
@@ -443,8 +457,11 @@ impl Driver {
                 tls,
                 reply,
             } => {
-                if let (Some(route), Some(r)) = (tls, &request) {
-                    self.tls_routes.insert(r.destination, route);
+                if let (Some(trunk), Some(r)) = (tls, &request)
+                    && let Err(error) = self.learn_route(&trunk, r.destination)
+                {
+                    let _ = reply.send(Err(error));
+                    return;
                 }
                 let sent = match (series, request) {
                     (Some(h), _) => expires
@@ -524,10 +541,13 @@ impl Driver {
         Ok(id)
     }
 
-    /// Keeps how to open a TLS connection to `target` of a TLS trunk.
+    /// Keeps how to open a TLS connection to `target` of a TLS trunk; a connection opened
+    /// with the trunk's former settings is dropped.
     fn learn_route(&mut self, trunk: &Trunk, target: SocketAddr) -> Result<(), UaError> {
-        if trunk.transport == Transport::Tls {
-            self.tls_routes.insert(target, tls::route(trunk)?);
+        if trunk.transport == Transport::Tls
+            && self.tls_targets.learn(trunk, target)? == Learned::Replaced
+        {
+            self.connections.remove(&(target, Transport::Tls));
         }
         Ok(())
     }
@@ -551,12 +571,13 @@ impl Driver {
                 slot.trunk = trunk.clone();
             }
             if trunk.transport == Transport::Tls {
-                match tls::route(&trunk) {
-                    Ok(route) => {
-                        self.tls_routes.insert(target, route);
+                match self.tls_targets.learn(&trunk, target) {
+                    Ok(Learned::Replaced) => {
+                        self.connections.remove(&(target, Transport::Tls));
                     }
+                    Ok(Learned::Known | Learned::New) => {}
                     Err(error) => {
-                        tracing::warn!(%error, "fallback trunk skipped");
+                        tracing::warn!(%error, "fallback target skipped");
                         continue;
                     }
                 }
@@ -593,22 +614,29 @@ impl Driver {
         }
     }
 
-    /// Sends what the endpoint queued and routes its events to the calls' owners.
+    /// Routes the endpoint's events to the calls' owners and sends what it queued, until
+    /// neither is left: events first, so a dialog's TLS next hop is known before its ACK goes
+    /// out, and routing may start a failover attempt whose INVITE is then queued, and a failed
+    /// send may fail a call.
     async fn flush(&mut self) {
-        while let Some(transmit) = self.endpoint.poll_transmit() {
-            self.transmit(transmit).await;
-        }
-        while let Some(event) = self.endpoint.poll_event() {
-            self.route(event.call, event.kind);
-        }
-        while let Some(outcome) = self.endpoint.poll_request_outcome() {
-            if let Some(tx) = self.outcomes.remove(&outcome.request) {
-                let _ = tx.send(outcome);
+        loop {
+            let mut busy = false;
+            while let Some(event) = self.endpoint.poll_event() {
+                self.route(event.call, event.kind);
+                busy = true;
             }
-        }
-        // Routing may have started a failover attempt whose INVITE is now queued.
-        while let Some(transmit) = self.endpoint.poll_transmit() {
-            self.transmit(transmit).await;
+            while let Some(outcome) = self.endpoint.poll_request_outcome() {
+                if let Some(tx) = self.outcomes.remove(&outcome.request) {
+                    let _ = tx.send(outcome);
+                }
+            }
+            while let Some(transmit) = self.endpoint.poll_transmit() {
+                self.transmit(transmit).await;
+                busy = true;
+            }
+            if !busy {
+                break;
+            }
         }
     }
 
@@ -620,9 +648,10 @@ impl Driver {
                 }
             }
             Transport::Tcp | Transport::Tls => {
-                if !self.connections.contains_key(&t.destination) {
+                let key = (t.destination, t.transport);
+                if !self.connections.contains_key(&key) {
                     let link = if t.transport == Transport::Tls {
-                        match self.tls_routes.get(&t.destination) {
+                        match self.tls_targets.route(t.destination) {
                             Some(route) => Link::ConnectTls(route.clone()),
                             None => {
                                 tracing::warn!(destination = %t.destination, "no TLS settings for this destination");
@@ -642,13 +671,13 @@ impl Driver {
                         self.tcp_events.clone(),
                         self.keepalive,
                     ));
-                    self.connections.insert(t.destination, writer);
+                    self.connections.insert(key, writer);
                 }
-                let Some(writer) = self.connections.get(&t.destination) else {
+                let Some(writer) = self.connections.get(&key) else {
                     return;
                 };
                 if writer.send(t.payload).is_err() {
-                    self.connections.remove(&t.destination);
+                    self.connections.remove(&key);
                     self.endpoint
                         .handle_transport_error(t.destination, TransportFailure::Other);
                 }
@@ -669,6 +698,21 @@ impl Driver {
             return;
         };
         let now = Instant::now();
+        if slot.trunk.transport == Transport::Tls
+            && matches!(
+                event,
+                CallEvent::Answered { .. }
+                    | CallEvent::Ringing { .. }
+                    | CallEvent::EarlyMedia { .. }
+            )
+            && let (Some(target), Some(next_hop)) = (
+                self.endpoint.destination(handle),
+                self.endpoint.in_dialog_destination(handle),
+            )
+        {
+            // The far end's Contact is the same trunk: reached with its TLS settings.
+            self.tls_targets.extend(target, next_hop);
+        }
         match &event {
             CallEvent::Answered { .. } => {
                 slot.answered = true;

@@ -7,7 +7,6 @@ use dialtone_sip_core::{OutOfDialogRequest, RequestHandle, RequestOutcome, Trans
 use tokio::sync::{oneshot, watch};
 
 use crate::driver::Command;
-use crate::tls;
 use crate::trunk::Trunk;
 use crate::{SipUa, UaError};
 
@@ -104,10 +103,7 @@ async fn exchange(
     let (reply, rx) = oneshot::channel();
     let (request, tls) = match first {
         Some((trunk, request)) => {
-            let tls = match trunk.transport {
-                Transport::Tls => Some(tls::route(trunk)?),
-                Transport::Udp | Transport::Tcp => None,
-            };
+            let tls = (trunk.transport == Transport::Tls).then(|| Box::new(trunk.clone()));
             (Some(request), tls)
         }
         None => (None, None),

@@ -20,6 +20,7 @@ pub(crate) enum TcpEvent {
     /// A peer connected to one of our listeners.
     Accepted {
         peer: SocketAddr,
+        transport: Transport,
         writer: mpsc::UnboundedSender<Vec<u8>>,
     },
     /// One framed message.
@@ -32,6 +33,7 @@ pub(crate) enum TcpEvent {
     /// handshake failed, it broke).
     Closed {
         peer: SocketAddr,
+        transport: Transport,
         failure: Option<TransportFailure>,
     },
 }
@@ -48,6 +50,16 @@ pub(crate) enum Link {
     ConnectTls(TlsRoute),
 }
 
+impl Link {
+    /// The transport the connection carries.
+    pub(crate) fn transport(&self) -> Transport {
+        match self {
+            Link::Accepted(_) | Link::Connect => Transport::Tcp,
+            Link::AcceptedTls(..) | Link::ConnectTls(_) => Transport::Tls,
+        }
+    }
+}
+
 /// How long an outbound connect may take, and a TLS handshake after it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -59,27 +71,30 @@ pub(crate) async fn run(
     events: mpsc::UnboundedSender<TcpEvent>,
     keepalive: Duration,
 ) {
+    let transport = link.transport();
     let failed = |failure| {
         let _ = events.send(TcpEvent::Closed {
             peer,
+            transport,
             failure: Some(failure),
         });
     };
     let connection = Connection {
         peer,
+        transport,
         outgoing,
         events: events.clone(),
         keepalive,
     };
     match link {
-        Link::Accepted(stream) => connection.serve(Transport::Tcp, stream).await,
+        Link::Accepted(stream) => connection.serve(stream).await,
         Link::Connect => match connect(peer).await {
-            Ok(stream) => connection.serve(Transport::Tcp, stream).await,
+            Ok(stream) => connection.serve(stream).await,
             Err(failure) => failed(failure),
         },
         Link::AcceptedTls(stream, acceptor) => {
             match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => connection.serve(Transport::Tls, tls).await,
+                Ok(Ok(tls)) => connection.serve(tls).await,
                 Ok(Err(error)) => {
                     tracing::info!(%peer, %error, "TLS handshake with a client failed");
                     failed(TransportFailure::Tls);
@@ -94,7 +109,7 @@ pub(crate) async fn run(
             };
             let handshake = route.connector.connect(route.server_name.clone(), stream);
             match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-                Ok(Ok(tls)) => connection.serve(Transport::Tls, tls).await,
+                Ok(Ok(tls)) => connection.serve(tls).await,
                 Ok(Err(error)) => {
                     tracing::warn!(%peer, server = ?route.server_name, %error, "TLS handshake with the trunk failed");
                     failed(TransportFailure::Tls);
@@ -123,14 +138,15 @@ async fn connect(peer: SocketAddr) -> Result<TcpStream, TransportFailure> {
 /// One established connection's ends towards the driver.
 struct Connection {
     peer: SocketAddr,
+    transport: Transport,
     outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
     events: mpsc::UnboundedSender<TcpEvent>,
     keepalive: Duration,
 }
 
 impl Connection {
-    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut self, transport: Transport, stream: S) {
-        let peer = self.peer;
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut self, stream: S) {
+        let (peer, transport) = (self.peer, self.transport);
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut framer = StreamFramer::new();
         let mut buf = vec![0u8; 16 * 1024];
@@ -165,7 +181,7 @@ impl Connection {
                                 Ok(None) => break,
                                 Err(error) => {
                                     tracing::warn!(%peer, %error, "closing unframeable SIP stream");
-                                    let _ = self.events.send(TcpEvent::Closed { peer, failure: Some(TransportFailure::Other) });
+                                    let _ = self.events.send(TcpEvent::Closed { peer, transport, failure: Some(TransportFailure::Other) });
                                     return;
                                 }
                             }
@@ -183,6 +199,7 @@ impl Connection {
         let _ = writer.shutdown().await;
         let _ = self.events.send(TcpEvent::Closed {
             peer,
+            transport,
             failure: failed.then_some(TransportFailure::Other),
         });
     }

@@ -7,6 +7,7 @@
 //! connection mutual TLS. `verify: false` turns every check off, for tests only, and says so
 //! in the log on every connection.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -242,5 +243,83 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_schemes()
+    }
+}
+
+/// The TLS identity each target address is reached with: one per address, so a message for
+/// a trunk never rides a connection opened with another trunk's trust settings.
+#[derive(Debug, Default)]
+pub(crate) struct TlsTargets {
+    known: HashMap<SocketAddr, Known>,
+}
+
+#[derive(Debug)]
+struct Known {
+    trunk: String,
+    settings: TrunkTls,
+    host: String,
+    route: TlsRoute,
+}
+
+/// What [`TlsTargets::learn`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Learned {
+    /// The target was known with these settings already.
+    Known,
+    /// The target is new.
+    New,
+    /// The trunk's settings changed: a connection opened with the old ones must not be used.
+    Replaced,
+}
+
+impl TlsTargets {
+    /// Keeps how `trunk` reaches `target` over TLS. Refused when another trunk reaches the
+    /// same address with other TLS settings: one address, one identity.
+    pub(crate) fn learn(&mut self, trunk: &Trunk, target: SocketAddr) -> Result<Learned, UaError> {
+        let host = trunk.connection_host();
+        let learned = match self.known.get(&target) {
+            Some(k) if k.settings == trunk.tls && k.host == host => return Ok(Learned::Known),
+            Some(k) if k.trunk != trunk.name => {
+                return Err(UaError::Tls {
+                    trunk: trunk.name.clone(),
+                    reason: format!(
+                        "{target} is also reached by trunk {} with other TLS settings; trunks \
+                         sharing an address must share them",
+                        k.trunk
+                    ),
+                });
+            }
+            Some(_) => Learned::Replaced,
+            None => Learned::New,
+        };
+        let known = Known {
+            trunk: trunk.name.clone(),
+            settings: trunk.tls.clone(),
+            host,
+            route: route(trunk)?,
+        };
+        self.known.insert(target, known);
+        Ok(learned)
+    }
+
+    /// Reaches `also` (a dialog's next hop: the far end's Contact) the way `target` is reached.
+    pub(crate) fn extend(&mut self, target: SocketAddr, also: SocketAddr) {
+        if self.known.contains_key(&also) {
+            return;
+        }
+        if let Some(k) = self.known.get(&target) {
+            let copy = Known {
+                trunk: k.trunk.clone(),
+                settings: k.settings.clone(),
+                host: k.host.clone(),
+                route: k.route.clone(),
+            };
+            self.known.insert(also, copy);
+        }
+    }
+
+    /// How to open a TLS connection to `target`.
+    pub(crate) fn route(&self, target: SocketAddr) -> Option<&TlsRoute> {
+        self.known.get(&target).map(|k| &k.route)
     }
 }

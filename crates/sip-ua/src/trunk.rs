@@ -79,8 +79,9 @@ impl Trunk {
 
     /// The addresses to try, in order (RFC 3263 §4): the outbound proxy's if set, else the
     /// trunk's. An IP literal is used as it is; a name with a port is looked up as A/AAAA; a
-    /// name without one is looked up as SRV (`_sip._udp.` or `_sip._tcp.`), its targets tried
-    /// by priority and weight (RFC 2782), falling back to A/AAAA on port 5060 when it has none.
+    /// name without one is looked up as SRV (`_sip._udp.`, `_sip._tcp.` or `_sips._tcp.`), its
+    /// targets tried by priority and weight (RFC 2782), falling back to A/AAAA on the
+    /// transport's default port (5060, 5061 for TLS) when it has none.
     pub(crate) async fn resolve(&self, dns: &dns::Resolver) -> Result<Vec<SocketAddr>, UaError> {
         let (host, port) = match &self.outbound_proxy {
             Some(proxy) => split_host_port(proxy),

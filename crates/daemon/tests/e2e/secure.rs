@@ -278,3 +278,55 @@ async fn a_call_through_a_tls_proxy_demanding_digest_auth_to_an_srtp_callee() {
     assert_heard_back(&baresip, &speech);
     w.finish().await;
 }
+
+/// The API's rules for a trunk's security fields: TLS brings port 5061 unless one is set,
+/// `srtp` needs TLS (400 naming the field and why), a broken PEM is refused, the client key is
+/// never returned, and moving a trunk off TLS drops its TLS settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_security_fields_follow_their_rules() {
+    let ca = TestCa::new("Dialtone e2e CA").unwrap();
+    let client = ca.issue("client", &["dialtone.test"]).unwrap();
+    let w = super::world(None, &[]).await;
+    let (_, trunks) = w.api.get("/v1/trunks").await;
+    let trunk = format!("/v1/trunks/{}", trunks["data"][0]["id"].as_str().unwrap());
+    let (s, e) = w.api.patch(&trunk, json!({"srtp": "required"})).await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["field"], "srtp");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("tls"),
+        "{e}"
+    );
+    let (s, e) = w
+        .api
+        .patch(
+            &trunk,
+            json!({"transport": "tls", "tls_ca_pem": "-----BEGIN nonsense"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["field"], "tls_ca_pem");
+    let (s, t) = w
+        .api
+        .patch(
+            &trunk,
+            json!({
+                "transport": "tls", "port": null, "tls_ca_pem": ca.ca.cert_pem, "srtp": "optional",
+                "tls_client_cert_pem": client.cert_pem, "tls_client_key_pem": client.key_pem,
+            }),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["port"], 5061);
+    assert_eq!(t["has_tls_client_key"], true);
+    assert!(t.get("tls_client_key_pem").is_none(), "write-only: {t}");
+    assert!(!t.to_string().contains("PRIVATE KEY"), "{t}");
+    let (s, t) = w
+        .api
+        .patch(&trunk, json!({"transport": "udp", "srtp": "off"}))
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["port"], 5060);
+    assert_eq!(t["tls_ca_pem"], serde_json::Value::Null);
+    assert_eq!(t["has_tls_client_key"], false);
+    w.finish().await;
+}

@@ -74,7 +74,7 @@ impl Endpoint {
                 })
             }
             Phase::Calling | Phase::Early => Some(Leftover::Inviting {
-                invite: call.invite.as_ref()?.to_string(),
+                invite: without_body(call.invite.as_ref()?).to_string(),
                 destination: call.destination,
                 transport: call.transport,
             }),
@@ -180,4 +180,21 @@ fn ending_call(
         destination,
         Transport::Udp,
     )
+}
+
+/// `invite` without its body: a CANCEL needs only its headers, and the SDP may hold SRTP keys
+/// that must not rest in storage.
+fn without_body(invite: &rsip::Request) -> rsip::Request {
+    let mut bare = invite.clone();
+    bare.body = Vec::new();
+    bare.headers.retain(|h| {
+        !matches!(
+            h,
+            rsip::Header::ContentLength(_) | rsip::Header::ContentType(_)
+        )
+    });
+    bare.headers.push(rsip::Header::ContentLength(
+        rsip::headers::ContentLength::from(0u32),
+    ));
+    bare
 }

@@ -232,6 +232,22 @@ impl Endpoint {
         self.calls.get(&call).map(|c| c.call_id.as_str())
     }
 
+    /// Where a call's INVITE went.
+    pub fn destination(&self, call: CallHandle) -> Option<SocketAddr> {
+        self.calls.get(&call).map(|c| c.destination)
+    }
+
+    /// Where a call's in-dialog requests go, once it has a dialog: its first route, else the
+    /// far end's Contact (a URI without a port means the transport's default).
+    pub fn in_dialog_destination(&self, call: CallHandle) -> Option<SocketAddr> {
+        let c = self.calls.get(&call)?;
+        Some(call::next_hop(
+            c.dialog.as_ref()?,
+            c.destination,
+            c.transport,
+        ))
+    }
+
     /// Number of calls still tracked (live, or absorbing retransmissions).
     pub fn call_count(&self) -> usize {
         self.calls.len()
