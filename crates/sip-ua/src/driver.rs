@@ -163,6 +163,8 @@ struct Driver {
     outcomes: HashMap<RequestHandle, oneshot::Sender<RequestOutcome>>,
     /// Leftover calls being ended, and who waits for their final event.
     endings: HashMap<CallHandle, oneshot::Sender<Result<CallEvent, UaError>>>,
+    /// Whether we listen for TLS (requests a TLS trunk sends on a new connection).
+    tls_listener: bool,
 }
 
 /// Binds UDP on `bind` and TCP on the same address. With port 0 the kernel picks a free UDP
@@ -260,6 +262,7 @@ pub(crate) async fn spawn(config: UaConfig, gates: Arc<Gates>) -> Result<Bound, 
         tcp_events,
         connections: HashMap::new(),
         tls_targets: TlsTargets::default(),
+        tls_listener: tls_local.is_some(),
         keepalive,
         slots: HashMap::new(),
         by_handle: HashMap::new(),
@@ -544,10 +547,20 @@ impl Driver {
     /// Keeps how to open a TLS connection to `target` of a TLS trunk; a connection opened
     /// with the trunk's former settings is dropped.
     fn learn_route(&mut self, trunk: &Trunk, target: SocketAddr) -> Result<(), UaError> {
-        if trunk.transport == Transport::Tls
-            && self.tls_targets.learn(trunk, target)? == Learned::Replaced
-        {
-            self.connections.remove(&(target, Transport::Tls));
+        if trunk.transport != Transport::Tls {
+            return Ok(());
+        }
+        match self.tls_targets.learn(trunk, target)? {
+            Learned::Replaced => {
+                self.connections.remove(&(target, Transport::Tls));
+            }
+            Learned::New if !self.tls_listener => tracing::warn!(
+                trunk = %trunk.name,
+                %target,
+                "TLS trunk but no TLS listener (DIALTONE_SIP_TLS_ADDR): what the trunk sends in \
+                 a call's dialog over a new connection (a callee's BYE) cannot reach us"
+            ),
+            Learned::New | Learned::Known => {}
         }
         Ok(())
     }
