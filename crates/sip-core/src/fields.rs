@@ -8,7 +8,7 @@
 use std::fmt;
 
 use crate::scan::is_token;
-use crate::uri::{Host, Param, Uri, parse_hostport};
+use crate::uri::{Host, Param, Uri, find_param, parse_hostport, write_params};
 
 /// A From, To, Contact, Route or Record-Route value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,16 +138,6 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn write_params(f: &mut fmt::Formatter<'_>, params: &[Param]) -> fmt::Result {
-    for p in params {
-        match &p.value {
-            Some(v) => write!(f, ";{}={v}", p.name)?,
-            None => write!(f, ";{}", p.name)?,
-        }
-    }
-    Ok(())
-}
-
 impl NameAddr {
     /// Parses one value; the whole string must be consumed.
     pub fn parse(value: &str) -> Option<NameAddr> {
@@ -221,10 +211,7 @@ impl NameAddr {
 
     /// The value of header parameter `name` (case-insensitive); `Some(None)` for a flag.
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
-        self.params
-            .iter()
-            .find(|p| p.name.eq_ignore_ascii_case(name))
-            .map(|p| p.value.as_deref())
+        find_param(&self.params, name)
     }
 
     /// The `tag` parameter.
@@ -296,10 +283,7 @@ impl Via {
 
     /// The value of parameter `name` (case-insensitive); `Some(None)` for a flag.
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
-        self.params
-            .iter()
-            .find(|p| p.name.eq_ignore_ascii_case(name))
-            .map(|p| p.value.as_deref())
+        find_param(&self.params, name)
     }
 
     /// The branch parameter.

@@ -339,7 +339,16 @@ impl Uri {
     }
 }
 
-fn write_params(f: &mut fmt::Formatter<'_>, params: &[Param]) -> fmt::Result {
+/// The value of parameter `name` among `params` (case-insensitive); `Some(None)` for a flag.
+pub(crate) fn find_param<'a>(params: &'a [Param], name: &str) -> Option<Option<&'a str>> {
+    params
+        .iter()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+        .map(|p| p.value.as_deref())
+}
+
+/// Writes `params` as `;name[=value]` each.
+pub(crate) fn write_params(f: &mut fmt::Formatter<'_>, params: &[Param]) -> fmt::Result {
     for p in params {
         match &p.value {
             Some(v) => write!(f, ";{}={v}", p.name)?,

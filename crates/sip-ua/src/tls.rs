@@ -253,7 +253,7 @@ pub(crate) struct TlsTargets {
     known: HashMap<SocketAddr, Known>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Known {
     trunk: String,
     settings: TrunkTls,
@@ -307,14 +307,8 @@ impl TlsTargets {
         if self.known.contains_key(&also) {
             return;
         }
-        if let Some(k) = self.known.get(&target) {
-            let copy = Known {
-                trunk: k.trunk.clone(),
-                settings: k.settings.clone(),
-                host: k.host.clone(),
-                route: k.route.clone(),
-            };
-            self.known.insert(also, copy);
+        if let Some(known) = self.known.get(&target).cloned() {
+            self.known.insert(also, known);
         }
     }
 

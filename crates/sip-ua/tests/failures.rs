@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::{attempts, calls};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,26 +77,6 @@ async fn run_call(ua: &SipUa, request: DialRequest, limit: Duration) -> Vec<UaEv
     );
     println!("ended {:?} after the dial", dialled.elapsed());
     events
-}
-
-fn calls(events: &[UaEvent]) -> Vec<CallEvent> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            UaEvent::Call(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn attempts(events: &[UaEvent]) -> Vec<SocketAddr> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            UaEvent::Attempt { target, .. } => Some(*target),
-            _ => None,
-        })
-        .collect()
 }
 
 fn unreachable() -> CallEvent {

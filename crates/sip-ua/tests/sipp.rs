@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::{attempts, calls};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,26 +83,6 @@ async fn run_call(ua: &SipUa, request: DialRequest, hang_up_on_answer: bool) -> 
     .await;
     assert!(result.is_ok(), "call did not end: {events:?}");
     events
-}
-
-fn calls(events: &[UaEvent]) -> Vec<CallEvent> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            UaEvent::Call(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn attempts(events: &[UaEvent]) -> Vec<SocketAddr> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            UaEvent::Attempt { target, .. } => Some(*target),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The call went to `failing` first, then to `working`, was answered there and ended by us;

@@ -43,25 +43,31 @@ fn assert_heard_back(baresip: &Baresip, speech: &[i16]) {
     );
 }
 
+/// baresip answering over TLS with a certificate from `ca`, playing `wav`, with `mediaenc`.
+fn tls_callee(ca: &TestCa, wav: &Path, mediaenc: Option<&str>) -> Baresip {
+    let certificate = ca.issue("baresip", &["127.0.0.1"]).unwrap();
+    Baresip::callee_with(
+        wav,
+        &CalleeSetup {
+            tls: Some(BaresipTls {
+                certificate: certificate.combined_path().unwrap(),
+                ca: ca.ca.cert_path.clone(),
+            }),
+            mediaenc,
+            ..CalleeSetup::default()
+        },
+    )
+    .unwrap()
+}
+
 /// baresip over TLS with `builtin:echo`: its speech comes back to it (energy where it spoke),
 /// the call completes, and the trunk shows TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_over_tls_carries_audio_both_ways() {
     let ca = TestCa::new("Dialtone e2e CA").unwrap();
-    let callee_cert = ca.issue("baresip", &["127.0.0.1"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (speech, wav) = speech_wav(dir.path(), "Secure trunks carry the same voice.");
-    let baresip = Baresip::callee_with(
-        &wav,
-        &CalleeSetup {
-            tls: Some(BaresipTls {
-                certificate: callee_cert.combined_path().unwrap(),
-                ca: ca.ca.cert_path.clone(),
-            }),
-            ..CalleeSetup::default()
-        },
-    )
-    .unwrap();
+    let baresip = tls_callee(&ca, &wav, None);
     let (w, _) = secure_world(&ca, baresip.tls_port(), "off").await;
     let id = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &id).await;
@@ -131,21 +137,9 @@ async fn secure_world(ca: &TestCa, port: u16, srtp: &str) -> (super::World, Stri
 async fn a_call_over_tls_and_srtp_carries_audio_and_nothing_in_clear() {
     use dialtone_test_support::sniff::{UdpSniffer, entropy_bits_per_byte};
     let ca = TestCa::new("Dialtone e2e CA").unwrap();
-    let callee_cert = ca.issue("baresip", &["127.0.0.1"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (speech, wav) = speech_wav(dir.path(), "Nobody on the path hears this.");
-    let baresip = Baresip::callee_with(
-        &wav,
-        &CalleeSetup {
-            tls: Some(BaresipTls {
-                certificate: callee_cert.combined_path().unwrap(),
-                ca: ca.ca.cert_path.clone(),
-            }),
-            mediaenc: Some("srtp-mand"),
-            ..CalleeSetup::default()
-        },
-    )
-    .unwrap();
+    let baresip = tls_callee(&ca, &wav, Some("srtp-mand"));
     let (w, ours_to_baresip) = secure_world(&ca, baresip.tls_port(), "required").await;
     // What our RTP ports send to baresip's (even: RTP; RTCP goes to the odd one above).
     let sniffer = UdpSniffer::start(&ours_to_baresip).unwrap();
@@ -191,21 +185,10 @@ async fn a_call_over_tls_and_srtp_carries_audio_and_nothing_in_clear() {
 async fn srtp_required_to_a_callee_without_it_is_refused() {
     use dialtone_test_support::sniff::UdpSniffer;
     let ca = TestCa::new("Dialtone e2e CA").unwrap();
-    let callee_cert = ca.issue("baresip", &["127.0.0.1"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("callee.wav");
     write_wav(&wav, 8000, &[1000i16; 8000 * 3]).unwrap();
-    let baresip = Baresip::callee_with(
-        &wav,
-        &CalleeSetup {
-            tls: Some(BaresipTls {
-                certificate: callee_cert.combined_path().unwrap(),
-                ca: ca.ca.cert_path.clone(),
-            }),
-            ..CalleeSetup::default()
-        },
-    )
-    .unwrap();
+    let baresip = tls_callee(&ca, &wav, None);
     let (w, ours_to_baresip) = secure_world(&ca, baresip.tls_port(), "required").await;
     let sniffer = UdpSniffer::start(&ours_to_baresip).unwrap();
     let id = w.dispatch(json!({})).await;

@@ -69,6 +69,15 @@ fn header_len(packet: &[u8]) -> Result<usize, RtpError> {
     Ok(len)
 }
 
+/// The sequence number and SSRC of the RTP header at the start of `packet`.
+fn sequence_and_ssrc(packet: &[u8]) -> Result<(u16, u32), RtpError> {
+    be_u16(packet, 2)
+        .zip(be_u32(packet, 8))
+        .ok_or(RtpError::Malformed {
+            reason: "shorter than its header",
+        })
+}
+
 fn be_u16(bytes: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
 }
@@ -126,14 +135,7 @@ impl SrtpContext {
         };
         let packet = buf.get_mut(..len).ok_or(too_small)?;
         let header = header_len(packet)?;
-        let (sequence, ssrc) = match (be_u16(packet, 2), be_u32(packet, 8)) {
-            (Some(sequence), Some(ssrc)) => (sequence, ssrc),
-            _ => {
-                return Err(RtpError::Malformed {
-                    reason: "shorter than its header",
-                });
-            }
-        };
+        let (sequence, ssrc) = sequence_and_ssrc(packet)?;
         if available < len + tag_len {
             return Err(too_small);
         }
@@ -174,14 +176,7 @@ impl SrtpContext {
         })?;
         let (packet, rest) = buf.split_at_mut(len);
         let header = header_len(packet)?;
-        let (sequence, ssrc) = match (be_u16(packet, 2), be_u32(packet, 8)) {
-            (Some(sequence), Some(ssrc)) => (sequence, ssrc),
-            _ => {
-                return Err(RtpError::Malformed {
-                    reason: "shorter than its header",
-                });
-            }
-        };
+        let (sequence, ssrc) = sequence_and_ssrc(packet)?;
         let mut stream = self.stream(ssrc).copied().unwrap_or(Stream {
             ssrc,
             index: StreamIndex::starting_at(sequence),
