@@ -317,3 +317,53 @@ impl TlsTargets {
         self.known.get(&target).map(|k| &k.route)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Transport;
+
+    fn trunk(name: &str, verify: bool) -> Trunk {
+        let mut t = Trunk::new(name, "127.0.0.1", Transport::Tls);
+        t.tls.verify = verify;
+        t
+    }
+
+    #[test]
+    fn one_tls_identity_per_target_address() {
+        let target: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+        let mut targets = TlsTargets::default();
+        assert_eq!(
+            targets.learn(&trunk("a", true), target).unwrap(),
+            Learned::New
+        );
+        assert_eq!(
+            targets.learn(&trunk("a", true), target).unwrap(),
+            Learned::Known
+        );
+        // Another trunk with the same settings shares the address.
+        assert_eq!(
+            targets.learn(&trunk("b", true), target).unwrap(),
+            Learned::Known
+        );
+        // Another trunk with other settings does not take it over.
+        assert!(matches!(
+            targets.learn(&trunk("c", false), target),
+            Err(UaError::Tls { trunk, .. }) if trunk == "c"
+        ));
+        // The trunk's own settings changed: its old connection must go.
+        assert_eq!(
+            targets.learn(&trunk("a", false), target).unwrap(),
+            Learned::Replaced
+        );
+        // A dialog's next hop is reached as its target is; a known one is left as it is.
+        let contact: SocketAddr = "127.0.0.2:5061".parse().unwrap();
+        assert!(targets.route(contact).is_none());
+        targets.extend(target, contact);
+        assert!(targets.route(contact).is_some());
+        assert_eq!(
+            targets.learn(&trunk("a", false), contact).unwrap(),
+            Learned::Known
+        );
+    }
+}
