@@ -49,6 +49,7 @@ pub mod fields;
 pub mod framing;
 mod ids;
 mod message;
+pub mod refusals;
 /// Header values by name (case-insensitive) from a parsed message's headers.
 pub mod headers {
     pub use crate::message::{first, values};
@@ -62,7 +63,7 @@ pub mod validate;
 pub use auth::{Challenge, Credentials, DigestAlgorithm};
 pub use end_reason::{EndReason, should_fail_over};
 pub use endpoint::{
-    CallEvent, CallHandle, Endpoint, EndpointConfig, EndpointStats, Event, Leftover,
+    CallEvent, CallHandle, Endpoint, EndpointConfig, EndpointStats, Event, IncomingCall, Leftover,
     OutOfDialogRequest, OutboundCall, Party, RequestHandle, RequestOutcome, Transmit, Transport,
     TransportFailure,
 };

@@ -1,6 +1,7 @@
 //! The static configuration of an [`Endpoint`](super::Endpoint): [`EndpointConfig`].
 
 use super::Transport;
+use crate::refusals::RefusalBudget;
 use crate::transaction::TimerConfig;
 
 /// Static configuration of an [`Endpoint`](super::Endpoint).
@@ -22,6 +23,11 @@ pub struct EndpointConfig {
     /// How many authenticated attempts a request may make; after the first, only a
     /// `stale=true` challenge earns another.
     pub max_auth_attempts: u32,
+    /// Take calls placed to us (new INVITEs are reported as incoming calls); without, they
+    /// are answered `480`.
+    pub accept_inbound: bool,
+    /// How many inbound INVITEs a source may have refused before it is no longer answered.
+    pub refusals: RefusalBudget,
 }
 
 impl EndpointConfig {
@@ -35,6 +41,8 @@ impl EndpointConfig {
             user_agent: concat!("Dialtone/", env!("CARGO_PKG_VERSION")).into(),
             timers: TimerConfig::default(),
             max_auth_attempts: 2,
+            accept_inbound: false,
+            refusals: RefusalBudget::default(),
         }
     }
 

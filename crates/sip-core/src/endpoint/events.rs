@@ -2,7 +2,7 @@
 
 use rsip::Method;
 
-use super::CallHandle;
+use super::{CallHandle, IncomingCall};
 use crate::end_reason::EndReason;
 
 /// Which side ended a call.
@@ -18,6 +18,10 @@ pub enum Party {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallEvent {
+    /// A call placed to us: ring, answer or refuse it
+    /// ([`Endpoint::ring`](super::Endpoint::ring), [`Endpoint::accept`](super::Endpoint::accept),
+    /// [`Endpoint::refuse`](super::Endpoint::refuse)); `100 Trying` went out already.
+    Incoming(Box<IncomingCall>),
     /// `100 Trying`: the trunk took the INVITE.
     Trying,
     /// A provisional response other than 100, or a 183 without SDP.
@@ -105,4 +109,8 @@ pub struct EndpointStats {
     pub forks_released: u64,
     /// Requests resent with credentials after a 401/407.
     pub auth_retries: u64,
+    /// Incoming calls refused by their owner (`403`, `404`, `486` ...).
+    pub inbound_refused: u64,
+    /// New INVITEs dropped unanswered: their source had spent its budget of refusals.
+    pub inbound_dropped: u64,
 }

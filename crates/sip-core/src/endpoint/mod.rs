@@ -15,6 +15,7 @@
 //! * `in_dialog`: requests we send in an answered call (BYE, INFO, UPDATE, re-INVITE);
 //! * `leftover`: a call's dialog as data ([`Leftover`]), for another process to end it;
 //! * `uas`: requests the peer sends, and our responses to them;
+//! * `inbound`: calls the peer places to us (INVITE server transaction, ring, answer, refuse);
 //! * `out_of_dialog`: OPTIONS probes and REGISTER series;
 //! * `session_refresh`: RFC 4028 session timers, refreshed or expired;
 //! * `timers`: the timer queue, timeouts, and forgetting finished transactions and calls.
@@ -24,6 +25,7 @@ mod config;
 mod dispatch;
 mod events;
 mod in_dialog;
+mod inbound;
 mod leftover;
 mod out_of_dialog;
 mod session_refresh;
@@ -42,11 +44,13 @@ use rsip::headers::UntypedHeader;
 
 use crate::end_reason::EndReason;
 use crate::ids::IdGenerator;
+use crate::refusals::RefusalLimiter;
 
 use self::call::Call;
 pub use self::call::{CallHandle, OutboundCall};
 pub use self::config::EndpointConfig;
 pub use self::events::{CallEvent, EndpointStats, Event, Party};
+pub use self::inbound::IncomingCall;
 pub use self::leftover::Leftover;
 use self::out_of_dialog::Standalone;
 pub use self::out_of_dialog::{OutOfDialogRequest, RequestHandle, RequestOutcome};
@@ -178,6 +182,10 @@ pub struct Endpoint {
     call_txs: HashMap<CallHandle, usize>,
     standalone: HashMap<RequestHandle, Standalone>,
     outcomes: VecDeque<RequestOutcome>,
+    /// Incoming calls until their answer is acknowledged.
+    inbound: HashMap<CallHandle, inbound::Inbound>,
+    /// The budget of refused inbound INVITEs per source.
+    refusals: RefusalLimiter,
 }
 
 impl Endpoint {
@@ -197,6 +205,7 @@ impl Endpoint {
     fn with_ids(config: EndpointConfig, mut ids: IdGenerator) -> Self {
         let reject_tag = ids.tag();
         Self {
+            refusals: RefusalLimiter::new(config.refusals),
             config,
             ids,
             reject_tag,
@@ -214,6 +223,7 @@ impl Endpoint {
             call_txs: HashMap::new(),
             standalone: HashMap::new(),
             outcomes: VecDeque::new(),
+            inbound: HashMap::new(),
         }
     }
 

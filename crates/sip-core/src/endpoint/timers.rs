@@ -74,10 +74,14 @@ impl Endpoint {
             }
             _ => None,
         };
+        let call = tx.call;
         self.touched.push(TimerKey::Server(key));
         if let Some((d, t, b)) = resend {
             self.stats.retransmissions += 1;
             self.send(d, t, b);
+        }
+        if let (Some(TimerAction::Timeout), Some(handle)) = (action, call) {
+            self.on_inbound_timeout(now, handle);
         }
     }
 
@@ -266,6 +270,7 @@ impl Endpoint {
             }
             self.call_txs.remove(&h);
             self.server_ack_wait.remove(&h);
+            self.inbound.remove(&h);
         }
     }
 }

@@ -183,6 +183,10 @@ impl Endpoint {
         handle: CallHandle,
         reason: EndReason,
     ) -> Result<(), Error> {
+        if self.is_unanswered_incoming(handle) {
+            // Hanging up a call we have not answered refuses it.
+            return self.refuse(now, handle, 480);
+        }
         let call = self
             .calls
             .get_mut(&handle)

@@ -133,6 +133,12 @@ impl Endpoint {
             return;
         }
         let Some(handle) = call else {
+            if method == Method::Invite
+                && !has_to_tag
+                && self.on_incoming_invite(now, &key, destination, transport)
+            {
+                return;
+            }
             let code = match method {
                 _ if has_to_tag => 481,
                 Method::Options => 200,
@@ -263,6 +269,9 @@ impl Endpoint {
                     {
                         c.pending_offer = None;
                     }
+                    if let Some(handle) = call {
+                        self.on_inbound_canceled(handle);
+                    }
                 }
             }
         }
@@ -279,6 +288,7 @@ impl Endpoint {
             m.on_request(now, true);
             self.touched.push(TimerKey::Server(key));
         }
+        self.on_inbound_ack(handle);
     }
 
     fn end_by_remote(&mut self, handle: CallHandle) {
@@ -307,7 +317,7 @@ impl Endpoint {
     }
 
     /// Sends a response on server transaction `key` and records it for retransmission.
-    fn respond(
+    pub(super) fn respond(
         &mut self,
         now: Instant,
         key: &ServerKey,

@@ -1,0 +1,317 @@
+//! Calls the far end places to us (RFC 3261 §13.3): a new INVITE outside any dialog, when the
+//! endpoint takes inbound calls ([`EndpointConfig::accept_inbound`]), is answered `100 Trying`
+//! at once and reported as [`CallEvent::Incoming`]; its owner then rings
+//! ([`Endpoint::ring`]: `180`), answers ([`Endpoint::accept`]: `200` with our SDP and Contact)
+//! or refuses it ([`Endpoint::refuse`]). The INVITE server transaction (§17.2.1) resends the
+//! last response to a retransmitted INVITE and retransmits the `2xx` on the Timer G schedule
+//! until the ACK arrives (§13.3.1.4); the ACK confirms the call ([`CallEvent::Answered`]); no
+//! ACK within 64·T1 ends it with a BYE and `trunk_timeout` (the caller's side timed out). A
+//! CANCEL before the answer gets `200`, the INVITE `487`, and the call fails as `canceled`.
+//! After the answer the call is an ordinary dialog: BYE, re-INVITE, UPDATE and INFO either way
+//! go through the same code as an outbound call's.
+//!
+//! Refusals are budgeted per source address ([`RefusalLimiter`]): each `403`/`404` charges
+//! the source, and a source whose budget is spent is no longer answered — its new INVITEs are
+//! dropped, counted in [`EndpointStats::inbound_dropped`], and summarised in the log at most
+//! once per period.
+//!
+//! [`EndpointConfig::accept_inbound`]: super::EndpointConfig::accept_inbound
+//! [`EndpointStats::inbound_dropped`]: super::EndpointStats::inbound_dropped
+//! [`RefusalLimiter`]: crate::refusals::RefusalLimiter
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Method};
+
+use super::call::{Call, Dialog, Phase};
+use super::transactions::{Purpose, ServerKey};
+use super::{CallEvent, CallHandle, Endpoint, Transport};
+use crate::Error;
+use crate::end_reason::EndReason;
+use crate::fields::NameAddr;
+use crate::message;
+use crate::uri::Uri;
+use crate::validate::ALLOWED_METHODS;
+
+/// A call the far end places to us, as its INVITE tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingCall {
+    /// Where the INVITE came from.
+    pub source: SocketAddr,
+    /// On which transport.
+    pub transport: Transport,
+    /// The SIP Call-ID.
+    pub sip_call_id: String,
+    /// The user part of the Request-URI (the number called), or a `tel:` URI's number.
+    pub request_user: Option<String>,
+    /// The user part of the To URI.
+    pub to_user: Option<String>,
+    /// The user part of the From URI (the caller, as the caller says).
+    pub from_user: Option<String>,
+    /// The user part of `P-Asserted-Identity` (the caller, as the trunk asserts, RFC 3325).
+    pub asserted_user: Option<String>,
+    /// The SDP offer, when the INVITE carries one.
+    pub sdp: Option<Vec<u8>>,
+}
+
+/// The state of an incoming call until its answer is acknowledged.
+#[derive(Debug, Clone)]
+pub(super) struct Inbound {
+    /// The INVITE's server transaction.
+    invite: ServerKey,
+    /// Where it came from: refusals are charged there.
+    source: IpAddr,
+    /// Our 2xx went out; the ACK is awaited.
+    answered: bool,
+}
+
+/// The user part of a SIP URI, or the number of a `tel:` URI.
+fn user_of(uri: &Uri) -> Option<String> {
+    match uri {
+        Uri::Sip(sip) => sip.user.clone(),
+        Uri::Tel(tel) => Some(tel.number.clone()),
+        Uri::Other { .. } => None,
+    }
+}
+
+/// The user part of the URI in header `name` (a name-addr).
+fn header_user(headers: &rsip::Headers, name: &str) -> Option<String> {
+    let value = message::first(headers, name)?;
+    let first = message::split_top_level(&value).into_iter().next()?;
+    user_of(&NameAddr::parse(&first)?.uri)
+}
+
+/// A From or To value without its `tag` parameter.
+fn without_tag(value: &str) -> Option<String> {
+    let mut name_addr = NameAddr::parse(value)?;
+    name_addr
+        .params
+        .retain(|p| !p.name.eq_ignore_ascii_case("tag"));
+    Some(name_addr.to_string())
+}
+
+impl Endpoint {
+    /// Whether a new INVITE from `source` is dropped unanswered: the endpoint takes inbound
+    /// calls and the source has spent its budget of refusals.
+    pub(super) fn drops_inbound(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        req: &rsip::Request,
+    ) -> bool {
+        if !self.config.accept_inbound
+            || req.method != Method::Invite
+            || message::to_tag(&req.headers).is_some()
+            || self.refusals.allows(now, source.ip())
+        {
+            return false;
+        }
+        self.stats.inbound_dropped += 1;
+        if let Some(summary) = self.refusals.drop_from(now, source.ip()) {
+            tracing::warn!(
+                dropped = summary.dropped,
+                sources = summary.sources,
+                example = %summary.example,
+                "inbound INVITEs dropped: their sources were refused too often"
+            );
+        }
+        true
+    }
+
+    /// A new INVITE outside any dialog, its server transaction `key` just made: a new
+    /// incoming call, answered `100 Trying` and reported; `false` when the endpoint takes no
+    /// inbound calls (the caller answers `480`).
+    pub(super) fn on_incoming_invite(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        destination: SocketAddr,
+        transport: Transport,
+    ) -> bool {
+        if !self.config.accept_inbound {
+            return false;
+        }
+        let Some(req) = self.server_txs.get(key).map(|t| t.request.clone()) else {
+            return true;
+        };
+        let headers = &req.headers;
+        let (Some(call_id), Some(from), Some(to)) = (
+            message::call_id(headers),
+            message::first(headers, "From").and_then(|f| without_tag(&f)),
+            message::first(headers, "To").and_then(|t| without_tag(&t)),
+        ) else {
+            self.respond(now, key, 400, Vec::new(), None);
+            return true;
+        };
+        let Some(contact) = message::contact_uri(headers) else {
+            // An INVITE must carry a Contact (RFC 3261 §8.1.1.8).
+            self.respond(now, key, 400, Vec::new(), None);
+            return true;
+        };
+        if self.calls_by_id.contains_key(&call_id) {
+            // The same Call-ID on another branch: a merged or looped request (§8.2.2.2).
+            self.respond(now, key, 482, Vec::new(), None);
+            return true;
+        }
+        let handle = CallHandle(self.next_handle);
+        self.next_handle += 1;
+        let local_tag = self.ids.tag();
+        let mut call = Call::calling(
+            call_id.clone(),
+            local_tag.clone(),
+            format!("{to};tag={local_tag}"),
+            from,
+            req.uri.clone(),
+            destination,
+            transport,
+        );
+        call.phase = Phase::Early;
+        call.got_provisional = true;
+        call.dialog = Some(Dialog {
+            remote_tag: message::from_tag(headers).unwrap_or_default(),
+            remote_target: contact,
+            // The UAS keeps the Record-Route order (§12.1.1).
+            route_set: message::record_route(headers),
+            remote_cseq: message::cseq(headers).map(|c| c.0),
+        });
+        self.calls.insert(handle, call);
+        self.calls_by_id.insert(call_id.clone(), handle);
+        if let Some(tx) = self.server_txs.get_mut(key) {
+            tx.call = Some(handle);
+            *self.call_txs.entry(handle).or_default() += 1;
+        }
+        self.inbound.insert(
+            handle,
+            Inbound {
+                invite: key.clone(),
+                source: destination.ip(),
+                answered: false,
+            },
+        );
+        self.respond(now, key, 100, Vec::new(), None);
+        let request_user = Uri::parse(&req.uri.to_string()).and_then(|u| user_of(&u));
+        let incoming = IncomingCall {
+            source: destination,
+            transport,
+            sip_call_id: call_id,
+            request_user,
+            to_user: header_user(headers, "To"),
+            from_user: header_user(headers, "From"),
+            asserted_user: header_user(headers, "P-Asserted-Identity"),
+            sdp: (!req.body.is_empty()).then(|| req.body.clone()),
+        };
+        self.emit(handle, CallEvent::Incoming(Box::new(incoming)));
+        true
+    }
+
+    /// The INVITE transaction of an incoming call not yet answered.
+    fn unanswered(&self, handle: CallHandle) -> Result<ServerKey, Error> {
+        match self.inbound.get(&handle) {
+            Some(i) if !i.answered => Ok(i.invite.clone()),
+            _ => Err(Error::InvalidCallState {
+                call: handle,
+                action: "answer an incoming call",
+            }),
+        }
+    }
+
+    /// Sends `180 Ringing` for an incoming call.
+    pub fn ring(&mut self, now: Instant, handle: CallHandle) -> Result<(), Error> {
+        let key = self.unanswered(handle)?;
+        let contact = self.contact(key_transport(self, &key));
+        self.respond(now, &key, 180, vec![contact], None);
+        self.settle();
+        Ok(())
+    }
+
+    /// Answers an incoming call: `200 OK` with `sdp`, retransmitted until the ACK, which
+    /// reports [`CallEvent::Answered`].
+    pub fn accept(&mut self, now: Instant, handle: CallHandle, sdp: Vec<u8>) -> Result<(), Error> {
+        let key = self.unanswered(handle)?;
+        let mut extra = vec![
+            self.contact(key_transport(self, &key)),
+            Header::Allow(rsip::headers::Allow::new(ALLOWED_METHODS)),
+        ];
+        extra.extend(self.session_headers(handle));
+        self.respond(now, &key, 200, extra, Some(("application/sdp", sdp)));
+        if let Some(i) = self.inbound.get_mut(&handle) {
+            i.answered = true;
+        }
+        if let Some(c) = self.calls.get_mut(&handle) {
+            // The UAS's dialog is confirmed once its 2xx is sent (§12.1.1).
+            c.phase = Phase::Confirmed;
+        }
+        self.server_ack_wait.insert(handle, key);
+        self.settle();
+        Ok(())
+    }
+
+    /// Refuses an incoming call with `status` (a final non-2xx, clamped to 300–699); the call
+    /// fails with that status. A `403` or `404` is charged to the source's budget.
+    pub fn refuse(&mut self, now: Instant, handle: CallHandle, status: u16) -> Result<(), Error> {
+        let key = self.unanswered(handle)?;
+        let status = status.clamp(300, 699);
+        self.respond(now, &key, status, Vec::new(), None);
+        if let Some(i) = self.inbound.remove(&handle) {
+            self.stats.inbound_refused += 1;
+            if matches!(status, 403 | 404) {
+                self.refusals.charge(now, i.source);
+            }
+        }
+        self.fail_incoming(handle, Some(status), EndReason::from_status(status));
+        self.settle();
+        Ok(())
+    }
+
+    /// Whether `handle` is an incoming call not yet answered (a hang-up refuses it).
+    pub(super) fn is_unanswered_incoming(&self, handle: CallHandle) -> bool {
+        self.inbound.get(&handle).is_some_and(|i| !i.answered)
+    }
+
+    fn fail_incoming(&mut self, handle: CallHandle, status: Option<u16>, reason: EndReason) {
+        if let Some(c) = self.calls.get_mut(&handle)
+            && c.phase != Phase::Terminated
+        {
+            c.phase = Phase::Terminated;
+            self.emit(handle, CallEvent::Failed { status, reason });
+        }
+    }
+
+    /// The ACK for our 2xx arrived: the incoming call is answered.
+    pub(super) fn on_inbound_ack(&mut self, handle: CallHandle) {
+        if self.inbound.get(&handle).is_some_and(|i| i.answered) {
+            self.inbound.remove(&handle);
+            self.emit(handle, CallEvent::Answered { sdp: None });
+        }
+    }
+
+    /// A CANCEL ended the INVITE with 487 before the answer.
+    pub(super) fn on_inbound_canceled(&mut self, handle: CallHandle) {
+        if self.is_unanswered_incoming(handle) {
+            self.inbound.remove(&handle);
+            self.fail_incoming(handle, Some(487), EndReason::Canceled);
+        }
+    }
+
+    /// The INVITE's server transaction timed out: for an answered call, no ACK came within
+    /// 64·T1 (§13.3.1.4): the dialog is released with a BYE and the call fails.
+    pub(super) fn on_inbound_timeout(&mut self, now: Instant, handle: CallHandle) {
+        if !self.inbound.get(&handle).is_some_and(|i| i.answered) {
+            return;
+        }
+        self.inbound.remove(&handle);
+        tracing::info!(call = %handle, "no ACK for our 2xx; releasing the call");
+        self.send_in_dialog(now, handle, None, Method::Bye, Purpose::ReleaseBye, None);
+        self.fail_incoming(handle, None, EndReason::TrunkTimeout);
+    }
+}
+
+/// The transport an INVITE came on.
+fn key_transport(endpoint: &Endpoint, key: &ServerKey) -> Transport {
+    endpoint
+        .server_txs
+        .get(key)
+        .map_or(Transport::Udp, |t| t.transport)
+}

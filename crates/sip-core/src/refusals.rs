@@ -1,0 +1,232 @@
+//! The budget of refused inbound INVITEs per source address: a token bucket per IP, charged
+//! by each `403`/`404` we answer and refilled with time. A source that spent its budget is no
+//! longer answered at all — its INVITEs are dropped and counted — so a scanner walking numbers
+//! cannot make the daemon look numbers up, write logs or send answers faster than the refill.
+//! Legitimate calls cost nothing: only refusals are charged. Drops are logged as a periodic
+//! summary, never one line per packet. Sans-IO: every method takes `now`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// How many refusals a source may earn, and how fast its budget comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalBudget {
+    /// Refusals a source may get in a burst (the bucket's size).
+    pub burst: u32,
+    /// One refusal comes back every this long.
+    pub refill_every: Duration,
+    /// At most one summary of drops is logged this often.
+    pub summary_every: Duration,
+    /// Sources tracked at most; beyond, those whose budget is full again are forgotten.
+    pub max_sources: usize,
+}
+
+impl Default for RefusalBudget {
+    /// 20 refusals in a burst, one more each second, a summary a minute, 10 000 sources.
+    fn default() -> Self {
+        Self {
+            burst: 20,
+            refill_every: Duration::from_secs(1),
+            summary_every: Duration::from_secs(60),
+            max_sources: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// What was dropped since the last summary: logged by the caller when [`RefusalLimiter::drop_from`]
+/// returns one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropSummary {
+    /// INVITEs dropped since the last summary.
+    pub dropped: u64,
+    /// How many sources they came from.
+    pub sources: usize,
+    /// One of them, for the log.
+    pub example: IpAddr,
+}
+
+/// The per-source budgets; see the module's documentation.
+#[derive(Debug)]
+pub struct RefusalLimiter {
+    budget: RefusalBudget,
+    buckets: HashMap<IpAddr, Bucket>,
+    dropped_since_summary: u64,
+    sources_since_summary: HashSet<IpAddr>,
+    last_summary: Option<Instant>,
+}
+
+impl RefusalLimiter {
+    /// Budgets of `budget`'s size, every source's full.
+    pub fn new(budget: RefusalBudget) -> Self {
+        Self {
+            budget,
+            buckets: HashMap::new(),
+            dropped_since_summary: 0,
+            sources_since_summary: HashSet::new(),
+            last_summary: None,
+        }
+    }
+
+    fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
+        let burst = f64::from(self.budget.burst);
+        let every = self.budget.refill_every.as_secs_f64();
+        let earned = if every > 0.0 {
+            now.saturating_duration_since(bucket.at).as_secs_f64() / every
+        } else {
+            burst
+        };
+        (bucket.tokens + earned).min(burst)
+    }
+
+    /// Whether `source` may still be answered a refusal at `now` (its budget is not spent).
+    pub fn allows(&self, now: Instant, source: IpAddr) -> bool {
+        self.buckets
+            .get(&source)
+            .is_none_or(|b| self.refilled(*b, now) >= 1.0)
+    }
+
+    /// Charges `source` one refusal at `now`.
+    pub fn charge(&mut self, now: Instant, source: IpAddr) {
+        if !self.buckets.contains_key(&source) && self.buckets.len() >= self.budget.max_sources {
+            self.forget_full(now);
+        }
+        let fresh = Bucket {
+            tokens: f64::from(self.budget.burst),
+            at: now,
+        };
+        let bucket = self.buckets.get(&source).copied().unwrap_or(fresh);
+        let tokens = (self.refilled(bucket, now) - 1.0).max(0.0);
+        if self.buckets.len() < self.budget.max_sources || self.buckets.contains_key(&source) {
+            self.buckets.insert(source, Bucket { tokens, at: now });
+        }
+    }
+
+    /// Counts an INVITE from `source` dropped at `now`; returns the summary to log when one is
+    /// due (the first drop, then at most once per `summary_every`).
+    pub fn drop_from(&mut self, now: Instant, source: IpAddr) -> Option<DropSummary> {
+        self.dropped_since_summary += 1;
+        if self.sources_since_summary.len() < self.budget.max_sources {
+            self.sources_since_summary.insert(source);
+        }
+        let due = self
+            .last_summary
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.budget.summary_every);
+        if !due {
+            return None;
+        }
+        let summary = DropSummary {
+            dropped: self.dropped_since_summary,
+            sources: self.sources_since_summary.len().max(1),
+            example: source,
+        };
+        self.last_summary = Some(now);
+        self.dropped_since_summary = 0;
+        self.sources_since_summary.clear();
+        Some(summary)
+    }
+
+    /// Sources tracked.
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+
+    fn forget_full(&mut self, now: Instant) {
+        let burst = f64::from(self.budget.burst);
+        let full: Vec<IpAddr> = self
+            .buckets
+            .iter()
+            .filter(|(_, b)| self.refilled(**b, now) >= burst)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in full {
+            self.buckets.remove(&ip);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    fn budget(burst: u32) -> RefusalBudget {
+        RefusalBudget {
+            burst,
+            refill_every: Duration::from_secs(1),
+            summary_every: Duration::from_secs(60),
+            max_sources: 4,
+        }
+    }
+
+    #[test]
+    fn a_source_is_refused_its_burst_then_dropped_until_the_budget_refills() {
+        let t0 = Instant::now();
+        let mut limiter = RefusalLimiter::new(budget(3));
+        for _ in 0..3 {
+            assert!(limiter.allows(t0, ip(1)));
+            limiter.charge(t0, ip(1));
+        }
+        assert!(!limiter.allows(t0, ip(1)));
+        assert!(!limiter.allows(t0 + Duration::from_millis(999), ip(1)));
+        // Another source has its own budget.
+        assert!(limiter.allows(t0, ip(2)));
+        // One refusal comes back per second.
+        assert!(limiter.allows(t0 + Duration::from_secs(1), ip(1)));
+        limiter.charge(t0 + Duration::from_secs(1), ip(1));
+        assert!(!limiter.allows(t0 + Duration::from_secs(1), ip(1)));
+    }
+
+    #[test]
+    fn drops_are_summarised_once_per_period_with_their_count_and_sources() {
+        let t0 = Instant::now();
+        let mut limiter = RefusalLimiter::new(budget(1));
+        let first = limiter.drop_from(t0, ip(1));
+        assert_eq!(
+            first,
+            Some(DropSummary {
+                dropped: 1,
+                sources: 1,
+                example: ip(1)
+            })
+        );
+        for n in 0..100u8 {
+            let at = t0 + Duration::from_millis(u64::from(n) * 100);
+            assert_eq!(limiter.drop_from(at, ip(n % 3)), None);
+        }
+        let next = limiter.drop_from(t0 + Duration::from_secs(60), ip(7));
+        assert_eq!(
+            next,
+            Some(DropSummary {
+                dropped: 101,
+                sources: 4,
+                example: ip(7)
+            })
+        );
+    }
+
+    #[test]
+    fn the_table_stays_bounded_and_forgets_sources_whose_budget_is_full() {
+        let t0 = Instant::now();
+        let mut limiter = RefusalLimiter::new(budget(2));
+        for n in 0..4 {
+            limiter.charge(t0, ip(n));
+        }
+        assert_eq!(limiter.tracked(), 4);
+        // Nobody's budget is full yet: a fifth source is charged but not kept.
+        limiter.charge(t0, ip(9));
+        assert_eq!(limiter.tracked(), 4);
+        // Later every budget is full again; they are forgotten to make room.
+        limiter.charge(t0 + Duration::from_secs(5), ip(9));
+        assert_eq!(limiter.tracked(), 1);
+    }
+}

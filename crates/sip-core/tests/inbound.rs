@@ -1,0 +1,311 @@
+//! Calls placed to us, on a virtual clock: the INVITE server transaction (100 at once, the 2xx
+//! retransmitted until the ACK, no ACK within 64·T1), ringing, answering, refusing, CANCEL,
+//! BYE either way, and the budget of refusals per source.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+#[allow(dead_code)]
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use dialtone_sip_core::refusals::RefusalBudget;
+use dialtone_sip_core::{
+    CallEvent, CallHandle, EndReason, EndpointConfig, IncomingCall, Party, Transport,
+};
+
+const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\n";
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn inbound_harness() -> Harness {
+    let mut config = EndpointConfig::new(LOCAL_HOST, 5060);
+    config.accept_inbound = true;
+    config.refusals = RefusalBudget {
+        burst: 3,
+        refill_every: Duration::from_secs(10),
+        summary_every: Duration::from_secs(60),
+        max_sources: 100,
+    };
+    Harness::with_config(config)
+}
+
+/// An initial INVITE from the trunk to `+15559870000`, with branch and Call-ID `n`.
+fn invite(n: &str, extra: &str) -> String {
+    format!(
+        "INVITE sip:+15559870000@192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK{n}\r\nMax-Forwards: 70\r\nFrom: \"Caller\" <sip:15551230000@192.0.2.20>;tag=caller{n}\r\nTo: <sip:+15559870000@192.0.2.10>\r\nCall-ID: call-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@192.0.2.20:5060>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
+        OFFER.len()
+    )
+}
+
+/// A request in the dialog of incoming call `n`, from the caller.
+fn from_caller(h: &Harness, n: &str, method: &str, branch: &str, cseq: u32) -> String {
+    let ok = h
+        .sent
+        .iter()
+        .find(|s| s.is_response(200) && s.header("CSeq").unwrap() == "1 INVITE")
+        .or_else(|| h.sent.iter().find(|s| s.is_response(180)))
+        .expect("a response with our tag");
+    let to = ok.header("To").unwrap();
+    let cseq_method = if method == "ACK" { "ACK" } else { method };
+    format!(
+        "{method} sip:dialtone@192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch={branch}\r\nMax-Forwards: 70\r\nFrom: \"Caller\" <sip:15551230000@192.0.2.20>;tag=caller{n}\r\nTo: {to}\r\nCall-ID: call-{n}\r\nCSeq: {cseq} {cseq_method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Feeds INVITE `n` and returns the incoming call's handle and what it said.
+fn incoming(h: &mut Harness, n: &str, extra: &str) -> (CallHandle, IncomingCall) {
+    h.feed(&invite(n, extra));
+    let event = h.events.pop().expect("an incoming call");
+    match event.kind {
+        CallEvent::Incoming(call) => (event.call, *call),
+        other => panic!("expected an incoming call, got {other:?}"),
+    }
+}
+
+fn source() -> SocketAddr {
+    trunk()
+}
+
+#[test]
+fn an_invite_gets_100_at_once_then_180_then_200_retransmitted_until_the_ack() {
+    let mut h = inbound_harness();
+    let (call, offered) = incoming(
+        &mut h,
+        "1",
+        "P-Asserted-Identity: <sip:+15551230000@192.0.2.20>\r\n",
+    );
+    assert_eq!(offered.source, source());
+    assert_eq!(offered.sip_call_id, "call-1");
+    assert_eq!(offered.request_user.as_deref(), Some("+15559870000"));
+    assert_eq!(offered.to_user.as_deref(), Some("+15559870000"));
+    assert_eq!(offered.from_user.as_deref(), Some("15551230000"));
+    assert_eq!(offered.asserted_user.as_deref(), Some("+15551230000"));
+    assert_eq!(offered.sdp.as_deref(), Some(OFFER.as_bytes()));
+    assert_eq!(h.sent.len(), 1);
+    let trying = h.last_sent();
+    assert!(trying.is_response(100));
+    assert_eq!(trying.at, Duration::ZERO);
+    assert!(!trying.header("To").unwrap().contains("tag="));
+    // A retransmitted INVITE gets the last response again, and no second call.
+    h.advance(secs(0.5));
+    h.feed(&invite("1", ""));
+    assert!(h.last_sent().is_response(100));
+    assert!(h.take_events().is_empty());
+
+    h.ep.ring(h.now, call).unwrap();
+    h.collect();
+    let ringing = h.last_sent();
+    assert!(ringing.is_response(180));
+    assert!(ringing.header("To").unwrap().contains(";tag="));
+    assert!(ringing.header("Contact").is_some());
+
+    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    let ok = h.last_sent();
+    assert!(ok.is_response(200));
+    assert_eq!(ok.body(), "v=0\r\n");
+    assert_eq!(
+        ok.header("To"),
+        ringing.header("To"),
+        "one tag for the dialog"
+    );
+    assert!(ok.header("Contact").unwrap().contains("192.0.2.10:5060"));
+    h.advance(secs(1.6));
+    let oks = h.sent.iter().filter(|s| s.text == ok.text).count();
+    assert_eq!(oks, 3, "2xx at 0, T1 and 3·T1 (Timer G) until the ACK");
+    assert!(
+        h.take_events().is_empty(),
+        "answered only once acknowledged"
+    );
+
+    let ack = from_caller(&h, "1", "ACK", "z9hG4bKack1", 1);
+    h.feed(&ack);
+    assert_eq!(h.take_events(), vec![CallEvent::Answered { sdp: None }]);
+    h.advance(secs(40.0));
+    assert_eq!(h.sent.iter().filter(|s| s.text == ok.text).count(), 3);
+
+    // The caller hangs up.
+    let bye = from_caller(&h, "1", "BYE", "z9hG4bKbye1", 2);
+    h.feed(&bye);
+    assert!(h.last_sent().is_response(200));
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Remote,
+            reason: EndReason::Completed
+        }]
+    );
+}
+
+#[test]
+fn our_bye_goes_to_the_callers_contact_with_the_dialogs_tags_swapped() {
+    let mut h = inbound_harness();
+    let (call, _) = incoming(&mut h, "2", "");
+    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    let our_to = h.last_sent().header("To").unwrap();
+    h.feed(&from_caller(&h, "2", "ACK", "z9hG4bKack2", 1));
+    h.take_events();
+    h.ep.hang_up(h.now, call).unwrap();
+    h.collect();
+    let bye = h.last_sent();
+    assert!(
+        bye.text
+            .starts_with("BYE sip:caller@192.0.2.20:5060 SIP/2.0")
+    );
+    assert_eq!(bye.destination, source());
+    assert_eq!(bye.header("From").unwrap(), our_to, "our side, our tag");
+    assert_eq!(
+        bye.header("To").unwrap(),
+        "\"Caller\" <sip:15551230000@192.0.2.20>;tag=caller2"
+    );
+    assert_eq!(bye.header("Call-ID").unwrap(), "call-2");
+    h.reply(&bye, 200, None, "", "");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Local,
+            reason: EndReason::Completed
+        }]
+    );
+}
+
+#[test]
+fn no_ack_within_64_t1_releases_the_call_with_a_bye() {
+    let mut h = inbound_harness();
+    let (call, _) = incoming(&mut h, "3", "");
+    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    let ok = h.last_sent();
+    h.advance(secs(40.0));
+    let at: Vec<u128> = h
+        .sent
+        .iter()
+        .filter(|s| s.text == ok.text)
+        .map(|s| s.at.as_millis())
+        .collect();
+    // Timer G doubles from T1 up to T2 (4 s).
+    assert_eq!(&at[..6], &[0, 500, 1500, 3500, 7500, 11500]);
+    let byes = h.sent_requests("BYE");
+    assert_eq!(byes[0].at, Duration::from_secs(32), "released at 64·T1");
+    assert!(byes[0].text.starts_with("BYE sip:caller@192.0.2.20:5060 "));
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: None,
+            reason: EndReason::TrunkTimeout
+        }]
+    );
+}
+
+#[test]
+fn a_cancel_before_the_answer_gets_200_and_the_invite_487() {
+    let mut h = inbound_harness();
+    let (call, _) = incoming(&mut h, "4", "");
+    h.ep.ring(h.now, call).unwrap();
+    h.collect();
+    let cancel = invite("4", "")
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace("Content-Type: application/sdp\r\n", "")
+        .replace(
+            &format!("Content-Length: {}\r\n\r\n{OFFER}", OFFER.len()),
+            "Content-Length: 0\r\n\r\n",
+        );
+    h.feed(&cancel);
+    let n = h.sent.len();
+    assert!(h.sent[n - 2].is_response(200));
+    assert_eq!(h.sent[n - 2].header("CSeq").unwrap(), "1 CANCEL");
+    assert!(h.sent[n - 1].is_response(487));
+    assert_eq!(h.sent[n - 1].header("CSeq").unwrap(), "1 INVITE");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: Some(487),
+            reason: EndReason::Canceled
+        }]
+    );
+    assert!(h.ep.accept(h.now, call, Vec::new()).is_err());
+    // The 487 is retransmitted until the ACK (Timer G), which the transaction absorbs.
+    h.advance(secs(0.6));
+    assert!(h.last_sent().is_response(487));
+    let ack = invite("4", "")
+        .replacen("INVITE sip:", "ACK sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    h.feed(&ack);
+    let after_ack = h.sent.len();
+    h.advance(secs(40.0));
+    assert_eq!(h.sent.len(), after_ack);
+    assert_eq!(
+        h.ep.call_count(),
+        0,
+        "forgotten once its transactions ended"
+    );
+}
+
+#[test]
+fn hanging_up_an_unanswered_call_refuses_it_with_480() {
+    let mut h = inbound_harness();
+    let (call, _) = incoming(&mut h, "5", "");
+    h.ep.hang_up(h.now, call).unwrap();
+    h.collect();
+    assert!(h.last_sent().is_response(480));
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: Some(480),
+            reason: EndReason::Unavailable
+        }]
+    );
+}
+
+#[test]
+fn refusals_are_budgeted_per_source_and_a_spent_source_is_dropped_unanswered() {
+    let mut h = inbound_harness();
+    // A busy answer costs the source nothing.
+    let (call, _) = incoming(&mut h, "b0", "");
+    h.ep.refuse(h.now, call, 486).unwrap();
+    h.collect();
+    assert!(h.last_sent().is_response(486));
+    for n in 0..3 {
+        let (call, _) = incoming(&mut h, &format!("s{n}"), "");
+        h.ep.refuse(h.now, call, if n == 0 { 404 } else { 403 })
+            .unwrap();
+        h.collect();
+    }
+    assert!(h.last_sent().is_response(403));
+    h.take_events();
+    let sent = h.sent.len();
+    // The budget is spent: nothing is answered, nothing reported, only counted.
+    for n in 0..50 {
+        h.feed(&invite(&format!("flood{n}"), ""));
+    }
+    assert_eq!(h.sent.len(), sent);
+    assert!(h.take_events().is_empty());
+    assert_eq!(h.ep.stats().inbound_dropped, 50);
+    assert_eq!(h.ep.stats().inbound_refused, 4);
+    // Another source is served.
+    let other: SocketAddr = "192.0.2.99:5060".parse().unwrap();
+    let from_other =
+        invite("other", "").replace("192.0.2.20:5060;branch", "192.0.2.99:5060;branch");
+    h.feed_from(other, Transport::Udp, &from_other);
+    assert!(h.last_sent().is_response(100));
+    assert_eq!(h.last_sent().destination, other);
+    // After a refill period the first source is answered again.
+    h.advance(secs(10.0));
+    h.feed(&invite("later", ""));
+    assert!(h.last_sent().is_response(100));
+}
+
+#[test]
+fn without_inbound_calls_an_invite_is_480() {
+    let mut h = Harness::new();
+    h.feed(&invite("6", ""));
+    assert!(h.last_sent().is_response(480));
+    assert!(h.take_events().is_empty());
+}
