@@ -197,6 +197,8 @@ impl Daemon {
         let webhooks = spawn_delivery(storage.clone(), webhook_config);
         let mut ua_config = UaConfig::new(config.sip_addr);
         ua_config.timers.t1 = config.sip_t1;
+        // Calls placed to our numbers are answered by their agents (`direction` inbound).
+        ua_config.inbound = true;
         if let Some((host, port)) = &config.sip_advertised {
             ua_config.advertised_host = Some(host.clone());
             ua_config.advertised_port = *port;
@@ -286,6 +288,7 @@ impl Daemon {
             addr: config.http_addr,
             source,
         })?;
+        engine.answer_inbound();
         let registering = engine.start_registrations().await?;
         if registering > 0 {
             tracing::info!(registering, "registering with trunks");

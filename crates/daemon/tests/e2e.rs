@@ -3725,6 +3725,8 @@ mod amd;
 mod codecs;
 #[path = "e2e/failures.rs"]
 mod failures;
+#[path = "e2e/inbound.rs"]
+mod inbound;
 #[path = "e2e/secure.rs"]
 mod secure;
 

@@ -30,6 +30,7 @@
 mod agent_setup;
 mod brains;
 mod call;
+mod inbound;
 pub mod leftovers;
 pub mod outbound;
 mod port_share;
@@ -490,6 +491,7 @@ impl Engine {
             .insert_call_once(
                 NewCall {
                     org_id: org.id,
+                    direction: dialtone_storage::Direction::Outbound,
                     agent_id: agent.id,
                     to: request.to.clone(),
                     from_number: from.e164.clone(),
@@ -514,14 +516,37 @@ impl Engine {
                 settings.language.as_deref(),
             );
         }
-        let (hangup_tx, hangup_rx) = mpsc::unbounded_channel();
-        let live = {
-            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-            live.insert(call.id, hangup_tx);
-            live.len()
-        };
-        metrics::gauge!("dialtone_active_calls").set(live as f64);
-        let plan = CallPlan {
+        let plan = self.plan(
+            &call,
+            &org,
+            &agent,
+            &trunk,
+            (brain, agent_setup, amd_listener),
+            dispatched,
+        );
+        self.spawn_call(call.id, move |engine, hangup| async move {
+            engine.run(plan, hangup).await;
+        });
+        Ok(Dispatched::New(call))
+    }
+
+    /// The resolved plan of `call`, run by `agent` through `trunk` with `brain` (and
+    /// `builtin:agent`'s setup and the AMD listener it needs).
+    fn plan(
+        &self,
+        call: &dialtone_storage::Call,
+        org: &dialtone_storage::Organization,
+        agent: &dialtone_storage::Agent,
+        trunk: &dialtone_storage::Trunk,
+        (brain, agent_setup, amd_listener): (
+            String,
+            Option<brains::agent::AgentSetup>,
+            Option<Arc<dyn dialtone_agent::SpeechToText>>,
+        ),
+        dispatched: std::time::Instant,
+    ) -> CallPlan {
+        let settings = &agent.config;
+        CallPlan {
             id: call.id,
             org_id: org.id,
             org_slots: org
@@ -531,7 +556,7 @@ impl Engine {
             dispatched,
             to: call.to.clone(),
             from: call.from_number.clone(),
-            trunk: Arc::new(trunk_for_ua(&trunk)),
+            trunk: Arc::new(trunk_for_ua(trunk)),
             trunk_label: trunk.id.to_string(),
             ring_timeout: settings.ring_timeout(),
             max_duration: settings.max_duration(),
@@ -541,8 +566,8 @@ impl Engine {
                 VoicemailAction::LeaveMessage(message) => brains::Voicemail::LeaveMessage(message),
                 VoicemailAction::Continue => brains::Voicemail::Continue,
             },
-            brain: brain.clone(),
             brain_is_agents: settings.brain.is_some(),
+            brain,
             instructions: call.instructions.clone(),
             voice: settings.voice.clone(),
             language: settings.language.clone(),
@@ -563,23 +588,37 @@ impl Engine {
             agent: agent_setup,
             amd_listener,
             srtp: trunk.security.srtp,
+        }
+    }
+
+    /// Counts call `id` live and runs `work` with its hang-up requests, in the call's span,
+    /// until it is done.
+    fn spawn_call<W, F>(self: &Arc<Self>, id: Uuid, work: W)
+    where
+        W: FnOnce(Arc<Engine>, mpsc::UnboundedReceiver<HangUp>) -> F + Send + 'static,
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (hangup_tx, hangup_rx) = mpsc::unbounded_channel();
+        let live = {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.insert(id, hangup_tx);
+            live.len()
         };
+        metrics::gauge!("dialtone_active_calls").set(live as f64);
         let engine = self.clone();
-        let span =
-            tracing::info_span!("call", call_id = %call.id, sip_call_id = tracing::field::Empty);
+        let span = tracing::info_span!("call", call_id = %id, sip_call_id = tracing::field::Empty);
         tokio::spawn(
             async move {
-                engine.run(plan, hangup_rx).await;
+                work(engine.clone(), hangup_rx).await;
                 let live = {
                     let mut live = engine.live.lock().unwrap_or_else(|e| e.into_inner());
-                    live.remove(&call.id);
+                    live.remove(&id);
                     live.len()
                 };
                 metrics::gauge!("dialtone_active_calls").set(live as f64);
             }
             .instrument(span),
         );
-        Ok(Dispatched::New(call))
     }
 
     /// Starts, restarts or stops the trunk's registration (REGISTER with its credentials,

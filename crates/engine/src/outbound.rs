@@ -70,50 +70,7 @@ pub enum PrivateDestinations {
     Only(Vec<Network>),
 }
 
-/// An IP network: an address and how many of its leading bits count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    address: IpAddr,
-    prefix: u8,
-}
-
-impl std::str::FromStr for Network {
-    type Err = String;
-
-    /// `10.0.0.0/8`, `fd00::/8`, or one address (`10.1.2.3`, the whole of it).
-    fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || format!("{text:?} is not a network like 10.0.0.0/8 or an address");
-        let (address, prefix) = match text.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
-            None => (text.trim(), None),
-        };
-        let address: IpAddr = address.parse().map_err(|_| bad())?;
-        let width = if address.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(width);
-        if prefix > width {
-            return Err(bad());
-        }
-        Ok(Self { address, prefix })
-    }
-}
-
-impl Network {
-    /// Whether `ip` is in this network.
-    fn contains(self, ip: IpAddr) -> bool {
-        match (self.address, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => same_prefix(
-                u128::from(u32::from(ip)),
-                u128::from(u32::from(net)),
-                32,
-                self.prefix,
-            ),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                same_prefix(u128::from(ip), u128::from(net), 128, self.prefix)
-            }
-            _ => false,
-        }
-    }
-}
+pub use dialtone_model::Network;
 
 impl PrivateDestinations {
     /// Whether a connection to `ip` is refused: a private address the operator did not allow.
@@ -167,19 +124,19 @@ pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => REFUSED_V4
             .iter()
-            .any(|(net, len)| same_prefix(u32::from(v4).into(), u32::from(*net).into(), 32, *len)),
+            .any(|(net, len)| within(IpAddr::V4(*net), *len, IpAddr::V4(v4))),
         IpAddr::V6(v6) => {
             embedded_v4(v6).is_some_and(|v4| is_private(IpAddr::V4(v4)))
                 || REFUSED_V6
                     .iter()
-                    .any(|(net, len)| same_prefix(u128::from(v6), u128::from(*net), 128, *len))
+                    .any(|(net, len)| within(IpAddr::V6(*net), *len, IpAddr::V6(v6)))
         }
     }
 }
 
-/// Whether the first `len` of the `width` low bits of `a` and `b` agree.
-fn same_prefix(a: u128, b: u128, width: u32, len: u8) -> bool {
-    (a ^ b).checked_shr(width - u32::from(len)).unwrap_or(0) == 0
+/// Whether `ip` is in the network `net/len`.
+fn within(net: IpAddr, len: u8, ip: IpAddr) -> bool {
+    Network::new(net, len).is_some_and(|n| n.contains(ip))
 }
 
 /// The IPv4 address an IPv6 address stands for: IPv4-mapped (`::ffff:a.b.c.d`),

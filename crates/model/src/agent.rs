@@ -12,7 +12,7 @@ use crate::amd::AmdMode;
 use crate::dispatch::check_http_url;
 use crate::grammar::check_name;
 use crate::parse::FieldError;
-use crate::status::Direction;
+use crate::status::AgentDirection;
 
 /// An agent's fields. On create `name` is required; a PATCH is laid over the stored fields
 /// first (`null` clears one).
@@ -22,9 +22,10 @@ pub struct AgentFields {
     /// Name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `outbound` (the default; inbound calls come later).
+    /// `outbound` (the default: it places calls), `inbound` (it answers calls to its numbers)
+    /// or `both`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub direction: Option<Direction>,
+    pub direction: Option<AgentDirection>,
     /// Who the agent is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persona: Option<String>,
@@ -337,12 +338,6 @@ impl AgentFields {
             return Err(FieldError::invalid(
                 "brain",
                 "`brain` must be \"builtin:echo\", \"builtin:ivr\", \"builtin:agent\" or \"grpc://host:port\"",
-            ));
-        }
-        if self.direction == Some(Direction::Inbound) {
-            return Err(FieldError::invalid(
-                "direction",
-                "`direction` must be \"outbound\"",
             ));
         }
         for (field, value, min, max) in [

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::time::rfc3339;
-use crate::{AmdExplanation, AnsweredBy, CallStatus, EndReason, EndedBy};
+use crate::{AmdExplanation, AnsweredBy, CallStatus, Direction, EndReason, EndedBy};
 
 /// A call record as stored; times are Unix epoch milliseconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +24,8 @@ pub struct Call {
     pub from_number: String,
     /// Trunk used.
     pub trunk_id: Uuid,
+    /// `outbound` (dispatched) or `inbound` (answered for one of the agent's numbers).
+    pub direction: Direction,
     /// Effective instructions (the call's, else the agent's).
     pub instructions: Option<String>,
     /// Context object.
@@ -119,12 +121,15 @@ pub struct CallView {
     pub id: Uuid,
     /// The agent.
     pub agent_id: Uuid,
-    /// Who was called (E.164).
+    /// Who was called (E.164): for an inbound call, the agent's number.
     pub to: String,
-    /// Caller ID used (E.164).
+    /// Caller ID used (E.164): for an inbound call, the caller (P-Asserted-Identity, else
+    /// From).
     pub from_number: String,
     /// Trunk used.
     pub trunk_id: Uuid,
+    /// `outbound` (dispatched) or `inbound` (answered for one of the agent's numbers).
+    pub direction: Direction,
     /// The effective instructions.
     pub instructions: Option<String>,
     /// Context.
@@ -188,7 +193,11 @@ pub struct CallView {
 
 impl From<&Call> for CallView {
     fn from(call: &Call) -> Self {
-        let ring = match (call.dialed_at, call.answered_at.or(call.ended_at)) {
+        // An inbound call rings from its arrival; an outbound one from its INVITE.
+        let ring = match (
+            call.dialed_at.or(call.ringing_at),
+            call.answered_at.or(call.ended_at),
+        ) {
             (Some(start), Some(end)) => Some(end - start),
             _ => None,
         };
@@ -202,6 +211,7 @@ impl From<&Call> for CallView {
             to: call.to.clone(),
             from_number: call.from_number.clone(),
             trunk_id: call.trunk_id,
+            direction: call.direction,
             instructions: call.instructions.clone(),
             context: call.context.clone(),
             metadata: call.metadata.clone(),
@@ -250,6 +260,7 @@ mod tests {
             to: "+15551230000".into(),
             from_number: "+15551239999".into(),
             trunk_id: Uuid::nil(),
+            direction: Direction::Outbound,
             instructions: None,
             context: serde_json::json!({}),
             metadata: serde_json::json!({"crm": "42"}),

@@ -147,6 +147,8 @@ wire_enum! {
     pub enum EndedBy ("ended by") {
         /// The person (or machine) called.
         Callee = "callee",
+        /// The person who called us (an inbound call).
+        Caller = "caller",
         /// The agent's brain.
         Agent = "agent",
         /// The engine itself (timeouts, shutdown, media failures).

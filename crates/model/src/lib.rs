@@ -16,6 +16,7 @@
 //! - [`webhook`]: the webhook body and a call's events;
 //! - [`grammar`]: the grammars tenant strings are printed in (SIP host, user, quoted text, names);
 //! - [`time`]: Unix milliseconds shown as RFC 3339;
+//! - [`network`]: [`Network`], an IP network (a trunk's `inbound_cidrs`);
 //! - [`parse`]: reading a body into these types with the field at fault named.
 //!
 //! Everything here is plain data with serde and `utoipa::ToSchema`; no I/O.
@@ -27,6 +28,7 @@ pub mod dispatch;
 pub mod end_reason;
 pub mod grammar;
 mod names;
+pub mod network;
 pub mod number;
 pub mod organization;
 pub mod page;
@@ -47,6 +49,7 @@ pub use amd::{AmdExplanation, AmdMode, AmdReason, MessageCue};
 pub use call::{Call, CallView, EndReasonView, TranscriptLine};
 pub use dispatch::DispatchCall;
 pub use end_reason::{AnsweredBy, EndReason, EndedBy};
+pub use network::Network;
 pub use number::{NumberFields, NumberView};
 pub use organization::{
     IssuedKeyView, KeyFields, KeyScope, KeyView, OrganizationFields, OrganizationPatch,
@@ -55,7 +58,7 @@ pub use organization::{
 pub use page::Page;
 pub use parse::FieldError;
 pub use provider::{Provider, ProviderFields, ProviderKind, ProviderView};
-pub use status::{CallStatus, Direction};
+pub use status::{AgentDirection, CallStatus, Direction};
 pub use trunk::{RegistrationView, SrtpMode, TrunkFields, TrunkTransport, TrunkView};
 pub use webhook::{DeliveryState, EventType, EventView, WebhookBody, WebhookData};
 

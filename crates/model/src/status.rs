@@ -64,6 +64,25 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// Which calls an agent takes.
+    pub enum AgentDirection ("direction") {
+        /// It places calls on dispatches (the default); calls to its numbers are not answered.
+        Outbound = "outbound",
+        /// It answers calls to its numbers.
+        Inbound = "inbound",
+        /// Both.
+        Both = "both",
+    }
+}
+
+impl AgentDirection {
+    /// Whether calls to the agent's numbers are answered by it.
+    pub fn answers(self) -> bool {
+        matches!(self, Self::Inbound | Self::Both)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

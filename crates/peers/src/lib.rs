@@ -115,12 +115,22 @@ pub fn wait_port_bound(
     port: u16,
     transport: SipTransport,
 ) -> Result<(), PeerError> {
+    wait_port_bound_on(peer, "127.0.0.1", port, transport)
+}
+
+/// [`wait_port_bound`] on another loopback address `ip`.
+pub fn wait_port_bound_on(
+    peer: &'static str,
+    ip: &str,
+    port: u16,
+    transport: SipTransport,
+) -> Result<(), PeerError> {
     let limit = Duration::from_secs(10);
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         let taken = match transport {
-            SipTransport::Udp => UdpSocket::bind(("127.0.0.1", port)).is_err(),
-            SipTransport::Tcp => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            SipTransport::Udp => UdpSocket::bind((ip, port)).is_err(),
+            SipTransport::Tcp => TcpStream::connect((ip, port)).is_ok(),
         };
         if taken {
             return Ok(());

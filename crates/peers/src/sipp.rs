@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{PeerError, SipTransport, WorkDir, free_port, wait_port_bound};
+use crate::{PeerError, SipTransport, WorkDir, free_port, wait_port_bound_on};
 
 /// The path of a scenario or configuration file shipped in this crate's `scenarios/` folder.
 pub fn scenario(name: &str) -> PathBuf {
@@ -21,6 +21,9 @@ pub fn sipp_play_pcap(pcap: &Path) -> String {
         pcap.display()
     )
 }
+
+/// The address SIPp binds unless told otherwise.
+const LOOPBACK: &str = "127.0.0.1";
 
 /// One SIPp process.
 #[derive(Debug)]
@@ -80,7 +83,37 @@ impl Sipp {
             port.to_string(),
         ];
         args.extend(options.args.iter().cloned());
-        Self::spawn(dir, port, transport, options.calls, &args)
+        Self::spawn(dir, LOOPBACK, port, transport, options.calls, &args)
+    }
+
+    /// Starts SIPp as a UAC playing `scenario` (a file path, placeholders replaced) against
+    /// `target` over UDP, from `local_ip` (a loopback address: `127.0.0.2` plays a stranger).
+    pub fn uac_playing(
+        scenario: &Path,
+        target: &str,
+        local_ip: &str,
+        options: &SippOptions,
+    ) -> Result<Sipp, PeerError> {
+        let port = free_port()?;
+        let dir = WorkDir::for_peer("sipp")?;
+        let mut text = std::fs::read_to_string(scenario)
+            .map_err(PeerError::io(format!("reading {}", scenario.display())))?;
+        for (key, value) in &options.replacements {
+            text = text.replace(&format!("__{}__", key.to_uppercase()), value);
+        }
+        let path = dir.path().join("uac.xml");
+        std::fs::write(&path, text).map_err(PeerError::io("writing the scenario"))?;
+        let mut args = vec![
+            target.to_owned(),
+            "-sf".to_owned(),
+            path.display().to_string(),
+            "-p".to_owned(),
+            port.to_string(),
+            "-mi".to_owned(),
+            local_ip.to_owned(),
+        ];
+        args.extend(options.args.iter().cloned());
+        Self::spawn(dir, local_ip, port, SipTransport::Udp, options.calls, &args)
     }
 
     /// Starts SIPp as a UAC with its built-in `uac` scenario against `target`.
@@ -95,11 +128,12 @@ impl Sipp {
             port.to_string(),
         ];
         args.extend(options.args.iter().cloned());
-        Self::spawn(dir, port, SipTransport::Udp, options.calls, &args)
+        Self::spawn(dir, LOOPBACK, port, SipTransport::Udp, options.calls, &args)
     }
 
     fn spawn(
         dir: WorkDir,
+        local_ip: &str,
         port: u16,
         transport: SipTransport,
         calls: u32,
@@ -112,7 +146,7 @@ impl Sipp {
         let child = Command::new("sipp")
             .current_dir(dir.path())
             .args(args)
-            .args(["-i", "127.0.0.1", "-m", &calls.to_string()])
+            .args(["-i", local_ip, "-m", &calls.to_string()])
             .args([
                 "-t",
                 match transport {
@@ -137,7 +171,7 @@ impl Sipp {
             transport,
             dir,
         };
-        wait_port_bound("sipp", sipp.port, sipp.transport)?;
+        wait_port_bound_on("sipp", local_ip, sipp.port, sipp.transport)?;
         Ok(sipp)
     }
 

@@ -446,7 +446,10 @@ impl TryFrom<AgentFields> for ModelAgentFields {
                 .direction
                 .map(|d| {
                     d.parse().map_err(|_| {
-                        FieldError::invalid("direction", "`direction` must be \"outbound\"")
+                        FieldError::invalid(
+                            "direction",
+                            "`direction` must be \"outbound\", \"inbound\" or \"both\"",
+                        )
                     })
                 })
                 .transpose()?,

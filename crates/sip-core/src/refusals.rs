@@ -1,9 +1,11 @@
-//! The budget of refused inbound INVITEs per source address: a token bucket per IP, charged
-//! by each `403`/`404` we answer and refilled with time. A source that spent its budget is no
-//! longer answered at all — its INVITEs are dropped and counted — so a scanner walking numbers
-//! cannot make the daemon look numbers up, write logs or send answers faster than the refill.
-//! Legitimate calls cost nothing: only refusals are charged. Drops are logged as a periodic
-//! summary, never one line per packet. Sans-IO: every method takes `now`.
+//! The budget of refused inbound INVITEs per source address: a token bucket per IP, refilled
+//! with time. Each new INVITE takes a token when it arrives (so a burst sent faster than the
+//! refusals are decided is bounded too); the token comes back when the call turns out not to be
+//! a refusal for cause — it is rung or answered, or refused for another reason (busy, no codec).
+//! A `403`/`404` keeps it. A source that spent its budget is no longer answered at all — its
+//! INVITEs are dropped and counted — so a scanner walking numbers cannot make the daemon look
+//! numbers up, write logs or send answers faster than the refill. Drops are logged as a
+//! periodic summary, never one line per packet. Sans-IO: every method takes `now`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -108,6 +110,16 @@ impl RefusalLimiter {
         }
     }
 
+    /// Gives `source` back the token an INVITE took at `now` (its call was not refused for
+    /// cause).
+    pub fn refund(&mut self, now: Instant, source: IpAddr) {
+        let burst = f64::from(self.budget.burst);
+        if let Some(bucket) = self.buckets.get(&source).copied() {
+            let tokens = (self.refilled(bucket, now) + 1.0).min(burst);
+            self.buckets.insert(source, Bucket { tokens, at: now });
+        }
+    }
+
     /// Counts an INVITE from `source` dropped at `now`; returns the summary to log when one is
     /// due (the first drop, then at most once per `summary_every`).
     pub fn drop_from(&mut self, now: Instant, source: IpAddr) -> Option<DropSummary> {
@@ -183,6 +195,16 @@ mod tests {
         // One refusal comes back per second.
         assert!(limiter.allows(t0 + Duration::from_secs(1), ip(1)));
         limiter.charge(t0 + Duration::from_secs(1), ip(1));
+        assert!(!limiter.allows(t0 + Duration::from_secs(1), ip(1)));
+        // A refund gives the token back, never more than the burst.
+        limiter.refund(t0 + Duration::from_secs(1), ip(1));
+        assert!(limiter.allows(t0 + Duration::from_secs(1), ip(1)));
+        for _ in 0..10 {
+            limiter.refund(t0 + Duration::from_secs(1), ip(1));
+        }
+        for _ in 0..3 {
+            limiter.charge(t0 + Duration::from_secs(1), ip(1));
+        }
         assert!(!limiter.allows(t0 + Duration::from_secs(1), ip(1)));
     }
 

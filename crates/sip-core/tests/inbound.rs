@@ -296,6 +296,16 @@ fn refusals_are_budgeted_per_source_and_a_spent_source_is_dropped_unanswered() {
     h.feed_from(other, Transport::Udp, &from_other);
     assert!(h.last_sent().is_response(100));
     assert_eq!(h.last_sent().destination, other);
+    // A source whose calls are rung or answered never spends its budget.
+    for n in 0..10 {
+        let from = invite(&format!("ok{n}"), "")
+            .replace("192.0.2.20:5060;branch", "192.0.2.99:5060;branch");
+        h.feed_from(other, Transport::Udp, &from);
+        let call = h.events.pop().unwrap().call;
+        h.ep.ring(h.now, call).unwrap();
+        h.collect();
+    }
+    assert_eq!(h.ep.stats().inbound_dropped, 50);
     // After a refill period the first source is answered again.
     h.advance(secs(10.0));
     h.feed(&invite("later", ""));

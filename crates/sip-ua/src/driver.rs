@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dialtone_sip_core::{
-    CallEvent, CallHandle, EndReason, Endpoint, EndpointConfig, Leftover, OutOfDialogRequest,
-    OutboundCall, RequestHandle, RequestOutcome, Transmit, Transport, TransportFailure,
-    should_fail_over,
+    CallEvent, CallHandle, EndReason, Endpoint, EndpointConfig, IncomingCall, Leftover,
+    OutOfDialogRequest, OutboundCall, RequestHandle, RequestOutcome, Transmit, Transport,
+    TransportFailure, should_fail_over,
 };
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -17,7 +17,7 @@ use crate::tcp::{self, Link, TcpEvent};
 use crate::tls::{self, Learned, TlsTargets};
 use crate::trunk::{Gates, Trunk};
 use crate::udp::SipSocket;
-use crate::{DialRequest, UaConfig, UaError, UaEvent, UaStats};
+use crate::{Call, DialRequest, Incoming, UaConfig, UaError, UaEvent, UaStats};
 
 /// Commands from the API to the driver.
 #[derive(Debug)]
@@ -31,6 +31,17 @@ pub(crate) enum Command {
     },
     HangUp {
         call: u64,
+    },
+    Ring {
+        call: u64,
+    },
+    Accept {
+        call: u64,
+        sdp: Vec<u8>,
+    },
+    Refuse {
+        call: u64,
+        status: u16,
     },
     AnswerOffer {
         call: u64,
@@ -165,6 +176,13 @@ struct Driver {
     endings: HashMap<CallHandle, oneshot::Sender<Result<CallEvent, UaError>>>,
     /// Whether we listen for TLS (requests a TLS trunk sends on a new connection).
     tls_listener: bool,
+    /// Calls placed to us: their core handle and their owner's events.
+    answering: HashMap<u64, (CallHandle, mpsc::UnboundedSender<UaEvent>)>,
+    /// Where calls placed to us go.
+    incoming: mpsc::UnboundedSender<Incoming>,
+    /// The driver's own command channel, handed to the calls placed to us (weak: the driver
+    /// stops when the last API handle is dropped).
+    commands: mpsc::WeakUnboundedSender<Command>,
 }
 
 /// Binds UDP on `bind` and TCP on the same address. With port 0 the kernel picks a free UDP
@@ -242,6 +260,8 @@ pub(crate) async fn spawn(config: UaConfig, gates: Arc<Gates>) -> Result<Bound, 
         config.advertised_port.unwrap_or(local.port()),
     );
     endpoint_config.timers = config.timers;
+    endpoint_config.accept_inbound = config.inbound;
+    endpoint_config.refusals = config.refusals;
     endpoint_config.advertised_tls_port =
         config.advertised_tls_port.or(tls_local.map(|a| a.port()));
     let endpoint = match config.seed {
@@ -256,7 +276,11 @@ pub(crate) async fn spawn(config: UaConfig, gates: Arc<Gates>) -> Result<Bound, 
     if let Some((listener, acceptor, _)) = tls_listener {
         tokio::spawn(accept(listener, Some(acceptor), accept_events, keepalive));
     }
+    let (incoming, incoming_rx) = mpsc::unbounded_channel();
     let driver = Driver {
+        answering: HashMap::new(),
+        incoming,
+        commands: commands_tx.downgrade(),
         endpoint,
         udp,
         tcp_events,
@@ -276,6 +300,7 @@ pub(crate) async fn spawn(config: UaConfig, gates: Arc<Gates>) -> Result<Bound, 
         commands: commands_tx,
         local,
         tls_local,
+        incoming: incoming_rx,
     })
 }
 
@@ -284,6 +309,7 @@ pub(crate) struct Bound {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) local: SocketAddr,
     pub(crate) tls_local: Option<SocketAddr>,
+    pub(crate) incoming: mpsc::UnboundedReceiver<Incoming>,
 }
 
 /// Accepts connections on a TCP listener, or a TLS one with `acceptor`, each run by its task.
@@ -434,23 +460,40 @@ impl Driver {
                 if let Some(slot) = self.slots.get_mut(&call) {
                     slot.hangup_requested = true;
                     slot.ring = Ring::Over;
-                    let _ = self.endpoint.hang_up(now, slot.handle);
+                }
+                if let Some(handle) = self.handle_of(call) {
+                    let _ = self.endpoint.hang_up(now, handle);
+                }
+            }
+            Command::Ring { call } => {
+                if let Some(handle) = self.handle_of(call) {
+                    let _ = self.endpoint.ring(now, handle);
+                }
+            }
+            Command::Accept { call, sdp } => {
+                if let Some(handle) = self.handle_of(call) {
+                    let _ = self.endpoint.accept(now, handle, sdp);
+                }
+            }
+            Command::Refuse { call, status } => {
+                if let Some(handle) = self.handle_of(call) {
+                    let _ = self.endpoint.refuse(now, handle, status);
                 }
             }
             Command::AnswerOffer { call, sdp } => {
-                if let Some(slot) = self.slots.get(&call) {
-                    let _ = self.endpoint.answer_offer(now, slot.handle, sdp);
+                if let Some(handle) = self.handle_of(call) {
+                    let _ = self.endpoint.answer_offer(now, handle, sdp);
                 }
             }
             Command::RejectOffer { call, status } => {
-                if let Some(slot) = self.slots.get(&call) {
-                    let _ = self.endpoint.reject_offer(now, slot.handle, status);
+                if let Some(handle) = self.handle_of(call) {
+                    let _ = self.endpoint.reject_offer(now, handle, status);
                 }
             }
             Command::Request { call, method, body } => {
-                if let Some(slot) = self.slots.get(&call) {
+                if let Some(handle) = self.handle_of(call) {
                     let body = body.as_ref().map(|(ct, b)| (ct.as_str(), b.clone()));
-                    let _ = self.endpoint.send_request(now, slot.handle, method, body);
+                    let _ = self.endpoint.send_request(now, handle, method, body);
                 }
             }
             Command::OutOfDialog {
@@ -500,10 +543,44 @@ impl Driver {
                 let _ = reply.send(UaStats {
                     endpoint: self.endpoint.stats(),
                     core_calls: self.endpoint.call_count(),
-                    live_calls: self.slots.len(),
+                    live_calls: self.slots.len() + self.answering.len(),
                     tcp_connections: self.connections.len(),
                 });
             }
+        }
+    }
+
+    /// The core's handle of call `id`, placed by us or to us.
+    fn handle_of(&self, id: u64) -> Option<CallHandle> {
+        self.slots
+            .get(&id)
+            .map(|s| s.handle)
+            .or_else(|| self.answering.get(&id).map(|(h, _)| *h))
+    }
+
+    /// A call placed to us: handed to the owner of incoming calls, or refused `480` when
+    /// there is none.
+    fn on_incoming(&mut self, handle: CallHandle, offer: IncomingCall) {
+        let Some(commands) = self.commands.upgrade() else {
+            let _ = self.endpoint.refuse(Instant::now(), handle, 480);
+            return;
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let call = Call {
+            id,
+            events,
+            commands,
+            finished: false,
+        };
+        self.answering.insert(id, (handle, events_tx));
+        self.by_handle.insert(handle, id);
+        if let Err(unheard) = self.incoming.send(Incoming { call, offer }) {
+            let mut unheard = unheard.0;
+            // Nobody takes calls: the handle's drop must not send a hang-up as well.
+            unheard.call.finished = true;
+            let _ = self.endpoint.refuse(Instant::now(), handle, 480);
         }
     }
 
@@ -699,6 +776,21 @@ impl Driver {
     }
 
     fn route(&mut self, handle: CallHandle, event: CallEvent) {
+        if let CallEvent::Incoming(offer) = event {
+            self.on_incoming(handle, *offer);
+            return;
+        }
+        if let Some(&id) = self.by_handle.get(&handle)
+            && let Some((_, events)) = self.answering.get(&id)
+        {
+            let last = matches!(event, CallEvent::Failed { .. } | CallEvent::Ended { .. });
+            let _ = events.send(UaEvent::Call(event));
+            if last {
+                self.answering.remove(&id);
+                self.by_handle.remove(&handle);
+            }
+            return;
+        }
         let Some(&id) = self.by_handle.get(&handle) else {
             if matches!(event, CallEvent::Failed { .. } | CallEvent::Ended { .. })
                 && let Some(reply) = self.endings.remove(&handle)

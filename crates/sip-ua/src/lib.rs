@@ -7,6 +7,11 @@
 //! across targets, per-trunk concurrency and rate caps, a ring timeout that cancels with end
 //! reason `no_answer`, and caller-ID headers.
 //!
+//! Calls placed to us ([`UaConfig::inbound`]) come out of [`SipUa::incoming_calls`] as
+//! [`Incoming`]: the same [`Call`] handle as an outbound call's, which the owner rings
+//! ([`Call::ring`]), answers ([`Call::accept`]) or refuses ([`Call::refuse`]); after the answer
+//! the call is driven exactly like an outbound one.
+//!
 //! Failures say what happened. A target nothing listens on — an ICMP port or host unreachable
 //! for a datagram (read from the UDP socket's error queue), a refused TCP connection — fails
 //! the attempt at once with `trunk_unreachable` and the next target is tried; a trunk that
@@ -46,8 +51,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use dialtone_sip_core::refusals::RefusalBudget;
 pub use dialtone_sip_core::{
-    CallEvent, Credentials, EndReason, EndpointStats, Leftover, Party, TimerConfig, Transport,
+    CallEvent, Credentials, EndReason, EndpointStats, IncomingCall, Leftover, Party, TimerConfig,
+    Transport,
 };
 pub use health::{Registration, RegistrationState, TrunkHealth, TrunkMonitor};
 pub use tls::{TlsListen, TrunkTls};
@@ -163,6 +170,12 @@ pub struct UaConfig {
     /// The one name server to ask for trunks' SRV (RFC 3263) and A/AAAA records, over UDP and
     /// TCP on its port; the system's (`/etc/resolv.conf`) when `None`.
     pub dns_server: Option<SocketAddr>,
+    /// Take calls placed to us: they come out of [`SipUa::incoming_calls`]; without, a new
+    /// INVITE is answered `480`.
+    pub inbound: bool,
+    /// How many inbound INVITEs a source may have refused (`403`/`404`) before it is no
+    /// longer answered.
+    pub refusals: RefusalBudget,
 }
 
 impl UaConfig {
@@ -178,6 +191,8 @@ impl UaConfig {
             tcp_keepalive: Duration::from_secs(30),
             seed: None,
             dns_server: None,
+            inbound: false,
+            refusals: RefusalBudget::default(),
         }
     }
 }
@@ -274,6 +289,18 @@ pub struct SipUa {
     tls_local_addr: Option<SocketAddr>,
     gates: Arc<trunk::Gates>,
     dns: dns::Resolver,
+    /// Calls placed to us, until [`SipUa::incoming_calls`] takes them.
+    incoming: Arc<std::sync::Mutex<Option<mpsc::UnboundedReceiver<Incoming>>>>,
+}
+
+/// A call placed to us: its handle and what its INVITE said. Ring, answer or refuse it with
+/// the handle; dropping the handle before the answer refuses it (`480`).
+#[derive(Debug)]
+pub struct Incoming {
+    /// The call.
+    pub call: Call,
+    /// What the INVITE said (source, numbers, Call-ID, SDP offer).
+    pub offer: IncomingCall,
 }
 
 impl SipUa {
@@ -289,7 +316,22 @@ impl SipUa {
             tls_local_addr: bound.tls_local,
             gates,
             dns,
+            incoming: Arc::new(std::sync::Mutex::new(Some(bound.incoming))),
         })
+    }
+
+    /// The calls placed to us (with [`UaConfig::inbound`]), for the one owner that takes them;
+    /// `None` once taken.
+    pub fn incoming_calls(&self) -> Option<mpsc::UnboundedReceiver<Incoming>> {
+        self.incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The addresses a trunk's host resolves to (its SRV targets', or its A/AAAA records).
+    pub async fn resolve(&self, trunk: &Trunk) -> Result<Vec<SocketAddr>, UaError> {
+        trunk.resolve(&self.dns).await
     }
 
     fn send(&self, command: Command) -> Result<(), UaError> {
@@ -398,13 +440,13 @@ fn check_e164(field: &'static str, value: &str) -> Result<(), UaError> {
     }
 }
 
-/// One outbound call. Dropping it before the call ended hangs up.
+/// One call, placed by us or to us. Dropping it before the call ended hangs up.
 #[derive(Debug)]
 pub struct Call {
-    id: u64,
-    events: mpsc::UnboundedReceiver<UaEvent>,
-    commands: mpsc::UnboundedSender<Command>,
-    finished: bool,
+    pub(crate) id: u64,
+    pub(crate) events: mpsc::UnboundedReceiver<UaEvent>,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) finished: bool,
 }
 
 impl Call {
@@ -427,6 +469,25 @@ impl Call {
     /// Hangs up: CANCEL before the answer, BYE after.
     pub fn hang_up(&self) -> Result<(), UaError> {
         self.command(Command::HangUp { call: self.id })
+    }
+
+    /// Rings a call placed to us (`180 Ringing`).
+    pub fn ring(&self) -> Result<(), UaError> {
+        self.command(Command::Ring { call: self.id })
+    }
+
+    /// Answers a call placed to us with our SDP (`200 OK`); [`CallEvent::Answered`] follows
+    /// once the caller acknowledges it.
+    pub fn accept(&self, sdp: Vec<u8>) -> Result<(), UaError> {
+        self.command(Command::Accept { call: self.id, sdp })
+    }
+
+    /// Refuses a call placed to us with `status` (`403`, `404`, `486`, `488` ...).
+    pub fn refuse(&self, status: u16) -> Result<(), UaError> {
+        self.command(Command::Refuse {
+            call: self.id,
+            status,
+        })
     }
 
     /// Answers the far end's re-INVITE/UPDATE offer with our SDP.

@@ -16,7 +16,7 @@ use crate::outbox::enqueue_events;
 use crate::rows::{unique_violation, uuid_of, values};
 use crate::writer::{Pending, Write};
 use crate::{
-    AmdExplanation, AnsweredBy, Call, CallStatus, EndReason, EndedBy, Result, Storage,
+    AmdExplanation, AnsweredBy, Call, CallStatus, Direction, EndReason, EndedBy, Result, Storage,
     StorageError, now_ms,
 };
 
@@ -33,6 +33,8 @@ pub struct NewCall {
     pub from_number: String,
     /// Trunk.
     pub trunk_id: Uuid,
+    /// Dispatched by us or answered for one of the agent's numbers.
+    pub direction: Direction,
     /// Effective instructions.
     pub instructions: Option<String>,
     /// Context.
@@ -260,9 +262,9 @@ impl Write for InsertCall {
         Box::pin(async move {
             let sql = format!(
                 "INSERT INTO calls (id, agent_id, to_number, from_number, trunk_id, instructions, \
-                 context, metadata, webhook_url, status, created_at, updated_at, org_id) \
-                 VALUES {} RETURNING *",
-                values(writes.len(), 13)
+                 context, metadata, webhook_url, status, created_at, updated_at, org_id, \
+                 direction) VALUES {} RETURNING *",
+                values(writes.len(), 14)
             );
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
             for w in writes {
@@ -280,7 +282,8 @@ impl Write for InsertCall {
                     .bind(CallStatus::Queued.as_str())
                     .bind(w.now)
                     .bind(w.now)
-                    .bind(c.org_id.to_string());
+                    .bind(c.org_id.to_string())
+                    .bind(c.direction.as_str());
             }
             let mut written = HashMap::new();
             for row in insert.fetch_all(&mut *conn).await? {

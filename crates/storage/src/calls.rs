@@ -128,6 +128,7 @@ pub(crate) fn call_from(row: &AnyRow) -> Result<Call> {
         to: row.try_get("to_number")?,
         from_number: row.try_get("from_number")?,
         trunk_id: uuid_of(row, "trunk_id")?,
+        direction: parse_req(row, "direction", str::parse)?,
         instructions: row.try_get("instructions")?,
         context: json_of(row, "context")?,
         metadata: json_of(row, "metadata")?,

@@ -53,6 +53,7 @@ mod agents;
 mod call_writes;
 mod calls;
 mod error;
+mod inbound;
 mod numbers;
 mod organizations;
 mod outbox;
@@ -70,9 +71,11 @@ pub use agents::{Agent, NewAgent};
 pub use call_writes::{CallProgress, Inserted, NewCall};
 pub use calls::CallFilter;
 pub use dialtone_model::{
-    AmdExplanation, AnsweredBy, Call, CallStatus, EndReason, EndedBy, Provider, ProviderKind,
+    AmdExplanation, AnsweredBy, Call, CallStatus, Direction, EndReason, EndedBy, Provider,
+    ProviderKind,
 };
 pub use error::{Result, StorageError};
+pub use inbound::InboundRoute;
 pub use numbers::Number;
 pub use organizations::{
     ApiKey, IssuedKey, KeyOwner, LAST_USED_RESOLUTION_MS, Organization, hash_key,

@@ -258,6 +258,7 @@ mod tests {
         let c = s
             .insert_call(NewCall {
                 org_id: o,
+                direction: crate::Direction::Outbound,
                 agent_id: a.id,
                 to: "+15551230000".into(),
                 from_number: n.e164.clone(),

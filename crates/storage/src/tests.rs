@@ -92,6 +92,7 @@ pub(crate) fn trunk(name: &str) -> NewTrunk {
 pub(crate) fn another(first: &Call, to: &str, webhook_url: Option<&str>) -> NewCall {
     NewCall {
         org_id: first.org_id,
+        direction: crate::Direction::Outbound,
         agent_id: first.agent_id,
         to: to.into(),
         from_number: first.from_number.clone(),
@@ -126,6 +127,7 @@ pub(crate) async fn call(s: &Storage) -> Call {
         .unwrap();
     s.insert_call(NewCall {
         org_id: org(s).await,
+        direction: crate::Direction::Outbound,
         agent_id: a.id,
         to: "+15551230000".into(),
         from_number: n.e164.clone(),

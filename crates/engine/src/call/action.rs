@@ -30,6 +30,8 @@ pub(crate) enum Action {
         /// The answer's SDP; without one, the early media's answer stands.
         sdp: Option<Vec<u8>>,
     },
+    /// Answer a call placed to us with the SDP answer made when it was routed (`200 OK`).
+    Accept,
     /// Start the agent's brain on the connected media.
     StartBrain,
     /// Answer the far end's re-offer from the current media state, or refuse it (488).

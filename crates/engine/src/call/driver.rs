@@ -80,8 +80,18 @@ impl BrainLink {
     }
 }
 
+/// What a call placed to us brings to its driver: the call, its media ready, our answer.
+pub(super) struct Answering {
+    pub(super) call: Call,
+    pub(super) media: MediaCall,
+    pub(super) sdp: SdpSession,
+    pub(super) answer: Vec<u8>,
+    pub(super) port_share: PortShare,
+    pub(super) org_slot: Option<OwnedSemaphorePermit>,
+}
+
 /// One call's I/O around its machine.
-struct CallDriver<'a> {
+pub(super) struct CallDriver<'a> {
     engine: &'a Engine,
     plan: CallPlan,
     progress: &'a ProgressLog,
@@ -103,17 +113,44 @@ struct CallDriver<'a> {
     brain: BrainLink,
     /// The call's share of the media ports, held until it ends.
     port_share: Option<PortShare>,
+    /// A call placed to us: our SDP answer, until it is sent.
+    answer: Option<Vec<u8>>,
 }
 
 impl<'a> CallDriver<'a> {
-    fn new(engine: &'a Engine, plan: CallPlan, progress: &'a ProgressLog) -> Self {
-        let machine = CallMachine::new(CallSettings {
+    /// The machine's settings for `plan`.
+    fn settings(engine: &Engine, plan: &CallPlan) -> CallSettings {
+        CallSettings {
             dispatched: plan.dispatched,
             queue_timeout: engine.config.queue_timeout,
             max_duration: plan.max_duration,
             mask_dtmf: plan.mask_dtmf,
             srtp_required: plan.srtp == dialtone_model::SrtpMode::Required,
-        });
+        }
+    }
+
+    /// The driver of a call placed to us, its media ready.
+    pub(super) fn answering(
+        engine: &'a Engine,
+        plan: CallPlan,
+        progress: &'a ProgressLog,
+        sip_call_id: String,
+        answering: Answering,
+    ) -> Self {
+        let settings = Self::settings(engine, &plan);
+        let mut driver = Self::new(engine, plan, progress);
+        driver.machine = CallMachine::answering(settings, sip_call_id);
+        driver.call = Some(answering.call);
+        driver.media = Some(answering.media);
+        driver.sdp = Some(answering.sdp);
+        driver.answer = Some(answering.answer);
+        driver.port_share = Some(answering.port_share);
+        driver.org_slot = answering.org_slot;
+        driver
+    }
+
+    fn new(engine: &'a Engine, plan: CallPlan, progress: &'a ProgressLog) -> Self {
+        let machine = CallMachine::new(Self::settings(engine, &plan));
         Self {
             engine,
             plan,
@@ -131,14 +168,15 @@ impl<'a> CallDriver<'a> {
             media_record: None,
             brain: BrainLink::new(),
             port_share: None,
+            answer: None,
         }
     }
 
     /// Feeds the machine until the call's final step is out.
-    async fn run(mut self, mut hangup: mpsc::UnboundedReceiver<HangUp>) {
+    pub(super) async fn run(mut self, mut hangup: mpsc::UnboundedReceiver<HangUp>) {
         let admission = admit(self.engine, &self.plan);
         tokio::pin!(admission);
-        let mut queued = true;
+        let mut queued = self.machine.waits_for_admission();
         loop {
             while let Some(action) = self.machine.poll_action() {
                 self.perform(action).await;
@@ -199,6 +237,11 @@ impl<'a> CallDriver<'a> {
             Action::ConnectMedia { sdp } => {
                 let outcome = self.connect_media(sdp.as_deref()).await;
                 self.machine.handle(Instant::now(), Input::Media(outcome));
+            }
+            Action::Accept => {
+                if let (Some(call), Some(answer)) = (&self.call, self.answer.take()) {
+                    let _ = call.accept(answer);
+                }
             }
             Action::StartBrain => self.start_brain(),
             Action::AnswerRemoteOffer { sdp } => self.answer_remote_offer(sdp.as_deref()),

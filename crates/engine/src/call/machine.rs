@@ -97,6 +97,8 @@ pub(crate) struct CallMachine {
     /// The maximum duration's deadline, armed at the answer.
     max_duration_at: Option<Instant>,
     actions: VecDeque<Action>,
+    /// A call placed to us: the far end is the caller.
+    inbound: bool,
 }
 
 impl CallMachine {
@@ -115,6 +117,40 @@ impl CallMachine {
             local_end: None,
             max_duration_at: None,
             actions: VecDeque::new(),
+            inbound: false,
+        }
+    }
+
+    /// A call placed to us, just written as `queued` with its media ready: it is recorded
+    /// `ringing` with its SIP Call-ID and answered ([`Action::Accept`]); the caller's ACK
+    /// comes in as [`Input::Answered`].
+    pub(crate) fn answering(settings: CallSettings, sip_call_id: String) -> Self {
+        let mut machine = Self {
+            stage: Stage::Placed,
+            inbound: true,
+            ..Self::new(settings)
+        };
+        tracing::Span::current().record("sip_call_id", sip_call_id.as_str());
+        machine.record(Step {
+            sip_call_id: Some(sip_call_id),
+            ..Step::to(CallStatus::Ringing)
+        });
+        machine.actions.push_back(Action::Accept);
+        machine
+    }
+
+    /// Whether the call waits for admission (a dispatched call does; one placed to us was
+    /// admitted before it was answered).
+    pub(crate) fn waits_for_admission(&self) -> bool {
+        matches!(self.stage, Stage::Queued { .. })
+    }
+
+    /// Who the far end is.
+    fn far_end(&self) -> EndedBy {
+        if self.inbound {
+            EndedBy::Caller
+        } else {
+            EndedBy::Callee
         }
     }
 
@@ -321,6 +357,8 @@ impl CallMachine {
         let (status, by) = match reason {
             _ if self.hung_up_by_api => (CallStatus::Canceled, EndedBy::Api),
             _ if self.local_end.is_some() => (CallStatus::Failed, EndedBy::Engine),
+            // The caller hung up before we answered.
+            SipEndReason::Canceled if self.inbound => (CallStatus::Canceled, EndedBy::Caller),
             SipEndReason::Busy => (CallStatus::Busy, EndedBy::Callee),
             SipEndReason::NoAnswer => (CallStatus::NoAnswer, EndedBy::Engine),
             SipEndReason::Rejected | SipEndReason::Unavailable => {
@@ -355,7 +393,7 @@ impl CallMachine {
     /// The answered call ended.
     fn ended(&mut self, by: Party, reason: SipEndReason) {
         let end = match (by, self.hung_up_by_api, self.local_end) {
-            (Party::Remote, ..) => End::new(end_reason_of(reason), EndedBy::Callee),
+            (Party::Remote, ..) => End::new(end_reason_of(reason), self.far_end()),
             (Party::Local, true, _) => End::new(end_reason_of(reason), EndedBy::Api),
             (Party::Local, false, Some(end)) => end,
             (Party::Local, false, None) => End::new(end_reason_of(reason), EndedBy::Agent),

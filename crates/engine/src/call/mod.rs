@@ -25,6 +25,7 @@
 //! (the ordered writes).
 
 mod action;
+pub(crate) mod answering;
 mod driver;
 mod input;
 mod machine;

@@ -121,6 +121,38 @@ impl SdpSession {
         }
     }
 
+    /// Our answer to a caller's `offer` (a call placed to us) for media at `address:port`:
+    /// the first codec of the offer that we run (the caller's preference), under the trunk's
+    /// `srtp` mode; the session it makes is agreed at once. Returns the answer's text.
+    pub(super) fn answer(
+        address: IpAddr,
+        port: u16,
+        call_id: Uuid,
+        srtp: SrtpMode,
+        offer: &[u8],
+    ) -> Result<(Self, String), Refusal> {
+        let mut session = Self::offer(address, port, call_id, srtp);
+        let offer = std::str::from_utf8(offer)
+            .map_err(|_| SdpError::NoAudio)
+            .and_then(SessionDescription::parse);
+        let answered = offer.and_then(|offer| {
+            dialtone_sdp::answer_offer(
+                &offer,
+                &session.local,
+                None,
+                session.session_id,
+                session.version,
+            )
+        });
+        let (answer, negotiated) = match answered {
+            Ok((answer, negotiated)) => (answer, Ok(negotiated)),
+            Err(error) => (session.offer.clone(), Err(error)),
+        };
+        let negotiated = srtp_policy(srtp, negotiated)?;
+        session.current = Some(negotiated);
+        Ok((session, answer.to_string()))
+    }
+
     /// The offer, as it goes in the INVITE.
     pub(super) fn offer_bytes(&self) -> Vec<u8> {
         self.offer.to_string().into_bytes()

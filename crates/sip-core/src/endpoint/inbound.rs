@@ -10,10 +10,11 @@
 //! After the answer the call is an ordinary dialog: BYE, re-INVITE, UPDATE and INFO either way
 //! go through the same code as an outbound call's.
 //!
-//! Refusals are budgeted per source address ([`RefusalLimiter`]): each `403`/`404` charges
-//! the source, and a source whose budget is spent is no longer answered — its new INVITEs are
-//! dropped, counted in [`EndpointStats::inbound_dropped`], and summarised in the log at most
-//! once per period.
+//! Refusals are budgeted per source address ([`RefusalLimiter`]): each new INVITE takes a
+//! token from its source, given back when the call is rung, answered, or refused for another
+//! cause than `403`/`404`; a source whose budget is spent is no longer answered — its new
+//! INVITEs are dropped, counted in [`EndpointStats::inbound_dropped`], and summarised in the
+//! log at most once per period.
 //!
 //! [`EndpointConfig::accept_inbound`]: super::EndpointConfig::accept_inbound
 //! [`EndpointStats::inbound_dropped`]: super::EndpointStats::inbound_dropped
@@ -65,6 +66,8 @@ pub(super) struct Inbound {
     source: IpAddr,
     /// Our 2xx went out; the ACK is awaited.
     answered: bool,
+    /// The INVITE's token of the source's budget is still taken.
+    charged: bool,
 }
 
 /// The user part of a SIP URI, or the number of a `tel:` URI.
@@ -188,8 +191,10 @@ impl Endpoint {
                 invite: key.clone(),
                 source: destination.ip(),
                 answered: false,
+                charged: true,
             },
         );
+        self.refusals.charge(now, destination.ip());
         self.respond(now, key, 100, Vec::new(), None);
         let request_user = Uri::parse(&req.uri.to_string()).and_then(|u| user_of(&u));
         let incoming = IncomingCall {
@@ -217,9 +222,21 @@ impl Endpoint {
         }
     }
 
+    /// Gives the source back the token the call's INVITE took: it is no refusal for cause.
+    fn refund(&mut self, now: Instant, handle: CallHandle) {
+        if let Some(i) = self.inbound.get_mut(&handle)
+            && i.charged
+        {
+            i.charged = false;
+            let source = i.source;
+            self.refusals.refund(now, source);
+        }
+    }
+
     /// Sends `180 Ringing` for an incoming call.
     pub fn ring(&mut self, now: Instant, handle: CallHandle) -> Result<(), Error> {
         let key = self.unanswered(handle)?;
+        self.refund(now, handle);
         let contact = self.contact(key_transport(self, &key));
         self.respond(now, &key, 180, vec![contact], None);
         self.settle();
@@ -230,6 +247,7 @@ impl Endpoint {
     /// reports [`CallEvent::Answered`].
     pub fn accept(&mut self, now: Instant, handle: CallHandle, sdp: Vec<u8>) -> Result<(), Error> {
         let key = self.unanswered(handle)?;
+        self.refund(now, handle);
         let mut extra = vec![
             self.contact(key_transport(self, &key)),
             Header::Allow(rsip::headers::Allow::new(ALLOWED_METHODS)),
@@ -249,16 +267,17 @@ impl Endpoint {
     }
 
     /// Refuses an incoming call with `status` (a final non-2xx, clamped to 300–699); the call
-    /// fails with that status. A `403` or `404` is charged to the source's budget.
+    /// fails with that status. A `403` or `404` keeps the token its INVITE took from the
+    /// source's budget; another refusal gives it back.
     pub fn refuse(&mut self, now: Instant, handle: CallHandle, status: u16) -> Result<(), Error> {
         let key = self.unanswered(handle)?;
         let status = status.clamp(300, 699);
         self.respond(now, &key, status, Vec::new(), None);
-        if let Some(i) = self.inbound.remove(&handle) {
+        if !matches!(status, 403 | 404) {
+            self.refund(now, handle);
+        }
+        if self.inbound.remove(&handle).is_some() {
             self.stats.inbound_refused += 1;
-            if matches!(status, 403 | 404) {
-                self.refusals.charge(now, i.source);
-            }
         }
         self.fail_incoming(handle, Some(status), EndReason::from_status(status));
         self.settle();
@@ -288,8 +307,9 @@ impl Endpoint {
     }
 
     /// A CANCEL ended the INVITE with 487 before the answer.
-    pub(super) fn on_inbound_canceled(&mut self, handle: CallHandle) {
+    pub(super) fn on_inbound_canceled(&mut self, now: Instant, handle: CallHandle) {
         if self.is_unanswered_incoming(handle) {
+            self.refund(now, handle);
             self.inbound.remove(&handle);
             self.fail_incoming(handle, Some(487), EndReason::Canceled);
         }
