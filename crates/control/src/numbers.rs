@@ -35,7 +35,14 @@ pub(crate) async fn create(
         }
         other => other?,
     };
-    Ok(number_view(&number))
+    // A new number has no agent yet.
+    Ok(number_view(&number, None))
+}
+
+/// `number` as the API shows it, with the agent that answers it.
+async fn shown(state: &ApiState, number: &Number) -> Result<NumberView, ApiError> {
+    let answering = state.engine.storage().answering_agent(number.id).await?;
+    Ok(number_view(number, answering.map(|a| a.id)))
 }
 
 pub(crate) async fn get(
@@ -43,7 +50,7 @@ pub(crate) async fn get(
     caller: &KeyOwner,
     id: &str,
 ) -> Result<NumberView, ApiError> {
-    Ok(number_view(&own::<Number>(state, caller, id).await?))
+    shown(state, &own::<Number>(state, caller, id).await?).await
 }
 
 pub(crate) async fn list(
@@ -51,7 +58,11 @@ pub(crate) async fn list(
     caller: &KeyOwner,
 ) -> Result<Page<NumberView>, ApiError> {
     let numbers = state.engine.storage().list_numbers(caller.org_id).await?;
-    Ok(Page::all(numbers.iter().map(number_view).collect()))
+    let mut views = Vec::with_capacity(numbers.len());
+    for number in &numbers {
+        views.push(shown(state, number).await?);
+    }
+    Ok(Page::all(views))
 }
 
 pub(crate) async fn delete(state: &ApiState, caller: &KeyOwner, id: &str) -> Result<(), ApiError> {

@@ -9,6 +9,7 @@ use dialtone_model::{
     KeyView, NumberView, OrganizationView, ProviderView, RegistrationView, TrunkView,
 };
 use dialtone_storage::{Agent, ApiKey, Number, Organization, Provider, Trunk};
+use uuid::Uuid;
 
 /// A trunk as the API shows it, with where its registration stands.
 pub(crate) fn trunk_view(engine: &Engine, trunk: &Trunk) -> TrunkView {
@@ -45,13 +46,14 @@ pub(crate) fn trunk_view(engine: &Engine, trunk: &Trunk) -> TrunkView {
     }
 }
 
-/// A number as the API shows it.
-pub(crate) fn number_view(number: &Number) -> NumberView {
+/// A number as the API shows it, with the agent that answers calls to it.
+pub(crate) fn number_view(number: &Number, answering: Option<Uuid>) -> NumberView {
     NumberView {
         id: number.id,
         org_id: number.org_id,
         e164: number.e164.clone(),
         trunk_id: number.trunk_id,
+        answering_agent_id: answering,
         created_at: rfc3339(number.created_at),
     }
 }

@@ -48,6 +48,10 @@ pub struct NumberView {
     pub e164: String,
     /// The trunk.
     pub trunk_id: Uuid,
+    /// The agent that answers calls placed to the number: its oldest agent whose `direction`
+    /// is `inbound` or `both`; null when none does (calls to it are refused `404`).
+    #[serde(default)]
+    pub answering_agent_id: Option<Uuid>,
     /// RFC 3339.
     pub created_at: Option<String>,
 }

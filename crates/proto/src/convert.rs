@@ -59,6 +59,7 @@ impl From<&CallView> for Call {
             agent_id: call.agent_id.to_string(),
             to: call.to.clone(),
             from_number: call.from_number.clone(),
+            direction: call.direction.as_str().to_owned(),
             instructions: call.instructions.clone().unwrap_or_default(),
             context: call.context.as_object().map(|_| to_struct(&call.context)),
             metadata: call.metadata.as_object().map(|_| to_struct(&call.metadata)),
@@ -403,6 +404,7 @@ impl From<&NumberView> for Number {
             e164: n.e164.clone(),
             trunk_id: n.trunk_id.to_string(),
             created_at: n.created_at.clone().unwrap_or_default(),
+            answering_agent_id: n.answering_agent_id.map(|id| id.to_string()),
         }
     }
 }

@@ -757,7 +757,7 @@ const TRUNK_COLUMNS: &[&str] = &[
     "transport",
     "registration_state",
 ];
-const NUMBER_COLUMNS: &[&str] = &["id", "e164", "trunk_id"];
+const NUMBER_COLUMNS: &[&str] = &["id", "e164", "trunk_id", "answering_agent_id"];
 const AGENT_COLUMNS: &[&str] = &["id", "name", "brain", "primary_number_id"];
 const PROVIDER_COLUMNS: &[&str] = &["id", "name", "kind", "base_url", "has_api_key"];
 const CALL_COLUMNS: &[&str] = &["id", "to", "status", "created_at", "talk_duration_ms"];

@@ -75,7 +75,10 @@ pub(crate) fn provider(p: &proto::Provider) -> Value {
 }
 
 pub(crate) fn number(n: &proto::Number) -> Value {
-    json!({"id": n.id, "e164": n.e164, "trunk_id": n.trunk_id, "created_at": n.created_at})
+    json!({
+        "id": n.id, "e164": n.e164, "trunk_id": n.trunk_id,
+        "answering_agent_id": n.answering_agent_id, "created_at": n.created_at,
+    })
 }
 
 pub(crate) fn agent(a: &proto::Agent) -> Value {
@@ -129,6 +132,7 @@ pub(crate) fn call(c: &proto::Call) -> Value {
     put(&mut o, "agent_id", c.agent_id.clone());
     put(&mut o, "to", c.to.clone());
     put(&mut o, "from_number", c.from_number.clone());
+    put(&mut o, "direction", c.direction.clone());
     put(&mut o, "status", status_name(c.status));
     put(
         &mut o,
@@ -231,9 +235,10 @@ pub(crate) fn call_record(v: &Value) -> String {
     let mut out = vec![
         format!("call         {}", cell(&v["id"])),
         format!(
-            "             {} → {}",
+            "             {} → {} ({})",
             cell(&v["from_number"]),
-            cell(&v["to"])
+            cell(&v["to"]),
+            cell(&v["direction"])
         ),
         format!("status       {}", cell(&v["status"])),
     ];
