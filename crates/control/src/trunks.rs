@@ -55,6 +55,13 @@ fn fields_of(trunk: &Trunk) -> TrunkFields {
         max_concurrent_calls: trunk.max_concurrent_calls,
         max_calls_per_second: trunk.max_calls_per_second,
         register: Some(trunk.register),
+        inbound_cidrs: (!trunk.inbound_cidrs.is_empty()).then(|| {
+            trunk
+                .inbound_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        }),
         tls_ca_pem: trunk.security.tls_ca_pem.clone(),
         // Kept only where it says something (the default is true).
         tls_verify: (!trunk.security.tls_verify).then_some(false),
@@ -69,11 +76,13 @@ pub(crate) async fn create(
     caller: &KeyOwner,
     fields: TrunkFields,
 ) -> Result<TrunkView, ApiError> {
-    let trunk = state
-        .engine
-        .storage()
+    let networks = fields.checked_inbound_cidrs()?;
+    let storage = state.engine.storage();
+    let trunk = storage
         .create_trunk(caller.org_id, new_trunk(fields)?)
         .await?;
+    storage.set_inbound_cidrs(trunk.id, &networks).await?;
+    let trunk = storage.get_trunk(trunk.id).await?;
     state.engine.sync_registration(&trunk);
     Ok(trunk_view(&state.engine, &trunk))
 }
@@ -124,11 +133,11 @@ pub(crate) async fn update(
         }
     }
     let fields = patched(&stored, TrunkFields::FIELDS, patch)?;
-    let trunk = state
-        .engine
-        .storage()
-        .update_trunk(current.id, new_trunk(fields)?)
-        .await?;
+    let networks = fields.checked_inbound_cidrs()?;
+    let storage = state.engine.storage();
+    storage.update_trunk(current.id, new_trunk(fields)?).await?;
+    storage.set_inbound_cidrs(current.id, &networks).await?;
+    let trunk = storage.get_trunk(current.id).await?;
     state.engine.sync_registration(&trunk);
     Ok(trunk_view(&state.engine, &trunk))
 }

@@ -27,6 +27,11 @@ pub(crate) fn trunk_view(engine: &Engine, trunk: &Trunk) -> TrunkView {
         max_concurrent_calls: trunk.max_concurrent_calls,
         max_calls_per_second: trunk.max_calls_per_second,
         register: trunk.register,
+        inbound_cidrs: trunk
+            .inbound_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         tls_ca_pem: trunk.security.tls_ca_pem.clone(),
         tls_verify: trunk.security.tls_verify,
         tls_client_cert_pem: trunk.security.tls_client_cert_pem.clone(),

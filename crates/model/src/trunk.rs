@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::grammar::{check_name, is_host, is_quoted_text, is_sip_user};
 use crate::names::wire_enum;
+use crate::network::Network;
 use crate::parse::FieldError;
 use crate::pem;
 
@@ -82,6 +83,11 @@ pub struct TrunkFields {
     /// Keep a registration with the trunk (REGISTER with the credentials, refreshed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub register: Option<bool>,
+    /// Networks calls placed to the trunk's numbers may also come from (`203.0.113.0/24`,
+    /// `2001:db8::/32`, or one address), besides the addresses its host resolves to; at most
+    /// 32.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbound_cidrs: Option<Vec<String>>,
     /// With `tls`: PEM certificates to trust instead of the system's roots.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca_pem: Option<String>,
@@ -133,6 +139,7 @@ impl TrunkFields {
         "max_concurrent_calls",
         "max_calls_per_second",
         "register",
+        "inbound_cidrs",
         "tls_ca_pem",
         "tls_verify",
         "tls_client_cert_pem",
@@ -183,8 +190,32 @@ impl TrunkFields {
                 "`password` must be 1-256 characters without control characters",
             ));
         }
+        self.checked_inbound_cidrs()?;
         self.check_security()?;
         self.checked_port().map(|_| ())
+    }
+
+    /// The networks of `inbound_cidrs`, each checked.
+    pub fn checked_inbound_cidrs(&self) -> Result<Vec<Network>, FieldError> {
+        let list = self.inbound_cidrs.as_deref().unwrap_or_default();
+        if list.len() > 32 {
+            return Err(FieldError::invalid(
+                "inbound_cidrs",
+                "`inbound_cidrs` may list at most 32 networks",
+            ));
+        }
+        list.iter()
+            .map(|n| {
+                n.parse::<Network>().map_err(|_| {
+                    FieldError::invalid(
+                        "inbound_cidrs",
+                        format!(
+                            "`inbound_cidrs` must list networks like 203.0.113.0/24 or                              addresses: {n:?} is not one"
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// TLS settings only on a TLS trunk, each PEM what it claims to be; SRTP only over TLS.
@@ -295,6 +326,8 @@ pub struct TrunkView {
     pub max_calls_per_second: Option<u32>,
     /// Whether Dialtone keeps a registration with the trunk.
     pub register: bool,
+    /// Networks calls to the trunk's numbers may also come from, besides its host's addresses.
+    pub inbound_cidrs: Vec<String>,
     /// PEM certificates trusted instead of the system's roots (TLS).
     pub tls_ca_pem: Option<String>,
     /// Whether the trunk's certificate is verified (TLS).
@@ -341,6 +374,7 @@ mod tests {
             max_concurrent_calls: Some(1),
             max_calls_per_second: Some(1),
             register: Some(true),
+            inbound_cidrs: Some(vec!["10.0.0.0/8".into()]),
             tls_ca_pem: Some("c".into()),
             tls_verify: Some(true),
             tls_client_cert_pem: Some("c".into()),
@@ -372,6 +406,24 @@ mod tests {
         assert_eq!(refused(|f| f.password = Some("p\nq".into())), "password");
         assert_eq!(refused(|f| f.name = Some("n".repeat(201))), "name");
         assert_eq!(refused(|f| f.port = Some(70_000)), "port");
+    }
+
+    #[test]
+    fn inbound_cidrs_are_networks_or_addresses_and_at_most_32() {
+        let set = |list: Vec<&'static str>| {
+            move |f: &mut TrunkFields| {
+                f.inbound_cidrs = Some(list.iter().map(|n| (*n).to_owned()).collect())
+            }
+        };
+        assert_eq!(
+            refused(set(vec!["203.0.113.0/24", "2001:db8::/32", "198.51.100.7"])),
+            ""
+        );
+        assert_eq!(refused(set(vec![])), "");
+        for bad in ["203.0.113.0/33", "carrier.example.com", "10.0.0.0/", " "] {
+            assert_eq!(refused(set(vec![bad])), "inbound_cidrs", "{bad}");
+        }
+        assert_eq!(refused(set(vec!["10.0.0.1"; 33])), "inbound_cidrs");
     }
 
     #[test]

@@ -196,6 +196,7 @@ impl From<&TrunkView> for Trunk {
             tls_client_cert_pem: t.tls_client_cert_pem.clone(),
             has_tls_client_key: t.has_tls_client_key,
             srtp: SrtpMode::from(t.srtp) as i32,
+            inbound_cidrs: t.inbound_cidrs.clone(),
         }
     }
 }
@@ -245,6 +246,7 @@ impl TryFrom<TrunkFields> for ModelTrunkFields {
             tls_client_cert_pem: f.tls_client_cert_pem,
             tls_client_key_pem: f.tls_client_key_pem,
             srtp,
+            inbound_cidrs: f.inbound_cidrs.map(|n| n.cidrs),
         })
     }
 }

@@ -5,6 +5,7 @@
 
 use dialtone_model::Network;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use crate::rows::uuid_of;
@@ -52,30 +53,6 @@ impl Storage {
         Ok(None)
     }
 
-    /// The networks trunk `id`'s calls may come from besides its host's addresses.
-    pub async fn inbound_cidrs(&self, id: Uuid) -> Result<Vec<Network>> {
-        let row = sqlx::query("SELECT inbound_cidrs FROM trunks WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StorageError::NotFound {
-                entity: "trunk",
-                id: id.to_string(),
-            })?;
-        let text: Option<String> = row.try_get("inbound_cidrs")?;
-        let corrupt = |detail: String| StorageError::Corrupt {
-            column: "trunks.inbound_cidrs",
-            detail,
-        };
-        let Some(text) = text else {
-            return Ok(Vec::new());
-        };
-        let list: Vec<String> = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-        list.iter()
-            .map(|n| n.parse::<Network>().map_err(corrupt))
-            .collect()
-    }
-
     /// Sets the networks trunk `id`'s calls may come from (empty: its host's addresses only).
     pub async fn set_inbound_cidrs(&self, id: Uuid, networks: &[Network]) -> Result<()> {
         let list: Vec<String> = networks.iter().map(Network::to_string).collect();
@@ -95,6 +72,22 @@ impl Storage {
         }
         Ok(())
     }
+}
+
+/// The networks of a trunk's row (`inbound_cidrs`, a JSON list; none when null).
+pub(crate) fn networks_of(row: &AnyRow) -> Result<Vec<Network>> {
+    let text: Option<String> = row.try_get("inbound_cidrs")?;
+    let corrupt = |detail: String| StorageError::Corrupt {
+        column: "trunks.inbound_cidrs",
+        detail,
+    };
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let list: Vec<String> = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    list.iter()
+        .map(|n| n.parse::<Network>().map_err(corrupt))
+        .collect()
 }
 
 #[cfg(test)]
@@ -152,15 +145,15 @@ mod tests {
     async fn a_trunks_inbound_networks_are_kept_and_cleared(s: Storage) {
         let o = org(&s).await;
         let t = s.create_trunk(o, trunk("t")).await.unwrap();
-        assert!(s.inbound_cidrs(t.id).await.unwrap().is_empty());
+        assert!(s.get_trunk(t.id).await.unwrap().inbound_cidrs.is_empty());
         let networks: Vec<dialtone_model::Network> = ["203.0.113.0/24", "2001:db8::/32"]
             .iter()
             .map(|n| n.parse().unwrap())
             .collect();
         s.set_inbound_cidrs(t.id, &networks).await.unwrap();
-        assert_eq!(s.inbound_cidrs(t.id).await.unwrap(), networks);
+        assert_eq!(s.get_trunk(t.id).await.unwrap().inbound_cidrs, networks);
         s.set_inbound_cidrs(t.id, &[]).await.unwrap();
-        assert!(s.inbound_cidrs(t.id).await.unwrap().is_empty());
+        assert!(s.get_trunk(t.id).await.unwrap().inbound_cidrs.is_empty());
         assert!(matches!(
             s.set_inbound_cidrs(uuid::Uuid::nil(), &networks).await,
             Err(StorageError::NotFound { .. })

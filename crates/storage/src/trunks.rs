@@ -2,6 +2,7 @@
 //! `Debug` nor by the API (whose view has no such field); a name is unique within its organisation; a trunk a number still uses
 //! cannot be deleted. Tested with numbers and agents, in `agents.rs`.
 
+use dialtone_model::Network;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
@@ -40,6 +41,8 @@ pub struct Trunk {
     pub max_calls_per_second: Option<u32>,
     /// Whether Dialtone keeps a registration with the trunk (REGISTER, refreshed).
     pub register: bool,
+    /// Networks calls to its numbers may also come from ([`Storage::set_inbound_cidrs`]).
+    pub inbound_cidrs: Vec<Network>,
     /// TLS and SRTP.
     pub security: TrunkSecurity,
     /// Creation time.
@@ -234,6 +237,7 @@ impl Storage {
             max_concurrent_calls: opt_u32(row, "max_concurrent_calls")?,
             max_calls_per_second: opt_u32(row, "max_calls_per_second")?,
             register: row.try_get::<i64, _>("register")? != 0,
+            inbound_cidrs: crate::inbound::networks_of(row)?,
             security: TrunkSecurity {
                 tls_ca_pem: row.try_get("tls_ca_pem")?,
                 tls_verify: row.try_get::<i64, _>("tls_verify")? != 0,

@@ -15,8 +15,13 @@ use super::{Api, KEY, assert_ended, receiver, wait_final, world};
 const OUR_NUMBER: &str = "+15550001000";
 
 /// A trunk on 127.0.0.1, our number on it, and an agent answering it with `builtin:echo`
-/// (`direction` as given) that sends its webhooks to `webhook_url`.
-async fn answering_agent(api: &Api, e164: &str, direction: &str, webhook_url: Option<&str>) {
+/// (`direction` as given) that sends its webhooks to `webhook_url`; returns the trunk's id.
+async fn answering_agent(
+    api: &Api,
+    e164: &str,
+    direction: &str,
+    webhook_url: Option<&str>,
+) -> String {
     let (s, trunk) = api
         .post(
             "/v1/trunks",
@@ -41,6 +46,17 @@ async fn answering_agent(api: &Api, e164: &str, direction: &str, webhook_url: Op
     let (s, agent) = api.post("/v1/agents", agent).await;
     assert_eq!(s, 201, "{agent}");
     assert_eq!(agent["direction"], direction, "{agent}");
+    let (s, shown) = api
+        .get(&format!("/v1/numbers/{}", number["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(s, 200, "{shown}");
+    let answering = if direction == "outbound" {
+        Value::Null
+    } else {
+        agent["id"].clone()
+    };
+    assert_eq!(shown["answering_agent_id"], answering, "{shown}");
+    trunk["id"].as_str().unwrap().to_owned()
 }
 
 /// SIPp from `local_ip` playing `scenario_name` against the daemon, finished (its scenario
@@ -162,11 +178,12 @@ async fn a_call_from_the_numbers_trunk_is_answered_by_echo_and_recorded_inbound(
 }
 
 /// Toll-fraud guard: from an address that is not the number's trunk's → 403; to a number that
-/// is not ours, or whose agents only place calls → 404; none leaves a record.
+/// is not ours, or whose agents only place calls → 404; none leaves a record. Naming the
+/// stranger's network in the trunk's `inbound_cidrs` lets its calls in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_unknown_numbers_and_outbound_only_agents_are_refused_without_a_record() {
     let w = world(None, &[]).await;
-    answering_agent(&w.api, OUR_NUMBER, "both", None).await;
+    let trunk = answering_agent(&w.api, OUR_NUMBER, "both", None).await;
     answering_agent(&w.api, "+15550002000", "outbound", None).await;
     let target = w.daemon.sip_addr.to_string();
     for (local_ip, number, status) in [
@@ -186,6 +203,41 @@ async fn strangers_unknown_numbers_and_outbound_only_agents_are_refused_without_
         calls(&w.api).await.is_empty(),
         "refused calls leave no record"
     );
+    let path = format!("/v1/trunks/{trunk}");
+    let (s, refused) = w
+        .api
+        .patch(&path, json!({"inbound_cidrs": ["127.0.0.0/33"]}))
+        .await;
+    assert_eq!(
+        (s, refused["error"]["field"].as_str()),
+        (400, Some("inbound_cidrs")),
+        "{refused}"
+    );
+    let (s, patched) = w
+        .api
+        .patch(&path, json!({"inbound_cidrs": ["127.0.0.2/32"]}))
+        .await;
+    assert_eq!(s, 200, "{patched}");
+    assert_eq!(patched["inbound_cidrs"], json!(["127.0.0.2/32"]));
+    let dir = tempfile::tempdir().unwrap();
+    let tone = write_ulaw_tone(&dir.path().join("tone.ulaw"), 440.0, 10000.0, 3).unwrap();
+    call_in(
+        target,
+        "127.0.0.2",
+        "caller_speaks_then_hangs_up.xml",
+        keys(&[
+            ("number", OUR_NUMBER),
+            ("caller", "+15551230000"),
+            ("from_user", "+15551230000"),
+            ("tone", &tone.display().to_string()),
+            ("talk_ms", "1000"),
+        ]),
+    )
+    .await;
+    let listed = calls(&w.api).await;
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    let record = wait_final(&w.api, listed[0]["id"].as_str().unwrap()).await;
+    assert_ended(&record, "completed", "completed", "caller");
     w.finish().await;
 }
 

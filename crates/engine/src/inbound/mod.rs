@@ -139,11 +139,6 @@ impl Engine {
                     .get_trunk(route.number.trunk_id)
                     .await
                     .map_err(Refused::internal)?;
-                let trunk_networks = self
-                    .storage
-                    .inbound_cidrs(trunk.id)
-                    .await
-                    .map_err(Refused::internal)?;
                 let trunk_addresses = match self.ua.resolve(&trunk_for_ua(&trunk)).await {
                     Ok(addresses) => addresses.iter().map(|a| a.ip()).collect(),
                     Err(error) => {
@@ -153,7 +148,7 @@ impl Engine {
                 };
                 let facts = guard::Route {
                     trunk_addresses,
-                    trunk_networks,
+                    trunk_networks: trunk.inbound_cidrs.clone(),
                     answered: route.agent.is_some(),
                 };
                 Some((trunk, facts))

@@ -95,6 +95,17 @@ enum SrtpArg {
     Required,
 }
 
+/// Which calls an agent takes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DirectionArg {
+    /// It places calls (dispatches).
+    Outbound,
+    /// It answers calls placed to its numbers.
+    Inbound,
+    /// Both.
+    Both,
+}
+
 #[derive(Debug, Args)]
 struct TrunkArgs {
     /// Unique name.
@@ -145,6 +156,10 @@ struct TrunkArgs {
     /// Media encryption (SRTP, SDES keys; needs --transport tls).
     #[arg(long, value_enum)]
     srtp: Option<SrtpArg>,
+    /// A network calls to the trunk's numbers may also come from (a CIDR or an address),
+    /// besides the addresses its host resolves to; repeat for more.
+    #[arg(long = "inbound-cidr")]
+    inbound_cidrs: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +198,10 @@ struct AgentArgs {
     /// Name.
     #[arg(long)]
     name: String,
+    /// Which calls it takes: it places them (outbound), answers calls to its numbers
+    /// (inbound), or both.
+    #[arg(long, value_enum, default_value = "outbound")]
+    direction: DirectionArg,
     /// Default instructions of its calls.
     #[arg(long)]
     instructions: Option<String>,
@@ -723,13 +742,23 @@ fn trunk_fields(a: TrunkArgs) -> anyhow::Result<proto::TrunkFields> {
             Some(SrtpArg::Optional) => proto::SrtpMode::Optional,
             Some(SrtpArg::Required) => proto::SrtpMode::Required,
         } as i32,
+        inbound_cidrs: (!a.inbound_cidrs.is_empty()).then_some(proto::Networks {
+            cidrs: a.inbound_cidrs,
+        }),
     })
 }
 
 fn agent_fields(a: AgentArgs) -> proto::AgentFields {
     proto::AgentFields {
         name: Some(a.name),
-        direction: Some("outbound".into()),
+        direction: Some(
+            match a.direction {
+                DirectionArg::Outbound => "outbound",
+                DirectionArg::Inbound => "inbound",
+                DirectionArg::Both => "both",
+            }
+            .into(),
+        ),
         persona: a.persona,
         voice: a.voice,
         language: a.language,

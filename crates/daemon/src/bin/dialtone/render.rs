@@ -50,6 +50,7 @@ pub(crate) fn trunk(t: &proto::Trunk) -> Value {
     put(&mut o, "has_password", t.has_password);
     put(&mut o, "register", t.register);
     put(&mut o, "registration_state", t.registration_state.clone());
+    put(&mut o, "inbound_cidrs", t.inbound_cidrs.clone());
     put(&mut o, "tls_verify", t.tls_verify);
     put(&mut o, "has_tls_ca", t.tls_ca_pem.is_some());
     put(&mut o, "has_tls_client_key", t.has_tls_client_key);
