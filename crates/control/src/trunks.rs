@@ -38,6 +38,7 @@ fn new_trunk(fields: TrunkFields) -> Result<NewTrunk, ApiError> {
             tls_client_key_pem: fields.tls_client_key_pem,
             srtp: fields.srtp.unwrap_or(SrtpMode::Off),
         },
+        codecs: fields.codecs,
     })
 }
 
@@ -61,6 +62,7 @@ fn fields_of(trunk: &Trunk) -> TrunkFields {
         tls_client_cert_pem: trunk.security.tls_client_cert_pem.clone(),
         tls_client_key_pem: trunk.security.tls_client_key_pem.clone(),
         srtp: (trunk.security.srtp != SrtpMode::Off).then_some(trunk.security.srtp),
+        codecs: trunk.codecs.clone(),
     }
 }
 

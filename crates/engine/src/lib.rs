@@ -563,6 +563,7 @@ impl Engine {
             agent: agent_setup,
             amd_listener,
             srtp: trunk.security.srtp,
+            codecs: trunk.offered_codecs().to_vec(),
         };
         let engine = self.clone();
         let span =
@@ -722,6 +723,8 @@ struct CallPlan {
     amd_listener: Option<Arc<dyn dialtone_agent::SpeechToText>>,
     /// The trunk's SRTP: what the offer carries and what an answer must bring.
     srtp: dialtone_model::SrtpMode,
+    /// The trunk's codecs, best first: what the offer lists.
+    codecs: Vec<dialtone_model::Codec>,
 }
 
 /// The speech loop's settings from the agent's: `amd` (thresholds left out keep the

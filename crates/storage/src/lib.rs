@@ -80,7 +80,7 @@ pub use organizations::{
 pub use outbox::{Delivery, WebhookEvent};
 pub use providers::NewProvider;
 pub use resource::{OrgOwned, Stored};
-pub use trunks::{NewTrunk, SrtpMode, Trunk, TrunkSecurity, TrunkTransport};
+pub use trunks::{Codec, NewTrunk, SrtpMode, Trunk, TrunkSecurity, TrunkTransport};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {

@@ -95,6 +95,14 @@ enum SrtpArg {
     Required,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CodecArg {
+    Opus,
+    G722,
+    Pcmu,
+    Pcma,
+}
+
 #[derive(Debug, Args)]
 struct TrunkArgs {
     /// Unique name.
@@ -145,6 +153,9 @@ struct TrunkArgs {
     /// Media encryption (SRTP, SDES keys; needs --transport tls).
     #[arg(long, value_enum)]
     srtp: Option<SrtpArg>,
+    /// The codecs to offer, best first, comma-separated (default: opus,g722,pcmu,pcma).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    codecs: Vec<CodecArg>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -723,6 +734,16 @@ fn trunk_fields(a: TrunkArgs) -> anyhow::Result<proto::TrunkFields> {
             Some(SrtpArg::Optional) => proto::SrtpMode::Optional,
             Some(SrtpArg::Required) => proto::SrtpMode::Required,
         } as i32,
+        codecs: a
+            .codecs
+            .into_iter()
+            .map(|c| match c {
+                CodecArg::Opus => proto::Codec::Opus as i32,
+                CodecArg::G722 => proto::Codec::G722 as i32,
+                CodecArg::Pcmu => proto::Codec::Pcmu as i32,
+                CodecArg::Pcma => proto::Codec::Pcma as i32,
+            })
+            .collect(),
     })
 }
 
