@@ -292,7 +292,8 @@ pub struct Engine {
     speech: SpeechWorkers,
 }
 
-fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
+/// The SIP user agent's trunk for a stored one.
+pub(crate) fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
     let transport = match t.transport {
         TrunkTransport::Udp => Transport::Udp,
         TrunkTransport::Tcp => Transport::Tcp,

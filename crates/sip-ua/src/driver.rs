@@ -64,6 +64,8 @@ pub(crate) enum Command {
     /// Ends a call another process left ([`Leftover`]); its final event comes on `reply`.
     EndLeftover {
         leftover: Box<Leftover>,
+        /// The trunk it was placed through, if it still exists.
+        trunk: Option<Arc<Trunk>>,
         reply: oneshot::Sender<Result<CallEvent, UaError>>,
     },
 }
@@ -486,9 +488,28 @@ impl Driver {
                 self.endpoint.forget_request(series);
                 self.outcomes.remove(&series);
             }
-            Command::EndLeftover { leftover, reply } => {
+            Command::EndLeftover {
+                leftover,
+                trunk,
+                reply,
+            } => {
+                let (destination, transport) = leftover.destination();
+                let tls =
+                    trunk.filter(|t| t.transport == Transport::Tls && transport == Transport::Tls);
+                if let Some(trunk) = &tls
+                    && let Err(e) = self.learn_route(trunk, destination)
+                {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 match self.endpoint.end_leftover(now, &leftover) {
                     Ok(handle) => {
+                        if tls.is_some()
+                            && let Some(next_hop) = self.endpoint.in_dialog_destination(handle)
+                        {
+                            // The BYE's next hop (a Contact, a route) is the same trunk.
+                            self.tls_targets.extend(destination, next_hop);
+                        }
                         self.endings.insert(handle, reply);
                     }
                     Err(e) => {

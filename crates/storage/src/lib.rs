@@ -67,7 +67,7 @@ mod writer;
 use writer::Writer;
 
 pub use agents::{Agent, NewAgent};
-pub use call_writes::{CallProgress, Inserted, NewCall};
+pub use call_writes::{CallProgress, Inserted, InterruptedDialog, NewCall};
 pub use calls::CallFilter;
 pub use dialtone_model::{
     AmdExplanation, AnsweredBy, Call, CallStatus, EndReason, EndedBy, Provider, ProviderKind,
