@@ -96,6 +96,7 @@ async fn secure_world(ca: &TestCa, port: u16, srtp: &str) -> (super::World, Stri
                 addr: "127.0.0.1:0".parse().unwrap(),
                 cert: cert.cert_path.clone(),
                 key: cert.key_path.clone(),
+                advertised_port: None,
             });
         },
         None,
