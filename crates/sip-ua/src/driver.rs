@@ -13,7 +13,7 @@ use dialtone_sip_core::{
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use crate::tcp::{self, Link, TcpEvent};
+use crate::tcp::{self, ConnectionId, Link, TcpEvent};
 use crate::tls::{self, Learned, TlsTargets};
 use crate::trunk::{Gates, Trunk};
 use crate::udp::SipSocket;
@@ -68,6 +68,15 @@ pub(crate) enum Command {
         trunk: Option<Arc<Trunk>>,
         reply: oneshot::Sender<Result<CallEvent, UaError>>,
     },
+}
+
+/// A stream connection's task, as the driver reaches it.
+#[derive(Debug)]
+struct OpenConnection {
+    /// Which connection (a late `Closed` of an older one to the same peer is told apart).
+    id: ConnectionId,
+    /// What it writes.
+    writer: mpsc::UnboundedSender<Vec<u8>>,
 }
 
 /// One call as its owner sees it, across failover attempts.
@@ -154,7 +163,7 @@ struct Driver {
     udp: SipSocket,
     tcp_events: mpsc::UnboundedSender<TcpEvent>,
     /// Open stream connections by peer and transport: a TLS message never takes a TCP one.
-    connections: HashMap<(SocketAddr, Transport), mpsc::UnboundedSender<Vec<u8>>>,
+    connections: HashMap<(SocketAddr, Transport), OpenConnection>,
     /// How to open a TLS connection to each TLS target seen.
     tls_targets: TlsTargets,
     keepalive: Duration,
@@ -302,15 +311,24 @@ async fn accept(
             Some(acceptor) => Link::AcceptedTls(stream, acceptor.clone()),
             None => Link::Accepted(stream),
         };
+        let connection = ConnectionId::next();
         let accepted = TcpEvent::Accepted {
             peer,
             transport: link.transport(),
+            connection,
             writer,
         };
         if events.send(accepted).is_err() {
             break;
         }
-        tokio::spawn(tcp::run(peer, link, outgoing, events.clone(), keepalive));
+        tokio::spawn(tcp::run(
+            peer,
+            connection,
+            link,
+            outgoing,
+            events.clone(),
+            keepalive,
+        ));
     }
 }
 
@@ -394,9 +412,16 @@ impl Driver {
             TcpEvent::Accepted {
                 peer,
                 transport,
+                connection,
                 writer,
             } => {
-                self.connections.insert((peer, transport), writer);
+                self.connections.insert(
+                    (peer, transport),
+                    OpenConnection {
+                        id: connection,
+                        writer,
+                    },
+                );
             }
             TcpEvent::Message {
                 peer,
@@ -409,9 +434,20 @@ impl Driver {
             TcpEvent::Closed {
                 peer,
                 transport,
+                connection,
                 failure,
             } => {
-                self.connections.remove(&(peer, transport));
+                let key = (peer, transport);
+                // A newer connection to the peer has taken the entry: what is sent to the
+                // peer now goes over it, and this one's end concerns none of it.
+                if self
+                    .connections
+                    .get(&key)
+                    .is_some_and(|open| open.id != connection)
+                {
+                    return;
+                }
+                self.connections.remove(&key);
                 if let Some(failure) = failure {
                     self.endpoint.handle_transport_error(peer, failure);
                 }
@@ -698,19 +734,21 @@ impl Driver {
                         Link::Connect
                     };
                     let (writer, outgoing) = mpsc::unbounded_channel();
+                    let id = ConnectionId::next();
                     tokio::spawn(tcp::run(
                         t.destination,
+                        id,
                         link,
                         outgoing,
                         self.tcp_events.clone(),
                         self.keepalive,
                     ));
-                    self.connections.insert(key, writer);
+                    self.connections.insert(key, OpenConnection { id, writer });
                 }
-                let Some(writer) = self.connections.get(&key) else {
+                let Some(open) = self.connections.get(&key) else {
                     return;
                 };
-                if writer.send(t.payload).is_err() {
+                if open.writer.send(t.payload).is_err() {
                     self.connections.remove(&key);
                     self.endpoint
                         .handle_transport_error(t.destination, TransportFailure::Other);
