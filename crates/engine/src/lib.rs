@@ -310,13 +310,26 @@ pub(crate) fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
     trunk.from_domain = t.from_domain.clone();
     trunk.max_concurrent_calls = t.max_concurrent_calls;
     trunk.max_calls_per_second = t.max_calls_per_second;
-    trunk.tls = TrunkTls {
-        ca_pem: t.security.tls_ca_pem.clone(),
-        verify: t.security.tls_verify,
-        client_cert_pem: t.security.tls_client_cert_pem.clone(),
-        client_key_pem: t.security.tls_client_key_pem.clone(),
-    };
+    trunk.tls = tls_for_ua(&t.security);
     trunk
+}
+
+/// The SIP user agent's TLS settings for a trunk's.
+fn tls_for_ua(security: &dialtone_storage::TrunkSecurity) -> TrunkTls {
+    TrunkTls {
+        ca_pem: security.tls_ca_pem.clone(),
+        verify: security.tls_verify,
+        client_cert_pem: security.tls_client_cert_pem.clone(),
+        client_key_pem: security.tls_client_key_pem.clone(),
+    }
+}
+
+/// Whether a TLS trunk's settings make a TLS client (the CA's certificates are usable, the
+/// client key is the client certificate's): what every call would otherwise fail on.
+pub fn check_trunk_tls(
+    security: &dialtone_storage::TrunkSecurity,
+) -> Result<(), dialtone_sip_ua::TlsSettingError> {
+    dialtone_sip_ua::check_tls_settings(&tls_for_ua(security))
 }
 
 impl Engine {

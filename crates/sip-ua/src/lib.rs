@@ -50,7 +50,7 @@ pub use dialtone_sip_core::{
     CallEvent, Credentials, EndReason, EndpointStats, Leftover, Party, TimerConfig, Transport,
 };
 pub use health::{Registration, RegistrationState, TrunkHealth, TrunkMonitor};
-pub use tls::{TlsListen, TrunkTls};
+pub use tls::{TlsListen, TlsSettingError, TrunkTls, check_settings as check_tls_settings};
 pub use trunk::{Admission, Trunk};
 
 use driver::Command;

@@ -265,8 +265,9 @@ async fn a_call_through_a_tls_proxy_demanding_digest_auth_to_an_srtp_callee() {
 }
 
 /// The API's rules for a trunk's security fields: TLS brings port 5061 unless one is set,
-/// `srtp` needs TLS (400 naming the field and why), a broken PEM is refused, the client key is
-/// never returned, and moving a trunk off TLS drops its TLS settings.
+/// `srtp` needs TLS (400 naming the field and why), a broken PEM and a client key that is not
+/// the client certificate's are refused, the client key is never returned, and moving a trunk
+/// off TLS drops its TLS settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trunk_security_fields_follow_their_rules() {
     let ca = TestCa::new("Dialtone e2e CA").unwrap();
@@ -290,6 +291,20 @@ async fn trunk_security_fields_follow_their_rules() {
         .await;
     assert_eq!(s, 400, "{e}");
     assert_eq!(e["error"]["field"], "tls_ca_pem");
+    // A well-formed key of another certificate: every call would fail, so the trunk is refused.
+    let other = ca.issue("other", &["other.test"]).unwrap();
+    let (s, e) = w
+        .api
+        .patch(
+            &trunk,
+            json!({
+                "transport": "tls", "tls_client_cert_pem": client.cert_pem,
+                "tls_client_key_pem": other.key_pem,
+            }),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["field"], "tls_client_key_pem", "{e}");
     let (s, t) = w
         .api
         .patch(
