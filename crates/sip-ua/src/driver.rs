@@ -631,6 +631,11 @@ impl Driver {
             let Some((trunk, target)) = slot.remaining.pop_front() else {
                 return false;
             };
+            if slot.request.trunk.transport == Transport::Tls && trunk.transport != Transport::Tls {
+                // The offer may carry SRTP keys, and the caller asked for TLS: never in clear.
+                tracing::warn!(trunk = %trunk.name, "fallback trunk without TLS skipped for a TLS call");
+                continue;
+            }
             if !Arc::ptr_eq(&trunk, &slot.trunk) {
                 // Moving to another trunk: its caps apply, checked without waiting.
                 let Some(admission) = self.gates.try_admit(&trunk) else {
