@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config libopus-dev protobuf-compiler libprotobuf-dev
-  sip-tester baresip kamailio
+  sip-tester baresip kamailio kamailio-tls-modules
   tshark iproute2 sox espeak-ng openssl python3-yaml postgresql-client
   fontconfig fonts-dejavu-core pocketsphinx pocketsphinx-en-us
   "$@"

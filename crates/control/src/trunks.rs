@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use dialtone_model::{Page, TrunkFields, TrunkView};
+use dialtone_model::{FieldError, Page, TrunkFields, TrunkView};
 use dialtone_storage::{KeyOwner, NewTrunk, SrtpMode, Trunk, TrunkSecurity, TrunkTransport};
 
 use crate::auth::{authorize, own};
@@ -15,11 +15,21 @@ use crate::openapi::ErrorBody;
 use crate::views::trunk_view;
 use crate::{ApiError, ApiState, created};
 
-/// What storage keeps of checked trunk fields.
+/// What storage keeps of checked trunk fields; a TLS trunk's settings must make a TLS client.
 fn new_trunk(fields: TrunkFields) -> Result<NewTrunk, ApiError> {
     fields.check()?;
     let port = fields.checked_port()?;
-    Ok(NewTrunk {
+    let trunk = stored_fields(fields, port);
+    if trunk.transport == TrunkTransport::Tls {
+        dialtone_engine::check_trunk_tls(&trunk.security)
+            .map_err(|e| FieldError::invalid(e.field, e.reason))?;
+    }
+    Ok(trunk)
+}
+
+/// Checked trunk fields as storage keeps them.
+fn stored_fields(fields: TrunkFields, port: u16) -> NewTrunk {
+    NewTrunk {
         name: fields.name.unwrap_or_default(),
         host: fields.host.unwrap_or_default(),
         port,
@@ -38,7 +48,8 @@ fn new_trunk(fields: TrunkFields) -> Result<NewTrunk, ApiError> {
             tls_client_key_pem: fields.tls_client_key_pem,
             srtp: fields.srtp.unwrap_or(SrtpMode::Off),
         },
-    })
+        codecs: fields.codecs,
+    }
 }
 
 /// The stored trunk's writable fields (the password included, to be kept by a patch).
@@ -68,6 +79,7 @@ fn fields_of(trunk: &Trunk) -> TrunkFields {
         tls_client_cert_pem: trunk.security.tls_client_cert_pem.clone(),
         tls_client_key_pem: trunk.security.tls_client_key_pem.clone(),
         srtp: (trunk.security.srtp != SrtpMode::Off).then_some(trunk.security.srtp),
+        codecs: trunk.codecs.clone(),
     }
 }
 

@@ -53,6 +53,11 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
         None,
         "PEM file of the TLS listener's private key (with DIALTONE_SIP_TLS_ADDR)",
     ),
+    (
+        "DIALTONE_SIP_TLS_ADVERTISED_PORT",
+        None,
+        "the TLS listener's public port for Via and Contact, when a NAT or forward maps it (default: its own)",
+    ),
     ("DIALTONE_RTP_PORTS", Some("20000-20999"), "RTP port range"),
     (
         "DIALTONE_DATA_DIR",
@@ -146,6 +151,8 @@ pub struct SipTls {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// The port Via and Contact name for it, when it is reached through another (NAT).
+    pub advertised_port: Option<u16>,
 }
 
 /// How logs are written.
@@ -421,8 +428,27 @@ impl Config {
                 key: sources
                     .required("DIALTONE_SIP_TLS_KEY", "the TLS listener's private key")?
                     .into(),
+                advertised_port: match sources.get("DIALTONE_SIP_TLS_ADVERTISED_PORT") {
+                    None => None,
+                    Some((port, from)) => Some(
+                        port.trim()
+                            .parse()
+                            .ok()
+                            .filter(|p: &u16| *p > 0)
+                            .ok_or_else(|| DaemonError::Config {
+                                key: "DIALTONE_SIP_TLS_ADVERTISED_PORT",
+                                problem: format!("{port:?}{from} is not a port (1-65535)"),
+                            })?,
+                    ),
+                },
             }),
         };
+        if sip_tls.is_none() && sources.get("DIALTONE_SIP_TLS_ADVERTISED_PORT").is_some() {
+            return Err(DaemonError::Config {
+                key: "DIALTONE_SIP_TLS_ADVERTISED_PORT",
+                problem: "needs the TLS listener it advertises (DIALTONE_SIP_TLS_ADDR)".into(),
+            });
+        }
         Ok(Self {
             http_addr: addr("DIALTONE_HTTP_ADDR")?,
             metrics_addr: match sources.or_default("DIALTONE_METRICS_ADDR").0.trim() {
@@ -550,6 +576,19 @@ mod tests {
             (
                 vec![("DIALTONE_SIP_T1_MS", "0")],
                 "DIALTONE_SIP_T1_MS: must be at least 1",
+            ),
+            (
+                vec![("DIALTONE_SIP_TLS_ADVERTISED_PORT", "5061")],
+                "DIALTONE_SIP_TLS_ADVERTISED_PORT: needs the TLS listener",
+            ),
+            (
+                vec![
+                    ("DIALTONE_SIP_TLS_ADDR", "127.0.0.1:5061"),
+                    ("DIALTONE_SIP_TLS_CERT", "c.pem"),
+                    ("DIALTONE_SIP_TLS_KEY", "k.pem"),
+                    ("DIALTONE_SIP_TLS_ADVERTISED_PORT", "70000"),
+                ],
+                "DIALTONE_SIP_TLS_ADVERTISED_PORT: \"70000\" is not a port",
             ),
             (
                 vec![("DIALTONE_MEDIA_WORKERS", "-1")],

@@ -215,6 +215,7 @@ impl Daemon {
                 cert_chain_pem: read("DIALTONE_SIP_TLS_CERT", &tls.cert)?,
                 key_pem: read("DIALTONE_SIP_TLS_KEY", &tls.key)?,
             });
+            ua_config.advertised_tls_port = tls.advertised_port;
         }
         let ua = Arc::new(SipUa::start(ua_config).await?);
         // The calls a killed run left live: their far ends hung up on the wire (from the

@@ -7,6 +7,7 @@
 //! (`request`: `bye` or `cancel`; `outcome`: `answered` — a final response or the core's
 //! own end —, `unanswered` within the wait, `failed` — a dialog that cannot be read or sent).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone_sip_ua::{CallEvent, Leftover, SipUa};
@@ -25,8 +26,9 @@ pub async fn hang_up_leftovers(
     wait: Duration,
 ) -> Result<usize, StorageError> {
     let mut ending = JoinSet::new();
-    for (id, text) in storage.interrupted_dialogs().await? {
-        let leftover: Leftover = match serde_json::from_str(&text) {
+    for interrupted in storage.interrupted_dialogs().await? {
+        let id = interrupted.call_id;
+        let leftover: Leftover = match serde_json::from_str(&interrupted.dialog) {
             Ok(leftover) => leftover,
             Err(error) => {
                 tracing::warn!(call = %id, %error, "a left-over call's SIP dialog cannot be read");
@@ -34,13 +36,19 @@ pub async fn hang_up_leftovers(
                 continue;
             }
         };
+        // A TLS trunk's connection needs its settings; a trunk deleted since is tried without.
+        let trunk = match storage.get_trunk(interrupted.trunk_id).await {
+            Ok(trunk) => Some(Arc::new(crate::trunk_for_ua(&trunk))),
+            Err(StorageError::NotFound { .. }) => None,
+            Err(error) => return Err(error),
+        };
         let ua = ua.clone();
         ending.spawn(async move {
             let request = match leftover {
                 Leftover::Dialog { .. } => "bye",
                 Leftover::Inviting { .. } => "cancel",
             };
-            let outcome = tokio::time::timeout(wait, ua.end_leftover(leftover)).await;
+            let outcome = tokio::time::timeout(wait, ua.end_leftover(leftover, trunk)).await;
             (id, request, outcome)
         });
     }

@@ -293,7 +293,8 @@ pub struct Engine {
     speech: SpeechWorkers,
 }
 
-fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
+/// The SIP user agent's trunk for a stored one.
+pub(crate) fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
     let transport = match t.transport {
         TrunkTransport::Udp => Transport::Udp,
         TrunkTransport::Tcp => Transport::Tcp,
@@ -310,13 +311,26 @@ fn trunk_for_ua(t: &dialtone_storage::Trunk) -> Trunk {
     trunk.from_domain = t.from_domain.clone();
     trunk.max_concurrent_calls = t.max_concurrent_calls;
     trunk.max_calls_per_second = t.max_calls_per_second;
-    trunk.tls = TrunkTls {
-        ca_pem: t.security.tls_ca_pem.clone(),
-        verify: t.security.tls_verify,
-        client_cert_pem: t.security.tls_client_cert_pem.clone(),
-        client_key_pem: t.security.tls_client_key_pem.clone(),
-    };
+    trunk.tls = tls_for_ua(&t.security);
     trunk
+}
+
+/// The SIP user agent's TLS settings for a trunk's.
+fn tls_for_ua(security: &dialtone_storage::TrunkSecurity) -> TrunkTls {
+    TrunkTls {
+        ca_pem: security.tls_ca_pem.clone(),
+        verify: security.tls_verify,
+        client_cert_pem: security.tls_client_cert_pem.clone(),
+        client_key_pem: security.tls_client_key_pem.clone(),
+    }
+}
+
+/// Whether a TLS trunk's settings make a TLS client (the CA's certificates are usable, the
+/// client key is the client certificate's): what every call would otherwise fail on.
+pub fn check_trunk_tls(
+    security: &dialtone_storage::TrunkSecurity,
+) -> Result<(), dialtone_sip_ua::TlsSettingError> {
+    dialtone_sip_ua::check_tls_settings(&tls_for_ua(security))
 }
 
 impl Engine {
@@ -588,6 +602,7 @@ impl Engine {
             agent: agent_setup,
             amd_listener,
             srtp: trunk.security.srtp,
+            codecs: trunk.offered_codecs().to_vec(),
         }
     }
 
@@ -761,6 +776,8 @@ struct CallPlan {
     amd_listener: Option<Arc<dyn dialtone_agent::SpeechToText>>,
     /// The trunk's SRTP: what the offer carries and what an answer must bring.
     srtp: dialtone_model::SrtpMode,
+    /// The trunk's codecs, best first: what the offer lists.
+    codecs: Vec<dialtone_model::Codec>,
 }
 
 /// The speech loop's settings from the agent's: `amd` (thresholds left out keep the

@@ -59,7 +59,7 @@ pub use page::Page;
 pub use parse::FieldError;
 pub use provider::{Provider, ProviderFields, ProviderKind, ProviderView};
 pub use status::{AgentDirection, CallStatus, Direction};
-pub use trunk::{RegistrationView, SrtpMode, TrunkFields, TrunkTransport, TrunkView};
+pub use trunk::{Codec, RegistrationView, SrtpMode, TrunkFields, TrunkTransport, TrunkView};
 pub use webhook::{DeliveryState, EventType, EventView, WebhookBody, WebhookData};
 
 /// Most bytes of `instructions`.

@@ -44,6 +44,28 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// An audio codec a trunk may carry.
+    pub enum Codec ("codec") {
+        /// Opus (RFC 7587), wideband and more, 48 kHz RTP clock.
+        Opus = "opus",
+        /// G.722, wideband (16 kHz), 8 kHz RTP clock (RFC 3551).
+        G722 = "g722",
+        /// G.711 µ-law.
+        Pcmu = "pcmu",
+        /// G.711 A-law.
+        Pcma = "pcma",
+    }
+}
+
+impl Codec {
+    /// What a trunk without `codecs` offers, best first: wideband before G.711 (the agent's
+    /// speech recognition hears more of the caller), Opus before G.722 (better at the same
+    /// bit rate, and it conceals loss). A trunk that takes only G.711 answers G.711.
+    pub const DEFAULT_PREFERENCE: &'static [Codec] =
+        &[Codec::Opus, Codec::G722, Codec::Pcmu, Codec::Pcma];
+}
+
 /// A trunk's writable fields. On create `name` and `host` are required; a PATCH is laid over
 /// the stored fields first (`null` clears an optional one). `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -105,6 +127,10 @@ pub struct TrunkFields {
     /// anything but `off` needs transport `tls`, since the keys travel in the SDP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srtp: Option<SrtpMode>,
+    /// The codecs to offer, best first (default `["opus", "g722", "pcmu", "pcma"]`); a
+    /// codec left out is never used on the trunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codecs: Option<Vec<Codec>>,
 }
 
 impl std::fmt::Debug for TrunkFields {
@@ -121,6 +147,7 @@ impl std::fmt::Debug for TrunkFields {
                 &self.tls_client_key_pem.as_ref().map(|_| "<redacted>"),
             )
             .field("srtp", &self.srtp)
+            .field("codecs", &self.codecs)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +172,7 @@ impl TrunkFields {
         "tls_client_cert_pem",
         "tls_client_key_pem",
         "srtp",
+        "codecs",
     ];
 
     /// The rules serde does not check: `name` and `host` are there, the port is one.
@@ -192,6 +220,7 @@ impl TrunkFields {
         }
         self.checked_inbound_cidrs()?;
         self.check_security()?;
+        self.check_codecs()?;
         self.checked_port().map(|_| ())
     }
 
@@ -210,12 +239,37 @@ impl TrunkFields {
                     FieldError::invalid(
                         "inbound_cidrs",
                         format!(
-                            "`inbound_cidrs` must list networks like 203.0.113.0/24 or                              addresses: {n:?} is not one"
+                            "`inbound_cidrs` must list networks like 203.0.113.0/24 or \
+                             addresses: {n:?} is not one"
                         ),
                     )
                 })
             })
             .collect()
+    }
+
+    /// At least one codec, each once.
+    fn check_codecs(&self) -> Result<(), FieldError> {
+        let Some(codecs) = &self.codecs else {
+            return Ok(());
+        };
+        if codecs.is_empty() {
+            return Err(FieldError::invalid(
+                "codecs",
+                "`codecs` must name at least one codec (or be null for the default)",
+            ));
+        }
+        if let Some(codec) = codecs
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| codecs.iter().take(i).any(|e| e == c).then_some(c))
+        {
+            return Err(FieldError::invalid(
+                "codecs",
+                format!("`codecs` names `{codec}` more than once"),
+            ));
+        }
+        Ok(())
     }
 
     /// TLS settings only on a TLS trunk, each PEM what it claims to be; SRTP only over TLS.
@@ -338,6 +392,8 @@ pub struct TrunkView {
     pub has_tls_client_key: bool,
     /// Media encryption.
     pub srtp: SrtpMode,
+    /// The codecs offered, best first.
+    pub codecs: Vec<Codec>,
     /// Where the registration stands; null without one.
     pub registration: Option<RegistrationView>,
     /// RFC 3339.
@@ -380,6 +436,7 @@ mod tests {
             tls_client_cert_pem: Some("c".into()),
             tls_client_key_pem: Some("k".into()),
             srtp: Some(SrtpMode::Off),
+            codecs: Some(vec![Codec::Pcmu]),
         };
         crate::parse::tests::assert_lists_every_key(&every, TrunkFields::FIELDS);
     }
@@ -462,5 +519,22 @@ mod tests {
         assert_eq!(fields.checked_port().unwrap(), 5061);
         fields.transport = Some(TrunkTransport::Udp);
         assert_eq!(fields.checked_port().unwrap(), 5060);
+    }
+
+    #[test]
+    fn codecs_are_named_at_least_once_and_at_most_once_each() {
+        assert_eq!(
+            refused(|f| f.codecs = Some(vec![Codec::G722, Codec::Pcmu])),
+            ""
+        );
+        assert_eq!(refused(|f| f.codecs = Some(Vec::new())), "codecs");
+        assert_eq!(
+            refused(|f| f.codecs = Some(vec![Codec::Pcmu, Codec::Opus, Codec::Pcmu])),
+            "codecs"
+        );
+        let parsed: Result<TrunkFields, _> =
+            serde_json::from_value(serde_json::json!({"codecs": ["g729"]}));
+        assert!(parsed.unwrap_err().to_string().contains("g729"));
+        assert_eq!(Codec::DEFAULT_PREFERENCE.len(), Codec::ALL.len());
     }
 }

@@ -8,9 +8,9 @@
 use dialtone_model::agent::{AgentView, Tool as ModelTool, VoicemailAction as ModelVoicemail};
 use dialtone_model::parse::from_value as parse_value;
 use dialtone_model::{
-    AgentFields as ModelAgentFields, CallStatus as ModelCallStatus, CallView, DispatchCall,
-    FieldError, IssuedKeyView, KeyFields, KeyScope as ModelScope, KeyView, NumberView,
-    OrganizationFields as ModelOrganizationFields, OrganizationPatch, OrganizationView,
+    AgentFields as ModelAgentFields, CallStatus as ModelCallStatus, CallView, Codec as ModelCodec,
+    DispatchCall, FieldError, IssuedKeyView, KeyFields, KeyScope as ModelScope, KeyView,
+    NumberView, OrganizationFields as ModelOrganizationFields, OrganizationPatch, OrganizationView,
     ProviderFields as ModelProviderFields, ProviderKind as ModelKind, ProviderView,
     RegistrationView, SrtpMode as ModelSrtp, TrunkFields as ModelTrunkFields,
     TrunkTransport as ModelTransport, TrunkView,
@@ -167,6 +167,31 @@ impl From<ModelSrtp> for SrtpMode {
     }
 }
 
+impl From<ModelCodec> for Codec {
+    fn from(c: ModelCodec) -> Self {
+        match c {
+            ModelCodec::Opus => Self::Opus,
+            ModelCodec::G722 => Self::G722,
+            ModelCodec::Pcmu => Self::Pcmu,
+            ModelCodec::Pcma => Self::Pcma,
+        }
+    }
+}
+
+/// The model's codec for a proto `Codec` value; unspecified or unknown values are refused.
+fn model_codec(value: i32) -> Result<ModelCodec, FieldError> {
+    match Codec::try_from(value) {
+        Ok(Codec::Opus) => Ok(ModelCodec::Opus),
+        Ok(Codec::G722) => Ok(ModelCodec::G722),
+        Ok(Codec::Pcmu) => Ok(ModelCodec::Pcmu),
+        Ok(Codec::Pcma) => Ok(ModelCodec::Pcma),
+        Ok(Codec::Unspecified) | Err(_) => Err(FieldError::invalid(
+            "codecs",
+            "`codecs` must list \"opus\", \"g722\", \"pcmu\" or \"pcma\"",
+        )),
+    }
+}
+
 impl From<&TrunkView> for Trunk {
     fn from(t: &TrunkView) -> Self {
         Self {
@@ -197,6 +222,7 @@ impl From<&TrunkView> for Trunk {
             has_tls_client_key: t.has_tls_client_key,
             srtp: SrtpMode::from(t.srtp) as i32,
             inbound_cidrs: t.inbound_cidrs.clone(),
+            codecs: t.codecs.iter().map(|c| Codec::from(*c) as i32).collect(),
         }
     }
 }
@@ -247,6 +273,14 @@ impl TryFrom<TrunkFields> for ModelTrunkFields {
             tls_client_key_pem: f.tls_client_key_pem,
             srtp,
             inbound_cidrs: f.inbound_cidrs.map(|n| n.cidrs),
+            codecs: match f.codecs.as_slice() {
+                [] => None,
+                list => Some(
+                    list.iter()
+                        .map(|c| model_codec(*c))
+                        .collect::<Result<_, _>>()?,
+                ),
+            },
         })
     }
 }

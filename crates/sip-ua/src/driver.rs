@@ -13,7 +13,7 @@ use dialtone_sip_core::{
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use crate::tcp::{self, Link, TcpEvent};
+use crate::tcp::{self, ConnectionId, Link, TcpEvent};
 use crate::tls::{self, Learned, TlsTargets};
 use crate::trunk::{Gates, Trunk};
 use crate::udp::SipSocket;
@@ -75,8 +75,19 @@ pub(crate) enum Command {
     /// Ends a call another process left ([`Leftover`]); its final event comes on `reply`.
     EndLeftover {
         leftover: Box<Leftover>,
+        /// The trunk it was placed through, if it still exists.
+        trunk: Option<Arc<Trunk>>,
         reply: oneshot::Sender<Result<CallEvent, UaError>>,
     },
+}
+
+/// A stream connection's task, as the driver reaches it.
+#[derive(Debug)]
+struct OpenConnection {
+    /// Which connection (a late `Closed` of an older one to the same peer is told apart).
+    id: ConnectionId,
+    /// What it writes.
+    writer: mpsc::UnboundedSender<Vec<u8>>,
 }
 
 /// One call as its owner sees it, across failover attempts.
@@ -163,7 +174,7 @@ struct Driver {
     udp: SipSocket,
     tcp_events: mpsc::UnboundedSender<TcpEvent>,
     /// Open stream connections by peer and transport: a TLS message never takes a TCP one.
-    connections: HashMap<(SocketAddr, Transport), mpsc::UnboundedSender<Vec<u8>>>,
+    connections: HashMap<(SocketAddr, Transport), OpenConnection>,
     /// How to open a TLS connection to each TLS target seen.
     tls_targets: TlsTargets,
     keepalive: Duration,
@@ -326,15 +337,24 @@ async fn accept(
             Some(acceptor) => Link::AcceptedTls(stream, acceptor.clone()),
             None => Link::Accepted(stream),
         };
+        let connection = ConnectionId::next();
         let accepted = TcpEvent::Accepted {
             peer,
             transport: link.transport(),
+            connection,
             writer,
         };
         if events.send(accepted).is_err() {
             break;
         }
-        tokio::spawn(tcp::run(peer, link, outgoing, events.clone(), keepalive));
+        tokio::spawn(tcp::run(
+            peer,
+            connection,
+            link,
+            outgoing,
+            events.clone(),
+            keepalive,
+        ));
     }
 }
 
@@ -418,9 +438,16 @@ impl Driver {
             TcpEvent::Accepted {
                 peer,
                 transport,
+                connection,
                 writer,
             } => {
-                self.connections.insert((peer, transport), writer);
+                self.connections.insert(
+                    (peer, transport),
+                    OpenConnection {
+                        id: connection,
+                        writer,
+                    },
+                );
             }
             TcpEvent::Message {
                 peer,
@@ -433,9 +460,20 @@ impl Driver {
             TcpEvent::Closed {
                 peer,
                 transport,
+                connection,
                 failure,
             } => {
-                self.connections.remove(&(peer, transport));
+                let key = (peer, transport);
+                // A newer connection to the peer has taken the entry: what is sent to the
+                // peer now goes over it, and this one's end concerns none of it.
+                if self
+                    .connections
+                    .get(&key)
+                    .is_some_and(|open| open.id != connection)
+                {
+                    return;
+                }
+                self.connections.remove(&key);
                 if let Some(failure) = failure {
                     self.endpoint.handle_transport_error(peer, failure);
                 }
@@ -529,9 +567,28 @@ impl Driver {
                 self.endpoint.forget_request(series);
                 self.outcomes.remove(&series);
             }
-            Command::EndLeftover { leftover, reply } => {
+            Command::EndLeftover {
+                leftover,
+                trunk,
+                reply,
+            } => {
+                let (destination, transport) = leftover.destination();
+                let tls =
+                    trunk.filter(|t| t.transport == Transport::Tls && transport == Transport::Tls);
+                if let Some(trunk) = &tls
+                    && let Err(e) = self.learn_route(trunk, destination)
+                {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 match self.endpoint.end_leftover(now, &leftover) {
                     Ok(handle) => {
+                        if tls.is_some()
+                            && let Some(next_hop) = self.endpoint.in_dialog_destination(handle)
+                        {
+                            // The BYE's next hop (a Contact, a route) is the same trunk.
+                            self.tls_targets.extend(destination, next_hop);
+                        }
                         self.endings.insert(handle, reply);
                     }
                     Err(e) => {
@@ -651,6 +708,11 @@ impl Driver {
             let Some((trunk, target)) = slot.remaining.pop_front() else {
                 return false;
             };
+            if slot.request.trunk.transport == Transport::Tls && trunk.transport != Transport::Tls {
+                // The offer may carry SRTP keys, and the caller asked for TLS: never in clear.
+                tracing::warn!(trunk = %trunk.name, "fallback trunk without TLS skipped for a TLS call");
+                continue;
+            }
             if !Arc::ptr_eq(&trunk, &slot.trunk) {
                 // Moving to another trunk: its caps apply, checked without waiting.
                 let Some(admission) = self.gates.try_admit(&trunk) else {
@@ -754,19 +816,21 @@ impl Driver {
                         Link::Connect
                     };
                     let (writer, outgoing) = mpsc::unbounded_channel();
+                    let id = ConnectionId::next();
                     tokio::spawn(tcp::run(
                         t.destination,
+                        id,
                         link,
                         outgoing,
                         self.tcp_events.clone(),
                         self.keepalive,
                     ));
-                    self.connections.insert(key, writer);
+                    self.connections.insert(key, OpenConnection { id, writer });
                 }
-                let Some(writer) = self.connections.get(&key) else {
+                let Some(open) = self.connections.get(&key) else {
                     return;
                 };
-                if writer.send(t.payload).is_err() {
+                if open.writer.send(t.payload).is_err() {
                     self.connections.remove(&key);
                     self.endpoint
                         .handle_transport_error(t.destination, TransportFailure::Other);

@@ -57,7 +57,7 @@ pub use dialtone_sip_core::{
     Transport,
 };
 pub use health::{Registration, RegistrationState, TrunkHealth, TrunkMonitor};
-pub use tls::{TlsListen, TrunkTls};
+pub use tls::{TlsListen, TlsSettingError, TrunkTls, check_settings as check_tls_settings};
 pub use trunk::{Admission, Trunk};
 
 use driver::Command;
@@ -197,8 +197,9 @@ impl UaConfig {
     }
 }
 
-/// One call to place through a trunk.
-#[derive(Debug, Clone)]
+/// One call to place through a trunk. `Debug` shows the offer's length, not the offer, whose
+/// SDES keys (RFC 4568) must stay out of the logs.
+#[derive(Clone)]
 pub struct DialRequest {
     /// The trunk to place it through.
     pub trunk: Arc<Trunk>,
@@ -220,6 +221,22 @@ pub struct DialRequest {
     pub ring_timeout: Duration,
     /// Failover to the next target is tried only within this time from the dial.
     pub setup_deadline: Duration,
+}
+
+impl std::fmt::Debug for DialRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DialRequest")
+            .field("trunk", &self.trunk)
+            .field("fallback_trunks", &self.fallback_trunks)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("sdp_offer_bytes", &self.sdp_offer.as_ref().map(Vec::len))
+            .field("extra_headers", &self.extra_headers)
+            .field("assert_identity", &self.assert_identity)
+            .field("ring_timeout", &self.ring_timeout)
+            .field("setup_deadline", &self.setup_deadline)
+            .finish()
+    }
 }
 
 impl DialRequest {
@@ -403,12 +420,18 @@ impl SipUa {
     }
 
     /// Ends a call another process left, from what it kept ([`UaEvent::Leftover`]): a BYE in
-    /// its dialog, or a CANCEL of its INVITE. Returns the call's final event (the BYE's
-    /// answer, or a timeout after 64·T1); the caller bounds how long it waits.
-    pub async fn end_leftover(&self, leftover: Leftover) -> Result<CallEvent, UaError> {
+    /// its dialog, or a CANCEL of its INVITE, through `trunk` (the call's, when it still
+    /// exists: a TLS trunk's connection needs its settings). Returns the call's final event
+    /// (the BYE's answer, or a timeout after 64·T1); the caller bounds how long it waits.
+    pub async fn end_leftover(
+        &self,
+        leftover: Leftover,
+        trunk: Option<Arc<Trunk>>,
+    ) -> Result<CallEvent, UaError> {
         let (reply, ended) = oneshot::channel();
         self.send(Command::EndLeftover {
             leftover: Box::new(leftover),
+            trunk,
             reply,
         })?;
         ended.await.map_err(|_| UaError::Stopped)?
@@ -520,5 +543,26 @@ impl Drop for Call {
         if !self.finished {
             let _ = self.commands.send(Command::HangUp { call: self.id });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dial_requests_debug_keeps_the_offers_keys_out() {
+        let mut request = DialRequest::new(
+            Arc::new(Trunk::new("t", "127.0.0.1", Transport::Tls)),
+            "+15550001111",
+            "+15550002222",
+        );
+        request.sdp_offer = Some(
+            b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+                .to_vec(),
+        );
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("inline"), "{shown}");
+        assert!(shown.contains("sdp_offer_bytes: Some(84)"), "{shown}");
     }
 }

@@ -3,6 +3,7 @@
 //! connection.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dialtone_sip_core::framing::{Frame, StreamFramer};
@@ -21,6 +22,7 @@ pub(crate) enum TcpEvent {
     Accepted {
         peer: SocketAddr,
         transport: Transport,
+        connection: ConnectionId,
         writer: mpsc::UnboundedSender<Vec<u8>>,
     },
     /// One framed message.
@@ -34,8 +36,22 @@ pub(crate) enum TcpEvent {
     Closed {
         peer: SocketAddr,
         transport: Transport,
+        connection: ConnectionId,
         failure: Option<TransportFailure>,
     },
+}
+
+/// Tells one connection from another to the same peer: the one that replaced it, or the one
+/// opened after it broke, whose entry its late `Closed` must leave alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectionId(u64);
+
+impl ConnectionId {
+    /// A fresh id, never given before in this process.
+    pub(crate) fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// How a connection comes about.
@@ -66,6 +82,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs one connection to `peer` until either side closes it.
 pub(crate) async fn run(
     peer: SocketAddr,
+    connection: ConnectionId,
     link: Link,
     outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
     events: mpsc::UnboundedSender<TcpEvent>,
@@ -76,12 +93,14 @@ pub(crate) async fn run(
         let _ = events.send(TcpEvent::Closed {
             peer,
             transport,
+            connection,
             failure: Some(failure),
         });
     };
     let connection = Connection {
         peer,
         transport,
+        id: connection,
         outgoing,
         events: events.clone(),
         keepalive,
@@ -139,6 +158,7 @@ async fn connect(peer: SocketAddr) -> Result<TcpStream, TransportFailure> {
 struct Connection {
     peer: SocketAddr,
     transport: Transport,
+    id: ConnectionId,
     outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
     events: mpsc::UnboundedSender<TcpEvent>,
     keepalive: Duration,
@@ -146,7 +166,7 @@ struct Connection {
 
 impl Connection {
     async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut self, stream: S) {
-        let (peer, transport) = (self.peer, self.transport);
+        let (peer, transport, connection) = (self.peer, self.transport, self.id);
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut framer = StreamFramer::new();
         let mut buf = vec![0u8; 16 * 1024];
@@ -181,7 +201,7 @@ impl Connection {
                                 Ok(None) => break,
                                 Err(error) => {
                                     tracing::warn!(%peer, %error, "closing unframeable SIP stream");
-                                    let _ = self.events.send(TcpEvent::Closed { peer, transport, failure: Some(TransportFailure::Other) });
+                                    let _ = self.events.send(TcpEvent::Closed { peer, transport, connection, failure: Some(TransportFailure::Other) });
                                     return;
                                 }
                             }
@@ -200,6 +220,7 @@ impl Connection {
         let _ = self.events.send(TcpEvent::Closed {
             peer,
             transport,
+            connection,
             failure: failed.then_some(TransportFailure::Other),
         });
     }

@@ -137,24 +137,43 @@ fn private_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>, String> 
         .map_err(|e| format!("{what}: no usable PEM private key ({e})"))
 }
 
-/// Builds the client side for `trunk`'s TLS connections.
-pub(crate) fn route(trunk: &Trunk) -> Result<TlsRoute, UaError> {
-    let refused = |reason: String| UaError::Tls {
-        trunk: trunk.name.clone(),
-        reason,
-    };
-    let settings = &trunk.tls;
+/// A trunk TLS setting that makes no TLS client: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettingError {
+    /// The trunk field at fault (`tls_ca_pem`, `tls_client_cert_pem`, `tls_client_key_pem`).
+    pub field: &'static str,
+    /// What is wrong with it, starting with the field's name.
+    pub reason: String,
+}
+
+impl std::fmt::Display for TlsSettingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// Whether `settings` make a TLS client: the trusted certificates parse, and the client key
+/// is the client certificate's. On a trunk's creation this refuses what every call would fail
+/// on.
+pub fn check_settings(settings: &TrunkTls) -> Result<(), TlsSettingError> {
+    client_config(settings).map(|_| ())
+}
+
+/// The TLS client configuration `settings` make: its trust (the system's roots, the given
+/// CA, or none for `verify: false`) and its client certificate.
+fn client_config(settings: &TrunkTls) -> Result<ClientConfig, TlsSettingError> {
+    let at = |field: &'static str| move |reason: String| TlsSettingError { field, reason };
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| refused(e.to_string()))?;
+        .map_err(|e| at("tls_ca_pem")(format!("tls_ca_pem: no TLS version to run ({e})")))?;
     let builder = if settings.verify {
         let roots = match &settings.ca_pem {
             Some(pem) => {
                 let mut roots = RootCertStore::empty();
-                for cert in certificates(pem, "tls_ca_pem").map_err(refused)? {
+                for cert in certificates(pem, "tls_ca_pem").map_err(at("tls_ca_pem"))? {
                     roots
                         .add(cert)
-                        .map_err(|e| refused(format!("tls_ca_pem: {e}")))?;
+                        .map_err(|e| at("tls_ca_pem")(format!("tls_ca_pem: {e}")))?;
                 }
                 Arc::new(roots)
             }
@@ -168,15 +187,28 @@ pub(crate) fn route(trunk: &Trunk) -> Result<TlsRoute, UaError> {
                 provider().signature_verification_algorithms,
             )))
     };
-    let config = match (&settings.client_cert_pem, &settings.client_key_pem) {
+    match (&settings.client_cert_pem, &settings.client_key_pem) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(
-                certificates(cert, "tls_client_cert_pem").map_err(refused)?,
-                private_key(key, "tls_client_key_pem").map_err(refused)?,
+                certificates(cert, "tls_client_cert_pem").map_err(at("tls_client_cert_pem"))?,
+                private_key(key, "tls_client_key_pem").map_err(at("tls_client_key_pem"))?,
             )
-            .map_err(|e| refused(format!("client certificate: {e}")))?,
-        _ => builder.with_no_client_auth(),
+            .map_err(|e| {
+                at("tls_client_key_pem")(format!(
+                    "tls_client_key_pem: not a usable key of tls_client_cert_pem ({e})"
+                ))
+            }),
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// Builds the client side for `trunk`'s TLS connections.
+pub(crate) fn route(trunk: &Trunk) -> Result<TlsRoute, UaError> {
+    let refused = |reason: String| UaError::Tls {
+        trunk: trunk.name.clone(),
+        reason,
     };
+    let config = client_config(&trunk.tls).map_err(|e| refused(e.reason))?;
     let host = trunk.connection_host();
     let server_name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
         .map_err(|e| refused(format!("{host} is not a TLS server name: {e}")))?;
@@ -327,6 +359,22 @@ mod tests {
         let mut t = Trunk::new(name, "127.0.0.1", Transport::Tls);
         t.tls.verify = verify;
         t
+    }
+
+    #[test]
+    fn a_client_key_of_another_certificate_is_refused() {
+        let ca = dialtone_test_support::pki::TestCa::new("settings test CA").unwrap();
+        let ours = ca.issue("ours", &["client.test"]).unwrap();
+        let other = ca.issue("other", &["other.test"]).unwrap();
+        let settings = |key: &str| TrunkTls {
+            ca_pem: Some(ca.ca.cert_pem.clone()),
+            client_cert_pem: Some(ours.cert_pem.clone()),
+            client_key_pem: Some(key.to_owned()),
+            ..TrunkTls::default()
+        };
+        assert_eq!(check_settings(&settings(&ours.key_pem)), Ok(()));
+        let refused = check_settings(&settings(&other.key_pem)).unwrap_err();
+        assert_eq!(refused.field, "tls_client_key_pem", "{refused}");
     }
 
     #[test]

@@ -133,6 +133,30 @@ async fn every_closed_target_is_tried_at_once_then_the_call_is_unreachable() {
     assert_nothing_left(&ua).await;
 }
 
+/// A TLS call never fails over to a trunk without TLS: its offer may carry SRTP keys, and
+/// its trunk asked for TLS. The UDP fallback hears nothing; the call ends unreachable.
+#[tokio::test]
+async fn a_tls_call_does_not_fail_over_to_a_trunk_in_clear() {
+    let clear = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ua = start_ua(Duration::from_millis(500)).await;
+    let tls = closed_tcp_port();
+    let mut r = request(trunk("tls", Transport::Tls, tls));
+    r.fallback_trunks.push(trunk(
+        "clear",
+        Transport::Udp,
+        clear.local_addr().unwrap().port(),
+    ));
+    let events = run_call(&ua, r, AT_ONCE).await;
+    assert_eq!(attempts(&events), vec![local(tls)]);
+    assert_eq!(calls(&events), vec![unreachable()]);
+    let mut buf = [0u8; 2048];
+    assert!(
+        clear.try_recv_from(&mut buf).is_err(),
+        "the fallback in clear got something"
+    );
+    assert_nothing_left(&ua).await;
+}
+
 #[tokio::test]
 async fn a_closed_port_fails_over_to_the_next_trunk_at_once() {
     let working = Sipp::uas(

@@ -293,3 +293,34 @@ async fn a_proxy_demanding_client_certificates_takes_ours_and_refuses_none() {
     );
     proxy.callee.finish(Duration::from_secs(30)).unwrap();
 }
+
+/// A trunk whose TLS settings change gets a new connection; the old one, dropped, reports its
+/// end late, after the new one carries the next probe — and that end leaves the new
+/// connection alone: every probe is answered, and one connection stays open.
+#[tokio::test]
+async fn a_late_end_of_a_replaced_connection_leaves_the_new_one_alone() {
+    let ca = TestCa::new("Dialtone TLS test CA").unwrap();
+    let server = ca.issue("proxy", &["127.0.0.1"]).unwrap();
+    let proxy = tls_proxy(
+        &ca,
+        &server,
+        ClientCerts::NotAsked,
+        "answer_then_we_hang_up.xml",
+    );
+    let ua = start_ua(None).await;
+    let before = tls_trunk("127.0.0.1", proxy.tls_port, trusting(&ca));
+    assert_eq!(ua.probe(&before).await.unwrap(), 200);
+    // The same CA written differently: other settings, so another connection.
+    let mut changed = trusting(&ca);
+    changed.ca_pem = changed.ca_pem.map(|pem| format!("{pem}\n"));
+    let after = tls_trunk("127.0.0.1", proxy.tls_port, changed);
+    for probe in 1..=3 {
+        assert_eq!(
+            ua.probe(&after).await.unwrap(),
+            200,
+            "probe {probe}\n{}",
+            proxy.kamailio.log()
+        );
+    }
+    assert_eq!(ua.stats().await.unwrap().tcp_connections, 1);
+}

@@ -265,6 +265,9 @@ mod tests {
             tls_client_key_pem: Some("key".into()),
             srtp: crate::SrtpMode::Required,
         };
+        changed.codecs = Some(vec![crate::Codec::G722, crate::Codec::Pcma]);
+        assert_eq!(t.codecs, None);
+        assert_eq!(t.offered_codecs(), crate::Codec::DEFAULT_PREFERENCE);
         let t2 = s.update_trunk(t.id, changed.clone()).await.unwrap();
         assert_eq!(
             (t2.name.as_str(), t2.port, t2.password.as_deref()),
@@ -272,6 +275,10 @@ mod tests {
         );
         assert_eq!(t2.transport, changed.transport);
         assert_eq!(t2.security, changed.security);
+        assert_eq!(
+            t2.offered_codecs(),
+            [crate::Codec::G722, crate::Codec::Pcma]
+        );
         assert!(t2.updated_at >= t.updated_at);
         // In use: the trunk carries a number, the number an agent.
         assert!(matches!(

@@ -20,6 +20,17 @@ use crate::{
     StorageError, now_ms,
 };
 
+/// A call a previous run left live with its SIP dialog kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterruptedDialog {
+    /// The call.
+    pub call_id: Uuid,
+    /// The trunk it was placed through.
+    pub trunk_id: Uuid,
+    /// What ending it on the wire needs (JSON text, the SIP user agent's leftover).
+    pub dialog: String,
+}
+
 /// Fields of a new call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewCall {
@@ -193,11 +204,11 @@ impl Storage {
             .await
     }
 
-    /// The calls a previous run left unfinished that kept a SIP dialog: id and dialog (JSON
-    /// text), to be ended on the wire before [`Storage::close_interrupted_calls`] closes them.
-    pub async fn interrupted_dialogs(&self) -> Result<Vec<(Uuid, String)>> {
+    /// The calls a previous run left unfinished that kept a SIP dialog, to be ended on the wire
+    /// before [`Storage::close_interrupted_calls`] closes them.
+    pub async fn interrupted_dialogs(&self) -> Result<Vec<InterruptedDialog>> {
         let rows = sqlx::query(
-            "SELECT id, sip_dialog FROM calls WHERE status IN ('dialing', 'ringing', \
+            "SELECT id, trunk_id, sip_dialog FROM calls WHERE status IN ('dialing', 'ringing', \
              'in_progress') AND sip_dialog IS NOT NULL",
         )
         .fetch_all(&self.pool)
@@ -210,7 +221,11 @@ impl Storage {
                             column: "sip_dialog",
                             detail: e.to_string(),
                         })?;
-                Ok((uuid_of(row, "id")?, dialog))
+                Ok(InterruptedDialog {
+                    call_id: uuid_of(row, "id")?,
+                    trunk_id: uuid_of(row, "trunk_id")?,
+                    dialog,
+                })
             })
             .collect()
     }
@@ -551,7 +566,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             s.interrupted_dialogs().await.unwrap(),
-            vec![(kept.id, r#"{"state":"dialog"}"#.to_owned())]
+            vec![InterruptedDialog {
+                call_id: kept.id,
+                trunk_id: kept.trunk_id,
+                dialog: r#"{"state":"dialog"}"#.to_owned(),
+            }]
         );
         assert_eq!(s.close_interrupted_calls().await.unwrap(), 2);
         assert!(s.interrupted_dialogs().await.unwrap().is_empty());

@@ -68,7 +68,7 @@ mod writer;
 use writer::Writer;
 
 pub use agents::{Agent, NewAgent};
-pub use call_writes::{CallProgress, Inserted, NewCall};
+pub use call_writes::{CallProgress, Inserted, InterruptedDialog, NewCall};
 pub use calls::CallFilter;
 pub use dialtone_model::{
     AmdExplanation, AnsweredBy, Call, CallStatus, Direction, EndReason, EndedBy, Provider,
@@ -83,7 +83,7 @@ pub use organizations::{
 pub use outbox::{Delivery, WebhookEvent};
 pub use providers::NewProvider;
 pub use resource::{OrgOwned, Stored};
-pub use trunks::{NewTrunk, SrtpMode, Trunk, TrunkSecurity, TrunkTransport};
+pub use trunks::{Codec, NewTrunk, SrtpMode, Trunk, TrunkSecurity, TrunkTransport};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {

@@ -85,6 +85,7 @@ pub(crate) fn trunk(name: &str) -> NewTrunk {
         max_calls_per_second: None,
         register: false,
         security: TrunkSecurity::default(),
+        codecs: None,
     }
 }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::rows::{opt_u32, org_of, unique_violation, uuid_of};
 use crate::{Result, Storage, StorageError, now_ms};
 
-pub use dialtone_model::{SrtpMode, TrunkTransport};
+pub use dialtone_model::{Codec, SrtpMode, TrunkTransport};
 
 /// A SIP trunk. The password is not shown by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub struct Trunk {
     pub inbound_cidrs: Vec<Network>,
     /// TLS and SRTP.
     pub security: TrunkSecurity,
+    /// The codecs to offer, best first; `None`: [`Codec::DEFAULT_PREFERENCE`].
+    pub codecs: Option<Vec<Codec>>,
     /// Creation time.
     pub created_at: i64,
     /// Last change.
@@ -78,6 +80,8 @@ pub struct NewTrunk {
     pub register: bool,
     /// TLS and SRTP.
     pub security: TrunkSecurity,
+    /// The codecs to offer, best first; `None`: the default preference.
+    pub codecs: Option<Vec<Codec>>,
 }
 
 /// A trunk's TLS and SRTP settings. `Debug` hides the private key.
@@ -143,6 +147,7 @@ impl std::fmt::Debug for Trunk {
             .field("max_concurrent_calls", &self.max_concurrent_calls)
             .field("max_calls_per_second", &self.max_calls_per_second)
             .field("security", &self.security)
+            .field("codecs", &self.codecs)
             .finish()
     }
 }
@@ -158,6 +163,35 @@ impl std::fmt::Debug for NewTrunk {
             .field("password", &redacted(&self.password))
             .finish_non_exhaustive()
     }
+}
+
+impl Trunk {
+    /// The codecs its calls offer, best first: its own list, else the default preference.
+    pub fn offered_codecs(&self) -> &[Codec] {
+        self.codecs.as_deref().unwrap_or(Codec::DEFAULT_PREFERENCE)
+    }
+}
+
+/// The `codecs` column's text: wire names, comma-separated, best first.
+fn codecs_text(codecs: &[Codec]) -> String {
+    codecs
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The codecs the `codecs` column names.
+fn codecs_of(text: &str) -> Result<Vec<Codec>> {
+    text.split(',')
+        .map(|name| {
+            name.parse()
+                .map_err(|e: dialtone_model::UnknownName| StorageError::Corrupt {
+                    column: "trunks.codecs",
+                    detail: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 /// A trunk write that hit the unique name: `Conflict`.
@@ -181,9 +215,9 @@ impl Storage {
             "INSERT INTO trunks (id, name, host, port, transport, username, password, realm, \
              from_domain, max_concurrent_calls, max_calls_per_second, created_at, updated_at, \
              org_id, register, tls_ca_pem, tls_verify, tls_client_cert_pem, tls_client_key_pem, \
-             srtp) \
+             srtp, codecs) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20)",
+             $18, $19, $20, $21)",
         )
         .bind(id.to_string())
         .bind(&t.name)
@@ -205,6 +239,7 @@ impl Storage {
         .bind(&t.security.tls_client_cert_pem)
         .bind(&t.security.tls_client_key_pem)
         .bind(t.security.srtp.as_str())
+        .bind(t.codecs.as_deref().map(codecs_text))
         .execute(&self.pool)
         .await
         .map_err(trunk_name_taken)?;
@@ -250,6 +285,11 @@ impl Storage {
                     }
                 })?,
             },
+            codecs: row
+                .try_get::<Option<String>, _>("codecs")?
+                .as_deref()
+                .map(codecs_of)
+                .transpose()?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -297,8 +337,8 @@ impl Storage {
             "UPDATE trunks SET name = $1, host = $2, port = $3, transport = $4, username = $5, \
              password = $6, realm = $7, from_domain = $8, max_concurrent_calls = $9, \
              max_calls_per_second = $10, register = $11, updated_at = $12, tls_ca_pem = $13, \
-             tls_verify = $14, tls_client_cert_pem = $15, tls_client_key_pem = $16, srtp = $17 \
-             WHERE id = $18",
+             tls_verify = $14, tls_client_cert_pem = $15, tls_client_key_pem = $16, srtp = $17, \
+             codecs = $18 WHERE id = $19",
         )
         .bind(&t.name)
         .bind(&t.host)
@@ -317,6 +357,7 @@ impl Storage {
         .bind(&t.security.tls_client_cert_pem)
         .bind(&t.security.tls_client_key_pem)
         .bind(t.security.srtp.as_str())
+        .bind(t.codecs.as_deref().map(codecs_text))
         .bind(id.to_string())
         .execute(&self.pool)
         .await

@@ -52,22 +52,36 @@ pub fn speech_ulaw(dir: &Path, text: &str) -> Result<Vec<u8>, PeerError> {
 
 /// Writes `samples` as a 16-bit mono WAV file at `rate`.
 pub fn write_wav(path: &Path, rate: u32, samples: &[i16]) -> Result<(), PeerError> {
-    let data = (samples.len() * 2) as u32;
+    write_wav_channels(path, rate, 1, samples)
+}
+
+/// Writes mono `samples` as a 16-bit WAV file at `rate` with `channels` channels, each the
+/// same (baresip's Opus is stereo, RFC 7587, and wants its source so).
+pub fn write_wav_channels(
+    path: &Path,
+    rate: u32,
+    channels: u16,
+    samples: &[i16],
+) -> Result<(), PeerError> {
+    let block = 2 * u32::from(channels);
+    let data = samples.len() as u32 * block;
     let mut out = Vec::with_capacity(44 + data as usize);
     out.extend_from_slice(b"RIFF");
     out.extend_from_slice(&(36 + data).to_le_bytes());
     out.extend_from_slice(b"WAVEfmt ");
     out.extend_from_slice(&16u32.to_le_bytes());
     out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&channels.to_le_bytes());
     out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&(rate * block).to_le_bytes());
+    out.extend_from_slice(&(block as u16).to_le_bytes());
     out.extend_from_slice(&16u16.to_le_bytes());
     out.extend_from_slice(b"data");
     out.extend_from_slice(&data.to_le_bytes());
     for s in samples {
-        out.extend_from_slice(&s.to_le_bytes());
+        for _ in 0..channels {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
     }
     std::fs::write(path, out).map_err(PeerError::io(format!("writing {}", path.display())))
 }
@@ -121,8 +135,8 @@ fn baresip_modules() -> PathBuf {
 /// How a [`Baresip`] callee is set up.
 #[derive(Debug, Clone)]
 pub struct CalleeSetup<'a> {
-    /// Its one audio codec module (`g711`, `g722`).
-    pub codec: &'a str,
+    /// Its audio codec modules (`g711`, `g722`, `opus`).
+    pub codecs: &'a [&'a str],
     /// SIP over TLS too, on the port above its UDP/TCP one.
     pub tls: Option<BaresipTls>,
     /// Media encryption of its account (`srtp`, `srtp-mand`, …; loads the `srtp` module).
@@ -132,7 +146,7 @@ pub struct CalleeSetup<'a> {
 impl Default for CalleeSetup<'_> {
     fn default() -> Self {
         Self {
-            codec: "g711",
+            codecs: &["g711"],
             tls: None,
             mediaenc: None,
         }
@@ -171,7 +185,7 @@ impl Baresip {
         Self::callee_with(
             source,
             &CalleeSetup {
-                codec,
+                codecs: &[codec],
                 ..CalleeSetup::default()
             },
         )
@@ -206,7 +220,7 @@ impl Baresip {
              audio_alert aubridge,nil\n\
              rtp_ports 47000-47999\n\
              module_path {modules}\n\
-             module {codec}.so\n\
+             {codecs}\
              module aufile.so\n\
              module aubridge.so\n\
              module sndfile.so\n\
@@ -215,7 +229,11 @@ impl Baresip {
             source = source.display(),
             dumps = dir.path().display(),
             modules = baresip_modules().display(),
-            codec = setup.codec,
+            codecs = setup
+                .codecs
+                .iter()
+                .map(|c| format!("module {c}.so\n"))
+                .collect::<String>(),
         );
         if let Some(tls) = &setup.tls {
             config.push_str(&format!(
@@ -267,7 +285,7 @@ impl Baresip {
     }
 
     /// What baresip received and decoded in its last call, once written (waiting at most
-    /// `limit`): its sample rate and 16-bit mono samples.
+    /// `limit`): its sample rate and 16-bit mono samples (a stereo dump's first channel).
     pub fn received_pcm(&self, limit: Duration) -> Result<(u32, Vec<i16>), PeerError> {
         let path = self.received_wav(limit)?;
         let bytes = std::fs::read(&path).map_err(PeerError::io("reading baresip's recording"))?;
@@ -275,11 +293,16 @@ impl Baresip {
             .get(24..28)
             .and_then(|r| <[u8; 4]>::try_from(r).ok())
             .map_or(0, u32::from_le_bytes);
+        let channels = bytes
+            .get(22..24)
+            .and_then(|c| <[u8; 2]>::try_from(c).ok())
+            .map_or(1, u16::from_le_bytes)
+            .max(1);
         let samples = bytes
             .get(44..)
             .unwrap_or_default()
-            .chunks_exact(2)
-            .filter_map(|b| <[u8; 2]>::try_from(b).ok())
+            .chunks_exact(2 * usize::from(channels))
+            .filter_map(|b| b.first_chunk::<2>().copied())
             .map(i16::from_le_bytes)
             .collect();
         Ok((rate, samples))
@@ -340,13 +363,31 @@ pub fn speech_pcm16k_voiced(
     } else {
         &[]
     };
+    speech_pcm_with(dir, text, espeak_args, 16000, effects)
+}
+
+/// Speaks `text` with espeak-ng as 16-bit mono PCM at `rate` Hz (sox resamples): a source
+/// for a callee whose codec samples at that rate.
+pub fn speech_pcm_at(dir: &Path, text: &str, rate: u32) -> Result<Vec<i16>, PeerError> {
+    speech_pcm_with(dir, text, &[], rate, &[])
+}
+
+/// espeak-ng's `text` (with `espeak_args`) as 16-bit mono PCM at `rate`, after sox `effects`.
+fn speech_pcm_with(
+    dir: &Path,
+    text: &str,
+    espeak_args: &[&str],
+    rate: u32,
+    effects: &[&str],
+) -> Result<Vec<i16>, PeerError> {
+    let rate = rate.to_string();
     let bytes = speak(
         dir,
         text,
         espeak_args,
         &[
             "-r",
-            "16000",
+            &rate,
             "-c",
             "1",
             "-b",

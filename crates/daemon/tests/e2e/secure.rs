@@ -1,7 +1,7 @@
 //! Secure trunks end to end against baresip, answering over SIP over TLS with its own
 //! certificate from a CA the test makes: audio checked both ways in clear RTP and in SRTP (with
 //! a capture showing nothing left in clear), and `srtp: required` refused by a callee without
-//! SRTP.
+//! SRTP; a TLS call left by a killed daemon hung up by the next start.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use dialtone_daemon::SipTls;
 use dialtone_test_support::media::{Baresip, BaresipTls, CalleeSetup, speech_ulaw, write_wav};
 use dialtone_test_support::pki::TestCa;
+use dialtone_test_support::{SipTransport, Sipp, SippOptions, scenario};
 use serde_json::json;
 
 use super::{wait_final, world_on};
@@ -95,6 +96,7 @@ async fn secure_world(ca: &TestCa, port: u16, srtp: &str) -> (super::World, Stri
                 addr: "127.0.0.1:0".parse().unwrap(),
                 cert: cert.cert_path.clone(),
                 key: cert.key_path.clone(),
+                advertised_port: None,
             });
         },
         None,
@@ -263,8 +265,9 @@ async fn a_call_through_a_tls_proxy_demanding_digest_auth_to_an_srtp_callee() {
 }
 
 /// The API's rules for a trunk's security fields: TLS brings port 5061 unless one is set,
-/// `srtp` needs TLS (400 naming the field and why), a broken PEM is refused, the client key is
-/// never returned, and moving a trunk off TLS drops its TLS settings.
+/// `srtp` needs TLS (400 naming the field and why), a broken PEM and a client key that is not
+/// the client certificate's are refused, the client key is never returned, and moving a trunk
+/// off TLS drops its TLS settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trunk_security_fields_follow_their_rules() {
     let ca = TestCa::new("Dialtone e2e CA").unwrap();
@@ -288,6 +291,20 @@ async fn trunk_security_fields_follow_their_rules() {
         .await;
     assert_eq!(s, 400, "{e}");
     assert_eq!(e["error"]["field"], "tls_ca_pem");
+    // A well-formed key of another certificate: every call would fail, so the trunk is refused.
+    let other = ca.issue("other", &["other.test"]).unwrap();
+    let (s, e) = w
+        .api
+        .patch(
+            &trunk,
+            json!({
+                "transport": "tls", "tls_client_cert_pem": client.cert_pem,
+                "tls_client_key_pem": other.key_pem,
+            }),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["field"], "tls_client_key_pem", "{e}");
     let (s, t) = w
         .api
         .patch(
@@ -312,4 +329,76 @@ async fn trunk_security_fields_follow_their_rules() {
     assert_eq!(t["tls_ca_pem"], serde_json::Value::Null);
     assert_eq!(t["has_tls_client_key"], false);
     w.finish().await;
+}
+
+/// The real binary, killed with SIGKILL during a call through a TLS trunk (Kamailio's TLS
+/// proxy, digest auth, in front of SIPp): the next start opens a TLS connection with the
+/// trunk's settings (the test's CA) and sends the BYE from the dialog kept in storage along its
+/// route set; the proxy relays it and SIPp's scenario, which waits for it, ends. The record is
+/// closed as `engine_restart`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkill_the_next_start_hangs_up_a_tls_call() {
+    let ca = TestCa::new("Dialtone e2e CA").unwrap();
+    let proxy_cert = ca.issue("kamailio", &["127.0.0.1"]).unwrap();
+    let sipp = Sipp::uas(
+        &scenario("answer_then_we_hang_up.xml"),
+        SipTransport::Udp,
+        &SippOptions::default(),
+    )
+    .unwrap();
+    let (kamailio, tls_port) = dialtone_test_support::Kamailio::start_tls(
+        &scenario("kamailio-tls-auth-proxy.cfg"),
+        &[
+            ("callee_port", sipp.port.to_string()),
+            ("password", "hunter2".into()),
+        ],
+        &ca,
+        &proxy_cert,
+        false,
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let http = dialtone_test_support::free_port().unwrap();
+    let api = super::Api {
+        base: format!("http://127.0.0.1:{http}"),
+        http: reqwest::Client::new(),
+    };
+    let start = || super::dialtoned(data.path(), http, "32400-32499", &[]);
+    let mut first = start();
+    super::wait_up(&api.base).await;
+    let (agent_id, _) = super::setup_agent(&api, tls_port).await;
+    let (_, trunks) = api.get("/v1/trunks").await;
+    let trunk = format!("/v1/trunks/{}", trunks["data"][0]["id"].as_str().unwrap());
+    let (s, t) = api
+        .patch(
+            &trunk,
+            json!({
+                "transport": "tls", "port": tls_port, "tls_ca_pem": ca.ca.cert_pem,
+                "username": "trunkuser", "realm": "dialtone.test",
+            }),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let (_, call) = api
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000"}),
+        )
+        .await;
+    let id = call["id"].as_str().unwrap().to_owned();
+    super::wait_status(&api, &id, "in_progress").await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = start();
+    super::wait_up(&api.base).await;
+    let record = wait_final(&api, &id).await;
+    super::assert_ended(&record, "failed", "engine_restart", "engine");
+    // SIPp got the BYE through the proxy and answered it; without it the scenario never ends.
+    let finished = tokio::task::spawn_blocking(move || sipp.finish(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(finished.is_ok(), "{finished:?}\n{}", kamailio.log());
+    second.kill().unwrap();
+    second.wait().unwrap();
 }

@@ -6,7 +6,7 @@
 //! call (BYE either way, re-INVITEs, the maximum duration, the RTP timeout).
 
 use dialtone_media::MediaCall;
-use dialtone_model::SrtpMode;
+use dialtone_model::{Codec, SrtpMode};
 use dialtone_sip_ua::Call;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use uuid::Uuid;
@@ -49,11 +49,12 @@ pub(crate) struct Prepared {
 
 impl Engine {
     /// Takes a port under organisation `org`'s share, answers the caller's `offer` under the
-    /// trunk's `srtp` mode and starts the media on the session agreed.
+    /// trunk's `srtp` mode with the first of its `codecs` the offer has, and starts the media
+    /// on the session agreed.
     pub(crate) fn prepare_answer(
         &self,
         org: Uuid,
-        srtp: SrtpMode,
+        (srtp, codecs): (SrtpMode, &[Codec]),
         offer: Option<&[u8]>,
     ) -> Result<Prepared, Unanswerable> {
         let offer = offer.ok_or(Unanswerable::Offer)?;
@@ -66,12 +67,17 @@ impl Engine {
         // The media's SSRC, sequence and timestamp are seeded from a fresh v7 id: the call's
         // own id is made when its row is written, after the media is known to work.
         let seed = Uuid::now_v7();
-        let (sdp, answer) =
-            SdpSession::answer(self.config.rtp_advertised, port.port(), seed, srtp, offer)
-                .map_err(|refusal| {
-                    tracing::info!(?refusal, "the caller's offer cannot be answered");
-                    Unanswerable::Offer
-                })?;
+        let (sdp, answer) = SdpSession::answer(
+            self.config.rtp_advertised,
+            port.port(),
+            seed,
+            (srtp, codecs),
+            offer,
+        )
+        .map_err(|refusal| {
+            tracing::info!(?refusal, "the caller's offer cannot be answered");
+            Unanswerable::Offer
+        })?;
         let session = sdp.current().cloned().ok_or(Unanswerable::Offer)?;
         let config = media_config(seed, self.config.rtp_timeout, &session);
         let media = self.media.start(port, config).map_err(|error| {

@@ -289,6 +289,7 @@ impl<'a> CallDriver<'a> {
             port.port(),
             self.plan.id,
             self.plan.srtp,
+            &self.plan.codecs,
         );
         let plan = &self.plan;
         let mut request = DialRequest::new(plan.trunk.clone(), plan.from.clone(), plan.to.clone());
@@ -489,7 +490,8 @@ impl<'a> CallDriver<'a> {
             return;
         };
         let stats = media.stop().await;
-        self.media_record = media_record(stats, self.early.take(), self.early_heard).await;
+        let session = self.sdp.as_ref().and_then(|s| s.current());
+        self.media_record = media_record(stats, self.early.take(), self.early_heard, session).await;
         self.stopped = Some(stats);
     }
 

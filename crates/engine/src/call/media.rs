@@ -10,6 +10,8 @@ use dialtone_sdp::{AudioCodec, CryptoSuite, NegotiatedSession, NegotiatedSrtp};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::sdp::model_codec;
+
 /// The media settings of call `call_id` negotiated as `session`.
 pub(super) fn media_config(
     call_id: Uuid,
@@ -108,12 +110,14 @@ impl EarlyListener {
     }
 }
 
-/// The call record's `media_stats`: the media's counters plus the early media heard (from a
-/// listener still running when the call failed before answer, or as counted at answer).
+/// The call record's `media_stats`: the media's counters, the early media heard (from a
+/// listener still running when the call failed before answer, or as counted at answer), and
+/// the codec and SRTP suite of the session agreed last.
 pub(super) async fn media_record(
     stats: MediaStats,
     listener: Option<EarlyListener>,
     heard: EarlyHeard,
+    session: Option<&NegotiatedSession>,
 ) -> Option<Value> {
     let heard = match listener {
         Some(l) => l.stop().await.1,
@@ -123,6 +127,16 @@ pub(super) async fn media_record(
     if let Some(o) = record.as_object_mut() {
         o.insert("early_media_ms".into(), (heard.frames * 20).into());
         o.insert("early_media_voiced_ms".into(), (heard.voiced * 20).into());
+        if let Some(session) = session {
+            o.insert(
+                "codec".into(),
+                model_codec(session.codec.codec).as_str().into(),
+            );
+            o.insert(
+                "srtp".into(),
+                session.srtp.as_ref().map(|s| s.suite.as_str()).into(),
+            );
+        }
     }
     Some(record)
 }

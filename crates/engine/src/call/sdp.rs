@@ -15,10 +15,13 @@
 //!   in clear.
 //!
 //! [`srtp_policy`] is the one place that decides.
+//!
+//! The offer lists the trunk's codecs in its order of preference ([`sdp_codec`] maps the
+//! model's names onto the SDP crate's codecs, [`model_codec`] back for the call record).
 
 use std::net::IpAddr;
 
-use dialtone_model::SrtpMode;
+use dialtone_model::{Codec, SrtpMode};
 use dialtone_sdp::{
     AudioCodec, CryptoSuite, LocalMedia, NegotiatedSession, OfferedKey, SdesKey, SdesOffer,
     SdpError, SessionDescription, build_offer, negotiate_answer,
@@ -70,6 +73,26 @@ fn fresh_keys() -> Vec<OfferedKey> {
     .collect()
 }
 
+/// The SDP codec of a trunk's codec.
+pub(super) fn sdp_codec(codec: Codec) -> AudioCodec {
+    match codec {
+        Codec::Opus => AudioCodec::Opus,
+        Codec::G722 => AudioCodec::G722,
+        Codec::Pcmu => AudioCodec::Pcmu,
+        Codec::Pcma => AudioCodec::Pcma,
+    }
+}
+
+/// The model's name for a negotiated codec.
+pub(super) fn model_codec(codec: AudioCodec) -> Codec {
+    match codec {
+        AudioCodec::Opus => Codec::Opus,
+        AudioCodec::G722 => Codec::G722,
+        AudioCodec::Pcmu => Codec::Pcmu,
+        AudioCodec::Pcma => Codec::Pcma,
+    }
+}
+
 /// The SRTP `srtp` makes our offer carry.
 fn sdes_offer(srtp: SrtpMode) -> Option<SdesOffer> {
     match srtp {
@@ -96,17 +119,18 @@ pub(super) fn srtp_policy(
 }
 
 impl SdpSession {
-    /// Our offer for media at `address:port` for call `call_id`, with SRTP as `srtp` says:
-    /// PCMU, PCMA, Opus and G.722, in that order (G.711 first: the cheapest to run, and what
-    /// every trunk takes; a far end that prefers wideband picks Opus or G.722 from the list).
-    pub(super) fn offer(address: IpAddr, port: u16, call_id: Uuid, srtp: SrtpMode) -> Self {
+    /// Our offer for media at `address:port` for call `call_id`: the trunk's `codecs` in its
+    /// order of preference (RFC 3264 §5.1: the answerer takes the first it supports), with
+    /// SRTP as `srtp` says.
+    pub(super) fn offer(
+        address: IpAddr,
+        port: u16,
+        call_id: Uuid,
+        srtp: SrtpMode,
+        codecs: &[Codec],
+    ) -> Self {
         let mut local = LocalMedia::new(address, port);
-        local.codecs = vec![
-            AudioCodec::Pcmu,
-            AudioCodec::Pcma,
-            AudioCodec::Opus,
-            AudioCodec::G722,
-        ];
+        local.codecs = codecs.iter().copied().map(sdp_codec).collect();
         local.sdes = sdes_offer(srtp);
         let session_id = u64::from(port) << 32 | u64::from(call_id.as_u128() as u32);
         let offer = build_offer(&local, session_id, 1);
@@ -122,27 +146,38 @@ impl SdpSession {
     }
 
     /// Our answer to a caller's `offer` (a call placed to us) for media at `address:port`:
-    /// the first codec of the offer that we run (the caller's preference), under the trunk's
-    /// `srtp` mode; the session it makes is agreed at once. Returns the answer's text.
+    /// the first of the trunk's `codecs` (its order of preference) that the offer contains,
+    /// under the trunk's `srtp` mode; the session it makes is agreed at once. Returns the
+    /// answer's text.
     pub(super) fn answer(
         address: IpAddr,
         port: u16,
         call_id: Uuid,
-        srtp: SrtpMode,
+        (srtp, codecs): (SrtpMode, &[Codec]),
         offer: &[u8],
     ) -> Result<(Self, String), Refusal> {
-        let mut session = Self::offer(address, port, call_id, srtp);
+        let mut session = Self::offer(address, port, call_id, srtp, codecs);
         let offer = std::str::from_utf8(offer)
             .map_err(|_| SdpError::NoAudio)
             .and_then(SessionDescription::parse);
         let answered = offer.and_then(|offer| {
-            dialtone_sdp::answer_offer(
-                &offer,
-                &session.local,
-                None,
-                session.session_id,
-                session.version,
-            )
+            let mut first_error = SdpError::NoAudio;
+            for (i, codec) in session.local.codecs.iter().enumerate() {
+                let mut one = session.local.clone();
+                one.codecs = vec![*codec];
+                match dialtone_sdp::answer_offer(
+                    &offer,
+                    &one,
+                    None,
+                    session.session_id,
+                    session.version,
+                ) {
+                    Ok(answered) => return Ok(answered),
+                    Err(error) if i == 0 => first_error = error,
+                    Err(_) => {}
+                }
+            }
+            Err(first_error)
         });
         let (answer, negotiated) = match answered {
             Ok((answer, negotiated)) => (answer, Ok(negotiated)),
@@ -247,7 +282,17 @@ mod tests {
     const THEIR_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
 
     fn session(srtp: SrtpMode) -> SdpSession {
-        SdpSession::offer("203.0.113.5".parse().unwrap(), 20000, Uuid::nil(), srtp)
+        offer(srtp, Codec::DEFAULT_PREFERENCE)
+    }
+
+    fn offer(srtp: SrtpMode, codecs: &[Codec]) -> SdpSession {
+        SdpSession::offer(
+            "203.0.113.5".parse().unwrap(),
+            20000,
+            Uuid::nil(),
+            srtp,
+            codecs,
+        )
     }
 
     fn answer(protocol: &str, crypto: Option<&str>) -> Vec<u8> {
@@ -262,7 +307,7 @@ mod tests {
     fn off_offers_plain_rtp_without_keys() {
         let text = String::from_utf8(session(SrtpMode::Off).offer_bytes()).unwrap();
         assert!(
-            text.contains("m=audio 20000 RTP/AVP 0 8 111 9 101\r\n"),
+            text.contains("m=audio 20000 RTP/AVP 111 9 0 8 101\r\n"),
             "{text}"
         );
         assert!(!text.contains("crypto"));
@@ -346,5 +391,23 @@ mod tests {
             1
         );
         assert!(!ours.contains("a=crypto:2"));
+    }
+
+    #[test]
+    fn the_offer_lists_the_trunks_codecs_best_first_and_only_those() {
+        let text =
+            String::from_utf8(offer(SrtpMode::Off, &[Codec::G722, Codec::Pcma]).offer_bytes())
+                .unwrap();
+        assert!(text.contains("m=audio 20000 RTP/AVP 9 8 101\r\n"), "{text}");
+        assert!(!text.contains("PCMU") && !text.contains("opus"), "{text}");
+        // An answer in a codec the trunk left out is refused.
+        let mut pcma_only = offer(SrtpMode::Off, &[Codec::Pcma]);
+        assert_eq!(
+            pcma_only.negotiate(ANSWER.as_bytes()).err(),
+            Some(Refusal::Unusable)
+        );
+        for codec in Codec::ALL {
+            assert_eq!(model_codec(sdp_codec(*codec)), *codec);
+        }
     }
 }

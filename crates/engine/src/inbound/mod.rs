@@ -235,8 +235,11 @@ impl Engine {
         if call.ring().is_err() {
             return Err((call, Refused::new(500, "error")));
         }
-        let prepared = match self.prepare_answer(org.id, trunk.security.srtp, offer.sdp.as_deref())
-        {
+        let prepared = match self.prepare_answer(
+            org.id,
+            (trunk.security.srtp, trunk.offered_codecs()),
+            offer.sdp.as_deref(),
+        ) {
             Ok(prepared) => prepared,
             Err(unanswerable) => {
                 return Err((call, Refused::new(unanswerable.status(), "unanswerable")));

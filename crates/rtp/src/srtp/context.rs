@@ -17,11 +17,47 @@ const E_FLAG: u32 = 1 << 31;
 /// The fixed RTCP header and sender SSRC, which SRTCP leaves in clear.
 const RTCP_CLEAR_LEN: usize = 8;
 
-/// One stream's SSRC and place.
+/// Per-SSRC state for the last [`STREAMS`] SSRCs seen, kept in place (no allocation): a new
+/// SSRC takes a free slot, else the slot after the one taken last.
 #[derive(Debug, Clone, Copy)]
-struct Stream {
-    ssrc: u32,
-    index: StreamIndex,
+struct SsrcTable<T: Copy> {
+    entries: [Option<(u32, T)>; STREAMS],
+    /// Where the next SSRC's state goes when every slot is taken.
+    next_slot: usize,
+}
+
+impl<T: Copy> SsrcTable<T> {
+    fn new() -> Self {
+        Self {
+            entries: [None; STREAMS],
+            next_slot: 0,
+        }
+    }
+
+    fn get(&self, ssrc: u32) -> Option<T> {
+        self.entries
+            .iter()
+            .flatten()
+            .find(|(s, _)| *s == ssrc)
+            .map(|(_, state)| *state)
+    }
+
+    /// Stores `ssrc`'s `state`, in place of its SSRC's or of the oldest other.
+    fn keep(&mut self, ssrc: u32, state: T) {
+        let slot = self
+            .entries
+            .iter()
+            .position(|e| e.is_some_and(|(s, _)| s == ssrc))
+            .or_else(|| self.entries.iter().position(Option::is_none))
+            .unwrap_or_else(|| {
+                let slot = self.next_slot;
+                self.next_slot = (self.next_slot + 1) % STREAMS;
+                slot
+            });
+        if let Some(entry) = self.entries.get_mut(slot) {
+            *entry = Some((ssrc, state));
+        }
+    }
 }
 
 /// One direction of SRTP and SRTCP under one master key: what we send is protected with ours,
@@ -33,14 +69,12 @@ pub struct SrtpContext {
     rtcp: SessionKeys,
     /// Bytes of MKI between the encrypted portion and the tag of received packets.
     mki_len: usize,
-    streams: [Option<Stream>; STREAMS],
-    /// Where the next stream's state goes when every slot is taken.
-    next_slot: usize,
+    /// Each RTP stream's place (rollover counter, highest sequence, replay window).
+    streams: SsrcTable<StreamIndex>,
     /// The next SRTCP index to send.
     rtcp_index: u32,
-    /// The SSRC whose SRTCP replay window `rtcp_replay` is.
-    rtcp_ssrc: Option<u32>,
-    rtcp_replay: ReplayWindow,
+    /// Each SSRC's SRTCP replay window.
+    rtcp_replay: SsrcTable<ReplayWindow>,
 }
 
 impl std::fmt::Debug for SrtpContext {
@@ -95,32 +129,9 @@ impl SrtpContext {
             rtp: SessionKeys::new(master, SRTP),
             rtcp: SessionKeys::new(master, SRTCP),
             mki_len,
-            streams: [None; STREAMS],
-            next_slot: 0,
+            streams: SsrcTable::new(),
             rtcp_index: 0,
-            rtcp_ssrc: None,
-            rtcp_replay: ReplayWindow::default(),
-        }
-    }
-
-    fn stream(&self, ssrc: u32) -> Option<&Stream> {
-        self.streams.iter().flatten().find(|s| s.ssrc == ssrc)
-    }
-
-    /// Stores `stream`'s state, in place of its SSRC's or of the oldest other.
-    fn keep(&mut self, stream: Stream) {
-        let slot = self
-            .streams
-            .iter()
-            .position(|s| s.is_some_and(|s| s.ssrc == stream.ssrc))
-            .or_else(|| self.streams.iter().position(Option::is_none))
-            .unwrap_or_else(|| {
-                let slot = self.next_slot;
-                self.next_slot = (self.next_slot + 1) % STREAMS;
-                slot
-            });
-        if let Some(entry) = self.streams.get_mut(slot) {
-            *entry = Some(stream);
+            rtcp_replay: SsrcTable::new(),
         }
     }
 
@@ -139,16 +150,13 @@ impl SrtpContext {
         if available < len + tag_len {
             return Err(too_small);
         }
-        let mut stream = self.stream(ssrc).copied().unwrap_or(Stream {
-            ssrc,
-            index: StreamIndex::starting_at(sequence),
-        });
-        let roc = stream
-            .index
-            .estimate(sequence)
-            .ok_or(RtpError::KeyExhausted)?;
+        let mut stream = self
+            .streams
+            .get(ssrc)
+            .unwrap_or_else(|| StreamIndex::starting_at(sequence));
+        let roc = stream.estimate(sequence).ok_or(RtpError::KeyExhausted)?;
         // A keystream is never used twice: a packet index already sent is refused.
-        if !stream.index.replay.is_fresh(index(roc, sequence)) {
+        if !stream.replay.is_fresh(index(roc, sequence)) {
             return Err(RtpError::Replayed);
         }
         if let Some(payload) = packet.get_mut(header..) {
@@ -162,8 +170,8 @@ impl SrtpContext {
         if let (Some(out), Some(tag)) = (buf.get_mut(len..len + tag_len), tag.get(..tag_len)) {
             out.copy_from_slice(tag);
         }
-        stream.index.update(roc, sequence);
-        self.keep(stream);
+        stream.update(roc, sequence);
+        self.streams.keep(ssrc, stream);
         Ok(len + tag_len)
     }
 
@@ -177,13 +185,13 @@ impl SrtpContext {
         let (packet, rest) = buf.split_at_mut(len);
         let header = header_len(packet)?;
         let (sequence, ssrc) = sequence_and_ssrc(packet)?;
-        let mut stream = self.stream(ssrc).copied().unwrap_or(Stream {
-            ssrc,
-            index: StreamIndex::starting_at(sequence),
-        });
-        let roc = stream.index.estimate(sequence).ok_or(RtpError::Replayed)?;
+        let mut stream = self
+            .streams
+            .get(ssrc)
+            .unwrap_or_else(|| StreamIndex::starting_at(sequence));
+        let roc = stream.estimate(sequence).ok_or(RtpError::Replayed)?;
         let packet_index = index(roc, sequence);
-        if !stream.index.replay.is_fresh(packet_index) {
+        if !stream.replay.is_fresh(packet_index) {
             return Err(RtpError::Replayed);
         }
         let mut mac = self.rtp.mac();
@@ -195,8 +203,8 @@ impl SrtpContext {
         if let Some(payload) = packet.get_mut(header..) {
             self.rtp.apply_keystream(ssrc, packet_index, payload);
         }
-        stream.index.update(roc, sequence);
-        self.keep(stream);
+        stream.update(roc, sequence);
+        self.streams.keep(ssrc, stream);
         Ok(len)
     }
 
@@ -256,10 +264,7 @@ impl SrtpContext {
             _ => return Err(short),
         };
         let srtcp_index = u64::from(word & !E_FLAG);
-        let window = match self.rtcp_ssrc {
-            Some(known) if known == ssrc => self.rtcp_replay,
-            _ => ReplayWindow::default(),
-        };
+        let mut window = self.rtcp_replay.get(ssrc).unwrap_or_default();
         if !window.is_fresh(srtcp_index) {
             return Err(RtpError::Replayed);
         }
@@ -273,10 +278,8 @@ impl SrtpContext {
         {
             self.rtcp.apply_keystream(ssrc, srtcp_index, encrypted);
         }
-        let mut window = window;
         window.accept(srtcp_index);
-        self.rtcp_ssrc = Some(ssrc);
-        self.rtcp_replay = window;
+        self.rtcp_replay.keep(ssrc, window);
         Ok(len)
     }
 }

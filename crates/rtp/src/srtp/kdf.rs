@@ -52,6 +52,9 @@ pub(super) fn derive(master: &MasterKey, label: u8, out: &mut [u8]) {
 
 /// One protocol's session keys, ready to use: the AES key schedule and the keyed HMAC state
 /// are made once and copied for each packet.
+/// SHA-1's block length: HMAC-SHA1's key length once padded.
+const SHA1_BLOCK_LEN: usize = 64;
+
 #[derive(Clone)]
 pub(super) struct SessionKeys {
     cipher: Aes128,
@@ -68,9 +71,14 @@ impl SessionKeys {
         derive(master, labels.auth, &mut auth_key);
         derive(master, labels.salt, &mut salt);
         let cipher = Aes128::new(&cipher_key.into());
-        // HMAC takes a key of any length; the 20-byte one cannot be refused.
-        let auth = <Hmac<Sha1> as KeyInit>::new_from_slice(&auth_key)
-            .unwrap_or_else(|_| <Hmac<Sha1> as KeyInit>::new(&Default::default()));
+        // HMAC pads a key shorter than SHA-1's 64-byte block with zeros (RFC 2104 §2): the
+        // padded block is the same key, and of the one length `KeyInit` takes.
+        let mut block = [0u8; SHA1_BLOCK_LEN];
+        for (b, k) in block.iter_mut().zip(auth_key) {
+            *b = k;
+        }
+        let auth = <Hmac<Sha1> as KeyInit>::new(&block.into());
+        block.zeroize();
         cipher_key.zeroize();
         auth_key.zeroize();
         Self { cipher, auth, salt }

@@ -286,6 +286,27 @@ fn srtcp_carries_the_e_flag_and_an_index_counting_from_zero_with_an_80_bit_tag()
 }
 
 #[test]
+fn srtcp_keeps_a_replay_window_per_ssrc() {
+    let (mut us, mut them) = keys(SrtpProfile::Aes128CmHmacSha1_80);
+    let mut sent = Vec::new();
+    for ssrc in [0x1111, 0x2222, 0x1111, 0x2222] {
+        let (mut buf, n) = rtcp_report(ssrc);
+        let len = us.protect_rtcp(&mut buf, n).unwrap();
+        sent.push(buf[..len].to_vec());
+    }
+    for packet in &sent {
+        assert!(them.unprotect_rtcp(&mut packet.clone()).is_ok());
+    }
+    // Another SSRC's report in between does not reopen the first one's window.
+    for packet in &sent {
+        assert_eq!(
+            them.unprotect_rtcp(&mut packet.clone()),
+            Err(RtpError::Replayed)
+        );
+    }
+}
+
+#[test]
 fn a_packet_with_an_mki_is_read_past_it() {
     let a = MasterKey::new([5; 16], [6; 14]);
     let mut sender_ctx = SrtpContext::new(SrtpProfile::Aes128CmHmacSha1_80, &a, 0);

@@ -53,6 +53,24 @@ pub enum Leftover {
     },
 }
 
+impl Leftover {
+    /// Where the call was placed through, and the transport to it.
+    pub fn destination(&self) -> (SocketAddr, Transport) {
+        match self {
+            Self::Dialog {
+                destination,
+                transport,
+                ..
+            }
+            | Self::Inviting {
+                destination,
+                transport,
+                ..
+            } => (*destination, *transport),
+        }
+    }
+}
+
 impl Endpoint {
     /// What ending `handle` would need from another process: its dialog once answered, its
     /// INVITE while it is set up; `None` once it is ending or unknown.

@@ -106,6 +106,14 @@ enum DirectionArg {
     Both,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CodecArg {
+    Opus,
+    G722,
+    Pcmu,
+    Pcma,
+}
+
 #[derive(Debug, Args)]
 struct TrunkArgs {
     /// Unique name.
@@ -160,6 +168,9 @@ struct TrunkArgs {
     /// besides the addresses its host resolves to; repeat for more.
     #[arg(long = "inbound-cidr")]
     inbound_cidrs: Vec<String>,
+    /// The codecs to offer, best first, comma-separated (default: opus,g722,pcmu,pcma).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    codecs: Vec<CodecArg>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -745,6 +756,16 @@ fn trunk_fields(a: TrunkArgs) -> anyhow::Result<proto::TrunkFields> {
         inbound_cidrs: (!a.inbound_cidrs.is_empty()).then_some(proto::Networks {
             cidrs: a.inbound_cidrs,
         }),
+        codecs: a
+            .codecs
+            .into_iter()
+            .map(|c| match c {
+                CodecArg::Opus => proto::Codec::Opus as i32,
+                CodecArg::G722 => proto::Codec::G722 as i32,
+                CodecArg::Pcmu => proto::Codec::Pcmu as i32,
+                CodecArg::Pcma => proto::Codec::Pcma as i32,
+            })
+            .collect(),
     })
 }
 

@@ -60,6 +60,18 @@ pub(crate) fn trunk(t: &proto::Trunk) -> Value {
         _ => "off",
     };
     put(&mut o, "srtp", srtp);
+    let codecs: Vec<&str> = t
+        .codecs
+        .iter()
+        .filter_map(|c| match proto::Codec::try_from(*c) {
+            Ok(proto::Codec::Opus) => Some("opus"),
+            Ok(proto::Codec::G722) => Some("g722"),
+            Ok(proto::Codec::Pcmu) => Some("pcmu"),
+            Ok(proto::Codec::Pcma) => Some("pcma"),
+            _ => None,
+        })
+        .collect();
+    put(&mut o, "codecs", codecs);
     put(&mut o, "created_at", t.created_at.clone());
     Value::Object(o)
 }
