@@ -29,7 +29,7 @@ wire_enum! {
         AuthFailed = "auth_failed",
         /// The trunk sent no final response (Timer B / Timer F).
         TrunkTimeout = "trunk_timeout",
-        /// Cancelled before it was answered.
+        /// Cancelled before it was answered (by the API, or by an inbound call's caller).
         Canceled = "canceled",
         /// 488, 606, or no codec in common.
         IncompatibleMedia = "incompatible_media",
@@ -98,7 +98,9 @@ impl EndReason {
             Self::Unavailable => "the callee is unavailable (480)",
             Self::AuthFailed => "the trunk's digest challenge could not be met",
             Self::TrunkTimeout => "the trunk did not answer the INVITE (Timer B)",
-            Self::Canceled => "hung up by the API before it was answered",
+            Self::Canceled => {
+                "hung up before it was answered (by the API, or by the caller of an inbound call)"
+            }
             Self::IncompatibleMedia => "no codec in common with the callee",
             Self::Redirected => "the callee redirected the call (3xx)",
             Self::TrunkError => "the trunk failed (5xx)",

@@ -1,8 +1,8 @@
 //! Calls placed to our numbers, against SIPp as the trunk calling in: answered by
 //! `builtin:echo` with the audio checked as audio and the record `inbound`; refused `403` from
 //! an address that is not the number's trunk's, `404` to a number that is not ours or that no
-//! agent answers, none of them leaving a record; and a flood of refused INVITEs from one
-//! address cut short while a legitimate call still completes.
+//! agent answers, none of them leaving a record; a caller cancelling before the answer; and a
+//! flood of refused INVITEs from one address cut short while a legitimate call still completes.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -356,5 +356,35 @@ async fn a_flood_of_refused_invites_is_cut_short_while_a_real_call_completes() {
         (refusals..=budget).contains(&refused),
         "{refused} routed refusals, {refusals} heard, a budget of {budget}"
     );
+    w.finish().await;
+}
+
+/// The caller cancels before the answer: the CANCEL gets 200, the INVITE 487, and the call's
+/// record (written before any answer) ends `canceled` by the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_cancels_before_the_answer_leaves_a_canceled_record() {
+    let w = world(None, &[]).await;
+    answering_agent(&w.api, OUR_NUMBER, "inbound", None).await;
+    call_in(
+        w.daemon.sip_addr.to_string(),
+        "127.0.0.1",
+        "caller_cancels.xml",
+        keys(&[("number", OUR_NUMBER)]),
+    )
+    .await;
+    let mut listed = Vec::new();
+    for _ in 0..500 {
+        listed = calls(&w.api).await;
+        if !listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    let record = wait_final(&w.api, listed[0]["id"].as_str().unwrap()).await;
+    assert_ended(&record, "canceled", "canceled", "caller");
+    assert_eq!(record["end_reason"]["sip_status"], 487, "{record:#}");
+    assert_eq!(record["direction"], "inbound");
+    assert!(record["answered_at"].is_null(), "{record:#}");
     w.finish().await;
 }

@@ -19,6 +19,9 @@
 //! the call's [`ProgressLog`](progress::ProgressLog), which writes them in order and announces
 //! each only once committed.
 //!
+//! A call placed to us runs through the same driver and machine (`answering.rs`: its media
+//! made ready before the answer, then [`CallMachine::answering`](machine::CallMachine::answering)).
+//!
 //! Files: `input.rs` (what the machine is told), `action.rs` (what it asks), `machine.rs` (the
 //! decisions), `driver.rs` (the task), `sdp.rs` (our offer and answers, and the trunk's SRTP
 //! policy), `media.rs` (early media listener, media settings and statistics), `progress.rs`
@@ -26,6 +29,8 @@
 
 mod action;
 pub(crate) mod answering;
+#[cfg(test)]
+mod answering_tests;
 mod driver;
 mod input;
 mod machine;

@@ -303,6 +303,46 @@ mod tests {
         text.into_bytes()
     }
 
+    /// A caller's offer of PCMA then PCMU (the caller prefers PCMA).
+    const CALLER_OFFER: &str = "v=0\r\no=- 9 9 IN IP4 198.51.100.9\r\ns=-\r\n\
+         c=IN IP4 198.51.100.9\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8 0 101\r\n\
+         a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+    fn answered(codecs: &[Codec]) -> Result<(SdpSession, String), Refusal> {
+        SdpSession::answer(
+            "203.0.113.5".parse().unwrap(),
+            20000,
+            Uuid::nil(),
+            (SrtpMode::Off, codecs),
+            CALLER_OFFER.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn a_callers_offer_is_answered_with_the_trunks_first_codec_it_contains() {
+        let (session, text) = answered(&[Codec::Opus, Codec::Pcmu, Codec::Pcma]).unwrap();
+        assert_eq!(session.current().unwrap().codec.codec, AudioCodec::Pcmu);
+        assert!(text.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{text}");
+        assert_eq!(
+            session.current().unwrap().remote_rtp,
+            Some("198.51.100.9:40000".parse().unwrap())
+        );
+        let (session, _) = answered(&[Codec::Pcma, Codec::Pcmu]).unwrap();
+        assert_eq!(session.current().unwrap().codec.codec, AudioCodec::Pcma);
+        assert_eq!(
+            answered(&[Codec::Opus, Codec::G722]).err(),
+            Some(Refusal::Unusable)
+        );
+        let garbage = SdpSession::answer(
+            "203.0.113.5".parse().unwrap(),
+            20000,
+            Uuid::nil(),
+            (SrtpMode::Off, Codec::DEFAULT_PREFERENCE),
+            b"not sdp",
+        );
+        assert_eq!(garbage.err(), Some(Refusal::Unusable));
+    }
+
     #[test]
     fn off_offers_plain_rtp_without_keys() {
         let text = String::from_utf8(session(SrtpMode::Off).offer_bytes()).unwrap();
