@@ -194,6 +194,8 @@ struct Driver {
     /// The driver's own command channel, handed to the calls placed to us (weak: the driver
     /// stops when the last API handle is dropped).
     commands: mpsc::WeakUnboundedSender<Command>,
+    /// Inbound INVITEs the core dropped, as last counted in the metrics.
+    inbound_dropped: u64,
 }
 
 /// Binds UDP on `bind` and TCP on the same address. With port 0 the kernel picks a free UDP
@@ -290,6 +292,7 @@ pub(crate) async fn spawn(config: UaConfig, gates: Arc<Gates>) -> Result<Bound, 
     let (incoming, incoming_rx) = mpsc::unbounded_channel();
     let driver = Driver {
         answering: HashMap::new(),
+        inbound_dropped: 0,
         incoming,
         commands: commands_tx.downgrade(),
         endpoint,
@@ -396,8 +399,7 @@ impl Driver {
             && let Some((n, source)) = self.udp.try_recv(buf)
         {
             let bytes = buf.get(..n).unwrap_or_default();
-            self.endpoint
-                .handle_message(Instant::now(), source, Transport::Udp, bytes);
+            self.received(source, Transport::Udp, bytes);
         }
         if ready.is_error() {
             while let Some(destination) = self.udp.next_unreachable() {
@@ -405,6 +407,19 @@ impl Driver {
                 self.endpoint
                     .handle_transport_error(destination, TransportFailure::Unreachable);
             }
+        }
+    }
+
+    /// Feeds the core one message; the inbound INVITEs it drops (their source spent its budget
+    /// of refusals) are counted in `dialtone_sip_inbound_dropped_total`.
+    fn received(&mut self, source: SocketAddr, transport: Transport, bytes: &[u8]) {
+        self.endpoint
+            .handle_message(Instant::now(), source, transport, bytes);
+        let dropped = self.endpoint.stats().inbound_dropped;
+        if dropped > self.inbound_dropped {
+            metrics::counter!("dialtone_sip_inbound_dropped_total")
+                .increment(dropped - self.inbound_dropped);
+            self.inbound_dropped = dropped;
         }
     }
 
@@ -453,10 +468,7 @@ impl Driver {
                 peer,
                 transport,
                 bytes,
-            } => {
-                self.endpoint
-                    .handle_message(Instant::now(), peer, transport, &bytes);
-            }
+            } => self.received(peer, transport, &bytes),
             TcpEvent::Closed {
                 peer,
                 transport,

@@ -345,16 +345,16 @@ async fn a_flood_of_refused_invites_is_cut_short_while_a_real_call_completes() {
         .text()
         .await
         .unwrap();
-    let refused: usize = metrics
+    // The rest of the flood was dropped unanswered, before any routing (the counter is the
+    // process's: other tests' drops could only add to it).
+    let dropped: usize = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("dialtone_inbound_calls_total{outcome=\"not_found\"} "))
+        .find_map(|l| l.strip_prefix("dialtone_sip_inbound_dropped_total "))
         .and_then(|n| n.parse().ok())
         .unwrap_or_default();
-    // Routing saw the refused INVITEs the scanner heard of, and no more than the budget: the
-    // dropped ones never reached it.
     assert!(
-        (refusals..=budget).contains(&refused),
-        "{refused} routed refusals, {refusals} heard, a budget of {budget}"
+        dropped >= FLOOD - budget,
+        "{dropped} dropped of {FLOOD}, {refusals} refused"
     );
     w.finish().await;
 }
