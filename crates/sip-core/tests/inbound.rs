@@ -319,3 +319,42 @@ fn without_inbound_calls_an_invite_is_480() {
     assert!(h.last_sent().is_response(480));
     assert!(h.take_events().is_empty());
 }
+
+#[test]
+fn a_reinvite_from_the_caller_is_an_offer_answered_in_the_same_dialog() {
+    let mut h = inbound_harness();
+    let (call, _) = incoming(&mut h, "7", "");
+    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    h.feed(&from_caller(&h, "7", "ACK", "z9hG4bKack7", 1));
+    h.take_events();
+    let hold = OFFER.replace(
+        "m=audio 30000 RTP/AVP 0\r\n",
+        "m=audio 30000 RTP/AVP 0\r\na=sendonly\r\n",
+    );
+    let reinvite = from_caller(&h, "7", "INVITE", "z9hG4bKre7", 2).replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Contact: <sip:caller@192.0.2.20:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{hold}",
+            hold.len()
+        ),
+    );
+    h.feed(&reinvite);
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::RemoteOffer {
+            method: rsip::Method::Invite,
+            sdp: Some(hold.as_bytes().to_vec())
+        }]
+    );
+    h.ep.answer_offer(h.now, call, b"v=0\r\na=recvonly\r\n".to_vec())
+        .unwrap();
+    h.collect();
+    let ok = h.last_sent();
+    assert!(ok.is_response(200));
+    assert_eq!(ok.header("CSeq").unwrap(), "2 INVITE");
+    assert!(ok.body().contains("recvonly"));
+    // An INVITE whose CSeq goes backwards in the dialog is refused (§12.2.2).
+    h.feed(&from_caller(&h, "7", "INVITE", "z9hG4bKold7", 1));
+    assert!(h.last_sent().is_response(500));
+}

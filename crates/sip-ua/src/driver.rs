@@ -860,6 +860,12 @@ impl Driver {
             && let Some((_, events)) = self.answering.get(&id)
         {
             let last = matches!(event, CallEvent::Failed { .. } | CallEvent::Ended { .. });
+            if matches!(event, CallEvent::Answered { .. })
+                && let Some(leftover) = self.endpoint.leftover(handle)
+            {
+                // What another process needs to end the call, before the answer is announced.
+                let _ = events.send(UaEvent::Leftover(Box::new(leftover)));
+            }
             let _ = events.send(UaEvent::Call(event));
             if last {
                 self.answering.remove(&id);

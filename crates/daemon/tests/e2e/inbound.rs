@@ -10,18 +10,19 @@ use std::time::{Duration, Instant};
 use dialtone_test_support::{Sipp, SippOptions, scenario, write_ulaw_tone};
 use serde_json::{Value, json};
 
-use super::{Api, KEY, assert_ended, receiver, wait_final, world};
+use super::{Api, KEY, assert_ended, cli, receiver, wait_final, world};
 
 const OUR_NUMBER: &str = "+15550001000";
 
 /// A trunk on 127.0.0.1, our number on it, and an agent answering it with `builtin:echo`
-/// (`direction` as given) that sends its webhooks to `webhook_url`; returns the trunk's id.
+/// (`direction` as given) that sends its webhooks to `webhook_url`; returns the trunk's and
+/// the agent's ids.
 async fn answering_agent(
     api: &Api,
     e164: &str,
     direction: &str,
     webhook_url: Option<&str>,
-) -> String {
+) -> (String, String) {
     let (s, trunk) = api
         .post(
             "/v1/trunks",
@@ -56,7 +57,10 @@ async fn answering_agent(
         agent["id"].clone()
     };
     assert_eq!(shown["answering_agent_id"], answering, "{shown}");
-    trunk["id"].as_str().unwrap().to_owned()
+    (
+        trunk["id"].as_str().unwrap().to_owned(),
+        agent["id"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// SIPp from `local_ip` playing `scenario_name` against the daemon, finished (its scenario
@@ -99,7 +103,15 @@ async fn calls(api: &Api) -> Vec<Value> {
 async fn a_call_from_the_numbers_trunk_is_answered_by_echo_and_recorded_inbound() {
     let (url, got) = receiver(0).await;
     let w = world(None, &[]).await;
-    answering_agent(&w.api, OUR_NUMBER, "inbound", Some(&url)).await;
+    let (_, agent) = answering_agent(&w.api, OUR_NUMBER, "inbound", Some(&url)).await;
+    // The CLI shows which agent answers the number.
+    let (ok, out, err) = cli(&w, &["numbers", "list"]).await;
+    assert!(ok, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains(OUR_NUMBER))
+        .unwrap_or_default();
+    assert!(row.contains(&agent), "{out}");
     let dir = tempfile::tempdir().unwrap();
     let tone = write_ulaw_tone(&dir.path().join("tone.ulaw"), 440.0, 10000.0, 3).unwrap();
     let started = Instant::now();
@@ -125,6 +137,9 @@ async fn a_call_from_the_numbers_trunk_is_answered_by_echo_and_recorded_inbound(
     let record = wait_final(&w.api, listed[0]["id"].as_str().unwrap()).await;
     assert_ended(&record, "completed", "completed", "caller");
     assert_eq!(record["direction"], "inbound", "{record:#}");
+    let (ok, out, err) = cli(&w, &["calls", "get", record["id"].as_str().unwrap()]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("inbound"), "{out}");
     assert_eq!(record["to"], OUR_NUMBER);
     assert_eq!(
         record["from_number"], "+15551230000",
@@ -183,7 +198,7 @@ async fn a_call_from_the_numbers_trunk_is_answered_by_echo_and_recorded_inbound(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_unknown_numbers_and_outbound_only_agents_are_refused_without_a_record() {
     let w = world(None, &[]).await;
-    let trunk = answering_agent(&w.api, OUR_NUMBER, "both", None).await;
+    let (trunk, _) = answering_agent(&w.api, OUR_NUMBER, "both", None).await;
     answering_agent(&w.api, "+15550002000", "outbound", None).await;
     let target = w.daemon.sip_addr.to_string();
     for (local_ip, number, status) in [
