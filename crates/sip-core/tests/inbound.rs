@@ -358,3 +358,19 @@ fn a_reinvite_from_the_caller_is_an_offer_answered_in_the_same_dialog() {
     h.feed(&from_caller(&h, "7", "INVITE", "z9hG4bKold7", 1));
     assert!(h.last_sent().is_response(500));
 }
+
+#[test]
+fn malformed_invites_are_refused_400_and_spend_the_budget_too() {
+    let mut h = inbound_harness();
+    for n in 0..3 {
+        let without_contact =
+            invite(&format!("m{n}"), "").replace("Contact: <sip:caller@192.0.2.20:5060>\r\n", "");
+        h.feed(&without_contact);
+        assert!(h.last_sent().is_response(400));
+    }
+    let sent = h.sent.len();
+    h.feed(&invite("after", ""));
+    assert_eq!(h.sent.len(), sent, "dropped: the source spent its budget");
+    assert_eq!(h.ep.stats().inbound_dropped, 1);
+    assert!(h.take_events().is_empty());
+}

@@ -33,6 +33,16 @@ pub(crate) enum Verdict {
 }
 
 impl Verdict {
+    /// The `outcome` label of `dialtone_inbound_calls_total`.
+    pub(crate) fn outcome(self) -> &'static str {
+        match self {
+            Verdict::Answer => "answered",
+            Verdict::NotOurs => "not_found",
+            Verdict::Forbidden => "forbidden",
+            Verdict::NotAnswered => "not_answered",
+        }
+    }
+
     /// The SIP status a refusal is answered with.
     pub(crate) fn status(self) -> Option<u16> {
         match self {
@@ -176,6 +186,7 @@ mod tests {
         assert_eq!(Verdict::NotOurs.status(), Some(404));
         assert_eq!(Verdict::NotAnswered.status(), Some(404));
         assert_eq!(Verdict::Answer.status(), None);
+        assert_eq!(Verdict::NotAnswered.outcome(), "not_answered");
         let unresolved = route(&[], &[], true);
         assert_eq!(
             judge(ip("198.51.100.7"), Some(&unresolved)),

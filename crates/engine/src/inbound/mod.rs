@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use dialtone_model::{Direction, placeholder};
 use dialtone_sip_ua::{Incoming, IncomingCall};
-use dialtone_storage::{Agent, NewCall, Number, Trunk};
+use dialtone_storage::{Agent, InboundRoute, NewCall, Number, Trunk};
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -156,24 +156,23 @@ impl Engine {
             None => None,
         };
         let verdict = guard::judge(offer.source.ip(), facts.as_ref().map(|(_, f)| f));
-        match (verdict.status(), route, facts) {
-            (None, Some(route), Some((trunk, _))) => match route.agent {
-                Some(agent) => Ok(Routed {
-                    number: route.number,
-                    agent,
-                    trunk,
+        if let Some(status) = verdict.status() {
+            return Err(Refused::new(status, verdict.outcome()));
+        }
+        // Answered: the number, its agent and its trunk are all there.
+        match (route, facts) {
+            (
+                Some(InboundRoute {
+                    number,
+                    agent: Some(agent),
                 }),
-                None => Err(Refused::new(404, "not_answered")),
-            },
-            (Some(status), ..) => Err(Refused::new(
-                status,
-                match verdict {
-                    guard::Verdict::Forbidden => "forbidden",
-                    guard::Verdict::NotAnswered => "not_answered",
-                    _ => "not_found",
-                },
-            )),
-            (None, ..) => Err(Refused::new(404, "not_found")),
+                Some((trunk, _)),
+            ) => Ok(Routed {
+                number,
+                agent,
+                trunk,
+            }),
+            _ => Err(Refused::new(404, "not_found")),
         }
     }
 

@@ -12,7 +12,7 @@ use crate::end_reason::EndReason;
 use crate::message;
 use crate::session_timer::SessionTimer;
 
-/// Identifies one outbound call inside an [`Endpoint`](super::Endpoint).
+/// Identifies one call (placed by us or to us) inside an [`Endpoint`](super::Endpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallHandle(pub(super) u64);
 

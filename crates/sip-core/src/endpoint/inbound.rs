@@ -136,6 +136,8 @@ impl Endpoint {
         if !self.config.accept_inbound {
             return false;
         }
+        // The INVITE takes a token of its source's budget; a malformed one keeps it.
+        self.refusals.charge(now, destination.ip());
         let Some(req) = self.server_txs.get(key).map(|t| t.request.clone()) else {
             return true;
         };
@@ -194,7 +196,6 @@ impl Endpoint {
                 charged: true,
             },
         );
-        self.refusals.charge(now, destination.ip());
         self.respond(now, key, 100, Vec::new(), None);
         let request_user = Uri::parse(&req.uri.to_string()).and_then(|u| user_of(&u));
         let incoming = IncomingCall {
