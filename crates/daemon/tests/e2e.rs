@@ -1481,6 +1481,55 @@ async fn builtin_ivr_speaks_collects_rfc4733_digits_and_returns_them() {
     w.finish().await;
 }
 
+/// A callee that agreed on no telephone-event presses keys as tones in its audio:
+/// `builtin:ivr` hears them (in-band detection is on for such a call), and the last key's
+/// tone does not barge in on the confirmation it starts, which plays out and ends the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_without_telephone_event_is_heard_pressing_tones() {
+    use dialtone_peers::capture::RtpCapture;
+    let mut stream = RtpCapture::new();
+    let mut silence = std::iter::repeat(0xffu8);
+    let mut at = Duration::from_millis(1500);
+    for key in "12#".chars() {
+        let mut tone = vec![0i16; 8000 / 10];
+        dialtone_test_support::audio::dtmf(8000, key, 6000.0, &mut tone);
+        let mut tone = tone.into_iter().map(dialtone_codec::linear_to_ulaw);
+        stream
+            .audio(&mut silence, at)
+            .audio(&mut tone, at + Duration::from_millis(100));
+        at += Duration::from_millis(500);
+    }
+    stream.audio(&mut silence, at + Duration::from_millis(2000));
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("tones.pcap");
+    stream.write(&pcap).unwrap();
+    let presses = dialtone_test_support::sipp_play_pcap(&pcap);
+    let w = world(
+        Some("callee_presses_tones.xml"),
+        &[("listen_ms", "0"), ("presses", presses.as_str())],
+    )
+    .await;
+    let (s, agent) = w
+        .api
+        .patch(
+            &format!("/v1/agents/{}", w.agent_id),
+            json!({
+                "brain": "builtin:ivr",
+                "returns": {"type": "object", "properties": {"digits": {"type": "string"}}, "required": ["digits"]},
+            }),
+        )
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    let id = w
+        .dispatch(json!({"instructions": "Press one, two, then the pound key."}))
+        .await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["end_reason"]["by"], "agent", "{record:#}");
+    assert_eq!(record["result"], json!({"digits": "12"}), "{record:#}");
+    w.finish().await;
+}
+
 /// The Python interpreter with grpcio (scripts/python-env.sh).
 fn python() -> String {
     std::env::var("DIALTONE_PYTHON").unwrap_or_else(|_| {

@@ -129,6 +129,11 @@ impl InbandDtmf {
         }
     }
 
+    /// Whether the last frame held a key's tone.
+    pub fn hearing_tone(&self) -> bool {
+        self.candidate.is_some()
+    }
+
     /// Takes one 20 ms frame at `rate` Hz; returns a digit once it has lasted long enough.
     pub fn frame(&mut self, samples: &[i16], rate: u32) -> Option<char> {
         let digit = Self::classify(samples, rate);

@@ -79,6 +79,10 @@ pub struct SpeechConfig {
     pub silence_timeout: Option<Duration>,
     /// Answering-machine detection from the start; `None`: off.
     pub amd: Option<AmdConfig>,
+    /// Listen for key presses in the audio. Off when the call carries them as RFC 4733
+    /// events: a phone or gateway that sends both would have every press counted twice, and
+    /// speech that happens to hold two DTMF tones would be taken for a key.
+    pub inband_dtmf: bool,
 }
 
 impl Default for SpeechConfig {
@@ -92,6 +96,7 @@ impl Default for SpeechConfig {
             barge_in: BargeIn::On,
             silence_timeout: None,
             amd: None,
+            inband_dtmf: true,
         }
     }
 }
@@ -230,10 +235,16 @@ impl SpeechLoop {
     /// Takes in one 20 ms frame of the caller (16 kHz) that arrived at `now`.
     pub fn handle_caller_frame(&mut self, now: Instant, frame: &[i16]) -> FrameVoice {
         self.frames += 1;
-        if let Some(digit) = self.dtmf.frame(frame, SAMPLE_RATE) {
+        let digit = self.dtmf.frame(frame, SAMPLE_RATE);
+        if self.config.inband_dtmf
+            && let Some(digit) = digit
+        {
             self.events.push_back(SpeechEvent::Dtmf { digit, at: now });
         }
-        let voice = self.vad.frame(frame);
+        let mut voice = self.vad.frame(frame);
+        // A key's tone is no speech: it neither starts a turn nor barges in on the agent
+        // (whose answer to the key would be cut by the key's own tail).
+        voice.voiced &= !self.dtmf.hearing_tone();
         let agent_speaking = self.playout.is_playing();
         if let Some(amd) = self.amd.as_mut() {
             let heard = amd.frame(frame, voice, agent_speaking);

@@ -258,7 +258,7 @@ fn marks_are_reported_as_their_audio_finishes() {
 }
 
 #[test]
-fn in_band_digits_are_heard_and_speech_is_not_a_digit() {
+fn in_band_digits_are_heard_unless_events_carry_them_and_speech_is_not_a_digit() {
     let t0 = Instant::now();
     let mut audio = silence(200);
     for digit in "159#*0".chars() {
@@ -278,6 +278,32 @@ fn in_band_digits_are_heard_and_speech_is_not_a_digit() {
         })
         .collect();
     assert_eq!(digits, "159#*0");
+    // A call carrying key presses as RFC 4733 events does not listen for the tones.
+    let mut events_only = SpeechLoop::new(
+        SpeechConfig {
+            inband_dtmf: false,
+            ..SpeechConfig::default()
+        },
+        t0,
+    );
+    let (events, _) = run(&mut events_only, t0, &audio);
+    assert!(
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, SpeechEvent::Dtmf { .. })),
+        "{events:?}"
+    );
+    // A key's tone while the agent speaks is no speech: no turn, no barge-in.
+    let mut speaking = SpeechLoop::new(SpeechConfig::default(), t0);
+    speaking.play(vec![3000; 16000 * 3], Some("answer".into()));
+    let (events, _) = run(&mut speaking, t0, &audio);
+    assert!(
+        !events.iter().any(|(_, e)| matches!(
+            e,
+            SpeechEvent::BargeIn { .. } | SpeechEvent::SpeechStarted { .. }
+        )),
+        "{events:?}"
+    );
     // Twist beyond the limit (high tone 12 dB over the low) is refused.
     let mut twisted = vec![0i16; 320];
     for (i, s) in twisted.iter_mut().enumerate() {

@@ -421,10 +421,19 @@ impl<'a> CallDriver<'a> {
             return;
         };
         let plan = &self.plan;
+        let mut speech = plan.speech;
+        // Where the call agreed on telephone-event, key presses come as RFC 4733 events and
+        // the tones in the audio are not listened for: a gateway that sends both would have
+        // every press counted twice.
+        speech.inband_dtmf = self
+            .sdp
+            .as_ref()
+            .and_then(|s| s.current())
+            .is_none_or(|session| session.telephone_event.is_none());
         let context = BrainContext {
             storage: self.engine.storage.clone(),
             call_id: plan.id,
-            speech: plan.speech,
+            speech,
             voicemail: plan.voicemail.clone(),
             requests: self.brain.requests_tx.clone(),
             inputs: self
