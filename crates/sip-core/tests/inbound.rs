@@ -374,3 +374,26 @@ fn malformed_invites_are_refused_400_and_spend_the_budget_too() {
     assert_eq!(h.ep.stats().inbound_dropped, 1);
     assert!(h.take_events().is_empty());
 }
+
+#[test]
+fn a_bye_before_the_ack_ends_the_call_and_nothing_is_released_later() {
+    let mut h = inbound_harness();
+    let (call, _) = incoming(&mut h, "8", "");
+    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    h.feed(&from_caller(&h, "8", "BYE", "z9hG4bKbye8", 2));
+    assert!(h.last_sent().is_response(200));
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Remote,
+            reason: EndReason::Completed
+        }]
+    );
+    h.advance(secs(40.0));
+    assert!(
+        h.sent_requests("BYE").is_empty(),
+        "no BYE for a dialog already ended"
+    );
+    assert!(h.take_events().is_empty());
+}

@@ -299,12 +299,19 @@ impl Endpoint {
         }
     }
 
-    /// The ACK for our 2xx arrived: the incoming call is answered.
+    /// The ACK for our 2xx arrived: the incoming call is answered (unless it is already being
+    /// hung up).
     pub(super) fn on_inbound_ack(&mut self, handle: CallHandle) {
         if self.inbound.get(&handle).is_some_and(|i| i.answered) {
             self.inbound.remove(&handle);
-            self.emit(handle, CallEvent::Answered { sdp: None });
+            if self.phase_is(handle, Phase::Confirmed) {
+                self.emit(handle, CallEvent::Answered { sdp: None });
+            }
         }
+    }
+
+    fn phase_is(&self, handle: CallHandle, phase: Phase) -> bool {
+        self.calls.get(&handle).is_some_and(|c| c.phase == phase)
     }
 
     /// A CANCEL ended the INVITE with 487 before the answer.
@@ -323,6 +330,10 @@ impl Endpoint {
             return;
         }
         self.inbound.remove(&handle);
+        if !self.phase_is(handle, Phase::Confirmed) {
+            // Hung up already, by either side.
+            return;
+        }
         tracing::info!(call = %handle, "no ACK for our 2xx; releasing the call");
         self.send_in_dialog(now, handle, None, Method::Bye, Purpose::ReleaseBye, None);
         self.fail_incoming(handle, None, EndReason::TrunkTimeout);
