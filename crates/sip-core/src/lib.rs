@@ -1,13 +1,14 @@
 //! # dialtone-sip-core — sans-IO SIP for Dialtone
 //!
 //! This crate is the protocol half of Dialtone's SIP user agent: RFC 3261 message validation,
-//! the four transaction state machines (§17), UAC dialogs (§12, §13), CANCEL (§9), forking, and
-//! digest authentication (RFC 7616/8760). It never owns a socket and never reads a clock, in the
-//! manner of quinn-proto:
+//! the four transaction state machines (§17), UAC dialogs (§12, §13), CANCEL (§9), forking,
+//! digest authentication (RFC 7616/8760), and calls placed to us (UAS dialogs, with a budget of
+//! refusals per source address, [`refusals`]). It never owns a socket and never reads a clock, in
+//! the manner of quinn-proto:
 //!
 //! * input: [`Endpoint::handle_message`] (one framed message from a peer),
-//!   [`Endpoint::handle_timeout`], and commands such as [`Endpoint::dial`] and
-//!   [`Endpoint::hang_up`], each taking `now`;
+//!   [`Endpoint::handle_timeout`], and commands such as [`Endpoint::dial`],
+//!   [`Endpoint::accept`] and [`Endpoint::hang_up`], each taking `now`;
 //! * output: [`Endpoint::poll_transmit`] (bytes for an address), [`Endpoint::poll_timeout`]
 //!   (when to call `handle_timeout` next) and [`Endpoint::poll_event`] (what happened to a call).
 //!

@@ -153,6 +153,10 @@ async fn a_call_from_the_numbers_trunk_is_answered_by_echo_and_recorded_inbound(
     for t in ["ringing_at", "answered_at", "ended_at"] {
         assert!(record[t].is_string(), "{t} missing: {record:#}");
     }
+    println!(
+        "ringing (row written, 180 sent) to the caller's ACK of our 200: {} ms",
+        record["ring_duration_ms"]
+    );
     // Audio checked as audio: the caller's tone arrived loud in most frames, and the echo
     // brain sent a full stream back.
     let media = &record["media_stats"];

@@ -1,6 +1,6 @@
 //! The sans-IO user agent core: transactions keyed and matched per RFC 3261 §17.1.3/§17.2.3,
-//! outbound calls with their early and confirmed dialogs, CANCEL, forking, digest retries and
-//! in-dialog requests in both directions.
+//! outbound calls with their early and confirmed dialogs, CANCEL, forking, digest retries,
+//! calls placed to us, and in-dialog requests in both directions.
 //!
 //! [`Endpoint`] is one struct whose `impl` is spread over this module's files, one concern each:
 //!
