@@ -1,8 +1,9 @@
 //! Calls placed to our numbers, against SIPp as the trunk calling in: answered by
 //! `builtin:echo` with the audio checked as audio and the record `inbound`; refused `403` from
 //! an address that is not the number's trunk's, `404` to a number that is not ours or that no
-//! agent answers, none of them leaving a record; a caller cancelling before the answer; and a
-//! flood of refused INVITEs from one address cut short while a legitimate call still completes.
+//! agent answers, none of them leaving a record; `486` over the organisation's concurrency cap,
+//! without a record either; a caller cancelling before the answer; and a flood of refused
+//! INVITEs from one address cut short while a legitimate call still completes.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use dialtone_test_support::{Sipp, SippOptions, scenario, write_ulaw_tone};
 use serde_json::{Value, json};
 
-use super::{Api, KEY, assert_ended, cli, receiver, wait_final, world};
+use super::{Api, KEY, assert_ended, cli, receiver, wait_final, world, world_on};
 
 const OUR_NUMBER: &str = "+15550001000";
 
@@ -405,5 +406,62 @@ async fn a_caller_that_cancels_before_the_answer_leaves_a_canceled_record() {
     assert_eq!(record["end_reason"]["sip_status"], 487, "{record:#}");
     assert_eq!(record["direction"], "inbound");
     assert!(record["answered_at"].is_null(), "{record:#}");
+    w.finish().await;
+}
+
+/// Over the organisation's concurrency cap a call placed to us is refused `486 Busy Here`, and
+/// leaves no record; the call in progress goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_organisations_cap_a_call_is_busy_and_not_recorded() {
+    let w = world_on(
+        |config| config.default_org_max_concurrent_calls = Some(1),
+        None,
+        &[],
+    )
+    .await;
+    answering_agent(&w.api, OUR_NUMBER, "inbound", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tone = write_ulaw_tone(&dir.path().join("tone.ulaw"), 440.0, 10000.0, 3).unwrap();
+    let target = w.daemon.sip_addr.to_string();
+    let first = tokio::spawn(call_in(
+        target.clone(),
+        "127.0.0.1",
+        "caller_speaks_then_hangs_up.xml",
+        keys(&[
+            ("number", OUR_NUMBER),
+            ("caller", "+15551230000"),
+            ("from_user", "+15551230000"),
+            ("tone", &tone.display().to_string()),
+            ("talk_ms", "3000"),
+        ]),
+    ));
+    let mut in_progress = false;
+    for _ in 0..500 {
+        in_progress = calls(&w.api)
+            .await
+            .first()
+            .is_some_and(|c| c["status"] == "in_progress");
+        if in_progress {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(in_progress, "the first call is answered");
+    call_in(
+        target,
+        "127.0.0.1",
+        "caller_is_refused.xml",
+        keys(&[("number", OUR_NUMBER), ("status", "486")]),
+    )
+    .await;
+    first.await.unwrap();
+    let listed = calls(&w.api).await;
+    assert_eq!(
+        listed.len(),
+        1,
+        "the busy call leaves no record: {listed:#?}"
+    );
+    let record = wait_final(&w.api, listed[0]["id"].as_str().unwrap()).await;
+    assert_ended(&record, "completed", "completed", "caller");
     w.finish().await;
 }
