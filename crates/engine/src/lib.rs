@@ -590,6 +590,8 @@ impl Engine {
             session: brains::Session {
                 agent_id: agent.id,
                 to: call.to.clone(),
+                from: call.from_number.clone(),
+                direction: call.direction,
                 persona: settings.persona.clone().unwrap_or_default(),
                 context: call.context.clone(),
                 metadata: call.metadata.clone(),

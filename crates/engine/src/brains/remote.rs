@@ -24,6 +24,9 @@ use super::{
 pub(crate) struct Session {
     pub(crate) agent_id: Uuid,
     pub(crate) to: String,
+    /// Our caller ID on an outbound call, the caller on an inbound one.
+    pub(crate) from: String,
+    pub(crate) direction: dialtone_model::Direction,
     pub(crate) persona: String,
     pub(crate) context: Value,
     pub(crate) metadata: Value,
@@ -111,6 +114,8 @@ async fn run_remote(
         call_id: run.context.call_id.to_string(),
         agent_id: session.agent_id.to_string(),
         to: session.to.clone(),
+        from: session.from.clone(),
+        direction: session.direction.as_str().to_owned(),
         persona: session.persona.clone(),
         voice: run.context.voice.clone().unwrap_or_default(),
         language: run.context.language.clone().unwrap_or_default(),
