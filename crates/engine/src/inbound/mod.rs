@@ -212,7 +212,7 @@ impl Engine {
             .instructions
             .as_ref()
             .map(|i| placeholder::fill(i, &context));
-        let agent_setup = match self
+        let mut agent_setup = match self
             .agent_setup(org.id, &brain, settings, instructions.as_deref(), &context)
             .await
         {
@@ -244,6 +244,15 @@ impl Engine {
                 return Err((call, Refused::new(unanswerable.status(), "unanswerable")));
             }
         };
+        if let Some(setup) = agent_setup.as_mut() {
+            // Its first words are synthesised while the call is answered, as while an
+            // outbound call rings.
+            crate::agent_setup::synthesise_first_message(
+                setup,
+                settings.voice.as_deref(),
+                settings.language.as_deref(),
+            );
+        }
         let caller = [&offer.asserted_user, &offer.from_user]
             .into_iter()
             .flatten()
