@@ -3,7 +3,8 @@
 //! an address that is not the number's trunk's, `404` to a number that is not ours or that no
 //! agent answers, none of them leaving a record; `486` over the organisation's concurrency cap,
 //! without a record either; a caller cancelling before the answer; and a flood of refused
-//! INVITEs from one address cut short while a legitimate call still completes.
+//! INVITEs from one address cut short while a legitimate call still completes; and
+//! `builtin:agent` answering like `builtin:echo`.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -463,5 +464,59 @@ async fn over_the_organisations_cap_a_call_is_busy_and_not_recorded() {
     );
     let record = wait_final(&w.api, listed[0]["id"].as_str().unwrap()).await;
     assert_ended(&record, "completed", "completed", "caller");
+    w.finish().await;
+}
+
+/// `builtin:agent` answers a call placed to us like a dispatched one: with its provider down,
+/// it apologises aloud (espeak-ng) and hangs up, the record `brain_error` by the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_agent_answers_an_inbound_call_and_hangs_up_with_an_apology() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base_url = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    let w = world(None, &[]).await;
+    let (_, agent) = answering_agent(&w.api, OUR_NUMBER, "inbound", None).await;
+    let (s, provider) = w
+        .api
+        .post(
+            "/v1/providers",
+            json!({"name": "local", "kind": "openai", "base_url": base_url, "api_key": "sk-test"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{provider}");
+    let (s, patched) = w
+        .api
+        .patch(
+            &format!("/v1/agents/{agent}"),
+            json!({
+                "brain": "builtin:agent", "persona": "You are Ava at Acme's front desk.",
+                "llm": {"provider": "local", "model": "gpt-test"},
+                "stt": {"provider": "local", "model": "whisper-test"},
+                "tts": {"provider": "builtin:espeak"}, "voice": "en-us",
+            }),
+        )
+        .await;
+    assert_eq!(s, 200, "{patched}");
+    call_in(
+        w.daemon.sip_addr.to_string(),
+        "127.0.0.1",
+        "caller_waits_for_bye.xml",
+        keys(&[("number", OUR_NUMBER), ("caller", "+15551230000")]),
+    )
+    .await;
+    let listed = calls(&w.api).await;
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    let record = wait_final(&w.api, listed[0]["id"].as_str().unwrap()).await;
+    assert_ended(&record, "completed", "brain_error", "agent");
+    assert_eq!(record["direction"], "inbound");
+    let said_sorry = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["text"].as_str().unwrap_or_default().contains("I'm sorry"));
+    assert!(said_sorry, "{record:#}");
+    // The apology went out as audio.
+    let media = &record["media_stats"];
+    assert!(media["packets_out"].as_u64().unwrap() >= 25, "{media}");
     w.finish().await;
 }
