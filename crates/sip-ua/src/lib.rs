@@ -134,6 +134,9 @@ pub enum UaError {
     /// The core refused the request (malformed header, call state).
     #[error(transparent)]
     Core(#[from] dialtone_sip_core::Error),
+    /// The call has ended: nothing more can be asked of it.
+    #[error("the call has ended")]
+    CallEnded,
     /// The user agent has shut down.
     #[error("the SIP user agent has stopped")]
     Stopped,
@@ -440,6 +443,24 @@ impl Call {
             call: self.id,
             status,
         })
+    }
+
+    /// Transfers the answered call blind (RFC 3515): a REFER asking the far end to call `to`,
+    /// an E.164 number (sent as the trunk's URI for it, like the INVITE's Request-URI) or a SIP
+    /// URI (sent as given). The REFER's answer comes as [`CallEvent::RequestCompleted`], the
+    /// far end's progress as [`CallEvent::ReferNotify`]. Refused when the call is not answered,
+    /// a REFER of it is still under way, or `to` is neither.
+    pub async fn refer(&self, to: &str) -> Result<(), UaError> {
+        if to.starts_with('+') {
+            check_e164("refer_to", to)?;
+        }
+        let (reply, done) = oneshot::channel();
+        self.command(Command::Refer {
+            call: self.id,
+            to: to.to_owned(),
+            reply,
+        })?;
+        done.await.map_err(|_| UaError::Stopped)?
     }
 
     /// Sends a DTMF digit as SIP INFO (`application/dtmf-relay`), the fallback when the trunk
