@@ -37,6 +37,7 @@ fn new_trunk(fields: TrunkFields) -> Result<NewTrunk, ApiError> {
             tls_client_cert_pem: fields.tls_client_cert_pem,
             tls_client_key_pem: fields.tls_client_key_pem,
             srtp: fields.srtp.unwrap_or(SrtpMode::Off),
+            transfer_sip_domains: fields.transfer_sip_domains.unwrap_or_default(),
         },
     })
 }
@@ -61,6 +62,8 @@ fn fields_of(trunk: &Trunk) -> TrunkFields {
         tls_client_cert_pem: trunk.security.tls_client_cert_pem.clone(),
         tls_client_key_pem: trunk.security.tls_client_key_pem.clone(),
         srtp: (trunk.security.srtp != SrtpMode::Off).then_some(trunk.security.srtp),
+        transfer_sip_domains: Some(trunk.security.transfer_sip_domains.clone())
+            .filter(|d| !d.is_empty()),
     }
 }
 

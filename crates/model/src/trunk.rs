@@ -99,6 +99,10 @@ pub struct TrunkFields {
     /// anything but `off` needs transport `tls`, since the keys travel in the SDP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srtp: Option<SrtpMode>,
+    /// Hosts (besides the trunk's own) that `sip:` transfer destinations may name; default
+    /// none: a transfer to a SIP URI elsewhere is refused (no open relay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_sip_domains: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for TrunkFields {
@@ -115,6 +119,7 @@ impl std::fmt::Debug for TrunkFields {
                 &self.tls_client_key_pem.as_ref().map(|_| "<redacted>"),
             )
             .field("srtp", &self.srtp)
+            .field("transfer_sip_domains", &self.transfer_sip_domains)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +143,7 @@ impl TrunkFields {
         "tls_client_cert_pem",
         "tls_client_key_pem",
         "srtp",
+        "transfer_sip_domains",
     ];
 
     /// The rules serde does not check: `name` and `host` are there, the port is one.
@@ -184,6 +190,14 @@ impl TrunkFields {
             ));
         }
         self.check_security()?;
+        let domains = self.transfer_sip_domains.iter().flatten();
+        if domains.clone().count() > 64 || domains.clone().any(|d| !is_host(d)) {
+            return Err(FieldError::invalid(
+                "transfer_sip_domains",
+                "`transfer_sip_domains` must be at most 64 host names or IP addresses \
+                 (RFC 3261 host)",
+            ));
+        }
         self.checked_port().map(|_| ())
     }
 
@@ -305,6 +319,9 @@ pub struct TrunkView {
     pub has_tls_client_key: bool,
     /// Media encryption.
     pub srtp: SrtpMode,
+    /// Hosts besides the trunk's that `sip:` transfer destinations may name.
+    #[serde(default)]
+    pub transfer_sip_domains: Vec<String>,
     /// Where the registration stands; null without one.
     pub registration: Option<RegistrationView>,
     /// RFC 3339.
@@ -346,6 +363,7 @@ mod tests {
             tls_client_cert_pem: Some("c".into()),
             tls_client_key_pem: Some("k".into()),
             srtp: Some(SrtpMode::Off),
+            transfer_sip_domains: Some(vec!["pbx.example.com".into()]),
         };
         crate::parse::tests::assert_lists_every_key(&every, TrunkFields::FIELDS);
     }
@@ -372,6 +390,14 @@ mod tests {
         assert_eq!(refused(|f| f.password = Some("p\nq".into())), "password");
         assert_eq!(refused(|f| f.name = Some("n".repeat(201))), "name");
         assert_eq!(refused(|f| f.port = Some(70_000)), "port");
+        assert_eq!(
+            refused(|f| f.transfer_sip_domains = Some(vec!["pbx.example.com".into()])),
+            ""
+        );
+        assert_eq!(
+            refused(|f| f.transfer_sip_domains = Some(vec!["a b>".into()])),
+            "transfer_sip_domains"
+        );
     }
 
     #[test]

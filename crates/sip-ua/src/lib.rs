@@ -50,6 +50,8 @@ pub use dialtone_sip_core::{
     CallEvent, Credentials, EndReason, EndpointStats, Leftover, Party, TimerConfig, Transport,
 };
 pub use health::{Registration, RegistrationState, TrunkHealth, TrunkMonitor};
+/// The SIP method of an in-dialog request's outcome ([`CallEvent::RequestCompleted`]).
+pub use rsip::Method;
 pub use tls::{TlsListen, TrunkTls};
 pub use trunk::{Admission, Trunk};
 
