@@ -158,15 +158,17 @@ pub(crate) async fn hang_up(
     Ok(CallView::from(&state.engine.storage().get_call(id).await?))
 }
 
-/// Transfers a call in progress; the call as it stands (its `transfer` pending).
+/// Transfers a call in progress; the call as it stands (its `transfer` pending). The call is
+/// looked up before the request is read: another organisation's call is a 404 whatever the
+/// body.
 pub(crate) async fn transfer(
     state: &ApiState,
     caller: &KeyOwner,
     id: &str,
-    request: TransferCall,
+    request: Result<TransferCall, ApiError>,
 ) -> Result<CallView, ApiError> {
     let id = own::<Call>(state, caller, id).await?.id;
-    state.engine.transfer(id, request).await?;
+    state.engine.transfer(id, request?).await?;
     Ok(CallView::from(&state.engine.storage().get_call(id).await?))
 }
 
@@ -237,7 +239,8 @@ pub(crate) async fn transfer_call(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let caller = authorize(&state, &headers).await?;
-    let request = TransferCall::from_json(json_object(&body)?)?;
+    let request =
+        json_object(&body).and_then(|b| TransferCall::from_json(b).map_err(ApiError::from));
     let call = transfer(&state, &caller, &id, request).await?;
     Ok((StatusCode::ACCEPTED, Json(call)).into_response())
 }

@@ -479,7 +479,7 @@ impl CallService for Grpc {
         let caller = authorized(&self.state, &request).await?;
         let request = request.into_inner();
         let id = request.id.clone();
-        let transfer = dialtone_model::TransferCall::try_from(request).map_err(ApiError::from)?;
+        let transfer = dialtone_model::TransferCall::try_from(request).map_err(ApiError::from);
         let call = calls::transfer(&self.state, &caller, &id, transfer).await?;
         Ok(Response::new(proto::TransferCallResponse {
             call: Some((&call).into()),

@@ -372,33 +372,39 @@ impl CallMachine {
         }
     }
 
+    /// Starts `order` if the call is in progress, with no hang-up and no other transfer
+    /// under way: its pending attempt is written before the answer (which the API's request
+    /// reads back), then the REFER goes.
     fn start_transfer(&mut self, order: Order) {
         let in_progress = self.stage == Stage::Placed
             && self.media == Media::Connected
             && !self.hung_up_by_api
             && self.local_end.is_none();
-        let result = match &self.transfer {
-            _ if !in_progress => Err(TransferRefusal::NotInProgress),
-            Some(_) => Err(TransferRefusal::UnderWay),
-            None => Ok(()),
+        let refusal = match &self.transfer {
+            _ if !in_progress => Some(TransferRefusal::NotInProgress),
+            Some(_) => Some(TransferRefusal::UnderWay),
+            None => None,
         };
-        let by = order.by;
-        let started = result.is_ok();
-        self.actions.push_back(Action::AnswerTransfer {
-            to: order.to.clone(),
-            by,
-            result,
-        });
-        if !started {
+        let (to, by) = (order.to.clone(), order.by);
+        if let Some(refusal) = refusal {
+            self.actions.push_back(Action::AnswerTransfer {
+                to,
+                by,
+                result: Err(refusal),
+            });
             return;
         }
-        tracing::info!(to = %order.to, mode = order.mode.as_str(), by = by.as_str(), "transferring");
-        let to = order.to.clone();
+        tracing::info!(to = %to, mode = order.mode.as_str(), by = by.as_str(), "transferring");
         let (attempt, record) = Attempt::start(order);
         self.transfer = Some(attempt);
         self.actions.push_back(Action::RecordTransfer {
             transfer: record,
             transferred_to: None,
+        });
+        self.actions.push_back(Action::AnswerTransfer {
+            to: to.clone(),
+            by,
+            result: Ok(()),
         });
         self.actions.push_back(Action::Refer { to });
     }

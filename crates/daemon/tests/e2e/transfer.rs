@@ -1,0 +1,183 @@
+//! Blind transfer (REFER, RFC 3515 + RFC 5589) end to end, against SIPp as the callee: a REFER
+//! accepted with a `200 OK` sipfrag ends our leg as `transferred`; one refused with 405, or
+//! accepted but followed by a `486 Busy Here` sipfrag, leaves the call with the agent until it
+//! is hung up. And the API's refusals: not in progress (409), a `to` that is no destination
+//! (400 naming `to`), a SIP host off the trunk's `transfer_sip_domains` (400 naming `to`), a
+//! `bridge` mode (400 naming `mode`), an ended call (409).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Api, World, assert_ended, wait_final, wait_status, world};
+
+/// Where the tests transfer to.
+const NUMBER: &str = "+15550001111";
+
+/// SIPp's check of our Refer-To for [`NUMBER`]: the trunk's URI for it, like the INVITE's.
+const NUMBER_URI_RE: &str = r"sip:\+15550001111@127\.0\.0\.1:[0-9]+";
+
+/// Asks for a transfer of call `id`; the status and body.
+async fn transfer(api: &Api, id: &str, body: Value) -> (u16, Value) {
+    api.post(&format!("/v1/calls/{id}/transfer"), body).await
+}
+
+/// The record once its transfer attempt reached `status` (`completed`, `failed`).
+async fn wait_transfer(api: &Api, id: &str, status: &str) -> Value {
+    for _ in 0..500 {
+        let (_, call) = api.get(&format!("/v1/calls/{id}")).await;
+        if call["transfer"]["status"] == status {
+            return call;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, call) = api.get(&format!("/v1/calls/{id}")).await;
+    panic!("the transfer never reached {status}: {call:#}");
+}
+
+/// The world's trunk allows SIP transfer destinations on `domains`.
+async fn allow_sip_domains(api: &Api, domains: &[&str]) {
+    let (_, trunks) = api.get("/v1/trunks").await;
+    let trunk = format!("/v1/trunks/{}", trunks["data"][0]["id"].as_str().unwrap());
+    let (s, t) = api
+        .patch(&trunk, json!({"transfer_sip_domains": domains}))
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["transfer_sip_domains"], json!(domains), "{t}");
+}
+
+/// A world whose SIPp answers, then takes a REFER matching `refer_to_re` with 202 and reports
+/// `final_frag` after `100 Trying`.
+async fn notified(refer_to_re: &str, final_frag: &str) -> World {
+    world(
+        Some("answer_then_refer_notified.xml"),
+        &[("refer_to_re", refer_to_re), ("final_frag", final_frag)],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refer_accepted_with_a_200_sipfrag_ends_the_call_as_transferred() {
+    let w = notified(NUMBER_URI_RE, "200 OK").await;
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "in_progress").await;
+    let (s, call) = transfer(&w.api, &id, json!({"to": NUMBER})).await;
+    assert_eq!(s, 202, "{call}");
+    assert_eq!(call["status"], "in_progress", "{call:#}");
+    assert_eq!(
+        call["transfer"],
+        json!({"to": NUMBER, "mode": "refer", "status": "pending"}),
+        "{call:#}"
+    );
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "completed", "transferred", "api");
+    assert_eq!(record["transferred_to"], NUMBER, "{record:#}");
+    assert_eq!(
+        record["transfer"],
+        json!({"to": NUMBER, "mode": "refer", "status": "completed", "sip_status": 200}),
+        "{record:#}"
+    );
+    // SIPp fails its scenario unless the REFER carried the Refer-To and Referred-By it checks,
+    // both NOTIFYs were answered 200 and our BYE followed the final one.
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refer_refused_with_405_leaves_the_call_with_the_agent() {
+    let w = world(
+        Some("answer_then_refuse_refer.xml"),
+        &[("refer_to_re", NUMBER_URI_RE)],
+    )
+    .await;
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "in_progress").await;
+    let (s, call) = transfer(&w.api, &id, json!({"to": NUMBER, "mode": "refer"})).await;
+    assert_eq!(s, 202, "{call}");
+    let record = wait_transfer(&w.api, &id, "failed").await;
+    assert_eq!(
+        record["transfer"],
+        json!({"to": NUMBER, "mode": "refer", "status": "failed", "sip_status": 405,
+            "reason": "refused"}),
+        "{record:#}"
+    );
+    assert_eq!(record["status"], "in_progress", "{record:#}");
+    assert!(record["transferred_to"].is_null(), "{record:#}");
+    // The call is the agent's still: it goes on until it is hung up.
+    w.hangup(&id).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "completed", "completed", "api");
+    assert_eq!(record["transfer"]["status"], "failed", "{record:#}");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_sipfrag_leaves_the_call_with_the_agent() {
+    let w = notified(r"sip:desk@pbx\.example\.com", "486 Busy Here").await;
+    allow_sip_domains(&w.api, &["pbx.example.com"]).await;
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "in_progress").await;
+    let desk = "sip:desk@pbx.example.com";
+    let (s, call) = transfer(&w.api, &id, json!({"to": desk})).await;
+    assert_eq!(s, 202, "{call}");
+    let record = wait_transfer(&w.api, &id, "failed").await;
+    assert_eq!(
+        record["transfer"],
+        json!({"to": desk, "mode": "refer", "status": "failed", "sip_status": 486,
+            "reason": "destination_failed"}),
+        "{record:#}"
+    );
+    assert_eq!(record["status"], "in_progress", "{record:#}");
+    w.hangup(&id).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "completed", "completed", "api");
+    assert!(record["transferred_to"].is_null(), "{record:#}");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_refusals_name_the_rule_and_use_the_right_status() {
+    let w = world(Some("ring_until_cancel.xml"), &[]).await;
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "ringing").await;
+    let (s, body) = transfer(&w.api, &id, json!({"to": NUMBER})).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (409, Some("not_in_progress")),
+        "{body}"
+    );
+    for (request, field, words) in [
+        (json!({"to": "sales"}), "to", "E.164"),
+        (json!({"to": "tel:+15550001111"}), "to", "SIP URI"),
+        (
+            json!({"to": "sip:anyone@evil.example"}),
+            "to",
+            "transfer_sip_domains",
+        ),
+        (json!({"to": NUMBER, "mode": "bridge"}), "mode", "bridge"),
+        (json!({"to": NUMBER, "mode": "warm"}), "mode", "warm"),
+        (json!({"to": NUMBER, "who": "me"}), "who", "who"),
+    ] {
+        let (s, body) = transfer(&w.api, &id, request.clone()).await;
+        assert_eq!(s, 400, "{request} → {body}");
+        assert_eq!(body["error"]["field"], field, "{request} → {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{request} → {message}");
+    }
+    let (s, _) = transfer(
+        &w.api,
+        "00000000-0000-7000-8000-000000000000",
+        json!({"to": NUMBER}),
+    )
+    .await;
+    assert_eq!(s, 404);
+    w.hangup(&id).await;
+    let record = wait_final(&w.api, &id).await;
+    assert!(record["transfer"].is_null(), "{record:#}");
+    let (s, body) = transfer(&w.api, &id, json!({"to": NUMBER})).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (409, Some("call_ended")),
+        "{body}"
+    );
+    w.finish().await;
+}
