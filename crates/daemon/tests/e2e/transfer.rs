@@ -3,13 +3,16 @@
 //! accepted but followed by a `486 Busy Here` sipfrag, leaves the call with the agent until it
 //! is hung up. And the API's refusals: not in progress (409), a `to` that is no destination
 //! (400 naming `to`), a SIP host off the trunk's `transfer_sip_domains` (400 naming `to`), a
-//! `bridge` mode (400 naming `mode`), an ended call (409).
+//! `bridge` mode (400 naming `mode`), an ended call (409). And `builtin:agent`'s `transfer_call`
+//! tool: a completed transfer ends the call as the agent's, a failed one is the tool's answer.
 
 use std::time::Duration;
 
+use dialtone_test_support::openai::{ChatReply, ScriptedCall, ScriptedOpenAi};
 use serde_json::{Value, json};
 
-use super::{Api, World, assert_ended, wait_final, wait_status, world};
+use super::agent::make_agent;
+use super::{Api, World, assert_ended, cli, wait_final, wait_status, world};
 
 /// Where the tests transfer to.
 const NUMBER: &str = "+15550001111";
@@ -178,6 +181,167 @@ async fn transfer_refusals_name_the_rule_and_use_the_right_status() {
         (s, body["error"]["code"].as_str()),
         (409, Some("call_ended")),
         "{body}"
+    );
+    w.finish().await;
+}
+
+/// `builtin:agent` with a `desk` destination at [`NUMBER`], its model scripted to open by
+/// transferring there; `then` is what it answers after the tool's answer (when the call goes
+/// on), followed by the after-call summary.
+async fn transferring_agent(w: &World, openai: &ScriptedOpenAi, then: Option<ChatReply>) {
+    make_agent(
+        w,
+        &openai.base_url(),
+        json!({"transfer_destinations": [
+            {"name": "desk", "to": NUMBER, "description": "A person at the front desk"}
+        ]}),
+    )
+    .await;
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("Let me put you through.".into()),
+        calls: vec![ScriptedCall::new(
+            "t1",
+            "transfer_call",
+            r#"{"destination": "desk"}"#,
+        )],
+        fragment: 5,
+        reuse_index: false,
+    });
+    if let Some(reply) = then {
+        openai.push_chat(reply);
+    }
+    openai.push_chat(ChatReply::text("The caller asked for the front desk."));
+}
+
+/// The chat completion requests the model got, in order.
+fn chats(openai: &ScriptedOpenAi) -> Vec<Value> {
+    openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+        .filter_map(|r| r.json)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_transfer_call_tool_hands_the_caller_over() {
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let w = notified(NUMBER_URI_RE, "200 OK").await;
+    transferring_agent(&w, &openai, None).await;
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "completed", "transferred", "agent");
+    assert_eq!(record["transferred_to"], NUMBER, "{record:#}");
+    assert_eq!(record["transfer"]["status"], "completed", "{record:#}");
+    let asked = chats(&openai);
+    let tools: Vec<&str> = asked[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(tools.contains(&"transfer_call"), "{tools:?}");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_hears_why_its_transfer_failed_and_keeps_the_caller() {
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let w = world(
+        Some("answer_then_refuse_refer.xml"),
+        &[("refer_to_re", NUMBER_URI_RE)],
+    )
+    .await;
+    transferring_agent(
+        &w,
+        &openai,
+        Some(ChatReply::ToolCalls {
+            text: Some("Sorry, I cannot put you through right now. Goodbye!".into()),
+            calls: vec![ScriptedCall::new("t2", "end_call", "{}")],
+            fragment: 2,
+            reuse_index: false,
+        }),
+    )
+    .await;
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    // The agent went on and hung up itself.
+    assert_ended(&record, "completed", "completed", "agent");
+    assert!(record["transferred_to"].is_null(), "{record:#}");
+    assert_eq!(
+        record["transfer"],
+        json!({"to": NUMBER, "mode": "refer", "status": "failed", "sip_status": 405,
+            "reason": "refused"}),
+        "{record:#}"
+    );
+    // The model heard why as the tool's answer.
+    let asked = chats(&openai);
+    let answer = asked[1]["messages"].as_array().unwrap().last().unwrap();
+    assert_eq!(answer["role"], "tool", "{answer}");
+    assert_eq!(answer["tool_call_id"], "t1", "{answer}");
+    let content = answer["content"].as_str().unwrap();
+    assert!(
+        content.contains("refused") && content.contains("405"),
+        "{content}"
+    );
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_transfers_over_grpc_and_sets_a_trunks_transfer_domains() {
+    let w = notified(NUMBER_URI_RE, "200 OK").await;
+    let (ok, out, err) = cli(
+        &w,
+        &[
+            "trunks",
+            "create",
+            "--name",
+            "pbx",
+            "--host",
+            "sip.example.net",
+            "--transfer-sip-domain",
+            "pbx.example.com",
+            "--transfer-sip-domain",
+            "desk.example.com",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let trunk: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        trunk["transfer_sip_domains"],
+        json!(["pbx.example.com", "desk.example.com"]),
+        "{trunk}"
+    );
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "in_progress").await;
+    for (to, mode, words) in [
+        ("sales", "refer", "(field to)"),
+        ("sip:desk@pbx.example.com", "refer", "transfer_sip_domains"),
+        (NUMBER, "bridge", "(field mode)"),
+    ] {
+        let all = ["calls", "transfer", &id, "--to", to, "--mode", mode];
+        let (ok, _, err) = cli(&w, &all).await;
+        assert!(!ok, "{all:?} was refused");
+        assert!(err.contains(words), "{all:?}: {err}");
+    }
+    let (ok, out, err) = cli(&w, &["calls", "transfer", &id, "--to", NUMBER, "--json"]).await;
+    assert!(ok, "{err}");
+    let call: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        call["transfer"],
+        json!({"to": NUMBER, "mode": "refer", "status": "pending", "sip_status": null,
+            "reason": null}),
+        "{call}"
+    );
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "completed", "transferred", "api");
+    let (ok, out, err) = cli(&w, &["calls", "get", &id]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("transfer     completed to +15550001111 (refer, SIP 200)"),
+        "{out}"
     );
     w.finish().await;
 }
