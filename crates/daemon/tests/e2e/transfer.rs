@@ -345,3 +345,122 @@ async fn the_cli_transfers_over_grpc_and_sets_a_trunks_transfer_domains() {
     );
     w.finish().await;
 }
+
+/// An AgentBridge server that asks, at the session's start, to transfer the caller to
+/// [`NUMBER`], and hangs up when told the transfer failed; what it was told is kept.
+mod transferring_brain {
+    use std::sync::{Arc, Mutex};
+
+    use dialtone_control::proto::agent_bridge_service_server::{
+        AgentBridgeService, AgentBridgeServiceServer,
+    };
+    use dialtone_control::proto::converse_request::Event;
+    use dialtone_control::proto::converse_response::Action;
+    use dialtone_control::proto::{
+        ConverseRequest, ConverseResponse, HangUp, TransferFailed, TransferTo,
+    };
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::{Request, Response, Status, Streaming};
+
+    pub(super) type Heard = Arc<Mutex<Vec<TransferFailed>>>;
+
+    struct Brain {
+        heard: Heard,
+    }
+
+    #[tonic::async_trait]
+    impl AgentBridgeService for Brain {
+        type ConverseStream = ReceiverStream<Result<ConverseResponse, Status>>;
+
+        async fn converse(
+            &self,
+            request: Request<Streaming<ConverseRequest>>,
+        ) -> Result<Response<Self::ConverseStream>, Status> {
+            let mut events = request.into_inner();
+            let (tx, rx) = mpsc::channel(16);
+            let heard = self.heard.clone();
+            tokio::spawn(async move {
+                let reply = |action| {
+                    Ok(ConverseResponse {
+                        action: Some(action),
+                    })
+                };
+                while let Ok(Some(message)) = events.message().await {
+                    let action = match message.event {
+                        Some(Event::Start(_)) => Action::Transfer(TransferTo {
+                            to: super::NUMBER.into(),
+                            mode: None,
+                        }),
+                        Some(Event::TransferFailed(failed)) => {
+                            heard.lock().unwrap().push(failed);
+                            Action::HangUp(HangUp {
+                                reason: "completed".into(),
+                            })
+                        }
+                        _ => continue,
+                    };
+                    if tx.send(reply(action)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(Response::new(ReceiverStream::new(rx)))
+        }
+    }
+
+    /// Serves the brain on a free loopback port; its address and what it hears.
+    pub(super) async fn start() -> (String, Heard) {
+        let heard = Heard::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("grpc://{}", listener.local_addr().unwrap());
+        let service = AgentBridgeServiceServer::new(Brain {
+            heard: heard.clone(),
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (address, heard)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_bridge_brain_transfers_and_hears_why_it_failed() {
+    let (address, heard) = transferring_brain::start().await;
+    let w = world(
+        Some("answer_then_refuse_refer.xml"),
+        &[("refer_to_re", NUMBER_URI_RE)],
+    )
+    .await;
+    let (s, agent) = w
+        .api
+        .patch(
+            &format!("/v1/agents/{}", w.agent_id),
+            json!({"brain": address}),
+        )
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "completed", "completed", "agent");
+    assert_eq!(
+        record["transfer"],
+        json!({"to": NUMBER, "mode": "refer", "status": "failed", "sip_status": 405,
+            "reason": "refused"}),
+        "{record:#}"
+    );
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert_eq!(
+        (
+            heard[0].to.as_str(),
+            heard[0].sip_status,
+            heard[0].reason.as_str()
+        ),
+        (NUMBER, Some(405), "refused")
+    );
+    assert!(heard[0].message.contains("refused"), "{heard:?}");
+    w.finish().await;
+}
