@@ -12,7 +12,7 @@ use dialtone_test_support::openai::{ChatReply, ScriptedCall, ScriptedOpenAi};
 use serde_json::{Value, json};
 
 use super::agent::make_agent;
-use super::{Api, World, assert_ended, cli, wait_final, wait_status, world};
+use super::{Api, World, assert_ended, cli, receiver, wait_final, wait_status, world};
 
 /// Where the tests transfer to.
 const NUMBER: &str = "+15550001111";
@@ -61,8 +61,9 @@ async fn notified(refer_to_re: &str, final_frag: &str) -> World {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refer_accepted_with_a_200_sipfrag_ends_the_call_as_transferred() {
+    let (url, got) = receiver(0).await;
     let w = notified(NUMBER_URI_RE, "200 OK").await;
-    let id = w.dispatch(json!({})).await;
+    let id = w.dispatch(json!({"webhook_url": url})).await;
     wait_status(&w.api, &id, "in_progress").await;
     let (s, call) = transfer(&w.api, &id, json!({"to": NUMBER})).await;
     assert_eq!(s, 202, "{call}");
@@ -80,6 +81,25 @@ async fn a_refer_accepted_with_a_200_sipfrag_ends_the_call_as_transferred() {
         json!({"to": NUMBER, "mode": "refer", "status": "completed", "sip_status": 200}),
         "{record:#}"
     );
+    // The transfer was written before the final status: `call.ended` carries it.
+    let mut ended = Value::Null;
+    for _ in 0..300 {
+        let bodies: Vec<Value> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, body)| serde_json::from_str(body).unwrap())
+            .collect();
+        if let Some(body) = bodies.into_iter().find(|b| b["type"] == "call.ended") {
+            ended = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let call = &ended["data"]["call"];
+    assert_eq!(call["transferred_to"], NUMBER, "{ended:#}");
+    assert_eq!(call["end_reason"]["code"], "transferred", "{ended:#}");
+    assert_eq!(call["transfer"]["status"], "completed", "{ended:#}");
     // SIPp fails its scenario unless the REFER carried the Refer-To and Referred-By it checks,
     // both NOTIFYs were answered 200 and our BYE followed the final one.
     w.finish().await;

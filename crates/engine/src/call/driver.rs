@@ -243,6 +243,15 @@ impl<'a> CallDriver<'a> {
                 transfer,
                 transferred_to,
             } => {
+                let outcome = match (transfer.status, transfer.reason) {
+                    (_, Some(reason)) => Some(reason.as_str()),
+                    (dialtone_model::TransferStatus::Completed, None) => Some("completed"),
+                    _ => None,
+                };
+                if let Some(outcome) = outcome {
+                    metrics::counter!("dialtone_transfers_total", "mode" => transfer.mode.as_str(), "outcome" => outcome)
+                        .increment(1);
+                }
                 let storage = self.engine.storage();
                 match storage
                     .set_transfer(self.plan.id, &transfer, transferred_to.as_deref())

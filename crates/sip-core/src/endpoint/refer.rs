@@ -6,8 +6,8 @@
 //! its final response comes as [`CallEvent::RequestCompleted`] with [`Method::Refer`]. Each
 //! NOTIFY of the subscription is answered `200` and reported as [`CallEvent::ReferNotify`];
 //! a NOTIFY for no subscription of ours gets `481` (RFC 6665 §4.1.3), one whose body is no
-//! sipfrag status line `400`. A refused REFER, or a NOTIFY whose `Subscription-State` is
-//! `terminated`, ends the subscription.
+//! sipfrag status line `400`. A refused REFER, a NOTIFY whose `Subscription-State` is
+//! `terminated`, or a new REFER ends the subscription.
 
 use std::time::Instant;
 
@@ -67,7 +67,9 @@ impl Endpoint {
     /// Sends a REFER asking the far end of an answered call to call `refer_to` (a SIP URI),
     /// with our From as `Referred-By`. Its final response comes as
     /// [`CallEvent::RequestCompleted`], the transfer's progress as [`CallEvent::ReferNotify`].
-    /// Refused while another REFER's subscription is still open.
+    /// A subscription of an earlier REFER still open is forgotten (its owner gave up on it):
+    /// its NOTIFYs, told apart by their `id`, get `481`, which ends it at the far end
+    /// (RFC 6665 §4.1.3).
     pub fn refer(&mut self, now: Instant, handle: CallHandle, refer_to: &str) -> Result<(), Error> {
         let invalid = || Error::InvalidUri {
             field: "refer_to",
@@ -81,7 +83,7 @@ impl Endpoint {
             .calls
             .get_mut(&handle)
             .ok_or(Error::UnknownCall { call: handle })?;
-        if call.phase != Phase::Confirmed || call.refer.is_some() {
+        if call.phase != Phase::Confirmed {
             return Err(Error::InvalidCallState {
                 call: handle,
                 action: "send a REFER",
