@@ -21,6 +21,12 @@
 //! and in which order, the queue timeout and the maximum duration) live in a sans-IO call
 //! machine, tested on a virtual clock; a thin task per call performs its I/O (module `call`).
 //!
+//! A call in progress can be transferred ([`Engine::transfer`], or its brain asks): a blind
+//! transfer sends REFER (RFC 3515) and follows the far end's NOTIFYs; a `2xx` sipfrag ends our
+//! leg as `transferred`, anything else leaves the call with its brain, which is told. Where a
+//! transfer may go (numbers, SIP URIs on the trunk's host or its `transfer_sip_domains`) and
+//! the attempt's state are the call machine's too.
+//!
 //! Brains: `builtin:echo` (the caller hears itself, full duplex through the media pipeline),
 //! `builtin:ivr` (speaks the instructions, collects digits) and any AgentBridge server
 //! (`grpc://host:port`); `dialtone_agent` holds the speech synthesis. Brains and their speech loops

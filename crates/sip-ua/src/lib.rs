@@ -5,7 +5,8 @@
 //! keep-alives; rustls, [`TrunkTls`]), the timer, and the clock; every protocol decision stays in the core. On top it adds what a trunk
 //! needs: host resolution (SRV and A/AAAA through a caching resolver, [`dns`]) with failover
 //! across targets, per-trunk concurrency and rate caps, a ring timeout that cancels with end
-//! reason `no_answer`, and caller-ID headers.
+//! reason `no_answer`, and caller-ID headers. An answered call can be transferred blind
+//! ([`Call::refer`]: a number becomes the trunk's URI for it, like the INVITE's Request-URI).
 //!
 //! Failures say what happened. A target nothing listens on — an ICMP port or host unreachable
 //! for a datagram (read from the UDP socket's error queue), a refused TCP connection — fails

@@ -17,8 +17,8 @@
 //!   the call is in progress with none under way; a completed one ends our leg (`transferred`,
 //!   by whoever asked), a failed one leaves the call with the brain, which is told.
 //!
-//! The ring timeout belongs to the user agent (`DialRequest::ring_timeout`),
-//!   the RTP timeout to the media; both come in as inputs.
+//! The ring timeout belongs to the user agent (`DialRequest::ring_timeout`), the RTP timeout
+//! to the media; both come in as inputs.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
