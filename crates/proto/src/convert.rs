@@ -12,7 +12,7 @@ use dialtone_model::{
     DispatchCall, FieldError, IssuedKeyView, KeyFields, KeyScope as ModelScope, KeyView,
     NumberView, OrganizationFields as ModelOrganizationFields, OrganizationPatch, OrganizationView,
     ProviderFields as ModelProviderFields, ProviderKind as ModelKind, ProviderView,
-    RegistrationView, SrtpMode as ModelSrtp, TrunkFields as ModelTrunkFields,
+    RegistrationView, SrtpMode as ModelSrtp, TransferCall, TrunkFields as ModelTrunkFields,
     TrunkTransport as ModelTransport, TrunkView,
 };
 use uuid::Uuid;
@@ -124,7 +124,29 @@ impl From<&CallView> for Call {
                 .as_ref()
                 .and_then(|r| serde_json::to_value(r).ok())
                 .map(|r| to_struct(&r)),
+            transferred_to: call.transferred_to.clone(),
+            transfer: call.transfer.as_ref().map(|t| CallTransfer {
+                to: t.to.clone(),
+                mode: t.mode.as_str().to_owned(),
+                status: t.status.as_str().to_owned(),
+                sip_status: t.sip_status.map(u32::from),
+                reason: t.reason.map(|r| r.as_str().to_owned()),
+            }),
         }
+    }
+}
+
+impl TryFrom<TransferCallRequest> for TransferCall {
+    type Error = FieldError;
+
+    /// Read as the HTTP API reads its body (the same rules and messages).
+    fn try_from(r: TransferCallRequest) -> Result<Self, FieldError> {
+        let mut body = serde_json::Map::new();
+        body.insert("to".into(), r.to.into());
+        if let Some(mode) = r.mode {
+            body.insert("mode".into(), mode.into());
+        }
+        TransferCall::from_json(body)
     }
 }
 
@@ -221,6 +243,7 @@ impl From<&TrunkView> for Trunk {
             has_tls_client_key: t.has_tls_client_key,
             srtp: SrtpMode::from(t.srtp) as i32,
             codecs: t.codecs.iter().map(|c| Codec::from(*c) as i32).collect(),
+            transfer_sip_domains: t.transfer_sip_domains.clone(),
         }
     }
 }
@@ -278,6 +301,7 @@ impl TryFrom<TrunkFields> for ModelTrunkFields {
                         .collect::<Result<_, _>>()?,
                 ),
             },
+            transfer_sip_domains: f.transfer_sip_domains.map(|list| list.hosts),
         })
     }
 }

@@ -71,6 +71,7 @@ pub use call_writes::{CallProgress, Inserted, InterruptedDialog, NewCall};
 pub use calls::CallFilter;
 pub use dialtone_model::{
     AmdExplanation, AnsweredBy, Call, CallStatus, EndReason, EndedBy, Provider, ProviderKind,
+    Transfer,
 };
 pub use error::{Result, StorageError};
 pub use numbers::Number;

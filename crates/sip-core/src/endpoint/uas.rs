@@ -137,7 +137,7 @@ impl Endpoint {
                 _ if has_to_tag => 481,
                 Method::Options => 200,
                 Method::Invite => 480,
-                Method::Bye | Method::Info | Method::Update | Method::PRack => 481,
+                Method::Bye | Method::Info | Method::Update | Method::PRack | Method::Notify => 481,
                 _ => 405,
             };
             let extra = if matches!(code, 200 | 405) {
@@ -215,6 +215,7 @@ impl Endpoint {
                     },
                 );
             }
+            Method::Notify => self.on_notify(now, &key, handle),
             _ => {
                 let allow = Header::Allow(rsip::headers::Allow::new(ALLOWED_METHODS));
                 self.respond(now, &key, 405, vec![allow], None);
@@ -307,7 +308,7 @@ impl Endpoint {
     }
 
     /// Sends a response on server transaction `key` and records it for retransmission.
-    fn respond(
+    pub(super) fn respond(
         &mut self,
         now: Instant,
         key: &ServerKey,
