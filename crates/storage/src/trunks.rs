@@ -40,7 +40,7 @@ pub struct Trunk {
     pub max_calls_per_second: Option<u32>,
     /// Whether Dialtone keeps a registration with the trunk (REGISTER, refreshed).
     pub register: bool,
-    /// TLS and SRTP.
+    /// TLS, SRTP and the transfer allow-list.
     pub security: TrunkSecurity,
     /// The codecs to offer, best first; `None`: [`Codec::DEFAULT_PREFERENCE`].
     pub codecs: Option<Vec<Codec>>,
@@ -75,13 +75,14 @@ pub struct NewTrunk {
     pub max_calls_per_second: Option<u32>,
     /// Keep a registration with the trunk.
     pub register: bool,
-    /// TLS and SRTP.
+    /// TLS, SRTP and the transfer allow-list.
     pub security: TrunkSecurity,
     /// The codecs to offer, best first; `None`: the default preference.
     pub codecs: Option<Vec<Codec>>,
 }
 
-/// A trunk's TLS and SRTP settings. `Debug` hides the private key.
+/// A trunk's security settings: TLS, SRTP, and where transfers may go (no open relay).
+/// `Debug` hides the private key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TrunkSecurity {
     /// PEM certificates trusted instead of the system's roots.
