@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dialtone_engine::{DispatchRequest, Dispatched};
 use dialtone_model::time::parse_rfc3339;
-use dialtone_model::{CallStatus, CallView, DispatchCall, Page};
+use dialtone_model::{CallStatus, CallView, DispatchCall, Page, TransferCall};
 use dialtone_storage::{Call, CallFilter, KeyOwner, StorageError};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -158,6 +158,20 @@ pub(crate) async fn hang_up(
     Ok(CallView::from(&state.engine.storage().get_call(id).await?))
 }
 
+/// Transfers a call in progress; the call as it stands (its `transfer` pending). The call is
+/// looked up before the request is read: another organisation's call is a 404 whatever the
+/// body.
+pub(crate) async fn transfer(
+    state: &ApiState,
+    caller: &KeyOwner,
+    id: &str,
+    request: Result<TransferCall, ApiError>,
+) -> Result<CallView, ApiError> {
+    let id = own::<Call>(state, caller, id).await?.id;
+    state.engine.transfer(id, request?).await?;
+    Ok(CallView::from(&state.engine.storage().get_call(id).await?))
+}
+
 #[utoipa::path(post, path = "/v1/calls", tag = "calls", request_body = DispatchCall, params(("Idempotency-Key" = Option<String>, Header, description = "the same key and body return the same call and place no second one; another body is 409")), responses((status = 201, description = "stored before this answer; `Idempotent-Replayed: true` on a replay", body = CallView), (status = 400, description = "a field breaks a rule; `field` names it", body = ErrorBody), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = ErrorBody), (status = 409, description = "the agent cannot call (no number) or the key was used with another body", body = ErrorBody), (status = 413, description = "instructions, context or metadata too large", body = ErrorBody), (status = 429, description = "over the organisation's dispatch rate; `Retry-After` says when", body = ErrorBody), (status = 503, description = "shutting down", body = ErrorBody)))]
 pub(crate) async fn create_call(
     State(state): State<ApiState>,
@@ -215,4 +229,18 @@ pub(crate) async fn hangup_call(
 ) -> Result<Json<CallView>, ApiError> {
     let caller = authorize(&state, &headers).await?;
     Ok(Json(hang_up(&state, &caller, &id).await?))
+}
+
+#[utoipa::path(post, path = "/v1/calls/{id}/transfer", tag = "calls", params(("id" = String, Path, description = "UUID")), request_body = TransferCall, responses((status = 202, description = "the transfer started (`transfer.status` `pending`); its outcome goes on the call: `transfer` (`completed` or `failed` with `reason`), `transferred_to` and end reason `transferred` once it completed", body = CallView), (status = 400, description = "`to` is not E.164 nor a SIP URI, names a SIP host that is neither the trunk's nor in its `transfer_sip_domains`, or `mode` cannot be used; `field` names it", body = ErrorBody), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = ErrorBody), (status = 409, description = "the call is not in progress, has ended, or a transfer is under way", body = ErrorBody)))]
+pub(crate) async fn transfer_call(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    let request =
+        json_object(&body).and_then(|b| TransferCall::from_json(b).map_err(ApiError::from));
+    let call = transfer(&state, &caller, &id, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(call)).into_response())
 }

@@ -154,6 +154,21 @@ impl From<EngineError> for ApiError {
                 field: None,
                 retry_after: None,
             },
+            EngineError::CallNotInProgress { .. } => ApiError {
+                status: 409,
+                code: "not_in_progress",
+                message,
+                field: None,
+                retry_after: None,
+            },
+            EngineError::TransferUnderWay { .. } => ApiError {
+                status: 409,
+                code: "transfer_under_way",
+                message,
+                field: None,
+                retry_after: None,
+            },
+            EngineError::InvalidTransfer(error) => error.into(),
             EngineError::RateLimited { retry_after, .. } => ApiError {
                 status: 429,
                 code: "rate_limited",

@@ -472,6 +472,20 @@ impl CallService for Grpc {
         }))
     }
 
+    async fn transfer_call(
+        &self,
+        request: Request<proto::TransferCallRequest>,
+    ) -> Result<Response<proto::TransferCallResponse>, Status> {
+        let caller = authorized(&self.state, &request).await?;
+        let request = request.into_inner();
+        let id = request.id.clone();
+        let transfer = dialtone_model::TransferCall::try_from(request).map_err(ApiError::from);
+        let call = calls::transfer(&self.state, &caller, &id, transfer).await?;
+        Ok(Response::new(proto::TransferCallResponse {
+            call: Some((&call).into()),
+        }))
+    }
+
     type WatchCallStream = WatchStream;
 
     async fn watch_call(

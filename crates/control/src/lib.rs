@@ -11,7 +11,7 @@
 //! | `POST/GET /v1/numbers`, `GET/DELETE /v1/numbers/{id}` | numbers on trunks |
 //! | `POST/GET /v1/agents`, `GET/PATCH/DELETE /v1/agents/{id}` | agents (the providers their `llm`, `stt`, `tts` name must be the organisation's, of a kind that fits) |
 //! | `POST/GET /v1/providers`, `GET/PATCH/DELETE /v1/providers/{id}` | language and speech providers (the API key is write-only) |
-//! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup` | calls |
+//! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup`, `POST /v1/calls/{id}/transfer` | calls |
 //! | `GET /v1/calls/{id}/events`, `POST /v1/events/{id}/redeliver` | a call's webhook events and their delivery state; queue one again |
 //! | `POST/GET /v1/organizations`, `GET/PATCH/DELETE /v1/organizations/{id}` (`disabled`) | tenants (`operator` keys only) |
 //! | `POST/GET /v1/organizations/{id}/keys`, `DELETE /v1/organizations/{id}/keys/{key_id}` | an organisation's API keys: issue (scope, expiry), list, revoke (`operator` keys, or the organisation's `admin` keys) |
@@ -109,6 +109,7 @@ pub fn router(state: ApiState) -> Router {
         .routes(routes!(calls::create_call, calls::list_calls))
         .routes(routes!(calls::get_call))
         .routes(routes!(calls::hangup_call))
+        .routes(routes!(calls::transfer_call))
         .routes(routes!(events::call_events))
         .routes(routes!(events::redeliver_event))
         .routes(routes!(

@@ -47,6 +47,7 @@ fn stored_fields(fields: TrunkFields, port: u16) -> NewTrunk {
             tls_client_cert_pem: fields.tls_client_cert_pem,
             tls_client_key_pem: fields.tls_client_key_pem,
             srtp: fields.srtp.unwrap_or(SrtpMode::Off),
+            transfer_sip_domains: fields.transfer_sip_domains.unwrap_or_default(),
         },
         codecs: fields.codecs,
     }
@@ -80,6 +81,8 @@ fn fields_of(trunk: &Trunk) -> TrunkFields {
         tls_client_key_pem: trunk.security.tls_client_key_pem.clone(),
         srtp: (trunk.security.srtp != SrtpMode::Off).then_some(trunk.security.srtp),
         codecs: trunk.codecs.clone(),
+        transfer_sip_domains: Some(trunk.security.transfer_sip_domains.clone())
+            .filter(|d| !d.is_empty()),
     }
 }
 

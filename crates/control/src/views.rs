@@ -38,6 +38,7 @@ pub(crate) fn trunk_view(engine: &Engine, trunk: &Trunk) -> TrunkView {
         has_tls_client_key: trunk.security.tls_client_key_pem.is_some(),
         srtp: trunk.security.srtp,
         codecs: trunk.offered_codecs().to_vec(),
+        transfer_sip_domains: trunk.security.transfer_sip_domains.clone(),
         registration: engine.registration_state(trunk.id).map(|r| match r {
             RegistrationState::Pending => RegistrationView::Pending,
             RegistrationState::Registered { expires, refreshes } => {

@@ -2152,6 +2152,7 @@ async fn the_openapi_document_matches_the_routes() {
             "POST /v1/agents",
             "POST /v1/calls",
             "POST /v1/calls/{id}/hangup",
+            "POST /v1/calls/{id}/transfer",
             "POST /v1/events/{id}/redeliver",
             "POST /v1/numbers",
             "POST /v1/organizations",
@@ -3778,6 +3779,8 @@ mod failures;
 mod inbound;
 #[path = "e2e/secure.rs"]
 mod secure;
+#[path = "e2e/transfer.rs"]
+mod transfer;
 
 mod grpc {
     //! The same service over gRPC: a tonic client against the daemon's gRPC port.

@@ -21,6 +21,12 @@
 //! and in which order, the queue timeout and the maximum duration) live in a sans-IO call
 //! machine, tested on a virtual clock; a thin task per call performs its I/O (module `call`).
 //!
+//! A call in progress can be transferred ([`Engine::transfer`], or its brain asks): a blind
+//! transfer sends REFER (RFC 3515) and follows the far end's NOTIFYs; a `2xx` sipfrag ends our
+//! leg as `transferred`, anything else leaves the call with its brain, which is told. Where a
+//! transfer may go (numbers, SIP URIs on the trunk's host or its `transfer_sip_domains`) and
+//! the attempt's state are the call machine's too.
+//!
 //! Brains: `builtin:echo` (the caller hears itself, full duplex through the media pipeline),
 //! `builtin:ivr` (speaks the instructions, collects digits) and any AgentBridge server
 //! (`grpc://host:port`); `dialtone_agent` holds the speech synthesis. Brains and their speech loops
@@ -43,14 +49,14 @@ use std::time::Duration;
 
 use dialtone_media::{MediaEngine, PortPool, Scheduling};
 use dialtone_model::{
-    AgentFields, Amd, AmdMode, BargeIn as ModelBargeIn, VoicemailAction, placeholder,
+    AgentFields, Amd, AmdMode, BargeIn as ModelBargeIn, TransferCall, VoicemailAction, placeholder,
 };
 pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{Credentials, SipUa, Transport, Trunk, TrunkTls};
 use dialtone_speech::{AmdConfig, BargeIn, SpeechConfig};
 
 use brains::Builtin;
-use call::HangUp;
+use call::{Control, HangUp, TransferPolicy, TransferRefusal};
 use dialtone_agent::TextToSpeech;
 use dialtone_storage::{Inserted, NewCall, Storage, StorageError, TrunkTransport};
 use serde_json::Value;
@@ -144,6 +150,21 @@ pub enum EngineError {
         /// The organisation.
         org_id: Uuid,
     },
+    /// The call is not `in_progress`: only an answered call can be transferred.
+    #[error("call {call_id} is not in progress: only an answered call can be transferred")]
+    CallNotInProgress {
+        /// The call.
+        call_id: Uuid,
+    },
+    /// A transfer of the call is already under way.
+    #[error("a transfer of call {call_id} is already under way")]
+    TransferUnderWay {
+        /// The call.
+        call_id: Uuid,
+    },
+    /// The transfer's destination or mode breaks a rule (the error names the field).
+    #[error(transparent)]
+    InvalidTransfer(dialtone_model::FieldError),
     /// Storage failed.
     #[error(transparent)]
     Storage(StorageError),
@@ -276,7 +297,7 @@ pub struct Engine {
     port_shares: Arc<port_share::PortShares>,
     media: Arc<MediaEngine>,
     config: EngineConfig,
-    live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<HangUp>>>,
+    live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<Control>>>,
     accepting: std::sync::atomic::AtomicBool,
     changes: tokio::sync::broadcast::Sender<Uuid>,
     /// Per organisation: its concurrency cap and the slots under it (FIFO).
@@ -385,7 +406,7 @@ impl Engine {
     pub fn end_all(&self) -> usize {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.values()
-            .filter(|s| s.send(HangUp::Shutdown).is_ok())
+            .filter(|s| s.send(Control::HangUp(HangUp::Shutdown)).is_ok())
             .count()
     }
 
@@ -538,8 +559,8 @@ impl Engine {
             (brain, agent_setup, amd_listener),
             dispatched,
         );
-        self.spawn_call(call.id, move |engine, hangup| async move {
-            engine.run(plan, hangup).await;
+        self.spawn_call(call.id, move |engine, controls| async move {
+            engine.run(plan, controls).await;
         });
         Ok(Dispatched::New(call))
     }
@@ -605,14 +626,19 @@ impl Engine {
             amd_listener,
             srtp: trunk.security.srtp,
             codecs: trunk.offered_codecs().to_vec(),
+            transfer_policy: TransferPolicy {
+                trunk_host: trunk.host.clone(),
+                sip_domains: trunk.security.transfer_sip_domains.clone(),
+                destinations: settings.transfer_destinations.clone().unwrap_or_default(),
+            },
         }
     }
 
-    /// Counts call `id` live and runs `work` with its hang-up requests, in the call's span,
-    /// until it is done.
+    /// Counts call `id` live and runs `work` with its controls (hang-up, transfer), in the
+    /// call's span, until it is done.
     fn spawn_call<W, F>(self: &Arc<Self>, id: Uuid, work: W)
     where
-        W: FnOnce(Arc<Engine>, mpsc::UnboundedReceiver<HangUp>) -> F + Send + 'static,
+        W: FnOnce(Arc<Engine>, mpsc::UnboundedReceiver<Control>) -> F + Send + 'static,
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let (hangup_tx, hangup_rx) = mpsc::unbounded_channel();
@@ -712,19 +738,52 @@ impl Engine {
 
     /// Asks a live call to hang up (CANCEL before answer, BYE after).
     pub async fn hangup(&self, call_id: Uuid) -> Result<(), EngineError> {
-        let sender = self
-            .live
+        match self.control(call_id, Control::HangUp(HangUp::Api)) {
+            true => Ok(()),
+            false => Err(self.not_live(call_id).await),
+        }
+    }
+
+    /// Transfers a call in progress (`refer`: a REFER to the far end, RFC 3515). Returns once
+    /// the transfer started; its outcome goes on the record (`transfer`, and `transferred_to`
+    /// with end reason `transferred` when it completed).
+    pub async fn transfer(&self, call_id: Uuid, request: TransferCall) -> Result<(), EngineError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let control = Control::Transfer {
+            to: request.to,
+            mode: request.mode,
+            reply,
+        };
+        if !self.control(call_id, control) {
+            return Err(self.not_live(call_id).await);
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(TransferRefusal::NotInProgress)) => {
+                Err(EngineError::CallNotInProgress { call_id })
+            }
+            Ok(Err(TransferRefusal::UnderWay)) => Err(EngineError::TransferUnderWay { call_id }),
+            Ok(Err(TransferRefusal::Invalid(error))) => Err(EngineError::InvalidTransfer(error)),
+            // The call ended before it could answer.
+            Err(_) => Err(EngineError::CallEnded { call_id }),
+        }
+    }
+
+    /// Hands `control` to the live call's task; `false` when it is not live.
+    fn control(&self, call_id: Uuid, control: Control) -> bool {
+        self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&call_id)
-            .cloned();
-        match sender {
-            Some(s) if s.send(HangUp::Api).is_ok() => Ok(()),
-            _ => match self.storage.get_call(call_id).await {
-                Err(StorageError::NotFound { .. }) => Err(EngineError::CallNotFound { call_id }),
-                Ok(_) => Err(EngineError::CallEnded { call_id }),
-                Err(e) => Err(e.into()),
-            },
+            .is_some_and(|s| s.send(control).is_ok())
+    }
+
+    /// Why a call that is not live cannot be asked anything: it does not exist, or it ended.
+    async fn not_live(&self, call_id: Uuid) -> EngineError {
+        match self.storage.get_call(call_id).await {
+            Err(StorageError::NotFound { .. }) => EngineError::CallNotFound { call_id },
+            Ok(_) => EngineError::CallEnded { call_id },
+            Err(e) => e.into(),
         }
     }
 
@@ -780,6 +839,8 @@ struct CallPlan {
     srtp: dialtone_model::SrtpMode,
     /// The trunk's codecs, best first: what the offer lists.
     codecs: Vec<dialtone_model::Codec>,
+    /// Where the call may be transferred.
+    transfer_policy: TransferPolicy,
 }
 
 /// The speech loop's settings from the agent's: `amd` (thresholds left out keep the

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::time::rfc3339;
-use crate::{AmdExplanation, AnsweredBy, CallStatus, Direction, EndReason, EndedBy};
+use crate::{AmdExplanation, AnsweredBy, CallStatus, Direction, EndReason, EndedBy, Transfer};
 
 /// A call record as stored; times are Unix epoch milliseconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +60,10 @@ pub struct Call {
     pub agent_stats: Option<Value>,
     /// A one-paragraph summary of the conversation, when the agent wrote one.
     pub summary: Option<String>,
+    /// Where the caller was handed to, once a transfer completed.
+    pub transferred_to: Option<String>,
+    /// The last transfer attempt.
+    pub transfer: Option<Transfer>,
     /// Accepted at.
     pub created_at: i64,
     /// INVITE sent at.
@@ -189,6 +193,14 @@ pub struct CallView {
     /// A one-paragraph summary of the conversation (the built-in agent).
     #[serde(default)]
     pub summary: Option<String>,
+    /// Where the caller was handed to, once a transfer completed (end reason `transferred`).
+    #[serde(default)]
+    pub transferred_to: Option<String>,
+    /// The last transfer attempt: `{"to", "mode", "status", "sip_status"?, "reason"?}`, with
+    /// `status` `pending`, `accepted`, `completed` or `failed` (the call stayed with the agent;
+    /// `reason` says why).
+    #[serde(default)]
+    pub transfer: Option<Transfer>,
 }
 
 impl From<&Call> for CallView {
@@ -244,6 +256,8 @@ impl From<&Call> for CallView {
             media_stats: call.media.clone(),
             agent_stats: call.agent_stats.clone(),
             summary: call.summary.clone(),
+            transferred_to: call.transferred_to.clone(),
+            transfer: call.transfer.clone(),
         }
     }
 }
@@ -284,6 +298,8 @@ mod tests {
             media: None,
             agent_stats: None,
             summary: None,
+            transferred_to: None,
+            transfer: None,
             created_at: 1_000,
             dialed_at: Some(1_010),
             ringing_at: Some(1_100),

@@ -13,6 +13,7 @@
 //!   requests set (strict: an unknown field is an error) and what the API shows; [`page`] for
 //!   lists;
 //!   [`KeyScope`]: what an API key may do (`operator`, `admin`, `standard`);
+//! - [`transfer`]: the transfer request, where it may go, and the attempt on the record;
 //! - [`webhook`]: the webhook body and a call's events;
 //! - [`grammar`]: the grammars tenant strings are printed in (SIP host, user, quoted text, names);
 //! - [`time`]: Unix milliseconds shown as RFC 3339;
@@ -38,6 +39,7 @@ pub mod placeholder;
 pub mod provider;
 pub mod status;
 pub mod time;
+pub mod transfer;
 pub mod trunk;
 pub mod webhook;
 
@@ -59,6 +61,9 @@ pub use page::Page;
 pub use parse::FieldError;
 pub use provider::{Provider, ProviderFields, ProviderKind, ProviderView};
 pub use status::{AgentDirection, CallStatus, Direction};
+pub use transfer::{
+    Transfer, TransferCall, TransferFailure, TransferStatus, TransferTarget, sip_host_allowed,
+};
 pub use trunk::{Codec, RegistrationView, SrtpMode, TrunkFields, TrunkTransport, TrunkView};
 pub use webhook::{DeliveryState, EventType, EventView, WebhookBody, WebhookData};
 

@@ -131,6 +131,10 @@ pub struct TrunkFields {
     /// codec left out is never used on the trunk.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codecs: Option<Vec<Codec>>,
+    /// Hosts (besides the trunk's own) that `sip:` transfer destinations may name; default
+    /// none: a transfer to a SIP URI elsewhere is refused (no open relay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_sip_domains: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for TrunkFields {
@@ -148,6 +152,7 @@ impl std::fmt::Debug for TrunkFields {
             )
             .field("srtp", &self.srtp)
             .field("codecs", &self.codecs)
+            .field("transfer_sip_domains", &self.transfer_sip_domains)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +178,7 @@ impl TrunkFields {
         "tls_client_key_pem",
         "srtp",
         "codecs",
+        "transfer_sip_domains",
     ];
 
     /// The rules serde does not check: `name` and `host` are there, the port is one.
@@ -221,6 +227,14 @@ impl TrunkFields {
         self.checked_inbound_cidrs()?;
         self.check_security()?;
         self.check_codecs()?;
+        let domains = self.transfer_sip_domains.iter().flatten();
+        if domains.clone().count() > 64 || domains.clone().any(|d| !is_host(d)) {
+            return Err(FieldError::invalid(
+                "transfer_sip_domains",
+                "`transfer_sip_domains` must be at most 64 host names or IP addresses \
+                 (RFC 3261 host)",
+            ));
+        }
         self.checked_port().map(|_| ())
     }
 
@@ -394,6 +408,9 @@ pub struct TrunkView {
     pub srtp: SrtpMode,
     /// The codecs offered, best first.
     pub codecs: Vec<Codec>,
+    /// Hosts besides the trunk's that `sip:` transfer destinations may name.
+    #[serde(default)]
+    pub transfer_sip_domains: Vec<String>,
     /// Where the registration stands; null without one.
     pub registration: Option<RegistrationView>,
     /// RFC 3339.
@@ -437,6 +454,7 @@ mod tests {
             tls_client_key_pem: Some("k".into()),
             srtp: Some(SrtpMode::Off),
             codecs: Some(vec![Codec::Pcmu]),
+            transfer_sip_domains: Some(vec!["pbx.example.com".into()]),
         };
         crate::parse::tests::assert_lists_every_key(&every, TrunkFields::FIELDS);
     }
@@ -463,6 +481,14 @@ mod tests {
         assert_eq!(refused(|f| f.password = Some("p\nq".into())), "password");
         assert_eq!(refused(|f| f.name = Some("n".repeat(201))), "name");
         assert_eq!(refused(|f| f.port = Some(70_000)), "port");
+        assert_eq!(
+            refused(|f| f.transfer_sip_domains = Some(vec!["pbx.example.com".into()])),
+            ""
+        );
+        assert_eq!(
+            refused(|f| f.transfer_sip_domains = Some(vec!["a b>".into()])),
+            "transfer_sip_domains"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use dialtone_model::{
     DispatchCall, FieldError, IssuedKeyView, KeyFields, KeyScope as ModelScope, KeyView,
     NumberView, OrganizationFields as ModelOrganizationFields, OrganizationPatch, OrganizationView,
     ProviderFields as ModelProviderFields, ProviderKind as ModelKind, ProviderView,
-    RegistrationView, SrtpMode as ModelSrtp, TrunkFields as ModelTrunkFields,
+    RegistrationView, SrtpMode as ModelSrtp, TransferCall, TrunkFields as ModelTrunkFields,
     TrunkTransport as ModelTransport, TrunkView,
 };
 use uuid::Uuid;
@@ -125,7 +125,29 @@ impl From<&CallView> for Call {
                 .as_ref()
                 .and_then(|r| serde_json::to_value(r).ok())
                 .map(|r| to_struct(&r)),
+            transferred_to: call.transferred_to.clone(),
+            transfer: call.transfer.as_ref().map(|t| CallTransfer {
+                to: t.to.clone(),
+                mode: t.mode.as_str().to_owned(),
+                status: t.status.as_str().to_owned(),
+                sip_status: t.sip_status.map(u32::from),
+                reason: t.reason.map(|r| r.as_str().to_owned()),
+            }),
         }
+    }
+}
+
+impl TryFrom<TransferCallRequest> for TransferCall {
+    type Error = FieldError;
+
+    /// Read as the HTTP API reads its body (the same rules and messages).
+    fn try_from(r: TransferCallRequest) -> Result<Self, FieldError> {
+        let mut body = serde_json::Map::new();
+        body.insert("to".into(), r.to.into());
+        if let Some(mode) = r.mode {
+            body.insert("mode".into(), mode.into());
+        }
+        TransferCall::from_json(body)
     }
 }
 
@@ -223,6 +245,7 @@ impl From<&TrunkView> for Trunk {
             srtp: SrtpMode::from(t.srtp) as i32,
             inbound_cidrs: t.inbound_cidrs.clone(),
             codecs: t.codecs.iter().map(|c| Codec::from(*c) as i32).collect(),
+            transfer_sip_domains: t.transfer_sip_domains.clone(),
         }
     }
 }
@@ -281,6 +304,7 @@ impl TryFrom<TrunkFields> for ModelTrunkFields {
                         .collect::<Result<_, _>>()?,
                 ),
             },
+            transfer_sip_domains: f.transfer_sip_domains.map(|list| list.hosts),
         })
     }
 }

@@ -26,7 +26,7 @@ use crate::uri::Uri;
 pub const SUPPORTED_EXTENSIONS: &[&str] = &["timer"];
 
 /// Methods the user agent implements; the `Allow` header of its responses.
-pub const ALLOWED_METHODS: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+pub const ALLOWED_METHODS: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY";
 
 /// The result of validating one incoming message.
 #[derive(Debug, Clone, PartialEq, Eq)]

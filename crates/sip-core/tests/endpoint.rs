@@ -1388,3 +1388,291 @@ fn a_leftover_invite_is_cancelled_by_another_endpoint() {
         }]
     );
 }
+
+/// A REFER sent on the answered call, and the harness.
+fn referred(refer_to: &str) -> (Harness, dialtone_sip_core::CallHandle, Sent) {
+    let (mut h, call) = answered();
+    h.take_events();
+    h.ep.refer(h.now, call, refer_to).unwrap();
+    h.collect();
+    let refer = h.last_sent();
+    assert!(refer.is_request("REFER"), "{}", refer.text);
+    (h, call, refer)
+}
+
+fn notify(h: &Harness, branch: &str, cseq: u32, event: &str, state: &str, frag: &str) -> String {
+    in_dialog_request(
+        h,
+        "NOTIFY",
+        branch,
+        cseq,
+        &format!(
+            "Event: {event}\r\nSubscription-State: {state}\r\nContact: <sip:callee@192.0.2.30:5070>\r\nContent-Type: message/sipfrag;version=2.0\r\n"
+        ),
+        frag,
+    )
+}
+
+#[test]
+fn refer_goes_in_the_dialog_with_refer_to_referred_by_and_the_route_set() {
+    let (h, _, refer) = referred("sip:+15550001111@192.0.2.20");
+    let invite = h.sent_requests("INVITE").remove(0);
+    assert!(
+        refer
+            .text
+            .starts_with("REFER sip:callee@192.0.2.30:5070 SIP/2.0\r\n")
+    );
+    assert_eq!(
+        refer.header("Refer-To").unwrap(),
+        "<sip:+15550001111@192.0.2.20>"
+    );
+    assert_eq!(
+        refer.header("Referred-By").unwrap(),
+        "<sip:+15559870000@192.0.2.10>"
+    );
+    assert_eq!(refer.header("CSeq").unwrap(), "2 REFER");
+    assert_eq!(refer.header("Call-ID"), invite.header("Call-ID"));
+    assert_eq!(
+        refer.headers("Route"),
+        vec!["<sip:192.0.2.40:5080;lr>", "<sip:p2.example.com;lr>"]
+    );
+    assert!(refer.header("Contact").is_some());
+    assert!(refer.header("To").unwrap().contains(";tag=callee1"));
+    // The first route is where it goes.
+    assert_eq!(refer.destination, "192.0.2.40:5080".parse().unwrap());
+}
+
+#[test]
+fn refer_accepted_then_notifies_are_answered_and_reported_in_order() {
+    let (mut h, _, refer) = referred("sip:+15550001111@192.0.2.20");
+    h.reply(&refer, 202, None, "", "");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::RequestCompleted {
+            method: rsip::Method::Refer,
+            status: 202,
+            body: Vec::new(),
+        }]
+    );
+    let trying = notify(
+        &h,
+        "z9hG4bKn1",
+        1,
+        "refer;id=2",
+        "active;expires=60",
+        "SIP/2.0 100 Trying\r\n",
+    );
+    h.feed(&trying);
+    assert!(h.last_sent().is_response(200));
+    let done = notify(
+        &h,
+        "z9hG4bKn2",
+        2,
+        "refer;id=2",
+        "terminated;reason=noresource",
+        "SIP/2.0 200 OK\r\n",
+    );
+    h.feed(&done);
+    assert!(h.last_sent().is_response(200));
+    assert_eq!(
+        h.take_events(),
+        vec![
+            CallEvent::ReferNotify {
+                status: 100,
+                terminated: false
+            },
+            CallEvent::ReferNotify {
+                status: 200,
+                terminated: true
+            },
+        ]
+    );
+    // The subscription is over: another NOTIFY has nothing to belong to.
+    let late = notify(
+        &h,
+        "z9hG4bKn3",
+        3,
+        "refer;id=2",
+        "terminated",
+        "SIP/2.0 200 OK\r\n",
+    );
+    h.feed(&late);
+    assert!(h.last_sent().is_response(481), "{}", h.last_sent().text);
+    assert_eq!(h.ep.stats().notifies_refused, 1);
+    assert!(h.take_events().is_empty());
+}
+
+#[test]
+fn a_new_refer_replaces_an_open_subscription_whose_notifies_then_get_481() {
+    let (mut h, call, refer) = referred("sip:+15550001111@192.0.2.20");
+    h.reply(&refer, 202, None, "", "");
+    h.ep.refer(h.now, call, "sip:+15550002222@192.0.2.20")
+        .unwrap();
+    h.collect();
+    let second = h.last_sent();
+    assert_eq!(second.header("CSeq").unwrap(), "3 REFER");
+    h.reply(&second, 202, None, "", "");
+    h.feed(&notify(
+        &h,
+        "z9hG4bKr1",
+        1,
+        "refer;id=2",
+        "active",
+        "SIP/2.0 180 Ringing\r\n",
+    ));
+    assert!(h.last_sent().is_response(481), "{}", h.last_sent().text);
+    h.feed(&notify(
+        &h,
+        "z9hG4bKr2",
+        2,
+        "refer;id=3",
+        "active",
+        "SIP/2.0 180 Ringing\r\n",
+    ));
+    assert!(h.last_sent().is_response(200), "{}", h.last_sent().text);
+}
+
+#[test]
+fn refused_refer_opens_no_subscription_and_a_notify_gets_481() {
+    let (mut h, call, refer) = referred("sip:+15550001111@192.0.2.20");
+    h.reply(&refer, 405, None, "Allow: INVITE, ACK, BYE\r\n", "");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::RequestCompleted {
+            method: rsip::Method::Refer,
+            status: 405,
+            body: Vec::new(),
+        }]
+    );
+    let stray = notify(
+        &h,
+        "z9hG4bKs1",
+        1,
+        "refer",
+        "active",
+        "SIP/2.0 100 Trying\r\n",
+    );
+    h.feed(&stray);
+    assert!(h.last_sent().is_response(481));
+    // Another attempt may go now.
+    h.ep.refer(h.now, call, "sip:+15550002222@192.0.2.20")
+        .unwrap();
+    h.collect();
+    assert_eq!(h.last_sent().header("CSeq").unwrap(), "3 REFER");
+}
+
+#[test]
+fn notify_of_another_event_or_without_a_sipfrag_is_refused() {
+    let (mut h, _, refer) = referred("sip:+15550001111@192.0.2.20");
+    h.reply(&refer, 202, None, "", "");
+    h.feed(&notify(
+        &h,
+        "z9hG4bKe1",
+        1,
+        "presence",
+        "active",
+        "SIP/2.0 100 Trying\r\n",
+    ));
+    assert!(h.last_sent().is_response(481));
+    h.feed(&notify(
+        &h,
+        "z9hG4bKe2",
+        2,
+        "refer;id=99",
+        "active",
+        "SIP/2.0 100 Trying\r\n",
+    ));
+    assert!(h.last_sent().is_response(481));
+    h.feed(&notify(&h, "z9hG4bKe3", 3, "refer", "active", "garbage"));
+    assert!(h.last_sent().is_response(400));
+    h.feed(&notify(
+        &h,
+        "z9hG4bKe4",
+        4,
+        "refer",
+        "active",
+        "SIP/2.0 180 Ringing\r\n",
+    ));
+    assert!(h.last_sent().is_response(200));
+    assert_eq!(h.ep.stats().notifies_refused, 3);
+}
+
+#[test]
+fn notify_before_the_202_belongs_to_the_subscription() {
+    let (mut h, _, refer) = referred("sip:+15550001111@192.0.2.20");
+    h.feed(&notify(
+        &h,
+        "z9hG4bKb1",
+        1,
+        "refer;id=2",
+        "active",
+        "SIP/2.0 100 Trying\r\n",
+    ));
+    assert!(h.last_sent().is_response(200));
+    h.reply(&refer, 202, None, "", "");
+    assert_eq!(h.take_events().len(), 2);
+}
+
+#[test]
+fn challenged_refer_is_retried_with_credentials_and_its_headers() {
+    let mut h = Harness::new();
+    let mut call = Harness::call(Transport::Udp);
+    call.credentials = Some(creds("s3cret"));
+    let handle = h.dial(call);
+    let invite = h.last_sent();
+    h.reply(
+        &invite,
+        200,
+        Some("callee1"),
+        "Contact: <sip:callee@192.0.2.30:5070>\r\n",
+        ANSWER_SDP,
+    );
+    h.ep.refer(h.now, handle, "sip:agent@pbx.example.com")
+        .unwrap();
+    h.collect();
+    let first = h.last_sent();
+    h.reply(
+        &first,
+        401,
+        None,
+        "WWW-Authenticate: Digest realm=\"trunk.example\", nonce=\"n1\", qop=\"auth\"\r\n",
+        "",
+    );
+    let second = h.last_sent();
+    assert!(second.is_request("REFER"));
+    assert_eq!(second.header("CSeq").unwrap(), "3 REFER");
+    assert_eq!(
+        second.header("Refer-To").unwrap(),
+        "<sip:agent@pbx.example.com>"
+    );
+    assert!(second.header("Authorization").is_some());
+    h.reply(&second, 202, None, "", "");
+    // The subscription's id is the CSeq of the REFER that was accepted.
+    h.feed(&notify(
+        &h,
+        "z9hG4bKa1",
+        1,
+        "refer;id=3",
+        "active",
+        "SIP/2.0 100 Trying\r\n",
+    ));
+    assert!(h.last_sent().is_response(200));
+}
+
+#[test]
+fn refer_without_an_answer_times_out_as_408() {
+    let (mut h, _, _) = referred("sip:+15550001111@192.0.2.20");
+    h.advance(secs(33.0));
+    assert!(h.take_events().contains(&CallEvent::RequestCompleted {
+        method: rsip::Method::Refer,
+        status: 408,
+        body: Vec::new(),
+    }));
+}
+
+#[test]
+fn refer_to_that_is_no_uri_is_refused() {
+    let (mut h, call) = answered();
+    assert!(h.ep.refer(h.now, call, "not a uri").is_err());
+    assert!(h.ep.refer(h.now, call, "sip:a@b>\r\nX: y").is_err());
+}

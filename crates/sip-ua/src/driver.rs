@@ -56,6 +56,12 @@ pub(crate) enum Command {
         method: rsip::Method,
         body: Option<(String, Vec<u8>)>,
     },
+    /// A blind transfer of an answered call to `to` (E.164 or a SIP URI).
+    Refer {
+        call: u64,
+        to: String,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
     Stats {
         reply: oneshot::Sender<UaStats>,
     },
@@ -147,7 +153,7 @@ fn attempt(request: &DialRequest, trunk: &Trunk, target: SocketAddr) -> Outbound
         .clone()
         .unwrap_or_else(|| host_port.clone());
     let mut call = OutboundCall::new(
-        format!("{scheme}:{}@{host_port}{transport_param}", request.to),
+        trunk.number_uri(&request.to),
         format!("<{scheme}:{}@{from_domain}>", request.from),
         format!("<{scheme}:{}@{host_port}>", request.to),
         target,
@@ -545,6 +551,22 @@ impl Driver {
                     let body = body.as_ref().map(|(ct, b)| (ct.as_str(), b.clone()));
                     let _ = self.endpoint.send_request(now, handle, method, body);
                 }
+            }
+            Command::Refer { call, to, reply } => {
+                let result = match self.slots.get(&call) {
+                    Some(slot) => {
+                        // A number goes through the call's trunk, like the INVITE did.
+                        let uri = match to.starts_with('+') {
+                            true => slot.trunk.number_uri(&to),
+                            false => to,
+                        };
+                        self.endpoint
+                            .refer(now, slot.handle, &uri)
+                            .map_err(UaError::from)
+                    }
+                    None => Err(UaError::CallEnded),
+                };
+                let _ = reply.send(result);
             }
             Command::OutOfDialog {
                 series,

@@ -5,7 +5,8 @@
 //! keep-alives; rustls, [`TrunkTls`]), the timer, and the clock; every protocol decision stays in the core. On top it adds what a trunk
 //! needs: host resolution (SRV and A/AAAA through a caching resolver, [`dns`]) with failover
 //! across targets, per-trunk concurrency and rate caps, a ring timeout that cancels with end
-//! reason `no_answer`, and caller-ID headers.
+//! reason `no_answer`, and caller-ID headers. An answered call can be transferred blind
+//! ([`Call::refer`]: a number becomes the trunk's URI for it, like the INVITE's Request-URI).
 //!
 //! Calls placed to us ([`UaConfig::inbound`]) come out of [`SipUa::incoming_calls`] as
 //! [`Incoming`]: the same [`Call`] handle as an outbound call's, which the owner rings
@@ -57,6 +58,8 @@ pub use dialtone_sip_core::{
     Transport,
 };
 pub use health::{Registration, RegistrationState, TrunkHealth, TrunkMonitor};
+/// The SIP method of an in-dialog request's outcome ([`CallEvent::RequestCompleted`]).
+pub use rsip::Method;
 pub use tls::{TlsListen, TlsSettingError, TrunkTls, check_settings as check_tls_settings};
 pub use trunk::{Admission, Trunk};
 
@@ -141,6 +144,9 @@ pub enum UaError {
     /// The core refused the request (malformed header, call state).
     #[error(transparent)]
     Core(#[from] dialtone_sip_core::Error),
+    /// The call has ended: nothing more can be asked of it.
+    #[error("the call has ended")]
+    CallEnded,
     /// The user agent has shut down.
     #[error("the SIP user agent has stopped")]
     Stopped,
@@ -524,6 +530,24 @@ impl Call {
             call: self.id,
             status,
         })
+    }
+
+    /// Transfers the answered call blind (RFC 3515): a REFER asking the far end to call `to`,
+    /// an E.164 number (sent as the trunk's URI for it, like the INVITE's Request-URI) or a SIP
+    /// URI (sent as given). The REFER's answer comes as [`CallEvent::RequestCompleted`], the
+    /// far end's progress as [`CallEvent::ReferNotify`]. Refused when the call is not answered,
+    /// a REFER of it is still under way, or `to` is neither.
+    pub async fn refer(&self, to: &str) -> Result<(), UaError> {
+        if to.starts_with('+') {
+            check_e164("refer_to", to)?;
+        }
+        let (reply, done) = oneshot::channel();
+        self.command(Command::Refer {
+            call: self.id,
+            to: to.to_owned(),
+            reply,
+        })?;
+        done.await.map_err(|_| UaError::Stopped)?
     }
 
     /// Sends a DTMF digit as SIP INFO (`application/dtmf-relay`), the fallback when the trunk

@@ -68,6 +68,17 @@ impl Trunk {
         }
     }
 
+    /// The URI that reaches `number` (E.164) through this trunk: the Request-URI of a call
+    /// to it, and the `Refer-To` of a blind transfer to it.
+    pub fn number_uri(&self, number: &str) -> String {
+        format!(
+            "{}:{number}@{}{}",
+            self.transport.scheme(),
+            self.host_port(),
+            self.transport.uri_param()
+        )
+    }
+
     /// The host we connect to: the outbound proxy's when set, else the trunk's (the name a TLS
     /// certificate must carry).
     pub(crate) fn connection_host(&self) -> String {

@@ -264,6 +264,7 @@ mod tests {
             tls_client_cert_pem: Some("cert".into()),
             tls_client_key_pem: Some("key".into()),
             srtp: crate::SrtpMode::Required,
+            transfer_sip_domains: vec!["pbx.example.com".into()],
         };
         changed.codecs = Some(vec![crate::Codec::G722, crate::Codec::Pcma]);
         assert_eq!(t.codecs, None);

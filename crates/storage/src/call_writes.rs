@@ -17,7 +17,7 @@ use crate::rows::{unique_violation, uuid_of, values};
 use crate::writer::{Pending, Write};
 use crate::{
     AmdExplanation, AnsweredBy, Call, CallStatus, Direction, EndReason, EndedBy, Result, Storage,
-    StorageError, now_ms,
+    StorageError, Transfer, now_ms,
 };
 
 /// A call a previous run left live with its SIP dialog kept.
@@ -194,6 +194,25 @@ impl Storage {
                 detail,
             })
             .await
+    }
+
+    /// Records the call's last transfer attempt and, once one completed, where the caller
+    /// went (`transferred_to`; `None` keeps the one stored). Not a status step: no event.
+    pub async fn set_transfer(
+        &self,
+        id: Uuid,
+        transfer: &Transfer,
+        transferred_to: Option<&str>,
+    ) -> Result<()> {
+        let text = serde_json::to_string(transfer).map_err(|e| StorageError::Corrupt {
+            column: "transfer",
+            detail: e.to_string(),
+        })?;
+        let detail = CallDetail::Transfer {
+            transfer: text,
+            transferred_to: transferred_to.map(str::to_owned),
+        };
+        self.set_detail(id, detail).await
     }
 
     /// Keeps what ending the call on the wire needs (JSON text, the SIP user agent's
@@ -481,6 +500,11 @@ enum CallDetail {
     },
     /// What ending the call on the wire needs (JSON text).
     SipDialog(String),
+    /// The last transfer attempt (JSON text) and where the caller went.
+    Transfer {
+        transfer: String,
+        transferred_to: Option<String>,
+    },
 }
 
 /// Writes a [`CallDetail`].
@@ -531,6 +555,16 @@ impl Write for SetDetail {
                         "UPDATE calls SET sip_dialog = $1, updated_at = $2 WHERE id = $3",
                     )
                     .bind(dialog.as_str()),
+                    CallDetail::Transfer {
+                        transfer,
+                        transferred_to,
+                    } => sqlx::query(
+                        "UPDATE calls SET transfer = $1, \
+                         transferred_to = COALESCE($2, transferred_to), updated_at = $3 \
+                         WHERE id = $4",
+                    )
+                    .bind(transfer.as_str())
+                    .bind(transferred_to.as_deref()),
                 };
                 query
                     .bind(w.now)
@@ -574,6 +608,40 @@ mod tests {
         );
         assert_eq!(s.close_interrupted_calls().await.unwrap(), 2);
         assert!(s.interrupted_dialogs().await.unwrap().is_empty());
+    }
+
+    on_both!(a_transfer_attempt_and_where_the_caller_went_are_kept);
+    async fn a_transfer_attempt_and_where_the_caller_went_are_kept(s: Storage) {
+        use dialtone_model::{TransferFailure, TransferMode, TransferStatus};
+        let c = call(&s).await;
+        assert_eq!((c.transfer.clone(), c.transferred_to.clone()), (None, None));
+        let failed = Transfer {
+            to: "+15550001111".into(),
+            mode: TransferMode::Refer,
+            status: TransferStatus::Failed,
+            sip_status: Some(486),
+            reason: Some(TransferFailure::DestinationFailed),
+        };
+        s.set_transfer(c.id, &failed, None).await.unwrap();
+        let read = s.get_call(c.id).await.unwrap();
+        assert_eq!(read.transfer.as_ref(), Some(&failed));
+        assert_eq!(read.transferred_to, None);
+        let completed = Transfer {
+            to: "sip:desk@pbx.example.com".into(),
+            status: TransferStatus::Completed,
+            sip_status: Some(200),
+            reason: None,
+            ..failed
+        };
+        s.set_transfer(c.id, &completed, Some("sip:desk@pbx.example.com"))
+            .await
+            .unwrap();
+        let read = s.get_call(c.id).await.unwrap();
+        assert_eq!(read.transfer, Some(completed));
+        assert_eq!(
+            read.transferred_to.as_deref(),
+            Some("sip:desk@pbx.example.com")
+        );
     }
 
     on_both!(call_status_only_moves_forward);

@@ -148,6 +148,10 @@ pub(crate) fn call_from(row: &AnyRow) -> Result<Call> {
         media: opt_json_of(row, "media")?,
         agent_stats: opt_json_of(row, "agent_stats")?,
         summary: row.try_get("summary")?,
+        transferred_to: row.try_get("transferred_to")?,
+        transfer: parse_opt(row, "transfer", |t| {
+            serde_json::from_str::<dialtone_model::Transfer>(t)
+        })?,
         created_at: row.try_get("created_at")?,
         dialed_at: row.try_get("dialed_at")?,
         ringing_at: row.try_get("ringing_at")?,

@@ -72,7 +72,7 @@ pub use call_writes::{CallProgress, Inserted, InterruptedDialog, NewCall};
 pub use calls::CallFilter;
 pub use dialtone_model::{
     AmdExplanation, AnsweredBy, Call, CallStatus, Direction, EndReason, EndedBy, Provider,
-    ProviderKind,
+    ProviderKind, Transfer,
 };
 pub use error::{Result, StorageError};
 pub use inbound::InboundRoute;

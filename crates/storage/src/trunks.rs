@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::rows::{opt_u32, org_of, unique_violation, uuid_of};
+use crate::rows::{opt_u32, org_of, parse_req, unique_violation, uuid_of};
 use crate::{Result, Storage, StorageError, now_ms};
 
 pub use dialtone_model::{Codec, SrtpMode, TrunkTransport};
@@ -43,7 +43,7 @@ pub struct Trunk {
     pub register: bool,
     /// Networks calls to its numbers may also come from ([`Storage::set_inbound_cidrs`]).
     pub inbound_cidrs: Vec<Network>,
-    /// TLS and SRTP.
+    /// TLS, SRTP and the transfer allow-list.
     pub security: TrunkSecurity,
     /// The codecs to offer, best first; `None`: [`Codec::DEFAULT_PREFERENCE`].
     pub codecs: Option<Vec<Codec>>,
@@ -78,13 +78,14 @@ pub struct NewTrunk {
     pub max_calls_per_second: Option<u32>,
     /// Keep a registration with the trunk.
     pub register: bool,
-    /// TLS and SRTP.
+    /// TLS, SRTP and the transfer allow-list.
     pub security: TrunkSecurity,
     /// The codecs to offer, best first; `None`: the default preference.
     pub codecs: Option<Vec<Codec>>,
 }
 
-/// A trunk's TLS and SRTP settings. `Debug` hides the private key.
+/// A trunk's security settings: TLS, SRTP, and where transfers may go (no open relay).
+/// `Debug` hides the private key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TrunkSecurity {
     /// PEM certificates trusted instead of the system's roots.
@@ -97,6 +98,8 @@ pub struct TrunkSecurity {
     pub tls_client_key_pem: Option<String>,
     /// Media encryption.
     pub srtp: SrtpMode,
+    /// Hosts besides the trunk's that `sip:` transfer destinations may name (no open relay).
+    pub transfer_sip_domains: Vec<String>,
 }
 
 impl Default for TrunkSecurity {
@@ -107,6 +110,7 @@ impl Default for TrunkSecurity {
             tls_client_cert_pem: None,
             tls_client_key_pem: None,
             srtp: SrtpMode::Off,
+            transfer_sip_domains: Vec::new(),
         }
     }
 }
@@ -119,6 +123,7 @@ impl std::fmt::Debug for TrunkSecurity {
             .field("tls_client_cert_pem", &self.tls_client_cert_pem.is_some())
             .field("tls_client_key_pem", &redacted(&self.tls_client_key_pem))
             .field("srtp", &self.srtp)
+            .field("transfer_sip_domains", &self.transfer_sip_domains)
             .finish()
     }
 }
@@ -194,6 +199,14 @@ fn codecs_of(text: &str) -> Result<Vec<Codec>> {
         .collect()
 }
 
+/// The transfer allow-list as stored: a JSON array of host names.
+fn domains_text(domains: &[String]) -> Result<String> {
+    serde_json::to_string(domains).map_err(|e| StorageError::Corrupt {
+        column: "trunks.transfer_sip_domains",
+        detail: e.to_string(),
+    })
+}
+
 /// A trunk write that hit the unique name: `Conflict`.
 fn trunk_name_taken(e: sqlx::Error) -> StorageError {
     if unique_violation(&e) {
@@ -215,9 +228,9 @@ impl Storage {
             "INSERT INTO trunks (id, name, host, port, transport, username, password, realm, \
              from_domain, max_concurrent_calls, max_calls_per_second, created_at, updated_at, \
              org_id, register, tls_ca_pem, tls_verify, tls_client_cert_pem, tls_client_key_pem, \
-             srtp, codecs) \
+             srtp, codecs, transfer_sip_domains) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21)",
+             $18, $19, $20, $21, $22)",
         )
         .bind(id.to_string())
         .bind(&t.name)
@@ -240,6 +253,7 @@ impl Storage {
         .bind(&t.security.tls_client_key_pem)
         .bind(t.security.srtp.as_str())
         .bind(t.codecs.as_deref().map(codecs_text))
+        .bind(domains_text(&t.security.transfer_sip_domains)?)
         .execute(&self.pool)
         .await
         .map_err(trunk_name_taken)?;
@@ -283,6 +297,9 @@ impl Storage {
                         column: "trunks.srtp",
                         detail: e.to_string(),
                     }
+                })?,
+                transfer_sip_domains: parse_req(row, "transfer_sip_domains", |t| {
+                    serde_json::from_str::<Vec<String>>(t)
                 })?,
             },
             codecs: row
@@ -338,7 +355,7 @@ impl Storage {
              password = $6, realm = $7, from_domain = $8, max_concurrent_calls = $9, \
              max_calls_per_second = $10, register = $11, updated_at = $12, tls_ca_pem = $13, \
              tls_verify = $14, tls_client_cert_pem = $15, tls_client_key_pem = $16, srtp = $17, \
-             codecs = $18 WHERE id = $19",
+             codecs = $18, transfer_sip_domains = $19 WHERE id = $20",
         )
         .bind(&t.name)
         .bind(&t.host)
@@ -358,6 +375,7 @@ impl Storage {
         .bind(&t.security.tls_client_key_pem)
         .bind(t.security.srtp.as_str())
         .bind(t.codecs.as_deref().map(codecs_text))
+        .bind(domains_text(&t.security.transfer_sip_domains)?)
         .bind(id.to_string())
         .execute(&self.pool)
         .await

@@ -199,6 +199,8 @@ struct Driver {
     barged: bool,
     /// Why the conversation failed, when it did.
     failure: Option<AgentError>,
+    /// The `transfer_call` tool call waiting for the transfer's outcome.
+    transferring: Option<String>,
     /// The live recognition session, once the agent opened (with a live recogniser).
     listening: Option<Listening>,
     /// The caller's last frames, for an utterance's onset.
@@ -322,18 +324,14 @@ impl Driver {
                         .handle_tool_answer(now, &id, Ok(json!({"sent": digits})));
                 }
                 Action::Transfer { id, destination } => {
-                    // Transfers (REFER and bridged) come with inbound calls; until then the
-                    // model hears that this one cannot be made, and the caller stays.
-                    tracing::warn!(to = %destination.to, "transfer asked; not available yet");
-                    self.conversation.handle_tool_answer(
-                        now,
-                        &id,
-                        Err(
-                            "transferring calls is not available yet: tell the caller and \
-                             offer to help otherwise"
-                                .into(),
-                        ),
-                    );
+                    // A completed transfer ends the call; one that did not happen answers the
+                    // tool with why (`transfer_failed`).
+                    tracing::info!(to = %destination.to, "the agent transfers the caller");
+                    self.transferring = Some(id);
+                    let _ = self.run.context.requests.send(BrainRequest::Transfer {
+                        to: destination.to.clone(),
+                        mode: destination.mode,
+                    });
                 }
                 Action::HangUp { reason } => {
                     let _ = self
@@ -346,6 +344,23 @@ impl Driver {
             }
         }
         self.next_speech();
+    }
+
+    /// A transfer did not happen: the model's `transfer_call` hears why, and the caller stays.
+    fn transfer_failed(&mut self, now: Instant, sip_status: Option<u16>, message: &str) {
+        let Some(id) = self.transferring.take() else {
+            tracing::info!(%message, "a transfer the API asked for did not happen");
+            return;
+        };
+        let status = sip_status.map_or_else(String::new, |s| format!(" (SIP {s})"));
+        self.conversation.handle_tool_answer(
+            now,
+            &id,
+            Err(format!(
+                "the transfer did not happen: {message}{status}. The caller is still on the \
+                 line: tell them and offer to help otherwise"
+            )),
+        );
     }
 
     /// Starts synthesising the next piece once the one before is done.
@@ -697,6 +712,7 @@ async fn run(
         opened: false,
         barged: false,
         failure: None,
+        transferring: None,
         listening: None,
         recent: VecDeque::with_capacity(ONSET_FRAMES),
         streaming: false,
@@ -727,6 +743,9 @@ async fn run(
             }
             Some(input) = d.run.context.inputs.recv() => match input {
                 BrainInput::Dtmf(digit) => d.key(Instant::now(), digit),
+                BrainInput::TransferFailed { sip_status, message, .. } => {
+                    d.transfer_failed(Instant::now(), sip_status, &message);
+                }
                 BrainInput::Ended { .. } => break,
             },
             chunk = next_audio(&mut d.speaking) => d.speech_chunk(Instant::now(), chunk),

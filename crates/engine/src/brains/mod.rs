@@ -51,13 +51,32 @@ pub(crate) enum BrainRequest {
     },
     /// Send these digits (RFC 4733).
     SendDtmf(String),
+    /// Transfer the caller to `to` (`+E164` or a SIP URI); the outcome comes back as
+    /// [`BrainInput::TransferFailed`] or as the call's end (`transferred`).
+    Transfer {
+        /// The destination.
+        to: String,
+        /// How (default: the agent's destination's mode, else `refer`).
+        mode: Option<dialtone_model::TransferMode>,
+    },
 }
 
 /// What the call tells a brain besides the audio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BrainInput {
     /// An RFC 4733 digit ended.
     Dtmf(char),
+    /// A transfer did not happen (refused, or it failed): the caller is still the brain's.
+    TransferFailed {
+        /// The destination asked for.
+        to: String,
+        /// The SIP status that decided it, when one did.
+        sip_status: Option<u16>,
+        /// Why it failed; `None` when it was refused before it started.
+        reason: Option<dialtone_model::TransferFailure>,
+        /// Why, for people and models.
+        message: String,
+    },
     /// The call ended: who ended it, and the end reason.
     Ended {
         /// Who ended it.
@@ -379,6 +398,9 @@ async fn run(
                     run.digit(digit);
                 }
                 BrainInput::Dtmf(_) => {}
+                // The built-ins never ask for a transfer; one the API asked for that failed
+                // leaves them as they were.
+                BrainInput::TransferFailed { .. } => {}
                 BrainInput::Ended { .. } => break,
             },
             chunk = next_chunk(&mut run.speaking) => run.engine_speech(chunk),

@@ -104,6 +104,7 @@ async fn run_remote(
     use dialtone_proto::{
         AudioFormat, Beep, CallEnded, CallerAudio, ConverseRequest, DtmfDigit, GreetingEnded,
         MachineDetection, PlayoutDone, ResultRejected, SessionStart, SpeechEnded, SpeechStarted,
+        TransferFailed,
     };
 
     let answered = Instant::now();
@@ -206,6 +207,15 @@ async fn run_remote(
                     let _ = to_brain.try_send(send(Event::Dtmf(DtmfDigit { digit: digit.to_string() })));
                 }
                 BrainInput::Dtmf(_) => {}
+                BrainInput::TransferFailed { to, sip_status, reason, message } if !failed => {
+                    let _ = to_brain.try_send(send(Event::TransferFailed(TransferFailed {
+                        to,
+                        sip_status: sip_status.map(u32::from),
+                        reason: reason.map_or("invalid", |r| r.as_str()).into(),
+                        message,
+                    })));
+                }
+                BrainInput::TransferFailed { .. } => {}
                 BrainInput::Ended { by, reason } => {
                     if !failed {
                         let _ = to_brain.try_send(send(Event::Ended(CallEnded {
@@ -245,6 +255,23 @@ async fn run_remote(
                             _ => EndReason::AgentHangup,
                         };
                         let _ = run.context.requests.send(BrainRequest::HangUp { reason });
+                    }
+                    Some(Action::Transfer(transfer)) => {
+                        // An unknown mode is the machine's to refuse, naming `mode`.
+                        let mode = transfer.mode.as_deref().map(|m| m.parse().map_err(|_| m.to_owned()));
+                        match mode.transpose() {
+                            Ok(mode) => {
+                                let _ = run.context.requests.send(BrainRequest::Transfer { to: transfer.to, mode });
+                            }
+                            Err(unknown) => {
+                                let _ = to_brain.try_send(send(Event::TransferFailed(TransferFailed {
+                                    to: transfer.to,
+                                    sip_status: None,
+                                    reason: "invalid".into(),
+                                    message: format!("unknown transfer mode {unknown:?}: \"refer\" or \"bridge\""),
+                                })));
+                            }
+                        }
                     }
                     Some(Action::Transcript(t)) => {
                         run.transcript.push(TranscriptLine { role: t.role, text: t.text, at: t.at, ..TranscriptLine::default() });

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use dialtone_model::Transfer;
 use dialtone_storage::{CallStatus, EndReason, EndedBy};
+
+use super::transfer::TransferRefusal;
 
 /// Something the driver is to do for the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +53,33 @@ pub(crate) enum Action {
     TellBrainEnded(End),
     /// Stop the call's media, if it has any; its statistics go on the final step.
     StopMedia,
+    /// Answer who asked for a transfer: it started (the REFER goes next), or why not.
+    AnswerTransfer {
+        /// The destination asked for.
+        to: String,
+        /// Who asked: `api` (its request waits for this) or `agent` (the brain).
+        by: EndedBy,
+        /// Started, or why not.
+        result: Result<(), TransferRefusal>,
+    },
+    /// Send a REFER to `to` (`+E164` as the trunk's URI, or a SIP URI); then report
+    /// [`Input::ReferNotSent`] if it could not leave.
+    ///
+    /// [`Input::ReferNotSent`]: super::Input::ReferNotSent
+    Refer {
+        /// The destination.
+        to: String,
+    },
+    /// Write the transfer attempt on the record (before any step that follows), with where
+    /// the caller went once it completed.
+    RecordTransfer {
+        /// The attempt.
+        transfer: Transfer,
+        /// The destination, when it completed.
+        transferred_to: Option<String>,
+    },
+    /// Tell the brain the transfer failed: the caller is still its.
+    TellBrainTransferFailed(Transfer),
     /// Write this status step (the driver writes steps in order, each before it is
     /// announced); a final step carries the stopped media's statistics.
     Record(Step),

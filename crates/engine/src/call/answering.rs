@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use uuid::Uuid;
 
 use super::driver::CallDriver;
-use super::input::HangUp;
+use super::input::Control;
 use super::media::media_config;
 use super::progress::ProgressLog;
 use super::sdp::SdpSession;
@@ -106,7 +106,7 @@ impl Engine {
         sip_call_id: String,
         prepared: Prepared,
         org_slot: Option<OwnedSemaphorePermit>,
-        hangup: mpsc::UnboundedReceiver<HangUp>,
+        controls: mpsc::UnboundedReceiver<Control>,
     ) {
         let progress = ProgressLog::start(self.storage.clone(), self.changes.clone(), plan.id);
         let driver = CallDriver::answering(
@@ -123,7 +123,7 @@ impl Engine {
                 org_slot,
             },
         );
-        driver.run(hangup).await;
+        driver.run(controls).await;
         progress.close().await;
     }
 }

@@ -14,13 +14,14 @@ use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::action::{Action, End, Measure, Step};
-use super::input::{HangUp, Input, MediaOutcome, PlaceFailure};
+use super::input::{Control, Input, MediaOutcome, PlaceFailure};
 use super::machine::{CallMachine, CallSettings};
 use super::media::{
     EarlyHeard, EarlyListener, measure_media_health, media_config, media_record, next_media_event,
 };
 use super::progress::ProgressLog;
 use super::sdp::{Refusal, SdpSession};
+use super::transfer::TransferRefusal;
 use crate::brains::{self, BrainContext, BrainInput, BrainRequest, Builtin};
 use crate::port_share::PortShare;
 use crate::{CallPlan, Engine};
@@ -33,9 +34,9 @@ const AGENT_GRACE: Duration = brains::agent::AFTER_CALL;
 
 impl Engine {
     /// Runs one call and waits until all it did is recorded.
-    pub(crate) async fn run(&self, plan: CallPlan, hangup: mpsc::UnboundedReceiver<HangUp>) {
+    pub(crate) async fn run(&self, plan: CallPlan, controls: mpsc::UnboundedReceiver<Control>) {
         let progress = ProgressLog::start(self.storage.clone(), self.changes.clone(), plan.id);
-        CallDriver::new(self, plan, &progress).run(hangup).await;
+        CallDriver::new(self, plan, &progress).run(controls).await;
         progress.close().await;
     }
 }
@@ -115,6 +116,8 @@ pub(super) struct CallDriver<'a> {
     port_share: Option<PortShare>,
     /// A call placed to us: our SDP answer, until it is sent.
     answer: Option<Vec<u8>>,
+    /// The API's transfer request waiting for the machine's answer.
+    transfer_reply: Option<tokio::sync::oneshot::Sender<Result<(), TransferRefusal>>>,
 }
 
 impl<'a> CallDriver<'a> {
@@ -138,8 +141,9 @@ impl<'a> CallDriver<'a> {
         answering: Answering,
     ) -> Self {
         let settings = Self::settings(engine, &plan);
+        let policy = plan.transfer_policy.clone();
         let mut driver = Self::new(engine, plan, progress);
-        driver.machine = CallMachine::answering(settings, sip_call_id);
+        driver.machine = CallMachine::answering(settings, sip_call_id).with_transfer_policy(policy);
         driver.call = Some(answering.call);
         driver.media = Some(answering.media);
         driver.sdp = Some(answering.sdp);
@@ -150,7 +154,8 @@ impl<'a> CallDriver<'a> {
     }
 
     fn new(engine: &'a Engine, plan: CallPlan, progress: &'a ProgressLog) -> Self {
-        let machine = CallMachine::new(Self::settings(engine, &plan));
+        let machine = CallMachine::new(Self::settings(engine, &plan))
+            .with_transfer_policy(plan.transfer_policy.clone());
         Self {
             engine,
             plan,
@@ -169,11 +174,12 @@ impl<'a> CallDriver<'a> {
             brain: BrainLink::new(),
             port_share: None,
             answer: None,
+            transfer_reply: None,
         }
     }
 
     /// Feeds the machine until the call's final step is out.
-    pub(super) async fn run(mut self, mut hangup: mpsc::UnboundedReceiver<HangUp>) {
+    pub(super) async fn run(mut self, mut controls: mpsc::UnboundedReceiver<Control>) {
         let admission = admit(self.engine, &self.plan);
         tokio::pin!(admission);
         let mut queued = self.machine.waits_for_admission();
@@ -209,7 +215,13 @@ impl<'a> CallDriver<'a> {
                     // The user agent stopped without a final event: nothing more will happen.
                     None => return,
                 },
-                Some(by) = hangup.recv() => Input::HangUp(by),
+                Some(control) = controls.recv() => match control {
+                    Control::HangUp(by) => Input::HangUp(by),
+                    Control::Transfer { to, mode, reply } => {
+                        self.transfer_reply = Some(reply);
+                        Input::Transfer { to, mode }
+                    }
+                },
                 Some(request) = self.brain.requests.recv() => Input::Brain(request),
                 Some(event) = next_media_event(&mut self.media) => match Input::from_media(event) {
                     Some(input) => input,
@@ -260,10 +272,79 @@ impl<'a> CallDriver<'a> {
                     let _ = call.hang_up();
                 }
             }
+            Action::AnswerTransfer { to, by, result } => self.answer_transfer(to, by, result),
+            Action::Refer { to } => {
+                let sent = match &self.call {
+                    Some(call) => call.refer(&to).await,
+                    None => Err(dialtone_sip_ua::UaError::CallEnded),
+                };
+                if let Err(error) = sent {
+                    tracing::warn!(%error, "the REFER cannot be sent");
+                    self.machine.handle(Instant::now(), Input::ReferNotSent);
+                }
+            }
+            Action::RecordTransfer {
+                transfer,
+                transferred_to,
+            } => {
+                let outcome = match (transfer.status, transfer.reason) {
+                    (_, Some(reason)) => Some(reason.as_str()),
+                    (dialtone_model::TransferStatus::Completed, None) => Some("completed"),
+                    _ => None,
+                };
+                if let Some(outcome) = outcome {
+                    metrics::counter!("dialtone_transfers_total", "mode" => transfer.mode.as_str(), "outcome" => outcome)
+                        .increment(1);
+                }
+                let storage = self.engine.storage();
+                match storage
+                    .set_transfer(self.plan.id, &transfer, transferred_to.as_deref())
+                    .await
+                {
+                    Ok(()) => {
+                        let _ = self.engine.changes.send(self.plan.id);
+                    }
+                    Err(error) => tracing::error!(%error, "the transfer is not recorded"),
+                }
+            }
+            Action::TellBrainTransferFailed(transfer) => {
+                let message = transfer
+                    .reason
+                    .map_or("the transfer failed", |r| r.message())
+                    .to_owned();
+                let _ = self.brain.inputs.send(BrainInput::TransferFailed {
+                    to: transfer.to,
+                    sip_status: transfer.sip_status,
+                    reason: transfer.reason,
+                    message,
+                });
+            }
             Action::TellBrainEnded(end) => self.brain.end(end).await,
             Action::StopMedia => self.stop_media().await,
             Action::Record(step) => self.record(step),
             Action::Measure(measure) => self.measure(measure),
+        }
+    }
+
+    /// Tells whoever asked for a transfer whether it started: the API's waiting request, or
+    /// the brain (only a refusal: a started transfer reports its outcome later).
+    fn answer_transfer(
+        &mut self,
+        to: String,
+        by: dialtone_storage::EndedBy,
+        result: Result<(), TransferRefusal>,
+    ) {
+        if by == dialtone_storage::EndedBy::Api {
+            if let Some(reply) = self.transfer_reply.take() {
+                let _ = reply.send(result);
+            }
+        } else if let Err(refusal) = result {
+            let _ = self.brain.inputs.send(BrainInput::TransferFailed {
+                to,
+                sip_status: None,
+                reason: None,
+                message: refusal.message(),
+            });
         }
     }
 

@@ -7,8 +7,12 @@
 use std::time::Duration;
 
 use dialtone_media::MediaEvent;
-use dialtone_sip_ua::{CallEvent, EndReason as SipEndReason, Party, UaEvent};
+use dialtone_sip_ua::{CallEvent, EndReason as SipEndReason, Method, Party, UaEvent};
 
+use dialtone_model::TransferMode;
+use tokio::sync::oneshot;
+
+use super::transfer::TransferRefusal;
 use crate::brains::BrainRequest;
 
 /// Who asks a live call to hang up.
@@ -18,6 +22,23 @@ pub(crate) enum HangUp {
     Api,
     /// The daemon is shutting down and the drain time is over.
     Shutdown,
+}
+
+/// What the API or the daemon asks of a live call, through its task's channel.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Hang up.
+    HangUp(HangUp),
+    /// Transfer the caller (`POST /v1/calls/{id}/transfer`, `TransferCall`); whether it
+    /// started goes back on `reply`.
+    Transfer {
+        /// The destination.
+        to: String,
+        /// How (default: the agent's destination's mode, else `refer`).
+        mode: Option<TransferMode>,
+        /// Started, or why not.
+        reply: oneshot::Sender<Result<(), TransferRefusal>>,
+    },
 }
 
 /// Why the driver could not place an admitted call.
@@ -111,11 +132,32 @@ pub(crate) enum Input {
     Brain(BrainRequest),
     /// The API or the daemon asks the call to hang up.
     HangUp(HangUp),
+    /// The API asks to transfer the caller.
+    Transfer {
+        /// The destination, `+E164` or a SIP URI.
+        to: String,
+        /// How (default: the agent's destination's mode, else `refer`).
+        mode: Option<TransferMode>,
+    },
+    /// The final response to our REFER (408 when none came).
+    ReferAnswered {
+        /// Its status.
+        status: u16,
+    },
+    /// The user agent could not send the REFER (the call is ending).
+    ReferNotSent,
+    /// A NOTIFY of the transfer: the far end's call to the destination.
+    ReferNotify {
+        /// Its sipfrag status (100, 180, 200, 486...).
+        status: u16,
+        /// The subscription ended with it.
+        terminated: bool,
+    },
 }
 
 impl Input {
     /// The machine's input for an event of the SIP user agent; `None` for those that concern
-    /// the SIP stack alone (`100 Trying`, INFO, in-dialog request outcomes).
+    /// the SIP stack alone (`100 Trying`, INFO, in-dialog request outcomes but the REFER's).
     pub(crate) fn from_ua(event: UaEvent) -> Option<Self> {
         let input = match event {
             UaEvent::Attempt { sip_call_id, .. } => Self::Attempt { sip_call_id },
@@ -128,6 +170,14 @@ impl Input {
                 reason,
             },
             UaEvent::Call(CallEvent::Ended { by, reason }) => Self::Ended { by, reason },
+            UaEvent::Call(CallEvent::RequestCompleted {
+                method: Method::Refer,
+                status,
+                ..
+            }) => Self::ReferAnswered { status },
+            UaEvent::Call(CallEvent::ReferNotify { status, terminated }) => {
+                Self::ReferNotify { status, terminated }
+            }
             // 100 Trying, INFO, in-dialog request outcomes (and what the SIP stack may add).
             _ => return None,
         };

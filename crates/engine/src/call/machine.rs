@@ -12,17 +12,24 @@
 //! * the order of the end: the brain hears it, the media stops, then the final step (with the
 //!   media's statistics) is written;
 //! * the clocks it owns: the queue timeout (from dispatch) and the agent's maximum duration
-//!   (from the answer). The ring timeout belongs to the user agent (`DialRequest::ring_timeout`),
-//!   the RTP timeout to the media; both come in as inputs.
+//!   (from the answer), and a transfer's timeout (from the REFER's acceptance);
+//! * transfers of the answered call (`transfer.rs` holds one attempt's state): refused unless
+//!   the call is in progress with none under way; a completed one ends our leg (`transferred`,
+//!   by whoever asked), a failed one leaves the call with the brain, which is told.
+//!
+//! The ring timeout belongs to the user agent (`DialRequest::ring_timeout`), the RTP timeout
+//! to the media; both come in as inputs.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use dialtone_model::TransferMode;
 use dialtone_sip_ua::{EndReason as SipEndReason, Party};
 use dialtone_storage::{CallStatus, EndReason, EndedBy};
 
 use super::action::{Action, End, Measure, Step};
 use super::input::{HangUp, Input, MediaOutcome, PlaceFailure};
+use super::transfer::{Attempt, Order, Progress, TransferPolicy, TransferRefusal};
 use crate::brains::BrainRequest;
 
 /// The settings the machine works with.
@@ -96,6 +103,10 @@ pub(crate) struct CallMachine {
     local_end: Option<End>,
     /// The maximum duration's deadline, armed at the answer.
     max_duration_at: Option<Instant>,
+    /// Where transfers may go.
+    transfer_policy: TransferPolicy,
+    /// The transfer under way, or the one that completed.
+    transfer: Option<Attempt>,
     actions: VecDeque<Action>,
     /// A call placed to us: the far end is the caller.
     inbound: bool,
@@ -116,6 +127,8 @@ impl CallMachine {
             hung_up_by_api: false,
             local_end: None,
             max_duration_at: None,
+            transfer_policy: TransferPolicy::default(),
+            transfer: None,
             actions: VecDeque::new(),
             inbound: false,
         }
@@ -154,6 +167,15 @@ impl CallMachine {
         }
     }
 
+    /// This machine, transferring only where `policy` allows (without one: numbers, and SIP
+    /// URIs on no host).
+    pub(crate) fn with_transfer_policy(self, policy: TransferPolicy) -> Self {
+        Self {
+            transfer_policy: policy,
+            ..self
+        }
+    }
+
     /// The next thing to do, in order.
     pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -163,7 +185,10 @@ impl CallMachine {
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self.stage {
             Stage::Queued { until } => Some(until),
-            Stage::Placed => self.max_duration_at,
+            Stage::Placed => {
+                let transfer = self.transfer.as_ref().and_then(Attempt::deadline);
+                self.max_duration_at.into_iter().chain(transfer).min()
+            }
             Stage::Placing | Stage::Over => None,
         }
     }
@@ -184,6 +209,11 @@ impl CallMachine {
                 self.max_duration_at = None;
                 tracing::info!("the agent's maximum duration is reached; hanging up");
                 self.hang_up_locally(End::new(EndReason::MaxDuration, EndedBy::Engine));
+            }
+            Stage::Placed => {
+                if let Some(progress) = self.transfer.as_mut().map(|a| a.on_timeout(now)) {
+                    self.transfer_progress(progress);
+                }
             }
             _ => {}
         }
@@ -277,6 +307,33 @@ impl CallMachine {
                     self.send_hang_up();
                 }
             },
+            Input::Brain(BrainRequest::Transfer { to, mode }) => {
+                self.request_transfer(&to, mode, EndedBy::Agent);
+            }
+            Input::Transfer { to, mode } => self.request_transfer(&to, mode, EndedBy::Api),
+            Input::ReferAnswered { status } => {
+                if let Some(progress) = self
+                    .transfer
+                    .as_mut()
+                    .map(|a| a.on_refer_answer(now, status))
+                {
+                    self.transfer_progress(progress);
+                }
+            }
+            Input::ReferNotSent => {
+                if let Some(progress) = self.transfer.as_ref().map(Attempt::on_not_sent) {
+                    self.transfer_progress(progress);
+                }
+            }
+            Input::ReferNotify { status, terminated } => {
+                if let Some(progress) = self
+                    .transfer
+                    .as_mut()
+                    .map(|a| a.on_notify(now, status, terminated))
+                {
+                    self.transfer_progress(progress);
+                }
+            }
             Input::HangUp(HangUp::Shutdown) => {
                 let end = End::new(EndReason::EngineShutdown, EndedBy::Engine);
                 match self.stage {
@@ -337,6 +394,98 @@ impl CallMachine {
         }
     }
 
+    /// A transfer to `to` is asked for by `by`: it starts if the destination is one the
+    /// call's [`TransferPolicy`] allows and the call is in progress, with no hang-up and no
+    /// other transfer under way; whoever asked hears which.
+    fn request_transfer(&mut self, to: &str, mode: Option<TransferMode>, by: EndedBy) {
+        match self.transfer_policy.order(to, mode, by) {
+            Ok(order) => self.start_transfer(order),
+            Err(refusal) => self.actions.push_back(Action::AnswerTransfer {
+                to: to.to_owned(),
+                by,
+                result: Err(refusal),
+            }),
+        }
+    }
+
+    /// Starts `order` if the call is in progress, with no hang-up and no other transfer
+    /// under way: its pending attempt is written before the answer (which the API's request
+    /// reads back), then the REFER goes.
+    fn start_transfer(&mut self, order: Order) {
+        let in_progress = self.stage == Stage::Placed
+            && self.media == Media::Connected
+            && !self.hung_up_by_api
+            && self.local_end.is_none();
+        let refusal = match &self.transfer {
+            _ if !in_progress => Some(TransferRefusal::NotInProgress),
+            Some(_) => Some(TransferRefusal::UnderWay),
+            None => None,
+        };
+        let (to, by) = (order.to.clone(), order.by);
+        if let Some(refusal) = refusal {
+            self.actions.push_back(Action::AnswerTransfer {
+                to,
+                by,
+                result: Err(refusal),
+            });
+            return;
+        }
+        tracing::info!(to = %to, mode = order.mode.as_str(), by = by.as_str(), "transferring");
+        let (attempt, record) = Attempt::start(order);
+        self.transfer = Some(attempt);
+        self.actions.push_back(Action::RecordTransfer {
+            transfer: record,
+            transferred_to: None,
+        });
+        self.actions.push_back(Action::AnswerTransfer {
+            to: to.clone(),
+            by,
+            result: Ok(()),
+        });
+        self.actions.push_back(Action::Refer { to });
+    }
+
+    /// What an input did to the transfer: recorded; a completed one ends our leg, a failed
+    /// one is over and the brain hears it.
+    fn transfer_progress(&mut self, progress: Progress) {
+        match progress {
+            Progress::Nothing => {}
+            Progress::Moved(transfer) => self.actions.push_back(Action::RecordTransfer {
+                transfer,
+                transferred_to: None,
+            }),
+            Progress::Completed(transfer) => {
+                tracing::info!(to = %transfer.to, "transfer completed; ending our leg");
+                let by = self
+                    .transfer
+                    .as_ref()
+                    .map_or(EndedBy::Agent, |a| a.order().by);
+                self.actions.push_back(Action::RecordTransfer {
+                    transferred_to: Some(transfer.to.clone()),
+                    transfer,
+                });
+                self.hang_up_locally(End::new(EndReason::Transferred, by));
+            }
+            Progress::Failed(transfer) => {
+                tracing::warn!(
+                    to = %transfer.to,
+                    sip_status = transfer.sip_status,
+                    reason = transfer.reason.map(|r| r.as_str()),
+                    "transfer failed; the call stays with the agent"
+                );
+                self.transfer = None;
+                self.actions.push_back(Action::RecordTransfer {
+                    transfer: transfer.clone(),
+                    transferred_to: None,
+                });
+                if self.brain_started {
+                    self.actions
+                        .push_back(Action::TellBrainTransferFailed(transfer));
+                }
+            }
+        }
+    }
+
     /// We hang up for `end` (the engine's or the brain's reason); the last such cause is the
     /// one recorded.
     fn hang_up_locally(&mut self, end: End) {
@@ -392,12 +541,26 @@ impl CallMachine {
 
     /// The answered call ended.
     fn ended(&mut self, by: Party, reason: SipEndReason) {
-        let end = match (by, self.hung_up_by_api, self.local_end) {
-            (Party::Remote, ..) => End::new(end_reason_of(reason), self.far_end()),
-            (Party::Local, true, _) => End::new(end_reason_of(reason), EndedBy::Api),
-            (Party::Local, false, Some(end)) => end,
-            (Party::Local, false, None) => End::new(end_reason_of(reason), EndedBy::Agent),
+        // A completed transfer ended the call, whichever side sent the BYE.
+        let transferred = self
+            .transfer
+            .as_ref()
+            .filter(|a| a.completed())
+            .map(|a| End::new(EndReason::Transferred, a.order().by));
+        let end = match (transferred, by, self.hung_up_by_api, self.local_end) {
+            (Some(end), ..) => end,
+            (None, Party::Remote, ..) => End::new(end_reason_of(reason), self.far_end()),
+            (None, Party::Local, true, _) => End::new(end_reason_of(reason), EndedBy::Api),
+            (None, Party::Local, false, Some(end)) => end,
+            (None, Party::Local, false, None) => End::new(end_reason_of(reason), EndedBy::Agent),
         };
+        // A transfer still under way never learns its outcome: recorded as such.
+        if let Some(Progress::Failed(transfer)) = self.transfer.take().map(|a| a.on_call_ended()) {
+            self.actions.push_back(Action::RecordTransfer {
+                transfer,
+                transferred_to: None,
+            });
+        }
         self.stage = Stage::Over;
         if self.brain_started {
             // The brain hears how the call ended, and has a moment to finish.

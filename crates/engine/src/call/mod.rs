@@ -25,7 +25,7 @@
 //! Files: `input.rs` (what the machine is told), `action.rs` (what it asks), `machine.rs` (the
 //! decisions), `driver.rs` (the task), `sdp.rs` (our offer and answers, and the trunk's SRTP
 //! policy), `media.rs` (early media listener, media settings and statistics), `progress.rs`
-//! (the ordered writes).
+//! (the ordered writes), `transfer.rs` (where a transfer may go, and one attempt's state).
 
 mod action;
 pub(crate) mod answering;
@@ -39,5 +39,9 @@ mod progress;
 mod sdp;
 #[cfg(test)]
 mod tests;
+mod transfer;
+#[cfg(test)]
+mod transfer_tests;
 
-pub(crate) use input::HangUp;
+pub(crate) use input::{Control, HangUp};
+pub(crate) use transfer::{TransferPolicy, TransferRefusal};

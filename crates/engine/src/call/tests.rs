@@ -16,16 +16,16 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_DURATION: Duration = Duration::from_secs(600);
 const SDP: &[u8] = b"v=0 (the far end's answer)";
 
-/// A machine and the virtual time it is at.
-struct Call {
-    machine: CallMachine,
+/// A machine and the virtual time it is at (the transfer tests drive it too).
+pub(super) struct Call {
+    pub(super) machine: CallMachine,
     dispatched: Instant,
-    now: Instant,
+    pub(super) now: Instant,
 }
 
 impl Call {
     /// A call just dispatched (status `queued`).
-    fn queued() -> Self {
+    pub(super) fn queued() -> Self {
         let dispatched = Instant::now();
         Self {
             machine: CallMachine::new(CallSettings {
@@ -41,7 +41,7 @@ impl Call {
     }
 
     /// Admitted and handed to the user agent (still `queued`: no INVITE yet).
-    fn placed() -> Self {
+    pub(super) fn placed() -> Self {
         let mut call = Self::queued();
         assert_eq!(call.feed(Input::Admitted), [Action::Dial]);
         assert_eq!(call.feed(Input::Placed), []);
@@ -49,28 +49,28 @@ impl Call {
     }
 
     /// The INVITE is out: `dialing`.
-    fn dialing() -> Self {
+    pub(super) fn dialing() -> Self {
         let mut call = Self::placed();
         call.feed(attempt("first@sip"));
         call
     }
 
     /// `ringing` (a 180).
-    fn ringing() -> Self {
+    pub(super) fn ringing() -> Self {
         let mut call = Self::dialing();
         assert_eq!(call.feed(Input::Ringing), [record(CallStatus::Ringing)]);
         call
     }
 
     /// Answered, the media connected and the brain started: `in_progress`.
-    fn in_progress() -> Self {
+    pub(super) fn in_progress() -> Self {
         let mut call = Self::ringing();
         call.answer();
         call
     }
 
     /// Answers the call (with SDP) and connects its media.
-    fn answer(&mut self) {
+    pub(super) fn answer(&mut self) {
         assert_eq!(
             self.feed(Input::Answered {
                 sdp: Some(SDP.to_vec())
@@ -91,18 +91,18 @@ impl Call {
     }
 
     /// Moves the clock by `by`.
-    fn wait(&mut self, by: Duration) {
+    pub(super) fn wait(&mut self, by: Duration) {
         self.now += by;
     }
 
     /// Tells the machine `input` now; what it asks in return.
-    fn feed(&mut self, input: Input) -> Vec<Action> {
+    pub(super) fn feed(&mut self, input: Input) -> Vec<Action> {
         self.machine.handle(self.now, input);
         self.actions()
     }
 
     /// Runs the clock to the machine's deadline; what it asks then.
-    fn run_to_deadline(&mut self) -> Vec<Action> {
+    pub(super) fn run_to_deadline(&mut self) -> Vec<Action> {
         let deadline = self
             .machine
             .poll_timeout()
@@ -113,7 +113,7 @@ impl Call {
         self.actions()
     }
 
-    fn actions(&mut self) -> Vec<Action> {
+    pub(super) fn actions(&mut self) -> Vec<Action> {
         std::iter::from_fn(|| self.machine.poll_action()).collect()
     }
 }
@@ -132,11 +132,11 @@ fn failed(sip_status: Option<u16>, reason: SipEndReason) -> Input {
     Input::Failed { sip_status, reason }
 }
 
-fn ended(by: Party, reason: SipEndReason) -> Input {
+pub(super) fn ended(by: Party, reason: SipEndReason) -> Input {
     Input::Ended { by, reason }
 }
 
-fn end(reason: EndReason, by: EndedBy) -> End {
+pub(super) fn end(reason: EndReason, by: EndedBy) -> End {
     End::new(reason, by)
 }
 
@@ -164,7 +164,7 @@ fn unplaced_end(status: CallStatus, how: End) -> Vec<Action> {
 }
 
 /// What the machine asks when an answered call (its brain started) ends.
-fn answered_end(how: End) -> Vec<Action> {
+pub(super) fn answered_end(how: End) -> Vec<Action> {
     vec![
         Action::TellBrainEnded(how),
         Action::StopMedia,

@@ -290,9 +290,9 @@ impl Engine {
         // No answering machine calls us.
         plan.speech.amd = None;
         let sip_call_id = offer.sip_call_id;
-        self.spawn_call(stored.id, move |engine, hangup| async move {
+        self.spawn_call(stored.id, move |engine, controls| async move {
             engine
-                .run_answering(plan, call, sip_call_id, prepared, org_slot, hangup)
+                .run_answering(plan, call, sip_call_id, prepared, org_slot, controls)
                 .await;
         });
         Ok(())

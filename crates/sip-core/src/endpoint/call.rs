@@ -127,6 +127,8 @@ pub(super) struct Call {
     pub(super) acks: Vec<(String, Vec<u8>)>,
     pub(super) pending_offer: Option<ServerKey>,
     pub(super) outgoing_reinvite: bool,
+    /// The `refer` subscription of our REFER, while it is open.
+    pub(super) refer: Option<super::refer::Subscription>,
 }
 
 impl Call {
@@ -169,6 +171,7 @@ impl Call {
             acks: Vec::new(),
             pending_offer: None,
             outgoing_reinvite: false,
+            refer: None,
         }
     }
 }

@@ -81,6 +81,15 @@ pub enum CallEvent {
         /// The body of the response (the SDP answer to a re-INVITE).
         body: Vec<u8>,
     },
+    /// A NOTIFY of the `refer` subscription our REFER created
+    /// ([`Endpoint::refer`](super::Endpoint::refer)), answered 200 already: how the far end's
+    /// call to the transfer target goes.
+    ReferNotify {
+        /// The status line of its `message/sipfrag` body (100, 180, 200, 486...).
+        status: u16,
+        /// `Subscription-State: terminated`: no more NOTIFYs will come.
+        terminated: bool,
+    },
 }
 
 /// A call event with the call it belongs to.
@@ -109,6 +118,8 @@ pub struct EndpointStats {
     pub forks_released: u64,
     /// Requests resent with credentials after a 401/407.
     pub auth_retries: u64,
+    /// NOTIFYs refused: for no subscription of ours (481), or without a sipfrag status (400).
+    pub notifies_refused: u64,
     /// Incoming calls refused by their owner (`403`, `404`, `486` ...).
     pub inbound_refused: u64,
     /// New INVITEs dropped unanswered: their source had spent its budget of refusals.

@@ -1,5 +1,5 @@
-//! Requests we send inside an answered call's dialog (§12.2.1): BYE, INFO, OPTIONS, UPDATE and
-//! re-INVITE, and their final responses.
+//! Requests we send inside an answered call's dialog (§12.2.1): BYE, INFO, OPTIONS, UPDATE,
+//! re-INVITE and REFER (its own headers in `refer`), and their final responses.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -113,8 +113,11 @@ impl Endpoint {
                 .iter()
                 .map(|r| Header::Route(rsip::headers::Route::new(r.clone()))),
         );
-        if matches!(method, Method::Invite | Method::Update) {
+        if matches!(method, Method::Invite | Method::Update | Method::Refer) {
             headers.push(self.contact(transport));
+        }
+        if method == Method::Refer {
+            headers.extend(self.refer_headers(handle, cseq));
         }
         if method != Method::Ack {
             headers.push(Header::UserAgent(rsip::headers::UserAgent::new(
@@ -196,6 +199,9 @@ impl Endpoint {
             && let Some(call) = self.calls.get_mut(&handle)
         {
             call.outgoing_reinvite = false;
+        }
+        if method == Method::Refer {
+            self.on_refer_final(handle, code);
         }
         self.emit(
             handle,

@@ -13,6 +13,7 @@
 //! * `dispatch`: incoming messages, validated, and routed to a transaction or a handler;
 //! * `uac`: placing a call (INVITE, CANCEL, its responses, the 2xx ACK, forks);
 //! * `in_dialog`: requests we send in an answered call (BYE, INFO, UPDATE, re-INVITE);
+//! * `refer`: blind transfer: the REFER we send and the NOTIFYs of its subscription;
 //! * `leftover`: a call's dialog as data ([`Leftover`]), for another process to end it;
 //! * `uas`: requests the peer sends, and our responses to them;
 //! * `inbound`: calls the peer places to us (INVITE server transaction, ring, answer, refuse);
@@ -28,6 +29,7 @@ mod in_dialog;
 mod inbound;
 mod leftover;
 mod out_of_dialog;
+mod refer;
 mod session_refresh;
 mod timers;
 mod transactions;

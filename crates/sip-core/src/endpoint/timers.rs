@@ -139,6 +139,9 @@ impl Endpoint {
                 {
                     call.outgoing_reinvite = false;
                 }
+                if method == Method::Refer {
+                    self.on_refer_final(handle, 408);
+                }
                 self.emit(
                     handle,
                     CallEvent::RequestCompleted {

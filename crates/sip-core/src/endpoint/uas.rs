@@ -143,7 +143,7 @@ impl Endpoint {
                 _ if has_to_tag => 481,
                 Method::Options => 200,
                 Method::Invite => 480,
-                Method::Bye | Method::Info | Method::Update | Method::PRack => 481,
+                Method::Bye | Method::Info | Method::Update | Method::PRack | Method::Notify => 481,
                 _ => 405,
             };
             let extra = if matches!(code, 200 | 405) {
@@ -221,6 +221,7 @@ impl Endpoint {
                     },
                 );
             }
+            Method::Notify => self.on_notify(now, &key, handle),
             _ => {
                 let allow = Header::Allow(rsip::headers::Allow::new(ALLOWED_METHODS));
                 self.respond(now, &key, 405, vec![allow], None);

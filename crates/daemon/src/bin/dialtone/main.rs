@@ -171,6 +171,10 @@ struct TrunkArgs {
     /// The codecs to offer, best first, comma-separated (default: opus,g722,pcmu,pcma).
     #[arg(long, value_enum, value_delimiter = ',')]
     codecs: Vec<CodecArg>,
+    /// A host besides the trunk's that `sip:` transfer destinations may name (repeat for
+    /// more).
+    #[arg(long = "transfer-sip-domain")]
+    transfer_sip_domains: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,6 +350,17 @@ enum CallCommand {
     Get { id: String },
     /// Hangs a live call up.
     Hangup { id: String },
+    /// Transfers a call in progress (blind, REFER); its outcome shows on the call.
+    Transfer {
+        id: String,
+        /// The destination: E.164 or a `sip:` URI (on the trunk's host or one of its
+        /// transfer SIP domains).
+        #[arg(long)]
+        to: String,
+        /// `refer` (default: the agent's destination's mode, else refer) or `bridge`.
+        #[arg(long)]
+        mode: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -766,6 +781,9 @@ fn trunk_fields(a: TrunkArgs) -> anyhow::Result<proto::TrunkFields> {
                 CodecArg::Pcma => proto::Codec::Pcma as i32,
             })
             .collect(),
+        transfer_sip_domains: (!a.transfer_sip_domains.is_empty()).then_some(proto::HostList {
+            hosts: a.transfer_sip_domains,
+        }),
     })
 }
 
@@ -944,6 +962,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 CallCommand::Hangup { id } => {
                     let r = calls
                         .hangup_call(c.request(proto::HangupCallRequest { id }))
+                        .await
+                        .map_err(refused)?;
+                    let v = r
+                        .into_inner()
+                        .call
+                        .as_ref()
+                        .map(render::call)
+                        .unwrap_or_default();
+                    c.show(&v, render::call_record);
+                }
+                CallCommand::Transfer { id, to, mode } => {
+                    let r = calls
+                        .transfer_call(c.request(proto::TransferCallRequest { id, to, mode }))
                         .await
                         .map_err(refused)?;
                     let v = r

@@ -72,6 +72,11 @@ pub(crate) fn trunk(t: &proto::Trunk) -> Value {
         })
         .collect();
     put(&mut o, "codecs", codecs);
+    put(
+        &mut o,
+        "transfer_sip_domains",
+        t.transfer_sip_domains.clone(),
+    );
     put(&mut o, "created_at", t.created_at.clone());
     Value::Object(o)
 }
@@ -186,6 +191,15 @@ pub(crate) fn call(c: &proto::Call) -> Value {
         "media_stats",
         c.media_stats.as_ref().map(from_struct),
     );
+    put(&mut o, "transferred_to", c.transferred_to.clone());
+    put(
+        &mut o,
+        "transfer",
+        c.transfer.as_ref().map(|t| {
+            json!({"to": t.to, "mode": t.mode, "status": t.status, "sip_status": t.sip_status,
+                "reason": t.reason})
+        }),
+    );
     Value::Object(o)
 }
 
@@ -265,6 +279,23 @@ pub(crate) fn call_record(v: &Value) -> String {
             "end reason   {} (by {}{sip})",
             cell(&r["code"]),
             cell(&r["by"])
+        ));
+    }
+    if v["transfer"].is_object() {
+        let t = &v["transfer"];
+        let sip = match &t["sip_status"] {
+            Value::Null => String::new(),
+            s => format!(", SIP {s}"),
+        };
+        let why = match &t["reason"] {
+            Value::Null => String::new(),
+            r => format!(": {}", cell(r)),
+        };
+        out.push(format!(
+            "transfer     {} to {} ({}{sip}){why}",
+            cell(&t["status"]),
+            cell(&t["to"]),
+            cell(&t["mode"])
         ));
     }
     if !v["answered_by"].is_null() {
