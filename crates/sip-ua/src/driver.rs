@@ -34,6 +34,7 @@ pub(crate) enum Command {
     },
     Ring {
         call: u64,
+        trunk: Arc<Trunk>,
     },
     Accept {
         call: u64,
@@ -94,6 +95,16 @@ struct OpenConnection {
     id: ConnectionId,
     /// What it writes.
     writer: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+/// A call placed to us, as its owner sees it.
+#[derive(Debug)]
+struct Answering {
+    handle: CallHandle,
+    events: mpsc::UnboundedSender<UaEvent>,
+    /// The trunk it was routed to, once rung: requests of its dialog to a number (a
+    /// transfer's `Refer-To`) go through it.
+    trunk: Option<Arc<Trunk>>,
 }
 
 /// One call as its owner sees it, across failover attempts.
@@ -194,7 +205,7 @@ struct Driver {
     /// Whether we listen for TLS (requests a TLS trunk sends on a new connection).
     tls_listener: bool,
     /// Calls placed to us: their core handle and their owner's events.
-    answering: HashMap<u64, (CallHandle, mpsc::UnboundedSender<UaEvent>)>,
+    answering: HashMap<u64, Answering>,
     /// Where calls placed to us go.
     incoming: mpsc::UnboundedSender<Incoming>,
     /// The driver's own command channel, handed to the calls placed to us (weak: the driver
@@ -521,9 +532,10 @@ impl Driver {
                     let _ = self.endpoint.hang_up(now, handle);
                 }
             }
-            Command::Ring { call } => {
-                if let Some(handle) = self.handle_of(call) {
-                    let _ = self.endpoint.ring(now, handle);
+            Command::Ring { call, trunk } => {
+                if let Some(answering) = self.answering.get_mut(&call) {
+                    answering.trunk = Some(trunk);
+                    let _ = self.endpoint.ring(now, answering.handle);
                 }
             }
             Command::Accept { call, sdp } => {
@@ -553,15 +565,20 @@ impl Driver {
                 }
             }
             Command::Refer { call, to, reply } => {
-                let result = match self.slots.get(&call) {
-                    Some(slot) => {
-                        // A number goes through the call's trunk, like the INVITE did.
-                        let uri = match to.starts_with('+') {
-                            true => slot.trunk.number_uri(&to),
-                            false => to,
+                let placed = self.slots.get(&call).map(|s| (s.handle, Some(&s.trunk)));
+                let answered = self
+                    .answering
+                    .get(&call)
+                    .map(|a| (a.handle, a.trunk.as_ref()));
+                let result = match placed.or(answered) {
+                    Some((handle, trunk)) => {
+                        // A number goes through the call's trunk, like its INVITE did.
+                        let uri = match (to.starts_with('+'), trunk) {
+                            (true, Some(trunk)) => trunk.number_uri(&to),
+                            _ => to,
                         };
                         self.endpoint
-                            .refer(now, slot.handle, &uri)
+                            .refer(now, handle, &uri)
                             .map_err(UaError::from)
                     }
                     None => Err(UaError::CallEnded),
@@ -646,7 +663,7 @@ impl Driver {
         self.slots
             .get(&id)
             .map(|s| s.handle)
-            .or_else(|| self.answering.get(&id).map(|(h, _)| *h))
+            .or_else(|| self.answering.get(&id).map(|a| a.handle))
     }
 
     /// A call placed to us: handed to the owner of incoming calls, or refused `480` when
@@ -665,7 +682,14 @@ impl Driver {
             commands,
             finished: false,
         };
-        self.answering.insert(id, (handle, events_tx));
+        self.answering.insert(
+            id,
+            Answering {
+                handle,
+                events: events_tx,
+                trunk: None,
+            },
+        );
         self.by_handle.insert(handle, id);
         if let Err(unheard) = self.incoming.send(Incoming { call, offer }) {
             let mut unheard = unheard.0;
@@ -879,7 +903,7 @@ impl Driver {
             return;
         }
         if let Some(&id) = self.by_handle.get(&handle)
-            && let Some((_, events)) = self.answering.get(&id)
+            && let Some(Answering { events, .. }) = self.answering.get(&id)
         {
             let last = matches!(event, CallEvent::Failed { .. } | CallEvent::Ended { .. });
             if matches!(event, CallEvent::Answered { .. })

@@ -500,9 +500,13 @@ impl Call {
         self.command(Command::HangUp { call: self.id })
     }
 
-    /// Rings a call placed to us (`180 Ringing`).
-    pub fn ring(&self) -> Result<(), UaError> {
-        self.command(Command::Ring { call: self.id })
+    /// Rings a call placed to us (`180 Ringing`), routed to `trunk`: what the call later
+    /// sends in its dialog to a number (a transfer's `Refer-To`) goes through that trunk.
+    pub fn ring(&self, trunk: Arc<Trunk>) -> Result<(), UaError> {
+        self.command(Command::Ring {
+            call: self.id,
+            trunk,
+        })
     }
 
     /// Answers a call placed to us with our SDP (`200 OK`); [`CallEvent::Answered`] follows

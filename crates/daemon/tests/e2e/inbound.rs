@@ -3,8 +3,8 @@
 //! an address that is not the number's trunk's, `404` to a number that is not ours or that no
 //! agent answers, none of them leaving a record; `486` over the organisation's concurrency cap,
 //! without a record either; a caller cancelling before the answer; and a flood of refused
-//! INVITEs from one address cut short while a legitimate call still completes; and
-//! `builtin:agent` answering like `builtin:echo`.
+//! INVITEs from one address cut short while a legitimate call still completes;
+//! `builtin:agent` answering like `builtin:echo`; and a transfer of a call placed to us.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -518,5 +518,51 @@ async fn builtin_agent_answers_an_inbound_call_and_hangs_up_with_an_apology() {
     // The apology went out as audio.
     let media = &record["media_stats"];
     assert!(media["packets_out"].as_u64().unwrap() >= 25, "{media}");
+    w.finish().await;
+}
+
+/// A call placed to us is transferred like a dispatched one: the REFER goes in the caller's
+/// dialog, its `Refer-To` a number reached through the trunk the call came from, and the
+/// `200 OK` sipfrag ends our leg as `transferred`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_call_is_transferred_to_a_number_through_its_trunk() {
+    let w = world(None, &[]).await;
+    answering_agent(&w.api, OUR_NUMBER, "inbound", None).await;
+    let caller = tokio::spawn(call_in(
+        w.daemon.sip_addr.to_string(),
+        "127.0.0.1",
+        "caller_is_transferred.xml",
+        keys(&[
+            ("number", OUR_NUMBER),
+            ("number_re", r"\+15550001000"),
+            ("refer_to_re", r"sip:\+15550001111@127\.0\.0\.1:5060"),
+        ]),
+    ));
+    let mut id = String::new();
+    for _ in 0..500 {
+        if let Some(call) = calls(&w.api).await.first()
+            && call["status"] == "in_progress"
+        {
+            id = call["id"].as_str().unwrap().to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!id.is_empty(), "the call is answered");
+    let (s, call) = w
+        .api
+        .post(
+            &format!("/v1/calls/{id}/transfer"),
+            json!({"to": "+15550001111"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{call}");
+    // SIPp fails its scenario unless the REFER carried the Refer-To and Referred-By it checks,
+    // both NOTIFYs were answered 200 and our BYE followed the final one.
+    caller.await.unwrap();
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "completed", "transferred", "api");
+    assert_eq!(record["transferred_to"], "+15550001111", "{record:#}");
+    assert_eq!(record["direction"], "inbound");
     w.finish().await;
 }

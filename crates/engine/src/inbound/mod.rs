@@ -231,7 +231,7 @@ impl Engine {
             Some(Ok(slot)) => Some(slot),
             Some(Err(_)) => return Err((call, Refused::new(486, "busy"))),
         };
-        if call.ring().is_err() {
+        if call.ring(Arc::new(trunk_for_ua(&trunk))).is_err() {
             return Err((call, Refused::new(500, "error")));
         }
         let prepared = match self.prepare_answer(
