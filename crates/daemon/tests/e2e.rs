@@ -3775,6 +3775,8 @@ mod amd;
 mod codecs;
 #[path = "e2e/failures.rs"]
 mod failures;
+#[path = "e2e/nodes.rs"]
+mod nodes;
 #[path = "e2e/secure.rs"]
 mod secure;
 #[path = "e2e/transfer.rs"]
