@@ -63,6 +63,9 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
 
+/// How long a transfer request waits for the call's task to take it up.
+const TRANSFER_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 /// Errors from dispatching or controlling calls.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -739,7 +742,12 @@ impl Engine {
         if !self.control(call_id, control) {
             return Err(self.not_live(call_id).await);
         }
-        match answer.await {
+        // A call busy ending (its brain's last writes) reads no more controls: its answer is
+        // as good as "ended".
+        let answer = tokio::time::timeout(TRANSFER_ANSWER_WAIT, answer)
+            .await
+            .unwrap_or(Ok(Err(TransferRefusal::NotInProgress)));
+        match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(TransferRefusal::NotInProgress)) => {
                 Err(EngineError::CallNotInProgress { call_id })
