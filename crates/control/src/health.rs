@@ -33,7 +33,8 @@ pub(crate) async fn open_metrics_page(State(state): State<ApiState>) -> Response
     }
 }
 
-/// Ready when storage answers, the SIP user agent runs and calls are taken (not draining).
+/// Ready when storage answers, the SIP user agent runs and calls are taken (not draining, and
+/// the node holds its lease).
 pub(crate) async fn ready(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
     state.engine.storage().ping().await?;
     if !state.engine.sip_running().await {
@@ -41,6 +42,9 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> Result<&'static str,
     }
     if !state.engine.is_accepting() {
         return Err(EngineError::ShuttingDown.into());
+    }
+    if !state.engine.holds_lease() {
+        return Err(EngineError::LeaseLost.into());
     }
     Ok("ready")
 }

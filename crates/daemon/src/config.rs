@@ -140,6 +140,16 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
         Some("30"),
         "on SIGTERM/SIGINT, how long live calls may go on before `engine_shutdown` ends them",
     ),
+    (
+        "DIALTONE_NODE_ID",
+        None,
+        "this node's id in a shared database: its calls are its own (default: a new id each start)",
+    ),
+    (
+        "DIALTONE_NODE_LEASE_SECONDS",
+        Some("15"),
+        "the node's lease, renewed every third of it; a node that misses it is lost and a survivor closes its calls (`node_lost`)",
+    ),
 ];
 
 /// The SIP over TLS listener: where, and the PEM files of its certificate chain and key.
@@ -211,6 +221,10 @@ pub struct Config {
     pub sip_t1: Duration,
     /// How long live calls may go on after a shutdown signal.
     pub drain_timeout: Duration,
+    /// This node's id (its calls and its lease).
+    pub node_id: String,
+    /// The node's lease.
+    pub node_lease: Duration,
     /// Log filter.
     pub log: String,
     /// Log format.
@@ -267,6 +281,26 @@ impl Sources<'_> {
         Ok(Duration::from_secs(
             self.parse(key, "a whole number of seconds")?,
         ))
+    }
+}
+
+/// `DIALTONE_NODE_ID`: 1-64 letters, digits, `-`, `_` or `.`; a new UUID when unset.
+fn node_id(sources: &Sources<'_>) -> Result<String, DaemonError> {
+    let Some((id, from)) = sources.get("DIALTONE_NODE_ID") else {
+        return Ok(uuid::Uuid::now_v7().to_string());
+    };
+    let id = id.trim();
+    let fits = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if fits {
+        Ok(id.to_owned())
+    } else {
+        Err(DaemonError::Config {
+            key: "DIALTONE_NODE_ID",
+            problem: format!("{id:?}{from} is not 1-64 letters, digits, `-`, `_` or `.`"),
+        })
     }
 }
 
@@ -418,6 +452,13 @@ impl Config {
                 problem: "must be at least 1".into(),
             });
         }
+        let node_lease = sources.seconds("DIALTONE_NODE_LEASE_SECONDS")?;
+        if node_lease < Duration::from_secs(3) {
+            return Err(DaemonError::Config {
+                key: "DIALTONE_NODE_LEASE_SECONDS",
+                problem: "must be at least 3 (it is renewed every third of it)".into(),
+            });
+        }
         let sip_tls = match sources.or_default("DIALTONE_SIP_TLS_ADDR").0.trim() {
             "" => None,
             _ => Some(SipTls {
@@ -486,6 +527,8 @@ impl Config {
             .filter(|cap| *cap > 0),
             sip_t1: Duration::from_millis(sip_t1_ms),
             drain_timeout: sources.seconds("DIALTONE_DRAIN_TIMEOUT_SECONDS")?,
+            node_id: node_id(&sources)?,
+            node_lease,
             log,
             log_format,
         })
@@ -525,6 +568,12 @@ mod tests {
         assert_eq!(c.rtp_ports, (20000, 20999));
         assert_eq!(c.sip_t1, Duration::from_millis(500));
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.node_lease, Duration::from_secs(15));
+        assert_ne!(
+            c.node_id,
+            Config::load_from(None, &env(&required())).unwrap().node_id,
+            "a new node id each start"
+        );
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.default_brain, "builtin:ivr");
         assert!(c.media_realtime);
@@ -576,6 +625,14 @@ mod tests {
             (
                 vec![("DIALTONE_SIP_T1_MS", "0")],
                 "DIALTONE_SIP_T1_MS: must be at least 1",
+            ),
+            (
+                vec![("DIALTONE_NODE_ID", "node one")],
+                "DIALTONE_NODE_ID: \"node one\" is not 1-64 letters",
+            ),
+            (
+                vec![("DIALTONE_NODE_LEASE_SECONDS", "2")],
+                "DIALTONE_NODE_LEASE_SECONDS: must be at least 3",
             ),
             (
                 vec![("DIALTONE_SIP_TLS_ADVERTISED_PORT", "5061")],

@@ -5,9 +5,11 @@
 //! defaults; the file's key is the variable's name without the prefix, in lower case). A bad
 //! value stops start-up with one message naming the variable and the rule.
 //!
-//! [`Daemon::start`] opens storage, closes calls a previous run left live (`engine_restart`),
-//! binds SIP (UDP and TCP), the HTTP API (with `/metrics`, `/healthz`, `/readyz`) and the
-//! gRPC API, and starts the webhook delivery worker. [`Daemon::shutdown`] drains: dispatches
+//! [`Daemon::start`] opens storage as node `DIALTONE_NODE_ID` and takes its lease, closes the
+//! calls a previous run of this node left live (`engine_restart`), binds SIP (UDP, TCP, TLS),
+//! the HTTP API (with `/metrics`, `/healthz`, `/readyz`) and the gRPC API, and starts the
+//! webhook delivery worker and the lease keeper (`node.rs`: renewal, and lost nodes' calls
+//! closed as `node_lost`). [`Daemon::shutdown`] drains: dispatches
 //! are refused at once (503 / `UNAVAILABLE`), live calls go on up to the drain timeout, the
 //! rest are ended with `engine_shutdown`, and their outcomes are in storage before it returns.
 //!
@@ -27,6 +29,7 @@ use dialtone_storage::Storage;
 
 mod config;
 pub mod http;
+mod node;
 pub use config::{Config, LogFormat, SETTINGS, SipTls};
 
 /// Errors starting the daemon; each names the setting at fault.
@@ -173,6 +176,8 @@ pub struct Daemon {
     metrics_server: Option<tokio::task::JoinHandle<()>>,
     grpc: tokio::task::JoinHandle<()>,
     webhooks: tokio::task::JoinHandle<()>,
+    /// Renews the node's lease and closes lost nodes' calls.
+    lease: tokio::task::JoinHandle<()>,
 }
 
 impl Daemon {
@@ -180,7 +185,11 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         // Before anything counts: the start's own work (leftover hang-ups) is in the metrics.
         let recorder = prometheus();
-        let storage = Storage::open(&config.database_url).await?;
+        let storage = Storage::open(&config.database_url)
+            .await?
+            .with_node(&config.node_id);
+        // The lease first: a survivor must not take this node's calls for a lost node's.
+        storage.renew_lease(config.node_lease).await?;
         let org = storage
             .bootstrap_operator_key(&config.api_key)
             .await
@@ -263,7 +272,7 @@ impl Daemon {
         })?;
         let engine = Engine::new(
             storage,
-            ua,
+            ua.clone(),
             media.clone(),
             speech,
             EngineConfig {
@@ -290,6 +299,7 @@ impl Daemon {
             source,
         })?;
         engine.answer_inbound();
+        let lease = tokio::spawn(node::keep_lease(engine.clone(), ua, config.node_lease));
         let registering = engine.start_registrations().await?;
         if registering > 0 {
             tracing::info!(registering, "registering with trunks");
@@ -345,8 +355,9 @@ impl Daemon {
         let server = tokio::spawn(async move {
             http::serve(listener, app, http::HttpTimeouts::default()).await;
         });
-        tracing::info!(%http_addr, %grpc_addr, %sip_addr, "dialtoned ready");
+        tracing::info!(%http_addr, %grpc_addr, %sip_addr, node = %config.node_id, "dialtoned ready");
         Ok(Daemon {
+            lease,
             http_addr,
             metrics_addr,
             metrics_server,
@@ -386,6 +397,11 @@ impl Daemon {
         }
         self.grpc.abort();
         self.webhooks.abort();
+        self.lease.abort();
+        // Every call is over: nothing of this node is left for a survivor to close.
+        if let Err(error) = self.engine.storage().release_lease().await {
+            tracing::warn!(%error, "cannot give the node's lease up");
+        }
         self.engine.storage().close().await;
         ended
     }

@@ -3777,6 +3777,8 @@ mod codecs;
 mod failures;
 #[path = "e2e/inbound.rs"]
 mod inbound;
+#[path = "e2e/nodes.rs"]
+mod nodes;
 #[path = "e2e/secure.rs"]
 mod secure;
 #[path = "e2e/transfer.rs"]

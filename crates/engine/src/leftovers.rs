@@ -1,4 +1,5 @@
-//! Calls a killed process left live, hung up on the wire at the next start. Each call keeps
+//! Calls a killed process left live, hung up on the wire at the next start of its node, or by
+//! a survivor once the node is lost ([`hang_up_lost`]). Each call keeps
 //! its SIP dialog in storage when its first provisional response and its answer arrive
 //! ([`dialtone_sip_ua::UaEvent::Leftover`]); before the start closes such calls
 //! (`engine_restart`), [`hang_up_leftovers`] sends each a BYE (answered) or a CANCEL (still
@@ -11,22 +12,45 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone_sip_ua::{CallEvent, Leftover, SipUa};
-use dialtone_storage::{Storage, StorageError};
+use dialtone_storage::{InterruptedDialog, Storage, StorageError};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 /// How long the start waits for the far ends' answers, all calls together.
 pub const LEFTOVER_WAIT: Duration = Duration::from_secs(4);
 
-/// Sends the BYE or CANCEL of every call a previous run left live with a kept dialog, and
-/// waits up to `wait` for the answers; returns how many requests left.
+/// Sends the BYE or CANCEL of every call a previous run of this node left live with a kept
+/// dialog, and waits up to `wait` for the answers; returns how many requests left.
 pub async fn hang_up_leftovers(
     storage: &Storage,
     ua: &SipUa,
     wait: Duration,
 ) -> Result<usize, StorageError> {
+    let dialogs = storage.interrupted_dialogs().await?;
+    hang_up(storage, ua, dialogs, wait).await
+}
+
+/// [`hang_up_leftovers`] for the live calls of lost node `node` (before they are closed).
+pub async fn hang_up_lost(
+    storage: &Storage,
+    ua: &SipUa,
+    node: &str,
+    wait: Duration,
+) -> Result<usize, StorageError> {
+    let dialogs = storage.lost_dialogs(node).await?;
+    hang_up(storage, ua, dialogs, wait).await
+}
+
+/// Sends each of `dialogs`' BYE or CANCEL, all at once, and waits up to `wait` for the
+/// answers; returns how many requests left.
+async fn hang_up(
+    storage: &Storage,
+    ua: &SipUa,
+    dialogs: Vec<InterruptedDialog>,
+    wait: Duration,
+) -> Result<usize, StorageError> {
     let mut ending = JoinSet::new();
-    for interrupted in storage.interrupted_dialogs().await? {
+    for interrupted in dialogs {
         let id = interrupted.call_id;
         let leftover: Leftover = match serde_json::from_str(&interrupted.dialog) {
             Ok(leftover) => leftover,
@@ -40,7 +64,10 @@ pub async fn hang_up_leftovers(
         let trunk = match storage.get_trunk(interrupted.trunk_id).await {
             Ok(trunk) => Some(Arc::new(crate::trunk_for_ua(&trunk))),
             Err(StorageError::NotFound { .. }) => None,
-            Err(error) => return Err(error),
+            Err(error) => {
+                tracing::warn!(call = %id, %error, "a left-over call's trunk cannot be read; trying without its settings");
+                None
+            }
         };
         let ua = ua.clone();
         ending.spawn(async move {

@@ -64,6 +64,9 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
 
+/// How long a transfer request waits for the call's task to take it up.
+const TRANSFER_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 /// Errors from dispatching or controlling calls.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -112,6 +115,12 @@ pub enum EngineError {
     /// The engine is shutting down.
     #[error("the daemon is shutting down and takes no new calls; dispatch to another node")]
     ShuttingDown,
+    /// The node could not renew its lease in the shared database: another node may be
+    /// closing its calls, so it takes none.
+    #[error(
+        "this node lost its lease in the database and takes no new calls; dispatch to another node"
+    )]
+    LeaseLost,
     /// The SIP user agent has stopped.
     #[error("the SIP user agent has stopped")]
     SipStopped,
@@ -299,6 +308,8 @@ pub struct Engine {
     config: EngineConfig,
     live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<Control>>>,
     accepting: std::sync::atomic::AtomicBool,
+    /// Whether the node holds its lease in the shared database (see the daemon's `node`).
+    lease_held: std::sync::atomic::AtomicBool,
     changes: tokio::sync::broadcast::Sender<Uuid>,
     /// Per organisation: its concurrency cap and the slots under it (FIFO).
     org_slots: Mutex<HashMap<Uuid, (u32, Arc<tokio::sync::Semaphore>)>>,
@@ -376,6 +387,7 @@ impl Engine {
             config,
             live: Mutex::new(HashMap::new()),
             accepting: std::sync::atomic::AtomicBool::new(true),
+            lease_held: std::sync::atomic::AtomicBool::new(true),
             changes: tokio::sync::broadcast::channel(1024).0,
             org_slots: Mutex::new(HashMap::new()),
             org_rates: Mutex::new(HashMap::new()),
@@ -420,6 +432,17 @@ impl Engine {
         self.ua.stats().await.is_ok()
     }
 
+    /// Whether the node holds its lease (dispatches are refused while it does not).
+    pub fn holds_lease(&self) -> bool {
+        self.lease_held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records whether the node holds its lease.
+    pub fn set_lease_held(&self, held: bool) {
+        self.lease_held
+            .store(held, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Stops accepting new dispatches.
     pub fn stop_accepting(&self) {
         self.accepting
@@ -434,6 +457,9 @@ impl Engine {
         let dispatched = std::time::Instant::now();
         if !self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);
+        }
+        if !self.holds_lease() {
+            return Err(EngineError::LeaseLost);
         }
         let agent = match self.storage.get_agent(request.agent_id).await {
             Ok(agent) if agent.org_id == request.org_id => agent,
@@ -757,7 +783,12 @@ impl Engine {
         if !self.control(call_id, control) {
             return Err(self.not_live(call_id).await);
         }
-        match answer.await {
+        // A call busy ending (its brain's last writes) reads no more controls: its answer is
+        // as good as "ended".
+        let answer = tokio::time::timeout(TRANSFER_ANSWER_WAIT, answer)
+            .await
+            .unwrap_or(Ok(Err(TransferRefusal::NotInProgress)));
+        match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(TransferRefusal::NotInProgress)) => {
                 Err(EngineError::CallNotInProgress { call_id })

@@ -64,6 +64,8 @@ pub struct Call {
     pub transferred_to: Option<String>,
     /// The last transfer attempt.
     pub transfer: Option<Transfer>,
+    /// The node that owns it (none for calls from before nodes were recorded).
+    pub node: Option<String>,
     /// Accepted at.
     pub created_at: i64,
     /// INVITE sent at.
@@ -201,6 +203,10 @@ pub struct CallView {
     /// `reason` says why).
     #[serde(default)]
     pub transfer: Option<Transfer>,
+    /// The node (`DIALTONE_NODE_ID`) that owns the call: where its media runs and its
+    /// commands go.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 impl From<&Call> for CallView {
@@ -258,6 +264,7 @@ impl From<&Call> for CallView {
             summary: call.summary.clone(),
             transferred_to: call.transferred_to.clone(),
             transfer: call.transfer.clone(),
+            node: call.node.clone(),
         }
     }
 }
@@ -300,6 +307,7 @@ mod tests {
             summary: None,
             transferred_to: None,
             transfer: None,
+            node: None,
             created_at: 1_000,
             dialed_at: Some(1_010),
             ringing_at: Some(1_100),

@@ -54,8 +54,8 @@ pub enum TransferTarget {
 }
 
 impl TransferTarget {
-    /// Reads `to`: an E.164 number or `sip:[user@]host[:port][;params]`; anything else is a
-    /// 400 naming `to`.
+    /// Reads `to`: an E.164 number or `sip:[user@]host[:port][;transport=…][;user=…]`; anything
+    /// else (other parameters, URI headers) is a 400 naming `to`.
     pub fn parse(to: &str) -> Result<Self, FieldError> {
         if is_e164(to) {
             return Ok(Self::Number(to.to_owned()));
@@ -64,7 +64,7 @@ impl TransferTarget {
             FieldError::invalid(
                 "to",
                 "`to` must be an E.164 number (\"+14155550100\") or a SIP URI \
-                 (\"sip:agent@pbx.example.com\")",
+                 (\"sip:agent@pbx.example.com\", parameters `transport` and `user` only)",
             )
         };
         let rest = to.strip_prefix("sip:").ok_or_else(invalid)?;
@@ -73,7 +73,8 @@ impl TransferTarget {
             Some((user, host_port)) => (Some(user), host_port),
             None => (None, address),
         };
-        if user.is_some_and(|u| !is_sip_user(u)) {
+        // No URI headers (`?…`): a parser that splits on `?` first would read another host.
+        if user.is_some_and(|u| !is_sip_user(u) || u.contains('?')) {
             return Err(invalid());
         }
         let host = match host_port.rsplit_once(':') {
@@ -86,10 +87,15 @@ impl TransferTarget {
             }
             _ => host_port,
         };
-        let params_ok = params.split(';').all(|p| {
-            p.is_empty()
-                || p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()=%".contains(&b))
+        // Only `transport` and `user`: `maddr` (RFC 3261 §19.1.1) would route the call to a
+        // host the allow-list never saw.
+        let params_ok = params.split(';').filter(|p| !p.is_empty()).all(|p| {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            matches!(name.to_ascii_lowercase().as_str(), "transport" | "user")
+                && !value.is_empty()
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
         if !is_host(host) || !params_ok {
             return Err(invalid());
@@ -214,6 +220,9 @@ mod tests {
             "sip:a@host\r\nX: y",
             "sip:a@host>;x",
             "http://example.com",
+            "sip:desk@trunk.example;maddr=203.0.113.9",
+            "sip:desk@trunk.example;lr;x=1",
+            "sip:evil.example?x@trunk.example",
         ] {
             let error = TransferTarget::parse(bad).unwrap_err();
             assert_eq!(error.field, "to", "{bad}");

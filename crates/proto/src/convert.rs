@@ -133,6 +133,7 @@ impl From<&CallView> for Call {
                 sip_status: t.sip_status.map(u32::from),
                 reason: t.reason.map(|r| r.as_str().to_owned()),
             }),
+            node: call.node.clone(),
         }
     }
 }

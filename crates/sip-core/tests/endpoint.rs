@@ -1521,13 +1521,56 @@ fn a_new_refer_replaces_an_open_subscription_whose_notifies_then_get_481() {
         "SIP/2.0 180 Ringing\r\n",
     ));
     assert!(h.last_sent().is_response(481), "{}", h.last_sent().text);
+    // Only the dialog's first REFER's NOTIFYs may leave the id out: a late one of it must not
+    // complete the second.
+    h.feed(&notify(
+        &h,
+        "z9hG4bKr0",
+        3,
+        "refer",
+        "terminated",
+        "SIP/2.0 200 OK\r\n",
+    ));
+    assert!(h.last_sent().is_response(481), "{}", h.last_sent().text);
     h.feed(&notify(
         &h,
         "z9hG4bKr2",
-        2,
+        4,
         "refer;id=3",
         "active",
         "SIP/2.0 180 Ringing\r\n",
+    ));
+    assert!(h.last_sent().is_response(200), "{}", h.last_sent().text);
+}
+
+/// The first REFER's final response, coming after a second REFER went out, is not the
+/// current subscription's: it is not reported, and the second's subscription stays open.
+#[test]
+fn a_late_answer_to_an_earlier_refer_is_dropped() {
+    let (mut h, call, first) = referred("sip:+15550001111@192.0.2.20");
+    h.ep.refer(h.now, call, "sip:+15550002222@192.0.2.20")
+        .unwrap();
+    h.collect();
+    let second = h.last_sent();
+    h.take_events();
+    h.reply(&first, 603, None, "", "");
+    assert_eq!(h.take_events(), Vec::<CallEvent>::new());
+    h.reply(&second, 202, None, "", "");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::RequestCompleted {
+            method: rsip::Method::Refer,
+            status: 202,
+            body: Vec::new(),
+        }]
+    );
+    h.feed(&notify(
+        &h,
+        "z9hG4bKl1",
+        1,
+        "refer;id=3",
+        "active",
+        "SIP/2.0 100 Trying\r\n",
     ));
     assert!(h.last_sent().is_response(200), "{}", h.last_sent().text);
 }

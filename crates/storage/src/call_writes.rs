@@ -16,9 +16,31 @@ use crate::outbox::enqueue_events;
 use crate::rows::{unique_violation, uuid_of, values};
 use crate::writer::{Pending, Write};
 use crate::{
-    AmdExplanation, AnsweredBy, Call, CallStatus, Direction, EndReason, EndedBy, Result, Storage,
-    StorageError, Transfer, now_ms,
+    AmdExplanation, AnsweredBy, Backend, Call, CallStatus, Direction, EndReason, EndedBy, Result,
+    Storage, StorageError, Transfer, now_ms,
 };
+
+/// Whose live calls a start-up or a survivor deals with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Owners<'a> {
+    /// Every node's (SQLite: there is one).
+    Every,
+    /// This node's, and those from before nodes were recorded.
+    Own(&'a str),
+    /// A lost node's alone.
+    Lost(&'a str),
+}
+
+impl Owners<'_> {
+    /// The query's binds: every call, the node, and whether calls of no node count.
+    fn binds(self) -> (bool, String, bool) {
+        match self {
+            Self::Every => (true, String::new(), true),
+            Self::Own(node) => (false, node.to_owned(), true),
+            Self::Lost(node) => (false, node.to_owned(), false),
+        }
+    }
+}
 
 /// A call a previous run left live with its SIP dialog kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +135,7 @@ impl Storage {
                 now: now_ms(),
                 call: c,
                 key,
+                node: self.node.clone(),
             })
             .await
     }
@@ -223,13 +246,33 @@ impl Storage {
             .await
     }
 
-    /// The calls a previous run left unfinished that kept a SIP dialog, to be ended on the wire
-    /// before [`Storage::close_interrupted_calls`] closes them.
+    /// The calls a previous run of this node (on SQLite, of any: it has one) left unfinished
+    /// that kept a SIP dialog, to be ended on the wire before
+    /// [`Storage::close_interrupted_calls`] closes them.
     pub async fn interrupted_dialogs(&self) -> Result<Vec<InterruptedDialog>> {
+        self.live_dialogs(self.own_calls()).await
+    }
+
+    /// The calls this node answers for at its start: on SQLite every call (it has one
+    /// node); on PostgreSQL its own, and those from before nodes were recorded.
+    fn own_calls(&self) -> Owners<'_> {
+        match self.backend {
+            Backend::Sqlite => Owners::Every,
+            Backend::Postgres => Owners::Own(&self.node),
+        }
+    }
+
+    /// The live calls of `owners` that kept a SIP dialog.
+    pub(crate) async fn live_dialogs(&self, owners: Owners<'_>) -> Result<Vec<InterruptedDialog>> {
+        let (every, node, unowned) = owners.binds();
         let rows = sqlx::query(
             "SELECT id, trunk_id, sip_dialog FROM calls WHERE status IN ('dialing', 'ringing', \
-             'in_progress') AND sip_dialog IS NOT NULL",
+             'in_progress') AND sip_dialog IS NOT NULL \
+             AND ($1 OR node_id = $2 OR ($3 AND node_id IS NULL))",
         )
+        .bind(every)
+        .bind(node)
+        .bind(unowned)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -249,19 +292,29 @@ impl Storage {
             .collect()
     }
 
-    /// Ends every call a previous run left unfinished (the process died with them live) with
-    /// status `failed` and end reason `engine_restart`, announcing each; returns how many.
-    pub async fn close_interrupted_calls(&self) -> Result<u64> {
+    /// Fails every live call of `owners` with `reason`, by `engine`, announcing each; each is
+    /// closed once even when several nodes race (a status only moves forward). Returns how
+    /// many this call closed.
+    pub(crate) async fn fail_live_calls(
+        &self,
+        owners: Owners<'_>,
+        reason: EndReason,
+    ) -> Result<u64> {
+        let (every, node, unowned) = owners.binds();
         let rows = sqlx::query(
-            "SELECT id FROM calls WHERE status IN ('queued', 'dialing', 'ringing', 'in_progress')",
+            "SELECT id FROM calls WHERE status IN ('queued', 'dialing', 'ringing', 'in_progress') \
+             AND ($1 OR node_id = $2 OR ($3 AND node_id IS NULL))",
         )
+        .bind(every)
+        .bind(node)
+        .bind(unowned)
         .fetch_all(&self.pool)
         .await?;
         let mut closed = 0;
         for row in &rows {
             let id = uuid_of(row, "id")?;
             let progress = CallProgress {
-                end_reason: Some(EndReason::EngineRestart),
+                end_reason: Some(reason),
                 ended_by: Some(EndedBy::Engine),
                 ..CallProgress::default()
             };
@@ -270,6 +323,14 @@ impl Storage {
             }
         }
         Ok(closed)
+    }
+
+    /// Ends every call a previous run of this node left unfinished (the process died with them
+    /// live; on SQLite, every node's: it has one) with status `failed` and end reason
+    /// `engine_restart`, announcing each; returns how many.
+    pub async fn close_interrupted_calls(&self) -> Result<u64> {
+        self.fail_live_calls(self.own_calls(), EndReason::EngineRestart)
+            .await
     }
 }
 
@@ -280,6 +341,8 @@ pub(crate) struct InsertCall {
     call: NewCall,
     /// The key scoped to the organisation, and the request's hash.
     key: Option<(String, String)>,
+    /// The node that owns it.
+    node: std::sync::Arc<str>,
 }
 
 impl Write for InsertCall {
@@ -296,9 +359,9 @@ impl Write for InsertCall {
         Box::pin(async move {
             let sql = format!(
                 "INSERT INTO calls (id, agent_id, to_number, from_number, trunk_id, instructions, \
-                 context, metadata, webhook_url, status, created_at, updated_at, org_id, \
+                 context, metadata, webhook_url, status, created_at, updated_at, org_id, node_id, \
                  direction) VALUES {} RETURNING *",
-                values(writes.len(), 14)
+                values(writes.len(), 15)
             );
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
             for w in writes {
@@ -317,6 +380,7 @@ impl Write for InsertCall {
                     .bind(w.now)
                     .bind(w.now)
                     .bind(c.org_id.to_string())
+                    .bind(&*w.node)
                     .bind(c.direction.as_str());
             }
             let mut written = HashMap::new();
@@ -745,6 +809,7 @@ mod tests {
             now: now_ms(),
             call: another(&first, to, Some("https://example.com/hook")),
             key: key.map(|(k, h)| (k.to_owned(), h.to_owned())),
+            node: s.node.clone(),
         };
         let mut conn = s.pool.acquire().await.unwrap();
         let told = writer::commit_together(

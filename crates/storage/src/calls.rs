@@ -149,6 +149,7 @@ pub(crate) fn call_from(row: &AnyRow) -> Result<Call> {
         agent_stats: opt_json_of(row, "agent_stats")?,
         summary: row.try_get("summary")?,
         transferred_to: row.try_get("transferred_to")?,
+        node: row.try_get("node_id")?,
         transfer: parse_opt(row, "transfer", |t| {
             serde_json::from_str::<dialtone_model::Transfer>(t)
         })?,

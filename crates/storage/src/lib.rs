@@ -54,6 +54,7 @@ mod call_writes;
 mod calls;
 mod error;
 mod inbound;
+mod nodes;
 mod numbers;
 mod organizations;
 mod outbox;
@@ -99,7 +100,12 @@ pub struct Storage {
     backend: Backend,
     /// The call path's writes (calls, their steps and details, their events) go through it.
     writer: Writer,
+    /// The node this process is: its new calls are its own ([`Storage::with_node`]).
+    node: std::sync::Arc<str>,
 }
+
+/// The node of a storage no node was given ([`Storage::with_node`]).
+pub const LOCAL_NODE: &str = "local";
 
 /// Which database a [`Storage`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +172,20 @@ impl Storage {
             pool,
             backend,
             writer,
+            node: LOCAL_NODE.into(),
         })
+    }
+
+    /// This storage as node `node` sees it: the calls it inserts are that node's, and its
+    /// start-up closes only that node's leftovers (on PostgreSQL; SQLite has one node).
+    pub fn with_node(mut self, node: &str) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    /// The node this storage acts for.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The database this storage runs on.

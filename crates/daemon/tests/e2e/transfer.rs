@@ -343,7 +343,7 @@ async fn the_cli_transfers_over_grpc_and_sets_a_trunks_transfer_domains() {
     ] {
         let all = ["calls", "transfer", &id, "--to", to, "--mode", mode];
         let (ok, _, err) = cli(&w, &all).await;
-        assert!(!ok, "{all:?} was refused");
+        assert!(!ok, "{all:?} should have been refused");
         assert!(err.contains(words), "{all:?}: {err}");
     }
     let (ok, out, err) = cli(&w, &["calls", "transfer", &id, "--to", NUMBER, "--json"]).await;

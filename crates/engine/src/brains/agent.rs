@@ -323,6 +323,14 @@ impl Driver {
                     self.conversation
                         .handle_tool_answer(now, &id, Ok(json!({"sent": digits})));
                 }
+                Action::Transfer { id, .. } if self.transferring.is_some() => {
+                    // One transfer at a time: the one under way keeps its tool call.
+                    self.conversation.handle_tool_answer(
+                        now,
+                        &id,
+                        Err("a transfer of this call is already under way".into()),
+                    );
+                }
                 Action::Transfer { id, destination } => {
                     // A completed transfer ends the call; one that did not happen answers the
                     // tool with why (`transfer_failed`).

@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use dialtone_model::TransferMode;
+use dialtone_model::{TransferFailure, TransferMode};
 use dialtone_sip_ua::{EndReason as SipEndReason, Party};
 use dialtone_storage::{CallStatus, EndReason, EndedBy};
 
@@ -107,6 +107,9 @@ pub(crate) struct CallMachine {
     transfer_policy: TransferPolicy,
     /// The transfer under way, or the one that completed.
     transfer: Option<Attempt>,
+    /// The last attempt, when it failed by the transfer timeout: its subscription may still
+    /// bring the final NOTIFY, and a 2xx one completes it after all (the caller went over).
+    lapsed_transfer: Option<Attempt>,
     actions: VecDeque<Action>,
     /// A call placed to us: the far end is the caller.
     inbound: bool,
@@ -129,6 +132,7 @@ impl CallMachine {
             max_duration_at: None,
             transfer_policy: TransferPolicy::default(),
             transfer: None,
+            lapsed_transfer: None,
             actions: VecDeque::new(),
             inbound: false,
         }
@@ -326,6 +330,13 @@ impl CallMachine {
                 }
             }
             Input::ReferNotify { status, terminated } => {
+                if self.transfer.is_none() && (200..300).contains(&status) {
+                    // The final NOTIFY of an attempt that timed out: the caller went over.
+                    self.transfer = self.lapsed_transfer.take();
+                }
+                if terminated {
+                    self.lapsed_transfer = None;
+                }
                 if let Some(progress) = self
                     .transfer
                     .as_mut()
@@ -433,6 +444,8 @@ impl CallMachine {
         tracing::info!(to = %to, mode = order.mode.as_str(), by = by.as_str(), "transferring");
         let (attempt, record) = Attempt::start(order);
         self.transfer = Some(attempt);
+        // A new REFER replaces the old subscription: no late NOTIFY of it can come.
+        self.lapsed_transfer = None;
         self.actions.push_back(Action::RecordTransfer {
             transfer: record,
             transferred_to: None,
@@ -473,7 +486,10 @@ impl CallMachine {
                     reason = transfer.reason.map(|r| r.as_str()),
                     "transfer failed; the call stays with the agent"
                 );
-                self.transfer = None;
+                self.lapsed_transfer = self
+                    .transfer
+                    .take()
+                    .filter(|_| transfer.reason == Some(TransferFailure::Timeout));
                 self.actions.push_back(Action::RecordTransfer {
                     transfer: transfer.clone(),
                     transferred_to: None,

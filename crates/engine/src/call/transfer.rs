@@ -6,7 +6,8 @@
 //! ```text
 //!  REFER ─▶ 2xx ─▶ accepted (the transfer timeout starts) ─▶ NOTIFY 1xx … ─▶ NOTIFY 2xx: completed
 //!      └─▶ ≥300 or 408: failed (refused)           └─▶ NOTIFY ≥300: failed (destination_failed)
-//!                                                  └─▶ the timeout: failed (timeout)
+//!                                                  └─▶ the timeout: failed (timeout), then
+//!                                                      a late NOTIFY 2xx: completed after all
 //!                                                  └─▶ terminated without a final: failed
 //! ```
 //!
@@ -21,8 +22,10 @@ use dialtone_model::{
     TransferStatus, TransferTarget, sip_host_allowed,
 };
 
-/// How long an accepted REFER may go without a final NOTIFY.
-pub(crate) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an accepted REFER may go without a final NOTIFY before the brain is told the
+/// transfer failed: the destination's ringing counts, so a minute. A 2xx NOTIFY that comes
+/// later still completes the transfer (the machine keeps the lapsed attempt).
+pub(crate) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a transfer was not started.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Transfers on the call machine's virtual clock: every outcome of a blind transfer (REFER
-//! accepted and completed, refused, a failure sipfrag, no final NOTIFY in time, the far end
-//! hanging up meanwhile), the refusals (not in progress, one under way, a destination or mode
+//! accepted and completed, refused, a failure sipfrag, no final NOTIFY in time — and one that
+//! comes after all —, the far end hanging up meanwhile), the refusals (not in progress, one under way, a destination or mode
 //! the policy forbids), and who ends a transferred call.
 
 use dialtone_model::{
@@ -251,6 +251,38 @@ fn no_final_notify_within_the_timeout_fails_the_transfer() {
     assert_eq!(
         call.machine.poll_timeout(),
         Some(accepted_at + MAX_DURATION_LEFT)
+    );
+}
+
+/// A 2xx NOTIFY after the timeout told the brain the transfer failed: the caller went over
+/// after all, so our leg ends as transferred; a failure NOTIFY then changes nothing.
+#[test]
+fn a_final_notify_after_the_timeout_still_completes_the_transfer() {
+    let mut call = in_progress();
+    accepted(&mut call);
+    call.run_to_deadline();
+    assert_eq!(
+        call.feed(Input::ReferNotify {
+            status: 200,
+            terminated: true
+        }),
+        [
+            Action::RecordTransfer {
+                transfer: attempt(TransferStatus::Completed, Some(200), None),
+                transferred_to: Some(NUMBER.into()),
+            },
+            Action::HangUp,
+        ]
+    );
+    let mut refused = in_progress();
+    accepted(&mut refused);
+    refused.run_to_deadline();
+    assert_eq!(
+        refused.feed(Input::ReferNotify {
+            status: 486,
+            terminated: true
+        }),
+        []
     );
 }
 

@@ -50,11 +50,11 @@ pub(super) fn derive(master: &MasterKey, label: u8, out: &mut [u8]) {
     Aes128Ctr::new(master.key().into(), &iv.into()).apply_keystream(out);
 }
 
-/// One protocol's session keys, ready to use: the AES key schedule and the keyed HMAC state
-/// are made once and copied for each packet.
 /// SHA-1's block length: HMAC-SHA1's key length once padded.
 const SHA1_BLOCK_LEN: usize = 64;
 
+/// One protocol's session keys, ready to use: the AES key schedule and the keyed HMAC state
+/// are made once and copied for each packet.
 #[derive(Clone)]
 pub(super) struct SessionKeys {
     cipher: Aes128,

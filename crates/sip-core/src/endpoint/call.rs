@@ -129,6 +129,8 @@ pub(super) struct Call {
     pub(super) outgoing_reinvite: bool,
     /// The `refer` subscription of our REFER, while it is open.
     pub(super) refer: Option<super::refer::Subscription>,
+    /// REFERs sent in the dialog so far: only the first one's NOTIFYs may leave out their `id`.
+    pub(super) refers_sent: u32,
 }
 
 impl Call {
@@ -172,6 +174,7 @@ impl Call {
             pending_offer: None,
             outgoing_reinvite: false,
             refer: None,
+            refers_sent: 0,
         }
     }
 }

@@ -200,8 +200,8 @@ impl Endpoint {
         {
             call.outgoing_reinvite = false;
         }
-        if method == Method::Refer {
-            self.on_refer_final(handle, code);
+        if method == Method::Refer && !self.on_refer_final(handle, request, code) {
+            return;
         }
         self.emit(
             handle,

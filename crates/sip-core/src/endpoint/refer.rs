@@ -26,6 +26,9 @@ pub(super) struct Subscription {
     pub(super) refer_to: String,
     /// The REFER's CSeq: the subscription's `id` in the NOTIFYs' `Event` (RFC 3515 §2.4.6).
     pub(super) cseq: Option<u32>,
+    /// Whether it is the dialog's first REFER, whose NOTIFYs may leave the `id` out (§2.4.6);
+    /// those of any later one must carry it.
+    pub(super) first_in_dialog: bool,
 }
 
 /// The status code of a `message/sipfrag` body's status line (`SIP/2.0 180 Ringing`).
@@ -68,8 +71,8 @@ impl Endpoint {
     /// with our From as `Referred-By`. Its final response comes as
     /// [`CallEvent::RequestCompleted`], the transfer's progress as [`CallEvent::ReferNotify`].
     /// A subscription of an earlier REFER still open is forgotten (its owner gave up on it):
-    /// its NOTIFYs, told apart by their `id`, get `481`, which ends it at the far end
-    /// (RFC 6665 §4.1.3).
+    /// its NOTIFYs get `481`, which ends it at the far end (RFC 6665 §4.1.3) — told apart by
+    /// their `id`, which only the dialog's first REFER's NOTIFYs may leave out.
     pub fn refer(&mut self, now: Instant, handle: CallHandle, refer_to: &str) -> Result<(), Error> {
         let invalid = || Error::InvalidUri {
             field: "refer_to",
@@ -92,9 +95,20 @@ impl Endpoint {
         call.refer = Some(Subscription {
             refer_to: refer_to.to_owned(),
             cseq: None,
+            first_in_dialog: call.refers_sent == 0,
         });
-        self.send_in_dialog(now, handle, None, Method::Refer, Purpose::InDialog, None);
+        call.refers_sent += 1;
+        let sent = self.send_in_dialog(now, handle, None, Method::Refer, Purpose::InDialog, None);
         self.settle();
+        if !sent {
+            if let Some(call) = self.calls.get_mut(&handle) {
+                call.refer = None;
+            }
+            return Err(Error::InvalidCallState {
+                call: handle,
+                action: "send a REFER (no route for it in the dialog)",
+            });
+        }
         Ok(())
     }
 
@@ -121,13 +135,24 @@ impl Endpoint {
         headers
     }
 
-    /// A REFER's final response: a refusal (or no answer) means no subscription.
-    pub(super) fn on_refer_final(&mut self, handle: CallHandle, status: u16) {
-        if status >= 300
-            && let Some(call) = self.calls.get_mut(&handle)
-        {
+    /// The final response (or no answer, 408) of REFER `request`: `false` when it is not the
+    /// current subscription's REFER (an older one's late answer, to be dropped); a refusal of the
+    /// current one means no subscription.
+    pub(super) fn on_refer_final(
+        &mut self,
+        handle: CallHandle,
+        request: &rsip::Request,
+        status: u16,
+    ) -> bool {
+        let sent = message::cseq(&request.headers).map(|(seq, _)| seq);
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return false;
+        };
+        let current = sent.is_some() && call.refer.as_ref().is_some_and(|s| s.cseq == sent);
+        if current && status >= 300 {
             call.refer = None;
         }
+        current
     }
 
     /// A NOTIFY in the call's dialog: `200` and reported when it belongs to our `refer`
@@ -144,7 +169,10 @@ impl Endpoint {
             .is_some_and(|s| {
                 let id = param(&event, "id");
                 token(&event) == "refer"
-                    && id.is_none_or(|id| s.cseq.is_some_and(|c| c.to_string() == id))
+                    && match id {
+                        Some(id) => s.cseq.is_some_and(|c| c.to_string() == id),
+                        None => s.first_in_dialog,
+                    }
             });
         if !subscribed {
             self.stats.notifies_refused += 1;

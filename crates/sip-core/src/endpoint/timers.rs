@@ -92,6 +92,7 @@ impl Endpoint {
         };
         tx.machine.terminate();
         let (owner, purpose, method) = (tx.owner, tx.purpose, tx.request.method);
+        let request = tx.request.clone();
         self.touched.push(TimerKey::Client(key.clone()));
         let handle = match owner {
             Owner::Call(h) => h,
@@ -139,8 +140,8 @@ impl Endpoint {
                 {
                     call.outgoing_reinvite = false;
                 }
-                if method == Method::Refer {
-                    self.on_refer_final(handle, 408);
+                if method == Method::Refer && !self.on_refer_final(handle, &request, 408) {
+                    return;
                 }
                 self.emit(
                     handle,

@@ -1,0 +1,150 @@
+//! Several nodes on one database. Each node holds a lease it renews while it runs; a node whose
+//! lease ran out is lost, and a survivor closes its live calls (`failed`, `node_lost`, by
+//! `engine`) — each once, whichever survivor gets there first, since a call's status only
+//! moves forward — then forgets it. A node's own start-up closes only its own leftovers
+//! ([`Storage::close_interrupted_calls`]).
+
+use std::time::Duration;
+
+use sqlx::Row;
+
+use crate::call_writes::Owners;
+use crate::{EndReason, InterruptedDialog, Result, Storage, now_ms};
+
+impl Storage {
+    /// Takes or renews this node's lease until `lease` from now.
+    pub async fn renew_lease(&self, lease: Duration) -> Result<()> {
+        let now = now_ms();
+        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        sqlx::query(
+            "INSERT INTO nodes (id, started_at, lease_until) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until",
+        )
+        .bind(&*self.node)
+        .bind(now)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives this node's lease up (a clean stop: nothing of it is left live).
+    pub async fn release_lease(&self) -> Result<()> {
+        sqlx::query("DELETE FROM nodes WHERE id = $1")
+            .bind(&*self.node)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The other nodes whose lease ran out.
+    pub async fn lost_nodes(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM nodes WHERE lease_until < $1 AND id <> $2")
+            .bind(now_ms())
+            .bind(&*self.node)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get::<String, _>("id")?))
+            .collect()
+    }
+
+    /// The live calls of lost node `node` that kept a SIP dialog, to be hung up on the wire.
+    pub async fn lost_dialogs(&self, node: &str) -> Result<Vec<InterruptedDialog>> {
+        self.live_dialogs(Owners::Lost(node)).await
+    }
+
+    /// Closes the live calls of lost node `node` as `node_lost`, then forgets the node unless
+    /// it renewed its lease meanwhile. Returns how many calls this survivor closed.
+    pub async fn close_lost_node(&self, node: &str) -> Result<u64> {
+        let closed = self
+            .fail_live_calls(Owners::Lost(node), EndReason::NodeLost)
+            .await?;
+        sqlx::query("DELETE FROM nodes WHERE id = $1 AND lease_until < $2")
+            .bind(node)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{another, call, postgres_schema};
+    use crate::{CallProgress, CallStatus, EndedBy};
+
+    /// A call of `s`'s node, in progress: the first of the fixtures', or another like `first`.
+    async fn live(s: &Storage, first: Option<&crate::Call>) -> crate::Call {
+        let c = match first {
+            None => call(s).await,
+            Some(first) => s
+                .insert_call(another(first, "+15550000777", None))
+                .await
+                .unwrap(),
+        };
+        s.advance_call(c.id, CallStatus::InProgress, CallProgress::default())
+            .await
+            .unwrap();
+        c
+    }
+
+    /// Two nodes on one PostgreSQL database: B's start-up leaves A's live call alone; once A's
+    /// lease runs out B closes it as `node_lost` (once: a second survivor closes nothing) and
+    /// forgets A; A back under its id closes none of B's calls.
+    #[tokio::test]
+    async fn a_lost_nodes_calls_are_closed_once_by_a_survivor_and_only_then() {
+        let Some((url, schema)) = postgres_schema().await else {
+            return;
+        };
+        let a = Storage::open(&url).await.unwrap().with_node("node-a");
+        let b = Storage::open(&url).await.unwrap().with_node("node-b");
+        let c = b.clone().with_node("node-c");
+        a.renew_lease(Duration::from_secs(60)).await.unwrap();
+        let on_a = live(&a, None).await;
+        assert_eq!(on_a.node.as_deref(), Some("node-a"));
+        b.renew_lease(Duration::from_secs(60)).await.unwrap();
+        assert!(b.interrupted_dialogs().await.unwrap().is_empty());
+        assert_eq!(b.close_interrupted_calls().await.unwrap(), 0);
+        assert!(b.lost_nodes().await.unwrap().is_empty());
+        assert_eq!(
+            a.get_call(on_a.id).await.unwrap().status,
+            CallStatus::InProgress
+        );
+        // A stops renewing: its lease runs out.
+        a.renew_lease(Duration::ZERO).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(b.lost_nodes().await.unwrap(), vec!["node-a".to_owned()]);
+        assert_eq!(c.close_lost_node("node-a").await.unwrap(), 1);
+        assert_eq!(b.close_lost_node("node-a").await.unwrap(), 0);
+        let closed = b.get_call(on_a.id).await.unwrap();
+        assert_eq!(closed.status, CallStatus::Failed);
+        assert_eq!(closed.end_reason, Some(EndReason::NodeLost));
+        assert_eq!(closed.ended_by, Some(EndedBy::Engine));
+        assert!(b.lost_nodes().await.unwrap().is_empty());
+        // A restarts under its id: B's live call is not its to close.
+        let on_b = live(&b, Some(&on_a)).await;
+        assert_eq!(on_b.node.as_deref(), Some("node-b"));
+        assert_eq!(a.close_interrupted_calls().await.unwrap(), 0);
+        assert_eq!(
+            b.get_call(on_b.id).await.unwrap().status,
+            CallStatus::InProgress
+        );
+        b.release_lease().await.unwrap();
+        crate::tests::drop_schema(&a, &schema).await;
+    }
+
+    /// On SQLite (one node) a start-up closes every live call, whichever node wrote it.
+    #[tokio::test]
+    async fn sqlite_has_one_node_and_its_start_closes_every_leftover() {
+        let s = Storage::open("sqlite::memory:").await.unwrap();
+        let first = live(&s, None).await;
+        let next = s.with_node("another-run");
+        assert_eq!(next.close_interrupted_calls().await.unwrap(), 1);
+        assert_eq!(
+            next.get_call(first.id).await.unwrap().end_reason,
+            Some(EndReason::EngineRestart)
+        );
+    }
+}
