@@ -1,7 +1,8 @@
 //! Webhook delivery from the durable outbox.
 //!
 //! Storage writes each event in the transaction of the state change it announces; this worker
-//! takes due events (one per call at a time, so a call's events arrive in order), POSTs the
+//! claims due events for its node (one per call at a time, so a call's events arrive in order;
+//! on PostgreSQL nodes never claim the same event, so each goes out from one node), POSTs the
 //! stored JSON body, and records the outcome: 2xx delivered; 410 dead at once; network errors,
 //! timeouts, 429 and 5xx retried with exponential back-off and jitter until the retry period is
 //! over, then dead; other statuses dead. Requests are signed the Stripe way:
@@ -52,6 +53,15 @@ impl WebhookConfig {
     }
 }
 
+/// Events claimed at a time by one node.
+const CLAIM_BATCH: u32 = 16;
+
+/// How long a node's claim on a batch lasts: every event of it at the request timeout, and a
+/// margin. A node that dies with a claim leaves its events to the others after that.
+fn claim_for(config: &WebhookConfig) -> Duration {
+    config.timeout * CLAIM_BATCH + Duration::from_secs(30)
+}
+
 /// The `Dialtone-Signature` value for `body` sent at `timestamp` (Unix seconds).
 pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
     let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()) else {
@@ -88,7 +98,10 @@ pub fn spawn_delivery(storage: Storage, config: WebhookConfig) -> tokio::task::J
             }
         };
         loop {
-            let due = match storage.due_webhooks(now_ms(), 32).await {
+            let due = match storage
+                .claim_due_webhooks(now_ms(), CLAIM_BATCH, claim_for(&config))
+                .await
+            {
                 Ok(d) => d,
                 Err(error) => {
                     tracing::error!(%error, "cannot read the webhook outbox");

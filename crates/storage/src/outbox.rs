@@ -1,7 +1,8 @@
 //! The webhook outbox: the events announcing each call's steps, written in the same
 //! transaction as the steps (`enqueue_events`), numbered per call and delivered in that order,
-//! one event per call at a time ([`Storage::due_webhooks`]); each attempt is recorded, and an
-//! event can be queued again by hand.
+//! one event per call at a time, each claimed by the node that delivers it
+//! ([`Storage::claim_due_webhooks`]); each attempt is recorded, and an event can be queued
+//! again by hand.
 
 use std::collections::HashMap;
 
@@ -117,20 +118,39 @@ pub(crate) async fn enqueue_events<'a>(
 }
 
 impl Storage {
-    /// Events due for delivery at `now`, oldest first, at most one per call (the lowest
-    /// pending sequence: a call's events go out in order).
-    pub async fn due_webhooks(&self, now: i64, limit: u32) -> Result<Vec<WebhookEvent>> {
-        let rows = sqlx::query(
-            "SELECT * FROM webhook_events e WHERE e.state = 'pending' AND e.next_attempt_at <= $1 \
+    /// Claims for this node, until `claim` from `now`, the events due for delivery at `now`:
+    /// oldest first, at most `limit`, at most one per call (the lowest pending sequence, so a
+    /// call's events go out in order), none another node holds a live claim on. On PostgreSQL
+    /// the rows are taken with `FOR UPDATE SKIP LOCKED`: nodes claiming at once never take the
+    /// same event. A claim ends with [`Storage::record_delivery`], or runs out (its node died).
+    pub async fn claim_due_webhooks(
+        &self,
+        now: i64,
+        limit: u32,
+        claim: std::time::Duration,
+    ) -> Result<Vec<WebhookEvent>> {
+        let lock = match self.backend {
+            crate::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            crate::Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE webhook_events SET claimed_by = $1, claim_until = $2 WHERE id IN (\
+             SELECT e.id FROM webhook_events e WHERE e.state = 'pending' \
+             AND e.next_attempt_at <= $3 AND (e.claim_until IS NULL OR e.claim_until < $3) \
              AND NOT EXISTS (SELECT 1 FROM webhook_events p WHERE p.call_id = e.call_id \
              AND p.state = 'pending' AND p.sequence < e.sequence) \
-             ORDER BY e.created_at, e.id LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
+             ORDER BY e.created_at, e.id LIMIT $4 {lock}) RETURNING *"
+        );
+        let until = now + i64::try_from(claim.as_millis()).unwrap_or(i64::MAX / 2);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&*self.node)
+            .bind(until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut events = rows
+            .iter()
             .map(|row| {
                 let attempts: i64 = row.try_get("attempts")?;
                 Ok(WebhookEvent {
@@ -144,10 +164,14 @@ impl Storage {
                     created_at: row.try_get("created_at")?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        // RETURNING keeps no order.
+        events.sort_by_key(|e| (e.created_at, e.id));
+        Ok(events)
     }
 
-    /// Records a delivery attempt.
+    /// Records a delivery attempt and ends this node's claim on the event; an event another
+    /// node has claimed since (this node's claim ran out) is left to it.
     pub async fn record_delivery(&self, id: Uuid, outcome: Delivery) -> Result<()> {
         let now = now_ms();
         let (state, error, next) = match outcome {
@@ -157,8 +181,9 @@ impl Storage {
         };
         sqlx::query(
             "UPDATE webhook_events SET state = $1, attempts = attempts + 1, last_error = $2, \
-             next_attempt_at = $3, delivered_at = CASE WHEN $4 = 'delivered' THEN $5 ELSE NULL END \
-             WHERE id = $6",
+             next_attempt_at = $3, delivered_at = CASE WHEN $4 = 'delivered' THEN $5 ELSE NULL END, \
+             claimed_by = NULL, claim_until = NULL \
+             WHERE id = $6 AND (claimed_by IS NULL OR claimed_by = $7)",
         )
         .bind(state)
         .bind(error)
@@ -166,6 +191,7 @@ impl Storage {
         .bind(state)
         .bind(now)
         .bind(id.to_string())
+        .bind(&*self.node)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -235,6 +261,8 @@ mod tests {
     use dialtone_model::DeliveryState;
     use serde_json::Value;
 
+    const CLAIM: std::time::Duration = std::time::Duration::from_secs(60);
+
     on_both!(each_step_writes_its_event_in_order_and_delivery_goes_one_per_call);
     async fn each_step_writes_its_event_in_order_and_delivery_goes_one_per_call(s: Storage) {
         let t = s.create_trunk(org(&s).await, trunk("t")).await.unwrap();
@@ -282,7 +310,7 @@ mod tests {
         let events = s.call_events(c.id).await.unwrap();
         let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["call.queued", "call.dialing"]);
-        let due = s.due_webhooks(now_ms(), 10).await.unwrap();
+        let due = s.claim_due_webhooks(now_ms(), 10, CLAIM).await.unwrap();
         assert_eq!(due.len(), 1, "one per call, the lowest pending sequence");
         assert_eq!(due[0].kind, "call.queued");
         let body: Value = serde_json::from_str(&due[0].body).unwrap();
@@ -294,13 +322,16 @@ mod tests {
         };
         s.record_delivery(due[0].id, retry).await.unwrap();
         assert!(
-            s.due_webhooks(now_ms(), 10).await.unwrap().is_empty(),
+            s.claim_due_webhooks(now_ms(), 10, CLAIM)
+                .await
+                .unwrap()
+                .is_empty(),
             "retry not yet due"
         );
         s.record_delivery(due[0].id, Delivery::Delivered)
             .await
             .unwrap();
-        let next = s.due_webhooks(now_ms(), 10).await.unwrap();
+        let next = s.claim_due_webhooks(now_ms(), 10, CLAIM).await.unwrap();
         assert_eq!(next[0].kind, "call.dialing");
         let gone = Delivery::Dead {
             error: "410 Gone".into(),
@@ -313,7 +344,7 @@ mod tests {
         // A dead event can be queued again by hand.
         assert_eq!(s.redeliver(next[0].id).await.unwrap(), c.id);
         assert_eq!(
-            s.due_webhooks(now_ms(), 10).await.unwrap()[0].id,
+            s.claim_due_webhooks(now_ms(), 10, CLAIM).await.unwrap()[0].id,
             next[0].id
         );
         assert!(matches!(
@@ -323,5 +354,75 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Two nodes on one PostgreSQL claiming at once never take the same event, and each
+    /// call's events stay in order; a claim that ran out (its node died) lets the other node
+    /// take the event; a node whose claim was taken over records nothing.
+    #[tokio::test]
+    async fn nodes_claim_each_event_once_and_take_over_a_dead_nodes_claims() {
+        let Some((url, schema)) = crate::tests::postgres_schema().await else {
+            return;
+        };
+        let a = Storage::open(&url).await.unwrap().with_node("node-a");
+        let b = Storage::open(&url).await.unwrap().with_node("node-b");
+        let first = crate::tests::call(&a).await;
+        for i in 0..40 {
+            let c = a
+                .insert_call(crate::tests::another(
+                    &first,
+                    &format!("+1555000{i:04}"),
+                    Some("https://example.com/hook"),
+                ))
+                .await
+                .unwrap();
+            a.advance_call(c.id, CallStatus::Dialing, CallProgress::default())
+                .await
+                .unwrap();
+        }
+        let now = now_ms();
+        let (by_a, by_b) = tokio::join!(
+            a.claim_due_webhooks(now, 25, CLAIM),
+            b.claim_due_webhooks(now, 25, CLAIM)
+        );
+        let (by_a, by_b) = (by_a.unwrap(), by_b.unwrap());
+        let mut ids: Vec<Uuid> = by_a.iter().chain(&by_b).map(|e| e.id).collect();
+        let claimed = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), claimed, "an event claimed twice");
+        assert!(
+            by_a.iter().chain(&by_b).all(|e| e.sequence == 1),
+            "only each call's first event is due"
+        );
+        // Nothing more while the claims hold; once A's run out, B takes A's events over.
+        assert!(
+            b.claim_due_webhooks(now, 100, CLAIM)
+                .await
+                .unwrap()
+                .iter()
+                .all(|e| !ids.contains(&e.id))
+        );
+        let later = now + CLAIM.as_millis() as i64 + 1;
+        let taken: Vec<Uuid> = b
+            .claim_due_webhooks(later, 100, CLAIM)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert!(by_a.iter().all(|e| taken.contains(&e.id)));
+        // A comes back too late: its delivery is B's to record.
+        a.record_delivery(by_a[0].id, Delivery::Delivered)
+            .await
+            .unwrap();
+        let events = a.call_events(by_a[0].call_id).await.unwrap();
+        assert_eq!(events[0].state, DeliveryState::Pending);
+        b.record_delivery(by_a[0].id, Delivery::Delivered)
+            .await
+            .unwrap();
+        let events = a.call_events(by_a[0].call_id).await.unwrap();
+        assert_eq!(events[0].state, DeliveryState::Delivered);
+        crate::tests::drop_schema(&a, &schema).await;
     }
 }

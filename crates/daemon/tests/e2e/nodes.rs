@@ -1,14 +1,17 @@
 //! Several `dialtoned` nodes on one PostgreSQL database, as real processes: a node's start
 //! leaves another node's live call alone, and when a node dies (SIGKILL) a survivor, once the
 //! dead node's lease has run out, hangs its call up on the wire (the BYE SIPp's scenario waits
-//! for) and closes it as `node_lost`, by `engine`.
+//! for) and closes it as `node_lost`, by `engine`; with both nodes delivering from one
+//! outbox, every webhook event arrives once, each call's in order.
 
 use std::time::{Duration, Instant};
 
 use dialtone_test_support::{SipTransport, Sipp, SippOptions, scenario};
 use serde_json::json;
 
-use super::{Api, dialtoned, postgres_url, setup_agent, wait_final, wait_status, wait_up};
+use super::{
+    Api, dialtoned, postgres_url, receiver, setup_agent, wait_final, wait_status, wait_up,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_call_is_left_alone_then_closed_by_a_survivor_as_node_lost() {
@@ -76,6 +79,108 @@ async fn a_dead_nodes_call_is_left_alone_then_closed_by_a_survivor_as_node_lost(
         .await
         .unwrap()
         .unwrap();
+    node_b.kill().unwrap();
+    node_b.wait().unwrap();
+}
+
+/// Two nodes deliver webhooks from one outbox while calls dispatched through both (each
+/// refused busy by SIPp) write their events: every event arrives exactly once — counted by
+/// event id at the receiver — and each call's in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_deliver_each_webhook_event_once_and_in_order() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let sipp = Sipp::uas(
+        &scenario("reject.xml"),
+        SipTransport::Udp,
+        &SippOptions {
+            calls: 12,
+            replacements: vec![("status".into(), "486".into())],
+            ..SippOptions::default()
+        },
+    )
+    .unwrap();
+    let (hook, got) = receiver(0).await;
+    let data = tempfile::tempdir().unwrap();
+    let node = |id: &str, http: u16, rtp: &str| {
+        dialtoned(
+            data.path(),
+            http,
+            rtp,
+            &[
+                ("DIALTONE_DATABASE_URL", url.as_str()),
+                ("DIALTONE_NODE_ID", id),
+            ],
+        )
+    };
+    let api = |http: u16| Api {
+        base: format!("http://127.0.0.1:{http}"),
+        http: reqwest::Client::new(),
+    };
+    let (http_a, http_b) = (
+        dialtone_test_support::free_port().unwrap(),
+        dialtone_test_support::free_port().unwrap(),
+    );
+    let (a, b) = (api(http_a), api(http_b));
+    let mut node_a = node("node-a", http_a, "32700-32749");
+    wait_up(&a.base).await;
+    let mut node_b = node("node-b", http_b, "32750-32799");
+    wait_up(&b.base).await;
+    let (agent_id, _) = setup_agent(&a, sipp.port).await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let through = if i % 2 == 0 { &a } else { &b };
+        let (s, call) = through
+            .post(
+                "/v1/calls",
+                json!({"agent_id": agent_id, "to": "+15551230000", "webhook_url": hook}),
+            )
+            .await;
+        assert_eq!(s, 201, "{call}");
+        ids.push(call["id"].as_str().unwrap().to_owned());
+    }
+    let mut expected = 0;
+    for id in &ids {
+        let record = wait_final(&b, id).await;
+        assert_eq!(record["status"], "busy", "{record:#}");
+        let (_, events) = a.get(&format!("/v1/calls/{id}/events")).await;
+        expected += events["data"].as_array().map_or(0, Vec::len);
+    }
+    // Every event delivered, then a while for any duplicate to come.
+    for _ in 0..100 {
+        if got.lock().unwrap().len() >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received = got.lock().unwrap().clone();
+    let mut by_id: std::collections::HashMap<String, usize> = Default::default();
+    let mut per_call: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    for (_, event_id, body) in &received {
+        *by_id.entry(event_id.clone()).or_default() += 1;
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        per_call
+            .entry(body["data"]["call"]["id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(body["sequence"].as_u64().unwrap());
+    }
+    let twice: Vec<_> = by_id.iter().filter(|(_, n)| **n > 1).collect();
+    println!(
+        "{} events of {} calls through two nodes: {} delivered, {} more than once",
+        expected,
+        ids.len(),
+        received.len(),
+        twice.len()
+    );
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(by_id.len(), expected);
+    for (call, sequences) in per_call {
+        assert!(sequences.is_sorted(), "{call}: {sequences:?}");
+    }
+    node_a.kill().unwrap();
+    node_a.wait().unwrap();
     node_b.kill().unwrap();
     node_b.wait().unwrap();
 }
