@@ -177,15 +177,16 @@ impl From<EngineError> for ApiError {
                 // Whole seconds, rounded up: a client that waits that long gets through.
                 retry_after: Some(retry_after.as_millis().div_ceil(1000).max(1) as u64),
             },
-            EngineError::ShuttingDown | EngineError::SipStopped | EngineError::LeaseLost => {
-                ApiError {
-                    status: 503,
-                    code: "unavailable",
-                    message,
-                    field: None,
-                    retry_after: None,
-                }
-            }
+            EngineError::ShuttingDown
+            | EngineError::SipStopped
+            | EngineError::LeaseLost
+            | EngineError::OwnerUnreachable { .. } => ApiError {
+                status: 503,
+                code: "unavailable",
+                message,
+                field: None,
+                retry_after: None,
+            },
             EngineError::Storage(s) => s.into(),
             _ => ApiError {
                 status: 500,

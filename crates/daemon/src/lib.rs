@@ -178,6 +178,8 @@ pub struct Daemon {
     webhooks: tokio::task::JoinHandle<()>,
     /// Renews the node's lease and closes lost nodes' calls.
     lease: tokio::task::JoinHandle<()>,
+    /// Carries out other nodes' commands for this node's calls (PostgreSQL).
+    commands: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -300,6 +302,10 @@ impl Daemon {
         })?;
         engine.answer_inbound();
         let lease = tokio::spawn(node::keep_lease(engine.clone(), ua, config.node_lease));
+        // Other nodes' commands for this node's calls come through PostgreSQL (SQLite has one
+        // node).
+        let commands = (engine.storage().backend() == dialtone_storage::Backend::Postgres)
+            .then(|| tokio::spawn(engine.clone().serve_commands()));
         let registering = engine.start_registrations().await?;
         if registering > 0 {
             tracing::info!(registering, "registering with trunks");
@@ -358,6 +364,7 @@ impl Daemon {
         tracing::info!(%http_addr, %grpc_addr, %sip_addr, node = %config.node_id, "dialtoned ready");
         Ok(Daemon {
             lease,
+            commands,
             http_addr,
             metrics_addr,
             metrics_server,
@@ -398,6 +405,9 @@ impl Daemon {
         self.grpc.abort();
         self.webhooks.abort();
         self.lease.abort();
+        if let Some(commands) = &self.commands {
+            commands.abort();
+        }
         // Every call is over: nothing of this node is left for a survivor to close.
         if let Err(error) = self.engine.storage().release_lease().await {
             tracing::warn!(%error, "cannot give the node's lease up");

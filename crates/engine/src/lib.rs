@@ -36,6 +36,7 @@
 mod agent_setup;
 mod brains;
 mod call;
+mod commands;
 mod inbound;
 pub mod leftovers;
 pub mod outbound;
@@ -57,6 +58,7 @@ use dialtone_speech::{AmdConfig, BargeIn, SpeechConfig};
 
 use brains::Builtin;
 use call::{Control, HangUp, TransferPolicy, TransferRefusal};
+use commands::NodeCommand;
 use dialtone_agent::TextToSpeech;
 use dialtone_storage::{Inserted, NewCall, Storage, StorageError, TrunkTransport};
 use serde_json::Value;
@@ -174,6 +176,12 @@ pub enum EngineError {
     /// The transfer's destination or mode breaks a rule (the error names the field).
     #[error(transparent)]
     InvalidTransfer(dialtone_model::FieldError),
+    /// The node that owns the call did not take the command up in time.
+    #[error("node {node}, which carries the call, did not answer; retry, or ask that node")]
+    OwnerUnreachable {
+        /// The owner.
+        node: String,
+    },
     /// Storage failed.
     #[error(transparent)]
     Storage(StorageError),
@@ -762,18 +770,37 @@ impl Engine {
         }
     }
 
-    /// Asks a live call to hang up (CANCEL before answer, BYE after).
+    /// Asks a live call to hang up (CANCEL before answer, BYE after), on this node or, through
+    /// the database, on the node that owns it.
     pub async fn hangup(&self, call_id: Uuid) -> Result<(), EngineError> {
-        match self.control(call_id, Control::HangUp(HangUp::Api)) {
+        match self.hangup_here(call_id) {
             true => Ok(()),
-            false => Err(self.not_live(call_id).await),
+            false => self.on_owner(call_id, NodeCommand::HangUp).await,
         }
     }
 
-    /// Transfers a call in progress (`refer`: a REFER to the far end, RFC 3515). Returns once
-    /// the transfer started; its outcome goes on the record (`transfer`, and `transferred_to`
-    /// with end reason `transferred` when it completed).
+    /// Asks a call live on this node to hang up; `false` when it is not live here.
+    fn hangup_here(&self, call_id: Uuid) -> bool {
+        self.control(call_id, Control::HangUp(HangUp::Api))
+    }
+
+    /// Transfers a call in progress (`refer`: a REFER to the far end, RFC 3515), on this node
+    /// or, through the database, on the node that owns it. Returns once the transfer started;
+    /// its outcome goes on the record (`transfer`, and `transferred_to` with end reason
+    /// `transferred` when it completed).
     pub async fn transfer(&self, call_id: Uuid, request: TransferCall) -> Result<(), EngineError> {
+        match self.transfer_here(call_id, request.clone()).await {
+            Some(started) => started,
+            None => self.on_owner(call_id, NodeCommand::Transfer(request)).await,
+        }
+    }
+
+    /// Transfers a call live on this node; `None` when it is not live here.
+    async fn transfer_here(
+        &self,
+        call_id: Uuid,
+        request: TransferCall,
+    ) -> Option<Result<(), EngineError>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let control = Control::Transfer {
             to: request.to,
@@ -781,14 +808,14 @@ impl Engine {
             reply,
         };
         if !self.control(call_id, control) {
-            return Err(self.not_live(call_id).await);
+            return None;
         }
         // A call busy ending (its brain's last writes) reads no more controls: its answer is
         // as good as "ended".
         let answer = tokio::time::timeout(TRANSFER_ANSWER_WAIT, answer)
             .await
             .unwrap_or(Ok(Err(TransferRefusal::NotInProgress)));
-        match answer {
+        Some(match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(TransferRefusal::NotInProgress)) => {
                 Err(EngineError::CallNotInProgress { call_id })
@@ -797,7 +824,7 @@ impl Engine {
             Ok(Err(TransferRefusal::Invalid(error))) => Err(EngineError::InvalidTransfer(error)),
             // The call ended before it could answer.
             Err(_) => Err(EngineError::CallEnded { call_id }),
-        }
+        })
     }
 
     /// Hands `control` to the live call's task; `false` when it is not live.
@@ -807,15 +834,6 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .get(&call_id)
             .is_some_and(|s| s.send(control).is_ok())
-    }
-
-    /// Why a call that is not live cannot be asked anything: it does not exist, or it ended.
-    async fn not_live(&self, call_id: Uuid) -> EngineError {
-        match self.storage.get_call(call_id).await {
-            Err(StorageError::NotFound { .. }) => EngineError::CallNotFound { call_id },
-            Ok(_) => EngineError::CallEnded { call_id },
-            Err(e) => e.into(),
-        }
     }
 
     /// Ids of calls as their changes are committed, for watchers (a receiver that lags

@@ -184,3 +184,82 @@ async fn two_nodes_deliver_each_webhook_event_once_and_in_order() {
     node_b.kill().unwrap();
     node_b.wait().unwrap();
 }
+
+/// A hang-up or a transfer asked of a node that does not carry the call reaches the node that
+/// does, through the database: B refuses A's call's transfer to a host off the allow-list with
+/// A's 400 naming `to`, then B's hang-up of it makes A send the BYE SIPp waits for, and the
+/// record says the API ended it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_for_another_nodes_call_reach_its_owner() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let sipp = Sipp::uas(
+        &scenario("answer_then_we_hang_up.xml"),
+        SipTransport::Udp,
+        &SippOptions::default(),
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let node = |id: &str, http: u16, rtp: &str| {
+        dialtoned(
+            data.path(),
+            http,
+            rtp,
+            &[
+                ("DIALTONE_DATABASE_URL", url.as_str()),
+                ("DIALTONE_NODE_ID", id),
+            ],
+        )
+    };
+    let api = |http: u16| Api {
+        base: format!("http://127.0.0.1:{http}"),
+        http: reqwest::Client::new(),
+    };
+    let (http_a, http_b) = (
+        dialtone_test_support::free_port().unwrap(),
+        dialtone_test_support::free_port().unwrap(),
+    );
+    let (a, b) = (api(http_a), api(http_b));
+    let mut node_a = node("node-a", http_a, "32800-32849");
+    wait_up(&a.base).await;
+    let mut node_b = node("node-b", http_b, "32850-32899");
+    wait_up(&b.base).await;
+    let (agent_id, _) = setup_agent(&a, sipp.port).await;
+    let (_, call) = a
+        .post(
+            "/v1/calls",
+            json!({"agent_id": agent_id, "to": "+15551230000"}),
+        )
+        .await;
+    let id = call["id"].as_str().unwrap().to_owned();
+    wait_status(&a, &id, "in_progress").await;
+    let started = Instant::now();
+    let (s, e) = b
+        .post(
+            &format!("/v1/calls/{id}/transfer"),
+            json!({"to": "sip:desk@elsewhere.example"}),
+        )
+        .await;
+    let transfer_took = started.elapsed();
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["field"], "to", "{e}");
+    let started = Instant::now();
+    let (s, body) = b.post(&format!("/v1/calls/{id}/hangup"), json!({})).await;
+    let hangup_took = started.elapsed();
+    assert_eq!(s, 200, "{body}");
+    println!(
+        "through the database to the owner: transfer answered in {transfer_took:?}, hang-up in \
+         {hangup_took:?}"
+    );
+    let record = wait_final(&b, &id).await;
+    super::assert_ended(&record, "completed", "completed", "api");
+    tokio::task::spawn_blocking(move || sipp.finish(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    node_a.kill().unwrap();
+    node_a.wait().unwrap();
+    node_b.kill().unwrap();
+    node_b.wait().unwrap();
+}
