@@ -484,16 +484,9 @@ impl Engine {
             return Err(EngineError::OrganizationDisabled { org_id: org.id });
         }
         let settings = &agent.config;
-        let brain = settings
-            .brain
-            .clone()
-            .unwrap_or_else(|| self.config.default_brain.clone());
-        if Builtin::named(&brain).is_none()
-            && brain != dialtone_model::BUILTIN_AGENT
-            && !brain.starts_with("grpc://")
-        {
-            return Err(EngineError::BrainUnavailable { brain });
-        }
+        let brain = self
+            .brain_for(settings)
+            .map_err(|brain| EngineError::BrainUnavailable { brain })?;
         let from = match &request.from_number {
             Some(e164) => {
                 // An E.164 string or a number's id, either way one of the agent's.
@@ -825,6 +818,22 @@ impl Engine {
             // The call ended before it could answer.
             Err(_) => Err(EngineError::CallEnded { call_id }),
         })
+    }
+
+    /// The brain an agent's calls run (its own, else the daemon's default), or its name when
+    /// this engine cannot run it.
+    fn brain_for(&self, settings: &dialtone_model::AgentFields) -> Result<String, String> {
+        let brain = settings
+            .brain
+            .clone()
+            .unwrap_or_else(|| self.config.default_brain.clone());
+        if Builtin::named(&brain).is_none()
+            && brain != dialtone_model::BUILTIN_AGENT
+            && !brain.starts_with("grpc://")
+        {
+            return Err(brain);
+        }
+        Ok(brain)
     }
 
     /// Hands `control` to the live call's task; `false` when it is not live.

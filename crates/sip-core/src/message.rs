@@ -134,6 +134,17 @@ pub(crate) fn has_rport(via: &rsip::typed::Via) -> bool {
         .any(|p| matches!(p, Param::Other(n, _) if n.to_string().eq_ignore_ascii_case("rport")))
 }
 
+/// The part of a header value before its parameters, trimmed and lower-cased: a media type
+/// (`application/sdp; charset=x` → `application/sdp`), an event package, a subscription state.
+pub(crate) fn header_token(value: &str) -> String {
+    value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// `(sequence number, method)` of the CSeq header.
 pub(crate) fn cseq(headers: &Headers) -> Option<(u32, Method)> {
     headers.iter().find_map(|h| match h {

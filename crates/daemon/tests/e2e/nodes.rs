@@ -13,74 +13,113 @@ use super::{
     Api, dialtoned, postgres_url, receiver, setup_agent, wait_final, wait_status, wait_up,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_nodes_call_is_left_alone_then_closed_by_a_survivor_as_node_lost() {
-    let Some(url) = postgres_url().await else {
-        return;
-    };
-    let sipp = Sipp::uas(
-        &scenario("answer_then_we_hang_up.xml"),
-        SipTransport::Udp,
-        &SippOptions::default(),
-    )
-    .unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let node = |id: &str, http: u16, rtp: &str| {
-        dialtoned(
-            data.path(),
-            http,
-            rtp,
-            &[
-                ("DIALTONE_DATABASE_URL", url.as_str()),
-                ("DIALTONE_NODE_ID", id),
-                ("DIALTONE_NODE_LEASE_SECONDS", "3"),
-            ],
-        )
-    };
-    let api = |http: u16| Api {
-        base: format!("http://127.0.0.1:{http}"),
-        http: reqwest::Client::new(),
-    };
-    let (http_a, http_b) = (
-        dialtone_test_support::free_port().unwrap(),
-        dialtone_test_support::free_port().unwrap(),
-    );
-    let (a, b) = (api(http_a), api(http_b));
-    let mut node_a = node("node-a", http_a, "32600-32649");
-    wait_up(&a.base).await;
-    let (agent_id, _) = setup_agent(&a, sipp.port).await;
-    let (_, call) = a
+/// Real `dialtoned` nodes on one PostgreSQL schema of their own.
+struct Cluster {
+    url: String,
+    data: tempfile::TempDir,
+}
+
+/// One running node: its API, and its process.
+struct Node {
+    api: Api,
+    process: std::process::Child,
+}
+
+impl Cluster {
+    /// A fresh schema; `None` where no PostgreSQL answers (outside CI).
+    async fn new() -> Option<Cluster> {
+        Some(Cluster {
+            url: postgres_url().await?,
+            data: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    /// Starts node `id` on its own HTTP port with RTP ports `rtp` and settings `extra`, and
+    /// waits until it is ready.
+    async fn start(&self, id: &str, rtp: &str, extra: &[(&str, &str)]) -> Node {
+        let http = dialtone_test_support::free_port().unwrap();
+        let mut settings = vec![
+            ("DIALTONE_DATABASE_URL", self.url.as_str()),
+            ("DIALTONE_NODE_ID", id),
+        ];
+        settings.extend_from_slice(extra);
+        let process = dialtoned(self.data.path(), http, rtp, &settings);
+        let api = Api {
+            base: format!("http://127.0.0.1:{http}"),
+            http: reqwest::Client::new(),
+        };
+        wait_up(&api.base).await;
+        Node { api, process }
+    }
+}
+
+impl Node {
+    /// SIGKILL, and reaped.
+    fn kill(mut self) {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+    }
+}
+
+/// A call of `agent_id` dispatched through `api`, once in progress.
+async fn live_call(api: &Api, agent_id: &str) -> String {
+    let (_, call) = api
         .post(
             "/v1/calls",
             json!({"agent_id": agent_id, "to": "+15551230000"}),
         )
         .await;
     let id = call["id"].as_str().unwrap().to_owned();
-    wait_status(&a, &id, "in_progress").await;
+    wait_status(api, &id, "in_progress").await;
+    id
+}
+
+/// SIPp answering one call and waiting for our BYE.
+fn waiting_for_bye() -> Sipp {
+    Sipp::uas(
+        &scenario("answer_then_we_hang_up.xml"),
+        SipTransport::Udp,
+        &SippOptions::default(),
+    )
+    .unwrap()
+}
+
+/// Waits (at most `limit`) for SIPp's scenario to end: the BYE it waits for came.
+async fn got_its_bye(sipp: Sipp, limit: Duration) {
+    tokio::task::spawn_blocking(move || sipp.finish(limit))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_call_is_left_alone_then_closed_by_a_survivor_as_node_lost() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let sipp = waiting_for_bye();
+    let lease = [("DIALTONE_NODE_LEASE_SECONDS", "3")];
+    let a = cluster.start("node-a", "32600-32649", &lease).await;
+    let (agent_id, _) = setup_agent(&a.api, sipp.port).await;
+    let id = live_call(&a.api, &agent_id).await;
 
     // B starts on the same database: A's call is not B's to close.
-    let mut node_b = node("node-b", http_b, "32650-32699");
-    wait_up(&b.base).await;
-    let (_, seen) = b.get(&format!("/v1/calls/{id}")).await;
+    let b = cluster.start("node-b", "32650-32699", &lease).await;
+    let (_, seen) = b.api.get(&format!("/v1/calls/{id}")).await;
     assert_eq!(seen["status"], "in_progress", "{seen:#}");
     assert_eq!(seen["node"], "node-a", "{seen:#}");
 
-    node_a.kill().unwrap();
-    node_a.wait().unwrap();
+    a.kill();
     let killed = Instant::now();
-    let record = wait_final(&b, &id).await;
+    let record = wait_final(&b.api, &id).await;
     println!(
         "node A killed: its call closed by B after {:?} (lease 3 s, renewed and swept every 1 s)",
         killed.elapsed()
     );
     super::assert_ended(&record, "failed", "node_lost", "engine");
-    // SIPp got B's BYE, from the dialog A kept; without it the scenario never ends.
-    tokio::task::spawn_blocking(move || sipp.finish(Duration::from_secs(15)))
-        .await
-        .unwrap()
-        .unwrap();
-    node_b.kill().unwrap();
-    node_b.wait().unwrap();
+    // SIPp got B's BYE, from the dialog A kept.
+    got_its_bye(sipp, Duration::from_secs(15)).await;
+    b.kill();
 }
 
 /// Two nodes deliver webhooks from one outbox while calls dispatched through both (each
@@ -88,7 +127,7 @@ async fn a_dead_nodes_call_is_left_alone_then_closed_by_a_survivor_as_node_lost(
 /// event id at the receiver — and each call's in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_deliver_each_webhook_event_once_and_in_order() {
-    let Some(url) = postgres_url().await else {
+    let Some(cluster) = Cluster::new().await else {
         return;
     };
     let sipp = Sipp::uas(
@@ -102,35 +141,12 @@ async fn two_nodes_deliver_each_webhook_event_once_and_in_order() {
     )
     .unwrap();
     let (hook, got) = receiver(0).await;
-    let data = tempfile::tempdir().unwrap();
-    let node = |id: &str, http: u16, rtp: &str| {
-        dialtoned(
-            data.path(),
-            http,
-            rtp,
-            &[
-                ("DIALTONE_DATABASE_URL", url.as_str()),
-                ("DIALTONE_NODE_ID", id),
-            ],
-        )
-    };
-    let api = |http: u16| Api {
-        base: format!("http://127.0.0.1:{http}"),
-        http: reqwest::Client::new(),
-    };
-    let (http_a, http_b) = (
-        dialtone_test_support::free_port().unwrap(),
-        dialtone_test_support::free_port().unwrap(),
-    );
-    let (a, b) = (api(http_a), api(http_b));
-    let mut node_a = node("node-a", http_a, "32700-32749");
-    wait_up(&a.base).await;
-    let mut node_b = node("node-b", http_b, "32750-32799");
-    wait_up(&b.base).await;
-    let (agent_id, _) = setup_agent(&a, sipp.port).await;
+    let a = cluster.start("node-a", "32700-32749", &[]).await;
+    let b = cluster.start("node-b", "32750-32799", &[]).await;
+    let (agent_id, _) = setup_agent(&a.api, sipp.port).await;
     let mut ids = Vec::new();
     for i in 0..12 {
-        let through = if i % 2 == 0 { &a } else { &b };
+        let through = if i % 2 == 0 { &a.api } else { &b.api };
         let (s, call) = through
             .post(
                 "/v1/calls",
@@ -142,9 +158,9 @@ async fn two_nodes_deliver_each_webhook_event_once_and_in_order() {
     }
     let mut expected = 0;
     for id in &ids {
-        let record = wait_final(&b, id).await;
+        let record = wait_final(&b.api, id).await;
         assert_eq!(record["status"], "busy", "{record:#}");
-        let (_, events) = a.get(&format!("/v1/calls/{id}/events")).await;
+        let (_, events) = a.api.get(&format!("/v1/calls/{id}/events")).await;
         expected += events["data"].as_array().map_or(0, Vec::len);
     }
     // Every event delivered, then a while for any duplicate to come.
@@ -179,10 +195,8 @@ async fn two_nodes_deliver_each_webhook_event_once_and_in_order() {
     for (call, sequences) in per_call {
         assert!(sequences.is_sorted(), "{call}: {sequences:?}");
     }
-    node_a.kill().unwrap();
-    node_a.wait().unwrap();
-    node_b.kill().unwrap();
-    node_b.wait().unwrap();
+    a.kill();
+    b.kill();
 }
 
 /// A hang-up or a transfer asked of a node that does not carry the call reaches the node that
@@ -191,51 +205,17 @@ async fn two_nodes_deliver_each_webhook_event_once_and_in_order() {
 /// record says the API ended it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_for_another_nodes_call_reach_its_owner() {
-    let Some(url) = postgres_url().await else {
+    let Some(cluster) = Cluster::new().await else {
         return;
     };
-    let sipp = Sipp::uas(
-        &scenario("answer_then_we_hang_up.xml"),
-        SipTransport::Udp,
-        &SippOptions::default(),
-    )
-    .unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let node = |id: &str, http: u16, rtp: &str| {
-        dialtoned(
-            data.path(),
-            http,
-            rtp,
-            &[
-                ("DIALTONE_DATABASE_URL", url.as_str()),
-                ("DIALTONE_NODE_ID", id),
-            ],
-        )
-    };
-    let api = |http: u16| Api {
-        base: format!("http://127.0.0.1:{http}"),
-        http: reqwest::Client::new(),
-    };
-    let (http_a, http_b) = (
-        dialtone_test_support::free_port().unwrap(),
-        dialtone_test_support::free_port().unwrap(),
-    );
-    let (a, b) = (api(http_a), api(http_b));
-    let mut node_a = node("node-a", http_a, "32800-32849");
-    wait_up(&a.base).await;
-    let mut node_b = node("node-b", http_b, "32850-32899");
-    wait_up(&b.base).await;
-    let (agent_id, _) = setup_agent(&a, sipp.port).await;
-    let (_, call) = a
-        .post(
-            "/v1/calls",
-            json!({"agent_id": agent_id, "to": "+15551230000"}),
-        )
-        .await;
-    let id = call["id"].as_str().unwrap().to_owned();
-    wait_status(&a, &id, "in_progress").await;
+    let sipp = waiting_for_bye();
+    let a = cluster.start("node-a", "32800-32849", &[]).await;
+    let b = cluster.start("node-b", "32850-32899", &[]).await;
+    let (agent_id, _) = setup_agent(&a.api, sipp.port).await;
+    let id = live_call(&a.api, &agent_id).await;
     let started = Instant::now();
     let (s, e) = b
+        .api
         .post(
             &format!("/v1/calls/{id}/transfer"),
             json!({"to": "sip:desk@elsewhere.example"}),
@@ -245,21 +225,19 @@ async fn commands_for_another_nodes_call_reach_its_owner() {
     assert_eq!(s, 400, "{e}");
     assert_eq!(e["error"]["field"], "to", "{e}");
     let started = Instant::now();
-    let (s, body) = b.post(&format!("/v1/calls/{id}/hangup"), json!({})).await;
+    let (s, body) = b
+        .api
+        .post(&format!("/v1/calls/{id}/hangup"), json!({}))
+        .await;
     let hangup_took = started.elapsed();
     assert_eq!(s, 200, "{body}");
     println!(
         "through the database to the owner: transfer answered in {transfer_took:?}, hang-up in \
          {hangup_took:?}"
     );
-    let record = wait_final(&b, &id).await;
+    let record = wait_final(&b.api, &id).await;
     super::assert_ended(&record, "completed", "completed", "api");
-    tokio::task::spawn_blocking(move || sipp.finish(Duration::from_secs(10)))
-        .await
-        .unwrap()
-        .unwrap();
-    node_a.kill().unwrap();
-    node_a.wait().unwrap();
-    node_b.kill().unwrap();
-    node_b.wait().unwrap();
+    got_its_bye(sipp, Duration::from_secs(10)).await;
+    a.kill();
+    b.kill();
 }

@@ -32,7 +32,6 @@ use dialtone_storage::{Agent, InboundRoute, NewCall, Number, Trunk};
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::brains::Builtin;
 use crate::{Engine, trunk_for_ua};
 
 /// A call placed to us that may be answered: the number, its agent and its trunk.
@@ -196,17 +195,13 @@ impl Engine {
             Ok(_) => return Err((call, Refused::new(403, "organization_disabled"))),
             Err(error) => return Err((call, Refused::internal(error))),
         };
-        let brain = settings
-            .brain
-            .clone()
-            .unwrap_or_else(|| self.config.default_brain.clone());
-        if Builtin::named(&brain).is_none()
-            && brain != dialtone_model::BUILTIN_AGENT
-            && !brain.starts_with("grpc://")
-        {
-            tracing::warn!(brain, "the agent's brain is not available here");
-            return Err((call, Refused::new(480, "brain_unavailable")));
-        }
+        let brain = match self.brain_for(settings) {
+            Ok(brain) => brain,
+            Err(brain) => {
+                tracing::warn!(brain, "the agent's brain is not available here");
+                return Err((call, Refused::new(480, "brain_unavailable")));
+            }
+        };
         let context = Value::Object(serde_json::Map::new());
         let instructions = settings
             .instructions

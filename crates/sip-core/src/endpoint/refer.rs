@@ -46,16 +46,6 @@ pub(super) fn sipfrag_status(body: &[u8]) -> Option<u16> {
     code.parse().ok().filter(|c| (100..700).contains(c))
 }
 
-/// The part of a header value before its parameters, trimmed and lower-cased.
-fn token(value: &str) -> String {
-    value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
-}
-
 /// The value of parameter `name` in a header value (`refer;id=7` → `7`).
 fn param(value: &str, name: &str) -> Option<String> {
     value.split(';').skip(1).find_map(|p| {
@@ -168,7 +158,7 @@ impl Endpoint {
             .and_then(|c| c.refer.as_ref())
             .is_some_and(|s| {
                 let id = param(&event, "id");
-                token(&event) == "refer"
+                message::header_token(&event) == "refer"
                     && match id {
                         Some(id) => s.cseq.is_some_and(|c| c.to_string() == id),
                         None => s.first_in_dialog,
@@ -180,14 +170,14 @@ impl Endpoint {
             return;
         }
         let is_sipfrag = message::first(&request.headers, "Content-Type")
-            .is_some_and(|t| token(&t) == "message/sipfrag");
+            .is_some_and(|t| message::header_token(&t) == "message/sipfrag");
         let Some(status) = sipfrag_status(&request.body).filter(|_| is_sipfrag) else {
             self.stats.notifies_refused += 1;
             self.respond(now, key, 400, Vec::new(), None);
             return;
         };
         let terminated = message::first(&request.headers, "Subscription-State")
-            .is_some_and(|s| token(&s) == "terminated");
+            .is_some_and(|s| message::header_token(&s) == "terminated");
         self.respond(now, key, 200, Vec::new(), None);
         if terminated && let Some(call) = self.calls.get_mut(&handle) {
             call.refer = None;
@@ -217,9 +207,12 @@ mod tests {
 
     #[test]
     fn event_tokens_and_ids_are_read() {
-        assert_eq!(token(" Refer ;id=93"), "refer");
+        assert_eq!(message::header_token(" Refer ;id=93"), "refer");
         assert_eq!(param("refer;id=93", "id").as_deref(), Some("93"));
         assert_eq!(param("refer", "id"), None);
-        assert_eq!(token("terminated;reason=noresource"), "terminated");
+        assert_eq!(
+            message::header_token("terminated;reason=noresource"),
+            "terminated"
+        );
     }
 }

@@ -21,16 +21,6 @@ use crate::validate::{ALLOWED_METHODS, standard_reason};
 /// The one body type the core reads and writes.
 const SDP: &str = "application/sdp";
 
-/// The media type of a Content-Type or Accept entry, parameters dropped, lower-cased.
-fn media_type(value: &str) -> String {
-    value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
-}
-
 /// RFC 3261 §8.2.3 for the requests that carry an offer or an answer (INVITE, UPDATE): a body
 /// that is not SDP gets `415`, and an Accept that rules SDP out gets `406`, since every answer
 /// we could give would carry SDP (RFC 4475 §3.3.6, §3.3.15). Both list SDP in Accept.
@@ -43,12 +33,12 @@ fn media_refusal(
     if !matches!(method, Method::Invite | Method::Update) {
         return None;
     }
-    if !body.is_empty() && content_type.is_none_or(|t| media_type(t) != SDP) {
+    if !body.is_empty() && content_type.is_none_or(|t| message::header_token(t) != SDP) {
         return Some(415);
     }
     let accepts_sdp = |list: &str| {
         list.split(',')
-            .map(media_type)
+            .map(message::header_token)
             .any(|m| m == SDP || m == "application/*" || m == "*/*")
     };
     match accept {
