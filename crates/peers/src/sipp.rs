@@ -57,6 +57,24 @@ impl Default for SippOptions {
     }
 }
 
+/// Writes `scenario` (a file path) into `dir` as `name`, its `__KEY__` placeholders replaced
+/// by `options`' values; returns where.
+fn write_scenario(
+    dir: &WorkDir,
+    scenario: &Path,
+    name: &Path,
+    options: &SippOptions,
+) -> Result<PathBuf, PeerError> {
+    let mut text = std::fs::read_to_string(scenario)
+        .map_err(PeerError::io(format!("reading {}", scenario.display())))?;
+    for (key, value) in &options.replacements {
+        text = text.replace(&format!("__{}__", key.to_uppercase()), value);
+    }
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).map_err(PeerError::io("writing the scenario"))?;
+    Ok(path)
+}
+
 impl Sipp {
     /// Starts SIPp as a UAS playing `scenario` (a file path), with placeholders replaced.
     pub fn uas(
@@ -66,16 +84,10 @@ impl Sipp {
     ) -> Result<Sipp, PeerError> {
         let port = free_port()?;
         let dir = WorkDir::for_peer("sipp")?;
-        let mut text = std::fs::read_to_string(scenario)
-            .map_err(PeerError::io(format!("reading {}", scenario.display())))?;
-        for (key, value) in &options.replacements {
-            text = text.replace(&format!("__{}__", key.to_uppercase()), value);
-        }
         let name = scenario
             .file_name()
             .map_or_else(|| PathBuf::from("scenario.xml"), PathBuf::from);
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).map_err(PeerError::io("writing the scenario"))?;
+        let path = write_scenario(&dir, scenario, &name, options)?;
         let mut args = vec![
             "-sf".to_owned(),
             path.display().to_string(),
@@ -96,13 +108,7 @@ impl Sipp {
     ) -> Result<Sipp, PeerError> {
         let port = free_port()?;
         let dir = WorkDir::for_peer("sipp")?;
-        let mut text = std::fs::read_to_string(scenario)
-            .map_err(PeerError::io(format!("reading {}", scenario.display())))?;
-        for (key, value) in &options.replacements {
-            text = text.replace(&format!("__{}__", key.to_uppercase()), value);
-        }
-        let path = dir.path().join("uac.xml");
-        std::fs::write(&path, text).map_err(PeerError::io("writing the scenario"))?;
+        let path = write_scenario(&dir, scenario, Path::new("uac.xml"), options)?;
         let mut args = vec![
             target.to_owned(),
             "-sf".to_owned(),
