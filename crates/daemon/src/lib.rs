@@ -191,7 +191,7 @@ impl Daemon {
             .await?
             .with_node(&config.node_id);
         // The lease first: a survivor must not take this node's calls for a lost node's.
-        storage.renew_lease(config.node_lease).await?;
+        storage.take_lease(config.node_lease).await?;
         let org = storage
             .bootstrap_operator_key(&config.api_key)
             .await

@@ -1,9 +1,11 @@
 //! This node among others on one database: it renews its lease every third of
-//! `DIALTONE_NODE_LEASE_SECONDS`, and a node that cannot renew in time takes no new calls
-//! (readiness false, dispatches 503) rather than run calls another node may be closing. Each
-//! round it also looks for lost nodes — leases run out — and, for each, hangs up the calls it
-//! left on the wire (from their kept dialogs) and closes them as `node_lost`: each call once,
-//! whichever survivor gets there first.
+//! `DIALTONE_NODE_LEASE_SECONDS` (each renewal bounded by that third), and a node that cannot
+//! renew in time takes no new calls (readiness false, dispatches 503) rather than run calls
+//! another node may be closing; one whose renewal finds the lease run out or taken is fenced:
+//! it ends its calls and takes the lease again. Each round it also looks for lost nodes —
+//! leases run out — and claims each (one survivor gets it, and only while its lease is still
+//! run out), hangs up the calls it left on the wire (from their kept dialogs) and closes them
+//! as `node_lost`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,30 +17,55 @@ use dialtone_sip_ua::SipUa;
 /// Renews the lease and sweeps lost nodes until the task is aborted.
 pub(crate) async fn keep_lease(engine: Arc<Engine>, ua: Arc<SipUa>, lease: Duration) {
     let storage = engine.storage().clone();
-    let mut renewed = Instant::now();
+    // Held until then: the last renewal's start plus the lease, less a third for the margin
+    // between this node's clock and the others'.
+    let mut held_until = Instant::now() + lease - lease / 3;
     let mut every = tokio::time::interval(lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        match storage.renew_lease(lease).await {
-            Ok(()) => {
-                renewed = Instant::now();
+        let asked = Instant::now();
+        match tokio::time::timeout(lease / 3, storage.renew_lease(lease)).await {
+            Ok(Ok(true)) => {
+                held_until = asked + lease - lease / 3;
                 if !engine.holds_lease() {
                     tracing::info!(node = storage.node(), "lease renewed: taking calls again");
                     engine.set_lease_held(true);
                 }
             }
-            Err(error) => {
-                tracing::warn!(node = storage.node(), %error, "cannot renew the node's lease");
-                if renewed.elapsed() >= lease && engine.holds_lease() {
-                    tracing::error!(
-                        node = storage.node(),
-                        "lease lost: taking no new calls until it is renewed"
-                    );
-                    engine.set_lease_held(false);
+            Ok(Ok(false)) => {
+                // Fenced: the lease ran out, and a survivor may have closed this node's
+                // calls. They end here too, then the node takes its lease again.
+                engine.set_lease_held(false);
+                let ended = engine.end_all();
+                tracing::error!(
+                    node = storage.node(),
+                    ended,
+                    "the lease ran out and another node may have taken this node's calls: \
+                     ended them here, taking the lease again"
+                );
+                if storage.take_lease(lease).await.is_ok() {
+                    held_until = asked + lease - lease / 3;
+                    engine.set_lease_held(true);
                 }
                 continue;
             }
+            Ok(Err(error)) => {
+                tracing::warn!(node = storage.node(), %error, "cannot renew the node's lease");
+            }
+            Err(_) => {
+                tracing::warn!(node = storage.node(), "renewing the node's lease took too long");
+            }
+        }
+        if Instant::now() >= held_until && engine.holds_lease() {
+            tracing::error!(
+                node = storage.node(),
+                "lease lost: taking no new calls until it is renewed"
+            );
+            engine.set_lease_held(false);
+        }
+        if !engine.holds_lease() {
+            continue;
         }
         let lost = match storage.lost_nodes().await {
             Ok(lost) => lost,
@@ -48,17 +75,24 @@ pub(crate) async fn keep_lease(engine: Arc<Engine>, ua: Arc<SipUa>, lease: Durat
             }
         };
         for node in lost {
+            // One survivor claims each lost node, and only while its lease is run out.
+            match storage.claim_lost_node(&node).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    tracing::warn!(lost = %node, %error, "cannot claim a lost node");
+                    continue;
+                }
+            }
             let hung_up = hang_up_lost(&storage, &ua, &node, LEFTOVER_WAIT)
                 .await
                 .unwrap_or_default();
-            match storage.close_lost_node(&node).await {
+            match storage.close_lost_calls(&node).await {
                 Ok(closed) => {
                     metrics::counter!("dialtone_lost_node_calls_total").increment(closed);
                     tracing::warn!(lost = %node, closed, hung_up, "closed the calls of a lost node");
                 }
-                Err(error) => {
-                    tracing::warn!(lost = %node, %error, "cannot close a lost node's calls")
-                }
+                Err(error) => tracing::warn!(lost = %node, %error, "cannot close a lost node's calls"),
             }
         }
     }

@@ -397,3 +397,40 @@ fn a_bye_before_the_ack_ends_the_call_and_nothing_is_released_later() {
     );
     assert!(h.take_events().is_empty());
 }
+
+/// An INVITE through record-routing proxies: our 180 and 200 carry its Record-Route headers
+/// back, in order (RFC 3261 §12.1.1), so the caller routes its ACK and BYE through them too.
+#[test]
+fn our_180_and_200_carry_the_invites_record_route() {
+    let mut h = inbound_harness();
+    let (call, _) = incoming(
+        &mut h,
+        "rr",
+        "Record-Route: <sip:edge.example;lr>\r\nRecord-Route: <sip:sbc.example;lr>\r\n",
+    );
+    h.ep.ring(h.now, call).unwrap();
+    h.collect();
+    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    for status in [180, 200] {
+        let response = h
+            .sent
+            .iter()
+            .find(|s| s.is_response(status))
+            .expect("sent");
+        let routes: Vec<&str> = response
+            .text
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("record-route:"))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "Record-Route: <sip:edge.example;lr>",
+                "Record-Route: <sip:sbc.example;lr>"
+            ],
+            "{}",
+            response.text
+        );
+    }
+}

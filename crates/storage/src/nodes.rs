@@ -1,7 +1,8 @@
 //! Several nodes on one database. Each node holds a lease it renews while it runs; a node whose
-//! lease ran out is lost, and a survivor closes its live calls (`failed`, `node_lost`, by
-//! `engine`) — each once, whichever survivor gets there first, since a call's status only
-//! moves forward — then forgets it. A node's own start-up closes only its own leftovers
+//! lease ran out is lost: one survivor claims it (the claim removes its lease, so only one
+//! gets it, and only while the lease is still run out), hangs its calls up and closes them
+//! (`failed`, `node_lost`, by `engine`). A node whose renewal finds its lease gone or run out is
+//! fenced: it ends its calls and takes its lease again. A node's own start-up closes only its own leftovers
 //! ([`Storage::close_interrupted_calls`]).
 
 use std::time::Duration;
@@ -11,21 +12,42 @@ use sqlx::Row;
 use crate::call_writes::Owners;
 use crate::{EndReason, InterruptedDialog, Result, Storage, now_ms};
 
+/// `lease` after `now`, in milliseconds.
+fn until(now: i64, lease: Duration) -> i64 {
+    now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
 impl Storage {
-    /// Takes or renews this node's lease until `lease` from now.
-    pub async fn renew_lease(&self, lease: Duration) -> Result<()> {
+    /// Takes this node's lease until `lease` from now (at its start, or again after it was
+    /// fenced).
+    pub async fn take_lease(&self, lease: Duration) -> Result<()> {
         let now = now_ms();
-        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         sqlx::query(
             "INSERT INTO nodes (id, started_at, lease_until) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until",
         )
         .bind(&*self.node)
         .bind(now)
-        .bind(until)
+        .bind(until(now, lease))
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Renews this node's lease until `lease` from now, if it still holds it: `false` when the
+    /// lease ran out or a survivor took it (the node is fenced: its calls are another node's to
+    /// close, and it must take its lease again before it takes new calls).
+    pub async fn renew_lease(&self, lease: Duration) -> Result<bool> {
+        let now = now_ms();
+        let renewed = sqlx::query(
+            "UPDATE nodes SET lease_until = $1 WHERE id = $2 AND lease_until >= $3",
+        )
+        .bind(until(now, lease))
+        .bind(&*self.node)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
     }
 
     /// Gives this node's lease up (a clean stop: nothing of it is left live).
@@ -54,18 +76,23 @@ impl Storage {
         self.live_dialogs(Owners::Lost(node)).await
     }
 
-    /// Closes the live calls of lost node `node` as `node_lost`, then forgets the node unless
-    /// it renewed its lease meanwhile. Returns how many calls this survivor closed.
-    pub async fn close_lost_node(&self, node: &str) -> Result<u64> {
-        let closed = self
-            .fail_live_calls(Owners::Lost(node), EndReason::NodeLost)
-            .await?;
-        sqlx::query("DELETE FROM nodes WHERE id = $1 AND lease_until < $2")
+    /// Takes lost node `node` for this node to sweep: `true` for the one survivor that gets
+    /// it, and only while its lease is still run out (a node that renewed meanwhile is not
+    /// lost).
+    pub async fn claim_lost_node(&self, node: &str) -> Result<bool> {
+        let claimed = sqlx::query("DELETE FROM nodes WHERE id = $1 AND lease_until < $2")
             .bind(node)
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
-        Ok(closed)
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    /// Closes the live calls of lost node `node`, which this node claimed, as `node_lost`.
+    /// Returns how many.
+    pub async fn close_lost_calls(&self, node: &str) -> Result<u64> {
+        self.fail_live_calls(Owners::Lost(node), EndReason::NodeLost)
+            .await
     }
 }
 
@@ -101,10 +128,11 @@ mod tests {
         let a = Storage::open(&url).await.unwrap().with_node("node-a");
         let b = Storage::open(&url).await.unwrap().with_node("node-b");
         let c = b.clone().with_node("node-c");
-        a.renew_lease(Duration::from_secs(60)).await.unwrap();
+        a.take_lease(Duration::from_secs(60)).await.unwrap();
+        assert!(a.renew_lease(Duration::from_secs(60)).await.unwrap());
         let on_a = live(&a, None).await;
         assert_eq!(on_a.node.as_deref(), Some("node-a"));
-        b.renew_lease(Duration::from_secs(60)).await.unwrap();
+        b.take_lease(Duration::from_secs(60)).await.unwrap();
         assert!(b.interrupted_dialogs().await.unwrap().is_empty());
         assert_eq!(b.close_interrupted_calls().await.unwrap(), 0);
         assert!(b.lost_nodes().await.unwrap().is_empty());
@@ -113,17 +141,23 @@ mod tests {
             CallStatus::InProgress
         );
         // A stops renewing: its lease runs out.
-        a.renew_lease(Duration::ZERO).await.unwrap();
+        assert!(a.renew_lease(Duration::ZERO).await.unwrap());
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(b.lost_nodes().await.unwrap(), vec!["node-a".to_owned()]);
-        assert_eq!(c.close_lost_node("node-a").await.unwrap(), 1);
-        assert_eq!(b.close_lost_node("node-a").await.unwrap(), 0);
+        // One survivor gets it; A, fenced, cannot renew what ran out.
+        assert!(c.claim_lost_node("node-a").await.unwrap());
+        assert!(!b.claim_lost_node("node-a").await.unwrap());
+        assert!(!a.renew_lease(Duration::from_secs(60)).await.unwrap());
+        assert_eq!(c.close_lost_calls("node-a").await.unwrap(), 1);
+        // A takes its lease again: a node holding one is nobody's to claim.
+        a.take_lease(Duration::from_secs(60)).await.unwrap();
+        assert!(!c.claim_lost_node("node-a").await.unwrap());
         let closed = b.get_call(on_a.id).await.unwrap();
         assert_eq!(closed.status, CallStatus::Failed);
         assert_eq!(closed.end_reason, Some(EndReason::NodeLost));
         assert_eq!(closed.ended_by, Some(EndedBy::Engine));
         assert!(b.lost_nodes().await.unwrap().is_empty());
-        // A restarts under its id: B's live call is not its to close.
+        // A, back under its id: B's live call is not its to close.
         let on_b = live(&b, Some(&on_a)).await;
         assert_eq!(on_b.node.as_deref(), Some("node-b"));
         assert_eq!(a.close_interrupted_calls().await.unwrap(), 0);

@@ -122,6 +122,10 @@ impl Engine {
         if !self.is_accepting() {
             return Err(Refused::new(480, "shutting_down"));
         }
+        // A node without its lease takes no calls: a survivor may be closing its calls.
+        if !self.holds_lease() {
+            return Err(Refused::new(480, "lease_lost"));
+        }
         let number = guard::called_number(offer.request_user.as_deref(), offer.to_user.as_deref());
         let route = match &number {
             Some(n) => self

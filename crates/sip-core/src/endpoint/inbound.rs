@@ -234,12 +234,29 @@ impl Endpoint {
         }
     }
 
+    /// The INVITE's Record-Route headers, in order: a response that sets up the dialog carries
+    /// them back (RFC 3261 §12.1.1), so the caller's ACK and BYE go through the same proxies.
+    fn record_route_of(&self, key: &ServerKey) -> Vec<Header> {
+        self.server_txs
+            .get(key)
+            .map(|t| {
+                t.request
+                    .headers
+                    .iter()
+                    .filter(|h| matches!(h, Header::RecordRoute(_)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Sends `180 Ringing` for an incoming call.
     pub fn ring(&mut self, now: Instant, handle: CallHandle) -> Result<(), Error> {
         let key = self.unanswered(handle)?;
         self.refund(now, handle);
-        let contact = self.contact(key_transport(self, &key));
-        self.respond(now, &key, 180, vec![contact], None);
+        let mut extra = vec![self.contact(key_transport(self, &key))];
+        extra.extend(self.record_route_of(&key));
+        self.respond(now, &key, 180, extra, None);
         self.settle();
         Ok(())
     }
@@ -253,6 +270,7 @@ impl Endpoint {
             self.contact(key_transport(self, &key)),
             Header::Allow(rsip::headers::Allow::new(ALLOWED_METHODS)),
         ];
+        extra.extend(self.record_route_of(&key));
         extra.extend(self.session_headers(handle));
         self.respond(now, &key, 200, extra, Some(("application/sdp", sdp)));
         if let Some(i) = self.inbound.get_mut(&handle) {
