@@ -269,12 +269,12 @@ fn refusals_are_budgeted_per_source_and_a_spent_source_is_dropped_unanswered() {
     let mut h = inbound_harness();
     // A busy answer costs the source nothing.
     let (call, _) = incoming(&mut h, "b0", "");
-    h.ep.refuse(h.now, call, 486).unwrap();
+    h.ep.refuse(h.now, call, 486, false).unwrap();
     h.collect();
     assert!(h.last_sent().is_response(486));
     for n in 0..3 {
         let (call, _) = incoming(&mut h, &format!("s{n}"), "");
-        h.ep.refuse(h.now, call, if n == 0 { 404 } else { 403 })
+        h.ep.refuse(h.now, call, if n == 0 { 404 } else { 403 }, true)
             .unwrap();
         h.collect();
     }

@@ -43,6 +43,7 @@ pub(crate) enum Command {
     Refuse {
         call: u64,
         status: u16,
+        charged: bool,
     },
     AnswerOffer {
         call: u64,
@@ -543,9 +544,13 @@ impl Driver {
                     let _ = self.endpoint.accept(now, handle, sdp);
                 }
             }
-            Command::Refuse { call, status } => {
+            Command::Refuse {
+                call,
+                status,
+                charged,
+            } => {
                 if let Some(handle) = self.handle_of(call) {
-                    let _ = self.endpoint.refuse(now, handle, status);
+                    let _ = self.endpoint.refuse(now, handle, status, charged);
                 }
             }
             Command::AnswerOffer { call, sdp } => {
@@ -670,7 +675,7 @@ impl Driver {
     /// there is none.
     fn on_incoming(&mut self, handle: CallHandle, offer: IncomingCall) {
         let Some(commands) = self.commands.upgrade() else {
-            let _ = self.endpoint.refuse(Instant::now(), handle, 480);
+            let _ = self.endpoint.refuse(Instant::now(), handle, 480, false);
             return;
         };
         let id = self.next_id;
@@ -695,7 +700,7 @@ impl Driver {
             let mut unheard = unheard.0;
             // Nobody takes calls: the handle's drop must not send a hang-up as well.
             unheard.call.finished = true;
-            let _ = self.endpoint.refuse(Instant::now(), handle, 480);
+            let _ = self.endpoint.refuse(Instant::now(), handle, 480, false);
         }
     }
 

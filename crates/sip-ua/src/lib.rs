@@ -515,11 +515,13 @@ impl Call {
         self.command(Command::Accept { call: self.id, sdp })
     }
 
-    /// Refuses a call placed to us with `status` (`403`, `404`, `486`, `488` ...).
-    pub fn refuse(&self, status: u16) -> Result<(), UaError> {
+    /// Refuses a call placed to us with `status` (`403`, `404`, `486`, `488` ...); `charged`:
+    /// the refusal spends its source's budget (a stranger's, not a trusted trunk's).
+    pub fn refuse(&self, status: u16, charged: bool) -> Result<(), UaError> {
         self.command(Command::Refuse {
             call: self.id,
             status,
+            charged,
         })
     }
 

@@ -41,16 +41,33 @@ struct Routed {
     trunk: Trunk,
 }
 
-/// Why a call placed to us is not answered: the SIP status and the metric's outcome.
+/// Why a call placed to us is not answered: the SIP status, the metric's outcome, and whether
+/// the refusal spends its source's budget.
 #[derive(Debug, Clone, Copy)]
 struct Refused {
     status: u16,
     outcome: &'static str,
+    /// Only a source not trusted for the call is charged: a carrier's address, shared by every
+    /// organisation it serves, is never cut off for one number's refusal.
+    charged: bool,
 }
 
 impl Refused {
     fn new(status: u16, outcome: &'static str) -> Self {
-        Self { status, outcome }
+        Self {
+            status,
+            outcome,
+            charged: false,
+        }
+    }
+
+    /// The guard's refusal: a stranger's INVITE or one for no number of ours spends the
+    /// source's budget; one from the number's own trunk does not.
+    fn by_guard(verdict: guard::Verdict, status: u16) -> Self {
+        Self {
+            charged: matches!(verdict, guard::Verdict::Forbidden | guard::Verdict::NotOurs),
+            ..Self::new(status, verdict.outcome())
+        }
     }
 
     /// Something of ours failed (storage): `500`.
@@ -96,12 +113,12 @@ impl Engine {
                         return;
                     }
                     Err((call, refused)) => {
-                        let _ = call.refuse(refused.status);
+                        let _ = call.refuse(refused.status, refused.charged);
                         refused
                     }
                 },
                 Err(refused) => {
-                    let _ = call.refuse(refused.status);
+                    let _ = call.refuse(refused.status, refused.charged);
                     refused
                 }
             };
@@ -160,7 +177,7 @@ impl Engine {
         };
         let verdict = guard::judge(offer.source.ip(), facts.as_ref().map(|(_, f)| f));
         if let Some(status) = verdict.status() {
-            return Err(Refused::new(status, verdict.outcome()));
+            return Err(Refused::by_guard(verdict, status));
         }
         // Answered: the number, its agent and its trunk are all there.
         match (route, facts) {
@@ -295,5 +312,21 @@ impl Engine {
                 .await;
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a source not trusted for the call spends its budget: a number of ours that nothing
+    /// answers, refused to its own trunk's address, never cuts that (shared) carrier off.
+    #[test]
+    fn only_untrusted_sources_are_charged_for_a_refusal() {
+        use guard::Verdict;
+        assert!(Refused::by_guard(Verdict::Forbidden, 403).charged);
+        assert!(Refused::by_guard(Verdict::NotOurs, 404).charged);
+        assert!(!Refused::by_guard(Verdict::NotAnswered, 404).charged);
+        assert!(!Refused::new(403, "organization_disabled").charged);
     }
 }

@@ -286,13 +286,20 @@ impl Endpoint {
     }
 
     /// Refuses an incoming call with `status` (a final non-2xx, clamped to 300–699); the call
-    /// fails with that status. A `403` or `404` keeps the token its INVITE took from the
-    /// source's budget; another refusal gives it back.
-    pub fn refuse(&mut self, now: Instant, handle: CallHandle, status: u16) -> Result<(), Error> {
+    /// fails with that status. When `charged` (the source is not trusted for the call: the
+    /// caller decides) the token its INVITE took from the source's budget is kept; otherwise it
+    /// is given back.
+    pub fn refuse(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        status: u16,
+        charged: bool,
+    ) -> Result<(), Error> {
         let key = self.unanswered(handle)?;
         let status = status.clamp(300, 699);
         self.respond(now, &key, status, Vec::new(), None);
-        if !matches!(status, 403 | 404) {
+        if !charged {
             self.refund(now, handle);
         }
         if self.inbound.remove(&handle).is_some() {

@@ -185,7 +185,7 @@ impl Endpoint {
     ) -> Result<(), Error> {
         if self.is_unanswered_incoming(handle) {
             // Hanging up a call we have not answered refuses it.
-            return self.refuse(now, handle, 480);
+            return self.refuse(now, handle, 480, false);
         }
         let call = self
             .calls
