@@ -68,11 +68,8 @@ pub(crate) struct Route {
 /// dropped), with its `+`.
 pub(crate) fn e164_of(user: &str) -> Option<String> {
     let number = user.split(';').next().unwrap_or_default();
-    let digits = number.strip_prefix('+').unwrap_or(number);
-    let ok = (2..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
-    ok.then(|| format!("+{digits}"))
+    let e164 = format!("+{}", number.strip_prefix('+').unwrap_or(number));
+    dialtone_model::number::is_e164(&e164).then_some(e164)
 }
 
 /// The number called: the Request-URI's, else the To URI's.

@@ -340,9 +340,10 @@ impl Endpoint {
     }
 
     /// A CANCEL ended the INVITE with 487 before the answer.
-    pub(super) fn on_inbound_canceled(&mut self, now: Instant, handle: CallHandle) {
+    pub(super) fn on_inbound_canceled(&mut self, handle: CallHandle) {
         if self.is_unanswered_incoming(handle) {
-            self.refund(now, handle);
+            // A token the INVITE still holds (not rung yet) stays spent: INVITE-then-CANCEL
+            // makes the engine look the call up, and must not be free.
             self.inbound.remove(&handle);
             self.fail_incoming(handle, Some(487), EndReason::Canceled);
         }

@@ -261,7 +261,7 @@ impl Endpoint {
                         c.pending_offer = None;
                     }
                     if let Some(handle) = call {
-                        self.on_inbound_canceled(now, handle);
+                        self.on_inbound_canceled(handle);
                     }
                 }
             }
