@@ -54,7 +54,10 @@ pub(crate) async fn keep_lease(engine: Arc<Engine>, ua: Arc<SipUa>, lease: Durat
                 tracing::warn!(node = storage.node(), %error, "cannot renew the node's lease");
             }
             Err(_) => {
-                tracing::warn!(node = storage.node(), "renewing the node's lease took too long");
+                tracing::warn!(
+                    node = storage.node(),
+                    "renewing the node's lease took too long"
+                );
             }
         }
         if Instant::now() >= held_until && engine.holds_lease() {
@@ -92,7 +95,9 @@ pub(crate) async fn keep_lease(engine: Arc<Engine>, ua: Arc<SipUa>, lease: Durat
                     metrics::counter!("dialtone_lost_node_calls_total").increment(closed);
                     tracing::warn!(lost = %node, closed, hung_up, "closed the calls of a lost node");
                 }
-                Err(error) => tracing::warn!(lost = %node, %error, "cannot close a lost node's calls"),
+                Err(error) => {
+                    tracing::warn!(lost = %node, %error, "cannot close a lost node's calls")
+                }
             }
         }
     }

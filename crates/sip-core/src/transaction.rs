@@ -396,8 +396,11 @@ impl InviteServerTx {
         match code {
             100..=199 => {}
             200..=299 => {
+                // The 2xx is retransmitted until the ACK on every transport (RFC 3261
+                // §13.3.1.4: the TU's duty, hop-by-hop reliability is not enough), so a lost
+                // ACK over TCP or TLS times out like one over UDP.
                 self.state = InviteServerState::Accepted;
-                self.timer_g = (!self.reliable).then(|| Retransmit::start(now, self.timers.t1));
+                self.timer_g = Some(Retransmit::start(now, self.timers.t1));
                 self.timer_l = Some(now + self.timers.sixty_four_t1());
             }
             _ => {
@@ -451,7 +454,7 @@ impl InviteServerTx {
         if due(self.timer_i, now) || due(self.timer_l, now) {
             let acked = self.state != InviteServerState::Accepted || self.timer_g.is_none();
             self.terminate();
-            return Some(if acked || self.reliable {
+            return Some(if acked {
                 TimerAction::Terminated
             } else {
                 TimerAction::Timeout

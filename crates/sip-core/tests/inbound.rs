@@ -413,11 +413,7 @@ fn our_180_and_200_carry_the_invites_record_route() {
     h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
     h.collect();
     for status in [180, 200] {
-        let response = h
-            .sent
-            .iter()
-            .find(|s| s.is_response(status))
-            .expect("sent");
+        let response = h.sent.iter().find(|s| s.is_response(status)).expect("sent");
         let routes: Vec<&str> = response
             .text
             .lines()
@@ -433,4 +429,30 @@ fn our_180_and_200_carry_the_invites_record_route() {
             response.text
         );
     }
+}
+
+/// Over TCP too, our 200 is retransmitted until the ACK (RFC 3261 §13.3.1.4: the TU's duty,
+/// whatever the transport) and a call whose ACK never comes is released at 64·T1 with a BYE.
+#[test]
+fn over_tcp_a_lost_ack_also_releases_the_call() {
+    let mut h = inbound_harness();
+    let tcp_invite = invite("t", "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    h.feed_from(source(), Transport::Tcp, &tcp_invite);
+    let event = h.events.pop().expect("an incoming call");
+    let call = event.call;
+    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    let ok = h.last_sent();
+    assert!(ok.is_response(200));
+    h.advance(secs(40.0));
+    let resent = h.sent.iter().filter(|s| s.text == ok.text).count();
+    assert!(resent > 1, "the 200 went out {resent} times");
+    assert_eq!(h.sent_requests("BYE")[0].at, Duration::from_secs(32));
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: None,
+            reason: EndReason::TrunkTimeout
+        }]
+    );
 }

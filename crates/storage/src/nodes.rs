@@ -39,14 +39,13 @@ impl Storage {
     /// close, and it must take its lease again before it takes new calls).
     pub async fn renew_lease(&self, lease: Duration) -> Result<bool> {
         let now = now_ms();
-        let renewed = sqlx::query(
-            "UPDATE nodes SET lease_until = $1 WHERE id = $2 AND lease_until >= $3",
-        )
-        .bind(until(now, lease))
-        .bind(&*self.node)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let renewed =
+            sqlx::query("UPDATE nodes SET lease_until = $1 WHERE id = $2 AND lease_until >= $3")
+                .bind(until(now, lease))
+                .bind(&*self.node)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
         Ok(renewed.rows_affected() == 1)
     }
 
