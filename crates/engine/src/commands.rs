@@ -3,7 +3,8 @@
 //! is not over, through the database ([`dialtone_storage::Storage::send_command`]): the owner
 //! takes its commands up every [`COMMAND_POLL`], carries each out on the live call as if asked
 //! directly, and writes the answer, which the asking node waits for (at most
-//! [`COMMAND_WAIT`]) and answers the API with.
+//! [`COMMAND_WAIT`]) and answers the API with. A command not taken up in that time is
+//! withdrawn, and never taken after it: a 503 means it was not carried out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +109,15 @@ impl Engine {
             }
             tokio::time::sleep(COMMAND_POLL / 2).await;
         }
+        // Withdrawn unless taken up meanwhile; then its answer may still come.
+        if !self.storage.withdraw_command(id).await? {
+            tokio::time::sleep(COMMAND_POLL).await;
+            if let Some(answer) = self.storage.command_answer(id).await? {
+                return serde_json::from_str::<CommandAnswer>(&answer)
+                    .unwrap_or(CommandAnswer::NotLive)
+                    .into_result(call_id);
+            }
+        }
         Err(EngineError::OwnerUnreachable { node: owner })
     }
 
@@ -118,7 +128,7 @@ impl Engine {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            let taken = match self.storage.take_commands().await {
+            let taken = match self.storage.take_commands(COMMAND_WAIT).await {
                 Ok(taken) => taken,
                 Err(error) => {
                     tracing::warn!(%error, "cannot take up the commands for this node");

@@ -52,6 +52,13 @@ impl Network {
         (u32::from(prefix) <= width(address)).then_some(Self { address, prefix })
     }
 
+    /// Whether the network is one carrier's at most: an IPv4 prefix of 8 bits or more, an IPv6
+    /// one of 32 or more. Wider ones (`0.0.0.0/0`) would trust much of the internet.
+    pub fn is_narrow(self) -> bool {
+        let shortest = if self.address.is_ipv4() { 8 } else { 32 };
+        self.prefix >= shortest
+    }
+
     /// Whether `ip` is in this network (an IPv4 address is never in an IPv6 network).
     pub fn contains(self, ip: IpAddr) -> bool {
         if self.address.is_ipv4() != ip.is_ipv4() {

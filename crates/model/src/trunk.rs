@@ -107,7 +107,7 @@ pub struct TrunkFields {
     pub register: Option<bool>,
     /// Networks calls placed to the trunk's numbers may also come from (`203.0.113.0/24`,
     /// `2001:db8::/32`, or one address), besides the addresses its host resolves to; at most
-    /// 32.
+    /// 32, none wider than /8 (IPv6: /32).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound_cidrs: Option<Vec<String>>,
     /// With `tls`: PEM certificates to trust instead of the system's roots.
@@ -249,7 +249,7 @@ impl TrunkFields {
         }
         list.iter()
             .map(|n| {
-                n.parse::<Network>().map_err(|_| {
+                let network = n.parse::<Network>().map_err(|_| {
                     FieldError::invalid(
                         "inbound_cidrs",
                         format!(
@@ -257,7 +257,17 @@ impl TrunkFields {
                              addresses: {n:?} is not one"
                         ),
                     )
-                })
+                })?;
+                if !network.is_narrow() {
+                    return Err(FieldError::invalid(
+                        "inbound_cidrs",
+                        format!(
+                            "`inbound_cidrs` networks must be /8 or narrower (IPv6: /32): {n:?} \
+                             would trust much of the internet"
+                        ),
+                    ));
+                }
+                Ok(network)
             })
             .collect()
     }
@@ -492,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn inbound_cidrs_are_networks_or_addresses_and_at_most_32() {
+    fn inbound_cidrs_are_narrow_networks_or_addresses_and_at_most_32() {
         let set = |list: Vec<&'static str>| {
             move |f: &mut TrunkFields| {
                 f.inbound_cidrs = Some(list.iter().map(|n| (*n).to_owned()).collect())
@@ -503,9 +513,19 @@ mod tests {
             ""
         );
         assert_eq!(refused(set(vec![])), "");
-        for bad in ["203.0.113.0/33", "carrier.example.com", "10.0.0.0/", " "] {
+        for bad in [
+            "203.0.113.0/33",
+            "carrier.example.com",
+            "10.0.0.0/",
+            " ",
+            "0.0.0.0/0",
+            "10.0.0.0/7",
+            "::/0",
+            "2001:db8::/31",
+        ] {
             assert_eq!(refused(set(vec![bad])), "inbound_cidrs", "{bad}");
         }
+        assert_eq!(refused(set(vec!["10.0.0.0/8"])), "");
         assert_eq!(refused(set(vec!["10.0.0.1"; 33])), "inbound_cidrs");
     }
 

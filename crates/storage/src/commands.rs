@@ -42,15 +42,18 @@ impl Storage {
         Ok(id)
     }
 
-    /// Takes up this node's waiting commands, oldest first (each once), and sweeps old rows.
-    pub async fn take_commands(&self) -> Result<Vec<TakenCommand>> {
+    /// Takes up this node's waiting commands written within `fresh_for` (older ones, whose
+    /// sender gave up, are left to the sweep), oldest first, each once; sweeps old rows.
+    pub async fn take_commands(&self, fresh_for: std::time::Duration) -> Result<Vec<TakenCommand>> {
         let now = now_ms();
+        let oldest = now - i64::try_from(fresh_for.as_millis()).unwrap_or(i64::MAX / 2);
         let rows = sqlx::query(
             "UPDATE call_commands SET taken_at = $1 WHERE node_id = $2 AND taken_at IS NULL \
-             RETURNING id, call_id, command, created_at",
+             AND created_at >= $3 RETURNING id, call_id, command, created_at",
         )
         .bind(now)
         .bind(&*self.node)
+        .bind(oldest)
         .fetch_all(&self.pool)
         .await?;
         if !rows.is_empty() {
@@ -74,6 +77,16 @@ impl Storage {
             .collect::<Result<Vec<_>>>()?;
         taken.sort_by_key(|(at, c)| (*at, c.id));
         Ok(taken.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Withdraws command `id` unless its node took it up already: `true` when it will never
+    /// be carried out.
+    pub async fn withdraw_command(&self, id: Uuid) -> Result<bool> {
+        let withdrawn = sqlx::query("DELETE FROM call_commands WHERE id = $1 AND taken_at IS NULL")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(withdrawn.rows_affected() == 1)
     }
 
     /// Writes the answer to command `id`.
@@ -109,6 +122,8 @@ impl Storage {
 mod tests {
     use super::*;
 
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(3);
+
     crate::tests::on_both!(a_command_reaches_its_node_once_and_its_answer_comes_back);
     async fn a_command_reaches_its_node_once_and_its_answer_comes_back(s: Storage) {
         let call = Uuid::now_v7();
@@ -118,10 +133,10 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            s.take_commands().await.unwrap().is_empty(),
+            s.take_commands(FRESH).await.unwrap().is_empty(),
             "not this node's"
         );
-        let taken = owner.take_commands().await.unwrap();
+        let taken = owner.take_commands(FRESH).await.unwrap();
         assert_eq!(
             taken,
             vec![TakenCommand {
@@ -131,9 +146,10 @@ mod tests {
             }]
         );
         assert!(
-            owner.take_commands().await.unwrap().is_empty(),
+            owner.take_commands(FRESH).await.unwrap().is_empty(),
             "taken once"
         );
+        assert!(!s.withdraw_command(id).await.unwrap(), "taken: too late");
         assert_eq!(s.command_answer(id).await.unwrap(), None);
         owner.answer_command(id, r#"{"ok":true}"#).await.unwrap();
         assert_eq!(
@@ -141,5 +157,18 @@ mod tests {
             Some(r#"{"ok":true}"#)
         );
         assert_eq!(s.command_answer(id).await.unwrap(), None, "read once");
+        // A command withdrawn before its node took it up is never carried out; one older than
+        // the sender's patience is not taken either.
+        let withdrawn = s.send_command(call, "owner", "{}").await.unwrap();
+        assert!(s.withdraw_command(withdrawn).await.unwrap());
+        s.send_command(call, "owner", "{}").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(
+            owner
+                .take_commands(std::time::Duration::from_millis(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
