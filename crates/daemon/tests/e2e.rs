@@ -45,6 +45,19 @@ struct Api {
 }
 
 impl Api {
+    /// The Prometheus page, read with the operator key.
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .http
@@ -238,17 +251,7 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
     assert!(media["packets_out"].as_u64().unwrap() >= 80, "{media}");
     assert_eq!(media["malformed"], 0, "{media}");
     assert_eq!(media["concealed_frames"], 0, "{media}");
-    let metrics = w
-        .api
-        .http
-        .get(format!("{}/metrics", w.api.base))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.api.metrics().await;
     // Trunks are labelled by id: their names are the tenants' own.
     let completed = format!(
         "dialtone_calls_total{{status=\"completed\",end_reason=\"completed\",trunk=\"{}\"}}",
@@ -1051,16 +1054,7 @@ async fn after_sigkill_the_next_start_sends_the_bye_of_an_answered_call() {
         .await
         .unwrap()
         .unwrap();
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     assert!(
         metrics
             .lines()
@@ -3172,17 +3166,7 @@ async fn a_receiver_answering_410_gets_each_event_once_and_no_retries() {
     // Half a second more: the worker polls every 200 ms, and must not try again.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), events.len());
-    let metrics = w
-        .api
-        .http
-        .get(format!("{}/metrics", w.api.base))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.api.metrics().await;
     assert!(
         metrics.contains("dialtone_webhook_attempts_total{outcome=\"dead\"}"),
         "{metrics}"

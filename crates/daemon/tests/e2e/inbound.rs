@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use dialtone_test_support::{Sipp, SippOptions, scenario, write_ulaw_tone};
 use serde_json::{Value, json};
 
-use super::{Api, KEY, assert_ended, cli, receiver, wait_final, world, world_on};
+use super::{Api, assert_ended, cli, receiver, wait_final, world, world_on};
 
 const OUR_NUMBER: &str = "+15550001000";
 
@@ -355,17 +355,7 @@ async fn a_flood_of_refused_invites_is_cut_short_while_a_real_call_completes() {
     let record = wait_final(&w.api, listed[0]["id"].as_str().unwrap()).await;
     assert_ended(&record, "completed", "completed", "caller");
     assert!(record["media_stats"]["voiced_frames_in"].as_u64().unwrap() >= 50);
-    let metrics = w
-        .api
-        .http
-        .get(format!("{}/metrics", w.api.base))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.api.metrics().await;
     // The rest of the flood was dropped unanswered, before any routing (the counter is the
     // process's: other tests' drops could only add to it).
     let dropped: usize = metrics

@@ -462,6 +462,12 @@ impl Client {
         request
     }
 
+    /// A call record an answer carries, as JSON or for people.
+    fn show_call(&self, call: Option<&proto::Call>) {
+        let v = call.map(render::call).unwrap_or_default();
+        self.show(&v, render::call_record);
+    }
+
     fn show(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
         if self.json {
             println!(
@@ -951,39 +957,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .get_call(c.request(proto::GetCallRequest { id }))
                         .await
                         .map_err(refused)?;
-                    let v = r
-                        .into_inner()
-                        .call
-                        .as_ref()
-                        .map(render::call)
-                        .unwrap_or_default();
-                    c.show(&v, render::call_record);
+                    c.show_call(r.into_inner().call.as_ref());
                 }
                 CallCommand::Hangup { id } => {
                     let r = calls
                         .hangup_call(c.request(proto::HangupCallRequest { id }))
                         .await
                         .map_err(refused)?;
-                    let v = r
-                        .into_inner()
-                        .call
-                        .as_ref()
-                        .map(render::call)
-                        .unwrap_or_default();
-                    c.show(&v, render::call_record);
+                    c.show_call(r.into_inner().call.as_ref());
                 }
                 CallCommand::Transfer { id, to, mode } => {
                     let r = calls
                         .transfer_call(c.request(proto::TransferCallRequest { id, to, mode }))
                         .await
                         .map_err(refused)?;
-                    let v = r
-                        .into_inner()
-                        .call
-                        .as_ref()
-                        .map(render::call)
-                        .unwrap_or_default();
-                    c.show(&v, render::call_record);
+                    c.show_call(r.into_inner().call.as_ref());
                 }
             }
         }
