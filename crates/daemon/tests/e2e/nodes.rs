@@ -55,9 +55,16 @@ impl Cluster {
 
 impl Node {
     /// SIGKILL, and reaped.
-    fn kill(mut self) {
-        self.process.kill().unwrap();
-        self.process.wait().unwrap();
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Node {
+    /// A node never outlives its test, even one whose assertion failed.
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
