@@ -622,7 +622,7 @@ impl Engine {
             trunk_label: trunk.id.to_string(),
             ring_timeout: settings.ring_timeout(),
             max_duration: settings.max_duration(),
-            speech: speech_setting(settings),
+            speech: speech_setting(settings, &brain),
             voicemail: match settings.voicemail() {
                 VoicemailAction::HangUp => brains::Voicemail::HangUp,
                 VoicemailAction::LeaveMessage(message) => brains::Voicemail::LeaveMessage(message),
@@ -648,6 +648,7 @@ impl Engine {
                     .as_ref()
                     .and_then(|tools| serde_json::to_value(tools).ok())
                     .unwrap_or(Value::Null),
+                brain_headers: settings.brain_headers.clone().unwrap_or_default(),
             },
             agent: agent_setup,
             amd_listener,
@@ -830,6 +831,7 @@ impl Engine {
         if Builtin::named(&brain).is_none()
             && brain != dialtone_model::BUILTIN_AGENT
             && !brain.starts_with("grpc://")
+            && !dialtone_model::media_streams::is_media_streams(&brain)
         {
             return Err(brain);
         }
@@ -903,8 +905,9 @@ struct CallPlan {
 
 /// The speech loop's settings from the agent's: `amd` (thresholds left out keep the
 /// detector's defaults), `barge_in`, `endpointing_silence_ms` and `silence_timeout_seconds`
-/// (the guard: a prompt, then a hang-up with `silence_timeout`).
-fn speech_setting(settings: &AgentFields) -> SpeechConfig {
+/// (the guard: a prompt, then a hang-up with `silence_timeout`). A Media Streams app's calls
+/// have barge-in off unless the agent sets it: the app decides, and sends `clear`.
+fn speech_setting(settings: &AgentFields, brain: &str) -> SpeechConfig {
     let d = SpeechConfig::default();
     let ms = |v: Option<u32>, default: Duration| {
         v.map_or(default, |ms| Duration::from_millis(ms.into()))
@@ -933,6 +936,7 @@ fn speech_setting(settings: &AgentFields) -> SpeechConfig {
             Some(ModelBargeIn::AfterMs(after)) => {
                 BargeIn::After(Duration::from_millis(after.into()))
             }
+            None if dialtone_model::media_streams::is_media_streams(brain) => BargeIn::Off,
             Some(ModelBargeIn::On) | None => d.barge_in,
         },
         endpointing_silence: ms(settings.endpointing_silence_ms, d.endpointing_silence),

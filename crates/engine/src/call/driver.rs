@@ -536,6 +536,19 @@ impl<'a> CallDriver<'a> {
             self.brain.task = brains::agent::start(speech, media, context, setup);
             return;
         }
+        if dialtone_model::media_streams::is_media_streams(&plan.brain) {
+            let target = brains::StreamsTarget {
+                url: plan.brain.clone(),
+                headers: plan.session.brain_headers.clone(),
+                vet: plan
+                    .brain_is_agents
+                    .then(|| self.engine.config.private_destinations.clone()),
+                account_sid: plan.org_id.to_string(),
+                context: plan.session.context.clone(),
+            };
+            self.brain.task = brains::start_streams(speech, target, media, context);
+            return;
+        }
         self.brain.task = match Builtin::named(&plan.brain) {
             Some(builtin) => brains::start(speech, builtin, media, context),
             None => brains::start_remote(
