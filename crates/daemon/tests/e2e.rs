@@ -3765,6 +3765,8 @@ mod inbound;
 mod nodes;
 #[path = "e2e/secure.rs"]
 mod secure;
+#[path = "e2e/streams.rs"]
+mod streams;
 #[path = "e2e/transfer.rs"]
 mod transfer;
 

@@ -95,8 +95,8 @@ pub enum EngineError {
     },
     /// The agent names a brain this build cannot run.
     #[error(
-        "brain {brain:?} is not available (builtin:echo, builtin:ivr, builtin:agent or \
-         grpc://host:port)"
+        "brain {brain:?} is not available (builtin:echo, builtin:ivr, builtin:agent, \
+         grpc://host:port or a ws:// or wss:// URL)"
     )]
     BrainUnavailable {
         /// The brain named.
@@ -108,6 +108,9 @@ pub enum EngineError {
         /// The id given.
         call_id: Uuid,
     },
+    /// A posted result does not match the agent's `returns`.
+    #[error("{0}")]
+    InvalidResult(String),
     /// The call has already ended.
     #[error("call {call_id} has already ended")]
     CallEnded {
@@ -771,6 +774,23 @@ impl Engine {
             true => Ok(()),
             false => self.on_owner(call_id, NodeCommand::HangUp).await,
         }
+    }
+
+    /// Records the structured result a call's brain posts (any brain: a Media Streams app has
+    /// no other way to), checked against its agent's `returns`; it replaces any result or
+    /// error already on the record.
+    pub async fn post_result(&self, call_id: Uuid, result: &Value) -> Result<(), EngineError> {
+        let call = self.storage.get_call(call_id).await?;
+        let returns = self
+            .storage
+            .get_agent(call.agent_id)
+            .await?
+            .config
+            .returns
+            .filter(Value::is_object);
+        brains::check_result(returns.as_ref(), result).map_err(EngineError::InvalidResult)?;
+        self.storage.set_result(call_id, Some(result), None).await?;
+        Ok(())
     }
 
     /// Asks a call live on this node to hang up; `false` when it is not live here.
