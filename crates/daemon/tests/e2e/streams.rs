@@ -37,16 +37,21 @@ async fn accept(listener: &TcpListener) -> (Socket, Option<String>) {
         .expect("the engine connects")
         .unwrap();
     let mut auth = None;
-    let socket = tokio_tungstenite::accept_hdr_async(tcp, |req: &Request, res: Response| {
+    #[allow(
+        clippy::result_large_err,
+        reason = "the error response is the type tungstenite's callback returns"
+    )]
+    let callback = |req: &Request, res: Response| {
         auth = req
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         Ok(res)
-    })
-    .await
-    .unwrap();
+    };
+    let socket = tokio_tungstenite::accept_hdr_async(tcp, callback)
+        .await
+        .unwrap();
     (socket, auth)
 }
 
@@ -607,5 +612,111 @@ async fn an_app_that_closes_or_is_unreachable_leaves_an_apology_and_brain_error(
     assert_eq!(record["end_reason"]["code"], "brain_error", "{record:#}");
     let why = record["result_error"].as_str().unwrap();
     assert!(why.contains("could not be reached"), "{why}");
+    w.finish().await;
+}
+
+/// Pipecat's bot (examples/media-streams/pipecat_bot.py, pipecat-ai from PyPI unmodified, from
+/// scripts/pipecat-env.sh) on a free port; killed when dropped.
+struct PipecatBot {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PipecatBot {
+    fn start(api: &str, account: &str, hold_seconds: u32) -> PipecatBot {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let python = std::env::var("DIALTONE_PIPECAT_PYTHON").unwrap_or_else(|_| {
+            let out = std::process::Command::new(root.join("scripts/pipecat-env.sh"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        });
+        let port = dialtone_test_support::free_port().unwrap();
+        let child = std::process::Command::new(python)
+            .arg(root.join("examples/media-streams/pipecat_bot.py"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--api",
+                api,
+                "--account",
+                account,
+            ])
+            .args(["--key", KEY, "--hold", &hold_seconds.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        PipecatBot { child, port }
+    }
+
+    /// Waits until it listens (Pipecat's imports take a few seconds).
+    async fn listening(&mut self) {
+        for _ in 0..600 {
+            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            assert!(self.child.try_wait().unwrap().is_none(), "the bot exited");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the Pipecat bot did not listen within 30 s");
+    }
+}
+
+impl Drop for PipecatBot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real open-source Media Streams app runs unchanged: a Pipecat pipeline with its Twilio
+/// serializer and FastAPI websocket transport hears the callee's tone and plays it back
+/// (checked on baresip's recording), then ends its pipeline, and Pipecat's serializer hangs up
+/// through the REST shim (its `base_url` pointed at Dialtone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipecat_bot_runs_unchanged_with_audio_both_ways_and_hangs_up_through_the_shim() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut callee_audio = vec![0i16; 8000 * 20];
+    sine(8000, 1000.0, 8000.0, 0, &mut callee_audio[..8000 * 2]);
+    let wav = dir.path().join("callee.wav");
+    write_wav(&wav, 8000, &callee_audio).unwrap();
+    let baresip = Baresip::callee(&wav).unwrap();
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    let (_, orgs) = w.api.get("/v1/organizations").await;
+    let org = orgs["data"][0]["id"].as_str().unwrap().to_owned();
+    let mut bot = PipecatBot::start(&w.api.base, &org, 4);
+    bot.listening().await;
+    let url = format!("ws://127.0.0.1:{}/media-stream", bot.port);
+    let (s, agent) = w
+        .api
+        .patch(&format!("/v1/agents/{}", w.agent_id), json!({"brain": url}))
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    let id = w.dispatch(json!({"context": {"name": "Ada"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(
+        record["end_reason"]["by"], "api",
+        "hung up by Pipecat's serializer: {record:#}"
+    );
+    let talk = record["talk_duration_ms"].as_i64().unwrap();
+    assert!(
+        (3000..8000).contains(&talk),
+        "held about the bot's 4 s: {talk} ms"
+    );
+    let (rate, heard) = baresip
+        .received_pcm(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}: {}", baresip.log()));
+    let echoed = frames_with(&heard, rate, 1000.0);
+    assert!(
+        echoed >= 50,
+        "the callee heard its tone back in {echoed} frames"
+    );
     w.finish().await;
 }
