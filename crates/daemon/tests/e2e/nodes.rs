@@ -2,7 +2,8 @@
 //! leaves another node's live call alone, and when a node dies (SIGKILL) a survivor, once the
 //! dead node's lease has run out, hangs its call up on the wire (the BYE SIPp's scenario waits
 //! for) and closes it as `node_lost`, by `engine`; with both nodes delivering from one
-//! outbox, every webhook event arrives once, each call's in order.
+//! outbox, every webhook event arrives once, each call's in order; an organisation's cap on
+//! concurrent calls holds across both nodes.
 
 use std::time::{Duration, Instant};
 
@@ -245,6 +246,93 @@ async fn commands_for_another_nodes_call_reach_its_owner() {
     let record = wait_final(&b.api, &id).await;
     super::assert_ended(&record, "completed", "completed", "api");
     got_its_bye(sipp, Duration::from_secs(10)).await;
+    a.kill();
+    b.kill();
+}
+
+/// An organisation capped at 4 concurrent calls, 12 calls of 2 s dispatched alternately through
+/// two nodes: the calls wait for slots held in the database, so never more than 4 run at once
+/// across both nodes (each node alone would let 4 through), and all 12 complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organisations_cap_holds_across_both_nodes() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let sipp = Sipp::uas(
+        &scenario("answer_then_we_hang_up.xml"),
+        SipTransport::Udp,
+        &SippOptions {
+            calls: 12,
+            ..SippOptions::default()
+        },
+    )
+    .unwrap();
+    let a = cluster.start("node-a", "32900-32949", &[]).await;
+    let b = cluster.start("node-b", "32950-32999", &[]).await;
+    let (_, key) = super::second_org(&a.api, json!({"max_concurrent_calls": 4})).await;
+    let (on_a, on_b) = (a.api.as_key(&key), b.api.as_key(&key));
+    let post = |path: &'static str, body: serde_json::Value| {
+        let on_a = &on_a;
+        async move {
+            let (s, made) = on_a.send(reqwest::Method::POST, path, Some(body)).await;
+            assert_eq!(s, 201, "{made}");
+            made
+        }
+    };
+    let trunk = post(
+        "/v1/trunks",
+        json!({"name": "sipp", "host": "127.0.0.1", "port": sipp.port}),
+    )
+    .await;
+    let number = post(
+        "/v1/numbers",
+        json!({"e164": "+15550002222", "trunk_id": trunk["id"]}),
+    )
+    .await;
+    let agent = post(
+        "/v1/agents",
+        json!({"name": "capped", "brain": "builtin:echo", "number_ids": [number["id"]],
+               "max_duration_seconds": 2}),
+    )
+    .await;
+    let mut paths = Vec::new();
+    for i in 0..12 {
+        let through = if i % 2 == 0 { &on_a } else { &on_b };
+        let (s, call) = through
+            .send(
+                reqwest::Method::POST,
+                "/v1/calls",
+                Some(json!({"agent_id": agent["id"], "to": "+15551230000"})),
+            )
+            .await;
+        assert_eq!(s, 201, "{call}");
+        paths.push(format!("/v1/calls/{}", call["id"].as_str().unwrap()));
+    }
+    // Each call from its INVITE to its end, on the two nodes' clocks (one machine's).
+    let mut spans = Vec::new();
+    let mut nodes = std::collections::BTreeSet::new();
+    for path in &paths {
+        let record = super::wait_final_with(&on_a, path).await;
+        assert_eq!(record["status"], "completed", "{record:#}");
+        let at = |field: &str| {
+            dialtone_model::time::parse_rfc3339(record[field].as_str().unwrap()).unwrap()
+        };
+        spans.push((at("dialed_at"), at("ended_at")));
+        nodes.insert(record["node"].as_str().unwrap().to_owned());
+    }
+    let most = spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, e)| s <= start && start < e)
+                .count()
+        })
+        .max()
+        .unwrap();
+    println!("12 calls through two nodes under a cap of 4: at most {most} at once");
+    assert_eq!(nodes.len(), 2, "both nodes carried calls: {nodes:?}");
+    assert_eq!(most, 4, "the cap of 4 is used and never passed");
     a.kill();
     b.kill();
 }
