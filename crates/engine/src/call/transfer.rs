@@ -13,7 +13,8 @@
 //!
 //! A NOTIFY may come before the REFER's 2xx (RFC 3515 §2.4.5): it counts as the acceptance.
 //! A failed attempt leaves the call with its brain; a completed one ends our leg (the machine
-//! sends BYE unless the far end already did), end reason `transferred`.
+//! sends BYE unless the far end already did), end reason `transferred`. A bridged transfer's
+//! attempt is `bridge.rs`'s; the policy and the order here serve both.
 
 use std::time::{Duration, Instant};
 
@@ -74,8 +75,8 @@ pub(crate) struct TransferPolicy {
 
 impl TransferPolicy {
     /// The order for a transfer to `to` asked by `by`: `to` must be a number or an allowed
-    /// SIP URI; `mode` defaults to the agent's destination's, else `refer`. Only `refer` is
-    /// available: a `bridge` transfer is refused naming `mode`.
+    /// SIP URI; `mode` defaults to the agent's destination's, else `refer`. A `bridge` dials
+    /// through the trunk, so its `to` must be a number.
     pub(crate) fn order(
         &self,
         to: &str,
@@ -102,10 +103,11 @@ impl TransferPolicy {
                     .and_then(|d| d.mode)
             })
             .unwrap_or(TransferMode::Refer);
-        if mode == TransferMode::Bridge {
+        if mode == TransferMode::Bridge && !matches!(target, TransferTarget::Number(_)) {
             return Err(TransferRefusal::Invalid(FieldError::invalid(
-                "mode",
-                "`mode` `bridge` is not available on this engine: transfer with `refer`",
+                "to",
+                "a `bridge` transfer dials the destination through the call's trunk: `to` must \
+                 be an E.164 number (use `refer` for a SIP URI)",
             )));
         }
         Ok(Order {
@@ -188,6 +190,7 @@ impl Attempt {
             status,
             sip_status,
             reason,
+            bridge: None,
         }
     }
 

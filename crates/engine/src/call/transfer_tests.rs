@@ -1,7 +1,7 @@
 //! Transfers on the call machine's virtual clock: every outcome of a blind transfer (REFER
 //! accepted and completed, refused, a failure sipfrag, no final NOTIFY in time — and one that
-//! comes after all —, the far end hanging up meanwhile), the refusals (not in progress, one under way, a destination or mode
-//! the policy forbids), and who ends a transferred call.
+//! comes after all —, the far end hanging up meanwhile), the refusals (not in progress, one under way, a destination
+//! the policy forbids, a bridge to a SIP URI), and who ends a transferred call.
 
 use dialtone_model::{
     Transfer, TransferDestination, TransferFailure, TransferMode, TransferStatus,
@@ -56,6 +56,7 @@ fn attempt(
         status,
         sip_status,
         reason,
+        bridge: None,
     }
 }
 
@@ -366,7 +367,7 @@ fn only_a_call_in_progress_is_transferred() {
 }
 
 #[test]
-fn sip_hosts_outside_the_allow_list_and_bridge_mode_are_refused_naming_the_field() {
+fn sip_hosts_outside_the_allow_list_and_bridged_sip_uris_are_refused_naming_to() {
     let mut call = in_progress();
     let field = |refusal: TransferRefusal| match refusal {
         TransferRefusal::Invalid(error) => error.field,
@@ -387,12 +388,14 @@ fn sip_hosts_outside_the_allow_list_and_bridge_mode_are_refused_naming_the_field
         panic!("{actions:?}")
     };
     assert_eq!(field(r.clone()), "to");
-    // The agent's destination is a bridge one: its mode is the default, and not available.
+    // The agent's destination is a bridge one: its mode is the default, and a bridge dials a
+    // number through the trunk, not a SIP URI.
     let actions = call.feed(api_transfer("sip:desk@pbx.example.com"));
     let [Action::AnswerTransfer { result: Err(r), .. }] = actions.as_slice() else {
         panic!("{actions:?}")
     };
-    assert_eq!(field(r.clone()), "mode");
+    assert_eq!(field(r.clone()), "to");
+    assert!(r.message().contains("E.164"), "{}", r.message());
     // The trunk's own host and the allowed ones take refer.
     let actions = call.feed(Input::Transfer {
         to: "sip:desk@pbx.example.com".into(),
