@@ -3,7 +3,7 @@
 //! accepted but followed by a `486 Busy Here` sipfrag, leaves the call with the agent until it
 //! is hung up. And the API's refusals: not in progress (409), a `to` that is no destination
 //! (400 naming `to`), a SIP host off the trunk's `transfer_sip_domains` (400 naming `to`), a
-//! `bridge` mode (400 naming `mode`), an ended call (409). And `builtin:agent`'s `transfer_call`
+//! `bridge` to a SIP URI (400 naming `to`), an ended call (409). And `builtin:agent`'s `transfer_call`
 //! tool: a completed transfer ends the call as the agent's, a failed one is the tool's answer.
 
 use std::time::Duration;
@@ -176,7 +176,11 @@ async fn transfer_refusals_name_the_rule_and_use_the_right_status() {
             "to",
             "transfer_sip_domains",
         ),
-        (json!({"to": NUMBER, "mode": "bridge"}), "mode", "bridge"),
+        (
+            json!({"to": "sip:desk@127.0.0.1", "mode": "bridge"}),
+            "to",
+            "E.164",
+        ),
         (json!({"to": NUMBER, "mode": "warm"}), "mode", "warm"),
         (json!({"to": NUMBER, "who": "me"}), "who", "who"),
     ] {
@@ -339,7 +343,7 @@ async fn the_cli_transfers_over_grpc_and_sets_a_trunks_transfer_domains() {
     for (to, mode, words) in [
         ("sales", "refer", "(field to)"),
         ("sip:desk@pbx.example.com", "refer", "transfer_sip_domains"),
-        (NUMBER, "bridge", "(field mode)"),
+        ("sip:desk@pbx.example.com", "bridge", "E.164"),
     ] {
         let all = ["calls", "transfer", &id, "--to", to, "--mode", mode];
         let (ok, _, err) = cli(&w, &all).await;
