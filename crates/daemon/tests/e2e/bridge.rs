@@ -3,7 +3,8 @@
 //! the other, both reached through the same trunk. baresip as the callee hears generated
 //! ringback while the destination rings, then the destination's tone relayed through the media
 //! workers; the destination hanging up ends the call as `transferred` with both legs on the
-//! record. A busy destination (486) leaves the call with the agent, the record saying why. The
+//! record. A busy destination (486) leaves the call with the agent, the record saying why, and
+//! `builtin:agent`'s model hears it as its `transfer_call` tool's answer and goes on. The
 //! callee hanging up while bridged sends the destination its BYE.
 
 use std::path::Path;
@@ -11,9 +12,11 @@ use std::time::Duration;
 
 use dialtone_test_support::audio::tone_amplitude;
 use dialtone_test_support::media::{Baresip, write_wav};
+use dialtone_test_support::openai::{ChatReply, ScriptedCall, ScriptedOpenAi};
 use dialtone_test_support::{Kamailio, SipTransport, Sipp, SippOptions, scenario, write_ulaw_tone};
 use serde_json::{Value, json};
 
+use super::agent::make_agent;
 use super::{Api, World, assert_ended, wait_final, wait_status, world};
 
 /// Where the tests transfer to (Kamailio sends it to the destination).
@@ -238,5 +241,70 @@ async fn the_callee_hanging_up_while_bridged_sends_the_destination_its_bye() {
     // Each SIPp fails its scenario unless it got what it waits for: the destination our BYE.
     destination.finish(Duration::from_secs(20)).unwrap();
     callee.finish(Duration::from_secs(20)).unwrap();
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_hears_why_its_bridge_failed_and_keeps_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let callee = baresip(dir.path());
+    let destination = sipp(dir.path(), "reject.xml", &[("status", "486")]);
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let w = world(None, &[]).await;
+    let _router = route(&w.api, callee.port, destination.port).await;
+    // The desk is a bridge destination: the tool's transfer takes its mode.
+    make_agent(
+        &w,
+        &openai.base_url(),
+        json!({"transfer_destinations": [
+            {"name": "desk", "to": NUMBER, "description": "The front desk", "mode": "bridge"}
+        ]}),
+    )
+    .await;
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("Let me put you through.".into()),
+        calls: vec![ScriptedCall::new(
+            "t1",
+            "transfer_call",
+            r#"{"destination": "desk"}"#,
+        )],
+        fragment: 5,
+        reuse_index: false,
+    });
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("The desk is busy, sorry. Goodbye!".into()),
+        calls: vec![ScriptedCall::new("t2", "end_call", "{}")],
+        fragment: 2,
+        reuse_index: false,
+    });
+    openai.push_chat(ChatReply::text("The desk was busy."));
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    // The agent had the caller back, said goodbye and hung up itself.
+    assert_ended(&record, "completed", "completed", "agent");
+    let transfer = &record["transfer"];
+    assert_eq!(
+        (
+            &transfer["mode"],
+            &transfer["sip_status"],
+            &transfer["reason"]
+        ),
+        (&json!("bridge"), &json!(486), &json!("destination_failed")),
+        "{record:#}"
+    );
+    let asked: Vec<Value> = openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+        .filter_map(|r| r.json)
+        .collect();
+    let answer = asked[1]["messages"].as_array().unwrap().last().unwrap();
+    assert_eq!(answer["role"], "tool", "{answer}");
+    let content = answer["content"].as_str().unwrap();
+    assert!(
+        content.contains("486") && content.contains("could not be reached"),
+        "{content}"
+    );
+    destination.finish(Duration::from_secs(20)).unwrap();
     w.finish().await;
 }

@@ -343,7 +343,7 @@ async fn the_cli_transfers_over_grpc_and_sets_a_trunks_transfer_domains() {
     for (to, mode, words) in [
         ("sales", "refer", "(field to)"),
         ("sip:desk@pbx.example.com", "refer", "transfer_sip_domains"),
-        ("sip:desk@pbx.example.com", "bridge", "E.164"),
+        ("sip:desk@127.0.0.1", "bridge", "E.164"),
     ] {
         let all = ["calls", "transfer", &id, "--to", to, "--mode", mode];
         let (ok, _, err) = cli(&w, &all).await;
