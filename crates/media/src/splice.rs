@@ -187,4 +187,86 @@ mod tests {
         assert_eq!(b_out_worker.pop().unwrap().samples[0], 8);
         assert_eq!(b_out_worker.pop().unwrap().samples[0], 10);
     }
+
+    /// Two calls' media on one virtual clock, A spliced with B's rings as a bridge does it:
+    /// B's far end goes silent → loud at `onset`; the number of ticks until A's far end gets a
+    /// loud packet is the relay's delay (B's jitter buffer included), for B ticked before A
+    /// (`b_first`) or after it in each round.
+    fn relay_delay_ticks(b_first: bool) -> u64 {
+        use std::net::SocketAddr;
+        use std::time::{Duration, SystemTime};
+
+        use dialtone_codec::{G711, G711Law};
+        use dialtone_rtp::RtpSender;
+
+        use crate::{CallMedia, MediaCodec, MediaConfig};
+
+        let (peer_a, peer_b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:40002".parse().unwrap(),
+        );
+        let t0 = Instant::now();
+        let config = |peer, ssrc| MediaConfig {
+            rtp_timeout: Duration::from_secs(3600),
+            ..MediaConfig::new(MediaCodec::Pcmu, 0, Some(peer), ssrc)
+        };
+        let (mut a, _a_in, _a_out) = CallMedia::new(config(peer_a, 1), t0, SystemTime::now())
+            .unwrap();
+        let (mut b, b_in, b_out) =
+            CallMedia::new(config(peer_b, 2), t0, SystemTime::now()).unwrap();
+        a.splice(Some(Splice {
+            feed: Feed::Frames(b_in),
+            copy_to: Some(b_out),
+        }));
+        let ulaw = G711::new(G711Law::Mu);
+        let mut loud = [0u8; 160];
+        let tone: Vec<i16> = (0..160)
+            .map(|i| (8000.0 * (TAU * 1000.0 * i as f32 / 8000.0).sin()) as i16)
+            .collect();
+        ulaw.encode(&tone, &mut loud);
+        let mut quiet = [0u8; 160];
+        ulaw.encode(&[0i16; 160], &mut quiet);
+        let mut far_b = RtpSender::new(9, 0, 0, 0);
+        let mut datagram = [0u8; 1500];
+        let onset = 10u64;
+        for tick in 0..60u64 {
+            let now = t0 + Duration::from_millis(tick * 20);
+            let payload = if tick >= onset { &loud } else { &quiet };
+            let n = far_b.write(payload, 160, &mut datagram).unwrap();
+            b.receive(now, peer_b, &datagram[..n], false);
+            let mut heard = false;
+            let mut tick_a = |a: &mut CallMedia| {
+                a.tick(now, &mut |t| {
+                    // 12 bytes of RTP header, then µ-law: loud bytes are far from 0xFF/0x7F.
+                    if !t.rtcp && t.to == peer_a {
+                        let mut pcm = [0i16; 160];
+                        ulaw.decode(&t.data[12..], &mut pcm);
+                        heard |= pcm.iter().any(|s| s.unsigned_abs() > 4000);
+                    }
+                });
+            };
+            if b_first {
+                b.tick(now, &mut |_| {});
+                tick_a(&mut a);
+            } else {
+                tick_a(&mut a);
+                b.tick(now, &mut |_| {});
+            }
+            if heard {
+                return tick - onset;
+            }
+        }
+        panic!("A's far end never heard B's");
+    }
+
+    #[test]
+    fn the_relay_adds_at_most_one_tick_to_the_far_legs_jitter_buffer() {
+        let same_round = relay_delay_ticks(true);
+        let next_round = relay_delay_ticks(false);
+        println!("relay delay: {same_round} ticks (B ticked first), {next_round} (A first)");
+        // The jitter buffer's playout delay on a clean stream is one frame (20 ms): the relay
+        // adds nothing when B's frame is in its ring before A's tick, one tick otherwise.
+        assert_eq!(next_round, same_round + 1);
+        assert!(same_round <= 2, "{same_round} ticks");
+    }
 }
