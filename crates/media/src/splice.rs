@@ -210,8 +210,8 @@ mod tests {
             rtp_timeout: Duration::from_secs(3600),
             ..MediaConfig::new(MediaCodec::Pcmu, 0, Some(peer), ssrc)
         };
-        let (mut a, _a_in, _a_out) = CallMedia::new(config(peer_a, 1), t0, SystemTime::now())
-            .unwrap();
+        let (mut a, _a_in, _a_out) =
+            CallMedia::new(config(peer_a, 1), t0, SystemTime::now()).unwrap();
         let (mut b, b_in, b_out) =
             CallMedia::new(config(peer_b, 2), t0, SystemTime::now()).unwrap();
         a.splice(Some(Splice {

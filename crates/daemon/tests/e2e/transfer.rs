@@ -105,6 +105,30 @@ async fn a_refer_accepted_with_a_200_sipfrag_ends_the_call_as_transferred() {
     w.finish().await;
 }
 
+/// A far end that accepts the REFER and hangs up without a final NOTIFY went ahead with the
+/// transfer: the call ends `transferred`, not `completed` by the callee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_end_hanging_up_after_the_202_ends_the_call_as_transferred() {
+    let w = world(
+        Some("answer_then_refer_accepted_then_bye.xml"),
+        &[("refer_to_re", NUMBER_URI_RE)],
+    )
+    .await;
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "in_progress").await;
+    let (s, call) = transfer(&w.api, &id, json!({"to": NUMBER})).await;
+    assert_eq!(s, 202, "{call}");
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "completed", "transferred", "api");
+    assert_eq!(record["transferred_to"], NUMBER, "{record:#}");
+    assert_eq!(
+        record["transfer"],
+        json!({"to": NUMBER, "mode": "refer", "status": "completed"}),
+        "{record:#}"
+    );
+    w.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refer_refused_with_405_leaves_the_call_with_the_agent() {
     let w = world(

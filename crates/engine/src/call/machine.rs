@@ -696,6 +696,17 @@ impl CallMachine {
 
     /// The answered call ended.
     fn ended(&mut self, now: Instant, by: Party, reason: SipEndReason) {
+        // The far end hanging up after accepting a REFER went to the destination.
+        if by == Party::Remote
+            && let Some(Progress::Completed(transfer)) =
+                self.transfer.as_mut().map(Attempt::on_far_end_hung_up)
+        {
+            tracing::info!(to = %transfer.to, "the far end hung up after accepting the REFER");
+            self.actions.push_back(Action::RecordTransfer {
+                transferred_to: Some(transfer.to.clone()),
+                transfer,
+            });
+        }
         // A completed transfer ended the call, whichever side sent the BYE.
         let referred = self
             .transfer

@@ -9,6 +9,7 @@
 //!                                                  └─▶ the timeout: failed (timeout), then
 //!                                                      a late NOTIFY 2xx: completed after all
 //!                                                  └─▶ terminated without a final: failed
+//!                                                  └─▶ the far end's BYE: completed
 //! ```
 //!
 //! A NOTIFY may come before the REFER's 2xx (RFC 3515 §2.4.5): it counts as the acceptance.
@@ -246,6 +247,20 @@ impl Attempt {
         match self.deadline() {
             Some(until) if now >= until => self.fail(None, TransferFailure::Timeout),
             _ => Progress::Nothing,
+        }
+    }
+
+    /// The far end hung up. After its `202` that is the transfer going ahead: a transferee
+    /// that took the REFER ends its dialog with us once it has the call to the destination,
+    /// often before (or instead of) the final NOTIFY, so the attempt completes. Before the
+    /// `202` it is nothing of the kind.
+    pub(crate) fn on_far_end_hung_up(&mut self) -> Progress {
+        match self.phase {
+            Phase::Accepted { .. } => {
+                self.phase = Phase::Completed;
+                Progress::Completed(self.record(TransferStatus::Completed, None, None))
+            }
+            Phase::Referring | Phase::Completed => Progress::Nothing,
         }
     }
 

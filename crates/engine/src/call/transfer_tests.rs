@@ -1,6 +1,6 @@
 //! Transfers on the call machine's virtual clock: every outcome of a blind transfer (REFER
 //! accepted and completed, refused, a failure sipfrag, no final NOTIFY in time — and one that
-//! comes after all —, the far end hanging up meanwhile), the refusals (not in progress, one under way, a destination
+//! comes after all —, the far end hanging up after the 202 (the transfer going ahead) or before it), the refusals (not in progress, one under way, a destination
 //! the policy forbids, a bridge to a SIP URI), and who ends a transferred call.
 
 use dialtone_model::{
@@ -320,9 +320,24 @@ fn a_notify_before_the_202_stands_for_the_acceptance() {
 }
 
 #[test]
-fn the_far_end_hanging_up_during_a_transfer_ends_the_call_and_the_attempt() {
+fn the_far_end_hanging_up_after_the_202_is_the_transfer_going_ahead() {
     let mut call = in_progress();
     accepted(&mut call);
+    let mut expected = vec![Action::RecordTransfer {
+        transfer: attempt(TransferStatus::Completed, None, None),
+        transferred_to: Some(NUMBER.into()),
+    }];
+    expected.extend(answered_end(end(EndReason::Transferred, EndedBy::Api)));
+    assert_eq!(
+        call.feed(ended(Party::Remote, SipEndReason::Completed)),
+        expected
+    );
+}
+
+#[test]
+fn the_far_end_hanging_up_before_the_202_ends_the_call_and_the_attempt() {
+    let mut call = in_progress();
+    started(&mut call);
     let mut expected = vec![recorded(attempt(
         TransferStatus::Failed,
         None,
@@ -333,6 +348,23 @@ fn the_far_end_hanging_up_during_a_transfer_ends_the_call_and_the_attempt() {
         call.feed(ended(Party::Remote, SipEndReason::Completed)),
         expected
     );
+    // And our own hang-up after the 202 is no transfer.
+    let mut call = in_progress();
+    accepted(&mut call);
+    call.feed(Input::HangUp(super::input::HangUp::Api));
+    let actions = call.feed(ended(Party::Local, SipEndReason::Completed));
+    assert_eq!(
+        actions.first(),
+        Some(&recorded(attempt(
+            TransferStatus::Failed,
+            None,
+            Some(TransferFailure::CallEnded)
+        )))
+    );
+    assert!(actions.contains(&Action::TellBrainEnded(end(
+        EndReason::Completed,
+        EndedBy::Api
+    ))));
 }
 
 #[test]
