@@ -52,6 +52,7 @@ use uuid::Uuid;
 mod agents;
 mod call_writes;
 mod calls;
+mod caps;
 mod commands;
 mod error;
 mod inbound;
@@ -72,6 +73,7 @@ use writer::Writer;
 pub use agents::{Agent, NewAgent};
 pub use call_writes::{CallProgress, Inserted, InterruptedDialog, NewCall};
 pub use calls::CallFilter;
+pub use caps::CapScope;
 pub use commands::TakenCommand;
 pub use dialtone_model::{
     AmdExplanation, AnsweredBy, Call, CallStatus, Direction, EndReason, EndedBy, Provider,
