@@ -755,12 +755,14 @@ impl CallMedia {
             self.stats.comfort_noise_frames += 1;
             self.comfort_noise(level, &mut caller.samples);
         }
-        if produced {
-            if let Some(splice) = self.splice.as_mut()
-                && !splice.inbound(&caller)
-            {
+        let mut to_speech = produced;
+        if produced && let Some(splice) = self.splice.as_mut() {
+            if !splice.inbound(&caller) {
                 self.stats.relay_overflow += 1;
             }
+            to_speech = !splice.relaying();
+        }
+        if to_speech {
             if self.to_speech.push(caller).is_ok() {
                 self.speech_due = true;
                 inbound_arrival = Some(caller.at);

@@ -5,7 +5,8 @@
 //!  leg A's worker tick:  agent ring ─▶ (popped, dropped: the brain is muted)
 //!                        Feed::Ringback ─▶ generated 440+480 Hz, 2 s on / 4 s off ─▶ A's wire
 //!                        Feed::Frames(B's inbound ring) ─▶ A's wire
-//!                        A's inbound frame ─▶ A's speech ring, and copy ─▶ B's outbound ring
+//!                        A's inbound frame ─▶ B's outbound ring (bridged: not A's speech
+//!                        ring, the muted brain does not listen in; with ringback it does)
 //! ```
 //!
 //! Two calls are bridged by splicing one of them (A) with the other's (B) rings: B's worker
@@ -60,6 +61,12 @@ pub(crate) struct Spliced {
 impl Spliced {
     pub(crate) fn new(splice: Splice) -> Self {
         Self { splice, ticks: 0 }
+    }
+
+    /// Whether another call's frames go out (bridged): the call's own inbound frames are then
+    /// the other call's alone, not the speech loop's.
+    pub(crate) fn relaying(&self) -> bool {
+        matches!(self.splice.feed, Feed::Frames(_))
     }
 
     /// This tick's outbound frame; `false` when the feed had none (silence then).
@@ -191,7 +198,8 @@ mod tests {
     /// Two calls' media on one virtual clock, A spliced with B's rings as a bridge does it:
     /// B's far end goes silent → loud at `onset`; the number of ticks until A's far end gets a
     /// loud packet is the relay's delay (B's jitter buffer included), for B ticked before A
-    /// (`b_first`) or after it in each round.
+    /// (`b_first`) or after it in each round. A's far end speaks throughout: B's far end must
+    /// hear it by then, and A's brain must hear nothing.
     fn relay_delay_ticks(b_first: bool) -> u64 {
         use std::net::SocketAddr;
         use std::time::{Duration, SystemTime};
@@ -210,7 +218,7 @@ mod tests {
             rtp_timeout: Duration::from_secs(3600),
             ..MediaConfig::new(MediaCodec::Pcmu, 0, Some(peer), ssrc)
         };
-        let (mut a, _a_in, _a_out) =
+        let (mut a, mut a_in, _a_out) =
             CallMedia::new(config(peer_a, 1), t0, SystemTime::now()).unwrap();
         let (mut b, b_in, b_out) =
             CallMedia::new(config(peer_b, 2), t0, SystemTime::now()).unwrap();
@@ -227,13 +235,27 @@ mod tests {
         let mut quiet = [0u8; 160];
         ulaw.encode(&[0i16; 160], &mut quiet);
         let mut far_b = RtpSender::new(9, 0, 0, 0);
+        let mut far_a = RtpSender::new(8, 0, 0, 0);
         let mut datagram = [0u8; 1500];
         let onset = 10u64;
+        // Whether B's far end heard A's, which speaks all along.
+        let mut b_heard = false;
         for tick in 0..60u64 {
             let now = t0 + Duration::from_millis(tick * 20);
             let payload = if tick >= onset { &loud } else { &quiet };
             let n = far_b.write(payload, 160, &mut datagram).unwrap();
             b.receive(now, peer_b, &datagram[..n], false);
+            let n = far_a.write(&loud, 160, &mut datagram).unwrap();
+            a.receive(now, peer_a, &datagram[..n], false);
+            let mut tick_b = |b: &mut CallMedia| {
+                b.tick(now, &mut |t| {
+                    if !t.rtcp && t.to == peer_b {
+                        let mut pcm = [0i16; 160];
+                        ulaw.decode(&t.data[12..], &mut pcm);
+                        b_heard |= pcm.iter().any(|s| s.unsigned_abs() > 4000);
+                    }
+                });
+            };
             let mut heard = false;
             let mut tick_a = |a: &mut CallMedia| {
                 a.tick(now, &mut |t| {
@@ -246,13 +268,15 @@ mod tests {
                 });
             };
             if b_first {
-                b.tick(now, &mut |_| {});
+                tick_b(&mut b);
                 tick_a(&mut a);
             } else {
                 tick_a(&mut a);
-                b.tick(now, &mut |_| {});
+                tick_b(&mut b);
             }
             if heard {
+                assert!(a_in.try_recv().is_none(), "the brain hears nothing bridged");
+                assert!(b_heard, "B's far end hears A's too");
                 return tick - onset;
             }
         }
