@@ -3755,6 +3755,8 @@ mod agent;
 mod agent_speech;
 #[path = "e2e/amd.rs"]
 mod amd;
+#[path = "e2e/bridge.rs"]
+mod bridge;
 #[path = "e2e/codecs.rs"]
 mod codecs;
 #[path = "e2e/failures.rs"]

@@ -134,15 +134,15 @@ impl Engine {
 }
 
 /// Takes `holder`'s holds under `caps` in `shared`, the database nodes share, asking again
-/// until `until` while a scope is full; `Ok(None)` without a shared database, `Err` naming the
-/// scope that stayed full (the scopes taken before it are given back).
+/// until `until` while a scope is full; `Ok(None)` without a shared database or a cap, `Err`
+/// naming the scope that stayed full (the scopes taken before it are given back).
 pub(crate) async fn hold_shared(
     shared: Option<Storage>,
     holder: Uuid,
     caps: Caps,
     until: Instant,
 ) -> Result<Option<SharedHolds>, CapFull> {
-    let Some(storage) = shared else {
+    let Some(storage) = shared.filter(|_| caps.scopes().next().is_some()) else {
         return Ok(None);
     };
     let holds = SharedHolds { storage, holder };

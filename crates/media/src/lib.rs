@@ -52,6 +52,7 @@ mod histogram;
 pub mod pipeline;
 mod recording;
 pub mod ring;
+pub mod splice;
 pub mod worker;
 
 pub use histogram::{LatencyHistogram, LatencySnapshot};
@@ -59,6 +60,7 @@ pub use pipeline::{
     CallMedia, Direction, MediaCodec, MediaConfig, MediaEvent, TickTimes, Transmit,
 };
 pub use ring::{AudioFrame, FRAME_SAMPLES, FrameReceiver, FrameSender};
+pub use splice::{Feed, Splice};
 pub use worker::WorkerLatency;
 
 use worker::{Command, Served, Worker};
@@ -273,6 +275,10 @@ pub struct MediaStats {
     pub remote_fraction_lost: f64,
     /// Recording ticks dropped because the disk fell behind.
     pub recording_dropped: u64,
+    /// Bridged: ticks at which the other leg had no frame to relay (silence went out).
+    pub relay_underflow: u64,
+    /// Bridged: inbound frames not relayed because the other leg was behind or gone.
+    pub relay_overflow: u64,
     /// Datagrams the kernel refused to send.
     pub send_errors: u64,
     /// SRTP packets whose authentication failed, RTP in clear among them (dropped).
@@ -557,6 +563,14 @@ impl MediaCall {
     /// Applies a new offer/answer: hold, resume, or a new far-end address.
     pub fn redirect(&self, direction: Direction) {
         self.worker.send(Command::Redirect(self.id, direction));
+    }
+
+    /// Splices the call for a bridged transfer ([`splice`]): the splice's feed goes to the
+    /// wire instead of the agent's audio (which is dropped), and inbound frames are copied
+    /// where it says, from the worker's next tick; `None` gives the wire back to the agent.
+    pub fn splice(&self, splice: Option<Splice>) {
+        self.worker
+            .send(Command::Splice(self.id, splice.map(Box::new)));
     }
 
     /// Sends `digits` as RFC 4733 events (100 ms each, 60 ms apart). The request is made at

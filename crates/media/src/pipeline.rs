@@ -44,6 +44,7 @@ use crate::recording::{Recorder, StereoFrame};
 use crate::ring::{
     AudioFrame, FRAME_SAMPLES, FrameReceiver, FrameSender, RingCounters, call_rings,
 };
+use crate::splice::{Splice, Spliced};
 use crate::{MediaError, MediaStats, level_dbfs};
 
 /// RTP payload type of comfort noise (RFC 3389).
@@ -344,6 +345,9 @@ pub struct CallMedia {
     speech_due: bool,
     counters: Arc<RingCounters>,
     recorder: Option<Recorder>,
+    /// A bridged transfer's splice: what is sent instead of the agent's audio, and where
+    /// inbound frames are copied.
+    splice: Option<Spliced>,
     recording_done: Option<oneshot::Receiver<()>>,
     /// The agent's frame of this tick, for the recording's second channel.
     recorded_agent: [i16; FRAME_SAMPLES],
@@ -416,6 +420,7 @@ impl CallMedia {
             speech_due: false,
             counters,
             recorder,
+            splice: None,
             recording_done,
             recorded_agent: [0; FRAME_SAMPLES],
             events: VecDeque::with_capacity(16),
@@ -590,6 +595,13 @@ impl CallMedia {
         }
     }
 
+    /// Splices the call ([`crate::splice`]): its feed goes to the wire instead of the agent's
+    /// audio, its inbound frames are copied where the splice says; `None` gives the wire back
+    /// to the agent.
+    pub fn splice(&mut self, splice: Option<Splice>) {
+        self.splice = splice.map(Spliced::new);
+    }
+
     /// Queues RFC 4733 digits to send.
     pub fn send_dtmf(&mut self, digits: &str) -> Result<(), MediaError> {
         if self.config.telephone_event.is_none() {
@@ -665,7 +677,7 @@ impl CallMedia {
             }
             self.stats.cleared_frames += queued as u64;
         }
-        let (agent, queued) = match self.from_agent.pop() {
+        let (mut agent, mut queued) = match self.from_agent.pop() {
             Ok(frame) => (frame.samples, Some(frame.at)),
             Err(_) => {
                 self.counters
@@ -674,6 +686,13 @@ impl CallMedia {
                 ([0; FRAME_SAMPLES], None)
             }
         };
+        if let Some(splice) = self.splice.as_mut() {
+            // The agent's frame is dropped: the splice's feed goes out instead.
+            queued = None;
+            if !splice.outbound(&mut agent) {
+                self.stats.relay_underflow += 1;
+            }
+        }
         self.send_tick(&agent, send);
         if self.recorder.is_some() {
             self.recorded_agent = agent;
@@ -736,7 +755,14 @@ impl CallMedia {
             self.stats.comfort_noise_frames += 1;
             self.comfort_noise(level, &mut caller.samples);
         }
-        if produced {
+        let mut to_speech = produced;
+        if produced && let Some(splice) = self.splice.as_mut() {
+            if !splice.inbound(&caller) {
+                self.stats.relay_overflow += 1;
+            }
+            to_speech = !splice.relaying();
+        }
+        if to_speech {
             if self.to_speech.push(caller).is_ok() {
                 self.speech_due = true;
                 inbound_arrival = Some(caller.at);

@@ -98,6 +98,23 @@ impl FrameReceiver {
         self.ring.pop().ok()
     }
 
+    /// The next frame if one is ready, after dropping the oldest so that at most `backlog`
+    /// frames were waiting (a relay keeps its delay bounded; the dropped ones count as
+    /// overflow).
+    pub(crate) fn try_recv_recent(&mut self, backlog: usize) -> Option<AudioFrame> {
+        let waiting = self.ring.slots();
+        if waiting > backlog {
+            let excess = waiting - backlog;
+            if let Ok(chunk) = self.ring.read_chunk(excess) {
+                chunk.commit_all();
+                self.counters
+                    .inbound_overflow
+                    .fetch_add(excess as u64, Ordering::Relaxed);
+            }
+        }
+        self.ring.pop().ok()
+    }
+
     /// Waits for the next frame; `None` once the call's media has stopped and the ring is
     /// drained.
     pub async fn recv(&mut self) -> Option<AudioFrame> {

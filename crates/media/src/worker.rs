@@ -83,6 +83,7 @@ pub(crate) enum Command {
     Start(Box<Served>),
     Redirect(u64, Direction),
     Answered(u64),
+    Splice(u64, Option<Box<crate::Splice>>),
     Dtmf(u64, String, oneshot::Sender<Result<(), crate::MediaError>>),
     Stop(u64, Option<oneshot::Sender<MediaStats>>),
     Shutdown,
@@ -607,6 +608,9 @@ impl Shard {
                 }
                 Ok(Command::Answered(id)) => {
                     self.with_call(id, |call| call.media.answered(Instant::now()));
+                }
+                Ok(Command::Splice(id, splice)) => {
+                    self.with_call(id, |call| call.media.splice(splice.map(|s| *s)));
                 }
                 Ok(Command::Dtmf(id, digits, reply)) => {
                     let result = self

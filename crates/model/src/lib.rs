@@ -64,7 +64,8 @@ pub use parse::FieldError;
 pub use provider::{Provider, ProviderFields, ProviderKind, ProviderView};
 pub use status::{AgentDirection, CallStatus, Direction};
 pub use transfer::{
-    Transfer, TransferCall, TransferFailure, TransferStatus, TransferTarget, sip_host_allowed,
+    BridgeLeg, Transfer, TransferCall, TransferFailure, TransferStatus, TransferTarget,
+    sip_host_allowed,
 };
 pub use trunk::{Codec, RegistrationView, SrtpMode, TrunkFields, TrunkTransport, TrunkView};
 pub use webhook::{DeliveryState, EventType, EventView, WebhookBody, WebhookData};

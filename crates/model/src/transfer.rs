@@ -6,8 +6,9 @@
 //! ([`sip_host_allowed`]): no tenant can make the engine an open relay.
 //!
 //! The call object shows the last attempt as `transfer`
-//! (`{"to", "mode", "status", "sip_status", "reason"}`) and, once it succeeded,
-//! `transferred_to`.
+//! (`{"to", "mode", "status", "sip_status", "reason", "bridge"}`) and, once it succeeded,
+//! `transferred_to`. A `bridge` transfer's second leg (the engine's own call to the
+//! destination) is `transfer.bridge`: `{"sip_call_id", "answered_at", "duration_ms"}`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -133,7 +134,8 @@ crate::names::wire_enum! {
         Pending = "pending",
         /// The far end accepted the REFER (202) and is calling the destination.
         Accepted = "accepted",
-        /// The destination answered: the caller is theirs, our leg ended.
+        /// The destination answered: the caller is theirs (`refer`: our leg ended; `bridge`:
+        /// the engine relays the two legs until either hangs up).
         Completed = "completed",
         /// It did not happen; the call stayed with the agent (`reason` says why).
         Failed = "failed",
@@ -155,6 +157,9 @@ crate::names::wire_enum! {
         SubscriptionEnded = "subscription_ended",
         /// The call ended before the transfer's outcome was known.
         CallEnded = "call_ended",
+        /// `bridge`: the engine could not place the call to the destination (no media port,
+        /// no room under the trunk's caps, the user agent refused it).
+        Unavailable = "unavailable",
     }
 }
 
@@ -167,6 +172,7 @@ impl TransferFailure {
             Self::Timeout => "the transfer got no final answer in time",
             Self::SubscriptionEnded => "the carrier stopped reporting the transfer's progress",
             Self::CallEnded => "the call ended before the transfer completed",
+            Self::Unavailable => "the call to the transfer destination could not be placed",
         }
     }
 }
@@ -186,6 +192,24 @@ pub struct Transfer {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<TransferFailure>,
+    /// `bridge`: the second leg, once it was dialled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<BridgeLeg>,
+}
+
+/// A bridged transfer's second leg: the engine's call to the destination through the same
+/// trunk, relayed to the caller once it answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BridgeLeg {
+    /// The second leg's SIP Call-ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_call_id: Option<String>,
+    /// When the destination answered (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<String>,
+    /// How long the legs were bridged, once either hung up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 #[cfg(test)]

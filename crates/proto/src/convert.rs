@@ -132,6 +132,11 @@ impl From<&CallView> for Call {
                 status: t.status.as_str().to_owned(),
                 sip_status: t.sip_status.map(u32::from),
                 reason: t.reason.map(|r| r.as_str().to_owned()),
+                bridge: t.bridge.as_ref().map(|b| CallTransferBridge {
+                    sip_call_id: b.sip_call_id.clone(),
+                    answered_at: b.answered_at.clone(),
+                    duration_ms: b.duration_ms,
+                }),
             }),
             node: call.node.clone(),
         }

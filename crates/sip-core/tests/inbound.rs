@@ -1,6 +1,6 @@
 //! Calls placed to us, on a virtual clock: the INVITE server transaction (100 at once, the 2xx
-//! retransmitted until the ACK, no ACK within 64·T1), ringing, answering, refusing, CANCEL,
-//! BYE either way, and the budget of refusals per source.
+//! retransmitted until the ACK, no ACK within 64·T1), ringing, answering, refusing, CANCEL
+//! (and a BYE on the early dialog acting as one), BYE either way, and the budget of refusals per source.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -241,6 +241,40 @@ fn a_cancel_before_the_answer_gets_200_and_the_invite_487() {
     let after_ack = h.sent.len();
     h.advance(secs(40.0));
     assert_eq!(h.sent.len(), after_ack);
+    assert_eq!(
+        h.ep.call_count(),
+        0,
+        "forgotten once its transactions ended"
+    );
+}
+
+#[test]
+fn a_bye_on_the_early_dialog_acts_as_a_cancel() {
+    let mut h = inbound_harness();
+    let (call, _) = incoming(&mut h, "b", "");
+    h.ep.ring(h.now, call).unwrap();
+    h.collect();
+    // RFC 3261 §15: the caller may hang up an early dialog with BYE (the 180's To tag).
+    let bye = from_caller(&h, "b", "BYE", "z9hG4bKbyeb", 2);
+    h.feed(&bye);
+    let n = h.sent.len();
+    assert!(h.sent[n - 2].is_response(200));
+    assert_eq!(h.sent[n - 2].header("CSeq").unwrap(), "2 BYE");
+    assert!(h.sent[n - 1].is_response(487));
+    assert_eq!(h.sent[n - 1].header("CSeq").unwrap(), "1 INVITE");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Failed {
+            status: Some(487),
+            reason: EndReason::Canceled
+        }]
+    );
+    assert!(h.ep.accept(h.now, call, Vec::new()).is_err());
+    let ack = invite("b", "")
+        .replacen("INVITE sip:", "ACK sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    h.feed(&ack);
+    h.advance(secs(40.0));
     assert_eq!(
         h.ep.call_count(),
         0,

@@ -688,17 +688,24 @@ mod tests {
             status: TransferStatus::Failed,
             sip_status: Some(486),
             reason: Some(TransferFailure::DestinationFailed),
+            bridge: None,
         };
         s.set_transfer(c.id, &failed, None).await.unwrap();
         let read = s.get_call(c.id).await.unwrap();
         assert_eq!(read.transfer.as_ref(), Some(&failed));
         assert_eq!(read.transferred_to, None);
+        // A bridged one keeps its second leg on the record.
         let completed = Transfer {
             to: "sip:desk@pbx.example.com".into(),
+            mode: TransferMode::Bridge,
             status: TransferStatus::Completed,
             sip_status: Some(200),
             reason: None,
-            ..failed
+            bridge: Some(dialtone_model::BridgeLeg {
+                sip_call_id: Some("leg2@127.0.0.1".into()),
+                answered_at: Some("2026-01-02T03:04:05.678Z".into()),
+                duration_ms: Some(12_345),
+            }),
         };
         s.set_transfer(c.id, &completed, Some("sip:desk@pbx.example.com"))
             .await

@@ -35,11 +35,25 @@ impl CapScope {
 }
 
 impl Storage {
+    /// A transaction for the cap tables. On PostgreSQL its commit does not wait for the write-
+    /// ahead log to reach the disk: a hold or a token lost with a crash of the database costs
+    /// nothing lasting (holds go with their calls; a bucket refills), and the call's dispatch
+    /// then does not wait for an fsync.
+    async fn cap_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     /// Takes one of `cap` slots of `scope` for `holder` (a call): `false` when all are held
     /// (by calls of any node).
     pub async fn take_hold(&self, scope: CapScope, holder: Uuid, cap: u32) -> Result<bool> {
         let key = scope.key();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.cap_transaction().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
                 .bind(&key)
@@ -64,10 +78,12 @@ impl Storage {
 
     /// Gives back every slot `holder` holds (its call ended).
     pub async fn release_holds(&self, holder: Uuid) -> Result<()> {
+        let mut tx = self.cap_transaction().await?;
         sqlx::query("DELETE FROM cap_holds WHERE holder = $1")
             .bind(holder.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -116,7 +132,9 @@ impl Storage {
         if self.backend == Backend::Sqlite {
             query = query.bind(now_ms());
         }
-        let taken = query.execute(&self.pool).await?;
+        let mut tx = self.cap_transaction().await?;
+        let taken = query.execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(match taken.rows_affected() {
             1 => Ok(()),
             _ => Err(Duration::from_secs_f64(1.0 / rate)),

@@ -3,7 +3,7 @@
 //! accepted but followed by a `486 Busy Here` sipfrag, leaves the call with the agent until it
 //! is hung up. And the API's refusals: not in progress (409), a `to` that is no destination
 //! (400 naming `to`), a SIP host off the trunk's `transfer_sip_domains` (400 naming `to`), a
-//! `bridge` mode (400 naming `mode`), an ended call (409). And `builtin:agent`'s `transfer_call`
+//! `bridge` to a SIP URI (400 naming `to`), an ended call (409). And `builtin:agent`'s `transfer_call`
 //! tool: a completed transfer ends the call as the agent's, a failed one is the tool's answer.
 
 use std::time::Duration;
@@ -105,6 +105,30 @@ async fn a_refer_accepted_with_a_200_sipfrag_ends_the_call_as_transferred() {
     w.finish().await;
 }
 
+/// A far end that accepts the REFER and hangs up without a final NOTIFY went ahead with the
+/// transfer: the call ends `transferred`, not `completed` by the callee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_end_hanging_up_after_the_202_ends_the_call_as_transferred() {
+    let w = world(
+        Some("answer_then_refer_accepted_then_bye.xml"),
+        &[("refer_to_re", NUMBER_URI_RE)],
+    )
+    .await;
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "in_progress").await;
+    let (s, call) = transfer(&w.api, &id, json!({"to": NUMBER})).await;
+    assert_eq!(s, 202, "{call}");
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "completed", "transferred", "api");
+    assert_eq!(record["transferred_to"], NUMBER, "{record:#}");
+    assert_eq!(
+        record["transfer"],
+        json!({"to": NUMBER, "mode": "refer", "status": "completed"}),
+        "{record:#}"
+    );
+    w.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refer_refused_with_405_leaves_the_call_with_the_agent() {
     let w = world(
@@ -176,7 +200,11 @@ async fn transfer_refusals_name_the_rule_and_use_the_right_status() {
             "to",
             "transfer_sip_domains",
         ),
-        (json!({"to": NUMBER, "mode": "bridge"}), "mode", "bridge"),
+        (
+            json!({"to": "sip:desk@127.0.0.1", "mode": "bridge"}),
+            "to",
+            "E.164",
+        ),
         (json!({"to": NUMBER, "mode": "warm"}), "mode", "warm"),
         (json!({"to": NUMBER, "who": "me"}), "who", "who"),
     ] {
@@ -339,7 +367,7 @@ async fn the_cli_transfers_over_grpc_and_sets_a_trunks_transfer_domains() {
     for (to, mode, words) in [
         ("sales", "refer", "(field to)"),
         ("sip:desk@pbx.example.com", "refer", "transfer_sip_domains"),
-        (NUMBER, "bridge", "(field mode)"),
+        ("sip:desk@127.0.0.1", "bridge", "E.164"),
     ] {
         let all = ["calls", "transfer", &id, "--to", to, "--mode", mode];
         let (ok, _, err) = cli(&w, &all).await;

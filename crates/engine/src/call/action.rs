@@ -70,6 +70,35 @@ pub(crate) enum Action {
         /// The destination.
         to: String,
     },
+    /// Place a bridged transfer's second leg to `to` through the call's trunk (From: the
+    /// call's from number), offering SDP on a port of its own; then report
+    /// [`LegInput::Placed`] or [`LegInput::NotPlaced`].
+    ///
+    /// [`LegInput::Placed`]: super::input::LegInput::Placed
+    /// [`LegInput::NotPlaced`]: super::input::LegInput::NotPlaced
+    DialLeg {
+        /// The destination (E.164).
+        to: String,
+    },
+    /// The caller waits for the destination: the call's wire gets ringback instead of the
+    /// brain's audio.
+    HoldCaller,
+    /// The caller is the brain's again: its audio goes back on the wire.
+    ReturnCaller,
+    /// Start the second leg's media on its answer; then report [`LegInput::Media`].
+    ///
+    /// [`LegInput::Media`]: super::input::LegInput::Media
+    ConnectLeg {
+        /// The answer's SDP.
+        sdp: Option<Vec<u8>>,
+    },
+    /// Relay the two legs' audio both ways.
+    RelayLegs,
+    /// Send this digit on the second leg (RFC 4733).
+    SendLegDtmf(char),
+    /// Hang up the second leg (CANCEL before its answer, BYE after) and stop its media, if
+    /// there is one.
+    HangUpLeg,
     /// Write the transfer attempt on the record (before any step that follows), with where
     /// the caller went once it completed.
     RecordTransfer {

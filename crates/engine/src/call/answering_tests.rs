@@ -32,6 +32,7 @@ impl Answering {
                 max_duration: MAX_DURATION,
                 mask_dtmf: false,
                 srtp_required: false,
+                wallclock: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600),
             },
             "in-1@sip".into(),
         );

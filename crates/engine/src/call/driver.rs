@@ -5,7 +5,7 @@
 //! machine's to decide; the driver only reports how its I/O went.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dialtone_media::{BoundPort, Direction, MediaCall, MediaStats};
 use dialtone_sip_ua::{Admission, Call, DialRequest, Leftover, UaEvent};
@@ -14,7 +14,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::action::{Action, End, Measure, Step};
-use super::input::{Control, Input, MediaOutcome, PlaceFailure};
+use super::bridge::BRIDGE_RING_TIMEOUT;
+use super::bridge_leg::{self, Leg, ends_leg, next_leg_input};
+use super::input::{Control, Input, LegInput, MediaOutcome, PlaceFailure};
 use super::machine::{CallMachine, CallSettings};
 use super::media::{
     EarlyHeard, EarlyListener, measure_media_health, media_config, media_record, next_media_event,
@@ -119,6 +121,8 @@ pub(super) struct CallDriver<'a> {
     answer: Option<Vec<u8>>,
     /// The API's transfer request waiting for the machine's answer.
     transfer_reply: Option<tokio::sync::oneshot::Sender<Result<(), TransferRefusal>>>,
+    /// A bridged transfer's second leg.
+    leg: Option<Leg>,
 }
 
 impl<'a> CallDriver<'a> {
@@ -130,6 +134,9 @@ impl<'a> CallDriver<'a> {
             max_duration: plan.max_duration,
             mask_dtmf: plan.mask_dtmf,
             srtp_required: plan.srtp == dialtone_model::SrtpMode::Required,
+            wallclock: SystemTime::now()
+                .checked_sub(plan.dispatched.elapsed())
+                .unwrap_or_else(SystemTime::now),
         }
     }
 
@@ -176,6 +183,7 @@ impl<'a> CallDriver<'a> {
             port_share: None,
             answer: None,
             transfer_reply: None,
+            leg: None,
         }
     }
 
@@ -224,6 +232,18 @@ impl<'a> CallDriver<'a> {
                     }
                 },
                 Some(request) = self.brain.requests.recv() => Input::Brain(request),
+                input = next_leg_input(&mut self.leg) => match input {
+                    Some(input) => {
+                        if ends_leg(&input) {
+                            // Its call is over: its media stops, the leg goes.
+                            if let Some(leg) = self.leg.take() {
+                                leg.hang_up().await;
+                            }
+                        }
+                        Input::Leg(input)
+                    }
+                    None => continue,
+                },
                 Some(event) = next_media_event(&mut self.media) => match Input::from_media(event) {
                     Some(input) => input,
                     None => continue,
@@ -274,6 +294,53 @@ impl<'a> CallDriver<'a> {
                 }
             }
             Action::AnswerTransfer { to, by, result } => self.answer_transfer(to, by, result),
+            Action::DialLeg { to } => {
+                let placed = self.dial_leg(&to).await;
+                self.machine.handle(Instant::now(), Input::Leg(placed));
+            }
+            Action::HoldCaller => {
+                if let Some(media) = &self.media {
+                    bridge_leg::hold(media);
+                }
+            }
+            Action::ReturnCaller => {
+                if let Some(media) = &self.media {
+                    media.splice(None);
+                }
+            }
+            Action::ConnectLeg { sdp } => {
+                let outcome = match self.leg.as_mut() {
+                    Some(leg) => leg.connect(self.engine, sdp.as_deref()),
+                    None => MediaOutcome::Unavailable,
+                };
+                self.machine
+                    .handle(Instant::now(), Input::Leg(LegInput::Media(outcome)));
+            }
+            Action::RelayLegs => {
+                if let (Some(media), Some(leg)) = (&self.media, self.leg.as_mut())
+                    && !bridge_leg::relay(media, leg)
+                {
+                    tracing::error!("the second leg's media rings are gone; nothing is relayed");
+                }
+            }
+            Action::SendLegDtmf(digit) => {
+                let digits = digit.to_string();
+                let sent = self
+                    .leg
+                    .as_ref()
+                    .and_then(|leg| leg.media.as_ref())
+                    .map(|m| m.send_dtmf(&digits));
+                if let Some(sent) = sent
+                    && let Err(error) = sent.await
+                {
+                    tracing::warn!(%error, "the caller's digit cannot be relayed");
+                }
+            }
+            Action::HangUpLeg => {
+                if let Some(leg) = self.leg.take() {
+                    leg.hang_up().await;
+                }
+            }
             Action::Refer { to } => {
                 let sent = match &self.call {
                     Some(call) => call.refer(&to).await,
@@ -354,43 +421,53 @@ impl<'a> CallDriver<'a> {
         let Some(admission) = self.admission.take() else {
             return Input::NotPlaced(PlaceFailure::Refused);
         };
-        let Some(share) = self.engine.port_shares.take(self.plan.org_id) else {
-            return Input::NotPlaced(PlaceFailure::NoPort);
-        };
-        let port = match self.engine.ports.bind() {
-            Ok(port) => port,
-            Err(error) => {
-                metrics::counter!("dialtone_media_ports_refused_total").increment(1);
-                tracing::error!(%error, organization = %self.plan.org_id, "no RTP port");
-                return Input::NotPlaced(PlaceFailure::NoPort);
-            }
-        };
-        self.port_share = Some(share);
-        let sdp = SdpSession::offer(
-            self.engine.config.rtp_advertised,
-            port.port(),
-            self.plan.id,
-            self.plan.srtp,
-            &self.plan.codecs,
-        );
-        let plan = &self.plan;
-        let mut request = DialRequest::new(plan.trunk.clone(), plan.from.clone(), plan.to.clone());
-        request.sdp_offer = Some(sdp.offer_bytes());
-        request.ring_timeout = plan.ring_timeout;
-        request
-            .extra_headers
-            .push(("X-Dialtone-Call-Id".into(), plan.id.to_string()));
-        match self.engine.ua.dial_admitted(request, admission).await {
-            Ok(call) => {
-                self.call = Some(call);
-                self.port = Some(port);
-                self.sdp = Some(sdp);
+        let to = self.plan.to.clone();
+        match place(
+            self.engine,
+            &self.plan,
+            &to,
+            admission,
+            self.plan.ring_timeout,
+        )
+        .await
+        {
+            Ok(placed) => {
+                self.port_share = Some(placed.share);
+                self.call = Some(placed.call);
+                self.port = Some(placed.port);
+                self.sdp = Some(placed.sdp);
                 Input::Placed
             }
+            Err(failure) => Input::NotPlaced(failure),
+        }
+    }
+
+    /// Places a bridged transfer's second leg to `to` through the call's trunk, with room
+    /// under the trunk's caps now (a transfer does not queue).
+    async fn dial_leg(&mut self, to: &str) -> LegInput {
+        let mut trunk = (*self.plan.trunk).clone();
+        trunk.cap_wait = Duration::ZERO;
+        let admission = match self.engine.ua.admit(&trunk).await {
+            Ok(admission) => admission,
             Err(error) => {
-                tracing::warn!(%error, "dial refused");
-                Input::NotPlaced(PlaceFailure::Refused)
+                tracing::warn!(%error, "no room under the trunk's caps for the second leg");
+                return LegInput::NotPlaced;
             }
+        };
+        // The machine's ring timeout decides; the user agent's is only a backstop.
+        let ring_timeout = BRIDGE_RING_TIMEOUT + Duration::from_secs(5);
+        match place(self.engine, &self.plan, to, admission, ring_timeout).await {
+            Ok(placed) => {
+                self.leg = Some(Leg {
+                    call: placed.call,
+                    port: Some(placed.port),
+                    sdp: placed.sdp,
+                    media: None,
+                    _share: placed.share,
+                });
+                LegInput::Placed
+            }
+            Err(_) => LegInput::NotPlaced,
         }
     }
 
@@ -638,6 +715,62 @@ impl<'a> CallDriver<'a> {
                     measure_media_health(stats);
                 }
             }
+        }
+    }
+}
+
+/// What placing a call leaves: the user agent's call, the RTP port our offer names, the
+/// offer, and the port's share of the organisation's media ports.
+struct Placement {
+    call: Call,
+    port: BoundPort,
+    sdp: SdpSession,
+    share: PortShare,
+}
+
+/// Binds a port, offers SDP on it and dials `to` from the call's number through its trunk
+/// with `admission`: the call itself, and a bridged transfer's second leg.
+async fn place(
+    engine: &Engine,
+    plan: &CallPlan,
+    to: &str,
+    admission: Admission,
+    ring_timeout: Duration,
+) -> Result<Placement, PlaceFailure> {
+    let Some(share) = engine.port_shares.take(plan.org_id) else {
+        return Err(PlaceFailure::NoPort);
+    };
+    let port = match engine.ports.bind() {
+        Ok(port) => port,
+        Err(error) => {
+            metrics::counter!("dialtone_media_ports_refused_total").increment(1);
+            tracing::error!(%error, organization = %plan.org_id, "no RTP port");
+            return Err(PlaceFailure::NoPort);
+        }
+    };
+    let sdp = SdpSession::offer(
+        engine.config.rtp_advertised,
+        port.port(),
+        plan.id,
+        plan.srtp,
+        &plan.codecs,
+    );
+    let mut request = DialRequest::new(plan.trunk.clone(), plan.from.clone(), to.to_owned());
+    request.sdp_offer = Some(sdp.offer_bytes());
+    request.ring_timeout = ring_timeout;
+    request
+        .extra_headers
+        .push(("X-Dialtone-Call-Id".into(), plan.id.to_string()));
+    match engine.ua.dial_admitted(request, admission).await {
+        Ok(call) => Ok(Placement {
+            call,
+            port,
+            sdp,
+            share,
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "dial refused");
+            Err(PlaceFailure::Refused)
         }
     }
 }

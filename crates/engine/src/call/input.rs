@@ -69,6 +69,70 @@ pub(crate) enum MediaOutcome {
     Unavailable,
 }
 
+/// Something that happened to a bridged transfer's second leg (the engine's call to the
+/// destination).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LegInput {
+    /// The user agent took it; its INVITE is on its way.
+    Placed,
+    /// It could not be placed.
+    NotPlaced,
+    /// Its INVITE left with this SIP Call-ID.
+    Attempt {
+        /// The leg's SIP Call-ID.
+        sip_call_id: String,
+    },
+    /// The destination answered.
+    Answered {
+        /// The SDP answer, when the 2xx carried one.
+        sdp: Option<Vec<u8>>,
+    },
+    /// It ended before it was answered.
+    Failed {
+        /// The final SIP status, if one arrived.
+        sip_status: Option<u16>,
+        /// The SIP stack's reason.
+        reason: SipEndReason,
+    },
+    /// The answered leg ended.
+    Ended,
+    /// How its media started ([`Action::ConnectLeg`]).
+    ///
+    /// [`Action::ConnectLeg`]: super::Action::ConnectLeg
+    Media(MediaOutcome),
+    /// The destination pressed a key (RFC 4733).
+    Dtmf(char),
+}
+
+impl LegInput {
+    /// The machine's input for an event of the second leg's user agent; `None` for those the
+    /// bridge does not act on (provisional responses: the caller hears our ringback).
+    pub(crate) fn from_ua(event: UaEvent) -> Option<Self> {
+        let input = match event {
+            UaEvent::Attempt { sip_call_id, .. } => Self::Attempt { sip_call_id },
+            UaEvent::Call(CallEvent::Answered { sdp }) => Self::Answered { sdp },
+            UaEvent::Call(CallEvent::Failed { status, reason }) => Self::Failed {
+                sip_status: status,
+                reason,
+            },
+            UaEvent::Call(CallEvent::Ended { .. }) => Self::Ended,
+            _ => return None,
+        };
+        Some(input)
+    }
+
+    /// The machine's input for an event of the second leg's media: its digits.
+    pub(crate) fn from_media(event: MediaEvent) -> Option<Self> {
+        match event {
+            MediaEvent::Dtmf {
+                event: dialtone_rtp::DtmfEvent::Ended { digit, .. },
+                ..
+            } => Some(Self::Dtmf(digit)),
+            _ => None,
+        }
+    }
+}
+
 /// Something that happened to the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Input {
@@ -146,6 +210,8 @@ pub(crate) enum Input {
     },
     /// The user agent could not send the REFER (the call is ending).
     ReferNotSent,
+    /// Something happened to a bridged transfer's second leg.
+    Leg(LegInput),
     /// A NOTIFY of the transfer: the far end's call to the destination.
     ReferNotify {
         /// Its sipfrag status (100, 180, 200, 486...).

@@ -13,22 +13,26 @@
 //!   media's statistics) is written;
 //! * the clocks it owns: the queue timeout (from dispatch) and the agent's maximum duration
 //!   (from the answer), and a transfer's timeout (from the REFER's acceptance);
-//! * transfers of the answered call (`transfer.rs` holds one attempt's state): refused unless
-//!   the call is in progress with none under way; a completed one ends our leg (`transferred`,
-//!   by whoever asked), a failed one leaves the call with the brain, which is told.
+//! * transfers of the answered call (`transfer.rs` holds a REFER attempt's state, `bridge.rs`
+//!   a bridged one's): refused unless the call is in progress with none under way; a completed
+//!   REFER ends our leg (`transferred`, by whoever asked); a bridge mutes the brain, plays
+//!   ringback, dials the destination and relays the legs once it answers, and when either leg
+//!   hangs up the other is hung up too (`transferred`); a failed one leaves the call with the
+//!   brain, which is told.
 //!
 //! The ring timeout belongs to the user agent (`DialRequest::ring_timeout`), the RTP timeout
 //! to the media; both come in as inputs.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dialtone_model::{TransferFailure, TransferMode};
 use dialtone_sip_ua::{EndReason as SipEndReason, Party};
 use dialtone_storage::{CallStatus, EndReason, EndedBy};
 
 use super::action::{Action, End, Measure, Step};
-use super::input::{HangUp, Input, MediaOutcome, PlaceFailure};
+use super::bridge::Bridge;
+use super::input::{HangUp, Input, LegInput, MediaOutcome, PlaceFailure};
 use super::transfer::{Attempt, Order, Progress, TransferPolicy, TransferRefusal};
 use crate::brains::BrainRequest;
 
@@ -46,6 +50,8 @@ pub(crate) struct CallSettings {
     /// The trunk requires SRTP: a 488 or 606 to our `RTP/SAVP` offer ends the call as
     /// `srtp_unavailable`.
     pub(crate) srtp_required: bool,
+    /// The wall clock at `dispatched` (a bridge's answer is dated from it).
+    pub(crate) wallclock: SystemTime,
 }
 
 /// Where the call is, as far as the machine's own work goes.
@@ -110,6 +116,8 @@ pub(crate) struct CallMachine {
     /// The last attempt, when it failed by the transfer timeout: its subscription may still
     /// bring the final NOTIFY, and a 2xx one completes it after all (the caller went over).
     lapsed_transfer: Option<Attempt>,
+    /// The bridged transfer under way, bridged, or over (the call then ends `transferred`).
+    bridge: Option<Bridge>,
     actions: VecDeque<Action>,
     /// A call placed to us: the far end is the caller.
     inbound: bool,
@@ -133,6 +141,7 @@ impl CallMachine {
             transfer_policy: TransferPolicy::default(),
             transfer: None,
             lapsed_transfer: None,
+            bridge: None,
             actions: VecDeque::new(),
             inbound: false,
         }
@@ -191,7 +200,12 @@ impl CallMachine {
             Stage::Queued { until } => Some(until),
             Stage::Placed => {
                 let transfer = self.transfer.as_ref().and_then(Attempt::deadline);
-                self.max_duration_at.into_iter().chain(transfer).min()
+                let bridge = self.bridge.as_ref().and_then(Bridge::deadline);
+                self.max_duration_at
+                    .into_iter()
+                    .chain(transfer)
+                    .chain(bridge)
+                    .min()
             }
             Stage::Placing | Stage::Over => None,
         }
@@ -217,6 +231,9 @@ impl CallMachine {
             Stage::Placed => {
                 if let Some(progress) = self.transfer.as_mut().map(|a| a.on_timeout(now)) {
                     self.transfer_progress(progress);
+                }
+                if let Some(progress) = self.bridge.as_mut().map(|b| b.on_timeout(now)) {
+                    self.bridge_progress(progress);
                 }
             }
             _ => {}
@@ -279,7 +296,7 @@ impl CallMachine {
                 self.actions.push_back(Action::AnswerRemoteOffer { sdp });
             }
             Input::Failed { sip_status, reason } => self.failed(sip_status, reason),
-            Input::Ended { by, reason } => self.ended(by, reason),
+            Input::Ended { by, reason } => self.ended(now, by, reason),
             Input::Media(outcome) => self.media_started(now, outcome),
             Input::RtpTimeout { silent_for } => {
                 // Early media may stop while the phone rings; the ring timeout covers that.
@@ -292,9 +309,18 @@ impl CallMachine {
             Input::Dtmf(digit) => {
                 let shown = if self.settings.mask_dtmf { '*' } else { digit };
                 tracing::info!(digit = %shown, "DTMF");
-                self.actions.push_back(Action::TellBrainDtmf(digit));
+                // Bridged, the caller's keys are the destination's.
+                if self.bridge.as_ref().is_some_and(Bridge::bridged) {
+                    self.actions.push_back(Action::SendLegDtmf(digit));
+                } else {
+                    self.actions.push_back(Action::TellBrainDtmf(digit));
+                }
             }
             Input::FarEndBye => tracing::info!("far end sent RTCP BYE"),
+            Input::Brain(request) if self.bridge_under_way() => {
+                // The caller is with the destination (or waits for it): the brain is muted.
+                tracing::info!(?request, "bridged: the brain's request is ignored");
+            }
             Input::Brain(BrainRequest::HangUp { reason }) => {
                 tracing::info!(reason = reason.as_str(), "the brain hangs up");
                 self.hang_up_locally(End::new(reason, EndedBy::Agent));
@@ -312,9 +338,12 @@ impl CallMachine {
                 }
             },
             Input::Brain(BrainRequest::Transfer { to, mode }) => {
-                self.request_transfer(&to, mode, EndedBy::Agent);
+                self.request_transfer(now, &to, mode, EndedBy::Agent);
             }
-            Input::Transfer { to, mode } => self.request_transfer(&to, mode, EndedBy::Api),
+            Input::Transfer { to, mode } => {
+                self.request_transfer(now, &to, mode, EndedBy::Api);
+            }
+            Input::Leg(leg) => self.leg_input(now, leg),
             Input::ReferAnswered { status } => {
                 if let Some(progress) = self
                     .transfer
@@ -408,9 +437,15 @@ impl CallMachine {
     /// A transfer to `to` is asked for by `by`: it starts if the destination is one the
     /// call's [`TransferPolicy`] allows and the call is in progress, with no hang-up and no
     /// other transfer under way; whoever asked hears which.
-    fn request_transfer(&mut self, to: &str, mode: Option<TransferMode>, by: EndedBy) {
+    fn request_transfer(
+        &mut self,
+        now: Instant,
+        to: &str,
+        mode: Option<TransferMode>,
+        by: EndedBy,
+    ) {
         match self.transfer_policy.order(to, mode, by) {
-            Ok(order) => self.start_transfer(order),
+            Ok(order) => self.start_transfer(now, order),
             Err(refusal) => self.actions.push_back(Action::AnswerTransfer {
                 to: to.to_owned(),
                 by,
@@ -421,16 +456,17 @@ impl CallMachine {
 
     /// Starts `order` if the call is in progress, with no hang-up and no other transfer
     /// under way: its pending attempt is written before the answer (which the API's request
-    /// reads back), then the REFER goes.
-    fn start_transfer(&mut self, order: Order) {
+    /// reads back), then the REFER goes (or, bridged, the caller hears ringback and the
+    /// second leg is dialled).
+    fn start_transfer(&mut self, now: Instant, order: Order) {
         let in_progress = self.stage == Stage::Placed
             && self.media == Media::Connected
             && !self.hung_up_by_api
             && self.local_end.is_none();
-        let refusal = match &self.transfer {
+        let refusal = match (&self.transfer, &self.bridge) {
             _ if !in_progress => Some(TransferRefusal::NotInProgress),
-            Some(_) => Some(TransferRefusal::UnderWay),
-            None => None,
+            (Some(_), _) | (_, Some(_)) => Some(TransferRefusal::UnderWay),
+            (None, None) => None,
         };
         let (to, by) = (order.to.clone(), order.by);
         if let Some(refusal) = refusal {
@@ -442,6 +478,23 @@ impl CallMachine {
             return;
         }
         tracing::info!(to = %to, mode = order.mode.as_str(), by = by.as_str(), "transferring");
+        if order.mode == TransferMode::Bridge {
+            let wallclock = (self.settings.dispatched, self.settings.wallclock);
+            let (bridge, record) = Bridge::start(now, order, wallclock);
+            self.bridge = Some(bridge);
+            self.actions.push_back(Action::RecordTransfer {
+                transfer: record,
+                transferred_to: None,
+            });
+            self.actions.push_back(Action::AnswerTransfer {
+                to: to.clone(),
+                by,
+                result: Ok(()),
+            });
+            self.actions.push_back(Action::HoldCaller);
+            self.actions.push_back(Action::DialLeg { to });
+            return;
+        }
         let (attempt, record) = Attempt::start(order);
         self.transfer = Some(attempt);
         // A new REFER replaces the old subscription: no late NOTIFY of it can come.
@@ -490,6 +543,92 @@ impl CallMachine {
                     .transfer
                     .take()
                     .filter(|_| transfer.reason == Some(TransferFailure::Timeout));
+                self.actions.push_back(Action::RecordTransfer {
+                    transfer: transfer.clone(),
+                    transferred_to: None,
+                });
+                if self.brain_started {
+                    self.actions
+                        .push_back(Action::TellBrainTransferFailed(transfer));
+                }
+            }
+        }
+    }
+
+    /// Whether a bridged transfer is under way or bridged (the brain is muted).
+    fn bridge_under_way(&self) -> bool {
+        self.bridge.is_some()
+    }
+
+    /// What happened to the second leg.
+    fn leg_input(&mut self, now: Instant, input: LegInput) {
+        let Some(bridge) = self.bridge.as_mut() else {
+            // A leg whose attempt is over (the driver hangs it up).
+            if matches!(input, LegInput::Answered { .. }) {
+                self.actions.push_back(Action::HangUpLeg);
+            }
+            return;
+        };
+        let progress = match input {
+            LegInput::Placed => Progress::Nothing,
+            LegInput::NotPlaced => bridge.on_not_placed(),
+            LegInput::Attempt { sip_call_id } => bridge.on_attempt(sip_call_id),
+            LegInput::Answered { sdp } => {
+                if bridge.on_answered() {
+                    self.actions.push_back(Action::ConnectLeg { sdp });
+                }
+                Progress::Nothing
+            }
+            LegInput::Media(outcome) => bridge.on_media(now, outcome),
+            LegInput::Failed { sip_status, reason } => bridge.on_failed(sip_status, reason),
+            LegInput::Ended => {
+                let progress = bridge.on_leg_ended(now);
+                if matches!(progress, Progress::Moved(_)) {
+                    // The destination hung up: the caller's leg ends too.
+                    let by = bridge.order().by;
+                    self.bridge_progress(progress);
+                    self.hang_up_locally(End::new(EndReason::Transferred, by));
+                    return;
+                }
+                progress
+            }
+            LegInput::Dtmf(digit) => {
+                if bridge.bridged() {
+                    self.actions.push_back(Action::SendDtmf(digit.to_string()));
+                }
+                Progress::Nothing
+            }
+        };
+        self.bridge_progress(progress);
+    }
+
+    /// What an input did to the bridged transfer: recorded; once the destination answered
+    /// the legs are relayed; a failed one gives the caller back to the brain, which is told.
+    fn bridge_progress(&mut self, progress: Progress) {
+        match progress {
+            Progress::Nothing => {}
+            Progress::Moved(transfer) => self.actions.push_back(Action::RecordTransfer {
+                transfer,
+                transferred_to: None,
+            }),
+            Progress::Completed(transfer) => {
+                tracing::info!(to = %transfer.to, "the destination answered; bridging");
+                self.actions.push_back(Action::RelayLegs);
+                self.actions.push_back(Action::RecordTransfer {
+                    transferred_to: Some(transfer.to.clone()),
+                    transfer,
+                });
+            }
+            Progress::Failed(transfer) => {
+                tracing::warn!(
+                    to = %transfer.to,
+                    sip_status = transfer.sip_status,
+                    reason = transfer.reason.map(|r| r.as_str()),
+                    "bridged transfer failed; the call goes back to the agent"
+                );
+                self.bridge = None;
+                self.actions.push_back(Action::HangUpLeg);
+                self.actions.push_back(Action::ReturnCaller);
                 self.actions.push_back(Action::RecordTransfer {
                     transfer: transfer.clone(),
                     transferred_to: None,
@@ -556,13 +695,30 @@ impl CallMachine {
     }
 
     /// The answered call ended.
-    fn ended(&mut self, by: Party, reason: SipEndReason) {
+    fn ended(&mut self, now: Instant, by: Party, reason: SipEndReason) {
+        // The far end hanging up after accepting a REFER went to the destination.
+        if by == Party::Remote
+            && let Some(Progress::Completed(transfer)) =
+                self.transfer.as_mut().map(Attempt::on_far_end_hung_up)
+        {
+            tracing::info!(to = %transfer.to, "the far end hung up after accepting the REFER");
+            self.actions.push_back(Action::RecordTransfer {
+                transferred_to: Some(transfer.to.clone()),
+                transfer,
+            });
+        }
         // A completed transfer ended the call, whichever side sent the BYE.
-        let transferred = self
+        let referred = self
             .transfer
             .as_ref()
             .filter(|a| a.completed())
             .map(|a| End::new(EndReason::Transferred, a.order().by));
+        let bridged = self
+            .bridge
+            .as_ref()
+            .filter(|b| b.answered())
+            .map(|b| End::new(EndReason::Transferred, b.order().by));
+        let transferred = referred.or(bridged);
         let end = match (transferred, by, self.hung_up_by_api, self.local_end) {
             (Some(end), ..) => end,
             (None, Party::Remote, ..) => End::new(end_reason_of(reason), self.far_end()),
@@ -576,6 +732,20 @@ impl CallMachine {
                 transfer,
                 transferred_to: None,
             });
+        }
+        // A bridge ends with the call: its duration (or its failure) recorded, the second
+        // leg hung up.
+        if let Some(mut bridge) = self.bridge.take() {
+            match bridge.on_call_ended(now) {
+                Progress::Moved(transfer) | Progress::Failed(transfer) => {
+                    self.actions.push_back(Action::RecordTransfer {
+                        transfer,
+                        transferred_to: None,
+                    });
+                    self.actions.push_back(Action::HangUpLeg);
+                }
+                Progress::Nothing | Progress::Completed(_) => {}
+            }
         }
         self.stage = Stage::Over;
         if self.brain_started {

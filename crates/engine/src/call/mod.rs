@@ -25,12 +25,18 @@
 //! Files: `input.rs` (what the machine is told), `action.rs` (what it asks), `machine.rs` (the
 //! decisions), `driver.rs` (the task), `sdp.rs` (our offer and answers, and the trunk's SRTP
 //! policy), `media.rs` (early media listener, media settings and statistics), `progress.rs`
-//! (the ordered writes), `transfer.rs` (where a transfer may go, and one attempt's state).
+//! (the ordered writes), `transfer.rs` (where a transfer may go, and one REFER attempt's
+//! state), `bridge.rs` (a bridged transfer's second leg), `bridge_leg.rs` (the driver's I/O
+//! for that leg: dial, media, the relay).
 
 mod action;
 pub(crate) mod answering;
 #[cfg(test)]
 mod answering_tests;
+mod bridge;
+mod bridge_leg;
+#[cfg(test)]
+mod bridge_tests;
 mod driver;
 mod input;
 mod machine;

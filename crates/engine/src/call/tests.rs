@@ -34,6 +34,7 @@ impl Call {
                 max_duration: MAX_DURATION,
                 mask_dtmf: false,
                 srtp_required: false,
+                wallclock: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600),
             }),
             dispatched,
             now: dispatched,
@@ -571,6 +572,7 @@ fn a_refused_savp_offer_under_required_srtp_fails_as_srtp_unavailable() {
             max_duration: MAX_DURATION,
             mask_dtmf: false,
             srtp_required: required,
+            wallclock: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600),
         });
         call.feed(Input::Admitted);
         call.feed(Input::Placed);

@@ -9,11 +9,13 @@
 //!                                                  └─▶ the timeout: failed (timeout), then
 //!                                                      a late NOTIFY 2xx: completed after all
 //!                                                  └─▶ terminated without a final: failed
+//!                                                  └─▶ the far end's BYE: completed
 //! ```
 //!
 //! A NOTIFY may come before the REFER's 2xx (RFC 3515 §2.4.5): it counts as the acceptance.
 //! A failed attempt leaves the call with its brain; a completed one ends our leg (the machine
-//! sends BYE unless the far end already did), end reason `transferred`.
+//! sends BYE unless the far end already did), end reason `transferred`. A bridged transfer's
+//! attempt is `bridge.rs`'s; the policy and the order here serve both.
 
 use std::time::{Duration, Instant};
 
@@ -74,8 +76,8 @@ pub(crate) struct TransferPolicy {
 
 impl TransferPolicy {
     /// The order for a transfer to `to` asked by `by`: `to` must be a number or an allowed
-    /// SIP URI; `mode` defaults to the agent's destination's, else `refer`. Only `refer` is
-    /// available: a `bridge` transfer is refused naming `mode`.
+    /// SIP URI; `mode` defaults to the agent's destination's, else `refer`. A `bridge` dials
+    /// through the trunk, so its `to` must be a number.
     pub(crate) fn order(
         &self,
         to: &str,
@@ -102,10 +104,11 @@ impl TransferPolicy {
                     .and_then(|d| d.mode)
             })
             .unwrap_or(TransferMode::Refer);
-        if mode == TransferMode::Bridge {
+        if mode == TransferMode::Bridge && !matches!(target, TransferTarget::Number(_)) {
             return Err(TransferRefusal::Invalid(FieldError::invalid(
-                "mode",
-                "`mode` `bridge` is not available on this engine: transfer with `refer`",
+                "to",
+                "a `bridge` transfer dials the destination through the call's trunk: `to` must \
+                 be an E.164 number (use `refer` for a SIP URI)",
             )));
         }
         Ok(Order {
@@ -188,6 +191,7 @@ impl Attempt {
             status,
             sip_status,
             reason,
+            bridge: None,
         }
     }
 
@@ -243,6 +247,20 @@ impl Attempt {
         match self.deadline() {
             Some(until) if now >= until => self.fail(None, TransferFailure::Timeout),
             _ => Progress::Nothing,
+        }
+    }
+
+    /// The far end hung up. After its `202` that is the transfer going ahead: a transferee
+    /// that took the REFER ends its dialog with us once it has the call to the destination,
+    /// often before (or instead of) the final NOTIFY, so the attempt completes. Before the
+    /// `202` it is nothing of the kind.
+    pub(crate) fn on_far_end_hung_up(&mut self) -> Progress {
+        match self.phase {
+            Phase::Accepted { .. } => {
+                self.phase = Phase::Completed;
+                Progress::Completed(self.record(TransferStatus::Completed, None, None))
+            }
+            Phase::Referring | Phase::Completed => Progress::Nothing,
         }
     }
 

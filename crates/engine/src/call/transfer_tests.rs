@@ -1,7 +1,7 @@
 //! Transfers on the call machine's virtual clock: every outcome of a blind transfer (REFER
 //! accepted and completed, refused, a failure sipfrag, no final NOTIFY in time — and one that
-//! comes after all —, the far end hanging up meanwhile), the refusals (not in progress, one under way, a destination or mode
-//! the policy forbids), and who ends a transferred call.
+//! comes after all —, the far end hanging up after the 202 (the transfer going ahead) or before it), the refusals (not in progress, one under way, a destination
+//! the policy forbids, a bridge to a SIP URI), and who ends a transferred call.
 
 use dialtone_model::{
     Transfer, TransferDestination, TransferFailure, TransferMode, TransferStatus,
@@ -56,6 +56,7 @@ fn attempt(
         status,
         sip_status,
         reason,
+        bridge: None,
     }
 }
 
@@ -319,9 +320,24 @@ fn a_notify_before_the_202_stands_for_the_acceptance() {
 }
 
 #[test]
-fn the_far_end_hanging_up_during_a_transfer_ends_the_call_and_the_attempt() {
+fn the_far_end_hanging_up_after_the_202_is_the_transfer_going_ahead() {
     let mut call = in_progress();
     accepted(&mut call);
+    let mut expected = vec![Action::RecordTransfer {
+        transfer: attempt(TransferStatus::Completed, None, None),
+        transferred_to: Some(NUMBER.into()),
+    }];
+    expected.extend(answered_end(end(EndReason::Transferred, EndedBy::Api)));
+    assert_eq!(
+        call.feed(ended(Party::Remote, SipEndReason::Completed)),
+        expected
+    );
+}
+
+#[test]
+fn the_far_end_hanging_up_before_the_202_ends_the_call_and_the_attempt() {
+    let mut call = in_progress();
+    started(&mut call);
     let mut expected = vec![recorded(attempt(
         TransferStatus::Failed,
         None,
@@ -332,6 +348,23 @@ fn the_far_end_hanging_up_during_a_transfer_ends_the_call_and_the_attempt() {
         call.feed(ended(Party::Remote, SipEndReason::Completed)),
         expected
     );
+    // And our own hang-up after the 202 is no transfer.
+    let mut call = in_progress();
+    accepted(&mut call);
+    call.feed(Input::HangUp(super::input::HangUp::Api));
+    let actions = call.feed(ended(Party::Local, SipEndReason::Completed));
+    assert_eq!(
+        actions.first(),
+        Some(&recorded(attempt(
+            TransferStatus::Failed,
+            None,
+            Some(TransferFailure::CallEnded)
+        )))
+    );
+    assert!(actions.contains(&Action::TellBrainEnded(end(
+        EndReason::Completed,
+        EndedBy::Api
+    ))));
 }
 
 #[test]
@@ -366,7 +399,7 @@ fn only_a_call_in_progress_is_transferred() {
 }
 
 #[test]
-fn sip_hosts_outside_the_allow_list_and_bridge_mode_are_refused_naming_the_field() {
+fn sip_hosts_outside_the_allow_list_and_bridged_sip_uris_are_refused_naming_to() {
     let mut call = in_progress();
     let field = |refusal: TransferRefusal| match refusal {
         TransferRefusal::Invalid(error) => error.field,
@@ -387,12 +420,14 @@ fn sip_hosts_outside_the_allow_list_and_bridge_mode_are_refused_naming_the_field
         panic!("{actions:?}")
     };
     assert_eq!(field(r.clone()), "to");
-    // The agent's destination is a bridge one: its mode is the default, and not available.
+    // The agent's destination is a bridge one: its mode is the default, and a bridge dials a
+    // number through the trunk, not a SIP URI.
     let actions = call.feed(api_transfer("sip:desk@pbx.example.com"));
     let [Action::AnswerTransfer { result: Err(r), .. }] = actions.as_slice() else {
         panic!("{actions:?}")
     };
-    assert_eq!(field(r.clone()), "mode");
+    assert_eq!(field(r.clone()), "to");
+    assert!(r.message().contains("E.164"), "{}", r.message());
     // The trunk's own host and the allowed ones take refer.
     let actions = call.feed(Input::Transfer {
         to: "sip:desk@pbx.example.com".into(),

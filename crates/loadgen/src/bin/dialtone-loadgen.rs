@@ -117,6 +117,14 @@ enum Mode {
         /// Streams echo app in this process, over a websocket per call.
         #[arg(long, value_enum, default_value = "builtin:echo")]
         brain: BenchBrain,
+        /// The daemon's database (default: SQLite in its own directory); a `postgres://` URL
+        /// runs it as a node of a cluster, counting its caps in the database.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// An organisation cap on concurrent calls (`DIALTONE_ORG_MAX_CONCURRENT_CALLS`): every
+        /// call then takes a slot, held in the database on PostgreSQL.
+        #[arg(long)]
+        org_cap: Option<u32>,
         #[command(flatten)]
         load: LoadArgs,
         #[command(flatten)]
@@ -435,11 +443,19 @@ impl Drop for Daemon {
     }
 }
 
-fn start_daemon(binary: &Path, media_workers: usize, brain: BenchBrain) -> anyhow::Result<Daemon> {
+fn start_daemon(target: &BenchTarget) -> anyhow::Result<Daemon> {
+    let (media_workers, brain) = (target.media_workers, target.brain);
     let dir = tempfile::tempdir()?;
     let http: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let grpc: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-    let child = Command::new(binary)
+    let mut command = Command::new(&target.binary);
+    if let Some(url) = &target.database_url {
+        command.env("DIALTONE_DATABASE_URL", url);
+    }
+    if let Some(cap) = target.org_cap {
+        command.env("DIALTONE_ORG_MAX_CONCURRENT_CALLS", cap.to_string());
+    }
+    let child = command
         .env("DIALTONE_HTTP_ADDR", http.to_string())
         .env("DIALTONE_GRPC_ADDR", grpc.to_string())
         .env("DIALTONE_SIP_ADDR", "127.0.0.1:0")
@@ -463,7 +479,7 @@ fn start_daemon(binary: &Path, media_workers: usize, brain: BenchBrain) -> anyho
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
+        .with_context(|| format!("starting {}", target.binary.display()))?;
     let daemon = Daemon {
         child,
         http,
@@ -494,6 +510,10 @@ struct BenchTarget {
     binary: PathBuf,
     media_workers: usize,
     brain: BenchBrain,
+    /// The daemon's database, when not its own SQLite file.
+    database_url: Option<String>,
+    /// The organisation's cap on concurrent calls, if any.
+    org_cap: Option<u32>,
 }
 
 async fn bench(
@@ -516,7 +536,7 @@ async fn bench(
     let (ramp, sim_args) = (ramp.as_slice(), &sim_args);
     let mut linear_trouble = None;
     let mut rss_before_calls: Option<u64> = None;
-    let daemon = start_daemon(&target.binary, target.media_workers, target.brain)?;
+    let daemon = start_daemon(&target)?;
     let pid = daemon.child.id();
     let ticks = clock_ticks();
     let control = Control::connect(&format!("http://{}", daemon.grpc), BENCH_KEY).await?;
@@ -1053,6 +1073,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             linear,
             results,
             brain,
+            database_url,
+            org_cap,
             load: load_args,
             sim,
         } => {
@@ -1079,6 +1101,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 binary,
                 media_workers,
                 brain,
+                database_url,
+                org_cap,
             };
             bench(&shape, target, &results, &load_args, &sim).await?;
         }

@@ -6,7 +6,8 @@
 //! last response to a retransmitted INVITE and retransmits the `2xx` on the Timer G schedule
 //! until the ACK arrives (§13.3.1.4); the ACK confirms the call ([`CallEvent::Answered`]); no
 //! ACK within 64·T1 ends it with a BYE and `trunk_timeout` (the caller's side timed out). A
-//! CANCEL before the answer gets `200`, the INVITE `487`, and the call fails as `canceled`.
+//! CANCEL before the answer gets `200`, the INVITE `487`, and the call fails as `canceled`; so
+//! does a BYE on the early dialog (§15, §15.1.2).
 //! After the answer the call is an ordinary dialog: BYE, re-INVITE, UPDATE and INFO either way
 //! go through the same code as an outbound call's.
 //!
@@ -347,6 +348,24 @@ impl Endpoint {
             self.inbound.remove(&handle);
             self.fail_incoming(handle, Some(487), EndReason::Canceled);
         }
+    }
+
+    /// The caller sent BYE on the early dialog of a call we have not answered (RFC 3261 §15:
+    /// a caller may; §15.1.2: pending requests get `487`): it acts as a CANCEL — the INVITE is
+    /// answered `487` and the call fails as `canceled`. `false` when the call is not an
+    /// unanswered incoming one (the BYE is then an ordinary hang-up).
+    pub(super) fn on_inbound_early_bye(&mut self, now: Instant, handle: CallHandle) -> bool {
+        let Some(invite) = self
+            .inbound
+            .get(&handle)
+            .filter(|i| !i.answered)
+            .map(|i| i.invite.clone())
+        else {
+            return false;
+        };
+        self.respond(now, &invite, 487, Vec::new(), None);
+        self.on_inbound_canceled(handle);
+        true
     }
 
     /// The INVITE's server transaction timed out: for an answered call, no ACK came within

@@ -165,7 +165,9 @@ impl Endpoint {
         match method {
             Method::Bye => {
                 self.respond(now, &key, 200, Vec::new(), None);
-                self.end_by_remote(handle);
+                if !self.on_inbound_early_bye(now, handle) {
+                    self.end_by_remote(handle);
+                }
             }
             Method::Options => {
                 let allow = Header::Allow(rsip::headers::Allow::new(ALLOWED_METHODS));

@@ -196,8 +196,16 @@ pub(crate) fn call(c: &proto::Call) -> Value {
         &mut o,
         "transfer",
         c.transfer.as_ref().map(|t| {
-            json!({"to": t.to, "mode": t.mode, "status": t.status, "sip_status": t.sip_status,
-                "reason": t.reason})
+            let mut transfer = json!({"to": t.to, "mode": t.mode, "status": t.status,
+                "sip_status": t.sip_status, "reason": t.reason});
+            if let (Some(leg), Some(o)) = (&t.bridge, transfer.as_object_mut()) {
+                o.insert(
+                    "bridge".into(),
+                    json!({"sip_call_id": leg.sip_call_id, "answered_at": leg.answered_at,
+                        "duration_ms": leg.duration_ms}),
+                );
+            }
+            transfer
         }),
     );
     Value::Object(o)
@@ -297,6 +305,15 @@ pub(crate) fn call_record(v: &Value) -> String {
             cell(&t["to"]),
             cell(&t["mode"])
         ));
+        let leg = &t["bridge"];
+        if leg.is_object() {
+            out.push(format!(
+                "bridge leg   {} answered {} bridged {} ms",
+                cell(&leg["sip_call_id"]),
+                cell(&leg["answered_at"]),
+                cell(&leg["duration_ms"])
+            ));
+        }
     }
     if !v["answered_by"].is_null() {
         let why = &v["answered_by_reason"];

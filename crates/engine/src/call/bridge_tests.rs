@@ -1,0 +1,324 @@
+//! Bridged transfers on the call machine's virtual clock: every outcome — answered and
+//! relayed, then either side hanging up; busy; no answer by the ring timeout; not placed; an
+//! unusable answer; the call ending while the destination rings — and digits relayed both
+//! ways, the brain muted while bridged, the refusals (a SIP URI, one under way).
+
+use std::time::Duration;
+
+use dialtone_model::{BridgeLeg, Transfer, TransferFailure, TransferMode, TransferStatus};
+use dialtone_sip_ua::{EndReason as SipEndReason, Party};
+use dialtone_storage::{EndReason, EndedBy};
+
+use super::action::{Action, Measure};
+use super::bridge::BRIDGE_RING_TIMEOUT;
+use super::input::{Input, LegInput, MediaOutcome};
+use super::tests::{Call, answered_end, end, ended};
+use super::transfer::TransferRefusal;
+use crate::brains::BrainRequest;
+
+const NUMBER: &str = "+15550002222";
+const LEG_ID: &str = "leg2@127.0.0.1";
+
+fn bridge_to(to: &str) -> Input {
+    Input::Transfer {
+        to: to.into(),
+        mode: Some(TransferMode::Bridge),
+    }
+}
+
+fn attempt(status: TransferStatus, leg: Option<BridgeLeg>) -> Transfer {
+    Transfer {
+        to: NUMBER.into(),
+        mode: TransferMode::Bridge,
+        status,
+        sip_status: None,
+        reason: None,
+        bridge: leg,
+    }
+}
+
+fn leg(answered_at: Option<&str>, duration_ms: Option<u64>) -> Option<BridgeLeg> {
+    Some(BridgeLeg {
+        sip_call_id: Some(LEG_ID.into()),
+        answered_at: answered_at.map(str::to_owned),
+        duration_ms,
+    })
+}
+
+fn recorded(transfer: Transfer) -> Action {
+    Action::RecordTransfer {
+        transfer,
+        transferred_to: None,
+    }
+}
+
+fn failure(sip_status: Option<u16>, reason: TransferFailure, leg: Option<BridgeLeg>) -> Transfer {
+    Transfer {
+        sip_status,
+        reason: Some(reason),
+        ..attempt(TransferStatus::Failed, leg)
+    }
+}
+
+/// A failed attempt: the leg hung up, the caller back with the brain, which is told.
+fn given_back(transfer: Transfer) -> Vec<Action> {
+    vec![
+        Action::HangUpLeg,
+        Action::ReturnCaller,
+        recorded(transfer.clone()),
+        Action::TellBrainTransferFailed(transfer),
+    ]
+}
+
+/// A call in progress 5 s after its dispatch (2026-01-01T00:00:00Z) whose bridged transfer
+/// to [`NUMBER`] the API started: the caller hears ringback, the leg is dialled and its
+/// INVITE is out.
+fn dialing() -> Call {
+    let mut call = Call::in_progress();
+    call.wait(Duration::from_secs(5));
+    assert_eq!(
+        call.feed(bridge_to(NUMBER)),
+        [
+            recorded(attempt(TransferStatus::Pending, None)),
+            Action::AnswerTransfer {
+                to: NUMBER.into(),
+                by: EndedBy::Api,
+                result: Ok(()),
+            },
+            Action::HoldCaller,
+            Action::DialLeg { to: NUMBER.into() },
+        ]
+    );
+    assert_eq!(call.feed(Input::Leg(LegInput::Placed)), []);
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Attempt {
+            sip_call_id: LEG_ID.into()
+        })),
+        [recorded(attempt(TransferStatus::Pending, leg(None, None)))]
+    );
+    call
+}
+
+/// [`dialing`], then the destination answers 2 s later and the legs are relayed.
+fn bridged() -> Call {
+    let mut call = dialing();
+    call.wait(Duration::from_secs(2));
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Answered {
+            sdp: Some(b"v=0".to_vec())
+        })),
+        [Action::ConnectLeg {
+            sdp: Some(b"v=0".to_vec())
+        }]
+    );
+    let completed = Transfer {
+        sip_status: Some(200),
+        ..attempt(
+            TransferStatus::Completed,
+            leg(Some("2026-01-01T00:00:07Z"), None),
+        )
+    };
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Media(MediaOutcome::Started))),
+        [
+            Action::RelayLegs,
+            Action::RecordTransfer {
+                transfer: completed,
+                transferred_to: Some(NUMBER.into()),
+            },
+        ]
+    );
+    call
+}
+
+/// The bridge's last record: completed, answered at 7 s, bridged for `ms`.
+fn bridged_for(ms: u64) -> Action {
+    recorded(Transfer {
+        sip_status: Some(200),
+        ..attempt(
+            TransferStatus::Completed,
+            leg(Some("2026-01-01T00:00:07Z"), Some(ms)),
+        )
+    })
+}
+
+#[test]
+fn the_destination_hanging_up_ends_the_callers_leg_as_transferred() {
+    let mut call = bridged();
+    call.wait(Duration::from_secs(42));
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Ended)),
+        [bridged_for(42_000), Action::HangUp]
+    );
+    let how = end(EndReason::Transferred, EndedBy::Api);
+    assert_eq!(
+        call.feed(ended(Party::Local, SipEndReason::Completed)),
+        answered_end(how)
+    );
+}
+
+#[test]
+fn the_caller_hanging_up_ends_the_destinations_leg() {
+    let mut call = bridged();
+    call.wait(Duration::from_secs(3));
+    let mut expected = vec![bridged_for(3_000), Action::HangUpLeg];
+    expected.extend(answered_end(end(EndReason::Transferred, EndedBy::Api)));
+    assert_eq!(
+        call.feed(ended(Party::Remote, SipEndReason::Completed)),
+        expected
+    );
+}
+
+#[test]
+fn a_busy_destination_gives_the_caller_back_to_the_agent() {
+    let mut call = dialing();
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Failed {
+            sip_status: Some(486),
+            reason: SipEndReason::Busy,
+        })),
+        given_back(failure(
+            Some(486),
+            TransferFailure::DestinationFailed,
+            leg(None, None)
+        ))
+    );
+    // The brain has the call again: its requests count, a new transfer may start.
+    assert_eq!(
+        call.feed(Input::Brain(BrainRequest::SendDtmf("1".into()))),
+        [Action::SendDtmf("1".into())]
+    );
+    assert_eq!(call.feed(Input::Dtmf('5')), [Action::TellBrainDtmf('5')]);
+    assert!(matches!(
+        call.feed(bridge_to(NUMBER)).get(1),
+        Some(Action::AnswerTransfer { result: Ok(()), .. })
+    ));
+}
+
+#[test]
+fn no_answer_by_the_ring_timeout_cancels_the_leg_and_tells_the_brain() {
+    let mut call = dialing();
+    let started = call.now;
+    assert_eq!(
+        call.run_to_deadline(),
+        given_back(failure(None, TransferFailure::Timeout, leg(None, None)))
+    );
+    assert_eq!(call.now - started, BRIDGE_RING_TIMEOUT);
+    // The leg's 487 after the CANCEL changes nothing.
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Failed {
+            sip_status: Some(487),
+            reason: SipEndReason::Canceled,
+        })),
+        []
+    );
+    // The user agent's own ring timeout says the same.
+    let mut call = dialing();
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Failed {
+            sip_status: None,
+            reason: SipEndReason::NoAnswer,
+        })),
+        given_back(failure(None, TransferFailure::Timeout, leg(None, None)))
+    );
+}
+
+#[test]
+fn a_leg_not_placed_or_with_unusable_media_fails_back_to_the_agent() {
+    let mut call = Call::in_progress();
+    call.feed(bridge_to(NUMBER));
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::NotPlaced)),
+        given_back(Transfer {
+            reason: Some(TransferFailure::Unavailable),
+            ..attempt(TransferStatus::Failed, None)
+        })
+    );
+    let mut call = dialing();
+    call.feed(Input::Leg(LegInput::Answered { sdp: None }));
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Media(MediaOutcome::Unusable))),
+        given_back(failure(
+            None,
+            TransferFailure::DestinationFailed,
+            leg(None, None)
+        ))
+    );
+}
+
+#[test]
+fn the_call_ending_while_the_destination_rings_cancels_the_leg() {
+    let mut call = dialing();
+    let mut expected = vec![
+        recorded(failure(None, TransferFailure::CallEnded, leg(None, None))),
+        Action::HangUpLeg,
+    ];
+    // Not transferred: the caller hung up on the ringback.
+    expected.extend(answered_end(end(EndReason::Completed, EndedBy::Callee)));
+    assert_eq!(
+        call.feed(ended(Party::Remote, SipEndReason::Completed)),
+        expected
+    );
+}
+
+#[test]
+fn bridged_digits_are_relayed_both_ways_and_the_brain_is_muted() {
+    let mut call = bridged();
+    assert_eq!(call.feed(Input::Dtmf('7')), [Action::SendLegDtmf('7')]);
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Dtmf('#'))),
+        [Action::SendDtmf("#".into())]
+    );
+    assert_eq!(
+        call.feed(Input::Brain(BrainRequest::HangUp {
+            reason: EndReason::Completed
+        })),
+        []
+    );
+    assert_eq!(
+        call.feed(Input::Brain(BrainRequest::SendDtmf("1".into()))),
+        []
+    );
+    // A hang-up by the API ends both legs, the call as transferred.
+    assert_eq!(
+        call.feed(Input::HangUp(super::input::HangUp::Api)),
+        [Action::HangUp]
+    );
+    let actions = call.feed(ended(Party::Local, SipEndReason::Completed));
+    assert_eq!(actions.get(1), Some(&Action::HangUpLeg));
+    assert!(actions.contains(&Action::Measure(Measure::Ended {
+        status: dialtone_storage::CallStatus::Completed,
+        reason: EndReason::Transferred,
+    })));
+}
+
+#[test]
+fn a_sip_destination_and_a_second_transfer_are_refused() {
+    let mut call = Call::in_progress();
+    let actions = call.feed(bridge_to("sip:desk@sip.trunk.example"));
+    let [
+        Action::AnswerTransfer {
+            result: Err(TransferRefusal::Invalid(e)),
+            ..
+        },
+    ] = actions.as_slice()
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(e.field, "to");
+    let mut call = dialing();
+    let actions = call.feed(Input::Transfer {
+        to: NUMBER.into(),
+        mode: Some(TransferMode::Refer),
+    });
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [Action::AnswerTransfer {
+                result: Err(TransferRefusal::UnderWay),
+                ..
+            }]
+        ),
+        "{actions:?}"
+    );
+}
