@@ -2146,6 +2146,7 @@ async fn the_openapi_document_matches_the_routes() {
             "POST /v1/agents",
             "POST /v1/calls",
             "POST /v1/calls/{id}/hangup",
+            "POST /v1/calls/{id}/result",
             "POST /v1/calls/{id}/transfer",
             "POST /v1/events/{id}/redeliver",
             "POST /v1/numbers",
