@@ -373,17 +373,22 @@ impl std::fmt::Debug for CallMedia {
 
 impl CallMedia {
     /// A call's media starting at `now` (when the wall clock read `wallclock`), with the speech
-    /// loop's ends of its rings. When `config.record` names a file its writer starts now.
+    /// loop's ends of its rings. When `config.record` names a file its writer starts now (a
+    /// file that cannot be created leaves the call unrecorded, its outcome `Failed`).
     pub fn new(
         config: MediaConfig,
         now: Instant,
         wallclock: SystemTime,
     ) -> Result<(Self, FrameReceiver, FrameSender), MediaError> {
         let ((to_speech, from_agent), (inbound, outbound), notify, counters) = call_rings();
-        let (recorder, recording_done) = match &config.record {
-            Some(to) => {
-                let (recorder, done) = Recorder::start(to)?;
-                (Some(recorder), Some(done))
+        // A recording that cannot start leaves the call unrecorded, never without media.
+        let (recorder, recording_done) = match config.record.as_ref().map(Recorder::start) {
+            Some(Ok((recorder, done))) => (Some(recorder), Some(done)),
+            Some(Err(error)) => {
+                tracing::error!(%error, "the call is not recorded");
+                let (failed, done) = oneshot::channel();
+                let _ = failed.send(RecordingOutcome::Failed(error.to_string()));
+                (None, Some(done))
             }
             None => (None, None),
         };

@@ -56,14 +56,9 @@ pub struct LocalRecordings {
 }
 
 impl LocalRecordings {
-    /// Keeps recordings in `dir`, creating it.
-    pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|source| StorageError::Recording {
-            id: dir.display().to_string(),
-            source,
-        })?;
-        Ok(Self { dir })
+    /// Keeps recordings in `dir` (made when the first recording is).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
     }
 
     /// The directory.
@@ -178,6 +173,30 @@ impl Storage {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Removes the recordings of calls that ended before `ended_before` (Unix ms) from `store`
+    /// and from their records, a batch at a time; how many. Safe with several nodes at once: a
+    /// file is removed before its record lets go of it, removing one already gone is no error,
+    /// and a record lets go once.
+    pub async fn purge_recordings(
+        &self,
+        store: &dyn RecordingStore,
+        ended_before: i64,
+    ) -> Result<u64> {
+        let mut purged = 0;
+        loop {
+            let batch = self.expired_recordings(ended_before, 100).await?;
+            if batch.is_empty() {
+                return Ok(purged);
+            }
+            for expired in batch {
+                store.delete(&expired.recording_id).await?;
+                if self.clear_recording(expired.call_id).await? {
+                    purged += 1;
+                }
+            }
+        }
+    }
+
     /// Up to `limit` recordings of calls that ended before `ended_before` (Unix ms), oldest
     /// first.
     pub async fn expired_recordings(
@@ -216,7 +235,7 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{call, on_both};
+    use crate::tests::{another, call, on_both};
     use crate::{CallProgress, CallStatus};
     use serde_json::json;
 
@@ -255,6 +274,40 @@ mod tests {
         assert_eq!(s.expired_recordings(i64::MAX, 10).await.unwrap(), []);
     }
 
+    on_both!(the_ended_event_carries_the_recording);
+    async fn the_ended_event_carries_the_recording(s: Storage) {
+        let first = call(&s).await;
+        let c = s
+            .insert_call(another(
+                &first,
+                "+15550000297",
+                Some("https://hooks.example/x"),
+            ))
+            .await
+            .unwrap();
+        let recording = json!({"id": format!("{}.wav", c.id), "url": "u", "format": "wav",
+            "channels": "mixed", "duration_ms": 20, "bytes": 684, "sha256": "ab"});
+        let progress = CallProgress {
+            recording: Some(recording.clone()),
+            ..CallProgress::default()
+        };
+        s.advance_call(c.id, CallStatus::Completed, progress)
+            .await
+            .unwrap();
+        let claim = std::time::Duration::from_secs(30);
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            for event in s.claim_due_webhooks(now_ms(), 10, claim).await.unwrap() {
+                s.record_delivery(event.id, crate::Delivery::Delivered)
+                    .await
+                    .unwrap();
+                bodies.push(serde_json::from_str::<serde_json::Value>(&event.body).unwrap());
+            }
+        }
+        let ended = bodies.iter().find(|b| b["type"] == "call.ended").unwrap();
+        assert_eq!(ended["data"]["call"]["recording"], recording);
+    }
+
     on_both!(a_failed_recording_says_why);
     async fn a_failed_recording_says_why(s: Storage) {
         let c = call(&s).await;
@@ -273,10 +326,47 @@ mod tests {
         assert_eq!(read.recording, None);
     }
 
+    on_both!(retention_removes_old_recordings_from_the_store_and_the_record);
+    async fn retention_removes_old_recordings_from_the_store_and_the_record(s: Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalRecordings::new(dir.path());
+        let old = call(&s).await;
+        let new = s
+            .insert_call(another(&old, "+15550000298", None))
+            .await
+            .unwrap();
+        for (c, ended) in [(&old, 1_000), (&new, 5_000)] {
+            let id = format!("{}.wav", c.id);
+            let staged = dir.path().join("staged");
+            std::fs::write(&staged, b"RIFF").unwrap();
+            store.put(&id, &staged).await.unwrap();
+            let progress = CallProgress {
+                at: Some(ended),
+                recording: Some(json!({"id": id, "url": "u", "format": "wav",
+                    "channels": "stereo", "duration_ms": 0, "bytes": 4, "sha256": "00"})),
+                ..CallProgress::default()
+            };
+            s.advance_call(c.id, CallStatus::Completed, progress)
+                .await
+                .unwrap();
+        }
+        // Two nodes purging at once remove each file once between them.
+        let (a, b) = tokio::join!(
+            s.purge_recordings(&store, 2_000),
+            s.purge_recordings(&store, 2_000)
+        );
+        assert_eq!(a.unwrap() + b.unwrap(), 1);
+        assert!(!dir.path().join(format!("{}.wav", old.id)).exists());
+        assert!(dir.path().join(format!("{}.wav", new.id)).exists());
+        assert_eq!(s.get_call(old.id).await.unwrap().recording, None);
+        assert!(s.get_call(new.id).await.unwrap().recording.is_some());
+    }
+
     #[tokio::test]
     async fn the_local_store_serves_ranges_and_forgets_deleted_files() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalRecordings::new(dir.path().join("r")).unwrap();
+        let store = LocalRecordings::new(dir.path().join("r"));
+        std::fs::create_dir_all(store.dir()).unwrap();
         let staged = store.dir().join("staged.part");
         std::fs::write(&staged, b"0123456789").unwrap();
         store.put("a.wav", &staged).await.unwrap();
