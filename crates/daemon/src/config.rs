@@ -607,6 +607,15 @@ mod tests {
         assert_eq!(c.default_brain, "builtin:ivr");
         assert!(c.media_realtime);
         assert_eq!(c.default_org_max_concurrent_calls, None);
+        assert_eq!(c.recording_dir, PathBuf::from("dialtone-data/recordings"));
+        assert_eq!(c.recording_retention, None);
+        let mut kept = required();
+        kept.push(("DIALTONE_RECORDING_RETENTION_DAYS", "30"));
+        let c = Config::load_from(None, &env(&kept)).unwrap();
+        assert_eq!(
+            c.recording_retention,
+            Some(Duration::from_secs(30 * 86_400))
+        );
         let mut capped = required();
         capped.push(("DIALTONE_ORG_MAX_CONCURRENT_CALLS", "25"));
         let c = Config::load_from(None, &env(&capped)).unwrap();
@@ -687,6 +696,10 @@ mod tests {
             (
                 vec![("DIALTONE_DATABASE_URL", "mysql://x")],
                 "DIALTONE_DATABASE_URL: \"mysql://x\" is neither",
+            ),
+            (
+                vec![("DIALTONE_RECORDING_RETENTION_DAYS", "0")],
+                "DIALTONE_RECORDING_RETENTION_DAYS: \"0\" is not a whole number of days",
             ),
         ] {
             let message = error(&pairs);
