@@ -39,6 +39,7 @@
 mod agent_setup;
 mod brains;
 mod call;
+mod caps;
 mod commands;
 mod inbound;
 pub mod leftovers;
@@ -327,7 +328,7 @@ pub struct Engine {
     /// Per organisation: its concurrency cap and the slots under it (FIFO).
     org_slots: Mutex<HashMap<Uuid, (u32, Arc<tokio::sync::Semaphore>)>>,
     /// Per organisation: tokens left and when they were counted (rate cap).
-    org_rates: Mutex<HashMap<Uuid, (f64, std::time::Instant)>>,
+    org_rates: Mutex<HashMap<Uuid, dialtone_sip_ua::TokenBucket>>,
     /// Registrations kept with trunks that ask for one.
     registrations: Mutex<HashMap<Uuid, dialtone_sip_ua::Registration>>,
     /// Text to speech for the built-in brains.
@@ -463,12 +464,23 @@ impl Engine {
     pub fn set_lease_held(&self, held: bool) {
         self.lease_held
             .store(held, std::sync::atomic::Ordering::SeqCst);
+        self.publish_availability();
     }
 
     /// Stops accepting new dispatches.
     pub fn stop_accepting(&self) {
         self.accepting
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.publish_availability();
+    }
+
+    /// Tells the SIP user agent whether this node takes new calls (accepting, with its lease),
+    /// so that OPTIONS probes from an edge proxy see a draining or fenced node as unavailable.
+    fn publish_availability(&self) {
+        let available = self.is_accepting() && self.holds_lease();
+        if self.ua.set_available(available).is_err() {
+            tracing::warn!(available, "the SIP user agent has stopped");
+        }
     }
 
     /// Accepts a call: writes it (status `queued`) and starts it. Returns the stored record.
@@ -560,7 +572,7 @@ impl Engine {
             return Ok(Dispatched::Replayed(call));
         }
         if let Some(per_second) = org.max_calls_per_second {
-            self.take_rate_token(org.id, per_second)?;
+            self.take_org_rate(org.id, per_second).await?;
         }
         let inserted = self
             .storage
@@ -622,18 +634,22 @@ impl Engine {
         dispatched: std::time::Instant,
     ) -> CallPlan {
         let settings = &agent.config;
+        let org_cap = org
+            .max_concurrent_calls
+            .or(self.config.default_org_max_concurrent_calls);
         CallPlan {
             id: call.id,
             org_id: org.id,
-            org_slots: org
-                .max_concurrent_calls
-                .or(self.config.default_org_max_concurrent_calls)
-                .map(|cap| self.org_slots(org.id, cap)),
+            org_slots: org_cap.map(|cap| self.org_slots(org.id, cap)),
+            caps: caps::Caps {
+                org: org_cap.map(|cap| (org.id, cap)),
+                trunk: trunk.max_concurrent_calls.map(|cap| (trunk.id, cap)),
+            },
             dispatched,
             to: call.to.clone(),
             from: call.from_number.clone(),
             trunk: Arc::new(trunk_for_ua(trunk)),
-            trunk_label: trunk.id.to_string(),
+            trunk_id: trunk.id,
             ring_timeout: settings.ring_timeout(),
             max_duration: settings.max_duration(),
             speech: speech_setting(settings),
@@ -747,40 +763,6 @@ impl Engine {
         Ok(trunks.len())
     }
 
-    /// Takes one dispatch from the organisation's token bucket (`per_second` tokens a second,
-    /// as many at most), or says when one will be there.
-    fn take_rate_token(&self, org: Uuid, per_second: u32) -> Result<(), EngineError> {
-        let rate = f64::from(per_second.max(1));
-        let now = std::time::Instant::now();
-        let mut rates = self.org_rates.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, at) = rates.entry(org).or_insert((rate, now));
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(EngineError::RateLimited {
-                per_second,
-                retry_after: Duration::from_secs_f64((1.0 - *tokens) / rate),
-            })
-        }
-    }
-
-    /// The organisation's slots under concurrency cap `cap` (made anew when the cap changed;
-    /// calls holding the old slots keep them until they end).
-    fn org_slots(&self, org: Uuid, cap: u32) -> Arc<tokio::sync::Semaphore> {
-        let mut slots = self.org_slots.lock().unwrap_or_else(|e| e.into_inner());
-        match slots.get(&org) {
-            Some((c, s)) if *c == cap => s.clone(),
-            _ => {
-                let s = Arc::new(tokio::sync::Semaphore::new(cap as usize));
-                slots.insert(org, (cap, s.clone()));
-                s
-            }
-        }
-    }
-
     /// Asks a live call to hang up (CANCEL before answer, BYE after), on this node or, through
     /// the database, on the node that owns it.
     pub async fn hangup(&self, call_id: Uuid) -> Result<(), EngineError> {
@@ -876,15 +858,17 @@ struct CallPlan {
     id: Uuid,
     /// The organisation it belongs to.
     org_id: Uuid,
-    /// The organisation's concurrency slots, when it has a cap.
+    /// The organisation's concurrency slots on this node, when it has a cap.
     org_slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// The caps the call counts against on every node.
+    caps: caps::Caps,
     dispatched: std::time::Instant,
     to: String,
     from: String,
     trunk: Arc<Trunk>,
-    /// The trunk's id, for metrics labels: its name is the tenant's and would show one
-    /// organisation's names to whoever reads the metrics.
-    trunk_label: String,
+    /// The trunk's id (what metrics label it with: its name is the tenant's and would show
+    /// one organisation's names to whoever reads the metrics).
+    trunk_id: Uuid,
     ring_timeout: Duration,
     max_duration: Duration,
     /// The speech loop's settings from the agent (AMD, barge-in, endpointing, silence guard).

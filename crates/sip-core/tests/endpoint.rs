@@ -812,6 +812,31 @@ fn out_of_dialog_requests_get_sensible_answers() {
     assert!(h.last_sent().is_response(405));
 }
 
+/// A node that stops taking calls (draining, or without its lease) answers an edge proxy's
+/// OPTIONS probe 503, so the proxy's dispatcher stops sending it calls; in-dialog OPTIONS of
+/// the calls it still carries keep their 200.
+#[test]
+fn an_options_probe_is_503_while_the_node_takes_no_calls() {
+    let (mut h, _call) = answered();
+    let src = "192.0.2.99:6000".parse().unwrap();
+    h.ep.set_available(false);
+    h.feed_from(src, Transport::Udp, BASE_REQUEST);
+    assert!(h.last_sent().is_response(503));
+    h.feed_from(
+        "192.0.2.30:5070".parse().unwrap(),
+        Transport::Udp,
+        &in_dialog_request(&h, "OPTIONS", "z9hG4bKo9", 6, "", ""),
+    );
+    assert!(h.last_sent().is_response(200));
+    h.ep.set_available(true);
+    h.feed_from(
+        src,
+        Transport::Udp,
+        &BASE_REQUEST.replace("z9hG4bKx1", "z9hG4bKx9"),
+    );
+    assert!(h.last_sent().is_response(200));
+}
+
 #[test]
 fn malformed_input_is_answered_or_dropped_and_counted() {
     let mut h = Harness::new();

@@ -67,6 +67,8 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<UaStats>,
     },
+    /// Whether this node takes new calls (out-of-dialog OPTIONS answered 200, else 503).
+    SetAvailable(bool),
     /// Starts a series (`series` is `None`) or sends its next request, with an optional new
     /// lifetime; the outcome comes on the returned receiver.
     OutOfDialog {
@@ -652,6 +654,7 @@ impl Driver {
                     }
                 }
             }
+            Command::SetAvailable(available) => self.endpoint.set_available(available),
             Command::Stats { reply } => {
                 let _ = reply.send(UaStats {
                     endpoint: self.endpoint.stats(),

@@ -61,7 +61,7 @@ pub use health::{Registration, RegistrationState, TrunkHealth, TrunkMonitor};
 /// The SIP method of an in-dialog request's outcome ([`CallEvent::RequestCompleted`]).
 pub use rsip::Method;
 pub use tls::{TlsListen, TlsSettingError, TrunkTls, check_settings as check_tls_settings};
-pub use trunk::{Admission, Trunk};
+pub use trunk::{Admission, TokenBucket, Trunk};
 
 use driver::Command;
 
@@ -441,6 +441,14 @@ impl SipUa {
             reply,
         })?;
         ended.await.map_err(|_| UaError::Stopped)?
+    }
+
+    /// Says whether this node takes new calls: while it does not, an OPTIONS probe outside a
+    /// dialog is answered 503, so an edge proxy probing its nodes sends the calls elsewhere.
+    pub fn set_available(&self, available: bool) -> Result<(), UaError> {
+        self.commands
+            .send(Command::SetAvailable(available))
+            .map_err(|_| UaError::Stopped)
     }
 
     /// Counters and live object counts.

@@ -185,16 +185,32 @@ struct Gate {
     rate: Option<tokio::sync::Mutex<TokenBucket>>,
 }
 
+/// A cap of calls per second: `per_second` tokens a second, as many at most (a burst of a
+/// second's worth after a quiet spell).
 #[derive(Debug)]
-struct TokenBucket {
+pub struct TokenBucket {
     per_second: u32,
     tokens: f64,
     updated: Instant,
 }
 
 impl TokenBucket {
+    /// A full bucket of `per_second` tokens at `now`.
+    pub fn full(per_second: u32, now: Instant) -> Self {
+        Self {
+            per_second,
+            tokens: f64::from(per_second.max(1)),
+            updated: now,
+        }
+    }
+
+    /// The cap it counts.
+    pub fn per_second(&self) -> u32 {
+        self.per_second
+    }
+
     /// Takes a token, or says how long until one is there.
-    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         let cap = f64::from(self.per_second.max(1));
         self.tokens = (self.tokens + elapsed * cap).min(cap);
@@ -233,13 +249,9 @@ impl Gates {
                     concurrency: trunk
                         .max_concurrent_calls
                         .map(|n| (Arc::new(Semaphore::new(n as usize)), n)),
-                    rate: trunk.max_calls_per_second.map(|n| {
-                        tokio::sync::Mutex::new(TokenBucket {
-                            per_second: n,
-                            tokens: f64::from(n.max(1)),
-                            updated: Instant::now(),
-                        })
-                    }),
+                    rate: trunk
+                        .max_calls_per_second
+                        .map(|n| tokio::sync::Mutex::new(TokenBucket::full(n, Instant::now()))),
                 });
                 gates.insert(trunk.name.clone(), gate.clone());
                 gate

@@ -333,8 +333,11 @@ impl Storage {
     /// live; on SQLite, every node's: it has one) with status `failed` and end reason
     /// `engine_restart`, announcing each; returns how many.
     pub async fn close_interrupted_calls(&self) -> Result<u64> {
-        self.fail_live_calls(self.own_calls(), EndReason::EngineRestart)
-            .await
+        let closed = self
+            .fail_live_calls(self.own_calls(), EndReason::EngineRestart)
+            .await?;
+        self.drop_node_holds(&self.node).await?;
+        Ok(closed)
     }
 }
 

@@ -54,6 +54,7 @@ use uuid::Uuid;
 mod agents;
 mod call_writes;
 mod calls;
+mod caps;
 mod commands;
 mod error;
 mod inbound;
@@ -75,6 +76,7 @@ use writer::Writer;
 pub use agents::{Agent, NewAgent};
 pub use call_writes::{CallProgress, Inserted, InterruptedDialog, NewCall};
 pub use calls::CallFilter;
+pub use caps::CapScope;
 pub use commands::TakenCommand;
 pub use dialtone_model::{
     AmdExplanation, AnsweredBy, Call, CallStatus, Direction, EndReason, EndedBy, Provider,

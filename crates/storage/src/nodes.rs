@@ -77,14 +77,18 @@ impl Storage {
 
     /// Takes lost node `node` for this node to sweep: `true` for the one survivor that gets
     /// it, and only while its lease is still run out (a node that renewed meanwhile is not
-    /// lost).
+    /// lost). The claimer drops the lost node's cap holds: its calls no longer count.
     pub async fn claim_lost_node(&self, node: &str) -> Result<bool> {
         let claimed = sqlx::query("DELETE FROM nodes WHERE id = $1 AND lease_until < $2")
             .bind(node)
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
-        Ok(claimed.rows_affected() == 1)
+        let claimed = claimed.rows_affected() == 1;
+        if claimed {
+            self.drop_node_holds(node).await?;
+        }
+        Ok(claimed)
     }
 
     /// Closes the live calls of lost node `node`, which this node claimed, as `node_lost`.

@@ -122,14 +122,19 @@ impl Kamailio {
     }
 
     /// Starts Kamailio with `config` as it is, its `#!define`s overridden with `-A`: `LISTEN`
-    /// set to UDP on a free loopback port, and `defines` (string values, quoted for it).
+    /// set to UDP on a free loopback port, and `defines` (numbers as they are, other values
+    /// quoted as strings).
     pub fn start_defined(config: &Path, defines: &[(&str, String)]) -> Result<Kamailio, PeerError> {
         let port = free_port()?;
         let dir = WorkDir::for_peer("kamailio")?;
         let mut args = vec!["-A".to_owned(), format!("LISTEN=udp:127.0.0.1:{port}")];
         for (key, value) in defines {
             args.push("-A".into());
-            args.push(format!("{key}=\"{value}\""));
+            if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+                args.push(format!("{key}={value}"));
+            } else {
+                args.push(format!("{key}=\"{value}\""));
+            }
         }
         Self::launch(config, port, dir, &args, false)
     }

@@ -2,7 +2,9 @@
 //! leaves another node's live call alone, and when a node dies (SIGKILL) a survivor, once the
 //! dead node's lease has run out, hangs its call up on the wire (the BYE SIPp's scenario waits
 //! for) and closes it as `node_lost`, by `engine`; with both nodes delivering from one
-//! outbox, every webhook event arrives once, each call's in order.
+//! outbox, every webhook event arrives once, each call's in order; an organisation's cap on
+//! concurrent calls holds across both nodes; and behind deploy/compose's Kamailio edge, a
+//! draining node gets no new calls while its live one finishes.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +59,27 @@ impl Node {
     /// SIGKILL, and reaped.
     fn kill(self) {
         drop(self);
+    }
+
+    /// SIGTERM: the node drains (no new calls; live ones go on up to its drain time).
+    fn terminate(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.process.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits (at most `limit`) for the process to exit; whether it did.
+    async fn exited_within(&mut self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if self.process.try_wait().unwrap().is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 }
 
@@ -247,4 +270,251 @@ async fn commands_for_another_nodes_call_reach_its_owner() {
     got_its_bye(sipp, Duration::from_secs(10)).await;
     a.kill();
     b.kill();
+}
+
+/// An organisation capped at 4 concurrent calls, 12 calls of 2 s dispatched alternately through
+/// two nodes: the calls wait for slots held in the database, so never more than 4 run at once
+/// across both nodes (each node alone would let 4 through), and all 12 complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organisations_cap_holds_across_both_nodes() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let sipp = Sipp::uas(
+        &scenario("answer_then_we_hang_up.xml"),
+        SipTransport::Udp,
+        &SippOptions {
+            calls: 12,
+            ..SippOptions::default()
+        },
+    )
+    .unwrap();
+    let a = cluster.start("node-a", "32900-32949", &[]).await;
+    let b = cluster.start("node-b", "32950-32999", &[]).await;
+    let (_, key) = super::second_org(&a.api, json!({"max_concurrent_calls": 4})).await;
+    let (on_a, on_b) = (a.api.as_key(&key), b.api.as_key(&key));
+    let post = |path: &'static str, body: serde_json::Value| {
+        let on_a = &on_a;
+        async move {
+            let (s, made) = on_a.send(reqwest::Method::POST, path, Some(body)).await;
+            assert_eq!(s, 201, "{made}");
+            made
+        }
+    };
+    let trunk = post(
+        "/v1/trunks",
+        json!({"name": "sipp", "host": "127.0.0.1", "port": sipp.port}),
+    )
+    .await;
+    let number = post(
+        "/v1/numbers",
+        json!({"e164": "+15550002222", "trunk_id": trunk["id"]}),
+    )
+    .await;
+    let agent = post(
+        "/v1/agents",
+        json!({"name": "capped", "brain": "builtin:echo", "number_ids": [number["id"]],
+               "max_duration_seconds": 2}),
+    )
+    .await;
+    let mut paths = Vec::new();
+    for i in 0..12 {
+        let through = if i % 2 == 0 { &on_a } else { &on_b };
+        let (s, call) = through
+            .send(
+                reqwest::Method::POST,
+                "/v1/calls",
+                Some(json!({"agent_id": agent["id"], "to": "+15551230000"})),
+            )
+            .await;
+        assert_eq!(s, 201, "{call}");
+        paths.push(format!("/v1/calls/{}", call["id"].as_str().unwrap()));
+    }
+    // Each call from its INVITE to its end, on the two nodes' clocks (one machine's).
+    let mut spans = Vec::new();
+    let mut nodes = std::collections::BTreeSet::new();
+    for path in &paths {
+        let record = super::wait_final_with(&on_a, path).await;
+        assert_eq!(record["status"], "completed", "{record:#}");
+        let at = |field: &str| {
+            dialtone_model::time::parse_rfc3339(record[field].as_str().unwrap()).unwrap()
+        };
+        spans.push((at("dialed_at"), at("ended_at")));
+        nodes.insert(record["node"].as_str().unwrap().to_owned());
+    }
+    let most = spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, e)| s <= start && start < e)
+                .count()
+        })
+        .max()
+        .unwrap();
+    println!("12 calls through two nodes under a cap of 4: at most {most} at once");
+    assert_eq!(nodes.len(), 2, "both nodes carried calls: {nodes:?}");
+    assert_eq!(most, 4, "the cap of 4 is used and never passed");
+    a.kill();
+    b.kill();
+}
+
+/// Three nodes behind deploy/compose's Kamailio edge (its dispatcher probing them with OPTIONS
+/// every second), a number answered by `builtin:echo`: three calls in land one on each node;
+/// then node C is sent SIGTERM while its call goes on. It answers the probes 503, the edge marks
+/// it down, and six more calls all land on A and B, while C's call runs to the caller's BYE and
+/// C then exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_behind_the_kamailio_edge_gets_no_new_calls_and_finishes_its_own() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let free = || dialtone_test_support::free_port().unwrap().to_string();
+    let sip: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free())).collect();
+    let node = |i: usize| [("DIALTONE_SIP_ADDR", sip[i].as_str())];
+    let a = cluster.start("node-a", "33000-33049", &node(0)).await;
+    let b = cluster.start("node-b", "33050-33099", &node(1)).await;
+    let drain = [node(2)[0], ("DIALTONE_DRAIN_TIMEOUT_SECONDS", "60")];
+    let mut c = cluster.start("node-c", "33100-33149", &drain).await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("dispatcher.list");
+    let entries: String = sip.iter().map(|n| format!("1 sip:{n} 0 0\n")).collect();
+    std::fs::write(&list, entries).unwrap();
+    let cfg =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose/kamailio.cfg");
+    let edge = dialtone_test_support::Kamailio::start_defined(
+        &cfg,
+        &[
+            ("CARRIER", "127.0.0.1:9".to_owned()),
+            ("DISPATCHER_LIST", list.display().to_string()),
+            ("PING_INTERVAL", "1".to_owned()),
+        ],
+    )
+    .unwrap();
+    // The carrier is the edge: calls come from its address.
+    let (s, trunk) = a
+        .api
+        .post(
+            "/v1/trunks",
+            json!({"name": "edge", "host": "127.0.0.1", "port": edge.port}),
+        )
+        .await;
+    assert_eq!(s, 201, "{trunk}");
+    let (s, number) = a
+        .api
+        .post(
+            "/v1/numbers",
+            json!({"e164": "+15550004000", "trunk_id": trunk["id"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{number}");
+    let (s, agent) = a
+        .api
+        .post(
+            "/v1/agents",
+            json!({"name": "reception", "direction": "inbound", "brain": "builtin:echo",
+                   "number_ids": [number["id"]]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{agent}");
+    let tone =
+        dialtone_test_support::write_ulaw_tone(&dir.path().join("tone.ulaw"), 440.0, 8000.0, 1)
+            .unwrap();
+    let calls_in = |calls: u32, talk_ms: &str| {
+        Sipp::uac_playing(
+            &scenario("caller_speaks_then_hangs_up.xml"),
+            &format!("127.0.0.1:{}", edge.port),
+            "127.0.0.1",
+            &SippOptions {
+                calls,
+                replacements: [
+                    ("NUMBER", "+15550004000"),
+                    ("CALLER", "+15557770000"),
+                    ("FROM_USER", "+15557770000"),
+                    ("TONE", &tone.display().to_string()),
+                    ("TALK_MS", talk_ms),
+                ]
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+                ..SippOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    // Three long calls: round robin puts one on each node.
+    let first = calls_in(3, "12000");
+    let live = wait_for_calls(&a.api, 3, "in_progress").await;
+    let on: std::collections::BTreeSet<&str> =
+        live.iter().filter_map(|c| c["node"].as_str()).collect();
+    assert_eq!(
+        on.len(),
+        3,
+        "one call on each node: {live:#?}\n{}",
+        edge.log()
+    );
+    c.terminate();
+    let down = format!("node sip:{} is down", sip[2]);
+    for _ in 0..200 {
+        if edge.log().contains(&down) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(edge.log().contains(&down), "{}", edge.log());
+    // Six short calls: none lands on the draining node, and none needed a second try.
+    let second = calls_in(6, "500");
+    tokio::task::spawn_blocking(move || second.finish(Duration::from_secs(40)))
+        .await
+        .unwrap()
+        .unwrap();
+    let all = wait_for_calls(&a.api, 9, "").await;
+    let later: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|c| !live.iter().any(|l| l["id"] == c["id"]))
+        .collect();
+    assert_eq!(later.len(), 6);
+    for call in &later {
+        assert_ne!(call["node"], "node-c", "{call:#}");
+        let record = wait_final(&a.api, call["id"].as_str().unwrap()).await;
+        assert_eq!(record["status"], "completed", "{record:#}");
+    }
+    assert!(
+        !edge.log().contains("trying the next"),
+        "the edge knew C was down before sending it calls: {}",
+        edge.log()
+    );
+    // C's own call is still live, goes on to the caller's BYE, and C then exits.
+    let on_c = live.iter().find(|l| l["node"] == "node-c").unwrap();
+    let id = on_c["id"].as_str().unwrap();
+    let (_, seen) = a.api.get(&format!("/v1/calls/{id}")).await;
+    assert_eq!(seen["status"], "in_progress", "{seen:#}");
+    tokio::task::spawn_blocking(move || first.finish(Duration::from_secs(40)))
+        .await
+        .unwrap()
+        .unwrap();
+    let record = wait_final(&a.api, id).await;
+    super::assert_ended(&record, "completed", "completed", "caller");
+    assert!(
+        c.exited_within(Duration::from_secs(15)).await,
+        "C exits once drained"
+    );
+    a.kill();
+    b.kill();
+}
+
+/// Waits until there are `n` calls (all with status `status`, unless it is empty) and returns
+/// them.
+async fn wait_for_calls(api: &Api, n: usize, status: &str) -> Vec<serde_json::Value> {
+    let mut calls = Vec::new();
+    for _ in 0..400 {
+        let (_, page) = api.get("/v1/calls").await;
+        calls = page["data"].as_array().cloned().unwrap_or_default();
+        let settled = status.is_empty() || calls.iter().all(|c| c["status"] == status);
+        if calls.len() >= n && settled {
+            return calls;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{n} calls ({status}) did not come: {calls:#?}");
 }

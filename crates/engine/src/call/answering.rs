@@ -8,7 +8,7 @@
 use dialtone_media::{MediaCall, RecordTo};
 use dialtone_model::{Codec, SrtpMode};
 use dialtone_sip_ua::Call;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::driver::CallDriver;
@@ -16,6 +16,7 @@ use super::input::Control;
 use super::media::media_config;
 use super::progress::ProgressLog;
 use super::sdp::SdpSession;
+use crate::caps::Held;
 use crate::port_share::PortShare;
 use crate::{CallPlan, Engine};
 
@@ -106,7 +107,7 @@ impl Engine {
         call: Call,
         sip_call_id: String,
         prepared: Prepared,
-        org_slot: Option<OwnedSemaphorePermit>,
+        held: Held,
         controls: mpsc::UnboundedReceiver<Control>,
     ) {
         let progress = ProgressLog::start(self.storage.clone(), self.changes.clone(), plan.id);
@@ -121,7 +122,7 @@ impl Engine {
                 sdp: prepared.sdp,
                 answer: prepared.answer.into_bytes(),
                 port_share: prepared.port_share,
-                org_slot,
+                held,
             },
         );
         driver.run(controls).await;

@@ -11,7 +11,7 @@ use dialtone_media::{BoundPort, Direction, MediaCall, MediaStats};
 use dialtone_sip_ua::{Admission, Call, DialRequest, Leftover, UaEvent};
 use dialtone_storage::CallProgress;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 
 use super::action::{Action, End, Measure, Step};
 use super::input::{Control, Input, MediaOutcome, PlaceFailure};
@@ -23,9 +23,10 @@ use super::progress::ProgressLog;
 use super::sdp::{Refusal, SdpSession};
 use super::transfer::TransferRefusal;
 use crate::brains::{self, BrainContext, BrainInput, BrainRequest, Builtin};
+use crate::caps::Held;
 use crate::port_share::PortShare;
 use crate::recording::Kept;
-use crate::{CallPlan, Engine};
+use crate::{CallPlan, Engine, caps};
 
 /// How long a brain has to finish once told the call ended.
 const BRAIN_GRACE: Duration = Duration::from_millis(500);
@@ -89,7 +90,7 @@ pub(super) struct Answering {
     pub(super) sdp: SdpSession,
     pub(super) answer: Vec<u8>,
     pub(super) port_share: PortShare,
-    pub(super) org_slot: Option<OwnedSemaphorePermit>,
+    pub(super) held: Held,
 }
 
 /// One call's I/O around its machine.
@@ -98,8 +99,8 @@ pub(super) struct CallDriver<'a> {
     plan: CallPlan,
     progress: &'a ProgressLog,
     machine: CallMachine,
-    /// The slot under the organisation's cap, held until the call ends.
-    org_slot: Option<OwnedSemaphorePermit>,
+    /// The room under the caps, held until the call ends.
+    held: Held,
     /// Room under the trunk's caps, until it is dialled with.
     admission: Option<Admission>,
     /// The RTP port, until the media starts on it.
@@ -152,7 +153,7 @@ impl<'a> CallDriver<'a> {
         driver.sdp = Some(answering.sdp);
         driver.answer = Some(answering.answer);
         driver.port_share = Some(answering.port_share);
-        driver.org_slot = answering.org_slot;
+        driver.held = answering.held;
         driver
     }
 
@@ -164,7 +165,7 @@ impl<'a> CallDriver<'a> {
             plan,
             progress,
             machine,
-            org_slot: None,
+            held: Held::default(),
             admission: None,
             port: None,
             sdp: None,
@@ -199,8 +200,8 @@ impl<'a> CallDriver<'a> {
                 admitted = &mut admission, if queued => {
                     queued = false;
                     match admitted {
-                        Some((org_slot, admission)) => {
-                            self.org_slot = org_slot;
+                        Some((held, admission)) => {
+                            self.held = held;
                             self.admission = Some(admission);
                             Input::Admitted
                         }
@@ -629,7 +630,7 @@ impl<'a> CallDriver<'a> {
     }
 
     fn measure(&self, measure: Measure) {
-        let trunk = self.plan.trunk_label.clone();
+        let trunk = self.plan.trunk_id.to_string();
         match measure {
             Measure::DispatchToInvite(waited) => {
                 metrics::histogram!("dialtone_dispatch_to_invite_seconds", "trunk" => trunk)
@@ -653,29 +654,47 @@ impl<'a> CallDriver<'a> {
 }
 
 /// Waits, first come first served, for a slot under the organisation's concurrency cap and
-/// room under the trunk's caps, the latter no longer than the queue timeout (the machine ends
-/// the call at the queue timeout in any case); `None` when the trunk had no room in time.
+/// room under the trunk's caps (where nodes share the database, counted there across them
+/// too), the latter no longer than the queue timeout (the machine ends the call at the queue
+/// timeout in any case); `None` when a cap had no room in time.
 fn admit(
     engine: &Engine,
     plan: &CallPlan,
-) -> impl Future<Output = Option<(Option<OwnedSemaphorePermit>, Admission)>> + use<> {
+) -> impl Future<Output = Option<(Held, Admission)>> + use<> {
     let slots = plan.org_slots.clone();
     let until = plan.dispatched + engine.config.queue_timeout;
     let mut trunk = (*plan.trunk).clone();
     let ua = engine.ua.clone();
+    let shared = engine.shared_caps().cloned();
+    let (call_id, caps, trunk_id) = (plan.id, plan.caps, plan.trunk_id);
     async move {
         let org_slot = match slots {
             Some(slots) => Some(slots.acquire_owned().await.ok()?),
             None => None,
         };
+        let shared_holds = match caps::hold_shared(shared.clone(), call_id, caps, until).await {
+            Ok(holds) => holds,
+            Err(full) => {
+                tracing::warn!(scope = ?full.0, "no room under the cap across the nodes in time");
+                return None;
+            }
+        };
         trunk.cap_wait = until.saturating_duration_since(Instant::now());
-        match ua.admit(&trunk).await {
-            Ok(admission) => Some((org_slot, admission)),
+        let admission = match ua.admit(&trunk).await {
+            Ok(admission) => admission,
             Err(error) => {
                 tracing::warn!(%error, "no room under the trunk's caps in time");
-                None
+                return None;
             }
+        };
+        if let Some(per_second) = trunk.max_calls_per_second
+            && let Err(full) =
+                caps::take_shared_trunk_rate(shared, trunk_id, per_second, until).await
+        {
+            tracing::warn!(scope = ?full.0, "no room under the trunk's rate across the nodes in time");
+            return None;
         }
+        Some((Held::new(org_slot, shared_holds), admission))
     }
 }
 

@@ -33,6 +33,7 @@ use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::caps::{self, Caps, Held};
 use crate::{Engine, trunk_for_ua};
 
 /// A call placed to us that may be answered: the number, its agent and its trunk.
@@ -239,14 +240,29 @@ impl Engine {
                 return Err((call, Refused::new(480, "brain_unavailable")));
             }
         };
-        let slots = org
+        let org_cap = org
             .max_concurrent_calls
-            .or(self.config.default_org_max_concurrent_calls)
-            .map(|cap| self.org_slots(org.id, cap));
-        let org_slot = match slots.map(tokio::sync::Semaphore::try_acquire_owned) {
+            .or(self.config.default_org_max_concurrent_calls);
+        let org_slot = match org_cap.map(|cap| self.org_slots(org.id, cap).try_acquire_owned()) {
             None => None,
             Some(Ok(slot)) => Some(slot),
             Some(Err(_)) => return Err((call, Refused::new(486, "busy"))),
+        };
+        // Its record does not exist yet: the holds are the call's under an id of their own.
+        let org_only = Caps {
+            org: org_cap.map(|cap| (org.id, cap)),
+            trunk: None,
+        };
+        let shared = caps::hold_shared(
+            self.shared_caps().cloned(),
+            uuid::Uuid::now_v7(),
+            org_only,
+            Instant::now(),
+        )
+        .await;
+        let held = match shared {
+            Ok(shared) => Held::new(org_slot, shared),
+            Err(_) => return Err((call, Refused::new(486, "busy"))),
         };
         if call.ring(Arc::new(trunk_for_ua(&trunk))).is_err() {
             return Err((call, Refused::new(500, "error")));
@@ -317,7 +333,7 @@ impl Engine {
         let sip_call_id = offer.sip_call_id;
         self.spawn_call(stored.id, move |engine, controls| async move {
             engine
-                .run_answering(plan, call, sip_call_id, prepared, org_slot, controls)
+                .run_answering(plan, call, sip_call_id, prepared, held, controls)
                 .await;
         });
         Ok(())

@@ -188,6 +188,10 @@ pub struct Endpoint {
     inbound: HashMap<CallHandle, inbound::Inbound>,
     /// The budget of refused inbound INVITEs per source.
     refusals: RefusalLimiter,
+    /// Whether this node takes new calls: an OPTIONS probe outside a dialog is answered 200
+    /// while it does and 503 while it does not (draining, or without its lease), so an edge
+    /// proxy that probes its nodes stops sending it calls.
+    available: bool,
 }
 
 impl Endpoint {
@@ -226,7 +230,19 @@ impl Endpoint {
             standalone: HashMap::new(),
             outcomes: VecDeque::new(),
             inbound: HashMap::new(),
+            available: true,
         }
+    }
+
+    /// Says whether this node takes new calls (see [`Endpoint::is_available`]).
+    pub fn set_available(&mut self, available: bool) {
+        self.available = available;
+    }
+
+    /// Whether this node takes new calls: out-of-dialog OPTIONS are answered 200 while it does
+    /// and 503 Service Unavailable while it does not.
+    pub fn is_available(&self) -> bool {
+        self.available
     }
 
     /// The configuration.

@@ -131,7 +131,8 @@ impl Endpoint {
             }
             let code = match method {
                 _ if has_to_tag => 481,
-                Method::Options => 200,
+                Method::Options if self.available => 200,
+                Method::Options => 503,
                 Method::Invite => 480,
                 Method::Bye | Method::Info | Method::Update | Method::PRack | Method::Notify => 481,
                 _ => 405,
