@@ -20,9 +20,15 @@ fn envelope(samples: &[i16], rate: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The lag (ms, of `b` behind `a`) in `-range..=range` with the highest normalised correlation
-/// of the two envelopes, and that correlation.
+/// The lag (ms, of `b` behind `a`) in `-range..=range` with the highest Pearson correlation
+/// of the two envelopes (means removed: unrelated envelopes score near 0), and that
+/// correlation.
 fn best_lag(a: &[f64], b: &[f64], range: i64) -> (i64, f64) {
+    let centred = |x: &[f64]| {
+        let mean = x.iter().sum::<f64>() / x.len().max(1) as f64;
+        x.iter().map(|v| v - mean).collect::<Vec<f64>>()
+    };
+    let (a, b) = (centred(a), centred(b));
     let mut best = (0, f64::MIN);
     for lag in -range..=range {
         let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
@@ -140,20 +146,23 @@ async fn a_recorded_call_has_the_caller_left_and_what_it_heard_right() {
     let (right_lag, right_r) = best_lag(&heard, &right, 1000);
     println!("left: lag {left_lag} ms, r {left_r:.3}; right: lag {right_lag} ms, r {right_r:.3}");
     assert!(
-        left_r > 0.8,
-        "left channel vs baresip's speech: r = {left_r:.3}"
+        left_r > 0.6,
+        "left channel vs baresip's speech: r = {left_r:.3}; media {}",
+        record["media_stats"]
     );
     assert!(
-        right_r > 0.8,
-        "right channel vs what baresip heard: r = {right_r:.3}"
+        right_r > 0.6,
+        "right channel vs what baresip heard: r = {right_r:.3}; media {}",
+        record["media_stats"]
     );
     // baresip's two recordings start together, and so do our two channels (one tick each,
     // on the media clock). The left channel is the caller as the agent heard it, out of our
     // jitter buffer; the right is what the agent played, as it went on the wire. So the left
-    // lags the right by our jitter buffer's delay, within one frame.
+    // lags the right by our jitter buffer's delay (0 up to its target), within one frame.
     let jitter_buffer_ms = record["media_stats"]["jitter_buffer_ms"].as_i64().unwrap();
+    println!("the jitter buffer's target at the end: {jitter_buffer_ms} ms");
     assert!(
-        (left_lag - right_lag - jitter_buffer_ms).abs() <= 20,
+        (-20..=jitter_buffer_ms + 20).contains(&(left_lag - right_lag)),
         "left lags by {left_lag} ms, right by {right_lag} ms, the jitter buffer {jitter_buffer_ms} ms"
     );
 
