@@ -12,6 +12,7 @@
 //! | `POST/GET /v1/agents`, `GET/PATCH/DELETE /v1/agents/{id}` | agents (the providers their `llm`, `stt`, `tts` name must be the organisation's, of a kind that fits) |
 //! | `POST/GET /v1/providers`, `GET/PATCH/DELETE /v1/providers/{id}` | language and speech providers (the API key is write-only) |
 //! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup`, `POST /v1/calls/{id}/transfer`, `POST /v1/calls/{id}/result` | calls |
+//! | `GET/DELETE /v1/calls/{id}/recording` | the call's recording: the file, streamed, with byte ranges (`Range`, `206`, `416`); removed from the store and the record |
 //! | `GET/POST /2010-04-01/Accounts/{org_id}/Calls/{call_id}.json` (basic auth, the API key as the password; `Status=completed` hangs up) | the Twilio REST shim for Media Streams apps that end calls through it |
 //! | `GET /v1/calls/{id}/events`, `POST /v1/events/{id}/redeliver` | a call's webhook events and their delivery state; queue one again |
 //! | `POST/GET /v1/organizations`, `GET/PATCH/DELETE /v1/organizations/{id}` (`disabled`) | tenants (`operator` keys only) |
@@ -42,6 +43,7 @@ mod numbers;
 pub mod openapi;
 mod organizations;
 mod providers;
+mod recordings;
 mod trunks;
 mod twilio;
 mod views;
@@ -113,6 +115,10 @@ pub fn router(state: ApiState) -> Router {
         .routes(routes!(calls::hangup_call))
         .routes(routes!(calls::transfer_call))
         .routes(routes!(calls::post_result))
+        .routes(routes!(
+            recordings::get_recording,
+            recordings::delete_recording
+        ))
         .routes(routes!(events::call_events))
         .routes(routes!(events::redeliver_event))
         .routes(routes!(
