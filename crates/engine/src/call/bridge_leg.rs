@@ -40,7 +40,13 @@ impl Leg {
             return MediaOutcome::Unavailable;
         };
         // A seed of its own: the leg's SSRC and sequence differ from the caller's.
-        let config = media_config(uuid::Uuid::now_v7(), engine.config.rtp_timeout, &session);
+        // A second leg is not recorded (yet).
+        let config = media_config(
+            uuid::Uuid::now_v7(),
+            engine.config.rtp_timeout,
+            &session,
+            None,
+        );
         match engine.media.start(port, config) {
             Ok(media) => {
                 tracing::info!(codec = %session.codec.name, "the destination answered");
