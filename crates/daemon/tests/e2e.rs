@@ -2122,6 +2122,7 @@ async fn the_openapi_document_matches_the_routes() {
         operations,
         [
             "DELETE /v1/agents/{id}",
+            "DELETE /v1/calls/{id}/recording",
             "DELETE /v1/numbers/{id}",
             "DELETE /v1/organizations/{id}",
             "DELETE /v1/organizations/{id}/keys/{key_id}",
@@ -2132,6 +2133,7 @@ async fn the_openapi_document_matches_the_routes() {
             "GET /v1/calls",
             "GET /v1/calls/{id}",
             "GET /v1/calls/{id}/events",
+            "GET /v1/calls/{id}/recording",
             "GET /v1/numbers",
             "GET /v1/numbers/{id}",
             "GET /v1/organizations",
