@@ -14,6 +14,7 @@
 
 mod connect;
 mod session;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -21,7 +22,7 @@ use std::time::Instant;
 use dialtone_media::{FrameReceiver, FrameSender, MediaCall};
 use dialtone_speech::{FRAME_SAMPLES, SpeechEvent};
 use dialtone_storage::EndReason;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -32,6 +33,7 @@ use tracing::Instrument;
 use super::{APOLOGY, BrainContext, BrainInput, BrainRequest, Duties, IvrStep, Run, SilenceClock};
 use connect::Socket;
 use session::{AppEffect, StreamStart, StreamsSession};
+use writer::{FLUSH_WAIT, WRITE_TIMEOUT, Writer};
 
 /// Where the app is and who the stream belongs to.
 #[derive(Debug, Clone)]
@@ -101,26 +103,6 @@ fn closed_message(frame: Option<&CloseFrame>) -> String {
     }
 }
 
-/// The writer of the websocket: sends what the call queues, in order; a close ends it.
-fn spawn_writer(
-    mut sink: futures_util::stream::SplitSink<Socket, Message>,
-) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Message>(SEND_QUEUE);
-    let task = tokio::spawn(
-        async move {
-            while let Some(message) = rx.recv().await {
-                let close = matches!(message, Message::Close(_));
-                if sink.send(message).await.is_err() || close {
-                    break;
-                }
-            }
-            let _ = sink.close().await;
-        }
-        .in_current_span(),
-    );
-    (tx, task)
-}
-
 async fn run_streams(
     target: StreamsTarget,
     mut inbound: FrameReceiver,
@@ -145,7 +127,7 @@ async fn run_streams(
     match connect::connect(&target).await {
         Ok(socket) => {
             let (sink, stream) = socket.split();
-            let (tx, task) = spawn_writer(sink);
+            let (tx, task) = Writer::spawn(sink, SEND_QUEUE, WRITE_TIMEOUT);
             (to_app, from_app, writer) = (Some(tx), Some(stream), Some(task));
         }
         Err(error) => {
@@ -213,6 +195,12 @@ async fn run_streams(
                 session.caller_frame(&[0; FRAME_SAMPLES]);
             }
         }
+        if broke.is_none() && to_app.as_ref().is_some_and(mpsc::Sender::is_closed) {
+            broke = Some(format!(
+                "the Media Streams app read nothing for {} s: its socket was dropped (close code 1006)",
+                WRITE_TIMEOUT.as_secs()
+            ));
+        }
         if let Some(why) = broke {
             tracing::warn!(why, "the Media Streams app is gone mid-call");
             from_app = None;
@@ -267,20 +255,20 @@ async fn run_streams(
             break;
         }
     }
+    // The end never waits on the app: `stop` and the close go if there is room, the writer has
+    // FLUSH_WAIT to send them, then it and the socket are gone.
     session.stop();
     if let Some(tx) = to_app.take() {
         while let Some(text) = session.poll_transmit() {
-            let _ = tx.send(Message::text(text)).await;
+            if tx.try_send(Message::text(text)).is_err() {
+                dropped += 1;
+            }
         }
-        let _ = tx
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "call ended".into(),
-            })))
-            .await;
+        close(&Some(tx), CloseCode::Normal, "call ended");
     }
-    if let Some(task) = writer {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
+    drop(from_app);
+    if let Some(writer) = writer {
+        writer.finish(FLUSH_WAIT).await;
     }
     if dropped > 0 {
         tracing::warn!(
