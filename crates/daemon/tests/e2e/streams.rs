@@ -615,6 +615,67 @@ async fn an_app_that_closes_or_is_unreachable_leaves_an_apology_and_brain_error(
     w.finish().await;
 }
 
+/// Whether the record's transcript has the engine's apology.
+fn said_apology(record: &Value) -> bool {
+    record["transcript"].as_array().is_some_and(|lines| {
+        lines
+            .iter()
+            .any(|l| l["text"].as_str().is_some_and(|t| t.contains("sorry")))
+    })
+}
+
+/// An app that closes its stream normally (1000) ends it as under Twilio: no apology, the call
+/// hangs up as `completed` with no `result_error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_closes_its_stream_normally_ends_the_call_as_completed() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("callee.wav");
+    write_wav(&wav, 8000, &vec![0i16; 8000 * 20]).unwrap();
+    let baresip = Baresip::callee(&wav).unwrap();
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    let (listener, url) = listen().await;
+    let (s, agent) = w
+        .api
+        .patch(&format!("/v1/agents/{}", w.agent_id), json!({"brain": url}))
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    let app = tokio::spawn(async move {
+        let (mut ws, _) = accept(&listener).await;
+        let mut inbound = Inbound::default();
+        opening(&mut ws, &mut inbound).await;
+        while inbound.chunk < 10 {
+            let event = next_event(&mut ws).await.unwrap();
+            inbound.take(&event);
+        }
+        ws.close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "done".into(),
+        }))
+        .await
+        .unwrap();
+    });
+    let id = w.dispatch(json!({})).await;
+    tokio::time::timeout(Duration::from_secs(30), app)
+        .await
+        .expect("the app finishes")
+        .unwrap();
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        (
+            record["end_reason"]["code"].as_str(),
+            record["end_reason"]["by"].as_str()
+        ),
+        (Some("completed"), Some("agent")),
+        "{record:#}"
+    );
+    assert_eq!(record["result_error"], Value::Null, "{record:#}");
+    assert!(!said_apology(&record), "{record:#}");
+    w.finish().await;
+}
+
 /// Pipecat's bot (examples/media-streams/pipecat_bot.py, pipecat-ai from PyPI unmodified, from
 /// scripts/pipecat-env.sh) on a free port; killed when dropped.
 struct PipecatBot {
@@ -704,6 +765,15 @@ async fn a_pipecat_bot_runs_unchanged_with_audio_both_ways_and_hangs_up_through_
     assert_eq!(
         record["end_reason"]["by"], "api",
         "hung up by Pipecat's serializer: {record:#}"
+    );
+    assert_eq!(
+        record["result_error"],
+        Value::Null,
+        "Pipecat's close after its hang-up is no failure: {record:#}"
+    );
+    assert!(
+        !said_apology(&record),
+        "no apology after Pipecat's normal close: {record:#}"
     );
     let talk = record["talk_duration_ms"].as_i64().unwrap();
     assert!(

@@ -8,8 +8,10 @@
 //! voicemail action, the silence guard). The speech loop's own barge-in is off unless the
 //! agent sets `barge_in`: the app decides, and sends `clear`.
 //!
-//! Failure is never dead air: an app that cannot be reached, closes mid-call or breaks the
-//! protocol leaves the caller the engine's apology, then the call ends with `brain_error`
+//! An app that closes its stream normally (close code 1000 or 1001) ends it as under Twilio:
+//! its queued audio plays out, then the call hangs up as `completed`. Failure is never dead
+//! air: an app that cannot be reached, fails mid-call (1006, 1011, …), stops reading or breaks
+//! the protocol leaves the caller the engine's apology, then the call ends with `brain_error`
 //! and the record's `result_error` names the websocket close code.
 
 mod connect;
@@ -84,6 +86,15 @@ fn custom_parameters(context: &Value) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The playout mark behind the app's last audio once it ended its stream normally.
+const STREAM_ENDED: &str = "stream ended";
+
+/// Whether a close is the app ending its stream (1000 normal, 1001 going away) rather than a
+/// failure (1006, 1011, a protocol error…), which leaves the caller the apology.
+fn ended_normally(frame: &CloseFrame) -> bool {
+    matches!(frame.code, CloseCode::Normal | CloseCode::Away)
 }
 
 /// Why the app is no longer heard, for the record: the close code always named.
@@ -178,6 +189,15 @@ async fn run_streams(
                             .to_owned(),
                     );
                 }
+                Some(Ok(Message::Close(frame))) if frame.as_ref().is_some_and(ended_normally) => {
+                    // The app ended its stream: under Twilio the call goes on to its end, so
+                    // the app's queued audio plays out, then the call hangs up as completed.
+                    tracing::info!("the Media Streams app ended its stream");
+                    (from_app, to_app) = (None, None);
+                    if !duties.voicemail() {
+                        run.speech.play(Vec::new(), Some(STREAM_ENDED.to_owned()));
+                    }
+                }
                 Some(Ok(Message::Close(frame))) => broke = Some(closed_message(frame.as_ref())),
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
@@ -225,6 +245,11 @@ async fn run_streams(
             }
             match event {
                 SpeechEvent::PlayoutDone { mark } if session.playout_done(&mark) => {}
+                SpeechEvent::PlayoutDone { mark } if mark == STREAM_ENDED => {
+                    let _ = run.context.requests.send(BrainRequest::HangUp {
+                        reason: EndReason::Completed,
+                    });
+                }
                 SpeechEvent::PlayoutDone { mark } if mark == "apology" && failure.is_some() => {
                     let _ = run.context.requests.send(BrainRequest::HangUp {
                         reason: EndReason::BrainError,
