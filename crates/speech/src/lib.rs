@@ -417,6 +417,11 @@ impl SpeechLoop {
         self.playout.push(audio, mark);
     }
 
+    /// Agent audio queued and not yet played, in samples (16 kHz).
+    pub fn queued_samples(&self) -> usize {
+        self.playout.queued_samples()
+    }
+
     /// Clears the agent's playout (the brain asked); what of it was heard.
     pub fn clear_playout(&mut self) -> Option<Cut> {
         self.playout.clear()

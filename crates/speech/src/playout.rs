@@ -28,16 +28,24 @@ pub struct Cut {
 #[derive(Debug, Default)]
 pub struct Playout {
     segments: VecDeque<Segment>,
+    /// Samples queued and not yet played.
+    queued: usize,
 }
 
 impl Playout {
     /// Queues `samples` (16 kHz), reporting `mark` when its last sample has been played.
     pub fn push(&mut self, samples: Vec<i16>, mark: Option<String>) {
+        self.queued += samples.len();
         self.segments.push_back(Segment {
             samples,
             played: 0,
             mark,
         });
+    }
+
+    /// Samples (16 kHz) queued and not yet played.
+    pub fn queued_samples(&self) -> usize {
+        self.queued
     }
 
     /// Whether anything is queued (audio, or a mark still to report).
@@ -60,6 +68,7 @@ impl Playout {
             }
             filled += n;
             segment.played += n;
+            self.queued = self.queued.saturating_sub(n);
             if segment.played >= segment.samples.len()
                 && let Some(finished) = self.segments.pop_front()
             {
@@ -94,6 +103,7 @@ impl Playout {
                 .sum(),
         };
         self.segments.clear();
+        self.queued = 0;
         Some(cut)
     }
 }

@@ -9,6 +9,7 @@ use dialtone_agent::ResolveAddresses;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::StreamsTarget;
@@ -16,6 +17,10 @@ use crate::outbound::PolicyResolver;
 
 /// A connected app.
 pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The largest frame and message the app may send (a `media` event of a few seconds of audio
+/// is far below): anything bigger ends the stream as a failure.
+const MAX_MESSAGE: usize = 256 * 1024;
 
 /// How long the connection and the upgrade may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,8 +77,12 @@ async fn open(target: &StreamsTarget) -> Result<Socket, String> {
             .map_err(|_| format!("brain_headers: bad value of {name}"))?;
         request.headers_mut().insert(name, value);
     }
-    let (socket, _) = tokio_tungstenite::client_async_tls_with_config(request, stream, None, None)
-        .await
-        .map_err(|e| e.to_string())?;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let (socket, _) =
+        tokio_tungstenite::client_async_tls_with_config(request, stream, Some(config), None)
+            .await
+            .map_err(|e| e.to_string())?;
     Ok(socket)
 }

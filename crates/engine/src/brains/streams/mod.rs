@@ -175,6 +175,10 @@ async fn run_streams(
                 Some(Ok(Message::Text(text))) => match session.handle_app(text.as_str(), &mut run.speech, duties.voicemail()) {
                     Ok(AppEffect::Cleared) => run.outbound.clear(),
                     Ok(AppEffect::Queued) => {}
+                    Ok(AppEffect::Overflowed) if session.overflowed() == 1 => tracing::warn!(
+                        "the Media Streams app sends audio faster than it plays: over 60 s queued, the excess is dropped"
+                    ),
+                    Ok(AppEffect::Overflowed) => {}
                     Err(error) => {
                         close(&to_app, CloseCode::Protocol, "protocol error");
                         broke = Some(format!(
@@ -294,6 +298,12 @@ async fn run_streams(
     drop(from_app);
     if let Some(writer) = writer {
         writer.finish(FLUSH_WAIT).await;
+    }
+    if session.overflowed() > 0 {
+        tracing::warn!(
+            dropped = session.overflowed(),
+            "media events of the Media Streams app dropped over the playout's 60 s"
+        );
     }
     if dropped > 0 {
         tracing::warn!(

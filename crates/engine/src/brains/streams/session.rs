@@ -21,6 +21,9 @@ use dialtone_speech::{FRAME_SAMPLES, SpeechLoop};
 
 /// Samples of a 20 ms frame at 8 kHz.
 const NARROW_FRAME: usize = FRAME_SAMPLES / 2;
+/// The most of the app's audio the playout holds (60 s at 16 kHz): an app sending faster than
+/// real time past it has the excess dropped and counted, never buffered without bound.
+pub(crate) const PLAYOUT_CAP_SAMPLES: usize = 60 * dialtone_speech::SAMPLE_RATE as usize;
 /// What the playout's marks of the app start with, so they are told from the engine's own.
 const MARK_PREFIX: &str = "\u{0}app:";
 
@@ -42,6 +45,8 @@ pub(crate) struct StreamStart {
 pub(crate) enum AppEffect {
     /// Nothing the driver must act on (audio or a mark queued, an event ignored).
     Queued,
+    /// The app's audio was dropped: the playout already holds [`PLAYOUT_CAP_SAMPLES`].
+    Overflowed,
     /// The playout was cleared: the driver drops what is already on its way to the wire.
     Cleared,
 }
@@ -72,6 +77,8 @@ pub(crate) struct StreamsSession {
     /// The app's marks not yet echoed, in order.
     pending: VecDeque<String>,
     stopped: bool,
+    /// The app's `media` events dropped over [`PLAYOUT_CAP_SAMPLES`].
+    overflowed: u64,
 }
 
 impl StreamsSession {
@@ -89,6 +96,7 @@ impl StreamsSession {
             last_app_sample: 0,
             pending: VecDeque::new(),
             stopped: false,
+            overflowed: 0,
         };
         session.out.push_back(ToApp::Connected {
             protocol: ms::PROTOCOL.into(),
@@ -198,9 +206,14 @@ impl StreamsSession {
                 let ulaw = STANDARD
                     .decode(media.payload.as_bytes())
                     .map_err(|_| ProtocolError::Payload)?;
-                if !muted {
-                    speech.play(self.widen(&ulaw), None);
+                if muted {
+                    return Ok(AppEffect::Queued);
                 }
+                if speech.queued_samples() + ulaw.len() * 2 > PLAYOUT_CAP_SAMPLES {
+                    self.overflowed += 1;
+                    return Ok(AppEffect::Overflowed);
+                }
+                speech.play(self.widen(&ulaw), None);
             }
             FromApp::Mark { mark } if muted => self.echo(mark.name),
             FromApp::Mark { mark } => {
@@ -263,6 +276,11 @@ impl StreamsSession {
             mark: Mark { name },
         };
         self.out.push_back(mark);
+    }
+
+    /// How many of the app's `media` events were dropped over the playout's cap.
+    pub(crate) fn overflowed(&self) -> u64 {
+        self.overflowed
     }
 
     /// The next event to send, as its text frame.

@@ -248,6 +248,29 @@ fn while_muted_the_apps_audio_is_dropped_and_its_marks_echoed_at_once() {
 }
 
 #[test]
+fn an_app_sending_faster_than_real_time_is_capped_at_60_s_of_playout() {
+    let mut b = Bench::new();
+    b.sent();
+    // 1 s chunks: 60 fit, the rest are dropped and counted; marks still queue.
+    let second = tone_chunks(1000, 8000)[0].clone();
+    let media = json!({"event": "media", "media": {"payload": second}});
+    for _ in 0..60 {
+        assert_eq!(b.app(media.clone()), AppEffect::Queued);
+    }
+    assert_eq!(b.app(media.clone()), AppEffect::Overflowed);
+    assert_eq!(b.app(media.clone()), AppEffect::Overflowed);
+    assert_eq!(b.session.overflowed(), 2);
+    assert_eq!(b.speech.queued_samples(), PLAYOUT_CAP_SAMPLES);
+    b.app(json!({"event": "mark", "mark": {"name": "m"}}));
+    // Once a second has played, a second's room is free again.
+    for _ in 0..50 {
+        b.tick();
+    }
+    assert_eq!(b.app(media), AppEffect::Queued);
+    assert_eq!(b.session.overflowed(), 2);
+}
+
+#[test]
 fn the_engines_own_marks_are_not_the_apps() {
     let mut b = Bench::new();
     assert!(!b.session.playout_done("apology"));
