@@ -53,8 +53,9 @@ pub(crate) struct StreamsTarget {
     pub(crate) context: Value,
 }
 
-/// How many text frames may wait for a slow app before the caller's audio is dropped (the
-/// call never waits on the app).
+/// How many text frames may wait for a slow app; the last [`session::CONTROL_ROOM`] of them
+/// are kept for control events, the caller's audio dropped first (the call never waits on the
+/// app).
 const SEND_QUEUE: usize = 512;
 
 /// Starts the Media Streams bridge to `target` on the call's media, on `runtime` (in the
@@ -151,7 +152,6 @@ async fn run_streams(
     }
     let mut duties = Duties::new(answered);
     let mut clock = SilenceClock::new();
-    let mut dropped: u64 = 0;
     loop {
         let mut broke: Option<String> = None;
         tokio::select! {
@@ -237,12 +237,7 @@ async fn run_streams(
                 run.say(APOLOGY, "apology");
             }
         }
-        while let Some(text) = session.poll_transmit() {
-            match &to_app {
-                Some(tx) if tx.try_send(Message::text(text)).is_err() => dropped += 1,
-                _ => {}
-            }
-        }
+        transmit(&mut session, to_app.as_ref());
         while let Some(event) = run.speech.poll_event() {
             if run.duty(&mut duties, &event) {
                 continue;
@@ -273,12 +268,7 @@ async fn run_streams(
                 other => tracing::trace!(?other, "speech event"),
             }
         }
-        while let Some(text) = session.poll_transmit() {
-            match &to_app {
-                Some(tx) if tx.try_send(Message::text(text)).is_err() => dropped += 1,
-                _ => {}
-            }
-        }
+        transmit(&mut session, to_app.as_ref());
         run.feed_outbound();
         if run.outbound.is_closed() {
             break;
@@ -288,11 +278,7 @@ async fn run_streams(
     // FLUSH_WAIT to send them, then it and the socket are gone.
     session.stop();
     if let Some(tx) = to_app.take() {
-        while let Some(text) = session.poll_transmit() {
-            if tx.try_send(Message::text(text)).is_err() {
-                dropped += 1;
-            }
-        }
+        transmit(&mut session, Some(&tx));
         close(&Some(tx), CloseCode::Normal, "call ended");
     }
     drop(from_app);
@@ -305,10 +291,10 @@ async fn run_streams(
             "media events of the Media Streams app dropped over the playout's 60 s"
         );
     }
-    if dropped > 0 {
+    if session.unsent() > 0 {
         tracing::warn!(
-            dropped,
-            "events dropped: the Media Streams app did not keep up"
+            dropped = session.unsent(),
+            "media events to the Media Streams app dropped: it did not keep up"
         );
     }
     run.finish_duties(duties).await;
@@ -348,6 +334,22 @@ async fn finish_result(
     };
     if let Err(error) = storage.set_result(call_id, None, Some(why)).await {
         tracing::error!(%error, "could not record why there is no result");
+    }
+}
+
+/// Hands the writer what the session has queued, as much as its queue has room for (the
+/// session drops the caller's audio, never a control event, when it is short); with no
+/// connection the events are dropped.
+fn transmit(session: &mut StreamsSession, to_app: Option<&mpsc::Sender<Message>>) {
+    match to_app {
+        Some(tx) => {
+            while let Some(text) = session.poll_transmit(tx.capacity()) {
+                if tx.try_send(Message::text(text)).is_err() {
+                    break;
+                }
+            }
+        }
+        None => while session.poll_transmit(usize::MAX).is_some() {},
     }
 }
 

@@ -24,6 +24,11 @@ const NARROW_FRAME: usize = FRAME_SAMPLES / 2;
 /// The most of the app's audio the playout holds (60 s at 16 kHz): an app sending faster than
 /// real time past it has the excess dropped and counted, never buffered without bound.
 pub(crate) const PLAYOUT_CAP_SAMPLES: usize = 60 * dialtone_speech::SAMPLE_RATE as usize;
+/// Room the driver's send queue keeps for control events (`mark`, `dtmf`, `stop`): below it
+/// the caller's `media` is dropped, never those.
+pub(crate) const CONTROL_ROOM: usize = 32;
+/// The most events that wait here for room in the send queue; past it new `media` is dropped.
+const OUT_LIMIT: usize = 64;
 /// What the playout's marks of the app start with, so they are told from the engine's own.
 const MARK_PREFIX: &str = "\u{0}app:";
 
@@ -79,6 +84,8 @@ pub(crate) struct StreamsSession {
     stopped: bool,
     /// The app's `media` events dropped over [`PLAYOUT_CAP_SAMPLES`].
     overflowed: u64,
+    /// The caller's `media` events dropped because the app did not keep up.
+    unsent: u64,
 }
 
 impl StreamsSession {
@@ -97,13 +104,14 @@ impl StreamsSession {
             pending: VecDeque::new(),
             stopped: false,
             overflowed: 0,
+            unsent: 0,
         };
         session.out.push_back(ToApp::Connected {
             protocol: ms::PROTOCOL.into(),
             version: ms::VERSION.into(),
         });
         let start = ToApp::Start {
-            sequence_number: session.next_sequence(),
+            sequence_number: String::new(),
             stream_sid: session.start.stream_sid.clone(),
             start: Start {
                 stream_sid: session.start.stream_sid.clone(),
@@ -144,8 +152,12 @@ impl StreamsSession {
         let payload = STANDARD.encode(self.encoded.get(..encoded).unwrap_or_default());
         let timestamp = (self.chunks * 20).to_string();
         self.chunks += 1;
+        if self.out.len() >= OUT_LIMIT {
+            self.unsent += 1;
+            return;
+        }
         let media = ToApp::Media {
-            sequence_number: self.next_sequence(),
+            sequence_number: String::new(),
             stream_sid: self.start.stream_sid.clone(),
             media: Media {
                 track: ms::INBOUND_TRACK.into(),
@@ -163,7 +175,7 @@ impl StreamsSession {
             return;
         }
         let event = ToApp::Dtmf {
-            sequence_number: self.next_sequence(),
+            sequence_number: String::new(),
             stream_sid: self.start.stream_sid.clone(),
             dtmf: Dtmf {
                 track: ms::DTMF_TRACK.into(),
@@ -179,7 +191,7 @@ impl StreamsSession {
             return;
         }
         let stop = ToApp::Stop {
-            sequence_number: self.next_sequence(),
+            sequence_number: String::new(),
             stream_sid: self.start.stream_sid.clone(),
             stop: Stop {
                 account_sid: self.start.account_sid.clone(),
@@ -271,7 +283,7 @@ impl StreamsSession {
             return;
         }
         let mark = ToApp::Mark {
-            sequence_number: self.next_sequence(),
+            sequence_number: String::new(),
             stream_sid: self.start.stream_sid.clone(),
             mark: Mark { name },
         };
@@ -283,10 +295,50 @@ impl StreamsSession {
         self.overflowed
     }
 
-    /// The next event to send, as its text frame.
-    pub(crate) fn poll_transmit(&mut self) -> Option<String> {
-        let event = self.out.pop_front()?;
+    /// How many of the caller's `media` events were dropped because the app did not keep up.
+    pub(crate) fn unsent(&self) -> u64 {
+        self.unsent
+    }
+
+    /// The next event to send, as its text frame, numbered as it leaves (so `sequenceNumber`
+    /// has no gaps), given the `room` left in the driver's send queue. With
+    /// [`CONTROL_ROOM`] or less, `media` is dropped (counted) and only control events go; with
+    /// none, they wait here.
+    pub(crate) fn poll_transmit(&mut self, room: usize) -> Option<String> {
+        while room <= CONTROL_ROOM && matches!(self.out.front(), Some(ToApp::Media { .. })) {
+            self.out.pop_front();
+            self.unsent += 1;
+        }
+        if room == 0 {
+            return None;
+        }
+        let mut event = self.out.pop_front()?;
+        if let Some(number) = sequence_number(&mut event) {
+            *number = self.next_sequence();
+        }
         serde_json::to_string(&event).ok()
+    }
+}
+
+/// The event's `sequenceNumber` (all but `connected` have one).
+fn sequence_number(event: &mut ToApp) -> Option<&mut String> {
+    match event {
+        ToApp::Connected { .. } => None,
+        ToApp::Start {
+            sequence_number, ..
+        }
+        | ToApp::Media {
+            sequence_number, ..
+        }
+        | ToApp::Dtmf {
+            sequence_number, ..
+        }
+        | ToApp::Mark {
+            sequence_number, ..
+        }
+        | ToApp::Stop {
+            sequence_number, ..
+        } => Some(sequence_number),
     }
 }
 

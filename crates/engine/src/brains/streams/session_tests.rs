@@ -52,7 +52,7 @@ impl Bench {
 
     /// Everything queued for the app, as JSON.
     fn sent(&mut self) -> Vec<Value> {
-        std::iter::from_fn(|| self.session.poll_transmit())
+        std::iter::from_fn(|| self.session.poll_transmit(usize::MAX))
             .map(|t| serde_json::from_str(&t).unwrap())
             .collect()
     }
@@ -268,6 +268,50 @@ fn an_app_sending_faster_than_real_time_is_capped_at_60_s_of_playout() {
     }
     assert_eq!(b.app(media), AppEffect::Queued);
     assert_eq!(b.session.overflowed(), 2);
+}
+
+#[test]
+fn a_full_send_queue_drops_only_media_and_numbers_stay_contiguous() {
+    let mut b = Bench::new();
+    b.sent();
+    b.session.caller_frame(&[0; FRAME_SAMPLES]);
+    b.session.dtmf('1');
+    b.session.caller_frame(&[0; FRAME_SAMPLES]);
+    b.app(json!({"event": "mark", "mark": {"name": "m"}}));
+    b.speech.clear_playout();
+    b.session.playout_cleared();
+    b.session.caller_frame(&[0; FRAME_SAMPLES]);
+    // The queue is short of room: the control events go, the caller's audio does not.
+    let short: Vec<Value> = std::iter::from_fn(|| b.session.poll_transmit(CONTROL_ROOM))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .collect();
+    let kinds: Vec<(&str, &str)> = short
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["sequenceNumber"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, vec![("dtmf", "2"), ("mark", "3")]);
+    assert_eq!(b.session.unsent(), 3);
+    // With no room at all nothing goes, and a control event waits for room.
+    b.session.dtmf('2');
+    assert_eq!(b.session.poll_transmit(0), None);
+    b.session.caller_frame(&[0; FRAME_SAMPLES]);
+    let sent = b.sent();
+    assert_eq!(sent[0]["event"], "dtmf");
+    assert_eq!(sent[0]["sequenceNumber"], "4");
+    assert_eq!(sent[1]["event"], "media");
+    assert_eq!(
+        sent[1]["sequenceNumber"], "5",
+        "no gap for the dropped audio"
+    );
+    assert_eq!(
+        sent[1]["media"]["timestamp"], "60",
+        "the media clock went on"
+    );
 }
 
 #[test]
