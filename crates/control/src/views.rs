@@ -65,14 +65,14 @@ pub(crate) fn number_view(number: &Number, answering: Option<Uuid>) -> NumberVie
     }
 }
 
-/// An agent as the API shows it.
+/// An agent as the API shows it (`brain_headers` by name only).
 pub(crate) fn agent_view(agent: &Agent) -> AgentView {
     AgentView {
         id: agent.id,
         name: agent.name.clone(),
         number_ids: agent.number_ids.clone(),
         primary_number_id: agent.primary_number_id,
-        settings: agent.config.clone(),
+        settings: agent.config.shown(),
         created_at: rfc3339(agent.created_at),
     }
 }

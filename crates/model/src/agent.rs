@@ -64,7 +64,8 @@ pub struct AgentFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brain: Option<String>,
     /// Headers sent on a websocket brain's upgrade request (its authentication): at most 16,
-    /// names HTTP tokens, values visible ASCII.
+    /// names HTTP tokens, values visible ASCII; not the handshake's own (`Host`, `Connection`,
+    /// `Upgrade`, `Sec-WebSocket-*`). Write-only: reads show each value as `"***"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brain_headers: Option<std::collections::BTreeMap<String, String>>,
     /// Seconds to ring (1-300, default 30), counted from the trunk's first provisional response.
@@ -533,6 +534,33 @@ fn is_bcp47(tag: &str) -> bool {
 /// What `brain` may be, in the API's words.
 const BRAIN_RULE: &str = "`brain` must be \"builtin:echo\", \"builtin:ivr\", \"builtin:agent\", \"grpc://host:port\" or a \"ws://\"/\"wss://\" URL";
 
+/// What reads show for each value of `brain_headers`: the values are write-only, like a
+/// provider's API key.
+pub const HIDDEN_VALUE: &str = "***";
+
+impl AgentFields {
+    /// The settings as reads show them: `brain_headers` by name only, each value
+    /// [`HIDDEN_VALUE`].
+    pub fn shown(&self) -> AgentFields {
+        let mut shown = self.clone();
+        for value in shown.brain_headers.iter_mut().flat_map(|h| h.values_mut()) {
+            *value = HIDDEN_VALUE.to_owned();
+        }
+        shown
+    }
+}
+
+/// Whether a header name belongs to the websocket handshake itself (RFC 6455 §4.1), so
+/// `brain_headers` may not set it.
+fn handshake_header(name: &str) -> bool {
+    ["host", "connection", "upgrade"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+        || name
+            .get(..14)
+            .is_some_and(|p| p.eq_ignore_ascii_case("sec-websocket-"))
+}
+
 /// Most headers in `brain_headers`.
 const MAX_BRAIN_HEADERS: usize = 16;
 
@@ -555,6 +583,14 @@ fn check_brain_headers(
             "brain_headers",
             format!(
                 "`brain_headers` holds at most {MAX_BRAIN_HEADERS} headers, each name an HTTP token and each value visible ASCII (at most 4096 bytes)"
+            ),
+        ));
+    }
+    if let Some(name) = headers.keys().find(|name| handshake_header(name)) {
+        return Err(FieldError::invalid(
+            "brain_headers",
+            format!(
+                "`brain_headers` may not set {name:?}: Host, Connection, Upgrade and Sec-WebSocket-* belong to the websocket handshake"
             ),
         ));
     }
@@ -704,6 +740,23 @@ mod tests {
     use crate::parse::from_value;
     use serde_json::json;
 
+    #[test]
+    fn reads_show_brain_headers_by_name_only() {
+        let fields: AgentFields = from_value(json!({"name": "a", "brain": "wss://a.example/s",
+            "brain_headers": {"Authorization": "Bearer secret", "X-Tenant": "t"}}))
+        .unwrap();
+        let shown = serde_json::to_value(fields.shown()).unwrap();
+        assert_eq!(
+            shown["brain_headers"],
+            json!({"Authorization": "***", "X-Tenant": "***"})
+        );
+        assert_eq!(
+            fields.brain_headers.unwrap()["Authorization"],
+            "Bearer secret",
+            "the stored settings keep the value"
+        );
+    }
+
     fn refused(body: Value) -> FieldError {
         match from_value::<AgentFields>(body) {
             Ok(fields) => fields.check().unwrap_err(),
@@ -771,6 +824,16 @@ mod tests {
                 json!({"name": "a", "brain": "wss://app.example.com/s", "brain_headers": {"bad name": "x"}}),
                 "brain_headers",
                 "`brain_headers` holds at most 16 headers, each name an HTTP token and each value visible ASCII (at most 4096 bytes)",
+            ),
+            (
+                json!({"name": "a", "brain": "wss://app.example.com/s", "brain_headers": {"sec-websocket-key": "x"}}),
+                "brain_headers",
+                "`brain_headers` may not set \"sec-websocket-key\": Host, Connection, Upgrade and Sec-WebSocket-* belong to the websocket handshake",
+            ),
+            (
+                json!({"name": "a", "brain": "wss://app.example.com/s", "brain_headers": {"Host": "x"}}),
+                "brain_headers",
+                "`brain_headers` may not set \"Host\": Host, Connection, Upgrade and Sec-WebSocket-* belong to the websocket handshake",
             ),
             (
                 json!({"name": "a", "ring_timeout_seconds": 0}),

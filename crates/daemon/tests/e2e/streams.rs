@@ -376,7 +376,22 @@ async fn a_media_streams_app_holds_a_call_with_audio_both_ways_marks_and_clear()
         )
         .await;
     assert_eq!(s, 200, "{agent}");
-    assert_eq!(agent["brain_headers"]["Authorization"], "Bearer app-secret");
+    assert_eq!(
+        agent["brain_headers"],
+        json!({"Authorization": "***"}),
+        "the value is write-only"
+    );
+    let (_, read) = w.api.get(&format!("/v1/agents/{}", w.agent_id)).await;
+    assert_eq!(read["brain_headers"], json!({"Authorization": "***"}));
+    let (s, refused) = w
+        .api
+        .patch(
+            &format!("/v1/agents/{}", w.agent_id),
+            json!({"brain_headers": {"Sec-WebSocket-Protocol": "x"}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{refused}");
+    assert_eq!(refused["error"]["field"], "brain_headers", "{refused}");
     let rest = rest(&w);
     let app = tokio::spawn(async move {
         let (ws, authorization) = accept(&listener).await;
