@@ -153,6 +153,7 @@ async fn run_streams(
     let mut duties = Duties::new(answered);
     let mut clock = SilenceClock::new();
     loop {
+        let voicemail = duties.voicemail();
         let mut broke: Option<String> = None;
         tokio::select! {
             biased;
@@ -237,7 +238,6 @@ async fn run_streams(
                 run.say(APOLOGY, "apology");
             }
         }
-        transmit(&mut session, to_app.as_ref());
         while let Some(event) = run.speech.poll_event() {
             if run.duty(&mut duties, &event) {
                 continue;
@@ -267,6 +267,10 @@ async fn run_streams(
                 SpeechEvent::Dtmf { digit, .. } => session.dtmf(digit),
                 other => tracing::trace!(?other, "speech event"),
             }
+        }
+        if !voicemail && duties.voicemail() {
+            // The engine's voicemail message took over and cleared the app's playout.
+            session.playout_cleared();
         }
         transmit(&mut session, to_app.as_ref());
         run.feed_outbound();

@@ -261,17 +261,21 @@ impl StreamsSession {
     /// A playout mark the speech loop reported; `true` when it was the app's (its echo is
     /// queued), `false` when it is the engine's own.
     pub(crate) fn playout_done(&mut self, mark: &str) -> bool {
-        if !mark.starts_with(MARK_PREFIX) {
+        let Some(name) = mark.strip_prefix(MARK_PREFIX) else {
             return false;
-        }
-        if let Some(name) = self.pending.pop_front() {
+        };
+        // The name is the playout mark's own: a mark already echoed (its playout cleared) is
+        // not echoed twice, and never shifts the names of those after it.
+        if let Some(at) = self.pending.iter().position(|pending| pending == name)
+            && let Some(name) = self.pending.remove(at)
+        {
             self.echo(name);
         }
         true
     }
 
-    /// The playout was cleared (the app's `clear`, or a barge-in): every pending mark is
-    /// echoed now.
+    /// The playout was cleared (the app's `clear`, a barge-in, or the engine's voicemail
+    /// message taking over): every pending mark is echoed now.
     pub(crate) fn playout_cleared(&mut self) {
         while let Some(name) = self.pending.pop_front() {
             self.echo(name);

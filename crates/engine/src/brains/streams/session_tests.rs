@@ -315,6 +315,42 @@ fn a_full_send_queue_drops_only_media_and_numbers_stay_contiguous() {
 }
 
 #[test]
+fn a_mark_echo_names_the_mark_played_even_after_the_engine_cleared_the_playout() {
+    let mut b = Bench::new();
+    b.sent();
+    b.app(json!({"event": "media", "media": {"payload": tone_chunks(200, 1600)[0]}}));
+    b.app(json!({"event": "mark", "mark": {"name": "a"}}));
+    // The engine (its voicemail message taking over) clears the playout; "a" is echoed then.
+    b.speech.clear_playout();
+    b.session.playout_cleared();
+    assert_eq!(b.sent()[0]["mark"]["name"], "a");
+    b.app(json!({"event": "media", "media": {"payload": tone_chunks(200, 1600)[0]}}));
+    b.app(json!({"event": "mark", "mark": {"name": "b"}}));
+    for _ in 0..15 {
+        b.tick();
+    }
+    assert_eq!(
+        b.echoed,
+        vec![("b".to_owned(), 10)],
+        "b, once, after its 200 ms"
+    );
+}
+
+#[test]
+fn a_mark_cleared_without_notice_does_not_shift_later_echoes() {
+    let mut b = Bench::new();
+    b.sent();
+    b.app(json!({"event": "mark", "mark": {"name": "lost"}}));
+    b.speech.clear_playout();
+    b.app(json!({"event": "media", "media": {"payload": tone_chunks(100, 800)[0]}}));
+    b.app(json!({"event": "mark", "mark": {"name": "next"}}));
+    for _ in 0..10 {
+        b.tick();
+    }
+    assert_eq!(b.echoed, vec![("next".to_owned(), 5)]);
+}
+
+#[test]
 fn the_engines_own_marks_are_not_the_apps() {
     let mut b = Bench::new();
     assert!(!b.session.playout_done("apology"));
