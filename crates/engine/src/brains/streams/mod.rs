@@ -10,8 +10,8 @@
 //!
 //! An app that closes its stream normally (close code 1000 or 1001) ends it as under Twilio:
 //! its queued audio plays out, then the call hangs up as `completed`. Failure is never dead
-//! air: an app that cannot be reached, fails mid-call (1006, 1011, …), stops reading or breaks
-//! the protocol leaves the caller the engine's apology, then the call ends with `brain_error`
+//! air: an app that cannot be reached, fails mid-call (1006, 1011, …), stops reading or sends
+//! binary frames leaves the caller the engine's apology, then the call ends with `brain_error`
 //! and the record's `result_error` names the websocket close code.
 
 mod connect;
@@ -93,7 +93,7 @@ fn custom_parameters(context: &Value) -> BTreeMap<String, String> {
 const STREAM_ENDED: &str = "stream ended";
 
 /// Whether a close is the app ending its stream (1000 normal, 1001 going away) rather than a
-/// failure (1006, 1011, a protocol error…), which leaves the caller the apology.
+/// failure (1006, 1011, a 1002 protocol error…), which leaves the caller the apology.
 fn ended_normally(frame: &CloseFrame) -> bool {
     matches!(frame.code, CloseCode::Normal | CloseCode::Away)
 }
@@ -180,12 +180,11 @@ async fn run_streams(
                         "the Media Streams app sends audio faster than it plays: over 60 s queued, the excess is dropped"
                     ),
                     Ok(AppEffect::Overflowed) => {}
-                    Err(error) => {
-                        close(&to_app, CloseCode::Protocol, "protocol error");
-                        broke = Some(format!(
-                            "the Media Streams app broke the protocol (close code 1002): {error}"
-                        ));
+                    // As under Twilio, an invalid message is logged and ignored.
+                    Err(error) if session.invalid() == 1 => {
+                        tracing::warn!(%error, "the Media Streams app sent an invalid message: ignored (and any after it)");
                     }
+                    Err(_) => {}
                 },
                 Some(Ok(Message::Binary(_))) => {
                     close(&to_app, CloseCode::Unsupported, "text frames only");
@@ -293,6 +292,12 @@ async fn run_streams(
         tracing::warn!(
             dropped = session.overflowed(),
             "media events of the Media Streams app dropped over the playout's 60 s"
+        );
+    }
+    if session.invalid() > 0 {
+        tracing::warn!(
+            invalid = session.invalid(),
+            "invalid messages of the Media Streams app ignored"
         );
     }
     if session.unsent() > 0 {

@@ -86,6 +86,8 @@ pub(crate) struct StreamsSession {
     overflowed: u64,
     /// The caller's `media` events dropped because the app did not keep up.
     unsent: u64,
+    /// The app's invalid frames, ignored.
+    invalid: u64,
 }
 
 impl StreamsSession {
@@ -105,6 +107,7 @@ impl StreamsSession {
             stopped: false,
             overflowed: 0,
             unsent: 0,
+            invalid: 0,
         };
         session.out.push_back(ToApp::Connected {
             protocol: ms::PROTOCOL.into(),
@@ -205,7 +208,22 @@ impl StreamsSession {
     /// An app's text frame: its audio and marks go into `speech`'s playout, `clear` empties it.
     /// While `muted` (the engine's own voicemail message plays) the app's audio is dropped and
     /// its marks echoed at once, nothing of the engine's playout touched.
+    /// An invalid frame (not JSON, a known event missing a field, a payload not base64) is
+    /// counted and changes nothing: as under Twilio, the driver logs and ignores it.
     pub(crate) fn handle_app(
+        &mut self,
+        text: &str,
+        speech: &mut SpeechLoop,
+        muted: bool,
+    ) -> Result<AppEffect, ProtocolError> {
+        let effect = self.apply(text, speech, muted);
+        if effect.is_err() {
+            self.invalid += 1;
+        }
+        effect
+    }
+
+    fn apply(
         &mut self,
         text: &str,
         speech: &mut SpeechLoop,
@@ -297,6 +315,11 @@ impl StreamsSession {
     /// How many of the app's `media` events were dropped over the playout's cap.
     pub(crate) fn overflowed(&self) -> u64 {
         self.overflowed
+    }
+
+    /// How many of the app's frames were invalid (and ignored).
+    pub(crate) fn invalid(&self) -> u64 {
+        self.invalid
     }
 
     /// How many of the caller's `media` events were dropped because the app did not keep up.

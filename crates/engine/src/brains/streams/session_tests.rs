@@ -374,6 +374,33 @@ fn broken_frames_are_protocol_errors_and_unknown_events_are_ignored() {
         Err(ProtocolError::Malformed(_))
     ));
     assert_eq!(handle(r#"{"event":"hello"}"#), Ok(AppEffect::Queued));
+    assert_eq!(
+        b.session.invalid(),
+        3,
+        "counted; the unknown event is not invalid"
+    );
+}
+
+#[test]
+fn invalid_frames_change_nothing_and_the_stream_goes_on() {
+    let mut b = Bench::new();
+    b.sent();
+    for bad in [
+        "not json",
+        r#"{"event":"media","media":{"payload":"***"}}"#,
+        r#"{"event":"mark"}"#,
+    ] {
+        assert!(b.session.handle_app(bad, &mut b.speech, false).is_err());
+    }
+    assert!(b.sent().is_empty(), "nothing answered, nothing queued");
+    assert!(!b.speech.agent_speaking());
+    b.app(json!({"event": "media", "media": {"payload": tone_chunks(100, 800)[0]}}));
+    b.app(json!({"event": "mark", "mark": {"name": "after"}}));
+    for _ in 0..10 {
+        b.tick();
+    }
+    assert_eq!(b.echoed, vec![("after".to_owned(), 5)]);
+    assert_eq!(b.session.invalid(), 3);
 }
 
 proptest! {
