@@ -135,6 +135,8 @@ async fn run_streams(
         return;
     };
     let mut failure: Option<String> = None;
+    // The app closed its stream normally: the call ends once its audio has played.
+    let mut stream_ended = false;
     let (mut to_app, mut from_app, mut writer) = (None, None, None);
     match connect::connect(&target).await {
         Ok(socket) => {
@@ -198,6 +200,7 @@ async fn run_streams(
                     // the app's queued audio plays out, then the call hangs up as completed.
                     tracing::info!("the Media Streams app ended its stream");
                     (from_app, to_app) = (None, None);
+                    stream_ended = true;
                     if !duties.voicemail() {
                         run.speech.play(Vec::new(), Some(STREAM_ENDED.to_owned()));
                     }
@@ -257,6 +260,12 @@ async fn run_streams(
                     // The caller talked over the apology: end now.
                     let _ = run.context.requests.send(BrainRequest::HangUp {
                         reason: EndReason::BrainError,
+                    });
+                }
+                SpeechEvent::BargeIn { .. } if stream_ended => {
+                    // The caller talked over the app's last audio (and its end mark): end now.
+                    let _ = run.context.requests.send(BrainRequest::HangUp {
+                        reason: EndReason::Completed,
                     });
                 }
                 SpeechEvent::BargeIn { .. } => {
