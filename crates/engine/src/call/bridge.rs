@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dialtone_model::time::rfc3339;
-use dialtone_model::{BridgeLeg, Transfer, TransferFailure, TransferStatus};
+use dialtone_model::{BridgeLeg, Direction, Transfer, TransferFailure, TransferStatus};
 use dialtone_sip_ua::EndReason as SipEndReason;
 
 use super::input::MediaOutcome;
@@ -27,6 +27,17 @@ use super::transfer::{Order, Progress};
 /// How long the destination may ring before the attempt fails and the caller goes back to
 /// the agent (the machine owns this clock; the user agent's own ring timeout is set later).
 pub(crate) const BRIDGE_RING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The caller ID of a second leg, for a call in `direction` from `from` to `to`: always our
+/// own number. A call we placed is from ours (`from`); a call placed to us is to ours (`to`) —
+/// its caller's number may be anonymous or not E.164 (the leg would fail), and is a third
+/// party's, unverified, that we must not send out as our caller ID.
+pub(crate) fn leg_caller_id<'a>(direction: Direction, from: &'a str, to: &'a str) -> &'a str {
+    match direction {
+        Direction::Outbound => from,
+        Direction::Inbound => to,
+    }
+}
 
 /// Where the second leg is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use dialtone_sip_ua::{EndReason as SipEndReason, Party};
 use dialtone_storage::{EndReason, EndedBy};
 
 use super::action::{Action, Measure};
-use super::bridge::BRIDGE_RING_TIMEOUT;
+use super::bridge::{BRIDGE_RING_TIMEOUT, leg_caller_id};
 use super::input::{Input, LegInput, MediaOutcome};
 use super::tests::{Call, answered_end, end, ended};
 use super::transfer::TransferRefusal;
@@ -320,5 +320,20 @@ fn a_sip_destination_and_a_second_transfer_are_refused() {
             }]
         ),
         "{actions:?}"
+    );
+}
+
+#[test]
+fn a_second_leg_is_dialled_from_our_own_number() {
+    use dialtone_model::Direction;
+    // We placed the call: it is from our number.
+    assert_eq!(
+        leg_caller_id(Direction::Outbound, "+15550001111", NUMBER),
+        "+15550001111"
+    );
+    // It was placed to us: our number is the one called, never the caller's (anonymous here).
+    assert_eq!(
+        leg_caller_id(Direction::Inbound, "anonymous", "+15550003333"),
+        "+15550003333"
     );
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::action::{Action, End, Measure, Step};
-use super::bridge::BRIDGE_RING_TIMEOUT;
+use super::bridge::{BRIDGE_RING_TIMEOUT, leg_caller_id};
 use super::bridge_leg::{self, Leg, ends_leg, next_leg_input};
 use super::input::{Control, Input, LegInput, MediaOutcome, PlaceFailure};
 use super::machine::{CallMachine, CallSettings};
@@ -425,6 +425,7 @@ impl<'a> CallDriver<'a> {
         match place(
             self.engine,
             &self.plan,
+            &self.plan.from,
             &to,
             admission,
             self.plan.ring_timeout,
@@ -456,7 +457,9 @@ impl<'a> CallDriver<'a> {
         };
         // The machine's ring timeout decides; the user agent's is only a backstop.
         let ring_timeout = BRIDGE_RING_TIMEOUT + Duration::from_secs(5);
-        match place(self.engine, &self.plan, to, admission, ring_timeout).await {
+        let plan = &self.plan;
+        let from = leg_caller_id(plan.session.direction, &plan.from, &plan.to);
+        match place(self.engine, plan, from, to, admission, ring_timeout).await {
             Ok(placed) => {
                 self.leg = Some(Leg {
                     call: placed.call,
@@ -715,11 +718,12 @@ struct Placement {
     share: PortShare,
 }
 
-/// Binds a port, offers SDP on it and dials `to` from the call's number through its trunk
-/// with `admission`: the call itself, and a bridged transfer's second leg.
+/// Binds a port, offers SDP on it and dials `to` from `from` through the call's trunk with
+/// `admission`: the call itself, and a bridged transfer's second leg.
 async fn place(
     engine: &Engine,
     plan: &CallPlan,
+    from: &str,
     to: &str,
     admission: Admission,
     ring_timeout: Duration,
@@ -742,7 +746,7 @@ async fn place(
         plan.srtp,
         &plan.codecs,
     );
-    let mut request = DialRequest::new(plan.trunk.clone(), plan.from.clone(), to.to_owned());
+    let mut request = DialRequest::new(plan.trunk.clone(), from.to_owned(), to.to_owned());
     request.sdp_offer = Some(sdp.offer_bytes());
     request.ring_timeout = ring_timeout;
     request
