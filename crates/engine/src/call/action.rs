@@ -116,6 +116,20 @@ pub(crate) enum Action {
     Measure(Measure),
 }
 
+/// The outcome `dialtone_transfers_total` counts for a transfer record written with
+/// `transferred_to`: its failure reason, or `completed` on the record that says where the caller
+/// went — once per attempt (a bridge's later record with its duration counts nothing).
+pub(crate) fn transfer_outcome(
+    transfer: &Transfer,
+    transferred_to: Option<&str>,
+) -> Option<&'static str> {
+    match (transfer.reason, transferred_to) {
+        (Some(reason), _) => Some(reason.as_str()),
+        (None, Some(_)) => Some("completed"),
+        (None, None) => None,
+    }
+}
+
 /// Why a call ended, and who ended it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct End {

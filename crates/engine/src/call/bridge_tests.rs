@@ -9,7 +9,7 @@ use dialtone_model::{BridgeLeg, Transfer, TransferFailure, TransferMode, Transfe
 use dialtone_sip_ua::{EndReason as SipEndReason, Party};
 use dialtone_storage::{EndReason, EndedBy};
 
-use super::action::{Action, Measure};
+use super::action::{Action, Measure, transfer_outcome};
 use super::bridge::{BRIDGE_RING_TIMEOUT, leg_caller_id};
 use super::input::{Input, LegInput, MediaOutcome};
 use super::tests::{Call, answered_end, end, ended};
@@ -336,4 +336,34 @@ fn a_second_leg_is_dialled_from_our_own_number() {
         leg_caller_id(Direction::Inbound, "anonymous", "+15550003333"),
         "+15550003333"
     );
+}
+
+/// The outcomes `dialtone_transfers_total` counts for `actions`.
+fn counted(actions: &[Action]) -> Vec<&'static str> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::RecordTransfer {
+                transfer,
+                transferred_to,
+            } => transfer_outcome(transfer, transferred_to.as_deref()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_bridge_counts_its_outcome_once() {
+    let mut call = dialing();
+    let mut actions = call.feed(Input::Leg(LegInput::Answered { sdp: None }));
+    actions.extend(call.feed(Input::Leg(LegInput::Media(MediaOutcome::Started))));
+    call.wait(Duration::from_secs(9));
+    actions.extend(call.feed(Input::Leg(LegInput::Ended)));
+    actions.extend(call.feed(ended(Party::Local, SipEndReason::Completed)));
+    assert_eq!(counted(&actions), ["completed"]);
+    // A failed one counts its reason, once.
+    let mut call = dialing();
+    let mut actions = call.run_to_deadline();
+    actions.extend(call.feed(ended(Party::Remote, SipEndReason::Completed)));
+    assert_eq!(counted(&actions), ["timeout"]);
 }

@@ -13,7 +13,7 @@ use dialtone_storage::CallProgress;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::action::{Action, End, Measure, Step};
+use super::action::{Action, End, Measure, Step, transfer_outcome};
 use super::bridge::{BRIDGE_RING_TIMEOUT, leg_caller_id};
 use super::bridge_leg::{self, Leg, ends_leg, next_leg_input};
 use super::input::{Control, Input, LegInput, MediaOutcome, PlaceFailure};
@@ -355,12 +355,7 @@ impl<'a> CallDriver<'a> {
                 transfer,
                 transferred_to,
             } => {
-                let outcome = match (transfer.status, transfer.reason) {
-                    (_, Some(reason)) => Some(reason.as_str()),
-                    (dialtone_model::TransferStatus::Completed, None) => Some("completed"),
-                    _ => None,
-                };
-                if let Some(outcome) = outcome {
+                if let Some(outcome) = transfer_outcome(&transfer, transferred_to.as_deref()) {
                     metrics::counter!("dialtone_transfers_total", "mode" => transfer.mode.as_str(), "outcome" => outcome)
                         .increment(1);
                 }
