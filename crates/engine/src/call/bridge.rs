@@ -4,10 +4,10 @@
 //! ```text
 //!  dial ─▶ Dialing ──(the leg's 2xx)──▶ Connecting ──(its media runs)──▶ Bridged ──▶ Over
 //!           │  the caller hears ringback       │                            either side
-//!           ├─▶ busy, rejected, unreachable: failed (destination_failed)    hangs up: the
-//!           ├─▶ not placed: failed (unavailable)                            other is hung
-//!           ├─▶ no answer by the ring timeout: failed (timeout), the leg    up too
-//!           │   canceled                       │
+//!           ├─▶ busy, rejected, unreachable: failed (destination_failed)    hangs up (or the
+//!           ├─▶ not placed: failed (unavailable)                            destination's RTP
+//!           ├─▶ no answer by the ring timeout: failed (timeout), the leg    times out): the
+//!           │   canceled                       │                            other is hung up
 //!           └─▶ the call ended: failed (call_ended), the leg canceled
 //!                                              └─▶ its media unusable: failed, the leg hung up
 //! ```

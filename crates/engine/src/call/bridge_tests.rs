@@ -367,3 +367,29 @@ fn a_bridge_counts_its_outcome_once() {
     actions.extend(call.feed(ended(Party::Remote, SipEndReason::Completed)));
     assert_eq!(counted(&actions), ["timeout"]);
 }
+
+#[test]
+fn a_destination_gone_silent_ends_both_legs_as_transferred() {
+    let mut call = bridged();
+    call.wait(Duration::from_secs(20));
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::RtpTimeout {
+            silent_for: Duration::from_secs(15)
+        })),
+        [bridged_for(20_000), Action::HangUpLeg, Action::HangUp]
+    );
+    let how = end(EndReason::Transferred, EndedBy::Api);
+    assert_eq!(
+        call.feed(ended(Party::Local, SipEndReason::Completed)),
+        answered_end(how)
+    );
+    // The driver maps the leg's media event to it.
+    assert_eq!(
+        LegInput::from_media(dialtone_media::MediaEvent::RtpTimeout {
+            silent_for: Duration::from_secs(15)
+        }),
+        Some(LegInput::RtpTimeout {
+            silent_for: Duration::from_secs(15)
+        })
+    );
+}

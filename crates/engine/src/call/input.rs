@@ -102,6 +102,11 @@ pub(crate) enum LegInput {
     Media(MediaOutcome),
     /// The destination pressed a key (RFC 4733).
     Dtmf(char),
+    /// No RTP from the destination for the engine's RTP timeout: it vanished without a BYE.
+    RtpTimeout {
+        /// How long it has been quiet.
+        silent_for: Duration,
+    },
 }
 
 impl LegInput {
@@ -121,14 +126,17 @@ impl LegInput {
         Some(input)
     }
 
-    /// The machine's input for an event of the second leg's media: its digits.
+    /// The machine's input for an event of the second leg's media: its digits and its RTP
+    /// timeout. An RTCP BYE is no end, as on the caller's leg: a source sends one when it
+    /// changes its SSRC (RFC 3550 §8.2); the RTP timeout or the SIP BYE ends the leg.
     pub(crate) fn from_media(event: MediaEvent) -> Option<Self> {
         match event {
+            MediaEvent::RtpTimeout { silent_for } => Some(Self::RtpTimeout { silent_for }),
             MediaEvent::Dtmf {
                 event: dialtone_rtp::DtmfEvent::Ended { digit, .. },
                 ..
             } => Some(Self::Dtmf(digit)),
-            _ => None,
+            MediaEvent::Dtmf { .. } | MediaEvent::FarEndBye => None,
         }
     }
 }

@@ -592,6 +592,24 @@ impl CallMachine {
                 }
                 progress
             }
+            LegInput::RtpTimeout { silent_for } => {
+                // The destination vanished without a BYE: the bridge is over as if it had hung
+                // up (the call was transferred, by whoever asked), the leg hung up too. Its
+                // media only runs once bridged: before, nothing times out.
+                if !bridge.bridged() {
+                    return;
+                }
+                tracing::warn!(
+                    ?silent_for,
+                    "no RTP from the destination; ending the bridge"
+                );
+                let by = bridge.order().by;
+                let progress = bridge.on_leg_ended(now);
+                self.bridge_progress(progress);
+                self.actions.push_back(Action::HangUpLeg);
+                self.hang_up_locally(End::new(EndReason::Transferred, by));
+                return;
+            }
             LegInput::Dtmf(digit) => {
                 if bridge.bridged() {
                     self.actions.push_back(Action::SendDtmf(digit.to_string()));
