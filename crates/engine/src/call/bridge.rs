@@ -179,8 +179,9 @@ impl Bridge {
         self.fail(sip_status, failure)
     }
 
-    /// The answered leg ended (the destination hung up, or we did), or the call did while
-    /// bridged: the bridge is over, its duration recorded.
+    /// The leg ended: answered, the bridge is over (the destination hung up, or we did, or
+    /// the call did while bridged), its duration recorded; before it was bridged (its user
+    /// agent gave up without a final response), the attempt failed.
     pub(crate) fn on_leg_ended(&mut self, now: Instant) -> Progress {
         match self.phase {
             Phase::Bridged { since } => {
@@ -189,8 +190,10 @@ impl Bridge {
                     Some(now.saturating_duration_since(since).as_millis() as u64);
                 Progress::Moved(self.record(TransferStatus::Completed, Some(200), None))
             }
-            Phase::Connecting => self.fail(None, TransferFailure::DestinationFailed),
-            Phase::Dialing { .. } | Phase::Over => Progress::Nothing,
+            Phase::Dialing { .. } | Phase::Connecting => {
+                self.fail(None, TransferFailure::DestinationFailed)
+            }
+            Phase::Over => Progress::Nothing,
         }
     }
 

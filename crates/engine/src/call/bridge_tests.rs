@@ -393,3 +393,19 @@ fn a_destination_gone_silent_ends_both_legs_as_transferred() {
         })
     );
 }
+
+#[test]
+fn a_leg_ending_while_it_rings_gives_the_caller_back_at_once() {
+    let mut call = dialing();
+    call.wait(Duration::from_secs(1));
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Ended)),
+        given_back(failure(
+            None,
+            TransferFailure::DestinationFailed,
+            leg(None, None)
+        ))
+    );
+    // No ringback clock left: the call is the agent's again.
+    assert_eq!(call.run_to_deadline().first(), Some(&Action::HangUp));
+}
