@@ -206,6 +206,17 @@ impl Bridge {
         }
     }
 
+    /// We hang the call up: an attempt not yet bridged fails (its leg is to be canceled at
+    /// once, not bridged to a call that is going); a bridge ends with the call.
+    pub(crate) fn on_hanging_up(&mut self) -> Progress {
+        match self.phase {
+            Phase::Dialing { .. } | Phase::Connecting => {
+                self.fail(None, TransferFailure::CallEnded)
+            }
+            Phase::Bridged { .. } | Phase::Over => Progress::Nothing,
+        }
+    }
+
     /// The call ended at `now`: a bridge records its duration, an attempt under way fails.
     pub(crate) fn on_call_ended(&mut self, now: Instant) -> Progress {
         match self.phase {

@@ -409,3 +409,44 @@ fn a_leg_ending_while_it_rings_gives_the_caller_back_at_once() {
     // No ringback clock left: the call is the agent's again.
     assert_eq!(call.run_to_deadline().first(), Some(&Action::HangUp));
 }
+
+#[test]
+fn a_local_hang_up_while_the_destination_rings_cancels_the_leg_at_once() {
+    let canceled = [
+        Action::HangUpLeg,
+        recorded(failure(None, TransferFailure::CallEnded, leg(None, None))),
+        Action::HangUp,
+    ];
+    // By the API.
+    let mut call = dialing();
+    assert_eq!(
+        call.feed(Input::HangUp(super::input::HangUp::Api)),
+        canceled
+    );
+    // Its 200 after the CANCEL is too late: the leg is not bridged to a dying call.
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Answered { sdp: None })),
+        [Action::HangUpLeg]
+    );
+    assert_eq!(
+        call.feed(ended(Party::Local, SipEndReason::Completed)),
+        answered_end(end(EndReason::Completed, EndedBy::Api))
+    );
+    // By the engine: the caller's RTP timeout, while the destination's answer connects.
+    let mut call = dialing();
+    call.feed(Input::Leg(LegInput::Answered { sdp: None }));
+    assert_eq!(
+        call.feed(Input::RtpTimeout {
+            silent_for: Duration::from_secs(15)
+        }),
+        canceled
+    );
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Media(MediaOutcome::Started))),
+        []
+    );
+    assert_eq!(
+        call.feed(ended(Party::Local, SipEndReason::Completed)),
+        answered_end(end(EndReason::RtpTimeout, EndedBy::Engine))
+    );
+}

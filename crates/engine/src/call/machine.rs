@@ -667,10 +667,25 @@ impl CallMachine {
     }
 
     /// CANCEL or BYE, once the user agent has the call (before, [`CallMachine::placed`]
-    /// sends it).
+    /// sends it); a bridged transfer's leg still ringing is canceled first.
     fn send_hang_up(&mut self) {
         if self.stage == Stage::Placed {
+            self.abandon_bridge();
             self.actions.push_back(Action::HangUp);
+        }
+    }
+
+    /// The call is being hung up: a bridged transfer not yet bridged fails (`call_ended`) and
+    /// its leg is canceled now (a bridged one ends with the call, its duration recorded then).
+    fn abandon_bridge(&mut self) {
+        if let Some(Progress::Failed(transfer)) = self.bridge.as_mut().map(Bridge::on_hanging_up) {
+            tracing::info!(to = %transfer.to, "hanging up while the destination rings");
+            self.bridge = None;
+            self.actions.push_back(Action::HangUpLeg);
+            self.actions.push_back(Action::RecordTransfer {
+                transfer,
+                transferred_to: None,
+            });
         }
     }
 
