@@ -450,3 +450,61 @@ fn a_local_hang_up_while_the_destination_rings_cancels_the_leg_at_once() {
         answered_end(end(EndReason::RtpTimeout, EndedBy::Engine))
     );
 }
+
+#[test]
+fn the_brains_requests_during_a_bridge_are_answered_not_dropped() {
+    // A transfer is refused as under way: the brain hears it failed.
+    let mut call = dialing();
+    let actions = call.feed(Input::Brain(BrainRequest::Transfer {
+        to: "+15550004444".into(),
+        mode: None,
+    }));
+    assert_eq!(
+        actions,
+        [Action::AnswerTransfer {
+            to: "+15550004444".into(),
+            by: EndedBy::Agent,
+            result: Err(TransferRefusal::UnderWay),
+        }]
+    );
+    // Its digits are not sent to a caller who waits for the destination.
+    assert_eq!(
+        call.feed(Input::Brain(BrainRequest::SendDtmf("1".into()))),
+        []
+    );
+    // Its silence guard does not end a caller's wait on ringback.
+    assert_eq!(
+        call.feed(Input::Brain(BrainRequest::HangUp {
+            reason: EndReason::SilenceTimeout
+        })),
+        []
+    );
+    // Its hang-up while the destination rings is honoured at once, the leg canceled.
+    assert_eq!(
+        call.feed(Input::Brain(BrainRequest::HangUp {
+            reason: EndReason::Completed
+        })),
+        [
+            Action::HangUpLeg,
+            recorded(failure(None, TransferFailure::CallEnded, leg(None, None))),
+            Action::HangUp,
+        ]
+    );
+    assert_eq!(
+        call.feed(ended(Party::Local, SipEndReason::Completed)),
+        answered_end(end(EndReason::Completed, EndedBy::Agent))
+    );
+    // Bridged, a transfer is refused as under way too.
+    let mut call = bridged();
+    assert!(matches!(
+        call.feed(Input::Brain(BrainRequest::Transfer {
+            to: NUMBER.into(),
+            mode: None,
+        }))
+        .as_slice(),
+        [Action::AnswerTransfer {
+            result: Err(TransferRefusal::UnderWay),
+            ..
+        }]
+    ));
+}

@@ -317,16 +317,17 @@ impl CallMachine {
                 }
             }
             Input::FarEndBye => tracing::info!("far end sent RTCP BYE"),
-            Input::Brain(request) if self.bridge_under_way() => {
-                // The caller is with the destination (or waits for it): the brain is muted.
-                tracing::info!(?request, "bridged: the brain's request is ignored");
-            }
-            Input::Brain(BrainRequest::HangUp { reason }) => {
-                tracing::info!(reason = reason.as_str(), "the brain hangs up");
-                self.hang_up_locally(End::new(reason, EndedBy::Agent));
-            }
+            Input::Brain(BrainRequest::HangUp { reason }) => self.brain_hangs_up(reason),
             Input::Brain(BrainRequest::SendDtmf(digits)) => {
-                self.actions.push_back(Action::SendDtmf(digits));
+                if self.bridge.is_some() {
+                    // The caller waits for the destination or is with it; the request has no
+                    // answer to carry a refusal, so it is only logged.
+                    tracing::warn!(
+                        "a bridged transfer is under way: the brain's digits are not sent"
+                    );
+                } else {
+                    self.actions.push_back(Action::SendDtmf(digits));
+                }
             }
             Input::HangUp(HangUp::Api) => match self.stage {
                 Stage::Queued { .. } => {
@@ -555,9 +556,27 @@ impl CallMachine {
         }
     }
 
-    /// Whether a bridged transfer is under way or bridged (the brain is muted).
-    fn bridge_under_way(&self) -> bool {
-        self.bridge.is_some()
+    /// The brain asks to hang up for `reason`: done at once, canceling a bridged transfer's
+    /// leg that still rings ([`CallMachine::abandon_bridge`]); ignored once the destination
+    /// answered (the caller is the destination's, the muted brain hears neither), and for the
+    /// silence guard while the caller waits on ringback (silence is expected there, and the
+    /// guard's prompt is not heard).
+    fn brain_hangs_up(&mut self, reason: EndReason) {
+        let ignored = match &self.bridge {
+            Some(bridge) if bridge.answered() => Some("bridged"),
+            Some(_) if reason == EndReason::SilenceTimeout => Some("the caller hears ringback"),
+            _ => None,
+        };
+        if let Some(why) = ignored {
+            tracing::info!(
+                reason = reason.as_str(),
+                why,
+                "the brain's hang-up is ignored"
+            );
+            return;
+        }
+        tracing::info!(reason = reason.as_str(), "the brain hangs up");
+        self.hang_up_locally(End::new(reason, EndedBy::Agent));
     }
 
     /// What happened to the second leg.
