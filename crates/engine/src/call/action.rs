@@ -96,6 +96,12 @@ pub(crate) enum Action {
     RelayLegs,
     /// Send this digit on the second leg (RFC 4733).
     SendLegDtmf(char),
+    /// Answer the destination's re-offer on the second leg as the caller's is
+    /// ([`Action::AnswerRemoteOffer`]).
+    AnswerLegOffer {
+        /// The offer (a re-INVITE may come without one: offer ours).
+        sdp: Option<Vec<u8>>,
+    },
     /// Hang up the second leg (CANCEL before its answer, BYE after) and stop its media, if
     /// there is one.
     HangUpLeg,

@@ -508,3 +508,19 @@ fn the_brains_requests_during_a_bridge_are_answered_not_dropped() {
         }]
     ));
 }
+
+#[test]
+fn the_destinations_re_offers_are_answered_like_the_callers() {
+    let mut call = bridged();
+    let offer = Some(b"v=0 (hold)".to_vec());
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::RemoteOffer { sdp: offer.clone() })),
+        [Action::AnswerLegOffer { sdp: offer }]
+    );
+    // A session refresh without SDP too; the bridge goes on.
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::RemoteOffer { sdp: None })),
+        [Action::AnswerLegOffer { sdp: None }]
+    );
+    assert_eq!(call.feed(Input::Dtmf('7')), [Action::SendLegDtmf('7')]);
+}

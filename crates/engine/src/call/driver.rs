@@ -19,7 +19,8 @@ use super::bridge_leg::{self, Leg, ends_leg, next_leg_input};
 use super::input::{Control, Input, LegInput, MediaOutcome, PlaceFailure};
 use super::machine::{CallMachine, CallSettings};
 use super::media::{
-    EarlyHeard, EarlyListener, measure_media_health, media_config, media_record, next_media_event,
+    EarlyHeard, EarlyListener, answer_remote_offer, measure_media_health, media_config,
+    media_record, next_media_event,
 };
 use super::progress::ProgressLog;
 use super::sdp::{Refusal, SdpSession};
@@ -336,6 +337,11 @@ impl<'a> CallDriver<'a> {
                     tracing::warn!(%error, "the caller's digit cannot be relayed");
                 }
             }
+            Action::AnswerLegOffer { sdp } => {
+                if let Some(leg) = self.leg.as_mut() {
+                    leg.answer_remote_offer(sdp.as_deref());
+                }
+            }
             Action::HangUpLeg => {
                 if let Some(leg) = self.leg.take() {
                     leg.hang_up().await;
@@ -626,27 +632,10 @@ impl<'a> CallDriver<'a> {
         };
     }
 
-    /// Answers the far end's re-offer from the current session, or refuses it with 488.
+    /// Answers the caller's re-offer.
     fn answer_remote_offer(&mut self, offer: Option<&[u8]>) {
-        let (Some(call), Some(sdp)) = (&self.call, self.sdp.as_mut()) else {
-            return;
-        };
-        match sdp.answer_remote_offer(offer) {
-            Some((answer, negotiated)) => {
-                if let Some(media) = &self.media {
-                    media.redirect(Direction {
-                        sending: negotiated.direction.sends(),
-                        receiving: negotiated.direction.receives(),
-                        remote: negotiated.remote_rtp,
-                    });
-                }
-                tracing::info!(hold = negotiated.on_hold, "answered a re-offer");
-                let _ = call.answer_offer(answer.into_bytes());
-            }
-            None => {
-                tracing::warn!("refusing a re-offer we cannot take");
-                let _ = call.reject_offer(488);
-            }
+        if let (Some(call), Some(sdp)) = (&self.call, self.sdp.as_mut()) {
+            answer_remote_offer(call, sdp, self.media.as_ref(), offer);
         }
     }
 

@@ -96,6 +96,11 @@ pub(crate) enum LegInput {
     },
     /// The answered leg ended.
     Ended,
+    /// The destination sent a re-INVITE or UPDATE (hold, resume, a session refresh).
+    RemoteOffer {
+        /// The offer (a re-INVITE may come without one).
+        sdp: Option<Vec<u8>>,
+    },
     /// How its media started ([`Action::ConnectLeg`]).
     ///
     /// [`Action::ConnectLeg`]: super::Action::ConnectLeg
@@ -121,6 +126,7 @@ impl LegInput {
                 reason,
             },
             UaEvent::Call(CallEvent::Ended { .. }) => Self::Ended,
+            UaEvent::Call(CallEvent::RemoteOffer { sdp, .. }) => Self::RemoteOffer { sdp },
             _ => return None,
         };
         Some(input)

@@ -581,6 +581,12 @@ impl CallMachine {
 
     /// What happened to the second leg.
     fn leg_input(&mut self, now: Instant, input: LegInput) {
+        if let LegInput::RemoteOffer { sdp } = input {
+            // Answered like the caller's, whatever the bridge's state: a leg refused its
+            // session refresh would be torn down.
+            self.actions.push_back(Action::AnswerLegOffer { sdp });
+            return;
+        }
         let Some(bridge) = self.bridge.as_mut() else {
             // A leg whose attempt is over (the driver hangs it up).
             if matches!(input, LegInput::Answered { .. }) {
@@ -589,7 +595,7 @@ impl CallMachine {
             return;
         };
         let progress = match input {
-            LegInput::Placed => Progress::Nothing,
+            LegInput::Placed | LegInput::RemoteOffer { .. } => Progress::Nothing,
             LegInput::NotPlaced => bridge.on_not_placed(),
             LegInput::Attempt { sip_call_id } => bridge.on_attempt(sip_call_id),
             LegInput::Answered { sdp } => {
