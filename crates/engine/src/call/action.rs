@@ -92,7 +92,8 @@ pub(crate) enum Action {
         /// The answer's SDP.
         sdp: Option<Vec<u8>>,
     },
-    /// Relay the two legs' audio both ways.
+    /// Relay the two legs' audio both ways; how it went comes back as
+    /// [`LegInput::Relayed`](super::input::LegInput::Relayed).
     RelayLegs,
     /// Send this digit on the second leg (RFC 4733).
     SendLegDtmf(char),

@@ -2,14 +2,18 @@
 //! which the call machine holds and feeds.
 //!
 //! ```text
-//!  dial ─▶ Dialing ──(the leg's 2xx)──▶ Connecting ──(its media runs)──▶ Bridged ──▶ Over
+//!  dial ─▶ Dialing ──(the leg's 2xx)──▶ Connecting ──(its media runs)──▶ Relaying
+//!                                                                          │ (the relay is set)
+//!                                                                          ▼
+//!                                                                       Bridged ──▶ Over
 //!           │  the caller hears ringback       │                            either side
 //!           ├─▶ busy, rejected, unreachable: failed (destination_failed)    hangs up (or the
 //!           ├─▶ not placed: failed (unavailable)                            destination's RTP
 //!           ├─▶ no answer by the ring timeout: failed (timeout), the leg    times out): the
 //!           │   canceled                       │                            other is hung up
 //!           └─▶ the call ended: failed (call_ended), the leg canceled
-//!                                              └─▶ its media unusable: failed, the leg hung up
+//!                                              └─▶ its media unusable, or the relay not set:
+//!                                                  failed (destination_failed), the leg hung up
 //! ```
 //!
 //! A failed attempt gives the caller back to the brain, which is told why. While one is under
@@ -46,6 +50,8 @@ enum Phase {
     Dialing { until: Instant },
     /// It answered; its media is starting.
     Connecting,
+    /// Its media runs; the relay between the legs is being set.
+    Relaying,
     /// The two legs are relayed since then.
     Bridged { since: Instant },
     /// Either leg hung up after the bridge.
@@ -146,12 +152,30 @@ impl Bridge {
         false
     }
 
-    /// How the leg's media started: the legs are bridged, or the attempt failed.
-    pub(crate) fn on_media(&mut self, now: Instant, outcome: MediaOutcome) -> Progress {
+    /// How the leg's media started: the legs are to be relayed, or the attempt failed.
+    pub(crate) fn on_media(&mut self, outcome: MediaOutcome) -> Progress {
         if self.phase != Phase::Connecting {
             return Progress::Nothing;
         }
         if outcome != MediaOutcome::Started {
+            return self.fail(None, TransferFailure::DestinationFailed);
+        }
+        self.phase = Phase::Relaying;
+        Progress::Nothing
+    }
+
+    /// Whether the legs are to be relayed now (the leg's media runs).
+    pub(crate) fn relaying(&self) -> bool {
+        self.phase == Phase::Relaying
+    }
+
+    /// Whether the relay was set at `now`: the legs are bridged, or the attempt failed (the
+    /// destination answered, but cannot be heard).
+    pub(crate) fn on_relayed(&mut self, now: Instant, relayed: bool) -> Progress {
+        if self.phase != Phase::Relaying {
+            return Progress::Nothing;
+        }
+        if !relayed {
             return self.fail(None, TransferFailure::DestinationFailed);
         }
         self.phase = Phase::Bridged { since: now };
@@ -169,7 +193,10 @@ impl Bridge {
 
     /// The leg ended before it was answered.
     pub(crate) fn on_failed(&mut self, sip_status: Option<u16>, reason: SipEndReason) -> Progress {
-        if !matches!(self.phase, Phase::Dialing { .. } | Phase::Connecting) {
+        if !matches!(
+            self.phase,
+            Phase::Dialing { .. } | Phase::Connecting | Phase::Relaying
+        ) {
             return Progress::Nothing;
         }
         let failure = match reason {
@@ -190,7 +217,7 @@ impl Bridge {
                     Some(now.saturating_duration_since(since).as_millis() as u64);
                 Progress::Moved(self.record(TransferStatus::Completed, Some(200), None))
             }
-            Phase::Dialing { .. } | Phase::Connecting => {
+            Phase::Dialing { .. } | Phase::Connecting | Phase::Relaying => {
                 self.fail(None, TransferFailure::DestinationFailed)
             }
             Phase::Over => Progress::Nothing,
@@ -210,7 +237,7 @@ impl Bridge {
     /// once, not bridged to a call that is going); a bridge ends with the call.
     pub(crate) fn on_hanging_up(&mut self) -> Progress {
         match self.phase {
-            Phase::Dialing { .. } | Phase::Connecting => {
+            Phase::Dialing { .. } | Phase::Connecting | Phase::Relaying => {
                 self.fail(None, TransferFailure::CallEnded)
             }
             Phase::Bridged { .. } | Phase::Over => Progress::Nothing,
@@ -221,7 +248,7 @@ impl Bridge {
     pub(crate) fn on_call_ended(&mut self, now: Instant) -> Progress {
         match self.phase {
             Phase::Bridged { .. } => self.on_leg_ended(now),
-            Phase::Dialing { .. } | Phase::Connecting => {
+            Phase::Dialing { .. } | Phase::Connecting | Phase::Relaying => {
                 self.fail(None, TransferFailure::CallEnded)
             }
             Phase::Over => Progress::Nothing,

@@ -120,13 +120,14 @@ fn bridged() -> Call {
     };
     assert_eq!(
         call.feed(Input::Leg(LegInput::Media(MediaOutcome::Started))),
-        [
-            Action::RelayLegs,
-            Action::RecordTransfer {
-                transfer: completed,
-                transferred_to: Some(NUMBER.into()),
-            },
-        ]
+        [Action::RelayLegs]
+    );
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Relayed(true))),
+        [Action::RecordTransfer {
+            transfer: completed,
+            transferred_to: Some(NUMBER.into()),
+        }]
     );
     call
 }
@@ -357,6 +358,7 @@ fn a_bridge_counts_its_outcome_once() {
     let mut call = dialing();
     let mut actions = call.feed(Input::Leg(LegInput::Answered { sdp: None }));
     actions.extend(call.feed(Input::Leg(LegInput::Media(MediaOutcome::Started))));
+    actions.extend(call.feed(Input::Leg(LegInput::Relayed(true))));
     call.wait(Duration::from_secs(9));
     actions.extend(call.feed(Input::Leg(LegInput::Ended)));
     actions.extend(call.feed(ended(Party::Local, SipEndReason::Completed)));
@@ -523,4 +525,24 @@ fn the_destinations_re_offers_are_answered_like_the_callers() {
         [Action::AnswerLegOffer { sdp: None }]
     );
     assert_eq!(call.feed(Input::Dtmf('7')), [Action::SendLegDtmf('7')]);
+}
+
+#[test]
+fn a_relay_not_set_gives_the_caller_back_to_the_agent() {
+    let mut call = dialing();
+    call.feed(Input::Leg(LegInput::Answered { sdp: None }));
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Media(MediaOutcome::Started))),
+        [Action::RelayLegs]
+    );
+    assert_eq!(
+        call.feed(Input::Leg(LegInput::Relayed(false))),
+        given_back(failure(
+            None,
+            TransferFailure::DestinationFailed,
+            leg(None, None)
+        ))
+    );
+    // The call is the agent's again: its digits go to the brain.
+    assert_eq!(call.feed(Input::Dtmf('5')), [Action::TellBrainDtmf('5')]);
 }

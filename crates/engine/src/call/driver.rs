@@ -318,11 +318,15 @@ impl<'a> CallDriver<'a> {
                     .handle(Instant::now(), Input::Leg(LegInput::Media(outcome)));
             }
             Action::RelayLegs => {
-                if let (Some(media), Some(leg)) = (&self.media, self.leg.as_mut())
-                    && !bridge_leg::relay(media, leg)
-                {
+                let relayed = match (&self.media, self.leg.as_mut()) {
+                    (Some(media), Some(leg)) => bridge_leg::relay(media, leg),
+                    _ => false,
+                };
+                if !relayed {
                     tracing::error!("the second leg's media rings are gone; nothing is relayed");
                 }
+                self.machine
+                    .handle(Instant::now(), Input::Leg(LegInput::Relayed(relayed)));
             }
             Action::SendLegDtmf(digit) => {
                 let digits = digit.to_string();

@@ -105,6 +105,11 @@ pub(crate) enum LegInput {
     ///
     /// [`Action::ConnectLeg`]: super::Action::ConnectLeg
     Media(MediaOutcome),
+    /// Whether the legs' relay was set ([`Action::RelayLegs`]): `false` when the leg's media
+    /// rings are gone.
+    ///
+    /// [`Action::RelayLegs`]: super::Action::RelayLegs
+    Relayed(bool),
     /// The destination pressed a key (RFC 4733).
     Dtmf(char),
     /// No RTP from the destination for the engine's RTP timeout: it vanished without a BYE.

@@ -604,7 +604,14 @@ impl CallMachine {
                 }
                 Progress::Nothing
             }
-            LegInput::Media(outcome) => bridge.on_media(now, outcome),
+            LegInput::Media(outcome) => {
+                let progress = bridge.on_media(outcome);
+                if bridge.relaying() {
+                    self.actions.push_back(Action::RelayLegs);
+                }
+                progress
+            }
+            LegInput::Relayed(relayed) => bridge.on_relayed(now, relayed),
             LegInput::Failed { sip_status, reason } => bridge.on_failed(sip_status, reason),
             LegInput::Ended => {
                 let progress = bridge.on_leg_ended(now);
@@ -655,8 +662,7 @@ impl CallMachine {
                 transferred_to: None,
             }),
             Progress::Completed(transfer) => {
-                tracing::info!(to = %transfer.to, "the destination answered; bridging");
-                self.actions.push_back(Action::RelayLegs);
+                tracing::info!(to = %transfer.to, "the destination answered; bridged");
                 self.actions.push_back(Action::RecordTransfer {
                     transferred_to: Some(transfer.to.clone()),
                     transfer,
