@@ -7,8 +7,12 @@
 //! end talks to a reflector thread that only receives each datagram and sends it back. The
 //! CPU time of the worker and of the reflector is read from `/proc` (per thread).
 //!
-//! `cargo bench -p dialtone-benches --bench media_worker` (env `CALLS`, default 200, and
-//! `SECONDS`, default 10).
+//! With `RECORD=1` every call also records a stereo WAV (into a temporary directory): the
+//! worker's CPU then includes handing each tick to the recording's ring, and the shared
+//! recording writer thread's CPU is reported beside it.
+//!
+//! `cargo bench -p dialtone-benches --bench media_worker` (env `CALLS`, default 200,
+//! `SECONDS`, default 10, `RECORD`, default 0).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -151,6 +155,8 @@ fn reflector(
 fn main() {
     let calls = env("CALLS", 200) as usize;
     let seconds = env("SECONDS", 10);
+    let record = env("RECORD", 0) == 1;
+    let recordings = tempfile::tempdir().unwrap();
     let call_seconds = (calls as u64 * seconds) as f64;
 
     // Dialtone: one media worker, N calls.
@@ -176,6 +182,9 @@ fn main() {
                 port,
                 MediaConfig {
                     rtp_timeout: Duration::from_secs(3600),
+                    record: record.then(|| {
+                        dialtone_media::RecordTo::stereo(recordings.path().join(format!("{i}.wav")))
+                    }),
                     ..MediaConfig::new(
                         MediaCodec::Pcmu,
                         0,
@@ -195,6 +204,7 @@ fn main() {
         .map(|i| RtpSender::new(i as u32 + 1, 0, 0, 0))
         .collect();
     let cpu_before = thread_cpu("dialtone-media");
+    let writer_before = thread_cpu("dialtone-record");
     far.run(seconds, || {
         for (inbound, outbound) in &mut rings {
             while let Some(mut frame) = inbound.try_recv() {
@@ -204,8 +214,17 @@ fn main() {
         }
     });
     let ours = thread_cpu("dialtone-media") - cpu_before;
+    let writer = thread_cpu("dialtone-record") - writer_before;
     let ours_received = far.received;
     let latency = engine.latency();
+    let mut dropped = 0;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for call in media {
+        dropped += runtime.block_on(call.stop()).recording_dropped;
+    }
 
     // The reflector, same far ends, same packet rate.
     let stop = Arc::new(AtomicBool::new(false));
@@ -218,7 +237,16 @@ fn main() {
     let moved = handle.join().unwrap();
 
     let per_call_second = |cpu: f64| cpu / call_seconds * 1e6;
-    println!("media worker: {calls} full-duplex G.711 calls for {seconds} s on one worker");
+    println!(
+        "media worker: {calls} full-duplex G.711 calls for {seconds} s on one worker{}",
+        if record { ", each recorded" } else { "" }
+    );
+    if record {
+        println!(
+            "  recording writer  {:>8.1} µs CPU per call-second ({writer:.2} s CPU; {dropped} ticks dropped)",
+            per_call_second(writer)
+        );
+    }
     println!(
         "  dialtone worker   {:>8.1} µs CPU per call-second ({ours:.2} s CPU; {ours_received} packets back)",
         per_call_second(ours)

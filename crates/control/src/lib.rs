@@ -12,6 +12,7 @@
 //! | `POST/GET /v1/agents`, `GET/PATCH/DELETE /v1/agents/{id}` | agents (the providers their `llm`, `stt`, `tts` name must be the organisation's, of a kind that fits) |
 //! | `POST/GET /v1/providers`, `GET/PATCH/DELETE /v1/providers/{id}` | language and speech providers (the API key is write-only) |
 //! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup`, `POST /v1/calls/{id}/transfer` | calls |
+//! | `GET/DELETE /v1/calls/{id}/recording` | the call's recording: the file, streamed, with byte ranges (`Range`, `206`, `416`); removed from the store and the record |
 //! | `GET /v1/calls/{id}/events`, `POST /v1/events/{id}/redeliver` | a call's webhook events and their delivery state; queue one again |
 //! | `POST/GET /v1/organizations`, `GET/PATCH/DELETE /v1/organizations/{id}` (`disabled`) | tenants (`operator` keys only) |
 //! | `POST/GET /v1/organizations/{id}/keys`, `DELETE /v1/organizations/{id}/keys/{key_id}` | an organisation's API keys: issue (scope, expiry), list, revoke (`operator` keys, or the organisation's `admin` keys) |
@@ -41,6 +42,7 @@ mod numbers;
 pub mod openapi;
 mod organizations;
 mod providers;
+mod recordings;
 mod trunks;
 mod views;
 
@@ -110,6 +112,10 @@ pub fn router(state: ApiState) -> Router {
         .routes(routes!(calls::get_call))
         .routes(routes!(calls::hangup_call))
         .routes(routes!(calls::transfer_call))
+        .routes(routes!(
+            recordings::get_recording,
+            recordings::delete_recording
+        ))
         .routes(routes!(events::call_events))
         .routes(routes!(events::redeliver_event))
         .routes(routes!(

@@ -62,7 +62,7 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
     (
         "DIALTONE_DATA_DIR",
         Some("dialtone-data"),
-        "where the SQLite file lives",
+        "where the SQLite file and the call recordings (`recordings/`) live",
     ),
     (
         "DIALTONE_DATABASE_URL",
@@ -150,6 +150,11 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
         Some("15"),
         "the node's lease, renewed every third of it; a node that misses it is lost and a survivor closes its calls (`node_lost`)",
     ),
+    (
+        "DIALTONE_RECORDING_RETENTION_DAYS",
+        None,
+        "days a call's recording is kept after the call ended, then removed by a background job (unset: kept until deleted)",
+    ),
 ];
 
 /// The SIP over TLS listener: where, and the PEM files of its certificate chain and key.
@@ -193,6 +198,10 @@ pub struct Config {
     pub rtp_ports: (u16, u16),
     /// Storage URL.
     pub database_url: String,
+    /// Where call recordings are kept (the data directory's `recordings/`).
+    pub recording_dir: PathBuf,
+    /// How long a recording is kept after its call ended (`None`: until deleted).
+    pub recording_retention: Option<Duration>,
     /// API key.
     pub api_key: String,
     /// Default brain.
@@ -405,6 +414,24 @@ impl Config {
                     }
                     _ => (a.clone(), None),
                 });
+        let recording_dir =
+            PathBuf::from(sources.or_default("DIALTONE_DATA_DIR").0).join("recordings");
+        let recording_retention = match sources.get("DIALTONE_RECORDING_RETENTION_DAYS") {
+            None => None,
+            Some((days, from)) => Some(
+                days.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|d| *d > 0)
+                    .map(|d| Duration::from_secs(u64::from(d) * 86_400))
+                    .ok_or_else(|| DaemonError::Config {
+                        key: "DIALTONE_RECORDING_RETENTION_DAYS",
+                        problem: format!(
+                            "{days:?}{from} is not a whole number of days (1 or more)"
+                        ),
+                    })?,
+            ),
+        };
         let database_url = match sources.get("DIALTONE_DATABASE_URL") {
             Some((url, from)) => {
                 if !url.starts_with("sqlite:") && !url.starts_with("postgres") {
@@ -502,6 +529,8 @@ impl Config {
             sip_tls,
             rtp_ports,
             database_url,
+            recording_dir,
+            recording_retention,
             api_key: sources.required("DIALTONE_API_KEY", "the bearer key clients use")?,
             default_brain: sources.or_default("DIALTONE_BRAIN_ADDR").0,
             webhook_secret: sources.required(
@@ -578,6 +607,15 @@ mod tests {
         assert_eq!(c.default_brain, "builtin:ivr");
         assert!(c.media_realtime);
         assert_eq!(c.default_org_max_concurrent_calls, None);
+        assert_eq!(c.recording_dir, PathBuf::from("dialtone-data/recordings"));
+        assert_eq!(c.recording_retention, None);
+        let mut kept = required();
+        kept.push(("DIALTONE_RECORDING_RETENTION_DAYS", "30"));
+        let c = Config::load_from(None, &env(&kept)).unwrap();
+        assert_eq!(
+            c.recording_retention,
+            Some(Duration::from_secs(30 * 86_400))
+        );
         let mut capped = required();
         capped.push(("DIALTONE_ORG_MAX_CONCURRENT_CALLS", "25"));
         let c = Config::load_from(None, &env(&capped)).unwrap();
@@ -658,6 +696,10 @@ mod tests {
             (
                 vec![("DIALTONE_DATABASE_URL", "mysql://x")],
                 "DIALTONE_DATABASE_URL: \"mysql://x\" is neither",
+            ),
+            (
+                vec![("DIALTONE_RECORDING_RETENTION_DAYS", "0")],
+                "DIALTONE_RECORDING_RETENTION_DAYS: \"0\" is not a whole number of days",
             ),
         ] {
             let message = error(&pairs);

@@ -8,8 +8,9 @@
 //! [`Daemon::start`] opens storage as node `DIALTONE_NODE_ID` and takes its lease, closes the
 //! calls a previous run of this node left live (`engine_restart`), binds SIP (UDP, TCP, TLS),
 //! the HTTP API (with `/metrics`, `/healthz`, `/readyz`) and the gRPC API, and starts the
-//! webhook delivery worker and the lease keeper (`node.rs`: renewal, and lost nodes' calls
-//! closed as `node_lost`). [`Daemon::shutdown`] drains: dispatches
+//! webhook delivery worker, the lease keeper (`node.rs`: renewal, and lost nodes' calls
+//! closed as `node_lost`) and, with `DIALTONE_RECORDING_RETENTION_DAYS`, the purge of
+//! recordings past retention (recordings live in the data directory's `recordings/`). [`Daemon::shutdown`] drains: dispatches
 //! are refused at once (503 / `UNAVAILABLE`), live calls go on up to the drain timeout, the
 //! rest are ended with `engine_shutdown`, and their outcomes are in storage before it returns.
 //!
@@ -23,7 +24,7 @@ use std::time::Duration;
 use dialtone_control::{ApiState, router};
 use dialtone_engine::leftovers::{LEFTOVER_WAIT, hang_up_leftovers};
 use dialtone_engine::webhooks::{WebhookConfig, spawn_delivery};
-use dialtone_engine::{Engine, EngineConfig, SpeechWorkers};
+use dialtone_engine::{Engine, EngineConfig, Recordings, SpeechWorkers};
 use dialtone_sip_ua::{SipUa, TlsListen, UaConfig};
 use dialtone_storage::Storage;
 
@@ -180,7 +181,12 @@ pub struct Daemon {
     lease: tokio::task::JoinHandle<()>,
     /// Carries out other nodes' commands for this node's calls (PostgreSQL).
     commands: Option<tokio::task::JoinHandle<()>>,
+    /// Removes recordings past `DIALTONE_RECORDING_RETENTION_DAYS`.
+    purging: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// How often recordings past retention are looked for.
+const RECORDING_PURGE_EVERY: Duration = Duration::from_secs(600);
 
 impl Daemon {
     /// Opens storage, binds SIP, HTTP and gRPC, and serves.
@@ -272,6 +278,11 @@ impl Daemon {
             threads: config.speech_threads,
             source,
         })?;
+        let local = dialtone_storage::LocalRecordings::new(&config.recording_dir);
+        let recordings = Recordings {
+            staging: local.dir().to_path_buf(),
+            store: Arc::new(local),
+        };
         let engine = Engine::new(
             storage,
             ua.clone(),
@@ -289,7 +300,16 @@ impl Daemon {
                 default_org_max_concurrent_calls: config.default_org_max_concurrent_calls,
                 signing_secret: config.webhook_secret.clone(),
             },
+            Some(recordings.clone()),
         );
+        let purging = config.recording_retention.map(|retention| {
+            tokio::spawn(dialtone_engine::purge_expired(
+                engine.storage().clone(),
+                recordings.store.clone(),
+                retention,
+                RECORDING_PURGE_EVERY,
+            ))
+        });
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| DaemonError::Http {
@@ -365,6 +385,7 @@ impl Daemon {
         Ok(Daemon {
             lease,
             commands,
+            purging,
             http_addr,
             metrics_addr,
             metrics_server,
@@ -407,6 +428,9 @@ impl Daemon {
         self.lease.abort();
         if let Some(commands) = &self.commands {
             commands.abort();
+        }
+        if let Some(purging) = &self.purging {
+            purging.abort();
         }
         // Every call is over: nothing of this node is left for a survivor to close.
         if let Err(error) = self.engine.storage().release_lease().await {

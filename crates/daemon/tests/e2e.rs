@@ -21,12 +21,14 @@ fn config(dir: &std::path::Path) -> Config {
     let world = WORLDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 60;
     let base = 20000 + (std::process::id() % 5) as u16 * 2400 + world * 40;
     let database_url = format!("sqlite://{}", dir.join("e2e.db").display());
+    let data_dir = dir.display().to_string();
     let rtp_ports = format!("{base}-{}", base + 39);
     let env = |key: &str| {
         let value = match key {
             "DIALTONE_HTTP_ADDR" | "DIALTONE_GRPC_ADDR" | "DIALTONE_SIP_ADDR" => "127.0.0.1:0",
             "DIALTONE_RTP_PORTS" => &rtp_ports,
             "DIALTONE_DATABASE_URL" => &database_url,
+            "DIALTONE_DATA_DIR" => &data_dir,
             "DIALTONE_API_KEY" => KEY,
             "DIALTONE_BRAIN_ADDR" => "builtin:echo",
             "DIALTONE_WEBHOOK_SECRET" => "whsec-test",
@@ -3765,6 +3767,8 @@ mod failures;
 mod inbound;
 #[path = "e2e/nodes.rs"]
 mod nodes;
+#[path = "e2e/recording.rs"]
+mod recording;
 #[path = "e2e/secure.rs"]
 mod secure;
 #[path = "e2e/transfer.rs"]

@@ -27,6 +27,9 @@
 //! transfer may go (numbers, SIP URIs on the trunk's host or its `transfer_sip_domains`) and
 //! the attempt's state are the call machine's too.
 //!
+//! Calls of agents that `record` are recorded by their media (module `recording`): the
+//! finished file goes to the [`Recordings`] store and its description onto the final step.
+//!
 //! Brains: `builtin:echo` (the caller hears itself, full duplex through the media pipeline),
 //! `builtin:ivr` (speaks the instructions, collects digits) and any AgentBridge server
 //! (`grpc://host:port`); `dialtone_agent` holds the speech synthesis. Brains and their speech loops
@@ -42,6 +45,7 @@ mod inbound;
 pub mod leftovers;
 pub mod outbound;
 mod port_share;
+mod recording;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -56,6 +60,7 @@ use dialtone_model::{
 pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{Credentials, SipUa, Transport, Trunk, TrunkTls};
 use dialtone_speech::{AmdConfig, BargeIn, SpeechConfig};
+pub use recording::{Recordings, purge_expired};
 
 use brains::Builtin;
 use call::{Control, HangUp, TransferPolicy, TransferRefusal};
@@ -332,6 +337,8 @@ pub struct Engine {
     provider_http: std::sync::OnceLock<reqwest::Client>,
     /// Where the brains run.
     speech: SpeechWorkers,
+    /// Where calls of agents that record are recorded (none: nothing is recorded).
+    recordings: Option<Recordings>,
 }
 
 /// The SIP user agent's trunk for a stored one.
@@ -383,6 +390,7 @@ impl Engine {
         media: Arc<MediaEngine>,
         speech: SpeechWorkers,
         config: EngineConfig,
+        recordings: Option<Recordings>,
     ) -> Arc<Self> {
         Arc::new(Self {
             ports: PortPool::new(config.rtp_bind, config.rtp_first_port, config.rtp_last_port),
@@ -404,7 +412,13 @@ impl Engine {
             tts: Arc::new(dialtone_agent::EspeakNg::default()),
             provider_http: std::sync::OnceLock::new(),
             speech,
+            recordings,
         })
+    }
+
+    /// Where calls are recorded, when recording is set up.
+    pub fn recordings(&self) -> Option<&Recordings> {
+        self.recordings.as_ref()
     }
 
     /// The storage the engine writes to.
@@ -651,6 +665,10 @@ impl Engine {
             language: settings.language.clone(),
             returns: settings.returns.clone().filter(Value::is_object),
             mask_dtmf: settings.mask_dtmf == Some(true),
+            record: self
+                .recordings
+                .as_ref()
+                .and_then(|r| r.record_to(call.id, settings)),
             session: brains::Session {
                 agent_id: agent.id,
                 to: call.to.clone(),
@@ -871,6 +889,8 @@ struct CallPlan {
     returns: Option<Value>,
     /// Mask digits in transcripts and logs.
     mask_dtmf: bool,
+    /// What the call records, when its agent records.
+    record: Option<recording::CallRecording>,
     /// What an external brain is told at the start.
     session: brains::Session,
     /// `builtin:agent`'s conversation, models and tools.

@@ -59,6 +59,7 @@ pub use histogram::{LatencyHistogram, LatencySnapshot};
 pub use pipeline::{
     CallMedia, Direction, MediaCodec, MediaConfig, MediaEvent, TickTimes, Transmit,
 };
+pub use recording::{RecordTo, RecordingOutcome};
 pub use ring::{AudioFrame, FRAME_SAMPLES, FrameReceiver, FrameSender};
 pub use splice::{Feed, Splice};
 pub use worker::WorkerLatency;
@@ -533,7 +534,7 @@ pub struct MediaCall {
     events: tokio_mpsc::UnboundedReceiver<MediaEvent>,
     stats: Arc<Mutex<MediaStats>>,
     telephone_event: bool,
-    recording_done: Option<oneshot::Receiver<()>>,
+    recording_done: Option<oneshot::Receiver<RecordingOutcome>>,
     stopped: bool,
 }
 
@@ -612,7 +613,12 @@ impl MediaCall {
 
     /// Stops the media (sockets closed, ports back in the pool, recording complete) and
     /// returns the final statistics.
-    pub async fn stop(mut self) -> MediaStats {
+    pub async fn stop(self) -> MediaStats {
+        self.stop_recorded().await.0
+    }
+
+    /// Like [`stop`](Self::stop), with how the recording ended (when the call recorded).
+    pub async fn stop_recorded(mut self) -> (MediaStats, Option<RecordingOutcome>) {
         self.stopped = true;
         let (reply, stats) = oneshot::channel();
         let final_stats = if self.worker.send(Command::Stop(self.id, Some(reply))) {
@@ -620,10 +626,13 @@ impl MediaCall {
         } else {
             self.stats()
         };
-        if let Some(done) = self.recording_done.take() {
-            let _ = done.await;
-        }
-        final_stats
+        let recording = match self.recording_done.take() {
+            Some(done) => Some(done.await.unwrap_or_else(|_| {
+                RecordingOutcome::Failed("the recording writer stopped".into())
+            })),
+            None => None,
+        };
+        (final_stats, recording)
     }
 }
 

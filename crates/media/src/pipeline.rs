@@ -25,7 +25,6 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -40,7 +39,7 @@ use dialtone_rtp::{
 };
 use tokio::sync::{Notify, oneshot};
 
-use crate::recording::{Recorder, StereoFrame};
+use crate::recording::{RecordTo, Recorder, RecordingOutcome, StereoFrame};
 use crate::ring::{
     AudioFrame, FRAME_SAMPLES, FrameReceiver, FrameSender, RingCounters, call_rings,
 };
@@ -53,6 +52,9 @@ pub const COMFORT_NOISE: u8 = 13;
 pub const SPEECH_RATE: u32 = 16_000;
 /// Largest datagram handled.
 pub const MAX_DATAGRAM: usize = 1500;
+/// A masked key press stays silent in the recording this many ticks past its end: the audio
+/// of its moment leaves the jitter buffer up to 300 ms after the event came in.
+const MASK_TAIL_TICKS: u32 = 15;
 
 /// The negotiated audio codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,8 +99,8 @@ pub struct MediaConfig {
     pub telephone_event: Option<u8>,
     /// The far end is taken as gone after this long without a packet.
     pub rtp_timeout: Duration,
-    /// Write a stereo WAV of the call here.
-    pub record: Option<PathBuf>,
+    /// Record the call: where and how.
+    pub record: Option<RecordTo>,
     /// Our SSRC (random per call, RFC 3550 §8).
     pub ssrc: u32,
     /// The first sequence number (random).
@@ -348,9 +350,11 @@ pub struct CallMedia {
     /// A bridged transfer's splice: what is sent instead of the agent's audio, and where
     /// inbound frames are copied.
     splice: Option<Spliced>,
-    recording_done: Option<oneshot::Receiver<()>>,
+    recording_done: Option<oneshot::Receiver<RecordingOutcome>>,
     /// The agent's frame of this tick, for the recording's second channel.
     recorded_agent: [i16; FRAME_SAMPLES],
+    /// Ticks the recording stays silent for (a key press being masked).
+    masked_ticks: u32,
     events: VecDeque<MediaEvent>,
     last_arrival: Instant,
     timed_out: bool,
@@ -373,17 +377,22 @@ impl std::fmt::Debug for CallMedia {
 
 impl CallMedia {
     /// A call's media starting at `now` (when the wall clock read `wallclock`), with the speech
-    /// loop's ends of its rings. When `config.record` names a file its writer starts now.
+    /// loop's ends of its rings. When `config.record` names a file its writer starts now (a
+    /// file that cannot be created leaves the call unrecorded, its outcome `Failed`).
     pub fn new(
         config: MediaConfig,
         now: Instant,
         wallclock: SystemTime,
     ) -> Result<(Self, FrameReceiver, FrameSender), MediaError> {
         let ((to_speech, from_agent), (inbound, outbound), notify, counters) = call_rings();
-        let (recorder, recording_done) = match &config.record {
-            Some(path) => {
-                let (recorder, done) = Recorder::start(path)?;
-                (Some(recorder), Some(done))
+        // A recording that cannot start leaves the call unrecorded, never without media.
+        let (recorder, recording_done) = match config.record.as_ref().map(Recorder::start) {
+            Some(Ok((recorder, done))) => (Some(recorder), Some(done)),
+            Some(Err(error)) => {
+                tracing::error!(%error, "the call is not recorded");
+                let (failed, done) = oneshot::channel();
+                let _ = failed.send(RecordingOutcome::Failed(error.to_string()));
+                (None, Some(done))
             }
             None => (None, None),
         };
@@ -423,6 +432,7 @@ impl CallMedia {
             splice: None,
             recording_done,
             recorded_agent: [0; FRAME_SAMPLES],
+            masked_ticks: 0,
             events: VecDeque::with_capacity(16),
             last_arrival: now,
             timed_out: false,
@@ -442,7 +452,7 @@ impl CallMedia {
 
     /// Resolves once the recording file is complete (after this call's media is dropped);
     /// `None` when not recording or already taken.
-    pub fn take_recording_done(&mut self) -> Option<oneshot::Receiver<()>> {
+    pub fn take_recording_done(&mut self) -> Option<oneshot::Receiver<RecordingOutcome>> {
         self.recording_done.take()
     }
 
@@ -771,14 +781,23 @@ impl CallMedia {
             }
         }
         if let Some(recorder) = self.recorder.as_mut() {
-            recorder.push(StereoFrame {
-                caller: if produced {
-                    caller.samples
-                } else {
-                    [0; FRAME_SAMPLES]
-                },
-                agent: self.recorded_agent,
-            });
+            let frame = if self.masked_ticks > 0 {
+                self.masked_ticks -= 1;
+                StereoFrame {
+                    caller: [0; FRAME_SAMPLES],
+                    agent: [0; FRAME_SAMPLES],
+                }
+            } else {
+                StereoFrame {
+                    caller: if produced {
+                        caller.samples
+                    } else {
+                        [0; FRAME_SAMPLES]
+                    },
+                    agent: self.recorded_agent,
+                }
+            };
+            recorder.push(frame);
         }
 
         if now >= self.rtcp.poll_timeout() {
@@ -804,6 +823,12 @@ impl CallMedia {
     fn take_dtmf_events(&mut self, now: Instant) {
         while let Some(event) = self.dtmf_in.poll_event() {
             self.stats.dtmf_events += 1;
+            if self.config.record.as_ref().is_some_and(|r| r.mask_dtmf) {
+                self.masked_ticks = match event {
+                    DtmfEvent::Started { .. } => u32::MAX,
+                    DtmfEvent::Ended { .. } => MASK_TAIL_TICKS,
+                };
+            }
             if matches!(event, DtmfEvent::Ended { .. }) {
                 self.stats.dtmf_digits += 1;
             }

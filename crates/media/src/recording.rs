@@ -1,13 +1,15 @@
-//! Per-call recording to a stereo 16 kHz WAV file (caller left, agent right), written off the
-//! hot path: the media worker pushes one stereo frame per tick into a lock-free ring, and a
-//! writer thread of the recording's own drains it to disk, fixing the RIFF sizes when the call
-//! ends.
+//! Per-call recording to a 16 kHz WAV file — stereo (caller left, agent right) or mixed — written
+//! off the hot path: the media worker pushes one frame pair per tick into the recording's
+//! lock-free ring, and one writer thread shared by every recording of the process drains all
+//! the rings to disk, fixing each file's RIFF sizes when its call ends. The worker never waits
+//! on the disk: a full ring (the disk five seconds behind) drops the tick and counts it, and a
+//! failed write marks the recording failed without touching the call.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -21,9 +23,48 @@ pub(crate) struct StereoFrame {
     pub(crate) agent: [i16; FRAME_SAMPLES],
 }
 
+/// What to record and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordTo {
+    /// The file to write (created, or truncated).
+    pub path: PathBuf,
+    /// Both sides summed into one channel rather than caller left, agent right.
+    pub mixed: bool,
+    /// Key presses (RFC 4733 events) are silenced in both channels.
+    pub mask_dtmf: bool,
+}
+
+impl RecordTo {
+    /// A stereo recording to `path`, digits left in.
+    pub fn stereo(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            mixed: false,
+            mask_dtmf: false,
+        }
+    }
+}
+
+/// How a recording ended: its length and size, or why it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordingOutcome {
+    /// The file is complete.
+    Complete {
+        /// Ticks (20 ms each) written.
+        frames: u64,
+        /// Size of the file.
+        bytes: u64,
+    },
+    /// Writing failed (a full disk, say); the file is incomplete.
+    Failed(String),
+}
+
 /// Ticks buffered between the worker and the writer (five seconds).
 const RECORDING_RING: usize = 250;
 const SAMPLE_RATE: u32 = 16_000;
+/// How long the writer rests between passes over the rings: well under the five seconds a
+/// ring holds.
+const WRITER_REST: Duration = Duration::from_millis(40);
 
 /// The worker's end of a recording.
 #[derive(Debug)]
@@ -33,26 +74,33 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    /// Creates the file and starts its writer thread; the receiver resolves once the file is
-    /// complete (after the recorder is dropped and the ring drained).
-    pub(crate) fn start(path: &Path) -> Result<(Self, oneshot::Receiver<()>), MediaError> {
+    /// Creates the file and hands it to the shared writer; the receiver resolves once the file
+    /// is complete (after the recorder is dropped and the ring drained) or failed.
+    pub(crate) fn start(
+        to: &RecordTo,
+    ) -> Result<(Self, oneshot::Receiver<RecordingOutcome>), MediaError> {
         let fail = |source| MediaError::Recording {
-            path: path.to_path_buf(),
+            path: to.path.clone(),
             source,
         };
-        let mut file = BufWriter::new(File::create(path).map_err(fail)?);
-        write_header(&mut file, 0).map_err(fail)?;
+        let mut file = BufWriter::new(File::create(&to.path).map_err(fail)?);
+        let channels = if to.mixed { 1 } else { 2 };
+        write_header(&mut file, channels, 0).map_err(fail)?;
         let (ring, frames) = rtrb::RingBuffer::new(RECORDING_RING);
         let dropped = Arc::new(AtomicU64::new(0));
-        let owned = path.to_path_buf();
         let (done, finished) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("dialtone-recorder".into())
-            .spawn(move || {
-                write_until_closed(owned, file, frames);
-                let _ = done.send(());
-            })
-            .map_err(fail)?;
+        let open = OpenRecording {
+            path: to.path.clone(),
+            channels,
+            file,
+            frames,
+            written: 0,
+            done,
+        };
+        writer()
+            .map_err(fail)?
+            .send(open)
+            .map_err(|_| fail(std::io::Error::other("the recording writer stopped")))?;
         Ok((Self { ring, dropped }, finished))
     }
 
@@ -70,8 +118,107 @@ impl Recorder {
     }
 }
 
-fn write_header(out: &mut impl Write, data_bytes: u32) -> std::io::Result<()> {
-    let channels = 2u16;
+/// A recording the writer serves.
+struct OpenRecording {
+    path: PathBuf,
+    channels: u16,
+    file: BufWriter<File>,
+    frames: rtrb::Consumer<StereoFrame>,
+    written: u64,
+    done: oneshot::Sender<RecordingOutcome>,
+}
+
+/// The shared writer's queue of new recordings, its thread started on first use.
+fn writer() -> std::io::Result<mpsc::Sender<OpenRecording>> {
+    static WRITER: OnceLock<Mutex<Option<mpsc::Sender<OpenRecording>>>> = OnceLock::new();
+    let slot = WRITER.get_or_init(|| Mutex::new(None));
+    let mut slot = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(sender) = slot.as_ref() {
+        return Ok(sender.clone());
+    }
+    let (sender, added) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("dialtone-recorder".into())
+        .spawn(move || write_all(&added))?;
+    *slot = Some(sender.clone());
+    Ok(sender)
+}
+
+/// The writer thread: drains every open recording's ring each pass, finishing those whose
+/// call ended.
+fn write_all(added: &mpsc::Receiver<OpenRecording>) {
+    let mut open: Vec<OpenRecording> = Vec::new();
+    let mut bytes = Vec::with_capacity(FRAME_SAMPLES * 4);
+    loop {
+        // With nothing open, wait for the next recording rather than polling.
+        if open.is_empty() {
+            match added.recv() {
+                Ok(recording) => open.push(recording),
+                Err(_) => return,
+            }
+        }
+        open.extend(added.try_iter());
+        let mut i = 0;
+        while let Some(recording) = open.get_mut(i) {
+            let closed = recording.frames.is_abandoned();
+            match drain(recording, &mut bytes) {
+                Ok(()) if !closed => i += 1,
+                result => {
+                    let recording = open.swap_remove(i);
+                    finish(recording, result);
+                }
+            }
+        }
+        std::thread::sleep(WRITER_REST);
+    }
+}
+
+/// Writes what the recording's ring holds.
+fn drain(recording: &mut OpenRecording, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+    while let Ok(frame) = recording.frames.pop() {
+        bytes.clear();
+        for (c, a) in frame.caller.iter().zip(frame.agent.iter()) {
+            if recording.channels == 1 {
+                bytes.extend_from_slice(&c.saturating_add(*a).to_le_bytes());
+            } else {
+                bytes.extend_from_slice(&c.to_le_bytes());
+                bytes.extend_from_slice(&a.to_le_bytes());
+            }
+        }
+        recording.file.write_all(bytes)?;
+        recording.written += 1;
+    }
+    Ok(())
+}
+
+/// Fixes the header of a finished recording (or reports why it failed) and tells its call.
+fn finish(mut recording: OpenRecording, drained: std::io::Result<()>) {
+    let data_bytes = recording.written * FRAME_SAMPLES as u64 * 2 * u64::from(recording.channels);
+    let result = drained.and_then(|()| {
+        let data = u32::try_from(data_bytes).map_err(|_| {
+            std::io::Error::other("the recording is longer than a WAV file can hold (4 GiB)")
+        })?;
+        recording.file.seek(SeekFrom::Start(0))?;
+        write_header(&mut recording.file, recording.channels, data)?;
+        recording.file.flush()?;
+        recording.file.get_ref().sync_data()
+    });
+    let outcome = match result {
+        Ok(()) => RecordingOutcome::Complete {
+            frames: recording.written,
+            bytes: data_bytes + 44,
+        },
+        Err(error) => {
+            tracing::error!(path = %recording.path.display(), %error, "recording failed");
+            RecordingOutcome::Failed(error.to_string())
+        }
+    };
+    let _ = recording.done.send(outcome);
+}
+
+fn write_header(out: &mut impl Write, channels: u16, data_bytes: u32) -> std::io::Result<()> {
     let block_align = channels * 2;
     out.write_all(b"RIFF")?;
     out.write_all(&(36 + data_bytes).to_le_bytes())?;
@@ -85,39 +232,4 @@ fn write_header(out: &mut impl Write, data_bytes: u32) -> std::io::Result<()> {
     out.write_all(&16u16.to_le_bytes())?;
     out.write_all(b"data")?;
     out.write_all(&data_bytes.to_le_bytes())
-}
-
-fn write_until_closed(
-    path: PathBuf,
-    mut file: BufWriter<File>,
-    mut frames: rtrb::Consumer<StereoFrame>,
-) {
-    let mut data_bytes = 0u32;
-    let mut interleaved = [0u8; FRAME_SAMPLES * 4];
-    let result = (|| -> std::io::Result<()> {
-        loop {
-            let closed = frames.is_abandoned();
-            while let Ok(frame) = frames.pop() {
-                for (i, (c, a)) in frame.caller.iter().zip(frame.agent.iter()).enumerate() {
-                    if let Some(slot) = interleaved.get_mut(i * 4..i * 4 + 4) {
-                        let [c0, c1] = c.to_le_bytes();
-                        let [a0, a1] = a.to_le_bytes();
-                        slot.copy_from_slice(&[c0, c1, a0, a1]);
-                    }
-                }
-                file.write_all(&interleaved)?;
-                data_bytes = data_bytes.saturating_add(interleaved.len() as u32);
-            }
-            if closed {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        file.seek(SeekFrom::Start(0))?;
-        write_header(&mut file, data_bytes)?;
-        file.flush()
-    })();
-    if let Err(error) = result {
-        tracing::error!(path = %path.display(), %error, "recording failed");
-    }
 }

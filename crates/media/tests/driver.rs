@@ -174,7 +174,7 @@ async fn a_recording_has_the_caller_left_and_the_agent_right() {
         .start(pa, config(MediaCodec::Pcmu, b_addr, 1))
         .unwrap();
     let mut recorded = config(MediaCodec::Pcmu, a_addr, 2);
-    recorded.record = Some(path.clone());
+    recorded.record = Some(dialtone_media::RecordTo::stereo(path.clone()));
     let mut b = engine.start(pb, recorded).unwrap();
     let feeders = [
         feed_tone(a.take_outbound().unwrap(), 1000.0),
@@ -239,4 +239,74 @@ async fn a_far_end_that_never_sends_times_out_once() {
     let stats = call.stop().await;
     assert!(stats.packets_out >= 10);
     assert_eq!(pool.in_use(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_recording_holds_both_sides_and_silences_masked_key_presses() {
+    let engine = MediaEngine::new(1).unwrap();
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45300, 45399);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.wav");
+    let (pa, pb) = (pool.bind().unwrap(), pool.bind().unwrap());
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let (a_addr, b_addr) = (addr(pa.port()), addr(pb.port()));
+    let mut a = engine
+        .start(pa, config(MediaCodec::Pcmu, b_addr, 1))
+        .unwrap();
+    let mut recorded = config(MediaCodec::Pcmu, a_addr, 2);
+    recorded.record = Some(dialtone_media::RecordTo {
+        path: path.clone(),
+        mixed: true,
+        mask_dtmf: true,
+    });
+    let mut b = engine.start(pb, recorded).unwrap();
+    let feeders = [
+        feed_tone(a.take_outbound().unwrap(), 1000.0),
+        feed_tone(b.take_outbound().unwrap(), 700.0),
+    ];
+    let mut b_in = b.take_inbound().unwrap();
+    assert_eq!(collect(&mut b_in, 50).await.len(), 50);
+    a.send_dtmf("5").await.unwrap();
+    assert_eq!(collect(&mut b_in, 100).await.len(), 100);
+    let (stats, outcome) = b.stop_recorded().await;
+    a.stop().await;
+    for f in feeders {
+        f.await.unwrap();
+    }
+    assert_eq!(stats.dtmf_digits, 1);
+    let wav = std::fs::read(&path).unwrap();
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 1, "mono");
+    assert_eq!(
+        outcome,
+        Some(dialtone_media::RecordingOutcome::Complete {
+            frames: ((wav.len() - 44) / (FRAME_SAMPLES * 2)) as u64,
+            bytes: wav.len() as u64,
+        })
+    );
+    let samples: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let frames: Vec<&[i16]> = samples.chunks_exact(FRAME_SAMPLES).collect();
+    // The key press and its tail: a run of all-zero frames (neither side), the 100 ms press
+    // and the 300 ms after it.
+    let mut longest = 0;
+    let mut run = 0;
+    for f in &frames {
+        run = if f.iter().all(|s| *s == 0) {
+            run + 1
+        } else {
+            0
+        };
+        longest = longest.max(run);
+    }
+    assert!(longest >= 15, "longest silent run {longest} frames");
+    // Before the press both sides are heard in the one channel.
+    let before = joined_samples(&frames[20..45]);
+    assert!(tone_amplitude(&before, 16000, 1000.0) > AMPLITUDE * 0.7);
+    assert!(tone_amplitude(&before, 16000, 700.0) > AMPLITUDE * 0.7);
+}
+
+fn joined_samples(frames: &[&[i16]]) -> Vec<i16> {
+    frames.iter().flat_map(|f| f.iter().copied()).collect()
 }

@@ -12,6 +12,7 @@ use crate::amd::AmdMode;
 use crate::dispatch::check_http_url;
 use crate::grammar::check_name;
 use crate::parse::FieldError;
+use crate::recording::Record;
 use crate::status::AgentDirection;
 
 /// An agent's fields. On create `name` is required; a PATCH is laid over the stored fields
@@ -74,6 +75,11 @@ pub struct AgentFields {
     /// Mask DTMF digits in transcripts and logs (payment collection).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_dtmf: Option<bool>,
+    /// Record calls: `false` (default), `true` (stereo WAV), or `{"channels": "stereo" |
+    /// "mixed", "format": "wav", "mask_dtmf": bool}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub record: Option<Record>,
     /// `"on"` (default), `"off"`, or a minimum of caller speech in ms before the agent stops.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
@@ -291,6 +297,7 @@ impl AgentFields {
         "max_duration_seconds",
         "amd",
         "mask_dtmf",
+        "record",
         "barge_in",
         "endpointing_silence_ms",
         "silence_timeout_seconds",
@@ -691,7 +698,7 @@ mod tests {
             "voicemail_action": "hangup", "webhook_url": "https://x", "number_ids": [],
             "primary_number_id": "0190f5a0-0000-7000-8000-000000000000", "brain": "builtin:echo",
             "ring_timeout_seconds": 1, "max_duration_seconds": 1, "amd": true,
-            "mask_dtmf": true, "barge_in": "on", "endpointing_silence_ms": 100,
+            "mask_dtmf": true, "record": true, "barge_in": "on", "endpointing_silence_ms": 100,
             "silence_timeout_seconds": 1,
             "llm": {"provider": "p", "model": "m"}, "stt": {"provider": "p", "model": "m"},
             "tts": {"provider": "builtin:espeak"}, "first_message": "Hi",

@@ -7,7 +7,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::time::rfc3339;
-use crate::{AmdExplanation, AnsweredBy, CallStatus, Direction, EndReason, EndedBy, Transfer};
+use crate::{
+    AmdExplanation, AnsweredBy, CallStatus, Direction, EndReason, EndedBy, RecordingView, Transfer,
+};
 
 /// A call record as stored; times are Unix epoch milliseconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +60,10 @@ pub struct Call {
     pub media: Option<Value>,
     /// The built-in agent's figures (turns, latencies, interruptions, tool calls).
     pub agent_stats: Option<Value>,
+    /// The finished recording, when the agent records.
+    pub recording: Option<RecordingView>,
+    /// Why the call has no (complete) recording although its agent records.
+    pub recording_error: Option<String>,
     /// A one-paragraph summary of the conversation, when the agent wrote one.
     pub summary: Option<String>,
     /// Where the caller was handed to, once a transfer completed.
@@ -181,9 +187,14 @@ pub struct CallView {
     pub result: Option<Value>,
     /// Why the result is missing or invalid.
     pub result_error: Option<String>,
-    /// The call's recording (none yet).
-    #[schema(value_type = Object)]
-    pub recording: Option<Value>,
+    /// The call's recording once the file is complete (the agent's `record`): `{"id", "url",
+    /// "format", "channels", "duration_ms", "bytes", "sha256"}`; fetch it from `url`.
+    #[serde(default)]
+    pub recording: Option<RecordingView>,
+    /// Why the call has no (complete) recording although its agent records (a full disk, the
+    /// store out of reach); the call itself went on.
+    #[serde(default)]
+    pub recording_error: Option<String>,
     /// Media statistics.
     #[schema(value_type = Object)]
     pub media_stats: Option<Value>,
@@ -258,7 +269,8 @@ impl From<&Call> for CallView {
             transcript: call.transcript.clone(),
             result: call.result.clone(),
             result_error: call.result_error.clone(),
-            recording: None,
+            recording: call.recording.clone(),
+            recording_error: call.recording_error.clone(),
             media_stats: call.media.clone(),
             agent_stats: call.agent_stats.clone(),
             summary: call.summary.clone(),
@@ -304,6 +316,8 @@ mod tests {
             result_error: None,
             media: None,
             agent_stats: None,
+            recording: None,
+            recording_error: None,
             summary: None,
             transferred_to: None,
             transfer: None,

@@ -13,6 +13,7 @@
 //!   requests set (strict: an unknown field is an error) and what the API shows; [`page`] for
 //!   lists;
 //!   [`KeyScope`]: what an API key may do (`operator`, `admin`, `standard`);
+//! - [`recording`]: the agent's `record` setting and the record's `recording`;
 //! - [`transfer`]: the transfer request, where it may go, and the attempt on the record;
 //! - [`webhook`]: the webhook body and a call's events;
 //! - [`grammar`]: the grammars tenant strings are printed in (SIP host, user, quoted text, names);
@@ -37,6 +38,7 @@ pub mod parse;
 mod pem;
 pub mod placeholder;
 pub mod provider;
+pub mod recording;
 pub mod status;
 pub mod time;
 pub mod transfer;
@@ -60,6 +62,7 @@ pub use organization::{
 pub use page::Page;
 pub use parse::FieldError;
 pub use provider::{Provider, ProviderFields, ProviderKind, ProviderView};
+pub use recording::{Record, RecordChannels, RecordFormat, RecordOptions, RecordingView};
 pub use status::{AgentDirection, CallStatus, Direction};
 pub use transfer::{
     BridgeLeg, Transfer, TransferCall, TransferFailure, TransferStatus, TransferTarget,

@@ -109,6 +109,12 @@ impl From<&CallView> for Call {
                 .collect(),
             result: call.result.as_ref().filter(|r| !r.is_null()).map(to_value),
             result_error: call.result_error.clone(),
+            recording: call
+                .recording
+                .as_ref()
+                .and_then(|r| serde_json::to_value(r).ok())
+                .map(|r| to_struct(&r)),
+            recording_error: call.recording_error.clone(),
             media_stats: call
                 .media_stats
                 .as_ref()
@@ -556,6 +562,7 @@ impl TryFrom<AgentFields> for ModelAgentFields {
             max_duration_seconds: f.max_duration_seconds,
             amd: json("amd", f.amd.as_ref())?.and_then(|a| a.amd),
             mask_dtmf: f.mask_dtmf,
+            record: json("record", f.record.as_ref())?.and_then(|a| a.record),
             barge_in: json("barge_in", f.barge_in.as_ref())?.and_then(|a| a.barge_in),
             endpointing_silence_ms: f.endpointing_silence_ms,
             silence_timeout_seconds: f.silence_timeout_seconds,
@@ -685,6 +692,10 @@ impl From<&AgentView> for Agent {
                 barge_in: s
                     .barge_in
                     .and_then(|b| serde_json::to_value(b).ok())
+                    .map(value),
+                record: s
+                    .record
+                    .and_then(|r| serde_json::to_value(r).ok())
                     .map(value),
                 endpointing_silence_ms: s.endpointing_silence_ms,
                 silence_timeout_seconds: s.silence_timeout_seconds,

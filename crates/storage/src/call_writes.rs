@@ -95,6 +95,10 @@ pub struct CallProgress {
     pub media: Option<Value>,
     /// Transcript.
     pub transcript: Option<Value>,
+    /// The finished recording (a final step's).
+    pub recording: Option<Value>,
+    /// Why the recording the agent asked for is missing (a final step's).
+    pub recording_error: Option<String>,
 }
 
 /// What [`Storage::insert_call_once`] did.
@@ -493,7 +497,8 @@ impl Write for AdvanceCall {
             // (every table of the statement) does not repeat the calls' column names.
             let sql = format!(
                 "WITH step (step_id, step_status, step_rank, step_at, step_sip_call_id, \
-                 step_sip_status, step_end_reason, step_ended_by, step_media, step_transcript) \
+                 step_sip_status, step_end_reason, step_ended_by, step_media, step_transcript, \
+                 step_recording, step_recording_error) \
                  AS (VALUES {values}) \
                  UPDATE calls SET status = step.step_status, updated_at = step.step_at, \
                  dialed_at = CASE WHEN step.step_rank = {dialing} \
@@ -509,10 +514,12 @@ impl Write for AdvanceCall {
                  end_reason = COALESCE(step.step_end_reason, calls.end_reason), \
                  ended_by = COALESCE(step.step_ended_by, calls.ended_by), \
                  media = COALESCE(step.step_media, calls.media), \
-                 transcript = COALESCE(step.step_transcript, calls.transcript) \
+                 transcript = COALESCE(step.step_transcript, calls.transcript), \
+                 recording = COALESCE(step.step_recording, calls.recording), \
+                 recording_error = COALESCE(step.step_recording_error, calls.recording_error) \
                  FROM step WHERE calls.id = step.step_id \
                  AND {current} < step.step_rank RETURNING *",
-                values = values(writes.len(), 10),
+                values = values(writes.len(), 12),
                 dialing = rank(CallStatus::Dialing),
                 ringing = rank(CallStatus::Ringing),
                 answered = rank(CallStatus::InProgress),
@@ -532,7 +539,9 @@ impl Write for AdvanceCall {
                     .bind(progress.end_reason.map(EndReason::as_str))
                     .bind(progress.ended_by.map(EndedBy::as_str))
                     .bind(progress.media.as_ref().map(Value::to_string))
-                    .bind(progress.transcript.as_ref().map(Value::to_string));
+                    .bind(progress.transcript.as_ref().map(Value::to_string))
+                    .bind(progress.recording.as_ref().map(Value::to_string))
+                    .bind(progress.recording_error.as_deref());
             }
             let mut advanced = HashMap::new();
             for row in update.fetch_all(&mut *conn).await? {

@@ -148,6 +148,10 @@ pub(crate) fn call_from(row: &AnyRow) -> Result<Call> {
         media: opt_json_of(row, "media")?,
         agent_stats: opt_json_of(row, "agent_stats")?,
         summary: row.try_get("summary")?,
+        recording: parse_opt(row, "recording", |t| {
+            serde_json::from_str::<dialtone_model::RecordingView>(t)
+        })?,
+        recording_error: row.try_get("recording_error")?,
         transferred_to: row.try_get("transferred_to")?,
         node: row.try_get("node_id")?,
         transfer: parse_opt(row, "transfer", |t| {

@@ -85,6 +85,14 @@ pub enum StorageError {
         /// What was wrong.
         detail: String,
     },
+    /// A recording could not be stored, read or removed.
+    #[error("recording {id}: {source}")]
+    Recording {
+        /// The recording (or the store's directory).
+        id: String,
+        /// What failed.
+        source: std::io::Error,
+    },
 }
 
 /// `names` quoted and joined with commas.

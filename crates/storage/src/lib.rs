@@ -39,6 +39,8 @@
 //! - `calls.rs` — reading calls: one, a page of them, the one an idempotency key names;
 //! - `call_writes.rs` — the call path's writes (new calls, status steps, details) and how the
 //!   writer applies each kind to a whole group;
+//! - `recordings.rs` — where recording files go ([`RecordingStore`]: the local data
+//!   directory by default) and the record's side: taking one off, finding those past retention;
 //! - `outbox.rs` — the webhook events those writes announce, and their delivery;
 //! - `writer.rs` — the writer thread that commits them;
 //! - `tests.rs` — what the tests share: `on_both!`, which runs a case on SQLite and PostgreSQL.
@@ -61,6 +63,7 @@ mod numbers;
 mod organizations;
 mod outbox;
 mod providers;
+mod recordings;
 mod resource;
 mod rows;
 #[cfg(test)]
@@ -87,6 +90,7 @@ pub use organizations::{
 };
 pub use outbox::{Delivery, WebhookEvent};
 pub use providers::NewProvider;
+pub use recordings::{ExpiredRecording, LocalRecordings, RecordingStore, StoreFuture, StoredRange};
 pub use resource::{OrgOwned, Stored};
 pub use trunks::{Codec, NewTrunk, SrtpMode, Trunk, TrunkSecurity, TrunkTransport};
 

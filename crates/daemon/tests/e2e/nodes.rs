@@ -91,12 +91,13 @@ impl Drop for Node {
     }
 }
 
-/// A call of `agent_id` dispatched through `api`, once in progress.
-async fn live_call(api: &Api, agent_id: &str) -> String {
+/// A call of `agent_id` dispatched through `api` (its webhooks to `webhook_url`), once in
+/// progress.
+async fn live_call(api: &Api, agent_id: &str, webhook_url: Option<&str>) -> String {
     let (_, call) = api
         .post(
             "/v1/calls",
-            json!({"agent_id": agent_id, "to": "+15551230000"}),
+            json!({"agent_id": agent_id, "to": "+15551230000", "webhook_url": webhook_url}),
         )
         .await;
     let id = call["id"].as_str().unwrap().to_owned();
@@ -122,50 +123,106 @@ async fn got_its_bye(sipp: Sipp, limit: Duration) {
         .unwrap();
 }
 
+/// A killed node's eight live calls: B's start left them alone; once A's lease ran out B hangs
+/// each up on the wire (the BYEs SIPp's scenario waits for) and closes it as `node_lost`, with
+/// one `call.ended` each; B keeps serving, and A back under its id closes none of B's calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_nodes_call_is_left_alone_then_closed_by_a_survivor_as_node_lost() {
+async fn a_dead_nodes_calls_are_left_alone_then_closed_by_a_survivor_as_node_lost() {
     let Some(cluster) = Cluster::new().await else {
         return;
     };
-    let sipp = waiting_for_bye();
+    let sipp = Sipp::uas(
+        &scenario("answer_then_we_hang_up.xml"),
+        SipTransport::Udp,
+        &SippOptions {
+            calls: 9,
+            ..SippOptions::default()
+        },
+    )
+    .unwrap();
+    let (hook, got) = receiver(0).await;
     let lease = [("DIALTONE_NODE_LEASE_SECONDS", "3")];
     let a = cluster.start("node-a", "32600-32649", &lease).await;
     let (agent_id, _) = setup_agent(&a.api, sipp.port).await;
-    let id = live_call(&a.api, &agent_id).await;
+    let mut on_a = Vec::new();
+    for _ in 0..8 {
+        on_a.push(live_call(&a.api, &agent_id, Some(&hook)).await);
+    }
 
-    // B starts on the same database: A's call is not B's to close.
+    // B starts on the same database: A's calls are not B's to close.
     let b = cluster.start("node-b", "32650-32699", &lease).await;
-    let (_, seen) = b.api.get(&format!("/v1/calls/{id}")).await;
-    assert_eq!(seen["status"], "in_progress", "{seen:#}");
-    assert_eq!(seen["node"], "node-a", "{seen:#}");
+    for id in &on_a {
+        let (_, seen) = b.api.get(&format!("/v1/calls/{id}")).await;
+        assert_eq!(seen["status"], "in_progress", "{seen:#}");
+        assert_eq!(seen["node"], "node-a", "{seen:#}");
+    }
 
     a.kill();
     let killed = Instant::now();
-    let record = wait_final(&b.api, &id).await;
+    for id in &on_a {
+        let record = wait_final(&b.api, id).await;
+        super::assert_ended(&record, "failed", "node_lost", "engine");
+    }
     println!(
-        "node A killed: its call closed by B after {:?} (lease 3 s, renewed and swept every 1 s)",
+        "node A killed with 8 live calls: all closed by B after {:?} (lease 3 s, renewed and \
+         swept every 1 s)",
         killed.elapsed()
     );
-    super::assert_ended(&record, "failed", "node_lost", "engine");
-    // SIPp got B's BYE, from the dialog A kept.
-    got_its_bye(sipp, Duration::from_secs(15)).await;
+    // B keeps serving: a call of its own, which A, back under its id, leaves alone.
+    let on_b = live_call(&b.api, &agent_id, None).await;
+    let a = cluster.start("node-a", "32600-32649", &lease).await;
+    let (_, seen) = a.api.get(&format!("/v1/calls/{on_b}")).await;
+    assert_eq!(seen["status"], "in_progress", "{seen:#}");
+    assert_eq!(seen["node"], "node-b", "{seen:#}");
+    let (s, body) = a
+        .api
+        .post(&format!("/v1/calls/{on_b}/hangup"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    super::assert_ended(
+        &wait_final(&a.api, &on_b).await,
+        "completed",
+        "completed",
+        "api",
+    );
+    // SIPp got nine BYEs: B's for A's eight calls, from the dialogs A kept, and B's own.
+    got_its_bye(sipp, Duration::from_secs(20)).await;
+    // One `call.ended` each.
+    for _ in 0..100 {
+        if ended_events(&got) >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ended_events(&got), 8);
+    a.kill();
     b.kill();
 }
 
-/// Two nodes deliver webhooks from one outbox while calls dispatched through both (each
-/// refused busy by SIPp) write their events: every event arrives exactly once — counted by
-/// event id at the receiver — and each call's in order.
+/// How many `call.ended` events the receiver got.
+fn ended_events(got: &super::Received) -> usize {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, body)| body.contains("\"call.ended\""))
+        .count()
+}
+
+/// Two nodes deliver webhooks from one outbox while 60 calls dispatched alternately through
+/// both (each answered, then hung up by SIPp) write their events: every call completes, and
+/// every event arrives exactly once — counted by event id at the receiver — each call's in
+/// order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_deliver_each_webhook_event_once_and_in_order() {
     let Some(cluster) = Cluster::new().await else {
         return;
     };
     let sipp = Sipp::uas(
-        &scenario("reject.xml"),
+        &scenario("answer_then_callee_hangs_up.xml"),
         SipTransport::Udp,
         &SippOptions {
-            calls: 12,
-            replacements: vec![("status".into(), "486".into())],
+            calls: 60,
             ..SippOptions::default()
         },
     )
@@ -175,7 +232,7 @@ async fn two_nodes_deliver_each_webhook_event_once_and_in_order() {
     let b = cluster.start("node-b", "32750-32799", &[]).await;
     let (agent_id, _) = setup_agent(&a.api, sipp.port).await;
     let mut ids = Vec::new();
-    for i in 0..12 {
+    for i in 0..60 {
         let through = if i % 2 == 0 { &a.api } else { &b.api };
         let (s, call) = through
             .post(
@@ -189,7 +246,7 @@ async fn two_nodes_deliver_each_webhook_event_once_and_in_order() {
     let mut expected = 0;
     for id in &ids {
         let record = wait_final(&b.api, id).await;
-        assert_eq!(record["status"], "busy", "{record:#}");
+        assert_eq!(record["status"], "completed", "{record:#}");
         let (_, events) = a.api.get(&format!("/v1/calls/{id}/events")).await;
         expected += events["data"].as_array().map_or(0, Vec::len);
     }
@@ -242,7 +299,7 @@ async fn commands_for_another_nodes_call_reach_its_owner() {
     let a = cluster.start("node-a", "32800-32849", &[]).await;
     let b = cluster.start("node-b", "32850-32899", &[]).await;
     let (agent_id, _) = setup_agent(&a.api, sipp.port).await;
-    let id = live_call(&a.api, &agent_id).await;
+    let id = live_call(&a.api, &agent_id, None).await;
     let started = Instant::now();
     let (s, e) = b
         .api

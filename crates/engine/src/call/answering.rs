@@ -5,7 +5,7 @@
 //! `200 OK`, the brain started at the caller's ACK, and everything after as for an outbound
 //! call (BYE either way, re-INVITEs, the maximum duration, the RTP timeout).
 
-use dialtone_media::MediaCall;
+use dialtone_media::{MediaCall, RecordTo};
 use dialtone_model::{Codec, SrtpMode};
 use dialtone_sip_ua::Call;
 use tokio::sync::mpsc;
@@ -57,6 +57,7 @@ impl Engine {
         org: Uuid,
         (srtp, codecs): (SrtpMode, &[Codec]),
         offer: Option<&[u8]>,
+        record: Option<RecordTo>,
     ) -> Result<Prepared, Unanswerable> {
         let offer = offer.ok_or(Unanswerable::Offer)?;
         let port_share = self.port_shares.take(org).ok_or(Unanswerable::NoPort)?;
@@ -80,7 +81,7 @@ impl Engine {
             Unanswerable::Offer
         })?;
         let session = sdp.current().cloned().ok_or(Unanswerable::Offer)?;
-        let config = media_config(seed, self.config.rtp_timeout, &session);
+        let config = media_config(seed, self.config.rtp_timeout, &session, record);
         let media = self.media.start(port, config).map_err(|error| {
             tracing::error!(%error, "media did not start for a call placed to us");
             Unanswerable::NoPort

@@ -39,8 +39,15 @@ impl Leg {
         let Some(port) = self.port.take() else {
             return MediaOutcome::Unavailable;
         };
-        // A seed of its own: the leg's SSRC and sequence differ from the caller's.
-        let config = media_config(uuid::Uuid::now_v7(), engine.config.rtp_timeout, &session);
+        // A seed of its own: the leg's SSRC and sequence differ from the caller's. The leg
+        // records nothing itself: the caller's recording has both sides of the bridge (what the
+        // caller said, and the destination's audio the caller was sent).
+        let config = media_config(
+            uuid::Uuid::now_v7(),
+            engine.config.rtp_timeout,
+            &session,
+            None,
+        );
         match engine.media.start(port, config) {
             Ok(media) => {
                 tracing::info!(codec = %session.codec.name, "the destination answered");

@@ -28,6 +28,7 @@ use super::transfer::TransferRefusal;
 use crate::brains::{self, BrainContext, BrainInput, BrainRequest, Builtin};
 use crate::caps::Held;
 use crate::port_share::PortShare;
+use crate::recording::Kept;
 use crate::{CallPlan, Engine, caps};
 
 /// How long a brain has to finish once told the call ended.
@@ -115,6 +116,8 @@ pub(super) struct CallDriver<'a> {
     /// The stopped media's statistics, and the record made of them for the final step.
     stopped: Option<MediaStats>,
     media_record: Option<Value>,
+    /// The finished recording (or why it failed), for the final step.
+    recording: Kept,
     brain: BrainLink,
     /// The call's share of the media ports, held until it ends.
     port_share: Option<PortShare>,
@@ -180,6 +183,7 @@ impl<'a> CallDriver<'a> {
             early_heard: EarlyHeard::default(),
             stopped: None,
             media_record: None,
+            recording: Kept::default(),
             brain: BrainLink::new(),
             port_share: None,
             answer: None,
@@ -489,7 +493,12 @@ impl<'a> CallDriver<'a> {
         let Some(port) = self.port.take() else {
             return MediaOutcome::Unavailable;
         };
-        let config = media_config(self.plan.id, self.engine.config.rtp_timeout, &session);
+        let config = media_config(
+            self.plan.id,
+            self.engine.config.rtp_timeout,
+            &session,
+            self.plan.record.as_ref().map(|r| r.to.clone()),
+        );
         match self.engine.media.start(port, config) {
             Ok(mut media) => {
                 tracing::info!(
@@ -555,7 +564,12 @@ impl<'a> CallDriver<'a> {
                 let Some(port) = self.port.take() else {
                     return MediaOutcome::Unavailable;
                 };
-                let config = media_config(self.plan.id, self.engine.config.rtp_timeout, &session);
+                let config = media_config(
+                    self.plan.id,
+                    self.engine.config.rtp_timeout,
+                    &session,
+                    self.plan.record.as_ref().map(|r| r.to.clone()),
+                );
                 match self.engine.media.start(port, config) {
                     Ok(media) => media,
                     Err(error) => {
@@ -648,7 +662,12 @@ impl<'a> CallDriver<'a> {
         let Some(media) = self.media.take() else {
             return;
         };
-        let stats = media.stop().await;
+        let (stats, outcome) = media.stop_recorded().await;
+        if let (Some(recordings), Some(recording)) =
+            (self.engine.recordings(), self.plan.record.as_ref())
+        {
+            self.recording = recordings.keep(self.plan.id, recording, outcome).await;
+        }
         let session = self.sdp.as_ref().and_then(|s| s.current());
         self.media_record = media_record(stats, self.early.take(), self.early_heard, session).await;
         self.stopped = Some(stats);
@@ -656,9 +675,12 @@ impl<'a> CallDriver<'a> {
 
     /// Queues the step's write; a final step carries the stopped media's record.
     fn record(&mut self, step: Step) {
-        let media = match step.status.is_final() {
-            true => self.media_record.take(),
-            false => None,
+        let (media, recording) = match step.status.is_final() {
+            true => (
+                self.media_record.take(),
+                std::mem::take(&mut self.recording),
+            ),
+            false => (None, Kept::default()),
         };
         self.progress.record(
             step.status,
@@ -668,6 +690,8 @@ impl<'a> CallDriver<'a> {
                 end_reason: step.end.map(|end| end.reason),
                 ended_by: step.end.map(|end| end.by),
                 media,
+                recording: recording.recording,
+                recording_error: recording.error,
                 ..CallProgress::default()
             },
         );

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use dialtone_media::{
-    Direction, FrameReceiver, MediaCall, MediaCodec, MediaConfig, MediaEvent, MediaStats,
+    Direction, FrameReceiver, MediaCall, MediaCodec, MediaConfig, MediaEvent, MediaStats, RecordTo,
 };
 use dialtone_rtp::srtp::{MasterKey, SrtpKeys, SrtpProfile};
 use dialtone_sdp::{AudioCodec, CryptoSuite, NegotiatedSession, NegotiatedSrtp};
@@ -20,6 +20,7 @@ pub(super) fn media_config(
     call_id: Uuid,
     rtp_timeout: Duration,
     session: &NegotiatedSession,
+    record: Option<RecordTo>,
 ) -> MediaConfig {
     // The random bits of the v7 id seed SSRC, sequence and timestamp.
     let random = call_id.as_u128();
@@ -37,7 +38,7 @@ pub(super) fn media_config(
         receive_payload_type: session.codec.receive_payload_type,
         telephone_event: session.telephone_event,
         rtp_timeout,
-        record: None,
+        record,
         ssrc: random as u32,
         initial_sequence: (random >> 32) as u16,
         initial_timestamp: (random >> 16) as u32,

@@ -31,6 +31,7 @@ use dialtone_sip_ua::{Incoming, IncomingCall};
 use dialtone_storage::{Agent, InboundRoute, NewCall, Number, Trunk};
 use serde_json::Value;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::caps::{self, Caps, Held};
 use crate::{Engine, trunk_for_ua};
@@ -266,10 +267,17 @@ impl Engine {
         if call.ring(Arc::new(trunk_for_ua(&trunk))).is_err() {
             return Err((call, Refused::new(500, "error")));
         }
+        // The media starts before the call's row exists: its recording is staged under an id
+        // of its own.
+        let recording = self
+            .recordings
+            .as_ref()
+            .and_then(|r| r.record_to(Uuid::now_v7(), settings));
         let prepared = match self.prepare_answer(
             org.id,
             (trunk.security.srtp, trunk.offered_codecs()),
             offer.sdp.as_deref(),
+            recording.as_ref().map(|r| r.to.clone()),
         ) {
             Ok(prepared) => prepared,
             Err(unanswerable) => {
@@ -321,6 +329,7 @@ impl Engine {
         );
         // No answering machine calls us.
         plan.speech.amd = None;
+        plan.record = recording;
         let sip_call_id = offer.sip_call_id;
         self.spawn_call(stored.id, move |engine, controls| async move {
             engine

@@ -135,6 +135,7 @@ pub(crate) fn agent(a: &proto::Agent) -> Value {
         put(&mut o, "ring_timeout_seconds", f.ring_timeout_seconds);
         put(&mut o, "max_duration_seconds", f.max_duration_seconds);
         put(&mut o, "mask_dtmf", f.mask_dtmf);
+        put(&mut o, "record", f.record.as_ref().map(from_value));
         put(&mut o, "amd", f.amd.as_ref().map(from_value));
         put(&mut o, "barge_in", f.barge_in.as_ref().map(from_value));
         put(&mut o, "endpointing_silence_ms", f.endpointing_silence_ms);
@@ -186,6 +187,8 @@ pub(crate) fn call(c: &proto::Call) -> Value {
     put(&mut o, "transcript", transcript);
     put(&mut o, "result", c.result.as_ref().map(from_value));
     put(&mut o, "result_error", c.result_error.clone());
+    put(&mut o, "recording", c.recording.as_ref().map(from_struct));
+    put(&mut o, "recording_error", c.recording_error.clone());
     put(
         &mut o,
         "media_stats",

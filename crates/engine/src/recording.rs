@@ -1,0 +1,170 @@
+//! Call recording, the engine's side: what a call's media records to ([`Recordings::record_to`],
+//! from the agent's `record` and `mask_dtmf`), keeping the finished file in the store with its
+//! description for the record ([`Recordings::keep`]), and retention ([`purge_expired`]).
+//!
+//! A recording never ends or delays a call: a file that cannot be created leaves the call
+//! unrecorded, and a write or store failure puts `recording_error` on the record instead of
+//! `recording`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_media::{FRAME_SAMPLES, RecordTo, RecordingOutcome};
+use dialtone_model::{AgentFields, RecordChannels, RecordOptions, RecordingView};
+use dialtone_storage::{RecordingStore, Storage};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Where recordings are written while their calls run, and where they are kept after.
+#[derive(Debug, Clone)]
+pub struct Recordings {
+    /// Files being written (on the local disk; each moves to the store when complete).
+    pub staging: PathBuf,
+    /// Where finished recordings are kept.
+    pub store: Arc<dyn RecordingStore>,
+}
+
+/// What a call records, decided from its agent: the options and the staging file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CallRecording {
+    pub(crate) options: RecordOptions,
+    pub(crate) to: RecordTo,
+}
+
+/// What a finished recording puts on the call record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Kept {
+    pub(crate) recording: Option<Value>,
+    pub(crate) error: Option<String>,
+}
+
+impl Recordings {
+    /// What a call of an agent with `settings` records, into a staging file named after
+    /// `staging_id` (its directory made if need be); `None` when the agent does not record.
+    pub(crate) fn record_to(
+        &self,
+        staging_id: Uuid,
+        settings: &AgentFields,
+    ) -> Option<CallRecording> {
+        let options = settings.record?.options()?;
+        // Made with the first recording; a directory that cannot be made fails the recording
+        // (`recording_error`), not the call.
+        if let Err(error) = std::fs::create_dir_all(&self.staging) {
+            tracing::error!(%error, dir = %self.staging.display(), "no directory for recordings");
+        }
+        Some(CallRecording {
+            to: RecordTo {
+                path: self.staging.join(format!("{staging_id}.wav.part")),
+                mixed: options.channels == RecordChannels::Mixed,
+                mask_dtmf: options.mask_dtmf.or(settings.mask_dtmf).unwrap_or(false),
+            },
+            options,
+        })
+    }
+
+    /// Keeps call `call_id`'s finished recording in the store (its id: `{call_id}.wav`) and
+    /// describes it, or says why there is none.
+    pub(crate) async fn keep(
+        &self,
+        call_id: Uuid,
+        recording: &CallRecording,
+        outcome: Option<RecordingOutcome>,
+    ) -> Kept {
+        let staged = recording.to.path.clone();
+        let frames = match outcome {
+            Some(RecordingOutcome::Complete { frames, .. }) => frames,
+            Some(RecordingOutcome::Failed(error)) => return self.failed(&staged, error).await,
+            None => {
+                return self
+                    .failed(&staged, "the recording did not start".into())
+                    .await;
+            }
+        };
+        let hashed = tokio::task::spawn_blocking({
+            let staged = staged.clone();
+            move || digest_of(&staged)
+        })
+        .await;
+        let (sha256, bytes) = match hashed {
+            Ok(Ok(digest)) => digest,
+            Ok(Err(error)) => return self.failed(&staged, error.to_string()).await,
+            Err(error) => return self.failed(&staged, error.to_string()).await,
+        };
+        let id = format!("{call_id}.wav");
+        if let Err(error) = self.store.put(&id, &staged).await {
+            return self.failed(&staged, error.to_string()).await;
+        }
+        let view = RecordingView {
+            url: format!("/v1/calls/{call_id}/recording"),
+            id,
+            format: recording.options.format,
+            channels: recording.options.channels,
+            duration_ms: frames * (FRAME_SAMPLES as u64 * 1000 / 16_000),
+            bytes,
+            sha256,
+        };
+        Kept {
+            recording: serde_json::to_value(view).ok(),
+            error: None,
+        }
+    }
+
+    /// A recording that failed: the partial file removed, the reason kept.
+    async fn failed(&self, staged: &std::path::Path, error: String) -> Kept {
+        tracing::warn!(%error, "the call's recording failed");
+        metrics::counter!("dialtone_recordings_failed_total").increment(1);
+        let _ = tokio::fs::remove_file(staged).await;
+        Kept {
+            recording: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// The file's SHA-256 (lower-case hex) and size.
+fn digest_of(path: &std::path::Path) -> std::io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(buffer.get(..n).unwrap_or_default());
+        bytes += n as u64;
+    }
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    Ok((hex, bytes))
+}
+
+/// Removes the recordings of calls that ended more than `retention` ago, a batch at a time,
+/// every `every`, until the process ends. Safe with several nodes: a file is removed before
+/// the record lets go of it, removing one already gone is no error, and taking it off the
+/// record twice changes nothing.
+pub async fn purge_expired(
+    storage: Storage,
+    store: Arc<dyn RecordingStore>,
+    retention: Duration,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let before =
+            dialtone_storage::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match storage.purge_recordings(store.as_ref(), before).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "recordings past retention removed"),
+            Err(error) => tracing::warn!(%error, "purging recordings failed; will try again"),
+        }
+    }
+}
