@@ -1,7 +1,10 @@
 //! Bridged transfers on the call machine's virtual clock: every outcome — answered and
-//! relayed, then either side hanging up; busy; no answer by the ring timeout; not placed; an
-//! unusable answer; the call ending while the destination rings — and digits relayed both
-//! ways, the brain muted while bridged, the refusals (a SIP URI, one under way).
+//! relayed, then either side hanging up or the destination's RTP timing out; busy; no answer by
+//! the ring timeout; not placed; an unusable answer or a relay not set; the leg ending before
+//! its answer; the call ending, or hung up by us, while the destination rings — and digits
+//! relayed both ways, the destination's re-offers answered, the brain muted while bridged and
+//! its requests answered, the refusals (a SIP URI, one under way), the outcome counted once, and
+//! the second leg's caller ID.
 
 use std::time::Duration;
 
