@@ -8,6 +8,8 @@ scripts/setup.sh
 scripts/postgres.sh
 DIALTONE_PYTHON="$(scripts/python-env.sh)"
 export DIALTONE_PYTHON
+DIALTONE_PIPECAT_PYTHON="$(scripts/pipecat-env.sh)"
+export DIALTONE_PIPECAT_PYTHON
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -157,6 +157,21 @@ async fn new_agent(
     {
         public_url(state, "brain", Some(&format!("http://{address}"))).await?;
     }
+    // A Media Streams app's websocket: its host checked as the http(s) URL it upgrades from.
+    if let Some(rest) = fields
+        .brain
+        .as_deref()
+        .and_then(|b| b.strip_prefix("ws://"))
+    {
+        public_url(state, "brain", Some(&format!("http://{rest}"))).await?;
+    }
+    if let Some(rest) = fields
+        .brain
+        .as_deref()
+        .and_then(|b| b.strip_prefix("wss://"))
+    {
+        public_url(state, "brain", Some(&format!("https://{rest}"))).await?;
+    }
     if let Some(returns) = &fields.returns {
         json_schema("returns", returns)?;
     }

@@ -231,6 +231,31 @@ pub(crate) async fn hangup_call(
     Ok(Json(hang_up(&state, &caller, &id).await?))
 }
 
+#[utoipa::path(post, path = "/v1/calls/{id}/result", tag = "calls", params(("id" = String, Path, description = "UUID")), request_body(content = Object, description = "`{\"result\": {…}}`: the call's structured result, checked against the agent's `returns`; it replaces any result or `result_error` on the record. For brains with no other way to give one (a Media Streams app), open to any."), responses((status = 200, description = "recorded", body = CallView), (status = 400, description = "`result` is missing or does not match the agent's `returns`; `field` is `result`", body = ErrorBody), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = ErrorBody)))]
+pub(crate) async fn post_result(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<CallView>, ApiError> {
+    let caller = authorize(&state, &headers).await?;
+    let id = own::<Call>(&state, &caller, &id).await?.id;
+    let mut body = json_object(&body)?;
+    let result = body
+        .remove("result")
+        .ok_or_else(|| ApiError::invalid("result", "`result` is required"))?;
+    if let Some(other) = body.keys().next() {
+        return Err(ApiError::invalid(
+            other,
+            format!("unknown field `{other}`: the body holds only `result`"),
+        ));
+    }
+    state.engine.post_result(id, &result).await?;
+    Ok(Json(CallView::from(
+        &state.engine.storage().get_call(id).await?,
+    )))
+}
+
 #[utoipa::path(post, path = "/v1/calls/{id}/transfer", tag = "calls", params(("id" = String, Path, description = "UUID")), request_body = TransferCall, responses((status = 202, description = "the transfer started (`transfer.status` `pending`); its outcome goes on the call: `transfer` (`completed` or `failed` with `reason`; a `bridge` one with its second leg in `transfer.bridge`), `transferred_to`, and end reason `transferred` once the call ends after a completed transfer", body = CallView), (status = 400, description = "`to` is not E.164 nor a SIP URI, or names a SIP host that is neither the trunk's nor in its `transfer_sip_domains`; `field` names it", body = ErrorBody), (status = 401, description = "missing or wrong key", body = ErrorBody), (status = 404, description = "no such resource (or not this organisation's)", body = ErrorBody), (status = 409, description = "the call is not in progress, has ended, or a transfer is under way", body = ErrorBody)))]
 pub(crate) async fn transfer_call(
     State(state): State<ApiState>,

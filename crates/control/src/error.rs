@@ -126,6 +126,7 @@ impl From<EngineError> for ApiError {
             EngineError::CallNotFound { call_id } => ApiError::not_found("call", call_id),
             EngineError::FromNumberNotAttached { .. } => ApiError::invalid("from_number", message),
             EngineError::MissingContextKey { .. } => ApiError::invalid("context", message),
+            EngineError::InvalidResult(_) => ApiError::invalid("result", message),
             EngineError::AgentProvider { field, .. } => ApiError {
                 status: 409,
                 code: "failed_precondition",

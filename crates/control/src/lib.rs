@@ -11,8 +11,9 @@
 //! | `POST/GET /v1/numbers`, `GET/DELETE /v1/numbers/{id}` | numbers on trunks |
 //! | `POST/GET /v1/agents`, `GET/PATCH/DELETE /v1/agents/{id}` | agents (the providers their `llm`, `stt`, `tts` name must be the organisation's, of a kind that fits) |
 //! | `POST/GET /v1/providers`, `GET/PATCH/DELETE /v1/providers/{id}` | language and speech providers (the API key is write-only) |
-//! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup`, `POST /v1/calls/{id}/transfer` | calls |
+//! | `POST /v1/calls` (with `Idempotency-Key`), `GET /v1/calls` (filters `agent_id`, `status`, `to`, `created_after`, `created_before`; `limit` ≤ 200, `cursor`), `GET /v1/calls/{id}`, `POST /v1/calls/{id}/hangup`, `POST /v1/calls/{id}/transfer`, `POST /v1/calls/{id}/result` | calls |
 //! | `GET/DELETE /v1/calls/{id}/recording` | the call's recording: the file, streamed, with byte ranges (`Range`, `206`, `416`); removed from the store and the record |
+//! | `GET/POST /2010-04-01/Accounts/{org_id}/Calls/{call_id}.json` (basic auth, the API key as the password; `Status=completed` hangs up) | the Twilio REST shim for Media Streams apps that end calls through it |
 //! | `GET /v1/calls/{id}/events`, `POST /v1/events/{id}/redeliver` | a call's webhook events and their delivery state; queue one again |
 //! | `POST/GET /v1/organizations`, `GET/PATCH/DELETE /v1/organizations/{id}` (`disabled`) | tenants (`operator` keys only) |
 //! | `POST/GET /v1/organizations/{id}/keys`, `DELETE /v1/organizations/{id}/keys/{key_id}` | an organisation's API keys: issue (scope, expiry), list, revoke (`operator` keys, or the organisation's `admin` keys) |
@@ -44,6 +45,7 @@ mod organizations;
 mod providers;
 mod recordings;
 mod trunks;
+mod twilio;
 mod views;
 
 use std::sync::Arc;
@@ -112,6 +114,7 @@ pub fn router(state: ApiState) -> Router {
         .routes(routes!(calls::get_call))
         .routes(routes!(calls::hangup_call))
         .routes(routes!(calls::transfer_call))
+        .routes(routes!(calls::post_result))
         .routes(routes!(
             recordings::get_recording,
             recordings::delete_recording
@@ -137,6 +140,10 @@ pub fn router(state: ApiState) -> Router {
             let document = document.clone();
             async move { Json(document.as_ref().clone()) }
         }),
+    )
+    .route(
+        twilio::CALL_PATH,
+        get(twilio::fetch_call).post(twilio::update_call),
     )
     .route("/healthz", get(|| async { "ok" }))
     .route("/readyz", get(health::ready))

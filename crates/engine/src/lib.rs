@@ -101,8 +101,8 @@ pub enum EngineError {
     },
     /// The agent names a brain this build cannot run.
     #[error(
-        "brain {brain:?} is not available (builtin:echo, builtin:ivr, builtin:agent or \
-         grpc://host:port)"
+        "brain {brain:?} is not available (builtin:echo, builtin:ivr, builtin:agent, \
+         grpc://host:port or a ws:// or wss:// URL)"
     )]
     BrainUnavailable {
         /// The brain named.
@@ -114,6 +114,9 @@ pub enum EngineError {
         /// The id given.
         call_id: Uuid,
     },
+    /// A posted result does not match the agent's `returns`.
+    #[error("{0}")]
+    InvalidResult(String),
     /// The call has already ended.
     #[error("call {call_id} has already ended")]
     CallEnded {
@@ -652,7 +655,7 @@ impl Engine {
             trunk_id: trunk.id,
             ring_timeout: settings.ring_timeout(),
             max_duration: settings.max_duration(),
-            speech: speech_setting(settings),
+            speech: speech_setting(settings, &brain),
             voicemail: match settings.voicemail() {
                 VoicemailAction::HangUp => brains::Voicemail::HangUp,
                 VoicemailAction::LeaveMessage(message) => brains::Voicemail::LeaveMessage(message),
@@ -682,6 +685,7 @@ impl Engine {
                     .as_ref()
                     .and_then(|tools| serde_json::to_value(tools).ok())
                     .unwrap_or(Value::Null),
+                brain_headers: settings.brain_headers.clone().unwrap_or_default(),
             },
             agent: agent_setup,
             amd_listener,
@@ -772,6 +776,23 @@ impl Engine {
         }
     }
 
+    /// Records the structured result a call's brain posts (any brain: a Media Streams app has
+    /// no other way to), checked against its agent's `returns`; it replaces any result or
+    /// error already on the record.
+    pub async fn post_result(&self, call_id: Uuid, result: &Value) -> Result<(), EngineError> {
+        let call = self.storage.get_call(call_id).await?;
+        let returns = self
+            .storage
+            .get_agent(call.agent_id)
+            .await?
+            .config
+            .returns
+            .filter(Value::is_object);
+        brains::check_result(returns.as_ref(), result).map_err(EngineError::InvalidResult)?;
+        self.storage.set_result(call_id, Some(result), None).await?;
+        Ok(())
+    }
+
     /// Asks a call live on this node to hang up; `false` when it is not live here.
     fn hangup_here(&self, call_id: Uuid) -> bool {
         self.control(call_id, Control::HangUp(HangUp::Api))
@@ -830,6 +851,7 @@ impl Engine {
         if Builtin::named(&brain).is_none()
             && brain != dialtone_model::BUILTIN_AGENT
             && !brain.starts_with("grpc://")
+            && !dialtone_model::media_streams::is_media_streams(&brain)
         {
             return Err(brain);
         }
@@ -907,8 +929,9 @@ struct CallPlan {
 
 /// The speech loop's settings from the agent's: `amd` (thresholds left out keep the
 /// detector's defaults), `barge_in`, `endpointing_silence_ms` and `silence_timeout_seconds`
-/// (the guard: a prompt, then a hang-up with `silence_timeout`).
-fn speech_setting(settings: &AgentFields) -> SpeechConfig {
+/// (the guard: a prompt, then a hang-up with `silence_timeout`). A Media Streams app's calls
+/// have barge-in off unless the agent sets it: the app decides, and sends `clear`.
+fn speech_setting(settings: &AgentFields, brain: &str) -> SpeechConfig {
     let d = SpeechConfig::default();
     let ms = |v: Option<u32>, default: Duration| {
         v.map_or(default, |ms| Duration::from_millis(ms.into()))
@@ -937,6 +960,7 @@ fn speech_setting(settings: &AgentFields) -> SpeechConfig {
             Some(ModelBargeIn::AfterMs(after)) => {
                 BargeIn::After(Duration::from_millis(after.into()))
             }
+            None if dialtone_model::media_streams::is_media_streams(brain) => BargeIn::Off,
             Some(ModelBargeIn::On) | None => d.barge_in,
         },
         endpointing_silence: ms(settings.endpointing_silence_ms, d.endpointing_silence),

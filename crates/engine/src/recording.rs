@@ -162,8 +162,14 @@ pub async fn purge_expired(
         let before =
             dialtone_storage::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         match storage.purge_recordings(store.as_ref(), before).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "recordings past retention removed"),
+            Ok(purged) => {
+                if purged.removed > 0 {
+                    tracing::info!(purged = purged.removed, "recordings past retention removed");
+                }
+                for (call_id, why) in purged.failed {
+                    tracing::warn!(%call_id, why, "a recording past retention is not removed; will try again");
+                }
+            }
             Err(error) => tracing::warn!(%error, "purging recordings failed; will try again"),
         }
     }

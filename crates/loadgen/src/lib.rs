@@ -16,12 +16,16 @@
 //!   stalls (a vCPU the hypervisor stopped) from Dialtone's own.
 //! * [`scripted`]: a zero-latency OpenAI-compatible responder on loopback, the scripted peer
 //!   standing in for a `builtin:agent`'s model, speech recognition and synthesis.
+//! * [`echo_app`]: a Twilio Media Streams app on loopback echoing as `builtin:echo` does, the
+//!   brain of a `--brain media-streams` bench.
 //!
 //! The binary `dialtone-loadgen` runs the simulator alone (`callee`), a load against a daemon
-//! (`run`), or the capacity bench (`bench`: a `dialtoned` it starts, with `builtin:echo`, or
-//! with `--brain builtin:agent` against the scripted responder).
+//! (`run`), or the capacity bench (`bench`: a `dialtoned` it starts, with `builtin:echo`,
+//! with `--brain builtin:agent` against the scripted responder, or with `--brain media-streams`
+//! against the Media Streams echo app).
 
 pub mod callee;
+pub mod echo_app;
 pub mod load;
 pub mod plot;
 pub mod reference;

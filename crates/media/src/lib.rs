@@ -629,14 +629,25 @@ impl MediaCall {
             self.stats()
         };
         let recording = match self.recording_done.take() {
-            Some(done) => Some(done.await.unwrap_or_else(|_| {
-                RecordingOutcome::Failed("the recording writer stopped".into())
-            })),
+            Some(done) => Some(
+                match tokio::time::timeout(RECORDING_FINISH_LIMIT, done).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(_)) => RecordingOutcome::Failed("the recording writer stopped".into()),
+                    Err(_) => RecordingOutcome::Failed(format!(
+                        "the recording was not finished within {} s",
+                        RECORDING_FINISH_LIMIT.as_secs()
+                    )),
+                },
+            ),
             None => None,
         };
         (final_stats, recording)
     }
 }
+
+/// How long stopping a recorded call waits for the writer to finish its file: a hung disk
+/// fails the recording, never the call's end.
+const RECORDING_FINISH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Drop for MediaCall {
     fn drop(&mut self) {

@@ -703,9 +703,10 @@ impl CallMedia {
                 self.stats.relay_underflow += 1;
             }
         }
-        self.send_tick(&agent, send);
+        let sent = self.send_tick(&agent, send);
         if self.recorder.is_some() {
-            self.recorded_agent = agent;
+            // What the caller heard: silence on hold or while a key press went out instead.
+            self.recorded_agent = if sent { agent } else { [0; FRAME_SAMPLES] };
         }
         queued
     }
@@ -833,11 +834,17 @@ impl CallMedia {
         }
     }
 
-    fn send_tick(&mut self, agent: &[i16; FRAME_SAMPLES], send: &mut dyn FnMut(Transmit<'_>)) {
+    /// Sends the tick's packet: the agent's audio, or an RFC 4733 event in its place, or
+    /// nothing on hold. Whether the agent's audio went out (what the recording keeps of it).
+    fn send_tick(
+        &mut self,
+        agent: &[i16; FRAME_SAMPLES],
+        send: &mut dyn FnMut(Transmit<'_>),
+    ) -> bool {
         let Some(to) = self.remote.filter(|_| self.sending) else {
             // On hold (or nowhere to send yet): the media clock runs on, nothing is sent.
             self.sender.skip(self.samples_per_frame);
-            return;
+            return false;
         };
         if let (Some(pt), Some(event)) = (
             self.config.telephone_event,
@@ -856,11 +863,11 @@ impl CallMedia {
                 self.sent_since_report = true;
             }
             self.sender.skip(self.samples_per_frame);
-            return;
+            return false;
         }
         let Some(n) = self.encoder.encode(agent, &mut self.payload) else {
             self.sender.skip(self.samples_per_frame);
-            return;
+            return false;
         };
         let payload = self.payload.get(..n).unwrap_or_default();
         if let Ok(len) = self.sender.write(
@@ -872,6 +879,7 @@ impl CallMedia {
             self.stats.packets_out += 1;
             self.sent_since_report = true;
         }
+        true
     }
 
     fn send_report(&mut self, now: Instant, send: &mut dyn FnMut(Transmit<'_>)) {

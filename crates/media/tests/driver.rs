@@ -215,6 +215,55 @@ async fn a_recording_has_the_caller_left_and_the_agent_right() {
     assert!(tone_amplitude(&right, 16000, 1000.0) < AMPLITUDE * 0.05);
 }
 
+/// What the agent played is recorded, not what it queued: while the far end holds the call
+/// nothing is sent, and the agent's channel is silent though the agent kept feeding its tone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_channel_is_silent_while_nothing_is_sent() {
+    let engine = MediaEngine::new(1).unwrap();
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45400, 45499);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.wav");
+    let (pa, pb) = (pool.bind().unwrap(), pool.bind().unwrap());
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let (a_addr, b_addr) = (addr(pa.port()), addr(pb.port()));
+    let mut a = engine
+        .start(pa, config(MediaCodec::Pcmu, b_addr, 1))
+        .unwrap();
+    let mut recorded = config(MediaCodec::Pcmu, a_addr, 2);
+    recorded.record = Some(dialtone_media::RecordTo::stereo(path.clone()));
+    let mut b = engine.start(pb, recorded).unwrap();
+    // Held from the start: B may not send.
+    b.redirect(dialtone_media::Direction {
+        sending: false,
+        receiving: true,
+        remote: None,
+    });
+    let feeders = [
+        feed_tone(a.take_outbound().unwrap(), 1000.0),
+        feed_tone(b.take_outbound().unwrap(), 700.0),
+    ];
+    let mut b_in = b.take_inbound().unwrap();
+    assert_eq!(collect(&mut b_in, 100).await.len(), 100);
+    b.stop().await;
+    a.stop().await;
+    for f in feeders {
+        f.await.unwrap();
+    }
+    let wav = std::fs::read(&path).unwrap();
+    let samples: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let (left, right): (Vec<i16>, Vec<i16>) =
+        samples.chunks_exact(2).map(|lr| (lr[0], lr[1])).unzip();
+    let middle = |c: &[i16]| c[c.len() / 2 - 8000..c.len() / 2 + 8000].to_vec();
+    assert!(tone_amplitude(&middle(&left), 16000, 1000.0) > AMPLITUDE * 0.8);
+    assert!(
+        right.iter().all(|s| *s == 0),
+        "the held agent's tone was recorded"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_far_end_that_never_sends_times_out_once() {
     let engine = MediaEngine::new(1).unwrap();

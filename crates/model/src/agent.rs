@@ -59,9 +59,14 @@ pub struct AgentFields {
     /// The default caller ID, one of `number_ids` (default: the first).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub primary_number_id: Option<Uuid>,
-    /// `builtin:echo`, `builtin:ivr` or `grpc://host:port`.
+    /// `builtin:echo`, `builtin:ivr`, `builtin:agent`, `grpc://host:port` (an AgentBridge
+    /// server) or `ws://…`/`wss://…` (a Twilio Media Streams app).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brain: Option<String>,
+    /// Headers sent on a websocket brain's upgrade request (its authentication): at most 16,
+    /// names HTTP tokens, values visible ASCII.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brain_headers: Option<std::collections::BTreeMap<String, String>>,
     /// Seconds to ring (1-300, default 30), counted from the trunk's first provisional response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ring_timeout_seconds: Option<u32>,
@@ -293,6 +298,7 @@ impl AgentFields {
         "number_ids",
         "primary_number_id",
         "brain",
+        "brain_headers",
         "ring_timeout_seconds",
         "max_duration_seconds",
         "amd",
@@ -342,11 +348,9 @@ impl AgentFields {
         if let Some(brain) = &self.brain
             && !is_brain(brain)
         {
-            return Err(FieldError::invalid(
-                "brain",
-                "`brain` must be \"builtin:echo\", \"builtin:ivr\", \"builtin:agent\" or \"grpc://host:port\"",
-            ));
+            return Err(FieldError::invalid("brain", BRAIN_RULE));
         }
+        check_brain_headers(self.brain_headers.as_ref())?;
         for (field, value, min, max) in [
             ("ring_timeout_seconds", self.ring_timeout_seconds, 1, 300),
             ("max_duration_seconds", self.max_duration_seconds, 1, 86_400),
@@ -526,9 +530,47 @@ fn is_bcp47(tag: &str) -> bool {
         && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
-/// A brain this build can run: a built-in one or an AgentBridge address.
+/// What `brain` may be, in the API's words.
+const BRAIN_RULE: &str = "`brain` must be \"builtin:echo\", \"builtin:ivr\", \"builtin:agent\", \"grpc://host:port\" or a \"ws://\"/\"wss://\" URL";
+
+/// Most headers in `brain_headers`.
+const MAX_BRAIN_HEADERS: usize = 16;
+
+/// `brain_headers`: at most [`MAX_BRAIN_HEADERS`], names HTTP tokens (RFC 9110 §5.6.2), values
+/// visible ASCII or spaces, at most 4096 bytes each.
+fn check_brain_headers(
+    headers: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<(), FieldError> {
+    let Some(headers) = headers else {
+        return Ok(());
+    };
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    let value_ok = |v: &str| v.len() <= 4096 && v.chars().all(|c| c == ' ' || c.is_ascii_graphic());
+    if headers.len() > MAX_BRAIN_HEADERS
+        || headers
+            .iter()
+            .any(|(name, value)| name.is_empty() || !name.chars().all(token) || !value_ok(value))
+    {
+        return Err(FieldError::invalid(
+            "brain_headers",
+            format!(
+                "`brain_headers` holds at most {MAX_BRAIN_HEADERS} headers, each name an HTTP token and each value visible ASCII (at most 4096 bytes)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A brain this build can run: a built-in one, an AgentBridge address or a Media Streams app.
 fn is_brain(brain: &str) -> bool {
-    brain == "builtin:echo"
+    let websocket = crate::media_streams::SCHEMES.iter().any(|scheme| {
+        brain.strip_prefix(scheme).is_some_and(|rest| {
+            let host = rest.split(['/', '?']).next().unwrap_or_default();
+            !host.is_empty() && !brain.contains(char::is_whitespace)
+        })
+    });
+    websocket
+        || brain == "builtin:echo"
         || brain == "builtin:ivr"
         || brain == BUILTIN_AGENT
         || brain
@@ -697,7 +739,7 @@ mod tests {
             "language": "en", "instructions": "i", "returns": {}, "tools": [],
             "voicemail_action": "hangup", "webhook_url": "https://x", "number_ids": [],
             "primary_number_id": "0190f5a0-0000-7000-8000-000000000000", "brain": "builtin:echo",
-            "ring_timeout_seconds": 1, "max_duration_seconds": 1, "amd": true,
+            "brain_headers": {"Authorization": "Bearer t"}, "ring_timeout_seconds": 1, "max_duration_seconds": 1, "amd": true,
             "mask_dtmf": true, "record": true, "barge_in": "on", "endpointing_silence_ms": 100,
             "silence_timeout_seconds": 1,
             "llm": {"provider": "p", "model": "m"}, "stt": {"provider": "p", "model": "m"},
@@ -723,7 +765,12 @@ mod tests {
             (
                 json!({"name": "a", "brain": "http://x"}),
                 "brain",
-                "`brain` must be \"builtin:echo\", \"builtin:ivr\", \"builtin:agent\" or \"grpc://host:port\"",
+                BRAIN_RULE,
+            ),
+            (
+                json!({"name": "a", "brain": "wss://app.example.com/s", "brain_headers": {"bad name": "x"}}),
+                "brain_headers",
+                "`brain_headers` holds at most 16 headers, each name an HTTP token and each value visible ASCII (at most 4096 bytes)",
             ),
             (
                 json!({"name": "a", "ring_timeout_seconds": 0}),

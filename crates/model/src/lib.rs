@@ -16,6 +16,7 @@
 //! - [`recording`]: the agent's `record` setting and the record's `recording`;
 //! - [`transfer`]: the transfer request, where it may go, and the attempt on the record;
 //! - [`webhook`]: the webhook body and a call's events;
+//! - [`media_streams`]: the Twilio Media Streams events a websocket brain speaks;
 //! - [`grammar`]: the grammars tenant strings are printed in (SIP host, user, quoted text, names);
 //! - [`time`]: Unix milliseconds shown as RFC 3339;
 //! - [`network`]: [`Network`], an IP network (a trunk's `inbound_cidrs`);
@@ -29,6 +30,7 @@ pub mod call;
 pub mod dispatch;
 pub mod end_reason;
 pub mod grammar;
+pub mod media_streams;
 mod names;
 pub mod network;
 pub mod number;

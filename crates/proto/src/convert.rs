@@ -558,6 +558,8 @@ impl TryFrom<AgentFields> for ModelAgentFields {
                 .map(|id| uuid("primary_number_id", id))
                 .transpose()?,
             brain: f.brain,
+            brain_headers: Some(f.brain_headers.into_iter().collect())
+                .filter(|h: &std::collections::BTreeMap<String, String>| !h.is_empty()),
             ring_timeout_seconds: f.ring_timeout_seconds,
             max_duration_seconds: f.max_duration_seconds,
             amd: json("amd", f.amd.as_ref())?.and_then(|a| a.amd),
@@ -681,6 +683,12 @@ impl From<&AgentView> for Agent {
                 number_ids: a.number_ids.iter().map(Uuid::to_string).collect(),
                 primary_number_id: a.primary_number_id.map(|id| id.to_string()),
                 brain: s.brain.clone(),
+                brain_headers: s
+                    .brain_headers
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 ring_timeout_seconds: s.ring_timeout_seconds,
                 max_duration_seconds: s.max_duration_seconds,
                 mask_dtmf: s.mask_dtmf,

@@ -92,7 +92,9 @@ pub use organizations::{
 };
 pub use outbox::{Delivery, WebhookEvent};
 pub use providers::NewProvider;
-pub use recordings::{ExpiredRecording, LocalRecordings, RecordingStore, StoreFuture, StoredRange};
+pub use recordings::{
+    ExpiredRecording, LocalRecordings, Purged, RecordingStore, StoreFuture, StoredRange,
+};
 pub use recordings_s3::{S3Recordings, S3Settings};
 pub use resource::{OrgOwned, Stored};
 pub use trunks::{Codec, NewTrunk, SrtpMode, Trunk, TrunkSecurity, TrunkTransport};

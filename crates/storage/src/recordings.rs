@@ -6,6 +6,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
+use sqlx::Row;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
 
@@ -150,13 +151,16 @@ fn recording_error(id: &str, source: std::io::Error) -> StorageError {
     }
 }
 
-/// A recording past retention: its call and its id in the store.
+/// A recording past retention: its call, when the call ended, and its id in the store (none
+/// when the record names no file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiredRecording {
     /// The call.
     pub call_id: Uuid,
+    /// When it ended (Unix ms).
+    pub ended_at: i64,
     /// The recording's id in the store.
-    pub recording_id: String,
+    pub recording_id: Option<String>,
 }
 
 impl Storage {
@@ -174,41 +178,63 @@ impl Storage {
     }
 
     /// Removes the recordings of calls that ended before `ended_before` (Unix ms) from `store`
-    /// and from their records, a batch at a time; how many. Safe with several nodes at once: a
-    /// file is removed before its record lets go of it, removing one already gone is no error,
-    /// and a record lets go once.
+    /// and from their records, a batch at a time, oldest first. Safe with several nodes at
+    /// once: a file is removed before its record lets go of it, removing one already gone is no
+    /// error, and a record lets go once. A recording that cannot be removed (the store refuses,
+    /// or its record names no file) is passed over and counted, so it never holds the rest up;
+    /// the next run tries it again.
     pub async fn purge_recordings(
         &self,
         store: &dyn RecordingStore,
         ended_before: i64,
-    ) -> Result<u64> {
-        let mut purged = 0;
+    ) -> Result<Purged> {
+        let mut purged = Purged::default();
+        let mut after = None;
         loop {
-            let batch = self.expired_recordings(ended_before, 100).await?;
-            if batch.is_empty() {
+            let batch = self.expired_recordings(ended_before, after, 100).await?;
+            let Some(last) = batch.last() else {
                 return Ok(purged);
-            }
+            };
+            after = Some((last.ended_at, last.call_id));
             for expired in batch {
-                store.delete(&expired.recording_id).await?;
+                let Some(recording_id) = expired.recording_id else {
+                    purged
+                        .failed
+                        .push((expired.call_id, "its record names no file".into()));
+                    continue;
+                };
+                if let Err(error) = store.delete(&recording_id).await {
+                    purged.failed.push((expired.call_id, error.to_string()));
+                    continue;
+                }
                 if self.clear_recording(expired.call_id).await? {
-                    purged += 1;
+                    purged.removed += 1;
                 }
             }
         }
     }
 
     /// Up to `limit` recordings of calls that ended before `ended_before` (Unix ms), oldest
-    /// first.
+    /// first (then by call id), after `after` (the last one's end and call) when given.
     pub async fn expired_recordings(
         &self,
         ended_before: i64,
+        after: Option<(i64, Uuid)>,
         limit: u32,
     ) -> Result<Vec<ExpiredRecording>> {
+        let (after_end, after_id) = match after {
+            Some((ended_at, id)) => (ended_at, id.to_string()),
+            None => (i64::MIN, String::new()),
+        };
         let rows = sqlx::query(
-            "SELECT id, recording FROM calls WHERE recording IS NOT NULL AND ended_at < $1 \
-             ORDER BY ended_at LIMIT $2",
+            "SELECT id, ended_at, recording FROM calls WHERE recording IS NOT NULL \
+             AND ended_at < $1 AND (ended_at > $2 OR (ended_at = $3 AND id > $4)) \
+             ORDER BY ended_at, id LIMIT $5",
         )
         .bind(ended_before)
+        .bind(after_end)
+        .bind(after_end)
+        .bind(after_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -219,17 +245,24 @@ impl Storage {
                 .as_ref()
                 .and_then(|r| r.get("id"))
                 .and_then(serde_json::Value::as_str)
-                .ok_or_else(|| StorageError::Corrupt {
-                    column: "recording",
-                    detail: "no id".into(),
-                })?;
+                .map(str::to_owned);
             expired.push(ExpiredRecording {
                 call_id: uuid_of(row, "id")?,
-                recording_id: recording_id.to_owned(),
+                ended_at: row.try_get("ended_at")?,
+                recording_id,
             });
         }
         Ok(expired)
     }
+}
+
+/// What a retention run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Purged {
+    /// Recordings removed from the store and from their records.
+    pub removed: u64,
+    /// Recordings passed over, with why (the next run tries them again).
+    pub failed: Vec<(Uuid, String)>,
 }
 
 #[cfg(test)]
@@ -259,19 +292,26 @@ mod tests {
             serde_json::to_value(read.recording.unwrap()).unwrap(),
             recording
         );
-        assert_eq!(s.expired_recordings(1_000, 10).await.unwrap(), []);
-        let expired = s.expired_recordings(1_001, 10).await.unwrap();
+        assert_eq!(s.expired_recordings(1_000, None, 10).await.unwrap(), []);
+        let expired = s.expired_recordings(1_001, None, 10).await.unwrap();
         assert_eq!(
             expired,
             [ExpiredRecording {
                 call_id: c.id,
-                recording_id: format!("{}.wav", c.id)
+                ended_at: 1_000,
+                recording_id: Some(format!("{}.wav", c.id))
             }]
+        );
+        assert_eq!(
+            s.expired_recordings(1_001, Some((1_000, c.id)), 10)
+                .await
+                .unwrap(),
+            []
         );
         assert!(s.clear_recording(c.id).await.unwrap());
         assert!(!s.clear_recording(c.id).await.unwrap());
         assert_eq!(s.get_call(c.id).await.unwrap().recording, None);
-        assert_eq!(s.expired_recordings(i64::MAX, 10).await.unwrap(), []);
+        assert_eq!(s.expired_recordings(i64::MAX, None, 10).await.unwrap(), []);
     }
 
     on_both!(the_ended_event_carries_the_recording);
@@ -355,11 +395,52 @@ mod tests {
             s.purge_recordings(&store, 2_000),
             s.purge_recordings(&store, 2_000)
         );
-        assert_eq!(a.unwrap() + b.unwrap(), 1);
+        assert_eq!(a.unwrap().removed + b.unwrap().removed, 1);
         assert!(!dir.path().join(format!("{}.wav", old.id)).exists());
         assert!(dir.path().join(format!("{}.wav", new.id)).exists());
         assert_eq!(s.get_call(old.id).await.unwrap().recording, None);
         assert!(s.get_call(new.id).await.unwrap().recording.is_some());
+    }
+
+    on_both!(a_recording_that_cannot_be_removed_does_not_hold_the_rest_up);
+    /// The oldest recording's file cannot be removed (its name is a directory with a file in
+    /// it): it is passed over and named, the newer ones are still purged, and the next run
+    /// tries it again.
+    async fn a_recording_that_cannot_be_removed_does_not_hold_the_rest_up(s: Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalRecordings::new(dir.path());
+        let first = call(&s).await;
+        let mut calls = vec![first.clone()];
+        for i in 0..3 {
+            let to = format!("+1555000030{i}");
+            calls.push(s.insert_call(another(&first, &to, None)).await.unwrap());
+        }
+        for (n, c) in calls.iter().enumerate() {
+            let id = format!("{}.wav", c.id);
+            if n == 0 {
+                std::fs::create_dir_all(dir.path().join(&id).join("inside")).unwrap();
+            } else {
+                let staged = dir.path().join("staged");
+                std::fs::write(&staged, b"RIFF").unwrap();
+                store.put(&id, &staged).await.unwrap();
+            }
+            let progress = CallProgress {
+                at: Some(1_000 + i64::try_from(n).unwrap()),
+                recording: Some(json!({"id": id, "url": "u", "format": "wav",
+                    "channels": "stereo", "duration_ms": 0, "bytes": 4, "sha256": "00"})),
+                ..CallProgress::default()
+            };
+            s.advance_call(c.id, CallStatus::Completed, progress)
+                .await
+                .unwrap();
+        }
+        let purged = s.purge_recordings(&store, 2_000).await.unwrap();
+        assert_eq!(purged.removed, 3);
+        assert_eq!(purged.failed.len(), 1);
+        assert_eq!(purged.failed[0].0, calls[0].id);
+        assert!(s.get_call(calls[0].id).await.unwrap().recording.is_some());
+        let again = s.purge_recordings(&store, 2_000).await.unwrap();
+        assert_eq!((again.removed, again.failed.len()), (0, 1));
     }
 
     #[tokio::test]

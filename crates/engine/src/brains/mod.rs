@@ -7,9 +7,9 @@
 //!   `{"digits": "..."}` (checked against the agent's `returns`) and hangs up. Digits are masked
 //!   in the transcript and logs when the agent sets `mask_dtmf`.
 //!
-//! Two more live in modules of their own: `builtin:agent` (module `agent`: the conversation
-//! inside the engine, STT → LLM → TTS with tools) and an external AgentBridge server (module
-//! `remote`).
+//! Three more live in modules of their own: `builtin:agent` (module `agent`: the conversation
+//! inside the engine, STT → LLM → TTS with tools), an external AgentBridge server (module
+//! `remote`) and a Twilio Media Streams app over a websocket (module `streams`).
 //!
 //! All run the [`SpeechLoop`] against the call's media rings: stepped by the caller's frames
 //! as they arrive and by a 20 ms clock (a tick with no frame is a silent frame, so silence is
@@ -21,10 +21,12 @@
 pub(crate) mod agent;
 mod duties;
 mod remote;
+mod streams;
 
 use duties::Duties;
 
 pub(crate) use remote::{Session, start_remote};
+pub(crate) use streams::{StreamsTarget, start_streams};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

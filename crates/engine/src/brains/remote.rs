@@ -31,6 +31,8 @@ pub(crate) struct Session {
     pub(crate) context: Value,
     pub(crate) metadata: Value,
     pub(crate) tools: Value,
+    /// Headers on a websocket brain's upgrade request.
+    pub(crate) brain_headers: std::collections::BTreeMap<String, String>,
 }
 
 /// Starts an external brain at `address` (`grpc://host:port`) on the call's media, on

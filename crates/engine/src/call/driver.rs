@@ -32,6 +32,10 @@ use crate::{CallPlan, Engine, caps};
 
 /// How long a brain has to finish once told the call ended.
 const BRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// How long a call's end waits for its recording to be hashed and kept in the store: a hung
+/// disk or store costs the recording (`recording_error`), never the call's final record.
+const RECORDING_KEEP_LIMIT: Duration = Duration::from_secs(30);
 /// How long `builtin:agent` has: the result extraction and the summary are written before the
 /// call's final status.
 const AGENT_GRACE: Duration = brains::agent::AFTER_CALL;
@@ -628,6 +632,19 @@ impl<'a> CallDriver<'a> {
             self.brain.task = brains::agent::start(speech, media, context, setup);
             return;
         }
+        if dialtone_model::media_streams::is_media_streams(&plan.brain) {
+            let target = brains::StreamsTarget {
+                url: plan.brain.clone(),
+                headers: plan.session.brain_headers.clone(),
+                vet: plan
+                    .brain_is_agents
+                    .then(|| self.engine.config.private_destinations.clone()),
+                account_sid: plan.org_id.to_string(),
+                context: plan.session.context.clone(),
+            };
+            self.brain.task = brains::start_streams(speech, target, media, context);
+            return;
+        }
         self.brain.task = match Builtin::named(&plan.brain) {
             Some(builtin) => brains::start(speech, builtin, media, context),
             None => brains::start_remote(
@@ -675,7 +692,20 @@ impl<'a> CallDriver<'a> {
         if let (Some(recordings), Some(recording)) =
             (self.engine.recordings(), self.plan.record.as_ref())
         {
-            self.recording = recordings.keep(self.plan.id, recording, outcome).await;
+            let keep = recordings.keep(self.plan.id, recording, outcome);
+            self.recording = match tokio::time::timeout(RECORDING_KEEP_LIMIT, keep).await {
+                Ok(kept) => kept,
+                Err(_) => {
+                    tracing::warn!("the recording was not kept in time: the call ends without it");
+                    crate::recording::Kept {
+                        recording: None,
+                        error: Some(format!(
+                            "the recording was not kept within {} s",
+                            RECORDING_KEEP_LIMIT.as_secs()
+                        )),
+                    }
+                }
+            };
         }
         let session = self.sdp.as_ref().and_then(|s| s.current());
         self.media_record = media_record(stats, self.early.take(), self.early_heard, session).await;

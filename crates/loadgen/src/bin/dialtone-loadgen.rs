@@ -112,8 +112,9 @@ enum Mode {
         /// Where summary.json and summary.md go.
         #[arg(long, default_value = "target/capacity")]
         results: PathBuf,
-        /// The brain of the calls: builtin:echo, or builtin:agent against a zero-latency
-        /// scripted OpenAI-compatible responder in this process.
+        /// The brain of the calls: builtin:echo, builtin:agent against a zero-latency
+        /// scripted OpenAI-compatible responder in this process, or media-streams: a Media
+        /// Streams echo app in this process, over a websocket per call.
         #[arg(long, value_enum, default_value = "builtin:echo")]
         brain: BenchBrain,
         /// The daemon's database (default: SQLite in its own directory); a `postgres://` URL
@@ -138,6 +139,10 @@ enum BenchBrain {
     Echo,
     #[value(name = "builtin:agent")]
     Agent,
+    /// A Twilio Media Streams app in this process (`dialtone_loadgen::echo_app`), echoing
+    /// as `builtin:echo` does, over a websocket per call.
+    #[value(name = "media-streams")]
+    MediaStreams,
 }
 
 impl BenchBrain {
@@ -145,6 +150,7 @@ impl BenchBrain {
         match self {
             Self::Echo => "builtin:echo",
             Self::Agent => load::BUILTIN_AGENT,
+            Self::MediaStreams => "media-streams",
         }
     }
 }
@@ -460,10 +466,11 @@ fn start_daemon(target: &BenchTarget) -> anyhow::Result<Daemon> {
         .env("DIALTONE_BRAIN_ADDR", "builtin:echo")
         .env("DIALTONE_MEDIA_WORKERS", media_workers.to_string())
         .env("DIALTONE_LOG", "warn")
-        // The scripted responder of a builtin:agent bench listens on 127.0.0.1.
+        // The scripted responder of a builtin:agent bench and the Media Streams app listen
+        // on 127.0.0.1.
         .env(
             "DIALTONE_PRIVATE_DESTINATIONS",
-            if brain == BenchBrain::Agent {
+            if brain != BenchBrain::Echo {
                 "127.0.0.1"
             } else {
                 ""
@@ -535,6 +542,14 @@ async fn bench(
     let control = Control::connect(&format!("http://{}", daemon.grpc), BENCH_KEY).await?;
     let brain = target.brain.name();
     let scripted = scripted_provider(&control, brain).await?;
+    let echo_app = match target.brain {
+        BenchBrain::MediaStreams => Some(dialtone_loadgen::echo_app::EchoApp::start().await?),
+        _ => None,
+    };
+    // The agent's brain: the app's websocket URL for a media-streams bench.
+    let agent_brain = echo_app
+        .as_ref()
+        .map_or(brain, dialtone_loadgen::echo_app::EchoApp::url);
     std::fs::create_dir_all(results)?;
     let mut steps = Vec::new();
     for &concurrency in ramp {
@@ -543,7 +558,7 @@ async fn bench(
         let agent = control
             .set_up_agent(
                 sim.sip_addr,
-                brain,
+                agent_brain,
                 scripted.as_ref().map(|_| SCRIPTED_PROVIDER),
             )
             .await?;
@@ -640,6 +655,15 @@ async fn bench(
             report.markdown()
         );
         print_turns(&report, requests_before, scripted.as_ref());
+        if let Some(app) = &echo_app {
+            let counts = app.counts();
+            println!(
+                "media streams app: {} streams, {} media events in, {} utterances echoed",
+                counts.streams.load(std::sync::atomic::Ordering::Relaxed),
+                counts.media_in.load(std::sync::atomic::Ordering::Relaxed),
+                counts.echoed.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
         if matches!(shape, Shape::Linear(_)) {
             let trouble = first_trouble(&records, &[]);
             let apart = first_trouble(&records, &freezes);

@@ -1,0 +1,287 @@
+//! The Media Streams core on a virtual clock: the speech loop is stepped a 20 ms frame at a
+//! time with made-up instants, as the driver steps it with the media clock's.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use dialtone_speech::{BargeIn, FRAME_SAMPLES, SpeechConfig, SpeechEvent, SpeechLoop};
+use dialtone_test_support::audio::{sine, tone_amplitude};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn start() -> StreamStart {
+    StreamStart {
+        stream_sid: "MZ0123".into(),
+        account_sid: "org-1".into(),
+        call_sid: "call-1".into(),
+        custom_parameters: [("name".to_owned(), "Ada".to_owned())].into(),
+    }
+}
+
+/// A session, its speech loop (barge-in off, as for these calls by default) and the clock.
+struct Bench {
+    session: StreamsSession,
+    speech: SpeechLoop,
+    now: Instant,
+    /// Marks echoed, with the frame (of the agent's playout) at which each was.
+    echoed: Vec<(String, usize)>,
+    /// The agent's frames played so far.
+    played: Vec<[i16; FRAME_SAMPLES]>,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let config = SpeechConfig {
+            barge_in: BargeIn::Off,
+            ..SpeechConfig::default()
+        };
+        let now = Instant::now();
+        Self {
+            session: StreamsSession::new(start()).unwrap(),
+            speech: SpeechLoop::new(config, now),
+            now,
+            echoed: Vec::new(),
+            played: Vec::new(),
+        }
+    }
+
+    /// Everything queued for the app, as JSON.
+    fn sent(&mut self) -> Vec<Value> {
+        std::iter::from_fn(|| self.session.poll_transmit())
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .collect()
+    }
+
+    fn app(&mut self, event: Value) -> AppEffect {
+        self.session
+            .handle_app(&event.to_string(), &mut self.speech, false)
+            .unwrap()
+    }
+
+    /// One 20 ms tick: a silent caller frame in, the agent's next frame out.
+    fn tick(&mut self) {
+        self.now += Duration::from_millis(20);
+        self.speech
+            .handle_caller_frame(self.now, &[0; FRAME_SAMPLES]);
+        self.played.push(self.speech.next_agent_frame());
+        while let Some(event) = self.speech.poll_event() {
+            if let SpeechEvent::PlayoutDone { mark } = event {
+                assert!(self.session.playout_done(&mark));
+            }
+        }
+        for event in self.sent() {
+            if event["event"] == "mark" {
+                let name = event["mark"]["name"].as_str().unwrap().to_owned();
+                self.echoed.push((name, self.played.len()));
+            }
+        }
+    }
+}
+
+/// `ms` of a 1 kHz tone as base64 µ-law at 8 kHz, cut into chunks of `chunk` bytes.
+fn tone_chunks(ms: usize, chunk: usize) -> Vec<String> {
+    let mut pcm = vec![0i16; ms * 8];
+    sine(8000, 1000.0, 8000.0, 0, &mut pcm);
+    let ulaw: Vec<u8> = pcm
+        .iter()
+        .map(|s| dialtone_codec::linear_to_ulaw(*s))
+        .collect();
+    ulaw.chunks(chunk).map(|c| STANDARD.encode(c)).collect()
+}
+
+#[test]
+fn the_stream_opens_with_connected_then_start_naming_the_call() {
+    let mut b = Bench::new();
+    let sent = b.sent();
+    assert_eq!(
+        sent[0],
+        json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+    );
+    assert_eq!(
+        sent[1],
+        json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ0123", "start": {
+            "streamSid": "MZ0123", "accountSid": "org-1", "callSid": "call-1",
+            "tracks": ["inbound"], "customParameters": {"name": "Ada"},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+    );
+}
+
+#[test]
+fn each_caller_frame_is_one_media_chunk_in_order_with_its_media_time() {
+    let mut b = Bench::new();
+    b.sent();
+    let mut frame = [0i16; FRAME_SAMPLES];
+    let mut heard = Vec::new();
+    for i in 0..25 {
+        sine(16_000, 1000.0, 8000.0, i * FRAME_SAMPLES, &mut frame);
+        b.session.caller_frame(&frame);
+        let sent = b.sent();
+        assert_eq!(sent.len(), 1, "one event per frame, never a burst");
+        let media = &sent[0];
+        assert_eq!(media["event"], "media");
+        assert_eq!(media["sequenceNumber"], (i + 2).to_string());
+        assert_eq!(media["media"]["track"], "inbound");
+        assert_eq!(media["media"]["chunk"], (i + 1).to_string());
+        assert_eq!(media["media"]["timestamp"], (i * 20).to_string());
+        let ulaw = STANDARD
+            .decode(media["media"]["payload"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(ulaw.len(), 160, "20 ms at 8 kHz");
+        let mut pcm = [0i16; 160];
+        dialtone_codec::G711::new(dialtone_codec::G711Law::Mu).decode(&ulaw, &mut pcm);
+        heard.extend_from_slice(&pcm);
+    }
+    // The caller's tone is heard as that tone at 8 kHz (past the resampler's delay).
+    let tail = &heard[800..];
+    assert!(tone_amplitude(tail, 8000, 1000.0) > 5000.0);
+    assert!(tone_amplitude(tail, 8000, 2000.0) < 500.0);
+}
+
+#[test]
+fn a_mark_comes_back_once_the_audio_before_it_has_played() {
+    let mut b = Bench::new();
+    b.sent();
+    // 1 s of tone in uneven chunks, then a mark.
+    for payload in tone_chunks(1000, 333) {
+        b.app(json!({"event": "media", "streamSid": "MZ0123", "media": {"payload": payload}}));
+    }
+    b.app(json!({"event": "mark", "streamSid": "MZ0123", "mark": {"name": "tone-end"}}));
+    for _ in 0..60 {
+        b.tick();
+    }
+    assert_eq!(
+        b.echoed,
+        vec![("tone-end".to_owned(), 50)],
+        "after 50 frames of 20 ms"
+    );
+    let toned = b
+        .played
+        .iter()
+        .filter(|f| tone_amplitude(&f[..], 16_000, 1000.0) > 4000.0)
+        .count();
+    assert_eq!(toned, 50, "the whole second was played, at 16 kHz");
+}
+
+#[test]
+fn clear_stops_the_audio_at_the_next_frame_and_echoes_every_pending_mark() {
+    let mut b = Bench::new();
+    b.sent();
+    for payload in tone_chunks(1000, 160) {
+        b.app(json!({"event": "media", "media": {"payload": payload}}));
+    }
+    b.app(json!({"event": "mark", "mark": {"name": "a"}}));
+    for payload in tone_chunks(500, 160) {
+        b.app(json!({"event": "media", "media": {"payload": payload}}));
+    }
+    b.app(json!({"event": "mark", "mark": {"name": "b"}}));
+    for _ in 0..10 {
+        b.tick();
+    }
+    assert!(b.echoed.is_empty());
+    assert_eq!(b.app(json!({"event": "clear"})), AppEffect::Cleared);
+    let marks: Vec<Value> = b
+        .sent()
+        .into_iter()
+        .map(|e| e["mark"]["name"].clone())
+        .collect();
+    assert_eq!(
+        marks,
+        vec![json!("a"), json!("b")],
+        "echoed at once, in order"
+    );
+    b.tick();
+    let last = b.played.last().unwrap();
+    assert!(
+        last.iter().all(|s| *s == 0),
+        "silence from the next frame on"
+    );
+}
+
+#[test]
+fn a_barge_in_echoes_the_pending_marks() {
+    let mut b = Bench::new();
+    b.sent();
+    b.app(json!({"event": "media", "media": {"payload": tone_chunks(200, 1600)[0]}}));
+    b.app(json!({"event": "mark", "mark": {"name": "m"}}));
+    b.speech.clear_playout();
+    b.session.playout_cleared();
+    assert_eq!(b.sent()[0]["mark"]["name"], "m");
+}
+
+#[test]
+fn keys_and_the_end_are_events_and_nothing_follows_stop() {
+    let mut b = Bench::new();
+    b.sent();
+    b.session.dtmf('5');
+    b.session.stop();
+    b.session.stop();
+    b.session.caller_frame(&[0; FRAME_SAMPLES]);
+    b.session.dtmf('6');
+    let sent = b.sent();
+    assert_eq!(
+        sent,
+        vec![
+            json!({"event": "dtmf", "sequenceNumber": "2", "streamSid": "MZ0123",
+                "dtmf": {"track": "inbound_track", "digit": "5"}}),
+            json!({"event": "stop", "sequenceNumber": "3", "streamSid": "MZ0123",
+                "stop": {"accountSid": "org-1", "callSid": "call-1"}}),
+        ]
+    );
+}
+
+#[test]
+fn while_muted_the_apps_audio_is_dropped_and_its_marks_echoed_at_once() {
+    let mut b = Bench::new();
+    b.sent();
+    let payload = tone_chunks(200, 1600)[0].clone();
+    let media = json!({"event": "media", "media": {"payload": payload}}).to_string();
+    b.session.handle_app(&media, &mut b.speech, true).unwrap();
+    let mark = json!({"event": "mark", "mark": {"name": "m"}}).to_string();
+    b.session.handle_app(&mark, &mut b.speech, true).unwrap();
+    assert!(!b.speech.agent_speaking());
+    assert_eq!(b.sent()[0]["mark"]["name"], "m");
+}
+
+#[test]
+fn the_engines_own_marks_are_not_the_apps() {
+    let mut b = Bench::new();
+    assert!(!b.session.playout_done("apology"));
+}
+
+#[test]
+fn broken_frames_are_protocol_errors_and_unknown_events_are_ignored() {
+    let mut b = Bench::new();
+    let mut speech = SpeechLoop::new(SpeechConfig::default(), b.now);
+    let mut handle = |text: &str| b.session.handle_app(text, &mut speech, false);
+    assert!(matches!(
+        handle("not json"),
+        Err(ProtocolError::Malformed(_))
+    ));
+    assert!(matches!(
+        handle(r#"{"event":"media","media":{"payload":"***"}}"#),
+        Err(ProtocolError::Payload)
+    ));
+    assert!(matches!(
+        handle(r#"{"event":"mark"}"#),
+        Err(ProtocolError::Malformed(_))
+    ));
+    assert_eq!(handle(r#"{"event":"hello"}"#), Ok(AppEffect::Queued));
+}
+
+proptest! {
+    /// Whatever an app sends, the core answers without panicking.
+    #[test]
+    fn any_frame_gets_an_answer(text in any::<String>(), payload in "[A-Za-z0-9+/=]{0,64}") {
+        let mut b = Bench::new();
+        let mut speech = SpeechLoop::new(SpeechConfig::default(), b.now);
+        let _ = b.session.handle_app(&text, &mut speech, false);
+        let media = json!({"event": "media", "media": {"payload": payload}}).to_string();
+        let _ = b.session.handle_app(&media, &mut speech, true);
+        let _ = speech.next_agent_frame();
+    }
+}
