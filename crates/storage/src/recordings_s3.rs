@@ -30,7 +30,8 @@ pub struct S3Settings {
     pub endpoint: Option<String>,
     /// The region (`None`: `us-east-1`).
     pub region: Option<String>,
-    /// The access key id (`None`: the client's usual sources — environment, instance role).
+    /// The access key id (`None`: the usual AWS sources — `AWS_*` variables, a web identity,
+    /// the container's or instance's role).
     pub access_key_id: Option<String>,
     /// The secret access key, with the access key id.
     pub secret_access_key: Option<String>,
@@ -55,7 +56,9 @@ const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 impl S3Recordings {
     /// A store on `settings`' bucket; an error names what the settings lack.
     pub fn new(settings: &S3Settings) -> Result<Self> {
-        let mut builder = AmazonS3Builder::new()
+        // The `AWS_*` environment first (credentials, a web identity or container role), the
+        // settings over it.
+        let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&settings.bucket)
             .with_region(settings.region.as_deref().unwrap_or("us-east-1"))
             .with_allow_http(settings.allow_http)
