@@ -5,7 +5,8 @@
 //! workers; the destination hanging up ends the call as `transferred` with both legs on the
 //! record. A busy destination (486) leaves the call with the agent, the record saying why, and
 //! `builtin:agent`'s model hears it as its `transfer_call` tool's answer and goes on. The
-//! callee hanging up while bridged sends the destination its BYE.
+//! callee hanging up while bridged sends the destination its BYE. The destination's re-INVITEs
+//! (hold, resume) are answered while bridged.
 
 use std::path::Path;
 use std::time::Duration;
@@ -305,6 +306,26 @@ async fn the_agent_hears_why_its_bridge_failed_and_keeps_the_caller() {
         content.contains("486") && content.contains("could not be reached"),
         "{content}"
     );
+    destination.finish(Duration::from_secs(20)).unwrap();
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_destinations_hold_and_resume_are_answered_while_bridged() {
+    let dir = tempfile::tempdir().unwrap();
+    let callee = baresip(dir.path());
+    // The destination answers, holds (a=sendonly) and resumes with re-INVITEs, then hangs up.
+    let destination = sipp(dir.path(), "callee_holds_and_resumes.xml", &[]);
+    let w = world(None, &[]).await;
+    let _router = route(&w.api, callee.port, destination.port).await;
+    let id = w.dispatch(json!({})).await;
+    wait_status(&w.api, &id, "in_progress").await;
+    bridge(&w.api, &id).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "completed", "transferred", "api");
+    assert_eq!(record["transfer"]["status"], "completed", "{record:#}");
+    // SIPp fails its scenario unless both re-INVITEs got our 200 (recvonly while held,
+    // sendrecv after) rather than none.
     destination.finish(Duration::from_secs(20)).unwrap();
     w.finish().await;
 }

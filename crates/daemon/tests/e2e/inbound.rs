@@ -4,7 +4,8 @@
 //! agent answers, none of them leaving a record; `486` over the organisation's concurrency cap,
 //! without a record either; a caller cancelling before the answer; and a flood of refused
 //! INVITEs from one address cut short while a legitimate call still completes;
-//! `builtin:agent` answering like `builtin:echo`; and a transfer of a call placed to us.
+//! `builtin:agent` answering like `builtin:echo`; and a transfer of a call placed to us, by
+//! REFER and bridged (the second leg dialled from our number, not the caller's).
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -554,5 +555,76 @@ async fn an_inbound_call_is_transferred_to_a_number_through_its_trunk() {
     assert_ended(&record, "completed", "transferred", "api");
     assert_eq!(record["transferred_to"], "+15550001111", "{record:#}");
     assert_eq!(record["direction"], "inbound");
+    w.finish().await;
+}
+
+/// A call placed to us, bridged: the second leg goes through the number's trunk from OUR
+/// number (the one called), never the caller's (a third party's, unverified); the caller
+/// hanging up while bridged ends both legs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_call_is_bridged_from_our_number() {
+    let w = world(None, &[]).await;
+    let (trunk, _) = answering_agent(&w.api, OUR_NUMBER, "inbound", None).await;
+    // The destination, where the trunk leads: SIPp checks the leg's From.
+    let destination = Sipp::uas(
+        &scenario("destination_checks_caller_id.xml"),
+        dialtone_test_support::SipTransport::Udp,
+        &SippOptions {
+            replacements: keys(&[("caller_id_re", r"\+15550001000")]),
+            ..SippOptions::default()
+        },
+    )
+    .unwrap();
+    let (s, t) = w
+        .api
+        .patch(
+            &format!("/v1/trunks/{trunk}"),
+            json!({"port": destination.port}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let dir = tempfile::tempdir().unwrap();
+    let tone = write_ulaw_tone(&dir.path().join("tone.ulaw"), 440.0, 10000.0, 8).unwrap();
+    let caller = tokio::spawn(call_in(
+        w.daemon.sip_addr.to_string(),
+        "127.0.0.1",
+        "caller_speaks_then_hangs_up.xml",
+        keys(&[
+            ("number", OUR_NUMBER),
+            ("caller", "+15551230000"),
+            ("from_user", "15551230000"),
+            ("tone", &tone.display().to_string()),
+            ("talk_ms", "5000"),
+        ]),
+    ));
+    let mut id = String::new();
+    for _ in 0..500 {
+        if let Some(call) = calls(&w.api).await.first()
+            && call["status"] == "in_progress"
+        {
+            id = call["id"].as_str().unwrap().to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!id.is_empty(), "the call is answered");
+    let (s, call) = w
+        .api
+        .post(
+            &format!("/v1/calls/{id}/transfer"),
+            json!({"to": "+15550002222", "mode": "bridge"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{call}");
+    caller.await.unwrap();
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["from_number"], "+15551230000", "{record:#}");
+    assert_ended(&record, "completed", "transferred", "api");
+    assert_eq!(record["transfer"]["status"], "completed", "{record:#}");
+    // SIPp fails its scenario unless the leg's From was our number and our BYE came.
+    tokio::task::spawn_blocking(move || destination.finish(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .unwrap();
     w.finish().await;
 }

@@ -92,10 +92,17 @@ pub(crate) enum Action {
         /// The answer's SDP.
         sdp: Option<Vec<u8>>,
     },
-    /// Relay the two legs' audio both ways.
+    /// Relay the two legs' audio both ways; how it went comes back as
+    /// [`LegInput::Relayed`](super::input::LegInput::Relayed).
     RelayLegs,
     /// Send this digit on the second leg (RFC 4733).
     SendLegDtmf(char),
+    /// Answer the destination's re-offer on the second leg as the caller's is
+    /// ([`Action::AnswerRemoteOffer`]).
+    AnswerLegOffer {
+        /// The offer (a re-INVITE may come without one: offer ours).
+        sdp: Option<Vec<u8>>,
+    },
     /// Hang up the second leg (CANCEL before its answer, BYE after) and stop its media, if
     /// there is one.
     HangUpLeg,
@@ -114,6 +121,20 @@ pub(crate) enum Action {
     Record(Step),
     /// Take a measurement.
     Measure(Measure),
+}
+
+/// The outcome `dialtone_transfers_total` counts for a transfer record written with
+/// `transferred_to`: its failure reason, or `completed` on the record that says where the caller
+/// went — once per attempt (a bridge's later record with its duration counts nothing).
+pub(crate) fn transfer_outcome(
+    transfer: &Transfer,
+    transferred_to: Option<&str>,
+) -> Option<&'static str> {
+    match (transfer.reason, transferred_to) {
+        (Some(reason), _) => Some(reason.as_str()),
+        (None, Some(_)) => Some("completed"),
+        (None, None) => None,
+    }
 }
 
 /// Why a call ended, and who ended it.

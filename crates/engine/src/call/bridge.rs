@@ -2,14 +2,18 @@
 //! which the call machine holds and feeds.
 //!
 //! ```text
-//!  dial ─▶ Dialing ──(the leg's 2xx)──▶ Connecting ──(its media runs)──▶ Bridged ──▶ Over
+//!  dial ─▶ Dialing ──(the leg's 2xx)──▶ Connecting ──(its media runs)──▶ Relaying
+//!                                                                          │ (the relay is set)
+//!                                                                          ▼
+//!                                                                       Bridged ──▶ Over
 //!           │  the caller hears ringback       │                            either side
-//!           ├─▶ busy, rejected, unreachable: failed (destination_failed)    hangs up: the
-//!           ├─▶ not placed: failed (unavailable)                            other is hung
-//!           ├─▶ no answer by the ring timeout: failed (timeout), the leg    up too
-//!           │   canceled                       │
+//!           ├─▶ busy, rejected, unreachable: failed (destination_failed)    hangs up (or the
+//!           ├─▶ not placed: failed (unavailable)                            destination's RTP
+//!           ├─▶ no answer by the ring timeout: failed (timeout), the leg    times out): the
+//!           │   canceled                       │                            other is hung up
 //!           └─▶ the call ended: failed (call_ended), the leg canceled
-//!                                              └─▶ its media unusable: failed, the leg hung up
+//!                                              └─▶ its media unusable, or the relay not set:
+//!                                                  failed (destination_failed), the leg hung up
 //! ```
 //!
 //! A failed attempt gives the caller back to the brain, which is told why. While one is under
@@ -18,7 +22,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dialtone_model::time::rfc3339;
-use dialtone_model::{BridgeLeg, Transfer, TransferFailure, TransferStatus};
+use dialtone_model::{BridgeLeg, Direction, Transfer, TransferFailure, TransferStatus};
 use dialtone_sip_ua::EndReason as SipEndReason;
 
 use super::input::MediaOutcome;
@@ -28,6 +32,17 @@ use super::transfer::{Order, Progress};
 /// the agent (the machine owns this clock; the user agent's own ring timeout is set later).
 pub(crate) const BRIDGE_RING_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The caller ID of a second leg, for a call in `direction` from `from` to `to`: always our
+/// own number. A call we placed is from ours (`from`); a call placed to us is to ours (`to`) —
+/// its caller's number may be anonymous or not E.164 (the leg would fail), and is a third
+/// party's, unverified, that we must not send out as our caller ID.
+pub(crate) fn leg_caller_id<'a>(direction: Direction, from: &'a str, to: &'a str) -> &'a str {
+    match direction {
+        Direction::Outbound => from,
+        Direction::Inbound => to,
+    }
+}
+
 /// Where the second leg is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -35,6 +50,8 @@ enum Phase {
     Dialing { until: Instant },
     /// It answered; its media is starting.
     Connecting,
+    /// Its media runs; the relay between the legs is being set.
+    Relaying,
     /// The two legs are relayed since then.
     Bridged { since: Instant },
     /// Either leg hung up after the bridge.
@@ -135,12 +152,30 @@ impl Bridge {
         false
     }
 
-    /// How the leg's media started: the legs are bridged, or the attempt failed.
-    pub(crate) fn on_media(&mut self, now: Instant, outcome: MediaOutcome) -> Progress {
+    /// How the leg's media started: the legs are to be relayed, or the attempt failed.
+    pub(crate) fn on_media(&mut self, outcome: MediaOutcome) -> Progress {
         if self.phase != Phase::Connecting {
             return Progress::Nothing;
         }
         if outcome != MediaOutcome::Started {
+            return self.fail(None, TransferFailure::DestinationFailed);
+        }
+        self.phase = Phase::Relaying;
+        Progress::Nothing
+    }
+
+    /// Whether the legs are to be relayed now (the leg's media runs).
+    pub(crate) fn relaying(&self) -> bool {
+        self.phase == Phase::Relaying
+    }
+
+    /// Whether the relay was set at `now`: the legs are bridged, or the attempt failed (the
+    /// destination answered, but cannot be heard).
+    pub(crate) fn on_relayed(&mut self, now: Instant, relayed: bool) -> Progress {
+        if self.phase != Phase::Relaying {
+            return Progress::Nothing;
+        }
+        if !relayed {
             return self.fail(None, TransferFailure::DestinationFailed);
         }
         self.phase = Phase::Bridged { since: now };
@@ -158,7 +193,10 @@ impl Bridge {
 
     /// The leg ended before it was answered.
     pub(crate) fn on_failed(&mut self, sip_status: Option<u16>, reason: SipEndReason) -> Progress {
-        if !matches!(self.phase, Phase::Dialing { .. } | Phase::Connecting) {
+        if !matches!(
+            self.phase,
+            Phase::Dialing { .. } | Phase::Connecting | Phase::Relaying
+        ) {
             return Progress::Nothing;
         }
         let failure = match reason {
@@ -168,8 +206,9 @@ impl Bridge {
         self.fail(sip_status, failure)
     }
 
-    /// The answered leg ended (the destination hung up, or we did), or the call did while
-    /// bridged: the bridge is over, its duration recorded.
+    /// The leg ended: answered, the bridge is over (the destination hung up, or we did, or
+    /// the call did while bridged), its duration recorded; before it was bridged (its user
+    /// agent gave up without a final response), the attempt failed.
     pub(crate) fn on_leg_ended(&mut self, now: Instant) -> Progress {
         match self.phase {
             Phase::Bridged { since } => {
@@ -178,8 +217,10 @@ impl Bridge {
                     Some(now.saturating_duration_since(since).as_millis() as u64);
                 Progress::Moved(self.record(TransferStatus::Completed, Some(200), None))
             }
-            Phase::Connecting => self.fail(None, TransferFailure::DestinationFailed),
-            Phase::Dialing { .. } | Phase::Over => Progress::Nothing,
+            Phase::Dialing { .. } | Phase::Connecting | Phase::Relaying => {
+                self.fail(None, TransferFailure::DestinationFailed)
+            }
+            Phase::Over => Progress::Nothing,
         }
     }
 
@@ -192,11 +233,22 @@ impl Bridge {
         }
     }
 
+    /// We hang the call up: an attempt not yet bridged fails (its leg is to be canceled at
+    /// once, not bridged to a call that is going); a bridge ends with the call.
+    pub(crate) fn on_hanging_up(&mut self) -> Progress {
+        match self.phase {
+            Phase::Dialing { .. } | Phase::Connecting | Phase::Relaying => {
+                self.fail(None, TransferFailure::CallEnded)
+            }
+            Phase::Bridged { .. } | Phase::Over => Progress::Nothing,
+        }
+    }
+
     /// The call ended at `now`: a bridge records its duration, an attempt under way fails.
     pub(crate) fn on_call_ended(&mut self, now: Instant) -> Progress {
         match self.phase {
             Phase::Bridged { .. } => self.on_leg_ended(now),
-            Phase::Dialing { .. } | Phase::Connecting => {
+            Phase::Dialing { .. } | Phase::Connecting | Phase::Relaying => {
                 self.fail(None, TransferFailure::CallEnded)
             }
             Phase::Over => Progress::Nothing,

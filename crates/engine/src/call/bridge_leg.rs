@@ -62,6 +62,11 @@ impl Leg {
         }
     }
 
+    /// Answers the destination's re-offer as the caller's is.
+    pub(super) fn answer_remote_offer(&mut self, offer: Option<&[u8]>) {
+        super::media::answer_remote_offer(&self.call, &mut self.sdp, self.media.as_ref(), offer);
+    }
+
     /// Hangs the leg up (CANCEL or BYE) and stops its media.
     pub(super) async fn hang_up(self) {
         let _ = self.call.hang_up();

@@ -13,13 +13,14 @@ use dialtone_storage::CallProgress;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::action::{Action, End, Measure, Step};
-use super::bridge::BRIDGE_RING_TIMEOUT;
+use super::action::{Action, End, Measure, Step, transfer_outcome};
+use super::bridge::{BRIDGE_RING_TIMEOUT, leg_caller_id};
 use super::bridge_leg::{self, Leg, ends_leg, next_leg_input};
 use super::input::{Control, Input, LegInput, MediaOutcome, PlaceFailure};
 use super::machine::{CallMachine, CallSettings};
 use super::media::{
-    EarlyHeard, EarlyListener, measure_media_health, media_config, media_record, next_media_event,
+    EarlyHeard, EarlyListener, answer_remote_offer, measure_media_health, media_config,
+    media_record, next_media_event,
 };
 use super::progress::ProgressLog;
 use super::sdp::{Refusal, SdpSession};
@@ -325,11 +326,15 @@ impl<'a> CallDriver<'a> {
                     .handle(Instant::now(), Input::Leg(LegInput::Media(outcome)));
             }
             Action::RelayLegs => {
-                if let (Some(media), Some(leg)) = (&self.media, self.leg.as_mut())
-                    && !bridge_leg::relay(media, leg)
-                {
+                let relayed = match (&self.media, self.leg.as_mut()) {
+                    (Some(media), Some(leg)) => bridge_leg::relay(media, leg),
+                    _ => false,
+                };
+                if !relayed {
                     tracing::error!("the second leg's media rings are gone; nothing is relayed");
                 }
+                self.machine
+                    .handle(Instant::now(), Input::Leg(LegInput::Relayed(relayed)));
             }
             Action::SendLegDtmf(digit) => {
                 let digits = digit.to_string();
@@ -342,6 +347,11 @@ impl<'a> CallDriver<'a> {
                     && let Err(error) = sent.await
                 {
                     tracing::warn!(%error, "the caller's digit cannot be relayed");
+                }
+            }
+            Action::AnswerLegOffer { sdp } => {
+                if let Some(leg) = self.leg.as_mut() {
+                    leg.answer_remote_offer(sdp.as_deref());
                 }
             }
             Action::HangUpLeg => {
@@ -363,12 +373,7 @@ impl<'a> CallDriver<'a> {
                 transfer,
                 transferred_to,
             } => {
-                let outcome = match (transfer.status, transfer.reason) {
-                    (_, Some(reason)) => Some(reason.as_str()),
-                    (dialtone_model::TransferStatus::Completed, None) => Some("completed"),
-                    _ => None,
-                };
-                if let Some(outcome) = outcome {
+                if let Some(outcome) = transfer_outcome(&transfer, transferred_to.as_deref()) {
                     metrics::counter!("dialtone_transfers_total", "mode" => transfer.mode.as_str(), "outcome" => outcome)
                         .increment(1);
                 }
@@ -433,6 +438,7 @@ impl<'a> CallDriver<'a> {
         match place(
             self.engine,
             &self.plan,
+            &self.plan.from,
             &to,
             admission,
             self.plan.ring_timeout,
@@ -464,7 +470,9 @@ impl<'a> CallDriver<'a> {
         };
         // The machine's ring timeout decides; the user agent's is only a backstop.
         let ring_timeout = BRIDGE_RING_TIMEOUT + Duration::from_secs(5);
-        match place(self.engine, &self.plan, to, admission, ring_timeout).await {
+        let plan = &self.plan;
+        let from = leg_caller_id(plan.session.direction, &plan.from, &plan.to);
+        match place(self.engine, plan, from, to, admission, ring_timeout).await {
             Ok(placed) => {
                 self.leg = Some(Leg {
                     call: placed.call,
@@ -659,27 +667,10 @@ impl<'a> CallDriver<'a> {
         };
     }
 
-    /// Answers the far end's re-offer from the current session, or refuses it with 488.
+    /// Answers the caller's re-offer.
     fn answer_remote_offer(&mut self, offer: Option<&[u8]>) {
-        let (Some(call), Some(sdp)) = (&self.call, self.sdp.as_mut()) else {
-            return;
-        };
-        match sdp.answer_remote_offer(offer) {
-            Some((answer, negotiated)) => {
-                if let Some(media) = &self.media {
-                    media.redirect(Direction {
-                        sending: negotiated.direction.sends(),
-                        receiving: negotiated.direction.receives(),
-                        remote: negotiated.remote_rtp,
-                    });
-                }
-                tracing::info!(hold = negotiated.on_hold, "answered a re-offer");
-                let _ = call.answer_offer(answer.into_bytes());
-            }
-            None => {
-                tracing::warn!("refusing a re-offer we cannot take");
-                let _ = call.reject_offer(488);
-            }
+        if let (Some(call), Some(sdp)) = (&self.call, self.sdp.as_mut()) {
+            answer_remote_offer(call, sdp, self.media.as_ref(), offer);
         }
     }
 
@@ -769,11 +760,12 @@ struct Placement {
     share: PortShare,
 }
 
-/// Binds a port, offers SDP on it and dials `to` from the call's number through its trunk
-/// with `admission`: the call itself, and a bridged transfer's second leg.
+/// Binds a port, offers SDP on it and dials `to` from `from` through the call's trunk with
+/// `admission`: the call itself, and a bridged transfer's second leg.
 async fn place(
     engine: &Engine,
     plan: &CallPlan,
+    from: &str,
     to: &str,
     admission: Admission,
     ring_timeout: Duration,
@@ -796,7 +788,7 @@ async fn place(
         plan.srtp,
         &plan.codecs,
     );
-    let mut request = DialRequest::new(plan.trunk.clone(), plan.from.clone(), to.to_owned());
+    let mut request = DialRequest::new(plan.trunk.clone(), from.to_owned(), to.to_owned());
     request.sdp_offer = Some(sdp.offer_bytes());
     request.ring_timeout = ring_timeout;
     request

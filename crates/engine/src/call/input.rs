@@ -96,12 +96,27 @@ pub(crate) enum LegInput {
     },
     /// The answered leg ended.
     Ended,
+    /// The destination sent a re-INVITE or UPDATE (hold, resume, a session refresh).
+    RemoteOffer {
+        /// The offer (a re-INVITE may come without one).
+        sdp: Option<Vec<u8>>,
+    },
     /// How its media started ([`Action::ConnectLeg`]).
     ///
     /// [`Action::ConnectLeg`]: super::Action::ConnectLeg
     Media(MediaOutcome),
+    /// Whether the legs' relay was set ([`Action::RelayLegs`]): `false` when the leg's media
+    /// rings are gone.
+    ///
+    /// [`Action::RelayLegs`]: super::Action::RelayLegs
+    Relayed(bool),
     /// The destination pressed a key (RFC 4733).
     Dtmf(char),
+    /// No RTP from the destination for the engine's RTP timeout: it vanished without a BYE.
+    RtpTimeout {
+        /// How long it has been quiet.
+        silent_for: Duration,
+    },
 }
 
 impl LegInput {
@@ -116,19 +131,23 @@ impl LegInput {
                 reason,
             },
             UaEvent::Call(CallEvent::Ended { .. }) => Self::Ended,
+            UaEvent::Call(CallEvent::RemoteOffer { sdp, .. }) => Self::RemoteOffer { sdp },
             _ => return None,
         };
         Some(input)
     }
 
-    /// The machine's input for an event of the second leg's media: its digits.
+    /// The machine's input for an event of the second leg's media: its digits and its RTP
+    /// timeout. An RTCP BYE is no end, as on the caller's leg: a source sends one when it
+    /// changes its SSRC (RFC 3550 §8.2); the RTP timeout or the SIP BYE ends the leg.
     pub(crate) fn from_media(event: MediaEvent) -> Option<Self> {
         match event {
+            MediaEvent::RtpTimeout { silent_for } => Some(Self::RtpTimeout { silent_for }),
             MediaEvent::Dtmf {
                 event: dialtone_rtp::DtmfEvent::Ended { digit, .. },
                 ..
             } => Some(Self::Dtmf(digit)),
-            _ => None,
+            MediaEvent::Dtmf { .. } | MediaEvent::FarEndBye => None,
         }
     }
 }

@@ -317,16 +317,17 @@ impl CallMachine {
                 }
             }
             Input::FarEndBye => tracing::info!("far end sent RTCP BYE"),
-            Input::Brain(request) if self.bridge_under_way() => {
-                // The caller is with the destination (or waits for it): the brain is muted.
-                tracing::info!(?request, "bridged: the brain's request is ignored");
-            }
-            Input::Brain(BrainRequest::HangUp { reason }) => {
-                tracing::info!(reason = reason.as_str(), "the brain hangs up");
-                self.hang_up_locally(End::new(reason, EndedBy::Agent));
-            }
+            Input::Brain(BrainRequest::HangUp { reason }) => self.brain_hangs_up(reason),
             Input::Brain(BrainRequest::SendDtmf(digits)) => {
-                self.actions.push_back(Action::SendDtmf(digits));
+                if self.bridge.is_some() {
+                    // The caller waits for the destination or is with it; the request has no
+                    // answer to carry a refusal, so it is only logged.
+                    tracing::warn!(
+                        "a bridged transfer is under way: the brain's digits are not sent"
+                    );
+                } else {
+                    self.actions.push_back(Action::SendDtmf(digits));
+                }
             }
             Input::HangUp(HangUp::Api) => match self.stage {
                 Stage::Queued { .. } => {
@@ -555,13 +556,37 @@ impl CallMachine {
         }
     }
 
-    /// Whether a bridged transfer is under way or bridged (the brain is muted).
-    fn bridge_under_way(&self) -> bool {
-        self.bridge.is_some()
+    /// The brain asks to hang up for `reason`: done at once, canceling a bridged transfer's
+    /// leg that still rings ([`CallMachine::abandon_bridge`]); ignored once the destination
+    /// answered (the caller is the destination's, the muted brain hears neither), and for the
+    /// silence guard while the caller waits on ringback (silence is expected there, and the
+    /// guard's prompt is not heard).
+    fn brain_hangs_up(&mut self, reason: EndReason) {
+        let ignored = match &self.bridge {
+            Some(bridge) if bridge.answered() => Some("bridged"),
+            Some(_) if reason == EndReason::SilenceTimeout => Some("the caller hears ringback"),
+            _ => None,
+        };
+        if let Some(why) = ignored {
+            tracing::info!(
+                reason = reason.as_str(),
+                why,
+                "the brain's hang-up is ignored"
+            );
+            return;
+        }
+        tracing::info!(reason = reason.as_str(), "the brain hangs up");
+        self.hang_up_locally(End::new(reason, EndedBy::Agent));
     }
 
     /// What happened to the second leg.
     fn leg_input(&mut self, now: Instant, input: LegInput) {
+        if let LegInput::RemoteOffer { sdp } = input {
+            // Answered like the caller's, whatever the bridge's state: a leg refused its
+            // session refresh would be torn down.
+            self.actions.push_back(Action::AnswerLegOffer { sdp });
+            return;
+        }
         let Some(bridge) = self.bridge.as_mut() else {
             // A leg whose attempt is over (the driver hangs it up).
             if matches!(input, LegInput::Answered { .. }) {
@@ -570,7 +595,7 @@ impl CallMachine {
             return;
         };
         let progress = match input {
-            LegInput::Placed => Progress::Nothing,
+            LegInput::Placed | LegInput::RemoteOffer { .. } => Progress::Nothing,
             LegInput::NotPlaced => bridge.on_not_placed(),
             LegInput::Attempt { sip_call_id } => bridge.on_attempt(sip_call_id),
             LegInput::Answered { sdp } => {
@@ -579,7 +604,14 @@ impl CallMachine {
                 }
                 Progress::Nothing
             }
-            LegInput::Media(outcome) => bridge.on_media(now, outcome),
+            LegInput::Media(outcome) => {
+                let progress = bridge.on_media(outcome);
+                if bridge.relaying() {
+                    self.actions.push_back(Action::RelayLegs);
+                }
+                progress
+            }
+            LegInput::Relayed(relayed) => bridge.on_relayed(now, relayed),
             LegInput::Failed { sip_status, reason } => bridge.on_failed(sip_status, reason),
             LegInput::Ended => {
                 let progress = bridge.on_leg_ended(now);
@@ -591,6 +623,24 @@ impl CallMachine {
                     return;
                 }
                 progress
+            }
+            LegInput::RtpTimeout { silent_for } => {
+                // The destination vanished without a BYE: the bridge is over as if it had hung
+                // up (the call was transferred, by whoever asked), the leg hung up too. Its
+                // media only runs once bridged: before, nothing times out.
+                if !bridge.bridged() {
+                    return;
+                }
+                tracing::warn!(
+                    ?silent_for,
+                    "no RTP from the destination; ending the bridge"
+                );
+                let by = bridge.order().by;
+                let progress = bridge.on_leg_ended(now);
+                self.bridge_progress(progress);
+                self.actions.push_back(Action::HangUpLeg);
+                self.hang_up_locally(End::new(EndReason::Transferred, by));
+                return;
             }
             LegInput::Dtmf(digit) => {
                 if bridge.bridged() {
@@ -612,8 +662,7 @@ impl CallMachine {
                 transferred_to: None,
             }),
             Progress::Completed(transfer) => {
-                tracing::info!(to = %transfer.to, "the destination answered; bridging");
-                self.actions.push_back(Action::RelayLegs);
+                tracing::info!(to = %transfer.to, "the destination answered; bridged");
                 self.actions.push_back(Action::RecordTransfer {
                     transferred_to: Some(transfer.to.clone()),
                     transfer,
@@ -649,10 +698,25 @@ impl CallMachine {
     }
 
     /// CANCEL or BYE, once the user agent has the call (before, [`CallMachine::placed`]
-    /// sends it).
+    /// sends it); a bridged transfer's leg still ringing is canceled first.
     fn send_hang_up(&mut self) {
         if self.stage == Stage::Placed {
+            self.abandon_bridge();
             self.actions.push_back(Action::HangUp);
+        }
+    }
+
+    /// The call is being hung up: a bridged transfer not yet bridged fails (`call_ended`) and
+    /// its leg is canceled now (a bridged one ends with the call, its duration recorded then).
+    fn abandon_bridge(&mut self) {
+        if let Some(Progress::Failed(transfer)) = self.bridge.as_mut().map(Bridge::on_hanging_up) {
+            tracing::info!(to = %transfer.to, "hanging up while the destination rings");
+            self.bridge = None;
+            self.actions.push_back(Action::HangUpLeg);
+            self.actions.push_back(Action::RecordTransfer {
+                transfer,
+                transferred_to: None,
+            });
         }
     }
 

@@ -1,18 +1,19 @@
 //! The call's media as the driver handles it: the early-media listener, the media settings of a
-//! negotiated session (SRTP keys included), and the media statistics that go on the call
-//! record.
+//! negotiated session (SRTP keys included), the answer to a re-offer (the caller's or a second
+//! leg's), and the media statistics that go on the call record.
 
 use std::time::Duration;
 
 use dialtone_media::{
-    FrameReceiver, MediaCall, MediaCodec, MediaConfig, MediaEvent, MediaStats, RecordTo,
+    Direction, FrameReceiver, MediaCall, MediaCodec, MediaConfig, MediaEvent, MediaStats, RecordTo,
 };
 use dialtone_rtp::srtp::{MasterKey, SrtpKeys, SrtpProfile};
 use dialtone_sdp::{AudioCodec, CryptoSuite, NegotiatedSession, NegotiatedSrtp};
+use dialtone_sip_ua::Call;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::sdp::model_codec;
+use super::sdp::{SdpSession, model_codec};
 
 /// The media settings of call `call_id` negotiated as `session`.
 pub(super) fn media_config(
@@ -159,4 +160,31 @@ pub(super) fn measure_media_health(stats: &MediaStats) {
     metrics::counter!("dialtone_inbound_ring_overflows_total").increment(stats.inbound_overflow);
     metrics::counter!("dialtone_outbound_ring_underflows_total")
         .increment(stats.outbound_underflow);
+}
+
+/// Answers a re-offer on `call` (the caller's or a second leg's) from its current session
+/// `sdp`, its `media` redirected to what the offer asks, or refuses it with 488.
+pub(super) fn answer_remote_offer(
+    call: &Call,
+    sdp: &mut SdpSession,
+    media: Option<&MediaCall>,
+    offer: Option<&[u8]>,
+) {
+    match sdp.answer_remote_offer(offer) {
+        Some((answer, negotiated)) => {
+            if let Some(media) = media {
+                media.redirect(Direction {
+                    sending: negotiated.direction.sends(),
+                    receiving: negotiated.direction.receives(),
+                    remote: negotiated.remote_rtp,
+                });
+            }
+            tracing::info!(hold = negotiated.on_hold, "answered a re-offer");
+            let _ = call.answer_offer(answer.into_bytes());
+        }
+        None => {
+            tracing::warn!("refusing a re-offer we cannot take");
+            let _ = call.reject_offer(488);
+        }
+    }
 }
