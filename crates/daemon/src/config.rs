@@ -155,6 +155,51 @@ pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
         None,
         "days a call's recording is kept after the call ended, then removed by a background job (unset: kept until deleted)",
     ),
+    (
+        "DIALTONE_RECORDING_S3_BUCKET",
+        None,
+        "keep recordings in this bucket of an S3-compatible object store, shared by every node (unset: the data directory's `recordings/`)",
+    ),
+    (
+        "DIALTONE_RECORDING_S3_PREFIX",
+        None,
+        "prepended to each recording's object name in the bucket, like `recordings/` (empty: none)",
+    ),
+    (
+        "DIALTONE_RECORDING_S3_ENDPOINT",
+        None,
+        "URL of an S3-compatible service (MinIO, Ceph, R2…; path-style requests) (unset: AWS S3 of the region)",
+    ),
+    (
+        "DIALTONE_RECORDING_S3_REGION",
+        Some("us-east-1"),
+        "the bucket's region",
+    ),
+    (
+        "DIALTONE_RECORDING_S3_ACCESS_KEY_ID",
+        None,
+        "access key id, with DIALTONE_RECORDING_S3_SECRET_ACCESS_KEY (unset: the usual AWS sources — `AWS_*` variables, the instance's role)",
+    ),
+    (
+        "DIALTONE_RECORDING_S3_SECRET_ACCESS_KEY",
+        None,
+        "secret access key, with DIALTONE_RECORDING_S3_ACCESS_KEY_ID",
+    ),
+    (
+        "DIALTONE_RECORDING_S3_ALLOW_HTTP",
+        Some("false"),
+        "allow a plain `http://` endpoint (a loopback or private test service)",
+    ),
+    (
+        "DIALTONE_RECORDING_S3_SSE",
+        None,
+        "server-side encryption asked for on every upload: `AES256`, `aws:kms` or `aws:kms:dsse` (unset: the bucket's default)",
+    ),
+    (
+        "DIALTONE_RECORDING_S3_MAX_RETRIES",
+        Some("10"),
+        "retries of a failed object store request, with exponential backoff (within 60 s)",
+    ),
 ];
 
 /// The SIP over TLS listener: where, and the PEM files of its certificate chain and key.
@@ -202,6 +247,9 @@ pub struct Config {
     pub recording_dir: PathBuf,
     /// How long a recording is kept after its call ended (`None`: until deleted).
     pub recording_retention: Option<Duration>,
+    /// The S3-compatible bucket recordings are kept in (`None`: `recording_dir`, which is
+    /// then only where they are written before upload).
+    pub recording_s3: Option<dialtone_storage::S3Settings>,
     /// API key.
     pub api_key: String,
     /// Default brain.
@@ -291,6 +339,86 @@ impl Sources<'_> {
             self.parse(key, "a whole number of seconds")?,
         ))
     }
+}
+
+/// The `DIALTONE_RECORDING_S3_*` settings: none without a bucket; a key id and its secret
+/// together; `http://` only when allowed.
+fn recording_s3(
+    sources: &Sources<'_>,
+) -> Result<Option<dialtone_storage::S3Settings>, DaemonError> {
+    let set = |key| {
+        sources
+            .get(key)
+            .map(|(v, _)| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let Some(bucket) = set("DIALTONE_RECORDING_S3_BUCKET") else {
+        let stray = SETTINGS
+            .iter()
+            .map(|(k, ..)| *k)
+            .find(|k| k.starts_with("DIALTONE_RECORDING_S3_") && set(k).is_some());
+        return match stray {
+            Some(key) => Err(DaemonError::Config {
+                key,
+                problem: "is set without DIALTONE_RECORDING_S3_BUCKET".into(),
+            }),
+            None => Ok(None),
+        };
+    };
+    let access_key_id = set("DIALTONE_RECORDING_S3_ACCESS_KEY_ID");
+    let secret_access_key = set("DIALTONE_RECORDING_S3_SECRET_ACCESS_KEY");
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        let key = match access_key_id {
+            Some(_) => "DIALTONE_RECORDING_S3_SECRET_ACCESS_KEY",
+            None => "DIALTONE_RECORDING_S3_ACCESS_KEY_ID",
+        };
+        return Err(DaemonError::Config {
+            key,
+            problem: "is required with the other half of the S3 credentials".into(),
+        });
+    }
+    let allow_http: bool = sources.parse("DIALTONE_RECORDING_S3_ALLOW_HTTP", "true or false")?;
+    let endpoint = set("DIALTONE_RECORDING_S3_ENDPOINT");
+    if let Some(endpoint) = &endpoint {
+        let plain = endpoint.starts_with("http://");
+        if !plain && !endpoint.starts_with("https://") {
+            return Err(DaemonError::Config {
+                key: "DIALTONE_RECORDING_S3_ENDPOINT",
+                problem: format!("{endpoint:?} is not an http:// or https:// URL"),
+            });
+        }
+        if plain && !allow_http {
+            return Err(DaemonError::Config {
+                key: "DIALTONE_RECORDING_S3_ENDPOINT",
+                problem: format!(
+                    "{endpoint:?} is plain HTTP: set DIALTONE_RECORDING_S3_ALLOW_HTTP=true to allow it"
+                ),
+            });
+        }
+    }
+    let server_side_encryption = set("DIALTONE_RECORDING_S3_SSE");
+    if let Some(sse) = &server_side_encryption
+        && !["AES256", "aws:kms", "aws:kms:dsse"].contains(&sse.as_str())
+    {
+        return Err(DaemonError::Config {
+            key: "DIALTONE_RECORDING_S3_SSE",
+            problem: format!("{sse:?} is not AES256, aws:kms or aws:kms:dsse"),
+        });
+    }
+    Ok(Some(dialtone_storage::S3Settings {
+        bucket,
+        prefix: set("DIALTONE_RECORDING_S3_PREFIX").unwrap_or_default(),
+        endpoint,
+        region: Some(sources.or_default("DIALTONE_RECORDING_S3_REGION").0),
+        access_key_id,
+        secret_access_key,
+        allow_http,
+        server_side_encryption,
+        max_retries: sources.parse(
+            "DIALTONE_RECORDING_S3_MAX_RETRIES",
+            "a whole number of retries",
+        )?,
+    }))
 }
 
 /// `DIALTONE_NODE_ID`: 1-64 letters, digits, `-`, `_` or `.`; a new UUID when unset.
@@ -531,6 +659,7 @@ impl Config {
             database_url,
             recording_dir,
             recording_retention,
+            recording_s3: recording_s3(&sources)?,
             api_key: sources.required("DIALTONE_API_KEY", "the bearer key clients use")?,
             default_brain: sources.or_default("DIALTONE_BRAIN_ADDR").0,
             webhook_secret: sources.required(
@@ -616,10 +745,67 @@ mod tests {
             c.recording_retention,
             Some(Duration::from_secs(30 * 86_400))
         );
+        assert_eq!(c.recording_s3, None);
         let mut capped = required();
         capped.push(("DIALTONE_ORG_MAX_CONCURRENT_CALLS", "25"));
         let c = Config::load_from(None, &env(&capped)).unwrap();
         assert_eq!(c.default_org_max_concurrent_calls, Some(25));
+    }
+
+    #[test]
+    fn an_s3_bucket_keeps_the_recordings_with_its_settings_checked() {
+        let mut s3 = required();
+        s3.extend([
+            ("DIALTONE_RECORDING_S3_BUCKET", "calls"),
+            ("DIALTONE_RECORDING_S3_PREFIX", "rec/"),
+            ("DIALTONE_RECORDING_S3_ENDPOINT", "http://127.0.0.1:9000"),
+            ("DIALTONE_RECORDING_S3_ALLOW_HTTP", "true"),
+            ("DIALTONE_RECORDING_S3_ACCESS_KEY_ID", "id"),
+            ("DIALTONE_RECORDING_S3_SECRET_ACCESS_KEY", "secret"),
+            ("DIALTONE_RECORDING_S3_SSE", "AES256"),
+        ]);
+        let c = Config::load_from(None, &env(&s3)).unwrap();
+        assert_eq!(
+            c.recording_s3,
+            Some(dialtone_storage::S3Settings {
+                bucket: "calls".into(),
+                prefix: "rec/".into(),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: Some("us-east-1".into()),
+                access_key_id: Some("id".into()),
+                secret_access_key: Some("secret".into()),
+                allow_http: true,
+                server_side_encryption: Some("AES256".into()),
+                max_retries: 10,
+            })
+        );
+        let without = |key: &str| -> Vec<(&str, &str)> {
+            s3.iter().copied().filter(|(k, _)| *k != key).collect()
+        };
+        let refused = |pairs: &[(&str, &str)]| {
+            Config::load_from(None, &env(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            refused(&without("DIALTONE_RECORDING_S3_BUCKET")).starts_with(
+                "DIALTONE_RECORDING_S3_PREFIX: is set without DIALTONE_RECORDING_S3_BUCKET"
+            )
+        );
+        assert!(
+            refused(&without("DIALTONE_RECORDING_S3_ALLOW_HTTP"))
+                .starts_with("DIALTONE_RECORDING_S3_ENDPOINT: ")
+        );
+        assert!(
+            refused(&without("DIALTONE_RECORDING_S3_SECRET_ACCESS_KEY"))
+                .starts_with("DIALTONE_RECORDING_S3_SECRET_ACCESS_KEY: is required")
+        );
+        let mut bad_sse = s3.clone();
+        bad_sse.push(("DIALTONE_RECORDING_S3_SSE", "rot13"));
+        assert!(refused(&bad_sse).starts_with("DIALTONE_RECORDING_S3_SSE: "));
+        let mut bad_url = s3.clone();
+        bad_url.push(("DIALTONE_RECORDING_S3_ENDPOINT", "127.0.0.1:9000"));
+        assert!(refused(&bad_url).starts_with("DIALTONE_RECORDING_S3_ENDPOINT: "));
     }
 
     #[test]

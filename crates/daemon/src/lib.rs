@@ -10,7 +10,8 @@
 //! the HTTP API (with `/metrics`, `/healthz`, `/readyz`) and the gRPC API, and starts the
 //! webhook delivery worker, the lease keeper (`node.rs`: renewal, and lost nodes' calls
 //! closed as `node_lost`) and, with `DIALTONE_RECORDING_RETENTION_DAYS`, the purge of
-//! recordings past retention (recordings live in the data directory's `recordings/`). [`Daemon::shutdown`] drains: dispatches
+//! recordings past retention (recordings live in the data directory's `recordings/`, or in an
+//! S3-compatible bucket with `DIALTONE_RECORDING_S3_BUCKET`). [`Daemon::shutdown`] drains: dispatches
 //! are refused at once (503 / `UNAVAILABLE`), live calls go on up to the drain timeout, the
 //! rest are ended with `engine_shutdown`, and their outcomes are in storage before it returns.
 //!
@@ -278,10 +279,20 @@ impl Daemon {
             threads: config.speech_threads,
             source,
         })?;
-        let local = dialtone_storage::LocalRecordings::new(&config.recording_dir);
+        let store: Arc<dyn dialtone_storage::RecordingStore> = match &config.recording_s3 {
+            Some(s3) => Arc::new(dialtone_storage::S3Recordings::new(s3).map_err(|e| {
+                DaemonError::Config {
+                    key: "DIALTONE_RECORDING_S3_BUCKET",
+                    problem: e.to_string(),
+                }
+            })?),
+            None => Arc::new(dialtone_storage::LocalRecordings::new(
+                &config.recording_dir,
+            )),
+        };
         let recordings = Recordings {
-            staging: local.dir().to_path_buf(),
-            store: Arc::new(local),
+            staging: config.recording_dir.clone(),
+            store,
         };
         let engine = Engine::new(
             storage,

@@ -13,7 +13,8 @@
 //!   [`FrameReceiver`] of 16 kHz frames toward the speech loop and a [`FrameSender`] of agent
 //!   frames back, both lock-free SPSC rings ([`ring`]); [`MediaEvent`]s (DTMF, RTP timeout,
 //!   RTCP BYE); hold/resume/re-address; RFC 4733 digits to send; statistics; optional stereo
-//!   recording ([`MediaConfig::record`]); SRTP and SRTCP with the call's SDES keys
+//!   recording ([`MediaConfig::record`]; key presses masked out of it, in-band ones on the
+//!   writer's side: `dtmf_mask`); SRTP and SRTCP with the call's SDES keys
 //!   ([`MediaConfig::srtp`]).
 //! * Latency histograms per worker ([`WorkerLatency`]): packet in → frame in the speech ring,
 //!   agent frame → packet out, and the CPU time of each call's tick.
@@ -47,6 +48,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 pub mod arrival;
+mod dtmf_mask;
 mod handoff;
 mod histogram;
 pub mod pipeline;

@@ -784,10 +784,7 @@ impl CallMedia {
         if let Some(recorder) = self.recorder.as_mut() {
             let frame = if self.masked_ticks > 0 {
                 self.masked_ticks -= 1;
-                StereoFrame {
-                    caller: [0; FRAME_SAMPLES],
-                    agent: [0; FRAME_SAMPLES],
-                }
+                StereoFrame::SILENCE
             } else {
                 StereoFrame {
                     caller: if produced {

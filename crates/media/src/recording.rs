@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::dtmf_mask::InbandMask;
 use crate::{FRAME_SAMPLES, MediaError};
 
 /// One tick of both directions.
@@ -23,6 +24,14 @@ pub(crate) struct StereoFrame {
     pub(crate) agent: [i16; FRAME_SAMPLES],
 }
 
+impl StereoFrame {
+    /// Both sides silent.
+    pub(crate) const SILENCE: Self = Self {
+        caller: [0; FRAME_SAMPLES],
+        agent: [0; FRAME_SAMPLES],
+    };
+}
+
 /// What to record and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordTo {
@@ -30,7 +39,8 @@ pub struct RecordTo {
     pub path: PathBuf,
     /// Both sides summed into one channel rather than caller left, agent right.
     pub mixed: bool,
-    /// Key presses (RFC 4733 events) are silenced in both channels.
+    /// Key presses are silenced in both channels: RFC 4733 events, and in-band tones (the
+    /// speech loop's detector, on the writer's side: [`crate::dtmf_mask`]).
     pub mask_dtmf: bool,
 }
 
@@ -94,6 +104,7 @@ impl Recorder {
             channels,
             file,
             frames,
+            mask: to.mask_dtmf.then(InbandMask::default),
             written: 0,
             done,
         };
@@ -124,6 +135,8 @@ struct OpenRecording {
     channels: u16,
     file: BufWriter<File>,
     frames: rtrb::Consumer<StereoFrame>,
+    /// In-band key tones found and silenced (with `mask_dtmf`).
+    mask: Option<InbandMask>,
     written: u64,
     done: oneshot::Sender<RecordingOutcome>,
 }
@@ -175,26 +188,54 @@ fn write_all(added: &mpsc::Receiver<OpenRecording>) {
     }
 }
 
-/// Writes what the recording's ring holds.
+/// Writes what the recording's ring holds (through the mask's delay line, if masking).
 fn drain(recording: &mut OpenRecording, bytes: &mut Vec<u8>) -> std::io::Result<()> {
     while let Ok(frame) = recording.frames.pop() {
-        bytes.clear();
-        for (c, a) in frame.caller.iter().zip(frame.agent.iter()) {
-            if recording.channels == 1 {
-                bytes.extend_from_slice(&c.saturating_add(*a).to_le_bytes());
-            } else {
-                bytes.extend_from_slice(&c.to_le_bytes());
-                bytes.extend_from_slice(&a.to_le_bytes());
-            }
-        }
-        recording.file.write_all(bytes)?;
-        recording.written += 1;
+        let frame = match recording.mask.as_mut() {
+            Some(mask) => match mask.push(frame) {
+                Some(frame) => frame,
+                None => continue,
+            },
+            None => frame,
+        };
+        write_frame(recording, &frame, bytes)?;
     }
     Ok(())
 }
 
-/// Fixes the header of a finished recording (or reports why it failed) and tells its call.
+/// Appends one tick to the file.
+fn write_frame(
+    recording: &mut OpenRecording,
+    frame: &StereoFrame,
+    bytes: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    bytes.clear();
+    for (c, a) in frame.caller.iter().zip(frame.agent.iter()) {
+        if recording.channels == 1 {
+            bytes.extend_from_slice(&c.saturating_add(*a).to_le_bytes());
+        } else {
+            bytes.extend_from_slice(&c.to_le_bytes());
+            bytes.extend_from_slice(&a.to_le_bytes());
+        }
+    }
+    recording.file.write_all(bytes)?;
+    recording.written += 1;
+    Ok(())
+}
+
+/// Writes the frames the mask still holds back, fixes the header of a finished recording (or
+/// reports why it failed) and tells its call.
 fn finish(mut recording: OpenRecording, drained: std::io::Result<()>) {
+    let drained = drained.and_then(|()| {
+        let held: Vec<StereoFrame> = recording
+            .mask
+            .as_mut()
+            .map(|mask| mask.flush().collect())
+            .unwrap_or_default();
+        let mut bytes = Vec::with_capacity(FRAME_SAMPLES * 4);
+        held.iter()
+            .try_for_each(|frame| write_frame(&mut recording, frame, &mut bytes))
+    });
     let data_bytes = recording.written * FRAME_SAMPLES as u64 * 2 * u64::from(recording.channels);
     let result = drained.and_then(|()| {
         let data = u32::try_from(data_bytes).map_err(|_| {

@@ -12,7 +12,8 @@ use dialtone_media::{
     MediaEngine, MediaEvent, PortPool,
 };
 use dialtone_rtp::DtmfEvent;
-use dialtone_test_support::audio::{sine, tone_amplitude};
+use dialtone_speech::InbandDtmf;
+use dialtone_test_support::audio::{dtmf, sine, tone_amplitude};
 
 const AMPLITUDE: f64 = 8000.0;
 
@@ -354,6 +355,138 @@ async fn a_mixed_recording_holds_both_sides_and_silences_masked_key_presses() {
     let before = joined_samples(&frames[20..45]);
     assert!(tone_amplitude(&before, 16000, 1000.0) > AMPLITUDE * 0.7);
     assert!(tone_amplitude(&before, 16000, 700.0) > AMPLITUDE * 0.7);
+}
+
+/// Frames of the in-band key press [`feed_key_tone`] sends: from frame 40, 200 ms of `7`.
+const KEY_FRAMES: std::ops::Range<usize> = 40..50;
+
+/// A 1000 Hz tone with the key `7` sent in-band over it at [`KEY_FRAMES`] (the tone stops
+/// while the key sounds, as a phone's keypad does).
+fn feed_key_tone(mut sender: FrameSender) -> tokio::task::JoinHandle<()> {
+    let mut key = vec![0i16; KEY_FRAMES.len() * FRAME_SAMPLES];
+    dtmf(16000, '7', AMPLITUDE / 2.0, &mut key);
+    tokio::spawn(async move {
+        let mut index = 0usize;
+        while !sender.is_closed() {
+            while sender.free() > RING_FRAMES - 10 {
+                let mut frame = AudioFrame::silence(Instant::now());
+                if KEY_FRAMES.contains(&index) {
+                    let at = (index - KEY_FRAMES.start) * FRAME_SAMPLES;
+                    frame.samples.copy_from_slice(&key[at..at + FRAME_SAMPLES]);
+                } else {
+                    let start = index * FRAME_SAMPLES;
+                    sine(16000, 1000.0, AMPLITUDE, start, &mut frame.samples);
+                }
+                index += 1;
+                if sender.try_send(frame).is_err() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_masked_recording_silences_an_in_band_key_tone_whole_in_both_channels() {
+    let engine = MediaEngine::new(1).unwrap();
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45400, 45499);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("masked.wav");
+    let (pa, pb) = (pool.bind().unwrap(), pool.bind().unwrap());
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let (a_addr, b_addr) = (addr(pa.port()), addr(pb.port()));
+    let mut a = engine
+        .start(pa, config(MediaCodec::Pcmu, b_addr, 1))
+        .unwrap();
+    let mut recorded = config(MediaCodec::Pcmu, a_addr, 2);
+    recorded.record = Some(dialtone_media::RecordTo {
+        path: path.clone(),
+        mixed: false,
+        mask_dtmf: true,
+    });
+    let mut b = engine.start(pb, recorded).unwrap();
+    let feeders = [
+        feed_key_tone(a.take_outbound().unwrap()),
+        feed_tone(b.take_outbound().unwrap(), 700.0),
+    ];
+    let mut b_in = b.take_inbound().unwrap();
+    let heard = collect(&mut b_in, 120).await;
+    assert_eq!(heard.len(), 120);
+    let (stats, outcome) = b.stop_recorded().await;
+    a.stop().await;
+    for f in feeders {
+        f.await.unwrap();
+    }
+    assert_eq!(stats.dtmf_events, 0, "in-band only: no RFC 4733 event");
+    // The speech loop's detector hears the key in what it is given (so the transcript masks it).
+    let mut detector = InbandDtmf::default();
+    let digits: Vec<char> = heard
+        .iter()
+        .filter_map(|f| detector.frame(&f.samples, 16000))
+        .collect();
+    assert_eq!(digits, ['7']);
+    let wav = std::fs::read(&path).unwrap();
+    assert!(matches!(
+        outcome,
+        Some(dialtone_media::RecordingOutcome::Complete { frames, .. })
+            if frames == ((wav.len() - 44) / (FRAME_SAMPLES * 4)) as u64
+    ));
+    let samples: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let (left, right): (Vec<i16>, Vec<i16>) =
+        samples.chunks_exact(2).map(|lr| (lr[0], lr[1])).unzip();
+    let frames = |c: &[i16]| -> Vec<Vec<i16>> {
+        c.chunks_exact(FRAME_SAMPLES).map(<[i16]>::to_vec).collect()
+    };
+    let (left, right) = (frames(&left), frames(&right));
+    // No frame of either channel holds the key's tone, not its start nor its end: the key's
+    // two tones (4000 each) at no more than 500 in any frame, under what a tenth of a frame of
+    // them gives (the 1000 Hz and 700 Hz tones leak up to 300 into a 20 ms frame). From
+    // frame 20: the first frames hold the tones' onsets, which splash over every frequency.
+    for (i, f) in left.iter().chain(&right).enumerate() {
+        if i % left.len() < 20 {
+            continue;
+        }
+        let (low, high) = (
+            tone_amplitude(f, 16000, 852.0),
+            tone_amplitude(f, 16000, 1209.0),
+        );
+        assert!(
+            low < 500.0 && high < 500.0 && InbandDtmf::classify(f, 16000).is_none(),
+            "frame {i} of {} (left, then right) holds the key: {low:.0} at 852 Hz, {high:.0} at 1209 Hz",
+            left.len()
+        );
+    }
+    // The silenced stretch, both channels at once: the key's 10 frames, the frame its start
+    // may straddle and its tail; the 1000 Hz tone and the agent's 700 Hz on either side.
+    // (From frame 20: the agent's first frames may be silence.)
+    let silent: Vec<usize> = (20..left.len())
+        .filter(|i| left[*i].iter().chain(&right[*i]).all(|s| *s == 0))
+        .collect();
+    let (first, last) = (silent[0], silent[silent.len() - 1]);
+    assert_eq!(
+        silent.len(),
+        last - first + 1,
+        "one silenced stretch: {silent:?}"
+    );
+    assert!(
+        (10..=13).contains(&silent.len()),
+        "silenced {} frames: {silent:?}",
+        silent.len()
+    );
+    for i in [first - 2, last + 2] {
+        assert!(
+            tone_amplitude(&left[i], 16000, 1000.0) > AMPLITUDE * 0.7,
+            "frame {i}"
+        );
+        assert!(
+            tone_amplitude(&right[i], 16000, 700.0) > AMPLITUDE * 0.7,
+            "frame {i}"
+        );
+    }
 }
 
 fn joined_samples(frames: &[&[i16]]) -> Vec<i16> {

@@ -134,6 +134,14 @@ impl InbandDtmf {
         self.candidate.is_some()
     }
 
+    /// Frames the tone heard now has lasted, this one included (0: none heard).
+    pub fn tone_frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Frames a tone lasts before it is reported as a digit.
+    pub const CONFIRM_FRAMES: u32 = CONFIRM_FRAMES;
+
     /// Takes one 20 ms frame at `rate` Hz; returns a digit once it has lasted long enough.
     pub fn frame(&mut self, samples: &[i16], rate: u32) -> Option<char> {
         let digit = Self::classify(samples, rate);

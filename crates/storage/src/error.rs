@@ -93,6 +93,15 @@ pub enum StorageError {
         /// What failed.
         source: std::io::Error,
     },
+    /// The object store (S3) refused or failed a recording's operation, or its settings.
+    #[error("recording store {id}: {source}")]
+    ObjectStore {
+        /// The recording (or the bucket, for the store's settings).
+        id: String,
+        /// What failed.
+        #[source]
+        source: object_store::Error,
+    },
 }
 
 /// `names` quoted and joined with commas.

@@ -41,6 +41,7 @@
 //!   writer applies each kind to a whole group;
 //! - `recordings.rs` — where recording files go ([`RecordingStore`]: the local data
 //!   directory by default) and the record's side: taking one off, finding those past retention;
+//! - `recordings_s3.rs` — the S3-compatible object store behind [`RecordingStore`];
 //! - `outbox.rs` — the webhook events those writes announce, and their delivery;
 //! - `writer.rs` — the writer thread that commits them;
 //! - `tests.rs` — what the tests share: `on_both!`, which runs a case on SQLite and PostgreSQL.
@@ -64,6 +65,7 @@ mod organizations;
 mod outbox;
 mod providers;
 mod recordings;
+mod recordings_s3;
 mod resource;
 mod rows;
 #[cfg(test)]
@@ -93,6 +95,7 @@ pub use providers::NewProvider;
 pub use recordings::{
     ExpiredRecording, LocalRecordings, Purged, RecordingStore, StoreFuture, StoredRange,
 };
+pub use recordings_s3::{S3Recordings, S3Settings};
 pub use resource::{OrgOwned, Stored};
 pub use trunks::{Codec, NewTrunk, SrtpMode, Trunk, TrunkSecurity, TrunkTransport};
 

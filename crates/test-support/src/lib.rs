@@ -13,7 +13,7 @@
 //! labelled set of answering-machine-detection clips, person pick-ups and machine greetings
 //! sent down a telephone line, generated at test time ([`amd_set`]); a throw-away certificate
 //! authority for TLS peers ([`pki`]); a loopback capture of UDP datagrams with tshark
-//! ([`sniff`]).
+//! ([`sniff`]); with the `s3` feature, a real S3-compatible server on loopback (`s3::S3Server`).
 
 pub mod amd_set;
 pub mod audio;
@@ -29,6 +29,8 @@ pub mod media;
 #[cfg(feature = "openai")]
 pub mod openai;
 pub mod pki;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod sniff;
 #[cfg(any(feature = "deepgram", feature = "cartesia", feature = "elevenlabs"))]
 pub mod websocket;

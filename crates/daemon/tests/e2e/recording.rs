@@ -1,16 +1,20 @@
 //! Call recording end to end: an agent with `record` dials baresip, which plays espeak-ng
 //! speech to `builtin:echo` and records what it hears; the recording fetched through the API
 //! has baresip's speech on the left and the echo it heard on the right, aligned; ranges,
-//! another organisation's 404 and deletion.
+//! another organisation's 404 and deletion. Once with the local store, once with an S3 bucket
+//! of a real S3-compatible server on loopback (`s3s-fs`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use dialtone_storage::S3Settings;
 use dialtone_test_support::media::{Baresip, speech_ulaw, ulaw_to_wav};
+use dialtone_test_support::s3::{ACCESS_KEY_ID, S3Server, SECRET_ACCESS_KEY};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::agent::trunk_to;
-use super::{KEY, World, second_org, wait_final, world};
+use super::{KEY, World, second_org, wait_final, world, world_on};
 
 /// Energy per millisecond of `samples` at `rate`: an envelope that compares across rates.
 fn envelope(samples: &[i16], rate: usize) -> Vec<f64> {
@@ -76,6 +80,39 @@ async fn fetch(w: &World, path: &str, key: &str, range: Option<&str>) -> reqwest
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_call_has_the_caller_left_and_what_it_heard_right() {
     let w = world(None, &[]).await;
+    let recordings = w._dir.path().join("recordings");
+    a_recorded_call(w, move |id| recordings.join(id)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_kept_in_an_s3_bucket_is_served_and_deleted_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = S3Server::start(dir.path(), "dialtone").await.unwrap();
+    let settings = S3Settings {
+        bucket: "dialtone".into(),
+        prefix: "recordings/".into(),
+        endpoint: Some(server.endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(ACCESS_KEY_ID.into()),
+        secret_access_key: Some(SECRET_ACCESS_KEY.into()),
+        allow_http: true,
+        server_side_encryption: Some("AES256".into()),
+        max_retries: 2,
+    };
+    let w = world_on(|c| c.recording_s3 = Some(settings), None, &[]).await;
+    let staging = w._dir.path().join("recordings");
+    a_recorded_call(w, move |id| {
+        assert!(
+            !staging.join(id).exists(),
+            "uploaded, the file is not kept locally"
+        );
+        server.object("dialtone", &format!("recordings/{id}"))
+    })
+    .await;
+}
+
+/// The recorded call; `stored` is the file its store keeps recording `id` in.
+async fn a_recorded_call(w: World, stored: impl Fn(&str) -> PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let speech = speech_ulaw(dir.path(), "Hello this is a test of call recording").unwrap();
     // Silence after the speech leaves time for the echo; baresip hangs up when the file ends.
@@ -124,6 +161,8 @@ async fn a_recorded_call_has_the_caller_left_and_what_it_heard_right() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(recording["sha256"], digest);
+    let object = stored(recording["id"].as_str().unwrap());
+    assert_eq!(std::fs::read(&object).unwrap(), file, "the store's copy");
     assert_eq!(&file[..4], b"RIFF");
     assert_eq!(u16::from_le_bytes([file[22], file[23]]), 2, "stereo");
     let samples: Vec<i16> = file[44..]
@@ -195,6 +234,7 @@ async fn a_recorded_call_has_the_caller_left_and_what_it_heard_right() {
     let (s, _) = w.api.send(reqwest::Method::DELETE, &url, None).await;
     assert_eq!(s, 204);
     assert_eq!(fetch(&w, &url, KEY, None).await.status(), 404);
+    assert!(!object.exists(), "removed from the store");
     let (_, after) = w.api.get(&format!("/v1/calls/{id}")).await;
     assert_eq!(after["recording"], Value::Null);
     let (s, _) = w.api.send(reqwest::Method::DELETE, &url, None).await;
