@@ -268,7 +268,7 @@ pub struct Purged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{another, call, on_both};
+    use crate::tests::{another, call, end_recorded, on_both};
     use crate::{CallProgress, CallStatus};
     use serde_json::json;
 
@@ -380,15 +380,7 @@ mod tests {
             let staged = dir.path().join("staged");
             std::fs::write(&staged, b"RIFF").unwrap();
             store.put(&id, &staged).await.unwrap();
-            let progress = CallProgress {
-                at: Some(ended),
-                recording: Some(json!({"id": id, "url": "u", "format": "wav",
-                    "channels": "stereo", "duration_ms": 0, "bytes": 4, "sha256": "00"})),
-                ..CallProgress::default()
-            };
-            s.advance_call(c.id, CallStatus::Completed, progress)
-                .await
-                .unwrap();
+            end_recorded(&s, c, ended, &id).await;
         }
         // Two nodes purging at once remove each file once between them.
         let (a, b) = tokio::join!(
@@ -424,15 +416,7 @@ mod tests {
                 std::fs::write(&staged, b"RIFF").unwrap();
                 store.put(&id, &staged).await.unwrap();
             }
-            let progress = CallProgress {
-                at: Some(1_000 + i64::try_from(n).unwrap()),
-                recording: Some(json!({"id": id, "url": "u", "format": "wav",
-                    "channels": "stereo", "duration_ms": 0, "bytes": 4, "sha256": "00"})),
-                ..CallProgress::default()
-            };
-            s.advance_call(c.id, CallStatus::Completed, progress)
-                .await
-                .unwrap();
+            end_recorded(&s, c, 1_000 + i64::try_from(n).unwrap(), &id).await;
         }
         let purged = s.purge_recordings(&store, 2_000).await.unwrap();
         assert_eq!(purged.removed, 3);

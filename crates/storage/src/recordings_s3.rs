@@ -181,10 +181,9 @@ mod tests {
     //! The store against a real S3 server on loopback (`s3s-fs`, signatures checked).
 
     use super::*;
-    use crate::tests::{another, call, on_both};
-    use crate::{CallProgress, CallStatus, Storage};
+    use crate::Storage;
+    use crate::tests::{another, call, end_recorded, on_both};
     use dialtone_test_support::s3::{ACCESS_KEY_ID, S3Server, SECRET_ACCESS_KEY};
-    use serde_json::json;
     use tokio::io::AsyncReadExt;
 
     /// Settings reaching `server`'s bucket `recordings`, objects under `calls/`.
@@ -285,15 +284,7 @@ mod tests {
             let file = staged.path().join(&id);
             std::fs::write(&file, b"RIFF").unwrap();
             store.put(&id, &file).await.unwrap();
-            let progress = CallProgress {
-                at: Some(ended),
-                recording: Some(json!({"id": id, "url": "u", "format": "wav",
-                    "channels": "stereo", "duration_ms": 0, "bytes": 4, "sha256": "00"})),
-                ..CallProgress::default()
-            };
-            s.advance_call(c.id, CallStatus::Completed, progress)
-                .await
-                .unwrap();
+            end_recorded(&s, c, ended, &id).await;
         }
         // Two nodes purging at once remove each object once between them.
         let (a, b) = tokio::join!(

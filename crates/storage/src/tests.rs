@@ -155,3 +155,16 @@ async fn file_database_survives_reopen() {
     assert_eq!(s.get_call(id).await.unwrap().status, CallStatus::Queued);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Ends call `c` at `ended` (Unix ms), completed, with a recording record naming store id `id`.
+pub(crate) async fn end_recorded(s: &Storage, c: &Call, ended: i64, id: &str) {
+    let progress = crate::CallProgress {
+        at: Some(ended),
+        recording: Some(serde_json::json!({"id": id, "url": "u", "format": "wav",
+            "channels": "stereo", "duration_ms": 0, "bytes": 4, "sha256": "00"})),
+        ..crate::CallProgress::default()
+    };
+    s.advance_call(c.id, CallStatus::Completed, progress)
+        .await
+        .unwrap();
+}
