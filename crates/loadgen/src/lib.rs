@@ -11,7 +11,13 @@
 //!   and gathers what the simulator and Dialtone saw into a [`report::Report`].
 //! * [`reference`]: a bare UDP reflector driven by the same streams, the bench's physical
 //!   reference.
-//! * [`plot`]: PNG plots of a bench (calls live and CPU over time; latency percentiles).
+//! * [`plot`]: PNG plots of a bench (calls live and CPU over time; latency percentiles; call
+//!   setup latency against the rate).
+//! * [`daemon`]: a `dialtoned` of the bench's own on loopback, ready when it answers.
+//! * [`sipp`]: the SIPp reference, its UAC against its UAS at a rate and hold.
+//! * [`cps`]: the call setup bench: rising call rates until setup fails or slows, CPU per call
+//!   with the media's share measured apart, against an earlier build and SIPp.
+//! * [`webhook_sink`]: a webhook receiver on loopback counting each call's deliveries.
 //! * [`stalls`]: a real-time watch thread pinned to each CPU, so a report tells the machine's
 //!   stalls (a vCPU the hypervisor stopped) from Dialtone's own.
 //! * [`scripted`]: a zero-latency OpenAI-compatible responder on loopback, the scripted peer
@@ -20,11 +26,13 @@
 //!   brain of a `--brain media-streams` bench.
 //!
 //! The binary `dialtone-loadgen` runs the simulator alone (`callee`), a load against a daemon
-//! (`run`), or the capacity bench (`bench`: a `dialtoned` it starts, with `builtin:echo`,
+//! (`run`), the capacity bench (`bench`: a `dialtoned` it starts, with `builtin:echo`,
 //! with `--brain builtin:agent` against the scripted responder, or with `--brain media-streams`
-//! against the Media Streams echo app).
+//! against the Media Streams echo app), or the call setup bench (`cps`).
 
 pub mod callee;
+pub mod cps;
+pub mod daemon;
 pub mod echo_app;
 pub mod load;
 pub mod plot;
@@ -32,9 +40,11 @@ pub mod reference;
 pub mod report;
 pub mod scripted;
 pub mod sim;
+pub mod sipp;
 pub mod stalls;
 pub mod streams;
 pub mod voice;
+pub mod webhook_sink;
 
 /// Errors of the load generator.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +91,18 @@ pub enum LoadgenError {
     /// No font to label plots with (fontconfig's `fc-match` found none).
     #[error("no sans-serif font for the plots (install fontconfig and fonts-dejavu-core)")]
     NoFont,
+    /// A daemon the bench started did not answer `/readyz` in time.
+    #[error("{} did not become ready", binary.display())]
+    DaemonNotReady {
+        /// The binary.
+        binary: std::path::PathBuf,
+    },
+    /// A process's CPU could not be read from `/proc`.
+    #[error("cannot read /proc/{pid}")]
+    Proc {
+        /// The process.
+        pid: u32,
+    },
     /// The gRPC endpoint is unusable.
     #[error("cannot connect to {endpoint}: {source}")]
     Connect {

@@ -40,6 +40,8 @@ pub struct LoadPlan {
     /// A process whose CPU the progress line shows (the daemon under test), with the
     /// kernel's clock ticks per second ([`crate::clock_ticks`]).
     pub watch_cpu: Option<(u32, f64)>,
+    /// The webhook receiver every dispatched call names, if any.
+    pub webhook_url: Option<String>,
 }
 
 /// A gRPC connection with its key.
@@ -181,12 +183,18 @@ impl Control {
         Ok(agent.id)
     }
 
-    async fn dispatch(&self, agent_id: &str, to: &str) -> Result<String, tonic::Status> {
+    async fn dispatch(
+        &self,
+        agent_id: &str,
+        to: &str,
+        webhook_url: Option<String>,
+    ) -> Result<String, tonic::Status> {
         let mut calls = self.calls.clone();
         let r = calls
             .dispatch_call(self.request(DispatchCallRequest {
                 agent_id: agent_id.to_owned(),
                 to: to.to_owned(),
+                webhook_url,
                 ..DispatchCallRequest::default()
             }))
             .await?;
@@ -267,11 +275,15 @@ pub async fn run(
             break;
         }
         let c = control.clone();
-        let (agent, to) = (plan.agent_id.clone(), plan.to.clone());
+        let (agent, to, hook) = (
+            plan.agent_id.clone(),
+            plan.to.clone(),
+            plan.webhook_url.clone(),
+        );
         let figures = live.clone();
         dispatches.push(tokio::spawn(async move {
             let at = Instant::now();
-            let result = c.dispatch(&agent, &to).await;
+            let result = c.dispatch(&agent, &to, hook).await;
             let mut f = figures.lock().unwrap_or_else(|e| e.into_inner());
             match &result {
                 Ok(id) => f.unmatched.push((id.clone(), at)),
@@ -316,10 +328,20 @@ pub async fn run(
         })
         .collect();
     let counts = sim.counts();
+    let answer_delay = sim.answer_delay();
     let records = sim.stop().await;
+    // The daemon's half of answering: INVITE → ACK of the 200, less the callee's own delay.
+    let mut invite_to_ack: Vec<f64> = records
+        .iter()
+        .filter_map(|r| {
+            let answering = r.answered_at?.saturating_duration_since(r.offered_at?);
+            Some(answering.saturating_sub(answer_delay).as_secs_f64() * 1000.0)
+        })
+        .collect();
     // What Dialtone recorded, once each call has its final status (a moment after the BYE).
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut end_reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failed_end_reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut dtmf_digits_heard = 0;
     let settle = Instant::now() + Duration::from_secs(15);
     for id in &ids {
@@ -333,6 +355,9 @@ pub async fn run(
                 dtmf_digits_heard += dtmf;
                 *statuses.entry(status_name(status)).or_default() += 1;
                 if !reason.is_empty() {
+                    if status != CallStatus::Completed {
+                        *failed_end_reasons.entry(reason.clone()).or_default() += 1;
+                    }
                     *end_reasons.entry(reason).or_default() += 1;
                 }
             }
@@ -351,10 +376,13 @@ pub async fn run(
             errors,
             duration: dispatch_phase,
             dispatch_to_invite_ms: Percentiles::of(&mut latency),
+            invite_to_ack_ms: Percentiles::of(&mut invite_to_ack),
             max_concurrent: counts.max_live,
             media_errors: counts.media_errors,
+            timeouts: counts.timeouts,
             statuses,
             end_reasons,
+            failed_end_reasons,
             dtmf_digits_heard,
         },
     );

@@ -1,5 +1,6 @@
-//! PNG plots of a bench: each step's timeline (calls live and the daemon's CPU over time) and
-//! the latency percentiles against concurrency.
+//! PNG plots of a bench: each step's timeline (calls live and the daemon's CPU over time), the
+//! latency percentiles against concurrency, and the call setup bench's dispatch → INVITE
+//! against the call rate achieved.
 //!
 //! Text is drawn with the system's sans-serif font as fontconfig names it (`fc-match`), read
 //! once; without one the plots cannot be labelled and are not written (the JSON and Markdown
@@ -10,6 +11,7 @@ use std::sync::OnceLock;
 
 use plotters::chart::SeriesLabelStyle;
 use plotters::coord::CoordTranslate;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::LoadgenError;
@@ -163,16 +165,7 @@ pub fn latencies(file: &Path, steps: &[(u64, &Report)]) -> Result<(), LoadgenErr
             .flat_map(|p| [p.p50, p.p99])
             .collect::<Vec<_>>()
     });
-    let (lo, hi) = values
-        .filter(|v| *v > 0.0)
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        });
-    let (lo, hi) = if hi > 0.0 {
-        (lo / 2.0, hi * 2.0)
-    } else {
-        (0.001, 1.0)
-    };
+    let (lo, hi) = log_bounds(values);
     let root = BitMapBackend::new(file, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let mut chart = ChartBuilder::on(&root)
@@ -198,29 +191,135 @@ pub fn latencies(file: &Path, steps: &[(u64, &Report)]) -> Result<(), LoadgenErr
                 .filter_map(|(c, r)| get(r).map(|p| (*c as f64, pick(&p).max(lo))))
                 .collect::<Vec<_>>()
         };
-        let (p50, p99) = (points(|p| p.p50), points(|p| p.p99));
+        percentile_lines(
+            &mut chart,
+            file,
+            name,
+            color,
+            &points(|p| p.p50),
+            &points(|p| p.p99),
+        )?;
+    }
+    legend(chart.configure_series_labels()).map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))
+}
+
+/// A chart in ms on a log scale against a linear x.
+type LogChart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+
+/// Draws one series' p50 (solid, in the legend as `name`) and p99 (dashed), with their points.
+fn percentile_lines(
+    chart: &mut LogChart<'_>,
+    file: &Path,
+    name: &str,
+    color: RGBColor,
+    p50: &[(f64, f64)],
+    p99: &[(f64, f64)],
+) -> Result<(), LoadgenError> {
+    let fail = plot_error(file);
+    chart
+        .draw_series(LineSeries::new(p50.to_vec(), color.stroke_width(2)))
+        .map_err(|e| fail(&e))?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    chart
+        .draw_series(DashedLineSeries::new(
+            p99.to_vec(),
+            6,
+            4,
+            color.stroke_width(1),
+        ))
+        .map_err(|e| fail(&e))?;
+    chart
+        .draw_series(
+            p50.iter()
+                .chain(p99)
+                .map(|p| Circle::new(*p, 3, color.filled())),
+        )
+        .map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+/// Log-scale bounds for `values` (ms): half the smallest positive one to twice the largest.
+fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| *v > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if hi > 0.0 {
+        (lo / 2.0, hi * 2.0)
+    } else {
+        (0.001, 1.0)
+    }
+}
+
+/// Writes `file`: dispatch → INVITE p50 (solid) and p99 (dashed) against the call rate
+/// achieved, one pair of lines per binary (`series`: its name and, per rate, the rate achieved
+/// and the percentiles), log scale, ms; SIPp's ceiling, when known, as a vertical line.
+pub fn setup_latency(
+    file: &Path,
+    series: &[(&str, Vec<(f64, Percentiles)>)],
+    sipp_ceiling: Option<u64>,
+) -> Result<(), LoadgenError> {
+    if !font_ready() {
+        return Err(LoadgenError::NoFont);
+    }
+    let fail = plot_error(file);
+    let colors = [BLUE, RED, GREEN, MAGENTA];
+    let x_max = series
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|(x, _)| *x))
+        .chain(sipp_ceiling.map(|c| c as f64))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let (lo, hi) = log_bounds(
+        series
+            .iter()
+            .flat_map(|(_, points)| points.iter().flat_map(|(_, p)| [p.p50, p.p99])),
+    );
+    let root = BitMapBackend::new(file, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "dispatch → INVITE by call rate (solid p50, dashed p99)",
+            ("sans-serif", 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0.0..x_max, (lo..hi).log_scale())
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("calls per second achieved")
+        .y_desc("ms")
+        .draw()
+        .map_err(|e| fail(&e))?;
+    for ((name, points), color) in series.iter().zip(colors.iter().cycle()) {
+        let color = *color;
+        let line = |pick: fn(&Percentiles) -> f64| {
+            points
+                .iter()
+                .map(|(x, p)| (*x, pick(p).max(lo)))
+                .collect::<Vec<_>>()
+        };
+        percentile_lines(
+            &mut chart,
+            file,
+            name,
+            color,
+            &line(|p| p.p50),
+            &line(|p| p.p99),
+        )?;
+    }
+    if let Some(ceiling) = sipp_ceiling {
+        let x = ceiling as f64;
         chart
-            .draw_series(LineSeries::new(p50.clone(), color.stroke_width(2)))
+            .draw_series(LineSeries::new([(x, lo), (x, hi)], BLACK.stroke_width(1)))
             .map_err(|e| fail(&e))?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(DashedLineSeries::new(
-                p99.clone(),
-                6,
-                4,
-                color.stroke_width(1),
-            ))
-            .map_err(|e| fail(&e))?;
-        chart
-            .draw_series(
-                p50.iter()
-                    .chain(&p99)
-                    .map(|p| Circle::new(*p, 3, color.filled())),
-            )
-            .map_err(|e| fail(&e))?;
+            .label(format!("SIPp's ceiling, {ceiling} calls/s"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
     }
     legend(chart.configure_series_labels()).map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))

@@ -51,14 +51,21 @@ pub struct Dispatch {
     pub duration: Duration,
     /// Dispatch RPC sent → INVITE at the simulator, ms.
     pub dispatch_to_invite_ms: Percentiles,
+    /// INVITE at the simulator → the ACK of its 200, less the simulator's answer delay, ms:
+    /// the daemon's half of answering.
+    pub invite_to_ack_ms: Percentiles,
     /// The most calls live at the simulator at once.
     pub max_concurrent: u64,
     /// RTP sockets the simulator could not bind.
     pub media_errors: u64,
+    /// Calls the simulator gave up on: no ACK for its 200, no answer to its BYE.
+    pub timeouts: u64,
     /// Dialtone's final statuses.
     pub statuses: BTreeMap<String, u64>,
     /// Dialtone's end reasons.
     pub end_reasons: BTreeMap<String, u64>,
+    /// The end reasons of the calls whose final status is not `completed`.
+    pub failed_end_reasons: BTreeMap<String, u64>,
     /// RFC 4733 digits Dialtone heard whole, over all calls (its records' media statistics).
     pub dtmf_digits_heard: u64,
 }
@@ -560,6 +567,10 @@ impl Report {
             ),
             ("dispatch → INVITE".to_owned(), ms(&d.dispatch_to_invite_ms)),
             (
+                "INVITE → ACK, less the callee's answer delay".to_owned(),
+                ms(&d.invite_to_ack_ms),
+            ),
+            (
                 "RTP received / sent by the simulator".to_owned(),
                 format!(
                     "{} / {} (lost {}, late {})",
@@ -1007,6 +1018,7 @@ mod tests {
             deadline: Duration::from_secs(60),
             progress: false,
             watch_cpu: None,
+            webhook_url: None,
         }
     }
 

@@ -84,6 +84,7 @@ pub struct Simulator {
     commands: mpsc::UnboundedSender<Command>,
     counts: Arc<Mutex<SimCounts>>,
     offered_at: Arc<Mutex<HashMap<String, Instant>>>,
+    answer_delay: Duration,
 }
 
 impl Simulator {
@@ -105,6 +106,7 @@ impl Simulator {
             .local_addr()
             .map_err(LoadgenError::io("reading the SIP address"))?;
         config.sip_addr = sip_addr;
+        let answer_delay = config.answer_delay;
         let (commands, rx) = mpsc::unbounded_channel();
         let counts = Arc::new(Mutex::new(SimCounts::default()));
         let offered_at = Arc::new(Mutex::new(HashMap::new()));
@@ -126,7 +128,13 @@ impl Simulator {
             commands,
             counts,
             offered_at,
+            answer_delay,
         })
+    }
+
+    /// How long the callees wait from an INVITE to their 200.
+    pub fn answer_delay(&self) -> Duration {
+        self.answer_delay
     }
 
     /// The counts now.

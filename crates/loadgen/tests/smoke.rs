@@ -98,6 +98,7 @@ async fn thirty_echo_calls_complete_and_every_caller_hears_itself_back() {
         deadline: Duration::from_secs(90),
         progress: false,
         watch_cpu: None,
+        webhook_url: None,
     };
     let (report, records) = load::run(&control, sim, &plan).await.unwrap();
     println!("{}", report.markdown());
@@ -155,6 +156,7 @@ async fn busy_and_failing_callees_give_their_statuses_in_the_mix() {
         deadline: Duration::from_secs(60),
         progress: false,
         watch_cpu: None,
+        webhook_url: None,
     };
     let (report, _) = load::run(&control, sim, &plan).await.unwrap();
     let s = &report.dispatch.statuses;
@@ -217,6 +219,7 @@ async fn callees_speak_a_recording_and_press_digits_that_dialtone_hears() {
         deadline: Duration::from_secs(60),
         progress: false,
         watch_cpu: None,
+        webhook_url: None,
     };
     let (report, records) = load::run(&control, sim, &plan).await.unwrap();
     println!("{}", report.markdown());
@@ -296,6 +299,7 @@ async fn agent_calls_take_turns_and_are_barged_in_on_the_wire() {
         deadline: Duration::from_secs(60),
         progress: false,
         watch_cpu: None,
+        webhook_url: None,
     };
     let (report, records) = load::run(&control, sim, &plan).await.unwrap();
     println!("{}", report.markdown());
@@ -326,5 +330,53 @@ async fn agent_calls_take_turns_and_are_barged_in_on_the_wire() {
     let requests = scripted.requests();
     assert!(requests.transcriptions >= 8, "{requests:?}");
     assert!(requests.speech >= 8, "{requests:?}");
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_names_the_webhook_sink_and_its_signed_events_arrive() {
+    use dialtone_loadgen::cps::{RateRun, WEBHOOK_WAIT};
+    use dialtone_loadgen::webhook_sink::WebhookSink;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, sim, control, agent_id) = bench(
+        dir.path(),
+        "13000-13099",
+        (13100, 13199),
+        OutcomeMix::ALL_ANSWERED,
+        Duration::from_secs(1),
+        VoiceScript::default(),
+    )
+    .await;
+    let sink = WebhookSink::start().await.unwrap();
+    let plan = LoadPlan {
+        agent_id,
+        to: "+15551230000".into(),
+        calls: 10,
+        rate: 20.0,
+        max_concurrency: 10,
+        deadline: Duration::from_secs(60),
+        progress: false,
+        watch_cpu: None,
+        webhook_url: Some(sink.url("smoke")),
+    };
+    let (report, _) = load::run(&control, sim, &plan).await.unwrap();
+    let tally = sink.wait("smoke", 10, WEBHOOK_WAIT).await;
+    assert_eq!(tally.missing, 0, "{tally:?}");
+    assert_eq!(tally.unsigned, 0, "{tally:?}");
+    assert_eq!(tally.calls, 10, "{tally:?}");
+    // queued, dialing, ringing, answered, ended.
+    assert_eq!(tally.events_per_call, [(5, 10)].into(), "{tally:?}");
+    // The daemon answers the 200 with its ACK at once: the 100 ms answer delay is left out.
+    let ack = report.dispatch.invite_to_ack_ms;
+    assert_eq!(ack.count, 10, "{report:#?}");
+    assert!(ack.p50 < 100.0, "{ack:?}");
+    let run = RateRun::new(20, &report, 0.1, 0.1, Some(tally));
+    assert!(run.failures.is_empty(), "{:?}", run.failures);
+    assert_eq!(run.completed, 10);
+    let png = dir.path().join("cps.png");
+    let points = vec![(run.achieved_rate, run.dispatch_to_invite_ms)];
+    plot::setup_latency(&png, &[("current", points)], Some(15)).unwrap();
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     d.shutdown(Duration::from_secs(1)).await;
 }

@@ -1,4 +1,5 @@
-//! `dialtone-loadgen`: the trunk simulator, a load driver, and the capacity bench.
+//! `dialtone-loadgen`: the trunk simulator, a load driver, the capacity bench and the call setup
+//! bench.
 //!
 //! * `callee`: the simulator alone, answering on `--sip` until Ctrl-C;
 //! * `run`: the simulator plus a load against a running daemon (`--server`, `--api-key`): it
@@ -13,11 +14,18 @@
 //!   builtin:agent` the calls run the conversation inside the engine, its model, speech
 //!   recognition and synthesis a zero-latency scripted responder in this process
 //!   (`dialtone_loadgen::scripted`), and the report times each turn and barge-in on the wire;
+//! * `cps`: the call setup bench (`dialtone_loadgen::cps`): each of `--rates` for `--seconds`,
+//!   calls held `--hold-ms` with media and `builtin:echo`, on a `dialtoned` of its own per run,
+//!   until a rate's setup fails or its dispatch → INVITE p99 exceeds 100 ms; the media's CPU
+//!   is measured apart at the first rate; with `--before` an earlier build runs each rate
+//!   too, alternately; `--webhooks` counts each call's webhooks, `--sipp` runs SIPp's
+//!   UAC against its UAS at each rate; writes `cps.json`, `cps.md` and `cps.png` to
+//!   `--results`;
 //! * `reflector`: the bare UDP reflector alone.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +33,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dialtone_loadgen::callee::{CalleeConfig, OutcomeMix};
+use dialtone_loadgen::cps;
+use dialtone_loadgen::daemon::{BENCH_KEY, Daemon, DaemonSpec, http_get};
 use dialtone_loadgen::load::{self, Control, LoadPlan};
 use dialtone_loadgen::plot::{self, TimelineSample};
 use dialtone_loadgen::report::{
@@ -32,6 +42,7 @@ use dialtone_loadgen::report::{
 };
 use dialtone_loadgen::scripted::ScriptedProvider;
 use dialtone_loadgen::sim::Simulator;
+use dialtone_loadgen::sipp;
 use dialtone_loadgen::stalls::{StallWatch, freezes};
 use dialtone_loadgen::voice::VoiceScript;
 use dialtone_loadgen::{clock_ticks, host_steal_seconds, process_usage};
@@ -49,7 +60,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Mode {
     /// Runs the trunk simulator alone until Ctrl-C.
-    Callee(SimArgs),
+    Callee {
+        #[command(flatten)]
+        sim: SimArgs,
+        #[command(flatten)]
+        timing: Timing,
+    },
     /// Runs a load against a running daemon.
     Run {
         /// The daemon's gRPC endpoint.
@@ -67,6 +83,8 @@ enum Mode {
         load: LoadArgs,
         #[command(flatten)]
         sim: SimArgs,
+        #[command(flatten)]
+        timing: Timing,
     },
     /// A bare UDP reflector (the bench's physical reference), until killed.
     Reflector {
@@ -127,6 +145,49 @@ enum Mode {
         org_cap: Option<u32>,
         #[command(flatten)]
         load: LoadArgs,
+        #[command(flatten)]
+        sim: SimArgs,
+        #[command(flatten)]
+        timing: Timing,
+    },
+    /// The call setup bench: rising call rates, each on a dialtoned of its own, until call
+    /// setup fails or slows; CPU per call with the media's share measured apart.
+    Cps {
+        /// Calls per second, each run for --seconds (ascending).
+        #[arg(long, value_delimiter = ',', default_value = "250,500,1000,1500,2000")]
+        rates: Vec<u64>,
+        /// Seconds of dispatching at each rate.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// How long the simulator holds each call before its BYE, ms.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        hold_ms: u64,
+        /// From INVITE to 200, ms.
+        #[arg(long, default_value_t = 0)]
+        answer_delay_ms: u64,
+        /// Another dialtoned (an earlier build) to run at each rate too, alternately with this
+        /// one.
+        #[arg(long)]
+        before: Option<PathBuf>,
+        /// Every call names a webhook receiver of the load generator's, which counts each
+        /// call's deliveries; a call whose final webhook never comes is a failure.
+        #[arg(long)]
+        webhooks: bool,
+        /// Runs SIPp's UAC against its UAS at each rate too.
+        #[arg(long)]
+        sipp: bool,
+        /// Where cps.json, cps.md and cps.png go.
+        #[arg(long, default_value = "target/cps")]
+        results: PathBuf,
+        /// The dialtoned binary (default: next to this one).
+        #[arg(long)]
+        dialtoned: Option<PathBuf>,
+        /// Media worker threads of the daemons (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        media_workers: usize,
+        /// Destination number.
+        #[arg(long, default_value = "+15551230000")]
+        to: String,
         #[command(flatten)]
         sim: SimArgs,
     },
@@ -194,12 +255,6 @@ struct SimArgs {
     /// Outcome mix in parts: answer,busy,fail,no-answer.
     #[arg(long, default_value = "1,0,0,0", value_parser = mix)]
     mix: OutcomeMix,
-    /// From INVITE to 200, ms.
-    #[arg(long, default_value_t = 200)]
-    answer_delay_ms: u64,
-    /// Seconds the simulator holds an answered call before its BYE (0: wait for ours).
-    #[arg(long, default_value_t = 20)]
-    hold_seconds: u64,
     /// A 16-bit PCM WAV (8, 16 or 48 kHz) the callees' talkspurts come from (default: a
     /// generated voice).
     #[arg(long)]
@@ -210,6 +265,27 @@ struct SimArgs {
     /// Threads streaming the callees' RTP (each wakes every 2 ms for all of its calls).
     #[arg(long, default_value_t = 1)]
     stream_threads: usize,
+}
+
+/// When the simulator answers and hangs up (the `cps` mode has its own, in ms).
+#[derive(Debug, Clone, Copy, Args)]
+struct Timing {
+    /// From INVITE to 200, ms.
+    #[arg(long, default_value_t = 200)]
+    answer_delay_ms: u64,
+    /// Seconds the simulator holds an answered call before its BYE (0: wait for ours).
+    #[arg(long, default_value_t = 20)]
+    hold_seconds: u64,
+}
+
+impl Timing {
+    fn answer_delay(self) -> Duration {
+        Duration::from_millis(self.answer_delay_ms)
+    }
+
+    fn hold(self) -> Option<Duration> {
+        (self.hold_seconds > 0).then(|| Duration::from_secs(self.hold_seconds))
+    }
 }
 
 fn voice_script(sim: &SimArgs) -> anyhow::Result<VoiceScript> {
@@ -270,9 +346,9 @@ fn mix(text: &str) -> Result<OutcomeMix, String> {
     }
 }
 
-async fn start_simulator(sim: &SimArgs) -> anyhow::Result<Simulator> {
+async fn start_simulator(sim: &SimArgs, timing: Timing) -> anyhow::Result<Simulator> {
     Ok(Simulator::start(
-        callee_config(sim),
+        callee_config(sim, timing.answer_delay(), timing.hold()),
         sim.rtp_ports,
         voice_script(sim)?,
         sim.stream_threads,
@@ -280,7 +356,7 @@ async fn start_simulator(sim: &SimArgs) -> anyhow::Result<Simulator> {
     .await?)
 }
 
-fn callee_config(sim: &SimArgs) -> CalleeConfig {
+fn callee_config(sim: &SimArgs, answer_delay: Duration, hold: Option<Duration>) -> CalleeConfig {
     CalleeConfig {
         sip_addr: sim.sip,
         media_ip: sim.sip.ip(),
@@ -290,8 +366,8 @@ fn callee_config(sim: &SimArgs) -> CalleeConfig {
             CodecArg::Opus => AudioCodec::Opus,
         }],
         mix: sim.mix,
-        answer_delay: Duration::from_millis(sim.answer_delay_ms),
-        hold: (sim.hold_seconds > 0).then(|| Duration::from_secs(sim.hold_seconds)),
+        answer_delay,
+        hold,
         timers: TimerConfig::default(),
     }
 }
@@ -351,34 +427,8 @@ fn plan(agent_id: String, load: &LoadArgs, calls: u64, concurrency: u64, hold: u
         deadline: Duration::from_secs_f64(dispatch + hold as f64 * 2.0 + 60.0),
         progress: true,
         watch_cpu: None,
+        webhook_url: None,
     }
-}
-
-/// The API key of the daemon the bench starts (an operator key: `/metrics` needs one).
-const BENCH_KEY: &str = "bench-key";
-
-/// A plain HTTP GET on loopback (health and metrics of the daemon we started), with its key.
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {BENCH_KEY}\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| body.to_owned())
-        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// The value of Prometheus counter `name` (no labels) in `text`; 0 when absent.
@@ -429,73 +479,6 @@ fn histogram(text: &str, name: &str) -> Percentiles {
     }
 }
 
-struct Daemon {
-    child: Child,
-    http: SocketAddr,
-    grpc: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_daemon(target: &BenchTarget) -> anyhow::Result<Daemon> {
-    let (media_workers, brain) = (target.media_workers, target.brain);
-    let dir = tempfile::tempdir()?;
-    let http: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-    let grpc: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-    let mut command = Command::new(&target.binary);
-    if let Some(url) = &target.database_url {
-        command.env("DIALTONE_DATABASE_URL", url);
-    }
-    if let Some(cap) = target.org_cap {
-        command.env("DIALTONE_ORG_MAX_CONCURRENT_CALLS", cap.to_string());
-    }
-    let child = command
-        .env("DIALTONE_HTTP_ADDR", http.to_string())
-        .env("DIALTONE_GRPC_ADDR", grpc.to_string())
-        .env("DIALTONE_SIP_ADDR", "127.0.0.1:0")
-        .env("DIALTONE_RTP_PORTS", "20000-29999")
-        .env("DIALTONE_DATA_DIR", dir.path())
-        .env("DIALTONE_API_KEY", BENCH_KEY)
-        .env("DIALTONE_WEBHOOK_SECRET", "bench")
-        .env("DIALTONE_BRAIN_ADDR", "builtin:echo")
-        .env("DIALTONE_MEDIA_WORKERS", media_workers.to_string())
-        .env("DIALTONE_LOG", "warn")
-        // The scripted responder of a builtin:agent bench and the Media Streams app listen
-        // on 127.0.0.1.
-        .env(
-            "DIALTONE_PRIVATE_DESTINATIONS",
-            if brain != BenchBrain::Echo {
-                "127.0.0.1"
-            } else {
-                ""
-            },
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {}", target.binary.display()))?;
-    let daemon = Daemon {
-        child,
-        http,
-        grpc,
-        _dir: dir,
-    };
-    let up = Instant::now();
-    while http_get(http, "/readyz").is_none() {
-        if up.elapsed() > Duration::from_secs(20) {
-            bail!("dialtoned did not become ready");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(daemon)
-}
-
 /// How the bench loads the daemon.
 #[derive(Debug)]
 enum Shape {
@@ -507,13 +490,8 @@ enum Shape {
 
 /// What the bench runs.
 struct BenchTarget {
-    binary: PathBuf,
-    media_workers: usize,
+    daemon: DaemonSpec,
     brain: BenchBrain,
-    /// The daemon's database, when not its own SQLite file.
-    database_url: Option<String>,
-    /// The organisation's cap on concurrent calls, if any.
-    org_cap: Option<u32>,
 }
 
 async fn bench(
@@ -521,25 +499,27 @@ async fn bench(
     target: BenchTarget,
     results: &Path,
     load_args: &LoadArgs,
-    sim_args: &SimArgs,
+    (sim_args, timing): (&SimArgs, Timing),
 ) -> anyhow::Result<()> {
-    let (ramp, sim_args) = match shape {
-        Shape::Steps(ramp) => (ramp.clone(), sim_args.clone()),
+    let (ramp, timing) = match shape {
+        Shape::Steps(ramp) => (ramp.clone(), timing),
         Shape::Linear(top) => {
             // Every call stays up until the ramp reaches the top, and a while after.
             let climb = (*top as f64 / load_args.rate.max(0.001)).ceil() as u64;
-            let mut held = sim_args.clone();
-            held.hold_seconds = climb + sim_args.hold_seconds.max(1);
+            let held = Timing {
+                hold_seconds: climb + timing.hold_seconds.max(1),
+                ..timing
+            };
             (vec![*top], held)
         }
     };
-    let (ramp, sim_args) = (ramp.as_slice(), &sim_args);
+    let ramp = ramp.as_slice();
     let mut linear_trouble = None;
     let mut rss_before_calls: Option<u64> = None;
-    let daemon = start_daemon(&target)?;
-    let pid = daemon.child.id();
+    let daemon = Daemon::start(&target.daemon)?;
+    let pid = daemon.pid();
     let ticks = clock_ticks();
-    let control = Control::connect(&format!("http://{}", daemon.grpc), BENCH_KEY).await?;
+    let control = Control::connect(&daemon.endpoint(), BENCH_KEY).await?;
     let brain = target.brain.name();
     let scripted = scripted_provider(&control, brain).await?;
     let echo_app = match target.brain {
@@ -554,7 +534,7 @@ async fn bench(
     let mut steps = Vec::new();
     for &concurrency in ramp {
         eprintln!("== {concurrency} concurrent calls ==");
-        let sim = start_simulator(sim_args).await?;
+        let sim = start_simulator(sim_args, timing).await?;
         let agent = control
             .set_up_agent(
                 sim.sip_addr,
@@ -601,7 +581,7 @@ async fn bench(
             load_args,
             concurrency,
             concurrency,
-            sim_args.hold_seconds,
+            timing.hold_seconds,
         );
         p.watch_cpu = Some((pid, ticks));
         let stalls = StallWatch::start()?;
@@ -716,15 +696,15 @@ async fn bench(
     eprintln!("== references at {reference_calls} calls ==");
     let reflector = reflector_reference(
         reference_calls,
-        sim_args.hold_seconds,
+        timing.hold_seconds,
         sim_args.stream_threads,
         ticks,
     )
     .await?;
-    let sipp = sipp_reference(
+    let sipp = sipp::reference(
         reference_calls,
         load_args.rate,
-        sim_args.hold_seconds,
+        Duration::from_secs(timing.hold_seconds),
         ticks,
     )?;
     let ratios = daemon_step.map(|d| {
@@ -744,7 +724,7 @@ async fn bench(
         "codec": format!("{:?}", sim_args.codec).to_lowercase(),
         "brain": brain,
         "rate": load_args.rate,
-        "hold_seconds": sim_args.hold_seconds,
+        "hold_seconds": timing.hold_seconds,
         "max_concurrent_within_budget": held,
         "max_concurrent_within_budget_apart_from_machine_freezes": held_apart_from_freezes,
         "linear_ramp_first_trouble": linear_trouble.as_ref().and_then(|(strict, _)| strict.clone()),
@@ -761,7 +741,7 @@ async fn bench(
          leaving out the gaps that freezes of the whole machine (every CPU stalled at once) explain: {}\n",
         sim_args.codec,
         load_args.rate,
-        sim_args.hold_seconds,
+        timing.hold_seconds,
         count(held),
         count(held_apart_from_freezes),
     );
@@ -921,93 +901,22 @@ async fn reflector_reference(
     })
 }
 
-/// SIPp's built-in UAC against its UAS: `calls` calls at `rate`, each held `hold_seconds`.
-#[derive(Debug, serde::Serialize)]
-struct SippFigures {
-    cpu_seconds: f64,
-    cpu_ms_per_call: f64,
-    elapsed_seconds: f64,
-    all_succeeded: bool,
-}
-
-fn sipp_reference(
-    calls: u64,
-    rate: f64,
-    hold_seconds: u64,
-    ticks: f64,
-) -> anyhow::Result<SippFigures> {
-    let (uas_port, uac_port) = (free_port()?, free_port()?);
-    let quiet = |c: &mut Command| {
-        c.stdout(Stdio::null()).stderr(Stdio::null());
+/// The dialtoned to run: `given`, or the one next to this binary; it must exist.
+fn dialtoned_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let binary = match given {
+        Some(b) => b,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the loadgen's directory")?
+            .join("dialtoned"),
     };
-    let mut uas = Command::new("sipp");
-    uas.args([
-        "-sn",
-        "uas",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &uas_port.to_string(),
-        "-nostdin",
-    ]);
-    quiet(&mut uas);
-    let mut uas = uas
-        .spawn()
-        .context("starting SIPp (Debian package sip-tester)")?;
-    std::thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    let mut uac = Command::new("sipp");
-    uac.args([
-        "-sn",
-        "uac",
-        &format!("127.0.0.1:{uas_port}"),
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &uac_port.to_string(),
-        "-r",
-        &format!("{}", rate.max(1.0).round() as u64),
-        "-m",
-        &calls.to_string(),
-        "-l",
-        &calls.to_string(),
-        "-d",
-        &(hold_seconds * 1000).to_string(),
-        "-nostdin",
-        "-timeout",
-        &(calls as f64 / rate.max(1.0) + hold_seconds as f64 * 2.0 + 30.0)
-            .round()
-            .to_string(),
-    ]);
-    quiet(&mut uac);
-    let mut uac = uac.spawn().context("starting SIPp")?;
-    let (uas_pid, uac_pid) = (uas.id(), uac.id());
-    // /proc goes away with the process: keep the last reading.
-    let (mut uas_cpu, mut uac_cpu) = (0.0, 0.0);
-    let status = loop {
-        if let Some((cpu, _)) = process_usage(uas_pid, ticks) {
-            uas_cpu = cpu;
-        }
-        if let Some((cpu, _)) = process_usage(uac_pid, ticks) {
-            uac_cpu = cpu;
-        }
-        if let Some(status) = uac.try_wait()? {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    if let Some((cpu, _)) = process_usage(uas_pid, ticks) {
-        uas_cpu = cpu;
+    if !binary.exists() {
+        bail!(
+            "{} is missing: cargo build --release -p dialtone-daemon",
+            binary.display()
+        );
     }
-    let _ = uas.kill();
-    let _ = uas.wait();
-    let cpu_seconds = uas_cpu + uac_cpu;
-    Ok(SippFigures {
-        cpu_seconds,
-        cpu_ms_per_call: cpu_seconds * 1000.0 / calls.max(1) as f64,
-        elapsed_seconds: started.elapsed().as_secs_f64(),
-        all_succeeded: status.success(),
-    })
+    Ok(binary)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -1022,8 +931,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::signal::ctrl_c().await?;
         }
         Mode::Watch { seconds } => watch_machine(Duration::from_secs(seconds))?,
-        Mode::Callee(sim) => {
-            let simulator = start_simulator(&sim).await?;
+        Mode::Callee { sim, timing } => {
+            let simulator = start_simulator(&sim, timing).await?;
             eprintln!(
                 "trunk simulator on udp {}; Ctrl-C stops it",
                 simulator.sip_addr
@@ -1039,9 +948,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             brain,
             load: load_args,
             sim,
+            timing,
         } => {
             let control = Control::connect(&server, &api_key).await?;
-            let simulator = start_simulator(&sim).await?;
+            let simulator = start_simulator(&sim, timing).await?;
             let scripted = scripted_provider(&control, &brain).await?;
             let agent = control
                 .set_up_agent(
@@ -1055,7 +965,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &load_args,
                 load_args.calls,
                 load_args.concurrency,
-                sim.hold_seconds,
+                timing.hold_seconds,
             );
             let (report, _) = load::run(&control, simulator, &p).await?;
             println!("{}", report.markdown());
@@ -1077,20 +987,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             org_cap,
             load: load_args,
             sim,
+            timing,
         } => {
-            let binary = match dialtoned {
-                Some(b) => b,
-                None => std::env::current_exe()?
-                    .parent()
-                    .context("the loadgen's directory")?
-                    .join("dialtoned"),
-            };
-            if !binary.exists() {
-                bail!(
-                    "{} is missing: cargo build --release -p dialtone-daemon",
-                    binary.display()
-                );
-            }
+            let binary = dialtoned_binary(dialtoned)?;
             let shape = if linear {
                 let top = ramp.iter().copied().max().unwrap_or(1000);
                 Shape::Linear(top)
@@ -1098,13 +997,78 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Shape::Steps(ramp)
             };
             let target = BenchTarget {
+                daemon: DaemonSpec {
+                    binary,
+                    media_workers,
+                    database_url,
+                    org_cap,
+                    // The scripted responder of a builtin:agent bench and the Media Streams
+                    // app listen on 127.0.0.1.
+                    allow_loopback: brain != BenchBrain::Echo,
+                },
+                brain,
+            };
+            bench(&shape, target, &results, &load_args, (&sim, timing)).await?;
+        }
+        Mode::Cps {
+            rates,
+            seconds,
+            hold_ms,
+            answer_delay_ms,
+            before,
+            webhooks,
+            sipp,
+            results,
+            dialtoned,
+            media_workers,
+            to,
+            sim,
+        } => {
+            let spec = |binary| DaemonSpec {
                 binary,
                 media_workers,
-                brain,
-                database_url,
-                org_cap,
+                database_url: None,
+                org_cap: None,
+                allow_loopback: false,
             };
-            bench(&shape, target, &results, &load_args, &sim).await?;
+            let mut binaries = Vec::new();
+            if let Some(before) = before {
+                if !before.exists() {
+                    bail!("{} is missing", before.display());
+                }
+                binaries.push(cps::Binary {
+                    label: "before".into(),
+                    spec: spec(before),
+                });
+            }
+            binaries.push(cps::Binary {
+                label: "current".into(),
+                spec: spec(dialtoned_binary(dialtoned)?),
+            });
+            let hold = Duration::from_millis(hold_ms);
+            let plan = cps::CpsPlan {
+                rates,
+                seconds,
+                hold,
+                binaries,
+                simulator: cps::SimulatorSpec {
+                    callee: callee_config(&sim, Duration::from_millis(answer_delay_ms), Some(hold)),
+                    rtp_ports: sim.rtp_ports,
+                    script: voice_script(&sim)?,
+                    stream_threads: sim.stream_threads,
+                },
+                to,
+                webhooks,
+                sipp,
+                results: results.clone(),
+            };
+            let report = cps::run(&plan).await?;
+            println!("{}", report.markdown());
+            println!(
+                "{} and {} written",
+                results.join("cps.json").display(),
+                results.join("cps.md").display()
+            );
         }
     }
     Ok(())
