@@ -19,6 +19,7 @@ use std::hash::BuildHasher;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dialtone_storage::{Delivery, Storage, WebhookEvent, now_ms};
+use futures_util::StreamExt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -53,13 +54,18 @@ impl WebhookConfig {
     }
 }
 
-/// Events claimed at a time by one node.
-const CLAIM_BATCH: u32 = 16;
+/// Events claimed at a time by one node: a delivery round.
+const CLAIM_BATCH: u32 = 128;
 
-/// How long a node's claim on a batch lasts: every event of it at the request timeout, and a
-/// margin. A node that dies with a claim leaves its events to the others after that.
+/// Deliveries of a round in flight at once (each of a different call: a round holds at most
+/// one event per call).
+const IN_FLIGHT: usize = 32;
+
+/// How long a node's claim on a round lasts: its events [`IN_FLIGHT`] at a time, each at the
+/// request timeout, and a margin. A node that dies with a claim leaves its events to the others
+/// after that.
 fn claim_for(config: &WebhookConfig) -> Duration {
-    config.timeout * CLAIM_BATCH + Duration::from_secs(30)
+    config.timeout * CLAIM_BATCH.div_ceil(IN_FLIGHT as u32) + Duration::from_secs(30)
 }
 
 /// The `Dialtone-Signature` value for `body` sent at `timestamp` (Unix seconds).
@@ -86,8 +92,9 @@ fn backoff(attempts: u32, seed: u64) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Starts the delivery worker; it runs until the task is aborted. Events are delivered one
-/// after another (a receiver at its timeout delays the others).
+/// Starts the delivery worker; it runs until the task is aborted. Events go out in rounds: a
+/// claimed batch delivered [`IN_FLIGHT`] at a time, its outcomes recorded in one transaction;
+/// a receiver at its timeout delays the next round.
 pub fn spawn_delivery(storage: Storage, config: WebhookConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = match outbound::Client::new(config.private.clone(), config.timeout) {
@@ -112,22 +119,33 @@ pub fn spawn_delivery(storage: Storage, config: WebhookConfig) -> tokio::task::J
                 tokio::time::sleep(config.poll).await;
                 continue;
             }
-            for event in due {
-                let outcome = deliver(&client, &config, &event).await;
-                tracing::info!(event_id = %event.id, call_id = %event.call_id, kind = %event.kind, ?outcome, "webhook attempt");
-                let label = match &outcome {
-                    Delivery::Delivered => "delivered",
-                    Delivery::Retry { .. } => "retry",
-                    _ => "dead",
-                };
-                metrics::counter!("dialtone_webhook_attempts_total", "outcome" => label)
-                    .increment(1);
-                if let Err(error) = storage.record_delivery(event.id, outcome).await {
-                    tracing::error!(%error, "cannot record a webhook attempt");
-                }
+            let attempts: Vec<_> = futures_util::stream::iter(due)
+                .map(|event| attempt(&client, &config, event))
+                .buffer_unordered(IN_FLIGHT)
+                .collect()
+                .await;
+            if let Err(error) = storage.record_deliveries(attempts).await {
+                tracing::error!(%error, "cannot record a round of webhook attempts");
             }
         }
     })
+}
+
+/// Delivers `event` once, logging and counting the outcome.
+async fn attempt(
+    client: &outbound::Client,
+    config: &WebhookConfig,
+    event: WebhookEvent,
+) -> (uuid::Uuid, Delivery) {
+    let outcome = deliver(client, config, &event).await;
+    tracing::info!(event_id = %event.id, call_id = %event.call_id, kind = %event.kind, ?outcome, "webhook attempt");
+    let label = match &outcome {
+        Delivery::Delivered => "delivered",
+        Delivery::Retry { .. } => "retry",
+        _ => "dead",
+    };
+    metrics::counter!("dialtone_webhook_attempts_total", "outcome" => label).increment(1);
+    (event.id, outcome)
 }
 
 async fn deliver(

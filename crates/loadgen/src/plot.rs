@@ -167,23 +167,14 @@ pub fn latencies(file: &Path, steps: &[(u64, &Report)]) -> Result<(), LoadgenErr
     });
     let (lo, hi) = log_bounds(values);
     let root = BitMapBackend::new(file, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "latency percentiles by concurrency (solid p50, dashed p99)",
-            ("sans-serif", 22),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0.0..x_max, (lo..hi).log_scale())
-        .map_err(|e| fail(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("concurrent calls")
-        .y_desc("ms")
-        .draw()
-        .map_err(|e| fail(&e))?;
+    let mut chart = log_chart(
+        &root,
+        file,
+        "latency percentiles by concurrency (solid p50, dashed p99)",
+        "concurrent calls",
+        x_max,
+        (lo, hi),
+    )?;
     for (name, color, get) in series {
         let points = |pick: fn(&Percentiles) -> f64| {
             steps
@@ -205,11 +196,40 @@ pub fn latencies(file: &Path, steps: &[(u64, &Report)]) -> Result<(), LoadgenErr
 }
 
 /// A chart in ms on a log scale against a linear x.
-type LogChart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+type LogChart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+
+/// A white chart on `root` titled `caption`: `x_desc` from 0 to `x_max`, ms from `lo` to `hi`
+/// on a log scale, its mesh drawn.
+fn log_chart<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    file: &Path,
+    caption: &str,
+    x_desc: &str,
+    x_max: f64,
+    (lo, hi): (f64, f64),
+) -> Result<LogChart<'a, 'b>, LoadgenError> {
+    let fail = plot_error(file);
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0.0..x_max, (lo..hi).log_scale())
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("ms")
+        .draw()
+        .map_err(|e| fail(&e))?;
+    Ok(chart)
+}
 
 /// Draws one series' p50 (solid, in the legend as `name`) and p99 (dashed), with their points.
 fn percentile_lines(
-    chart: &mut LogChart<'_>,
+    chart: &mut LogChart<'_, '_>,
     file: &Path,
     name: &str,
     color: RGBColor,
@@ -279,23 +299,14 @@ pub fn setup_latency(
             .flat_map(|(_, points)| points.iter().flat_map(|(_, p)| [p.p50, p.p99])),
     );
     let root = BitMapBackend::new(file, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "dispatch → INVITE by call rate (solid p50, dashed p99)",
-            ("sans-serif", 22),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0.0..x_max, (lo..hi).log_scale())
-        .map_err(|e| fail(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("calls per second achieved")
-        .y_desc("ms")
-        .draw()
-        .map_err(|e| fail(&e))?;
+    let mut chart = log_chart(
+        &root,
+        file,
+        "dispatch → INVITE by call rate (solid p50, dashed p99)",
+        "calls per second achieved",
+        x_max,
+        (lo, hi),
+    )?;
     for ((name, points), color) in series.iter().zip(colors.iter().cycle()) {
         let color = *color;
         let line = |pick: fn(&Percentiles) -> f64| {

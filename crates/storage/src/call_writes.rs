@@ -368,7 +368,7 @@ impl Write for InsertCall {
                 "INSERT INTO calls (id, agent_id, to_number, from_number, trunk_id, instructions, \
                  context, metadata, webhook_url, status, created_at, updated_at, org_id, node_id, \
                  direction) VALUES {} RETURNING *",
-                values(writes.len(), 15)
+                values(Backend::of(conn), writes.len(), 15)
             );
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
             for w in writes {
@@ -402,7 +402,7 @@ impl Write for InsertCall {
             if !keyed.is_empty() {
                 let sql = format!(
                     "INSERT INTO idempotency_keys (key, body_hash, call_id, created_at) VALUES {}",
-                    values(keyed.len(), 4)
+                    values(Backend::of(conn), keyed.len(), 4)
                 );
                 let mut claim = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (w, (key, hash)) in keyed {
@@ -519,7 +519,7 @@ impl Write for AdvanceCall {
                  recording_error = COALESCE(step.step_recording_error, calls.recording_error) \
                  FROM step WHERE calls.id = step.step_id \
                  AND {current} < step.step_rank RETURNING *",
-                values = values(writes.len(), 12),
+                values = values(Backend::of(conn), writes.len(), 12),
                 dialing = rank(CallStatus::Dialing),
                 ringing = rank(CallStatus::Ringing),
                 answered = rank(CallStatus::InProgress),

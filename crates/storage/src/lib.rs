@@ -130,6 +130,17 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The database an open connection speaks to.
+    pub(crate) fn of(conn: &AnyConnection) -> Self {
+        if conn.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+}
+
 /// What every connection does first. On SQLite: write-ahead logging (readers never wait for
 /// the writer), foreign keys, and up to 5 s of waiting for the write lock.
 async fn prepare_connection(

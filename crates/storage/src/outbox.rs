@@ -12,7 +12,7 @@ use uuid::Uuid;
 use dialtone_model::{CallView, EventType, EventView, WebhookBody, WebhookData};
 
 use crate::rows::{parse_req, uuid_of, values};
-use crate::{Call, Result, Storage, StorageError, now_ms};
+use crate::{Backend, Call, Result, Storage, StorageError, now_ms};
 
 /// One webhook event waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub(crate) async fn enqueue_events<'a>(
     let sql = format!(
         "SELECT call_id, MAX(sequence) AS last FROM webhook_events WHERE call_id IN {} \
          GROUP BY call_id",
-        values(1, hooked.len())
+        values(Backend::of(conn), 1, hooked.len())
     );
     let mut last = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (call, _) in &hooked {
@@ -85,7 +85,7 @@ pub(crate) async fn enqueue_events<'a>(
     let sql = format!(
         "INSERT INTO webhook_events (id, call_id, sequence, type, url, body, created_at, \
          next_attempt_at) VALUES {}",
-        values(hooked.len(), 8)
+        values(Backend::of(conn), hooked.len(), 8)
     );
     let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
     let now = now_ms();
@@ -173,27 +173,40 @@ impl Storage {
     /// Records a delivery attempt and ends this node's claim on the event; an event another
     /// node has claimed since (this node's claim ran out) is left to it.
     pub async fn record_delivery(&self, id: Uuid, outcome: Delivery) -> Result<()> {
+        self.record_deliveries(vec![(id, outcome)]).await
+    }
+
+    /// [`Storage::record_delivery`] for a batch of attempts, in one transaction: one commit
+    /// for every event a delivery round sent.
+    pub async fn record_deliveries(&self, attempts: Vec<(Uuid, Delivery)>) -> Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
         let now = now_ms();
-        let (state, error, next) = match outcome {
-            Delivery::Delivered => ("delivered", None, now),
-            Delivery::Retry { error, at } => ("pending", Some(error), at),
-            Delivery::Dead { error } => ("dead", Some(error), now),
-        };
-        sqlx::query(
-            "UPDATE webhook_events SET state = $1, attempts = attempts + 1, last_error = $2, \
-             next_attempt_at = $3, delivered_at = CASE WHEN $4 = 'delivered' THEN $5 ELSE NULL END, \
-             claimed_by = NULL, claim_until = NULL \
-             WHERE id = $6 AND (claimed_by IS NULL OR claimed_by = $7)",
-        )
-        .bind(state)
-        .bind(error)
-        .bind(next)
-        .bind(state)
-        .bind(now)
-        .bind(id.to_string())
-        .bind(&*self.node)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        for (id, outcome) in attempts {
+            let (state, error, next) = match outcome {
+                Delivery::Delivered => ("delivered", None, now),
+                Delivery::Retry { error, at } => ("pending", Some(error), at),
+                Delivery::Dead { error } => ("dead", Some(error), now),
+            };
+            sqlx::query(
+                "UPDATE webhook_events SET state = $1, attempts = attempts + 1, last_error = $2, \
+                 next_attempt_at = $3, delivered_at = CASE WHEN $4 = 'delivered' THEN $5 ELSE NULL END, \
+                 claimed_by = NULL, claim_until = NULL \
+                 WHERE id = $6 AND (claimed_by IS NULL OR claimed_by = $7)",
+            )
+            .bind(state)
+            .bind(error)
+            .bind(next)
+            .bind(state)
+            .bind(now)
+            .bind(id.to_string())
+            .bind(&*self.node)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -354,6 +367,62 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    on_both!(a_round_of_attempts_is_recorded_in_one_go);
+    async fn a_round_of_attempts_is_recorded_in_one_go(s: Storage) {
+        let first = crate::tests::call(&s).await;
+        let mut calls = Vec::new();
+        for to in ["+15551230001", "+15551230002", "+15551230003"] {
+            let hooked = crate::tests::another(&first, to, Some("http://127.0.0.1:9/hook"));
+            calls.push(s.insert_call(hooked).await.unwrap());
+        }
+        let due = s.claim_due_webhooks(now_ms(), 10, CLAIM).await.unwrap();
+        assert_eq!(due.len(), 3, "each call's call.queued");
+        let outcome_of = |call: &Call| {
+            let event = due.iter().find(|e| e.call_id == call.id).unwrap();
+            match call.to.as_str() {
+                "+15551230001" => (event.id, Delivery::Delivered),
+                "+15551230002" => (
+                    event.id,
+                    Delivery::Retry {
+                        error: "503".into(),
+                        at: now_ms() + 60_000,
+                    },
+                ),
+                _ => (
+                    event.id,
+                    Delivery::Dead {
+                        error: "410 Gone".into(),
+                    },
+                ),
+            }
+        };
+        s.record_deliveries(calls.iter().map(outcome_of).collect())
+            .await
+            .unwrap();
+        let mut states = Vec::new();
+        for call in &calls {
+            let events = s.call_events(call.id).await.unwrap();
+            assert_eq!(events[0].attempts, 1);
+            states.push(events[0].state);
+        }
+        assert_eq!(
+            states,
+            [
+                DeliveryState::Delivered,
+                DeliveryState::Pending,
+                DeliveryState::Dead
+            ]
+        );
+        assert!(
+            s.claim_due_webhooks(now_ms(), 10, CLAIM)
+                .await
+                .unwrap()
+                .is_empty(),
+            "the claims ended: nothing is due before the retry"
+        );
+        s.record_deliveries(Vec::new()).await.unwrap();
     }
 
     /// Two nodes on one PostgreSQL claiming at once never take the same event, and each

@@ -15,6 +15,12 @@
 //! round trips, not one or two per write. Writes of one call keep their order (a group holding
 //! two steps of one call applies them in two rounds); writes of different calls commute.
 //!
+//! Only a group holding a new call (an accepted dispatch) waits for the disk at its commit; the
+//! steps and details of calls already written are committed without waiting for it (SQLite's
+//! `synchronous = NORMAL` under write-ahead logging, PostgreSQL's `synchronous_commit = off`):
+//! they survive a crash of this process all the same, and a power loss that takes the last of
+//! them back leaves calls the next start closes as it does after any crash.
+//!
 //! A write that fails does not take the others down: the group is rolled back and each write is
 //! retried in a transaction of its own, so each caller gets its own answer. Only once its
 //! transaction has committed is a caller told its write happened.
@@ -184,6 +190,32 @@ macro_rules! kinds {
 
 kinds!(Insert: InsertCall, Advance: AdvanceCall, Detail: SetDetail);
 
+impl Job {
+    /// Whether its commit must reach the disk before its caller hears of it: a new call is an
+    /// accepted dispatch. A call's later steps and details survive a crash of this process
+    /// whatever the database's sync setting (they are in the database's log, or the database
+    /// server's); only a power loss or a crash of the operating system (of the database
+    /// server, on PostgreSQL) can take the last of them back, and the next start deals with
+    /// calls left unfinished as it does after any crash.
+    fn must_be_on_disk(&self) -> bool {
+        matches!(self, Self::Insert(_))
+    }
+}
+
+/// Makes the connection's next commits wait for the disk (`on_disk`) or not: SQLite's
+/// `synchronous` (`FULL`, or `NORMAL`, under which write-ahead logging syncs only at
+/// checkpoints), PostgreSQL's `synchronous_commit`.
+async fn sync_commits(conn: &mut AnyConnection, on_disk: bool) -> sqlx::Result<()> {
+    let statement = match (Backend::of(conn), on_disk) {
+        (Backend::Sqlite, true) => "PRAGMA synchronous = FULL",
+        (Backend::Sqlite, false) => "PRAGMA synchronous = NORMAL",
+        (Backend::Postgres, true) => "SET synchronous_commit = on",
+        (Backend::Postgres, false) => "SET synchronous_commit = off",
+    };
+    sqlx::query(statement).execute(conn).await?;
+    Ok(())
+}
+
 enum Message {
     Write(Job),
     /// Commit what came before, close the connection, stop.
@@ -272,6 +304,8 @@ async fn serve(mut source: Source, mut messages: mpsc::UnboundedReceiver<Message
     let mut received = Vec::with_capacity(MAX_GROUP);
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut closed_by = None;
+    // What the connection's commits do now (unknown at first: the database's default).
+    let mut synced: Option<bool> = None;
     while closed_by.is_none() && messages.recv_many(&mut received, MAX_GROUP).await > 0 {
         let mut close = None;
         for message in received.drain(..) {
@@ -284,7 +318,18 @@ async fn serve(mut source: Source, mut messages: mpsc::UnboundedReceiver<Message
         }
         if !group.is_empty() {
             match &mut source {
-                Source::Own(conn) => commit_group(conn, &mut group).await,
+                Source::Own(conn) => {
+                    let on_disk = group.iter().any(Job::must_be_on_disk);
+                    if synced != Some(on_disk) {
+                        synced = None;
+                        match sync_commits(conn, on_disk).await {
+                            Ok(()) => synced = Some(on_disk),
+                            // Not committed as it must be: not committed at all.
+                            Err(error) => fail_all(&mut group, error),
+                        }
+                    }
+                    commit_group(conn, &mut group).await;
+                }
                 Source::Pool(pool) => match pool.acquire().await {
                     Ok(mut conn) => commit_group(&mut conn, &mut group).await,
                     Err(error) => fail_all(&mut group, error),
