@@ -176,20 +176,11 @@ pub fn latencies(file: &Path, steps: &[(u64, &Report)]) -> Result<(), LoadgenErr
         (lo, hi),
     )?;
     for (name, color, get) in series {
-        let points = |pick: fn(&Percentiles) -> f64| {
-            steps
-                .iter()
-                .filter_map(|(c, r)| get(r).map(|p| (*c as f64, pick(&p).max(lo))))
-                .collect::<Vec<_>>()
-        };
-        percentile_lines(
-            &mut chart,
-            file,
-            name,
-            color,
-            &points(|p| p.p50),
-            &points(|p| p.p99),
-        )?;
+        let points: Vec<(f64, Percentiles)> = steps
+            .iter()
+            .filter_map(|(c, r)| get(r).map(|p| (*c as f64, p)))
+            .collect();
+        percentile_lines(&mut chart, file, name, color, &points, lo)?;
     }
     legend(chart.configure_series_labels()).map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))
@@ -227,24 +218,29 @@ fn log_chart<'a, 'b>(
     Ok(chart)
 }
 
-/// Draws one series' p50 (solid, in the legend as `name`) and p99 (dashed), with their points.
+/// Draws one series' p50 (solid, in the legend as `name`) and p99 (dashed) at each point's x,
+/// with their points; values under the axis' floor `lo` sit on it.
 fn percentile_lines(
     chart: &mut LogChart<'_, '_>,
     file: &Path,
     name: &str,
     color: RGBColor,
-    p50: &[(f64, f64)],
-    p99: &[(f64, f64)],
+    points: &[(f64, Percentiles)],
+    lo: f64,
 ) -> Result<(), LoadgenError> {
     let fail = plot_error(file);
+    let line = |pick: fn(&Percentiles) -> f64| -> Vec<(f64, f64)> {
+        points.iter().map(|(x, p)| (*x, pick(p).max(lo))).collect()
+    };
+    let (p50, p99) = (line(|p| p.p50), line(|p| p.p99));
     chart
-        .draw_series(LineSeries::new(p50.to_vec(), color.stroke_width(2)))
+        .draw_series(LineSeries::new(p50.clone(), color.stroke_width(2)))
         .map_err(|e| fail(&e))?
         .label(name)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     chart
         .draw_series(DashedLineSeries::new(
-            p99.to_vec(),
+            p99.clone(),
             6,
             4,
             color.stroke_width(1),
@@ -253,7 +249,7 @@ fn percentile_lines(
     chart
         .draw_series(
             p50.iter()
-                .chain(p99)
+                .chain(&p99)
                 .map(|p| Circle::new(*p, 3, color.filled())),
         )
         .map_err(|e| fail(&e))?;
@@ -308,21 +304,7 @@ pub fn setup_latency(
         (lo, hi),
     )?;
     for ((name, points), color) in series.iter().zip(colors.iter().cycle()) {
-        let color = *color;
-        let line = |pick: fn(&Percentiles) -> f64| {
-            points
-                .iter()
-                .map(|(x, p)| (*x, pick(p).max(lo)))
-                .collect::<Vec<_>>()
-        };
-        percentile_lines(
-            &mut chart,
-            file,
-            name,
-            color,
-            &line(|p| p.p50),
-            &line(|p| p.p99),
-        )?;
+        percentile_lines(&mut chart, file, name, *color, points, lo)?;
     }
     if let Some(ceiling) = sipp_ceiling {
         let x = ceiling as f64;
