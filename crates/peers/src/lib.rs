@@ -15,13 +15,14 @@
 //! Everything listens on 127.0.0.1 only. Nothing here is test-only: it is built into the
 //! `dialtone` CLI for its demo.
 
+mod bound;
 pub mod capture;
 pub mod dtmf;
 mod pcap;
 mod sipp;
 mod work_dir;
 
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -108,8 +109,8 @@ pub fn free_port() -> Result<u16, PeerError> {
     }
 }
 
-/// Readiness of a peer: waits (at most 10 s) until its `port` on 127.0.0.1 is taken, which it is
-/// once the peer has bound it.
+/// Readiness of a peer: waits (at most [`READINESS_LIMIT`]) until its `port` on 127.0.0.1 is
+/// bound, which it is once the peer listens.
 pub fn wait_port_bound(
     peer: &'static str,
     port: u16,
@@ -118,21 +119,29 @@ pub fn wait_port_bound(
     wait_port_bound_on(peer, "127.0.0.1", port, transport)
 }
 
-/// [`wait_port_bound`] on another loopback address `ip`.
+/// How long a peer may take to bind its port: generous, because peers start slowly on a machine
+/// busy building and testing, and a ready peer ends the wait at once.
+pub const READINESS_LIMIT: Duration = Duration::from_secs(30);
+
+/// [`wait_port_bound`] on another loopback address `ip`. A UDP port is looked up in the kernel's
+/// socket tables, never bound by the probe (which could take it from the peer starting); a TCP
+/// port is connected to.
 pub fn wait_port_bound_on(
     peer: &'static str,
     ip: &str,
     port: u16,
     transport: SipTransport,
 ) -> Result<(), PeerError> {
-    let limit = Duration::from_secs(10);
-    let deadline = Instant::now() + limit;
+    let address: IpAddr = ip.parse().map_err(|_| PeerError::Invalid {
+        what: format!("{ip} is not an IP address"),
+    })?;
+    let deadline = Instant::now() + READINESS_LIMIT;
     while Instant::now() < deadline {
-        let taken = match transport {
-            SipTransport::Udp => UdpSocket::bind((ip, port)).is_err(),
-            SipTransport::Tcp => TcpStream::connect((ip, port)).is_ok(),
+        let bound = match transport {
+            SipTransport::Udp => bound::udp_port_bound(address, port)?,
+            SipTransport::Tcp => TcpStream::connect((address, port)).is_ok(),
         };
-        if taken {
+        if bound {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -140,6 +149,6 @@ pub fn wait_port_bound_on(
     Err(PeerError::NotReady {
         peer,
         port,
-        seconds: limit.as_secs(),
+        seconds: READINESS_LIMIT.as_secs(),
     })
 }
