@@ -73,12 +73,32 @@ struct Pair {
 }
 
 fn pair(engine: &Arc<MediaEngine>, pool: &Arc<PortPool>, codec: MediaCodec) -> Pair {
+    pair_with(engine, pool, codec, None)
+}
+
+/// A pair in PCMU where B (our side; A is the caller's) records as `record` says.
+fn recording_pair(
+    engine: &Arc<MediaEngine>,
+    pool: &Arc<PortPool>,
+    record: dialtone_media::RecordTo,
+) -> Pair {
+    pair_with(engine, pool, MediaCodec::Pcmu, Some(record))
+}
+
+fn pair_with(
+    engine: &Arc<MediaEngine>,
+    pool: &Arc<PortPool>,
+    codec: MediaCodec,
+    b_records: Option<dialtone_media::RecordTo>,
+) -> Pair {
     let (pa, pb) = (pool.bind().unwrap(), pool.bind().unwrap());
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let (a_addr, b_addr) = (addr(pa.port()), addr(pb.port()));
+    let mut b = config(codec, a_addr, 2);
+    b.record = b_records;
     Pair {
         a: engine.start(pa, config(codec, b_addr, 1)).unwrap(),
-        b: engine.start(pb, config(codec, a_addr, 2)).unwrap(),
+        b: engine.start(pb, b).unwrap(),
     }
 }
 
@@ -167,16 +187,11 @@ async fn a_recording_has_the_caller_left_and_the_agent_right() {
     let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45200, 45299);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("call.wav");
-    let (pa, pb) = (pool.bind().unwrap(), pool.bind().unwrap());
-    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let (a_addr, b_addr) = (addr(pa.port()), addr(pb.port()));
-    // A is the caller's side; B is ours, recording.
-    let mut a = engine
-        .start(pa, config(MediaCodec::Pcmu, b_addr, 1))
-        .unwrap();
-    let mut recorded = config(MediaCodec::Pcmu, a_addr, 2);
-    recorded.record = Some(dialtone_media::RecordTo::stereo(path.clone()));
-    let mut b = engine.start(pb, recorded).unwrap();
+    let Pair { mut a, mut b } = recording_pair(
+        &engine,
+        &pool,
+        dialtone_media::RecordTo::stereo(path.clone()),
+    );
     let feeders = [
         feed_tone(a.take_outbound().unwrap(), 1000.0),
         feed_tone(b.take_outbound().unwrap(), 700.0),
@@ -223,15 +238,11 @@ async fn the_agents_channel_is_silent_while_nothing_is_sent() {
     let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45400, 45499);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("held.wav");
-    let (pa, pb) = (pool.bind().unwrap(), pool.bind().unwrap());
-    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let (a_addr, b_addr) = (addr(pa.port()), addr(pb.port()));
-    let mut a = engine
-        .start(pa, config(MediaCodec::Pcmu, b_addr, 1))
-        .unwrap();
-    let mut recorded = config(MediaCodec::Pcmu, a_addr, 2);
-    recorded.record = Some(dialtone_media::RecordTo::stereo(path.clone()));
-    let mut b = engine.start(pb, recorded).unwrap();
+    let Pair { mut a, mut b } = recording_pair(
+        &engine,
+        &pool,
+        dialtone_media::RecordTo::stereo(path.clone()),
+    );
     // Held from the start: B may not send.
     b.redirect(dialtone_media::Direction {
         sending: false,
@@ -297,19 +308,15 @@ async fn a_mixed_recording_holds_both_sides_and_silences_masked_key_presses() {
     let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45300, 45399);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mixed.wav");
-    let (pa, pb) = (pool.bind().unwrap(), pool.bind().unwrap());
-    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let (a_addr, b_addr) = (addr(pa.port()), addr(pb.port()));
-    let mut a = engine
-        .start(pa, config(MediaCodec::Pcmu, b_addr, 1))
-        .unwrap();
-    let mut recorded = config(MediaCodec::Pcmu, a_addr, 2);
-    recorded.record = Some(dialtone_media::RecordTo {
-        path: path.clone(),
-        mixed: true,
-        mask_dtmf: true,
-    });
-    let mut b = engine.start(pb, recorded).unwrap();
+    let Pair { mut a, mut b } = recording_pair(
+        &engine,
+        &pool,
+        dialtone_media::RecordTo {
+            path: path.clone(),
+            mixed: true,
+            mask_dtmf: true,
+        },
+    );
     let feeders = [
         feed_tone(a.take_outbound().unwrap(), 1000.0),
         feed_tone(b.take_outbound().unwrap(), 700.0),
@@ -393,19 +400,15 @@ async fn a_masked_recording_silences_an_in_band_key_tone_whole_in_both_channels(
     let pool = PortPool::new("127.0.0.1".parse().unwrap(), 45400, 45499);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("masked.wav");
-    let (pa, pb) = (pool.bind().unwrap(), pool.bind().unwrap());
-    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let (a_addr, b_addr) = (addr(pa.port()), addr(pb.port()));
-    let mut a = engine
-        .start(pa, config(MediaCodec::Pcmu, b_addr, 1))
-        .unwrap();
-    let mut recorded = config(MediaCodec::Pcmu, a_addr, 2);
-    recorded.record = Some(dialtone_media::RecordTo {
-        path: path.clone(),
-        mixed: false,
-        mask_dtmf: true,
-    });
-    let mut b = engine.start(pb, recorded).unwrap();
+    let Pair { mut a, mut b } = recording_pair(
+        &engine,
+        &pool,
+        dialtone_media::RecordTo {
+            path: path.clone(),
+            mixed: false,
+            mask_dtmf: true,
+        },
+    );
     let feeders = [
         feed_key_tone(a.take_outbound().unwrap()),
         feed_tone(b.take_outbound().unwrap(), 700.0),

@@ -268,7 +268,7 @@ pub struct Purged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{another, call, end_recorded, on_both};
+    use crate::tests::{another, call, end_recorded, on_both, purge_race};
     use crate::{CallProgress, CallStatus};
     use serde_json::json;
 
@@ -370,24 +370,10 @@ mod tests {
     async fn retention_removes_old_recordings_from_the_store_and_the_record(s: Storage) {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalRecordings::new(dir.path());
-        let old = call(&s).await;
-        let new = s
-            .insert_call(another(&old, "+15550000298", None))
-            .await
-            .unwrap();
-        for (c, ended) in [(&old, 1_000), (&new, 5_000)] {
-            let id = format!("{}.wav", c.id);
-            let staged = dir.path().join("staged");
-            std::fs::write(&staged, b"RIFF").unwrap();
-            store.put(&id, &staged).await.unwrap();
-            end_recorded(&s, c, ended, &id).await;
-        }
         // Two nodes purging at once remove each file once between them.
-        let (a, b) = tokio::join!(
-            s.purge_recordings(&store, 2_000),
-            s.purge_recordings(&store, 2_000)
-        );
-        assert_eq!(a.unwrap().removed + b.unwrap().removed, 1);
+        let (old, new, [a, b]) = purge_race(&s, &store).await;
+        assert_eq!(a.removed + b.removed, 1);
+        assert_eq!((a.failed, b.failed), (vec![], vec![]));
         assert!(!dir.path().join(format!("{}.wav", old.id)).exists());
         assert!(dir.path().join(format!("{}.wav", new.id)).exists());
         assert_eq!(s.get_call(old.id).await.unwrap().recording, None);

@@ -182,7 +182,7 @@ mod tests {
 
     use super::*;
     use crate::Storage;
-    use crate::tests::{another, call, end_recorded, on_both};
+    use crate::tests::{on_both, purge_race};
     use dialtone_test_support::s3::{ACCESS_KEY_ID, S3Server, SECRET_ACCESS_KEY};
     use tokio::io::AsyncReadExt;
 
@@ -273,25 +273,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let server = S3Server::start(dir.path(), "recordings").await.unwrap();
         let store = S3Recordings::new(&settings(&server)).unwrap();
-        let staged = tempfile::tempdir().unwrap();
-        let old = call(&s).await;
-        let new = s
-            .insert_call(another(&old, "+15550000299", None))
-            .await
-            .unwrap();
-        for (c, ended) in [(&old, 1_000), (&new, 5_000)] {
-            let id = format!("{}.wav", c.id);
-            let file = staged.path().join(&id);
-            std::fs::write(&file, b"RIFF").unwrap();
-            store.put(&id, &file).await.unwrap();
-            end_recorded(&s, c, ended, &id).await;
-        }
         // Two nodes purging at once remove each object once between them.
-        let (a, b) = tokio::join!(
-            s.purge_recordings(&store, 2_000),
-            s.purge_recordings(&store, 2_000)
-        );
-        let (a, b) = (a.unwrap(), b.unwrap());
+        let (old, new, [a, b]) = purge_race(&s, &store).await;
         assert_eq!(a.removed + b.removed, 1);
         assert_eq!((a.failed, b.failed), (vec![], vec![]));
         let object = |c: &crate::Call| server.object("recordings", &format!("calls/{}.wav", c.id));

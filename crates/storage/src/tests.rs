@@ -168,3 +168,30 @@ pub(crate) async fn end_recorded(s: &Storage, c: &Call, ended: i64, id: &str) {
         .await
         .unwrap();
 }
+
+/// Two calls ended with a recording each in `store` (one at 1 s, one at 5 s), then two retention
+/// runs for what ended before 2 s racing, as two nodes' would. Answers the old call, the new one
+/// and what each run did.
+pub(crate) async fn purge_race(
+    s: &Storage,
+    store: &dyn crate::RecordingStore,
+) -> (Call, Call, [crate::Purged; 2]) {
+    let staging = tempfile::tempdir().unwrap();
+    let old = call(s).await;
+    let new = s
+        .insert_call(another(&old, "+15550000298", None))
+        .await
+        .unwrap();
+    for (c, ended) in [(&old, 1_000), (&new, 5_000)] {
+        let id = format!("{}.wav", c.id);
+        let staged = staging.path().join(&id);
+        std::fs::write(&staged, b"RIFF").unwrap();
+        store.put(&id, &staged).await.unwrap();
+        end_recorded(s, c, ended, &id).await;
+    }
+    let (a, b) = tokio::join!(
+        s.purge_recordings(store, 2_000),
+        s.purge_recordings(store, 2_000)
+    );
+    (old, new, [a.unwrap(), b.unwrap()])
+}

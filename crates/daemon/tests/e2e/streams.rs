@@ -545,13 +545,22 @@ async fn a_media_streams_app_hears_rfc4733_key_presses() {
     w.finish().await;
 }
 
-/// An app that closes mid-call is never dead air: the caller hears the engine's apology and
-/// the call ends with `brain_error`, the record naming the close code. An app that cannot be
-/// reached at all is the same.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_app_that_closes_or_is_unreachable_leaves_an_apology_and_brain_error() {
+/// What [`call_whose_app_closes`] leaves: the callee (holding what it heard) with the silence it
+/// plays, the world, and the call's final record.
+struct ClosedByApp {
+    baresip: Baresip,
+    _callee_audio: tempfile::TempDir,
+    w: World,
+    record: Value,
+}
+
+/// A call to a silent baresip whose Media Streams app closes its websocket with `code` and
+/// `reason` after ten media chunks.
+async fn call_whose_app_closes(
+    code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode,
+    reason: &'static str,
+) -> ClosedByApp {
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("callee.wav");
     write_wav(&wav, 8000, &vec![0i16; 8000 * 20]).unwrap();
@@ -573,8 +582,8 @@ async fn an_app_that_closes_or_is_unreachable_leaves_an_apology_and_brain_error(
             inbound.take(&event);
         }
         ws.close(Some(CloseFrame {
-            code: CloseCode::Error,
-            reason: "boom".into(),
+            code,
+            reason: reason.into(),
         }))
         .await
         .unwrap();
@@ -585,6 +594,26 @@ async fn an_app_that_closes_or_is_unreachable_leaves_an_apology_and_brain_error(
         .expect("the app finishes")
         .unwrap();
     let record = wait_final(&w.api, &id).await;
+    ClosedByApp {
+        baresip,
+        _callee_audio: dir,
+        w,
+        record,
+    }
+}
+
+/// An app that closes mid-call is never dead air: the caller hears the engine's apology and
+/// the call ends with `brain_error`, the record naming the close code. An app that cannot be
+/// reached at all is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_closes_or_is_unreachable_leaves_an_apology_and_brain_error() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let ClosedByApp {
+        baresip,
+        _callee_audio,
+        w,
+        record,
+    } = call_whose_app_closes(CloseCode::Error, "boom").await;
     assert_eq!(
         (
             record["end_reason"]["code"].as_str(),
@@ -643,41 +672,8 @@ fn said_apology(record: &Value) -> bool {
 /// hangs up as `completed` with no `result_error`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_that_closes_its_stream_normally_ends_the_call_as_completed() {
-    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("callee.wav");
-    write_wav(&wav, 8000, &vec![0i16; 8000 * 20]).unwrap();
-    let baresip = Baresip::callee(&wav).unwrap();
-    let w = world(None, &[]).await;
-    trunk_to(&w.api, baresip.port).await;
-    let (listener, url) = listen().await;
-    let (s, agent) = w
-        .api
-        .patch(&format!("/v1/agents/{}", w.agent_id), json!({"brain": url}))
-        .await;
-    assert_eq!(s, 200, "{agent}");
-    let app = tokio::spawn(async move {
-        let (mut ws, _) = accept(&listener).await;
-        let mut inbound = Inbound::default();
-        opening(&mut ws, &mut inbound).await;
-        while inbound.chunk < 10 {
-            let event = next_event(&mut ws).await.unwrap();
-            inbound.take(&event);
-        }
-        ws.close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "done".into(),
-        }))
-        .await
-        .unwrap();
-    });
-    let id = w.dispatch(json!({})).await;
-    tokio::time::timeout(Duration::from_secs(30), app)
-        .await
-        .expect("the app finishes")
-        .unwrap();
-    let record = wait_final(&w.api, &id).await;
+    let ClosedByApp { w, record, .. } = call_whose_app_closes(CloseCode::Normal, "done").await;
     assert_eq!(
         (
             record["end_reason"]["code"].as_str(),
