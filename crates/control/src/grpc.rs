@@ -545,6 +545,9 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
+/// Between the gRPC server's HTTP/2 pings, and for each ping's answer.
+const GRPC_PING: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The gRPC router: the six services, health (`grpc.health.v1`, every service serving) and
 /// reflection.
 pub async fn services(
@@ -570,6 +573,9 @@ pub async fn services(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     Ok(tonic::transport::Server::builder()
+        // A connection that stops answering pings (a peer gone without a FIN) is closed.
+        .http2_keepalive_interval(Some(GRPC_PING))
+        .http2_keepalive_timeout(Some(GRPC_PING))
         .add_service(health)
         .add_service(reflection)
         .add_service(proto::trunk_service_server::TrunkServiceServer::new(

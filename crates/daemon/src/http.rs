@@ -1,7 +1,9 @@
 //! The HTTP listener: every accepted connection served by hyper (HTTP/1.1 and HTTP/2) with the
-//! timeouts a server facing untrusted clients needs — a request's headers must arrive within
-//! [`HttpTimeouts::header`] (slow-header clients and idle keep-alive connections are cut), and
-//! an HTTP/2 connection that stops answering pings is closed.
+//! timeouts a server facing untrusted clients needs — a new connection must send its first
+//! byte, and a request its whole header, within [`HttpTimeouts::header`] (silent and
+//! slow-header clients and idle keep-alive connections are cut), and an HTTP/2 connection that
+//! stops answering pings is closed. The gRPC listener takes its connections through the same
+//! first-byte gate ([`speaking_connections`]).
 //!
 //! Hyper answers a request it cannot read itself, before the router sees it: `400` for a
 //! request line or header it cannot parse, `414` for a URI over its limit (65534 bytes, fixed
@@ -21,6 +23,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 /// How long the HTTP server waits on a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +59,9 @@ pub async fn serve(listener: TcpListener, app: axum::Router, timeouts: HttpTimeo
         };
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
+            if !speaks_within(&stream, timeouts.header).await {
+                return;
+            }
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -73,6 +80,50 @@ pub async fn serve(listener: TcpListener, app: axum::Router, timeouts: HttpTimeo
             }
         });
     }
+}
+
+/// Whether a new connection sends something within `limit` (read without taking it). One that
+/// says nothing is dropped: a client that connects and waits holds a socket and a task, and
+/// the protocols' own timeouts only start once the first bytes are in.
+async fn speaks_within(stream: &TcpStream, limit: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(limit, stream.peek(&mut first)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+/// The connections `listener` accepts, each once it has sent its first byte within `limit`
+/// (those that do not are dropped); for a server that takes a stream of connections (tonic's
+/// `serve_with_incoming`). Accepting stops when the stream is dropped.
+pub fn speaking_connections(
+    listener: TcpListener,
+    limit: Duration,
+) -> ReceiverStream<io::Result<TcpStream>> {
+    let (speaking, connections) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = speaking.closed() => return,
+            };
+            match stream {
+                Ok((stream, _)) => {
+                    let speaking = speaking.clone();
+                    tokio::spawn(async move {
+                        if speaks_within(&stream, limit).await {
+                            let _ = speaking.send(Ok(stream)).await;
+                        }
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    ReceiverStream::new(connections)
 }
 
 /// The API's error body for one of hyper's automatic answers (`status`), or `None` for any
@@ -298,6 +349,33 @@ mod tests {
         assert!(
             shaped_refusal(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n{}").is_none()
         );
+    }
+
+    /// A client that connects and says nothing is cut off, on the API's listener and through
+    /// the gate the gRPC listener uses; one that speaks is let through.
+    #[tokio::test]
+    async fn a_connection_that_says_nothing_is_cut_off() {
+        let addr = server(Duration::from_millis(300)).await;
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the server closed the silent connection");
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gated = listener.local_addr().unwrap();
+        let mut connections = speaking_connections(listener, Duration::from_millis(300));
+        let mut silent = tokio::net::TcpStream::connect(gated).await.unwrap();
+        let mut speaking = tokio::net::TcpStream::connect(gated).await.unwrap();
+        speaking.write_all(b"PRI").await.unwrap();
+        let through = tokio_stream::StreamExt::next(&mut connections)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(through.peer_addr().unwrap(), speaking.local_addr().unwrap());
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the gate closed the silent connection");
     }
 
     /// A client that sends half a header and stops is cut off; one that completes its request

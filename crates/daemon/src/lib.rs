@@ -184,9 +184,11 @@ pub struct Daemon {
     commands: Option<tokio::task::JoinHandle<()>>,
     /// Removes recordings past `DIALTONE_RECORDING_RETENTION_DAYS`.
     purging: Option<tokio::task::JoinHandle<()>>,
+    /// Removes staging files of recordings a crash cut short.
+    sweeping: tokio::task::JoinHandle<()>,
 }
 
-/// How often recordings past retention are looked for.
+/// How often recordings past retention, and staging files a crash left, are looked for.
 const RECORDING_PURGE_EVERY: Duration = Duration::from_secs(600);
 
 impl Daemon {
@@ -198,7 +200,7 @@ impl Daemon {
             .await?
             .with_node(&config.node_id);
         // The lease first: a survivor must not take this node's calls for a lost node's.
-        storage.take_lease(config.node_lease).await?;
+        node::take_lease_at_start(&storage, config.node_lease).await?;
         let org = storage
             .bootstrap_operator_key(&config.api_key)
             .await
@@ -321,6 +323,10 @@ impl Daemon {
                 RECORDING_PURGE_EVERY,
             ))
         });
+        let sweeping = tokio::spawn(dialtone_engine::sweep_abandoned(
+            recordings.staging.clone(),
+            RECORDING_PURGE_EVERY,
+        ));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| DaemonError::Http {
@@ -367,7 +373,8 @@ impl Daemon {
                 detail: e.to_string(),
             })?;
         let grpc = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+            let incoming =
+                http::speaking_connections(grpc_listener, http::HttpTimeouts::default().header);
             if let Err(error) = grpc_router.serve_with_incoming(incoming).await {
                 tracing::error!(%error, "gRPC server stopped");
             }
@@ -397,6 +404,7 @@ impl Daemon {
             lease,
             commands,
             purging,
+            sweeping,
             http_addr,
             metrics_addr,
             metrics_server,
@@ -443,6 +451,7 @@ impl Daemon {
         if let Some(purging) = &self.purging {
             purging.abort();
         }
+        self.sweeping.abort();
         // Every call is over: nothing of this node is left for a survivor to close.
         if let Err(error) = self.engine.storage().release_lease().await {
             tracing::warn!(%error, "cannot give the node's lease up");

@@ -5,7 +5,8 @@
 //! it ends its calls and takes the lease again. Each round it also looks for lost nodes —
 //! leases run out — and claims each (one survivor gets it, and only while its lease is still
 //! run out), hangs up the calls it left on the wire (from their kept dialogs) and closes them
-//! as `node_lost`.
+//! as `node_lost`. A process started under a node id another running process holds is refused
+//! once that lease has had time to run out ([`take_lease_at_start`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,42 @@ use std::time::{Duration, Instant};
 use dialtone_engine::Engine;
 use dialtone_engine::leftovers::{LEFTOVER_WAIT, hang_up_lost};
 use dialtone_sip_ua::SipUa;
+use dialtone_storage::{Storage, StorageError};
+
+use crate::DaemonError;
+
+/// Takes the node's lease at start. Another process holding it may be this node's previous run,
+/// killed before it could give the lease up: that lease runs out within one lease length, so
+/// the start waits that long before it refuses to run as a second process under one node id.
+pub(crate) async fn take_lease_at_start(
+    storage: &Storage,
+    lease: Duration,
+) -> Result<(), DaemonError> {
+    let deadline = Instant::now() + lease + Duration::from_secs(1);
+    let mut told = false;
+    loop {
+        match storage.take_lease(lease).await {
+            Err(StorageError::NodeIdInUse { .. }) if Instant::now() < deadline => {
+                if !told {
+                    tracing::warn!(
+                        node = storage.node(),
+                        "another process holds this node's lease: waiting for it to run out \
+                         (a previous run that was killed?)"
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e @ StorageError::NodeIdInUse { .. }) => {
+                return Err(DaemonError::Config {
+                    key: "DIALTONE_NODE_ID",
+                    problem: e.to_string(),
+                });
+            }
+            other => return other.map_err(DaemonError::from),
+        }
+    }
+}
 
 /// Renews the lease and sweeps lost nodes until the task is aborted.
 pub(crate) async fn keep_lease(engine: Arc<Engine>, ua: Arc<SipUa>, lease: Duration) {

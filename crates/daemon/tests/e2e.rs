@@ -732,6 +732,17 @@ async fn trunk_strings_that_would_break_a_sip_message_are_refused() {
         (404, json!("not_found")),
         "{err}"
     );
+    // So do a path that is not UTF-8 once decoded, and a method a route does not have.
+    let (s, err) = w.api.get("/v1/calls/%FF%FE").await;
+    assert!(
+        (400..500).contains(&s) && err["error"]["code"].is_string(),
+        "{s} {err}"
+    );
+    let (s, err) = w
+        .api
+        .send(reqwest::Method::PUT, "/v1/calls", Some(json!({})))
+        .await;
+    assert_eq!((s, err["error"]["code"].is_string()), (405, true), "{err}");
     // So does a URI longer than hyper reads, refused before any router sees it (sent by hand:
     // HTTP clients refuse to build such a URI).
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -752,6 +763,24 @@ async fn trunk_strings_that_would_break_a_sip_message_are_refused() {
     w.finish().await;
 }
 
+/// A client that connects and says nothing is cut off by both listeners, the HTTP API's and
+/// gRPC's, once the first-byte limit (10 s) has passed, rather than holding a socket for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_says_nothing_is_closed_by_both_listeners() {
+    use tokio::io::AsyncReadExt;
+    let w = world(None, &[]).await;
+    let http = w.api.base.trim_start_matches("http://").to_owned();
+    let silent = |addr: String| async move {
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(25), client.read_to_end(&mut rest)).await
+    };
+    let (http, grpc) = tokio::join!(silent(http), silent(w.daemon.grpc_addr.to_string()));
+    assert!(http.is_ok(), "the HTTP listener kept a silent connection");
+    assert!(grpc.is_ok(), "the gRPC listener kept a silent connection");
+    w.finish().await;
+}
+
 /// The real `dialtoned` binary on loopback, its data in `data_dir`, its log on stderr kept.
 fn dialtoned(
     data_dir: &std::path::Path,
@@ -759,7 +788,20 @@ fn dialtoned(
     rtp_ports: &str,
     extra: &[(&str, &str)],
 ) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_dialtoned"))
+    dialtoned_command(data_dir, http, rtp_ports, extra)
+        .spawn()
+        .unwrap()
+}
+
+/// The command [`dialtoned`] runs, its output thrown away, for a caller to change first.
+fn dialtoned_command(
+    data_dir: &std::path::Path,
+    http: u16,
+    rtp_ports: &str,
+    extra: &[(&str, &str)],
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dialtoned"));
+    command
         .env("DIALTONE_HTTP_ADDR", format!("127.0.0.1:{http}"))
         .env("DIALTONE_GRPC_ADDR", "127.0.0.1:0")
         .env("DIALTONE_SIP_ADDR", "127.0.0.1:0")
@@ -771,9 +813,8 @@ fn dialtoned(
         .env("DIALTONE_LOG", "warn")
         .envs(extra.iter().copied())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+        .stderr(std::process::Stdio::null());
+    command
 }
 
 /// Waits until the daemon at `base` is ready.
@@ -1648,6 +1689,41 @@ async fn an_unreachable_brain_ends_the_call_as_brain_error_with_an_apology() {
     w.finish().await;
 }
 
+/// A brain whose address takes the connection but never answers it (a listener that never
+/// accepts: the kernel completes the handshake, nothing speaks HTTP/2) ends the call as
+/// `brain_error` within seconds of the answer, not when the callee or the maximum duration
+/// gives up (SIPp's callee here never hangs up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brain_that_never_answers_ends_the_call_as_brain_error_within_seconds() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
+    let (s, _) = w
+        .api
+        .patch(
+            &format!("/v1/agents/{}", w.agent_id),
+            json!({"brain": format!("grpc://127.0.0.1:{port}")}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["end_reason"]["code"], "brain_error", "{record:#}");
+    assert_eq!(record["end_reason"]["by"], "agent");
+    let at =
+        |field: &str| dialtone_model::time::parse_rfc3339(record[field].as_str().unwrap()).unwrap();
+    let lasted = Duration::from_millis(u64::try_from(at("ended_at") - at("answered_at")).unwrap());
+    // The limit, then the apology (about three seconds), with room for a busy machine; far
+    // below the two minutes wait_final allows.
+    assert!(
+        lasted < dialtone_engine::BRAIN_CONNECT_LIMIT + Duration::from_secs(15),
+        "the call lasted {lasted:?}"
+    );
+    assert!(record["media_stats"]["packets_out"].as_u64().unwrap() > 50);
+    drop(silent);
+    w.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brain_that_fails_ends_the_call_as_brain_error_with_an_apology() {
     let brain = ReferenceBrain::start(&["--crash-after-start"]);
@@ -1894,7 +1970,7 @@ async fn a_trunk_that_registers_shows_its_registration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_sees_only_its_own_organisation() {
     let w = world(None, &[]).await;
-    let (_, other_key) = second_org(&w.api, json!({})).await;
+    let (other_org, other_key) = second_org(&w.api, json!({})).await;
     let other = w.api.as_key(&other_key);
     // The first organisation's agent, trunk, number and calls do not exist for the other.
     let (_, trunks) = w.api.get("/v1/trunks").await;
@@ -1953,6 +2029,41 @@ async fn a_key_sees_only_its_own_organisation() {
         )
         .await;
     assert_eq!(s, 201);
+    // Numbers are unique across organisations (an inbound call routes to one), but taking one
+    // another organisation holds says no more than taking one's own twice: not whose it is.
+    let (_, own_trunk) = other
+        .send(
+            reqwest::Method::POST,
+            "/v1/trunks",
+            Some(json!({"name": "own", "host": "127.0.0.1"})),
+        )
+        .await;
+    let own_trunk = own_trunk["id"].as_str().unwrap();
+    let e164 = numbers["data"][0]["e164"].as_str().unwrap();
+    let take = |e164: &str| {
+        let body = json!({"e164": e164, "trunk_id": own_trunk});
+        other.send(reqwest::Method::POST, "/v1/numbers", Some(body))
+    };
+    let (s, held_elsewhere) = take(e164).await;
+    assert_eq!(s, 409, "{held_elsewhere}");
+    let (s, _) = take("+15550009998").await;
+    assert_eq!(s, 201);
+    let (s, held_here) = take("+15550009998").await;
+    assert_eq!(s, 409);
+    assert_eq!(held_elsewhere, held_here);
+    let (_, orgs) = w.api.get("/v1/organizations").await;
+    let holders = orgs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["id"].as_str())
+        .filter(|id| *id != other_org);
+    for secret in holders.chain([number_id.as_str()]) {
+        assert!(
+            !held_elsewhere.to_string().contains(secret),
+            "{held_elsewhere}"
+        );
+    }
     // A non-admin key manages no organisations; a wrong key is 401.
     let (s, e) = other
         .send(reqwest::Method::GET, "/v1/organizations", None)
@@ -4606,6 +4717,13 @@ async fn a_greedy_tenant_cannot_take_every_media_port() {
     let over = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &over).await;
     assert_ended(&record, "failed", "media_unavailable", "engine");
+    // Running out is counted, for the operator's alerting.
+    let metrics = w.api.metrics().await;
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dialtone_media_ports_refused_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(refused.is_some_and(|n| n >= 1.0), "{metrics}");
     w.finish().await;
 }
 

@@ -53,6 +53,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use brains::BRAIN_CONNECT_LIMIT;
 use dialtone_media::{MediaEngine, PortPool, Scheduling};
 use dialtone_model::{
     AgentFields, Amd, AmdMode, BargeIn as ModelBargeIn, TransferCall, VoicemailAction, placeholder,
@@ -60,7 +61,7 @@ use dialtone_model::{
 pub use dialtone_sip_ua::RegistrationState;
 use dialtone_sip_ua::{Credentials, SipUa, Transport, Trunk, TrunkTls};
 use dialtone_speech::{AmdConfig, BargeIn, SpeechConfig};
-pub use recording::{Recordings, purge_expired};
+pub use recording::{ABANDONED_AFTER, Recordings, purge_expired, sweep_abandoned};
 
 use brains::Builtin;
 use call::{Control, HangUp, TransferPolicy, TransferRefusal};

@@ -405,6 +405,8 @@ mod tests {
             "2001:4860:4860::8888",
             "::ffff:8.8.8.8",
             "::8.8.8.8",
+            // NAT64 (RFC 6052) of a public address reaches that public address; the NAT64
+            // forms of private ones are refused (below), as is the local-use prefix.
             "64:ff9b::808:808",
             "2002:808:808::1",
         ]);
@@ -532,6 +534,17 @@ mod tests {
                 "{url}"
             );
             vet_url(url, &PrivateDestinations::All).await.unwrap();
+        }
+        // IPv6 zone forms (a link-local address on a named interface) never pass.
+        for url in [
+            "http://[fe80::1%25eth0]/",
+            "https://[fe80::1%25lo]:8443/x",
+            "http://[::1%251]/",
+        ] {
+            assert!(
+                vet_url(url, &PrivateDestinations::None).await.is_err(),
+                "{url}"
+            );
         }
         vet_url("https://8.8.8.8/hook", &PrivateDestinations::None)
             .await

@@ -1,6 +1,7 @@
 //! Call recording, the engine's side: what a call's media records to ([`Recordings::record_to`],
 //! from the agent's `record` and `mask_dtmf`), keeping the finished file in the store with its
-//! description for the record ([`Recordings::keep`]), and retention ([`purge_expired`]).
+//! description for the record ([`Recordings::keep`]), retention ([`purge_expired`]), and the
+//! sweep of staging files a crash left behind ([`sweep_abandoned`]).
 //!
 //! A recording never ends or delays a call: a file that cannot be created leaves the call
 //! unrecorded, and a write or store failure puts `recording_error` on the record instead of
@@ -146,6 +147,71 @@ fn digest_of(path: &std::path::Path) -> std::io::Result<(String, u64)> {
     Ok((hex, bytes))
 }
 
+/// How long a staging file may go unwritten before it is taken for the leftover of a process that
+/// died mid-recording: a live recording's file is written several times a second, hold and
+/// silence included.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// Removes, every `every`, the staging files (`*.part`) in `staging` that nothing has written
+/// for [`ABANDONED_AFTER`]: what a crash or a kill left mid-recording (its call was closed by the
+/// restart, or by a survivor). Safe with several nodes sharing the directory, as it goes by the
+/// file's last write and not by whose it is.
+pub async fn sweep_abandoned(staging: PathBuf, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let staging = staging.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            sweep_abandoned_once(&staging, std::time::SystemTime::now())
+        })
+        .await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => {
+                metrics::counter!("dialtone_recordings_abandoned_total").increment(removed);
+                tracing::info!(
+                    removed,
+                    "staging files of recordings cut short by a crash removed"
+                );
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "sweeping abandoned recordings failed"),
+            Err(error) => tracing::warn!(%error, "sweeping abandoned recordings failed"),
+        }
+    }
+}
+
+/// One pass of [`sweep_abandoned`] at `now`: how many files it removed. A directory not made yet
+/// holds nothing.
+fn sweep_abandoned_once(
+    staging: &std::path::Path,
+    now: std::time::SystemTime,
+) -> std::io::Result<u64> {
+    let entries = match std::fs::read_dir(staging) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        if entry.path().extension().is_none_or(|e| e != "part") {
+            continue;
+        }
+        let written = entry.metadata()?.modified()?;
+        let quiet = now.duration_since(written).unwrap_or_default();
+        if quiet < ABANDONED_AFTER {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            // Another node's sweep took it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
 /// Removes the recordings of calls that ended more than `retention` ago, a batch at a time,
 /// every `every`, until the process ends. Safe with several nodes: a file is removed before
 /// the record lets go of it, removing one already gone is no error, and taking it off the
@@ -172,5 +238,37 @@ pub async fn purge_expired(
             }
             Err(error) => tracing::warn!(%error, "purging recordings failed; will try again"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    /// Only staging files unwritten for [`ABANDONED_AFTER`] go; a live recording's and a
+    /// finished one stay, and a directory not made yet is no error.
+    #[test]
+    fn the_sweep_takes_only_staging_files_left_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let file = |name: &str, written_ago: Duration| {
+            let path = dir.path().join(name);
+            let f = std::fs::File::create(&path).unwrap();
+            f.set_modified(now - written_ago).unwrap();
+            path
+        };
+        let crashed = file("a.wav.part", ABANDONED_AFTER + Duration::from_secs(1));
+        let live = file("b.wav.part", Duration::from_secs(1));
+        let kept = file("c.wav", ABANDONED_AFTER * 10);
+        assert_eq!(sweep_abandoned_once(dir.path(), now).unwrap(), 1);
+        assert!(!crashed.exists());
+        assert!(live.exists() && kept.exists());
+        assert_eq!(sweep_abandoned_once(dir.path(), now).unwrap(), 0);
+        assert_eq!(
+            sweep_abandoned_once(&dir.path().join("not-made"), now).unwrap(),
+            0
+        );
     }
 }

@@ -2,8 +2,9 @@
 //! off the hot path: the media worker pushes one frame pair per tick into the recording's
 //! lock-free ring, and one writer thread shared by every recording of the process drains all
 //! the rings to disk, fixing each file's RIFF sizes when its call ends. The worker never waits
-//! on the disk: a full ring (the disk five seconds behind) drops the tick and counts it, and a
-//! failed write marks the recording failed without touching the call.
+//! on the disk: a full ring (the disk five seconds behind) drops the tick and counts it, and the
+//! writer puts silence where it was, so the recording keeps the call's timeline (and its length);
+//! a failed write marks the recording failed without touching the call.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -30,6 +31,13 @@ impl StereoFrame {
         caller: [0; FRAME_SAMPLES],
         agent: [0; FRAME_SAMPLES],
     };
+}
+
+/// A tick on its way to the writer, after the ticks dropped just before it (written as silence).
+#[derive(Debug, Clone, Copy)]
+struct Tick {
+    silent_before: u64,
+    frame: StereoFrame,
 }
 
 /// What to record and how.
@@ -79,8 +87,12 @@ const WRITER_REST: Duration = Duration::from_millis(40);
 /// The worker's end of a recording.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    ring: rtrb::Producer<StereoFrame>,
+    ring: rtrb::Producer<Tick>,
+    /// Ticks dropped in all, shared with the writer (which writes those after the last tick
+    /// pushed when the recording finishes).
     dropped: Arc<AtomicU64>,
+    /// Ticks dropped since the last one pushed.
+    gap: u64,
 }
 
 impl Recorder {
@@ -106,20 +118,36 @@ impl Recorder {
             frames,
             mask: to.mask_dtmf.then(InbandMask::default),
             written: 0,
+            dropped: Arc::clone(&dropped),
+            silence_written: 0,
             done,
         };
         writer()
             .map_err(fail)?
             .send(open)
             .map_err(|_| fail(std::io::Error::other("the recording writer stopped")))?;
-        Ok((Self { ring, dropped }, finished))
+        Ok((
+            Self {
+                ring,
+                dropped,
+                gap: 0,
+            },
+            finished,
+        ))
     }
 
     /// Hands one tick to the writer; a full ring (the disk fell five seconds behind) drops it
-    /// and counts it.
+    /// and counts it, and the writer puts silence in its place.
     pub(crate) fn push(&mut self, frame: StereoFrame) {
-        if self.ring.push(frame).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let tick = Tick {
+            silent_before: self.gap,
+            frame,
+        };
+        if self.ring.push(tick).is_ok() {
+            self.gap = 0;
+        } else {
+            self.gap += 1;
+            self.dropped.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -134,10 +162,14 @@ struct OpenRecording {
     path: PathBuf,
     channels: u16,
     file: BufWriter<File>,
-    frames: rtrb::Consumer<StereoFrame>,
+    frames: rtrb::Consumer<Tick>,
     /// In-band key tones found and silenced (with `mask_dtmf`).
     mask: Option<InbandMask>,
     written: u64,
+    /// Ticks the worker dropped, in all.
+    dropped: Arc<AtomicU64>,
+    /// Of those, the ones already written as silence.
+    silence_written: u64,
     done: oneshot::Sender<RecordingOutcome>,
 }
 
@@ -188,19 +220,42 @@ fn write_all(added: &mpsc::Receiver<OpenRecording>) {
     }
 }
 
-/// Writes what the recording's ring holds (through the mask's delay line, if masking).
+/// Writes what the recording's ring holds, silence in place of the ticks dropped before each.
 fn drain(recording: &mut OpenRecording, bytes: &mut Vec<u8>) -> std::io::Result<()> {
-    while let Ok(frame) = recording.frames.pop() {
-        let frame = match recording.mask.as_mut() {
-            Some(mask) => match mask.push(frame) {
-                Some(frame) => frame,
-                None => continue,
-            },
-            None => frame,
-        };
-        write_frame(recording, &frame, bytes)?;
+    while let Ok(tick) = recording.frames.pop() {
+        write_silence(recording, tick.silent_before, bytes)?;
+        put(recording, tick.frame, bytes)?;
     }
     Ok(())
+}
+
+/// Writes `ticks` of silence in place of dropped ones.
+fn write_silence(
+    recording: &mut OpenRecording,
+    ticks: u64,
+    bytes: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    for _ in 0..ticks {
+        put(recording, StereoFrame::SILENCE, bytes)?;
+    }
+    recording.silence_written += ticks;
+    Ok(())
+}
+
+/// Writes one tick through the mask's delay line, if masking.
+fn put(
+    recording: &mut OpenRecording,
+    frame: StereoFrame,
+    bytes: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let frame = match recording.mask.as_mut() {
+        Some(mask) => match mask.push(frame) {
+            Some(frame) => frame,
+            None => return Ok(()),
+        },
+        None => frame,
+    };
+    write_frame(recording, &frame, bytes)
 }
 
 /// Appends one tick to the file.
@@ -223,16 +278,22 @@ fn write_frame(
     Ok(())
 }
 
-/// Writes the frames the mask still holds back, fixes the header of a finished recording (or
-/// reports why it failed) and tells its call.
+/// Writes silence for the ticks dropped after the last one pushed and the frames the mask still
+/// holds back, fixes the header of a finished recording (or reports why it failed) and tells
+/// its call.
 fn finish(mut recording: OpenRecording, drained: std::io::Result<()>) {
+    let mut bytes = Vec::with_capacity(FRAME_SAMPLES * 4);
     let drained = drained.and_then(|()| {
+        let trailing = recording
+            .dropped
+            .load(Ordering::Acquire)
+            .saturating_sub(recording.silence_written);
+        write_silence(&mut recording, trailing, &mut bytes)?;
         let held: Vec<StereoFrame> = recording
             .mask
             .as_mut()
             .map(|mask| mask.flush().collect())
             .unwrap_or_default();
-        let mut bytes = Vec::with_capacity(FRAME_SAMPLES * 4);
         held.iter()
             .try_for_each(|frame| write_frame(&mut recording, frame, &mut bytes))
     });
@@ -273,4 +334,57 @@ fn write_header(out: &mut impl Write, channels: u16, data_bytes: u32) -> std::io
     out.write_all(&16u16.to_le_bytes())?;
     out.write_all(b"data")?;
     out.write_all(&data_bytes.to_le_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tick whose caller samples all hold `n`, the agent's silent.
+    fn numbered(n: i16) -> StereoFrame {
+        StereoFrame {
+            caller: [n; FRAME_SAMPLES],
+            agent: [0; FRAME_SAMPLES],
+        }
+    }
+
+    /// Far more ticks than the ring holds, pushed at once as a worker whose disk fell behind
+    /// would: every tick has its place in the file, the ones dropped (counted) as silence, so
+    /// the recording is as long as the call and each kept tick is where it was said.
+    #[test]
+    fn dropped_ticks_are_written_as_silence_in_their_place() {
+        const TICKS: i16 = 1_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gaps.wav");
+        let (mut recorder, finished) = Recorder::start(&RecordTo {
+            path: path.clone(),
+            mixed: true,
+            mask_dtmf: false,
+        })
+        .unwrap();
+        for n in 1..=TICKS {
+            recorder.push(numbered(n));
+        }
+        let dropped = recorder.dropped();
+        drop(recorder);
+        let outcome = finished.blocking_recv().unwrap();
+        assert!(dropped > 0, "the ring never filled: nothing was tested");
+        assert_eq!(
+            outcome,
+            RecordingOutcome::Complete {
+                frames: u64::try_from(TICKS).unwrap(),
+                bytes: 44 + u64::try_from(TICKS).unwrap() * FRAME_SAMPLES as u64 * 2,
+            }
+        );
+        let wav = std::fs::read(&path).unwrap();
+        let ticks: Vec<i16> = wav[44..]
+            .chunks_exact(FRAME_SAMPLES * 2)
+            .map(|tick| i16::from_le_bytes([tick[0], tick[1]]))
+            .collect();
+        let silent = ticks.iter().filter(|&&first| first == 0).count();
+        assert_eq!(silent as u64, dropped);
+        for (place, first) in (1..).zip(&ticks) {
+            assert!(*first == place || *first == 0, "tick {place} holds {first}");
+        }
+    }
 }

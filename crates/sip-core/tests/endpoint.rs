@@ -1744,3 +1744,40 @@ fn refer_to_that_is_no_uri_is_refused() {
     assert!(h.ep.refer(h.now, call, "not a uri").is_err());
     assert!(h.ep.refer(h.now, call, "sip:a@b>\r\nX: y").is_err());
 }
+
+/// Defence in depth behind the API's checks: a line break in anything a tenant's settings put
+/// in a header (From, To, a route, an extra header's value) is refused at `dial`, and nothing
+/// goes on the wire.
+#[test]
+fn a_line_break_in_any_header_value_is_refused_and_nothing_is_sent() {
+    let injected = "\r\nX-Injected: 1";
+    type Spoil = fn(&mut dialtone_sip_core::OutboundCall, &str);
+    let cases: [(&str, Spoil); 4] = [
+        ("from", |c, bad| c.from = format!("<sip:a@192.0.2.10{bad}>")),
+        ("to", |c, bad| c.to = format!("<sip:b@192.0.2.20>{bad}")),
+        ("route", |c, bad| {
+            c.route = vec![format!("<sip:proxy.example;lr>{bad}")];
+        }),
+        ("header", |c, bad| {
+            c.extra_headers = vec![("X-Campaign".into(), format!("spring{bad}"))];
+        }),
+    ];
+    for (what, spoil) in cases {
+        for bad in [injected, "\n", "\r"] {
+            let mut h = Harness::new();
+            let mut call = Harness::call(Transport::Udp);
+            spoil(&mut call, bad);
+            let refused = h.ep.dial(h.now, call);
+            assert!(
+                matches!(
+                    refused,
+                    Err(dialtone_sip_core::Error::InvalidUri { .. }
+                        | dialtone_sip_core::Error::InvalidHeader { .. })
+                ),
+                "{what} with {bad:?}: {refused:?}"
+            );
+            h.collect();
+            assert!(h.sent.is_empty(), "{what} with {bad:?} sent something");
+        }
+    }
+}

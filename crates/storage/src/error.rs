@@ -56,6 +56,16 @@ pub enum StorageError {
         /// The revoked key.
         id: String,
     },
+    /// Another running process holds this node's lease: two processes under one node id would
+    /// take each other's calls for their own.
+    #[error(
+        "node id {node:?} is in use: another running process holds its lease (give each node \
+         its own DIALTONE_NODE_ID)"
+    )]
+    NodeIdInUse {
+        /// The node id.
+        node: String,
+    },
     /// The database URL names no database this storage supports.
     #[error("unsupported database URL scheme {scheme:?}: use sqlite:// or postgres://")]
     UnsupportedUrl {

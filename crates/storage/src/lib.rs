@@ -115,6 +115,8 @@ pub struct Storage {
     writer: Writer,
     /// The node this process is: its new calls are its own ([`Storage::with_node`]).
     node: std::sync::Arc<str>,
+    /// This process among the ones that were or will be that node: its lease is its own.
+    instance: Uuid,
 }
 
 /// The node of a storage no node was given ([`Storage::with_node`]).
@@ -197,6 +199,7 @@ impl Storage {
             backend,
             writer,
             node: LOCAL_NODE.into(),
+            instance: Uuid::new_v4(),
         })
     }
 

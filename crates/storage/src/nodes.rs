@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::Row;
 
 use crate::call_writes::Owners;
-use crate::{EndReason, InterruptedDialog, Result, Storage, now_ms};
+use crate::{EndReason, InterruptedDialog, Result, Storage, StorageError, now_ms};
 
 /// `lease` after `now`, in milliseconds.
 fn until(now: i64, lease: Duration) -> i64 {
@@ -19,40 +19,57 @@ fn until(now: i64, lease: Duration) -> i64 {
 
 impl Storage {
     /// Takes this node's lease until `lease` from now (at its start, or again after it was
-    /// fenced).
+    /// fenced): refused with [`StorageError::NodeIdInUse`] while another process holds it and
+    /// it has not run out (a process restarted after a crash gets it once the old lease has).
     pub async fn take_lease(&self, lease: Duration) -> Result<()> {
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO nodes (id, started_at, lease_until) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until",
+        let taken = sqlx::query(
+            "INSERT INTO nodes (id, started_at, lease_until, instance) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until, \
+             instance = excluded.instance \
+             WHERE nodes.instance = excluded.instance OR nodes.instance IS NULL \
+             OR nodes.lease_until < $2",
         )
         .bind(&*self.node)
         .bind(now)
         .bind(until(now, lease))
+        .bind(self.instance.to_string())
         .execute(&self.pool)
         .await?;
-        Ok(())
+        if taken.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StorageError::NodeIdInUse {
+                node: self.node.to_string(),
+            })
+        }
     }
 
-    /// Renews this node's lease until `lease` from now, if it still holds it: `false` when the
-    /// lease ran out or a survivor took it (the node is fenced: its calls are another node's to
-    /// close, and it must take its lease again before it takes new calls).
+    /// Renews this node's lease until `lease` from now, if this process still holds it:
+    /// `false` when the lease ran out, or a survivor or another process under this node's id
+    /// took it (the node is fenced: its calls are another's to close, and it must take its
+    /// lease again before it takes new calls).
     pub async fn renew_lease(&self, lease: Duration) -> Result<bool> {
         let now = now_ms();
-        let renewed =
-            sqlx::query("UPDATE nodes SET lease_until = $1 WHERE id = $2 AND lease_until >= $3")
-                .bind(until(now, lease))
-                .bind(&*self.node)
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
+        let renewed = sqlx::query(
+            "UPDATE nodes SET lease_until = $1 WHERE id = $2 AND instance = $3 \
+             AND lease_until >= $4",
+        )
+        .bind(until(now, lease))
+        .bind(&*self.node)
+        .bind(self.instance.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(renewed.rows_affected() == 1)
     }
 
-    /// Gives this node's lease up (a clean stop: nothing of it is left live).
+    /// Gives this node's lease up (a clean stop: nothing of it is left live), if this process
+    /// holds it.
     pub async fn release_lease(&self) -> Result<()> {
-        sqlx::query("DELETE FROM nodes WHERE id = $1")
+        sqlx::query("DELETE FROM nodes WHERE id = $1 AND instance = $2")
             .bind(&*self.node)
+            .bind(self.instance.to_string())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -170,6 +187,33 @@ mod tests {
         );
         b.release_lease().await.unwrap();
         crate::tests::drop_schema(&a, &schema).await;
+    }
+
+    /// A second process under a node id whose lease another holds is refused until that lease
+    /// runs out (a killed run's), then takes it, and the first, fenced, can neither renew nor
+    /// give up what is now the second's.
+    #[tokio::test]
+    async fn a_second_process_under_one_node_id_is_refused_while_the_first_holds_the_lease() {
+        let Some((url, schema)) = postgres_schema().await else {
+            return;
+        };
+        let first = Storage::open(&url).await.unwrap().with_node("node-a");
+        let second = Storage::open(&url).await.unwrap().with_node("node-a");
+        first.take_lease(Duration::from_secs(60)).await.unwrap();
+        assert!(matches!(
+            second.take_lease(Duration::from_secs(60)).await,
+            Err(StorageError::NodeIdInUse { node }) if node == "node-a"
+        ));
+        // The first process takes its own lease again at will.
+        first.take_lease(Duration::from_secs(60)).await.unwrap();
+        assert!(first.renew_lease(Duration::ZERO).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        second.take_lease(Duration::from_secs(60)).await.unwrap();
+        assert!(!first.renew_lease(Duration::from_secs(60)).await.unwrap());
+        first.release_lease().await.unwrap();
+        assert!(second.renew_lease(Duration::from_secs(60)).await.unwrap());
+        second.release_lease().await.unwrap();
+        crate::tests::drop_schema(&first, &schema).await;
     }
 
     /// On SQLite (one node) a start-up closes every live call, whichever node wrote it.

@@ -12,7 +12,8 @@ use dialtone_test_support::{SipTransport, Sipp, SippOptions, scenario};
 use serde_json::json;
 
 use super::{
-    Api, dialtoned, postgres_url, receiver, setup_agent, wait_final, wait_status, wait_up,
+    Api, dialtoned, dialtoned_command, postgres_url, receiver, setup_agent, wait_final,
+    wait_status, wait_up,
 };
 
 /// Real `dialtoned` nodes on one PostgreSQL schema of their own.
@@ -89,6 +90,54 @@ impl Drop for Node {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
+}
+
+/// A second process started under the id of a running node waits one lease (a killed run's
+/// lease would have run out by then), then refuses to start, naming `DIALTONE_NODE_ID`: two
+/// processes under one id would take each other's calls for their own. Once the first is
+/// killed, a process under its id starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_under_a_running_nodes_id_refuses_to_start() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let lease = [("DIALTONE_NODE_LEASE_SECONDS", "3")];
+    let a = cluster.start("node-a", "33150-33199", &lease).await;
+    let mut twin = dialtoned_command(
+        cluster.data.path(),
+        dialtone_test_support::free_port().unwrap(),
+        "33200-33249",
+        &[
+            ("DIALTONE_DATABASE_URL", cluster.url.as_str()),
+            ("DIALTONE_NODE_ID", "node-a"),
+            lease[0],
+        ],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = twin.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < until, "the twin did not give up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut twin.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("DIALTONE_NODE_ID") && stderr.contains("node-a"),
+        "{stderr}"
+    );
+    // The first still serves.
+    let (s, _) = a.api.get("/v1/calls").await;
+    assert_eq!(s, 200);
+    a.kill();
+    let again = cluster.start("node-a", "33200-33249", &lease).await;
+    let (s, _) = again.api.get("/v1/calls").await;
+    assert_eq!(s, 200);
 }
 
 /// A call of `agent_id` dispatched through `api` (its webhooks to `webhook_url`), once in

@@ -25,6 +25,7 @@ mod streams;
 
 use duties::Duties;
 
+pub use remote::BRAIN_CONNECT_LIMIT;
 pub(crate) use remote::{Session, start_remote};
 pub(crate) use streams::{StreamsTarget, start_streams};
 

@@ -156,7 +156,7 @@ async fn run_remote(
         }),
     };
     let _ = to_brain.try_send(send(Event::Start(start)));
-    let connected = tokio::time::timeout(Duration::from_secs(5), async {
+    let connected = tokio::time::timeout(BRAIN_CONNECT_LIMIT, async {
         let target = match &vet {
             Some(policy) => crate::outbound::vetted_endpoint(&endpoint, policy).await?,
             None => endpoint.clone(),
@@ -428,6 +428,10 @@ async fn run_remote(
 }
 
 /// The mark the engine puts after unmarked speech (never reported to the brain).
+/// How long a brain has to take the conversation (connection, HTTP/2 and the `Converse` stream)
+/// before the caller hears the apology and the call ends as `brain_error`.
+pub const BRAIN_CONNECT_LIMIT: Duration = Duration::from_secs(5);
+
 const INTERNAL_MARK: &str = "\u{0}internal";
 
 /// The brain's next message; pending while there is no stream.
