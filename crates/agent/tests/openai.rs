@@ -288,18 +288,25 @@ async fn complete_json_asks_for_strict_json_schema_output() {
     let server = ScriptedOpenAi::start().await.unwrap();
     server.push_chat(ChatReply::text(r#"{"booked": true}"#));
     let chat = OpenAiChat::new(provider(&server), "gpt-test");
-    let schema = json!({"type": "object", "properties": {"booked": {"type": "boolean"}},
-                        "required": ["booked"], "additionalProperties": false});
+    // The agent's schema leaves `day` optional and extra keys allowed; strict Structured
+    // Outputs take neither, so its strict form goes on the wire (a schema breaking the rules
+    // would be refused with a 400, as OpenAI refuses it).
+    let schema = json!({"type": "object", "properties": {"booked": {"type": "boolean"},
+                                                         "day": {"type": "string"}},
+                        "required": ["booked"]});
     let answer = chat
         .complete_json(request(), "call_result", &schema)
         .await
         .unwrap();
     assert_eq!(answer, r#"{"booked": true}"#);
     let body = server.requests()[0].json.clone().unwrap();
+    let strict = json!({"type": "object", "properties": {"booked": {"type": "boolean"},
+                                                         "day": {"type": ["string", "null"]}},
+                        "required": ["booked", "day"], "additionalProperties": false});
     assert_eq!(
         body["response_format"],
         json!({"type": "json_schema",
-               "json_schema": {"name": "call_result", "schema": schema, "strict": true}})
+               "json_schema": {"name": "call_result", "schema": strict, "strict": true}})
     );
     assert_eq!(body.get("stream"), None);
 }
