@@ -248,6 +248,26 @@ async fn no_first_token_in_time_is_a_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// Whoever stops listening to a streamed answer (a barge-in dropping it) ends its HTTP request:
+/// the server sees its client go away at once, even before the first token.
+#[tokio::test]
+async fn dropping_the_stream_closes_its_request() {
+    let server = ScriptedOpenAi::start().await.unwrap();
+    server.push_chat(ChatReply::Hang);
+    let chat = OpenAiChat::new(provider(&server), "gpt-test");
+    let events = chat.stream(request());
+    assert!(server.wait_requests(1, WAIT).await.is_some());
+    assert!(
+        !server.wait_abandoned(1, Duration::from_millis(200)).await,
+        "the request stays open while the stream is listened to"
+    );
+    drop(events);
+    assert!(
+        server.wait_abandoned(1, Duration::from_secs(2)).await,
+        "the request was still open after its stream was dropped"
+    );
+}
+
 #[tokio::test]
 async fn a_closed_port_is_unreachable() {
     let port = {

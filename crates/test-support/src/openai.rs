@@ -24,7 +24,9 @@
 //!   played. Scripted errors too.
 //!
 //! Every request is recorded ([`RecordedRequest`]: path, headers, JSON body or multipart
-//! fields) before it is answered; [`ScriptedOpenAi::wait_requests`] waits for the Nth.
+//! fields) before it is answered; [`ScriptedOpenAi::wait_requests`] waits for the Nth. A
+//! streamed chat answer whose client goes away before its end is counted
+//! ([`ScriptedOpenAi::wait_abandoned`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -290,6 +292,8 @@ struct Script {
     transcripts: VecDeque<TranscriptReply>,
     speech: VecDeque<SpeechReply>,
     requests: Vec<RecordedRequest>,
+    /// Streamed chat answers whose client went away before their end.
+    abandoned: usize,
 }
 
 #[derive(Debug, Default)]
@@ -308,6 +312,28 @@ impl Shared {
     fn record(&self, request: RecordedRequest) {
         self.lock().requests.push(request);
         self.recorded.notify_waiters();
+    }
+
+    /// A streamed chat answer's client went away before its end.
+    fn abandoned(&self) {
+        self.lock().abandoned += 1;
+        self.recorded.notify_waiters();
+    }
+
+    /// Waits until `done` says yes of the script (at most `timeout`); whether it did.
+    async fn wait_until(&self, timeout: Duration, done: impl Fn(&Script) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.recorded.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(&self.lock()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
     }
 }
 
@@ -376,21 +402,19 @@ impl ScriptedOpenAi {
     /// Waits until at least `n` requests have come (at most `timeout`) and returns them all;
     /// `None` on timeout.
     pub async fn wait_requests(&self, n: usize, timeout: Duration) -> Option<Vec<RecordedRequest>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.shared.recorded.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let script = self.shared.lock();
-                if script.requests.len() >= n {
-                    return Some(script.requests.clone());
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
-            }
-        }
+        let came = self
+            .shared
+            .wait_until(timeout, |script| script.requests.len() >= n)
+            .await;
+        came.then(|| self.requests())
+    }
+
+    /// Waits until the clients of `n` streamed chat answers have gone away before their end
+    /// (closed the connection or reset the stream), at most `timeout`; whether they had.
+    pub async fn wait_abandoned(&self, n: usize, timeout: Duration) -> bool {
+        self.shared
+            .wait_until(timeout, |script| script.abandoned >= n)
+            .await
     }
 
     /// Samples (at [`SPEECH_RATE`]) the speech endpoint answers for `input`.
@@ -455,7 +479,10 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         ChatReply::Error { status, message } => error_response(status, &message),
         ChatReply::Hang => {
             let (tx, body) = channel_body();
-            tokio::spawn(async move { tx.closed().await });
+            tokio::spawn(async move {
+                tx.closed().await;
+                shared.abandoned();
+            });
             event_stream(body)
         }
         reply if !stream => {
@@ -499,11 +526,17 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
                     }
                     let event = format!("data: {chunk}\n\n");
                     if tx.send(Ok(Bytes::from(event))).await.is_err() {
+                        shared.abandoned();
                         return;
                     }
                 }
-                if !cut {
-                    let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                if !cut
+                    && tx
+                        .send(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+                        .await
+                        .is_err()
+                {
+                    shared.abandoned();
                 }
             });
             event_stream(body)
