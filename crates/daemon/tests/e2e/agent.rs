@@ -795,3 +795,62 @@ async fn a_tools_failures_reach_the_model_as_its_answers() {
     );
     w.finish().await;
 }
+
+/// `send_dtmf` goes out on the wire: the model sends 1, 2 and # and hangs up; baresip, the
+/// callee, receives them as RFC 4733 telephone events, in order, and the tool's line on the
+/// record says what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_send_dtmf_reaches_the_callee_as_rfc4733_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let baresip = callee(dir.path(), &[Ok(12_000)]);
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    make_agent(&w, &openai.base_url(), json!({})).await;
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("Entering the code.".into()),
+        calls: vec![ScriptedCall::new(
+            "keys",
+            "send_dtmf",
+            r#"{"digits":"12#"}"#,
+        )],
+        fragment: 5,
+        reuse_index: false,
+    });
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("Done, goodbye!".into()),
+        calls: vec![ScriptedCall::new("bye", "end_call", "{}")],
+        fragment: 5,
+        reuse_index: false,
+    });
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        (
+            record["end_reason"]["code"].as_str(),
+            record["end_reason"]["by"].as_str()
+        ),
+        (Some("completed"), Some("agent")),
+        "{record:#}"
+    );
+    let line = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "send_dtmf")
+        .cloned()
+        .unwrap_or_else(|| panic!("no send_dtmf line: {record:#}"));
+    assert_eq!(line["role"], "tool");
+    assert_eq!(line["arguments"], json!({"digits": "12#"}));
+    assert_eq!(line["result"], json!({"sent": "12#"}), "{record:#}");
+    // baresip logs each RFC 4733 telephone event it decodes: `received event: '1' (end=0)` as
+    // the key goes down, `(end=1)` as it comes up.
+    let log = baresip.log();
+    let pressed: String = log
+        .lines()
+        .filter(|l| l.starts_with("received event: '") && l.ends_with("(end=0)"))
+        .filter_map(|l| l.split('\'').nth(1)?.chars().next())
+        .collect();
+    assert_eq!(pressed, "12#", "baresip: {log}");
+    w.finish().await;
+}
