@@ -294,6 +294,22 @@ async fn an_agent_qualifies_a_lead_by_configuration_alone() {
         "heard {tone_ms} ms of the agent's speech, expected about {expected_ms} ms; baresip: {}",
         baresip.log()
     );
+    // The latencies are Prometheus histograms (buckets, which aggregate across nodes), not
+    // summaries.
+    let metrics = w.api.metrics().await;
+    for name in [
+        "dialtone_agent_voice_to_voice_seconds",
+        "dialtone_agent_llm_first_token_seconds",
+    ] {
+        let buckets: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+            .collect();
+        assert!(
+            buckets.iter().any(|l| l.contains(r#"le="+Inf""#)) && buckets.len() > 5,
+            "{name}: {buckets:?}\n{metrics}"
+        );
+    }
     w.finish().await;
 }
 
