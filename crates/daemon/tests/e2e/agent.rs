@@ -707,10 +707,7 @@ async fn a_tools_failures_reach_the_model_as_its_answers() {
             axum::routing::post(|| async { "Monday at ten works." }),
         )
         .route("/endless", axum::routing::post(endless))
-        .route(
-            "/hang",
-            axum::routing::post(|| std::future::pending::<String>()),
-        );
+        .route("/hang", axum::routing::post(std::future::pending::<String>));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
