@@ -869,7 +869,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A tool server on loopback (plain HTTP/1.1 over TCP), answering by path: `/ok` JSON,
-    /// `/broken` 500, `/prose` plain text, `/endless` a JSON string that never ends (no
+    /// `/broken` 500, `/prose` plain text, `/large` a JSON string 2 bytes over
+    /// [`MAX_TOOL_ANSWER`] (its length said), `/endless` a JSON string that never ends (no
     /// length), `/hang` nothing at all.
     async fn tools() -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -926,6 +927,11 @@ mod tests {
                 r#"{"oops":1}"#,
             ),
             "/prose" => whole("200 OK", "text/plain", "Monday at ten works."),
+            "/large" => whole(
+                "200 OK",
+                "application/json",
+                &format!("\"{}\"", "a".repeat(MAX_TOOL_ANSWER)),
+            ),
             "/endless" => {
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
                             Connection: close\r\n\r\n\"";
@@ -975,12 +981,15 @@ mod tests {
             call(&runner, &format!("{base}/prose")).await,
             Err("the tool's answer is not JSON".into())
         );
-        assert_eq!(
-            call(&runner, &format!("{base}/endless")).await,
-            Err(format!(
-                "the tool's answer is longer than {MAX_TOOL_ANSWER} bytes"
-            ))
-        );
+        for long in ["large", "endless"] {
+            assert_eq!(
+                call(&runner, &format!("{base}/{long}")).await,
+                Err(format!(
+                    "the tool's answer is longer than {MAX_TOOL_ANSWER} bytes"
+                )),
+                "{long}"
+            );
+        }
         let quick = runner.with_timeout(Duration::from_millis(300));
         let started = Instant::now();
         assert_eq!(
