@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # A short run of every cargo-fuzz target from its seeds. Needs a nightly toolchain (libFuzzer
 # instrumentation); where none is installed the smoke run is skipped with a message, never
-# silently. Seconds per target: $FUZZ_SECONDS (default 20).
+# silently, except under CI (CI=true), where a missing nightly fails the run: CI must fuzz.
+# Seconds per target: $FUZZ_SECONDS (default 20).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "fuzz-smoke: FAILED: no nightly toolchain, and CI must run the fuzz targets" >&2
+    exit 1
+  fi
   echo "fuzz-smoke: skipped: no nightly toolchain on this machine"
   exit 0
 fi

@@ -1,12 +1,15 @@
 //! After the call: the structured result and the summary, asked of the agent's own model over
 //! the transcript. The result is asked with strict JSON-schema output against the agent's
-//! `returns`, validated here (`jsonschema`), and asked once more with the validation error
-//! when it does not fit; the summary is one paragraph of plain text.
+//! `returns` (the client sends its [strict form](crate::strict_schema)), validated here
+//! (`jsonschema`) against `returns` itself once the nulls written for optional properties are
+//! left out, and asked once more with the validation error when it does not fit; the summary
+//! is one paragraph of plain text.
 
 use serde_json::Value;
 
 use crate::chat::{ChatEvent, ChatMessage, ChatRequest};
 use crate::provider::ChatModel;
+use crate::strict_schema::without_optional_nulls;
 
 /// The name the result's schema is given in the request.
 const SCHEMA_NAME: &str = "call_result";
@@ -47,13 +50,16 @@ pub async fn extract(
             .await
             .map_err(|e| format!("result extraction failed: {e}"))?;
         let problem = match serde_json::from_str::<Value>(&answer) {
-            Ok(value) => match validator.validate(&value) {
-                Ok(()) => return Ok(value),
-                Err(e) => format!(
-                    "the result does not match the agent's returns schema at {}: {e}",
-                    e.instance_path()
-                ),
-            },
+            Ok(value) => {
+                let value = without_optional_nulls(value, returns);
+                match validator.validate(&value) {
+                    Ok(()) => return Ok(value),
+                    Err(e) => format!(
+                        "the result does not match the agent's returns schema at {}: {e}",
+                        e.instance_path()
+                    ),
+                }
+            }
             Err(e) => format!("the result is not JSON: {e}"),
         };
         messages.push(ChatMessage::assistant(answer));
@@ -195,6 +201,26 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.contains("not JSON"), "{error}");
+    }
+
+    /// The strict form makes the model write null for an optional property it has nothing
+    /// for; the result leaves it out, and passes the agent's own schema.
+    #[tokio::test]
+    async fn nulls_written_for_optional_properties_are_left_out_of_the_result() {
+        let answer = r#"{"interested": true, "budget": null}"#;
+        let model = Scripted {
+            answers: Mutex::new(vec![answer.into(), answer.into()]),
+            ..Scripted::default()
+        };
+        let returns = serde_json::json!({
+            "type": "object",
+            "properties": {"interested": {"type": "boolean"}, "budget": {"type": "number"}},
+            "required": ["interested"]
+        });
+        assert_eq!(
+            extract(&model, "caller: yes", &returns).await,
+            Ok(serde_json::json!({"interested": true}))
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,8 @@
 //!   barge-in cuts, retries; the engine's driver performs its [`Action`]s.
 //! * [`clause`] — streamed model text cut into speakable pieces, markdown stripped.
 //! * [`tools`] — the functions offered to the model (the agent's HTTP tools and the built-ins).
-//! * [`extract`] — after the call: the structured result against `returns`, and a summary.
+//! * [`extract`] — after the call: the structured result against `returns`, and a summary;
+//!   [`strict_schema`] — `returns` in the form strict Structured Outputs accept.
 //! * [`prompt`] — the system message: persona, instructions, phone manners, context.
 //! * [`stats`] — `agent_stats`: counts and latencies of the conversation.
 //! * [`espeak`] — the local synthesiser (`builtin:espeak`), espeak-ng run as a program.
@@ -41,6 +42,7 @@ pub mod prompt;
 pub mod provider;
 pub mod sse;
 pub mod stats;
+pub mod strict_schema;
 pub mod tool_calls;
 pub mod tools;
 pub mod wav;

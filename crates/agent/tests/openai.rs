@@ -248,6 +248,26 @@ async fn no_first_token_in_time_is_a_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// Whoever stops listening to a streamed answer (a barge-in dropping it) ends its HTTP request:
+/// the server sees its client go away at once, even before the first token.
+#[tokio::test]
+async fn dropping_the_stream_closes_its_request() {
+    let server = ScriptedOpenAi::start().await.unwrap();
+    server.push_chat(ChatReply::Hang);
+    let chat = OpenAiChat::new(provider(&server), "gpt-test");
+    let events = chat.stream(request());
+    assert!(server.wait_requests(1, WAIT).await.is_some());
+    assert!(
+        !server.wait_abandoned(1, Duration::from_millis(200)).await,
+        "the request stays open while the stream is listened to"
+    );
+    drop(events);
+    assert!(
+        server.wait_abandoned(1, Duration::from_secs(2)).await,
+        "the request was still open after its stream was dropped"
+    );
+}
+
 #[tokio::test]
 async fn a_closed_port_is_unreachable() {
     let port = {
@@ -288,18 +308,25 @@ async fn complete_json_asks_for_strict_json_schema_output() {
     let server = ScriptedOpenAi::start().await.unwrap();
     server.push_chat(ChatReply::text(r#"{"booked": true}"#));
     let chat = OpenAiChat::new(provider(&server), "gpt-test");
-    let schema = json!({"type": "object", "properties": {"booked": {"type": "boolean"}},
-                        "required": ["booked"], "additionalProperties": false});
+    // The agent's schema leaves `day` optional and extra keys allowed; strict Structured
+    // Outputs take neither, so its strict form goes on the wire (a schema breaking the rules
+    // would be refused with a 400, as OpenAI refuses it).
+    let schema = json!({"type": "object", "properties": {"booked": {"type": "boolean"},
+                                                         "day": {"type": "string"}},
+                        "required": ["booked"]});
     let answer = chat
         .complete_json(request(), "call_result", &schema)
         .await
         .unwrap();
     assert_eq!(answer, r#"{"booked": true}"#);
     let body = server.requests()[0].json.clone().unwrap();
+    let strict = json!({"type": "object", "properties": {"booked": {"type": "boolean"},
+                                                         "day": {"type": ["string", "null"]}},
+                        "required": ["booked", "day"], "additionalProperties": false});
     assert_eq!(
         body["response_format"],
         json!({"type": "json_schema",
-               "json_schema": {"name": "call_result", "schema": schema, "strict": true}})
+               "json_schema": {"name": "call_result", "schema": strict, "strict": true}})
     );
     assert_eq!(body.get("stream"), None);
 }

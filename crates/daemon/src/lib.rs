@@ -89,14 +89,29 @@ pub enum DaemonError {
     },
 }
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// The metrics of `builtin:agent`'s latencies (voice to voice, speech recognition, the
+/// model's first token, the synthesis' first audio): they begin with this.
+const AGENT_METRICS: &str = "dialtone_agent_";
+
+/// The upper bounds (seconds) of the agent latency histograms' buckets.
+const AGENT_LATENCY_BUCKETS: [f64; 12] =
+    [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0];
+
+/// The process-wide Prometheus recorder, installed on first use. The agent's latencies are
+/// histograms with [`AGENT_LATENCY_BUCKETS`] (so they aggregate across nodes); the other
+/// histograms render as summaries.
 fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
         std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            metrics_exporter_prometheus::PrometheusBuilder::new()
-                .install_recorder()
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Prefix(AGENT_METRICS.to_owned()),
+                    &AGENT_LATENCY_BUCKETS,
+                )
+                .and_then(PrometheusBuilder::install_recorder)
                 .map_err(|error| tracing::warn!(%error, "metrics recorder not installed"))
                 .ok()
         })

@@ -162,10 +162,7 @@ impl Engine {
             stt: (transcriber, stt_name),
             live_stt,
             tts,
-            tools: ToolRunner {
-                client,
-                secret: Arc::from(self.config.signing_secret.as_str()),
-            },
+            tools: ToolRunner::new(client, Arc::from(self.config.signing_secret.as_str())),
             amd: matches!(settings.amd, Some(Amd::On(_))),
             first_audio: None,
         }))

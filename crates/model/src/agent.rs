@@ -836,6 +836,18 @@ mod tests {
                 "`brain_headers` may not set \"Host\": Host, Connection, Upgrade and Sec-WebSocket-* belong to the websocket handshake",
             ),
             (
+                json!({"name": "a", "brain": "builtin:agent",
+                       "stt": {"provider": "p", "model": "m"}}),
+                "llm",
+                "`llm` is required with the brain \"builtin:agent\"",
+            ),
+            (
+                json!({"name": "a", "brain": "builtin:agent",
+                       "llm": {"provider": "p", "model": "m"}}),
+                "stt",
+                "`stt` is required with the brain \"builtin:agent\"",
+            ),
+            (
                 json!({"name": "a", "ring_timeout_seconds": 0}),
                 "ring_timeout_seconds",
                 "`ring_timeout_seconds` must be 1-300",

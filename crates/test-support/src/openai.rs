@@ -10,7 +10,9 @@
 //!   sends the first token; a stream cut short), then a usage chunk when
 //!   `stream_options.include_usage` asks for it, then `data: [DONE]`. With `stream` false or
 //!   absent, the same reply as one JSON completion. With nothing scripted it answers
-//!   [`DEFAULT_CHAT_TEXT`].
+//!   [`DEFAULT_CHAT_TEXT`]. A `response_format` asking for a strict JSON schema that breaks
+//!   the rules of strict Structured Outputs ([`strict_schema_violation`]) is refused with
+//!   OpenAI's 400 `invalid_request_error`, as the real service refuses it.
 //! * `POST /v1/audio/transcriptions` — reads the multipart upload (the WAV's sample rate and
 //!   duration are recorded with the `model` and `language` fields) and answers
 //!   `{"text": …}` from the scripted transcripts (by default an empty string), or, for a
@@ -22,7 +24,9 @@
 //!   played. Scripted errors too.
 //!
 //! Every request is recorded ([`RecordedRequest`]: path, headers, JSON body or multipart
-//! fields) before it is answered; [`ScriptedOpenAi::wait_requests`] waits for the Nth.
+//! fields) before it is answered; [`ScriptedOpenAi::wait_requests`] waits for the Nth. A
+//! streamed chat answer whose client goes away before its end is counted
+//! ([`ScriptedOpenAi::wait_abandoned`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -288,6 +292,8 @@ struct Script {
     transcripts: VecDeque<TranscriptReply>,
     speech: VecDeque<SpeechReply>,
     requests: Vec<RecordedRequest>,
+    /// Streamed chat answers whose client went away before their end.
+    abandoned: usize,
 }
 
 #[derive(Debug, Default)]
@@ -306,6 +312,28 @@ impl Shared {
     fn record(&self, request: RecordedRequest) {
         self.lock().requests.push(request);
         self.recorded.notify_waiters();
+    }
+
+    /// A streamed chat answer's client went away before its end.
+    fn abandoned(&self) {
+        self.lock().abandoned += 1;
+        self.recorded.notify_waiters();
+    }
+
+    /// Waits until `done` says yes of the script (at most `timeout`); whether it did.
+    async fn wait_until(&self, timeout: Duration, done: impl Fn(&Script) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.recorded.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(&self.lock()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
     }
 }
 
@@ -374,21 +402,19 @@ impl ScriptedOpenAi {
     /// Waits until at least `n` requests have come (at most `timeout`) and returns them all;
     /// `None` on timeout.
     pub async fn wait_requests(&self, n: usize, timeout: Duration) -> Option<Vec<RecordedRequest>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.shared.recorded.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let script = self.shared.lock();
-                if script.requests.len() >= n {
-                    return Some(script.requests.clone());
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
-            }
-        }
+        let came = self
+            .shared
+            .wait_until(timeout, |script| script.requests.len() >= n)
+            .await;
+        came.then(|| self.requests())
+    }
+
+    /// Waits until the clients of `n` streamed chat answers have gone away before their end
+    /// (closed the connection or reset the stream), at most `timeout`; whether they had.
+    pub async fn wait_abandoned(&self, n: usize, timeout: Duration) -> bool {
+        self.shared
+            .wait_until(timeout, |script| script.abandoned >= n)
+            .await
     }
 
     /// Samples (at [`SPEECH_RATE`]) the speech endpoint answers for `input`.
@@ -430,6 +456,9 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         fields: Vec::new(),
         wav: None,
     });
+    if let Some(refusal) = strict_format_refusal(&request) {
+        return refusal;
+    }
     let reply = shared
         .lock()
         .chat
@@ -450,7 +479,10 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         ChatReply::Error { status, message } => error_response(status, &message),
         ChatReply::Hang => {
             let (tx, body) = channel_body();
-            tokio::spawn(async move { tx.closed().await });
+            tokio::spawn(async move {
+                tx.closed().await;
+                shared.abandoned();
+            });
             event_stream(body)
         }
         reply if !stream => {
@@ -494,16 +526,150 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
                     }
                     let event = format!("data: {chunk}\n\n");
                     if tx.send(Ok(Bytes::from(event))).await.is_err() {
+                        shared.abandoned();
                         return;
                     }
                 }
-                if !cut {
-                    let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                if !cut
+                    && tx
+                        .send(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+                        .await
+                        .is_err()
+                {
+                    shared.abandoned();
                 }
             });
             event_stream(body)
         }
     }
+}
+
+/// OpenAI's 400 for a `response_format` asking for a strict JSON schema that breaks the
+/// rules of strict Structured Outputs ([`strict_schema_violation`]); `None` for any other
+/// request.
+fn strict_format_refusal(request: &Value) -> Option<Response> {
+    let format = request.get("response_format")?;
+    if format.get("type")? != "json_schema"
+        || format.pointer("/json_schema/strict") != Some(&json!(true))
+    {
+        return None;
+    }
+    let name = format
+        .pointer("/json_schema/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let schema = format
+        .pointer("/json_schema/schema")
+        .unwrap_or(&Value::Null);
+    let why = strict_schema_violation(schema)?;
+    let body = json!({"error": {
+        "message": format!("Invalid schema for response_format '{name}': {why}"),
+        "type": "invalid_request_error",
+        "param": "response_format",
+        "code": null,
+    }});
+    Some((StatusCode::BAD_REQUEST, axum::Json(body)).into_response())
+}
+
+/// The first rule of OpenAI's strict Structured Outputs that `schema` breaks, worded as
+/// OpenAI words it (`In context=(…), …`), or `None` when it keeps them all: the root is an
+/// object schema (not `anyOf`); every object schema (through `properties`, `items`, `anyOf`,
+/// `$defs` and `definitions`) sets `additionalProperties` to `false` and lists every key of its
+/// `properties` in `required`.
+pub fn strict_schema_violation(schema: &Value) -> Option<String> {
+    let root_is_object =
+        schema.get("type") == Some(&json!("object")) || schema.get("properties").is_some();
+    if !root_is_object || schema.get("anyOf").is_some() {
+        return Some(
+            "In context=(), the root schema must be an object schema, not anyOf.".to_owned(),
+        );
+    }
+    strict_violation_at(schema, &mut Vec::new())
+}
+
+fn strict_violation_at(schema: &Value, context: &mut Vec<String>) -> Option<String> {
+    let node = schema.as_object()?;
+    let shown = || {
+        let parts: Vec<String> = context.iter().map(|p| format!("'{p}'")).collect();
+        match parts.len() {
+            1 => format!("({},)", parts.concat()),
+            _ => format!("({})", parts.join(", ")),
+        }
+    };
+    let is_object = node.contains_key("properties")
+        || match node.get("type") {
+            Some(Value::String(kind)) => kind == "object",
+            Some(Value::Array(kinds)) => kinds.iter().any(|k| k == "object"),
+            _ => false,
+        };
+    if is_object {
+        if node.get("additionalProperties") != Some(&Value::Bool(false)) {
+            return Some(format!(
+                "In context={}, 'additionalProperties' is required to be supplied and to be \
+                 false.",
+                shown()
+            ));
+        }
+        let required: Vec<&str> = node
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let properties = node.get("properties").and_then(Value::as_object);
+        if let Some(missing) = properties
+            .into_iter()
+            .flat_map(|p| p.keys())
+            .find(|key| !required.contains(&key.as_str()))
+        {
+            return Some(format!(
+                "In context={}, 'required' is required to be supplied and to be an array \
+                 including every key in properties. Missing '{missing}'.",
+                shown()
+            ));
+        }
+    }
+    let mut children: Vec<(Vec<String>, &Value)> = Vec::new();
+    for key in ["properties", "$defs", "definitions"] {
+        for (name, child) in node
+            .get(key)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            children.push((vec![key.to_owned(), name.clone()], child));
+        }
+    }
+    match node.get("items") {
+        Some(Value::Array(items)) => children.extend(
+            items
+                .iter()
+                .enumerate()
+                .map(|(n, item)| (vec!["items".to_owned(), n.to_string()], item)),
+        ),
+        Some(items) => children.push((vec!["items".to_owned()], items)),
+        None => {}
+    }
+    for (n, branch) in node
+        .get("anyOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        children.push((vec!["anyOf".to_owned(), n.to_string()], branch));
+    }
+    for (path, child) in children {
+        let depth = context.len();
+        context.extend(path);
+        let found = strict_violation_at(child, context);
+        context.truncate(depth);
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 fn event_stream(body: Body) -> Response {
@@ -928,6 +1094,37 @@ mod tests {
         assert!(why.contains("8000 Hz"), "{why}");
         let why = recognise(b"not a wav", &phrases()).await.unwrap_err();
         assert!(why.contains("not a WAV"), "{why}");
+    }
+
+    #[test]
+    fn strict_schemas_that_break_openais_rules_are_named_with_their_context() {
+        let open = json!({"type": "object", "properties": {"a": {"type": "string"}},
+                          "required": ["a"]});
+        assert_eq!(
+            strict_schema_violation(&open).as_deref(),
+            Some(
+                "In context=(), 'additionalProperties' is required to be supplied and to be \
+                 false."
+            )
+        );
+        let optional = json!({"type": "object", "additionalProperties": false, "required": [],
+            "properties": {"a": {"type": "object", "additionalProperties": false,
+                                 "properties": {"b": {"type": "string"}}}}});
+        let why = strict_schema_violation(&optional).unwrap();
+        assert!(why.starts_with("In context=(), 'required'"), "{why}");
+        assert!(why.ends_with("Missing 'a'."), "{why}");
+        let nested = json!({"type": "object", "additionalProperties": false, "required": ["a"],
+            "properties": {"a": {"type": "array", "items": {"type": "object",
+                                 "properties": {}, "required": []}}}});
+        let why = strict_schema_violation(&nested).unwrap();
+        assert!(
+            why.starts_with("In context=('properties', 'a', 'items'), 'additionalProperties'"),
+            "{why}"
+        );
+        assert!(strict_schema_violation(&json!({"anyOf": [open]})).is_some());
+        let strict = json!({"type": "object", "additionalProperties": false, "required": ["a"],
+            "properties": {"a": {"type": ["string", "null"]}}});
+        assert_eq!(strict_schema_violation(&strict), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! [`OpenAiChat`]: streamed chat completions (`POST {base_url}/chat/completions` with
 //! `stream: true`), read with the [SSE parser](crate::sse) and the
-//! [tool-call accumulator](crate::tool_calls); and JSON-schema answers, not streamed.
+//! [tool-call accumulator](crate::tool_calls); and JSON-schema answers, not streamed, asked
+//! with the [strict form](crate::strict_schema) of the schema.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::chat::{ChatEvent, ChatMessage, ChatRequest, Role, ToolCall, ToolSpec,
 use crate::error::AgentError;
 use crate::provider::{BoxFuture, ChatModel};
 use crate::sse::SseParser;
+use crate::strict_schema::strict_schema;
 use crate::tool_calls::{ToolCallAccumulator, ToolCallDelta};
 
 /// Default wait for the first event of an answer (the request, the server's thinking, the
@@ -235,7 +237,7 @@ impl ChatModel for OpenAiChat {
             "response_format".into(),
             json!({
                 "type": "json_schema",
-                "json_schema": {"name": name, "schema": schema, "strict": true},
+                "json_schema": {"name": name, "schema": strict_schema(schema), "strict": true},
             }),
         );
         let this = self.clone();

@@ -294,6 +294,22 @@ async fn an_agent_qualifies_a_lead_by_configuration_alone() {
         "heard {tone_ms} ms of the agent's speech, expected about {expected_ms} ms; baresip: {}",
         baresip.log()
     );
+    // The latencies are Prometheus histograms (buckets, which aggregate across nodes), not
+    // summaries.
+    let metrics = w.api.metrics().await;
+    for name in [
+        "dialtone_agent_voice_to_voice_seconds",
+        "dialtone_agent_llm_first_token_seconds",
+    ] {
+        let buckets: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+            .collect();
+        assert!(
+            buckets.iter().any(|l| l.contains(r#"le="+Inf""#)) && buckets.len() > 5,
+            "{name}: {buckets:?}\n{metrics}"
+        );
+    }
     w.finish().await;
 }
 
@@ -659,5 +675,195 @@ async fn an_agent_hears_the_callers_key_presses() {
         &json!({"role": "user", "content": "[the caller pressed 1 #]"}),
         "{asked:#}"
     );
+    w.finish().await;
+}
+
+/// A tool that fails is never silence: its failure goes back to the model as the tool's
+/// message, one per way of failing — a 500, an answer that is not JSON, an answer past
+/// 64 KiB (one that never ends), and one that never comes (the 10 s timeout) — and the model
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tools_failures_reach_the_model_as_its_answers() {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let dir = tempfile::tempdir().unwrap();
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let endless = || async {
+        let piece = axum::body::Bytes::from(vec![b'a'; 8192]);
+        let body = futures_util::stream::iter(
+            std::iter::once(axum::body::Bytes::from_static(b"\""))
+                .chain(std::iter::repeat(piece))
+                .map(Ok::<_, std::convert::Infallible>),
+        );
+        axum::body::Body::from_stream(body)
+    };
+    let app = axum::Router::new()
+        .route(
+            "/broken",
+            axum::routing::post(|| async { StatusCode::INTERNAL_SERVER_ERROR.into_response() }),
+        )
+        .route(
+            "/prose",
+            axum::routing::post(|| async { "Monday at ten works." }),
+        )
+        .route("/endless", axum::routing::post(endless))
+        .route("/hang", axum::routing::post(std::future::pending::<String>));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let baresip = callee(dir.path(), &[Ok(25_000)]);
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    let tool = |name: &str| {
+        json!({"name": name, "description": "Look something up",
+               "parameters": {"type": "object", "properties": {}},
+               "url": format!("{base}/{name}")})
+    };
+    let names = ["broken", "prose", "endless", "hang"];
+    make_agent(
+        &w,
+        &openai.base_url(),
+        json!({"tools": names.map(tool), "tts": {"provider": "builtin:espeak"}, "voice": "en-us"}),
+    )
+    .await;
+    openai.push_chat(ChatReply::ToolCalls {
+        text: None,
+        calls: names
+            .iter()
+            .map(|name| ScriptedCall::new(&format!("call_{name}"), name, "{}"))
+            .collect(),
+        fragment: 8,
+        reuse_index: false,
+    });
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("Sorry, I cannot look that up.".into()),
+        calls: vec![ScriptedCall::new("bye", "end_call", "{}")],
+        fragment: 8,
+        reuse_index: false,
+    });
+    let started = std::time::Instant::now();
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        record["end_reason"]["code"].as_str(),
+        Some("completed"),
+        "{record:#}"
+    );
+    let chats: Vec<Value> = openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .filter_map(|r| r.json)
+        .collect();
+    assert!(chats.len() >= 2, "{chats:#?}");
+    // Each call's answer, by call id (they come in the order the tools failed).
+    let answers: std::collections::BTreeMap<String, Value> = chats[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| {
+            let content = serde_json::from_str(m["content"].as_str().unwrap()).unwrap();
+            (m["tool_call_id"].as_str().unwrap().to_owned(), content)
+        })
+        .collect();
+    let error = |text: &str| json!({"error": text});
+    assert_eq!(
+        answers,
+        std::collections::BTreeMap::from([
+            (
+                "call_broken".to_owned(),
+                error("the tool answered HTTP 500")
+            ),
+            (
+                "call_prose".to_owned(),
+                error("the tool's answer is not JSON")
+            ),
+            (
+                "call_endless".to_owned(),
+                error("the tool's answer is longer than 65536 bytes")
+            ),
+            (
+                "call_hang".to_owned(),
+                error("the tool did not answer within 10 s")
+            ),
+        ]),
+        "{:#}",
+        chats[1]
+    );
+    // The model was asked again once the hanging tool's 10 s were up, not before.
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    let tool_lines: Vec<&Value> = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"] == "tool" && l["name"] != "end_call")
+        .collect();
+    assert_eq!(tool_lines.len(), 4, "{record:#}");
+    assert!(
+        tool_lines.iter().all(|l| l["result"]["error"].is_string()),
+        "{record:#}"
+    );
+    w.finish().await;
+}
+
+/// `send_dtmf` goes out on the wire: the model sends 1, 2 and # and hangs up; baresip, the
+/// callee, receives them as RFC 4733 telephone events, in order, and the tool's line on the
+/// record says what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_send_dtmf_reaches_the_callee_as_rfc4733_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let baresip = callee(dir.path(), &[Ok(12_000)]);
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    make_agent(&w, &openai.base_url(), json!({})).await;
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("Entering the code.".into()),
+        calls: vec![ScriptedCall::new(
+            "keys",
+            "send_dtmf",
+            r#"{"digits":"12#"}"#,
+        )],
+        fragment: 5,
+        reuse_index: false,
+    });
+    openai.push_chat(ChatReply::ToolCalls {
+        text: Some("Done, goodbye!".into()),
+        calls: vec![ScriptedCall::new("bye", "end_call", "{}")],
+        fragment: 5,
+        reuse_index: false,
+    });
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(
+        (
+            record["end_reason"]["code"].as_str(),
+            record["end_reason"]["by"].as_str()
+        ),
+        (Some("completed"), Some("agent")),
+        "{record:#}"
+    );
+    let line = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "send_dtmf")
+        .cloned()
+        .unwrap_or_else(|| panic!("no send_dtmf line: {record:#}"));
+    assert_eq!(line["role"], "tool");
+    assert_eq!(line["arguments"], json!({"digits": "12#"}));
+    assert_eq!(line["result"], json!({"sent": "12#"}), "{record:#}");
+    // baresip logs each RFC 4733 telephone event it decodes: `received event: '1' (end=0)` as
+    // the key goes down, `(end=1)` as it comes up.
+    let log = baresip.log();
+    let pressed: String = log
+        .lines()
+        .filter(|l| l.starts_with("received event: '") && l.ends_with("(end=0)"))
+        .filter_map(|l| l.split('\'').nth(1)?.chars().next())
+        .collect();
+    assert_eq!(pressed, "12#", "baresip: {log}");
     w.finish().await;
 }

@@ -88,14 +88,32 @@ pub(crate) struct FirstAudio {
 }
 
 /// POSTs tool calls: `{"call_id", "tool", "arguments"}`, signed like webhooks, to addresses the
-/// outbound policy allows.
+/// outbound policy allows. The answer is read as it streams in and given up past
+/// [`MAX_TOOL_ANSWER`] bytes; the whole exchange has [`TOOL_TIMEOUT`].
 #[derive(Debug, Clone)]
 pub(crate) struct ToolRunner {
-    pub(crate) client: outbound::Client,
-    pub(crate) secret: Arc<str>,
+    client: outbound::Client,
+    secret: Arc<str>,
+    timeout: Duration,
 }
 
 impl ToolRunner {
+    /// Tools called with `client`, signed with `secret`, given [`TOOL_TIMEOUT`] to answer.
+    pub(crate) fn new(client: outbound::Client, secret: Arc<str>) -> Self {
+        Self {
+            client,
+            secret,
+            timeout: TOOL_TIMEOUT,
+        }
+    }
+
+    /// The same, with `timeout` to answer.
+    #[cfg(test)]
+    fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// The tool's JSON answer, or why there is none (which the model hears).
     async fn call(
         &self,
@@ -117,35 +135,48 @@ impl ToolRunner {
                 "Dialtone-Signature",
                 signature(&self.secret, timestamp, &body),
             )
-            .timeout(TOOL_TIMEOUT)
+            .timeout(self.timeout)
             .body(body);
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Err(format!(
-                    "the tool did not answer within {} s",
-                    TOOL_TIMEOUT.as_secs()
-                ));
+        let too_slow = || {
+            let waited = self.timeout;
+            if waited.subsec_millis() == 0 {
+                format!("the tool did not answer within {} s", waited.as_secs())
+            } else {
+                format!("the tool did not answer within {} ms", waited.as_millis())
             }
+        };
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Err(too_slow()),
             Err(e) => {
                 let why = outbound::cause_of(&e).map_or_else(|| e.to_string(), ToString::to_string);
                 return Err(format!("the tool cannot be reached: {why}"));
             }
         };
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| format!("the tool's answer was cut off: {e}"))?;
         if !status.is_success() {
             return Err(format!("the tool answered HTTP {}", status.as_u16()));
         }
-        if bytes.len() > MAX_TOOL_ANSWER {
-            return Err(format!(
-                "the tool's answer is longer than {MAX_TOOL_ANSWER} bytes"
-            ));
+        let too_long = || format!("the tool's answer is longer than {MAX_TOOL_ANSWER} bytes");
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_TOOL_ANSWER as u64)
+        {
+            return Err(too_long());
         }
-        serde_json::from_slice(&bytes).map_err(|_| "the tool's answer is not JSON".to_owned())
+        let mut answer = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if answer.len() + chunk.len() > MAX_TOOL_ANSWER => {
+                    return Err(too_long());
+                }
+                Ok(Some(chunk)) => answer.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => return Err(too_slow()),
+                Err(e) => return Err(format!("the tool's answer was cut off: {e}")),
+            }
+        }
+        serde_json::from_slice(&answer).map_err(|_| "the tool's answer is not JSON".to_owned())
     }
 }
 
@@ -827,4 +858,144 @@ async fn run(
     }
     d.run.finish_duties(duties).await;
     d.finish().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use crate::outbound::PrivateDestinations;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A tool server on loopback (plain HTTP/1.1 over TCP), answering by path: `/ok` JSON,
+    /// `/broken` 500, `/prose` plain text, `/large` a JSON string 2 bytes over
+    /// [`MAX_TOOL_ANSWER`] (its length said), `/endless` a JSON string that never ends (no
+    /// length), `/hang` nothing at all.
+    async fn tools() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(answer(socket));
+            }
+        });
+        base
+    }
+
+    /// Reads one request (headers, then `Content-Length` bytes of body) and answers it.
+    async fn answer(mut socket: tokio::net::TcpStream) {
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            let Ok(n) = socket.read(&mut buf).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            request.extend_from_slice(&buf[..n]);
+            if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while request.len() < head_end + length {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+        let whole = |status: &str, kind: &str, body: &str| {
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let reply = match path.as_str() {
+            "/ok" => whole("200 OK", "application/json", r#"{"free":true}"#),
+            "/broken" => whole(
+                "500 Internal Server Error",
+                "application/json",
+                r#"{"oops":1}"#,
+            ),
+            "/prose" => whole("200 OK", "text/plain", "Monday at ten works."),
+            "/large" => whole(
+                "200 OK",
+                "application/json",
+                &format!("\"{}\"", "a".repeat(MAX_TOOL_ANSWER)),
+            ),
+            "/endless" => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                            Connection: close\r\n\r\n\"";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let piece = [b'a'; 8192];
+                while socket.write_all(&piece).await.is_ok() {}
+                return;
+            }
+            _ => return std::future::pending().await,
+        };
+        let _ = socket.write_all(reply.as_bytes()).await;
+        let _ = socket.shutdown().await;
+    }
+
+    fn runner() -> ToolRunner {
+        let client =
+            outbound::Client::new(PrivateDestinations::All, Duration::from_secs(30)).unwrap();
+        ToolRunner::new(client, Arc::from("whsec-test"))
+    }
+
+    async fn call(runner: &ToolRunner, url: &str) -> Result<Value, String> {
+        runner
+            .call(uuid::Uuid::nil(), "check", url, json!({"day": "monday"}))
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_tools_failures_are_answers_the_model_can_speak_about() {
+        let base = tools().await;
+        let runner = runner();
+        assert_eq!(
+            runner.timeout,
+            Duration::from_secs(10),
+            "the contract's 10 s"
+        );
+        assert_eq!(
+            call(&runner, &format!("{base}/ok")).await,
+            Ok(json!({"free": true}))
+        );
+        assert_eq!(
+            call(&runner, &format!("{base}/broken")).await,
+            Err("the tool answered HTTP 500".into())
+        );
+        assert_eq!(
+            call(&runner, &format!("{base}/prose")).await,
+            Err("the tool's answer is not JSON".into())
+        );
+        for long in ["large", "endless"] {
+            assert_eq!(
+                call(&runner, &format!("{base}/{long}")).await,
+                Err(format!(
+                    "the tool's answer is longer than {MAX_TOOL_ANSWER} bytes"
+                )),
+                "{long}"
+            );
+        }
+        let quick = runner.with_timeout(Duration::from_millis(300));
+        let started = Instant::now();
+        assert_eq!(
+            call(&quick, &format!("{base}/hang")).await,
+            Err("the tool did not answer within 300 ms".into())
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
 }
