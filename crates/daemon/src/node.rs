@@ -4,15 +4,15 @@
 //! another node may be closing; one whose renewal finds the lease run out or taken is fenced:
 //! it ends its calls and takes the lease again. Each round it also looks for lost nodes —
 //! leases run out — and claims each (one survivor gets it, and only while its lease is still
-//! run out), hangs up the calls it left on the wire (from their kept dialogs) and closes them
-//! as `node_lost`. A process started under a node id another running process holds is refused
+//! run out), closes the calls it left as `node_lost` and hangs them up on the wire (from their
+//! kept dialogs) without holding up the next renewal. A process started under a node id another running process holds is refused
 //! once that lease has had time to run out ([`take_lease_at_start`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dialtone_engine::Engine;
-use dialtone_engine::leftovers::{LEFTOVER_WAIT, hang_up_lost};
+use dialtone_engine::leftovers::{LEFTOVER_WAIT, hang_up};
 use dialtone_sip_ua::SipUa;
 use dialtone_storage::{Storage, StorageError};
 
@@ -124,18 +124,29 @@ pub(crate) async fn keep_lease(engine: Arc<Engine>, ua: Arc<SipUa>, lease: Durat
                     continue;
                 }
             }
-            let hung_up = hang_up_lost(&storage, &ua, &node, LEFTOVER_WAIT)
-                .await
-                .unwrap_or_default();
+            // Its calls are closed at once (their records and `call.ended` do not wait on the
+            // far ends), then hung up on the wire from the dialogs read first, in a task of
+            // their own: this loop must go on renewing the lease meanwhile.
+            let dialogs = storage.lost_dialogs(&node).await.unwrap_or_else(|error| {
+                tracing::warn!(lost = %node, %error, "cannot read a lost node's dialogs");
+                Vec::new()
+            });
             match storage.close_lost_calls(&node).await {
                 Ok(closed) => {
                     metrics::counter!("dialtone_lost_node_calls_total").increment(closed);
-                    tracing::warn!(lost = %node, closed, hung_up, "closed the calls of a lost node");
+                    tracing::warn!(lost = %node, closed, "closed the calls of a lost node");
                 }
                 Err(error) => {
                     tracing::warn!(lost = %node, %error, "cannot close a lost node's calls")
                 }
             }
+            let (storage, ua) = (storage.clone(), ua.clone());
+            tokio::spawn(async move {
+                let hung_up = hang_up(&storage, &ua, dialogs, LEFTOVER_WAIT)
+                    .await
+                    .unwrap_or_default();
+                tracing::info!(lost = %node, hung_up, "hung up the calls of a lost node");
+            });
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Calls a killed process left live, hung up on the wire at the next start of its node, or by
-//! a survivor once the node is lost ([`hang_up_lost`]). Each call keeps
+//! a survivor once the node is lost ([`hang_up`]). Each call keeps
 //! its SIP dialog in storage when its first provisional response and its answer arrive
 //! ([`dialtone_sip_ua::UaEvent::Leftover`]); before the start closes such calls
 //! (`engine_restart`), [`hang_up_leftovers`] sends each a BYE (answered) or a CANCEL (still
@@ -30,20 +30,10 @@ pub async fn hang_up_leftovers(
     hang_up(storage, ua, dialogs, wait).await
 }
 
-/// [`hang_up_leftovers`] for the live calls of lost node `node` (before they are closed).
-pub async fn hang_up_lost(
-    storage: &Storage,
-    ua: &SipUa,
-    node: &str,
-    wait: Duration,
-) -> Result<usize, StorageError> {
-    let dialogs = storage.lost_dialogs(node).await?;
-    hang_up(storage, ua, dialogs, wait).await
-}
-
 /// Sends each of `dialogs`' BYE or CANCEL, all at once, and waits up to `wait` for the
-/// answers; returns how many requests left.
-async fn hang_up(
+/// answers; returns how many requests left. A survivor hangs up a lost node's calls this way,
+/// with the dialogs it read before it closed them ([`Storage::lost_dialogs`]).
+pub async fn hang_up(
     storage: &Storage,
     ua: &SipUa,
     dialogs: Vec<InterruptedDialog>,
