@@ -363,6 +363,17 @@ async fn a_provider_that_is_down_ends_the_call_with_an_apology_and_brain_error()
         "only {voiced} voiced frames: {}",
         baresip.log()
     );
+    // An agent with no `returns` gets the failure on its record all the same.
+    let (s, agent) = w
+        .api
+        .patch(&format!("/v1/agents/{}", w.agent_id), json!({"returns": null}))
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["end_reason"]["code"], "brain_error", "{record:#}");
+    let why = record["result_error"].as_str().unwrap_or_default();
+    assert!(why.contains("local could not be reached"), "{record:#}");
     w.finish().await;
 }
 

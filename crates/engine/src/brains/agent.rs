@@ -628,19 +628,8 @@ impl Driver {
                 }),
             false => None,
         };
-        let result = match &self.run.context.returns {
-            None => None,
-            Some(_) if self.failure.is_some() && !has_caller => Some(Err(format!(
-                "the conversation failed before the caller said anything: {}",
-                self.failure
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default()
-            ))),
-            Some(_) if !has_caller => Some(Err(
-                "the caller said nothing to take a result from".to_owned()
-            )),
-            Some(returns) => Some(
+        let extraction = match (&self.run.context.returns, has_caller) {
+            (Some(returns), true) => Some(
                 tokio::time::timeout(
                     EXTRACTION_TIME,
                     extract::extract(llm.as_ref(), &text, returns),
@@ -653,22 +642,59 @@ impl Driver {
                     ))
                 }),
             ),
+            _ => None,
         };
+        let (result, result_error) = result_and_error(
+            self.failure.as_ref().map(ToString::to_string),
+            self.run.context.returns.is_some(),
+            has_caller,
+            extraction,
+        );
         if let Err(error) = storage
             .set_agent_outcome(call_id, &stats.to_json(), summary.as_deref())
             .await
         {
             tracing::error!(%error, "could not record the agent's figures");
         }
-        let written = match result {
-            Some(Ok(value)) => storage.set_result(call_id, Some(&value), None).await,
-            Some(Err(why)) => storage.set_result(call_id, None, Some(&why)).await,
-            None => Ok(()),
+        let written = match (&result, &result_error) {
+            (None, None) => Ok(()),
+            _ => {
+                storage
+                    .set_result(call_id, result.as_ref(), result_error.as_deref())
+                    .await
+            }
         };
         if let Err(error) = written {
             tracing::error!(%error, "could not record the result");
         }
     }
+}
+
+/// What the record says of a finished conversation: its result (extracted when the agent
+/// `wants_result` and the caller spoke) and `result_error`, which names a provider's failure
+/// whenever the conversation failed (with or without `returns`), else why there is no result.
+fn result_and_error(
+    failure: Option<String>,
+    wants_result: bool,
+    has_caller: bool,
+    extraction: Option<Result<Value, String>>,
+) -> (Option<Value>, Option<String>) {
+    let (result, extraction_error) = match extraction {
+        Some(Ok(value)) => (Some(value), None),
+        Some(Err(why)) => (None, Some(why)),
+        None => (None, None),
+    };
+    let error = match failure {
+        Some(failure) if wants_result && !has_caller => Some(format!(
+            "the conversation failed before the caller said anything: {failure}"
+        )),
+        Some(failure) => Some(format!("the conversation failed: {failure}")),
+        None if wants_result && !has_caller => {
+            Some("the caller said nothing to take a result from".to_owned())
+        }
+        None => extraction_error,
+    };
+    (result, error)
 }
 
 /// The conversation's latencies as Prometheus histograms, labelled by provider.
@@ -997,5 +1023,47 @@ mod tests {
             Err("the tool did not answer within 300 ms".into())
         );
         assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    /// A provider's failure reaches `result_error` whatever the agent asks for, and keeps a
+    /// result extracted from what the caller had said; without a failure, the reasons stand.
+    #[test]
+    fn a_failure_is_always_on_the_record() {
+        let failed = || Some("local answered HTTP 500".to_owned());
+        let extracted = || Some(Ok(serde_json::json!({"ok": true})));
+        assert_eq!(
+            result_and_error(failed(), false, true, None),
+            (
+                None,
+                Some("the conversation failed: local answered HTTP 500".into())
+            )
+        );
+        assert_eq!(
+            result_and_error(failed(), true, true, extracted()),
+            (
+                Some(serde_json::json!({"ok": true})),
+                Some("the conversation failed: local answered HTTP 500".into())
+            )
+        );
+        assert_eq!(
+            result_and_error(failed(), true, false, None).1,
+            Some(
+                "the conversation failed before the caller said anything: local answered HTTP 500"
+                    .into()
+            )
+        );
+        assert_eq!(result_and_error(None, false, true, None), (None, None));
+        assert_eq!(
+            result_and_error(None, true, false, None).1,
+            Some("the caller said nothing to take a result from".into())
+        );
+        assert_eq!(
+            result_and_error(None, true, true, Some(Err("bad".into()))),
+            (None, Some("bad".into()))
+        );
+        assert_eq!(
+            result_and_error(None, true, true, extracted()),
+            (Some(serde_json::json!({"ok": true})), None)
+        );
     }
 }
