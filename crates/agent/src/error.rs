@@ -73,4 +73,16 @@ impl AgentError {
             | Self::Protocol { provider, .. } => provider,
         }
     }
+
+    /// What went wrong, as a metric label: `status`, `timeout`, `unreachable`, `refused` or
+    /// `protocol` (never the provider's name, which is a tenant's).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Status { .. } => "status",
+            Self::Timeout { .. } => "timeout",
+            Self::Unreachable { .. } => "unreachable",
+            Self::Refused { .. } => "refused",
+            Self::Protocol { .. } => "protocol",
+        }
+    }
 }

@@ -366,7 +366,10 @@ async fn a_provider_that_is_down_ends_the_call_with_an_apology_and_brain_error()
     // An agent with no `returns` gets the failure on its record all the same.
     let (s, agent) = w
         .api
-        .patch(&format!("/v1/agents/{}", w.agent_id), json!({"returns": null}))
+        .patch(
+            &format!("/v1/agents/{}", w.agent_id),
+            json!({"returns": null}),
+        )
         .await;
     assert_eq!(s, 200, "{agent}");
     let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
@@ -374,6 +377,12 @@ async fn a_provider_that_is_down_ends_the_call_with_an_apology_and_brain_error()
     assert_eq!(record["end_reason"]["code"], "brain_error", "{record:#}");
     let why = record["result_error"].as_str().unwrap_or_default();
     assert!(why.contains("local could not be reached"), "{record:#}");
+    // Counted by what went wrong, never by the tenant's name for the provider.
+    let metrics = w.api.metrics().await;
+    assert!(
+        metrics.contains("dialtone_agent_failures_total{kind=\"unreachable\"} 2"),
+        "{metrics}"
+    );
     w.finish().await;
 }
 

@@ -430,8 +430,7 @@ impl Driver {
     /// A provider failed for good: say sorry with the local synthesiser, then hang up.
     fn fail(&mut self, error: AgentError) {
         tracing::warn!(%error, "the conversation failed");
-        metrics::counter!("dialtone_agent_failures_total", "provider" => error.provider().to_owned())
-            .increment(1);
+        metrics::counter!("dialtone_agent_failures_total", "kind" => error.kind()).increment(1);
         self.failure = Some(error);
         self.chat = None;
         self.speaking = None;
