@@ -401,6 +401,27 @@ async fn a_caller_that_cancels_before_the_answer_leaves_a_canceled_record() {
     w.finish().await;
 }
 
+/// A caller that hangs up the moment it is answered, before its ACK (RFC 3261 allows a BYE in
+/// the dialog the 200 made): the BYE gets its 200 and the record is `completed` by the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_hangs_up_before_its_ack_ends_the_call_as_completed() {
+    let w = world(None, &[]).await;
+    answering_agent(&w.api, OUR_NUMBER, "inbound", None).await;
+    call_in(
+        w.daemon.sip_addr.to_string(),
+        "127.0.0.1",
+        "caller_hangs_up_before_ack.xml",
+        keys(&[("number", OUR_NUMBER)]),
+    )
+    .await;
+    let listed = calls(&w.api).await;
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    let record = wait_final(&w.api, listed[0]["id"].as_str().unwrap()).await;
+    assert_ended(&record, "completed", "completed", "caller");
+    assert_eq!(record["direction"], "inbound");
+    w.finish().await;
+}
+
 /// Over the organisation's concurrency cap a call placed to us is refused `486 Busy Here`, and
 /// leaves no record; the call in progress goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
