@@ -5,10 +5,12 @@
 //! A `403`/`404` keeps it. A source that spent its budget is no longer answered at all — its
 //! INVITEs are dropped and counted — so a scanner walking numbers cannot make the daemon look
 //! numbers up, write logs or send answers faster than the refill. Drops are logged as a
-//! periodic summary, never one line per packet. Sans-IO: every method takes `now`.
+//! periodic summary, never one line per packet. An IPv6 source is counted by its /64 (a host
+//! there picks addresses at will), and sources the full table has no room for share one budget
+//! rather than none. Sans-IO: every method takes `now`.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 /// How many refusals a source may earn, and how fast its budget comes back.
@@ -20,7 +22,8 @@ pub struct RefusalBudget {
     pub refill_every: Duration,
     /// At most one summary of drops is logged this often.
     pub summary_every: Duration,
-    /// Sources tracked at most; beyond, those whose budget is full again are forgotten.
+    /// Sources tracked at most; beyond, those whose budget is full again are forgotten, and
+    /// new ones the table still has no room for share one budget.
     pub max_sources: usize,
 }
 
@@ -33,6 +36,22 @@ impl Default for RefusalBudget {
             summary_every: Duration::from_secs(60),
             max_sources: 10_000,
         }
+    }
+}
+
+/// The budget shared by the sources the full table has no room for (an address no INVITE comes
+/// from).
+const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+
+/// What `source` is counted under: its IPv4 address (an IPv4-mapped IPv6 one too), or its
+/// IPv6 /64.
+fn counted_as(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(_) => source,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -87,36 +106,49 @@ impl RefusalLimiter {
         (bucket.tokens + earned).min(burst)
     }
 
+    /// The bucket `source` is counted in: its own when the table has it or has room for it,
+    /// else the one the overflow shares.
+    fn bucket_of(&self, source: IpAddr) -> IpAddr {
+        let key = counted_as(source);
+        if self.buckets.contains_key(&key) || self.tracked() < self.budget.max_sources {
+            key
+        } else {
+            OVERFLOW
+        }
+    }
+
     /// Whether `source` may still be answered a refusal at `now` (its budget is not spent).
     pub fn allows(&self, now: Instant, source: IpAddr) -> bool {
         self.buckets
-            .get(&source)
+            .get(&self.bucket_of(source))
             .is_none_or(|b| self.refilled(*b, now) >= 1.0)
     }
 
     /// Charges `source` one refusal at `now`.
     pub fn charge(&mut self, now: Instant, source: IpAddr) {
-        if !self.buckets.contains_key(&source) && self.buckets.len() >= self.budget.max_sources {
+        if !self.buckets.contains_key(&counted_as(source))
+            && self.tracked() >= self.budget.max_sources
+        {
             self.forget_full(now);
         }
+        let key = self.bucket_of(source);
         let fresh = Bucket {
             tokens: f64::from(self.budget.burst),
             at: now,
         };
-        let bucket = self.buckets.get(&source).copied().unwrap_or(fresh);
+        let bucket = self.buckets.get(&key).copied().unwrap_or(fresh);
         let tokens = (self.refilled(bucket, now) - 1.0).max(0.0);
-        if self.buckets.len() < self.budget.max_sources || self.buckets.contains_key(&source) {
-            self.buckets.insert(source, Bucket { tokens, at: now });
-        }
+        self.buckets.insert(key, Bucket { tokens, at: now });
     }
 
     /// Gives `source` back the token an INVITE took at `now` (its call was not refused for
     /// cause).
     pub fn refund(&mut self, now: Instant, source: IpAddr) {
         let burst = f64::from(self.budget.burst);
-        if let Some(bucket) = self.buckets.get(&source).copied() {
+        let key = self.bucket_of(source);
+        if let Some(bucket) = self.buckets.get(&key).copied() {
             let tokens = (self.refilled(bucket, now) + 1.0).min(burst);
-            self.buckets.insert(source, Bucket { tokens, at: now });
+            self.buckets.insert(key, Bucket { tokens, at: now });
         }
     }
 
@@ -144,9 +176,9 @@ impl RefusalLimiter {
         Some(summary)
     }
 
-    /// Sources tracked.
+    /// Sources tracked (the overflow's shared budget not counted).
     pub fn tracked(&self) -> usize {
-        self.buckets.len()
+        self.buckets.len() - usize::from(self.buckets.contains_key(&OVERFLOW))
     }
 
     fn forget_full(&mut self, now: Instant) {
@@ -166,6 +198,7 @@ impl RefusalLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])
@@ -244,11 +277,50 @@ mod tests {
             limiter.charge(t0, ip(n));
         }
         assert_eq!(limiter.tracked(), 4);
-        // Nobody's budget is full yet: a fifth source is charged but not kept.
+        // Nobody's budget is full yet: a fifth source is charged to the overflow's budget.
         limiter.charge(t0, ip(9));
         assert_eq!(limiter.tracked(), 4);
         // Later every budget is full again; they are forgotten to make room.
         limiter.charge(t0 + Duration::from_secs(5), ip(9));
         assert_eq!(limiter.tracked(), 1);
+    }
+
+    /// Sources the full table has no room for are not unlimited: they share one budget, which a
+    /// flood from many addresses spends like one source's.
+    #[test]
+    fn sources_beyond_the_table_share_one_budget() {
+        let t0 = Instant::now();
+        let mut limiter = RefusalLimiter::new(budget(2));
+        for n in 0..4 {
+            limiter.charge(t0, ip(n));
+        }
+        for n in 10..12 {
+            assert!(limiter.allows(t0, ip(n)));
+            limiter.charge(t0, ip(n));
+        }
+        for n in 12..200 {
+            assert!(!limiter.allows(t0, ip(n)), "source {n}");
+        }
+        // The tracked ones keep their own budgets.
+        assert!(limiter.allows(t0, ip(0)));
+        assert!(limiter.allows(t0 + Duration::from_secs(1), ip(50)));
+    }
+
+    /// An IPv6 source is counted by its /64, an IPv4-mapped one as its IPv4 address.
+    #[test]
+    fn ipv6_sources_are_counted_by_their_64() {
+        let t0 = Instant::now();
+        let mut limiter = RefusalLimiter::new(budget(2));
+        let host = |last: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 0, 0, 0, last));
+        limiter.charge(t0, host(1));
+        limiter.charge(t0, host(2));
+        assert!(!limiter.allows(t0, host(3)));
+        assert!(limiter.allows(
+            t0,
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 8, 0, 0, 0, 1))
+        ));
+        limiter.charge(t0, ip(1));
+        limiter.charge(t0, IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()));
+        assert!(!limiter.allows(t0, ip(1)));
     }
 }
