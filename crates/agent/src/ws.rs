@@ -343,6 +343,41 @@ impl StreamingProvider {
     }
 }
 
+/// How long a streamed synthesis may keep its client waiting: the first message after text was
+/// sent must come within the limit, and once the text is all sent, each next message too. (A
+/// service waiting for more of a line's text is silent, and that is no failure.)
+#[derive(Debug)]
+pub(crate) struct Deadline {
+    limit: Duration,
+    due: Option<tokio::time::Instant>,
+}
+
+impl Deadline {
+    pub(crate) fn new(limit: Duration) -> Self {
+        Self { limit, due: None }
+    }
+
+    /// Text (or its end) was sent: something must come.
+    pub(crate) fn text_sent(&mut self) {
+        let limit = self.limit;
+        self.due
+            .get_or_insert_with(|| tokio::time::Instant::now() + limit);
+    }
+
+    /// A message came: past the end of the text the next one must come too.
+    pub(crate) fn heard(&mut self, ended: bool) {
+        self.due = ended.then(|| tokio::time::Instant::now() + self.limit);
+    }
+
+    /// Resolves when the wait has run out.
+    pub(crate) async fn passed(&self) {
+        match self.due {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// A message from the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Incoming {
