@@ -164,8 +164,8 @@ impl CartesiaSpeech {
                             more,
                         );
                         provider.send_json(&mut socket, &request).await?;
+                        deadline.text_sent();
                     }
-                    deadline.text_sent();
                     continue;
                 }
                 message = provider.receive(&mut socket) => message?,
