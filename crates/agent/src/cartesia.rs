@@ -347,3 +347,66 @@ impl StreamingTextToSpeech for CartesiaSpeech {
         speech
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_continue_the_context_until_the_end_closes_it() {
+        let (tx, mut texts) = mpsc::unbounded_channel::<String>();
+        let mut input = TextInput::default();
+        tx.send("Then a second.".into()).unwrap();
+        assert_eq!(
+            input.take(Some(" First piece. ".into()), &mut texts),
+            [
+                ("First piece. ".to_owned(), true),
+                ("Then a second. ".to_owned(), true)
+            ]
+        );
+        assert!(!input.ended);
+        // The last piece and the end together: it closes the context itself.
+        tx.send("Last.".into()).unwrap();
+        drop(tx);
+        assert_eq!(
+            input.take(Some("Third.".into()), &mut texts),
+            [("Third. ".to_owned(), true), ("Last.".to_owned(), false)]
+        );
+        assert!(input.ended);
+        // The end alone: an empty transcript closes it.
+        let (tx, mut texts) = mpsc::unbounded_channel::<String>();
+        drop(tx);
+        let mut input = TextInput::default();
+        assert_eq!(input.take(None, &mut texts), [(String::new(), false)]);
+    }
+
+    #[test]
+    fn word_timestamps_are_read_and_bad_entries_left_out() {
+        let message = json!({
+            "type": "timestamps",
+            "word_timestamps": {
+                "words": ["Hello", "there", 7, "friend", "again"],
+                "start": [0.0, 0.5, 0.9, -1.0, 1.5],
+                "end": [0.4, 0.85, 1.0, 1.4],
+            },
+        });
+        let words = word_timestamps(&message);
+        assert_eq!(
+            words,
+            [
+                SpokenWord {
+                    word: "Hello".into(),
+                    start: Duration::ZERO,
+                    end: Duration::from_millis(400),
+                },
+                SpokenWord {
+                    word: "there".into(),
+                    start: Duration::from_millis(500),
+                    end: Duration::from_millis(850),
+                },
+            ]
+        );
+        assert!(word_timestamps(&json!({"type": "timestamps"})).is_empty());
+        assert!(word_timestamps(&json!({"word_timestamps": "nonsense"})).is_empty());
+    }
+}

@@ -293,3 +293,74 @@ impl StreamingTextToSpeech for ElevenLabsSpeech {
         speech
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn characters_become_words_timed_from_the_start_of_the_line() {
+        let mut aligner = WordAligner::default();
+        // A word goes on into the next message; each message's times start at its audio.
+        let words = aligner.push(
+            &json!({
+                "chars": ["H", "i", " ", "t", "h"],
+                "charStartTimesMs": [0, 50, 100, 150, 200],
+                "charsDurationsMs": [50, 50, 50, 50, 50],
+            }),
+            Duration::ZERO,
+        );
+        assert_eq!(
+            words,
+            [SpokenWord {
+                word: "Hi".into(),
+                start: ms(0),
+                end: ms(100),
+            }]
+        );
+        let words = aligner.push(
+            &json!({
+                "chars": ["e", "r", "e", " "],
+                "charStartTimesMs": [0, 50, 100, 150],
+                "charsDurationsMs": [50, 50, 50, 0],
+            }),
+            ms(250),
+        );
+        assert_eq!(
+            words,
+            [SpokenWord {
+                word: "there".into(),
+                start: ms(150),
+                end: ms(400),
+            }]
+        );
+        assert_eq!(aligner.finish(), None);
+    }
+
+    #[test]
+    fn alignment_entries_that_are_not_characters_and_times_are_skipped() {
+        let mut aligner = WordAligner::default();
+        let words = aligner.push(
+            &json!({
+                "chars": ["a", 5, "b", "c"],
+                "charStartTimesMs": [0, 10, "x", -5],
+                "charsDurationsMs": [10, 10, 10],
+            }),
+            Duration::ZERO,
+        );
+        assert!(words.is_empty());
+        assert!(aligner.push(&json!(null), Duration::ZERO).is_empty());
+        assert_eq!(
+            aligner.finish(),
+            Some(SpokenWord {
+                word: "a".into(),
+                start: ms(0),
+                end: ms(10),
+            })
+        );
+    }
+}
