@@ -1,8 +1,10 @@
 //! What the streaming speech clients ([`deepgram`](crate::deepgram),
 //! [`cartesia`](crate::cartesia), [`elevenlabs`](crate::elevenlabs)) share: a
 //! [`StreamingProvider`] (where the service is and its key), its websocket URLs (`http` → `ws`,
-//! `https` → `wss`, TLS by rustls with the system's roots), the connection's messages, and how
-//! a websocket's failures map to [`AgentError`].
+//! `https` → `wss`, TLS by rustls with the system's roots), the connection's messages, how long
+//! a synthesis streamed a line at a time may keep its client waiting (`Deadline`: answers are
+//! due after text was sent, not while the service waits for more of the line), and how a
+//! websocket's failures map to [`AgentError`].
 //!
 //! The connection is made here, not by name inside the websocket library: the service's host is
 //! resolved once, by the provider's [`ResolveAddresses`] when it has one (the engine's
