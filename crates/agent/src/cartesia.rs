@@ -15,6 +15,11 @@
 //! [`AgentError::Status`]). The audio is resampled to 16 kHz and handed on in chunks of about
 //! 100 ms as it comes. Dropping the speech (barge-in) sends `{"context_id", "cancel": true}`
 //! and closes the connection. [`TextToSpeech::speak`] is a line of one piece.
+//!
+//! The service lets a context expire a second after its last audio went out: a model that
+//! pauses longer than that between two clauses of a line would find it gone, and the error
+//! that comes back fails the line like any other (clauses of a streamed answer come well
+//! within it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
