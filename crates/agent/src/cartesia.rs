@@ -2,17 +2,24 @@
 //! websocket, `{base_url}/tts/websocket?api_key=…&cartesia_version=2024-06-10` (`https`
 //! becomes `wss`).
 //!
-//! Each piece of speech is one context on its own connection: one generation request
-//! (`model_id`, `transcript`, `voice: {"mode": "id", "id"}`, `language`, raw `pcm_s16le` at
-//! 24 kHz, a `context_id`, `continue: false`), answered by `chunk` messages (base64 audio),
+//! One agent line is one context on one connection ([`StreamingTextToSpeech::open`]): each
+//! piece of the line's text, as the model writes it, is a generation request (`model_id`,
+//! `transcript`, `voice: {"mode": "id", "id"}`, `language`, raw `pcm_s16le` at 24 kHz,
+//! `add_timestamps: true`) in the same `context_id` with `continue: true`, ending with a space
+//! (the service joins a context's transcripts as they are); the line's last piece goes with
+//! `continue: false` (or, when the end comes after it, an empty transcript does). Pieces that
+//! wait when the connection is ready go together. The answers are `chunk` messages (base64
+//! audio), `timestamps` messages (`word_timestamps` `{words, start, end}`, seconds from the
+//! start of the context's audio: the [`SpokenWord`]s the engine cuts an interrupted line by),
 //! then `done`; an `error` message is one [`AgentError`] (its `status_code` as
 //! [`AgentError::Status`]). The audio is resampled to 16 kHz and handed on in chunks of about
-//! 100 ms as it comes. Dropping the receiver (barge-in) sends `{"context_id", "cancel": true}`
-//! and closes the connection.
+//! 100 ms as it comes. Dropping the speech (barge-in) sends `{"context_id", "cancel": true}`
+//! and closes the connection. [`TextToSpeech::speak`] is a line of one piece.
 //!
-//! Not used yet: word timestamps (the engine finds a barge-in's cut from what its playout
-//! dropped) and continuations of one context across the pieces of a turn (the
-//! [`TextToSpeech`] trait speaks one piece at a time).
+//! The service lets a context expire a second after its last audio went out: a model that
+//! pauses longer than that between two clauses of a line would find it gone, and the error
+//! that comes back fails the line like any other (clauses of a streamed answer come well
+//! within it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,8 +31,10 @@ use tokio::sync::mpsc;
 use crate::error::AgentError;
 use crate::openai::transcribe::iso_639_1;
 use crate::pcm::{ENGINE_RATE, PcmResampler};
-use crate::provider::TextToSpeech;
-use crate::ws::{Incoming, Socket, StreamingProvider};
+use crate::provider::{
+    Spoken, SpokenWord, StreamingTextToSpeech, TextToSpeech, TurnSpeech, speak_as_a_line,
+};
+use crate::ws::{Deadline, Incoming, StreamingProvider};
 
 /// Cartesia's API, for a provider that names no base URL.
 pub const CARTESIA_BASE_URL: &str = "https://api.cartesia.ai";
@@ -85,12 +94,43 @@ impl CartesiaSpeech {
         self
     }
 
+    /// The generation request for `transcript` in `context_id`; `more`: more text follows in
+    /// the same context.
+    fn generation(
+        &self,
+        context_id: &str,
+        voice: &str,
+        language: Option<&str>,
+        transcript: &str,
+        more: bool,
+    ) -> Value {
+        let mut request = json!({
+            "model_id": self.model,
+            "transcript": transcript,
+            "voice": {"mode": "id", "id": voice},
+            "output_format": {
+                "container": "raw",
+                "encoding": "pcm_s16le",
+                "sample_rate": CARTESIA_PCM_RATE,
+            },
+            "context_id": context_id,
+            "continue": more,
+            "add_timestamps": true,
+        });
+        if let (Some(language), Some(fields)) = (language, request.as_object_mut()) {
+            fields.insert("language".into(), Value::String(language.to_owned()));
+        }
+        request
+    }
+
+    /// Speaks one line: connects, sends each piece of text as it comes into one context, hands
+    /// on the audio and the words' times until `done`.
     async fn run(
         &self,
-        text: String,
         voice: String,
         language: Option<String>,
-        tx: &mpsc::Sender<Result<Vec<i16>, AgentError>>,
+        texts: &mut mpsc::UnboundedReceiver<String>,
+        tx: &mpsc::Sender<Result<Spoken, AgentError>>,
     ) -> Result<(), AgentError> {
         let provider = &self.provider;
         let mut pcm = PcmResampler::new(CARTESIA_PCM_RATE)
@@ -109,26 +149,32 @@ impl CartesiaSpeech {
             () = tx.closed() => return Ok(()),
         };
         let context_id = format!("dialtone-{}", NEXT_CONTEXT.fetch_add(1, Ordering::Relaxed));
-        let mut request = json!({
-            "model_id": self.model,
-            "transcript": text,
-            "voice": {"mode": "id", "id": voice},
-            "output_format": {
-                "container": "raw",
-                "encoding": "pcm_s16le",
-                "sample_rate": CARTESIA_PCM_RATE,
-            },
-            "context_id": context_id,
-            "continue": false,
-        });
-        if let (Some(language), Some(fields)) = (language, request.as_object_mut()) {
-            fields.insert("language".into(), Value::String(language));
-        }
-        provider.send_json(&mut socket, &request).await?;
         let cancel = json!({"context_id": context_id, "cancel": true});
+        let mut input = TextInput::default();
+        let mut deadline = Deadline::new(limit);
         loop {
             let message = tokio::select! {
-                message = provider.next(&mut socket, limit) => message?,
+                text = texts.recv(), if !input.ended => {
+                    if tx.is_closed() {
+                        // The speech was dropped (its text with it): cancelled, not ended.
+                        provider.goodbye(&mut socket, Some(&cancel)).await;
+                        return Ok(());
+                    }
+                    for (transcript, more) in input.take(text, texts) {
+                        let request = self.generation(
+                            &context_id,
+                            &voice,
+                            language.as_deref(),
+                            &transcript,
+                            more,
+                        );
+                        provider.send_json(&mut socket, &request).await?;
+                        deadline.text_sent();
+                    }
+                    continue;
+                }
+                message = provider.receive(&mut socket) => message?,
+                () = deadline.passed() => return Err(provider.timeout(limit)),
                 () = tx.closed() => {
                     provider.goodbye(&mut socket, Some(&cancel)).await;
                     return Ok(());
@@ -146,7 +192,7 @@ impl CartesiaSpeech {
             };
             let value: Value = serde_json::from_str(&text)
                 .map_err(|e| provider.protocol(format!("a message that is not JSON: {e}")))?;
-            match value.get("type").and_then(Value::as_str) {
+            let spoken = match value.get("type").and_then(Value::as_str) {
                 Some("chunk") => {
                     let data = value
                         .get("data")
@@ -156,39 +202,106 @@ impl CartesiaSpeech {
                         .decode(data)
                         .map_err(|e| provider.protocol(format!("audio that is not base64: {e}")))?;
                     pcm.push_bytes(&bytes);
-                    if let Some(samples) = pcm.take_chunk(CHUNK_SAMPLES)
-                        && !hand_on(provider, &mut socket, tx, samples, &cancel).await
-                    {
-                        return Ok(());
-                    }
+                    pcm.take_chunk(CHUNK_SAMPLES).map(Spoken::Audio)
+                }
+                Some("timestamps") => {
+                    let words = word_timestamps(&value);
+                    (!words.is_empty()).then_some(Spoken::Words(words))
                 }
                 Some("done") => break,
                 Some("error") => return Err(error_message(provider, &value)),
-                _ => {}
+                _ => None,
+            };
+            deadline.heard(input.ended);
+            if let Some(spoken) = spoken
+                && tx.send(Ok(spoken)).await.is_err()
+            {
+                provider.goodbye(&mut socket, Some(&cancel)).await;
+                return Ok(());
             }
         }
         let rest = pcm.finish();
         if !rest.is_empty() {
-            let _ = tx.send(Ok(rest)).await;
+            let _ = tx.send(Ok(Spoken::Audio(rest))).await;
         }
         provider.goodbye(&mut socket, None).await;
         Ok(())
     }
 }
 
-/// Hands `samples` on; when nobody listens any more, cancels and closes, and says so (false).
-async fn hand_on(
-    provider: &StreamingProvider,
-    socket: &mut Socket,
-    tx: &mpsc::Sender<Result<Vec<i16>, AgentError>>,
-    samples: Vec<i16>,
-    cancel: &Value,
-) -> bool {
-    if tx.send(Ok(samples)).await.is_ok() {
-        return true;
+/// The line's text as it comes: each piece a generation request in the context, `continue`
+/// while more may follow; the last piece (or, when the end comes alone, an empty transcript)
+/// closes the context.
+#[derive(Debug, Default)]
+struct TextInput {
+    /// The line's text is all sent.
+    ended: bool,
+}
+
+impl TextInput {
+    /// The transcripts to send for `first` (the next piece, or `None` for the end) and the
+    /// pieces already waiting behind it, each with whether more follows. A piece that more
+    /// follows ends with a space: the service joins a context's transcripts as they are.
+    fn take(
+        &mut self,
+        first: Option<String>,
+        texts: &mut mpsc::UnboundedReceiver<String>,
+    ) -> Vec<(String, bool)> {
+        let mut pieces: Vec<String> = first.into_iter().collect();
+        self.ended = pieces.is_empty();
+        while !self.ended {
+            match texts.try_recv() {
+                Ok(piece) => pieces.push(piece),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.ended = true,
+            }
+        }
+        let pieces: Vec<String> = pieces
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let Some(last) = pieces.len().checked_sub(1) else {
+            return match self.ended {
+                true => vec![(String::new(), false)],
+                false => Vec::new(),
+            };
+        };
+        let ended = self.ended;
+        pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, piece)| match i < last || !ended {
+                true => (format!("{piece} "), true),
+                false => (piece, false),
+            })
+            .collect()
     }
-    provider.goodbye(socket, Some(cancel)).await;
-    false
+}
+
+/// The words of a `timestamps` message: `word_timestamps` `{words, start, end}`, times in
+/// seconds from the start of the context's audio; a word with a time that is not a duration
+/// is left out.
+fn word_timestamps(value: &Value) -> Vec<SpokenWord> {
+    let list = |key: &str| {
+        value
+            .pointer(&format!("/word_timestamps/{key}"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let seconds = |v: &Value| v.as_f64().and_then(|s| Duration::try_from_secs_f64(s).ok());
+    list("words")
+        .iter()
+        .zip(list("start").iter().zip(list("end").iter()))
+        .filter_map(|(word, (start, end))| {
+            Some(SpokenWord {
+                word: word.as_str()?.to_owned(),
+                start: seconds(start)?,
+                end: seconds(end)?,
+            })
+        })
+        .collect()
 }
 
 /// Cartesia's `error` message: its `status_code` (when an HTTP error status) as
@@ -217,8 +330,13 @@ impl TextToSpeech for CartesiaSpeech {
         voice: Option<&str>,
         language: Option<&str>,
     ) -> mpsc::Receiver<Result<Vec<i16>, AgentError>> {
-        let (tx, rx) = mpsc::channel(16);
-        let text = text.to_owned();
+        speak_as_a_line(self.open(voice, language), text)
+    }
+}
+
+impl StreamingTextToSpeech for CartesiaSpeech {
+    fn open(&self, voice: Option<&str>, language: Option<&str>) -> TurnSpeech {
+        let (speech, mut texts, tx) = TurnSpeech::new();
         let voice = voice
             .filter(|v| !v.is_empty())
             .unwrap_or(DEFAULT_CARTESIA_VOICE)
@@ -226,11 +344,74 @@ impl TextToSpeech for CartesiaSpeech {
         let language = language.and_then(iso_639_1);
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = this.run(text, voice, language, &tx).await {
+            if let Err(error) = this.run(voice, language, &mut texts, &tx).await {
                 tracing::debug!(%error, "text to speech failed");
                 let _ = tx.send(Err(error)).await;
             }
         });
-        rx
+        speech
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_continue_the_context_until_the_end_closes_it() {
+        let (tx, mut texts) = mpsc::unbounded_channel::<String>();
+        let mut input = TextInput::default();
+        tx.send("Then a second.".into()).unwrap();
+        assert_eq!(
+            input.take(Some(" First piece. ".into()), &mut texts),
+            [
+                ("First piece. ".to_owned(), true),
+                ("Then a second. ".to_owned(), true)
+            ]
+        );
+        assert!(!input.ended);
+        // The last piece and the end together: it closes the context itself.
+        tx.send("Last.".into()).unwrap();
+        drop(tx);
+        assert_eq!(
+            input.take(Some("Third.".into()), &mut texts),
+            [("Third. ".to_owned(), true), ("Last.".to_owned(), false)]
+        );
+        assert!(input.ended);
+        // The end alone: an empty transcript closes it.
+        let (tx, mut texts) = mpsc::unbounded_channel::<String>();
+        drop(tx);
+        let mut input = TextInput::default();
+        assert_eq!(input.take(None, &mut texts), [(String::new(), false)]);
+    }
+
+    #[test]
+    fn word_timestamps_are_read_and_bad_entries_left_out() {
+        let message = json!({
+            "type": "timestamps",
+            "word_timestamps": {
+                "words": ["Hello", "there", 7, "friend", "again"],
+                "start": [0.0, 0.5, 0.9, -1.0, 1.5],
+                "end": [0.4, 0.85, 1.0, 1.4],
+            },
+        });
+        let words = word_timestamps(&message);
+        assert_eq!(
+            words,
+            [
+                SpokenWord {
+                    word: "Hello".into(),
+                    start: Duration::ZERO,
+                    end: Duration::from_millis(400),
+                },
+                SpokenWord {
+                    word: "there".into(),
+                    start: Duration::from_millis(500),
+                    end: Duration::from_millis(850),
+                },
+            ]
+        );
+        assert!(word_timestamps(&json!({"type": "timestamps"})).is_empty());
+        assert!(word_timestamps(&json!({"word_timestamps": "nonsense"})).is_empty());
     }
 }

@@ -5,12 +5,15 @@
 //!
 //! A turn: the caller's utterance ends → it is transcribed → the model is asked with the
 //! history → its text is cut into pieces ([`ClauseSplitter`]) and each piece is spoken as it
-//! completes, so the first audio leaves before the model has finished → tool calls run after
+//! completes (a segment of its own, or with a synthesiser that streams a whole line, the next
+//! part of the line's one segment), so the first audio leaves before the model has finished → tool calls run after
 //! the text (at most [`MAX_TOOL_ROUNDS`] rounds a turn; a filler phrase is said when a tool
 //! takes over [`FILLER_AFTER`]) → the model is asked again with the tools' answers.
 //!
 //! Barge-in cancels the model and the synthesis and cuts the agent's line to what was played
-//! (`interrupted`); the caller's new utterance then starts the next turn. An utterance that
+//! (`interrupted`), by [`heard_part`]: the words the synthesiser timed within the audio played
+//! where it gives word times (Cartesia, ElevenLabs), else the played share of the text; the
+//! caller's new utterance then starts the next turn. An utterance that
 //! comes while the agent speaks and did not barge in (shorter than the agent's minimum) is a
 //! backchannel: it is kept in the transcript and the history but starts no turn.
 //!
@@ -38,6 +41,8 @@ use serde_json::{Value, json};
 use crate::chat::{ChatEvent, ChatMessage, ChatRequest, ToolCall};
 use crate::clause::ClauseSplitter;
 use crate::error::AgentError;
+use crate::pcm::ENGINE_RATE;
+use crate::provider::SpokenWord;
 use crate::stats::AgentStats;
 use crate::tools::{ToolKind, Toolbox};
 
@@ -67,6 +72,13 @@ pub struct ConversationConfig {
     pub barge_in_off: bool,
     /// The caller's key presses are shown as `****` in the transcript.
     pub mask_dtmf: bool,
+    /// The synthesiser speaks a whole line in one stream ([`StreamingTextToSpeech`]): the
+    /// pieces of an agent line are one segment, continued piece by piece
+    /// ([`Action::Speak`]) and closed with [`Action::EndSpeech`]; otherwise each piece is a
+    /// segment of its own.
+    ///
+    /// [`StreamingTextToSpeech`]: crate::provider::StreamingTextToSpeech
+    pub speech_per_line: bool,
 }
 
 /// What the driver is asked to do.
@@ -89,8 +101,10 @@ pub enum Action {
     },
     /// Stop the model's answer under way.
     CancelChat,
-    /// Synthesise `text` after the pieces before it, and play it marked with `segment`;
-    /// report audio with [`Conversation::handle_speech_audio`], the synthesis' end with
+    /// Synthesise `text` after the segments before it, and play it marked with `segment`
+    /// (with `speech_per_line`, a later piece of the same segment continues its synthesis);
+    /// report audio with [`Conversation::handle_speech_audio`], the words' times with
+    /// [`Conversation::handle_speech_words`], the synthesis' end with
     /// [`Conversation::handle_speech_done`], the last sample played with
     /// [`Conversation::handle_played`].
     Speak {
@@ -98,6 +112,11 @@ pub enum Action {
         segment: u64,
         /// What to say.
         text: String,
+    },
+    /// The text of `segment` is all there (with `speech_per_line`): its synthesis may end.
+    EndSpeech {
+        /// The segment.
+        segment: u64,
     },
     /// Drop every piece not yet synthesised or played, and stop the synthesis under way
     /// (the speech loop's playout is cleared by the driver).
@@ -173,11 +192,14 @@ impl Line {
     }
 }
 
-/// A piece of agent speech.
+/// A piece of agent speech (with `speech_per_line`, a whole line, its text growing as the
+/// model writes it).
 #[derive(Debug)]
 struct Segment {
     id: u64,
     text: String,
+    /// More text may come (with `speech_per_line`, until the line is complete).
+    open: bool,
     /// The transcript line and history message it belongs to (the filler has no message: the
     /// model's wire wants tool answers right after their calls).
     line: usize,
@@ -191,6 +213,8 @@ struct Segment {
     played: bool,
     /// Whether the synthesis was retried once already.
     retried: bool,
+    /// Its words' times, from synthesisers that give them.
+    words: Vec<SpokenWord>,
 }
 
 /// A line a barge-in cut: its pieces still queued and what was heard of each.
@@ -378,6 +402,7 @@ impl Conversation {
             Some(text) => {
                 let (line, message) = self.agent_line(now);
                 self.speak(now, text, line, Some(message));
+                self.end_speech(line);
             }
             None => self.ask(now),
         }
@@ -657,6 +682,13 @@ impl Conversation {
         s.samples += samples;
     }
 
+    /// The synthesiser timed these words of `segment` (from the start of its audio).
+    pub fn handle_speech_words(&mut self, segment: u64, words: Vec<SpokenWord>) {
+        if let Some(s) = self.segments.iter_mut().find(|s| s.id == segment) {
+            s.words.extend(words);
+        }
+    }
+
     /// The synthesis of `segment` ended: all its audio is queued, or it failed.
     pub fn handle_speech_done(
         &mut self,
@@ -672,8 +704,12 @@ impl Conversation {
             Err(error) if error.is_retryable() && !s.retried && s.samples == 0 => {
                 s.retried = true;
                 s.asked = now;
-                let text = s.text.clone();
+                s.words.clear();
+                let (text, ended) = (s.text.clone(), !s.open);
                 self.actions.push_back(Action::Speak { segment, text });
+                if ended && self.config.speech_per_line {
+                    self.actions.push_back(Action::EndSpeech { segment });
+                }
             }
             Err(error) => self.fail(error),
         }
@@ -709,7 +745,7 @@ impl Conversation {
             let heard = if s.played {
                 s.text.clone()
             } else if Some(s.id) == segment {
-                heard_part(&s.text, played, s.samples, s.synthesised)
+                heard_part(&s.text, played, s.samples, s.synthesised, &s.words)
             } else {
                 String::new()
             };
@@ -816,6 +852,7 @@ impl Conversation {
             self.lines.push(Line::said("agent", String::new(), now));
             let line = self.lines.len() - 1;
             self.speak(now, FILLER.to_owned(), line, None);
+            self.end_speech(line);
         } else if due && let Some(r) = self.turn.tools.as_mut() {
             // Something is being said already: no filler this round.
             r.filler_said = true;
@@ -932,6 +969,8 @@ impl Conversation {
         self.speak(now, piece, line, Some(message));
     }
 
+    /// Says `text` on `line`: a segment of its own, or (with `speech_per_line`) more of the
+    /// line's open segment.
     fn speak(&mut self, now: Instant, text: String, line: usize, message: Option<usize>) {
         if let Some(l) = self.lines.get_mut(line) {
             append(&mut l.text, &text);
@@ -939,10 +978,17 @@ impl Conversation {
         if let Some(m) = message.and_then(|m| self.history.get_mut(m)) {
             append(m.content.get_or_insert_with(String::new), &text);
         }
+        if let Some(open) = self.segments.iter_mut().find(|s| s.open && s.line == line) {
+            append(&mut open.text, &text);
+            let segment = open.id;
+            self.actions.push_back(Action::Speak { segment, text });
+            return;
+        }
         let segment = self.id();
         self.segments.push_back(Segment {
             id: segment,
             text: text.clone(),
+            open: self.config.speech_per_line,
             line,
             message,
             asked: now,
@@ -950,8 +996,18 @@ impl Conversation {
             synthesised: false,
             played: false,
             retried: false,
+            words: Vec::new(),
         });
         self.actions.push_back(Action::Speak { segment, text });
+    }
+
+    /// `line` has all its text: its open segment (with `speech_per_line`) is closed.
+    fn end_speech(&mut self, line: usize) {
+        if let Some(open) = self.segments.iter_mut().find(|s| s.open && s.line == line) {
+            open.open = false;
+            let segment = open.id;
+            self.actions.push_back(Action::EndSpeech { segment });
+        }
     }
 
     /// The model's answer is complete: speak the rest, then run its tool calls.
@@ -966,6 +1022,9 @@ impl Conversation {
                 return;
             };
             request = r;
+        }
+        if let Some((line, _)) = request.line {
+            self.end_speech(line);
         }
         let calls = std::mem::take(&mut request.calls);
         if calls.is_empty() {
@@ -1173,14 +1232,34 @@ fn append(text: &mut String, piece: &str) {
     text.push_str(piece);
 }
 
-/// The words of `text` heard when `played` of its `samples` were played (all synthesised, or
-/// `samples` so far): the whole words within the played share of its characters.
-pub fn heard_part(text: &str, played: usize, samples: usize, synthesised: bool) -> String {
+/// The words of `text` heard when `played` of its `samples` (16 kHz) were played (all
+/// synthesised, or `samples` so far): the one policy for what an interrupted line keeps.
+///
+/// With the synthesiser's word times (`words`, from the start of the audio), as many of the
+/// text's words as the timed words whose audio ended within what was played (counted off the
+/// text's own words, which the service may spell otherwise). Without them, the whole words
+/// within the played share of its characters.
+pub fn heard_part(
+    text: &str,
+    played: usize,
+    samples: usize,
+    synthesised: bool,
+    words: &[SpokenWord],
+) -> String {
     if samples == 0 || played == 0 {
         return String::new();
     }
     if synthesised && played >= samples {
         return text.to_owned();
+    }
+    if !words.is_empty() {
+        let played = Duration::from_secs_f64(played as f64 / f64::from(ENGINE_RATE));
+        let heard = words.iter().take_while(|w| w.end <= played).count();
+        return text
+            .split_whitespace()
+            .take(heard)
+            .collect::<Vec<_>>()
+            .join(" ");
     }
     let chars = text.chars().count();
     let heard = (chars as u128 * played.min(samples) as u128 / samples as u128) as usize;

@@ -2,18 +2,22 @@
 //! `stream-input` websocket, `{base_url}/text-to-speech/{voice_id}/stream-input?model_id=…&
 //! output_format=pcm_16000` (`https` becomes `wss`), the key as the `xi-api-key` header.
 //!
-//! Each piece of speech has its own connection: `{"text": " "}` opens it, the text follows
-//! (ending with a space, as the protocol wants, with `flush: true`), and `{"text": ""}` ends the
-//! input. The answers are `{"audio": base64, "isFinal": …}` messages, 16 kHz 16-bit PCM (the
-//! engine's rate, so nothing is resampled) handed on in chunks of about 100 ms as they come,
-//! until `"isFinal": true` or the service closes the connection after the last audio. An error
-//! message (`{"message" | "error", …}`) or a close frame with an error code is one
-//! [`AgentError`]; a refused upgrade, [`AgentError::Status`]. Dropping the receiver (barge-in)
-//! closes the connection, which stops the generation.
+//! One agent line is one connection ([`StreamingTextToSpeech::open`], `sync_alignment=true`):
+//! `{"text": " "}` opens it, each piece of the line's text follows as the model writes it
+//! (ending with a space, as the protocol wants, with `flush: true` so its audio starts at
+//! once), and `{"text": ""}` ends the input. The answers are `{"audio": base64, "alignment":
+//! {"chars", "charStartTimesMs", "charsDurationsMs"}, "isFinal": …}` messages, 16 kHz 16-bit
+//! PCM (the engine's rate, so nothing is resampled) handed on in chunks of about 100 ms as
+//! they come, until `"isFinal": true` or the service closes the connection after the last
+//! audio. The alignment's characters, timed from the start of their message's audio, are
+//! joined into [`SpokenWord`]s timed from the start of the line's audio (the engine cuts an
+//! interrupted line by them). An error message (`{"message" | "error", …}`) or a close frame
+//! with an error code is one [`AgentError`]; a refused upgrade, [`AgentError::Status`].
+//! Dropping the speech (barge-in) closes the connection, which stops the generation.
+//! [`TextToSpeech::speak`] is a line of one piece.
 //!
-//! Not used yet: the alignment (character timestamps) of each audio message, `language_code`
-//! (only some models take it; the voice and model decide the language), and one connection
-//! fed a whole turn's text as the model streams it.
+//! Not used: `language_code` (only some models take it; the voice and model decide the
+//! language).
 
 use std::time::Duration;
 
@@ -23,8 +27,10 @@ use tokio::sync::mpsc;
 
 use crate::error::AgentError;
 use crate::pcm::ENGINE_RATE;
-use crate::provider::TextToSpeech;
-use crate::ws::{Incoming, StreamingProvider};
+use crate::provider::{
+    Spoken, SpokenWord, StreamingTextToSpeech, TextToSpeech, TurnSpeech, speak_as_a_line,
+};
+use crate::ws::{Deadline, Incoming, StreamingProvider};
 
 /// ElevenLabs' API, for a provider that names no base URL.
 pub const ELEVENLABS_BASE_URL: &str = "https://api.elevenlabs.io/v1";
@@ -78,17 +84,21 @@ impl ElevenLabsSpeech {
         self
     }
 
+    /// Speaks one line: connects, sends each piece of text as it comes (flushed, so its audio
+    /// starts at once), then the end of the input; hands on the audio and the words' times
+    /// until `isFinal` or the service's close.
     async fn run(
         &self,
-        text: String,
         voice: String,
-        tx: &mpsc::Sender<Result<Vec<i16>, AgentError>>,
+        texts: &mut mpsc::UnboundedReceiver<String>,
+        tx: &mpsc::Sender<Result<Spoken, AgentError>>,
     ) -> Result<(), AgentError> {
         let provider = &self.provider;
         let mut url = provider.url(&["text-to-speech", &voice, "stream-input"])?;
         url.query_pairs_mut()
             .append_pair("model_id", &self.model)
-            .append_pair("output_format", ELEVENLABS_OUTPUT_FORMAT);
+            .append_pair("output_format", ELEVENLABS_OUTPUT_FORMAT)
+            .append_pair("sync_alignment", "true");
         let headers: Vec<(&'static str, String)> = provider
             .api_key()
             .map(|key| ("xi-api-key", key.to_owned()))
@@ -99,19 +109,37 @@ impl ElevenLabsSpeech {
             socket = provider.connect(&url, &headers, limit) => socket?,
             () = tx.closed() => return Ok(()),
         };
-        let text = format!("{} ", text.trim());
-        for message in [
-            json!({"text": " "}),
-            json!({"text": text, "flush": true}),
-            json!({"text": ""}),
-        ] {
-            provider.send_json(&mut socket, &message).await?;
-        }
+        provider
+            .send_json(&mut socket, &json!({"text": " "}))
+            .await?;
+        let mut ended = false;
+        let mut deadline = Deadline::new(limit);
         let mut odd: Option<u8> = None;
         let mut out: Vec<i16> = Vec::new();
+        let mut received: u64 = 0;
+        let mut aligner = WordAligner::default();
         loop {
             let message = tokio::select! {
-                message = provider.next(&mut socket, limit) => message?,
+                text = texts.recv(), if !ended => {
+                    if tx.is_closed() {
+                        // The speech was dropped (its text with it): cancelled, not ended.
+                        provider.goodbye(&mut socket, None).await;
+                        return Ok(());
+                    }
+                    let message = match text.as_deref().map(str::trim) {
+                        Some("") => continue,
+                        Some(piece) => json!({"text": format!("{piece} "), "flush": true}),
+                        None => {
+                            ended = true;
+                            json!({"text": ""})
+                        }
+                    };
+                    provider.send_json(&mut socket, &message).await?;
+                    deadline.text_sent();
+                    continue;
+                }
+                message = provider.receive(&mut socket) => message?,
+                () = deadline.passed() => return Err(provider.timeout(limit)),
                 () = tx.closed() => {
                     provider.goodbye(&mut socket, None).await;
                     return Ok(());
@@ -122,6 +150,7 @@ impl ElevenLabsSpeech {
                 Incoming::Binary(_) => continue,
                 Incoming::Closed => break,
             };
+            deadline.heard(ended);
             let value: Value = serde_json::from_str(&text)
                 .map_err(|e| provider.protocol(format!("a message that is not JSON: {e}")))?;
             if let Some(detail) = ["message", "error"]
@@ -130,19 +159,34 @@ impl ElevenLabsSpeech {
             {
                 return Err(provider.protocol(format!("it reported an error: {detail}")));
             }
+            let mut spoken = Vec::new();
             if let Some(data) = value.get("audio").and_then(Value::as_str) {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(data)
                     .map_err(|e| provider.protocol(format!("audio that is not base64: {e}")))?;
+                let before = received;
                 for b in bytes {
                     match odd.take() {
                         None => odd = Some(b),
-                        Some(lo) => out.push(i16::from_le_bytes([lo, b])),
+                        Some(lo) => {
+                            out.push(i16::from_le_bytes([lo, b]));
+                            received += 1;
+                        }
                     }
                 }
-                if out.len() >= CHUNK_SAMPLES
-                    && tx.send(Ok(std::mem::take(&mut out))).await.is_err()
-                {
+                if let Some(alignment) = value.get("alignment") {
+                    let offset = Duration::from_secs_f64(before as f64 / f64::from(ENGINE_RATE));
+                    let words = aligner.push(alignment, offset);
+                    if !words.is_empty() {
+                        spoken.push(Spoken::Words(words));
+                    }
+                }
+                if out.len() >= CHUNK_SAMPLES {
+                    spoken.push(Spoken::Audio(std::mem::take(&mut out)));
+                }
+            }
+            for spoken in spoken {
+                if tx.send(Ok(spoken)).await.is_err() {
                     provider.goodbye(&mut socket, None).await;
                     return Ok(());
                 }
@@ -151,11 +195,73 @@ impl ElevenLabsSpeech {
                 break;
             }
         }
+        if let Some(word) = aligner.finish() {
+            let _ = tx.send(Ok(Spoken::Words(vec![word]))).await;
+        }
         if !out.is_empty() {
-            let _ = tx.send(Ok(out)).await;
+            let _ = tx.send(Ok(Spoken::Audio(out))).await;
         }
         provider.goodbye(&mut socket, None).await;
         Ok(())
+    }
+}
+
+/// Words from ElevenLabs' character alignment: each audio message's `alignment` lists its
+/// characters (`chars`) with their start times and durations in ms from the start of that
+/// message's audio (`charStartTimesMs`, `charsDurationsMs`); whitespace ends a word, and a
+/// word may go on into the next message. Entries that are not a character and two times are
+/// skipped.
+#[derive(Debug, Default)]
+struct WordAligner {
+    word: String,
+    start: Duration,
+    end: Duration,
+}
+
+impl WordAligner {
+    /// The words completed by `alignment`, whose message's audio starts at `offset`.
+    fn push(&mut self, alignment: &Value, offset: Duration) -> Vec<SpokenWord> {
+        let list = |key: &str| {
+            alignment
+                .get(key)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let ms = |v: &Value| {
+            v.as_f64()
+                .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+        };
+        let mut words = Vec::new();
+        let (chars, starts, lengths) = (
+            list("chars"),
+            list("charStartTimesMs"),
+            list("charsDurationsMs"),
+        );
+        for (c, (start, length)) in chars.iter().zip(starts.iter().zip(lengths.iter())) {
+            let (Some(c), Some(start), Some(length)) = (c.as_str(), ms(start), ms(length)) else {
+                continue;
+            };
+            if c.trim().is_empty() {
+                words.extend(self.finish());
+                continue;
+            }
+            if self.word.is_empty() {
+                self.start = offset + start;
+            }
+            self.word.push_str(c);
+            self.end = offset + start + length;
+        }
+        words
+    }
+
+    /// The word under way, if any.
+    fn finish(&mut self) -> Option<SpokenWord> {
+        (!self.word.is_empty()).then(|| SpokenWord {
+            word: std::mem::take(&mut self.word),
+            start: self.start,
+            end: self.end,
+        })
     }
 }
 
@@ -164,21 +270,97 @@ impl TextToSpeech for ElevenLabsSpeech {
         &self,
         text: &str,
         voice: Option<&str>,
-        _language: Option<&str>,
+        language: Option<&str>,
     ) -> mpsc::Receiver<Result<Vec<i16>, AgentError>> {
-        let (tx, rx) = mpsc::channel(16);
-        let text = text.to_owned();
+        speak_as_a_line(self.open(voice, language), text)
+    }
+}
+
+impl StreamingTextToSpeech for ElevenLabsSpeech {
+    fn open(&self, voice: Option<&str>, _language: Option<&str>) -> TurnSpeech {
+        let (speech, mut texts, tx) = TurnSpeech::new();
         let voice = voice
             .filter(|v| !v.is_empty())
             .unwrap_or(DEFAULT_ELEVENLABS_VOICE)
             .to_owned();
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = this.run(text, voice, &tx).await {
+            if let Err(error) = this.run(voice, &mut texts, &tx).await {
                 tracing::debug!(%error, "text to speech failed");
                 let _ = tx.send(Err(error)).await;
             }
         });
-        rx
+        speech
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn characters_become_words_timed_from_the_start_of_the_line() {
+        let mut aligner = WordAligner::default();
+        // A word goes on into the next message; each message's times start at its audio.
+        let words = aligner.push(
+            &json!({
+                "chars": ["H", "i", " ", "t", "h"],
+                "charStartTimesMs": [0, 50, 100, 150, 200],
+                "charsDurationsMs": [50, 50, 50, 50, 50],
+            }),
+            Duration::ZERO,
+        );
+        assert_eq!(
+            words,
+            [SpokenWord {
+                word: "Hi".into(),
+                start: ms(0),
+                end: ms(100),
+            }]
+        );
+        let words = aligner.push(
+            &json!({
+                "chars": ["e", "r", "e", " "],
+                "charStartTimesMs": [0, 50, 100, 150],
+                "charsDurationsMs": [50, 50, 50, 0],
+            }),
+            ms(250),
+        );
+        assert_eq!(
+            words,
+            [SpokenWord {
+                word: "there".into(),
+                start: ms(150),
+                end: ms(400),
+            }]
+        );
+        assert_eq!(aligner.finish(), None);
+    }
+
+    #[test]
+    fn alignment_entries_that_are_not_characters_and_times_are_skipped() {
+        let mut aligner = WordAligner::default();
+        let words = aligner.push(
+            &json!({
+                "chars": ["a", 5, "b", "c"],
+                "charStartTimesMs": [0, 10, "x", -5],
+                "charsDurationsMs": [10, 10, 10],
+            }),
+            Duration::ZERO,
+        );
+        assert!(words.is_empty());
+        assert!(aligner.push(&json!(null), Duration::ZERO).is_empty());
+        assert_eq!(
+            aligner.finish(),
+            Some(SpokenWord {
+                word: "a".into(),
+                start: ms(0),
+                end: ms(10),
+            })
+        );
     }
 }

@@ -4,8 +4,10 @@
 //!   [`ChatModel`] (streamed chat completions with tools, and JSON-schema answers),
 //!   [`SpeechToText`] (one endpointed utterance at a time), [`StreamingSpeechToText`] (a
 //!   [`Listening`] session fed the caller's audio live, asked for each utterance's words when it
-//!   ends) and [`TextToSpeech`] (streamed 16 kHz audio). The engine holds them as trait
-//!   objects, one per call.
+//!   ends), [`TextToSpeech`] (streamed 16 kHz audio of one piece of text) and
+//!   [`StreamingTextToSpeech`] (a [`TurnSpeech`] for a whole agent line, fed its pieces as the
+//!   model writes them, giving back audio and the words' times). The engine holds them as
+//!   trait objects, one per call.
 //! * [`chat`] — the chat vocabulary shared by every client: messages, tool specs, tool calls,
 //!   the events of a streamed answer.
 //! * [`conversation`] — the sans-IO conversation machine: turns, pieces of speech, tool rounds,
@@ -24,7 +26,8 @@
 //!   websockets ([`ws`]: one [`StreamingProvider`] for where the service is and its key,
 //!   connected only at the addresses its [`ResolveAddresses`] allows):
 //!   Deepgram's live recognition (one socket a call, `Finalize` at each utterance's end),
-//!   Cartesia's and ElevenLabs' synthesis.
+//!   Cartesia's and ElevenLabs' synthesis (one connection and one context a line, word
+//!   timestamps back).
 //! * [`error`] — [`AgentError`]: a provider's failure, naming the provider and what it said.
 
 pub mod cartesia;
@@ -57,6 +60,7 @@ pub use error::AgentError;
 pub use espeak::EspeakNg;
 pub use openai::{OpenAiChat, OpenAiProvider, OpenAiSpeech, OpenAiTranscriber};
 pub use provider::{
-    BoxFuture, ChatModel, Heard, Listening, SpeechToText, StreamingSpeechToText, TextToSpeech,
+    BoxFuture, ChatModel, Heard, Listening, SpeechToText, Spoken, SpokenWord,
+    StreamingSpeechToText, StreamingTextToSpeech, TextToSpeech, TurnSpeech, speak_as_a_line,
 };
 pub use ws::{ResolveAddresses, StreamingProvider};

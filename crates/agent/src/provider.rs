@@ -6,9 +6,15 @@
 //! Speech recognition comes two ways: [`SpeechToText`] takes an utterance once it has ended,
 //! [`StreamingSpeechToText`] a [`Listening`] session fed the caller's audio as it arrives,
 //! asked for each utterance's transcript when the engine's voice activity detection ends it.
+//!
+//! Speech synthesis comes two ways too: [`TextToSpeech`] speaks one piece of text,
+//! [`StreamingTextToSpeech`] opens a [`TurnSpeech`] for a whole agent line: one context at the
+//! service, fed the line's pieces as the model writes them, its audio and (where the service
+//! gives them) its words' times ([`SpokenWord`]) coming back as they are made.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -128,4 +134,108 @@ pub trait TextToSpeech: Send + Sync + std::fmt::Debug {
         voice: Option<&str>,
         language: Option<&str>,
     ) -> mpsc::Receiver<Result<Vec<i16>, AgentError>>;
+}
+
+/// A word of synthesised speech and when it is said, from the start of its speech's audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpokenWord {
+    /// The word as the service gives it.
+    pub word: String,
+    /// When its audio starts.
+    pub start: Duration,
+    /// When its audio ends.
+    pub end: Duration,
+}
+
+/// What a [`TurnSpeech`] gives back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spoken {
+    /// More of the speech's audio (16 kHz mono PCM), in order.
+    Audio(Vec<i16>),
+    /// Words of the speech and their times, in order.
+    Words(Vec<SpokenWord>),
+}
+
+/// A synthesiser that speaks a whole agent line in one stream.
+pub trait StreamingTextToSpeech: TextToSpeech {
+    /// Opens the speech of one line with `voice` in `language` (BCP 47) where the synthesiser
+    /// knows them; it connects in the background (text pushed meanwhile waits).
+    fn open(&self, voice: Option<&str>, language: Option<&str>) -> TurnSpeech;
+}
+
+/// One agent line's speech: its text goes in piece by piece ([`TurnSpeech::push`]) until
+/// [`TurnSpeech::finish`]; its audio and words come out as they are made
+/// ([`TurnSpeech::next`]), ending after the last of them or after one error. Dropping it
+/// cancels the speech (barge-in).
+#[derive(Debug)]
+pub struct TurnSpeech {
+    text: Option<mpsc::UnboundedSender<String>>,
+    spoken: mpsc::Receiver<Result<Spoken, AgentError>>,
+}
+
+impl TurnSpeech {
+    /// A speech, and the ends its client serves: the text pushed (closed once finished), and
+    /// where what is spoken goes (closed when the speech is dropped).
+    pub fn new() -> (
+        Self,
+        mpsc::UnboundedReceiver<String>,
+        mpsc::Sender<Result<Spoken, AgentError>>,
+    ) {
+        let (text, texts) = mpsc::unbounded_channel();
+        let (spoken_tx, spoken) = mpsc::channel(16);
+        (
+            Self {
+                text: Some(text),
+                spoken,
+            },
+            texts,
+            spoken_tx,
+        )
+    }
+
+    /// More of the line's text. Whether the speech still takes it.
+    pub fn push(&self, text: &str) -> bool {
+        self.text
+            .as_ref()
+            .is_some_and(|t| t.send(text.to_owned()).is_ok())
+    }
+
+    /// The line's text is all there.
+    pub fn finish(&mut self) {
+        self.text = None;
+    }
+
+    /// What is spoken next; `None` once all of it came (or after an error).
+    pub async fn next(&mut self) -> Option<Result<Spoken, AgentError>> {
+        self.spoken.recv().await
+    }
+}
+
+/// [`TextToSpeech::speak`] for a streaming synthesiser: `text` as a line of its own, its audio
+/// alone handed on. Dropping the receiver cancels the speech.
+pub fn speak_as_a_line(
+    mut speech: TurnSpeech,
+    text: &str,
+) -> mpsc::Receiver<Result<Vec<i16>, AgentError>> {
+    let (tx, rx) = mpsc::channel(16);
+    speech.push(text);
+    speech.finish();
+    tokio::spawn(async move {
+        loop {
+            let spoken = tokio::select! {
+                spoken = speech.next() => spoken,
+                () = tx.closed() => return,
+            };
+            let sent = match spoken {
+                None => return,
+                Some(Ok(Spoken::Audio(audio))) => tx.send(Ok(audio)).await,
+                Some(Ok(Spoken::Words(_))) => Ok(()),
+                Some(Err(error)) => tx.send(Err(error)).await,
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }

@@ -1,8 +1,10 @@
 //! What the streaming speech clients ([`deepgram`](crate::deepgram),
 //! [`cartesia`](crate::cartesia), [`elevenlabs`](crate::elevenlabs)) share: a
 //! [`StreamingProvider`] (where the service is and its key), its websocket URLs (`http` → `ws`,
-//! `https` → `wss`, TLS by rustls with the system's roots), the connection's messages, and how
-//! a websocket's failures map to [`AgentError`].
+//! `https` → `wss`, TLS by rustls with the system's roots), the connection's messages, how long
+//! a synthesis streamed a line at a time may keep its client waiting (`Deadline`: answers are
+//! due after text was sent, not while the service waits for more of the line), and how a
+//! websocket's failures map to [`AgentError`].
 //!
 //! The connection is made here, not by name inside the websocket library: the service's host is
 //! resolved once, by the provider's [`ResolveAddresses`] when it has one (the engine's
@@ -339,6 +341,41 @@ impl StreamingProvider {
         match &self.api_key {
             Some(key) => text.replace(key.as_str(), "[redacted]"),
             None => text.to_owned(),
+        }
+    }
+}
+
+/// How long a streamed synthesis may keep its client waiting: the first message after text was
+/// sent must come within the limit, and once the text is all sent, each next message too. (A
+/// service waiting for more of a line's text is silent, and that is no failure.)
+#[derive(Debug)]
+pub(crate) struct Deadline {
+    limit: Duration,
+    due: Option<tokio::time::Instant>,
+}
+
+impl Deadline {
+    pub(crate) fn new(limit: Duration) -> Self {
+        Self { limit, due: None }
+    }
+
+    /// Text (or its end) was sent: something must come.
+    pub(crate) fn text_sent(&mut self) {
+        let limit = self.limit;
+        self.due
+            .get_or_insert_with(|| tokio::time::Instant::now() + limit);
+    }
+
+    /// A message came: past the end of the text the next one must come too.
+    pub(crate) fn heard(&mut self, ended: bool) {
+        self.due = ended.then(|| tokio::time::Instant::now() + self.limit);
+    }
+
+    /// Resolves when the wait has run out.
+    pub(crate) async fn passed(&self) {
+        match self.due {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
         }
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use dialtone_agent::{
     AgentError, BoxFuture, CartesiaSpeech, DeepgramTranscriber, ElevenLabsSpeech, ResolveAddresses,
-    SpeechToText, StreamingProvider, StreamingSpeechToText, TextToSpeech,
+    SpeechToText, Spoken, SpokenWord, StreamingProvider, StreamingSpeechToText,
+    StreamingTextToSpeech, TextToSpeech, TurnSpeech,
 };
 use dialtone_test_support::audio::tone_amplitude;
 use dialtone_test_support::cartesia::{CartesiaReply, ScriptedCartesia};
@@ -429,6 +430,7 @@ async fn cartesia_streams_a_resampled_tone_as_long_as_the_text_asks() {
             "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000},
             "context_id": null,
             "continue": false,
+            "add_timestamps": true,
         })
     );
     assert!(!format!("{tts:?}").contains(KEY), "{tts:?}");
@@ -603,6 +605,207 @@ async fn elevenlabs_a_dropped_receiver_closes_the_connection() {
     drop(rx);
     let session = peer.ended(0, WAIT).await.expect("the connection closes");
     assert!(session.client_closed);
+    let all = text.len() * 60 * 32 / 4801;
+    assert!(
+        session.audio_sent < all / 2,
+        "{} of {all} audio messages",
+        session.audio_sent
+    );
+}
+
+/// What a line's speech gave until it ended: its audio, its words, its error.
+async fn collect_line(speech: &mut TurnSpeech) -> (Vec<i16>, Vec<SpokenWord>, Option<AgentError>) {
+    let (mut audio, mut words) = (Vec::new(), Vec::new());
+    while let Some(item) = tokio::time::timeout(WAIT, speech.next())
+        .await
+        .expect("speech stalled")
+    {
+        match item {
+            Ok(Spoken::Audio(chunk)) => audio.extend(chunk),
+            Ok(Spoken::Words(more)) => words.extend(more),
+            Err(error) => return (audio, words, Some(error)),
+        }
+    }
+    (audio, words, None)
+}
+
+/// The first audio of a line's speech (words before it are skipped).
+async fn first_audio(speech: &mut TurnSpeech) -> Vec<i16> {
+    loop {
+        match tokio::time::timeout(WAIT, speech.next()).await.unwrap() {
+            Some(Ok(Spoken::Audio(audio))) => return audio,
+            Some(Ok(Spoken::Words(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// The words of `pieces` said one after another, [`MS_PER_CHAR`] ms a character (the
+/// scripted peers' tone), the pieces' audio back to back.
+fn tone_words(pieces: &[&str]) -> Vec<(String, u64, u64)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for piece in pieces {
+        let mut at = 0;
+        for word in piece.split(' ') {
+            let chars = word.chars().count() as u64;
+            out.push((
+                word.to_owned(),
+                offset + at * MS_PER_CHAR,
+                offset + (at + chars) * MS_PER_CHAR,
+            ));
+            at += chars + 1;
+        }
+        offset += piece.chars().count() as u64 * MS_PER_CHAR;
+    }
+    out
+}
+
+fn in_ms(words: &[SpokenWord]) -> Vec<(String, u64, u64)> {
+    words
+        .iter()
+        .map(|w| {
+            (
+                w.word.clone(),
+                w.start.as_millis() as u64,
+                w.end.as_millis() as u64,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn cartesia_a_line_is_one_context_on_one_connection_continued_piece_by_piece() {
+    let peer = ScriptedCartesia::start().await.unwrap();
+    let tts = CartesiaSpeech::new(provider(peer.base_url()));
+    let pieces = ["Your table is booked.", "It is for eight."];
+    let mut speech = tts.open(Some("voice-1"), Some("en-US"));
+    speech.push(pieces[0]);
+    let first = first_audio(&mut speech).await;
+    assert!(!first.is_empty());
+    // The second piece comes once the first is being heard, as the model writes it, and the
+    // end of the line after it.
+    speech.push(pieces[1]);
+    let second = first_audio(&mut speech).await;
+    speech.finish();
+    let (rest, words, error) = collect_line(&mut speech).await;
+    assert_eq!(error, None);
+    let samples = first.len() + second.len() + rest.len();
+    let expected = (pieces[0].len() + pieces[1].len()) as u64 * MS_PER_CHAR * 16;
+    assert!(
+        samples.abs_diff(expected as usize) <= 320,
+        "{samples} samples for {expected}"
+    );
+    // The words' times go on across the pieces: from the start of the line's audio (the
+    // first piece's came before the second's audio).
+    assert_eq!(in_ms(&words)[4..], tone_words(&pieces)[4..]);
+
+    let session = peer.ended(0, WAIT).await.unwrap();
+    assert_eq!(peer.sessions().len(), 1, "one connection for the line");
+    assert!(!session.cancelled);
+    assert!(session.client_closed);
+    let requests = session.requests();
+    let context = &requests[0]["context_id"];
+    assert!(
+        requests.iter().all(|r| &r["context_id"] == context),
+        "one context: {requests:?}"
+    );
+    assert!(requests.iter().all(|r| r["add_timestamps"] == true));
+    let said: Vec<(&str, bool)> = requests
+        .iter()
+        .map(|r| {
+            (
+                r["transcript"].as_str().unwrap(),
+                r["continue"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    // The end came after the last piece was sent: an empty transcript closes the context.
+    assert_eq!(
+        said,
+        [
+            ("Your table is booked. ", true),
+            ("It is for eight. ", true),
+            ("", false)
+        ]
+    );
+    assert_eq!(session.timestamps_sent, 2);
+}
+
+#[tokio::test]
+async fn cartesia_a_line_dropped_mid_way_cancels_its_context_and_closes() {
+    let peer = ScriptedCartesia::start().await.unwrap();
+    peer.push(CartesiaReply::Tone {
+        delay: Duration::from_millis(20),
+    });
+    let tts = CartesiaSpeech::new(provider(peer.base_url()));
+    let mut speech = tts.open(None, None);
+    speech.push("A long answer that the caller interrupts before it is over.");
+    first_audio(&mut speech).await;
+    speech.push("And more of it.");
+    drop(speech);
+    let session = peer.ended(0, WAIT).await.expect("the connection closes");
+    assert!(session.cancelled, "{:?}", session.messages);
+    let cancel = session.messages.last().unwrap();
+    assert_eq!(cancel["cancel"], true);
+    assert_eq!(cancel["context_id"], session.messages[0]["context_id"]);
+    assert!(session.client_closed);
+    assert_eq!(peer.sessions().len(), 1);
+}
+
+#[tokio::test]
+async fn elevenlabs_a_line_is_one_connection_fed_piece_by_piece_with_aligned_words() {
+    let peer = ScriptedElevenLabs::start().await.unwrap();
+    let tts = ElevenLabsSpeech::new(provider(peer.base_url()));
+    let pieces = ["Your table is booked.", "It is for eight."];
+    let mut speech = tts.open(Some("voice-1"), None);
+    speech.push(pieces[0]);
+    let first = first_audio(&mut speech).await;
+    assert!(!first.is_empty());
+    speech.push(pieces[1]);
+    speech.finish();
+    let (rest, words, error) = collect_line(&mut speech).await;
+    assert_eq!(error, None);
+    let samples = first.len() + rest.len();
+    let expected = (pieces[0].len() + pieces[1].len()) as u64 * MS_PER_CHAR * 16;
+    assert_eq!(samples as u64, expected);
+    // The characters' times, from the start of each message's audio, become words timed
+    // from the start of the line's audio.
+    assert_eq!(in_ms(&words), tone_words(&pieces));
+
+    let session = peer.ended(0, WAIT).await.unwrap();
+    assert_eq!(peer.sessions().len(), 1, "one connection for the line");
+    assert_eq!(session.handshake.param("sync_alignment"), Some("true"));
+    assert_eq!(
+        session.messages,
+        [
+            json!({"text": " "}),
+            json!({"text": "Your table is booked. ", "flush": true}),
+            json!({"text": "It is for eight. ", "flush": true}),
+            json!({"text": ""}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn elevenlabs_a_line_dropped_mid_way_closes_the_connection() {
+    let peer = ScriptedElevenLabs::start().await.unwrap();
+    peer.push(ElevenLabsReply::Tone {
+        delay: Duration::from_millis(20),
+    });
+    let tts = ElevenLabsSpeech::new(provider(peer.base_url()));
+    let text = "A long answer that the caller interrupts before it is over.".repeat(4);
+    let mut speech = tts.open(None, None);
+    speech.push(&text);
+    first_audio(&mut speech).await;
+    drop(speech);
+    let session = peer.ended(0, WAIT).await.expect("the connection closes");
+    assert!(session.client_closed);
+    assert!(
+        !session.messages.contains(&json!({"text": ""})),
+        "the input was not ended: {:?}",
+        session.messages
+    );
     let all = text.len() * 60 * 32 / 4801;
     assert!(
         session.audio_sent < all / 2,

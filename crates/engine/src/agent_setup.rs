@@ -12,7 +12,8 @@ use dialtone_agent::prompt::system_prompt;
 use dialtone_agent::tools::Toolbox;
 use dialtone_agent::{CartesiaSpeech, DeepgramTranscriber, ElevenLabsSpeech, StreamingProvider};
 use dialtone_agent::{
-    ChatModel, ConversationConfig, SpeechToText, StreamingSpeechToText, TextToSpeech,
+    ChatModel, ConversationConfig, SpeechToText, StreamingSpeechToText, StreamingTextToSpeech,
+    TextToSpeech,
 };
 use dialtone_model::provider::{Provider, ProviderKind};
 use dialtone_model::{
@@ -94,44 +95,51 @@ impl Engine {
             other => return Err(unfit("llm", &llm_name, other)),
         };
         let (transcriber, live_stt, stt_name) = self.transcriber(org_id, stt).await?;
-        let tts: (Arc<dyn TextToSpeech>, String) = match &settings.tts {
+        // The streaming synthesisers speak each agent line in one stream too (`live_tts`).
+        let (tts, live_tts): (_, Option<Arc<dyn StreamingTextToSpeech>>) = match &settings.tts {
             Some(tts) if tts.provider != BUILTIN_ESPEAK => {
                 let provider = self.provider(org_id, "tts", &tts.provider).await?;
                 let name = provider.name.clone();
                 let model = tts.model.clone();
-                let speech: Arc<dyn TextToSpeech> = match provider.kind {
+                let (speech, live): (
+                    Arc<dyn TextToSpeech>,
+                    Option<Arc<dyn StreamingTextToSpeech>>,
+                ) = match provider.kind {
                     ProviderKind::OpenAi => {
                         let speech = OpenAiSpeech::new(self.openai(provider)?);
-                        Arc::new(match model {
+                        let speech = match model {
                             Some(model) => speech.with_model(model),
                             None => speech,
-                        })
+                        };
+                        (Arc::new(speech), None)
                     }
                     ProviderKind::Cartesia => {
                         let speech = CartesiaSpeech::new(streaming(
                             provider,
                             &self.config.private_destinations,
                         ));
-                        Arc::new(match model {
+                        let speech = Arc::new(match model {
                             Some(model) => speech.with_model(model),
                             None => speech,
-                        })
+                        });
+                        (speech.clone(), Some(speech))
                     }
                     ProviderKind::ElevenLabs => {
                         let speech = ElevenLabsSpeech::new(streaming(
                             provider,
                             &self.config.private_destinations,
                         ));
-                        Arc::new(match model {
+                        let speech = Arc::new(match model {
                             Some(model) => speech.with_model(model),
                             None => speech,
-                        })
+                        });
+                        (speech.clone(), Some(speech))
                     }
                     other => return Err(unfit("tts", &name, other)),
                 };
-                (speech, name)
+                ((speech, name), live)
             }
-            _ => (self.tts.clone(), BUILTIN_ESPEAK.to_owned()),
+            _ => ((self.tts.clone(), BUILTIN_ESPEAK.to_owned()), None),
         };
         let first_message = settings
             .first_message
@@ -157,10 +165,12 @@ impl Engine {
                 destinations,
                 barge_in_off: settings.barge_in == Some(BargeIn::Off),
                 mask_dtmf: settings.mask_dtmf == Some(true),
+                speech_per_line: live_tts.is_some(),
             },
             llm: (Arc::new(chat) as Arc<dyn ChatModel>, llm_name),
             stt: (transcriber, stt_name),
             live_stt,
+            live_tts,
             tts,
             tools: ToolRunner::new(client, Arc::from(self.config.signing_secret.as_str())),
             amd: matches!(settings.amd, Some(Amd::On(_))),

@@ -5,11 +5,15 @@
 //! the upgrade ([`Handshake`], with `api_key` and `cartesia_version` in its query) and every
 //! message in a [`CartesiaSession`]. A generation request is answered with `chunk` messages
 //! (base64 16-bit PCM of the tone at the request's `output_format.sample_rate`,
-//! [`MS_PER_CHAR`](crate::websocket::MS_PER_CHAR) ms per character of `transcript`, `delay`
-//! before each), then `done`; or with an `error` message. A cancel for the context stops the
-//! chunks. Scripted failures: an `error` message, a refused upgrade.
+//! [`MS_PER_CHAR`](crate::websocket::MS_PER_CHAR) ms per character of `transcript`, trimmed,
+//! `delay` before each), then, with `add_timestamps: true`, a `timestamps` message (its words
+//! timed as the tone says them, from the start of the context's audio, so a context's
+//! continuations go on where the one before ended); a request with `continue: false` ends the
+//! context with `done`, one with `continue: true` leaves it open for more. Or the request is
+//! answered with an `error` message. A cancel for the context stops the chunks. Scripted
+//! failures: an `error` message, a refused upgrade.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +23,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::websocket::{
-    AUDIO_MESSAGE_BYTES, Handshake, PeerSession, Recorder, ScriptedPeer, Socket, Upgrade, tone_pcm,
+    AUDIO_MESSAGE_BYTES, Handshake, MS_PER_CHAR, PeerSession, Recorder, ScriptedPeer, Socket,
+    Upgrade, tone_pcm,
 };
 
 /// One scripted answer to a connection.
@@ -55,6 +60,8 @@ pub struct CartesiaSession {
     pub messages: Vec<Value>,
     /// How many `chunk` messages were sent.
     pub chunks_sent: usize,
+    /// How many `timestamps` messages were sent.
+    pub timestamps_sent: usize,
     /// Whether a cancel came.
     pub cancelled: bool,
     /// Whether the client sent a close frame.
@@ -65,6 +72,16 @@ pub struct CartesiaSession {
 
 /// What the peer keeps.
 type Script = crate::websocket::Script<CartesiaReply, CartesiaSession>;
+
+impl CartesiaSession {
+    /// The generation requests received (every message but cancels), in order.
+    pub fn requests(&self) -> Vec<&Value> {
+        self.messages
+            .iter()
+            .filter(|m| m.get("cancel").is_none())
+            .collect()
+    }
+}
 
 impl PeerSession for CartesiaSession {
     fn is_ended(&self) -> bool {
@@ -128,6 +145,8 @@ async fn run(
         CartesiaReply::Error { .. } | CartesiaReply::Refuse { .. } => Duration::ZERO,
     };
     let mut pending: VecDeque<Value> = VecDeque::new();
+    // Each context's audio so far, in ms.
+    let mut contexts: HashMap<String, u64> = HashMap::new();
     loop {
         tokio::select! {
             biased;
@@ -143,7 +162,7 @@ async fn run(
                     if cancel {
                         pending.clear();
                     } else {
-                        pending.extend(answer(&reply, &value));
+                        pending.extend(answer(&reply, &value, &mut contexts));
                     }
                 }
                 Some(Ok(Message::Close(_))) => session(&|s| s.client_closed = true),
@@ -151,20 +170,27 @@ async fn run(
             },
             () = tokio::time::sleep(delay), if !pending.is_empty() => {
                 let Some(next) = pending.pop_front() else { continue };
-                let chunk = next.get("type").and_then(Value::as_str) == Some("chunk");
+                let kind = next.get("type").and_then(Value::as_str).map(str::to_owned);
                 if socket.send(Message::text(next.to_string())).await.is_err() {
                     return;
                 }
-                if chunk {
-                    session(&|s| s.chunks_sent += 1);
+                match kind.as_deref() {
+                    Some("chunk") => session(&|s| s.chunks_sent += 1),
+                    Some("timestamps") => session(&|s| s.timestamps_sent += 1),
+                    _ => {}
                 }
             }
         }
     }
 }
 
-/// The messages answering a generation `request`.
-fn answer(reply: &CartesiaReply, request: &Value) -> Vec<Value> {
+/// The messages answering a generation `request`; `contexts` keeps each context's audio so
+/// far (ms), where its next words' times start.
+fn answer(
+    reply: &CartesiaReply,
+    request: &Value,
+    contexts: &mut HashMap<String, u64>,
+) -> Vec<Value> {
     let context_id = request.get("context_id").cloned().unwrap_or(Value::Null);
     match reply {
         CartesiaReply::Error { status, message } => vec![json!({
@@ -175,7 +201,8 @@ fn answer(reply: &CartesiaReply, request: &Value) -> Vec<Value> {
             let transcript = request
                 .get("transcript")
                 .and_then(Value::as_str)
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .trim();
             let rate = request
                 .pointer("/output_format/sample_rate")
                 .and_then(Value::as_u64)
@@ -191,11 +218,45 @@ fn answer(reply: &CartesiaReply, request: &Value) -> Vec<Value> {
                     })
                 })
                 .collect();
-            out.push(
-                json!({"type": "done", "context_id": context_id, "status_code": 200,
-                            "done": true}),
-            );
+            let offset = contexts
+                .entry(context_id.as_str().unwrap_or_default().to_owned())
+                .or_default();
+            if request.get("add_timestamps").and_then(Value::as_bool) == Some(true)
+                && !transcript.is_empty()
+            {
+                let (words, start, end) = word_times(transcript, *offset);
+                out.push(json!({
+                    "type": "timestamps", "context_id": context_id, "status_code": 206,
+                    "done": false,
+                    "word_timestamps": {"words": words, "start": start, "end": end},
+                }));
+            }
+            *offset += transcript.chars().count() as u64 * MS_PER_CHAR;
+            if request.get("continue").and_then(Value::as_bool) != Some(true) {
+                out.push(
+                    json!({"type": "done", "context_id": context_id, "status_code": 200,
+                                "done": true}),
+                );
+            }
             out
         }
     }
+}
+
+/// The words of `transcript` and their start and end times in seconds, as the tone says them
+/// after `offset` ms.
+fn word_times(transcript: &str, offset: u64) -> (Vec<String>, Vec<f64>, Vec<f64>) {
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    let mut at = 0u64;
+    for piece in transcript.split(' ') {
+        let chars = piece.chars().count() as u64;
+        if chars > 0 {
+            let start = (offset + at * MS_PER_CHAR) as f64 / 1000.0;
+            out.0.push(piece.to_owned());
+            out.1.push(start);
+            out.2.push(start + (chars * MS_PER_CHAR) as f64 / 1000.0);
+        }
+        at += chars + 1;
+    }
+    out
 }

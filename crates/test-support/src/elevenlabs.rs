@@ -8,7 +8,10 @@
 //! buffered; a message with `flush: true`, and the empty text that ends the input, make it
 //! answer `{"audio": base64, "isFinal": null, …}` messages (16-bit PCM of the tone at the rate
 //! of `output_format`, `pcm_<rate>`, [`MS_PER_CHAR`](crate::websocket::MS_PER_CHAR) ms per
-//! character of the buffered text, trimmed, `delay` before each); after the end of the input,
+//! character of the buffered text, trimmed, `delay` before each; with `sync_alignment=true` in
+//! the query each carries its `alignment`, the characters whose audio starts in it, a space
+//! after the text's last, with `charStartTimesMs` from the start of that message's audio and
+//! `charsDurationsMs`); after the end of the input,
 //! `{"isFinal": true}` and a normal close. Scripted failures: an error message then a close
 //! 1008 (as for a bad voice or key), a refused upgrade.
 
@@ -24,7 +27,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::websocket::{
-    AUDIO_MESSAGE_BYTES, Handshake, PeerSession, Recorder, ScriptedPeer, Socket, Upgrade, tone_pcm,
+    AUDIO_MESSAGE_BYTES, Handshake, MS_PER_CHAR, PeerSession, Recorder, ScriptedPeer, Socket,
+    Upgrade, tone_pcm,
 };
 
 /// One scripted answer to a connection.
@@ -139,6 +143,12 @@ async fn run(
         ElevenLabsReply::Error { .. } | ElevenLabsReply::Refuse { .. } => Duration::ZERO,
     };
     let rate = socket_rate(&record, index);
+    let aligned = record
+        .lock()
+        .sessions
+        .get(index)
+        .and_then(|s| s.handshake.param("sync_alignment").map(|v| v == "true"))
+        .unwrap_or(false);
     let mut buffered = String::new();
     let mut texts = 0usize;
     let mut pending: VecDeque<Out> = VecDeque::new();
@@ -172,7 +182,9 @@ async fn run(
                     }
                     if end || value.get("flush").and_then(Value::as_bool) == Some(true) {
                         let text = std::mem::take(&mut buffered);
-                        pending.extend(audio(text.trim(), rate).into_iter().map(Out::Message));
+                        pending.extend(
+                            audio(text.trim(), rate, aligned).into_iter().map(Out::Message),
+                        );
                     }
                     if end {
                         pending.push_back(Out::Message(json!({"isFinal": true})));
@@ -222,16 +234,40 @@ fn socket_rate(record: &Recorder<Script>, index: usize) -> u32 {
         .unwrap_or(16_000)
 }
 
-/// The audio messages for `text`.
-fn audio(text: &str, rate: u32) -> Vec<Value> {
-    tone_pcm(text, rate)
-        .chunks(AUDIO_MESSAGE_BYTES)
-        .map(|piece| {
+/// The audio messages for `text`, with their alignment when `aligned`.
+fn audio(text: &str, rate: u32, aligned: bool) -> Vec<Value> {
+    let pcm = tone_pcm(text, rate);
+    let ms_at = |byte: usize| byte as f64 / 2.0 / f64::from(rate) * 1000.0;
+    let mut chars: Vec<(char, u64)> = text.chars().map(|c| (c, MS_PER_CHAR)).collect();
+    chars.push((' ', 0));
+    let messages = pcm.chunks(AUDIO_MESSAGE_BYTES).count();
+    pcm.chunks(AUDIO_MESSAGE_BYTES)
+        .enumerate()
+        .map(|(i, piece)| {
+            let (from, to) = (
+                ms_at(i * AUDIO_MESSAGE_BYTES),
+                ms_at((i + 1) * AUDIO_MESSAGE_BYTES),
+            );
+            let alignment = aligned.then(|| {
+                let mine: Vec<(char, f64, u64)> = chars
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &(c, length))| (c, (j as u64 * MS_PER_CHAR) as f64, length))
+                    .filter(|&(_, start, _)| {
+                        start >= from && (start < to || i + 1 == messages)
+                    })
+                    .collect();
+                json!({
+                    "chars": mine.iter().map(|(c, _, _)| c.to_string()).collect::<Vec<_>>(),
+                    "charStartTimesMs": mine.iter().map(|(_, start, _)| (start - from).round()).collect::<Vec<_>>(),
+                    "charsDurationsMs": mine.iter().map(|(_, _, length)| length).collect::<Vec<_>>(),
+                })
+            });
             json!({
                 "audio": base64::engine::general_purpose::STANDARD.encode(piece),
                 "isFinal": null,
-                "normalizedAlignment": null,
-                "alignment": null,
+                "normalizedAlignment": alignment,
+                "alignment": alignment,
             })
         })
         .collect()

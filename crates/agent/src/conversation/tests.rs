@@ -35,6 +35,7 @@ fn config(first_message: Option<&str>) -> ConversationConfig {
         }],
         barge_in_off: false,
         mask_dtmf: false,
+        speech_per_line: false,
     }
 }
 
@@ -615,12 +616,170 @@ fn a_transfer_goes_to_the_named_destination() {
 
 #[test]
 fn what_was_heard_is_whole_words_in_proportion() {
-    assert_eq!(heard_part("one two three four", 9, 18, true), "one two");
     assert_eq!(
-        heard_part("one two three four", 18, 18, true),
+        heard_part("one two three four", 9, 18, true, &[]),
+        "one two"
+    );
+    assert_eq!(
+        heard_part("one two three four", 18, 18, true, &[]),
         "one two three four"
     );
-    assert_eq!(heard_part("one two", 0, 10, true), "");
+    assert_eq!(heard_part("one two", 0, 10, true, &[]), "");
+}
+
+/// Word times as a synthesiser gives them: (word, start ms, end ms).
+fn timed(words: &[(&str, u64, u64)]) -> Vec<SpokenWord> {
+    words
+        .iter()
+        .map(|&(word, start, end)| SpokenWord {
+            word: word.into(),
+            start: Duration::from_millis(start),
+            end: Duration::from_millis(end),
+        })
+        .collect()
+}
+
+#[test]
+fn with_word_times_what_was_heard_is_the_words_whose_audio_was_played() {
+    // A pause after the first word: the share of the characters would say otherwise.
+    let text = "Yes I can extraordinarily";
+    let words = timed(&[
+        ("Yes", 0, 300),
+        ("I", 1300, 1400),
+        ("can", 1450, 1700),
+        ("extraordinarily", 1750, 2500),
+    ]);
+    // 900 ms of 2.5 s played (16 kHz): the first word's audio ended, the pause followed.
+    assert_eq!(heard_part(text, 14_400, 40_000, true, &words), "Yes");
+    assert_eq!(heard_part(text, 14_400, 40_000, true, &[]), "Yes I can");
+    // A word cut in its middle was not heard.
+    assert_eq!(heard_part(text, 25_600, 40_000, true, &words), "Yes I");
+    assert_eq!(heard_part(text, 40_000, 40_000, true, &words), text);
+    assert_eq!(heard_part(text, 0, 40_000, true, &words), "");
+}
+
+#[test]
+fn speech_per_line_continues_one_segment_and_cuts_it_by_its_word_times() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(ConversationConfig {
+        speech_per_line: true,
+        ..config(Some("Hi, this is Ava."))
+    });
+    c.handle_answered(t0);
+    let opening = drain(&mut c);
+    let Some(Action::Speak { segment: first, .. }) = opening.first() else {
+        panic!("{opening:?}");
+    };
+    let first = *first;
+    // The first message is a line of one piece: spoken, then ended.
+    assert_eq!(
+        opening,
+        [
+            Action::Speak {
+                segment: first,
+                text: "Hi, this is Ava.".into()
+            },
+            Action::EndSpeech { segment: first }
+        ]
+    );
+    c.handle_speech_audio(t0, first, 16_000);
+    c.handle_speech_done(t0, first, Ok(()));
+    c.handle_played(ms(t0, 1000), first);
+    let actions = caller_says(&mut c, ms(t0, 2000), ms(t0, 2100), "What do you sell?");
+    let (id, _) = chat_of(&actions);
+    c.handle_chat(
+        ms(t0, 2200),
+        id,
+        Ok(ChatEvent::TextDelta("We sell bikes. Red ones and".into())),
+    );
+    c.handle_chat(
+        ms(t0, 2300),
+        id,
+        Ok(ChatEvent::TextDelta(" blue ones. Want one?".into())),
+    );
+    let pieces = spoken(&drain(&mut c));
+    let segment = pieces[0].0;
+    assert!(segment != first);
+    // Every piece of the answer continues the line's one segment.
+    assert_eq!(
+        pieces,
+        [
+            (segment, "We sell bikes.".to_owned()),
+            (segment, "Red ones and blue ones.".to_owned())
+        ]
+    );
+    c.handle_speech_audio(ms(t0, 2400), segment, 32_000);
+    c.handle_speech_words(
+        segment,
+        timed(&[
+            ("We", 0, 200),
+            ("sell", 250, 500),
+            ("bikes.", 550, 1000),
+            ("Red", 1100, 1300),
+            ("ones", 1350, 1600),
+            ("and", 1650, 1800),
+            ("blue", 1850, 2100),
+        ]),
+    );
+    // The caller cuts in 1.7 s into the line's audio: "and" was not over yet.
+    c.handle_barge_in(ms(t0, 4200), Some(segment), 27_200);
+    assert_eq!(drain(&mut c), [Action::CancelChat, Action::StopSpeaking]);
+    let agent = c.transcript().filter(|l| l.role == "agent").last().unwrap();
+    assert_eq!(agent.text, "We sell bikes. Red ones");
+    assert!(agent.interrupted);
+    assert_eq!(
+        c.history().last().unwrap().content.as_deref(),
+        Some("We sell bikes. Red ones")
+    );
+}
+
+#[test]
+fn speech_per_line_ends_the_segment_when_the_answer_is_complete_and_retries_it_whole() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(ConversationConfig {
+        speech_per_line: true,
+        ..config(None)
+    });
+    c.handle_answered(t0);
+    let (id, _) = chat_of(&drain(&mut c));
+    c.handle_chat(t0, id, Ok(ChatEvent::TextDelta("Hello there. How".into())));
+    c.handle_chat(t0, id, Ok(ChatEvent::TextDelta(" can I help?".into())));
+    c.handle_chat(
+        t0,
+        id,
+        Ok(ChatEvent::Finished {
+            reason: None,
+            usage: None,
+        }),
+    );
+    let actions = drain(&mut c);
+    let segment = spoken(&actions)[0].0;
+    assert_eq!(
+        actions,
+        [
+            Action::Speak {
+                segment,
+                text: "Hello there.".into()
+            },
+            Action::Speak {
+                segment,
+                text: "How can I help?".into()
+            },
+            Action::EndSpeech { segment },
+        ]
+    );
+    // Its synthesis failed before any audio: asked again whole, and ended.
+    c.handle_speech_done(ms(t0, 100), segment, Err(server_error(503)));
+    assert_eq!(
+        drain(&mut c),
+        [
+            Action::Speak {
+                segment,
+                text: "Hello there. How can I help?".into()
+            },
+            Action::EndSpeech { segment },
+        ]
+    );
 }
 
 #[test]

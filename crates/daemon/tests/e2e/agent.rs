@@ -506,6 +506,131 @@ async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
     w.finish().await;
 }
 
+/// What the model opens with in the barge-in tests of the streaming synthesisers: 107
+/// characters, over 6 s of tone.
+const STREAMED_OPENING: &str = "Hello Sam, this is Ava from Acme. I am calling about the quote \
+                                you asked for. It is ready whenever you are.";
+
+/// A call whose agent speaks through a provider of `kind` at `base_url`: the model opens with
+/// [`STREAMED_OPENING`], a word every 20 ms (its clauses reach the synthesiser one by one), the
+/// callee cuts in after 2.5 s and is answered. Checks that the opening was cut to whole words
+/// from its start and heard on the wire about that long; returns what it kept.
+async fn a_streamed_line_cut_by_the_caller(kind: &str, base_url: String) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let baresip = callee(
+        dir.path(),
+        &[Ok(2500), Err("Sorry, how much does it cost?"), Ok(5000)],
+    );
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    let (s, p) = w
+        .api
+        .post(
+            "/v1/providers",
+            json!({"name": "mouth", "kind": kind, "base_url": base_url, "api_key": "k-secret"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    make_agent(
+        &w,
+        &openai.base_url(),
+        json!({"tts": {"provider": "mouth"}, "voice": "voice-1"}),
+    )
+    .await;
+    openai.push_chat(ChatReply::words(
+        STREAMED_OPENING,
+        Duration::from_millis(20),
+    ));
+    openai.push_transcript(TranscriptReply::Text(
+        "Sorry, how much does it cost?".into(),
+    ));
+    openai.push_chat(ChatReply::text("It costs ten dollars a month."));
+    openai.push_chat(ChatReply::text("Sam asked about the price."));
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    let transcript = record["transcript"].as_array().unwrap();
+    let first = &transcript[0];
+    assert_eq!(
+        (first["role"].as_str(), first["interrupted"].as_bool()),
+        (Some("agent"), Some(true)),
+        "{record:#}"
+    );
+    let heard = first["text"].as_str().unwrap().to_owned();
+    assert!(
+        STREAMED_OPENING.starts_with(&heard)
+            && (10..80).contains(&heard.len())
+            && STREAMED_OPENING[heard.len()..].starts_with(' '),
+        "heard {heard:?}: whole words, the start of the line"
+    );
+    assert_eq!(transcript[1]["text"], "Sorry, how much does it cost?");
+    assert_eq!(transcript[2]["text"], "It costs ten dollars a month.");
+    // On the wire: the callee heard the opening's tone up to the words kept (the next word
+    // was under way) and the answer's.
+    let tone_ms = tone_frames(&baresip) as u64 * 20;
+    let expected_ms = (heard.len() as u64 + 29) * SPEECH_MS_PER_CHAR;
+    assert!(
+        tone_ms + 500 >= expected_ms && tone_ms <= expected_ms + 800,
+        "heard {tone_ms} ms of tone; the cut line and the answer are {expected_ms} ms"
+    );
+    w.finish().await;
+    heard
+}
+
+/// With Cartesia the model's answer is one context on one connection, its clauses continued
+/// as they stream; a caller who talks over it cuts the line to the words whose audio was
+/// played (by Cartesia's word timestamps), and the context is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cartesia_line_is_one_context_and_a_barge_in_cuts_it_by_word_timestamps() {
+    use dialtone_test_support::cartesia::{CartesiaReply, ScriptedCartesia};
+    let cartesia = ScriptedCartesia::start().await.unwrap();
+    // The opening's audio comes a little faster than it plays (a chunk of 100 ms every 80
+    // ms): it is still being made when the caller cuts in.
+    cartesia.push(CartesiaReply::Tone {
+        delay: Duration::from_millis(80),
+    });
+    a_streamed_line_cut_by_the_caller("cartesia", cartesia.base_url()).await;
+    // The opening was one context on one connection, continued clause by clause, timed
+    // word by word, and cancelled when the caller cut in; the answer had a connection of its
+    // own.
+    let line = cartesia.ended(0, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(cartesia.sessions().len(), 2, "a connection a line");
+    let requests = line.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r["context_id"] == requests[0]["context_id"]),
+        "{requests:?}"
+    );
+    let continued = requests.iter().filter(|r| r["continue"] == true).count();
+    assert!(continued >= 2, "{requests:?}");
+    assert!(line.timestamps_sent >= 1);
+    assert!(line.cancelled && line.client_closed, "{line:?}");
+}
+
+/// With ElevenLabs the model's answer is one `stream-input` connection fed its clauses as they
+/// stream; a caller who talks over it cuts the line to the words whose audio was played (by
+/// the characters' alignment), and the connection is closed before the audio is all made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elevenlabs_line_is_one_connection_and_a_barge_in_cuts_it_by_its_alignment() {
+    use dialtone_test_support::elevenlabs::{ElevenLabsReply, ScriptedElevenLabs};
+    let elevenlabs = ScriptedElevenLabs::start().await.unwrap();
+    // 150 ms of audio every 120 ms: still being made when the caller cuts in.
+    elevenlabs.push(ElevenLabsReply::Tone {
+        delay: Duration::from_millis(120),
+    });
+    a_streamed_line_cut_by_the_caller("elevenlabs", elevenlabs.base_url()).await;
+    let line = elevenlabs.ended(0, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(elevenlabs.sessions().len(), 2, "a connection a line");
+    assert_eq!(line.handshake.param("sync_alignment"), Some("true"));
+    let flushed = line.messages.iter().filter(|m| m["flush"] == true).count();
+    assert!(flushed >= 2, "{:?}", line.messages);
+    assert!(line.client_closed, "{line:?}");
+    let all = STREAMED_OPENING.len() * 60 * 32 / 4801;
+    assert!(line.audio_sent < all, "{} of {all}", line.audio_sent);
+}
+
 /// The streaming services end to end: Deepgram hears the caller (one websocket for the call,
 /// the utterance streamed as it is spoken, then `Finalize` when the engine's VAD ends it),
 /// Cartesia speaks for the agent (its audio resampled into the

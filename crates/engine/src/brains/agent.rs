@@ -5,6 +5,12 @@
 //! recognition and tool calls as tasks whose answers come back on a channel, the model's stream
 //! and one synthesis at a time polled here, playout through the speech loop.
 //!
+//! With a synthesiser that speaks a whole line in one stream (Cartesia, ElevenLabs: `live_tts`,
+//! the conversation's `speech_per_line`) a segment is an agent line: its speech opens at the
+//! line's first piece (one connection, one context), is fed the next pieces as the model writes
+//! them and ended with the line; the words' times it gives go to the conversation, which cuts
+//! an interrupted line by them. Barge-in drops the speech, which cancels it at the service.
+//!
 //! With a live speech recogniser (Deepgram) the driver opens one session when the agent opens
 //! and streams the caller's audio into it from the start of each utterance the speech loop
 //! hears (the onset's frames kept back for it) to its end; the utterance's transcript is then
@@ -27,7 +33,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dialtone_agent::{
     Action, AgentError, BoxFuture, ChatEvent, ChatModel, Conversation, ConversationConfig, Line,
-    Listening, SpeechToText, StreamingSpeechToText, TextToSpeech, extract,
+    Listening, SpeechToText, Spoken, StreamingSpeechToText, StreamingTextToSpeech, TextToSpeech,
+    TurnSpeech, extract,
 };
 use dialtone_media::{FrameReceiver, FrameSender, MediaCall};
 use dialtone_model::TranscriptLine;
@@ -71,6 +78,9 @@ pub(crate) struct AgentSetup {
     /// The same recogniser fed live, when it can be.
     pub(crate) live_stt: Option<Arc<dyn StreamingSpeechToText>>,
     pub(crate) tts: (Arc<dyn TextToSpeech>, String),
+    /// The same synthesiser speaking a whole line in one stream, when it can (then the
+    /// conversation has `speech_per_line`).
+    pub(crate) live_tts: Option<Arc<dyn StreamingTextToSpeech>>,
     /// Runs the agent's HTTP tools.
     pub(crate) tools: ToolRunner,
     /// Answering-machine detection is on: the agent opens on the verdict.
@@ -204,10 +214,24 @@ pub(crate) fn start(
     Some(runtime.spawn(run(inbound, outbound, context, setup).in_current_span()))
 }
 
-/// The speech under way: the piece, and its synthesis.
+/// A segment's synthesis: a piece spoken whole, or a line's speech fed as it is written.
+enum Synthesis {
+    Piece(mpsc::Receiver<Result<Vec<i16>, AgentError>>),
+    Line(TurnSpeech),
+}
+
+/// The speech under way: the segment, and its synthesis.
 struct Speaking {
     segment: u64,
-    audio: mpsc::Receiver<Result<Vec<i16>, AgentError>>,
+    synthesis: Synthesis,
+}
+
+/// A segment waiting for the one before to be synthesised: its text so far, and whether that
+/// is all of it.
+struct Waiting {
+    segment: u64,
+    pieces: Vec<String>,
+    ended: bool,
 }
 
 struct Driver {
@@ -216,7 +240,7 @@ struct Driver {
     setup: AgentSetup,
     chat: Option<(u64, mpsc::Receiver<Result<ChatEvent, AgentError>>)>,
     speaking: Option<Speaking>,
-    to_speak: VecDeque<(u64, String)>,
+    to_speak: VecDeque<Waiting>,
     /// Pieces whose audio is in the playout, in order, with the samples queued of each: a
     /// barge-in's cut reports what was dropped, and this tells which piece that cut and how
     /// much of it was heard.
@@ -312,15 +336,20 @@ impl Driver {
                     self.chat = Some((request_id, self.setup.llm.0.stream(request)));
                 }
                 Action::CancelChat => self.chat = None,
-                Action::Speak { segment, text } => {
-                    // A piece asked again (its synthesis failed) keeps its place.
-                    let at = self
-                        .to_speak
-                        .iter()
-                        .position(|(later, _)| *later > segment)
-                        .unwrap_or(self.to_speak.len());
-                    self.to_speak.insert(at, (segment, text));
-                }
+                Action::Speak { segment, text } => self.speak(segment, text),
+                Action::EndSpeech { segment } => match &mut self.speaking {
+                    Some(Speaking {
+                        segment: under_way,
+                        synthesis: Synthesis::Line(speech),
+                    }) if *under_way == segment => speech.finish(),
+                    _ => {
+                        if let Some(waiting) =
+                            self.to_speak.iter_mut().find(|w| w.segment == segment)
+                        {
+                            waiting.ended = true;
+                        }
+                    }
+                },
                 Action::StopSpeaking => {
                     self.speaking = None;
                     self.to_speak.clear();
@@ -402,29 +431,75 @@ impl Driver {
         );
     }
 
-    /// Starts synthesising the next piece once the one before is done.
+    /// Text for `segment`: more of the line under way, or of one waiting, or a new segment
+    /// (one asked again after its synthesis failed keeps its place).
+    fn speak(&mut self, segment: u64, text: String) {
+        if let Some(Speaking {
+            segment: under_way,
+            synthesis: Synthesis::Line(speech),
+        }) = &self.speaking
+            && *under_way == segment
+        {
+            speech.push(&text);
+        } else if let Some(waiting) = self.to_speak.iter_mut().find(|w| w.segment == segment) {
+            waiting.pieces.push(text);
+        } else {
+            let at = self
+                .to_speak
+                .iter()
+                .position(|w| w.segment > segment)
+                .unwrap_or(self.to_speak.len());
+            let waiting = Waiting {
+                segment,
+                pieces: vec![text],
+                ended: false,
+            };
+            self.to_speak.insert(at, waiting);
+        }
+    }
+
+    /// Starts synthesising the next segment once the one before is done: a line's speech fed
+    /// what it has so far, or a piece spoken whole.
     fn next_speech(&mut self) {
         if self.speaking.is_some() {
             return;
         }
-        if let Some((segment, text)) = self.to_speak.pop_front() {
-            // The first message's synthesis began while the phone rang.
-            let early = self.setup.first_audio.take().and_then(|cached| {
+        let Some(Waiting {
+            segment,
+            pieces,
+            ended,
+        }) = self.to_speak.pop_front()
+        else {
+            return;
+        };
+        let text = pieces.join(" ");
+        // The first message's synthesis began while the phone rang.
+        let whole = ended || self.setup.live_tts.is_none();
+        let early = self
+            .setup
+            .first_audio
+            .take_if(|_| whole)
+            .and_then(|cached| {
                 let mut cached = cached.lock().unwrap_or_else(|e| e.into_inner());
                 cached.take().filter(|first| first.text == text)
             });
-            let audio = match early {
-                Some(first) => first.audio,
-                None => {
-                    let c = &self.run.context;
-                    self.setup
-                        .tts
-                        .0
-                        .speak(&text, c.voice.as_deref(), c.language.as_deref())
+        let c = &self.run.context;
+        let (voice, language) = (c.voice.as_deref(), c.language.as_deref());
+        let synthesis = match (early, &self.setup.live_tts) {
+            (Some(first), _) => Synthesis::Piece(first.audio),
+            (None, Some(tts)) => {
+                let mut speech = tts.open(voice, language);
+                for piece in &pieces {
+                    speech.push(piece);
                 }
-            };
-            self.speaking = Some(Speaking { segment, audio });
-        }
+                if ended {
+                    speech.finish();
+                }
+                Synthesis::Line(speech)
+            }
+            (None, None) => Synthesis::Piece(self.setup.tts.0.speak(&text, voice, language)),
+        };
+        self.speaking = Some(Speaking { segment, synthesis });
     }
 
     /// A provider failed for good: say sorry with the local synthesiser, then hang up.
@@ -536,14 +611,17 @@ impl Driver {
         }
     }
 
-    /// Audio of the piece under way arrived, or its synthesis ended.
-    fn speech_chunk(&mut self, now: Instant, chunk: Option<Result<Vec<i16>, AgentError>>) {
+    /// Audio (or the words' times) of the segment under way arrived, or its synthesis ended.
+    fn speech_chunk(&mut self, now: Instant, chunk: Option<Result<Spoken, AgentError>>) {
         let Some(speaking) = &self.speaking else {
             return;
         };
         let segment = speaking.segment;
         match chunk {
-            Some(Ok(audio)) => {
+            Some(Ok(Spoken::Words(words))) => {
+                self.conversation.handle_speech_words(segment, words);
+            }
+            Some(Ok(Spoken::Audio(audio))) => {
                 self.conversation
                     .handle_speech_audio(now, segment, audio.len());
                 match self.queued.back_mut() {
@@ -740,9 +818,16 @@ async fn next_interim(listening: &mut Option<Listening>) -> Option<String> {
     }
 }
 
-async fn next_audio(speaking: &mut Option<Speaking>) -> Option<Result<Vec<i16>, AgentError>> {
+async fn next_spoken(speaking: &mut Option<Speaking>) -> Option<Result<Spoken, AgentError>> {
     match speaking {
-        Some(s) => s.audio.recv().await,
+        Some(Speaking {
+            synthesis: Synthesis::Piece(audio),
+            ..
+        }) => audio.recv().await.map(|a| a.map(Spoken::Audio)),
+        Some(Speaking {
+            synthesis: Synthesis::Line(speech),
+            ..
+        }) => speech.next().await,
         None => std::future::pending().await,
     }
 }
@@ -812,7 +897,7 @@ async fn run(
                 }
                 BrainInput::Ended { .. } => break,
             },
-            chunk = next_audio(&mut d.speaking) => d.speech_chunk(Instant::now(), chunk),
+            chunk = next_spoken(&mut d.speaking) => d.speech_chunk(Instant::now(), chunk),
             Some(words) = next_interim(&mut d.listening) => {
                 tracing::debug!(%words, "interim transcript");
                 if d.streaming {

@@ -449,7 +449,7 @@ impl Run {
             && (played < total || !duties.audio.complete || duties.audio.failed)
         {
             let whole = duties.audio.complete && !duties.audio.failed;
-            said.text = heard_part(&said.text, played, total, whole);
+            said.text = heard_part(&said.text, played, total, whole, &[]);
             said.interrupted = Some(true);
         }
     }
