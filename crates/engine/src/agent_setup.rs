@@ -88,18 +88,20 @@ impl Engine {
         };
         let llm_provider = self.provider(org_id, "llm", &llm.provider).await?;
         let llm_name = llm_provider.name.clone();
+        let llm_kind = llm_provider.kind.as_str().to_owned();
         let chat = match llm_provider.kind {
             ProviderKind::OpenAi => OpenAiChat::new(self.openai(llm_provider)?, llm.model.clone())
                 .with_temperature(llm.temperature.map(f64::from))
                 .with_max_tokens(llm.max_tokens),
             other => return Err(unfit("llm", &llm_name, other)),
         };
-        let (transcriber, live_stt, stt_name) = self.transcriber(org_id, stt).await?;
+        let (transcriber, live_stt, stt_kind) = self.transcriber(org_id, stt).await?;
         // The streaming synthesisers speak each agent line in one stream too (`live_tts`).
         let (tts, live_tts): (_, Option<Arc<dyn StreamingTextToSpeech>>) = match &settings.tts {
             Some(tts) if tts.provider != BUILTIN_ESPEAK => {
                 let provider = self.provider(org_id, "tts", &tts.provider).await?;
                 let name = provider.name.clone();
+                let kind = provider.kind.as_str().to_owned();
                 let model = tts.model.clone();
                 let (speech, live): (
                     Arc<dyn TextToSpeech>,
@@ -137,7 +139,7 @@ impl Engine {
                     }
                     other => return Err(unfit("tts", &name, other)),
                 };
-                ((speech, name), live)
+                ((speech, kind), live)
             }
             _ => ((self.tts.clone(), BUILTIN_ESPEAK.to_owned()), None),
         };
@@ -167,8 +169,8 @@ impl Engine {
                 mask_dtmf: settings.mask_dtmf == Some(true),
                 speech_per_line: live_tts.is_some(),
             },
-            llm: (Arc::new(chat) as Arc<dyn ChatModel>, llm_name),
-            stt: (transcriber, stt_name),
+            llm: (Arc::new(chat) as Arc<dyn ChatModel>, llm_kind),
+            stt: (transcriber, stt_kind),
             live_stt,
             live_tts,
             tts,
@@ -195,7 +197,7 @@ impl Engine {
     }
 
     /// The recogniser of the agent's `stt` setting (per utterance, and streaming when the
-    /// provider streams), and its provider's name.
+    /// provider streams), and its provider's kind (the metrics' label).
     async fn transcriber(
         &self,
         org_id: Uuid,
@@ -210,6 +212,7 @@ impl Engine {
     > {
         let provider = self.provider(org_id, "stt", &stt.provider).await?;
         let name = provider.name.clone();
+        let kind = provider.kind.as_str().to_owned();
         match provider.kind {
             ProviderKind::OpenAi => Ok((
                 Arc::new(OpenAiTranscriber::new(
@@ -217,7 +220,7 @@ impl Engine {
                     stt.model.clone(),
                 )),
                 None,
-                name,
+                kind,
             )),
             ProviderKind::Deepgram => {
                 let deepgram = Arc::new(DeepgramTranscriber::new(
@@ -225,7 +228,7 @@ impl Engine {
                     stt.model.clone(),
                 ));
                 let live: Arc<dyn StreamingSpeechToText> = deepgram.clone();
-                Ok((deepgram, Some(live), name))
+                Ok((deepgram, Some(live), kind))
             }
             other => Err(unfit("stt", &name, other)),
         }

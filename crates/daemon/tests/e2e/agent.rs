@@ -309,7 +309,13 @@ async fn an_agent_qualifies_a_lead_by_configuration_alone() {
             buckets.iter().any(|l| l.contains(r#"le="+Inf""#)) && buckets.len() > 5,
             "{name}: {buckets:?}\n{metrics}"
         );
+        // Labelled by the provider's kind, never by the tenant's name for it ("local").
+        assert!(
+            buckets.iter().all(|l| l.contains(r#"provider="openai""#)),
+            "{name}: {buckets:?}"
+        );
     }
+    assert!(!metrics.contains(r#"provider="local""#), "{metrics}");
     w.finish().await;
 }
 

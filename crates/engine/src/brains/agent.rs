@@ -72,7 +72,8 @@ const ONSET_FRAMES: usize = 25;
 pub(crate) struct AgentSetup {
     /// The conversation's settings.
     pub(crate) conversation: ConversationConfig,
-    /// The language model, speech recognition and synthesis, with their providers' names.
+    /// The language model, speech recognition and synthesis, with their providers' kinds (the
+    /// metrics' label: never a tenant's name for a provider).
     pub(crate) llm: (Arc<dyn ChatModel>, String),
     pub(crate) stt: (Arc<dyn SpeechToText>, String),
     /// The same recogniser fed live, when it can be.
@@ -774,7 +775,7 @@ fn result_and_error(
     (result, error)
 }
 
-/// The conversation's latencies as Prometheus histograms, labelled by provider.
+/// The conversation's latencies as Prometheus histograms, labelled by provider kind.
 fn record_metrics(stats: &dialtone_agent::stats::AgentStats, setup: &AgentSetup) {
     let samples = [
         (
