@@ -252,7 +252,13 @@ async fn a_dispatched_call_goes_through_sip_and_rtp_into_the_record() {
     assert!((-16.0..-10.0).contains(&peak), "peak {peak} dBFS");
     assert!(media["packets_out"].as_u64().unwrap() >= 80, "{media}");
     assert_eq!(media["malformed"], 0, "{media}");
-    assert_eq!(media["concealed_frames"], 0, "{media}");
+    // Nothing is lost on loopback, and a frame is concealed only for a packet that came after
+    // its playout time (a scheduling hiccup of a busy machine, counted as late).
+    assert_eq!(media["lost"], 0, "{media}");
+    assert!(
+        media["concealed_frames"].as_u64() <= media["late_packets"].as_u64(),
+        "{media}"
+    );
     let metrics = w.api.metrics().await;
     // Trunks are labelled by id: their names are the tenants' own.
     let completed = format!(
@@ -1665,6 +1671,23 @@ async fn an_external_brain_over_the_agent_bridge_confirms_an_appointment() {
     w.finish().await;
 }
 
+/// A call whose agent's brain is `brain`, answered by SIPp (which waits for our BYE): the world
+/// and the call's final record.
+async fn call_with_brain(brain: &str) -> (World, Value) {
+    let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
+    let (s, _) = w
+        .api
+        .patch(
+            &format!("/v1/agents/{}", w.agent_id),
+            json!({"brain": brain}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    (w, record)
+}
+
 /// A brain that cannot be reached at all (nothing listens at its address) ends the call as
 /// documented: an apology, then `brain_error` — not silence until the callee gives up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1672,17 +1695,7 @@ async fn an_unreachable_brain_ends_the_call_as_brain_error_with_an_apology() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
-    let (s, _) = w
-        .api
-        .patch(
-            &format!("/v1/agents/{}", w.agent_id),
-            json!({"brain": format!("grpc://127.0.0.1:{port}")}),
-        )
-        .await;
-    assert_eq!(s, 200);
-    let id = w.dispatch(json!({})).await;
-    let record = wait_final(&w.api, &id).await;
+    let (w, record) = call_with_brain(&format!("grpc://127.0.0.1:{port}")).await;
     assert_eq!(record["end_reason"]["code"], "brain_error", "{record:#}");
     assert_eq!(record["end_reason"]["by"], "agent");
     assert!(record["media_stats"]["packets_out"].as_u64().unwrap() > 50);
@@ -1697,17 +1710,7 @@ async fn an_unreachable_brain_ends_the_call_as_brain_error_with_an_apology() {
 async fn a_brain_that_never_answers_ends_the_call_as_brain_error_within_seconds() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let w = world(Some("answer_then_we_hang_up.xml"), &[]).await;
-    let (s, _) = w
-        .api
-        .patch(
-            &format!("/v1/agents/{}", w.agent_id),
-            json!({"brain": format!("grpc://127.0.0.1:{port}")}),
-        )
-        .await;
-    assert_eq!(s, 200);
-    let id = w.dispatch(json!({})).await;
-    let record = wait_final(&w.api, &id).await;
+    let (w, record) = call_with_brain(&format!("grpc://127.0.0.1:{port}")).await;
     assert_eq!(record["end_reason"]["code"], "brain_error", "{record:#}");
     assert_eq!(record["end_reason"]["by"], "agent");
     let at =
@@ -1721,6 +1724,66 @@ async fn a_brain_that_never_answers_ends_the_call_as_brain_error_within_seconds(
     );
     assert!(record["media_stats"]["packets_out"].as_u64().unwrap() > 50);
     drop(silent);
+    w.finish().await;
+}
+
+/// A brain address is vetted again when the call connects, not only when it is stored: an
+/// agent whose brain points at loopback (written straight into storage, past the API's check)
+/// on a daemon that allows no private destination ends its call as `brain_error`, and nothing
+/// connects to that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brain_address_is_vetted_again_when_the_call_connects() {
+    let w = world_on(
+        |c| c.private_destinations = dialtone_engine::outbound::PrivateDestinations::None,
+        Some("answer_then_we_hang_up.xml"),
+        &[],
+    )
+    .await;
+    let brain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let brain_url = format!("grpc://127.0.0.1:{}", brain.local_addr().unwrap().port());
+    let (s, e) = w
+        .api
+        .patch(
+            &format!("/v1/agents/{}", w.agent_id),
+            json!({"brain": brain_url}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (400, Some("brain")),
+        "{e}"
+    );
+    let storage = dialtone_storage::Storage::open(&format!(
+        "sqlite://{}",
+        w._dir.path().join("e2e.db").display()
+    ))
+    .await
+    .unwrap();
+    let id = w.agent_id.parse().unwrap();
+    let agent = storage.get_agent(id).await.unwrap();
+    let mut config = agent.config.clone();
+    config.brain = Some(brain_url);
+    storage
+        .update_agent(
+            id,
+            dialtone_storage::NewAgent {
+                name: agent.name,
+                config,
+                number_ids: agent.number_ids,
+                primary_number_id: agent.primary_number_id,
+            },
+        )
+        .await
+        .unwrap();
+    let call = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &call).await;
+    assert_eq!(record["end_reason"]["code"], "brain_error", "{record:#}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), brain.accept())
+            .await
+            .is_err(),
+        "the daemon connected to a refused brain address"
+    );
     w.finish().await;
 }
 

@@ -154,12 +154,15 @@ async fn live_call(api: &Api, agent_id: &str, webhook_url: Option<&str>) -> Stri
     id
 }
 
-/// SIPp answering one call and waiting for our BYE.
-fn waiting_for_bye() -> Sipp {
+/// SIPp answering `calls` calls, each waiting for our BYE.
+fn waiting_for_byes(calls: u32) -> Sipp {
     Sipp::uas(
         &scenario("answer_then_we_hang_up.xml"),
         SipTransport::Udp,
-        &SippOptions::default(),
+        &SippOptions {
+            calls,
+            ..SippOptions::default()
+        },
     )
     .unwrap()
 }
@@ -180,15 +183,7 @@ async fn a_dead_nodes_calls_are_left_alone_then_closed_by_a_survivor_as_node_los
     let Some(cluster) = Cluster::new().await else {
         return;
     };
-    let sipp = Sipp::uas(
-        &scenario("answer_then_we_hang_up.xml"),
-        SipTransport::Udp,
-        &SippOptions {
-            calls: 9,
-            ..SippOptions::default()
-        },
-    )
-    .unwrap();
+    let sipp = waiting_for_byes(9);
     let (hook, got) = receiver(0).await;
     let lease = [("DIALTONE_NODE_LEASE_SECONDS", "3")];
     let a = cluster.start("node-a", "32600-32649", &lease).await;
@@ -260,15 +255,7 @@ async fn ten_killed_nodes_are_each_found_and_their_calls_closed_once() {
     let Some(cluster) = Cluster::new().await else {
         return;
     };
-    let sipp = Sipp::uas(
-        &scenario("answer_then_we_hang_up.xml"),
-        SipTransport::Udp,
-        &SippOptions {
-            calls: u32::try_from(KILLS).unwrap(),
-            ..SippOptions::default()
-        },
-    )
-    .unwrap();
+    let sipp = waiting_for_byes(u32::try_from(KILLS).unwrap());
     let (hook, got) = receiver(0).await;
     let lease = [("DIALTONE_NODE_LEASE_SECONDS", "3")];
     let b = cluster.start("node-b", "33250-33299", &lease).await;
@@ -403,7 +390,7 @@ async fn commands_for_another_nodes_call_reach_its_owner() {
     let Some(cluster) = Cluster::new().await else {
         return;
     };
-    let sipp = waiting_for_bye();
+    let sipp = waiting_for_byes(1);
     let a = cluster.start("node-a", "32800-32849", &[]).await;
     let b = cluster.start("node-b", "32850-32899", &[]).await;
     let (agent_id, _) = setup_agent(&a.api, sipp.port).await;
@@ -445,15 +432,7 @@ async fn an_organisations_cap_holds_across_both_nodes() {
     let Some(cluster) = Cluster::new().await else {
         return;
     };
-    let sipp = Sipp::uas(
-        &scenario("answer_then_we_hang_up.xml"),
-        SipTransport::Udp,
-        &SippOptions {
-            calls: 12,
-            ..SippOptions::default()
-        },
-    )
-    .unwrap();
+    let sipp = waiting_for_byes(12);
     let a = cluster.start("node-a", "32900-32949", &[]).await;
     let b = cluster.start("node-b", "32950-32999", &[]).await;
     let (_, key) = super::second_org(&a.api, json!({"max_concurrent_calls": 4})).await;
