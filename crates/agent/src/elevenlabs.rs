@@ -148,7 +148,10 @@ impl ElevenLabsSpeech {
             let text = match message {
                 Incoming::Text(text) => text,
                 Incoming::Binary(_) => continue,
-                Incoming::Closed => break,
+                Incoming::Closed if ended => break,
+                Incoming::Closed => {
+                    return Err(provider.protocol("it closed the line before its end"));
+                }
             };
             deadline.heard(ended);
             let value: Value = serde_json::from_str(&text)
@@ -246,11 +249,21 @@ impl WordAligner {
                 words.extend(self.finish());
                 continue;
             }
+            // Times past any audio's length (a service's nonsense) are left out, never added
+            // into an overflow.
+            let (Some(begins), Some(ends)) = (
+                offset.checked_add(start),
+                offset
+                    .checked_add(start)
+                    .and_then(|s| s.checked_add(length)),
+            ) else {
+                continue;
+            };
             if self.word.is_empty() {
-                self.start = offset + start;
+                self.start = begins;
             }
             self.word.push_str(c);
-            self.end = offset + start + length;
+            self.end = ends;
         }
         words
     }
@@ -362,5 +375,21 @@ mod tests {
                 end: ms(10),
             })
         );
+    }
+
+    /// Times no audio could have (a service's nonsense) are left out rather than overflow.
+    #[test]
+    fn times_past_any_audio_are_left_out() {
+        let mut aligner = WordAligner::default();
+        let words = aligner.push(
+            &serde_json::json!({
+                "chars": ["a", "b", " "],
+                "charStartTimesMs": [1e22, 0.0, 10.0],
+                "charsDurationsMs": [1e22, 5.0, 5.0],
+            }),
+            Duration::from_secs(u64::MAX / 2),
+        );
+        assert_eq!(words.len(), 1);
+        assert_eq!(words[0].word, "b");
     }
 }

@@ -197,7 +197,12 @@ fn sweep_abandoned_once(
         if entry.path().extension().is_none_or(|e| e != "part") {
             continue;
         }
-        let written = entry.metadata()?.modified()?;
+        // Gone meanwhile (another node's sweep, or kept in the store): nothing to do.
+        let written = match entry.metadata().and_then(|m| m.modified()) {
+            Ok(written) => written,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let quiet = now.duration_since(written).unwrap_or_default();
         if quiet < ABANDONED_AFTER {
             continue;

@@ -39,10 +39,6 @@ impl Default for RefusalBudget {
     }
 }
 
-/// The budget shared by the sources the full table has no room for (an address no INVITE comes
-/// from).
-const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-
 /// What `source` is counted under: its IPv4 address (an IPv4-mapped IPv6 one too), or its
 /// IPv6 /64.
 fn counted_as(source: IpAddr) -> IpAddr {
@@ -78,6 +74,8 @@ pub struct DropSummary {
 pub struct RefusalLimiter {
     budget: RefusalBudget,
     buckets: HashMap<IpAddr, Bucket>,
+    /// The budget the sources the full table has no room for share.
+    overflow: Option<Bucket>,
     dropped_since_summary: u64,
     sources_since_summary: HashSet<IpAddr>,
     last_summary: Option<Instant>,
@@ -89,6 +87,7 @@ impl RefusalLimiter {
         Self {
             budget,
             buckets: HashMap::new(),
+            overflow: None,
             dropped_since_summary: 0,
             sources_since_summary: HashSet::new(),
             last_summary: None,
@@ -106,28 +105,40 @@ impl RefusalLimiter {
         (bucket.tokens + earned).min(burst)
     }
 
-    /// The bucket `source` is counted in: its own when the table has it or has room for it,
-    /// else the one the overflow shares.
-    fn bucket_of(&self, source: IpAddr) -> IpAddr {
+    /// The bucket `source` is counted in: its own (`Some` key) when the table has it or has
+    /// room for it, else (`None`) the one the overflow shares.
+    fn bucket_of(&self, source: IpAddr) -> Option<IpAddr> {
         let key = counted_as(source);
-        if self.buckets.contains_key(&key) || self.tracked() < self.budget.max_sources {
-            key
-        } else {
-            OVERFLOW
+        (self.buckets.contains_key(&key) || self.buckets.len() < self.budget.max_sources)
+            .then_some(key)
+    }
+
+    fn bucket(&self, key: Option<IpAddr>) -> Option<Bucket> {
+        match key {
+            Some(key) => self.buckets.get(&key).copied(),
+            None => self.overflow,
+        }
+    }
+
+    fn set_bucket(&mut self, key: Option<IpAddr>, bucket: Bucket) {
+        match key {
+            Some(key) => {
+                self.buckets.insert(key, bucket);
+            }
+            None => self.overflow = Some(bucket),
         }
     }
 
     /// Whether `source` may still be answered a refusal at `now` (its budget is not spent).
     pub fn allows(&self, now: Instant, source: IpAddr) -> bool {
-        self.buckets
-            .get(&self.bucket_of(source))
-            .is_none_or(|b| self.refilled(*b, now) >= 1.0)
+        self.bucket(self.bucket_of(source))
+            .is_none_or(|b| self.refilled(b, now) >= 1.0)
     }
 
     /// Charges `source` one refusal at `now`.
     pub fn charge(&mut self, now: Instant, source: IpAddr) {
         if !self.buckets.contains_key(&counted_as(source))
-            && self.tracked() >= self.budget.max_sources
+            && self.buckets.len() >= self.budget.max_sources
         {
             self.forget_full(now);
         }
@@ -136,9 +147,9 @@ impl RefusalLimiter {
             tokens: f64::from(self.budget.burst),
             at: now,
         };
-        let bucket = self.buckets.get(&key).copied().unwrap_or(fresh);
+        let bucket = self.bucket(key).unwrap_or(fresh);
         let tokens = (self.refilled(bucket, now) - 1.0).max(0.0);
-        self.buckets.insert(key, Bucket { tokens, at: now });
+        self.set_bucket(key, Bucket { tokens, at: now });
     }
 
     /// Gives `source` back the token an INVITE took at `now` (its call was not refused for
@@ -146,9 +157,9 @@ impl RefusalLimiter {
     pub fn refund(&mut self, now: Instant, source: IpAddr) {
         let burst = f64::from(self.budget.burst);
         let key = self.bucket_of(source);
-        if let Some(bucket) = self.buckets.get(&key).copied() {
+        if let Some(bucket) = self.bucket(key) {
             let tokens = (self.refilled(bucket, now) + 1.0).min(burst);
-            self.buckets.insert(key, Bucket { tokens, at: now });
+            self.set_bucket(key, Bucket { tokens, at: now });
         }
     }
 
@@ -178,7 +189,7 @@ impl RefusalLimiter {
 
     /// Sources tracked (the overflow's shared budget not counted).
     pub fn tracked(&self) -> usize {
-        self.buckets.len() - usize::from(self.buckets.contains_key(&OVERFLOW))
+        self.buckets.len()
     }
 
     fn forget_full(&mut self, now: Instant) {
@@ -304,6 +315,24 @@ mod tests {
         // The tracked ones keep their own budgets.
         assert!(limiter.allows(t0, ip(0)));
         assert!(limiter.allows(t0 + Duration::from_secs(1), ip(50)));
+    }
+
+    /// The overflow's budget is nobody's own: a source in `::/64` (a local proxy on `::1`)
+    /// has a budget of its own like any other.
+    #[test]
+    fn the_overflow_is_no_sources_key() {
+        let t0 = Instant::now();
+        let mut limiter = RefusalLimiter::new(budget(2));
+        let local = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        limiter.charge(t0, local);
+        limiter.charge(t0, local);
+        assert!(!limiter.allows(t0, local));
+        assert_eq!(limiter.tracked(), 1);
+        for n in 0..3 {
+            limiter.charge(t0, ip(n));
+        }
+        // The table is full: a newcomer gets the overflow's budget, untouched by `::1`'s.
+        assert!(limiter.allows(t0, ip(100)));
     }
 
     /// An IPv6 source is counted by its /64, an IPv4-mapped one as its IPv4 address.
