@@ -5,8 +5,8 @@
 //! it ends its calls and takes the lease again. Each round it also looks for lost nodes —
 //! leases run out — and claims each (one survivor gets it, and only while its lease is still
 //! run out), closes the calls it left as `node_lost` and hangs them up on the wire (from their
-//! kept dialogs) without holding up the next renewal. A process started under a node id another running process holds is refused
-//! once that lease has had time to run out ([`take_lease_at_start`]).
+//! kept dialogs) without holding up the next renewal. A second process started under the id of
+//! a running node waits one lease length, then refuses to start ([`take_lease_at_start`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
