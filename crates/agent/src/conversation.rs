@@ -288,7 +288,10 @@ struct Turn {
 #[derive(Debug)]
 struct Utterance {
     id: u64,
+    /// When the endpointing ended it (and it went to speech recognition).
     ended: Instant,
+    /// When its last voiced frame came: where the caller stopped speaking.
+    spoke_until: Instant,
     audio: Vec<i16>,
     retried: bool,
     /// It came while the agent spoke.
@@ -408,9 +411,16 @@ impl Conversation {
         }
     }
 
-    /// The caller finished an utterance (its audio at 16 kHz); `over_agent` when the agent
-    /// was speaking at the time and was not interrupted.
-    pub fn handle_utterance(&mut self, now: Instant, audio: Vec<i16>, over_agent: bool) {
+    /// The caller finished an utterance (its audio at 16 kHz), its last voiced frame at
+    /// `spoke_until` (the turn's voice-to-voice time counts from there); `over_agent` when the
+    /// agent was speaking at the time and was not interrupted.
+    pub fn handle_utterance(
+        &mut self,
+        now: Instant,
+        spoke_until: Instant,
+        audio: Vec<i16>,
+        over_agent: bool,
+    ) {
         if self.over {
             return;
         }
@@ -422,6 +432,7 @@ impl Conversation {
         self.utterances.push(Utterance {
             id,
             ended: now,
+            spoke_until: spoke_until.min(now),
             audio,
             retried: false,
             over_agent,
@@ -475,7 +486,13 @@ impl Conversation {
             }
             return;
         }
-        self.caller_said(now, text.clone(), text, u.ended, u.over_agent);
+        self.caller_said(
+            now,
+            text.clone(),
+            text,
+            (u.ended, u.spoke_until),
+            u.over_agent,
+        );
         if self.adopting.take().is_some() {
             // The words matched but no turn started on them (the conversation moved on).
             self.actions.push_back(Action::CancelChat);
@@ -547,17 +564,18 @@ impl Conversation {
             true => "[the caller pressed ****]".to_owned(),
             false => said.clone(),
         };
-        self.caller_said(now, said, shown, now, false);
+        self.caller_said(now, said, shown, (now, now), false);
     }
 
-    /// The caller said `text` (shown as `shown` in the transcript) at `at`; `over_agent` when
-    /// it came while the agent spoke and did not cut it off.
+    /// The caller said `text` (shown as `shown` in the transcript) at `at`, having stopped
+    /// speaking at `spoke_until`; `over_agent` when it came while the agent spoke and did not
+    /// cut it off.
     fn caller_said(
         &mut self,
         now: Instant,
         text: String,
         shown: String,
-        at: Instant,
+        (at, spoke_until): (Instant, Instant),
         over_agent: bool,
     ) {
         self.lines.push(Line::said("caller", shown, at));
@@ -593,7 +611,7 @@ impl Conversation {
             // The model had not said anything of its answer yet: ask again with this too.
             self.actions.push_back(Action::CancelChat);
         }
-        self.start_turn(now, Some(at));
+        self.start_turn(now, Some(spoke_until));
     }
 
     /// An event of the model's answer to `request_id`.

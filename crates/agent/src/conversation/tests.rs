@@ -84,7 +84,7 @@ fn play_all(c: &mut Conversation, at: Instant, actions: &[Action], samples: usiz
 
 /// A caller's utterance at `at`, transcribed as `text` at `heard`.
 fn caller_says(c: &mut Conversation, at: Instant, heard: Instant, text: &str) -> Vec<Action> {
-    c.handle_utterance(at, vec![100; 3200], false);
+    c.handle_utterance(at, at, vec![100; 3200], false);
     let actions = drain(c);
     let Some(Action::Transcribe { utterance, audio }) = actions.first() else {
         panic!("expected a transcription, got {actions:?}");
@@ -430,7 +430,7 @@ fn a_backchannel_under_the_barge_in_minimum_starts_no_turn() {
     c.handle_answered(t0);
     let opening = spoken(&drain(&mut c));
     c.handle_speech_audio(t0, opening[0].0, 32_000);
-    c.handle_utterance(ms(t0, 800), vec![0; 4000], true);
+    c.handle_utterance(ms(t0, 800), ms(t0, 800), vec![0; 4000], true);
     let Some(Action::Transcribe { utterance, .. }) = c.poll_action() else {
         panic!("transcribed")
     };
@@ -453,7 +453,7 @@ fn with_barge_in_off_the_agent_answers_after_it_finishes() {
     let opening = spoken(&drain(&mut c));
     c.handle_speech_audio(t0, opening[0].0, 32_000);
     c.handle_speech_done(t0, opening[0].0, Ok(()));
-    c.handle_utterance(ms(t0, 800), vec![0; 4000], true);
+    c.handle_utterance(ms(t0, 800), ms(t0, 800), vec![0; 4000], true);
     let Some(Action::Transcribe { utterance, .. }) = c.poll_action() else {
         panic!("transcribed")
     };
@@ -502,7 +502,7 @@ fn speech_recognition_and_synthesis_failures_are_retried_once() {
     c.handle_speech_audio(t0, opening[0].0, 100);
     c.handle_speech_done(t0, opening[0].0, Ok(()));
     c.handle_played(t0, opening[0].0);
-    c.handle_utterance(t0, vec![0; 320], false);
+    c.handle_utterance(t0, t0, vec![0; 320], false);
     let Some(Action::Transcribe { utterance, .. }) = c.poll_action() else {
         panic!("transcribed")
     };
@@ -859,7 +859,7 @@ fn an_interruption_that_was_no_words_lets_the_agent_go_on() {
     c.handle_speech_audio(t0, opening[0].0, 32_000);
     c.handle_barge_in(ms(t0, 500), Some(opening[0].0), 8000);
     drain(&mut c);
-    c.handle_utterance(ms(t0, 900), vec![0; 3200], false);
+    c.handle_utterance(ms(t0, 900), ms(t0, 900), vec![0; 3200], false);
     let Some(Action::Transcribe { utterance, .. }) = c.poll_action() else {
         panic!("transcribed")
     };
@@ -883,7 +883,7 @@ fn words_while_the_answer_streams_join_the_history_after_it() {
     );
     let pieces = spoken(&drain(&mut c));
     c.handle_speech_audio(t0, pieces[0].0, 1600);
-    c.handle_utterance(ms(t0, 300), vec![0; 3200], true);
+    c.handle_utterance(ms(t0, 300), ms(t0, 300), vec![0; 3200], true);
     let Some(Action::Transcribe { utterance, .. }) = c.poll_action() else {
         panic!("transcribed")
     };
@@ -987,7 +987,7 @@ fn keys_pressed_while_the_agent_speaks_are_answered_once_it_finishes() {
 
 /// The caller's utterance out for transcription, with the model asked on its interim words.
 fn early_guess(c: &mut Conversation, at: Instant, guess: &str) -> (u64, u64) {
-    c.handle_utterance(at, vec![100; 3200], false);
+    c.handle_utterance(at, at, vec![100; 3200], false);
     let actions = drain(c);
     let Some(Action::Transcribe { utterance, .. }) = actions.first() else {
         panic!("expected a transcription, got {actions:?}");
@@ -1073,4 +1073,35 @@ fn an_answer_asked_on_interim_words_is_dropped_when_the_final_words_differ() {
         Ok(ChatEvent::TextDelta("Great. ".into())),
     );
     assert!(drain(&mut c).is_empty());
+}
+
+/// Voice-to-voice counts from the caller's last voiced frame, not from the moment endpointing
+/// decided the utterance was over (its silence is part of what the caller waits through).
+#[test]
+fn voice_to_voice_counts_from_the_callers_last_voiced_frame() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Hello.")));
+    opened(&mut c, t0);
+    c.handle_utterance(ms(t0, 3000), ms(t0, 2400), vec![100; 3200], false);
+    let actions = drain(&mut c);
+    let Some(Action::Transcribe { utterance, .. }) = actions.first() else {
+        panic!("expected a transcription, got {actions:?}");
+    };
+    c.handle_transcript(ms(t0, 3200), *utterance, Ok("A quote, please.".into()));
+    let (id, _) = chat_of(&drain(&mut c));
+    c.handle_chat(
+        ms(t0, 3400),
+        id,
+        Ok(ChatEvent::TextDelta(
+            "Sure thing, happy to help you. What".into(),
+        )),
+    );
+    let said = spoken(&drain(&mut c));
+    let [(segment, _)] = said.as_slice() else {
+        panic!("expected one piece, got {said:?}");
+    };
+    c.handle_speech_audio(ms(t0, 3500), *segment, 1600);
+    let stats = c.stats().to_json();
+    assert_eq!(stats["voice_to_voice_ms"]["max"], 1100);
+    assert_eq!(stats["stt_ms"]["max"], 200);
 }

@@ -557,13 +557,14 @@ impl Driver {
                     }
                 }
             }
-            SpeechEvent::SpeechEnded { audio, .. } if self.opened => {
+            SpeechEvent::SpeechEnded { at, audio, .. } if self.opened => {
                 if let (true, Some(listening)) = (self.streaming, &self.listening) {
                     self.streaming = false;
                     self.finishing = Some(listening.finish());
                 }
                 let over_agent = self.conversation.agent_speaking() && !self.barged;
-                self.conversation.handle_utterance(now, audio, over_agent);
+                self.conversation
+                    .handle_utterance(now, at, audio, over_agent);
                 // Preemptive generation: the model may start on the interim words.
                 if let Some(words) = self.heard_so_far.take() {
                     self.conversation.handle_early_words(now, &words);
