@@ -47,21 +47,13 @@ impl Default for HttpTimeouts {
 
 /// Serves `app` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, app: axum::Router, timeouts: HttpTimeouts) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of descriptors, say: wait a little rather than spin.
-                tracing::warn!(%error, "HTTP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+    let mut connections = speaking_connections(listener, timeouts.header);
+    while let Some(stream) = tokio_stream::StreamExt::next(&mut connections).await {
+        let Ok(stream) = stream else {
+            continue;
         };
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            if !speaks_within(&stream, timeouts.header).await {
-                return;
-            }
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -94,8 +86,8 @@ async fn speaks_within(stream: &TcpStream, limit: Duration) -> bool {
 }
 
 /// The connections `listener` accepts, each once it has sent its first byte within `limit`
-/// (those that do not are dropped); for a server that takes a stream of connections (tonic's
-/// `serve_with_incoming`). Accepting stops when the stream is dropped.
+/// (those that do not are dropped): what [`serve`] serves, and what tonic's
+/// `serve_with_incoming` takes for gRPC. Accepting stops when the stream is dropped.
 pub fn speaking_connections(
     listener: TcpListener,
     limit: Duration,
@@ -117,6 +109,7 @@ pub fn speaking_connections(
                     });
                 }
                 Err(error) => {
+                    // Out of descriptors, say: wait a little rather than spin.
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
