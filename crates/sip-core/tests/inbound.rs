@@ -203,6 +203,79 @@ fn no_ack_within_64_t1_releases_the_call_with_a_bye() {
     );
 }
 
+/// RFC 3261 §15: the callee's UA must not send BYE on a confirmed dialog before the ACK of its
+/// 2xx (or the INVITE's transaction timing out): hanging up before the ACK waits for it.
+#[test]
+fn our_bye_waits_for_the_ack_of_our_2xx() {
+    let mut h = inbound_harness();
+    let (call, _) = incoming(&mut h, "9", "");
+    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    h.ep.hang_up(h.now, call).unwrap();
+    h.advance(secs(2.0));
+    assert!(h.sent_requests("BYE").is_empty(), "no BYE before the ACK");
+    h.feed(&from_caller(&h, "9", "ACK", "z9hG4bKack9", 1));
+    let byes = h.sent_requests("BYE");
+    assert_eq!(byes.len(), 1, "the BYE once the ACK came");
+    assert_eq!(byes[0].at, secs(2.0));
+    h.reply(&byes[0], 200, None, "", "");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Local,
+            reason: EndReason::Completed
+        }]
+    );
+    h.advance(secs(40.0));
+    assert_eq!(h.sent_requests("BYE").len(), 1, "one BYE only");
+}
+
+/// With no ACK at all, the deferred BYE goes when the INVITE's transaction times out (64·T1).
+#[test]
+fn a_bye_deferred_for_an_ack_that_never_comes_goes_at_64_t1() {
+    let mut h = inbound_harness();
+    let (call, _) = incoming(&mut h, "10", "");
+    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    h.ep.hang_up(h.now, call).unwrap();
+    h.advance(secs(32.2));
+    let byes = h.sent_requests("BYE");
+    assert_eq!(byes.len(), 1, "{byes:?}");
+    assert_eq!(byes[0].at, Duration::from_secs(32), "at 64·T1");
+    h.reply(&byes[0], 200, None, "", "");
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Local,
+            reason: EndReason::Completed
+        }]
+    );
+}
+
+/// We hung up before the ACK and the caller hung up too: its BYE ends the call, and ours is
+/// never sent.
+#[test]
+fn a_callers_bye_while_ours_waits_for_the_ack_ends_the_call_without_ours() {
+    let mut h = inbound_harness();
+    let (call, _) = incoming(&mut h, "11", "");
+    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    h.ep.hang_up(h.now, call).unwrap();
+    h.feed(&from_caller(&h, "11", "BYE", "z9hG4bKbye11", 2));
+    assert!(h.last_sent().is_response(200));
+    assert_eq!(
+        h.take_events(),
+        vec![CallEvent::Ended {
+            by: Party::Remote,
+            reason: EndReason::Completed
+        }]
+    );
+    h.feed(&from_caller(&h, "11", "ACK", "z9hG4bKack11", 1));
+    h.advance(secs(40.0));
+    assert!(h.sent_requests("BYE").is_empty(), "no BYE of ours");
+    assert!(h.take_events().is_empty());
+}
+
 #[test]
 fn a_cancel_before_the_answer_gets_200_and_the_invite_487() {
     let mut h = inbound_harness();

@@ -67,6 +67,10 @@ pub(super) struct Inbound {
     source: IpAddr,
     /// Our 2xx went out; the ACK is awaited.
     answered: bool,
+    /// We hung up before the ACK came: the BYE waits for it, or for the INVITE's transaction to
+    /// time out (RFC 3261 §15: the callee's UA must not send BYE on a confirmed dialog before
+    /// either).
+    bye_deferred: bool,
     /// The INVITE's token of the source's budget is still taken.
     charged: bool,
 }
@@ -194,6 +198,7 @@ impl Endpoint {
                 invite: key.clone(),
                 source: destination.ip(),
                 answered: false,
+                bye_deferred: false,
                 charged: true,
             },
         );
@@ -327,12 +332,36 @@ impl Endpoint {
 
     /// The ACK for our 2xx arrived: the incoming call is answered (unless it is already being
     /// hung up).
-    pub(super) fn on_inbound_ack(&mut self, handle: CallHandle) {
-        if self.inbound.get(&handle).is_some_and(|i| i.answered) {
-            self.inbound.remove(&handle);
-            if self.phase_is(handle, Phase::Confirmed) {
+    pub(super) fn on_inbound_ack(&mut self, now: Instant, handle: CallHandle) {
+        if let Some(inbound) = self.take_answered(handle) {
+            if inbound.bye_deferred {
+                if self.phase_is(handle, Phase::Ending) {
+                    self.send_in_dialog(now, handle, None, Method::Bye, Purpose::Bye, None);
+                }
+            } else if self.phase_is(handle, Phase::Confirmed) {
                 self.emit(handle, CallEvent::Answered { sdp: None });
             }
+        }
+    }
+
+    /// The incoming call's state while its 2xx awaits the ACK, taken: the wait is over.
+    fn take_answered(&mut self, handle: CallHandle) -> Option<Inbound> {
+        if self.inbound.get(&handle).is_some_and(|i| i.answered) {
+            self.inbound.remove(&handle)
+        } else {
+            None
+        }
+    }
+
+    /// We hang up an answered incoming call: `true` when its ACK has not come yet, and the BYE
+    /// now waits for it ([`Inbound::bye_deferred`]).
+    pub(super) fn defer_bye_until_ack(&mut self, handle: CallHandle) -> bool {
+        match self.inbound.get_mut(&handle) {
+            Some(inbound) if inbound.answered => {
+                inbound.bye_deferred = true;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -371,10 +400,17 @@ impl Endpoint {
     /// The INVITE's server transaction timed out: for an answered call, no ACK came within
     /// 64·T1 (§13.3.1.4): the dialog is released with a BYE and the call fails.
     pub(super) fn on_inbound_timeout(&mut self, now: Instant, handle: CallHandle) {
-        if !self.inbound.get(&handle).is_some_and(|i| i.answered) {
+        let Some(inbound) = self.take_answered(handle) else {
+            return;
+        };
+        if inbound.bye_deferred {
+            // We hung up meanwhile (and the caller did not): the BYE goes now, and its answer
+            // ends the call.
+            if self.phase_is(handle, Phase::Ending) {
+                self.send_in_dialog(now, handle, None, Method::Bye, Purpose::Bye, None);
+            }
             return;
         }
-        self.inbound.remove(&handle);
         if !self.phase_is(handle, Phase::Confirmed) {
             // Hung up already, by either side.
             return;

@@ -205,7 +205,10 @@ impl Endpoint {
             (Phase::Calling | Phase::Early, _) => Ok(()),
             (Phase::Confirmed, _) => {
                 call.phase = Phase::Ending;
-                self.send_in_dialog(now, handle, None, Method::Bye, Purpose::Bye, None);
+                // An incoming call's BYE waits for the ACK of our 2xx (RFC 3261 §15).
+                if !self.defer_bye_until_ack(handle) {
+                    self.send_in_dialog(now, handle, None, Method::Bye, Purpose::Bye, None);
+                }
                 self.settle();
                 Ok(())
             }

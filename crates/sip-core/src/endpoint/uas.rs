@@ -282,7 +282,7 @@ impl Endpoint {
             m.on_request(now, true);
             self.touched.push(TimerKey::Server(key));
         }
-        self.on_inbound_ack(handle);
+        self.on_inbound_ack(now, handle);
     }
 
     fn end_by_remote(&mut self, handle: CallHandle) {
