@@ -317,6 +317,9 @@ pub struct Conversation {
     /// to be none, the agent goes on rather than waiting in silence.
     resume_after_barge_in: bool,
     hang_up_after_speech: Option<EndReason>,
+    /// The end of the caller's speech that the answer now queued replies to, until its first
+    /// audio is on the wire (voice-to-voice).
+    answer_from: Option<Instant>,
     /// The caller's key presses not yet passed on, and when the last came.
     keys: Option<(String, Instant)>,
     /// A request asked on interim words; once the final words matched, the one to adopt.
@@ -343,6 +346,7 @@ impl Conversation {
             reply_after_speech: false,
             resume_after_barge_in: false,
             hang_up_after_speech: None,
+            answer_from: None,
             keys: None,
             early: None,
             adopting: None,
@@ -679,25 +683,37 @@ impl Conversation {
         }
     }
 
-    /// Audio of `segment` arrived from the synthesiser (`samples` long) and was queued.
-    pub fn handle_speech_audio(&mut self, now: Instant, segment: u64, samples: usize) {
+    /// Audio of `segment` arrived from the synthesiser (`samples` long) and was queued. Returns
+    /// `true` when it is the first audio answering the caller's utterance: the driver reports
+    /// when its first sample reaches the wire ([`Conversation::handle_answer_on_wire`]), where
+    /// voice-to-voice ends.
+    pub fn handle_speech_audio(&mut self, now: Instant, segment: u64, samples: usize) -> bool {
         let Some(s) = self.segments.iter_mut().find(|s| s.id == segment) else {
-            return;
+            return false;
         };
+        let mut answers = false;
         if s.samples == 0 && samples > 0 {
             self.stats
                 .tts_first_audio
                 .add(now.saturating_duration_since(s.asked));
             if !self.turn.answered {
                 self.turn.answered = true;
-                if let Some(end) = self.turn.speech_end {
-                    self.stats
-                        .voice_to_voice
-                        .add(now.saturating_duration_since(end));
-                }
+                self.answer_from = self.turn.speech_end;
+                answers = self.answer_from.is_some();
             }
         }
         s.samples += samples;
+        answers
+    }
+
+    /// The first audio of the answer ([`Conversation::handle_speech_audio`]) went out on the
+    /// wire at `at`: voice-to-voice is counted from the caller's last voiced frame to here.
+    pub fn handle_answer_on_wire(&mut self, at: Instant) {
+        if let Some(end) = self.answer_from.take() {
+            self.stats
+                .voice_to_voice
+                .add(at.saturating_duration_since(end));
+        }
     }
 
     /// The synthesiser timed these words of `segment` (from the start of its audio).

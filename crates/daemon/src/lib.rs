@@ -97,9 +97,15 @@ const AGENT_METRICS: &str = "dialtone_agent_";
 const AGENT_LATENCY_BUCKETS: [f64; 12] =
     [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0];
 
+/// The upper bounds (seconds) of the buckets of the media path's histograms measured in ticks
+/// ([`dialtone_engine::BARGE_IN_STOP_METRIC`], the Media Streams bridge's two directions).
+const MEDIA_PATH_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.2, 0.5,
+];
+
 /// The process-wide Prometheus recorder, installed on first use. The agent's latencies are
-/// histograms with [`AGENT_LATENCY_BUCKETS`] (so they aggregate across nodes); the other
-/// histograms render as summaries.
+/// histograms with [`AGENT_LATENCY_BUCKETS`] and the media path's with [`MEDIA_PATH_BUCKETS`]
+/// (so they aggregate across nodes); the other histograms render as summaries.
 fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
@@ -111,6 +117,20 @@ fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
                     Matcher::Prefix(AGENT_METRICS.to_owned()),
                     &AGENT_LATENCY_BUCKETS,
                 )
+                .and_then(|builder| {
+                    [
+                        dialtone_engine::BARGE_IN_STOP_METRIC,
+                        dialtone_engine::MEDIA_STREAMS_INBOUND_METRIC,
+                        dialtone_engine::MEDIA_STREAMS_OUTBOUND_METRIC,
+                    ]
+                    .into_iter()
+                    .try_fold(builder, |builder, name| {
+                        builder.set_buckets_for_metric(
+                            Matcher::Full(name.to_owned()),
+                            &MEDIA_PATH_BUCKETS,
+                        )
+                    })
+                })
                 .and_then(PrometheusBuilder::install_recorder)
                 .map_err(|error| tracing::warn!(%error, "metrics recorder not installed"))
                 .ok()

@@ -53,7 +53,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use brains::BRAIN_CONNECT_LIMIT;
+pub use brains::{
+    BARGE_IN_STOP_METRIC, BRAIN_CONNECT_LIMIT, MEDIA_STREAMS_INBOUND_METRIC,
+    MEDIA_STREAMS_OUTBOUND_METRIC,
+};
 use dialtone_media::{MediaEngine, PortPool, Scheduling};
 use dialtone_model::{
     AgentFields, Amd, AmdMode, BargeIn as ModelBargeIn, TransferCall, VoicemailAction, placeholder,

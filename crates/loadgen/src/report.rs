@@ -328,6 +328,15 @@ pub struct DaemonUsage {
     pub step_ms: Percentiles,
     /// How late the daemon's media ticks started, ms (bucket upper bounds).
     pub tick_lateness_ms: Percentiles,
+    /// Barge-ins from the speech loop's decision to the agent's audio stopped on the wire (the
+    /// media tick that dropped what was queued), ms (bucket upper bounds).
+    pub barge_in_stop_ms: Percentiles,
+    /// A Media Streams app's calls: the caller's RTP packet received → its `media` event
+    /// written to the app's websocket (one frame a second a call), ms (bucket upper bounds).
+    pub streams_inbound_ms: Percentiles,
+    /// The app's `media` event read → the media tick taking its first frame for the wire, ms
+    /// (bucket upper bounds).
+    pub streams_outbound_ms: Percentiles,
     /// Ticks its media workers skipped, having fallen over 100 ms behind (since it started).
     pub ticks_skipped: u64,
     /// Media steps (or a tick's packets) one worker took for another whose thread had not

@@ -1,4 +1,6 @@
-//! The sans-IO core of a Media Streams bridge: what goes on the websocket and what the app's
+//! # dialtone-media-streams — the sans-IO core of a Twilio Media Streams bridge
+//!
+//! [`StreamsSession`] is one call's stream: what goes on the websocket and what the app's
 //! events do to the call's playout. No socket, no clock: the driver hands it the caller's
 //! 20 ms frames as the media clock delivers them (so `media` is paced by that clock and its
 //! `timestamp` is the media time, never a burst) and the app's text frames; it queues the
@@ -10,6 +12,7 @@
 //! a barge-in (when the agent turns the speech loop's barge-in on).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -23,10 +26,10 @@ use dialtone_speech::{FRAME_SAMPLES, SpeechLoop};
 const NARROW_FRAME: usize = FRAME_SAMPLES / 2;
 /// The most of the app's audio the playout holds (60 s at 16 kHz): an app sending faster than
 /// real time past it has the excess dropped and counted, never buffered without bound.
-pub(crate) const PLAYOUT_CAP_SAMPLES: usize = 60 * dialtone_speech::SAMPLE_RATE as usize;
+pub const PLAYOUT_CAP_SAMPLES: usize = 60 * dialtone_speech::SAMPLE_RATE as usize;
 /// Room the driver's send queue keeps for control events (`mark`, `dtmf`, `stop`): below it
 /// the caller's `media` is dropped, never those.
-pub(crate) const CONTROL_ROOM: usize = 32;
+pub const CONTROL_ROOM: usize = 32;
 /// The most events that wait here for room in the send queue; past it new `media` is dropped.
 const OUT_LIMIT: usize = 64;
 /// What the playout's marks of the app start with, so they are told from the engine's own.
@@ -34,20 +37,30 @@ const MARK_PREFIX: &str = "\u{0}app:";
 
 /// Who the stream belongs to, as `start` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StreamStart {
+pub struct StreamStart {
     /// The stream's id.
-    pub(crate) stream_sid: String,
+    pub stream_sid: String,
     /// The organisation's id.
-    pub(crate) account_sid: String,
+    pub account_sid: String,
     /// The call's id.
-    pub(crate) call_sid: String,
+    pub call_sid: String,
     /// The call's context, every value a string.
-    pub(crate) custom_parameters: BTreeMap<String, String>,
+    pub custom_parameters: BTreeMap<String, String>,
+}
+
+/// An event for the app, as its text frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The frame.
+    pub text: String,
+    /// For a `media` event whose caller frame the driver timed
+    /// ([`StreamsSession::caller_frame`]): when its audio reached the engine.
+    pub arrived: Option<Instant>,
 }
 
 /// What an app's event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AppEffect {
+pub enum AppEffect {
     /// Nothing the driver must act on (audio or a mark queued, an event ignored).
     Queued,
     /// The app's audio was dropped: the playout already holds [`PLAYOUT_CAP_SAMPLES`].
@@ -58,7 +71,7 @@ pub(crate) enum AppEffect {
 
 /// An app's frame the protocol has no answer for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ProtocolError {
+pub enum ProtocolError {
     /// Not an event (not JSON, or a known event missing a field).
     #[error("not a Media Streams event: {0}")]
     Malformed(String),
@@ -68,11 +81,12 @@ pub(crate) enum ProtocolError {
 }
 
 /// One call's Media Streams stream.
-pub(crate) struct StreamsSession {
+pub struct StreamsSession {
     start: StreamStart,
     sequence: u64,
     chunks: u64,
-    out: VecDeque<ToApp>,
+    /// Events to send, each with the arrival of the caller audio it carries when timed.
+    out: VecDeque<(ToApp, Option<Instant>)>,
     narrow: Resampler,
     narrow_frame: [i16; NARROW_FRAME],
     encoded: [u8; NARROW_FRAME],
@@ -92,7 +106,7 @@ pub(crate) struct StreamsSession {
 
 impl StreamsSession {
     /// A stream for `start`; `connected` and `start` are queued.
-    pub(crate) fn new(start: StreamStart) -> Result<Self, dialtone_codec::CodecError> {
+    pub fn new(start: StreamStart) -> Result<Self, dialtone_codec::CodecError> {
         let mut session = Self {
             start,
             sequence: 0,
@@ -109,10 +123,13 @@ impl StreamsSession {
             unsent: 0,
             invalid: 0,
         };
-        session.out.push_back(ToApp::Connected {
-            protocol: ms::PROTOCOL.into(),
-            version: ms::VERSION.into(),
-        });
+        session.out.push_back((
+            ToApp::Connected {
+                protocol: ms::PROTOCOL.into(),
+                version: ms::VERSION.into(),
+            },
+            None,
+        ));
         let start = ToApp::Start {
             sequence_number: String::new(),
             stream_sid: session.start.stream_sid.clone(),
@@ -129,7 +146,7 @@ impl StreamsSession {
                 },
             },
         };
-        session.out.push_back(start);
+        session.out.push_back((start, None));
         Ok(session)
     }
 
@@ -139,7 +156,9 @@ impl StreamsSession {
     }
 
     /// One 20 ms frame of the caller (16 kHz) as the media clock delivered it: one `media`.
-    pub(crate) fn caller_frame(&mut self, frame: &[i16]) {
+    /// `arrived`, when the driver times this frame, is when its audio reached the engine; it
+    /// comes back with the event ([`Transmit::arrived`]).
+    pub fn caller_frame(&mut self, frame: &[i16], arrived: Option<Instant>) {
         if self.stopped {
             return;
         }
@@ -169,11 +188,11 @@ impl StreamsSession {
                 payload,
             },
         };
-        self.out.push_back(media);
+        self.out.push_back((media, arrived));
     }
 
     /// A key the caller pressed (RFC 4733 or in-band).
-    pub(crate) fn dtmf(&mut self, digit: char) {
+    pub fn dtmf(&mut self, digit: char) {
         if self.stopped {
             return;
         }
@@ -185,11 +204,11 @@ impl StreamsSession {
                 digit: digit.to_string(),
             },
         };
-        self.out.push_back(event);
+        self.out.push_back((event, None));
     }
 
     /// The call ended: `stop` is queued (once), and nothing after it.
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if self.stopped {
             return;
         }
@@ -201,7 +220,7 @@ impl StreamsSession {
                 call_sid: self.start.call_sid.clone(),
             },
         };
-        self.out.push_back(stop);
+        self.out.push_back((stop, None));
         self.stopped = true;
     }
 
@@ -210,7 +229,7 @@ impl StreamsSession {
     /// its marks echoed at once, nothing of the engine's playout touched.
     /// An invalid frame (not JSON, a known event missing a field, a payload not base64) is
     /// counted and changes nothing: as under Twilio, the driver logs and ignores it.
-    pub(crate) fn handle_app(
+    pub fn handle_app(
         &mut self,
         text: &str,
         speech: &mut SpeechLoop,
@@ -278,7 +297,7 @@ impl StreamsSession {
 
     /// A playout mark the speech loop reported; `true` when it was the app's (its echo is
     /// queued), `false` when it is the engine's own.
-    pub(crate) fn playout_done(&mut self, mark: &str) -> bool {
+    pub fn playout_done(&mut self, mark: &str) -> bool {
         let Some(name) = mark.strip_prefix(MARK_PREFIX) else {
             return false;
         };
@@ -294,7 +313,7 @@ impl StreamsSession {
 
     /// The playout was cleared (the app's `clear`, a barge-in, or the engine's voicemail
     /// message taking over): every pending mark is echoed now.
-    pub(crate) fn playout_cleared(&mut self) {
+    pub fn playout_cleared(&mut self) {
         while let Some(name) = self.pending.pop_front() {
             self.echo(name);
         }
@@ -309,21 +328,21 @@ impl StreamsSession {
             stream_sid: self.start.stream_sid.clone(),
             mark: Mark { name },
         };
-        self.out.push_back(mark);
+        self.out.push_back((mark, None));
     }
 
     /// How many of the app's `media` events were dropped over the playout's cap.
-    pub(crate) fn overflowed(&self) -> u64 {
+    pub fn overflowed(&self) -> u64 {
         self.overflowed
     }
 
     /// How many of the app's frames were invalid (and ignored).
-    pub(crate) fn invalid(&self) -> u64 {
+    pub fn invalid(&self) -> u64 {
         self.invalid
     }
 
     /// How many of the caller's `media` events were dropped because the app did not keep up.
-    pub(crate) fn unsent(&self) -> u64 {
+    pub fn unsent(&self) -> u64 {
         self.unsent
     }
 
@@ -331,19 +350,20 @@ impl StreamsSession {
     /// has no gaps), given the `room` left in the driver's send queue. With
     /// [`CONTROL_ROOM`] or less, `media` is dropped (counted) and only control events go; with
     /// none, they wait here.
-    pub(crate) fn poll_transmit(&mut self, room: usize) -> Option<String> {
-        while room <= CONTROL_ROOM && matches!(self.out.front(), Some(ToApp::Media { .. })) {
+    pub fn poll_transmit(&mut self, room: usize) -> Option<Transmit> {
+        while room <= CONTROL_ROOM && matches!(self.out.front(), Some((ToApp::Media { .. }, _))) {
             self.out.pop_front();
             self.unsent += 1;
         }
         if room == 0 {
             return None;
         }
-        let mut event = self.out.pop_front()?;
+        let (mut event, arrived) = self.out.pop_front()?;
         if let Some(number) = sequence_number(&mut event) {
             *number = self.next_sequence();
         }
-        serde_json::to_string(&event).ok()
+        let text = serde_json::to_string(&event).ok()?;
+        Some(Transmit { text, arrived })
     }
 }
 
@@ -370,5 +390,4 @@ fn sequence_number(event: &mut ToApp) -> Option<&mut String> {
 }
 
 #[cfg(test)]
-#[path = "session_tests.rs"]
 mod tests;

@@ -53,7 +53,7 @@ impl Bench {
     /// Everything queued for the app, as JSON.
     fn sent(&mut self) -> Vec<Value> {
         std::iter::from_fn(|| self.session.poll_transmit(usize::MAX))
-            .map(|t| serde_json::from_str(&t).unwrap())
+            .map(|t| serde_json::from_str(&t.text).unwrap())
             .collect()
     }
 
@@ -111,6 +111,36 @@ fn the_stream_opens_with_connected_then_start_naming_the_call() {
     );
 }
 
+/// A caller frame the driver timed comes back with its event, so the driver can time the
+/// audio's way to the app; the other events carry no time.
+#[test]
+fn a_timed_caller_frame_keeps_its_arrival_to_its_media_event() {
+    let mut b = Bench::new();
+    let opening: Vec<Option<Instant>> = std::iter::from_fn(|| b.session.poll_transmit(usize::MAX))
+        .map(|t| t.arrived)
+        .collect();
+    assert_eq!(opening, [None, None], "connected and start");
+    let arrived = b.now + Duration::from_millis(7);
+    b.session.caller_frame(&[0; FRAME_SAMPLES], Some(arrived));
+    b.session.dtmf('5');
+    b.session.caller_frame(&[0; FRAME_SAMPLES], None);
+    let sent: Vec<(String, Option<Instant>)> =
+        std::iter::from_fn(|| b.session.poll_transmit(usize::MAX))
+            .map(|t| {
+                let event: Value = serde_json::from_str(&t.text).unwrap();
+                (event["event"].as_str().unwrap().to_owned(), t.arrived)
+            })
+            .collect();
+    assert_eq!(
+        sent,
+        [
+            ("media".to_owned(), Some(arrived)),
+            ("dtmf".to_owned(), None),
+            ("media".to_owned(), None)
+        ]
+    );
+}
+
 #[test]
 fn each_caller_frame_is_one_media_chunk_in_order_with_its_media_time() {
     let mut b = Bench::new();
@@ -119,7 +149,7 @@ fn each_caller_frame_is_one_media_chunk_in_order_with_its_media_time() {
     let mut heard = Vec::new();
     for i in 0..25 {
         sine(16_000, 1000.0, 8000.0, i * FRAME_SAMPLES, &mut frame);
-        b.session.caller_frame(&frame);
+        b.session.caller_frame(&frame, None);
         let sent = b.sent();
         assert_eq!(sent.len(), 1, "one event per frame, never a burst");
         let media = &sent[0];
@@ -220,7 +250,7 @@ fn keys_and_the_end_are_events_and_nothing_follows_stop() {
     b.session.dtmf('5');
     b.session.stop();
     b.session.stop();
-    b.session.caller_frame(&[0; FRAME_SAMPLES]);
+    b.session.caller_frame(&[0; FRAME_SAMPLES], None);
     b.session.dtmf('6');
     let sent = b.sent();
     assert_eq!(
@@ -274,16 +304,16 @@ fn an_app_sending_faster_than_real_time_is_capped_at_60_s_of_playout() {
 fn a_full_send_queue_drops_only_media_and_numbers_stay_contiguous() {
     let mut b = Bench::new();
     b.sent();
-    b.session.caller_frame(&[0; FRAME_SAMPLES]);
+    b.session.caller_frame(&[0; FRAME_SAMPLES], None);
     b.session.dtmf('1');
-    b.session.caller_frame(&[0; FRAME_SAMPLES]);
+    b.session.caller_frame(&[0; FRAME_SAMPLES], None);
     b.app(json!({"event": "mark", "mark": {"name": "m"}}));
     b.speech.clear_playout();
     b.session.playout_cleared();
-    b.session.caller_frame(&[0; FRAME_SAMPLES]);
+    b.session.caller_frame(&[0; FRAME_SAMPLES], None);
     // The queue is short of room: the control events go, the caller's audio does not.
     let short: Vec<Value> = std::iter::from_fn(|| b.session.poll_transmit(CONTROL_ROOM))
-        .map(|t| serde_json::from_str(&t).unwrap())
+        .map(|t| serde_json::from_str(&t.text).unwrap())
         .collect();
     let kinds: Vec<(&str, &str)> = short
         .iter()
@@ -299,7 +329,7 @@ fn a_full_send_queue_drops_only_media_and_numbers_stay_contiguous() {
     // With no room at all nothing goes, and a control event waits for room.
     b.session.dtmf('2');
     assert_eq!(b.session.poll_transmit(0), None);
-    b.session.caller_frame(&[0; FRAME_SAMPLES]);
+    b.session.caller_frame(&[0; FRAME_SAMPLES], None);
     let sent = b.sent();
     assert_eq!(sent[0]["event"], "dtmf");
     assert_eq!(sent[0]["sequenceNumber"], "4");

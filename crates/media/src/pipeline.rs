@@ -342,6 +342,8 @@ pub struct CallMedia {
     encoder: Encoder,
     to_speech: rtrb::Producer<AudioFrame>,
     from_agent: rtrb::Consumer<AudioFrame>,
+    /// Frames taken from `from_agent`, sent or discarded (the ordinal of the last one).
+    outbound_taken: u64,
     notify: Arc<Notify>,
     /// A frame went into the speech ring and the loop has not been woken for it.
     speech_due: bool,
@@ -384,7 +386,7 @@ impl CallMedia {
         now: Instant,
         wallclock: SystemTime,
     ) -> Result<(Self, FrameReceiver, FrameSender), MediaError> {
-        let ((to_speech, from_agent), (inbound, outbound), notify, counters) = call_rings();
+        let ((to_speech, from_agent), (inbound, outbound), notify, counters) = call_rings(now);
         // A recording that cannot start leaves the call unrecorded, never without media.
         let (recorder, recording_done) = match config.record.as_ref().map(Recorder::start) {
             Some(Ok((recorder, done))) => (Some(recorder), Some(done)),
@@ -425,6 +427,7 @@ impl CallMedia {
             encoder: Encoder::new(config.codec)?,
             to_speech,
             from_agent,
+            outbound_taken: 0,
             notify,
             speech_due: false,
             counters,
@@ -666,7 +669,7 @@ impl CallMedia {
     /// Runs one 20 ms tick at `now`, handing packets to send to `send`, and wakes the speech
     /// loop if a frame went into its ring.
     pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(Transmit<'_>)) -> TickTimes {
-        let outbound_queued = self.tick_outbound(send);
+        let outbound_queued = self.tick_outbound(now, send);
         let inbound_arrival = self.tick_inbound(now, send);
         self.wake_speech_loop();
         TickTimes {
@@ -675,20 +678,30 @@ impl CallMedia {
         }
     }
 
-    /// The outbound half of [`tick`](Self::tick): one agent frame (or silence) to the wire.
-    /// Returns when the agent queued the frame sent. A driver serving many calls sends every
-    /// call's packet first, so how long the reads and the inbound halves take does not move
-    /// the calls' send times from one tick to the next.
-    pub fn tick_outbound(&mut self, send: &mut dyn FnMut(Transmit<'_>)) -> Option<Instant> {
+    /// The outbound half of [`tick`](Self::tick) at `now`: one agent frame (or silence) to the
+    /// wire. Returns when the agent queued the frame sent. A driver serving many calls sends
+    /// every call's packet first, so how long the reads and the inbound halves take does not
+    /// move the calls' send times from one tick to the next.
+    pub fn tick_outbound(
+        &mut self,
+        now: Instant,
+        send: &mut dyn FnMut(Transmit<'_>),
+    ) -> Option<Instant> {
         if self.counters.clear_outbound.swap(false, Ordering::AcqRel) {
             let queued = self.from_agent.slots();
             if let Ok(chunk) = self.from_agent.read_chunk(queued) {
                 chunk.commit_all();
             }
+            self.outbound_taken += queued as u64;
             self.stats.cleared_frames += queued as u64;
+            self.counters.wire.cleared(now);
         }
         let (mut agent, mut queued) = match self.from_agent.pop() {
-            Ok(frame) => (frame.samples, Some(frame.at)),
+            Ok(frame) => {
+                self.outbound_taken += 1;
+                self.counters.wire.taken(self.outbound_taken, now);
+                (frame.samples, Some(frame.at))
+            }
             Err(_) => {
                 self.counters
                     .outbound_underflow

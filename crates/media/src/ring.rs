@@ -13,6 +13,12 @@
 //! and one more each time the worker found the ring empty in the middle of the agent's speech
 //! (the speech loop ran late), up to [`MAX_LEAD`]. [`FrameSender::clear`] asks the worker to
 //! discard everything queued (barge-in).
+//!
+//! Wire times ([`WireClock`]): the agent side can ask when one frame it pushes is taken to be sent
+//! ([`FrameSender::watch`], [`FrameSender::watched_sent_at`]: the first audio of an answer, for
+//! voice-to-voice) and when the worker discarded the queue on its last
+//! [`FrameSender::clear`] ([`FrameSender::cleared_at`]: a barge-in's audio stopping). The worker
+//! stamps them with its tick's `now` through atomics: nothing on its side waits or allocates.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,13 +58,74 @@ impl AudioFrame {
 }
 
 /// Counters both ends of a call's rings update.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RingCounters {
     pub(crate) inbound_overflow: AtomicU64,
     pub(crate) outbound_overflow: AtomicU64,
     /// Ticks at which the worker found the outbound ring empty.
     pub(crate) outbound_underflow: AtomicU64,
     pub(crate) clear_outbound: AtomicBool,
+    pub(crate) wire: WireClock,
+}
+
+impl RingCounters {
+    /// Counters at zero, wire times counted from `epoch`.
+    fn new(epoch: Instant) -> Self {
+        Self {
+            inbound_overflow: AtomicU64::new(0),
+            outbound_overflow: AtomicU64::new(0),
+            outbound_underflow: AtomicU64::new(0),
+            clear_outbound: AtomicBool::new(false),
+            wire: WireClock::new(epoch),
+        }
+    }
+}
+
+/// When chosen outbound frames left, stamped by the worker. Times are nanoseconds after `epoch`
+/// plus one, so that zero means "not yet".
+#[derive(Debug)]
+pub(crate) struct WireClock {
+    epoch: Instant,
+    /// The ordinal (counting every frame pushed, from 1) of the frame whose send time is wanted;
+    /// 0: none.
+    watched: AtomicU64,
+    /// When the watched frame was taken to be sent.
+    watched_sent: AtomicU64,
+    /// When the worker discarded the queue after the last clear request.
+    cleared: AtomicU64,
+}
+
+impl WireClock {
+    fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            watched: AtomicU64::new(0),
+            watched_sent: AtomicU64::new(0),
+            cleared: AtomicU64::new(0),
+        }
+    }
+
+    fn stamp(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
+            + 1
+    }
+
+    fn time(&self, stamp: u64) -> Option<Instant> {
+        let after = stamp.checked_sub(1)?;
+        Some(self.epoch + std::time::Duration::from_nanos(after))
+    }
+
+    /// The worker took the frame numbered `ordinal` to send it at `now`.
+    pub(crate) fn taken(&self, ordinal: u64, now: Instant) {
+        if self.watched.load(Ordering::Acquire) == ordinal {
+            self.watched_sent.store(self.stamp(now), Ordering::Release);
+        }
+    }
+
+    /// The worker discarded the queue at `now`, as asked.
+    pub(crate) fn cleared(&self, now: Instant) {
+        self.cleared.store(self.stamp(now), Ordering::Release);
+    }
 }
 
 /// The speech loop's end of the inbound ring.
@@ -135,6 +202,8 @@ impl FrameReceiver {
 pub struct FrameSender {
     ring: rtrb::Producer<AudioFrame>,
     counters: Arc<RingCounters>,
+    /// Frames pushed so far (the ordinal of the last one).
+    pushed: u64,
     lead: usize,
     /// The worker's underflow count at the last [`lead`](Self::lead).
     underflows_seen: u64,
@@ -147,6 +216,7 @@ impl FrameSender {
         Self {
             ring,
             counters,
+            pushed: 0,
             lead: 1,
             underflows_seen: 0,
             was_speaking: false,
@@ -179,7 +249,25 @@ impl FrameSender {
                 .outbound_overflow
                 .fetch_add(1, Ordering::Relaxed);
             MediaError::RingFull
-        })
+        })?;
+        self.pushed += 1;
+        Ok(())
+    }
+
+    /// Asks for the time the worker takes a frame to send it: the one pushed after
+    /// `frames_later` more (0: the next one pushed). It replaces the frame watched before.
+    pub fn watch(&mut self, frames_later: usize) {
+        let wire = &self.counters.wire;
+        wire.watched_sent.store(0, Ordering::Relaxed);
+        wire.watched
+            .store(self.pushed + frames_later as u64 + 1, Ordering::Release);
+    }
+
+    /// When the watched frame ([`watch`](Self::watch)) was taken to be sent; `None` until then,
+    /// and for good when it was discarded by a [`clear`](Self::clear).
+    pub fn watched_sent_at(&self) -> Option<Instant> {
+        let wire = &self.counters.wire;
+        wire.time(wire.watched_sent.load(Ordering::Acquire))
     }
 
     /// Room left in the ring, in frames.
@@ -194,7 +282,15 @@ impl FrameSender {
 
     /// Discards every frame not yet sent, at the worker's next tick (barge-in).
     pub fn clear(&self) {
+        self.counters.wire.cleared.store(0, Ordering::Relaxed);
         self.counters.clear_outbound.store(true, Ordering::Release);
+    }
+
+    /// When the worker discarded the queue after the last [`clear`](Self::clear): from that tick
+    /// on, none of it goes out. `None` until it has.
+    pub fn cleared_at(&self) -> Option<Instant> {
+        let wire = &self.counters.wire;
+        wire.time(wire.cleared.load(Ordering::Acquire))
     }
 }
 
@@ -206,12 +302,12 @@ pub(crate) type CallRings = (
     Arc<RingCounters>,
 );
 
-/// The two rings of a call.
-pub(crate) fn call_rings() -> CallRings {
+/// The two rings of a call, their wire times counted from `epoch`.
+pub(crate) fn call_rings(epoch: Instant) -> CallRings {
     let (to_speech, from_worker) = rtrb::RingBuffer::new(RING_FRAMES);
     let (to_worker, from_agent) = rtrb::RingBuffer::new(RING_FRAMES);
     let notify = Arc::new(Notify::new());
-    let counters = Arc::new(RingCounters::default());
+    let counters = Arc::new(RingCounters::new(epoch));
     (
         (to_speech, from_agent),
         (

@@ -164,7 +164,8 @@ mod tests {
     #[test]
     fn relayed_frames_keep_a_bounded_backlog_both_ways() {
         // B's rings: its worker's producer toward the speech side, and the outbound ring.
-        let ((mut b_in, mut b_out_worker), (b_inbound, b_outbound), _, _) = call_rings();
+        let ((mut b_in, mut b_out_worker), (b_inbound, b_outbound), _, _) =
+            call_rings(Instant::now());
         let mut spliced = Spliced::new(Splice {
             feed: Feed::Frames(b_inbound),
             copy_to: Some(b_outbound),

@@ -156,7 +156,7 @@ impl Served {
         let (rtp, rtcp, errors) = (&self.rtp, &self.rtcp, &mut self.send_errors);
         let queued = self
             .media
-            .tick_outbound(&mut |t| Served::send(rtp, rtcp, errors, t));
+            .tick_outbound(started, &mut |t| Served::send(rtp, rtcp, errors, t));
         let done = Instant::now();
         self.outbound_step = done - started;
         self.sent_for = Some(deadline);

@@ -767,7 +767,7 @@ fn the_outbound_half_only_sends_and_the_inbound_half_only_fills_the_speech_ring(
     }
     outbound.try_send(tone_frame(1000.0, 0, t0)).unwrap();
     let mut sent = Vec::new();
-    let queued = media.tick_outbound(&mut |p| sent.push((p.rtcp, p.data.to_vec())));
+    let queued = media.tick_outbound(t0, &mut |p| sent.push((p.rtcp, p.data.to_vec())));
     assert_eq!(
         queued,
         Some(t0),
@@ -802,7 +802,7 @@ fn the_agent_keeps_one_frame_queued_and_one_more_after_each_underflow_while_it_s
     let t0 = Instant::now();
     let (mut media, _inbound, mut outbound) =
         CallMedia::new(config(MediaCodec::Pcmu, a_addr(), 1), t0, SystemTime::now()).unwrap();
-    let tick = |media: &mut CallMedia| media.tick_outbound(&mut |_| {});
+    let tick = |media: &mut CallMedia| media.tick_outbound(t0, &mut |_| {});
     // Silence before the agent speaks starves the worker, and costs no lead.
     tick(&mut media);
     assert_eq!(outbound.lead(false), 1);
@@ -824,4 +824,58 @@ fn the_agent_keeps_one_frame_queued_and_one_more_after_each_underflow_while_it_s
     }
     assert_eq!(outbound.lead(true), dialtone_media::ring::MAX_LEAD);
     assert!(media.stats().outbound_underflow >= 6);
+}
+
+/// The agent side learns when a frame it chose was taken to be sent, and when a clear took
+/// effect: the worker stamps them with its ticks' times (the first audio of an answer, and a
+/// barge-in's audio stopping, on the wire).
+#[test]
+fn the_worker_stamps_when_a_watched_frame_leaves_and_when_a_clear_took_effect() {
+    let t0 = Instant::now();
+    let tick_at = |ms: u64| t0 + Duration::from_millis(ms);
+    let (mut media, _inbound, mut outbound) =
+        CallMedia::new(config(MediaCodec::Pcmu, a_addr(), 1), t0, SystemTime::now()).unwrap();
+    // Two frames already queued; the one after them is watched.
+    outbound.try_send(AudioFrame::silence(t0)).unwrap();
+    outbound.try_send(AudioFrame::silence(t0)).unwrap();
+    outbound.watch(0);
+    outbound.try_send(tone_frame(1000.0, 0, t0)).unwrap();
+    media.tick_outbound(tick_at(20), &mut |_| {});
+    media.tick_outbound(tick_at(40), &mut |_| {});
+    assert_eq!(
+        outbound.watched_sent_at(),
+        None,
+        "two frames were ahead of it"
+    );
+    media.tick_outbound(tick_at(60), &mut |_| {});
+    assert_eq!(outbound.watched_sent_at(), Some(tick_at(60)));
+
+    // A frame watched two pushes ahead, discarded by a clear before it goes: never sent.
+    outbound.watch(2);
+    for _ in 0..4 {
+        outbound.try_send(tone_frame(1000.0, 0, t0)).unwrap();
+    }
+    assert_eq!(outbound.cleared_at(), None, "nothing cleared yet");
+    outbound.clear();
+    assert_eq!(outbound.cleared_at(), None, "asked, not yet done");
+    media.tick_outbound(tick_at(80), &mut |_| {});
+    assert_eq!(outbound.cleared_at(), Some(tick_at(80)));
+    assert_eq!(
+        outbound.watched_sent_at(),
+        None,
+        "the watched frame was discarded"
+    );
+    assert_eq!(media.stats().cleared_frames, 4);
+
+    // Frames pushed after the clear keep their numbers: the next one watched is stamped.
+    outbound.watch(0);
+    outbound.try_send(tone_frame(1000.0, 0, t0)).unwrap();
+    media.tick_outbound(tick_at(100), &mut |_| {});
+    assert_eq!(outbound.watched_sent_at(), Some(tick_at(100)));
+    outbound.clear();
+    assert_eq!(
+        outbound.cleared_at(),
+        None,
+        "a new clear forgets the last one's time"
+    );
 }

@@ -144,7 +144,11 @@ fn a_turn_streams_the_answer_into_speech_at_clause_boundaries() {
         spoken(&first),
         [(5, "Sure thing, happy to help you.".to_owned())]
     );
-    c.handle_speech_audio(ms(t0, 3450), 5, 1600);
+    assert!(
+        c.handle_speech_audio(ms(t0, 3450), 5, 1600),
+        "the answer's first audio"
+    );
+    c.handle_answer_on_wire(ms(t0, 3465));
     c.handle_chat(ms(t0, 3500), id, Ok(ChatEvent::TextDelta(" size?".into())));
     c.handle_chat(
         ms(t0, 3510),
@@ -159,7 +163,7 @@ fn a_turn_streams_the_answer_into_speech_at_clause_boundaries() {
 
     let stats = c.stats().to_json();
     assert_eq!(stats["turns"], 2);
-    assert_eq!(stats["voice_to_voice_ms"]["max"], 450);
+    assert_eq!(stats["voice_to_voice_ms"]["max"], 465);
     assert_eq!(stats["stt_ms"]["max"], 200);
     assert_eq!(stats["llm_first_token_ms"]["max"], 200);
     let lines: Vec<(&str, &str)> = c.transcript().map(|l| (l.role, l.text.as_str())).collect();
@@ -1100,8 +1104,23 @@ fn voice_to_voice_counts_from_the_callers_last_voiced_frame() {
     let [(segment, _)] = said.as_slice() else {
         panic!("expected one piece, got {said:?}");
     };
-    c.handle_speech_audio(ms(t0, 3500), *segment, 1600);
+    assert!(c.handle_speech_audio(ms(t0, 3500), *segment, 1600));
+    assert_eq!(
+        c.stats().to_json()["voice_to_voice_ms"]["max"],
+        Value::Null,
+        "queued is not yet heard"
+    );
+    assert!(
+        !c.handle_speech_audio(ms(t0, 3510), *segment, 1600),
+        "more of the same answer"
+    );
+    // The first frame left on the media worker's tick after it was queued.
+    c.handle_answer_on_wire(ms(t0, 3516));
+    c.handle_answer_on_wire(ms(t0, 3600));
     let stats = c.stats().to_json();
-    assert_eq!(stats["voice_to_voice_ms"]["max"], 1100);
+    assert_eq!(
+        stats["voice_to_voice_ms"]["max"], 1116,
+        "counted once, to the wire"
+    );
     assert_eq!(stats["stt_ms"]["max"], 200);
 }

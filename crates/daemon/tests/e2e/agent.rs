@@ -580,6 +580,18 @@ async fn a_streamed_line_cut_by_the_caller(kind: &str, base_url: String) -> Stri
         tone_ms + 500 >= expected_ms && tone_ms <= expected_ms + 800,
         "heard {tone_ms} ms of tone; the cut line and the answer are {expected_ms} ms"
     );
+    // The barge-in's stop on the wire was timed (the speech loop's decision → the media tick
+    // that dropped the queued audio), in a histogram with buckets.
+    let metrics = w.api.metrics().await;
+    let stops = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dialtone_barge_in_stop_seconds_count "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(stops >= Some(1), "{metrics}");
+    assert!(
+        metrics.contains("dialtone_barge_in_stop_seconds_bucket{le=\"0.02\"}"),
+        "{metrics}"
+    );
     w.finish().await;
     heard
 }

@@ -441,7 +441,23 @@ async fn a_media_streams_app_holds_a_call_with_audio_both_ways_marks_and_clear()
     let codes: Vec<u16> = seen.answers.iter().map(|(s, _)| *s).collect();
     assert_eq!(codes, [400, 200, 401, 404, 400, 200], "{:#?}", seen.answers);
     assert_eq!(seen.answers[0].1["error"]["field"], "result");
-    assert_eq!(seen.answers[4].1["error"]["field"], "Twiml");
+    // The shim refuses in Twilio's shape (its clients read `code`, `message`, `more_info`,
+    // `status`), naming the parameter in `details`.
+    for (i, code) in [(2, 20003), (3, 20404), (4, 20001)] {
+        let (status, body) = &seen.answers[i];
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(body["status"], *status, "{body}");
+        assert_eq!(
+            body["more_info"],
+            format!("https://www.twilio.com/docs/errors/{code}"),
+            "{body}"
+        );
+        assert!(
+            !body["message"].as_str().unwrap_or_default().is_empty(),
+            "{body}"
+        );
+    }
+    assert_eq!(seen.answers[4].1["details"]["field"], "Twiml");
     let hung_up = &seen.answers[5].1;
     assert_eq!(hung_up["sid"], id.as_str());
     assert_eq!(hung_up["account_sid"], start["accountSid"]);
@@ -471,6 +487,22 @@ async fn a_media_streams_app_holds_a_call_with_audio_both_ways_marks_and_clear()
         (35..=70).contains(&cut),
         "the cleared tone heard in {cut} frames"
     );
+    // Both directions of the bridge were timed, in histograms with buckets.
+    let metrics = w.api.metrics().await;
+    for name in [
+        "dialtone_media_streams_inbound_seconds",
+        "dialtone_media_streams_outbound_seconds",
+    ] {
+        let count = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        assert!(count >= Some(1), "{name}: {metrics}");
+        assert!(
+            metrics.contains(&format!("{name}_bucket{{le=\"0.02\"}}")),
+            "{name}: {metrics}"
+        );
+    }
     w.finish().await;
 }
 

@@ -253,6 +253,9 @@ struct Driver {
     opened: bool,
     /// The caller's utterance under way cut the agent off.
     barged: bool,
+    /// The outbound ring watches the frame holding the first audio of an answer (its time on
+    /// the wire ends voice-to-voice).
+    answer_watched: bool,
     /// Why the conversation failed, when it did.
     failure: Option<AgentError>,
     /// The `transfer_call` tool call waiting for the transfer's outcome.
@@ -577,7 +580,7 @@ impl Driver {
                     reason: EndReason::BrainError,
                 });
             }
-            SpeechEvent::BargeIn { cut, .. } => {
+            SpeechEvent::BargeIn { at, cut } => {
                 // The samples still queued were dropped; the rest of the pieces' audio played.
                 let queued: usize = self.queued.iter().map(|(_, n)| n).sum();
                 let mut played = queued.saturating_sub(cut.dropped_samples);
@@ -590,7 +593,7 @@ impl Driver {
                     played -= samples;
                 }
                 self.barged = true;
-                self.run.outbound.clear();
+                self.run.barge_in(at);
                 self.speaking = None;
                 self.to_speak.clear();
                 let (segment, played) = cut_piece.map_or((None, 0), |(s, p)| (Some(s), p));
@@ -624,8 +627,15 @@ impl Driver {
                 self.conversation.handle_speech_words(segment, words);
             }
             Some(Ok(Spoken::Audio(audio))) => {
-                self.conversation
-                    .handle_speech_audio(now, segment, audio.len());
+                if self
+                    .conversation
+                    .handle_speech_audio(now, segment, audio.len())
+                {
+                    // Its first sample leaves in the frame after what the playout still holds.
+                    let ahead = self.run.speech.queued_samples() / FRAME_SAMPLES;
+                    self.run.outbound.watch(ahead);
+                    self.answer_watched = true;
+                }
                 match self.queued.back_mut() {
                     Some((last, samples)) if *last == segment => *samples += audio.len(),
                     _ => self.queued.push_back((segment, audio.len())),
@@ -862,6 +872,7 @@ async fn run(
         outcomes,
         opened: false,
         barged: false,
+        answer_watched: false,
         failure: None,
         transferring: None,
         listening: None,
@@ -964,6 +975,12 @@ async fn run(
             }
         }
         d.run.feed_outbound();
+        if d.answer_watched
+            && let Some(at) = d.run.outbound.watched_sent_at()
+        {
+            d.answer_watched = false;
+            d.conversation.handle_answer_on_wire(at);
+        }
         if d.run.outbound.is_closed() {
             break;
         }

@@ -23,6 +23,11 @@ mod duties;
 mod remote;
 mod streams;
 
+pub use streams::{
+    INBOUND_METRIC as MEDIA_STREAMS_INBOUND_METRIC,
+    OUTBOUND_METRIC as MEDIA_STREAMS_OUTBOUND_METRIC,
+};
+
 use duties::Duties;
 
 pub use remote::BRAIN_CONNECT_LIMIT;
@@ -146,6 +151,9 @@ type Synthesis = mpsc::Receiver<Result<Vec<i16>, AgentError>>;
 const APOLOGY: &str = "I'm sorry, something went wrong on our side. Goodbye.";
 /// What the engine asks a silent caller once before hanging up.
 const STILL_THERE: &str = "Are you still there?";
+/// The histogram of barge-ins from the speech loop's decision to the agent's audio stopped on
+/// the wire (the media worker's tick that dropped what was queued), seconds.
+pub const BARGE_IN_STOP_METRIC: &str = "dialtone_barge_in_stop_seconds";
 
 /// Starts `brain` on the call's media, on `runtime` (in the call's span).
 pub(crate) fn start(
@@ -185,6 +193,8 @@ struct Run {
     last_digit: Option<Instant>,
     step: IvrStep,
     speaking: Option<(Synthesis, &'static str)>,
+    /// When the speech loop decided on a barge-in whose audio has not yet stopped on the wire.
+    stopping: Option<Instant>,
 }
 
 impl Run {
@@ -199,11 +209,29 @@ impl Run {
             last_digit: None,
             step,
             speaking: None,
+            stopping: None,
         }
     }
 
-    /// Tops the outbound ring up to its lead with the agent's next frames, while it speaks.
+    /// The caller barged in (the speech loop decided it at `at`, and dropped its playout): the
+    /// frames already in the outbound ring go too. The time until the media worker has dropped
+    /// them, the agent's audio stopped on the wire, is recorded as
+    /// `dialtone_barge_in_stop_seconds` ([`Run::feed_outbound`] looks for it).
+    fn barge_in(&mut self, at: Instant) {
+        self.outbound.clear();
+        self.stopping = Some(at);
+    }
+
+    /// Tops the outbound ring up to its lead with the agent's next frames, while it speaks; and
+    /// records a barge-in's stop on the wire once the worker has made it.
     fn feed_outbound(&mut self) {
+        if let Some(decided) = self.stopping
+            && let Some(stopped) = self.outbound.cleared_at()
+        {
+            self.stopping = None;
+            metrics::histogram!(BARGE_IN_STOP_METRIC)
+                .record(stopped.saturating_duration_since(decided).as_secs_f64());
+        }
         let lead = self.outbound.lead(self.speech.agent_speaking());
         while self.speech.agent_speaking() && self.outbound.queued() < lead {
             let frame = AudioFrame {
@@ -427,9 +455,9 @@ async fn run(
                     tracing::debug!(?duration, "echoing an utterance");
                     run.speech.play(audio, None);
                 }
-                SpeechEvent::BargeIn { cut, .. } => {
+                SpeechEvent::BargeIn { at, cut } => {
                     tracing::debug!(played = cut.played_samples, "barge-in");
-                    run.outbound.clear();
+                    run.barge_in(at);
                 }
                 SpeechEvent::Dtmf { digit, .. } if brain == Builtin::Ivr => run.digit(digit),
                 SpeechEvent::PlayoutDone { mark } => match mark.as_str() {

@@ -358,8 +358,8 @@ async fn run_remote(
                     });
                     None
                 }
-                SpeechEvent::BargeIn { cut, .. } => {
-                    run.outbound.clear();
+                SpeechEvent::BargeIn { at, cut } => {
+                    run.barge_in(at);
                     cut.mark.filter(|m| m != INTERNAL_MARK).map(|mark| {
                         Event::PlayoutDone(PlayoutDone {
                             mark,

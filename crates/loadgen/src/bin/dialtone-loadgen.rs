@@ -623,6 +623,9 @@ async fn bench(
             outbound_ms: histogram(&metrics, "dialtone_media_outbound_latency_seconds"),
             step_ms: histogram(&metrics, "dialtone_media_step_seconds"),
             tick_lateness_ms: histogram(&metrics, "dialtone_media_tick_lateness_seconds"),
+            barge_in_stop_ms: histogram(&metrics, "dialtone_barge_in_stop_seconds"),
+            streams_inbound_ms: histogram(&metrics, "dialtone_media_streams_inbound_seconds"),
+            streams_outbound_ms: histogram(&metrics, "dialtone_media_streams_outbound_seconds"),
             ticks_skipped: counter(&metrics, "dialtone_media_ticks_skipped_total"),
             steps_stood_in: counter(&metrics, "dialtone_media_steps_stood_in_total"),
             speech_ring_overflows: counter(&metrics, "dialtone_inbound_ring_overflows_total"),
@@ -830,6 +833,32 @@ fn print_turns(
             m.barge_in_ms.count,
             m.barge_ins_missed
         );
+    }
+    let in_daemon = [
+        (
+            "barge-ins (the speech loop's decision → the media tick that dropped the agent's \
+             queued audio)",
+            report.daemon.as_ref().map(|d| &d.barge_in_stop_ms),
+        ),
+        (
+            "Media Streams, caller → app (RTP packet received → its `media` written to the \
+             websocket)",
+            report.daemon.as_ref().map(|d| &d.streams_inbound_ms),
+        ),
+        (
+            "Media Streams, app → caller (the app's `media` read → the media tick taking its \
+             first frame)",
+            report.daemon.as_ref().map(|d| &d.streams_outbound_ms),
+        ),
+    ];
+    for (what, figures) in in_daemon {
+        if let Some(f) = figures.filter(|f| f.count > 0) {
+            println!(
+                "in the daemon, {what}; bucket bounds, since the daemon started: p50 ≤ {:.0} ms, \
+                 p99 ≤ {:.0} ms, max ≤ {:.0} ms over {}",
+                f.p50, f.p99, f.max, f.count
+            );
+        }
     }
     if let (Some(before), Some(scripted)) = (before, scripted) {
         let now = scripted.requests();

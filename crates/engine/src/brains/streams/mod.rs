@@ -3,7 +3,7 @@
 //! upgrade) and speaks the protocol, so an app written for Twilio runs unchanged.
 //!
 //! The protocol (events, mark bookkeeping against played audio, pacing by the media clock) is
-//! the sans-IO [`session::StreamsSession`]; this module is its driver: the connection, the
+//! the sans-IO [`StreamsSession`]; this module is its driver: the connection, the
 //! speech loop's clock, and the engine's duties, which apply whatever the brain (AMD and the
 //! voicemail action, the silence guard). The speech loop's own barge-in is off unless the
 //! agent sets `barge_in`: the app decides, and sends `clear`.
@@ -15,7 +15,6 @@
 //! and the record's `result_error` names the websocket close code.
 
 mod connect;
-mod session;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -34,8 +33,19 @@ use tracing::Instrument;
 
 use super::{APOLOGY, BrainContext, BrainInput, BrainRequest, Duties, IvrStep, Run, SilenceClock};
 use connect::Socket;
-use session::{AppEffect, StreamStart, StreamsSession};
-use writer::{FLUSH_WAIT, WRITE_TIMEOUT, Writer};
+use dialtone_media_streams::{AppEffect, StreamStart, StreamsSession};
+use writer::{FLUSH_WAIT, Outgoing, WRITE_TIMEOUT, Writer};
+
+/// The histogram of the caller's audio on its way to the app: the RTP packet received → its
+/// `media` event written to the app's websocket, seconds (one caller frame a second timed, on
+/// every call).
+pub const INBOUND_METRIC: &str = "dialtone_media_streams_inbound_seconds";
+/// The histogram of the app's audio on its way to the caller: its `media` event read → the
+/// media tick that takes its first frame for the wire, seconds (one event timed at a time, on
+/// every call).
+pub const OUTBOUND_METRIC: &str = "dialtone_media_streams_outbound_seconds";
+/// One caller frame in this many is timed for [`INBOUND_METRIC`].
+const TIME_EVERY_FRAMES: u64 = 50;
 
 /// Where the app is and who the stream belongs to.
 #[derive(Debug, Clone)]
@@ -53,7 +63,7 @@ pub(crate) struct StreamsTarget {
     pub(crate) context: Value,
 }
 
-/// How many text frames may wait for a slow app; the last [`session::CONTROL_ROOM`] of them
+/// How many text frames may wait for a slow app; the last [`dialtone_media_streams::CONTROL_ROOM`] of them
 /// are kept for control events, the caller's audio dropped first (the call never waits on the
 /// app).
 const SEND_QUEUE: usize = 512;
@@ -154,6 +164,9 @@ async fn run_streams(
     }
     let mut duties = Duties::new(answered);
     let mut clock = SilenceClock::new();
+    let mut caller_frames = 0u64;
+    // When the app's `media` whose first frame the outbound ring watches was read.
+    let mut app_audio_read: Option<Instant> = None;
     loop {
         let voicemail = duties.voicemail();
         let mut broke: Option<String> = None;
@@ -165,7 +178,9 @@ async fn run_streams(
                 run.speech.handle_caller_frame(now, &frame.samples);
                 clock.heard(now);
                 run.duty_timers(&mut duties, now);
-                session.caller_frame(&frame.samples);
+                caller_frames += 1;
+                let timed = caller_frames.is_multiple_of(TIME_EVERY_FRAMES).then_some(frame.at);
+                session.caller_frame(&frame.samples, timed);
             }
             Some(input) = run.context.inputs.recv() => match input {
                 BrainInput::Dtmf(digit) => session.dtmf(digit),
@@ -175,9 +190,21 @@ async fn run_streams(
                 BrainInput::Ended { .. } => break,
             },
             message = next_message(&mut from_app) => match message {
-                Some(Ok(Message::Text(text))) => match session.handle_app(text.as_str(), &mut run.speech, duties.voicemail()) {
-                    Ok(AppEffect::Cleared) => run.outbound.clear(),
-                    Ok(AppEffect::Queued) => {}
+                Some(Ok(Message::Text(text))) => {
+                let read = Instant::now();
+                let ahead = run.speech.queued_samples();
+                match session.handle_app(text.as_str(), &mut run.speech, duties.voicemail()) {
+                    Ok(AppEffect::Cleared) => {
+                        run.outbound.clear();
+                        app_audio_read = None;
+                    }
+                    Ok(AppEffect::Queued) => {
+                        if app_audio_read.is_none() && run.speech.queued_samples() > ahead {
+                            // Its first sample leaves in the frame after what was queued.
+                            run.outbound.watch(ahead / FRAME_SAMPLES);
+                            app_audio_read = Some(read);
+                        }
+                    }
                     Ok(AppEffect::Overflowed) if session.overflowed() == 1 => tracing::warn!(
                         "the Media Streams app sends audio faster than it plays: over 60 s queued, the excess is dropped"
                     ),
@@ -187,7 +214,8 @@ async fn run_streams(
                         tracing::warn!(%error, "the Media Streams app sent an invalid message: ignored (and any after it)");
                     }
                     Err(_) => {}
-                },
+                }
+                }
                 Some(Ok(Message::Binary(_))) => {
                     close(&to_app, CloseCode::Unsupported, "text frames only");
                     broke = Some(
@@ -219,7 +247,7 @@ async fn run_streams(
             now = clock.silence() => {
                 run.speech.handle_caller_frame(now, &[0; FRAME_SAMPLES]);
                 run.duty_timers(&mut duties, now);
-                session.caller_frame(&[0; FRAME_SAMPLES]);
+                session.caller_frame(&[0; FRAME_SAMPLES], None);
             }
         }
         if broke.is_none() && to_app.as_ref().is_some_and(mpsc::Sender::is_closed) {
@@ -237,6 +265,7 @@ async fn run_streams(
                 // (A voicemail message under way is the engine's: it plays on.)
                 run.speech.clear_playout();
                 run.outbound.clear();
+                app_audio_read = None;
                 run.say(APOLOGY, "apology");
             }
         }
@@ -268,8 +297,9 @@ async fn run_streams(
                         reason: EndReason::Completed,
                     });
                 }
-                SpeechEvent::BargeIn { .. } => {
-                    run.outbound.clear();
+                SpeechEvent::BargeIn { at, .. } => {
+                    run.barge_in(at);
+                    app_audio_read = None;
                     session.playout_cleared();
                 }
                 SpeechEvent::Dtmf { digit, .. } => session.dtmf(digit),
@@ -279,9 +309,17 @@ async fn run_streams(
         if !voicemail && duties.voicemail() {
             // The engine's voicemail message took over and cleared the app's playout.
             session.playout_cleared();
+            app_audio_read = None;
         }
         transmit(&mut session, to_app.as_ref());
         run.feed_outbound();
+        if let Some(read) = app_audio_read
+            && let Some(taken) = run.outbound.watched_sent_at()
+        {
+            app_audio_read = None;
+            metrics::histogram!(OUTBOUND_METRIC)
+                .record(taken.saturating_duration_since(read).as_secs_f64());
+        }
         if run.outbound.is_closed() {
             break;
         }
@@ -358,11 +396,14 @@ async fn finish_result(
 /// Hands the writer what the session has queued, as much as its queue has room for (the
 /// session drops the caller's audio, never a control event, when it is short); with no
 /// connection the events are dropped.
-fn transmit(session: &mut StreamsSession, to_app: Option<&mpsc::Sender<Message>>) {
+fn transmit(session: &mut StreamsSession, to_app: Option<&mpsc::Sender<Outgoing>>) {
     match to_app {
         Some(tx) => {
-            while let Some(text) = session.poll_transmit(tx.capacity()) {
-                if tx.try_send(Message::text(text)).is_err() {
+            while let Some(event) = session.poll_transmit(tx.capacity()) {
+                if tx
+                    .try_send((Message::text(event.text), event.arrived))
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -372,12 +413,13 @@ fn transmit(session: &mut StreamsSession, to_app: Option<&mpsc::Sender<Message>>
 }
 
 /// Queues a close frame (the writer ends with it).
-fn close(to_app: &Option<mpsc::Sender<Message>>, code: CloseCode, reason: &str) {
+fn close(to_app: &Option<mpsc::Sender<Outgoing>>, code: CloseCode, reason: &str) {
     if let Some(tx) = to_app {
-        let _ = tx.try_send(Message::Close(Some(CloseFrame {
+        let frame = CloseFrame {
             code,
             reason: reason.to_owned().into(),
-        })));
+        };
+        let _ = tx.try_send((Message::Close(Some(frame)), None));
     }
 }
 

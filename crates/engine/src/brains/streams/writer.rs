@@ -3,8 +3,11 @@
 //! each send has [`WRITE_TIMEOUT`], after which the socket is dropped; and the task is aborted
 //! whenever its [`Writer`] is dropped, on every exit of the brain (its end, or the engine's
 //! abort after the brain's grace).
+//!
+//! A frame carrying caller audio the driver timed is timed again once written: the audio's way
+//! from the engine's socket to the app's, [`super::INBOUND_METRIC`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;
@@ -19,6 +22,9 @@ pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// the engine's grace for a brain, which still has the record to write.
 pub(super) const FLUSH_WAIT: Duration = Duration::from_millis(150);
 
+/// A frame for the app, with when the caller audio it carries reached the engine (when timed).
+pub(super) type Outgoing = (Message, Option<Instant>);
+
 /// The writer task; aborted when dropped.
 pub(super) struct Writer {
     task: JoinHandle<()>,
@@ -31,17 +37,22 @@ impl Writer {
         mut sink: S,
         queue: usize,
         write_timeout: Duration,
-    ) -> (mpsc::Sender<Message>, Writer)
+    ) -> (mpsc::Sender<Outgoing>, Writer)
     where
         S: Sink<Message> + Unpin + Send + 'static,
     {
-        let (tx, mut rx) = mpsc::channel::<Message>(queue);
+        let (tx, mut rx) = mpsc::channel::<Outgoing>(queue);
         let task = tokio::spawn(
             async move {
-                while let Some(message) = rx.recv().await {
+                while let Some((message, arrived)) = rx.recv().await {
                     let close = matches!(message, Message::Close(_));
                     match tokio::time::timeout(write_timeout, sink.send(message)).await {
-                        Ok(Ok(())) if !close => {}
+                        Ok(Ok(())) if !close => {
+                            if let Some(arrived) = arrived {
+                                metrics::histogram!(super::INBOUND_METRIC)
+                                    .record(arrived.elapsed().as_secs_f64());
+                            }
+                        }
                         Ok(_) => break,
                         Err(_) => {
                             tracing::warn!(
@@ -101,7 +112,7 @@ mod tests {
         let sent = Arc::new(AtomicUsize::new(0));
         let (tx, writer) = Writer::spawn(stuck_sink(sent.clone()), 4, Duration::from_millis(50));
         for n in 0..4 {
-            tx.try_send(Message::text(n.to_string())).unwrap();
+            tx.try_send((Message::text(n.to_string()), None)).unwrap();
         }
         // The writer gives up on the stuck send and drops the socket: its queue closes.
         tokio::time::timeout(Duration::from_secs(10), tx.closed())
@@ -115,8 +126,8 @@ mod tests {
     async fn dropping_the_writer_aborts_it_even_mid_send() {
         let sent = Arc::new(AtomicUsize::new(0));
         let (tx, writer) = Writer::spawn(stuck_sink(sent), 4, Duration::from_secs(3600));
-        tx.try_send(Message::text("a")).unwrap();
-        tx.try_send(Message::text("b")).unwrap();
+        tx.try_send((Message::text("a"), None)).unwrap();
+        tx.try_send((Message::text("b"), None)).unwrap();
         drop(writer);
         tokio::time::timeout(Duration::from_secs(10), tx.closed())
             .await
@@ -127,7 +138,7 @@ mod tests {
     async fn finish_waits_for_the_close_then_ends() {
         let sent = Arc::new(AtomicUsize::new(0));
         let (tx, writer) = Writer::spawn(stuck_sink(sent.clone()), 4, Duration::from_secs(3600));
-        tx.try_send(Message::Close(None)).unwrap();
+        tx.try_send((Message::Close(None), None)).unwrap();
         writer.finish(Duration::from_secs(10)).await;
         assert_eq!(sent.load(Ordering::SeqCst), 1, "the close frame went");
         assert!(tx.is_closed());
