@@ -7,11 +7,16 @@
 //! (`sid`, `account_sid`, `status`, …). A wrong key is `401`, another organisation's call
 //! `404`; what Dialtone cannot do through this shim (`Twiml`, `Url`: the agent runs the
 //! call) is a `400` naming the parameter.
+//!
+//! Refusals are shaped like Twilio's own ([`TwilioError`]): `{"code", "message", "more_info",
+//! "status"}` with Twilio's error code for the status, which Twilio's client libraries read
+//! into their exceptions; `details` adds Dialtone's code and the field at fault.
 
 use axum::Json;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use dialtone_model::{CallStatus, Direction};
@@ -34,6 +39,50 @@ pub(crate) struct CallResource {
     from: String,
     direction: &'static str,
     uri: String,
+}
+
+/// A refusal in Twilio's shape (an [`ApiError`] underneath: the same status and message).
+#[derive(Debug)]
+pub(crate) struct TwilioError(ApiError);
+
+impl From<ApiError> for TwilioError {
+    fn from(error: ApiError) -> Self {
+        Self(error)
+    }
+}
+
+/// Twilio's error code for an HTTP status of the shim's refusals.
+fn twilio_code(status: u16) -> u32 {
+    match status {
+        400 => 20001,
+        401 => 20003,
+        403 => 20403,
+        404 => 20404,
+        429 => 20429,
+        _ => 20500,
+    }
+}
+
+impl IntoResponse for TwilioError {
+    fn into_response(self) -> Response {
+        let ApiError {
+            status,
+            code,
+            message,
+            field,
+            ..
+        } = self.0;
+        let twilio = twilio_code(status);
+        let body = serde_json::json!({
+            "code": twilio,
+            "message": message,
+            "more_info": format!("https://www.twilio.com/docs/errors/{twilio}"),
+            "status": status,
+            "details": {"dialtone_code": code, "field": field},
+        });
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(body)).into_response()
+    }
 }
 
 /// Twilio's name for a call status.
@@ -100,7 +149,7 @@ pub(crate) async fn fetch_call(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path((account, call)): Path<(String, String)>,
-) -> Result<Json<CallResource>, ApiError> {
+) -> Result<Json<CallResource>, TwilioError> {
     let (_, call) = owned_call(&state, &headers, &account, &call).await?;
     Ok(Json(resource(&call)))
 }
@@ -112,7 +161,7 @@ pub(crate) async fn update_call(
     headers: HeaderMap,
     Path((account, call)): Path<(String, String)>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
-) -> Result<Json<CallResource>, ApiError> {
+) -> Result<Json<CallResource>, TwilioError> {
     let (_, call) = owned_call(&state, &headers, &account, &call).await?;
     let Form(params) = form.map_err(|e| {
         ApiError::invalid(
@@ -128,7 +177,8 @@ pub(crate) async fn update_call(
                 return Err(ApiError::invalid(
                     "Status",
                     "`Status` must be \"completed\" or \"canceled\" (hang up)",
-                ));
+                )
+                .into());
             }
             other => {
                 return Err(ApiError::invalid(
@@ -136,24 +186,29 @@ pub(crate) async fn update_call(
                     format!(
                         "`{other}` is not supported: Dialtone runs the call's agent; this shim only hangs up (`Status=completed`)"
                     ),
-                ));
+                )
+                .into());
             }
         }
     }
     if !hang_up {
-        return Err(ApiError::invalid(
-            "Status",
-            "`Status` is required: \"completed\" hangs up",
-        ));
+        return Err(
+            ApiError::invalid("Status", "`Status` is required: \"completed\" hangs up").into(),
+        );
     }
     if !call.status.is_final() {
         match state.engine.hangup(call.id).await {
             Ok(()) => {}
             // It ended meanwhile: answered as it stands.
             Err(dialtone_engine::EngineError::CallEnded { .. }) => {}
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(ApiError::from(error).into()),
         }
     }
-    let call = state.engine.storage().get_call(call.id).await?;
+    let call = state
+        .engine
+        .storage()
+        .get_call(call.id)
+        .await
+        .map_err(ApiError::from)?;
     Ok(Json(resource(&call)))
 }
