@@ -20,8 +20,8 @@
 //! * [`stats`] — `agent_stats`: counts and latencies of the conversation.
 //! * [`espeak`] — the local synthesiser (`builtin:espeak`), espeak-ng run as a program.
 //! * [`openai`] — clients of OpenAI-compatible servers: chat completions streamed as
-//!   Server-Sent Events ([`sse`], [`tool_calls`]), transcription of a WAV upload ([`wav`]),
-//!   speech streamed as 24 kHz PCM ([`pcm`]).
+//!   Server-Sent Events (read by `dialtone-sse`'s parser, [`tool_calls`]), transcription of a
+//!   WAV upload ([`wav`]), speech streamed as 24 kHz PCM ([`pcm`]).
 //! * [`deepgram`], [`cartesia`], [`elevenlabs`] — clients of the streaming speech services over
 //!   websockets ([`ws`]: one [`StreamingProvider`] for where the service is and its key,
 //!   connected only at the addresses its [`ResolveAddresses`] allows):
@@ -43,7 +43,6 @@ pub mod openai;
 pub mod pcm;
 pub mod prompt;
 pub mod provider;
-pub mod sse;
 pub mod stats;
 pub mod strict_schema;
 pub mod tool_calls;
