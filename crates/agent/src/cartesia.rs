@@ -25,14 +25,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
+use dialtone_codec::PcmResampler;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::error::AgentError;
 use crate::openai::transcribe::iso_639_1;
-use crate::pcm::{ENGINE_RATE, PcmResampler};
 use crate::provider::{
-    Spoken, SpokenWord, StreamingTextToSpeech, TextToSpeech, TurnSpeech, speak_as_a_line,
+    ENGINE_RATE, Spoken, SpokenWord, StreamingTextToSpeech, TextToSpeech, TurnSpeech,
+    speak_as_a_line,
 };
 use crate::ws::{Deadline, Incoming, StreamingProvider};
 
@@ -133,7 +134,7 @@ impl CartesiaSpeech {
         tx: &mpsc::Sender<Result<Spoken, AgentError>>,
     ) -> Result<(), AgentError> {
         let provider = &self.provider;
-        let mut pcm = PcmResampler::new(CARTESIA_PCM_RATE)
+        let mut pcm = PcmResampler::new(CARTESIA_PCM_RATE, ENGINE_RATE)
             .map_err(|e| provider.protocol(format!("resampling: {e}")))?;
         let mut url = provider.url(&["tts", "websocket"])?;
         {
