@@ -23,7 +23,7 @@
 //!   Server-Sent Events (read by `dialtone-sse`'s parser, [`tool_calls`]), transcription of a
 //!   WAV upload ([`wav`]), speech streamed as 24 kHz PCM (brought to the engine's rate,
 //!   [`ENGINE_RATE`](provider::ENGINE_RATE), by `dialtone-codec`'s `PcmResampler`, as
-//!   Cartesia's is).
+//!   Cartesia's and espeak-ng's are).
 //! * [`deepgram`], [`cartesia`], [`elevenlabs`] — clients of the streaming speech services over
 //!   websockets ([`ws`]: one [`StreamingProvider`] for where the service is and its key,
 //!   connected only at the addresses its [`ResolveAddresses`] allows):
