@@ -2,7 +2,7 @@
 //! chooses, give the same events, each within the size bound.
 #![no_main]
 
-use dialtone_agent::sse::{MAX_EVENT_BYTES, SseEvent, SseParser};
+use dialtone_sse::{MAX_EVENT_BYTES, SseEvent, SseParser};
 use libfuzzer_sys::fuzz_target;
 
 fn parse(pieces: &[&[u8]]) -> (Vec<SseEvent>, u64) {

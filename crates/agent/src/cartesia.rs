@@ -5,16 +5,27 @@
 //! One agent line is one context on one connection ([`StreamingTextToSpeech::open`]): each
 //! piece of the line's text, as the model writes it, is a generation request (`model_id`,
 //! `transcript`, `voice: {"mode": "id", "id"}`, `language`, raw `pcm_s16le` at 24 kHz,
-//! `add_timestamps: true`) in the same `context_id` with `continue: true`, ending with a space
-//! (the service joins a context's transcripts as they are); the line's last piece goes with
-//! `continue: false` (or, when the end comes after it, an empty transcript does). Pieces that
-//! wait when the connection is ready go together. The answers are `chunk` messages (base64
-//! audio), `timestamps` messages (`word_timestamps` `{words, start, end}`, seconds from the
-//! start of the context's audio: the [`SpokenWord`]s the engine cuts an interrupted line by),
-//! then `done`; an `error` message is one [`AgentError`] (its `status_code` as
-//! [`AgentError::Status`]). The audio is resampled to 16 kHz and handed on in chunks of about
-//! 100 ms as it comes. Dropping the speech (barge-in) sends `{"context_id", "cancel": true}`
-//! and closes the connection. [`TextToSpeech::speak`] is a line of one piece.
+//! `add_timestamps: true`, `max_buffer_delay_ms: 0`) in the same `context_id` with
+//! `continue: true`, ending with a space (the service joins a context's transcripts as they
+//! are); the line's last piece goes with `continue: false` (or, when the end comes after it, an
+//! empty transcript does). Pieces that wait when the connection is ready go together. The
+//! answers are `chunk` messages (base64 audio), `timestamps` messages (`word_timestamps`
+//! `{words, start, end}`, taken as seconds from the start of the context's audio: the
+//! [`SpokenWord`]s the engine cuts an interrupted line by), then `done`; an `error` message is
+//! one [`AgentError`] (its `status_code` as [`AgentError::Status`]). The audio is resampled to
+//! 16 kHz and handed on in chunks of about 100 ms as it comes. Dropping the speech (barge-in)
+//! sends `{"context_id", "cancel": true}` and closes the connection. [`TextToSpeech::speak`] is
+//! a line of one piece.
+//!
+//! Our pieces are whole clauses, cut by [`clause`](crate::clause): what Cartesia's guide on
+//! buffering calls custom buffering, for which it says to set `max_buffer_delay_ms` to 0 so
+//! that each piece is spoken as soon as it comes. Left out, the service may hold a piece back
+//! for more text: up to 3 s by the current documentation's default (its guide for our API
+//! version describes no wait when the field is absent; we do not rely on either).
+//!
+//! Where the times of a continued context's words start from, the documentation does not
+//! say (its examples show one request, from 0): we take them, as the scripted peer of our
+//! tests gives them, from the start of the context's audio, not of each continuation.
 //!
 //! The service lets a context expire a second after its last audio went out: a model that
 //! pauses longer than that between two clauses of a line would find it gone, and the error
@@ -25,14 +36,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
+use dialtone_codec::PcmResampler;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::error::AgentError;
 use crate::openai::transcribe::iso_639_1;
-use crate::pcm::{ENGINE_RATE, PcmResampler};
 use crate::provider::{
-    Spoken, SpokenWord, StreamingTextToSpeech, TextToSpeech, TurnSpeech, speak_as_a_line,
+    ENGINE_RATE, Spoken, SpokenWord, StreamingTextToSpeech, TextToSpeech, TurnSpeech,
+    speak_as_a_line,
 };
 use crate::ws::{Deadline, Incoming, StreamingProvider};
 
@@ -115,6 +127,7 @@ impl CartesiaSpeech {
             },
             "context_id": context_id,
             "continue": more,
+            "max_buffer_delay_ms": 0,
             "add_timestamps": true,
         });
         if let (Some(language), Some(fields)) = (language, request.as_object_mut()) {
@@ -133,7 +146,7 @@ impl CartesiaSpeech {
         tx: &mpsc::Sender<Result<Spoken, AgentError>>,
     ) -> Result<(), AgentError> {
         let provider = &self.provider;
-        let mut pcm = PcmResampler::new(CARTESIA_PCM_RATE)
+        let mut pcm = PcmResampler::new(CARTESIA_PCM_RATE, ENGINE_RATE)
             .map_err(|e| provider.protocol(format!("resampling: {e}")))?;
         let mut url = provider.url(&["tts", "websocket"])?;
         {

@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 use crate::chat::{ChatEvent, ChatMessage, ChatRequest, ToolCall};
 use crate::clause::ClauseSplitter;
 use crate::error::AgentError;
-use crate::pcm::ENGINE_RATE;
+use crate::provider::ENGINE_RATE;
 use crate::provider::SpokenWord;
 use crate::stats::AgentStats;
 use crate::tools::{ToolKind, Toolbox};

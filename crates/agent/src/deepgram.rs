@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use crate::error::AgentError;
-use crate::pcm::ENGINE_RATE;
+use crate::provider::ENGINE_RATE;
 use crate::provider::{BoxFuture, Heard, Listening, SpeechToText, StreamingSpeechToText};
 use crate::ws::{Incoming, Socket, StreamingProvider, language_tag};
 

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::error::AgentError;
-use crate::pcm::ENGINE_RATE;
+use crate::provider::ENGINE_RATE;
 use crate::provider::{
     Spoken, SpokenWord, StreamingTextToSpeech, TextToSpeech, TurnSpeech, speak_as_a_line,
 };

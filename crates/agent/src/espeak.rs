@@ -1,17 +1,17 @@
 //! `builtin:espeak`: espeak-ng run as a separate program ([`EspeakNg`]; it is GPL, so it is
 //! never linked). Audio is streamed: the program's WAV output is read as it is produced,
-//! resampled from 22.05 kHz to 16 kHz in 20 ms frames, and handed on in chunks, so the first
-//! words play before the sentence is done.
+//! resampled from 22.05 kHz to 16 kHz in 20 ms frames (exactly as long as espeak-ng made it),
+//! and handed on in chunks, so the first words play before the sentence is done.
 
 use std::process::Stdio;
 
-use dialtone_codec::Resampler;
+use dialtone_codec::PcmResampler;
 use dialtone_model::BUILTIN_ESPEAK;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use crate::error::AgentError;
-use crate::provider::TextToSpeech;
+use crate::provider::{ENGINE_RATE, TextToSpeech};
 
 /// Longest text spoken at once.
 pub const MAX_TEXT_BYTES: usize = 4096;
@@ -73,8 +73,8 @@ impl EspeakNg {
     }
 }
 
-/// Frames of 20 ms sent together (100 ms of audio per chunk).
-const FRAMES_PER_CHUNK: usize = 5;
+/// Samples per chunk handed on (100 ms at 16 kHz).
+const CHUNK_SAMPLES: usize = ENGINE_RATE as usize / 10;
 
 impl TextToSpeech for EspeakNg {
     fn speak(
@@ -135,44 +135,24 @@ async fn stream(
     let mut header = [0u8; 44];
     out.read_exact(&mut header).await?;
     let rate = u32::from_le_bytes([header[24], header[25], header[26], header[27]]);
-    let mut resampler = Resampler::new(rate, 16_000)
+    let mut pcm = PcmResampler::new(rate, ENGINE_RATE)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let (n_in, n_out) = (resampler.input_samples(), resampler.output_samples());
-    let mut pending: Vec<i16> = Vec::with_capacity(n_in * 2);
-    let mut chunk: Vec<i16> = Vec::with_capacity(n_out * FRAMES_PER_CHUNK);
-    let mut frame_out = vec![0i16; n_out];
     let mut bytes = vec![0u8; 4096];
-    let mut odd: Option<u8> = None;
     loop {
         let n = out.read(&mut bytes).await?;
-        let end = n == 0;
-        for b in bytes.get(..n).unwrap_or_default() {
-            match odd.take() {
-                None => odd = Some(*b),
-                Some(lo) => pending.push(i16::from_le_bytes([lo, *b])),
-            }
-        }
-        if end && !pending.is_empty() {
-            // The last partial frame, padded with silence.
-            pending.resize(pending.len().div_ceil(n_in) * n_in, 0);
-        }
-        while pending.len() >= n_in {
-            let input: Vec<i16> = pending.drain(..n_in).collect();
-            if resampler.process(&input, &mut frame_out).is_ok() {
-                chunk.extend_from_slice(&frame_out);
-            }
-            if chunk.len() >= n_out * FRAMES_PER_CHUNK
-                && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err()
-            {
-                return Ok(());
-            }
-        }
-        if end {
+        if n == 0 {
             break;
         }
+        pcm.push_bytes(bytes.get(..n).unwrap_or_default());
+        if let Some(chunk) = pcm.take_chunk(CHUNK_SAMPLES)
+            && tx.send(Ok(chunk)).await.is_err()
+        {
+            return Ok(());
+        }
     }
-    if !chunk.is_empty() {
-        let _ = tx.send(Ok(chunk)).await;
+    let rest = pcm.finish();
+    if !rest.is_empty() {
+        let _ = tx.send(Ok(rest)).await;
     }
     let _ = child.wait().await;
     Ok(())
@@ -199,6 +179,35 @@ mod tests {
         for voice in ["alloy", "", "+f3", "xx-nope"] {
             assert!(!espeak.has_voice(voice), "{voice}");
         }
+    }
+
+    /// The audio is espeak-ng's own, at 16 kHz: exactly as long as the program's output, the
+    /// last part of a 20 ms frame neither padded nor lost.
+    #[tokio::test]
+    async fn the_speech_is_exactly_as_long_as_espeaks_output() {
+        let text = "Your table is booked for eight.";
+        let wav = std::process::Command::new("espeak-ng")
+            .args(["--stdout", "-v", "en", "--", text])
+            .output()
+            .unwrap()
+            .stdout;
+        let rate = u64::from(u32::from_le_bytes([wav[24], wav[25], wav[26], wav[27]]));
+        let made = (wav.len() as u64 - 44) / 2;
+        assert_ne!(
+            made % (rate / 50),
+            0,
+            "the output ends part-way through a frame"
+        );
+        let mut audio = EspeakNg::default().speak(text, Some("en"), None);
+        let mut samples = 0;
+        while let Some(chunk) = audio.recv().await {
+            samples += chunk.unwrap().len() as u64;
+        }
+        assert_eq!(
+            samples,
+            (made * 16_000 + rate / 2) / rate,
+            "{made} samples at {rate} Hz"
+        );
     }
 
     /// A voice espeak-ng lacks falls back to the language: audio still comes.

@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::chat::{ChatEvent, ChatRequest};
 use crate::error::AgentError;
 
+/// The rate of all the audio the services take and give: the engine's, 16 kHz mono.
+pub const ENGINE_RATE: u32 = 16_000;
+
 /// A boxed future that can move between threads.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

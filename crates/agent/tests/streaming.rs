@@ -430,6 +430,7 @@ async fn cartesia_streams_a_resampled_tone_as_long_as_the_text_asks() {
             "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000},
             "context_id": null,
             "continue": false,
+            "max_buffer_delay_ms": 0,
             "add_timestamps": true,
         })
     );
@@ -711,6 +712,10 @@ async fn cartesia_a_line_is_one_context_on_one_connection_continued_piece_by_pie
         "one context: {requests:?}"
     );
     assert!(requests.iter().all(|r| r["add_timestamps"] == true));
+    assert!(
+        requests.iter().all(|r| r["max_buffer_delay_ms"] == 0),
+        "each clause spoken as it comes, none held back for more text: {requests:?}"
+    );
     let said: Vec<(&str, bool)> = requests
         .iter()
         .map(|r| {

@@ -10,9 +10,13 @@
 //! * [`level_dbfs`] and [`mean_square`]: how loud a frame is.
 //! * [`Resampler`]: fixed 20 ms frames between 8, 16, 24, 32 and 48 kHz (a half-band FIR of
 //!   our own for 8 k↔16 k, rubato's FFT resampler for the rest).
+//! * [`PcmResampler`] and [`resample_pcm_clip`]: a stream or a clip of PCM16LE bytes at one of
+//!   those rates as samples at another, exactly as long and not shifted by the resampler's
+//!   delay (speech synthesisers' streams, an AgentBridge brain's clips).
 //!
-//! Everything works on 20 ms mono frames in caller-owned buffers; after construction nothing
-//! allocates per frame.
+//! The codecs and [`Resampler`] work on 20 ms mono frames in caller-owned buffers; after
+//! construction nothing allocates per frame. [`PcmResampler`], for audio from outside the media
+//! path, allocates as it goes.
 //!
 //! ```
 //! use dialtone_codec::{G711, G711Law};
@@ -28,11 +32,13 @@
 mod g722;
 mod level;
 mod opus;
+mod pcm_stream;
 mod resample;
 
 pub use g722::{G722_FRAME_BYTES, G722_FRAME_SAMPLES, G722Decoder, G722Encoder};
 pub use level::{level_dbfs, mean_square};
 pub use opus::{OpusDecoder, OpusEncoder};
+pub use pcm_stream::{PcmResampler, resample_pcm_clip};
 pub use resample::Resampler;
 
 /// Errors of the codecs and resamplers.

@@ -3939,6 +3939,8 @@ mod agent;
 mod agent_speech;
 #[path = "e2e/amd.rs"]
 mod amd;
+#[path = "e2e/brain_audio.rs"]
+mod brain_audio;
 #[path = "e2e/bridge.rs"]
 mod bridge;
 #[path = "e2e/codecs.rs"]

@@ -1,10 +1,11 @@
 //! [`OpenAiChat`]: streamed chat completions (`POST {base_url}/chat/completions` with
-//! `stream: true`), read with the [SSE parser](crate::sse) and the
+//! `stream: true`), read with the [SSE parser](dialtone_sse) and the
 //! [tool-call accumulator](crate::tool_calls); and JSON-schema answers, not streamed, asked
 //! with the [strict form](crate::strict_schema) of the schema.
 
 use std::time::Duration;
 
+use dialtone_sse::SseParser;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -13,7 +14,6 @@ use super::OpenAiProvider;
 use crate::chat::{ChatEvent, ChatMessage, ChatRequest, Role, ToolCall, ToolSpec, Usage};
 use crate::error::AgentError;
 use crate::provider::{BoxFuture, ChatModel};
-use crate::sse::SseParser;
 use crate::strict_schema::strict_schema;
 use crate::tool_calls::{ToolCallAccumulator, ToolCallDelta};
 

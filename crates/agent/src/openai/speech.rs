@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
+use dialtone_codec::PcmResampler;
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::OpenAiProvider;
 use crate::error::AgentError;
-use crate::pcm::{ENGINE_RATE, PcmResampler};
-use crate::provider::TextToSpeech;
+use crate::provider::{ENGINE_RATE, TextToSpeech};
 
 /// The model asked for when the agent names none.
 pub const DEFAULT_SPEECH_MODEL: &str = "tts-1";
@@ -66,7 +66,7 @@ impl OpenAiSpeech {
         voice: String,
         tx: &mpsc::Sender<Result<Vec<i16>, AgentError>>,
     ) -> Result<(), AgentError> {
-        let mut pcm = PcmResampler::new(SPEECH_PCM_RATE)
+        let mut pcm = PcmResampler::new(SPEECH_PCM_RATE, ENGINE_RATE)
             .map_err(|e| self.provider.protocol(format!("resampling: {e}")))?;
         let body = json!({
             "model": self.model,

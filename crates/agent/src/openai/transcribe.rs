@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::OpenAiProvider;
 use crate::error::AgentError;
-use crate::pcm::ENGINE_RATE;
+use crate::provider::ENGINE_RATE;
 use crate::provider::{BoxFuture, SpeechToText};
 use crate::wav::encode_wav;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use dialtone_media::{FrameReceiver, FrameSender, MediaCall};
 use dialtone_model::TranscriptLine;
 use dialtone_proto::json::{from_struct, to_struct};
-use dialtone_speech::{FRAME_SAMPLES, SpeechEvent};
+use dialtone_speech::{FRAME_SAMPLES, SAMPLE_RATE, SpeechEvent};
 use dialtone_storage::EndReason;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -61,35 +61,15 @@ pub(crate) fn start_remote(
     )
 }
 
-/// Converts PCM16LE `bytes` at `rate` to 16 kHz (whole 20 ms frames, the last padded).
+/// A brain's `Play` clip, PCM16LE `bytes` at `rate` (0 meaning 16 kHz), at the speech loop's
+/// 16 kHz: exactly as long, not shifted (each clip resampled on its own, its end flushed). A
+/// rate the resampler does not know plays nothing, with a warning.
 fn to_16k(bytes: &[u8], rate: u32) -> Vec<i16> {
-    let samples: Vec<i16> = bytes
-        .chunks_exact(2)
-        .map(|b| {
-            i16::from_le_bytes([
-                b.first().copied().unwrap_or(0),
-                b.get(1).copied().unwrap_or(0),
-            ])
-        })
-        .collect();
-    let rate = if rate == 0 { 16_000 } else { rate };
-    if rate == 16_000 {
-        return samples;
-    }
-    let Ok(mut resampler) = dialtone_codec::Resampler::new(rate, 16_000) else {
-        return Vec::new();
-    };
-    let (n_in, n_out) = (resampler.input_samples(), resampler.output_samples());
-    let mut out = Vec::with_capacity(samples.len() * 16_000 / rate as usize + n_out);
-    let mut frame = vec![0i16; n_out];
-    for chunk in samples.chunks(n_in) {
-        let mut input = chunk.to_vec();
-        input.resize(n_in, 0);
-        if resampler.process(&input, &mut frame).is_ok() {
-            out.extend_from_slice(&frame);
-        }
-    }
-    out
+    let rate = if rate == 0 { SAMPLE_RATE } else { rate };
+    dialtone_codec::resample_pcm_clip(bytes, rate, SAMPLE_RATE).unwrap_or_else(|error| {
+        tracing::warn!(%error, "the brain's audio is not played");
+        Vec::new()
+    })
 }
 
 async fn run_remote(
@@ -427,11 +407,11 @@ async fn run_remote(
     }
 }
 
-/// The mark the engine puts after unmarked speech (never reported to the brain).
 /// How long a brain has to take the conversation (connection, HTTP/2 and the `Converse` stream)
 /// before the caller hears the apology and the call ends as `brain_error`.
 pub const BRAIN_CONNECT_LIMIT: Duration = Duration::from_secs(5);
 
+/// The mark the engine puts after unmarked speech (never reported to the brain).
 const INTERNAL_MARK: &str = "\u{0}internal";
 
 /// The brain's next message; pending while there is no stream.
@@ -441,5 +421,63 @@ async fn next_reply(
     match replies {
         Some(stream) => stream.message().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use dialtone_test_support::audio::{sine, tone_amplitude};
+
+    /// A `Play` clip at `rate`: 60 ms of silence, then a 1 kHz tone to `total_ms` (not a whole
+    /// number of 20 ms frames).
+    fn clip(rate: u32, total_ms: usize) -> Vec<u8> {
+        let per_ms = rate as usize / 1000;
+        let mut samples = vec![0i16; total_ms * per_ms];
+        sine(rate, 1000.0, 10_000.0, 0, &mut samples[60 * per_ms..]);
+        samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_played_clip_comes_to_16k_as_long_as_it_was_with_its_tone_in_place() {
+        for (rate, given) in [
+            (8_000, 8_000),
+            (24_000, 24_000),
+            (48_000, 48_000),
+            (16_000, 0),
+        ] {
+            let out = to_16k(&clip(rate, 347), given);
+            assert_eq!(
+                out.len(),
+                347 * 16,
+                "{rate} Hz: exactly as long, no padded frame"
+            );
+            let onset = out.iter().position(|s| s.unsigned_abs() > 5000).unwrap();
+            assert!(
+                onset.abs_diff(60 * 16) <= 8,
+                "{rate} Hz: the tone starts at 60 ms, not at sample {onset}"
+            );
+            let level = |from: usize, to: usize, hz| tone_amplitude(&out[from..to], 16_000, hz);
+            assert!(level(0, 880, 1000.0) < 100.0, "{rate} Hz: silence first");
+            let tone = level(1040, 5552, 1000.0);
+            assert!(
+                (tone - 10_000.0).abs() < 300.0,
+                "{rate} Hz: the tone at {tone:.0}"
+            );
+            let last = level(5552 - 320, 5552, 1000.0);
+            assert!(
+                last > 9000.0,
+                "{rate} Hz: the tone to the end, {last:.0} in the last 20 ms"
+            );
+            let image = level(1040, 5552, 7000.0);
+            assert!(image < 100.0, "{rate} Hz: {image:.0} at 7 kHz");
+        }
+    }
+
+    #[test]
+    fn a_clip_at_a_rate_the_engine_does_not_resample_plays_nothing() {
+        assert!(to_16k(&clip(8_000, 100), 11_025).is_empty());
     }
 }

@@ -13,6 +13,9 @@
 //!
 //! It is our own rather than a crate's because it is small, knows nothing of IO (so the
 //! chunk-splitting properties are tested directly) and is fuzzed (`fuzz/fuzz_targets/sse.rs`).
+//! It is a crate of its own, depending on nothing, so that the fuzz target builds it alone
+//! rather than the whole agent with its HTTP and websocket clients; `dialtone-agent`'s
+//! OpenAI-compatible chat client is its user.
 
 use std::collections::VecDeque;
 
@@ -30,7 +33,7 @@ pub struct SseEvent {
     pub id: Option<String>,
 }
 
-/// The parser; see the [module documentation](self).
+/// The parser; see the [crate documentation](crate).
 #[derive(Debug, Default)]
 pub struct SseParser {
     /// The line read so far (without its ending), at most [`MAX_EVENT_BYTES`].

@@ -1,19 +1,21 @@
-//! Streamed 16-bit little-endian PCM turned into the engine's 16 kHz samples: bytes are taken
-//! in pieces as the network delivers them (an odd byte waits for its partner), resampled in
-//! whole 20 ms frames, and handed out in chunks. The resampler's delay is taken off the front
-//! and flushed at the end, so the output is exactly as long as the input (in time) and not
-//! shifted.
+//! A stream (or a whole clip) of 16-bit little-endian PCM bytes at one rate turned into samples
+//! at another: bytes are taken in pieces as the network delivers them (an odd byte waits for its
+//! partner), resampled in whole 20 ms frames by a [`Resampler`], and handed out in chunks. The
+//! resampler's delay is taken off the front and flushed at the end, so the output is exactly as
+//! long as the input (in time) and not shifted.
+//!
+//! This is where speech from outside the media path comes to the engine's rate: speech
+//! synthesisers' streams (24 kHz and the like) and the PCM clips an AgentBridge brain plays.
+//! Unlike the frame [`Resampler`], it allocates as it goes.
 
-use dialtone_codec::{CodecError, Resampler};
+use crate::{CodecError, Resampler};
 
-/// The engine's sample rate.
-pub const ENGINE_RATE: u32 = 16_000;
-
-/// Bytes of PCM at some rate in, 16 kHz samples out.
+/// Bytes of PCM at one rate in, samples at another out.
 #[derive(Debug)]
 pub struct PcmResampler {
     resampler: Resampler,
     from: u32,
+    to: u32,
     odd: Option<u8>,
     pending: Vec<i16>,
     frame: Vec<i16>,
@@ -24,16 +26,27 @@ pub struct PcmResampler {
     samples_out: u64,
 }
 
+/// A whole clip of PCM16LE `bytes` at `from` Hz as samples at `to` Hz, exactly as long in time
+/// (a trailing odd byte is not a sample). The rates are those [`Resampler`] knows.
+pub fn resample_pcm_clip(bytes: &[u8], from: u32, to: u32) -> Result<Vec<i16>, CodecError> {
+    let mut pcm = PcmResampler::new(from, to)?;
+    pcm.push_bytes(bytes);
+    let mut out = pcm.take_chunk(1).unwrap_or_default();
+    out.extend(pcm.finish());
+    Ok(out)
+}
+
 impl PcmResampler {
-    /// For PCM at `from` Hz (a rate [`Resampler`] knows).
-    pub fn new(from: u32) -> Result<Self, CodecError> {
-        let resampler = Resampler::new(from, ENGINE_RATE)?;
+    /// For PCM at `from` Hz to come out at `to` Hz (rates [`Resampler`] knows).
+    pub fn new(from: u32, to: u32) -> Result<Self, CodecError> {
+        let resampler = Resampler::new(from, to)?;
         Ok(Self {
             frame: vec![0; resampler.output_samples()],
             pending: Vec::with_capacity(resampler.input_samples() * 2),
             skip: resampler.delay(),
             resampler,
             from,
+            to,
             odd: None,
             out: Vec::new(),
             samples_in: 0,
@@ -68,7 +81,7 @@ impl PcmResampler {
     pub fn finish(&mut self) -> Vec<i16> {
         let n_in = self.resampler.input_samples();
         self.samples_in += self.pending.len() as u64;
-        let wanted = (self.samples_in * u64::from(ENGINE_RATE) + u64::from(self.from) / 2)
+        let wanted = (self.samples_in * u64::from(self.to) + u64::from(self.from) / 2)
             / u64::from(self.from);
         let mut input = std::mem::take(&mut self.pending);
         input.resize(n_in, 0);
@@ -116,7 +129,7 @@ mod tests {
     }
 
     fn run(bytes: &[u8], piece: usize) -> Vec<i16> {
-        let mut pcm = PcmResampler::new(24_000).unwrap();
+        let mut pcm = PcmResampler::new(24_000, 16_000).unwrap();
         let mut out = Vec::new();
         for chunk in bytes.chunks(piece.max(1)) {
             pcm.push_bytes(chunk);
@@ -140,6 +153,71 @@ mod tests {
             "then the tone: {}",
             level(3400..8000)
         );
+    }
+
+    /// PCM16LE bytes at `rate`: `silent` samples of silence, then a 1 kHz tone to `total`.
+    fn clip(rate: u32, silent: usize, total: usize) -> Vec<u8> {
+        let mut samples = vec![0i16; total];
+        sine(rate, 1000.0, 8000.0, 0, &mut samples[silent..]);
+        samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_clip_at_each_rate_keeps_its_length_its_tone_and_its_timing() {
+        for from in [8_000, 16_000, 24_000, 48_000] {
+            let per_ms = from as usize / 1000;
+            // 100 ms of silence, then 413 ms of tone: not a whole number of 20 ms frames.
+            let out =
+                resample_pcm_clip(&clip(from, 100 * per_ms, 513 * per_ms), from, 16_000).unwrap();
+            assert_eq!(out.len(), 513 * 16, "{from} Hz: exactly as long");
+            let onset = out.iter().position(|s| s.unsigned_abs() > 4000).unwrap();
+            assert!(
+                onset.abs_diff(1600) <= 8,
+                "{from} Hz: the tone starts at 100 ms, not at sample {onset}"
+            );
+            let level = |range: std::ops::Range<usize>, hz| tone_amplitude(&out[range], 16_000, hz);
+            assert!(level(0..1440, 1000.0) < 80.0, "{from} Hz: silence first");
+            let body = level(1760..8192, 1000.0);
+            assert!(
+                (body - 8000.0).abs() < 240.0,
+                "{from} Hz: the tone at {body:.0}"
+            );
+            let last = level(8208 - 320..8208, 1000.0);
+            assert!(
+                last > 7200.0,
+                "{from} Hz: the tone to the end, {last:.0} in the last 20 ms"
+            );
+            for stray in [3000.0, 7000.0] {
+                let level = level(1760..8192, stray);
+                assert!(level < 80.0, "{from} Hz: {level:.0} at {stray} Hz");
+            }
+        }
+    }
+
+    #[test]
+    fn short_and_odd_clips_keep_their_length() {
+        for from in [8_000, 16_000, 24_000, 48_000] {
+            for samples in [0usize, 1, 7, 159, 161, 479, 481, 961] {
+                let mut bytes = clip(from, 0, samples);
+                let expected = (samples as u64 * 16_000 + u64::from(from) / 2) / u64::from(from);
+                let out = resample_pcm_clip(&bytes, from, 16_000).unwrap();
+                assert_eq!(out.len() as u64, expected, "{samples} samples at {from} Hz");
+                bytes.push(0x7f);
+                assert_eq!(
+                    resample_pcm_clip(&bytes, from, 16_000).unwrap(),
+                    out,
+                    "a trailing odd byte is not a sample"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_rate_the_resampler_does_not_know_is_refused() {
+        assert!(matches!(
+            resample_pcm_clip(&[0; 64], 11_025, 16_000),
+            Err(CodecError::UnsupportedRate { rate: 11_025, .. })
+        ));
     }
 
     proptest! {
