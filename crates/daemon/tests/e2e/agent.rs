@@ -435,9 +435,10 @@ async fn placeholders_and_providers_are_checked_before_any_call() {
     w.finish().await;
 }
 
-/// The caller talks over the agent: its speech stops within a few frames, its line is cut to
-/// what was heard (`interrupted`), the model is asked with the cut line and the caller's words,
-/// and a result the model cannot get right after one retry is refused with `result_error`.
+/// The caller talks over the agent (`barge_in` `"on"`): its speech stops within a few frames,
+/// its line is cut to what was heard (`interrupted`), the model is asked with the cut line and
+/// the caller's words, and a result the model cannot get right after one retry is refused
+/// with `result_error`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
     let dir = tempfile::tempdir().unwrap();
@@ -455,6 +456,7 @@ async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
         &openai.base_url(),
         json!({
             "first_message": greeting,
+            "barge_in": "on",
             "returns": {
                 "type": "object",
                 "properties": {"price_asked": {"type": "boolean"}},
@@ -508,6 +510,86 @@ async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
     assert!(
         tone_ms + 500 >= expected_ms && tone_ms <= expected_ms + 500,
         "heard {tone_ms} ms of tone; the cut line and the answer are {expected_ms} ms"
+    );
+    w.finish().await;
+}
+
+/// Without `barge_in`, `builtin:agent` hears a backchannel out: the callee's "Uh-huh" (about
+/// 300 ms of speech) 1.5 s into the agent's 6 s greeting cuts nothing and starts no turn, yet
+/// is on the record; its question 1.5 s later, longer than the 500 ms minimum, cuts the
+/// greeting once it has gone on that long, and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backchannel_does_not_cut_the_agent_off_but_a_longer_utterance_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let greeting = "Hello Sam, this is Ava calling from Acme about the quote you asked for last week on our website.";
+    let baresip = callee(
+        dir.path(),
+        &[
+            Ok(1500),
+            Err("Uh-huh."),
+            Ok(1500),
+            Err("Sorry, how much does it cost?"),
+            Ok(5000),
+        ],
+    );
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    make_agent(&w, &openai.base_url(), json!({"first_message": greeting})).await;
+    openai.push_transcript(TranscriptReply::Text("Uh-huh.".into()));
+    openai.push_transcript(TranscriptReply::Text(
+        "Sorry, how much does it cost?".into(),
+    ));
+    openai.push_chat(ChatReply::text("It costs ten dollars a month."));
+    openai.push_chat(ChatReply::text("Sam asked about the price."));
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    let said: Vec<(&str, &str)> = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["role"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(said.len(), 4, "{record:#}");
+    assert_eq!(
+        [said[1], said[2], said[3]],
+        [
+            ("caller", "Uh-huh."),
+            ("caller", "Sorry, how much does it cost?"),
+            ("agent", "It costs ten dollars a month."),
+        ],
+        "{record:#}"
+    );
+    // One interruption: the question's. The greeting played on through the backchannel (at
+    // 60 ms a character, well past the 1.5 s where "Uh-huh" came) to the question's 500 ms.
+    assert_eq!(record["agent_stats"]["interruptions"], 1, "{record:#}");
+    let first = &record["transcript"][0];
+    assert_eq!(first["interrupted"], true, "{record:#}");
+    let heard = first["text"].as_str().unwrap();
+    let heard_ms = heard.len() as u64 * SPEECH_MS_PER_CHAR;
+    assert!(
+        greeting.starts_with(heard) && (2800..5500).contains(&heard_ms),
+        "heard {heard:?}, {heard_ms} ms"
+    );
+    // The model was asked once, after the question, the backchannel in its history.
+    let chats: Vec<Value> = openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .filter_map(|r| r.json)
+        .collect();
+    assert_eq!(chats.len(), 2, "the answer and the summary");
+    let users: Vec<&Value> = chats[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| &m["content"])
+        .collect();
+    assert_eq!(
+        users,
+        [&json!("Uh-huh."), &json!("Sorry, how much does it cost?")]
     );
     w.finish().await;
 }
