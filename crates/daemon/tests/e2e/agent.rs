@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use dialtone_test_support::media::{Baresip, speech_ulaw, ulaw_to_wav};
 use dialtone_test_support::openai::{
-    ChatReply, SPEECH_MS_PER_CHAR, SPEECH_TONE_HZ, ScriptedCall, ScriptedOpenAi, TranscriptReply,
+    ChatReply, SPEECH_MS_PER_CHAR, SPEECH_TONE_HZ, ScriptedCall, ScriptedOpenAi, SpeechReply,
+    TranscriptReply,
 };
 use serde_json::{Value, json};
 
@@ -590,6 +591,87 @@ async fn a_backchannel_does_not_cut_the_agent_off_but_a_longer_utterance_does() 
     assert_eq!(
         users,
         [&json!("Uh-huh."), &json!("Sorry, how much does it cost?")]
+    );
+    w.finish().await;
+}
+
+/// The first message is synthesised while the phone rings: the callee (SIPp) rings 2 s before
+/// it answers and the synthesiser takes 1 s to its first audio, yet the first message's
+/// request came before the answer and its audio reaches the callee right after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_message_is_synthesised_while_the_phone_rings() {
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    // The callee's media: a socket of the test, which SIPp's answer names.
+    let media = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = media.local_addr().unwrap().port().to_string();
+    let w = world(
+        Some("callee_rings_then_listens.xml"),
+        &[
+            ("ring_ms", "2000"),
+            ("talk_ms", "3000"),
+            ("rtp_port", rtp_port.as_str()),
+        ],
+    )
+    .await;
+    make_agent(
+        &w,
+        &openai.base_url(),
+        json!({"first_message": "Hi Sam, this is Ava from Acme."}),
+    )
+    .await;
+    openai.push_speech(SpeechReply::Late {
+        first_audio_after: Duration::from_secs(1),
+    });
+    // When the first packet carrying the synthesiser's tone came.
+    let first_tone = tokio::spawn(async move {
+        let mut packet = [0u8; 1500];
+        let mut pcm = [0i16; 1500];
+        loop {
+            let n = media.recv(&mut packet).await.unwrap();
+            let payload = packet.get(12..n).unwrap_or_default();
+            let decoded =
+                dialtone_codec::G711::new(dialtone_codec::G711Law::Mu).decode(payload, &mut pcm);
+            if pcm[..decoded].iter().any(|s| s.unsigned_abs() > 2000) {
+                return std::time::SystemTime::now();
+            }
+        }
+    });
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    };
+    let at =
+        |field: &str| dialtone_model::time::parse_rfc3339(record[field].as_str().unwrap()).unwrap();
+    let answered = at("answered_at");
+    assert!(answered - at("ringing_at") >= 1800, "{record:#}");
+    let speech: Vec<_> = openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/audio/speech")
+        .collect();
+    assert_eq!(speech.len(), 1, "the first message, once");
+    assert_eq!(
+        speech[0].json.as_ref().unwrap()["input"],
+        "Hi Sam, this is Ava from Acme."
+    );
+    let asked = ms(speech[0].received_at);
+    assert!(
+        asked + 1000 < answered,
+        "synthesis asked for {} ms before the answer",
+        answered - asked
+    );
+    let heard = ms(tokio::time::timeout(Duration::from_secs(5), first_tone)
+        .await
+        .expect("the callee heard the first message")
+        .unwrap());
+    // Right after the answer (whose time the record has to the millisecond, read as the
+    // answer is handled: the first packet may go out a hair before it is written down).
+    assert!(
+        (-100..500).contains(&(heard - answered)),
+        "the first message reached the callee {} ms after the answer",
+        heard - answered
     );
     w.finish().await;
 }
