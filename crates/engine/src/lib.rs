@@ -931,10 +931,17 @@ struct CallPlan {
     transfer_policy: TransferPolicy,
 }
 
+/// How long a caller must speak over `builtin:agent` before it stops, when the agent leaves
+/// `barge_in` out: a shorter "uh-huh" or "yeah" is a backchannel, kept in the transcript but
+/// cutting nothing (LiveKit Agents' `min_interruption_duration` has the same default).
+pub const AGENT_BARGE_IN_MIN_SPEECH: Duration = Duration::from_millis(500);
+
 /// The speech loop's settings from the agent's: `amd` (thresholds left out keep the
 /// detector's defaults), `barge_in`, `endpointing_silence_ms` and `silence_timeout_seconds`
-/// (the guard: a prompt, then a hang-up with `silence_timeout`). A Media Streams app's calls
-/// have barge-in off unless the agent sets it: the app decides, and sends `clear`.
+/// (the guard: a prompt, then a hang-up with `silence_timeout`). Without `barge_in`,
+/// `builtin:agent` is interrupted after [`AGENT_BARGE_IN_MIN_SPEECH`] of speech, a Media
+/// Streams app's calls not at all (the app decides, and sends `clear`), the other brains at
+/// the speech's onset.
 fn speech_setting(settings: &AgentFields, brain: &str) -> SpeechConfig {
     let d = SpeechConfig::default();
     let ms = |v: Option<u32>, default: Duration| {
@@ -964,13 +971,58 @@ fn speech_setting(settings: &AgentFields, brain: &str) -> SpeechConfig {
             Some(ModelBargeIn::AfterMs(after)) => {
                 BargeIn::After(Duration::from_millis(after.into()))
             }
+            Some(ModelBargeIn::On) => BargeIn::On,
+            None if brain == dialtone_model::BUILTIN_AGENT => {
+                BargeIn::After(AGENT_BARGE_IN_MIN_SPEECH)
+            }
             None if dialtone_model::media_streams::is_media_streams(brain) => BargeIn::Off,
-            Some(ModelBargeIn::On) | None => d.barge_in,
+            None => d.barge_in,
         },
         endpointing_silence: ms(settings.endpointing_silence_ms, d.endpointing_silence),
         silence_timeout: settings
             .silence_timeout_seconds
             .map(|s| Duration::from_secs(s.into())),
         ..d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn barge_in(barge_in: Option<ModelBargeIn>, brain: &str) -> BargeIn {
+        let settings = AgentFields {
+            barge_in,
+            ..AgentFields::default()
+        };
+        speech_setting(&settings, brain).barge_in
+    }
+
+    /// `builtin:agent` without `barge_in` lets a backchannel by: the caller must speak
+    /// [`AGENT_BARGE_IN_MIN_SPEECH`] over it. What the agent sets stands; the other brains keep
+    /// theirs (at the onset; a Media Streams app, never).
+    #[test]
+    fn builtin_agent_is_interrupted_after_a_minimum_of_speech_unless_told_otherwise() {
+        let agent = dialtone_model::BUILTIN_AGENT;
+        assert_eq!(AGENT_BARGE_IN_MIN_SPEECH, Duration::from_millis(500));
+        assert_eq!(
+            barge_in(None, agent),
+            BargeIn::After(AGENT_BARGE_IN_MIN_SPEECH)
+        );
+        assert_eq!(barge_in(Some(ModelBargeIn::On), agent), BargeIn::On);
+        assert_eq!(barge_in(Some(ModelBargeIn::Off), agent), BargeIn::Off);
+        assert_eq!(
+            barge_in(Some(ModelBargeIn::AfterMs(800)), agent),
+            BargeIn::After(Duration::from_millis(800))
+        );
+        for other in ["builtin:echo", "builtin:ivr", "grpc://127.0.0.1:50051"] {
+            assert_eq!(barge_in(None, other), BargeIn::On, "{other}");
+            assert_eq!(barge_in(Some(ModelBargeIn::Off), other), BargeIn::Off);
+        }
+        assert_eq!(barge_in(None, "wss://app.example/stream"), BargeIn::Off);
+        assert_eq!(
+            barge_in(Some(ModelBargeIn::On), "wss://app.example/stream"),
+            BargeIn::On
+        );
     }
 }

@@ -86,7 +86,9 @@ pub struct AgentFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
     pub record: Option<Record>,
-    /// `"on"` (default), `"off"`, or a minimum of caller speech in ms before the agent stops.
+    /// `"on"`, `"off"`, or a minimum of caller speech in ms before the agent stops. Absent:
+    /// 500 ms for `builtin:agent` (a shorter backchannel cuts nothing), off for a Media Streams
+    /// app, `"on"` for the other brains.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
     pub barge_in: Option<BargeIn>,

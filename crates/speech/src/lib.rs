@@ -10,8 +10,9 @@
 //!   adaptive noise floor.
 //! * **Turn-taking**: speech starts after [`SpeechConfig::onset`] of voiced frames and ends after
 //!   [`SpeechConfig::endpointing_silence`] without one; an utterance shorter than
-//!   [`SpeechConfig::min_utterance`] (a click, a cough) is dropped. A finished utterance comes
-//!   with its audio, for a brain to transcribe (or, for `builtin:echo`, to play back).
+//!   [`SpeechConfig::min_utterance`] (a click, a cough) is dropped, and its start withdrawn
+//!   ([`SpeechEvent::SpeechDropped`]). A finished utterance comes with its audio, for a brain
+//!   to transcribe (or, for `builtin:echo`, to play back).
 //! * **Barge-in** ([`BargeIn`]): caller speech during playout clears it — at onset, after a
 //!   minimum length of speech, or never — and reports what of the cut segment was heard.
 //! * **Playout** ([`playout`]): segments with marks; a mark is reported when its last sample
@@ -104,10 +105,21 @@ impl Default for SpeechConfig {
 /// What the speech loop tells the call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SpeechEvent {
-    /// The caller started speaking (at the first voiced frame of the onset).
+    /// The caller started speaking (at the first voiced frame of the onset). Followed by a
+    /// [`SpeechEvent::SpeechEnded`], or by a [`SpeechEvent::SpeechDropped`] when it was too short.
     SpeechStarted {
         /// When.
         at: Instant,
+    },
+    /// What started (a [`SpeechEvent::SpeechStarted`]) ended shorter than
+    /// [`SpeechConfig::min_utterance`] (a click, a cough): no utterance, and no
+    /// [`SpeechEvent::SpeechEnded`] for that start. A brain that began on the start (a live
+    /// recognition fed its audio) drops what it has of it.
+    SpeechDropped {
+        /// When its last voiced frame came.
+        at: Instant,
+        /// From first to last voiced frame.
+        duration: Duration,
     },
     /// The caller finished an utterance.
     SpeechEnded {
@@ -321,6 +333,10 @@ impl SpeechLoop {
         self.silence_reported = false;
         if duration < self.config.min_utterance {
             self.utterance.clear();
+            self.events.push_back(SpeechEvent::SpeechDropped {
+                at: last_voiced,
+                duration,
+            });
             return;
         }
         self.utterance.truncate(self.utterance_voiced_len);

@@ -147,6 +147,51 @@ fn noise_tones_clicks_and_silence_are_not_speech() {
     );
 }
 
+/// A start too short to be an utterance (a click past the onset) is withdrawn once the
+/// endpointing silence has passed: `SpeechDropped`, never `SpeechEnded`; the next utterance
+/// starts and ends as usual.
+#[test]
+fn a_start_too_short_to_be_an_utterance_is_withdrawn() {
+    let word = speech("Yes");
+    let onset = first_loud_frame(&word) * FRAME_SAMPLES;
+    let click = word[onset..onset + 120 * 16].to_vec();
+    let sentence = speech("Hello this is Dialtone calling about your appointment");
+    let audio = [silence(500), click, silence(1500), sentence, silence(1500)].concat();
+    let t0 = Instant::now();
+    let mut lp = SpeechLoop::new(SpeechConfig::default(), t0);
+    let (events, _) = run(&mut lp, t0, &audio);
+    let kinds: Vec<(usize, &str)> = events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            SpeechEvent::SpeechStarted { .. } => Some((*i, "started")),
+            SpeechEvent::SpeechDropped { .. } => Some((*i, "dropped")),
+            SpeechEvent::SpeechEnded { .. } => Some((*i, "ended")),
+            _ => None,
+        })
+        .collect();
+    let names: Vec<&str> = kinds.iter().map(|(_, k)| *k).collect();
+    assert_eq!(
+        names,
+        ["started", "dropped", "started", "ended"],
+        "{kinds:?}"
+    );
+    // Dropped once the endpointing silence (500 ms, 25 frames) followed the click's last
+    // voiced frame, which it names, with the click's length.
+    let Some((dropped_after, SpeechEvent::SpeechDropped { at, duration })) = events
+        .iter()
+        .find(|(_, e)| matches!(e, SpeechEvent::SpeechDropped { .. }))
+    else {
+        panic!("dropped")
+    };
+    let last_voiced = ((*at - t0).as_millis() / 20) as usize;
+    assert!(
+        (25..31).contains(&last_voiced),
+        "the click is frames 25 to 30"
+    );
+    assert_eq!(*dropped_after, last_voiced + 25);
+    assert!(*duration < Duration::from_millis(200), "{duration:?}");
+}
+
 /// The agent plays 3 s of tone marked "greeting"; the caller starts talking 1 s in.
 fn barge(policy: BargeIn) -> (Vec<(usize, SpeechEvent)>, Vec<[i16; FRAME_SAMPLES]>, usize) {
     let t0 = Instant::now();

@@ -21,18 +21,18 @@
 //! * `POST /v1/audio/speech` — answers [`SPEECH_RATE`] Hz 16-bit little-endian mono PCM,
 //!   streamed in odd-sized chunks: a pure [`SPEECH_TONE_HZ`] tone, [`SPEECH_MS_PER_CHAR`] ms
 //!   per character of `input`, so a test can tell how much text was heard from how much audio
-//!   played. Scripted errors too.
+//!   played; its first chunk may be scripted to come late. Scripted errors too.
 //!
 //! Every request is recorded ([`RecordedRequest`]: path, headers, JSON body or multipart
-//! fields) before it is answered; [`ScriptedOpenAi::wait_requests`] waits for the Nth. A
-//! streamed chat answer whose client goes away before its end is counted
+//! fields, when it arrived) before it is answered; [`ScriptedOpenAi::wait_requests`] waits for
+//! the Nth. A streamed chat answer whose client goes away before its end is counted
 //! ([`ScriptedOpenAi::wait_abandoned`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -212,6 +212,12 @@ pub enum SpeechReply {
         /// The wait before each chunk.
         delay: Duration,
     },
+    /// The tone, its first chunk only after `first_audio_after` (a service's time to first
+    /// audio), the rest at once.
+    Late {
+        /// The wait before the first chunk.
+        first_audio_after: Duration,
+    },
     /// An HTTP error status with an OpenAI-style error body.
     Error {
         /// The status.
@@ -267,6 +273,8 @@ pub struct RecordedRequest {
     pub fields: Vec<MultipartField>,
     /// The uploaded `file`, when it was a WAV that could be read.
     pub wav: Option<WavInfo>,
+    /// When it arrived (the wall clock, to compare with a call record's times).
+    pub received_at: SystemTime,
 }
 
 impl RecordedRequest {
@@ -455,6 +463,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         json: Some(request.clone()),
         fields: Vec::new(),
         wav: None,
+        received_at: SystemTime::now(),
     });
     if let Some(refusal) = strict_format_refusal(&request) {
         return refusal;
@@ -802,6 +811,7 @@ async fn transcription(
         json: None,
         fields,
         wav: read_wav(&upload),
+        received_at: SystemTime::now(),
     });
     let reply = shared.lock().transcripts.pop_front();
     match reply {
@@ -958,6 +968,7 @@ async fn speech(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         json: Some(request.clone()),
         fields: Vec::new(),
         wav: None,
+        received_at: SystemTime::now(),
     });
     let reply = shared
         .lock()
@@ -966,9 +977,10 @@ async fn speech(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         .unwrap_or(SpeechReply::Tone {
             delay: Duration::ZERO,
         });
-    let delay = match reply {
+    let (first_delay, delay) = match reply {
         SpeechReply::Error { status, message } => return error_response(status, &message),
-        SpeechReply::Tone { delay } => delay,
+        SpeechReply::Tone { delay } => (delay, delay),
+        SpeechReply::Late { first_audio_after } => (first_audio_after, Duration::ZERO),
     };
     let input = request
         .get("input")
@@ -984,9 +996,10 @@ async fn speech(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     }
     let (tx, body) = channel_body();
     tokio::spawn(async move {
-        for piece in pcm.chunks(SPEECH_CHUNK_BYTES) {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+        for (n, piece) in pcm.chunks(SPEECH_CHUNK_BYTES).enumerate() {
+            let wait = if n == 0 { first_delay } else { delay };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
             if tx.send(Ok(Bytes::copy_from_slice(piece))).await.is_err() {
                 return;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use dialtone_test_support::media::{Baresip, speech_ulaw, ulaw_to_wav};
 use dialtone_test_support::openai::{
-    ChatReply, SPEECH_MS_PER_CHAR, SPEECH_TONE_HZ, ScriptedCall, ScriptedOpenAi, TranscriptReply,
+    ChatReply, SPEECH_MS_PER_CHAR, SPEECH_TONE_HZ, ScriptedCall, ScriptedOpenAi, SpeechReply,
+    TranscriptReply,
 };
 use serde_json::{Value, json};
 
@@ -435,9 +436,10 @@ async fn placeholders_and_providers_are_checked_before_any_call() {
     w.finish().await;
 }
 
-/// The caller talks over the agent: its speech stops within a few frames, its line is cut to
-/// what was heard (`interrupted`), the model is asked with the cut line and the caller's words,
-/// and a result the model cannot get right after one retry is refused with `result_error`.
+/// The caller talks over the agent (`barge_in` `"on"`): its speech stops within a few frames,
+/// its line is cut to what was heard (`interrupted`), the model is asked with the cut line and
+/// the caller's words, and a result the model cannot get right after one retry is refused
+/// with `result_error`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
     let dir = tempfile::tempdir().unwrap();
@@ -455,6 +457,7 @@ async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
         &openai.base_url(),
         json!({
             "first_message": greeting,
+            "barge_in": "on",
             "returns": {
                 "type": "object",
                 "properties": {"price_asked": {"type": "boolean"}},
@@ -508,6 +511,167 @@ async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
     assert!(
         tone_ms + 500 >= expected_ms && tone_ms <= expected_ms + 500,
         "heard {tone_ms} ms of tone; the cut line and the answer are {expected_ms} ms"
+    );
+    w.finish().await;
+}
+
+/// Without `barge_in`, `builtin:agent` hears a backchannel out: the callee's "Uh-huh" (about
+/// 300 ms of speech) 1.5 s into the agent's 6 s greeting cuts nothing and starts no turn, yet
+/// is on the record; its question 1.5 s later, longer than the 500 ms minimum, cuts the
+/// greeting once it has gone on that long, and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backchannel_does_not_cut_the_agent_off_but_a_longer_utterance_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    let greeting = "Hello Sam, this is Ava calling from Acme about the quote you asked for last week on our website.";
+    let baresip = callee(
+        dir.path(),
+        &[
+            Ok(1500),
+            Err("Uh-huh."),
+            Ok(1500),
+            Err("Sorry, how much does it cost?"),
+            Ok(5000),
+        ],
+    );
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    make_agent(&w, &openai.base_url(), json!({"first_message": greeting})).await;
+    openai.push_transcript(TranscriptReply::Text("Uh-huh.".into()));
+    openai.push_transcript(TranscriptReply::Text(
+        "Sorry, how much does it cost?".into(),
+    ));
+    openai.push_chat(ChatReply::text("It costs ten dollars a month."));
+    openai.push_chat(ChatReply::text("Sam asked about the price."));
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    let said: Vec<(&str, &str)> = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["role"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(said.len(), 4, "{record:#}");
+    assert_eq!(
+        [said[1], said[2], said[3]],
+        [
+            ("caller", "Uh-huh."),
+            ("caller", "Sorry, how much does it cost?"),
+            ("agent", "It costs ten dollars a month."),
+        ],
+        "{record:#}"
+    );
+    // One interruption: the question's. The greeting played on through the backchannel (at
+    // 60 ms a character, well past the 1.5 s where "Uh-huh" came) to the question's 500 ms.
+    assert_eq!(record["agent_stats"]["interruptions"], 1, "{record:#}");
+    let first = &record["transcript"][0];
+    assert_eq!(first["interrupted"], true, "{record:#}");
+    let heard = first["text"].as_str().unwrap();
+    let heard_ms = heard.len() as u64 * SPEECH_MS_PER_CHAR;
+    assert!(
+        greeting.starts_with(heard) && (2800..5500).contains(&heard_ms),
+        "heard {heard:?}, {heard_ms} ms"
+    );
+    // The model was asked once, after the question, the backchannel in its history.
+    let chats: Vec<Value> = openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .filter_map(|r| r.json)
+        .collect();
+    assert_eq!(chats.len(), 2, "the answer and the summary");
+    let users: Vec<&Value> = chats[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| &m["content"])
+        .collect();
+    assert_eq!(
+        users,
+        [&json!("Uh-huh."), &json!("Sorry, how much does it cost?")]
+    );
+    w.finish().await;
+}
+
+/// The first message is synthesised while the phone rings: the callee (SIPp) rings 2 s before
+/// it answers and the synthesiser takes 1 s to its first audio, yet the first message's
+/// request came before the answer and its audio reaches the callee right after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_message_is_synthesised_while_the_phone_rings() {
+    let openai = ScriptedOpenAi::start().await.unwrap();
+    // The callee's media: a socket of the test, which SIPp's answer names.
+    let media = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = media.local_addr().unwrap().port().to_string();
+    let w = world(
+        Some("callee_rings_then_listens.xml"),
+        &[
+            ("ring_ms", "2000"),
+            ("talk_ms", "3000"),
+            ("rtp_port", rtp_port.as_str()),
+        ],
+    )
+    .await;
+    make_agent(
+        &w,
+        &openai.base_url(),
+        json!({"first_message": "Hi Sam, this is Ava from Acme."}),
+    )
+    .await;
+    openai.push_speech(SpeechReply::Late {
+        first_audio_after: Duration::from_secs(1),
+    });
+    // When the first packet carrying the synthesiser's tone came.
+    let first_tone = tokio::spawn(async move {
+        let mut packet = [0u8; 1500];
+        let mut pcm = [0i16; 1500];
+        loop {
+            let n = media.recv(&mut packet).await.unwrap();
+            let payload = packet.get(12..n).unwrap_or_default();
+            let decoded =
+                dialtone_codec::G711::new(dialtone_codec::G711Law::Mu).decode(payload, &mut pcm);
+            if pcm[..decoded].iter().any(|s| s.unsigned_abs() > 2000) {
+                return std::time::SystemTime::now();
+            }
+        }
+    });
+    let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_eq!(record["status"], "completed", "{record:#}");
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    };
+    let at =
+        |field: &str| dialtone_model::time::parse_rfc3339(record[field].as_str().unwrap()).unwrap();
+    let answered = at("answered_at");
+    assert!(answered - at("ringing_at") >= 1800, "{record:#}");
+    let speech: Vec<_> = openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/audio/speech")
+        .collect();
+    assert_eq!(speech.len(), 1, "the first message, once");
+    assert_eq!(
+        speech[0].json.as_ref().unwrap()["input"],
+        "Hi Sam, this is Ava from Acme."
+    );
+    let asked = ms(speech[0].received_at);
+    assert!(
+        asked + 1000 < answered,
+        "synthesis asked for {} ms before the answer",
+        answered - asked
+    );
+    let heard = ms(tokio::time::timeout(Duration::from_secs(5), first_tone)
+        .await
+        .expect("the callee heard the first message")
+        .unwrap());
+    // Right after the answer (whose time the record has to the millisecond, read as the
+    // answer is handled: the first packet may go out a hair before it is written down).
+    assert!(
+        (-100..500).contains(&(heard - answered)),
+        "the first message reached the callee {} ms after the answer",
+        heard - answered
     );
     w.finish().await;
 }

@@ -13,11 +13,12 @@
 //!
 //! With a live speech recogniser (Deepgram) the driver opens one session when the agent opens
 //! and streams the caller's audio into it from the start of each utterance the speech loop
-//! hears (the onset's frames kept back for it) to its end; the utterance's transcript is then
-//! the session's answer to `finish`, so recognition has kept up while the caller spoke, and
-//! the last interim words are handed to the conversation as the utterance ends (the model may
-//! start on them; the final transcript decides). An utterance asked again (after a failure) is
-//! sent whole to the per-utterance recogniser.
+//! hears to its end ([`super::live_stt`]); the utterance's transcript is then the session's
+//! answer to `finish`, so recognition has kept up while the caller spoke, and the last interim
+//! words are handed to the conversation as the utterance ends (the model may start on them;
+//! the final transcript decides). A start the speech loop drops (a click) is finished with its
+//! words left unread. An utterance asked again (after a failure) is sent whole to the
+//! per-utterance recogniser.
 //!
 //! A person is on the line when the call is answered, or — with answering-machine detection —
 //! when the verdict is human (or a machine with `voicemail_action` `continue`); only then does
@@ -32,9 +33,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dialtone_agent::{
-    Action, AgentError, BoxFuture, ChatEvent, ChatModel, Conversation, ConversationConfig, Line,
-    Listening, SpeechToText, Spoken, StreamingSpeechToText, StreamingTextToSpeech, TextToSpeech,
-    TurnSpeech, extract,
+    Action, AgentError, ChatEvent, ChatModel, Conversation, ConversationConfig, Line, SpeechToText,
+    Spoken, StreamingSpeechToText, StreamingTextToSpeech, TextToSpeech, TurnSpeech, extract,
 };
 use dialtone_media::{FrameReceiver, FrameSender, MediaCall};
 use dialtone_model::TranscriptLine;
@@ -45,6 +45,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::live_stt::LiveRecognition;
 use super::{
     APOLOGY, BrainContext, BrainInput, BrainRequest, Duties, IvrStep, Run, SilenceClock, Voicemail,
 };
@@ -63,9 +64,6 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TOOL_ANSWER: usize = 64 * 1024;
 /// The playout mark of a piece of the agent's speech: this prefix and the piece's id.
 const SEGMENT_MARK: &str = "segment:";
-/// The caller's most recent frames kept for a live recogniser: an utterance's onset is heard
-/// before the speech loop says it started.
-const ONSET_FRAMES: usize = 25;
 
 /// Everything `builtin:agent` needs besides the media and the common brain context.
 #[derive(Debug, Clone)]
@@ -260,16 +258,8 @@ struct Driver {
     failure: Option<AgentError>,
     /// The `transfer_call` tool call waiting for the transfer's outcome.
     transferring: Option<String>,
-    /// The live recognition session, once the agent opened (with a live recogniser).
-    listening: Option<Listening>,
-    /// The caller's last frames, for an utterance's onset.
-    recent: VecDeque<(Instant, Vec<i16>)>,
-    /// The caller's audio is going to the live session (an utterance is under way).
-    streaming: bool,
-    /// The transcript of the utterance just ended, from the live session.
-    finishing: Option<BoxFuture<'static, Result<String, AgentError>>>,
-    /// The live session's interim words of the utterance under way.
-    heard_so_far: Option<String>,
+    /// The live recognition (with a live recogniser), open once the agent opened.
+    live: LiveRecognition,
     /// The wall clock at the start, to date transcript lines.
     started: (Instant, SystemTime),
 }
@@ -279,32 +269,8 @@ impl Driver {
     fn open(&mut self, now: Instant) {
         if !self.opened && self.failure.is_none() {
             self.opened = true;
-            self.listen();
+            self.live.open();
             self.conversation.handle_answered(now);
-        }
-    }
-
-    /// Opens a live recognition session, with a live recogniser.
-    fn listen(&mut self) {
-        self.streaming = false;
-        self.listening = self
-            .setup
-            .live_stt
-            .as_ref()
-            .map(|stt| stt.listen(self.run.context.language.clone()));
-    }
-
-    /// A frame of the caller: kept for an onset, and streamed during an utterance.
-    fn caller_frame(&mut self, now: Instant, samples: &[i16]) {
-        if self.listening.is_none() {
-            return;
-        }
-        if self.recent.len() == ONSET_FRAMES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((now, samples.to_vec()));
-        if let (true, Some(listening)) = (self.streaming, &self.listening) {
-            listening.push_audio(samples);
         }
     }
 
@@ -319,7 +285,7 @@ impl Driver {
             match action {
                 Action::Transcribe { utterance, audio } => {
                     // The utterance just ended was streamed live; one asked again is sent whole.
-                    let text = self.finishing.take().unwrap_or_else(|| {
+                    let text = self.live.take_transcript().unwrap_or_else(|| {
                         let stt = self.setup.stt.0.clone();
                         let language = self.run.context.language.clone();
                         Box::pin(async move { stt.transcribe(audio, language).await })
@@ -527,8 +493,7 @@ impl Driver {
         self.speaking = None;
         self.to_speak.clear();
         self.queued.clear();
-        self.listening = None;
-        self.streaming = false;
+        self.live.close();
     }
 
     /// The caller pressed a key (RFC 4733 or in-band): caller input, once the agent opened.
@@ -550,26 +515,16 @@ impl Driver {
             }
             SpeechEvent::SpeechStarted { at } => {
                 self.barged = false;
-                if let (false, Some(listening)) = (self.streaming, &self.listening) {
-                    // From the onset's first frame (a start too short to be an utterance
-                    // leaves the stream running into the next one).
-                    self.streaming = true;
-                    self.heard_so_far = None;
-                    for (_, frame) in self.recent.iter().filter(|(t, _)| *t >= at) {
-                        listening.push_audio(frame);
-                    }
-                }
+                self.live.speech_started(at);
             }
+            SpeechEvent::SpeechDropped { .. } => self.live.speech_dropped(),
             SpeechEvent::SpeechEnded { at, audio, .. } if self.opened => {
-                if let (true, Some(listening)) = (self.streaming, &self.listening) {
-                    self.streaming = false;
-                    self.finishing = Some(listening.finish());
-                }
+                self.live.speech_ended();
                 let over_agent = self.conversation.agent_speaking() && !self.barged;
                 self.conversation
                     .handle_utterance(now, at, audio, over_agent);
                 // Preemptive generation: the model may start on the interim words.
-                if let Some(words) = self.heard_so_far.take() {
+                if let Some(words) = self.live.take_heard_so_far() {
                     self.conversation.handle_early_words(now, &words);
                 }
             }
@@ -823,13 +778,6 @@ async fn next_chat(
     }
 }
 
-async fn next_interim(listening: &mut Option<Listening>) -> Option<String> {
-    match listening {
-        Some(l) => l.interim().await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn next_spoken(speaking: &mut Option<Speaking>) -> Option<Result<Spoken, AgentError>> {
     match speaking {
         Some(Speaking {
@@ -860,6 +808,7 @@ async fn run(
     let (outcomes, mut outcomes_rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let amd = setup.amd;
+    let live = LiveRecognition::new(setup.live_stt.clone(), context.language.clone());
     let mut d = Driver {
         voicemail: false,
         run: Run::new(context, outbound, now, IvrStep::Finished),
@@ -875,11 +824,7 @@ async fn run(
         answer_watched: false,
         failure: None,
         transferring: None,
-        listening: None,
-        recent: VecDeque::with_capacity(ONSET_FRAMES),
-        streaming: false,
-        finishing: None,
-        heard_so_far: None,
+        live,
         started: (now, SystemTime::now()),
     };
     let mut duties = Duties::new(now);
@@ -899,7 +844,7 @@ async fn run(
                 let Some(frame) = frame else { break };
                 let now = Instant::now();
                 d.run.speech.handle_caller_frame(now, &frame.samples);
-                d.caller_frame(now, &frame.samples);
+                d.live.frame(now, &frame.samples);
                 clock.heard(now);
                 d.run.duty_timers(&mut duties, now);
             }
@@ -911,11 +856,9 @@ async fn run(
                 BrainInput::Ended { .. } => break,
             },
             chunk = next_spoken(&mut d.speaking) => d.speech_chunk(Instant::now(), chunk),
-            Some(words) = next_interim(&mut d.listening) => {
+            Some(words) = d.live.next_interim() => {
                 tracing::debug!(%words, "interim transcript");
-                if d.streaming {
-                    d.heard_so_far = Some(words);
-                }
+                d.live.interim(words);
             }
             (id, event) = next_chat(&mut d.chat) => {
                 let now = Instant::now();
@@ -940,7 +883,7 @@ async fn run(
                         match &text {
                             Ok(words) => d.run.speech.heard_words(now, words),
                             // The live session failed: a new one for what comes next.
-                            Err(_) if d.listening.is_some() && !d.voicemail => d.listen(),
+                            Err(_) if d.live.is_open() && !d.voicemail => d.live.open(),
                             Err(_) => {}
                         }
                         d.conversation.handle_transcript(now, utterance, text);

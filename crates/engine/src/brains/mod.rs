@@ -20,6 +20,7 @@
 
 pub(crate) mod agent;
 mod duties;
+mod live_stt;
 mod remote;
 mod streams;
 

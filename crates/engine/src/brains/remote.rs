@@ -378,6 +378,9 @@ async fn run_remote(
                         silent_ms: silent_for.as_millis() as u32,
                     }))
                 }
+                // AgentBridge has no event that withdraws a start: a start too short to be an
+                // utterance is followed by no `speech_ended`, and the next start begins anew.
+                SpeechEvent::SpeechDropped { .. } => None,
                 _ => None,
             };
             if let Some(event) = forward
