@@ -107,9 +107,9 @@ impl Control {
     }
 
     /// Creates a trunk pointing at the simulator, a number on it, and an agent running `brain`
-    /// from that number, its endpointing silence [`ENDPOINTING`]; a [`BUILTIN_AGENT`] takes
-    /// its model, speech recognition and synthesis from `provider` (a provider's name).
-    /// Returns the agent's id.
+    /// from that number, its endpointing silence [`ENDPOINTING`], interrupted at the onset of
+    /// the caller's speech; a [`BUILTIN_AGENT`] takes its model, speech recognition and
+    /// synthesis from `provider` (a provider's name). Returns the agent's id.
     pub async fn set_up_agent(
         &self,
         simulator: std::net::SocketAddr,
@@ -159,6 +159,9 @@ impl Control {
                     primary_number_id: Some(number.id.clone()),
                     number_ids: vec![number.id],
                     endpointing_silence_ms: u32::try_from(ENDPOINTING.as_millis()).ok(),
+                    // Interrupted at the onset of the caller's speech, as every brain of the
+                    // bench (`builtin:agent` otherwise waits for a minimum of speech).
+                    barge_in: Some(dialtone_proto::json::to_value(&serde_json::json!("on"))),
                     llm: provider.map(|p| dialtone_proto::LlmSetting {
                         provider: p.to_owned(),
                         model: "scripted".into(),
