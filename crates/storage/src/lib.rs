@@ -19,7 +19,7 @@
 //! lock never waits on the busy async runtime. Reads and the rarer writes (agents, trunks,
 //! numbers, keys, deliveries) use the pool.
 //!
-//! Times are Unix epoch milliseconds. Free-form JSON (agent configuration, call context,
+//! Times are Unix epoch milliseconds on the database's clock ([`now_ms`]). Free-form JSON (agent configuration, call context,
 //! metadata, transcript, result, media statistics) is stored as text.
 //!
 //! ## The parts
@@ -28,6 +28,7 @@
 //!
 //! - `lib.rs` — the [`Storage`] handle: opening (pool, schema, writer), closing, pinging, and
 //!   the refused-while-in-use delete that trunks and numbers share;
+//! - `clock.rs` — [`now_ms`]: the time, on the database's clock, that nodes compare;
 //! - `error.rs` — [`StorageError`] and [`Result`];
 //! - `rows.rs` — reading columns back into values, and the placeholders of multi-row statements;
 //! - `resource.rs` — [`OrgOwned`] and [`Stored`], what the API's ownership checks use;
@@ -46,7 +47,6 @@
 //! - `writer.rs` — the writer thread that commits them;
 //! - `tests.rs` — what the tests share: `on_both!`, which runs a case on SQLite and PostgreSQL.
 
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::pool::PoolOptions;
 use sqlx::{Any, AnyConnection, AnyPool};
@@ -56,6 +56,7 @@ mod agents;
 mod call_writes;
 mod calls;
 mod caps;
+mod clock;
 mod commands;
 mod error;
 mod inbound;
@@ -99,12 +100,7 @@ pub use recordings_s3::{S3Recordings, S3Settings};
 pub use resource::{OrgOwned, Stored};
 pub use trunks::{Codec, NewTrunk, SrtpMode, Trunk, TrunkSecurity, TrunkTransport};
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use clock::now_ms;
 
 /// The storage handle; cheap to clone.
 #[derive(Debug, Clone)]

@@ -22,6 +22,7 @@ impl Storage {
     /// fenced): refused with [`StorageError::NodeIdInUse`] while another process holds it and
     /// it has not run out (a process restarted after a crash gets it once the old lease has).
     pub async fn take_lease(&self, lease: Duration) -> Result<()> {
+        self.sync_clock().await?;
         let now = now_ms();
         let taken = sqlx::query(
             "INSERT INTO nodes (id, started_at, lease_until, instance) VALUES ($1, $2, $3, $4) \
@@ -50,6 +51,7 @@ impl Storage {
     /// took it (the node is fenced: its calls are another's to close, and it must take its
     /// lease again before it takes new calls).
     pub async fn renew_lease(&self, lease: Duration) -> Result<bool> {
+        self.sync_clock().await?;
         let now = now_ms();
         let renewed = sqlx::query(
             "UPDATE nodes SET lease_until = $1 WHERE id = $2 AND instance = $3 \
