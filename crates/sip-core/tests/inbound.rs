@@ -67,6 +67,22 @@ fn incoming(h: &mut Harness, n: &str, extra: &str) -> (CallHandle, IncomingCall)
     }
 }
 
+/// Incoming call `n`, answered with our 200 (the caller's ACK not sent yet).
+fn answered(h: &mut Harness, n: &str) -> CallHandle {
+    let (call, _) = incoming(h, n, "");
+    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
+    h.collect();
+    call
+}
+
+/// The events of a call `by` one side hung up, completed.
+fn ended(by: Party) -> Vec<CallEvent> {
+    vec![CallEvent::Ended {
+        by,
+        reason: EndReason::Completed,
+    }]
+}
+
 fn source() -> SocketAddr {
     trunk()
 }
@@ -133,21 +149,13 @@ fn an_invite_gets_100_at_once_then_180_then_200_retransmitted_until_the_ack() {
     let bye = from_caller(&h, "1", "BYE", "z9hG4bKbye1", 2);
     h.feed(&bye);
     assert!(h.last_sent().is_response(200));
-    assert_eq!(
-        h.take_events(),
-        vec![CallEvent::Ended {
-            by: Party::Remote,
-            reason: EndReason::Completed
-        }]
-    );
+    assert_eq!(h.take_events(), ended(Party::Remote));
 }
 
 #[test]
 fn our_bye_goes_to_the_callers_contact_with_the_dialogs_tags_swapped() {
     let mut h = inbound_harness();
-    let (call, _) = incoming(&mut h, "2", "");
-    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
-    h.collect();
+    let call = answered(&mut h, "2");
     let our_to = h.last_sent().header("To").unwrap();
     h.feed(&from_caller(&h, "2", "ACK", "z9hG4bKack2", 1));
     h.take_events();
@@ -166,21 +174,13 @@ fn our_bye_goes_to_the_callers_contact_with_the_dialogs_tags_swapped() {
     );
     assert_eq!(bye.header("Call-ID").unwrap(), "call-2");
     h.reply(&bye, 200, None, "", "");
-    assert_eq!(
-        h.take_events(),
-        vec![CallEvent::Ended {
-            by: Party::Local,
-            reason: EndReason::Completed
-        }]
-    );
+    assert_eq!(h.take_events(), ended(Party::Local));
 }
 
 #[test]
 fn no_ack_within_64_t1_releases_the_call_with_a_bye() {
     let mut h = inbound_harness();
-    let (call, _) = incoming(&mut h, "3", "");
-    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
-    h.collect();
+    answered(&mut h, "3");
     let ok = h.last_sent();
     h.advance(secs(40.0));
     let at: Vec<u128> = h
@@ -208,9 +208,7 @@ fn no_ack_within_64_t1_releases_the_call_with_a_bye() {
 #[test]
 fn our_bye_waits_for_the_ack_of_our_2xx() {
     let mut h = inbound_harness();
-    let (call, _) = incoming(&mut h, "9", "");
-    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
-    h.collect();
+    let call = answered(&mut h, "9");
     h.ep.hang_up(h.now, call).unwrap();
     h.advance(secs(2.0));
     assert!(h.sent_requests("BYE").is_empty(), "no BYE before the ACK");
@@ -219,13 +217,7 @@ fn our_bye_waits_for_the_ack_of_our_2xx() {
     assert_eq!(byes.len(), 1, "the BYE once the ACK came");
     assert_eq!(byes[0].at, secs(2.0));
     h.reply(&byes[0], 200, None, "", "");
-    assert_eq!(
-        h.take_events(),
-        vec![CallEvent::Ended {
-            by: Party::Local,
-            reason: EndReason::Completed
-        }]
-    );
+    assert_eq!(h.take_events(), ended(Party::Local));
     h.advance(secs(40.0));
     assert_eq!(h.sent_requests("BYE").len(), 1, "one BYE only");
 }
@@ -234,22 +226,14 @@ fn our_bye_waits_for_the_ack_of_our_2xx() {
 #[test]
 fn a_bye_deferred_for_an_ack_that_never_comes_goes_at_64_t1() {
     let mut h = inbound_harness();
-    let (call, _) = incoming(&mut h, "10", "");
-    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
-    h.collect();
+    let call = answered(&mut h, "10");
     h.ep.hang_up(h.now, call).unwrap();
     h.advance(secs(32.2));
     let byes = h.sent_requests("BYE");
     assert_eq!(byes.len(), 1, "{byes:?}");
     assert_eq!(byes[0].at, Duration::from_secs(32), "at 64·T1");
     h.reply(&byes[0], 200, None, "", "");
-    assert_eq!(
-        h.take_events(),
-        vec![CallEvent::Ended {
-            by: Party::Local,
-            reason: EndReason::Completed
-        }]
-    );
+    assert_eq!(h.take_events(), ended(Party::Local));
 }
 
 /// We hung up before the ACK and the caller hung up too: its BYE ends the call, and ours is
@@ -257,19 +241,11 @@ fn a_bye_deferred_for_an_ack_that_never_comes_goes_at_64_t1() {
 #[test]
 fn a_callers_bye_while_ours_waits_for_the_ack_ends_the_call_without_ours() {
     let mut h = inbound_harness();
-    let (call, _) = incoming(&mut h, "11", "");
-    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
-    h.collect();
+    let call = answered(&mut h, "11");
     h.ep.hang_up(h.now, call).unwrap();
     h.feed(&from_caller(&h, "11", "BYE", "z9hG4bKbye11", 2));
     assert!(h.last_sent().is_response(200));
-    assert_eq!(
-        h.take_events(),
-        vec![CallEvent::Ended {
-            by: Party::Remote,
-            reason: EndReason::Completed
-        }]
-    );
+    assert_eq!(h.take_events(), ended(Party::Remote));
     h.feed(&from_caller(&h, "11", "ACK", "z9hG4bKack11", 1));
     h.advance(secs(40.0));
     assert!(h.sent_requests("BYE").is_empty(), "no BYE of ours");
@@ -430,9 +406,7 @@ fn without_inbound_calls_an_invite_is_480() {
 #[test]
 fn a_reinvite_from_the_caller_is_an_offer_answered_in_the_same_dialog() {
     let mut h = inbound_harness();
-    let (call, _) = incoming(&mut h, "7", "");
-    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
-    h.collect();
+    let call = answered(&mut h, "7");
     h.feed(&from_caller(&h, "7", "ACK", "z9hG4bKack7", 1));
     h.take_events();
     let hold = OFFER.replace(
@@ -485,18 +459,10 @@ fn malformed_invites_are_refused_400_and_spend_the_budget_too() {
 #[test]
 fn a_bye_before_the_ack_ends_the_call_and_nothing_is_released_later() {
     let mut h = inbound_harness();
-    let (call, _) = incoming(&mut h, "8", "");
-    h.ep.accept(h.now, call, b"v=0\r\n".to_vec()).unwrap();
-    h.collect();
+    answered(&mut h, "8");
     h.feed(&from_caller(&h, "8", "BYE", "z9hG4bKbye8", 2));
     assert!(h.last_sent().is_response(200));
-    assert_eq!(
-        h.take_events(),
-        vec![CallEvent::Ended {
-            by: Party::Remote,
-            reason: EndReason::Completed
-        }]
-    );
+    assert_eq!(h.take_events(), ended(Party::Remote));
     h.advance(secs(40.0));
     assert!(
         h.sent_requests("BYE").is_empty(),

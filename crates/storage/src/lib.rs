@@ -47,7 +47,6 @@
 //! - `writer.rs` — the writer thread that commits them;
 //! - `tests.rs` — what the tests share: `on_both!`, which runs a case on SQLite and PostgreSQL.
 
-
 use sqlx::pool::PoolOptions;
 use sqlx::{Any, AnyConnection, AnyPool};
 use uuid::Uuid;

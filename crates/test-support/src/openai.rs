@@ -407,6 +407,15 @@ impl ScriptedOpenAi {
         self.shared.lock().requests.clone()
     }
 
+    /// The JSON bodies of the chat completions requests so far, in the order they came.
+    pub fn chat_requests(&self) -> Vec<serde_json::Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == "/v1/chat/completions")
+            .filter_map(|r| r.json)
+            .collect()
+    }
+
     /// Waits until at least `n` requests have come (at most `timeout`) and returns them all;
     /// `None` on timeout.
     pub async fn wait_requests(&self, n: usize, timeout: Duration) -> Option<Vec<RecordedRequest>> {

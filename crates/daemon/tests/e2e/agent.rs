@@ -489,12 +489,7 @@ async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
     assert_eq!(transcript[2]["text"], "It costs ten dollars a month.");
     assert_eq!(record["agent_stats"]["interruptions"], 1, "{record:#}");
     // The model was told what was heard, not what was meant to be said.
-    let chats: Vec<Value> = openai
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "/v1/chat/completions")
-        .filter_map(|r| r.json)
-        .collect();
+    let chats: Vec<Value> = openai.chat_requests();
     let messages = chats[0]["messages"].as_array().unwrap();
     assert_eq!(messages[1]["role"], "assistant");
     assert_eq!(messages[1]["content"], heard);
@@ -574,12 +569,7 @@ async fn a_backchannel_does_not_cut_the_agent_off_but_a_longer_utterance_does() 
         "heard {heard:?}, {heard_ms} ms"
     );
     // The model was asked once, after the question, the backchannel in its history.
-    let chats: Vec<Value> = openai
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "/v1/chat/completions")
-        .filter_map(|r| r.json)
-        .collect();
+    let chats: Vec<Value> = openai.chat_requests();
     assert_eq!(chats.len(), 2, "the answer and the summary");
     let users: Vec<&Value> = chats[0]["messages"]
         .as_array()
@@ -1079,12 +1069,7 @@ async fn a_tools_failures_reach_the_model_as_its_answers() {
         Some("completed"),
         "{record:#}"
     );
-    let chats: Vec<Value> = openai
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "/v1/chat/completions")
-        .filter_map(|r| r.json)
-        .collect();
+    let chats: Vec<Value> = openai.chat_requests();
     assert!(chats.len() >= 2, "{chats:#?}");
     // Each call's answer, by call id (they come in the order the tools failed).
     let answers: std::collections::BTreeMap<String, Value> = chats[1]["messages"]
