@@ -484,10 +484,7 @@ impl Conversation {
             }
         }
         if text.is_empty() {
-            if std::mem::take(&mut self.resume_after_barge_in) {
-                // What cut the agent off was no words (a cough, noise): it goes on.
-                self.start_turn(now, None);
-            }
+            self.resume_after_no_words(now);
             return;
         }
         self.caller_said(
@@ -569,6 +566,19 @@ impl Conversation {
             false => said.clone(),
         };
         self.caller_said(now, said, shown, (now, now), false);
+    }
+
+    /// What cut the agent off turned out too short to be an utterance (a click, a cough the
+    /// speech loop dropped): the agent goes on, as after one transcribed as no words.
+    pub fn handle_dropped_start(&mut self, now: Instant) {
+        self.resume_after_no_words(now);
+    }
+
+    /// What cut the agent off was no words (a cough, noise): it goes on.
+    fn resume_after_no_words(&mut self, now: Instant) {
+        if std::mem::take(&mut self.resume_after_barge_in) {
+            self.start_turn(now, None);
+        }
     }
 
     /// The caller said `text` (shown as `shown` in the transcript) at `at`, having stopped

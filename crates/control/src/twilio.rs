@@ -70,7 +70,7 @@ impl IntoResponse for TwilioError {
             code,
             message,
             field,
-            ..
+            retry_after,
         } = self.0;
         let twilio = twilio_code(status);
         let body = serde_json::json!({
@@ -81,7 +81,13 @@ impl IntoResponse for TwilioError {
             "details": {"dialtone_code": code, "field": field},
         });
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -211,4 +217,62 @@ pub(crate) async fn update_call(
         .await
         .map_err(ApiError::from)?;
     Ok(Json(resource(&call)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    async fn shaped(error: ApiError) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = TwilioError::from(error).into_response();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    /// A refusal reads as Twilio's: its code for the status, the message, where its code is
+    /// documented, the status; Dialtone's own code and field under `details`.
+    #[tokio::test]
+    async fn a_refusal_has_twilios_shape_and_names_the_field() {
+        let (status, _, body) =
+            shaped(ApiError::invalid("Twiml", "`Twiml` is not supported")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "code": 20001,
+                "message": "`Twiml` is not supported",
+                "more_info": "https://www.twilio.com/docs/errors/20001",
+                "status": 400,
+                "details": {"dialtone_code": "invalid_request", "field": "Twiml"},
+            })
+        );
+        let (status, _, body) = shaped(ApiError::not_found("call", "x")).await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (StatusCode::NOT_FOUND, 20404.into())
+        );
+    }
+
+    /// A refusal to retry later keeps its `Retry-After`.
+    #[tokio::test]
+    async fn a_rate_limited_refusal_keeps_its_retry_after() {
+        let error = ApiError {
+            status: 429,
+            code: "rate_limited",
+            message: "too many requests".into(),
+            field: None,
+            retry_after: Some(3),
+        };
+        let (status, headers, body) = shaped(error).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "3");
+        assert_eq!(body["code"], 20429);
+    }
 }

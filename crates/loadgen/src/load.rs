@@ -107,9 +107,9 @@ impl Control {
     }
 
     /// Creates a trunk pointing at the simulator, a number on it, and an agent running `brain`
-    /// from that number, its endpointing silence [`ENDPOINTING`], interrupted at the onset of
-    /// the caller's speech; a [`BUILTIN_AGENT`] takes its model, speech recognition and
-    /// synthesis from `provider` (a provider's name). Returns the agent's id.
+    /// from that number, its endpointing silence [`ENDPOINTING`]; a [`BUILTIN_AGENT`] is
+    /// interrupted at the onset of the caller's speech and takes its model, speech recognition
+    /// and synthesis from `provider` (a provider's name). Returns the agent's id.
     pub async fn set_up_agent(
         &self,
         simulator: std::net::SocketAddr,
@@ -152,31 +152,38 @@ impl Control {
             .unwrap_or_default();
         let agent = AgentServiceClient::new(self.channel.clone())
             .create_agent(self.request(dialtone_proto::CreateAgentRequest {
-                agent: Some(dialtone_proto::AgentFields {
-                    name: Some("loadgen".into()),
-                    direction: Some("outbound".into()),
-                    brain: Some(brain.to_owned()),
-                    primary_number_id: Some(number.id.clone()),
-                    number_ids: vec![number.id],
-                    endpointing_silence_ms: u32::try_from(ENDPOINTING.as_millis()).ok(),
-                    // Interrupted at the onset of the caller's speech, as every brain of the
-                    // bench (`builtin:agent` otherwise waits for a minimum of speech).
-                    barge_in: Some(dialtone_proto::json::to_value(&serde_json::json!("on"))),
-                    llm: provider.map(|p| dialtone_proto::LlmSetting {
-                        provider: p.to_owned(),
-                        model: "scripted".into(),
-                        ..dialtone_proto::LlmSetting::default()
-                    }),
-                    stt: provider.map(|p| dialtone_proto::SpeechSetting {
-                        provider: p.to_owned(),
-                        model: Some("scripted".into()),
-                    }),
-                    tts: provider.map(|p| dialtone_proto::SpeechSetting {
-                        provider: p.to_owned(),
-                        model: Some("scripted".into()),
-                    }),
-                    ..dialtone_proto::AgentFields::default()
-                }),
+                agent:
+                    Some(
+                        dialtone_proto::AgentFields {
+                            name: Some("loadgen".into()),
+                            direction: Some("outbound".into()),
+                            brain: Some(brain.to_owned()),
+                            primary_number_id: Some(number.id.clone()),
+                            number_ids: vec![number.id],
+                            endpointing_silence_ms: u32::try_from(ENDPOINTING.as_millis()).ok(),
+                            // `builtin:agent` is interrupted at the onset of the caller's speech, like
+                            // `builtin:echo` (it otherwise waits for a minimum of speech); a Media
+                            // Streams app keeps its default (off: the app decides).
+                            barge_in:
+                                (brain == BUILTIN_AGENT).then(|| {
+                                    dialtone_proto::json::to_value(&serde_json::json!("on"))
+                                }),
+                            llm: provider.map(|p| dialtone_proto::LlmSetting {
+                                provider: p.to_owned(),
+                                model: "scripted".into(),
+                                ..dialtone_proto::LlmSetting::default()
+                            }),
+                            stt: provider.map(|p| dialtone_proto::SpeechSetting {
+                                provider: p.to_owned(),
+                                model: Some("scripted".into()),
+                            }),
+                            tts: provider.map(|p| dialtone_proto::SpeechSetting {
+                                provider: p.to_owned(),
+                                model: Some("scripted".into()),
+                            }),
+                            ..dialtone_proto::AgentFields::default()
+                        },
+                    ),
             }))
             .await
             .map_err(grpc("CreateAgent"))?

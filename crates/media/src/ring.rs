@@ -264,7 +264,7 @@ impl FrameSender {
     }
 
     /// When the watched frame ([`watch`](Self::watch)) was taken to be sent; `None` until then,
-    /// and for good when it was discarded by a [`clear`](Self::clear).
+    /// and for good after a [`clear`](Self::clear) (which drops or unwatches it).
     pub fn watched_sent_at(&self) -> Option<Instant> {
         let wire = &self.counters.wire;
         wire.time(wire.watched_sent.load(Ordering::Acquire))
@@ -282,6 +282,8 @@ impl FrameSender {
 
     /// Discards every frame not yet sent, at the worker's next tick (barge-in).
     pub fn clear(&self) {
+        // A watched frame not yet pushed would be another's after the clear: unwatched.
+        self.counters.wire.watched.store(0, Ordering::Release);
         self.counters.wire.cleared.store(0, Ordering::Relaxed);
         self.counters.clear_outbound.store(true, Ordering::Release);
     }

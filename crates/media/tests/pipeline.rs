@@ -878,4 +878,17 @@ fn the_worker_stamps_when_a_watched_frame_leaves_and_when_a_clear_took_effect() 
         None,
         "a new clear forgets the last one's time"
     );
+    media.tick_outbound(tick_at(120), &mut |_| {});
+
+    // A frame watched before it is pushed, then a clear: the frames pushed after the clear are
+    // other audio, and none of them is taken for the watched one.
+    outbound.watch(1);
+    outbound.clear();
+    for _ in 0..3 {
+        outbound.try_send(tone_frame(1000.0, 0, t0)).unwrap();
+    }
+    for ms in [140, 160, 180, 200] {
+        media.tick_outbound(tick_at(ms), &mut |_| {});
+    }
+    assert_eq!(outbound.watched_sent_at(), None, "unwatched by the clear");
 }

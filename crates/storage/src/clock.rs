@@ -57,8 +57,10 @@ impl Storage {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
+        // The connection first: only the query's round trip is timed.
+        let mut conn = self.pool.acquire().await?;
         let sent = machine_now_ms();
-        let row = sqlx::query(DATABASE_NOW_MS).fetch_one(&self.pool).await?;
+        let row = sqlx::query(DATABASE_NOW_MS).fetch_one(&mut *conn).await?;
         let received = machine_now_ms();
         let remote: i64 = row.try_get("now_ms")?;
         Ok(Some(offset(sent, remote, received)))

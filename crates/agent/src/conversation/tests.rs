@@ -871,6 +871,24 @@ fn an_interruption_that_was_no_words_lets_the_agent_go_on() {
     chat_of(&drain(&mut c));
 }
 
+/// A click cuts the agent off at its onset, then is dropped as too short to be an utterance:
+/// no transcript will come, and the agent goes on rather than waiting in silence.
+#[test]
+fn an_interruption_too_short_to_be_an_utterance_lets_the_agent_go_on() {
+    let t0 = Instant::now();
+    let mut c = Conversation::new(config(Some("Let me tell you about our plans today.")));
+    c.handle_answered(t0);
+    let opening = spoken(&drain(&mut c));
+    c.handle_speech_audio(t0, opening[0].0, 32_000);
+    c.handle_barge_in(ms(t0, 500), Some(opening[0].0), 8000);
+    drain(&mut c);
+    c.handle_dropped_start(ms(t0, 700));
+    chat_of(&drain(&mut c));
+    // Once: a second dropped start, with nothing cut, asks nothing.
+    c.handle_dropped_start(ms(t0, 900));
+    assert!(drain(&mut c).is_empty());
+}
+
 #[test]
 fn words_while_the_answer_streams_join_the_history_after_it() {
     let t0 = Instant::now();

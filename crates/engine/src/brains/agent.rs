@@ -517,7 +517,13 @@ impl Driver {
                 self.barged = false;
                 self.live.speech_started(at);
             }
-            SpeechEvent::SpeechDropped { .. } => self.live.speech_dropped(),
+            SpeechEvent::SpeechDropped { .. } => {
+                self.live.speech_dropped();
+                if self.barged {
+                    // It cut the agent off, and no words will come of it.
+                    self.conversation.handle_dropped_start(now);
+                }
+            }
             SpeechEvent::SpeechEnded { at, audio, .. } if self.opened => {
                 self.live.speech_ended();
                 let over_agent = self.conversation.agent_speaking() && !self.barged;

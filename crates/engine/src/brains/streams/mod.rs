@@ -42,7 +42,8 @@ use writer::{FLUSH_WAIT, Outgoing, WRITE_TIMEOUT, Writer};
 pub const INBOUND_METRIC: &str = "dialtone_media_streams_inbound_seconds";
 /// The histogram of the app's audio on its way to the caller: its `media` event read → the
 /// media tick that takes its first frame for the wire, seconds (one event timed at a time, on
-/// every call).
+/// every call, among those that find no audio of the app still queued: the bridge's own delay,
+/// not the app's buffering).
 pub const OUTBOUND_METRIC: &str = "dialtone_media_streams_outbound_seconds";
 /// One caller frame in this many is timed for [`INBOUND_METRIC`].
 const TIME_EVERY_FRAMES: u64 = 50;
@@ -199,9 +200,10 @@ async fn run_streams(
                         app_audio_read = None;
                     }
                     Ok(AppEffect::Queued) => {
-                        if app_audio_read.is_none() && run.speech.queued_samples() > ahead {
-                            // Its first sample leaves in the frame after what was queued.
-                            run.outbound.watch(ahead / FRAME_SAMPLES);
+                        // Timed when it finds nothing queued before it (the bridge's own delay,
+                        // not the app's buffering): its first sample leaves in the next frame.
+                        if app_audio_read.is_none() && ahead == 0 && run.speech.queued_samples() > 0 {
+                            run.outbound.watch(0);
                             app_audio_read = Some(read);
                         }
                     }
