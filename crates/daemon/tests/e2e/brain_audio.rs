@@ -1,7 +1,9 @@
 //! An AgentBridge brain with speech of its own: its `PlayAudio` clips, at 8, 24 and 48 kHz,
 //! reach the callee (baresip) as the tone they carry, as long as they are, and each clip's
-//! mark comes back in `PlayoutDone` once it has played, in order. (Each clip's resampling to
-//! 16 kHz, exact in length and timing, is unit-tested in the engine's `brains::remote`.)
+//! mark comes back in `PlayoutDone` once it has played, in order, with the clip's length. A
+//! `SpeakText` line the callee talks over comes back interrupted, with the part of it that was
+//! played. (Each clip's resampling to 16 kHz, exact in length and timing, is unit-tested in the
+//! engine's `brains::remote`; the marks' bookkeeping in `brains::playout_marks`.)
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,8 +13,11 @@ use dialtone_control::proto::agent_bridge_service_server::{
 };
 use dialtone_control::proto::converse_request::Event;
 use dialtone_control::proto::converse_response::Action;
-use dialtone_control::proto::{ConverseRequest, ConverseResponse, HangUp, PlayAudio};
+use dialtone_control::proto::{
+    ConverseRequest, ConverseResponse, HangUp, PlayAudio, PlayoutDone, Speak,
+};
 use dialtone_test_support::audio::sine;
+use dialtone_test_support::media::speech_ulaw;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,8 +42,8 @@ const AMPLITUDE: f64 = 10_000.0;
 /// holds the whole tone: from before its jitter buffer has started to after its last frame.
 const SILENCE_MS: usize = 400;
 
-/// The marks the brain was told had played, in order.
-type Marks = Arc<Mutex<Vec<String>>>;
+/// The marks the brain was told had played (or been cut), in order.
+type Marks = Arc<Mutex<Vec<PlayoutDone>>>;
 
 struct Brain {
     marks: Marks,
@@ -92,8 +97,8 @@ impl AgentBridgeService for Brain {
                     }
                     Some(Event::PlayoutDone(done)) => {
                         let mut marks = marks.lock().unwrap();
-                        marks.push(done.mark);
-                        match marks.last().is_some_and(|m| m == "after") {
+                        marks.push(done);
+                        match marks.last().is_some_and(|m| m.mark == "after") {
                             true => vec![Action::HangUp(HangUp {
                                 reason: "completed".into(),
                             })],
@@ -113,19 +118,84 @@ impl AgentBridgeService for Brain {
     }
 }
 
+/// The line [`Speaker`] says after its clip: about ten seconds of espeak-ng.
+const LINE: &str = "Good afternoon, I am calling on behalf of the Acme company about the quote you \
+                    asked for last week on our website, and I would like to go over the details \
+                    with you now.";
+
+/// A brain that plays a clip of the tone (16 kHz, marked "clip"), then says [`LINE`] (marked
+/// "line"), and hangs up when the callee has finished speaking.
+struct Speaker {
+    marks: Marks,
+}
+
+#[tonic::async_trait]
+impl AgentBridgeService for Speaker {
+    type ConverseStream = ReceiverStream<Result<ConverseResponse, Status>>;
+
+    async fn converse(
+        &self,
+        request: Request<Streaming<ConverseRequest>>,
+    ) -> Result<Response<Self::ConverseStream>, Status> {
+        let mut events = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let marks = self.marks.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = events.message().await {
+                let actions = match message.event {
+                    Some(Event::Start(_)) => vec![
+                        Action::Play(PlayAudio {
+                            pcm: clip(16_000),
+                            sample_rate: 16_000,
+                            mark: Some("clip".into()),
+                        }),
+                        Action::Speak(Speak {
+                            text: LINE.into(),
+                            mark: Some("line".into()),
+                        }),
+                    ],
+                    Some(Event::PlayoutDone(done)) => {
+                        marks.lock().unwrap().push(done);
+                        Vec::new()
+                    }
+                    Some(Event::SpeechEnded(_)) => vec![Action::HangUp(HangUp {
+                        reason: "completed".into(),
+                    })],
+                    _ => continue,
+                };
+                for action in actions {
+                    let reply = ConverseResponse {
+                        action: Some(action),
+                    };
+                    if tx.send(Ok(reply)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Serves `brain` on a free loopback port; its address.
+async fn serve<B: AgentBridgeService>(brain: B) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("grpc://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AgentBridgeServiceServer::new(brain))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    address
+}
+
 /// Serves the brain on a free loopback port; its address and the marks it hears.
 async fn start_brain() -> (String, Marks) {
     let marks = Marks::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("grpc://{}", listener.local_addr().unwrap());
-    let service = AgentBridgeServiceServer::new(Brain {
+    let address = serve(Brain {
         marks: marks.clone(),
-    });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    })
+    .await;
     (address, marks)
 }
 
@@ -148,10 +218,17 @@ async fn an_agent_bridge_brain_plays_its_own_audio_at_any_rate_as_long_as_it_is(
     let id = w.dispatch(json!({})).await;
     let record = wait_final(&w.api, &id).await;
     assert_ended(&record, "completed", "completed", "agent");
-    let heard: Vec<String> = marks.lock().unwrap().clone();
-    let mut played = vec!["before"];
-    played.extend(CLIPS.map(|(_, mark)| mark));
-    played.push("after");
+    let heard: Vec<(String, bool, u32)> = marks
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|done| (done.mark.clone(), done.interrupted, done.played_ms))
+        .collect();
+    // Each mark with its whole clip's length, played to its end.
+    let silence = |mark: &str| (mark.to_owned(), false, SILENCE_MS as u32);
+    let mut played = vec![silence("before")];
+    played.extend(CLIPS.map(|(_, mark)| (mark.to_owned(), false, CLIP_MS as u32)));
+    played.push(silence("after"));
     assert_eq!(heard, played, "{record:#}");
 
     // The three clips back to back: one tone, as long as the three together, without a gap
@@ -175,6 +252,58 @@ async fn an_agent_bridge_brain_plays_its_own_audio_at_any_rate_as_long_as_it_is(
         "{heard_ms} ms of the tone heard ({gaps} ms of them quiet), {played_ms} ms played; \
          media {}",
         record["media_stats"]
+    );
+    w.finish().await;
+}
+
+/// The callee talks over the brain's line (`barge_in` "on"): the clip before it is reported
+/// played, all of it; the line interrupted, with the part of it that was played before the
+/// callee cut in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_bridge_brain_hears_how_much_of_its_line_the_callee_let_it_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = Marks::default();
+    let address = serve(Speaker {
+        marks: marks.clone(),
+    })
+    .await;
+    // The clip (590 ms) and about 1.9 s of the line play before the callee speaks.
+    let baresip = callee(
+        dir.path(),
+        &[Ok(2500), Err("Sorry, how much does it cost?"), Ok(5000)],
+    );
+    let w = world(None, &[]).await;
+    trunk_to(&w.api, baresip.port).await;
+    let (s, agent) = w
+        .api
+        .patch(
+            &format!("/v1/agents/{}", w.agent_id),
+            json!({"brain": address, "barge_in": "on"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{agent}");
+    let id = w.dispatch(json!({})).await;
+    let record = wait_final(&w.api, &id).await;
+    assert_ended(&record, "completed", "completed", "agent");
+    let heard = marks.lock().unwrap().clone();
+    assert_eq!(heard.len(), 2, "{heard:?}");
+    assert_eq!(
+        (
+            heard[0].mark.as_str(),
+            heard[0].interrupted,
+            heard[0].played_ms
+        ),
+        ("clip", false, CLIP_MS as u32)
+    );
+    let line = &heard[1];
+    assert!(line.mark == "line" && line.interrupted, "{line:?}");
+    // What of the line was played: from after the clip to the callee's first words, and far
+    // less than the whole line (its length as espeak-ng says it, at 8 kHz).
+    let line_ms = speech_ulaw(dir.path(), LINE).unwrap().len() / 8;
+    let played_ms = line.played_ms as usize;
+    assert!(
+        (1000..4000).contains(&played_ms) && played_ms + 3000 < line_ms,
+        "{played_ms} ms of the {line_ms} ms line played"
     );
     w.finish().await;
 }

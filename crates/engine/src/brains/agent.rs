@@ -46,6 +46,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::live_stt::LiveRecognition;
+use super::playout_marks::heard_parts;
 use super::{
     APOLOGY, BrainContext, BrainInput, BrainRequest, Duties, IvrStep, Run, SilenceClock, Voicemail,
 };
@@ -543,16 +544,13 @@ impl Driver {
             }
             SpeechEvent::BargeIn { at, cut } => {
                 // The samples still queued were dropped; the rest of the pieces' audio played.
-                let queued: usize = self.queued.iter().map(|(_, n)| n).sum();
-                let mut played = queued.saturating_sub(cut.dropped_samples);
-                let mut cut_piece = None;
-                for (segment, samples) in self.queued.drain(..) {
-                    if played < samples {
-                        cut_piece = Some((segment, played));
-                        break;
-                    }
-                    played -= samples;
-                }
+                let lengths: Vec<usize> = self.queued.iter().map(|(_, n)| *n).collect();
+                let cut_piece = self
+                    .queued
+                    .drain(..)
+                    .zip(heard_parts(lengths, cut.dropped_samples))
+                    .find(|((_, samples), heard)| heard < samples)
+                    .map(|((segment, _), heard)| (segment, heard));
                 self.barged = true;
                 self.run.barge_in(at);
                 self.speaking = None;

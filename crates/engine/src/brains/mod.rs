@@ -21,6 +21,7 @@
 pub(crate) mod agent;
 mod duties;
 mod live_stt;
+mod playout_marks;
 mod remote;
 mod streams;
 

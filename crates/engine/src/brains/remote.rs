@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::playout_marks::{MarkReport, PlayoutMarks};
 use super::{
     APOLOGY, BrainContext, BrainInput, BrainRequest, Duties, IvrStep, Run, SilenceClock,
     check_result, line, next_chunk,
@@ -85,8 +86,7 @@ async fn run_remote(
     use dialtone_proto::converse_response::Action;
     use dialtone_proto::{
         AudioFormat, Beep, CallEnded, CallerAudio, ConverseRequest, DtmfDigit, GreetingEnded,
-        MachineDetection, PlayoutDone, ResultRejected, SessionStart, SpeechEnded, SpeechStarted,
-        TransferFailed,
+        MachineDetection, ResultRejected, SessionStart, SpeechEnded, SpeechStarted, TransferFailed,
     };
 
     let answered = Instant::now();
@@ -165,6 +165,7 @@ async fn run_remote(
     let mut speak_queue: std::collections::VecDeque<(String, Option<String>)> =
         std::collections::VecDeque::new();
     let mut tts_mark: Option<String> = None;
+    let mut marks = PlayoutMarks::default();
     if failed {
         run.say(APOLOGY, "apology");
     }
@@ -214,17 +215,20 @@ async fn run_remote(
                         tracing::debug!("the brain's speech is dropped: the engine leaves the voicemail message");
                     }
                     Some(Action::Play(play)) => {
-                        run.speech.play(to_16k(&play.pcm, play.sample_rate), play.mark);
+                        let audio = to_16k(&play.pcm, play.sample_rate);
+                        marks.clip(audio.len(), play.mark.clone());
+                        run.speech.play(audio, play.mark);
                     }
                     Some(Action::Speak(speak)) => {
                         run.transcript.push(line("agent", &speak.text));
                         speak_queue.push_back((speak.text, speak.mark));
                     }
                     Some(Action::Clear(_)) => {
-                        run.speech.clear_playout();
+                        let dropped = run.speech.clear_playout().map_or(0, |cut| cut.dropped_samples);
                         run.outbound.clear();
-                        speak_queue.clear();
-                        run.speaking = None;
+                        for report in stop_speech(&mut run, &mut marks, dropped, &mut tts_mark, &mut speak_queue) {
+                            let _ = to_brain.try_send(send(playout_done(report)));
+                        }
                     }
                     Some(Action::SendDtmf(dtmf)) => {
                         let _ = run.context.requests.send(BrainRequest::SendDtmf(dtmf.digits));
@@ -289,12 +293,17 @@ async fn run_remote(
                 }
             },
             chunk = next_chunk(&mut run.speaking) => match chunk {
-                Some(audio) => run.speech.play(audio, None),
+                Some(audio) => {
+                    marks.speech(audio.len());
+                    run.speech.play(audio, None);
+                }
                 None => {
                     if let Some((_, engine_mark)) = run.speaking.take() {
                         // The synthesis ended: its mark follows its last sample (the brain's
                         // mark for its speech, the engine's for its own prompts).
-                        let mark = tts_mark.take().unwrap_or_else(|| engine_mark.to_owned());
+                        let brains = tts_mark.take();
+                        let mark = brains.clone().unwrap_or_else(|| engine_mark.to_owned());
+                        marks.speech_ended(brains.filter(|m| m != INTERNAL_MARK));
                         run.speech.play(Vec::new(), Some(mark));
                     }
                 }
@@ -340,13 +349,16 @@ async fn run_remote(
                 }
                 SpeechEvent::BargeIn { at, cut } => {
                     run.barge_in(at);
-                    cut.mark.filter(|m| m != INTERNAL_MARK).map(|mark| {
-                        Event::PlayoutDone(PlayoutDone {
-                            mark,
-                            interrupted: true,
-                            played_ms: (cut.played_samples / 16) as u32,
-                        })
-                    })
+                    for report in stop_speech(
+                        &mut run,
+                        &mut marks,
+                        cut.dropped_samples,
+                        &mut tts_mark,
+                        &mut speak_queue,
+                    ) {
+                        let _ = to_brain.try_send(send(playout_done(report)));
+                    }
+                    None
                 }
                 SpeechEvent::PlayoutDone { mark } if mark == "apology" && failed => {
                     let _ = run.context.requests.send(BrainRequest::HangUp {
@@ -354,12 +366,7 @@ async fn run_remote(
                     });
                     None
                 }
-                SpeechEvent::PlayoutDone { mark } if mark == INTERNAL_MARK => None,
-                SpeechEvent::PlayoutDone { mark } => Some(Event::PlayoutDone(PlayoutDone {
-                    mark,
-                    interrupted: false,
-                    played_ms: 0,
-                })),
+                SpeechEvent::PlayoutDone { mark } => marks.played(&mark).map(playout_done),
                 SpeechEvent::Dtmf { digit, .. } => Some(Event::Dtmf(DtmfDigit {
                     digit: digit.to_string(),
                 })),
@@ -408,6 +415,38 @@ async fn run_remote(
             .set_result(run.context.call_id, None, Some(why))
             .await;
     }
+}
+
+/// The brain's speech stops, its playout cleared with `dropped` samples unplayed (a barge-in,
+/// or the brain's own clear): the line under synthesis and the lines queued after it go too.
+/// Every mark of the brain's still pending, in order, with what of its clip was heard.
+fn stop_speech(
+    run: &mut Run,
+    marks: &mut PlayoutMarks,
+    dropped: usize,
+    tts_mark: &mut Option<String>,
+    speak_queue: &mut std::collections::VecDeque<(String, Option<String>)>,
+) -> Vec<MarkReport> {
+    run.speaking = None;
+    let open_mark = tts_mark.take().filter(|m| m != INTERNAL_MARK);
+    let mut reports = marks.cut(dropped, open_mark.as_deref());
+    reports.extend(speak_queue.drain(..).filter_map(|(_, mark)| {
+        Some(MarkReport {
+            mark: mark?,
+            interrupted: true,
+            played_ms: 0,
+        })
+    }));
+    reports
+}
+
+/// The brain is told of its mark.
+fn playout_done(report: MarkReport) -> dialtone_proto::converse_request::Event {
+    dialtone_proto::converse_request::Event::PlayoutDone(dialtone_proto::PlayoutDone {
+        mark: report.mark,
+        interrupted: report.interrupted,
+        played_ms: report.played_ms,
+    })
 }
 
 /// How long a brain has to take the conversation (connection, HTTP/2 and the `Converse` stream)
