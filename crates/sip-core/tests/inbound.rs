@@ -395,6 +395,58 @@ fn refusals_are_budgeted_per_source_and_a_spent_source_is_dropped_unanswered() {
     assert!(h.last_sent().is_response(100));
 }
 
+/// A request with Call-ID `n` from the trunk's address that no dialog of ours knows: `method`,
+/// with a To tag unless it is OPTIONS or MESSAGE (asked outside any dialog).
+fn stray(method: &str, n: &str) -> String {
+    let to_tag = match method {
+        "OPTIONS" | "MESSAGE" => String::new(),
+        _ => format!(";tag=t{n}"),
+    };
+    format!(
+        "{method} sip:dialtone@192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK{n}\r\nMax-Forwards: 70\r\nFrom: <sip:15551230000@192.0.2.20>;tag=f{n}\r\nTo: <sip:+15559870000@192.0.2.10>{to_tag}\r\nCall-ID: stray-{n}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A source that spent its budget gets no refusal of anything it sends outside a dialog (a
+/// BYE or INFO with a made-up Call-ID would be 481, a MESSAGE 405: answers a spoofed source
+/// could reflect), while OPTIONS is still answered and its call's dialog still works.
+#[test]
+fn a_spent_source_gets_no_refusal_outside_a_dialog_but_its_dialogs_and_options_work() {
+    let mut h = inbound_harness();
+    answered(&mut h, "d0");
+    h.feed(&from_caller(&h, "d0", "ACK", "z9hG4bKackd0", 1));
+    for n in 0..3 {
+        let (call, _) = incoming(&mut h, &format!("r{n}"), "");
+        h.ep.refuse(h.now, call, 403, true).unwrap();
+        h.collect();
+    }
+    h.take_events();
+    let sent = h.sent.len();
+    for (method, n) in [
+        ("BYE", "x1"),
+        ("INFO", "x2"),
+        ("MESSAGE", "x3"),
+        ("INVITE", "x4"),
+    ] {
+        h.feed(&stray(method, n));
+    }
+    assert_eq!(
+        h.sent.len(),
+        sent,
+        "nothing answered: {:?}",
+        &h.sent[sent..]
+    );
+    assert_eq!(h.ep.stats().inbound_dropped, 4);
+    h.feed(&stray("OPTIONS", "x5"));
+    assert!(h.last_sent().is_response(200), "OPTIONS is answered");
+    h.feed(&from_caller(&h, "d0", "BYE", "z9hG4bKbyed0", 2));
+    assert!(
+        h.last_sent().is_response(200),
+        "its own dialog's BYE is answered"
+    );
+    assert_eq!(h.take_events(), ended(Party::Remote));
+}
+
 #[test]
 fn without_inbound_calls_an_invite_is_480() {
     let mut h = Harness::new();

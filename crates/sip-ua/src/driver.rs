@@ -430,8 +430,8 @@ impl Driver {
         }
     }
 
-    /// Feeds the core one message; the inbound INVITEs it drops (their source spent its budget
-    /// of refusals) are counted in `dialtone_sip_inbound_dropped_total`.
+    /// Feeds the core one message; the requests it drops (their source spent its budget of
+    /// refusals) are counted in `dialtone_sip_inbound_dropped_total`.
     fn received(&mut self, source: SocketAddr, transport: Transport, bytes: &[u8]) {
         self.endpoint
             .handle_message(Instant::now(), source, transport, bytes);

@@ -88,7 +88,7 @@ impl Endpoint {
                 let destination = response_destination(&via, source, transport);
                 self.on_cancel(now, key, destination, transport, req);
             }
-            Method::Invite if self.drops_inbound(now, source, &req) => {}
+            _ if self.drops_from_spent_source(now, source, &req) => {}
             _ => {
                 let destination = response_destination(&via, source, transport);
                 self.on_new_request(now, key, destination, transport, req);

@@ -122,6 +122,7 @@ pub struct EndpointStats {
     pub notifies_refused: u64,
     /// Incoming calls refused by their owner (`403`, `404`, `486` ...).
     pub inbound_refused: u64,
-    /// New INVITEs dropped unanswered: their source had spent its budget of refusals.
+    /// Requests dropped unanswered: their source had spent its budget of refusals (new
+    /// INVITEs, and anything but OPTIONS outside a dialog).
     pub inbound_dropped: u64,
 }

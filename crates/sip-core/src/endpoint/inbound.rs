@@ -14,8 +14,11 @@
 //! Refusals are budgeted per source address ([`RefusalLimiter`]): each new INVITE takes a
 //! token from its source, given back when the call is rung, answered, or refused for another
 //! cause than `403`/`404`; a source whose budget is spent is no longer answered — its new
-//! INVITEs are dropped, counted in [`EndpointStats::inbound_dropped`], and summarised in the
-//! log at most once per period.
+//! INVITEs, and whatever else it sends outside a dialog but OPTIONS (a BYE or INFO with a
+//! made-up Call-ID would get `481`, an unknown method `405`: answers a spoofed source could
+//! have reflected), are dropped, counted in [`EndpointStats::inbound_dropped`], and summarised
+//! in the log at most once per period. Its dialogs, and OPTIONS probes, are answered as
+//! before.
 //!
 //! [`EndpointConfig::accept_inbound`]: super::EndpointConfig::accept_inbound
 //! [`EndpointStats::inbound_dropped`]: super::EndpointStats::inbound_dropped
@@ -101,19 +104,23 @@ fn without_tag(value: &str) -> Option<String> {
 }
 
 impl Endpoint {
-    /// Whether a new INVITE from `source` is dropped unanswered: the endpoint takes inbound
-    /// calls and the source has spent its budget of refusals.
-    pub(super) fn drops_inbound(
+    /// Whether a request from `source` is dropped unanswered: the endpoint takes inbound calls,
+    /// the source has spent its budget of refusals, and the request is a new INVITE or anything
+    /// but OPTIONS outside a dialog (ACK and CANCEL are not asked here).
+    pub(super) fn drops_from_spent_source(
         &mut self,
         now: Instant,
         source: SocketAddr,
         req: &rsip::Request,
     ) -> bool {
         if !self.config.accept_inbound
-            || req.method != Method::Invite
-            || message::to_tag(&req.headers).is_some()
+            || req.method == Method::Options
             || self.refusals.allows(now, source.ip())
         {
+            return false;
+        }
+        let new_invite = req.method == Method::Invite && message::to_tag(&req.headers).is_none();
+        if !new_invite && self.find_dialog(req).is_some() {
             return false;
         }
         self.stats.inbound_dropped += 1;

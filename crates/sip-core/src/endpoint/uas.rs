@@ -223,7 +223,7 @@ impl Endpoint {
     }
 
     /// The confirmed or early dialog a request belongs to (§12.2.2).
-    fn find_dialog(&self, req: &rsip::Request) -> Option<CallHandle> {
+    pub(super) fn find_dialog(&self, req: &rsip::Request) -> Option<CallHandle> {
         let call_id = message::call_id(&req.headers)?;
         let handle = *self.calls_by_id.get(&call_id)?;
         let call = self.calls.get(&handle)?;
