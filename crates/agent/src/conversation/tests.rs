@@ -854,15 +854,21 @@ fn a_retried_answer_does_not_repeat_what_the_failed_one_began() {
     assert_eq!(said.join(" "), "Sure, I can help you with that.");
 }
 
-#[test]
-fn an_interruption_that_was_no_words_lets_the_agent_go_on() {
-    let t0 = Instant::now();
+/// A conversation whose first message the caller cut off at 500 ms (a quarter of it heard).
+fn opening_cut_off(t0: Instant) -> Conversation {
     let mut c = Conversation::new(config(Some("Let me tell you about our plans today.")));
     c.handle_answered(t0);
     let opening = spoken(&drain(&mut c));
     c.handle_speech_audio(t0, opening[0].0, 32_000);
     c.handle_barge_in(ms(t0, 500), Some(opening[0].0), 8000);
     drain(&mut c);
+    c
+}
+
+#[test]
+fn an_interruption_that_was_no_words_lets_the_agent_go_on() {
+    let t0 = Instant::now();
+    let mut c = opening_cut_off(t0);
     c.handle_utterance(ms(t0, 900), ms(t0, 900), vec![0; 3200], false);
     let Some(Action::Transcribe { utterance, .. }) = c.poll_action() else {
         panic!("transcribed")
@@ -876,12 +882,7 @@ fn an_interruption_that_was_no_words_lets_the_agent_go_on() {
 #[test]
 fn an_interruption_too_short_to_be_an_utterance_lets_the_agent_go_on() {
     let t0 = Instant::now();
-    let mut c = Conversation::new(config(Some("Let me tell you about our plans today.")));
-    c.handle_answered(t0);
-    let opening = spoken(&drain(&mut c));
-    c.handle_speech_audio(t0, opening[0].0, 32_000);
-    c.handle_barge_in(ms(t0, 500), Some(opening[0].0), 8000);
-    drain(&mut c);
+    let mut c = opening_cut_off(t0);
     c.handle_dropped_start(ms(t0, 700));
     chat_of(&drain(&mut c));
     // Once: a second dropped start, with nothing cut, asks nothing.

@@ -466,11 +466,7 @@ async fn a_caller_who_talks_over_the_agent_cuts_its_line_to_what_was_heard() {
         }),
     )
     .await;
-    openai.push_transcript(TranscriptReply::Text(
-        "Sorry, how much does it cost?".into(),
-    ));
-    openai.push_chat(ChatReply::text("It costs ten dollars a month."));
-    openai.push_chat(ChatReply::text("Sam asked about the price."));
+    price_question_answered(&openai);
     openai.push_chat(ChatReply::text(r#"{"price_asked": "yes"}"#));
     openai.push_chat(ChatReply::text(r#"{"asked": true}"#));
     let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
@@ -533,11 +529,7 @@ async fn a_backchannel_does_not_cut_the_agent_off_but_a_longer_utterance_does() 
     trunk_to(&w.api, baresip.port).await;
     make_agent(&w, &openai.base_url(), json!({"first_message": greeting})).await;
     openai.push_transcript(TranscriptReply::Text("Uh-huh.".into()));
-    openai.push_transcript(TranscriptReply::Text(
-        "Sorry, how much does it cost?".into(),
-    ));
-    openai.push_chat(ChatReply::text("It costs ten dollars a month."));
-    openai.push_chat(ChatReply::text("Sam asked about the price."));
+    price_question_answered(&openai);
     let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
     let record = wait_final(&w.api, &id).await;
     assert_eq!(record["status"], "completed", "{record:#}");
@@ -667,6 +659,16 @@ async fn the_first_message_is_synthesised_while_the_phone_rings() {
     w.finish().await;
 }
 
+/// The scripted answers after the caller asks the price: the question's transcript, the
+/// model's answer, then the call's summary.
+fn price_question_answered(openai: &ScriptedOpenAi) {
+    openai.push_transcript(TranscriptReply::Text(
+        "Sorry, how much does it cost?".into(),
+    ));
+    openai.push_chat(ChatReply::text("It costs ten dollars a month."));
+    openai.push_chat(ChatReply::text("Sam asked about the price."));
+}
+
 /// What the model opens with in the barge-in tests of the streaming synthesisers: 107
 /// characters, over 6 s of tone.
 const STREAMED_OPENING: &str = "Hello Sam, this is Ava from Acme. I am calling about the quote \
@@ -703,11 +705,7 @@ async fn a_streamed_line_cut_by_the_caller(kind: &str, base_url: String) -> Stri
         STREAMED_OPENING,
         Duration::from_millis(20),
     ));
-    openai.push_transcript(TranscriptReply::Text(
-        "Sorry, how much does it cost?".into(),
-    ));
-    openai.push_chat(ChatReply::text("It costs ten dollars a month."));
-    openai.push_chat(ChatReply::text("Sam asked about the price."));
+    price_question_answered(&openai);
     let id = w.dispatch(json!({"context": {"name": "Sam"}})).await;
     let record = wait_final(&w.api, &id).await;
     assert_eq!(record["status"], "completed", "{record:#}");

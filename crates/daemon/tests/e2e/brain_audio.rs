@@ -45,10 +45,6 @@ const SILENCE_MS: usize = 400;
 /// The marks the brain was told had played (or been cut), in order.
 type Marks = Arc<Mutex<Vec<PlayoutDone>>>;
 
-struct Brain {
-    marks: Marks,
-}
-
 /// A clip of the tone at `rate`, PCM16LE.
 fn clip(rate: u32) -> Vec<u8> {
     let mut samples = vec![0i16; CLIP_MS * rate as usize / 1000];
@@ -56,81 +52,25 @@ fn clip(rate: u32) -> Vec<u8> {
     samples.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
 
-#[tonic::async_trait]
-impl AgentBridgeService for Brain {
-    type ConverseStream = ReceiverStream<Result<ConverseResponse, Status>>;
-
-    async fn converse(
-        &self,
-        request: Request<Streaming<ConverseRequest>>,
-    ) -> Result<Response<Self::ConverseStream>, Status> {
-        let mut events = request.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        let marks = self.marks.clone();
-        tokio::spawn(async move {
-            let reply = |action| {
-                Ok(ConverseResponse {
-                    action: Some(action),
-                })
-            };
-            while let Ok(Some(message)) = events.message().await {
-                let actions = match message.event {
-                    Some(Event::Start(_)) => {
-                        let silence = |mark: &str| {
-                            Action::Play(PlayAudio {
-                                pcm: vec![0; SILENCE_MS * 32],
-                                sample_rate: 0,
-                                mark: Some(mark.into()),
-                            })
-                        };
-                        let clips = CLIPS.iter().map(|(rate, mark)| {
-                            Action::Play(PlayAudio {
-                                pcm: clip(*rate),
-                                sample_rate: *rate,
-                                mark: Some((*mark).into()),
-                            })
-                        });
-                        std::iter::once(silence("before"))
-                            .chain(clips)
-                            .chain([silence("after")])
-                            .collect()
-                    }
-                    Some(Event::PlayoutDone(done)) => {
-                        let mut marks = marks.lock().unwrap();
-                        marks.push(done);
-                        match marks.last().is_some_and(|m| m.mark == "after") {
-                            true => vec![Action::HangUp(HangUp {
-                                reason: "completed".into(),
-                            })],
-                            false => Vec::new(),
-                        }
-                    }
-                    _ => continue,
-                };
-                for action in actions {
-                    if tx.send(reply(action)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
+/// When a [`Scripted`] brain hangs up.
+#[derive(Debug, Clone, Copy)]
+enum HangUpOn {
+    /// Once this mark is reported.
+    Mark(&'static str),
+    /// Once the callee has finished speaking.
+    CallerDone,
 }
 
-/// The line [`Speaker`] says after its clip: about ten seconds of espeak-ng.
-const LINE: &str = "Good afternoon, I am calling on behalf of the Acme company about the quote you \
-                    asked for last week on our website, and I would like to go over the details \
-                    with you now.";
-
-/// A brain that plays a clip of the tone (16 kHz, marked "clip"), then says [`LINE`] (marked
-/// "line"), and hangs up when the callee has finished speaking.
-struct Speaker {
+/// A brain that opens with `opening`, keeps every mark it is told of, and hangs up on
+/// `hang_up`.
+struct Scripted {
+    opening: Vec<Action>,
+    hang_up: HangUpOn,
     marks: Marks,
 }
 
 #[tonic::async_trait]
-impl AgentBridgeService for Speaker {
+impl AgentBridgeService for Scripted {
     type ConverseStream = ReceiverStream<Result<ConverseResponse, Status>>;
 
     async fn converse(
@@ -139,28 +79,24 @@ impl AgentBridgeService for Speaker {
     ) -> Result<Response<Self::ConverseStream>, Status> {
         let mut events = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let marks = self.marks.clone();
+        let (opening, hang_up, marks) = (self.opening.clone(), self.hang_up, self.marks.clone());
         tokio::spawn(async move {
+            let done = || {
+                vec![Action::HangUp(HangUp {
+                    reason: "completed".into(),
+                })]
+            };
             while let Ok(Some(message)) = events.message().await {
                 let actions = match message.event {
-                    Some(Event::Start(_)) => vec![
-                        Action::Play(PlayAudio {
-                            pcm: clip(16_000),
-                            sample_rate: 16_000,
-                            mark: Some("clip".into()),
-                        }),
-                        Action::Speak(Speak {
-                            text: LINE.into(),
-                            mark: Some("line".into()),
-                        }),
-                    ],
-                    Some(Event::PlayoutDone(done)) => {
-                        marks.lock().unwrap().push(done);
-                        Vec::new()
+                    Some(Event::Start(_)) => opening.clone(),
+                    Some(Event::PlayoutDone(played)) => {
+                        let last = matches!(hang_up, HangUpOn::Mark(m) if m == played.mark);
+                        marks.lock().unwrap().push(played);
+                        if last { done() } else { Vec::new() }
                     }
-                    Some(Event::SpeechEnded(_)) => vec![Action::HangUp(HangUp {
-                        reason: "completed".into(),
-                    })],
+                    Some(Event::SpeechEnded(_)) if matches!(hang_up, HangUpOn::CallerDone) => {
+                        done()
+                    }
                     _ => continue,
                 };
                 for action in actions {
@@ -177,8 +113,14 @@ impl AgentBridgeService for Speaker {
     }
 }
 
+/// The line the brain says after its clip when the callee talks over it: about ten seconds of
+/// espeak-ng.
+const LINE: &str = "Good afternoon, I am calling on behalf of the Acme company about the quote you \
+                    asked for last week on our website, and I would like to go over the details \
+                    with you now.";
+
 /// Serves `brain` on a free loopback port; its address.
-async fn serve<B: AgentBridgeService>(brain: B) -> String {
+async fn serve(brain: Scripted) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("grpc://{}", listener.local_addr().unwrap());
     tokio::spawn(
@@ -189,10 +131,31 @@ async fn serve<B: AgentBridgeService>(brain: B) -> String {
     address
 }
 
-/// Serves the brain on a free loopback port; its address and the marks it hears.
+/// Serves the brain of the clips on a free loopback port: silence marked "before", the clips
+/// (each marked with its name), silence marked "after", then a hang-up. Its address and the
+/// marks it hears.
 async fn start_brain() -> (String, Marks) {
+    let silence = |mark: &str| {
+        Action::Play(PlayAudio {
+            pcm: vec![0; SILENCE_MS * 32],
+            sample_rate: 0,
+            mark: Some(mark.into()),
+        })
+    };
+    let clips = CLIPS.iter().map(|(rate, mark)| {
+        Action::Play(PlayAudio {
+            pcm: clip(*rate),
+            sample_rate: *rate,
+            mark: Some((*mark).into()),
+        })
+    });
     let marks = Marks::default();
-    let address = serve(Brain {
+    let address = serve(Scripted {
+        opening: std::iter::once(silence("before"))
+            .chain(clips)
+            .chain([silence("after")])
+            .collect(),
+        hang_up: HangUpOn::Mark("after"),
         marks: marks.clone(),
     })
     .await;
@@ -262,8 +225,22 @@ async fn an_agent_bridge_brain_plays_its_own_audio_at_any_rate_as_long_as_it_is(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_bridge_brain_hears_how_much_of_its_line_the_callee_let_it_say() {
     let dir = tempfile::tempdir().unwrap();
+    // A clip of the tone (16 kHz, marked "clip"), then [`LINE`] (marked "line"); a hang-up
+    // once the callee has finished speaking.
     let marks = Marks::default();
-    let address = serve(Speaker {
+    let address = serve(Scripted {
+        opening: vec![
+            Action::Play(PlayAudio {
+                pcm: clip(16_000),
+                sample_rate: 16_000,
+                mark: Some("clip".into()),
+            }),
+            Action::Speak(Speak {
+                text: LINE.into(),
+                mark: Some("line".into()),
+            }),
+        ],
+        hang_up: HangUpOn::CallerDone,
         marks: marks.clone(),
     })
     .await;
